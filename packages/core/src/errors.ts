@@ -1,0 +1,92 @@
+/**
+ * Typed errors. Every error shmring throws has a stable `code`:
+ *  - `ERR_SHMRING_*` for misuse and for conditions of the library itself;
+ *  - the errno name ('ENOENT', 'EEXIST', ...) for a failed system call, with
+ *    `errno` and `syscall` as on Node's own fs errors.
+ * Plain argument mistakes (a negative size, a non-integer) are TypeError or
+ * RangeError, also with an `ERR_SHMRING_*` code.
+ * docs/ERRORS.md lists every code, its cause and what to do.
+ */
+
+export const ErrorCodes = {
+  /** An option has the wrong type or is out of range. */
+  INVALID_ARGUMENT: 'ERR_SHMRING_INVALID_ARGUMENT',
+  /** A POSIX name is empty, too long, or contains '/' or NUL. */
+  INVALID_NAME: 'ERR_SHMRING_INVALID_NAME',
+  /** An unknown backing kind. */
+  INVALID_BACKING: 'ERR_SHMRING_INVALID_BACKING',
+  /** The region or ring was closed by this process. */
+  CLOSED: 'ERR_SHMRING_CLOSED',
+  /** The region is too small for what was asked of it. */
+  REGION_TOO_SMALL: 'ERR_SHMRING_REGION_TOO_SMALL',
+  /** A write was attempted through a read-only region. */
+  READ_ONLY: 'ERR_SHMRING_READ_ONLY',
+  /** The native addon is not built and the koffi fallback could not load either. */
+  NO_BACKEND: 'ERR_SHMRING_NO_BACKEND',
+  /** receiveRegion: the peer closed the socket, or sent a message without an fd. */
+  NO_FD: 'ERR_SHMRING_NO_FD',
+  /** A wait was aborted through its AbortSignal. */
+  ABORTED: 'ABORT_ERR',
+  /** A wait ran past its timeout. */
+  TIMEOUT: 'ERR_SHMRING_TIMEOUT',
+  /** The region does not hold a ring (bad magic). */
+  NOT_A_RING: 'ERR_SHMRING_NOT_A_RING',
+  /** The ring's layout version is not the one this library speaks. */
+  VERSION_MISMATCH: 'ERR_SHMRING_VERSION_MISMATCH',
+  /** The region holds a ring of another kind (SpscRing vs MpmcQueue). */
+  WRONG_KIND: 'ERR_SHMRING_WRONG_KIND',
+  /** A message does not fit the ring (or the slot). */
+  MESSAGE_TOO_LARGE: 'ERR_SHMRING_MESSAGE_TOO_LARGE',
+  /** Shared memory holds a value that no correct peer writes. */
+  CORRUPT: 'ERR_SHMRING_CORRUPT',
+  /** The other side of the ring has died. */
+  PEER_DEAD: 'ERR_SHMRING_PEER_DEAD',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** An error of shmring itself, with a stable `code`. */
+export class ShmringError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ShmringError';
+    this.code = code;
+  }
+}
+
+/** A RangeError with a stable code (values out of range: sizes, offsets, capacities). */
+export class ShmringRangeError extends RangeError {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** A TypeError with a stable code (wrong kinds of values). */
+export class ShmringTypeError extends TypeError {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** The error a wait throws when its AbortSignal fires, like Node's own AbortError. */
+export function abortError(signal?: AbortSignal): Error {
+  const err = new ShmringError(ErrorCodes.ABORTED, 'The operation was aborted', { cause: signal?.reason });
+  err.name = 'AbortError';
+  return err;
+}
+
+/** Checks that `value` is an integer in [min, max]; throws a coded RangeError/TypeError naming it. */
+export function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${name} must be an integer, got ${String(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${name}=${value} is out of range [${min}, ${max}]`);
+  }
+  return value;
+}

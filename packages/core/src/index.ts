@@ -1,0 +1,8 @@
+export { Region } from './region.js';
+export type { Backing, CreateOptions, OpenOptions, FromFdOptions } from './region.js';
+export { sendRegion, receiveRegion } from './transfer.js';
+export type { ReceiveOptions } from './transfer.js';
+export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { backendKind, nativeFutex } from './native/info.js';
+export type { AsyncWait } from './native/backend.js';

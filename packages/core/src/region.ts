@@ -1,0 +1,290 @@
+/**
+ * Region: one mapping of shared memory, the ground every ring stands on.
+ *
+ * Backings:
+ *  - 'memfd': an anonymous memory file (memfd_create). Shared by inheriting
+ *    its fd (child_process stdio) or passing it over a Unix socket
+ *    (sendRegion / receiveRegion). Sealed against shrinking and growing once
+ *    sized, so no peer can truncate it under us.
+ *  - 'posix': a named POSIX shared memory object (/dev/shm/<name>), found by
+ *    name from any process. Created exclusive, mode 0600, unless asked.
+ *  - 'file': a file on any filesystem (tmpfs for speed); its bytes outlive
+ *    the processes.
+ *  - 'sab': a SharedArrayBuffer, shared with worker threads by postMessage.
+ *
+ * A Region owns its fd and its mapping: close() detaches the ArrayBuffer
+ * (stale views then read as length 0 instead of faulting) and closes the fd.
+ * Exactly one ArrayBuffer exists per mapping; hand out views of `buffer`.
+ */
+import * as fs from 'node:fs';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger } from './errors.js';
+import { backend } from './native/loader.js';
+
+export type Backing = 'memfd' | 'posix' | 'file' | 'sab';
+
+export interface CreateOptions {
+  backing: Backing;
+  /** Bytes to map; at least 1. */
+  size: number;
+  /** 'posix': the object's name (no '/'). 'memfd': a label shown in /proc/<pid>/fd. */
+  name?: string;
+  /** 'file': the file's path. */
+  path?: string;
+  /** Permission bits of a new POSIX object or file; default 0o600. */
+  mode?: number;
+  /** Fail with EEXIST if the POSIX object or file exists (default true). */
+  exclusive?: boolean;
+}
+
+export interface OpenOptions {
+  backing: 'posix' | 'file';
+  name?: string;
+  path?: string;
+  /** Map read-only (PROT_READ). Default false. */
+  readOnly?: boolean;
+}
+
+export interface FromFdOptions {
+  readOnly?: boolean;
+}
+
+/** Linux seal bits (fcntl F_ADD_SEALS). */
+const F_SEAL_SEAL = 0x1;
+const F_SEAL_SHRINK = 0x2;
+const F_SEAL_GROW = 0x4;
+
+/** Largest region we map: far above any ring, far below what a size_t or a double can hold. */
+const MAX_REGION_SIZE = 2 ** 40;
+/** NAME_MAX of /dev/shm on Linux. */
+const MAX_NAME_LENGTH = 255;
+
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
+
+/** Checks a POSIX shared memory name and returns it with the leading '/' shm_open wants. */
+export function posixName(name: unknown): string {
+  if (typeof name !== 'string') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name must be a string, got ${typeof name}`);
+  }
+  const bare = name.startsWith('/') ? name.slice(1) : name;
+  if (bare.length === 0 || bare === '.' || bare === '..') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name=${JSON.stringify(name)} is not a valid POSIX shared memory name`);
+  }
+  if (bare.includes('/') || bare.includes('\0')) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name=${JSON.stringify(name)} must not contain '/' or NUL (after an optional leading '/')`);
+  }
+  if (Buffer.byteLength(bare) > MAX_NAME_LENGTH) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_NAME, `name is ${Buffer.byteLength(bare)} bytes long; the limit is ${MAX_NAME_LENGTH}`);
+  }
+  return `/${bare}`;
+}
+
+function checkSize(size: unknown): number {
+  return checkInteger('size', size, 1, MAX_REGION_SIZE);
+}
+
+function checkMode(mode: unknown): number {
+  return mode === undefined ? 0o600 : checkInteger('mode', mode, 0, 0o7777);
+}
+
+function checkPath(path: unknown): string {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `path must be a non-empty string for the 'file' backing, got ${String(path)}`);
+  }
+  return path;
+}
+
+/** Runs `body` with `fd`; closes the fd (and runs `undo`) if it throws. */
+function withFd<T>(fd: number, body: (fd: number) => T, undo?: () => void): T {
+  try {
+    return body(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    undo?.();
+    throw err;
+  }
+}
+
+export class Region {
+  /** How the memory is backed. */
+  readonly backing: Backing;
+  /** Size of the mapping in bytes. */
+  readonly size: number;
+  /** The POSIX name (with its leading '/'), for 'posix' regions. */
+  readonly name: string | undefined;
+  /** The file's path, for 'file' regions. */
+  readonly path: string | undefined;
+  /** True when mapped PROT_READ only. */
+  readonly readOnly: boolean;
+  #fd: number;
+  #buffer: ArrayBuffer | SharedArrayBuffer | undefined;
+
+  private constructor(init: {
+    backing: Backing; size: number; fd: number; buffer: ArrayBuffer | SharedArrayBuffer;
+    name?: string; path?: string; readOnly?: boolean;
+  }) {
+    this.backing = init.backing;
+    this.size = init.size;
+    this.name = init.name;
+    this.path = init.path;
+    this.readOnly = init.readOnly ?? false;
+    this.#fd = init.fd;
+    this.#buffer = init.buffer;
+  }
+
+  /** Creates a new region. See the module comment for what each backing is. */
+  static create(options: CreateOptions): Region {
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.create needs an options object');
+    }
+    const size = checkSize(options.size);
+    switch (options.backing) {
+      case 'sab':
+        return Region.fromSharedArrayBuffer(new SharedArrayBuffer(size));
+      case 'memfd': {
+        const label = options.name ?? 'shmring';
+        if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+        const fd = backend().memfdCreate(label);
+        return withFd(fd, () => {
+          fs.ftruncateSync(fd, size);
+          // Seal the size: no peer can shrink the file (which would SIGBUS us) or grow it.
+          backend().addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+          return Region.#map('memfd', fd, size, false, {});
+        });
+      }
+      case 'posix': {
+        const name = posixName(options.name);
+        const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
+        const fd = backend().shmOpen(name, flags, checkMode(options.mode));
+        return withFd(fd, () => {
+          fs.ftruncateSync(fd, size);
+          return Region.#map('posix', fd, size, false, { name });
+        }, options.exclusive === false ? undefined : () => backend().shmUnlink(name));
+      }
+      case 'file': {
+        const path = checkPath(options.path);
+        const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
+        const fd = fs.openSync(path, flags, checkMode(options.mode));
+        return withFd(fd, () => {
+          fs.ftruncateSync(fd, size);
+          return Region.#map('file', fd, size, false, { path });
+        }, options.exclusive === false ? undefined : () => fs.rmSync(path, { force: true }));
+      }
+      default:
+        throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
+          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sab'`);
+    }
+  }
+
+  /** Opens an existing POSIX object or file; its size is the region's size. */
+  static open(options: OpenOptions): Region {
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
+    }
+    const readOnly = options.readOnly === true;
+    const flags = readOnly ? O_RDONLY : O_RDWR;
+    switch (options.backing) {
+      case 'posix': {
+        const name = posixName(options.name);
+        const fd = backend().shmOpen(name, flags, 0);
+        return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd), readOnly, { name }));
+      }
+      case 'file': {
+        const path = checkPath(options.path);
+        const fd = fs.openSync(path, flags);
+        return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd), readOnly, { path }));
+      }
+      default:
+        throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
+          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix' or 'file' (memfd regions are shared by fd)`);
+    }
+  }
+
+  /**
+   * Maps an fd this process inherited or received. The region takes
+   * ownership of the fd (close() closes it). A memfd without a shrink seal is
+   * sealed here so that no peer can truncate it under us.
+   */
+  static fromFd(fd: number, options: FromFdOptions = {}): Region {
+    checkInteger('fd', fd, 0, 2 ** 31 - 1);
+    const readOnly = options.readOnly === true;
+    const size = Region.#existingSize(fd);
+    let seals: number | undefined;
+    try {
+      seals = backend().getSeals(fd);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EINVAL') throw err;
+    }
+    if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
+      backend().addSeals(fd, F_SEAL_SHRINK);
+    }
+    // An fd that supports seals is a memfd; anything else we treat as a file.
+    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly, {});
+  }
+
+  /** Wraps a SharedArrayBuffer (e.g. one received from a worker). */
+  static fromSharedArrayBuffer(sab: SharedArrayBuffer): Region {
+    if (!(sab instanceof SharedArrayBuffer)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'fromSharedArrayBuffer needs a SharedArrayBuffer');
+    }
+    return new Region({ backing: 'sab', size: sab.byteLength, fd: -1, buffer: sab });
+  }
+
+  static #existingSize(fd: number): number {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) {
+      throw new ShmringError(ErrorCodes.REGION_TOO_SMALL, 'the shared memory object is empty (size 0); was it created and sized by its owner?');
+    }
+    return checkSize(size);
+  }
+
+  static #map(backing: Backing, fd: number, size: number, readOnly: boolean, names: { name?: string; path?: string }): Region {
+    const buffer = backend().mmap(fd, size, !readOnly);
+    return new Region({ backing, size, fd, buffer, readOnly, ...names });
+  }
+
+  /** The region's memory: the one ArrayBuffer over the mapping (or the SharedArrayBuffer). */
+  get buffer(): ArrayBuffer | SharedArrayBuffer {
+    if (this.#buffer === undefined) {
+      throw new ShmringError(ErrorCodes.CLOSED, `this ${this.backing} region is closed; create or open a new one`);
+    }
+    return this.#buffer;
+  }
+
+  /** The file descriptor (-1 for 'sab'). */
+  get fd(): number {
+    if (this.#buffer === undefined) {
+      throw new ShmringError(ErrorCodes.CLOSED, `this ${this.backing} region is closed`);
+    }
+    return this.#fd;
+  }
+
+  /** True once close() ran. */
+  get closed(): boolean {
+    return this.#buffer === undefined;
+  }
+
+  /** Unmaps (stale views become empty) and closes the fd. Idempotent. */
+  close(): void {
+    const buffer = this.#buffer;
+    if (buffer === undefined) return;
+    this.#buffer = undefined;
+    if (this.backing === 'sab') return;
+    backend().munmap(buffer as ArrayBuffer);
+    fs.closeSync(this.#fd);
+    this.#fd = -1;
+  }
+
+  /**
+   * Removes the name ('posix') or the file ('file') so no new process can
+   * open it; mappings that exist stay valid. A no-op for 'memfd' and 'sab',
+   * which have no name. Works after close() too.
+   */
+  unlink(): void {
+    if (this.backing === 'posix') backend().shmUnlink(this.name!);
+    else if (this.backing === 'file') fs.unlinkSync(this.path!);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * wait / waitAsync / wake on a 32-bit word of shared memory, one API over two
+ * mechanisms:
+ *  - an Int32Array over a SharedArrayBuffer: Atomics.wait / waitAsync /
+ *    notify (V8's in-process wait list: works between the threads of one
+ *    process, never across processes);
+ *  - an Int32Array over a mapped region (an ArrayBuffer from @shmring/core):
+ *    the native futex without FUTEX_PRIVATE_FLAG, which works across processes.
+ *
+ * Results are those of Atomics.wait: 'ok' (woken — possibly spuriously, so
+ * always re-check your condition), 'not-equal' (the word was not `expected`
+ * when the wait began), 'timed-out'.
+ */
+import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringTypeError } from '@shmring/core';
+
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+const RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
+
+/** The longest period a Node timer accepts. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+function checkWord(i32: Int32Array, index: number): void {
+  if (!(i32 instanceof Int32Array)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'the futex word must be addressed through an Int32Array');
+  }
+  checkInteger('index', index, 0, i32.length - 1);
+}
+
+function timeoutOf(timeoutMs: number | undefined): number {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs must be a number, got ${String(timeoutMs)}`);
+  }
+  return Math.max(0, timeoutMs);
+}
+
+const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
+
+/**
+ * Blocks the calling thread while `i32[index] === expected`, until woken or
+ * `timeoutMs` passes. Never call this on a main thread that must stay
+ * responsive: it freezes the event loop (use waitAsync there).
+ */
+export function wait(i32: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult {
+  checkWord(i32, index);
+  const timeout = timeoutOf(timeoutMs);
+  if (isShared(i32)) return Atomics.wait(i32, index, expected | 0, timeout);
+  return RESULTS[nativeFutex.wait(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout)]!;
+}
+
+/** Wakes up to `count` (default all) waiters on `i32[index]`; returns how many were woken. */
+export function wake(i32: Int32Array, index: number, count = Infinity): number {
+  checkWord(i32, index);
+  const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
+  if (isShared(i32)) return Atomics.notify(i32, index, n);
+  return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
+}
+
+/**
+ * Waits without blocking the event loop. The pending Promise keeps the
+ * process alive (like a timer would); once it settles, nothing is left
+ * behind. An aborted `signal` rejects it with an AbortError.
+ */
+export function waitAsync(
+  i32: Int32Array, index: number, expected: number, timeoutMs?: number, signal?: AbortSignal,
+): Promise<WaitResult> {
+  checkWord(i32, index);
+  const timeout = timeoutOf(timeoutMs);
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  return isShared(i32)
+    ? waitAsyncShared(i32, index, expected | 0, timeout, signal)
+    : waitAsyncNative(i32, index, expected | 0, timeout, signal);
+}
+
+function waitAsyncNative(
+  i32: Int32Array, index: number, expected: number, timeout: number, signal: AbortSignal | undefined,
+): Promise<WaitResult> {
+  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout);
+  if (!signal) return pending.promise.then((code) => RESULTS[code]!);
+  return new Promise<WaitResult>((resolve, reject) => {
+    const onAbort = (): void => {
+      pending.cancel();
+      reject(abortError(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.promise.then((code) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(RESULTS[code]!);
+    }, reject);
+  });
+}
+
+function waitAsyncShared(
+  i32: Int32Array, index: number, expected: number, timeout: number, signal: AbortSignal | undefined,
+): Promise<WaitResult> {
+  const result = Atomics.waitAsync(i32, index, expected, timeout);
+  if (!result.async) return Promise.resolve(result.value);
+  // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd timer
+  // does, for exactly as long as the wait is pending.
+  const keepAlive = setInterval(() => {}, MAX_TIMER_MS);
+  return new Promise<WaitResult>((resolve, reject) => {
+    const settle = (): void => {
+      clearInterval(keepAlive);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onAbort = (): void => {
+      settle();
+      reject(abortError(signal));
+      // Ends V8's pending waiter too. Other waiters on the word wake
+      // spuriously, which every waiter tolerates (they re-check).
+      Atomics.notify(i32, index);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    result.value.then((value: WaitResult) => {
+      settle();
+      resolve(value);
+    });
+  });
+}

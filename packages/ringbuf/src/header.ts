@@ -1,0 +1,112 @@
+/**
+ * Writing and checking a ring's header (layout.ts has the offsets). Shared by
+ * SpscRing and MpmcQueue, which differ only in the geometry they store.
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import * as L from './layout.js';
+
+export interface Geometry {
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC;
+  /** SpscRing: data bytes; MpmcQueue: slots. */
+  capacity: number;
+  /** MpmcQueue only (0 for SpscRing). */
+  slotSize: number;
+  slotStride: number;
+  /** Bytes from the region's start to the end of the data area. */
+  ringSize: number;
+}
+
+export const KIND_NAMES: Record<number, string> = { [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue' };
+
+/** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
+export function ringMemory(region: Region, ringSize: number, what: string): ArrayBuffer | SharedArrayBuffer {
+  if (region === null || typeof region !== 'object' || !('buffer' in region)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs a Region from @shmring/core`);
+  }
+  const buffer = region.buffer; // throws ERR_SHMRING_CLOSED for a closed region
+  if (buffer.byteLength < ringSize) {
+    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL,
+      `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`);
+  }
+  if (region.readOnly) {
+    throw new ShmringError(ErrorCodes.READ_ONLY, `${what}: the region is mapped read-only; a ring's sides write to it (open it without readOnly)`);
+  }
+  return buffer;
+}
+
+/** Checks a power-of-two capacity in [min, max]; names it in the error. */
+export function checkCapacity(capacity: unknown, min: number, max: number): number {
+  if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `capacity must be an integer, got ${String(capacity)}`);
+  }
+  if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+      `capacity=${capacity} must be a power of two in [${min}, ${max}]`);
+  }
+  return capacity;
+}
+
+/** Writes a fresh header and zeroes the blocks. MAGIC is stored last: it publishes the ring. */
+export function writeHeader(ctl: Int32Array, g: Geometry): void {
+  ctl.fill(0);
+  ctl[L.VERSION_I32] = L.LAYOUT_VERSION;
+  ctl[L.KIND_I32] = g.kind;
+  ctl[L.CAPACITY_I32] = g.capacity;
+  ctl[L.SLOT_SIZE_I32] = g.slotSize;
+  ctl[L.SLOT_STRIDE_I32] = g.slotStride;
+  ctl[L.DATA_OFFSET_I32] = L.DATA_OFFSET;
+  ctl[L.RING_SIZE_LO_I32] = g.ringSize >>> 0;
+  ctl[L.RING_SIZE_HI_I32] = Math.floor(g.ringSize / 2 ** 32);
+  ctl[L.CREATOR_PID_I32] = process.pid;
+  // Publishes every header field above (and the slots the caller initialised
+  // before calling us) to a peer that attaches: attach loads MAGIC first.
+  Atomics.store(ctl, L.MAGIC_I32, L.MAGIC);
+}
+
+/** Reads and checks the header of an existing ring of `kind`; returns its geometry. */
+export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geometry['kind']): Geometry {
+  const what = `${KIND_NAMES[kind]}.attach`;
+  if (buffer.byteLength < L.DATA_OFFSET) {
+    throw new ShmringError(ErrorCodes.NOT_A_RING, `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`);
+  }
+  const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
+  // Observes the creator's publication (writeHeader stores MAGIC last).
+  const magic = Atomics.load(ctl, L.MAGIC_I32);
+  if (magic !== L.MAGIC) {
+    throw new ShmringError(ErrorCodes.NOT_A_RING,
+      `${what}: the region does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`);
+  }
+  const version = ctl[L.VERSION_I32]!;
+  if (version !== L.LAYOUT_VERSION) {
+    throw new ShmringError(ErrorCodes.VERSION_MISMATCH,
+      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}`);
+  }
+  const found = ctl[L.KIND_I32]!;
+  if (found !== kind) {
+    throw new ShmringError(ErrorCodes.WRONG_KIND,
+      `${what}: the region holds a ${KIND_NAMES[found] ?? `ring of unknown kind ${found}`}, not a ${KIND_NAMES[kind]}`);
+  }
+  const g: Geometry = {
+    kind,
+    capacity: ctl[L.CAPACITY_I32]! >>> 0,
+    slotSize: ctl[L.SLOT_SIZE_I32]! >>> 0,
+    slotStride: ctl[L.SLOT_STRIDE_I32]! >>> 0,
+    ringSize: (ctl[L.RING_SIZE_LO_I32]! >>> 0) + (ctl[L.RING_SIZE_HI_I32]! >>> 0) * 2 ** 32,
+  };
+  const dataOffset = ctl[L.DATA_OFFSET_I32]!;
+  const expected = kind === L.KIND_SPSC ? L.spscRingSize(g.capacity) : L.mpmcRingSize(g.capacity, g.slotSize);
+  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && g.capacity >= 1 && g.capacity <= L.MAX_CAPACITY
+    && (g.capacity & (g.capacity - 1)) === 0
+    && (kind === L.KIND_SPSC
+      ? g.slotSize === 0 && g.slotStride === 0 && g.capacity >= L.SPSC_MIN_CAPACITY
+      : g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize));
+  if (!sane) {
+    throw new ShmringError(ErrorCodes.CORRUPT,
+      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`);
+  }
+  if (buffer.byteLength < g.ringSize) {
+    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL,
+      `${what}: the ring needs ${g.ringSize} bytes but the region has ${buffer.byteLength} (truncated?)`);
+  }
+  return g;
+}

@@ -1,0 +1,256 @@
+/**
+ * MpmcQueue: many producers, many consumers, fixed-size slots (Vyukov's
+ * bounded MPMC queue, with 32-bit positions and sequences in shared memory).
+ *
+ * Threading contract:
+ *  - Any number of threads and processes may call every verb at once.
+ *  - try* verbs and drain never wait; *Sync verbs park the thread; the plain
+ *    verbs return Promises. FIFO holds per producer; between producers the
+ *    order is that of their position claims.
+ *  - `size` is a snapshot.
+ *
+ * Invariants (see layout.ts for the slot layout):
+ *  - Slot i of lap n is free for the producer of position p = n·capacity + i
+ *    when its sequence == p; readable by the consumer of p when it == p + 1;
+ *    the consumer frees it by storing p + capacity. The producer that wins
+ *    the CAS on the producer position owns the slot until it stores p + 1;
+ *    likewise the consumer that wins the CAS on the consumer position.
+ *  - A slot's length and payload are written before its sequence publishes
+ *    them, and read after the sequence is observed.
+ *  - A length larger than SLOT_SIZE in a readable slot is ERR_SHMRING_CORRUPT;
+ *    the slot is freed before the error is thrown, so the queue goes on.
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
+import * as L from './layout.js';
+import { checkCapacity, readHeader, ringMemory, writeHeader } from './header.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import type { DrainHandler } from './spsc.js';
+import { unpark } from './waiting.js';
+
+export interface MpmcOptions {
+  /** Number of slots: a power of two in [2, 2^30]. */
+  capacity: number;
+  /** Largest payload of one message, in bytes: [0, 2^24]. */
+  slotSize: number;
+}
+
+/** Each publication wakes one parked peer (each consumes or frees one slot). */
+const WAKE_ONE = 1;
+
+function checkType(type: number): void {
+  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
+  }
+}
+
+export class MpmcQueue extends Queue {
+  /** Number of slots. */
+  readonly capacity: number;
+  /** Largest payload of one message. */
+  readonly slotSize: number;
+  /** The data area (all slots, headers included); drain() gives offsets into it. */
+  data: Uint8Array;
+  #data32: Int32Array;
+  readonly #mask: number;
+  /** Slot stride in Int32 words. */
+  readonly #stride32: number;
+
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number) {
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue');
+    this.capacity = capacity;
+    this.slotSize = slotSize;
+    this.#mask = capacity - 1;
+    const stride = L.slotStride(slotSize);
+    this.#stride32 = stride / 4;
+    this.data = new Uint8Array(buffer, L.DATA_OFFSET, capacity * stride);
+    this.#data32 = new Int32Array(buffer, L.DATA_OFFSET, (capacity * stride) / 4);
+  }
+
+  static #check(options: MpmcOptions): [capacity: number, slotSize: number] {
+    const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY);
+    const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE);
+    return [capacity, slotSize];
+  }
+
+  /** Bytes a region needs to hold a MpmcQueue of `capacity` slots of `slotSize` bytes. */
+  static regionSize(options: MpmcOptions): number {
+    const [capacity, slotSize] = MpmcQueue.#check(options);
+    return L.mpmcRingSize(capacity, slotSize);
+  }
+
+  /** Creates an empty queue at the start of `region` (overwriting what is there). */
+  static create(region: Region, options: MpmcOptions): MpmcQueue {
+    const [capacity, slotSize] = MpmcQueue.#check(options);
+    const ringSize = L.mpmcRingSize(capacity, slotSize);
+    const buffer = ringMemory(region, ringSize, 'MpmcQueue.create');
+    const stride32 = L.slotStride(slotSize) / 4;
+    const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
+    for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_OFFSET / 4] = i; // slot i is free for position i
+    // writeHeader's store of MAGIC publishes these sequences too.
+    writeHeader(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH),
+      { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
+    return new MpmcQueue(buffer, capacity, slotSize);
+  }
+
+  /** Attaches to a queue another process or thread created in `region`. */
+  static attach(region: Region): MpmcQueue {
+    const buffer = ringMemory(region, L.DATA_OFFSET, 'MpmcQueue.attach');
+    const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
+    return new MpmcQueue(buffer, capacity, slotSize);
+  }
+
+  /** Messages published and not yet claimed by a consumer (a snapshot, clamped to [0, capacity]). */
+  get size(): number {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return 0;
+    // Both loads observe the latest claims; the difference may be stale at once.
+    const n = (Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) | 0;
+    return Math.min(Math.max(n, 0), this.capacity);
+  }
+
+  /** Int32 index of the sequence word of the slot of `position`. */
+  #slot(position: number): number {
+    return (position & this.#mask) * this.#stride32;
+  }
+
+  /**
+   * Claims the slot of the next producer position; returns its Int32 index
+   * and stores the position in #claimed, or -1 if the queue is full.
+   */
+  #claimForWrite(): number {
+    const ctl = this.ctl;
+    const data32 = this.#data32;
+    // Observes the latest producer claim; a stale value only costs a retry.
+    let position = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    for (;;) {
+      const slot = this.#slot(position);
+      // Observes the consumer's release of this slot (its store of position + capacity).
+      const lag = (Atomics.load(data32, slot) - position) | 0;
+      if (lag === 0) {
+        // Claims the position; only the winner of this CAS writes the slot.
+        const seen = Atomics.compareExchange(ctl, L.PRODUCER_POSITION_I32, position, (position + 1) | 0);
+        if (seen === position) {
+          this.#claimed = position;
+          return slot;
+        }
+        position = seen;
+      } else if (lag < 0) {
+        return -1; // the slot still holds the message of the previous lap: full
+      } else {
+        position = Atomics.load(ctl, L.PRODUCER_POSITION_I32); // another producer got ahead
+      }
+    }
+  }
+
+  /** Claims the slot of the next consumer position, or -1 if the queue is empty. */
+  #claimForRead(): number {
+    const ctl = this.ctl;
+    const data32 = this.#data32;
+    // Observes the latest consumer claim.
+    let position = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    for (;;) {
+      const slot = this.#slot(position);
+      // Observes the producer's publication of this slot (its store of position + 1); the payload is read after it.
+      const lag = (Atomics.load(data32, slot) - ((position + 1) | 0)) | 0;
+      if (lag === 0) {
+        // Claims the position; only the winner reads and frees the slot.
+        const seen = Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0);
+        if (seen === position) {
+          this.#claimed = position;
+          return slot;
+        }
+        position = seen;
+      } else if (lag < 0) {
+        return -1; // not yet published: empty
+      } else {
+        position = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+      }
+    }
+  }
+
+  /** The position the last #claimFor* won (a private scratch field, to return two values without allocating). */
+  #claimed = 0;
+
+  /** Frees a slot the consumer has read: it becomes free for the producer one lap later. */
+  #free(slot: number, position: number): void {
+    // Publishes the slot's reuse to the producer of position + capacity; the payload was read before.
+    Atomics.store(this.#data32, slot, (position + this.capacity) | 0);
+    unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
+  }
+
+  /** The slot's length, checked against SLOT_SIZE; frees the slot and throws if it is corrupt. */
+  #length(slot: number, position: number): number {
+    const length = this.#data32[slot + L.SLOT_LENGTH_OFFSET / 4]! >>> 0;
+    if (length > this.slotSize) {
+      this.#free(slot, position);
+      throw new ShmringError(ErrorCodes.CORRUPT,
+        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} > slotSize=${this.slotSize}; the message is dropped`);
+    }
+    return length;
+  }
+
+  /** Copies `bytes` into a free slot. Returns false if the queue is full. */
+  tryWrite(bytes: Uint8Array, type = 0): boolean {
+    checkType(type);
+    if (!(bytes instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpmcQueue.tryWrite needs a Uint8Array (or Buffer)');
+    }
+    if (bytes.length > this.slotSize) {
+      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+        `MpmcQueue: length=${bytes.length} is larger than slotSize=${this.slotSize}`);
+    }
+    if (this.ctl.length === 0) throw this.closedError();
+    const slot = this.#claimForWrite();
+    if (slot < 0) return false;
+    const position = this.#claimed;
+    const data32 = this.#data32;
+    data32[slot + L.SLOT_LENGTH_OFFSET / 4] = bytes.length;
+    data32[slot + L.SLOT_TYPE_OFFSET / 4] = type;
+    this.data.set(bytes, slot * 4 + L.SLOT_HEADER);
+    // Publishes length, type and payload to the consumer of this position.
+    Atomics.store(data32, slot, (position + 1) | 0);
+    unpark(this.ctl, READ_BLOCK, WAKE_ONE);
+    return true;
+  }
+
+  /** Copies the next message out, or returns null if the queue is empty. Its type goes to `lastType`. */
+  tryRead(): Uint8Array | null {
+    if (this.ctl.length === 0) throw this.closedError();
+    const slot = this.#claimForRead();
+    if (slot < 0) return null;
+    const position = this.#claimed;
+    const start = slot * 4 + L.SLOT_HEADER;
+    const message = this.data.slice(start, start + this.#length(slot, position));
+    this.lastType = this.#data32[slot + L.SLOT_TYPE_OFFSET / 4]!;
+    this.#free(slot, position);
+    return message;
+  }
+
+  /**
+   * Hands up to `limit` messages to `handler(data, offset, length, type)` in
+   * place, freeing each slot after the handler returns (or throws). No copy,
+   * no allocation. Returns how many messages were handled. Never waits.
+   */
+  drain(handler: DrainHandler, limit = Infinity): number {
+    if (this.ctl.length === 0) throw this.closedError();
+    let count = 0;
+    while (count < limit && this.ctl.length !== 0) {
+      const slot = this.#claimForRead();
+      if (slot < 0) break;
+      const position = this.#claimed;
+      const length = this.#length(slot, position);
+      count++;
+      try {
+        handler(this.data, slot * 4 + L.SLOT_HEADER, length, this.#data32[slot + L.SLOT_TYPE_OFFSET / 4]!);
+      } finally {
+        if (this.ctl.length !== 0) this.#free(slot, position);
+      }
+    }
+    return count;
+  }
+
+  protected dropViews(): void {
+    this.data = CLOSED_U8;
+    this.#data32 = CLOSED_I32;
+  }
+}

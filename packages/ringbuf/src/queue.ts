@@ -1,0 +1,178 @@
+/**
+ * What SpscRing and MpmcQueue share: the waiting verbs (Sync, async,
+ * for await), closing, and the streams, all built on the two non-blocking
+ * verbs each queue implements (tryWrite / tryRead).
+ */
+import { Readable, Writable } from 'node:stream';
+import { ErrorCodes, ShmringError } from '@shmring/core';
+import * as L from './layout.js';
+import { parkAsync, parkSync, unparkAll, type WaitBlock, type WaitOptions } from './waiting.js';
+
+export type { WaitOptions };
+
+export interface WriteOptions extends WaitOptions {
+  /** Message type, an integer in [0, 2^31 - 1]; default 0. */
+  type?: number;
+}
+
+/** Readers parked on an empty ring. */
+export const READ_BLOCK: WaitBlock = { waiters: L.READ_WAITERS_I32, signal: L.READ_SIGNAL_I32 };
+/** Writers parked on a full ring. */
+export const WRITE_BLOCK: WaitBlock = { waiters: L.WRITE_WAITERS_I32, signal: L.WRITE_SIGNAL_I32 };
+
+/** An empty view: a closed queue swaps its views for these, so every verb sees length 0. */
+export const CLOSED_I32 = new Int32Array(0);
+export const CLOSED_U8 = new Uint8Array(0);
+
+export abstract class Queue implements AsyncIterable<Uint8Array> {
+  /** The type of the message tryRead / readSync / read / the iterator returned last. */
+  lastType = 0;
+  /** Control words (header and blocks); length 0 once this side or its region is closed. */
+  protected ctl: Int32Array;
+  readonly #kind: string;
+
+  protected constructor(ctl: Int32Array, kind: string) {
+    this.ctl = ctl;
+    this.#kind = kind;
+  }
+
+  abstract tryWrite(bytes: Uint8Array, type?: number): boolean;
+  abstract tryRead(): Uint8Array | null;
+  /** Swaps every view of the ring for an empty one. */
+  protected abstract dropViews(): void;
+
+  /** The error every verb throws once this side (or its region) is closed. */
+  protected closedError(): ShmringError {
+    return new ShmringError(ErrorCodes.CLOSED, `this ${this.#kind} is closed (or its region is); attach a new one`);
+  }
+
+  /** True once either side closed the ring (a snapshot). */
+  get closed(): boolean {
+    const ctl = this.ctl;
+    // Observes close()'s flag; readers still drain what was published before it.
+    return ctl.length === 0 || (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0;
+  }
+
+  #peerClosedError(): ShmringError {
+    return new ShmringError(ErrorCodes.CLOSED, `the ${this.#kind} was closed by the other side`);
+  }
+
+  #writeAttempt(bytes: Uint8Array, type: number): true | undefined {
+    if (this.tryWrite(bytes, type)) return true;
+    if (this.closed) throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+    return undefined;
+  }
+
+  #readAttempt(): Uint8Array | undefined {
+    const message = this.tryRead();
+    if (message !== null) return message;
+    // Closed and (as tryRead just saw) empty: nothing more will come.
+    if (this.closed) throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+    return undefined;
+  }
+
+  /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
+  writeSync(bytes: Uint8Array, options?: WriteOptions): void {
+    const type = options?.type ?? 0;
+    if (this.closed) this.#writeAttempt(bytes, type); // throws the right error
+    if (this.tryWrite(bytes, type)) return;
+    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.writeSync`);
+  }
+
+  /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
+  readSync(options?: WaitOptions): Uint8Array {
+    const message = this.tryRead();
+    if (message !== null) return message;
+    return parkSync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.readSync`);
+  }
+
+  /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
+  async write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
+    const type = options?.type ?? 0;
+    if (this.closed) this.#writeAttempt(bytes, type);
+    if (this.tryWrite(bytes, type)) return;
+    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`);
+  }
+
+  /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
+  async read(options?: WaitOptions): Promise<Uint8Array> {
+    const message = this.tryRead();
+    if (message !== null) return message;
+    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`);
+  }
+
+  /** Iterates the messages until the ring is closed and drained. `lastType` holds each one's type. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    for (;;) {
+      let message: Uint8Array;
+      try {
+        message = await this.read();
+      } catch (err) {
+        if ((err as ShmringError).code === ErrorCodes.CLOSED && this.ctl.length !== 0) return;
+        throw err;
+      }
+      yield message;
+    }
+  }
+
+  /**
+   * Closes the ring for both sides: the other side's parked and later waits
+   * end (readers first take what is left). This side's views are dropped, so
+   * its own verbs throw ERR_SHMRING_CLOSED. The region stays open: close it
+   * separately. Idempotent.
+   */
+  close(): void {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return;
+    // Publishes the end to the other side; it is read by every waiting verb after it wakes.
+    Atomics.or(ctl, L.FLAGS_I32, L.FLAG_CLOSED);
+    unparkAll(ctl, READ_BLOCK);
+    unparkAll(ctl, WRITE_BLOCK);
+    this.ctl = CLOSED_I32;
+    this.dropViews();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * A Readable stream of the messages (Buffers), ending when the ring is closed
+   * and drained. Reading waits on the event loop; it pauses when the stream's
+   * buffer is full, so the ring fills and applies back-pressure to the writer.
+   */
+  readable(options: { highWaterMark?: number; signal?: AbortSignal } = {}): Readable {
+    const stream: Readable = new Readable({
+      objectMode: true,
+      highWaterMark: options.highWaterMark ?? 16,
+      signal: options.signal,
+      read: () => {
+        this.read({ signal: options.signal }).then(
+          (message) => stream.push(Buffer.from(message.buffer, message.byteOffset, message.byteLength)),
+          (err: ShmringError) => (err.code === ErrorCodes.CLOSED && this.ctl.length !== 0 ? stream.push(null) : stream.destroy(err)),
+        );
+      },
+    });
+    return stream;
+  }
+
+  /**
+   * A Writable stream: each chunk (Buffer / Uint8Array) becomes one message.
+   * A chunk is acknowledged once it is in the ring, so a full ring holds the
+   * writer back. Ending the stream closes the ring (the reader then ends).
+   */
+  writable(options: { highWaterMark?: number; signal?: AbortSignal; closeOnFinish?: boolean } = {}): Writable {
+    return new Writable({
+      highWaterMark: options.highWaterMark ?? 16,
+      objectMode: true,
+      signal: options.signal,
+      write: (chunk: Uint8Array, _encoding, callback) => {
+        this.write(chunk, { signal: options.signal }).then(() => callback(), callback);
+      },
+      final: (callback) => {
+        if (options.closeOnFinish !== false) this.close();
+        callback();
+      },
+    });
+  }
+}

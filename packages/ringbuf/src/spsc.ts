@@ -1,0 +1,323 @@
+/**
+ * SpscRing: one producer, one consumer, variable-length messages.
+ *
+ * Threading contract:
+ *  - At most one thread (in any process) calls the producer verbs: tryWrite,
+ *    claim, commit, abort, writeSync, write, writable(). At most one calls the
+ *    consumer verbs: tryRead, drain, readSync, read, the iterator, readable().
+ *    The two may be different processes or threads, or the same one.
+ *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
+ *    the thread; the plain verbs return Promises and never block the loop.
+ *  - `size` is a snapshot: stale as soon as it is read.
+ *
+ * Invariants (positions are u32 byte counts that wrap modulo 2^32; see layout.ts):
+ *  - 0 <= producerPosition - consumerPosition <= capacity (by difference).
+ *  - Both positions are multiples of 8; a record never straddles the end of
+ *    the data area: a padding record fills the bytes before the wrap.
+ *  - Bytes in [consumerPosition, producerPosition) are published records,
+ *    written before the producer position passed them; the producer never
+ *    touches them again until the consumer position has passed them.
+ *  - Each side keeps its own position in a private field (it is the only
+ *    writer) and a cached copy of the other's, re-read only when the cache
+ *    says the ring is full / empty.
+ *  - Anything read from shared memory (a position, a length, a type) is
+ *    bounds-checked before it is used; a value no correct peer writes is
+ *    ERR_SHMRING_CORRUPT.
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import * as L from './layout.js';
+import { checkCapacity, readHeader, ringMemory, writeHeader } from './header.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { unpark } from './waiting.js';
+
+export interface SpscOptions {
+  /** Bytes of the data area: a power of two in [64, 2^30]. */
+  capacity: number;
+}
+
+/** The handler drain() calls: the record is `data[offset .. offset + length)`; valid only during the call. */
+export type DrainHandler = (data: Uint8Array, offset: number, length: number, type: number) => void;
+
+/** Wake at most one parked side: SPSC has one reader and one writer. */
+const WAKE_ONE = 1;
+const NO_CLAIM = -1;
+
+function corrupt(what: string): ShmringError {
+  return new ShmringError(ErrorCodes.CORRUPT, `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+}
+
+function checkType(type: number): void {
+  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
+  }
+}
+
+export class SpscRing extends Queue {
+  /** Bytes of the data area. */
+  readonly capacity: number;
+  /** Largest message payload, in bytes (capacity / 2 - 8). */
+  readonly maxMessageLength: number;
+  /** The data area. claim() and drain() give offsets into it. */
+  data: Uint8Array;
+  #data32: Int32Array;
+  readonly #mask: number;
+  // Producer side: own position (only we write it), the consumer's as last seen, the open claim.
+  #producerPosition: number;
+  #cachedConsumerPosition: number;
+  #claimOffset = NO_CLAIM;
+  #claimIndex = 0;
+  #claimEnd = 0;
+  // Consumer side: own position, the producer's as last seen.
+  #consumerPosition: number;
+  #cachedProducerPosition: number;
+
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number) {
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing');
+    this.capacity = capacity;
+    this.maxMessageLength = L.spscMaxMessage(capacity);
+    this.#mask = capacity - 1;
+    this.data = new Uint8Array(buffer, L.DATA_OFFSET, capacity);
+    this.#data32 = new Int32Array(buffer, L.DATA_OFFSET, capacity / 4);
+    // Observe both positions once; from now on each side owns its own.
+    this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
+    this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    this.#cachedConsumerPosition = this.#consumerPosition;
+    this.#cachedProducerPosition = this.#producerPosition;
+    if (((this.#producerPosition - this.#consumerPosition) >>> 0) > capacity || ((this.#producerPosition | this.#consumerPosition) & 7) !== 0) {
+      throw corrupt(`positions producer=${this.#producerPosition >>> 0} consumer=${this.#consumerPosition >>> 0} are inconsistent`);
+    }
+  }
+
+  /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
+  static regionSize(options: SpscOptions): number {
+    return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY));
+  }
+
+  /** Creates an empty ring at the start of `region` (overwriting what is there). */
+  static create(region: Region, options: SpscOptions): SpscRing {
+    const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY);
+    const ringSize = L.spscRingSize(capacity);
+    const buffer = ringMemory(region, ringSize, 'SpscRing.create');
+    writeHeader(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    return new SpscRing(buffer, capacity);
+  }
+
+  /** Attaches to a ring another process or thread created in `region`. */
+  static attach(region: Region): SpscRing {
+    const buffer = ringMemory(region, L.DATA_OFFSET, 'SpscRing.attach');
+    const { capacity } = readHeader(buffer, L.KIND_SPSC);
+    return new SpscRing(buffer, capacity);
+  }
+
+  /** Bytes of records published and not yet consumed (a snapshot). */
+  get size(): number {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return 0;
+    // Both loads observe the other sides' latest publications; the difference may be stale at once.
+    return (Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) >>> 0;
+  }
+
+  // ---- producer ----
+
+  /**
+   * Reserves room for a record of `length` payload bytes; returns the index
+   * of its header in `data`, or -1 if the ring is full. Writes the padding
+   * record (if the record must wrap) and the length; publishes nothing.
+   */
+  #reserve(length: number): number {
+    if (this.ctl.length === 0) throw this.closedError();
+    if (this.#claimOffset !== NO_CLAIM) {
+      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing: a claim is open; commit() or abort() it before writing again');
+    }
+    if (length > this.maxMessageLength || length < 0) {
+      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+        `SpscRing: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength})`);
+    }
+    const size = L.recordSize(length);
+    const position = this.#producerPosition;
+    let index = position & this.#mask;
+    const toEnd = this.capacity - index;
+    const needed = size <= toEnd ? size : toEnd + size;
+    if (this.capacity - ((position - this.#cachedConsumerPosition) >>> 0) < needed) {
+      // Observes the consumer's latest release (its Atomics.store of CONSUMER_POSITION).
+      const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+      const used = (position - consumer) >>> 0;
+      if (used > this.capacity || (consumer & 7) !== 0) throw corrupt(`consumer position ${consumer >>> 0} is outside the ring`);
+      this.#cachedConsumerPosition = consumer;
+      if (this.capacity - used < needed) return -1;
+    }
+    if (size > toEnd) {
+      // Padding record over the bytes before the wrap; published with the record after it.
+      this.#data32[index >> 2] = toEnd - L.RECORD_HEADER;
+      this.#data32[(index >> 2) + 1] = L.PADDING_TYPE;
+      index = 0;
+    }
+    this.#data32[index >> 2] = length;
+    this.#claimIndex = index;
+    this.#claimEnd = (position + needed) | 0;
+    return index;
+  }
+
+  /** Publishes the reserved record with its type. */
+  #publish(type: number): void {
+    const ctl = this.ctl;
+    this.#data32[(this.#claimIndex >> 2) + 1] = type;
+    const end = this.#claimEnd;
+    this.#producerPosition = end;
+    // Publishes the record's bytes (written above) to the consumer; pairs with its load of PRODUCER_POSITION.
+    Atomics.store(ctl, L.PRODUCER_POSITION_I32, end);
+    unpark(ctl, READ_BLOCK, WAKE_ONE);
+  }
+
+  /**
+   * Copies `bytes` into the ring as one message. Returns false if the ring is
+   * full (nothing written). Does not look at the closed flag (writeSync/write do).
+   */
+  tryWrite(bytes: Uint8Array, type = 0): boolean {
+    checkType(type);
+    if (!(bytes instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing.tryWrite needs a Uint8Array (or Buffer)');
+    }
+    const index = this.#reserve(bytes.length);
+    if (index < 0) return false;
+    this.data.set(bytes, index + L.RECORD_HEADER);
+    this.#publish(type);
+    return true;
+  }
+
+  /**
+   * Zero-copy write, step 1: reserves `length` bytes and returns the offset
+   * in `data` where the payload goes, or -1 if the ring is full. Fill
+   * `data[offset .. offset + length)`, then commit(offset) or abort(offset).
+   */
+  claim(length: number): number {
+    if (!Number.isInteger(length)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${length} must be an integer`);
+    }
+    const index = this.#reserve(length);
+    if (index < 0) return -1;
+    this.#claimOffset = index + L.RECORD_HEADER;
+    return this.#claimOffset;
+  }
+
+  #checkClaim(offset: number, verb: string): void {
+    if (this.ctl.length === 0) throw this.closedError();
+    if (this.#claimOffset === NO_CLAIM || offset !== this.#claimOffset) {
+      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.${verb}: offset=${offset} is not the open claim (${this.#claimOffset === NO_CLAIM ? 'none is open' : `open: ${this.#claimOffset}`})`);
+    }
+    this.#claimOffset = NO_CLAIM;
+  }
+
+  /** Zero-copy write, step 2: publishes the claimed record. */
+  commit(offset: number, type = 0): void {
+    checkType(type);
+    this.#checkClaim(offset, 'commit');
+    this.#publish(type);
+  }
+
+  /** Gives the claimed space back; the consumer never sees it. */
+  abort(offset: number): void {
+    this.#checkClaim(offset, 'abort');
+  }
+
+  // ---- consumer ----
+
+  /**
+   * Index of the next record's header (skipping a padding record), or -1 if
+   * the ring is empty. Checks every value it reads against the ring's bounds.
+   * `available` is the published byte count from the consumer position.
+   */
+  #nextRecord(position: number, available: number): number {
+    let index = position & this.#mask;
+    let length = this.#data32[index >> 2]! >>> 0;
+    if (this.#data32[(index >> 2) + 1] === L.PADDING_TYPE) {
+      const toEnd = this.capacity - index;
+      if (length !== toEnd - L.RECORD_HEADER || available < toEnd + L.RECORD_HEADER) {
+        throw corrupt(`padding record at ${index} has length ${length} (expected ${toEnd - L.RECORD_HEADER})`);
+      }
+      available -= toEnd;
+      index = 0;
+      length = this.#data32[0]! >>> 0;
+    }
+    if (length > this.maxMessageLength || L.recordSize(length) > available) {
+      throw corrupt(`record at ${index} claims length ${length} but ${available} bytes are published`);
+    }
+    return index;
+  }
+
+  /** Published bytes ahead of the consumer, refreshing the cached producer position if the cache says empty. */
+  #available(): number {
+    const position = this.#consumerPosition;
+    if (position === this.#cachedProducerPosition) {
+      // Observes the producer's publication (its Atomics.store of PRODUCER_POSITION); the record bytes are read after it.
+      const producer = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
+      if (((producer - position) >>> 0) > this.capacity || (producer & 7) !== 0) {
+        throw corrupt(`producer position ${producer >>> 0} is outside the ring`);
+      }
+      this.#cachedProducerPosition = producer;
+    }
+    return (this.#cachedProducerPosition - position) >>> 0;
+  }
+
+  /** The end (consumer position after it) of the record at header `index`. */
+  #recordEnd(index: number): number {
+    const next = index + L.recordSize(this.#data32[index >> 2]! >>> 0);
+    // A record at 0 after a padding record: skip the padding bytes too.
+    const skipped = index === 0 && (this.#consumerPosition & this.#mask) !== 0 ? this.capacity - (this.#consumerPosition & this.#mask) : 0;
+    return (this.#consumerPosition + skipped + next - index) | 0;
+  }
+
+  /** Releases the consumed bytes to the producer. */
+  #release(position: number): void {
+    const ctl = this.ctl;
+    this.#consumerPosition = position;
+    // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
+    Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
+    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+  }
+
+  /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
+  tryRead(): Uint8Array | null {
+    if (this.ctl.length === 0) throw this.closedError();
+    const available = this.#available();
+    if (available === 0) return null;
+    const index = this.#nextRecord(this.#consumerPosition, available);
+    const start = index + L.RECORD_HEADER;
+    const message = this.data.slice(start, start + (this.#data32[index >> 2]! >>> 0));
+    this.lastType = this.#data32[(index >> 2) + 1]!;
+    this.#release(this.#recordEnd(index));
+    return message;
+  }
+
+  /**
+   * Hands each available record to `handler(data, offset, length, type)` in
+   * place, without copying or allocating, up to `limit` records; returns how
+   * many. The consumer position is published once, after the batch (also if
+   * the handler throws: the record it threw on counts as consumed). Never waits.
+   */
+  drain(handler: DrainHandler, limit = Infinity): number {
+    if (this.ctl.length === 0) throw this.closedError();
+    let available = this.#available();
+    let count = 0;
+    const start = this.#consumerPosition;
+    try {
+      while (available !== 0 && count < limit && this.ctl.length !== 0) {
+        const index = this.#nextRecord(this.#consumerPosition, available);
+        const end = this.#recordEnd(index);
+        available -= (end - this.#consumerPosition) >>> 0;
+        this.#consumerPosition = end; // private until the release below
+        count++;
+        handler(this.data, index + L.RECORD_HEADER, this.#data32[index >> 2]! >>> 0, this.#data32[(index >> 2) + 1]!);
+      }
+    } finally {
+      if (this.#consumerPosition !== start && this.ctl.length !== 0) this.#release(this.#consumerPosition);
+    }
+    return count;
+  }
+
+  protected dropViews(): void {
+    this.data = CLOSED_U8;
+    this.#data32 = CLOSED_I32;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Parking: how a side that cannot proceed (a reader on an empty ring, a
+ * writer on a full one) sleeps without losing a wake-up, and how the other
+ * side wakes it only when someone sleeps. The protocol is normative in
+ * docs/LAYOUT.md ("Waiting"); in short, for one direction with words
+ * WAITERS and SIGNAL in one wait block:
+ *
+ *   sleeper                                   publisher
+ *   s = load(SIGNAL)                          publish (store a position / a sequence)
+ *   add(WAITERS, 1)          -- announce      if load(WAITERS) != 0:
+ *   if attempt() succeeds: done                  add(SIGNAL, 1)
+ *   futex_wait(SIGNAL, s)                        futex_wake(SIGNAL)
+ *   sub(WAITERS, 1)
+ *
+ * All these accesses are sequentially consistent, so either the sleeper's
+ * re-check sees the publication, or the publisher's load sees the
+ * announcement; in that case SIGNAL changes, and futex_wait(SIGNAL, s)
+ * either refuses to sleep ('not-equal') or is woken. A wake-up is never lost;
+ * a spurious one costs a re-check.
+ */
+import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
+import { wait, waitAsync, wake } from '@shmring/futex';
+
+export interface WaitOptions {
+  /** Give up after this many milliseconds with ERR_SHMRING_TIMEOUT. Default: no limit. */
+  timeoutMs?: number;
+  /** Abort the wait (AbortError). A blocking (Sync) wait sees it only between naps. */
+  signal?: AbortSignal;
+}
+
+/** Attempts a blocking call makes before it parks (each attempt is a few Atomics loads). */
+export const SPIN_ATTEMPTS_SYNC = 256;
+/** Attempts an async call makes before it parks: the event loop is waiting on us, so few. */
+export const SPIN_ATTEMPTS_ASYNC = 16;
+/** Longest single nap: a sleeper wakes this often to look at its AbortSignal and the closed flag. */
+const MAX_NAP_MS = 1000;
+
+/** Word indices of one wait block (see layout.ts). */
+export interface WaitBlock {
+  readonly waiters: number;
+  readonly signal: number;
+}
+
+/** Wakes the sleepers of `block`, if any. Publishers call it after every publication. */
+export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
+  // Observes park()'s announcement; pairs with the sleeper's add(WAITERS) + re-check.
+  if (Atomics.load(ctl, block.waiters) !== 0) {
+    // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
+    Atomics.add(ctl, block.signal, 1);
+    wake(ctl, block.signal, count);
+  }
+}
+
+/** Bumps the signal and wakes everyone, unconditionally (close). */
+export function unparkAll(ctl: Int32Array, block: WaitBlock): void {
+  // Makes every sleeper's futex word differ from what it saw, then wakes them all.
+  Atomics.add(ctl, block.signal, 1);
+  wake(ctl, block.signal);
+}
+
+function deadlineOf(options: WaitOptions | undefined): number {
+  const t = options?.timeoutMs;
+  if (t === undefined || t === Infinity) return Infinity;
+  if (typeof t !== 'number' || Number.isNaN(t) || t < 0) {
+    throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs=${String(t)} must be a number >= 0`);
+  }
+  return performance.now() + t;
+}
+
+function timedOut(what: string, options: WaitOptions | undefined): ShmringError {
+  return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
+}
+
+/**
+ * Calls `attempt` until it returns something other than undefined, parking
+ * the thread on `block` in between. Throws on timeout or abort.
+ */
+export function parkSync<T>(
+  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+): T {
+  const deadline = deadlineOf(options);
+  const signal = options?.signal;
+  for (let i = 0; i < SPIN_ATTEMPTS_SYNC; i++) {
+    const result = attempt();
+    if (result !== undefined) return result;
+  }
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal);
+    // Snapshot of SIGNAL taken before announcing (see the protocol above).
+    const seen = Atomics.load(ctl, block.signal);
+    // Announce: from here on, every publisher bumps SIGNAL and wakes us.
+    Atomics.add(ctl, block.waiters, 1);
+    let result: T | undefined;
+    try {
+      result = attempt(); // the re-check after announcing
+      if (result === undefined) {
+        const left = deadline - performance.now();
+        if (left <= 0) throw timedOut(what, options);
+        wait(ctl, block.signal, seen, Math.min(left, MAX_NAP_MS));
+      }
+    } finally {
+      // Withdraw the announcement.
+      Atomics.sub(ctl, block.waiters, 1);
+    }
+    if (result !== undefined) return result;
+  }
+}
+
+/** parkSync for the event loop: parks on the asynchronous futex wait, never blocks. */
+export async function parkAsync<T>(
+  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+): Promise<T> {
+  const deadline = deadlineOf(options);
+  const signal = options?.signal;
+  for (let i = 0; i < SPIN_ATTEMPTS_ASYNC; i++) {
+    const result = attempt();
+    if (result !== undefined) return result;
+  }
+  for (;;) {
+    if (signal?.aborted) throw abortError(signal);
+    // Same protocol as parkSync.
+    const seen = Atomics.load(ctl, block.signal);
+    Atomics.add(ctl, block.waiters, 1);
+    let result: T | undefined;
+    try {
+      result = attempt();
+      if (result === undefined) {
+        const left = deadline - performance.now();
+        if (left <= 0) throw timedOut(what, options);
+        await waitAsync(ctl, block.signal, seen, Math.min(left, MAX_NAP_MS), signal);
+      }
+    } finally {
+      Atomics.sub(ctl, block.waiters, 1);
+    }
+    if (result !== undefined) return result;
+  }
+}
