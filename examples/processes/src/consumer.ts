@@ -1,0 +1,51 @@
+/**
+ * The consumer: finds the producer's ring, reads every message with
+ * `for await`, checks the sequence numbers, and prints a one-line JSON summary.
+ *
+ *   node consumer.js posix <name>     open the ring by POSIX name (waits for it to appear)
+ *   node consumer.js memfd <socket>   receive the ring's memfd over a Unix socket
+ */
+import * as net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Region, receiveRegion } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
+
+const [how, where] = process.argv.slice(2);
+
+/** Retries `attempt` while the producer has not created its side yet. */
+async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      const notYet = code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ERR_SHMRING_NOT_A_RING';
+      if (!notYet || tries > 500) throw err;
+      await sleep(10);
+    }
+  }
+}
+
+const region = how === 'posix'
+  ? await retry(() => Region.open({ backing: 'posix', name: where! }))
+  : await retry(async () => {
+    const socket = net.connect({ path: where! });
+    socket.pause();
+    try {
+      return await receiveRegion(socket, { timeoutMs: 10_000 });
+    } finally {
+      socket.destroy();
+    }
+  });
+const ring = await retry(() => SpscRing.attach(region));
+
+const decoder = new TextDecoder();
+let received = 0;
+let outOfOrder = 0;
+for await (const message of ring) {
+  const seq = Number(decoder.decode(message).split(':', 1)[0]);
+  if (seq !== received || ring.lastType !== seq % 3) outOfOrder++;
+  received++;
+}
+region.close();
+console.log(JSON.stringify({ received, outOfOrder }));

@@ -1,0 +1,27 @@
+import { spawn, type StdioOptions } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
+
+/** Runs `script` with `args` in a new node process; resolves with its exit code and stdout. */
+export function runNode(script: string, args: string[], options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}):
+  { done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [script, ...args], {
+    stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { done };
+}
+
+/** A name no other test run uses. */
+export function uniqueName(tag: string): string {
+  return `shmring-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+}

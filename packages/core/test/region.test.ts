@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Region, sendRegion, receiveRegion } from '@shmring/core';
+import { availableBackends, useBackend, backend } from '../src/native/loader.js';
+import { PEER, runNode, uniqueName } from './helpers.js';
+
+const kinds = availableBackends();
+
+describe('Region', () => {
+  it('has at least the koffi backend available', () => {
+    assert.ok(kinds.includes('koffi'), `available: ${kinds.join(', ')}`);
+  });
+
+  for (const kind of kinds) {
+    describe(`with the ${kind} backend`, () => {
+      const env = { SHMRING_BACKEND: kind };
+      before(() => useBackend(kind));
+
+      it('shares a memfd region with a child that inherits its fd', async () => {
+        using region = Region.create({ backing: 'memfd', size: 4096 });
+        const i32 = new Int32Array(region.buffer);
+        const child = runNode(PEER, ['echo-fd'], { stdio: ['ignore', 'pipe', 'pipe', region.fd], env });
+        Atomics.store(i32, 0, 41);
+        const { code, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        assert.equal(Atomics.load(i32, 1), 42);
+      });
+
+      it('lets two processes open one POSIX region by name', async () => {
+        const name = uniqueName('posix');
+        using region = Region.create({ backing: 'posix', name, size: 8192 });
+        try {
+          assert.equal(region.name, `/${name}`);
+          assert.equal((fs.statSync(`/dev/shm/${name}`).mode & 0o777), 0o600);
+          const i32 = new Int32Array(region.buffer);
+          Atomics.store(i32, 0, 41);
+          const { code, stderr } = await runNode(PEER, ['echo-posix', name], { env }).done;
+          assert.equal(code, 0, stderr);
+          assert.equal(Atomics.load(i32, 1), 42);
+        } finally {
+          region.unlink();
+        }
+        assert.equal(fs.existsSync(`/dev/shm/${name}`), false);
+      });
+
+      it('keeps the bytes of a file region after close and reopen', () => {
+        const file = path.join(os.tmpdir(), uniqueName('file'));
+        try {
+          const a = Region.create({ backing: 'file', path: file, size: 1000 });
+          new Uint8Array(a.buffer).set([1, 2, 3], 997);
+          a.close();
+          using b = Region.open({ backing: 'file', path: file });
+          assert.equal(b.size, 1000);
+          assert.deepEqual([...new Uint8Array(b.buffer, 997)], [1, 2, 3]);
+        } finally {
+          fs.rmSync(file, { force: true });
+        }
+      });
+
+      it("refuses a peer's ftruncate of a sealed memfd with EPERM", async () => {
+        using region = Region.create({ backing: 'memfd', size: 4096 });
+        const { stdout } = await runNode(PEER, ['truncate-fd'], { stdio: ['ignore', 'pipe', 'pipe', region.fd], env }).done;
+        assert.equal(stdout, 'EPERM');
+        assert.equal(fs.fstatSync(region.fd).size, 4096);
+      });
+
+      it("leaves a closed region's old views empty instead of faulting", () => {
+        const region = Region.create({ backing: 'memfd', size: 4096 });
+        const view = new Uint8Array(region.buffer);
+        view[10] = 7;
+        region.close();
+        assert.equal(view.length, 0);
+        assert.equal(view[10], undefined);
+        assert.throws(() => region.buffer, { code: 'ERR_SHMRING_CLOSED' });
+        region.close(); // idempotent
+      });
+
+      it('hands a memfd region to an unrelated process over a Unix socket', async () => {
+        const socketPath = path.join(os.tmpdir(), `${uniqueName('sock')}.sock`);
+        using region = Region.create({ backing: 'memfd', size: 65536 });
+        const i32 = new Int32Array(region.buffer);
+        Atomics.store(i32, 0, 41);
+        const server = net.createServer({ pauseOnConnect: true });
+        await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+        try {
+          const sent = new Promise<void>((resolve, reject) => server.once('connection', (socket) => {
+            sendRegion(socket, region).then(() => { socket.end(); resolve(); }, reject);
+          }));
+          const child = runNode(PEER, ['receive', socketPath], { env });
+          await sent;
+          const { code, stdout, stderr } = await child.done;
+          assert.equal(code, 0, stderr);
+          assert.equal(stdout, 'memfd:65536');
+          assert.equal(Atomics.load(i32, 1), 42);
+        } finally {
+          server.close();
+        }
+      });
+
+      describe('errors', () => {
+        it('fails with EEXIST when an exclusive POSIX name exists', () => {
+          const name = uniqueName('dup');
+          using region = Region.create({ backing: 'posix', name, size: 4096 });
+          try {
+            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }),
+              { code: 'EEXIST', errno: os.constants.errno.EEXIST, syscall: 'shm_open' });
+          } finally {
+            region.unlink();
+          }
+        });
+
+        it('fails with ENOENT when opening a POSIX name that does not exist', () => {
+          assert.throws(() => Region.open({ backing: 'posix', name: uniqueName('none') }), { code: 'ENOENT', syscall: 'shm_open' });
+        });
+
+        it('fails with ENOENT when unlinking a POSIX name twice', () => {
+          const name = uniqueName('twice');
+          using region = Region.create({ backing: 'posix', name, size: 4096 });
+          region.unlink();
+          assert.throws(() => region.unlink(), { code: 'ENOENT' });
+        });
+
+        it('rejects POSIX names with a slash, empty, or too long', () => {
+          for (const name of ['a/b', '', '/', '..', 'x'.repeat(256), 'nul\0']) {
+            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }), { code: 'ERR_SHMRING_INVALID_NAME' }, JSON.stringify(name));
+          }
+        });
+
+        it('rejects an unknown backing', () => {
+          assert.throws(() => Region.create({ backing: 'tmp' as 'sab', size: 10 }), { code: 'ERR_SHMRING_INVALID_BACKING' });
+          assert.throws(() => Region.open({ backing: 'memfd' as 'posix' }), { code: 'ERR_SHMRING_INVALID_BACKING' });
+        });
+
+        it('rejects a size that is not a positive integer', () => {
+          for (const size of [0, -1, 1.5, NaN, 2 ** 41]) {
+            assert.throws(() => Region.create({ backing: 'memfd', size }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(size));
+          }
+          assert.throws(() => Region.create({ backing: 'memfd', size: '4096' as unknown as number }), TypeError);
+        });
+
+        it('fails with EBADF for an fd that is not open', () => {
+          assert.throws(() => Region.fromFd(987654), { code: 'EBADF' });
+        });
+
+        it('rejects sending a SharedArrayBuffer region over a socket', async () => {
+          const region = Region.create({ backing: 'sab', size: 64 });
+          await assert.rejects(sendRegion(new net.Socket(), region), { code: 'ERR_SHMRING_INVALID_BACKING' });
+        });
+
+        it('times out receiving when the peer never sends', async () => {
+          const socketPath = path.join(os.tmpdir(), `${uniqueName('quiet')}.sock`);
+          const server = net.createServer({ pauseOnConnect: true }, () => {});
+          await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+          const socket = net.connect({ path: socketPath });
+          try {
+            await assert.rejects(receiveRegion(socket, { timeoutMs: 50 }), { code: 'ERR_SHMRING_TIMEOUT' });
+          } finally {
+            socket.destroy();
+            server.close();
+          }
+        });
+
+        it('reports a peer that closes the socket without sending', async () => {
+          const socketPath = path.join(os.tmpdir(), `${uniqueName('eof')}.sock`);
+          const server = net.createServer({ pauseOnConnect: true }, (s) => s.end());
+          await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+          const socket = net.connect({ path: socketPath });
+          try {
+            await assert.rejects(receiveRegion(socket, { timeoutMs: 5000 }), { code: 'ERR_SHMRING_NO_FD' });
+          } finally {
+            socket.destroy();
+            server.close();
+          }
+        });
+
+        it('maps a region read-only when asked, and the mapping refuses nothing it should allow', () => {
+          const name = uniqueName('ro');
+          using region = Region.create({ backing: 'posix', name, size: 4096 });
+          try {
+            new Uint8Array(region.buffer)[5] = 9;
+            using ro = Region.open({ backing: 'posix', name, readOnly: true });
+            assert.equal(ro.readOnly, true);
+            assert.equal(new Uint8Array(ro.buffer)[5], 9);
+          } finally {
+            region.unlink();
+          }
+        });
+      });
+
+      it('uses the backend it was asked for', () => {
+        assert.equal(backend().kind, kind);
+      });
+    });
+  }
+});
