@@ -4,6 +4,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
+import { ownStartTime } from './liveness.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC;
@@ -57,6 +58,7 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   ctl[L.DATA_OFFSET_I32] = L.DATA_OFFSET;
   ctl[L.RING_SIZE_LO_I32] = g.ringSize >>> 0;
   ctl[L.RING_SIZE_HI_I32] = Math.floor(g.ringSize / 2 ** 32);
+  ctl[L.CREATOR_START_I32] = ownStartTime();
   ctl[L.CREATOR_PID_I32] = process.pid;
   // Publishes every header field above (and the slots the caller initialised
   // before calling us) to a peer that attaches: attach loads MAGIC first.

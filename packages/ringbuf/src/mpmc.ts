@@ -56,7 +56,7 @@ export class MpmcQueue extends Queue {
   readonly #stride32: number;
 
   private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue');
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue', false);
     this.capacity = capacity;
     this.slotSize = slotSize;
     this.#mask = capacity - 1;

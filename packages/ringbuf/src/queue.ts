@@ -6,6 +6,7 @@
 import { Readable, Writable } from 'node:stream';
 import { ErrorCodes, ShmringError } from '@shmring/core';
 import * as L from './layout.js';
+import { isAlive, ownStartTime } from './liveness.js';
 import { parkAsync, parkSync, unparkAll, type WaitBlock, type WaitOptions } from './waiting.js';
 
 export type { WaitOptions };
@@ -30,11 +31,48 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
   protected ctl: Int32Array;
   readonly #kind: string;
+  /** Whether a waiting reader (writer) checks that the registered producer (consumer) still lives. */
+  readonly #watchPeers: boolean;
+  /** This object has registered its process as the producer / the consumer. */
+  protected isProducer = false;
+  protected isConsumer = false;
 
-  protected constructor(ctl: Int32Array, kind: string) {
+  protected constructor(ctl: Int32Array, kind: string, watchPeers: boolean) {
     this.ctl = ctl;
     this.#kind = kind;
+    this.#watchPeers = watchPeers;
   }
+
+  /** Records this process as the producer (pid and start time), for the peer's liveness checks. */
+  protected registerProducer(): void {
+    this.isProducer = true;
+    this.#register(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
+  }
+
+  /** Records this process as the consumer. */
+  protected registerConsumer(): void {
+    this.isConsumer = true;
+    this.#register(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
+  }
+
+  #register(pidIndex: number, startIndex: number): void {
+    const ctl = this.ctl;
+    // The start time is stored before the pid: a peer that reads the pid (below) then sees the matching start time.
+    Atomics.store(ctl, startIndex, ownStartTime());
+    Atomics.store(ctl, pidIndex, process.pid);
+  }
+
+  /** Liveness of the side registered at (pidIndex, startIndex); true while nobody registered. */
+  #alive(pidIndex: number, startIndex: number): boolean {
+    const ctl = this.ctl;
+    if (!this.#watchPeers || ctl.length === 0) return true;
+    // Observes the peer's registration (pid stored after its start time).
+    const pid = Atomics.load(ctl, pidIndex);
+    return isAlive(pid, Atomics.load(ctl, startIndex));
+  }
+
+  readonly #producerAlive = (): boolean => this.#alive(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
+  readonly #consumerAlive = (): boolean => this.#alive(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
 
   abstract tryWrite(bytes: Uint8Array, type?: number): boolean;
   abstract tryRead(): Uint8Array | null;
@@ -76,14 +114,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const type = options?.type ?? 0;
     if (this.closed) this.#writeAttempt(bytes, type); // throws the right error
     if (this.tryWrite(bytes, type)) return;
-    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.writeSync`);
+    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.writeSync`, this.#consumerAlive);
   }
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
   readSync(options?: WaitOptions): Uint8Array {
     const message = this.tryRead();
     if (message !== null) return message;
-    return parkSync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.readSync`);
+    return parkSync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.readSync`, this.#producerAlive);
   }
 
   /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
@@ -91,14 +129,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const type = options?.type ?? 0;
     if (this.closed) this.#writeAttempt(bytes, type);
     if (this.tryWrite(bytes, type)) return;
-    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`);
+    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`, this.#consumerAlive);
   }
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
   async read(options?: WaitOptions): Promise<Uint8Array> {
     const message = this.tryRead();
     if (message !== null) return message;
-    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`);
+    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`, this.#producerAlive);
   }
 
   /** Iterates the messages until the ring is closed and drained. `lastType` holds each one's type. */

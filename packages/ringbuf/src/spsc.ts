@@ -72,7 +72,7 @@ export class SpscRing extends Queue {
   #cachedProducerPosition: number;
 
   private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing');
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing', true);
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
@@ -126,6 +126,7 @@ export class SpscRing extends Queue {
    */
   #reserve(length: number): number {
     if (this.ctl.length === 0) throw this.closedError();
+    if (!this.isProducer) this.registerProducer();
     if (this.#claimOffset !== NO_CLAIM) {
       throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing: a claim is open; commit() or abort() it before writing again');
     }
@@ -248,6 +249,7 @@ export class SpscRing extends Queue {
 
   /** Published bytes ahead of the consumer, refreshing the cached producer position if the cache says empty. */
   #available(): number {
+    if (!this.isConsumer) this.registerConsumer();
     const position = this.#consumerPosition;
     if (position === this.#cachedProducerPosition) {
       // Observes the producer's publication (its Atomics.store of PRODUCER_POSITION); the record bytes are read after it.

@@ -26,14 +26,33 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** Abort the wait (AbortError). A blocking (Sync) wait sees it only between naps. */
   signal?: AbortSignal;
+  /**
+   * How soon a wait notices that the process on the other side died
+   * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never checks.
+   */
+  peerTimeoutMs?: number;
 }
+
+/** Default bound on noticing a dead peer. */
+export const DEFAULT_PEER_TIMEOUT_MS = 1000;
 
 /** Attempts a blocking call makes before it parks (each attempt is a few Atomics loads). */
 export const SPIN_ATTEMPTS_SYNC = 256;
 /** Attempts an async call makes before it parks: the event loop is waiting on us, so few. */
 export const SPIN_ATTEMPTS_ASYNC = 16;
-/** Longest single nap: a sleeper wakes this often to look at its AbortSignal and the closed flag. */
+/** Longest single nap when the peer is not watched: a sleeper still wakes this often to look at its AbortSignal. */
 const MAX_NAP_MS = 1000;
+
+/** Longest nap: a quarter of the peer timeout, so a death is noticed within it. */
+function napOf(options: WaitOptions | undefined): number {
+  const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
+  return Math.max(1, Math.min(MAX_NAP_MS, peer / 4));
+}
+
+function peerDead(what: string): ShmringError {
+  return new ShmringError(ErrorCodes.PEER_DEAD,
+    `${what}: the process on the other side of the ring has died; nothing more will arrive (or be taken)`);
+}
 
 /** Word indices of one wait block (see layout.ts). */
 export interface WaitBlock {
@@ -73,12 +92,15 @@ function timedOut(what: string, options: WaitOptions | undefined): ShmringError 
 
 /**
  * Calls `attempt` until it returns something other than undefined, parking
- * the thread on `block` in between. Throws on timeout or abort.
+ * the thread on `block` in between. Throws on timeout, abort, or when a nap
+ * times out and `peerAlive()` says the other side is gone.
  */
 export function parkSync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+  peerAlive: () => boolean,
 ): T {
   const deadline = deadlineOf(options);
+  const nap = napOf(options);
   const signal = options?.signal;
   for (let i = 0; i < SPIN_ATTEMPTS_SYNC; i++) {
     const result = attempt();
@@ -96,7 +118,7 @@ export function parkSync<T>(
       if (result === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        wait(ctl, block.signal, seen, Math.min(left, MAX_NAP_MS));
+        if (wait(ctl, block.signal, seen, Math.min(left, nap)) === 'timed-out' && !peerAlive()) throw peerDead(what);
       }
     } finally {
       // Withdraw the announcement.
@@ -109,8 +131,10 @@ export function parkSync<T>(
 /** parkSync for the event loop: parks on the asynchronous futex wait, never blocks. */
 export async function parkAsync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+  peerAlive: () => boolean,
 ): Promise<T> {
   const deadline = deadlineOf(options);
+  const nap = napOf(options);
   const signal = options?.signal;
   for (let i = 0; i < SPIN_ATTEMPTS_ASYNC; i++) {
     const result = attempt();
@@ -127,7 +151,9 @@ export async function parkAsync<T>(
       if (result === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        await waitAsync(ctl, block.signal, seen, Math.min(left, MAX_NAP_MS), signal);
+        if (await waitAsync(ctl, block.signal, seen, Math.min(left, nap), signal) === 'timed-out' && !peerAlive()) {
+          throw peerDead(what);
+        }
       }
     } finally {
       Atomics.sub(ctl, block.waiters, 1);

@@ -1,0 +1,42 @@
+/**
+ * Is a process alive, and is it still the process that registered? A pid
+ * alone is not enough: pids are reused. Each side records its pid and its
+ * start time (clock ticks since boot, field 22 of /proc/<pid>/stat, low 32
+ * bits); a peer is alive while a process with that pid exists and started
+ * at that time.
+ */
+import * as fs from 'node:fs';
+
+/** Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if no such process. */
+export function startTimeOf(pid: number): number {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return -1;
+  }
+  // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = fields[19]; // field 22 of the whole line
+  return ticks === undefined ? -1 : Number(BigInt(ticks) & 0xffffffffn) | 0;
+}
+
+let ownStart: number | undefined;
+
+/** This process's start time, as recorded in a ring. */
+export function ownStartTime(): number {
+  ownStart ??= startTimeOf(process.pid);
+  return ownStart;
+}
+
+/**
+ * True if the process registered as (`pid`, `start`) still runs. pid 0 means
+ * nobody registered yet, which counts as alive (the peer may come).
+ */
+export function isAlive(pid: number, start: number): boolean {
+  if (pid === 0 || pid === process.pid) return true;
+  if (pid < 0) return false;
+  const now = startTimeOf(pid);
+  if (now === -1) return false;
+  return start === 0 || now === start;
+}
