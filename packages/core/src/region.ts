@@ -34,6 +34,30 @@ export interface CreateOptions {
   mode?: number;
   /** Fail with EEXIST if the POSIX object or file exists (default true). */
   exclusive?: boolean;
+  /**
+   * 'posix' and 'file': remove the name when this process exits (normally or
+   * by an uncaught exception; a SIGKILL runs nothing — see unlinkStale() of
+   * @shmring/ringbuf for those leftovers). Default false.
+   */
+  unlinkOnExit?: boolean;
+}
+
+/** Names to remove at exit, by backing. */
+const unlinkAtExit = new Map<string, () => void>();
+
+function removeAtExit(key: string, remove: () => void): void {
+  if (unlinkAtExit.size === 0) {
+    process.once('exit', () => {
+      for (const run of unlinkAtExit.values()) {
+        try {
+          run();
+        } catch {
+          // already gone: nothing to clean
+        }
+      }
+    });
+  }
+  unlinkAtExit.set(key, remove);
 }
 
 export interface OpenOptions {
@@ -155,19 +179,23 @@ export class Region {
         const name = posixName(options.name);
         const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
         const fd = backend().shmOpen(name, flags, checkMode(options.mode));
-        return withFd(fd, () => {
+        const region = withFd(fd, () => {
           fs.ftruncateSync(fd, size);
           return Region.#map('posix', fd, size, false, { name });
         }, options.exclusive === false ? undefined : () => backend().shmUnlink(name));
+        if (options.unlinkOnExit) removeAtExit(`posix:${name}`, () => backend().shmUnlink(name));
+        return region;
       }
       case 'file': {
         const path = checkPath(options.path);
         const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
         const fd = fs.openSync(path, flags, checkMode(options.mode));
-        return withFd(fd, () => {
+        const region = withFd(fd, () => {
           fs.ftruncateSync(fd, size);
           return Region.#map('file', fd, size, false, { path });
         }, options.exclusive === false ? undefined : () => fs.rmSync(path, { force: true }));
+        if (options.unlinkOnExit) removeAtExit(`file:${path}`, () => fs.unlinkSync(path));
+        return region;
       }
       default:
         throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
@@ -280,8 +308,13 @@ export class Region {
    * which have no name. Works after close() too.
    */
   unlink(): void {
-    if (this.backing === 'posix') backend().shmUnlink(this.name!);
-    else if (this.backing === 'file') fs.unlinkSync(this.path!);
+    if (this.backing === 'posix') {
+      unlinkAtExit.delete(`posix:${this.name}`);
+      backend().shmUnlink(this.name!);
+    } else if (this.backing === 'file') {
+      unlinkAtExit.delete(`file:${this.path}`);
+      fs.unlinkSync(this.path!);
+    }
   }
 
   [Symbol.dispose](): void {

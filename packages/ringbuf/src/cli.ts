@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+/**
+ * shmring — look at rings from the shell.
+ *
+ *   shmring inspect <name|path> [--json]   one ring (a POSIX name or a file path)
+ *   shmring inspect --all [--json]         every ring in /dev/shm
+ *   shmring unlink-stale [--dry-run] [--json]   remove rings whose processes are all dead
+ */
+import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
+
+const USAGE = `usage: shmring inspect <name|path|--all> [--json]
+       shmring unlink-stale [--dry-run] [--json]`;
+
+function who(p: ProcessInfo | undefined): string {
+  return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
+}
+
+function table(rings: RingInfo[]): string {
+  const rows = [['name', 'kind', 'capacity', 'used', 'producer', 'consumer', 'creator', 'state']];
+  for (const r of rings) {
+    const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
+    const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : `${r.used} B`;
+    const state = r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
+    rows.push([r.name, r.kind, capacity, used, who(r.producer), who(r.consumer), who(r.creator), state]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
+  return rows.map((row) => row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
+
+function main(argv: string[]): number {
+  const json = argv.includes('--json');
+  const args = argv.filter((a) => a !== '--json');
+  const [command, target] = args;
+  if (command === 'inspect' && target) {
+    const rings = target === '--all' ? listRings() : [inspect(target)].filter((r): r is RingInfo => r !== undefined);
+    if (target !== '--all' && rings.length === 0) {
+      console.error(`shmring: ${target} holds no ring`);
+      return 1;
+    }
+    console.log(json ? JSON.stringify(target === '--all' ? rings : rings[0], null, 2) : table(rings));
+    return 0;
+  }
+  if (command === 'unlink-stale') {
+    const removed = unlinkStale({ dryRun: args.includes('--dry-run') });
+    console.log(json ? JSON.stringify(removed) : removed.length ? removed.join('\n') : 'no stale rings');
+    return 0;
+  }
+  console.error(USAGE);
+  return 2;
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  const e = err as { code?: string; message: string };
+  console.error(`shmring: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+  process.exitCode = 1;
+}
