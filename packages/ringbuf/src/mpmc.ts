@@ -94,7 +94,7 @@ export class MpmcQueue extends Queue {
 
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
-    const buffer = ringMemory(region, L.DATA_OFFSET, 'MpmcQueue.attach');
+    const buffer = ringMemory(region, 0, 'MpmcQueue.attach');
     const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
     return new MpmcQueue(buffer, capacity, slotSize);
   }
@@ -137,7 +137,7 @@ export class MpmcQueue extends Queue {
       } else if (lag < 0) {
         return -1; // the slot still holds the message of the previous lap: full
       } else {
-        position = Atomics.load(ctl, L.PRODUCER_POSITION_I32); // another producer got ahead
+        position = this.#reload(L.PRODUCER_POSITION_I32, position); // another producer got ahead
       }
     }
   }
@@ -163,9 +163,24 @@ export class MpmcQueue extends Queue {
       } else if (lag < 0) {
         return -1; // not yet published: empty
       } else {
-        position = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+        position = this.#reload(L.CONSUMER_POSITION_I32, position); // another consumer got ahead
       }
     }
+  }
+
+  /**
+   * Re-reads a position after a slot's sequence showed it had moved on. If it
+   * has not moved, the sequence is ahead of every claim: no correct peer
+   * writes that, and retrying would spin forever.
+   */
+  #reload(index: number, stale: number): number {
+    // Observes the claim another producer (consumer) made since our first load.
+    const position = Atomics.load(this.ctl, index);
+    if (position === stale) {
+      throw new ShmringError(ErrorCodes.CORRUPT,
+        `MpmcQueue: the slot of position ${stale >>> 0} has a sequence ahead of the position; the queue's memory was overwritten`);
+    }
+    return position;
   }
 
   /** The position the last #claimFor* won (a private scratch field, to return two values without allocating). */

@@ -95,9 +95,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return new ShmringError(ErrorCodes.CLOSED, `the ${this.#kind} was closed by the other side`);
   }
 
+  #throwClosed(): never {
+    throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+  }
+
   #writeAttempt(bytes: Uint8Array, type: number): true | undefined {
     if (this.tryWrite(bytes, type)) return true;
-    if (this.closed) throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+    if (this.closed) this.#throwClosed();
     return undefined;
   }
 
@@ -105,14 +109,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const message = this.tryRead();
     if (message !== null) return message;
     // Closed and (as tryRead just saw) empty: nothing more will come.
-    if (this.closed) throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+    if (this.closed) this.#throwClosed();
     return undefined;
   }
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
   writeSync(bytes: Uint8Array, options?: WriteOptions): void {
     const type = options?.type ?? 0;
-    if (this.closed) this.#writeAttempt(bytes, type); // throws the right error
+    if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
     parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.writeSync`, this.#consumerAlive);
   }
@@ -127,7 +131,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
   async write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
     const type = options?.type ?? 0;
-    if (this.closed) this.#writeAttempt(bytes, type);
+    if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
     await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`, this.#consumerAlive);
   }

@@ -104,7 +104,7 @@ export class SpscRing extends Queue {
 
   /** Attaches to a ring another process or thread created in `region`. */
   static attach(region: Region): SpscRing {
-    const buffer = ringMemory(region, L.DATA_OFFSET, 'SpscRing.attach');
+    const buffer = ringMemory(region, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC);
     return new SpscRing(buffer, capacity);
   }

@@ -1,0 +1,166 @@
+/**
+ * One test per row of docs/ERRORS.md that concerns the rings: each wrong use
+ * gets its typed error and loses nothing already in the ring.
+ */
+import assert from 'node:assert/strict';
+import { Region } from '@shmring/core';
+import { MpmcQueue, SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
+
+function sab(size: number): Region {
+  return Region.create({ backing: 'sab', size });
+}
+
+function spsc(capacity = 256): { region: Region; ring: SpscRing } {
+  const region = sab(SpscRing.regionSize({ capacity }));
+  return { region, ring: SpscRing.create(region, { capacity }) };
+}
+
+describe('ring errors (docs/ERRORS.md)', () => {
+  it('rejects a capacity that is not a power of two, too small or too large', () => {
+    for (const capacity of [0, 100, 32, 2 ** 31, -64]) {
+      assert.throws(() => SpscRing.regionSize({ capacity }), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' }, String(capacity));
+    }
+    for (const capacity of [1, 3, 2 ** 31]) {
+      assert.throws(() => MpmcQueue.regionSize({ capacity, slotSize: 8 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(capacity));
+    }
+    assert.throws(() => SpscRing.create(sab(4096), { capacity: 1.5 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
+  });
+
+  it('rejects a slot size outside [0, 2^24]', () => {
+    for (const slotSize of [-1, 2 ** 24 + 1, 0.5]) {
+      assert.throws(() => MpmcQueue.regionSize({ capacity: 4, slotSize }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(slotSize));
+    }
+  });
+
+  it('rejects a message larger than the ring allows and keeps what the ring holds', () => {
+    const { ring } = spsc(256);
+    assert.ok(ring.tryWrite(new Uint8Array([1, 2, 3])));
+    assert.throws(() => ring.tryWrite(new Uint8Array(ring.maxMessageLength + 1)), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE', name: 'RangeError' });
+    assert.throws(() => ring.claim(ring.maxMessageLength + 1), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE' });
+    assert.deepEqual([...ring.tryRead()!], [1, 2, 3]);
+    assert.equal(ring.tryRead(), null);
+
+    const region = sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 }));
+    const queue = MpmcQueue.create(region, { capacity: 4, slotSize: 8 });
+    assert.ok(queue.tryWrite(new Uint8Array(8)));
+    assert.throws(() => queue.tryWrite(new Uint8Array(9)), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE' });
+    assert.equal(queue.tryRead()!.length, 8);
+  });
+
+  it('rejects a message type outside [0, 2^31 - 1]', () => {
+    const { ring } = spsc();
+    for (const type of [-1, 2 ** 31, 1.5]) {
+      assert.throws(() => ring.tryWrite(new Uint8Array(1), type), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(type));
+    }
+    assert.equal(ring.tryRead(), null);
+  });
+
+  it('rejects a region too small for the ring', () => {
+    assert.throws(() => SpscRing.create(sab(SpscRing.regionSize({ capacity: 1024 }) - 1), { capacity: 1024 }), { code: 'ERR_SHMRING_REGION_TOO_SMALL' });
+    assert.throws(() => MpmcQueue.create(sab(1000), { capacity: 64, slotSize: 64 }), { code: 'ERR_SHMRING_REGION_TOO_SMALL' });
+  });
+
+  it('rejects attaching to a region whose ring was cut short', () => {
+    const { region } = spsc(1024);
+    const half = new SharedArrayBuffer(SpscRing.regionSize({ capacity: 1024 }) - 512);
+    new Uint8Array(half).set(new Uint8Array(region.buffer, 0, half.byteLength));
+    assert.throws(() => SpscRing.attach(Region.fromSharedArrayBuffer(half)), { code: 'ERR_SHMRING_REGION_TOO_SMALL' });
+  });
+
+  it('rejects a closed region, and a ring whose region was closed', () => {
+    const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 256 }) });
+    const ring = SpscRing.create(region, { capacity: 256 });
+    region.close();
+    assert.throws(() => SpscRing.attach(region), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.tryWrite(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.tryRead(), { code: 'ERR_SHMRING_CLOSED' });
+  });
+
+  it('rejects every verb of a ring this side closed', async () => {
+    const { ring } = spsc();
+    ring.close();
+    assert.throws(() => ring.tryWrite(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.tryRead(), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.claim(1), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.drain(() => {}), { code: 'ERR_SHMRING_CLOSED' });
+    assert.throws(() => ring.writeSync(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED' });
+    await assert.rejects(ring.read(), { code: 'ERR_SHMRING_CLOSED' });
+    ring.close(); // idempotent
+  });
+
+  it('ends the reader after the last message when the writer closes, and refuses later writes', async () => {
+    const { region, ring } = spsc();
+    const reader = SpscRing.attach(region);
+    ring.writeSync(new Uint8Array([7]));
+    ring.close();
+    assert.deepEqual([...reader.readSync()], [7]);
+    assert.throws(() => reader.readSync(), { code: 'ERR_SHMRING_CLOSED' });
+    const seen: number[] = [];
+    for await (const m of SpscRing.attach(region)) seen.push(m.length);
+    assert.deepEqual(seen, []);
+    assert.throws(() => SpscRing.attach(region).writeSync(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED' });
+  });
+
+  it('rejects attaching to a region that holds no ring', () => {
+    assert.throws(() => SpscRing.attach(sab(4096)), { code: 'ERR_SHMRING_NOT_A_RING' });
+    assert.throws(() => MpmcQueue.attach(sab(100)), { code: 'ERR_SHMRING_NOT_A_RING' });
+  });
+
+  it('rejects a ring of another layout version', () => {
+    const { region } = spsc();
+    new Int32Array(region.buffer)[L.VERSION_I32] = L.LAYOUT_VERSION + 1;
+    assert.throws(() => SpscRing.attach(region), { code: 'ERR_SHMRING_VERSION_MISMATCH' });
+  });
+
+  it('rejects attaching with the wrong ring kind', () => {
+    const { region } = spsc();
+    assert.throws(() => MpmcQueue.attach(region), { code: 'ERR_SHMRING_WRONG_KIND' });
+    const q = sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 }));
+    MpmcQueue.create(q, { capacity: 4, slotSize: 8 });
+    assert.throws(() => SpscRing.attach(q), { code: 'ERR_SHMRING_WRONG_KIND' });
+  });
+
+  it('rejects an inconsistent header as corrupt', () => {
+    const { region } = spsc(1024);
+    new Int32Array(region.buffer)[L.CAPACITY_I32] = 1000;
+    assert.throws(() => SpscRing.attach(region), { code: 'ERR_SHMRING_CORRUPT' });
+  });
+
+  it('rejects a read-only region for a ring', () => {
+    const name = `shmring-test-ro-${process.pid}`;
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 256 }) });
+    try {
+      SpscRing.create(region, { capacity: 256 });
+      const ro = Region.open({ backing: 'posix', name, readOnly: true });
+      assert.throws(() => SpscRing.attach(ro), { code: 'ERR_SHMRING_READ_ONLY' });
+      ro.close();
+    } finally {
+      region.unlink();
+      region.close();
+    }
+  });
+
+  it('rejects a commit or abort of an offset that is not the open claim', () => {
+    const { ring } = spsc();
+    assert.throws(() => ring.commit(8), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    const offset = ring.claim(4);
+    assert.throws(() => ring.commit(offset + 8), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    assert.throws(() => ring.tryWrite(new Uint8Array(1)), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    ring.abort(offset);
+    assert.throws(() => ring.abort(offset), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    assert.equal(ring.tryRead(), null);
+  });
+
+  it('times out a wait with ERR_SHMRING_TIMEOUT and aborts one with ABORT_ERR', async () => {
+    const { ring } = spsc();
+    assert.throws(() => ring.readSync({ timeoutMs: 20 }), { code: 'ERR_SHMRING_TIMEOUT' });
+    await assert.rejects(ring.read({ timeoutMs: 20 }), { code: 'ERR_SHMRING_TIMEOUT' });
+    await assert.rejects(ring.read({ signal: AbortSignal.timeout(20) }), { code: 'ABORT_ERR' });
+  });
+
+  it('rejects a non-Uint8Array message with a TypeError', () => {
+    const { ring } = spsc();
+    assert.throws(() => ring.tryWrite('text' as unknown as Uint8Array), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
+  });
+});
