@@ -47,6 +47,17 @@ export function checkCapacity(capacity: unknown, min: number, max: number): numb
   return capacity;
 }
 
+/**
+ * Withdraws any ring in the region (MAGIC = 0) before a new one is laid out
+ * over it, so no attach sees an old MAGIC over half-written new contents.
+ */
+export function unpublish(buffer: ArrayBuffer | SharedArrayBuffer): Int32Array {
+  const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
+  // Retracts the old publication; writeHeader's final store of MAGIC makes the new one.
+  Atomics.store(ctl, L.MAGIC_I32, 0);
+  return ctl;
+}
+
 /** Writes a fresh header and zeroes the blocks. MAGIC is stored last: it publishes the ring. */
 export function writeHeader(ctl: Int32Array, g: Geometry): void {
   ctl.fill(0);
@@ -97,10 +108,11 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
   };
   const dataOffset = ctl[L.DATA_OFFSET_I32]!;
   const expected = kind === L.KIND_SPSC ? L.spscRingSize(g.capacity) : L.mpmcRingSize(g.capacity, g.slotSize);
-  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && g.capacity >= 1 && g.capacity <= L.MAX_CAPACITY
+  const minCapacity = kind === L.KIND_SPSC ? L.SPSC_MIN_CAPACITY : L.MPMC_MIN_CAPACITY;
+  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && g.capacity >= minCapacity && g.capacity <= L.MAX_CAPACITY
     && (g.capacity & (g.capacity - 1)) === 0
     && (kind === L.KIND_SPSC
-      ? g.slotSize === 0 && g.slotStride === 0 && g.capacity >= L.SPSC_MIN_CAPACITY
+      ? g.slotSize === 0 && g.slotStride === 0
       : g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize));
   if (!sane) {
     throw new ShmringError(ErrorCodes.CORRUPT,

@@ -22,7 +22,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, readHeader, ringMemory, writeHeader } from './header.js';
+import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { unpark } from './waiting.js';
@@ -83,11 +83,12 @@ export class MpmcQueue extends Queue {
     const [capacity, slotSize] = MpmcQueue.#check(options);
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, ringSize, 'MpmcQueue.create');
+    const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
     for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_OFFSET / 4] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
-    writeHeader(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH),
+    writeHeader(ctl,
       { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
     return new MpmcQueue(buffer, capacity, slotSize);
   }

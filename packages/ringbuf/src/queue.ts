@@ -108,8 +108,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   #readAttempt(): Uint8Array | undefined {
     const message = this.tryRead();
     if (message !== null) return message;
-    // Closed and (as tryRead just saw) empty: nothing more will come.
-    if (this.closed) this.#throwClosed();
+    if (this.closed) {
+      // The writer may have published its last message between our tryRead and
+      // its close(); having seen the flag, one more read sees that message.
+      const last = this.ctl.length === 0 ? null : this.tryRead();
+      if (last !== null) return last;
+      this.#throwClosed();
+    }
     return undefined;
   }
 

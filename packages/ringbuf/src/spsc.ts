@@ -26,7 +26,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, readHeader, ringMemory, writeHeader } from './header.js';
+import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import { unpark } from './waiting.js';
 
@@ -98,7 +98,7 @@ export class SpscRing extends Queue {
     const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY);
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, ringSize, 'SpscRing.create');
-    writeHeader(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    writeHeader(unpublish(buffer), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
     return new SpscRing(buffer, capacity);
   }
 
@@ -241,8 +241,8 @@ export class SpscRing extends Queue {
       index = 0;
       length = this.#data32[0]! >>> 0;
     }
-    if (length > this.maxMessageLength || L.recordSize(length) > available) {
-      throw corrupt(`record at ${index} claims length ${length} but ${available} bytes are published`);
+    if (length > this.maxMessageLength || L.recordSize(length) > available || this.#data32[(index >> 2) + 1]! < 0) {
+      throw corrupt(`record at ${index} claims length ${length} and type ${this.#data32[(index >> 2) + 1]} with ${available} bytes published`);
     }
     return index;
   }

@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import { ErrorCodes, ShmringError } from '../errors.js';
 import type { NativeBackend } from './backend.js';
+import { koffiBackend } from './koffi.js'; // loads koffi itself only when called
 
 const require = createRequire(import.meta.url);
 let current: NativeBackend | undefined;
@@ -21,7 +22,7 @@ export function loadBackend(kind: BackendKind): NativeBackend {
   try {
     backend = kind === 'addon'
       ? (require('@shmring/shm-sys') as NativeBackend)
-      : (require('./koffi.js') as { koffiBackend(): NativeBackend }).koffiBackend();
+      : koffiBackend();
   } catch (cause) {
     throw new ShmringError(
       ErrorCodes.NO_BACKEND,

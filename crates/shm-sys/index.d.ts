@@ -1,0 +1,113 @@
+/**
+ * @shmring/shm-sys: the Rust Node-API addon of shmring, exported as the
+ * `NativeBackend` of @shmring/core (kind 'addon'). The members below repeat
+ * that interface (packages/core/src/native/backend.ts), which is the contract.
+ *
+ * Errors: a failed system call throws an `Error` with `code` (errno name),
+ * `errno` (positive number), `syscall` and the message
+ * `${syscall} failed: ${strerror} (${code})`. A bad argument throws a
+ * `TypeError` (code ERR_INVALID_ARG_TYPE) or `RangeError` (ERR_OUT_OF_RANGE)
+ * before any system call.
+ *
+ * Futex calls: `buffer` may be an ArrayBuffer (a mapping from `mmap`, or any
+ * other) or a SharedArrayBuffer. Only a mapping of a shared fd is shared
+ * across processes; on a SharedArrayBuffer prefer `Atomics.wait` / `notify`
+ * within one process (a native futex wake does wake a native waiter on the
+ * same SharedArrayBuffer, but not an `Atomics.wait`er, and vice versa).
+ */
+
+declare namespace backend {
+  /** Result of futexWait / futexWaitAsync: 0 woken ('ok'), 1 'not-equal', 2 'timed-out'. */
+  export type WaitResult = 0 | 1 | 2;
+
+  export interface AsyncWait {
+    readonly promise: Promise<WaitResult>;
+    /** Ends the wait promptly with 0; a no-op once the promise settled. */
+    cancel(): void;
+  }
+
+  export interface NativeBackend {
+    /** Always 'addon' for this package. */
+    readonly kind: 'addon' | 'koffi';
+
+    /** memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); returns the fd. */
+    memfdCreate(name: string): number;
+
+    /**
+     * shm_open(name, oflag | O_CLOEXEC, mode); `name` starts with '/'
+     * (validated by the caller); oflag uses the Linux O_* values. Returns the fd.
+     */
+    shmOpen(name: string, oflag: number, mode: number): number;
+
+    /** shm_unlink(name). */
+    shmUnlink(name: string): void;
+
+    /**
+     * mmap(NULL, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
+     * wrapped in exactly one external ArrayBuffer of `length` bytes whose
+     * finalizer unmaps it if `munmap` was never called. `length` must be a
+     * positive safe integer (RangeError). Never write through a view of a
+     * read-only mapping: the write faults.
+     */
+    mmap(fd: number, length: number, writable: boolean): ArrayBuffer;
+
+    /**
+     * Wakes the pending futexWaitAsync waits on the mapping (they resolve 0),
+     * detaches `buffer` (stale views read as length 0) and munmaps it.
+     * TypeError if `buffer` was not returned by `mmap` on this thread; a
+     * second call on the same buffer is a no-op.
+     */
+    munmap(buffer: ArrayBuffer): void;
+
+    /** fcntl(fd, F_ADD_SEALS, seals). F_SEAL_SEAL=1, SHRINK=2, GROW=4, WRITE=8. */
+    addSeals(fd: number, seals: number): void;
+
+    /** fcntl(fd, F_GET_SEALS); throws EINVAL for an fd that does not support sealing. */
+    getSeals(fd: number): number;
+
+    /**
+     * FUTEX_WAIT (shared) on the 32-bit word at `byteOffset` (a multiple of 4
+     * inside the buffer, else RangeError), blocking the calling thread.
+     * `timeoutMs`: finite >= 0, or Infinity / negative / NaN for no timeout.
+     * EINTR is retried with the remaining time.
+     */
+    futexWait(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
+
+    /**
+     * FUTEX_WAKE (shared) of up to `count` waiters; returns how many woke.
+     * `count` is clamped like Atomics.notify's (NaN or <= 0 wakes none).
+     */
+    futexWake(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, count: number): number;
+
+    /**
+     * The wait of `futexWait` on a native waiter thread (not libuv's pool): the
+     * event loop never blocks. The pending promise keeps the event loop alive;
+     * a settled or cancelled one does not. The buffer stays referenced (so
+     * not unmapped by GC) while the wait is pending. Resolves at once with 1
+     * if the word already differs, with 2 for a timeout of 0.
+     */
+    futexWaitAsync(
+      buffer: ArrayBuffer | SharedArrayBuffer,
+      byteOffset: number,
+      expected: number,
+      timeoutMs: number,
+    ): AsyncWait;
+
+    /**
+     * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) on the Unix domain socket
+     * `socketFd`: one byte with `fd` attached as SCM_RIGHTS. Throws EAGAIN if
+     * the socket buffer is full.
+     */
+    sendFd(socketFd: number, fd: number): void;
+
+    /**
+     * recvmsg(MSG_DONTWAIT | MSG_CMSG_CLOEXEC): the received fd (>= 0); -1 if
+     * nothing is waiting yet; -2 if the peer closed the connection; -3 if a
+     * message arrived without an fd.
+     */
+    recvFd(socketFd: number): number;
+  }
+}
+
+declare const backend: backend.NativeBackend & { readonly kind: 'addon' };
+export = backend;

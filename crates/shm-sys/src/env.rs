@@ -1,0 +1,261 @@
+//! Per-environment state. Node loads the addon once per `napi_env`: the main
+//! thread and every worker_thread each get their own [`EnvState`], stored as
+//! the env's instance data (`napi_set_instance_data`) and torn down by an env
+//! cleanup hook when that thread exits.
+//!
+//! Threading contract: everything in `EnvState` except [`Delivery`] is used
+//! only on the env's JS thread (entry points, finalizers, the threadsafe
+//! function's `call_js`, the cleanup hook), hence `Cell`/`RefCell`. A
+//! `RefCell` borrow is never held across a Node-API call that could run JS.
+//! `Delivery` is shared with the waiter threads (see pool.rs).
+//!
+//! Teardown order (Node runs cleanup hooks last-registered first):
+//!  1. the cleanup hooks of our external ArrayBuffers (registered after this
+//!     module's hook) detach them and call their finalizers, which stop the
+//!     async waits on their words and munmap (memory.rs);
+//!  2. [`env_cleanup`] stops every remaining async wait, deletes the
+//!     references those held and aborts the threadsafe function, so no
+//!     waiter thread calls into this env again;
+//!  3. Node finalizes the threadsafe function (its finalizer clears
+//!     `Delivery`; queued results are dropped through `call_js` with a null
+//!     env), then deletes the env and, with it, calls [`finalize_state`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::memory::Mapping;
+use crate::napi::{self, Env, Throw, napi_deferred, napi_env, napi_ref, napi_threadsafe_function};
+use crate::pool::Wait;
+
+/// The JS-thread half of a pending `futexWaitAsync`.
+pub struct PendingWait {
+    /// The half shared with the waiter thread.
+    pub wait: Arc<Wait>,
+    /// Settles the promise returned to JS.
+    pub deferred: napi_deferred,
+    /// Keeps the buffer (and so the mapping) alive while a thread waits on it.
+    pub buffer_ref: napi_ref,
+}
+
+/// A threadsafe function handle that may be sent to waiter threads.
+pub struct Tsfn(pub napi_threadsafe_function);
+
+// SAFETY: napi_call_threadsafe_function may be called from any thread; the
+// handle is only used while `Delivery::tsfn` holds it (see Delivery).
+unsafe impl Send for Tsfn {}
+
+/// How waiter threads hand results back to one env: its threadsafe
+/// function, present from the first async wait until the env tears down.
+/// Waiter threads call it only while holding the lock, and teardown removes
+/// it under the same lock before releasing it, so no call can reach a
+/// released function.
+pub struct Delivery {
+    pub tsfn: Mutex<Option<Tsfn>>,
+}
+
+impl Delivery {
+    /// Locks the handle; a poisoned lock is still usable (the data is a
+    /// plain handle that a panic cannot leave half-written).
+    pub fn lock(&self) -> MutexGuard<'_, Option<Tsfn>> {
+        self.tsfn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct EnvState {
+    env: napi_env,
+    /// Live mappings made by `mmap` in this env, keyed by address.
+    pub mappings: RefCell<HashMap<usize, Arc<Mapping>>>,
+    /// Pending async waits, keyed by the id index.cjs gave them.
+    pub waits: RefCell<HashMap<u64, PendingWait>>,
+    /// Shared with the waiter threads.
+    pub delivery: Arc<Delivery>,
+    /// The same threadsafe function as in `delivery`, for ref/unref from
+    /// the JS thread; null before the first async wait and after teardown.
+    tsfn: Cell<napi_threadsafe_function>,
+    /// Whether `tsfn` currently keeps the event loop alive.
+    tsfn_refed: Cell<bool>,
+    /// Set by the cleanup hook: no new async wait may start.
+    closing: Cell<bool>,
+}
+
+impl EnvState {
+    /// Creates this env's state and registers its finalizer and cleanup hook.
+    pub fn install(env: Env) -> Result<(), Throw> {
+        let state = Box::into_raw(Box::new(EnvState {
+            env: env.0,
+            mappings: RefCell::new(HashMap::new()),
+            waits: RefCell::new(HashMap::new()),
+            delivery: Arc::new(Delivery { tsfn: Mutex::new(None) }),
+            tsfn: Cell::new(ptr::null_mut()),
+            tsfn_refed: Cell::new(false),
+            closing: Cell::new(false),
+        }));
+        // SAFETY: state is a valid Box pointer; from here on Node owns it and
+        // frees it through finalize_state.
+        let st = unsafe { napi::napi_set_instance_data(env.0, state.cast(), Some(finalize_state), ptr::null_mut()) };
+        if let Err(err) = env.check(st, "napi_set_instance_data") {
+            // SAFETY: Node did not take the pointer; reclaim it.
+            drop(unsafe { Box::from_raw(state) });
+            return Err(err);
+        }
+        // SAFETY: state stays valid until finalize_state, which Node calls
+        // after all cleanup hooks.
+        let st = unsafe { napi::napi_add_env_cleanup_hook(env.0, Some(env_cleanup), state.cast()) };
+        env.check(st, "napi_add_env_cleanup_hook")
+    }
+
+    /// This env's state, or `None` if it is gone or was never installed.
+    ///
+    /// # Safety
+    /// Call only on `env`'s JS thread, from a callback, finalizer or cleanup
+    /// hook of that env, and do not keep the reference beyond it: the state
+    /// lives until Node calls `finalize_state` at the end of env teardown.
+    pub unsafe fn get<'a>(env: Env) -> Option<&'a EnvState> {
+        let mut data: *mut c_void = ptr::null_mut();
+        // SAFETY: env is live (caller contract); out-pointer valid.
+        let st = unsafe { napi::napi_get_instance_data(env.0, &mut data) };
+        if st != napi::NAPI_OK || data.is_null() {
+            return None;
+        }
+        // SAFETY: the only instance data this module sets is an EnvState,
+        // alive for the duration promised by the caller.
+        Some(unsafe { &*data.cast::<EnvState>() })
+    }
+
+    /// Like [`EnvState::get`], but an error for entry points.
+    ///
+    /// # Safety
+    /// As for [`EnvState::get`].
+    pub unsafe fn current<'a>(env: Env) -> Result<&'a EnvState, Throw> {
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::get(env) }.ok_or(Throw::Napi("napi_get_instance_data", napi::NAPI_OK))
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// The env's threadsafe function, created (unref'd) on first use.
+    pub fn tsfn(&self, env: Env, call_js: napi::napi_threadsafe_function_call_js) -> Result<(), Throw> {
+        if !self.tsfn.get().is_null() {
+            return Ok(());
+        }
+        let name = env.string("shm-sys futexWaitAsync")?;
+        let finalize_data = Arc::into_raw(Arc::clone(&self.delivery));
+        let mut tsfn = ptr::null_mut();
+        // SAFETY: no JS function (call_js does the work), unlimited queue, one
+        // owning thread count released only in env_cleanup; finalize_data is
+        // an Arc<Delivery> reclaimed by tsfn_finalized.
+        let st = unsafe {
+            napi::napi_create_threadsafe_function(
+                env.0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                name,
+                0,
+                1,
+                finalize_data as *mut c_void,
+                Some(tsfn_finalized),
+                ptr::null_mut(),
+                call_js,
+                &mut tsfn,
+            )
+        };
+        if let Err(err) = env.check(st, "napi_create_threadsafe_function") {
+            // SAFETY: Node did not take the pointer; reclaim it.
+            drop(unsafe { Arc::from_raw(finalize_data) });
+            return Err(err);
+        }
+        // A new threadsafe function keeps the loop alive; ours does so only
+        // while a wait is pending (sync_loop_ref).
+        // SAFETY: tsfn was just created on this env's JS thread.
+        let st = unsafe { napi::napi_unref_threadsafe_function(env.0, tsfn) };
+        env.check(st, "napi_unref_threadsafe_function")?;
+        *self.delivery.lock() = Some(Tsfn(tsfn));
+        self.tsfn.set(tsfn);
+        self.tsfn_refed.set(false);
+        Ok(())
+    }
+
+    /// Refs the threadsafe function while at least one async wait is
+    /// pending, unrefs it when none is: a pending wait keeps the event loop
+    /// alive, a settled or cancelled one does not.
+    pub fn sync_loop_ref(&self) {
+        let tsfn = self.tsfn.get();
+        if tsfn.is_null() {
+            return;
+        }
+        let want = !self.waits.borrow().is_empty();
+        if want == self.tsfn_refed.get() {
+            return;
+        }
+        // SAFETY: tsfn is this env's live threadsafe function (it is nulled
+        // in env_cleanup before being released); JS thread.
+        let st = unsafe {
+            if want {
+                napi::napi_ref_threadsafe_function(self.env, tsfn)
+            } else {
+                napi::napi_unref_threadsafe_function(self.env, tsfn)
+            }
+        };
+        if st == napi::NAPI_OK {
+            self.tsfn_refed.set(want);
+        }
+    }
+}
+
+/// Env cleanup hook: stop every async wait of this env, drop the references
+/// they held and abort the threadsafe function (see the module docs).
+///
+/// # Safety
+/// Called by Node on the env's JS thread with the EnvState registered in
+/// `install`, before `finalize_state`.
+unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: arg is the EnvState registered with this hook, still alive
+        // (finalize_state runs after all cleanup hooks).
+        let state = unsafe { &*arg.cast::<EnvState>() };
+        state.closing.set(true);
+        let pending: Vec<PendingWait> = state.waits.borrow_mut().drain().map(|(_, pending)| pending).collect();
+        for pending in pending {
+            // The buffer is still referenced here, so the word is mapped.
+            pending.wait.stop();
+            // SAFETY: the reference was created in this env and not yet
+            // deleted. The deferred cannot be settled during teardown (no JS
+            // may run); Node drops its promise with the isolate.
+            unsafe { napi::napi_delete_reference(state.env, pending.buffer_ref) };
+        }
+        let tsfn = state.tsfn.replace(ptr::null_mut());
+        // Taking it out of Delivery first means no waiter thread calls it
+        // after this point; if it is already gone, Node finalized it.
+        let taken = state.delivery.lock().take();
+        if !tsfn.is_null() && taken.is_some() {
+            // SAFETY: tsfn is alive (its finalizer has not cleared Delivery)
+            // and no other thread can call it any more.
+            unsafe { napi::napi_release_threadsafe_function(tsfn, napi::NAPI_TSFN_ABORT) };
+        }
+    });
+}
+
+/// Instance-data finalizer: frees the EnvState.
+///
+/// # Safety
+/// Called once by Node with the pointer given to napi_set_instance_data.
+unsafe extern "C" fn finalize_state(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: data is the Box<EnvState> leaked in install; Node calls this
+    // exactly once, after every other use of the state.
+    drop(unsafe { Box::from_raw(data.cast::<EnvState>()) });
+}
+
+/// Threadsafe-function finalizer: after this no waiter thread may call it.
+///
+/// # Safety
+/// Called once by Node with the Arc<Delivery> given as finalize data.
+unsafe extern "C" fn tsfn_finalized(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: data is the Arc<Delivery> leaked in EnvState::tsfn.
+    let delivery = unsafe { Arc::from_raw(data.cast::<Delivery>().cast_const()) };
+    delivery.lock().take();
+}

@@ -1,0 +1,112 @@
+//! shm-sys: the Node-API addon of shmring, the only code of the project that
+//! makes system calls. It has no dependencies: the Node-API functions are
+//! declared in [`napi`] and resolved from the node binary when Node loads
+//! the addon; the libc functions are declared in [`libc`].
+//!
+//! Modules, one per family of calls:
+//!  - `shm`: memfd_create, shm_open, shm_unlink
+//!  - `memory`: mmap into an external ArrayBuffer, munmap, seals
+//!  - `futex`: wait, wake, async wait (with `pool`, its waiter threads)
+//!  - `socket`: SCM_RIGHTS send / receive
+//!  - `env`: per-env state (main thread and each worker_thread)
+//!  - `napi`, `libc`, `errno`: declarations and helpers
+//!
+//! The raw exports are wrapped by index.cjs into the `NativeBackend`
+//! interface of @shmring/core.
+
+mod env;
+mod errno;
+mod futex;
+mod libc;
+mod memory;
+mod napi;
+mod pool;
+mod shm;
+mod socket;
+
+use std::ptr;
+
+use napi::{Env, JsResult, napi_env, napi_property_descriptor, napi_value};
+
+js_fn! {
+    js_memfd_create => shm::memfd_create;
+    js_shm_open => shm::shm_open;
+    js_shm_unlink => shm::shm_unlink;
+    js_mmap => memory::mmap;
+    js_munmap => memory::munmap;
+    js_add_seals => memory::add_seals;
+    js_get_seals => memory::get_seals;
+    js_futex_wait => futex::futex_wait;
+    js_futex_wake => futex::futex_wake;
+    js_futex_wait_start => futex::futex_wait_start;
+    js_futex_wait_cancel => futex::futex_wait_cancel;
+    js_send_fd => socket::send_fd;
+    js_recv_fd => socket::recv_fd;
+}
+
+/// The raw exports, by JS name.
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 13] = [
+    (c"memfdCreate", Some(js_memfd_create)),
+    (c"shmOpen", Some(js_shm_open)),
+    (c"shmUnlink", Some(js_shm_unlink)),
+    (c"mmap", Some(js_mmap)),
+    (c"munmap", Some(js_munmap)),
+    (c"addSeals", Some(js_add_seals)),
+    (c"getSeals", Some(js_get_seals)),
+    (c"futexWait", Some(js_futex_wait)),
+    (c"futexWake", Some(js_futex_wake)),
+    (c"futexWaitStart", Some(js_futex_wait_start)),
+    (c"futexWaitCancel", Some(js_futex_wait_cancel)),
+    (c"sendFd", Some(js_send_fd)),
+    (c"recvFd", Some(js_recv_fd)),
+];
+
+fn register(env: Env, exports: napi_value) -> JsResult {
+    env::EnvState::install(env)?;
+    let properties: Vec<napi_property_descriptor> = EXPORTS
+        .iter()
+        .map(|(name, method)| napi_property_descriptor {
+            utf8name: name.as_ptr(),
+            name: ptr::null_mut(),
+            method: *method,
+            getter: None,
+            setter: None,
+            value: ptr::null_mut(),
+            attributes: napi::NAPI_ENUMERABLE,
+            data: ptr::null_mut(),
+        })
+        .collect();
+    // SAFETY: properties holds valid descriptors with static names and
+    // function pointers; exports is the env's exports object.
+    let st = unsafe { napi::napi_define_properties(env.0, exports, properties.len(), properties.as_ptr()) };
+    env.check(st, "napi_define_properties")?;
+    Ok(exports)
+}
+
+/// Module entry point, found by Node with dlsym when the addon is loaded
+/// (once per env: main thread and each worker).
+///
+/// # Safety
+/// Called by Node with a live env and its exports object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
+    let env = Env(env);
+    match std::panic::catch_unwind(|| register(env, exports)) {
+        Ok(Ok(exports)) => exports,
+        Ok(Err(throw)) => {
+            env.throw(throw);
+            ptr::null_mut()
+        }
+        Err(_) => {
+            env.throw(napi::Throw::Napi("shm-sys module registration (panic)", napi::NAPI_OK));
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The Node-API version this addon is written against (Node 20 supports 9;
+/// 8 keeps finalizer semantics as documented for Node 20).
+#[unsafe(no_mangle)]
+pub extern "C" fn node_api_module_get_api_version_v1() -> i32 {
+    8
+}

@@ -1,0 +1,178 @@
+//! libc: the functions, structures and constants this addon calls, declared
+//! by hand for Linux x86_64 with glibc (values from the kernel's uapi headers
+//! and glibc's `<bits/*.h>`), and [`cvt`], the one helper every raw call goes
+//! through to turn a `-1` return into a [`SysError`] carrying errno.
+//!
+//! `shm_open` / `shm_unlink` live in libc.so.6 itself since glibc 2.34; on an
+//! older glibc they are in librt and the addon would not load.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{CStr, c_char, c_int, c_long, c_uint, c_void};
+
+pub type mode_t = u32;
+pub type off_t = i64;
+pub type socklen_t = u32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct timespec {
+    pub tv_sec: i64,
+    pub tv_nsec: i64,
+}
+
+#[repr(C)]
+pub struct iovec {
+    pub iov_base: *mut c_void,
+    pub iov_len: usize,
+}
+
+/// `struct msghdr` (x86_64: 56 bytes, `msg_namelen` padded to 8).
+#[repr(C)]
+pub struct msghdr {
+    pub msg_name: *mut c_void,
+    pub msg_namelen: socklen_t,
+    pub msg_iov: *mut iovec,
+    pub msg_iovlen: usize,
+    pub msg_control: *mut c_void,
+    pub msg_controllen: usize,
+    pub msg_flags: c_int,
+}
+
+/// `struct cmsghdr` (x86_64: 16 bytes, the data follows at CMSG_ALIGN(16)).
+#[repr(C)]
+pub struct cmsghdr {
+    pub cmsg_len: usize,
+    pub cmsg_level: c_int,
+    pub cmsg_type: c_int,
+}
+
+unsafe extern "C" {
+    pub fn memfd_create(name: *const c_char, flags: c_uint) -> c_int;
+    pub fn shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int;
+    pub fn shm_unlink(name: *const c_char) -> c_int;
+    pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: off_t) -> *mut c_void;
+    pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    pub fn close(fd: c_int) -> c_int;
+    pub fn syscall(number: c_long, ...) -> c_long;
+    pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
+    pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize;
+    pub fn clock_gettime(clock: c_int, tp: *mut timespec) -> c_int;
+    pub fn __errno_location() -> *mut c_int;
+    /// The GNU variant (what the `strerror_r` symbol is in glibc): returns
+    /// either `buf` or a static string, always NUL-terminated.
+    #[cfg(target_env = "gnu")]
+    pub fn strerror_r(errnum: c_int, buf: *mut c_char, buflen: usize) -> *mut c_char;
+    /// The XSI variant (musl): fills `buf`, returns 0 on success.
+    #[cfg(not(target_env = "gnu"))]
+    #[link_name = "strerror_r"]
+    pub fn xsi_strerror_r(errnum: c_int, buf: *mut c_char, buflen: usize) -> c_int;
+}
+
+// memfd_create(2)
+pub const MFD_CLOEXEC: c_uint = 0x0001;
+pub const MFD_ALLOW_SEALING: c_uint = 0x0002;
+// open(2)
+pub const O_CLOEXEC: c_int = 0o2000000;
+// mmap(2)
+pub const PROT_READ: c_int = 0x1;
+pub const PROT_WRITE: c_int = 0x2;
+pub const MAP_SHARED: c_int = 0x01;
+// fcntl(2) seals
+pub const F_ADD_SEALS: c_int = 1033;
+pub const F_GET_SEALS: c_int = 1034;
+// futex(2)
+pub const SYS_FUTEX: c_long = 202;
+pub const FUTEX_WAKE: c_int = 1;
+pub const FUTEX_WAIT_BITSET: c_int = 9;
+pub const FUTEX_BITSET_MATCH_ANY: u32 = 0xffff_ffff;
+// clock_gettime(2)
+pub const CLOCK_MONOTONIC: c_int = 1;
+// sockets
+pub const SOL_SOCKET: c_int = 1;
+pub const SCM_RIGHTS: c_int = 1;
+pub const MSG_DONTWAIT: c_int = 0x40;
+pub const MSG_NOSIGNAL: c_int = 0x4000;
+pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+// errno values the code branches on
+pub const EINTR: i32 = 4;
+pub const EAGAIN: i32 = 11;
+pub const ETIMEDOUT: i32 = 110;
+
+/// A failed system call: its name and the errno it left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysError {
+    pub errno: i32,
+    pub syscall: &'static str,
+}
+
+/// The calling thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this
+    // thread's errno.
+    unsafe { *__errno_location() }
+}
+
+/// Integer return types whose failure value is `-1`.
+pub trait MinusOne: Copy + PartialEq {
+    const MINUS_ONE: Self;
+}
+impl MinusOne for i32 {
+    const MINUS_ONE: Self = -1;
+}
+impl MinusOne for i64 {
+    const MINUS_ONE: Self = -1;
+}
+impl MinusOne for isize {
+    const MINUS_ONE: Self = -1;
+}
+
+/// The one helper every raw call goes through: `-1` becomes a [`SysError`]
+/// carrying errno (read immediately, before anything else can change it),
+/// any other value is returned as is. For `mmap`, pass the pointer as
+/// `isize` (`MAP_FAILED` is `(void*)-1`).
+pub fn cvt<T: MinusOne>(ret: T, syscall: &'static str) -> Result<T, SysError> {
+    if ret == T::MINUS_ONE { Err(SysError { errno: errno(), syscall }) } else { Ok(ret) }
+}
+
+/// strerror for an errno value (thread-safe).
+pub fn strerror(errnum: i32) -> String {
+    let mut buf = [0 as c_char; 256];
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: buf is 256 writable bytes; the GNU strerror_r returns a
+        // NUL-terminated string (in buf or static) that outlives this use.
+        let text = unsafe { strerror_r(errnum, buf.as_mut_ptr(), buf.len()) };
+        if text.is_null() {
+            return format!("Unknown error {errnum}");
+        }
+        // SAFETY: text is a valid NUL-terminated string (see above).
+        unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        // SAFETY: buf is 256 writable bytes; on success it holds a
+        // NUL-terminated message.
+        if unsafe { xsi_strerror_r(errnum, buf.as_mut_ptr(), buf.len()) } != 0 {
+            return format!("Unknown error {errnum}");
+        }
+        // SAFETY: filled and NUL-terminated by strerror_r.
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    }
+}
+
+/// CLOCK_MONOTONIC now.
+pub fn monotonic_now() -> timespec {
+    let mut now = timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: now is a valid out-pointer; CLOCK_MONOTONIC cannot fail on
+    // Linux (the result is checked anyway and leaves zero on failure).
+    let _ = cvt(unsafe { clock_gettime(CLOCK_MONOTONIC, &mut now) }, "clock_gettime");
+    now
+}
+
+/// Closes an fd, ignoring errors (used to drop fds nobody will receive).
+pub fn close_quietly(fd: c_int) {
+    // SAFETY: closing an fd this code owns; an invalid fd only yields EBADF.
+    let _ = unsafe { close(fd) };
+}

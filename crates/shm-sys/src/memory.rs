@@ -1,0 +1,194 @@
+//! Mapping an fd into JS memory, unmapping it, and sealing memfds.
+//!
+//! `mmap(fd, length, writable)` maps the fd MAP_SHARED and wraps the mapping
+//! in exactly one external ArrayBuffer (two ArrayBuffers over one address
+//! crash some V8 versions). The mapping's state is one heap [`Mapping`]
+//! shared by:
+//!  - the ArrayBuffer's finalizer (GC, or env teardown), which unmaps it if
+//!    it is still mapped;
+//!  - this env's registry (`EnvState::mappings`, keyed by address), through
+//!    which `munmap(buffer)` finds it.
+//!
+//! Our ArrayBuffers carry a type tag (`napi_type_tag_object`), so `munmap`
+//! tells "not one of ours" (TypeError) from "ours, already unmapped"
+//! (detached: a no-op). Explicit unmap: wake the async waits on the
+//! mapping, detach the ArrayBuffer (stale views become length 0 and Atomics
+//! on them throw instead of faulting), then munmap.
+//!
+//! A read-only mapping (`writable` false) must not be written through a
+//! view: the write would fault like any write to read-only memory.
+
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::env::EnvState;
+use crate::futex;
+use crate::libc::{self, SysError, cvt};
+use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
+
+/// Tags the ArrayBuffers made by `mmap` (a random 128-bit value).
+const MAPPING_TAG: napi::napi_type_tag = napi::napi_type_tag {
+    lower: 0x7368_6d72_696e_6701,
+    upper: 0x9c1e_4b3a_d25f_8e67,
+};
+
+/// `Number.MAX_SAFE_INTEGER`: the largest length accepted.
+const MAX_LENGTH: f64 = 9_007_199_254_740_991.0;
+
+/// One mapping: where it is, and whether it is still mapped.
+pub struct Mapping {
+    pub addr: usize,
+    pub len: usize,
+    mapped: AtomicBool,
+}
+
+impl Mapping {
+    pub fn is_mapped(&self) -> bool {
+        // Acquire: pairs with the swap in unmap().
+        self.mapped.load(Ordering::Acquire)
+    }
+
+    /// Unmaps the memory unless that was already done; `Ok(true)` if this
+    /// call unmapped it. Callers detach the ArrayBuffer first, or are its
+    /// finalizer (nothing can read it any more).
+    pub fn unmap(&self) -> Result<bool, SysError> {
+        // AcqRel: whoever wins the swap is the only one to call munmap.
+        if !self.mapped.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        // SAFETY: addr/len are exactly a mapping made by mmap() below, which
+        // this flag says nobody has unmapped yet, and no ArrayBuffer exposes
+        // it any more (detached or finalized).
+        cvt(unsafe { libc::munmap(self.addr as *mut c_void, self.len) }, "munmap")?;
+        Ok(true)
+    }
+}
+
+/// `mmap(fd, length, writable): ArrayBuffer`.
+pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
+    let [fd, length, writable] = env.args::<3>(info)?;
+    let fd = env.fd(fd, "fd")?;
+    let len = env.number(length, "length")?;
+    if !(len >= 1.0 && len <= MAX_LENGTH && len.fract() == 0.0) {
+        return Err(Throw::Range(format!("length={len} must be a positive safe integer")));
+    }
+    let len = len as usize;
+    let writable = env.boolean(writable, "writable")?;
+    // SAFETY: the state is used within this callback on the JS thread.
+    let state = unsafe { EnvState::current(env) }?;
+
+    let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a fresh MAP_SHARED mapping chosen by the kernel (addr null):
+    // it cannot overlap anything Rust or V8 owns.
+    let addr = cvt(unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) } as isize, "mmap")?;
+    let mapping = Arc::new(Mapping { addr: addr as usize, len, mapped: AtomicBool::new(true) });
+
+    let hint = Arc::into_raw(Arc::clone(&mapping)) as *mut c_void;
+    let mut buffer = ptr::null_mut();
+    // SAFETY: addr points at len mapped bytes that stay mapped until the
+    // finalizer (or munmap after detaching); hint is an Arc<Mapping> that
+    // finalize_mapping reclaims.
+    let st = unsafe {
+        napi::napi_create_external_arraybuffer(env.0, addr as *mut c_void, len, Some(finalize_mapping), hint, &mut buffer)
+    };
+    if let Err(err) = env.check(st, "napi_create_external_arraybuffer") {
+        // SAFETY: Node did not take the hint; nothing exposes the memory.
+        drop(unsafe { Arc::from_raw(hint.cast::<Mapping>().cast_const()) });
+        let _ = mapping.unmap();
+        return Err(err);
+    }
+    // From here on the finalizer owns the mapping's lifetime.
+    // SAFETY: buffer is an object of this env; the tag outlives the call.
+    let st = unsafe { napi::napi_type_tag_object(env.0, buffer, &MAPPING_TAG) };
+    env.check(st, "napi_type_tag_object")?;
+    state.mappings.borrow_mut().insert(mapping.addr, mapping);
+    Ok(buffer)
+}
+
+/// `munmap(buffer): void` — see the module docs.
+pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
+    let [buffer] = env.args::<1>(info)?;
+    let not_ours = || Throw::Type("buffer must be an ArrayBuffer returned by mmap".to_string());
+    if !env.is_arraybuffer(buffer)? {
+        return Err(not_ours());
+    }
+    let mut tagged = false;
+    // SAFETY: buffer is an object of this env; out-pointer valid.
+    let st = unsafe { napi::napi_check_object_type_tag(env.0, buffer, &MAPPING_TAG, &mut tagged) };
+    env.check(st, "napi_check_object_type_tag")?;
+    if !tagged {
+        return Err(not_ours());
+    }
+    let (data, _) = env.arraybuffer_info(buffer)?;
+    if data.is_null() {
+        return env.undefined(); // detached: already unmapped
+    }
+    // SAFETY: the state is used within this callback on the JS thread.
+    let state = unsafe { EnvState::current(env) }?;
+    let mapping = state.mappings.borrow_mut().remove(&(data as usize));
+    let Some(mapping) = mapping else {
+        return Err(Throw::Type("buffer is not a live mapping made by mmap on this thread".to_string()));
+    };
+    futex::settle_waits_in_range(env, state, mapping.addr, mapping.len);
+    // SAFETY: buffer is an external ArrayBuffer of this env.
+    let st = unsafe { napi::napi_detach_arraybuffer(env.0, buffer) };
+    if let Err(err) = env.check(st, "napi_detach_arraybuffer") {
+        // Still attached: unmapping now would make its views fault.
+        state.mappings.borrow_mut().insert(mapping.addr, mapping);
+        return Err(err);
+    }
+    mapping.unmap()?;
+    env.undefined()
+}
+
+/// Finalizer of a mapping's ArrayBuffer: after GC, or at env teardown (when
+/// Node detaches it first). Stops async waits on it, then unmaps it unless
+/// `munmap` already did.
+///
+/// # Safety
+/// Called once by Node, on the env's JS thread, with the `Arc<Mapping>`
+/// given as hint to napi_create_external_arraybuffer.
+unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *mut c_void) {
+    // SAFETY: hint is the Arc<Mapping> leaked in mmap().
+    let mapping = unsafe { Arc::from_raw(hint.cast::<Mapping>().cast_const()) };
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: finalizers run on the env's JS thread; the state outlives
+        // every ArrayBuffer of the env (see env.rs).
+        if let Some(state) = unsafe { EnvState::get(Env(env)) } {
+            // try_borrow: never panic, even if Node ran this finalizer while
+            // an entry point held the registry (it does not in Node 20).
+            if let Ok(mut mappings) = state.mappings.try_borrow_mut() {
+                if mappings.get(&mapping.addr).is_some_and(|m| Arc::ptr_eq(m, &mapping)) {
+                    mappings.remove(&mapping.addr);
+                }
+            }
+            if mapping.is_mapped() {
+                futex::stop_waits_in_range(state, mapping.addr, mapping.len);
+            }
+        }
+        let _ = mapping.unmap();
+    });
+}
+
+/// `addSeals(fd, seals): void` — fcntl(fd, F_ADD_SEALS, seals).
+pub fn add_seals(env: Env, info: napi_callback_info) -> JsResult {
+    let [fd, seals] = env.args::<2>(info)?;
+    let fd = env.fd(fd, "fd")?;
+    let seals = env.integer(seals, "seals", 0.0, i32::MAX as f64)?;
+    // SAFETY: F_ADD_SEALS takes an int argument (passed as a long, as the
+    // variadic fcntl reads it); no memory is involved.
+    cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals as std::ffi::c_long) }, "fcntl")?;
+    env.undefined()
+}
+
+/// `getSeals(fd): number` — fcntl(fd, F_GET_SEALS); EINVAL for an fd that
+/// does not support sealing.
+pub fn get_seals(env: Env, info: napi_callback_info) -> JsResult {
+    let [fd] = env.args::<1>(info)?;
+    let fd = env.fd(fd, "fd")?;
+    // SAFETY: F_GET_SEALS takes no argument; no memory is involved.
+    let seals = cvt(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) }, "fcntl")?;
+    env.int32(seals)
+}

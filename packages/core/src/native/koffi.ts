@@ -1,0 +1,751 @@
+/**
+ * The koffi backend: the NativeBackend contract (./backend.ts) implemented by
+ * calling libc through koffi, for when the Rust addon is not built or
+ * `SHMRING_BACKEND=koffi`. Importing this module loads nothing: koffi and
+ * libc are loaded by the first `koffiBackend()` call.
+ *
+ * Linux only, x86_64 and arm64 (LP64: the struct layouts below are computed
+ * by koffi, the constants are the same on both except SYS_futex).
+ *
+ * How it differs from the addon, and why:
+ *
+ *  - **Mappings.** `koffi.view(ptr, len)` makes one external ArrayBuffer over
+ *    the mapping but cannot attach a finalizer, so a FinalizationRegistry
+ *    keyed on the ArrayBuffer unmaps it after GC. (Consequence: do not move
+ *    a mapping's ArrayBuffer to a worker with a postMessage transfer list.
+ *    Node marks koffi's external ArrayBuffers untransferable anyway, so such
+ *    a transfer copies the bytes instead of moving them.)
+ *  - **Detaching.** JS cannot call `napi_detach_arraybuffer`, and
+ *    `structuredClone(buffer, { transfer })` copies external (untransferable)
+ *    ArrayBuffers instead of detaching them. So `munmap` detaches with V8's
+ *    `%ArrayBufferDetach`, compiled once with `--allow-natives-syntax`
+ *    switched on just for that compilation (see `makeDetacher`). If that is
+ *    impossible (code generation from strings disallowed, a future V8),
+ *    `munmap` leaves the memory mapped and the FinalizationRegistry unmaps
+ *    it at GC: stale views keep their length, but nothing can fault.
+ *  - **Async futex waits.** A koffi `.async` call runs FUTEX_WAIT on a libuv
+ *    threadpool thread. Each pending wait occupies one of the pool's
+ *    threads (4 by default, `UV_THREADPOOL_SIZE`), starving fs, dns and
+ *    crypto work queued behind it and queueing further waits: this is why
+ *    the addon, with its own waiter threads, is preferred. koffi also caps
+ *    pending async calls (256 by default) and throws past that.
+ *  - **errno of async calls** is the pool thread's and cannot be read from
+ *    JS, so a failed async FUTEX_WAIT is diagnosed again on this thread by
+ *    a FUTEX_WAIT that cannot block (see `probeWord`).
+ *  - **Cancelling an async wait** wakes every waiter of the word (spurious
+ *    wakes for the others, which re-check) and repeats the wake until the
+ *    pool thread has returned, since the first wake can land before the
+ *    thread is in the kernel. Until then the native call keeps the loop
+ *    alive, briefly. A wait that nobody awaits any more but that was never
+ *    cancelled keeps the loop alive until it is woken or times out.
+ */
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as util from 'node:util';
+import * as v8 from 'node:v8';
+import type * as Koffi from 'koffi';
+import type { AsyncWait, NativeBackend } from './backend.js';
+
+type WaitResult = 0 | 1 | 2;
+type AnyBuffer = ArrayBuffer | SharedArrayBuffer;
+
+// ---- Linux constants (uapi headers; identical on x86_64 and arm64 unless noted) ----
+
+/** SYS_futex: arch/x86/entry/syscalls/syscall_64.tbl, asm-generic/unistd.h. */
+const SYS_FUTEX: Partial<Record<string, number>> = { x64: 202, arm64: 98 };
+const MFD_CLOEXEC = 0x1;
+const MFD_ALLOW_SEALING = 0x2;
+const O_CLOEXEC = 0o2000000;
+const PROT_READ = 0x1;
+const PROT_WRITE = 0x2;
+const MAP_SHARED = 0x1;
+/** mmap's MAP_FAILED, (void *)-1, as koffi.address reports it. */
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+const FUTEX_WAKE = 1;
+/** FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a retried wait keeps its deadline. */
+const FUTEX_WAIT_BITSET = 9;
+/** With this bitset a FUTEX_WAIT_BITSET waiter is woken by a plain FUTEX_WAKE (any program's). */
+const FUTEX_BITSET_MATCH_ANY = 0xffff_ffff;
+const CLOCK_MONOTONIC = 1;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_CMSG_CLOEXEC = 0x4000_0000;
+/** Room for this many fds in one received SCM_RIGHTS message (extras are closed). */
+const MAX_RECEIVED_FDS = 16;
+
+const { EAGAIN, EINTR, ETIMEDOUT } = os.constants.errno;
+
+const INT32_MAX = 0x7fff_ffff;
+/** Timeouts longer than this (~31 years) mean no timeout, as in the addon. */
+const MAX_TIMEOUT_MS = 1e12;
+/** Longest pause between two wakes of a cancelled wait whose thread has not returned yet. */
+const MAX_KICK_INTERVAL_MS = 50;
+
+// ---- errors ----
+
+/** errno → name; where two names share a number, the one the addon and libuv report. */
+const ERRNO_NAMES = new Map<number, string>([[EAGAIN, 'EAGAIN'], [95, 'EOPNOTSUPP'], [35, 'EDEADLK']]);
+for (const [name, value] of Object.entries(os.constants.errno)) {
+  if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
+}
+
+function typeError(message: string): TypeError {
+  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_TYPE' });
+}
+
+function rangeError(message: string): RangeError {
+  return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' });
+}
+
+// ---- argument checks (before any system call, like the addon's) ----
+
+function checkNumber(value: unknown, what: string): number {
+  if (typeof value !== 'number') throw typeError(`${what} must be a number (got ${typeof value})`);
+  return value;
+}
+
+function checkInteger(value: unknown, what: string, min: number, max: number): number {
+  const n = checkNumber(value, what);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw rangeError(`${what}=${n} must be an integer in [${min}, ${max}]`);
+  }
+  return n;
+}
+
+function checkFd(value: unknown, what: string): number {
+  return checkInteger(value, what, 0, INT32_MAX);
+}
+
+function checkCString(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw typeError(`${what} must be a string (got ${typeof value})`);
+  if (value.includes('\0')) throw typeError(`${what} must not contain a NUL character`);
+  return value;
+}
+
+/** `expected`: an integer in [-2^31, 2^32), compared as its 32 low bits; returned as an int32. */
+function checkExpected(value: unknown): number {
+  return checkInteger(value, 'expected', -0x8000_0000, 0xffff_ffff) | 0;
+}
+
+/** Milliseconds to wait, or Infinity for no timeout (undefined, NaN, negative, infinite, absurd). */
+function checkTimeout(value: unknown): number {
+  if (value === undefined) return Infinity;
+  const ms = checkNumber(value, 'timeoutMs');
+  return ms >= 0 && ms <= MAX_TIMEOUT_MS ? ms : Infinity;
+}
+
+// ---- the backend ----
+
+/** One mmap made by this backend: the memory behind exactly one ArrayBuffer. */
+interface Mapping {
+  /** The koffi pointer (an External) returned by mmap. */
+  readonly ptr: unknown;
+  readonly address: bigint;
+  readonly length: number;
+  /**
+   * 'mapped': live. 'detached': munmap detached the buffer; the memory is
+   * unmapped once no pool thread waits on it. 'released': munmap could not
+   * detach, so the memory stays mapped until GC. 'unmapped': gone.
+   */
+  state: 'mapped' | 'detached' | 'released' | 'unmapped';
+  /** Async waits on a word of this mapping that have not settled. */
+  readonly waits: Set<KoffiWait>;
+  /** Pool threads currently inside FUTEX_WAIT on a word of this mapping. */
+  inFlight: number;
+}
+
+/** A validated futex word: where it is, and a view to read it with. */
+interface Word {
+  /** The ArrayBuffer or SharedArrayBuffer holding it (kept alive by a pending wait). */
+  readonly owner: AnyBuffer;
+  readonly i32: Int32Array;
+  readonly index: number;
+  readonly address: bigint;
+  readonly mapping: Mapping | undefined;
+}
+
+type Native = ReturnType<typeof bindLibc>;
+
+/** koffi and the libc functions this backend calls. */
+function bindLibc(koffi: typeof Koffi) {
+  const libc = koffi.load('libc.so.6');
+  const func = (proto: string): Koffi.KoffiFunction => libc.func(proto);
+  let shmLib = libc;
+  try {
+    libc.func('int shm_unlink(const char *name)');
+  } catch {
+    shmLib = koffi.load('librt.so.1'); // glibc < 2.34 keeps shm_open in librt
+  }
+  // Pointer fields are declared uintptr_t: we only ever store addresses of
+  // our own ArrayBuffers there (off-heap backing stores, which never move),
+  // and koffi still computes the C layout (same size and alignment as void *).
+  const iovec = koffi.struct({ iov_base: 'uintptr_t', iov_len: 'size_t' });
+  const msghdr = koffi.struct({
+    msg_name: 'uintptr_t',
+    msg_namelen: 'uint32_t',
+    msg_iov: 'uintptr_t',
+    msg_iovlen: 'size_t',
+    msg_control: 'uintptr_t',
+    msg_controllen: 'size_t',
+    msg_flags: 'int',
+  });
+  // x86_64 / arm64: cmsg_len is a size_t, so the header is 16 bytes, 8-aligned.
+  const cmsghdr = koffi.struct({ cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
+  return {
+    koffi,
+    iovec,
+    msghdr,
+    cmsghdr,
+    memfd_create: func('int memfd_create(const char *name, unsigned int flags)'),
+    shm_open: shmLib.func('int shm_open(const char *name, int oflag, unsigned int mode)'),
+    shm_unlink: shmLib.func('int shm_unlink(const char *name)'),
+    mmap: func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+    munmap: func('int munmap(void *addr, size_t length)'),
+    close: func('int close(int fd)'),
+    fcntl: func('int fcntl(int fd, int cmd, ...)'),
+    syscall: func('long syscall(long number, ...)'),
+    // koffi cannot run a variadic function asynchronously, so the async futex
+    // wait calls syscall through this fixed-arity prototype. That is ABI-safe
+    // on x86_64 and arm64 Linux: integer/pointer variadic arguments travel in
+    // the same registers as named ones, and glibc's syscall (assembly) never
+    // reads %al, the only register a variadic caller sets in addition.
+    futexWaitFixed: func('long syscall(long number, uintptr_t uaddr, long op, long val, void *timeout, long uaddr2, long val3)'),
+    clock_gettime: func('int clock_gettime(int clockid, void *tp)'),
+    sendmsg: func('intptr_t sendmsg(int sockfd, void *msg, int flags)'),
+    recvmsg: func('intptr_t recvmsg(int sockfd, void *msg, int flags)'),
+    strerror: func('const char *strerror(int errnum)'),
+  };
+}
+
+/**
+ * A function that detaches an ArrayBuffer, or null if this runtime allows
+ * none. `%ArrayBufferDetach` is V8's own detach (what napi_detach_arraybuffer
+ * does); natives syntax is a parse-time flag, so it is switched on only
+ * while this one function is compiled, unless the user already enabled it.
+ */
+function makeDetacher(): ((buffer: ArrayBuffer) => void) | null {
+  const compile = () => new Function('buffer', '%ArrayBufferDetach(buffer);') as (buffer: ArrayBuffer) => void;
+  let compiled: (buffer: ArrayBuffer) => void;
+  try {
+    try {
+      compiled = compile(); // natives syntax already enabled by the user: leave the flag alone
+    } catch {
+      v8.setFlagsFromString('--allow-natives-syntax');
+      try {
+        compiled = compile();
+      } finally {
+        v8.setFlagsFromString('--no-allow-natives-syntax');
+      }
+    }
+    const probe = new ArrayBuffer(8);
+    compiled(probe);
+    if (probe.byteLength !== 0) return null;
+  } catch {
+    return null;
+  }
+  let detach = compiled;
+  return (buffer) => {
+    try {
+      detach(buffer);
+    } catch (err) {
+      // V8 may flush an unused function's bytecode and reparse it lazily,
+      // now without natives syntax: compile it again with the flag on.
+      if (!(err instanceof SyntaxError)) throw err;
+      v8.setFlagsFromString('--allow-natives-syntax');
+      try {
+        detach = compile();
+      } finally {
+        v8.setFlagsFromString('--no-allow-natives-syntax');
+      }
+      detach(buffer);
+    }
+  };
+}
+
+/** An async futex wait in flight on a libuv pool thread (see the module comment). */
+class KoffiWait implements AsyncWait {
+  readonly promise: Promise<WaitResult>;
+  private resolve!: (value: WaitResult) => void;
+  private reject!: (reason: unknown) => void;
+  private settled = false;
+  private inFlight = false;
+  private kickDelayMs = 1;
+  private kickTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly backend: KoffiBackend,
+    private readonly word: Word,
+    private readonly expected: number,
+    /** Absolute CLOCK_MONOTONIC timespec, or null for no timeout. */
+    private readonly deadline: ArrayBuffer | null,
+  ) {
+    this.promise = new Promise<WaitResult>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  /** Starts the wait; throws (nothing pending) if koffi refuses the call. */
+  start(): void {
+    this.issue();
+    this.word.mapping?.waits.add(this);
+  }
+
+  cancel(): void {
+    if (this.settled) return;
+    this.settle(0);
+    if (this.inFlight) this.kick();
+  }
+
+  private issue(): void {
+    const { native } = this.backend;
+    // The pool thread blocks in the kernel on word.address; `this` (and so
+    // word.owner, the buffer) stays reachable from koffi's callback until
+    // it returns, so GC cannot unmap the word under the thread.
+    native.futexWaitFixed.async(
+      this.backend.sysFutex, this.word.address, FUTEX_WAIT_BITSET, this.expected, this.deadline, 0, FUTEX_BITSET_MATCH_ANY,
+      (err: unknown, ret: number) => this.returned(err, ret),
+    );
+    this.inFlight = true;
+    if (this.word.mapping) this.word.mapping.inFlight += 1;
+  }
+
+  /** The pool thread's FUTEX_WAIT returned (on the JS thread). */
+  private returned(err: unknown, ret: number): void {
+    this.inFlight = false;
+    const mapping = this.word.mapping;
+    if (mapping) mapping.inFlight -= 1;
+    try {
+      if (this.settled) return; // cancelled: nothing to deliver
+      if (err) throw err;
+      if (ret >= 0) return this.settle(0);
+      // Failed: EAGAIN, ETIMEDOUT or EINTR, but its errno is the pool thread's.
+      if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(1);
+      if (this.deadline && this.backend.monotonicNs() >= timespecNs(this.deadline)) return this.settle(2);
+      this.issue(); // EINTR (or the word went away and back): wait again until the same deadline
+    } catch (error) {
+      this.settle(null, error);
+    } finally {
+      if (!this.inFlight) {
+        clearTimeout(this.kickTimer);
+        if (mapping) this.backend.unmapIfIdle(mapping);
+      }
+    }
+  }
+
+  private settle(value: WaitResult | null, error?: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.word.mapping?.waits.delete(this);
+    if (value === null) this.reject(error);
+    else this.resolve(value);
+  }
+
+  /**
+   * Wakes the word until the cancelled thread has returned: a wake that
+   * comes before the thread entered FUTEX_WAIT is lost. Unref'd: the native
+   * call itself keeps the loop alive until it returns.
+   */
+  private kick(): void {
+    this.backend.wakeAddress(this.word.address, INT32_MAX);
+    this.kickTimer = setTimeout(() => {
+      if (!this.inFlight) return;
+      this.kickDelayMs = Math.min(this.kickDelayMs * 2, MAX_KICK_INTERVAL_MS);
+      this.kick();
+    }, this.kickDelayMs);
+    this.kickTimer.unref();
+  }
+}
+
+/** nanoseconds of a timespec held in an ArrayBuffer. */
+function timespecNs(timespec: ArrayBuffer): bigint {
+  const [sec, nsec] = new BigInt64Array(timespec, 0, 2);
+  return sec! * 1_000_000_000n + nsec!;
+}
+
+class KoffiBackend implements NativeBackend {
+  readonly kind = 'koffi' as const;
+  readonly sysFutex: number;
+  /** Mappings by their one ArrayBuffer. */
+  private readonly mappings = new WeakMap<ArrayBuffer, Mapping>();
+  /** Base addresses of other buffers used as futex words (their backing stores never move). */
+  private readonly baseAddresses = new WeakMap<AnyBuffer, bigint>();
+  /** An Int32Array over each buffer used as futex words, to read words with Atomics. */
+  private readonly int32Views = new WeakMap<AnyBuffer, Int32Array>();
+  /** Unmaps a mapping whose ArrayBuffer was collected without munmap. */
+  private readonly unmapAtGc = new FinalizationRegistry<Mapping>((mapping) => {
+    if (mapping.state === 'unmapped') return;
+    mapping.state = 'unmapped';
+    this.native.munmap(mapping.ptr, mapping.length);
+  });
+  private readonly detach = makeDetacher();
+  /** Scratch timespec of synchronous waits (this backend lives on one JS thread). */
+  private readonly syncDeadline = new ArrayBuffer(16);
+  /** An absolute deadline long past: a FUTEX_WAIT with it never sleeps. */
+  private readonly pastDeadline = new ArrayBuffer(16);
+  private readonly clockScratch = new ArrayBuffer(16);
+  // sendmsg / recvmsg buffers, built once: msghdr → iovec → one payload byte; msghdr → control.
+  private readonly msg: ArrayBuffer;
+  private readonly iov: ArrayBuffer;
+  private readonly payload = new ArrayBuffer(1);
+  private readonly control: ArrayBuffer;
+  private readonly cmsgHeaderSize: number;
+
+  constructor(readonly native: Native) {
+    const sysFutex = SYS_FUTEX[process.arch];
+    if (process.platform !== 'linux' || sysFutex === undefined) {
+      throw new Error(`the koffi backend supports Linux on x64 and arm64, not ${process.platform}/${process.arch}`);
+    }
+    this.sysFutex = sysFutex;
+    const { koffi } = native;
+    this.msg = new ArrayBuffer(koffi.sizeof(native.msghdr));
+    this.iov = new ArrayBuffer(koffi.sizeof(native.iovec));
+    this.cmsgHeaderSize = koffi.sizeof(native.cmsghdr);
+    this.control = new ArrayBuffer(this.cmsgSpace(4 * MAX_RECEIVED_FDS));
+    koffi.encode(this.iov, 0, native.iovec, { iov_base: koffi.address(this.payload), iov_len: 1 });
+  }
+
+  // ---- errors ----
+
+  private sysError(syscall: string, errno: number): Error {
+    const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
+    let text: string;
+    try {
+      text = String(this.native.strerror(errno));
+    } catch {
+      text = util.getSystemErrorName(-errno);
+    }
+    return Object.assign(new Error(`${syscall} failed: ${text} (${code})`), { code, errno, syscall });
+  }
+
+  /** errno of the last call on this thread, read right after it (before anything else can set it). */
+  private errno(): number {
+    return this.native.koffi.errno();
+  }
+
+  // ---- memfd, shm ----
+
+  memfdCreate(name: string): number {
+    const label = checkCString(name, 'name');
+    const fd: number = this.native.memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) throw this.sysError('memfd_create', this.errno());
+    return fd;
+  }
+
+  shmOpen(name: string, oflag: number, mode: number): number {
+    const path = checkCString(name, 'name');
+    const flags = checkInteger(oflag, 'oflag', 0, INT32_MAX);
+    const perms = checkInteger(mode, 'mode', 0, 0o7777);
+    const fd: number = this.native.shm_open(path, flags | O_CLOEXEC, perms);
+    if (fd < 0) throw this.sysError('shm_open', this.errno());
+    return fd;
+  }
+
+  shmUnlink(name: string): void {
+    const path = checkCString(name, 'name');
+    if (this.native.shm_unlink(path) < 0) throw this.sysError('shm_unlink', this.errno());
+  }
+
+  // ---- mappings ----
+
+  mmap(fd: number, length: number, writable: boolean): ArrayBuffer {
+    const file = checkFd(fd, 'fd');
+    const size = checkNumber(length, 'length');
+    if (!(Number.isSafeInteger(size) && size >= 1)) throw rangeError(`length=${size} must be a positive safe integer`);
+    if (typeof writable !== 'boolean') throw typeError(`writable must be a boolean (got ${typeof writable})`);
+    const { koffi } = this.native;
+    const prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    const ptr: unknown = this.native.mmap(null, size, prot, MAP_SHARED, file, 0);
+    const errno = this.errno();
+    const address = ptr === null ? MAP_FAILED : koffi.address(ptr);
+    if (address === MAP_FAILED) throw this.sysError('mmap', errno);
+    let buffer: ArrayBuffer;
+    try {
+      // The one ArrayBuffer over this mapping: no copy, writes reach the file.
+      buffer = koffi.view(ptr, size);
+    } catch (err) {
+      this.native.munmap(ptr, size);
+      throw err;
+    }
+    const mapping: Mapping = { ptr, address, length: size, state: 'mapped', waits: new Set(), inFlight: 0 };
+    this.mappings.set(buffer, mapping);
+    // koffi.view attaches no finalizer: unmap when the buffer is collected.
+    this.unmapAtGc.register(buffer, mapping, mapping);
+    return buffer;
+  }
+
+  munmap(buffer: ArrayBuffer): void {
+    const mapping = util.types.isArrayBuffer(buffer) ? this.mappings.get(buffer) : undefined;
+    if (!mapping) throw typeError('buffer must be an ArrayBuffer returned by mmap');
+    if (mapping.state !== 'mapped') return; // second call: a no-op
+    for (const wait of [...mapping.waits]) wait.cancel(); // resolve with 0 and wake their threads
+    if (!this.detach) {
+      // Cannot detach: unmapping would let stale views fault, so leave the
+      // memory mapped until the FinalizationRegistry sees the buffer die.
+      mapping.state = 'released';
+      return;
+    }
+    // Detach first: every stale view now has length 0 and Atomics on it throw.
+    this.detach(buffer);
+    mapping.state = 'detached';
+    this.unmapAtGc.unregister(mapping);
+    this.unmapIfIdle(mapping, true);
+  }
+
+  /** Unmaps a detached mapping once no pool thread waits on it (the last one to return does it). */
+  unmapIfIdle(mapping: Mapping, throwOnError = false): void {
+    if (mapping.state !== 'detached' || mapping.inFlight > 0) return;
+    mapping.state = 'unmapped';
+    if (this.native.munmap(mapping.ptr, mapping.length) < 0) {
+      const err = this.sysError('munmap', this.errno());
+      if (throwOnError) throw err;
+    }
+  }
+
+  // ---- seals ----
+
+  addSeals(fd: number, seals: number): void {
+    const file = checkFd(fd, 'fd');
+    const bits = checkInteger(seals, 'seals', 0, INT32_MAX);
+    // fcntl is variadic: its third argument is declared explicitly as an int.
+    if (this.native.fcntl(file, F_ADD_SEALS, 'int', bits) < 0) throw this.sysError('fcntl', this.errno());
+  }
+
+  getSeals(fd: number): number {
+    const file = checkFd(fd, 'fd');
+    const seals: number = this.native.fcntl(file, F_GET_SEALS);
+    if (seals < 0) throw this.sysError('fcntl', this.errno());
+    return seals;
+  }
+
+  // ---- futex ----
+
+  /** Checks `byteOffset` of `buffer` (ArrayBuffer, SharedArrayBuffer or a view) and locates the word. */
+  private word(buffer: unknown, byteOffset: unknown): Word {
+    let owner: AnyBuffer;
+    let start = 0;
+    let length: number;
+    if (util.types.isArrayBuffer(buffer) || util.types.isSharedArrayBuffer(buffer)) {
+      owner = buffer;
+      length = buffer.byteLength;
+    } else if (ArrayBuffer.isView(buffer)) {
+      owner = buffer.buffer;
+      start = buffer.byteOffset;
+      length = buffer.byteLength;
+    } else {
+      throw typeError('buffer must be an ArrayBuffer, a SharedArrayBuffer or a typed array');
+    }
+    const offset = checkNumber(byteOffset, 'byteOffset');
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + 4 <= length && (start + offset) % 4 === 0)) {
+      throw rangeError(`byteOffset=${offset} must be a multiple of 4 with byteOffset + 4 <= byteLength=${length}`);
+    }
+    const at = start + offset;
+    const mapping = util.types.isArrayBuffer(owner) ? this.mappings.get(owner) : undefined;
+    const base = mapping ? mapping.address : this.baseAddress(owner);
+    let i32 = this.int32Views.get(owner);
+    if (!i32 || i32.length * 4 < at + 4) {
+      i32 = new Int32Array(owner, 0, owner.byteLength >>> 2);
+      this.int32Views.set(owner, i32);
+    }
+    return { owner, i32, index: at >>> 2, address: base + BigInt(at), mapping };
+  }
+
+  private baseAddress(owner: AnyBuffer): bigint {
+    let base = this.baseAddresses.get(owner);
+    if (base === undefined) {
+      // ArrayBuffer backing stores are off-heap and never move; koffi reads a
+      // SharedArrayBuffer's address only through a view of it.
+      base = this.native.koffi.address(new Uint8Array(owner));
+      this.baseAddresses.set(owner, base);
+    }
+    return base;
+  }
+
+  /** CLOCK_MONOTONIC now, in nanoseconds (the clock FUTEX_WAIT_BITSET deadlines use). */
+  monotonicNs(): bigint {
+    if (this.native.clock_gettime(CLOCK_MONOTONIC, this.clockScratch) < 0) throw this.sysError('clock_gettime', this.errno());
+    return timespecNs(this.clockScratch);
+  }
+
+  /** Writes the absolute deadline `timeoutMs` from now into `into`; null when there is no timeout. */
+  private deadlineAfter(timeoutMs: number, into: ArrayBuffer): ArrayBuffer | null {
+    if (timeoutMs === Infinity) return null;
+    const at = this.monotonicNs() + BigInt(Math.round(timeoutMs * 1e6));
+    const ts = new BigInt64Array(into, 0, 2);
+    ts[0] = at / 1_000_000_000n;
+    ts[1] = at % 1_000_000_000n;
+    return into;
+  }
+
+  /** One FUTEX_WAIT_BITSET through the variadic syscall; returns the raw result (-1 = see errno). */
+  private futexWaitCall(address: bigint, expected: number, deadline: ArrayBuffer | null): number {
+    return this.native.syscall(this.sysFutex,
+      'uintptr_t', address, 'long', FUTEX_WAIT_BITSET, 'long', expected,
+      'void *', deadline, 'void *', null, 'long', FUTEX_BITSET_MATCH_ANY);
+  }
+
+  futexWait(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult {
+    const word = this.word(buffer, byteOffset);
+    const value = checkExpected(expected);
+    const deadline = this.deadlineAfter(checkTimeout(timeoutMs), this.syncDeadline);
+    for (;;) {
+      if (this.futexWaitCall(word.address, value, deadline) >= 0) return 0;
+      const errno = this.errno();
+      if (errno === EAGAIN) return 1;
+      if (errno === ETIMEDOUT) return 2;
+      if (errno !== EINTR) throw this.sysError('futex', errno);
+      // EINTR: wait again; the absolute deadline makes it the remaining time.
+    }
+  }
+
+  /**
+   * Asks the kernel, on this thread, what a failed pool-thread wait failed
+   * with: FUTEX_WAIT with a deadline long past never sleeps, and fails with
+   * EAGAIN (not equal: 1) or ETIMEDOUT (still equal: 0); anything else is
+   * thrown with its errno.
+   */
+  probeWord(word: Word, expected: number): 0 | 1 {
+    for (;;) {
+      if (this.futexWaitCall(word.address, expected, this.pastDeadline) >= 0) return 0;
+      const errno = this.errno();
+      if (errno === EAGAIN) return 1;
+      if (errno === ETIMEDOUT) return 0;
+      if (errno !== EINTR) throw this.sysError('futex', errno);
+    }
+  }
+
+  /** FUTEX_WAKE (shared) at an address known to be a mapped, aligned word. */
+  wakeAddress(address: bigint, count: number): number {
+    const woken: number = this.native.syscall(this.sysFutex, 'uintptr_t', address, 'long', FUTEX_WAKE, 'long', count);
+    if (woken < 0) throw this.sysError('futex', this.errno());
+    return woken;
+  }
+
+  futexWake(buffer: AnyBuffer, byteOffset: number, count: number): number {
+    const word = this.word(buffer, byteOffset);
+    const n = count === undefined ? Infinity : checkNumber(count, 'count');
+    if (Number.isNaN(n) || n < 1) return 0; // like Atomics.notify: nobody to wake, no system call
+    return this.wakeAddress(word.address, n >= INT32_MAX ? INT32_MAX : Math.floor(n));
+  }
+
+  futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait {
+    const word = this.word(buffer, byteOffset);
+    const value = checkExpected(expected);
+    const timeout = checkTimeout(timeoutMs);
+    // Observes the word as the kernel's first check would; settles at once, with no thread, if it differs.
+    if (Atomics.load(word.i32, word.index) !== value) return settledWait(1);
+    if (timeout === 0) return settledWait(2);
+    const wait = new KoffiWait(this, word, value, this.deadlineAfter(timeout, new ArrayBuffer(16)));
+    wait.start();
+    return wait;
+  }
+
+  // ---- fd passing ----
+
+  /** CMSG_ALIGN: control messages are padded to the alignment of cmsghdr (size_t). */
+  private cmsgAlign(n: number): number {
+    return (n + 7) & ~7;
+  }
+
+  /** CMSG_SPACE(n): bytes one control message with n data bytes takes. */
+  private cmsgSpace(n: number): number {
+    return this.cmsgAlign(this.cmsgHeaderSize) + this.cmsgAlign(n);
+  }
+
+  /** CMSG_LEN(n): the cmsg_len of a control message with n data bytes. */
+  private cmsgLen(n: number): number {
+    return this.cmsgAlign(this.cmsgHeaderSize) + n;
+  }
+
+  /** Fills the msghdr: one payload byte, and `controlLength` bytes of control buffer. */
+  private prepareMsg(controlLength: number): void {
+    const { koffi, msghdr } = this.native;
+    koffi.encode(this.msg, 0, msghdr, {
+      msg_name: 0,
+      msg_namelen: 0,
+      msg_iov: koffi.address(this.iov),
+      msg_iovlen: 1,
+      msg_control: koffi.address(this.control),
+      msg_controllen: controlLength,
+      msg_flags: 0,
+    });
+  }
+
+  sendFd(socketFd: number, fd: number): void {
+    const sock = checkFd(socketFd, 'socketFd');
+    const passed = checkFd(fd, 'fd');
+    const { koffi, cmsghdr } = this.native;
+    new Uint8Array(this.control).fill(0);
+    new Uint8Array(this.payload)[0] = 0x46; // 'F': the one byte that carries the fd
+    koffi.encode(this.control, 0, cmsghdr, { cmsg_len: this.cmsgLen(4), cmsg_level: SOL_SOCKET, cmsg_type: SCM_RIGHTS });
+    new DataView(this.control).setInt32(this.cmsgAlign(this.cmsgHeaderSize), passed, true);
+    this.prepareMsg(this.cmsgSpace(4));
+    for (;;) {
+      if (this.native.sendmsg(sock, this.msg, MSG_NOSIGNAL) >= 0) return;
+      const errno = this.errno();
+      if (errno !== EINTR) throw this.sysError('sendmsg', errno);
+    }
+  }
+
+  recvFd(socketFd: number): number {
+    const sock = checkFd(socketFd, 'socketFd');
+    this.prepareMsg(this.control.byteLength);
+    let received: number;
+    for (;;) {
+      received = Number(this.native.recvmsg(sock, this.msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+      if (received >= 0) break;
+      const errno = this.errno();
+      if (errno === EAGAIN) return -1;
+      if (errno !== EINTR) throw this.sysError('recvmsg', errno);
+    }
+    const fds = this.receivedFds();
+    const [first, ...extra] = fds;
+    for (const fd of extra) this.native.close(fd); // more fds than we asked for: do not leak them
+    if (first !== undefined) return first;
+    return received === 0 ? -2 : -3;
+  }
+
+  /** The fds of the SCM_RIGHTS messages in the control buffer after recvmsg (CMSG_FIRSTHDR / NXTHDR). */
+  private receivedFds(): number[] {
+    const { koffi, msghdr, cmsghdr } = this.native;
+    const header = koffi.decode(this.msg, 0, msghdr) as { msg_controllen: number | bigint };
+    const controlLength = Math.min(Number(header.msg_controllen), this.control.byteLength);
+    const data = new DataView(this.control);
+    const fds: number[] = [];
+    for (let at = 0; at + this.cmsgHeaderSize <= controlLength;) {
+      const cmsg = koffi.decode(this.control, at, cmsghdr) as { cmsg_len: number | bigint; cmsg_level: number; cmsg_type: number };
+      const length = Number(cmsg.cmsg_len);
+      if (length < this.cmsgHeaderSize || at + length > controlLength) break;
+      if (cmsg.cmsg_level === SOL_SOCKET && cmsg.cmsg_type === SCM_RIGHTS) {
+        const first = at + this.cmsgAlign(this.cmsgHeaderSize);
+        for (let p = first; p + 4 <= at + length; p += 4) fds.push(data.getInt32(p, true));
+      }
+      at += this.cmsgAlign(length);
+    }
+    // With MSG_CTRUNC set, the kernel already closed the fds that did not fit.
+    return fds;
+  }
+}
+
+/** A wait that settled before any thread was involved. */
+function settledWait(value: WaitResult): AsyncWait {
+  return { promise: Promise.resolve(value), cancel() {} };
+}
+
+let instance: KoffiBackend | undefined;
+
+/**
+ * The koffi backend of this thread. Loads koffi and libc on the first call;
+ * throws if koffi cannot be loaded or the platform is not supported.
+ */
+export function koffiBackend(): NativeBackend {
+  if (!instance) {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
+    instance = new KoffiBackend(bindLibc(koffi));
+  }
+  return instance;
+}

@@ -1,0 +1,517 @@
+/**
+ * Contract tests of the native layer (src/native/backend.ts), run against
+ * every backend that loads here: the Rust addon when it is built, and koffi.
+ * Cross-process claims are checked with real child processes that inherit
+ * a memfd as fd 3 and load the same backend (SHMRING_BACKEND).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { NativeBackend } from '../src/native/backend.js';
+import { availableBackends, loadBackend, type BackendKind } from '../src/native/loader.js';
+import { uniqueName } from './helpers.js';
+
+/** The compiled loader, for child processes (dist/test → dist/src). */
+const LOADER_URL = new URL('../src/native/loader.js', import.meta.url).href;
+const PAGE = 4096;
+const F_SEAL_SHRINK = 2;
+const { O_CREAT, O_EXCL, O_RDWR } = fs.constants;
+const O_CLOEXEC = 0o2000000;
+
+interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** True if the parent had to kill the child because it did not exit in time. */
+  killed: boolean;
+}
+
+/**
+ * Runs `body` as an ES module in a new node process with `b` = the backend
+ * `kind`, and fd 3 = `fd` when given. The child is killed after `killAfterMs`.
+ */
+function runChild(kind: BackendKind, body: string, options: { fd?: number; nodeArgs?: string[]; killAfterMs?: number } = {}):
+  { done: Promise<ChildResult> } {
+  const code = `import { loadBackend } from ${JSON.stringify(LOADER_URL)};\n` +
+    `const b = loadBackend(process.env.SHMRING_BACKEND);\n${body}`;
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--input-type=module', '-e', code], {
+    stdio: ['ignore', 'pipe', 'pipe', options.fd ?? 'ignore'],
+    env: { ...process.env, SHMRING_BACKEND: kind },
+  });
+  let stdout = '';
+  let stderr = '';
+  let killed = false;
+  child.stdout!.on('data', (d: Buffer) => (stdout += d));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d));
+  const killer = setTimeout(() => {
+    killed = true;
+    child.kill('SIGKILL');
+  }, options.killAfterMs ?? 30_000);
+  const done = new Promise<ChildResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(killer);
+      resolve({ code, signal, stdout, stderr, killed });
+    });
+  });
+  return { done };
+}
+
+/** Polls `condition` until it holds; fails after `timeoutMs`. */
+async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await sleep(2);
+  }
+}
+
+/** A new memfd of `size` bytes. */
+function memfd(b: NativeBackend, size = PAGE): number {
+  const fd = b.memfdCreate(uniqueName('backend'));
+  fs.ftruncateSync(fd, size);
+  return fd;
+}
+
+const kinds = availableBackends();
+
+describe('the native backends', () => {
+  it('include koffi, which needs nothing built', () => {
+    assert.ok(kinds.includes('koffi'), `available: ${kinds.join(', ')}`);
+  });
+});
+
+for (const kind of kinds) {
+  describe(`the ${kind} backend`, () => {
+    const b = loadBackend(kind);
+    /** fds and mappings a test opened, released after it. */
+    let fds: number[] = [];
+    let buffers: ArrayBuffer[] = [];
+    const open = (size = PAGE) => {
+      const fd = memfd(b, size);
+      fds.push(fd);
+      return fd;
+    };
+    const map = (fd: number, size = PAGE) => {
+      const buffer = b.mmap(fd, size, true);
+      buffers.push(buffer);
+      return buffer;
+    };
+    afterEach(() => {
+      for (const buffer of buffers) b.munmap(buffer);
+      for (const fd of fds) fs.closeSync(fd);
+      fds = [];
+      buffers = [];
+    });
+
+    it(`says it is the ${kind} backend`, () => {
+      assert.equal(b.kind, kind);
+    });
+
+    describe('memfd and mappings', () => {
+      it('maps a memfd read/write so that bytes written through the buffer reach the file and back', () => {
+        const fd = open(2 * PAGE);
+        const buffer = map(fd, 2 * PAGE);
+        assert.equal(buffer.byteLength, 2 * PAGE);
+        const bytes = new Uint8Array(buffer);
+        bytes[0] = 0xa5;
+        bytes[2 * PAGE - 1] = 0x5a;
+        const check = Buffer.alloc(1);
+        fs.readSync(fd, check, 0, 1, 0);
+        assert.equal(check[0], 0xa5);
+        fs.readSync(fd, check, 0, 1, 2 * PAGE - 1);
+        assert.equal(check[0], 0x5a);
+        fs.writeSync(fd, Buffer.from([7, 8, 9]), 0, 3, 100);
+        assert.deepEqual([...bytes.subarray(100, 103)], [7, 8, 9]);
+      });
+
+      it('creates memfds close-on-exec', () => {
+        const fd = open();
+        const flags = /flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
+        assert.ok(flags !== undefined);
+        assert.equal(parseInt(flags, 8) & O_CLOEXEC, O_CLOEXEC);
+      });
+
+      it('shares a mapping with a child process that maps the inherited fd', async () => {
+        const fd = open();
+        const i32 = new Int32Array(map(fd));
+        Atomics.store(i32, 0, 1234); // seen by the child's Atomics.load
+        const child = runChild(kind, `
+          const i32 = new Int32Array(b.mmap(3, ${PAGE}, true));
+          const seen = Atomics.load(i32, 0);
+          Atomics.store(i32, 1, seen + 1);
+          process.stdout.write(String(seen));
+        `, { fd });
+        const { code, stdout, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, '1234');
+        assert.equal(Atomics.load(i32, 1), 1235); // the child's Atomics.store
+      });
+
+      it('rejects a length of 0, a negative or a fractional length with RangeError', () => {
+        const fd = open();
+        for (const length of [0, -1, -PAGE, 1.5, NaN, Number.MAX_SAFE_INTEGER + 2]) {
+          assert.throws(() => b.mmap(fd, length, true), RangeError, `length ${length}`);
+        }
+      });
+
+      it('reports a failed mmap of a bad fd as EBADF', () => {
+        const fd = fs.openSync('/dev/null', 'r');
+        fs.closeSync(fd);
+        assert.throws(() => b.mmap(fd, PAGE, true), { code: 'EBADF', errno: os.constants.errno.EBADF, syscall: 'mmap' });
+      });
+
+      it('refuses to munmap an ArrayBuffer it did not map, with TypeError', () => {
+        assert.throws(() => b.munmap(new ArrayBuffer(PAGE)), TypeError);
+        assert.throws(() => b.munmap(new SharedArrayBuffer(PAGE) as unknown as ArrayBuffer), TypeError);
+        assert.throws(() => b.munmap(new Uint8Array(8) as unknown as ArrayBuffer), TypeError);
+      });
+
+      it('treats a second munmap of the same buffer as a no-op', () => {
+        const buffer = b.mmap(open(), PAGE, true);
+        b.munmap(buffer);
+        assert.doesNotThrow(() => b.munmap(buffer));
+        assert.equal(buffer.byteLength, 0);
+      });
+
+      it('leaves stale views empty after munmap instead of faulting', () => {
+        const buffer = b.mmap(open(), PAGE, true);
+        const bytes = new Uint8Array(buffer);
+        const i32 = new Int32Array(buffer);
+        bytes[0] = 42;
+        assert.equal(bytes[0], 42);
+        b.munmap(buffer);
+        assert.equal(buffer.byteLength, 0);
+        assert.equal(bytes.length, 0);
+        assert.equal(bytes[0], undefined);
+        assert.equal(bytes[PAGE - 1], undefined);
+        assert.throws(() => Atomics.load(i32, 0), TypeError);
+        assert.throws(() => b.futexWait(buffer, 0, 0, 0), RangeError);
+      });
+
+      it('unmaps the memory of a buffer that was garbage collected without munmap', async () => {
+        const label = uniqueName('gc');
+        const child = runChild(kind, `
+          import * as fs from 'node:fs';
+          const fd = b.memfdCreate(${JSON.stringify(label)});
+          fs.ftruncateSync(fd, ${4 * PAGE});
+          const maps = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
+            .filter((line) => line.includes(${JSON.stringify(label)})).length;
+          let buffer = b.mmap(fd, ${4 * PAGE}, true);
+          new Uint8Array(buffer)[0] = 1;
+          const before = maps();
+          buffer = null;
+          for (let i = 0; i < 50 && maps() > 0; i++) {
+            globalThis.gc();
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          process.stdout.write(JSON.stringify({ before, after: maps() }));
+        `, { nodeArgs: ['--expose-gc'] });
+        const { code, stdout, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        assert.deepEqual(JSON.parse(stdout), { before: 1, after: 0 });
+      });
+    });
+
+    describe('seals', () => {
+      it('makes a shrinking ftruncate fail with EPERM once F_SEAL_SHRINK is added', () => {
+        const fd = open(2 * PAGE);
+        assert.equal(b.getSeals(fd), 0);
+        b.addSeals(fd, F_SEAL_SHRINK);
+        assert.equal(b.getSeals(fd), F_SEAL_SHRINK);
+        assert.throws(() => fs.ftruncateSync(fd, PAGE), { code: 'EPERM' });
+        assert.equal(fs.fstatSync(fd).size, 2 * PAGE);
+        fs.ftruncateSync(fd, 3 * PAGE); // growing is still allowed
+        assert.equal(fs.fstatSync(fd).size, 3 * PAGE);
+      });
+
+      it('reports getSeals of an fd that cannot be sealed as EINVAL from fcntl', () => {
+        const fd = fs.openSync('/dev/null', 'r');
+        try {
+          assert.throws(() => b.getSeals(fd), { code: 'EINVAL', errno: os.constants.errno.EINVAL, syscall: 'fcntl' });
+        } finally {
+          fs.closeSync(fd);
+        }
+      });
+    });
+
+    describe('POSIX shared memory', () => {
+      it('refuses a second exclusive shm_open of one name with EEXIST, errno and syscall', () => {
+        const name = `/${uniqueName('excl')}`;
+        const flags = O_RDWR | O_CREAT | O_EXCL;
+        const fd = b.shmOpen(name, flags, 0o600);
+        try {
+          assert.ok(fd >= 0);
+          assert.equal(fs.statSync(`/dev/shm${name}`).mode & 0o777, 0o600);
+          assert.throws(() => b.shmOpen(name, flags, 0o600), (err: NodeJS.ErrnoException) => {
+            assert.ok(err instanceof Error);
+            assert.equal(err.code, 'EEXIST');
+            assert.equal(err.errno, os.constants.errno.EEXIST);
+            assert.equal(err.syscall, 'shm_open');
+            assert.match(err.message, /^shm_open failed: .+ \(EEXIST\)$/);
+            return true;
+          });
+        } finally {
+          fs.closeSync(fd);
+          b.shmUnlink(name);
+        }
+        assert.equal(fs.existsSync(`/dev/shm${name}`), false);
+      });
+
+      it('opens POSIX shared memory close-on-exec', () => {
+        const name = `/${uniqueName('cloexec')}`;
+        const fd = b.shmOpen(name, O_RDWR | O_CREAT | O_EXCL, 0o600);
+        try {
+          const flags = /flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
+          assert.equal(parseInt(flags ?? '0', 8) & O_CLOEXEC, O_CLOEXEC);
+        } finally {
+          fs.closeSync(fd);
+          b.shmUnlink(name);
+        }
+      });
+
+      it('reports shm_unlink of a missing name as ENOENT', () => {
+        const name = `/${uniqueName('missing')}`;
+        assert.throws(() => b.shmUnlink(name), { code: 'ENOENT', errno: os.constants.errno.ENOENT, syscall: 'shm_unlink' });
+        assert.throws(() => b.shmOpen(name, O_RDWR, 0), { code: 'ENOENT', syscall: 'shm_open' });
+      });
+    });
+
+    describe('futex', () => {
+      it('returns 1 at once when the word does not hold the expected value', () => {
+        const i32 = new Int32Array(map(open()));
+        Atomics.store(i32, 2, 5);
+        const started = performance.now();
+        assert.equal(b.futexWait(i32.buffer as ArrayBuffer, 8, 4, 5_000), 1);
+        assert.ok(performance.now() - started < 1_000);
+      });
+
+      it('returns 2 after about the timeout asked', () => {
+        const buffer = map(open());
+        const started = performance.now();
+        assert.equal(b.futexWait(buffer, 4, 0, 50), 2);
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 40 && elapsed <= 1_000, `elapsed ${elapsed} ms`);
+      });
+
+      it('compares the expected value as 32 bits (negative and unsigned forms agree)', () => {
+        const buffer = map(open());
+        new Int32Array(buffer)[0] = -1;
+        assert.equal(b.futexWait(buffer, 0, 0xffff_ffff, 0), 2);
+        assert.equal(b.futexWait(buffer, 0, -1, 0), 2);
+        assert.equal(b.futexWait(buffer, 0, 0, 0), 1);
+      });
+
+      it('rejects a misaligned or out-of-range byteOffset with RangeError', () => {
+        const buffer = map(open());
+        for (const offset of [1, 2, 3, 4094, -4, PAGE, PAGE - 2, 0.5]) {
+          assert.throws(() => b.futexWait(buffer, offset, 0, 0), RangeError, `offset ${offset}`);
+          assert.throws(() => b.futexWake(buffer, offset, 1), RangeError, `offset ${offset}`);
+          assert.throws(() => b.futexWaitAsync(buffer, offset, 0, 0), RangeError, `offset ${offset}`);
+        }
+      });
+
+      it('wakes nobody when nobody waits, and makes no call for a count of 0', () => {
+        const buffer = map(open());
+        assert.equal(b.futexWake(buffer, 0, 1), 0);
+        assert.equal(b.futexWake(buffer, 0, 0), 0);
+      });
+
+      it('wakes a child process blocked in futexWait', async () => {
+        const fd = open();
+        const i32 = new Int32Array(map(fd));
+        const child = runChild(kind, `
+          const i32 = new Int32Array(b.mmap(3, ${PAGE}, true));
+          Atomics.store(i32, 1, 1); // handshake: about to wait on word 0
+          const started = performance.now();
+          const result = b.futexWait(i32.buffer, 0, 0, 20000);
+          process.stdout.write(JSON.stringify({ result, ms: performance.now() - started }));
+        `, { fd });
+        await until(() => Atomics.load(i32, 1) === 1, 'the child announces its wait');
+        // Word 0 never changes: the child returns 0 only if this process's
+        // FUTEX_WAKE reaches it, and the wake counts it only if it sleeps.
+        let woken = 0;
+        const deadline = Date.now() + 10_000;
+        while (woken === 0 && Date.now() < deadline) {
+          await sleep(5);
+          woken = b.futexWake(i32.buffer as ArrayBuffer, 0, 1);
+        }
+        assert.equal(woken, 1);
+        const { code, stdout, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        const { result, ms } = JSON.parse(stdout) as { result: number; ms: number };
+        assert.equal(result, 0);
+        assert.ok(ms < 20_000, `the child waited ${ms} ms`);
+      });
+    });
+
+    describe('futexWaitAsync', () => {
+      it('resolves 1 without waiting when the word differs, and 2 after its timeout', async () => {
+        const buffer = map(open());
+        new Int32Array(buffer)[0] = 9;
+        assert.equal(await b.futexWaitAsync(buffer, 0, 8, 10_000).promise, 1);
+        const started = performance.now();
+        assert.equal(await b.futexWaitAsync(buffer, 4, 0, 50).promise, 2);
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 40 && elapsed <= 1_000, `elapsed ${elapsed} ms`);
+      });
+
+      it('keeps timers running while it waits and resolves 0 when another process wakes it', async () => {
+        const fd = open();
+        const buffer = map(fd);
+        let ticks = 0;
+        const ticker = setInterval(() => ticks++, 10);
+        try {
+          const wait = b.futexWaitAsync(buffer, 0, 0, 20_000);
+          const child = runChild(kind, `
+            const buffer = b.mmap(3, ${PAGE}, true);
+            const nap = new Int32Array(new SharedArrayBuffer(4));
+            Atomics.wait(nap, 0, 0, 200); // let the parent's event loop show it is free
+            let woken = 0;
+            for (let i = 0; i < 2000 && woken === 0; i++) {
+              woken = b.futexWake(buffer, 0, 1);
+              if (woken === 0) Atomics.wait(nap, 0, 0, 5);
+            }
+            process.stdout.write(String(woken));
+          `, { fd });
+          assert.equal(await wait.promise, 0);
+          const { code, stdout, stderr } = await child.done;
+          assert.equal(code, 0, stderr);
+          assert.equal(stdout, '1'); // the child's wake found the parent's waiting thread
+          assert.ok(ticks >= 5, `only ${ticks} timer ticks while waiting`);
+        } finally {
+          clearInterval(ticker);
+        }
+      });
+
+      it('resolves a SharedArrayBuffer wait with 0 when woken in this process', async () => {
+        const sab = new SharedArrayBuffer(16);
+        const wait = b.futexWaitAsync(sab, 8, 0, 20_000);
+        let woken = 0;
+        await until(() => (woken = b.futexWake(sab, 8, 1)) === 1, 'the wait is parked');
+        assert.equal(woken, 1);
+        assert.equal(await wait.promise, 0);
+      });
+
+      it('resolves 0 promptly when cancelled, and ignores a second cancel', async () => {
+        const buffer = map(open());
+        const wait = b.futexWaitAsync(buffer, 0, 0, Infinity);
+        await sleep(20);
+        const started = performance.now();
+        wait.cancel();
+        assert.equal(await wait.promise, 0);
+        assert.ok(performance.now() - started < 1_000);
+        wait.cancel();
+        // A wait cancelled before its thread got going also ends.
+        const early = b.futexWaitAsync(buffer, 4, 0, Infinity);
+        early.cancel();
+        assert.equal(await early.promise, 0);
+      });
+
+      it('is settled with 0 by munmap of its mapping', async () => {
+        const buffer = b.mmap(open(), PAGE, true);
+        const wait = b.futexWaitAsync(buffer, 12, 0, Infinity);
+        await sleep(10);
+        b.munmap(buffer);
+        assert.equal(await wait.promise, 0);
+        assert.equal(buffer.byteLength, 0);
+      });
+
+      it('does not keep a child alive once its only wait is cancelled', async () => {
+        const child = runChild(kind, `
+          const wait = b.futexWaitAsync(new SharedArrayBuffer(8), 0, 0, Infinity);
+          setTimeout(() => wait.cancel(), 50);
+          wait.promise.then((result) => process.stdout.write(String(result)));
+        `, { killAfterMs: 10_000 });
+        const { code, stdout, stderr, killed } = await child.done;
+        assert.equal(killed, false, 'the child had to be killed: the cancelled wait kept its loop alive');
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, '0');
+      });
+
+      it('keeps a child alive while its only wait is pending', async () => {
+        const child = runChild(kind, `
+          const started = performance.now();
+          b.futexWaitAsync(new SharedArrayBuffer(8), 0, 0, 300).promise.then((result) =>
+            process.stdout.write(JSON.stringify({ result, ms: performance.now() - started })));
+        `, { killAfterMs: 10_000 });
+        const { code, stdout, stderr, killed } = await child.done;
+        assert.equal(killed, false);
+        assert.equal(code, 0, stderr);
+        const { result, ms } = JSON.parse(stdout) as { result: number; ms: number };
+        assert.equal(result, 2);
+        assert.ok(ms >= 250, `resolved after ${ms} ms`);
+      });
+    });
+
+    describe('fd passing', () => {
+      let server: net.Server | undefined;
+      let sockets: net.Socket[] = [];
+      afterEach(async () => {
+        for (const socket of sockets) socket.destroy();
+        sockets = [];
+        if (server) await new Promise((resolve) => server!.close(resolve));
+        server = undefined;
+      });
+
+      /** A connected pair of Unix domain sockets; the accepted end is paused (nothing reads it). */
+      async function socketPair(): Promise<{ sender: net.Socket; receiver: net.Socket }> {
+        const where = path.join(os.tmpdir(), `${uniqueName('sock')}.sock`);
+        server = net.createServer({ pauseOnConnect: true });
+        server.listen(where);
+        await once(server, 'listening');
+        const accepted = once(server, 'connection');
+        const sender = net.connect(where);
+        await once(sender, 'connect');
+        const [receiver] = (await accepted) as [net.Socket];
+        sockets.push(sender, receiver);
+        return { sender, receiver };
+      }
+      const fdOf = (socket: net.Socket) => (socket as unknown as { _handle: { fd: number } })._handle.fd;
+
+      async function receive(socketFd: number): Promise<number> {
+        let received = -1;
+        await until(() => (received = b.recvFd(socketFd)) !== -1, 'a message arrives');
+        return received;
+      }
+
+      it('passes an fd that maps the same memory, and reports an empty socket, a message without fd and EOF', async () => {
+        const { sender, receiver } = await socketPair();
+        const receiverFd = fdOf(receiver);
+        assert.equal(b.recvFd(receiverFd), -1); // nothing sent yet
+
+        sender.write('x');
+        assert.equal(await receive(receiverFd), -3);
+
+        const fd = open();
+        b.sendFd(fdOf(sender), fd);
+        const received = await receive(receiverFd);
+        assert.ok(received >= 0 && received !== fd, `received ${received}`);
+        fds.push(received);
+        assert.equal(fs.fstatSync(received).ino, fs.fstatSync(fd).ino);
+        const ours = new Int32Array(map(fd));
+        const theirs = new Int32Array(map(received));
+        Atomics.store(ours, 5, 0x1234_5678); // observed through the other mapping
+        assert.equal(Atomics.load(theirs, 5), 0x1234_5678);
+
+        sender.end();
+        assert.equal(await receive(receiverFd), -2);
+      });
+
+      it('rejects a bad fd with TypeError or RangeError and a closed socket with EBADF', () => {
+        assert.throws(() => b.sendFd(-1, 0), RangeError);
+        assert.throws(() => b.recvFd(1.5), RangeError);
+        assert.throws(() => b.recvFd('3' as unknown as number), TypeError);
+        const fd = fs.openSync('/dev/null', 'r');
+        fs.closeSync(fd);
+        assert.throws(() => b.recvFd(fd), { code: 'EBADF', syscall: 'recvmsg' });
+      });
+    });
+  });
+}

@@ -1,0 +1,241 @@
+/**
+ * A C program written from docs/LAYOUT.md alone (test/c/ring_peer.c) joins
+ * rings that Node created, as producer and as consumer, in another process.
+ * Each direction moves 200,000 messages of a fixed pattern through a small
+ * ring (thousands of wrap-arounds), with both sides parking and waking each
+ * other through the wait blocks.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Region } from '@shmring/core';
+import { MpmcQueue, SpscRing } from '../src/index.js';
+import { READ_SIGNAL_I32, WRITE_SIGNAL_I32 } from '../src/layout.js';
+
+const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
+const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
+/** Messages per run: enough for thousands of laps of the rings below. */
+const COUNT = 200_000;
+/** Fewer for the runs that must fail (they stop at CORRUPT_AT anyway). */
+const SHORT_COUNT = 5_000;
+/** A message with a non-empty payload, so a flipped byte is a flipped payload byte. */
+const CORRUPT_AT = 1_001;
+const WAIT_MS = 20_000;
+/** ring_peer's exit status for a message that breaks the pattern. */
+const EXIT_MISMATCH = 1;
+
+// The pattern, as ring_peer.c has it: message i has length (i * 37) % 200,
+// byte j = (i + j) & 255, type i % 7.
+const MAX_LENGTH = 199;
+const patternLength = (i: number): number => (i * 37) % 200;
+const patternType = (i: number): number => i % 7;
+
+/** Fills `scratch` with message i and returns the view of its payload. */
+function patternMessage(scratch: Uint8Array, i: number): Uint8Array {
+  const length = patternLength(i);
+  for (let j = 0; j < length; j++) scratch[j] = (i + j) & 255;
+  return scratch.subarray(0, length);
+}
+
+/** What is wrong with `message` as message i, or null. */
+function mismatch(message: Uint8Array, type: number, i: number): string | null {
+  if (message.length !== patternLength(i)) return `message ${i}: length ${message.length}, expected ${patternLength(i)}`;
+  if (type !== patternType(i)) return `message ${i}: type ${type}, expected ${patternType(i)}`;
+  for (let j = 0; j < message.length; j++) {
+    if (message[j] !== ((i + j) & 255)) return `message ${i}: byte ${j} is ${message[j]}, expected ${(i + j) & 255}`;
+  }
+  return null;
+}
+
+type Ring = SpscRing | MpmcQueue;
+
+interface Kind {
+  /** The class name, with its article for the test titles. */
+  title: string;
+  /** ring_peer's command prefix. */
+  command: 'spsc' | 'mpmc';
+  regionSize: number;
+  create(region: Region): Ring;
+}
+
+const KINDS: Kind[] = [
+  {
+    title: 'an SpscRing',
+    command: 'spsc',
+    // 4 KiB of data: about 37 messages of the pattern at a time.
+    regionSize: SpscRing.regionSize({ capacity: 4096 }),
+    create: (region) => SpscRing.create(region, { capacity: 4096 }),
+  },
+  {
+    title: 'a MpmcQueue',
+    command: 'mpmc',
+    regionSize: MpmcQueue.regionSize({ capacity: 64, slotSize: 200 }),
+    create: (region) => MpmcQueue.create(region, { capacity: 64, slotSize: 200 }),
+  },
+];
+
+interface PeerRun {
+  child: ChildProcess;
+  /** Resolves when the process has exited (never rejects on a non-zero status). */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+  /** Aborted as soon as the peer exits with a failure, so Node stops waiting for it. */
+  failed: AbortSignal;
+}
+
+function runPeer(binary: string, args: string[]): PeerRun {
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const failure = new AbortController();
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code !== 0) failure.abort(new Error(`ring_peer ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim()}`));
+      resolve({ code, signal, stderr });
+    });
+  });
+  return { child, done, failed: failure.signal };
+}
+
+/** How often Node found the ring empty (reading) or full (writing) and had to wait for the C peer. */
+let nodeWaits = 0;
+
+/**
+ * A wait block's SIGNAL word: a peer bumps it only when it found a sleeper
+ * announced in WAITERS, so its value counts the wake-ups it delivered.
+ */
+function signalCount(region: Region, index: number): number {
+  return Atomics.load(new Int32Array(region.buffer, 0, index + 1), index);
+}
+
+/** Reads `count` messages and returns the first that breaks the pattern (null if none). */
+async function readPattern(ring: Ring, count: number, peer: PeerRun): Promise<string | null> {
+  for (let i = 0; i < count; i++) {
+    let message = ring.tryRead();
+    if (message === null) {
+      nodeWaits++;
+      try {
+        message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed });
+      } catch (err) {
+        throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
+      }
+    }
+    const wrong = mismatch(message, ring.lastType, i);
+    if (wrong !== null) return wrong;
+  }
+  return null;
+}
+
+/** Writes `count` messages of the pattern, message `corruptAt` with one byte flipped. */
+async function writePattern(ring: Ring, count: number, peer: PeerRun, corruptAt = -1): Promise<void> {
+  const scratch = new Uint8Array(MAX_LENGTH);
+  for (let i = 0; i < count; i++) {
+    const bytes = patternMessage(scratch, i);
+    if (i === corruptAt) {
+      const j = bytes.length >> 1;
+      bytes[j] = bytes[j]! ^ 0x5a;
+    }
+    const type = patternType(i);
+    if (!ring.tryWrite(bytes, type)) {
+      nodeWaits++;
+      await ring.write(bytes, { type, timeoutMs: WAIT_MS, signal: peer.failed });
+    }
+  }
+}
+
+describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
+  let workDir: string;
+  let binary: string;
+
+  before(function () {
+    const probe = spawnSync('cc', ['--version'], { stdio: 'ignore' });
+    if (probe.error) {
+      console.log(`      (skipped: no C compiler: \`cc --version\` failed with ${(probe.error as NodeJS.ErrnoException).code})`);
+      this.skip();
+    }
+    workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-c-interop-'));
+    binary = path.join(workDir, 'ring_peer');
+    const build = spawnSync('cc', [...CFLAGS, '-o', binary, SOURCE], { encoding: 'utf8' });
+    assert.equal(build.status, 0, `cc ${CFLAGS.join(' ')} ring_peer.c failed:\n${build.stderr}`);
+  });
+
+  after(() => {
+    if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  });
+
+  for (const kind of KINDS) {
+    describe(kind.title.replace(/^an? /, ''), () => {
+      let regionPath: string;
+      let region: Region | undefined;
+      let ring: Ring;
+      let peer: PeerRun | undefined;
+
+      beforeEach(() => {
+        nodeWaits = 0;
+        const dir = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+        regionPath = path.join(dir, `shmring-c-interop-${kind.command}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+        region = Region.create({ backing: 'file', path: regionPath, size: kind.regionSize });
+        ring = kind.create(region);
+      });
+
+      afterEach(async () => {
+        if (peer && peer.child.exitCode === null && peer.child.signalCode === null) {
+          peer.child.kill();
+          await peer.done;
+        }
+        peer = undefined;
+        region?.close();
+        region = undefined;
+        fs.rmSync(regionPath, { force: true });
+      });
+
+      it(`a C producer writes ${kind.title} that Node reads`, async () => {
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(COUNT)]);
+        assert.equal(await readPattern(ring, COUNT, peer), null);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
+        assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
+        // Node starts reading before the C process exists, so it parks at least once, and
+        // only the C producer's unpark (after each publication) bumps READ_SIGNAL.
+        const wakes = signalCount(region!, READ_SIGNAL_I32);
+        console.log(`      Node waited ${nodeWaits} times; the C producer signalled parked readers ${wakes} times`);
+        assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C producer signalled ${wakes} times`);
+      });
+
+      it(`Node writes ${kind.title} that a C consumer reads`, async () => {
+        peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(COUNT)]);
+        await writePattern(ring, COUNT, peer);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
+        assert.equal(ring.size, 0);
+        // Node fills the ring before the C process exists, so it parks at least once, and
+        // only the C consumer's unpark (after each release) bumps WRITE_SIGNAL.
+        const wakes = signalCount(region!, WRITE_SIGNAL_I32);
+        console.log(`      Node waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
+        assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+      });
+
+      it(`Node's check catches a wrong byte in ${kind.title} message from C`, async () => {
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(SHORT_COUNT), '--corrupt-at', String(CORRUPT_AT)]);
+        const wrong = await readPattern(ring, SHORT_COUNT, peer);
+        assert.match(wrong ?? 'no mismatch found', new RegExp(`^message ${CORRUPT_AT}: byte \\d+ is`));
+      });
+
+      it(`the C consumer exits with a failure on a wrong byte in ${kind.title} message from Node`, async () => {
+        peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(SHORT_COUNT)]);
+        try {
+          await writePattern(ring, SHORT_COUNT, peer, CORRUPT_AT);
+        } catch (err) {
+          // The consumer stops at the bad message; Node's write then waits on a full ring until it notices.
+          assert.ok(peer.failed.aborted, `the write failed while the consumer was still running: ${String(err)}`);
+        }
+        const { code, stderr } = await peer.done;
+        assert.equal(code, EXIT_MISMATCH, stderr);
+        assert.match(stderr, new RegExp(`message ${CORRUPT_AT}: byte \\d+ is`));
+      });
+    });
+  }
+});

@@ -1,0 +1,530 @@
+/*
+ * ring_peer.c: a shmring peer in C11, written from docs/LAYOUT.md alone.
+ *
+ * It maps a region file (a 'file' region, /dev/shm/<name> for a POSIX
+ * region, or /proc/<pid>/fd/<n> for a memfd) and plays one side of a ring
+ * that some other program created, moving COUNT messages of a fixed pattern:
+ *
+ *   message i: length (i * 37) % 200, byte j = (i + j) & 255, type i % 7
+ *
+ * usage: ring_peer COMMAND PATH COUNT [--corrupt-at K]
+ *   spsc-produce   attach to an SpscRing as its producer and write COUNT messages
+ *   spsc-consume   attach to an SpscRing as its consumer, read and check COUNT messages
+ *   mpmc-produce   the same for a MpmcQueue (one of possibly many producers)
+ *   mpmc-consume   the same for a MpmcQueue (one of possibly many consumers)
+ *   --corrupt-at K (producers) write message K with one wrong payload byte,
+ *                  so a test can prove that the reader's check catches it
+ *
+ * A producer waits on a full ring by spinning and sched_yield(); a consumer
+ * waits on an empty ring by parking on the read wait block's futex, so both
+ * directions of the waking protocol get exercised against Node.
+ *
+ * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
+ * region that is not the expected ring; 3 no progress for STALL_SECONDS;
+ * 4 the ring holds values no correct peer writes (corruption); 5 the other
+ * side closed the ring before COUNT messages went through.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the layout (docs/LAYOUT.md) ---- */
+
+enum {
+    MAGIC = 0x524D4853,          /* 'SHMR' read as a little-endian u32 */
+    LAYOUT_VERSION = 1,
+    KIND_SPSC = 1,
+    KIND_MPMC = 2,
+    FLAG_CLOSED = 1,
+    BLOCK = 128,
+
+    /* header fields */
+    OFF_MAGIC = 0,
+    OFF_VERSION = 4,
+    OFF_KIND = 8,
+    OFF_FLAGS = 12,
+    OFF_CAPACITY = 16,
+    OFF_SLOT_SIZE = 20,
+    OFF_SLOT_STRIDE = 24,
+    OFF_DATA_OFFSET = 28,
+    OFF_RING_SIZE_LO = 32,
+    OFF_RING_SIZE_HI = 36,
+
+    /* one hot word (or one wait pair) per 128-byte block */
+    OFF_PRODUCER_POSITION = 1 * BLOCK,
+    OFF_CONSUMER_POSITION = 2 * BLOCK,
+    OFF_READ_WAITERS = 3 * BLOCK,
+    OFF_READ_SIGNAL = 3 * BLOCK + 4,
+    OFF_WRITE_WAITERS = 4 * BLOCK,
+    OFF_WRITE_SIGNAL = 4 * BLOCK + 4,
+    DATA_OFFSET = 5 * BLOCK,
+
+    /* SpscRing records */
+    RECORD_HEADER = 8,
+    PADDING_TYPE = -1,
+    SPSC_MIN_CAPACITY = 64,
+
+    /* MpmcQueue slots */
+    SLOT_SEQUENCE = 0,
+    SLOT_LENGTH = 4,
+    SLOT_TYPE = 8,
+    SLOT_HEADER = 16,
+    SLOT_ALIGN = 64,
+    MPMC_MIN_CAPACITY = 2,
+};
+
+#define MAX_CAPACITY (UINT32_C(1) << 30)
+#define MAX_SLOT_SIZE (UINT32_C(1) << 24)
+
+/* ---- the test pattern ---- */
+
+enum { PATTERN_MAX_LENGTH = 200, STALL_SECONDS = 30, SPIN_ATTEMPTS = 256, NAP_MS = 100 };
+
+static uint32_t pattern_length(uint64_t i) { return (uint32_t)((i * 37) % 200); }
+static uint8_t pattern_byte(uint64_t i, uint32_t j) { return (uint8_t)((i + j) & 255); }
+static int32_t pattern_type(uint64_t i) { return (int32_t)(i % 7); }
+
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free to share them with another process");
+typedef _Atomic uint32_t atomic_u32;
+_Static_assert(sizeof(atomic_u32) == 4, "an atomic u32 must be a plain 32-bit word");
+
+static const char *program = "ring_peer";
+
+static _Noreturn void die(int status, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    fprintf(stderr, "%s: ", program);
+    vfprintf(stderr, format, args);
+    fputc('\n', stderr);
+    va_end(args);
+    exit(status);
+}
+
+enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EXIT_CLOSED = 5 };
+
+/* ---- the mapped region ---- */
+
+struct ring {
+    unsigned char *base;
+    size_t region_size;
+    uint32_t capacity;     /* SpscRing: data bytes; MpmcQueue: slots */
+    uint32_t slot_size;    /* MpmcQueue */
+    uint32_t slot_stride;  /* MpmcQueue */
+    unsigned char *data;   /* base + DATA_OFFSET */
+};
+
+/* A header word that never changes after creation (read after the acquire load of MAGIC). */
+static uint32_t header_u32(const struct ring *r, size_t offset) {
+    uint32_t v;
+    memcpy(&v, r->base + offset, sizeof v); /* little-endian host: checked in main */
+    return v;
+}
+
+/* A word that other processes change: only ever accessed atomically. */
+static atomic_u32 *word(const struct ring *r, size_t offset) {
+    return (atomic_u32 *)(void *)(r->base + offset);
+}
+
+static uint32_t load_u32(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static void store_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void map_region(struct ring *r, const char *path) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) die(EXIT_USAGE, "open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) die(EXIT_USAGE, "fstat %s: %s", path, strerror(errno));
+    if (st.st_size < DATA_OFFSET) die(EXIT_USAGE, "%s has %lld bytes, less than a ring's header", path, (long long)st.st_size);
+    r->region_size = (size_t)st.st_size;
+    void *p = mmap(NULL, r->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die(EXIT_USAGE, "mmap %s: %s", path, strerror(errno));
+    close(fd); /* the mapping keeps the object alive */
+    r->base = p;
+    r->data = r->base + DATA_OFFSET;
+}
+
+static int is_power_of_two(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+static uint32_t slot_stride_of(uint32_t slot_size) {
+    return (uint32_t)(((uint64_t)SLOT_HEADER + slot_size + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN);
+}
+
+/* "Attaching to a ring", steps 2 to 5. */
+static void attach(struct ring *r, uint32_t kind) {
+    /* The creator stores MAGIC last; give a creator that is still at work a moment. */
+    double deadline = now_seconds() + 5;
+    uint32_t magic;
+    while ((magic = atomic_load_explicit(word(r, OFF_MAGIC), memory_order_acquire)) != MAGIC) {
+        if (now_seconds() > deadline) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
+        sched_yield();
+    }
+    uint32_t version = header_u32(r, OFF_VERSION);
+    if (version != LAYOUT_VERSION) die(EXIT_USAGE, "layout version %u, this peer speaks %d", version, LAYOUT_VERSION);
+    uint32_t found = header_u32(r, OFF_KIND);
+    if (found != kind) die(EXIT_USAGE, "ring kind %u, expected %u", found, kind);
+
+    r->capacity = header_u32(r, OFF_CAPACITY);
+    r->slot_size = header_u32(r, OFF_SLOT_SIZE);
+    r->slot_stride = header_u32(r, OFF_SLOT_STRIDE);
+    uint64_t ring_size = header_u32(r, OFF_RING_SIZE_LO) | (uint64_t)header_u32(r, OFF_RING_SIZE_HI) << 32;
+    int sane = header_u32(r, OFF_DATA_OFFSET) == DATA_OFFSET && is_power_of_two(r->capacity) && r->capacity <= MAX_CAPACITY;
+    if (kind == KIND_SPSC) {
+        sane = sane && r->capacity >= SPSC_MIN_CAPACITY && r->slot_size == 0 && r->slot_stride == 0
+            && ring_size == (uint64_t)DATA_OFFSET + r->capacity;
+    } else {
+        sane = sane && r->capacity >= MPMC_MIN_CAPACITY && r->slot_size <= MAX_SLOT_SIZE
+            && r->slot_stride == slot_stride_of(r->slot_size)
+            && ring_size == (uint64_t)DATA_OFFSET + (uint64_t)r->capacity * r->slot_stride;
+    }
+    if (!sane) {
+        die(EXIT_USAGE, "inconsistent header: capacity=%u slotSize=%u slotStride=%u ringSize=%llu",
+            r->capacity, r->slot_size, r->slot_stride, (unsigned long long)ring_size);
+    }
+    if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
+}
+
+static int closed(const struct ring *r) {
+    return (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_CLOSED) != 0;
+}
+
+/* ---- waiting ("Waiting" in LAYOUT.md) ---- */
+
+static long futex(atomic_u32 *address, int op, uint32_t value, const struct timespec *timeout) {
+    /* FUTEX_WAIT / FUTEX_WAKE without FUTEX_PRIVATE_FLAG: the sleeper is in another process. */
+    return syscall(SYS_futex, (void *)address, op, value, timeout, NULL, 0);
+}
+
+/* Wakes up to `count` sides parked in the wait block at `waiters_offset`. Run after every publication. */
+static void unpark(const struct ring *r, size_t waiters_offset, int count) {
+    /* Observes a sleeper's announcement; seq_cst orders it after our publishing store (Dekker). */
+    if (atomic_load_explicit(word(r, waiters_offset), memory_order_seq_cst) != 0) {
+        atomic_u32 *signal = word(r, waiters_offset + 4);
+        /* Changes the word the sleepers compare against, so one that has not yet slept will not. */
+        atomic_fetch_add_explicit(signal, 1, memory_order_seq_cst);
+        futex(signal, FUTEX_WAKE, (uint32_t)count, NULL);
+    }
+}
+
+/*
+ * Parks on the wait block at `waiters_offset` until `attempt` returns non-zero
+ * (then returns that value), or the ring is closed (returns 0), or nothing
+ * happened for STALL_SECONDS (exits).
+ */
+static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct ring *, void *), void *arg) {
+    atomic_u32 *waiters = word(r, waiters_offset);
+    atomic_u32 *signal = word(r, waiters_offset + 4);
+    double deadline = now_seconds() + STALL_SECONDS;
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(signal, memory_order_seq_cst);
+        atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst); /* announce */
+        /* Orders the re-check's (acquire) loads after the announcement: pairs with the
+           publisher's seq_cst store of its position followed by its load of WAITERS. */
+        atomic_thread_fence(memory_order_seq_cst);
+        int result = attempt(r, arg); /* re-check after announcing */
+        if (result == 0 && !closed(r)) {
+            struct timespec nap = { 0, NAP_MS * 1000000L };
+            futex(signal, FUTEX_WAIT, seen, &nap); /* 0, EAGAIN, EINTR, ETIMEDOUT: all mean re-check */
+        }
+        atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst); /* withdraw */
+        if (result != 0) return result;
+        if (closed(r)) return attempt(r, arg); /* one more try after seeing the flag */
+        if (now_seconds() > deadline) die(EXIT_STALLED, "no message for %d s while parked", STALL_SECONDS);
+    }
+}
+
+/* Spins (with sched_yield) until `attempt` returns non-zero; exits after STALL_SECONDS. */
+static int spin_yield(struct ring *r, int (*attempt)(struct ring *, void *), void *arg) {
+    double deadline = 0;
+    for (unsigned n = 0;; n++) {
+        int result = attempt(r, arg);
+        if (result != 0) return result;
+        if (closed(r)) die(EXIT_CLOSED, "the ring was closed by the other side");
+        if (n < SPIN_ATTEMPTS) continue;
+        sched_yield();
+        if (deadline == 0) deadline = now_seconds() + STALL_SECONDS;
+        else if ((n & 255) == 0 && now_seconds() > deadline) die(EXIT_STALLED, "the ring stayed full for %d s", STALL_SECONDS);
+    }
+}
+
+/* ---- messages ---- */
+
+struct message {
+    uint32_t length;
+    int32_t type;
+    uint8_t bytes[PATTERN_MAX_LENGTH];
+};
+
+static void make_message(struct message *m, uint64_t i, int corrupt) {
+    m->length = pattern_length(i);
+    m->type = pattern_type(i);
+    for (uint32_t j = 0; j < m->length; j++) m->bytes[j] = pattern_byte(i, j);
+    if (corrupt) {
+        if (m->length == 0) m->type += 1;
+        else m->bytes[m->length / 2] ^= 0x5a;
+    }
+}
+
+static void check_message(const uint8_t *bytes, uint32_t length, int32_t type, uint64_t i) {
+    if (length != pattern_length(i)) die(EXIT_MISMATCH, "message %llu: length %u, expected %u", (unsigned long long)i, length, pattern_length(i));
+    if (type != pattern_type(i)) die(EXIT_MISMATCH, "message %llu: type %d, expected %d", (unsigned long long)i, type, pattern_type(i));
+    for (uint32_t j = 0; j < length; j++) {
+        if (bytes[j] != pattern_byte(i, j)) {
+            die(EXIT_MISMATCH, "message %llu: byte %u is %u, expected %u", (unsigned long long)i, j, bytes[j], pattern_byte(i, j));
+        }
+    }
+}
+
+/* ---- SpscRing ---- */
+
+struct spsc {
+    uint32_t position;        /* own position: we are its only writer */
+    uint32_t cached_other;    /* the other side's position as last seen */
+    struct message *message;  /* to write, or filled by a read */
+};
+
+static uint32_t record_size(uint32_t length) { return (length + RECORD_HEADER + 7) & ~UINT32_C(7); }
+
+static uint32_t spsc_max_message(const struct ring *r) { return r->capacity / 2 - RECORD_HEADER; }
+
+/* "Attaching", step 6: both positions multiples of 8, at most CAPACITY apart. */
+static void spsc_check_positions(const struct ring *r, uint32_t producer, uint32_t consumer) {
+    if ((producer & 7) != 0 || (consumer & 7) != 0 || producer - consumer > r->capacity) {
+        die(EXIT_CORRUPT, "positions producer=%u consumer=%u are inconsistent", producer, consumer);
+    }
+}
+
+/* The producer's write: 1 written, 0 full. */
+static int spsc_try_write(struct ring *r, void *arg) {
+    struct spsc *s = arg;
+    const struct message *m = s->message;
+    uint32_t size = record_size(m->length);
+    uint32_t index = s->position & (r->capacity - 1);
+    uint32_t to_end = r->capacity - index;
+    uint32_t needed = size <= to_end ? size : to_end + size;
+    if (r->capacity - (s->position - s->cached_other) < needed) {
+        /* Observes the consumer's release: its reads of these bytes are done. */
+        uint32_t consumer = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+        spsc_check_positions(r, s->position, consumer);
+        s->cached_other = consumer;
+        if (r->capacity - (s->position - consumer) < needed) return 0;
+    }
+    if (size > to_end) { /* padding record over the bytes before the wrap */
+        store_u32(r->data + index, to_end - RECORD_HEADER);
+        store_u32(r->data + index + 4, (uint32_t)PADDING_TYPE);
+        index = 0;
+    }
+    store_u32(r->data + index, m->length);
+    store_u32(r->data + index + 4, (uint32_t)m->type);
+    memcpy(r->data + index + RECORD_HEADER, m->bytes, m->length);
+    s->position += needed;
+    /* Publishes the record; seq_cst so the load of READ_WAITERS in unpark comes after it. */
+    atomic_store_explicit(word(r, OFF_PRODUCER_POSITION), s->position, memory_order_seq_cst);
+    unpark(r, OFF_READ_WAITERS, 1);
+    return 1;
+}
+
+/* The consumer's read into s->message: 1 read, 0 empty. */
+static int spsc_try_read(struct ring *r, void *arg) {
+    struct spsc *s = arg;
+    if (s->cached_other == s->position) {
+        /* Observes the producer's publication; the record bytes are read after it. */
+        uint32_t producer = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+        spsc_check_positions(r, producer, s->position);
+        s->cached_other = producer;
+    }
+    uint32_t available = s->cached_other - s->position;
+    if (available == 0) return 0;
+    uint32_t index = s->position & (r->capacity - 1);
+    uint32_t skip = 0;
+    if ((int32_t)load_u32(r->data + index + 4) == PADDING_TYPE) {
+        uint32_t to_end = r->capacity - index;
+        uint32_t length = load_u32(r->data + index);
+        if (length != to_end - RECORD_HEADER || available < to_end + RECORD_HEADER) {
+            die(EXIT_CORRUPT, "padding record at %u has length %u with %u bytes published", index, length, available);
+        }
+        skip = to_end;
+        index = 0;
+    }
+    uint32_t length = load_u32(r->data + index);
+    if (length > spsc_max_message(r) || record_size(length) > available - skip) {
+        die(EXIT_CORRUPT, "record at %u claims length %u with %u bytes published", index, length, available - skip);
+    }
+    if (length > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record of length %u is longer than any message of the pattern", length);
+    s->message->length = length;
+    s->message->type = (int32_t)load_u32(r->data + index + 4);
+    memcpy(s->message->bytes, r->data + index + RECORD_HEADER, length);
+    s->position += skip + record_size(length);
+    /* Frees the space (we are done with its bytes); seq_cst for unpark's load of WRITE_WAITERS. */
+    atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->position, memory_order_seq_cst);
+    unpark(r, OFF_WRITE_WAITERS, 1);
+    return 1;
+}
+
+static void spsc_attach(struct ring *r, struct spsc *s, int producer) {
+    attach(r, KIND_SPSC);
+    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    uint32_t p = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+    uint32_t c = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+    spsc_check_positions(r, p, c);
+    s->position = producer ? p : c;
+    s->cached_other = producer ? c : p;
+}
+
+/* ---- MpmcQueue ---- */
+
+static unsigned char *mpmc_slot(const struct ring *r, uint32_t position) {
+    return r->data + (size_t)(position & (r->capacity - 1)) * r->slot_stride;
+}
+
+static atomic_u32 *mpmc_sequence(unsigned char *slot) { return (atomic_u32 *)(void *)(slot + SLOT_SEQUENCE); }
+
+/* Vyukov's claim: the slot whose sequence equals position + `ready` (0 to write, 1 to read), or NULL. */
+static unsigned char *mpmc_claim(const struct ring *r, size_t position_offset, uint32_t ready, uint32_t *claimed) {
+    atomic_u32 *shared = word(r, position_offset);
+    uint32_t position = atomic_load_explicit(shared, memory_order_relaxed);
+    for (;;) {
+        unsigned char *slot = mpmc_slot(r, position);
+        /* Observes the other side's last store to this slot's sequence (and what it published). */
+        int32_t lag = (int32_t)(atomic_load_explicit(mpmc_sequence(slot), memory_order_acquire) - (position + ready));
+        if (lag == 0) {
+            /* Claims the position: only the winner touches the slot until it stores the next sequence. */
+            if (atomic_compare_exchange_weak_explicit(shared, &position, position + 1, memory_order_relaxed, memory_order_relaxed)) {
+                *claimed = position;
+                return slot;
+            }
+        } else if (lag < 0) {
+            return NULL; /* writing: the previous lap is not consumed (full); reading: not published (empty) */
+        } else {
+            position = atomic_load_explicit(shared, memory_order_relaxed); /* someone got ahead */
+        }
+    }
+}
+
+static int mpmc_try_write(struct ring *r, void *arg) {
+    const struct message *m = arg;
+    uint32_t position;
+    unsigned char *slot = mpmc_claim(r, OFF_PRODUCER_POSITION, 0, &position);
+    if (slot == NULL) return 0;
+    store_u32(slot + SLOT_LENGTH, m->length);
+    store_u32(slot + SLOT_TYPE, (uint32_t)m->type);
+    memcpy(slot + SLOT_HEADER, m->bytes, m->length);
+    /* Publishes the slot to the consumer of `position`; seq_cst for unpark's load of READ_WAITERS. */
+    atomic_store_explicit(mpmc_sequence(slot), position + 1, memory_order_seq_cst);
+    unpark(r, OFF_READ_WAITERS, 1);
+    return 1;
+}
+
+static int mpmc_try_read(struct ring *r, void *arg) {
+    struct message *m = arg;
+    uint32_t position;
+    unsigned char *slot = mpmc_claim(r, OFF_CONSUMER_POSITION, 1, &position);
+    if (slot == NULL) return 0;
+    uint32_t length = load_u32(slot + SLOT_LENGTH);
+    int bad = length > r->slot_size || length > PATTERN_MAX_LENGTH;
+    if (!bad) {
+        m->length = length;
+        m->type = (int32_t)load_u32(slot + SLOT_TYPE);
+        memcpy(m->bytes, slot + SLOT_HEADER, length);
+    }
+    /* Frees the slot for the producer one lap later (its bytes are read); seq_cst for unpark. */
+    atomic_store_explicit(mpmc_sequence(slot), position + r->capacity, memory_order_seq_cst);
+    unpark(r, OFF_WRITE_WAITERS, 1);
+    if (bad) die(length > r->slot_size ? EXIT_CORRUPT : EXIT_MISMATCH, "slot of position %u claims length %u (slotSize=%u)", position, length, r->slot_size);
+    return 1;
+}
+
+/* ---- commands ---- */
+
+static void produce(struct ring *r, int spsc, uint64_t count, uint64_t corrupt_at) {
+    struct message m;
+    struct spsc s;
+    if (spsc) {
+        spsc_attach(r, &s, 1);
+        s.message = &m;
+    } else {
+        attach(r, KIND_MPMC);
+        if (r->slot_size < PATTERN_MAX_LENGTH - 1) die(EXIT_USAGE, "slotSize=%u is too small for the pattern", r->slot_size);
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        make_message(&m, i, i == corrupt_at);
+        spin_yield(r, spsc ? spsc_try_write : mpmc_try_write, spsc ? (void *)&s : (void *)&m);
+    }
+}
+
+static void consume(struct ring *r, int spsc, uint64_t count) {
+    struct message m;
+    struct spsc s;
+    if (spsc) {
+        spsc_attach(r, &s, 0);
+        s.message = &m;
+    } else {
+        attach(r, KIND_MPMC);
+    }
+    int (*try_read)(struct ring *, void *) = spsc ? spsc_try_read : mpmc_try_read;
+    void *arg = spsc ? (void *)&s : (void *)&m;
+    for (uint64_t i = 0; i < count; i++) {
+        int got = 0;
+        for (int n = 0; n < SPIN_ATTEMPTS && !got; n++) got = try_read(r, arg);
+        if (!got) got = park(r, OFF_READ_WAITERS, try_read, arg);
+        if (!got) die(EXIT_CLOSED, "the ring was closed after %llu of %llu messages", (unsigned long long)i, (unsigned long long)count);
+        check_message(m.bytes, m.length, m.type, i);
+    }
+    /* The writer wrote exactly COUNT messages: one more would break the pattern too. */
+    if (try_read(r, arg)) die(EXIT_MISMATCH, "a message after the last one (length %u, type %d)", m.length, m.type);
+}
+
+static uint64_t parse_count(const char *text, const char *what) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0') die(EXIT_USAGE, "%s=%s is not a number", what, text);
+    return v;
+}
+
+int main(int argc, char **argv) {
+    const uint32_t one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    if (first != 1) die(EXIT_USAGE, "shmring rings are little-endian and this machine is not");
+
+    if (argc != 4 && !(argc == 6 && strcmp(argv[4], "--corrupt-at") == 0)) {
+        die(EXIT_USAGE, "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume PATH COUNT [--corrupt-at K]");
+    }
+    const char *command = argv[1];
+    uint64_t count = parse_count(argv[3], "COUNT");
+    uint64_t corrupt_at = argc == 6 ? parse_count(argv[5], "K") : UINT64_MAX;
+
+    struct ring r;
+    map_region(&r, argv[2]);
+    if (strcmp(command, "spsc-produce") == 0) produce(&r, 1, count, corrupt_at);
+    else if (strcmp(command, "spsc-consume") == 0) consume(&r, 1, count);
+    else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, corrupt_at);
+    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, 0, count);
+    else die(EXIT_USAGE, "unknown command %s", command);
+    munmap(r.base, r.region_size);
+    return 0;
+}
