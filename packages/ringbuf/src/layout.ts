@@ -49,7 +49,9 @@
  *                    becomes pos + capacity when that consumer frees it
  *   +4 LENGTH   u32  payload bytes (<= SLOT_SIZE)
  *   +8 TYPE     i32  message type
- *   +12         reserved
+ *   +12 OWNER    i32  pid of the producer that claimed the slot, then of the
+ *                    consumer that claimed it; 0 once freed (for recovery
+ *                    from a side that died holding the slot)
  *   +16 payload
  * Publication rule: a slot is readable when its sequence equals pos + 1.
  */
@@ -157,7 +159,8 @@ export function spscMaxMessage(capacity: number): number {
 export const SLOT_SEQUENCE_OFFSET = 0;
 export const SLOT_LENGTH_OFFSET = SLOT_SEQUENCE_OFFSET + 4;
 export const SLOT_TYPE_OFFSET = SLOT_LENGTH_OFFSET + 4;
-export const SLOT_HEADER = SLOT_TYPE_OFFSET + 8;
+export const SLOT_OWNER_OFFSET = SLOT_TYPE_OFFSET + 4;
+export const SLOT_HEADER = SLOT_OWNER_OFFSET + 4;
 export const MPMC_MIN_CAPACITY = 2;
 export const MAX_SLOT_SIZE = 2 ** 24;
 

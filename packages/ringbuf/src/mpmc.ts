@@ -19,12 +19,19 @@
  *    them, and read after the sequence is observed.
  *  - A length larger than SLOT_SIZE in a readable slot is ERR_SHMRING_CORRUPT;
  *    the slot is freed before the error is thrown, so the queue goes on.
+ *  - OWNER holds the pid of the side that won the slot's CAS until it is done
+ *    with the slot (0 otherwise). A side parked on a slot that a claim holds
+ *    for a whole nap checks that pid; if the process is dead (or wrote no pid
+ *    for two naps) it recovers the slot: a reader skips the unpublished slot
+ *    (the dead producer's message never existed), a writer frees a slot a
+ *    dead consumer held (that message died with its consumer).
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import type { DrainHandler } from './spsc.js';
+import { isAlive } from './liveness.js';
 import { unpark } from './waiting.js';
 
 export interface MpmcOptions {
@@ -36,6 +43,13 @@ export interface MpmcOptions {
 
 /** Each publication wakes one parked peer (each consumes or frees one slot). */
 const WAKE_ONE = 1;
+/** Int32 offsets of a slot's words from its sequence word. */
+const LENGTH_I32 = L.SLOT_LENGTH_OFFSET / 4;
+const TYPE_I32 = L.SLOT_TYPE_OFFSET / 4;
+const OWNER_I32 = L.SLOT_OWNER_OFFSET / 4;
+/** Marks a slot with the side holding it, for recovery if that side dies. */
+const PID = process.pid;
+const NO_SUSPECT = -1;
 
 function checkType(type: number): void {
   if ((type >>> 0) !== type || type > L.MAX_TYPE) {
@@ -56,7 +70,7 @@ export class MpmcQueue extends Queue {
   readonly #stride32: number;
 
   private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue', false);
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue');
     this.capacity = capacity;
     this.slotSize = slotSize;
     this.#mask = capacity - 1;
@@ -145,6 +159,7 @@ export class MpmcQueue extends Queue {
 
   /** Claims the slot of the next consumer position, or -1 if the queue is empty. */
   #claimForRead(): number {
+    if (!this.isConsumer) this.registerConsumer();
     const ctl = this.ctl;
     const data32 = this.#data32;
     // Observes the latest consumer claim.
@@ -157,6 +172,7 @@ export class MpmcQueue extends Queue {
         // Claims the position; only the winner reads and frees the slot.
         const seen = Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0);
         if (seen === position) {
+          data32[slot + OWNER_I32] = PID;
           this.#claimed = position;
           return slot;
         }
@@ -189,6 +205,7 @@ export class MpmcQueue extends Queue {
 
   /** Frees a slot the consumer has read: it becomes free for the producer one lap later. */
   #free(slot: number, position: number): void {
+    this.#data32[slot + OWNER_I32] = 0;
     // Publishes the slot's reuse to the producer of position + capacity; the payload was read before.
     Atomics.store(this.#data32, slot, (position + this.capacity) | 0);
     unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
@@ -196,7 +213,7 @@ export class MpmcQueue extends Queue {
 
   /** The slot's length, checked against SLOT_SIZE; frees the slot and throws if it is corrupt. */
   #length(slot: number, position: number): number {
-    const length = this.#data32[slot + L.SLOT_LENGTH_OFFSET / 4]! >>> 0;
+    const length = this.#data32[slot + LENGTH_I32]! >>> 0;
     if (length > this.slotSize) {
       this.#free(slot, position);
       throw new ShmringError(ErrorCodes.CORRUPT,
@@ -216,14 +233,17 @@ export class MpmcQueue extends Queue {
         `MpmcQueue: length=${bytes.length} is larger than slotSize=${this.slotSize}`);
     }
     if (this.ctl.length === 0) throw this.closedError();
+    if (!this.isProducer) this.registerProducer();
     const slot = this.#claimForWrite();
     if (slot < 0) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
-    data32[slot + L.SLOT_LENGTH_OFFSET / 4] = bytes.length;
-    data32[slot + L.SLOT_TYPE_OFFSET / 4] = type;
+    data32[slot + OWNER_I32] = PID;
+    data32[slot + LENGTH_I32] = bytes.length;
+    data32[slot + TYPE_I32] = type;
     this.data.set(bytes, slot * 4 + L.SLOT_HEADER);
-    // Publishes length, type and payload to the consumer of this position.
+    data32[slot + OWNER_I32] = 0;
+    // Publishes length, type and payload (and the cleared OWNER) to the consumer of this position.
     Atomics.store(data32, slot, (position + 1) | 0);
     unpark(this.ctl, READ_BLOCK, WAKE_ONE);
     return true;
@@ -237,7 +257,7 @@ export class MpmcQueue extends Queue {
     const position = this.#claimed;
     const start = slot * 4 + L.SLOT_HEADER;
     const message = this.data.slice(start, start + this.#length(slot, position));
-    this.lastType = this.#data32[slot + L.SLOT_TYPE_OFFSET / 4]!;
+    this.lastType = this.#data32[slot + TYPE_I32]!;
     this.#free(slot, position);
     return message;
   }
@@ -257,12 +277,83 @@ export class MpmcQueue extends Queue {
       const length = this.#length(slot, position);
       count++;
       try {
-        handler(this.data, slot * 4 + L.SLOT_HEADER, length, this.#data32[slot + L.SLOT_TYPE_OFFSET / 4]!);
+        handler(this.data, slot * 4 + L.SLOT_HEADER, length, this.#data32[slot + TYPE_I32]!);
       } finally {
         if (this.ctl.length !== 0) this.#free(slot, position);
       }
     }
     return count;
+  }
+
+  /** Slots recovered from dead producers or consumers by this object (a count, for monitoring). */
+  recoveredSlots = 0;
+  #readSuspect = NO_SUSPECT;
+  #writeSuspect = NO_SUSPECT;
+
+  /**
+   * True when the slot is held by a claim whose owner is dead, or that shows
+   * no owner for a second nap in a row (`suspect` remembers the first).
+   */
+  #holderDead(slot: number, position: number, suspect: number): boolean {
+    // Observes the holder's mark (written right after its CAS).
+    const owner = Atomics.load(this.#data32, slot + OWNER_I32);
+    if (owner !== 0) return !isAlive(owner, 0);
+    return suspect === position;
+  }
+
+  /** A parked reader's check: skip a slot a dead producer claimed and never published. Never reports death. */
+  protected override producerAlive(): boolean {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return true;
+    // Both loads observe the latest claims; a stale value only delays the recovery by a nap.
+    const position = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    const claimed = ((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - position) | 0) > 0;
+    const slot = this.#slot(position);
+    // Observes whether the slot of our position is still unpublished.
+    if (!claimed || Atomics.load(this.#data32, slot) !== position) {
+      this.#readSuspect = NO_SUSPECT;
+      return true;
+    }
+    if (!this.#holderDead(slot, position, this.#readSuspect)) {
+      this.#readSuspect = position;
+      return true;
+    }
+    // Take the position as a consumer would, and free the slot unread.
+    if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) === position) {
+      this.#free(slot, position);
+      this.recoveredSlots++;
+    }
+    this.#readSuspect = NO_SUSPECT;
+    return true;
+  }
+
+  /** A parked writer's check: free a slot a dead consumer claimed and never freed. Never reports death. */
+  protected override consumerAlive(): boolean {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return true;
+    // Observes the latest producer claim.
+    const position = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    const held = (position - this.capacity) | 0;
+    const slot = this.#slot(position);
+    // The slot still holds the message of `held`; is that message claimed by a consumer?
+    const published = Atomics.load(this.#data32, slot) === ((held + 1) | 0);
+    const taken = ((Atomics.load(ctl, L.CONSUMER_POSITION_I32) - held) | 0) > 0;
+    if (!published || !taken) {
+      this.#writeSuspect = NO_SUSPECT;
+      return true;
+    }
+    if (!this.#holderDead(slot, position, this.#writeSuspect)) {
+      this.#writeSuspect = position;
+      return true;
+    }
+    this.#data32[slot + OWNER_I32] = 0;
+    // Frees the slot for the producer of `position`, exactly as its dead consumer would have; only one writer wins.
+    if (Atomics.compareExchange(this.#data32, slot, (held + 1) | 0, position) === ((held + 1) | 0)) {
+      unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+      this.recoveredSlots++;
+    }
+    this.#writeSuspect = NO_SUSPECT;
+    return true;
   }
 
   protected dropViews(): void {

@@ -31,16 +31,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
   protected ctl: Int32Array;
   readonly #kind: string;
-  /** Whether a waiting reader (writer) checks that the registered producer (consumer) still lives. */
-  readonly #watchPeers: boolean;
   /** This object has registered its process as the producer / the consumer. */
   protected isProducer = false;
   protected isConsumer = false;
 
-  protected constructor(ctl: Int32Array, kind: string, watchPeers: boolean) {
+  protected constructor(ctl: Int32Array, kind: string) {
     this.ctl = ctl;
     this.#kind = kind;
-    this.#watchPeers = watchPeers;
   }
 
   /** Records this process as the producer (pid and start time), for the peer's liveness checks. */
@@ -63,16 +60,31 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Liveness of the side registered at (pidIndex, startIndex); true while nobody registered. */
-  #alive(pidIndex: number, startIndex: number): boolean {
+  protected registeredAlive(pidIndex: number, startIndex: number): boolean {
     const ctl = this.ctl;
-    if (!this.#watchPeers || ctl.length === 0) return true;
+    if (ctl.length === 0) return true;
     // Observes the peer's registration (pid stored after its start time).
     const pid = Atomics.load(ctl, pidIndex);
     return isAlive(pid, Atomics.load(ctl, startIndex));
   }
 
-  readonly #producerAlive = (): boolean => this.#alive(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
-  readonly #consumerAlive = (): boolean => this.#alive(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
+  /**
+   * Called by a parked reader whose nap ended without progress: false means
+   * no message can come any more (ERR_SHMRING_PEER_DEAD). SpscRing: is the
+   * registered producer alive? MpmcQueue overrides it to recover slots of
+   * dead producers instead.
+   */
+  protected producerAlive(): boolean {
+    return this.registeredAlive(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
+  }
+
+  /** The same for a parked writer and the consumer. */
+  protected consumerAlive(): boolean {
+    return this.registeredAlive(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
+  }
+
+  readonly #producerAlive = (): boolean => this.producerAlive();
+  readonly #consumerAlive = (): boolean => this.consumerAlive();
 
   abstract tryWrite(bytes: Uint8Array, type?: number): boolean;
   abstract tryRead(): Uint8Array | null;

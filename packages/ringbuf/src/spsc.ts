@@ -72,7 +72,7 @@ export class SpscRing extends Queue {
   #cachedProducerPosition: number;
 
   private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing', true);
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing');
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
