@@ -247,11 +247,15 @@ export class SpscRing extends Queue {
     return index;
   }
 
-  /** Published bytes ahead of the consumer, refreshing the cached producer position if the cache says empty. */
-  #available(): number {
+  /**
+   * Published bytes ahead of the consumer. The cached producer position is
+   * refreshed when it says empty, or always when `refresh` (once per drain
+   * batch, so a batch takes everything published when it starts).
+   */
+  #available(refresh: boolean): number {
     if (!this.isConsumer) this.registerConsumer();
     const position = this.#consumerPosition;
-    if (position === this.#cachedProducerPosition) {
+    if (refresh || position === this.#cachedProducerPosition) {
       // Observes the producer's publication (its Atomics.store of PRODUCER_POSITION); the record bytes are read after it.
       const producer = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
       if (((producer - position) >>> 0) > this.capacity || (producer & 7) !== 0) {
@@ -282,7 +286,7 @@ export class SpscRing extends Queue {
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    const available = this.#available();
+    const available = this.#available(false);
     if (available === 0) return null;
     const index = this.#nextRecord(this.#consumerPosition, available);
     const start = index + L.RECORD_HEADER;
@@ -295,12 +299,13 @@ export class SpscRing extends Queue {
   /**
    * Hands each available record to `handler(data, offset, length, type)` in
    * place, without copying or allocating, up to `limit` records; returns how
-   * many. The consumer position is published once, after the batch (also if
+   * many: everything published when the call starts, if `limit` allows. The
+   * consumer position is published once, after the batch (also if
    * the handler throws: the record it threw on counts as consumed). Never waits.
    */
   drain(handler: DrainHandler, limit = Infinity): number {
     if (this.ctl.length === 0) throw this.closedError();
-    let available = this.#available();
+    let available = this.#available(true);
     let count = 0;
     const start = this.#consumerPosition;
     try {

@@ -34,7 +34,7 @@ const CANARY_BYTES = 256;
 const CANARY = 0xc3;
 /** After the ring: the peers' start barrier (one Int32), then the canary. */
 const BARRIER_BYTES = 64;
-/** A single writeSync / readSync this long means a lost wake-up (a parked side naps up to 1 s, see stress-peer.ts). */
+/** A single writeSync / readSync / write / read this long means a lost wake-up (a parked side naps up to 1 s, see stress-peer.ts). */
 const LOST_WAKEUP_MS = 750;
 
 /** Totals over the file, printed at the end. */
@@ -192,7 +192,7 @@ function failures(reports: PeerReport[]): string[] {
 
 function checkLongestWait(reports: PeerReport[]): string {
   const longest = Math.max(...reports.map((r) => r.longestWaitMs));
-  assert.ok(longest < LOST_WAKEUP_MS, `a writeSync / readSync call took ${longest.toFixed(0)} ms: a lost wake-up (the side slept until its nap ran out)`);
+  assert.ok(longest < LOST_WAKEUP_MS, `a single wait (writeSync / readSync / write / read) took ${longest.toFixed(0)} ms: a lost wake-up (the side slept until its nap ran out)`);
   return `longest wait ${longest.toFixed(1)} ms`;
 }
 
@@ -316,79 +316,91 @@ function needsNative(ctx: Mocha.Context): void {
 }
 
 describe('stress', function () {
-after(function () {
-  console.log(`      stress totals: ${JSON.stringify(totals)}`);
-});
-
-describe('stress: SpscRing across worker threads (SharedArrayBuffer)', function () {
-  this.timeout(2 * RUN_LIMIT_MS);
-
-  it('delivers 500,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
-    await spscRun({ where: 'workers', messages: 500_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+  after(function () {
+    console.log(`      stress totals: ${JSON.stringify(totals)}`);
   });
 
-  it('delivers 300,000 messages through claim / commit and drain without a torn record', async function () {
-    await spscRun({ where: 'workers', messages: 300_000, capacity: 8 * 1024, maxLength: 3000, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
+  describe('SpscRing across worker threads (SharedArrayBuffer)', function () {
+    this.timeout(2 * RUN_LIMIT_MS);
+
+    it('delivers 500,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
+      await spscRun({ where: 'workers', messages: 500_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+    });
+
+    it('delivers 300,000 messages through claim / commit and drain without a torn record', async function () {
+      await spscRun({ where: 'workers', messages: 300_000, capacity: 8 * 1024, maxLength: 3000, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
+    });
+
+    it('delivers 150,000 messages through writeSync / readSync on a 256-byte ring, both sides parking and waking', async function () {
+      await spscRun({ where: 'workers', messages: 150_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
+
+    it('delivers 100,000 messages through await write() / for await on a 256-byte ring, both sides parking on the event loop', async function () {
+      await spscRun({ where: 'workers', messages: 100_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+    });
   });
 
-  it('delivers 150,000 messages through writeSync / readSync on a 256-byte ring, both sides parking and waking', async function () {
-    await spscRun({ where: 'workers', messages: 150_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
-  });
-});
+  describe('SpscRing across processes (memfd inherited as fd 3)', function () {
+    this.timeout(2 * RUN_LIMIT_MS);
+    beforeEach(function () {
+      needsNative(this);
+    });
 
-describe('stress: SpscRing across processes (memfd inherited as fd 3)', function () {
-  this.timeout(2 * RUN_LIMIT_MS);
-  beforeEach(function () {
-    needsNative(this);
-  });
+    it('delivers 2,000,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
+      await spscRun({ where: 'processes', messages: 2_000_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+    });
 
-  it('delivers 2,000,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
-    await spscRun({ where: 'processes', messages: 2_000_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
-  });
+    it('delivers 1,000,000 messages through claim / commit and drain without a torn record', async function () {
+      await spscRun({ where: 'processes', messages: 1_000_000, capacity: 16 * 1024, maxLength: 4096, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
+    });
 
-  it('delivers 1,000,000 messages through claim / commit and drain without a torn record', async function () {
-    await spscRun({ where: 'processes', messages: 1_000_000, capacity: 16 * 1024, maxLength: 4096, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
-  });
+    it('delivers 500,000 messages through writeSync / readSync on a 256-byte ring, both sides parking on the futex', async function () {
+      await spscRun({ where: 'processes', messages: 500_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
 
-  it('delivers 500,000 messages through writeSync / readSync on a 256-byte ring, both sides parking on the futex', async function () {
-    await spscRun({ where: 'processes', messages: 500_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
-  });
-});
-
-describe('stress: MpmcQueue across worker threads', function () {
-  this.timeout(2 * RUN_LIMIT_MS);
-
-  it('delivers 1,000,000 messages from 2 producers to 2 consumers, each exactly once and in order per producer (tryWrite / drain)', async function () {
-    await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'drain' }, seedFor(this.test!.title));
+    it('delivers 200,000 messages through await write() / for await on a 256-byte ring, both sides parking on the asynchronous futex wait', async function () {
+      await spscRun({ where: 'processes', messages: 200_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+    });
   });
 
-  it('delivers 500,000 messages from 2 producers to 2 consumers through writeSync / readSync on a 4-slot queue, every side parking', async function () {
-    await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 250_000, capacity: 4, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
+  describe('MpmcQueue across worker threads', function () {
+    this.timeout(2 * RUN_LIMIT_MS);
+
+    it('delivers 1,000,000 messages from 2 producers to 2 consumers, each exactly once and in order per producer (tryWrite / drain)', async function () {
+      await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'drain' }, seedFor(this.test!.title));
+    });
+
+    it('delivers 500,000 messages from 2 producers to 2 consumers through writeSync / readSync on a 4-slot queue, every side parking', async function () {
+      await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 250_000, capacity: 4, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
+
+    it('delivers 200,000 messages between a lone producer and a lone consumer that park on a 2-slot queue', async function () {
+      await mpmcRun({ where: 'workers', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
   });
 
-  it('delivers 200,000 messages between a lone producer and a lone consumer that park on a 2-slot queue', async function () {
-    await mpmcRun({ where: 'workers', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
-  });
-});
+  describe('MpmcQueue across processes', function () {
+    this.timeout(2 * RUN_LIMIT_MS);
+    beforeEach(function () {
+      needsNative(this);
+    });
 
-describe('stress: MpmcQueue across processes', function () {
-  this.timeout(2 * RUN_LIMIT_MS);
-  beforeEach(function () {
-    needsNative(this);
-  });
+    it('delivers 1,000,000 messages from 2 producer processes to 2 consumer processes over a memfd region, each exactly once and in order per producer (tryWrite / tryRead)', async function () {
+      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+    });
 
-  it('delivers 1,000,000 messages from 2 producer processes to 2 consumer processes over a memfd region, each exactly once and in order per producer (tryWrite / tryRead)', async function () {
-    await mpmcRun({ where: 'processes', backing: 'memfd', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
-  });
+    it('delivers 500,000 messages from 2 producer processes to 2 consumer processes over a POSIX region through writeSync / readSync on an 8-slot queue, every side parking', async function () {
+      await mpmcRun({ where: 'processes', backing: 'posix', producers: 2, consumers: 2, perProducer: 250_000, capacity: 8, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
 
-  it('delivers 500,000 messages from 2 producer processes to 2 consumer processes over a POSIX region through writeSync / readSync on an 8-slot queue, every side parking', async function () {
-    await mpmcRun({ where: 'processes', backing: 'posix', producers: 2, consumers: 2, perProducer: 250_000, capacity: 8, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
-  });
+    it('delivers 200,000 messages between a lone producer process and a lone consumer process that park on a 2-slot queue', async function () {
+      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+    });
 
-  it('delivers 200,000 messages between a lone producer process and a lone consumer process that park on a 2-slot queue', async function () {
-    await mpmcRun({ where: 'processes', backing: 'memfd', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 1000 }, seedFor(this.test!.title));
+    it('delivers 200,000 messages from 2 producer processes to 2 consumer processes through await write() / await read() on an 8-slot queue', async function () {
+      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 2, consumers: 2, perProducer: 100_000, capacity: 8, slotSize: 100, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+    });
   });
-});
 
 });
 
