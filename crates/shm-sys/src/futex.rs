@@ -113,10 +113,10 @@ fn deadline_after(timeout_ms: f64) -> Option<timespec> {
 /// Element size of each `napi_typedarray_type`.
 fn element_size(kind: napi::napi_typedarray_type) -> usize {
     match kind {
-        0..=2 => 1,  // int8, uint8, uint8_clamped
-        3 | 4 => 2,  // int16, uint16
-        5..=7 => 4,  // int32, uint32, float32
-        _ => 8,      // float64, bigint64, biguint64
+        0..=2 => 1, // int8, uint8, uint8_clamped
+        3 | 4 => 2, // int16, uint16
+        5..=7 => 4, // int32, uint32, float32
+        _ => 8,     // float64, bigint64, biguint64
     }
 }
 
@@ -179,7 +179,7 @@ fn word_address(env: Env, buffer: napi_value, byte_offset: napi_value) -> Result
         )));
     }
     let address = data as usize + offset as usize;
-    if address % 4 != 0 {
+    if !address.is_multiple_of(4) {
         return Err(Throw::Range(format!("byteOffset={offset}: the view's data is not 4-byte aligned")));
     }
     Ok(address)
@@ -204,6 +204,12 @@ pub fn futex_wait(env: Env, info: napi_callback_info) -> JsResult {
     let word = word_address(env, buffer, offset)?;
     let expected = expected_value(env, expected)?;
     let deadline = deadline_after(timeout_ms(env, timeout)?);
+    // SeqCst: the check the kernel would make, without the system call when
+    // the word already moved on.
+    // SAFETY: word is an aligned u32 inside the live buffer argument.
+    if unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected {
+        return env.uint32(NOT_EQUAL);
+    }
     // SAFETY: word is inside the buffer, which this synchronous call keeps
     // alive (and nothing can unmap it while JS is blocked here).
     let result = unsafe { wait_until(word, expected, deadline.as_ref(), || false) }?;
@@ -215,11 +221,7 @@ pub fn futex_wait(env: Env, info: napi_callback_info) -> JsResult {
 pub fn futex_wake(env: Env, info: napi_callback_info) -> JsResult {
     let [buffer, offset, count] = env.args::<3>(info)?;
     let word = word_address(env, buffer, offset)?;
-    let count = if env.type_of(count)? == napi::NAPI_UNDEFINED {
-        f64::INFINITY
-    } else {
-        env.number(count, "count")?
-    };
+    let count = if env.type_of(count)? == napi::NAPI_UNDEFINED { f64::INFINITY } else { env.number(count, "count")? };
     if count.is_nan() || count < 1.0 {
         return env.int32(0);
     }

@@ -29,10 +29,8 @@ use crate::libc::{self, SysError, cvt};
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
 
 /// Tags the ArrayBuffers made by `mmap` (a random 128-bit value).
-const MAPPING_TAG: napi::napi_type_tag = napi::napi_type_tag {
-    lower: 0x7368_6d72_696e_6701,
-    upper: 0x9c1e_4b3a_d25f_8e67,
-};
+const MAPPING_TAG: napi::napi_type_tag =
+    napi::napi_type_tag { lower: 0x7368_6d72_696e_6701, upper: 0x9c1e_4b3a_d25f_8e67 };
 
 /// `Number.MAX_SAFE_INTEGER`: the largest length accepted.
 const MAX_LENGTH: f64 = 9_007_199_254_740_991.0;
@@ -71,7 +69,7 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     let [fd, length, writable] = env.args::<3>(info)?;
     let fd = env.fd(fd, "fd")?;
     let len = env.number(length, "length")?;
-    if !(len >= 1.0 && len <= MAX_LENGTH && len.fract() == 0.0) {
+    if !((1.0..=MAX_LENGTH).contains(&len) && len.fract() == 0.0) {
         return Err(Throw::Range(format!("length={len} must be a positive safe integer")));
     }
     let len = len as usize;
@@ -91,7 +89,14 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // finalizer (or munmap after detaching); hint is an Arc<Mapping> that
     // finalize_mapping reclaims.
     let st = unsafe {
-        napi::napi_create_external_arraybuffer(env.0, addr as *mut c_void, len, Some(finalize_mapping), hint, &mut buffer)
+        napi::napi_create_external_arraybuffer(
+            env.0,
+            addr as *mut c_void,
+            len,
+            Some(finalize_mapping),
+            hint,
+            &mut buffer,
+        )
     };
     if let Err(err) = env.check(st, "napi_create_external_arraybuffer") {
         // SAFETY: Node did not take the hint; nothing exposes the memory.
@@ -159,10 +164,10 @@ unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *
         if let Some(state) = unsafe { EnvState::get(Env(env)) } {
             // try_borrow: never panic, even if Node ran this finalizer while
             // an entry point held the registry (it does not in Node 20).
-            if let Ok(mut mappings) = state.mappings.try_borrow_mut() {
-                if mappings.get(&mapping.addr).is_some_and(|m| Arc::ptr_eq(m, &mapping)) {
-                    mappings.remove(&mapping.addr);
-                }
+            if let Ok(mut mappings) = state.mappings.try_borrow_mut()
+                && mappings.get(&mapping.addr).is_some_and(|m| Arc::ptr_eq(m, &mapping))
+            {
+                mappings.remove(&mapping.addr);
             }
             if mapping.is_mapped() {
                 futex::stop_waits_in_range(state, mapping.addr, mapping.len);

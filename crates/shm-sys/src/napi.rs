@@ -137,8 +137,7 @@ unsafe extern "C" {
         value: napi_value,
     ) -> napi_status;
 
-    pub fn napi_create_error(env: napi_env, code: napi_value, msg: napi_value, result: *mut napi_value)
-    -> napi_status;
+    pub fn napi_create_error(env: napi_env, code: napi_value, msg: napi_value, result: *mut napi_value) -> napi_status;
     pub fn napi_throw(env: napi_env, error: napi_value) -> napi_status;
     pub fn napi_throw_error(env: napi_env, code: *const c_char, msg: *const c_char) -> napi_status;
     pub fn napi_throw_type_error(env: napi_env, code: *const c_char, msg: *const c_char) -> napi_status;
@@ -196,8 +195,7 @@ unsafe extern "C" {
     ) -> napi_status;
     pub fn napi_delete_reference(env: napi_env, reference: napi_ref) -> napi_status;
 
-    pub fn napi_create_promise(env: napi_env, deferred: *mut napi_deferred, promise: *mut napi_value)
-    -> napi_status;
+    pub fn napi_create_promise(env: napi_env, deferred: *mut napi_deferred, promise: *mut napi_value) -> napi_status;
     pub fn napi_resolve_deferred(env: napi_env, deferred: napi_deferred, resolution: napi_value) -> napi_status;
     pub fn napi_reject_deferred(env: napi_env, deferred: napi_deferred, rejection: napi_value) -> napi_status;
 
@@ -294,9 +292,8 @@ impl Env {
         let mut argc = N;
         // SAFETY: argv has room for argc values; Node fills the missing ones
         // with undefined; this/data out-pointers may be null.
-        let st = unsafe {
-            napi_get_cb_info(self.0, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut())
-        };
+        let st =
+            unsafe { napi_get_cb_info(self.0, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), ptr::null_mut()) };
         self.check(st, "napi_get_cb_info")?;
         Ok(argv)
     }
@@ -357,9 +354,7 @@ impl Env {
         let mut buf = vec![0u8; len + 1];
         let mut written = 0usize;
         // SAFETY: buf holds len + 1 bytes, room for the string and its NUL.
-        let st = unsafe {
-            napi_get_value_string_utf8(self.0, value, buf.as_mut_ptr().cast(), buf.len(), &mut written)
-        };
+        let st = unsafe { napi_get_value_string_utf8(self.0, value, buf.as_mut_ptr().cast(), buf.len(), &mut written) };
         self.check(st, "napi_get_value_string_utf8")?;
         buf.truncate(written);
         CString::new(buf).map_err(|_| Throw::Type(format!("{what} must not contain a NUL character")))

@@ -61,15 +61,7 @@ pub struct Wait {
 
 impl Wait {
     pub fn new(id: u64, word: usize, expected: u32, deadline: Option<timespec>, delivery: Arc<Delivery>) -> Self {
-        Wait {
-            id,
-            word,
-            expected,
-            deadline,
-            state: AtomicU32::new(0),
-            outcome: AtomicI32::new(0),
-            delivery,
-        }
+        Wait { id, word, expected, deadline, state: AtomicU32::new(0), outcome: AtomicI32::new(0), delivery }
     }
 
     /// The outcome: `Ok(0 | 1 | 2)` or the futex error. Meaningful only

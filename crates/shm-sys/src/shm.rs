@@ -15,10 +15,8 @@ pub fn memfd_create(env: Env, info: napi_callback_info) -> JsResult {
     let [name] = env.args::<1>(info)?;
     let name = env.c_string(name, "name")?;
     // SAFETY: name is a valid NUL-terminated string for the whole call.
-    let fd = cvt(
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) },
-        "memfd_create",
-    )?;
+    let fd =
+        cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) }, "memfd_create")?;
     env.int32(fd)
 }
 

@@ -52,11 +52,12 @@ pub fn send_fd(env: Env, info: napi_callback_info) -> JsResult {
     let mut payload = [0u8; 1];
     let mut iov = iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
     let mut control = Control([0u8; SEND_SPACE]);
-    let header = cmsghdr { cmsg_len: cmsg_len(size_of::<c_int>()), cmsg_level: libc::SOL_SOCKET, cmsg_type: libc::SCM_RIGHTS };
+    let header =
+        cmsghdr { cmsg_len: cmsg_len(size_of::<c_int>()), cmsg_level: libc::SOL_SOCKET, cmsg_type: libc::SCM_RIGHTS };
     // SAFETY: control is 8-aligned and SEND_SPACE (24) bytes: room for the
     // 16-byte header at 0 and the 4-byte fd at CMSG_ALIGN(16) = 16.
     unsafe {
-        ptr::write(control.0.as_mut_ptr().cast::<cmsghdr>(), header);
+        ptr::write_unaligned(control.0.as_mut_ptr().cast::<cmsghdr>(), header);
         ptr::write_unaligned(control.0.as_mut_ptr().add(cmsg_len(0)).cast::<c_int>(), fd);
     }
     let msg = msghdr {

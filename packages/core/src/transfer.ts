@@ -7,7 +7,10 @@
  * dedicated to the handover (or at least quiet while it happens), and the
  * receiving socket must not be reading: a read by libuv would swallow the
  * message and the kernel would drop its fd. receiveRegion pauses the socket
- * itself; for an accepted socket use `net.createServer({ pauseOnConnect: true })`.
+ * itself, which is in time if it is called (or `socket.pause()` is) before
+ * the connection completes, i.e. in the same tick as `net.connect()`; once
+ * Node has started reading a connected socket, a message may already be
+ * gone. For an accepted socket use `net.createServer({ pauseOnConnect: true })`.
  */
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -36,13 +36,14 @@ interface ChildResult {
  * Runs `body` as an ES module in a new node process with `b` = the backend
  * `kind`, and fd 3 = `fd` when given. The child is killed after `killAfterMs`.
  */
-function runChild(kind: BackendKind, body: string, options: { fd?: number; nodeArgs?: string[]; killAfterMs?: number } = {}):
+function runChild(kind: BackendKind, body: string,
+  options: { fd?: number; nodeArgs?: string[]; killAfterMs?: number; env?: NodeJS.ProcessEnv } = {}):
   { done: Promise<ChildResult> } {
   const code = `import { loadBackend } from ${JSON.stringify(LOADER_URL)};\n` +
     `const b = loadBackend(process.env.SHMRING_BACKEND);\n${body}`;
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--input-type=module', '-e', code], {
     stdio: ['ignore', 'pipe', 'pipe', options.fd ?? 'ignore'],
-    env: { ...process.env, SHMRING_BACKEND: kind },
+    env: { ...process.env, ...options.env, SHMRING_BACKEND: kind },
   });
   let stdout = '';
   let stderr = '';
@@ -433,6 +434,23 @@ for (const kind of kinds) {
         assert.equal(killed, false, 'the child had to be killed: the cancelled wait kept its loop alive');
         assert.equal(code, 0, stderr);
         assert.equal(stdout, '0');
+      });
+
+      it('does not keep a child alive when a wait is cancelled before its thread started', async () => {
+        // One pool thread: the second wait is still queued when it is
+        // cancelled, so the wake of its cancel comes before it sleeps.
+        const child = runChild(kind, `
+          const sab = new SharedArrayBuffer(8);
+          const first = b.futexWaitAsync(sab, 0, 0, Infinity);
+          const queued = b.futexWaitAsync(sab, 4, 0, Infinity);
+          queued.cancel();
+          setTimeout(() => first.cancel(), 50);
+          Promise.all([first.promise, queued.promise]).then((results) => process.stdout.write(results.join(',')));
+        `, { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } });
+        const { code, stdout, stderr, killed } = await child.done;
+        assert.equal(killed, false, 'the child had to be killed: a cancelled wait kept its loop alive');
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, '0,0');
       });
 
       it('keeps a child alive while its only wait is pending', async () => {
