@@ -29,7 +29,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive } from './liveness.js';
 import { unpark } from './waiting.js';
@@ -51,11 +51,6 @@ const OWNER_I32 = L.SLOT_OWNER_OFFSET / 4;
 const PID = process.pid;
 const NO_SUSPECT = -1;
 
-function checkType(type: number): void {
-  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
-  }
-}
 
 export class MpmcQueue extends Queue {
   /** Number of slots. */

@@ -4,7 +4,7 @@
  * verbs each queue implements (tryWrite / tryRead).
  */
 import { Readable, Writable } from 'node:stream';
-import { ErrorCodes, ShmringError } from '@shmring/core';
+import { ErrorCodes, ShmringError, ShmringRangeError } from '@shmring/core';
 import * as L from './layout.js';
 import { isAlive, ownStartTime } from './liveness.js';
 import { parkAsync, parkSync, unparkAll, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -14,6 +14,13 @@ export type { WaitOptions };
 export interface WriteOptions extends WaitOptions {
   /** Message type, an integer in [0, 2^31 - 1]; default 0. */
   type?: number;
+}
+
+/** Checks a message type: an integer in [0, MAX_TYPE]. */
+export function checkType(type: number): void {
+  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
+  }
 }
 
 /** Readers parked on an empty ring. */

@@ -27,7 +27,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
 import { unpark } from './waiting.js';
 
 export interface SpscOptions {
@@ -46,11 +46,6 @@ function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
 }
 
-function checkType(type: number): void {
-  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
-  }
-}
 
 export class SpscRing extends Queue {
   /** Bytes of the data area. */

@@ -19,7 +19,7 @@
  * a spurious one costs a re-check.
  */
 import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
-import { wait, waitAsync, wake } from '@shmring/futex';
+import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 
 export interface WaitOptions {
   /** Give up after this many milliseconds with ERR_SHMRING_TIMEOUT. Default: no limit. */
@@ -90,19 +90,27 @@ function timedOut(what: string, options: WaitOptions | undefined): ShmringError 
   return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
 }
 
+/** One nap the protocol asks its driver for: futex-wait on SIGNAL while it still reads `seen`. */
+interface Nap {
+  seen: number;
+  ms: number;
+}
+
 /**
- * Calls `attempt` until it returns something other than undefined, parking
- * the thread on `block` in between. Throws on timeout, abort, or when a nap
- * times out and `peerAlive()` says the other side is gone.
+ * The protocol itself, once for both drivers: yields each nap to take and
+ * receives its result. Calls `attempt` until it returns something other
+ * than undefined; throws on timeout, abort, or when a nap times out and
+ * `peerAlive()` says the other side is gone. A driver that fails a nap
+ * throws into the generator, so the announcement is always withdrawn.
  */
-export function parkSync<T>(
+function* park<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean,
-): T {
+  peerAlive: () => boolean, spins: number,
+): Generator<Nap, T, WaitResult> {
   const deadline = deadlineOf(options);
   const nap = napOf(options);
   const signal = options?.signal;
-  for (let i = 0; i < SPIN_ATTEMPTS_SYNC; i++) {
+  for (let i = 0; i < spins; i++) {
     const result = attempt();
     if (result !== undefined) return result;
   }
@@ -118,7 +126,7 @@ export function parkSync<T>(
       if (result === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        if (wait(ctl, block.signal, seen, Math.min(left, nap)) === 'timed-out' && !peerAlive()) throw peerDead(what);
+        if ((yield { seen, ms: Math.min(left, nap) }) === 'timed-out' && !peerAlive()) throw peerDead(what);
       }
     } finally {
       // Withdraw the announcement.
@@ -128,36 +136,42 @@ export function parkSync<T>(
   }
 }
 
+/** Parks the thread (futex / Atomics.wait) until `attempt` succeeds. For workers and dedicated processes. */
+export function parkSync<T>(
+  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+  peerAlive: () => boolean,
+): T {
+  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_ATTEMPTS_SYNC);
+  let step = steps.next();
+  while (!step.done) {
+    let result: WaitResult;
+    try {
+      result = wait(ctl, block.signal, step.value.seen, step.value.ms);
+    } catch (err) {
+      step = steps.throw(err); // runs the generator's finally, rethrows
+      continue;
+    }
+    step = steps.next(result);
+  }
+  return step.value;
+}
+
 /** parkSync for the event loop: parks on the asynchronous futex wait, never blocks. */
 export async function parkAsync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
   peerAlive: () => boolean,
 ): Promise<T> {
-  const deadline = deadlineOf(options);
-  const nap = napOf(options);
-  const signal = options?.signal;
-  for (let i = 0; i < SPIN_ATTEMPTS_ASYNC; i++) {
-    const result = attempt();
-    if (result !== undefined) return result;
-  }
-  for (;;) {
-    if (signal?.aborted) throw abortError(signal);
-    // Same protocol as parkSync.
-    const seen = Atomics.load(ctl, block.signal);
-    Atomics.add(ctl, block.waiters, 1);
-    let result: T | undefined;
+  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_ATTEMPTS_ASYNC);
+  let step = steps.next();
+  while (!step.done) {
+    let result: WaitResult;
     try {
-      result = attempt();
-      if (result === undefined) {
-        const left = deadline - performance.now();
-        if (left <= 0) throw timedOut(what, options);
-        if (await waitAsync(ctl, block.signal, seen, Math.min(left, nap), signal) === 'timed-out' && !peerAlive()) {
-          throw peerDead(what);
-        }
-      }
-    } finally {
-      Atomics.sub(ctl, block.waiters, 1);
+      result = await waitAsync(ctl, block.signal, step.value.seen, step.value.ms, options?.signal);
+    } catch (err) {
+      step = steps.throw(err);
+      continue;
     }
-    if (result !== undefined) return result;
+    step = steps.next(result);
   }
+  return step.value;
 }
