@@ -31,6 +31,12 @@ export interface WaitOptions {
    * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never checks.
    */
   peerTimeoutMs?: number;
+  /**
+   * Attempts before parking (each is a few Atomics loads). Default
+   * SPIN_ATTEMPTS_SYNC for the Sync verbs, SPIN_ATTEMPTS_ASYNC for the
+   * Promise verbs. More spinning lowers latency and burns more CPU; 0 parks at once.
+   */
+  spin?: number;
 }
 
 /** Default bound on noticing a dead peer. */
@@ -110,7 +116,8 @@ function* park<T>(
   const deadline = deadlineOf(options);
   const nap = napOf(options);
   const signal = options?.signal;
-  for (let i = 0; i < spins; i++) {
+  const attempts = options?.spin ?? spins;
+  for (let i = 0; i < attempts; i++) {
     const result = attempt();
     if (result !== undefined) return result;
   }

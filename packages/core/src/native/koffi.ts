@@ -38,6 +38,18 @@
  *    thread is in the kernel. Until then the native call keeps the loop
  *    alive, briefly. A wait that nobody awaits any more but that was never
  *    cancelled keeps the loop alive until it is woken or times out.
+ *  - **Exit.** libuv joins its pool threads when the process exits, so a
+ *    thread asleep in FUTEX_WAIT would hang `process.exit()`. An 'exit'
+ *    listener therefore cancels every pending wait, and a pool thread never
+ *    sleeps longer than ASYNC_SLICE_NS per call (the wait is re-issued until
+ *    its own deadline), which bounds the delay a still-queued wait adds.
+ *    The price: a long wait costs one pool round trip per second.
+ *  - **Workers (not met).** If a worker thread ends (terminate(),
+ *    process.exit() in the worker, an uncaught exception) while one of its
+ *    async waits is pending, koffi aborts the whole process: the wait's
+ *    completion runs during the worker's teardown, calling into JS fails
+ *    there, and koffi's node-addon-api build turns that into a fatal error.
+ *    In a worker, cancel pending waits before it ends, or use the addon.
  */
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
@@ -84,6 +96,12 @@ const INT32_MAX = 0x7fff_ffff;
 const MAX_TIMEOUT_MS = 1e12;
 /** Longest pause between two wakes of a cancelled wait whose thread has not returned yet. */
 const MAX_KICK_INTERVAL_MS = 50;
+/**
+ * Longest single FUTEX_WAIT of a pool thread; longer waits are re-issued
+ * from JS. libuv joins its pool threads at exit, so this bounds how long a
+ * wait the exit hook cannot wake (one still queued) can delay process exit.
+ */
+const ASYNC_SLICE_NS = 1_000_000_000n;
 
 // ---- errors ----
 
@@ -276,12 +294,15 @@ class KoffiWait implements AsyncWait {
   private kickDelayMs = 1;
   private kickTimer: NodeJS.Timeout | undefined;
 
+  /** The timespec of the current native call: min(deadline, now + ASYNC_SLICE_NS). */
+  private readonly sliceEnd = new ArrayBuffer(16);
+
   constructor(
     private readonly backend: KoffiBackend,
     private readonly word: Word,
     private readonly expected: number,
-    /** Absolute CLOCK_MONOTONIC timespec, or null for no timeout. */
-    private readonly deadline: ArrayBuffer | null,
+    /** Absolute CLOCK_MONOTONIC deadline in ns, or null for no timeout. */
+    private readonly deadlineNs: bigint | null,
   ) {
     this.promise = new Promise<WaitResult>((resolve, reject) => {
       this.resolve = resolve;
@@ -293,6 +314,7 @@ class KoffiWait implements AsyncWait {
   start(): void {
     this.issue();
     this.word.mapping?.waits.add(this);
+    this.backend.pendingWaits.add(this);
   }
 
   cancel(): void {
@@ -302,12 +324,14 @@ class KoffiWait implements AsyncWait {
   }
 
   private issue(): void {
-    const { native } = this.backend;
+    const { backend } = this;
+    const sliceEnd = backend.monotonicNs() + ASYNC_SLICE_NS;
+    writeTimespec(this.sliceEnd, this.deadlineNs !== null && this.deadlineNs < sliceEnd ? this.deadlineNs : sliceEnd);
     // The pool thread blocks in the kernel on word.address; `this` (and so
     // word.owner, the buffer) stays reachable from koffi's callback until
     // it returns, so GC cannot unmap the word under the thread.
-    native.futexWaitFixed.async(
-      this.backend.sysFutex, this.word.address, FUTEX_WAIT_BITSET, this.expected, this.deadline, 0, FUTEX_BITSET_MATCH_ANY,
+    backend.native.futexWaitFixed.async(
+      backend.sysFutex, this.word.address, FUTEX_WAIT_BITSET, this.expected, this.sliceEnd, 0, FUTEX_BITSET_MATCH_ANY,
       (err: unknown, ret: number) => this.returned(err, ret),
     );
     this.inFlight = true;
@@ -325,8 +349,8 @@ class KoffiWait implements AsyncWait {
       if (ret >= 0) return this.settle(0);
       // Failed: EAGAIN, ETIMEDOUT or EINTR, but its errno is the pool thread's.
       if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(1);
-      if (this.deadline && this.backend.monotonicNs() >= timespecNs(this.deadline)) return this.settle(2);
-      this.issue(); // EINTR (or the word went away and back): wait again until the same deadline
+      if (this.deadlineNs !== null && this.backend.monotonicNs() >= this.deadlineNs) return this.settle(2);
+      this.issue(); // end of a slice, EINTR, or the word went away and back: wait on until the deadline
     } catch (error) {
       this.settle(null, error);
     } finally {
@@ -341,6 +365,7 @@ class KoffiWait implements AsyncWait {
     if (this.settled) return;
     this.settled = true;
     this.word.mapping?.waits.delete(this);
+    this.backend.pendingWaits.delete(this);
     if (value === null) this.reject(error);
     else this.resolve(value);
   }
@@ -351,7 +376,12 @@ class KoffiWait implements AsyncWait {
    * call itself keeps the loop alive until it returns.
    */
   private kick(): void {
-    this.backend.wakeAddress(this.word.address, INT32_MAX);
+    try {
+      this.backend.wakeAddress(this.word.address, INT32_MAX);
+    } catch {
+      // Cannot fail on a mapped word; and cancel() and timers must not throw.
+    }
+    clearTimeout(this.kickTimer);
     this.kickTimer = setTimeout(() => {
       if (!this.inFlight) return;
       this.kickDelayMs = Math.min(this.kickDelayMs * 2, MAX_KICK_INTERVAL_MS);
@@ -361,15 +391,26 @@ class KoffiWait implements AsyncWait {
   }
 }
 
-/** nanoseconds of a timespec held in an ArrayBuffer. */
+/** Nanoseconds of a timespec held in an ArrayBuffer. */
 function timespecNs(timespec: ArrayBuffer): bigint {
   const [sec, nsec] = new BigInt64Array(timespec, 0, 2);
   return sec! * 1_000_000_000n + nsec!;
 }
 
+/** Stores `ns` nanoseconds as a timespec in `into`. */
+function writeTimespec(into: ArrayBuffer, ns: bigint): ArrayBuffer {
+  const ts = new BigInt64Array(into, 0, 2);
+  ts[0] = ns / 1_000_000_000n;
+  ts[1] = ns % 1_000_000_000n;
+  return into;
+}
+
 class KoffiBackend implements NativeBackend {
   readonly kind = 'koffi' as const;
   readonly sysFutex: number;
+  /** Async waits not settled yet, for the exit hook. */
+  readonly pendingWaits = new Set<KoffiWait>();
+  private exitHooked = false;
   /** Mappings by their one ArrayBuffer. */
   private readonly mappings = new WeakMap<ArrayBuffer, Mapping>();
   /** Base addresses of other buffers used as futex words (their backing stores never move). */
@@ -571,14 +612,9 @@ class KoffiBackend implements NativeBackend {
     return timespecNs(this.clockScratch);
   }
 
-  /** Writes the absolute deadline `timeoutMs` from now into `into`; null when there is no timeout. */
-  private deadlineAfter(timeoutMs: number, into: ArrayBuffer): ArrayBuffer | null {
-    if (timeoutMs === Infinity) return null;
-    const at = this.monotonicNs() + BigInt(Math.round(timeoutMs * 1e6));
-    const ts = new BigInt64Array(into, 0, 2);
-    ts[0] = at / 1_000_000_000n;
-    ts[1] = at % 1_000_000_000n;
-    return into;
+  /** The absolute CLOCK_MONOTONIC deadline `timeoutMs` from now, in ns; null when there is no timeout. */
+  private deadlineAfter(timeoutMs: number): bigint | null {
+    return timeoutMs === Infinity ? null : this.monotonicNs() + BigInt(Math.round(timeoutMs * 1e6));
   }
 
   /** One FUTEX_WAIT_BITSET through the variadic syscall; returns the raw result (-1 = see errno). */
@@ -591,7 +627,8 @@ class KoffiBackend implements NativeBackend {
   futexWait(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult {
     const word = this.word(buffer, byteOffset);
     const value = checkExpected(expected);
-    const deadline = this.deadlineAfter(checkTimeout(timeoutMs), this.syncDeadline);
+    const deadlineNs = this.deadlineAfter(checkTimeout(timeoutMs));
+    const deadline = deadlineNs === null ? null : writeTimespec(this.syncDeadline, deadlineNs);
     for (;;) {
       if (this.futexWaitCall(word.address, value, deadline) >= 0) return 0;
       const errno = this.errno();
@@ -639,9 +676,19 @@ class KoffiBackend implements NativeBackend {
     // Observes the word as the kernel's first check would; settles at once, with no thread, if it differs.
     if (Atomics.load(word.i32, word.index) !== value) return settledWait(1);
     if (timeout === 0) return settledWait(2);
-    const wait = new KoffiWait(this, word, value, this.deadlineAfter(timeout, new ArrayBuffer(16)));
+    const wait = new KoffiWait(this, word, value, this.deadlineAfter(timeout));
+    this.hookExit();
     wait.start();
     return wait;
+  }
+
+  /** At exit, wakes every pending wait: libuv joins its pool threads, which must not be asleep. */
+  private hookExit(): void {
+    if (this.exitHooked) return;
+    this.exitHooked = true;
+    process.once('exit', () => {
+      for (const wait of [...this.pendingWaits]) wait.cancel();
+    });
   }
 
   // ---- fd passing ----
