@@ -32,6 +32,7 @@ import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from '.
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive } from './liveness.js';
+import { copyOut } from './copy.js';
 import { unpark } from './waiting.js';
 
 export interface MpmcOptions {
@@ -251,7 +252,7 @@ export class MpmcQueue extends Queue {
     if (slot < 0) return null;
     const position = this.#claimed;
     const start = slot * 4 + L.SLOT_HEADER;
-    const message = this.data.slice(start, start + this.#length(slot, position));
+    const message = copyOut(this.data, start, this.#length(slot, position));
     this.lastType = this.#data32[slot + TYPE_I32]!;
     this.#free(slot, position);
     return message;

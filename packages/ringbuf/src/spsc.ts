@@ -28,6 +28,7 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
+import { copyOut } from './copy.js';
 import { unpark } from './waiting.js';
 
 export interface SpscOptions {
@@ -285,7 +286,7 @@ export class SpscRing extends Queue {
     if (available === 0) return null;
     const index = this.#nextRecord(this.#consumerPosition, available);
     const start = index + L.RECORD_HEADER;
-    const message = this.data.slice(start, start + (this.#data32[index >> 2]! >>> 0));
+    const message = copyOut(this.data, start, (this.#data32[index >> 2]! >>> 0));
     this.lastType = this.#data32[(index >> 2) + 1]!;
     this.#release(this.#recordEnd(index));
     return message;
