@@ -35,9 +35,11 @@ export interface CreateOptions {
   /** Fail with EEXIST if the POSIX object or file exists (default true). */
   exclusive?: boolean;
   /**
-   * 'posix' and 'file': remove the name when this process exits (normally or
-   * by an uncaught exception; a SIGKILL runs nothing — see unlinkStale() of
-   * @shmring/ringbuf for those leftovers). Default false.
+   * 'posix' and 'file': remove the name when this process exits normally,
+   * by process.exit() or by an uncaught exception. Node's default handling of
+   * SIGINT / SIGTERM / SIGHUP skips 'exit' handlers: install your own signal
+   * handler that calls process.exit() if those should clean up too. A SIGKILL
+   * runs nothing: `shmring unlink-stale` removes such leftovers. Default false.
    */
   unlinkOnExit?: boolean;
 }

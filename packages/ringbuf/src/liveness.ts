@@ -7,7 +7,11 @@
  */
 import * as fs from 'node:fs';
 
-/** Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if no such process. */
+/**
+ * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
+ * no such process runs. A zombie (state Z, dead but not yet reaped by its
+ * parent) or a dying process (X) counts as gone: it will never write again.
+ */
 export function startTimeOf(pid: number): number {
   let stat: string;
   try {
@@ -17,6 +21,8 @@ export function startTimeOf(pid: number): number {
   }
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0]; // field 3
+  if (state === 'Z' || state === 'X' || state === 'x') return -1;
   const ticks = fields[19]; // field 22 of the whole line
   return ticks === undefined ? -1 : Number(BigInt(ticks) & 0xffffffffn) | 0;
 }

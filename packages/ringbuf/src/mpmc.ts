@@ -21,8 +21,8 @@
  *    the slot is freed before the error is thrown, so the queue goes on.
  *  - OWNER holds the pid of the side that won the slot's CAS until it is done
  *    with the slot (0 otherwise). A side parked on a slot that a claim holds
- *    for a whole nap checks that pid; if the process is dead (or wrote no pid
- *    for two naps) it recovers the slot: a reader skips the unpublished slot
+ *    for a whole nap checks that pid; if that process is dead it recovers
+ *    the slot (a slot without an OWNER is never taken): a reader skips the unpublished slot
  *    (the dead producer's message never existed), a writer frees a slot a
  *    dead consumer held (that message died with its consumer).
  */
@@ -50,7 +50,7 @@ const TYPE_I32 = L.SLOT_TYPE_OFFSET / 4;
 const OWNER_I32 = L.SLOT_OWNER_OFFSET / 4;
 /** Marks a slot with the side holding it, for recovery if that side dies. */
 const PID = process.pid;
-const NO_SUSPECT = -1;
+
 
 
 export class MpmcQueue extends Queue {
@@ -207,13 +207,14 @@ export class MpmcQueue extends Queue {
     unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
-  /** The slot's length, checked against SLOT_SIZE; frees the slot and throws if it is corrupt. */
+  /** The slot's length, checked against SLOT_SIZE (and its type against [0, MAX_TYPE]); frees the slot and throws if corrupt. */
   #length(slot: number, position: number): number {
     const length = this.#data32[slot + LENGTH_I32]! >>> 0;
-    if (length > this.slotSize) {
+    const type = this.#data32[slot + TYPE_I32]!;
+    if (length > this.slotSize || type < 0) {
       this.#free(slot, position);
       throw new ShmringError(ErrorCodes.CORRUPT,
-        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} > slotSize=${this.slotSize}; the message is dropped`);
+        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} (slotSize=${this.slotSize}) and type ${type}; the message is dropped`);
     }
     return length;
   }
@@ -283,18 +284,16 @@ export class MpmcQueue extends Queue {
 
   /** Slots recovered from dead producers or consumers by this object (a count, for monitoring). */
   recoveredSlots = 0;
-  #readSuspect = NO_SUSPECT;
-  #writeSuspect = NO_SUSPECT;
 
   /**
-   * True when the slot is held by a claim whose owner is dead, or that shows
-   * no owner for a second nap in a row (`suspect` remembers the first).
+   * True when the slot is held by a claim whose OWNER is a dead process. A
+   * slot with no OWNER is never taken: its holder may be alive and slow (or a
+   * peer that does not mark slots), and taking it would lose its message.
    */
-  #holderDead(slot: number, position: number, suspect: number): boolean {
+  #holderDead(slot: number): boolean {
     // Observes the holder's mark (written right after its CAS).
     const owner = Atomics.load(this.#data32, slot + OWNER_I32);
-    if (owner !== 0) return !isAlive(owner, 0);
-    return suspect === position;
+    return owner !== 0 && !isAlive(owner, 0);
   }
 
   /** A parked reader's check: skip a slot a dead producer claimed and never published. Never reports death. */
@@ -306,20 +305,13 @@ export class MpmcQueue extends Queue {
     const claimed = ((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - position) | 0) > 0;
     const slot = this.#slot(position);
     // Observes whether the slot of our position is still unpublished.
-    if (!claimed || Atomics.load(this.#data32, slot) !== position) {
-      this.#readSuspect = NO_SUSPECT;
-      return true;
-    }
-    if (!this.#holderDead(slot, position, this.#readSuspect)) {
-      this.#readSuspect = position;
-      return true;
-    }
+    if (!claimed || Atomics.load(this.#data32, slot) !== position) return true;
+    if (!this.#holderDead(slot)) return true;
     // Take the position as a consumer would, and free the slot unread.
     if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) === position) {
       this.#free(slot, position);
       this.recoveredSlots++;
     }
-    this.#readSuspect = NO_SUSPECT;
     return true;
   }
 
@@ -334,21 +326,14 @@ export class MpmcQueue extends Queue {
     // The slot still holds the message of `held`; is that message claimed by a consumer?
     const published = Atomics.load(this.#data32, slot) === ((held + 1) | 0);
     const taken = ((Atomics.load(ctl, L.CONSUMER_POSITION_I32) - held) | 0) > 0;
-    if (!published || !taken) {
-      this.#writeSuspect = NO_SUSPECT;
-      return true;
-    }
-    if (!this.#holderDead(slot, position, this.#writeSuspect)) {
-      this.#writeSuspect = position;
-      return true;
-    }
+    if (!published || !taken) return true;
+    if (!this.#holderDead(slot)) return true;
     this.#data32[slot + OWNER_I32] = 0;
     // Frees the slot for the producer of `position`, exactly as its dead consumer would have; only one writer wins.
     if (Atomics.compareExchange(this.#data32, slot, (held + 1) | 0, position) === ((held + 1) | 0)) {
       unpark(ctl, WRITE_BLOCK, WAKE_ONE);
       this.recoveredSlots++;
     }
-    this.#writeSuspect = NO_SUSPECT;
     return true;
   }
 

@@ -237,7 +237,8 @@ export class SpscRing extends Queue {
       index = 0;
       length = this.#data32[0]! >>> 0;
     }
-    if (length > this.maxMessageLength || L.recordSize(length) > available || this.#data32[(index >> 2) + 1]! < 0) {
+    if (length > this.maxMessageLength || L.recordSize(length) > available || index + L.recordSize(length) > this.capacity
+      || this.#data32[(index >> 2) + 1]! < 0) {
       throw corrupt(`record at ${index} claims length ${length} and type ${this.#data32[(index >> 2) + 1]} with ${available} bytes published`);
     }
     return index;

@@ -32,9 +32,9 @@ export interface WaitOptions {
    */
   peerTimeoutMs?: number;
   /**
-   * Attempts before parking (each is a few Atomics loads). Default
-   * SPIN_ATTEMPTS_SYNC for the Sync verbs, SPIN_ATTEMPTS_ASYNC for the
-   * Promise verbs. More spinning lowers latency and burns more CPU; 0 parks at once.
+   * Microseconds of retrying before parking. Default 100 for the Sync verbs,
+   * 10 for the Promise verbs (which hold the event loop meanwhile). More
+   * spinning lowers latency and burns more CPU; 0 parks at once.
    */
   spin?: number;
 }
@@ -42,10 +42,20 @@ export interface WaitOptions {
 /** Default bound on noticing a dead peer. */
 export const DEFAULT_PEER_TIMEOUT_MS = 1000;
 
-/** Attempts a blocking call makes before it parks (each attempt is a few Atomics loads). */
-export const SPIN_ATTEMPTS_SYNC = 256;
-/** Attempts an async call makes before it parks: the event loop is waiting on us, so few. */
-export const SPIN_ATTEMPTS_ASYNC = 16;
+/**
+ * How long (µs) a blocking call keeps retrying before it parks. Waking a
+ * parked thread costs a futex wake and, on a virtual machine whose idle vCPU
+ * halted, some 25 µs more; a peer that answers within the spin never pays it.
+ */
+export const SPIN_MICROS_SYNC = 100;
+/**
+ * How long (µs) an async call retries before it parks: the event loop is
+ * waiting on us, so less; enough to catch the next message of a busy peer
+ * without a trip through the native waiter thread.
+ */
+export const SPIN_MICROS_ASYNC = 10;
+/** Attempts between two looks at the clock while spinning. */
+const SPIN_CLOCK_EVERY = 64;
 /** Longest single nap when the peer is not watched: a sleeper still wakes this often to look at its AbortSignal. */
 const MAX_NAP_MS = 1000;
 
@@ -111,15 +121,19 @@ interface Nap {
  */
 function* park<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, spins: number,
+  peerAlive: () => boolean, defaultSpinMicros: number,
 ): Generator<Nap, T, WaitResult> {
   const deadline = deadlineOf(options);
   const nap = napOf(options);
   const signal = options?.signal;
-  const attempts = options?.spin ?? spins;
-  for (let i = 0; i < attempts; i++) {
-    const result = attempt();
-    if (result !== undefined) return result;
+  const spinMicros = options?.spin ?? defaultSpinMicros;
+  if (spinMicros > 0) {
+    const until = performance.now() + spinMicros / 1000;
+    for (let i = 1; ; i++) {
+      const result = attempt();
+      if (result !== undefined) return result;
+      if (i % SPIN_CLOCK_EVERY === 0 && performance.now() >= until) break;
+    }
   }
   for (;;) {
     if (signal?.aborted) throw abortError(signal);
@@ -148,7 +162,7 @@ export function parkSync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
   peerAlive: () => boolean,
 ): T {
-  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_ATTEMPTS_SYNC);
+  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_MICROS_SYNC);
   let step = steps.next();
   while (!step.done) {
     let result: WaitResult;
@@ -168,7 +182,7 @@ export async function parkAsync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
   peerAlive: () => boolean,
 ): Promise<T> {
-  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_ATTEMPTS_ASYNC);
+  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_MICROS_ASYNC);
   let step = steps.next();
   while (!step.done) {
     let result: WaitResult;

@@ -1,0 +1,301 @@
+/**
+ * Looking at rings from outside: inspect(), listRings() and the shmring CLI
+ * (dist/src/cli.js) on an SpscRing and a MpmcQueue with known contents, in
+ * POSIX objects and in a file, with live and dead processes registered.
+ */
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Region } from '@shmring/core';
+import { inspect, isStale, listRings, MpmcQueue, SpscRing, type RingInfo } from '../src/index.js';
+import * as L from '../src/layout.js';
+import { Peer } from './fixtures/fault-peer.js';
+
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+function uniqueName(tag: string): string {
+  return `shmring-inspect-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The cells of the table row that starts with `name`. */
+function row(table: string, name: string): string[] {
+  const line = table.split('\n').find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `no row for ${name} in:\n${table}`);
+  return line.split(/\s{2,}/);
+}
+
+/** How the table shows a process. */
+function who(p: { pid: number; alive: boolean } | undefined): string {
+  return p === undefined ? '-' : `${p.pid}${p.alive ? '' : ' (dead)'}`;
+}
+
+describe('inspect, listRings and the shmring CLI', function () {
+  this.timeout(60_000);
+
+  const spscName = uniqueName('spsc');
+  const mpmcName = uniqueName('mpmc');
+  const emptyName = uniqueName('empty');
+  let dir: string;
+  let filePath: string;
+  let spscRegion: Region;
+  let mpmcRegion: Region;
+  let fileRegion: Region;
+  let emptyRegion: Region;
+  let spsc: SpscRing;
+  let mpmc: MpmcQueue;
+  let fileQueue: MpmcQueue;
+  /** A process that registered as the SpscRing's consumer and exited. */
+  let deadConsumerPid: number;
+
+  before(async function () {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-inspect-'));
+    filePath = path.join(dir, 'queue');
+
+    spscRegion = Region.create({ backing: 'posix', name: spscName, size: SpscRing.regionSize({ capacity: 1024 }) });
+    spsc = SpscRing.create(spscRegion, { capacity: 1024 });
+    // Records of 24, 32 and 40 bytes; the first is read back.
+    for (const length of [10, 20, 30]) assert.ok(spsc.tryWrite(new Uint8Array(length)));
+    // A child registers as the consumer (one tryRead, which finds the first record) and exits.
+    const child = new Peer({ role: 'spsc-consume-once', region: { kind: 'posix', name: spscName } });
+    await child.next('ready');
+    await child.exited;
+    deadConsumerPid = child.pid;
+
+    mpmcRegion = Region.create({ backing: 'posix', name: mpmcName, size: MpmcQueue.regionSize({ capacity: 16, slotSize: 100 }) });
+    mpmc = MpmcQueue.create(mpmcRegion, { capacity: 16, slotSize: 100 });
+    for (let i = 0; i < 5; i++) assert.ok(mpmc.tryWrite(new Uint8Array(i + 1)));
+    assert.ok(mpmc.tryRead());
+    assert.ok(mpmc.tryRead());
+
+    fileRegion = Region.create({ backing: 'file', path: filePath, size: MpmcQueue.regionSize({ capacity: 4, slotSize: 0 }) });
+    fileQueue = MpmcQueue.create(fileRegion, { capacity: 4, slotSize: 0 });
+    assert.ok(fileQueue.tryWrite(new Uint8Array(0)));
+
+    emptyRegion = Region.create({ backing: 'posix', name: emptyName, size: 4096 });
+  });
+
+  after(function () {
+    for (const r of [spscRegion, mpmcRegion, emptyRegion]) r?.unlink();
+    fileRegion?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('inspect reports kind, capacity, occupancy, positions and attached pids with liveness for an SpscRing', function () {
+    const info = inspect(spscName);
+    assert.ok(info);
+    assert.deepEqual(info, {
+      name: spscName,
+      kind: 'SpscRing',
+      version: L.LAYOUT_VERSION,
+      capacity: 1024,
+      used: 32 + 40,
+      producerPosition: 24 + 32 + 40,
+      consumerPosition: 24,
+      closed: false,
+      creator: { pid: process.pid, alive: true },
+      producer: { pid: process.pid, alive: true },
+      consumer: { pid: deadConsumerPid, alive: false },
+      readersWaiting: 0,
+      writersWaiting: 0,
+      regionSize: spscRegion.size,
+    } satisfies RingInfo);
+    assert.equal(isStale(info), false);
+  });
+
+  it('inspect sees a parked reader and a new consumer', async function () {
+    const ring = SpscRing.attach(Region.open({ backing: 'posix', name: spscName }));
+    // Take what is there, then park.
+    while (ring.tryRead() !== null);
+    const pending = ring.read({ timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 50));
+    let info = inspect(spscName)!;
+    assert.equal(info.readersWaiting, 1, 'a parked read() announces itself in READ_WAITERS');
+    assert.equal(info.used, 0);
+    assert.deepEqual(info.consumer, { pid: process.pid, alive: true });
+    assert.ok(spsc.tryWrite(new Uint8Array([9])));
+    assert.deepEqual([...await pending], [9]);
+    info = inspect(spscName)!;
+    assert.equal(info.readersWaiting, 0);
+    assert.equal(info.producerPosition, info.consumerPosition);
+    assert.equal(info.closed, false);
+  });
+
+  it('inspect reports kind, capacity, slot size, occupancy, positions and attached pids for a MpmcQueue (POSIX name)', function () {
+    const info = inspect(mpmcName);
+    assert.ok(info);
+    const { producer: _p, consumer: _c, ...rest } = info;
+    assert.deepEqual(rest, {
+      name: mpmcName,
+      kind: 'MpmcQueue',
+      version: L.LAYOUT_VERSION,
+      capacity: 16,
+      slotSize: 100,
+      used: 3,
+      producerPosition: 5,
+      consumerPosition: 2,
+      closed: false,
+      creator: { pid: process.pid, alive: true },
+      readersWaiting: 0,
+      writersWaiting: 0,
+      regionSize: mpmcRegion.size,
+    } satisfies Omit<RingInfo, 'producer' | 'consumer'>);
+  });
+
+  it('inspect reports the last producer and consumer a MpmcQueue registered, with liveness', async function () {
+    // LAYOUT.md, "Reserved fields": in a MpmcQueue the pid words hold the last producer / consumer to register.
+    const name = uniqueName('mpmc-pids');
+    const region = Region.create({ backing: 'posix', name, size: MpmcQueue.regionSize({ capacity: 4, slotSize: 300 }) });
+    try {
+      const q = MpmcQueue.create(region, { capacity: 4, slotSize: 300 });
+      assert.ok(q.tryWrite(new Uint8Array(3)));
+      assert.ok(q.tryRead());
+      let info = inspect(name)!;
+      assert.deepEqual([info.producer, info.consumer], [{ pid: process.pid, alive: true }, { pid: process.pid, alive: true }],
+        'this process wrote and read the queue but is not recorded as its producer and consumer');
+      // A child writes one message and exits: the last producer is now a dead process.
+      const child = new Peer({ role: 'mpmc-producer', region: { kind: 'posix', name }, plan: { seed: 1, producers: 1, perProducer: 1, maxLength: 300 }, id: 0, count: 1, timeoutMs: 10_000 });
+      await child.next('done');
+      await child.exited;
+      info = inspect(name)!;
+      assert.deepEqual([info.producer, info.consumer], [{ pid: child.pid, alive: false }, { pid: process.pid, alive: true }]);
+      assert.equal(info.used, 1);
+    } finally {
+      region.unlink();
+    }
+  });
+
+  it('inspect reports the closed flag', function () {
+    const name = uniqueName('closed');
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 64 }) });
+    try {
+      const ring = SpscRing.create(region, { capacity: 64 });
+      assert.equal(inspect(name)!.closed, false);
+      ring.close();
+      assert.equal(inspect(name)!.closed, true);
+      assert.equal(row(cli('inspect', name).stdout, name).at(-1), 'closed');
+    } finally {
+      region.unlink();
+    }
+  });
+
+  it('inspect reports a MpmcQueue in a file, by path', function () {
+    const info = inspect(filePath);
+    assert.ok(info);
+    assert.equal(info.name, filePath);
+    assert.equal(info.kind, 'MpmcQueue');
+    assert.equal(info.capacity, 4);
+    assert.equal(info.slotSize, 0);
+    assert.equal(info.used, 1);
+    assert.equal(info.producerPosition, 1);
+    assert.equal(info.consumerPosition, 0);
+    assert.deepEqual(info.creator, { pid: process.pid, alive: true });
+  });
+
+  it('inspect returns undefined for a region that holds no ring and throws ENOENT for no region', function () {
+    assert.equal(inspect(emptyName), undefined);
+    assert.throws(() => inspect(uniqueName('none')), { code: 'ENOENT' });
+  });
+
+  it('listRings() includes the POSIX rings (and no non-ring); listRings(dir) the file one', function () {
+    const rings = listRings();
+    const names = rings.map((r) => r.name);
+    assert.ok(names.includes(spscName) && names.includes(mpmcName), `listRings() gave ${JSON.stringify(names)}`);
+    assert.ok(!names.includes(emptyName), 'a region without a ring was listed');
+    assert.deepEqual(rings.find((r) => r.name === spscName), inspect(spscName));
+    assert.deepEqual(listRings(dir).map((r) => [r.name, r.kind]), [[filePath, 'MpmcQueue']]);
+  });
+
+  it('the CLI prints a table for one ring and for --all', function () {
+    const one = cli('inspect', spscName);
+    assert.equal(one.status, 0, one.stderr);
+    const lines = one.stdout.trimEnd().split('\n');
+    assert.deepEqual(lines[0]!.split(/\s+/), ['name', 'kind', 'capacity', 'used', 'producer', 'consumer', 'creator', 'state']);
+    const info = inspect(spscName)!;
+    assert.deepEqual(row(one.stdout, spscName), [spscName, 'SpscRing', '1024 B', `${info.used} B`, who(info.producer), who(info.consumer), who(info.creator), 'open']);
+
+    const queue = cli('inspect', mpmcName);
+    assert.equal(queue.status, 0, queue.stderr);
+    assert.deepEqual(row(queue.stdout, mpmcName).slice(1, 4), ['MpmcQueue', '16x100 B', '3 msgs']);
+
+    const all = cli('inspect', '--all');
+    assert.equal(all.status, 0, all.stderr);
+    row(all.stdout, spscName);
+    row(all.stdout, mpmcName);
+  });
+
+  it('the CLI marks dead processes and stale rings in its table', async function () {
+    const name = uniqueName('stale');
+    const child = new Peer({ role: 'create-ring', backing: 'posix', name, unlinkOnExit: false, then: 'block' });
+    try {
+      await child.next('ready');
+      assert.equal(row(cli('inspect', name).stdout, name).at(-1), 'open');
+      await child.kill();
+      const cells = row(cli('inspect', name).stdout, name);
+      assert.deepEqual(cells.slice(4), [`${child.pid} (dead)`, `${child.pid} (dead)`, `${child.pid} (dead)`, 'stale']);
+    } finally {
+      child.child.kill('SIGKILL');
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
+  it('the CLI prints valid --json: one ring as inspect() gives it, --all as an array', function () {
+    for (const target of [spscName, mpmcName, filePath]) {
+      const r = cli('inspect', target, '--json');
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), JSON.parse(JSON.stringify(inspect(target))), target);
+    }
+    // --json may come first, too.
+    const first = cli('--json', 'inspect', mpmcName);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal((JSON.parse(first.stdout) as RingInfo).kind, 'MpmcQueue');
+
+    const all = cli('inspect', '--all', '--json');
+    assert.equal(all.status, 0, all.stderr);
+    const rings = JSON.parse(all.stdout) as RingInfo[];
+    assert.ok(Array.isArray(rings));
+    assert.ok(rings.some((r) => r.name === spscName) && rings.some((r) => r.name === mpmcName));
+
+    const stale = cli('unlink-stale', '--dry-run', '--json');
+    assert.equal(stale.status, 0, stale.stderr);
+    const names = JSON.parse(stale.stdout) as string[];
+    assert.ok(Array.isArray(names) && names.every((n) => typeof n === 'string'));
+    assert.ok(!names.includes(spscName) && !names.includes(mpmcName), 'a live ring was called stale');
+  });
+
+  it('the CLI exits 1 for a name holding no ring (or nothing at all)', function () {
+    const empty = cli('inspect', emptyName);
+    assert.equal(empty.status, 1);
+    assert.match(empty.stderr, /holds no ring/);
+    assert.equal(empty.stdout, '');
+    const emptyJson = cli('inspect', emptyName, '--json');
+    assert.equal(emptyJson.status, 1);
+    assert.equal(emptyJson.stdout, '');
+    const missing = cli('inspect', uniqueName('none'));
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /ENOENT/);
+  });
+
+  it('the CLI exits 2 for bad usage', function () {
+    for (const args of [[], ['inspect'], ['inspect', '--json'], ['frobnicate'], ['--json']]) {
+      const r = cli(...args);
+      assert.equal(r.status, 2, `shmring ${args.join(' ')} exited ${r.status}`);
+      assert.match(r.stderr, /usage: shmring/);
+      assert.equal(r.stdout, '');
+    }
+  });
+
+  it('the CLI does not change the ring it inspects', function () {
+    const before = Buffer.from(new Uint8Array(spscRegion.buffer)).toString('base64');
+    assert.equal(cli('inspect', spscName, '--json').status, 0);
+    assert.equal(cli('inspect', '--all').status, 0);
+    assert.equal(Buffer.from(new Uint8Array(spscRegion.buffer)).toString('base64'), before);
+  });
+});
