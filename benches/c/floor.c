@@ -6,9 +6,19 @@
  *                                  shared anonymous mapping, each spinning on an
  *                                  atomic load, pinned to different CPUs when the
  *                                  machine has two; prints round-trip percentiles (ns)
- *   floor memcpy <bytes> <ms>      memcpy bandwidth for blocks of <bytes>, written
- *                                  round-robin into a 16 MiB area (like messages
- *                                  copied into a ring); prints bytes/s
+ *   floor stream <bytes> <capacity> <ms>
+ *                                  the same SPSC ring as shmring's (8-byte record
+ *                                  header, 8-byte alignment, positions in their own
+ *                                  128-byte blocks, published per record with a
+ *                                  release store) streaming <bytes> messages from
+ *                                  one pinned process to another; the consumer reads
+ *                                  each record in place and releases once per batch;
+ *                                  prints messages/s
+ *   floor memcpy <bytes> <area> <ms>
+ *                                  memcpy bandwidth for blocks of <bytes> from one
+ *                                  source, written round-robin over <area> bytes
+ *                                  (like messages copied into a ring of that
+ *                                  capacity); prints bytes/s
  *
  * Output: one JSON object on stdout. Both modes end themselves after 60 s
  * (alarm), and the forked child dies with its parent (PR_SET_PDEATHSIG).
@@ -106,8 +116,90 @@ static int pingpong(long rounds) {
   return 0;
 }
 
-static int bandwidth(size_t block, long ms) {
-  const size_t area = 16u << 20;
+struct ring_ctl {
+  _Alignas(128) _Atomic uint32_t producer; /* bytes ever written; written by the producer */
+  _Alignas(128) _Atomic uint32_t consumer; /* bytes ever consumed; written by the consumer */
+  _Alignas(128) _Atomic uint32_t done;     /* the producer stopped; total messages in `count` */
+  uint32_t count;
+};
+
+static int stream(size_t size, uint32_t capacity, long ms) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  struct ring_ctl *c = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  unsigned char *data = mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  int *report = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (c == MAP_FAILED || data == MAP_FAILED || report == MAP_FAILED) { perror("mmap"); return 1; }
+  memset(data, 0, capacity);
+  const uint32_t record = (uint32_t)((size + 8 + 7) & ~(size_t)7), mask = capacity - 1;
+  double *result = (double *)report; /* [0] = consumer's messages/s over the steady state */
+  pid_t child = fork();
+  if (child < 0) { perror("fork"); return 1; }
+  if (child == 0) { /* consumer */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (cpus >= 2) pin(1);
+    uint32_t pos = 0, count = 0, bad = 0, mark_count = 0;
+    uint64_t first = 0, mark = 0;
+    for (;;) {
+      uint32_t end = atomic_load_explicit(&c->producer, memory_order_acquire);
+      if (end == pos) {
+        if (atomic_load_explicit(&c->done, memory_order_acquire) && atomic_load_explicit(&c->producer, memory_order_acquire) == pos) break;
+        continue;
+      }
+      while (pos != end) {
+        uint32_t at = pos & mask, length;
+        memcpy(&length, data + at, 4);
+        if (length == UINT32_MAX) { pos += capacity - at; continue; } /* padding to the end */
+        uint32_t seq;
+        memcpy(&seq, data + at + 8, 4);
+        bad += seq != count;
+        count++;
+        pos += record;
+      }
+      atomic_store_explicit(&c->consumer, pos, memory_order_release);
+      if ((count & 1023) < 64) {
+        uint64_t now = now_ns();
+        if (!first) first = now;
+        else if (!mark && now - first > 200000000u) { mark = now; mark_count = count; }
+      }
+    }
+    uint64_t t = now_ns();
+    result[0] = mark ? (double)(count - mark_count) / ((double)(t - mark) / 1e9) : 0;
+    result[1] = bad;
+    result[2] = count;
+    _exit(0);
+  }
+  if (cpus >= 2) pin(0);
+  unsigned char *message = malloc(size);
+  memset(message, 0x5a, size);
+  uint32_t pos = 0, cached = 0, seq = 0;
+  uint64_t deadline = now_ns() + (uint64_t)ms * 1000000u;
+  for (;;) {
+    uint32_t at = pos & mask, need = record;
+    if (capacity - at < record) need += capacity - at;
+    while (capacity - (pos - cached) < need) cached = atomic_load_explicit(&c->consumer, memory_order_acquire);
+    if (capacity - at < record) { /* padding record over the rest, then wrap */
+      uint32_t pad = UINT32_MAX;
+      memcpy(data + at, &pad, 4);
+      pos += capacity - at;
+      at = 0;
+    }
+    uint32_t length = (uint32_t)size;
+    memcpy(data + at, &length, 4);
+    memcpy(data + at + 8, message, size);
+    memcpy(data + at + 8, &seq, 4);
+    seq++;
+    pos += record;
+    atomic_store_explicit(&c->producer, pos, memory_order_release); /* publishes the record */
+    if ((seq & 1023) == 0 && now_ns() > deadline) break;
+  }
+  atomic_store_explicit(&c->done, 1, memory_order_release);
+  waitpid(child, NULL, 0);
+  printf("{\"mode\":\"stream\",\"size\":%zu,\"capacity\":%u,\"sent\":%u,\"received\":%.0f,\"bad\":%.0f,\"messagesPerSecond\":%.0f,\"pinned\":%s}\n",
+         size, capacity, seq, result[2], result[1], result[0], cpus >= 2 ? "true" : "false");
+  return result[1] == 0 && (uint32_t)result[2] == seq ? 0 : 1;
+}
+
+static int bandwidth(size_t block, size_t area, long ms) {
   size_t slots = area / block ? area / block : 1;
   unsigned char *src = malloc(block), *dst = malloc(slots * block);
   if (!src || !dst) { perror("malloc"); return 1; }
@@ -125,15 +217,16 @@ static int bandwidth(size_t block, long ms) {
   double seconds = (double)(now_ns() - t0) / 1e9;
   unsigned sink = 0;
   for (size_t i = 0; i < slots * block; i += 4096) sink += dst[i];
-  printf("{\"mode\":\"memcpy\",\"block\":%zu,\"seconds\":%.3f,\"bytesPerSecond\":%.0f,\"sink\":%u}\n",
-         block, seconds, (double)bytes / seconds, sink);
+  printf("{\"mode\":\"memcpy\",\"block\":%zu,\"area\":%zu,\"seconds\":%.3f,\"bytesPerSecond\":%.0f,\"sink\":%u}\n",
+         block, area, seconds, (double)bytes / seconds, sink);
   return 0;
 }
 
 int main(int argc, char **argv) {
   alarm(60);
   if (argc == 3 && strcmp(argv[1], "pingpong") == 0) return pingpong(atol(argv[2]));
-  if (argc == 4 && strcmp(argv[1], "memcpy") == 0) return bandwidth((size_t)atol(argv[2]), atol(argv[3]));
-  fprintf(stderr, "usage: floor pingpong <round-trips> | floor memcpy <bytes> <ms>\n");
+  if (argc == 5 && strcmp(argv[1], "stream") == 0) return stream((size_t)atol(argv[2]), (uint32_t)atol(argv[3]), atol(argv[4]));
+  if (argc == 5 && strcmp(argv[1], "memcpy") == 0) return bandwidth((size_t)atol(argv[2]), (size_t)atol(argv[3]), atol(argv[4]));
+  fprintf(stderr, "usage: floor pingpong <round-trips> | floor stream <bytes> <capacity> <ms> | floor memcpy <bytes> <area-bytes> <ms>\n");
   return 2;
 }

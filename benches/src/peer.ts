@@ -1,89 +1,193 @@
 /**
  * The far side of the cross-process measurements: a child process started by
- * the demo and the benchmarks. argv[2] is the role; rings come from fds 3 and
- * 4 (inherited memfd regions), sockets from a Unix socket path in argv[3].
+ * the demo and the benchmarks (harness.ts, startPeer). argv[2] is the role,
+ * argv[3] a JSON object of options. Rings come from the inherited fds 3 and 4
+ * (memfd regions); sockets from `socketPath`; pipes from fds 3 and 4.
  *
- *   ring-sink     drain ring 3, check sequence numbers, report count + checksum on stdout
- *   ring-echo     ping-pong: read from ring 3, write the same bytes to ring 4 (spinning)
- *   ring-echo-sync   the same, parking in readSync
- *   ring-echo-async  the same, with for await on the event loop
- *   socket-sink   read length-framed messages from the socket, report count + checksum
- *   socket-echo   ping-pong over the socket
+ * Every role that serves a parent prints `ready` once it has attached, and its
+ * report (one JSON line) last. Spinning roles run under a Watchdog (they end
+ * themselves when the parent dies or the time limit passes).
+ *
+ *   ring-sink        drain ring 3, check sequence numbers, report count + checksum (demo)
+ *   ring-count       throughput consumer of ring 3: { mode: 'copy' (tryRead) | 'zero-copy' (drain) }
+ *   mpmc-count       throughput consumer of MpmcQueue 3 (drain)
+ *   ring-echo        ping-pong: read ring 3, write the same bytes to ring 4, spinning (tryRead / tryWrite)
+ *   ring-echo-zc     the same with drain and claim/commit, spinning
+ *   ring-echo-sync   the same, parking in readSync / writeSync (futex)
+ *   ring-echo-async  the same with for await and write() on the event loop
+ *   socket-sink      read length-framed messages from the socket, report count + checksum (demo)
+ *   socket-count     throughput consumer of the socket
+ *   socket-echo      ping-pong over the socket
+ *   pipe-echo        ping-pong over two pipes: read fd 3, write fd 4
+ *   ipc-echo         ping-pong over the IPC channel (process.send)
  */
 import * as net from 'node:net';
 import { Region } from '@shmring/core';
-import { SpscRing } from '@shmring/ringbuf';
+import { MpmcQueue, SpscRing } from '@shmring/ringbuf';
+import { exitWithParent, framer, Meter, stampAt, Watchdog } from './harness.js';
 
-const [role, socketPath] = process.argv.slice(2);
+const role = process.argv[2];
+const options = JSON.parse(process.argv[3] ?? '{}') as {
+  socketPath?: string; mode?: 'copy' | 'zero-copy'; warmupMs?: number; limitMs?: number; size?: number;
+};
+const LIMIT_MS = options.limitMs ?? 120_000;
 
 function report(result: object): void {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
+function ready(): void {
+  process.stdout.write('ready\n');
+}
+
+// ---- ring consumers ----
+
 function ringSink(): void {
   const ring = SpscRing.attach(Region.fromFd(3));
+  const watchdog = new Watchdog('ring-sink', 600_000);
   let count = 0;
   let sum = 0;
   let bad = 0;
   const onRecord = (data: Uint8Array, offset: number, length: number): void => {
-    // The first four bytes carry the sequence number (little-endian).
-    const seq = length >= 4 ? (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16) | (data[offset + 3]! << 24)) >>> 0 : count;
+    const seq = length >= 4 ? stampAt(data, offset) : count;
     if (seq !== (count >>> 0)) bad++;
     sum = (sum + length) | 0;
     count++;
   };
+  ready();
   for (;;) {
     if (ring.drain(onRecord) === 0) {
       if (ring.closed && ring.drain(onRecord) === 0) break;
+      watchdog.tick();
     }
   }
   report({ count, sum, bad });
 }
 
+function ringCount(): void {
+  const ring = SpscRing.attach(Region.fromFd(3));
+  const watchdog = new Watchdog('ring-count', LIMIT_MS);
+  const meter = new Meter(options.warmupMs ?? 0, options.size);
+  let count = 0;
+  let bad = 0;
+  ready();
+  if (options.mode === 'copy') {
+    for (;;) {
+      const message = ring.tryRead();
+      if (message === null) {
+        if (ring.closed && ring.size === 0) break;
+        watchdog.tick();
+        continue;
+      }
+      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+      count++;
+      meter.check(count);
+    }
+  } else {
+    const onRecord = (data: Uint8Array, offset: number, length: number): void => {
+      if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
+      count++;
+    };
+    for (;;) {
+      if (ring.drain(onRecord) === 0) {
+        if (ring.closed && ring.drain(onRecord) === 0) break;
+        watchdog.tick();
+      } else {
+        meter.check(count);
+      }
+    }
+  }
+  report({ count, bad, ...meter.finish(count) });
+}
+
+function mpmcCount(): void {
+  const queue = MpmcQueue.attach(Region.fromFd(3));
+  const watchdog = new Watchdog('mpmc-count', LIMIT_MS);
+  const meter = new Meter(options.warmupMs ?? 0, options.size);
+  let count = 0;
+  let bad = 0;
+  const onRecord = (data: Uint8Array, offset: number, length: number): void => {
+    if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
+    count++;
+  };
+  ready();
+  for (;;) {
+    if (queue.drain(onRecord) === 0) {
+      if (queue.closed && queue.drain(onRecord) === 0) break;
+      watchdog.tick();
+    } else {
+      meter.check(count);
+    }
+  }
+  report({ count, bad, ...meter.finish(count) });
+}
+
+// ---- ring echoes ----
+
 function ringEcho(mode: 'spin' | 'sync'): void {
   const inbound = SpscRing.attach(Region.fromFd(3));
   const outbound = SpscRing.attach(Region.fromFd(4));
+  const watchdog = new Watchdog('ring-echo', LIMIT_MS);
+  ready();
   for (;;) {
     let message: Uint8Array | null;
     if (mode === 'spin') {
       while ((message = inbound.tryRead()) === null) {
         if (inbound.closed) return;
+        watchdog.tick();
       }
+      while (!outbound.tryWrite(message)) watchdog.tick();
     } else {
       try {
         message = inbound.readSync();
       } catch {
         return; // closed
       }
+      outbound.writeSync(message);
     }
-    outbound.writeSync(message);
+  }
+}
+
+/** Zero-copy echo: each record read in place (drain) is answered with a record claimed in place (claim/commit). */
+function ringEchoZeroCopy(): void {
+  const inbound = SpscRing.attach(Region.fromFd(3));
+  const outbound = SpscRing.attach(Region.fromFd(4));
+  const watchdog = new Watchdog('ring-echo-zc', LIMIT_MS);
+  const out = outbound.data;
+  const onRecord = (data: Uint8Array, offset: number, length: number): void => {
+    let at: number;
+    while ((at = outbound.claim(length)) < 0) watchdog.tick();
+    // The reply carries the same sequence number; the rest of the payload is left as the claim found it.
+    if (length >= 4) {
+      out[at] = data[offset]!;
+      out[at + 1] = data[offset + 1]!;
+      out[at + 2] = data[offset + 2]!;
+      out[at + 3] = data[offset + 3]!;
+    }
+    outbound.commit(at);
+  };
+  ready();
+  for (;;) {
+    if (inbound.drain(onRecord) === 0) {
+      if (inbound.closed) return;
+      watchdog.tick();
+    }
   }
 }
 
 async function ringEchoAsync(): Promise<void> {
   const inbound = SpscRing.attach(Region.fromFd(3));
   const outbound = SpscRing.attach(Region.fromFd(4));
+  exitWithParent();
+  ready();
   for await (const message of inbound) await outbound.write(message);
 }
 
-/** Splits a byte stream into 4-byte-length-prefixed frames. */
-function framer(onFrame: (frame: Buffer) => void): (chunk: Buffer) => void {
-  let pending: Buffer = Buffer.alloc(0);
-  return (chunk) => {
-    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
-    let at = 0;
-    while (pending.length - at >= 4) {
-      const length = pending.readUInt32LE(at);
-      if (pending.length - at - 4 < length) break;
-      onFrame(pending.subarray(at + 4, at + 4 + length));
-      at += 4 + length;
-    }
-    pending = pending.subarray(at);
-  };
-}
+// ---- sockets, pipes, IPC ----
 
 function socketSink(): void {
-  const socket = net.connect({ path: socketPath! });
+  const socket = net.connect({ path: options.socketPath! });
+  exitWithParent();
   let count = 0;
   let sum = 0;
   let bad = 0;
@@ -99,23 +203,68 @@ function socketSink(): void {
   });
 }
 
-function socketEcho(): void {
-  const socket = net.connect({ path: socketPath! });
-  socket.setNoDelay?.(true);
+function socketCount(): void {
+  const socket = net.connect({ path: options.socketPath! });
+  exitWithParent();
+  const meter = new Meter(options.warmupMs ?? 0, options.size);
+  let count = 0;
+  let bad = 0;
   socket.on('data', framer((frame) => {
-    const header = Buffer.allocUnsafe(4);
-    header.writeUInt32LE(frame.length);
-    socket.write(Buffer.concat([header, frame]));
+    if (frame.length >= 4 && frame.readUInt32LE(0) !== count >>> 0) bad++;
+    count++;
+    meter.check(count);
   }));
+  socket.on('end', () => {
+    report({ count, bad, ...meter.finish(count) });
+    socket.end();
+  });
+}
+
+/** Answers each frame with the same frame (header and payload in one write). */
+function echoFrames(input: net.Socket, output: net.Socket): void {
+  input.on('data', framer((frame) => {
+    const reply = Buffer.allocUnsafe(4 + frame.length);
+    reply.writeUInt32LE(frame.length, 0);
+    frame.copy(reply, 4);
+    output.write(reply);
+  }));
+}
+
+function socketEcho(): void {
+  const socket = net.connect({ path: options.socketPath! });
+  exitWithParent();
+  socket.setNoDelay?.(true);
+  echoFrames(socket, socket);
   socket.on('end', () => socket.end());
+}
+
+function pipeEcho(): void {
+  exitWithParent();
+  const input = new net.Socket({ fd: 3, readable: true, writable: false });
+  const output = new net.Socket({ fd: 4, readable: false, writable: true });
+  echoFrames(input, output);
+  input.on('end', () => process.exit(0));
+  ready();
+}
+
+function ipcEcho(): void {
+  process.on('message', (message) => process.send!(message));
+  process.on('disconnect', () => process.exit(0));
+  ready();
 }
 
 switch (role) {
   case 'ring-sink': ringSink(); break;
+  case 'ring-count': ringCount(); break;
+  case 'mpmc-count': mpmcCount(); break;
   case 'ring-echo': ringEcho('spin'); break;
+  case 'ring-echo-zc': ringEchoZeroCopy(); break;
   case 'ring-echo-sync': ringEcho('sync'); break;
   case 'ring-echo-async': await ringEchoAsync(); break;
   case 'socket-sink': socketSink(); break;
+  case 'socket-count': socketCount(); break;
   case 'socket-echo': socketEcho(); break;
+  case 'pipe-echo': pipeEcho(); break;
+  case 'ipc-echo': ipcEcho(); break;
   default: throw new Error(`peer: unknown role ${role}`);
 }

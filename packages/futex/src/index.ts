@@ -45,6 +45,7 @@ const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArray
 export function wait(i32: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult {
   checkWord(i32, index);
   const timeout = timeoutOf(timeoutMs);
+  // Sleeps while the word holds `expected` (checked atomically with going to sleep); pairs with wake().
   if (isShared(i32)) return Atomics.wait(i32, index, expected | 0, timeout);
   return RESULTS[nativeFutex.wait(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout)]!;
 }
@@ -53,6 +54,7 @@ export function wait(i32: Int32Array, index: number, expected: number, timeoutMs
 export function wake(i32: Int32Array, index: number, count = Infinity): number {
   checkWord(i32, index);
   const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
+  // Wakes sleepers of this word in this process; the caller stored the new value before.
   if (isShared(i32)) return Atomics.notify(i32, index, n);
   return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
 }
@@ -94,6 +96,7 @@ function waitAsyncNative(
 function waitAsyncShared(
   i32: Int32Array, index: number, expected: number, timeout: number, signal: AbortSignal | undefined,
 ): Promise<WaitResult> {
+  // The same check-and-sleep as wait(), resolved by V8 when notified or timed out.
   const result = Atomics.waitAsync(i32, index, expected, timeout);
   if (!result.async) return Promise.resolve(result.value);
   // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd timer

@@ -74,7 +74,7 @@ export class SpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once; from now on each side owns its own.
+    // Observe both positions once (each side's latest store); from now on each side owns its own.
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedConsumerPosition = this.#consumerPosition;
