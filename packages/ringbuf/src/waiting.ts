@@ -32,7 +32,7 @@ export interface WaitOptions {
    */
   peerTimeoutMs?: number;
   /**
-   * Microseconds of retrying before parking. Default 100 for the Sync verbs,
+   * Microseconds of retrying before parking. Default 20 for the Sync verbs,
    * 10 for the Promise verbs (which hold the event loop meanwhile). More
    * spinning lowers latency and burns more CPU; 0 parks at once.
    */
@@ -46,8 +46,12 @@ export const DEFAULT_PEER_TIMEOUT_MS = 1000;
  * How long (µs) a blocking call keeps retrying before it parks. Waking a
  * parked thread costs a futex wake and, on a virtual machine whose idle vCPU
  * halted, some 25 µs more; a peer that answers within the spin never pays it.
+ * But the kernel often runs a woken thread on its waker's CPU, where a
+ * spinning waker delays it by the whole spin (measured on 2 vCPUs: a parked
+ * round trip of 2 × spin + 25 µs). 20 µs keeps back-to-back round trips
+ * near 1 µs and costs a woken peer at most that much.
  */
-export const SPIN_MICROS_SYNC = 100;
+export const SPIN_MICROS_SYNC = 20;
 /**
  * How long (µs) an async call retries before it parks: the event loop is
  * waiting on us, so less; enough to catch the next message of a busy peer
