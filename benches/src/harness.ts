@@ -97,7 +97,17 @@ export function startPeer(
   result.catch(() => undefined); // a peer we kill on purpose is not an unhandled rejection; awaiting callers still see it
   // A peer that dies before it is ready must not leave us waiting for `ready`.
   const readyOrDead = Promise.race([ready, result.then(() => undefined)]);
+  readyOrDead.catch(() => undefined); // reported to whoever awaits it
   return { child, ready: readyOrDead, result };
+}
+
+/** The peer's connection to `server`, or the peer's failure if it exits first. */
+export function accepted(peer: Peer, server: { accepted: Promise<net.Socket> }): Promise<net.Socket> {
+  const died = peer.result.then(() => {
+    throw new Error('the peer exited before it connected');
+  });
+  died.catch(() => undefined); // after a connection, the peer's exit is no error
+  return Promise.race([server.accepted, died]);
 }
 
 // ---- watchdog ----

@@ -15,6 +15,7 @@
  *   ring-echo-zc     the same with drain and claim/commit, spinning
  *   ring-echo-sync   the same, parking in readSync / writeSync (futex)
  *   ring-echo-async  the same with for await and write() on the event loop
+ *   ring-echo-async-read  the same with read() and write() on the event loop
  *   socket-sink      read length-framed messages from the socket, report count + checksum (demo)
  *   socket-count     throughput consumer of the socket
  *   socket-echo      ping-pong over the socket
@@ -67,6 +68,7 @@ function ringSink(): void {
 function ringCount(): void {
   const ring = SpscRing.attach(Region.fromFd(3));
   const watchdog = new Watchdog('ring-count', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
   const meter = new Meter(options.warmupMs ?? 0, options.size);
   let count = 0;
   let bad = 0;
@@ -75,7 +77,7 @@ function ringCount(): void {
     for (;;) {
       const message = ring.tryRead();
       if (message === null) {
-        if (ring.closed && ring.size === 0) break;
+        if ((++idle & 1023) === 0 && ring.closed && ring.size === 0) break;
         watchdog.tick();
         continue;
       }
@@ -90,7 +92,7 @@ function ringCount(): void {
     };
     for (;;) {
       if (ring.drain(onRecord) === 0) {
-        if (ring.closed && ring.drain(onRecord) === 0) break;
+        if ((++idle & 1023) === 0 && ring.closed && ring.drain(onRecord) === 0) break;
         watchdog.tick();
       } else {
         meter.check(count);
@@ -103,6 +105,7 @@ function ringCount(): void {
 function mpmcCount(): void {
   const queue = MpmcQueue.attach(Region.fromFd(3));
   const watchdog = new Watchdog('mpmc-count', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
   const meter = new Meter(options.warmupMs ?? 0, options.size);
   let count = 0;
   let bad = 0;
@@ -113,7 +116,7 @@ function mpmcCount(): void {
   ready();
   for (;;) {
     if (queue.drain(onRecord) === 0) {
-      if (queue.closed && queue.drain(onRecord) === 0) break;
+      if ((++idle & 1023) === 0 && queue.closed && queue.drain(onRecord) === 0) break;
       watchdog.tick();
     } else {
       meter.check(count);
@@ -128,12 +131,13 @@ function ringEcho(mode: 'spin' | 'sync'): void {
   const inbound = SpscRing.attach(Region.fromFd(3));
   const outbound = SpscRing.attach(Region.fromFd(4));
   const watchdog = new Watchdog('ring-echo', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
   ready();
   for (;;) {
     let message: Uint8Array | null;
     if (mode === 'spin') {
       while ((message = inbound.tryRead()) === null) {
-        if (inbound.closed) return;
+        if ((++idle & 1023) === 0 && inbound.closed) return;
         watchdog.tick();
       }
       while (!outbound.tryWrite(message)) watchdog.tick();
@@ -153,6 +157,7 @@ function ringEchoZeroCopy(): void {
   const inbound = SpscRing.attach(Region.fromFd(3));
   const outbound = SpscRing.attach(Region.fromFd(4));
   const watchdog = new Watchdog('ring-echo-zc', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
   const out = outbound.data;
   const onRecord = (data: Uint8Array, offset: number, length: number): void => {
     let at: number;
@@ -169,7 +174,7 @@ function ringEchoZeroCopy(): void {
   ready();
   for (;;) {
     if (inbound.drain(onRecord) === 0) {
-      if (inbound.closed) return;
+      if ((++idle & 1023) === 0 && inbound.closed) return;
       watchdog.tick();
     }
   }
@@ -181,6 +186,22 @@ async function ringEchoAsync(): Promise<void> {
   exitWithParent();
   ready();
   for await (const message of inbound) await outbound.write(message);
+}
+
+async function ringEchoAsyncRead(): Promise<void> {
+  const inbound = SpscRing.attach(Region.fromFd(3));
+  const outbound = SpscRing.attach(Region.fromFd(4));
+  exitWithParent();
+  ready();
+  for (;;) {
+    let message: Uint8Array;
+    try {
+      message = await inbound.read();
+    } catch {
+      return; // closed
+    }
+    await outbound.write(message);
+  }
 }
 
 // ---- sockets, pipes, IPC ----
@@ -261,6 +282,7 @@ switch (role) {
   case 'ring-echo-zc': ringEchoZeroCopy(); break;
   case 'ring-echo-sync': ringEcho('sync'); break;
   case 'ring-echo-async': await ringEchoAsync(); break;
+  case 'ring-echo-async-read': await ringEchoAsyncRead(); break;
   case 'socket-sink': socketSink(); break;
   case 'socket-count': socketCount(); break;
   case 'socket-echo': socketEcho(); break;

@@ -1,0 +1,350 @@
+/**
+ * From the measurements of one run to what is written: the records with
+ * their ratios to the baselines of the same run (the Unix socket, the C
+ * floor, MessagePort for threads), the targets, the Markdown tables and the
+ * latency chart (SVG, drawn by hand).
+ */
+import type { Measurement, Metric } from './measurement.js';
+
+export interface BenchRecord extends Measurement {
+  /** value / the Unix socket's value for the same metric and size (latency: lower is better; rates: higher). */
+  ratioToUnixSocket: number | null;
+  /** Latency: value / the C floor's; messages/s: value / the C ring's; bytes/s: value / memcpy bandwidth for the same block size. */
+  ratioToFloor: number | null;
+  /** Worker-thread scenarios: value / MessagePort's. */
+  ratioToMessagePort?: number | null;
+}
+
+export interface Target {
+  target: string;
+  measured: string;
+  value: number | null;
+  met: boolean | null;
+}
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  node: string;
+  kernel: string;
+  backend: string;
+  loadAverageAtStart: number[];
+}
+
+export interface Run {
+  date: string;
+  mode: 'full' | 'quick';
+  seconds: number;
+  machine: Machine;
+  notes: string[];
+  targets: Target[];
+  records: BenchRecord[];
+}
+
+const LATENCY: ReadonlySet<Metric> = new Set(['p50', 'p99', 'p99.9', 'max', 'mean']);
+const SOCKET_RTT = 'rtt.proc.unix-socket';
+const SOCKET_TPUT = 'tput.proc.unix-socket';
+const FLOOR_RTT = 'rtt.floor';
+const FLOOR_MEMCPY = 'tput.floor.memcpy';
+const FLOOR_RING = 'tput.floor.c-ring';
+
+function find(records: Measurement[], name: string, metric: Metric, messageSize?: number): Measurement | undefined {
+  return records.find((r) => r.name === name && r.metric === metric && (messageSize === undefined || r.messageSize === messageSize));
+}
+
+function ratio(value: number, base: Measurement | undefined): number | null {
+  if (!base || !(base.value > 0)) return null;
+  return Number((value / base.value).toPrecision(4));
+}
+
+/** Adds the same-run ratios to every measurement. */
+export function withRatios(measurements: Measurement[]): BenchRecord[] {
+  return measurements.map((m) => {
+    let socket: Measurement | undefined;
+    let floor: Measurement | undefined;
+    let port: Measurement | undefined;
+    if (LATENCY.has(m.metric) && m.name.startsWith('rtt.')) {
+      socket = find(measurements, SOCKET_RTT, m.metric);
+      floor = find(measurements, FLOOR_RTT, m.metric);
+      if (m.name.startsWith('rtt.thread.')) port = find(measurements, 'rtt.thread.messageport', m.metric);
+    } else if ((m.metric === 'messages/s' || m.metric === 'bytes/s') && m.name.startsWith('tput.')) {
+      socket = find(measurements, SOCKET_TPUT, m.metric, m.messageSize);
+      if (m.metric === 'messages/s' && m.name !== FLOOR_RING) floor = find(measurements, FLOOR_RING, 'messages/s', m.messageSize);
+      if (m.metric === 'bytes/s' && m.name !== FLOOR_MEMCPY) floor = find(measurements, FLOOR_MEMCPY, 'bytes/s', m.messageSize);
+      if (m.name.startsWith('tput.thread.')) port = find(measurements, 'tput.thread.messageport', m.metric, m.messageSize);
+    }
+    const record: BenchRecord = { ...m, ratioToUnixSocket: ratio(m.value, socket), ratioToFloor: ratio(m.value, floor) };
+    if (m.name.startsWith('rtt.thread.') || m.name.startsWith('tput.thread.')) record.ratioToMessagePort = ratio(m.value, port);
+    return record;
+  });
+}
+
+// ---- targets ----
+
+const fmtX = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+export function targets(records: Measurement[]): Target[] {
+  const out: Target[] = [];
+  const add = (target: string, value: number | null, met: (v: number) => boolean, measured: (v: number) => string, missing: string): void => {
+    out.push(value === null || !Number.isFinite(value)
+      ? { target, measured: `not measured (${missing})`, value: null, met: null }
+      : { target, measured: measured(value), value: Number(value.toPrecision(4)), met: met(value) });
+  };
+  const p50 = (name: string): number | undefined => find(records, name, 'p50')?.value;
+  const socketRtt = p50(SOCKET_RTT);
+  const floorRtt = p50(FLOOR_RTT);
+  const spins = (['rtt.proc.spsc-spin', 'rtt.proc.spsc-spin-zc'] as const)
+    .map((name) => ({ name, value: p50(name) }))
+    .filter((s): s is { name: 'rtt.proc.spsc-spin' | 'rtt.proc.spsc-spin-zc'; value: number } => s.value !== undefined)
+    .sort((a, b) => a.value - b.value);
+  const spin = spins[0];
+  const spinLabel = spin ? (spin.name === 'rtt.proc.spsc-spin' ? 'tryWrite/tryRead' : 'claim/commit + drain') : '';
+  const us = (ns: number): string => `${(ns / 1000).toPrecision(3)} µs`;
+
+  add('spinning round trip ≤ 2× the C floor (p50)', spin && floorRtt ? spin.value / floorRtt : null, (v) => v <= 2,
+    (v) => `${fmtX(v)}× (${us(spin!.value)} ${spinLabel} vs ${us(floorRtt!)})`, 'no C floor or no spinning round trip');
+  add('spinning round trip ≥ 100× faster than the Unix socket (p50)', spin && socketRtt ? socketRtt / spin.value : null, (v) => v >= 100,
+    (v) => `${fmtX(v)}× faster (${us(spin!.value)} vs ${us(socketRtt!)})`, 'missing scenario');
+  const parked = p50('rtt.proc.spsc-parked');
+  const idleSocket = p50('rtt.proc.unix-socket-idle');
+  add('parked-consumer round trip ≤ 0.3× the Unix socket\'s (p50)', parked && socketRtt ? parked / socketRtt : null, (v) => v <= 0.3,
+    (v) => `${fmtX(v)}× (${us(parked!)} vs ${us(socketRtt!)}` +
+      `${idleSocket ? `; vs the socket with the same idle gap, ${us(idleSocket)}: ${fmtX(parked! / idleSocket)}×` : ''})`, 'missing scenario');
+  const asyncs = (['rtt.proc.spsc-async', 'rtt.proc.spsc-async-read'] as const)
+    .map((name) => ({ name, value: p50(name) }))
+    .filter((s): s is { name: 'rtt.proc.spsc-async' | 'rtt.proc.spsc-async-read'; value: number } => s.value !== undefined)
+    .sort((a, b) => a.value - b.value);
+  const asyncLabel = (name: string): string => (name === 'rtt.proc.spsc-async' ? 'for await' : 'read()');
+  add('async-consumer round trip ≤ 0.5× the Unix socket\'s (p50)', asyncs[0] && socketRtt ? asyncs[0].value / socketRtt : null, (v) => v <= 0.5,
+    (v) => `${fmtX(v)}× (echo with ${asyncLabel(asyncs[0]!.name)}: ${us(asyncs[0]!.value)} vs ${us(socketRtt!)}` +
+      `${asyncs[1] ? `; with ${asyncLabel(asyncs[1].name)}: ${us(asyncs[1].value)}, ${fmtX(asyncs[1].value / socketRtt!)}×` : ''})`, 'missing scenario');
+
+  const rate = (name: string, size: number): number | undefined => find(records, name, 'messages/s', size)?.value;
+  const best64 = (['tput.proc.spsc-copy', 'tput.proc.spsc-zc'] as const)
+    .map((name) => ({ name, value: rate(name, 64) }))
+    .filter((s): s is { name: 'tput.proc.spsc-copy' | 'tput.proc.spsc-zc'; value: number } => s.value !== undefined)
+    .sort((a, b) => b.value - a.value)[0];
+  const bestLabel = best64 ? (best64.name === 'tput.proc.spsc-copy' ? 'copy' : 'zero-copy') : '';
+  const socket64 = rate(SOCKET_TPUT, 64);
+  const unbatched64 = rate('tput.proc.unix-socket-unbatched', 64);
+  const cRing64 = rate(FLOOR_RING, 64);
+  add('64 B across processes ≥ 20 M msg/s', best64 ? best64.value : null, (v) => v >= 20e6,
+    (v) => `${(v / 1e6).toFixed(2)} M msg/s (SpscRing ${bestLabel})${cRing64 ? `; the same ring in C: ${(cRing64 / 1e6).toFixed(1)} M` : ''}`, 'missing scenario');
+  add('64 B across processes ≥ 30× the Unix socket', best64 && socket64 ? best64.value / socket64 : null, (v) => v >= 30,
+    (v) => `${fmtX(v)}× (${(best64!.value / 1e6).toFixed(2)} M vs ${(socket64! / 1e6).toFixed(2)} M msg/s batched` +
+      `${unbatched64 ? `; vs one write per message, ${(unbatched64 / 1e6).toFixed(2)} M: ${fmtX(best64!.value / unbatched64)}×` : ''})`, 'missing scenario');
+
+  const mib = 1 << 20;
+  const bestMiB = (['tput.proc.spsc-copy', 'tput.proc.spsc-zc'] as const)
+    .map((name) => ({ name, value: find(records, name, 'bytes/s', mib)?.value }))
+    .filter((s): s is { name: 'tput.proc.spsc-copy' | 'tput.proc.spsc-zc'; value: number } => s.value !== undefined)
+    .sort((a, b) => b.value - a.value)[0];
+  const memcpyMiB = find(records, FLOOR_MEMCPY, 'bytes/s', mib)?.value;
+  add('1 MiB messages at ≥ 50% of memcpy bandwidth', bestMiB && memcpyMiB ? bestMiB.value / memcpyMiB : null, (v) => v >= 0.5,
+    (v) => `${(v * 100).toFixed(0)}% (${(bestMiB!.value / 1e9).toFixed(2)} GB/s SpscRing ${bestMiB!.name === 'tput.proc.spsc-copy' ? 'copy' : 'zero-copy'} ` +
+      `vs memcpy ${(memcpyMiB! / 1e9).toFixed(2)} GB/s)`, 'no C floor or no 1 MiB run');
+
+  const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;
+  add('heap growth < 1 MiB over 10 M zero-copy messages', heap ?? null, (v) => v < 1 << 20,
+    (v) => `${(v / 1024).toFixed(1)} KiB`, 'missing scenario');
+  return out;
+}
+
+// ---- Markdown ----
+
+function fmtNs(ns: number | undefined): string {
+  if (ns === undefined) return '–';
+  const us = ns / 1000;
+  if (us < 10) return us.toFixed(2);
+  if (us < 100) return us.toFixed(1);
+  return Math.round(us).toLocaleString('en');
+}
+
+function fmtRate(v: number | undefined): string {
+  if (v === undefined) return '–';
+  if (v >= 1e6) return `${(v / 1e6).toFixed(v >= 1e8 ? 0 : 2)} M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(v >= 1e5 ? 0 : 1)} k`;
+  return v.toFixed(0);
+}
+
+function fmtBytes(v: number | undefined): string {
+  if (v === undefined) return '–';
+  if (v >= 1e9) return `${(v / 1e9).toFixed(2)} GB/s`;
+  if (v >= 1e6) return `${(v / 1e6).toFixed(v >= 1e8 ? 0 : 1)} MB/s`;
+  return `${(v / 1e3).toFixed(0)} kB/s`;
+}
+
+function fmtRatio(r: number | null | undefined, suffix = '×'): string {
+  if (r === null || r === undefined) return '–';
+  return `${r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r >= 0.1 ? r.toFixed(2) : r.toPrecision(2)}${suffix}`;
+}
+
+export function sizeLabel(size: number): string {
+  if (size >= 1 << 20) return `${size / (1 << 20)} MiB`;
+  if (size >= 1024) return `${size / 1024} KiB`;
+  return `${size} B`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const align = header.map((_, i) => (i === 0 ? '---' : '---:'));
+  return [header, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+}
+
+/** The scenarios of a group, in the order they first appear. */
+function scenarios(records: BenchRecord[], prefix: string): { name: string; transport: string }[] {
+  const seen = new Map<string, string>();
+  for (const r of records) if (r.name.startsWith(prefix) && !seen.has(r.name)) seen.set(r.name, r.transport);
+  return [...seen].map(([name, transport]) => ({ name, transport }));
+}
+
+function latencyTable(records: BenchRecord[], names: { name: string; transport: string }[], baseline: 'socket' | 'port'): string {
+  const rows = names.map(({ name, transport }) => {
+    const get = (metric: Metric): BenchRecord | undefined => records.find((r) => r.name === name && r.metric === metric);
+    const p50 = get('p50');
+    const base = baseline === 'socket' ? p50?.ratioToUnixSocket : p50?.ratioToMessagePort;
+    return [transport, fmtNs(p50?.value), fmtNs(get('p99')?.value), fmtNs(get('p99.9')?.value), fmtNs(get('max')?.value),
+      fmtRatio(base), fmtRatio(p50?.ratioToFloor)];
+  });
+  return table(['transport', 'p50 µs', 'p99 µs', 'p99.9 µs', 'max µs', `p50 / ${baseline === 'socket' ? 'Unix socket' : 'MessagePort'}`, 'p50 / C floor'], rows);
+}
+
+function throughputTables(records: BenchRecord[], prefix: string, baseline: 'socket' | 'port'): string {
+  const sizes = [...new Set(records.filter((r) => r.name.startsWith(prefix) && r.metric === 'messages/s').map((r) => r.messageSize))].sort((a, b) => a - b);
+  // The C floors' rows, where they measured one of these sizes.
+  const floors = scenarios(records, 'tput.floor.').filter(({ name }) => records.some((r) => r.name === name && sizes.includes(r.messageSize)));
+  const names = [...scenarios(records, prefix), ...floors];
+  const cell = (name: string, size: number, metric: Metric): string => {
+    const r = records.find((x) => x.name === name && x.messageSize === size && x.metric === metric);
+    if (!r) return '–';
+    if (metric === 'bytes/s') return r.ratioToFloor === null ? fmtBytes(r.value) : `${fmtBytes(r.value)} (${(r.ratioToFloor * 100).toFixed(0)}%)`;
+    const base = baseline === 'socket' ? r.ratioToUnixSocket : r.ratioToMessagePort;
+    const isBase = baseline === 'socket' ? name === SOCKET_TPUT : name.endsWith('.messageport');
+    const brackets = [
+      ...(isBase || base === null || name.startsWith('tput.floor.') ? [] : [fmtRatio(base)]),
+      ...(r.ratioToFloor === null ? [] : [`${(r.ratioToFloor * 100).toFixed(0)}%`]),
+    ];
+    return brackets.length > 0 ? `${fmtRate(r.value)} (${brackets.join(', ')})` : fmtRate(r.value);
+  };
+  const header = ['transport', ...sizes.map(sizeLabel)];
+  const rows = (metric: Metric, skip: string): string[][] => names.filter((n) => n.name !== skip)
+    .map(({ name, transport }) => [transport, ...sizes.map((size) => cell(name, size, metric))]);
+  const messages = table(header, rows('messages/s', FLOOR_MEMCPY));
+  const bytes = table(header, rows('bytes/s', FLOOR_RING));
+  const against = `× ${baseline === 'socket' ? 'the Unix socket' : 'MessagePort'} at that size, and % of the same ring in C (across processes)`;
+  return `Messages per second (in brackets: ${against}):\n\n${messages}\n\n` +
+    `Bytes per second (in brackets: % of the C memcpy bandwidth for that block size):\n\n${bytes}`;
+}
+
+export function machineLine(m: Machine): string {
+  return `${m.cores} cores, ${m.cpu}, Linux ${m.kernel}, Node ${m.node}, native backend: ${m.backend}`;
+}
+
+/** The tables of a run (no title), as they go into README.md and latest.md. */
+export function markdownBody(run: Run): string {
+  const r = run.records;
+  const parts: string[] = [];
+  parts.push(`${run.date.slice(0, 10)}, ${run.mode} run (${Math.round(run.seconds)} s): ${machineLine(run.machine)}; ` +
+    `load average at start ${run.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(' / ')}. ` +
+    'Every ratio is to a baseline measured in the same run.');
+  const procRtt = scenarios(r, 'rtt.proc.');
+  const threadRtt = scenarios(r, 'rtt.thread.');
+  const floorRtt = scenarios(r, FLOOR_RTT);
+  if (procRtt.length + floorRtt.length > 0) {
+    const size = r.find((x) => x.name.startsWith('rtt.proc.'))?.messageSize ?? 64;
+    parts.push(`**Round trip across two processes**, one ${size}-byte message in flight (µs; lower is better):\n\n${latencyTable(r, [...procRtt, ...floorRtt], 'socket')}`);
+    const floorNote = r.find((x) => x.name === FLOOR_RTT)?.note;
+    if (floorNote) parts.push(`C floor: ${floorNote}.`);
+    const parkedNote = r.find((x) => x.name === 'rtt.proc.spsc-parked')?.note;
+    if (parkedNote) {
+      parts.push(`Parked: ${parkedNote} (the Unix socket row "idle before each send" has the same gap). ` +
+        'Back to back, readSync\'s bounded spinning usually catches the reply before it parks. ' +
+        'Async: the main side awaits write() and read(); the echo uses for await or read().');
+    }
+  }
+  if (r.some((x) => x.name.startsWith('tput.proc.'))) {
+    parts.push(`**Throughput across two processes** (one producer process, one consumer process; the consumer's steady-state rate):\n\n${throughputTables(r, 'tput.proc.', 'socket')}\n\n` +
+      'Copy: `tryWrite` copies the message in, `tryRead` copies it out into a new Uint8Array. Zero-copy: the producer fills the claimed ' +
+      'space (`ring.data.set`), the consumer reads the record in place in `drain`. memcpy: the C floor copying blocks of that size into an area as large as the ring.');
+  }
+  if (threadRtt.length > 0) parts.push(`**Worker threads: round trip** (µs):\n\n${latencyTable(r, threadRtt, 'port')}`);
+  if (r.some((x) => x.name.startsWith('tput.thread.'))) parts.push(`**Worker threads: throughput**:\n\n${throughputTables(r, 'tput.thread.', 'port')}`);
+  const micro = r.filter((x) => x.name.startsWith('micro.'));
+  if (micro.length > 0) {
+    const ops = [...new Set(micro.map((x) => x.transport.replace(/ \((memfd|sab)\)$/, '')))];
+    const get = (op: string, backing: string): string => fmtNumber(micro.find((x) => x.transport === `${op} (${backing})`)?.value);
+    parts.push(`**In-process micro-benchmarks** (tinybench; ns per write+read pair of a 64-byte message, both sides in one thread):\n\n` +
+      table(['operation pair', 'memfd region (ArrayBuffer)', 'SharedArrayBuffer'], ops.map((op) => [op, get(op, 'memfd'), get(op, 'sab')])));
+  }
+  const heap = r.find((x) => x.name === 'alloc.spsc-zc' && x.metric === 'heap growth');
+  if (heap) parts.push(`**Allocation**: heap growth over the zero-copy path (claim/commit + drain), after a forced GC: **${(heap.value / 1024).toFixed(1)} KiB** (${heap.note}).`);
+  if (run.targets.length > 0) {
+    parts.push(`**Targets**:\n\n${table(['target', 'measured', 'met'], run.targets.map((t) => [t.target, t.measured, t.met === null ? '–' : t.met ? 'yes' : '**no**']))}`);
+  }
+  if (run.notes.length > 0) parts.push(`Notes:\n\n${run.notes.map((n) => `- ${n}`).join('\n')}`);
+  return parts.join('\n\n');
+}
+
+function fmtNumber(v: number | undefined): string {
+  return v === undefined ? '–' : v >= 100 ? v.toFixed(0) : v.toFixed(1);
+}
+
+export function markdown(run: Run): string {
+  return `# shmring benchmarks\n\n${markdownBody(run)}\n`;
+}
+
+// ---- SVG ----
+
+const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+function nsLabel(ns: number): string {
+  if (ns >= 1e6) return `${ns / 1e6} ms`;
+  if (ns >= 1e3) return `${ns / 1e3} µs`;
+  return `${ns} ns`;
+}
+
+/** Round-trip percentiles per transport as grouped horizontal bars on a logarithmic axis. */
+export function latencySvg(run: Run): string {
+  const metrics = ['p50', 'p99', 'p99.9', 'max'] as const;
+  const colors = ['#2b6cb0', '#38a169', '#d69e2e', '#c53030'];
+  const rows = [...scenarios(run.records, 'rtt.proc.'), ...scenarios(run.records, 'rtt.thread.'), ...scenarios(run.records, FLOOR_RTT)]
+    .map(({ name, transport }) => ({
+      label: name.startsWith('rtt.thread.') ? `${transport}` : transport,
+      values: metrics.map((m) => run.records.find((x) => x.name === name && x.metric === m)?.value ?? 0),
+    }));
+  const all = rows.flatMap((row) => row.values).filter((v) => v > 0);
+  const lo = 10 ** Math.floor(Math.log10(Math.min(...all, 100)));
+  const hi = 10 ** Math.ceil(Math.log10(Math.max(...all, 1000)));
+  const left = 340;
+  const plot = 560;
+  const bar = 7;
+  const rowHeight = metrics.length * bar + 10;
+  const top = 58;
+  const height = top + rows.length * rowHeight + 34;
+  const width = left + plot + 20;
+  const x = (ns: number): number => left + (plot * Math.log10(Math.max(ns, lo) / lo)) / Math.log10(hi / lo);
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
+  out.push('<text x="10" y="16" font-size="13" font-weight="bold">Round trip, one message in flight (log scale; shorter is better)</text>');
+  out.push(`<text x="10" y="31" fill="#555">${escape(run.date.slice(0, 10))}, ${run.mode} run: ${escape(machineLine(run.machine))}</text>`);
+  metrics.forEach((m, i) => {
+    out.push(`<rect x="${left + i * 80}" y="38" width="10" height="10" fill="${colors[i]}"/><text x="${left + i * 80 + 14}" y="47">${m}</text>`);
+  });
+  for (let t = lo; t <= hi; t *= 10) {
+    const tx = x(t).toFixed(1);
+    out.push(`<line x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${height - 28}" stroke="#ddd"/>`);
+    out.push(`<text x="${tx}" y="${height - 14}" text-anchor="middle" fill="#555">${nsLabel(t)}</text>`);
+  }
+  rows.forEach((row, i) => {
+    const y = top + i * rowHeight;
+    out.push(`<text x="${left - 8}" y="${y + (metrics.length * bar) / 2 + 4}" text-anchor="end">${escape(row.label)}</text>`);
+    row.values.forEach((v, j) => {
+      if (!(v > 0)) return;
+      const w = Math.max(1, x(v) - left);
+      out.push(`<rect x="${left}" y="${y + j * bar}" width="${w.toFixed(1)}" height="${bar - 1}" fill="${colors[j]}"><title>${escape(row.label)} ${metrics[j]}: ${(v / 1000).toFixed(3)} µs</title></rect>`);
+      if (j === 0) out.push(`<text x="${(left + w + 4).toFixed(1)}" y="${y + bar - 1}" font-size="9" fill="${colors[0]}">${fmtNs(v)} µs</text>`);
+    });
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,303 @@
+/**
+ * The benchmark runner: runs every scenario, one after the other (the
+ * machine may have two cores, and a spinning pair occupies both), each in a
+ * fresh process of its own process group (scenario.ts), which is killed as a
+ * group once the scenario ends, fails, or overruns; then adds the same-run
+ * ratios and writes the results.
+ *
+ *   node benches/dist/run.js [--quick] [--only <regexp>] [--out <dir>] [--wait-idle <s>] [--update-readme]
+ *
+ *   --quick          fewer iterations and sizes (every transport still runs); under a minute
+ *   --only <re>      only the scenarios whose id matches (e.g. 'rtt\.proc|floor')
+ *   --out <dir>      where to write (default benches/results)
+ *   --wait-idle <s>  before each scenario, wait (up to <s> seconds in all) while other
+ *                    processes keep the CPUs more than 10% busy
+ *   --update-readme  put the tables into README.md between <!-- bench-table --> and <!-- /bench-table -->
+ *
+ * Before each scenario the runner samples /proc/stat for 200 ms; a scenario
+ * that started while other processes kept the CPUs busy is named in the
+ * notes (two spinning processes on two cores cannot share them: a third
+ * process turns the measurement into a measurement of the scheduler).
+ *
+ * Writes <out>/latest.json, latest.md and latency.svg (a quick run writes
+ * latest-quick.* so it never replaces the full run's committed results), and
+ * prints the Markdown. Exits 1 if a scenario failed (a missed target is not
+ * a failure: it is reported).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { backendKind } from '@shmring/core';
+import type { Measurement } from './measurement.js';
+import { latencySvg, markdown, markdownBody, sizeLabel, targets, withRatios, type Machine, type Run } from './report.js';
+import type { Kind } from './scenario.js';
+
+const SCENARIO = fileURLToPath(new URL('./scenario.js', import.meta.url));
+const BENCHES = fileURLToPath(new URL('..', import.meta.url));
+const README = path.join(BENCHES, '..', 'README.md');
+
+interface Step {
+  kind: Kind;
+  name: string;
+  params: Record<string, unknown>;
+  nodeArgs?: string[];
+}
+
+interface Args {
+  quick: boolean;
+  only?: RegExp;
+  out: string;
+  waitIdle: number;
+  updateReadme: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { quick: false, only: undefined, out: path.join(BENCHES, 'results'), waitIdle: 0, updateReadme: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') args.quick = true;
+    else if (a === '--update-readme') args.updateReadme = true;
+    else if (a === '--only') args.only = new RegExp(argv[++i] ?? '');
+    else if (a === '--out') args.out = path.resolve(argv[++i] ?? '.');
+    else if (a === '--wait-idle') args.waitIdle = Number(argv[++i] ?? 60);
+    else if (a === '--') continue;
+    else throw new Error(`bench: unknown argument ${a} (use --quick, --only <regexp>, --out <dir>, --wait-idle <s>, --update-readme)`);
+  }
+  return args;
+}
+
+/** Every scenario of a run, in order. */
+function plan(quick: boolean): Step[] {
+  const steps: Step[] = [];
+  const rttSize = 64;
+  const rtt = (kind: Kind, name: string, count: number, extra: Record<string, unknown> = {}): void => {
+    const n = quick ? Math.ceil(count / 5) : count;
+    steps.push({ kind, name, params: { count: n, warmup: Math.ceil(n / 5), size: rttSize, ...extra } });
+  };
+  const stream = { durationMs: quick ? 250 : 1500, warmupMs: quick ? 100 : 300 };
+  const procSizes = quick ? [64, 1 << 20] : [8, 64, 1024, 64 << 10, 1 << 20];
+  const threadSizes = quick ? [64] : [64, 64 << 10];
+  const memcpySizes = procSizes.filter((size) => size >= 1024);
+
+  steps.push({ kind: 'floor-rtt', name: 'rtt.floor', params: { rounds: quick ? 200_000 : 1_000_000 } });
+  steps.push({ kind: 'floor-stream', name: 'tput.floor.c-ring', params: { sizes: procSizes, ms: quick ? 300 : 800 } });
+  steps.push({ kind: 'floor-memcpy', name: 'tput.floor.memcpy', params: { sizes: memcpySizes, ms: quick ? 200 : 400 } });
+  rtt('rtt-proc', 'rtt.proc.spsc-spin', 200_000);
+  rtt('rtt-proc', 'rtt.proc.spsc-spin-zc', 200_000);
+  rtt('rtt-proc', 'rtt.proc.spsc-sync', 30_000);
+  rtt('rtt-proc', 'rtt.proc.spsc-parked', 10_000, { gapMs: 0.2 });
+  rtt('rtt-proc', 'rtt.proc.spsc-async', 30_000);
+  rtt('rtt-proc', 'rtt.proc.spsc-async-read', 30_000);
+  rtt('rtt-proc', 'rtt.proc.unix-socket', 30_000);
+  rtt('rtt-proc', 'rtt.proc.unix-socket-idle', 10_000, { gapMs: 0.2 });
+  rtt('rtt-proc', 'rtt.proc.pipe', 30_000);
+  rtt('rtt-proc', 'rtt.proc.ipc', 20_000);
+  for (const size of procSizes) {
+    for (const name of ['tput.proc.spsc-copy', 'tput.proc.spsc-zc', 'tput.proc.mpmc', 'tput.proc.unix-socket', 'tput.proc.unix-socket-unbatched']) {
+      steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
+    }
+  }
+  rtt('rtt-thread', 'rtt.thread.spsc-spin', 200_000);
+  rtt('rtt-thread', 'rtt.thread.spsc-async', 30_000);
+  rtt('rtt-thread', 'rtt.thread.messageport', 30_000);
+  for (const size of threadSizes) {
+    for (const name of ['tput.thread.spsc-copy', 'tput.thread.spsc-zc', 'tput.thread.messageport']) {
+      steps.push({ kind: 'tput-thread', name, params: { size, ...stream } });
+    }
+  }
+  steps.push({ kind: 'micro', name: 'micro', params: { quick } });
+  steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
+  return steps;
+}
+
+// ---- running steps, and never leaving a process behind ----
+
+/** Process groups of the running scenario (one at a time, but the set makes the cleanup obviously complete). */
+const groups = new Set<number>();
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is already empty
+  }
+}
+
+function killAll(): void {
+  for (const pid of groups) killGroup(pid);
+  groups.clear();
+}
+
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + (os.constants.signals[signal] ?? 0));
+  });
+}
+
+const STEP_TIMEOUT_MS = 90_000;
+
+function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[] }> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(process.execPath, [...(step.nodeArgs ?? []), SCENARIO, step.kind, step.name, JSON.stringify(step.params)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: true, // its own process group: the scenario, its peers and their children die together
+    });
+    const pid = child.pid!;
+    groups.add(pid);
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    const timer = setTimeout(() => {
+      killGroup(pid);
+      reject(new Error(`${step.name}: still running after ${STEP_TIMEOUT_MS / 1000} s; killed`));
+    }, STEP_TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      killGroup(pid); // anything the scenario left behind
+      groups.delete(pid);
+      const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      if (code !== 0 || !last) reject(new Error(`${step.name}: exited with ${signal ?? `code ${code}`}`));
+      else resolve(JSON.parse(last) as { records: Measurement[]; notes: string[] });
+    });
+  });
+}
+
+// ---- the machine ----
+
+/** Busy and total CPU time of all CPUs so far (/proc/stat), or undefined where there is none. */
+function cpuTimes(): { busy: number; total: number } | undefined {
+  try {
+    const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    const idle = fields[3]! + fields[4]!; // idle + iowait
+    return { busy: total - idle, total };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Fraction of the machine's CPU time spent busy during the next `ms` (by others: we only wait meanwhile). */
+async function busyFraction(ms: number): Promise<number> {
+  const a = cpuTimes();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const b = cpuTimes();
+  if (!a || !b || b.total === a.total) return 0;
+  return (b.busy - a.busy) / (b.total - a.total);
+}
+
+const BUSY_THRESHOLD = 0.1;
+
+/** Samples the load; waits (from `budget`, in ms, shared by the run) while it is above the threshold. */
+async function settle(budget: { ms: number }): Promise<number> {
+  let busy = await busyFraction(200);
+  while (busy > BUSY_THRESHOLD && budget.ms > 0) {
+    const t0 = performance.now();
+    busy = await busyFraction(1000);
+    budget.ms -= performance.now() - t0;
+  }
+  return busy;
+}
+
+function machine(): Machine {
+  let cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const model = /^model name\s*:\s*(.+)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+    if (model) cpu = model[1]!.trim();
+  } catch {
+    // not Linux: os.cpus() is all we have
+  }
+  let backend = 'unknown';
+  try {
+    backend = backendKind();
+  } catch {
+    // reported by the scenarios themselves
+  }
+  return { cpu, cores: os.cpus().length, node: process.version, kernel: os.release(), backend, loadAverageAtStart: os.loadavg() };
+}
+
+function describe(step: Step): string {
+  const size = step.params.size as number | undefined;
+  return `${step.name}${size !== undefined && step.kind.startsWith('tput') ? ` ${sizeLabel(size)}` : ''}`;
+}
+
+/** The run as JSON, one record per line: small, and a rerun diffs line by line. */
+function toJson(run: Run): string {
+  const { records, targets: goals, ...head } = run;
+  const lines = (items: object[]): string => items.map((item) => `  ${JSON.stringify(item)}`).join(',\n');
+  const top = JSON.stringify(head, null, 1).replace(/\n}$/, '');
+  return `${top},\n "targets": [\n${lines(goals)}\n ],\n "records": [\n${lines(records)}\n ]\n}\n`;
+}
+
+function updateReadme(run: Run): void {
+  const text = fs.readFileSync(README, 'utf8');
+  const open = '<!-- bench-table -->';
+  const close = '<!-- /bench-table -->';
+  const a = text.indexOf(open);
+  const b = text.indexOf(close);
+  if (a < 0 || b < a) throw new Error(`README.md has no ${open} … ${close} section`);
+  const body = `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
+    'Results: [latest.md](benches/results/latest.md), [latest.json](benches/results/latest.json), ' +
+    'chart [latency.svg](benches/results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores.\n\n' +
+    `${markdownBody(run)}\n\n![round-trip latency](benches/results/latency.svg)\n`;
+  fs.writeFileSync(README, text.slice(0, a + open.length) + body + text.slice(b));
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const steps = plan(args.quick).filter((s) => !args.only || args.only.test(s.name));
+  const started = performance.now();
+  const info = machine();
+  const notes: string[] = [];
+  process.stderr.write(`shmring bench (${args.quick ? 'quick' : 'full'}): ${steps.length} scenarios, one at a time; ${info.cores} cores, ${info.cpu}, Node ${info.node}\n`);
+  const measurements: Measurement[] = [];
+  const busySteps: string[] = [];
+  const budget = { ms: args.waitIdle * 1000 };
+  let failed = 0;
+  for (const [i, step] of steps.entries()) {
+    const busy = await settle(budget);
+    if (busy > BUSY_THRESHOLD) busySteps.push(`${describe(step)} (${Math.round(busy * 100)}%)`);
+    const label = `[${String(i + 1).padStart(2)}/${steps.length}] ${describe(step)}${busy > BUSY_THRESHOLD ? ` [machine ${Math.round(busy * 100)}% busy before]` : ''}`;
+    const t0 = performance.now();
+    try {
+      const outcome = await runStep(step);
+      measurements.push(...outcome.records);
+      notes.push(...outcome.notes);
+      process.stderr.write(`${label} ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    } catch (err) {
+      failed++;
+      notes.push(`${describe(step)} failed: ${(err as Error).message}`);
+      process.stderr.write(`${label} FAILED: ${(err as Error).message}\n`);
+    }
+  }
+  if (busySteps.length > 0) {
+    notes.push(`other processes kept the CPUs busy when these scenarios started (share of both CPUs' time): ${busySteps.join(', ')}; ` +
+      'their figures are unreliable (rerun on a quiet machine, or with --wait-idle)');
+  }
+  const records = withRatios(measurements);
+  const run: Run = {
+    date: new Date().toISOString(),
+    mode: args.quick ? 'quick' : 'full',
+    seconds: (performance.now() - started) / 1000,
+    machine: info,
+    notes,
+    targets: targets(records),
+    records,
+  };
+  fs.mkdirSync(args.out, { recursive: true });
+  const base = args.quick ? 'latest-quick' : 'latest';
+  const md = markdown(run);
+  fs.writeFileSync(path.join(args.out, `${base}.json`), toJson(run));
+  fs.writeFileSync(path.join(args.out, `${base}.md`), md);
+  fs.writeFileSync(path.join(args.out, args.quick ? 'latency-quick.svg' : 'latency.svg'), latencySvg(run));
+  if (args.updateReadme) updateReadme(run);
+  process.stdout.write(`${md}\n`);
+  const written = path.relative(process.cwd(), args.out) || '.';
+  process.stderr.write(`wrote ${written}/${base}.json, ${base}.md, ${args.quick ? 'latency-quick' : 'latency'}.svg${args.updateReadme ? ' and README.md' : ''} in ${run.seconds.toFixed(0)} s\n`);
+  if (failed > 0) process.exitCode = 1;
+}
+
+await main();

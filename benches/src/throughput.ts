@@ -1,0 +1,187 @@
+/**
+ * Streaming across two processes: this process produces messages of one size
+ * as fast as the transport takes them for `durationMs` (after the consumer
+ * said it is ready), then ends the stream; the consumer (peer.ts) checks every
+ * sequence number and times its steady state (after `warmupMs`). The rate is
+ * the consumer's.
+ *
+ *   SpscRing copy        tryWrite → tryRead (a copy into the ring, a copy out of it)
+ *   SpscRing zero-copy   claim / commit → drain: the producer fills the claimed
+ *                        space (ring.data.set of the message: the one copy that
+ *                        puts the bytes in shared memory), the consumer reads
+ *                        them in place
+ *   MpmcQueue            tryWrite → drain (1 producer, 1 consumer)
+ *   Unix socket          4-byte length framing, frames copied into ~64 KiB
+ *                        batches, one write per batch, honouring back-pressure
+ *                        (the baseline); and, for scale, one write per message
+ */
+import { once } from 'node:events';
+import { Region } from '@shmring/core';
+import { MpmcQueue, SpscRing } from '@shmring/ringbuf';
+import { accepted, pow2AtLeast, ringRegion, socketPair, stamp, startPeer, Watchdog } from './harness.js';
+import { throughputRecords, type Measurement } from './measurement.js';
+
+export interface StreamOptions {
+  size: number;
+  durationMs: number;
+  warmupMs: number;
+}
+
+const LIMIT_MS = 120_000;
+
+/** SpscRing capacity for messages of `size`: at least 1 MiB, and room for several of the largest (capacity/2 - 8 >= size). */
+export function spscCapacity(size: number): number {
+  return Math.max(1 << 20, pow2AtLeast(4 * (size + 8)));
+}
+
+/** MpmcQueue slots for messages of `size`: about 8 MiB of slots, between 4 and 8192 of them. */
+export function mpmcSlots(size: number): number {
+  const stride = Math.ceil((16 + size) / 64) * 64;
+  let slots = 4;
+  while (slots * 2 * stride <= 8 << 20 && slots < 8192) slots *= 2;
+  return slots;
+}
+
+/** How often (mask of the message count) a producer looks at the clock. */
+function clockMask(size: number): number {
+  return size < 4096 ? 1023 : 15;
+}
+
+/** What a consuming peer reports (Meter.finish plus its checks). */
+export interface ConsumerReport {
+  count: number;
+  bad: number;
+  messages: number;
+  seconds: number;
+  rate: number;
+  meanRate: number;
+  windows: number;
+}
+
+function checkReport(what: string, sent: number, r: ConsumerReport): void {
+  if (r.count !== sent || r.bad !== 0) throw new Error(`${what}: sent ${sent}, the consumer saw ${r.count} (${r.bad} out of sequence)`);
+}
+
+function produceCopy(ring: SpscRing, o: StreamOptions): number {
+  const message = new Uint8Array(o.size);
+  const mask = clockMask(o.size);
+  const watchdog = new Watchdog('SpscRing copy producer', LIMIT_MS);
+  const deadline = performance.now() + o.durationMs;
+  let seq = 0;
+  for (;;) {
+    stamp(message, seq);
+    while (!ring.tryWrite(message)) watchdog.tick();
+    seq++;
+    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
+  }
+}
+
+function produceZeroCopy(ring: SpscRing, o: StreamOptions): number {
+  const message = new Uint8Array(o.size);
+  const data = ring.data;
+  const mask = clockMask(o.size);
+  const watchdog = new Watchdog('SpscRing zero-copy producer', LIMIT_MS);
+  const deadline = performance.now() + o.durationMs;
+  let seq = 0;
+  for (;;) {
+    let at: number;
+    while ((at = ring.claim(o.size)) < 0) watchdog.tick();
+    data.set(message, at);
+    if (o.size >= 4) stamp(data, seq, at);
+    ring.commit(at);
+    seq++;
+    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
+  }
+}
+
+function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
+  const message = new Uint8Array(o.size);
+  const mask = clockMask(o.size);
+  const watchdog = new Watchdog('MpmcQueue producer', LIMIT_MS);
+  const deadline = performance.now() + o.durationMs;
+  let seq = 0;
+  for (;;) {
+    stamp(message, seq);
+    while (!queue.tryWrite(message)) watchdog.tick();
+    seq++;
+    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
+  }
+}
+
+export async function spscStream(mode: 'copy' | 'zero-copy', o: StreamOptions): Promise<ConsumerReport> {
+  const { region, ring } = ringRegion(spscCapacity(o.size));
+  const peer = startPeer('ring-count', [region], { mode, warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
+  try {
+    await peer.ready;
+    const sent = mode === 'copy' ? produceCopy(ring, o) : produceZeroCopy(ring, o);
+    ring.close();
+    const report = await peer.result as unknown as ConsumerReport;
+    checkReport(`SpscRing ${mode}`, sent, report);
+    return report;
+  } finally {
+    ring.close();
+    region.close();
+  }
+}
+
+export async function mpmcStream(o: StreamOptions): Promise<ConsumerReport> {
+  const options = { capacity: mpmcSlots(o.size), slotSize: o.size };
+  const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
+  const queue = MpmcQueue.create(region, options);
+  const peer = startPeer('mpmc-count', [region], { warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
+  try {
+    await peer.ready;
+    const sent = produceMpmc(queue, o);
+    queue.close();
+    const report = await peer.result as unknown as ConsumerReport;
+    checkReport('MpmcQueue', sent, report);
+    return report;
+  } finally {
+    queue.close();
+    region.close();
+  }
+}
+
+/** Length-framed messages over a Unix socket: copied into ~64 KiB batches, or one write per message (`batched` false). */
+export async function socketStream(o: StreamOptions, batched = true): Promise<ConsumerReport> {
+  const server = await socketPair();
+  const peer = startPeer('socket-count', [], { socketPath: server.path, warmupMs: o.warmupMs, size: o.size });
+  try {
+    const socket = await accepted(peer, server);
+    const frame = 4 + o.size;
+    const perBatch = batched ? Math.max(1, Math.floor(65536 / frame)) : 1;
+    const message = Buffer.alloc(o.size);
+    const deadline = performance.now() + o.durationMs;
+    let seq = 0;
+    while (performance.now() < deadline) {
+      const batch = Buffer.allocUnsafe(perBatch * frame);
+      for (let i = 0; i < perBatch; i++, seq++) {
+        if (o.size >= 4) stamp(message, seq);
+        batch.writeUInt32LE(o.size, i * frame);
+        message.copy(batch, i * frame + 4);
+      }
+      if (!socket.write(batch)) await once(socket, 'drain');
+    }
+    socket.end();
+    const report = await peer.result as unknown as ConsumerReport;
+    checkReport('Unix socket', seq, report);
+    return report;
+  } finally {
+    server.close();
+  }
+}
+
+export const PROCESS_STREAMS = {
+  'tput.proc.spsc-copy': { transport: 'SpscRing copy (tryWrite → tryRead)', run: (o: StreamOptions) => spscStream('copy', o) },
+  'tput.proc.spsc-zc': { transport: 'SpscRing zero-copy (claim/commit → drain)', run: (o: StreamOptions) => spscStream('zero-copy', o) },
+  'tput.proc.mpmc': { transport: 'MpmcQueue 1→1 (tryWrite → drain)', run: mpmcStream },
+  'tput.proc.unix-socket': { transport: 'Unix socket (framed, batched writes)', run: (o: StreamOptions) => socketStream(o, true) },
+  'tput.proc.unix-socket-unbatched': { transport: 'Unix socket (framed, one write per message)', run: (o: StreamOptions) => socketStream(o, false) },
+} as const;
+
+export type ProcessStream = keyof typeof PROCESS_STREAMS;
+
+export async function processStream(name: ProcessStream, o: StreamOptions): Promise<Measurement[]> {
+  const scenario = PROCESS_STREAMS[name];
+  return throughputRecords(name, scenario.transport, o.size, await scenario.run(o));
+}

@@ -1,0 +1,121 @@
+/**
+ * The far side of the worker-thread measurements (threads.ts): a worker
+ * started with `workerData = { role, rings?: SharedArrayBuffer[], warmupMs? }`.
+ * It posts `{ ready: true }` once attached and `{ result }` at the end.
+ *
+ *   ring-echo        spin: tryRead on ring 0, tryWrite the same bytes to ring 1
+ *   ring-echo-sync   the same parking in readSync / writeSync (Atomics.wait)
+ *   ring-count       throughput consumer of ring 0: mode 'copy' (tryRead) or 'zero-copy' (drain)
+ *   port-echo        post every message straight back
+ *   port-count       count messages (Uint8Array, sequence numbered), acknowledge every `ackEvery`
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
+import { Meter, stampAt, Watchdog } from './harness.js';
+
+const data = workerData as { role: string; rings?: SharedArrayBuffer[]; mode?: 'copy' | 'zero-copy'; warmupMs?: number; size?: number; ackEvery?: number };
+const port = parentPort!;
+const LIMIT_MS = 120_000;
+
+function ring(i: number): SpscRing {
+  return SpscRing.attach(Region.fromSharedArrayBuffer(data.rings![i]!));
+}
+
+function ringEcho(mode: 'spin' | 'sync'): void {
+  const inbound = ring(0);
+  const outbound = ring(1);
+  const watchdog = new Watchdog('worker ring-echo', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
+  port.postMessage({ ready: true });
+  for (;;) {
+    let message: Uint8Array | null;
+    if (mode === 'spin') {
+      while ((message = inbound.tryRead()) === null) {
+        if ((++idle & 1023) === 0 && inbound.closed) return;
+        watchdog.tick();
+      }
+      while (!outbound.tryWrite(message)) watchdog.tick();
+    } else {
+      try {
+        message = inbound.readSync();
+      } catch {
+        return; // closed
+      }
+      outbound.writeSync(message);
+    }
+  }
+}
+
+function ringCount(): void {
+  const inbound = ring(0);
+  const watchdog = new Watchdog('worker ring-count', LIMIT_MS);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
+  const meter = new Meter(data.warmupMs ?? 0, data.size);
+  let count = 0;
+  let bad = 0;
+  port.postMessage({ ready: true });
+  if (data.mode === 'copy') {
+    for (;;) {
+      const message = inbound.tryRead();
+      if (message === null) {
+        if ((++idle & 1023) === 0 && inbound.closed && inbound.size === 0) break;
+        watchdog.tick();
+        continue;
+      }
+      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+      count++;
+      meter.check(count);
+    }
+  } else {
+    const onRecord = (bytes: Uint8Array, offset: number, length: number): void => {
+      if (length >= 4 && stampAt(bytes, offset) !== (count >>> 0)) bad++;
+      count++;
+    };
+    for (;;) {
+      if (inbound.drain(onRecord) === 0) {
+        if ((++idle & 1023) === 0 && inbound.closed && inbound.drain(onRecord) === 0) break;
+        watchdog.tick();
+      } else {
+        meter.check(count);
+      }
+    }
+  }
+  port.postMessage({ result: { count, bad, ...meter.finish(count) } });
+}
+
+function portEcho(): void {
+  port.on('message', (message: unknown) => {
+    if (message === 'end') port.close();
+    else port.postMessage(message);
+  });
+  port.postMessage({ ready: true });
+}
+
+function portCount(): void {
+  const ackEvery = data.ackEvery ?? 1024;
+  const meter = new Meter(data.warmupMs ?? 0, data.size);
+  let count = 0;
+  let bad = 0;
+  port.on('message', (message: Uint8Array | 'end') => {
+    if (message === 'end') {
+      port.postMessage({ result: { count, bad, ...meter.finish(count) } });
+      port.close();
+      return;
+    }
+    if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+    count++;
+    if (count % ackEvery === 0) port.postMessage({ ack: count });
+    meter.check(count);
+  });
+  port.postMessage({ ready: true });
+}
+
+switch (data.role) {
+  case 'ring-echo': ringEcho('spin'); break;
+  case 'ring-echo-sync': ringEcho('sync'); break;
+  case 'ring-count': ringCount(); break;
+  case 'port-echo': portEcho(); break;
+  case 'port-count': portCount(); break;
+  default: throw new Error(`worker-peer: unknown role ${data.role}`);
+}
