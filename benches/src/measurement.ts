@@ -31,10 +31,11 @@ export function latencyRecords(name: string, transport: string, messageSize: num
 /** messages/s and bytes/s of a streaming scenario, from the consumer's steady-state report. */
 export function throughputRecords(
   name: string, transport: string, messageSize: number,
-  r: { messages: number; seconds: number; rate: number; meanRate: number; windows: number },
+  r: { messages: number; seconds: number; rate: number; meanRate: number; windows: number; rates?: number[] },
 ): Measurement[] {
   if (!(r.rate > 0)) throw new Error(`${name} (${messageSize} B): no steady-state measurement (${r.messages} messages in ${r.seconds} s)`);
-  const note = `median of ${r.windows} windows of >= 50 ms; mean over ${r.seconds.toFixed(2)} s: ${Math.round(r.meanRate)} msg/s`;
+  const streams = r.rates && r.rates.length > 1 ? `the median of ${r.rates.length} streams (msg/s: ${r.rates.map((x) => Math.round(x)).join(', ')}); in it, ` : '';
+  const note = `${streams}median of ${r.windows} windows of >= 50 ms; mean over ${r.seconds.toFixed(2)} s: ${Math.round(r.meanRate)} msg/s`;
   return [
     { name, transport, messageSize, metric: 'messages/s', value: Math.round(r.rate), unit: 'msg/s', note },
     { name, transport, messageSize, metric: 'bytes/s', value: Math.round(r.rate * messageSize), unit: 'B/s', note },

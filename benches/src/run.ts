@@ -76,16 +76,19 @@ function plan(quick: boolean): Step[] {
     const n = quick ? Math.ceil(count / 5) : count;
     steps.push({ kind, name, params: { count: n, warmup: Math.ceil(n / 5), size: rttSize, ...extra } });
   };
-  const stream = { durationMs: quick ? 250 : 1500, warmupMs: quick ? 100 : 300 };
+  const stream = { durationMs: quick ? 250 : 500, warmupMs: quick ? 100 : 200, repeats: quick ? 1 : 3 };
   const procSizes = quick ? [64, 1 << 20] : [8, 64, 1024, 64 << 10, 1 << 20];
   const threadSizes = quick ? [64] : [64, 64 << 10];
   const memcpySizes = procSizes.filter((size) => size >= 1024);
 
-  steps.push({ kind: 'floor-rtt', name: 'rtt.floor', params: { rounds: quick ? 200_000 : 1_000_000 } });
-  steps.push({ kind: 'floor-stream', name: 'tput.floor.c-ring', params: { sizes: procSizes, ms: quick ? 300 : 800 } });
-  steps.push({ kind: 'floor-memcpy', name: 'tput.floor.memcpy', params: { sizes: memcpySizes, ms: quick ? 200 : 400 } });
+  // The floors run twice, at the start and next to the scenarios they bound; the best of each is kept (mergeFloors).
+  const floorRtt: Step = { kind: 'floor-rtt', name: 'rtt.floor', params: { rounds: quick ? 200_000 : 1_000_000 } };
+  const floorStream: Step = { kind: 'floor-stream', name: 'tput.floor.c-ring', params: { sizes: procSizes, ms: quick ? 300 : 800 } };
+  const floorMemcpy: Step = { kind: 'floor-memcpy', name: 'tput.floor.memcpy', params: { sizes: memcpySizes, ms: quick ? 200 : 400 } };
+  steps.push(floorRtt, floorStream, floorMemcpy);
   rtt('rtt-proc', 'rtt.proc.spsc-spin', 200_000);
   rtt('rtt-proc', 'rtt.proc.spsc-spin-zc', 200_000);
+  steps.push(floorRtt);
   rtt('rtt-proc', 'rtt.proc.spsc-sync', 30_000);
   rtt('rtt-proc', 'rtt.proc.spsc-parked', 10_000, { gapMs: 0.2 });
   rtt('rtt-proc', 'rtt.proc.spsc-async', 30_000);
@@ -99,6 +102,7 @@ function plan(quick: boolean): Step[] {
       steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
     }
   }
+  steps.push(floorStream, floorMemcpy);
   rtt('rtt-thread', 'rtt.thread.spsc-spin', 200_000);
   rtt('rtt-thread', 'rtt.thread.spsc-async', 30_000);
   rtt('rtt-thread', 'rtt.thread.messageport', 30_000);
@@ -110,6 +114,31 @@ function plan(quick: boolean): Step[] {
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
   return steps;
+}
+
+/**
+ * Keeps the best of each floor's runs (the floor is what the machine allows;
+ * a run disturbed by the host is not it): the round-trip run with the lowest
+ * p50 (all its percentiles), and the highest rate per size of the others.
+ */
+function mergeFloors(measurements: Measurement[]): Measurement[] {
+  const rest = measurements.filter((m) => !m.name.startsWith('rtt.floor') && !m.name.startsWith('tput.floor.'));
+  const runs: Measurement[][] = [];
+  for (const m of measurements.filter((x) => x.name === 'rtt.floor')) {
+    if (m.metric === 'p50') runs.push([]);
+    runs[runs.length - 1]?.push(m);
+  }
+  const p50 = (run: Measurement[]): number => run.find((m) => m.metric === 'p50')?.value ?? Infinity;
+  const best = [...runs].sort((a, b) => p50(a) - p50(b))[0] ?? [];
+  const rttNote = runs.length > 1 ? `; best of ${runs.length} floor steps (p50s ${runs.map(p50).join(', ')} ns)` : '';
+  const floorRtt = best.map((m) => ({ ...m, note: `${m.note ?? ''}${rttNote}` }));
+  const rates = new Map<string, Measurement>();
+  for (const m of measurements.filter((x) => x.name.startsWith('tput.floor.'))) {
+    const key = `${m.name} ${m.messageSize} ${m.metric}`;
+    const seen = rates.get(key);
+    if (!seen || m.value > seen.value) rates.set(key, m);
+  }
+  return [...floorRtt, ...rates.values(), ...rest];
 }
 
 // ---- running steps, and never leaving a process behind ----
@@ -241,7 +270,8 @@ function updateReadme(run: Run): void {
   if (a < 0 || b < a) throw new Error(`README.md has no ${open} … ${close} section`);
   const body = `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
     'Results: [latest.md](benches/results/latest.md), [latest.json](benches/results/latest.json), ' +
-    'chart [latency.svg](benches/results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores.\n\n' +
+    'chart [latency.svg](benches/results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores. ' +
+    'On a virtual machine the figures move from run to run (the host schedules the vCPUs): compare ratios within one run.\n\n' +
     `${markdownBody(run)}\n\n![round-trip latency](benches/results/latency.svg)\n`;
   fs.writeFileSync(README, text.slice(0, a + open.length) + body + text.slice(b));
 }
@@ -277,7 +307,12 @@ async function main(): Promise<void> {
     notes.push(`other processes kept the CPUs busy when these scenarios started (share of both CPUs' time): ${busySteps.join(', ')}; ` +
       'their figures are unreliable (rerun on a quiet machine, or with --wait-idle)');
   }
-  const records = withRatios(measurements);
+  const records = withRatios(mergeFloors(measurements));
+  const floorP50 = records.find((r) => r.name === 'rtt.floor' && r.metric === 'p50')?.value;
+  const fastest = Math.min(...records.filter((r) => r.name.startsWith('rtt.proc.') && r.metric === 'p50').map((r) => r.value));
+  if (floorP50 !== undefined && fastest < floorP50) {
+    notes.push(`a JavaScript round trip (${fastest} ns) beat the C floor (${floorP50} ns): the floor steps were disturbed (by the host?); the ratios to it are not meaningful`);
+  }
   const run: Run = {
     date: new Date().toISOString(),
     mode: args.quick ? 'quick' : 'full',

@@ -10,7 +10,7 @@ import { SpscRing } from '@shmring/ringbuf';
 import { percentiles, Samples, stamp, stampAt, Watchdog, type Percentiles } from './harness.js';
 import type { RoundTripOptions } from './latency.js';
 import { latencyRecords, throughputRecords, type Measurement } from './measurement.js';
-import { spscCapacity, type ConsumerReport, type StreamOptions } from './throughput.js';
+import { medianStream, spscCapacity, type ConsumerReport, type StreamOptions } from './throughput.js';
 
 const WORKER = new URL('./worker-peer.js', import.meta.url);
 const LIMIT_MS = 120_000;
@@ -191,5 +191,5 @@ export async function threadRoundTrip(name: keyof typeof THREAD_ROUND_TRIPS, o: 
 
 export async function threadStream(name: keyof typeof THREAD_STREAMS, o: StreamOptions): Promise<Measurement[]> {
   const scenario = THREAD_STREAMS[name];
-  return throughputRecords(name, scenario.transport, o.size, await scenario.run(o));
+  return throughputRecords(name, scenario.transport, o.size, await medianStream(o, scenario.run));
 }
