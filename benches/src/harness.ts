@@ -455,3 +455,47 @@ export function micros(histogram: RecordableHistogram, percentile: number): numb
 export function formatRate(perSecond: number): string {
   return perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)} M/s` : `${(perSecond / 1e3).toFixed(1)} k/s`;
 }
+
+/**
+ * The consumer side of a throughput stream, in a process or a worker: counts
+ * the messages of `ring` ('copy': tryRead; else drain in place) until it is
+ * closed and drained, checking each one's sequence stamp. Calls `ready` once
+ * set up; returns the count, the stamps out of order and the meter's rates.
+ */
+export function countRing(
+  ring: SpscRing, options: { mode?: string; warmupMs?: number; size?: number }, label: string, limitMs: number, ready: () => void,
+): Record<string, number> {
+  const watchdog = new Watchdog(label, limitMs);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
+  const meter = new Meter(options.warmupMs ?? 0, options.size);
+  let count = 0;
+  let bad = 0;
+  ready();
+  if (options.mode === 'copy') {
+    for (;;) {
+      const message = ring.tryRead();
+      if (message === null) {
+        if ((++idle & 1023) === 0 && ring.closed && ring.size === 0) break;
+        watchdog.tick();
+        continue;
+      }
+      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+      count++;
+      meter.check(count);
+    }
+  } else {
+    const onRecord = (data: Uint8Array, offset: number, length: number): void => {
+      if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
+      count++;
+    };
+    for (;;) {
+      if (ring.drain(onRecord) === 0) {
+        if ((++idle & 1023) === 0 && ring.closed && ring.drain(onRecord) === 0) break;
+        watchdog.tick();
+      } else {
+        meter.check(count);
+      }
+    }
+  }
+  return { count, bad, ...meter.finish(count) };
+}

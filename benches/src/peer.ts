@@ -25,7 +25,7 @@
 import * as net from 'node:net';
 import { Region } from '@shmring/core';
 import { MpmcQueue, SpscRing } from '@shmring/ringbuf';
-import { exitWithParent, framer, Meter, stampAt, Watchdog } from './harness.js';
+import { countRing, exitWithParent, framer, Meter, stampAt, Watchdog } from './harness.js';
 
 const role = process.argv[2];
 const options = JSON.parse(process.argv[3] ?? '{}') as {
@@ -66,40 +66,7 @@ function ringSink(): void {
 }
 
 function ringCount(): void {
-  const ring = SpscRing.attach(Region.fromFd(3));
-  const watchdog = new Watchdog('ring-count', LIMIT_MS);
-  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
-  const meter = new Meter(options.warmupMs ?? 0, options.size);
-  let count = 0;
-  let bad = 0;
-  ready();
-  if (options.mode === 'copy') {
-    for (;;) {
-      const message = ring.tryRead();
-      if (message === null) {
-        if ((++idle & 1023) === 0 && ring.closed && ring.size === 0) break;
-        watchdog.tick();
-        continue;
-      }
-      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
-      count++;
-      meter.check(count);
-    }
-  } else {
-    const onRecord = (data: Uint8Array, offset: number, length: number): void => {
-      if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
-      count++;
-    };
-    for (;;) {
-      if (ring.drain(onRecord) === 0) {
-        if ((++idle & 1023) === 0 && ring.closed && ring.drain(onRecord) === 0) break;
-        watchdog.tick();
-      } else {
-        meter.check(count);
-      }
-    }
-  }
-  report({ count, bad, ...meter.finish(count) });
+  report(countRing(SpscRing.attach(Region.fromFd(3)), options, 'ring-count', LIMIT_MS, ready));
 }
 
 function mpmcCount(): void {

@@ -12,7 +12,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import { Meter, stampAt, Watchdog } from './harness.js';
+import { countRing, Meter, stampAt, Watchdog } from './harness.js';
 
 const data = workerData as { role: string; rings?: SharedArrayBuffer[]; mode?: 'copy' | 'zero-copy'; warmupMs?: number; size?: number; ackEvery?: number };
 const port = parentPort!;
@@ -48,40 +48,8 @@ function ringEcho(mode: 'spin' | 'sync'): void {
 }
 
 function ringCount(): void {
-  const inbound = ring(0);
-  const watchdog = new Watchdog('worker ring-count', LIMIT_MS);
-  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
-  const meter = new Meter(data.warmupMs ?? 0, data.size);
-  let count = 0;
-  let bad = 0;
-  port.postMessage({ ready: true });
-  if (data.mode === 'copy') {
-    for (;;) {
-      const message = inbound.tryRead();
-      if (message === null) {
-        if ((++idle & 1023) === 0 && inbound.closed && inbound.size === 0) break;
-        watchdog.tick();
-        continue;
-      }
-      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
-      count++;
-      meter.check(count);
-    }
-  } else {
-    const onRecord = (bytes: Uint8Array, offset: number, length: number): void => {
-      if (length >= 4 && stampAt(bytes, offset) !== (count >>> 0)) bad++;
-      count++;
-    };
-    for (;;) {
-      if (inbound.drain(onRecord) === 0) {
-        if ((++idle & 1023) === 0 && inbound.closed && inbound.drain(onRecord) === 0) break;
-        watchdog.tick();
-      } else {
-        meter.check(count);
-      }
-    }
-  }
-  port.postMessage({ result: { count, bad, ...meter.finish(count) } });
+  const result = countRing(ring(0), data, 'worker ring-count', LIMIT_MS, () => port.postMessage({ ready: true }));
+  port.postMessage({ result });
 }
 
 function portEcho(): void {
