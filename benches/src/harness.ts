@@ -499,3 +499,35 @@ export function countRing(
   }
   return { count, bad, ...meter.finish(count) };
 }
+
+/**
+ * The far side of a round trip, in a process or a worker: answers every
+ * message of `inbound` with the same bytes on `outbound`, spinning
+ * (tryRead / tryWrite) or parking (readSync / writeSync), until `inbound` is
+ * closed. Any other error ends the peer with that error.
+ */
+export function echoRing(
+  inbound: SpscRing, outbound: SpscRing, mode: 'spin' | 'sync', label: string, limitMs: number, ready: () => void,
+): void {
+  const watchdog = new Watchdog(label, limitMs);
+  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
+  ready();
+  for (;;) {
+    let message: Uint8Array | null;
+    if (mode === 'spin') {
+      while ((message = inbound.tryRead()) === null) {
+        if ((++idle & 1023) === 0 && inbound.closed) return;
+        watchdog.tick();
+      }
+      while (!outbound.tryWrite(message)) watchdog.tick();
+    } else {
+      try {
+        message = inbound.readSync();
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ERR_SHMRING_CLOSED') return;
+        throw err;
+      }
+      outbound.writeSync(message);
+    }
+  }
+}

@@ -25,7 +25,7 @@
 import * as net from 'node:net';
 import { Region } from '@shmring/core';
 import { MpmcQueue, SpscRing } from '@shmring/ringbuf';
-import { countRing, exitWithParent, framer, Meter, stampAt, Watchdog } from './harness.js';
+import { countRing, echoRing, exitWithParent, framer, Meter, stampAt, Watchdog } from './harness.js';
 
 const role = process.argv[2];
 const options = JSON.parse(process.argv[3] ?? '{}') as {
@@ -95,28 +95,7 @@ function mpmcCount(): void {
 // ---- ring echoes ----
 
 function ringEcho(mode: 'spin' | 'sync'): void {
-  const inbound = SpscRing.attach(Region.fromFd(3));
-  const outbound = SpscRing.attach(Region.fromFd(4));
-  const watchdog = new Watchdog('ring-echo', LIMIT_MS);
-  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
-  ready();
-  for (;;) {
-    let message: Uint8Array | null;
-    if (mode === 'spin') {
-      while ((message = inbound.tryRead()) === null) {
-        if ((++idle & 1023) === 0 && inbound.closed) return;
-        watchdog.tick();
-      }
-      while (!outbound.tryWrite(message)) watchdog.tick();
-    } else {
-      try {
-        message = inbound.readSync();
-      } catch {
-        return; // closed
-      }
-      outbound.writeSync(message);
-    }
-  }
+  echoRing(SpscRing.attach(Region.fromFd(3)), SpscRing.attach(Region.fromFd(4)), mode, 'ring-echo', LIMIT_MS, ready);
 }
 
 /** Zero-copy echo: each record read in place (drain) is answered with a record claimed in place (claim/commit). */

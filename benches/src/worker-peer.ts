@@ -12,7 +12,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import { countRing, Meter, stampAt, Watchdog } from './harness.js';
+import { countRing, echoRing, Meter, stampAt, Watchdog } from './harness.js';
 
 const data = workerData as { role: string; rings?: SharedArrayBuffer[]; mode?: 'copy' | 'zero-copy'; warmupMs?: number; size?: number; ackEvery?: number };
 const port = parentPort!;
@@ -23,28 +23,7 @@ function ring(i: number): SpscRing {
 }
 
 function ringEcho(mode: 'spin' | 'sync'): void {
-  const inbound = ring(0);
-  const outbound = ring(1);
-  const watchdog = new Watchdog('worker ring-echo', LIMIT_MS);
-  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
-  port.postMessage({ ready: true });
-  for (;;) {
-    let message: Uint8Array | null;
-    if (mode === 'spin') {
-      while ((message = inbound.tryRead()) === null) {
-        if ((++idle & 1023) === 0 && inbound.closed) return;
-        watchdog.tick();
-      }
-      while (!outbound.tryWrite(message)) watchdog.tick();
-    } else {
-      try {
-        message = inbound.readSync();
-      } catch {
-        return; // closed
-      }
-      outbound.writeSync(message);
-    }
-  }
+  echoRing(ring(0), ring(1), mode, 'worker ring-echo', LIMIT_MS, () => port.postMessage({ ready: true }));
 }
 
 function ringCount(): void {

@@ -137,6 +137,9 @@ export const RECORD_ALIGNMENT = 8;
 export const RECORD_LENGTH_OFFSET = 0;
 export const RECORD_TYPE_OFFSET = RECORD_LENGTH_OFFSET + 4;
 export const RECORD_HEADER = RECORD_TYPE_OFFSET + 4;
+/** Int32 indices of a record's words, counted from the Int32 index of its header. */
+export const RECORD_LENGTH_I32 = RECORD_LENGTH_OFFSET / 4;
+export const RECORD_TYPE_I32 = RECORD_TYPE_OFFSET / 4;
 /** TYPE of the filler record that skips the bytes before the wrap. */
 export const PADDING_TYPE = -1;
 /** Largest user message type. */
@@ -161,8 +164,18 @@ export const SLOT_LENGTH_OFFSET = SLOT_SEQUENCE_OFFSET + 4;
 export const SLOT_TYPE_OFFSET = SLOT_LENGTH_OFFSET + 4;
 export const SLOT_OWNER_OFFSET = SLOT_TYPE_OFFSET + 4;
 export const SLOT_HEADER = SLOT_OWNER_OFFSET + 4;
+/** Int32 indices of a slot's words, counted from the Int32 index of the slot. */
+export const SLOT_SEQUENCE_I32 = SLOT_SEQUENCE_OFFSET / 4;
+export const SLOT_LENGTH_I32 = SLOT_LENGTH_OFFSET / 4;
+export const SLOT_TYPE_I32 = SLOT_TYPE_OFFSET / 4;
+export const SLOT_OWNER_I32 = SLOT_OWNER_OFFSET / 4;
 export const MPMC_MIN_CAPACITY = 2;
 export const MAX_SLOT_SIZE = 2 ** 24;
+
+/** Byte offset in the data area of the payload of the slot whose Int32 index is `slotI32`. */
+export function slotPayload(slotI32: number): number {
+  return slotI32 * 4 + SLOT_HEADER;
+}
 
 /** Bytes from one slot to the next: header plus payload, rounded up to a cache line. */
 export function slotStride(slotSize: number): number {

@@ -44,10 +44,6 @@ export interface MpmcOptions {
 
 /** Each publication wakes one parked peer (each consumes or frees one slot). */
 const WAKE_ONE = 1;
-/** Int32 offsets of a slot's words from its sequence word. */
-const LENGTH_I32 = L.SLOT_LENGTH_OFFSET / 4;
-const TYPE_I32 = L.SLOT_TYPE_OFFSET / 4;
-const OWNER_I32 = L.SLOT_OWNER_OFFSET / 4;
 /** Marks a slot with the side holding it, for recovery if that side dies. */
 const PID = process.pid;
 
@@ -96,7 +92,7 @@ export class MpmcQueue extends Queue {
     const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
-    for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_OFFSET / 4] = i; // slot i is free for position i
+    for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
     writeHeader(ctl,
       { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
@@ -136,7 +132,7 @@ export class MpmcQueue extends Queue {
     for (;;) {
       const slot = this.#slot(position);
       // Observes the consumer's release of this slot (its store of position + capacity).
-      const lag = (Atomics.load(data32, slot) - position) | 0;
+      const lag = (Atomics.load(data32, slot + L.SLOT_SEQUENCE_I32) - position) | 0;
       if (lag === 0) {
         // Claims the position; only the winner of this CAS writes the slot.
         const seen = Atomics.compareExchange(ctl, L.PRODUCER_POSITION_I32, position, (position + 1) | 0);
@@ -163,12 +159,12 @@ export class MpmcQueue extends Queue {
     for (;;) {
       const slot = this.#slot(position);
       // Observes the producer's publication of this slot (its store of position + 1); the payload is read after it.
-      const lag = (Atomics.load(data32, slot) - ((position + 1) | 0)) | 0;
+      const lag = (Atomics.load(data32, slot + L.SLOT_SEQUENCE_I32) - ((position + 1) | 0)) | 0;
       if (lag === 0) {
         // Claims the position; only the winner reads and frees the slot.
         const seen = Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0);
         if (seen === position) {
-          data32[slot + OWNER_I32] = PID;
+          data32[slot + L.SLOT_OWNER_I32] = PID;
           this.#claimed = position;
           return slot;
         }
@@ -201,16 +197,16 @@ export class MpmcQueue extends Queue {
 
   /** Frees a slot the consumer has read: it becomes free for the producer one lap later. */
   #free(slot: number, position: number): void {
-    this.#data32[slot + OWNER_I32] = 0;
+    this.#data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes the slot's reuse to the producer of position + capacity; the payload was read before.
-    Atomics.store(this.#data32, slot, (position + this.capacity) | 0);
+    Atomics.store(this.#data32, slot + L.SLOT_SEQUENCE_I32, (position + this.capacity) | 0);
     unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
   /** The slot's length, checked against SLOT_SIZE (and its type against [0, MAX_TYPE]); frees the slot and throws if corrupt. */
   #length(slot: number, position: number): number {
-    const length = this.#data32[slot + LENGTH_I32]! >>> 0;
-    const type = this.#data32[slot + TYPE_I32]!;
+    const length = this.#data32[slot + L.SLOT_LENGTH_I32]! >>> 0;
+    const type = this.#data32[slot + L.SLOT_TYPE_I32]!;
     if (length > this.slotSize || type < 0) {
       this.#free(slot, position);
       throw new ShmringError(ErrorCodes.CORRUPT,
@@ -235,13 +231,13 @@ export class MpmcQueue extends Queue {
     if (slot < 0) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
-    data32[slot + OWNER_I32] = PID;
-    data32[slot + LENGTH_I32] = bytes.length;
-    data32[slot + TYPE_I32] = type;
-    this.data.set(bytes, slot * 4 + L.SLOT_HEADER);
-    data32[slot + OWNER_I32] = 0;
+    data32[slot + L.SLOT_OWNER_I32] = PID;
+    data32[slot + L.SLOT_LENGTH_I32] = bytes.length;
+    data32[slot + L.SLOT_TYPE_I32] = type;
+    this.data.set(bytes, L.slotPayload(slot));
+    data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes length, type and payload (and the cleared OWNER) to the consumer of this position.
-    Atomics.store(data32, slot, (position + 1) | 0);
+    Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + 1) | 0);
     unpark(this.ctl, READ_BLOCK, WAKE_ONE);
     return true;
   }
@@ -252,9 +248,9 @@ export class MpmcQueue extends Queue {
     const slot = this.#claimForRead();
     if (slot < 0) return null;
     const position = this.#claimed;
-    const start = slot * 4 + L.SLOT_HEADER;
+    const start = L.slotPayload(slot);
     const message = copyOut(this.data, start, this.#length(slot, position));
-    this.lastType = this.#data32[slot + TYPE_I32]!;
+    this.lastType = this.#data32[slot + L.SLOT_TYPE_I32]!;
     this.#free(slot, position);
     return message;
   }
@@ -274,7 +270,7 @@ export class MpmcQueue extends Queue {
       const length = this.#length(slot, position);
       count++;
       try {
-        handler(this.data, slot * 4 + L.SLOT_HEADER, length, this.#data32[slot + TYPE_I32]!);
+        handler(this.data, L.slotPayload(slot), length, this.#data32[slot + L.SLOT_TYPE_I32]!);
       } finally {
         if (this.ctl.length !== 0) this.#free(slot, position);
       }
@@ -292,7 +288,7 @@ export class MpmcQueue extends Queue {
    */
   #holderDead(slot: number): boolean {
     // Observes the holder's mark (written right after its CAS).
-    const owner = Atomics.load(this.#data32, slot + OWNER_I32);
+    const owner = Atomics.load(this.#data32, slot + L.SLOT_OWNER_I32);
     return owner !== 0 && !isAlive(owner, 0);
   }
 
@@ -305,7 +301,7 @@ export class MpmcQueue extends Queue {
     const claimed = ((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - position) | 0) > 0;
     const slot = this.#slot(position);
     // Observes whether the slot of our position is still unpublished.
-    if (!claimed || Atomics.load(this.#data32, slot) !== position) return true;
+    if (!claimed || Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) !== position) return true;
     if (!this.#holderDead(slot)) return true;
     // Take the position as a consumer would, and free the slot unread.
     if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) === position) {
@@ -324,13 +320,13 @@ export class MpmcQueue extends Queue {
     const held = (position - this.capacity) | 0;
     const slot = this.#slot(position);
     // The slot still holds the message of `held`; is that message claimed by a consumer?
-    const published = Atomics.load(this.#data32, slot) === ((held + 1) | 0);
+    const published = Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) === ((held + 1) | 0);
     const taken = ((Atomics.load(ctl, L.CONSUMER_POSITION_I32) - held) | 0) > 0;
     if (!published || !taken) return true;
     if (!this.#holderDead(slot)) return true;
-    this.#data32[slot + OWNER_I32] = 0;
+    this.#data32[slot + L.SLOT_OWNER_I32] = 0;
     // Frees the slot for the producer of `position`, exactly as its dead consumer would have; only one writer wins.
-    if (Atomics.compareExchange(this.#data32, slot, (held + 1) | 0, position) === ((held + 1) | 0)) {
+    if (Atomics.compareExchange(this.#data32, slot + L.SLOT_SEQUENCE_I32, (held + 1) | 0, position) === ((held + 1) | 0)) {
       unpark(ctl, WRITE_BLOCK, WAKE_ONE);
       this.recoveredSlots++;
     }

@@ -145,11 +145,11 @@ export class SpscRing extends Queue {
     }
     if (size > toEnd) {
       // Padding record over the bytes before the wrap; published with the record after it.
-      this.#data32[index >> 2] = toEnd - L.RECORD_HEADER;
-      this.#data32[(index >> 2) + 1] = L.PADDING_TYPE;
+      this.#data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd - L.RECORD_HEADER;
+      this.#data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
       index = 0;
     }
-    this.#data32[index >> 2] = length;
+    this.#data32[(index >> 2) + L.RECORD_LENGTH_I32] = length;
     this.#claimIndex = index;
     this.#claimEnd = (position + needed) | 0;
     return index;
@@ -158,7 +158,7 @@ export class SpscRing extends Queue {
   /** Publishes the reserved record with its type. */
   #publish(type: number): void {
     const ctl = this.ctl;
-    this.#data32[(this.#claimIndex >> 2) + 1] = type;
+    this.#data32[(this.#claimIndex >> 2) + L.RECORD_TYPE_I32] = type;
     const end = this.#claimEnd;
     this.#producerPosition = end;
     // Publishes the record's bytes (written above) to the consumer; pairs with its load of PRODUCER_POSITION.
@@ -227,19 +227,19 @@ export class SpscRing extends Queue {
    */
   #nextRecord(position: number, available: number): number {
     let index = position & this.#mask;
-    let length = this.#data32[index >> 2]! >>> 0;
-    if (this.#data32[(index >> 2) + 1] === L.PADDING_TYPE) {
+    let length = this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0;
+    if (this.#data32[(index >> 2) + L.RECORD_TYPE_I32] === L.PADDING_TYPE) {
       const toEnd = this.capacity - index;
       if (length !== toEnd - L.RECORD_HEADER || available < toEnd + L.RECORD_HEADER) {
         throw corrupt(`padding record at ${index} has length ${length} (expected ${toEnd - L.RECORD_HEADER})`);
       }
       available -= toEnd;
       index = 0;
-      length = this.#data32[0]! >>> 0;
+      length = this.#data32[L.RECORD_LENGTH_I32]! >>> 0;
     }
     if (length > this.maxMessageLength || L.recordSize(length) > available || index + L.recordSize(length) > this.capacity
-      || this.#data32[(index >> 2) + 1]! < 0) {
-      throw corrupt(`record at ${index} claims length ${length} and type ${this.#data32[(index >> 2) + 1]} with ${available} bytes published`);
+      || this.#data32[(index >> 2) + L.RECORD_TYPE_I32]! < 0) {
+      throw corrupt(`record at ${index} claims length ${length} and type ${this.#data32[(index >> 2) + L.RECORD_TYPE_I32]} with ${available} bytes published`);
     }
     return index;
   }
@@ -265,7 +265,7 @@ export class SpscRing extends Queue {
 
   /** The end (consumer position after it) of the record at header `index`. */
   #recordEnd(index: number): number {
-    const next = index + L.recordSize(this.#data32[index >> 2]! >>> 0);
+    const next = index + L.recordSize(this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0);
     // A record at 0 after a padding record: skip the padding bytes too.
     const skipped = index === 0 && (this.#consumerPosition & this.#mask) !== 0 ? this.capacity - (this.#consumerPosition & this.#mask) : 0;
     return (this.#consumerPosition + skipped + next - index) | 0;
@@ -287,8 +287,8 @@ export class SpscRing extends Queue {
     if (available === 0) return null;
     const index = this.#nextRecord(this.#consumerPosition, available);
     const start = index + L.RECORD_HEADER;
-    const message = copyOut(this.data, start, (this.#data32[index >> 2]! >>> 0));
-    this.lastType = this.#data32[(index >> 2) + 1]!;
+    const message = copyOut(this.data, start, (this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0));
+    this.lastType = this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!;
     this.#release(this.#recordEnd(index));
     return message;
   }
@@ -312,7 +312,7 @@ export class SpscRing extends Queue {
         available -= (end - this.#consumerPosition) >>> 0;
         this.#consumerPosition = end; // private until the release below
         count++;
-        handler(this.data, index + L.RECORD_HEADER, this.#data32[index >> 2]! >>> 0, this.#data32[(index >> 2) + 1]!);
+        handler(this.data, index + L.RECORD_HEADER, this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0, this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!);
       }
     } finally {
       if (this.#consumerPosition !== start && this.ctl.length !== 0) this.#release(this.#consumerPosition);
