@@ -25,6 +25,18 @@ const BOUND_DEFAULT_MS = 2000;
 const BOUND_SHORT_MS = 1000;
 const SHORT_PEER_TIMEOUT_MS = 200;
 
+/** Reads (checking every message) until a read fails; returns that error. */
+async function readUntilError(ring: SpscRing, checker: Checker): Promise<ShmringError> {
+  for (;;) {
+    try {
+      const m = await ring.read({ peerTimeoutMs: SHORT_PEER_TIMEOUT_MS, timeoutMs: 20_000 });
+      assert.ok(checker.check(m, 0, m.length, ring.lastType), checker.error);
+    } catch (err) {
+      return err as ShmringError;
+    }
+  }
+}
+
 const totals = { kills: 0 };
 
 function uniqueName(tag: string): string {
@@ -261,16 +273,7 @@ describe('faults: SIGKILLed peers', function () {
           const producer = start({ role: 'spsc-producer', region: shared.ref, plan, id: 0, count, claimAfter: true }, shared.fd);
           const killed = producer.next('claimed').then(() => kill(producer));
           const checker = new Checker(plan, true);
-          let end: ShmringError | undefined;
-          for (;;) {
-            try {
-              const m = await ring.read({ peerTimeoutMs: SHORT_PEER_TIMEOUT_MS, timeoutMs: 20_000 });
-              assert.ok(checker.check(m, 0, m.length, ring.lastType), checker.error);
-            } catch (err) {
-              end = err as ShmringError;
-              break;
-            }
-          }
+          const end = await readUntilError(ring, checker);
           await killed;
           assert.equal(end.code, ErrorCodes.PEER_DEAD, `the reader ended with ${end.code}: ${end.message}`);
           assert.equal(checker.count, count, `received ${checker.count} of the ${count} committed messages`);
@@ -297,16 +300,7 @@ describe('faults: SIGKILLed peers', function () {
             return kill(producer);
           });
           const checker = new Checker(plan, true);
-          let end: ShmringError | undefined;
-          for (;;) {
-            try {
-              const m = await ring.read({ peerTimeoutMs: SHORT_PEER_TIMEOUT_MS, timeoutMs: 20_000 });
-              assert.ok(checker.check(m, 0, m.length, ring.lastType), checker.error);
-            } catch (err) {
-              end = err as ShmringError;
-              break;
-            }
-          }
+          const end = await readUntilError(ring, checker);
           await killed;
           assert.equal(end.code, ErrorCodes.PEER_DEAD, `round ${round}: the reader ended with ${end.code}: ${end.message}`);
           assert.equal(ring.tryRead(), null, `round ${round}: a record appeared after the producer died`);

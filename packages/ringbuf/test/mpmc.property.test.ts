@@ -14,6 +14,7 @@ import fc from 'fast-check';
 import { ErrorCodes, Region } from '@shmring/core';
 import { MpmcQueue } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { randomBytes } from './helpers.js';
 
 const NUM_RUNS = 1000;
 const CAPACITIES = [2, 4, 8, 16, 32, 64] as const;
@@ -57,18 +58,6 @@ const startPosition = fc.oneof(
   fc.integer({ min: 1, max: 300 }).map((k) => 2 ** 31 - k),
   fc.integer({ min: 1, max: 300 }).map((k) => 2 ** 32 - k),
 );
-
-function randomBytes(seed: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let x = seed | 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    bytes[i] = x;
-  }
-  return bytes;
-}
 
 const totals = { runs: 0, laps: 0, positionWraps: 0, written: 0, read: 0, fullRefusals: 0, emptyReads: 0, badInputs: 0 };
 

@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { randomBytes } from './helpers.js';
 
 const NUM_RUNS = 1000;
 const CAPACITIES = [64, 128, 256, 512, 1024] as const;
@@ -70,18 +71,6 @@ const startPosition = fc.oneof(
   fc.integer({ min: 0, max: 2 ** 29 - 1 }).map((k) => k * 8),
   fc.integer({ min: 1, max: 4096 }).map((k) => 2 ** 32 - k * 8),
 );
-
-function randomBytes(seed: number, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let x = seed | 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    bytes[i] = x;
-  }
-  return bytes;
-}
 
 interface Record_ {
   bytes: Uint8Array;
