@@ -4,11 +4,15 @@ import { fileURLToPath } from 'node:url';
 export const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
 
 /** Runs `script` with `args` in a new node process; resolves with its exit code and stdout. */
-export function runNode(script: string, args: string[], options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv } = {}):
+export function runNode(
+  script: string, args: string[], options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {},
+):
   { done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
   const child = spawn(process.execPath, [script, ...args], {
     stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
   });
   let stdout = '';
   let stderr = '';

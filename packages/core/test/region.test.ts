@@ -176,7 +176,19 @@ describe('Region', () => {
           }
         });
 
-        it('maps a region read-only when asked, and the mapping refuses nothing it should allow', () => {
+        it('fails with EACCES when another user opens a POSIX region created with the default mode 0600', async function () {
+          if (process.getuid?.() !== 0) this.skip(); // needs root to start a process as another user
+          const name = uniqueName('perm');
+          using region = Region.create({ backing: 'posix', name, size: 4096 });
+          try {
+            const { stdout, stderr } = await runNode(PEER, ['open-posix', name], { env, uid: 65534, gid: 65534 }).done;
+            assert.equal(stdout, 'EACCES', stderr);
+          } finally {
+            region.unlink();
+          }
+        });
+
+        it('maps a region read-only when asked and reads what the writer wrote', () => {
           const name = uniqueName('ro');
           using region = Region.create({ backing: 'posix', name, size: 4096 });
           try {
