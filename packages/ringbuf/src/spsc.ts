@@ -221,28 +221,35 @@ export class SpscRing extends Queue {
   // ---- consumer ----
 
   /**
-   * Index of the next record's header (skipping a padding record), or -1 if
-   * the ring is empty. Checks every value it reads against the ring's bounds.
-   * `available` is the published byte count from the consumer position.
+   * Index of the next record's header (skipping a padding record), with the
+   * consumer position after it left in #nextEnd. Checks every value it reads
+   * against the ring's bounds. `available` (not 0) is the published byte
+   * count from `position`.
    */
   #nextRecord(position: number, available: number): number {
     let index = position & this.#mask;
+    let skipped = 0;
     let length = this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0;
     if (this.#data32[(index >> 2) + L.RECORD_TYPE_I32] === L.PADDING_TYPE) {
-      const toEnd = this.capacity - index;
-      if (length !== toEnd - L.RECORD_HEADER || available < toEnd + L.RECORD_HEADER) {
-        throw corrupt(`padding record at ${index} has length ${length} (expected ${toEnd - L.RECORD_HEADER})`);
+      skipped = this.capacity - index;
+      if (length !== skipped - L.RECORD_HEADER || available < skipped + L.RECORD_HEADER) {
+        throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped - L.RECORD_HEADER})`);
       }
-      available -= toEnd;
       index = 0;
       length = this.#data32[L.RECORD_LENGTH_I32]! >>> 0;
     }
-    if (length > this.maxMessageLength || L.recordSize(length) > available || index + L.recordSize(length) > this.capacity
-      || this.#data32[(index >> 2) + L.RECORD_TYPE_I32]! < 0) {
-      throw corrupt(`record at ${index} claims length ${length} and type ${this.#data32[(index >> 2) + L.RECORD_TYPE_I32]} with ${available} bytes published`);
+    const size = L.recordSize(length);
+    const type = this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+    if (length > this.maxMessageLength || skipped + size > available || index + size > this.capacity || type < 0) {
+      throw corrupt(`record at ${index} claims length ${length} and type ${type} with ${available - skipped} bytes published`);
     }
+    this.#nextEnd = (position + skipped + size) | 0;
     return index;
   }
+
+  /** Consumer position after the record #nextRecord returned last (scratch: two results without allocating). */
+  #nextEnd = 0;
+
 
   /**
    * Published bytes ahead of the consumer. The cached producer position is
@@ -263,14 +270,6 @@ export class SpscRing extends Queue {
     return (this.#cachedProducerPosition - position) >>> 0;
   }
 
-  /** The end (consumer position after it) of the record at header `index`. */
-  #recordEnd(index: number): number {
-    const next = index + L.recordSize(this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0);
-    // A record at 0 after a padding record: skip the padding bytes too.
-    const skipped = index === 0 && (this.#consumerPosition & this.#mask) !== 0 ? this.capacity - (this.#consumerPosition & this.#mask) : 0;
-    return (this.#consumerPosition + skipped + next - index) | 0;
-  }
-
   /** Releases the consumed bytes to the producer. */
   #release(position: number): void {
     const ctl = this.ctl;
@@ -289,7 +288,7 @@ export class SpscRing extends Queue {
     const start = index + L.RECORD_HEADER;
     const message = copyOut(this.data, start, (this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0));
     this.lastType = this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!;
-    this.#release(this.#recordEnd(index));
+    this.#release(this.#nextEnd);
     return message;
   }
 
@@ -308,7 +307,7 @@ export class SpscRing extends Queue {
     try {
       while (available !== 0 && count < limit && this.ctl.length !== 0) {
         const index = this.#nextRecord(this.#consumerPosition, available);
-        const end = this.#recordEnd(index);
+        const end = this.#nextEnd;
         available -= (end - this.#consumerPosition) >>> 0;
         this.#consumerPosition = end; // private until the release below
         count++;

@@ -354,8 +354,8 @@ describe('stress', function () {
       await spscRun({ where: 'processes', messages: 1_000_000, capacity: 16 * 1024, maxLength: 4096, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
     });
 
-    it('delivers 2,000,000 messages through writeSync / readSync on a 256-byte ring across two processes, each side parked and woken over a million times without a lost wake-up', async function () {
-      await spscRun({ where: 'processes', messages: 2_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 1_000_000 }, seedFor(this.test!.title));
+    it('delivers 3,000,000 messages through writeSync / readSync on a 256-byte ring across two processes, each side parked and woken at least 500,000 times without a lost wake-up', async function () {
+      await spscRun({ where: 'processes', messages: 3_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 500_000 }, seedFor(this.test!.title));
     });
 
     it('delivers 200,000 messages through await write() / for await on a 256-byte ring, both sides parking on the asynchronous futex wait', async function () {
