@@ -44,6 +44,15 @@ export interface Run {
 const LATENCY: ReadonlySet<Metric> = new Set(['p50', 'p99', 'p99.9', 'max', 'mean']);
 const SOCKET_RTT = 'rtt.proc.unix-socket';
 const SOCKET_TPUT = 'tput.proc.unix-socket';
+/** The SpscRing streams, each with the label a target line gives it. */
+const SPSC_STREAM_LABELS = {
+  'tput.proc.spsc-copy': 'copy',
+  'tput.proc.spsc-zc': 'zero-copy',
+  'tput.proc.spsc-copy-cork': 'copy, corked',
+  'tput.proc.spsc-zc-cork': 'zero-copy, corked',
+} as const;
+type SpscStream = keyof typeof SPSC_STREAM_LABELS;
+const SPSC_STREAMS = Object.keys(SPSC_STREAM_LABELS) as SpscStream[];
 const FLOOR_RTT = 'rtt.floor';
 const FLOOR_MEMCPY = 'tput.floor.memcpy';
 const FLOOR_RING = 'tput.floor.c-ring';
@@ -120,11 +129,11 @@ export function targets(records: Measurement[]): Target[] {
       `${asyncs[1] ? `; with ${asyncLabel(asyncs[1].name)}: ${us(asyncs[1].value)}, ${fmtX(asyncs[1].value / socketRtt!)}×` : ''})`, 'missing scenario');
 
   const rate = (name: string, size: number): number | undefined => find(records, name, 'messages/s', size)?.value;
-  const best64 = (['tput.proc.spsc-copy', 'tput.proc.spsc-zc'] as const)
+  const best64 = SPSC_STREAMS
     .map((name) => ({ name, value: rate(name, 64) }))
-    .filter((s): s is { name: 'tput.proc.spsc-copy' | 'tput.proc.spsc-zc'; value: number } => s.value !== undefined)
+    .filter((s): s is { name: SpscStream; value: number } => s.value !== undefined)
     .sort((a, b) => b.value - a.value)[0];
-  const bestLabel = best64 ? (best64.name === 'tput.proc.spsc-copy' ? 'copy' : 'zero-copy') : '';
+  const bestLabel = best64 ? SPSC_STREAM_LABELS[best64.name] : '';
   const socket64 = rate(SOCKET_TPUT, 64);
   const unbatched64 = rate('tput.proc.unix-socket-unbatched', 64);
   const cRing64 = rate(FLOOR_RING, 64);
@@ -135,13 +144,13 @@ export function targets(records: Measurement[]): Target[] {
       `${unbatched64 ? `; vs one write per message, ${(unbatched64 / 1e6).toFixed(2)} M: ${fmtX(best64!.value / unbatched64)}×` : ''})`, 'missing scenario');
 
   const mib = 1 << 20;
-  const bestMiB = (['tput.proc.spsc-copy', 'tput.proc.spsc-zc'] as const)
+  const bestMiB = SPSC_STREAMS
     .map((name) => ({ name, value: find(records, name, 'bytes/s', mib)?.value }))
-    .filter((s): s is { name: 'tput.proc.spsc-copy' | 'tput.proc.spsc-zc'; value: number } => s.value !== undefined)
+    .filter((s): s is { name: SpscStream; value: number } => s.value !== undefined)
     .sort((a, b) => b.value - a.value)[0];
   const memcpyMiB = find(records, FLOOR_MEMCPY, 'bytes/s', mib)?.value;
   add('1 MiB messages at ≥ 50% of memcpy bandwidth', bestMiB && memcpyMiB ? bestMiB.value / memcpyMiB : null, (v) => v >= 0.5,
-    (v) => `${(v * 100).toFixed(0)}% (${(bestMiB!.value / 1e9).toFixed(2)} GB/s SpscRing ${bestMiB!.name === 'tput.proc.spsc-copy' ? 'copy' : 'zero-copy'} ` +
+    (v) => `${(v * 100).toFixed(0)}% (${(bestMiB!.value / 1e9).toFixed(2)} GB/s SpscRing ${SPSC_STREAM_LABELS[bestMiB!.name]} ` +
       `vs memcpy ${(memcpyMiB! / 1e9).toFixed(2)} GB/s)`, 'no C floor or no 1 MiB run');
 
   const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;

@@ -98,7 +98,7 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.pipe', 30_000);
   rtt('rtt-proc', 'rtt.proc.ipc', 20_000);
   for (const size of procSizes) {
-    for (const name of ['tput.proc.spsc-copy', 'tput.proc.spsc-zc', 'tput.proc.mpmc', 'tput.proc.unix-socket', 'tput.proc.unix-socket-unbatched']) {
+    for (const name of ['tput.proc.spsc-copy', 'tput.proc.spsc-zc', 'tput.proc.spsc-copy-cork', 'tput.proc.spsc-zc-cork', 'tput.proc.mpmc', 'tput.proc.unix-socket', 'tput.proc.unix-socket-unbatched']) {
       steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
     }
   }

@@ -10,6 +10,9 @@
  *                        space (ring.data.set of the message: the one copy that
  *                        puts the bytes in shared memory), the consumer reads
  *                        them in place
+ *   … corked             the same, with ring.cork() / uncork() around every
+ *                        CORK_BATCH messages: one publication per batch, as
+ *                        the socket baseline makes one write per batch
  *   MpmcQueue            tryWrite → drain (1 producer, 1 consumer)
  *   Unix socket          4-byte length framing, frames copied into ~64 KiB
  *                        batches, one write per batch, honouring back-pressure
@@ -79,36 +82,52 @@ function checkReport(what: string, sent: number, r: ConsumerReport): void {
   if (r.count !== sent || r.bad !== 0) throw new Error(`${what}: sent ${sent}, the consumer saw ${r.count} (${r.bad} out of sequence)`);
 }
 
-function produceCopy(ring: SpscRing, o: StreamOptions): number {
-  const message = new Uint8Array(o.size);
+/** Messages per publication in the corked streams (a power of two). */
+const CORK_BATCH = 32;
+
+/**
+ * Calls `put(seq)` (which waits for room itself) for seq = 0, 1, … until
+ * `o.durationMs` is over; returns how many. A corked producer uncorks after
+ * every CORK_BATCH messages, and at the end.
+ */
+function produce(ring: SpscRing, o: StreamOptions, corked: boolean, put: (seq: number) => void): number {
   const mask = clockMask(o.size);
-  const watchdog = new Watchdog('SpscRing copy producer', LIMIT_MS);
   const deadline = performance.now() + o.durationMs;
   let seq = 0;
+  if (corked) ring.cork();
   for (;;) {
-    stamp(message, seq);
-    while (!ring.tryWrite(message)) watchdog.tick();
+    put(seq);
     seq++;
-    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
+    if (corked && (seq & (CORK_BATCH - 1)) === 0) {
+      ring.uncork();
+      ring.cork();
+    }
+    if ((seq & mask) === 0 && performance.now() > deadline) break;
   }
+  if (corked) ring.uncork();
+  return seq;
 }
 
-function produceZeroCopy(ring: SpscRing, o: StreamOptions): number {
+function produceCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
+  const message = new Uint8Array(o.size);
+  const watchdog = new Watchdog('SpscRing copy producer', LIMIT_MS);
+  return produce(ring, o, corked, (seq) => {
+    stamp(message, seq);
+    while (!ring.tryWrite(message)) watchdog.tick();
+  });
+}
+
+function produceZeroCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
   const message = new Uint8Array(o.size);
   const data = ring.data;
-  const mask = clockMask(o.size);
   const watchdog = new Watchdog('SpscRing zero-copy producer', LIMIT_MS);
-  const deadline = performance.now() + o.durationMs;
-  let seq = 0;
-  for (;;) {
+  return produce(ring, o, corked, (seq) => {
     let at: number;
     while ((at = ring.claim(o.size)) < 0) watchdog.tick();
     data.set(message, at);
     if (o.size >= 4) stamp(data, seq, at);
     ring.commit(at);
-    seq++;
-    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
-  }
+  });
 }
 
 function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
@@ -125,12 +144,12 @@ function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
   }
 }
 
-export async function spscStream(mode: 'copy' | 'zero-copy', o: StreamOptions): Promise<ConsumerReport> {
+export async function spscStream(mode: 'copy' | 'zero-copy', o: StreamOptions, corked = false): Promise<ConsumerReport> {
   const { region, ring } = ringRegion(spscCapacity(o.size));
   const peer = startPeer('ring-count', [region], { mode, warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
   try {
     await peer.ready;
-    const sent = mode === 'copy' ? produceCopy(ring, o) : produceZeroCopy(ring, o);
+    const sent = mode === 'copy' ? produceCopy(ring, o, corked) : produceZeroCopy(ring, o, corked);
     ring.close();
     const report = await peer.result as unknown as ConsumerReport;
     checkReport(`SpscRing ${mode}`, sent, report);
@@ -191,6 +210,12 @@ export async function socketStream(o: StreamOptions, batched = true): Promise<Co
 export const PROCESS_STREAMS = {
   'tput.proc.spsc-copy': { transport: 'SpscRing copy (tryWrite → tryRead)', run: (o: StreamOptions) => spscStream('copy', o) },
   'tput.proc.spsc-zc': { transport: 'SpscRing zero-copy (claim/commit → drain)', run: (o: StreamOptions) => spscStream('zero-copy', o) },
+  'tput.proc.spsc-copy-cork': {
+    transport: `SpscRing copy, corked (${CORK_BATCH} per publication)`, run: (o: StreamOptions) => spscStream('copy', o, true),
+  },
+  'tput.proc.spsc-zc-cork': {
+    transport: `SpscRing zero-copy, corked (${CORK_BATCH} per publication)`, run: (o: StreamOptions) => spscStream('zero-copy', o, true),
+  },
   'tput.proc.mpmc': { transport: 'MpmcQueue 1→1 (tryWrite → drain)', run: mpmcStream },
   'tput.proc.unix-socket': { transport: 'Unix socket (framed, batched writes)', run: (o: StreamOptions) => socketStream(o, true) },
   'tput.proc.unix-socket-unbatched': { transport: 'Unix socket (framed, one write per message)', run: (o: StreamOptions) => socketStream(o, false) },

@@ -63,6 +63,8 @@ export class SpscRing extends Queue {
   #claimOffset = NO_CLAIM;
   #claimIndex = 0;
   #claimEnd = 0;
+  /** Records were completed while corked and the producer position not yet stored. */
+  #unpublished = false;
   // Consumer side: own position, the producer's as last seen.
   #consumerPosition: number;
   #cachedProducerPosition: number;
@@ -136,6 +138,7 @@ export class SpscRing extends Queue {
     const toEnd = this.capacity - index;
     const needed = size <= toEnd ? size : toEnd + size;
     if (this.capacity - ((position - this.#cachedConsumerPosition) >>> 0) < needed) {
+      if (this.#unpublished) this.flush(); // corked and full: the consumer must see the batch to free room
       // Observes the consumer's latest release (its Atomics.store of CONSUMER_POSITION).
       const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
       const used = (position - consumer) >>> 0;
@@ -155,15 +158,26 @@ export class SpscRing extends Queue {
     return index;
   }
 
-  /** Publishes the reserved record with its type. */
+  /** Completes the reserved record with its type; publishes it unless corked. */
   #publish(type: number): void {
-    const ctl = this.ctl;
     this.#data32[(this.#claimIndex >> 2) + L.RECORD_TYPE_I32] = type;
-    const end = this.#claimEnd;
-    this.#producerPosition = end;
-    // Publishes the record's bytes (written above) to the consumer; pairs with its load of PRODUCER_POSITION.
-    Atomics.store(ctl, L.PRODUCER_POSITION_I32, end);
+    this.#producerPosition = this.#claimEnd;
+    if (this.corked === 0) this.#store();
+    else this.#unpublished = true;
+  }
+
+  /** Stores the producer position: every record up to it becomes visible. */
+  #store(): void {
+    const ctl = this.ctl;
+    // Publishes the records' bytes (written before) to the consumer; pairs with its load of PRODUCER_POSITION.
+    Atomics.store(ctl, L.PRODUCER_POSITION_I32, this.#producerPosition);
     unpark(ctl, READ_BLOCK, WAKE_ONE);
+  }
+
+  protected flush(): void {
+    if (!this.#unpublished) return;
+    this.#unpublished = false;
+    if (this.ctl.length !== 0) this.#store();
   }
 
   /**
