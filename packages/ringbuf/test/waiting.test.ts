@@ -1,0 +1,64 @@
+/**
+ * The waiting protocol's spin policy, driven directly: parkSync over a
+ * SharedArrayBuffer's wait block with a scripted `attempt`, so the number of
+ * attempts and naps shows whether a wait spun first or parked at once.
+ */
+import assert from 'node:assert/strict';
+import { parkSync, SpinPacer, type WaitBlock } from '../src/waiting.js';
+
+const BLOCK: WaitBlock = { waiters: 0, signal: 1 };
+/** Naps of peerTimeoutMs / 4 = 10 ms: each failed attempt after announcing costs one. */
+const OPTIONS = { peerTimeoutMs: 40 };
+
+/** An attempt that fails until its `succeedOn`th call, counting the calls. */
+function scripted(succeedOn: number): { attempt: () => true | undefined; calls: () => number } {
+  let calls = 0;
+  return { attempt: () => (++calls >= succeedOn ? true : undefined), calls: () => calls };
+}
+
+function wait(pacer: SpinPacer, succeedOn: number, spin?: number): { calls: number; ms: number; waiters: number } {
+  const ctl = new Int32Array(new SharedArrayBuffer(8));
+  const script = scripted(succeedOn);
+  const t0 = performance.now();
+  parkSync(ctl, BLOCK, script.attempt, { ...OPTIONS, spin }, 'test wait', () => true, pacer);
+  return { calls: script.calls(), ms: performance.now() - t0, waiters: Atomics.load(ctl, BLOCK.waiters) };
+}
+
+describe('waiting: paced spinning', () => {
+  it('spins before parking on the first wait, so an answer within the spin costs no nap', () => {
+    const result = wait(new SpinPacer(), 50);
+    assert.equal(result.calls, 50);
+    assert.ok(result.ms < 10, `took ${result.ms.toFixed(2)} ms: it napped instead of spinning`);
+    assert.equal(result.waiters, 0, 'the announcement is withdrawn');
+  });
+
+  it('parks at once (no spin) when the previous wait of that side lasted long', () => {
+    const pacer = new SpinPacer();
+    pacer.lastWaitMs = 5; // far beyond 2.5 × the 20 µs budget
+    const result = wait(pacer, 2);
+    // Call 1 is the re-check after announcing, then one nap, then call 2: no spin before them.
+    assert.equal(result.calls, 2);
+    assert.ok(result.ms >= 9, `took ${result.ms.toFixed(2)} ms: it did not nap`);
+  });
+
+  it('records each wait\'s duration, so a short wait turns spinning back on', () => {
+    const pacer = new SpinPacer();
+    pacer.lastWaitMs = 5;
+    wait(pacer, 2); // parks at once, takes one 10 ms nap
+    assert.ok(pacer.lastWaitMs >= 9, `recorded ${pacer.lastWaitMs} ms`);
+    const quick = wait(pacer, 1); // the re-check succeeds: a wait of microseconds
+    assert.equal(quick.calls, 1);
+    assert.ok(pacer.lastWaitMs < 1, `recorded ${pacer.lastWaitMs} ms`);
+    const spun = wait(pacer, 50); // so this one spins again
+    assert.equal(spun.calls, 50);
+    assert.ok(spun.ms < 10, `took ${spun.ms.toFixed(2)} ms: it napped instead of spinning`);
+  });
+
+  it('spins as asked when the options give spin, whatever the last wait took', () => {
+    const pacer = new SpinPacer();
+    pacer.lastWaitMs = 5;
+    const result = wait(pacer, 50, 20);
+    assert.equal(result.calls, 50);
+    assert.ok(result.ms < 10, `took ${result.ms.toFixed(2)} ms: it napped instead of spinning`);
+  });
+});
