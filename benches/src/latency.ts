@@ -152,6 +152,41 @@ export async function ringRoundTrip(mode: RingMode, o: RoundTripOptions): Promis
 }
 
 /**
+ * Node's floor, the counterpart of the C floor: one 32-bit word in a memfd
+ * region bounced between two Node processes with Atomics.load / store (the
+ * parent stores odd values, the echo answers with the next even one). No
+ * ring, no payload: what a round trip costs Node before any queue logic.
+ */
+export async function wordRoundTrip(o: RoundTripOptions): Promise<Percentiles> {
+  const { region } = ringRegion(RING_CAPACITY);
+  const word = new Int32Array(region.buffer, 0, 1);
+  Atomics.store(word, 0, 0);
+  const peer = startPeer('word-echo', [region], { limitMs: LIMIT_MS });
+  try {
+    await peer.ready;
+    const samples = new Samples(o.count);
+    const watchdog = new Watchdog('round trip (word)', LIMIT_MS);
+    const total = o.warmup + o.count;
+    let t = performance.now();
+    for (let i = 0; i < total; i++) {
+      const odd = 2 * (i % 0x3fffffff) + 1;
+      // Publishes the request; the echo spins for an odd value.
+      Atomics.store(word, 0, odd);
+      // Observes the echo's answer.
+      while (Atomics.load(word, 0) !== odd + 1) watchdog.tick();
+      const now = performance.now();
+      if (i >= o.warmup) samples.addMs(now - t);
+      t = now;
+    }
+    Atomics.store(word, 0, -1); // the end: the echo exits
+    await peer.result;
+    return percentiles(samples);
+  } finally {
+    region.close();
+  }
+}
+
+/**
  * Round trips of length-framed messages over a byte stream (`input` carries
  * the replies, `output` the requests): Unix socket or pipes.
  */
@@ -257,6 +292,7 @@ export const PROCESS_ROUND_TRIPS = {
   'rtt.proc.spsc-parked': { transport: 'SpscRing, parked (writeSync/readSync, futex)', run: (o: RoundTripOptions) => ringRoundTrip('parked', o) },
   'rtt.proc.spsc-async': { transport: 'SpscRing, async (echo: for await, write)', run: (o: RoundTripOptions) => ringRoundTrip('async', o) },
   'rtt.proc.spsc-async-read': { transport: 'SpscRing, async (echo: read, write)', run: (o: RoundTripOptions) => ringRoundTrip('async-read', o) },
+  'rtt.proc.node-floor': { transport: 'Node floor: one word, Atomics, two processes spinning', run: wordRoundTrip },
   'rtt.proc.unix-socket': { transport: 'Unix socket (net)', run: socketRoundTrip },
   'rtt.proc.unix-socket-idle': { transport: 'Unix socket (net), idle before each send', run: socketRoundTrip },
   'rtt.proc.pipe': { transport: 'pipe (FIFO, net.Socket)', run: pipeRoundTrip },

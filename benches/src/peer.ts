@@ -16,6 +16,7 @@
  *   ring-echo-sync   the same, parking in readSync / writeSync (futex)
  *   ring-echo-async  the same with for await and write() on the event loop
  *   ring-echo-async-read  the same with read() and write() on the event loop
+ *   word-echo        Node's floor: answer each odd value of word 0 of region 3 with the next even one (Atomics), until -1
  *   socket-sink      read length-framed messages from the socket, report count + checksum (demo)
  *   socket-count     throughput consumer of the socket
  *   socket-echo      ping-pong over the socket
@@ -126,6 +127,21 @@ function ringEchoZeroCopy(): void {
   }
 }
 
+/** Node's floor: one 32-bit word bounced with Atomics.load / Atomics.store, no ring at all. */
+function wordEcho(): void {
+  const word = new Int32Array(Region.fromFd(3).buffer, 0, 1);
+  const watchdog = new Watchdog('word-echo', LIMIT_MS);
+  ready();
+  for (;;) {
+    let v: number;
+    // Observes the parent's store of an odd value (or -1, the end).
+    while (((v = Atomics.load(word, 0)) & 1) === 0) watchdog.tick();
+    if (v === -1) return;
+    // Answers it: the parent spins for this value.
+    Atomics.store(word, 0, v + 1);
+  }
+}
+
 async function ringEchoAsync(): Promise<void> {
   const inbound = SpscRing.attach(Region.fromFd(3));
   const outbound = SpscRing.attach(Region.fromFd(4));
@@ -229,6 +245,7 @@ switch (role) {
   case 'ring-echo-sync': ringEcho('sync'); break;
   case 'ring-echo-async': await ringEchoAsync(); break;
   case 'ring-echo-async-read': await ringEchoAsyncRead(); break;
+  case 'word-echo': wordEcho(); break;
   case 'socket-sink': socketSink(); break;
   case 'socket-count': socketCount(); break;
   case 'socket-echo': socketEcho(); break;

@@ -102,6 +102,7 @@ export function targets(records: Measurement[]): Target[] {
   const p50 = (name: string): number | undefined => find(records, name, 'p50')?.value;
   const socketRtt = p50(SOCKET_RTT);
   const floorRtt = p50(FLOOR_RTT);
+  const nodeFloor = p50('rtt.proc.node-floor');
   const spins = (['rtt.proc.spsc-spin', 'rtt.proc.spsc-spin-zc'] as const)
     .map((name) => ({ name, value: p50(name) }))
     .filter((s): s is { name: 'rtt.proc.spsc-spin' | 'rtt.proc.spsc-spin-zc'; value: number } => s.value !== undefined)
@@ -111,7 +112,9 @@ export function targets(records: Measurement[]): Target[] {
   const us = (ns: number): string => `${(ns / 1000).toPrecision(3)} µs`;
 
   add('spinning round trip ≤ 2× the C floor (p50)', spin && floorRtt ? spin.value / floorRtt : null, (v) => v <= 2,
-    (v) => `${fmtX(v)}× (${us(spin!.value)} ${spinLabel} vs ${us(floorRtt!)})`, 'no C floor or no spinning round trip');
+    (v) => `${fmtX(v)}× (${us(spin!.value)} ${spinLabel} vs ${us(floorRtt!)}` +
+      `${nodeFloor ? `; Node's own floor, one word bounced with Atomics: ${us(nodeFloor)}, ${fmtX(nodeFloor / floorRtt!)}× the C floor` : ''})`,
+    'no C floor or no spinning round trip');
   add('spinning round trip ≥ 100× faster than the Unix socket (p50)', spin && socketRtt ? socketRtt / spin.value : null, (v) => v >= 100,
     (v) => `${fmtX(v)}× faster (${us(spin!.value)} vs ${us(socketRtt!)})`, 'missing scenario');
   const parked = p50('rtt.proc.spsc-parked');

@@ -93,6 +93,7 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.spsc-parked', 10_000, { gapMs: 0.2 });
   rtt('rtt-proc', 'rtt.proc.spsc-async', 30_000);
   rtt('rtt-proc', 'rtt.proc.spsc-async-read', 30_000);
+  rtt('rtt-proc', 'rtt.proc.node-floor', 200_000);
   rtt('rtt-proc', 'rtt.proc.unix-socket', 30_000);
   rtt('rtt-proc', 'rtt.proc.unix-socket-idle', 10_000, { gapMs: 0.2 });
   rtt('rtt-proc', 'rtt.proc.pipe', 30_000);
