@@ -73,16 +73,32 @@ export const SPIN_MICROS_ASYNC = 10;
  * 81–97 µs with a fixed 20 µs spin, 49–51 µs paced; back to back, both
  * sides keep spinning (5–7 µs either way in the same test). A pace of 1
  * gave 41 µs idle but trapped back-to-back round trips in parking (75 µs):
- * parked waits last a wake-up, longer than the budget. The first wait spins. The async waits do not pace: their wake-up goes through a native
+ * parked waits last a wake-up, longer than the budget. Such a trap can
+ * still happen where wake-ups take longer than 2.5 budgets, so one wait in
+ * SPIN_PROBE spins all the same: two sides that both probe find that
+ * spinning works and stay with it. The first wait spins. The async waits do not pace: their wake-up goes through a native
  * thread and the event loop, and back-to-back async round trips need the spin.
  */
 export class SpinPacer {
   /** Duration of the last completed wait, in ms (0 until one completes). */
   lastWaitMs = 0;
+  /** Source of the probes' coin flips (a test may fix it). */
+  random: () => number = Math.random;
+
+  /** µs to spin before parking, out of a budget of `budgetMicros`. */
+  spinMicros(budgetMicros: number): number {
+    if (this.lastWaitMs * 1000 <= SPIN_PACE * budgetMicros) return budgetMicros;
+    // A probe: both sides of a round trip can be parked only because each
+    // waits for the other to wake; spinning now and then lets them find out
+    // that both could spin (each probe succeeds once both probe together).
+    return this.random() < SPIN_PROBE ? budgetMicros : 0;
+  }
 }
 
 /** A wait spins if the previous one took at most this many times the spin budget. */
 const SPIN_PACE = 2.5;
+/** Share of the waits after a long one that spin all the same (probes). */
+const SPIN_PROBE = 1 / 8;
 
 /** Attempts between two looks at the clock while spinning. */
 const SPIN_CLOCK_EVERY = 64;
@@ -154,8 +170,7 @@ function* park<T>(
   peerAlive: () => boolean, defaultSpinMicros: number, pacer: SpinPacer | undefined,
 ): Generator<Nap, T, WaitResult> {
   const started = performance.now();
-  let spinMicros = options?.spin ?? defaultSpinMicros;
-  if (options?.spin === undefined && pacer !== undefined && pacer.lastWaitMs * 1000 > SPIN_PACE * defaultSpinMicros) spinMicros = 0;
+  const spinMicros = options?.spin ?? pacer?.spinMicros(defaultSpinMicros) ?? defaultSpinMicros;
   const result = yield* parkFrom(ctl, block, attempt, options, what, peerAlive, spinMicros, started);
   if (pacer !== undefined) pacer.lastWaitMs = performance.now() - started;
   return result;

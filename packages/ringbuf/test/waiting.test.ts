@@ -10,6 +10,14 @@ const BLOCK: WaitBlock = { waiters: 0, signal: 1 };
 /** Naps of peerTimeoutMs / 4 = 10 ms: each failed attempt after announcing costs one. */
 const OPTIONS = { peerTimeoutMs: 40 };
 
+/** A pacer whose probes never fire (`probe` false) or always do. */
+function pacer(lastWaitMs: number, probe = false): SpinPacer {
+  const p = new SpinPacer();
+  p.lastWaitMs = lastWaitMs;
+  p.random = () => (probe ? 0 : 1);
+  return p;
+}
+
 /** An attempt that fails until its `succeedOn`th call, counting the calls. */
 function scripted(succeedOn: number): { attempt: () => true | undefined; calls: () => number } {
   let calls = 0;
@@ -33,31 +41,40 @@ describe('waiting: paced spinning', () => {
   });
 
   it('parks at once (no spin) when the previous wait of that side lasted long', () => {
-    const pacer = new SpinPacer();
-    pacer.lastWaitMs = 5; // far beyond 2.5 × the 20 µs budget
-    const result = wait(pacer, 2);
+    const result = wait(pacer(5), 2); // 5 ms: far beyond 2.5 × the 20 µs budget
     // Call 1 is the re-check after announcing, then one nap, then call 2: no spin before them.
     assert.equal(result.calls, 2);
     assert.ok(result.ms >= 9, `took ${result.ms.toFixed(2)} ms: it did not nap`);
   });
 
   it('records each wait\'s duration, so a short wait turns spinning back on', () => {
-    const pacer = new SpinPacer();
-    pacer.lastWaitMs = 5;
-    wait(pacer, 2); // parks at once, takes one 10 ms nap
-    assert.ok(pacer.lastWaitMs >= 9, `recorded ${pacer.lastWaitMs} ms`);
-    const quick = wait(pacer, 1); // the re-check succeeds: a wait of microseconds
+    const paced = pacer(5);
+    wait(paced, 2); // parks at once, takes one 10 ms nap
+    assert.ok(paced.lastWaitMs >= 9, `recorded ${paced.lastWaitMs} ms`);
+    const quick = wait(paced, 1); // the re-check succeeds: a wait of microseconds
     assert.equal(quick.calls, 1);
-    assert.ok(pacer.lastWaitMs < 1, `recorded ${pacer.lastWaitMs} ms`);
-    const spun = wait(pacer, 50); // so this one spins again
+    assert.ok(paced.lastWaitMs < 1, `recorded ${paced.lastWaitMs} ms`);
+    const spun = wait(paced, 50); // so this one spins again
     assert.equal(spun.calls, 50);
     assert.ok(spun.ms < 10, `took ${spun.ms.toFixed(2)} ms: it napped instead of spinning`);
   });
 
+  it('spins after a long wait when the probe fires, so two parked sides can find out that both could spin', () => {
+    const result = wait(pacer(5, true), 50);
+    assert.equal(result.calls, 50);
+    assert.ok(result.ms < 10, `took ${result.ms.toFixed(2)} ms: it napped instead of spinning`);
+  });
+
+  it('probes about one wait in eight after a long one', () => {
+    const p = new SpinPacer();
+    p.lastWaitMs = 5;
+    let spins = 0;
+    for (let i = 0; i < 8000; i++) if (p.spinMicros(20) > 0) spins++;
+    assert.ok(spins > 800 && spins < 1200, `${spins} of 8000 waits spun`);
+  });
+
   it('spins as asked when the options give spin, whatever the last wait took', () => {
-    const pacer = new SpinPacer();
-    pacer.lastWaitMs = 5;
-    const result = wait(pacer, 50, 20);
+    const result = wait(pacer(5), 50, 20);
     assert.equal(result.calls, 50);
     assert.ok(result.ms < 10, `took ${result.ms.toFixed(2)} ms: it napped instead of spinning`);
   });
