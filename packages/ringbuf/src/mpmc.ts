@@ -228,10 +228,7 @@ export class MpmcQueue extends Queue {
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();
     const slot = this.#claimForWrite();
-    if (slot < 0) {
-      this.flush(); // corked and full: wake the consumers that can free room
-      return false;
-    }
+    if (slot < 0) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
     data32[slot + L.SLOT_OWNER_I32] = PID;
@@ -241,8 +238,7 @@ export class MpmcQueue extends Queue {
     data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes length, type and payload (and the cleared OWNER) to the consumer of this position.
     Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + 1) | 0);
-    if (this.corked === 0) unpark(this.ctl, READ_BLOCK, WAKE_ONE);
-    else this.#unwoken++;
+    unpark(this.ctl, READ_BLOCK, WAKE_ONE);
     return true;
   }
 
@@ -335,17 +331,6 @@ export class MpmcQueue extends Queue {
       this.recoveredSlots++;
     }
     return true;
-  }
-
-  /** Messages published while corked whose wake-up is still owed (flush). */
-  #unwoken = 0;
-
-  protected flush(): void {
-    if (this.#unwoken === 0) return;
-    // One wake-up per message published while corked, at most: each message feeds one consumer.
-    const count = Math.min(this.#unwoken, this.capacity);
-    this.#unwoken = 0;
-    if (this.ctl.length !== 0) unpark(this.ctl, READ_BLOCK, count);
   }
 
   protected dropViews(): void {

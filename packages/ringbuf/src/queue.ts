@@ -96,31 +96,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   readonly #producerAlive = (): boolean => this.producerAlive();
   readonly #consumerAlive = (): boolean => this.consumerAlive();
 
-  /** cork() depth: while it is above 0, publications are deferred. */
-  protected corked = 0;
-
-  /**
-   * Defers publication, as Writable.cork() does: what this producer writes
-   * while corked (tryWrite, commit, writeSync, write) goes into the ring, but
-   * the consumer is not told (SpscRing: the producer position is not stored;
-   * MpmcQueue: each message is published, but no parked consumer is woken)
-   * until uncork() has been called as often as cork(), or close(). A ring
-   * that fills while corked publishes what it holds, so a waiting write
-   * never waits on itself. One publication, and at most one wake-up, then
-   * covers the whole batch: the way to the highest message rate, at the cost
-   * of the batch's latency.
-   */
-  cork(): void {
-    this.corked++;
-  }
-
-  /** Ends one cork(); the last one publishes everything written since the first, and wakes a parked consumer. */
-  uncork(): void {
-    if (this.corked > 0 && --this.corked === 0) this.flush();
-  }
-
-  /** Publishes what was written while corked (nothing if nothing was). */
-  protected abstract flush(): void;
+  /** Publishes what this object holds back (SpscRing.cork); close() calls it first. */
+  protected flush(): void {}
 
   abstract tryWrite(bytes: Uint8Array, type?: number): boolean;
   abstract tryRead(): Uint8Array | null;
@@ -220,7 +197,6 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   close(): void {
     const ctl = this.ctl;
     if (ctl.length === 0) return;
-    this.corked = 0;
     this.flush(); // what was written while corked is published before the end
     // Publishes the end to the other side; it is read by every waiting verb after it wakes.
     Atomics.or(ctl, L.FLAGS_I32, L.FLAG_CLOSED);

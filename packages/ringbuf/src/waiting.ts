@@ -70,7 +70,7 @@ export const SPIN_MICROS_ASYNC = 10;
  * peer may be queued on: Linux likes to run a woken thread on its waker's
  * CPU, where switching costs far less than waking a halted vCPU. Measured
  * on 2 vCPUs with 0.2 ms idle before each round trip (parked echo):
- * 81–97 µs with a fixed 20 µs spin, 49–51 µs paced; back to back, both
+ * 81–97 µs with a fixed 20 µs spin, 43–51 µs paced; back to back, both
  * sides keep spinning (5–7 µs either way in the same test). A pace of 1
  * gave 41 µs idle but trapped back-to-back round trips in parking (75 µs):
  * parked waits last a wake-up, longer than the budget. Such a trap can
@@ -99,6 +99,32 @@ export class SpinPacer {
 const SPIN_PACE = 2.5;
 /** Share of the waits after a long one that spin all the same (probes). */
 const SPIN_PROBE = 1 / 8;
+
+/**
+ * Publications this thread holds back (a corked SpscRing with unpublished
+ * records registers its flush here). Any wait of this thread runs them
+ * first: a thread about to wait is idle, and what it holds may be what the
+ * other side needs before it can answer (a request on one ring, corked,
+ * while this thread waits for the reply on another would never be seen).
+ * Module state is per thread: each worker has its own copy of this module.
+ */
+const held = new Set<() => void>();
+
+/** Registers `flush` to run before this thread's next wait (a ring now holds unpublished records). */
+export function holdUntilWait(flush: () => void): void {
+  held.add(flush);
+}
+
+/** Withdraws `flush` (its ring published what it held). */
+export function releaseHold(flush: () => void): void {
+  held.delete(flush);
+}
+
+/** Publishes everything this thread holds back. Each flush withdraws itself. */
+function publishHeld(): void {
+  for (const flush of held) flush();
+  held.clear();
+}
 
 /** Attempts between two looks at the clock while spinning. */
 const SPIN_CLOCK_EVERY = 64;
@@ -159,8 +185,8 @@ interface Nap {
 }
 
 /**
- * The protocol itself, once for both drivers: yields each nap to take and
- * receives its result. Calls `attempt` until it returns something other
+ * The protocol itself, once for both drivers: publishes what this thread
+ * holds corked, then yields each nap to take and receives its result. Calls `attempt` until it returns something other
  * than undefined; throws on timeout, abort, or when a nap times out and
  * `peerAlive()` says the other side is gone. A driver that fails a nap
  * throws into the generator, so the announcement is always withdrawn.
@@ -169,6 +195,7 @@ function* park<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
   peerAlive: () => boolean, defaultSpinMicros: number, pacer: SpinPacer | undefined,
 ): Generator<Nap, T, WaitResult> {
+  if (held.size !== 0) publishHeld();
   const started = performance.now();
   const spinMicros = options?.spin ?? pacer?.spinMicros(defaultSpinMicros) ?? defaultSpinMicros;
   const result = yield* parkFrom(ctl, block, attempt, options, what, peerAlive, spinMicros, started);

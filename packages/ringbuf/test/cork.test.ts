@@ -5,8 +5,8 @@
  *    written stays invisible to the consumer until the last uncork(), close(),
  *    or until the ring fills up (then it publishes what it holds, so a
  *    waiting write never waits on itself).
- *  - MpmcQueue publishes every slot at once but owes the wake-up of parked
- *    readers until uncork() (or until a write finds the queue full).
+ *  - Any wait of the producer's thread (readSync, read, writeSync, write on
+ *    any ring) first publishes what the thread holds corked.
  *
  * The producer and the consumer are two objects over one region (the
  * consumer is a second attach), on one thread: the event-loop tests run a
@@ -18,7 +18,7 @@ import { strict as assert } from 'node:assert';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MpmcQueue, SpscRing } from '../src/index.js';
+import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { randomBytes } from './helpers.js';
 
@@ -64,7 +64,7 @@ function region(backing: Backing, size: number, context: Mocha.Context): Region 
  * side is stuck (a corked writer waiting on itself); disposes of `owner`.
  */
 async function corkedStream(
-  producer: SpscRing | MpmcQueue, consumer: SpscRing | MpmcQueue, want: readonly Message[],
+  producer: SpscRing, consumer: SpscRing, want: readonly Message[],
   via: 'for await' | 'read()', owner: { dispose(): void },
 ): Promise<void> {
   const got: Message[] = [];
@@ -125,27 +125,6 @@ function spsc(backing: Backing, capacity: number, context: Mocha.Context): Spsc 
   };
 }
 
-interface Mpmc {
-  region: Region;
-  producer: MpmcQueue;
-  consumer: MpmcQueue;
-  dispose(): void;
-}
-
-function mpmc(backing: Backing, capacity: number, slotSize: number, context: Mocha.Context): Mpmc {
-  const r = region(backing, MpmcQueue.regionSize({ capacity, slotSize }), context);
-  const producer = MpmcQueue.create(r, { capacity, slotSize });
-  const consumer = MpmcQueue.attach(r);
-  return {
-    region: r, producer, consumer,
-    dispose() {
-      producer.close();
-      consumer.close();
-      r.close();
-    },
-  };
-}
-
 interface Message {
   bytes: Uint8Array;
   type: number;
@@ -164,7 +143,7 @@ function sameMessage(got: Uint8Array | null, type: number, want: Message, what: 
 }
 
 /** Reads `want` in order with tryRead, then expects the ring empty. */
-function readAll(consumer: SpscRing | MpmcQueue, want: readonly Message[], what: string): void {
+function readAll(consumer: SpscRing, want: readonly Message[], what: string): void {
   for (const [i, m] of want.entries()) sameMessage(consumer.tryRead(), consumer.lastType, m, `${what}, message ${i}`);
   assert.equal(consumer.tryRead(), null, `${what}: more messages than were written`);
 }
@@ -201,7 +180,7 @@ function readWaiters(r: Region): number {
 }
 
 /** A read() that is parked (checked: one read waiter) and naps 1000 ms at a time, so only a wake-up ends it sooner. */
-function parkedRead(reader: SpscRing | MpmcQueue, r: Region): ReturnType<typeof track<Uint8Array>> {
+function parkedRead(reader: SpscRing, r: Region): ReturnType<typeof track<Uint8Array>> {
   const pending = track(reader.read({ peerTimeoutMs: Infinity }));
   assert.equal(readWaiters(r), 1, 'the reader is parked');
   return pending;
@@ -416,112 +395,42 @@ describe('cork() / uncork()', function () {
         ring.dispose();
       }
     });
-  });
 
-  describe('MpmcQueue', function () {
-    it('publishes each slot at once while corked: tryRead sees it, size counts it', function () {
-      const queue = mpmc('sab', 8, 64, this);
-      const { producer, consumer } = queue;
-      producer.cork();
-      const written = [message(1, 64), message(2, 64), message(3, 64)];
-      for (const [i, m] of written.entries()) {
-        assert.ok(producer.tryWrite(m.bytes, m.type));
-        assert.equal(consumer.size, 1, `size after corked write ${i}`);
-        sameMessage(consumer.tryRead(), consumer.lastType, m, `tryRead after corked write ${i}`);
-      }
-      producer.uncork();
-      assert.equal(consumer.tryRead(), null);
-      queue.dispose();
-    });
-
-    it('wakes a reader parked in read() only at the last uncork(), not at the corked write', async function () {
-      const queue = mpmc('sab', 8, 64, this);
-      const { region: r, producer, consumer } = queue;
+    it('publishes a corked request when its thread waits for the reply on another ring (no deadlock)', async function () {
+      const requests = spsc('sab', 1024, this);
+      const replies = spsc('sab', 1024, this);
+      // The server answers each request with the same bytes, on the same event loop.
+      const server = (async () => {
+        for await (const m of requests.consumer) await replies.producer.write(m, { type: requests.consumer.lastType + 1 });
+      })();
       try {
-        const pending = parkedRead(consumer, r);
-        const m = message(4, 64);
-        producer.cork();
-        producer.cork();
-        assert.ok(producer.tryWrite(m.bytes, m.type));
-        assert.equal(consumer.size, 1, 'the corked message is published');
-        await sleep(NOT_WOKEN_MS);
-        assert.ok(!pending.settled, `read() resolved within ${NOT_WOKEN_MS} ms of a corked write`);
-        producer.uncork();
-        await sleep(NOT_WOKEN_MS / 2);
-        assert.ok(!pending.settled, 'read() resolved after the first of two uncork()');
-        const uncorked = performance.now();
-        producer.uncork();
-        const got = await within(WOKEN_MS, pending.promise, 'read() after the last uncork()');
-        sameMessage(got, consumer.lastType, m, `read() resolved ${(performance.now() - uncorked).toFixed(1)} ms after uncork()`);
+        const request = message(7, 40);
+        requests.producer.cork();
+        assert.ok(requests.producer.tryWrite(request.bytes, request.type));
+        assert.equal(requests.consumer.size, 0, 'the request is held');
+        // read() parks: before it does, the thread's held request goes out, and the reply can come.
+        const reply = await within(LOOP_LIMIT_MS, replies.consumer.read({ timeoutMs: LOOP_LIMIT_MS }), 'the reply');
+        sameMessage(reply, replies.consumer.lastType, { bytes: request.bytes, type: request.type + 1 }, 'the reply');
+        assert.ok(requests.producer.tryWrite(request.bytes), 'still corked: the next write is held again');
+        assert.equal(requests.consumer.size, 0, 'the next request is held');
+        requests.producer.uncork();
       } finally {
-        queue.dispose();
+        requests.producer.close();
+        await server;
+        requests.dispose();
+        replies.dispose();
       }
     });
 
-    it('wakes, at uncork(), one parked reader per message written while corked', async function () {
-      const queue = mpmc('sab', 8, 64, this);
-      const { region: r, producer } = queue;
-      const readers = [0, 1, 2].map(() => MpmcQueue.attach(r));
-      try {
-        const pending = readers.map((reader) => track(reader.read({ peerTimeoutMs: Infinity })));
-        assert.equal(readWaiters(r), 3, 'three readers are parked');
-        producer.cork();
-        const written = [message(1, 64), message(2, 64)];
-        for (const m of written) assert.ok(producer.tryWrite(m.bytes, m.type));
-        await sleep(NOT_WOKEN_MS);
-        assert.equal(pending.filter((p) => p.settled).length, 0, 'readers resolved while corked');
-        producer.uncork();
-        const woken = (): number => pending.filter((p) => p.settled).length;
-        const started = performance.now();
-        while (woken() < written.length && performance.now() - started < WOKEN_MS) await sleep(5);
-        assert.equal(woken(), written.length, `readers resolved within ${WOKEN_MS} ms of uncork()`);
-        const lengths = (await Promise.all(pending.filter((p) => p.settled).map((p) => p.promise))).map((m) => m.length);
-        assert.deepEqual(lengths.sort((a, b) => a - b), written.map((m) => m.bytes.length).sort((a, b) => a - b), 'each message went to one reader');
-      } finally {
-        for (const reader of readers) reader.close(); // ends the reader left parked
-        queue.dispose();
-      }
-    });
-
-    it('wakes a parked reader when a corked tryWrite finds the queue full', async function () {
-      const queue = mpmc('sab', 4, 16, this);
-      const { region: r, producer, consumer } = queue;
-      try {
-        const pending = parkedRead(consumer, r);
-        producer.cork();
-        const written = [0, 1, 2, 3].map((i) => message(i, 16));
-        for (const m of written) assert.ok(producer.tryWrite(m.bytes, m.type));
-        await sleep(NOT_WOKEN_MS);
-        assert.ok(!pending.settled, 'read() resolved while corked and not full');
-        assert.equal(producer.tryWrite(new Uint8Array(1)), false, 'tryWrite on a full queue');
-        const got = await within(WOKEN_MS, pending.promise, 'read() after the refused corked tryWrite');
-        sameMessage(got, consumer.lastType, written[0]!, 'the parked reader');
-        producer.uncork();
-        readAll(consumer, written.slice(1), 'the rest');
-      } finally {
-        queue.dispose();
-      }
-    });
-
-    it('delivers, in order, far more messages than fit when a corked producer awaits write() and a for await consumer runs on the same event loop', async function () {
-      const queue = mpmc('sab', 4, 32, this);
-      const { producer, consumer } = queue;
-      const COUNT = 2000;
-      const want = Array.from({ length: COUNT }, (_, i) => message(i, 32));
-      await corkedStream(producer, consumer, want, 'for await', queue);
-    });
-
-    it('close() while corked lets the consumer read what was written, then gives ERR_SHMRING_CLOSED', async function () {
-      const queue = mpmc('sab', 8, 64, this);
-      const { producer, consumer } = queue;
-      producer.cork();
-      const written = [message(1, 64), message(2, 64)];
-      for (const m of written) assert.ok(producer.tryWrite(m.bytes, m.type));
-      producer.close();
-      sameMessage(await consumer.read(), consumer.lastType, written[0]!, 'read() after close()');
-      sameMessage(consumer.readSync(), consumer.lastType, written[1]!, 'readSync after close()');
-      await assert.rejects(consumer.read(), { code: ErrorCodes.CLOSED });
-      queue.dispose();
+    it('publishes what a corked ring holds when the same object then waits to read it (readSync returns it)', function () {
+      const ring = spsc('sab', 1024, this);
+      const m = message(3, 24);
+      ring.producer.cork();
+      assert.ok(ring.producer.tryWrite(m.bytes, m.type));
+      // One object as both sides: its readSync must not wait on its own held record.
+      sameMessage(ring.producer.readSync({ timeoutMs: 1000 }), ring.producer.lastType, m, 'readSync on the corked object');
+      ring.producer.uncork();
+      ring.dispose();
     });
   });
 });
