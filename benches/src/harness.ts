@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
-import { SpscRing } from '@shmring/ringbuf';
+import { SpscRing, type MpmcQueue } from '@shmring/ringbuf';
 
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 
@@ -475,7 +475,7 @@ export function formatRate(perSecond: number): string {
  * set up; returns the count, the stamps out of order and the meter's rates.
  */
 export function countRing(
-  ring: SpscRing, options: { mode?: string; warmupMs?: number; size?: number }, label: string, limitMs: number, ready: () => void,
+  ring: SpscRing | MpmcQueue, options: { mode?: string; warmupMs?: number; size?: number }, label: string, limitMs: number, ready: () => void,
 ): Record<string, number> {
   const watchdog = new Watchdog(label, limitMs);
   let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th

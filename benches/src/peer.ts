@@ -71,26 +71,7 @@ function ringCount(): void {
 }
 
 function mpmcCount(): void {
-  const queue = MpmcQueue.attach(Region.fromFd(3));
-  const watchdog = new Watchdog('mpmc-count', LIMIT_MS);
-  let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
-  const meter = new Meter(options.warmupMs ?? 0, options.size);
-  let count = 0;
-  let bad = 0;
-  const onRecord = (data: Uint8Array, offset: number, length: number): void => {
-    if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
-    count++;
-  };
-  ready();
-  for (;;) {
-    if (queue.drain(onRecord) === 0) {
-      if ((++idle & 1023) === 0 && queue.closed && queue.drain(onRecord) === 0) break;
-      watchdog.tick();
-    } else {
-      meter.check(count);
-    }
-  }
-  report({ count, bad, ...meter.finish(count) });
+  report(countRing(MpmcQueue.attach(Region.fromFd(3)), { ...options, mode: 'zero-copy' }, 'mpmc-count', LIMIT_MS, ready));
 }
 
 // ---- ring echoes ----

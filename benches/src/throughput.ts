@@ -87,95 +87,92 @@ const CORK_BATCH = 32;
 
 /**
  * Calls `put(seq)` (which waits for room itself) for seq = 0, 1, … until
- * `o.durationMs` is over; returns how many. A corked producer uncorks after
- * every CORK_BATCH messages, and at the end.
+ * `o.durationMs` is over; returns how many. With `corked`, that ring is
+ * uncorked after every CORK_BATCH messages, and at the end.
  */
-function produce(ring: SpscRing, o: StreamOptions, corked: boolean, put: (seq: number) => void): number {
+function produce(o: StreamOptions, put: (seq: number) => void, corked?: SpscRing): number {
   const mask = clockMask(o.size);
   const deadline = performance.now() + o.durationMs;
   let seq = 0;
-  if (corked) ring.cork();
+  corked?.cork();
   for (;;) {
     put(seq);
     seq++;
     if (corked && (seq & (CORK_BATCH - 1)) === 0) {
-      ring.uncork();
-      ring.cork();
+      corked.uncork();
+      corked.cork();
     }
     if ((seq & mask) === 0 && performance.now() > deadline) break;
   }
-  if (corked) ring.uncork();
+  corked?.uncork();
   return seq;
 }
 
 function produceCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
   const message = new Uint8Array(o.size);
   const watchdog = new Watchdog('SpscRing copy producer', LIMIT_MS);
-  return produce(ring, o, corked, (seq) => {
+  return produce(o, (seq) => {
     stamp(message, seq);
     while (!ring.tryWrite(message)) watchdog.tick();
-  });
+  }, corked ? ring : undefined);
 }
 
 function produceZeroCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
   const message = new Uint8Array(o.size);
   const data = ring.data;
   const watchdog = new Watchdog('SpscRing zero-copy producer', LIMIT_MS);
-  return produce(ring, o, corked, (seq) => {
+  return produce(o, (seq) => {
     let at: number;
     while ((at = ring.claim(o.size)) < 0) watchdog.tick();
     data.set(message, at);
     if (o.size >= 4) stamp(data, seq, at);
     ring.commit(at);
-  });
+  }, corked ? ring : undefined);
 }
 
 function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
   const message = new Uint8Array(o.size);
-  const mask = clockMask(o.size);
   const watchdog = new Watchdog('MpmcQueue producer', LIMIT_MS);
-  const deadline = performance.now() + o.durationMs;
-  let seq = 0;
-  for (;;) {
+  return produce(o, (seq) => {
     stamp(message, seq);
     while (!queue.tryWrite(message)) watchdog.tick();
-    seq++;
-    if ((seq & mask) === 0 && performance.now() > deadline) return seq;
+  });
+}
+
+/**
+ * Starts the consuming peer `role` on `region`, runs `send` (which returns
+ * how many messages it sent), closes `queue` so the peer ends, and checks
+ * the peer's count against it.
+ */
+async function streamTo(
+  queue: SpscRing | MpmcQueue, region: Region, role: string, peerOptions: Record<string, unknown>, o: StreamOptions,
+  what: string, send: () => number,
+): Promise<ConsumerReport> {
+  const peer = startPeer(role, [region], { ...peerOptions, warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
+  try {
+    await peer.ready;
+    const sent = send();
+    queue.close();
+    const report = await peer.result as unknown as ConsumerReport;
+    checkReport(what, sent, report);
+    return report;
+  } finally {
+    queue.close();
+    region.close();
   }
 }
 
 export async function spscStream(mode: 'copy' | 'zero-copy', o: StreamOptions, corked = false): Promise<ConsumerReport> {
   const { region, ring } = ringRegion(spscCapacity(o.size));
-  const peer = startPeer('ring-count', [region], { mode, warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
-  try {
-    await peer.ready;
-    const sent = mode === 'copy' ? produceCopy(ring, o, corked) : produceZeroCopy(ring, o, corked);
-    ring.close();
-    const report = await peer.result as unknown as ConsumerReport;
-    checkReport(`SpscRing ${mode}`, sent, report);
-    return report;
-  } finally {
-    ring.close();
-    region.close();
-  }
+  return streamTo(ring, region, 'ring-count', { mode }, o, `SpscRing ${mode}`,
+    () => (mode === 'copy' ? produceCopy(ring, o, corked) : produceZeroCopy(ring, o, corked)));
 }
 
 export async function mpmcStream(o: StreamOptions): Promise<ConsumerReport> {
   const options = { capacity: mpmcSlots(o.size), slotSize: o.size };
   const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
   const queue = MpmcQueue.create(region, options);
-  const peer = startPeer('mpmc-count', [region], { warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
-  try {
-    await peer.ready;
-    const sent = produceMpmc(queue, o);
-    queue.close();
-    const report = await peer.result as unknown as ConsumerReport;
-    checkReport('MpmcQueue', sent, report);
-    return report;
-  } finally {
-    queue.close();
-    region.close();
-  }
+  return streamTo(queue, region, 'mpmc-count', {}, o, 'MpmcQueue', () => produceMpmc(queue, o));
 }
 
 /** Length-framed messages over a Unix socket: copied into ~64 KiB batches, or one write per message (`batched` false). */

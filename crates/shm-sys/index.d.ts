@@ -1,7 +1,8 @@
 /**
  * @shmring/shm-sys: the Rust Node-API addon of shmring, exported as the
- * `NativeBackend` of @shmring/core (kind 'addon'). The members below repeat
- * that interface (packages/core/src/native/backend.ts), which is the contract.
+ * `NativeBackend` of @shmring/core (kind 'addon'). The interface below is the
+ * contract of both native backends: @shmring/core takes its type from here
+ * (packages/core/src/native/backend.ts) and its koffi backend implements it too.
  *
  * Errors: a failed system call throws an `Error` with `code` (errno name),
  * `errno` (positive number), `syscall` and the message
@@ -17,17 +18,23 @@
  */
 
 declare namespace backend {
-  /** Result of futexWait / futexWaitAsync: 0 woken ('ok'), 1 'not-equal', 2 'timed-out'. */
+  /** Result of futexWait / futexWaitAsync: 0 woken ('ok', possibly spuriously), 1 'not-equal', 2 'timed-out'. */
   export type WaitResult = 0 | 1 | 2;
 
   export interface AsyncWait {
     readonly promise: Promise<WaitResult>;
-    /** Ends the wait promptly with 0; a no-op once the promise settled. */
+    /** Ends the wait promptly with 0 ('ok'); a no-op once the promise settled. */
     cancel(): void;
   }
 
+  /**
+   * Every system call shmring makes goes through one object of this shape:
+   * this addon (kind 'addon') or @shmring/core's koffi backend (kind 'koffi').
+   * File descriptors are plain numbers; closing, ftruncate and fstat are done
+   * by the caller with node:fs, not here.
+   */
   export interface NativeBackend {
-    /** Always 'addon' for this package. */
+    /** 'addon' or 'koffi'. */
     readonly kind: 'addon' | 'koffi';
 
     /** memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); returns the fd. */
@@ -35,7 +42,8 @@ declare namespace backend {
 
     /**
      * shm_open(name, oflag | O_CLOEXEC, mode); `name` starts with '/'
-     * (validated by the caller); oflag uses the Linux O_* values. Returns the fd.
+     * (validated by the caller). oflag uses the Linux values of
+     * O_RDONLY/O_RDWR/O_CREAT/O_EXCL/O_TRUNC (as in `fs.constants`). Returns the fd.
      */
     shmOpen(name: string, oflag: number, mode: number): number;
 
@@ -52,9 +60,10 @@ declare namespace backend {
     mmap(fd: number, length: number, writable: boolean): ArrayBuffer;
 
     /**
-     * Wakes the pending futexWaitAsync waits on the mapping (they resolve 0),
-     * detaches `buffer` (stale views read as length 0) and munmaps it.
-     * TypeError if `buffer` was not returned by `mmap` on this thread; a
+     * Wakes the pending futexWaitAsync waits on the mapping (they resolve 0;
+     * callers re-check), detaches `buffer` (every stale view reads as length
+     * 0 and Atomics on it throw TypeError) and munmaps it. TypeError if
+     * `buffer` was not returned by `mmap` of this backend (on this thread); a
      * second call on the same buffer is a no-op.
      */
     munmap(buffer: ArrayBuffer): void;
@@ -66,25 +75,27 @@ declare namespace backend {
     getSeals(fd: number): number;
 
     /**
-     * FUTEX_WAIT (shared) on the 32-bit word at `byteOffset` (a multiple of 4
-     * inside the buffer, else RangeError), blocking the calling thread.
-     * `timeoutMs`: finite >= 0, or Infinity / negative / NaN for no timeout.
-     * EINTR is retried with the remaining time.
+     * FUTEX_WAIT (shared, not FUTEX_PRIVATE_FLAG) on the 32-bit word at
+     * `byteOffset` of `buffer`, blocking the calling thread. The futex works
+     * on any memory, but only a mapping of a shared fd is shared across
+     * processes. `byteOffset`: a multiple of 4 inside the buffer, else
+     * RangeError. `timeoutMs`: finite >= 0, or Infinity / negative / NaN for
+     * no timeout. EINTR is retried with the remaining time.
      */
     futexWait(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
 
     /**
-     * FUTEX_WAKE (shared) of up to `count` waiters; returns how many woke.
-     * `count` is clamped like Atomics.notify's (NaN or <= 0 wakes none).
+     * FUTEX_WAKE (shared) of up to `count` waiters on the word; returns how
+     * many woke. `count` is clamped like Atomics.notify's (NaN or <= 0 wakes none).
      */
     futexWake(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, count: number): number;
 
     /**
-     * The wait of `futexWait` on a native waiter thread (not libuv's pool): the
-     * event loop never blocks. The pending promise keeps the event loop alive;
-     * a settled or cancelled one does not. The buffer stays referenced (so
-     * not unmapped by GC) while the wait is pending. Resolves at once with 1
-     * if the word already differs, with 2 for a timeout of 0.
+     * The wait of `futexWait` on a native thread: the event loop never
+     * blocks. The pending promise keeps the event loop alive; a settled or
+     * cancelled one does not. The buffer stays referenced (so not unmapped by
+     * GC) while the wait is pending. Resolves at once with 1 if the word
+     * already differs, with 2 for a timeout of 0.
      */
     futexWaitAsync(
       buffer: ArrayBuffer | SharedArrayBuffer,
@@ -102,8 +113,8 @@ declare namespace backend {
 
     /**
      * recvmsg(MSG_DONTWAIT | MSG_CMSG_CLOEXEC): the received fd (>= 0); -1 if
-     * nothing is waiting yet; -2 if the peer closed the connection; -3 if a
-     * message arrived without an fd.
+     * nothing is waiting yet (EAGAIN); -2 if the peer closed the connection
+     * (EOF); -3 if a message arrived without an fd.
      */
     recvFd(socketFd: number): number;
   }
