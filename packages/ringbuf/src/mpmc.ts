@@ -17,8 +17,10 @@
  *    likewise the consumer that wins the CAS on the consumer position.
  *  - A slot's length and payload are written before its sequence publishes
  *    them, and read after the sequence is observed.
- *  - A length larger than SLOT_SIZE in a readable slot is ERR_SHMRING_CORRUPT;
- *    the slot is freed before the error is thrown, so the queue goes on.
+ *  - A length larger than SLOT_SIZE (or a negative type) in a readable slot
+ *    is ERR_SHMRING_CORRUPT; the slot is freed before the error is thrown, so
+ *    the queue goes on. Length and type are read once: the checked copies
+ *    are what the reader gets, whatever a peer writes meanwhile.
  *  - OWNER holds the pid of the side that won the slot's CAS until it is done
  *    with the slot (0 otherwise). A side parked on a slot that a claim holds
  *    for a whole nap checks that pid; if that process is dead it recovers
@@ -203,10 +205,16 @@ export class MpmcQueue extends Queue {
     unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
-  /** The slot's length, checked against SLOT_SIZE (and its type against [0, MAX_TYPE]); frees the slot and throws if corrupt. */
+  /**
+   * The slot's length, checked against SLOT_SIZE, with its type (checked
+   * against [0, MAX_TYPE]) left in #slotType: each read once, so a peer that
+   * rewrites them after the check cannot reach the caller. Frees the slot and
+   * throws if corrupt.
+   */
   #length(slot: number, position: number): number {
     const length = this.#data32[slot + L.SLOT_LENGTH_I32]! >>> 0;
     const type = this.#data32[slot + L.SLOT_TYPE_I32]!;
+    this.#slotType = type;
     if (length > this.slotSize || type < 0) {
       this.#free(slot, position);
       throw new ShmringError(ErrorCodes.CORRUPT,
@@ -214,6 +222,9 @@ export class MpmcQueue extends Queue {
     }
     return length;
   }
+
+  /** The type #length read last (a scratch field: a second result without allocating). */
+  #slotType = 0;
 
   /** Copies `bytes` into a free slot. Returns false if the queue is full. */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
@@ -250,7 +261,7 @@ export class MpmcQueue extends Queue {
     const position = this.#claimed;
     const start = L.slotPayload(slot);
     const message = copyOut(this.data, start, this.#length(slot, position));
-    this.lastType = this.#data32[slot + L.SLOT_TYPE_I32]!;
+    this.lastType = this.#slotType;
     this.#free(slot, position);
     return message;
   }
@@ -270,7 +281,7 @@ export class MpmcQueue extends Queue {
       const length = this.#length(slot, position);
       count++;
       try {
-        handler(this.data, L.slotPayload(slot), length, this.#data32[slot + L.SLOT_TYPE_I32]!);
+        handler(this.data, L.slotPayload(slot), length, this.#slotType);
       } finally {
         if (this.ctl.length !== 0) this.#free(slot, position);
       }

@@ -27,8 +27,9 @@
  *    `size`). They are published by the last uncork(), close(), a write
  *    that finds the ring full, and any wait of the producer's thread.
  *  - Anything read from shared memory (a position, a length, a type) is
- *    bounds-checked before it is used; a value no correct peer writes is
- *    ERR_SHMRING_CORRUPT.
+ *    read once and bounds-checked before it is used, and the checked copy
+ *    is what is used (a peer may rewrite the word meanwhile); a value no
+ *    correct peer writes is ERR_SHMRING_CORRUPT.
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
@@ -275,33 +276,41 @@ export class SpscRing extends Queue {
   // ---- consumer ----
 
   /**
-   * Index of the next record's header (skipping a padding record), with the
-   * consumer position after it left in #nextEnd. Checks every value it reads
-   * against the ring's bounds. `available` (not 0) is the published byte
-   * count from `position`.
+   * Index of the next record's header (skipping a padding record). Leaves
+   * the record's length and type, and the consumer position after it, in
+   * #nextLength, #nextType and #nextEnd: each word is read from shared
+   * memory once and checked against the ring's bounds, and the callers use
+   * these checked copies, never a second read a peer could have changed.
+   * `available` (not 0) is the published byte count from `position`.
    */
   #nextRecord(position: number, available: number): number {
+    const data32 = this.#data32;
     let index = position & this.#mask;
     let skipped = 0;
-    let length = this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0;
-    if (this.#data32[(index >> 2) + L.RECORD_TYPE_I32] === L.PADDING_TYPE) {
+    let length = data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0;
+    let type = data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+    if (type === L.PADDING_TYPE) {
       skipped = this.capacity - index;
       if (length !== skipped - L.RECORD_HEADER || available < skipped + L.RECORD_HEADER) {
         throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped - L.RECORD_HEADER})`);
       }
       index = 0;
-      length = this.#data32[L.RECORD_LENGTH_I32]! >>> 0;
+      length = data32[L.RECORD_LENGTH_I32]! >>> 0;
+      type = data32[L.RECORD_TYPE_I32]!;
     }
     const size = L.recordSize(length);
-    const type = this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!;
     if (length > this.maxMessageLength || skipped + size > available || index + size > this.capacity || type < 0) {
       throw corrupt(`record at ${index} claims length ${length} and type ${type} with ${available - skipped} bytes published`);
     }
+    this.#nextLength = length;
+    this.#nextType = type;
     this.#nextEnd = (position + skipped + size) | 0;
     return index;
   }
 
-  /** Consumer position after the record #nextRecord returned last (scratch: two results without allocating). */
+  // What #nextRecord found besides the index (scratch fields: several results without allocating).
+  #nextLength = 0;
+  #nextType = 0;
   #nextEnd = 0;
 
 
@@ -340,8 +349,8 @@ export class SpscRing extends Queue {
     if (available === 0) return null;
     const index = this.#nextRecord(this.#consumerPosition, available);
     const start = index + L.RECORD_HEADER;
-    const message = copyOut(this.data, start, (this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0));
-    this.lastType = this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+    const message = copyOut(this.data, start, this.#nextLength);
+    this.lastType = this.#nextType;
     this.#release(this.#nextEnd);
     return message;
   }
@@ -365,7 +374,7 @@ export class SpscRing extends Queue {
         available -= (end - this.#consumerPosition) >>> 0;
         this.#consumerPosition = end; // private until the release below
         count++;
-        handler(this.data, index + L.RECORD_HEADER, this.#data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0, this.#data32[(index >> 2) + L.RECORD_TYPE_I32]!);
+        handler(this.data, index + L.RECORD_HEADER, this.#nextLength, this.#nextType);
       }
     } finally {
       if (this.#consumerPosition !== start && this.ctl.length !== 0) this.#release(this.#consumerPosition);

@@ -1,0 +1,138 @@
+/**
+ * A peer that rewrites record headers WHILE the consumer reads them: the
+ * checks of a length or a type are worth nothing if the value handed out is
+ * read again from shared memory after the check. A worker thread writes
+ * random words into the data area (or the slots) without pause, while this
+ * thread writes and reads messages; every length and type handed out must
+ * be one that passed the bounds checks.
+ */
+import { strict as assert } from 'node:assert';
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { MpmcQueue, SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
+
+/** How long each queue kind is attacked. */
+const ATTACK_MS = 1500;
+
+/** Scribbles random 32-bit values into the buffer's `words` (indices) until told to stop (word 0 of `stop`). */
+const SCRIBBLER = `
+const { workerData } = require('node:worker_threads');
+const { buffer, words, stop } = workerData;
+const i32 = new Int32Array(buffer);
+const flag = new Int32Array(stop);
+let x = 0x9e3779b9 | 0;
+while (Atomics.load(flag, 0) === 0) {
+  for (let k = 0; k < 4096; k++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    const word = words[(x >>> 0) % words.length];
+    // Lengths far out of range, negative types, and small values, in turn.
+    i32[word] = (k & 3) === 0 ? x : (k & 3) === 1 ? -1 : (k & 3) === 2 ? 0x7fffffff : (x & 0xff);
+  }
+}
+`;
+
+interface Attack {
+  stop(): Promise<void>;
+}
+
+function scribble(buffer: SharedArrayBuffer, words: number[]): Attack {
+  const stop = new SharedArrayBuffer(4);
+  const worker = new Worker(SCRIBBLER, { eval: true, workerData: { buffer, words, stop } });
+  return {
+    async stop() {
+      Atomics.store(new Int32Array(stop), 0, 1);
+      await new Promise((resolve, reject) => {
+        worker.once('exit', resolve);
+        worker.once('error', reject);
+      });
+    },
+  };
+}
+
+/** tryRead once: a message, if any, must fit and carry a valid type. */
+function checkRead(queue: SpscRing | MpmcQueue, maxLength: number, handed: () => void): void {
+  const got = queue.tryRead();
+  if (got === null) return;
+  assert.ok(got.length <= maxLength, `tryRead returned ${got.length} bytes`);
+  assert.ok(queue.lastType >= 0 && queue.lastType <= L.MAX_TYPE, `tryRead left type ${queue.lastType}`);
+  handed();
+}
+
+/**
+ * Runs `traffic` over fresh queues from `create` for ATTACK_MS while a worker
+ * scribbles on `words` of the region; ERR_SHMRING_CORRUPT (the attack
+ * detected) replaces the queue, anything else fails the test. Asserts that
+ * both messages and detections were many, so the test did attack something.
+ */
+async function underAttack<Q>(
+  what: string, region: Region, words: number[], create: () => Q, traffic: (queue: Q, handed: () => void) => void,
+): Promise<void> {
+  const attack = scribble(region.buffer as SharedArrayBuffer, words);
+  const counts = { handed: 0, corrupt: 0 };
+  const handed = (): void => {
+    counts.handed++;
+  };
+  try {
+    let queue = create();
+    const until = performance.now() + ATTACK_MS;
+    while (performance.now() < until) {
+      try {
+        traffic(queue, handed);
+      } catch (err) {
+        if ((err as ShmringError).code !== ErrorCodes.CORRUPT) throw err;
+        counts.corrupt++;
+        queue = create(); // a fresh queue: the corrupted one cannot be trusted
+      }
+    }
+  } finally {
+    await attack.stop();
+  }
+  console.log(`      ${what}: ${counts.handed} messages handed out, ${counts.corrupt} corruptions detected`);
+  assert.ok(counts.handed > 10_000 && counts.corrupt > 10, `too little traffic under attack: ${JSON.stringify(counts)}`);
+}
+
+describe('a peer rewriting records while they are read', function () {
+  this.timeout(ATTACK_MS + 20_000);
+
+  it('SpscRing hands drain() and tryRead() only lengths and types that passed the bounds checks', async function () {
+    const capacity = 4096;
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity }) });
+    const message = new Uint8Array(200);
+    // Every word of the data area: record lengths, types and payloads alike.
+    const words = Array.from({ length: capacity / 4 }, (_, i) => L.DATA_OFFSET / 4 + i);
+    await underAttack('SpscRing', region, words, () => SpscRing.create(region, { capacity }), (ring, handed) => {
+      for (let round = 0; round < 200; round++) {
+        while (ring.tryWrite(message.subarray(0, (round * 37) % 200), round)) { /* fill */ }
+        ring.drain((data, offset, length, type) => {
+          assert.ok(length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
+            `drain handed offset ${offset} length ${length} (capacity ${capacity})`);
+          assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+          assert.equal(data, ring.data);
+          handed();
+        });
+        ring.tryWrite(message.subarray(0, round % 200), round);
+        checkRead(ring, ring.maxMessageLength, handed);
+      }
+    });
+  });
+
+  it('MpmcQueue hands drain() and tryRead() only lengths and types that passed the bounds checks', async function () {
+    const options = { capacity: 64, slotSize: 200 };
+    const region = Region.create({ backing: 'sab', size: MpmcQueue.regionSize(options) });
+    const message = new Uint8Array(options.slotSize);
+    // Only the slots' LENGTH and TYPE words: a scribbled SEQUENCE would just stall the queue.
+    const stride32 = L.slotStride(options.slotSize) / 4;
+    const slots = Array.from({ length: options.capacity }, (_, i) => L.DATA_OFFSET / 4 + i * stride32);
+    const words = slots.flatMap((w) => [w + L.SLOT_LENGTH_I32, w + L.SLOT_TYPE_I32]);
+    await underAttack('MpmcQueue', region, words, () => MpmcQueue.create(region, options), (queue, handed) => {
+      for (let i = 0; i < 32; i++) queue.tryWrite(message.subarray(0, i * 5), i);
+      queue.drain((data, offset, length, type) => {
+        assert.ok(length <= options.slotSize && offset >= 0 && offset + length <= data.length, `drain handed offset ${offset} length ${length}`);
+        assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+        handed();
+      }, 16);
+      checkRead(queue, options.slotSize, handed);
+    });
+  });
+});
