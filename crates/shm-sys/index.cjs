@@ -71,6 +71,14 @@ const backend = Object.freeze({
   futexWake(buffer, byteOffset, count) {
     return native.futexWake(futexTarget(buffer), byteOffset, count);
   },
+  futexWaitAny(targets, timeoutMs) {
+    const list = [];
+    for (const { buffer, byteOffset, expected } of targets) list.push(futexTarget(buffer), byteOffset, expected);
+    return native.futexWaitAny(list, timeoutMs);
+  },
+  asyncWaitKind() {
+    return native.asyncWaitKind();
+  },
   futexWaitAsync(buffer, byteOffset, expected, timeoutMs) {
     const id = ++lastWaitId;
     const promise = native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id);

@@ -21,6 +21,8 @@ declare namespace backend {
   /** Result of futexWait / futexWaitAsync: 0 woken ('ok', possibly spuriously), 1 'not-equal', 2 'timed-out'. */
   export type WaitResult = 0 | 1 | 2;
 
+  export type AsyncWaitKind = 'io_uring' | 'threads' | 'libuv-threadpool';
+
   export interface AsyncWait {
     readonly promise: Promise<WaitResult>;
     /** Ends the wait promptly with 0 ('ok'); a no-op once the promise settled. */
@@ -91,11 +93,32 @@ declare namespace backend {
     futexWake(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, count: number): number;
 
     /**
-     * The wait of `futexWait` on a native thread: the event loop never
-     * blocks. The pending promise keeps the event loop alive; a settled or
-     * cancelled one does not. The buffer stays referenced (so not unmapped by
-     * GC) while the wait is pending. Resolves at once with 1 if the word
-     * already differs, with 2 for a timeout of 0.
+     * `futex_waitv` (Linux >= 5.16) on up to 128 words at once, blocking the
+     * calling thread: the index of the word woken (possibly spuriously), -1
+     * when some word did not hold its expected value when the wait began
+     * (which one is not told: re-check them all), -2 on timeout. Shared
+     * futexes, as futexWait. RangeError for an empty list or more than 128.
+     */
+    futexWaitAny(
+      targets: ReadonlyArray<{ buffer: ArrayBuffer | SharedArrayBuffer; byteOffset: number; expected: number }>,
+      timeoutMs: number,
+    ): number;
+
+    /**
+     * How futexWaitAsync waits in the kernel in this thread: 'io_uring' (one
+     * io_uring per event loop, polled by libuv: no thread per wait),
+     * 'threads' (one native thread per pending wait: the fallback where
+     * io_uring or its FUTEX_WAIT is refused, or SHMRING_ASYNC_WAIT=threads),
+     * 'libuv-threadpool' (the koffi backend). Decided at the first call.
+     */
+    asyncWaitKind(): AsyncWaitKind;
+
+    /**
+     * The wait of `futexWait` without blocking the event loop (see
+     * asyncWaitKind for how). The pending promise keeps the event loop
+     * alive; a settled or cancelled one does not. The buffer stays
+     * referenced (so not unmapped by GC) while the wait is pending. Resolves
+     * at once with 1 if the word already differs, with 2 for a timeout of 0.
      */
     futexWaitAsync(
       buffer: ArrayBuffer | SharedArrayBuffer,

@@ -13,63 +13,62 @@
 //!  1. the cleanup hooks of our external ArrayBuffers (registered after this
 //!     module's hook) detach them and call their finalizers, which stop the
 //!     async waits on their words and munmap (memory.rs);
-//!  2. [`env_cleanup`] stops every remaining async wait, deletes the
+//!  2. the reactor's async cleanup hook (registered at the first async
+//!     wait, io_uring mode) closes its ring and its poll handle
+//!     (reactor.rs);
+//!  3. [`env_cleanup`] stops every remaining async wait, deletes the
 //!     references those held and aborts the threadsafe function, so no
 //!     waiter thread calls into this env again;
-//!  3. Node finalizes the threadsafe function (its finalizer clears
+//!  4. Node finalizes the threadsafe function (its finalizer clears
 //!     `Delivery`; queued results are dropped through `call_js` with a null
 //!     env), then deletes the env and, with it, calls [`finalize_state`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use crate::memory::Mapping;
-use crate::napi::{self, Env, Throw, napi_deferred, napi_env, napi_ref, napi_threadsafe_function};
-use crate::pool::Wait;
 
-/// The JS-thread half of a pending `futexWaitAsync`.
-pub struct PendingWait {
-    /// The half shared with the waiter thread.
-    pub wait: Arc<Wait>,
-    /// Settles the promise returned to JS.
-    pub deferred: napi_deferred,
-    /// Keeps the buffer (and so the mapping) alive while a thread waits on it.
-    pub buffer_ref: napi_ref,
+use crate::mapping::Mapping;
+use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
+use crate::pool::{Delivery, Tsfn};
+use crate::reactor::{Completion, Reactor};
+use crate::sys::WOKEN;
+use crate::waits::{self, Registry};
+
+/// How this env's async waits wait in the kernel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AsyncMode {
+    /// FUTEX_WAIT entries of one io_uring, polled by the env's loop.
+    Ring,
+    /// One pool thread per pending wait (the fallback).
+    Threads,
 }
 
-/// A threadsafe function handle that may be sent to waiter threads.
-pub struct Tsfn(pub napi_threadsafe_function);
-
-// SAFETY: napi_call_threadsafe_function may be called from any thread; the
-// handle is only used while `Delivery::tsfn` holds it (see Delivery).
-unsafe impl Send for Tsfn {}
-
-/// How waiter threads hand results back to one env: its threadsafe
-/// function, present from the first async wait until the env tears down.
-/// Waiter threads call it only while holding the lock, and teardown removes
-/// it under the same lock before releasing it, so no call can reach a
-/// released function.
-pub struct Delivery {
-    pub tsfn: Mutex<Option<Tsfn>>,
-}
-
-impl Delivery {
-    /// Locks the handle; a poisoned lock is still usable (the data is a
-    /// plain handle that a panic cannot leave half-written).
-    pub fn lock(&self) -> MutexGuard<'_, Option<Tsfn>> {
-        self.tsfn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl AsyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AsyncMode::Ring => "io_uring",
+            AsyncMode::Threads => "threads",
+        }
     }
 }
+
+/// `SHMRING_ASYNC_WAIT`: `io_uring` (required), `threads` (forced), or
+/// unset / `auto` (io_uring where the kernel allows it).
+const MODE_VARIABLE: &str = "SHMRING_ASYNC_WAIT";
 
 pub struct EnvState {
     env: napi_env,
     /// Live mappings made by `mmap` in this env, keyed by address.
     pub mappings: RefCell<HashMap<usize, Arc<Mapping>>>,
-    /// Pending async waits, keyed by the id index.cjs gave them.
-    pub waits: RefCell<HashMap<u64, PendingWait>>,
+    /// Pending async waits.
+    pub waits: Registry,
+    /// How async waits wait, decided at the first one.
+    mode: Cell<Option<AsyncMode>>,
+    /// The io_uring reactor, in AsyncMode::Ring.
+    reactor: OnceCell<Box<Reactor>>,
     /// Shared with the waiter threads.
     pub delivery: Arc<Delivery>,
     /// The same threadsafe function as in `delivery`, for ref/unref from
@@ -87,7 +86,9 @@ impl EnvState {
         let state = Box::into_raw(Box::new(EnvState {
             env: env.0,
             mappings: RefCell::new(HashMap::new()),
-            waits: RefCell::new(HashMap::new()),
+            waits: Registry::default(),
+            mode: Cell::new(None),
+            reactor: OnceCell::new(),
             delivery: Arc::new(Delivery { tsfn: Mutex::new(None) }),
             tsfn: Cell::new(ptr::null_mut()),
             tsfn_refed: Cell::new(false),
@@ -138,6 +139,58 @@ impl EnvState {
         self.closing.get()
     }
 
+    /// How this env's async waits wait: decided at the first call from
+    /// `SHMRING_ASYNC_WAIT` and what the kernel allows, then fixed.
+    pub fn async_mode(&self, env: Env) -> Result<AsyncMode, Throw> {
+        if let Some(mode) = self.mode.get() {
+            return Ok(mode);
+        }
+        let wanted = std::env::var(MODE_VARIABLE).unwrap_or_default();
+        let mode = match wanted.as_str() {
+            "threads" => AsyncMode::Threads,
+            "io_uring" => {
+                let reactor = Reactor::new(env, deliver_ring)?;
+                let _ = self.reactor.set(reactor);
+                AsyncMode::Ring
+            }
+            "" | "auto" => match Reactor::new(env, deliver_ring) {
+                Ok(reactor) => {
+                    let _ = self.reactor.set(reactor);
+                    AsyncMode::Ring
+                }
+                Err(_) => AsyncMode::Threads,
+            },
+            other => {
+                return Err(Throw::Range(format!(
+                    "{MODE_VARIABLE}={other} must be io_uring, threads or auto (or unset)"
+                )));
+            }
+        };
+        self.mode.set(Some(mode));
+        Ok(mode)
+    }
+
+    /// The io_uring reactor, once AsyncMode::Ring was chosen.
+    pub fn reactor(&self) -> Option<&Reactor> {
+        self.reactor.get().map(|r| &**r)
+    }
+
+    /// Before an explicit munmap: stop the waits on words of the mapping and
+    /// resolve them with 0 (callers re-check their condition).
+    pub fn settle_waits_in_range(&self, env: Env, start: usize, len: usize) {
+        for (id, pending) in self.waits.take_in_range(start, len) {
+            pending.stop(id, self.reactor());
+            waits::settle(env, pending, Ok(WOKEN));
+        }
+        self.sync_loop_ref();
+    }
+
+    /// Before a finalizer's munmap (env teardown): only make sure nothing
+    /// waits on the mapping any more; the cleanup hook drops the rest.
+    pub fn stop_waits_in_range(&self, start: usize, len: usize) {
+        self.waits.stop_in_range(start, len, self.reactor());
+    }
+
     /// The env's threadsafe function, created (unref'd) on first use.
     pub fn tsfn(&self, env: Env, call_js: napi::napi_threadsafe_function_call_js) -> Result<(), Throw> {
         if !self.tsfn.get().is_null() {
@@ -184,11 +237,14 @@ impl EnvState {
     /// pending, unrefs it when none is: a pending wait keeps the event loop
     /// alive, a settled or cancelled one does not.
     pub fn sync_loop_ref(&self) {
+        let want = !self.waits.is_empty();
+        if let Some(reactor) = self.reactor() {
+            reactor.set_ref(want);
+        }
         let tsfn = self.tsfn.get();
         if tsfn.is_null() {
             return;
         }
-        let want = !self.waits.borrow().is_empty();
         if want == self.tsfn_refed.get() {
             return;
         }
@@ -219,10 +275,9 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
         // (finalize_state runs after all cleanup hooks).
         let state = unsafe { &*arg.cast::<EnvState>() };
         state.closing.set(true);
-        let pending: Vec<PendingWait> = state.waits.borrow_mut().drain().map(|(_, pending)| pending).collect();
-        for pending in pending {
+        for (id, pending) in state.waits.drain() {
             // The buffer is still referenced here, so the word is mapped.
-            pending.wait.stop();
+            pending.stop(id, state.reactor());
             // SAFETY: the reference was created in this env and not yet
             // deleted. The deferred cannot be settled during teardown (no JS
             // may run); Node drops its promise with the isolate.
@@ -238,6 +293,18 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
             unsafe { napi::napi_release_threadsafe_function(tsfn, napi::NAPI_TSFN_ABORT) };
         }
     });
+}
+
+/// The reactor's `deliver`: settles the waits that finished.
+fn deliver_ring(env: Env, done: &[Completion]) {
+    // SAFETY: called by the reactor's poll callback on the env's JS thread.
+    let Some(state) = (unsafe { EnvState::get(env) }) else { return };
+    for (id, outcome) in done {
+        if let Some(pending) = state.waits.take(*id) {
+            waits::settle(env, pending, *outcome);
+        }
+    }
+    state.sync_loop_ref();
 }
 
 /// Instance-data finalizer: frees the EnvState.

@@ -1,114 +1,39 @@
-//! Futex wait and wake on a 32-bit word of a buffer, shared (no
-//! FUTEX_PRIVATE_FLAG): the kernel keys the wait on the page, so a waiter and
-//! a waker in different processes that map the same memfd / shm object meet.
+//! The futex entry points: wait and wake on a 32-bit word of a buffer,
+//! shared (no FUTEX_PRIVATE_FLAG), so a waiter and a waker in different
+//! processes that map the same memfd / shm object meet.
 //!
-//! Waits use FUTEX_WAIT_BITSET with an absolute CLOCK_MONOTONIC deadline
-//! (bitset = all, so plain FUTEX_WAKE from any program wakes them): an EINTR
-//! is retried with the same deadline, i.e. with the remaining time.
-//!
-//! JS entry points:
 //!  - `futexWait(buffer, byteOffset, expected, timeoutMs)` blocks the calling
 //!    thread; 0 woken, 1 not equal, 2 timed out.
+//!  - `futexWaitAny(list, timeoutMs)` blocks on several words at once
+//!    (`futex_waitv`); `list` is flat: buffer, byteOffset, expected, ...
 //!  - `futexWake(buffer, byteOffset, count)` returns how many were woken.
 //!  - `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id)` returns a
-//!    Promise of the same 0 / 1 / 2, waited for on a pool thread (pool.rs);
-//!    `futexWaitCancel(id)` settles it with 0 at once. index.cjs builds the
-//!    `{ promise, cancel }` handle from this pair.
+//!    Promise of the same 0 / 1 / 2 without blocking: the env's io_uring
+//!    reactor waits (reactor.rs), or a pool thread (pool.rs) where io_uring
+//!    is not available; `futexWaitCancel(id)` settles it with 0 at once.
+//!    index.cjs builds the `{ promise, cancel }` handle from this pair.
+//!  - `asyncWaitKind()`: 'io_uring' or 'threads', how this env's async
+//!    waits wait (decided at the first call or the first async wait).
 //!
 //! `buffer` is an ArrayBuffer or any typed array / DataView (then
 //! `byteOffset` counts from the view's start); index.cjs turns a
 //! SharedArrayBuffer into a Uint8Array over it, because Node 20's
 //! `napi_get_arraybuffer_info` rejects SharedArrayBuffers.
 
-use std::ffi::{c_long, c_void};
+use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::env::{EnvState, PendingWait};
-use crate::libc::{self, SysError, cvt, timespec};
+use crate::env::{AsyncMode, EnvState};
+use crate::libc::{self, SysError};
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env, napi_value};
 use crate::pool::{self, Wait};
-
-pub const WOKEN: u32 = 0;
-pub const NOT_EQUAL: u32 = 1;
-pub const TIMED_OUT: u32 = 2;
+use crate::sys::{self, AnyOutcome, NOT_EQUAL, TIMED_OUT, WOKEN, deadline_after};
+use crate::waits::{self, PendingWait, Waiter};
 
 /// Ids of async waits are JS safe integers (index.cjs counts from 1).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-const NANOS_PER_SEC: i64 = 1_000_000_000;
-/// Timeouts longer than this (~31 years) are treated as no timeout.
-const MAX_TIMEOUT_MS: f64 = 1.0e12;
-
-/// Waits on `word` while it holds `expected`, until woken, `deadline`
-/// passes, or `cancelled()` says so (checked before every FUTEX_WAIT; a
-/// canceller must also FUTEX_WAKE the word, see `Wait::stop`). EINTR is
-/// retried with the same absolute deadline.
-///
-/// # Safety
-/// `word` must be the address of a 4-aligned u32 that stays mapped for the
-/// whole call.
-pub unsafe fn wait_until(
-    word: usize,
-    expected: u32,
-    deadline: Option<&timespec>,
-    cancelled: impl Fn() -> bool,
-) -> Result<u32, SysError> {
-    let timeout = deadline.map_or(ptr::null(), |d| d as *const timespec);
-    loop {
-        if cancelled() {
-            return Ok(WOKEN);
-        }
-        // SAFETY: word is a mapped aligned u32 (caller contract); timeout is
-        // null or points at a live timespec; the kernel reads nothing else.
-        // Arguments are passed as longs, as syscall(2) reads them.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_FUTEX,
-                word as c_long,
-                libc::FUTEX_WAIT_BITSET as c_long,
-                expected as c_long,
-                timeout as c_long,
-                0 as c_long,
-                libc::FUTEX_BITSET_MATCH_ANY as c_long,
-            )
-        };
-        match cvt(ret as i64, "futex") {
-            Ok(_) => return Ok(WOKEN),
-            Err(err) if err.errno == libc::EAGAIN => return Ok(NOT_EQUAL),
-            Err(err) if err.errno == libc::ETIMEDOUT => return Ok(TIMED_OUT),
-            Err(err) if err.errno == libc::EINTR => continue,
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-/// FUTEX_WAKE up to `count` (> 0) waiters on `word`; returns how many woke.
-///
-/// # Safety
-/// `word` must be the address of a 4-aligned u32 that is mapped.
-pub unsafe fn wake(word: usize, count: i32) -> Result<i32, SysError> {
-    // SAFETY: see the caller contract; the kernel only hashes the address.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_FUTEX, word as c_long, libc::FUTEX_WAKE as c_long, count as c_long, 0 as c_long)
-    };
-    cvt(ret as i64, "futex").map(|n| n as i32)
-}
-
-/// The absolute deadline `timeout_ms` from now, or `None` for "forever":
-/// NaN, negative, infinite or absurdly long timeouts.
-fn deadline_after(timeout_ms: f64) -> Option<timespec> {
-    if !(0.0..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
-        return None;
-    }
-    let now = libc::monotonic_now();
-    let nanos = (timeout_ms * 1.0e6).round() as i64;
-    let total = now.tv_nsec + nanos % NANOS_PER_SEC;
-    Some(timespec {
-        tv_sec: now.tv_sec + nanos / NANOS_PER_SEC + total / NANOS_PER_SEC,
-        tv_nsec: total % NANOS_PER_SEC,
-    })
-}
 
 /// Element size of each `napi_typedarray_type`.
 fn element_size(kind: napi::napi_typedarray_type) -> usize {
@@ -212,7 +137,7 @@ pub fn futex_wait(env: Env, info: napi_callback_info) -> JsResult {
     }
     // SAFETY: word is inside the buffer, which this synchronous call keeps
     // alive (and nothing can unmap it while JS is blocked here).
-    let result = unsafe { wait_until(word, expected, deadline.as_ref(), || false) }?;
+    let result = unsafe { sys::wait_until(word, expected, deadline.as_ref(), || false) }?;
     env.uint32(result)
 }
 
@@ -227,8 +152,55 @@ pub fn futex_wake(env: Env, info: napi_callback_info) -> JsResult {
     }
     let count = if count >= i32::MAX as f64 { i32::MAX } else { count as i32 };
     // SAFETY: word is inside the live buffer argument.
-    let woken = unsafe { wake(word, count) }?;
+    let woken = unsafe { sys::wake(word, count) }?;
     env.int32(woken)
+}
+
+/// `futexWaitAny(list, timeoutMs): number` — `list` is flat (buffer,
+/// byteOffset, expected, ...), at most FUTEX_WAITV_MAX words. Returns the
+/// index of the woken word, -1 when some word already differed (which one
+/// is not told: re-check them all), -2 on timeout.
+pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
+    let [list, timeout] = env.args::<2>(info)?;
+    let mut is_array = false;
+    // SAFETY: out-pointer valid; env live.
+    let st = unsafe { napi::napi_is_array(env.0, list, &mut is_array) };
+    env.check(st, "napi_is_array")?;
+    if !is_array {
+        return Err(Throw::Type("list must be an array of buffer, byteOffset, expected triples".to_string()));
+    }
+    let mut length = 0u32;
+    // SAFETY: list is an array; out-pointer valid.
+    let st = unsafe { napi::napi_get_array_length(env.0, list, &mut length) };
+    env.check(st, "napi_get_array_length")?;
+    let count = length as usize / 3;
+    if !length.is_multiple_of(3) || count == 0 || count > libc::FUTEX_WAITV_MAX {
+        return Err(Throw::Range(format!(
+            "list.length={length} must be 3 × n with 1 <= n <= {}",
+            libc::FUTEX_WAITV_MAX
+        )));
+    }
+    let element = |index: u32| -> Result<napi_value, Throw> {
+        let mut value = ptr::null_mut();
+        // SAFETY: index < length; out-pointer valid.
+        let st = unsafe { napi::napi_get_element(env.0, list, index, &mut value) };
+        env.check(st, "napi_get_element")?;
+        Ok(value)
+    };
+    let mut words = Vec::with_capacity(count);
+    for i in 0..count as u32 {
+        let word = word_address(env, element(3 * i)?, element(3 * i + 1)?)?;
+        let expected = expected_value(env, element(3 * i + 2)?)?;
+        words.push((word, expected));
+    }
+    let deadline = deadline_after(timeout_ms(env, timeout)?);
+    // SAFETY: every word lies inside a buffer held by `list`, an argument
+    // of this synchronous call (nothing can unmap it while JS is blocked).
+    match unsafe { sys::waitv(&words, deadline.as_ref()) }? {
+        AnyOutcome::Woken(index) => env.int32(index as i32),
+        AnyOutcome::NotEqual => env.int32(-1),
+        AnyOutcome::TimedOut => env.int32(-2),
+    }
 }
 
 /// A promise already resolved with `value`.
@@ -243,9 +215,16 @@ fn resolved(env: Env, value: u32) -> JsResult {
     Ok(promise)
 }
 
+/// `asyncWaitKind(): 'io_uring' | 'threads'`.
+pub fn async_wait_kind(env: Env, _info: napi_callback_info) -> JsResult {
+    // SAFETY: JS thread, inside a callback of this env.
+    let state = unsafe { EnvState::current(env) }?;
+    env.string(state.async_mode(env)?.name())
+}
+
 /// `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id): Promise`.
 /// Settles at once when the word already differs (1) or the timeout is 0
-/// (2); otherwise a pool thread waits.
+/// (2); otherwise the reactor or a pool thread waits.
 pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     let [buffer, offset, expected, timeout, id] = env.args::<5>(info)?;
     let word = word_address(env, buffer, offset)?;
@@ -257,11 +236,11 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     if state.is_closing() {
         return Err(Throw::Napi("futexWaitAsync during env teardown", napi::NAPI_OK));
     }
-    if state.waits.borrow().contains_key(&id) {
+    if state.waits.contains(id) {
         return Err(Throw::Range(format!("id={id} is already the id of a pending wait")));
     }
-    // SeqCst: the same fast check the kernel makes; the thread's FUTEX_WAIT
-    // re-checks atomically anyway.
+    // SeqCst: the same fast check the kernel makes; the kernel re-checks
+    // atomically with going to sleep anyway.
     // SAFETY: word is an aligned u32 inside the live buffer argument.
     let current = unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst);
     if current != expected {
@@ -270,7 +249,10 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     if timeout == 0.0 {
         return resolved(env, TIMED_OUT);
     }
-    state.tsfn(env, Some(call_js))?;
+    let mode = state.async_mode(env)?;
+    if mode == AsyncMode::Threads {
+        state.tsfn(env, Some(call_js))?;
+    }
 
     let mut buffer_ref = ptr::null_mut();
     // SAFETY: buffer is a live object of this env; out-pointer valid.
@@ -284,16 +266,23 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
         unsafe { napi::napi_delete_reference(env.0, buffer_ref) };
         return Err(err);
     }
-    let wait = Arc::new(Wait::new(id, word, expected, deadline_after(timeout), Arc::clone(&state.delivery)));
-    if let Err(err) = pool::submit(Arc::clone(&wait)) {
-        let pending = PendingWait { wait, deferred, buffer_ref };
-        settle(env, pending, Err(err));
-        return Ok(promise);
+    let deadline = deadline_after(timeout);
+    let started = match (mode, state.reactor()) {
+        (AsyncMode::Ring, Some(reactor)) => reactor.wait(id, word, expected, deadline.as_ref()).map(|()| Waiter::Ring),
+        _ => {
+            let wait = Arc::new(Wait::new(id, word, expected, deadline, Arc::clone(&state.delivery)));
+            pool::submit(Arc::clone(&wait)).map(|()| Waiter::Thread(wait))
+        }
+    };
+    match started {
+        Ok(waiter) => {
+            // Nothing can deliver before this callback returns: completions
+            // are handled on this thread.
+            state.waits.insert(id, PendingWait { word, deferred, buffer_ref, waiter });
+            state.sync_loop_ref();
+        }
+        Err(err) => waits::settle(env, PendingWait { word, deferred, buffer_ref, waiter: Waiter::Ring }, Err(err)),
     }
-    // The thread cannot deliver before this callback returns: call_js runs
-    // on this thread.
-    state.waits.borrow_mut().insert(id, PendingWait { wait, deferred, buffer_ref });
-    state.sync_loop_ref();
     Ok(promise)
 }
 
@@ -304,74 +293,18 @@ pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
     let id = env.integer(id, "id", 0.0, MAX_SAFE_INTEGER)? as u64;
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
-    let pending = state.waits.borrow_mut().remove(&id);
-    if let Some(pending) = pending {
+    if let Some(pending) = state.waits.take(id) {
         // The buffer is still referenced, so the word is mapped.
-        pending.wait.stop();
-        settle(env, pending, Ok(WOKEN as i32));
+        pending.stop(id, state.reactor());
+        waits::settle(env, pending, Ok(WOKEN));
         state.sync_loop_ref();
     }
     env.undefined()
 }
 
-/// Settles a pending wait (already removed from `EnvState::waits`) and drops
-/// its buffer reference. Failures are ignored: there is no JS caller to
-/// report them to.
-fn settle(env: Env, pending: PendingWait, outcome: Result<i32, SysError>) {
-    let value = match outcome {
-        Ok(result) => env.int32(result),
-        Err(err) => env.sys_error(err),
-    };
-    if let Ok(value) = value {
-        // SAFETY: the deferred is settled exactly once: the pending entry
-        // owning it was removed from the map by the caller.
-        unsafe {
-            if outcome.is_ok() {
-                napi::napi_resolve_deferred(env.0, pending.deferred, value)
-            } else {
-                napi::napi_reject_deferred(env.0, pending.deferred, value)
-            }
-        };
-    }
-    // SAFETY: the reference belongs to this env and is deleted once.
-    unsafe { napi::napi_delete_reference(env.0, pending.buffer_ref) };
-}
-
-/// Pending waits of `state` whose word lies in `[start, start + len)`.
-fn waits_in_range(state: &EnvState, start: usize, len: usize) -> Vec<u64> {
-    let Ok(waits) = state.waits.try_borrow() else { return Vec::new() };
-    waits.iter().filter(|(_, p)| p.wait.word.wrapping_sub(start) < len).map(|(id, _)| *id).collect()
-}
-
-/// Before an explicit munmap: stop the waits on words of the mapping and
-/// resolve them with 0 (callers re-check their condition).
-pub fn settle_waits_in_range(env: Env, state: &EnvState, start: usize, len: usize) {
-    let ids = waits_in_range(state, start, len);
-    for id in ids {
-        let pending = state.waits.borrow_mut().remove(&id);
-        if let Some(pending) = pending {
-            pending.wait.stop();
-            settle(env, pending, Ok(WOKEN as i32));
-        }
-    }
-    state.sync_loop_ref();
-}
-
-/// Before a finalizer's munmap (env teardown): only make sure no waiter
-/// thread touches the mapping any more; the cleanup hook drops the rest.
-pub fn stop_waits_in_range(state: &EnvState, start: usize, len: usize) {
-    let ids = waits_in_range(state, start, len);
-    let Ok(waits) = state.waits.try_borrow() else { return };
-    for id in ids {
-        if let Some(pending) = waits.get(&id) {
-            pending.wait.stop();
-        }
-    }
-}
-
-/// The threadsafe function's callback: settles the promise of a finished
-/// wait on the JS thread. A null env means the function is being torn down:
-/// just drop the wait.
+/// The threadsafe function's callback (threads mode): settles the promise
+/// of a finished wait on the JS thread. A null env means the function is
+/// being torn down: just drop the wait.
 ///
 /// # Safety
 /// Called by Node with `data` an `Arc<Wait>` leaked by `Wait::run`.
@@ -385,15 +318,8 @@ unsafe extern "C" fn call_js(env: napi_env, _js_callback: napi_value, _context: 
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: JS thread of this env, inside a Node-API callback.
         let Some(state) = (unsafe { EnvState::get(env) }) else { return };
-        let pending = {
-            let mut waits = state.waits.borrow_mut();
-            match waits.get(&wait.id) {
-                Some(p) if Arc::ptr_eq(&p.wait, &wait) => waits.remove(&wait.id),
-                _ => None, // cancelled, or settled by munmap
-            }
-        };
-        if let Some(pending) = pending {
-            settle(env, pending, wait.outcome());
+        if let Some(pending) = state.waits.take_thread_wait(&wait) {
+            waits::settle(env, pending, wait.outcome().map(|n| n as u32).map_err(|e: SysError| e));
             state.sync_loop_ref();
         }
     });

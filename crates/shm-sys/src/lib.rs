@@ -6,23 +6,37 @@
 //! Modules, one per family of calls:
 //!  - `shm`: memfd_create, shm_open, shm_unlink
 //!  - `memory`: mmap into an external ArrayBuffer, munmap, seals
-//!  - `futex`: wait, wake, async wait (with `pool`, its waiter threads)
-//!  - `socket`: SCM_RIGHTS send / receive
-//!  - `env`: per-env state (main thread and each worker_thread)
-//!  - `napi`, `libc`, `errno`: declarations and helpers
+//!
+//! Layers, each using only those below it (no module cycles):
+//!  1. declarations: `libc` (libc and kernel uapi), `napi` (Node-API, with
+//!     its argument and error helpers), `uv` (libuv, errno names);
+//!  2. raw system calls: `sys` (futex wait / wake / waitv), `uring` (an
+//!     io_uring instance), `mapping` (one mmap'd region);
+//!  3. waiting machinery: `reactor` (an io_uring polled by the env's event
+//!     loop), `pool` (the waiter threads of the fallback), `waits` (the
+//!     registry of pending async waits);
+//!  4. `env`: the per-env state that owns the registry, the reactor and the
+//!     mappings;
+//!  5. JS entry points: `shm` (memfd, shm_open), `memory` (mmap, munmap,
+//!     seals), `futex` (wait, wake, async wait), `socket` (SCM_RIGHTS).
 //!
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
 //! interface of @shmring/core.
 
 mod env;
-mod errno;
 mod futex;
 mod libc;
+mod mapping;
 mod memory;
 mod napi;
 mod pool;
+mod reactor;
 mod shm;
 mod socket;
+mod sys;
+mod uring;
+mod uv;
+mod waits;
 
 use std::ptr;
 
@@ -38,6 +52,8 @@ js_fn! {
     js_get_seals => memory::get_seals;
     js_futex_wait => futex::futex_wait;
     js_futex_wake => futex::futex_wake;
+    js_futex_wait_any => futex::futex_wait_any;
+    js_async_wait_kind => futex::async_wait_kind;
     js_futex_wait_start => futex::futex_wait_start;
     js_futex_wait_cancel => futex::futex_wait_cancel;
     js_send_fd => socket::send_fd;
@@ -45,7 +61,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 13] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 15] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -55,6 +71,8 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 13] = [
     (c"getSeals", Some(js_get_seals)),
     (c"futexWait", Some(js_futex_wait)),
     (c"futexWake", Some(js_futex_wake)),
+    (c"futexWaitAny", Some(js_futex_wait_any)),
+    (c"asyncWaitKind", Some(js_async_wait_kind)),
     (c"futexWaitStart", Some(js_futex_wait_start)),
     (c"futexWaitCancel", Some(js_futex_wait_cancel)),
     (c"sendFd", Some(js_send_fd)),

@@ -21,6 +21,109 @@ pub struct timespec {
     pub tv_nsec: i64,
 }
 
+/// `struct futex_waitv` (linux/futex.h): 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct futex_waitv {
+    pub val: u64,
+    pub uaddr: u64,
+    pub flags: u32,
+    pub reserved: u32,
+}
+
+/// `struct io_sqring_offsets` (linux/io_uring.h): 40 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct io_sqring_offsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub flags: u32,
+    pub dropped: u32,
+    pub array: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// `struct io_cqring_offsets`: 40 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct io_cqring_offsets {
+    pub head: u32,
+    pub tail: u32,
+    pub ring_mask: u32,
+    pub ring_entries: u32,
+    pub overflow: u32,
+    pub cqes: u32,
+    pub flags: u32,
+    pub resv1: u32,
+    pub user_addr: u64,
+}
+
+/// `struct io_uring_params`: 120 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct io_uring_params {
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    pub flags: u32,
+    pub sq_thread_cpu: u32,
+    pub sq_thread_idle: u32,
+    pub features: u32,
+    pub wq_fd: u32,
+    pub resv: [u32; 3],
+    pub sq_off: io_sqring_offsets,
+    pub cq_off: io_cqring_offsets,
+}
+
+/// `struct io_uring_sqe` (64 bytes), with the unions named after the
+/// members this crate uses: `off` is also `addr2` (the futex value),
+/// `op_flags` is `rw_flags` / `futex_flags` / `timeout_flags`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct io_uring_sqe {
+    pub opcode: u8,
+    pub flags: u8,
+    pub ioprio: u16,
+    pub fd: i32,
+    pub off: u64,
+    pub addr: u64,
+    pub len: u32,
+    pub op_flags: u32,
+    pub user_data: u64,
+    pub buf_index: u16,
+    pub personality: u16,
+    pub file_index: u32,
+    pub addr3: u64,
+    pub pad2: u64,
+}
+
+/// `struct io_uring_cqe` (16 bytes, without IORING_SETUP_CQE32).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct io_uring_cqe {
+    pub user_data: u64,
+    pub res: i32,
+    pub flags: u32,
+}
+
+// io_uring constants (linux/io_uring.h; the FUTEX opcodes need Linux >= 6.7)
+pub const IORING_SETUP_CQSIZE: u32 = 1 << 3;
+pub const IORING_SETUP_CLAMP: u32 = 1 << 4;
+pub const IORING_FEAT_SINGLE_MMAP: u32 = 1 << 0;
+pub const IORING_FEAT_NODROP: u32 = 1 << 1;
+pub const IORING_OFF_SQ_RING: i64 = 0;
+pub const IORING_OFF_SQES: i64 = 0x1000_0000;
+pub const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+pub const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
+pub const IOSQE_IO_LINK: u8 = 1 << 2;
+pub const IORING_OP_ASYNC_CANCEL: u8 = 14;
+pub const IORING_OP_LINK_TIMEOUT: u8 = 15;
+pub const IORING_OP_FUTEX_WAIT: u8 = 51;
+pub const IORING_TIMEOUT_ABS: u32 = 1 << 0;
+pub const MAP_POPULATE: c_int = 0x08000;
+
 #[repr(C)]
 pub struct iovec {
     pub iov_base: *mut c_void,
@@ -87,6 +190,14 @@ pub const SYS_FUTEX: c_long = 202;
 pub const FUTEX_WAKE: c_int = 1;
 pub const FUTEX_WAIT_BITSET: c_int = 9;
 pub const FUTEX_BITSET_MATCH_ANY: u32 = 0xffff_ffff;
+// futex_waitv(2) (Linux >= 5.16): FUTEX2_SIZE_U32, without FUTEX2_PRIVATE
+// (the words are shared across processes); at most FUTEX_WAITV_MAX words.
+pub const SYS_FUTEX_WAITV: c_long = 449;
+pub const FUTEX2_SIZE_U32: u32 = 0x02;
+pub const FUTEX_WAITV_MAX: usize = 128;
+// io_uring(7) (system call numbers of x86_64)
+pub const SYS_IO_URING_SETUP: c_long = 425;
+pub const SYS_IO_URING_ENTER: c_long = 426;
 // clock_gettime(2)
 pub const CLOCK_MONOTONIC: c_int = 1;
 // sockets
@@ -97,6 +208,8 @@ pub const MSG_NOSIGNAL: c_int = 0x4000;
 pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
 // errno values the code branches on
 pub const EINTR: i32 = 4;
+pub const EINVAL: i32 = 22;
+pub const ECANCELED: i32 = 125;
 pub const EAGAIN: i32 = 11;
 pub const ETIMEDOUT: i32 = 110;
 

@@ -21,11 +21,10 @@
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::env::EnvState;
-use crate::futex;
-use crate::libc::{self, SysError, cvt};
+use crate::mapping::Mapping;
+use crate::libc::{self, cvt};
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
 
 /// Tags the ArrayBuffers made by `mmap` (a random 128-bit value).
@@ -34,35 +33,6 @@ const MAPPING_TAG: napi::napi_type_tag =
 
 /// `Number.MAX_SAFE_INTEGER`: the largest length accepted.
 const MAX_LENGTH: f64 = 9_007_199_254_740_991.0;
-
-/// One mapping: where it is, and whether it is still mapped.
-pub struct Mapping {
-    pub addr: usize,
-    pub len: usize,
-    mapped: AtomicBool,
-}
-
-impl Mapping {
-    pub fn is_mapped(&self) -> bool {
-        // Acquire: pairs with the swap in unmap().
-        self.mapped.load(Ordering::Acquire)
-    }
-
-    /// Unmaps the memory unless that was already done; `Ok(true)` if this
-    /// call unmapped it. Callers detach the ArrayBuffer first, or are its
-    /// finalizer (nothing can read it any more).
-    pub fn unmap(&self) -> Result<bool, SysError> {
-        // AcqRel: whoever wins the swap is the only one to call munmap.
-        if !self.mapped.swap(false, Ordering::AcqRel) {
-            return Ok(false);
-        }
-        // SAFETY: addr/len are exactly a mapping made by mmap() below, which
-        // this flag says nobody has unmapped yet, and no ArrayBuffer exposes
-        // it any more (detached or finalized).
-        cvt(unsafe { libc::munmap(self.addr as *mut c_void, self.len) }, "munmap")?;
-        Ok(true)
-    }
-}
 
 /// `mmap(fd, length, writable): ArrayBuffer`.
 pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
@@ -81,7 +51,7 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: a fresh MAP_SHARED mapping chosen by the kernel (addr null):
     // it cannot overlap anything Rust or V8 owns.
     let addr = cvt(unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) } as isize, "mmap")?;
-    let mapping = Arc::new(Mapping { addr: addr as usize, len, mapped: AtomicBool::new(true) });
+    let mapping = Arc::new(Mapping::new(addr as usize, len));
 
     let hint = Arc::into_raw(Arc::clone(&mapping)) as *mut c_void;
     let mut buffer = ptr::null_mut();
@@ -136,7 +106,7 @@ pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
     let Some(mapping) = mapping else {
         return Err(Throw::Type("buffer is not a live mapping made by mmap on this thread".to_string()));
     };
-    futex::settle_waits_in_range(env, state, mapping.addr, mapping.len);
+    state.settle_waits_in_range(env, mapping.addr, mapping.len);
     // SAFETY: buffer is an external ArrayBuffer of this env.
     let st = unsafe { napi::napi_detach_arraybuffer(env.0, buffer) };
     if let Err(err) = env.check(st, "napi_detach_arraybuffer") {
@@ -170,7 +140,7 @@ unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *
                 mappings.remove(&mapping.addr);
             }
             if mapping.is_mapped() {
-                futex::stop_waits_in_range(state, mapping.addr, mapping.len);
+                state.stop_waits_in_range(mapping.addr, mapping.len);
             }
         }
         let _ = mapping.unmap();

@@ -15,7 +15,6 @@
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::ptr;
 
-use crate::errno;
 use crate::libc::SysError;
 
 // ---------------------------------------------------------------------------
@@ -39,6 +38,10 @@ opaque! {
     napi_callback_info => napi_callback_info__,
     napi_deferred => napi_deferred__,
     napi_threadsafe_function => napi_threadsafe_function__,
+    napi_handle_scope => napi_handle_scope__,
+    napi_callback_scope => napi_callback_scope__,
+    napi_async_context => napi_async_context__,
+    napi_async_cleanup_hook_handle => napi_async_cleanup_hook_handle__,
 }
 
 pub type napi_status = i32;
@@ -70,6 +73,7 @@ pub const NAPI_TSFN_NONBLOCKING: i32 = 0;
 pub type napi_callback = Option<unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value>;
 pub type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
 pub type napi_cleanup_hook = Option<unsafe extern "C" fn(*mut c_void)>;
+pub type napi_async_cleanup_hook = Option<unsafe extern "C" fn(napi_async_cleanup_hook_handle, *mut c_void)>;
 pub type napi_threadsafe_function_call_js =
     Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
 
@@ -227,6 +231,35 @@ unsafe extern "C" {
         is_blocking: i32,
     ) -> napi_status;
     pub fn napi_release_threadsafe_function(func: napi_threadsafe_function, mode: i32) -> napi_status;
+    pub fn napi_get_uv_event_loop(env: napi_env, event_loop: *mut *mut crate::uv::uv_loop_t) -> napi_status;
+    pub fn napi_open_handle_scope(env: napi_env, result: *mut napi_handle_scope) -> napi_status;
+    pub fn napi_close_handle_scope(env: napi_env, scope: napi_handle_scope) -> napi_status;
+    pub fn napi_async_init(
+        env: napi_env,
+        async_resource: napi_value,
+        async_resource_name: napi_value,
+        result: *mut napi_async_context,
+    ) -> napi_status;
+    pub fn napi_async_destroy(env: napi_env, async_context: napi_async_context) -> napi_status;
+    pub fn napi_open_callback_scope(
+        env: napi_env,
+        resource_object: napi_value,
+        context: napi_async_context,
+        result: *mut napi_callback_scope,
+    ) -> napi_status;
+    pub fn napi_close_callback_scope(env: napi_env, scope: napi_callback_scope) -> napi_status;
+    pub fn napi_create_object(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_get_reference_value(env: napi_env, reference: napi_ref, result: *mut napi_value) -> napi_status;
+    pub fn napi_is_array(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
+    pub fn napi_get_array_length(env: napi_env, value: napi_value, result: *mut u32) -> napi_status;
+    pub fn napi_get_element(env: napi_env, object: napi_value, index: u32, result: *mut napi_value) -> napi_status;
+    pub fn napi_add_async_cleanup_hook(
+        env: napi_env,
+        hook: napi_async_cleanup_hook,
+        arg: *mut c_void,
+        remove_handle: *mut napi_async_cleanup_hook_handle,
+    ) -> napi_status;
+    pub fn napi_remove_async_cleanup_hook(remove_handle: napi_async_cleanup_hook_handle) -> napi_status;
     pub fn napi_ref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
     pub fn napi_unref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
 }
@@ -423,7 +456,7 @@ impl Env {
     /// `${syscall} failed: ${strerror} (${code})`, with `code`, `errno`
     /// (positive) and `syscall` properties, like Node's own fs errors.
     pub fn sys_error(self, err: SysError) -> JsResult {
-        let code = errno::name(err.errno);
+        let code = crate::uv::errno_name(err.errno);
         let message = format!("{} failed: {} ({code})", err.syscall, crate::libc::strerror(err.errno));
         let code_value = self.string(&code)?;
         let message_value = self.string(&message)?;

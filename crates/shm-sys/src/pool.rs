@@ -1,4 +1,7 @@
-//! The waiter threads behind `futexWaitAsync`.
+//! The waiter threads behind `futexWaitAsync` where the event-loop reactor
+//! (reactor.rs, io_uring) is not available or `SHMRING_ASYNC_WAIT=threads`
+//! forces them: one thread per pending wait, delivering through the env's
+//! threadsafe function.
 //!
 //! A futex wait blocks its thread, so an async wait needs a thread of its
 //! own. It must not be one of libuv's threadpool (four threads shared with
@@ -26,10 +29,33 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::env::Delivery;
-use crate::futex;
 use crate::libc::{SysError, timespec};
-use crate::napi;
+use crate::napi::{self, napi_threadsafe_function};
+use crate::sys;
+
+/// A threadsafe function handle that may be sent to waiter threads.
+pub struct Tsfn(pub napi_threadsafe_function);
+
+// SAFETY: napi_call_threadsafe_function may be called from any thread; the
+// handle is only used while `Delivery::tsfn` holds it (see Delivery).
+unsafe impl Send for Tsfn {}
+
+/// How waiter threads hand results back to one env: its threadsafe
+/// function, present from the first async wait until the env tears down.
+/// Waiter threads call it only while holding the lock, and teardown removes
+/// it under the same lock before releasing it, so no call can reach a
+/// released function.
+pub struct Delivery {
+    pub tsfn: Mutex<Option<Tsfn>>,
+}
+
+impl Delivery {
+    /// Locks the handle; a poisoned lock is still usable (the data is a
+    /// plain handle that a panic cannot leave half-written).
+    pub fn lock(&self) -> MutexGuard<'_, Option<Tsfn>> {
+        self.tsfn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// How long an idle waiter thread stays parked before it exits.
 const IDLE_RETIRE: Duration = Duration::from_secs(30);
@@ -97,7 +123,7 @@ impl Wait {
         loop {
             // SAFETY: the word is mapped (caller contract: the buffer is
             // still referenced / not yet unmapped).
-            let _ = unsafe { futex::wake(self.word, i32::MAX) };
+            let _ = unsafe { sys::wake(self.word, i32::MAX) };
             for _ in 0..64 {
                 // Acquire: pairs with the Release fetch_or(DONE) in run().
                 if self.state.load(Ordering::Acquire) & DONE != 0 {
@@ -132,12 +158,12 @@ impl Wait {
                 // SAFETY: the JS side keeps the buffer referenced, hence the
                 // word mapped, until this wait is DONE or stopped (and stop
                 // returns only after DONE).
-                match unsafe { futex::wait_until(self.word, self.expected, self.deadline.as_ref(), cancelled) } {
+                match unsafe { sys::wait_until(self.word, self.expected, self.deadline.as_ref(), cancelled) } {
                     Ok(result) => result as i32,
                     Err(err) => -err.errno,
                 }
             } else {
-                futex::WOKEN as i32
+                sys::WOKEN as i32
             };
             // Relaxed: published by the Release in Finish::drop.
             self.outcome.store(outcome, Ordering::Relaxed);

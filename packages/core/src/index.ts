@@ -4,5 +4,5 @@ export { sendRegion, receiveRegion } from './transfer.js';
 export type { ReceiveOptions } from './transfer.js';
 export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { backendKind, nativeFutex } from './native/info.js';
-export type { AsyncWait } from './native/backend.js';
+export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
+export type { AsyncWait, AsyncWaitKind } from './native/backend.js';

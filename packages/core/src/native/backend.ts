@@ -16,7 +16,7 @@
  *  - File descriptors are plain numbers; closing, ftruncate and fstat are done
  *    by the caller with node:fs, not here.
  */
-export type { AsyncWait, NativeBackend, WaitResult } from '@shmring/shm-sys';
+export type { AsyncWait, AsyncWaitKind, NativeBackend, WaitResult } from '@shmring/shm-sys';
 
 /** Result codes of futexWait / futexWaitAsync. */
 export const WAIT_OK = 0;

@@ -1,9 +1,20 @@
-import type { AsyncWait } from './backend.js';
+import type { AsyncWait, AsyncWaitKind } from './backend.js';
 import { backend } from './loader.js';
 
 /** Which native backend this process uses: 'addon' (Rust) or 'koffi'. */
 export function backendKind(): 'addon' | 'koffi' {
   return backend().kind;
+}
+
+/**
+ * How async waits (futex waitAsync, the rings' read / write / for await)
+ * wait in this thread: 'io_uring' (no thread per wait; one wake-up through
+ * the event loop), 'threads' (the addon's fallback: one native thread per
+ * pending wait; forced with SHMRING_ASYNC_WAIT=threads), 'libuv-threadpool'
+ * (the koffi backend).
+ */
+export function asyncWaitKind(): AsyncWaitKind {
+  return backend().asyncWaitKind();
 }
 
 /**
@@ -18,6 +29,13 @@ export const nativeFutex = {
   },
   wake(buffer: ArrayBuffer, byteOffset: number, count: number): number {
     return backend().futexWake(buffer, byteOffset, count);
+  },
+  /** futex_waitv: index woken, -1 some word differed, -2 timed out (see NativeBackend.futexWaitAny). */
+  waitAny(
+    targets: ReadonlyArray<{ buffer: ArrayBuffer | SharedArrayBuffer; byteOffset: number; expected: number }>,
+    timeoutMs: number,
+  ): number {
+    return backend().futexWaitAny(targets, timeoutMs);
   },
   waitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait {
     return backend().futexWaitAsync(buffer, byteOffset, expected, timeoutMs);

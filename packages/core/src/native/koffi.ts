@@ -65,6 +65,12 @@ type AnyBuffer = ArrayBuffer | SharedArrayBuffer;
 
 /** SYS_futex: arch/x86/entry/syscalls/syscall_64.tbl, asm-generic/unistd.h. */
 const SYS_FUTEX: Partial<Record<string, number>> = { x64: 202, arm64: 98 };
+/** futex_waitv(2), Linux >= 5.16 (the same number on every architecture). */
+const SYS_FUTEX_WAITV = 449;
+const FUTEX2_SIZE_U32 = 0x02;
+const FUTEX_WAITV_MAX = 128;
+/** sizeof(struct futex_waitv): u64 val, u64 uaddr, u32 flags, u32 reserved. */
+const FUTEX_WAITV_SIZE = 24;
 const MFD_CLOEXEC = 0x1;
 const MFD_ALLOW_SEALING = 0x2;
 const O_CLOEXEC = 0o2000000;
@@ -105,10 +111,10 @@ const ASYNC_SLICE_NS = 1_000_000_000n;
 
 // ---- errors ----
 
-/** errno → name; where two names share a number, the one the addon and libuv report. */
-const ERRNO_NAMES = new Map<number, string>([[EAGAIN, 'EAGAIN'], [95, 'EOPNOTSUPP'], [35, 'EDEADLK']]);
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
+/** errno → the name Node reports (libuv's, as the addon's errors do); `E<n>` where it has none. */
+function errnoName(errno: number): string {
+  const name = util.getSystemErrorName(-errno);
+  return /^E[A-Z0-9]+$/.test(name) ? name : `E${errno}`;
 }
 
 function typeError(message: string): TypeError {
@@ -453,7 +459,7 @@ class KoffiBackend implements NativeBackend {
   // ---- errors ----
 
   private sysError(syscall: string, errno: number): Error {
-    const code = ERRNO_NAMES.get(errno) ?? `E${errno}`;
+    const code = errnoName(errno);
     let text: string;
     try {
       text = String(this.native.strerror(errno));
@@ -667,6 +673,36 @@ class KoffiBackend implements NativeBackend {
     const n = count === undefined ? Infinity : checkNumber(count, 'count');
     if (Number.isNaN(n) || n < 1) return 0; // like Atomics.notify: nobody to wake, no system call
     return this.wakeAddress(word.address, n >= INT32_MAX ? INT32_MAX : Math.floor(n));
+  }
+
+  futexWaitAny(targets: ReadonlyArray<{ buffer: AnyBuffer; byteOffset: number; expected: number }>, timeoutMs: number): number {
+    if (!Array.isArray(targets) || targets.length === 0 || targets.length > FUTEX_WAITV_MAX) {
+      throw rangeError(`targets.length=${(targets as unknown[])?.length} must be in [1, ${FUTEX_WAITV_MAX}]`);
+    }
+    const list = new ArrayBuffer(FUTEX_WAITV_SIZE * targets.length);
+    const view = new DataView(list);
+    targets.forEach(({ buffer, byteOffset, expected }, i) => {
+      const word = this.word(buffer, byteOffset);
+      view.setBigUint64(i * FUTEX_WAITV_SIZE, BigInt(checkExpected(expected) >>> 0), true);
+      view.setBigUint64(i * FUTEX_WAITV_SIZE + 8, word.address, true);
+      view.setUint32(i * FUTEX_WAITV_SIZE + 16, FUTEX2_SIZE_U32, true);
+    });
+    const deadlineNs = this.deadlineAfter(checkTimeout(timeoutMs));
+    const deadline = deadlineNs === null ? null : writeTimespec(this.syncDeadline, deadlineNs);
+    for (;;) {
+      const index: number = this.native.syscall(SYS_FUTEX_WAITV,
+        'void *', list, 'long', targets.length, 'long', 0, 'void *', deadline, 'long', CLOCK_MONOTONIC);
+      if (index >= 0) return index;
+      const errno = this.errno();
+      if (errno === EAGAIN) return -1;
+      if (errno === ETIMEDOUT) return -2;
+      if (errno !== EINTR) throw this.sysError('futex_waitv', errno);
+    }
+  }
+
+  /** Async waits run on libuv's threadpool here (see the module comment). */
+  asyncWaitKind(): 'libuv-threadpool' {
+    return 'libuv-threadpool';
   }
 
   futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait {

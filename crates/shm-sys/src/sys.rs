@@ -1,0 +1,187 @@
+//! Raw futex system calls, the layer just above the declarations of
+//! [`crate::libc`]: blocking wait with an absolute deadline, wake, and
+//! `futex_waitv` over several words. No Node-API here; the entry points in
+//! `futex.rs`, the waiter threads of `pool.rs` and the event-loop reactor
+//! call these.
+//!
+//! All words are shared (no FUTEX_PRIVATE_FLAG): the kernel keys a wait on
+//! the page, so a waiter and a waker in different processes that map the
+//! same memfd / shm object meet.
+
+use std::ffi::c_long;
+use std::ptr;
+
+use crate::libc::{self, SysError, cvt, futex_waitv, timespec};
+
+pub const WOKEN: u32 = 0;
+pub const NOT_EQUAL: u32 = 1;
+pub const TIMED_OUT: u32 = 2;
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+/// Timeouts longer than this (~31 years) are treated as no timeout.
+const MAX_TIMEOUT_MS: f64 = 1.0e12;
+
+/// Waits on `word` while it holds `expected`, until woken, `deadline`
+/// passes, or `cancelled()` says so (checked before every FUTEX_WAIT; a
+/// canceller must also FUTEX_WAKE the word, see `pool::Wait::stop`). EINTR
+/// is retried with the same absolute deadline.
+///
+/// # Safety
+/// `word` must be the address of a 4-aligned u32 that stays mapped for the
+/// whole call.
+pub unsafe fn wait_until(
+    word: usize,
+    expected: u32,
+    deadline: Option<&timespec>,
+    cancelled: impl Fn() -> bool,
+) -> Result<u32, SysError> {
+    let timeout = deadline.map_or(ptr::null(), |d| d as *const timespec);
+    loop {
+        if cancelled() {
+            return Ok(WOKEN);
+        }
+        // SAFETY: word is a mapped aligned u32 (caller contract); timeout is
+        // null or points at a live timespec; the kernel reads nothing else.
+        // Arguments are passed as longs, as syscall(2) reads them.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_FUTEX,
+                word as c_long,
+                libc::FUTEX_WAIT_BITSET as c_long,
+                expected as c_long,
+                timeout as c_long,
+                0 as c_long,
+                libc::FUTEX_BITSET_MATCH_ANY as c_long,
+            )
+        };
+        match cvt(ret as i64, "futex") {
+            Ok(_) => return Ok(WOKEN),
+            Err(err) if err.errno == libc::EAGAIN => return Ok(NOT_EQUAL),
+            Err(err) if err.errno == libc::ETIMEDOUT => return Ok(TIMED_OUT),
+            Err(err) if err.errno == libc::EINTR => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// What `waitv` saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnyOutcome {
+    /// The word at this index was woken (possibly spuriously).
+    Woken(usize),
+    /// Some word did not hold its expected value (which one is not told).
+    NotEqual,
+    TimedOut,
+}
+
+/// `futex_waitv` on `words` (address, expected) until one is woken, one
+/// differs, or the absolute CLOCK_MONOTONIC `deadline` passes. EINTR is
+/// retried with the same deadline. At most `FUTEX_WAITV_MAX` words.
+///
+/// # Safety
+/// Every address must be a 4-aligned u32 that stays mapped for the call.
+pub unsafe fn waitv(words: &[(usize, u32)], deadline: Option<&timespec>) -> Result<AnyOutcome, SysError> {
+    let list: Vec<futex_waitv> = words
+        .iter()
+        .map(|&(addr, expected)| futex_waitv {
+            val: expected as u64,
+            uaddr: addr as u64,
+            flags: libc::FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let timeout = deadline.map_or(ptr::null(), |d| d as *const timespec);
+    loop {
+        // SAFETY: list holds `len` valid entries whose addresses are mapped
+        // aligned u32s (caller contract); timeout is null or a live timespec.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_FUTEX_WAITV,
+                list.as_ptr() as c_long,
+                list.len() as c_long,
+                0 as c_long,
+                timeout as c_long,
+                libc::CLOCK_MONOTONIC as c_long,
+            )
+        };
+        match cvt(ret as i64, "futex_waitv") {
+            Ok(index) => return Ok(AnyOutcome::Woken(index as usize)),
+            Err(err) if err.errno == libc::EAGAIN => return Ok(AnyOutcome::NotEqual),
+            Err(err) if err.errno == libc::ETIMEDOUT => return Ok(AnyOutcome::TimedOut),
+            Err(err) if err.errno == libc::EINTR => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// FUTEX_WAKE up to `count` (> 0) waiters on `word`; returns how many woke.
+///
+/// # Safety
+/// `word` must be the address of a 4-aligned u32 that is mapped.
+pub unsafe fn wake(word: usize, count: i32) -> Result<i32, SysError> {
+    // SAFETY: see the caller contract; the kernel only hashes the address.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_FUTEX, word as c_long, libc::FUTEX_WAKE as c_long, count as c_long, 0 as c_long)
+    };
+    cvt(ret as i64, "futex").map(|n| n as i32)
+}
+
+/// The absolute CLOCK_MONOTONIC deadline `timeout_ms` from now, or `None`
+/// for "forever": NaN, negative, infinite or absurdly long timeouts.
+pub fn deadline_after(timeout_ms: f64) -> Option<timespec> {
+    if !(0.0..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return None;
+    }
+    let now = libc::monotonic_now();
+    let nanos = (timeout_ms * 1.0e6).round() as i64;
+    let total = now.tv_nsec + nanos % NANOS_PER_SEC;
+    Some(timespec { tv_sec: now.tv_sec + nanos / NANOS_PER_SEC + total / NANOS_PER_SEC, tv_nsec: total % NANOS_PER_SEC })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn deadline_after_adds_the_timeout_to_now() {
+        let before = libc::monotonic_now();
+        let d = deadline_after(1500.0).expect("finite");
+        assert!(d.tv_nsec < NANOS_PER_SEC);
+        let delta = (d.tv_sec - before.tv_sec) * NANOS_PER_SEC + (d.tv_nsec - before.tv_nsec);
+        assert!((1_500_000_000..1_600_000_000).contains(&delta), "{delta}");
+        assert!(deadline_after(f64::INFINITY).is_none());
+        assert!(deadline_after(-1.0).is_none());
+        assert!(deadline_after(f64::NAN).is_none());
+    }
+
+    #[test]
+    fn waitv_sees_a_word_that_already_differs() {
+        let a = AtomicU32::new(1);
+        let b = AtomicU32::new(2);
+        let words = [(a.as_ptr() as usize, 1), (b.as_ptr() as usize, 3)];
+        // SAFETY: both words live on this stack frame for the call.
+        assert_eq!(unsafe { waitv(&words, None) }, Ok(AnyOutcome::NotEqual));
+    }
+
+    #[test]
+    fn waitv_times_out_and_wakes_by_index() {
+        let a = AtomicU32::new(0);
+        let b = AtomicU32::new(0);
+        let words = [(a.as_ptr() as usize, 0), (b.as_ptr() as usize, 0)];
+        let soon = deadline_after(5.0);
+        // SAFETY: both words outlive the call.
+        assert_eq!(unsafe { waitv(&words, soon.as_ref()) }, Ok(AnyOutcome::TimedOut));
+        let b_addr = b.as_ptr() as usize;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // SAFETY: b outlives the scope.
+                unsafe { wake(b_addr, 1) }.expect("wake");
+            });
+            let later = deadline_after(5000.0);
+            // SAFETY: both words outlive the call.
+            assert_eq!(unsafe { waitv(&words, later.as_ref()) }, Ok(AnyOutcome::Woken(1)));
+        });
+    }
+}

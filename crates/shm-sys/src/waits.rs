@@ -1,0 +1,124 @@
+//! The registry of one env's pending async waits (`futexWaitAsync`), keyed
+//! by the id index.cjs gives each. Owned by the env's state (env.rs); used
+//! only on the env's JS thread. A `RefCell` borrow is never held across a
+//! Node-API call that could run JS: entries are taken out first, then
+//! settled.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::libc::SysError;
+use crate::napi::{self, Env, napi_deferred, napi_ref};
+use crate::pool::Wait;
+use crate::reactor::Reactor;
+
+/// Who waits in the kernel on behalf of a pending wait.
+pub enum Waiter {
+    /// A FUTEX_WAIT entry of the env's io_uring.
+    Ring,
+    /// A thread of the pool.
+    Thread(Arc<Wait>),
+}
+
+/// The JS-thread half of a pending `futexWaitAsync`.
+pub struct PendingWait {
+    /// Address of the futex word.
+    pub word: usize,
+    /// Settles the promise returned to JS.
+    pub deferred: napi_deferred,
+    /// Keeps the buffer (and so the mapping) alive while the wait pends.
+    pub buffer_ref: napi_ref,
+    pub waiter: Waiter,
+}
+
+impl PendingWait {
+    /// Makes sure nothing waits on the word for this entry any more (the
+    /// word may be unmapped after this); does not settle the promise.
+    pub fn stop(&self, id: u64, reactor: Option<&Reactor>) {
+        match &self.waiter {
+            Waiter::Ring => {
+                if let Some(reactor) = reactor {
+                    reactor.cancel(id, self.word);
+                }
+            }
+            Waiter::Thread(wait) => wait.stop(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    map: RefCell<HashMap<u64, PendingWait>>,
+}
+
+impl Registry {
+    pub fn contains(&self, id: u64) -> bool {
+        self.map.borrow().contains_key(&id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
+
+    pub fn insert(&self, id: u64, pending: PendingWait) {
+        self.map.borrow_mut().insert(id, pending);
+    }
+
+    pub fn take(&self, id: u64) -> Option<PendingWait> {
+        self.map.borrow_mut().remove(&id)
+    }
+
+    /// Takes the entry of a thread's wait, if it is still that wait's.
+    pub fn take_thread_wait(&self, wait: &Arc<Wait>) -> Option<PendingWait> {
+        let mut map = self.map.borrow_mut();
+        match map.get(&wait.id) {
+            Some(PendingWait { waiter: Waiter::Thread(w), .. }) if Arc::ptr_eq(w, wait) => map.remove(&wait.id),
+            _ => None, // cancelled, or settled by munmap
+        }
+    }
+
+    /// Takes every entry whose word lies in `[start, start + len)`.
+    pub fn take_in_range(&self, start: usize, len: usize) -> Vec<(u64, PendingWait)> {
+        let Ok(mut map) = self.map.try_borrow_mut() else { return Vec::new() };
+        let ids: Vec<u64> = map.iter().filter(|(_, p)| p.word.wrapping_sub(start) < len).map(|(id, _)| *id).collect();
+        ids.into_iter().filter_map(|id| map.remove(&id).map(|p| (id, p))).collect()
+    }
+
+    /// Stops (without settling) the waits on words in the range: before a
+    /// finalizer's munmap at env teardown.
+    pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) {
+        let Ok(map) = self.map.try_borrow() else { return };
+        for (id, pending) in map.iter().filter(|(_, p)| p.word.wrapping_sub(start) < len) {
+            pending.stop(*id, reactor);
+        }
+    }
+
+    /// Takes every entry (env teardown).
+    pub fn drain(&self) -> Vec<(u64, PendingWait)> {
+        self.map.borrow_mut().drain().collect()
+    }
+}
+
+/// Settles a pending wait (already taken out of the registry) and drops its
+/// buffer reference. Failures are ignored: there is no JS caller to report
+/// them to.
+pub fn settle(env: Env, pending: PendingWait, outcome: Result<u32, SysError>) {
+    let value = match outcome {
+        Ok(result) => env.uint32(result),
+        Err(err) => env.sys_error(err),
+    };
+    if let Ok(value) = value {
+        // SAFETY: the deferred is settled exactly once: the entry owning it
+        // was taken out of the registry by the caller.
+        unsafe {
+            if outcome.is_ok() {
+                napi::napi_resolve_deferred(env.0, pending.deferred, value)
+            } else {
+                napi::napi_reject_deferred(env.0, pending.deferred, value)
+            }
+        };
+    }
+    // SAFETY: the reference belongs to this env and is deleted once.
+    unsafe { napi::napi_delete_reference(env.0, pending.buffer_ref) };
+}
