@@ -68,15 +68,17 @@ export interface Peer {
 /**
  * Starts the peer process in `role`, handing it `regions` as fds 3, 4, …
  * (then `extraFds`). The third argument is a socket path or an options object.
+ * The peer program is peer.js unless `spawnOptions.script` names another.
  */
 export function startPeer(
   role: string, regions: Region[] = [], options?: string | PeerOptions,
-  spawnOptions: { extraFds?: number[]; ipc?: boolean; nodeArgs?: string[] } = {},
+  spawnOptions: { extraFds?: number[]; ipc?: boolean; nodeArgs?: string[]; script?: string } = {},
 ): Peer {
   const opts: PeerOptions = typeof options === 'string' ? { socketPath: options } : (options ?? {});
   const fds: (number | 'ipc')[] = [...regions.map((r) => r.fd), ...(spawnOptions.extraFds ?? [])];
   if (spawnOptions.ipc) fds.push('ipc');
-  const child = track(spawn(process.execPath, [...PEER_NODE_ARGS, ...(spawnOptions.nodeArgs ?? []), PEER, role, JSON.stringify(opts)], {
+  const script = spawnOptions.script ?? PEER;
+  const child = track(spawn(process.execPath, [...PEER_NODE_ARGS, ...(spawnOptions.nodeArgs ?? []), script, role, JSON.stringify(opts)], {
     stdio: ['ignore', 'pipe', 'inherit', ...fds],
   }));
   let stdout = '';

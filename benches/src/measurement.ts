@@ -5,7 +5,8 @@
  */
 import type { Percentiles } from './harness.js';
 
-export type Metric = 'p50' | 'p99' | 'p99.9' | 'max' | 'mean' | 'messages/s' | 'bytes/s' | 'ns/op' | 'heap growth';
+export type Metric = 'p50' | 'p99' | 'p99.9' | 'max' | 'mean' | 'messages/s' | 'bytes/s' | 'ns/op' | 'heap growth'
+  | 'extra threads' | 'CPU %' | 'event-loop delay p99' | 'echo event-loop delay p99';
 
 export interface Measurement {
   /** Scenario id, e.g. `rtt.proc.spsc-spin`: unique together with messageSize and metric. */
@@ -20,6 +21,8 @@ export interface Measurement {
   unit: string;
   /** How it was measured, when the transport name does not say it all. */
   note?: string;
+  /** Event-loop rows: the wait mechanism the measuring process reported (backend, async wait). */
+  mechanism?: string;
 }
 
 /** The five latency records of a round-trip scenario. */

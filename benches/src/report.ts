@@ -82,10 +82,131 @@ export function withRatios(measurements: Measurement[]): BenchRecord[] {
       if (m.metric === 'bytes/s' && m.name !== FLOOR_MEMCPY) floor = find(measurements, FLOOR_MEMCPY, 'bytes/s', m.messageSize);
       if (m.name.startsWith('tput.thread.')) port = find(measurements, 'tput.thread.messageport', m.metric, m.messageSize);
     }
+    if (m.name.startsWith('loop.')) socket = loopBaseline(measurements, m);
     const record: BenchRecord = { ...m, ratioToUnixSocket: ratio(m.value, socket), ratioToFloor: ratio(m.value, floor) };
     if (m.name.startsWith('rtt.thread.') || m.name.startsWith('tput.thread.')) record.ratioToMessagePort = ratio(m.value, port);
     return record;
   });
+}
+
+// ---- the event-loop section (eventloop.ts) ----
+
+/** `loop.<row>.<transport id>` → row and id (an id may hold dots: `ring.threads`). */
+function loopParts(name: string): { row: string; id: string } {
+  const [, row = '', ...id] = name.split('.');
+  return { row, id: id.join('.') };
+}
+
+/** The socket's record a loop record is compared with: the same row (the poll rows: the idle row) and metric. */
+function loopBaseline(measurements: Measurement[], m: Measurement): Measurement | undefined {
+  if (m.metric === 'extra threads' || m.metric === 'CPU %') return undefined; // the socket's are ~0: shown beside, not divided by
+  const { row } = loopParts(m.name);
+  return find(measurements, `loop.${row === 'idle-poll' ? 'idle' : row}.socket`, m.metric);
+}
+
+interface LoopRow {
+  label: string;
+  row: string;
+  metric: Metric;
+  /** The socket's row, where it is not `row` (the poll rows compare with the idle socket). */
+  socketRow?: string;
+  show: (v: number) => string;
+  /** The target of the issue: on the ratio to the socket, or on the value. */
+  target?: { text: string; on: 'ratio' | 'value'; met: (x: number) => boolean; describe: string };
+}
+
+const usCell = (ns: number): string => fmtNs(ns);
+const LOOP_ROWS: LoopRow[] = [
+  { label: 'round trip after 1 ms idle, p50 µs', row: 'idle', metric: 'p50', show: usCell,
+    target: { text: '≤ 0.8×', on: 'ratio', met: (x) => x <= 0.8, describe: 'round trip after 1 ms idle, both sides async and parked, ≤ 0.8× the socket\'s (p50)' } },
+  { label: 'round trip after 1 ms idle, p99 µs', row: 'idle', metric: 'p99', show: usCell },
+  { label: 'back-to-back round trip, p50 µs', row: 'b2b', metric: 'p50', show: usCell,
+    target: { text: '≤ 0.1×', on: 'ratio', met: (x) => x <= 0.1, describe: 'back-to-back async round trip ≤ 0.1× the socket\'s (p50)' } },
+  { label: `64 requests in flight, round trips/s`, row: 'inflight64', metric: 'messages/s', show: (v) => fmtRate(v),
+    target: { text: '≥ 5×', on: 'ratio', met: (x) => x >= 5, describe: '64 requests in flight ≥ 5× the socket\'s rate' } },
+  { label: '1000 pending reads: extra threads', row: 'pending', metric: 'extra threads', show: (v) => v.toFixed(0),
+    target: { text: '≤ 2', on: 'value', met: (x) => x <= 2, describe: '1000 pending reads: ≤ 2 extra threads' } },
+  { label: '1000 pending reads: CPU, % of one CPU', row: 'pending', metric: 'CPU %', show: (v) => `${v.toFixed(v < 10 ? 2 : 1)}%`,
+    target: { text: '< 1%', on: 'value', met: (x) => x < 1, describe: '1000 pending reads: < 1% of a CPU while idle' } },
+  { label: '1000 pending reads: event-loop delay p99, µs', row: 'pending', metric: 'event-loop delay p99', show: usCell,
+    target: { text: '< 1 ms', on: 'value', met: (x) => x < 1e6, describe: '1000 pending reads: event-loop delay p99 < 1 ms' } },
+  { label: 'idle round trips: client event-loop delay p99, µs', row: 'idle', metric: 'event-loop delay p99', show: usCell },
+  { label: 'idle round trips: echo event-loop delay p99, µs', row: 'idle', metric: 'echo event-loop delay p99', show: usCell },
+  { label: 'poll 2000 µs: round trip after 1 ms idle, p50 µs', row: 'idle-poll', socketRow: 'idle', metric: 'p50', show: usCell,
+    target: { text: '≤ 0.1×', on: 'ratio', met: (x) => x <= 0.1, describe: 'with cooperative polling (poll 2000 µs): round trip after 1 ms idle ≤ 0.1× the socket\'s (p50)' } },
+  { label: 'poll 2000 µs: round trip after 1 ms idle, p99 µs', row: 'idle-poll', socketRow: 'idle', metric: 'p99', show: usCell },
+  { label: 'poll 2000 µs: client event-loop delay p99, µs', row: 'idle-poll', socketRow: 'idle', metric: 'event-loop delay p99', show: usCell,
+    target: { text: '< 0.2 ms', on: 'value', met: (x) => x < 2e5, describe: 'with cooperative polling: client event-loop delay p99 < 0.2 ms' } },
+  { label: 'poll 2000 µs: echo event-loop delay p99, µs', row: 'idle-poll', socketRow: 'idle', metric: 'echo event-loop delay p99', show: usCell,
+    target: { text: '< 0.2 ms', on: 'value', met: (x) => x < 2e5, describe: 'with cooperative polling: echo event-loop delay p99 < 0.2 ms (the echo polls between messages)' } },
+];
+
+/** Transport ids of the event-loop records, the socket first, the rest in the order they ran. */
+function loopIds(records: BenchRecord[]): string[] {
+  const ids = [...new Set(records.filter((r) => r.name.startsWith('loop.')).map((r) => loopParts(r.name).id))];
+  return [...ids.filter((id) => id === 'socket'), ...ids.filter((id) => id !== 'socket')];
+}
+
+function loopRecord(records: Measurement[], row: string, id: string, metric: Metric): Measurement | undefined {
+  return find(records, `loop.${row}.${id}`, metric);
+}
+
+/** The value a target judges (the ratio to the socket, or the value), or null when a side is missing. */
+function loopTargetValue(records: BenchRecord[], spec: LoopRow, id: string): number | null {
+  const r = records.find((x) => x.name === `loop.${spec.row}.${id}` && x.metric === spec.metric);
+  if (!r || !spec.target) return null;
+  return spec.target.on === 'ratio' ? r.ratioToUnixSocket : r.value;
+}
+
+function eventLoopSection(records: BenchRecord[]): string | undefined {
+  const ids = loopIds(records);
+  if (ids.length === 0) return undefined;
+  const label = (id: string): string => records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id && r.metric !== 'extra threads')?.transport
+    ?? records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id)?.transport ?? id;
+  const rows = LOOP_ROWS
+    .filter((spec) => ids.some((id) => loopRecord(records, spec.row, id, spec.metric)))
+    .map((spec) => [spec.label, ...ids.map((id) => {
+      const r = records.find((x) => x.name === `loop.${id === 'socket' ? spec.socketRow ?? spec.row : spec.row}.${id}` && x.metric === spec.metric);
+      if (!r) return '–';
+      const showRatio = id !== 'socket' && spec.metric !== 'extra threads' && spec.metric !== 'CPU %';
+      const judged = id === 'socket' ? null : loopTargetValue(records, spec, id);
+      const mark = judged === null || !spec.target ? '' : spec.target.met(judged) ? ' ✓' : ' ✗';
+      return `${spec.show(r.value)}${showRatio ? ` (${fmtRatio(r.ratioToUnixSocket)})` : ''}${mark}`;
+    }), spec.target?.text ?? '']);
+  const header = ['', ...ids.map(label), 'target'];
+  const notes: string[] = [];
+  const mech = (id: string): string | undefined => records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id)?.mechanism;
+  for (const id of ids.filter((x) => x !== 'socket' && x !== 'ring')) {
+    if (mech(id) !== undefined && mech(id) === mech('ring')) {
+      notes.push(`${label(id)}: the same mechanism as the default (${mech(id)}): this build does not tell them apart, or ignores the variable`);
+    }
+  }
+  if (ids.some((id) => id !== 'socket' && mech(id) !== undefined && !mech(id)!.includes(':'))) {
+    notes.push('mechanisms: @shmring/core of this build reports the backend only (no asyncWaitKind()), so a column is named by its backend');
+  }
+  const poll = records.find((r) => r.name.startsWith('loop.idle-poll.') && r.metric === 'p50');
+  if (poll?.note?.includes('not detected')) notes.push('poll: the `poll` option was not detected in this build (an invalid value was accepted); the poll rows passed `{ poll: 2000 }` all the same');
+  const cpu = ids.map((id) => {
+    const idle = loopRecord(records, 'idle', id, 'p50')?.note?.match(/client [\d.]+%, echo [\d.]+%/)?.[0];
+    const polled = loopRecord(records, 'idle-poll', id, 'p50')?.note?.match(/client [\d.]+%, echo [\d.]+%/)?.[0];
+    return idle ? `${label(id).replace(/ \(.*\)$/, '')}: ${idle}${polled ? `; with poll: ${polled}` : ''}` : undefined;
+  }).filter(Boolean);
+  if (cpu.length > 0) notes.push(`CPU of one CPU during the idle round trips: ${cpu.join('; ')}`);
+  return `**Event loop**: two processes, 64-byte messages, both sides async. The client awaits \`ping.write(m)\` then \`pong.read()\`; ` +
+    'the echo runs `for await (const m of ping) await pong.write(m)` (SpscRings in memfd regions). The baseline is a Unix socket (net) with the same pattern: ' +
+    'the client writes each message and awaits each reply; the echo writes each chunk back as it arrives; fixed 64-byte messages, no length prefix. ' +
+    'Each column is a process of its own, the mechanism forced by environment and named as the process reports it. ' +
+    'In brackets: × the socket in this run; ✓/✗: the target of issue 10 (the targets apply to the default column; the fallbacks are held to the same bar).\n\n' +
+    `${table(header, rows)}\n\n` +
+    'Idle: `await setTimeout(1 ms)` before each round trip, so both sides park. Back to back: one round trip after the other. ' +
+    '64 in flight: the client writes 64, then one more per reply. 1000 pending reads: 1000 rings (or 1000 connected Unix sockets) in one process, ' +
+    'one `read()` pending on each, nothing arriving: threads added (/proc/self/task), CPU of all threads (process.cpuUsage) over the window. ' +
+    'Event-loop delay: a probe process writes its clock (CLOCK_MONOTONIC) to a socketpair at random gaps of 0.5–2.5 ms and the ' +
+    'measured process\'s data callback takes the difference: how late a callback that became ready runs, waking an idle loop included ' +
+    '(perf_hooks.monitorEventLoopDelay times a libuv timer whose clock has whole milliseconds: an idle process shows 1–2 ms there). ' +
+    'In the idle rows the client and the echo each run a probe during a second series of round trips after the timed one; ' +
+    'with `poll` the client sleeps between pings while the echo polls between messages.' +
+    (notes.length > 0 ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '');
 }
 
 // ---- targets ----
@@ -155,6 +276,19 @@ export function targets(records: Measurement[]): Target[] {
   add('1 MiB messages at ≥ 50% of memcpy bandwidth', bestMiB && memcpyMiB ? bestMiB.value / memcpyMiB : null, (v) => v >= 0.5,
     (v) => `${(v * 100).toFixed(0)}% (${(bestMiB!.value / 1e9).toFixed(2)} GB/s SpscRing ${SPSC_STREAM_LABELS[bestMiB!.name]} ` +
       `vs memcpy ${(memcpyMiB! / 1e9).toFixed(2)} GB/s)`, 'no C floor or no 1 MiB run');
+
+  for (const spec of LOOP_ROWS) {
+    if (!spec.target) continue;
+    const r = find(records, `loop.${spec.row}.ring`, spec.metric);
+    const base = find(records, `loop.${spec.socketRow ?? spec.row}.socket`, spec.metric);
+    const value = r === undefined ? null : spec.target.on === 'ratio' ? (base && base.value > 0 ? r.value / base.value : null) : r.value;
+    const shown = (v: number): string => spec.show(v).replace(/^(.*)$/, spec.metric === 'messages/s' ? '$1 rt/s' : spec.metric.startsWith('extra') || spec.metric === 'CPU %' ? '$1' : '$1 µs');
+    add(`event loop: ${spec.target.describe}`, value, spec.target.met,
+      (v) => spec.target!.on === 'ratio'
+        ? `${fmtX(v)}× (${shown(r!.value)} vs ${shown(base!.value)}${r!.mechanism ? `; ${r!.mechanism}` : ''})`
+        : `${shown(v)}${base ? ` (Unix socket: ${shown(base.value)})` : ''}${r!.mechanism ? `; ${r!.mechanism}` : ''}`,
+      'missing scenario');
+  }
 
   const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;
   add('heap growth < 1 MiB over 10 M zero-copy messages', heap ?? null, (v) => v < 1 << 20,
@@ -278,6 +412,8 @@ export function markdownBody(run: Run): string {
       'Copy: `tryWrite` copies the message in, `tryRead` copies it out into a new Uint8Array. Zero-copy: the producer fills the claimed ' +
       'space (`ring.data.set`), the consumer reads the record in place in `drain`. memcpy: the C floor copying blocks of that size into an area as large as the ring.');
   }
+  const loop = eventLoopSection(r);
+  if (loop) parts.push(loop);
   if (threadRtt.length > 0) parts.push(`**Worker threads: round trip** (µs):\n\n${latencyTable(r, threadRtt, 'port')}`);
   if (r.some((x) => x.name.startsWith('tput.thread.'))) parts.push(`**Worker threads: throughput**:\n\n${throughputTables(r, 'tput.thread.', 'port')}`);
   const micro = r.filter((x) => x.name.startsWith('micro.'));

@@ -14,6 +14,10 @@
  *                    processes keep the CPUs more than 10% busy
  *   --update-readme  put the tables into README.md between <!-- bench-table --> and <!-- /bench-table -->
  *
+ * Steps with their own `env` (the event-loop section forcing a wait
+ * mechanism) run without the runner's SHMRING_ASYNC_WAIT / SHMRING_BACKEND,
+ * so the "default" column is the default whatever the caller's environment.
+ *
  * Before each scenario the runner samples /proc/stat for 200 ms; a scenario
  * that started while other processes kept the CPUs busy is named in the
  * notes (two spinning processes on two cores cannot share them: a third
@@ -30,6 +34,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendKind } from '@shmring/core';
+import { LOOP_TRANSPORTS, MECHANISM_ENV, type EventLoopParams } from './eventloop.js';
 import type { Measurement } from './measurement.js';
 import { latencySvg, markdown, markdownBody, sizeLabel, targets, withRatios, type Machine, type Run } from './report.js';
 import type { Kind } from './scenario.js';
@@ -43,6 +48,8 @@ interface Step {
   name: string;
   params: Record<string, unknown>;
   nodeArgs?: string[];
+  /** Environment of the scenario and its peers: these variables replace the runner's (MECHANISM_ENV are removed first). */
+  env?: Record<string, string>;
 }
 
 interface Args {
@@ -98,6 +105,19 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.unix-socket-idle', 10_000, { gapMs: 0.2 });
   rtt('rtt-proc', 'rtt.proc.pipe', 30_000);
   rtt('rtt-proc', 'rtt.proc.ipc', 20_000);
+  // The event loop (eventloop.ts): one process per transport and forced mechanism for the round trips,
+  // one more each for the pending reads. About a minute in all; 15-20 s quick (some 30 node processes start).
+  const loop: Omit<EventLoopParams, 'transport'> = quick
+    ? { idle: { warmup: 10, count: 60, probed: 60 }, b2b: { warmupMs: 30, ms: 100 }, inflight: { warmupMs: 30, ms: 100 },
+      pending: { reads: 1000, settleMs: 100, cpuMs: 250, probeMs: 200 } }
+    : { idle: { warmup: 100, count: 1500, probed: 800 }, b2b: { warmupMs: 200, ms: 700 }, inflight: { warmupMs: 200, ms: 700 },
+      pending: { reads: 1000, settleMs: 500, cpuMs: 3000, probeMs: 1500 } };
+  for (const t of LOOP_TRANSPORTS) {
+    steps.push({ kind: 'eventloop', name: `loop.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
+  }
+  for (const t of LOOP_TRANSPORTS) {
+    steps.push({ kind: 'eventloop', name: `loop.pending.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
+  }
   for (const size of procSizes) {
     for (const name of ['tput.proc.spsc-copy', 'tput.proc.spsc-zc', 'tput.proc.spsc-copy-cork', 'tput.proc.spsc-zc-cork', 'tput.proc.mpmc', 'tput.proc.unix-socket', 'tput.proc.unix-socket-unbatched']) {
       steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
@@ -170,11 +190,19 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 
 const STEP_TIMEOUT_MS = 90_000;
 
-function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[] }> {
+function stepEnv(step: Step): NodeJS.ProcessEnv {
+  if (!step.env) return process.env;
+  const env = { ...process.env };
+  for (const name of MECHANISM_ENV) delete env[name];
+  return { ...env, ...step.env };
+}
+
+function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[]; failures?: string[] }> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(process.execPath, [...(step.nodeArgs ?? []), SCENARIO, step.kind, step.name, JSON.stringify(step.params)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       detached: true, // its own process group: the scenario, its peers and their children die together
+      env: stepEnv(step),
     });
     const pid = child.pid!;
     groups.add(pid);
@@ -191,7 +219,7 @@ function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[] 
       groups.delete(pid);
       const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
       if (code !== 0 || !last) reject(new Error(`${step.name}: exited with ${signal ?? `code ${code}`}`));
-      else resolve(JSON.parse(last) as { records: Measurement[]; notes: string[] });
+      else resolve(JSON.parse(last) as { records: Measurement[]; notes: string[]; failures?: string[] });
     });
   });
 }
@@ -297,7 +325,9 @@ async function main(): Promise<void> {
       const outcome = await runStep(step);
       measurements.push(...outcome.records);
       notes.push(...outcome.notes);
-      process.stderr.write(`${label} ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+      const failures = outcome.failures ?? [];
+      if (failures.length > 0) failed++;
+      process.stderr.write(`${label} ${((performance.now() - t0) / 1000).toFixed(1)} s${failures.length > 0 ? ` (${failures.length} part(s) FAILED, see the notes)` : ''}\n`);
     } catch (err) {
       failed++;
       notes.push(`${describe(step)} failed: ${(err as Error).message}`);

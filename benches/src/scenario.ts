@@ -6,6 +6,7 @@
  *   node benches/dist/scenario.js <kind> <name> '<params JSON>'
  */
 import { allocation } from './alloc.js';
+import { eventLoop, type EventLoopParams } from './eventloop.js';
 import { floorMemcpy, floorRoundTrip, floorStream } from './floor.js';
 import { exitWithParent, killChildren } from './harness.js';
 import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from './latency.js';
@@ -14,11 +15,13 @@ import { micro } from './micro.js';
 import { threadRoundTrip, threadStream, THREAD_ROUND_TRIPS, THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
-export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc';
+export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop';
 
 interface Outcome {
   records: Measurement[];
   notes: string[];
+  /** Parts that failed while the rest was measured (the runner counts the scenario as failed). */
+  failures?: string[];
 }
 
 async function run(kind: Kind, name: string, params: Record<string, unknown>): Promise<Outcome> {
@@ -33,6 +36,7 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
     case 'tput-thread': return records(await threadStream(name as keyof typeof THREAD_STREAMS, params as unknown as StreamOptions));
     case 'micro': return records(await micro(Boolean(params.quick)));
     case 'alloc': return allocation(params.messages as number);
+    case 'eventloop': return eventLoop(name, params as unknown as EventLoopParams);
     default: throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
 }

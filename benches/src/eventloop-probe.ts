@@ -1,0 +1,63 @@
+/**
+ * The event-loop delay probe of the event-loop benchmarks (eventloop.ts,
+ * spawnProbe in eventloop-common.ts): a child process that imports nothing
+ * but Node's own modules, so it starts fast.
+ *
+ * Prints `ready`, then waits for its go: one byte on fd 3, a socketpair the
+ * measured process reads on its event loop. From then on it writes its clock
+ * (CLOCK_MONOTONIC ns, which process.hrtime reads in every process, as a
+ * float64: 8 bytes) there at random gaps of `minGapMs`…`maxGapMs`, sleeping
+ * in Atomics.wait between, until `durationMs` pass, the measured process
+ * closes its end, or the parent dies. The measured process's data callback
+ * takes the difference: how late a callback that became ready runs.
+ *
+ *   node eventloop-probe.js '{"durationMs": 120000, "minGapMs": 0.5, "maxGapMs": 2.5}'
+ */
+import * as fs from 'node:fs';
+
+const options = JSON.parse(process.argv[2] ?? '{}') as { durationMs?: number; minGapMs?: number; maxGapMs?: number };
+
+function ready(): void {
+  process.stdout.write('ready\n');
+}
+
+function probe(): void {
+  const parent = process.ppid;
+  const minGap = options.minGapMs ?? 0.5;
+  const maxGap = options.maxGapMs ?? 2.5;
+  const end = performance.now() + (options.durationMs ?? 10_000);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  const stamp = Buffer.alloc(8);
+  ready();
+  // Waits for the go: one byte from the measured process on the same socketpair.
+  const go = Buffer.alloc(1);
+  for (;;) {
+    try {
+      if (fs.readSync(3, go) === 1) break;
+      process.exit(0); // end of file: the measured process went away
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      Atomics.wait(nap, 0, 0, 1);
+      if (process.ppid !== parent || performance.now() > end) process.exit(70);
+    }
+  }
+  const cpu = process.cpuUsage();
+  const since = performance.now();
+  while (performance.now() < end) {
+    Atomics.wait(nap, 0, 0, minGap + Math.random() * (maxGap - minGap));
+    if (process.ppid !== parent) process.exit(70);
+    stamp.writeDoubleLE(Number(process.hrtime.bigint()));
+    try {
+      fs.writeSync(3, stamp);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN') continue;
+      if (code === 'EPIPE' || code === 'ECONNRESET') break; // the client stopped listening
+      throw err;
+    }
+  }
+  const used = process.cpuUsage(cpu);
+  process.stdout.write(`${JSON.stringify({ cpu: ((used.user + used.system) / 1000 / (performance.now() - since)) * 100 })}\n`);
+}
+
+probe();
