@@ -21,7 +21,7 @@ declare namespace backend {
   /** Result of futexWait / futexWaitAsync: 0 woken ('ok', possibly spuriously), 1 'not-equal', 2 'timed-out'. */
   export type WaitResult = 0 | 1 | 2;
 
-  export type AsyncWaitKind = 'io_uring' | 'threads' | 'libuv-threadpool';
+  export type AsyncWaitKind = 'io_uring' | 'futex_waitv' | 'threads' | 'libuv-threadpool';
 
   export interface AsyncWait {
     readonly promise: Promise<WaitResult>;
@@ -107,9 +107,12 @@ declare namespace backend {
     /**
      * How futexWaitAsync waits in the kernel in this thread: 'io_uring' (one
      * io_uring per event loop, polled by libuv: no thread per wait),
-     * 'threads' (one native thread per pending wait: the fallback where
-     * io_uring or its FUTEX_WAIT is refused, or SHMRING_ASYNC_WAIT=threads),
-     * 'libuv-threadpool' (the koffi backend). Decided at the first call.
+     * 'futex_waitv' (the fallback where io_uring or its FUTEX_WAIT is
+     * refused: one thread per 127 pending waits of the process), 'threads'
+     * (one native thread per pending wait: Linux < 5.16), 'libuv-threadpool'
+     * (the koffi backend). SHMRING_ASYNC_WAIT=io_uring|futex_waitv|threads
+     * forces one (an error where the kernel refuses it). Decided at the
+     * first call.
      */
     asyncWaitKind(): AsyncWaitKind;
 

@@ -7,7 +7,7 @@
 //! only on the env's JS thread (entry points, finalizers, the threadsafe
 //! function's `call_js`, the cleanup hook), hence `Cell`/`RefCell`. A
 //! `RefCell` borrow is never held across a Node-API call that could run JS.
-//! `Delivery` is shared with the waiter threads (see pool.rs).
+//! `Delivery` is shared with the waiter threads (delivery.rs).
 //!
 //! Teardown order (Node runs cleanup hooks last-registered first):
 //!  1. the cleanup hooks of our external ArrayBuffers (registered after this
@@ -27,13 +27,14 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 
 use crate::mapping::Mapping;
 use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
-use crate::pool::{Delivery, Tsfn};
-use crate::reactor::{Completion, Reactor};
+use crate::delivery::{Completion, Delivery, Tsfn};
+use crate::lanes;
+use crate::reactor::Reactor;
 use crate::sys::WOKEN;
 use crate::waits::{self, Registry};
 
@@ -42,7 +43,9 @@ use crate::waits::{self, Registry};
 pub enum AsyncMode {
     /// FUTEX_WAIT entries of one io_uring, polled by the env's loop.
     Ring,
-    /// One pool thread per pending wait (the fallback).
+    /// Threads in futex_waitv, up to 127 waits each (the fallback).
+    Lanes,
+    /// One pool thread per pending wait (the last resort, Linux < 5.16).
     Threads,
 }
 
@@ -50,13 +53,15 @@ impl AsyncMode {
     pub fn name(self) -> &'static str {
         match self {
             AsyncMode::Ring => "io_uring",
+            AsyncMode::Lanes => "futex_waitv",
             AsyncMode::Threads => "threads",
         }
     }
 }
 
-/// `SHMRING_ASYNC_WAIT`: `io_uring` (required), `threads` (forced), or
-/// unset / `auto` (io_uring where the kernel allows it).
+/// `SHMRING_ASYNC_WAIT`: `io_uring`, `futex_waitv` or `threads` (that one,
+/// or an error where the kernel refuses it), or unset / `auto` (the first
+/// of these the kernel allows).
 const MODE_VARIABLE: &str = "SHMRING_ASYNC_WAIT";
 
 pub struct EnvState {
@@ -89,7 +94,7 @@ impl EnvState {
             waits: Registry::default(),
             mode: Cell::new(None),
             reactor: OnceCell::new(),
-            delivery: Arc::new(Delivery { tsfn: Mutex::new(None) }),
+            delivery: Arc::new(Delivery::new()),
             tsfn: Cell::new(ptr::null_mut()),
             tsfn_refed: Cell::new(false),
             closing: Cell::new(false),
@@ -148,6 +153,10 @@ impl EnvState {
         let wanted = std::env::var(MODE_VARIABLE).unwrap_or_default();
         let mode = match wanted.as_str() {
             "threads" => AsyncMode::Threads,
+            "futex_waitv" if lanes::available() => AsyncMode::Lanes,
+            "futex_waitv" => {
+                return Err(Throw::Sys(crate::libc::SysError { errno: crate::libc::ENOSYS, syscall: "futex_waitv" }));
+            }
             "io_uring" => {
                 let reactor = Reactor::new(env, deliver_ring)?;
                 let _ = self.reactor.set(reactor);
@@ -158,11 +167,12 @@ impl EnvState {
                     let _ = self.reactor.set(reactor);
                     AsyncMode::Ring
                 }
+                Err(_) if lanes::available() => AsyncMode::Lanes,
                 Err(_) => AsyncMode::Threads,
             },
             other => {
                 return Err(Throw::Range(format!(
-                    "{MODE_VARIABLE}={other} must be io_uring, threads or auto (or unset)"
+                    "{MODE_VARIABLE}={other} must be io_uring, futex_waitv, threads or auto (or unset)"
                 )));
             }
         };

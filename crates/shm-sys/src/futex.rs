@@ -9,10 +9,10 @@
 //!  - `futexWake(buffer, byteOffset, count)` returns how many were woken.
 //!  - `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id)` returns a
 //!    Promise of the same 0 / 1 / 2 without blocking: the env's io_uring
-//!    reactor waits (reactor.rs), or a pool thread (pool.rs) where io_uring
-//!    is not available; `futexWaitCancel(id)` settles it with 0 at once.
+//!    reactor waits (reactor.rs), or where io_uring is not available a
+//!    futex_waitv lane (lanes.rs), or a pool thread (pool.rs); `futexWaitCancel(id)` settles it with 0 at once.
 //!    index.cjs builds the `{ promise, cancel }` handle from this pair.
-//!  - `asyncWaitKind()`: 'io_uring' or 'threads', how this env's async
+//!  - `asyncWaitKind()`: 'io_uring', 'futex_waitv' or 'threads', how this env's async
 //!    waits wait (decided at the first call or the first async wait).
 //!
 //! `buffer` is an ArrayBuffer or any typed array / DataView (then
@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::env::{AsyncMode, EnvState};
-use crate::libc::{self, SysError};
+use crate::libc;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env, napi_value};
+use crate::delivery::Completion;
+use crate::lanes::{self, LaneWait};
 use crate::pool::{self, Wait};
 use crate::sys::{self, AnyOutcome, NOT_EQUAL, TIMED_OUT, WOKEN, deadline_after};
 use crate::waits::{self, PendingWait, Waiter};
@@ -215,7 +217,7 @@ fn resolved(env: Env, value: u32) -> JsResult {
     Ok(promise)
 }
 
-/// `asyncWaitKind(): 'io_uring' | 'threads'`.
+/// `asyncWaitKind(): 'io_uring' | 'futex_waitv' | 'threads'`.
 pub fn async_wait_kind(env: Env, _info: napi_callback_info) -> JsResult {
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
@@ -250,7 +252,7 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
         return resolved(env, TIMED_OUT);
     }
     let mode = state.async_mode(env)?;
-    if mode == AsyncMode::Threads {
+    if mode != AsyncMode::Ring {
         state.tsfn(env, Some(call_js))?;
     }
 
@@ -269,6 +271,10 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     let deadline = deadline_after(timeout);
     let started = match (mode, state.reactor()) {
         (AsyncMode::Ring, Some(reactor)) => reactor.wait(id, word, expected, deadline.as_ref()).map(|()| Waiter::Ring),
+        (AsyncMode::Lanes, _) => {
+            let wait = Arc::new(LaneWait::new(id, word, expected, deadline, Arc::clone(&state.delivery)));
+            lanes::submit(Arc::clone(&wait)).map(|()| Waiter::Lane(wait))
+        }
         _ => {
             let wait = Arc::new(Wait::new(id, word, expected, deadline, Arc::clone(&state.delivery)));
             pool::submit(Arc::clone(&wait)).map(|()| Waiter::Thread(wait))
@@ -302,15 +308,16 @@ pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
     env.undefined()
 }
 
-/// The threadsafe function's callback (threads mode): settles the promise
-/// of a finished wait on the JS thread. A null env means the function is
-/// being torn down: just drop the wait.
+/// The threadsafe function's callback (waiter threads: lanes or pool):
+/// settles the promise of a finished wait on the JS thread, unless it was
+/// cancelled or settled by munmap meanwhile (ids are never reused). A null
+/// env means the function is being torn down: just drop the completion.
 ///
 /// # Safety
-/// Called by Node with `data` an `Arc<Wait>` leaked by `Wait::run`.
+/// Called by Node with `data` a `Box<Completion>` from `Delivery::send`.
 unsafe extern "C" fn call_js(env: napi_env, _js_callback: napi_value, _context: *mut c_void, data: *mut c_void) {
-    // SAFETY: data is the Arc<Wait> passed to napi_call_threadsafe_function.
-    let wait = unsafe { Arc::from_raw(data.cast::<Wait>().cast_const()) };
+    // SAFETY: data is the Box<Completion> passed to napi_call_threadsafe_function.
+    let (id, outcome) = *unsafe { Box::from_raw(data.cast::<Completion>()) };
     if env.is_null() {
         return;
     }
@@ -318,8 +325,8 @@ unsafe extern "C" fn call_js(env: napi_env, _js_callback: napi_value, _context: 
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: JS thread of this env, inside a Node-API callback.
         let Some(state) = (unsafe { EnvState::get(env) }) else { return };
-        if let Some(pending) = state.waits.take_thread_wait(&wait) {
-            waits::settle(env, pending, wait.outcome().map(|n| n as u32).map_err(|e: SysError| e));
+        if let Some(pending) = state.waits.take(id) {
+            waits::settle(env, pending, outcome);
             state.sync_loop_ref();
         }
     });

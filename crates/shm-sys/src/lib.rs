@@ -13,8 +13,9 @@
 //!  2. raw system calls: `sys` (futex wait / wake / waitv), `uring` (an
 //!     io_uring instance), `mapping` (one mmap'd region);
 //!  3. waiting machinery: `reactor` (an io_uring polled by the env's event
-//!     loop), `pool` (the waiter threads of the fallback), `waits` (the
-//!     registry of pending async waits);
+//!     loop), `lanes` (futex_waitv threads, the fallback), `pool` (a thread
+//!     per wait, the last resort), `delivery` (their way back to an env),
+//!     `waits` (the registry of pending async waits);
 //!  4. `env`: the per-env state that owns the registry, the reactor and the
 //!     mappings;
 //!  5. JS entry points: `shm` (memfd, shm_open), `memory` (mmap, munmap,
@@ -23,8 +24,10 @@
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
 //! interface of @shmring/core.
 
+mod delivery;
 mod env;
 mod futex;
+mod lanes;
 mod libc;
 mod mapping;
 mod memory;

@@ -209,6 +209,8 @@ pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
 // errno values the code branches on
 pub const EINTR: i32 = 4;
 pub const EINVAL: i32 = 22;
+pub const EFAULT: i32 = 14;
+pub const ENOSYS: i32 = 38;
 pub const ECANCELED: i32 = 125;
 pub const EAGAIN: i32 = 11;
 pub const ETIMEDOUT: i32 = 110;

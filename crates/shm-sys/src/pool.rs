@@ -1,6 +1,7 @@
-//! The waiter threads behind `futexWaitAsync` where the event-loop reactor
-//! (reactor.rs, io_uring) is not available or `SHMRING_ASYNC_WAIT=threads`
-//! forces them: one thread per pending wait, delivering through the env's
+//! The last resort of `futexWaitAsync`, where neither the event-loop
+//! reactor (reactor.rs, io_uring, Linux >= 6.7) nor the futex_waitv lanes
+//! (lanes.rs, Linux >= 5.16) are available, or `SHMRING_ASYNC_WAIT=threads`
+//! forces it: one thread per pending wait, delivering through the env's
 //! threadsafe function.
 //!
 //! A futex wait blocks its thread, so an async wait needs a thread of its
@@ -15,7 +16,7 @@
 //!    when none is idle, so the pool grows to the number of concurrent waits;
 //!  - a thread idle for [`IDLE_RETIRE`] leaves the stack and exits;
 //!  - the thread runs the wait (futex.rs), publishes the outcome, then hands
-//!    the `Arc<Wait>` to the env's threadsafe function ([`Delivery`]), whose
+//!    the outcome to the env's threadsafe function (delivery.rs), whose
 //!    `call_js` settles the promise on the JS thread (futex.rs).
 //!
 //! Cancellation ([`Wait::stop`]) sets a flag and FUTEX_WAKEs the word until
@@ -23,39 +24,14 @@
 //! touch the word again (the word may then be unmapped).
 
 use std::collections::VecDeque;
-use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::delivery::Delivery;
 use crate::libc::{SysError, timespec};
-use crate::napi::{self, napi_threadsafe_function};
 use crate::sys;
-
-/// A threadsafe function handle that may be sent to waiter threads.
-pub struct Tsfn(pub napi_threadsafe_function);
-
-// SAFETY: napi_call_threadsafe_function may be called from any thread; the
-// handle is only used while `Delivery::tsfn` holds it (see Delivery).
-unsafe impl Send for Tsfn {}
-
-/// How waiter threads hand results back to one env: its threadsafe
-/// function, present from the first async wait until the env tears down.
-/// Waiter threads call it only while holding the lock, and teardown removes
-/// it under the same lock before releasing it, so no call can reach a
-/// released function.
-pub struct Delivery {
-    pub tsfn: Mutex<Option<Tsfn>>,
-}
-
-impl Delivery {
-    /// Locks the handle; a poisoned lock is still usable (the data is a
-    /// plain handle that a panic cannot leave half-written).
-    pub fn lock(&self) -> MutexGuard<'_, Option<Tsfn>> {
-        self.tsfn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
 
 /// How long an idle waiter thread stays parked before it exits.
 const IDLE_RETIRE: Duration = Duration::from_secs(30);
@@ -169,18 +145,7 @@ impl Wait {
             self.outcome.store(outcome, Ordering::Relaxed);
             drop(finish);
         }
-        let delivery = Arc::clone(&self.delivery);
-        let tsfn = delivery.lock();
-        if let Some(tsfn) = tsfn.as_ref() {
-            let data = Arc::into_raw(self) as *mut c_void;
-            // SAFETY: the handle is alive while held under the Delivery lock
-            // (see env.rs); data is an Arc<Wait> that call_js reclaims.
-            let st = unsafe { napi::napi_call_threadsafe_function(tsfn.0, data, napi::NAPI_TSFN_NONBLOCKING) };
-            if st != napi::NAPI_OK {
-                // SAFETY: Node did not queue it (the env is closing).
-                drop(unsafe { Arc::from_raw(data.cast::<Wait>().cast_const()) });
-            }
-        }
+        self.delivery.send((self.id, self.outcome().map(|n| n as u32)));
     }
 }
 

@@ -33,14 +33,13 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::ptr;
 
+use crate::delivery::Completion;
 use crate::libc::{self, SysError, timespec};
 use crate::napi::{self, Env, Throw, napi_async_cleanup_hook_handle, napi_async_context, napi_env, napi_ref};
 use crate::sys::{self, NOT_EQUAL, TIMED_OUT, WOKEN};
 use crate::uring::{self, Ring};
 use crate::uv::{self, uv_handle_t};
 
-/// A finished wait: its id and outcome (0 / 1 / 2, or the error).
-pub type Completion = (u64, Result<u32, SysError>);
 /// Settles finished waits; runs on the JS thread inside the scopes.
 pub type Deliver = fn(Env, &[Completion]);
 

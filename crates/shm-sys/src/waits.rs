@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::libc::SysError;
 use crate::napi::{self, Env, napi_deferred, napi_ref};
+use crate::lanes::LaneWait;
 use crate::pool::Wait;
 use crate::reactor::Reactor;
 
@@ -17,6 +18,8 @@ use crate::reactor::Reactor;
 pub enum Waiter {
     /// A FUTEX_WAIT entry of the env's io_uring.
     Ring,
+    /// A futex_waitv lane.
+    Lane(Arc<LaneWait>),
     /// A thread of the pool.
     Thread(Arc<Wait>),
 }
@@ -42,6 +45,7 @@ impl PendingWait {
                     reactor.cancel(id, self.word);
                 }
             }
+            Waiter::Lane(wait) => wait.stop(),
             Waiter::Thread(wait) => wait.stop(),
         }
     }
@@ -67,15 +71,6 @@ impl Registry {
 
     pub fn take(&self, id: u64) -> Option<PendingWait> {
         self.map.borrow_mut().remove(&id)
-    }
-
-    /// Takes the entry of a thread's wait, if it is still that wait's.
-    pub fn take_thread_wait(&self, wait: &Arc<Wait>) -> Option<PendingWait> {
-        let mut map = self.map.borrow_mut();
-        match map.get(&wait.id) {
-            Some(PendingWait { waiter: Waiter::Thread(w), .. }) if Arc::ptr_eq(w, wait) => map.remove(&wait.id),
-            _ => None, // cancelled, or settled by munmap
-        }
     }
 
     /// Takes every entry whose word lies in `[start, start + len)`.

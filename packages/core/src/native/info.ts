@@ -9,9 +9,9 @@ export function backendKind(): 'addon' | 'koffi' {
 /**
  * How async waits (futex waitAsync, the rings' read / write / for await)
  * wait in this thread: 'io_uring' (no thread per wait; one wake-up through
- * the event loop), 'threads' (the addon's fallback: one native thread per
- * pending wait; forced with SHMRING_ASYNC_WAIT=threads), 'libuv-threadpool'
- * (the koffi backend).
+ * the event loop), 'futex_waitv' (the addon's fallback: one thread per 127
+ * pending waits), 'threads' (one thread per pending wait, Linux < 5.16),
+ * 'libuv-threadpool' (the koffi backend). SHMRING_ASYNC_WAIT forces one.
  */
 export function asyncWaitKind(): AsyncWaitKind {
   return backend().asyncWaitKind();
