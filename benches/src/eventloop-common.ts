@@ -145,8 +145,12 @@ export function messagesOf(ring: SpscRing, options: LoopWaitOptions | undefined)
 export interface Probe {
   /** Lets the waiting probe go: it stamps from now on. */
   start(): void;
-  /** Stops the probe: the lateness (ns) of every stamp received since start(), or undefined if none came. */
-  stop(): Percentiles | undefined;
+  /**
+   * Stops the probe: the lateness (ns) of every stamp received since
+   * start(), or undefined if none came; `voided`: the samples dropped
+   * because the probe itself was held up while it sent them.
+   */
+  stop(): (Percentiles & { voided: number }) | undefined;
 }
 
 /**
@@ -163,12 +167,21 @@ export async function spawnProbe(): Promise<Probe> {
   const samples = new Samples(Math.ceil(limitMs / 0.5));
   let started = false;
   let rest: Buffer | null = null;
+  let last = -1; // the latest sample (ms), kept until the next record says whether it is void
+  let voided = 0;
   channel.on('data', (data: Buffer) => {
     const now = Number(process.hrtime.bigint());
     const chunk = rest ? Buffer.concat([rest, data]) : data;
     let at = 0;
     for (; chunk.length - at >= 8; at += 8) {
-      if (started) samples.addMs((now - chunk.readDoubleLE(at)) / 1e6);
+      const sent = chunk.readDoubleLE(at);
+      if (sent < 0) {
+        if (last >= 0) voided++;
+        last = -1;
+        continue;
+      }
+      if (last >= 0) samples.addMs(last);
+      last = started ? (now - sent) / 1e6 : -1;
     }
     rest = at < chunk.length ? chunk.subarray(at) : null;
   });
@@ -189,7 +202,8 @@ export async function spawnProbe(): Promise<Probe> {
     stop: () => {
       child.kill('SIGKILL');
       channel.destroy();
-      return samples.count === 0 ? undefined : percentiles(samples);
+      if (last >= 0) samples.addMs(last);
+      return samples.count === 0 ? undefined : { ...percentiles(samples), voided };
     },
   };
 }

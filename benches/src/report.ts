@@ -97,11 +97,25 @@ function loopParts(name: string): { row: string; id: string } {
   return { row, id: id.join('.') };
 }
 
-/** The socket's record a loop record is compared with: the same row (the poll rows: the idle row) and metric. */
+/**
+ * The socket's record a loop record is compared with: the same row (the
+ * poll row: the idle row) and metric, measured beside the record's column
+ * (`socket@<column>`, interleaved with it), or else the socket's own
+ * (`socket`: the pending reads).
+ */
 function loopBaseline(measurements: Measurement[], m: Measurement): Measurement | undefined {
   if (m.metric === 'extra threads' || m.metric === 'CPU %') return undefined; // the socket's are ~0: shown beside, not divided by
-  const { row } = loopParts(m.name);
-  return find(measurements, `loop.${row === 'idle-poll' ? 'idle' : row}.socket`, m.metric);
+  const { row, id } = loopParts(m.name);
+  if (id.startsWith('socket')) return undefined;
+  const base = row === 'idle-poll' ? 'idle' : row;
+  return find(measurements, `loop.${base}.socket@${id}`, m.metric) ?? find(measurements, `loop.${base}.socket`, m.metric);
+}
+
+/** The socket's record shown in the socket column: the one beside the default column, else beside any, else its own. */
+function socketShown(records: Measurement[], row: string, metric: Metric): Measurement | undefined {
+  return find(records, `loop.${row}.socket@ring`, metric)
+    ?? records.find((r) => r.name.startsWith(`loop.${row}.socket@`) && r.metric === metric)
+    ?? find(records, `loop.${row}.socket`, metric);
 }
 
 interface LoopRow {
@@ -141,14 +155,15 @@ const LOOP_ROWS: LoopRow[] = [
     target: { text: '< 0.2 ms', on: 'value', met: (x) => x < 2e5, describe: 'with cooperative polling: echo event-loop delay p99 < 0.2 ms (the echo polls between messages)' } },
 ];
 
-/** Transport ids of the event-loop records, the socket first, the rest in the order they ran. */
+/** Column ids of the event-loop records: the socket first, then the rings in the order they ran. */
 function loopIds(records: BenchRecord[]): string[] {
   const ids = [...new Set(records.filter((r) => r.name.startsWith('loop.')).map((r) => loopParts(r.name).id))];
-  return [...ids.filter((id) => id === 'socket'), ...ids.filter((id) => id !== 'socket')];
+  const rings = ids.filter((id) => !id.startsWith('socket'));
+  return [...(ids.length > rings.length ? ['socket'] : []), ...rings];
 }
 
 function loopRecord(records: Measurement[], row: string, id: string, metric: Metric): Measurement | undefined {
-  return find(records, `loop.${row}.${id}`, metric);
+  return id === 'socket' ? socketShown(records, row, metric) : find(records, `loop.${row}.${id}`, metric);
 }
 
 /** The value a target judges (the ratio to the socket, or the value), or null when a side is missing. */
@@ -161,12 +176,12 @@ function loopTargetValue(records: BenchRecord[], spec: LoopRow, id: string): num
 function eventLoopSection(records: BenchRecord[]): string | undefined {
   const ids = loopIds(records);
   if (ids.length === 0) return undefined;
-  const label = (id: string): string => records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id && r.metric !== 'extra threads')?.transport
+  const label = (id: string): string => id === 'socket' ? 'Unix socket (net)' : records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id && r.metric !== 'extra threads')?.transport
     ?? records.find((r) => r.name.startsWith('loop.') && loopParts(r.name).id === id)?.transport ?? id;
   const rows = LOOP_ROWS
-    .filter((spec) => ids.some((id) => loopRecord(records, spec.row, id, spec.metric)))
+    .filter((spec) => ids.some((id) => id !== 'socket' && loopRecord(records, spec.row, id, spec.metric)))
     .map((spec) => [spec.label, ...ids.map((id) => {
-      const r = records.find((x) => x.name === `loop.${id === 'socket' ? spec.socketRow ?? spec.row : spec.row}.${id}` && x.metric === spec.metric);
+      const r = loopRecord(records, id === 'socket' ? spec.socketRow ?? spec.row : spec.row, id, spec.metric) as BenchRecord | undefined;
       if (!r) return '–';
       const showRatio = id !== 'socket' && spec.metric !== 'extra threads' && spec.metric !== 'CPU %';
       const judged = id === 'socket' ? null : loopTargetValue(records, spec, id);
@@ -186,17 +201,32 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
   }
   const poll = records.find((r) => r.name.startsWith('loop.idle-poll.') && r.metric === 'p50');
   if (poll?.note?.includes('not detected')) notes.push('poll: the `poll` option was not detected in this build (an invalid value was accepted); the poll rows passed `{ poll: 2000 }` all the same');
-  const cpu = ids.map((id) => {
-    const idle = loopRecord(records, 'idle', id, 'p50')?.note?.match(/client [\d.]+%, echo [\d.]+%/)?.[0];
-    const polled = loopRecord(records, 'idle-poll', id, 'p50')?.note?.match(/client [\d.]+%, echo [\d.]+%/)?.[0];
-    return idle ? `${label(id).replace(/ \(.*\)$/, '')}: ${idle}${polled ? `; with poll: ${polled}` : ''}` : undefined;
+  const cpuOf = (r: Measurement | undefined): string | undefined => r?.note?.match(/client [\d.]+%, echo [\d.]+%/)?.[0];
+  const cpu = ids.filter((id) => id !== 'socket').map((id) => {
+    const idle = cpuOf(loopRecord(records, 'idle', id, 'p50'));
+    const polled = cpuOf(loopRecord(records, 'idle-poll', id, 'p50'));
+    const socket = cpuOf(find(records, `loop.idle.socket@${id}`, 'p50'));
+    return idle ? `${label(id).replace(/ \(.*\)$/, '')}: ${idle}${polled ? `; with poll: ${polled}` : ''}${socket ? `; its socket: ${socket}` : ''}` : undefined;
   }).filter(Boolean);
-  if (cpu.length > 0) notes.push(`CPU of one CPU during the idle round trips: ${cpu.join('; ')}`);
+  if (cpu.length > 0) notes.push(`CPU (% of one CPU) during the idle round trips: ${cpu.join('. ')}`);
+  const beside = ids.filter((id) => id !== 'socket').map((id) => {
+    const get = (row: string, metric: Metric): Measurement | undefined => find(records, `loop.${row}.socket@${id}`, metric);
+    const idle = get('idle', 'p50');
+    const b2b = get('b2b', 'p50');
+    const inflight = get('inflight64', 'messages/s');
+    if (!idle && !b2b && !inflight) return undefined;
+    return `${label(id).replace(/ \(.*\)$/, '')}: ${idle ? fmtNs(idle.value) : '–'} / ${b2b ? fmtNs(b2b.value) : '–'} µs / ${inflight ? fmtRate(inflight.value) : '–'}`;
+  }).filter(Boolean);
+  if (beside.length > 0) {
+    notes.push('the Unix socket is measured in each column\'s process, interleaved with the rings in short blocks, and each ratio is to the socket ' +
+      `beside it (the socket column shows the one beside the default); idle p50 / back-to-back p50 / 64 in flight: ${beside.join('; ')}`);
+  }
   return `**Event loop**: two processes, 64-byte messages, both sides async. The client awaits \`ping.write(m)\` then \`pong.read()\`; ` +
     'the echo runs `for await (const m of ping) await pong.write(m)` (SpscRings in memfd regions). The baseline is a Unix socket (net) with the same pattern: ' +
     'the client writes each message and awaits each reply; the echo writes each chunk back as it arrives; fixed 64-byte messages, no length prefix. ' +
-    'Each column is a process of its own, the mechanism forced by environment and named as the process reports it. ' +
-    'In brackets: × the socket in this run; ✓/✗: the target of issue 10 (the targets apply to the default column; the fallbacks are held to the same bar).\n\n' +
+    'Each ring column runs in processes of its own, the mechanism forced by environment and named as the process reports it, ' +
+    'and measures the socket beside the rings in the same process, interleaved in short blocks. ' +
+    'In brackets: × that socket; ✓/✗: the target of issue 10 (the targets apply to the default column; the fallbacks are held to the same bar).\n\n' +
     `${table(header, rows)}\n\n` +
     'Idle: `await setTimeout(1 ms)` before each round trip, so both sides park. Back to back: one round trip after the other. ' +
     '64 in flight: the client writes 64, then one more per reply. 1000 pending reads: 1000 rings (or 1000 connected Unix sockets) in one process, ' +
@@ -280,7 +310,7 @@ export function targets(records: Measurement[]): Target[] {
   for (const spec of LOOP_ROWS) {
     if (!spec.target) continue;
     const r = find(records, `loop.${spec.row}.ring`, spec.metric);
-    const base = find(records, `loop.${spec.socketRow ?? spec.row}.socket`, spec.metric);
+    const base = r ? loopBaseline(records, r) ?? socketShown(records, spec.socketRow ?? spec.row, spec.metric) : undefined;
     const value = r === undefined ? null : spec.target.on === 'ratio' ? (base && base.value > 0 ? r.value / base.value : null) : r.value;
     const shown = (v: number): string => spec.show(v).replace(/^(.*)$/, spec.metric === 'messages/s' ? '$1 rt/s' : spec.metric.startsWith('extra') || spec.metric === 'CPU %' ? '$1' : '$1 µs');
     add(`event loop: ${spec.target.describe}`, value, spec.target.met,
