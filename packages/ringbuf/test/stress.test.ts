@@ -9,6 +9,10 @@
  * consumers check per-producer order, loss, duplication and torn records and
  * report their counts back. Bytes after the ring are a canary.
  *
+ * The wake-up stress runs on every async wait path (io_uring, waiter
+ * threads, koffi; ASYNC_STRESS): a 64-byte ring between two processes whose
+ * every Promise wait parks, so each side is woken about once per message.
+ *
  * Then the event-loop verbs: for await, readable()/writable() through
  * pipeline(), and write()'s back-pressure.
  */
@@ -63,11 +67,22 @@ function runWorker(config: PeerConfig): Promise<PeerReport> {
   });
 }
 
+/** The parent's environment with `overrides` applied (an undefined value removes the variable). */
+function peerEnv(overrides: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const [name, value] of Object.entries(overrides ?? {})) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
+  return env;
+}
+
 /** Runs a peer in a new node process; `fd` (a memfd region's) becomes its fd 3. */
 function runProcess(config: PeerConfig, fd?: number): Promise<PeerReport> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [PEER_PATH, JSON.stringify(config)], {
       stdio: ['ignore', 'pipe', 'pipe', ...(fd === undefined ? [] : [fd])],
+      env: peerEnv(config.env),
     });
     let stdout = '';
     let stderr = '';
@@ -160,6 +175,23 @@ interface SpscRun {
   consumer: PeerMode;
   /** The sides must have woken each other (a publisher found a parked peer) at least this many times. */
   minWakes?: number;
+  /** Promise waits park at once (PeerConfig.park). */
+  park?: boolean;
+  /** Processes: the async wait path both peers must report, and the environment that selects it. */
+  path?: AsyncPath;
+}
+
+/** An async wait path, selected in child processes by their environment (see ASYNC_PATHS). */
+interface AsyncPath {
+  /** asyncWaitKind() the peers must report. */
+  kind: 'io_uring' | 'threads' | 'libuv-threadpool';
+  env: Record<string, string | undefined>;
+}
+
+/** What spscRun saw, for the callers that print or check more. */
+interface SpscResult {
+  seconds: number;
+  wakes: { readers: number; writers: number };
 }
 
 /** Wake-ups issued so far: each time a publisher found a parked peer it bumped the peer's SIGNAL word. */
@@ -196,14 +228,17 @@ function checkLongestWait(reports: PeerReport[]): string {
   return `longest wait ${longest.toFixed(1)} ms`;
 }
 
-async function spscRun(run: SpscRun, seed: number): Promise<void> {
+async function spscRun(run: SpscRun, seed: number): Promise<SpscResult> {
   const ringEnd = SpscRing.regionSize({ capacity: run.capacity });
   const shared = makeRegion(run.where === 'workers' ? 'sab' : 'memfd', ringEnd);
   try {
     const ring = SpscRing.create(shared.region, { capacity: run.capacity });
     assert.ok(run.maxLength <= ring.maxMessageLength);
     const plan: TrafficPlan = { seed, producers: 1, perProducer: run.messages, maxLength: run.maxLength };
-    const base = { queue: 'spsc' as const, consumers: 1, plan, region: shared.source, stallMs: STALL_MS, barrier: { offset: ringEnd, parties: 2 } };
+    const base = {
+      queue: 'spsc' as const, consumers: 1, plan, region: shared.source, stallMs: STALL_MS, barrier: { offset: ringEnd, parties: 2 },
+      ...(run.park ? { park: true } : {}), ...(run.path ? { env: run.path.env } : {}),
+    };
     const started = performance.now();
     const [producer, consumer] = await Promise.all([
       start(run.where, shared, peer(base, 'producer', run.producer)),
@@ -211,6 +246,9 @@ async function spscRun(run: SpscRun, seed: number): Promise<void> {
     ]);
     const seconds = (performance.now() - started) / 1000;
     assert.deepEqual(failures([producer, consumer]), []);
+    if (run.path !== undefined) {
+      assert.deepEqual([producer.waitKind, consumer.waitKind], [run.path.kind, run.path.kind], 'asyncWaitKind() of the producer and the consumer');
+    }
     assert.equal(producer.sent, run.messages, 'messages sent');
     assert.equal(consumer.count, run.messages, 'messages received and checked');
     assert.deepEqual(consumer.perProducer, [run.messages]);
@@ -225,6 +263,7 @@ async function spscRun(run: SpscRun, seed: number): Promise<void> {
     totals.spscLaps += laps;
     console.log(`      ${run.messages} messages, ${(consumer.bytes! / 2 ** 20).toFixed(1)} MiB, >= ${laps} laps of ${run.capacity} B, ` +
       `${seconds.toFixed(1)} s; spins on full/empty: ${producer.misses}/${consumer.misses}; ${wakes}`);
+    return { seconds, wakes: wakeCounts(shared.region) };
   } finally {
     shared.dispose();
   }
@@ -315,9 +354,30 @@ function needsNative(ctx: Mocha.Context): void {
   }
 }
 
+/**
+ * The async wait paths (see @shmring/core asyncWaitKind): the addon's default,
+ * io_uring; its fallback forced, one thread per wait; the koffi backend. The
+ * message counts make about two million wake-ups in 35-110 s on 2 vCPUs
+ * (measured: each side is woken for 45-95% of the messages; io_uring 16-32 k
+ * wake-ups/s per side, threads 7.5-16 k/s, koffi 8.5-12 k/s, the low figures
+ * on a loaded machine). minWakes asks for a quarter of the messages: a
+ * count, not a time.
+ * SHMRING_STRESS_SCALE multiplies the counts (e.g. 10 for a long soak).
+ */
+const STRESS_SCALE = Number(process.env.SHMRING_STRESS_SCALE ?? 1) || 1;
+type AsyncStress = { title: string; path: AsyncPath; messages: number; minWakes: number };
+const ASYNC_STRESS = ([
+  { title: 'io_uring (the default)', path: { kind: 'io_uring', env: { SHMRING_ASYNC_WAIT: undefined, SHMRING_BACKEND: undefined } }, messages: 800_000, minWakes: 200_000 },
+  { title: 'waiter threads (SHMRING_ASYNC_WAIT=threads)', path: { kind: 'threads', env: { SHMRING_ASYNC_WAIT: 'threads', SHMRING_BACKEND: undefined } }, messages: 400_000, minWakes: 100_000 },
+  { title: "koffi on libuv's threadpool (SHMRING_BACKEND=koffi)", path: { kind: 'libuv-threadpool', env: { SHMRING_BACKEND: 'koffi', SHMRING_ASYNC_WAIT: undefined } }, messages: 300_000, minWakes: 75_000 },
+] satisfies AsyncStress[]).map((run): AsyncStress => ({ ...run, messages: Math.round(run.messages * STRESS_SCALE), minWakes: Math.round(run.minWakes * STRESS_SCALE) }));
+/** Wake-ups per async wait path, printed at the end. */
+const wakeTotals: string[] = [];
+
 describe('stress', function () {
   after(function () {
     console.log(`      stress totals: ${JSON.stringify(totals)}`);
+    for (const line of wakeTotals) console.log(`      ${line}`);
   });
 
   describe('SpscRing across worker threads (SharedArrayBuffer)', function () {
@@ -361,6 +421,23 @@ describe('stress', function () {
     it('delivers 200,000 messages through await write() / for await on a 256-byte ring, both sides parking on the asynchronous futex wait', async function () {
       await spscRun({ where: 'processes', messages: 200_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
     });
+  });
+
+  describe('wake-up stress on every async wait path (SpscRing across two processes, await write() / await read(), every wait parks)', function () {
+    this.timeout(2 * RUN_LIMIT_MS);
+    beforeEach(function () {
+      needsNative(this);
+    });
+
+    for (const { title, path, messages, minWakes } of ASYNC_STRESS) {
+      it(`delivers ${messages.toLocaleString('en-US')} messages through a 64-byte ring on ${title}, each side parked and woken at least ${minWakes.toLocaleString('en-US')} times without a lost wake-up`, async function () {
+        const { seconds, wakes } = await spscRun({
+          where: 'processes', messages, capacity: 64, maxLength: 24, producer: 'async', consumer: 'async', minWakes, park: true, path,
+        }, seedFor(this.test!.title));
+        const total = wakes.readers + wakes.writers;
+        wakeTotals.push(`${path.kind}: ${total} wake-ups in ${seconds.toFixed(1)} s (${Math.round(total / seconds)}/s; readers ${wakes.readers}, writers ${wakes.writers})`);
+      });
+    }
   });
 
   describe('MpmcQueue across worker threads', function () {
