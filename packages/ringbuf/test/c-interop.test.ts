@@ -4,6 +4,12 @@
  * Each direction moves 200,000 messages of a fixed pattern through a small
  * ring (thousands of wrap-arounds), with both sides parking and waking each
  * other through the wait blocks.
+ *
+ * Then the event loop's side of it: Node reads with `await ring.read()` on
+ * the main thread (the async futex wait: io_uring by default, see
+ * asyncWaitKind()) while the C producer pauses until Node is asleep, so
+ * every burst has to wake a parked async reader; and the reverse, a C
+ * producer parked on a full ring that Node's async reads wake.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -11,9 +17,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Region } from '@shmring/core';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { asyncWaitKind, Region } from '@shmring/core';
 import { MpmcQueue, SpscRing } from '../src/index.js';
-import { READ_SIGNAL_I32, WRITE_SIGNAL_I32 } from '../src/layout.js';
+import { READ_SIGNAL_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -26,6 +33,10 @@ const CORRUPT_AT = 1_001;
 const WAIT_MS = 20_000;
 /** ring_peer's exit status for a message that breaks the pattern. */
 const EXIT_MISMATCH = 1;
+/** The paused runs: messages, and a pause (until the other side is asleep) after every PAUSE_EVERY of them. */
+const PAUSED_COUNT = 20_000;
+const PAUSE_EVERY = 100;
+const PAUSES = PAUSED_COUNT / PAUSE_EVERY - 1;
 
 // The pattern, as ring_peer.c has it: message i has length (i * 37) % 200,
 // byte j = (i + j) & 255, type i % 7.
@@ -80,21 +91,23 @@ const KINDS: Kind[] = [
 interface PeerRun {
   child: ChildProcess;
   /** Resolves when the process has exited (never rejects on a non-zero status). */
-  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>;
   /** Aborted as soon as the peer exits with a failure, so Node stops waiting for it. */
   failed: AbortSignal;
 }
 
 function runPeer(binary: string, args: string[]): PeerRun {
-  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const failure = new AbortController();
   let stderr = '';
+  let stdout = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve, reject) => {
+  child.stdout!.on('data', (d: Buffer) => (stdout += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
       if (code !== 0) failure.abort(new Error(`ring_peer ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim()}`));
-      resolve({ code, signal, stderr });
+      resolve({ code, signal, stderr, stdout });
     });
   });
   return { child, done, failed: failure.signal };
@@ -122,6 +135,44 @@ async function readPattern(ring: Ring, count: number, peer: PeerRun): Promise<st
       } catch (err) {
         throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
       }
+    }
+    const wrong = mismatch(message, ring.lastType, i);
+    if (wrong !== null) return wrong;
+  }
+  return null;
+}
+
+/** ring_peer --stats: what its waiting did. */
+interface PeerStats {
+  /** Its unparks that found a sleeper announced (and called FUTEX_WAKE)... */
+  wakes: number;
+  /** ... and whose FUTEX_WAKE woke someone asleep in the kernel. */
+  wokeSleepers: number;
+  /** Its own parks: FUTEX_WAIT woken, found the signal already bumped, or napped out (100 ms). */
+  parksWoken: number;
+  parksChanged: number;
+  parksTimedOut: number;
+  /** --pause-every: pauses that ended with a reader parked... */
+  pauses: number;
+  /** ... after which the first FUTEX_WAKE found the reader asleep in the kernel. */
+  pauseWakes: number;
+}
+
+async function statsOf(peer: PeerRun): Promise<PeerStats> {
+  const { code, stderr, stdout } = await peer.done;
+  assert.equal(code, 0, stderr);
+  return JSON.parse(stdout.trim().split('\n').pop() ?? '') as PeerStats;
+}
+
+/** Reads `count` messages with `await ring.read()` alone (no tryRead first); returns the first that breaks the pattern. */
+async function readPatternAsync(ring: Ring, count: number, peer: PeerRun, beforeRead?: (i: number) => Promise<void>): Promise<string | null> {
+  for (let i = 0; i < count; i++) {
+    await beforeRead?.(i);
+    let message: Uint8Array;
+    try {
+      message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed });
+    } catch (err) {
+      throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
     }
     const wrong = mismatch(message, ring.lastType, i);
     if (wrong !== null) return wrong;
@@ -216,6 +267,57 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         const wakes = signalCount(region!, WRITE_SIGNAL_I32);
         console.log(`      Node waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
         assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+      });
+
+      it(`a C producer that pauses until Node is parked in await read() on ${kind.title} wakes it after every pause, and Node gets every message`, async () => {
+        // After every PAUSE_EVERY messages the producer sleeps, waits until Node has announced
+        // itself parked in the read wait block, gives it 1 ms to fall asleep in the kernel
+        // (the event loop's async futex wait), and writes on: its FUTEX_WAKE must reach it.
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+        const started = performance.now();
+        assert.equal(await readPatternAsync(ring, PAUSED_COUNT, peer), null);
+        const ms = performance.now() - started;
+        const stats = await statsOf(peer);
+        assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
+        const wakes = signalCount(region!, READ_SIGNAL_I32);
+        console.log(`      Node's async wait: ${asyncWaitKind()}; ${PAUSED_COUNT} messages in ${ms.toFixed(0)} ms; C paused ${stats.pauses} times ` +
+          `until Node was parked, and its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times ` +
+          `(${stats.wokeSleepers} in all; READ_SIGNAL ${wakes})`);
+        assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
+        assert.ok(wakes >= PAUSES, `READ_SIGNAL is ${wakes}: the producer signalled a parked reader fewer times than it paused`);
+        // Each pause gave Node 1 ms to fall asleep: all but a few (a descheduled Node) must be asleep in the kernel.
+        assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
+      });
+
+      it(`Node's await read() wakes a C producer parked on a full ${kind.title.replace(/^an? /, '')}`, async () => {
+        // The producer parks (FUTEX_WAIT) when the ring is full. Every PAUSE_EVERY messages Node
+        // stops reading until the producer has announced itself parked, plus 1 ms; then its
+        // async reads free space and must wake it.
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(PAUSED_COUNT), '--park', '--stats']);
+        const ctl = new Int32Array(region!.buffer, 0, WRITE_SIGNAL_I32 + 1);
+        let pauses = 0;
+        const waitForParkedWriter = async (i: number): Promise<void> => {
+          if (i === 0 || i % PAUSE_EVERY !== 0) return;
+          const deadline = Date.now() + WAIT_MS;
+          // Observes the producer's announcement in WRITE_WAITERS.
+          while (Atomics.load(ctl, WRITE_WAITERS_I32) === 0) {
+            if (peer!.failed.aborted) throw peer!.failed.reason as Error;
+            if (Date.now() > deadline) assert.fail(`the C producer never parked on the full ring (message ${i})`);
+            await sleep(0.2);
+          }
+          await sleep(1);
+          pauses++;
+        };
+        assert.equal(await readPatternAsync(ring, PAUSED_COUNT, peer, waitForParkedWriter), null);
+        const stats = await statsOf(peer);
+        const wakes = signalCount(region!, WRITE_SIGNAL_I32);
+        console.log(`      Node paused ${pauses} times until the C producer was parked; C's parks: woken ${stats.parksWoken}, ` +
+          `signal already bumped ${stats.parksChanged}, napped out ${stats.parksTimedOut} (WRITE_SIGNAL ${wakes})`);
+        assert.equal(pauses, PAUSES);
+        assert.ok(wakes >= PAUSES, `WRITE_SIGNAL is ${wakes}: Node signalled a parked writer fewer times than it paused`);
+        assert.ok(stats.parksWoken >= PAUSES * 0.75, `Node's reads woke the parked C producer only ${stats.parksWoken} times in ${PAUSES} pauses`);
+        // A wake-up lost on the way shows as a 100 ms nap that ran out.
+        assert.ok(stats.parksTimedOut <= PAUSES / 4, `the parked C producer napped out ${stats.parksTimedOut} times: lost wake-ups`);
       });
 
       it(`Node's check catches a wrong byte in ${kind.title} message from C`, async () => {

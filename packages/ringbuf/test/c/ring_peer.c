@@ -7,17 +7,27 @@
  *
  *   message i: length (i * 37) % 200, byte j = (i + j) & 255, type i % 7
  *
- * usage: ring_peer COMMAND PATH COUNT [--corrupt-at K]
+ * usage: ring_peer COMMAND PATH COUNT [OPTIONS]
  *   spsc-produce   attach to an SpscRing as its producer and write COUNT messages
  *   spsc-consume   attach to an SpscRing as its consumer, read and check COUNT messages
  *   mpmc-produce   the same for a MpmcQueue (one of possibly many producers)
  *   mpmc-consume   the same for a MpmcQueue (one of possibly many consumers)
- *   --corrupt-at K (producers) write message K with one wrong payload byte,
- *                  so a test can prove that the reader's check catches it
+ * options:
+ *   --corrupt-at K   (producers) write message K with one wrong payload byte,
+ *                    so a test can prove that the reader's check catches it
+ *   --park           (producers) park on the write wait block's futex when the
+ *                    ring is full, instead of spinning
+ *   --pause-every N  (producers) after every N messages, sleep --pause-ms D
+ *   --pause-ms D     milliseconds (default 5), then wait until a reader has
+ *                    announced itself parked in the read wait block, and 1 ms
+ *                    more (so it is asleep in the kernel), before writing on:
+ *                    each pause then ends with a wake-up of a parked reader
+ *   --stats          print the waiting counters as one JSON line on stdout at the end
  *
- * A producer waits on a full ring by spinning and sched_yield(); a consumer
- * waits on an empty ring by parking on the read wait block's futex, so both
- * directions of the waking protocol get exercised against Node.
+ * A producer waits on a full ring by spinning and sched_yield() (or parks,
+ * with --park); a consumer waits on an empty ring by parking on the read wait
+ * block's futex, so both directions of the waking protocol get exercised
+ * against Node.
  *
  * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
  * region that is not the expected ring; 3 no progress for STALL_SECONDS;
@@ -213,6 +223,20 @@ static int closed(const struct ring *r) {
 
 /* ---- waiting ("Waiting" in LAYOUT.md) ---- */
 
+/* What this peer's waiting did, printed by --stats. */
+static struct {
+    uint64_t wakes;            /* unpark found a sleeper announced and called FUTEX_WAKE */
+    uint64_t woke_sleepers;    /* ... and the FUTEX_WAKE woke someone asleep in the kernel */
+    uint64_t parks_woken;      /* our FUTEX_WAIT returned 0: someone woke us */
+    uint64_t parks_changed;    /* our FUTEX_WAIT found the signal already bumped (EAGAIN) */
+    uint64_t parks_timed_out;  /* our FUTEX_WAIT napped NAP_MS without a wake */
+    uint64_t pauses;           /* --pause-every: pauses that ended with a parked reader */
+    uint64_t pause_wakes;      /* ... after which the first FUTEX_WAKE woke someone asleep in the kernel */
+} stats;
+
+/* Set by a pause: the next unpark's FUTEX_WAKE is counted in pause_wakes if it wakes someone. */
+static int after_pause;
+
 static long futex(atomic_u32 *address, int op, uint32_t value, const struct timespec *timeout) {
     /* FUTEX_WAIT / FUTEX_WAKE without FUTEX_PRIVATE_FLAG: the sleeper is in another process. */
     return syscall(SYS_futex, (void *)address, op, value, timeout, NULL, 0);
@@ -225,7 +249,12 @@ static void unpark(const struct ring *r, size_t waiters_offset, int count) {
         atomic_u32 *signal = word(r, waiters_offset + 4);
         /* Changes the word the sleepers compare against, so one that has not yet slept will not. */
         atomic_fetch_add_explicit(signal, 1, memory_order_seq_cst);
-        futex(signal, FUTEX_WAKE, (uint32_t)count, NULL);
+        stats.wakes++;
+        if (futex(signal, FUTEX_WAKE, (uint32_t)count, NULL) > 0) {
+            stats.woke_sleepers++;
+            if (after_pause) stats.pause_wakes++;
+        }
+        after_pause = 0;
     }
 }
 
@@ -247,7 +276,10 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
         int result = attempt(r, arg); /* re-check after announcing */
         if (result == 0 && !closed(r)) {
             struct timespec nap = { 0, NAP_MS * 1000000L };
-            futex(signal, FUTEX_WAIT, seen, &nap); /* 0, EAGAIN, EINTR, ETIMEDOUT: all mean re-check */
+            /* 0, EAGAIN, EINTR, ETIMEDOUT: all mean re-check */
+            if (futex(signal, FUTEX_WAIT, seen, &nap) == 0) stats.parks_woken++;
+            else if (errno == EAGAIN) stats.parks_changed++;
+            else if (errno == ETIMEDOUT) stats.parks_timed_out++;
         }
         atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst); /* withdraw */
         if (result != 0) return result;
@@ -459,7 +491,35 @@ static int mpmc_try_read(struct ring *r, void *arg) {
 
 /* ---- commands ---- */
 
-static void produce(struct ring *r, int spsc, uint64_t count, uint64_t corrupt_at) {
+struct options {
+    uint64_t corrupt_at;   /* UINT64_MAX: none */
+    int park;
+    uint64_t pause_every;  /* 0: never */
+    long pause_ms;
+    int stats;
+};
+
+static void sleep_ms(double ms) {
+    struct timespec t = { (time_t)(ms / 1000), (long)((ms - (double)(time_t)(ms / 1000) * 1000) * 1e6) };
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) { }
+}
+
+/* --pause-every: sleeps, then waits until a reader announces itself parked, and gives it 1 ms to fall asleep. */
+static void pause_for_reader(const struct ring *r, long ms) {
+    sleep_ms((double)ms);
+    double deadline = now_seconds() + STALL_SECONDS;
+    /* Observes the reader's announcement (its seq_cst add to READ_WAITERS). */
+    while (atomic_load_explicit(word(r, OFF_READ_WAITERS), memory_order_seq_cst) == 0) {
+        if (closed(r)) die(EXIT_CLOSED, "the ring was closed by the other side");
+        if (now_seconds() > deadline) die(EXIT_STALLED, "no reader parked on the empty ring within %d s", STALL_SECONDS);
+        sleep_ms(0.05);
+    }
+    sleep_ms(1);
+    stats.pauses++;
+    after_pause = 1;
+}
+
+static void produce(struct ring *r, int spsc, uint64_t count, const struct options *o) {
     struct message m;
     struct spsc s;
     if (spsc) {
@@ -469,9 +529,20 @@ static void produce(struct ring *r, int spsc, uint64_t count, uint64_t corrupt_a
         attach(r, KIND_MPMC);
         if (r->slot_size < PATTERN_MAX_LENGTH - 1) die(EXIT_USAGE, "slotSize=%u is too small for the pattern", r->slot_size);
     }
+    int (*try_write)(struct ring *, void *) = spsc ? spsc_try_write : mpmc_try_write;
+    void *arg = spsc ? (void *)&s : (void *)&m;
     for (uint64_t i = 0; i < count; i++) {
-        make_message(&m, i, i == corrupt_at);
-        spin_yield(r, spsc ? spsc_try_write : mpmc_try_write, spsc ? (void *)&s : (void *)&m);
+        if (o->pause_every != 0 && i != 0 && i % o->pause_every == 0) pause_for_reader(r, o->pause_ms);
+        make_message(&m, i, i == o->corrupt_at);
+        if (!o->park) {
+            spin_yield(r, try_write, arg);
+            continue;
+        }
+        int done = 0;
+        for (int n = 0; n < SPIN_ATTEMPTS && !done; n++) done = try_write(r, arg);
+        if (!done && !park(r, OFF_WRITE_WAITERS, try_write, arg)) {
+            die(EXIT_CLOSED, "the ring was closed after %llu of %llu messages", (unsigned long long)i, (unsigned long long)count);
+        }
     }
 }
 
@@ -511,20 +582,36 @@ int main(int argc, char **argv) {
     memcpy(&first, &one, 1);
     if (first != 1) die(EXIT_USAGE, "shmring rings are little-endian and this machine is not");
 
-    if (argc != 4 && !(argc == 6 && strcmp(argv[4], "--corrupt-at") == 0)) {
-        die(EXIT_USAGE, "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume PATH COUNT [--corrupt-at K]");
-    }
+    const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume PATH COUNT "
+        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats]";
+    if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
-    uint64_t corrupt_at = argc == 6 ? parse_count(argv[5], "K") : UINT64_MAX;
+    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0 };
+    for (int a = 4; a < argc; a++) {
+        int has_value = a + 1 < argc;
+        if (strcmp(argv[a], "--corrupt-at") == 0 && has_value) o.corrupt_at = parse_count(argv[++a], "K");
+        else if (strcmp(argv[a], "--pause-every") == 0 && has_value) o.pause_every = parse_count(argv[++a], "N");
+        else if (strcmp(argv[a], "--pause-ms") == 0 && has_value) o.pause_ms = (long)parse_count(argv[++a], "D");
+        else if (strcmp(argv[a], "--park") == 0) o.park = 1;
+        else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
+        else die(EXIT_USAGE, "%s (bad option %s)", usage, argv[a]);
+    }
 
     struct ring r;
     map_region(&r, argv[2]);
-    if (strcmp(command, "spsc-produce") == 0) produce(&r, 1, count, corrupt_at);
+    if (strcmp(command, "spsc-produce") == 0) produce(&r, 1, count, &o);
     else if (strcmp(command, "spsc-consume") == 0) consume(&r, 1, count);
-    else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, corrupt_at);
+    else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, &o);
     else if (strcmp(command, "mpmc-consume") == 0) consume(&r, 0, count);
     else die(EXIT_USAGE, "unknown command %s", command);
     munmap(r.base, r.region_size);
+    if (o.stats) {
+        printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
+            "\"pauses\":%llu,\"pauseWakes\":%llu}\n",
+            (unsigned long long)stats.wakes, (unsigned long long)stats.woke_sleepers, (unsigned long long)stats.parks_woken,
+            (unsigned long long)stats.parks_changed, (unsigned long long)stats.parks_timed_out, (unsigned long long)stats.pauses,
+            (unsigned long long)stats.pause_wakes);
+    }
     return 0;
 }
