@@ -12,6 +12,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import type { NativeBackend } from '../src/native/backend.js';
 import { availableBackends, loadBackend, type BackendKind } from '../src/native/loader.js';
 import { uniqueName } from './helpers.js';
@@ -349,6 +350,126 @@ for (const kind of kinds) {
         const { result, ms } = JSON.parse(stdout) as { result: number; ms: number };
         assert.equal(result, 0);
         assert.ok(ms < 20_000, `the child waited ${ms} ms`);
+      });
+    });
+
+    describe('futexWaitAny (futex_waitv)', () => {
+      /** `n` targets on words 64 bytes apart (one per cache line) of `buffer`, all expecting 0. */
+      const targets = (buffer: ArrayBuffer | SharedArrayBuffer, n: number, first = 0) =>
+        Array.from({ length: n }, (_, i) => ({ buffer, byteOffset: first + 64 * i, expected: 0 }));
+
+      /** Wakes the word at `byteOffset` until a wake finds a sleeper; returns the last count. */
+      async function wakeSleeper(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number): Promise<number> {
+        let woken = 0;
+        const deadline = Date.now() + 10_000;
+        while ((woken = b.futexWake(buffer, byteOffset, 1)) === 0 && Date.now() < deadline) await sleep(2);
+        return woken;
+      }
+
+      it('returns the index of the word that another process wakes', async () => {
+        const fd = open();
+        const buffer = map(fd);
+        const i32 = new Int32Array(buffer);
+        const handshake = 16 * 64; // after the 5 words waited on
+        const child = runChild(kind, `
+          const buffer = b.mmap(3, ${PAGE}, true);
+          const words = Array.from({ length: 5 }, (_, i) => ({ buffer, byteOffset: 64 * i, expected: 0 }));
+          Atomics.store(new Int32Array(buffer), ${handshake / 4}, 1); // about to wait
+          const started = performance.now();
+          const index = b.futexWaitAny(words, 20000);
+          process.stdout.write(JSON.stringify({ index, ms: performance.now() - started }));
+        `, { fd });
+        await until(() => Atomics.load(i32, handshake / 4) === 1, 'the child announces its wait');
+        // No word changes: only a wake that reaches the child's futex_waitv ends it, and
+        // the count is 1 only if the child sleeps on that word.
+        assert.equal(await wakeSleeper(buffer, 3 * 64), 1);
+        const { code, stdout, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        const { index, ms } = JSON.parse(stdout) as { index: number; ms: number };
+        assert.equal(index, 3);
+        assert.ok(ms < 20_000, `the child waited ${ms} ms`);
+      });
+
+      it('returns the index of the word that another thread wakes, among 128 words', async () => {
+        const sab = new SharedArrayBuffer(128 * 64);
+        const worker = new Worker(`
+          const { workerData, parentPort } = require('node:worker_threads');
+          import(workerData.loader).then(({ loadBackend }) => {
+            const b = loadBackend(workerData.kind);
+            const words = Array.from({ length: 128 }, (_, i) => ({ buffer: workerData.sab, byteOffset: 64 * i, expected: 0 }));
+            parentPort.postMessage(b.futexWaitAny(words, 20000));
+          });
+        `, { eval: true, workerData: { sab, kind, loader: LOADER_URL } });
+        const result = new Promise<number>((resolve, reject) => {
+          worker.once('message', resolve);
+          worker.once('error', reject);
+        });
+        // A wake of one word finds the worker only once it sleeps in futex_waitv.
+        assert.equal(await wakeSleeper(sab, 127 * 64), 1);
+        assert.equal(await result, 127);
+        await once(worker, 'exit');
+      });
+
+      it('returns -1 at once when a word does not hold its expected value, whichever it is', () => {
+        const buffer = map(open());
+        const i32 = new Int32Array(buffer);
+        for (const k of [0, 2, 4]) {
+          Atomics.store(i32, (64 * k) / 4, 7);
+          const started = performance.now();
+          assert.equal(b.futexWaitAny(targets(buffer, 5), 10_000), -1, `word ${k} differs`);
+          assert.ok(performance.now() - started < 1_000);
+          Atomics.store(i32, (64 * k) / 4, 0);
+        }
+        // Compared as 32 bits, like futexWait: -1 and 0xffffffff are one value.
+        Atomics.store(i32, 0, -1);
+        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0xffff_ffff }], 0), -2);
+        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }], 0), -1);
+      });
+
+      it('returns -2 after about the timeout asked, and at once for a timeout of 0', () => {
+        const buffer = map(open());
+        let started = performance.now();
+        assert.equal(b.futexWaitAny(targets(buffer, 3), 50), -2);
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 40 && elapsed <= 2_000, `elapsed ${elapsed} ms`);
+        started = performance.now();
+        assert.equal(b.futexWaitAny(targets(buffer, 3), 0), -2);
+        assert.ok(performance.now() - started < 1_000);
+      });
+
+      it('waits on words of a mapping and of a SharedArrayBuffer in one call', async () => {
+        const buffer = map(open());
+        const sab = new SharedArrayBuffer(256);
+        const worker = new Worker(`
+          const { workerData, parentPort } = require('node:worker_threads');
+          import(workerData.loader).then(({ loadBackend }) => {
+            const b = loadBackend(workerData.kind);
+            const words = [
+              { buffer: workerData.sab, byteOffset: 0, expected: 0 },
+              { buffer: workerData.sab, byteOffset: 128, expected: 0 },
+            ];
+            parentPort.postMessage(b.futexWaitAny(words, 20000));
+          });
+        `, { eval: true, workerData: { sab, kind, loader: LOADER_URL } });
+        const result = new Promise<number>((resolve) => worker.once('message', resolve));
+        assert.equal(await wakeSleeper(sab, 128), 1);
+        assert.equal(await result, 1);
+        await once(worker, 'exit');
+        // Both kinds of memory in one list.
+        Atomics.store(new Int32Array(sab), 0, 5);
+        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }, { buffer: sab, byteOffset: 0, expected: 0 }], 1_000), -1);
+        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }, { buffer: sab, byteOffset: 0, expected: 5 }], 0), -2);
+      });
+
+      it('takes 1 to 128 words: RangeError for 0 or 129, and for a bad byteOffset', () => {
+        const buffer = map(open(128 * 64), 128 * 64);
+        assert.throws(() => b.futexWaitAny([], 0), RangeError);
+        assert.throws(() => b.futexWaitAny(targets(buffer, 129, 0).map((t, i) => ({ ...t, byteOffset: 4 * i })), 0), RangeError);
+        assert.equal(b.futexWaitAny(targets(buffer, 128), 0), -2);
+        assert.equal(b.futexWaitAny(targets(buffer, 1), 0), -2);
+        for (const byteOffset of [2, -4, 128 * 64]) {
+          assert.throws(() => b.futexWaitAny([{ buffer, byteOffset, expected: 0 }], 0), RangeError, `byteOffset ${byteOffset}`);
+        }
       });
     });
 
