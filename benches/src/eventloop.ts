@@ -71,6 +71,7 @@ const MIN_SAMPLES = 100;
 export const LOOP_TRANSPORTS = [
   { id: 'socket', label: 'Unix socket (net)', env: {} },
   { id: 'ring', label: 'rings, default', env: {} },
+  { id: 'ring.futex_waitv', label: 'rings, SHMRING_ASYNC_WAIT=futex_waitv', env: { SHMRING_ASYNC_WAIT: 'futex_waitv' } },
   { id: 'ring.threads', label: 'rings, SHMRING_ASYNC_WAIT=threads', env: { SHMRING_ASYNC_WAIT: 'threads' } },
   { id: 'ring.koffi', label: 'rings, SHMRING_BACKEND=koffi', env: { SHMRING_BACKEND: 'koffi' } },
 ] as const;

@@ -107,12 +107,12 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.ipc', 20_000);
   // The event loop (eventloop.ts): one process per ring column (forced mechanism) for the round trips, the
   // socket measured beside the rings in each; one more per column for the pending reads. About a minute
-  // in all; 15-20 s quick (some 30 node processes start).
+  // in all; about 25 s quick (some 40 node processes start).
   const loop: Omit<EventLoopParams, 'transport'> = quick
     ? { idle: { warmup: 5, count: 50, probed: 50 }, b2b: { warmupMs: 30, ms: 100 }, inflight: { warmupMs: 30, ms: 100 },
       pending: { reads: 1000, settleMs: 100, cpuMs: 250, probeMs: 200 } }
-    : { idle: { warmup: 50, count: 1000, probed: 500 }, b2b: { warmupMs: 200, ms: 600 }, inflight: { warmupMs: 200, ms: 600 },
-      pending: { reads: 1000, settleMs: 500, cpuMs: 3000, probeMs: 1000 } };
+    : { idle: { warmup: 50, count: 800, probed: 400 }, b2b: { warmupMs: 200, ms: 500 }, inflight: { warmupMs: 200, ms: 500 },
+      pending: { reads: 1000, settleMs: 500, cpuMs: 2500, probeMs: 1000 } };
   for (const t of LOOP_TRANSPORTS.filter((x) => x.id !== 'socket')) {
     steps.push({ kind: 'eventloop', name: `loop.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
   }
