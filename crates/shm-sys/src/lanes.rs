@@ -19,11 +19,19 @@
 //!  - whoever changes a lane's list bumps the control word and wakes it,
 //!    after the change, so the thread's next futex_waitv either sees the new
 //!    control value (EAGAIN) or is woken: it never sleeps on a stale list;
-//!  - a wake that reaches a wait which was stopped meanwhile is passed on
-//!    (one more FUTEX_WAKE on its word): it may have been meant for a waiter
-//!    that is still there.
+//!  - a wake that reaches a wait which was stopped meanwhile, or ends a
+//!    wait that is stopped before JS saw its result, is passed on (one more
+//!    FUTEX_WAKE on its word): it may have been meant for another waiter.
+//!
+//! Limit: while a lane's thread is between two futex_waitv calls (settling
+//! what finished, taking a new list) it is not in the kernel, and a
+//! FUTEX_WAKE that does not change the word finds nobody there. A wake
+//! that follows a change of the word is never lost: the thread compares
+//! every word with its expected value before it sleeps again. shmring's
+//! protocols always change the word before they wake (docs/LAYOUT.md,
+//! "Waiting"), as futex users should.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,6 +54,9 @@ pub struct LaneWait {
     delivery: Arc<Delivery>,
     /// The lane holding it, set by `submit`.
     lane: Mutex<Option<Arc<Lane>>>,
+    /// Set by the lane's thread, under the lane's lock, when a FUTEX_WAKE
+    /// (not a change of the word) ended this wait.
+    woken: AtomicBool,
 }
 
 struct Lane {
@@ -84,7 +95,7 @@ pub fn available() -> bool {
 
 impl LaneWait {
     pub fn new(id: u64, word: usize, expected: u32, deadline: Option<timespec>, delivery: Arc<Delivery>) -> Self {
-        LaneWait { id, word, expected, deadline, delivery, lane: Mutex::new(None) }
+        LaneWait { id, word, expected, deadline, delivery, lane: Mutex::new(None), woken: AtomicBool::new(false) }
     }
 
     /// Takes the wait out of its lane: when this returns, the lane's thread
@@ -92,14 +103,20 @@ impl LaneWait {
     pub fn stop(self: &Arc<Self>) {
         let lane = lock(&self.lane).clone();
         let Some(lane) = lane else { return };
-        let removed = {
+        let (removed, woken) = {
             let mut waits = lock(&lane.waits);
             let before = waits.len();
             waits.retain(|w| !Arc::ptr_eq(w, self));
-            waits.len() != before
+            // Relaxed: written under the same lock.
+            (waits.len() != before, self.woken.load(Ordering::Relaxed))
         };
         if removed {
             lane.poke();
+        } else if woken {
+            // Finished by a wake whose result JS will now never see: the
+            // wake may have been meant for another waiter of the word.
+            // SAFETY: the word is mapped (the caller still holds the buffer).
+            let _ = unsafe { sys::wake(self.word, 1) };
         }
     }
 }
@@ -189,7 +206,12 @@ fn run(lane: &Arc<Lane>) {
                 let word = unsafe { &*(w.word as *const AtomicU32) };
                 // SeqCst: observes the store that made the word move on.
                 let moved = word.load(Ordering::SeqCst) != w.expected;
-                let result = if moved || woken.is_some_and(|x| Arc::ptr_eq(x, w)) {
+                let by_wake = woken.is_some_and(|x| Arc::ptr_eq(x, w));
+                if by_wake && !moved {
+                    // Relaxed: read by stop() under the same lock.
+                    w.woken.store(true, Ordering::Relaxed);
+                }
+                let result = if moved || by_wake {
                     Some(WOKEN)
                 } else if w.deadline.is_some_and(|d| !before(&now, &d)) {
                     Some(TIMED_OUT)

@@ -92,7 +92,19 @@ impl Wait {
         // compare_exchange(0 -> STARTED) on the same word: exactly one of
         // them sees the other.
         let before = self.state.fetch_or(CANCELLED, Ordering::AcqRel);
-        if before & STARTED == 0 || before & DONE != 0 {
+        if before & DONE != 0 {
+            // The thread already returned. If a FUTEX_WAKE of one waiter
+            // ended its wait, that wake may have been meant for a waiter
+            // still asleep on the word: pass it on.
+            // Relaxed: ordered by the AcqRel fetch_or above, which read the
+            // DONE published with Release after the outcome.
+            if self.outcome.load(Ordering::Relaxed) == sys::WOKEN as i32 {
+                // SAFETY: the word is mapped (caller contract).
+                let _ = unsafe { sys::wake(self.word, 1) };
+            }
+            return;
+        }
+        if before & STARTED == 0 {
             return;
         }
         let mut round = 0u32;

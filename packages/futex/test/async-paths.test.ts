@@ -5,7 +5,9 @@
  *
  *  - 'io_uring'          the addon's default on Linux >= 6.7: FUTEX_WAIT entries of one
  *                        io_uring per event loop, polled by libuv (no thread per wait);
- *  - 'threads'           the addon's fallback, forced with SHMRING_ASYNC_WAIT=threads:
+ *  - 'futex_waitv'       the addon's fallback where io_uring is refused, forced with
+ *                        SHMRING_ASYNC_WAIT=futex_waitv: one thread per 127 pending waits;
+ *  - 'threads'           the last resort (Linux < 5.16), forced with SHMRING_ASYNC_WAIT=threads:
  *                        one native thread per pending wait;
  *  - 'libuv-threadpool'  the koffi backend (SHMRING_BACKEND=koffi).
  *
@@ -30,7 +32,7 @@ const MANY_KOFFI = 200;
 /** libuv's threadpool size in the koffi children (its default). */
 const UV_THREADPOOL_SIZE = 4;
 
-type Kind = 'io_uring' | 'threads' | 'libuv-threadpool';
+type Kind = 'io_uring' | 'futex_waitv' | 'threads' | 'libuv-threadpool';
 
 interface Path {
   title: string;
@@ -46,10 +48,11 @@ interface Path {
  */
 function defaultKind(): { kind: Kind; why: string } {
   const [major = 0, minor = 0] = os.release().split(/[.-]/).map(Number);
-  if (major < 6 || (major === 6 && minor < 7)) return { kind: 'threads', why: `kernel ${os.release()} < 6.7` };
+  const fallback: Kind = major > 5 || (major === 5 && minor >= 16) ? 'futex_waitv' : 'threads';
+  if (major < 6 || (major === 6 && minor < 7)) return { kind: fallback, why: `kernel ${os.release()} < 6.7` };
   try {
     const disabled = fs.readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim();
-    if (disabled !== '0') return { kind: 'threads', why: `kernel.io_uring_disabled=${disabled}` };
+    if (disabled !== '0') return { kind: fallback, why: `kernel.io_uring_disabled=${disabled}` };
   } catch {
     // No such sysctl (older kernels): io_uring is allowed.
   }
@@ -60,6 +63,7 @@ const DEFAULT = defaultKind();
 
 const PATHS: Path[] = [
   { title: `the default path (${DEFAULT.kind}: ${DEFAULT.why})`, env: {}, kind: DEFAULT.kind },
+  { title: 'the futex_waitv path (SHMRING_ASYNC_WAIT=futex_waitv)', env: { SHMRING_ASYNC_WAIT: 'futex_waitv' }, kind: 'futex_waitv' },
   { title: 'the threads path (SHMRING_ASYNC_WAIT=threads)', env: { SHMRING_ASYNC_WAIT: 'threads' }, kind: 'threads' },
   { title: 'the koffi path (SHMRING_BACKEND=koffi)', env: { SHMRING_BACKEND: 'koffi' }, kind: 'libuv-threadpool' },
 ];
@@ -229,6 +233,7 @@ describe('waitAsync on every async wait path', function () {
 
       const many = path.kind === 'libuv-threadpool' ? MANY_KOFFI : MANY;
       const bound = path.kind === 'io_uring' ? 'at most 2 more threads'
+        : path.kind === 'futex_waitv' ? 'one thread per 127 waits'
         : path.kind === 'threads' ? 'one thread per wait'
           : `no more threads than libuv's pool (${UV_THREADPOOL_SIZE})`;
       it(`holds ${many} pending waits on ${many} words with ${bound}${path.kind === 'libuv-threadpool' ? '' : ', under 1% of a CPU while idle'}, and wakes every one`, async function () {
@@ -245,6 +250,9 @@ describe('waitAsync on every async wait path', function () {
           `started in ${r.startMs.toFixed(1)} ms, all woken and settled in ${r.settleMs.toFixed(1)} ms (${r.woken} found asleep)`);
         if (path.kind === 'io_uring') {
           assert.ok(extra <= 2, `${r.n} pending waits added ${extra} threads`);
+        } else if (path.kind === 'futex_waitv') {
+          const lanes = Math.ceil(r.n / 127);
+          assert.ok(extra >= lanes && extra <= lanes + 2, `${r.n} pending waits added ${extra} threads, expected ${lanes} lanes`);
         } else if (path.kind === 'threads') {
           assert.ok(extra >= r.n - 2 && extra <= r.n + 4, `${r.n} pending waits added ${extra} threads, expected about one each`);
         } else {
@@ -258,6 +266,12 @@ describe('waitAsync on every async wait path', function () {
           // value when they get a thread. Every wait settles either way.
           assert.ok(r.woken <= UV_THREADPOOL_SIZE, `${r.woken} waits asleep in the kernel at once`);
           assert.equal((r.counts.ok ?? 0) + (r.counts['not-equal'] ?? 0), r.n, JSON.stringify(r.counts));
+        } else if (path.kind === 'futex_waitv') {
+          assert.ok(r.cpuPercent < 1, `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending`);
+          // A lane's thread is one sleeper for its 127 words: the first wake of a lane finds it,
+          // the next ones may find it re-arming; the words changed first, so every wait settles.
+          assert.ok(r.woken >= Math.ceil(r.n / 127), `${r.woken} wakes found a lane asleep`);
+          assert.deepEqual(r.counts, { ok: r.n });
         } else {
           assert.ok(r.cpuPercent < 1, `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending`);
           // Each wait was asleep in the kernel: one wake per word found exactly one sleeper.

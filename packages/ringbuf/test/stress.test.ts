@@ -184,7 +184,7 @@ interface SpscRun {
 /** An async wait path, selected in child processes by their environment (see ASYNC_PATHS). */
 interface AsyncPath {
   /** asyncWaitKind() the peers must report. */
-  kind: 'io_uring' | 'threads' | 'libuv-threadpool';
+  kind: 'io_uring' | 'futex_waitv' | 'threads' | 'libuv-threadpool';
   env: Record<string, string | undefined>;
 }
 
@@ -368,6 +368,7 @@ const STRESS_SCALE = Number(process.env.SHMRING_STRESS_SCALE ?? 1) || 1;
 type AsyncStress = { title: string; path: AsyncPath; messages: number; minWakes: number };
 const ASYNC_STRESS = ([
   { title: 'io_uring (the default)', path: { kind: 'io_uring', env: { SHMRING_ASYNC_WAIT: undefined, SHMRING_BACKEND: undefined } }, messages: 800_000, minWakes: 200_000 },
+  { title: 'futex_waitv lanes (SHMRING_ASYNC_WAIT=futex_waitv)', path: { kind: 'futex_waitv', env: { SHMRING_ASYNC_WAIT: 'futex_waitv', SHMRING_BACKEND: undefined } }, messages: 400_000, minWakes: 100_000 },
   { title: 'waiter threads (SHMRING_ASYNC_WAIT=threads)', path: { kind: 'threads', env: { SHMRING_ASYNC_WAIT: 'threads', SHMRING_BACKEND: undefined } }, messages: 400_000, minWakes: 100_000 },
   { title: "koffi on libuv's threadpool (SHMRING_BACKEND=koffi)", path: { kind: 'libuv-threadpool', env: { SHMRING_BACKEND: 'koffi', SHMRING_ASYNC_WAIT: undefined } }, messages: 300_000, minWakes: 75_000 },
 ] satisfies AsyncStress[]).map((run): AsyncStress => ({ ...run, messages: Math.round(run.messages * STRESS_SCALE), minWakes: Math.round(run.minWakes * STRESS_SCALE) }));
