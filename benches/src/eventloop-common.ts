@@ -109,7 +109,7 @@ export function pollSupported(): Promise<boolean> {
 
 /** The options every wait of a row passes: none, or `{ poll }`. */
 export function waitOptions(poll: number | undefined): LoopWaitOptions | undefined {
-  return poll ? { poll } : undefined;
+  return poll === undefined ? undefined : { poll };
 }
 
 interface WithMessages {

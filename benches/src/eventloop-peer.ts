@@ -73,7 +73,7 @@ async function ringEcho(): Promise<void> {
   const ping = SpscRing.attach(Region.fromFd(3));
   const pong = SpscRing.attach(Region.fromFd(4));
   exitWithParent();
-  const poll = options.poll ? await pollSupported() : null;
+  const poll = options.poll !== undefined ? await pollSupported() : null;
   const opts = waitOptions(options.poll);
   const probe = await EchoProbe.spawn();
   const cpu = process.cpuUsage();

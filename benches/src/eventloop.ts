@@ -119,7 +119,7 @@ interface Pair {
 async function ringPair(poll: number | undefined): Promise<Pair> {
   const ping = ringRegion(RING_CAPACITY);
   const pong = ringRegion(RING_CAPACITY);
-  const peer = startPeer('ring-echo', [ping.region, pong.region], poll ? { poll } : {}, { script: PEER });
+  const peer = startPeer('ring-echo', [ping.region, pong.region], poll === undefined ? {} : { poll }, { script: PEER });
   await peer.ready;
   const opts: LoopWaitOptions = { ...waitOptions(poll), timeoutMs: LIMIT_MS };
   return {
