@@ -121,3 +121,5 @@ function waitAsyncShared(
     });
   });
 }
+
+export { waitAny, waitAnyAsync, wakeNative, MAX_WAIT_ANY, type WaitTarget, type WaitAnyResult } from './any.js';

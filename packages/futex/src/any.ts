@@ -1,0 +1,171 @@
+/**
+ * Waiting on several futex words at once: the first of them to be woken
+ * (or to differ from what the caller saw) ends the wait.
+ *
+ *  - `waitAny` blocks the thread in one `futex_waitv` system call
+ *    (Linux >= 5.16; at most MAX_WAIT_ANY words). It is a **native** wait
+ *    on every word, SharedArrayBuffer words included, so only a native wake
+ *    (`wakeNative`, or a C peer's FUTEX_WAKE) ends it: `Atomics.notify`
+ *    does not reach a thread blocked in the kernel (V8 keeps its own wait
+ *    list). See docs/LAYOUT.md, "Waiting", for how publishers of a ring
+ *    know that such a waiter sleeps on a SharedArrayBuffer word.
+ *  - `waitAnyAsync` never blocks the event loop: one asynchronous wait per
+ *    word (the native asynchronous futex wait on a mapping, Atomics.waitAsync
+ *    on a SharedArrayBuffer, exactly as waitAsync of this package), and the
+ *    others are cancelled as soon as one settles. Woken as waitAsync is:
+ *    by wake() of this package.
+ *
+ * Results: the index (in `words`) of a word that was woken, possibly
+ * spuriously; 'not-equal' (a word did not hold its expected value when the
+ * wait began: the caller's snapshot is stale, re-check); 'timed-out'. As
+ * with every futex wait, a caller treats each result as "re-check".
+ */
+import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+
+/** One word to wait on: `i32[index]`, while it holds `expected`. */
+export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
+
+/** Index of the word woken, 'not-equal' or 'timed-out'. */
+export type WaitAnyResult = number | 'not-equal' | 'timed-out';
+
+/** Most words `waitAny` takes (the kernel's limit for futex_waitv). */
+export const MAX_WAIT_ANY = 128;
+
+/** The longest period a Node timer accepts. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+function checkWords(words: readonly WaitTarget[], what: string): void {
+  if (!Array.isArray(words)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: words must be an array of [Int32Array, index, expected]`);
+  }
+  if (words.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: needs at least one word`);
+  for (const word of words) {
+    const i32 = word?.[0];
+    if (!(i32 instanceof Int32Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: each futex word must be addressed through an Int32Array`);
+    }
+    checkInteger('index', word[1], 0, i32.length - 1);
+    if (typeof word[2] !== 'number') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: expected must be a number, got ${String(word[2])}`);
+    }
+  }
+}
+
+function timeoutOf(timeoutMs: number | undefined): number {
+  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs must be a number, got ${String(timeoutMs)}`);
+  }
+  return Math.max(0, timeoutMs);
+}
+
+const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
+
+/**
+ * Blocks the calling thread while every `i32[index] === expected`, until one
+ * of the words is woken or `timeoutMs` passes (futex_waitv). For workers and
+ * dedicated processes: on a main thread it freezes the event loop.
+ * RangeError for more than MAX_WAIT_ANY words.
+ */
+export function waitAny(words: readonly WaitTarget[], timeoutMs?: number): WaitAnyResult {
+  checkWords(words, 'waitAny');
+  if (words.length > MAX_WAIT_ANY) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `waitAny: ${words.length} words; futex_waitv takes at most ${MAX_WAIT_ANY}`);
+  }
+  const timeout = timeoutOf(timeoutMs);
+  const targets = words.map(([i32, index, expected]) => ({
+    buffer: i32.buffer, byteOffset: i32.byteOffset + index * 4, expected: expected | 0,
+  }));
+  // Sleeps while every word holds its expected value (the kernel compares them all
+  // atomically with queueing the thread on each); pairs with wakeNative() / FUTEX_WAKE.
+  const code = nativeFutex.waitAny(targets, timeout);
+  if (code >= 0) return code;
+  return code === -1 ? 'not-equal' : 'timed-out';
+}
+
+/**
+ * A native futex wake (FUTEX_WAKE, shared) of up to `count` (default all)
+ * waiters of `i32[index]`, whatever its buffer: on a SharedArrayBuffer it
+ * reaches the threads blocked in waitAny (or a native wait), which
+ * Atomics.notify (what wake() does there) does not. Returns how many woke.
+ */
+export function wakeNative(i32: Int32Array, index: number, count = Infinity): number {
+  if (!(i32 instanceof Int32Array)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'the futex word must be addressed through an Int32Array');
+  }
+  checkInteger('index', index, 0, i32.length - 1);
+  const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
+  // Wakes the kernel's sleepers of this word; the caller stored the new value before.
+  return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
+}
+
+/**
+ * waitAny for the event loop: never blocks it. One asynchronous wait per
+ * word, as waitAsync of this package makes them; the first to settle
+ * decides, and the others are cancelled at once (a native wait by its
+ * cancel(); a SharedArrayBuffer wait by an Atomics.notify of its word,
+ * which also wakes that word's other sleepers of this process spuriously:
+ * they re-check, as every waiter does). The pending Promise keeps the
+ * process alive; once it settles nothing is left behind. An aborted
+ * `signal` rejects it with an AbortError.
+ */
+export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, signal?: AbortSignal): Promise<WaitAnyResult> {
+  checkWords(words, 'waitAnyAsync');
+  const timeout = timeoutOf(timeoutMs);
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  return new Promise<WaitAnyResult>((resolve, reject) => {
+    const n = words.length;
+    /** Cancels the wait of each word still pending (undefined: settled or never started). */
+    const cancels: ((() => void) | undefined)[] = new Array(n);
+    let settled = false;
+    let keepAlive: ReturnType<typeof setInterval> | undefined;
+    const finish = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      if (keepAlive !== undefined) clearInterval(keepAlive);
+      signal?.removeEventListener('abort', onAbort);
+      for (let i = 0; i < n; i++) {
+        const cancel = cancels[i];
+        cancels[i] = undefined;
+        cancel?.();
+      }
+      return true;
+    };
+    const settle = (i: number, result: 'ok' | 'not-equal' | 'timed-out'): void => {
+      cancels[i] = undefined; // this word's wait is over: nothing to cancel
+      if (finish()) resolve(result === 'ok' ? i : result);
+    };
+    const fail = (err: unknown): void => {
+      if (finish()) reject(err);
+    };
+    const onAbort = (): void => fail(abortError(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    for (let i = 0; i < n && !settled; i++) {
+      const [i32, index, expected] = words[i]!;
+      if (isShared(i32)) {
+        // The check-and-sleep of Atomics.wait, resolved by V8 when notified or timed out.
+        const result = Atomics.waitAsync(i32, index, expected | 0, timeout);
+        if (!result.async) {
+          settle(i, result.value); // 'not-equal' (or 'timed-out' for a timeout of 0): decided already
+          break;
+        }
+        // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd
+        // timer does, for exactly as long as the wait is pending.
+        keepAlive ??= setInterval(() => {}, MAX_TIMER_MS);
+        // Ends V8's pending waiter (there is no other way). A stale waiter
+        // must not stay behind: a publisher's notify(count = 1) could pick it
+        // instead of a live sleeper, whose wake-up would then be lost.
+        cancels[i] = () => Atomics.notify(i32, index);
+        result.value.then((value) => settle(i, value), fail);
+      } else {
+        try {
+          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout);
+          cancels[i] = () => pending.cancel();
+          pending.promise.then((code) => settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out'), fail);
+        } catch (err) {
+          fail(err);
+        }
+      }
+    }
+  });
+}

@@ -1,0 +1,110 @@
+/**
+ * waitAny / waitAnyAsync / wakeNative: waiting on several words at once.
+ *
+ * Blocking waits run in a worker (fixtures/any-peer.ts: given the region's
+ * SharedArrayBuffer, or a memfd it maps again), which announces itself in
+ * word 15 and reports the result.
+ */
+import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { MAX_WAIT_ANY, waitAny, waitAnyAsync, wake, wakeNative, type WaitTarget } from '../src/index.js';
+
+const PEER = new URL('./fixtures/any-peer.js', import.meta.url);
+
+function blockedWorker(source: { sab?: SharedArrayBuffer; fd?: number }, count: number, timeoutMs: number): Promise<{ result: unknown; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(PEER, { workerData: { ...source, count, timeoutMs } });
+    worker.on('message', resolve);
+    worker.on('error', reject);
+  });
+}
+
+async function until(predicate: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('condition never became true');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+let memfdProblem: string | undefined;
+function memfd(context: Mocha.Context): Region {
+  try {
+    return Region.create({ backing: 'memfd', size: 4096 });
+  } catch (err) {
+    memfdProblem = (err as Error).message;
+    console.log(`      (skipped: no memfd region: ${memfdProblem})`);
+    context.skip();
+  }
+}
+
+describe('@shmring/futex waitAny / waitAnyAsync', () => {
+  for (const backing of ['sab', 'memfd'] as const) {
+    describe(`on a ${backing === 'sab' ? 'SharedArrayBuffer' : 'memfd'}`, () => {
+      let region: Region | undefined;
+      let i32: Int32Array;
+      beforeEach(function () {
+        region = backing === 'sab' ? Region.create({ backing: 'sab', size: 4096 }) : memfd(this);
+        i32 = new Int32Array(region.buffer, 0, 16);
+      });
+      afterEach(() => region?.close());
+      const words = (count: number): WaitTarget[] => Array.from({ length: count }, (_, i) => [i32, i, 0] as const);
+
+      it('waitAnyAsync resolves with the index of the word woken, and leaves no wait on the others', async () => {
+        const pending = waitAnyAsync(words(3), 5000);
+        await new Promise((r) => setTimeout(r, 20));
+        Atomics.store(i32, 2, 1); // the change a waker publishes before waking
+        wake(i32, 2);
+        assert.equal(await pending, 2);
+        if (backing === 'sab') {
+          // The others' Atomics.waitAsync were cancelled: nothing is left to notify on them.
+          assert.equal(Atomics.notify(i32, 0), 0);
+          assert.equal(Atomics.notify(i32, 1), 0);
+        }
+      });
+
+      it('waitAnyAsync: not-equal when a word already differs, timed-out after its timeout, AbortError on abort', async () => {
+        Atomics.store(i32, 1, 7);
+        assert.equal(await waitAnyAsync(words(3), 5000), 'not-equal');
+        Atomics.store(i32, 1, 0);
+        const started = performance.now();
+        assert.equal(await waitAnyAsync(words(2), 30), 'timed-out');
+        assert.ok(performance.now() - started >= 25);
+        const controller = new AbortController();
+        setTimeout(() => controller.abort(), 20);
+        await assert.rejects(waitAnyAsync(words(2), 5000, controller.signal), (err: ShmringError) => err.name === 'AbortError' && err.code === ErrorCodes.ABORTED);
+        await assert.rejects(waitAnyAsync(words(2), 5000, controller.signal), (err: Error) => err.name === 'AbortError');
+      });
+
+      it('waitAny (futex_waitv) in a worker returns the index woken by a native wake', async () => {
+        const blocked = blockedWorker(backing === 'sab' ? { sab: region!.buffer as SharedArrayBuffer } : { fd: region!.fd! }, 3, 5000);
+        await until(() => Atomics.load(i32, 15) === 1);
+        await new Promise((r) => setTimeout(r, 30)); // in the kernel by now, most likely
+        Atomics.store(i32, 1, 1);
+        if (backing === 'sab') {
+          // V8's notify does not reach a thread blocked in the kernel.
+          assert.equal(Atomics.notify(i32, 1), 0, 'Atomics.notify found a waiter');
+        }
+        let woken = 0;
+        const deadline = Date.now() + 5000;
+        while (woken === 0 && Date.now() < deadline) woken = wakeNative(i32, 1);
+        const { result, ms } = await blocked;
+        assert.ok(result === 1 || result === 'not-equal', `result ${String(result)}`);
+        assert.ok(ms < 4000, `woken after ${ms} ms`);
+      });
+    });
+  }
+
+  it('waitAny: not-equal, timed-out, and typed errors for bad lists', () => {
+    const i32 = new Int32Array(new SharedArrayBuffer(16));
+    i32[0] = 3;
+    assert.equal(waitAny([[i32, 1, 0], [i32, 0, 0]], 1000), 'not-equal');
+    assert.equal(waitAny([[i32, 1, 0], [i32, 2, 0]], 10), 'timed-out');
+    assert.throws(() => waitAny([]), (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+    const many = Array.from({ length: MAX_WAIT_ANY + 1 }, () => [i32, 1, 0] as const);
+    assert.throws(() => waitAny(many, 0), (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+    assert.throws(() => waitAny([[new Uint32Array(4) as never, 0, 0]]), (err: ShmringError) => err instanceof TypeError);
+    assert.throws(() => waitAny([[i32, 4, 0]]), (err: ShmringError) => err instanceof RangeError);
+  });
+});
