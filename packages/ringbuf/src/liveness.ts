@@ -13,6 +13,32 @@ import * as fs from 'node:fs';
  * parent) or a dying process (X) counts as gone: it will never write again.
  */
 export function startTimeOf(pid: number): number {
+  const known = memo?.get(pid);
+  if (known !== undefined) return known;
+  const start = readStartTime(pid);
+  memo?.set(pid, start);
+  return start;
+}
+
+/** Start times read during the current onePass (pid → start time), or undefined outside one. */
+let memo: Map<number, number> | undefined;
+
+/**
+ * Runs `checks` with startTimeOf memoized per pid: the many liveness checks
+ * of one pass (the watchdog's tick over every parked wait) read
+ * /proc/<pid>/stat once per process, not once per wait.
+ */
+export function onePass(checks: () => void): void {
+  const outer = memo;
+  memo ??= new Map();
+  try {
+    checks();
+  } finally {
+    memo = outer;
+  }
+}
+
+function readStartTime(pid: number): number {
   let stat: string;
   try {
     stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');

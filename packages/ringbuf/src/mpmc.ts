@@ -318,6 +318,9 @@ export class MpmcQueue extends Queue {
     if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) === position) {
       this.#free(slot, position);
       this.recoveredSlots++;
+      // The next position may be published already: a parked reader (the
+      // watchdog calls this while the reader sleeps) looks again.
+      unpark(ctl, READ_BLOCK, WAKE_ONE);
     }
     return true;
   }

@@ -1,13 +1,14 @@
 /**
  * What SpscRing and MpmcQueue share: the waiting verbs (Sync, async,
- * for await), closing, and the streams, all built on the two non-blocking
- * verbs each queue implements (tryWrite / tryRead).
+ * for await, messages()), closing, and the streams, all built on the two
+ * non-blocking verbs each queue implements (tryWrite / tryRead).
  */
 import { Readable, Writable } from 'node:stream';
-import { ErrorCodes, ShmringError, ShmringRangeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringRangeError } from '@shmring/core';
 import * as L from './layout.js';
 import { isAlive, ownStartTime } from './liveness.js';
-import { parkAsync, parkSync, SpinPacer, unparkAll, type WaitBlock, type WaitOptions } from './waiting.js';
+import { PollPacer, SpinPacer } from './pacing.js';
+import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
 export type { WaitOptions };
 
@@ -44,6 +45,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Adaptive spinning of this object's blocking reads and writes (see SpinPacer). */
   readonly #readPacer = new SpinPacer();
   readonly #writePacer = new SpinPacer();
+  /** Whether this object's Promise reads and writes poll before parking (see PollPacer). */
+  readonly #readPoll = new PollPacer();
+  readonly #writePoll = new PollPacer();
 
   protected constructor(ctl: Int32Array, kind: string) {
     this.ctl = ctl;
@@ -162,29 +166,104 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   async write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
-    if (this.tryWrite(bytes, type)) return;
-    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`, this.#consumerAlive);
+    if (this.tryWrite(bytes, type)) {
+      this.#writePoll.hot = true;
+      this.#writePoll.lastWaitMs = 0;
+      return;
+    }
+    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`, this.#consumerAlive, this.#writePoll);
   }
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
-  async read(options?: WaitOptions): Promise<Uint8Array> {
-    const message = this.tryRead();
-    if (message !== null) return message;
-    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`, this.#producerAlive);
+  read(options?: WaitOptions): Promise<Uint8Array> {
+    return this.#read(options, undefined);
   }
 
-  /** Iterates the messages until the ring is closed and drained. `lastType` holds each one's type. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    for (;;) {
-      let message: Uint8Array;
-      try {
-        message = await this.read();
-      } catch (err) {
-        if ((err as ShmringError).code === ErrorCodes.CLOSED && this.ctl.length !== 0) return;
-        throw err;
-      }
-      yield message;
+  /** read(), which `stop` can end (messages().return()). */
+  async #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
+    const message = this.tryRead();
+    if (message !== null) {
+      this.#readPoll.hot = true;
+      this.#readPoll.lastWaitMs = 0;
+      return message;
     }
+    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`, this.#producerAlive, this.#readPoll, stop);
+  }
+
+  /** Iterates the messages until the ring is closed and drained: messages() without options. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    return this.messages();
+  }
+
+  /**
+   * The messages, as an async iterator, each read with `options` (timeoutMs
+   * bounds each message's wait, not the whole iteration). It ends when the
+   * ring is closed by the other side and drained. An error ends it too: the
+   * pending next() rejects with it (ERR_SHMRING_TIMEOUT, ERR_SHMRING_PEER_DEAD,
+   * ERR_SHMRING_CLOSED if this side closed; an AbortError once `signal` is
+   * aborted, whether a read is pending or not). return() (a `break` out of
+   * `for await`) ends it at once: a pending next() resolves done, and its
+   * futex wait is cancelled, so nothing is left to keep the process alive.
+   * Calls to next() are served one after the other. `lastType` holds each
+   * message's type.
+   */
+  messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+    const signal = options.signal;
+    const stop = new WaitStop(); // return() ends the pending read with it
+    let finished = false;
+    const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    /** How an error of a read ends the iteration: cleanly once the other side closed and it is drained. */
+    const end = (err: unknown, returned: boolean): IteratorReturnResult<undefined> => {
+      finished = true;
+      if (returned) return DONE; // return() ended this read
+      if ((err as ShmringError).code === ErrorCodes.CLOSED && this.ctl.length !== 0) return DONE;
+      throw err;
+    };
+    const step = async (): Promise<IteratorResult<Uint8Array>> => {
+      if (finished) return DONE;
+      if (signal?.aborted) return end(abortError(signal), false);
+      try {
+        return { done: false, value: await this.#read(options, stop) };
+      } catch (err) {
+        return end(err, finished);
+      }
+    };
+    // next() calls queue up behind the one in progress; with none in
+    // progress, a message already in the ring is handed out at once.
+    let inProgress = 0;
+    let last: Promise<unknown> = Promise.resolve();
+    const settled = (): void => void inProgress--;
+    const iterator: AsyncIterableIterator<Uint8Array> = {
+      next: (): Promise<IteratorResult<Uint8Array>> => {
+        if (inProgress === 0 && !finished && signal?.aborted !== true) {
+          try {
+            const message = this.tryRead();
+            if (message !== null) {
+              this.#readPoll.hot = true;
+              this.#readPoll.lastWaitMs = 0;
+              return Promise.resolve({ done: false, value: message });
+            }
+          } catch (err) {
+            try {
+              return Promise.resolve(end(err, false));
+            } catch (thrown) {
+              return Promise.reject(thrown);
+            }
+          }
+        }
+        inProgress++;
+        const result = last.then(step);
+        last = result.then(settled, settled);
+        return result;
+      },
+      return: (): Promise<IteratorResult<Uint8Array>> => {
+        finished = true;
+        stop.stop();
+        return Promise.resolve(DONE);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   /**

@@ -36,7 +36,8 @@ import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
 import { copyOut } from './copy.js';
-import { holdUntilWait, releaseHold, unpark } from './waiting.js';
+import { holdUntilWait, releaseHold } from './held.js';
+import { unpark } from './waiting.js';
 
 export interface SpscOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */

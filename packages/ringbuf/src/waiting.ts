@@ -17,26 +17,52 @@
  * announcement; in that case SIGNAL changes, and futex_wait(SIGNAL, s)
  * either refuses to sleep ('not-equal') or is woken. A wake-up is never lost;
  * a spurious one costs a re-check.
+ *
+ * How long a side tries before it parks is pacing.ts's business; what this
+ * thread holds corked is held.ts's; the dead-peer checks of parked Promise
+ * waits are watchdog.ts's.
  */
-import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
+import { abortError, ErrorCodes, nativeFutex, ShmringError } from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
+import { publishHeld } from './held.js';
+import { pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
+import { unwatch, watch, type Watched } from './watchdog.js';
 
 export interface WaitOptions {
   /** Give up after this many milliseconds with ERR_SHMRING_TIMEOUT. Default: no limit. */
   timeoutMs?: number;
-  /** Abort the wait (AbortError). A blocking (Sync) wait sees it only between naps. */
+  /**
+   * Abort the wait (AbortError). A Promise verb sees it whenever it fires. A
+   * blocking (Sync) verb sees only a signal that is already aborted when it
+   * would start to wait: its thread is blocked, so nothing on it can abort
+   * the signal meanwhile, and a signal cannot be handed to another thread.
+   * To stop a blocked Sync wait from outside, close() the queue (from the
+   * other side, or another thread or process) or give it a timeoutMs.
+   * A call that finds its message (or room) at once does not look at it.
+   */
   signal?: AbortSignal;
   /**
    * How soon a wait notices that the process on the other side died
-   * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never checks.
+   * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never
+   * checks (and a parked MpmcQueue side then never recovers the slots of dead
+   * peers). Parked Promise waits are checked by one timer per thread, every
+   * quarter of the shortest peerTimeoutMs among them; Sync waits nap for a
+   * quarter of it and check between naps.
    */
   peerTimeoutMs?: number;
   /**
-   * Microseconds of retrying before parking. Default 20 for the Sync verbs,
-   * 10 for the Promise verbs (which hold the event loop meanwhile). More
-   * spinning lowers latency and burns more CPU; 0 parks at once. Without
-   * this option, a blocking wait skips the spin when its previous wait took
-   * long (see SpinPacer).
+   * Promise verbs only: microseconds during which a wait that found nothing
+   * retries between event-loop turns (other callbacks run meanwhile) before
+   * it parks, counted from the start of the wait. Default: the thread's
+   * default (setDefaultPoll; 50 µs) when this side's previous call got a
+   * message, otherwise 0. 0 parks at once.
+   */
+  poll?: number;
+  /**
+   * Microseconds of retrying on the spot (holding the thread) before
+   * parking, or before polling for a Promise verb. Default 20 for the Sync
+   * verbs, paced (a wait skips its spin when the previous one took long; see
+   * SpinPacer); 2 for the Promise verbs. 0 goes on at once.
    */
   spin?: number;
 }
@@ -44,97 +70,28 @@ export interface WaitOptions {
 /** Default bound on noticing a dead peer. */
 export const DEFAULT_PEER_TIMEOUT_MS = 1000;
 
-/**
- * How long (µs) a blocking call keeps retrying before it parks. Waking a
- * parked thread costs a futex wake and, on a virtual machine whose idle vCPU
- * halted, some 25 µs more; a peer that answers within the spin never pays it.
- * But the kernel often runs a woken thread on its waker's CPU, where a
- * spinning waker delays it by the whole spin (measured on 2 vCPUs: a parked
- * round trip of 2 × spin + 25 µs). 20 µs keeps back-to-back round trips
- * near 1 µs and costs a woken peer at most that much.
- */
-export const SPIN_MICROS_SYNC = 20;
-/**
- * How long (µs) an async call retries before it parks: the event loop is
- * waiting on us, so less; enough to catch the next message of a busy peer
- * without a trip through the native waiter thread.
- */
-export const SPIN_MICROS_ASYNC = 10;
-/**
- * Adaptive spinning for the blocking waits of one side of one queue (its
- * readers, or its writers, in this thread). A wait spins first only if the
- * previous one was over within SPIN_PACE times the spin budget: soon enough
- * that the peer was likely awake and spinning would have caught it.
- * Otherwise it parks at once. A spin that cannot succeed (the peer is
- * parked, and waking it takes 10 to 50 µs on a VM) holds a CPU the woken
- * peer may be queued on: Linux likes to run a woken thread on its waker's
- * CPU, where switching costs far less than waking a halted vCPU. Measured
- * on 2 vCPUs with 0.2 ms idle before each round trip (parked echo):
- * 81–97 µs with a fixed 20 µs spin, 43–51 µs paced; back to back, both
- * sides keep spinning (5–7 µs either way in the same test). A pace of 1
- * gave 41 µs idle but trapped back-to-back round trips in parking (75 µs):
- * parked waits last a wake-up, longer than the budget. Such a trap can
- * still happen where wake-ups take longer than 2.5 budgets, so one wait in
- * SPIN_PROBE spins all the same: two sides that both probe find that
- * spinning works and stay with it. The first wait spins. The async waits do not pace: their wake-up goes through a native
- * thread and the event loop, and back-to-back async round trips need the spin.
- */
-export class SpinPacer {
-  /** Duration of the last completed wait, in ms (0 until one completes). */
-  lastWaitMs = 0;
-  /** Source of the probes' coin flips (a test may fix it). */
-  random: () => number = Math.random;
-
-  /** µs to spin before parking, out of a budget of `budgetMicros`. */
-  spinMicros(budgetMicros: number): number {
-    if (this.lastWaitMs * 1000 <= SPIN_PACE * budgetMicros) return budgetMicros;
-    // A probe: both sides of a round trip can be parked only because each
-    // waits for the other to wake; spinning now and then lets them find out
-    // that both could spin (each probe succeeds once both probe together).
-    return this.random() < SPIN_PROBE ? budgetMicros : 0;
-  }
-}
-
-/** A wait spins if the previous one took at most this many times the spin budget. */
-const SPIN_PACE = 2.5;
-/** Share of the waits after a long one that spin all the same (probes). */
-const SPIN_PROBE = 1 / 8;
+/** Longest interval between two peer checks, whatever peerTimeoutMs says. */
+const MAX_CHECK_MS = 1000;
+/** Shortest interval between two peer checks. */
+const MIN_CHECK_MS = 1;
 
 /**
- * Publications this thread holds back (a corked SpscRing with unpublished
- * records registers its flush here). Any wait of this thread runs them
- * first: a thread about to wait is idle, and what it holds may be what the
- * other side needs before it can answer (a request on one ring, corked,
- * while this thread waits for the reply on another would never be seen).
- * Module state is per thread: each worker has its own copy of this module.
+ * Counters of the waiting machinery of this thread (for tests and
+ * monitoring): `asyncParks`, Promise waits that parked (announced
+ * themselves and waited on the futex); `asyncWaits`, asynchronous futex
+ * waits started (a parked wait starts one, and one more after each spurious
+ * wake-up); `polls`, Promise waits that polled.
  */
-const held = new Set<() => void>();
+export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0 };
 
-/** Registers `flush` to run before this thread's next wait (a ring now holds unpublished records). */
-export function holdUntilWait(flush: () => void): void {
-  held.add(flush);
-}
-
-/** Withdraws `flush` (its ring published what it held). */
-export function releaseHold(flush: () => void): void {
-  held.delete(flush);
-}
-
-/** Publishes everything this thread holds back. Each flush withdraws itself. */
-function publishHeld(): void {
-  for (const flush of held) flush();
-  held.clear();
-}
-
-/** Attempts between two looks at the clock while spinning. */
-const SPIN_CLOCK_EVERY = 64;
-/** Longest single nap when the peer is not watched: a sleeper still wakes this often to look at its AbortSignal. */
-const MAX_NAP_MS = 1000;
-
-/** Longest nap: a quarter of the peer timeout, so a death is noticed within it. */
-function napOf(options: WaitOptions | undefined): number {
+/**
+ * How often (ms) a parked wait looks at its peer: a quarter of the peer
+ * timeout, so a death is noticed within it; Infinity for peerTimeoutMs Infinity.
+ */
+function checkPeriodOf(options: WaitOptions | undefined): number {
   const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
-  return Math.max(1, Math.min(MAX_NAP_MS, peer / 4));
+  if (peer === Infinity) return Infinity;
+  return Math.max(MIN_CHECK_MS, Math.min(MAX_CHECK_MS, peer / 4));
 }
 
 function peerDead(what: string): ShmringError {
@@ -148,13 +105,57 @@ export interface WaitBlock {
   readonly signal: number;
 }
 
+/**
+ * What a native sleeper (a thread in futex_waitv: selectSync) adds to
+ * WAITERS instead of 1 when the ring is a SharedArrayBuffer: there wake()
+ * is Atomics.notify, which never reaches a native sleeper, so a publisher
+ * that sees this many waiters or more also makes a native wake. A mapped
+ * region needs no such mark: its wake() is the native one. The count of the
+ * other sleepers stays below it (fewer than 65,536 sleepers on one word).
+ */
+export const NATIVE_WAITER = 0x10000;
+
+/**
+ * Wakes up to `count` sleepers of `block`'s SIGNAL, given the WAITERS the
+ * caller loaded: on a SharedArrayBuffer, V8's sleepers (the low 16 bits)
+ * with Atomics.notify and native ones (the high bits) with a native wake.
+ */
+function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?: number): void {
+  if (!(ctl.buffer instanceof SharedArrayBuffer)) {
+    wake(ctl, block.signal, count);
+    return;
+  }
+  if ((waiters & (NATIVE_WAITER - 1)) !== 0) wake(ctl, block.signal, count);
+  if (waiters >= NATIVE_WAITER) {
+    // The kernel's sleepers of the word (futex_waitv); the caller bumped SIGNAL before.
+    nativeFutex.wake(ctl.buffer as unknown as ArrayBuffer, ctl.byteOffset + block.signal * 4, count ?? 0x7fffffff);
+  }
+}
+
+/**
+ * This thread woke a parked side (unpark found an announcement) since its
+ * last Promise wait began. Such a wait does not poll by default: Linux tends
+ * to run the woken thread on its waker's CPU, where polling would hold it
+ * off (PollPacer).
+ */
+let wokeSinceWait = false;
+
+/** Whether this thread woke a parked side since the last call (a Promise wait calls it as it begins). */
+export function takeWokeSinceWait(): boolean {
+  const woke = wokeSinceWait;
+  wokeSinceWait = false;
+  return woke;
+}
+
 /** Wakes the sleepers of `block`, if any. Publishers call it after every publication. */
 export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
   // Observes park()'s announcement; pairs with the sleeper's add(WAITERS) + re-check.
-  if (Atomics.load(ctl, block.waiters) !== 0) {
+  const waiters = Atomics.load(ctl, block.waiters);
+  if (waiters !== 0) {
     // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
     Atomics.add(ctl, block.signal, 1);
-    wake(ctl, block.signal, count);
+    wakeSleepers(ctl, block, waiters, count);
+    wokeSinceWait = true;
   }
 }
 
@@ -162,16 +163,17 @@ export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
 export function unparkAll(ctl: Int32Array, block: WaitBlock): void {
   // Makes every sleeper's futex word differ from what it saw, then wakes them all.
   Atomics.add(ctl, block.signal, 1);
-  wake(ctl, block.signal);
+  wakeSleepers(ctl, block, NATIVE_WAITER | 1); // both kinds, whoever announced
 }
 
-function deadlineOf(options: WaitOptions | undefined): number {
+/** performance.now() at which a wait that starts at `now` times out (Infinity without timeoutMs). */
+function deadlineOf(options: WaitOptions | undefined, now: number): number {
   const t = options?.timeoutMs;
   if (t === undefined || t === Infinity) return Infinity;
   if (typeof t !== 'number' || Number.isNaN(t) || t < 0) {
     throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs=${String(t)} must be a number >= 0`);
   }
-  return performance.now() + t;
+  return now + t;
 }
 
 function timedOut(what: string, options: WaitOptions | undefined): ShmringError {
@@ -184,41 +186,24 @@ interface Nap {
   ms: number;
 }
 
-/**
- * The protocol itself, once for both drivers: publishes what this thread
- * holds corked, then yields each nap to take and receives its result. Calls `attempt` until it returns something other
- * than undefined; throws on timeout, abort, or when a nap times out and
- * `peerAlive()` says the other side is gone. A driver that fails a nap
- * throws into the generator, so the announcement is always withdrawn.
- */
-function* park<T>(
-  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, defaultSpinMicros: number, pacer: SpinPacer | undefined,
-): Generator<Nap, T, WaitResult> {
-  if (held.size !== 0) publishHeld();
-  const started = performance.now();
-  const spinMicros = options?.spin ?? pacer?.spinMicros(defaultSpinMicros) ?? defaultSpinMicros;
-  const result = yield* parkFrom(ctl, block, attempt, options, what, peerAlive, spinMicros, started);
-  if (pacer !== undefined) pacer.lastWaitMs = performance.now() - started;
-  return result;
-}
+/** What a driver answers a nap with: the futex wait's result, or that the peer is gone. */
+type NapResult = WaitResult | typeof PEER_GONE;
+const PEER_GONE = 'peer-gone';
 
-/** The spin (of `spinMicros`, counted from `started`), then the naps of the protocol. */
-function* parkFrom<T>(
+/**
+ * The protocol itself, once for both drivers: yields each nap to take
+ * (at most `napMs` long) and receives its result. Calls `attempt` until it
+ * returns something other than undefined; throws on timeout, on abort, and
+ * when the driver answers a nap with PEER_GONE and one last attempt (a dead
+ * peer publishes nothing more, so it takes what the peer published before it
+ * died) finds nothing. A driver that fails a nap throws into the generator,
+ * so the announcement is always withdrawn.
+ */
+function* parkSteps<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, spinMicros: number, started: number,
-): Generator<Nap, T, WaitResult> {
-  const deadline = deadlineOf(options);
-  const nap = napOf(options);
+  deadline: number, napMs: number,
+): Generator<Nap, T, NapResult> {
   const signal = options?.signal;
-  if (spinMicros > 0) {
-    const until = started + spinMicros / 1000;
-    for (let i = 1; ; i++) {
-      const result = attempt();
-      if (result !== undefined) return result;
-      if (i % SPIN_CLOCK_EVERY === 0 && performance.now() >= until) break;
-    }
-  }
   for (;;) {
     if (signal?.aborted) throw abortError(signal);
     // Snapshot of SIGNAL taken before announcing (see the protocol above).
@@ -231,7 +216,10 @@ function* parkFrom<T>(
       if (result === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        if ((yield { seen, ms: Math.min(left, nap) }) === 'timed-out' && !peerAlive()) throw peerDead(what);
+        if ((yield { seen, ms: Math.min(left, napMs) }) === PEER_GONE) {
+          result = attempt();
+          if (result === undefined) throw peerDead(what);
+        }
       }
     } finally {
       // Withdraw the announcement.
@@ -241,42 +229,183 @@ function* parkFrom<T>(
   }
 }
 
-/** Parks the thread (futex / Atomics.wait) until `attempt` succeeds. For workers and dedicated processes. */
+/**
+ * Parks the thread (futex / Atomics.wait) until `attempt` succeeds. For
+ * workers and dedicated processes. Spins first (paced by `pacer`, or as
+ * long as options.spin says), then naps a quarter of peerTimeoutMs at a
+ * time, asking `peerAlive()` after each nap that timed out.
+ */
 export function parkSync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
   peerAlive: () => boolean, pacer: SpinPacer,
 ): T {
-  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_MICROS_SYNC, pacer);
-  let step = steps.next();
-  while (!step.done) {
-    let result: WaitResult;
-    try {
-      result = wait(ctl, block.signal, step.value.seen, step.value.ms);
-    } catch (err) {
-      step = steps.throw(err); // runs the generator's finally, rethrows
-      continue;
+  const signal = options?.signal;
+  if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see (see WaitOptions.signal)
+  publishHeld();
+  const started = performance.now();
+  const deadline = deadlineOf(options, started);
+  const spinMicros = options?.spin ?? pacer.spinMicros(SPIN_MICROS_SYNC);
+  let result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
+  if (result === undefined) {
+    const checkMs = checkPeriodOf(options);
+    const steps = parkSteps(ctl, block, attempt, options, what, deadline, checkMs);
+    let step = steps.next();
+    while (!step.done) {
+      let napped: NapResult;
+      try {
+        napped = wait(ctl, block.signal, step.value.seen, step.value.ms);
+        if (napped === 'timed-out' && checkMs !== Infinity && !peerAlive()) napped = PEER_GONE;
+      } catch (err) {
+        step = steps.throw(err); // runs the generator's finally, rethrows
+        continue;
+      }
+      step = steps.next(napped);
     }
-    step = steps.next(result);
+    result = step.value;
   }
-  return step.value;
+  pacer.lastWaitMs = performance.now() - started;
+  return result;
 }
 
-/** parkSync for the event loop: parks on the asynchronous futex wait, never blocks. */
+/**
+ * Ends a pending Promise wait from outside, as an aborted signal would,
+ * without an AbortSignal per wait (messages().return() holds one for the
+ * whole iteration). The wait then rejects with an AbortError.
+ */
+export class WaitStop {
+  stopped = false;
+  /** Set by the wait in progress while it is parked: ends it. */
+  onStop: (() => void) | undefined = undefined;
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.onStop?.();
+  }
+}
+
+/**
+ * parkSync for the event loop, never blocking it: tries on the spot for
+ * TRY_MICROS_ASYNC (or options.spin), polls between event-loop turns for
+ * the window `pacer` gives (pacing.ts), then parks on the asynchronous futex
+ * wait until woken or its deadline passes. While parked, the thread's
+ * watchdog looks at the peer every quarter of peerTimeoutMs and, if it is
+ * gone, cancels the futex wait. `pacer` learns whether the wait got its
+ * message (the side stays hot). `stop` ends the wait from outside.
+ */
 export async function parkAsync<T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean,
+  peerAlive: () => boolean, pacer: PollPacer, stop?: WaitStop,
 ): Promise<T> {
-  const steps = park(ctl, block, attempt, options, what, peerAlive, SPIN_MICROS_ASYNC, undefined);
-  let step = steps.next();
-  while (!step.done) {
-    let result: WaitResult;
-    try {
-      result = await waitAsync(ctl, block.signal, step.value.seen, step.value.ms, options?.signal);
-    } catch (err) {
-      step = steps.throw(err);
-      continue;
-    }
-    step = steps.next(result);
+  const pollMicros = pacer.pollMicros(options?.poll, takeWokeSinceWait());
+  const signal = options?.signal;
+  if (signal?.aborted) throw abortError(signal);
+  if (stop?.stopped) throw abortError();
+  pacer.hot = false; // until this wait gets its message
+  publishHeld();
+  const started = performance.now();
+  const deadline = deadlineOf(options, started);
+  const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
+  let result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
+  if (result === undefined && pollMicros > 0) {
+    waitCounters.polls++;
+    result = await pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), signal, stop);
   }
-  return step.value;
+  result ??= await parkWatched(ctl, block, attempt, options, what, peerAlive, deadline, stop);
+  pacer.hot = true;
+  pacer.lastWaitMs = performance.now() - started;
+  return result;
+}
+
+/** An asynchronous futex wait in progress, and how to end it early (it then resolves 'ok'). */
+interface PendingWait {
+  promise: Promise<WaitResult>;
+  cancel(): void;
+}
+
+const NATIVE_RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
+
+/**
+ * Starts the asynchronous futex wait of a nap. A mapped region's word waits
+ * on the native futex, which the backend can cancel; a SharedArrayBuffer's
+ * on Atomics.waitAsync (through @shmring/futex), which a notify of the word
+ * ends (the other waiters of this process on that word wake spuriously and
+ * re-check, as every waiter may).
+ */
+function startWait(ctl: Int32Array, index: number, expected: number, ms: number): PendingWait {
+  if (ctl.buffer instanceof SharedArrayBuffer) {
+    // Sleeps while SIGNAL still holds `expected`; pairs with unpark()'s add + notify.
+    return { promise: waitAsync(ctl, index, expected, ms), cancel: () => Atomics.notify(ctl, index) };
+  }
+  const pending = nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms);
+  return { promise: pending.promise.then((code) => NATIVE_RESULTS[code]!), cancel: () => pending.cancel() };
+}
+
+/** Why a parked Promise wait was ended from outside. */
+type Ending = 'peer-gone' | 'check-failed' | 'aborted' | 'stopped';
+
+/** The parked part of parkAsync: naps until the deadline, under the watchdog. */
+async function parkWatched<T>(
+  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
+  peerAlive: () => boolean, deadline: number, stop: WaitStop | undefined,
+): Promise<T> {
+  const steps = parkSteps(ctl, block, attempt, options, what, deadline, Infinity);
+  let step = steps.next();
+  if (step.done) return step.value; // the re-check after announcing succeeded: no futex wait
+  waitCounters.asyncParks++;
+  const signal = options?.signal;
+  let ending: Ending | undefined;
+  let failure: unknown;
+  let pending: PendingWait | undefined;
+  const end = (why: Ending): void => {
+    if (ending !== undefined) return;
+    ending = why;
+    pending?.cancel();
+  };
+  const onAbort = (): void => end('aborted');
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (stop !== undefined) stop.onStop = () => end('stopped');
+  const periodMs = checkPeriodOf(options);
+  const watched: Watched | undefined = periodMs === Infinity ? undefined : {
+    periodMs,
+    check(): void {
+      try {
+        if (!peerAlive()) end('peer-gone');
+      } catch (err) {
+        failure = err;
+        end('check-failed');
+      }
+    },
+  };
+  if (watched !== undefined) watch(watched);
+  try {
+    while (!step.done) {
+      let napped: NapResult = 'ok';
+      if (ending === undefined) {
+        waitCounters.asyncWaits++;
+        pending = startWait(ctl, block.signal, step.value.seen, step.value.ms);
+        try {
+          napped = await pending.promise;
+        } catch (err) {
+          step = steps.throw(err); // runs the generator's finally, rethrows
+          continue;
+        } finally {
+          pending = undefined;
+        }
+      }
+      switch (ending) {
+        case undefined: break;
+        case 'peer-gone': napped = PEER_GONE; break; // one last attempt, then ERR_SHMRING_PEER_DEAD
+        case 'check-failed': step = steps.throw(failure); continue;
+        case 'aborted': step = steps.throw(abortError(signal)); continue;
+        case 'stopped': step = steps.throw(abortError()); continue;
+      }
+      step = steps.next(napped);
+    }
+    return step.value;
+  } finally {
+    if (watched !== undefined) unwatch(watched);
+    signal?.removeEventListener('abort', onAbort);
+    if (stop !== undefined) stop.onStop = undefined;
+  }
 }

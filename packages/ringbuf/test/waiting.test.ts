@@ -1,10 +1,12 @@
 /**
- * The waiting protocol's spin policy, driven directly: parkSync over a
- * SharedArrayBuffer's wait block with a scripted `attempt`, so the number of
- * attempts and naps shows whether a wait spun first or parked at once.
+ * The waiting policies, driven directly: the spin of the Sync waits (parkSync
+ * over a SharedArrayBuffer's wait block with a scripted `attempt`, so the
+ * number of attempts and naps shows whether a wait spun first or parked at
+ * once), and when a Promise wait polls (PollPacer's decisions).
  */
 import assert from 'node:assert/strict';
-import { parkSync, SpinPacer, type WaitBlock } from '../src/waiting.js';
+import { getDefaultPoll, PollPacer, SpinPacer } from '../src/pacing.js';
+import { parkSync, type WaitBlock } from '../src/waiting.js';
 
 const BLOCK: WaitBlock = { waiters: 0, signal: 1 };
 /** Naps of peerTimeoutMs / 4 = 10 ms: each failed attempt after announcing costs one. */
@@ -77,5 +79,48 @@ describe('waiting: paced spinning', () => {
     const result = wait(pacer(5), 50, 20);
     assert.equal(result.calls, 50);
     assert.ok(result.ms < 10, `took ${result.ms.toFixed(2)} ms: it napped instead of spinning`);
+  });
+});
+
+describe('waiting: when a Promise wait polls (PollPacer)', () => {
+  /** A pacer in a given state; its probes never fire (`probe` false) or always do. */
+  function poller(hot: boolean, lastWaitMs: number, probe = false): PollPacer {
+    const p = new PollPacer();
+    p.hot = hot;
+    p.lastWaitMs = lastWaitMs;
+    p.random = () => (probe ? 0 : 1);
+    return p;
+  }
+
+  it('parks at once on a side that is not hot (no message yet, or its last wait failed)', () => {
+    assert.equal(poller(false, 0).pollMicros(undefined), 0);
+  });
+
+  it('polls for the default window on a hot side', () => {
+    assert.equal(poller(true, 0).pollMicros(undefined), getDefaultPoll());
+    assert.equal(poller(true, 1000).pollMicros(undefined, false), getDefaultPoll(), 'a long wait without a wake-up still polls');
+  });
+
+  it('does not poll after this thread woke a parked peer, when the previous wait was long', () => {
+    assert.equal(poller(true, 1).pollMicros(undefined, true), 0); // 1 ms: far beyond 2.5 × 50 µs
+  });
+
+  it('polls after a wake-up when the previous wait was short (two sides waking each other back to back)', () => {
+    assert.equal(poller(true, 0.05).pollMicros(undefined, true), getDefaultPoll());
+  });
+
+  it('polls after a wake-up and a long wait when the probe fires, about one wait in eight', () => {
+    assert.equal(poller(true, 1, true).pollMicros(undefined, true), getDefaultPoll());
+    const p = poller(true, 1);
+    p.random = Math.random;
+    let polled = 0;
+    for (let i = 0; i < 8000; i++) if (p.pollMicros(undefined, true) > 0) polled++;
+    assert.ok(polled > 800 && polled < 1200, `${polled} of 8000 waits polled`);
+  });
+
+  it('polls as long as an explicit poll says, whatever the state', () => {
+    assert.equal(poller(false, 0).pollMicros(300), 300);
+    assert.equal(poller(true, 1).pollMicros(0, false), 0);
+    assert.equal(poller(true, 1).pollMicros(300, true), 300);
   });
 });

@@ -1,0 +1,280 @@
+/**
+ * How long a side that cannot proceed (a reader on an empty ring, a writer on
+ * a full one) keeps trying before it parks (waiting.ts does the parking):
+ *
+ *  - the blocking verbs (readSync, writeSync) spin on the thread for up to
+ *    SPIN_MICROS_SYNC, paced by SpinPacer;
+ *  - the Promise verbs (read, write, for await) try for at most
+ *    TRY_MICROS_ASYNC on the spot, then poll cooperatively: they retry in
+ *    slices of POLL_SLICE_MICROS, one per turn of the event loop (pollUntil,
+ *    in the check phase, as setImmediate does), so other callbacks run
+ *    between them, for a window of `poll` µs counted from the start of the
+ *    wait. PollPacer decides whether a wait polls at all.
+ *
+ * Nothing here touches shared memory: `attempt` does (tryRead / tryWrite).
+ * Module state (the default poll window, the list of polling waits) is per
+ * thread.
+ */
+import { abortError, ErrorCodes, ShmringRangeError } from '@shmring/core';
+
+/**
+ * How long (µs) a blocking call keeps retrying before it parks. Waking a
+ * parked thread costs a futex wake and, on a virtual machine whose idle vCPU
+ * halted, some 25 µs more; a peer that answers within the spin never pays it.
+ * But the kernel often runs a woken thread on its waker's CPU, where a
+ * spinning waker delays it by the whole spin (measured on 2 vCPUs: a parked
+ * round trip of 2 × spin + 25 µs). 20 µs keeps back-to-back round trips
+ * near 1 µs and costs a woken peer at most that much.
+ */
+export const SPIN_MICROS_SYNC = 20;
+
+/**
+ * How long (µs) a Promise verb retries on the spot, holding the event loop,
+ * before it polls between turns. A turn of the loop costs a few µs (an
+ * epoll_wait with a zero timeout, the timers, the check phase), and the
+ * reply of a peer that is polling comes 1 to 2 µs after the request: async
+ * back-to-back round trips across two processes, p50, 5.3 µs trying once,
+ * 2.0–6.4 µs (bimodal) trying for 1 µs, 2.0 µs for 2 µs, 2.0 µs for 5 µs.
+ */
+export const TRY_MICROS_ASYNC = 2;
+
+/**
+ * Default poll window (µs) of the Promise verbs: after a message, a wait
+ * retries between event-loop turns for this long before it parks. Parking
+ * and being woken costs a wake-up of the event loop (tens of µs on a VM whose
+ * idle vCPU halted, more with a helper thread); polling for about as long
+ * as that at most doubles the latency of a message that comes just after
+ * the window, and catches every one that comes within it. A poll keeps a
+ * CPU busy: the window costs up to 50 µs of CPU (plus a few µs of
+ * machinery) for each message after which a reader polls in vain. Measured
+ * for a reader of a producer that writes at a steady rate: +1.1% of a CPU
+ * at 100 messages/s, +3.9% at 830 messages/s (5% at most at 1000/s).
+ */
+export const DEFAULT_POLL_MICROS = 50;
+
+let defaultPoll = DEFAULT_POLL_MICROS;
+
+/** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout). */
+export function checkPoll(micros: unknown): number {
+  if (typeof micros !== 'number' || Number.isNaN(micros) || micros < 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
+  }
+  return micros;
+}
+
+/**
+ * Sets this thread's default poll window (µs) for the Promise verbs of every
+ * queue, used by waits that give no `poll` option; returns the previous one.
+ * 0 turns polling off: such waits park at once.
+ */
+export function setDefaultPoll(micros: number): number {
+  const previous = defaultPoll;
+  defaultPoll = checkPoll(micros);
+  return previous;
+}
+
+/** This thread's default poll window (µs). */
+export function getDefaultPoll(): number {
+  return defaultPoll;
+}
+
+/**
+ * Whether the Promise waits of one side of one queue (its readers, or its
+ * writers, in this thread) poll before they park. By default a wait polls
+ * only if the side is hot: its previous call got a message (or room)
+ * without failing. A side that has never had a message, or whose last wait
+ * timed out or was aborted, parks at once: polling helps the sides of a
+ * conversation, not a reader idle for long, and a thousand idle readers
+ * must not poll together.
+ *
+ * Nor does a hot side poll when this thread has woken a parked peer since
+ * its previous wait began and that wait was long (over POLL_PACE times the
+ * window). Linux tends to run a woken thread on the CPU of the thread that
+ * woke it, and a poll holds that CPU; a peer that was parked answers no
+ * sooner than a wake-up anyway. A short previous wait means the peer
+ * answers quickly, wake-up included: polling then catches its next message,
+ * and two sides that wake each other back to back (once a hiccup parked one
+ * of them) find their way back to polling. Where wake-ups take longer than
+ * the pace, one such wait in POLL_PROBE polls all the same, for the same
+ * reason. Measured on 2 vCPUs (io_uring waits, two processes, medians of
+ * 4 to 8 runs): a round trip to a parked echo after 1 ms idle took 225 µs
+ * when both sides polled 50 µs after every message, 180–200 µs with this
+ * rule, 125–160 µs never polling; back to back, 2.2 µs p50 whichever, p90
+ * 10–20 µs polling after every message or with a pace of 2.5, 60–80 µs
+ * with a pace of 1 or none.
+ *
+ * An explicit `poll` option polls as long as it says, always.
+ */
+export class PollPacer {
+  hot = false;
+  /** Duration (ms) of this side's last wait that got its message; 0 when a call found one at once. */
+  lastWaitMs = 0;
+  /** Source of the probes' coin flips (a test may fix it). */
+  random: () => number = Math.random;
+
+  /** The poll window (µs) of a wait: `explicit` (the wait's `poll` option) if given, else as above. */
+  pollMicros(explicit: number | undefined, wokePeer = false): number {
+    if (explicit !== undefined) return checkPoll(explicit);
+    if (!this.hot) return 0;
+    if (!wokePeer || this.lastWaitMs * 1000 <= POLL_PACE * defaultPoll) return defaultPoll;
+    return this.random() < POLL_PROBE ? defaultPoll : 0;
+  }
+}
+
+/** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
+const POLL_PACE = 2.5;
+/** Share of the waits after a wake-up (and a long wait) that poll all the same (probes). */
+const POLL_PROBE = 1 / 8;
+
+/**
+ * Adaptive spinning for the blocking waits of one side of one queue (its
+ * readers, or its writers, in this thread). A wait spins first only if the
+ * previous one was over within SPIN_PACE times the spin budget: soon enough
+ * that the peer was likely awake and spinning would have caught it.
+ * Otherwise it parks at once. A spin that cannot succeed (the peer is
+ * parked, and waking it takes 10 to 50 µs on a VM) holds a CPU the woken
+ * peer may be queued on: Linux likes to run a woken thread on its waker's
+ * CPU, where switching costs far less than waking a halted vCPU. Measured
+ * on 2 vCPUs with 0.2 ms idle before each round trip (parked echo):
+ * 81–97 µs with a fixed 20 µs spin, 43–51 µs paced; back to back, both
+ * sides keep spinning (5–7 µs either way in the same test). A pace of 1
+ * gave 41 µs idle but trapped back-to-back round trips in parking (75 µs):
+ * parked waits last a wake-up, longer than the budget. Such a trap can
+ * still happen where wake-ups take longer than 2.5 budgets, so one wait in
+ * SPIN_PROBE spins all the same: two sides that both probe find that
+ * spinning works and stay with it. The first wait spins. The Promise verbs
+ * do not spin: they poll (PollPacer).
+ */
+export class SpinPacer {
+  /** Duration of the last completed wait, in ms (0 until one completes). */
+  lastWaitMs = 0;
+  /** Source of the probes' coin flips (a test may fix it). */
+  random: () => number = Math.random;
+
+  /** µs to spin before parking, out of a budget of `budgetMicros`. */
+  spinMicros(budgetMicros: number): number {
+    if (this.lastWaitMs * 1000 <= SPIN_PACE * budgetMicros) return budgetMicros;
+    // A probe: both sides of a round trip can be parked only because each
+    // waits for the other to wake; spinning now and then lets them find out
+    // that both could spin (each probe succeeds once both probe together).
+    return this.random() < SPIN_PROBE ? budgetMicros : 0;
+  }
+}
+
+/** A wait spins if the previous one took at most this many times the spin budget. */
+const SPIN_PACE = 2.5;
+/** Share of the waits after a long one that spin all the same (probes). */
+const SPIN_PROBE = 1 / 8;
+
+/** Attempts between two looks at the clock while spinning. */
+const SPIN_CLOCK_EVERY = 64;
+
+/**
+ * Calls `attempt` until it returns something other than undefined (returned)
+ * or the clock (performance.now(), ms) passes `until` (undefined). Always
+ * attempts at least SPIN_CLOCK_EVERY times: call it only with a budget.
+ */
+export function spin<T>(attempt: () => T | undefined, until: number): T | undefined {
+  for (let i = 1; ; i++) {
+    const result = attempt();
+    if (result !== undefined) return result;
+    if (i % SPIN_CLOCK_EVERY === 0 && performance.now() >= until) return undefined;
+  }
+}
+
+/** A wait that polls: one attempt per turn of the event loop until `until`. */
+interface Poll {
+  attempt: () => unknown;
+  until: number;
+  signal: AbortSignal | undefined;
+  stop: { readonly stopped: boolean } | undefined;
+  resolve: (result: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * The waits of this thread that poll; one setImmediate per turn serves them
+ * all. An array walked by index: a slice walks it some hundred thousand
+ * times a second, and a Set's iterator would be garbage each time.
+ */
+const polls: Poll[] = [];
+let ticking = false;
+
+/**
+ * How long (µs) one turn of polling retries before it lets the loop turn.
+ * A turn of Node's loop allocates (setImmediate's bookkeeping: some 700
+ * bytes), so a poll that gave the loop back after each attempt would make
+ * some 300,000 turns a second and a minor GC every few milliseconds, each
+ * as long as a poll slice; slices of 10 µs make ten times fewer turns, hold
+ * the other callbacks for at most 10 µs at a time, and catch a message
+ * within the slice instead of a turn later.
+ */
+export const POLL_SLICE_MICROS = 10;
+
+/** One turn of polling, in the check phase: every poll attempts until the slice is over; schedules the next turn while anyone polls. */
+function tick(): void {
+  let now = performance.now();
+  const sliceEnd = now + POLL_SLICE_MICROS / 1000;
+  let unclocked = 0; // attempts since `now` was read
+  for (;;) {
+    for (let i = 0; i < polls.length;) {
+      const poll = polls[i]!;
+      let result: unknown;
+      try {
+        if (poll.signal?.aborted) throw abortError(poll.signal);
+        if (poll.stop?.stopped) throw abortError();
+        result = poll.attempt();
+      } catch (err) {
+        drop(i);
+        poll.reject(err);
+        continue;
+      }
+      unclocked++;
+      if (result !== undefined) {
+        drop(i);
+        poll.resolve(result);
+      } else if (now >= poll.until) {
+        drop(i);
+        poll.resolve(undefined);
+      } else {
+        i++;
+      }
+    }
+    if (polls.length === 0) break;
+    if (unclocked >= SPIN_CLOCK_EVERY) {
+      // performance.now() allocates (in Node 20): read it once per SPIN_CLOCK_EVERY attempts.
+      now = performance.now();
+      unclocked = 0;
+      if (now >= sliceEnd) break;
+    }
+  }
+  if (polls.length === 0) ticking = false;
+  else setImmediate(tick);
+}
+
+/** Removes polls[i] (the last one takes its place). */
+function drop(i: number): void {
+  const last = polls.pop()!;
+  if (i < polls.length) polls[i] = last;
+}
+
+/**
+ * Calls `attempt` in each turn of the event loop (for a slice of
+ * POLL_SLICE_MICROS), from the next turn on, until it returns something (the
+ * promise resolves with it) or the clock passes `until` (resolves
+ * undefined). Rejects with what `attempt` throws, or an AbortError once
+ * `signal` is aborted or `stop.stopped` is set (waiting.ts's WaitStop). Other callbacks run between two slices: the loop is
+ * never held for longer than a slice (or one attempt of each polling wait).
+ * A pending poll keeps the process alive (the immediate is ref'd).
+ */
+export function pollUntil<T>(
+  attempt: () => T | undefined, until: number, signal: AbortSignal | undefined, stop?: { readonly stopped: boolean },
+): Promise<T | undefined> {
+  return new Promise<T | undefined>((resolve, reject) => {
+    polls.push({ attempt, until, signal, stop, resolve: resolve as (result: unknown) => void, reject });
+    if (!ticking) {
+      ticking = true;
+      setImmediate(tick);
+    }
+  });
+}
