@@ -1,0 +1,186 @@
+/**
+ * Idle costs nothing: a parked Promise wait sleeps until it is woken or its
+ * deadline passes, and the dead-peer checks of all of them run on one timer
+ * per thread (watchdog.ts), at the shortest period asked for, which stops
+ * at its first tick after the last parked wait ended. A producer SIGKILLed under one of many parked
+ * reads is still noticed within about peerTimeoutMs.
+ */
+import { strict as assert } from 'node:assert';
+import { createHook } from 'node:async_hooks';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
+import { waitCounters } from '../src/waiting.js';
+import { watchdogState } from '../src/watchdog.js';
+import { Peer } from './fixtures/fault-peer.js';
+
+const CAPACITY = 1024;
+const RINGS = 200;
+
+interface Ring {
+  region: Region;
+  ring: SpscRing;
+}
+
+function memfdRings(n: number): Ring[] {
+  const size = SpscRing.regionSize({ capacity: CAPACITY });
+  return Array.from({ length: n }, () => {
+    const region = Region.create({ backing: 'memfd', size, name: 'shmring-watchdog' });
+    return { region, ring: SpscRing.create(region, { capacity: CAPACITY }) };
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** How a promise ended, without an unhandled rejection meanwhile. */
+function track<T>(promise: Promise<T>): { settled?: { value?: T; error?: ShmringError; at: number }; done: Promise<void> } {
+  const box: { settled?: { value?: T; error?: ShmringError; at: number }; done: Promise<void> } = { done: undefined as never };
+  box.done = promise.then(
+    (value) => void (box.settled = { value, at: performance.now() }),
+    (error: ShmringError) => void (box.settled = { error, at: performance.now() }),
+  );
+  return box;
+}
+
+/**
+ * Records the timers (Timeout resources, ref'd or not) that the ring
+ * library creates until the returned function is called, which gives their
+ * creation stacks. (mocha's own timeout timers are left out.)
+ */
+function recordTimers(): () => string[] {
+  const stacks: string[] = [];
+  const hook = createHook({
+    init: (_id, type) => {
+      if (type !== 'Timeout') return;
+      const stack = new Error().stack ?? '';
+      if (stack.includes('/ringbuf/dist/src/')) stacks.push(stack);
+    },
+  });
+  hook.enable();
+  return () => {
+    hook.disable();
+    return stacks;
+  };
+}
+
+describe('watchdog: one timer for the dead-peer checks of every parked Promise wait', function () {
+  this.timeout(30_000);
+  const open: Ring[] = [];
+
+  afterEach(function () {
+    for (const { ring, region } of open.splice(0)) {
+      ring.close();
+      region.close();
+    }
+  });
+
+  it(`parks ${RINGS} reads on ${RINGS} rings with one timer, and none of them wakes while nothing happens`, async function () {
+    open.push(...memfdRings(RINGS));
+    const before = { ...waitCounters };
+    let reads: ReturnType<typeof track<Uint8Array>>[];
+    // peerTimeoutMs 100: the old naps of a quarter of it would wake each read 40 times a second.
+    const timers = recordTimers();
+    reads = open.map(({ ring }) => track(ring.read({ peerTimeoutMs: 100 })));
+    await sleep(50); // the reads' native waits have started
+    const made = timers();
+    assert.ok(made.length <= 1, `${made.length} timers were created for ${RINGS} parked reads:\n${made.join('\n')}`);
+    assert.deepEqual(watchdogState(), { watched: RINGS, running: true, periodMs: 25 });
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    await sleep(500);
+    const cpu = process.cpuUsage(cpu0);
+    const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - t0);
+    console.log(`      ${RINGS} parked reads, 500 ms: ${waitCounters.asyncWaits - before.asyncWaits} futex waits started, ` +
+      `${(cpuShare * 100).toFixed(2)}% of a CPU (this process, checks every 25 ms included)`);
+    assert.equal(waitCounters.asyncParks - before.asyncParks, RINGS);
+    assert.equal(waitCounters.asyncWaits - before.asyncWaits, RINGS, 'parked reads woke up and waited again');
+    assert.ok(reads.every((r) => r.settled === undefined), 'a read ended while nothing happened');
+    // One message wakes one read; closing ends the rest; then the timer stops.
+    open[7]!.ring.tryWrite(new Uint8Array([7]));
+    await reads[7]!.done;
+    assert.equal(reads[7]!.settled?.value?.[0], 7);
+    assert.equal(watchdogState().watched, RINGS - 1);
+    for (const { ring } of open) ring.close();
+    await Promise.all(reads.map((r) => r.done));
+    assert.ok(reads.every((r, i) => i === 7 || r.settled?.error?.code === ErrorCodes.CLOSED));
+    assert.equal(watchdogState().watched, 0);
+    await sleep(40); // a tick of 25 ms finds nothing left
+    assert.deepEqual(watchdogState(), { watched: 0, running: false, periodMs: Infinity });
+  });
+
+  it(`ends the read of a SIGKILLed producer with ERR_SHMRING_PEER_DEAD within about peerTimeoutMs, among ${RINGS} parked reads`, async function () {
+    open.push(...memfdRings(RINGS));
+    const victim = open[RINGS - 1]!;
+    const plan = { seed: 9, producers: 1, perProducer: 1, maxLength: 50 };
+    const producer = new Peer({ role: 'spsc-producer', region: { kind: 'fd', fd: 3 }, plan, id: 0, count: 1 }, victim.region.fd);
+    try {
+      await producer.next('ready');
+      await victim.ring.read(); // its one message: the producer is registered
+      const peerTimeoutMs = 200;
+      const reads = open.map(({ ring }) => track(ring.read({ peerTimeoutMs })));
+      await sleep(1.5 * peerTimeoutMs);
+      assert.ok(reads.every((r) => r.settled === undefined), 'a read ended while its producer was alive');
+      const killedAt = await producer.kill();
+      await Promise.race([reads[RINGS - 1]!.done, sleep(5000)]);
+      const end = reads[RINGS - 1]!.settled;
+      assert.equal(end?.error?.code, ErrorCodes.PEER_DEAD, `the read ended with ${end?.error?.code ?? 'nothing'}`);
+      const took = end.at - killedAt;
+      console.log(`      PEER_DEAD ${took.toFixed(0)} ms after the kill (peerTimeoutMs ${peerTimeoutMs})`);
+      assert.ok(took < peerTimeoutMs + 300, `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
+      assert.ok(reads.slice(0, -1).every((r) => r.settled === undefined), 'the other reads ended too');
+      assert.equal(watchdogState().watched, RINGS - 1);
+    } finally {
+      producer.child.kill('SIGKILL');
+      await producer.exited;
+    }
+  });
+
+  it('runs at the shortest period asked for, goes back to a longer one when that wait ends, and stops after the last', async function () {
+    await sleep(100); // the timer of the test before has stopped
+    open.push(...memfdRings(2));
+    const slow = track(open[0]!.ring.read({ peerTimeoutMs: 2000 }));
+    assert.deepEqual(watchdogState(), { watched: 1, running: true, periodMs: 500 });
+    const controller = new AbortController();
+    const fast = track(open[1]!.ring.read({ peerTimeoutMs: 40, signal: controller.signal }));
+    assert.deepEqual(watchdogState(), { watched: 2, running: true, periodMs: 10 });
+    controller.abort();
+    await fast.done;
+    assert.equal(fast.settled?.error?.name, 'AbortError');
+    await sleep(30); // a tick at the short period sees only the slow wait left
+    assert.deepEqual(watchdogState(), { watched: 1, running: true, periodMs: 500 });
+    open[0]!.ring.tryWrite(new Uint8Array([1]));
+    await slow.done;
+    assert.equal(watchdogState().watched, 0);
+    await sleep(600); // its next tick finds nothing left
+    assert.deepEqual(watchdogState(), { watched: 0, running: false, periodMs: Infinity });
+  });
+
+  it('keeps one timer for a stream of short parks instead of making one per park', async function () {
+    open.push(...memfdRings(1));
+    const { ring } = open[0]!;
+    const timers = recordTimers();
+    let made: string[];
+    try {
+      for (let i = 0; i < 50; i++) {
+        const read = ring.read({ poll: 0 });
+        setImmediate(() => ring.tryWrite(new Uint8Array([i])));
+        assert.equal((await read)[0], i);
+      }
+    } finally {
+      made = timers();
+    }
+    assert.ok(made.length <= 1, `50 parks made ${made.length} timers:\n${made.join('\n')}`);
+  });
+
+  it('watches nothing for peerTimeoutMs: Infinity', async function () {
+    await sleep(600); // the timer of the tests before has stopped
+    open.push(...memfdRings(1));
+    const { ring, region } = open[0]!;
+    const read = track(ring.read({ peerTimeoutMs: Infinity }));
+    // Observes the announcement: the read is parked.
+    assert.equal(Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.READ_WAITERS_I32), 1);
+    assert.deepEqual(watchdogState(), { watched: 0, running: false, periodMs: Infinity });
+    ring.tryWrite(new Uint8Array([1]));
+    await read.done;
+  });
+});
