@@ -6,3 +6,4 @@ export type { WaitOptions, WriteOptions } from './queue.js';
 export { setDefaultPoll, getDefaultPoll, DEFAULT_POLL_MICROS } from './pacing.js';
 export { inspect, listRings, unlinkStale, describeRing, isStale } from './inspect.js';
 export type { RingInfo, ProcessInfo } from './inspect.js';
+export { select, selectSync, type SelectEntry, type SelectOptions, type SelectPeerDeadError } from './select.js';

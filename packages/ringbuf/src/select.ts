@@ -1,0 +1,562 @@
+/**
+ * select / selectSync: wait until the first of several queues is ready.
+ *
+ * An entry is a queue (SpscRing or MpmcQueue), meaning "ready to read": a
+ * message is published, or the queue is closed (so a read would not wait:
+ * it returns what is left or throws ERR_SHMRING_CLOSED); or
+ * `{ queue, write: length }`, meaning "room to write a message of `length`
+ * bytes" (or closed: a write would throw instead of waiting). The result is
+ * the index of the ready entry in the array. Nothing is consumed: the caller
+ * then uses tryRead / tryWrite (or drain / claim) on that queue. With
+ * several consumers of one MpmcQueue (or producers), another may take the
+ * message (or the room) first: tryRead then returns null; select again.
+ *
+ * Fairness: the entries are scanned in cyclic order from a start index, and
+ * the first ready one wins. The start is one past the index returned last
+ * for the same array (the cursor is kept per array object, weakly); for an
+ * array never passed before, one past the index this thread's last
+ * select / selectSync returned (mod the length). So a loop that selects
+ * over the same entries is served round robin: an entry that stays ready is
+ * returned at least once in every `entries.length` calls, however busy the
+ * others are.
+ *
+ * Waiting follows the parking protocol of docs/LAYOUT.md ("Waiting") on
+ * every queue at once: for each distinct wait block take the SIGNAL
+ * snapshot, then announce in every WAITERS, then re-check every entry, then
+ * wait on all the SIGNAL words (waitAny / waitAnyAsync of @shmring/futex);
+ * every announcement is withdrawn when the round ends, whatever ends it.
+ * The argument of LAYOUT.md holds per queue: a publication on queue j that
+ * the re-check missed sees our announcement in WAITERS_j and changes
+ * SIGNAL_j after our snapshot of it, so the wait on all the words returns.
+ *
+ * selectSync waits in futex_waitv, a native wait: over a SharedArrayBuffer
+ * ring it announces itself with NATIVE_WAITER (0x10000) instead of 1, so that
+ * the publisher also makes a native wake (Atomics.notify does not reach it).
+ * One distinct word needs no futex_waitv: it waits as readSync does. select
+ * makes one asynchronous wait per word (waitAnyAsync) and announces 1.
+ *
+ * Like every wait, a select first publishes what this thread holds corked
+ * (held.ts); it does so before its first look, so that the room it sees for
+ * a corked producer is counted from everything that producer wrote.
+ */
+import { abortError, checkInteger, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
+import { publishHeld } from './held.js';
+import * as L from './layout.js';
+import { MpmcQueue } from './mpmc.js';
+import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
+import { Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { SpscRing } from './spsc.js';
+import { DEFAULT_PEER_TIMEOUT_MS, NATIVE_WAITER, unpark, type WaitBlock } from './waiting.js';
+import { unwatch, watch, type Watched } from './watchdog.js';
+
+/** A queue (ready to read), or a queue with the length of a message to write (room for it). */
+export type SelectEntry = Queue | { readonly queue: Queue; readonly write: number };
+
+/** The queues' wait options (WaitOptions), read for a select over several queues. */
+export interface SelectOptions {
+  /** Give up after this many milliseconds with ERR_SHMRING_TIMEOUT. Default: no limit. */
+  timeoutMs?: number;
+  /**
+   * Abort the wait (AbortError). select sees it whenever it fires;
+   * selectSync only when it is already aborted as the call would start to
+   * wait (its thread is blocked meanwhile: stop it with timeoutMs, or by
+   * closing one of the queues from elsewhere, which makes that entry ready).
+   */
+  signal?: AbortSignal;
+  /**
+   * How soon a wait notices that the process on the other side of one of the
+   * SpscRings died (ERR_SHMRING_PEER_DEAD, with the entry's `index`), in ms.
+   * Default 1000; Infinity never checks. MpmcQueues recover the slots of dead
+   * sides instead, as their own waits do. select is checked by the thread's
+   * watchdog, selectSync between naps of a quarter of it.
+   */
+  peerTimeoutMs?: number;
+  /**
+   * select only: microseconds during which it re-checks once per turn of the
+   * event loop before it parks. Default: the thread's default poll window
+   * (setDefaultPoll) when this thread's previous select returned an entry,
+   * otherwise 0.
+   */
+  poll?: number;
+  /**
+   * Microseconds of re-checking on the spot before parking (or polling).
+   * selectSync: default 20, skipped after a long wait as readSync does;
+   * select: default 2.
+   */
+  spin?: number;
+}
+
+/** What select throws for a dead peer: ERR_SHMRING_PEER_DEAD, naming the entry. */
+export interface SelectPeerDeadError extends ShmringError {
+  /** Index of the entry whose peer died. */
+  index: number;
+}
+
+// ---- the entries, checked ----
+
+/** One entry of a call, resolved to the ring's words. */
+interface Probe {
+  readonly queue: Queue;
+  /** Control words (header and blocks) of the ring. */
+  readonly ctl: Int32Array;
+  /** MpmcQueue: the slots (its data area as Int32); else empty. */
+  readonly slots: Int32Array;
+  readonly mpmc: boolean;
+  /** Waiting for room to write (else for a message to read). */
+  readonly write: boolean;
+  /** The message length of a write entry; -1 for a read entry. */
+  readonly length: number;
+  /** SpscRing write: record bytes the message takes. */
+  readonly recordSize: number;
+  /** SpscRing: data bytes; MpmcQueue: slots. */
+  readonly capacity: number;
+  /** MpmcQueue: slot stride in Int32 words. */
+  readonly stride32: number;
+  readonly block: WaitBlock;
+}
+
+/** The ring words of a queue object, made once per object (views of its one ArrayBuffer). */
+interface RingWords {
+  /** queue.data when these were made: once it differs (close swaps it), the queue is closed. */
+  readonly data: Uint8Array;
+  readonly ctl: Int32Array;
+  readonly slots: Int32Array;
+  /** The queue's read probe, and its last write probe: made once, not per call. */
+  read: Probe | undefined;
+  write: Probe | undefined;
+}
+
+const ringWords = new WeakMap<Queue, RingWords>();
+const NO_SLOTS = new Int32Array(0);
+
+function closedError(index: number, what: string): ShmringError {
+  return new ShmringError(ErrorCodes.CLOSED,
+    `${what}: entry ${index} is a queue this side closed (or whose region is closed); it can never be ready`);
+}
+
+/**
+ * The ring's words, read as docs/LAYOUT.md lays them out: a queue's `data`
+ * view starts at DATA_OFFSET of its ring, so the control words are the
+ * DATA_OFFSET bytes before it.
+ */
+function wordsOf(queue: SpscRing | MpmcQueue, mpmc: boolean, index: number, what: string): RingWords {
+  const data = queue.data;
+  let words = ringWords.get(queue);
+  if (words === undefined || words.data !== data) {
+    if (data.length === 0) throw closedError(index, what);
+    const base = data.byteOffset - L.DATA_OFFSET;
+    words = {
+      data,
+      ctl: new Int32Array(data.buffer, base, L.CONTROL_I32_LENGTH),
+      slots: mpmc ? new Int32Array(data.buffer, data.byteOffset, data.byteLength / 4) : NO_SLOTS,
+      read: undefined,
+      write: undefined,
+    };
+    ringWords.set(queue, words);
+  }
+  // close() swaps the views for empty ones; a closed region detaches them (length 0).
+  if (data.length === 0 || words.ctl.length === 0) throw closedError(index, what);
+  return words;
+}
+
+function probeOf(entry: SelectEntry, index: number, what: string): Probe {
+  let queue: unknown = entry;
+  let length = -1;
+  if (!(entry instanceof Queue) && entry !== null && typeof entry === 'object' && 'queue' in entry) {
+    queue = entry.queue;
+    length = checkInteger(`entries[${index}].write`, entry.write, 0, 0x7fffffff);
+  }
+  const mpmc = queue instanceof MpmcQueue;
+  if (!mpmc && !(queue instanceof SpscRing)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+      `${what}: entries[${index}] must be a SpscRing or MpmcQueue (ready to read) or { queue, write: length } (room to write)`);
+  }
+  const q = queue as SpscRing | MpmcQueue;
+  const words = wordsOf(q, mpmc, index, what);
+  const write = length >= 0;
+  const cached = write ? words.write : words.read;
+  if (cached !== undefined && cached.length === length) return cached;
+  const largest = mpmc ? (q as MpmcQueue).slotSize : (q as SpscRing).maxMessageLength;
+  if (length > largest) {
+    throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+      `${what}: entries[${index}] asks for room for ${length} bytes; the queue's largest message is ${largest}`);
+  }
+  const probe: Probe = {
+    queue: q, ctl: words.ctl, slots: words.slots, mpmc, write, length,
+    recordSize: write && !mpmc ? L.recordSize(length) : 0,
+    capacity: q.capacity,
+    stride32: mpmc ? L.slotStride((q as MpmcQueue).slotSize) / 4 : 0,
+    block: write ? WRITE_BLOCK : READ_BLOCK,
+  };
+  if (write) words.write = probe;
+  else words.read = probe;
+  return probe;
+}
+
+interface Call {
+  readonly probes: Probe[];
+  /** performance.now() when the call started. */
+  readonly started: number;
+  readonly deadline: number;
+  /** How often (ms) a parked call looks at the peers: a quarter of peerTimeoutMs, in [1, 1000]; Infinity: never. */
+  readonly checkMs: number;
+}
+
+function checkCall(entries: readonly SelectEntry[], options: SelectOptions | undefined, what: string, most: number): Call {
+  if (!Array.isArray(entries)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs an array of queues / { queue, write } entries`);
+  }
+  if (entries.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs at least one entry`);
+  if (entries.length > most) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+      `${what}: ${entries.length} entries; it waits on at most ${most} (futex_waitv's limit)`);
+  }
+  const probes = entries.map((entry, i) => probeOf(entry, i, what));
+  const started = performance.now();
+  const t = options?.timeoutMs;
+  let deadline = Infinity;
+  if (t !== undefined && t !== Infinity) {
+    if (typeof t !== 'number' || Number.isNaN(t) || t < 0) {
+      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs=${String(t)} must be a number >= 0`);
+    }
+    deadline = started + t;
+  }
+  const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
+  if (typeof peer !== 'number' || !(peer > 0)) {
+    throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `peerTimeoutMs=${String(peer)} must be a number > 0 (or Infinity)`);
+  }
+  return { probes, started, deadline, checkMs: peer === Infinity ? Infinity : Math.max(1, Math.min(1000, peer / 4)) };
+}
+
+// ---- readiness (snapshots; every load is sequentially consistent) ----
+
+/** True when the entry's verb would not wait now: a message / room is there, or the queue is closed. */
+function ready(p: Probe): boolean {
+  const ctl = p.ctl;
+  // Observes close()'s flag (its Atomics.or of FLAGS): a closed queue's verbs no longer wait (a reader still drains what is left).
+  if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) return true;
+  if (p.mpmc) {
+    return p.write ? slotReady(p, L.PRODUCER_POSITION_I32, 0) : slotReady(p, L.CONSUMER_POSITION_I32, 1);
+  }
+  // Observes the producer's publication (SpscRing #store's Atomics.store of PRODUCER_POSITION) and
+  // the consumer's release (#release's store of CONSUMER_POSITION), as tryRead / tryWrite would.
+  const producer = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+  const used = (producer - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) >>> 0;
+  if (!p.write) return used !== 0; // a wrong position also counts: tryRead reports it (ERR_SHMRING_CORRUPT)
+  // Room as SpscRing's reserve counts it: the record, plus the padding before the wrap if it must wrap.
+  const toEnd = p.capacity - (producer & (p.capacity - 1));
+  const needed = p.recordSize <= toEnd ? p.recordSize : toEnd + p.recordSize;
+  return p.capacity - used >= needed;
+}
+
+/**
+ * MpmcQueue: is the slot of the next position of that side ready? The
+ * reader's slot when its sequence is position + 1 (published), the writer's
+ * when it is position (free): Vyukov's test, as the queue's claims make it.
+ */
+function slotReady(p: Probe, positionIndex: number, lagOf: 0 | 1): boolean {
+  const ctl = p.ctl;
+  const mask = p.capacity - 1;
+  // Observes the latest claim of that side (the queue's compareExchange on its position).
+  let position = Atomics.load(ctl, positionIndex);
+  for (;;) {
+    // Observes the slot's publication (tryWrite's store of SEQUENCE = position + 1) or release (#free's store of position + capacity).
+    const lag = (Atomics.load(p.slots, (position & mask) * p.stride32 + L.SLOT_SEQUENCE_I32) - ((position + lagOf) | 0)) | 0;
+    if (lag === 0) return true;
+    if (lag < 0) return false;
+    // Another side of ours took that position since: observe the latest claim.
+    const again = Atomics.load(ctl, positionIndex);
+    if (again === position) return true; // a sequence ahead of every claim: the queue's own verb reports it (CORRUPT)
+    position = again;
+  }
+}
+
+// ---- fairness ----
+
+/** One past the index returned last, per entries array. */
+const cursors = new WeakMap<readonly SelectEntry[], number>();
+/** One past the index this thread's last select returned (for an array not seen before). */
+let threadCursor = 0;
+
+function startOf(entries: readonly SelectEntry[]): number {
+  return (cursors.get(entries) ?? threadCursor) % entries.length;
+}
+
+function scan(probes: readonly Probe[], start: number): number {
+  const n = probes.length;
+  for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
+    if (ready(probes[i]!)) return i;
+  }
+  return -1;
+}
+
+function chosen(entries: readonly SelectEntry[], index: number): number {
+  cursors.set(entries, index + 1);
+  threadCursor = index + 1;
+  return index;
+}
+
+// ---- the parking protocol over every entry ----
+
+/** One distinct wait word of a call (entries on the same ring and side share it). */
+interface Word {
+  readonly ctl: Int32Array;
+  readonly block: WaitBlock;
+  /** What this waiter adds to WAITERS: 1, or NATIVE_WAITER (a futex_waitv waiter on a SharedArrayBuffer). */
+  readonly unit: number;
+  /** The SIGNAL snapshot of this round. */
+  seen: number;
+}
+
+/** The distinct wait words of the probes (two objects over one ring share theirs). */
+function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
+  const words: Word[] = [];
+  for (const p of probes) {
+    const offset = p.ctl.byteOffset + p.block.signal * 4;
+    if (words.some((w) => w.ctl.buffer === p.ctl.buffer && w.ctl.byteOffset + w.block.signal * 4 === offset)) continue;
+    const unit = native && p.ctl.buffer instanceof SharedArrayBuffer ? NATIVE_WAITER : 1;
+    words.push({ ctl: p.ctl, block: p.block, unit, seen: 0 });
+  }
+  return words;
+}
+
+function timedOut(what: string, options: SelectOptions | undefined): ShmringError {
+  return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
+}
+
+/**
+ * Index of an entry whose peer is gone, or -1. The queue's own check of a
+ * parked side (protected; select parks on the queue's behalf): SpscRing
+ * looks at the registered peer; MpmcQueue recovers a slot a dead side holds
+ * and never reports death.
+ */
+function deadEntry(call: Call): number {
+  for (let i = 0; i < call.probes.length; i++) {
+    const p = call.probes[i]!;
+    if (!(p.write ? p.queue['consumerAlive']() : p.queue['producerAlive']())) return i;
+  }
+  return -1;
+}
+
+function peerDead(call: Call, what: string): SelectPeerDeadError {
+  const index = Math.max(0, deadEntry(call));
+  const err = new ShmringError(ErrorCodes.PEER_DEAD,
+    `${what}: the process on the other side of entry ${index} has died; nothing more will arrive on it (or be taken)`) as SelectPeerDeadError;
+  err.index = index;
+  return err;
+}
+
+/**
+ * After a wait that slept: the publications that woke it may have been meant
+ * for another sleeper too (a publisher wakes one), and this select returns
+ * one entry only. For every other ready word with sleepers left, pass a
+ * wake-up on, so a parked reader of an MpmcQueue is not left asleep beside
+ * a message because this select took its wake-up and chose another queue.
+ */
+function handOn(call: Call, words: readonly Word[], index: number): void {
+  const mine = call.probes[index]!;
+  const mineAt = mine.ctl.byteOffset + mine.block.signal * 4;
+  for (const w of words) {
+    if (w.ctl.buffer === mine.ctl.buffer && w.ctl.byteOffset + w.block.signal * 4 === mineAt) continue; // the chosen queue's own word
+    if (!call.probes.some((p) => p.ctl === w.ctl && p.block === w.block && ready(p))) continue;
+    unpark(w.ctl, w.block, 1); // one load when nobody else sleeps there
+  }
+}
+
+/** One round's wait the protocol asks its driver for: until a SIGNAL word differs from `seen`, at most `ms`. */
+interface Nap {
+  readonly words: readonly Word[];
+  readonly ms: number;
+}
+
+/** What a driver answers a nap with: the futex wait's result, or that a peer is gone. */
+type NapResult = WaitAnyResult | typeof PEER_GONE;
+const PEER_GONE = 'peer-gone';
+
+/**
+ * The protocol, once for both drivers (as parkSteps in waiting.ts): yields
+ * each wait to make and receives its result, until an entry is ready;
+ * returns its index. Throws on timeout, and when the driver answers
+ * PEER_GONE and one last scan finds nothing ready (a dead peer publishes
+ * nothing more). A driver that fails a wait throws into the generator, so
+ * the announcements are always withdrawn.
+ */
+function* parkSteps(
+  call: Call, start: number, options: SelectOptions | undefined, what: string, native: boolean, napMs: number,
+): Generator<Nap, number, NapResult> {
+  const probes = call.probes;
+  const words = wordsToWait(probes, native);
+  let slept = false;
+  for (;;) {
+    // Snapshots of every SIGNAL, each taken before its announcement (LAYOUT.md); pairs with unpark()'s add(SIGNAL).
+    for (const w of words) w.seen = Atomics.load(w.ctl, w.block.signal);
+    let announced = 0;
+    let i = -1;
+    try {
+      // Announce on every queue; pairs with unpark()'s load(WAITERS): from here on, each publisher bumps its SIGNAL and wakes.
+      for (const w of words) {
+        Atomics.add(w.ctl, w.block.waiters, w.unit);
+        announced++;
+      }
+      i = scan(probes, start); // the re-check of every entry, after every announcement
+      if (i < 0) {
+        const left = call.deadline - performance.now();
+        if (left <= 0) throw timedOut(what, options);
+        const result = yield { words, ms: Math.min(left, napMs) };
+        slept = true;
+        if (result === PEER_GONE) {
+          i = scan(probes, start); // what the dead peer published before it died
+          if (i < 0) throw peerDead(call, what);
+        }
+      }
+    } finally {
+      // Withdraw every announcement made (all of them, unless an add threw): publishers stop waking us.
+      for (let k = 0; k < announced; k++) Atomics.sub(words[k]!.ctl, words[k]!.block.waiters, words[k]!.unit);
+    }
+    if (i >= 0) {
+      if (slept) handOn(call, words, i);
+      return i;
+    }
+  }
+}
+
+function targetsOf(words: readonly Word[]): WaitTarget[] {
+  return words.map((w) => [w.ctl, w.block.signal, w.seen] as const);
+}
+
+/** Adaptive spinning of this thread's selectSync calls (see SpinPacer). */
+const spinPacer = new SpinPacer();
+/** Whether this thread's select calls poll by default (the previous one returned an entry; see PollPacer). */
+const pollPacer = new PollPacer();
+
+/**
+ * Blocks the thread until one of `entries` is ready; returns its index.
+ * For workers and dedicated processes. At most MAX_WAIT_ANY (128) entries.
+ * Publishes what this thread holds corked first, as every wait does.
+ */
+export function selectSync(entries: readonly SelectEntry[], options?: SelectOptions): number {
+  const what = 'selectSync';
+  const call = checkCall(entries, options, what, MAX_WAIT_ANY);
+  publishHeld(); // before the first look: a corked producer's room is counted from its published position
+  const start = startOf(entries);
+  const first = scan(call.probes, start);
+  if (first >= 0) return chosen(entries, first);
+  const signal = options?.signal;
+  if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see
+  const attempt = (): number | undefined => {
+    const i = scan(call.probes, start);
+    return i >= 0 ? i : undefined;
+  };
+  const spinMicros = options?.spin ?? spinPacer.spinMicros(SPIN_MICROS_SYNC);
+  let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
+  if (index === undefined) {
+    // One distinct word waits as readSync does (Atomics.wait on a SharedArrayBuffer); several, in futex_waitv.
+    const native = wordsToWait(call.probes, false).length > 1;
+    const steps = parkSteps(call, start, options, what, native, call.checkMs);
+    let step = steps.next();
+    while (!step.done) {
+      const { words, ms } = step.value;
+      let result: NapResult;
+      try {
+        if (words.length === 1) {
+          const w = words[0]!;
+          const r = wait(w.ctl, w.block.signal, w.seen, ms);
+          result = r === 'ok' ? 0 : r;
+        } else {
+          result = waitAny(targetsOf(words), ms);
+        }
+        if (result === 'timed-out' && call.checkMs !== Infinity && deadEntry(call) >= 0) result = PEER_GONE;
+      } catch (err) {
+        step = steps.throw(err); // runs the generator's finally (withdraws), rethrows
+        continue;
+      }
+      step = steps.next(result);
+    }
+    index = step.value;
+  }
+  spinPacer.lastWaitMs = performance.now() - call.started;
+  return chosen(entries, index);
+}
+
+/**
+ * Resolves with the index of the first of `entries` that is ready, without
+ * blocking the event loop. Publishes what this thread holds corked first,
+ * as every wait does.
+ */
+export async function select(entries: readonly SelectEntry[], options?: SelectOptions): Promise<number> {
+  const what = 'select';
+  const call = checkCall(entries, options, what, Infinity);
+  const pollMicros = pollPacer.pollMicros(options?.poll);
+  publishHeld(); // before the first look: a corked producer's room is counted from its published position
+  const start = startOf(entries);
+  const first = scan(call.probes, start);
+  if (first >= 0) return chosen(entries, first);
+  const signal = options?.signal;
+  if (signal?.aborted) throw abortError(signal);
+  pollPacer.hot = false; // until this select returns an entry
+  const attempt = (): number | undefined => {
+    const i = scan(call.probes, start);
+    return i >= 0 ? i : undefined;
+  };
+  const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
+  let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
+  if (index === undefined && pollMicros > 0) {
+    index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
+  }
+  index ??= await parkWatched(call, start, options, what);
+  pollPacer.hot = true;
+  return chosen(entries, index);
+}
+
+/**
+ * The parked part of select: one asynchronous wait on every word, until
+ * woken or the deadline passes (no naps: an idle select costs nothing).
+ * While parked, the thread's watchdog looks at the peers every quarter of
+ * peerTimeoutMs and, if one is gone, cancels the wait.
+ */
+async function parkWatched(call: Call, start: number, options: SelectOptions | undefined, what: string): Promise<number> {
+  const steps = parkSteps(call, start, options, what, false, Infinity);
+  let step = steps.next();
+  if (step.done) return step.value; // the re-check after announcing found one: no futex wait
+  const signal = options?.signal;
+  // Ends the pending wait: on the caller's abort, or when the watchdog finds a peer gone.
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let gone = false;
+  let failure: unknown;
+  const watched: Watched | undefined = call.checkMs === Infinity ? undefined : {
+    periodMs: call.checkMs,
+    check(): void {
+      try {
+        if (deadEntry(call) < 0) return;
+        gone = true;
+      } catch (err) {
+        failure = err;
+      }
+      stop.abort();
+    },
+  };
+  if (watched !== undefined) watch(watched);
+  try {
+    while (!step.done) {
+      let result: NapResult;
+      try {
+        result = await waitAnyAsync(targetsOf(step.value.words), step.value.ms, stop.signal);
+      } catch (err) {
+        if (gone) {
+          result = PEER_GONE;
+        } else {
+          step = steps.throw(failure ?? (signal?.aborted ? abortError(signal) : err));
+          continue;
+        }
+      }
+      step = steps.next(result);
+    }
+    return step.value;
+  } finally {
+    if (watched !== undefined) unwatch(watched);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}

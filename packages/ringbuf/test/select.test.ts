@@ -1,0 +1,557 @@
+/**
+ * select / selectSync: the first of several queues that is ready.
+ *
+ * The other side runs in a worker thread (rings over SharedArrayBuffers, or
+ * memfds it maps again) or a child process (memfds inherited as fds 3, 4, …),
+ * see fixtures/select-peer.ts. Each test that waits for a wake-up gives its
+ * waits peerTimeoutMs: Infinity, so a sleeper never naps: only the wake-up
+ * (or its timeoutMs) ends it, and a lost wake-up shows as a timeout.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, nativeFutex, Region, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { MpmcQueue, select, selectSync, SpscRing, type SelectEntry } from '../src/index.js';
+import * as L from '../src/layout.js';
+import type { RingConfig, SelectPeerConfig, SelectPeerReport, SelectTask } from './fixtures/select-peer.js';
+
+const PEER_URL = new URL('./fixtures/select-peer.js', import.meta.url);
+const PEER_PATH = fileURLToPath(PEER_URL);
+/** A wait that was woken ends well within this; a lost one sleeps until its timeout (seconds). */
+const WOKEN_MS = 500;
+/** A peer still running after this long has hung. */
+const PEER_LIMIT_MS = 50_000;
+/** Only a wake-up can end these waits in time (see the header). */
+const NO_NAPS = { peerTimeoutMs: Infinity };
+
+type Backing = 'sab' | 'memfd';
+type Kind = 'spsc' | 'mpmc';
+
+let memfdProblem: string | undefined;
+/** Why a memfd region cannot be made here, or undefined if it can. */
+function memfdUnavailable(): string | undefined {
+  if (memfdProblem === undefined) {
+    try {
+      Region.create({ backing: 'memfd', size: 4096 }).close();
+      memfdProblem = '';
+    } catch (err) {
+      memfdProblem = `${(err as ShmringError).code}: ${(err as Error).message}`;
+    }
+  }
+  return memfdProblem === '' ? undefined : memfdProblem;
+}
+
+function needMemfd(backing: Backing, context: Mocha.Context): void {
+  const problem = backing === 'memfd' ? memfdUnavailable() : undefined;
+  if (problem !== undefined) {
+    console.log(`      (skipped: no memfd region: ${problem})`);
+    context.skip();
+  }
+}
+
+/** selectSync over several SharedArrayBuffer words waits in futex_waitv (@shmring/core's nativeFutex.waitAny). */
+function needWaitAny(context: Mocha.Context): void {
+  if (typeof (nativeFutex as { waitAny?: unknown }).waitAny !== 'function') {
+    console.log('      (skipped: this backend has no nativeFutex.waitAny yet)');
+    context.skip();
+  }
+}
+
+interface Ring {
+  region: Region;
+  /** This side's object (the test uses it as producer and consumer both). */
+  queue: SpscRing | MpmcQueue;
+  config(fd?: number): RingConfig;
+}
+
+function makeRing(backing: Backing, kind: Kind, size: { capacity: number; slotSize?: number } = { capacity: 256, slotSize: 64 }): Ring {
+  const bytes = kind === 'spsc'
+    ? SpscRing.regionSize({ capacity: size.capacity })
+    : MpmcQueue.regionSize({ capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+  const region = Region.create({ backing, size: bytes });
+  const queue = kind === 'spsc'
+    ? SpscRing.create(region, { capacity: size.capacity })
+    : MpmcQueue.create(region, { capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+  return {
+    region, queue,
+    config: (fd) => ({
+      source: backing === 'sab' ? { kind: 'sab', sab: region.buffer as SharedArrayBuffer } : { kind: 'fd', fd: fd ?? region.fd! },
+      queue: kind,
+    }),
+  };
+}
+
+function closeAll(rings: readonly Ring[]): void {
+  for (const r of rings) {
+    r.queue.close();
+    r.region.close();
+  }
+}
+
+/** The ring's WAITERS word of that side (READ or WRITE), as a peer sees it. */
+function waiters(ring: Ring, side: 'read' | 'write' = 'read'): number {
+  const ctl = new Int32Array(ring.region.buffer, 0, L.CONTROL_I32_LENGTH);
+  // Observes the sleepers' announcements.
+  return Atomics.load(ctl, side === 'read' ? L.READ_WAITERS_I32 : L.WRITE_WAITERS_I32);
+}
+
+function runWorker(config: SelectPeerConfig): Promise<SelectPeerReport> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(PEER_URL, { workerData: { selectPeer: config } });
+    let report: SelectPeerReport | undefined;
+    const timer = setTimeout(() => void worker.terminate(), PEER_LIMIT_MS);
+    worker.on('message', (m: SelectPeerReport) => (report = m));
+    worker.on('error', reject);
+    worker.on('exit', (code) => {
+      clearTimeout(timer);
+      if (report !== undefined) resolve(report);
+      else reject(new Error(`select peer worker exited with ${code} and no report`));
+    });
+  });
+}
+
+/** Runs the peer in a new node process; `fds` become its fds 3, 4, …. */
+function runProcess(config: SelectPeerConfig, fds: number[]): Promise<SelectPeerReport> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [PEER_PATH, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), PEER_LIMIT_MS);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop() ?? '') as SelectPeerReport);
+      } catch {
+        reject(new Error(`select peer exited with ${code ?? signal} and no report; stderr:\n${stderr}`));
+      }
+    });
+  });
+}
+
+function peer(where: 'worker' | 'process', rings: readonly Ring[], task: SelectTask): Promise<SelectPeerReport> {
+  if (where === 'worker') return runWorker({ rings: rings.map((r) => r.config()), task });
+  return runProcess({ rings: rings.map((r, i) => r.config(3 + i)), task }, rings.map((r) => r.region.fd!));
+}
+
+function noError(report: SelectPeerReport): void {
+  assert.equal(report.error, undefined, report.error?.message);
+}
+
+/** Polls until `predicate` holds (the other side announced itself, …). */
+async function until(predicate: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!predicate()) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(1);
+  }
+}
+
+/** `promise`, or a rejection if it has not settled within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
+    })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function rejectsWith(code: string, name?: string): (err: unknown) => boolean {
+  return (err) => {
+    assert.equal((err as ShmringError).code, code, String(err));
+    if (name !== undefined) assert.equal((err as Error).name, name);
+    return true;
+  };
+}
+
+const MESSAGE = [1, 2, 3, 4, 5];
+
+describe('select', () => {
+  describe('resolves with the queue that got a message', () => {
+    for (const where of ['worker', 'process'] as const) {
+      for (const kind of ['spsc', 'mpmc'] as const) {
+        it(`written by a ${where} (${kind}, ${where === 'worker' ? 'SharedArrayBuffer' : 'memfd'} rings)`, async function () {
+          const backing: Backing = where === 'worker' ? 'sab' : 'memfd';
+          needMemfd(backing, this);
+          const rings = [0, 1, 2].map(() => makeRing(backing, kind));
+          try {
+            const selected = select(rings.map((r) => r.queue), NO_NAPS);
+            const written = peer(where, rings, { op: 'write', ring: 2, delayMs: 50, bytes: MESSAGE });
+            const index = await within(10_000, selected, 'select');
+            noError(await written);
+            assert.equal(index, 2);
+            assert.deepEqual([...rings[2]!.queue.tryRead()!], MESSAGE, 'the message is still there: select consumes nothing');
+            for (const r of rings) assert.equal(waiters(r), 0, 'every announcement is withdrawn');
+          } finally {
+            closeAll(rings);
+          }
+        });
+      }
+    }
+
+    it('at once, without parking, when a queue already holds a message', async () => {
+      const rings = [0, 1, 2].map(() => makeRing('sab', 'spsc'));
+      try {
+        rings[1]!.queue.tryWrite(new Uint8Array(MESSAGE));
+        assert.equal(await select(rings.map((r) => r.queue)), 1);
+        assert.equal(selectSync(rings.map((r) => r.queue)), 1);
+        assert.equal(rings[1]!.queue.size > 0, true, 'nothing was consumed');
+      } finally {
+        closeAll(rings);
+      }
+    });
+  });
+
+  describe('room to write', () => {
+    for (const kind of ['spsc', 'mpmc'] as const) {
+      it(`on a full ${kind} queue resolves when the reader drains it (in a worker)`, async () => {
+        const full = makeRing('sab', kind, { capacity: kind === 'spsc' ? 64 : 2, slotSize: 16 });
+        const idle = makeRing('sab', kind, { capacity: kind === 'spsc' ? 64 : 2, slotSize: 16 });
+        try {
+          // Fill one queue; the other stays empty, so reading from it is not ready.
+          while (full.queue.tryWrite(new Uint8Array(MESSAGE)));
+          const entries: SelectEntry[] = [idle.queue, { queue: full.queue, write: MESSAGE.length }];
+          await assert.rejects(select(entries, { timeoutMs: 20 }), rejectsWith(ErrorCodes.TIMEOUT), 'not ready while full');
+          const selected = select(entries, NO_NAPS);
+          // The worker reads one message of the full ring (selectSync over it alone: it is ready to read).
+          const drained = runWorker({ rings: [full.config()], task: { op: 'selectSync', timeoutMs: 5000 } });
+          const index = await within(10_000, selected, 'select for room');
+          const report = await drained;
+          noError(report);
+          assert.deepEqual(report.message, MESSAGE);
+          assert.equal(index, 1);
+          assert.ok(full.queue.tryWrite(new Uint8Array(MESSAGE)), 'the room select reported is there');
+          assert.equal(waiters(full, 'write'), 0);
+        } finally {
+          closeAll([full, idle]);
+        }
+      });
+    }
+
+    it('counts the padding a record needs before the wrap, as SpscRing does', () => {
+      const ring = makeRing('sab', 'spsc', { capacity: 64 });
+      try {
+        const q = ring.queue as SpscRing;
+        // Records of 16-byte messages take 24 B: write, read, write leaves 24 B used at [24, 48).
+        assert.ok(q.tryWrite(new Uint8Array(16)));
+        assert.ok(q.tryRead());
+        assert.ok(q.tryWrite(new Uint8Array(16)));
+        // 40 B are free, but a 24-byte message (a 32 B record) does not fit in the 16 before the end:
+        // it needs 16 B of padding and 32 at the start, 48 in all.
+        assert.throws(() => selectSync([{ queue: q, write: 24 }], { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT));
+        assert.equal(q.tryWrite(new Uint8Array(24)), false, 'and indeed it does not fit');
+        // An 8-byte message (16 B) fits before the end.
+        assert.equal(selectSync([{ queue: q, write: 8 }], { timeoutMs: 0 }), 0);
+        // Once the reader has taken the record, 24 bytes fit (16 + 32 <= 64).
+        assert.ok(q.tryRead());
+        assert.equal(selectSync([{ queue: q, write: 24 }], { timeoutMs: 0 }), 0);
+        assert.ok(q.tryWrite(new Uint8Array(24)), 'the room select saw is there');
+      } finally {
+        closeAll([ring]);
+      }
+    });
+  });
+
+  describe('ends without a queue', () => {
+    for (const kind of ['spsc', 'mpmc'] as const) {
+      it(`timeoutMs: ERR_SHMRING_TIMEOUT, no announcement left in WAITERS (${kind})`, async () => {
+        const rings = [0, 1].map(() => makeRing('sab', kind));
+        try {
+          const entries = [rings[0]!.queue, { queue: rings[1]!.queue, write: 1 }];
+          while (rings[1]!.queue.tryWrite(new Uint8Array(1)));
+          const started = performance.now();
+          await assert.rejects(select(entries, { timeoutMs: 50 }), rejectsWith(ErrorCodes.TIMEOUT));
+          const ms = performance.now() - started;
+          assert.ok(ms >= 45 && ms < 1000, `took ${ms.toFixed(1)} ms`);
+          assert.equal(waiters(rings[0]!, 'read'), 0);
+          assert.equal(waiters(rings[1]!, 'write'), 0);
+        } finally {
+          closeAll(rings);
+        }
+      });
+    }
+
+    it('timeoutMs in selectSync (one word, then several: futex_waitv), no announcement left', function () {
+      const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
+      try {
+        for (const entries of [[rings[0]!.queue], rings.map((r) => r.queue)]) {
+          if (entries.length > 1) needWaitAny(this);
+          const started = performance.now();
+          assert.throws(() => selectSync(entries, { timeoutMs: 30 }), rejectsWith(ErrorCodes.TIMEOUT));
+          const ms = performance.now() - started;
+          assert.ok(ms >= 25 && ms < 1000, `took ${ms.toFixed(1)} ms`);
+          for (const r of rings) assert.equal(waiters(r), 0);
+        }
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('signal: AbortError, no announcement left in WAITERS', async () => {
+      const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
+      try {
+        const controller = new AbortController();
+        const selected = select(rings.map((r) => r.queue), { signal: controller.signal, ...NO_NAPS });
+        await until(() => rings.every((r) => waiters(r) === 1), 'select announced itself on both queues');
+        controller.abort();
+        await assert.rejects(within(WOKEN_MS, selected, 'aborted select'), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
+        for (const r of rings) assert.equal(waiters(r), 0);
+        // An already aborted signal: select rejects, selectSync throws (a blocked thread's signal cannot fire later).
+        await assert.rejects(select(rings.map((r) => r.queue), { signal: controller.signal }), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
+        assert.throws(() => selectSync(rings.map((r) => r.queue), { signal: controller.signal }), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
+        for (const r of rings) assert.equal(waiters(r), 0);
+      } finally {
+        closeAll(rings);
+      }
+    });
+  });
+
+  describe('a dead peer', () => {
+    it('ERR_SHMRING_PEER_DEAD naming the entry, once its SpscRing is drained (select and selectSync)', async function () {
+      needMemfd('memfd', this);
+      const rings = [0, 1].map(() => makeRing('memfd', 'spsc'));
+      try {
+        // A child process writes one message to ring 1 (which registers it as the producer) and exits.
+        noError(await peer('process', rings, { op: 'write', ring: 1, delayMs: 0, bytes: MESSAGE }));
+        assert.equal(await select(rings.map((r) => r.queue), { peerTimeoutMs: 100 }), 1, 'what the peer wrote before it died');
+        assert.ok(rings[1]!.queue.tryRead());
+        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        const started = performance.now();
+        await assert.rejects(select(rings.map((r) => r.queue), { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
+        assert.throws(() => selectSync(rings.map((r) => r.queue), { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        for (const r of rings) assert.equal(waiters(r), 0);
+      } finally {
+        closeAll(rings);
+      }
+    });
+  });
+
+  describe('a closed queue is ready', () => {
+    for (const kind of ['spsc', 'mpmc'] as const) {
+      it(`closed by the other side while select waits (${kind}): reading it then ends with ERR_SHMRING_CLOSED`, async () => {
+        const rings = [0, 1].map(() => makeRing('sab', kind));
+        const other = kind === 'spsc' ? SpscRing.attach(rings[1]!.region) : MpmcQueue.attach(rings[1]!.region);
+        try {
+          const selected = select(rings.map((r) => r.queue), NO_NAPS);
+          await until(() => waiters(rings[1]!) === 1, 'select announced itself');
+          other.close();
+          assert.equal(await within(WOKEN_MS, selected, 'select after close'), 1);
+          assert.equal(rings[1]!.queue.tryRead(), null);
+          await assert.rejects(rings[1]!.queue.read(), rejectsWith(ErrorCodes.CLOSED));
+          // For writing too: a write would throw, not wait.
+          assert.equal(selectSync([{ queue: rings[1]!.queue, write: 1 }], { timeoutMs: 0 }), 0);
+        } finally {
+          closeAll(rings);
+        }
+      });
+    }
+  });
+
+  describe('selectSync in a worker wakes on a write from the main thread', () => {
+    for (const backing of ['sab', 'memfd'] as const) {
+      for (const count of [1, 3]) {
+        it(`${backing}, ${count} queue${count > 1 ? 's' : ''}`, async function () {
+          needMemfd(backing, this);
+          if (backing === 'sab' && count > 1) needWaitAny(this);
+          const rings = Array.from({ length: count }, () => makeRing(backing, 'spsc'));
+          try {
+            const selected = runWorker({ rings: rings.map((r) => r.config()), task: { op: 'selectSync', timeoutMs: 10_000 } });
+            // A native (futex_waitv) waiter on a SharedArrayBuffer announces itself with 0x10000 (see docs/LAYOUT.md).
+            const unit = backing === 'sab' && count > 1 ? 0x10000 : 1;
+            await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
+            await sleep(20); // most likely in the kernel by now
+            const written = performance.now();
+            rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE));
+            const report = await selected;
+            const ms = performance.now() - written;
+            noError(report);
+            assert.equal(report.index, count - 1);
+            assert.deepEqual(report.message, MESSAGE);
+            assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the write: it slept through the wake-up`);
+            for (const r of rings) assert.equal(waiters(r), 0, 'the worker withdrew its announcements');
+          } finally {
+            closeAll(rings);
+          }
+        });
+      }
+    }
+  });
+
+  describe('fairness', () => {
+    it('an always-ready queue does not starve the others: round robin over a reused array', () => {
+      const rings = [0, 1, 2].map(() => makeRing('sab', 'spsc'));
+      try {
+        const entries = rings.map((r) => r.queue);
+        for (const q of entries) for (let i = 0; i < 3; i++) q.tryWrite(new Uint8Array(MESSAGE));
+        const first = selectSync(entries);
+        const order = [first];
+        for (let i = 0; i < 5; i++) order.push(selectSync(entries)); // nothing is read: all stay ready
+        assert.deepEqual(order, [0, 1, 2, 0, 1, 2].map((k) => (k + first) % 3));
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('a new array each call goes on from where this thread\'s last select stopped', async () => {
+      const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
+      try {
+        for (const r of rings) r.queue.tryWrite(new Uint8Array(MESSAGE));
+        const a = await select([rings[0]!.queue, rings[1]!.queue]);
+        const b = await select([rings[0]!.queue, rings[1]!.queue]);
+        const c = selectSync([rings[0]!.queue, rings[1]!.queue]);
+        assert.deepEqual([b, c], [1 - a, a]);
+      } finally {
+        closeAll(rings);
+      }
+    });
+  });
+
+  describe('bad input', () => {
+    it('an empty list, a non-array, an entry that is not a queue: typed errors', async () => {
+      assert.throws(() => selectSync([]), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+      await assert.rejects(select([]), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+      assert.throws(() => selectSync('queues' as never), (err) => err instanceof ShmringTypeError);
+      assert.throws(() => selectSync([{} as never]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+      const ring = makeRing('sab', 'spsc');
+      try {
+        assert.throws(() => selectSync([{ queue: ring.queue, write: -1 }]), (err) => err instanceof ShmringRangeError);
+        assert.throws(() => selectSync([{ queue: ring.queue, write: 1.5 }]), (err) => err instanceof ShmringTypeError);
+        assert.throws(() => selectSync([ring.queue], { timeoutMs: -1 }), rejectsWith(ErrorCodes.INVALID_ARGUMENT));
+      } finally {
+        closeAll([ring]);
+      }
+    });
+
+    it('more than 128 entries for selectSync: RangeError (futex_waitv takes 128); select takes them', async () => {
+      const ring = makeRing('sab', 'spsc');
+      try {
+        ring.queue.tryWrite(new Uint8Array(MESSAGE));
+        const many = Array.from({ length: 129 }, () => ring.queue);
+        assert.throws(() => selectSync(many), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+        assert.equal(selectSync(many.slice(0, 128), { timeoutMs: 0 }) >= 0, true);
+        assert.equal(await select(many) >= 0, true);
+      } finally {
+        closeAll([ring]);
+      }
+    });
+
+    it('room for a message larger than the queue takes: ERR_SHMRING_MESSAGE_TOO_LARGE (it could never be ready)', () => {
+      const spsc = makeRing('sab', 'spsc', { capacity: 64 });
+      const mpmc = makeRing('sab', 'mpmc', { capacity: 2, slotSize: 16 });
+      try {
+        assert.throws(() => selectSync([{ queue: spsc.queue, write: 25 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
+        assert.throws(() => selectSync([{ queue: mpmc.queue, write: 17 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
+      } finally {
+        closeAll([spsc, mpmc]);
+      }
+    });
+
+    it('a queue this side closed: ERR_SHMRING_CLOSED, at once', async () => {
+      const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
+      try {
+        rings[1]!.queue.close();
+        assert.throws(() => selectSync(rings.map((r) => r.queue)), (err) => err instanceof ShmringError && err.code === ErrorCodes.CLOSED);
+        await assert.rejects(select(rings.map((r) => r.queue)), rejectsWith(ErrorCodes.CLOSED));
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('a queue whose (memfd) region this side closed: ERR_SHMRING_CLOSED', function () {
+      needMemfd('memfd', this);
+      const ring = makeRing('memfd', 'spsc');
+      const other = makeRing('sab', 'spsc');
+      try {
+        assert.throws(() => selectSync([other.queue, ring.queue], { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT));
+        ring.region.close(); // unmaps: every view of the ring is detached
+        assert.throws(() => selectSync([other.queue, ring.queue], { timeoutMs: 0 }), rejectsWith(ErrorCodes.CLOSED));
+      } finally {
+        closeAll([other]);
+      }
+    });
+  });
+
+  describe('no lost wake-up', () => {
+    /**
+     * A run: the writer and the selector (selectSync, spin 0: it parks every
+     * round) in two workers. A lost wake-up leaves one side asleep until its
+     * timeoutMs (5 s; no nap ends it), and the run fails with ERR_SHMRING_TIMEOUT.
+     */
+    async function stress(backing: Backing, kind: Kind, rounds: number, context: Mocha.Context): Promise<void> {
+      needMemfd(backing, context);
+      if (backing === 'sab') needWaitAny(context);
+      const rings = [0, 1, 2].map(() => makeRing(backing, kind, { capacity: kind === 'spsc' ? 64 : 2, slotSize: 8 }));
+      try {
+        const started = performance.now();
+        const [writer, selector] = await Promise.all([
+          runWorker({ rings: rings.map((r) => r.config()), task: { op: 'writer', rounds, seed: 0x5e1ec7 } }),
+          runWorker({ rings: rings.map((r) => r.config()), task: { op: 'selector', rounds } }),
+        ]);
+        const seconds = (performance.now() - started) / 1000;
+        noError(writer);
+        noError(selector);
+        assert.equal(selector.rounds, rounds);
+        const ctl = rings.map((r) => new Int32Array(r.region.buffer, 0, L.CONTROL_I32_LENGTH));
+        // Observes how often a publisher found the selector parked (each time it bumped SIGNAL).
+        const wakes = Atomics.load(ctl[0]!, L.READ_SIGNAL_I32) + Atomics.load(ctl[1]!, L.READ_SIGNAL_I32);
+        console.log(`      ${rounds} rounds in ${seconds.toFixed(1)} s (${(seconds * 1e6 / rounds).toFixed(1)} µs each); ` +
+          `selector woken ${wakes} times; longest select ${selector.longestMs!.toFixed(1)} ms, longest ack wait ${writer.longestMs!.toFixed(1)} ms`);
+        assert.ok(wakes > rounds / 10, `the selector was meant to park often but was woken ${wakes} times`);
+        for (const r of rings) assert.equal(waiters(r), 0);
+      } finally {
+        closeAll(rings);
+      }
+    }
+
+    it('100k rounds, two SharedArrayBuffer SpscRings, a writer alternating at random (futex_waitv + native wake)', function () {
+      return stress('sab', 'spsc', 100_000, this);
+    });
+
+    it('100k rounds, two memfd SpscRings', function () {
+      return stress('memfd', 'spsc', 100_000, this);
+    });
+
+    it('100k rounds, two SharedArrayBuffer MpmcQueues', function () {
+      return stress('sab', 'mpmc', 100_000, this);
+    });
+
+    for (const backing of ['sab', 'memfd'] as const) {
+      it(`select on the event loop: 50k rounds against a writer in a worker (${backing})`, async function () {
+        needMemfd(backing, this);
+        const rings = [0, 1, 2].map(() => makeRing(backing, 'spsc', { capacity: 64 }));
+        const rounds = 50_000;
+        try {
+          const writer = runWorker({ rings: rings.map((r) => r.config()), task: { op: 'writer', rounds, seed: 0xa11ce } });
+          const entries = [rings[0]!.queue, rings[1]!.queue];
+          const ack = rings[2]!.queue;
+          let longest = 0;
+          const started = performance.now();
+          for (let round = 0; round < rounds; round++) {
+            const t0 = performance.now();
+            // A lost wake-up leaves the select asleep until this timeout (no nap ends it): ERR_SHMRING_TIMEOUT.
+          const index = await select(entries, { ...NO_NAPS, timeoutMs: 5000, poll: 0 });
+            longest = Math.max(longest, performance.now() - t0);
+            const message = entries[index]!.tryRead();
+            assert.ok(message !== null, `round ${round}: select said ${index}, which is empty`);
+            assert.equal(new Int32Array(message.slice().buffer)[0], round);
+            assert.ok(ack.tryWrite(new Uint8Array(new Int32Array([round]).buffer)));
+          }
+          const seconds = (performance.now() - started) / 1000;
+          noError(await writer);
+          console.log(`      ${rounds} rounds in ${seconds.toFixed(1)} s (${(seconds * 1e6 / rounds).toFixed(1)} µs each); longest select ${longest.toFixed(1)} ms`);
+          for (const r of rings) assert.equal(waiters(r), 0);
+        } finally {
+          closeAll(rings);
+        }
+      });
+    }
+  });
+});
