@@ -99,9 +99,15 @@ export function getDefaultPoll(): number {
  * reason. Measured on 2 vCPUs (io_uring waits, two processes, medians of
  * 4 to 8 runs): a round trip to a parked echo after 1 ms idle took 225 µs
  * when both sides polled 50 µs after every message, 180–200 µs with this
- * rule, 125–160 µs never polling; back to back, 2.2 µs p50 whichever, p90
- * 10–20 µs polling after every message or with a pace of 2.5, 60–80 µs
- * with a pace of 1 or none.
+ * rule and a pace of 2.5, 125–160 µs never polling; back to back, 2.2 µs
+ * p50 whichever, p90 10–20 µs polling after every message or with a pace
+ * of 2.5, 60–80 µs with a pace of 1 or none. In the event-loop benchmark
+ * (the same pattern against a Unix socket in the same run), a pace of 2.5
+ * gave 2.06× the socket after 1 ms idle, never polling 1.31× but back to
+ * back fell into parking (33–104 µs p50, 0.9–2.9× the socket), and a pace
+ * of 1 gave 1.47× idle and 2.15 µs (0.06×) back to back: the pace is 1.
+ * (A client whose round trips take ~100 µs would otherwise poll after each
+ * request and hold the CPU its woken echo is queued on.)
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -122,7 +128,7 @@ export class PollPacer {
 }
 
 /** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
-const POLL_PACE = 2.5;
+const POLL_PACE = 1;
 /** Share of the waits after a wake-up (and a long wait) that poll all the same (probes). */
 const POLL_PROBE = 1 / 8;
 
