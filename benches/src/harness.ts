@@ -201,8 +201,10 @@ export class Meter {
   /** The steady state up to now (the end of the stream): median window rate, mean rate, windows. */
   finish(count: number): { messages: number; seconds: number; rate: number; meanRate: number; windows: number } {
     const now = performance.now();
-    if (this.#steadyTime < 0) {
-      // The stream ended within the warm-up: all of it is all there is.
+    if (this.#steadyTime < 0 || count === this.#steadyCount) {
+      // The stream ended within the warm-up, or just as it ended (a consumer
+      // that drains in large batches can see its last batch arrive at once):
+      // all of it is all there is.
       const all = this.#first < 0 ? 0 : (now - this.#first) / 1000;
       return { messages: count, seconds: all, rate: all > 0 ? count / all : 0, meanRate: all > 0 ? count / all : 0, windows: 0 };
     }
