@@ -192,6 +192,10 @@ impl EnvState {
             pending.stop(id, self.reactor());
             waits::settle(env, pending, Ok(WOKEN));
         }
+        if let Some(reactor) = self.reactor() {
+            // Passes on swallowed wakes while the words are still mapped.
+            reactor.deliver_now(env);
+        }
         self.sync_loop_ref();
     }
 

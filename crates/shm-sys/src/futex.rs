@@ -303,6 +303,9 @@ pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
         // The buffer is still referenced, so the word is mapped.
         pending.stop(id, state.reactor());
         waits::settle(env, pending, Ok(WOKEN));
+        if let Some(reactor) = state.reactor() {
+            reactor.deliver_now(env);
+        }
         state.sync_loop_ref();
     }
     env.undefined()

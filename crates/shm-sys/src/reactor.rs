@@ -16,7 +16,9 @@
 //!    the wait just before: a FUTEX_WAKE of one waiter then went to us and
 //!    nobody else. So the word of a cancelled wait is kept until its
 //!    completion arrives, and a cancelled wait that completed with 0 passes
-//!    its wake on (FUTEX_WAKE of one more waiter on the word).
+//!    its wake on (FUTEX_WAKE of one more waiter on the word). Cancels made
+//!    from JS reap at once (`deliver_now`), so the wake is passed on before
+//!    munmap can give the address to another mapping.
 //!  - the poll callback reaps every completion, then hands the finished
 //!    waits to `deliver` inside one handle scope and one callback scope,
 //!    whose close runs the microtasks (the promise reactions) once.
@@ -190,6 +192,19 @@ impl Reactor {
             }
         };
         self.refed.set(want);
+    }
+
+    /// Called from a JS call (futexWaitCancel, munmap) right after
+    /// `cancel`: the kernel has posted the cancelled waits' completions by
+    /// the time the submitting `io_uring_enter` returned (their task work
+    /// runs before it does), so a wake a cancelled wait swallowed is passed
+    /// on now, while its word is still mapped; any other finished wait is
+    /// settled too (the poll callback would find the ring empty).
+    pub fn deliver_now(&self, env: Env) {
+        let done = self.completions();
+        if !done.is_empty() {
+            (self.deliver)(env, &done);
+        }
     }
 
     /// Reaps the ring and turns its completions into finished waits.
