@@ -21,6 +21,7 @@
  * with every futex wait, a caller treats each result as "re-check".
  */
 import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -32,7 +33,6 @@ export type WaitAnyResult = number | 'not-equal' | 'timed-out';
 export const MAX_WAIT_ANY = 128;
 
 /** The longest period a Node timer accepts. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 function checkWords(words: readonly WaitTarget[], what: string): void {
   if (!Array.isArray(words)) {
@@ -40,26 +40,13 @@ function checkWords(words: readonly WaitTarget[], what: string): void {
   }
   if (words.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: needs at least one word`);
   for (const word of words) {
-    const i32 = word?.[0];
-    if (!(i32 instanceof Int32Array)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: each futex word must be addressed through an Int32Array`);
-    }
-    checkInteger('index', word[1], 0, i32.length - 1);
+    checkWord(word?.[0] as Int32Array, word?.[1] as number, what);
     if (typeof word[2] !== 'number') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: expected must be a number, got ${String(word[2])}`);
     }
   }
 }
 
-function timeoutOf(timeoutMs: number | undefined): number {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
-  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs must be a number, got ${String(timeoutMs)}`);
-  }
-  return Math.max(0, timeoutMs);
-}
-
-const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
 
 /**
  * Blocks the calling thread while every `i32[index] === expected`, until one
@@ -90,10 +77,7 @@ export function waitAny(words: readonly WaitTarget[], timeoutMs?: number): WaitA
  * Atomics.notify (what wake() does there) does not. Returns how many woke.
  */
 export function wakeNative(i32: Int32Array, index: number, count = Infinity): number {
-  if (!(i32 instanceof Int32Array)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'the futex word must be addressed through an Int32Array');
-  }
-  checkInteger('index', index, 0, i32.length - 1);
+  checkWord(i32, index);
   const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
   // Wakes the kernel's sleepers of this word; the caller stored the new value before.
   return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);

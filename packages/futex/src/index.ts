@@ -11,31 +11,12 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringTypeError } from '@shmring/core';
+import { abortError, checkInteger, nativeFutex } from '@shmring/core';
+import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
 const RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
-
-/** The longest period a Node timer accepts. */
-const MAX_TIMER_MS = 0x7fffffff;
-
-function checkWord(i32: Int32Array, index: number): void {
-  if (!(i32 instanceof Int32Array)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'the futex word must be addressed through an Int32Array');
-  }
-  checkInteger('index', index, 0, i32.length - 1);
-}
-
-function timeoutOf(timeoutMs: number | undefined): number {
-  if (timeoutMs === undefined || timeoutMs === Infinity) return Infinity;
-  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs must be a number, got ${String(timeoutMs)}`);
-  }
-  return Math.max(0, timeoutMs);
-}
-
-const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
 
 /**
  * Blocks the calling thread while `i32[index] === expected`, until woken or
