@@ -47,7 +47,7 @@ import { MpmcQueue } from './mpmc.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import { SpscRing } from './spsc.js';
-import { DEFAULT_PEER_TIMEOUT_MS, NATIVE_WAITER, unpark, type WaitBlock } from './waiting.js';
+import { checkPeriodOf, deadlineOf, DEFAULT_PEER_TIMEOUT_MS, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -214,19 +214,12 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
   }
   const probes = entries.map((entry, i) => probeOf(entry, i, what));
   const started = performance.now();
-  const t = options?.timeoutMs;
-  let deadline = Infinity;
-  if (t !== undefined && t !== Infinity) {
-    if (typeof t !== 'number' || Number.isNaN(t) || t < 0) {
-      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `timeoutMs=${String(t)} must be a number >= 0`);
-    }
-    deadline = started + t;
-  }
+  const deadline = deadlineOf(options, started);
   const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
   if (typeof peer !== 'number' || !(peer > 0)) {
     throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `peerTimeoutMs=${String(peer)} must be a number > 0 (or Infinity)`);
   }
-  return { probes, started, deadline, checkMs: peer === Infinity ? Infinity : Math.max(1, Math.min(1000, peer / 4)) };
+  return { probes, started, deadline, checkMs: checkPeriodOf(options) };
 }
 
 // ---- readiness (snapshots; every load is sequentially consistent) ----
@@ -319,10 +312,6 @@ function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
     words.push({ ctl: p.ctl, block: p.block, unit, seen: 0 });
   }
   return words;
-}
-
-function timedOut(what: string, options: SelectOptions | undefined): ShmringError {
-  return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
 }
 
 /**

@@ -88,7 +88,7 @@ export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0 };
  * How often (ms) a parked wait looks at its peer: a quarter of the peer
  * timeout, so a death is noticed within it; Infinity for peerTimeoutMs Infinity.
  */
-function checkPeriodOf(options: WaitOptions | undefined): number {
+export function checkPeriodOf(options: { peerTimeoutMs?: number } | undefined): number {
   const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
   if (peer === Infinity) return Infinity;
   return Math.max(MIN_CHECK_MS, Math.min(MAX_CHECK_MS, peer / 4));
@@ -167,7 +167,7 @@ export function unparkAll(ctl: Int32Array, block: WaitBlock): void {
 }
 
 /** performance.now() at which a wait that starts at `now` times out (Infinity without timeoutMs). */
-function deadlineOf(options: WaitOptions | undefined, now: number): number {
+export function deadlineOf(options: { timeoutMs?: number } | undefined, now: number): number {
   const t = options?.timeoutMs;
   if (t === undefined || t === Infinity) return Infinity;
   if (typeof t !== 'number' || Number.isNaN(t) || t < 0) {
@@ -176,7 +176,7 @@ function deadlineOf(options: WaitOptions | undefined, now: number): number {
   return now + t;
 }
 
-function timedOut(what: string, options: WaitOptions | undefined): ShmringError {
+export function timedOut(what: string, options: { timeoutMs?: number } | undefined): ShmringError {
   return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
 }
 
