@@ -20,7 +20,7 @@ import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
-import { randomBytes } from './helpers.js';
+import { randomBytes, memfdUnavailable } from './helpers.js';
 
 type Backing = 'sab' | 'memfd';
 const BACKINGS: readonly Backing[] = ['sab', 'memfd'];
@@ -31,20 +31,6 @@ const NOT_WOKEN_MS = 100;
 const WOKEN_MS = 300;
 /** Bound on the event-loop runs: a self-deadlocked writer fails the test instead of hanging it. */
 const LOOP_LIMIT_MS = 5_000;
-
-let memfdProblem: string | undefined;
-/** Why a memfd region cannot be made here, or undefined if it can. */
-function memfdUnavailable(): string | undefined {
-  if (memfdProblem === undefined) {
-    try {
-      Region.create({ backing: 'memfd', size: 4096 }).close();
-      memfdProblem = '';
-    } catch (err) {
-      memfdProblem = `${(err as ShmringError).code}: ${(err as Error).message}`;
-    }
-  }
-  return memfdProblem === '' ? undefined : memfdProblem;
-}
 
 function region(backing: Backing, size: number, context: Mocha.Context): Region {
   if (backing === 'memfd') {

@@ -16,6 +16,7 @@ import { ErrorCodes, nativeFutex, Region, ShmringError, ShmringRangeError, Shmri
 import { MpmcQueue, select, selectSync, SpscRing, type SelectEntry } from '../src/index.js';
 import * as L from '../src/layout.js';
 import type { RingConfig, SelectPeerConfig, SelectPeerReport, SelectTask } from './fixtures/select-peer.js';
+import { memfdUnavailable } from './helpers.js';
 
 const PEER_URL = new URL('./fixtures/select-peer.js', import.meta.url);
 const PEER_PATH = fileURLToPath(PEER_URL);
@@ -28,20 +29,6 @@ const NO_NAPS = { peerTimeoutMs: Infinity };
 
 type Backing = 'sab' | 'memfd';
 type Kind = 'spsc' | 'mpmc';
-
-let memfdProblem: string | undefined;
-/** Why a memfd region cannot be made here, or undefined if it can. */
-function memfdUnavailable(): string | undefined {
-  if (memfdProblem === undefined) {
-    try {
-      Region.create({ backing: 'memfd', size: 4096 }).close();
-      memfdProblem = '';
-    } catch (err) {
-      memfdProblem = `${(err as ShmringError).code}: ${(err as Error).message}`;
-    }
-  }
-  return memfdProblem === '' ? undefined : memfdProblem;
-}
 
 function needMemfd(backing: Backing, context: Mocha.Context): void {
   const problem = backing === 'memfd' ? memfdUnavailable() : undefined;
