@@ -124,12 +124,20 @@ function signalCount(region: Region, index: number): number {
   return Atomics.load(new Int32Array(region.buffer, 0, index + 1), index);
 }
 
-/** Reads `count` messages and returns the first that breaks the pattern (null if none). */
-async function readPattern(ring: Ring, count: number, peer: PeerRun): Promise<string | null> {
+/**
+ * Reads `count` messages and returns the first that breaks the pattern (null
+ * if none): tryRead first, awaiting read() only on an empty ring (counted in
+ * nodeWaits), or, with `asyncOnly`, `await ring.read()` alone, after
+ * `beforeRead(i)` if given.
+ */
+async function readPattern(
+  ring: Ring, count: number, peer: PeerRun, options: { asyncOnly?: boolean; beforeRead?: (i: number) => Promise<void> } = {},
+): Promise<string | null> {
   for (let i = 0; i < count; i++) {
-    let message = ring.tryRead();
+    await options.beforeRead?.(i);
+    let message = options.asyncOnly ? null : ring.tryRead();
     if (message === null) {
-      nodeWaits++;
+      if (!options.asyncOnly) nodeWaits++;
       try {
         message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed });
       } catch (err) {
@@ -162,22 +170,6 @@ async function statsOf(peer: PeerRun): Promise<PeerStats> {
   const { code, stderr, stdout } = await peer.done;
   assert.equal(code, 0, stderr);
   return JSON.parse(stdout.trim().split('\n').pop() ?? '') as PeerStats;
-}
-
-/** Reads `count` messages with `await ring.read()` alone (no tryRead first); returns the first that breaks the pattern. */
-async function readPatternAsync(ring: Ring, count: number, peer: PeerRun, beforeRead?: (i: number) => Promise<void>): Promise<string | null> {
-  for (let i = 0; i < count; i++) {
-    await beforeRead?.(i);
-    let message: Uint8Array;
-    try {
-      message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed });
-    } catch (err) {
-      throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
-    }
-    const wrong = mismatch(message, ring.lastType, i);
-    if (wrong !== null) return wrong;
-  }
-  return null;
 }
 
 /** Writes `count` messages of the pattern, message `corruptAt` with one byte flipped. */
@@ -275,7 +267,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         // (the event loop's async futex wait), and writes on: its FUTEX_WAKE must reach it.
         peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
         const started = performance.now();
-        assert.equal(await readPatternAsync(ring, PAUSED_COUNT, peer), null);
+        assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true }), null);
         const ms = performance.now() - started;
         const stats = await statsOf(peer);
         assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
@@ -308,7 +300,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           await sleep(1);
           pauses++;
         };
-        assert.equal(await readPatternAsync(ring, PAUSED_COUNT, peer, waitForParkedWriter), null);
+        assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true, beforeRead: waitForParkedWriter }), null);
         const stats = await statsOf(peer);
         const wakes = signalCount(region!, WRITE_SIGNAL_I32);
         console.log(`      Node paused ${pauses} times until the C producer was parked; C's parks: woken ${stats.parksWoken}, ` +
