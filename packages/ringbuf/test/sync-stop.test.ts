@@ -79,23 +79,16 @@ describe('sync waits: what can stop them', function () {
   });
 
   for (const backing of BACKINGS) {
-    it(`ends a readSync blocked in a worker with ERR_SHMRING_TIMEOUT after its timeoutMs (${backing})`, async function () {
-      const shared = makeRing(backing);
-      const w = run({ role: 'read-sync', ring: shared.ref, options: { timeoutMs: 150 } });
-      const end = (await w.next('end')) as unknown as End;
-      assert.equal(end.code, ErrorCodes.TIMEOUT);
-      assert.ok(end.ms >= 145 && end.ms < 1000, `ended after ${end.ms.toFixed(1)} ms`);
-      await w.exited;
-    });
-
-    it(`ends a writeSync blocked on a full ring in a worker with ERR_SHMRING_TIMEOUT after its timeoutMs (${backing})`, async function () {
-      const shared = makeRing(backing);
-      const w = run({ role: 'write-sync', ring: shared.ref, options: { timeoutMs: 150 } });
-      const end = (await w.next('end')) as unknown as End;
-      assert.equal(end.code, ErrorCodes.TIMEOUT);
-      assert.ok(end.ms >= 145 && end.ms < 1000, `ended after ${end.ms.toFixed(1)} ms`);
-      await w.exited;
-    });
+    for (const [role, what] of [['read-sync', 'a readSync blocked'], ['write-sync', 'a writeSync blocked on a full ring']] as const) {
+      it(`ends ${what} in a worker with ERR_SHMRING_TIMEOUT after its timeoutMs (${backing})`, async function () {
+        const shared = makeRing(backing);
+        const w = run({ role, ring: shared.ref, options: { timeoutMs: 150 } });
+        const end = (await w.next('end')) as unknown as End;
+        assert.equal(end.code, ErrorCodes.TIMEOUT);
+        assert.ok(end.ms >= 145 && end.ms < 1000, `ended after ${end.ms.toFixed(1)} ms`);
+        await w.exited;
+      });
+    }
 
     it(`wakes a readSync blocked in a worker when another worker closes the ring: ERR_SHMRING_CLOSED at once, not after a nap (${backing})`, async function () {
       const shared = makeRing(backing);
