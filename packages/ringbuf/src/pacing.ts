@@ -118,6 +118,12 @@ export class PollPacer {
   /** Source of the probes' coin flips (a test may fix it). */
   random: () => number = Math.random;
 
+  /** A call got its message (or room) without waiting: the side is hot, and its last wait took no time. */
+  gotAtOnce(): void {
+    this.hot = true;
+    this.lastWaitMs = 0;
+  }
+
   /** The poll window (µs) of a wait: `explicit` (the wait's `poll` option) if given, else as above. */
   pollMicros(explicit: number | undefined, wokePeer = false): number {
     if (explicit !== undefined) return checkPoll(explicit);

@@ -39,6 +39,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
   protected ctl: Int32Array;
   readonly #kind: string;
+  /** The verbs' names for their errors, made once (not a string per wait). */
+  readonly #names: { readonly read: string; readonly readSync: string; readonly write: string; readonly writeSync: string };
   /** This object has registered its process as the producer / the consumer. */
   protected isProducer = false;
   protected isConsumer = false;
@@ -52,6 +54,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected constructor(ctl: Int32Array, kind: string) {
     this.ctl = ctl;
     this.#kind = kind;
+    this.#names = { read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync` };
   }
 
   /** Records this process as the producer (pid and start time), for the peer's liveness checks. */
@@ -134,6 +137,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return undefined;
   }
 
+  /** #readAttempt bound once: every wait of a read passes it, no closure per call. */
+  readonly #readAttemptFn = (): Uint8Array | undefined => this.#readAttempt();
+
   #readAttempt(): Uint8Array | undefined {
     const message = this.tryRead();
     if (message !== null) return message;
@@ -152,14 +158,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
-    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.writeSync`, this.#consumerAlive, this.#writePacer);
+    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.writeSync, this.#consumerAlive, this.#writePacer);
   }
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
   readSync(options?: WaitOptions): Uint8Array {
     const message = this.tryRead();
     if (message !== null) return message;
-    return parkSync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.readSync`, this.#producerAlive, this.#readPacer);
+    return parkSync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.readSync, this.#producerAlive, this.#readPacer);
   }
 
   /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
@@ -167,11 +173,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) {
-      this.#writePoll.hot = true;
-      this.#writePoll.lastWaitMs = 0;
+      this.#writePoll.gotAtOnce();
       return;
     }
-    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, `${this.#kind}.write`, this.#consumerAlive, this.#writePoll);
+    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write, this.#consumerAlive, this.#writePoll);
   }
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
@@ -183,11 +188,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   async #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
     const message = this.tryRead();
     if (message !== null) {
-      this.#readPoll.hot = true;
-      this.#readPoll.lastWaitMs = 0;
+      this.#readPoll.gotAtOnce();
       return message;
     }
-    return parkAsync(this.ctl, READ_BLOCK, () => this.#readAttempt(), options, `${this.#kind}.read`, this.#producerAlive, this.#readPoll, stop);
+    return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop);
   }
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */
@@ -239,8 +243,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
           try {
             const message = this.tryRead();
             if (message !== null) {
-              this.#readPoll.hot = true;
-              this.#readPoll.lastWaitMs = 0;
+              this.#readPoll.gotAtOnce();
               return Promise.resolve({ done: false, value: message });
             }
           } catch (err) {
