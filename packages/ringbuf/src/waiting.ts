@@ -335,7 +335,9 @@ const NATIVE_RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
 function startWait(ctl: Int32Array, index: number, expected: number, ms: number): PendingWait {
   if (ctl.buffer instanceof SharedArrayBuffer) {
     // Sleeps while SIGNAL still holds `expected`; pairs with unpark()'s add + notify.
-    return { promise: waitAsync(ctl, index, expected, ms), cancel: () => Atomics.notify(ctl, index) };
+    const promise = waitAsync(ctl, index, expected, ms);
+    // cancel: publishes nothing, only ends this process's waits on SIGNAL ('ok'; the others re-check).
+    return { promise, cancel: () => Atomics.notify(ctl, index) };
   }
   const pending = nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms);
   return { promise: pending.promise.then((code) => NATIVE_RESULTS[code]!), cancel: () => pending.cancel() };
