@@ -287,7 +287,7 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
             state.waits.insert(id, PendingWait { word, deferred, buffer_ref, waiter });
             state.sync_loop_ref();
         }
-        Err(err) => waits::settle(env, PendingWait { word, deferred, buffer_ref, waiter: Waiter::Ring }, Err(err)),
+        Err(err) => waits::settle_parts(env, deferred, buffer_ref, Err(err)),
     }
     Ok(promise)
 }

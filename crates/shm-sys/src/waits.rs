@@ -99,21 +99,27 @@ impl Registry {
 /// buffer reference. Failures are ignored: there is no JS caller to report
 /// them to.
 pub fn settle(env: Env, pending: PendingWait, outcome: Result<u32, SysError>) {
+    settle_parts(env, pending.deferred, pending.buffer_ref, outcome);
+}
+
+/// [`settle`] for a wait that never got a waiter (its start failed): the
+/// promise and the buffer reference alone.
+pub fn settle_parts(env: Env, deferred: napi_deferred, buffer_ref: napi_ref, outcome: Result<u32, SysError>) {
     let value = match outcome {
         Ok(result) => env.uint32(result),
         Err(err) => env.sys_error(err),
     };
     if let Ok(value) = value {
-        // SAFETY: the deferred is settled exactly once: the entry owning it
-        // was taken out of the registry by the caller.
+        // SAFETY: the deferred is settled exactly once: the caller owns it
+        // (taken out of the registry, or never put in).
         unsafe {
             if outcome.is_ok() {
-                napi::napi_resolve_deferred(env.0, pending.deferred, value)
+                napi::napi_resolve_deferred(env.0, deferred, value)
             } else {
-                napi::napi_reject_deferred(env.0, pending.deferred, value)
+                napi::napi_reject_deferred(env.0, deferred, value)
             }
         };
     }
     // SAFETY: the reference belongs to this env and is deleted once.
-    unsafe { napi::napi_delete_reference(env.0, pending.buffer_ref) };
+    unsafe { napi::napi_delete_reference(env.0, buffer_ref) };
 }
