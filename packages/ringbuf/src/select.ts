@@ -302,12 +302,16 @@ interface Word {
   seen: number;
 }
 
+/** Whether two (ctl, block) pairs name one SIGNAL word: the same memory, the same byte (two objects over one ring do). */
+function sameWord(a: { readonly ctl: Int32Array; readonly block: WaitBlock }, b: { readonly ctl: Int32Array; readonly block: WaitBlock }): boolean {
+  return a.ctl.buffer === b.ctl.buffer && a.ctl.byteOffset + a.block.signal * 4 === b.ctl.byteOffset + b.block.signal * 4;
+}
+
 /** The distinct wait words of the probes (two objects over one ring share theirs). */
 function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
   const words: Word[] = [];
   for (const p of probes) {
-    const offset = p.ctl.byteOffset + p.block.signal * 4;
-    if (words.some((w) => w.ctl.buffer === p.ctl.buffer && w.ctl.byteOffset + w.block.signal * 4 === offset)) continue;
+    if (words.some((w) => sameWord(w, p))) continue;
     const unit = native && p.ctl.buffer instanceof SharedArrayBuffer ? NATIVE_WAITER : 1;
     words.push({ ctl: p.ctl, block: p.block, unit, seen: 0 });
   }
@@ -345,9 +349,8 @@ function peerDead(call: Call, what: string): SelectPeerDeadError {
  */
 function handOn(call: Call, words: readonly Word[], index: number): void {
   const mine = call.probes[index]!;
-  const mineAt = mine.ctl.byteOffset + mine.block.signal * 4;
   for (const w of words) {
-    if (w.ctl.buffer === mine.ctl.buffer && w.ctl.byteOffset + w.block.signal * 4 === mineAt) continue; // the chosen queue's own word
+    if (sameWord(w, mine)) continue; // the chosen queue's own word
     if (!call.probes.some((p) => p.ctl === w.ctl && p.block === w.block && ready(p))) continue;
     unpark(w.ctl, w.block, 1); // one load when nobody else sleeps there
   }
