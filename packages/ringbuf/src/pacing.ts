@@ -55,7 +55,7 @@ export const DEFAULT_POLL_MICROS = 50;
 let defaultPoll = DEFAULT_POLL_MICROS;
 
 /** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout). */
-export function checkPoll(micros: unknown): number {
+function checkPoll(micros: unknown): number {
   if (typeof micros !== 'number' || Number.isNaN(micros) || micros < 0) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
   }
@@ -221,7 +221,7 @@ let ticking = false;
  * the other callbacks for at most 10 µs at a time, and catch a message
  * within the slice instead of a turn later.
  */
-export const POLL_SLICE_MICROS = 10;
+const POLL_SLICE_MICROS = 10;
 
 /** One turn of polling, in the check phase: every poll attempts until the slice is over; schedules the next turn while anyone polls. */
 function tick(): void {

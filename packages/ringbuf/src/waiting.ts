@@ -141,7 +141,7 @@ function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?
 let wokeSinceWait = false;
 
 /** Whether this thread woke a parked side since the last call (a Promise wait calls it as it begins). */
-export function takeWokeSinceWait(): boolean {
+function takeWokeSinceWait(): boolean {
   const woke = wokeSinceWait;
   wokeSinceWait = false;
   return woke;
