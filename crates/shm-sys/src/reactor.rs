@@ -64,8 +64,10 @@ pub struct Reactor {
     deliver: Deliver,
     /// Cancelled waits whose completion has not arrived yet: id → word.
     cancelled: RefCell<HashMap<u64, usize>>,
-    /// Reused buffer of the poll callback.
+    /// Reused buffers of `completions`: the reaped entries, and the
+    /// finished waits handed to `deliver` (no allocation per callback).
     scratch: RefCell<Vec<(u64, i32)>>,
+    done: RefCell<Vec<Completion>>,
 }
 
 /// Bytes of a uv_poll_t, in u64s (the handle is allocated as `[u64]`).
@@ -114,6 +116,7 @@ impl Reactor {
             deliver,
             cancelled: RefCell::new(HashMap::new()),
             scratch: RefCell::new(Vec::new()),
+            done: RefCell::new(Vec::new()),
         });
         let fd = reactor.ring.borrow().as_ref().map_or(-1, Ring::fd);
         // SAFETY: handle is zeroed memory of uv_handle_size(UV_POLL) bytes
@@ -201,25 +204,36 @@ impl Reactor {
     /// on now, while its word is still mapped; any other finished wait is
     /// settled too (the poll callback would find the ring empty).
     pub fn deliver_now(&self, env: Env) {
-        let done = self.completions();
-        if !done.is_empty() {
-            (self.deliver)(env, &done);
-        }
+        self.reap_and(|done| (self.deliver)(env, done));
     }
 
-    /// Reaps the ring and turns its completions into finished waits.
-    fn completions(&self) -> Vec<Completion> {
+    /// Reaps the ring, turns its completions into finished waits and, if
+    /// there are any, hands them to `f`. The buffers are taken out of their
+    /// cells meanwhile, so `f` may reach the reactor again.
+    fn reap_and(&self, f: impl FnOnce(&[Completion])) {
+        let mut done = std::mem::take(&mut *self.done.borrow_mut());
+        self.completions(&mut done);
+        if !done.is_empty() {
+            f(&done);
+        }
+        done.clear();
+        *self.done.borrow_mut() = done;
+    }
+
+    /// Reaps the ring and appends its finished waits to `done`.
+    fn completions(&self, done: &mut Vec<Completion>) {
         let mut raw = std::mem::take(&mut *self.scratch.borrow_mut());
         if let Some(ring) = self.ring.borrow_mut().as_mut() {
             ring.reap(&mut raw);
         }
-        let mut done = Vec::with_capacity(raw.len());
         let mut cancelled = self.cancelled.borrow_mut();
         for &(user_data, res) in &raw {
             if user_data & (TAG_TIMEOUT | TAG_CANCEL) != 0 {
                 continue;
             }
-            if let Some(word) = cancelled.remove(&user_data) {
+            // Most callbacks have no cancelled wait: skip hashing the id.
+            let cancelled_word = if cancelled.is_empty() { None } else { cancelled.remove(&user_data) };
+            if let Some(word) = cancelled_word {
                 if res == 0 {
                     // Woken before the cancel took: pass the wake on. The
                     // word may be unmapped by now; FUTEX_WAKE then fails
@@ -240,7 +254,6 @@ impl Reactor {
         }
         raw.clear();
         *self.scratch.borrow_mut() = raw;
-        done
     }
 }
 
@@ -253,31 +266,32 @@ unsafe extern "C" fn on_readable(handle: *mut uv_handle_t, _status: c_int, _even
         // SAFETY: the data pointer is the live reactor until teardown stops
         // the handle (after which libuv calls no more callbacks).
         let reactor = unsafe { &*uv::data(handle).cast::<Reactor>() };
-        let done = reactor.completions();
-        if done.is_empty() {
+        reactor.reap_and(|done| deliver_in_scopes(reactor, done));
+    });
+}
+
+/// Hands `done` to `deliver` inside a handle scope and a callback scope,
+/// whose close runs the microtasks (the promise reactions) once.
+fn deliver_in_scopes(reactor: &Reactor, done: &[Completion]) {
+    let env = Env(reactor.env);
+    let mut scope = ptr::null_mut();
+    // SAFETY: we are on the env's JS thread, outside any JS frame: a
+    // handle scope and a callback scope make Node-API calls legal here,
+    // and closing the callback scope runs the microtasks.
+    unsafe {
+        if napi::napi_open_handle_scope(env.0, &mut scope) != napi::NAPI_OK {
             return;
         }
-        let env = Env(reactor.env);
-        let mut scope = ptr::null_mut();
-        // SAFETY: we are on the env's JS thread, outside any JS frame: a
-        // handle scope and a callback scope make Node-API calls legal here,
-        // and closing the callback scope runs the microtasks.
-        unsafe {
-            if napi::napi_open_handle_scope(env.0, &mut scope) != napi::NAPI_OK {
-                return;
-            }
-            let mut resource = ptr::null_mut();
-            let mut callback_scope = ptr::null_mut();
-            let opened = napi::napi_get_reference_value(env.0, reactor.resource, &mut resource) == napi::NAPI_OK
-                && napi::napi_open_callback_scope(env.0, resource, reactor.context, &mut callback_scope)
-                    == napi::NAPI_OK;
-            (reactor.deliver)(env, &done);
-            if opened {
-                napi::napi_close_callback_scope(env.0, callback_scope);
-            }
-            napi::napi_close_handle_scope(env.0, scope);
+        let mut resource = ptr::null_mut();
+        let mut callback_scope = ptr::null_mut();
+        let opened = napi::napi_get_reference_value(env.0, reactor.resource, &mut resource) == napi::NAPI_OK
+            && napi::napi_open_callback_scope(env.0, resource, reactor.context, &mut callback_scope) == napi::NAPI_OK;
+        (reactor.deliver)(env, done);
+        if opened {
+            napi::napi_close_callback_scope(env.0, callback_scope);
         }
-    });
+        napi::napi_close_handle_scope(env.0, scope);
+    }
 }
 
 /// Async env cleanup hook: see the module docs.
