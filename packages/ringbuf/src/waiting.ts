@@ -91,6 +91,9 @@ export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0 };
 export function checkPeriodOf(options: { peerTimeoutMs?: number } | undefined): number {
   const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
   if (peer === Infinity) return Infinity;
+  if (typeof peer !== 'number' || Number.isNaN(peer) || peer < 0) {
+    throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `peerTimeoutMs=${String(peer)} must be a number of ms >= 0 (or Infinity)`);
+  }
   return Math.max(MIN_CHECK_MS, Math.min(MAX_CHECK_MS, peer / 4));
 }
 

@@ -159,6 +159,14 @@ describe('ring errors (docs/ERRORS.md)', () => {
     await assert.rejects(ring.read({ signal: AbortSignal.timeout(20) }), { code: 'ABORT_ERR' });
   });
 
+  it('rejects a peerTimeoutMs that is not a number of ms >= 0 instead of napping for NaN ms', async () => {
+    const { ring } = spsc();
+    for (const peerTimeoutMs of [NaN, -1, '5' as unknown as number]) {
+      assert.throws(() => ring.readSync({ peerTimeoutMs, timeoutMs: 50 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+      await assert.rejects(ring.read({ peerTimeoutMs, timeoutMs: 50, poll: 0 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    }
+  });
+
   it('rejects a non-Uint8Array message with a TypeError', () => {
     const { ring } = spsc();
     assert.throws(() => ring.tryWrite('text' as unknown as Uint8Array), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
