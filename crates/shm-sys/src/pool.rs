@@ -55,7 +55,8 @@ pub struct Wait {
     pub deadline: Option<timespec>,
     /// STARTED | DONE | CANCELLED.
     state: AtomicU32,
-    /// 0 / 1 / 2 as in futexWait, or -errno; valid once DONE is set.
+    /// 0 / 1 / 2 as in futexWait, or -errno; valid once DONE is set. Read
+    /// only by stop(), to pass on a wake nobody will see.
     outcome: AtomicI32,
     /// Where to send the finished wait.
     delivery: Arc<Delivery>,
@@ -64,21 +65,6 @@ pub struct Wait {
 impl Wait {
     pub fn new(id: u64, word: usize, expected: u32, deadline: Option<timespec>, delivery: Arc<Delivery>) -> Self {
         Wait { id, word, expected, deadline, state: AtomicU32::new(0), outcome: AtomicI32::new(0), delivery }
-    }
-
-    /// The outcome: `Ok(0 | 1 | 2)` or the futex error. Meaningful only
-    /// after the thread delivered the wait (DONE is set).
-    pub fn outcome(&self) -> Result<i32, SysError> {
-        // Acquire: pairs with the Release fetch_or(DONE) in run(), so the
-        // outcome stored before it is visible.
-        let done = self.state.load(Ordering::Acquire) & DONE != 0;
-        // Relaxed: ordered by the Acquire load above.
-        let outcome = self.outcome.load(Ordering::Relaxed);
-        match (done, outcome) {
-            (true, n) if n < 0 => Err(SysError { errno: -n, syscall: "futex" }),
-            (true, n) => Ok(n),
-            (false, _) => Ok(0),
-        }
     }
 
     /// Cancels the wait and returns once the waiter thread will no longer
@@ -132,32 +118,34 @@ impl Wait {
         struct Finish<'a>(&'a Wait);
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
-                // Release: publishes `outcome` to outcome() and stop().
+                // Release: publishes `outcome` to stop().
                 self.0.state.fetch_or(DONE, Ordering::Release);
             }
         }
-        {
+        let result = {
             let finish = Finish(&self);
             // AcqRel: see stop(); fails if CANCELLED was set first.
             let started = self.state.compare_exchange(0, STARTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
-            let outcome = if started {
+            let result = if started {
                 // Acquire: observes the flag set by stop()'s fetch_or.
                 let cancelled = || self.state.load(Ordering::Acquire) & CANCELLED != 0;
                 // SAFETY: the JS side keeps the buffer referenced, hence the
                 // word mapped, until this wait is DONE or stopped (and stop
                 // returns only after DONE).
-                match unsafe { sys::wait_until(self.word, self.expected, self.deadline.as_ref(), cancelled) } {
-                    Ok(result) => result as i32,
-                    Err(err) => -err.errno,
-                }
+                unsafe { sys::wait_until(self.word, self.expected, self.deadline.as_ref(), cancelled) }
             } else {
-                sys::WOKEN as i32
+                Ok(sys::WOKEN)
+            };
+            let outcome = match result {
+                Ok(n) => n as i32,
+                Err(err) => -err.errno,
             };
             // Relaxed: published by the Release in Finish::drop.
             self.outcome.store(outcome, Ordering::Relaxed);
             drop(finish);
-        }
-        self.delivery.send((self.id, self.outcome().map(|n| n as u32)));
+            result
+        };
+        self.delivery.send((self.id, result));
     }
 }
 
