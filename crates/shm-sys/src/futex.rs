@@ -35,7 +35,7 @@ use crate::sys::{self, AnyOutcome, NOT_EQUAL, TIMED_OUT, WOKEN, deadline_after};
 use crate::waits::{self, PendingWait, Waiter};
 
 /// Ids of async waits are JS safe integers (index.cjs counts from 1).
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+use crate::napi::MAX_SAFE_INTEGER;
 
 /// Element size of each `napi_typedarray_type`.
 fn element_size(kind: napi::napi_typedarray_type) -> usize {

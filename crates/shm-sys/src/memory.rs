@@ -31,8 +31,8 @@ use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
 const MAPPING_TAG: napi::napi_type_tag =
     napi::napi_type_tag { lower: 0x7368_6d72_696e_6701, upper: 0x9c1e_4b3a_d25f_8e67 };
 
-/// `Number.MAX_SAFE_INTEGER`: the largest length accepted.
-const MAX_LENGTH: f64 = 9_007_199_254_740_991.0;
+/// The largest length accepted.
+const MAX_LENGTH: f64 = napi::MAX_SAFE_INTEGER;
 
 /// `mmap(fd, length, writable): ArrayBuffer`.
 pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {

@@ -46,6 +46,9 @@ opaque! {
 
 pub type napi_status = i32;
 pub const NAPI_OK: napi_status = 0;
+/// `Number.MAX_SAFE_INTEGER`, the bound of the integer arguments that are
+/// counts or ids.
+pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 pub const NAPI_PENDING_EXCEPTION: napi_status = 10;
 
 pub type napi_valuetype = i32;
