@@ -29,11 +29,10 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
 
-
-use crate::mapping::Mapping;
-use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
 use crate::delivery::{Completion, Delivery, Tsfn};
 use crate::lanes;
+use crate::mapping::Mapping;
+use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
 use crate::reactor::Reactor;
 use crate::sys::WOKEN;
 use crate::waits::{self, Registry};

@@ -25,11 +25,11 @@ use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::delivery::Completion;
 use crate::env::{AsyncMode, EnvState};
+use crate::lanes::{self, LaneWait};
 use crate::libc;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env, napi_value};
-use crate::delivery::Completion;
-use crate::lanes::{self, LaneWait};
 use crate::pool::{self, Wait};
 use crate::sys::{self, AnyOutcome, NOT_EQUAL, TIMED_OUT, WOKEN, deadline_after};
 use crate::waits::{self, PendingWait, Waiter};

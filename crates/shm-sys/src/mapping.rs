@@ -39,4 +39,3 @@ impl Mapping {
         Ok(true)
     }
 }
-

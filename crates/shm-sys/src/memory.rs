@@ -23,8 +23,8 @@ use std::ptr;
 use std::sync::Arc;
 
 use crate::env::EnvState;
-use crate::mapping::Mapping;
 use crate::libc::{self, cvt};
+use crate::mapping::Mapping;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
 
 /// Tags the ArrayBuffers made by `mmap` (a random 128-bit value).

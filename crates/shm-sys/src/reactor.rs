@@ -187,13 +187,7 @@ impl Reactor {
             return;
         }
         // SAFETY: the handle is live until teardown, which empties `ring`.
-        unsafe {
-            if want {
-                uv::uv_ref(self.handle)
-            } else {
-                uv::uv_unref(self.handle)
-            }
-        };
+        unsafe { if want { uv::uv_ref(self.handle) } else { uv::uv_unref(self.handle) } };
         self.refed.set(want);
     }
 

@@ -135,7 +135,10 @@ pub fn deadline_after(timeout_ms: f64) -> Option<timespec> {
     let now = libc::monotonic_now();
     let nanos = (timeout_ms * 1.0e6).round() as i64;
     let total = now.tv_nsec + nanos % NANOS_PER_SEC;
-    Some(timespec { tv_sec: now.tv_sec + nanos / NANOS_PER_SEC + total / NANOS_PER_SEC, tv_nsec: total % NANOS_PER_SEC })
+    Some(timespec {
+        tv_sec: now.tv_sec + nanos / NANOS_PER_SEC + total / NANOS_PER_SEC,
+        tv_nsec: total % NANOS_PER_SEC,
+    })
 }
 
 #[cfg(test)]

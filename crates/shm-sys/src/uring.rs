@@ -40,11 +40,15 @@ impl Ring {
     /// A ring of `entries` submission slots and `cq_entries` completion
     /// slots (rounded up to powers of two by the kernel).
     pub fn new(entries: u32, cq_entries: u32) -> Result<Ring, SysError> {
-        let mut params =
-            io_uring_params { flags: libc::IORING_SETUP_CQSIZE | libc::IORING_SETUP_CLAMP, cq_entries, ..Default::default() };
+        let mut params = io_uring_params {
+            flags: libc::IORING_SETUP_CQSIZE | libc::IORING_SETUP_CLAMP,
+            cq_entries,
+            ..Default::default()
+        };
         // SAFETY: params is a valid io_uring_params the kernel fills in.
         let fd = cvt(
-            unsafe { libc::syscall(libc::SYS_IO_URING_SETUP, entries as c_long, &mut params as *mut _ as c_long) } as i64,
+            unsafe { libc::syscall(libc::SYS_IO_URING_SETUP, entries as c_long, &mut params as *mut _ as c_long) }
+                as i64,
             "io_uring_setup",
         )? as c_int;
         if params.features & libc::IORING_FEAT_SINGLE_MMAP == 0 || params.features & libc::IORING_FEAT_NODROP == 0 {

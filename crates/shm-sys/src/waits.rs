@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::lanes::LaneWait;
 use crate::libc::SysError;
 use crate::napi::{self, Env, napi_deferred, napi_ref};
-use crate::lanes::LaneWait;
 use crate::pool::Wait;
 use crate::reactor::Reactor;
 
