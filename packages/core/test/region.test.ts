@@ -17,7 +17,13 @@ describe('Region', () => {
   for (const kind of kinds) {
     describe(`with the ${kind} backend`, () => {
       const env = { SHMRING_BACKEND: kind };
-      before(() => useBackend(kind));
+      // Put back the backend the process had: every test file after this one shares the process.
+      let previous: ReturnType<typeof backend>['kind'];
+      before(() => {
+        previous = backend().kind;
+        useBackend(kind);
+      });
+      after(() => useBackend(previous));
 
       it('shares a memfd region with a child that inherits its fd', async () => {
         using region = Region.create({ backing: 'memfd', size: 4096 });
