@@ -39,8 +39,22 @@ export const ErrorCodes = {
   MESSAGE_TOO_LARGE: 'ERR_SHMRING_MESSAGE_TOO_LARGE',
   /** Shared memory holds a value that no correct peer writes. */
   CORRUPT: 'ERR_SHMRING_CORRUPT',
-  /** The other side of the ring has died. */
+  /** The other side of the ring (or of the channel) has died. */
   PEER_DEAD: 'ERR_SHMRING_PEER_DEAD',
+  /** A channel's codec cannot encode the value (a function, a symbol, ...); nothing was sent. */
+  ENCODE: 'ERR_SHMRING_ENCODE',
+  /** A channel received bytes its codec cannot decode. */
+  DECODE: 'ERR_SHMRING_DECODE',
+  /** A request's handler on the other side threw something without a `code` of its own. */
+  REMOTE: 'ERR_SHMRING_REMOTE',
+  /** handle() was called on a channel that already has a handler. */
+  HANDLER_EXISTS: 'ERR_SHMRING_HANDLER_EXISTS',
+  /** The two ends of a channel were given different codecs. */
+  CODEC_MISMATCH: 'ERR_SHMRING_CODEC_MISMATCH',
+  /** The role (a channel end, a ring side) is taken by another live owner. */
+  BUSY: 'ERR_SHMRING_BUSY',
+  /** The region (or handle) does not hold a channel. */
+  NOT_A_CHANNEL: 'ERR_SHMRING_NOT_A_CHANNEL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

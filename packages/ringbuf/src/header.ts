@@ -20,19 +20,33 @@ export interface Geometry {
 export const KIND_NAMES: Record<number, string> = { [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue' };
 
 /** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
-export function ringMemory(region: Region, ringSize: number, what: string): ArrayBuffer | SharedArrayBuffer {
+export function ringMemory(region: Region, base: number, ringSize: number, what: string): ArrayBuffer | SharedArrayBuffer {
   if (region === null || typeof region !== 'object' || !('buffer' in region)) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs a Region from @shmring/core`);
   }
   const buffer = region.buffer; // throws ERR_SHMRING_CLOSED for a closed region
-  if (buffer.byteLength < ringSize) {
-    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL,
-      `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`);
+  if (buffer.byteLength < base + ringSize) {
+    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL, base === 0
+      ? `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`
+      : `${what}: the region has ${buffer.byteLength} bytes but a ring of ${ringSize} bytes at offset ${base} needs ${base + ringSize}`);
   }
   if (region.readOnly) {
     throw new ShmringError(ErrorCodes.READ_ONLY, `${what}: the region is mapped read-only; a ring's sides write to it (open it without readOnly)`);
   }
   return buffer;
+}
+
+/**
+ * Checks where a ring starts in its region: a multiple of CACHE_LINE (so the
+ * blocks keep their cache lines to themselves), 0 by default.
+ */
+export function checkOffset(offset: unknown): number {
+  if (offset === undefined) return 0;
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || offset % L.CACHE_LINE !== 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+      `offset=${String(offset)} must be a non-negative multiple of ${L.CACHE_LINE} (where the ring starts in its region)`);
+  }
+  return offset;
 }
 
 /** Checks a power-of-two capacity in [min, max]; names it in the error. */
@@ -51,8 +65,8 @@ export function checkCapacity(capacity: unknown, min: number, max: number): numb
  * Withdraws any ring in the region (MAGIC = 0) before a new one is laid out
  * over it, so no attach sees an old MAGIC over half-written new contents.
  */
-export function unpublish(buffer: ArrayBuffer | SharedArrayBuffer): Int32Array {
-  const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
+export function unpublish(buffer: ArrayBuffer | SharedArrayBuffer, base = 0): Int32Array {
+  const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
   // Retracts the old publication; writeHeader's final store of MAGIC makes the new one.
   Atomics.store(ctl, L.MAGIC_I32, 0);
   return ctl;
@@ -76,13 +90,15 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   Atomics.store(ctl, L.MAGIC_I32, L.MAGIC);
 }
 
-/** Reads and checks the header of an existing ring of `kind`; returns its geometry. */
-export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geometry['kind']): Geometry {
+/** Reads and checks the header of an existing ring of `kind` at `base`; returns its geometry. */
+export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geometry['kind'], base = 0): Geometry {
   const what = `${KIND_NAMES[kind]}.attach`;
-  if (buffer.byteLength < L.DATA_OFFSET) {
-    throw new ShmringError(ErrorCodes.NOT_A_RING, `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`);
+  if (buffer.byteLength < base + L.DATA_OFFSET) {
+    throw new ShmringError(ErrorCodes.NOT_A_RING, base === 0
+      ? `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`
+      : `${what}: the region (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`);
   }
-  const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
+  const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
   // Observes the creator's publication (writeHeader stores MAGIC last).
   const magic = Atomics.load(ctl, L.MAGIC_I32);
   if (magic !== L.MAGIC) {
@@ -118,9 +134,9 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
     throw new ShmringError(ErrorCodes.CORRUPT,
       `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`);
   }
-  if (buffer.byteLength < g.ringSize) {
+  if (buffer.byteLength < base + g.ringSize) {
     throw new ShmringError(ErrorCodes.REGION_TOO_SMALL,
-      `${what}: the ring needs ${g.ringSize} bytes but the region has ${buffer.byteLength} (truncated?)`);
+      `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but the region has ${buffer.byteLength} (truncated?)`);
   }
   return g;
 }

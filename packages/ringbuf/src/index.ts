@@ -1,5 +1,5 @@
 export { SpscRing } from './spsc.js';
-export type { SpscOptions, DrainHandler } from './spsc.js';
+export type { SpscOptions, AttachOptions, DrainHandler } from './spsc.js';
 export { MpmcQueue } from './mpmc.js';
 export type { MpmcOptions } from './mpmc.js';
 export type { WaitOptions, WriteOptions } from './queue.js';

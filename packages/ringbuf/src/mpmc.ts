@@ -90,7 +90,7 @@ export class MpmcQueue extends Queue {
   static create(region: Region, options: MpmcOptions): MpmcQueue {
     const [capacity, slotSize] = MpmcQueue.#check(options);
     const ringSize = L.mpmcRingSize(capacity, slotSize);
-    const buffer = ringMemory(region, ringSize, 'MpmcQueue.create');
+    const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
     const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
@@ -103,7 +103,7 @@ export class MpmcQueue extends Queue {
 
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
-    const buffer = ringMemory(region, 0, 'MpmcQueue.attach');
+    const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
     const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
     return new MpmcQueue(buffer, capacity, slotSize);
   }

@@ -33,7 +33,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
 import { copyOut } from './copy.js';
 import { holdUntilWait, releaseHold } from './held.js';
@@ -42,6 +42,17 @@ import { unpark } from './waiting.js';
 export interface SpscOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */
   capacity: number;
+  /**
+   * Where the ring starts in its region, in bytes: a multiple of 64; default 0.
+   * Several rings can share one region this way (regionSize gives each one's
+   * bytes); every offset of docs/LAYOUT.md is then relative to this one.
+   */
+  offset?: number;
+}
+
+export interface AttachOptions {
+  /** Where the ring starts in its region (as given to create); default 0. */
+  offset?: number;
 }
 
 /** The handler drain() calls: the record is `data[offset .. offset + length)`; valid only during the call. */
@@ -79,13 +90,13 @@ export class SpscRing extends Queue {
   #consumerPosition: number;
   #cachedProducerPosition: number;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'SpscRing');
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing');
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
-    this.data = new Uint8Array(buffer, L.DATA_OFFSET, capacity);
-    this.#data32 = new Int32Array(buffer, L.DATA_OFFSET, capacity / 4);
+    this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
+    this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
     // Observe both positions once (each side's latest store); from now on each side owns its own.
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
@@ -101,20 +112,22 @@ export class SpscRing extends Queue {
     return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY));
   }
 
-  /** Creates an empty ring at the start of `region` (overwriting what is there). */
+  /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
   static create(region: Region, options: SpscOptions): SpscRing {
     const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY);
+    const base = checkOffset(options.offset);
     const ringSize = L.spscRingSize(capacity);
-    const buffer = ringMemory(region, ringSize, 'SpscRing.create');
-    writeHeader(unpublish(buffer), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new SpscRing(buffer, capacity);
+    const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
+    writeHeader(unpublish(buffer, base), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    return new SpscRing(buffer, base, capacity);
   }
 
-  /** Attaches to a ring another process or thread created in `region`. */
-  static attach(region: Region): SpscRing {
-    const buffer = ringMemory(region, 0, 'SpscRing.attach');
-    const { capacity } = readHeader(buffer, L.KIND_SPSC);
-    return new SpscRing(buffer, capacity);
+  /** Attaches to a ring another process or thread created in `region` (at `offset`). */
+  static attach(region: Region, options: AttachOptions = {}): SpscRing {
+    const base = checkOffset(options?.offset);
+    const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
+    const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
+    return new SpscRing(buffer, base, capacity);
   }
 
   /** Bytes of records published and not yet consumed (a snapshot). */

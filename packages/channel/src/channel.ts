@@ -1,0 +1,807 @@
+/**
+ * Channel: values, requests and replies both ways over two SpscRings (one
+ * each way, in one region; layout.ts), with a link (link.ts) that ends when
+ * the other side does. frames.ts says how each message maps onto records.
+ *
+ * Invariants:
+ *  - This object is the only producer of `#out` and the only consumer of
+ *    `#in`, from one thread.
+ *  - Records leave in the order their verbs were called: a record is
+ *    written at once only while nothing waits in `#queue`; otherwise it
+ *    joins the queue, which one writer loop empties in order. The records
+ *    of one split value are queued together, so nothing comes between them.
+ *  - Records are taken from `#in` only by the pump (or, once the pump has
+ *    stopped, by the end of the channel), so values are delivered in order.
+ *  - The pump runs only while someone waits for something from the other
+ *    side (a receive, a reply, or a handler's next request) and the inbox is
+ *    below INBOX_HIGH_WATER; otherwise records stay in the ring and the
+ *    other side's sends feel the back-pressure.
+ *  - Once ended, a channel never reopens; every pending verb has settled,
+ *    and the region is unmapped once neither the pump nor the writer loop
+ *    touches the rings any more.
+ */
+import { Buffer, constants as bufferConstants } from 'node:buffer';
+import { EventEmitter } from 'node:events';
+import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import type { SpscRing } from '@shmring/ringbuf';
+import { copyBytes, type ChannelCodec } from './codec.js';
+import * as F from './frames.js';
+import type { Link } from './link.js';
+
+export interface ReceiveOptions {
+  /** Stop waiting (AbortError); the value, when it comes, goes to the next receive. */
+  signal?: AbortSignal;
+}
+
+export interface RequestOptions {
+  /** Reject with ERR_SHMRING_TIMEOUT after this many milliseconds; a later reply is dropped. */
+  timeoutMs?: number;
+  /** Abort the wait (AbortError); the handler's own `signal` aborts too. */
+  signal?: AbortSignal;
+}
+
+export interface HandlerContext {
+  /** Aborts when the caller stops waiting (its timeout or signal) or the channel ends. */
+  readonly signal: AbortSignal;
+}
+
+export type Handler = (value: unknown, context: HandlerContext) => unknown;
+
+/** Values received and not yet asked for, beyond which the pump stops taking records for them. */
+const INBOX_HIGH_WATER = 1024;
+/** Records the pump takes in one go before it lets the event loop run. */
+const DRAIN_BATCH = 256;
+const EMPTY = new Uint8Array(0);
+const RESOLVED: Promise<void> = Promise.resolve();
+const noop = (): void => {};
+/** Ring waits of a channel never look at pids: the link says when the peer is gone. */
+const NO_PID_CHECKS = Infinity;
+
+/** A value that could not be decoded, kept in its place in the inbox. */
+class Undecodable {
+  constructor(readonly error: Error) {}
+}
+
+/** Returned to an iterator instead of a value once the channel has ended cleanly. */
+const DONE: unique symbol = Symbol('done');
+
+interface Receiver {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  /** Iterators end (DONE) where receive() rejects. */
+  readonly iterating: boolean;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+interface PendingRequest {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+interface OutRecord {
+  bytes: Uint8Array;
+  type: number;
+  /** Settles the verb, on the last record of its message. */
+  resolve: (() => void) | undefined;
+  reject: ((error: Error) => void) | undefined;
+}
+
+/** A split value being put together. */
+interface Partial {
+  type: number;
+  buffer: Buffer;
+  filled: number;
+}
+
+/** The context of one request being handled; its AbortSignal is made only if the handler asks. */
+class Serving implements HandlerContext {
+  #controller: AbortController | undefined;
+  #reason: unknown;
+  cancelled = false;
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.cancelled) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  cancel(reason: unknown): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}
+
+/** A FIFO with O(1) shift. */
+class Fifo<T> {
+  #items: T[] = [];
+  #head = 0;
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+  push(item: T): void {
+    this.#items.push(item);
+  }
+  shift(): T | undefined {
+    if (this.#head === this.#items.length) return undefined;
+    const item = this.#items[this.#head]!;
+    (this.#items as unknown[])[this.#head] = undefined;
+    if (++this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    }
+    return item;
+  }
+  remove(item: T): boolean {
+    const at = this.#items.indexOf(item, this.#head);
+    if (at < 0) return false;
+    this.#items.splice(at, 1);
+    return true;
+  }
+  drainAll(): T[] {
+    const rest = this.#items.slice(this.#head);
+    this.#items = [];
+    this.#head = 0;
+    return rest;
+  }
+}
+
+function checkSignal(signal: unknown, verb: string): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  if (!(signal instanceof AbortSignal)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal must be an AbortSignal, got ${typeof signal}`);
+  }
+  return signal;
+}
+
+function checkTimeout(timeoutMs: unknown, verb: string): number | undefined {
+  if (timeoutMs === undefined) return undefined;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: timeoutMs must be a number >= 0, got ${String(timeoutMs)}`);
+  }
+  return timeoutMs;
+}
+
+/** The JSON an ERROR record carries for what a handler threw. */
+function errorPayload(error: unknown): Uint8Array {
+  const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
+  const isObject = e !== null && typeof e === 'object';
+  const payload = {
+    name: isObject && typeof e.name === 'string' ? e.name : 'Error',
+    message: isObject && typeof e.message === 'string' ? e.message : String(error),
+    code: isObject && (typeof e.code === 'string' || typeof e.code === 'number') ? String(e.code) : undefined,
+  };
+  return Buffer.from(JSON.stringify(payload), 'utf8');
+}
+
+/** The error a caller gets for an ERROR record: the remote message and code. */
+export class RemoteError extends ShmringError {
+  /** The `name` of what the handler threw (TypeError, ...). */
+  readonly remoteName: string;
+  constructor(code: string, message: string, remoteName: string) {
+    super(code, message);
+    this.name = 'RemoteError';
+    this.remoteName = remoteName;
+  }
+}
+
+function remoteError(bytes: Uint8Array): Error {
+  let parsed: { name?: unknown; message?: unknown; code?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as typeof parsed;
+  } catch (err) {
+    return new ShmringError(ErrorCodes.DECODE, 'the other side answered with an error this end cannot read', { cause: err });
+  }
+  const code = typeof parsed.code === 'string' ? parsed.code : ErrorCodes.REMOTE;
+  const message = typeof parsed.message === 'string' ? parsed.message : 'the handler failed';
+  return new RemoteError(code, message, typeof parsed.name === 'string' ? parsed.name : 'Error');
+}
+
+export class Channel extends EventEmitter implements AsyncIterable<unknown> {
+  /** Resolves once the channel has ended, however it ended, and released its memory. */
+  readonly closed: Promise<void>;
+  /** Largest record payload; larger values are split. */
+  readonly #max: number;
+  readonly #in: SpscRing;
+  readonly #out: SpscRing;
+  readonly #region: Region;
+  readonly #link: Link;
+  readonly #codec: ChannelCodec;
+  readonly #what: string;
+
+  #open = true;
+  /** Why the channel ended: undefined while open or after a clean close. */
+  #endError: Error | undefined;
+  /** This side called close(). */
+  #closedHere = false;
+  /** The link ended; the pump (or #finishLinkEnd) takes what is left and ends the channel. */
+  #linkGone = false;
+  #released = false;
+  #resolveClosed!: () => void;
+
+  // Reading.
+  readonly #inbox = new Fifo<unknown>();
+  readonly #receivers = new Fifo<Receiver>();
+  readonly #requests = new Map<number, PendingRequest>();
+  #nextId = 1;
+  #handler: Handler | undefined;
+  /** Requests that came before a handler was registered: [id, value]. */
+  #unhandled: Array<[number, unknown]> = [];
+  /** Requests that came during a drain, handed to the handler after it. */
+  #calls: Array<[number, unknown]> = [];
+  readonly #serving = new Map<number, Serving>();
+  #partial: Partial | undefined;
+  #pumping = false;
+  /** Aborts the pump's wait when nobody wants anything any more, or the channel ends. */
+  #idle: AbortController | undefined;
+
+  // Writing.
+  readonly #queue = new Fifo<OutRecord>();
+  #writing = false;
+  readonly #stop = new AbortController();
+
+  /** @internal Made by listen/connect/channelPair/openChannel. */
+  constructor(init: { region: Region; in: SpscRing; out: SpscRing; codec: ChannelCodec; link: Link; what: string }) {
+    super();
+    this.#region = init.region;
+    this.#in = init.in;
+    this.#out = init.out;
+    this.#codec = init.codec;
+    this.#link = init.link;
+    this.#what = init.what;
+    this.#max = init.out.maxMessageLength;
+    this.closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+    this.#link.watch(() => this.#onLinkEnd());
+  }
+
+  /** The codec both ends use. */
+  get codec(): string {
+    return this.#codec.name;
+  }
+
+  // ---- sending ----
+
+  /** Sends a value; resolves once it is in the ring (waits while the ring is full). */
+  send(value: unknown): Promise<void> {
+    if (!this.#open) return Promise.reject(this.#endedError('send'));
+    try {
+      return this.#emit(F.SEND, 0, value);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /** Encodes `value` and writes its record(s); throws ERR_SHMRING_ENCODE before writing anything. */
+  #emit(kind: number, id: number, value: unknown): Promise<void> {
+    let bytes: Uint8Array;
+    let flags = 0;
+    if (this.#codec.rawBuffers && Buffer.isBuffer(value)) {
+      bytes = value;
+      flags = F.RAW;
+    } else {
+      bytes = this.#codec.encode(value);
+    }
+    if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags));
+    return this.#writeSplit(bytes, F.frameType(kind, id, flags | F.SPLIT));
+  }
+
+  #write(bytes: Uint8Array, type: number): Promise<void> {
+    if (this.#queue.length === 0 && !this.#writing) {
+      try {
+        if (this.#out.tryWrite(bytes, type)) return RESOLVED;
+      } catch (err) {
+        return Promise.reject(this.#writeError(err as Error));
+      }
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ bytes, type, resolve, reject });
+      this.#startWriter();
+    });
+  }
+
+  /** Writes a value too large for one record as SPLIT + MORE records. */
+  #writeSplit(bytes: Uint8Array, type: number): Promise<void> {
+    const first = Buffer.allocUnsafe(this.#max);
+    first.writeUInt32LE(bytes.length >>> 0, 0);
+    first.writeUInt32LE(Math.floor(bytes.length / 2 ** 32), 4);
+    first.set(bytes.subarray(0, this.#max - F.SPLIT_PREFIX), F.SPLIT_PREFIX);
+    const records: OutRecord[] = [{ bytes: first, type, resolve: undefined, reject: undefined }];
+    for (let at = this.#max - F.SPLIT_PREFIX; at < bytes.length; at += this.#max) {
+      records.push({ bytes: bytes.subarray(at, at + this.#max), type: F.MORE, resolve: undefined, reject: undefined });
+    }
+    return new Promise((resolve, reject) => {
+      const last = records[records.length - 1]!;
+      last.resolve = resolve;
+      last.reject = reject;
+      for (const r of records) this.#queue.push(r);
+      this.#startWriter();
+    });
+  }
+
+  #startWriter(): void {
+    if (this.#writing) return;
+    this.#writing = true;
+    void this.#writeLoop();
+  }
+
+  /** Empties #queue in order, waiting for room when the ring is full. */
+  async #writeLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const record = this.#queue.shift();
+        if (record === undefined) break;
+        if (!this.#open) {
+          record.reject?.(this.#endedError('send'));
+          continue;
+        }
+        try {
+          if (!this.#out.tryWrite(record.bytes, record.type)) {
+            await this.#out.write(record.bytes, { type: record.type, signal: this.#stop.signal, peerTimeoutMs: NO_PID_CHECKS });
+          }
+          record.resolve?.();
+        } catch (err) {
+          const error = this.#open ? this.#writeError(err as Error) : this.#endedError('send');
+          record.reject?.(error);
+          // The rest of a split value cannot follow a record that was not written.
+          for (const rest of this.#queue.drainAll()) rest.reject?.(error);
+        }
+      }
+    } finally {
+      this.#writing = false;
+      if (!this.#open) this.#release();
+    }
+  }
+
+  /** What a failed ring write means for the channel's user. */
+  #writeError(err: Error): Error {
+    if ((err as ShmringError).code === ErrorCodes.CLOSED) {
+      return new ShmringError(ErrorCodes.CLOSED, `${this.#what}: the other side closed the channel; nothing more can be sent`);
+    }
+    return err;
+  }
+
+  // ---- receiving ----
+
+  /** The next value the other side sent. Rejects with ERR_SHMRING_CLOSED once the channel has ended and every value was taken. */
+  receive(options: ReceiveOptions = {}): Promise<unknown> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = checkSignal(options?.signal, 'receive');
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.#next(signal, false);
+  }
+
+  /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
+  async *messages(options: ReceiveOptions = {}): AsyncGenerator<unknown, void, undefined> {
+    const signal = checkSignal(options?.signal, 'messages');
+    for (;;) {
+      const value = await this.#next(signal, true);
+      if (value === DONE) return;
+      yield value;
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+    return this.messages();
+  }
+
+  #next(signal: AbortSignal | undefined, iterating: boolean): Promise<unknown> {
+    if (this.#inbox.length > 0) {
+      const value = this.#inbox.shift();
+      if (this.#inbox.length < INBOX_HIGH_WATER) this.#kick();
+      return value instanceof Undecodable ? Promise.reject(value.error) : Promise.resolve(value);
+    }
+    if (!this.#open) {
+      if (iterating && this.#endError === undefined) return Promise.resolve(DONE);
+      return Promise.reject(this.#endedError('receive'));
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise((resolve, reject) => {
+      const receiver: Receiver = { resolve, reject, iterating, signal, onAbort: undefined };
+      if (signal !== undefined) {
+        receiver.onAbort = () => {
+          if (this.#receivers.remove(receiver)) {
+            reject(abortError(signal));
+            this.#checkIdle();
+          }
+        };
+        signal.addEventListener('abort', receiver.onAbort, { once: true });
+      }
+      this.#receivers.push(receiver);
+      this.#kick();
+    });
+  }
+
+  /** Hands a received value (or a decode failure) to the oldest receiver, or keeps it. */
+  #deliverValue(value: unknown): void {
+    const receiver = this.#receivers.shift();
+    if (receiver === undefined) {
+      this.#inbox.push(value);
+      return;
+    }
+    if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
+    if (value instanceof Undecodable) receiver.reject(value.error);
+    else receiver.resolve(value);
+  }
+
+  // ---- requests ----
+
+  /** Sends `value` as a request and resolves with the other side's reply. */
+  request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+    if (!this.#open) return Promise.reject(this.#endedError('request'));
+    let timeoutMs: number | undefined;
+    let signal: AbortSignal | undefined;
+    try {
+      timeoutMs = checkTimeout(options?.timeoutMs, 'request');
+      signal = checkSignal(options?.signal, 'request');
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const id = this.#newId();
+    let written: Promise<void>;
+    try {
+      written = this.#emit(F.REQUEST, id, value);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return new Promise((resolve, reject) => {
+      const pending: PendingRequest = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+      this.#requests.set(id, pending);
+      if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
+      if (timeoutMs !== undefined) {
+        pending.timer = setTimeout(() => {
+          this.#settleRequest(id, new ShmringError(ErrorCodes.TIMEOUT, `${this.#what}: no reply within timeoutMs=${timeoutMs}`), true);
+        }, timeoutMs);
+      }
+      if (signal !== undefined) {
+        pending.onAbort = () => this.#settleRequest(id, abortError(signal), true);
+        signal.addEventListener('abort', pending.onAbort, { once: true });
+      }
+      this.#kick();
+    });
+  }
+
+  #newId(): number {
+    let id = this.#nextId;
+    while (this.#requests.has(id)) id = id === F.MAX_ID ? 1 : id + 1;
+    this.#nextId = id === F.MAX_ID ? 1 : id + 1;
+    return id;
+  }
+
+  /** Takes a pending request out of the table (undefined if it is settled already). */
+  #takeRequest(id: number): PendingRequest | undefined {
+    const pending = this.#requests.get(id);
+    if (pending === undefined) return undefined;
+    this.#requests.delete(id);
+    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    if (pending.onAbort !== undefined) pending.signal!.removeEventListener('abort', pending.onAbort);
+    return pending;
+  }
+
+  /** Rejects a request the caller stopped waiting for; tells the handler side when `cancel`. */
+  #settleRequest(id: number, error: Error, cancel: boolean): void {
+    const pending = this.#takeRequest(id);
+    if (pending === undefined) return;
+    pending.reject(error);
+    if (cancel && this.#open) this.#write(EMPTY, F.frameType(F.CANCEL, id)).catch(noop);
+    this.#checkIdle();
+  }
+
+  /**
+   * Answers the other side's requests: `handler(value, { signal })`'s result
+   * (or what it resolves to) is the reply; what it throws reaches the caller
+   * with its message and code. One handler per channel.
+   */
+  handle(handler: Handler): void {
+    if (typeof handler !== 'function') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `handle: the handler must be a function, got ${typeof handler}`);
+    }
+    if (!this.#open) throw this.#endedError('handle');
+    if (this.#handler !== undefined) {
+      throw new ShmringError(ErrorCodes.HANDLER_EXISTS, `${this.#what} already has a request handler; a channel has one (dispatch inside it)`);
+    }
+    this.#handler = handler;
+    const waiting = this.#unhandled;
+    this.#unhandled = [];
+    for (const [id, value] of waiting) this.#serve(id, value);
+    this.#kick();
+  }
+
+  #serve(id: number, value: unknown): void {
+    const context = new Serving();
+    this.#serving.set(id, context);
+    let result: unknown;
+    try {
+      result = this.#handler!(value, context);
+    } catch (err) {
+      this.#answer(id, context, undefined, err, true);
+      return;
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
+      (result as PromiseLike<unknown>).then(
+        (reply) => this.#answer(id, context, reply, undefined, false),
+        (err: unknown) => this.#answer(id, context, undefined, err, true),
+      );
+    } else {
+      this.#answer(id, context, result, undefined, false);
+    }
+  }
+
+  #answer(id: number, context: Serving, reply: unknown, error: unknown, failed: boolean): void {
+    this.#serving.delete(id);
+    if (!this.#open || context.cancelled) return;
+    let written: Promise<void>;
+    if (failed) {
+      written = this.#write(errorPayload(error), F.frameType(F.ERROR, id));
+    } else {
+      try {
+        written = this.#emit(F.REPLY, id, reply);
+      } catch (err) {
+        written = this.#write(errorPayload(err), F.frameType(F.ERROR, id));
+      }
+    }
+    if (written !== RESOLVED) written.catch(noop);
+  }
+
+  // ---- the pump: records from the other side ----
+
+  /** Someone waits for something from the other side, and the inbox has room. */
+  #wants(): boolean {
+    return this.#receivers.length > 0
+      || ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER);
+  }
+
+  #kick(): void {
+    if (this.#pumping || !this.#open || !this.#wants()) return;
+    this.#pumping = true;
+    void this.#pump();
+  }
+
+  /** Ends the pump's wait when nobody wants anything any more. */
+  #checkIdle(): void {
+    if (this.#pumping && !this.#wants()) this.#idle?.abort();
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#open) {
+        if (this.#linkGone) {
+          this.#finishLinkEnd();
+          break;
+        }
+        if (!this.#wants()) break;
+        let taken: number;
+        try {
+          taken = this.#in.drain(this.#onRecord, DRAIN_BATCH);
+        } catch (err) {
+          this.#end(err as Error);
+          break;
+        }
+        this.#runCalls();
+        if (taken === DRAIN_BATCH) {
+          // More may be waiting: let timers and I/O run before the next batch.
+          await new Promise(setImmediate);
+          continue;
+        }
+        if (taken > 0) continue;
+        if (!this.#wants()) break;
+        const idle = (this.#idle ??= new AbortController());
+        let record: Uint8Array;
+        try {
+          record = await this.#in.read({ signal: idle.signal, peerTimeoutMs: NO_PID_CHECKS });
+        } catch (err) {
+          if (idle.signal.aborted) {
+            this.#idle = undefined;
+            continue;
+          }
+          if (!this.#open) break;
+          // ERR_SHMRING_CLOSED: the other side closed its end and everything it sent was taken.
+          this.#end((err as ShmringError).code === ErrorCodes.CLOSED ? undefined : (err as Error));
+          break;
+        }
+        try {
+          this.#onRecord(record, 0, record.length, this.#in.lastType);
+        } catch (err) {
+          this.#end(err as Error);
+          break;
+        }
+        this.#runCalls();
+      }
+    } finally {
+      this.#pumping = false;
+      if (!this.#open) this.#release();
+    }
+  }
+
+  /** One record from the other side; `data[offset, offset + length)` is valid only during the call. */
+  readonly #onRecord = (data: Uint8Array, offset: number, length: number, type: number): void => {
+    const partial = this.#partial;
+    if (partial !== undefined) {
+      if ((type & F.KIND_MASK) !== F.MORE || partial.filled + length > partial.buffer.length) {
+        throw this.#corrupt(`a record of type ${type} came in the middle of a split value`);
+      }
+      partial.buffer.set(data.subarray(offset, offset + length), partial.filled);
+      partial.filled += length;
+      if (partial.filled === partial.buffer.length) {
+        this.#partial = undefined;
+        this.#deliver(partial.type, partial.buffer, true);
+      }
+      return;
+    }
+    if ((type & F.SPLIT) !== 0) {
+      if (length < F.SPLIT_PREFIX) throw this.#corrupt('a split value has no length');
+      const total = (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16)) + data[offset + 3]! * 2 ** 24
+        + (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) * 2 ** 32;
+      const first = length - F.SPLIT_PREFIX;
+      if (total <= first || total > bufferConstants.MAX_LENGTH) throw this.#corrupt(`a split value claims ${total} bytes`);
+      const buffer = Buffer.allocUnsafe(total);
+      buffer.set(data.subarray(offset + F.SPLIT_PREFIX, offset + length), 0);
+      this.#partial = { type: type & ~F.SPLIT, buffer, filled: first };
+      return;
+    }
+    this.#deliver(type, data.subarray(offset, offset + length), false);
+  };
+
+  /** A whole value (or reply, error, cancel) arrived; `owned` says whether `bytes` may be kept. */
+  #deliver(type: number, bytes: Uint8Array, owned: boolean): void {
+    const kind = type & F.KIND_MASK;
+    const id = F.frameId(type);
+    switch (kind) {
+      case F.SEND:
+        this.#deliverValue(this.#decode(type, bytes, owned));
+        return;
+      case F.REQUEST: {
+        const value = this.#decode(type, bytes, owned);
+        if (value instanceof Undecodable) {
+          this.#write(errorPayload(value.error), F.frameType(F.ERROR, id)).catch(noop);
+        } else if (this.#handler === undefined) {
+          this.#unhandled.push([id, value]);
+        } else {
+          this.#calls.push([id, value]);
+        }
+        return;
+      }
+      case F.REPLY: {
+        const pending = this.#takeRequest(id);
+        if (pending === undefined) return; // a late reply: its caller gave up
+        const value = this.#decode(type, bytes, owned);
+        if (value instanceof Undecodable) pending.reject(value.error);
+        else pending.resolve(value);
+        return;
+      }
+      case F.ERROR: {
+        const pending = this.#takeRequest(id);
+        if (pending !== undefined) pending.reject(remoteError(bytes));
+        return;
+      }
+      case F.CANCEL: {
+        const serving = this.#serving.get(id);
+        if (serving !== undefined) {
+          serving.cancel(abortError());
+        } else {
+          // Not handed to the handler yet: it never will be.
+          this.#unhandled = this.#unhandled.filter(([waiting]) => waiting !== id);
+          this.#calls = this.#calls.filter(([waiting]) => waiting !== id);
+        }
+        return;
+      }
+      default:
+        throw this.#corrupt(`unknown record type ${type}`);
+    }
+  }
+
+  #decode(type: number, bytes: Uint8Array, owned: boolean): unknown {
+    if ((type & F.RAW) !== 0) return owned ? bytes : copyBytes(bytes);
+    try {
+      return this.#codec.decode(bytes);
+    } catch (err) {
+      return new Undecodable(err as Error);
+    }
+  }
+
+  /** Hands the requests of the last batch to the handler (outside the ring's drain). */
+  #runCalls(): void {
+    if (this.#calls.length === 0) return;
+    const calls = this.#calls;
+    this.#calls = [];
+    for (const [id, value] of calls) {
+      if (!this.#open) return;
+      this.#serve(id, value);
+    }
+  }
+
+  #corrupt(what: string): ShmringError {
+    return new ShmringError(ErrorCodes.CORRUPT, `${this.#what}: ${what}; the other side does not speak this channel's format`);
+  }
+
+  // ---- the end ----
+
+  /** The link ended: take what the other side published, then end (cleanly if it had closed its rings). */
+  #onLinkEnd(): void {
+    if (!this.#open) return;
+    this.#linkGone = true;
+    // A running pump finishes the job itself, in order, after its current record.
+    if (this.#pumping) this.#idle?.abort();
+    else this.#finishLinkEnd();
+  }
+
+  #finishLinkEnd(): void {
+    // close() by the other side sets the ring's CLOSED flag before its link ends.
+    const clean = this.#in.closed;
+    try {
+      while (this.#in.drain(this.#onRecord) > 0);
+    } catch {
+      // A half-written record of a dead peer: what came before it was delivered.
+    }
+    this.#calls = [];
+    this.#end(clean ? undefined : new ShmringError(ErrorCodes.PEER_DEAD,
+      `${this.#what}: the other side died (its ${this.#what.startsWith('worker') ? 'thread ended' : 'socket closed'} without closing the channel)`));
+  }
+
+  /** Closes this end; the other side's receives end and its requests reject. Idempotent. */
+  close(): void {
+    if (!this.#open) return;
+    this.#closedHere = true;
+    this.#end(undefined);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.closed;
+  }
+
+  #endedError(verb: string): Error {
+    if (this.#endError !== undefined) return this.#endError;
+    return new ShmringError(ErrorCodes.CLOSED, this.#closedHere
+      ? `${this.#what}: ${verb} after close(); the channel is closed`
+      : `${this.#what}: the other side closed the channel`);
+  }
+
+  #end(error: Error | undefined): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#endError = error;
+    this.#idle?.abort();
+    this.#stop.abort();
+    for (const receiver of this.#receivers.drainAll()) {
+      if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
+      if (receiver.iterating && error === undefined) receiver.resolve(DONE);
+      else receiver.reject(this.#endedError('receive'));
+    }
+    const unanswered = error ?? new ShmringError(ErrorCodes.CLOSED, this.#closedHere
+      ? `${this.#what}: the channel was closed before the reply came`
+      : `${this.#what}: the other side closed the channel without answering`);
+    for (const id of [...this.#requests.keys()]) this.#takeRequest(id)!.reject(unanswered);
+    for (const serving of this.#serving.values()) serving.cancel(abortError());
+    this.#serving.clear();
+    this.#unhandled = [];
+    this.#calls = [];
+    this.#partial = undefined;
+    // The flags first, then the link: the other side finds CLOSED when its link ends.
+    this.#out.close();
+    this.#in.close();
+    this.#link.close();
+    this.#release();
+  }
+
+  /** Unmaps the region once nothing touches the rings; then `closed` resolves and 'close' fires. */
+  #release(): void {
+    if (this.#released || this.#pumping || this.#writing) return;
+    this.#released = true;
+    this.#region.close();
+    this.#resolveClosed();
+    this.emit('close', this.#endError);
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * A channel's link: the kernel object (a Unix socket) or the MessagePort
+ * that lives exactly as long as the other end does. Nothing travels over it
+ * after setup; its only job is to end when the peer does, by close() or by
+ * dying (the kernel closes a dead process's socket; Node closes a
+ * terminated worker's port), so that a channel learns of a death at once
+ * and without polling. It never keeps the event loop alive by itself:
+ * pending waits on the rings do.
+ */
+import type { Socket } from 'node:net';
+import type { MessagePort } from 'node:worker_threads';
+
+export interface Link {
+  /** Calls `onEnd` once, when the other end goes away (or close() is called). */
+  watch(onEnd: () => void): void;
+  /** Ends this side of the link; the peer's watch fires. */
+  close(): void;
+}
+
+export function socketLink(socket: Socket): Link {
+  return {
+    watch(onEnd) {
+      let ended = false;
+      const end = (): void => {
+        if (ended) return;
+        ended = true;
+        onEnd();
+      };
+      socket.on('close', end);
+      socket.on('end', end);
+      // A reset (the peer died with unread bytes) is the end, like close.
+      socket.on('error', end);
+      // Nothing is sent after setup; any byte is ignored. Reading is what lets libuv see the EOF.
+      socket.on('data', () => {});
+      socket.unref();
+      socket.resume();
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+export function portLink(port: MessagePort): Link {
+  return {
+    watch(onEnd) {
+      let ended = false;
+      port.on('close', () => {
+        if (ended) return;
+        ended = true;
+        onEnd();
+      });
+      port.unref();
+    },
+    close() {
+      port.close();
+    },
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * Making the two ends of a channel in a fresh region (the creator: a
+ * server's accept, channelPair) and joining one (the opener: connect,
+ * openChannel). Shared by every way a channel is set up.
+ */
+import { ErrorCodes, ShmringError, type Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
+import { Channel } from './channel.js';
+import { checkCodecMatch, type ChannelCodec } from './codec.js';
+import { claimOpenerEnd, publishChannelHeader, readChannelHeader, writeChannelHeader } from './layout.js';
+import type { Link } from './link.js';
+
+/** Lays out a channel in `region` (sized with channelRegionSize) and publishes it. */
+export function layOutChannel(region: Region, codec: ChannelCodec, capacity: number): void {
+  const g = writeChannelHeader(region.buffer, codec.id, capacity);
+  SpscRing.create(region, { capacity, offset: g.aOffset });
+  SpscRing.create(region, { capacity, offset: g.bOffset });
+  publishChannelHeader(region.buffer);
+}
+
+/** The creator's end: it writes ring A and reads ring B. */
+export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string): Channel {
+  const g = readChannelHeader(region.buffer, what);
+  return new Channel({
+    region, codec, link, what,
+    out: SpscRing.attach(region, { offset: g.aOffset }),
+    in: SpscRing.attach(region, { offset: g.bOffset }),
+  });
+}
+
+/**
+ * The opener's end: it reads ring A and writes ring B. On a codec mismatch
+ * both rings are closed (the creator's end then ends cleanly) and the error
+ * thrown; the caller closes the link and the region.
+ */
+export function openerEnd(region: Region, codec: ChannelCodec, link: Link, what: string, source: string): Channel {
+  const buffer = region.buffer;
+  const g = readChannelHeader(buffer, source);
+  const inRing = SpscRing.attach(region, { offset: g.aOffset });
+  const outRing = SpscRing.attach(region, { offset: g.bOffset });
+  try {
+    checkCodecMatch(codec, g.codec, source);
+  } catch (err) {
+    inRing.close();
+    outRing.close();
+    throw err;
+  }
+  if (!claimOpenerEnd(buffer)) {
+    throw new ShmringError(ErrorCodes.BUSY, `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`);
+  }
+  return new Channel({ region, codec, link, what, in: inRing, out: outRing });
+}

@@ -1,0 +1,18 @@
+import { ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+
+/** Bytes of each ring's data area unless the options say otherwise. */
+export const DEFAULT_CAPACITY = 1 << 20;
+const MIN_CAPACITY = 64;
+const MAX_CAPACITY = 1 << 30;
+
+/** Checks a ring capacity option: undefined (the default) or a power of two in [64, 2^30]. */
+export function checkCapacity(capacity: unknown, verb: string): number {
+  if (capacity === undefined) return DEFAULT_CAPACITY;
+  if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${String(capacity)}`);
+  }
+  if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity=${capacity} must be a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}] (bytes of each ring)`);
+  }
+  return capacity;
+}

@@ -1,0 +1,60 @@
+/**
+ * Channels between threads: a SharedArrayBuffer holds the rings, and a
+ * MessagePort pair is the link (a worker's ports close when it ends, so a
+ * terminated worker is a dead peer at once).
+ */
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { ErrorCodes, Region, ShmringTypeError } from '@shmring/core';
+import type { Channel } from './channel.js';
+import { resolveCodec, type CodecOption } from './codec.js';
+import { channelRegionSize } from './layout.js';
+import { portLink } from './link.js';
+import { checkCapacity } from './options.js';
+import { creatorEnd, layOutChannel, openerEnd } from './open.js';
+
+const HANDLE_KIND = 'shmring-channel';
+
+/**
+ * What openChannel needs: post it to the worker (workerData or postMessage)
+ * with `handle.port` in the transfer list.
+ */
+export interface ChannelHandle {
+  readonly kind: typeof HANDLE_KIND;
+  readonly buffer: SharedArrayBuffer;
+  readonly port: MessagePort;
+}
+
+export interface PairOptions {
+  /** Bytes of each ring's data area (a power of two, 64 B .. 1 GiB). Default 1 MiB. */
+  capacity?: number;
+  /** 'structured-clone' (default), 'json', 'bytes' or { encode, decode }; openChannel must be given the same. */
+  codec?: CodecOption;
+}
+
+export interface OpenOptions {
+  codec?: CodecOption;
+}
+
+/** A channel for a worker: this thread's end, and the handle the worker opens with openChannel. */
+export function channelPair(options: PairOptions = {}): [Channel, ChannelHandle] {
+  const codec = resolveCodec(options?.codec);
+  const capacity = checkCapacity(options?.capacity, 'channelPair');
+  const region = Region.create({ backing: 'sab', size: channelRegionSize(capacity) });
+  layOutChannel(region, codec, capacity);
+  const { port1, port2 } = new MessageChannel();
+  const here = creatorEnd(region, codec, portLink(port1), 'worker channel');
+  return [here, { kind: HANDLE_KIND, buffer: region.buffer as SharedArrayBuffer, port: port2 }];
+}
+
+/** Opens the other end of a channelPair, in the thread that received its handle. Once per handle. */
+export function openChannel(handle: ChannelHandle, options: OpenOptions = {}): Channel {
+  const h = handle as Partial<ChannelHandle> | null;
+  if (h === null || typeof h !== 'object' || h.kind !== HANDLE_KIND || !(h.buffer instanceof SharedArrayBuffer)
+    || typeof (h.port as MessagePort | undefined)?.postMessage !== 'function') {
+    throw new ShmringTypeError(ErrorCodes.NOT_A_CHANNEL,
+      'openChannel needs the handle channelPair() returned, posted to this thread with handle.port in the transfer list');
+  }
+  const codec = resolveCodec(options?.codec);
+  const region = Region.fromSharedArrayBuffer(h.buffer);
+  return openerEnd(region, codec, portLink(h.port!), 'worker channel', 'the channelPair handle');
+}

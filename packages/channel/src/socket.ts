@@ -1,0 +1,230 @@
+/**
+ * Channels between processes, found by a Unix domain socket path, the way
+ * net.connect finds a server. The server creates a memfd region per
+ * connection (sealed against shrinking and growing), lays the two rings out
+ * in it and passes its fd with SCM_RIGHTS; the socket then stays open, idle,
+ * as the channel's link: when either process dies, by any signal and in any
+ * PID namespace, the kernel closes it and the other side knows at once.
+ * Nothing is left behind in /dev/shm or on disk but the socket path, which
+ * close() removes and listen() replaces when no server answers there.
+ */
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import { ErrorCodes, Region, ShmringError, ShmringTypeError, receiveRegion, sendRegion } from '@shmring/core';
+import type { Channel } from './channel.js';
+import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
+import { channelRegionSize } from './layout.js';
+import { socketLink } from './link.js';
+import { checkCapacity, DEFAULT_CAPACITY } from './options.js';
+import { creatorEnd, layOutChannel, openerEnd } from './open.js';
+
+export interface ListenOptions {
+  /** Bytes of each ring's data area (a power of two, 64 B .. 1 GiB); the server decides. Default 1 MiB. */
+  capacity?: number;
+  /** 'structured-clone' (default), 'json', 'bytes' or { encode, decode }; clients must use the same. */
+  codec?: CodecOption;
+}
+
+export interface ConnectOptions {
+  /** The codec the server uses (default 'structured-clone'); a mismatch is ERR_SHMRING_CODEC_MISMATCH. */
+  codec?: CodecOption;
+  /** Give up if the server has not handed over the channel within this many ms (ERR_SHMRING_TIMEOUT). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+function checkPath(path: unknown, verb: string): string {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${String(path)}`);
+  }
+  return path;
+}
+
+/** A system call's error, with its errno name as `code` and the path in the message. */
+function pathError(err: NodeJS.ErrnoException, path: string, what: string): ShmringError {
+  const code = typeof err.code === 'string' ? err.code : ErrorCodes.INVALID_ARGUMENT;
+  const hint = code === 'ENOENT' ? ': no such socket; is the server listening (listen(path))?'
+    : code === 'ECONNREFUSED' ? ': nothing accepts connections there (a server that exited without close()?)'
+      : code === 'EADDRINUSE' ? ': a server already listens there; close it or pick another path'
+        : `: ${err.message}`;
+  const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
+  Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
+  return error;
+}
+
+/** Resolves true if a server accepts connections at `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+function bind(server: net.Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(path, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** A listening channel server: a 'channel' event (and an async iterator) per client. */
+export class ChannelServer extends EventEmitter implements AsyncIterable<Channel> {
+  /** The socket path. */
+  readonly path: string;
+  readonly #server: net.Server;
+  readonly #codec: ChannelCodec;
+  readonly #capacity: number;
+  readonly #channels = new Set<Channel>();
+  #accepted = 0;
+  #closing: Promise<void> | undefined;
+
+  /** @internal Use listen(). */
+  constructor(server: net.Server, path: string, codec: ChannelCodec, capacity: number) {
+    super();
+    this.#server = server;
+    this.path = path;
+    this.#codec = codec;
+    this.#capacity = capacity;
+    server.on('connection', (socket: net.Socket) => this.#accept(socket));
+    server.on('error', (err) => {
+      if (this.listenerCount('error') > 0) this.emit('error', err);
+    });
+  }
+
+  /** Channels open on this server now. */
+  get channels(): number {
+    return this.#channels.size;
+  }
+
+  async #accept(socket: net.Socket): Promise<void> {
+    let region: Region | undefined;
+    try {
+      region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(this.#capacity) });
+      layOutChannel(region, this.#codec, this.#capacity);
+      await sendRegion(socket, region);
+      if (this.#closing !== undefined) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
+      const channel = creatorEnd(region, this.#codec, socketLink(socket), `channel ${++this.#accepted} of ${this.path}`);
+      this.#channels.add(channel);
+      channel.once('close', () => this.#channels.delete(channel));
+      this.emit('channel', channel);
+    } catch (err) {
+      // A client that went away during the handover (or a server out of fds): drop this one connection.
+      socket.destroy();
+      region?.close();
+      if (this.listenerCount('error') > 0 && (err as NodeJS.ErrnoException).code !== 'EPIPE') this.emit('error', err);
+    }
+  }
+
+  /** The channels as clients connect, until the server closes. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
+    const ready: Channel[] = [];
+    let wake: (() => void) | undefined;
+    const onChannel = (ch: Channel): void => {
+      ready.push(ch);
+      wake?.();
+    };
+    const onClose = (): void => wake?.();
+    this.on('channel', onChannel);
+    this.on('close', onClose);
+    try {
+      for (;;) {
+        const next = ready.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        if (this.#closing !== undefined) return;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = undefined;
+      }
+    } finally {
+      this.off('channel', onChannel);
+      this.off('close', onClose);
+    }
+  }
+
+  /**
+   * Stops accepting, removes the socket path and closes every channel of
+   * this server (their peers see a clean close); resolves when all is done.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      const channels = [...this.#channels];
+      for (const ch of channels) ch.close();
+      await Promise.all([stopped, ...channels.map((ch) => ch.closed)]);
+      this.emit('close');
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * Listens for channel clients on a Unix domain socket path. A stale socket
+ * file (no server answers) is replaced; a live server there is EADDRINUSE.
+ */
+export async function listen(path: string, options: ListenOptions = {}): Promise<ChannelServer> {
+  checkPath(path, 'listen');
+  const codec = resolveCodec(options?.codec);
+  const capacity = checkCapacity(options?.capacity, 'listen');
+  const server = net.createServer({ pauseOnConnect: true });
+  try {
+    await bind(server, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
+    if (await answers(path)) throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
+    // Stale: left by a server that died. Replace it, but only if it is a socket.
+    if (!fs.lstatSync(path, { throwIfNoEntry: false })?.isSocket()) {
+      throw pathError(Object.assign(new Error('the path exists and is not a socket'), { code: 'EADDRINUSE' }), path, 'listen on');
+    }
+    fs.rmSync(path, { force: true });
+    try {
+      await bind(server, path);
+    } catch (again) {
+      throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
+    }
+  }
+  return new ChannelServer(server, path, codec, capacity);
+}
+
+/** Connects to a channel server's socket path; resolves with this side's end of a new channel. */
+export async function connect(path: string, options: ConnectOptions = {}): Promise<Channel> {
+  checkPath(path, 'connect');
+  const codec = resolveCodec(options?.codec);
+  const socket = net.connect({ path });
+  let region: Region;
+  try {
+    // Called in the same tick as net.connect: receiveRegion pauses the socket before it reads.
+    region = await receiveRegion(socket, { timeoutMs: options?.timeoutMs, signal: options?.signal });
+  } catch (err) {
+    socket.destroy();
+    const e = err as NodeJS.ErrnoException;
+    if (e.syscall === 'connect' || e.code === 'ENOENT' || e.code === 'ECONNREFUSED') throw pathError(e, path, 'connect to');
+    if (e.code === ErrorCodes.NO_FD) {
+      throw new ShmringError(ErrorCodes.NO_FD, `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`, { cause: err });
+    }
+    throw err;
+  }
+  try {
+    return openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`);
+  } catch (err) {
+    socket.destroy();
+    region.close();
+    throw err;
+  }
+}
