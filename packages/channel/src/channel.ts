@@ -24,6 +24,7 @@ import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import type { SpscRing } from '@shmring/ringbuf';
+import { forgetDecodeView } from './clone.js';
 import { copyBytes, type ChannelCodec } from './codec.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
@@ -49,8 +50,13 @@ export type Handler = (value: unknown, context: HandlerContext) => unknown;
 
 /** Values received and not yet asked for, beyond which the pump stops taking records for them. */
 const INBOX_HIGH_WATER = 1024;
-/** Records the pump takes in one go before it lets the event loop run. */
-const DRAIN_BATCH = 256;
+/**
+ * Records the pump takes in one go. Small enough that the other side gets
+ * the first answers of a burst while this side still works on the rest.
+ */
+const DRAIN_BATCH = 32;
+/** Full batches in a row after which the pump lets timers and I/O run. */
+const FULL_BATCHES_PER_TURN = 8;
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
@@ -245,6 +251,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // Writing.
   readonly #queue = new Fifo<OutRecord>();
   #writing = false;
+  /** #out is corked until the end of this turn's microtasks. */
+  #corked = false;
   readonly #stop = new AbortController();
 
   /** @internal Made by listen/connect/channelPair/openChannel. */
@@ -284,26 +292,33 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #emit(kind: number, id: number, value: unknown): Promise<void> {
     let bytes: Uint8Array;
     let flags = 0;
+    let owned = false;
     if (this.#codec.rawBuffers && Buffer.isBuffer(value)) {
       bytes = value;
       flags = F.RAW;
     } else {
       bytes = this.#codec.encode(value);
+      owned = this.#codec.lastOwned;
     }
-    if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags));
-    return this.#writeSplit(bytes, F.frameType(kind, id, flags | F.SPLIT));
+    if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags), owned);
+    // A queued record must not change under the queue: the caller's Buffer
+    // may be reused by the caller once send() resolves, not before.
+    return this.#writeSplit(owned || flags === F.RAW ? bytes : bytes.slice(), F.frameType(kind, id, flags | F.SPLIT));
   }
 
-  #write(bytes: Uint8Array, type: number): Promise<void> {
+  /** Writes one record; `owned`: `bytes` stays as it is until the write completes (else it is copied if it must wait). */
+  #write(bytes: Uint8Array, type: number, owned = true): Promise<void> {
     if (this.#queue.length === 0 && !this.#writing) {
       try {
+        if (!this.#corked) this.#corkUntilMicrotask();
         if (this.#out.tryWrite(bytes, type)) return RESOLVED;
       } catch (err) {
         return Promise.reject(this.#writeError(err as Error));
       }
     }
+    const kept = owned ? bytes : bytes.slice();
     return new Promise((resolve, reject) => {
-      this.#queue.push({ bytes, type, resolve, reject });
+      this.#queue.push({ bytes: kept, type, resolve, reject });
       this.#startWriter();
     });
   }
@@ -326,6 +341,24 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#startWriter();
     });
   }
+
+  /**
+   * Holds this turn's records back until its microtasks have run, then
+   * publishes them with one store and at most one wake-up: a program that
+   * fires many requests (or a handler that answers many) in one turn costs
+   * the other side one wake-up, not one each. A record is never held past
+   * the turn it was written in (and a wait of this thread publishes first).
+   */
+  #corkUntilMicrotask(): void {
+    this.#corked = true;
+    this.#out.cork();
+    queueMicrotask(this.#uncork);
+  }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    if (this.#open) this.#out.uncork();
+  };
 
   #startWriter(): void {
     if (this.#writing) return;
@@ -575,6 +608,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   }
 
   async #pump(): Promise<void> {
+    let fullBatches = 0;
     try {
       while (this.#open) {
         if (this.#linkGone) {
@@ -590,12 +624,16 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           break;
         }
         this.#runCalls();
-        if (taken === DRAIN_BATCH) {
-          // More may be waiting: let timers and I/O run before the next batch.
-          await new Promise(setImmediate);
+        if (taken > 0) {
+          // Let this batch's continuations run (replies of async handlers,
+          // the requests the resolved replies make) and its records be
+          // published, so the other side works on them while we take the
+          // next batch; after many full batches in a row, let timers and I/O run.
+          if (taken === DRAIN_BATCH && ++fullBatches % FULL_BATCHES_PER_TURN === 0) await new Promise(setImmediate);
+          else await null;
           continue;
         }
-        if (taken > 0) continue;
+        fullBatches = 0;
         if (!this.#wants()) break;
         const idle = (this.#idle ??= new AbortController());
         let record: Uint8Array;
@@ -636,7 +674,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       partial.filled += length;
       if (partial.filled === partial.buffer.length) {
         this.#partial = undefined;
-        this.#deliver(partial.type, partial.buffer, true);
+        this.#deliver(partial.type, partial.buffer, 0, partial.buffer.length, true);
       }
       return;
     }
@@ -651,19 +689,19 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#partial = { type: type & ~F.SPLIT, buffer, filled: first };
       return;
     }
-    this.#deliver(type, data.subarray(offset, offset + length), false);
+    this.#deliver(type, data, offset, offset + length, false);
   };
 
-  /** A whole value (or reply, error, cancel) arrived; `owned` says whether `bytes` may be kept. */
-  #deliver(type: number, bytes: Uint8Array, owned: boolean): void {
+  /** A whole value (or reply, error, cancel) arrived in `data[start, end)`; `owned` says whether `data` may be kept. */
+  #deliver(type: number, data: Uint8Array, start: number, end: number, owned: boolean): void {
     const kind = type & F.KIND_MASK;
     const id = F.frameId(type);
     switch (kind) {
       case F.SEND:
-        this.#deliverValue(this.#decode(type, bytes, owned));
+        this.#deliverValue(this.#decode(type, data, start, end, owned));
         return;
       case F.REQUEST: {
-        const value = this.#decode(type, bytes, owned);
+        const value = this.#decode(type, data, start, end, owned);
         if (value instanceof Undecodable) {
           this.#write(errorPayload(value.error), F.frameType(F.ERROR, id)).catch(noop);
         } else if (this.#handler === undefined) {
@@ -676,14 +714,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       case F.REPLY: {
         const pending = this.#takeRequest(id);
         if (pending === undefined) return; // a late reply: its caller gave up
-        const value = this.#decode(type, bytes, owned);
+        const value = this.#decode(type, data, start, end, owned);
         if (value instanceof Undecodable) pending.reject(value.error);
         else pending.resolve(value);
         return;
       }
       case F.ERROR: {
         const pending = this.#takeRequest(id);
-        if (pending !== undefined) pending.reject(remoteError(bytes));
+        if (pending !== undefined) pending.reject(remoteError(data.subarray(start, end)));
         return;
       }
       case F.CANCEL: {
@@ -702,10 +740,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
   }
 
-  #decode(type: number, bytes: Uint8Array, owned: boolean): unknown {
-    if ((type & F.RAW) !== 0) return owned ? bytes : copyBytes(bytes);
+  #decode(type: number, data: Uint8Array, start: number, end: number, owned: boolean): unknown {
+    if ((type & F.RAW) !== 0) return owned && start === 0 && end === data.length ? data : copyBytes(data.subarray(start, end));
     try {
-      return this.#codec.decode(bytes);
+      return this.#codec.decode(data, start, end);
     } catch (err) {
       return new Undecodable(err as Error);
     }
@@ -800,6 +838,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #release(): void {
     if (this.#released || this.#pumping || this.#writing) return;
     this.#released = true;
+    forgetDecodeView(this.#region.buffer);
     this.#region.close();
     this.#resolveClosed();
     this.emit('close', this.#endError);

@@ -7,6 +7,7 @@
  */
 import v8 from 'node:v8';
 import { ErrorCodes, ShmringError, ShmringTypeError } from '@shmring/core';
+import { fastDecode, fastEncode } from './clone.js';
 
 export interface Codec {
   /** Turns a value into bytes; throws if it cannot. */
@@ -23,12 +24,18 @@ export interface ChannelCodec {
   readonly name: string;
   /** Buffers bypass the codec (sent as RAW records) when this is true. */
   readonly rawBuffers: boolean;
-  encode(value: unknown): Uint8Array;
   /**
-   * Decodes `bytes`, a view that may point into the ring and is valid only
-   * during the call: a codec that keeps bytes must copy them.
+   * Encodes `value`. The bytes may be a scratch buffer that the next encode()
+   * (of any channel of this thread) overwrites: `lastOwned` says whether the
+   * bytes of the last call are the caller's to keep.
    */
-  decode(bytes: Uint8Array): unknown;
+  encode(value: unknown): Uint8Array;
+  readonly lastOwned: boolean;
+  /**
+   * Decodes `data[start, end)`, a view that may point into the ring and is
+   * valid only during the call: a codec that keeps bytes must copy them.
+   */
+  decode(data: Uint8Array, start: number, end: number): unknown;
 }
 
 export const CODEC_STRUCTURED = 1;
@@ -78,17 +85,20 @@ const structured: ChannelCodec = {
   id: CODEC_STRUCTURED,
   name: 'structured-clone',
   rawBuffers: true,
+  lastOwned: true,
   encode(value) {
     try {
-      return v8.serialize(value);
+      const fast = fastEncode(value);
+      (this as { lastOwned: boolean }).lastOwned = fast === undefined;
+      return fast ?? v8.serialize(value);
     } catch (err) {
       throw encodeError(value, 'structured-clone', err);
     }
   },
-  decode(bytes) {
+  decode(data, start, end) {
     try {
-      // The deserializer copies what it keeps (typed arrays get their own memory).
-      return v8.deserialize(bufferView(bytes));
+      // Both paths copy what they keep (strings, typed arrays get their own memory).
+      return fastDecode(data, start, end);
     } catch (err) {
       throw decodeError('structured-clone', err);
     }
@@ -99,6 +109,7 @@ const json: ChannelCodec = {
   id: CODEC_JSON,
   name: 'json',
   rawBuffers: false,
+  lastOwned: true,
   encode(value) {
     let text: string | undefined;
     try {
@@ -109,9 +120,9 @@ const json: ChannelCodec = {
     if (text === undefined) throw encodeError(value, 'json');
     return Buffer.from(text, 'utf8');
   },
-  decode(bytes) {
+  decode(data, start, end) {
     try {
-      return JSON.parse(bufferView(bytes).toString('utf8'));
+      return JSON.parse(bufferView(data).toString('utf8', start, end));
     } catch (err) {
       throw decodeError('json', err);
     }
@@ -122,6 +133,7 @@ const bytesCodec: ChannelCodec = {
   id: CODEC_BYTES,
   name: 'bytes',
   rawBuffers: false,
+  lastOwned: true,
   encode(value) {
     if (value instanceof Uint8Array) return value;
     if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
@@ -129,7 +141,7 @@ const bytesCodec: ChannelCodec = {
     throw new ShmringError(ErrorCodes.ENCODE,
       `the channel's bytes codec sends Uint8Arrays, Buffers, other ArrayBuffer views and ArrayBuffers, not ${value === null ? 'null' : typeof value}; nothing was sent`);
   },
-  decode: copyBytes,
+  decode: (data, start, end) => copyBytes(data.subarray(start, end)),
 };
 
 function custom(user: Codec): ChannelCodec {
@@ -137,6 +149,7 @@ function custom(user: Codec): ChannelCodec {
     id: CODEC_CUSTOM,
     name: 'custom',
     rawBuffers: false,
+    lastOwned: true,
     encode(value) {
       let bytes: unknown;
       try {
@@ -149,9 +162,9 @@ function custom(user: Codec): ChannelCodec {
       }
       return bytes;
     },
-    decode(bytes) {
+    decode(data, start, end) {
       try {
-        return user.decode(copyBytes(bytes));
+        return user.decode(copyBytes(data.subarray(start, end)));
       } catch (err) {
         throw decodeError('custom', err);
       }

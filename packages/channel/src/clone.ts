@@ -1,0 +1,373 @@
+/**
+ * A fast path for structured clone: the common values (plain objects, dense
+ * arrays, strings, numbers, booleans, null, undefined) encoded and decoded
+ * here, in V8's own serialization format (the subset of tags those values
+ * use), and everything else left to v8.serialize / v8.deserialize.
+ *
+ * Why: v8.serialize and v8.deserialize construct a serializer object per
+ * call, cost about 2 µs each for a small object, and allocate a Buffer per
+ * value; a channel pays one of each per message on each side. Writing the
+ * same bytes here into a reused scratch buffer, and reading them straight
+ * from the ring, costs a fraction of that.
+ *
+ * The bytes are V8's format: v8.deserialize reads what encode() writes, and
+ * decode() reads what v8.serialize writes (it hands the whole value to
+ * v8.deserialize as soon as it meets a tag outside the subset). encode()
+ * gives up (returns undefined, and the caller uses v8.serialize) on
+ * anything else: another prototype, a Map, a Date, a BigInt, a typed array,
+ * an array with holes or extra properties, an object met twice (shared or
+ * cyclic references keep their identity only through v8), a graph deeper
+ * or larger than the limits below.
+ */
+import v8 from 'node:v8';
+
+// Tags of V8's ValueSerializer (src/objects/value-serializer.cc), as bytes.
+const TAG_PADDING = 0x00;
+const TAG_VERSION = 0xff;
+const TAG_NULL = 0x30; // '0'
+const TAG_UNDEFINED = 0x5f; // '_'
+const TAG_TRUE = 0x54; // 'T'
+const TAG_FALSE = 0x46; // 'F'
+const TAG_INT32 = 0x49; // 'I', zigzag varint
+const TAG_UINT32 = 0x55; // 'U', varint
+const TAG_DOUBLE = 0x4e; // 'N', 8 bytes little-endian
+const TAG_ONE_BYTE_STRING = 0x22; // '"', varint byte length, Latin-1
+const TAG_TWO_BYTE_STRING = 0x63; // 'c', varint byte length, UTF-16LE
+const TAG_UTF8_STRING = 0x53; // 'S', varint byte length, UTF-8
+const TAG_BEGIN_OBJECT = 0x6f; // 'o'
+const TAG_END_OBJECT = 0x7b; // '{', varint property count
+const TAG_BEGIN_DENSE_ARRAY = 0x41; // 'A', varint length
+const TAG_END_DENSE_ARRAY = 0x24; // '$', varint property count, varint length
+
+/** The header v8.serialize writes (version tag and this V8's format version). */
+const HEADER = v8.serialize(null).subarray(0, -1);
+
+/** Objects and arrays one value may hold on the fast path. */
+const MAX_OBJECTS = 64;
+/** Nesting depth on the fast path. */
+const MAX_DEPTH = 32;
+/** Longest array on the fast path. */
+const MAX_ARRAY = 256;
+/** Strings up to this length are written char by char; longer ones through Buffer's Latin-1 writer. */
+const SHORT_STRING = 32;
+// eslint-disable-next-line no-control-regex
+const NOT_LATIN1 = /[^\u0000-\u00ff]/;
+
+class Bail extends Error {}
+const BAIL = new Bail();
+
+/** Writes values into a scratch buffer that is reused from one value to the next. */
+class Writer {
+  buf = Buffer.allocUnsafe(4096);
+  pos = 0;
+  readonly seen: object[] = [];
+
+  reserve(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(bigger, 0, 0, this.pos);
+    this.buf = bigger;
+  }
+
+  varint(n: number): void {
+    this.reserve(10);
+    const buf = this.buf;
+    while (n >= 0x80) {
+      buf[this.pos++] = (n & 0x7f) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    buf[this.pos++] = n;
+  }
+
+  string(s: string): void {
+    const length = s.length;
+    if (length <= SHORT_STRING) {
+      this.reserve(length + 6);
+      const start = this.pos;
+      const buf = this.buf;
+      buf[start] = TAG_ONE_BYTE_STRING;
+      buf[start + 1] = length; // below 128: a one-byte varint
+      let at = start + 2;
+      for (let i = 0; i < length; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0xff) {
+          this.pos = start;
+          this.twoByte(s);
+          return;
+        }
+        buf[at++] = c;
+      }
+      this.pos = at;
+      return;
+    }
+    if (NOT_LATIN1.test(s)) {
+      this.twoByte(s);
+      return;
+    }
+    this.buf[this.pos++] = TAG_ONE_BYTE_STRING;
+    this.varint(length);
+    this.reserve(length);
+    this.pos += this.buf.write(s, this.pos, length, 'latin1');
+  }
+
+  twoByte(s: string): void {
+    const bytes = s.length * 2;
+    this.reserve(bytes + 12);
+    // V8 aligns two-byte contents to 2 bytes, with a padding tag before the string's tag.
+    if (((this.pos + 1 + varintSize(bytes)) & 1) !== 0) this.buf[this.pos++] = TAG_PADDING;
+    this.buf[this.pos++] = TAG_TWO_BYTE_STRING;
+    this.varint(bytes);
+    this.pos += this.buf.write(s, this.pos, bytes, 'utf16le');
+  }
+
+  value(v: unknown, depth: number): void {
+    switch (typeof v) {
+      case 'string':
+        this.reserve(1);
+        this.string(v);
+        return;
+      case 'number':
+        if ((v | 0) === v && !(v === 0 && 1 / v < 0)) {
+          this.reserve(6);
+          this.buf[this.pos++] = TAG_INT32;
+          this.varint(((v << 1) ^ (v >> 31)) >>> 0);
+        } else {
+          this.reserve(9);
+          this.buf[this.pos++] = TAG_DOUBLE;
+          this.pos = this.buf.writeDoubleLE(v, this.pos);
+        }
+        return;
+      case 'boolean':
+        this.reserve(1);
+        this.buf[this.pos++] = v ? TAG_TRUE : TAG_FALSE;
+        return;
+      case 'undefined':
+        this.reserve(1);
+        this.buf[this.pos++] = TAG_UNDEFINED;
+        return;
+      case 'object':
+        if (v === null) {
+          this.reserve(1);
+          this.buf[this.pos++] = TAG_NULL;
+          return;
+        }
+        if (depth >= MAX_DEPTH || this.seen.length >= MAX_OBJECTS || this.seen.includes(v)) throw BAIL;
+        this.seen.push(v);
+        if (Array.isArray(v)) this.array(v, depth);
+        else this.object(v, depth);
+        return;
+      default:
+        // bigint, function, symbol: v8.serialize's business (and its error).
+        throw BAIL;
+    }
+  }
+
+  array(a: unknown[], depth: number): void {
+    const length = a.length;
+    // Object.keys counts indices and named properties alike: equal to the
+    // length only for an array with no holes and nothing else on it.
+    if (length > MAX_ARRAY || Object.getPrototypeOf(a) !== Array.prototype || Object.keys(a).length !== length) throw BAIL;
+    this.reserve(1);
+    this.buf[this.pos++] = TAG_BEGIN_DENSE_ARRAY;
+    this.varint(length);
+    for (let i = 0; i < length; i++) this.value(a[i], depth + 1);
+    this.reserve(1);
+    this.buf[this.pos++] = TAG_END_DENSE_ARRAY;
+    this.varint(0);
+    this.varint(length);
+  }
+
+  object(o: object, depth: number): void {
+    const proto: unknown = Object.getPrototypeOf(o);
+    if (proto !== Object.prototype && proto !== null) throw BAIL;
+    const keys = Object.keys(o);
+    this.reserve(1);
+    this.buf[this.pos++] = TAG_BEGIN_OBJECT;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      this.reserve(1);
+      this.string(key);
+      this.value((o as Record<string, unknown>)[key], depth + 1);
+    }
+    this.reserve(1);
+    this.buf[this.pos++] = TAG_END_OBJECT;
+    this.varint(keys.length);
+  }
+}
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+const writer = new Writer();
+
+/**
+ * Encodes `value` on the fast path: a view of the scratch buffer, valid until
+ * the next call; undefined if the value needs v8.serialize.
+ */
+export function fastEncode(value: unknown): Uint8Array | undefined {
+  const w = writer;
+  w.pos = 0;
+  w.reserve(HEADER.length);
+  HEADER.copy(w.buf, 0);
+  w.pos = HEADER.length;
+  try {
+    w.value(value, 0);
+  } catch (err) {
+    if (err === BAIL) return undefined;
+    throw err; // a getter that threw: the caller reports it
+  } finally {
+    w.seen.length = 0;
+  }
+  return w.buf.subarray(0, w.pos);
+}
+
+/** Reads values of the subset from a Buffer; throws BAIL at anything else. */
+class Reader {
+  buf: Buffer = Buffer.alloc(0);
+  pos = 0;
+  end = 0;
+
+  byte(): number {
+    if (this.pos >= this.end) throw BAIL;
+    return this.buf[this.pos++]!;
+  }
+
+  varint(): number {
+    let result = 0;
+    let scale = 1;
+    for (;;) {
+      const b = this.byte();
+      result += (b & 0x7f) * scale;
+      if (b < 0x80) return result;
+      scale *= 128;
+      if (scale > 2 ** 49) throw BAIL;
+    }
+  }
+
+  value(): unknown {
+    let tag = this.byte();
+    while (tag === TAG_PADDING) tag = this.byte();
+    switch (tag) {
+      case TAG_INT32: {
+        const z = this.varint();
+        return (z >>> 1) ^ -(z & 1);
+      }
+      case TAG_UINT32:
+        return this.varint();
+      case TAG_DOUBLE: {
+        if (this.pos + 8 > this.end) throw BAIL;
+        const d = this.buf.readDoubleLE(this.pos);
+        this.pos += 8;
+        return d;
+      }
+      case TAG_ONE_BYTE_STRING:
+        return this.text('latin1');
+      case TAG_TWO_BYTE_STRING:
+        return this.text('ucs2');
+      case TAG_UTF8_STRING:
+        return this.text('utf8');
+      case TAG_TRUE:
+        return true;
+      case TAG_FALSE:
+        return false;
+      case TAG_NULL:
+        return null;
+      case TAG_UNDEFINED:
+        return undefined;
+      case TAG_BEGIN_OBJECT:
+        return this.object();
+      case TAG_BEGIN_DENSE_ARRAY:
+        return this.array();
+      default:
+        throw BAIL;
+    }
+  }
+
+  text(encoding: 'latin1' | 'ucs2' | 'utf8'): string {
+    const length = this.varint();
+    const start = this.pos;
+    if (start + length > this.end) throw BAIL;
+    this.pos = start + length;
+    return this.buf.toString(encoding, start, start + length);
+  }
+
+  object(): Record<string, unknown> {
+    const o: Record<string, unknown> = {};
+    let count = 0;
+    for (;;) {
+      if (this.pos < this.end && this.buf[this.pos] === TAG_END_OBJECT) {
+        this.pos++;
+        if (this.varint() !== count) throw BAIL;
+        return o;
+      }
+      const key = this.value();
+      if (typeof key !== 'string' && typeof key !== 'number') throw BAIL;
+      const value = this.value();
+      if (key === '__proto__') {
+        // An own property, as V8 defines it, not the prototype setter.
+        Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
+      } else {
+        o[key] = value;
+      }
+      count++;
+    }
+  }
+
+  array(): unknown[] {
+    const length = this.varint();
+    if (length > this.end - this.pos) throw BAIL; // each element takes a byte at least
+    const a = new Array<unknown>(length);
+    for (let i = 0; i < length; i++) a[i] = this.value();
+    if (this.byte() !== TAG_END_DENSE_ARRAY || this.varint() !== 0 || this.varint() !== length) throw BAIL;
+    return a;
+  }
+}
+
+const reader = new Reader();
+/** A Buffer over the memory last decoded from (the ring's data area, usually), reused while it is the same. */
+let viewOf: ArrayBufferLike | undefined;
+let view: Buffer = Buffer.alloc(0);
+
+/** Decodes V8-format bytes `data[start, end)`, on the fast path when it can. */
+export function fastDecode(data: Uint8Array, start: number, end: number): unknown {
+  if (data.buffer !== viewOf) {
+    viewOf = data.buffer;
+    view = Buffer.from(data.buffer, 0, data.buffer.byteLength);
+  }
+  const from = data.byteOffset + start;
+  const to = data.byteOffset + end;
+  const r = reader;
+  r.buf = view;
+  r.pos = from;
+  r.end = to;
+  try {
+    if (to - from > HEADER.length && view[from] === TAG_VERSION) {
+      r.pos = from + HEADER.length;
+      if (view.compare(HEADER, 0, HEADER.length, from, r.pos) === 0) {
+        const value = r.value();
+        if (r.pos === to) return value;
+      }
+    }
+  } catch (err) {
+    if (err !== BAIL) throw err;
+  } finally {
+    r.buf = EMPTY_BUFFER;
+  }
+  return v8.deserialize(view.subarray(from, to));
+}
+
+const EMPTY_BUFFER = Buffer.alloc(0);
+
+/** Forgets the memory fastDecode last read from (its region is being unmapped). */
+export function forgetDecodeView(buffer: ArrayBufferLike): void {
+  if (viewOf === buffer) {
+    viewOf = undefined;
+    view = EMPTY_BUFFER;
+  }
+}

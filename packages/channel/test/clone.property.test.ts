@@ -1,0 +1,82 @@
+/**
+ * The structured-clone fast path (clone.ts) against its model, v8 itself:
+ * whatever it encodes, v8.deserialize reads as the value v8.serialize would
+ * have given; whatever v8.serialize writes, fastDecode reads the same way.
+ * Values are compared by their v8 serialization (which, unlike
+ * isDeepStrictEqual, treats an invalid Date like itself).
+ */
+import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import fc from 'fast-check';
+import { fastDecode, fastEncode } from '../src/clone.js';
+
+const sameClone = (a: unknown, b: unknown): boolean => v8.serialize(a).equals(v8.serialize(b));
+
+const anything = fc.anything({
+  withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true,
+  withSparseArray: true, withNullPrototype: true, withObjectString: true, withBoxedValues: true,
+});
+
+describe('structured-clone fast path (clone.ts)', () => {
+  it('writes bytes that v8.deserialize reads as the value v8 would clone, and reads them back the same', () => {
+    let fast = 0;
+    fc.assert(fc.property(anything, (value) => {
+      const expected = v8.deserialize(v8.serialize(value));
+      const encoded = fastEncode(value);
+      if (encoded === undefined) return;
+      fast++;
+      const bytes = Buffer.from(encoded);
+      assert.ok(sameClone(v8.deserialize(bytes), expected), 'v8.deserialize of the fast bytes');
+      assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), expected), 'fastDecode of the fast bytes');
+    }), { numRuns: 3000 });
+    assert.ok(fast > 300, `the fast path took only ${fast} of 3000 values`);
+  });
+
+  it('reads whatever v8.serialize writes as v8.deserialize does', () => {
+    fc.assert(fc.property(anything, (value) => {
+      const bytes = v8.serialize(value);
+      assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), v8.deserialize(bytes)));
+    }), { numRuns: 3000 });
+  });
+
+  it('keeps the edge cases of numbers, strings and keys', () => {
+    const cases: unknown[] = [
+      -0, 0, 2 ** 31, -(2 ** 31), 2 ** 31 - 1, 1.5, NaN, Infinity, -Infinity, Number.MAX_SAFE_INTEGER,
+      '', 'é', 'ü€x', 'a'.repeat(100) + '€', 'ÿ'.repeat(200), '\u0000', 'x'.repeat(1 << 16),
+      JSON.parse('{"__proto__": 5}'), { 1: 'a', b: 2, 0: 'z' }, [[[]]], [undefined, null, true, false],
+    ];
+    for (const value of cases) {
+      const encoded = fastEncode(value);
+      assert.ok(encoded !== undefined, `fast path for ${String(value).slice(0, 20)}`);
+      const bytes = Buffer.from(encoded);
+      const expected = v8.deserialize(v8.serialize(value));
+      assert.ok(sameClone(v8.deserialize(bytes), expected));
+      assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), expected));
+    }
+    const decode = (value: unknown): unknown => {
+      const bytes = Buffer.from(fastEncode(value)!);
+      return fastDecode(bytes, 0, bytes.length);
+    };
+    assert.equal(Object.is(decode(-0), -0), true);
+    const proto = decode(JSON.parse('{"__proto__": 5}')) as object;
+    assert.equal(Object.getPrototypeOf(proto), Object.prototype, '__proto__ stays an own property');
+  });
+
+  it('leaves shared and cyclic references, holes, extra array properties and class instances to v8', () => {
+    const shared = { a: 1 };
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    class Point { constructor(readonly x = 1) {} }
+    // eslint-disable-next-line no-sparse-arrays
+    for (const value of [{ x: shared, y: shared }, cyclic, [1, , 3], Object.assign([1], { extra: 2 }), new Point(), new Map(), 1n]) {
+      assert.equal(fastEncode(value), undefined);
+    }
+  });
+
+  it('decodes at an offset inside a larger buffer (a record inside the ring)', () => {
+    const encoded = Buffer.from(fastEncode({ id: 7, name: 'order', values: [1, 2, 3] })!);
+    const ring = Buffer.alloc(encoded.length + 100, 0xee);
+    encoded.copy(ring, 37);
+    assert.deepEqual(fastDecode(ring, 37, 37 + encoded.length), { id: 7, name: 'order', values: [1, 2, 3] });
+  });
+});
