@@ -1,51 +1,51 @@
 /**
- * A pipeline over SharedArrayBuffer rings: main → worker A (square) →
- * worker B (add one) → main, with `for await` on the main thread, which
- * never blocks its event loop.  node examples/workers/dist/src/main.js [count]
+ * A pipeline of channels between threads: main → worker A (square) →
+ * worker B (add one) → main. Values travel as values ({ seq, x }, by
+ * structured clone), and the main thread reads the results with
+ * `for await`, never blocking its event loop.
+ * node examples/workers/dist/src/main.js [count]
+ *
+ * Wiring: each stage creates the channel it reads from and posts its handle
+ * back; main passes it to the stage before (B's input handle goes to A as
+ * A's output), and opens A's input itself.
  */
+import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { Region } from '@shmring/core';
-import { SpscRing } from '@shmring/ringbuf';
+import { channelPair, openChannel, type ChannelHandle } from '@shmring/channel';
+import type { Item } from './stage.js';
 
 const STAGE = new URL('./stage.js', import.meta.url);
-const CAPACITY = 1 << 14;
 
-function ring(): SpscRing {
-  return SpscRing.create(Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: CAPACITY }) }), { capacity: CAPACITY });
-}
-
-function sab(r: SpscRing): SharedArrayBuffer {
-  return r.data.buffer as SharedArrayBuffer;
+/** Starts a stage that writes to `output`; resolves with the stage and the handle of its input. */
+async function stage(step: 'square' | 'increment', output: ChannelHandle): Promise<{ worker: Worker; input: ChannelHandle }> {
+  const worker = new Worker(STAGE, { workerData: { output, step }, transferList: [output.port] });
+  const [input] = (await once(worker, 'message')) as [ChannelHandle];
+  return { worker, input };
 }
 
 export async function pipeline(count: number): Promise<{ received: number; wrong: number; ms: number }> {
-  const toA = ring();
-  const toB = ring();
-  const toMain = ring();
-  const workers = [
-    new Worker(STAGE, { workerData: { input: sab(toA), output: sab(toB), step: 'square' } }),
-    new Worker(STAGE, { workerData: { input: sab(toB), output: sab(toMain), step: 'increment' } }),
-  ];
-  const exited = workers.map((w) => new Promise<void>((resolve, reject) => {
+  const [fromB, forB] = channelPair({ capacity: 1 << 16 });
+  const b = await stage('increment', forB);
+  const a = await stage('square', b.input);
+  const toA = openChannel(a.input);
+  const exited = [a.worker, b.worker].map((w) => new Promise<void>((resolve, reject) => {
     w.once('error', reject);
     w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
   }));
+
   const started = performance.now();
-  const value = new Float64Array(1);
-  const bytes = new Uint8Array(value.buffer);
   const producing = (async () => {
-    for (let i = 0; i < count; i++) {
-      value[0] = i;
-      await toA.write(bytes, { type: i & 0xffff }); // waits while the ring is full; never blocks the loop
+    for (let seq = 0; seq < count; seq++) {
+      await toA.send({ seq, x: seq } satisfies Item); // waits while the ring is full; never blocks the loop
     }
-    toA.close();
+    toA.close(); // A's for await ends after the last value, then A closes its output, and so on
   })();
   let received = 0;
   let wrong = 0;
-  for await (const message of toMain) {
-    const y = new Float64Array(message.buffer, message.byteOffset, 1)[0];
-    if (y !== received * received + 1 || toMain.lastType !== (received & 0xffff)) wrong++;
+  for await (const value of fromB) {
+    const { seq, x } = value as Item;
+    if (seq !== received || x !== seq * seq + 1) wrong++;
     received++;
   }
   await producing;
@@ -55,5 +55,5 @@ export async function pipeline(count: number): Promise<{ received: number; wrong
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const r = await pipeline(Number(process.argv[2] ?? 200_000));
-  console.log(`${r.received} messages through main → A → B → main, ${r.wrong} wrong, ${r.ms.toFixed(0)} ms`);
+  console.log(`${r.received} values through main → A → B → main, ${r.wrong} wrong, ${r.ms.toFixed(0)} ms`);
 }

@@ -1,29 +1,27 @@
 /**
- * One stage of the pipeline, run in a worker: reads numbers from its input
- * ring (parking in readSync: a worker may block), applies its step, writes
- * the result to its output ring (parking while full), and closes the output
- * when the input ends, so the end travels down the pipeline.
+ * One stage of the pipeline, run in a worker. It makes the channel it reads
+ * from (channelPair) and posts that channel's handle to the main thread,
+ * which gives it to the stage before; it opens the channel it writes to
+ * from the handle in its workerData. Then: `for await` over its input,
+ * apply its step, send the result on (send waits while the next stage is
+ * behind), and close the output when the input ends, so the end travels
+ * down the pipeline.
  */
-import { workerData } from 'node:worker_threads';
-import { ErrorCodes, Region } from '@shmring/core';
-import { SpscRing } from '@shmring/ringbuf';
+import { parentPort, workerData } from 'node:worker_threads';
+import { channelPair, openChannel, type ChannelHandle } from '@shmring/channel';
 
-const { input, output, step } = workerData as { input: SharedArrayBuffer; output: SharedArrayBuffer; step: 'square' | 'increment' };
-const from = SpscRing.attach(Region.fromSharedArrayBuffer(input));
-const to = SpscRing.attach(Region.fromSharedArrayBuffer(output));
-const out = new Float64Array(1);
-const outBytes = new Uint8Array(out.buffer);
-
-for (;;) {
-  let message: Uint8Array;
-  try {
-    message = from.readSync();
-  } catch (err) {
-    if ((err as { code?: string }).code === ErrorCodes.CLOSED) break; // the stage before us is done
-    throw err;
-  }
-  const x = new Float64Array(message.buffer, message.byteOffset, 1)[0]!;
-  out[0] = step === 'square' ? x * x : x + 1;
-  to.writeSync(outBytes, { type: from.lastType });
+export interface Item {
+  seq: number;
+  x: number;
 }
-to.close();
+
+const { output: outputHandle, step } = workerData as { output: ChannelHandle; step: 'square' | 'increment' };
+const [input, inputHandle] = channelPair({ capacity: 1 << 16 });
+parentPort!.postMessage(inputHandle, [inputHandle.port]);
+const output = openChannel(outputHandle);
+
+for await (const value of input) {
+  const { seq, x } = value as Item;
+  await output.send({ seq, x: step === 'square' ? x * x : x + 1 });
+}
+output.close();

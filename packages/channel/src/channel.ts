@@ -210,7 +210,15 @@ function remoteError(bytes: Uint8Array): Error {
   return new RemoteError(code, message, typeof parsed.name === 'string' ? parsed.name : 'Error');
 }
 
+export interface ChannelEvents {
+  /** The channel ended: `error` is set when the other side died (ERR_SHMRING_PEER_DEAD) or broke the format. */
+  close: [error: Error | undefined];
+}
+
 export class Channel extends EventEmitter implements AsyncIterable<unknown> {
+  declare on: <K extends keyof ChannelEvents>(event: K, listener: (...args: ChannelEvents[K]) => void) => this;
+  declare once: <K extends keyof ChannelEvents>(event: K, listener: (...args: ChannelEvents[K]) => void) => this;
+  declare off: <K extends keyof ChannelEvents>(event: K, listener: (...args: ChannelEvents[K]) => void) => this;
   /** Resolves once the channel has ended, however it ended, and released its memory. */
   readonly closed: Promise<void>;
   /** Largest record payload; larger values are split. */

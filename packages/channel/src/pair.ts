@@ -4,7 +4,7 @@
  * terminated worker is a dead peer at once).
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { ErrorCodes, Region, ShmringTypeError } from '@shmring/core';
+import { ErrorCodes, Region, ShmringTypeError, type ShmringError } from '@shmring/core';
 import type { Channel } from './channel.js';
 import { resolveCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
@@ -56,5 +56,13 @@ export function openChannel(handle: ChannelHandle, options: OpenOptions = {}): C
   }
   const codec = resolveCodec(options?.codec);
   const region = Region.fromSharedArrayBuffer(h.buffer);
-  return openerEnd(region, codec, portLink(h.port!), 'worker channel', 'the channelPair handle');
+  try {
+    return openerEnd(region, codec, portLink(h.port!), 'worker channel', 'the channelPair handle');
+  } catch (err) {
+    // The creator's end learns of the failure from its link (a codec mismatch
+    // closed the rings: a clean end). A handle opened already keeps its port:
+    // it belongs to the first opener.
+    if ((err as ShmringError).code !== ErrorCodes.BUSY) h.port!.close();
+    throw err;
+  }
 }

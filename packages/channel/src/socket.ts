@@ -42,12 +42,13 @@ function checkPath(path: unknown, verb: string): string {
 }
 
 /** A system call's error, with its errno name as `code` and the path in the message. */
-function pathError(err: NodeJS.ErrnoException, path: string, what: string): ShmringError {
+function pathError(err: NodeJS.ErrnoException, path: string, what: string, reason?: string): ShmringError {
   const code = typeof err.code === 'string' ? err.code : ErrorCodes.INVALID_ARGUMENT;
-  const hint = code === 'ENOENT' ? ': no such socket; is the server listening (listen(path))?'
-    : code === 'ECONNREFUSED' ? ': nothing accepts connections there (a server that exited without close()?)'
-      : code === 'EADDRINUSE' ? ': a server already listens there; close it or pick another path'
-        : `: ${err.message}`;
+  const hint = reason !== undefined ? `: ${reason}`
+    : code === 'ENOENT' ? ': no such socket; is the server listening (listen(path))?'
+      : code === 'ECONNREFUSED' ? ': nothing accepts connections there (a server that exited without close()?)'
+        : code === 'EADDRINUSE' ? ': a server already listens there; close it or pick another path'
+          : `: ${err.message}`;
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
   Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
   return error;
@@ -76,8 +77,21 @@ function bind(server: net.Server, path: string): Promise<void> {
   });
 }
 
+export interface ChannelServerEvents {
+  /** A client connected: this server's end of its channel. */
+  channel: [channel: Channel];
+  /** The server closed (and every channel it accepted). */
+  close: [];
+  /** The listening socket failed, or a handover failed for a reason other than the client leaving. */
+  error: [error: Error];
+}
+
 /** A listening channel server: a 'channel' event (and an async iterator) per client. */
 export class ChannelServer extends EventEmitter implements AsyncIterable<Channel> {
+  declare on: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
+  declare once: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
+  declare off: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
+
   /** The socket path. */
   readonly path: string;
   readonly #server: net.Server;
@@ -190,7 +204,7 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
     if (await answers(path)) throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
     // Stale: left by a server that died. Replace it, but only if it is a socket.
     if (!fs.lstatSync(path, { throwIfNoEntry: false })?.isSocket()) {
-      throw pathError(Object.assign(new Error('the path exists and is not a socket'), { code: 'EADDRINUSE' }), path, 'listen on');
+      throw pathError(err as NodeJS.ErrnoException, path, 'listen on', 'the path exists and is not a socket; remove it or pick another path');
     }
     fs.rmSync(path, { force: true });
     try {
@@ -215,6 +229,9 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
     if (e.syscall === 'connect' || e.code === 'ENOENT' || e.code === 'ECONNREFUSED') throw pathError(e, path, 'connect to');
+    if (e.code === ErrorCodes.TIMEOUT) {
+      throw new ShmringError(ErrorCodes.TIMEOUT, `connect to ${path}: the server did not hand over a channel within timeoutMs=${options?.timeoutMs}`, { cause: err });
+    }
     if (e.code === ErrorCodes.NO_FD) {
       throw new ShmringError(ErrorCodes.NO_FD, `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`, { cause: err });
     }

@@ -1,0 +1,60 @@
+/**
+ * The client's work: `requests` orders over one channel, `inFlight` of them
+ * outstanding at any time, each timed from request() to its reply.
+ */
+import type { Channel } from '@shmring/channel';
+import { SKUS, type Order, type Quote } from './pricing.js';
+
+export interface RunResult {
+  requests: number;
+  priced: number;
+  /** Refused orders by error code. */
+  refused: Record<string, number>;
+  /** Quotes that do not match their order. */
+  wrong: number;
+  ms: number;
+  /** Microseconds per request, sorted. */
+  latencies: Float64Array;
+}
+
+function order(id: number): Order {
+  // One order in 100 asks for a SKU the server does not sell.
+  const sku = id % 100 === 99 ? 'GIZMO-9' : SKUS[id % SKUS.length]!;
+  return { id, sku, quantity: 1 + ((id * 37) % 250), tier: id % 3 === 0 ? 'trade' : 'retail' };
+}
+
+export async function run(channel: Channel, requests: number, inFlight: number): Promise<RunResult> {
+  const latencies = new Float64Array(requests);
+  const refused: Record<string, number> = {};
+  let priced = 0;
+  let wrong = 0;
+  let next = 0;
+
+  // `inFlight` loops, each with one request outstanding: the channel matches replies to requests by id.
+  async function loop(): Promise<void> {
+    while (next < requests) {
+      const id = next++;
+      const o = order(id);
+      const started = performance.now();
+      try {
+        const q = (await channel.request(o, { timeoutMs: 10_000 })) as Quote;
+        priced++;
+        if (q.id !== o.id || q.sku !== o.sku || q.totalCents !== q.unitCents * o.quantity - q.discountCents) wrong++;
+      } catch (err) {
+        const code = (err as { code?: string }).code ?? 'unknown';
+        refused[code] = (refused[code] ?? 0) + 1;
+      }
+      latencies[id] = (performance.now() - started) * 1000;
+    }
+  }
+
+  const started = performance.now();
+  await Promise.all(Array.from({ length: Math.min(inFlight, requests) }, loop));
+  const ms = performance.now() - started;
+  return { requests, priced, refused, wrong, ms, latencies: latencies.sort() };
+}
+
+/** The value below which `p` of the sorted samples lie. */
+export function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
