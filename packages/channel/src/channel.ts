@@ -55,6 +55,10 @@ const INBOX_HIGH_WATER = 1024;
  * the first answers of a burst while this side still works on the rest.
  */
 const DRAIN_BATCH = 32;
+/** Largest part of a split value: far below a large ring's record limit, so that reading and writing overlap. */
+const SPLIT_CHUNK = 256 * 1024;
+/** Thrown by #onRecord to end a drain() batch after the record it is on. */
+const END_BATCH = Symbol('end of batch');
 /** Full batches in a row after which the pump lets timers and I/O run. */
 const FULL_BATCHES_PER_TURN = 8;
 const EMPTY = new Uint8Array(0);
@@ -262,10 +266,15 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   /** #out is corked until the end of this turn's microtasks. */
   #corked = false;
   readonly #stop = new AbortController();
+  /** Options of the pump's ring reads and the writer's ring writes (their signal and type change per call). */
+  readonly #readOptions: { signal: AbortSignal | undefined; peerTimeoutMs: number; poll: number | undefined };
+  readonly #writeOptions: { type: number; signal: AbortSignal; peerTimeoutMs: number; poll: number | undefined };
 
   /** @internal Made by listen/connect/channelPair/openChannel. */
-  constructor(init: { region: Region; in: SpscRing; out: SpscRing; codec: ChannelCodec; link: Link; what: string }) {
+  constructor(init: { region: Region; in: SpscRing; out: SpscRing; codec: ChannelCodec; link: Link; what: string; poll: number | undefined }) {
     super();
+    this.#readOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
+    this.#writeOptions = { type: 0, signal: this.#stop.signal, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
     this.#region = init.region;
     this.#in = init.in;
     this.#out = init.out;
@@ -331,15 +340,20 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     });
   }
 
-  /** Writes a value too large for one record as SPLIT + MORE records. */
+  /**
+   * Writes a value too large for one record: a SPLIT record with its length,
+   * then MORE records of at most SPLIT_CHUNK bytes, straight from `bytes`.
+   * Chunks well under the ring's size let the reader copy one out while
+   * the writer copies the next in.
+   */
   #writeSplit(bytes: Uint8Array, type: number): Promise<void> {
-    const first = Buffer.allocUnsafe(this.#max);
-    first.writeUInt32LE(bytes.length >>> 0, 0);
-    first.writeUInt32LE(Math.floor(bytes.length / 2 ** 32), 4);
-    first.set(bytes.subarray(0, this.#max - F.SPLIT_PREFIX), F.SPLIT_PREFIX);
-    const records: OutRecord[] = [{ bytes: first, type, resolve: undefined, reject: undefined }];
-    for (let at = this.#max - F.SPLIT_PREFIX; at < bytes.length; at += this.#max) {
-      records.push({ bytes: bytes.subarray(at, at + this.#max), type: F.MORE, resolve: undefined, reject: undefined });
+    const head = Buffer.allocUnsafe(F.SPLIT_PREFIX);
+    head.writeUInt32LE(bytes.length >>> 0, 0);
+    head.writeUInt32LE(Math.floor(bytes.length / 2 ** 32), 4);
+    const records: OutRecord[] = [{ bytes: head, type, resolve: undefined, reject: undefined }];
+    const chunk = Math.min(this.#max, SPLIT_CHUNK);
+    for (let at = 0; at < bytes.length; at += chunk) {
+      records.push({ bytes: bytes.subarray(at, at + chunk), type: F.MORE, resolve: undefined, reject: undefined });
     }
     return new Promise((resolve, reject) => {
       const last = records[records.length - 1]!;
@@ -386,7 +400,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         }
         try {
           if (!this.#out.tryWrite(record.bytes, record.type)) {
-            await this.#out.write(record.bytes, { type: record.type, signal: this.#stop.signal, peerTimeoutMs: NO_PID_CHECKS });
+            this.#writeOptions.type = record.type;
+            await this.#out.write(record.bytes, this.#writeOptions);
           }
           record.resolve?.();
         } catch (err) {
@@ -626,7 +641,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         if (!this.#wants()) break;
         let taken: number;
         try {
-          taken = this.#in.drain(this.#onRecord, DRAIN_BATCH);
+          taken = this.#take(this.#partial === undefined ? DRAIN_BATCH : 1);
         } catch (err) {
           this.#end(err as Error);
           break;
@@ -646,7 +661,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         const idle = (this.#idle ??= new AbortController());
         let record: Uint8Array;
         try {
-          record = await this.#in.read({ signal: idle.signal, peerTimeoutMs: NO_PID_CHECKS });
+          this.#readOptions.signal = idle.signal;
+          record = await this.#in.read(this.#readOptions);
         } catch (err) {
           if (idle.signal.aborted) {
             this.#idle = undefined;
@@ -660,14 +676,30 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         try {
           this.#onRecord(record, 0, record.length, this.#in.lastType);
         } catch (err) {
-          this.#end(err as Error);
-          break;
+          if (err !== END_BATCH) {
+            this.#end(err as Error);
+            break;
+          }
         }
         this.#runCalls();
       }
     } finally {
       this.#pumping = false;
       if (!this.#open) this.#release();
+    }
+  }
+
+  /**
+   * Takes up to `limit` records from the ring. The parts of a split value
+   * are taken one per call (a SPLIT record ends its batch), so each part's
+   * room goes back to the writer as soon as it is copied out.
+   */
+  #take(limit: number): number {
+    try {
+      return this.#in.drain(this.#onRecord, limit);
+    } catch (err) {
+      if (err === END_BATCH) return 1; // drain counts the record it stopped on as taken
+      throw err;
     }
   }
 
@@ -687,15 +719,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       return;
     }
     if ((type & F.SPLIT) !== 0) {
-      if (length < F.SPLIT_PREFIX) throw this.#corrupt('a split value has no length');
+      if (length !== F.SPLIT_PREFIX) throw this.#corrupt(`a split value's first record has ${length} bytes, not its length`);
       const total = (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16)) + data[offset + 3]! * 2 ** 24
         + (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) * 2 ** 32;
-      const first = length - F.SPLIT_PREFIX;
-      if (total <= first || total > bufferConstants.MAX_LENGTH) throw this.#corrupt(`a split value claims ${total} bytes`);
-      const buffer = Buffer.allocUnsafe(total);
-      buffer.set(data.subarray(offset + F.SPLIT_PREFIX, offset + length), 0);
-      this.#partial = { type: type & ~F.SPLIT, buffer, filled: first };
-      return;
+      if (total === 0 || total > bufferConstants.MAX_LENGTH) throw this.#corrupt(`a split value claims ${total} bytes`);
+      this.#partial = { type: type & ~F.SPLIT, buffer: Buffer.allocUnsafe(total), filled: 0 };
+      throw END_BATCH;
     }
     this.#deliver(type, data, offset, offset + length, false);
   };
@@ -787,7 +816,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     // close() by the other side sets the ring's CLOSED flag before its link ends.
     const clean = this.#in.closed;
     try {
-      while (this.#in.drain(this.#onRecord) > 0);
+      while (this.#take(Infinity) > 0);
     } catch {
       // A half-written record of a dead peer: what came before it was delivered.
     }

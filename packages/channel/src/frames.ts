@@ -6,10 +6,11 @@
  *
  *   bits 0-2   KIND   SEND, REQUEST, REPLY, ERROR, CANCEL, or MORE (a later
  *                     part of a split value)
- *   bit  3     SPLIT  the first part of a split value: the payload starts
- *                     with the value's total length in bytes (u32 low, u32
- *                     high, little-endian); MORE records carry the rest, in
- *                     order, and nothing else comes between them
+ *   bit  3     SPLIT  the head of a split value (KIND, RAW and ID are the
+ *                     value's): the payload is exactly the value's length in
+ *                     bytes (u32 low, u32 high, little-endian); MORE records
+ *                     carry its bytes, in order, and nothing else comes
+ *                     between them
  *   bit  4     RAW    the value is a Buffer's bytes as they are, not the
  *                     codec's encoding (structured clone's fast path)
  *   bits 5-30  ID     the request's id (REQUEST, REPLY, ERROR, CANCEL); 0 otherwise
@@ -34,7 +35,7 @@ export const ID_SHIFT = 5;
 /** Largest request id; ids wrap to 1 after it (skipping those in use). */
 export const MAX_ID = 2 ** (31 - ID_SHIFT) - 1;
 
-/** Bytes of the total-length prefix of a SPLIT record. */
+/** Bytes of a SPLIT record: the value's length. */
 export const SPLIT_PREFIX = 8;
 
 export function frameType(kind: number, id: number, flags = 0): number {

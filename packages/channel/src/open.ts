@@ -19,10 +19,10 @@ export function layOutChannel(region: Region, codec: ChannelCodec, capacity: num
 }
 
 /** The creator's end: it writes ring A and reads ring B. */
-export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string): Channel {
+export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string, poll: number | undefined): Channel {
   const g = readChannelHeader(region.buffer, what);
   return new Channel({
-    region, codec, link, what,
+    region, codec, link, what, poll,
     out: SpscRing.attach(region, { offset: g.aOffset }),
     in: SpscRing.attach(region, { offset: g.bOffset }),
   });
@@ -33,7 +33,9 @@ export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what
  * both rings are closed (the creator's end then ends cleanly) and the error
  * thrown; the caller closes the link and the region.
  */
-export function openerEnd(region: Region, codec: ChannelCodec, link: Link, what: string, source: string): Channel {
+export function openerEnd(
+  region: Region, codec: ChannelCodec, link: Link, what: string, source: string, poll: number | undefined,
+): Channel {
   const buffer = region.buffer;
   const g = readChannelHeader(buffer, source);
   const inRing = SpscRing.attach(region, { offset: g.aOffset });
@@ -48,5 +50,5 @@ export function openerEnd(region: Region, codec: ChannelCodec, link: Link, what:
   if (!claimOpenerEnd(buffer)) {
     throw new ShmringError(ErrorCodes.BUSY, `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`);
   }
-  return new Channel({ region, codec, link, what, in: inRing, out: outRing });
+  return new Channel({ region, codec, link, what, poll, in: inRing, out: outRing });
 }

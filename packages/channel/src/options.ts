@@ -16,3 +16,19 @@ export function checkCapacity(capacity: unknown, verb: string): number {
   }
   return capacity;
 }
+
+/** Longest poll window a channel accepts (µs): past a second, park. */
+const MAX_POLL = 1_000_000;
+
+/**
+ * Checks a poll option: undefined (the rings' adaptive default) or the
+ * microseconds a channel keeps looking for the other side's next record
+ * between event-loop turns before it parks.
+ */
+export function checkPoll(poll: unknown, verb: string): number | undefined {
+  if (poll === undefined) return undefined;
+  if (typeof poll !== 'number' || !Number.isFinite(poll) || poll < 0 || poll > MAX_POLL) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${String(poll)}`);
+  }
+  return poll;
+}

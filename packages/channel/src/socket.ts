@@ -16,7 +16,7 @@ import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
-import { checkCapacity, DEFAULT_CAPACITY } from './options.js';
+import { checkCapacity, checkPoll } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
@@ -24,6 +24,13 @@ export interface ListenOptions {
   capacity?: number;
   /** 'structured-clone' (default), 'json', 'bytes' or { encode, decode }; clients must use the same. */
   codec?: CodecOption;
+  /**
+   * Microseconds this end keeps looking for the other side's next record
+   * between event-loop turns (other callbacks run meanwhile) before it
+   * parks: lower latency after short gaps, for a CPU kept busy meanwhile.
+   * Default: the rings' adaptive polling (50 µs after a message, none once idle).
+   */
+  poll?: number;
 }
 
 export interface ConnectOptions {
@@ -32,6 +39,13 @@ export interface ConnectOptions {
   /** Give up if the server has not handed over the channel within this many ms (ERR_SHMRING_TIMEOUT). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Microseconds this end keeps looking for the other side's next record
+   * between event-loop turns (other callbacks run meanwhile) before it
+   * parks: lower latency after short gaps, for a CPU kept busy meanwhile.
+   * Default: the rings' adaptive polling (50 µs after a message, none once idle).
+   */
+  poll?: number;
 }
 
 function checkPath(path: unknown, verb: string): string {
@@ -97,13 +111,15 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
   readonly #server: net.Server;
   readonly #codec: ChannelCodec;
   readonly #capacity: number;
+  readonly #poll: number | undefined;
   readonly #channels = new Set<Channel>();
   #accepted = 0;
   #closing: Promise<void> | undefined;
 
   /** @internal Use listen(). */
-  constructor(server: net.Server, path: string, codec: ChannelCodec, capacity: number) {
+  constructor(server: net.Server, path: string, codec: ChannelCodec, capacity: number, poll: number | undefined) {
     super();
+    this.#poll = poll;
     this.#server = server;
     this.path = path;
     this.#codec = codec;
@@ -126,7 +142,7 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
       layOutChannel(region, this.#codec, this.#capacity);
       await sendRegion(socket, region);
       if (this.#closing !== undefined) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
-      const channel = creatorEnd(region, this.#codec, socketLink(socket), `channel ${++this.#accepted} of ${this.path}`);
+      const channel = creatorEnd(region, this.#codec, socketLink(socket), `channel ${++this.#accepted} of ${this.path}`, this.#poll);
       this.#channels.add(channel);
       channel.once('close', () => this.#channels.delete(channel));
       this.emit('channel', channel);
@@ -196,6 +212,7 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   checkPath(path, 'listen');
   const codec = resolveCodec(options?.codec);
   const capacity = checkCapacity(options?.capacity, 'listen');
+  const poll = checkPoll(options?.poll, 'listen');
   const server = net.createServer({ pauseOnConnect: true });
   try {
     await bind(server, path);
@@ -213,13 +230,14 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
       throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
     }
   }
-  return new ChannelServer(server, path, codec, capacity);
+  return new ChannelServer(server, path, codec, capacity, poll);
 }
 
 /** Connects to a channel server's socket path; resolves with this side's end of a new channel. */
 export async function connect(path: string, options: ConnectOptions = {}): Promise<Channel> {
   checkPath(path, 'connect');
   const codec = resolveCodec(options?.codec);
+  const poll = checkPoll(options?.poll, 'connect');
   const socket = net.connect({ path });
   let region: Region;
   try {
@@ -238,7 +256,7 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
     throw err;
   }
   try {
-    return openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`);
+    return openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`, poll);
   } catch (err) {
     socket.destroy();
     region.close();
