@@ -4,6 +4,7 @@
  * floor, MessagePort for threads), the targets, the Markdown tables and the
  * latency chart (SVG, drawn by hand).
  */
+import { channelRecord, channelSection, channelTargets } from './channel-report.js';
 import type { Measurement, Metric } from './measurement.js';
 
 export interface BenchRecord extends Measurement {
@@ -13,6 +14,8 @@ export interface BenchRecord extends Measurement {
   ratioToFloor: number | null;
   /** Worker-thread scenarios: value / MessagePort's. */
   ratioToMessagePort?: number | null;
+  /** Channel section (channel.ts): value / each baseline measured beside it, by the baseline's contender id. */
+  ratios?: Record<string, number | null>;
 }
 
 export interface Target {
@@ -69,6 +72,7 @@ function ratio(value: number, base: Measurement | undefined): number | null {
 /** Adds the same-run ratios to every measurement. */
 export function withRatios(measurements: Measurement[]): BenchRecord[] {
   return measurements.map((m) => {
+    if (m.name.startsWith('channel.')) return channelRecord(measurements, m);
     let socket: Measurement | undefined;
     let floor: Measurement | undefined;
     let port: Measurement | undefined;
@@ -320,6 +324,8 @@ export function targets(records: Measurement[]): Target[] {
       'missing scenario');
   }
 
+  out.push(...channelTargets(records));
+
   const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;
   add('heap growth < 1 MiB over 10 M zero-copy messages', heap ?? null, (v) => v < 1 << 20,
     (v) => `${(v / 1024).toFixed(1)} KiB`, 'missing scenario');
@@ -446,6 +452,8 @@ export function markdownBody(run: Run): string {
   if (loop) parts.push(loop);
   if (threadRtt.length > 0) parts.push(`**Worker threads: round trip** (µs):\n\n${latencyTable(r, threadRtt, 'port')}`);
   if (r.some((x) => x.name.startsWith('tput.thread.'))) parts.push(`**Worker threads: throughput**:\n\n${throughputTables(r, 'tput.thread.', 'port')}`);
+  const channel = channelSection(r);
+  if (channel) parts.push(channel);
   const micro = r.filter((x) => x.name.startsWith('micro.'));
   if (micro.length > 0) {
     const ops = [...new Set(micro.map((x) => x.transport.replace(/ \((memfd|sab)\)$/, '')))];

@@ -34,6 +34,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendKind } from '@shmring/core';
+import { CHANNEL_ROWS, type ChannelParams } from './channel.js';
 import { LOOP_TRANSPORTS, MECHANISM_ENV, type EventLoopParams } from './eventloop.js';
 import type { Measurement } from './measurement.js';
 import { latencySvg, markdown, markdownBody, sizeLabel, targets, withRatios, type Machine, type Run } from './report.js';
@@ -133,6 +134,14 @@ function plan(quick: boolean): Step[] {
       steps.push({ kind: 'tput-thread', name, params: { size, ...stream } });
     }
   }
+  // @shmring/channel against what a program would otherwise use (channel.ts): one process per row, its
+  // baselines measured beside the channel, interleaved. About 25 s; about 8 s quick.
+  const channel: ChannelParams = quick
+    ? { inflight: { warmupMs: 100, blocks: 3, blockMs: 100 }, idle: { warmup: 20, count: 200 },
+      bulk: { warmupMs: 100, blocks: 3, blockMs: 100 }, workers: { warmupMs: 100, blocks: 3, blockMs: 100 } }
+    : { inflight: { warmupMs: 500, blocks: 10, blockMs: 200 }, idle: { warmup: 50, count: 2000 },
+      bulk: { warmupMs: 500, blocks: 10, blockMs: 200 }, workers: { warmupMs: 500, blocks: 10, blockMs: 200 } };
+  for (const row of CHANNEL_ROWS) steps.push({ kind: 'channel', name: `channel.${row}`, params: { ...channel } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
   return steps;

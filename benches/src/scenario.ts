@@ -6,6 +6,7 @@
  *   node benches/dist/scenario.js <kind> <name> '<params JSON>'
  */
 import { allocation } from './alloc.js';
+import { channelScenario, type ChannelParams } from './channel.js';
 import { eventLoop, type EventLoopParams } from './eventloop.js';
 import { floorMemcpy, floorRoundTrip, floorStream } from './floor.js';
 import { exitWithParent, killChildren } from './harness.js';
@@ -15,7 +16,7 @@ import { micro } from './micro.js';
 import { threadRoundTrip, threadStream, THREAD_ROUND_TRIPS, THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
-export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop';
+export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel';
 
 interface Outcome {
   records: Measurement[];
@@ -37,6 +38,7 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
     case 'micro': return records(await micro(Boolean(params.quick)));
     case 'alloc': return allocation(params.messages as number);
     case 'eventloop': return eventLoop(name, params as unknown as EventLoopParams);
+    case 'channel': return channelScenario(name, params as unknown as ChannelParams);
     default: throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
 }
