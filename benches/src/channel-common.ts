@@ -27,6 +27,13 @@ export function checkOrder(reply: unknown, id: number, what: string): void {
   }
 }
 
+/**
+ * The poll option (µs) of both ends of the idle row's `channel-poll`
+ * contender (listen() in the peer, connect() in the client): longer than
+ * the row's 1 ms gaps, so neither end parks between requests.
+ */
+export const IDLE_POLL_US = 2000;
+
 /** Bytes of the values of the bulk row. */
 export const BULK_SIZE = 1 << 20;
 /** A byte of every bulk value the consumer checks (the value is random, the same buffer each time). */

@@ -4,7 +4,7 @@
  * object of options. Every role prints `ready` once it listens, and ends
  * when its client goes away.
  *
- *   channel-echo   listen(socketPath); every channel: ch.handle(async (v) => v)
+ *   channel-echo   listen(socketPath, { poll }); every channel: ch.handle(async (v) => v)
  *   json-echo      a net server at socketPath speaking newline-delimited JSON:
  *                  {"id":n,"params":v} → {"id":n,"result":v} from the same async
  *                  handler, one socket.write per reply
@@ -23,7 +23,8 @@ import { BULK_PROBE_AT, BULK_SIZE, echoHandler, lines } from './channel-common.j
 import { exitWithParent, framer } from './harness.js';
 
 const role = process.argv[2];
-const options = JSON.parse(process.argv[3] ?? '{}') as { socketPath?: string; probe?: number };
+/** `poll` (µs): the poll option of the channel roles' listen(); absent, the channel's default. */
+const options = JSON.parse(process.argv[3] ?? '{}') as { socketPath?: string; probe?: number; poll?: number };
 
 function ready(): void {
   process.stdout.write('ready\n');
@@ -31,7 +32,7 @@ function ready(): void {
 
 /** A channel server whose every channel gets `serve`; the process ends with its first channel. */
 async function channelServer(serve: (ch: Channel) => void): Promise<void> {
-  const server = await listen(options.socketPath!);
+  const server = await listen(options.socketPath!, options.poll === undefined ? {} : { poll: options.poll });
   server.on('channel', (ch: Channel) => {
     serve(ch);
     ch.once('close', () => void server.close().then(() => process.exit(0)));

@@ -3,8 +3,12 @@
  * @shmring/channel record to the baselines measured beside it (channel.ts),
  * its table and its targets.
  */
+import { IDLE_POLL_US } from './channel-common.js';
 import type { Measurement, Metric } from './measurement.js';
 import type { BenchRecord, Target } from './report.js';
+
+/** The contenders that are @shmring/channel (their records get ratios): its default setting, and the idle row's `poll` one. */
+const CHANNEL_IDS = new Set(['channel', 'channel-poll']);
 
 /** `channel.<row>.<contender>` → row and contender. */
 function parts(name: string): { row: string; id: string } {
@@ -19,6 +23,8 @@ function find(records: Measurement[], row: string, id: string, metric: Metric): 
 interface Spec {
   label: string;
   row: string;
+  /** The channel contender of the line: 'channel' (default options) unless given. */
+  id?: string;
   metric: Metric;
   baseline: string;
   show: (v: number) => string;
@@ -34,6 +40,9 @@ const SPECS: Spec[] = [
   { label: 'request after 1 ms idle, p50 µs', row: 'idle', metric: 'p50', baseline: 'json-socket', show: (v) => fmtUs(v),
     target: { text: '≤ 0.8×', met: (x) => x <= 0.8, describe: 'one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50)' } },
   { label: 'request after 1 ms idle, p99 µs', row: 'idle', metric: 'p99', baseline: 'json-socket', show: (v) => fmtUs(v) },
+  { label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p50 µs`, row: 'idle', id: 'channel-poll', metric: 'p50', baseline: 'json-socket', show: (v) => fmtUs(v),
+    target: { text: '≤ 0.8×', met: (x) => x <= 0.8, describe: `one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50), poll: ${IDLE_POLL_US}` } },
+  { label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p99 µs`, row: 'idle', id: 'channel-poll', metric: 'p99', baseline: 'json-socket', show: (v) => fmtUs(v) },
   { label: '1 MiB Buffers one way, bytes/s', row: 'bulk', metric: 'bytes/s', baseline: 'socket', show: (v) => fmtBytes(v),
     target: { text: '≥ 3×', met: (x) => x >= 3, describe: '1 MiB Buffers one way across processes ≥ 3× a Unix socket with length-prefixed frames (bytes/s)' } },
   { label: 'small objects main → worker, msg/s', row: 'workers', metric: 'messages/s', baseline: 'messageport', show: (v) => fmtRate(v),
@@ -45,13 +54,13 @@ function ratio(value: number, base: Measurement | undefined): number | null {
   return Number((value / base.value).toPrecision(4));
 }
 
-/** A channel record with its ratios: the channel's to each baseline beside it (`ratios`, by contender), none for the baselines. */
+/** A channel record with its ratios: a channel contender's to each baseline beside it (`ratios`, by contender), none for the baselines. */
 export function channelRecord(measurements: Measurement[], m: Measurement): BenchRecord {
   const { row, id } = parts(m.name);
   const record: BenchRecord = { ...m, ratioToUnixSocket: null, ratioToFloor: null };
-  if (id !== 'channel') return record;
+  if (!CHANNEL_IDS.has(id)) return record;
   const ratios: Record<string, number | null> = {};
-  for (const spec of SPECS.filter((s) => s.row === row && s.metric === m.metric)) {
+  for (const spec of SPECS.filter((s) => s.row === row && (s.id ?? 'channel') === id && s.metric === m.metric)) {
     ratios[spec.baseline] = ratio(m.value, find(measurements, row, spec.baseline, m.metric));
   }
   if (m.metric === 'mean') ratios['json-socket'] = ratio(m.value, find(measurements, row, 'json-socket', m.metric));
@@ -67,7 +76,7 @@ export function channelSection(records: BenchRecord[]): string | undefined {
   const rows: string[][] = [];
   let previous = '';
   for (const spec of SPECS) {
-    const ch = find(records, spec.row, 'channel', spec.metric);
+    const ch = find(records, spec.row, spec.id ?? 'channel', spec.metric);
     const base = find(records, spec.row, spec.baseline, spec.metric);
     if (!ch && !base) continue;
     const x = ch && base && base.value > 0 ? ch.value / base.value : null;
@@ -90,7 +99,7 @@ export function channelSection(records: BenchRecord[]): string | undefined {
     ?.replace('CPU while measuring (of one CPU): ', '');
   const cpuLines = [
     ['64 in flight', 'inflight64', 'messages/s', ['channel', 'json-socket', 'ipc']],
-    ['after 1 ms idle', 'idle', 'p50', ['channel', 'json-socket']],
+    ['after 1 ms idle', 'idle', 'p50', ['channel', 'channel-poll', 'json-socket']],
     ['1 MiB one way', 'bulk', 'bytes/s', ['channel', 'socket']],
     ['to a worker', 'workers', 'messages/s', ['channel', 'messageport']],
   ] as const;
@@ -102,9 +111,20 @@ export function channelSection(records: BenchRecord[]): string | undefined {
     return each.length > 0 ? `${label}: ${each.join('; ')}` : undefined;
   }).filter(Boolean);
   if (cpuText.length > 0) notes.push(`CPU while measuring, % of one CPU: ${cpuText.join('. ')}`);
+  if (find(records, 'idle', 'channel-poll', 'p50')) {
+    const polled = cpu('idle', 'channel-poll', 'p50');
+    const parked = cpu('idle', 'channel', 'p50');
+    notes.push(`idle, poll ${IDLE_POLL_US} µs (channel-poll): \`listen(path, { poll: ${IDLE_POLL_US} })\` and \`connect(path, { poll: ${IDLE_POLL_US} })\`: ` +
+      `an end waiting for the other side's next record looks for it between event-loop turns for up to ${IDLE_POLL_US / 1000} ms before it parks. ` +
+      'The server, its handler always waiting for requests, so never parks across the 1 ms gaps: polling keeps a CPU busy during each gap. ' +
+      'The client waits only for its replies' +
+      (polled ? `. CPU while measuring, % of one CPU: ${polled}` : '') + (parked ? ` (default setting: ${parked})` : '') +
+      '. Both idle targets are reported, the default setting\'s and this one\'s');
+  }
   const idleNote = find(records, 'idle', 'channel', 'p50')?.note?.match(/^\d+ requests/)?.[0];
   if (idleNote) notes.push(`idle: ${idleNote} per contender`);
-  return '**Channel** (`@shmring/channel`, default options: structured clone, 1 MiB rings; Buffers take the raw path): ' +
+  return '**Channel** (`@shmring/channel`, default options: structured clone, 1 MiB rings; Buffers take the raw path; ' +
+    `the idle row also with \`poll: ${IDLE_POLL_US}\` on both ends): ` +
     'what a program sees against what it would otherwise use, all async on the event loop. ' +
     'The value is a small object `{ id, name: \'order\', values: [1, 2, 3] }`, a fresh one each time. ' +
     'Each row runs in a process of its own; the channel and its baselines each have their own peer and are measured in turn in short blocks, ' +
@@ -113,7 +133,8 @@ export function channelSection(records: BenchRecord[]): string | undefined {
     '64 in flight: 64 async loops in the client each `await`ing one request after the other against an async echo handler in a second process ' +
     '(channel: `connect(path)` → `request()`, the server `listen(path)` → `handle(async (v) => v)`; JSON: `{id, params}` lines over a Unix socket, ' +
     'replies matched by id, one write per message; IPC: `child_process.fork` with `serialization: \'advanced\'`, `{id, params}` → `process.send({id, result})`). ' +
-    'Idle: `await setTimeout(1)` before each request. ' +
+    `Idle: \`await setTimeout(1)\` before each request; the channel with its default polling, and with \`poll: ${IDLE_POLL_US}\` ` +
+    `(µs) on both ends, its own peer and line. ` +
     '1 MiB one way: the producer `await`s each `send(buffer)` (the socket: length prefix and buffer in one corked write, waiting for `drain` ' +
     'while more than 4 MiB are queued) for the block\'s time, then sends an end; the rate is the bytes the consumer acknowledged over the time to its answer. ' +
     'To a worker: `channelPair()` / `openChannel(handle)` against `postMessage` on a MessageChannel (at most 8192 unacknowledged), the worker counting.' +
@@ -124,7 +145,7 @@ export function channelTargets(records: Measurement[]): Target[] {
   const out: Target[] = [];
   for (const spec of SPECS) {
     if (!spec.target) continue;
-    const ch = find(records, spec.row, 'channel', spec.metric);
+    const ch = find(records, spec.row, spec.id ?? 'channel', spec.metric);
     const base = find(records, spec.row, spec.baseline, spec.metric);
     const target = `channel: ${spec.target.describe}`;
     if (!ch || !base || !(base.value > 0)) {

@@ -18,7 +18,11 @@
  *               replies matched by id (a Map of pending requests), one socket.write per message.
  *               ipc: child_process.fork with serialization 'advanced', {id, params} → process.send({id, result}).
  *   idle        one request after 1 ms idle (`await setTimeout(1)` before each): p50, p99.
- *               channel vs json-socket.
+ *               channel and channel-poll vs json-socket. channel-poll: the channel with
+ *               `poll: 2000` (IDLE_POLL_US) on both ends (the peer's listen(), the client's connect()): an
+ *               end waiting for the other's next record looks for it between event-loop turns for that
+ *               long before it parks. The server, its handler always waiting for requests, so polls
+ *               through every 1 ms gap, keeping a CPU busy; the client waits only for its replies.
  *   bulk        1 MiB Buffers one way between two processes, bytes/s: the producer sends for the
  *               block's time, then 'end'; the consumer answers with what it counted, and the block's
  *               rate is the bytes it acknowledged over the time from the first send to the answer.
@@ -41,7 +45,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { channelPair, connect, type Channel } from '@shmring/channel';
-import { BULK_PROBE_AT, BULK_SIZE, checkOrder, lines, order } from './channel-common.js';
+import { BULK_PROBE_AT, BULK_SIZE, checkOrder, IDLE_POLL_US, lines, order } from './channel-common.js';
 import { mechanism, mechanismLabel } from './eventloop-common.js';
 import { framer, percentiles, Samples, startPeer, track, type Peer } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
@@ -192,15 +196,21 @@ abstract class Rpc extends Contender {
 }
 
 class ChannelRpc extends Rpc {
-  private constructor(readonly ch: Channel, readonly peer: Peer, label: string) {
-    super('channel', label);
+  private constructor(readonly ch: Channel, readonly peer: Peer, id: string, label: string, readonly poll: number | undefined) {
+    super(id, label);
   }
 
-  static async start(label: string): Promise<ChannelRpc> {
+  /**
+   * A channel client and its echo server; `poll` (µs), if given, is the
+   * poll option of both ends (the server's listen(), this connect()), the
+   * contender then `channel-poll` rather than `channel`.
+   */
+  static async start(label: string, poll?: number): Promise<ChannelRpc> {
     const at = socketPath('channel');
-    const peer = startPeer('channel-echo', [], { socketPath: at }, { script: PEER });
+    const peer = startPeer('channel-echo', [], poll === undefined ? { socketPath: at } : { socketPath: at, poll }, { script: PEER });
     await peer.ready;
-    return new ChannelRpc(await connect(at, { timeoutMs: 10_000 }), peer, label);
+    const ch = await connect(at, poll === undefined ? { timeoutMs: 10_000 } : { timeoutMs: 10_000, poll });
+    return new ChannelRpc(ch, peer, poll === undefined ? 'channel' : 'channel-poll', label, poll);
   }
 
   get peerPid(): number | undefined {
@@ -379,6 +389,7 @@ async function idleRow(p: ChannelParams['idle'], mech: string): Promise<Outcome>
   const samples = new Map<Rpc, Samples>();
   try {
     contenders.push(await ChannelRpc.start(`@shmring/channel request/handle (${mech})`));
+    contenders.push(await ChannelRpc.start(`@shmring/channel request/handle, poll ${IDLE_POLL_US} µs (${mech})`, IDLE_POLL_US));
     contenders.push(await JsonSocketRpc.start());
     const one = async (c: Rpc): Promise<number> => {
       const id = c.seq++;
@@ -406,6 +417,9 @@ async function idleRow(p: ChannelParams['idle'], mech: string): Promise<Outcome>
         await sleep(1);
         samples.get(c)!.addMs(await one(c));
       }
+      // A polling server goes on polling for its window after the last request: let it park within its
+      // own block (that CPU accounted to it), not in the next contender's.
+      if (c instanceof ChannelRpc && c.poll !== undefined) await sleep(Math.ceil(c.poll / 1000) + 1);
     });
   } finally {
     await closeAll(contenders);
@@ -413,7 +427,12 @@ async function idleRow(p: ChannelParams['idle'], mech: string): Promise<Outcome>
   const records: Measurement[] = [];
   for (const c of contenders) {
     const r = percentiles(samples.get(c)!);
-    const note = `${r.count} requests, each after await setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other's; ` +
+    const polling = c instanceof ChannelRpc && c.poll !== undefined
+      ? `poll: ${c.poll} on both ends (an end waiting for the other's next record polls between event-loop turns for up to ` +
+        `${c.poll} µs before it parks: the server, always waiting for requests, polls through every 1 ms gap, keeping a CPU busy; ` +
+        'the client waits only for its replies); '
+      : '';
+    const note = `${r.count} requests, each after await setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the others'; ${polling}` +
       `p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}`;
     const metrics: Metric[] = ['p50', 'p99', 'mean'];
     for (const metric of metrics) records.push(rec(`channel.idle.${c.id}`, c.label, ORDER_BYTES, metric, r[metric as 'p50'], 'ns', note, mech));
@@ -720,10 +739,10 @@ async function workersRow(p: Blocks, mech: string): Promise<Outcome> {
 
 // ---- records ----
 
-/** A record; the channel's carry the wait mechanism of this process (`mech`), the baselines none. */
+/** A record; the channel's (`channel`, `channel-poll`) carry the wait mechanism of this process (`mech`), the baselines none. */
 function rec(name: string, transport: string, messageSize: number, metric: Metric, value: number, unit: string, note: string, mech: string): Measurement {
   const record: Measurement = { name, transport, messageSize, metric, value: Number(value.toPrecision(6)), unit, note };
-  if (name.endsWith('.channel')) record.mechanism = mech;
+  if (name.endsWith('.channel') || name.endsWith('.channel-poll')) record.mechanism = mech;
   return record;
 }
 
