@@ -374,7 +374,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #corkUntilMicrotask(): void {
     this.#corked = true;
     this.#out.cork();
-    queueMicrotask(this.#uncork);
+    // A promise reaction, not queueMicrotask (which wraps each callback for async_hooks).
+    void RESOLVED.then(this.#uncork);
   }
 
   readonly #uncork = (): void => {
@@ -439,16 +440,33 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   }
 
   /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
-  async *messages(options: ReceiveOptions = {}): AsyncGenerator<unknown, void, undefined> {
+  messages(options: ReceiveOptions = {}): AsyncIterableIterator<unknown> {
     const signal = checkSignal(options?.signal, 'messages');
-    for (;;) {
-      const value = await this.#next(signal, true);
-      if (value === DONE) return;
-      yield value;
-    }
+    // A hand-made iterator, not an async generator: one promise per value, no generator machinery.
+    let finished = false;
+    const done: IteratorResult<unknown> = { value: undefined, done: true };
+    const iterator: AsyncIterableIterator<unknown> = {
+      next: () => {
+        if (finished) return Promise.resolve(done);
+        return this.#next(signal, true).then((value) => {
+          if (value !== DONE) return { value, done: false };
+          finished = true;
+          return done;
+        }, (err: unknown) => {
+          finished = true;
+          throw err;
+        });
+      },
+      return: () => {
+        finished = true;
+        return Promise.resolve(done);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
-  [Symbol.asyncIterator](): AsyncGenerator<unknown, void, undefined> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<unknown> {
     return this.messages();
   }
 

@@ -41,6 +41,11 @@ const TAG_END_DENSE_ARRAY = 0x24; // '$', varint property count, varint length
 
 /** The header v8.serialize writes (version tag and this V8's format version). */
 const HEADER = v8.serialize(null).subarray(0, -1);
+// The format version is one varint byte (below 128) in every V8 Node has
+// shipped; a V8 that writes another header gets no fast path at all.
+const HEADER_LENGTH = 2;
+const HEADER_VERSION = HEADER[1]!;
+const FAST = HEADER.length === HEADER_LENGTH && HEADER[0] === TAG_VERSION;
 
 /** Objects and arrays one value may hold on the fast path. */
 const MAX_OBJECTS = 64;
@@ -53,6 +58,11 @@ const SHORT_STRING = 32;
 // eslint-disable-next-line no-control-regex
 const NOT_LATIN1 = /[^\u0000-\u00ff]/;
 
+/** Buffer's own decoder, without toString's argument handling (it is on Buffer.prototype, untyped). */
+interface SliceMethods {
+  latin1Slice(start: number, end: number): string;
+}
+
 class Bail extends Error {}
 const BAIL = new Bail();
 
@@ -60,7 +70,9 @@ const BAIL = new Bail();
 class Writer {
   buf = Buffer.allocUnsafe(4096);
   pos = 0;
-  readonly seen: object[] = [];
+  /** Objects and arrays of the value being written, in seen[0, seenCount). */
+  readonly seen: Array<object | undefined> = new Array<object | undefined>(MAX_OBJECTS).fill(undefined);
+  seenCount = 0;
 
   reserve(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -151,8 +163,9 @@ class Writer {
           this.buf[this.pos++] = TAG_NULL;
           return;
         }
-        if (depth >= MAX_DEPTH || this.seen.length >= MAX_OBJECTS || this.seen.includes(v)) throw BAIL;
-        this.seen.push(v);
+        if (depth >= MAX_DEPTH || this.seenCount >= MAX_OBJECTS) throw BAIL;
+        for (let i = 0; i < this.seenCount; i++) if (this.seen[i] === v) throw BAIL;
+        this.seen[this.seenCount++] = v;
         if (Array.isArray(v)) this.array(v, depth);
         else this.object(v, depth);
         return;
@@ -211,18 +224,20 @@ const writer = new Writer();
  * the next call; undefined if the value needs v8.serialize.
  */
 export function fastEncode(value: unknown): Uint8Array | undefined {
+  if (!FAST) return undefined;
   const w = writer;
-  w.pos = 0;
-  w.reserve(HEADER.length);
-  HEADER.copy(w.buf, 0);
-  w.pos = HEADER.length;
+  w.buf[0] = TAG_VERSION;
+  w.buf[1] = HEADER_VERSION;
+  w.pos = HEADER_LENGTH;
+  w.seenCount = 0;
   try {
     w.value(value, 0);
   } catch (err) {
     if (err === BAIL) return undefined;
     throw err; // a getter that threw: the caller reports it
   } finally {
-    w.seen.length = 0;
+    // Drop the references (the objects are the caller's), cheaply: only the slots used.
+    w.seen.fill(undefined, 0, w.seenCount);
   }
   return w.buf.subarray(0, w.pos);
 }
@@ -294,7 +309,36 @@ class Reader {
     const start = this.pos;
     if (start + length > this.end) throw BAIL;
     this.pos = start + length;
-    return this.buf.toString(encoding, start, start + length);
+    if (encoding !== 'latin1') return this.buf.toString(encoding, start, start + length);
+    if (length > CACHED_STRING) return (this.buf as unknown as SliceMethods).latin1Slice(start, start + length);
+    return this.shortText(start, length);
+  }
+
+  /**
+   * A short Latin-1 string, from a small cache when the same bytes came
+   * recently: object keys and enum-like values repeat from one message to
+   * the next, and a hit costs neither a string nor a call into C++.
+   */
+  shortText(start: number, length: number): string {
+    const buf = this.buf;
+    let h = length;
+    for (let i = 0; i < length; i++) h = (Math.imul(h, 31) + buf[start + i]!) | 0;
+    const slot = (h ^ (h >>> 8)) & (STRING_CACHE_SIZE - 1);
+    const bytes = cachedBytes[slot];
+    if (bytes !== undefined && bytes.length === length) {
+      let same = true;
+      for (let i = 0; i < length; i++) {
+        if (bytes[i] !== buf[start + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return cachedStrings[slot]!;
+    }
+    const text = (buf as unknown as SliceMethods).latin1Slice(start, start + length);
+    cachedBytes[slot] = Uint8Array.prototype.slice.call(buf, start, start + length); // a copy: buf is the ring's memory
+    cachedStrings[slot] = text;
+    return text;
   }
 
   object(): Record<string, unknown> {
@@ -329,6 +373,12 @@ class Reader {
   }
 }
 
+/** Latin-1 strings up to this many bytes go through the cache. */
+const CACHED_STRING = 24;
+const STRING_CACHE_SIZE = 256;
+const cachedBytes: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(STRING_CACHE_SIZE).fill(undefined);
+const cachedStrings: Array<string | undefined> = new Array<string | undefined>(STRING_CACHE_SIZE).fill(undefined);
+
 const reader = new Reader();
 /** A Buffer over the memory last decoded from (the ring's data area, usually), reused while it is the same. */
 let viewOf: ArrayBufferLike | undefined;
@@ -347,12 +397,10 @@ export function fastDecode(data: Uint8Array, start: number, end: number): unknow
   r.pos = from;
   r.end = to;
   try {
-    if (to - from > HEADER.length && view[from] === TAG_VERSION) {
-      r.pos = from + HEADER.length;
-      if (view.compare(HEADER, 0, HEADER.length, from, r.pos) === 0) {
-        const value = r.value();
-        if (r.pos === to) return value;
-      }
+    if (FAST && to - from > HEADER_LENGTH && view[from] === TAG_VERSION && view[from + 1] === HEADER_VERSION) {
+      r.pos = from + HEADER_LENGTH;
+      const value = r.value();
+      if (r.pos === to) return value;
     }
   } catch (err) {
     if (err !== BAIL) throw err;

@@ -80,3 +80,26 @@ describe('structured-clone fast path (clone.ts)', () => {
     assert.deepEqual(fastDecode(ring, 37, 37 + encoded.length), { id: 7, name: 'order', values: [1, 2, 3] });
   });
 });
+
+describe('structured-clone fast path: short strings from reused memory', () => {
+  it('decodes whatever short strings pass through the same bytes, in any order (cache slots collide)', () => {
+    const ring = Buffer.alloc(64);
+    fc.assert(fc.property(fc.array(fc.string({ unit: fc.constantFrom('a', 'b', 'c', 'é'), minLength: 3, maxLength: 3 }), { minLength: 50, maxLength: 300 }), (words) => {
+      for (const word of words) {
+        const encoded = Buffer.from(fastEncode(word)!);
+        encoded.copy(ring, 8);
+        assert.equal(fastDecode(ring, 8, 8 + encoded.length), word);
+      }
+    }), { numRuns: 50 });
+  });
+
+  it('decodes the bytes now in the memory, not a string remembered from earlier bytes there', () => {
+    const ring = Buffer.alloc(64);
+    for (const word of ['order', 'ordex', 'Order', 'order', 'o', 'ordered', 'order']) {
+      const encoded = Buffer.from(fastEncode({ [word]: word })!);
+      ring.fill(0);
+      encoded.copy(ring, 8);
+      assert.deepEqual(fastDecode(ring, 8, 8 + encoded.length), { [word]: word });
+    }
+  });
+});

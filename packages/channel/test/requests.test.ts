@@ -1,0 +1,248 @@
+/**
+ * Requests and replies: each reply reaches its own caller whatever order the
+ * handler answers in; what a handler throws reaches the caller as a
+ * RemoteError with the remote message and code; a caller that stops waiting
+ * (timeoutMs, AbortSignal) rejects at once, its handler's signal aborts and
+ * a late reply is dropped; a request sent before the other side has a
+ * handler is answered once it registers one; and a request whose channel
+ * ends, from either side, rejects instead of hanging.
+ *
+ * Most tests run over both transports (a connect/listen channel and a
+ * channelPair opened in this thread); the late-reply test needs a handler
+ * that blocks its own thread, so its other end is a worker.
+ */
+import { strict as assert } from 'node:assert';
+import { channelPair, RemoteError, type Channel } from '../src/index.js';
+import {
+  ends, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent, type Transport,
+} from './helpers.js';
+
+function deferred<T = unknown>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+describe('requests', function () {
+  this.timeout(30_000);
+
+  afterEach(async function () {
+    await terminateAllWorkers();
+  });
+
+  for (const transport of ['socket', 'pair'] as Transport[]) {
+    describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+      let a: Channel;
+      let b: Channel;
+      let dispose: () => Promise<void>;
+
+      beforeEach(async function () {
+        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
+      });
+
+      afterEach(async function () {
+        await dispose();
+      });
+
+      it('each reply reaches its own caller when the handler resolves later requests first', async function () {
+        const N = 8;
+        const held = new Map<number, { resolve: (v: unknown) => void }>();
+        b.handle((value) => {
+          const d = deferred();
+          held.set(value as number, d);
+          return d.promise;
+        });
+        const order: number[] = [];
+        const replies = Array.from({ length: N }, (_, i) => a.request(i).then((r) => {
+          order.push(i);
+          return r;
+        }));
+        await waitUntil(() => held.size === N, 'the handler to hold every request');
+        // Answer the last request first, then the rest backwards, one turn apart.
+        for (let i = N - 1; i >= 0; i--) {
+          held.get(i)!.resolve({ answer: i * 10 });
+          await sleep(1);
+        }
+        assert.deepEqual(await Promise.all(replies), Array.from({ length: N }, (_, i) => ({ answer: i * 10 })));
+        assert.deepEqual(order, Array.from({ length: N }, (_, i) => N - 1 - i), 'the replies settled in the order they were answered');
+      });
+
+      it('requests from both sides at once are answered independently (each side numbers its own)', async function () {
+        a.handle((value) => ['a', value]);
+        b.handle(async (value) => {
+          await sleep((value as number) % 3);
+          return ['b', value];
+        });
+        const fromA = Array.from({ length: 20 }, (_, i) => a.request(i));
+        const fromB = Array.from({ length: 20 }, (_, i) => b.request(i));
+        assert.deepEqual(await Promise.all(fromA), Array.from({ length: 20 }, (_, i) => ['b', i]));
+        assert.deepEqual(await Promise.all(fromB), Array.from({ length: 20 }, (_, i) => ['a', i]));
+      });
+
+      it('a handler that throws: the caller gets a RemoteError with the remote message, code and name', async function () {
+        b.handle((value) => {
+          switch (value) {
+            case 'sync-coded': throw Object.assign(new Error('sync failure'), { code: 'EBOOM' });
+            case 'async-coded': return Promise.reject(Object.assign(new RangeError('async failure'), { code: 'E_ASYNC' }));
+            case 'uncoded': throw new TypeError('no code here');
+            case 'numeric-code': throw Object.assign(new Error('numbered'), { code: 42 });
+            case 'string': throw 'a bare string'; // eslint-disable-line no-throw-literal
+            default: return 'fine';
+          }
+        });
+        const coded = await rejectsWith(a.request('sync-coded'), 'EBOOM', 'sync failure');
+        assert.ok(coded instanceof RemoteError);
+        assert.equal(coded.name, 'RemoteError');
+        assert.equal((coded as RemoteError).remoteName, 'Error');
+
+        const asyncCoded = await rejectsWith(a.request('async-coded'), 'E_ASYNC', 'async failure');
+        assert.equal((asyncCoded as RemoteError).remoteName, 'RangeError');
+
+        const uncoded = await rejectsWith(a.request('uncoded'), 'ERR_SHMRING_REMOTE', 'no code here');
+        assert.ok(uncoded instanceof RemoteError);
+        assert.equal((uncoded as RemoteError).remoteName, 'TypeError');
+
+        await rejectsWith(a.request('numeric-code'), '42', 'numbered');
+        await rejectsWith(a.request('string'), 'ERR_SHMRING_REMOTE', 'a bare string');
+        // The channel goes on.
+        assert.equal(await a.request('other'), 'fine');
+      });
+
+      it('a reply the codec cannot encode reaches the caller as a RemoteError with ERR_SHMRING_ENCODE, and the channel goes on', async function () {
+        b.handle((value) => (value === 'bad' ? { f: () => 1 } : value));
+        await rejectsWith(a.request('bad'), 'ERR_SHMRING_ENCODE');
+        assert.equal(await a.request('good'), 'good');
+      });
+
+      it('timeoutMs: the request rejects with ERR_SHMRING_TIMEOUT, the handler\'s signal aborts, and the next request gets its own reply', async function () {
+        let first = true;
+        const handlerSignal = deferred<AbortSignal>();
+        b.handle((value, { signal }) => {
+          if (first) {
+            first = false;
+            handlerSignal.resolve(signal);
+            return new Promise((resolve) => signal.addEventListener('abort', () => setTimeout(() => resolve('too late'), 20)));
+          }
+          return { own: value };
+        });
+        const started = performance.now();
+        await rejectsWith(a.request('slow', { timeoutMs: 50 }), 'ERR_SHMRING_TIMEOUT', 'timeoutMs=50');
+        const elapsed = performance.now() - started;
+        assert.ok(elapsed >= 45, `rejected after ${elapsed.toFixed(1)} ms, before timeoutMs=50`);
+        assert.ok(elapsed < 2000, `rejected after ${elapsed.toFixed(1)} ms`);
+        const signal = await handlerSignal.promise;
+        await waitUntil(() => signal.aborted, 'the handler\'s signal to abort');
+        await sleep(40); // the handler resolves 'too late' meanwhile: nothing may come of it
+        assert.deepEqual(await a.request('next'), { own: 'next' });
+        assert.equal((await settledWithin(a.receive(), 30)).status, 'pending', 'the late answer must not turn up as a value');
+      });
+
+      it('timeoutMs: 0 rejects at the next timer turn, not at once and not never', async function () {
+        b.handle(() => new Promise(() => {}));
+        const pending = a.request('x', { timeoutMs: 0 });
+        await rejectsWith(pending, 'ERR_SHMRING_TIMEOUT');
+      });
+
+      it('an AbortSignal aborts the caller (AbortError) and reaches the handler\'s signal', async function () {
+        const seen = deferred<{ aborted: boolean; reason: unknown }>();
+        const started = deferred<void>();
+        b.handle((_value, { signal }) => {
+          started.resolve();
+          return new Promise((resolve) => {
+            signal.addEventListener('abort', () => {
+              seen.resolve({ aborted: signal.aborted, reason: signal.reason });
+              resolve('after abort');
+            });
+          });
+        });
+        const controller = new AbortController();
+        const pending = a.request('work', { signal: controller.signal });
+        await started.promise;
+        controller.abort(new Error('caller gave up'));
+        const err = await rejectsWith(pending, 'ABORT_ERR');
+        assert.equal(err.name, 'AbortError');
+        const observed = await Promise.race([seen.promise, sleep(5000).then(() => undefined)]);
+        assert.ok(observed !== undefined, 'the handler\'s signal never aborted');
+        assert.equal(observed.aborted, true);
+        // The late answer went nowhere.
+        assert.equal((await settledWithin(a.receive(), 30)).status, 'pending');
+      });
+
+      it('a request with an already-aborted signal rejects at once and is never sent', async function () {
+        let calls = 0;
+        b.handle((v) => {
+          calls++;
+          return v;
+        });
+        await rejectsWith(a.request('never', { signal: AbortSignal.abort() }), 'ABORT_ERR');
+        assert.equal(await a.request('after'), 'after');
+        assert.equal(calls, 1, 'the aborted request reached the handler');
+      });
+
+      it('a request sent before the other side has a handler is answered once it registers one (in order)', async function () {
+        const replies = [a.request('early 1'), a.request('early 2')];
+        await sleep(50);
+        assert.equal((await settledWithin(replies[0]!, 1)).status, 'pending');
+        const order: unknown[] = [];
+        b.handle((value) => {
+          order.push(value);
+          return `answer to ${String(value)}`;
+        });
+        assert.deepEqual(await Promise.all(replies), ['answer to early 1', 'answer to early 2']);
+        assert.deepEqual(order, ['early 1', 'early 2']);
+        assert.equal(await a.request('later'), 'answer to later');
+      });
+
+      it('a request whose handler side closes without a handler rejects with ERR_SHMRING_CLOSED', async function () {
+        const pending = a.request('anyone?');
+        await sleep(30);
+        b.close();
+        await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
+        await a.closed;
+      });
+
+      it('a request pending when its handler side closes mid-handling rejects with ERR_SHMRING_CLOSED, and the handler\'s signal aborts', async function () {
+        const handlerSignal = deferred<AbortSignal>();
+        b.handle((_v, { signal }) => {
+          handlerSignal.resolve(signal);
+          return new Promise(() => {});
+        });
+        const pending = a.request('x');
+        const signal = await handlerSignal.promise;
+        b.close();
+        await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
+        assert.equal(signal.aborted, true, 'closing the channel aborts the signals of the requests it was handling');
+      });
+
+      it('closing this side with a request pending rejects it with ERR_SHMRING_CLOSED', async function () {
+        b.handle(() => new Promise(() => {}));
+        const pending = a.request('x');
+        await sleep(10);
+        a.close();
+        await rejectsWith(pending, 'ERR_SHMRING_CLOSED', 'closed before the reply');
+      });
+    });
+  }
+
+  it('a reply that comes after its caller timed out is dropped; the next request gets its own reply', async function () {
+    // The worker's handler blocks its thread for 300 ms, so its reply is
+    // written before it can read the CANCEL of the caller that gave up at 50 ms.
+    const [ch, handle] = channelPair({ capacity: 4096 });
+    try {
+      const worker = startWorker(handle, { role: 'busy-echo', busyMs: 300 });
+      await workerEvent(worker, 'ready');
+      await rejectsWith(ch.request('first', { timeoutMs: 50 }), 'ERR_SHMRING_TIMEOUT');
+      // 'first' comes back meanwhile, for an id nobody waits on.
+      assert.equal(await ch.request('second'), 'second');
+      assert.equal(await ch.request('third'), 'third');
+      assert.equal((await settledWithin(ch.receive(), 50)).status, 'pending', 'the late reply turned up as a value');
+    } finally {
+      ch.close();
+      await ch.closed;
+    }
+  });
+});
