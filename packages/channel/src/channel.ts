@@ -22,10 +22,11 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
-import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringTypeError, type Region } from '@shmring/core';
 import type { SpscRing } from '@shmring/ringbuf';
 import { forgetDecodeView } from './clone.js';
 import { copyBytes, type ChannelCodec } from './codec.js';
+import { checkSignal, checkTimeout } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
 
@@ -161,22 +162,6 @@ class Fifo<T> {
     this.#head = 0;
     return rest;
   }
-}
-
-function checkSignal(signal: unknown, verb: string): AbortSignal | undefined {
-  if (signal === undefined) return undefined;
-  if (!(signal instanceof AbortSignal)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal must be an AbortSignal, got ${typeof signal}`);
-  }
-  return signal;
-}
-
-function checkTimeout(timeoutMs: unknown, verb: string): number | undefined {
-  if (timeoutMs === undefined) return undefined;
-  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: timeoutMs must be a number >= 0, got ${String(timeoutMs)}`);
-  }
-  return timeoutMs;
 }
 
 /** The JSON an ERROR record carries for what a handler threw. */
@@ -320,7 +305,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags), owned);
     // A queued record must not change under the queue: the caller's Buffer
     // may be reused by the caller once send() resolves, not before.
-    return this.#writeSplit(owned || flags === F.RAW ? bytes : bytes.slice(), F.frameType(kind, id, flags | F.SPLIT));
+    return this.#writeSplit(owned || flags === F.RAW ? bytes : copyBytes(bytes), F.frameType(kind, id, flags | F.SPLIT));
   }
 
   /** Writes one record; `owned`: `bytes` stays as it is until the write completes (else it is copied if it must wait). */
@@ -333,7 +318,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         return Promise.reject(this.#writeError(err as Error));
       }
     }
-    const kept = owned ? bytes : bytes.slice();
+    const kept = owned ? bytes : copyBytes(bytes); // (a Buffer's slice() would be a view)
     return new Promise((resolve, reject) => {
       this.#queue.push({ bytes: kept, type, resolve, reject });
       this.#startWriter();

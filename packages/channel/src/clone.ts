@@ -407,7 +407,8 @@ export function fastDecode(data: Uint8Array, start: number, end: number): unknow
   } finally {
     r.buf = EMPTY_BUFFER;
   }
-  return v8.deserialize(view.subarray(from, to));
+  // A copy: Node's deserializer returns aligned typed arrays as views of its input, here the ring.
+  return v8.deserialize(Buffer.from(view.subarray(from, to)));
 }
 
 const EMPTY_BUFFER = Buffer.alloc(0);

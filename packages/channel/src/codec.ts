@@ -97,7 +97,7 @@ const structured: ChannelCodec = {
   },
   decode(data, start, end) {
     try {
-      // Both paths copy what they keep (strings, typed arrays get their own memory).
+      // fastDecode copies what it keeps (strings; typed arrays come from a copy of the bytes).
       return fastDecode(data, start, end);
     } catch (err) {
       throw decodeError('structured-clone', err);

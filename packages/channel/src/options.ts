@@ -32,3 +32,21 @@ export function checkPoll(poll: unknown, verb: string): number | undefined {
   }
   return poll;
 }
+
+/** Checks an AbortSignal option. */
+export function checkSignal(signal: unknown, verb: string): AbortSignal | undefined {
+  if (signal === undefined) return undefined;
+  if (!(signal instanceof AbortSignal)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal must be an AbortSignal, got ${typeof signal}`);
+  }
+  return signal;
+}
+
+/** Checks a timeout option: undefined or a number of milliseconds >= 0. */
+export function checkTimeout(timeoutMs: unknown, verb: string): number | undefined {
+  if (timeoutMs === undefined) return undefined;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: timeoutMs must be a number >= 0, got ${String(timeoutMs)}`);
+  }
+  return timeoutMs;
+}

@@ -16,7 +16,7 @@ import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
-import { checkCapacity, checkPoll } from './options.js';
+import { checkCapacity, checkPoll, checkSignal, checkTimeout } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
@@ -66,6 +66,34 @@ function pathError(err: NodeJS.ErrnoException, path: string, what: string, reaso
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
   Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
   return error;
+}
+
+/** The byte a client sends once its end is open (the only byte that travels after the fd). */
+const READY = Buffer.of(1);
+
+/**
+ * Waits for the client's READY byte. A client that leaves first (a probe by
+ * a second listen(), a codec mismatch, a crash) never becomes a channel.
+ */
+function clientReady(socket: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error): void => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      socket.off('error', done);
+      socket.pause();
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onData = (): void => done();
+    const onEnd = (): void => done(new ShmringError(ErrorCodes.NO_FD, 'the client left before opening its end'));
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
+    socket.on('error', done);
+    socket.resume();
+  });
 }
 
 /** Resolves true if a server accepts connections at `path`. */
@@ -141,6 +169,7 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
       region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(this.#capacity) });
       layOutChannel(region, this.#codec, this.#capacity);
       await sendRegion(socket, region);
+      await clientReady(socket);
       if (this.#closing !== undefined) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
       const channel = creatorEnd(region, this.#codec, socketLink(socket), `channel ${++this.#accepted} of ${this.path}`, this.#poll);
       this.#channels.add(channel);
@@ -150,7 +179,8 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
       // A client that went away during the handover (or a server out of fds): drop this one connection.
       socket.destroy();
       region?.close();
-      if (this.listenerCount('error') > 0 && (err as NodeJS.ErrnoException).code !== 'EPIPE') this.emit('error', err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (this.listenerCount('error') > 0 && code !== 'EPIPE' && code !== ErrorCodes.NO_FD) this.emit('error', err);
     }
   }
 
@@ -238,17 +268,19 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
   checkPath(path, 'connect');
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'connect');
+  const timeoutMs = checkTimeout(options?.timeoutMs, 'connect');
+  const signal = checkSignal(options?.signal, 'connect');
   const socket = net.connect({ path });
   let region: Region;
   try {
     // Called in the same tick as net.connect: receiveRegion pauses the socket before it reads.
-    region = await receiveRegion(socket, { timeoutMs: options?.timeoutMs, signal: options?.signal });
+    region = await receiveRegion(socket, { timeoutMs, signal });
   } catch (err) {
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
     if (e.syscall === 'connect' || e.code === 'ENOENT' || e.code === 'ECONNREFUSED') throw pathError(e, path, 'connect to');
     if (e.code === ErrorCodes.TIMEOUT) {
-      throw new ShmringError(ErrorCodes.TIMEOUT, `connect to ${path}: the server did not hand over a channel within timeoutMs=${options?.timeoutMs}`, { cause: err });
+      throw new ShmringError(ErrorCodes.TIMEOUT, `connect to ${path}: the server did not hand over a channel within timeoutMs=${timeoutMs}`, { cause: err });
     }
     if (e.code === ErrorCodes.NO_FD) {
       throw new ShmringError(ErrorCodes.NO_FD, `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`, { cause: err });
@@ -256,7 +288,10 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
     throw err;
   }
   try {
-    return openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`, poll);
+    const channel = openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`, poll);
+    // Tells the server this end is open: only then does it announce the channel.
+    socket.write(READY);
+    return channel;
   } catch (err) {
     socket.destroy();
     region.close();

@@ -131,10 +131,19 @@ export interface SocketEnds {
 export async function socketEnds(options: { capacity?: number; codec?: CodecOption; clientCodec?: CodecOption } = {}): Promise<SocketEnds> {
   const dir = new TmpDir();
   const p = dir.path();
-  const server = await listen(p, { capacity: options.capacity, codec: options.codec });
-  const accepted = once(server, 'channel') as Promise<[Channel]>;
-  const client = await connect(p, { codec: options.clientCodec ?? options.codec });
-  const [serverSide] = await accepted;
+  let server: ChannelServer | undefined;
+  let client: Channel;
+  let serverSide: Channel;
+  try {
+    server = await listen(p, { capacity: options.capacity, codec: options.codec });
+    const accepted = once(server, 'channel') as Promise<[Channel]>;
+    client = await connect(p, { codec: options.clientCodec ?? options.codec });
+    [serverSide] = await accepted;
+  } catch (err) {
+    await server?.close();
+    dir.remove();
+    throw err;
+  }
   return {
     dir, path: p, server, client, serverSide,
     async dispose() {

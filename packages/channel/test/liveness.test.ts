@@ -1,0 +1,245 @@
+/**
+ * Liveness: a channel learns of its peer's death from its link (the Unix
+ * socket the kernel closes when a process dies, the MessagePort Node closes
+ * when a worker ends), at once and without polling. A SIGKILLed server
+ * process or a terminated worker fails the pending request with
+ * ERR_SHMRING_PEER_DEAD within 100 ms (measured from the kill); a SIGKILLed
+ * client ends the server's end with 'close' (PEER_DEAD). A clean close from
+ * either side is different: what was sent before it is still received,
+ * then receive() rejects with ERR_SHMRING_CLOSED, iterators finish, `closed`
+ * resolves and 'close' fires without an error. Nothing is left in /dev/shm,
+ * and server.close() removes the socket path.
+ */
+import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import { channelPair, connect, listen, type Channel } from '../src/index.js';
+import {
+  closeEvent, ends, killAllPeers, rejectsWith, settledWithin, shmEntries, sleep, startPeer, startWorker,
+  terminateAllWorkers, TmpDir, waitUntil, workerEvent, type Transport,
+} from './helpers.js';
+
+/** A peer's death must fail what waits on it within this long of the kill. */
+const DEATH_BOUND_MS = 100;
+
+/** When `promise` settled (performance.now()), and how. */
+function track(promise: Promise<unknown>): Promise<{ at: number; error?: Error & { code?: string }; value?: unknown }> {
+  return promise.then(
+    (value) => ({ at: performance.now(), value }),
+    (error: Error) => ({ at: performance.now(), error }),
+  );
+}
+
+describe('liveness', function () {
+  this.timeout(30_000);
+
+  let dir: TmpDir;
+  beforeEach(function () {
+    dir = new TmpDir();
+  });
+  afterEach(async function () {
+    await killAllPeers();
+    await terminateAllWorkers();
+    dir.remove();
+  });
+
+  describe('a peer that dies', function () {
+    it(`a server process SIGKILLed mid-request fails the request with ERR_SHMRING_PEER_DEAD within ${DEATH_BOUND_MS} ms`, async function () {
+      const peer = startPeer({ role: 'server', path: dir.path(), handler: 'hang', capacity: 4096 });
+      await peer.next('listening');
+      const client = await connect(dir.path());
+      const closeArg = closeEvent(client);
+      const request = track(client.request({ work: 1 }));
+      const receive = track(client.receive());
+      await peer.next('request');
+      const killedAt = performance.now();
+      peer.child.kill('SIGKILL');
+      const settled = await request;
+      const latency = settled.at - killedAt;
+      assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
+      assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after the kill`);
+      assert.equal((await receive).error?.code, 'ERR_SHMRING_PEER_DEAD');
+      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      await client.closed;
+      await rejectsWith(client.send('more'), 'ERR_SHMRING_PEER_DEAD');
+      await rejectsWith(client.request('more'), 'ERR_SHMRING_PEER_DEAD');
+      console.log(`      (request failed ${latency.toFixed(1)} ms after SIGKILL)`);
+    });
+
+    it('a client process SIGKILLed ends the server\'s channel with \'close\' (ERR_SHMRING_PEER_DEAD), and its iterator throws', async function () {
+      const server = await listen(dir.path(), { capacity: 4096 });
+      try {
+        const accepted = once(server, 'channel') as Promise<[Channel]>;
+        const peer = startPeer({ role: 'client', path: dir.path() });
+        const [ch] = await accepted;
+        await peer.next('connected');
+        assert.equal(server.channels, 1);
+        const closeArg = new Promise<{ error: Error | undefined; at: number }>((resolve) => ch.once('close', (error) => resolve({ error, at: performance.now() })));
+        const iteration = track((async () => {
+          for await (const value of ch) assert.fail(`unexpected value ${String(value)}`);
+        })());
+        assert.equal(await ch.request('ping'), 'ping'); // the client answers while it lives
+        const killedAt = await peer.kill();
+        const { error, at } = await closeArg;
+        assert.equal((error as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+        assert.equal((await iteration).error?.code, 'ERR_SHMRING_PEER_DEAD', 'the iterator must throw, not finish, when the peer died');
+        await ch.closed;
+        assert.equal(server.channels, 0);
+        console.log(`      ('close' fired ${(at - killedAt).toFixed(1)} ms after SIGKILL)`);
+        assert.ok(at - killedAt < 1000, `'close' fired ${(at - killedAt).toFixed(1)} ms after the kill`);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it(`a terminated worker fails the pending request with ERR_SHMRING_PEER_DEAD within ${DEATH_BOUND_MS} ms`, async function () {
+      const [ch, handle] = channelPair({ capacity: 4096 });
+      const worker = startWorker(handle, { role: 'hang' });
+      await workerEvent(worker, 'ready');
+      const closeArg = closeEvent(ch);
+      const request = track(ch.request('work'));
+      await workerEvent(worker, 'request');
+      const terminatedAt = performance.now();
+      void worker.terminate();
+      const settled = await request;
+      const latency = settled.at - terminatedAt;
+      assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
+      assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after terminate()`);
+      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      await ch.closed;
+      console.log(`      (request failed ${latency.toFixed(1)} ms after terminate())`);
+    });
+
+    it('a send waiting for room in a full ring fails with ERR_SHMRING_PEER_DEAD when the reader (a worker) is terminated', async function () {
+      const [ch, handle] = channelPair({ capacity: 4096 });
+      const worker = startWorker(handle, { role: 'idle' });
+      await workerEvent(worker, 'ready');
+      const sends: Array<Promise<unknown>> = [];
+      for (let i = 0; i < 10; i++) sends.push(track(ch.send(Buffer.alloc(1000, i))));
+      await sleep(20);
+      assert.equal((await settledWithin(sends[9]!, 1)).status, 'pending', 'the ring should be full');
+      void worker.terminate();
+      const last = await sends[9]! as { error?: { code?: string } };
+      assert.equal(last.error?.code, 'ERR_SHMRING_PEER_DEAD');
+      await ch.closed;
+    });
+
+    it('a worker that closes its end and exits is a clean close, not a dead peer', async function () {
+      const [ch, handle] = channelPair({ capacity: 4096 });
+      const worker = startWorker(handle, { role: 'echo' });
+      await workerEvent(worker, 'ready');
+      assert.equal(await ch.request('hi'), 'hi');
+      const closeArg = closeEvent(ch);
+      worker.postMessage({ stop: true });
+      assert.equal(await closeArg, undefined);
+      await rejectsWith(ch.receive(), 'ERR_SHMRING_CLOSED');
+      await once(worker, 'exit');
+    });
+  });
+
+  for (const transport of ['socket', 'pair'] as Transport[]) {
+    for (const closer of ['creator', 'opener'] as const) {
+      describe(`a clean close by the ${closer} end of a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+        let here: Channel; // the side that closes
+        let there: Channel;
+        let dispose: () => Promise<void>;
+
+        beforeEach(async function () {
+          const e = await ends(transport, { capacity: 4096 });
+          [here, there] = closer === 'creator' ? [e.a, e.b] : [e.b, e.a];
+          dispose = e.dispose;
+        });
+        afterEach(async function () {
+          await dispose();
+        });
+
+        it('the other side receives every value sent before the close, then receive() rejects with ERR_SHMRING_CLOSED', async function () {
+          const thereClose = closeEvent(there);
+          const hereClose = closeEvent(here);
+          // The last one is split (larger than the ring's largest record) but fits the ring: nobody reads yet.
+          for (const v of ['one', { two: 2 }, Buffer.from('three'), 'x'.repeat(3000)]) await here.send(v);
+          here.close();
+          assert.equal(await hereClose, undefined, 'the closing side\'s \'close\' has no error');
+          assert.equal(await thereClose, undefined, 'the other side\'s \'close\' has no error');
+          await there.closed;
+          assert.equal(await there.receive(), 'one');
+          assert.deepEqual(await there.receive(), { two: 2 });
+          assert.deepEqual(await there.receive(), Buffer.from('three'));
+          assert.equal(await there.receive(), 'x'.repeat(3000));
+          await rejectsWith(there.receive(), 'ERR_SHMRING_CLOSED', 'the other side closed');
+          await rejectsWith(there.receive(), 'ERR_SHMRING_CLOSED');
+          await rejectsWith(there.send('late'), 'ERR_SHMRING_CLOSED');
+          await rejectsWith(there.request('late'), 'ERR_SHMRING_CLOSED');
+          await rejectsWith(here.receive(), 'ERR_SHMRING_CLOSED', 'after close()');
+        });
+
+        it('values sent in the same turn as close(), not awaited, still arrive before the end', async function () {
+          const sends = [here.send('a'), here.send({ b: 1 }), here.send(Buffer.from('c'))];
+          here.close();
+          await Promise.all(sends);
+          assert.equal(await there.receive(), 'a');
+          assert.deepEqual(await there.receive(), { b: 1 });
+          assert.deepEqual(await there.receive(), Buffer.from('c'));
+          await rejectsWith(there.receive(), 'ERR_SHMRING_CLOSED');
+        });
+
+        it('the other side\'s iterator yields what was sent and then finishes', async function () {
+          const collected: unknown[] = [];
+          const iteration = (async () => {
+            for await (const v of there) collected.push(v);
+            return 'finished';
+          })();
+          for (let i = 0; i < 50; i++) await here.send(i);
+          here.close();
+          assert.equal(await iteration, 'finished');
+          assert.deepEqual(collected, Array.from({ length: 50 }, (_, i) => i));
+          // A new iterator on the ended channel finishes at once.
+          const again = there.messages();
+          assert.deepEqual(await again.next(), { value: undefined, done: true });
+        });
+
+        it('a receive() pending on the other side rejects with ERR_SHMRING_CLOSED instead of hanging', async function () {
+          const pending = there.receive();
+          await sleep(10);
+          here.close();
+          await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
+          await Promise.all([here.closed, there.closed]);
+        });
+
+        it('close() is idempotent and `closed` resolves on both sides', async function () {
+          here.close();
+          here.close();
+          const both = Promise.all([here.closed, there.closed]);
+          assert.equal((await settledWithin(both, 5000)).status, 'fulfilled');
+          there.close();
+        });
+      });
+    }
+  }
+
+  it('no /dev/shm entry appears while channels are open, and server.close() removes the socket path', async function () {
+    const before = shmEntries();
+    const p = dir.path('srv');
+    const server = await listen(p, { capacity: 4096 });
+    assert.ok(fs.lstatSync(p).isSocket());
+    const accepted: Channel[] = [];
+    server.on('channel', (ch: Channel) => {
+      accepted.push(ch);
+      ch.handle((v) => v);
+    });
+    const clients = await Promise.all([1, 2, 3].map(() => connect(p)));
+    for (const c of clients) assert.equal(await c.request('hi'), 'hi');
+    const [pa, ha] = channelPair({ capacity: 4096 });
+    const during = shmEntries();
+    assert.deepEqual([...during].filter((n) => !before.has(n)), [], 'new /dev/shm entries while channels were open');
+    for (const c of clients) c.close();
+    pa.close();
+    ha.port.close();
+    await Promise.all(clients.map((c) => c.closed));
+    await waitUntil(() => server.channels === 0, 'the server\'s channels to close');
+    await server.close();
+    assert.equal(fs.existsSync(p), false, 'the socket path is still there after server.close()');
+    assert.deepEqual([...shmEntries()].filter((n) => !before.has(n)), [], 'new /dev/shm entries after everything closed');
+    assert.deepEqual(fs.readdirSync(dir.dir), [], 'something was left in the socket directory');
+  });
+});

@@ -1,0 +1,428 @@
+/**
+ * Misuse gets a typed error with a stable code and leaves the channel as it
+ * was: verbs after close(), a second handler, a handler that is not a
+ * function, paths with no server, mismatched codecs, values the codec
+ * cannot encode (nothing is written: the next value arrives intact), bytes
+ * the codec cannot decode (that receive fails, the channel goes on), bad
+ * options, bogus or reused channelPair handles. Then fd leaks: connect and
+ * close cycles (and failed connects) give back every fd they took.
+ */
+import { strict as assert } from 'node:assert';
+import { Buffer } from 'node:buffer';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import net from 'node:net';
+import { MessageChannel } from 'node:worker_threads';
+import { channelPair, connect, listen, openChannel, RemoteError, type Channel, type ChannelHandle, type CodecOption } from '../src/index.js';
+import {
+  closeEvent, ends, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
+  type Transport,
+} from './helpers.js';
+
+/** Whether `make()` fails with `code`, thrown at once or as the rejection of a promise or of an iterator's first next(). */
+async function failsWith(make: () => unknown, code: string): Promise<Error & { code: string }> {
+  let result: unknown;
+  try {
+    result = make();
+  } catch (err) {
+    assert.equal((err as { code?: string }).code, code, `threw ${String((err as Error)?.stack ?? err)}`);
+    return err as Error & { code: string };
+  }
+  if (result !== null && typeof result === 'object' && typeof (result as AsyncIterator<unknown>).next === 'function') {
+    return rejectsWith((result as AsyncIterator<unknown>).next(), code);
+  }
+  return rejectsWith(result as Promise<unknown>, code);
+}
+
+describe('misuse', function () {
+  this.timeout(30_000);
+
+  for (const transport of ['socket', 'pair'] as Transport[]) {
+    describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+      let a: Channel;
+      let b: Channel;
+      let dispose: () => Promise<void>;
+
+      beforeEach(async function () {
+        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
+      });
+      afterEach(async function () {
+        await dispose();
+      });
+
+      it('send, request, receive and handle after close() fail with ERR_SHMRING_CLOSED', async function () {
+        a.close();
+        await rejectsWith(a.send(1), 'ERR_SHMRING_CLOSED', 'after close()');
+        await rejectsWith(a.request(1), 'ERR_SHMRING_CLOSED', 'after close()');
+        await rejectsWith(a.receive(), 'ERR_SHMRING_CLOSED');
+        throwsWith(() => a.handle((v) => v), 'ERR_SHMRING_CLOSED');
+        const it = a.messages();
+        assert.deepEqual(await it.next(), { value: undefined, done: true });
+      });
+
+      it('a second handle() throws ERR_SHMRING_HANDLER_EXISTS and the first handler stays', async function () {
+        b.handle((v) => ['first', v]);
+        throwsWith(() => b.handle((v) => ['second', v]), 'ERR_SHMRING_HANDLER_EXISTS');
+        assert.deepEqual(await a.request(1), ['first', 1]);
+      });
+
+      it('handle() with something that is not a function throws a TypeError (ERR_SHMRING_INVALID_ARGUMENT)', async function () {
+        for (const bad of [undefined, null, 'handler', 42, {}, { handle: () => 1 }]) {
+          const err = throwsWith(() => b.handle(bad as never), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError);
+        }
+        // Nothing was registered: a real handler is still accepted.
+        b.handle((v) => v);
+        assert.equal(await a.request('ok'), 'ok');
+      });
+
+      it('values structured clone cannot encode (function, symbol, ...) reject with ERR_SHMRING_ENCODE and nothing is written', async function () {
+        let calls = 0;
+        b.handle((v) => {
+          calls++;
+          return v;
+        });
+        const unencodable: unknown[] = [() => 1, Symbol('s'), { f() {} }, [1, Symbol.iterator], new WeakMap(), Promise.resolve(1),
+          { get boom(): never { throw new Error('getter'); } }];
+        for (const v of unencodable) {
+          await rejectsWith(a.send(v), 'ERR_SHMRING_ENCODE');
+          await rejectsWith(a.request(v), 'ERR_SHMRING_ENCODE');
+        }
+        await a.send('intact');
+        assert.equal(await b.receive(), 'intact', 'the first value to arrive must be the next good one');
+        assert.equal(await a.request('asked'), 'asked');
+        assert.equal(calls, 1, 'a request that could not be encoded reached the handler');
+      });
+
+    });
+  }
+
+  describe('codecs', function () {
+    it("the json codec rejects BigInt, undefined, functions and cycles with ERR_SHMRING_ENCODE; the next value arrives intact", async function () {
+      const p = pairEnds({ capacity: 4096, codec: 'json' });
+      try {
+        const cyclic: Record<string, unknown> = {};
+        cyclic.self = cyclic;
+        for (const v of [1n, { n: 2n }, undefined, () => 1, cyclic]) await rejectsWith(p.a.send(v), 'ERR_SHMRING_ENCODE');
+        await p.a.send({ ok: [1, 'two'] });
+        assert.deepEqual(await p.b.receive(), { ok: [1, 'two'] });
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    it("the bytes codec rejects anything but bytes with ERR_SHMRING_ENCODE; the next value arrives intact", async function () {
+      const p = pairEnds({ capacity: 4096, codec: 'bytes' });
+      try {
+        for (const v of ['text', 42, null, undefined, {}, [1, 2], new Set([1])]) {
+          await rejectsWith(p.a.send(v), 'ERR_SHMRING_ENCODE');
+          await rejectsWith(p.a.request(v), 'ERR_SHMRING_ENCODE');
+        }
+        await p.a.send(new Uint8Array([1, 2, 3]));
+        assert.deepEqual(await p.b.receive(), Buffer.from([1, 2, 3]));
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    it('a custom codec whose encode throws or returns no Uint8Array rejects with ERR_SHMRING_ENCODE; nothing is written', async function () {
+      const codec: CodecOption = {
+        encode: (v) => {
+          if (v === 'throw') throw new Error('cannot');
+          if (v === 'string') return 'not bytes' as never;
+          return Buffer.from(JSON.stringify(v));
+        },
+        decode: (bytes) => JSON.parse(Buffer.from(bytes).toString()) as unknown,
+      };
+      const p = pairEnds({ capacity: 4096, codec });
+      try {
+        await rejectsWith(p.a.send('throw'), 'ERR_SHMRING_ENCODE', 'cannot');
+        await rejectsWith(p.a.send('string'), 'ERR_SHMRING_ENCODE');
+        await p.a.send('fine');
+        assert.equal(await p.b.receive(), 'fine');
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    it('a custom codec whose decode throws: that receive rejects with ERR_SHMRING_DECODE, and the channel goes on', async function () {
+      const codec: CodecOption = {
+        encode: (v) => Buffer.from(JSON.stringify(v)),
+        decode: (bytes) => {
+          const v = JSON.parse(Buffer.from(bytes).toString()) as unknown;
+          if (v === 'poison' || (v as { poison?: boolean })?.poison) throw new Error('poisoned');
+          return v;
+        },
+      };
+      const s = await socketEnds({ capacity: 4096, codec });
+      try {
+        const sends = [
+          s.client.send('before'),
+          s.client.send('poison'),
+          s.client.send({ poison: true, pad: 'p'.repeat(5000) }), // split (larger than the ring), and undecodable
+          s.client.send('after'),
+        ];
+        assert.equal(await s.serverSide.receive(), 'before');
+        await rejectsWith(s.serverSide.receive(), 'ERR_SHMRING_DECODE', 'poisoned');
+        await rejectsWith(s.serverSide.receive(), 'ERR_SHMRING_DECODE', 'poisoned');
+        assert.equal(await s.serverSide.receive(), 'after');
+        await Promise.all(sends);
+
+        // A request the handler side cannot decode: the caller gets ERR_SHMRING_DECODE from the other side.
+        s.serverSide.handle((v) => (v === 'reply poison' ? 'poison' : v));
+        const remote = await rejectsWith(s.client.request('poison'), 'ERR_SHMRING_DECODE');
+        assert.ok(remote instanceof RemoteError);
+        // A reply this side cannot decode.
+        await rejectsWith(s.client.request('reply poison'), 'ERR_SHMRING_DECODE');
+        assert.equal(await s.client.request('fine'), 'fine');
+      } finally {
+        await s.dispose();
+      }
+    });
+
+    it('connect() with another codec than the server\'s fails with ERR_SHMRING_CODEC_MISMATCH; the server never announces that channel', async function () {
+      const dir = new TmpDir();
+      const server = await listen(dir.path(), { codec: 'json', capacity: 4096 });
+      try {
+        const announced: Channel[] = [];
+        server.on('channel', (ch: Channel) => announced.push(ch));
+        const err = await rejectsWith(connect(dir.path()), 'ERR_SHMRING_CODEC_MISMATCH');
+        assert.match(err.message, /json/);
+        assert.match(err.message, /structured-clone/);
+        await sleep(200);
+        assert.equal(announced.length, 0, 'a client that could not open its end must not become a channel');
+        assert.equal(server.channels, 0);
+        await rejectsWith(connect(dir.path(), { codec: 'bytes' }), 'ERR_SHMRING_CODEC_MISMATCH');
+        // The right codec works.
+        const client = await connect(dir.path(), { codec: 'json' });
+        client.close();
+        await client.closed;
+      } finally {
+        await server.close();
+        dir.remove();
+      }
+    });
+
+    it('openChannel() with another codec than channelPair\'s fails with ERR_SHMRING_CODEC_MISMATCH; the creator\'s end ends cleanly', async function () {
+      const [a, handle] = channelPair({ codec: 'json', capacity: 4096 });
+      const pending = a.receive();
+      throwsWith(() => openChannel(handle), 'ERR_SHMRING_CODEC_MISMATCH');
+      throwsWith(() => openChannel(handle, { codec: { encode: () => new Uint8Array(), decode: () => 1 } }), 'ERR_SHMRING_CODEC_MISMATCH');
+      await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
+      assert.equal((await settledWithin(a.closed, 5000)).status, 'fulfilled');
+    });
+  });
+
+  describe('bad options and arguments', function () {
+    it('a capacity that is not a power of two in [64, 2^30] is ERR_SHMRING_INVALID_ARGUMENT (listen, channelPair)', async function () {
+      const dir = new TmpDir();
+      try {
+        for (const capacity of [1000, 4095, 32, 0, -4096, 2 ** 31, 4096.5, NaN, '4096']) {
+          await failsWith(() => listen(dir.path(), { capacity: capacity as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          await failsWith(() => channelPair({ capacity: capacity as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), [], 'a failed listen() left a socket file');
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('an unknown codec or an empty path is ERR_SHMRING_INVALID_ARGUMENT (listen, connect, channelPair)', async function () {
+      const dir = new TmpDir();
+      try {
+        for (const codec of ['xml', 42, {}, { encode: () => new Uint8Array() }, null]) {
+          await failsWith(() => listen(dir.path(), { codec: codec as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          await failsWith(() => connect(dir.path(), { codec: codec as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          await failsWith(() => channelPair({ codec: codec as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+        for (const path of ['', undefined, 42]) {
+          await failsWith(() => listen(path as never), 'ERR_SHMRING_INVALID_ARGUMENT');
+          await failsWith(() => connect(path as never), 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('request(): timeoutMs negative, NaN or not a number, or a signal that is not an AbortSignal, is ERR_SHMRING_INVALID_ARGUMENT and sends nothing', async function () {
+      const p = pairEnds({ capacity: 4096 });
+      try {
+        let calls = 0;
+        p.b.handle((v) => {
+          calls++;
+          return v;
+        });
+        for (const timeoutMs of [-1, -0.5, NaN, '100']) {
+          const err = await rejectsWith(p.a.request(1, { timeoutMs: timeoutMs as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof RangeError);
+        }
+        for (const signal of ['abort', {}, { aborted: false, addEventListener() {} }, new AbortController()]) {
+          const err = await rejectsWith(p.a.request(1, { signal: signal as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError);
+        }
+        assert.equal(await p.a.request('real'), 'real');
+        assert.equal(calls, 1, 'a request with bad options was sent');
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    it('receive() and messages() with a signal that is not an AbortSignal are ERR_SHMRING_INVALID_ARGUMENT', async function () {
+      const p = pairEnds({ capacity: 4096 });
+      try {
+        for (const signal of ['abort', {}, new AbortController()]) {
+          await failsWith(() => p.b.receive({ signal: signal as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          await failsWith(() => p.b.messages({ signal: signal as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+        await p.a.send('still fine');
+        assert.equal(await p.b.receive(), 'still fine');
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    // BUG (packages/channel/src/socket.ts, connect()): connect() checks
+    // neither timeoutMs nor signal (request() does, with checkTimeout and
+    // checkSignal) and passes them to receiveRegion: a negative timeoutMs gives
+    // up at once or connects depending on timing, a string waits forever, and
+    // a signal that is not an AbortSignal either is ignored or (once the
+    // first poll finds nothing) makes timers/promises throw, which
+    // receiveRegion reports as ABORT_ERR. Fix: validate both at the top of
+    // connect() as request() does (ERR_SHMRING_INVALID_ARGUMENT).
+    it('BUG: connect() with timeoutMs negative or not a number, or a signal that is not an AbortSignal, is ERR_SHMRING_INVALID_ARGUMENT', async function () {
+      const dir = new TmpDir();
+      const server = await listen(dir.path(), { capacity: 4096 });
+      server.on('channel', (ch: Channel) => ch.close());
+      try {
+        const bad: Array<Record<string, unknown>> = [{ timeoutMs: -1 }, { timeoutMs: 'soon' }, { signal: 'abort' }, { signal: {} }];
+        const outcomes: string[] = [];
+        for (const options of bad) {
+          try {
+            const ch = await connect(dir.path(), options as never);
+            ch.close();
+            outcomes.push(`${JSON.stringify(options)}: connected`);
+          } catch (err) {
+            if ((err as { code?: string }).code !== 'ERR_SHMRING_INVALID_ARGUMENT') {
+              outcomes.push(`${JSON.stringify(options)}: ${(err as { code?: string }).code ?? String(err)}`);
+            }
+          }
+        }
+        assert.deepEqual(outcomes, [], 'connect() accepted bad options');
+      } finally {
+        await server.close();
+        dir.remove();
+      }
+    });
+  });
+
+  describe('channelPair handles', function () {
+    it('openChannel() with something that is not a channelPair handle throws ERR_SHMRING_NOT_A_CHANNEL', function () {
+      const { port1, port2 } = new MessageChannel();
+      try {
+        const bogus: unknown[] = [
+          null, undefined, 42, {}, { kind: 'shmring-channel' },
+          { kind: 'shmring-channel', buffer: new ArrayBuffer(4096), port: port1 },
+          { kind: 'other', buffer: new SharedArrayBuffer(4096), port: port1 },
+          { kind: 'shmring-channel', buffer: new SharedArrayBuffer(4096), port: 'port' },
+          // The right shape, but no channel in the buffer (too small, or zeros).
+          { kind: 'shmring-channel', buffer: new SharedArrayBuffer(16), port: port1 },
+          { kind: 'shmring-channel', buffer: new SharedArrayBuffer(1 << 16), port: port1 },
+        ];
+        for (const h of bogus) throwsWith(() => openChannel(h as ChannelHandle), 'ERR_SHMRING_NOT_A_CHANNEL');
+      } finally {
+        port1.close();
+        port2.close();
+      }
+    });
+
+    it('opening the same handle twice throws ERR_SHMRING_BUSY, and the first end keeps working', async function () {
+      const [a, handle] = channelPair({ capacity: 4096 });
+      const b = openChannel(handle);
+      try {
+        throwsWith(() => openChannel(handle), 'ERR_SHMRING_BUSY');
+        await a.send('to the first opener');
+        assert.equal(await b.receive(), 'to the first opener');
+        b.handle((v) => v);
+        assert.equal(await a.request('still'), 'still');
+      } finally {
+        a.close();
+        b.close();
+        await Promise.all([a.closed, b.closed]);
+      }
+    });
+  });
+
+  describe('connect() to a path without a live server', function () {
+    it('a missing path is ENOENT, with the path in the message', async function () {
+      const dir = new TmpDir();
+      try {
+        const p = dir.path('nobody-here');
+        const err = await rejectsWith(connect(p), 'ENOENT', p);
+        assert.equal((err as { path?: string }).path, p);
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('a socket file nobody listens on is ECONNREFUSED, with the path in the message', async function () {
+      // A socket file whose server is gone without removing it: bound, then its path renamed away from the server.
+      const dir = new TmpDir();
+      const server = net.createServer();
+      server.listen(dir.path('live'));
+      await once(server, 'listening');
+      fs.renameSync(dir.path('live'), dir.path('dead'));
+      server.close();
+      await once(server, 'close');
+      try {
+        assert.ok(fs.lstatSync(dir.path('dead')).isSocket());
+        await rejectsWith(connect(dir.path('dead')), 'ECONNREFUSED', dir.path('dead'));
+      } finally {
+        dir.remove();
+      }
+    });
+  });
+
+  describe('fds', function () {
+    it('50 connect/close cycles give back every fd (and so do failed connects)', async function () {
+      const dir = new TmpDir();
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      const mismatched = await listen(dir.path('json'), { capacity: 4096, codec: 'json' });
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      try {
+        const cycle = async (): Promise<void> => {
+          const accepted = once(server, 'channel') as Promise<[Channel]>;
+          const c = await connect(p);
+          const [s] = await accepted;
+          assert.equal(await c.request('x'), 'x');
+          c.close();
+          await Promise.all([c.closed, s.closed]);
+        };
+        // Warm up: the first channel may open fds that live as long as the process (the async wait machinery).
+        await cycle();
+        await rejectsWith(connect(dir.path('json')), 'ERR_SHMRING_CODEC_MISMATCH');
+        await sleep(20);
+        const start = fdCount();
+        const startTargets = fdTargets();
+        for (let i = 0; i < 50; i++) await cycle();
+        for (let i = 0; i < 10; i++) {
+          await rejectsWith(connect(dir.path('json')), 'ERR_SHMRING_CODEC_MISMATCH');
+          await rejectsWith(connect(dir.path('missing')), 'ENOENT');
+        }
+        await waitUntil(() => server.channels === 0 && mismatched.channels === 0, 'the servers\' channels to close');
+        // Socket handles close in a later turn of the event loop.
+        let now = fdCount();
+        for (let i = 0; i < 50 && now > start; i++) {
+          await sleep(10);
+          now = fdCount();
+        }
+        assert.equal(now, start, `fds went from ${start} to ${now}:\nbefore: ${startTargets.join(', ')}\nafter:  ${fdTargets().join(', ')}`);
+      } finally {
+        await server.close();
+        await mismatched.close();
+        dir.remove();
+      }
+    });
+  });
+});
+
