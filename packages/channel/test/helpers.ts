@@ -127,17 +127,17 @@ export interface SocketEnds {
   dispose(): Promise<void>;
 }
 
-/** A server on a fresh path with one connected client. */
-export async function socketEnds(options: { capacity?: number; codec?: CodecOption; clientCodec?: CodecOption } = {}): Promise<SocketEnds> {
+/** A server on a fresh path with one connected client; `poll` goes to both ends. */
+export async function socketEnds(options: { capacity?: number; codec?: CodecOption; clientCodec?: CodecOption; poll?: number } = {}): Promise<SocketEnds> {
   const dir = new TmpDir();
   const p = dir.path();
   let server: ChannelServer | undefined;
   let client: Channel;
   let serverSide: Channel;
   try {
-    server = await listen(p, { capacity: options.capacity, codec: options.codec });
+    server = await listen(p, { capacity: options.capacity, codec: options.codec, poll: options.poll });
     const accepted = once(server, 'channel') as Promise<[Channel]>;
-    client = await connect(p, { codec: options.clientCodec ?? options.codec });
+    client = await connect(p, { codec: options.clientCodec ?? options.codec, poll: options.poll });
     [serverSide] = await accepted;
   } catch (err) {
     await server?.close();
@@ -165,10 +165,10 @@ export interface PairEnds {
   dispose(): Promise<void>;
 }
 
-/** Both ends of a channelPair, in this thread. */
-export function pairEnds(options: { capacity?: number; codec?: CodecOption } = {}): PairEnds {
+/** Both ends of a channelPair, in this thread; `poll` goes to both ends. */
+export function pairEnds(options: { capacity?: number; codec?: CodecOption; poll?: number } = {}): PairEnds {
   const [a, handle] = channelPair(options);
-  const b = openChannel(handle, { codec: options.codec });
+  const b = openChannel(handle, { codec: options.codec, poll: options.poll });
   return {
     a, b, handle,
     async dispose() {
@@ -182,7 +182,7 @@ export function pairEnds(options: { capacity?: number; codec?: CodecOption } = {
 export type Transport = 'socket' | 'pair';
 
 /** Two ends of a channel over `transport`: [creator end (server / channelPair), opener end (connect / openChannel)]. */
-export async function ends(transport: Transport, options: { capacity?: number; codec?: CodecOption } = {}): Promise<{ a: Channel; b: Channel; dispose(): Promise<void> }> {
+export async function ends(transport: Transport, options: { capacity?: number; codec?: CodecOption; poll?: number } = {}): Promise<{ a: Channel; b: Channel; dispose(): Promise<void> }> {
   if (transport === 'pair') return pairEnds(options);
   const s = await socketEnds(options);
   return { a: s.serverSide, b: s.client, dispose: () => s.dispose() };
@@ -200,6 +200,15 @@ export interface PeerEvent {
   [key: string]: unknown;
 }
 
+export interface PeerSpawnOptions {
+  /**
+   * Runs the fixture under this command (e.g. ['unshare', '--pid', '--fork']):
+   * the child is `wrapper... node fixtures/peer.js config`, started as the
+   * leader of its own process group, and kill() SIGKILLs the whole group.
+   */
+  wrapper?: readonly string[];
+}
+
 /** A child process running fixtures/peer.ts: its JSON-line events and its end. */
 export class Peer {
   readonly child: ChildProcess;
@@ -209,8 +218,15 @@ export class Peer {
   #waiters: Array<{ event: string; resolve: (e: PeerEvent) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }> = [];
   #ended: string | undefined;
 
-  constructor(readonly config: PeerConfig) {
-    this.child = spawn(process.execPath, [PEER_PATH, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  readonly #group: boolean;
+
+  constructor(readonly config: PeerConfig, options: PeerSpawnOptions = {}) {
+    const argv = [process.execPath, PEER_PATH, JSON.stringify(config)];
+    const wrapper = options.wrapper ?? [];
+    this.#group = wrapper.length > 0;
+    this.child = this.#group
+      ? spawn(wrapper[0]!, [...wrapper.slice(1), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();
@@ -268,10 +284,22 @@ export class Peer {
     });
   }
 
-  /** SIGKILLs the child; resolves with the time of the kill (performance.now()) once it is reaped. */
+  /**
+   * SIGKILLs the child (under a wrapper: its whole process group, so the
+   * wrapper and the fixture it started die together); resolves with the
+   * time of the kill (performance.now()) once the child is reaped.
+   */
   async kill(): Promise<number> {
     const at = performance.now();
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    if (this.#group && this.child.pid !== undefined) {
+      try {
+        process.kill(-this.child.pid!, 'SIGKILL');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // ESRCH: the group is gone already
+      }
+    } else if (!this.#group && this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+    }
     await this.exited;
     return at;
   }
@@ -280,8 +308,8 @@ export class Peer {
 const peers: Peer[] = [];
 
 /** Starts a fixture child; killAllPeers() (in an afterEach) ends whatever a failed test left running. */
-export function startPeer(config: PeerConfig): Peer {
-  const peer = new Peer(config);
+export function startPeer(config: PeerConfig, options: PeerSpawnOptions = {}): Peer {
+  const peer = new Peer(config, options);
   peers.push(peer);
   return peer;
 }

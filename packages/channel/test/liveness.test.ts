@@ -9,14 +9,22 @@
  * then receive() rejects with ERR_SHMRING_CLOSED, iterators finish, `closed`
  * resolves and 'close' fires without an error. Nothing is left in /dev/shm,
  * and server.close() removes the socket path.
+ *
+ * PIDs play no part in it: a server process that is PID 1 of its own PID
+ * namespace (unshare --pid; this process's PID means nothing there, and its
+ * PID means another process here) is found dead as fast when it is
+ * SIGKILLed, finds a dead client outside just as well, and is never taken
+ * for dead while it lives. Those tests skip where unshare is missing or
+ * refused.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { channelPair, connect, listen, type Channel } from '../src/index.js';
 import {
   closeEvent, ends, killAllPeers, rejectsWith, settledWithin, shmEntries, sleep, startPeer, startWorker,
-  terminateAllWorkers, TmpDir, waitUntil, workerEvent, type Transport,
+  terminateAllWorkers, TmpDir, waitUntil, workerEvent, type Peer, type Transport,
 } from './helpers.js';
 
 /** A peer's death must fail what waits on it within this long of the kill. */
@@ -28,6 +36,33 @@ function track(promise: Promise<unknown>): Promise<{ at: number; error?: Error &
     (value) => ({ at: performance.now(), value }),
     (error: Error) => ({ at: performance.now(), error }),
   );
+}
+
+/**
+ * The command prefix that runs a process as PID 1 of a new PID namespace
+ * with its own /proc, or why there is none here. As root, plain unshare
+ * first, then with --map-root-user (a user namespace as well); otherwise
+ * only the latter. Each candidate must run `node` and have it report PID 1.
+ */
+function pidNamespaceWrapper(): { wrapper: string[] } | { reason: string } {
+  const base = ['unshare', '--pid', '--fork', '--mount-proc'];
+  const mapped = [...base, '--map-root-user'];
+  const candidates = process.getuid?.() === 0 ? [base, mapped] : [mapped];
+  const failures: string[] = [];
+  for (const wrapper of candidates) {
+    const r = spawnSync(wrapper[0]!, [...wrapper.slice(1), process.execPath, '-e', 'process.stdout.write(String(process.pid))'],
+      { encoding: 'utf8', timeout: 10_000 });
+    if (r.error !== undefined) {
+      const code = (r.error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return { reason: 'unshare is not installed (ENOENT)' };
+      failures.push(`${wrapper.join(' ')}: ${code ?? r.error.message}`);
+      continue;
+    }
+    if (r.status === 0 && r.stdout === '1') return { wrapper };
+    const said = (r.stderr || r.stdout).trim() || 'no output';
+    failures.push(`${wrapper.join(' ')}: ${r.status === 0 ? `node ran as PID ${r.stdout}, not 1` : `exit ${r.status ?? r.signal}: ${said}`}`);
+  }
+  return { reason: failures.join('; ') };
 }
 
 describe('liveness', function () {
@@ -134,6 +169,85 @@ describe('liveness', function () {
       assert.equal(await closeArg, undefined);
       await rejectsWith(ch.receive(), 'ERR_SHMRING_CLOSED');
       await once(worker, 'exit');
+    });
+  });
+
+  describe('a peer in another PID namespace (unshare --pid)', function () {
+    let wrapper: string[];
+
+    before(function () {
+      const found = pidNamespaceWrapper();
+      if ('reason' in found) {
+        console.log(`      (skipped: cannot start a process in a new PID namespace here: ${found.reason})`);
+        this.skip();
+      }
+      wrapper = found.wrapper;
+      console.log(`      (namespaced peers run under: ${wrapper.join(' ')})`);
+    });
+
+    /** A server fixture as PID 1 of a new PID namespace, listening on dir.path(). */
+    async function namespacedServer(handler: 'echo' | 'hang'): Promise<Peer> {
+      const peer = startPeer({ role: 'server', path: dir.path(), handler, capacity: 4096 }, { wrapper });
+      const listening = await peer.next('listening');
+      assert.equal(listening.pid, 1, 'the server should be PID 1 of its own namespace');
+      return peer;
+    }
+
+    it(`a server there SIGKILLed mid-request, with its whole unshare tree, fails the request with ERR_SHMRING_PEER_DEAD within ${DEATH_BOUND_MS} ms`, async function () {
+      const peer = await namespacedServer('hang');
+      const client = await connect(dir.path());
+      const closeArg = closeEvent(client);
+      const request = track(client.request({ work: 1 }));
+      await peer.next('request');
+      const killedAt = await peer.kill(); // the process group: unshare and the namespace's PID 1
+      const settled = await request;
+      const latency = settled.at - killedAt;
+      assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
+      assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after the kill`);
+      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      await client.closed;
+      await rejectsWith(client.request('more'), 'ERR_SHMRING_PEER_DEAD');
+      console.log(`      (request failed ${latency.toFixed(1)} ms after SIGKILL)`);
+    });
+
+    it('a live server there answers requests for 2 s, idle past the 1 s peer timeout in between, with no false ERR_SHMRING_PEER_DEAD', async function () {
+      const peer = await namespacedServer('echo');
+      const client = await connect(dir.path());
+      let closedWith: unknown = 'still open';
+      client.once('close', (err?: Error) => (closedWith = err));
+      // Parked all along, under the watchdog: it must not end before the close below.
+      const parked = track(client.receive());
+      const started = performance.now();
+      let n = 0;
+      while (performance.now() - started < 2000) {
+        assert.deepEqual(await client.request({ n }), { n }, `request ${n}`);
+        n++;
+        // Every 20 ms, but once 1.2 s of silence: both ends park past a 1 s peer timeout.
+        await sleep(n === 20 ? 1200 : 20);
+      }
+      const elapsed = performance.now() - started;
+      assert.equal(closedWith, 'still open', `the channel ended: ${String((closedWith as { code?: string } | undefined)?.code ?? closedWith)}`);
+      assert.equal((await settledWithin(parked, 0)).status, 'pending', 'the parked receive() ended while the peer lived');
+      assert.deepEqual(peer.events.filter((e) => e.event === 'close' || e.event === 'error'), [], 'the server\'s end ended or failed');
+      assert.ok(peer.child.exitCode === null && peer.child.signalCode === null, 'the server exited');
+      // A clean close is a clean close in there too.
+      client.close();
+      assert.equal((await parked).error?.code, 'ERR_SHMRING_CLOSED');
+      assert.equal((await peer.next('close', 5000)).code, null, 'the server saw a dead peer instead of a clean close');
+      console.log(`      (${n} requests answered over ${elapsed.toFixed(0)} ms)`);
+    });
+
+    it('a client outside SIGKILLed ends the namespaced server\'s channel with \'close\' (ERR_SHMRING_PEER_DEAD)', async function () {
+      const server = await namespacedServer('echo');
+      const client = startPeer({ role: 'client', path: dir.path() });
+      await client.next('connected');
+      await server.next('channel');
+      const killedAt = await client.kill();
+      const closed = await server.next('close', 5000);
+      const latency = performance.now() - killedAt;
+      assert.equal(closed.code, 'ERR_SHMRING_PEER_DEAD');
+      assert.ok(latency < 1000, `the server reported 'close' ${latency.toFixed(1)} ms after the kill`);
+      console.log(`      (the namespaced server reported 'close' ${latency.toFixed(1)} ms after SIGKILL)`);
     });
   });
 

@@ -281,15 +281,11 @@ describe('misuse', function () {
       }
     });
 
-    // BUG (packages/channel/src/socket.ts, connect()): connect() checks
-    // neither timeoutMs nor signal (request() does, with checkTimeout and
-    // checkSignal) and passes them to receiveRegion: a negative timeoutMs gives
-    // up at once or connects depending on timing, a string waits forever, and
-    // a signal that is not an AbortSignal either is ignored or (once the
-    // first poll finds nothing) makes timers/promises throw, which
-    // receiveRegion reports as ABORT_ERR. Fix: validate both at the top of
-    // connect() as request() does (ERR_SHMRING_INVALID_ARGUMENT).
-    it('BUG: connect() with timeoutMs negative or not a number, or a signal that is not an AbortSignal, is ERR_SHMRING_INVALID_ARGUMENT', async function () {
+    // Regression: connect() validates timeoutMs and signal up front, as
+    // request() does. Unchecked, a negative timeoutMs gave up or connected
+    // depending on timing, a string waited forever, and a non-AbortSignal was
+    // ignored or surfaced as ABORT_ERR.
+    it('connect() with timeoutMs negative or not a number, or a signal that is not an AbortSignal, is ERR_SHMRING_INVALID_ARGUMENT', async function () {
       const dir = new TmpDir();
       const server = await listen(dir.path(), { capacity: 4096 });
       server.on('channel', (ch: Channel) => ch.close());

@@ -53,8 +53,8 @@ describe('order', function () {
         await dispose();
       });
 
-      // Fails while the queued-encoding bug stands (see the BUG test below): values
-      // that wait for room carry the bytes of a later value.
+      // Regression: values that wait for room in the writer queue keep their
+      // own bytes (see 'values queued while the ring is full ...' below).
       it('sends and requests interleaved from both sides at once arrive in call order, each kind complete', async function () {
         const N = 600;
         // Every 10th value is larger than the ring's largest record (split); every 3rd call is a request.
@@ -105,15 +105,12 @@ describe('order', function () {
         assert.equal(await b.receive(), 'second');
       });
 
-      // BUG (packages/channel/src/channel.ts, #write and #emit): a structured
-      // value on clone.ts's fast path is encoded into a scratch buffer that
-      // the next encode overwrites (codec.lastOwned = false). When the record
-      // must wait in the queue (the ring is full), #write keeps
-      // `bytes.slice()`, meant as a copy, but `bytes` is a Buffer and
-      // Buffer#slice is a view (like subarray), not a copy: every queued
-      // value then holds the bytes of the last value encoded. #writeSplit's
-      // `bytes.slice()` has the same problem.
-      it('BUG: values queued while the ring is full arrive as they were sent, not as the last one encoded', async function () {
+      // Regression: a structured value on clone.ts's fast path is encoded
+      // into a scratch buffer that the next encode overwrites. A record that
+      // must wait in the queue (ring full), whole or split, has to keep a
+      // copy of those bytes, not a view (Buffer#slice is a view), or every
+      // queued value arrives as the last one encoded.
+      it('values queued while the ring is full arrive as they were sent, not as the last one encoded', async function () {
         // Fill the ring so that what follows waits in the writer's queue.
         const filler = randomBytes(1, 2000);
         const sends: Array<Promise<void>> = [a.send(filler), a.send(filler), a.send(filler)];
@@ -126,8 +123,8 @@ describe('order', function () {
     });
   }
 
-  // Fails while the queued-encoding bug stands (see 'BUG: values queued while the ring is full ...'
-  // in order.test.ts): values that wait for room carry the bytes of a later value.
+  // Regression: values that wait for room in the writer queue keep their own
+  // bytes (see 'values queued while the ring is full ...' above).
   it(`${PROCESS_MESSAGES} messages each way between two processes arrive in order, none lost, duplicated or changed`, async function () {
     const dir = new TmpDir();
     const server = await listen(dir.path(), { capacity: STRESS_CAPACITY });
@@ -155,8 +152,8 @@ describe('order', function () {
     }
   });
 
-  // Fails while the queued-encoding bug stands (see 'BUG: values queued while the ring is full ...'
-  // in order.test.ts): values that wait for room carry the bytes of a later value.
+  // Regression: values that wait for room in the writer queue keep their own
+  // bytes (see 'values queued while the ring is full ...' above).
   it(`${WORKER_MESSAGES} messages each way between this thread and a worker arrive in order, none lost, duplicated or changed`, async function () {
     const [ch, handle] = channelPair({ capacity: STRESS_CAPACITY });
     const worker = startWorker(handle, { role: 'stress', count: WORKER_MESSAGES, requestEvery: REQUEST_EVERY });

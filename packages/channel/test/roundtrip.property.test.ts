@@ -16,8 +16,9 @@
  * (the raw fast path, which must come back as a Buffer) and ArrayBuffers
  * get their own tests.
  *
- * The two tests marked BUG show that a typed array received through the
- * structured-clone codec is a view of the ring's memory, not a copy.
+ * Two regression tests check that a typed array received through the
+ * structured-clone codec is the receiver's own copy, not a view of the
+ * ring's memory.
  */
 import { strict as assert } from 'node:assert';
 import { Buffer } from 'node:buffer';
@@ -237,14 +238,13 @@ describe('round trip: every value kind arrives as its model', function () {
   });
 
   describe('received typed arrays are the receiver\'s own memory', function () {
-    // BUG (packages/channel/src/codec.ts, structured.decode): v8.deserialize()
-    // is handed a Buffer over the ring's memory, and Node's deserializer
-    // returns an aligned typed array as a *view* of its input buffer
-    // (lib/v8.js DefaultDeserializer._readHostObject), not a copy. A received
-    // Uint8Array (or Buffer / Int32Array / ... inside a value) therefore
-    // aliases the ring: later traffic overwrites it, and once a memfd
-    // channel ends its ArrayBuffer is detached (length 0).
-    it('BUG: a Uint8Array received through structured clone keeps its bytes when later values reuse the ring', async function () {
+    // Regression: Node's v8 deserializer returns an aligned typed array as a
+    // *view* of its input buffer (lib/v8.js DefaultDeserializer._readHostObject).
+    // Handed the ring's memory, a received Uint8Array (or Buffer / Int32Array
+    // / ... inside a value) would alias the ring: later traffic would
+    // overwrite it, and once a memfd channel ends it would be detached
+    // (length 0). The decoder must give it bytes of its own.
+    it('a Uint8Array received through structured clone keeps its bytes when later values reuse the ring', async function () {
       const p = pairEnds({ capacity: CAPACITY });
       try {
         const first = await sendThenReceive(p.a, p.b, new Uint8Array([1, 2, 3, 4])) as Uint8Array;
@@ -257,7 +257,7 @@ describe('round trip: every value kind arrives as its model', function () {
       }
     });
 
-    it('BUG: a typed array received over a connect/listen channel keeps its bytes after the channel closed', async function () {
+    it('a typed array received over a connect/listen channel keeps its bytes after the channel closed', async function () {
       const s = await socketEnds({ capacity: CAPACITY });
       let got: { u8: Uint8Array; i32: Int32Array; buf: Buffer };
       try {

@@ -61,18 +61,12 @@ describe('server', function () {
       client.close();
     });
 
-    // BUG (packages/channel/src/socket.ts, listen() -> answers()): to tell a
-    // live server from a stale socket file, listen() connects to the path and
-    // hangs up at once. The live server accepts that probe like any client: it
-    // makes a region, hands it over, emits 'channel', and the channel then
-    // ends with ERR_SHMRING_PEER_DEAD. Every failed listen() on its path thus
-    // shows the live server a phantom client that "died". A fix: emit
-    // 'channel' only once the client has opened its end (e.g. the client
-    // writes one byte on the socket after openerEnd() succeeds and the server
-    // waits for it), so a connection that closes before that is dropped
-    // silently; or probe without connecting (/proc/net/unix lists listening
-    // sockets by path on Linux).
-    it('BUG: a failed listen() on a live server\'s path does not show that server a phantom channel', async function () {
+    // Regression: to tell a live server from a stale socket file, listen()
+    // connects to the path and hangs up at once. The live server must not
+    // take that probe for a client: no 'channel' event (which would then end
+    // with ERR_SHMRING_PEER_DEAD), since it announces a channel only once the
+    // client has opened its end.
+    it('a failed listen() on a live server\'s path does not show that server a phantom channel', async function () {
       const p = dir.path();
       const live = await listen(p, { capacity: 4096 });
       try {

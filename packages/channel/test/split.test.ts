@@ -172,8 +172,9 @@ describe('split values at every size around the record and ring boundaries', fun
     }
   }
 
-  // Fails while the queued-encoding bug stands (see 'BUG: values queued while the ring is full ...'
-  // in order.test.ts): values that wait for room carry the bytes of a later value.
+  // Regression: split values that wait in the writer queue keep their own
+  // bytes, not those of a later value encoded into the same scratch buffer
+  // (see 'values queued while the ring is full ...' in order.test.ts).
   it('split values queued back to back, between small values and concurrent requests, arrive whole and in order', async function () {
     const s = await socketEnds({ capacity: CAPACITY });
     try {
