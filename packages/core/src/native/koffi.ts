@@ -28,7 +28,8 @@
  *    threads (4 by default, `UV_THREADPOOL_SIZE`), starving fs, dns and
  *    crypto work queued behind it and queueing further waits: this is why
  *    the addon, with its own waiter threads, is preferred. koffi also caps
- *    pending async calls (256 by default) and throws past that.
+ *    pending async calls (256 by default; raised here to its maximum, 4096)
+ *    and throws past that.
  *  - **errno of async calls** is the pool thread's and cannot be read from
  *    JS, so a failed async FUTEX_WAIT is diagnosed again on this thread by
  *    a FUTEX_WAIT that cannot block (see `probeWord`).
@@ -821,6 +822,9 @@ function settledWait(value: WaitResult): AsyncWait {
 
 let instance: KoffiBackend | undefined;
 
+/** koffi's own maximum of pending async calls (see koffi's doc/misc.md). */
+const MAX_ASYNC_CALLS = 4096;
+
 /**
  * The koffi backend of this thread. Loads koffi and libc on the first call;
  * throws if koffi cannot be loaded or the platform is not supported.
@@ -828,6 +832,9 @@ let instance: KoffiBackend | undefined;
 export function koffiBackend(): NativeBackend {
   if (!instance) {
     const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
+    // Every pending async wait is one koffi async call; its default cap (256)
+    // is below what a process with a few hundred channels or rings waits on.
+    if ((koffi.config().max_async_calls ?? 0) < MAX_ASYNC_CALLS) koffi.config({ ...koffi.config(), max_async_calls: MAX_ASYNC_CALLS });
     instance = new KoffiBackend(bindLibc(koffi));
   }
   return instance;
