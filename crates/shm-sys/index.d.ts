@@ -32,8 +32,12 @@ declare namespace backend {
   /**
    * Every system call shmring makes goes through one object of this shape:
    * this addon (kind 'addon') or @shmring/core's koffi backend (kind 'koffi').
-   * File descriptors are plain numbers; closing, ftruncate and fstat are done
-   * by the caller with node:fs, not here.
+   * File descriptors are plain numbers. The fds a region owns are opened and
+   * closed here, never with node:fs: in a worker Node tracks the fds that
+   * `fs.open` made (it warns when `fs.close` closes another, and closes its
+   * own again when the worker ends), so an fd must be closed by whoever
+   * opened it. ftruncate and fstat, which Node does not track, the caller
+   * does with node:fs.
    */
   export interface NativeBackend {
     /** 'addon' or 'koffi'. */
@@ -53,20 +57,44 @@ declare namespace backend {
     shmUnlink(name: string): void;
 
     /**
+     * open(path, oflag | O_CLOEXEC, mode), retried on EINTR; oflag and mode
+     * as for shmOpen. Returns the fd.
+     */
+    open(path: string, oflag: number, mode: number): number;
+
+    /**
+     * fcntl(fd, F_DUPFD_CLOEXEC, 0): a new close-on-exec fd for the same
+     * open file description (same file, offset, locks). Returns the fd.
+     */
+    dup(fd: number): number;
+
+    /**
+     * close(fd) of an fd opened by this backend (or inherited or received);
+     * EINTR counts as closed (Linux has released the fd by then).
+     */
+    close(fd: number): void;
+
+    /**
      * mmap(NULL, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
      * wrapped in exactly one external ArrayBuffer of `length` bytes whose
      * finalizer unmaps it if `munmap` was never called. `length` must be a
      * positive safe integer (RangeError). Never write through a view of a
      * read-only mapping: the write faults.
+     *
+     * With `ownFd` true the mapping takes `fd` once it returns (if it
+     * throws, the caller still owns it): `munmap`, or the finalizer after
+     * GC or at the thread's exit, closes it too, so an abandoned mapping
+     * gives back its fd along with its memory. Default false.
      */
-    mmap(fd: number, length: number, writable: boolean): ArrayBuffer;
+    mmap(fd: number, length: number, writable: boolean, ownFd?: boolean): ArrayBuffer;
 
     /**
      * Wakes the pending futexWaitAsync waits on the mapping (they resolve 0;
      * callers re-check), detaches `buffer` (every stale view reads as length
-     * 0 and Atomics on it throw TypeError) and munmaps it. TypeError if
-     * `buffer` was not returned by `mmap` of this backend (on this thread); a
-     * second call on the same buffer is a no-op.
+     * 0 and Atomics on it throw TypeError), munmaps it and closes the fd it
+     * owns (see mmap). TypeError if `buffer` was not returned by `mmap` of
+     * this backend (on this thread); a second call on the same buffer is a
+     * no-op.
      */
     munmap(buffer: ArrayBuffer): void;
 

@@ -4,7 +4,7 @@
 //! the addon; the libc functions are declared in [`libc`].
 //!
 //! Modules, one per family of calls:
-//!  - `shm`: memfd_create, shm_open, shm_unlink
+//!  - `shm`: memfd_create, shm_open, shm_unlink, open, dup, close
 //!  - `memory`: mmap into an external ArrayBuffer, munmap, seals
 //!
 //! Layers, each using only those below it (no module cycles):
@@ -18,8 +18,9 @@
 //!     `waits` (the registry of pending async waits);
 //!  4. `env`: the per-env state that owns the registry, the reactor and the
 //!     mappings;
-//!  5. JS entry points: `shm` (memfd, shm_open), `memory` (mmap, munmap,
-//!     seals), `futex` (wait, wake, async wait), `socket` (SCM_RIGHTS).
+//!  5. JS entry points: `shm` (memfd, shm_open, open, dup, close), `memory`
+//!     (mmap, munmap, seals), `futex` (wait, wake, async wait), `socket`
+//!     (SCM_RIGHTS).
 //!
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
 //! interface of @shmring/core.
@@ -49,6 +50,9 @@ js_fn! {
     js_memfd_create => shm::memfd_create;
     js_shm_open => shm::shm_open;
     js_shm_unlink => shm::shm_unlink;
+    js_open => shm::open;
+    js_dup => shm::dup;
+    js_close => shm::close;
     js_mmap => memory::mmap;
     js_munmap => memory::munmap;
     js_add_seals => memory::add_seals;
@@ -64,10 +68,13 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 15] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 18] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
+    (c"open", Some(js_open)),
+    (c"dup", Some(js_dup)),
+    (c"close", Some(js_close)),
     (c"mmap", Some(js_mmap)),
     (c"munmap", Some(js_munmap)),
     (c"addSeals", Some(js_add_seals)),

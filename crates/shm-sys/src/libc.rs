@@ -157,6 +157,7 @@ unsafe extern "C" {
     pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: off_t) -> *mut c_void;
     pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
     pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    pub fn open(path: *const c_char, oflag: c_int, ...) -> c_int;
     pub fn close(fd: c_int) -> c_int;
     pub fn syscall(number: c_long, ...) -> c_long;
     pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
@@ -182,6 +183,8 @@ pub const O_CLOEXEC: c_int = 0o2000000;
 pub const PROT_READ: c_int = 0x1;
 pub const PROT_WRITE: c_int = 0x2;
 pub const MAP_SHARED: c_int = 0x01;
+// fcntl(2)
+pub const F_DUPFD_CLOEXEC: c_int = 1030;
 // fcntl(2) seals
 pub const F_ADD_SEALS: c_int = 1033;
 pub const F_GET_SEALS: c_int = 1034;

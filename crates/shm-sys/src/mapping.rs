@@ -1,27 +1,45 @@
-//! One mapping made by `mmap` (memory.rs): where it is, and whether it is
-//! still mapped. Shared by the ArrayBuffer's finalizer, the env's registry
-//! and `munmap`, whoever comes first unmaps it.
+//! One mapping made by `mmap` (memory.rs): where it is, whether it is still
+//! mapped, and the fd it owns, if it was given one. Shared by the
+//! ArrayBuffer's finalizer, the env's registry and `munmap`: whoever comes
+//! first unmaps it and closes the fd.
+//!
+//! Owning the fd is what lets a region that is dropped without close() give
+//! everything back at GC: the finalizer is the only code that runs then, so
+//! it must hold the fd as well as the memory.
 
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::libc::{self, SysError, cvt};
 
-/// One mapping: where it is, and whether it is still mapped.
+/// No fd owned (or already closed).
+const NO_FD: c_int = -1;
+
+/// One mapping: where it is, whether it is still mapped, the fd it owns.
 pub struct Mapping {
     pub addr: usize,
     pub len: usize,
     mapped: AtomicBool,
+    /// The fd closed with the mapping, or NO_FD.
+    fd: AtomicI32,
 }
 
 impl Mapping {
     pub fn new(addr: usize, len: usize) -> Self {
-        Mapping { addr, len, mapped: AtomicBool::new(true) }
+        Mapping { addr, len, mapped: AtomicBool::new(true), fd: AtomicI32::new(NO_FD) }
     }
 
     pub fn is_mapped(&self) -> bool {
         // Acquire: pairs with the swap in unmap().
         self.mapped.load(Ordering::Acquire)
+    }
+
+    /// Makes `fd` this mapping's: `close_fd` (munmap, or the finalizer)
+    /// closes it. Called once, after the ArrayBuffer exists, so an mmap that
+    /// fails leaves the fd to its caller.
+    pub fn own_fd(&self, fd: c_int) {
+        // Release: pairs with the swap in close_fd().
+        self.fd.store(fd, Ordering::Release);
     }
 
     /// Unmaps the memory unless that was already done; `Ok(true)` if this
@@ -37,5 +55,79 @@ impl Mapping {
         // it any more (detached or finalized).
         cvt(unsafe { libc::munmap(self.addr as *mut c_void, self.len) }, "munmap")?;
         Ok(true)
+    }
+
+    /// Closes the owned fd unless there is none or it was closed already;
+    /// `Ok(true)` if this call closed it. EINTR counts as closed: Linux
+    /// releases the fd before it reports EINTR, and closing again could
+    /// close an fd another thread has just been given.
+    pub fn close_fd(&self) -> Result<bool, SysError> {
+        // AcqRel: whoever takes the fd out is the only one to close it.
+        let fd = self.fd.swap(NO_FD, Ordering::AcqRel);
+        if fd == NO_FD {
+            return Ok(false);
+        }
+        // SAFETY: fd was handed to this mapping by own_fd and nobody else
+        // closes it; the swap above makes this the only close.
+        match cvt(unsafe { libc::close(fd) }, "close") {
+            Err(err) if err.errno != libc::EINTR => Err(err),
+            _ => Ok(true),
+        }
+    }
+
+    /// Unmaps and closes the fd; the first error, after both were tried.
+    pub fn release(&self) -> Result<(), SysError> {
+        let unmapped = self.unmap();
+        let closed = self.close_fd();
+        unmapped?;
+        closed?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only the tests use these (values from the uapi headers, x86_64).
+    const MAP_PRIVATE: c_int = 0x02;
+    const MAP_ANONYMOUS: c_int = 0x20;
+    const F_GETFD: c_int = 1;
+
+    fn memfd() -> c_int {
+        // SAFETY: a valid NUL-terminated name; flags are memfd_create's.
+        cvt(unsafe { libc::memfd_create(c"mapping-test".as_ptr(), libc::MFD_CLOEXEC) }, "memfd_create").unwrap()
+    }
+
+    fn is_open(fd: c_int) -> bool {
+        // SAFETY: F_GETFD takes no argument and touches no memory.
+        (unsafe { libc::fcntl(fd, F_GETFD) }) >= 0
+    }
+
+    fn anonymous_page() -> usize {
+        // SAFETY: a fresh private anonymous mapping chosen by the kernel.
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) };
+        cvt(addr as isize, "mmap").unwrap() as usize
+    }
+
+    #[test]
+    fn release_closes_the_owned_fd_once() {
+        let fd = memfd();
+        let mapping = Mapping::new(anonymous_page(), 4096);
+        mapping.own_fd(fd);
+        mapping.release().unwrap();
+        assert!(!is_open(fd));
+        assert_eq!(mapping.close_fd(), Ok(false));
+        assert_eq!(mapping.unmap(), Ok(false));
+    }
+
+    #[test]
+    fn release_leaves_an_fd_it_does_not_own_open() {
+        let fd = memfd();
+        let mapping = Mapping::new(anonymous_page(), 4096);
+        mapping.release().unwrap();
+        assert!(is_open(fd));
+        libc::close_quietly(fd);
     }
 }

@@ -1,9 +1,11 @@
 //! Mapping an fd into JS memory, unmapping it, and sealing memfds.
 //!
-//! `mmap(fd, length, writable)` maps the fd MAP_SHARED and wraps the mapping
-//! in exactly one external ArrayBuffer (two ArrayBuffers over one address
-//! crash some V8 versions). The mapping's state is one heap [`Mapping`]
-//! shared by:
+//! `mmap(fd, length, writable, ownFd)` maps the fd MAP_SHARED and wraps the
+//! mapping in exactly one external ArrayBuffer (two ArrayBuffers over one
+//! address crash some V8 versions). With `ownFd` the mapping also takes the
+//! fd: `munmap` or the finalizer closes it with the memory, so a region
+//! dropped without close() gives its fd back at GC too. The mapping's state
+//! is one heap [`Mapping`] shared by:
 //!  - the ArrayBuffer's finalizer (GC, or env teardown), which unmaps it if
 //!    it is still mapped;
 //!  - this env's registry (`EnvState::mappings`, keyed by address), through
@@ -13,7 +15,7 @@
 //! tells "not one of ours" (TypeError) from "ours, already unmapped"
 //! (detached: a no-op). Explicit unmap: wake the async waits on the
 //! mapping, detach the ArrayBuffer (stale views become length 0 and Atomics
-//! on them throw instead of faulting), then munmap.
+//! on them throw instead of faulting), then munmap, then close the owned fd.
 //!
 //! A read-only mapping (`writable` false) must not be written through a
 //! view: the write would fault like any write to read-only memory.
@@ -34,9 +36,9 @@ const MAPPING_TAG: napi::napi_type_tag =
 /// The largest length accepted.
 const MAX_LENGTH: f64 = napi::MAX_SAFE_INTEGER;
 
-/// `mmap(fd, length, writable): ArrayBuffer`.
+/// `mmap(fd, length, writable, ownFd = false): ArrayBuffer`.
 pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
-    let [fd, length, writable] = env.args::<3>(info)?;
+    let [fd, length, writable, own_fd] = env.args::<4>(info)?;
     let fd = env.fd(fd, "fd")?;
     let len = env.number(length, "length")?;
     if !((1.0..=MAX_LENGTH).contains(&len) && len.fract() == 0.0) {
@@ -44,6 +46,7 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     }
     let len = len as usize;
     let writable = env.boolean(writable, "writable")?;
+    let own_fd = env.type_of(own_fd)? != napi::NAPI_UNDEFINED && env.boolean(own_fd, "ownFd")?;
     // SAFETY: the state is used within this callback on the JS thread.
     let state = unsafe { EnvState::current(env) }?;
 
@@ -78,6 +81,11 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: buffer is an object of this env; the tag outlives the call.
     let st = unsafe { napi::napi_type_tag_object(env.0, buffer, &MAPPING_TAG) };
     env.check(st, "napi_type_tag_object")?;
+    // Only now, with nothing left to fail, does the fd change hands: on an
+    // error above the caller still owns it (and closes it).
+    if own_fd {
+        mapping.own_fd(fd);
+    }
     state.mappings.borrow_mut().insert(mapping.addr, mapping);
     Ok(buffer)
 }
@@ -114,13 +122,13 @@ pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
         state.mappings.borrow_mut().insert(mapping.addr, mapping);
         return Err(err);
     }
-    mapping.unmap()?;
+    mapping.release()?;
     env.undefined()
 }
 
 /// Finalizer of a mapping's ArrayBuffer: after GC, or at env teardown (when
-/// Node detaches it first). Stops async waits on it, then unmaps it unless
-/// `munmap` already did.
+/// Node detaches it first). Stops async waits on it, then unmaps it and
+/// closes the fd it owns, unless `munmap` already did.
 ///
 /// # Safety
 /// Called once by Node, on the env's JS thread, with the `Arc<Mapping>`
@@ -143,7 +151,7 @@ unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *
                 state.stop_waits_in_range(mapping.addr, mapping.len);
             }
         }
-        let _ = mapping.unmap();
+        let _ = mapping.release();
     });
 }
 

@@ -221,6 +221,86 @@ for (const kind of kinds) {
       });
     });
 
+    describe('fds a mapping owns', () => {
+      /** True while `fd` is open on the memfd labelled `label` (a number alone may be reused). */
+      const isOpenOn = (fd: number, label: string) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`).includes(label);
+        } catch {
+          return false;
+        }
+      };
+
+      it('closes the fd given with ownFd at munmap, and leaves an fd it does not own open', () => {
+        const label = uniqueName('own');
+        const owned = b.memfdCreate(label);
+        fs.ftruncateSync(owned, PAGE);
+        b.munmap(b.mmap(owned, PAGE, true, true));
+        assert.equal(isOpenOn(owned, label), false);
+        const kept = open();
+        b.munmap(b.mmap(kept, PAGE, true));
+        assert.equal(fs.fstatSync(kept).size, PAGE);
+      });
+
+      it('leaves the fd with the caller when mmap fails, even with ownFd', () => {
+        const file = path.join(os.tmpdir(), uniqueName('own-fail'));
+        fs.writeFileSync(file, Buffer.alloc(PAGE));
+        try {
+          const fd = b.open(file, fs.constants.O_RDONLY, 0);
+          fds.push(fd);
+          // A writable shared mapping of a read-only fd: the kernel refuses it.
+          assert.throws(() => b.mmap(fd, PAGE, true, true), { code: 'EACCES', syscall: 'mmap' });
+          assert.throws(() => b.mmap(fd, PAGE, false, 'yes' as unknown as boolean), TypeError);
+          assert.equal(isOpenOn(fd, path.basename(file)), true);
+        } finally {
+          fs.rmSync(file, { force: true });
+        }
+      });
+
+      it('closes the fd a mapping owns when its buffer is garbage collected', async () => {
+        const label = uniqueName('own-gc');
+        const child = runChild(kind, `
+          import * as fs from 'node:fs';
+          const open = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+            try { return fs.readlinkSync('/proc/self/fd/' + fd).includes(${JSON.stringify(label)}); } catch { return false; }
+          }).length;
+          let buffers = [];
+          for (let i = 0; i < 10; i++) {
+            const fd = b.memfdCreate(${JSON.stringify(label)});
+            fs.ftruncateSync(fd, ${PAGE});
+            buffers.push(b.mmap(fd, ${PAGE}, true, true));
+          }
+          const before = open();
+          buffers = null;
+          for (let i = 0; i < 50 && open() > 0; i++) {
+            globalThis.gc();
+            await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          process.stdout.write(JSON.stringify({ before, after: open() }));
+        `, { nodeArgs: ['--expose-gc'] });
+        const { code, stdout, stderr } = await child.done;
+        assert.equal(code, 0, stderr);
+        assert.deepEqual(JSON.parse(stdout), { before: 10, after: 0 });
+      });
+
+      it('opens a file close-on-exec with open, reports ENOENT with the syscall, and closes it with close', () => {
+        const file = path.join(os.tmpdir(), uniqueName('open'));
+        try {
+          const fd = b.open(file, fs.constants.O_RDWR | O_CREAT | O_EXCL, 0o600);
+          const flags = /flags:\s+([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
+          assert.equal(parseInt(flags!, 8) & O_CLOEXEC, O_CLOEXEC);
+          assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+          b.close(fd);
+          assert.throws(() => fs.fstatSync(fd), { code: 'EBADF' });
+          assert.throws(() => b.open(file, O_RDWR | O_CREAT | O_EXCL, 0o600), { code: 'EEXIST', syscall: 'open' });
+          assert.throws(() => b.open(`${file}.none`, O_RDWR, 0), { code: 'ENOENT', syscall: 'open' });
+          assert.throws(() => b.close(987654), { code: 'EBADF', syscall: 'close' });
+        } finally {
+          fs.rmSync(file, { force: true });
+        }
+      });
+    });
+
     describe('seals', () => {
       it('makes a shrinking ftruncate fail with EPERM once F_SEAL_SHRINK is added', () => {
         const fd = open(2 * PAGE);

@@ -13,8 +13,11 @@
  *  - A bad argument (negative size, offset outside the buffer, misaligned
  *    futex word, an ArrayBuffer that is not one of ours) throws TypeError or
  *    RangeError before any system call, and never crashes the process.
- *  - File descriptors are plain numbers; closing, ftruncate and fstat are done
- *    by the caller with node:fs, not here.
+ *  - File descriptors are plain numbers. A region's fds are opened (memfdCreate,
+ *    shmOpen, open) and closed (close, or munmap of a mapping made with
+ *    ownFd) by the backend, never by node:fs, which in a worker tracks the
+ *    fds it opened and warns about any other it closes. ftruncate and fstat
+ *    the caller does with node:fs.
  */
 export type { AsyncWait, AsyncWaitKind, NativeBackend, WaitResult } from '@shmring/shm-sys';
 

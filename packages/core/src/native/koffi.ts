@@ -11,7 +11,9 @@
  *
  *  - **Mappings.** `koffi.view(ptr, len)` makes one external ArrayBuffer over
  *    the mapping but cannot attach a finalizer, so a FinalizationRegistry
- *    keyed on the ArrayBuffer unmaps it after GC. (Consequence: do not move
+ *    keyed on the ArrayBuffer unmaps it (and closes the fd it owns) after
+ *    GC. A FinalizationRegistry does not run when a worker ends: there, a
+ *    mapping dropped without munmap stays until the process exits. (Consequence: do not move
  *    a mapping's ArrayBuffer to a worker with a postMessage transfer list.
  *    Node marks koffi's external ArrayBuffers untransferable anyway, so such
  *    a transfer copies the bytes instead of moving them.)
@@ -80,6 +82,7 @@ const PROT_WRITE = 0x2;
 const MAP_SHARED = 0x1;
 /** mmap's MAP_FAILED, (void *)-1, as koffi.address reports it. */
 const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+const F_DUPFD_CLOEXEC = 1030;
 const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
 const FUTEX_WAKE = 1;
@@ -177,6 +180,8 @@ interface Mapping {
    * detach, so the memory stays mapped until GC. 'unmapped': gone.
    */
   state: 'mapped' | 'detached' | 'released' | 'unmapped';
+  /** The fd closed with the mapping (mmap's ownFd), or -1. */
+  fd: number;
   /** Async waits on a word of this mapping that have not settled. */
   readonly waits: Set<KoffiWait>;
   /** Pool threads currently inside FUTEX_WAIT on a word of this mapping. */
@@ -228,6 +233,7 @@ function bindLibc(koffi: typeof Koffi) {
     memfd_create: func('int memfd_create(const char *name, unsigned int flags)'),
     shm_open: shmLib.func('int shm_open(const char *name, int oflag, unsigned int mode)'),
     shm_unlink: shmLib.func('int shm_unlink(const char *name)'),
+    open: func('int open(const char *path, int flags, ...)'),
     mmap: func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
     munmap: func('int munmap(void *addr, size_t length)'),
     close: func('int close(int fd)'),
@@ -424,8 +430,9 @@ class KoffiBackend implements NativeBackend {
   private readonly baseAddresses = new WeakMap<AnyBuffer, bigint>();
   /** An Int32Array over each buffer used as futex words, to read words with Atomics. */
   private readonly int32Views = new WeakMap<AnyBuffer, Int32Array>();
-  /** Unmaps a mapping whose ArrayBuffer was collected without munmap. */
+  /** Unmaps a mapping whose ArrayBuffer was collected without munmap, and closes the fd it owns. */
   private readonly unmapAtGc = new FinalizationRegistry<Mapping>((mapping) => {
+    this.closeOwnedFd(mapping);
     if (mapping.state === 'unmapped') return;
     mapping.state = 'unmapped';
     this.native.munmap(mapping.ptr, mapping.length);
@@ -498,13 +505,57 @@ class KoffiBackend implements NativeBackend {
     if (this.native.shm_unlink(path) < 0) throw this.sysError('shm_unlink', this.errno());
   }
 
+  // ---- files (opened and closed here, not by node:fs: see NativeBackend) ----
+
+  open(path: string, oflag: number, mode: number): number {
+    const file = checkCString(path, 'path');
+    const flags = checkInteger(oflag, 'oflag', 0, INT32_MAX);
+    const perms = checkInteger(mode, 'mode', 0, 0o7777);
+    for (;;) {
+      // open is variadic: its third argument is declared explicitly (mode_t).
+      const fd: number = this.native.open(file, flags | O_CLOEXEC, 'unsigned int', perms);
+      if (fd >= 0) return fd;
+      const errno = this.errno();
+      if (errno !== EINTR) throw this.sysError('open', errno);
+    }
+  }
+
+  dup(fd: number): number {
+    const file = checkFd(fd, 'fd');
+    const copy: number = this.native.fcntl(file, F_DUPFD_CLOEXEC, 'int', 0);
+    if (copy < 0) throw this.sysError('fcntl', this.errno());
+    return copy;
+  }
+
+  close(fd: number): void {
+    const file = checkFd(fd, 'fd');
+    // EINTR counts as closed: Linux released the fd before reporting it.
+    if (this.native.close(file) < 0) {
+      const errno = this.errno();
+      if (errno !== EINTR) throw this.sysError('close', errno);
+    }
+  }
+
+  /** Closes the fd `mapping` owns, once; throws its error only when asked. */
+  private closeOwnedFd(mapping: Mapping, throwOnError = false): void {
+    const fd = mapping.fd;
+    if (fd < 0) return;
+    mapping.fd = -1;
+    try {
+      this.close(fd);
+    } catch (err) {
+      if (throwOnError) throw err;
+    }
+  }
+
   // ---- mappings ----
 
-  mmap(fd: number, length: number, writable: boolean): ArrayBuffer {
+  mmap(fd: number, length: number, writable: boolean, ownFd = false): ArrayBuffer {
     const file = checkFd(fd, 'fd');
     const size = checkNumber(length, 'length');
     if (!(Number.isSafeInteger(size) && size >= 1)) throw rangeError(`length=${size} must be a positive safe integer`);
     if (typeof writable !== 'boolean') throw typeError(`writable must be a boolean (got ${typeof writable})`);
+    if (typeof ownFd !== 'boolean') throw typeError(`ownFd must be a boolean (got ${typeof ownFd})`);
     const { koffi } = this.native;
     const prot = PROT_READ | (writable ? PROT_WRITE : 0);
     const ptr: unknown = this.native.mmap(null, size, prot, MAP_SHARED, file, 0);
@@ -519,9 +570,12 @@ class KoffiBackend implements NativeBackend {
       this.native.munmap(ptr, size);
       throw err;
     }
-    const mapping: Mapping = { ptr, address, length: size, state: 'mapped', waits: new Set(), inFlight: 0 };
+    // Nothing can fail from here on, so the fd changes hands now (see NativeBackend.mmap).
+    const mapping: Mapping = {
+      ptr, address, length: size, state: 'mapped', fd: ownFd ? file : -1, waits: new Set(), inFlight: 0,
+    };
     this.mappings.set(buffer, mapping);
-    // koffi.view attaches no finalizer: unmap when the buffer is collected.
+    // koffi.view attaches no finalizer: unmap (and close) when the buffer is collected.
     this.unmapAtGc.register(buffer, mapping, mapping);
     return buffer;
   }
@@ -534,14 +588,20 @@ class KoffiBackend implements NativeBackend {
     if (!this.detach) {
       // Cannot detach: unmapping would let stale views fault, so leave the
       // memory mapped until the FinalizationRegistry sees the buffer die.
+      // The fd is not needed by the mapping: it goes now.
       mapping.state = 'released';
+      this.closeOwnedFd(mapping, true);
       return;
     }
     // Detach first: every stale view now has length 0 and Atomics on it throw.
     this.detach(buffer);
     mapping.state = 'detached';
     this.unmapAtGc.unregister(mapping);
-    this.unmapIfIdle(mapping, true);
+    try {
+      this.unmapIfIdle(mapping, true);
+    } finally {
+      this.closeOwnedFd(mapping, true);
+    }
   }
 
   /** Unmaps a detached mapping once no pool thread waits on it (the last one to return does it). */
