@@ -7,6 +7,7 @@
  * RangeError, also with an `ERR_SHMRING_*` code.
  * docs/ERRORS.md lists every code, its cause and what to do.
  */
+import * as util from 'node:util';
 
 export const ErrorCodes = {
   /** An option has the wrong type or is out of range. */
@@ -85,6 +86,43 @@ export class ShmringTypeError extends TypeError {
     super(message);
     this.code = code;
   }
+}
+
+/** What a failed system call leaves on its error (Node's fs errors and the backends' alike). */
+interface SystemCallFailure {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+function isSystemCallFailure(err: unknown): err is SystemCallFailure {
+  const e = err as Partial<SystemCallFailure> | null;
+  return typeof e?.code === 'string' && typeof e.errno === 'number' && typeof e.syscall === 'string';
+}
+
+/** libuv's description of an errno ("no such file or directory"); errno may be negative (Node's) or positive (the backends'). */
+function describeErrno(errno: number): string | undefined {
+  return util.getSystemErrorMap().get(-Math.abs(errno))?.[1];
+}
+
+/**
+ * Says on which object a system call failed, and what to do about it: the
+ * error keeps `code`, `errno` and `syscall` (and gets `path` when given);
+ * its message reads `${operation} ${object}: ${syscall} failed: ${why}
+ * (${code}); ${hint}`, the original error is its `cause`. Anything that is
+ * not a failed system call (a ShmringError, a TypeError) is returned as is.
+ */
+export function onObject(
+  err: unknown, operation: string, object: string,
+  options: { path?: string; hint?: (code: string) => string | undefined } = {},
+): unknown {
+  if (!isSystemCallFailure(err)) return err;
+  const { code, errno, syscall } = err;
+  const why = describeErrno(errno) ?? code;
+  const hint = options.hint?.(code);
+  const message = `${operation} ${object}: ${syscall} failed: ${why} (${code})${hint ? `; ${hint}` : ''}`;
+  const named = new ShmringError(code, message, { cause: err });
+  return Object.assign(named, { errno, syscall }, options.path === undefined ? {} : { path: options.path });
 }
 
 /** The error a wait throws when its AbortSignal fires, like Node's own AbortError. */

@@ -12,12 +12,24 @@
  *    the processes.
  *  - 'sab': a SharedArrayBuffer, shared with worker threads by postMessage.
  *
- * A Region owns its fd and its mapping: close() detaches the ArrayBuffer
- * (stale views then read as length 0 instead of faulting) and closes the fd.
- * Exactly one ArrayBuffer exists per mapping; hand out views of `buffer`.
+ * A Region owns its fd and its mapping, and hands both to the backend's
+ * mapping (mmap with ownFd): close() detaches the ArrayBuffer (stale views
+ * then read as length 0 instead of faulting), unmaps it and closes the fd;
+ * a region dropped without close() gives both back when its ArrayBuffer is
+ * collected. Exactly one ArrayBuffer exists per mapping; hand out views of
+ * `buffer`.
+ *
+ * Every fd a region owns is opened (or duplicated, by fromFd) and closed by
+ * the backend, never by node:fs: in a worker, Node warns about each fd
+ * fs.closeSync closes that fs did not open, and closes the fds fs opened
+ * again when the worker ends.
+ *
+ * A failed system call keeps its errno `code`, and its message names the
+ * object (the POSIX name, the path, the fd) and says what to do.
  */
 import * as fs from 'node:fs';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger } from './errors.js';
+import * as nodePath from 'node:path';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, onObject } from './errors.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sab';
@@ -36,10 +48,13 @@ export interface CreateOptions {
   exclusive?: boolean;
   /**
    * 'posix' and 'file': remove the name when this process exits normally,
-   * by process.exit() or by an uncaught exception. Node's default handling of
-   * SIGINT / SIGTERM / SIGHUP skips 'exit' handlers: install your own signal
-   * handler that calls process.exit() if those should clean up too. A SIGKILL
-   * runs nothing: `shmring unlink-stale` removes such leftovers. Default false.
+   * by process.exit() or by an uncaught exception (it runs in an 'exit'
+   * listener). It cannot run when the process dies of a signal: a SIGKILL
+   * (the OOM killer, `kill -9`) runs nothing, and neither does a SIGTERM,
+   * SIGINT or SIGHUP that no handler catches (Node's default is to die
+   * without 'exit'): install `process.on('SIGTERM', () => process.exit())`
+   * if those should clean up too. `shmring inspect` tells whether a leftover
+   * ring is stale and `shmring unlink-stale` removes such rings. Default false.
    */
   unlinkOnExit?: boolean;
 }
@@ -124,10 +139,88 @@ function withFd<T>(fd: number, body: (fd: number) => T, undo?: () => void): T {
   try {
     return body(fd);
   } catch (err) {
-    fs.closeSync(fd);
-    undo?.();
+    try {
+      backend().close(fd);
+      undo?.();
+    } catch {
+      // the first error is the one to report
+    }
     throw err;
   }
+}
+
+// ---- naming the object in system call errors ----
+
+/** How a message names an object, and the `path` its errors carry. */
+interface Described {
+  object: string;
+  path?: string;
+}
+
+function describePosix(name: string): Described {
+  const bare = name.slice(1);
+  return { object: `POSIX shared memory object '${bare}' (/dev/shm/${bare})`, path: `/dev/shm/${bare}` };
+}
+
+function describeFile(path: string): Described {
+  return { object: `file '${path}'`, path };
+}
+
+/** What to do about the errors any region operation can meet. */
+function commonHint(code: string): string | undefined {
+  switch (code) {
+    case 'EMFILE':
+    case 'ENFILE':
+      return 'too many open files: close() the regions you no longer use, or raise the limit (ulimit -n)';
+    case 'ENOMEM':
+    case 'ENOSPC':
+      return 'out of memory or tmpfs space (/dev/shm): free some, or ask for a smaller size';
+    case 'EACCES':
+    case 'EPERM':
+      return 'it belongs to another user or its mode forbids this: run as its owner, or have it created with a wider `mode`';
+    case 'ENAMETOOLONG':
+      return 'use a shorter name or path';
+    default:
+      return undefined;
+  }
+}
+
+/** The EEXIST hint of Region.create: how to tell a leftover from a live object. */
+function existsHint(target: string): string {
+  return 'it may be a leftover of a process that died before unlink(): ' +
+    `\`shmring inspect ${target}\` shows whether the processes of a ring in it still live ` +
+    '(`shmring unlink-stale` removes the rings whose processes are all dead); ' +
+    'otherwise pick another name, or pass exclusive: false to reuse it';
+}
+
+/** Rethrows `err` from `operation` on `described`, named (see onObject), with `hint` before the common hints. */
+function failOn(err: unknown, operation: string, described: Described, hint?: (code: string) => string | undefined): never {
+  throw onObject(err, operation, described.object, {
+    ...(described.path === undefined ? {} : { path: described.path }),
+    hint: (code) => hint?.(code) ?? commonHint(code),
+  });
+}
+
+function fromFdHint(code: string): string | undefined {
+  return code === 'EBADF' ? 'the fd is not open: pass an fd this process inherited or received (and has not closed)' : undefined;
+}
+
+/** Region.#adopt, handed out by Region's static block (adoptFd needs the private constructor's path). */
+let adoptFdImpl: (fd: number, readOnly: boolean) => Region;
+
+/**
+ * Maps an fd that nobody else holds (received by receiveRegion, or the
+ * duplicate fromFd makes) and makes it the region's: closed with the region,
+ * or by this function if it cannot be mapped. Internal to @shmring/core.
+ */
+export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${fd}`): Region {
+  return withFd(fd, () => {
+    try {
+      return adoptFdImpl(fd, options.readOnly === true);
+    } catch (err) {
+      failOn(err, 'Region.fromFd of', { object }, fromFdHint);
+    }
+  });
 }
 
 export class Region {
@@ -169,33 +262,55 @@ export class Region {
       case 'memfd': {
         const label = options.name ?? 'shmring';
         if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
-        const fd = backend().memfdCreate(label);
-        return withFd(fd, () => {
-          fs.ftruncateSync(fd, size);
-          // Seal the size: no peer can shrink the file (which would SIGBUS us) or grow it.
-          backend().addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
-          return Region.#map('memfd', fd, size, false, {});
-        });
+        try {
+          const fd = backend().memfdCreate(label);
+          return withFd(fd, () => {
+            fs.ftruncateSync(fd, size);
+            // Seal the size: no peer can shrink the file (which would SIGBUS us) or grow it.
+            backend().addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+            return Region.#map('memfd', fd, size, false, {});
+          });
+        } catch (err) {
+          failOn(err, 'Region.create of', { object: `memfd '${label}'` },
+            (code) => (code === 'EINVAL' ? 'a memfd name is at most 249 bytes' : undefined));
+        }
       }
       case 'posix': {
         const name = posixName(options.name);
-        const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
-        const fd = backend().shmOpen(name, flags, checkMode(options.mode));
-        const region = withFd(fd, () => {
-          fs.ftruncateSync(fd, size);
-          return Region.#map('posix', fd, size, false, { name });
-        }, options.exclusive === false ? undefined : () => backend().shmUnlink(name));
+        const exclusive = options.exclusive !== false;
+        const mode = checkMode(options.mode);
+        let region: Region;
+        try {
+          const fd = backend().shmOpen(name, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
+          region = withFd(fd, () => {
+            fs.ftruncateSync(fd, size);
+            return Region.#map('posix', fd, size, false, { name });
+          }, exclusive ? () => backend().shmUnlink(name) : undefined);
+        } catch (err) {
+          failOn(err, 'Region.create of', describePosix(name),
+            (code) => (code === 'EEXIST' ? existsHint(name.slice(1)) : undefined));
+        }
         if (options.unlinkOnExit) removeAtExit(`posix:${name}`, () => backend().shmUnlink(name));
         return region;
       }
       case 'file': {
         const path = checkPath(options.path);
-        const flags = O_RDWR | O_CREAT | (options.exclusive === false ? 0 : O_EXCL);
-        const fd = fs.openSync(path, flags, checkMode(options.mode));
-        const region = withFd(fd, () => {
-          fs.ftruncateSync(fd, size);
-          return Region.#map('file', fd, size, false, { path });
-        }, options.exclusive === false ? undefined : () => fs.rmSync(path, { force: true }));
+        const exclusive = options.exclusive !== false;
+        const mode = checkMode(options.mode);
+        let region: Region;
+        try {
+          const fd = backend().open(path, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
+          region = withFd(fd, () => {
+            fs.ftruncateSync(fd, size);
+            return Region.#map('file', fd, size, false, { path });
+          }, exclusive ? () => fs.rmSync(path, { force: true }) : undefined);
+        } catch (err) {
+          failOn(err, 'Region.create of', describeFile(path), (code) => {
+            if (code === 'EEXIST') return existsHint(nodePath.resolve(path));
+            if (code === 'ENOENT') return 'its directory does not exist: create the directory first';
+            return undefined;
+          });
+        }
         if (options.unlinkOnExit) removeAtExit(`file:${path}`, () => fs.unlinkSync(path));
         return region;
       }
@@ -215,13 +330,25 @@ export class Region {
     switch (options.backing) {
       case 'posix': {
         const name = posixName(options.name);
-        const fd = backend().shmOpen(name, flags, 0);
-        return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd), readOnly, { name }));
+        try {
+          const fd = backend().shmOpen(name, flags, 0);
+          return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd), readOnly, { name }));
+        } catch (err) {
+          failOn(err, 'Region.open of', describePosix(name), (code) => (code === 'ENOENT'
+            ? 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)'
+            : undefined));
+        }
       }
       case 'file': {
         const path = checkPath(options.path);
-        const fd = fs.openSync(path, flags);
-        return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd), readOnly, { path }));
+        try {
+          const fd = backend().open(path, flags, 0);
+          return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd), readOnly, { path }));
+        } catch (err) {
+          failOn(err, 'Region.open of', describeFile(path), (code) => (code === 'ENOENT'
+            ? 'no such file: create it first (Region.create), or check the path'
+            : undefined));
+        }
       }
       default:
         throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
@@ -230,13 +357,28 @@ export class Region {
   }
 
   /**
-   * Maps an fd this process inherited or received. The region takes
-   * ownership of the fd (close() closes it). A memfd without a shrink seal is
-   * sealed here so that no peer can truncate it under us.
+   * Maps an fd this process inherited or received (or that another thread
+   * of it passed along). The region maps and owns a duplicate of the fd
+   * (F_DUPFD_CLOEXEC: the same open file), which close() closes, and GC of
+   * a region dropped without close(); the fd passed in stays the caller's,
+   * to close when it is no longer needed. So a worker may map the fd of a
+   * region the main thread owns, and an fd that node:fs opened stays fs's.
+   * A memfd without a shrink seal is sealed here so that no peer can
+   * truncate it under us.
    */
   static fromFd(fd: number, options: FromFdOptions = {}): Region {
     checkInteger('fd', fd, 0, 2 ** 31 - 1);
-    const readOnly = options.readOnly === true;
+    let own: number;
+    try {
+      own = backend().dup(fd);
+    } catch (err) {
+      failOn(err, 'Region.fromFd of', { object: `fd ${fd}` }, fromFdHint);
+    }
+    return adoptFd(own, options, `fd ${fd}`);
+  }
+
+  /** Maps `fd` and owns it from the start (see adoptFd). */
+  static #adopt(fd: number, readOnly: boolean): Region {
     const size = Region.#existingSize(fd);
     let seals: number | undefined;
     try {
@@ -249,6 +391,10 @@ export class Region {
     }
     // An fd that supports seals is a memfd; anything else we treat as a file.
     return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly, {});
+  }
+
+  static {
+    adoptFdImpl = (fd, readOnly) => Region.#adopt(fd, readOnly);
   }
 
   /** Wraps a SharedArrayBuffer (e.g. one received from a worker). */
@@ -267,8 +413,9 @@ export class Region {
     return checkSize(size);
   }
 
+  /** Maps `fd`; on success the mapping owns the fd (the backend closes it with the mapping). */
   static #map(backing: Backing, fd: number, size: number, readOnly: boolean, names: { name?: string; path?: string }): Region {
-    const buffer = backend().mmap(fd, size, !readOnly);
+    const buffer = backend().mmap(fd, size, !readOnly, true);
     return new Region({ backing, size, fd, buffer, readOnly, ...names });
   }
 
@@ -293,15 +440,26 @@ export class Region {
     return this.#buffer === undefined;
   }
 
-  /** Unmaps (stale views become empty) and closes the fd. Idempotent. */
+  /** How messages name this region. */
+  #described(fd = this.#fd): Described {
+    if (this.backing === 'posix') return describePosix(this.name!);
+    if (this.backing === 'file') return describeFile(this.path!);
+    return { object: `${this.backing} region (fd ${fd})` };
+  }
+
+  /** Unmaps (stale views become empty) and closes the fd (the mapping owns it). Idempotent. */
   close(): void {
     const buffer = this.#buffer;
     if (buffer === undefined) return;
     this.#buffer = undefined;
     if (this.backing === 'sab') return;
-    backend().munmap(buffer as ArrayBuffer);
-    fs.closeSync(this.#fd);
+    const fd = this.#fd;
     this.#fd = -1;
+    try {
+      backend().munmap(buffer as ArrayBuffer);
+    } catch (err) {
+      failOn(err, 'region.close() of', this.#described(fd));
+    }
   }
 
   /**
@@ -310,12 +468,19 @@ export class Region {
    * which have no name. Works after close() too.
    */
   unlink(): void {
-    if (this.backing === 'posix') {
-      unlinkAtExit.delete(`posix:${this.name}`);
-      backend().shmUnlink(this.name!);
-    } else if (this.backing === 'file') {
-      unlinkAtExit.delete(`file:${this.path}`);
-      fs.unlinkSync(this.path!);
+    if (this.backing !== 'posix' && this.backing !== 'file') return;
+    try {
+      if (this.backing === 'posix') {
+        unlinkAtExit.delete(`posix:${this.name}`);
+        backend().shmUnlink(this.name!);
+      } else {
+        unlinkAtExit.delete(`file:${this.path}`);
+        fs.unlinkSync(this.path!);
+      }
+    } catch (err) {
+      failOn(err, 'region.unlink() of', this.#described(), (code) => (code === 'ENOENT'
+        ? 'it is gone already: unlinked before, by this region or by another process'
+        : undefined));
     }
   }
 

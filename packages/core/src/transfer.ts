@@ -16,7 +16,7 @@ import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ErrorCodes, ShmringError, ShmringTypeError, abortError } from './errors.js';
 import { backend } from './native/loader.js';
-import { Region } from './region.js';
+import { adoptFd, type Region } from './region.js';
 
 export interface ReceiveOptions {
   /** Map the received region read-only. */
@@ -66,7 +66,8 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
   for (let interval = 0.1; ; interval = Math.min(interval * 2, MAX_POLL_INTERVAL_MS)) {
     if (signal?.aborted) throw abortError(signal);
     const received = backend().recvFd(fd);
-    if (received >= 0) return Region.fromFd(received, { readOnly: options.readOnly === true });
+    // The received fd is ours alone: the region owns it (and closes it if it cannot be mapped).
+    if (received >= 0) return adoptFd(received, { readOnly: options.readOnly === true });
     if (received === -2) throw new ShmringError(ErrorCodes.NO_FD, 'the peer closed the socket before sending a region');
     if (received === -3) throw new ShmringError(ErrorCodes.NO_FD, 'the peer sent a message without a file descriptor; is it calling sendRegion?');
     if (performance.now() >= deadline) {

@@ -2,13 +2,15 @@ import { spawn, type StdioOptions } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
+export const LIFETIME = fileURLToPath(new URL('./fixtures/lifetime.js', import.meta.url));
 
-/** Runs `script` with `args` in a new node process; resolves with its exit code and stdout. */
+/** Runs `script` with `args` in a new node process (after `nodeArgs`); resolves with its exit code and stdout. */
 export function runNode(
-  script: string, args: string[], options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {},
+  script: string, args: string[],
+  options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv; uid?: number; gid?: number; nodeArgs?: string[] } = {},
 ):
   { done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [script, ...args], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), script, ...args], {
     stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
     ...(options.uid !== undefined ? { uid: options.uid } : {}),

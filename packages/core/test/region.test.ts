@@ -73,6 +73,19 @@ describe('Region', () => {
         assert.equal(fs.fstatSync(region.fd).size, 4096);
       });
 
+      it('maps its own duplicate of the fd given to fromFd and leaves that fd to the caller', () => {
+        using original = Region.create({ backing: 'memfd', name: 'fromfd-dup', size: 4096 });
+        const region = Region.fromFd(original.fd);
+        assert.notEqual(region.fd, original.fd);
+        assert.equal(region.backing, 'memfd');
+        new Uint8Array(region.buffer)[7] = 9;
+        assert.equal(new Uint8Array(original.buffer)[7], 9);
+        const own = region.fd;
+        region.close();
+        assert.throws(() => fs.fstatSync(own), { code: 'EBADF' });
+        assert.equal(fs.fstatSync(original.fd).size, 4096);
+      });
+
       it("leaves a closed region's old views empty instead of faulting", () => {
         const region = Region.create({ backing: 'memfd', size: 4096 });
         const view = new Uint8Array(region.buffer);
@@ -127,6 +140,103 @@ describe('Region', () => {
           using region = Region.create({ backing: 'posix', name, size: 4096 });
           region.unlink();
           assert.throws(() => region.unlink(), { code: 'ENOENT' });
+        });
+
+        it('names the POSIX object in an EEXIST from Region.create and says how to tell whether it is stale', () => {
+          const name = uniqueName('exists');
+          using region = Region.create({ backing: 'posix', name, size: 4096 });
+          try {
+            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }), (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'EEXIST');
+              assert.equal(err.syscall, 'shm_open');
+              assert.equal(err.path, `/dev/shm/${name}`);
+              assert.ok(err.message.includes(`'${name}'`), err.message);
+              assert.ok(err.message.includes(`shmring inspect ${name}`), err.message);
+              assert.ok(err.message.includes('exclusive: false'), err.message);
+              return true;
+            });
+          } finally {
+            region.unlink();
+          }
+        });
+
+        it('names the path in an EEXIST from Region.create of a file and says how to inspect it', () => {
+          const file = path.join(os.tmpdir(), uniqueName('exists'));
+          fs.writeFileSync(file, 'x');
+          try {
+            assert.throws(() => Region.create({ backing: 'file', path: file, size: 4096 }), (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'EEXIST');
+              assert.equal(err.syscall, 'open');
+              assert.equal(err.path, file);
+              assert.ok(err.message.includes(`'${file}'`), err.message);
+              assert.ok(err.message.includes(`shmring inspect ${file}`), err.message);
+              return true;
+            });
+            assert.equal(fs.readFileSync(file, 'utf8'), 'x', 'the existing file is left alone');
+          } finally {
+            fs.rmSync(file, { force: true });
+          }
+        });
+
+        it('names the POSIX name in an ENOENT from Region.open', () => {
+          const name = uniqueName('missing');
+          assert.throws(() => Region.open({ backing: 'posix', name }), (err: Error & Record<string, unknown>) => {
+            assert.equal(err.code, 'ENOENT');
+            assert.equal(err.syscall, 'shm_open');
+            assert.ok(err.message.includes(`'${name}'`), err.message);
+            assert.ok(err.message.includes('create it first'), err.message);
+            return true;
+          });
+        });
+
+        it('names the path in an ENOENT from Region.open of a file', () => {
+          const file = path.join(os.tmpdir(), uniqueName('missing'));
+          assert.throws(() => Region.open({ backing: 'file', path: file }), (err: Error & Record<string, unknown>) => {
+            assert.equal(err.code, 'ENOENT');
+            assert.equal(err.syscall, 'open');
+            assert.equal(err.path, file);
+            assert.ok(err.message.includes(`'${file}'`), err.message);
+            return true;
+          });
+        });
+
+        it('names the path when the directory of a new file region does not exist', () => {
+          const file = path.join(os.tmpdir(), uniqueName('nodir'), 'region');
+          assert.throws(() => Region.create({ backing: 'file', path: file, size: 4096 }), (err: Error) => {
+            assert.equal((err as { code?: string }).code, 'ENOENT');
+            assert.ok(err.message.includes(`'${file}'`), err.message);
+            assert.ok(err.message.includes('directory'), err.message);
+            return true;
+          });
+        });
+
+        it('names the POSIX name and the path in an ENOENT from a second unlink', () => {
+          const name = uniqueName('gone');
+          using posix = Region.create({ backing: 'posix', name, size: 4096 });
+          posix.unlink();
+          assert.throws(() => posix.unlink(), (err: Error & Record<string, unknown>) => {
+            assert.equal(err.code, 'ENOENT');
+            assert.equal(err.syscall, 'shm_unlink');
+            assert.ok(err.message.includes(`'${name}'`), err.message);
+            return true;
+          });
+          const file = path.join(os.tmpdir(), uniqueName('gone'));
+          using created = Region.create({ backing: 'file', path: file, size: 4096 });
+          created.unlink();
+          assert.throws(() => created.unlink(), (err: Error & Record<string, unknown>) => {
+            assert.equal(err.code, 'ENOENT');
+            assert.equal(err.syscall, 'unlink');
+            assert.ok(err.message.includes(`'${file}'`), err.message);
+            return true;
+          });
+        });
+
+        it('names the fd in an EBADF from Region.fromFd', () => {
+          assert.throws(() => Region.fromFd(987654), (err: Error) => {
+            assert.equal((err as { code?: string }).code, 'EBADF');
+            assert.ok(err.message.includes('fd 987654'), err.message);
+            return true;
+          });
         });
 
         it('rejects POSIX names with a slash, empty, or too long', () => {
