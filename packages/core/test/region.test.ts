@@ -3,6 +3,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion } from '@shmring/core';
 import { availableBackends, useBackend, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName } from './helpers.js';
@@ -323,4 +325,39 @@ describe('Region', () => {
       });
     });
   }
+});
+
+describe('unlinkOnExit', () => {
+  /** Starts a peer that creates `name` with unlinkOnExit, waits until it has, sends SIGTERM; resolves with how it ended. */
+  async function terminate(name: string, withHandler: boolean): Promise<{ code: number | null; signal: string | null }> {
+    const child = spawn(process.execPath, [PEER, 'unlink-on-exit', name, ...(withHandler ? ['handler'] : [])],
+      { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [ready] = await once(child.stdout!, 'data') as [Buffer];
+    assert.equal(String(ready), 'ready');
+    assert.ok(fs.existsSync(`/dev/shm/${name}`));
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    child.kill('SIGTERM');
+    const [code, signal] = await exited;
+    return { code, signal };
+  }
+
+  it('cannot remove the name when a SIGTERM that no handler catches kills the process', async () => {
+    const name = uniqueName('sigterm');
+    try {
+      assert.deepEqual(await terminate(name, false), { code: null, signal: 'SIGTERM' });
+      assert.equal(fs.existsSync(`/dev/shm/${name}`), true, 'no exit handler runs on a default SIGTERM');
+    } finally {
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
+  it('removes the name when a SIGTERM handler calls process.exit()', async () => {
+    const name = uniqueName('sigterm-handled');
+    try {
+      assert.deepEqual(await terminate(name, true), { code: 0, signal: null });
+      assert.equal(fs.existsSync(`/dev/shm/${name}`), false);
+    } finally {
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
 });
