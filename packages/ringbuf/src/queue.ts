@@ -131,6 +131,18 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
   }
 
+  /**
+   * What a wait that failed throws: ERR_SHMRING_CLOSED if the region was
+   * closed under it. Region.close() detaches the memory of a mapped region
+   * and ends the futex waits on it; the wait's last Atomics on the detached
+   * view (withdrawing its announcement) then throw a raw TypeError, which no
+   * caller should have to know about.
+   */
+  #failure(err: unknown): unknown {
+    const raw = err instanceof TypeError && (err as { code?: unknown }).code === undefined;
+    return raw && this.ctl.length === 0 ? this.closedError() : err;
+  }
+
   #writeAttempt(bytes: Uint8Array, type: number): true | undefined {
     if (this.tryWrite(bytes, type)) return true;
     if (this.closed) this.#throwClosed();
@@ -158,14 +170,22 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
-    parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.writeSync, this.#consumerAlive, this.#writePacer);
+    try {
+      parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.writeSync, this.#consumerAlive, this.#writePacer);
+    } catch (err) {
+      throw this.#failure(err);
+    }
   }
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
   readSync(options?: WaitOptions): Uint8Array {
     const message = this.tryRead();
     if (message !== null) return message;
-    return parkSync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.readSync, this.#producerAlive, this.#readPacer);
+    try {
+      return parkSync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.readSync, this.#producerAlive, this.#readPacer);
+    } catch (err) {
+      throw this.#failure(err);
+    }
   }
 
   /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
@@ -176,7 +196,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#writePoll.gotAtOnce();
       return;
     }
-    await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write, this.#consumerAlive, this.#writePoll);
+    try {
+      await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write, this.#consumerAlive, this.#writePoll);
+    } catch (err) {
+      throw this.#failure(err);
+    }
   }
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
@@ -191,7 +215,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#readPoll.gotAtOnce();
       return message;
     }
-    return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop);
+    try {
+      return await parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop);
+    } catch (err) {
+      throw this.#failure(err);
+    }
   }
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */
