@@ -5,6 +5,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { ownStartTime } from './liveness.js';
+import { shown } from './queue.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC;
@@ -42,9 +43,12 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
  */
 export function checkOffset(offset: unknown): number {
   if (offset === undefined) return 0;
-  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || offset % L.CACHE_LINE !== 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-      `offset=${String(offset)} must be a non-negative multiple of ${L.CACHE_LINE} (where the ring starts in its region)`);
+  const rule = `must be a non-negative multiple of ${L.CACHE_LINE} (where the ring starts in its region)`;
+  if (typeof offset !== 'number' || !Number.isInteger(offset)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `offset=${shown(offset)} ${rule}`);
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset % L.CACHE_LINE !== 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `offset=${offset} ${rule}`);
   }
   return offset;
 }
@@ -52,7 +56,8 @@ export function checkOffset(offset: unknown): number {
 /** Checks a power-of-two capacity in [min, max]; names it in the error. */
 export function checkCapacity(capacity: unknown, min: number, max: number): number {
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `capacity must be an integer, got ${String(capacity)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+      `capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
@@ -125,7 +130,8 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
   const dataOffset = ctl[L.DATA_OFFSET_I32]!;
   const expected = kind === L.KIND_SPSC ? L.spscRingSize(g.capacity) : L.mpmcRingSize(g.capacity, g.slotSize);
   const minCapacity = kind === L.KIND_SPSC ? L.SPSC_MIN_CAPACITY : L.MPMC_MIN_CAPACITY;
-  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && g.capacity >= minCapacity && g.capacity <= L.MAX_CAPACITY
+  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && Number.isSafeInteger(expected)
+    && g.capacity >= minCapacity && g.capacity <= L.MAX_CAPACITY
     && (g.capacity & (g.capacity - 1)) === 0
     && (kind === L.KIND_SPSC
       ? g.slotSize === 0 && g.slotStride === 0

@@ -31,7 +31,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive } from './liveness.js';
 import { copyOut } from './copy.js';
@@ -77,6 +77,12 @@ export class MpmcQueue extends Queue {
   static #check(options: MpmcOptions): [capacity: number, slotSize: number] {
     const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY);
     const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE);
+    const size = L.mpmcRingSize(capacity, slotSize);
+    if (!Number.isSafeInteger(size)) {
+      // Each bound alone is fine; their product is not a byte count JS can hold exactly.
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+        `capacity=${capacity} slots of slotSize=${slotSize} need ${size} bytes, more than Number.MAX_SAFE_INTEGER; make one of them smaller`);
+    }
     return [capacity, slotSize];
   }
 
@@ -197,12 +203,15 @@ export class MpmcQueue extends Queue {
   /** The position the last #claimFor* won (a private scratch field, to return two values without allocating). */
   #claimed = 0;
 
-  /** Frees a slot the consumer has read: it becomes free for the producer one lap later. */
-  #free(slot: number, position: number): void {
-    this.#data32[slot + L.SLOT_OWNER_I32] = 0;
+  /**
+   * Frees a slot the consumer has read: it becomes free for the producer one
+   * lap later. Through this queue's views, or the ones drain() started with.
+   */
+  #free(slot: number, position: number, ctl = this.ctl, data32 = this.#data32): void {
+    data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes the slot's reuse to the producer of position + capacity; the payload was read before.
-    Atomics.store(this.#data32, slot + L.SLOT_SEQUENCE_I32, (position + this.capacity) | 0);
-    unpark(this.ctl, WRITE_BLOCK, WAKE_ONE);
+    Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + this.capacity) | 0);
+    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
   /**
@@ -268,13 +277,19 @@ export class MpmcQueue extends Queue {
 
   /**
    * Hands up to `limit` messages to `handler(data, offset, length, type)` in
-   * place, freeing each slot after the handler returns (or throws). No copy,
-   * no allocation. Returns how many messages were handled. Never waits.
+   * place, freeing each slot after the handler returns (or throws, or closes
+   * this queue). No copy, no allocation. Returns how many messages were
+   * handled. Never waits. A handler that is not a function, or a limit that
+   * is not an integer >= 0 (or Infinity), throws before anything is taken.
    */
-  drain(handler: DrainHandler, limit = Infinity): number {
-    if (this.ctl.length === 0) throw this.closedError();
+  drain(handler: DrainHandler, limit?: number): number {
+    const max = checkDrain(handler, limit, 'MpmcQueue.drain');
+    // close() in the handler swaps this queue's views; the slot it holds is still freed through these.
+    const ctl = this.ctl;
+    const data32 = this.#data32;
+    if (ctl.length === 0) throw this.closedError();
     let count = 0;
-    while (count < limit && this.ctl.length !== 0) {
+    while (count < max && this.ctl.length !== 0) {
       const slot = this.#claimForRead();
       if (slot < 0) break;
       const position = this.#claimed;
@@ -283,7 +298,8 @@ export class MpmcQueue extends Queue {
       try {
         handler(this.data, L.slotPayload(slot), length, this.#slotType);
       } finally {
-        if (this.ctl.length !== 0) this.#free(slot, position);
+        // ctl.length is 0 only if the region itself was closed (its memory is gone).
+        if (ctl.length !== 0) this.#free(slot, position, ctl, data32);
       }
     }
     return count;

@@ -2,9 +2,23 @@
  * What SpscRing and MpmcQueue share: the waiting verbs (Sync, async,
  * for await, messages()), closing, and the streams, all built on the two
  * non-blocking verbs each queue implements (tryWrite / tryRead).
+ *
+ * Contract of the shared verbs:
+ *  - Arguments and wait options are checked first, before anything is
+ *    taken, written or waited on, and whether or not the call would wait:
+ *    ERR_SHMRING_INVALID_ARGUMENT, a TypeError for a wrong type, a
+ *    RangeError for a wrong value, naming the verb and the option.
+ *  - Once this object is closed, or its region is, every verb throws
+ *    ERR_SHMRING_CLOSED; a wait pending when a mapped region is closed
+ *    (its memory detached under it) rejects with it too, never with the
+ *    TypeError a detached view throws. close() ends this object at once,
+ *    its reads included; what it published stays readable through any
+ *    other object attached to the ring.
+ *  - A parked side asks producerAlive() / consumerAlive() at each check
+ *    period; false means no message (room) can come any more.
  */
 import { Readable, Writable } from 'node:stream';
-import { abortError, ErrorCodes, ShmringError, ShmringRangeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
 import { isAlive, ownStartTime } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
@@ -17,11 +31,91 @@ export interface WriteOptions extends WaitOptions {
   type?: number;
 }
 
-/** Checks a message type: an integer in [0, MAX_TYPE]. */
+/** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */
+export function shown(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/** Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE] (RangeError otherwise). */
 export function checkType(type: number): void {
   if ((type >>> 0) !== type || type > L.MAX_TYPE) {
+    if (typeof type !== 'number' || !Number.isInteger(type)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
+    }
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
   }
+}
+
+/**
+ * Checks a time option (ms or µs) of a wait, if given: a number (TypeError
+ * otherwise) >= 0, and finite unless `infinite` allows Infinity (RangeError
+ * otherwise; NaN included).
+ */
+function checkTime(verb: string, name: string, value: unknown, unit: string, infinite: boolean): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name}=${shown(value)} must be a number of ${unit}`);
+  }
+  if (!(value >= 0) || (!infinite && value === Infinity)) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: ${name}=${value} must be a number of ${unit} >= 0${infinite ? ' (or Infinity)' : ', finite'}`);
+  }
+}
+
+/**
+ * Checks the options of a waiting verb before it does anything: each option
+ * of the wrong type is a ShmringTypeError, out of range a ShmringRangeError,
+ * both ERR_SHMRING_INVALID_ARGUMENT and naming the option. Checked whether
+ * the call would wait or not, so a wrong option never goes unnoticed until
+ * the day the ring is empty. The verbs' fast path: comparisons only; the
+ * errors are made by explainWaitOptions.
+ */
+export function checkWaitOptions(options: WriteOptions | undefined, verb: string): void {
+  if (options === undefined) return;
+  if (typeof options === 'object' && options !== null) {
+    const { timeoutMs, peerTimeoutMs, spin, poll, signal, type } = options;
+    if ((timeoutMs === undefined || (typeof timeoutMs === 'number' && timeoutMs >= 0))
+      && (peerTimeoutMs === undefined || (typeof peerTimeoutMs === 'number' && peerTimeoutMs >= 0))
+      && (spin === undefined || (typeof spin === 'number' && spin >= 0 && spin !== Infinity))
+      && (poll === undefined || (typeof poll === 'number' && poll >= 0))
+      && (signal === undefined || signal instanceof AbortSignal)
+      && (type === undefined || ((type >>> 0) === type && type <= L.MAX_TYPE))) return;
+  }
+  explainWaitOptions(options, verb);
+}
+
+/** checkWaitOptions' slow path: throws the error of the first wrong option (returns if none is wrong, e.g. a signal from another realm). */
+function explainWaitOptions(options: WriteOptions, verb: string): void {
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
+  }
+  checkTime(verb, 'timeoutMs', options.timeoutMs, 'ms', true);
+  checkTime(verb, 'peerTimeoutMs', options.peerTimeoutMs, 'ms', true);
+  checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
+  checkTime(verb, 'poll', options.poll, 'µs', true);
+  const signal = options.signal as unknown;
+  if (signal !== undefined && (signal === null || typeof signal !== 'object' || !('aborted' in signal)
+    || typeof (signal as AbortSignal).addEventListener !== 'function')) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal=${shown(signal)} must be an AbortSignal`);
+  }
+  if (options.type !== undefined) checkType(options.type);
+}
+
+/**
+ * Checks drain()'s arguments before it takes anything (a record handed to a
+ * handler that is not a function would be consumed and lost): a function,
+ * and a limit that is an integer >= 0 or Infinity. Returns the limit.
+ */
+export function checkDrain(handler: unknown, limit: unknown, verb: string): number {
+  if (typeof handler !== 'function') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: handler=${shown(handler)} must be a function (data, offset, length, type) => void`);
+  }
+  if (limit === undefined || limit === Infinity) return Infinity;
+  if (typeof limit !== 'number' || !Number.isInteger(limit)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: limit=${shown(limit)} must be an integer >= 0 (or Infinity)`);
+  }
+  if (limit < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: limit=${limit} must be >= 0`);
+  return limit;
 }
 
 /** Readers parked on an empty ring. */
@@ -40,7 +134,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected ctl: Int32Array;
   readonly #kind: string;
   /** The verbs' names for their errors, made once (not a string per wait). */
-  readonly #names: { readonly read: string; readonly readSync: string; readonly write: string; readonly writeSync: string };
+  readonly #names: {
+    readonly read: string; readonly readSync: string; readonly write: string; readonly writeSync: string; readonly messages: string;
+  };
   /** This object has registered its process as the producer / the consumer. */
   protected isProducer = false;
   protected isConsumer = false;
@@ -54,7 +150,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected constructor(ctl: Int32Array, kind: string) {
     this.ctl = ctl;
     this.#kind = kind;
-    this.#names = { read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync` };
+    this.#names = {
+      read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync`, messages: `${kind}.messages`,
+    };
   }
 
   /** Records this process as the producer (pid and start time), for the peer's liveness checks. */
@@ -167,6 +265,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
   writeSync(bytes: Uint8Array, options?: WriteOptions): void {
+    checkWaitOptions(options, this.#names.writeSync);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
@@ -179,6 +278,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
   readSync(options?: WaitOptions): Uint8Array {
+    checkWaitOptions(options, this.#names.readSync);
     const message = this.tryRead();
     if (message !== null) return message;
     try {
@@ -190,6 +290,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
   async write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
+    checkWaitOptions(options, this.#names.write);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) {
@@ -205,10 +306,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
   read(options?: WaitOptions): Promise<Uint8Array> {
+    try {
+      checkWaitOptions(options, this.#names.read);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.#read(options, undefined);
   }
 
-  /** read(), which `stop` can end (messages().return()). */
+  /** read() with its options checked, which `stop` can end (messages().return()). */
   async #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
     const message = this.tryRead();
     if (message !== null) {
@@ -237,9 +343,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * `for await`) ends it at once: a pending next() resolves done, and its
    * futex wait is cancelled, so nothing is left to keep the process alive.
    * Calls to next() are served one after the other. `lastType` holds each
-   * message's type.
+   * message's type. Wrong options throw here, before any read.
    */
   messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+    checkWaitOptions(options, this.#names.messages);
     const signal = options.signal;
     const stop = new WaitStop(); // return() ends the pending read with it
     let finished = false;
@@ -300,9 +407,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /**
    * Closes the ring for both sides: the other side's parked and later waits
    * end (readers first take what is left, including what was written while
-   * corked). This side's views are dropped, so
-   * its own verbs throw ERR_SHMRING_CLOSED. The region stays open: close it
-   * separately. Idempotent.
+   * corked). This object's views are dropped, so its own verbs throw
+   * ERR_SHMRING_CLOSED at once, its reads too: it does not drain. An object
+   * that was both producer and consumer leaves what it published (and did
+   * not read) to any other object attached to the ring, one attached after
+   * the close included. The region stays open: close it separately.
+   * Idempotent.
    */
   close(): void {
     const ctl = this.ctl;

@@ -34,7 +34,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkType } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
 import { copyOut } from './copy.js';
 import { holdUntilWait, releaseHold } from './held.js';
 import { unpark } from './waiting.js';
@@ -152,6 +152,7 @@ export class SpscRing extends Queue {
       throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing: a claim is open; commit() or abort() it before writing again');
     }
     if (length > this.maxMessageLength || length < 0) {
+      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${length} must be >= 0`);
       throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
         `SpscRing: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength})`);
     }
@@ -258,7 +259,7 @@ export class SpscRing extends Queue {
    */
   claim(length: number): number {
     if (!Number.isInteger(length)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${length} must be an integer`);
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${shown(length)} must be an integer`);
     }
     const index = this.#reserve(length);
     if (index < 0) return -1;
@@ -266,11 +267,15 @@ export class SpscRing extends Queue {
     return this.#claimOffset;
   }
 
+  /** Checks that `offset` is the open claim (a TypeError if it is no integer, a RangeError if it is another), and closes the claim. */
   #checkClaim(offset: number, verb: string): void {
     if (this.ctl.length === 0) throw this.closedError();
     if (this.#claimOffset === NO_CLAIM || offset !== this.#claimOffset) {
-      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT,
-        `SpscRing.${verb}: offset=${offset} is not the open claim (${this.#claimOffset === NO_CLAIM ? 'none is open' : `open: ${this.#claimOffset}`})`);
+      const open = this.#claimOffset === NO_CLAIM ? 'none is open' : `open: ${this.#claimOffset}`;
+      if (!Number.isInteger(offset)) {
+        throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`);
+      }
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.${verb}: offset=${offset} is not the open claim (${open})`);
     }
     this.#claimOffset = NO_CLAIM;
   }
@@ -347,9 +352,8 @@ export class SpscRing extends Queue {
     return (this.#cachedProducerPosition - position) >>> 0;
   }
 
-  /** Releases the consumed bytes to the producer. */
-  #release(position: number): void {
-    const ctl = this.ctl;
+  /** Releases the consumed bytes to the producer, through `ctl` (drain passes the view it started with). */
+  #release(position: number, ctl = this.ctl): void {
     this.#consumerPosition = position;
     // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
@@ -374,15 +378,21 @@ export class SpscRing extends Queue {
    * place, without copying or allocating, up to `limit` records; returns how
    * many: everything published when the call starts, if `limit` allows. The
    * consumer position is published once, after the batch (also if
-   * the handler throws: the record it threw on counts as consumed). Never waits.
+   * the handler throws: the record it threw on counts as consumed; and if
+   * the handler closes this ring: what it was handed stays consumed for the
+   * next consumer). Never waits. A handler that is not a function, or a
+   * limit that is not an integer >= 0 (or Infinity), throws before anything
+   * is taken.
    */
-  drain(handler: DrainHandler, limit = Infinity): number {
-    if (this.ctl.length === 0) throw this.closedError();
+  drain(handler: DrainHandler, limit?: number): number {
+    const max = checkDrain(handler, limit, 'SpscRing.drain');
+    const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
+    if (ctl.length === 0) throw this.closedError();
     let available = this.#available(true);
     let count = 0;
     const start = this.#consumerPosition;
     try {
-      while (available !== 0 && count < limit && this.ctl.length !== 0) {
+      while (available !== 0 && count < max && this.ctl.length !== 0) {
         const index = this.#nextRecord(this.#consumerPosition, available);
         const end = this.#nextEnd;
         available -= (end - this.#consumerPosition) >>> 0;
@@ -391,7 +401,8 @@ export class SpscRing extends Queue {
         handler(this.data, index + L.RECORD_HEADER, this.#nextLength, this.#nextType);
       }
     } finally {
-      if (this.#consumerPosition !== start && this.ctl.length !== 0) this.#release(this.#consumerPosition);
+      // ctl.length is 0 only if the region itself was closed (its memory is gone).
+      if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
     }
     return count;
   }
