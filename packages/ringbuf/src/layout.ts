@@ -25,8 +25,8 @@
  *   32 RING_SIZE_LO     u32  bytes the ring occupies from offset 0, low 32 bits
  *   36 RING_SIZE_HI     u32  … high bits
  *   40 CREATOR_PID      i32  pid of the creating process
- *   44 PRODUCER_PID     i32  pid of the attached producer (SpscRing), 0 if none
- *   48 CONSUMER_PID     i32  pid of the attached consumer (SpscRing), 0 if none
+ *   44 PRODUCER_PID     i32  pid of the registered producer (MpmcQueue: the last one), 0 if none
+ *   48 CONSUMER_PID     i32  pid of the registered consumer (MpmcQueue: the last one), 0 if none
  *   52 CREATOR_START    u32  start time of those processes (clock ticks since
  *   56 PRODUCER_START   u32    boot, /proc/<pid>/stat field 22, low 32 bits),
  *   60 CONSUMER_START   u32    so that a reused pid is not taken for the peer
@@ -34,7 +34,13 @@
  *
  * Wait blocks: [WAITERS i32, SIGNAL i32]. READ_WAIT is for readers parked on
  * an empty ring, WRITE_WAIT for writers parked on a full one (see
- * docs/LAYOUT.md, "Waiting").
+ * docs/LAYOUT.md, "Waiting"). In a MpmcQueue the rest of each wait block
+ * holds the roster of the side its sleepers wait for (docs/LAYOUT.md,
+ * "Rosters"): READ_WAIT the producers', WRITE_WAIT the consumers':
+ *   +8  UNTRACKED  u32  registrations that found the roster full
+ *   +12 reserved
+ *   +16 ROSTER_ENTRIES entries of [PID i32, START u32]; PID 0 = empty,
+ *       -pid = being registered by pid
  *
  * SpscRing records (8-byte aligned, never split at the wrap):
  *   +0 LENGTH u32  payload bytes
@@ -106,6 +112,21 @@ export const WRITE_SIGNAL_OFFSET = WRITE_WAITERS_OFFSET + 4;
 /** Start of the data area. */
 export const DATA_OFFSET = WRITE_WAITERS_OFFSET + BLOCK;
 
+// MpmcQueue rosters: the processes registered as producers (watched by parked
+// readers, so kept in the read wait block) and as consumers (write wait block).
+/** Entries of one roster. */
+export const ROSTER_ENTRIES = 14;
+/** Bytes of one entry: PID i32, then START u32. */
+export const ROSTER_ENTRY = 8;
+/** Producers that found their roster full (a count; they are not watched). */
+export const PRODUCERS_UNTRACKED_OFFSET = READ_SIGNAL_OFFSET + 4;
+/** The producers' roster (after one reserved word). */
+export const PRODUCER_ROSTER_OFFSET = PRODUCERS_UNTRACKED_OFFSET + 8;
+/** Consumers that found their roster full. */
+export const CONSUMERS_UNTRACKED_OFFSET = WRITE_SIGNAL_OFFSET + 4;
+/** The consumers' roster. */
+export const CONSUMER_ROSTER_OFFSET = CONSUMERS_UNTRACKED_OFFSET + 8;
+
 // Int32Array indices of the same words (the control view starts at offset 0).
 export const MAGIC_I32 = MAGIC_OFFSET / 4;
 export const VERSION_I32 = VERSION_OFFSET / 4;
@@ -129,6 +150,13 @@ export const READ_WAITERS_I32 = READ_WAITERS_OFFSET / 4;
 export const READ_SIGNAL_I32 = READ_SIGNAL_OFFSET / 4;
 export const WRITE_WAITERS_I32 = WRITE_WAITERS_OFFSET / 4;
 export const WRITE_SIGNAL_I32 = WRITE_SIGNAL_OFFSET / 4;
+export const PRODUCERS_UNTRACKED_I32 = PRODUCERS_UNTRACKED_OFFSET / 4;
+export const PRODUCER_ROSTER_I32 = PRODUCER_ROSTER_OFFSET / 4;
+export const CONSUMERS_UNTRACKED_I32 = CONSUMERS_UNTRACKED_OFFSET / 4;
+export const CONSUMER_ROSTER_I32 = CONSUMER_ROSTER_OFFSET / 4;
+/** Int32 indices of an entry's words, counted from the entry's Int32 index. */
+export const ROSTER_PID_I32 = 0;
+export const ROSTER_START_I32 = 1;
 /** Length of the control Int32Array (header and blocks). */
 export const CONTROL_I32_LENGTH = DATA_OFFSET / 4;
 
@@ -190,6 +218,12 @@ export function spscRingSize(capacity: number): number {
 /** Bytes a MpmcQueue of `capacity` slots of `slotSize` bytes needs. */
 export function mpmcRingSize(capacity: number, slotSize: number): number {
   return DATA_OFFSET + capacity * slotStride(slotSize);
+}
+
+// Each roster fills the rest of its wait block and no more.
+if (PRODUCER_ROSTER_OFFSET + ROSTER_ENTRIES * ROSTER_ENTRY !== WRITE_WAITERS_OFFSET
+  || CONSUMER_ROSTER_OFFSET + ROSTER_ENTRIES * ROSTER_ENTRY !== DATA_OFFSET) {
+  throw new Error('layout.ts: a roster does not end where its wait block ends');
 }
 
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {

@@ -22,18 +22,28 @@
  *    the queue goes on. Length and type are read once: the checked copies
  *    are what the reader gets, whatever a peer writes meanwhile.
  *  - OWNER holds the pid of the side that won the slot's CAS until it is done
- *    with the slot (0 otherwise). A side parked on a slot that a claim holds
- *    for a whole nap checks that pid; if that process is dead it recovers
- *    the slot (a slot without an OWNER is never taken): a reader skips the unpublished slot
- *    (the dead producer's message never existed), a writer frees a slot a
- *    dead consumer held (that message died with its consumer).
+ *    with the slot (0 otherwise). A parked side whose check period passes
+ *    without progress looks at the OWNER of the slot it waits on; if that
+ *    process is dead it recovers the slot (a slot without an OWNER, or with
+ *    a live one, is never taken, however long it is held): a reader skips
+ *    each unpublished slot (the dead producer's message never existed), a
+ *    writer frees a slot a dead consumer held (that message died with its
+ *    consumer), taking it by a CAS of OWNER from the dead pid to 0.
+ *  - Every process that acts as a producer (consumer) is in the producers'
+ *    (consumers') roster, or counted in its UNTRACKED word when the roster
+ *    was full. A parked reader (writer) ends with ERR_SHMRING_PEER_DEAD only
+ *    when the roster holds someone, every process in it is dead and
+ *    UNTRACKED is 0; an empty roster is "nobody came yet", never a death.
+ *    Before it reports the death, a reader skips every slot the dead
+ *    producers claimed, so what they published after such a slot is
+ *    delivered first.
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
-import { isAlive } from './liveness.js';
+import { isAlive, ownStartTime } from './liveness.js';
 import { copyOut } from './copy.js';
 import { unpark } from './waiting.js';
 
@@ -46,8 +56,25 @@ export interface MpmcOptions {
 
 /** Each publication wakes one parked peer (each consumes or frees one slot). */
 const WAKE_ONE = 1;
-/** Marks a slot with the side holding it, for recovery if that side dies. */
+/** Marks a slot with the side holding it, for recovery if that side dies; and a roster entry. */
 const PID = process.pid;
+
+/** The words of one roster (docs/LAYOUT.md, "Rosters"): Int32 indices in the control view. */
+interface Roster {
+  readonly untracked: number;
+  readonly first: number;
+}
+/** The producers, watched by parked readers (in the read wait block). */
+const PRODUCERS: Roster = { untracked: L.PRODUCERS_UNTRACKED_I32, first: L.PRODUCER_ROSTER_I32 };
+/** The consumers, watched by parked writers (in the write wait block). */
+const CONSUMERS: Roster = { untracked: L.CONSUMERS_UNTRACKED_I32, first: L.CONSUMER_ROSTER_I32 };
+/** Int32 words from one roster entry to the next. */
+const ENTRY_I32 = L.ROSTER_ENTRY / 4;
+
+/** Whether the process of a roster entry (PID word `pid` != 0, START word `start`) may still act; -pid is a registration in progress. */
+function entryAlive(pid: number, start: number): boolean {
+  return pid < 0 ? isAlive(-pid, 0) : isAlive(pid, start);
+}
 
 
 
@@ -308,6 +335,96 @@ export class MpmcQueue extends Queue {
   /** Slots recovered from dead producers or consumers by this object (a count, for monitoring). */
   recoveredSlots = 0;
 
+  // ---- rosters and dead sides (docs/LAYOUT.md, "Rosters" and "Slots") ----
+
+  protected override registerProducer(): void {
+    super.registerProducer(); // PRODUCER_PID / START: the last producer to register, for inspect
+    this.#enroll(PRODUCERS);
+  }
+
+  protected override registerConsumer(): void {
+    super.registerConsumer();
+    this.#enroll(CONSUMERS);
+  }
+
+  /**
+   * Enters this process in `roster`, once per process (another object or
+   * thread of it may have), in an entry that is empty or whose process is
+   * dead; counts it in UNTRACKED when every entry holds a live process.
+   */
+  #enroll(roster: Roster): void {
+    const ctl = this.ctl;
+    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
+      // Observes an earlier registration of this process (by #enroll below, in another object or thread).
+      const pid = Atomics.load(ctl, at + L.ROSTER_PID_I32);
+      if (pid === PID || pid === -PID) return;
+    }
+    const start = ownStartTime();
+    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
+      // Observes the entry's registration (its START is stored before its PID, below).
+      const seen = Atomics.load(ctl, at + L.ROSTER_PID_I32);
+      if (seen !== 0 && entryAlive(seen, Atomics.load(ctl, at + L.ROSTER_START_I32))) continue;
+      // Takes the entry (empty, or of a dead process) from everyone else who saw it so; -PID marks it
+      // "being registered" until START is written. Pairs with #anyoneLeft's loads.
+      if (Atomics.compareExchange(ctl, at + L.ROSTER_PID_I32, seen, -PID) !== seen) continue;
+      // START before PID: a check that loads PID, then START, sees the pair this store completes.
+      Atomics.store(ctl, at + L.ROSTER_START_I32, start);
+      // Publishes the registration; pairs with #anyoneLeft's load of PID.
+      Atomics.store(ctl, at + L.ROSTER_PID_I32, PID);
+      return;
+    }
+    // Every entry holds a live process: this one goes unwatched. Read by #anyoneLeft: the side's death is then never reported.
+    Atomics.add(ctl, roster.untracked, 1);
+  }
+
+  /**
+   * Whether anyone may still act on the side of `roster`: false only when
+   * the roster holds at least one process, every one of them is dead, and
+   * nobody went unwatched. An empty roster is true: nobody has registered
+   * yet, and the first may still come.
+   */
+  #anyoneLeft(roster: Roster): boolean {
+    const ctl = this.ctl;
+    // Observes the registrations that found the roster full (#enroll's add): those processes are not watched.
+    if (Atomics.load(ctl, roster.untracked) !== 0) return true;
+    let registered = false;
+    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
+      // Observes a registration (#enroll stores PID after START).
+      const pid = Atomics.load(ctl, at + L.ROSTER_PID_I32);
+      if (pid === 0) continue;
+      registered = true;
+      // Observes the START that pairs with the PID loaded above.
+      if (entryAlive(pid, Atomics.load(ctl, at + L.ROSTER_START_I32))) return true;
+      // Observes the PID again: if it changed, a registration was going on and the START may be the newcomer's.
+      if (Atomics.load(ctl, at + L.ROSTER_PID_I32) !== pid) return true;
+    }
+    return !registered;
+  }
+
+  /**
+   * A parked reader's check: skips every slot that a dead producer claimed
+   * and never published, then says whether a producer is left (false:
+   * ERR_SHMRING_PEER_DEAD, once one last read finds nothing).
+   */
+  protected override producerAlive(): boolean {
+    if (this.ctl.length === 0) return true;
+    const left = this.#anyoneLeft(PRODUCERS);
+    let skipped = 0;
+    while (this.#skipDeadClaim()) skipped++; // the next position may be stuck too
+    // The next position may be published already: a parked reader (the
+    // watchdog calls this while the reader sleeps) looks again.
+    if (skipped !== 0) unpark(this.ctl, READ_BLOCK, WAKE_ONE);
+    return left;
+  }
+
+  /** A parked writer's check: frees a slot a dead consumer held, then says whether a consumer is left. */
+  protected override consumerAlive(): boolean {
+    if (this.ctl.length === 0) return true;
+    const left = this.#anyoneLeft(CONSUMERS);
+    this.#freeDeadHold();
+    return left;
+  }
+
   /**
    * True when the slot is held by a claim whose OWNER is a dead process. A
    * slot with no OWNER is never taken: its holder may be alive and slow (or a
@@ -319,48 +436,45 @@ export class MpmcQueue extends Queue {
     return owner !== 0 && !isAlive(owner, 0);
   }
 
-  /** A parked reader's check: skip a slot a dead producer claimed and never published. Never reports death. */
-  protected override producerAlive(): boolean {
+  /** Skips the slot of the consumer position if a dead producer claimed it and never published it; true if it did. */
+  #skipDeadClaim(): boolean {
     const ctl = this.ctl;
-    if (ctl.length === 0) return true;
-    // Both loads observe the latest claims; a stale value only delays the recovery by a nap.
+    // Both loads observe the latest claims; a stale value only delays the recovery by a check period.
     const position = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
     const claimed = ((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - position) | 0) > 0;
     const slot = this.#slot(position);
-    // Observes whether the slot of our position is still unpublished.
-    if (!claimed || Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) !== position) return true;
-    if (!this.#holderDead(slot)) return true;
-    // Take the position as a consumer would, and free the slot unread.
-    if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) === position) {
-      this.#free(slot, position);
-      this.recoveredSlots++;
-      // The next position may be published already: a parked reader (the
-      // watchdog calls this while the reader sleeps) looks again.
-      unpark(ctl, READ_BLOCK, WAKE_ONE);
-    }
+    // Observes whether the slot of our position is still unpublished (its producer's store of position + 1 not made).
+    if (!claimed || Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) !== position) return false;
+    if (!this.#holderDead(slot)) return false;
+    // Takes the position as a consumer would (only the winner frees the slot), and frees the slot unread.
+    if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) !== position) return false;
+    this.#free(slot, position);
+    this.recoveredSlots++;
     return true;
   }
 
-  /** A parked writer's check: free a slot a dead consumer claimed and never freed. Never reports death. */
-  protected override consumerAlive(): boolean {
+  /** Frees the slot of the producer position if a dead consumer claimed its message and never freed it. */
+  #freeDeadHold(): void {
     const ctl = this.ctl;
-    if (ctl.length === 0) return true;
+    const data32 = this.#data32;
     // Observes the latest producer claim.
     const position = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
     const held = (position - this.capacity) | 0;
     const slot = this.#slot(position);
-    // The slot still holds the message of `held`; is that message claimed by a consumer?
-    const published = Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) === ((held + 1) | 0);
+    // Observes the slot's publication of `held` (its producer's store of held + 1): its message is still there.
+    const published = Atomics.load(data32, slot + L.SLOT_SEQUENCE_I32) === ((held + 1) | 0);
+    // Observes the consumer claims: a consumer took `held` and has not freed the slot.
     const taken = ((Atomics.load(ctl, L.CONSUMER_POSITION_I32) - held) | 0) > 0;
-    if (!published || !taken) return true;
-    if (!this.#holderDead(slot)) return true;
-    this.#data32[slot + L.SLOT_OWNER_I32] = 0;
-    // Frees the slot for the producer of `position`, exactly as its dead consumer would have; only one writer wins.
-    if (Atomics.compareExchange(this.#data32, slot + L.SLOT_SEQUENCE_I32, (held + 1) | 0, position) === ((held + 1) | 0)) {
-      unpark(ctl, WRITE_BLOCK, WAKE_ONE);
-      this.recoveredSlots++;
-    }
-    return true;
+    if (!published || !taken) return;
+    // Observes the holder's mark (the consumer's store of its pid right after its CAS).
+    const owner = Atomics.load(data32, slot + L.SLOT_OWNER_I32);
+    if (owner === 0 || isAlive(owner, 0)) return;
+    // Takes the slot from its dead holder: one recovering writer wins, and nobody clears a later holder's mark.
+    if (Atomics.compareExchange(data32, slot + L.SLOT_OWNER_I32, owner, 0) !== owner) return;
+    // Frees the slot for the producer of `position`, as its dead consumer would have; pairs with #claimForWrite's load.
+    Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, position);
+    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    this.recoveredSlots++;
   }
 
   protected dropViews(): void {

@@ -184,10 +184,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * Called by a parked reader whose nap ended without progress: false means
-   * no message can come any more (ERR_SHMRING_PEER_DEAD). SpscRing: is the
-   * registered producer alive? MpmcQueue overrides it to recover slots of
-   * dead producers instead.
+   * Called by a parked reader whose check period passed without progress:
+   * false means no message can come any more (ERR_SHMRING_PEER_DEAD).
+   * SpscRing: is the registered producer alive? MpmcQueue overrides it: it
+   * recovers the slots of dead producers, and says whether any registered
+   * producer is left.
    */
   protected producerAlive(): boolean {
     return this.registeredAlive(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
