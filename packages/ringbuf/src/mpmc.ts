@@ -354,12 +354,14 @@ export class MpmcQueue extends Queue {
    */
   #enroll(roster: Roster): void {
     const ctl = this.ctl;
+    const start = ownStartTime();
     for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
       // Observes an earlier registration of this process (by #enroll below, in another object or thread).
       const pid = Atomics.load(ctl, at + L.ROSTER_PID_I32);
-      if (pid === PID || pid === -PID) return;
+      if (pid === -PID) return;
+      // Observes its START (stored before its PID): the same pid with another START was a dead process before us.
+      if (pid === PID && Atomics.load(ctl, at + L.ROSTER_START_I32) === start) return;
     }
-    const start = ownStartTime();
     for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
       // Observes the entry's registration (its START is stored before its PID, below).
       const seen = Atomics.load(ctl, at + L.ROSTER_PID_I32);

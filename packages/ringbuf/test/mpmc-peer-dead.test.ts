@@ -213,6 +213,23 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     await consumer.next('ready');
   });
 
+  it('registers a process anew when its pid is in the roster with another start time (a dead process that had the pid before)', function () {
+    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+    const first = L.PRODUCER_ROSTER_I32;
+    const stale = (startOf(process.pid) + 1) | 0;
+    ctl[first + L.ROSTER_START_I32] = stale;
+    ctl[first + L.ROSTER_PID_I32] = process.pid;
+    assert.ok(queue.tryWrite(new Uint8Array([1])));
+    const next = first + L.ROSTER_ENTRY / 4;
+    assert.deepEqual(
+      [ctl[first + L.ROSTER_PID_I32], ctl[first + L.ROSTER_START_I32], ctl[next + L.ROSTER_PID_I32], ctl[next + L.ROSTER_START_I32]],
+      [process.pid, stale, process.pid, startOf(process.pid)],
+    );
+    // Once registered, another object of this process adds nothing.
+    assert.ok(MpmcQueue.attach(region).tryWrite(new Uint8Array([2])));
+    assert.deepEqual(roster(region, 'producers').pids.filter((pid) => pid !== 0), [process.pid, process.pid]);
+  });
+
   it('never reports the producers dead while one went unwatched because the roster was full (UNTRACKED)', async function () {
     const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
     const entry = (i: number): number => L.PRODUCER_ROSTER_I32 + i * (L.ROSTER_ENTRY / 4);
