@@ -825,7 +825,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
     this.#calls = [];
     this.#end(clean ? undefined : new ShmringError(ErrorCodes.PEER_DEAD,
-      `${this.#what}: the other side died (its ${this.#what.startsWith('worker') ? 'thread ended' : 'socket closed'} without closing the channel)`));
+      `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`));
   }
 
   /** Closes this end; the other side's receives end and its requests reject. Idempotent. */

@@ -68,6 +68,7 @@ export function writeChannelHeader(buffer: ArrayBuffer | SharedArrayBuffer, code
 
 /** Publishes the header (after both rings were created): the opener loads MAGIC first. */
 export function publishChannelHeader(buffer: ArrayBuffer | SharedArrayBuffer): void {
+  // Publishes every header word and both rings, written before; pairs with readChannelHeader's load of MAGIC.
   Atomics.store(new Int32Array(buffer, 0, HEADER_I32_LENGTH), MAGIC_I32, CHANNEL_MAGIC);
 }
 

@@ -11,6 +11,8 @@ import type { Socket } from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
 
 export interface Link {
+  /** How the peer's end shows up in an error ("its socket closed"). */
+  readonly ending: string;
   /** Calls `onEnd` once, when the other end goes away (or close() is called). */
   watch(onEnd: () => void): void;
   /** Ends this side of the link; the peer's watch fires. */
@@ -19,6 +21,7 @@ export interface Link {
 
 export function socketLink(socket: Socket): Link {
   return {
+    ending: 'its socket closed',
     watch(onEnd) {
       let ended = false;
       const end = (): void => {
@@ -43,6 +46,7 @@ export function socketLink(socket: Socket): Link {
 
 export function portLink(port: MessagePort): Link {
   return {
+    ending: 'its thread ended',
     watch(onEnd) {
       let ended = false;
       port.on('close', () => {
