@@ -4,7 +4,7 @@
  *
  *   shmring inspect <name|path> [--json]   one ring (a POSIX name or a file path)
  *   shmring inspect --all [--json]         every ring in /dev/shm
- *   shmring unlink-stale [--dry-run] [--json]   remove rings whose processes are all dead
+ *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
  */
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
