@@ -26,7 +26,7 @@
  * The connection reconnects by itself for ever; each outage is said once on
  * the log (stderr by default), when it starts and when it ends.
  */
-import { ErrorCodes, Region, ShmringTypeError, abortError } from '@shmring/core';
+import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
 import { checkSignal } from '../options.js';
 import { closeNats, loadNats, openNats } from '../nats/connection.js';
@@ -59,6 +59,8 @@ interface Context {
   /** Resolves when the connection is up (at once if it is). */
   connected(): Promise<void>;
   ready(): void;
+  /** Calls `listener` after each reconnection; returns the call that removes it. */
+  onReconnect(listener: () => void): () => void;
 }
 
 /** Moves messages from `from` to `to` (one of them shm:<name>, the other nats://…) until `signal` aborts. */
@@ -100,7 +102,8 @@ function watchConnection(
   nats: NatsModule, nc: NatsConnection, address: NatsAddress, signal: AbortSignal, log: (line: string) => void, onReady: (() => void) | undefined,
 ): Context {
   let down = false;
-  let waiters: Array<() => void> = [];
+  const waiters: Array<() => void> = [];
+  const reconnected = new Set<() => void>();
   void (async () => {
     for await (const status of nc.status()) {
       if (status.type === 'disconnect' && !down) {
@@ -110,6 +113,7 @@ function watchConnection(
         down = false;
         log(`shmring bridge: reconnected to the NATS server at ${address.server}`);
         for (const wake of waiters.splice(0)) wake();
+        for (const listener of reconnected) listener();
       }
     }
   })();
@@ -118,6 +122,10 @@ function watchConnection(
   }, { once: true });
   return {
     nats, nc, address, signal,
+    onReconnect: (listener) => {
+      reconnected.add(listener);
+      return () => reconnected.delete(listener);
+    },
     ready: () => {
       const once = onReady;
       onReady = undefined;
@@ -260,12 +268,12 @@ const COMMITTED = 0;
 const INTENT = 1;
 const AT_I32 = 4;
 
-function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32: Int32Array; committed: number } {
+function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32: Int32Array } {
   const region = Region.create({ backing: 'posix', name: `${ring.name}.jsbridge`, size: MARKER_SIZE, exclusive: false });
   const f64 = new Float64Array(region.buffer, 0, 2);
   const i32 = new Int32Array(region.buffer, 0, MARKER_SIZE / 4);
   if (f64[INTENT]! > f64[COMMITTED]! && ring.writePosition !== (i32[AT_I32]! >>> 0)) f64[COMMITTED] = f64[INTENT]!;
-  return { region, f64, i32, committed: f64[COMMITTED]! };
+  return { region, f64, i32 };
 }
 
 async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
@@ -274,6 +282,27 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
   const marker = openMarker(ring);
   try {
     const durable = `shmring-bridge-${ring.name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    // A pull that was pending when the server went away may never be
+    // answered: after each reconnection the consumer starts again.
+    while (!signal.aborted) {
+      try {
+        await consumeOnce(ctx, ring, stream, durable, marker);
+      } catch (err) {
+        // The ring's own errors (a message too large for it) end the bridge; NATS's are retried.
+        if (signal.aborted || err instanceof ShmringError || err instanceof RangeError) throw err;
+        await sleep(RETRY_MS, signal);
+      }
+      if (!signal.aborted) await ctx.connected();
+    }
+  } finally {
+    marker.region.close();
+  }
+}
+
+async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durable: string, marker: ReturnType<typeof openMarker>): Promise<void> {
+  const { nc, signal } = ctx;
+  const committed = marker.f64[COMMITTED]!;
+  {
     const jsm = await nc.jetstreamManager();
     // The consumer restarts after the last message the ring holds: nothing
     // delivered to a bridge that died is waited for (ack wait) or reordered.
@@ -284,19 +313,24 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
       ack_wait: ctx.nats.nanos(ACK_WAIT_MS),
       max_ack_pending: BATCH,
       filter_subject: ctx.address.subject,
-      ...(marker.committed > 0
-        ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: marker.committed + 1 }
+      ...(committed > 0
+        ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
         : { deliver_policy: ctx.nats.DeliverPolicy.All }),
     });
     const consumer = await nc.jetstream().consumers.get(stream, durable);
     const messages = await consumer.consume({ max_messages: BATCH });
-    signal.addEventListener('abort', () => void messages.close(), { once: true });
+    const stop = (): void => void messages.close();
+    signal.addEventListener('abort', stop, { once: true });
+    const forget = ctx.onReconnect(stop);
     ctx.ready();
-    for await (const msg of messages) {
-      await deliver(ring, marker, msg, signal);
+    try {
+      for await (const msg of messages) {
+        await deliver(ring, marker, msg, signal);
+      }
+    } finally {
+      forget();
+      signal.removeEventListener('abort', stop);
     }
-  } finally {
-    marker.region.close();
   }
 }
 
