@@ -130,13 +130,11 @@ retry:
     /* #publish: the TYPE completes the record */
     d_step {
       TYP[index] = id;
-      u = start;
+      u = start;                              /* the padding (if any) and the record: [start, end) */
       do
-      :: u != ((index + size) & MASK) || (u == start && size > toEnd) ->
-        wip[u] = 0; unread[u] = 1; u = (u + 1) & MASK
+      :: u != ((index + size) & MASK) -> wip[u] = 0; unread[u] = 1; u = (u + 1) & MASK
       :: else -> break
-      od;
-      if :: size > toEnd -> wip[index] = 0; unread[index] = 1 :: else fi
+      od
     };
 #if MUTANT != 1
     if
@@ -210,10 +208,9 @@ proctype Consumer() {
     d_step {
       u = start;
       do
-      :: u != ((index + size) & MASK) || (u == start && skipped > 0) -> unread[u] = 0; u = (u + 1) & MASK
+      :: u != ((index + size) & MASK) -> unread[u] = 0; u = (u + 1) & MASK
       :: else -> break
       od;
-      if :: skipped > 0 -> unread[index] = 0 :: else fi;
       delivered++
     };
     expect++;
