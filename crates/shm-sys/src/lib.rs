@@ -5,7 +5,8 @@
 //!
 //! Modules, one per family of calls:
 //!  - `shm`: memfd_create, shm_open, shm_unlink, open, dup, close
-//!  - `memory`: mmap into an external ArrayBuffer, munmap, seals
+//!  - `memory`: mmap into an external ArrayBuffer, munmap, populate, seals
+//!  - `sysv`: System V shared memory (shmget, shmat, IPC_RMID)
 //!
 //! Layers, each using only those below it (no module cycles):
 //!  1. declarations: `libc` (libc and kernel uapi), `napi` (Node-API, with
@@ -19,7 +20,7 @@
 //!  4. `env`: the per-env state that owns the registry, the reactor and the
 //!     mappings;
 //!  5. JS entry points: `shm` (memfd, shm_open, open, dup, close), `memory`
-//!     (mmap, munmap, seals), `futex` (wait, wake, async wait), `socket`
+//!     (mmap, munmap, populate, seals), `sysv` (shmget, shmat, IPC_RMID), `futex` (wait, wake, async wait), `socket`
 //!     (SCM_RIGHTS).
 //!
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
@@ -38,6 +39,7 @@ mod reactor;
 mod shm;
 mod socket;
 mod sys;
+mod sysv;
 mod uring;
 mod uv;
 mod waits;
@@ -57,6 +59,10 @@ js_fn! {
     js_munmap => memory::munmap;
     js_add_seals => memory::add_seals;
     js_get_seals => memory::get_seals;
+    js_populate => memory::populate;
+    js_shm_get => sysv::shm_get;
+    js_shm_attach => sysv::shm_attach;
+    js_shm_remove => sysv::shm_remove;
     js_futex_wait => futex::futex_wait;
     js_futex_wake => futex::futex_wake;
     js_futex_wait_any => futex::futex_wait_any;
@@ -68,7 +74,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 18] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 22] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -79,6 +85,10 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 18] = [
     (c"munmap", Some(js_munmap)),
     (c"addSeals", Some(js_add_seals)),
     (c"getSeals", Some(js_get_seals)),
+    (c"populate", Some(js_populate)),
+    (c"shmGet", Some(js_shm_get)),
+    (c"shmAttach", Some(js_shm_attach)),
+    (c"shmRemove", Some(js_shm_remove)),
     (c"futexWait", Some(js_futex_wait)),
     (c"futexWake", Some(js_futex_wake)),
     (c"futexWaitAny", Some(js_futex_wait_any)),
