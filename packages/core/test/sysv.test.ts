@@ -9,53 +9,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { Region, sendRegion } from '@shmring/core';
 import { availableBackends, backend, useBackend } from '../src/native/loader.js';
 import { runNode } from './helpers.js';
-
-const SYSV_PEER = fileURLToPath(new URL('./fixtures/sysv-peer.js', import.meta.url));
-
-/** SHM_DEST in the perms column: the segment is marked for removal. */
-const SHM_DEST = 0o1000;
-
-export interface Segment {
-  key: number;
-  id: number;
-  perms: number;
-  size: number;
-  nattch: number;
-  cpid: number;
-}
-
-/** The segments of this IPC namespace by id (/proc/sysvipc/shm; key unsigned, perms octal). */
-export function segments(): Map<number, Segment> {
-  const [header, ...rows] = fs.readFileSync('/proc/sysvipc/shm', 'utf8').trim().split('\n');
-  const columns = header!.trim().split(/\s+/);
-  const all = new Map<number, Segment>();
-  for (const row of rows) {
-    const cells = row.trim().split(/\s+/);
-    const cell = (name: string) => cells[columns.indexOf(name)]!;
-    const id = Number(cell('shmid'));
-    all.set(id, {
-      key: Number(cell('key')) >>> 0, id, perms: parseInt(cell('perms'), 8), size: Number(cell('size')),
-      nattch: Number(cell('nattch')), cpid: Number(cell('cpid')),
-    });
-  }
-  return all;
-}
-
-/** The ids of the segments this process created. */
-export function ownSegments(): number[] {
-  return [...segments().values()].filter((s) => s.cpid === process.pid).map((s) => s.id);
-}
-
-/** A key no other test run uses (high bits 0x5e, then random). */
-export function uniqueKey(): number {
-  return (0x5e00_0000 | Math.floor(Math.random() * 0x00ff_ffff)) >>> 0;
-}
+import { SHM_DEST, SYSV_PEER, ownSegments, segments, uniqueKey } from './segments.js';
 
 /** Starts a peer that attaches segment `id` and holds it until released (its stdin closes); a disposable that kills it. */
 async function holder(id: number, env: NodeJS.ProcessEnv): Promise<{ release: () => Promise<void> } & Disposable> {
