@@ -13,8 +13,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from '@shmring/core';
 import { availableBackends, backend, useBackend } from '../src/native/loader.js';
-import { PEER, runNode } from './helpers.js';
-import { SYSV_PEER, hugePool, openFds, ownSegments } from './segments.js';
+import { PEER } from './helpers.js';
+import { SYSV_PEER, assertEchoes, hugePool, openFds, ownSegments } from './segments.js';
 
 const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 
@@ -70,11 +70,7 @@ for (const kind of availableBackends()) {
         assert.equal(region.size, pageSize, 'rounded up to one huge page');
         assert.equal(hugePool()!.free, free - 1, 'the page is faulted in already');
         assert.equal(fs.fstatSync(region.fd).blksize, pageSize, 'a hugetlbfs file');
-        const i32 = new Int32Array(region.buffer);
-        Atomics.store(i32, 0, 41);
-        const { code, stderr } = await runNode(PEER, ['echo-fd'], { stdio: ['ignore', 'pipe', 'pipe', region.fd], env }).done;
-        assert.equal(code, 0, stderr);
-        assert.equal(Atomics.load(i32, 1), 42);
+        await assertEchoes(region, PEER, ['echo-fd'], { stdio: ['ignore', 'pipe', 'pipe', region.fd], env });
       } finally {
         region.close();
       }
@@ -88,11 +84,7 @@ for (const kind of availableBackends()) {
       try {
         assert.equal(region.size, 2 * pageSize);
         assert.equal(hugePool()!.free, free - 2);
-        const i32 = new Int32Array(region.buffer);
-        Atomics.store(i32, 0, 41);
-        const { code, stderr } = await runNode(SYSV_PEER, ['echo-id', String(region.id)], { env }).done;
-        assert.equal(code, 0, stderr);
-        assert.equal(Atomics.load(i32, 1), 42);
+        await assertEchoes(region, SYSV_PEER, ['echo-id', String(region.id)], { env });
       } finally {
         region.unlink();
         region.close();

@@ -2,8 +2,11 @@
  * What the kernel holds of System V segments and huge pages, for the sysv
  * and huge page tests: /proc/sysvipc/shm and /proc/meminfo, read back.
  */
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Region } from '@shmring/core';
+import { runNode } from './helpers.js';
 
 export const SYSV_PEER = fileURLToPath(new URL('./fixtures/sysv-peer.js', import.meta.url));
 
@@ -58,4 +61,19 @@ export function hugePool(): { pageSize: number; total: number; free: number; res
 /** How many fds this process has open. */
 export function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
+}
+
+/**
+ * Stores 41 in word 0 of `region`, runs `script` with `args` (a peer that
+ * maps the same memory and answers 42 in word 1: see fixtures/sysv-peer.ts),
+ * and checks that it exited 0 and answered.
+ */
+export async function assertEchoes(region: Region, script: string, args: string[], options: Parameters<typeof runNode>[2] = {}): Promise<void> {
+  const i32 = new Int32Array(region.buffer);
+  // Publishes the question to the peer.
+  Atomics.store(i32, 0, 41);
+  const { code, stderr } = await runNode(script, args, options).done;
+  assert.equal(code, 0, stderr);
+  // Observes the peer's answer.
+  assert.equal(Atomics.load(i32, 1), 42);
 }

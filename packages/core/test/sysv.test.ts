@@ -13,7 +13,7 @@ import * as net from 'node:net';
 import { Region, sendRegion } from '@shmring/core';
 import { availableBackends, backend, useBackend } from '../src/native/loader.js';
 import { runNode } from './helpers.js';
-import { SHM_DEST, SYSV_PEER, ownSegments, segments, uniqueKey } from './segments.js';
+import { SHM_DEST, SYSV_PEER, assertEchoes, ownSegments, segments, uniqueKey } from './segments.js';
 
 /** Starts a peer that attaches segment `id` and holds it until released (its stdin closes); a disposable that kills it. */
 async function holder(id: number, env: NodeJS.ProcessEnv): Promise<{ release: () => Promise<void> } & Disposable> {
@@ -57,11 +57,7 @@ for (const kind of availableBackends()) {
       assert.equal(region.fd, -1);
       const segment = segments().get(region.id!);
       assert.deepEqual([segment?.key, segment?.size, segment && segment.perms & 0o777], [key, 10_000, 0o600]);
-      const i32 = new Int32Array(region.buffer);
-      Atomics.store(i32, 0, 41);
-      const { code, stderr } = await runNode(SYSV_PEER, ['echo-key', String(key)], { env }).done;
-      assert.equal(code, 0, stderr);
-      assert.equal(Atomics.load(i32, 1), 42);
+      await assertEchoes(region, SYSV_PEER, ['echo-key', String(key)], { env });
       region.unlink();
       region.close();
       assert.equal(segments().has(region.id!), false);
@@ -72,11 +68,7 @@ for (const kind of availableBackends()) {
       try {
         assert.equal(region.key, undefined);
         assert.equal(segments().get(region.id!)?.key, 0, 'IPC_PRIVATE');
-        const i32 = new Int32Array(region.buffer);
-        Atomics.store(i32, 0, 41);
-        const { code, stderr } = await runNode(SYSV_PEER, ['echo-id', String(region.id)], { env }).done;
-        assert.equal(code, 0, stderr);
-        assert.equal(Atomics.load(i32, 1), 42);
+        await assertEchoes(region, SYSV_PEER, ['echo-id', String(region.id)], { env });
       } finally {
         region.unlink();
         region.close();
