@@ -161,7 +161,7 @@ function checkSysvId(id: unknown): number {
   return checkInteger('id', id, 0, MAX_SYSV_ID);
 }
 
-/** checks `hugePages` and that the backing offers them. */
+/** Checks `hugePages` and that the backing offers them. */
 function checkHugePages(options: CreateOptions): boolean {
   const { hugePages } = options;
   if (hugePages === undefined || hugePages === false) return false;
@@ -247,8 +247,8 @@ function describeSysv(key: number | undefined, id: number | undefined): Describe
   return { object: `System V shared memory segment key ${hexKey(key)}${id === undefined ? '' : ` (id ${id})`}` };
 }
 
-/** What to do about the errors of shmget, shmat and shmctl. */
-function sysvHint(code: string, hugePages = false): string | undefined {
+/** What to do about the errors of shmget, shmat and shmctl, in Region.create (`creating`) or open and unlink. */
+function sysvHint(code: string, creating: boolean, hugePages = false): string | undefined {
   switch (code) {
     case 'EEXIST':
       return existsHint('the key', '`shmring inspect --all` lists the rings in System V segments and ' +
@@ -258,8 +258,9 @@ function sysvHint(code: string, hugePages = false): string | undefined {
         '(`ipcs -m`, `shmring inspect --all`)';
     case 'EINVAL':
     case 'EIDRM':
-      return 'no such segment, or a size it cannot have: the segment was removed (unlink()) and every process detached, ' +
-        'or the size is above kernel.shmmax, or (exclusive: false) the existing segment is smaller than size';
+      return creating
+        ? 'size is above kernel.shmmax (/proc/sys/kernel/shmmax), or (exclusive: false) the segment with this key is smaller than size'
+        : 'no segment has this id: it was removed (unlink()) and every process detached, or it never existed (`ipcs -m`)';
     case 'ENOSPC':
       return 'the system limit of segments (kernel.shmmni) or of shared memory (kernel.shmall) is reached: ' +
         'remove the segments nobody uses (`ipcs -m`, `ipcrm`)';
@@ -461,7 +462,7 @@ export class Region {
     } catch (err) {
       const described = describeSysv(key, undefined);
       if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
-      failOn(err, 'Region.create of', described, (code) => sysvHint(code, hugePages));
+      failOn(err, 'Region.create of', described, (code) => sysvHint(code, true, hugePages));
     }
     let region: Region;
     try {
@@ -479,7 +480,7 @@ export class Region {
       }
       const described = describeSysv(key, id);
       if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
-      failOn(err, 'Region.create of', described, (code) => sysvHint(code, hugePages));
+      failOn(err, 'Region.create of', described, (code) => sysvHint(code, false, hugePages));
     }
     if (options.unlinkOnExit) removeAtExit(`sysv:${id}`, () => backend().shmRemove(id));
     return region;
@@ -500,7 +501,7 @@ export class Region {
       const buffer = backend().shmAttach(id, !readOnly);
       return new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, readOnly, ...(key === undefined ? {} : { key }) });
     } catch (err) {
-      failOn(err, 'Region.open of', describeSysv(key, id), (code) => sysvHint(code));
+      failOn(err, 'Region.open of', describeSysv(key, id), (code) => sysvHint(code, false));
     }
   }
 
