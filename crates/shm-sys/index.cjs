@@ -64,6 +64,10 @@ const backend = Object.freeze({
   open: native.open,
   dup: native.dup,
   close: native.close,
+  ofdLock(fd, start, type) {
+    return native.ofdLock(fd, start, type) === 1;
+  },
+  ofdTest: native.ofdTest,
   mmap: native.mmap,
   munmap: native.munmap,
   addSeals: native.addSeals,

@@ -80,6 +80,26 @@ declare namespace backend {
     close(fd: number): void;
 
     /**
+     * fcntl(fd, F_OFD_SETLK) on the one byte at `start` (any offset, also
+     * past the end of the file): `type` 0 takes a shared lock, 1 an
+     * exclusive one, 2 releases. Returns false, having taken nothing, when
+     * another open file description holds a conflicting lock (EAGAIN or
+     * EACCES); any other failure throws. Never waits. The lock belongs to
+     * the open file description of `fd`: fds that share it (dup, fork,
+     * SCM_RIGHTS) share the lock, and the kernel drops it when the last of
+     * them closes, at the latest when its process dies.
+     */
+    ofdLock(fd: number, start: number, type: 0 | 1 | 2): boolean;
+
+    /**
+     * fcntl(fd, F_OFD_GETLK) on the byte at `start`: the type (0 shared, 1
+     * exclusive) of a lock held there by another open file description that
+     * would conflict with a lock of `type`, or 2 if none would. With `type`
+     * 1: whether anyone else holds the byte at all.
+     */
+    ofdTest(fd: number, start: number, type: 0 | 1): 0 | 1 | 2;
+
+    /**
      * mmap(NULL, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0),
      * wrapped in exactly one external ArrayBuffer of `length` bytes whose
      * finalizer unmaps it if `munmap` was never called. `length` must be a

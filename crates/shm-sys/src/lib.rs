@@ -7,6 +7,7 @@
 //!  - `shm`: memfd_create, shm_open, shm_unlink, open, dup, close
 //!  - `memory`: mmap into an external ArrayBuffer, munmap, populate, seals
 //!  - `sysv`: System V shared memory (shmget, shmat, IPC_RMID)
+//!  - `lock`: open file description locks on one byte (role liveness)
 //!
 //! Layers, each using only those below it (no module cycles):
 //!  1. declarations: `libc` (libc and kernel uapi), `napi` (Node-API, with
@@ -19,8 +20,9 @@
 //!     `waits` (the registry of pending async waits);
 //!  4. `env`: the per-env state that owns the registry, the reactor and the
 //!     mappings;
-//!  5. JS entry points: `shm` (memfd, shm_open, open, dup, close), `memory`
-//!     (mmap, munmap, populate, seals), `sysv` (shmget, shmat, IPC_RMID), `futex` (wait, wake, async wait), `socket`
+//!  5. JS entry points: `shm` (memfd, shm_open, open, dup, close), `lock`
+//!     (OFD locks), `memory` (mmap, munmap, populate, seals), `sysv`
+//!     (shmget, shmat, IPC_RMID), `futex` (wait, wake, async wait), `socket`
 //!     (SCM_RIGHTS).
 //!
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
@@ -31,6 +33,7 @@ mod env;
 mod futex;
 mod lanes;
 mod libc;
+mod lock;
 mod mapping;
 mod memory;
 mod napi;
@@ -55,6 +58,8 @@ js_fn! {
     js_open => shm::open;
     js_dup => shm::dup;
     js_close => shm::close;
+    js_ofd_lock => lock::ofd_lock;
+    js_ofd_test => lock::ofd_test;
     js_mmap => memory::mmap;
     js_munmap => memory::munmap;
     js_add_seals => memory::add_seals;
@@ -74,13 +79,15 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 22] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 24] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
     (c"open", Some(js_open)),
     (c"dup", Some(js_dup)),
     (c"close", Some(js_close)),
+    (c"ofdLock", Some(js_ofd_lock)),
+    (c"ofdTest", Some(js_ofd_test)),
     (c"mmap", Some(js_mmap)),
     (c"munmap", Some(js_munmap)),
     (c"addSeals", Some(js_add_seals)),

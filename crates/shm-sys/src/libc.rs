@@ -164,6 +164,16 @@ pub struct iovec {
     pub iov_len: usize,
 }
 
+/// `struct flock` (x86_64: 32 bytes; `l_pid` must be 0 for the OFD commands).
+#[repr(C)]
+pub struct flock {
+    pub l_type: i16,
+    pub l_whence: i16,
+    pub l_start: off_t,
+    pub l_len: off_t,
+    pub l_pid: c_int,
+}
+
 /// `struct msghdr` (x86_64: 56 bytes, `msg_namelen` padded to 8).
 #[repr(C)]
 pub struct msghdr {
@@ -237,6 +247,13 @@ pub const PROT_WRITE: c_int = 0x2;
 pub const MAP_SHARED: c_int = 0x01;
 // fcntl(2)
 pub const F_DUPFD_CLOEXEC: c_int = 1030;
+// fcntl(2) open file description locks (Linux >= 3.15)
+pub const F_OFD_GETLK: c_int = 36;
+pub const F_OFD_SETLK: c_int = 37;
+pub const F_RDLCK: i16 = 0;
+pub const F_WRLCK: i16 = 1;
+pub const F_UNLCK: i16 = 2;
+pub const SEEK_SET: i16 = 0;
 // fcntl(2) seals
 pub const F_ADD_SEALS: c_int = 1033;
 pub const F_GET_SEALS: c_int = 1034;
@@ -268,6 +285,7 @@ pub const EFAULT: i32 = 14;
 pub const ENOSYS: i32 = 38;
 pub const ECANCELED: i32 = 125;
 pub const EAGAIN: i32 = 11;
+pub const EACCES: i32 = 13;
 pub const ETIMEDOUT: i32 = 110;
 
 /// A failed system call: its name and the errno it left.

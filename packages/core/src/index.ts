@@ -6,3 +6,4 @@ export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortErr
 export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
+export { FileLocks, heldByAnyone } from './locks.js';

@@ -38,6 +38,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, onObject } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
+import { releaseLocksOf } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -666,6 +667,7 @@ export class Region {
     if (buffer === undefined) return;
     this.#buffer = undefined;
     if (this.backing === 'sab') return;
+    releaseLocksOf(this); // the rings' role locks on this file go with it
     const fd = this.#fd;
     this.#fd = -1;
     try {

@@ -323,6 +323,73 @@ for (const kind of kinds) {
       });
     });
 
+    describe('open file description locks', () => {
+      /** Another open file description of the memfd `fd` (what FileLocks makes). */
+      const reopen = (fd: number): number => {
+        const other = b.open(`/proc/self/fd/${fd}`, O_RDWR, 0);
+        fds.push(other);
+        return other;
+      };
+
+      it('keeps a second description out of an exclusive lock, lets shared ones share, and reports holders to a third', () => {
+        const fd = open();
+        const [a, c] = [reopen(fd), reopen(fd)];
+        assert.equal(b.ofdTest(fd, 44, 1), 2, 'nobody holds byte 44 yet');
+        assert.equal(b.ofdLock(a, 44, 1), true);
+        assert.equal(b.ofdLock(c, 44, 1), false, 'a second exclusive lock was granted');
+        assert.equal(b.ofdLock(c, 44, 0), false, 'a shared lock was granted over an exclusive one');
+        assert.equal(b.ofdTest(fd, 44, 1), 1);
+        assert.equal(b.ofdTest(fd, 45, 1), 2, 'the lock covers one byte');
+        assert.equal(b.ofdLock(a, 48, 0), true);
+        assert.equal(b.ofdLock(c, 48, 0), true);
+        assert.equal(b.ofdTest(fd, 48, 0), 2, 'shared locks do not conflict with a shared one');
+        assert.equal(b.ofdTest(fd, 48, 1), 0);
+        assert.equal(b.ofdLock(a, 44, 2), true);
+        assert.equal(b.ofdTest(fd, 44, 1), 2, 'released');
+        assert.equal(b.ofdLock(c, 44, 1), true);
+      });
+
+      it('shares locks between fds of one description (a dup never conflicts), and drops them when the last one closes', () => {
+        const fd = open();
+        const a = reopen(fd);
+        const copy = b.dup(a);
+        assert.equal(b.ofdLock(a, 0, 1), true);
+        assert.equal(b.ofdLock(copy, 0, 1), true, 'a dup of the holder conflicted with it');
+        assert.equal(b.ofdTest(a, 0, 1), 2, 'the holder does not see its own lock');
+        b.close(a);
+        fds.splice(fds.indexOf(a), 1);
+        assert.equal(b.ofdTest(fd, 0, 1), 1, 'the dup still holds the lock');
+        b.close(copy);
+        assert.equal(b.ofdTest(fd, 0, 1), 2);
+      });
+
+      it('drops the locks of a process that is killed', async () => {
+        const fd = open();
+        const loader = new URL('../src/native/loader.js', import.meta.url).href;
+        const child = spawn(process.execPath, ['--input-type=module', '-e', `
+          import { loadBackend } from ${JSON.stringify(loader)};
+          const b = loadBackend(${JSON.stringify(kind)});
+          const own = b.open('/proc/self/fd/3', ${O_RDWR}, 0);
+          if (!b.ofdLock(own, 7, 1)) throw new Error('the lock was refused');
+          process.stdout.write('locked');
+          setInterval(() => {}, 1000);
+        `], { stdio: ['ignore', 'pipe', 'inherit', fd] });
+        await new Promise((resolve) => child.stdout!.once('data', resolve));
+        assert.equal(b.ofdTest(fd, 7, 1), 1, 'the child holds the lock');
+        assert.equal(b.ofdLock(reopen(fd), 7, 0), false);
+        child.kill('SIGKILL');
+        await new Promise((resolve) => child.once('close', resolve));
+        assert.equal(b.ofdTest(fd, 7, 1), 2, 'the lock outlived its process');
+      });
+
+      it('rejects a bad lock type or offset before any system call', () => {
+        const fd = open();
+        assert.throws(() => b.ofdLock(fd, -1, 1), RangeError);
+        assert.throws(() => b.ofdLock(fd, 0, 3 as 1), RangeError);
+        assert.throws(() => b.ofdTest(fd, 0, 2 as 1), RangeError);
+      });
+    });
+
     describe('POSIX shared memory', () => {
       it('refuses a second exclusive shm_open of one name with EEXIST, errno and syscall', () => {
         const name = `/${uniqueName('excl')}`;

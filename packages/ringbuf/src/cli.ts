@@ -5,7 +5,7 @@
  *   shmring inspect <name|path|sysv:KEY|sysv-id:ID> [--json]   one ring (a POSIX name,
  *                                          a file path, a System V segment by key or id)
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
- *   shmring unlink-stale [--dry-run] [--json]   remove rings whose processes are all dead
+ *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
  */
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 

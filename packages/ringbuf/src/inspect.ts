@@ -16,9 +16,17 @@ import { Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES } from './header.js';
 import { isAlive } from './liveness.js';
+import { ringHeld, type Role } from './roles.js';
 
 export interface ProcessInfo {
+  /** The pid the side wrote (in its own PID namespace, which may not be ours). */
   pid: number;
+  /**
+   * Producer and consumer: whether anyone holds the role's lock (what the
+   * kernel says, valid across PID namespaces), where the region has a
+   * file; otherwise, and for the creator, whether that pid runs with the
+   * start time it recorded.
+   */
   alive: boolean;
 }
 
@@ -37,6 +45,11 @@ export interface RingInfo {
   producerPosition: number;
   consumerPosition: number;
   closed: boolean;
+  /**
+   * Whether any ring object of any process is attached to the ring now
+   * (its HOLDER lock is held); undefined where the region cannot tell.
+   */
+  held?: boolean;
   creator: ProcessInfo;
   producer?: ProcessInfo;
   consumer?: ProcessInfo;
@@ -46,11 +59,16 @@ export interface RingInfo {
   regionSize: number;
 }
 
-function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number): ProcessInfo | undefined {
-  // Observes a side's registration (pid stored after its start time).
+function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, locked?: boolean): ProcessInfo | undefined {
+  // Observes a side's registration (pid stored after its lock is taken and its start time stored).
   const pid = Atomics.load(ctl, pidIndex);
   if (pid === 0) return undefined;
-  return { pid, alive: isAlive(pid, Atomics.load(ctl, startIndex)) };
+  return { pid, alive: locked ?? isAlive(pid, Atomics.load(ctl, startIndex)) };
+}
+
+/** Whether someone holds `role` of the ring at the start of `region`, or undefined if the region cannot tell. */
+function roleLocked(region: Region, role: Role): boolean | undefined {
+  return ringHeld(region, 0, role);
 }
 
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
@@ -82,8 +100,10 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     regionSize: buffer.byteLength,
   };
   if (kind === L.KIND_MPMC) info.slotSize = ctl[L.SLOT_SIZE_I32]! >>> 0;
-  const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
-  const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
+  const held = ringHeld(region, 0);
+  if (held !== undefined) info.held = held;
+  const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, roleLocked(region, 'producer'));
+  const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32, roleLocked(region, 'consumer'));
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
@@ -183,16 +203,22 @@ function listDir(dir: string): RingInfo[] {
   return rings;
 }
 
-/** True when no process that ever attached to the ring is alive. */
+/**
+ * True when nobody holds the ring: no ring object of any process, in any
+ * PID namespace, is attached to it (its HOLDER lock is free). Where the
+ * region cannot tell (no file), when no process that ever attached is
+ * alive by its pid.
+ */
 export function isStale(info: RingInfo): boolean {
+  if (info.held !== undefined) return !info.held;
   return [info.creator, info.producer, info.consumer].every((p) => p === undefined || !p.alive);
 }
 
 /**
- * Removes the rings whose creator and attached sides are all dead: POSIX
- * objects (or the files of `dir`) are unlinked, System V segments (when no
- * `dir` is given) are marked for removal (IPC_RMID: gone at their last
- * detach). Returns the names removed (or that would be, with dryRun).
+ * Removes the rings nobody holds (isStale): POSIX objects (or the files of
+ * `dir`) are unlinked, System V segments (when no `dir` is given) are
+ * marked for removal (IPC_RMID: gone at their last detach). Returns the
+ * names removed (or that would be, with dryRun).
  */
 export function unlinkStale(options: { dir?: string; dryRun?: boolean } = {}): string[] {
   const dir = options.dir ?? '/dev/shm';

@@ -32,15 +32,15 @@
  *   60 CONSUMER_START   u32    so that a reused pid is not taken for the peer
  *   64 .. 127           reserved, zero
  *
- * Wait blocks: [WAITERS i32, SIGNAL i32]. READ_WAIT is for readers parked on
- * an empty ring, WRITE_WAIT for writers parked on a full one (see
- * docs/LAYOUT.md, "Waiting"). In a MpmcQueue the rest of each wait block
- * holds the roster of the side its sleepers wait for (docs/LAYOUT.md,
- * "Rosters"): READ_WAIT the producers', WRITE_WAIT the consumers':
- *   +8  UNTRACKED  u32  registrations that found the roster full
- *   +12 reserved
- *   +16 ROSTER_ENTRIES entries of [PID i32, START u32]; PID 0 = empty,
- *       -pid = being registered by pid
+ * Locks (docs/LAYOUT.md, "Liveness"): open file description locks on bytes
+ * of the region's file, counted from where the ring starts; never data:
+ *   +0  HOLDER    shared, by every object attached to the ring
+ *   +44 PRODUCER  by the producer (SpscRing: exclusive; MpmcQueue: shared)
+ *   +48 CONSUMER  by the consumer (the same)
+ *
+ * Wait blocks: [WAITERS i32, SIGNAL i32], the rest reserved (zero). READ_WAIT
+ * is for readers parked on an empty ring, WRITE_WAIT for writers parked on a
+ * full one (see docs/LAYOUT.md, "Waiting").
  *
  * SpscRing records (8-byte aligned, never split at the wrap):
  *   +0 LENGTH u32  payload bytes
@@ -97,6 +97,11 @@ export const PRODUCER_START_OFFSET = CREATOR_START_OFFSET + 4;
 export const CONSUMER_START_OFFSET = PRODUCER_START_OFFSET + 4;
 export const HEADER_END = CONSUMER_START_OFFSET + 4;
 
+// Lock bytes of the file (see Locks above): where each lock sits, from the ring's start.
+export const HOLDER_LOCK_OFFSET = MAGIC_OFFSET;
+export const PRODUCER_LOCK_OFFSET = PRODUCER_PID_OFFSET;
+export const CONSUMER_LOCK_OFFSET = CONSUMER_PID_OFFSET;
+
 // The blocks, one hot word (or one wait pair) each.
 export const HEADER_BLOCK = 0;
 /** Producer position (SpscRing: bytes ever written; MpmcQueue: enqueue position). */
@@ -111,21 +116,6 @@ export const WRITE_WAITERS_OFFSET = READ_WAITERS_OFFSET + BLOCK;
 export const WRITE_SIGNAL_OFFSET = WRITE_WAITERS_OFFSET + 4;
 /** Start of the data area. */
 export const DATA_OFFSET = WRITE_WAITERS_OFFSET + BLOCK;
-
-// MpmcQueue rosters: the processes registered as producers (watched by parked
-// readers, so kept in the read wait block) and as consumers (write wait block).
-/** Entries of one roster. */
-export const ROSTER_ENTRIES = 14;
-/** Bytes of one entry: PID i32, then START u32. */
-export const ROSTER_ENTRY = 8;
-/** Producers that found their roster full (a count; they are not watched). */
-export const PRODUCERS_UNTRACKED_OFFSET = READ_SIGNAL_OFFSET + 4;
-/** The producers' roster (after one reserved word). */
-export const PRODUCER_ROSTER_OFFSET = PRODUCERS_UNTRACKED_OFFSET + 8;
-/** Consumers that found their roster full. */
-export const CONSUMERS_UNTRACKED_OFFSET = WRITE_SIGNAL_OFFSET + 4;
-/** The consumers' roster. */
-export const CONSUMER_ROSTER_OFFSET = CONSUMERS_UNTRACKED_OFFSET + 8;
 
 // Int32Array indices of the same words (the control view starts at offset 0).
 export const MAGIC_I32 = MAGIC_OFFSET / 4;
@@ -150,13 +140,6 @@ export const READ_WAITERS_I32 = READ_WAITERS_OFFSET / 4;
 export const READ_SIGNAL_I32 = READ_SIGNAL_OFFSET / 4;
 export const WRITE_WAITERS_I32 = WRITE_WAITERS_OFFSET / 4;
 export const WRITE_SIGNAL_I32 = WRITE_SIGNAL_OFFSET / 4;
-export const PRODUCERS_UNTRACKED_I32 = PRODUCERS_UNTRACKED_OFFSET / 4;
-export const PRODUCER_ROSTER_I32 = PRODUCER_ROSTER_OFFSET / 4;
-export const CONSUMERS_UNTRACKED_I32 = CONSUMERS_UNTRACKED_OFFSET / 4;
-export const CONSUMER_ROSTER_I32 = CONSUMER_ROSTER_OFFSET / 4;
-/** Int32 indices of an entry's words, counted from the entry's Int32 index. */
-export const ROSTER_PID_I32 = 0;
-export const ROSTER_START_I32 = 1;
 /** Length of the control Int32Array (header and blocks). */
 export const CONTROL_I32_LENGTH = DATA_OFFSET / 4;
 
@@ -218,12 +201,6 @@ export function spscRingSize(capacity: number): number {
 /** Bytes a MpmcQueue of `capacity` slots of `slotSize` bytes needs. */
 export function mpmcRingSize(capacity: number, slotSize: number): number {
   return DATA_OFFSET + capacity * slotStride(slotSize);
-}
-
-// Each roster fills the rest of its wait block and no more.
-if (PRODUCER_ROSTER_OFFSET + ROSTER_ENTRIES * ROSTER_ENTRY !== WRITE_WAITERS_OFFSET
-  || CONSUMER_ROSTER_OFFSET + ROSTER_ENTRIES * ROSTER_ENTRY !== DATA_OFFSET) {
-  throw new Error('layout.ts: a roster does not end where its wait block ends');
 }
 
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {

@@ -29,22 +29,24 @@
  *    each unpublished slot (the dead producer's message never existed), a
  *    writer frees a slot a dead consumer held (that message died with its
  *    consumer), taking it by a CAS of OWNER from the dead pid to 0.
- *  - Every process that acts as a producer (consumer) is in the producers'
- *    (consumers') roster, or counted in its UNTRACKED word when the roster
- *    was full. A parked reader (writer) ends with ERR_SHMRING_PEER_DEAD only
- *    when the roster holds someone, every process in it is dead and
- *    UNTRACKED is 0; an empty roster is "nobody came yet", never a death.
- *    Before it reports the death, a reader skips every slot the dead
- *    producers claimed, so what they published after such a slot is
- *    delivered first.
+ *  - Every object that acts as a producer (consumer) holds a shared lock on
+ *    the PRODUCER (CONSUMER) byte of the region's file (roles.ts). A parked
+ *    reader (writer) ends with ERR_SHMRING_PEER_DEAD only when someone
+ *    registered (PRODUCER_PID != 0) and nobody holds that lock any more;
+ *    nobody registered yet is "nobody came yet", never a death. Before it
+ *    reports the death, a reader skips every slot the dead producers
+ *    claimed, so what they published after such a slot is delivered first.
+ *    A region without a file (threads of one process) has no locks: its
+ *    sides are as alive as the process.
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
-import { isAlive, ownStartTime } from './liveness.js';
+import { isAlive } from './liveness.js';
 import { copyOut } from './copy.js';
+import { Roles } from './roles.js';
 import { unpark } from './waiting.js';
 
 export interface MpmcOptions {
@@ -56,27 +58,8 @@ export interface MpmcOptions {
 
 /** Each publication wakes one parked peer (each consumes or frees one slot). */
 const WAKE_ONE = 1;
-/** Marks a slot with the side holding it, for recovery if that side dies; and a roster entry. */
+/** Marks a slot with the side holding it, for recovery if that side dies. */
 const PID = process.pid;
-
-/** The words of one roster (docs/LAYOUT.md, "Rosters"): Int32 indices in the control view. */
-interface Roster {
-  readonly untracked: number;
-  readonly first: number;
-}
-/** The producers, watched by parked readers (in the read wait block). */
-const PRODUCERS: Roster = { untracked: L.PRODUCERS_UNTRACKED_I32, first: L.PRODUCER_ROSTER_I32 };
-/** The consumers, watched by parked writers (in the write wait block). */
-const CONSUMERS: Roster = { untracked: L.CONSUMERS_UNTRACKED_I32, first: L.CONSUMER_ROSTER_I32 };
-/** Int32 words from one roster entry to the next. */
-const ENTRY_I32 = L.ROSTER_ENTRY / 4;
-
-/** Whether the process of a roster entry (PID word `pid` != 0, START word `start`) may still act; -pid is a registration in progress. */
-function entryAlive(pid: number, start: number): boolean {
-  return pid < 0 ? isAlive(-pid, 0) : isAlive(pid, start);
-}
-
-
 
 export class MpmcQueue extends Queue {
   /** Number of slots. */
@@ -90,8 +73,8 @@ export class MpmcQueue extends Queue {
   /** Slot stride in Int32 words. */
   readonly #stride32: number;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue');
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number, roles: Roles | undefined) {
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue', roles);
     this.capacity = capacity;
     this.slotSize = slotSize;
     this.#mask = capacity - 1;
@@ -124,6 +107,7 @@ export class MpmcQueue extends Queue {
     const [capacity, slotSize] = MpmcQueue.#check(options);
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
+    const roles = Roles.hold(region, 0); // before MAGIC: the queue is never seen unheld (stale) once it exists
     const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
@@ -131,14 +115,14 @@ export class MpmcQueue extends Queue {
     // writeHeader's store of MAGIC publishes these sequences too.
     writeHeader(ctl,
       { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
-    return new MpmcQueue(buffer, capacity, slotSize);
+    return new MpmcQueue(buffer, capacity, slotSize, roles);
   }
 
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
     const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
-    return new MpmcQueue(buffer, capacity, slotSize);
+    return new MpmcQueue(buffer, capacity, slotSize, Roles.hold(region, 0));
   }
 
   /** Messages published and not yet claimed by a consumer (a snapshot, clamped to [0, capacity]). */
@@ -335,72 +319,15 @@ export class MpmcQueue extends Queue {
   /** Slots recovered from dead producers or consumers by this object (a count, for monitoring). */
   recoveredSlots = 0;
 
-  // ---- rosters and dead sides (docs/LAYOUT.md, "Rosters" and "Slots") ----
+  // ---- dead sides (docs/LAYOUT.md, "Liveness" and "Slots") ----
 
+  // Both roles are shared: any number of producers and consumers.
   protected override registerProducer(): void {
-    super.registerProducer(); // PRODUCER_PID / START: the last producer to register, for inspect
-    this.#enroll(PRODUCERS);
+    super.registerProducer(false); // PRODUCER_PID / START: the last producer to register, for inspect
   }
 
   protected override registerConsumer(): void {
-    super.registerConsumer();
-    this.#enroll(CONSUMERS);
-  }
-
-  /**
-   * Enters this process in `roster`, once per process (another object or
-   * thread of it may have), in an entry that is empty or whose process is
-   * dead; counts it in UNTRACKED when every entry holds a live process.
-   */
-  #enroll(roster: Roster): void {
-    const ctl = this.ctl;
-    const start = ownStartTime();
-    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
-      // Observes an earlier registration of this process (by #enroll below, in another object or thread).
-      const pid = Atomics.load(ctl, at + L.ROSTER_PID_I32);
-      if (pid === -PID) return;
-      // Observes its START (stored before its PID): the same pid with another START was a dead process before us.
-      if (pid === PID && Atomics.load(ctl, at + L.ROSTER_START_I32) === start) return;
-    }
-    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
-      // Observes the entry's registration (its START is stored before its PID, below).
-      const seen = Atomics.load(ctl, at + L.ROSTER_PID_I32);
-      if (seen !== 0 && entryAlive(seen, Atomics.load(ctl, at + L.ROSTER_START_I32))) continue;
-      // Takes the entry (empty, or of a dead process) from everyone else who saw it so; -PID marks it
-      // "being registered" until START is written. Pairs with #anyoneLeft's loads.
-      if (Atomics.compareExchange(ctl, at + L.ROSTER_PID_I32, seen, -PID) !== seen) continue;
-      // START before PID: a check that loads PID, then START, sees the pair this store completes.
-      Atomics.store(ctl, at + L.ROSTER_START_I32, start);
-      // Publishes the registration; pairs with #anyoneLeft's load of PID.
-      Atomics.store(ctl, at + L.ROSTER_PID_I32, PID);
-      return;
-    }
-    // Every entry holds a live process: this one goes unwatched. Read by #anyoneLeft: the side's death is then never reported.
-    Atomics.add(ctl, roster.untracked, 1);
-  }
-
-  /**
-   * Whether anyone may still act on the side of `roster`: false only when
-   * the roster holds at least one process, every one of them is dead, and
-   * nobody went unwatched. An empty roster is true: nobody has registered
-   * yet, and the first may still come.
-   */
-  #anyoneLeft(roster: Roster): boolean {
-    const ctl = this.ctl;
-    // Observes the registrations that found the roster full (#enroll's add): those processes are not watched.
-    if (Atomics.load(ctl, roster.untracked) !== 0) return true;
-    let registered = false;
-    for (let i = 0, at = roster.first; i < L.ROSTER_ENTRIES; i++, at += ENTRY_I32) {
-      // Observes a registration (#enroll stores PID after START).
-      const pid = Atomics.load(ctl, at + L.ROSTER_PID_I32);
-      if (pid === 0) continue;
-      registered = true;
-      // Observes the START that pairs with the PID loaded above.
-      if (entryAlive(pid, Atomics.load(ctl, at + L.ROSTER_START_I32))) return true;
-      // Observes the PID again: if it changed, a registration was going on and the START may be the newcomer's.
-      if (Atomics.load(ctl, at + L.ROSTER_PID_I32) !== pid) return true;
-    }
-    return !registered;
+    super.registerConsumer(false);
   }
 
   /**
@@ -410,7 +337,7 @@ export class MpmcQueue extends Queue {
    */
   protected override producerAlive(): boolean {
     if (this.ctl.length === 0) return true;
-    const left = this.#anyoneLeft(PRODUCERS);
+    const left = super.producerAlive();
     let skipped = 0;
     while (this.#skipDeadClaim()) skipped++; // the next position may be stuck too
     // The next position may be published already: a parked reader (the
@@ -422,7 +349,7 @@ export class MpmcQueue extends Queue {
   /** A parked writer's check: frees a slot a dead consumer held, then says whether a consumer is left. */
   protected override consumerAlive(): boolean {
     if (this.ctl.length === 0) return true;
-    const left = this.#anyoneLeft(CONSUMERS);
+    const left = super.consumerAlive();
     this.#freeDeadHold();
     return left;
   }

@@ -22,6 +22,7 @@ import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeErr
 import * as L from './layout.js';
 import { isAlive, ownStartTime } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
+import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
 export type { WaitOptions };
@@ -147,39 +148,63 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   readonly #readPoll = new PollPacer();
   readonly #writePoll = new PollPacer();
 
-  protected constructor(ctl: Int32Array, kind: string) {
+  /** This object's locks on the region's file (roles.ts); undefined where the region has no file. */
+  protected readonly roles: Roles | undefined;
+
+  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined) {
     this.ctl = ctl;
     this.#kind = kind;
+    this.roles = roles;
     this.#names = {
       read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync`, messages: `${kind}.messages`,
     };
   }
 
-  /** Records this process as the producer (pid and start time), for the peer's liveness checks. */
-  protected registerProducer(): void {
+  /**
+   * Takes the producer role: its lock first (exclusive for SpscRing,
+   * shared for MpmcQueue: `exclusive`), then the pid words, which inspect
+   * shows. ERR_SHMRING_BUSY, taking nothing, if another live object of any
+   * process is the ring's producer and the role is exclusive.
+   */
+  protected registerProducer(exclusive = true): void {
+    this.#register('producer', exclusive, L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
     this.isProducer = true;
-    this.#register(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
   }
 
-  /** Records this process as the consumer. */
-  protected registerConsumer(): void {
+  /** The same for the consumer role. */
+  protected registerConsumer(exclusive = true): void {
+    this.#register('consumer', exclusive, L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
     this.isConsumer = true;
-    this.#register(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
   }
 
-  #register(pidIndex: number, startIndex: number): void {
+  #register(role: Role, exclusive: boolean, pidIndex: number, startIndex: number): void {
+    if (this.roles !== undefined && !this.roles.take(role, exclusive)) {
+      // Observes the holder's pid word, for the message only (it may be in another PID namespace).
+      const pid = Atomics.load(this.ctl, pidIndex);
+      throw new ShmringError(ErrorCodes.BUSY,
+        `${this.#kind}: the ${role} role is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); `
+        + `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`);
+    }
     const ctl = this.ctl;
+    // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
     // The start time is stored before the pid: a peer that reads the pid (below) then sees the matching start time.
     Atomics.store(ctl, startIndex, ownStartTime());
     Atomics.store(ctl, pidIndex, process.pid);
   }
 
-  /** Liveness of the side registered at (pidIndex, startIndex); true while nobody registered. */
-  protected registeredAlive(pidIndex: number, startIndex: number): boolean {
+  /**
+   * Liveness of `role`: true while nobody ever registered (the peer may
+   * still come); then whether anyone holds its lock (any process, any PID
+   * namespace), or where the region has no file, whether the registered
+   * process lives (pid and start time).
+   */
+  protected registeredAlive(role: Role, pidIndex: number, startIndex: number): boolean {
     const ctl = this.ctl;
     if (ctl.length === 0) return true;
-    // Observes the peer's registration (pid stored after its start time).
+    // Observes the peer's registration (its pid word is stored after its lock is taken and its start time stored).
     const pid = Atomics.load(ctl, pidIndex);
+    if (pid === 0) return true;
+    if (this.roles !== undefined) return this.roles.held(role);
     return isAlive(pid, Atomics.load(ctl, startIndex));
   }
 
@@ -191,12 +216,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * producer is left.
    */
   protected producerAlive(): boolean {
-    return this.registeredAlive(L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
+    return this.registeredAlive('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32);
   }
 
   /** The same for a parked writer and the consumer. */
   protected consumerAlive(): boolean {
-    return this.registeredAlive(L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
+    return this.registeredAlive('consumer', L.CONSUMER_PID_I32, L.CONSUMER_START_I32);
   }
 
   readonly #producerAlive = (): boolean => this.producerAlive();
@@ -423,6 +448,34 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     Atomics.or(ctl, L.FLAGS_I32, L.FLAG_CLOSED);
     unparkAll(ctl, READ_BLOCK);
     unparkAll(ctl, WRITE_BLOCK);
+    this.#letGo();
+  }
+
+  /**
+   * Lets go of the ring without ending it: what this object wrote while
+   * corked is published, its roles are released (another object, of this
+   * process or another, may take them: an SpscRing's next consumer goes on
+   * from where this one stopped), and its verbs throw ERR_SHMRING_CLOSED
+   * from now on. The other side notices nothing, except, if it waits, that
+   * the role stays empty until someone takes it. Idempotent; close() after
+   * it does nothing.
+   */
+  detach(): void {
+    if (this.ctl.length === 0) return;
+    this.flush();
+    this.#letGo();
+  }
+
+  #letGo(): void {
+    const ctl = this.ctl;
+    if (this.roles !== undefined) {
+      this.roles.release();
+      // A role nobody holds any more reads "not registered" again (pid 0), so a parked peer
+      // waits for the next holder instead of taking this exit for a death. Only our own
+      // registration is withdrawn (the CAS); a newcomer's pid stays.
+      if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
+      if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
+    }
     this.ctl = CLOSED_I32;
     this.dropViews();
   }

@@ -36,6 +36,7 @@ import * as L from './layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
 import { copyOut } from './copy.js';
+import { Roles } from './roles.js';
 import { holdUntilWait, releaseHold } from './held.js';
 import { unpark } from './waiting.js';
 
@@ -90,8 +91,8 @@ export class SpscRing extends Queue {
   #consumerPosition: number;
   #cachedProducerPosition: number;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing');
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, roles: Roles | undefined) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles);
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
@@ -118,8 +119,9 @@ export class SpscRing extends Queue {
     const base = checkOffset(options.offset);
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
+    const roles = Roles.hold(region, base); // before MAGIC: the ring is never seen unheld (stale) once it exists
     writeHeader(unpublish(buffer, base), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new SpscRing(buffer, base, capacity);
+    return new SpscRing(buffer, base, capacity, roles);
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -127,7 +129,7 @@ export class SpscRing extends Queue {
     const base = checkOffset(options?.offset);
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
-    return new SpscRing(buffer, base, capacity);
+    return new SpscRing(buffer, base, capacity, Roles.hold(region, base));
   }
 
   /** Bytes of records published and not yet consumed (a snapshot). */

@@ -19,8 +19,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
-import { MpmcQueue, SpscRing } from '../src/index.js';
-import { READ_SIGNAL_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
+import { ErrorCodes } from '@shmring/core';
+import { inspect, MpmcQueue, SpscRing } from '../src/index.js';
+import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -33,6 +34,8 @@ const CORRUPT_AT = 1_001;
 const WAIT_MS = 20_000;
 /** ring_peer's exit status for a message that breaks the pattern. */
 const EXIT_MISMATCH = 1;
+/** ring_peer's exit status for a role another live peer holds. */
+const EXIT_BUSY = 6;
 /** The paused runs: messages, and a pause (until the other side is asleep) after every PAUSE_EVERY of them. */
 const PAUSED_COUNT = 20_000;
 const PAUSE_EVERY = 100;
@@ -94,6 +97,8 @@ interface PeerRun {
   done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stdout: string }>;
   /** Aborted as soon as the peer exits with a failure, so Node stops waiting for it. */
   failed: AbortSignal;
+  /** What it printed so far. */
+  readonly stdout: string;
 }
 
 function runPeer(binary: string, args: string[]): PeerRun {
@@ -110,7 +115,20 @@ function runPeer(binary: string, args: string[]): PeerRun {
       resolve({ code, signal, stderr, stdout });
     });
   });
-  return { child, done, failed: failure.signal };
+  return {
+    child, done, failed: failure.signal, get stdout() {
+      return stdout;
+    },
+  };
+}
+
+/** Polls `condition` every 5 ms until it holds; fails after WAIT_MS naming `what`. */
+async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + WAIT_MS;
+  while (!condition()) {
+    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await sleep(5);
+  }
 }
 
 /** How often Node found the ring empty (reading) or full (writing) and had to wait for the C peer. */
@@ -311,6 +329,48 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         // A wake-up lost on the way shows as a 100 ms nap that ran out.
         assert.ok(stats.parksTimedOut <= PAUSES / 4, `the parked C producer napped out ${stats.parksTimedOut} times: lost wake-ups`);
       });
+
+      it(`a C producer holds ${kind.title} by its lock: alive to a parked Node reader and inspect whatever its pid word says, dead once killed`, async () => {
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, '3', '--linger', '60']);
+        await waitFor(() => peer!.child.exitCode !== null || /done/.test(peer!.stdout), 'the C producer wrote its messages');
+        for (let i = 0; i < 3; i++) assert.equal(mismatch(await ring.read({ timeoutMs: WAIT_MS }), ring.lastType, i), null);
+        const ctl = new Int32Array(region!.buffer, 0, PRODUCER_PID_I32 + 1);
+        assert.equal(Atomics.load(ctl, PRODUCER_PID_I32), peer.child.pid, 'the C producer wrote its pid');
+        Atomics.store(ctl, PRODUCER_PID_I32, 0x3ffffff0); // a pid no process has: the lock must answer
+        const info = inspect(regionPath)!;
+        assert.equal(info.producer?.alive, true);
+        let settled = false;
+        const reading = ring.read({ peerTimeoutMs: 50, timeoutMs: WAIT_MS }).finally(() => (settled = true));
+        reading.catch(() => {});
+        await sleep(600);
+        assert.equal(settled, false, 'Node took the live C producer for dead');
+        const killed = performance.now();
+        peer.child.kill('SIGKILL');
+        await assert.rejects(reading, { code: ErrorCodes.PEER_DEAD });
+        const noticed = performance.now() - killed;
+        assert.ok(noticed < 1000, `noticed ${noticed.toFixed(0)} ms after the kill`);
+        assert.equal(inspect(regionPath)!.producer?.alive, false);
+      });
+
+      if (kind.command === 'spsc') {
+        it('a C consumer of an SpscRing whose consumer role Node holds exits BUSY, and Node is refused while a C consumer holds it', async () => {
+          ring.tryWrite(new Uint8Array(0));
+          assert.notEqual(ring.tryRead(), null); // Node is the consumer now
+          const refused = runPeer(binary, ['spsc-consume', regionPath, '1']);
+          const { code, stderr } = await refused.done;
+          assert.equal(code, EXIT_BUSY, stderr);
+          assert.match(stderr, /consumer role is held by another live peer/);
+          ring.detach();
+          ring = SpscRing.attach(region!);
+          peer = runPeer(binary, ['spsc-consume', regionPath, '1', '--linger', '60']);
+          const waiting = SpscRing.attach(region!);
+          const ctl = new Int32Array(region!.buffer, 0, CONSUMER_PID_I32 + 1);
+          Atomics.store(ctl, CONSUMER_PID_I32, 0); // detach left Node's pid; the C consumer writes its own
+          await waitFor(() => Atomics.load(ctl, CONSUMER_PID_I32) === peer!.child.pid, 'the C consumer registered');
+          assert.throws(() => waiting.tryRead(), { code: ErrorCodes.BUSY });
+          waiting.detach();
+        });
+      }
 
       it(`Node's check catches a wrong byte in ${kind.title} message from C`, async () => {
         peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(SHORT_COUNT), '--corrupt-at', String(CORRUPT_AT)]);

@@ -4,11 +4,12 @@
  * ERR_SHMRING_PEER_DEAD once every process registered as a producer is dead,
  * after everything they published; a writer parked on a full queue, once
  * every registered consumer is; while one of them lives, or before anyone
- * registered, the wait goes on (docs/LAYOUT.md, "Rosters").
+ * registered, the wait goes on. Who lives is what the kernel says of their
+ * role locks, not their pids (docs/LAYOUT.md, "Liveness").
  */
 import { strict as assert } from 'node:assert';
-import * as fs from 'node:fs';
-import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { spawnSync } from 'node:child_process';
+import { ErrorCodes, heldByAnyone, Region, type ShmringError } from '@shmring/core';
 import { MpmcQueue, select, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { MpmcPeer, type MpmcPeerConfig } from './fixtures/mpmc-peer.js';
@@ -39,19 +40,15 @@ function track<T>(promise: Promise<T>): { pending(): boolean; done: Promise<Sett
   return { pending: () => !settled, done };
 }
 
-/** The roster words of one side, read the way LAYOUT.md lays them out. */
-function roster(region: Region, side: 'producers' | 'consumers'): { untracked: number; pids: number[] } {
-  const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-  const first = side === 'producers' ? L.PRODUCER_ROSTER_I32 : L.CONSUMER_ROSTER_I32;
-  const pids: number[] = [];
-  for (let i = 0; i < L.ROSTER_ENTRIES; i++) pids.push(Atomics.load(ctl, first + i * (L.ROSTER_ENTRY / 4) + L.ROSTER_PID_I32));
-  return { untracked: Atomics.load(ctl, side === 'producers' ? L.PRODUCERS_UNTRACKED_I32 : L.CONSUMERS_UNTRACKED_I32), pids };
+/** Whether any object of any process holds the producer (consumer) role lock of the queue. */
+function roleHeld(region: Region, side: 'producer' | 'consumer'): boolean | undefined {
+  return heldByAnyone(region, side === 'producer' ? L.PRODUCER_LOCK_OFFSET : L.CONSUMER_LOCK_OFFSET);
 }
 
-/** Start time (field 22 of /proc/<pid>/stat, low 32 bits) of a live process. */
-function startOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-  return Number(BigInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!) & 0xffffffffn) | 0;
+/** A pid no process has now: a child that ran and was reaped. */
+function deadPid(): number {
+  const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+  return Number(child.stdout.toString());
 }
 
 describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left', function () {
@@ -88,7 +85,7 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
       const p1 = start({ role: 'producer', id: 1, count: 3 });
       const p2 = start({ role: 'producer', id: 2, count: 3 });
       await Promise.all([p1.next('ready'), p2.next('ready')]);
-      assert.deepEqual(roster(region, 'producers').pids.filter((pid) => pid !== 0).sort(), [p1.pid, p2.pid].sort());
+      assert.equal(roleHeld(region, 'producer'), true);
       const got: string[] = [];
       const options = { peerTimeoutMs: PEER_TIMEOUT_MS, timeoutMs: 20_000 };
       const reading = verb === 'read()'
@@ -196,10 +193,11 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     await producer.next('ready');
     await producer.kill();
     await assert.rejects(queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 }), { code: ErrorCodes.PEER_DEAD });
-    // A new producer takes the dead one's entry, and readers wait again.
+    // A new producer takes the role again, and readers wait again.
+    assert.equal(roleHeld(region, 'producer'), false);
     const next = start({ role: 'producer', id: 6, count: 1 });
     await next.next('ready');
-    assert.deepEqual(roster(region, 'producers').pids.filter((pid) => pid !== 0), [next.pid]);
+    assert.equal(roleHeld(region, 'producer'), true);
     assert.deepEqual([...await queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 })], [6, 0]);
   });
 
@@ -213,42 +211,36 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     await consumer.next('ready');
   });
 
-  it('registers a process anew when its pid is in the roster with another start time (a dead process that had the pid before)', function () {
-    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-    const first = L.PRODUCER_ROSTER_I32;
-    const stale = (startOf(process.pid) + 1) | 0;
-    ctl[first + L.ROSTER_START_I32] = stale;
-    ctl[first + L.ROSTER_PID_I32] = process.pid;
-    assert.ok(queue.tryWrite(new Uint8Array([1])));
-    const next = first + L.ROSTER_ENTRY / 4;
-    assert.deepEqual(
-      [ctl[first + L.ROSTER_PID_I32], ctl[first + L.ROSTER_START_I32], ctl[next + L.ROSTER_PID_I32], ctl[next + L.ROSTER_START_I32]],
-      [process.pid, stale, process.pid, startOf(process.pid)],
-    );
-    // Once registered, another object of this process adds nothing.
-    assert.ok(MpmcQueue.attach(region).tryWrite(new Uint8Array([2])));
-    assert.deepEqual(roster(region, 'producers').pids.filter((pid) => pid !== 0), [process.pid, process.pid]);
-  });
-
-  it('never reports the producers dead while one went unwatched because the roster was full (UNTRACKED)', async function () {
-    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-    const entry = (i: number): number => L.PRODUCER_ROSTER_I32 + i * (L.ROSTER_ENTRY / 4);
-    // Every entry taken by a live process (our parent): a newcomer finds no room.
-    for (let i = 0; i < L.ROSTER_ENTRIES; i++) {
-      ctl[entry(i) + L.ROSTER_START_I32] = startOf(process.ppid);
-      ctl[entry(i) + L.ROSTER_PID_I32] = process.ppid;
-    }
+  it('counts producers by their role locks, not their pids: a live producer whose pid word names no process keeps a reader waiting', async function () {
     const producer = start({ role: 'producer', id: 3, count: 1 });
     await producer.next('ready');
-    assert.deepEqual(roster(region, 'producers'), { untracked: 1, pids: Array<number>(L.ROSTER_ENTRIES).fill(process.ppid) });
     assert.deepEqual([...queue.tryRead()!], [3, 0]);
-    await producer.kill();
-    // Now every entry names a dead process; the unwatched one keeps readers waiting.
-    for (let i = 0; i < L.ROSTER_ENTRIES; i++) ctl[entry(i) + L.ROSTER_PID_I32] = producer.pid;
+    // What a reader outside the producer's PID namespace would find: a pid it cannot see.
+    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+    Atomics.store(ctl, L.PRODUCER_PID_I32, deadPid());
+    Atomics.store(ctl, L.PRODUCER_START_I32, 12345);
     const reading = track(queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 }));
     await sleep(STAYS_MS);
-    assert.ok(reading.pending(), 'PEER_DEAD although a producer went unwatched');
-    Atomics.store(ctl, L.PRODUCERS_UNTRACKED_I32, 0);
-    assert.equal((await reading.done).error?.code, ErrorCodes.PEER_DEAD);
+    assert.ok(reading.pending(), 'PEER_DEAD although the producer lives');
+    const killed = await producer.kill();
+    const { error, at } = await reading.done;
+    assert.equal(error?.code, ErrorCodes.PEER_DEAD);
+    assert.ok(at - killed < NOTICE_BOUND_MS, `noticed ${at - killed} ms after the kill`);
+  });
+
+  it('a producer that detaches leaves readers waiting for the next one, not PEER_DEAD', async function () {
+    const producer = MpmcQueue.attach(region);
+    assert.ok(producer.tryWrite(new Uint8Array([7])));
+    assert.equal(roleHeld(region, 'producer'), true);
+    producer.detach();
+    assert.equal(roleHeld(region, 'producer'), false);
+    assert.throws(() => producer.tryWrite(new Uint8Array([8])), { code: ErrorCodes.CLOSED });
+    assert.deepEqual([...queue.tryRead()!], [7]);
+    const reading = track(queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 }));
+    await sleep(STAYS_MS);
+    assert.ok(reading.pending(), 'the read ended after a detach');
+    const next = start({ role: 'producer', id: 4, count: 1 });
+    assert.deepEqual([...(await reading.done).value ?? []], [4, 0]);
+    await next.next('ready');
   });
 });

@@ -96,6 +96,10 @@ const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 const F_DUPFD_CLOEXEC = 1030;
 const F_ADD_SEALS = 1033;
 const F_GET_SEALS = 1034;
+const F_OFD_GETLK = 36;
+const F_OFD_SETLK = 37;
+/** struct flock on x86_64 / arm64: l_type i16 @0, l_whence i16 @2, l_start i64 @8, l_len i64 @16, l_pid i32 @24. */
+const FLOCK_SIZE = 32;
 const FUTEX_WAKE = 1;
 /** FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a retried wait keeps its deadline. */
 const FUTEX_WAIT_BITSET = 9;
@@ -110,7 +114,7 @@ const MSG_CMSG_CLOEXEC = 0x4000_0000;
 /** Room for this many fds in one received SCM_RIGHTS message (extras are closed). */
 const MAX_RECEIVED_FDS = 16;
 
-const { EAGAIN, EINTR, ETIMEDOUT } = os.constants.errno;
+const { EACCES, EAGAIN, EINTR, ETIMEDOUT } = os.constants.errno;
 
 const INT32_MAX = 0x7fff_ffff;
 /** Timeouts longer than this (~31 years) mean no timeout, as in the addon. */
@@ -700,6 +704,33 @@ class KoffiBackend implements NativeBackend {
   shmRemove(id: number): void {
     const shmid = checkInteger(id, 'id', 0, INT32_MAX);
     if (this.native.shmctl(shmid, IPC_RMID, null) < 0) throw this.sysError('shmctl', this.errno());
+  }
+
+  // ---- open file description locks ----
+
+  /** A struct flock for the one byte at `start` (SEEK_SET, l_pid 0, as the OFD commands require). */
+  private flock(start: number, type: number): Buffer {
+    const lock = Buffer.alloc(FLOCK_SIZE);
+    lock.writeInt16LE(type, 0); // F_RDLCK 0, F_WRLCK 1, F_UNLCK 2: the values JS passes
+    lock.writeBigInt64LE(BigInt(start), 8);
+    lock.writeBigInt64LE(1n, 16);
+    return lock;
+  }
+
+  ofdLock(fd: number, start: number, type: 0 | 1 | 2): boolean {
+    const file = checkFd(fd, 'fd');
+    const lock = this.flock(checkInteger(start, 'start', 0, Number.MAX_SAFE_INTEGER), checkInteger(type, 'type', 0, 2));
+    if (this.native.fcntl(file, F_OFD_SETLK, 'void *', lock) === 0) return true;
+    const errno = this.errno();
+    if (errno === EAGAIN || errno === EACCES) return false;
+    throw this.sysError('fcntl', errno);
+  }
+
+  ofdTest(fd: number, start: number, type: 0 | 1): 0 | 1 | 2 {
+    const file = checkFd(fd, 'fd');
+    const lock = this.flock(checkInteger(start, 'start', 0, Number.MAX_SAFE_INTEGER), checkInteger(type, 'type', 0, 1));
+    if (this.native.fcntl(file, F_OFD_GETLK, 'void *', lock) < 0) throw this.sysError('fcntl', this.errno());
+    return lock.readInt16LE(0) as 0 | 1 | 2;
   }
 
   // ---- seals ----

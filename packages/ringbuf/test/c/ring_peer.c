@@ -23,16 +23,23 @@
  *                    more (so it is asleep in the kernel), before writing on:
  *                    each pause then ends with a wake-up of a parked reader
  *   --stats          print the waiting counters as one JSON line on stdout at the end
+ *   --linger S       after the last message, print "done" and stay S seconds
+ *                    more (holding the ring and the role) before exiting
  *
  * A producer waits on a full ring by spinning and sched_yield() (or parks,
  * with --park); a consumer waits on an empty ring by parking on the read wait
  * block's futex, so both directions of the waking protocol get exercised
  * against Node.
  *
+ * It holds the ring and its role as "Liveness" says: open file description
+ * locks on the region's file, taken through an fd of its own, which the
+ * kernel drops when it exits.
+ *
  * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
  * region that is not the expected ring; 3 no progress for STALL_SECONDS;
  * 4 the ring holds values no correct peer writes (corruption); 5 the other
- * side closed the ring before COUNT messages went through.
+ * side closed the ring before COUNT messages went through; 6 the role is
+ * held by another live peer (an SpscRing has one producer, one consumer).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -73,6 +80,15 @@ enum {
     OFF_DATA_OFFSET = 28,
     OFF_RING_SIZE_LO = 32,
     OFF_RING_SIZE_HI = 36,
+    OFF_PRODUCER_PID = 44,
+    OFF_CONSUMER_PID = 48,
+    OFF_PRODUCER_START = 56,
+    OFF_CONSUMER_START = 60,
+
+    /* lock bytes of the region's file ("Liveness"), from the ring's start */
+    LOCK_HOLDER = 0,
+    LOCK_PRODUCER = 44,
+    LOCK_CONSUMER = 48,
 
     /* one hot word (or one wait pair) per 128-byte block */
     OFF_PRODUCER_POSITION = 1 * BLOCK,
@@ -124,11 +140,12 @@ static _Noreturn void die(int status, const char *format, ...) {
     exit(status);
 }
 
-enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EXIT_CLOSED = 5 };
+enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EXIT_CLOSED = 5, EXIT_BUSY = 6 };
 
 /* ---- the mapped region ---- */
 
 struct ring {
+    int fd;                /* our own open file description of the region's file: it holds our locks */
     unsigned char *base;
     size_t region_size;
     uint32_t capacity;     /* SpscRing: data bytes; MpmcQueue: slots */
@@ -172,7 +189,7 @@ static void map_region(struct ring *r, const char *path) {
     r->region_size = (size_t)st.st_size;
     void *p = mmap(NULL, r->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) die(EXIT_USAGE, "mmap %s: %s", path, strerror(errno));
-    close(fd); /* the mapping keeps the object alive */
+    r->fd = fd; /* kept open: the role locks live on this open file description until we exit */
     r->base = p;
     r->data = r->base + DATA_OFFSET;
 }
@@ -181,6 +198,27 @@ static int is_power_of_two(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
 static uint32_t slot_stride_of(uint32_t slot_size) {
     return (uint32_t)(((uint64_t)SLOT_HEADER + slot_size + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN);
+}
+
+/* One byte of the file, locked through our own open file description: F_RDLCK shared, F_WRLCK exclusive. */
+static int lock_byte(const struct ring *r, off_t byte, short type) {
+    struct flock l = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1, .l_pid = 0 };
+    return fcntl(r->fd, F_OFD_SETLK, &l);
+}
+
+/*
+ * "Liveness": takes a role (its lock first, exclusive for an SpscRing and
+ * shared for a MpmcQueue; then the pid words, start time 0 = not recorded).
+ * The kernel drops the lock when we exit, however we exit.
+ */
+static void take_role(const struct ring *r, int producer, int exclusive) {
+    if (lock_byte(r, producer ? LOCK_PRODUCER : LOCK_CONSUMER, exclusive ? F_WRLCK : F_RDLCK) != 0) {
+        if (errno == EAGAIN || errno == EACCES) die(EXIT_BUSY, "the %s role is held by another live peer", producer ? "producer" : "consumer");
+        die(EXIT_USAGE, "fcntl(F_OFD_SETLK): %s", strerror(errno));
+    }
+    /* The start time before the pid, and both after the lock: whoever sees the pid finds the lock held. */
+    atomic_store_explicit(word(r, producer ? OFF_PRODUCER_START : OFF_CONSUMER_START), 0, memory_order_seq_cst);
+    atomic_store_explicit(word(r, producer ? OFF_PRODUCER_PID : OFF_CONSUMER_PID), (uint32_t)getpid(), memory_order_seq_cst);
 }
 
 /* "Attaching to a ring", steps 2 to 5. */
@@ -215,6 +253,8 @@ static void attach(struct ring *r, uint32_t kind) {
             r->capacity, r->slot_size, r->slot_stride, (unsigned long long)ring_size);
     }
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
+    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit. */
+    if (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
 }
 
 static int closed(const struct ring *r) {
@@ -497,6 +537,7 @@ struct options {
     uint64_t pause_every;  /* 0: never */
     long pause_ms;
     int stats;
+    long linger;           /* seconds to stay after the last message */
 };
 
 static void sleep_ms(double ms) {
@@ -529,6 +570,7 @@ static void produce(struct ring *r, int spsc, uint64_t count, const struct optio
         attach(r, KIND_MPMC);
         if (r->slot_size < PATTERN_MAX_LENGTH - 1) die(EXIT_USAGE, "slotSize=%u is too small for the pattern", r->slot_size);
     }
+    take_role(r, 1, spsc);
     int (*try_write)(struct ring *, void *) = spsc ? spsc_try_write : mpmc_try_write;
     void *arg = spsc ? (void *)&s : (void *)&m;
     for (uint64_t i = 0; i < count; i++) {
@@ -555,6 +597,7 @@ static void consume(struct ring *r, int spsc, uint64_t count) {
     } else {
         attach(r, KIND_MPMC);
     }
+    take_role(r, 0, spsc);
     int (*try_read)(struct ring *, void *) = spsc ? spsc_try_read : mpmc_try_read;
     void *arg = spsc ? (void *)&s : (void *)&m;
     for (uint64_t i = 0; i < count; i++) {
@@ -583,16 +626,17 @@ int main(int argc, char **argv) {
     if (first != 1) die(EXIT_USAGE, "shmring rings are little-endian and this machine is not");
 
     const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume PATH COUNT "
-        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats]";
+        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S]";
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
-    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0 };
+    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0 };
     for (int a = 4; a < argc; a++) {
         int has_value = a + 1 < argc;
         if (strcmp(argv[a], "--corrupt-at") == 0 && has_value) o.corrupt_at = parse_count(argv[++a], "K");
         else if (strcmp(argv[a], "--pause-every") == 0 && has_value) o.pause_every = parse_count(argv[++a], "N");
         else if (strcmp(argv[a], "--pause-ms") == 0 && has_value) o.pause_ms = (long)parse_count(argv[++a], "D");
+        else if (strcmp(argv[a], "--linger") == 0 && has_value) o.linger = (long)parse_count(argv[++a], "S");
         else if (strcmp(argv[a], "--park") == 0) o.park = 1;
         else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
         else die(EXIT_USAGE, "%s (bad option %s)", usage, argv[a]);
@@ -605,7 +649,13 @@ int main(int argc, char **argv) {
     else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, &o);
     else if (strcmp(command, "mpmc-consume") == 0) consume(&r, 0, count);
     else die(EXIT_USAGE, "unknown command %s", command);
+    if (o.linger != 0) {
+        printf("done\n");
+        fflush(stdout);
+        sleep_ms((double)o.linger * 1000);
+    }
     munmap(r.base, r.region_size);
+    close(r.fd); /* releases our locks */
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
             "\"pauses\":%llu,\"pauseWakes\":%llu}\n",

@@ -1,0 +1,135 @@
+/**
+ * Locks on single bytes of a region's file that the kernel keeps true:
+ * open file description locks (fcntl F_OFD_SETLK), which the kernel drops
+ * when the holder's open file description goes, and so when its process
+ * dies, in whatever PID namespace it ran. The rings use them to say "this
+ * ring is in use" and "I am its consumer", and to ask whether anyone still
+ * does, where pids cannot answer (containers sharing /dev/shm).
+ *
+ * Rules:
+ *  - A FileLocks holds its locks on an open file description of its own,
+ *    made by opening /proc/self/fd/<region fd> again: fds that share a
+ *    description share its locks (dup, fork, an fd passed over a socket),
+ *    so a lock taken through the region's own fd would not conflict with
+ *    the peer that received that fd, nor with a second FileLocks of this
+ *    process.
+ *  - Questions (heldByAnyone) are asked through the region's fd, which
+ *    holds no locks: they see every holder, this process's included.
+ *  - The locks go with the FileLocks' release(), with the region's
+ *    close(), when the FileLocks is collected, or with the process.
+ *  - Regions without a file ('sab', and 'sysv': a System V segment has no
+ *    fd) or a /proc to reopen it through get no FileLocks: callers fall
+ *    back to what they did before (pids).
+ */
+import * as fs from 'node:fs';
+import { backend } from './native/loader.js';
+
+/** What these functions need of a Region (not imported: region.ts imports this module). */
+interface Region {
+  readonly backing: string;
+  readonly closed: boolean;
+  readonly fd: number;
+}
+
+/** ofdLock / ofdTest lock types. */
+const SHARED = 0;
+const EXCLUSIVE = 1;
+const UNLOCKED = 2;
+
+/** Whether `region` has a file to lock: open, with an fd ('sab' and 'sysv' regions have none: fd -1). */
+function hasFile(region: Region): boolean {
+  return !region.closed && region.fd >= 0;
+}
+
+/** An fd that whichever comes first closes: release(), the region's close(), or GC. */
+interface Cell {
+  fd: number;
+}
+
+/** The FileLocks' fds of each open region, closed by its close(). */
+const byRegion = new WeakMap<Region, Set<Cell>>();
+
+function closeCell(cell: Cell): void {
+  const fd = cell.fd;
+  if (fd < 0) return;
+  cell.fd = -1;
+  try {
+    backend().close(fd);
+  } catch {
+    // EBADF only if someone else closed our fd; nothing is left to release
+  }
+}
+
+/** A FileLocks dropped without release() gives its locks back when collected. */
+const collected = new FinalizationRegistry<Cell>(closeCell);
+
+export class FileLocks {
+  readonly #cell: Cell;
+  readonly #region: Region;
+
+  private constructor(region: Region, fd: number) {
+    this.#region = region;
+    this.#cell = { fd };
+    let cells = byRegion.get(region);
+    if (cells === undefined) byRegion.set(region, (cells = new Set()));
+    cells.add(this.#cell);
+    collected.register(this, this.#cell, this);
+  }
+
+  /**
+   * An open file description of the region's file for this object's locks,
+   * or undefined where the region has none ('sab', 'sysv', closed) or it
+   * cannot be reopened (no /proc mounted, or permission refused).
+   */
+  static open(region: Region): FileLocks | undefined {
+    if (!hasFile(region)) return undefined;
+    let fd: number;
+    try {
+      fd = backend().open(`/proc/self/fd/${region.fd}`, fs.constants.O_RDWR, 0);
+    } catch {
+      return undefined;
+    }
+    return new FileLocks(region, fd);
+  }
+
+  /**
+   * Takes a lock on the byte at `byte` of the file: shared (any number of
+   * holders) or exclusive (one). Returns false, taking nothing, when
+   * another holder's lock conflicts. Taking a lock this object holds again
+   * (another type) converts it.
+   */
+  lock(byte: number, shared: boolean): boolean {
+    if (this.#cell.fd < 0) return false;
+    return backend().ofdLock(this.#cell.fd, byte, shared ? SHARED : EXCLUSIVE);
+  }
+
+  /** Releases this object's lock on `byte`, if it holds one. */
+  unlock(byte: number): void {
+    if (this.#cell.fd >= 0) backend().ofdLock(this.#cell.fd, byte, UNLOCKED);
+  }
+
+  /** Releases every lock of this object and its fd. Idempotent. */
+  release(): void {
+    collected.unregister(this);
+    byRegion.get(this.#region)?.delete(this.#cell);
+    closeCell(this.#cell);
+  }
+}
+
+/**
+ * Whether any open file description, of any process, holds a lock on the
+ * byte at `byte` of the region's file; undefined where the question cannot
+ * be asked (a 'sab' or 'sysv' region, a closed one).
+ */
+export function heldByAnyone(region: Region, byte: number): boolean | undefined {
+  if (!hasFile(region)) return undefined;
+  return backend().ofdTest(region.fd, byte, EXCLUSIVE) !== UNLOCKED;
+}
+
+/** Called by region.close(): every FileLocks of the region lets go. */
+export function releaseLocksOf(region: Region): void {
+  const cells = byRegion.get(region);
+  if (cells === undefined) return;
+  byRegion.delete(region);
+  for (const cell of cells) closeCell(cell);
+}

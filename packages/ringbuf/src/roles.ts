@@ -1,0 +1,74 @@
+/**
+ * Who holds a ring, as the kernel vouches for it (docs/LAYOUT.md,
+ * "Liveness"): each ring object holds open file description locks on bytes
+ * of its region's file, which the kernel drops when the object lets go or
+ * its process dies, whatever PID namespace it ran in.
+ *
+ *  - HOLDER byte, shared: this object is attached to the ring (from create
+ *    or attach until close, detach or its region's close). `inspect` calls
+ *    a ring stale only when nobody holds it.
+ *  - PRODUCER / CONSUMER byte: this object acts in that role. SpscRing
+ *    takes it exclusive (one producer, one consumer: a second live one is
+ *    ERR_SHMRING_BUSY); MpmcQueue shared (any number).
+ *
+ * A region without a file to lock ('sab': threads of one process; 'sysv': a
+ * System V segment has no fd; or no /proc to reopen the file through) has
+ * no Roles: liveness falls back to the pid words (liveness.ts), which
+ * in-process peers always pass.
+ */
+import { FileLocks, heldByAnyone, type Region } from '@shmring/core';
+import * as L from './layout.js';
+
+export type Role = 'producer' | 'consumer';
+
+export class Roles {
+  readonly #locks: FileLocks;
+  readonly #region: Region;
+  readonly #base: number;
+
+  private constructor(locks: FileLocks, region: Region, base: number) {
+    this.#locks = locks;
+    this.#region = region;
+    this.#base = base;
+  }
+
+  /**
+   * Holds the ring at `base` of `region` (the HOLDER lock), or returns
+   * undefined where the region cannot take locks.
+   */
+  static hold(region: Region, base: number): Roles | undefined {
+    const locks = FileLocks.open(region);
+    if (locks === undefined) return undefined;
+    // Shared: every object attached to the ring holds it at once.
+    locks.lock(base + L.HOLDER_LOCK_OFFSET, true);
+    return new Roles(locks, region, base);
+  }
+
+  /** Takes `role`: exclusive (SpscRing) or shared (MpmcQueue). False: another live holder has it exclusively or, for exclusive, at all. */
+  take(role: Role, exclusive: boolean): boolean {
+    return this.#locks.lock(this.#byte(role), !exclusive);
+  }
+
+  /** Whether any object, of any process, holds `role` now (this one included). */
+  held(role: Role): boolean {
+    return heldByAnyone(this.#region, this.#byte(role)) === true;
+  }
+
+  /** Lets go of every lock of this object. Idempotent. */
+  release(): void {
+    this.#locks.release();
+  }
+
+  #byte(role: Role): number {
+    return this.#base + (role === 'producer' ? L.PRODUCER_LOCK_OFFSET : L.CONSUMER_LOCK_OFFSET);
+  }
+}
+
+/**
+ * From outside (inspect): whether anyone holds the ring at `base`, or
+ * `role` of it; undefined where the region cannot tell (no file).
+ */
+export function ringHeld(region: Region, base: number, role?: Role): boolean | undefined {
+  const offset = role === undefined ? L.HOLDER_LOCK_OFFSET : role === 'producer' ? L.PRODUCER_LOCK_OFFSET : L.CONSUMER_LOCK_OFFSET;
+  return heldByAnyone(region, base + offset);
+}
