@@ -22,13 +22,12 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
-import { abortError, ErrorCodes, ShmringError, ShmringTypeError, type Region } from '@shmring/core';
-import type { SpscRing } from '@shmring/ringbuf';
-import { forgetDecodeView } from './clone.js';
+import { abortError, ErrorCodes, ShmringError, ShmringTypeError } from '@shmring/core';
 import { copyBytes, type ChannelCodec } from './codec.js';
 import { checkSignal, checkTimeout } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
+import type { RecordSink, RecordSource } from './transport.js';
 
 export interface ReceiveOptions {
   /** Stop waiting (AbortError); the value, when it comes, goes to the next receive. */
@@ -212,9 +211,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   readonly closed: Promise<void>;
   /** Largest record payload; larger values are split. */
   readonly #max: number;
-  readonly #in: SpscRing;
-  readonly #out: SpscRing;
-  readonly #region: Region;
+  readonly #in: RecordSource;
+  readonly #out: RecordSink;
+  /** Frees what carries the records (unmaps the region, closes a NATS connection); may settle later. */
+  readonly #releaseTransport: () => void | Promise<void>;
   readonly #link: Link;
   readonly #codec: ChannelCodec;
   readonly #what: string;
@@ -256,11 +256,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   readonly #writeOptions: { type: number; signal: AbortSignal; peerTimeoutMs: number; poll: number | undefined };
 
   /** @internal Made by listen/connect/channelPair/openChannel. */
-  constructor(init: { region: Region; in: SpscRing; out: SpscRing; codec: ChannelCodec; link: Link; what: string; poll: number | undefined }) {
+  constructor(init: {
+    in: RecordSource; out: RecordSink; release: () => void | Promise<void>;
+    codec: ChannelCodec; link: Link; what: string; poll: number | undefined;
+  }) {
     super();
     this.#readOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
     this.#writeOptions = { type: 0, signal: this.#stop.signal, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
-    this.#region = init.region;
+    this.#releaseTransport = init.release;
     this.#in = init.in;
     this.#out = init.out;
     this.#codec = init.codec;
@@ -874,13 +877,16 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#release();
   }
 
-  /** Unmaps the region once nothing touches the rings; then `closed` resolves and 'close' fires. */
+  /** Frees the transport once nothing touches it; then `closed` resolves and 'close' fires. */
   #release(): void {
     if (this.#released || this.#pumping || this.#writing) return;
     this.#released = true;
-    forgetDecodeView(this.#region.buffer);
-    this.#region.close();
-    this.#resolveClosed();
-    this.emit('close', this.#endError);
+    const finished = (): void => {
+      this.#resolveClosed();
+      this.emit('close', this.#endError);
+    };
+    const released = this.#releaseTransport();
+    if (released === undefined) finished();
+    else released.then(finished, finished);
   }
 }

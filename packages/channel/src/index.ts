@@ -6,3 +6,5 @@ export type { ChannelServerEvents, ConnectOptions, ListenOptions } from './socke
 export { channelPair, openChannel } from './pair.js';
 export type { ChannelHandle, OpenOptions, PairOptions } from './pair.js';
 export { DEFAULT_CAPACITY } from './options.js';
+export { bridge } from './bridge/bridge.js';
+export type { BridgeOptions } from './bridge/bridge.js';

@@ -6,9 +6,18 @@
 import { ErrorCodes, ShmringError, type Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { Channel } from './channel.js';
+import { forgetDecodeView } from './clone.js';
 import { checkCodecMatch, type ChannelCodec } from './codec.js';
 import { claimOpenerEnd, publishChannelHeader, readChannelHeader, writeChannelHeader } from './layout.js';
 import type { Link } from './link.js';
+
+/** Unmaps a channel's region once its Channel is done with the rings. */
+function regionRelease(region: Region): () => void {
+  return () => {
+    forgetDecodeView(region.buffer);
+    region.close();
+  };
+}
 
 /** Lays out a channel in `region` (sized with channelRegionSize) and publishes it. */
 export function layOutChannel(region: Region, codec: ChannelCodec, capacity: number): void {
@@ -22,7 +31,7 @@ export function layOutChannel(region: Region, codec: ChannelCodec, capacity: num
 export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string, poll: number | undefined): Channel {
   const g = readChannelHeader(region.buffer, what);
   return new Channel({
-    region, codec, link, what, poll,
+    release: regionRelease(region), codec, link, what, poll,
     out: SpscRing.attach(region, { offset: g.aOffset }),
     in: SpscRing.attach(region, { offset: g.bOffset }),
   });
@@ -50,5 +59,5 @@ export function openerEnd(
   if (!claimOpenerEnd(buffer)) {
     throw new ShmringError(ErrorCodes.BUSY, `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`);
   }
-  return new Channel({ region, codec, link, what, poll, in: inRing, out: outRing });
+  return new Channel({ release: regionRelease(region), codec, link, what, poll, in: inRing, out: outRing });
 }

@@ -16,10 +16,17 @@ import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
+import { isNatsEndpoint } from './nats/address.js';
 import { checkCapacity, checkPoll, checkSignal, checkTimeout } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
+  /**
+   * nats:// only: ms between this end's heartbeats (default 1000, in [10, 3600000]).
+   * The peer's death is known within one period (plus a round trip) once its
+   * connection to NATS has closed, and after 3 of its periods of silence otherwise.
+   */
+  heartbeatMs?: number;
   /** Bytes of each ring's data area (a power of two, 64 B .. 1 GiB); the server decides. Default 1 MiB. */
   capacity?: number;
   /** 'structured-clone' (default), 'json', 'bytes' or { encode, decode }; clients must use the same. */
@@ -34,6 +41,12 @@ export interface ListenOptions {
 }
 
 export interface ConnectOptions {
+  /**
+   * nats:// only: ms between this end's heartbeats (default 1000, in [10, 3600000]).
+   * The peer's death is known within one period (plus a round trip) once its
+   * connection to NATS has closed, and after 3 of its periods of silence otherwise.
+   */
+  heartbeatMs?: number;
   /** The codec the server uses (default 'structured-clone'); a mismatch is ERR_SHMRING_CODEC_MISMATCH. */
   codec?: CodecOption;
   /** Give up if the server has not handed over the channel within this many ms (ERR_SHMRING_TIMEOUT). */
@@ -128,60 +141,50 @@ export interface ChannelServerEvents {
   error: [error: Error];
 }
 
+/**
+ * How a server gets its channels: a Unix socket (below) or a NATS subject
+ * (nats/channel.ts). ChannelServer keeps the channels it was handed.
+ */
+export interface Acceptor {
+  /** Starts accepting: `adopt` each new channel end, `fail` on an error worth reporting. */
+  start(adopt: (channel: Channel) => void, fail: (error: Error) => void, closing: () => boolean): void;
+  /** Stops accepting and frees what accepting used, once the channels are closed. */
+  stop(): Promise<void>;
+}
+
 /** A listening channel server: a 'channel' event (and an async iterator) per client. */
 export class ChannelServer extends EventEmitter implements AsyncIterable<Channel> {
   declare on: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
   declare once: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
   declare off: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
 
-  /** The socket path. */
+  /** The socket path, or the nats:// address. */
   readonly path: string;
-  readonly #server: net.Server;
-  readonly #codec: ChannelCodec;
-  readonly #capacity: number;
-  readonly #poll: number | undefined;
+  readonly #acceptor: Acceptor;
   readonly #channels = new Set<Channel>();
-  #accepted = 0;
   #closing: Promise<void> | undefined;
 
   /** @internal Use listen(). */
-  constructor(server: net.Server, path: string, codec: ChannelCodec, capacity: number, poll: number | undefined) {
+  constructor(acceptor: Acceptor, path: string) {
     super();
-    this.#poll = poll;
-    this.#server = server;
     this.path = path;
-    this.#codec = codec;
-    this.#capacity = capacity;
-    server.on('connection', (socket: net.Socket) => this.#accept(socket));
-    server.on('error', (err) => {
-      if (this.listenerCount('error') > 0) this.emit('error', err);
-    });
+    this.#acceptor = acceptor;
+    acceptor.start(
+      (channel) => {
+        this.#channels.add(channel);
+        channel.once('close', () => this.#channels.delete(channel));
+        this.emit('channel', channel);
+      },
+      (err) => {
+        if (this.listenerCount('error') > 0) this.emit('error', err);
+      },
+      () => this.#closing !== undefined,
+    );
   }
 
   /** Channels open on this server now. */
   get channels(): number {
     return this.#channels.size;
-  }
-
-  async #accept(socket: net.Socket): Promise<void> {
-    let region: Region | undefined;
-    try {
-      region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(this.#capacity) });
-      layOutChannel(region, this.#codec, this.#capacity);
-      await sendRegion(socket, region);
-      await clientReady(socket);
-      if (this.#closing !== undefined) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
-      const channel = creatorEnd(region, this.#codec, socketLink(socket), `channel ${++this.#accepted} of ${this.path}`, this.#poll);
-      this.#channels.add(channel);
-      channel.once('close', () => this.#channels.delete(channel));
-      this.emit('channel', channel);
-    } catch (err) {
-      // A client that went away during the handover (or a server out of fds): drop this one connection.
-      socket.destroy();
-      region?.close();
-      const code = (err as NodeJS.ErrnoException).code;
-      if (this.listenerCount('error') > 0 && code !== 'EPIPE' && code !== ErrorCodes.NO_FD) this.emit('error', err);
-    }
   }
 
   /** The channels as clients connect, until the server closes. */
@@ -220,10 +223,9 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
       const channels = [...this.#channels];
       for (const ch of channels) ch.close();
-      await Promise.all([stopped, ...channels.map((ch) => ch.closed)]);
+      await Promise.all([this.#acceptor.stop(), ...channels.map((ch) => ch.closed)]);
       this.emit('close');
     })();
     return this.#closing;
@@ -234,12 +236,45 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
   }
 }
 
+/** Accepts channels on a listening Unix socket: a memfd region per client, handed over with SCM_RIGHTS. */
+function socketAcceptor(server: net.Server, path: string, codec: ChannelCodec, capacity: number, poll: number | undefined): Acceptor {
+  let accepted = 0;
+  const accept = async (
+    socket: net.Socket, adopt: (channel: Channel) => void, fail: (error: Error) => void, closing: () => boolean,
+  ): Promise<void> => {
+    let region: Region | undefined;
+    try {
+      region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(capacity) });
+      layOutChannel(region, codec, capacity);
+      await sendRegion(socket, region);
+      await clientReady(socket);
+      if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
+      adopt(creatorEnd(region, codec, socketLink(socket), `channel ${++accepted} of ${path}`, poll));
+    } catch (err) {
+      // A client that went away during the handover (or a server out of fds): drop this one connection.
+      socket.destroy();
+      region?.close();
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EPIPE' && code !== ErrorCodes.NO_FD) fail(err as Error);
+    }
+  };
+  return {
+    start(adopt, fail, closing) {
+      server.on('connection', (socket: net.Socket) => void accept(socket, adopt, fail, closing));
+      server.on('error', fail);
+    },
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 /**
- * Listens for channel clients on a Unix domain socket path. A stale socket
+ * Listens for channel clients on a Unix domain socket path, or on a NATS
+ * subject (`nats://host:port/<subject>`, see nats/channel.ts). A stale socket
  * file (no server answers) is replaced; a live server there is EADDRINUSE.
  */
 export async function listen(path: string, options: ListenOptions = {}): Promise<ChannelServer> {
   checkPath(path, 'listen');
+  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).listenNats(path, options);
   const codec = resolveCodec(options?.codec);
   const capacity = checkCapacity(options?.capacity, 'listen');
   const poll = checkPoll(options?.poll, 'listen');
@@ -260,12 +295,13 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
       throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
     }
   }
-  return new ChannelServer(server, path, codec, capacity, poll);
+  return new ChannelServer(socketAcceptor(server, path, codec, capacity, poll), path);
 }
 
-/** Connects to a channel server's socket path; resolves with this side's end of a new channel. */
+/** Connects to a channel server's socket path (or nats:// address); resolves with this side's end of a new channel. */
 export async function connect(path: string, options: ConnectOptions = {}): Promise<Channel> {
   checkPath(path, 'connect');
+  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).connectNats(path, options);
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'connect');
   const timeoutMs = checkTimeout(options?.timeoutMs, 'connect');

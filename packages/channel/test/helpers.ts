@@ -17,6 +17,7 @@ import {
   type Channel, type ChannelHandle, type ChannelServer, type CodecOption,
 } from '../src/index.js';
 import type { PeerConfig } from './fixtures/peer.js';
+import { NATS_MISSING, NATS_SERVER, sharedNats, uniqueSubject } from './nats-server.js';
 import type { WorkerConfig } from './fixtures/worker.js';
 
 export const PEER_PATH = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
@@ -179,11 +180,52 @@ export function pairEnds(options: { capacity?: number; codec?: CodecOption; poll
   };
 }
 
-export type Transport = 'socket' | 'pair';
+export type Transport = 'socket' | 'pair' | 'nats';
+
+/** The transports a parity suite runs over: NATS too where nats-server is installed (else it says so once). */
+export function transports(): Transport[] {
+  if (NATS_SERVER !== undefined) return ['socket', 'pair', 'nats'];
+  if (!natsNoted) console.log(`  (the nats:// runs of the channel suites are skipped: ${NATS_MISSING})`);
+  natsNoted = true;
+  return ['socket', 'pair'];
+}
+let natsNoted = false;
+
+/** How a suite's title names a transport. */
+export function transportTitle(transport: Transport): string {
+  return transport === 'socket' ? 'connect/listen channel' : transport === 'pair' ? 'channelPair' : 'connect/listen channel over nats://';
+}
+
+/** A NATS server (shared by the run) with one channel server and one client on a fresh subject. */
+export async function natsEnds(options: { codec?: CodecOption; heartbeatMs?: number } = {}): Promise<{ a: Channel; b: Channel; server: ChannelServer; dispose(): Promise<void> }> {
+  const nats = await sharedNats();
+  const url = nats.url(uniqueSubject('channel'));
+  const server = await listen(url, { codec: options.codec, heartbeatMs: options.heartbeatMs });
+  let a: Channel;
+  let b: Channel;
+  try {
+    const accepted = once(server, 'channel') as Promise<[Channel]>;
+    b = await connect(url, { codec: options.codec, heartbeatMs: options.heartbeatMs });
+    [a] = await accepted;
+  } catch (err) {
+    await server.close();
+    throw err;
+  }
+  return {
+    a, b, server,
+    async dispose() {
+      a.close();
+      b.close();
+      await Promise.all([a.closed, b.closed]);
+      await server.close();
+    },
+  };
+}
 
 /** Two ends of a channel over `transport`: [creator end (server / channelPair), opener end (connect / openChannel)]. */
 export async function ends(transport: Transport, options: { capacity?: number; codec?: CodecOption; poll?: number } = {}): Promise<{ a: Channel; b: Channel; dispose(): Promise<void> }> {
   if (transport === 'pair') return pairEnds(options);
+  if (transport === 'nats') return natsEnds({ codec: options.codec });
   const s = await socketEnds(options);
   return { a: s.serverSide, b: s.client, dispose: () => s.dispose() };
 }

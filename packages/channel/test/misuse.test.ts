@@ -15,7 +15,7 @@ import net from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
 import { channelPair, connect, listen, openChannel, RemoteError, type Channel, type ChannelHandle, type CodecOption } from '../src/index.js';
 import {
-  closeEvent, ends, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
+  closeEvent, ends, transports, transportTitle, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
   type Transport,
 } from './helpers.js';
 
@@ -37,8 +37,8 @@ async function failsWith(make: () => unknown, code: string): Promise<Error & { c
 describe('misuse', function () {
   this.timeout(30_000);
 
-  for (const transport of ['socket', 'pair'] as Transport[]) {
-    describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+  for (const transport of transports()) {
+    describe(`over a ${transportTitle(transport)}`, function () {
       let a: Channel;
       let b: Channel;
       let dispose: () => Promise<void>;

@@ -14,7 +14,7 @@ import { once } from 'node:events';
 import { channelPair, listen, type Channel } from '../src/index.js';
 import { runStream, STRESS_CAPACITY, type StreamReport } from './fixtures/traffic.js';
 import {
-  ends, killAllPeers, randomBytes, startPeer, startWorker, terminateAllWorkers, TmpDir, workerEvent, type Transport,
+  ends, transports, transportTitle, killAllPeers, randomBytes, startPeer, startWorker, terminateAllWorkers, TmpDir, workerEvent, type Transport,
 } from './helpers.js';
 
 const PROCESS_MESSAGES = 100_000;
@@ -39,8 +39,8 @@ describe('order', function () {
     await terminateAllWorkers();
   });
 
-  for (const transport of ['socket', 'pair'] as Transport[]) {
-    describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+  for (const transport of transports()) {
+    describe(`over a ${transportTitle(transport)}`, function () {
       let a: Channel;
       let b: Channel;
       let dispose: () => Promise<void>;

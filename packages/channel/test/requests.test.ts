@@ -14,7 +14,7 @@
 import { strict as assert } from 'node:assert';
 import { channelPair, RemoteError, type Channel } from '../src/index.js';
 import {
-  ends, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent, type Transport,
+  ends, transports, transportTitle, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent, type Transport,
 } from './helpers.js';
 
 function deferred<T = unknown>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
@@ -34,8 +34,8 @@ describe('requests', function () {
     await terminateAllWorkers();
   });
 
-  for (const transport of ['socket', 'pair'] as Transport[]) {
-    describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
+  for (const transport of transports()) {
+    describe(`over a ${transportTitle(transport)}`, function () {
       let a: Channel;
       let b: Channel;
       let dispose: () => Promise<void>;

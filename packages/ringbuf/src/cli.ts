@@ -6,11 +6,15 @@
  *                                          a file path, a System V segment by key or id)
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
+ *   shmring bridge <from> <to>             a ring to NATS or NATS to a ring (from @shmring/channel)
  */
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
-       shmring unlink-stale [--dry-run] [--json]`;
+       shmring unlink-stale [--dry-run] [--json]
+       shmring bridge <from> <to>   (needs @shmring/channel)`;
 
 function who(p: ProcessInfo | undefined): string {
   return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
@@ -50,8 +54,34 @@ function main(argv: string[]): number {
   return 2;
 }
 
+/**
+ * The bridge lives in @shmring/channel, which depends on this package, not
+ * the other way round: it is looked up by name when asked for, from this
+ * package and then from the current directory (an app that has both).
+ */
+async function bridgeCommand(argv: string[]): Promise<number> {
+  const SPECIFIER = '@shmring/channel/bridge-cli';
+  let cli: { main(argv: string[]): Promise<number> } | undefined;
+  for (const base of [import.meta.url, pathToFileURL(`${process.cwd()}/`).href]) {
+    let resolved: string;
+    try {
+      resolved = createRequire(base).resolve(SPECIFIER);
+    } catch {
+      continue;
+    }
+    cli = (await import(pathToFileURL(resolved).href)) as typeof cli;
+    break;
+  }
+  if (cli === undefined) {
+    console.error('shmring bridge: needs @shmring/channel (install it beside @shmring/ringbuf, or run its shmring-bridge command)');
+    return 1;
+  }
+  return cli.main(argv);
+}
+
 try {
-  process.exitCode = main(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  process.exitCode = argv[0] === 'bridge' ? await bridgeCommand(argv.slice(1)) : main(argv);
 } catch (err) {
   const e = err as { code?: string; message: string };
   console.error(`shmring: ${e.message}${e.code ? ` (${e.code})` : ''}`);

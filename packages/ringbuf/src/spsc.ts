@@ -90,6 +90,10 @@ export class SpscRing extends Queue {
   // Consumer side: own position, the producer's as last seen.
   #consumerPosition: number;
   #cachedProducerPosition: number;
+  /** holdReads(): taken records go back to the producer only through releaseReads(). */
+  #holding = false;
+  /** The consumer position last stored in shared memory (while holding, #consumerPosition runs ahead of it). */
+  #releasedPosition: number;
 
   private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, roles: Roles | undefined) {
     super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles);
@@ -102,6 +106,7 @@ export class SpscRing extends Queue {
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedConsumerPosition = this.#consumerPosition;
+    this.#releasedPosition = this.#consumerPosition;
     this.#cachedProducerPosition = this.#producerPosition;
     if (((this.#producerPosition - this.#consumerPosition) >>> 0) > capacity || ((this.#producerPosition | this.#consumerPosition) & 7) !== 0) {
       throw corrupt(`positions producer=${this.#producerPosition >>> 0} consumer=${this.#consumerPosition >>> 0} are inconsistent`);
@@ -354,9 +359,14 @@ export class SpscRing extends Queue {
     return (this.#cachedProducerPosition - position) >>> 0;
   }
 
-  /** Releases the consumed bytes to the producer, through `ctl` (drain passes the view it started with). */
+  /** Releases the consumed bytes to the producer (unless holding), through `ctl` (drain passes the view it started with). */
   #release(position: number, ctl = this.ctl): void {
     this.#consumerPosition = position;
+    if (!this.#holding) this.#storeConsumer(position, ctl);
+  }
+
+  #storeConsumer(position: number, ctl: Int32Array): void {
+    this.#releasedPosition = position;
     // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
     unpark(ctl, WRITE_BLOCK, WAKE_ONE);
@@ -407,6 +417,48 @@ export class SpscRing extends Queue {
       if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
     }
     return count;
+  }
+
+  /**
+   * Consumer: from now on the records this object takes (drain, tryRead,
+   * read) stay in the ring, unavailable to the producer, until
+   * releaseReads() gives them back. A forwarder (the NATS bridge) releases
+   * a record only once its next hop has it: if the forwarder dies first, a
+   * new consumer attached to the ring takes the record again.
+   */
+  holdReads(): void {
+    this.#holding = true;
+  }
+
+  /** Consumer: the end of the last record taken (a u32 position; read it after taking a record, for releaseReads). */
+  get readPosition(): number {
+    return this.#consumerPosition >>> 0;
+  }
+
+  /** Producer: the end of the last record written (a u32 position; published unless corked). */
+  get writePosition(): number {
+    return this.#producerPosition >>> 0;
+  }
+
+  /**
+   * Consumer (holding): gives the records before `position` (a readPosition
+   * seen after taking them) back to the producer. A position outside what
+   * was taken and not yet released is a RangeError.
+   */
+  releaseReads(position: number): void {
+    if (this.ctl.length === 0) throw this.closedError();
+    const ahead = (this.#consumerPosition - this.#releasedPosition) >>> 0;
+    const step = (position - this.#releasedPosition) >>> 0;
+    if (typeof position !== 'number' || !Number.isInteger(position) || step > ahead || (position & 7) !== 0) {
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.releaseReads: position=${String(position)} is not between the released position ${this.#releasedPosition >>> 0} and the read position ${this.#consumerPosition >>> 0}`);
+    }
+    if (step !== 0) this.#storeConsumer(position | 0, this.ctl);
+  }
+
+  /** Consumer (holding): takes again, from the last released record on, what was taken and not released. */
+  rewindReads(): void {
+    this.#consumerPosition = this.#releasedPosition;
   }
 
   protected dropViews(): void {

@@ -100,6 +100,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       producerPosition: 24 + 32 + 40,
       consumerPosition: 24,
       closed: false,
+      held: true,
       creator: { pid: process.pid, alive: true },
       producer: { pid: process.pid, alive: true },
       consumer: { pid: deadConsumerPid, alive: false },
@@ -142,6 +143,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       producerPosition: 5,
       consumerPosition: 2,
       closed: false,
+      held: true,
       creator: { pid: process.pid, alive: true },
       readersWaiting: 0,
       writersWaiting: 0,
@@ -149,8 +151,9 @@ describe('inspect, listRings and the shmring CLI', function () {
     } satisfies Omit<RingInfo, 'producer' | 'consumer'>);
   });
 
-  it('inspect reports the last producer and consumer a MpmcQueue registered, with liveness', async function () {
-    // LAYOUT.md, "Reserved fields": in a MpmcQueue the pid words hold the last producer / consumer to register.
+  it('inspect reports the last producer and consumer a MpmcQueue registered, and whether anyone holds each role', async function () {
+    // LAYOUT.md, "Liveness": in a MpmcQueue the pid words hold the last producer / consumer to register;
+    // a role is alive while anyone holds its (shared) lock.
     const name = uniqueName('mpmc-pids');
     const region = Region.create({ backing: 'posix', name, size: MpmcQueue.regionSize({ capacity: 4, slotSize: 300 }) });
     try {
@@ -160,13 +163,18 @@ describe('inspect, listRings and the shmring CLI', function () {
       let info = inspect(name)!;
       assert.deepEqual([info.producer, info.consumer], [{ pid: process.pid, alive: true }, { pid: process.pid, alive: true }],
         'this process wrote and read the queue but is not recorded as its producer and consumer');
-      // A child writes one message and exits: the last producer is now a dead process.
+      // A child writes one message and exits: the last producer is a dead process, but q still produces.
       const child = new Peer({ role: 'mpmc-producer', region: { kind: 'posix', name }, plan: { seed: 1, producers: 1, perProducer: 1, maxLength: 300 }, id: 0, count: 1, timeoutMs: 10_000 });
       await child.next('done');
       await child.exited;
       info = inspect(name)!;
-      assert.deepEqual([info.producer, info.consumer], [{ pid: child.pid, alive: false }, { pid: process.pid, alive: true }]);
+      assert.deepEqual([info.producer, info.consumer], [{ pid: child.pid, alive: true }, { pid: process.pid, alive: true }]);
       assert.equal(info.used, 1);
+      // Once q lets go, nobody holds either role, nor the queue.
+      q.detach();
+      info = inspect(name)!;
+      assert.deepEqual([info.producer, info.consumer, info.held], [{ pid: child.pid, alive: false }, undefined, false]);
+      assert.equal(isStale(info), true);
     } finally {
       region.unlink();
     }

@@ -1,0 +1,348 @@
+/**
+ * bridge(from, to): moves ring messages to NATS or NATS messages to a ring,
+ * one NATS message per ring message, the ring message's type in the
+ * `Shmring-Type` header (so any NATS client can read and write the
+ * subject), until its signal aborts.
+ *
+ * ring → NATS: the bridge drains the ring in batches of BATCH and publishes
+ * each record without waiting for it; then it waits once per batch (core
+ * NATS: a flush; JetStream: the batch's acknowledgements). While NATS is
+ * unreachable it stops draining: the ring fills and its producers feel the
+ * back-pressure. With JetStream the records stay in the ring (holdReads)
+ * until the stream acknowledged them, and each is published with the
+ * message id `<ring>.<inode>:<end position>`, so a bridge killed and
+ * restarted republishes what was not acknowledged and the stream drops
+ * the duplicates.
+ *
+ * NATS → ring: core NATS, a subscription whose messages are written in
+ * arrival order, waiting for room when the ring is full. JetStream, a
+ * durable pull consumer acknowledged after the ring accepted each message;
+ * a marker object (`<ring>.jsbridge` in /dev/shm) records, before each
+ * write, the stream sequence and the ring position it goes to, so a bridge
+ * killed between the write and its acknowledgement knows on restart that
+ * the message is in the ring already (the producer position moved), and
+ * restarts the consumer after the last message the ring holds.
+ *
+ * The connection reconnects by itself for ever; each outage is said once on
+ * the log (stderr by default), when it starts and when it ends.
+ */
+import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError } from '@shmring/core';
+import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
+import { checkSignal } from '../options.js';
+import { closeNats, loadNats, openNats } from '../nats/connection.js';
+import type { NatsAddress } from '../nats/address.js';
+import { TYPE_HEADER } from '../nats/transport.js';
+import { openReader, openWriter, parseEndpoint, type RingReader, type RingWriter } from './endpoints.js';
+
+export interface BridgeOptions {
+  /** Stops the bridge; bridge() resolves once it has let go of the ring and the connection. */
+  signal?: AbortSignal;
+  /** Where the bridge says that NATS went away and came back (default: a line on stderr). */
+  log?: (line: string) => void;
+  /** Called once the bridge is connected and subscribed (NATS → ring) or about to drain (ring → NATS). */
+  onReady?: () => void;
+}
+
+/** Ring records per batch (ring → NATS) and unacknowledged messages per consumer (NATS → ring). */
+const BATCH = 512;
+const RETRY_MS = 250;
+const DUPLICATE_WINDOW_MS = 2 * 60_000;
+const ACK_WAIT_MS = 30_000;
+
+type NatsModule = Awaited<ReturnType<typeof loadNats>>;
+
+interface Context {
+  nats: NatsModule;
+  nc: NatsConnection;
+  address: NatsAddress;
+  signal: AbortSignal;
+  /** Resolves when the connection is up (at once if it is). */
+  connected(): Promise<void>;
+  ready(): void;
+  /** Calls `listener` after each reconnection; returns the call that removes it. */
+  onReconnect(listener: () => void): () => void;
+}
+
+/** Moves messages from `from` to `to` (one of them shm:<name>, the other nats://…) until `signal` aborts. */
+export async function bridge(from: string, to: string, options: BridgeOptions = {}): Promise<void> {
+  const source = parseEndpoint(from, 'bridge');
+  const target = parseEndpoint(to, 'bridge');
+  const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
+  const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (typeof log !== 'function') throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
+  if (source.kind === target.kind) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`);
+  }
+  if (signal.aborted) return;
+  const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
+  const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
+  const ring = source.kind === 'shm' ? openReader(ringName) : openWriter(ringName);
+  let nc: NatsConnection | undefined;
+  try {
+    const nats = await loadNats();
+    nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}` });
+    const ctx = watchConnection(nats, nc, address, signal, log, options?.onReady);
+    if (source.kind === 'shm') {
+      if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
+      else await ringToJetStream(ctx, ring as RingReader, address.jetstream);
+    } else {
+      if (address.jetstream === undefined) await coreToRing(ctx, ring as RingWriter);
+      else await jetStreamToRing(ctx, ring as RingWriter, address.jetstream);
+    }
+  } catch (err) {
+    if (!signal.aborted) throw err;
+  } finally {
+    ring.detach();
+    if (nc !== undefined) await closeNats(nc);
+  }
+}
+
+/** Says each outage once; `connected()` waits out an outage (or the abort). */
+function watchConnection(
+  nats: NatsModule, nc: NatsConnection, address: NatsAddress, signal: AbortSignal, log: (line: string) => void, onReady: (() => void) | undefined,
+): Context {
+  let down = false;
+  const waiters: Array<() => void> = [];
+  const reconnected = new Set<() => void>();
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' && !down) {
+        down = true;
+        log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (the ring fills meanwhile)`);
+      } else if (status.type === 'reconnect' && down) {
+        down = false;
+        log(`shmring bridge: reconnected to the NATS server at ${address.server}`);
+        for (const wake of waiters.splice(0)) wake();
+        for (const listener of reconnected) listener();
+      }
+    }
+  })();
+  signal.addEventListener('abort', () => {
+    for (const wake of waiters.splice(0)) wake();
+  }, { once: true });
+  return {
+    nats, nc, address, signal,
+    onReconnect: (listener) => {
+      reconnected.add(listener);
+      return () => reconnected.delete(listener);
+    },
+    ready: () => {
+      const once = onReady;
+      onReady = undefined;
+      once?.();
+    },
+    connected: () => (down && !signal.aborted ? new Promise<void>((resolve) => waiters.push(resolve)) : Promise.resolve()),
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Resolves with `promise`, or rejects with an AbortError when `signal` fires first. */
+function orAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+function typeHeaders(ctx: Context, type: number): MsgHdrs {
+  const h = ctx.nats.headers();
+  h.set(TYPE_HEADER, String(type));
+  return h;
+}
+
+/** The ring message type a NATS message carries (0 when it has none: a plain NATS client's message). */
+function typeOf(headers: MsgHdrs | undefined): number {
+  const value = Number(headers?.get(TYPE_HEADER) || 0);
+  return Number.isInteger(value) && value >= 0 && value <= 0x7fffffff ? value : 0;
+}
+
+/**
+ * Takes a batch from the ring (waiting for the first record when it is
+ * empty) and hands each record to `each` with its end position.
+ */
+async function takeBatch(ring: RingReader, signal: AbortSignal, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
+  const taken = ring.drain((data, offset, length, type) => {
+    each(data.slice(offset, offset + length), type, ring.readPosition);
+  }, BATCH);
+  if (taken > 0) return taken;
+  const first = await ring.read(signal);
+  each(first, ring.lastType, ring.readPosition);
+  return 1;
+}
+
+// ---- ring → NATS ----
+
+async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
+  const { nc, address, signal } = ctx;
+  ctx.ready();
+  while (!signal.aborted) {
+    await ctx.connected();
+    await takeBatch(ring, signal, (bytes, type) => {
+      nc.publish(address.subject, bytes, { headers: typeHeaders(ctx, type) });
+    });
+    // Once per batch: the server has the batch (or the connection dropped: core NATS is at most once).
+    await orAbort(nc.flush(), signal).catch((err: unknown) => {
+      if (signal.aborted) throw err;
+    });
+  }
+}
+
+async function ensureStream(ctx: Context, stream: string): Promise<void> {
+  const jsm = await ctx.nc.jetstreamManager();
+  try {
+    await jsm.streams.info(stream);
+  } catch (err) {
+    if ((err as { api_error?: { err_code?: number } }).api_error?.err_code !== 10059) throw err; // 10059: stream not found
+    await jsm.streams.add({ name: stream, subjects: [ctx.address.subject], duplicate_window: ctx.nats.nanos(DUPLICATE_WINDOW_MS) });
+  }
+}
+
+async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): Promise<void> {
+  const { nc, address, signal } = ctx;
+  await ensureStream(ctx, stream);
+  const js: JetStreamClient = nc.jetstream();
+  ring.hold();
+  ctx.ready();
+  while (!signal.aborted) {
+    await ctx.connected();
+    const acks: Array<Promise<unknown>> = [];
+    const ends: number[] = [];
+    await takeBatch(ring, signal, (bytes, type, end) => {
+      acks.push(js.publish(address.subject, bytes, { headers: typeHeaders(ctx, type), msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
+      ends.push(end);
+    });
+    const settled = await Promise.allSettled(acks);
+    const failed = settled.findIndex((s) => s.status === 'rejected');
+    // Give back what the stream has, up to the first record it does not have.
+    const safe = failed < 0 ? ends.length : failed;
+    if (safe > 0) ring.release(ends[safe - 1]!);
+    if (failed >= 0) {
+      // Publish the rest again, same ids, once NATS is back: the stream drops what it had already.
+      ring.rewind();
+      if (!signal.aborted) await sleep(RETRY_MS, signal);
+    }
+  }
+}
+
+// ---- NATS → ring ----
+
+async function writeInOrder(ring: RingWriter, bytes: Uint8Array, type: number, signal: AbortSignal): Promise<void> {
+  if (!ring.tryWrite(bytes, type)) await ring.write(bytes, type, signal);
+}
+
+async function coreToRing(ctx: Context, ring: RingWriter): Promise<void> {
+  const { nc, address, signal } = ctx;
+  const sub = nc.subscribe(address.subject);
+  signal.addEventListener('abort', () => sub.unsubscribe(), { once: true });
+  await nc.flush(); // the server has the subscription
+  ctx.ready();
+  for await (const msg of sub) {
+    await writeInOrder(ring, msg.data, typeOf(msg.headers), signal);
+  }
+}
+
+/**
+ * The marker (`<ring>.jsbridge`): what the NATS → ring bridge wrote last.
+ *   f64 [0]  COMMITTED  stream sequence of the last message known to be in the ring
+ *   f64 [1]  INTENT     stream sequence of the message being written
+ *   i32 [4]  AT         the ring's producer position before that write
+ * Written AT, then INTENT, then the ring record, then COMMITTED: after a
+ * crash, INTENT > COMMITTED and a producer position other than AT mean the
+ * write happened. (Aligned 8-byte stores: a killed process leaves each whole.)
+ */
+const MARKER_SIZE = 64;
+const COMMITTED = 0;
+const INTENT = 1;
+const AT_I32 = 4;
+
+function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32: Int32Array } {
+  const region = Region.create({ backing: 'posix', name: `${ring.name}.jsbridge`, size: MARKER_SIZE, exclusive: false });
+  const f64 = new Float64Array(region.buffer, 0, 2);
+  const i32 = new Int32Array(region.buffer, 0, MARKER_SIZE / 4);
+  if (f64[INTENT]! > f64[COMMITTED]! && ring.writePosition !== (i32[AT_I32]! >>> 0)) f64[COMMITTED] = f64[INTENT]!;
+  return { region, f64, i32 };
+}
+
+async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
+  const { nc, signal } = ctx;
+  await ensureStream(ctx, stream);
+  const marker = openMarker(ring);
+  try {
+    const durable = `shmring-bridge-${ring.name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    // A pull that was pending when the server went away may never be
+    // answered: after each reconnection the consumer starts again.
+    while (!signal.aborted) {
+      try {
+        await consumeOnce(ctx, ring, stream, durable, marker);
+      } catch (err) {
+        // The ring's own errors (a message too large for it) end the bridge; NATS's are retried.
+        if (signal.aborted || err instanceof ShmringError || err instanceof RangeError) throw err;
+        await sleep(RETRY_MS, signal);
+      }
+      if (!signal.aborted) await ctx.connected();
+    }
+  } finally {
+    marker.region.close();
+  }
+}
+
+async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durable: string, marker: ReturnType<typeof openMarker>): Promise<void> {
+  const { nc, signal } = ctx;
+  const committed = marker.f64[COMMITTED]!;
+  {
+    const jsm = await nc.jetstreamManager();
+    // The consumer restarts after the last message the ring holds: nothing
+    // delivered to a bridge that died is waited for (ack wait) or reordered.
+    await jsm.consumers.delete(stream, durable).catch(() => {});
+    await jsm.consumers.add(stream, {
+      durable_name: durable,
+      ack_policy: ctx.nats.AckPolicy.Explicit,
+      ack_wait: ctx.nats.nanos(ACK_WAIT_MS),
+      max_ack_pending: BATCH,
+      filter_subject: ctx.address.subject,
+      ...(committed > 0
+        ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
+        : { deliver_policy: ctx.nats.DeliverPolicy.All }),
+    });
+    const consumer = await nc.jetstream().consumers.get(stream, durable);
+    const messages = await consumer.consume({ max_messages: BATCH });
+    const stop = (): void => void messages.close();
+    signal.addEventListener('abort', stop, { once: true });
+    const forget = ctx.onReconnect(stop);
+    ctx.ready();
+    try {
+      for await (const msg of messages) {
+        await deliver(ring, marker, msg, signal);
+      }
+    } finally {
+      forget();
+      signal.removeEventListener('abort', stop);
+    }
+  }
+}
+
+async function deliver(ring: RingWriter, marker: ReturnType<typeof openMarker>, msg: JsMsg, signal: AbortSignal): Promise<void> {
+  const seq = msg.seq;
+  if (seq <= marker.f64[COMMITTED]!) {
+    msg.ack(); // in the ring already (a redelivery)
+    return;
+  }
+  Atomics.store(marker.i32, AT_I32, ring.writePosition | 0);
+  marker.f64[INTENT] = seq;
+  await writeInOrder(ring, msg.data, typeOf(msg.headers), signal);
+  marker.f64[COMMITTED] = seq;
+  msg.ack();
+}

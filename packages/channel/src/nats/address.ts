@@ -1,0 +1,72 @@
+/**
+ * Endpoints: `nats://[user:pass@]host[:port]/<subject>[?jetstream=<stream>]`
+ * (a channel's address, or a bridge end) and `shm:<name>` (a POSIX-named
+ * ring, for the bridge). Parsing never touches the network; every mistake
+ * is ERR_SHMRING_INVALID_ENDPOINT with the endpoint in the message.
+ */
+import { ErrorCodes, ShmringTypeError } from '@shmring/core';
+
+export interface NatsAddress {
+  /** `host:port`, as the nats client takes it. */
+  readonly server: string;
+  readonly subject: string;
+  /** The JetStream stream (`?jetstream=`), if any. */
+  readonly jetstream: string | undefined;
+  readonly user: string | undefined;
+  readonly pass: string | undefined;
+  /** The endpoint without credentials, for messages. */
+  readonly text: string;
+}
+
+export const DEFAULT_NATS_PORT = 4222;
+
+function invalid(verb: string, endpoint: string, why: string): ShmringTypeError {
+  return new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `${verb}: '${endpoint}' is not a valid endpoint: ${why}`);
+}
+
+/** A NATS subject or stream name without wildcards: dot-separated tokens of visible characters. */
+function checkSubject(subject: string, verb: string, endpoint: string): void {
+  if (subject.length === 0) throw invalid(verb, endpoint, 'the subject is missing (nats://host:port/<subject>)');
+  for (const token of subject.split('.')) {
+    if (token.length === 0) throw invalid(verb, endpoint, `the subject '${subject}' has an empty token (two dots, or a dot at an end)`);
+    if (token === '*' || token === '>' || /[\s*>]/.test(token)) {
+      throw invalid(verb, endpoint, `the subject '${subject}' has a wildcard or a space; use a plain subject`);
+    }
+  }
+}
+
+export function isNatsEndpoint(endpoint: unknown): endpoint is string {
+  return typeof endpoint === 'string' && endpoint.startsWith('nats:');
+}
+
+/** Parses a nats:// endpoint; `allowJetstream` is for the bridge (a channel has no stream). */
+export function parseNatsAddress(endpoint: string, verb: string, allowJetstream: boolean): NatsAddress {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw invalid(verb, endpoint, 'expected nats://host:port/<subject>');
+  }
+  if (url.protocol !== 'nats:' || url.hostname === '') throw invalid(verb, endpoint, 'expected nats://host:port/<subject>');
+  const port = url.port === '' ? DEFAULT_NATS_PORT : Number(url.port);
+  const subject = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  checkSubject(subject, verb, endpoint);
+  let jetstream: string | undefined;
+  for (const [key, value] of url.searchParams) {
+    if (key !== 'jetstream' || !allowJetstream) {
+      throw invalid(verb, endpoint, `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream>)' : ' (a channel takes none)'}`);
+    }
+    if (!/^[A-Za-z0-9_-]+$/.test(value)) throw invalid(verb, endpoint, `the stream name '${value}' must be letters, digits, '_' or '-'`);
+    jetstream = value;
+  }
+  if (url.hash !== '') throw invalid(verb, endpoint, 'a fragment (#...) means nothing here');
+  const server = `${url.hostname}:${port}`;
+  return {
+    server,
+    subject,
+    jetstream,
+    user: url.username === '' ? undefined : decodeURIComponent(url.username),
+    pass: url.password === '' ? undefined : decodeURIComponent(url.password),
+    text: `nats://${server}/${subject}${jetstream === undefined ? '' : `?jetstream=${jetstream}`}`,
+  };
+}

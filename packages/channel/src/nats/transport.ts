@@ -1,0 +1,274 @@
+/**
+ * One end of a channel over NATS: each record the Channel writes is one
+ * NATS message published to the peer's inbox subject, its record type in the
+ * `Shmring-Type` header; what arrives on this end's inbox queues here until
+ * the Channel's pump takes it. NATS keeps the order of one publisher's
+ * messages to one subscriber, so records arrive in the order they were
+ * written, as on a ring.
+ *
+ * The link (the peer's liveness) is a heartbeat: every `beatMs` each end
+ * publishes an empty message with a reply subject (its own inbox) to the
+ * other's inbox. When the peer's connection is gone, the NATS server itself
+ * answers that heartbeat (and any request) with a "no responders" status, so
+ * a peer that died (its process exited or was killed: its TCP connection
+ * closed) is known within one `beatMs` plus a round trip; a peer that went
+ * silent without its connection closing (its host or network vanished) is
+ * known once nothing came from it for DEAD_AFTER_BEATS of its heartbeats.
+ * A clean close() publishes a CLOSE control message, which comes after
+ * every record sent before it.
+ *
+ * Threading: one thread, the Channel's.
+ */
+import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
+import type { DrainHandler } from '@shmring/ringbuf';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
+import type { Link } from '../link.js';
+import type { RecordReadOptions, RecordSink, RecordSource } from '../transport.js';
+import * as F from '../frames.js';
+
+/** Header carrying a record's (ring message's) type: a decimal integer in [0, 2^31 - 1]. */
+export const TYPE_HEADER = 'Shmring-Type';
+/** Header of the transport's own messages: 'beat' or 'close'. */
+const CONTROL_HEADER = 'Shmring-Control';
+/** A peer silent for this many of its heartbeat periods is dead. */
+export const DEAD_AFTER_BEATS = 3;
+export const DEFAULT_BEAT_MS = 1000;
+/** Bytes of a message kept for headers below the server's max_payload. */
+const HEADER_ROOM = 1024;
+const NO_RESPONDERS = 503;
+
+interface Record {
+  data: Uint8Array;
+  type: number;
+}
+
+type HeadersFn = (typeof import('nats'))['headers'];
+
+export interface NatsEndInit {
+  nc: NatsConnection;
+  headers: HeadersFn;
+  /** This end's inbox subject (subscribed by the constructor). */
+  inbox: string;
+  /** This end's heartbeat period. */
+  beatMs: number;
+  what: string;
+}
+
+export class NatsEnd implements RecordSource, RecordSink {
+  readonly maxMessageLength: number;
+  lastType = 0;
+  /** The peer closed cleanly (its CLOSE came). */
+  closed = false;
+  /** The peer's liveness, for the Channel. */
+  readonly link: Link;
+  #ending = 'its NATS connection ended';
+
+  readonly #nc: NatsConnection;
+  readonly #headers: HeadersFn;
+  readonly #inbox: string;
+  #peer = '';
+  #peerBeatMs = DEFAULT_BEAT_MS;
+  readonly #beatMs: number;
+  readonly #what: string;
+  readonly #sub: Subscription;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  readonly #queue: Record[] = [];
+  #head = 0;
+  #lastHeard = Date.now();
+  #onEnd: (() => void) | undefined;
+  #ended = false;
+  /** This end closed its inbound side. */
+  #stopped = false;
+  #reader: { resolve(data: Uint8Array): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void } | undefined;
+
+  constructor(init: NatsEndInit) {
+    this.#nc = init.nc;
+    this.#headers = init.headers;
+    this.#inbox = init.inbox;
+    this.#beatMs = init.beatMs;
+    this.#what = init.what;
+    this.maxMessageLength = Math.max(1024, (init.nc.info?.max_payload ?? 1 << 20) - HEADER_ROOM);
+    this.#sub = init.nc.subscribe(init.inbox, { callback: (err, msg) => this.#onMessage(err, msg) });
+    const end = this;
+    this.link = {
+      get ending() {
+        return end.#ending;
+      },
+      watch: (onEnd) => {
+        this.#onEnd = onEnd;
+        if (this.#ended) onEnd();
+      },
+      close: () => this.#unlink(),
+    };
+  }
+
+  /** Starts talking to the peer (once its inbox is known from the handshake). */
+  pair(peer: string, peerBeatMs: number): void {
+    this.#peer = peer;
+    this.#peerBeatMs = peerBeatMs;
+    this.#lastHeard = Date.now();
+    if (this.#ended) return;
+    this.#timer = setInterval(() => this.#beat(), this.#beatMs);
+    this.#timer.unref();
+  }
+
+  // ---- inbound ----
+
+  #onMessage(err: Error | null, msg: Msg): void {
+    if (err !== null || this.#ended) return;
+    this.#lastHeard = Date.now();
+    const h = msg.headers;
+    if (h !== undefined && h.code === NO_RESPONDERS && msg.data.length === 0) {
+      this.#end(`its NATS subscription is gone (the server answered "no responders")`);
+      return;
+    }
+    const control = h?.get(CONTROL_HEADER);
+    if (control === 'beat') return;
+    if (control === 'close') {
+      this.closed = true;
+      this.#end('it closed');
+      return;
+    }
+    const type = Number(h?.get(TYPE_HEADER) ?? 0);
+    const record: Record = { data: msg.data, type: Number.isInteger(type) && type >= 0 ? type : -1 };
+    const reader = this.#reader;
+    if (reader !== undefined && this.#head === this.#queue.length) {
+      this.#reader = undefined;
+      reader.signal?.removeEventListener('abort', reader.onAbort);
+      this.lastType = record.type;
+      reader.resolve(record.data);
+      return;
+    }
+    this.#queue.push(record);
+  }
+
+  #shift(): Record | undefined {
+    if (this.#head === this.#queue.length) return undefined;
+    const record = this.#queue[this.#head]!;
+    (this.#queue as unknown[])[this.#head++] = undefined;
+    if (this.#head === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#head = 0;
+    }
+    return record;
+  }
+
+  drain(handler: DrainHandler, limit = Infinity): number {
+    let count = 0;
+    while (count < limit) {
+      const record = this.#shift();
+      if (record === undefined) break;
+      count++;
+      this.lastType = record.type;
+      handler(record.data, 0, record.data.length, record.type);
+    }
+    return count;
+  }
+
+  read(options: RecordReadOptions): Promise<Uint8Array> {
+    const record = this.#shift();
+    if (record !== undefined) {
+      this.lastType = record.type;
+      return Promise.resolve(record.data);
+    }
+    if (this.#stopped || this.closed) return Promise.reject(this.#closedError());
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#reader = undefined;
+        reject(abortError(signal));
+      };
+      this.#reader = { resolve, reject, signal, onAbort };
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  #closedError(): ShmringError {
+    return new ShmringError(ErrorCodes.CLOSED, `${this.#what}: the channel is closed`);
+  }
+
+  #rejectReader(error: Error): void {
+    const reader = this.#reader;
+    if (reader === undefined) return;
+    this.#reader = undefined;
+    reader.signal?.removeEventListener('abort', reader.onAbort);
+    reader.reject(error);
+  }
+
+  // ---- outbound ----
+
+  #publish(bytes: Uint8Array, h: MsgHdrs, reply: string | undefined): void {
+    if (this.#nc.isClosed()) throw new ShmringError(ErrorCodes.CLOSED, `${this.#what}: its NATS connection is closed; nothing more can be sent`);
+    this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
+  }
+
+  tryWrite(bytes: Uint8Array, type: number): boolean {
+    const h = this.#headers();
+    h.set(TYPE_HEADER, String(type));
+    // The client keeps a reference until it flushes: the Channel may reuse its bytes at once.
+    // A request carries this end's inbox as its reply subject, so a peer that is gone gets "no responders" back.
+    this.#publish(new Uint8Array(bytes), h, (type & F.KIND_MASK) === F.REQUEST ? this.#inbox : undefined);
+    return true;
+  }
+
+  write(bytes: Uint8Array, options: { type: number }): Promise<void> {
+    try {
+      this.tryWrite(bytes, options.type);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /** NATS batches on its own (one socket write per event-loop turn). */
+  cork(): void {}
+  uncork(): void {}
+
+  #control(what: 'beat' | 'close', reply: string | undefined): void {
+    const h = this.#headers();
+    h.set(CONTROL_HEADER, what);
+    try {
+      this.#publish(new Uint8Array(0), h, reply);
+    } catch {
+      // The connection is closed: the peer learns it from the silence.
+    }
+  }
+
+  #beat(): void {
+    if (this.#ended) return;
+    const silent = Date.now() - this.#lastHeard;
+    if (silent > DEAD_AFTER_BEATS * this.#peerBeatMs) {
+      this.#end(`nothing came from it for ${silent} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
+      return;
+    }
+    this.#control('beat', this.#inbox);
+  }
+
+  // ---- the link ----
+
+  #end(ending: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#ending = ending;
+    clearInterval(this.#timer);
+    this.#sub.unsubscribe();
+    this.#onEnd?.();
+  }
+
+  /** Stops this end (RecordSink.close, RecordSource.close): tells the peer, after everything sent so far. */
+  close(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (!this.#ended) this.#control('close', undefined);
+    this.#rejectReader(this.#closedError());
+  }
+
+  /** Stops the heartbeat and the subscription. */
+  #unlink(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    clearInterval(this.#timer);
+    this.#sub.unsubscribe();
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What a Channel needs of the records it exchanges with its peer: the
+ * consumer verbs of its inbound SpscRing (RecordSource) and the producer
+ * verbs of its outbound one (RecordSink). An SpscRing is both, structurally;
+ * the NATS transport (nats/transport.ts) is the other implementation, so one
+ * Channel class carries the frames, requests, timeouts, cancellations and
+ * remote errors of both.
+ */
+import type { DrainHandler } from '@shmring/ringbuf';
+
+export interface RecordReadOptions {
+  signal: AbortSignal | undefined;
+  peerTimeoutMs: number;
+  poll: number | undefined;
+}
+
+export interface RecordWriteOptions {
+  type: number;
+  signal: AbortSignal;
+  peerTimeoutMs: number;
+  poll: number | undefined;
+}
+
+export interface RecordSource {
+  /** Hands each waiting record to `handler`, up to `limit`; never waits. */
+  drain(handler: DrainHandler, limit?: number): number;
+  /** The next record (its type goes to `lastType`); rejects ERR_SHMRING_CLOSED once the peer closed and all was taken. */
+  read(options: RecordReadOptions): Promise<Uint8Array>;
+  readonly lastType: number;
+  /** The peer closed its end cleanly (what it sent before stays readable). */
+  readonly closed: boolean;
+  close(): void;
+}
+
+export interface RecordSink {
+  /** Writes one record now, or returns false when there is no room. */
+  tryWrite(bytes: Uint8Array, type: number): boolean;
+  /** Writes one record, waiting for room. */
+  write(bytes: Uint8Array, options: RecordWriteOptions): Promise<void>;
+  /** Holds records back until uncork() (a batch costs the peer one wake-up). */
+  cork(): void;
+  uncork(): void;
+  /** Largest record payload; larger values are split. */
+  readonly maxMessageLength: number;
+  /** Tells the peer this end closed. */
+  close(): void;
+}

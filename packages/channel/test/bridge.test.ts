@@ -1,0 +1,254 @@
+/**
+ * The ring ↔ NATS bridge against a real nats-server: ring → NATS → ring in
+ * order with nothing lost; with JetStream, exactly once while the bridges
+ * are SIGKILLed and restarted and the server restarted mid-stream; the ring
+ * fills (back-pressure) while the server is down, and the bridge says so
+ * once per outage; endpoints that are wrong or lead nowhere give typed
+ * errors that name them.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { ErrorCodes, Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
+import { bridge } from '../src/index.js';
+import { rejectsWith, sleep, waitUntil } from './helpers.js';
+import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
+
+const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
+const CAPACITY = 1 << 16;
+
+let ringCounter = 0;
+const regions: Region[] = [];
+const names: string[] = [];
+
+/** A fresh POSIX-named SpscRing; removed (with a bridge's marker) after the test. */
+function makeRing(): { name: string; ring: SpscRing } {
+  const name = `shmring-bridge-test-${process.pid}-${++ringCounter}`;
+  const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: CAPACITY }) });
+  regions.push(region);
+  names.push(name, `${name}.jsbridge`);
+  return { name, ring: SpscRing.create(region, { capacity: CAPACITY }) };
+}
+
+function cleanRings(): void {
+  for (const region of regions.splice(0)) region.close();
+  for (const name of names.splice(0)) {
+    try {
+      Region.open({ backing: 'posix', name }).unlink();
+    } catch {
+      // never made
+    }
+  }
+}
+
+function message(i: number): Uint8Array {
+  const bytes = new Uint8Array(16);
+  new DataView(bytes.buffer).setUint32(0, i, true);
+  bytes.fill(i & 0xff, 4);
+  return bytes;
+}
+
+/** Writes messages 0..count-1 (type i % 7) as the ring lets it. */
+async function produce(ring: SpscRing, count: number, signal: AbortSignal): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const bytes = message(i);
+    if (!ring.tryWrite(bytes, i % 7)) await ring.write(bytes, { type: i % 7, signal, peerTimeoutMs: Infinity });
+  }
+}
+
+/** Reads `count` messages and checks each is the next one, whole, with its type. */
+async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal): Promise<void> {
+  let next = 0;
+  while (next < count) {
+    const bytes = await ring.read({ signal, peerTimeoutMs: Infinity });
+    const i = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
+    assert.equal(i, next, `message ${next} expected, got ${i} (a loss, a duplicate or a reordering)`);
+    assert.equal(ring.lastType, i % 7, `message ${i} lost its type`);
+    assert.equal(bytes.length, 16);
+    assert.ok(bytes.subarray(4).every((b) => b === (i & 0xff)), `message ${i} changed`);
+    next++;
+  }
+}
+
+/** `shmring-bridge from to` as a child process; resolves once it runs. */
+class BridgeProcess {
+  child!: ChildProcess;
+  stderr = '';
+  constructor(readonly from: string, readonly to: string) {}
+  async start(): Promise<void> {
+    this.child = spawn(process.execPath, [BRIDGE_BIN, this.from, this.to], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stderr += chunk;
+    });
+    await waitUntil(() => this.stderr.includes(': running') || this.child.exitCode !== null, `the bridge ${this.from} → ${this.to} to start`);
+    assert.ok(this.child.exitCode === null, `the bridge exited: ${this.stderr}`);
+  }
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = once(this.child, 'exit');
+    this.child.kill(signal);
+    await exited;
+  }
+}
+
+describe('bridge', function () {
+  this.timeout(60_000);
+  let nats: NatsServer;
+  const stop = new AbortController();
+  let controller: AbortController;
+  const children: BridgeProcess[] = [];
+
+  before(async function () {
+    skipWithoutNats(this);
+    nats = await sharedNats();
+  });
+
+  beforeEach(function () {
+    controller = new AbortController();
+  });
+
+  afterEach(async function () {
+    controller.abort();
+    await Promise.all(children.splice(0).map((c) => c.kill()));
+    cleanRings();
+  });
+
+  after(() => stop.abort());
+
+  it('100 k messages ring → NATS → ring arrive in order, none lost, each with its type', async function () {
+    const a = makeRing();
+    const b = makeRing();
+    const subject = uniqueSubject('bridge');
+    const N = 100_000;
+    const running: Array<Promise<void>> = [];
+    await new Promise<void>((ready) => running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready })));
+    await new Promise<void>((ready) => running.push(bridge(`shm:${a.name}`, nats.url(subject), { signal: controller.signal, onReady: ready })));
+    await Promise.all([produce(a.ring, N, controller.signal), consumeInOrder(b.ring, N, controller.signal)]);
+    controller.abort();
+    await Promise.all(running);
+  });
+
+  it('JetStream: exactly once, in order, while each bridge is SIGKILLed and restarted and the server restarted mid-stream', async function () {
+    // Its own server: the restart must not disturb the other tests.
+    const own = await NatsServer.start();
+    try {
+      const a = makeRing();
+      const b = makeRing();
+      const stream = `S${process.pid}_${ringCounter}`;
+      const url = own.url(uniqueSubject('js'), `?jetstream=${stream}`);
+      const out = new BridgeProcess(`shm:${a.name}`, url);
+      const into = new BridgeProcess(url, `shm:${b.name}`);
+      children.push(out, into);
+      await out.start();
+      await into.start();
+      const N = 10_000;
+      let received = 0;
+      const producing = produce(a.ring, N, controller.signal);
+      const consuming = (async () => {
+        let next = 0;
+        while (next < N) {
+          const bytes = await b.ring.read({ signal: controller.signal, peerTimeoutMs: Infinity });
+          const i = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
+          assert.equal(i, next, `message ${next} expected, got ${i}`);
+          assert.equal(b.ring.lastType, i % 7);
+          received = ++next;
+        }
+      })();
+      const failed = Promise.race([producing, consuming]).then(() => new Promise(() => {}));
+      const at = async (count: number): Promise<void> => {
+        await Promise.race([waitUntil(() => received >= count, `${count} messages through`, 30_000), failed]);
+      };
+      await at(N * 0.2);
+      await out.kill();
+      await out.start();
+      await at(N * 0.4);
+      await into.kill();
+      await into.start();
+      await at(N * 0.6);
+      await own.stop();
+      await sleep(300);
+      await own.restart();
+      await at(N * 0.8);
+      await out.kill();
+      await out.start();
+      await into.kill();
+      await into.start();
+      await Promise.all([producing, consuming]);
+      // Nothing more comes: no duplicate after the last one.
+      await sleep(500);
+      assert.equal(b.ring.tryRead(), null, 'a message came after the last one (a duplicate)');
+      assert.match(out.stderr + into.stderr, /lost the NATS server/);
+    } finally {
+      controller.abort();
+      await Promise.all(children.splice(0).map((c) => c.kill()));
+      await own.dispose();
+    }
+  });
+
+  it('while the server is down the ring fills (its producer sees back-pressure); the bridge says so once, reconnects and drains it', async function () {
+    const own = await NatsServer.start();
+    const lines: string[] = [];
+    try {
+      const a = makeRing();
+      const subject = uniqueSubject('down');
+      const running = new Promise<void>((ready, fail) => {
+        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(fail);
+      });
+      await running;
+      await own.stop();
+      await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+      // The ring fills: the producer's tryWrite returns false.
+      let written = 0;
+      await waitUntil(() => {
+        while (a.ring.tryWrite(message(written), 0)) written++;
+        return true;
+      }, 'the ring to fill');
+      // The bridge may take what its last wait was for; after that, nothing.
+      await sleep(300);
+      while (a.ring.tryWrite(message(written), 0)) written++;
+      await sleep(500);
+      assert.equal(a.ring.tryWrite(message(written), 0), false, 'the ring is still full while NATS is down');
+      assert.equal(lines.length, 1, `said once per outage, not per message: ${JSON.stringify(lines)}`);
+      assert.match(lines[0]!, new RegExp(`lost the NATS server at 127.0.0.1:${own.port}`));
+      await own.restart();
+      await waitUntil(() => lines.length === 2, 'the bridge to say it reconnected', 15_000);
+      assert.match(lines[1]!, /reconnected/);
+      await waitUntil(() => a.ring.tryWrite(message(written), 0), 'the ring to drain once NATS is back', 15_000);
+    } finally {
+      controller.abort();
+      await own.dispose();
+    }
+  });
+
+  describe('endpoints', function () {
+    for (const [from, to, why] of [
+      ['shm:a', 'shm:b', /one on each side/],
+      ['shm:', 'nats://127.0.0.1:4222/x', /shm:<name>/],
+      ['shm:a', 'nats://127.0.0.1:4222/x?stream=S', /unknown option 'stream'/],
+      ['tcp://127.0.0.1:1/x', 'shm:a', /expected shm:<name> or nats:/],
+    ] as const) {
+      it(`bridge('${from}', '${to}') rejects with ERR_SHMRING_INVALID_ENDPOINT naming the endpoint`, async function () {
+        const err = await rejectsWith(bridge(from, to), ErrorCodes.INVALID_ENDPOINT, why);
+        assert.ok(err.message.includes(from) || err.message.includes(to), err.message);
+      });
+    }
+
+    it('a NATS server that does not answer: ERR_SHMRING_UNREACHABLE naming it', async function () {
+      const a = makeRing();
+      const port = await freePort();
+      await rejectsWith(bridge(`shm:${a.name}`, `nats://127.0.0.1:${port}/x`), ErrorCodes.UNREACHABLE, `127.0.0.1:${port}`);
+    });
+
+    it('shmring bridge (the ringbuf CLI) runs the bridge of @shmring/channel, and exits 2 with its usage on bad arguments', async function () {
+      const cli = fileURLToPath(new URL('../../../ringbuf/bin/shmring.js', import.meta.url));
+      const child = spawn(process.execPath, [cli, 'bridge', 'only-one'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, /usage: shmring bridge <from> <to>/);
+    });
+  });
+});
