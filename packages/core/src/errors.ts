@@ -64,6 +64,8 @@ export const ErrorCodes = {
   UNREACHABLE: 'ERR_SHMRING_UNREACHABLE',
   /** connect over NATS: nobody listens on the subject (NATS answered "no responders"). */
   NO_SERVER: 'ERR_SHMRING_NO_SERVER',
+  /** requireSealed: the region's file could still be changed by a peer (not sealed against writing, shrinking and growing). */
+  NOT_SEALED: 'ERR_SHMRING_NOT_SEALED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

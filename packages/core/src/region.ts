@@ -116,12 +116,33 @@ export interface OpenOptions {
 
 export interface FromFdOptions {
   readOnly?: boolean;
+  /**
+   * Accept only a memfd that no process can change any more: sealed
+   * against writing (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), shrinking and
+   * growing; anything else is ERR_SHMRING_NOT_SEALED. An accepted region is
+   * mapped read-only whatever `readOnly` says. Default false.
+   */
+  requireSealed?: boolean;
+}
+
+export interface SnapshotOptions {
+  /** Bytes of the snapshot: required with a fill function; default bytes.length (at least 1). */
+  size?: number;
+  /** A label shown in /proc/<pid>/fd; default 'shmring-snapshot'. */
+  name?: string;
 }
 
 /** Linux seal bits (fcntl F_ADD_SEALS). */
 const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 const F_SEAL_GROW = 0x4;
+const F_SEAL_WRITE = 0x8;
+const F_SEAL_FUTURE_WRITE = 0x10;
+/** What requireSealed asks of a region: no write (either seal), no shrink, no grow. */
+function immutable(seals: number | undefined): boolean {
+  return seals !== undefined && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0
+    && (seals & F_SEAL_SHRINK) !== 0 && (seals & F_SEAL_GROW) !== 0;
+}
 
 /** Largest region we map: far above any ring, far below what a size_t or a double can hold. */
 const MAX_REGION_SIZE = 2 ** 40;
@@ -313,7 +334,7 @@ function fromFdHint(code: string): string | undefined {
 }
 
 /** Region.#adopt, handed out by Region's static block (adoptFd needs the private constructor's path). */
-let adoptFdImpl: (fd: number, readOnly: boolean) => Region;
+let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object: string) => Region;
 
 /**
  * Maps an fd that nobody else holds (received by receiveRegion, or the
@@ -323,7 +344,7 @@ let adoptFdImpl: (fd: number, readOnly: boolean) => Region;
 export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${fd}`): Region {
   return withFd(fd, () => {
     try {
-      return adoptFdImpl(fd, options.readOnly === true);
+      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
     } catch (err) {
       failOn(err, 'Region.fromFd of', { object }, fromFdHint);
     }
@@ -587,23 +608,79 @@ export class Region {
   }
 
   /** Maps `fd` and owns it from the start (see adoptFd). */
-  static #adopt(fd: number, readOnly: boolean): Region {
-    const size = Region.#existingSize(fd);
+  static #adopt(fd: number, readOnly: boolean, requireSealed: boolean, object: string): Region {
     let seals: number | undefined;
     try {
       seals = backend().getSeals(fd);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EINVAL') throw err;
     }
+    if (requireSealed && !immutable(seals)) {
+      throw new ShmringError(ErrorCodes.NOT_SEALED, seals === undefined
+        ? `${object} is not a memfd: it cannot be sealed, and whoever can open its file can change it; ask the peer for a Region.snapshot()`
+        : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`);
+    }
+    const size = Region.#existingSize(fd);
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
-    // An fd that supports seals is a memfd; anything else we treat as a file.
-    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly, {});
+    // An fd that supports seals is a memfd; anything else we treat as a file. A sealed one maps read-only:
+    // a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
+    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly || requireSealed, {});
   }
 
   static {
-    adoptFdImpl = (fd, readOnly) => Region.#adopt(fd, readOnly);
+    adoptFdImpl = (fd, readOnly, requireSealed, object) => Region.#adopt(fd, readOnly, requireSealed, object);
+  }
+
+  /**
+   * A sealed snapshot: a memfd of `bytes` (or of `size` bytes that `fill`
+   * writes through a view), sealed with F_SEAL_WRITE, F_SEAL_SHRINK,
+   * F_SEAL_GROW and F_SEAL_SEAL, and mapped read-only. The kernel itself
+   * keeps it immutable: no process, this one included, can write, resize or
+   * unseal it, so a peer that receives it (sendRegion, or its fd inherited
+   * or passed to a worker) and maps it with `requireSealed: true` may use it
+   * directly, without a copy or a check of its contents.
+   */
+  static snapshot(content: Uint8Array | ((view: Uint8Array) => void), options: SnapshotOptions = {}): Region {
+    const fill = typeof content === 'function' ? content : undefined;
+    if (fill === undefined && !(content instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot needs a Uint8Array or a function (view) => void that fills it');
+    }
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot: options must be an object');
+    }
+    const bytes = fill === undefined ? (content as Uint8Array) : undefined;
+    if (fill !== undefined && options.size === undefined) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot with a fill function needs options.size (bytes)');
+    }
+    const size = checkSize(options.size ?? bytes!.length);
+    if (bytes !== undefined && bytes.length > size) {
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Region.snapshot: ${bytes.length} bytes do not fit size=${size}`);
+    }
+    const label = options.name ?? 'shmring-snapshot';
+    if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+    let fd: number;
+    try {
+      fd = backend().memfdCreate(label);
+    } catch (err) {
+      failOn(err, 'Region.snapshot of', { object: `memfd '${label}'` });
+    }
+    return withFd(fd, () => {
+      fs.ftruncateSync(fd, size);
+      // Filled through a writable mapping of our own, unmapped before the seal: F_SEAL_WRITE
+      // is refused (EBUSY) while any writable shared mapping of the file exists.
+      const scratch = backend().mmap(fd, size, true, false);
+      try {
+        const view = new Uint8Array(scratch);
+        if (fill !== undefined) fill(view);
+        else view.set(bytes!);
+      } finally {
+        backend().munmap(scratch);
+      }
+      backend().addSeals(fd, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+      return Region.#map('memfd', fd, size, true, {});
+    });
   }
 
   /** Wraps a SharedArrayBuffer (e.g. one received from a worker). */

@@ -45,9 +45,9 @@ import { publishHeld } from './held.js';
 import * as L from './layout.js';
 import { MpmcQueue } from './mpmc.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
-import { Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { checkWaitOptions, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import { SpscRing } from './spsc.js';
-import { checkPeriodOf, deadlineOf, DEFAULT_PEER_TIMEOUT_MS, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
+import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -65,10 +65,11 @@ export interface SelectOptions {
    */
   signal?: AbortSignal;
   /**
-   * How soon a wait notices that the process on the other side of one of the
-   * SpscRings died (ERR_SHMRING_PEER_DEAD, with the entry's `index`), in ms.
-   * Default 1000; Infinity never checks. MpmcQueues recover the slots of dead
-   * sides instead, as their own waits do. select is checked by the thread's
+   * How soon a wait notices that the other side of one of the queues is gone
+   * (ERR_SHMRING_PEER_DEAD, with the entry's `index`), in ms: an SpscRing's
+   * peer, or every producer (consumer) of a MpmcQueue, which also recovers
+   * the slots of dead sides, as its own waits do. Default 1000; Infinity
+   * never checks. select is checked by the thread's
    * watchdog, selectSync between naps of a quarter of it.
    */
   peerTimeoutMs?: number;
@@ -133,6 +134,18 @@ const NO_SLOTS = new Int32Array(0);
 function closedError(index: number, what: string): ShmringError {
   return new ShmringError(ErrorCodes.CLOSED,
     `${what}: entry ${index} is a queue this side closed (or whose region is closed); it can never be ready`);
+}
+
+/**
+ * What a wait that failed throws: a region closed under it detaches the
+ * views, and the wait's last Atomics on them (withdrawing its
+ * announcement) throw a raw TypeError, reported as ERR_SHMRING_CLOSED for
+ * the entry whose memory went.
+ */
+function detachedFailure(call: Call, err: unknown, what: string): unknown {
+  if (!(err instanceof TypeError) || (err as { code?: unknown }).code !== undefined) return err;
+  const index = call.probes.findIndex((p) => p.ctl.length === 0);
+  return index >= 0 ? closedError(index, what) : err;
 }
 
 /**
@@ -212,13 +225,13 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
       `${what}: ${entries.length} entries; it waits on at most ${most} (futex_waitv's limit)`);
   }
+  checkWaitOptions(options, what); // each option's type and range, with its class, before anything else
+  if (options?.peerTimeoutMs === 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: peerTimeoutMs=0 must be a number of ms > 0 (or Infinity)`);
+  }
   const probes = entries.map((entry, i) => probeOf(entry, i, what));
   const started = performance.now();
   const deadline = deadlineOf(options, started);
-  const peer = options?.peerTimeoutMs ?? DEFAULT_PEER_TIMEOUT_MS;
-  if (typeof peer !== 'number' || !(peer > 0)) {
-    throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `peerTimeoutMs=${String(peer)} must be a number > 0 (or Infinity)`);
-  }
   return { probes, started, deadline, checkMs: checkPeriodOf(options) };
 }
 
@@ -430,6 +443,14 @@ const pollPacer = new PollPacer();
 export function selectSync(entries: readonly SelectEntry[], options?: SelectOptions): number {
   const what = 'selectSync';
   const call = checkCall(entries, options, what, MAX_WAIT_ANY);
+  try {
+    return selectSyncChecked(entries, options, call, what);
+  } catch (err) {
+    throw detachedFailure(call, err, what);
+  }
+}
+
+function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptions | undefined, call: Call, what: string): number {
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
   const first = scan(call.probes, start);
@@ -479,6 +500,14 @@ export function selectSync(entries: readonly SelectEntry[], options?: SelectOpti
 export async function select(entries: readonly SelectEntry[], options?: SelectOptions): Promise<number> {
   const what = 'select';
   const call = checkCall(entries, options, what, Infinity);
+  try {
+    return await selectChecked(entries, options, call, what);
+  } catch (err) {
+    throw detachedFailure(call, err, what);
+  }
+}
+
+async function selectChecked(entries: readonly SelectEntry[], options: SelectOptions | undefined, call: Call, what: string): Promise<number> {
   const pollMicros = pollPacer.pollMicros(options?.poll);
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);

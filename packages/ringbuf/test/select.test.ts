@@ -464,6 +464,44 @@ describe('select', () => {
         closeAll([other]);
       }
     });
+    it('a pending select whose (memfd) region is closed under it rejects with ERR_SHMRING_CLOSED, not a TypeError', async function () {
+      needMemfd('memfd', this);
+      const ring = makeRing('memfd', 'spsc');
+      const other = makeRing('sab', 'spsc');
+      try {
+        const pending = select([other.queue, ring.queue], { timeoutMs: 10_000 });
+        await sleep(50); // parked
+        ring.region.close();
+        await assert.rejects(pending, (err: ShmringError) => {
+          assert.equal(err.code, ErrorCodes.CLOSED, String(err));
+          assert.match(err.message, /entry 1/);
+          return true;
+        });
+      } finally {
+        closeAll([other]);
+      }
+    });
+
+    it('each wrong option: its class and ERR_SHMRING_INVALID_ARGUMENT, naming it, from select and selectSync alike', async () => {
+      const rings = [makeRing('sab', 'spsc')];
+      try {
+        const cases: [Record<string, unknown>, typeof ShmringTypeError | typeof ShmringRangeError, RegExp][] = [
+          [{ timeoutMs: -1 }, ShmringRangeError, /timeoutMs=-1/],
+          [{ timeoutMs: '5' }, ShmringTypeError, /timeoutMs="5"/],
+          [{ peerTimeoutMs: Number.NaN }, ShmringRangeError, /peerTimeoutMs=NaN/],
+          [{ peerTimeoutMs: 0 }, ShmringRangeError, /peerTimeoutMs=0/],
+          [{ signal: {} }, ShmringTypeError, /signal=/],
+          [{ spin: Infinity }, ShmringRangeError, /spin=Infinity/],
+        ];
+        for (const [options, type, message] of cases) {
+          const check = (err: unknown): boolean => err instanceof type && (err as ShmringError).code === ErrorCodes.INVALID_ARGUMENT && message.test((err as Error).message);
+          assert.throws(() => selectSync(rings.map((r) => r.queue), options), check, JSON.stringify(options));
+          await assert.rejects(select(rings.map((r) => r.queue), options), check, JSON.stringify(options));
+        }
+      } finally {
+        closeAll(rings);
+      }
+    });
   });
 
   describe('no lost wake-up', () => {
