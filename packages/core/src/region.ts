@@ -721,6 +721,31 @@ export class Region {
     return this.#fd;
   }
 
+  /**
+   * Makes what was written to the region durable against a machine crash,
+   * as msync(MS_SYNC) does: for a 'file' region the Promise resolves once
+   * the file's dirty pages (written through any mapping of it) and its size
+   * are on the device (fdatasync, in libuv's thread pool: the event loop
+   * goes on meanwhile). With `{ async: true }` it resolves at once: that is
+   * msync(MS_ASYNC) on Linux, where the kernel writes dirty pages of a
+   * shared mapping back on its own schedule (vm.dirty_expire_centisecs,
+   * 30 s by default) and MS_ASYNC starts nothing sooner. 'memfd', 'posix'
+   * and 'sab' regions live in memory only: there is nothing to write back,
+   * and it resolves at once. ERR_SHMRING_CLOSED once the region is closed.
+   */
+  async sync(options: { async?: boolean } = {}): Promise<void> {
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'region.sync: options must be an object');
+    }
+    const fd = this.fd; // throws ERR_SHMRING_CLOSED for a closed region
+    if (this.backing !== 'file' || options.async === true) return;
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      failOn(err, 'region.sync() of', this.#described(fd));
+    }
+  }
+
   /** True once close() ran. */
   get closed(): boolean {
     return this.#buffer === undefined;
