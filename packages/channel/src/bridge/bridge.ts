@@ -27,7 +27,7 @@
  * The connection reconnects by itself for ever; each outage is said once on
  * the log (stderr by default), when it starts and when it ends.
  */
-import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError } from '@shmring/core';
+import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
 import { checkSignal } from '../options.js';
 import { closeNats, loadNats, openNats } from '../nats/connection.js';
@@ -42,6 +42,14 @@ export interface BridgeOptions {
   log?: (line: string) => void;
   /** Called once the bridge is connected and subscribed (NATS → ring) or about to drain (ring → NATS). */
   onReady?: () => void;
+  /**
+   * µs the bridge's ring waits look for the next record (or for room)
+   * between event-loop turns before they park (the `poll` option of
+   * @shmring/ringbuf's Promise verbs; default its default, 50 µs). A window
+   * longer than the gaps between messages spares each message the wake-up
+   * of a parked bridge, for a CPU kept busy while they come.
+   */
+  poll?: number;
 }
 
 /** Ring records per batch (ring → NATS) and unacknowledged messages per consumer (NATS → ring). */
@@ -71,13 +79,17 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
   const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (typeof log !== 'function') throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
+  const poll = options?.poll;
+  if (poll !== undefined && !(typeof poll === 'number' && poll >= 0)) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `bridge: poll=${String(poll)} must be a number of microseconds >= 0`);
+  }
   if (source.kind === target.kind) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`);
   }
   if (signal.aborted) return;
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
-  const ring = source.kind === 'shm' ? openReader(ringName) : openWriter(ringName);
+  const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);
   let nc: NatsConnection | undefined;
   try {
     const nats = await loadNats();
