@@ -3,7 +3,7 @@
  * role, argv[3] a JSON object of options; each prints `ready` once it can
  * be measured.
  *
- *   bridge    bridge(from, to) from @shmring/channel, as `shmring bridge` runs it;
+ *   bridge    bridge(from, to, { poll }) from @shmring/channel, as `shmring bridge` runs it;
  *             SIGTERM aborts it and the process ends normally (so that
  *             SHMRING_BRIDGE_NODE_ARGS='--cpu-prof …' writes its profile).
  *   publish   (child_process.fork) the baseline: the nats client alone publishing
@@ -12,14 +12,21 @@
  *             batches of `batch` publishes followed by one flush, as the bridge
  *             does. 'run' starts the loop, 'stop' stops it and is answered with
  *             { published }; 'exit' closes the connection and ends the process.
+ *   source    (child_process.fork) the latency row's sender: the producer of the rings
+ *             `rings` (by contender) and a nats connection. { via, count, gapMs } sends
+ *             `count` messages of `size` bytes, one every gapMs, each stamped with its
+ *             sequence number and process.hrtime at hand-over, into the ring of `via`
+ *             or, via 'nats', published on `subject`; then answers 'done'. 'exit' ends it.
  */
 import { randomFillSync } from 'node:crypto';
 import { bridge } from '@shmring/channel';
+import { Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
 import { connect, headers } from 'nats';
 import { exitWithParent } from './harness.js';
 
 const role = process.argv[2];
-const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; server?: string; subject?: string; size?: number; batch?: number };
+const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; poll?: number; rings?: Record<string, string>; server?: string; subject?: string; size?: number; batch?: number };
 
 function ready(): void {
   process.stdout.write('ready\n');
@@ -28,7 +35,7 @@ function ready(): void {
 async function runBridge(): Promise<void> {
   const stop = new AbortController();
   process.once('SIGTERM', () => stop.abort());
-  await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready });
+  await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready, poll: options.poll });
 }
 
 async function publisher(): Promise<void> {
@@ -62,9 +69,43 @@ async function publisher(): Promise<void> {
   ready();
 }
 
+async function source(): Promise<void> {
+  const regions = new Map(Object.entries(options.rings!).map(([via, name]) => [via, Region.open({ backing: 'posix', name })]));
+  const rings = new Map([...regions].map(([via, region]) => [via, SpscRing.attach(region)]));
+  const nc = await connect({ servers: options.server!, name: 'shmring bench latency source' });
+  const h = headers();
+  h.set('Shmring-Type', '1');
+  const payload = new Uint8Array(options.size!);
+  const view = new DataView(payload.buffer);
+  const seq = new Map<string, number>();
+  process.on('message', (m: 'exit' | { via: string; count: number; gapMs: number }) => {
+    if (m === 'exit') {
+      void nc.close().then(() => {
+        for (const region of regions.values()) region.close();
+        process.exit(0);
+      });
+      return;
+    }
+    void (async () => {
+      for (let i = 0; i < m.count; i++) {
+        await new Promise((resolve) => setTimeout(resolve, m.gapMs));
+        const n = seq.get(m.via) ?? 0;
+        seq.set(m.via, n + 1);
+        view.setUint32(0, n, true);
+        view.setBigUint64(8, process.hrtime.bigint(), true);
+        if (m.via === 'nats') nc.publish(options.subject!, payload, { headers: h });
+        else if (!rings.get(m.via)!.tryWrite(payload, 1)) throw new Error(`latency source: the ring of ${m.via} is full`);
+      }
+      process.send!('done');
+    })();
+  });
+  ready();
+}
+
 exitWithParent();
 switch (role) {
   case 'bridge': await runBridge(); break;
   case 'publish': await publisher(); break;
+  case 'source': await source(); break;
   default: throw new Error(`bridge-peer: unknown role ${role}`);
 }

@@ -16,17 +16,21 @@
  *            read from its /varz before and after each block, so both contenders are
  *            counted in the same way. Blocks alternate between the contenders, the
  *            order rotating; a rate is the median of the blocks' rates.
- *   latency  one 64-byte message in flight at a time, from the moment this process
- *            hands it over to the moment its subscription (a connection of this
- *            process) receives it: p50, p99. bridge: ring.tryWrite → bridge process
- *            → nats-server → subscriber; nats: publish on a second connection of this
- *            process → nats-server → subscriber. The difference of the p50s is what
- *            the bridge adds to a NATS hop. Blocks of messages alternate as above.
+ *   latency  one 64-byte message every gapMs (a sparse stream: every side has parked
+ *            in between), from a source process (bridge-peer.ts) to a subscription
+ *            of this process: p50, p99. bridge: the source writes it into the ring
+ *            (tryWrite) → bridge process → nats-server → subscriber; nats: the source
+ *            publishes it → nats-server → subscriber. Each message carries the
+ *            source's process.hrtime (CLOCK_MONOTONIC, one clock for every process of
+ *            the machine) when it was handed over; the subscriber subtracts it from its
+ *            own at arrival. The difference of the p50s is what the bridge adds to a
+ *            NATS hop. bridge-poll: the same through a second ring and bridge process
+ *            started with { poll: BRIDGE_POLL_US }. Blocks of messages alternate as above.
  */
 import { randomFillSync } from 'node:crypto';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import { connect, headers, type Msg, type NatsConnection } from 'nats';
+import { connect, type Msg, type NatsConnection } from 'nats';
 import { processCpuNs } from './channel.js';
 import { percentiles, Samples, startPeer, type Peer } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
@@ -57,7 +61,7 @@ const BRIDGE_NODE_ARGS = (process.env.SHMRING_BRIDGE_NODE_ARGS ?? '').split(' ')
 
 export interface BridgeParams {
   tput: { sizes: number[]; warmupMs: number; blocks: number; blockMs: number };
-  latency: { warmup: number; blocks: number; perBlock: number };
+  latency: { warmup: number; blocks: number; perBlock: number; gapMs: number };
 }
 
 export interface Outcome {
@@ -97,8 +101,8 @@ class NamedRing {
 }
 
 /** Starts a bridge process `from` → `to` and waits until it is ready (or fails with its exit). */
-async function startBridge(from: string, to: string): Promise<Peer> {
-  const peer = startPeer('bridge', [], { from, to }, { script: PEER, nodeArgs: BRIDGE_NODE_ARGS });
+async function startBridge(from: string, to: string, poll?: number): Promise<Peer> {
+  const peer = startPeer('bridge', [], poll === undefined ? { from, to } : { from, to, poll }, { script: PEER, nodeArgs: BRIDGE_NODE_ARGS });
   await peer.ready;
   if (peer.child.exitCode !== null) throw new Error(`the bridge ${from} → ${to} exited before it was ready`);
   return peer;
@@ -281,100 +285,106 @@ async function tputRow(p: BridgeParams['tput']): Promise<Outcome> {
 
 // ---- latency ----
 
-/** The subscriber: resolves `next()` with the arrival time of the message carrying `seq`. */
+/** Offsets in a latency message: its sequence number, and when the source handed it over (process.hrtime, ns). */
+const SEQ_AT = 0;
+const SENT_AT = 8;
+
+/** The subscriber: one latency sample per message, `process.hrtime` at arrival less the stamp the source put in it. */
 class Arrivals {
-  #waiting: { seq: number; resolve: (at: number) => void; reject: (e: Error) => void } | undefined;
+  samples: Samples | undefined;
+  received = 0;
+  lastSeq = -1;
+  gaps = 0;
 
   receive(msg: Msg): void {
-    const at = performance.now();
-    const seq = new DataView(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength).getUint32(0, true);
-    const w = this.#waiting;
-    if (!w) return;
-    this.#waiting = undefined;
-    if (seq !== w.seq) w.reject(new Error(`latency: message ${w.seq} expected, ${seq} arrived`));
-    else w.resolve(at);
-  }
-
-  next(seq: number, timeoutMs = 5000): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`latency: message ${seq} did not arrive within ${timeoutMs} ms`)), timeoutMs);
-      this.#waiting = {
-        seq,
-        resolve: (at) => {
-          clearTimeout(timer);
-          resolve(at);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-    });
+    const now = process.hrtime.bigint();
+    const view = new DataView(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+    const seq = view.getUint32(SEQ_AT, true);
+    if (seq !== this.lastSeq + 1) this.gaps++;
+    this.lastSeq = seq;
+    this.received++;
+    this.samples?.addMs(Number(now - view.getBigUint64(SENT_AT, true)) / 1e6);
   }
 }
 
+/**
+ * Sends `count` messages through the source process, `via` the ring and
+ * the bridge or straight to NATS, and waits until they have all arrived.
+ */
+async function latencyBlock(source: Peer, arrivals: Arrivals, via: LatencyId, count: number, gapMs: number): Promise<void> {
+  const expected = arrivals.received + count;
+  await new Promise<void>((resolve, reject) => {
+    const onExit = (): void => reject(new Error('the latency source exited'));
+    source.child.once('exit', onExit);
+    source.child.once('message', () => {
+      source.child.off('exit', onExit);
+      resolve();
+    });
+    source.child.send!({ via, count, gapMs });
+  });
+  for (let i = 0; i < 500 && arrivals.received < expected; i++) await sleep(2);
+  if (arrivals.received < expected) throw new Error(`latency: ${expected - arrivals.received} of ${count} messages ${via} never arrived`);
+}
+
+/** The latency row's contenders: the bridge with its default poll window, with BRIDGE_POLL_US, and the nats client alone. */
+const LATENCY_IDS = ['bridge', 'bridge-poll', 'nats'] as const;
+type LatencyId = typeof LATENCY_IDS[number];
+/** The poll window (µs) of the `bridge-poll` contender: longer than the 1 ms between messages. */
+export const BRIDGE_POLL_US = 2000;
+
 async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
   const nats = await BenchNats.start();
-  const named = new NamedRing(`shmring-bench-bridge-${process.pid}-latency`, LATENCY_RING_CAPACITY);
-  const conns: NatsConnection[] = [];
-  let peer: Peer | undefined;
+  const rings: NamedRing[] = [];
+  const peers: Peer[] = [];
+  let sub: NatsConnection | undefined;
   try {
-    const sub = await connect({ servers: nats.server, name: 'shmring bench subscriber' });
-    conns.push(sub);
-    const pub = await connect({ servers: nats.server, name: 'shmring bench direct publisher' });
-    conns.push(pub);
-    const arrivals = new Arrivals();
-    const callback = (err: Error | null, msg: Msg): void => {
-      if (err === null) arrivals.receive(msg);
-    };
-    sub.subscribe('bench.bridge.latency.bridge', { callback });
-    sub.subscribe('bench.bridge.latency.nats', { callback });
+    sub = await connect({ servers: nats.server, name: 'shmring bench subscriber' });
+    const arrivals = Object.fromEntries(LATENCY_IDS.map((id) => [id, new Arrivals()])) as Record<LatencyId, Arrivals>;
+    for (const id of LATENCY_IDS) {
+      sub.subscribe(`bench.bridge.latency.${id}`, { callback: (err, msg) => err === null && arrivals[id].receive(msg) });
+    }
     await sub.flush();
-    peer = await startBridge(`shm:${named.name}`, nats.url('bench.bridge.latency.bridge'));
-    named.unlinkName();
-    const h = headers();
-    h.set('Shmring-Type', '1');
-    const payload = randomFillSync(new Uint8Array(LATENCY_SIZE));
-    const view = new DataView(payload.buffer);
-    let seq = 0;
-    const send = {
-      bridge: () => {
-        if (!named.ring.tryWrite(payload, 1)) throw new Error('latency: the ring is full with one message in flight');
-      },
-      nats: () => pub.publish('bench.bridge.latency.nats', payload, { headers: h }),
-    };
-    const samples = { bridge: new Samples(p.blocks * p.perBlock), nats: new Samples(p.blocks * p.perBlock) };
-    const one = async (id: 'bridge' | 'nats', record: boolean): Promise<void> => {
-      seq++;
-      view.setUint32(0, seq, true);
-      const arrived = arrivals.next(seq);
-      const t0 = performance.now();
-      send[id]();
-      const t1 = await arrived;
-      if (record) samples[id].addMs(t1 - t0);
-    };
-    const ids = ['bridge', 'nats'] as const;
-    for (const id of ids) for (let i = 0; i < p.warmup; i++) await one(id, false);
+    const ringNames: Record<string, string> = {};
+    for (const id of ['bridge', 'bridge-poll'] as const) {
+      const named = new NamedRing(`shmring-bench-bridge-${process.pid}-${id}`, LATENCY_RING_CAPACITY);
+      rings.push(named);
+      ringNames[id] = named.name;
+      peers.push(await startBridge(`shm:${named.name}`, nats.url(`bench.bridge.latency.${id}`), id === 'bridge-poll' ? BRIDGE_POLL_US : undefined));
+    }
+    const source = startPeer('source', [], { rings: ringNames, server: nats.server, subject: 'bench.bridge.latency.nats', size: LATENCY_SIZE },
+      { script: PEER, ipc: true });
+    peers.push(source);
+    await source.ready;
+    for (const named of rings) named.unlinkName();
+    for (const id of LATENCY_IDS) await latencyBlock(source, arrivals[id], id, p.warmup, p.gapMs);
+    for (const id of LATENCY_IDS) arrivals[id].samples = new Samples(p.blocks * p.perBlock);
     for (let b = 0; b < p.blocks; b++) {
-      for (let i = 0; i < ids.length; i++) {
-        const id = ids[(b + i) % ids.length]!;
-        for (let k = 0; k < p.perBlock; k++) await one(id, true);
+      for (let i = 0; i < LATENCY_IDS.length; i++) {
+        const id = LATENCY_IDS[(b + i) % LATENCY_IDS.length]!;
+        await latencyBlock(source, arrivals[id], id, p.perBlock, p.gapMs);
       }
     }
+    source.child.send!('exit');
     const records: Measurement[] = [];
-    for (const id of ids) {
-      const q = percentiles(samples[id]);
-      const transport = id === 'bridge' ? 'ring → bridge → nats-server → subscriber' : 'publish → nats-server → subscriber';
-      const note = `one ${LATENCY_SIZE}-byte message in flight, back to back; ${q.count} messages in ${p.blocks} blocks of ${p.perBlock}, interleaved with the other's`;
+    const transports: Record<LatencyId, string> = {
+      bridge: 'ring → bridge → nats-server → subscriber',
+      'bridge-poll': `ring → bridge (poll ${BRIDGE_POLL_US} µs) → nats-server → subscriber`,
+      nats: 'publish → nats-server → subscriber',
+    };
+    for (const id of LATENCY_IDS) {
+      const q = percentiles(arrivals[id].samples!);
+      const note = `one ${LATENCY_SIZE}-byte message every ${p.gapMs} ms (setTimeout) from a source process, ${id === 'nats' ? 'published' : 'written into the ring'}; ` +
+        `${q.count} messages in ${p.blocks} blocks of ${p.perBlock}, interleaved with the others'; ` +
+        `process.hrtime at arrival in the subscriber's process less the source's stamp${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}`;
       for (const metric of ['p50', 'p99', 'p99.9', 'max', 'mean'] as const) {
-        records.push(rec(`bridge.latency.${id}`, transport, LATENCY_SIZE, metric, Math.round(q[metric]), 'ns', note));
+        records.push(rec(`bridge.latency.${id}`, transports[id], LATENCY_SIZE, metric, Math.round(q[metric]), 'ns', note));
       }
     }
     return { records, notes: [] };
   } finally {
-    if (peer) await stopPeer(peer);
-    for (const nc of conns) await nc.close().catch(() => undefined);
-    named.close();
+    for (const peer of peers) await stopPeer(peer);
+    await sub?.close().catch(() => undefined);
+    for (const named of rings) named.close();
     await nats.stop();
   }
 }
