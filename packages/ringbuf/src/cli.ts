@@ -6,7 +6,7 @@
  *                                          a file path, a System V segment by key or id)
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
- *   shmring bridge <from> <to>             a ring to NATS or NATS to a ring (from @shmring/channel)
+ *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
  */
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -14,7 +14,7 @@ import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingIn
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
        shmring unlink-stale [--dry-run] [--json]
-       shmring bridge <from> <to>   (needs @shmring/channel)`;
+       shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)`;
 
 function who(p: ProcessInfo | undefined): string {
   return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
