@@ -19,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONSUMER, FORCE_KOFFI, IMPORTS, PRODUCER } from './fixtures.js';
+import { EXPECTED, examples, READMES, type Example } from './readmes.js';
 
 /** The workspace root (this file runs from test/dist/). */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -93,11 +94,11 @@ class Child {
   }
 }
 
-/** Waits until `file` exists (a socket or /dev/shm name another process makes). */
-async function exists(file: string, timeoutMs = 20_000): Promise<void> {
+/** Waits until one of `files` exists (a socket or /dev/shm name another process makes). */
+async function exists(files: string[], timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    assert.ok(Date.now() < deadline, `${file} did not appear`);
+  while (!files.some((file) => fs.existsSync(file))) {
+    assert.ok(Date.now() < deadline, `none of ${files.join(', ')} appeared`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -110,26 +111,43 @@ function tarballFiles(tarball: string): string[] {
     .map((f) => f.replace(/^package\//, ''));
 }
 
-/** The code blocks of a Markdown file in a language, in order. */
-function codeBlocks(markdown: string, languages: string[]): string[] {
-  const blocks: string[] = [];
-  for (const m of markdown.matchAll(/^```(\w+)\n([\s\S]*?)^```$/gm)) if (languages.includes(m[1]!)) blocks.push(m[2]!);
-  return blocks;
-}
-
 /**
- * A README block marked as two processes (a line `// …, in another process`)
- * as two programs: what comes before the marker, and what follows it with
- * the first part's imports (the README does not repeat them).
+ * Runs one README example in a folder of `app`: its files written there (a socket path
+ * under /tmp moved into `dir`, a POSIX name made unique), the first process
+ * started, the others once it made what they connect to; a first process
+ * that still runs when the others are done gets Ctrl-C (SIGINT), as its
+ * README says. Every process must exit 0 and print what EXPECTED says, and
+ * nothing the example made may be left.
  */
-function twoProcesses(block: string): [string, string] {
-  const lines = block.split('\n');
-  const marker = lines.findIndex((l) => /^\/\/ .*in another process/.test(l));
-  assert.ok(marker > 0, `no '// …, in another process' line in:\n${block}`);
-  const first = lines.slice(0, marker);
-  const second = lines.slice(marker);
-  const imports = first.filter((l) => l.startsWith('import ') && !second.includes(l));
-  return [first.join('\n'), [...imports, ...second].join('\n')];
+async function runExample(example: Example, dir: string, app: string): Promise<void> {
+  const cwd = fs.mkdtempSync(path.join(app, 'example-')); // under app: its node_modules are found
+  const made: string[] = [];
+  const rename = (source: string): string =>
+    source
+      .replace(/\/tmp\/([\w-]+\.sock)/g, (_, file: string) => path.join(dir, file))
+      .replace(/name: '([\w-]+)'/g, (_, name: string) => `name: '${name}-${TAG}'`);
+  for (const file of example.files) {
+    const source = rename(file.source);
+    for (const m of source.matchAll(new RegExp(`(${dir}/[\\w-]+\\.sock)|name: '([\\w-]+-${TAG})'`, 'g'))) {
+      made.push(m[1] ?? `/dev/shm/${m[2]}`);
+    }
+    fs.writeFileSync(path.join(cwd, file.name), source);
+  }
+  const [first, ...others] = example.files.filter((f) => f.process);
+  const children = [new Child(first!.name, [], cwd)];
+  try {
+    if (others.length > 0) await exists(made);
+    for (const file of others) children.push(new Child(file.name, [], cwd));
+    await Promise.all(children.slice(1).map((c) => c.success()));
+    const deadline = Date.now() + 5_000;
+    while (children[0]!.process.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (children[0]!.process.exitCode === null) children[0]!.process.kill('SIGINT');
+    const outputs = await Promise.all(children.map((c) => c.success()));
+    assert.deepEqual(outputs, EXPECTED[example.id], `${example.id}: what its processes printed`);
+  } finally {
+    for (const child of children) child.process.kill('SIGKILL');
+  }
+  for (const file of new Set(made)) assert.ok(!fs.existsSync(file), `${example.id} left ${file}`);
 }
 
 describe('the packed packages, installed with npm into an empty folder', function () {
@@ -269,36 +287,10 @@ describe('the packed packages, installed with npm into an empty folder', functio
     assert.match(help.stdout, /^usage: shmring inspect/);
   });
 
-  it("runs the root README's examples, each of its two processes as a process", async function () {
-    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-    const blocks = codeBlocks(readme, ['js', 'ts']);
-    assert.equal(blocks.length, 2, 'the root README has two examples (update this test when it has more)');
-    // Unique names, so that runs in parallel do not meet; each block must name what the test replaces.
-    const socket = path.join(dir, 'shop.sock');
-    const shm = `orders-${TAG}`;
-    const outputs: string[][] = [];
-    for (const [i, block] of blocks.entries()) {
-      const replaced = block.replaceAll('/tmp/shop.sock', socket).replaceAll("name: 'orders'", `name: '${shm}'`);
-      assert.notEqual(replaced, block, `example ${i + 1} names neither /tmp/shop.sock nor 'orders'`);
-      const [first, second] = twoProcesses(replaced);
-      fs.writeFileSync(path.join(app, `readme-${i}-a.mjs`), first);
-      fs.writeFileSync(path.join(app, `readme-${i}-b.mjs`), second);
-      const a = new Child(`readme-${i}-a.mjs`, [], app);
-      try {
-        await exists(replaced.includes(socket) ? socket : `/dev/shm/${shm}`);
-        const b = new Child(`readme-${i}-b.mjs`, [], app);
-        outputs.push(await Promise.all([a.success(), b.success()]));
-      } finally {
-        a.process.kill('SIGKILL');
-      }
-    }
-    const [[server, client], [producer, consumer]] = outputs as [[string, string], [string, string]];
-    assert.equal(client, "{ sku: 'A-1', total: 10 }\n");
-    assert.equal(server, "event: { viewed: 'B-2' }\n");
-    assert.equal(producer, '');
-    assert.equal(consumer, 'hello\n');
-    // What the examples made, they removed.
-    assert.ok(!fs.existsSync(socket), 'the server left its socket');
-    assert.ok(!fs.existsSync(`/dev/shm/${shm}`), 'the example left its ring in /dev/shm');
+  it('runs every example of the READMEs that does not say why it cannot run, each process as a process', async function () {
+    this.timeout(120_000);
+    const all = READMES.flatMap((readme) => examples(ROOT, readme));
+    assert.deepEqual(all.map((e) => e.id).sort(), Object.keys(EXPECTED).sort(), 'the examples run are the ones expected');
+    for (const example of all) await runExample(example, dir, app);
   });
 });
