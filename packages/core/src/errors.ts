@@ -56,6 +56,8 @@ export const ErrorCodes = {
   BUSY: 'ERR_SHMRING_BUSY',
   /** The region (or handle) does not hold a channel. */
   NOT_A_CHANNEL: 'ERR_SHMRING_NOT_A_CHANNEL',
+  /** A region with hugePages: true cannot get its huge pages (none or too few reserved: vm.nr_hugepages). */
+  NO_HUGE_PAGES: 'ERR_SHMRING_NO_HUGE_PAGES',
   /** A `nats://` or `shm:` endpoint (a channel address, a bridge end) that cannot be parsed. */
   INVALID_ENDPOINT: 'ERR_SHMRING_INVALID_ENDPOINT',
   /** The NATS server at the address did not answer (refused, unresolvable, timed out). */

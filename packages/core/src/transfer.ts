@@ -57,6 +57,10 @@ export async function sendRegion(socket: Socket, region: Region): Promise<void> 
   if (region.backing === 'sab') {
     throw new ShmringTypeError(ErrorCodes.INVALID_BACKING, "a 'sab' region has no fd to send; share its SharedArrayBuffer with postMessage");
   }
+  if (region.backing === 'sysv') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
+      "a 'sysv' region has no fd to send; send its id (region.id) and open it with Region.open({ backing: 'sysv', id })");
+  }
   await connected(socket);
   backend().sendFd(socketFd(socket), region.fd);
 }
