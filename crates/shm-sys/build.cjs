@@ -1,15 +1,49 @@
 'use strict';
 /**
  * The package's build: `napi build --platform --release` when cargo is on
- * PATH; otherwise one line that says so, and success, so that the rest of the
- * workspace builds and @shmring/core falls back to its koffi backend.
+ * PATH, then a copy of the addon into its platform package
+ * (npm/<target>/), which is what a packed install ships. Without cargo: one
+ * line that says so, and success, so that the rest of the workspace builds
+ * and @shmring/core falls back to its koffi backend.
  */
-const { spawnSync } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+/** The targets napi builds here, each with its platform package in npm/<target>. */
+const TARGETS = ['linux-x64-gnu'];
+
+/**
+ * napi warns that the crate does not use `napi-derive` (it declares the
+ * Node-API functions itself, so there are no generated bindings to skip):
+ * true and expected, but it reads like an error, so it is left out.
+ */
+const EXPECTED_WARNING = /`napi-derive` crate is not used/;
 
 const cargo = spawnSync('cargo', ['--version'], { stdio: 'ignore' });
 if (cargo.error || cargo.status !== 0) {
   console.log('@shmring/shm-sys: cargo not found on PATH; the Rust addon is not built (shmring uses its koffi backend)');
   process.exit(0);
 }
-const build = spawnSync('napi', ['build', '--platform', '--release'], { stdio: 'inherit', shell: true });
-process.exit(build.status ?? 1);
+
+const build = spawn('napi', ['build', '--platform', '--release'], {
+  cwd: __dirname,
+  stdio: ['inherit', 'inherit', 'pipe'],
+  shell: true,
+});
+let pending = '';
+build.stderr.setEncoding('utf8');
+build.stderr.on('data', (chunk) => {
+  const lines = (pending + chunk).split('\n');
+  pending = lines.pop();
+  for (const line of lines) if (!EXPECTED_WARNING.test(line)) process.stderr.write(`${line}\n`);
+});
+build.on('close', (status) => {
+  if (pending && !EXPECTED_WARNING.test(pending)) process.stderr.write(pending);
+  if (status !== 0) process.exit(status ?? 1);
+  for (const target of TARGETS) {
+    const file = `shm-sys.${target}.node`;
+    const built = path.join(__dirname, file);
+    if (fs.existsSync(built)) fs.copyFileSync(built, path.join(__dirname, 'npm', target, file));
+  }
+});

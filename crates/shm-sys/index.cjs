@@ -3,35 +3,67 @@
  * @shmring/shm-sys: loads the native addon built by `napi build --platform
  * --release` and exports it as the `NativeBackend` of @shmring/core
  * (packages/core/src/native/backend.ts). Thin on purpose: it only
- *  - picks the binary for this platform,
+ *  - picks the binary for this platform: a local build, else the platform
+ *    package `@shmring/shm-sys-<target>`,
  *  - turns a SharedArrayBuffer into a Uint8Array over it for the futex calls
  *    (Node 20's napi_get_arraybuffer_info rejects SharedArrayBuffers),
  *  - builds the `{ promise, cancel }` handle of futexWaitAsync around the
  *    native futexWaitStart / futexWaitCancel pair.
  */
 
-/** Binaries by `${process.platform}-${process.arch}`. */
-const BINARIES = {
-  'linux-x64': 'shm-sys.linux-x64-gnu.node',
-};
+/**
+ * Prebuilt targets by `${process.platform}-${process.arch}-${libc}`: each is
+ * the file `shm-sys.<target>.node`, shipped in the platform package
+ * `@shmring/shm-sys-<target>` (an optional dependency that npm installs only
+ * where its os / cpu / libc fields match).
+ */
+const TARGETS = ['linux-x64-gnu'];
 
-function loadNative() {
-  const key = `${process.platform}-${process.arch}`;
-  const file = BINARIES[key];
-  if (file === undefined) {
-    throw new Error(
-      `@shmring/shm-sys has no native binary for ${key} (supported: ${Object.keys(BINARIES).join(', ')})`,
-    );
-  }
+/**
+ * 'gnu' or 'musl' on Linux, as napi-rs's loaders tell them: ldd (a script
+ * that names its C library), else glibc's version in the process report
+ * (which costs a few ms, so it comes second).
+ */
+function libc() {
+  if (process.platform !== 'linux') return '';
   try {
-    return require(`./${file}`);
-  } catch (cause) {
-    throw new Error(
-      `@shmring/shm-sys could not load ./${file} (${cause && cause.message}); ` +
-        'build it with `npx napi build --platform --release` in crates/shm-sys',
-      { cause },
-    );
+    const ldd = require('node:fs').readFileSync('/usr/bin/ldd', 'utf8');
+    if (ldd.includes('musl')) return 'musl';
+    if (ldd.includes('GNU C Library')) return 'gnu';
+  } catch {
+    // no ldd: ask the report
   }
+  const header = process.report?.getReport?.().header;
+  return header?.glibcVersionRuntime ? 'gnu' : 'musl';
+}
+
+/**
+ * The addon for this platform: first a build in this directory (`napi build
+ * --platform` in the workspace), then the installed platform package. The
+ * error names every place looked at and why each failed.
+ */
+function loadNative() {
+  const target = [process.platform, process.arch, libc()].filter(Boolean).join('-');
+  if (!TARGETS.includes(target)) {
+    throw new Error(`@shmring/shm-sys has no prebuilt addon for ${target} (prebuilt: ${TARGETS.join(', ')})`);
+  }
+  const candidates = [`./shm-sys.${target}.node`, `@shmring/shm-sys-${target}`];
+  const failures = [];
+  for (const candidate of candidates) {
+    try {
+      return require(candidate);
+    } catch (cause) {
+      failures.push(`${candidate}: ${firstLine(cause)}`);
+    }
+  }
+  throw new Error(
+    `@shmring/shm-sys found no addon for ${target} (${failures.join('; ')}); ` +
+      `install @shmring/shm-sys-${target}, or build it with \`napi build --platform --release\` in crates/shm-sys`,
+  );
+}
+
+function firstLine(error) {
+  return String(error && error.message).split('\n')[0];
 }
 
 const native = loadNative();

@@ -721,6 +721,25 @@ for (const kind of kinds) {
         assert.equal(stdout, '0,0');
       });
 
+      it('resolves 0, not 1, when the word changes after the call but before its thread sleeps', async () => {
+        // One pool thread, held by the first wait: the second is still queued
+        // (koffi) when its word changes and is woken. Equal at the call, so
+        // the change is a wake, whatever the kernel later says (EAGAIN).
+        const child = runChild(kind, `
+          const sab = new SharedArrayBuffer(8);
+          const first = b.futexWaitAsync(sab, 0, 0, Infinity);
+          const late = b.futexWaitAsync(sab, 4, 0, Infinity);
+          Atomics.store(new Int32Array(sab), 1, 1);
+          b.futexWake(sab, 4, 1);
+          setTimeout(() => first.cancel(), 50);
+          Promise.all([first.promise, late.promise]).then((results) => process.stdout.write(results.join(',')));
+        `, { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } });
+        const { code, stdout, stderr, killed } = await child.done;
+        assert.equal(killed, false);
+        assert.equal(code, 0, stderr);
+        assert.equal(stdout, '0,0');
+      });
+
       it('keeps a child alive while its only wait is pending', async () => {
         const child = runChild(kind, `
           const started = performance.now();

@@ -7,6 +7,7 @@
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
  *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
+ *   shmring --help                         the usage, on stdout, exit 0 (bad usage: stderr, exit 2)
  */
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
@@ -14,7 +15,8 @@ import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingIn
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
        shmring unlink-stale [--dry-run] [--json]
-       shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)`;
+       shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)
+       shmring --help`;
 
 function who(p: ProcessInfo | undefined): string {
   return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
@@ -33,6 +35,10 @@ function table(rings: RingInfo[]): string {
 }
 
 function main(argv: string[]): number {
+  if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
   const json = argv.includes('--json');
   const args = argv.filter((a) => a !== '--json');
   const [command, target] = args;

@@ -300,6 +300,15 @@ describe('inspect, listRings and the shmring CLI', function () {
     }
   });
 
+  it('the CLI prints its usage on stdout and exits 0 for --help', function () {
+    for (const args of [['--help'], ['-h'], ['help'], ['inspect', '--help']]) {
+      const r = cli(...args);
+      assert.equal(r.status, 0, `shmring ${args.join(' ')} exited ${r.status}`);
+      assert.match(r.stdout, /usage: shmring inspect/);
+      assert.equal(r.stderr, '');
+    }
+  });
+
   it('the CLI does not change the ring it inspects', function () {
     const before = Buffer.from(new Uint8Array(spscRegion.buffer)).toString('base64');
     assert.equal(cli('inspect', spscName, '--json').status, 0);

@@ -384,7 +384,11 @@ class KoffiWait implements AsyncWait {
       if (err) throw err;
       if (ret >= 0) return this.settle(0);
       // Failed: EAGAIN, ETIMEDOUT or EINTR, but its errno is the pool thread's.
-      if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(1);
+      // The word equalled `expected` when futexWaitAsync was called (checked
+      // there), so a word that differs now changed while the wait was queued
+      // or in flight: a wake the pool thread came too late to sleep through,
+      // 'ok' as with the addon (which treats io_uring's -EAGAIN as a wake).
+      if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(0);
       if (this.deadlineNs !== null && this.backend.monotonicNs() >= this.deadlineNs) return this.settle(2);
       this.issue(); // end of a slice, EINTR, or the word went away and back: wait on until the deadline
     } catch (error) {

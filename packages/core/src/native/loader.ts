@@ -1,7 +1,13 @@
 /**
- * Chooses the native backend: the Rust addon (@shmring/shm-sys) when it is
- * built, else koffi. `SHMRING_BACKEND=koffi` (or `=addon`) forces one.
+ * Chooses the native backend: the Rust addon (@shmring/shm-sys: a build in
+ * the workspace, or the prebuilt platform package an install brings) when it
+ * loads, else koffi. `SHMRING_BACKEND=koffi` (or `=addon`) forces one.
  * The choice is made once, lazily, at the first system call.
+ *
+ * koffi is an optional peer dependency, not a dependency: it weighs about
+ * 28 MB (prebuilt binaries for every platform), and npm would install it
+ * everywhere, also where the prebuilt addon fits. Where no addon loads, the
+ * error asks for it (docs/INSTALL.md).
  */
 import { createRequire } from 'node:module';
 import { ErrorCodes, ShmringError } from '../errors.js';
@@ -13,6 +19,14 @@ let current: NativeBackend | undefined;
 const loaded = new Map<string, NativeBackend>();
 
 export type BackendKind = NativeBackend['kind'];
+
+/** What makes each backend loadable, for the error that says it is not. */
+const HOW_TO_GET: Record<BackendKind, string> = {
+  addon:
+    'install the prebuilt addon (@shmring/shm-sys-linux-x64-gnu, an optional dependency of @shmring/shm-sys), ' +
+    'or build it with cargo (`pnpm build` in the workspace)',
+  koffi: 'install koffi next to @shmring/core (`npm install koffi`), the fallback where no prebuilt addon fits',
+};
 
 /** Loads one backend by kind; throws ERR_SHMRING_NO_BACKEND with the reason when it cannot. */
 export function loadBackend(kind: BackendKind): NativeBackend {
@@ -26,8 +40,7 @@ export function loadBackend(kind: BackendKind): NativeBackend {
   } catch (cause) {
     throw new ShmringError(
       ErrorCodes.NO_BACKEND,
-      `the ${kind} backend could not be loaded (${(cause as Error).message}); ` +
-        (kind === 'addon' ? 'build it with `pnpm build` (needs cargo)' : 'reinstall koffi with `pnpm install`'),
+      `the ${kind} backend could not be loaded (${(cause as Error).message}); ${HOW_TO_GET[kind]}`,
       { cause },
     );
   }
@@ -60,8 +73,16 @@ export function backend(): NativeBackend {
   } else {
     try {
       current = loadBackend('addon');
-    } catch {
-      current = loadBackend('koffi');
+    } catch (addonError) {
+      try {
+        current = loadBackend('koffi');
+      } catch (koffiError) {
+        throw new ShmringError(
+          ErrorCodes.NO_BACKEND,
+          `no native backend loads: ${(addonError as Error).message}; and ${(koffiError as Error).message}`,
+          { cause: koffiError },
+        );
+      }
     }
   }
   return current;
