@@ -21,6 +21,9 @@
  *  - Version v lives in slot v & 1; PUBLISHED holds the low 32 bits of the
  *    newest complete version, so it names a slot the writer is not writing
  *    (it writes version PUBLISHED + 1, into the other one).
+ *  - A read returns the version PUBLISHED named, never a newer one it finds
+ *    in the slot (complete, but not yet published): the versions a reader
+ *    sees never go back.
  *  - A slot's SEQ is odd exactly while the writer rewrites it; a copy is
  *    whole when SEQ was even before it and unchanged after it.
  *  - Before the first publish, the value is version 0, empty, type 0 (slot
@@ -282,7 +285,13 @@ export class LatestValue {
     return this.#readSlot(published);
   }
 
-  /** Copies the slot PUBLISHED names, retrying while the writer laps us. */
+  /**
+   * Copies the slot PUBLISHED names, retrying while the writer laps us. The
+   * copy must hold the version PUBLISHED named: a lapping writer's newer
+   * version in the same slot is complete (SEQ even) before its step 4, and
+   * returning it then would let the next read, which still finds the older
+   * PUBLISHED, go back a version.
+   */
   #readSlot(published: number): LatestRead {
     const ctl = this.#ctl;
     for (;;) {
@@ -290,17 +299,19 @@ export class LatestValue {
       const h = this.#slotI32(slot);
       // SYNC POINT with publish() steps 1 and 3: even = whole, and the copy below is checked against it.
       const seq = Atomics.load(ctl, h + V.SEQ_I32);
+      let stable = false;
       if ((seq & 1) === 0) {
         const length = ctl[h + V.LENGTH_I32]! >>> 0;
         const type = ctl[h + V.TYPE_I32]!;
-        const lo = ctl[h + V.VERSION_LO_I32]! >>> 0;
+        const lo = ctl[h + V.VERSION_LO_I32]!;
         const hi = ctl[h + V.VERSION_HI_I32]! >>> 0;
         const at = (h + V.VALUE_I32) * 4;
         const value = length === 0 ? EMPTY : length <= this.maxSize ? this.#bytes.slice(at, at + length) : undefined;
         // SYNC POINT with publish() step 1: unchanged means no write began during the copy.
-        if (Atomics.load(ctl, h + V.SEQ_I32) === seq) {
+        stable = Atomics.load(ctl, h + V.SEQ_I32) === seq;
+        if (stable && lo === published) {
           if (value === undefined || type < 0) throw corrupt(`slot ${slot} holds length=${length}, type=${type}`);
-          const result: LatestRead = Object.freeze({ version: lo + hi * 2 ** 32, value, type });
+          const result: LatestRead = Object.freeze({ version: (lo >>> 0) + hi * 2 ** 32, value, type });
           this.#cached = result;
           this.#cachedPublished = published;
           this.#cachedSeqI32 = h + V.SEQ_I32;
@@ -308,9 +319,11 @@ export class LatestValue {
           return result;
         }
       }
-      // Lapped (or the slot is being rewritten): a newer version is published by now.
+      // Lapped: the writer began version PUBLISHED + 2 in this slot, so PUBLISHED has moved on by now.
       const again = Atomics.load(ctl, V.PUBLISHED_I32);
-      if (again === published && (seq & 1) !== 0) throw corrupt(`the published slot ${slot} is being written (SEQ=${seq >>> 0})`);
+      if (again === published && (stable || (seq & 1) !== 0)) {
+        throw corrupt(`the published slot ${slot} does not hold version ${published >>> 0} (SEQ=${seq >>> 0})`);
+      }
       published = again;
     }
   }
