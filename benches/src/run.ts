@@ -143,6 +143,7 @@ function plan(quick: boolean): Step[] {
       bulk: { warmupMs: 500, blocks: 10, blockMs: 200 }, workers: { warmupMs: 500, blocks: 10, blockMs: 200 } };
   for (const row of CHANNEL_ROWS) steps.push({ kind: 'channel', name: `channel.${row}`, params: { ...channel } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
+  steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
   return steps;
 }
