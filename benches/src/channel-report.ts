@@ -173,13 +173,13 @@ function fmtUs(ns: number): string {
   return Math.round(us).toLocaleString('en');
 }
 
-function fmtRate(v: number): string {
+export function fmtRate(v: number): string {
   if (v >= 1e6) return `${(v / 1e6).toFixed(v >= 1e8 ? 0 : 2)} M`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(v >= 1e5 ? 0 : 1)} k`;
   return v.toFixed(0);
 }
 
-function fmtBytes(v: number): string {
+export function fmtBytes(v: number): string {
   if (v >= 1e9) return `${(v / 1e9).toFixed(2)} GB/s`;
   if (v >= 1e6) return `${(v / 1e6).toFixed(v >= 1e8 ? 0 : 1)} MB/s`;
   return `${(v / 1e3).toFixed(0)} kB/s`;

@@ -94,7 +94,7 @@ function socketPath(what: string): string {
 }
 
 /** CPU time (ns) the threads of process `pid` have run (/proc/<pid>/task/<tid>/schedstat), or NaN where there is none. */
-function processCpuNs(pid: number | undefined): number {
+export function processCpuNs(pid: number | undefined): number {
   if (pid === undefined) return Number.NaN;
   let sum = 0;
   try {

@@ -4,6 +4,7 @@
  * floor, MessagePort for threads), the targets, the Markdown tables and the
  * latency chart (SVG, drawn by hand).
  */
+import { bridgeRecord, bridgeSection, bridgeTargets } from './bridge-report.js';
 import { channelRecord, channelSection, channelTargets } from './channel-report.js';
 import type { Measurement, Metric } from './measurement.js';
 
@@ -14,7 +15,7 @@ export interface BenchRecord extends Measurement {
   ratioToFloor: number | null;
   /** Worker-thread scenarios: value / MessagePort's. */
   ratioToMessagePort?: number | null;
-  /** Channel section (channel.ts): value / each baseline measured beside it, by the baseline's contender id. */
+  /** Channel and bridge sections (channel.ts, bridge.ts): value / each baseline measured beside it, by the baseline's contender id. */
   ratios?: Record<string, number | null>;
 }
 
@@ -73,6 +74,7 @@ function ratio(value: number, base: Measurement | undefined): number | null {
 export function withRatios(measurements: Measurement[]): BenchRecord[] {
   return measurements.map((m) => {
     if (m.name.startsWith('channel.')) return channelRecord(measurements, m);
+    if (m.name.startsWith('bridge.')) return bridgeRecord(measurements, m);
     let socket: Measurement | undefined;
     let floor: Measurement | undefined;
     let port: Measurement | undefined;
@@ -327,6 +329,7 @@ export function targets(records: Measurement[]): Target[] {
   }
 
   out.push(...channelTargets(records));
+  out.push(...bridgeTargets(records));
 
   const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;
   add('heap growth < 1 MiB over 10 M zero-copy messages', heap ?? null, (v) => v < 1 << 20,
@@ -456,6 +459,8 @@ export function markdownBody(run: Run): string {
   if (r.some((x) => x.name.startsWith('tput.thread.'))) parts.push(`**Worker threads: throughput**:\n\n${throughputTables(r, 'tput.thread.', 'port')}`);
   const channel = channelSection(r);
   if (channel) parts.push(channel);
+  const bridge = bridgeSection(r);
+  if (bridge) parts.push(bridge);
   const micro = r.filter((x) => x.name.startsWith('micro.'));
   if (micro.length > 0) {
     const ops = [...new Set(micro.map((x) => x.transport.replace(/ \((memfd|sab)\)$/, '')))];

@@ -34,6 +34,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendKind } from '@shmring/core';
+import { BRIDGE_ROWS, type BridgeParams } from './bridge.js';
 import { CHANNEL_ROWS, type ChannelParams } from './channel.js';
 import { LOOP_TRANSPORTS, MECHANISM_ENV, type EventLoopParams } from './eventloop.js';
 import type { Measurement } from './measurement.js';
@@ -142,6 +143,12 @@ function plan(quick: boolean): Step[] {
     : { inflight: { warmupMs: 500, blocks: 10, blockMs: 200 }, idle: { warmup: 50, count: 2000 },
       bulk: { warmupMs: 500, blocks: 10, blockMs: 200 }, workers: { warmupMs: 500, blocks: 10, blockMs: 200 } };
   for (const row of CHANNEL_ROWS) steps.push({ kind: 'channel', name: `channel.${row}`, params: { ...channel } });
+  // The ring → NATS bridge against the nats client alone (bridge.ts), each row starting its own nats-server
+  // on free loopback ports. About 30 s; about 10 s quick.
+  const bridge: BridgeParams = quick
+    ? { tput: { sizes: [64, 64 << 10], warmupMs: 150, blocks: 3, blockMs: 150 }, latency: { warmup: 100, blocks: 4, perBlock: 100, gapMs: 1 } }
+    : { tput: { sizes: [64, 64 << 10], warmupMs: 500, blocks: 8, blockMs: 300 }, latency: { warmup: 300, blocks: 10, perBlock: 300, gapMs: 1 } };
+  for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });

@@ -72,6 +72,10 @@ const backend = Object.freeze({
   munmap: native.munmap,
   addSeals: native.addSeals,
   getSeals: native.getSeals,
+  populate: native.populate,
+  shmGet: native.shmGet,
+  shmAttach: native.shmAttach,
+  shmRemove: native.shmRemove,
   futexWait(buffer, byteOffset, expected, timeoutMs) {
     return native.futexWait(futexTarget(buffer), byteOffset, expected, timeoutMs);
   },

@@ -43,8 +43,13 @@ declare namespace backend {
     /** 'addon' or 'koffi'. */
     readonly kind: 'addon' | 'koffi';
 
-    /** memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING); returns the fd. */
-    memfdCreate(name: string): number;
+    /**
+     * memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), | MFD_HUGETLB with
+     * `hugePages` (default false); returns the fd. A huge-page memfd takes
+     * only sizes that are multiples of the huge page size (ftruncate EINVAL
+     * otherwise) and reserves its pages at mmap (ENOMEM when too few are free).
+     */
+    memfdCreate(name: string, hugePages?: boolean): number;
 
     /**
      * shm_open(name, oflag | O_CLOEXEC, mode); `name` starts with '/'
@@ -111,12 +116,45 @@ declare namespace backend {
     /**
      * Wakes the pending futexWaitAsync waits on the mapping (they resolve 0;
      * callers re-check), detaches `buffer` (every stale view reads as length
-     * 0 and Atomics on it throw TypeError), munmaps it and closes the fd it
-     * owns (see mmap). TypeError if `buffer` was not returned by `mmap` of
-     * this backend (on this thread); a second call on the same buffer is a
-     * no-op.
+     * 0 and Atomics on it throw TypeError), munmaps it (shmdt for a buffer
+     * of `shmAttach`) and closes the fd it owns (see mmap). TypeError if
+     * `buffer` was not returned by `mmap` or `shmAttach` of this backend (on
+     * this thread); a second call on the same buffer is a no-op.
      */
     munmap(buffer: ArrayBuffer): void;
+
+    /**
+     * madvise(MADV_POPULATE_WRITE) over the whole of a writable mapping made
+     * by `mmap` or `shmAttach`: every page is allocated now, so memory the
+     * kernel cannot provide (huge pages running out, a hugetlb cgroup limit)
+     * fails here (ENOMEM, EFAULT) instead of raising SIGBUS at the first
+     * touch. Writes nothing. EINVAL on Linux < 5.14 (no such advice).
+     * TypeError for a buffer not ours or detached.
+     */
+    populate(buffer: ArrayBuffer): void;
+
+    /**
+     * shmget(key, size, flags): the id of a System V shared memory segment.
+     * `key` is an integer in [-2^31, 2^32), taken modulo 2^32 as the C key_t
+     * (0 is IPC_PRIVATE: a new segment reachable only by its id). `flags`:
+     * permission bits (0o777) | IPC_CREAT (0o1000) | IPC_EXCL (0o2000) |
+     * SHM_HUGETLB (0o4000); other bits are a RangeError. `size` 0 with no
+     * IPC_CREAT looks up an existing segment.
+     */
+    shmGet(key: number, size: number, flags: number): number;
+
+    /**
+     * shmat(id, NULL, writable ? 0 : SHM_RDONLY), wrapped like `mmap` in
+     * exactly one external ArrayBuffer of the segment's size (IPC_STAT's
+     * shm_segsz), type-tagged as this backend's: `munmap(buffer)` detaches
+     * the ArrayBuffer and then the segment (shmdt), and so does the
+     * finalizer after GC if munmap was never called. A segment marked with
+     * `shmRemove` goes away at its last detach.
+     */
+    shmAttach(id: number, writable: boolean): ArrayBuffer;
+
+    /** shmctl(id, IPC_RMID, NULL): frees the key now; the segment goes with its last detach. */
+    shmRemove(id: number): void;
 
     /** fcntl(fd, F_ADD_SEALS, seals). F_SEAL_SEAL=1, SHRINK=2, GROW=4, WRITE=8. */
     addSeals(fd: number, seals: number): void;

@@ -5,7 +5,8 @@
 //!
 //! Modules, one per family of calls:
 //!  - `shm`: memfd_create, shm_open, shm_unlink, open, dup, close
-//!  - `memory`: mmap into an external ArrayBuffer, munmap, seals
+//!  - `memory`: mmap into an external ArrayBuffer, munmap, populate, seals
+//!  - `sysv`: System V shared memory (shmget, shmat, IPC_RMID)
 //!  - `lock`: open file description locks on one byte (role liveness)
 //!
 //! Layers, each using only those below it (no module cycles):
@@ -20,8 +21,8 @@
 //!  4. `env`: the per-env state that owns the registry, the reactor and the
 //!     mappings;
 //!  5. JS entry points: `shm` (memfd, shm_open, open, dup, close), `lock`
-//!     (OFD locks), `memory`
-//!     (mmap, munmap, seals), `futex` (wait, wake, async wait), `socket`
+//!     (OFD locks), `memory` (mmap, munmap, populate, seals), `sysv`
+//!     (shmget, shmat, IPC_RMID), `futex` (wait, wake, async wait), `socket`
 //!     (SCM_RIGHTS).
 //!
 //! The raw exports are wrapped by index.cjs into the `NativeBackend`
@@ -41,6 +42,7 @@ mod reactor;
 mod shm;
 mod socket;
 mod sys;
+mod sysv;
 mod uring;
 mod uv;
 mod waits;
@@ -62,6 +64,10 @@ js_fn! {
     js_munmap => memory::munmap;
     js_add_seals => memory::add_seals;
     js_get_seals => memory::get_seals;
+    js_populate => memory::populate;
+    js_shm_get => sysv::shm_get;
+    js_shm_attach => sysv::shm_attach;
+    js_shm_remove => sysv::shm_remove;
     js_futex_wait => futex::futex_wait;
     js_futex_wake => futex::futex_wake;
     js_futex_wait_any => futex::futex_wait_any;
@@ -73,7 +79,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 20] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 24] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -86,6 +92,10 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 20] = [
     (c"munmap", Some(js_munmap)),
     (c"addSeals", Some(js_add_seals)),
     (c"getSeals", Some(js_get_seals)),
+    (c"populate", Some(js_populate)),
+    (c"shmGet", Some(js_shm_get)),
+    (c"shmAttach", Some(js_shm_attach)),
+    (c"shmRemove", Some(js_shm_remove)),
     (c"futexWait", Some(js_futex_wait)),
     (c"futexWake", Some(js_futex_wake)),
     (c"futexWaitAny", Some(js_futex_wait_any)),

@@ -13,6 +13,7 @@ use std::ffi::{CStr, c_char, c_int, c_long, c_uint, c_void};
 pub type mode_t = u32;
 pub type off_t = i64;
 pub type socklen_t = u32;
+pub type key_t = c_int;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -124,6 +125,39 @@ pub const IORING_OP_FUTEX_WAIT: u8 = 51;
 pub const IORING_TIMEOUT_ABS: u32 = 1 << 0;
 pub const MAP_POPULATE: c_int = 0x08000;
 
+/// `struct ipc_perm` (glibc x86_64 = the kernel's `ipc64_perm`): 48 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ipc_perm {
+    pub key: key_t,
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub cgid: u32,
+    pub mode: u32,
+    pub seq: u16,
+    pub pad2: u16,
+    pub reserved1: u64,
+    pub reserved2: u64,
+}
+
+/// `struct shmid_ds` (glibc x86_64 = the kernel's `shmid64_ds`): 112 bytes,
+/// `shm_segsz` at 48, `shm_nattch` at 88 (checked by a test below).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct shmid_ds {
+    pub shm_perm: ipc_perm,
+    pub shm_segsz: usize,
+    pub shm_atime: i64,
+    pub shm_dtime: i64,
+    pub shm_ctime: i64,
+    pub shm_cpid: i32,
+    pub shm_lpid: i32,
+    pub shm_nattch: u64,
+    pub reserved4: u64,
+    pub reserved5: u64,
+}
+
 #[repr(C)]
 pub struct iovec {
     pub iov_base: *mut c_void,
@@ -172,6 +206,12 @@ unsafe extern "C" {
     pub fn syscall(number: c_long, ...) -> c_long;
     pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
     pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize;
+    pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
+    pub fn shmget(key: key_t, size: usize, shmflg: c_int) -> c_int;
+    pub fn shmat(shmid: c_int, shmaddr: *const c_void, shmflg: c_int) -> *mut c_void;
+    pub fn shmdt(shmaddr: *const c_void) -> c_int;
+    /// glibc adds IPC_64 itself, so `buf` is the 64-bit `shmid_ds` above.
+    pub fn shmctl(shmid: c_int, cmd: c_int, buf: *mut shmid_ds) -> c_int;
     pub fn clock_gettime(clock: c_int, tp: *mut timespec) -> c_int;
     pub fn __errno_location() -> *mut c_int;
     /// The GNU variant (what the `strerror_r` symbol is in glibc): returns
@@ -187,6 +227,18 @@ unsafe extern "C" {
 // memfd_create(2)
 pub const MFD_CLOEXEC: c_uint = 0x0001;
 pub const MFD_ALLOW_SEALING: c_uint = 0x0002;
+/// Back the memfd with huge pages of the default size (hugetlbfs).
+pub const MFD_HUGETLB: c_uint = 0x0004;
+// System V shared memory (sys/ipc.h, sys/shm.h)
+pub const IPC_CREAT: c_int = 0o1000;
+pub const IPC_EXCL: c_int = 0o2000;
+pub const IPC_RMID: c_int = 0;
+pub const IPC_STAT: c_int = 2;
+pub const SHM_HUGETLB: c_int = 0o4000;
+pub const SHM_RDONLY: c_int = 0o10000;
+// madvise(2) (Linux >= 5.14): fault every page in now, and fail with an
+// error instead of a later SIGBUS when that is impossible.
+pub const MADV_POPULATE_WRITE: c_int = 23;
 // open(2)
 pub const O_CLOEXEC: c_int = 0o2000000;
 // mmap(2)
@@ -311,4 +363,21 @@ pub fn monotonic_now() -> timespec {
 pub fn close_quietly(fd: c_int) {
     // SAFETY: closing an fd this code owns; an invalid fd only yields EBADF.
     let _ = unsafe { close(fd) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn shmid_ds_has_the_layout_of_glibc_x86_64() {
+        // Offsets as gcc reports them for <sys/shm.h> on x86_64 glibc.
+        assert_eq!(size_of::<ipc_perm>(), 48);
+        assert_eq!(size_of::<shmid_ds>(), 112);
+        assert_eq!(offset_of!(ipc_perm, mode), 20);
+        assert_eq!(offset_of!(shmid_ds, shm_segsz), 48);
+        assert_eq!(offset_of!(shmid_ds, shm_cpid), 80);
+        assert_eq!(offset_of!(shmid_ds, shm_nattch), 88);
+    }
 }

@@ -1,7 +1,8 @@
-//! One mapping made by `mmap` (memory.rs): where it is, whether it is still
-//! mapped, and the fd it owns, if it was given one. Shared by the
-//! ArrayBuffer's finalizer, the env's registry and `munmap`: whoever comes
-//! first unmaps it and closes the fd.
+//! One mapping made by `mmap` (memory.rs) or `shmat` (sysv.rs): where it
+//! is, how it goes away (munmap or shmdt), whether it is still mapped, and
+//! the fd it owns, if it was given one. Shared by the ArrayBuffer's
+//! finalizer, the env's registry and `munmap`: whoever comes first unmaps
+//! (detaches) it and closes the fd.
 //!
 //! Owning the fd is what lets a region that is dropped without close() give
 //! everything back at GC: the finalizer is the only code that runs then, so
@@ -15,18 +16,40 @@ use crate::libc::{self, SysError, cvt};
 /// No fd owned (or already closed).
 const NO_FD: c_int = -1;
 
+/// How a mapping was made, so how it is undone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `mmap` of an fd: undone by `munmap(addr, len)`.
+    Mmap,
+    /// `shmat` of a System V segment: undone by `shmdt(addr)` (which drops
+    /// the segment's attach count; the kernel destroys a segment marked
+    /// with IPC_RMID at its last detach).
+    Shm,
+}
+
 /// One mapping: where it is, whether it is still mapped, the fd it owns.
 pub struct Mapping {
     pub addr: usize,
     pub len: usize,
+    kind: Kind,
     mapped: AtomicBool,
     /// The fd closed with the mapping, or NO_FD.
     fd: AtomicI32,
 }
 
 impl Mapping {
+    /// A mapping made by `mmap`.
     pub fn new(addr: usize, len: usize) -> Self {
-        Mapping { addr, len, mapped: AtomicBool::new(true), fd: AtomicI32::new(NO_FD) }
+        Self::of_kind(Kind::Mmap, addr, len)
+    }
+
+    /// A System V segment attached at `addr` by `shmat`, `len` its size.
+    pub fn attached(addr: usize, len: usize) -> Self {
+        Self::of_kind(Kind::Shm, addr, len)
+    }
+
+    fn of_kind(kind: Kind, addr: usize, len: usize) -> Self {
+        Mapping { addr, len, kind, mapped: AtomicBool::new(true), fd: AtomicI32::new(NO_FD) }
     }
 
     pub fn is_mapped(&self) -> bool {
@@ -50,10 +73,16 @@ impl Mapping {
         if !self.mapped.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        // SAFETY: addr/len are exactly a mapping made by mmap() below, which
-        // this flag says nobody has unmapped yet, and no ArrayBuffer exposes
-        // it any more (detached or finalized).
-        cvt(unsafe { libc::munmap(self.addr as *mut c_void, self.len) }, "munmap")?;
+        match self.kind {
+            // SAFETY: addr/len are exactly a mapping made by mmap (memory.rs),
+            // which this flag says nobody has unmapped yet, and no ArrayBuffer
+            // exposes it any more (detached or finalized).
+            Kind::Mmap => cvt(unsafe { libc::munmap(self.addr as *mut c_void, self.len) }, "munmap")?,
+            // SAFETY: addr is exactly where shmat (sysv.rs) attached the
+            // segment, which this flag says nobody has detached yet; no
+            // ArrayBuffer exposes it any more (detached or finalized).
+            Kind::Shm => cvt(unsafe { libc::shmdt(self.addr as *const c_void) }, "shmdt")?,
+        };
         Ok(true)
     }
 

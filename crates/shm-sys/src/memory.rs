@@ -13,8 +13,10 @@
 //!
 //! Our ArrayBuffers carry a type tag (`napi_type_tag_object`), so `munmap`
 //! tells "not one of ours" (TypeError) from "ours, already unmapped"
-//! (detached: a no-op). Explicit unmap: wake the async waits on the
-//! mapping, detach the ArrayBuffer (stale views become length 0 and Atomics
+//! (detached: a no-op). The same wrapping (`expose`) serves the System V
+//! segments attached by `shmAttach` (sysv.rs): their `Mapping` is undone by
+//! shmdt instead of munmap, and `munmap(buffer)` releases either kind.
+//! Explicit unmap: wake the async waits on the mapping, detach the ArrayBuffer (stale views become length 0 and Atomics
 //! on them throw instead of faulting), then munmap, then close the owned fd.
 //!
 //! A read-only mapping (`writable` false) must not be written through a
@@ -29,7 +31,7 @@ use crate::libc::{self, cvt};
 use crate::mapping::Mapping;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
 
-/// Tags the ArrayBuffers made by `mmap` (a random 128-bit value).
+/// Tags the ArrayBuffers made by `mmap` and `shmAttach` (a random 128-bit value).
 const MAPPING_TAG: napi::napi_type_tag =
     napi::napi_type_tag { lower: 0x7368_6d72_696e_6701, upper: 0x9c1e_4b3a_d25f_8e67 };
 
@@ -55,17 +57,31 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // it cannot overlap anything Rust or V8 owns.
     let addr = cvt(unsafe { libc::mmap(ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) } as isize, "mmap")?;
     let mapping = Arc::new(Mapping::new(addr as usize, len));
+    let buffer = expose(env, state, &mapping)?;
+    // Only now, with nothing left to fail, does the fd change hands: on an
+    // error above the caller still owns it (and closes it).
+    if own_fd {
+        mapping.own_fd(fd);
+    }
+    Ok(buffer)
+}
 
-    let hint = Arc::into_raw(Arc::clone(&mapping)) as *mut c_void;
+/// Wraps a fresh `mapping` (made by mmap here, or shmat in sysv.rs) in its
+/// one external ArrayBuffer, tagged as ours, whose finalizer releases it,
+/// and enters it in the env's registry so that `munmap` finds it. If the
+/// ArrayBuffer cannot be made, the mapping is released here; once it
+/// exists, its finalizer owns the mapping whatever happens next.
+pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
+    let hint = Arc::into_raw(Arc::clone(mapping)) as *mut c_void;
     let mut buffer = ptr::null_mut();
-    // SAFETY: addr points at len mapped bytes that stay mapped until the
-    // finalizer (or munmap after detaching); hint is an Arc<Mapping> that
-    // finalize_mapping reclaims.
+    // SAFETY: mapping.addr points at mapping.len mapped bytes that stay
+    // mapped until the finalizer (or munmap after detaching); hint is an
+    // Arc<Mapping> that finalize_mapping reclaims.
     let st = unsafe {
         napi::napi_create_external_arraybuffer(
             env.0,
-            addr as *mut c_void,
-            len,
+            mapping.addr as *mut c_void,
+            mapping.len,
             Some(finalize_mapping),
             hint,
             &mut buffer,
@@ -81,19 +97,14 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: buffer is an object of this env; the tag outlives the call.
     let st = unsafe { napi::napi_type_tag_object(env.0, buffer, &MAPPING_TAG) };
     env.check(st, "napi_type_tag_object")?;
-    // Only now, with nothing left to fail, does the fd change hands: on an
-    // error above the caller still owns it (and closes it).
-    if own_fd {
-        mapping.own_fd(fd);
-    }
-    state.mappings.borrow_mut().insert(mapping.addr, mapping);
+    state.mappings.borrow_mut().insert(mapping.addr, Arc::clone(mapping));
     Ok(buffer)
 }
 
-/// `munmap(buffer): void` — see the module docs.
-pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
-    let [buffer] = env.args::<1>(info)?;
-    let not_ours = || Throw::Type("buffer must be an ArrayBuffer returned by mmap".to_string());
+/// The live mapping behind `buffer`: TypeError if it is not an ArrayBuffer
+/// made by `mmap` or `shmAttach`, `None` if it is ours but detached.
+fn mapping_of(env: Env, buffer: napi::napi_value) -> Result<Option<(*mut u8, usize)>, Throw> {
+    let not_ours = || Throw::Type("buffer must be an ArrayBuffer returned by mmap or shmAttach".to_string());
     if !env.is_arraybuffer(buffer)? {
         return Err(not_ours());
     }
@@ -104,15 +115,21 @@ pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
     if !tagged {
         return Err(not_ours());
     }
-    let (data, _) = env.arraybuffer_info(buffer)?;
-    if data.is_null() {
+    let (data, len) = env.arraybuffer_info(buffer)?;
+    Ok(if data.is_null() { None } else { Some((data, len)) })
+}
+
+/// `munmap(buffer): void` — see the module docs.
+pub fn munmap(env: Env, info: napi_callback_info) -> JsResult {
+    let [buffer] = env.args::<1>(info)?;
+    let Some((data, _)) = mapping_of(env, buffer)? else {
         return env.undefined(); // detached: already unmapped
-    }
+    };
     // SAFETY: the state is used within this callback on the JS thread.
     let state = unsafe { EnvState::current(env) }?;
     let mapping = state.mappings.borrow_mut().remove(&(data as usize));
     let Some(mapping) = mapping else {
-        return Err(Throw::Type("buffer is not a live mapping made by mmap on this thread".to_string()));
+        return Err(Throw::Type("buffer is not a live mapping made by mmap or shmAttach on this thread".to_string()));
     };
     state.settle_waits_in_range(env, mapping.addr, mapping.len);
     // SAFETY: buffer is an external ArrayBuffer of this env.
@@ -153,6 +170,32 @@ unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *
         }
         let _ = mapping.release();
     });
+}
+
+/// `populate(buffer): void` — madvise(MADV_POPULATE_WRITE) over the whole
+/// mapping: every page is faulted in (allocated) now, so that a mapping whose
+/// pages the kernel cannot provide (huge pages running out, a hugetlb cgroup
+/// limit) fails here with an error instead of a SIGBUS at the first touch.
+/// A writable mapping only (it writes nothing, but faults as a write would).
+/// EINVAL on Linux < 5.14, which lacks the advice; EINTR is retried (the
+/// pages populated so far stay).
+pub fn populate(env: Env, info: napi_callback_info) -> JsResult {
+    let [buffer] = env.args::<1>(info)?;
+    let Some((data, len)) = mapping_of(env, buffer)? else {
+        return Err(Throw::Type("buffer is detached (its region was closed)".to_string()));
+    };
+    loop {
+        // SAFETY: data/len are the live mapping behind an attached buffer of
+        // ours (checked above), page-aligned by mmap / shmat; the advice
+        // only faults pages in and never changes their contents.
+        match cvt(unsafe { libc::madvise(data.cast(), len, libc::MADV_POPULATE_WRITE) }, "madvise") {
+            Err(err) if err.errno == libc::EINTR => continue,
+            result => {
+                result?;
+                return env.undefined();
+            }
+        }
+    }
 }
 
 /// `addSeals(fd, seals): void` — fcntl(fd, F_ADD_SEALS, seals).

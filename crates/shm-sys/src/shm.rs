@@ -14,15 +14,17 @@ use crate::napi::{self, Env, JsResult, napi_callback_info};
 /// The highest `mode` accepted by shmOpen (permission bits, setuid/setgid/sticky).
 const MAX_MODE: f64 = 0o7777 as f64;
 
-/// `memfdCreate(name: string): number` — memfd_create(name,
-/// MFD_CLOEXEC | MFD_ALLOW_SEALING). The name only labels /proc/self/fd
-/// links; the kernel rejects names over 249 bytes with EINVAL.
+/// `memfdCreate(name: string, hugePages = false): number` —
+/// memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING, | MFD_HUGETLB with
+/// `hugePages`). The name only labels /proc/self/fd links; the kernel
+/// rejects names over 249 bytes with EINVAL.
 pub fn memfd_create(env: Env, info: napi_callback_info) -> JsResult {
-    let [name] = env.args::<1>(info)?;
+    let [name, huge_pages] = env.args::<2>(info)?;
     let name = env.c_string(name, "name")?;
+    let huge_pages = env.type_of(huge_pages)? != napi::NAPI_UNDEFINED && env.boolean(huge_pages, "hugePages")?;
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | if huge_pages { libc::MFD_HUGETLB } else { 0 };
     // SAFETY: name is a valid NUL-terminated string for the whole call.
-    let fd =
-        cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) }, "memfd_create")?;
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) }, "memfd_create")?;
     env.int32(fd)
 }
 

@@ -76,9 +76,9 @@ async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal
 class BridgeProcess {
   child!: ChildProcess;
   stderr = '';
-  constructor(readonly from: string, readonly to: string) {}
+  constructor(readonly from: string, readonly to: string, readonly flags: string[] = []) {}
   async start(): Promise<void> {
-    this.child = spawn(process.execPath, [BRIDGE_BIN, this.from, this.to], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = spawn(process.execPath, [BRIDGE_BIN, ...this.flags, this.from, this.to], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;
     });
@@ -126,6 +126,28 @@ describe('bridge', function () {
     await new Promise<void>((ready) => running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready })));
     await new Promise<void>((ready) => running.push(bridge(`shm:${a.name}`, nats.url(subject), { signal: controller.signal, onReady: ready })));
     await Promise.all([produce(a.ring, N, controller.signal), consumeInOrder(b.ring, N, controller.signal)]);
+    controller.abort();
+    await Promise.all(running);
+  });
+
+  it('with a poll window (bridge(…, { poll }), shmring bridge --poll) messages still arrive in order, sparse ones too', async function () {
+    const a = makeRing();
+    const b = makeRing();
+    const subject = uniqueSubject('poll');
+    const running: Array<Promise<void>> = [];
+    await new Promise<void>((ready) => running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready, poll: 2000 })));
+    const out = new BridgeProcess(`shm:${a.name}`, nats.url(subject), ['--poll', '2000']);
+    children.push(out);
+    await out.start();
+    const N = 2000;
+    const producing = (async () => {
+      for (let i = 0; i < N; i++) {
+        if (i % 100 === 0) await sleep(3); // now and then a gap longer than the default poll window
+        const bytes = message(i);
+        if (!a.ring.tryWrite(bytes, i % 7)) await a.ring.write(bytes, { type: i % 7, signal: controller.signal, peerTimeoutMs: Infinity });
+      }
+    })();
+    await Promise.all([producing, consumeInOrder(b.ring, N, controller.signal)]);
     controller.abort();
     await Promise.all(running);
   });
@@ -235,6 +257,24 @@ describe('bridge', function () {
       });
     }
 
+    for (const poll of [-1, Number.NaN, '50'] as const) {
+      it(`bridge(…, { poll: ${String(poll)} }) rejects with ERR_SHMRING_INVALID_ARGUMENT naming poll`, async function () {
+        const a = makeRing();
+        const err = await rejectsWith(bridge(`shm:${a.name}`, 'nats://127.0.0.1:4222/x', { poll: poll as number }), ErrorCodes.INVALID_ARGUMENT, `poll=${String(poll)}`);
+        assert.ok(err instanceof RangeError, `${err.name}: a RangeError`);
+      });
+    }
+
+    it('shmring bridge --poll takes microseconds >= 0, and exits 2 with its usage otherwise', async function () {
+      const a = makeRing();
+      const child = spawn(process.execPath, [BRIDGE_BIN, '--poll', 'soon', `shm:${a.name}`, 'nats://127.0.0.1:4222/x'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
+    });
+
     it('a NATS server that does not answer: ERR_SHMRING_UNREACHABLE naming it', async function () {
       const a = makeRing();
       const port = await freePort();
@@ -248,7 +288,7 @@ describe('bridge', function () {
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       const [code] = await once(child, 'exit');
       assert.equal(code, 2, stderr);
-      assert.match(stderr, /usage: shmring bridge <from> <to>/);
+      assert.match(stderr, /usage: shmring bridge \[--poll <µs>\] <from> <to>/);
     });
   });
 });

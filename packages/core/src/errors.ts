@@ -56,12 +56,16 @@ export const ErrorCodes = {
   BUSY: 'ERR_SHMRING_BUSY',
   /** The region (or handle) does not hold a channel. */
   NOT_A_CHANNEL: 'ERR_SHMRING_NOT_A_CHANNEL',
+  /** A region with hugePages: true cannot get its huge pages (none or too few reserved: vm.nr_hugepages). */
+  NO_HUGE_PAGES: 'ERR_SHMRING_NO_HUGE_PAGES',
   /** A `nats://` or `shm:` endpoint (a channel address, a bridge end) that cannot be parsed. */
   INVALID_ENDPOINT: 'ERR_SHMRING_INVALID_ENDPOINT',
   /** The NATS server at the address did not answer (refused, unresolvable, timed out). */
   UNREACHABLE: 'ERR_SHMRING_UNREACHABLE',
   /** connect over NATS: nobody listens on the subject (NATS answered "no responders"). */
   NO_SERVER: 'ERR_SHMRING_NO_SERVER',
+  /** requireSealed: the region's file could still be changed by a peer (not sealed against writing, shrinking and growing). */
+  NOT_SEALED: 'ERR_SHMRING_NOT_SEALED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -1,5 +1,5 @@
 export { Region } from './region.js';
-export type { Backing, CreateOptions, OpenOptions, FromFdOptions } from './region.js';
+export type { Backing, CreateOptions, OpenOptions, FromFdOptions, SnapshotOptions } from './region.js';
 export { sendRegion, receiveRegion } from './transfer.js';
 export type { ReceiveOptions } from './transfer.js';
 export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger } from './errors.js';

@@ -17,8 +17,9 @@
  *    holds no locks: they see every holder, this process's included.
  *  - The locks go with the FileLocks' release(), with the region's
  *    close(), when the FileLocks is collected, or with the process.
- *  - Regions without a file ('sab') or a /proc to reopen it through get
- *    no FileLocks: callers fall back to what they did before (pids).
+ *  - Regions without a file ('sab', and 'sysv': a System V segment has no
+ *    fd) or a /proc to reopen it through get no FileLocks: callers fall
+ *    back to what they did before (pids).
  */
 import * as fs from 'node:fs';
 import { backend } from './native/loader.js';
@@ -34,6 +35,11 @@ interface Region {
 const SHARED = 0;
 const EXCLUSIVE = 1;
 const UNLOCKED = 2;
+
+/** Whether `region` has a file to lock: open, with an fd ('sab' and 'sysv' regions have none: fd -1). */
+function hasFile(region: Region): boolean {
+  return !region.closed && region.fd >= 0;
+}
 
 /** An fd that whichever comes first closes: release(), the region's close(), or GC. */
 interface Cell {
@@ -72,11 +78,11 @@ export class FileLocks {
 
   /**
    * An open file description of the region's file for this object's locks,
-   * or undefined where the region has none ('sab', closed) or it cannot be
-   * reopened (no /proc mounted, or permission refused).
+   * or undefined where the region has none ('sab', 'sysv', closed) or it
+   * cannot be reopened (no /proc mounted, or permission refused).
    */
   static open(region: Region): FileLocks | undefined {
-    if (region.backing === 'sab' || region.closed) return undefined;
+    if (!hasFile(region)) return undefined;
     let fd: number;
     try {
       fd = backend().open(`/proc/self/fd/${region.fd}`, fs.constants.O_RDWR, 0);
@@ -113,10 +119,10 @@ export class FileLocks {
 /**
  * Whether any open file description, of any process, holds a lock on the
  * byte at `byte` of the region's file; undefined where the question cannot
- * be asked (a 'sab' region, a closed one).
+ * be asked (a 'sab' or 'sysv' region, a closed one).
  */
 export function heldByAnyone(region: Region, byte: number): boolean | undefined {
-  if (region.backing === 'sab' || region.closed) return undefined;
+  if (!hasFile(region)) return undefined;
   return backend().ofdTest(region.fd, byte, EXCLUSIVE) !== UNLOCKED;
 }
 

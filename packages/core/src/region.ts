@@ -10,10 +10,17 @@
  *    name from any process. Created exclusive, mode 0600, unless asked.
  *  - 'file': a file on any filesystem (tmpfs for speed); its bytes outlive
  *    the processes.
+ *  - 'sysv': a System V shared memory segment (shmget / shmat), found by
+ *    its numeric key (or, for a private one, its id) from any process.
+ *    Created exclusive, mode 0600, unless asked. It has no fd: it lives in
+ *    the kernel until unlink() marks it for removal (IPC_RMID) and its last
+ *    attach is gone.
  *  - 'sab': a SharedArrayBuffer, shared with worker threads by postMessage.
  *
+ * Huge pages (`hugePages: true`, memfd and sysv): see hugepages.ts.
+ *
  * A Region owns its fd and its mapping, and hands both to the backend's
- * mapping (mmap with ownFd): close() detaches the ArrayBuffer (stale views
+ * mapping (mmap with ownFd; a sysv region has only its attach): close() detaches the ArrayBuffer (stale views
  * then read as length 0 instead of faulting), unmaps it and closes the fd;
  * a region dropped without close() gives both back when its ArrayBuffer is
  * collected. Exactly one ArrayBuffer exists per mapping; hand out views of
@@ -30,25 +37,42 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, onObject } from './errors.js';
+import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
 import { releaseLocksOf } from './locks.js';
 import { backend } from './native/loader.js';
 
-export type Backing = 'memfd' | 'posix' | 'file' | 'sab';
+export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
 
 export interface CreateOptions {
   backing: Backing;
-  /** Bytes to map; at least 1. */
+  /** Bytes to map; at least 1 (with hugePages, rounded up to whole huge pages). */
   size: number;
   /** 'posix': the object's name (no '/'). 'memfd': a label shown in /proc/<pid>/fd. */
   name?: string;
   /** 'file': the file's path. */
   path?: string;
-  /** Permission bits of a new POSIX object or file; default 0o600. */
+  /**
+   * 'sysv': the segment's key, an integer in [1, 0xffffffff] as `ipcs -m`
+   * prints it (a negative int32 is the same key as C's signed key_t sees
+   * it). Omitted: IPC_PRIVATE, a new segment reachable only by its `id`
+   * (Region.open({ backing: 'sysv', id })).
+   */
+  key?: number;
+  /** Permission bits of a new POSIX object, file or System V segment ('sysv': at most 0o777); default 0o600. */
   mode?: number;
-  /** Fail with EEXIST if the POSIX object or file exists (default true). */
+  /** Fail with EEXIST if the POSIX object, file or System V key exists (default true). */
   exclusive?: boolean;
   /**
-   * 'posix' and 'file': remove the name when this process exits normally,
+   * 'memfd' and 'sysv': back the region with huge pages (MFD_HUGETLB,
+   * SHM_HUGETLB) of the default size (Hugepagesize in /proc/meminfo, 2 MiB
+   * on x86_64); `size` is rounded up to whole huge pages. Every page is
+   * taken from the pool the administrator reserved (vm.nr_hugepages) and
+   * faulted in before create returns: too few free pages is
+   * ERR_SHMRING_NO_HUGE_PAGES, never a SIGBUS later. Default false.
+   */
+  hugePages?: boolean;
+  /**
+   * 'posix', 'file' and 'sysv': remove the name (mark the segment for removal) when this process exits normally,
    * by process.exit() or by an uncaught exception (it runs in an 'exit'
    * listener). It cannot run when the process dies of a signal: a SIGKILL
    * (the OOM killer, `kill -9`) runs nothing, and neither does a SIGTERM,
@@ -79,21 +103,46 @@ function removeAtExit(key: string, remove: () => void): void {
 }
 
 export interface OpenOptions {
-  backing: 'posix' | 'file';
+  backing: 'posix' | 'file' | 'sysv';
   name?: string;
   path?: string;
+  /** 'sysv': the key the segment was created with (give this or `id`). */
+  key?: number;
+  /** 'sysv': the segment's id (shmid), the only way to reach a private segment. */
+  id?: number;
   /** Map read-only (PROT_READ). Default false. */
   readOnly?: boolean;
 }
 
 export interface FromFdOptions {
   readOnly?: boolean;
+  /**
+   * Accept only a memfd that no process can change any more: sealed
+   * against writing (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), shrinking and
+   * growing; anything else is ERR_SHMRING_NOT_SEALED. An accepted region is
+   * mapped read-only whatever `readOnly` says. Default false.
+   */
+  requireSealed?: boolean;
+}
+
+export interface SnapshotOptions {
+  /** Bytes of the snapshot: required with a fill function; default bytes.length (at least 1). */
+  size?: number;
+  /** A label shown in /proc/<pid>/fd; default 'shmring-snapshot'. */
+  name?: string;
 }
 
 /** Linux seal bits (fcntl F_ADD_SEALS). */
 const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 const F_SEAL_GROW = 0x4;
+const F_SEAL_WRITE = 0x8;
+const F_SEAL_FUTURE_WRITE = 0x10;
+/** What requireSealed asks of a region: no write (either seal), no shrink, no grow. */
+function immutable(seals: number | undefined): boolean {
+  return seals !== undefined && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0
+    && (seals & F_SEAL_SHRINK) !== 0 && (seals & F_SEAL_GROW) !== 0;
+}
 
 /** Largest region we map: far above any ring, far below what a size_t or a double can hold. */
 const MAX_REGION_SIZE = 2 ** 40;
@@ -101,6 +150,53 @@ const MAX_REGION_SIZE = 2 ** 40;
 const MAX_NAME_LENGTH = 255;
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
+
+/** shmget(2) flags (sys/ipc.h, sys/shm.h). */
+const IPC_CREAT = 0o1000;
+const IPC_EXCL = 0o2000;
+const SHM_HUGETLB = 0o4000;
+/** Largest System V id (an int). */
+const MAX_SYSV_ID = 2 ** 31 - 1;
+
+/** Checks a System V key and returns it as ipcs prints it (unsigned); 0 (IPC_PRIVATE) is refused. */
+function sysvKey(key: unknown): number {
+  if (typeof key !== 'number' || !Number.isInteger(key)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+      `key must be an integer System V IPC key (such as 0x73680001), got ${typeof key === 'string' ? JSON.stringify(key) : String(key)}`);
+  }
+  if (key < -(2 ** 31) || key > 0xffff_ffff) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `key=${key} is out of range [-2147483648, 4294967295]`);
+  }
+  if (key === 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+      'key=0 is IPC_PRIVATE: omit key to create a private segment, which others open by its id');
+  }
+  return key >>> 0;
+}
+
+/** A System V key as ipcs prints it. */
+function hexKey(key: number): string {
+  return `0x${key.toString(16).padStart(8, '0')}`;
+}
+
+function checkSysvId(id: unknown): number {
+  return checkInteger('id', id, 0, MAX_SYSV_ID);
+}
+
+/** Checks `hugePages` and that the backing offers them. */
+function checkHugePages(options: CreateOptions): boolean {
+  const { hugePages } = options;
+  if (hugePages === undefined || hugePages === false) return false;
+  if (hugePages !== true) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `hugePages must be a boolean, got ${String(hugePages)}`);
+  }
+  if (options.backing !== 'memfd' && options.backing !== 'sysv') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+      `hugePages is for 'memfd' and 'sysv' regions, not backing=${String(options.backing)} ` +
+      "(for a 'file' region, put the file on a mounted hugetlbfs instead)");
+  }
+  return true;
+}
 
 /** Checks a POSIX shared memory name and returns it with the leading '/' shm_open wants. */
 export function posixName(name: unknown): string {
@@ -167,6 +263,37 @@ function describeFile(path: string): Described {
   return { object: `file '${path}'`, path };
 }
 
+function describeSysv(key: number | undefined, id: number | undefined): Described {
+  if (key === undefined && id === undefined) return { object: 'a new private System V shared memory segment' };
+  if (key === undefined) return { object: `System V shared memory segment id ${id}` };
+  return { object: `System V shared memory segment key ${hexKey(key)}${id === undefined ? '' : ` (id ${id})`}` };
+}
+
+/** What to do about the errors of shmget, shmat and shmctl, in Region.create (`creating`) or open and unlink. */
+function sysvHint(code: string, creating: boolean, hugePages = false): string | undefined {
+  switch (code) {
+    case 'EEXIST':
+      return existsHint('the key', '`shmring inspect --all` lists the rings in System V segments and ' +
+        'whether their processes still live (`ipcs -m` lists every segment)');
+    case 'ENOENT':
+      return 'no segment has this key: create it first (Region.create with backing \'sysv\'), or check the key ' +
+        '(`ipcs -m`, `shmring inspect --all`)';
+    case 'EINVAL':
+    case 'EIDRM':
+      return creating
+        ? 'size is above kernel.shmmax (/proc/sys/kernel/shmmax), or (exclusive: false) the segment with this key is smaller than size'
+        : 'no segment has this id: it was removed (unlink()) and every process detached, or it never existed (`ipcs -m`)';
+    case 'ENOSPC':
+      return 'the system limit of segments (kernel.shmmni) or of shared memory (kernel.shmall) is reached: ' +
+        'remove the segments nobody uses (`ipcs -m`, `ipcrm`)';
+    case 'EPERM':
+      if (hugePages) return 'huge page segments need CAP_IPC_LOCK or the group in /proc/sys/vm/hugetlb_shm_group';
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
 /** What to do about the errors any region operation can meet. */
 function commonHint(code: string): string | undefined {
   switch (code) {
@@ -187,11 +314,11 @@ function commonHint(code: string): string | undefined {
 }
 
 /** The EEXIST hint of Region.create: how to tell a leftover from a live object. */
-function existsHint(target: string): string {
+function existsHint(target: string, inspection = `\`shmring inspect ${target}\` shows whether the processes of a ring in it still live`): string {
   return 'it may be a leftover of a process that died before unlink(): ' +
-    `\`shmring inspect ${target}\` shows whether the processes of a ring in it still live ` +
+    `${inspection} ` +
     '(`shmring unlink-stale` removes the rings whose processes are all dead); ' +
-    'otherwise pick another name, or pass exclusive: false to reuse it';
+    `otherwise pick another ${target === 'the key' ? 'key' : 'name'}, or pass exclusive: false to reuse it`;
 }
 
 /** Rethrows `err` from `operation` on `described`, named (see onObject), with `hint` before the common hints. */
@@ -207,7 +334,7 @@ function fromFdHint(code: string): string | undefined {
 }
 
 /** Region.#adopt, handed out by Region's static block (adoptFd needs the private constructor's path). */
-let adoptFdImpl: (fd: number, readOnly: boolean) => Region;
+let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object: string) => Region;
 
 /**
  * Maps an fd that nobody else holds (received by receiveRegion, or the
@@ -217,7 +344,7 @@ let adoptFdImpl: (fd: number, readOnly: boolean) => Region;
 export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${fd}`): Region {
   return withFd(fd, () => {
     try {
-      return adoptFdImpl(fd, options.readOnly === true);
+      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
     } catch (err) {
       failOn(err, 'Region.fromFd of', { object }, fromFdHint);
     }
@@ -233,6 +360,13 @@ export class Region {
   readonly name: string | undefined;
   /** The file's path, for 'file' regions. */
   readonly path: string | undefined;
+  /**
+   * 'sysv': the key it was created or opened with, unsigned (as `ipcs -m`
+   * prints it); undefined for a private segment and one opened by id.
+   */
+  readonly key: number | undefined;
+  /** 'sysv': the segment's id (shmid), by which any process may open it (Region.open({ backing: 'sysv', id })). */
+  readonly id: number | undefined;
   /** True when mapped PROT_READ only. */
   readonly readOnly: boolean;
   #fd: number;
@@ -240,12 +374,14 @@ export class Region {
 
   private constructor(init: {
     backing: Backing; size: number; fd: number; buffer: ArrayBuffer | SharedArrayBuffer;
-    name?: string; path?: string; readOnly?: boolean;
+    name?: string; path?: string; key?: number; id?: number; readOnly?: boolean;
   }) {
     this.backing = init.backing;
     this.size = init.size;
     this.name = init.name;
     this.path = init.path;
+    this.key = init.key;
+    this.id = init.id;
     this.readOnly = init.readOnly ?? false;
     this.#fd = init.fd;
     this.#buffer = init.buffer;
@@ -256,26 +392,37 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.create needs an options object');
     }
-    const size = checkSize(options.size);
+    const requested = checkSize(options.size);
+    const hugePages = checkHugePages(options);
+    const pool = hugePages ? hugePagePool() : undefined;
+    const size = pool === undefined ? requested : checkSize(roundToHugePages(requested, pool));
     switch (options.backing) {
       case 'sab':
         return Region.fromSharedArrayBuffer(new SharedArrayBuffer(size));
       case 'memfd': {
         const label = options.name ?? 'shmring';
         if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+        const described = { object: `memfd '${label}'` };
+        if (hugePages && pool === undefined) throw noHugePages('Region.create of', described.object, size, pool);
         try {
-          const fd = backend().memfdCreate(label);
-          return withFd(fd, () => {
+          const fd = backend().memfdCreate(label, hugePages);
+          const region = withFd(fd, () => {
             fs.ftruncateSync(fd, size);
             // Seal the size: no peer can shrink the file (which would SIGBUS us) or grow it.
             backend().addSeals(fd, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
             return Region.#map('memfd', fd, size, false, {});
           });
+          // Outside withFd: from here on the mapping owns the fd, and close() gives it back.
+          if (hugePages) Region.#populate(region);
+          return region;
         } catch (err) {
-          failOn(err, 'Region.create of', { object: `memfd '${label}'` },
+          if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
+          failOn(err, 'Region.create of', described,
             (code) => (code === 'EINVAL' ? 'a memfd name is at most 249 bytes' : undefined));
         }
       }
+      case 'sysv':
+        return Region.#createSysv(options, size, hugePages, pool);
       case 'posix': {
         const name = posixName(options.name);
         const exclusive = options.exclusive !== false;
@@ -317,11 +464,91 @@ export class Region {
       }
       default:
         throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
-          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sab'`);
+          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sysv', 'sab'`);
     }
   }
 
-  /** Opens an existing POSIX object or file; its size is the region's size. */
+  /**
+   * A new System V segment (shmget with IPC_CREAT, IPC_EXCL unless
+   * exclusive: false; IPC_PRIVATE without a key), attached read-write. A
+   * segment this call created is removed again if it cannot be attached.
+   */
+  static #createSysv(options: CreateOptions, size: number, hugePages: boolean, pool: HugePagePool | undefined): Region {
+    const key = options.key === undefined ? undefined : sysvKey(options.key);
+    const exclusive = key === undefined || options.exclusive !== false;
+    const mode = checkInteger('mode', options.mode ?? 0o600, 0, 0o777);
+    if (hugePages && pool === undefined) throw noHugePages('Region.create of', describeSysv(key, undefined).object, size, pool);
+    let id: number;
+    try {
+      id = backend().shmGet(key ?? 0, size, IPC_CREAT | (exclusive ? IPC_EXCL : 0) | mode | (hugePages ? SHM_HUGETLB : 0));
+    } catch (err) {
+      const described = describeSysv(key, undefined);
+      if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
+      failOn(err, 'Region.create of', described, (code) => sysvHint(code, true, hugePages));
+    }
+    let region: Region;
+    try {
+      const buffer = backend().shmAttach(id, true);
+      region = new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, ...(key === undefined ? {} : { key }) });
+      if (hugePages) Region.#populate(region);
+    } catch (err) {
+      // Created by this call (exclusive): nobody else can have it yet, so it goes.
+      if (exclusive) {
+        try {
+          backend().shmRemove(id);
+        } catch {
+          // the first error is the one to report
+        }
+      }
+      const described = describeSysv(key, id);
+      if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
+      failOn(err, 'Region.create of', described, (code) => sysvHint(code, false, hugePages));
+    }
+    if (options.unlinkOnExit) removeAtExit(`sysv:${id}`, () => backend().shmRemove(id));
+    return region;
+  }
+
+  /** Opens an existing System V segment by key or by id. */
+  static #openSysv(options: OpenOptions, readOnly: boolean): Region {
+    if (options.key !== undefined && options.id !== undefined) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, "Region.open of a 'sysv' segment takes its key or its id, not both");
+    }
+    if (options.key === undefined && options.id === undefined) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, "Region.open of a 'sysv' segment needs its key or its id");
+    }
+    const key = options.key === undefined ? undefined : sysvKey(options.key);
+    let id = options.id === undefined ? undefined : checkSysvId(options.id);
+    try {
+      id ??= backend().shmGet(key!, 0, 0);
+      const buffer = backend().shmAttach(id, !readOnly);
+      return new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, readOnly, ...(key === undefined ? {} : { key }) });
+    } catch (err) {
+      failOn(err, 'Region.open of', describeSysv(key, id), (code) => sysvHint(code, false));
+    }
+  }
+
+  /**
+   * Faults in every page of a new huge-page region (MADV_POPULATE_WRITE),
+   * so that a page the pool cannot give fails here instead of raising
+   * SIGBUS at its first touch; closes the region if that fails. A kernel
+   * without the advice (EINVAL, Linux < 5.14) keeps the reservation that
+   * mmap or shmget made, which covers every case but a hugetlb cgroup limit.
+   */
+  static #populate(region: Region): void {
+    try {
+      backend().populate(region.buffer as ArrayBuffer);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EINVAL' && (err as { syscall?: string }).syscall === 'madvise') return;
+      try {
+        region.close();
+      } catch {
+        // the first error is the one to report
+      }
+      throw err;
+    }
+  }
+
+  /** Opens an existing POSIX object, file or System V segment; its size is the region's size. */
   static open(options: OpenOptions): Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
@@ -351,9 +578,11 @@ export class Region {
             : undefined));
         }
       }
+      case 'sysv':
+        return Region.#openSysv(options, readOnly);
       default:
         throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
-          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix' or 'file' (memfd regions are shared by fd)`);
+          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix', 'file' or 'sysv' (memfd regions are shared by fd)`);
     }
   }
 
@@ -379,23 +608,79 @@ export class Region {
   }
 
   /** Maps `fd` and owns it from the start (see adoptFd). */
-  static #adopt(fd: number, readOnly: boolean): Region {
-    const size = Region.#existingSize(fd);
+  static #adopt(fd: number, readOnly: boolean, requireSealed: boolean, object: string): Region {
     let seals: number | undefined;
     try {
       seals = backend().getSeals(fd);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EINVAL') throw err;
     }
+    if (requireSealed && !immutable(seals)) {
+      throw new ShmringError(ErrorCodes.NOT_SEALED, seals === undefined
+        ? `${object} is not a memfd: it cannot be sealed, and whoever can open its file can change it; ask the peer for a Region.snapshot()`
+        : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`);
+    }
+    const size = Region.#existingSize(fd);
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
-    // An fd that supports seals is a memfd; anything else we treat as a file.
-    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly, {});
+    // An fd that supports seals is a memfd; anything else we treat as a file. A sealed one maps read-only:
+    // a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
+    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly || requireSealed, {});
   }
 
   static {
-    adoptFdImpl = (fd, readOnly) => Region.#adopt(fd, readOnly);
+    adoptFdImpl = (fd, readOnly, requireSealed, object) => Region.#adopt(fd, readOnly, requireSealed, object);
+  }
+
+  /**
+   * A sealed snapshot: a memfd of `bytes` (or of `size` bytes that `fill`
+   * writes through a view), sealed with F_SEAL_WRITE, F_SEAL_SHRINK,
+   * F_SEAL_GROW and F_SEAL_SEAL, and mapped read-only. The kernel itself
+   * keeps it immutable: no process, this one included, can write, resize or
+   * unseal it, so a peer that receives it (sendRegion, or its fd inherited
+   * or passed to a worker) and maps it with `requireSealed: true` may use it
+   * directly, without a copy or a check of its contents.
+   */
+  static snapshot(content: Uint8Array | ((view: Uint8Array) => void), options: SnapshotOptions = {}): Region {
+    const fill = typeof content === 'function' ? content : undefined;
+    if (fill === undefined && !(content instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot needs a Uint8Array or a function (view) => void that fills it');
+    }
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot: options must be an object');
+    }
+    const bytes = fill === undefined ? (content as Uint8Array) : undefined;
+    if (fill !== undefined && options.size === undefined) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot with a fill function needs options.size (bytes)');
+    }
+    const size = checkSize(options.size ?? bytes!.length);
+    if (bytes !== undefined && bytes.length > size) {
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Region.snapshot: ${bytes.length} bytes do not fit size=${size}`);
+    }
+    const label = options.name ?? 'shmring-snapshot';
+    if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+    let fd: number;
+    try {
+      fd = backend().memfdCreate(label);
+    } catch (err) {
+      failOn(err, 'Region.snapshot of', { object: `memfd '${label}'` });
+    }
+    return withFd(fd, () => {
+      fs.ftruncateSync(fd, size);
+      // Filled through a writable mapping of our own, unmapped before the seal: F_SEAL_WRITE
+      // is refused (EBUSY) while any writable shared mapping of the file exists.
+      const scratch = backend().mmap(fd, size, true, false);
+      try {
+        const view = new Uint8Array(scratch);
+        if (fill !== undefined) fill(view);
+        else view.set(bytes!);
+      } finally {
+        backend().munmap(scratch);
+      }
+      backend().addSeals(fd, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+      return Region.#map('memfd', fd, size, true, {});
+    });
   }
 
   /** Wraps a SharedArrayBuffer (e.g. one received from a worker). */
@@ -428,12 +713,37 @@ export class Region {
     return this.#buffer;
   }
 
-  /** The file descriptor (-1 for 'sab'). */
+  /** The file descriptor (-1 for 'sab' and 'sysv', which have none). */
   get fd(): number {
     if (this.#buffer === undefined) {
       throw new ShmringError(ErrorCodes.CLOSED, `this ${this.backing} region is closed`);
     }
     return this.#fd;
+  }
+
+  /**
+   * Makes what was written to the region durable against a machine crash,
+   * as msync(MS_SYNC) does: for a 'file' region the Promise resolves once
+   * the file's dirty pages (written through any mapping of it) and its size
+   * are on the device (fdatasync, in libuv's thread pool: the event loop
+   * goes on meanwhile). With `{ async: true }` it resolves at once: that is
+   * msync(MS_ASYNC) on Linux, where the kernel writes dirty pages of a
+   * shared mapping back on its own schedule (vm.dirty_expire_centisecs,
+   * 30 s by default) and MS_ASYNC starts nothing sooner. 'memfd', 'posix'
+   * and 'sab' regions live in memory only: there is nothing to write back,
+   * and it resolves at once. ERR_SHMRING_CLOSED once the region is closed.
+   */
+  async sync(options: { async?: boolean } = {}): Promise<void> {
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'region.sync: options must be an object');
+    }
+    const fd = this.fd; // throws ERR_SHMRING_CLOSED for a closed region
+    if (this.backing !== 'file' || options.async === true) return;
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      failOn(err, 'region.sync() of', this.#described(fd));
+    }
   }
 
   /** True once close() ran. */
@@ -445,10 +755,15 @@ export class Region {
   #described(fd = this.#fd): Described {
     if (this.backing === 'posix') return describePosix(this.name!);
     if (this.backing === 'file') return describeFile(this.path!);
+    if (this.backing === 'sysv') return describeSysv(this.key, this.id);
     return { object: `${this.backing} region (fd ${fd})` };
   }
 
-  /** Unmaps (stale views become empty) and closes the fd (the mapping owns it). Idempotent. */
+  /**
+   * Unmaps (stale views become empty) and closes the fd (the mapping owns
+   * it); a 'sysv' region detaches its segment (shmdt), which stays in the
+   * kernel unless unlink() marked it. Idempotent.
+   */
   close(): void {
     const buffer = this.#buffer;
     if (buffer === undefined) return;
@@ -466,13 +781,20 @@ export class Region {
 
   /**
    * Removes the name ('posix') or the file ('file') so no new process can
-   * open it; mappings that exist stay valid. A no-op for 'memfd' and 'sab',
-   * which have no name. Works after close() too.
+   * open it; mappings that exist stay valid. 'sysv': marks the segment for
+   * removal (IPC_RMID): its key is free at once (opening by key fails with
+   * ENOENT), and the kernel destroys it when the last process detaches,
+   * even one that dies without close() (a process may still open it by id
+   * until then: Linux allows that). A no-op for 'memfd' and 'sab', which
+   * have no name. Works after close() too.
    */
   unlink(): void {
-    if (this.backing !== 'posix' && this.backing !== 'file') return;
+    if (this.backing !== 'posix' && this.backing !== 'file' && this.backing !== 'sysv') return;
     try {
-      if (this.backing === 'posix') {
+      if (this.backing === 'sysv') {
+        unlinkAtExit.delete(`sysv:${this.id}`);
+        backend().shmRemove(this.id!);
+      } else if (this.backing === 'posix') {
         unlinkAtExit.delete(`posix:${this.name}`);
         backend().shmUnlink(this.name!);
       } else {
@@ -480,8 +802,9 @@ export class Region {
         fs.unlinkSync(this.path!);
       }
     } catch (err) {
-      failOn(err, 'region.unlink() of', this.#described(), (code) => (code === 'ENOENT'
-        ? 'it is gone already: unlinked before, by this region or by another process'
+      failOn(err, 'region.unlink() of', this.#described(), (code) => (code === 'ENOENT' || code === 'EINVAL' || code === 'EIDRM'
+        ? 'it is gone already: unlinked before, by this region or by another process' +
+          (this.backing === 'sysv' ? ', and detached by every process' : '')
         : undefined));
     }
   }

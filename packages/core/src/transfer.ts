@@ -21,6 +21,12 @@ import { adoptFd, type Region } from './region.js';
 export interface ReceiveOptions {
   /** Map the received region read-only. */
   readOnly?: boolean;
+  /**
+   * Accept only a region no process can change any more (a Region.snapshot):
+   * anything else is ERR_SHMRING_NOT_SEALED (and its fd is closed). Mapped
+   * read-only. Default false.
+   */
+  requireSealed?: boolean;
   /** Give up after this many milliseconds (ERR_SHMRING_TIMEOUT). Default: wait forever. */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -51,6 +57,10 @@ export async function sendRegion(socket: Socket, region: Region): Promise<void> 
   if (region.backing === 'sab') {
     throw new ShmringTypeError(ErrorCodes.INVALID_BACKING, "a 'sab' region has no fd to send; share its SharedArrayBuffer with postMessage");
   }
+  if (region.backing === 'sysv') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
+      "a 'sysv' region has no fd to send; send its id (region.id) and open it with Region.open({ backing: 'sysv', id })");
+  }
   await connected(socket);
   backend().sendFd(socketFd(socket), region.fd);
 }
@@ -67,7 +77,9 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
     if (signal?.aborted) throw abortError(signal);
     const received = backend().recvFd(fd);
     // The received fd is ours alone: the region owns it (and closes it if it cannot be mapped).
-    if (received >= 0) return adoptFd(received, { readOnly: options.readOnly === true });
+    if (received >= 0) {
+      return adoptFd(received, { readOnly: options.readOnly === true, requireSealed: options.requireSealed === true }, `the region received (fd ${received})`);
+    }
     if (received === -2) throw new ShmringError(ErrorCodes.NO_FD, 'the peer closed the socket before sending a region');
     if (received === -3) throw new ShmringError(ErrorCodes.NO_FD, 'the peer sent a message without a file descriptor; is it calling sendRegion?');
     if (performance.now() >= deadline) {

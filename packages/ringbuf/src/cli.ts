@@ -2,18 +2,19 @@
 /**
  * shmring — look at rings from the shell.
  *
- *   shmring inspect <name|path> [--json]   one ring (a POSIX name or a file path)
- *   shmring inspect --all [--json]         every ring in /dev/shm
+ *   shmring inspect <name|path|sysv:KEY|sysv-id:ID> [--json]   one ring (a POSIX name,
+ *                                          a file path, a System V segment by key or id)
+ *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
- *   shmring bridge <from> <to>             a ring to NATS or NATS to a ring (from @shmring/channel)
+ *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
  */
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
-const USAGE = `usage: shmring inspect <name|path|--all> [--json]
+const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
        shmring unlink-stale [--dry-run] [--json]
-       shmring bridge <from> <to>   (needs @shmring/channel)`;
+       shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)`;
 
 function who(p: ProcessInfo | undefined): string {
   return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';

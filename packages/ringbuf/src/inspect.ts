@@ -1,8 +1,14 @@
 /**
  * Looking at rings from outside: what a region holds (kind, geometry,
  * occupancy, positions, the processes attached and whether they live), the
- * rings in /dev/shm, and removing the ones every process has abandoned.
- * Read-only: inspecting never writes to a ring.
+ * rings in /dev/shm and in System V segments (/proc/sysvipc/shm), and
+ * removing the ones every process has abandoned.
+ * Read-only: inspecting never writes to a ring (a System V segment is
+ * attached with SHM_RDONLY, which only updates its attach time and count).
+ *
+ * Targets: a POSIX name, a path (anything containing '/'), `sysv:<key>`
+ * (hexadecimal with 0x, as `ipcs -m` prints it, or decimal) or
+ * `sysv-id:<id>` (a segment without a key, or one marked for removal).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -26,8 +32,10 @@ export interface ProcessInfo {
 }
 
 export interface RingInfo {
-  /** POSIX name (without '/') or file path. */
+  /** POSIX name (without '/'), file path, or `sysv:<key>` / `sysv-id:<id>` for a System V segment. */
   name: string;
+  /** The System V segment's id (shmid), for rings in System V segments. */
+  sysvId?: number;
   kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'unknown';
   version: number;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize (bytes of the largest value). */
@@ -110,25 +118,86 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
   return info;
 }
 
-/** Opens `target` read-only: a POSIX name, or a path (anything containing '/'). */
+const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d+)$/i;
+const SYSV_ID = /^sysv-id:(\d+)$/;
+
+/** The target naming a System V segment: by its key, or by its id when it has none (0, IPC_PRIVATE). */
+function sysvTarget(key: number, id: number): string {
+  return key === 0 ? `sysv-id:${id}` : `sysv:0x${key.toString(16).padStart(8, '0')}`;
+}
+
+/** Opens `target` read-only: `sysv:<key>`, `sysv-id:<id>`, a path (anything containing '/'), or a POSIX name. */
 function openReadOnly(target: string): Region {
+  const key = SYSV_KEY.exec(target);
+  if (key) return Region.open({ backing: 'sysv', key: Number(key[1]), readOnly: true });
+  const id = SYSV_ID.exec(target);
+  if (id) return Region.open({ backing: 'sysv', id: Number(id[1]), readOnly: true });
   return target.includes('/')
     ? Region.open({ backing: 'file', path: target, readOnly: true })
     : Region.open({ backing: 'posix', name: target, readOnly: true });
 }
 
-/** Describes the ring at a POSIX name or a file path; undefined if it holds no ring. */
+/** Describes the ring at a POSIX name, a file path or a System V segment (see the module comment); undefined if it holds no ring. */
 export function inspect(target: string): RingInfo | undefined {
   const region = openReadOnly(target);
   try {
-    return describeRing(region, target);
+    const info = describeRing(region, target);
+    if (info && region.backing === 'sysv') info.sysvId = region.id!;
+    return info;
   } finally {
     region.close();
   }
 }
 
-/** Every ring among the POSIX shared memory objects (/dev/shm) this process can read. */
-export function listRings(dir = '/dev/shm'): RingInfo[] {
+/** One row of /proc/sysvipc/shm: what listing needs. */
+interface Segment {
+  key: number;
+  id: number;
+  size: number;
+}
+
+/** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
+function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(table, 'utf8');
+  } catch {
+    return []; // no System V IPC in this kernel
+  }
+  const [header, ...rows] = text.trim().split('\n');
+  const columns = header?.trim().split(/\s+/) ?? [];
+  const at = (name: string) => columns.indexOf(name);
+  const [keyAt, idAt, sizeAt] = [at('key'), at('shmid'), at('size')];
+  if (keyAt < 0 || idAt < 0 || sizeAt < 0) return [];
+  return rows.map((row) => row.trim().split(/\s+/))
+    .map((cells) => ({ key: Number(cells[keyAt]) >>> 0, id: Number(cells[idAt]), size: Number(cells[sizeAt]) }));
+}
+
+/** Every ring in a System V segment this process can attach (read-only). */
+export function listSysvRings(): RingInfo[] {
+  const rings: RingInfo[] = [];
+  for (const { key, id, size } of sysvSegments()) {
+    if (!(size >= L.DATA_OFFSET)) continue; // too small for a ring: not even attached
+    try {
+      const info = inspect(`sysv-id:${id}`);
+      if (info) rings.push({ ...info, name: sysvTarget(key, id) });
+    } catch {
+      // not readable by us, or removed meanwhile: not ours to report
+    }
+  }
+  return rings;
+}
+
+/**
+ * Every ring among the POSIX shared memory objects (/dev/shm) this process
+ * can read, then every ring in a System V segment; with `dir`, only the
+ * rings in the files of that directory.
+ */
+export function listRings(dir?: string): RingInfo[] {
+  return dir === undefined ? [...listDir('/dev/shm'), ...listSysvRings()] : listDir(dir);
+}
+
+function listDir(dir: string): RingInfo[] {
   const rings: RingInfo[] = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile()) continue;
@@ -155,23 +224,37 @@ export function isStale(info: RingInfo): boolean {
 }
 
 /**
- * Removes the POSIX rings nobody holds (isStale).
- * Returns the names removed (or that would be, with dryRun).
+ * Removes the rings nobody holds (isStale): POSIX objects (or the files of
+ * `dir`) are unlinked, System V segments (when no `dir` is given) are
+ * marked for removal (IPC_RMID: gone at their last detach). Returns the
+ * names removed (or that would be, with dryRun).
  */
 export function unlinkStale(options: { dir?: string; dryRun?: boolean } = {}): string[] {
   const dir = options.dir ?? '/dev/shm';
   const removed: string[] = [];
-  for (const info of listRings(dir)) {
+  for (const info of listRings(options.dir)) {
     if (!isStale(info)) continue;
     if (!options.dryRun) {
       try {
-        fs.unlinkSync(info.name.includes('/') ? info.name : path.join(dir, info.name));
+        if (info.sysvId !== undefined) removeSegment(info.sysvId);
+        else fs.unlinkSync(info.name.includes('/') ? info.name : path.join(dir, info.name));
       } catch (err) {
-        if ((err as { code?: string }).code !== 'ENOENT') throw err;
+        // Gone meanwhile: ENOENT for a name, EINVAL / EIDRM for a segment id.
+        if (!['ENOENT', 'EINVAL', 'EIDRM'].includes((err as { code?: string }).code ?? '')) throw err;
         continue;
       }
     }
     removed.push(info.name);
   }
   return removed;
+}
+
+/** Marks System V segment `id` for removal (through a read-only attach, which IPC_RMID does not need). */
+function removeSegment(id: number): void {
+  const region = Region.open({ backing: 'sysv', id, readOnly: true });
+  try {
+    region.unlink();
+  } finally {
+    region.close();
+  }
 }

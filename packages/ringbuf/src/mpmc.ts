@@ -56,8 +56,15 @@ export interface MpmcOptions {
   slotSize: number;
 }
 
-/** Each publication wakes one parked peer (each consumes or frees one slot). */
-const WAKE_ONE = 1;
+/**
+ * Each publication wakes every parked peer of the other side, not one:
+ * slots are published out of position order (a producer slow between its
+ * claim and its publication), so the one woken could be a reader whose
+ * slot is still unpublished while another reader's slot is ready, and that
+ * reader would sleep on (found by models/mpmc.pml). A woken reader whose
+ * slot is not ready parks again.
+ */
+const WAKE_ALL = 0x7fffffff;
 /** Marks a slot with the side holding it, for recovery if that side dies. */
 const PID = process.pid;
 
@@ -222,7 +229,7 @@ export class MpmcQueue extends Queue {
     data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes the slot's reuse to the producer of position + capacity; the payload was read before.
     Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + this.capacity) | 0);
-    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    unpark(ctl, WRITE_BLOCK, WAKE_ALL);
   }
 
   /**
@@ -269,7 +276,7 @@ export class MpmcQueue extends Queue {
     data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes length, type and payload (and the cleared OWNER) to the consumer of this position.
     Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + 1) | 0);
-    unpark(this.ctl, READ_BLOCK, WAKE_ONE);
+    unpark(this.ctl, READ_BLOCK, WAKE_ALL);
     return true;
   }
 
@@ -342,7 +349,7 @@ export class MpmcQueue extends Queue {
     while (this.#skipDeadClaim()) skipped++; // the next position may be stuck too
     // The next position may be published already: a parked reader (the
     // watchdog calls this while the reader sleeps) looks again.
-    if (skipped !== 0) unpark(this.ctl, READ_BLOCK, WAKE_ONE);
+    if (skipped !== 0) unpark(this.ctl, READ_BLOCK, WAKE_ALL);
     return left;
   }
 
@@ -402,7 +409,7 @@ export class MpmcQueue extends Queue {
     if (Atomics.compareExchange(data32, slot + L.SLOT_OWNER_I32, owner, 0) !== owner) return;
     // Frees the slot for the producer of `position`, as its dead consumer would have; pairs with #claimForWrite's load.
     Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, position);
-    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    unpark(ctl, WRITE_BLOCK, WAKE_ALL);
     this.recoveredSlots++;
   }
 

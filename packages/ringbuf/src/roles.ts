@@ -11,9 +11,10 @@
  *    takes it exclusive (one producer, one consumer: a second live one is
  *    ERR_SHMRING_BUSY); MpmcQueue shared (any number).
  *
- * A region without a file to lock ('sab': threads of one process; or no
- * /proc to reopen the file through) has no Roles: liveness falls back to
- * the pid words (liveness.ts), which in-process peers always pass.
+ * A region without a file to lock ('sab': threads of one process; 'sysv': a
+ * System V segment has no fd; or no /proc to reopen the file through) has
+ * no Roles: liveness falls back to the pid words (liveness.ts), which
+ * in-process peers always pass.
  */
 import { FileLocks, heldByAnyone, type Region } from '@shmring/core';
 import * as L from './layout.js';

@@ -66,13 +66,13 @@ describe('edges: a region closed under a pending wait', function () {
     },
   ];
 
-  for (const backing of ['memfd', 'posix', 'file'] as const) {
+  for (const backing of ['memfd', 'posix', 'file', 'sysv'] as const) {
     for (const kind of KINDS) {
       for (const { verb, start } of PENDING) {
         it(`rejects a pending ${verb} of a ${kind.name} with ERR_SHMRING_CLOSED when its ${backing} region is closed`, async function () {
           if (backing === 'memfd' && memfdUnavailable() !== undefined) this.skip();
           const tag = `shmring-edges-${process.pid}-${Math.random().toString(36).slice(2)}`;
-          const region = Region.create(backing === 'memfd' ? { backing, size: kind.size }
+          const region = Region.create(backing === 'memfd' || backing === 'sysv' ? { backing, size: kind.size }
             : backing === 'posix' ? { backing, size: kind.size, name: tag } : { backing, size: kind.size, path: `/dev/shm/${tag}` });
           region.unlink();
           const queue = kind.create(region);

@@ -6,7 +6,8 @@
  *
  * ring → NATS: the bridge drains the ring in batches of BATCH and publishes
  * each record without waiting for it; then it waits once per batch (core
- * NATS: a flush; JetStream: the batch's acknowledgements). While NATS is
+ * NATS: for the previous batch's flush, so that one batch travels while the
+ * next is drained; JetStream: the batch's acknowledgements). While NATS is
  * unreachable it stops draining: the ring fills and its producers feel the
  * back-pressure. With JetStream the records stay in the ring (holdReads)
  * until the stream acknowledged them, and each is published with the
@@ -26,7 +27,7 @@
  * The connection reconnects by itself for ever; each outage is said once on
  * the log (stderr by default), when it starts and when it ends.
  */
-import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError } from '@shmring/core';
+import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
 import { checkSignal } from '../options.js';
 import { closeNats, loadNats, openNats } from '../nats/connection.js';
@@ -41,6 +42,14 @@ export interface BridgeOptions {
   log?: (line: string) => void;
   /** Called once the bridge is connected and subscribed (NATS → ring) or about to drain (ring → NATS). */
   onReady?: () => void;
+  /**
+   * µs the bridge's ring waits look for the next record (or for room)
+   * between event-loop turns before they park (the `poll` option of
+   * @shmring/ringbuf's Promise verbs; default its default, 50 µs). A window
+   * longer than the gaps between messages spares each message the wake-up
+   * of a parked bridge, for a CPU kept busy while they come.
+   */
+  poll?: number;
 }
 
 /** Ring records per batch (ring → NATS) and unacknowledged messages per consumer (NATS → ring). */
@@ -70,13 +79,17 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
   const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (typeof log !== 'function') throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
+  const poll = options?.poll;
+  if (poll !== undefined && !(typeof poll === 'number' && poll >= 0)) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `bridge: poll=${String(poll)} must be a number of microseconds >= 0`);
+  }
   if (source.kind === target.kind) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`);
   }
   if (signal.aborted) return;
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
-  const ring = source.kind === 'shm' ? openReader(ringName) : openWriter(ringName);
+  const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);
   let nc: NatsConnection | undefined;
   try {
     const nats = await loadNats();
@@ -157,10 +170,85 @@ function orAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function typeHeaders(ctx: Context, type: number): MsgHdrs {
-  const h = ctx.nats.headers();
-  h.set(TYPE_HEADER, String(type));
-  return h;
+/** Types whose headers are kept (a ring's messages mostly share a few types). */
+const CACHED_TYPES = 256;
+
+/**
+ * The `Shmring-Type` header of each type, made and encoded once. publish()
+ * asks its headers for their bytes each time (`encode()`, a string built and
+ * UTF-8 encoded per message, and a MsgHdrs with its checks per message
+ * before): a cached header answers with the bytes it encoded when made.
+ * It is never changed afterwards, so those bytes are its bytes whatever
+ * the client calls; the client copies them into its outbound buffer. Core
+ * NATS only: js.publish() adds headers to the object it is given.
+ */
+class TypeHeaders {
+  readonly #byType = new Map<number, MsgHdrs>();
+
+  constructor(private readonly nats: NatsModule) {}
+
+  get(type: number): MsgHdrs {
+    const cached = this.#byType.get(type);
+    if (cached !== undefined) return cached;
+    const h = this.nats.headers();
+    h.set(TYPE_HEADER, String(type));
+    const encodable = h as MsgHdrs & { encode?: () => Uint8Array };
+    if (typeof encodable.encode === 'function') {
+      const bytes = encodable.encode();
+      encodable.encode = () => bytes;
+    }
+    if (this.#byType.size < CACHED_TYPES) this.#byType.set(type, h);
+    return h;
+  }
+}
+
+/** Bytes of each chunk records are copied into (CopyPool); larger records get an ArrayBuffer of their own. */
+const POOL_CHUNK = 256 << 10;
+const POOLED_MAX = 64 << 10;
+/** Confirmed chunks kept for reuse: 8 MiB. */
+const POOL_KEEP = 32;
+
+/**
+ * Copies records out of the ring (ring → core NATS: the client keeps what
+ * it is given until it writes it, and the ring's bytes are the producer's
+ * again once drained). Records go side by side into chunks, one allocation
+ * per chunk rather than one ArrayBuffer per message, and a chunk is reused
+ * only once a flush issued after its last record succeeded: the server
+ * has every byte published before that flush, so the client no longer
+ * holds any of the chunk (while NATS is away, it holds them: a batch whose
+ * flush fails never gives its chunks back).
+ */
+class CopyPool {
+  #chunk: Uint8Array | undefined;
+  #used = 0;
+  /** Chunks written since the last seal(). */
+  #open: Uint8Array[] = [];
+  readonly #free: Uint8Array[] = [];
+
+  copy(data: Uint8Array, offset: number, length: number): Uint8Array {
+    if (length > POOLED_MAX) return data.slice(offset, offset + length);
+    if (this.#chunk === undefined || this.#used + length > this.#chunk.length) {
+      this.#chunk = this.#free.pop() ?? new Uint8Array(POOL_CHUNK);
+      this.#used = 0;
+      this.#open.push(this.#chunk);
+    }
+    const out = this.#chunk.subarray(this.#used, this.#used + length);
+    out.set(data.subarray(offset, offset + length));
+    this.#used += length;
+    return out;
+  }
+
+  /** Ends the batch: its chunks are written no more; hand them to recycle() once its flush succeeded. */
+  seal(): Uint8Array[] {
+    const sealed = this.#open;
+    this.#open = [];
+    this.#chunk = undefined;
+    return sealed;
+  }
+
+  recycle(chunks: Uint8Array[]): void {
+    for (const chunk of chunks) if (this.#free.length < POOL_KEEP) this.#free.push(chunk);
+  }
 }
 
 /** The ring message type a NATS message carries (0 when it has none: a plain NATS client's message). */
@@ -171,11 +259,12 @@ function typeOf(headers: MsgHdrs | undefined): number {
 
 /**
  * Takes a batch from the ring (waiting for the first record when it is
- * empty) and hands each record to `each` with its end position.
+ * empty) and hands each record, copied by `pool`, to `each` with its end
+ * position.
  */
-async function takeBatch(ring: RingReader, signal: AbortSignal, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
+async function takeBatch(ring: RingReader, pool: CopyPool, signal: AbortSignal, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
   const taken = ring.drain((data, offset, length, type) => {
-    each(data.slice(offset, offset + length), type, ring.readPosition);
+    each(pool.copy(data, offset, length), type, ring.readPosition);
   }, BATCH);
   if (taken > 0) return taken;
   const first = await ring.read(signal);
@@ -185,19 +274,31 @@ async function takeBatch(ring: RingReader, signal: AbortSignal, each: (bytes: Ui
 
 // ---- ring → NATS ----
 
+/**
+ * Core NATS: each batch is published without waiting, then flushed; the
+ * bridge waits for the previous batch's flush, not this one's, before it
+ * drains again, so the next records are taken while this batch travels
+ * (a lone record is not held up by the round trip of the one before it)
+ * and at most two batches are ever unconfirmed.
+ */
 async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   const { nc, address, signal } = ctx;
+  const headers = new TypeHeaders(ctx.nats);
+  const pool = new CopyPool();
+  let previous: Promise<void> = Promise.resolve();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
-    await takeBatch(ring, signal, (bytes, type) => {
-      nc.publish(address.subject, bytes, { headers: typeHeaders(ctx, type) });
+    await takeBatch(ring, pool, signal, (bytes, type) => {
+      nc.publish(address.subject, bytes, { headers: headers.get(type) });
     });
-    // Once per batch: the server has the batch (or the connection dropped: core NATS is at most once).
-    await orAbort(nc.flush(), signal).catch((err: unknown) => {
-      if (signal.aborted) throw err;
-    });
+    const chunks = pool.seal();
+    await previous;
+    // The server has the batch once this resolves. A failure is the connection dropping (core NATS is at
+    // most once) or the abort, which ends the loop: never a rejection left waiting for the next turn.
+    previous = orAbort(nc.flush(), signal).then(() => pool.recycle(chunks), () => undefined);
   }
+  await previous;
 }
 
 async function ensureStream(ctx: Context, stream: string): Promise<void> {
@@ -214,16 +315,21 @@ async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): 
   const { nc, address, signal } = ctx;
   await ensureStream(ctx, stream);
   const js: JetStreamClient = nc.jetstream();
+  const pool = new CopyPool();
   ring.hold();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
     const acks: Array<Promise<unknown>> = [];
     const ends: number[] = [];
-    await takeBatch(ring, signal, (bytes, type, end) => {
-      acks.push(js.publish(address.subject, bytes, { headers: typeHeaders(ctx, type), msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
+    await takeBatch(ring, pool, signal, (bytes, type, end) => {
+      // A header of its own: js.publish() adds the message id and the stream to it (never a cached TypeHeaders one).
+      const h = ctx.nats.headers();
+      h.set(TYPE_HEADER, String(type));
+      acks.push(js.publish(address.subject, bytes, { headers: h, msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
       ends.push(end);
     });
+    pool.seal(); // never recycled: a publish that failed may be retried by the client with these bytes
     const settled = await Promise.allSettled(acks);
     const failed = settled.findIndex((s) => s.status === 'rejected');
     // Give back what the stream has, up to the first record it does not have.

@@ -8,22 +8,26 @@
 import { parseArgs } from 'node:util';
 import { bridge } from './bridge.js';
 
-export const USAGE = `usage: shmring bridge <from> <to>
+export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   endpoints: shm:<name>                                 a POSIX-named ring (read side as <from>, write side as <to>)
              nats://host:port/<subject>[?jetstream=<stream>]
+  --poll <µs>  look for the ring's next record between event-loop turns this long before parking
+               (default 50): lower latency for sparse messages, for a CPU kept busy while they come
   runs until SIGINT or SIGTERM; says on stderr when NATS goes away and comes back`;
 
 /** Runs the bridge until SIGINT/SIGTERM; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
   let positionals: string[];
+  let pollText: string | undefined;
   try {
-    ({ positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} }));
+    ({ positionals, values: { poll: pollText } } = parseArgs({ args: argv, allowPositionals: true, options: { poll: { type: 'string' } } }));
   } catch (err) {
     console.error(`shmring bridge: ${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  if (positionals.length !== 2) {
-    console.error(USAGE);
+  const poll = pollText === undefined ? undefined : Number(pollText);
+  if (positionals.length !== 2 || (poll !== undefined && !(pollText!.trim() !== '' && poll >= 0))) {
+    console.error(poll !== undefined ? `shmring bridge: --poll ${pollText}: expected a number of microseconds >= 0\n${USAGE}` : USAGE);
     return 2;
   }
   const [from, to] = positionals as [string, string];
@@ -32,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await bridge(from, to, { signal: stop.signal, onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`) });
+    await bridge(from, to, { signal: stop.signal, poll, onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`) });
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };

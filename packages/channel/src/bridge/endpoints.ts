@@ -70,7 +70,8 @@ function attachRing(region: Region): SpscRing {
 /** A ring never waits on its peer's pid in the bridge: producers and consumers come and go. */
 const NO_PEER_CHECK = Infinity;
 
-export function openReader(name: string): RingReader {
+/** `poll`: the poll window (µs) of the ring waits, or undefined for the ring's default. */
+export function openReader(name: string, poll?: number): RingReader {
   const region = openRegion(name);
   try {
     const ring = attachRing(region);
@@ -79,7 +80,7 @@ export function openReader(name: string): RingReader {
       name,
       identity: `${name}.${stat.ino}`,
       drain: (handler, limit) => ring.drain(handler, limit),
-      read: (signal) => ring.read({ signal, peerTimeoutMs: NO_PEER_CHECK }),
+      read: (signal) => ring.read(poll === undefined ? { signal, peerTimeoutMs: NO_PEER_CHECK } : { signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
       get lastType() {
         return ring.lastType;
       },
@@ -97,7 +98,7 @@ export function openReader(name: string): RingReader {
   }
 }
 
-export function openWriter(name: string): RingWriter {
+export function openWriter(name: string, poll?: number): RingWriter {
   const region = openRegion(name);
   try {
     const ring = attachRing(region);
@@ -105,7 +106,7 @@ export function openWriter(name: string): RingWriter {
       name,
       maxMessageLength: ring.maxMessageLength,
       tryWrite: (bytes, type) => ring.tryWrite(bytes, type),
-      write: (bytes, type, signal) => ring.write(bytes, { type, signal, peerTimeoutMs: NO_PEER_CHECK }),
+      write: (bytes, type, signal) => ring.write(bytes, poll === undefined ? { type, signal, peerTimeoutMs: NO_PEER_CHECK } : { type, signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
       get writePosition() {
         return ring.writePosition;
       },

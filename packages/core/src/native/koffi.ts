@@ -10,9 +10,9 @@
  * How it differs from the addon, and why:
  *
  *  - **Mappings.** `koffi.view(ptr, len)` makes one external ArrayBuffer over
- *    the mapping but cannot attach a finalizer, so a FinalizationRegistry
- *    keyed on the ArrayBuffer unmaps it (and closes the fd it owns) after
- *    GC. A FinalizationRegistry does not run when a worker ends: there, a
+ *    the mapping (or the System V segment shmat attached) but cannot attach
+ *    a finalizer, so a FinalizationRegistry keyed on the ArrayBuffer unmaps
+ *    it (shmdt for a segment; and closes the fd it owns) after GC. A FinalizationRegistry does not run when a worker ends: there, a
  *    mapping dropped without munmap stays until the process exits. (Consequence: do not move
  *    a mapping's ArrayBuffer to a worker with a postMessage transfer list.
  *    Node marks koffi's external ArrayBuffers untransferable anyway, so such
@@ -76,6 +76,17 @@ const FUTEX_WAITV_MAX = 128;
 const FUTEX_WAITV_SIZE = 24;
 const MFD_CLOEXEC = 0x1;
 const MFD_ALLOW_SEALING = 0x2;
+const MFD_HUGETLB = 0x4;
+/** shmget flags shmGet passes through: permission bits, IPC_CREAT, IPC_EXCL, SHM_HUGETLB. */
+const SHMGET_FLAGS = 0o777 | 0o1000 | 0o2000 | 0o4000;
+const IPC_RMID = 0;
+const IPC_STAT = 2;
+const SHM_RDONLY = 0o10000;
+/** sizeof(struct shmid_ds) on x86_64 and arm64 glibc (shm_segsz, a size_t, at offset 48). */
+const SHMID_DS_SIZE = 112;
+const SHM_SEGSZ_OFFSET = 48;
+/** madvise(2), Linux >= 5.14: fault every page in now, or fail instead of a later SIGBUS. */
+const MADV_POPULATE_WRITE = 23;
 const O_CLOEXEC = 0o2000000;
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
@@ -172,9 +183,11 @@ function checkTimeout(value: unknown): number {
 
 // ---- the backend ----
 
-/** One mmap made by this backend: the memory behind exactly one ArrayBuffer. */
+/** One mmap (or shmat) made by this backend: the memory behind exactly one ArrayBuffer. */
 interface Mapping {
-  /** The koffi pointer (an External) returned by mmap. */
+  /** 'mmap': undone by munmap. 'shm': a System V segment attached by shmat, undone by shmdt. */
+  readonly kind: 'mmap' | 'shm';
+  /** The koffi pointer (an External) returned by mmap or shmat. */
   readonly ptr: unknown;
   readonly address: bigint;
   readonly length: number;
@@ -240,6 +253,12 @@ function bindLibc(koffi: typeof Koffi) {
     open: func('int open(const char *path, int flags, ...)'),
     mmap: func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
     munmap: func('int munmap(void *addr, size_t length)'),
+    madvise: func('int madvise(void *addr, size_t length, int advice)'),
+    shmget: func('int shmget(int key, size_t size, int shmflg)'),
+    shmat: func('void *shmat(int shmid, void *shmaddr, int shmflg)'),
+    shmdt: func('int shmdt(void *shmaddr)'),
+    // glibc adds IPC_64 itself: buf is the 64-bit struct shmid_ds (SHMID_DS_SIZE bytes).
+    shmctl: func('int shmctl(int shmid, int cmd, void *buf)'),
     close: func('int close(int fd)'),
     fcntl: func('int fcntl(int fd, int cmd, ...)'),
     syscall: func('long syscall(long number, ...)'),
@@ -439,7 +458,7 @@ class KoffiBackend implements NativeBackend {
     this.closeOwnedFd(mapping);
     if (mapping.state === 'unmapped') return;
     mapping.state = 'unmapped';
-    this.native.munmap(mapping.ptr, mapping.length);
+    this.release(mapping);
   });
   private readonly detach = makeDetacher();
   /** Scratch timespec of synchronous waits (this backend lives on one JS thread). */
@@ -488,9 +507,10 @@ class KoffiBackend implements NativeBackend {
 
   // ---- memfd, shm ----
 
-  memfdCreate(name: string): number {
+  memfdCreate(name: string, hugePages = false): number {
     const label = checkCString(name, 'name');
-    const fd: number = this.native.memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (typeof hugePages !== 'boolean') throw typeError(`hugePages must be a boolean (got ${typeof hugePages})`);
+    const fd: number = this.native.memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING | (hugePages ? MFD_HUGETLB : 0));
     if (fd < 0) throw this.sysError('memfd_create', this.errno());
     return fd;
   }
@@ -575,18 +595,30 @@ class KoffiBackend implements NativeBackend {
       throw err;
     }
     // Nothing can fail from here on, so the fd changes hands now (see NativeBackend.mmap).
-    const mapping: Mapping = {
-      ptr, address, length: size, state: 'mapped', fd: ownFd ? file : -1, waits: new Set(), inFlight: 0,
-    };
+    return this.expose({
+      kind: 'mmap', ptr, address, length: size, state: 'mapped', fd: ownFd ? file : -1, waits: new Set(), inFlight: 0,
+    }, buffer);
+  }
+
+  /** Makes `buffer` the one ArrayBuffer of `mapping`, released by munmap or at GC. */
+  private expose(mapping: Mapping, buffer: ArrayBuffer): ArrayBuffer {
     this.mappings.set(buffer, mapping);
-    // koffi.view attaches no finalizer: unmap (and close) when the buffer is collected.
+    // koffi.view attaches no finalizer: unmap or detach (and close) when the buffer is collected.
     this.unmapAtGc.register(buffer, mapping, mapping);
     return buffer;
   }
 
+  /** munmap or shmdt, by the mapping's kind; returns the error instead of throwing it. */
+  private release(mapping: Mapping): Error | undefined {
+    const failed = mapping.kind === 'shm'
+      ? this.native.shmdt(mapping.ptr) < 0
+      : this.native.munmap(mapping.ptr, mapping.length) < 0;
+    return failed ? this.sysError(mapping.kind === 'shm' ? 'shmdt' : 'munmap', this.errno()) : undefined;
+  }
+
   munmap(buffer: ArrayBuffer): void {
     const mapping = util.types.isArrayBuffer(buffer) ? this.mappings.get(buffer) : undefined;
-    if (!mapping) throw typeError('buffer must be an ArrayBuffer returned by mmap');
+    if (!mapping) throw typeError('buffer must be an ArrayBuffer returned by mmap or shmAttach');
     if (mapping.state !== 'mapped') return; // second call: a no-op
     for (const wait of [...mapping.waits]) wait.cancel(); // resolve with 0 and wake their threads
     if (!this.detach) {
@@ -612,10 +644,66 @@ class KoffiBackend implements NativeBackend {
   unmapIfIdle(mapping: Mapping, throwOnError = false): void {
     if (mapping.state !== 'detached' || mapping.inFlight > 0) return;
     mapping.state = 'unmapped';
-    if (this.native.munmap(mapping.ptr, mapping.length) < 0) {
-      const err = this.sysError('munmap', this.errno());
-      if (throwOnError) throw err;
+    const err = this.release(mapping);
+    if (err && throwOnError) throw err;
+  }
+
+  /** madvise(MADV_POPULATE_WRITE) over a live mapping of ours (see NativeBackend.populate). */
+  populate(buffer: ArrayBuffer): void {
+    const mapping = util.types.isArrayBuffer(buffer) ? this.mappings.get(buffer) : undefined;
+    if (!mapping) throw typeError('buffer must be an ArrayBuffer returned by mmap or shmAttach');
+    if (mapping.state !== 'mapped') throw typeError('buffer is detached (its region was closed)');
+    for (;;) {
+      if (this.native.madvise(mapping.ptr, mapping.length, MADV_POPULATE_WRITE) >= 0) return;
+      const errno = this.errno();
+      if (errno !== EINTR) throw this.sysError('madvise', errno);
     }
+  }
+
+  // ---- System V shared memory ----
+
+  shmGet(key: number, size: number, flags: number): number {
+    // key_t is a C int: keys above 2^31 (as ipcs prints them, in hex) wrap to negative ones.
+    const k = checkInteger(key, 'key', -0x8000_0000, 0xffff_ffff) | 0;
+    const bytes = checkInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
+    const bits = checkInteger(flags, 'flags', 0, INT32_MAX);
+    if ((bits & ~SHMGET_FLAGS) !== 0) {
+      throw rangeError(`flags=0o${bits.toString(8)} has bits other than mode, IPC_CREAT, IPC_EXCL, SHM_HUGETLB`);
+    }
+    const id: number = this.native.shmget(k, bytes, bits);
+    if (id < 0) throw this.sysError('shmget', this.errno());
+    return id;
+  }
+
+  shmAttach(id: number, writable: boolean): ArrayBuffer {
+    const shmid = checkInteger(id, 'id', 0, INT32_MAX);
+    if (typeof writable !== 'boolean') throw typeError(`writable must be a boolean (got ${typeof writable})`);
+    const { koffi } = this.native;
+    const ptr: unknown = this.native.shmat(shmid, null, writable ? 0 : SHM_RDONLY);
+    const errno = this.errno();
+    const address = ptr === null ? MAP_FAILED : koffi.address(ptr);
+    if (address === MAP_FAILED) throw this.sysError('shmat', errno);
+    // Sized after the attach, which pins the segment: it cannot go away meanwhile.
+    let buffer: ArrayBuffer;
+    try {
+      const stat = new ArrayBuffer(SHMID_DS_SIZE);
+      if (this.native.shmctl(shmid, IPC_STAT, stat) < 0) throw this.sysError('shmctl', this.errno());
+      const size = Number(new DataView(stat).getBigUint64(SHM_SEGSZ_OFFSET, true));
+      if (!(size >= 1 && Number.isSafeInteger(size))) throw rangeError(`segment id=${shmid} has size ${size}, which cannot be mapped`);
+      // The one ArrayBuffer over this attach: no copy, writes reach the segment.
+      buffer = koffi.view(ptr, size);
+    } catch (err) {
+      this.native.shmdt(ptr);
+      throw err;
+    }
+    return this.expose({
+      kind: 'shm', ptr, address, length: buffer.byteLength, state: 'mapped', fd: -1, waits: new Set(), inFlight: 0,
+    }, buffer);
+  }
+
+  shmRemove(id: number): void {
+    const shmid = checkInteger(id, 'id', 0, INT32_MAX);
+    if (this.native.shmctl(shmid, IPC_RMID, null) < 0) throw this.sysError('shmctl', this.errno());
   }
 
   // ---- open file description locks ----

@@ -531,7 +531,8 @@ static int mpmc_try_write(struct ring *r, void *arg) {
     memcpy(slot + SLOT_HEADER, m->bytes, m->length);
     /* Publishes the slot to the consumer of `position`; seq_cst for unpark's load of READ_WAITERS. */
     atomic_store_explicit(mpmc_sequence(slot), position + 1, memory_order_seq_cst);
-    unpark(r, OFF_READ_WAITERS, 1);
+    /* Every sleeper: slots are published out of position order, so one wake could go to a reader whose slot is not the one published. */
+    unpark(r, OFF_READ_WAITERS, INT_MAX);
     return 1;
 }
 
@@ -549,7 +550,7 @@ static int mpmc_try_read(struct ring *r, void *arg) {
     }
     /* Frees the slot for the producer one lap later (its bytes are read); seq_cst for unpark. */
     atomic_store_explicit(mpmc_sequence(slot), position + r->capacity, memory_order_seq_cst);
-    unpark(r, OFF_WRITE_WAITERS, 1);
+    unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every sleeper, as above */
     if (bad) die(length > r->slot_size ? EXIT_CORRUPT : EXIT_MISMATCH, "slot of position %u claims length %u (slotSize=%u)", position, length, r->slot_size);
     return 1;
 }

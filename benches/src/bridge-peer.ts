@@ -1,0 +1,111 @@
+/**
+ * The child processes of the bridge section (bridge.ts). argv[2] is the
+ * role, argv[3] a JSON object of options; each prints `ready` once it can
+ * be measured.
+ *
+ *   bridge    bridge(from, to, { poll }) from @shmring/channel, as `shmring bridge` runs it;
+ *             SIGTERM aborts it and the process ends normally (so that
+ *             SHMRING_BRIDGE_NODE_ARGS='--cpu-prof …' writes its profile).
+ *   publish   (child_process.fork) the baseline: the nats client alone publishing
+ *             one message of `size` bytes from memory, again and again, with the
+ *             bridge's header (`Shmring-Type`, one headers object reused), in
+ *             batches of `batch` publishes followed by one flush, as the bridge
+ *             does. 'run' starts the loop, 'stop' stops it and is answered with
+ *             { published }; 'exit' closes the connection and ends the process.
+ *   source    (child_process.fork) the latency row's sender: the producer of the rings
+ *             `rings` (by contender) and a nats connection. { via, count, gapMs } sends
+ *             `count` messages of `size` bytes, one every gapMs, each stamped with its
+ *             sequence number and process.hrtime at hand-over, into the ring of `via`
+ *             or, via 'nats', published on `subject`; then answers 'done'. 'exit' ends it.
+ */
+import { randomFillSync } from 'node:crypto';
+import { bridge } from '@shmring/channel';
+import { Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
+import { connect, headers } from 'nats';
+import { exitWithParent } from './harness.js';
+
+const role = process.argv[2];
+const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; poll?: number; rings?: Record<string, string>; server?: string; subject?: string; size?: number; batch?: number };
+
+function ready(): void {
+  process.stdout.write('ready\n');
+}
+
+async function runBridge(): Promise<void> {
+  const stop = new AbortController();
+  process.once('SIGTERM', () => stop.abort());
+  await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready, poll: options.poll });
+}
+
+async function publisher(): Promise<void> {
+  const nc = await connect({ servers: options.server!, name: 'shmring bench baseline publisher' });
+  const payload = randomFillSync(new Uint8Array(options.size!));
+  const h = headers();
+  h.set('Shmring-Type', '1');
+  const batch = options.batch!;
+  let running = false;
+  let published = 0;
+  let loop: Promise<void> = Promise.resolve();
+  const run = async (): Promise<void> => {
+    while (running) {
+      for (let i = 0; i < batch; i++) nc.publish(options.subject!, payload, { headers: h });
+      published += batch;
+      await nc.flush();
+    }
+  };
+  process.on('message', (m: string) => {
+    if (m === 'run' && !running) {
+      running = true;
+      loop = run();
+    } else if (m === 'stop') {
+      running = false;
+      void loop.then(() => process.send!({ published }));
+    } else if (m === 'exit') {
+      running = false;
+      void loop.then(() => nc.close()).then(() => process.exit(0));
+    }
+  });
+  ready();
+}
+
+async function source(): Promise<void> {
+  const regions = new Map(Object.entries(options.rings!).map(([via, name]) => [via, Region.open({ backing: 'posix', name })]));
+  const rings = new Map([...regions].map(([via, region]) => [via, SpscRing.attach(region)]));
+  const nc = await connect({ servers: options.server!, name: 'shmring bench latency source' });
+  const h = headers();
+  h.set('Shmring-Type', '1');
+  const payload = new Uint8Array(options.size!);
+  const view = new DataView(payload.buffer);
+  const seq = new Map<string, number>();
+  process.on('message', (m: 'exit' | { via: string; count: number; gapMs: number }) => {
+    if (m === 'exit') {
+      void nc.close().then(() => {
+        for (const region of regions.values()) region.close();
+        process.exit(0);
+      });
+      return;
+    }
+    void (async () => {
+      for (let i = 0; i < m.count; i++) {
+        await new Promise((resolve) => setTimeout(resolve, m.gapMs));
+        const n = seq.get(m.via) ?? 0;
+        seq.set(m.via, n + 1);
+        view.setUint32(0, n, true);
+        view.setBigUint64(8, process.hrtime.bigint(), true);
+        if (m.via === 'nats') nc.publish(options.subject!, payload, { headers: h });
+        else if (!rings.get(m.via)!.tryWrite(payload, 1)) throw new Error(`latency source: the ring of ${m.via} is full`);
+      }
+      process.send!('done');
+    })();
+  });
+  ready();
+}
+
+exitWithParent();
+switch (role) {
+  case 'bridge': await runBridge(); break;
+  case 'publish': await publisher(); break;
+  case 'source': await source(); break;
+  default: throw new Error(`bridge-peer: unknown role ${role}`);
+}

@@ -1,0 +1,51 @@
+/**
+ * Host A: writes `count` orders into a ring of its own, and a bridge
+ * (bridge(), what `shmring bridge` runs) moves them to a NATS subject.
+ * Prints a one-line JSON summary once the bridge has handed everything to
+ * NATS.
+ *
+ *   node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]
+ */
+import { bridge } from '@shmring/channel';
+import { createRing, END, order } from './orders.js';
+
+const [url, countArg] = process.argv.slice(2);
+if (url === undefined) {
+  console.error('usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]');
+  process.exit(2);
+}
+const count = Number(countArg ?? 100_000);
+
+const { name, region, ring } = createRing('a');
+const stop = new AbortController();
+let unlinked = false;
+try {
+  let onReady!: () => void;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  // The bridge is the ring's consumer: it drains it in batches and publishes each record, its type in a header.
+  const bridged = bridge(`shm:${name}`, url, { signal: stop.signal, onReady });
+  await Promise.race([ready, bridged]);
+  region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
+  unlinked = true;
+  const started = performance.now();
+  for (let seq = 0; seq < count; seq++) {
+    const message = order(seq);
+    // write() waits (without blocking the event loop) while the ring is full: NATS is slow or away.
+    if (!ring.tryWrite(message, seq % 3)) await ring.write(message, { type: seq % 3, peerTimeoutMs: Infinity });
+  }
+  await ring.write(new Uint8Array([0]), { type: END, peerTimeoutMs: Infinity });
+  // The bridge has taken everything once the ring is empty; stopping it flushes what it published.
+  while (ring.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  stop.abort();
+  await bridged;
+  console.log(JSON.stringify({ host: 'A', sent: count, ms: Math.round(performance.now() - started) }));
+} catch (err) {
+  // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
+  const e = err as { code?: string; message: string };
+  console.error(`host A: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+  process.exitCode = 1;
+} finally {
+  stop.abort();
+  if (!unlinked) region.unlink(); // the bridge never got going
+  region.close();
+}

@@ -1,0 +1,70 @@
+/**
+ * Host B: a bridge (bridge(), what `shmring bridge` runs) moves the NATS
+ * subject's messages into a ring of its own, which this process reads
+ * until the END message, checking that every order came, in order, with
+ * its type. Prints `ready` once subscribed, then a one-line JSON summary.
+ *
+ *   node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]
+ */
+import { bridge } from '@shmring/channel';
+import { Region } from '@shmring/core';
+import { createRing, END, seqOf } from './orders.js';
+
+const [url, timeoutArg] = process.argv.slice(2);
+if (url === undefined) {
+  console.error('usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]');
+  process.exit(2);
+}
+const timeoutMs = Number(timeoutArg ?? 600) * 1000;
+
+const { name, region, ring } = createRing('b');
+const stop = new AbortController();
+let unlinked = false;
+try {
+  let onReady!: () => void;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  // The bridge is a producer of the ring: it writes each NATS message, waiting for room when the ring is full.
+  const bridged = bridge(url, `shm:${name}`, { signal: stop.signal, onReady });
+  await Promise.race([ready, bridged]);
+  region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
+  unlinked = true;
+  console.log('ready');
+  let received = 0;
+  let outOfOrder = 0;
+  let started = 0;
+  for (;;) {
+    // Each wait: up to `timeoutMs` for the next message (ERR_SHMRING_TIMEOUT after it).
+    const message = await ring.read({ timeoutMs, peerTimeoutMs: Infinity });
+    if (received === 0) started = performance.now();
+    if (ring.lastType === END) break;
+    if (seqOf(message) !== received || ring.lastType !== received % 3) outOfOrder++;
+    received++;
+  }
+  stop.abort();
+  await bridged;
+  console.log(JSON.stringify({ host: 'B', received, outOfOrder, ms: Math.round(performance.now() - started) }));
+} catch (err) {
+  // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
+  const e = err as { code?: string; message: string };
+  console.error(`host B: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+  process.exitCode = 1;
+} finally {
+  stop.abort();
+  if (!unlinked) region.unlink(); // the bridge never got going
+  region.close();
+  removeMarker(`${name}.jsbridge`);
+}
+
+/**
+ * With ?jetstream=, the bridge keeps a marker object beside the ring
+ * (`<ring>.jsbridge`: the last stream sequence the ring holds) so that a
+ * bridge restarted on the same ring neither loses nor repeats a message.
+ * This ring dies with the process, so its marker goes too.
+ */
+function removeMarker(marker: string): void {
+  try {
+    Region.open({ backing: 'posix', name: marker }).unlink();
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOENT') throw err;
+  }
+}

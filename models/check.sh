@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Model-checks the ring protocols with spin: every model must verify with
+# 0 errors, and every mutant (one ordering swapped) must be rejected with
+# at least 1. See models/README.md.
+#
+#   models/check.sh                  every model and mutant
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc)
+#
+# Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
+# check; exits 1 if any check did not come out as expected, 2 if spin or the
+# compiler is missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+command -v spin >/dev/null || { echo "check.sh: spin is not installed (apt-get install spin)" >&2; exit 2; }
+CC="${CC:-cc}"
+command -v "$CC" >/dev/null || { echo "check.sh: no C compiler ($CC) to build spin's verifier" >&2; exit 2; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/shmring-models.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+# Compile flags for a safety run (assertions and invalid end states; an ltl
+# block in the model is left out) and for an LTL run (acceptance cycles). Memory stays bounded: a 2^22-slot hash
+# table, state-vector compression, and a search depth that every model here
+# stays well below (a search cut short by it counts as a failure).
+SAFETY_CC="-DSAFETY -DNOCLAIM -DCOLLAPSE -DVECTORSZ=2048"
+LTL_CC="-DCOLLAPSE -DVECTORSZ=2048"
+SAFETY_RUN="-m300000 -w22"
+LTL_RUN="-m300000 -w22 -a"
+
+failures=0
+selected=("$@")
+
+wanted() {
+  [ ${#selected[@]} -eq 0 ] && return 0
+  local s
+  for s in "${selected[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+
+# check MODEL NAME EXPECT "SPIN_DEFINES" "CC_FLAGS" "RUN_FLAGS"
+#   EXPECT: pass (0 errors), reject (a mutant: > 0 errors), or known-bug
+#   (the code as it is today, with a bug models/README.md describes: > 0
+#   errors expected until it is fixed; then it must become a pass).
+check() {
+  local model="$1" name="$2" expect="$3" defines="$4" ccflags="$5" runflags="$6"
+  wanted "$model" || return 0
+  local dir="$work/$name"
+  mkdir -p "$dir"
+  cp "$here/$model.pml" "$dir/"
+  local started=$SECONDS
+  # shellcheck disable=SC2086
+  if ! (cd "$dir" && spin $defines -a "$model.pml" >spin.out 2>&1); then
+    echo "FAIL    $name: spin -a failed:"; sed 's/^/        /' "$dir/spin.out"; failures=$((failures + 1)); return
+  fi
+  # A full search is worth an optimised verifier; a mutant's error comes within seconds anyway.
+  local opt=-O0
+  [ "$expect" = pass ] && opt=-O2
+  # shellcheck disable=SC2086
+  if ! (cd "$dir" && $CC $opt -w $ccflags -o pan pan.c >cc.out 2>&1); then
+    echo "FAIL    $name: compiling pan failed:"; sed 's/^/        /' "$dir/cc.out"; failures=$((failures + 1)); return
+  fi
+  # shellcheck disable=SC2086
+  (cd "$dir" && ./pan $runflags >pan.out 2>&1) || true
+  local out="$dir/pan.out"
+  local errors states first
+  errors="$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$out" | head -1)"
+  states="$(sed -n 's/^ *\([0-9.e+]*\) states, stored.*/\1/p' "$out" | head -1)"
+  first="$(grep -m1 -E '^pan:1:' "$out" | sed 's/^pan:1: //' || true)"
+  local took=$((SECONDS - started))
+  if [ -z "$errors" ]; then
+    echo "FAIL    $name: pan gave no verdict:"; tail -20 "$out" | sed 's/^/        /'; failures=$((failures + 1)); return
+  fi
+  if grep -qE 'max search depth too small|out of memory|VECTORSZ is too small' "$out"; then
+    echo "FAIL    $name: the search was cut short ($(grep -m1 -E 'max search depth too small|out of memory|VECTORSZ' "$out"))"
+    failures=$((failures + 1)); return
+  fi
+  case "$expect" in
+    pass)
+      if [ "$errors" = 0 ]; then
+        echo "ok      $name: 0 errors, $states states, ${took}s"
+      else
+        echo "FAIL    $name: $errors error(s): $first"
+        echo "        replay: cd $here && spin $defines -a $model.pml && $CC $ccflags -o pan pan.c && ./pan $runflags && spin $defines -t -p $model.pml"
+        failures=$((failures + 1))
+      fi ;;
+    reject)
+      if [ "$errors" != 0 ]; then
+        echo "ok      $name: rejected: $first (${took}s)"
+      else
+        echo "FAIL    $name: the mutant passed ($states states): this check cannot fail"
+        failures=$((failures + 1))
+      fi ;;
+    known-bug)
+      if [ "$errors" != 0 ]; then
+        echo "ok      $name: known bug still present: $first (${took}s; see models/README.md)"
+      else
+        echo "FAIL    $name: the known bug is gone ($states states): make this check a pass in models/check.sh"
+        failures=$((failures + 1))
+      fi ;;
+  esac
+}
+
+# ---- SpscRing publication (spsc.pml) ----
+check spsc spsc                    pass   "-DN=8"            "$SAFETY_CC" "$SAFETY_RUN"
+check spsc spsc-mutant-1           reject "-DN=8 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
+check spsc spsc-mutant-2           reject "-DN=8 -DMUTANT=2" "$SAFETY_CC" "$SAFETY_RUN"
+check spsc spsc-mutant-3           reject "-DN=8 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- The waiting protocol (waiting.pml) ----
+for close in 0 1; do
+  c=""; [ $close = 1 ] && c="-close"
+  check waiting "waiting$c"          pass "-DCLOSE=$close" "$SAFETY_CC" "$SAFETY_RUN"
+  check waiting "waiting$c-ltl"      pass "-DCLOSE=$close" "$LTL_CC"    "$LTL_RUN -N no_lost_wakeup"
+  for m in 1 2 3; do
+    check waiting "waiting$c-mutant-$m"     reject "-DCLOSE=$close -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+    check waiting "waiting$c-mutant-$m-ltl" reject "-DCLOSE=$close -DMUTANT=$m" "$LTL_CC"    "$LTL_RUN -N no_lost_wakeup"
+  done
+done
+check waiting waiting-close-mutant-4 reject "-DCLOSE=1 -DMUTANT=4" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- MpmcQueue (mpmc.pml) ----
+# Exactly once with three producers; per-producer order with two producers of two messages each.
+check mpmc mpmc-3p2c               pass   "-DNP=3 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc mpmc-2p2c-fifo          pass   "-DNP=2 -DNC=2 -DMSGS=2" "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2 3; do
+  check mpmc "mpmc-3p2c-mutant-$m"      reject "-DNP=3 -DNC=2 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+  check mpmc "mpmc-2p2c-fifo-mutant-$m" reject "-DNP=2 -DNC=2 -DMSGS=2 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
+# Parked sides (the waiting protocol with several sleepers per block).
+check mpmc mpmc-wait-1p2c          pass      "-DWAIT=1 -DWAKE_ALL=0 -DNP=1 -DNC=2 -DMSGS=2" "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc mpmc-wait-2p2c-wake-one reject    "-DWAIT=1 -DWAKE_ALL=0 -DNP=2 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc mpmc-wait-2p2c-wake-all pass      "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc mpmc-wait-2p2c-wake-all-mutant-1 reject "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) did not come out as expected"
+  exit 1
+fi

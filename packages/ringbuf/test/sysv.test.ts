@@ -1,0 +1,131 @@
+/**
+ * Rings in System V segments: an SpscRing between two processes over a
+ * 'sysv' region (and over huge pages where some are free), and
+ * `shmring inspect` / listRings() / unlinkStale() finding the rings in
+ * segments by key and by id.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Region } from '@shmring/core';
+import { inspect, isStale, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
+import { message } from './fixtures/sysv-ring-peer.js';
+
+const PEER = fileURLToPath(new URL('./fixtures/sysv-ring-peer.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+/** A key no other test run uses. */
+function uniqueKey(): number {
+  return (0x5f00_0000 | Math.floor(Math.random() * 0x00ff_ffff)) >>> 0;
+}
+
+/** The key as `shmring inspect` names its segment. */
+function target(key: number): string {
+  return `sysv:0x${key.toString(16).padStart(8, '0')}`;
+}
+
+/** Whether segment `id` exists (/proc/sysvipc/shm). */
+function segmentExists(id: number): boolean {
+  return fs.readFileSync('/proc/sysvipc/shm', 'utf8').split('\n').slice(1).some((row) => row.trim().split(/\s+/)[1] === String(id));
+}
+
+/** Runs the peer to its end; rejects unless it exits 0. */
+function runPeer(...args: string[]): Promise<string> {
+  const child = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`peer exited ${code}: ${stderr}`)))));
+}
+
+describe('rings in System V segments', function () {
+  this.timeout(60_000);
+
+  for (const hugePages of [false, true]) {
+    it(`carries 5000 messages from a child producer over a sysv region${hugePages ? ' of huge pages' : ''}`, async function () {
+      const key = uniqueKey();
+      const size = SpscRing.regionSize({ capacity: 4096 });
+      let region: Region;
+      try {
+        region = Region.create({ backing: 'sysv', key, size, hugePages });
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ERR_SHMRING_NO_HUGE_PAGES') throw err;
+        console.log(`      (skipped: ${(err as Error).message})`);
+        return this.skip();
+      }
+      try {
+        const ring = SpscRing.create(region, { capacity: 4096 });
+        const producer = runPeer('produce', String(key), '5000');
+        for (let i = 0; i < 5000; i++) {
+          const got = await ring.read({ timeoutMs: 20_000 });
+          assert.deepEqual(got, message(i), `message ${i}`);
+        }
+        await producer;
+        ring.close();
+      } finally {
+        region.unlink();
+        region.close();
+      }
+      assert.equal(segmentExists(region.id!), false);
+    });
+  }
+
+  it('lists rings in keyed and private segments in listRings(), inspect() and `shmring inspect`', () => {
+    const key = uniqueKey();
+    const size = SpscRing.regionSize({ capacity: 1024 });
+    using keyed = Region.create({ backing: 'sysv', key, size });
+    using anonymous = Region.create({ backing: 'sysv', size });
+    using notARing = Region.create({ backing: 'sysv', size });
+    try {
+      const ring = SpscRing.create(keyed, { capacity: 1024 });
+      assert.ok(ring.tryWrite(new Uint8Array(100)));
+      SpscRing.create(anonymous, { capacity: 1024 });
+      const privateTarget = `sysv-id:${anonymous.id}`;
+
+      const listed = new Map(listRings().map((r) => [r.name, r]));
+      assert.equal(listed.get(target(key))?.used, 112, 'one record of 8 + 100 bytes, padded to 8');
+      assert.equal(listed.get(target(key))?.sysvId, keyed.id);
+      assert.equal(listed.get(privateTarget)?.kind, 'SpscRing');
+      assert.ok(![...listed.values()].some((r) => r.sysvId === notARing.id), 'a segment without a ring is not listed');
+      assert.equal(inspect(target(key))?.capacity, 1024);
+      assert.equal(inspect(privateTarget)?.sysvId, anonymous.id);
+      assert.equal(inspect(`sysv-id:${notARing.id}`), undefined);
+
+      const all = spawnSync(process.execPath, [CLI, 'inspect', '--all'], { encoding: 'utf8' });
+      assert.equal(all.status, 0, all.stderr);
+      const row = all.stdout.split('\n').find((line) => line.startsWith(`${target(key)} `));
+      assert.match(row ?? '', /SpscRing\s+1024 B\s+112 B/, all.stdout);
+      assert.ok(all.stdout.includes(privateTarget), all.stdout);
+      const one = spawnSync(process.execPath, [CLI, 'inspect', target(key), '--json'], { encoding: 'utf8' });
+      assert.equal(one.status, 0, one.stderr);
+      assert.equal((JSON.parse(one.stdout) as RingInfo).used, 112);
+    } finally {
+      keyed.unlink();
+      anonymous.unlink();
+      notARing.unlink();
+    }
+  });
+
+  it('unlinkStale marks the segment of a ring whose processes are all dead for removal, and keeps a live one', async () => {
+    const deadKey = uniqueKey();
+    const { id } = JSON.parse(await runPeer('create-and-exit', String(deadKey))) as { id: number };
+    using live = Region.create({ backing: 'sysv', key: uniqueKey(), size: SpscRing.regionSize({ capacity: 1024 }) });
+    try {
+      SpscRing.create(live, { capacity: 1024 });
+      const dead = inspect(target(deadKey));
+      assert.ok(dead && isStale(dead), 'the ring of a process that exited is stale');
+      assert.ok(unlinkStale({ dryRun: true }).includes(target(deadKey)));
+      assert.ok(segmentExists(id), 'a dry run removes nothing');
+      const removed = unlinkStale();
+      assert.ok(removed.includes(target(deadKey)), JSON.stringify(removed));
+      assert.ok(!removed.includes(target(live.key!)), 'a live ring is kept');
+      assert.equal(segmentExists(id), false, 'gone: nobody was attached');
+      assert.ok(segmentExists(live.id!));
+    } finally {
+      live.unlink();
+      if (segmentExists(id)) Region.open({ backing: 'sysv', id }).unlink();
+    }
+  });
+});
