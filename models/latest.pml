@@ -2,7 +2,9 @@
  * latest.pml: the LatestValue publication and waiting protocol
  * (docs/LAYOUT.md, "LatestValue"; packages/ringbuf/src/latest.ts).
  *
- * How to run (from the repository root):
+ * How to run: models/check.sh latest (the checks models/check.sh lists:
+ * one reader with a writer death, two readers without; each mutant). By
+ * hand, from the repository root, the full model (two readers, a death):
  *
  *   spin -a models/latest.pml && cc -O2 -DCOLLAPSE -o pan pan.c && ./pan -m1000000
  *       -> "errors: 0": every claim below holds in every interleaving
@@ -50,7 +52,9 @@
 #define MUTANT 0
 #endif
 #define MAXV 3        /* versions published in all (1..MAXV): enough for a writer to lap a reader */
+#ifndef NREADERS
 #define NREADERS 2
+#endif
 #define READS 2       /* read() calls per reader before it waits */
 #define DW 2          /* words of a value (the copies below are written out for 2) */
 #ifndef MAXCRASH
