@@ -4,7 +4,7 @@
 # at least 1. See models/README.md.
 #
 #   models/check.sh                  every model and mutant
-#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc)
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest)
 #
 # Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
 # check; exits 1 if any check did not come out as expected, 2 if spin or the
@@ -132,6 +132,16 @@ check mpmc mpmc-wait-1p2c          pass      "-DWAIT=1 -DWAKE_ALL=0 -DNP=1 -DNC=
 check mpmc mpmc-wait-2p2c-wake-one reject    "-DWAIT=1 -DWAKE_ALL=0 -DNP=2 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpmc mpmc-wait-2p2c-wake-all pass      "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpmc mpmc-wait-2p2c-wake-all-mutant-1 reject "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- LatestValue (latest.pml) ----
+# One reader with a writer that dies mid-publish (and its successor); two readers (one wake for all) without deaths.
+# (Two readers with a death: ~32 M states, ~100 s, 1.6 GB: by hand, see the model's header.)
+check latest latest-1r-crash       pass   "-DNREADERS=1 -DMAXCRASH=1" "$SAFETY_CC" "$SAFETY_RUN"
+check latest latest-2r             pass   "-DNREADERS=2 -DMAXCRASH=0" "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2 3; do
+  check latest "latest-1r-crash-mutant-$m" reject "-DNREADERS=1 -DMAXCRASH=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
+check latest latest-2r-mutant-2    reject "-DNREADERS=2 -DMAXCRASH=0 -DMUTANT=2" "$SAFETY_CC" "$SAFETY_RUN"
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) did not come out as expected"

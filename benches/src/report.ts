@@ -89,6 +89,8 @@ export function withRatios(measurements: Measurement[]): BenchRecord[] {
       if (m.name.startsWith('tput.thread.')) port = find(measurements, 'tput.thread.messageport', m.metric, m.messageSize);
     }
     if (m.name.startsWith('loop.')) socket = loopBaseline(measurements, m);
+    if (m.name.startsWith('latest.read.')) floor = find(measurements, 'latest.read.atomics-load', 'ns/op');
+    if (m.name.startsWith('latest.wake.')) socket = find(measurements, 'latest.wake.unix-socket', m.metric);
     const record: BenchRecord = { ...m, ratioToUnixSocket: ratio(m.value, socket), ratioToFloor: ratio(m.value, floor) };
     if (m.name.startsWith('rtt.thread.') || m.name.startsWith('tput.thread.')) record.ratioToMessagePort = ratio(m.value, port);
     return record;
@@ -466,12 +468,38 @@ export function markdownBody(run: Run): string {
     parts.push(`**In-process micro-benchmarks** (tinybench; ns per write+read pair of a 64-byte message, both sides in one thread):\n\n` +
       table(['operation pair', 'memfd region (ArrayBuffer)', 'SharedArrayBuffer'], ops.map((op) => [op, get(op, 'memfd'), get(op, 'sab')])));
   }
+  const latest = latestSection(r);
+  if (latest) parts.push(latest);
   const heap = r.find((x) => x.name === 'alloc.spsc-zc' && x.metric === 'heap growth');
   if (heap) parts.push(`**Allocation**: heap growth over the zero-copy path (claim/commit + drain), after a forced GC: **${(heap.value / 1024).toFixed(1)} KiB** (${heap.note}).`);
   if (run.targets.length > 0) {
     parts.push(`**Targets**:\n\n${table(['target', 'measured', 'met'], run.targets.map((t) => [t.target, t.measured, t.met === null ? '–' : t.met ? 'yes' : '**no**']))}`);
   }
   if (run.notes.length > 0) parts.push(`Notes:\n\n${run.notes.map((n) => `- ${n}`).join('\n')}`);
+  return parts.join('\n\n');
+}
+
+/** LatestValue (latest.ts): read() against an Atomics.load, the two protocols under a writer, publish-to-wake against a socket. */
+function latestSection(r: BenchRecord[]): string | undefined {
+  const reads = r.filter((x) => x.name.startsWith('latest.read.'));
+  if (reads.length === 0) return undefined;
+  const parts = [`**LatestValue: read()** (ns per call, one thread; ratio to one \`Atomics.load\` of one word, same run):\n\n` +
+    table(['operation', 'ns', '× Atomics.load'], reads.map((x) => [x.transport, fmtNumber(x.value), x.name.endsWith('atomics-load') ? '–' : fmtRatio(x.ratioToFloor)]))];
+  const contended = r.filter((x) => x.name.startsWith('latest.contended.'));
+  if (contended.length > 0) {
+    parts.push(`**LatestValue: the two protocols under a writer** (ns per read while a worker thread publishes as fast as it can; retries per read):\n\n` +
+      table(['protocol', 'value bytes', 'ns / read', 'retries / read'], contended.map((x) => [x.transport, String(x.messageSize), fmtNumber(x.value), x.note?.startsWith('retries not') ? '–' : x.note?.split(' ')[0] ?? '–'])));
+  }
+  const wake = r.filter((x) => x.name.startsWith('latest.wake.'));
+  if (wake.length > 0) {
+    const names = [...new Set(wake.map((x) => x.name))];
+    parts.push(`**LatestValue: publish to wake** of a reader parked in another process (µs; ${wake[0]!.note}):\n\n` +
+      table(['reader', 'p50 µs', 'p99 µs', 'p50 / Unix socket'], names.map((n) => {
+        const get = (metric: string): BenchRecord | undefined => wake.find((x) => x.name === n && x.metric === metric);
+        return [get('p50')!.transport, fmtNumber((get('p50')?.value ?? 0) / 1000), fmtNumber((get('p99')?.value ?? 0) / 1000),
+          n.endsWith('unix-socket') ? '–' : fmtRatio(get('p50')?.ratioToUnixSocket ?? null)];
+      })));
+  }
   return parts.join('\n\n');
 }
 

@@ -150,6 +150,7 @@ function plan(quick: boolean): Step[] {
     : { tput: { sizes: [64, 64 << 10], warmupMs: 500, blocks: 8, blockMs: 300 }, latency: { warmup: 300, blocks: 10, perBlock: 300, gapMs: 1 } };
   for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
+  steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
   return steps;
 }

@@ -9,6 +9,7 @@ import { allocation } from './alloc.js';
 import { bridgeScenario, type BridgeParams } from './bridge.js';
 import { channelScenario, type ChannelParams } from './channel.js';
 import { eventLoop, type EventLoopParams } from './eventloop.js';
+import { latestScenario, type LatestParams } from './latest.js';
 import { floorMemcpy, floorRoundTrip, floorStream } from './floor.js';
 import { exitWithParent, killChildren } from './harness.js';
 import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from './latency.js';
@@ -17,7 +18,7 @@ import { micro } from './micro.js';
 import { threadRoundTrip, threadStream, THREAD_ROUND_TRIPS, THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
-export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge';
+export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge' | 'latest';
 
 interface Outcome {
   records: Measurement[];
@@ -41,6 +42,7 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
     case 'eventloop': return eventLoop(name, params as unknown as EventLoopParams);
     case 'channel': return channelScenario(name, params as unknown as ChannelParams);
     case 'bridge': return bridgeScenario(name, params as unknown as BridgeParams);
+    case 'latest': return latestScenario(params as unknown as LatestParams);
     default: throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
 }

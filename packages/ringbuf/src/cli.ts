@@ -26,7 +26,7 @@ function table(rings: RingInfo[]): string {
   const rows = [['name', 'kind', 'capacity', 'used', 'producer', 'consumer', 'creator', 'state']];
   for (const r of rings) {
     const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
-    const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : `${r.used} B`;
+    const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion}` : `${r.used} B`;
     const state = r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
     rows.push([r.name, r.kind, capacity, used, who(r.producer), who(r.consumer), who(r.creator), state]);
   }

@@ -4,12 +4,13 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
+import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import { ownStartTime } from './liveness.js';
 import { shown } from './queue.js';
 
 export interface Geometry {
-  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC;
-  /** SpscRing: data bytes; MpmcQueue: slots. */
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST;
+  /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize. */
   capacity: number;
   /** MpmcQueue only (0 for SpscRing). */
   slotSize: number;
@@ -18,7 +19,9 @@ export interface Geometry {
   ringSize: number;
 }
 
-export const KIND_NAMES: Record<number, string> = { [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue' };
+export const KIND_NAMES: Record<number, string> = {
+  [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue', [KIND_LATEST]: 'LatestValue',
+};
 
 /** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
 export function ringMemory(region: Region, base: number, ringSize: number, what: string): ArrayBuffer | SharedArrayBuffer {
@@ -128,14 +131,7 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
     ringSize: (ctl[L.RING_SIZE_LO_I32]! >>> 0) + (ctl[L.RING_SIZE_HI_I32]! >>> 0) * 2 ** 32,
   };
   const dataOffset = ctl[L.DATA_OFFSET_I32]!;
-  const expected = kind === L.KIND_SPSC ? L.spscRingSize(g.capacity) : L.mpmcRingSize(g.capacity, g.slotSize);
-  const minCapacity = kind === L.KIND_SPSC ? L.SPSC_MIN_CAPACITY : L.MPMC_MIN_CAPACITY;
-  const sane = dataOffset === L.DATA_OFFSET && g.ringSize === expected && Number.isSafeInteger(expected)
-    && g.capacity >= minCapacity && g.capacity <= L.MAX_CAPACITY
-    && (g.capacity & (g.capacity - 1)) === 0
-    && (kind === L.KIND_SPSC
-      ? g.slotSize === 0 && g.slotStride === 0
-      : g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize));
+  const sane = dataOffset === L.DATA_OFFSET && Number.isSafeInteger(g.ringSize) && saneGeometry(g);
   if (!sane) {
     throw new ShmringError(ErrorCodes.CORRUPT,
       `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`);
@@ -145,4 +141,19 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
       `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but the region has ${buffer.byteLength} (truncated?)`);
   }
   return g;
+}
+
+/** Whether a header's geometry is one its kind's create() writes. */
+function saneGeometry(g: Geometry): boolean {
+  const c = g.capacity;
+  switch (g.kind) {
+    case L.KIND_SPSC:
+      return g.ringSize === L.spscRingSize(c) && c >= L.SPSC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
+        && g.slotSize === 0 && g.slotStride === 0;
+    case L.KIND_MPMC:
+      return g.ringSize === L.mpmcRingSize(c, g.slotSize) && c >= L.MPMC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
+        && g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize);
+    case KIND_LATEST:
+      return c <= MAX_VALUE_SIZE && g.ringSize === latestSize(c) && g.slotSize === 0 && g.slotStride === latestSlotStride(c);
+  }
 }

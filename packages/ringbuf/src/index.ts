@@ -7,3 +7,5 @@ export { setDefaultPoll, getDefaultPoll, DEFAULT_POLL_MICROS } from './pacing.js
 export { inspect, listRings, unlinkStale, describeRing, isStale } from './inspect.js';
 export type { RingInfo, ProcessInfo } from './inspect.js';
 export { select, selectSync, type SelectEntry, type SelectOptions, type SelectPeerDeadError } from './select.js';
+export { LatestValue } from './latest.js';
+export type { LatestOptions, LatestAttachOptions, LatestRead, LatestUpdate, ChangedOptions, UpdatesOptions } from './latest.js';

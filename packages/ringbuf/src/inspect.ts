@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES } from './header.js';
+import { KIND_LATEST } from './latest-layout.js';
 import { isAlive } from './liveness.js';
 import { ringHeld, type Role } from './roles.js';
 
@@ -35,12 +36,15 @@ export interface RingInfo {
   name: string;
   /** The System V segment's id (shmid), for rings in System V segments. */
   sysvId?: number;
-  kind: 'SpscRing' | 'MpmcQueue' | 'unknown';
+  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'unknown';
   version: number;
+  /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize (bytes of the largest value). */
   capacity: number;
+  /** LatestValue: the newest published version, low 32 bits (its producerPosition word). A snapshot. */
+  latestVersion?: number;
   /** MpmcQueue: bytes per slot payload. */
   slotSize?: number;
-  /** SpscRing: bytes in use; MpmcQueue: messages in the queue. A snapshot. */
+  /** SpscRing: bytes in use; MpmcQueue: messages in the queue; LatestValue: 0. A snapshot. */
   used: number;
   producerPosition: number;
   consumerPosition: number;
@@ -100,6 +104,11 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     regionSize: buffer.byteLength,
   };
   if (kind === L.KIND_MPMC) info.slotSize = ctl[L.SLOT_SIZE_I32]! >>> 0;
+  if (kind === KIND_LATEST) {
+    // A LatestValue's producer position is its published version; it has no consumer position (0).
+    info.latestVersion = producerPosition;
+    info.used = 0;
+  }
   const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
   const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, roleLocked(region, 'producer'));

@@ -10,6 +10,12 @@
  * asyncWaitKind()) while the C producer pauses until Node is asleep, so
  * every burst has to wake a parked async reader; and the reverse, a C
  * producer parked on a full ring that Node's async reads wake.
+ *
+ * And a LatestValue both ways: a C writer's versions read by Node parked in
+ * changed(), Node's read by a parked C reader, every value checked against
+ * the pattern of its version; a C writer stopped mid-publish (SEQ odd, half
+ * a value) holds the writer role until it is killed, and leaves the
+ * previous value readable.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -20,8 +26,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
-import { inspect, MpmcQueue, SpscRing } from '../src/index.js';
-import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
+import { inspect, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
+import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -392,4 +398,91 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       });
     });
   }
+  describe('LatestValue', () => {
+    /** Room for the whole pattern (199 bytes), so both sides check every byte. */
+    const MAX = 256;
+    /** Versions of the runs (the C reader checks each value it sees). */
+    const VERSIONS = 100_000;
+    let regionPath: string;
+    let region: Region | undefined;
+    let lv: LatestValue;
+    let peer: PeerRun | undefined;
+
+    beforeEach(() => {
+      const dir = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+      regionPath = path.join(dir, `shmring-c-interop-latest-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+      region = Region.create({ backing: 'file', path: regionPath, size: LatestValue.regionSize({ maxSize: MAX }) });
+      lv = LatestValue.create(region, { maxSize: MAX });
+    });
+
+    afterEach(async () => {
+      if (peer && peer.child.exitCode === null && peer.child.signalCode === null) {
+        peer.child.kill('SIGKILL');
+        await peer.done;
+      }
+      peer = undefined;
+      lv.close();
+      region?.close();
+      region = undefined;
+      fs.rmSync(regionPath, { force: true });
+    });
+
+    /** read() checked against the pattern of its version (version 0: the empty initial value). */
+    function checked(r: { version: number; value: Uint8Array; type: number }): string | null {
+      return r.version === 0 ? (r.value.length === 0 ? null : 'version 0 is not empty') : mismatch(r.value, r.type, r.version);
+    }
+
+    it(`a C writer publishes ${VERSIONS} versions that Node reads whole, in order, parked in changed() between them`, async () => {
+      peer = runPeer(binary, ['latest-publish', regionPath, String(VERSIONS), '--pause-every', '1000', '--pause-ms', '1']);
+      let last = 0;
+      let seen = 0;
+      while (last < VERSIONS) {
+        let r;
+        try {
+          r = await lv.changed(last, { timeoutMs: WAIT_MS, signal: peer.failed });
+        } catch (err) {
+          throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
+        }
+        assert.ok(r.version > last, `version went from ${last} to ${r.version}`);
+        assert.equal(checked(r), null);
+        last = r.version;
+        seen++;
+      }
+      assert.equal((await peer.done).code, 0);
+      assert.ok(seen >= VERSIONS / 1000, `Node saw ${seen} versions`);
+    });
+
+    it('Node publishes versions that a C reader, parked between them, reads whole and in order', async () => {
+      peer = runPeer(binary, ['latest-read', regionPath, String(VERSIONS)]);
+      await waitFor(() => Atomics.load(new Int32Array(region!.buffer, 0, READ_WAITERS_I32 + 1), READ_WAITERS_I32) !== 0 || peer!.child.exitCode !== null,
+        'the C reader parked');
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let v = 1; v <= VERSIONS; v++) {
+        lv.publish(patternMessage(scratch, v), patternType(v));
+        if (v % 1000 === 0) await sleep(1); // let the reader park now and then
+      }
+      const { code, stderr, stdout } = await peer.done;
+      assert.equal(code, 0, stderr);
+      const report = JSON.parse(stdout.trim()) as { last: number; seen: number; parksWoken: number };
+      assert.equal(report.last, VERSIONS);
+      assert.ok(report.parksWoken >= 1, `the C reader was never woken from a park: ${stdout}`);
+    });
+
+    it('a C writer killed mid-publish leaves the previous value readable and the writer role free; a live one keeps Node out', async () => {
+      peer = runPeer(binary, ['latest-publish', regionPath, '10', '--hang']);
+      await waitFor(() => peer!.stdout.includes('hung'), 'the C writer stopped mid-publish');
+      assert.throws(() => lv.publish(new Uint8Array(1)), { code: ErrorCodes.BUSY });
+      const r = lv.read();
+      assert.deepEqual([r.version, checked(r)], [10, null]);
+      peer.child.kill('SIGKILL');
+      await peer.done;
+      assert.deepEqual([lv.read().version, checked(lv.read())], [10, null]);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      assert.equal(lv.publish(patternMessage(scratch, 11), patternType(11)), 11, 'Node takes the role over the half-written slot');
+      assert.equal(checked(lv.read()), null);
+      peer = runPeer(binary, ['latest-publish', regionPath, '1']);
+      const { code } = await peer.done;
+      assert.equal(code, EXIT_BUSY, 'the C writer is refused while Node holds the role');
+    });
+  });
 });

@@ -60,4 +60,8 @@ describe('models: the ring protocols model-checked with spin', function () {
   it('MpmcQueue with three producers and two consumers delivers every message exactly once, in order per producer (and spin rejects each swapped ordering)', async () => {
     await verifies('mpmc');
   });
+
+  it('LatestValue never shows a torn value or an older version, survives a writer dying mid-publish, and wakes every parked reader (and spin rejects each mutant)', async () => {
+    await verifies('latest');
+  });
 });

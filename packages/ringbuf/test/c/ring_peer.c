@@ -12,6 +12,14 @@
  *   spsc-consume   attach to an SpscRing as its consumer, read and check COUNT messages
  *   mpmc-produce   the same for a MpmcQueue (one of possibly many producers)
  *   mpmc-consume   the same for a MpmcQueue (one of possibly many consumers)
+ *   latest-publish take a LatestValue's writer role and publish COUNT versions
+ *                  after the current one: version v is message v of the pattern
+ *                  (cut to maxSize); --pause-every / --pause-ms as for producers
+ *   latest-read    read a LatestValue until its version reaches COUNT, parking on
+ *                  the read wait block for each change and checking every value
+ *                  read against the pattern of its version; prints
+ *                  {"last","seen","parksWoken"} as one JSON line
+ *   (a LatestValue's version 0 is its empty initial value; the pattern starts at 1)
  * options:
  *   --corrupt-at K   (producers) write message K with one wrong payload byte,
  *                    so a test can prove that the reader's check catches it
@@ -23,6 +31,9 @@
  *                    more (so it is asleep in the kernel), before writing on:
  *                    each pause then ends with a wake-up of a parked reader
  *   --stats          print the waiting counters as one JSON line on stdout at the end
+ *   --hang           (latest-publish) after COUNT versions, stop in the middle of
+ *                    one more (SEQ odd, half the value written), print "hung" and
+ *                    sleep until killed: a writer that dies mid-publish
  *   --linger S       after the last message, print "done" and stay S seconds
  *                    more (holding the ring and the role) before exiting
  *
@@ -66,6 +77,7 @@ enum {
     LAYOUT_VERSION = 1,
     KIND_SPSC = 1,
     KIND_MPMC = 2,
+    KIND_LATEST = 3,
     FLAG_CLOSED = 1,
     BLOCK = 128,
 
@@ -111,6 +123,15 @@ enum {
     SLOT_HEADER = 16,
     SLOT_ALIGN = 64,
     MPMC_MIN_CAPACITY = 2,
+
+    /* LatestValue ("LatestValue"): PUBLISHED is the producer position word; slots start at DATA_OFFSET */
+    OFF_PUBLISHED = OFF_PRODUCER_POSITION,
+    LV_SEQ = 0,
+    LV_VERSION_LO = 4,
+    LV_VERSION_HI = 8,
+    LV_LENGTH = 12,
+    LV_TYPE = 16,
+    LV_VALUE = 64,
 };
 
 #define MAX_CAPACITY (UINT32_C(1) << 30)
@@ -239,14 +260,18 @@ static void attach(struct ring *r, uint32_t kind) {
     r->slot_size = header_u32(r, OFF_SLOT_SIZE);
     r->slot_stride = header_u32(r, OFF_SLOT_STRIDE);
     uint64_t ring_size = header_u32(r, OFF_RING_SIZE_LO) | (uint64_t)header_u32(r, OFF_RING_SIZE_HI) << 32;
-    int sane = header_u32(r, OFF_DATA_OFFSET) == DATA_OFFSET && is_power_of_two(r->capacity) && r->capacity <= MAX_CAPACITY;
+    int sane = header_u32(r, OFF_DATA_OFFSET) == DATA_OFFSET && r->capacity <= MAX_CAPACITY;
     if (kind == KIND_SPSC) {
-        sane = sane && r->capacity >= SPSC_MIN_CAPACITY && r->slot_size == 0 && r->slot_stride == 0
+        sane = sane && is_power_of_two(r->capacity) && r->capacity >= SPSC_MIN_CAPACITY && r->slot_size == 0 && r->slot_stride == 0
             && ring_size == (uint64_t)DATA_OFFSET + r->capacity;
-    } else {
-        sane = sane && r->capacity >= MPMC_MIN_CAPACITY && r->slot_size <= MAX_SLOT_SIZE
+    } else if (kind == KIND_MPMC) {
+        sane = sane && is_power_of_two(r->capacity) && r->capacity >= MPMC_MIN_CAPACITY && r->slot_size <= MAX_SLOT_SIZE
             && r->slot_stride == slot_stride_of(r->slot_size)
             && ring_size == (uint64_t)DATA_OFFSET + (uint64_t)r->capacity * r->slot_stride;
+    } else {
+        /* LatestValue: CAPACITY = maxSize (any size), two slots of SLOT_STRIDE = ceil((64 + CAPACITY) / 128) * 128 */
+        sane = sane && r->slot_size == 0 && r->slot_stride == (uint32_t)(((uint64_t)LV_VALUE + r->capacity + BLOCK - 1) / BLOCK * BLOCK)
+            && ring_size == (uint64_t)DATA_OFFSET + 2 * (uint64_t)r->slot_stride;
     }
     if (!sane) {
         die(EXIT_USAGE, "inconsistent header: capacity=%u slotSize=%u slotStride=%u ringSize=%llu",
@@ -539,6 +564,7 @@ struct options {
     long pause_ms;
     int stats;
     long linger;           /* seconds to stay after the last message */
+    int hang;              /* latest-publish: then stop in the middle of one more publish, until killed */
 };
 
 static void sleep_ms(double ms) {
@@ -612,6 +638,127 @@ static void consume(struct ring *r, int spsc, uint64_t count) {
     if (try_read(r, arg)) die(EXIT_MISMATCH, "a message after the last one (length %u, type %d)", m.length, m.type);
 }
 
+/* ---- LatestValue ("LatestValue" in LAYOUT.md) ---- */
+
+/* The slot of version v (v & 1). Version v's value is message v of the pattern. */
+static unsigned char *latest_slot(const struct ring *r, uint64_t version) {
+    return r->data + (size_t)(version & 1) * r->slot_stride;
+}
+
+/* The writer's starting point: the version in the published slot, which must agree with PUBLISHED. */
+static uint64_t latest_current(const struct ring *r) {
+    uint32_t published = atomic_load_explicit(word(r, OFF_PUBLISHED), memory_order_seq_cst);
+    unsigned char *slot = latest_slot(r, published);
+    uint64_t v = load_u32(slot + LV_VERSION_LO) | (uint64_t)load_u32(slot + LV_VERSION_HI) << 32;
+    if ((uint32_t)v != published) die(EXIT_CORRUPT, "slot %u holds version %llu but PUBLISHED is %u", published & 1, (unsigned long long)v, published);
+    return v;
+}
+
+/*
+ * "Writer, step by step": publishes version v (the pattern of index v). With
+ * `hang`, stops in the middle of step 2 (SEQ odd, half the value written),
+ * says "hung" and sleeps until it is killed.
+ */
+static void latest_publish(struct ring *r, uint64_t v, int hang) {
+    unsigned char *slot = latest_slot(r, v);
+    atomic_u32 *seq = (atomic_u32 *)(void *)(slot + LV_SEQ);
+    uint32_t length = pattern_length(v);
+    if (length > r->capacity) length = r->capacity;
+    /* Only the role holder writes SEQ: our own last store, or a dead writer's. */
+    uint32_t q = atomic_load_explicit(seq, memory_order_relaxed);
+    uint32_t begin = (q & 1) ? q + 2 : q + 1;
+    atomic_store_explicit(seq, begin, memory_order_seq_cst);   /* 1. a reader copying this slot sees SEQ change */
+    atomic_thread_fence(memory_order_release);                  /*    the plain stores below stay after it */
+    for (uint32_t j = 0; j < length; j++) {
+        slot[LV_VALUE + j] = pattern_byte(v, j);
+        if (hang && j == length / 2) {
+            store_u32(slot + LV_LENGTH, 0xdeadbeef);
+            printf("hung\n");
+            fflush(stdout);
+            for (;;) sleep_ms(1000);
+        }
+    }
+    store_u32(slot + LV_LENGTH, length);
+    store_u32(slot + LV_TYPE, (uint32_t)pattern_type(v));
+    store_u32(slot + LV_VERSION_LO, (uint32_t)v);
+    store_u32(slot + LV_VERSION_HI, (uint32_t)(v >> 32));
+    atomic_store_explicit(seq, begin + 1, memory_order_seq_cst);  /* 3. release: the slot is whole */
+    atomic_store_explicit(word(r, OFF_PUBLISHED), (uint32_t)v, memory_order_seq_cst);  /* 4. the newest value */
+    unpark(r, OFF_READ_WAITERS, INT_MAX);                          /* 5. all parked readers, one wake */
+}
+
+struct latest_read {
+    uint32_t since;     /* wait for a PUBLISHED other than this */
+    uint64_t version;
+    uint32_t length;
+    int32_t type;
+    uint8_t *bytes;     /* CAPACITY bytes */
+};
+
+/* "Reader, step by step": 0 while PUBLISHED == since, else copies the newest value into *arg and returns 1. */
+static int latest_try_read(struct ring *r, void *arg) {
+    struct latest_read *out = arg;
+    uint32_t p = atomic_load_explicit(word(r, OFF_PUBLISHED), memory_order_seq_cst);
+    if (p == out->since) return 0;
+    for (;;) {
+        unsigned char *slot = latest_slot(r, p);
+        atomic_u32 *seq = (atomic_u32 *)(void *)(slot + LV_SEQ);
+        uint32_t q = atomic_load_explicit(seq, memory_order_acquire);
+        int whole = 0;
+        uint32_t lo = 0;
+        if ((q & 1) == 0) {
+            out->length = load_u32(slot + LV_LENGTH);
+            out->type = (int32_t)load_u32(slot + LV_TYPE);
+            lo = load_u32(slot + LV_VERSION_LO);
+            out->version = lo | (uint64_t)load_u32(slot + LV_VERSION_HI) << 32;
+            memcpy(out->bytes, slot + LV_VALUE, out->length < r->capacity ? out->length : r->capacity);
+            atomic_thread_fence(memory_order_acquire);  /* the copy stays before the re-check */
+            whole = atomic_load_explicit(seq, memory_order_relaxed) == q;
+            if (whole && lo == p) {
+                if (out->length > r->capacity || out->type < 0) die(EXIT_CORRUPT, "slot %u: length %u, type %d", p & 1, out->length, out->type);
+                return 1;
+            }
+        }
+        uint32_t again = atomic_load_explicit(word(r, OFF_PUBLISHED), memory_order_seq_cst);
+        if (again == p && (whole || (q & 1))) die(EXIT_CORRUPT, "the published slot %u does not hold version %u (SEQ=%u)", p & 1, p, q);
+        p = again;
+    }
+}
+
+/* latest-publish: COUNT versions after the current one, pausing as produce() does; --hang: then one half-written. */
+static void latest_writer(struct ring *r, uint64_t count, const struct options *o) {
+    attach(r, KIND_LATEST);
+    take_role(r, 1, 1); /* one writer: the PRODUCER byte, exclusive */
+    uint64_t v = latest_current(r);
+    for (uint64_t i = 1; i <= count; i++) {
+        if (o->pause_every != 0 && i != 1 && (i - 1) % o->pause_every == 0) pause_for_reader(r, o->pause_ms);
+        latest_publish(r, v + i, 0);
+    }
+    if (o->hang) latest_publish(r, v + count + 1, 1);
+}
+
+/* latest-read: parks for each new version until version TARGET, checking each value against the pattern. */
+static void latest_reader(struct ring *r, uint64_t target) {
+    attach(r, KIND_LATEST);
+    struct latest_read m = { .since = UINT32_MAX, .bytes = malloc(r->capacity + 1) };
+    if (m.bytes == NULL) die(EXIT_USAGE, "out of memory");
+    latest_try_read(r, &m); /* the current value (PUBLISHED is never UINT32_MAX here) */
+    uint64_t seen = 0, last = m.version;
+    while (last < target) {
+        m.since = (uint32_t)last;
+        int got = 0;
+        for (int n = 0; n < SPIN_ATTEMPTS && !got; n++) got = latest_try_read(r, &m);
+        if (!got) got = park(r, OFF_READ_WAITERS, latest_try_read, &m);
+        if (m.version <= last) die(EXIT_MISMATCH, "version went from %llu to %llu", (unsigned long long)last, (unsigned long long)m.version);
+        check_message(m.bytes, m.length, m.type, m.version); /* needs maxSize >= 199: the whole pattern */
+        last = m.version;
+        seen++;
+    }
+    printf("{\"last\":%llu,\"seen\":%llu,\"parksWoken\":%llu}\n", (unsigned long long)last, (unsigned long long)seen,
+        (unsigned long long)stats.parks_woken);
+    free(m.bytes);
+}
+
 static uint64_t parse_count(const char *text, const char *what) {
     char *end;
     errno = 0;
@@ -626,12 +773,12 @@ int main(int argc, char **argv) {
     memcpy(&first, &one, 1);
     if (first != 1) die(EXIT_USAGE, "shmring rings are little-endian and this machine is not");
 
-    const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume PATH COUNT "
-        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S]";
+    const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|latest-publish|latest-read PATH COUNT "
+        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
-    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0 };
+    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0, .hang = 0 };
     for (int a = 4; a < argc; a++) {
         int has_value = a + 1 < argc;
         if (strcmp(argv[a], "--corrupt-at") == 0 && has_value) o.corrupt_at = parse_count(argv[++a], "K");
@@ -640,6 +787,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[a], "--linger") == 0 && has_value) o.linger = (long)parse_count(argv[++a], "S");
         else if (strcmp(argv[a], "--park") == 0) o.park = 1;
         else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
+        else if (strcmp(argv[a], "--hang") == 0) o.hang = 1;
         else die(EXIT_USAGE, "%s (bad option %s)", usage, argv[a]);
     }
 
@@ -649,6 +797,8 @@ int main(int argc, char **argv) {
     else if (strcmp(command, "spsc-consume") == 0) consume(&r, 1, count);
     else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, &o);
     else if (strcmp(command, "mpmc-consume") == 0) consume(&r, 0, count);
+    else if (strcmp(command, "latest-publish") == 0) latest_writer(&r, count, &o);
+    else if (strcmp(command, "latest-read") == 0) latest_reader(&r, count);
     else die(EXIT_USAGE, "unknown command %s", command);
     if (o.linger != 0) {
         printf("done\n");

@@ -1,0 +1,426 @@
+/**
+ * LatestValue: the newest version of one value (a configuration, a price,
+ * a status), shared by one writer and any number of readers.
+ *
+ * Threading contract:
+ *  - One writer at a time, in any process: the first object to publish()
+ *    takes the writer role and holds it until it closes or its process
+ *    dies; publish() on any other live object throws ERR_SHMRING_BUSY.
+ *  - Any number of readers, in any processes and threads: read(), changed(),
+ *    changedSync(), updates(). A reader never blocks the writer and never
+ *    writes to shared memory except the wait words while it is parked.
+ *  - read() never waits: it returns the newest complete value. It is
+ *    lock-free, not wait-free: it retries only while the writer publishes
+ *    twice during one copy. Its answer is stale as soon as it returns.
+ *  - read() returns the same (frozen) object while the version has not
+ *    changed: `value` is shared by those reads. Copy it before changing it.
+ *  - changedSync() parks the thread (workers, dedicated processes);
+ *    changed() and updates() return Promises and never block the loop.
+ *
+ * Invariants (docs/LAYOUT.md, "LatestValue"; offsets in latest-layout.ts):
+ *  - Version v lives in slot v & 1; PUBLISHED holds the low 32 bits of the
+ *    newest complete version, so it names a slot the writer is not writing
+ *    (it writes version PUBLISHED + 1, into the other one).
+ *  - A read returns the version PUBLISHED named, never a newer one it finds
+ *    in the slot (complete, but not yet published): the versions a reader
+ *    sees never go back.
+ *  - A slot's SEQ is odd exactly while the writer rewrites it; a copy is
+ *    whole when SEQ was even before it and unchanged after it.
+ *  - Before the first publish, the value is version 0, empty, type 0 (slot
+ *    0 as create() leaves it).
+ *  - Versions grow by one per publish and stay below 2^53 (a number).
+ *  - Only the role holder writes a slot, SEQ or PUBLISHED; a writer that
+ *    dies leaves at worst the other slot odd, which a successor rewrites.
+ *  - Anything read from shared memory is bounds-checked before use; a
+ *    value no correct writer leaves (a LENGTH above maxSize in a whole
+ *    copy, an odd SEQ in the published slot) is ERR_SHMRING_CORRUPT.
+ *
+ * Memory ordering: every Atomics access is sequentially consistent; the
+ * value's bytes and the slot's other words are plain accesses between the
+ * two SEQ stores (writer) or the two SEQ loads (reader). JavaScript has no
+ * fence: this relies on stores staying in program order and loads staying
+ * in program order, which x86-64 (TSO), the platform shmring targets,
+ * guarantees. A C peer uses explicit fences (docs/LAYOUT.md).
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import * as L from './layout.js';
+import * as V from './latest-layout.js';
+import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkType, checkWaitOptions, shown } from './queue.js';
+import { ownStartTime } from './liveness.js';
+import { PollPacer, SpinPacer } from './pacing.js';
+import { Roles } from './roles.js';
+import { parkAsync, parkSync, unpark, type WaitBlock, type WaitOptions } from './waiting.js';
+
+export interface LatestOptions {
+  /** Largest value, in bytes: an integer in [0, 2^30]. */
+  maxSize: number;
+  /** Where the LatestValue starts in its region: a multiple of 64; default 0. */
+  offset?: number;
+}
+
+export interface LatestAttachOptions {
+  /** Where the LatestValue starts in its region (as given to create); default 0. */
+  offset?: number;
+}
+
+/** What read() returns. */
+export interface LatestRead {
+  /** 0 before the first publish, then one more per publish. */
+  readonly version: number;
+  /** The value's bytes (shared by every read of this version through this object). */
+  readonly value: Uint8Array;
+  /** The type given to publish() (0 by default). */
+  readonly type: number;
+}
+
+/** What updates() yields. */
+export interface LatestUpdate extends LatestRead {
+  /** Versions published since the previous item (or `since`) that this one replaces unseen. */
+  readonly skipped: number;
+}
+
+/** Options of changed() / changedSync(): timeoutMs, signal, spin, poll (as the rings' waits; no peerTimeoutMs). */
+export type ChangedOptions = Omit<WaitOptions, 'peerTimeoutMs'>;
+
+export interface UpdatesOptions extends ChangedOptions {
+  /**
+   * The version the caller already has: items start after it. Default: the
+   * version before the current one, so the current value comes first (and,
+   * before any publish, the first item is version 1).
+   */
+  since?: number;
+}
+
+/** Parked readers: one wait block, one wake for all of them. */
+const WAIT_BLOCK: WaitBlock = { waiters: V.WAITERS_I32, signal: V.SIGNAL_I32 };
+/** unpark's count: every parked reader (one futex_wake for all). */
+const WAKE_ALL = 0x7fffffff;
+/** Waits of a LatestValue never look for a dead writer: a new one may come. */
+const WRITER_WAIT: WaitOptions = { peerTimeoutMs: Infinity };
+const alwaysAlive = (): boolean => true;
+const EMPTY = new Uint8Array(0);
+
+/** Each object's writer token where there is no file to lock (unique in the process, never 0). */
+let nextToken = (process.pid & 0x7fff) << 16;
+
+function corrupt(what: string): ShmringError {
+  return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
+}
+
+function checkMaxSize(maxSize: unknown): number {
+  if (typeof maxSize !== 'number' || !Number.isInteger(maxSize)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
+  }
+  if (maxSize < 0 || maxSize > V.MAX_VALUE_SIZE) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
+  }
+  return maxSize;
+}
+
+function checkVersion(version: unknown, verb: string): number {
+  if (typeof version !== 'number' || !Number.isInteger(version)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: sinceVersion=${shown(version)} must be an integer >= 0`);
+  }
+  if (version < 0 || !Number.isSafeInteger(version)) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: sinceVersion=${version} must be an integer >= 0`);
+  }
+  return version;
+}
+
+export class LatestValue {
+  /** Largest value, in bytes. */
+  readonly maxSize: number;
+  /** The whole LatestValue as words (header, blocks, slots); length 0 once closed. */
+  #ctl: Int32Array;
+  /** The whole LatestValue as bytes. */
+  #bytes: Uint8Array;
+  /** Int32 index of slot 0's first word, and words from one slot to the next. */
+  readonly #slot0I32: number;
+  readonly #strideI32: number;
+  readonly #roles: Roles | undefined;
+  /** This object holds the writer role (and #token, where the region has no file). */
+  #writer = false;
+  #token = 0;
+  /** Writer: the newest version it published (or found when it took the role). */
+  #version = 0;
+  /** Reader: the last read's result, valid while PUBLISHED and that slot's SEQ still read as then. */
+  #cached: LatestRead | undefined;
+  #cachedPublished = 0;
+  #cachedSeqI32 = 0;
+  #cachedSeq = 0;
+  readonly #spinPacer = new SpinPacer();
+  readonly #pollPacer = new PollPacer();
+
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, maxSize: number, roles: Roles | undefined) {
+    this.maxSize = maxSize;
+    const size = V.latestSize(maxSize);
+    this.#ctl = new Int32Array(buffer, base, size / 4);
+    this.#bytes = new Uint8Array(buffer, base, size);
+    this.#slot0I32 = V.slotOffset(maxSize, 0) / 4;
+    this.#strideI32 = V.latestSlotStride(maxSize) / 4;
+    this.#roles = roles;
+  }
+
+  /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
+  static regionSize(options: LatestOptions): number {
+    return V.latestSize(checkMaxSize(options?.maxSize));
+  }
+
+  /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
+  static create(region: Region, options: LatestOptions): LatestValue {
+    const maxSize = checkMaxSize(options?.maxSize);
+    const base = checkOffset(options.offset);
+    const size = V.latestSize(maxSize);
+    const buffer = ringMemory(region, base, size, 'LatestValue.create');
+    const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
+    const ctl = unpublish(buffer, base);
+    // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
+    new Int32Array(buffer, base + V.SLOTS_OFFSET, 2 * V.latestSlotStride(maxSize) / 4).fill(0);
+    writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
+    return new LatestValue(buffer, base, maxSize, roles);
+  }
+
+  /** Attaches to a LatestValue another process or thread created in `region` (at `offset`). */
+  static attach(region: Region, options: LatestAttachOptions = {}): LatestValue {
+    const base = checkOffset(options?.offset);
+    const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
+    const { capacity } = readHeader(buffer, V.KIND_LATEST, base);
+    return new LatestValue(buffer, base, capacity, Roles.hold(region, base));
+  }
+
+  // ---- writer ----
+
+  /**
+   * Publishes `bytes` (copied) as the next version, with `type` (an integer
+   * in [0, 2^31 - 1], default 0); returns that version. Never waits. Wakes
+   * every reader parked in changed() with one futex wake, and only if one is.
+   */
+  publish(bytes: Uint8Array, type = 0): number {
+    const ctl = this.#ctl;
+    if (ctl.length === 0) throw this.#closedError();
+    if (!(bytes instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue.publish: bytes=${shown(bytes)} must be a Uint8Array`);
+    }
+    if (bytes.length > this.maxSize) {
+      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+        `LatestValue.publish: length=${bytes.length} is larger than maxSize=${this.maxSize}`);
+    }
+    checkType(type);
+    if (!this.#writer) this.#takeWriter();
+    const version = this.#version + 1;
+    const slot = version & 1; // parity of the low 32 bits, which is the version's
+    const h = this.#slotI32(slot);
+    // Our own last store (or a dead writer's): nobody else writes SEQ while we hold the role.
+    const seq = Atomics.load(ctl, h + V.SEQ_I32);
+    const begin = (seq & 1) === 0 ? (seq + 1) | 0 : (seq + 2) | 0; // odd, and unlike any SEQ a reader saw before
+    // Step 1, SYNC POINT with the SEQ loads in #readSlot: a reader copying this slot now sees SEQ change.
+    Atomics.store(ctl, h + V.SEQ_I32, begin);
+    // Step 2: the slot's contents, plain stores (TSO keeps them after step 1 and before step 3).
+    this.#bytes.set(bytes, (h + V.VALUE_I32) * 4);
+    ctl[h + V.LENGTH_I32] = bytes.length;
+    ctl[h + V.TYPE_I32] = type;
+    ctl[h + V.VERSION_LO_I32] = version | 0;
+    ctl[h + V.VERSION_HI_I32] = Math.floor(version / 2 ** 32);
+    // Step 3, SYNC POINT with #readSlot's second SEQ load: the slot is whole again.
+    Atomics.store(ctl, h + V.SEQ_I32, (begin + 1) | 0);
+    // Step 4, SYNC POINT with read()'s load of PUBLISHED: this slot is the newest value.
+    Atomics.store(ctl, V.PUBLISHED_I32, version | 0);
+    this.#version = version;
+    // Step 5: wake parked readers, all of them with one wake, only if one announced itself.
+    unpark(ctl, WAIT_BLOCK, WAKE_ALL);
+    return version;
+  }
+
+  /** Takes the writer role (ERR_SHMRING_BUSY if another live object holds it) and learns the current version. */
+  #takeWriter(): void {
+    const ctl = this.#ctl;
+    if (this.#roles !== undefined) {
+      if (!this.#roles.take('producer', true)) throw this.#busy();
+    } else {
+      const token = (nextToken = (nextToken + 1) | 0) || 1;
+      // Takes the role where no file can be locked; pairs with close()'s CAS back to 0.
+      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, token) !== 0) throw this.#busy();
+      this.#token = token;
+    }
+    this.#writer = true;
+    // After the role: start time before pid (inspect reads the pid, then the start time).
+    Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
+    Atomics.store(ctl, L.PRODUCER_PID_I32, process.pid);
+    // Observes the previous writer's last step 4; its slot is stable (only the role holder writes slots).
+    const published = Atomics.load(ctl, V.PUBLISHED_I32);
+    const h = this.#slotI32(published & 1);
+    const version = (ctl[h + V.VERSION_LO_I32]! >>> 0) + (ctl[h + V.VERSION_HI_I32]! >>> 0) * 2 ** 32;
+    if ((version >>> 0) !== (published >>> 0) || !Number.isSafeInteger(version)) {
+      throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`);
+    }
+    this.#version = version;
+  }
+
+  /** Int32 index of slot `slot`'s first word (slot 0 or 1). */
+  #slotI32(slot: number): number {
+    return this.#slot0I32 + slot * this.#strideI32;
+  }
+
+  #busy(): ShmringError {
+    // Observes the holder's pid word, for the message only (it may be in another PID namespace).
+    const pid = Atomics.load(this.#ctl, L.PRODUCER_PID_I32);
+    return new ShmringError(ErrorCodes.BUSY,
+      `LatestValue.publish: the writer role is held by another live object (pid ${pid} per the header, perhaps in another PID namespace); `
+      + 'a LatestValue has one writer: close that one first, or wait for its process to exit');
+  }
+
+  // ---- readers ----
+
+  /** The newest complete value; never waits, never torn. */
+  read(): LatestRead {
+    const ctl = this.#ctl;
+    if (ctl.length === 0) throw this.#closedError();
+    // SYNC POINT with publish() step 4: which slot holds the newest value.
+    const published = Atomics.load(ctl, V.PUBLISHED_I32);
+    // Unchanged since our last read if PUBLISHED and that slot's SEQ (pairs with step 1) read as then.
+    if (published === this.#cachedPublished && Atomics.load(ctl, this.#cachedSeqI32) === this.#cachedSeq && this.#cached) {
+      return this.#cached;
+    }
+    return this.#readSlot(published);
+  }
+
+  /**
+   * Copies the slot PUBLISHED names, retrying while the writer laps us. The
+   * copy must hold the version PUBLISHED named: a lapping writer's newer
+   * version in the same slot is complete (SEQ even) before its step 4, and
+   * returning it then would let the next read, which still finds the older
+   * PUBLISHED, go back a version.
+   */
+  #readSlot(published: number): LatestRead {
+    const ctl = this.#ctl;
+    for (;;) {
+      const slot = published & 1;
+      const h = this.#slotI32(slot);
+      // SYNC POINT with publish() steps 1 and 3: even = whole, and the copy below is checked against it.
+      const seq = Atomics.load(ctl, h + V.SEQ_I32);
+      let stable = false;
+      if ((seq & 1) === 0) {
+        const length = ctl[h + V.LENGTH_I32]! >>> 0;
+        const type = ctl[h + V.TYPE_I32]!;
+        const lo = ctl[h + V.VERSION_LO_I32]!;
+        const hi = ctl[h + V.VERSION_HI_I32]! >>> 0;
+        const at = (h + V.VALUE_I32) * 4;
+        const value = length === 0 ? EMPTY : length <= this.maxSize ? this.#bytes.slice(at, at + length) : undefined;
+        // SYNC POINT with publish() step 1: unchanged means no write began during the copy.
+        stable = Atomics.load(ctl, h + V.SEQ_I32) === seq;
+        if (stable && lo === published) {
+          if (value === undefined || type < 0) throw corrupt(`slot ${slot} holds length=${length}, type=${type}`);
+          const result: LatestRead = Object.freeze({ version: (lo >>> 0) + hi * 2 ** 32, value, type });
+          this.#cached = result;
+          this.#cachedPublished = published;
+          this.#cachedSeqI32 = h + V.SEQ_I32;
+          this.#cachedSeq = seq;
+          return result;
+        }
+      }
+      // Lapped: the writer began version PUBLISHED + 2 in this slot, so PUBLISHED has moved on by now.
+      const again = Atomics.load(ctl, V.PUBLISHED_I32);
+      if (again === published && (stable || (seq & 1) !== 0)) {
+        throw corrupt(`the published slot ${slot} does not hold version ${published >>> 0} (SEQ=${seq >>> 0})`);
+      }
+      published = again;
+    }
+  }
+
+  /** changed()'s and changedSync()'s attempt: read() once PUBLISHED differs from `since` (low 32 bits). */
+  #changedAttempt(since: number): LatestRead | undefined {
+    // SYNC POINT with publish() step 4 (and, parked, with its unpark after it).
+    return Atomics.load(this.#ctl, V.PUBLISHED_I32) !== (since | 0) ? this.read() : undefined;
+  }
+
+  /**
+   * Resolves with read() once the version differs from `sinceVersion`: at
+   * once if it already does, else at the next publish. Rejects with
+   * ERR_SHMRING_TIMEOUT after timeoutMs, an AbortError when `signal` fires.
+   */
+  async changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
+    const since = checkVersion(sinceVersion, 'LatestValue.changed');
+    checkWaitOptions(options, 'LatestValue.changed');
+    if (this.#ctl.length === 0) throw this.#closedError();
+    const now = this.#changedAttempt(since);
+    if (now !== undefined) {
+      this.#pollPacer.gotAtOnce();
+      return now;
+    }
+    try {
+      return await parkAsync(this.#ctl, WAIT_BLOCK, () => this.#changedAttempt(since), { ...options, ...WRITER_WAIT },
+        'LatestValue.changed', alwaysAlive, this.#pollPacer);
+    } catch (err) {
+      throw this.#failure(err);
+    }
+  }
+
+  /** changed(), parking the thread (workers and dedicated processes). */
+  changedSync(sinceVersion: number, options?: ChangedOptions): LatestRead {
+    const since = checkVersion(sinceVersion, 'LatestValue.changedSync');
+    checkWaitOptions(options, 'LatestValue.changedSync');
+    if (this.#ctl.length === 0) throw this.#closedError();
+    const now = this.#changedAttempt(since);
+    if (now !== undefined) return now;
+    try {
+      return parkSync(this.#ctl, WAIT_BLOCK, () => this.#changedAttempt(since), { ...options, ...WRITER_WAIT },
+        'LatestValue.changedSync', alwaysAlive, this.#spinPacer);
+    } catch (err) {
+      throw this.#failure(err);
+    }
+  }
+
+  /**
+   * Each new version, in order, as { version, value, type, skipped }: a
+   * reader slower than the writer gets the newest value and `skipped` counts
+   * the versions it missed since its previous item (or `since`).
+   */
+  async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
+    const { since, ...wait } = options ?? {};
+    checkWaitOptions(wait, 'LatestValue.updates');
+    let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
+    for (;;) {
+      let next = this.read();
+      while (next.version <= last) next = await this.changed(next.version, wait);
+      yield { version: next.version, value: next.value, type: next.type, skipped: next.version - last - 1 };
+      last = next.version;
+    }
+  }
+
+  // ---- both ----
+
+  /** Whether this object holds the writer role. */
+  get isWriter(): boolean {
+    return this.#writer;
+  }
+
+  /** Ends this object: lets go of the writer role (if held) and its views. The value stays for everyone else. Idempotent. */
+  close(): void {
+    const ctl = this.#ctl;
+    if (this.#token !== 0 && ctl.length !== 0) {
+      // Gives the role back where no file is locked; pairs with #takeWriter's CAS.
+      Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, this.#token, 0);
+    }
+    this.#token = 0;
+    this.#writer = false;
+    this.#roles?.release();
+    this.#ctl = new Int32Array(0);
+    this.#bytes = new Uint8Array(0);
+    this.#cached = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #closedError(): ShmringError {
+    return new ShmringError(ErrorCodes.CLOSED, 'this LatestValue is closed (or its region is); attach a new one');
+  }
+
+  /** A wait's failure: ERR_SHMRING_CLOSED when the region was closed under it (its views detached). */
+  #failure(err: unknown): unknown {
+    const raw = err instanceof TypeError && (err as { code?: unknown }).code === undefined;
+    return raw && (this.#ctl.length === 0 || this.#ctl.byteLength === 0) ? this.#closedError() : err;
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * LatestValue in one process: versions, waiting (changed, changedSync,
+ * updates), the writer role, and typed errors for bad input.
+ */
+import { strict as assert } from 'node:assert';
+import { ErrorCodes, Region, ShmringRangeError, ShmringTypeError, type ShmringError } from '@shmring/core';
+import { describeRing, LatestValue, SpscRing } from '../src/index.js';
+import { waitCounters } from '../src/waiting.js';
+
+const MAX = 256;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function expectCode(fn: () => unknown, code: string, kind?: abstract new (...args: never[]) => Error): void {
+  assert.throws(fn, (err: ShmringError) => {
+    assert.equal(err.code, code, err.message);
+    if (kind !== undefined) assert.ok(err instanceof kind, `${err.constructor.name} is not a ${kind.name}`);
+    return true;
+  });
+}
+
+async function rejectsCode(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (err: ShmringError) => {
+    assert.equal(err.code, code, err.message);
+    return true;
+  });
+}
+
+for (const backing of ['sab', 'memfd'] as const) {
+  describe(`LatestValue (${backing} region)`, function () {
+    this.timeout(20_000);
+    let region: Region;
+    let lv: LatestValue;
+    let other: LatestValue;
+
+    beforeEach(function () {
+      region = Region.create({ backing, size: LatestValue.regionSize({ maxSize: MAX }) });
+      lv = LatestValue.create(region, { maxSize: MAX });
+      other = LatestValue.attach(region);
+    });
+    afterEach(function () {
+      lv.close();
+      other.close();
+      region.close();
+    });
+
+    it('reads version 0, an empty value of type 0, before any publish', function () {
+      assert.deepEqual({ ...other.read(), value: [...other.read().value] }, { version: 0, value: [], type: 0 });
+    });
+
+    it('grows the version by one per publish and reads the newest value and type', function () {
+      for (let v = 1; v <= 5; v++) {
+        assert.equal(lv.publish(new Uint8Array(v).fill(v), v * 10), v);
+        const r = other.read();
+        assert.equal(r.version, v);
+        assert.equal(r.type, v * 10);
+        assert.deepEqual([...r.value], new Array(v).fill(v));
+      }
+    });
+
+    it('returns the same frozen result while the version has not changed, a new one after', function () {
+      lv.publish(new Uint8Array([1]));
+      const a = other.read();
+      assert.equal(other.read(), a);
+      assert.ok(Object.isFrozen(a));
+      lv.publish(new Uint8Array([2]));
+      assert.notEqual(other.read(), a);
+      assert.deepEqual([...a.value], [1], 'an earlier result keeps its own copy');
+    });
+
+    it('takes values of exactly maxSize bytes and of none', function () {
+      lv.publish(new Uint8Array(MAX).fill(7));
+      assert.equal(other.read().value.length, MAX);
+      lv.publish(new Uint8Array(0), 3);
+      assert.equal(other.read().value.length, 0);
+      assert.equal(other.read().type, 3);
+    });
+
+    it('gives a second live writer ERR_SHMRING_BUSY, and the role to it once the first closes', function () {
+      lv.publish(new Uint8Array([1]));
+      expectCode(() => other.publish(new Uint8Array([2])), ErrorCodes.BUSY);
+      assert.equal(other.read().version, 1, 'the refused publish changed nothing');
+      lv.close();
+      assert.equal(other.publish(new Uint8Array([3])), 2, 'the new writer continues from the published version');
+      assert.deepEqual([...other.read().value], [3]);
+    });
+
+    it('changed() resolves at once when the version already differs', async function () {
+      lv.publish(new Uint8Array([1]));
+      assert.equal((await other.changed(0)).version, 1);
+    });
+
+    it('changed() parks and wakes on the next publish', async function () {
+      const parks = waitCounters.asyncParks;
+      const p = other.changed(0, { timeoutMs: 5000, poll: 0 });
+      await sleep(20);
+      assert.equal(waitCounters.asyncParks, parks + 1, 'the wait parked');
+      lv.publish(new Uint8Array([9]), 4);
+      const r = await p;
+      assert.deepEqual([r.version, r.type, [...r.value]], [1, 4, [9]]);
+    });
+
+    it('wakes every parked reader with one publish', async function () {
+      const readers = [LatestValue.attach(region), LatestValue.attach(region), LatestValue.attach(region)];
+      const waits = readers.map((r) => r.changed(0, { timeoutMs: 5000 }));
+      await sleep(20);
+      lv.publish(new Uint8Array([1]));
+      assert.deepEqual((await Promise.all(waits)).map((r) => r.version), [1, 1, 1]);
+      for (const r of readers) r.close();
+    });
+
+    it('changed() rejects with ERR_SHMRING_TIMEOUT after timeoutMs and changedSync() throws it', async function () {
+      const started = performance.now();
+      await rejectsCode(other.changed(0, { timeoutMs: 50 }), ErrorCodes.TIMEOUT);
+      assert.ok(performance.now() - started >= 45);
+      expectCode(() => other.changedSync(0, { timeoutMs: 20 }), ErrorCodes.TIMEOUT);
+    });
+
+    it('changed() rejects with an AbortError when its signal fires, and at once if already aborted', async function () {
+      const ac = new AbortController();
+      const p = other.changed(0, { signal: ac.signal });
+      setTimeout(() => ac.abort(), 20);
+      await assert.rejects(p, { name: 'AbortError' });
+      await assert.rejects(other.changed(0, { signal: AbortSignal.abort() }), { name: 'AbortError' });
+      assert.throws(() => other.changedSync(0, { signal: AbortSignal.abort() }), { name: 'AbortError' });
+      lv.publish(new Uint8Array([1]));
+      assert.equal((await other.changed(0, { timeoutMs: 100 })).version, 1, 'waits still work after an abort');
+    });
+
+    it('updates() yields each version a fast reader can see, with skipped 0', async function () {
+      const got: number[] = [];
+      const done = (async () => {
+        for await (const u of other.updates({ timeoutMs: 5000 })) {
+          got.push(u.version, u.skipped);
+          if (u.version === 5) break;
+        }
+      })();
+      for (let v = 1; v <= 5; v++) {
+        await sleep(5);
+        lv.publish(new Uint8Array([v]));
+      }
+      await done;
+      assert.deepEqual(got, [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]);
+    });
+
+    it('updates() counts the versions a slow reader missed in skipped', async function () {
+      const it = other.updates({ since: 0 });
+      lv.publish(new Uint8Array([1]));
+      assert.deepEqual((await it.next()).value, { version: 1, value: new Uint8Array([1]), type: 0, skipped: 0 });
+      for (let v = 2; v <= 7; v++) lv.publish(new Uint8Array([v]));
+      const u = (await it.next()).value!;
+      assert.deepEqual([u.version, u.skipped], [7, 5]);
+      await it.return();
+    });
+
+    it('updates() starts with the current value by default, and after `since` when given', async function () {
+      for (let v = 1; v <= 3; v++) lv.publish(new Uint8Array([v]));
+      const first = await other.updates().next();
+      assert.deepEqual([first.value!.version, first.value!.skipped], [3, 0]);
+      const fromOne = await other.updates({ since: 1 }).next();
+      assert.deepEqual([fromOne.value!.version, fromOne.value!.skipped], [3, 1]);
+    });
+
+    it('refuses bad input with typed errors, changing nothing', async function () {
+      const bad = ErrorCodes.INVALID_ARGUMENT;
+      expectCode(() => LatestValue.regionSize({ maxSize: '5' as unknown as number }), bad, ShmringTypeError);
+      expectCode(() => LatestValue.regionSize({ maxSize: 1.5 }), bad, ShmringTypeError);
+      expectCode(() => LatestValue.regionSize({ maxSize: -1 }), bad, ShmringRangeError);
+      expectCode(() => LatestValue.regionSize({ maxSize: 2 ** 31 }), bad, ShmringRangeError);
+      expectCode(() => LatestValue.regionSize(undefined as unknown as { maxSize: number }), bad, ShmringTypeError);
+      expectCode(() => LatestValue.create(region, { maxSize: MAX, offset: 3 }), bad, ShmringRangeError);
+      expectCode(() => LatestValue.create({} as Region, { maxSize: MAX }), bad, ShmringTypeError);
+      expectCode(() => LatestValue.create(region, { maxSize: MAX * 4 }), ErrorCodes.REGION_TOO_SMALL);
+      expectCode(() => lv.publish([1, 2] as unknown as Uint8Array), bad, ShmringTypeError);
+      expectCode(() => lv.publish('ab' as unknown as Uint8Array), bad, ShmringTypeError);
+      expectCode(() => lv.publish(new Uint8Array(MAX + 1)), ErrorCodes.MESSAGE_TOO_LARGE, ShmringRangeError);
+      expectCode(() => lv.publish(new Uint8Array(1), -1), bad, ShmringRangeError);
+      expectCode(() => lv.publish(new Uint8Array(1), 1.5), bad, ShmringTypeError);
+      expectCode(() => lv.publish(new Uint8Array(1), 2 ** 31), bad, ShmringRangeError);
+      expectCode(() => other.changedSync(-1), bad, ShmringRangeError);
+      expectCode(() => other.changedSync('1' as unknown as number), bad, ShmringTypeError);
+      expectCode(() => other.changedSync(0, { timeoutMs: -1 }), bad, ShmringRangeError);
+      await rejectsCode(other.changed(0.5), bad);
+      await rejectsCode(other.changed(0, { signal: 'x' as unknown as AbortSignal }), bad);
+      await rejectsCode(other.updates({ since: -2 }).next(), bad);
+      assert.equal(other.read().version, 0, 'nothing was published');
+      assert.equal(lv.isWriter, false, 'a refused publish does not take the role');
+    });
+
+    it('refuses a region that holds no LatestValue, or a ring of another kind', function () {
+      const empty = Region.create({ backing, size: LatestValue.regionSize({ maxSize: MAX }) });
+      expectCode(() => LatestValue.attach(empty), ErrorCodes.NOT_A_RING);
+      SpscRing.create(empty, { capacity: 64 });
+      expectCode(() => LatestValue.attach(empty), ErrorCodes.WRONG_KIND);
+      empty.close();
+      expectCode(() => SpscRing.attach(region), ErrorCodes.WRONG_KIND);
+    });
+
+    it('throws ERR_SHMRING_CLOSED once closed, and a parked wait rejects with it when the region closes', async function () {
+      other.close();
+      expectCode(() => other.read(), ErrorCodes.CLOSED);
+      expectCode(() => other.publish(new Uint8Array(1)), ErrorCodes.CLOSED);
+      other.close(); // idempotent
+      if (backing === 'sab') return; // closing a SharedArrayBuffer region detaches nothing
+      const reader = LatestValue.attach(region);
+      const p = reader.changed(0, { timeoutMs: 5000 });
+      await sleep(20);
+      region.close();
+      await rejectsCode(p, ErrorCodes.CLOSED);
+    });
+
+    it('shows up in describeRing as a LatestValue with its version', function () {
+      lv.publish(new Uint8Array([1]));
+      lv.publish(new Uint8Array([2]));
+      const info = describeRing(region, 'x')!;
+      assert.equal(info.kind, 'LatestValue');
+      assert.equal(info.capacity, MAX);
+      assert.equal(info.latestVersion, 2);
+      assert.equal(info.producer?.pid, process.pid);
+    });
+  });
+}
