@@ -6,11 +6,13 @@
  * change with ERR_SHMRING_NOT_SEALED.
  */
 import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, receiveRegion, Region, sendRegion, ShmringError, ShmringTypeError } from '../src/index.js';
 import { runNode, uniqueName } from './helpers.js';
 
@@ -121,6 +123,26 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
       snapshot.close();
       plain.close();
       fs.rmSync(sock, { force: true });
+    }
+  });
+
+  it('reaches a worker by its fd (fds are process-wide): the worker maps it with requireSealed and reads it in place', async function () {
+    const region = Region.snapshot(new TextEncoder().encode('for the worker'));
+    try {
+      const index = new URL('../src/index.js', import.meta.url).href;
+      const worker = new Worker(`
+        const { parentPort, workerData } = require('node:worker_threads');
+        import(${JSON.stringify(index)}).then(({ Region }) => {
+          const mapped = Region.fromFd(workerData.fd, { requireSealed: true });
+          parentPort.postMessage({ text: Buffer.from(mapped.buffer).toString(), readOnly: mapped.readOnly });
+          mapped.close();
+        }, (err) => parentPort.postMessage({ error: String(err) }));
+      `, { eval: true, workerData: { fd: region.fd } });
+      const [reply] = await once(worker, 'message') as [Record<string, unknown>];
+      await once(worker, 'exit');
+      assert.deepEqual(reply, { text: 'for the worker', readOnly: true });
+    } finally {
+      region.close();
     }
   });
 
