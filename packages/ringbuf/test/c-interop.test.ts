@@ -368,10 +368,10 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           assert.match(stderr, /consumer role is held by another live peer/);
           ring.detach();
           ring = SpscRing.attach(region!);
+          const ctl = new Int32Array(region!.buffer, 0, CONSUMER_PID_I32 + 1);
+          Atomics.store(ctl, CONSUMER_PID_I32, 0); // before the C consumer starts: it writes its own pid
           peer = runPeer(binary, ['spsc-consume', regionPath, '1', '--linger', '60']);
           const waiting = SpscRing.attach(region!);
-          const ctl = new Int32Array(region!.buffer, 0, CONSUMER_PID_I32 + 1);
-          Atomics.store(ctl, CONSUMER_PID_I32, 0); // detach left Node's pid; the C consumer writes its own
           await waitFor(() => Atomics.load(ctl, CONSUMER_PID_I32) === peer!.child.pid, 'the C consumer registered');
           assert.throws(() => waiting.tryRead(), { code: ErrorCodes.BUSY });
           waiting.detach();
