@@ -141,10 +141,10 @@ describe('LatestValue across processes', function () {
     open(SIZE);
     const words = new Int32Array(region.buffer);
     let midPublish = 0;
-    for (let attempt = 0; attempt < 6 && midPublish < 2; attempt++) {
+    for (let attempt = 0; attempt < 12 && midPublish < 2; attempt++) {
       const writer = peer('big', String(SIZE));
       await writer.line('ready');
-      await sleep(30 + attempt * 17);
+      await sleep(30 + (attempt % 6) * 17);
       await writer.kill();
       const published = Atomics.load(words, V.PUBLISHED_I32);
       const other = V.slotOffset(SIZE, (published + 1) & 1);
