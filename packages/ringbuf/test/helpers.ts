@@ -1,4 +1,5 @@
 /** Small pieces the ring tests share. */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Region, type ShmringError } from '@shmring/core';
 
 /** `length` pseudo-random bytes from `seed` (xorshift32): the same seed gives the same bytes. */
@@ -26,4 +27,48 @@ export function memfdUnavailable(): string | undefined {
     }
   }
   return memfdProblem === '' ? undefined : memfdProblem;
+}
+
+/**
+ * A child `node <fixture> …args` (optionally under `prefix`, e.g. unshare)
+ * whose stdout lines the test waits for; kill() SIGKILLs it and waits
+ * until it is reaped.
+ */
+export class LinePeer {
+  readonly child: ChildProcess;
+  readonly lines: string[] = [];
+  stderr = '';
+  readonly exited: Promise<void>;
+
+  constructor(fixture: string, args: string[], prefix: string[] = []) {
+    const [command, ...rest] = [...prefix, process.execPath, fixture, ...args];
+    this.child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buffered = '';
+    this.child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      this.lines.push(...parts);
+    });
+    this.child.stderr!.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
+    this.exited = new Promise((resolve) => this.child.on('close', () => resolve()));
+  }
+
+  /** The first line starting with `prefix`, waiting up to `timeoutMs` for it. */
+  async line(prefix: string, timeoutMs = 120_000): Promise<string> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const found = this.lines.find((l) => l.startsWith(prefix));
+      if (found !== undefined) return found;
+      if (performance.now() > deadline || this.child.exitCode !== null) {
+        throw new Error(`no '${prefix}' line from the child (lines ${JSON.stringify(this.lines)}, exit ${this.child.exitCode}); stderr:\n${this.stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+  }
 }

@@ -7,60 +7,24 @@
  * leaves the previous value readable.
  */
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { LatestValue } from '../src/index.js';
 import * as V from '../src/latest-layout.js';
 import { checkLatest, latestPayload } from './fixtures/latest-values.js';
+import { LinePeer } from './helpers.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/latest-peer.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const VERSIONS = 1_000_000;
 
-class Peer {
-  readonly child: ChildProcess;
-  readonly lines: string[] = [];
-  stderr = '';
-  readonly exited: Promise<void>;
-
-  constructor(args: string[]) {
-    this.child = spawn(process.execPath, [FIXTURE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    this.child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      this.lines.push(...parts);
-    });
-    this.child.stderr!.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
-    this.exited = new Promise((resolve) => this.child.on('close', () => resolve()));
-  }
-
-  async line(prefix: string, timeoutMs = 120_000): Promise<string> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find((l) => l.startsWith(prefix));
-      if (found !== undefined) return found;
-      if (performance.now() > deadline || this.child.exitCode !== null) {
-        throw new Error(`no '${prefix}' line from the child (lines ${JSON.stringify(this.lines)}, exit ${this.child.exitCode}); stderr:\n${this.stderr}`);
-      }
-      await sleep(10);
-    }
-  }
-
-  async kill(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-    await this.exited;
-  }
-}
 
 describe('LatestValue across processes', function () {
   this.timeout(180_000);
   let name: string;
   let region: Region;
   let lv: LatestValue;
-  const peers: Peer[] = [];
+  const peers: LinePeer[] = [];
 
   function open(maxSize: number): void {
     name = `shmring-latest-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
@@ -68,8 +32,8 @@ describe('LatestValue across processes', function () {
     lv = LatestValue.create(region, { maxSize });
   }
 
-  function peer(...args: string[]): Peer {
-    const p = new Peer([name, ...args]);
+  function peer(...args: string[]): LinePeer {
+    const p = new LinePeer(FIXTURE, [name, ...args]);
     peers.push(p);
     return p;
   }

@@ -8,56 +8,18 @@
  * and unlink-stale, and as dead once it is killed.
  */
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { inspect, isStale, SpscRing, unlinkStale } from '../src/index.js';
+import { LinePeer } from './helpers.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
 const CAPACITY = 1024;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A child running fixtures/role-peer.ts (optionally under `prefix`, e.g. unshare), with its stdout lines. */
-class Peer {
-  readonly child: ChildProcess;
-  readonly lines: string[] = [];
-  stderr = '';
-  readonly exited: Promise<void>;
-
-  constructor(args: string[], prefix: string[] = []) {
-    const [command, ...rest] = [...prefix, process.execPath, FIXTURE, ...args];
-    this.child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
-    this.child.stdout!.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      this.lines.push(...parts);
-    });
-    this.child.stderr!.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
-    this.exited = new Promise((resolve) => this.child.on('close', () => resolve()));
-  }
-
-  /** The first line starting with `prefix`, waiting up to `timeoutMs` for it. */
-  async line(prefix: string, timeoutMs = 20_000): Promise<string> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find((l) => l.startsWith(prefix));
-      if (found !== undefined) return found;
-      if (performance.now() > deadline || this.child.exitCode !== null) {
-        throw new Error(`no '${prefix}' line from the child (lines ${JSON.stringify(this.lines)}, exit ${this.child.exitCode}); stderr:\n${this.stderr}`);
-      }
-      await sleep(10);
-    }
-  }
-
-  async kill(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-    await this.exited;
-  }
-}
 
 /** Why `unshare --pid --fork --mount-proc` cannot run here, or undefined if it can. */
 function unshareRefused(): string | undefined {
@@ -70,7 +32,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
   this.timeout(60_000);
   let name: string;
   let region: Region;
-  const peers: Peer[] = [];
+  const peers: LinePeer[] = [];
   const rings: SpscRing[] = [];
 
   beforeEach(function () {
@@ -96,8 +58,8 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     return ring;
   }
 
-  function start(args: string[], prefix?: string[]): Peer {
-    const peer = new Peer([name, ...args], prefix);
+  function start(args: string[], prefix?: string[]): LinePeer {
+    const peer = new LinePeer(FIXTURE, [name, ...args], prefix);
     peers.push(peer);
     return peer;
   }
