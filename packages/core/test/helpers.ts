@@ -1,5 +1,6 @@
 import { spawn, type StdioOptions } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { backend, useBackend, type BackendKind } from '../src/native/loader.js';
 
 export const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
 export const LIFETIME = fileURLToPath(new URL('./fixtures/lifetime.js', import.meta.url));
@@ -30,4 +31,18 @@ export function runNode(
 /** A name no other test run uses. */
 export function uniqueName(tag: string): string {
   return `shmring-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/**
+ * In the enclosing describe(), switches the process to the `kind` backend
+ * and, after it, back to the one it had: every test file after this one
+ * shares the process.
+ */
+export function withBackend(kind: BackendKind): void {
+  let previous: BackendKind;
+  before(() => {
+    previous = backend().kind;
+    useBackend(kind);
+  });
+  after(() => useBackend(previous));
 }

@@ -12,8 +12,8 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from '@shmring/core';
-import { availableBackends, backend, useBackend } from '../src/native/loader.js';
-import { PEER } from './helpers.js';
+import { availableBackends } from '../src/native/loader.js';
+import { PEER, withBackend } from './helpers.js';
 import { SYSV_PEER, assertEchoes, hugePool, openFds, ownSegments } from './segments.js';
 
 const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
@@ -55,12 +55,7 @@ function assertNoHugePages(make: () => Region, syscalls: string[]): void {
 for (const kind of availableBackends()) {
   describe(`Huge pages with the ${kind} backend`, () => {
     const env = { SHMRING_BACKEND: kind };
-    let previous: ReturnType<typeof backend>['kind'];
-    before(() => {
-      previous = backend().kind;
-      useBackend(kind);
-    });
-    after(() => useBackend(previous));
+    withBackend(kind);
 
     it('backs a memfd region with huge pages taken before create returns, which a child maps by fd', async function () {
       const pageSize = needPages(this, 1);

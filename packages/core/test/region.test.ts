@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion } from '@shmring/core';
 import { availableBackends, useBackend, backend } from '../src/native/loader.js';
-import { PEER, runNode, uniqueName } from './helpers.js';
+import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
 
 const kinds = availableBackends();
 
@@ -19,13 +19,7 @@ describe('Region', () => {
   for (const kind of kinds) {
     describe(`with the ${kind} backend`, () => {
       const env = { SHMRING_BACKEND: kind };
-      // Put back the backend the process had: every test file after this one shares the process.
-      let previous: ReturnType<typeof backend>['kind'];
-      before(() => {
-        previous = backend().kind;
-        useBackend(kind);
-      });
-      after(() => useBackend(previous));
+      withBackend(kind);
 
       it('shares a memfd region with a child that inherits its fd', async () => {
         using region = Region.create({ backing: 'memfd', size: 4096 });
