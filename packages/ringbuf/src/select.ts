@@ -500,14 +500,6 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
 export async function select(entries: readonly SelectEntry[], options?: SelectOptions): Promise<number> {
   const what = 'select';
   const call = checkCall(entries, options, what, Infinity);
-  try {
-    return await selectChecked(entries, options, call, what);
-  } catch (err) {
-    throw detachedFailure(call, err, what);
-  }
-}
-
-async function selectChecked(entries: readonly SelectEntry[], options: SelectOptions | undefined, call: Call, what: string): Promise<number> {
   const pollMicros = pollPacer.pollMicros(options?.poll);
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
@@ -520,14 +512,19 @@ async function selectChecked(entries: readonly SelectEntry[], options: SelectOpt
     const i = scan(call.probes, start);
     return i >= 0 ? i : undefined;
   };
-  const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
-  let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
-  if (index === undefined && pollMicros > 0) {
-    index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
+  // Only the waiting part can meet a region closed under it (checkCall refused one closed before).
+  try {
+    const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
+    let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
+    if (index === undefined && pollMicros > 0) {
+      index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
+    }
+    index ??= await parkWatched(call, start, options, what);
+    pollPacer.hot = true;
+    return chosen(entries, index);
+  } catch (err) {
+    throw detachedFailure(call, err, what);
   }
-  index ??= await parkWatched(call, start, options, what);
-  pollPacer.hot = true;
-  return chosen(entries, index);
 }
 
 /**
