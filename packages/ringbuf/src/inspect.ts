@@ -17,7 +17,7 @@ import * as L from './layout.js';
 import { KIND_NAMES } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import { isAlive } from './liveness.js';
-import { ringHeld, type Role } from './roles.js';
+import { ringHeld } from './roles.js';
 
 export interface ProcessInfo {
   /** The pid the side wrote (in its own PID namespace, which may not be ours). */
@@ -70,11 +70,6 @@ function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, lock
   return { pid, alive: locked ?? isAlive(pid, Atomics.load(ctl, startIndex)) };
 }
 
-/** Whether someone holds `role` of the ring at the start of `region`, or undefined if the region cannot tell. */
-function roleLocked(region: Region, role: Role): boolean | undefined {
-  return ringHeld(region, 0, role);
-}
-
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
 export function describeRing(region: Region, name: string): RingInfo | undefined {
   const buffer = region.buffer;
@@ -111,8 +106,8 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
   }
   const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
-  const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, roleLocked(region, 'producer'));
-  const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32, roleLocked(region, 'consumer'));
+  const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, ringHeld(region, 0, 'producer'));
+  const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32, ringHeld(region, 0, 'consumer'));
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
