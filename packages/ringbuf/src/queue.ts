@@ -119,6 +119,14 @@ export function checkDrain(handler: unknown, limit: unknown, verb: string): numb
   return limit;
 }
 
+/**
+ * Whether `err` is V8's own TypeError from an Atomics call on a detached
+ * view (no `code`): what a wait meets when its region is closed under it.
+ */
+export function isDetachedAccess(err: unknown): boolean {
+  return err instanceof TypeError && (err as { code?: unknown }).code === undefined;
+}
+
 /** Readers parked on an empty ring. */
 export const READ_BLOCK: WaitBlock = { waiters: L.READ_WAITERS_I32, signal: L.READ_SIGNAL_I32 };
 /** Writers parked on a full ring. */
@@ -263,8 +271,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * caller should have to know about.
    */
   #failure(err: unknown): unknown {
-    const raw = err instanceof TypeError && (err as { code?: unknown }).code === undefined;
-    return raw && this.ctl.length === 0 ? this.closedError() : err;
+    return isDetachedAccess(err) && this.ctl.length === 0 ? this.closedError() : err;
   }
 
   #writeAttempt(bytes: Uint8Array, type: number): true | undefined {

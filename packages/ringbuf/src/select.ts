@@ -45,7 +45,7 @@ import { publishHeld } from './held.js';
 import * as L from './layout.js';
 import { MpmcQueue } from './mpmc.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
-import { checkWaitOptions, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { checkWaitOptions, isDetachedAccess, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
 import { SpscRing } from './spsc.js';
 import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
@@ -143,7 +143,7 @@ function closedError(index: number, what: string): ShmringError {
  * the entry whose memory went.
  */
 function detachedFailure(call: Call, err: unknown, what: string): unknown {
-  if (!(err instanceof TypeError) || (err as { code?: unknown }).code !== undefined) return err;
+  if (!isDetachedAccess(err)) return err;
   const index = call.probes.findIndex((p) => p.ctl.length === 0);
   return index >= 0 ? closedError(index, what) : err;
 }
