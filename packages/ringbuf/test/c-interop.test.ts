@@ -163,7 +163,7 @@ async function readPattern(
     if (message === null) {
       if (!options.asyncOnly) nodeWaits++;
       try {
-        message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed });
+        message = await ring.read({ timeoutMs: WAIT_MS, signal: peer.failed, spin: 0, poll: 0 }); // park at once: the C side must wake us
       } catch (err) {
         throw peer.failed.aborted ? (peer.failed.reason as Error) : err;
       }
