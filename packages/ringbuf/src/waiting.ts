@@ -80,9 +80,10 @@ const MIN_CHECK_MS = 1;
  * monitoring): `asyncParks`, Promise waits that parked (announced
  * themselves and waited on the futex); `asyncWaits`, asynchronous futex
  * waits started (a parked wait starts one, and one more after each spurious
- * wake-up); `polls`, Promise waits that polled.
+ * wake-up); `polls`, Promise waits that polled; `syncNaps`, futex waits
+ * of the Sync verbs (one per nap: a parked Sync wait naps at least once).
  */
-export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0 };
+export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0 };
 
 /**
  * How often (ms) a parked wait looks at its peer: a quarter of the peer
@@ -256,6 +257,7 @@ export function parkSync<T>(
     while (!step.done) {
       let napped: NapResult;
       try {
+        waitCounters.syncNaps++;
         napped = wait(ctl, block.signal, step.value.seen, step.value.ms);
         if (napped === 'timed-out' && checkMs !== Infinity && !peerAlive()) napped = PEER_GONE;
       } catch (err) {
