@@ -8,15 +8,15 @@
  * publisher waiting for its slowest subscriber. The consumer position word
  * (256) is unused (zero): each subscriber has its own cursor.
  *
- *   0      128    256    384    512    640       768     896            896+N*128
- *   +------+------+------+------+------+---------+-------+--------------+------------------+
- *   |header| TAIL |unused| read | write| INTENT, | TABLE | N subscriber | data area        |
- *   |KIND=5|      |      | wait | wait | COUNT   | EPOCH | slots (128 B)| CAPACITY bytes   |
- *   +------+------+------+------+------+---------+-------+--------------+------------------+
+ *   0      128    256    384    512    640       768            768+N*128
+ *   +------+------+------+------+------+---------+--------------+------------------+
+ *   |header| TAIL |unused| read | write| INTENT, | N subscriber | data area        |
+ *   |KIND=5|      |      | wait | wait | COUNT,..| slots (128 B)| CAPACITY bytes   |
+ *   +------+------+------+------+------+---------+--------------+------------------+
  *
  * Header: CAPACITY = data bytes (power of two); SLOT_SIZE = N, the number
  * of subscriber slots; SLOT_STRIDE = 128 (a slot's bytes); DATA_OFFSET =
- * 896 + N * 128. Header byte 64 is MODE: 1 = lossless, 0 = lossy.
+ * 768 + N * 128. Header byte 64 is MODE: 1 = lossless, 0 = lossy.
  *
  * Counters (all written by the publisher only):
  *   TAIL    u32  low 32 bits of the byte position after the last published record
@@ -39,14 +39,17 @@
  * INTENT: if INTENT - cursor > CAPACITY the publisher may have rewritten
  * what was copied (lapped): the copy is dropped.
  *
- * Subscriber slot i (128 bytes at 896 + i * 128; its lock byte in the
+ * Subscriber slot i (128 bytes at 768 + i * 128; its lock byte in the
  * region's file is the slot's own offset, OWNER's byte):
  *   +0  OWNER   u32  0 = free; else the token of the subscriber holding it
  *   +4  CURSOR  u32  low 32 bits of the byte position the subscriber reads next
  *   +8  PID     i32  the holder's pid (information, inspect)
  *   +12 START   u32  the holder's start time (liveness fallback without a file)
- * TABLE block: +0 EPOCH u32, bumped by a subscriber after it joins, so a
- * lossless publisher rescans the slots before its next record.
+ * A lossless publisher admits a record ending at `end` only if `end` minus
+ * every live CURSOR is at most CAPACITY; between scans of the table it
+ * goes by the slowest cursor it found, which is never after the tail of
+ * that moment, so a subscriber that joins later (at a later tail) is
+ * covered by it too.
  */
 import * as L from './layout.js';
 
@@ -79,13 +82,8 @@ export interface Counter64 { readonly lo: number; readonly hi1: number; readonly
 export const INTENT: Counter64 = { lo: INTENT_LO_OFFSET / 4, hi1: INTENT_HI1_OFFSET / 4, hi2: INTENT_HI2_OFFSET / 4 };
 export const COUNT: Counter64 = { lo: COUNT_LO_OFFSET / 4, hi1: COUNT_HI1_OFFSET / 4, hi2: COUNT_HI2_OFFSET / 4 };
 
-/** The subscriber table's header block. */
-export const TABLE_OFFSET = COUNTERS_OFFSET + L.BLOCK;
-export const EPOCH_OFFSET = TABLE_OFFSET;
-export const EPOCH_I32 = EPOCH_OFFSET / 4;
-
 /** First subscriber slot; each slot owns a block. */
-export const SLOTS_OFFSET = TABLE_OFFSET + L.BLOCK;
+export const SLOTS_OFFSET = COUNTERS_OFFSET + L.BLOCK;
 export const SLOT_STRIDE = L.BLOCK;
 export const SLOT_OWNER_OFFSET = 0;
 export const SLOT_CURSOR_OFFSET = SLOT_OWNER_OFFSET + 4;
@@ -124,6 +122,6 @@ export function broadcastMaxMessage(capacity: number): number {
 }
 
 // The layout checks itself: every hot word owns its block, the data area starts on one.
-if (COUNTERS_OFFSET % L.BLOCK !== 0 || TABLE_OFFSET % L.BLOCK !== 0 || SLOTS_OFFSET % L.BLOCK !== 0) {
+if (COUNTERS_OFFSET % L.BLOCK !== 0 || SLOTS_OFFSET % L.BLOCK !== 0) {
   throw new Error('broadcast-layout: blocks are misaligned');
 }

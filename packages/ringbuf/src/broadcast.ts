@@ -41,11 +41,11 @@
  *    the records published since it joined, exactly.
  *  - Lossless: the publisher admits a record only if its end minus the
  *    slowest subscriber's CURSOR is at most CAPACITY, so no subscriber is
- *    ever lapped. A joining subscriber publishes its slot (OWNER, CURSOR)
- *    and bumps EPOCH before it takes its starting snapshot; the publisher
- *    loads EPOCH before each record and rescans the table when it changed,
- *    so at most the one record in flight was admitted without the newcomer,
- *    and it lies at or after the newcomer's start.
+ *    ever lapped. Between scans of the table it goes by the slowest cursor
+ *    of its last scan, which is at or before the tail of that moment; a
+ *    subscriber that joins later starts at a later tail, so the cached
+ *    bound covers it as well (it publishes CURSOR before OWNER, and a
+ *    subscriber stores its cursor only after it is done with the bytes).
  *  - A subscriber's slot is held by an exclusive OFD lock on the slot's
  *    byte: a parked lossless publisher frees the slots whose lock nobody
  *    holds (their subscriber died) every check period (peerTimeoutMs / 4).
@@ -238,8 +238,7 @@ export class BroadcastPublisher extends Queue {
   #tail = 0;
   /** Records published. */
   #count = 0;
-  /** Lossless: EPOCH at the last scan of the table, and the slowest cursor it found (a position <= every live cursor). */
-  #epoch = 0;
+  /** Lossless: the slowest cursor of the last scan of the table (a position <= every live cursor, and <= the tail then). */
   #slowest = 0;
 
   /** @internal Use Broadcast.create. */
@@ -253,8 +252,6 @@ export class BroadcastPublisher extends Queue {
     this.#data = new Uint8Array(buffer, base + dataOffset, g.capacity);
     this.#data32 = new Int32Array(buffer, base + dataOffset, g.capacity / 4);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
-    // Observes EPOCH as create left it (0): no subscriber yet.
-    this.#epoch = Atomics.load(this.ctl, B.EPOCH_I32);
   }
 
   /** Records published so far. */
@@ -312,13 +309,10 @@ export class BroadcastPublisher extends Queue {
     return true;
   }
 
-  /** Lossless: whether a record ending at `end` laps no live subscriber; rescans the table when EPOCH moved or the cache says full. */
+  /** Lossless: whether a record ending at `end` laps no live subscriber; rescans the table when the cached bound says full. */
   #room(end: number): boolean {
     const ctl = this.ctl;
-    // Observes a newcomer's join (its EPOCH bump after publishing its slot); pairs with join().
-    const epoch = Atomics.load(ctl, B.EPOCH_I32);
-    if (epoch === this.#epoch && end - this.#slowest <= this.capacity) return true;
-    this.#epoch = epoch;
+    if (end - this.#slowest <= this.capacity) return true;
     let lag = 0;
     for (let i = 0; i < this.subscribers; i++) {
       const s = B.slotOffset(i) / 4;
@@ -354,7 +348,7 @@ export class BroadcastPublisher extends Queue {
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
         Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0);
-        this.#epoch = ~this.#epoch; // rescan before the next record
+        this.#slowest = -Infinity; // rescan before the next record
       }
     }
     return true;
@@ -452,8 +446,6 @@ export class BroadcastSubscriber extends Queue {
       throw new ShmringError(ErrorCodes.BUSY,
         `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``);
     }
-    // SYNC POINT with the publisher's load of EPOCH before each record: from its next record on, it counts our slot.
-    if (this.#slot >= 0) Atomics.add(ctl, B.EPOCH_I32, 1);
     this.#settle(false);
   }
 
