@@ -1,0 +1,161 @@
+/**
+ * Broadcast against a model: random sequences of publishes, subscribers
+ * joining, reading (tryRead, drain with a limit) and leaving, on a real
+ * Broadcast with small capacities (so records wrap and lossy subscribers
+ * are lapped), and on a model that is only the list of records published
+ * (their byte spans) and each subscriber's index into it. Lossy: a
+ * subscriber whose next record was overwritten resumes at the newest one,
+ * and received + lost always equals the records published since it
+ * joined; no record is ever torn. Lossless: tryWrite refuses exactly when
+ * the record would overwrite one a live subscriber has not read, and every
+ * subscriber gets every record.
+ */
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { Broadcast, type BroadcastSubscriber } from '../src/index.js';
+import * as L from '../src/layout.js';
+import { randomBytes } from './helpers.js';
+
+const NUM_RUNS = 150;
+const SLOTS = 3;
+const CAPACITIES = [64, 128, 256];
+
+type Command =
+  | { op: 'publish'; fraction: number; type: number; seed: number }
+  | { op: 'subscribe' }
+  | { op: 'read'; sub: number }
+  | { op: 'drain'; sub: number; limit: number }
+  | { op: 'leave'; sub: number };
+
+const command: fc.Arbitrary<Command> = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ op: fc.constant('publish' as const), fraction: fc.oneof(fc.constant(0), fc.constant(1), fc.double({ min: 0, max: 1, noNaN: true })), type: fc.integer({ min: 0, max: 0x7fffffff }), seed: fc.integer() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('subscribe' as const) }) },
+  { weight: 6, arbitrary: fc.record({ op: fc.constant('read' as const), sub: fc.nat(4) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('drain' as const), sub: fc.nat(4), limit: fc.nat(4) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('leave' as const), sub: fc.nat(4) }) },
+);
+
+interface Rec { start: number; end: number; bytes: Uint8Array; type: number }
+interface ModelSub { sub: BroadcastSubscriber; next: number; joined: number; lost: number; received: number }
+
+/** The model's publish: where the record goes (padding before the wrap included), as the layout says. */
+function span(tail: number, length: number, capacity: number): { start: number; end: number } {
+  const size = L.recordSize(length);
+  const toEnd = capacity - (tail % capacity);
+  return { start: tail, end: tail + (size <= toEnd ? size : toEnd + size) };
+}
+
+function run(capacity: number, lossless: boolean, backing: 'sab' | 'memfd', commands: Command[]): void {
+  const size = Broadcast.regionSize({ capacity, subscribers: SLOTS });
+  const region = Region.create({ backing, size });
+  const pub = Broadcast.create(region, { capacity, lossless, subscribers: SLOTS });
+  const records: Rec[] = [];
+  let tail = 0;
+  const subs: ModelSub[] = [];
+  try {
+    /** The model's read: the record a subscriber gets next (resuming at the newest when lapped), or undefined. */
+    const expectNext = (m: ModelSub): Rec | undefined => {
+      if (m.next === records.length) return undefined;
+      if (tail - records[m.next]!.start > capacity) {
+        assert.ok(!lossless, 'a lossless subscriber was lapped');
+        m.lost += records.length - 1 - m.next;
+        m.next = records.length - 1;
+      }
+      m.received++;
+      return records[m.next++];
+    };
+    const check = (m: ModelSub, got: { bytes: Uint8Array; type: number } | null, want: Rec | undefined): void => {
+      if (want === undefined) {
+        assert.equal(got, null);
+        return;
+      }
+      assert.ok(got !== null, 'a published record was not delivered');
+      assert.deepEqual(got.bytes, want.bytes);
+      assert.equal(got.type, want.type);
+    };
+    const counted = (m: ModelSub): void => {
+      assert.equal(m.sub.lost, m.lost);
+      assert.equal(m.sub.received, m.received);
+    };
+    for (const c of commands) {
+      switch (c.op) {
+        case 'publish': {
+          const length = Math.floor(c.fraction * pub.maxMessageLength);
+          const bytes = randomBytes(c.seed, length);
+          const where = span(tail, length, capacity);
+          const live = subs.map((m) => (m.next < records.length ? records[m.next]!.start : tail));
+          const fits = !lossless || live.every((cursor) => where.end - cursor <= capacity);
+          assert.equal(pub.tryWrite(bytes, c.type), fits);
+          if (fits) {
+            records.push({ ...where, bytes, type: c.type });
+            tail = where.end;
+          }
+          break;
+        }
+        case 'subscribe': {
+          if (lossless && subs.length === SLOTS) {
+            assert.throws(() => Broadcast.subscribe(region), (err: ShmringError) => err.code === ErrorCodes.BUSY && /subscribers/.test(err.message));
+            break;
+          }
+          subs.push({ sub: Broadcast.subscribe(region), next: records.length, joined: records.length, lost: 0, received: 0 });
+          break;
+        }
+        case 'read': {
+          const m = subs[c.sub];
+          if (m === undefined) break;
+          const got = m.sub.tryRead();
+          check(m, got && { bytes: got, type: m.sub.lastType }, expectNext(m));
+          counted(m);
+          break;
+        }
+        case 'drain': {
+          const m = subs[c.sub];
+          if (m === undefined) break;
+          const seen: { bytes: Uint8Array; type: number }[] = [];
+          const n = m.sub.drain((data, offset, length, type) => seen.push({ bytes: data.slice(offset, offset + length), type }), c.limit);
+          assert.equal(n, seen.length);
+          for (const got of seen) check(m, got, expectNext(m));
+          if (n < c.limit) check(m, null, expectNext(m)); // stopped early: nothing more was published
+          counted(m);
+          break;
+        }
+        case 'leave': {
+          const m = subs[c.sub];
+          if (m === undefined) break;
+          m.sub.close();
+          assert.throws(() => m.sub.tryRead(), (err: ShmringError) => err.code === ErrorCodes.CLOSED);
+          subs.splice(c.sub, 1);
+          break;
+        }
+      }
+    }
+    // Everyone takes what is left: received + lost = published since joining; lossless loses nothing.
+    pub.close();
+    for (const m of subs) {
+      while (m.sub.tryRead() !== null) m.received++;
+      assert.equal(m.sub.received, m.received);
+      assert.equal(m.sub.received + m.sub.lost, records.length - m.joined);
+      if (lossless) assert.equal(m.sub.lost, 0);
+      assert.throws(() => m.sub.readSync({ timeoutMs: 0 }), (err: ShmringError) => err.code === ErrorCodes.CLOSED);
+      m.sub.close();
+    }
+  } finally {
+    for (const m of subs) m.sub.close();
+    pub.close();
+    region.close();
+  }
+}
+
+describe('Broadcast against a model', function () {
+  this.timeout(120_000);
+
+  for (const lossless of [false, true]) {
+    for (const backing of ['sab', 'memfd'] as const) {
+      it(`${lossless ? 'lossless' : 'lossy'} over ${backing}: every subscriber gets what the model says, never a torn record`, function () {
+        fc.assert(fc.property(fc.constantFrom(...CAPACITIES), fc.array(command, { minLength: 1, maxLength: 120 }),
+          (capacity, commands) => run(capacity, lossless, backing, commands)), { numRuns: backing === 'sab' ? NUM_RUNS : NUM_RUNS / 3 });
+      });
+    }
+  }
+});
