@@ -347,8 +347,10 @@ export class BroadcastPublisher extends Queue {
       const alive = held ?? isAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32));
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
-        Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0);
-        this.#slowest = -Infinity; // rescan before the next record
+        if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
+          this.#slowest = -Infinity; // rescan before the next record
+          unpark(ctl, WRITE_BLOCK, WAKE_ONE); // our own parked write (a Promise wait sleeps until woken) tries again
+        }
       }
     }
     return true;
