@@ -12,7 +12,7 @@ import { strict as assert } from 'node:assert';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, SpscRing, type BroadcastPublisher } from '../src/index.js';
+import { Broadcast, describeRing, SpscRing, type BroadcastPublisher } from '../src/index.js';
 import { broadcastPayload, type SubscriberReport } from './fixtures/broadcast-peer.js';
 import { LinePeer } from './helpers.js';
 
@@ -221,5 +221,31 @@ describe('Broadcast: wrong use', function () {
     second.close();
     pub.close();
     small.close();
+  });
+});
+
+describe('Broadcast: inspect', function () {
+  it('describeRing shows the kind, the mode and each subscriber\'s cursor and lag', function () {
+    const region = Region.create({ backing: 'memfd', size: Broadcast.regionSize({ capacity: 1024, subscribers: 4 }) });
+    const pub = Broadcast.create(region, { capacity: 1024, lossless: true, subscribers: 4 });
+    const behind = Broadcast.subscribe(region);
+    const current = Broadcast.subscribe(region);
+    for (let i = 0; i < 3; i++) assert.ok(pub.tryWrite(new Uint8Array(24))); // 32-byte records
+    while (current.tryRead() !== null);
+    const info = describeRing(region, 'bcast')!;
+    assert.equal(info.kind, 'Broadcast');
+    assert.equal(info.producerPosition, 96);
+    assert.equal(info.used, 96);
+    assert.deepEqual(info.broadcast, {
+      lossless: true, slots: 4, subscribers: [
+        { slot: 0, pid: process.pid, alive: true, cursor: 0, lag: 96 },
+        { slot: 1, pid: process.pid, alive: true, cursor: 96, lag: 0 },
+      ],
+    });
+    behind.close();
+    assert.deepEqual(describeRing(region, 'bcast')!.broadcast!.subscribers.map((s) => s.slot), [1]);
+    current.close();
+    pub.close();
+    region.close();
   });
 });
