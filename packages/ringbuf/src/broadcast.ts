@@ -210,30 +210,42 @@ export class Broadcast {
   }
 }
 
-/** What both ends share: the geometry and the views. */
-interface Shape {
-  readonly capacity: number;
-  readonly maxMessageLength: number;
-  readonly subscribers: number;
-}
-
-function shape(g: Geometry): Shape {
-  return { capacity: g.capacity, maxMessageLength: B.broadcastMaxMessage(g.capacity), subscribers: g.slotSize };
-}
-
-export class BroadcastPublisher extends Queue {
+/** What both ends of a Broadcast share: the geometry, the region and the views of the data area. */
+abstract class BroadcastEnd extends Queue {
   /** Bytes of the data area. */
   readonly capacity: number;
   /** Largest message payload, in bytes (capacity / 2 - 8). */
   readonly maxMessageLength: number;
   /** Whether the publisher waits for the slowest subscriber. */
   readonly lossless: boolean;
-  /** Subscriber slots. */
+  /** Subscriber slots in the region. */
   readonly subscribers: number;
-  #data: Uint8Array;
-  #data32: Int32Array;
-  readonly #region: Region;
-  readonly #base: number;
+  protected readonly region: Region;
+  protected readonly base: number;
+  /** The data area, as bytes and as words (record headers). */
+  protected data: Uint8Array;
+  protected data32: Int32Array;
+
+  protected constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+    const dataOffset = B.broadcastDataOffset(g.slotSize);
+    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles);
+    this.capacity = g.capacity;
+    this.maxMessageLength = B.broadcastMaxMessage(g.capacity);
+    this.lossless = lossless;
+    this.subscribers = g.slotSize;
+    this.region = region;
+    this.base = base;
+    this.data = new Uint8Array(buffer, base + dataOffset, g.capacity);
+    this.data32 = new Int32Array(buffer, base + dataOffset, g.capacity / 4);
+  }
+
+  protected dropViews(): void {
+    this.data = CLOSED_U8;
+    this.data32 = CLOSED_I32;
+  }
+}
+
+export class BroadcastPublisher extends BroadcastEnd {
   /** Position after the last published record (exact; TAIL holds its low 32 bits). */
   #tail = 0;
   /** Records published. */
@@ -243,14 +255,7 @@ export class BroadcastPublisher extends Queue {
 
   /** @internal Use Broadcast.create. */
   constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
-    super(new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4), 'Broadcast', roles);
-    ({ capacity: this.capacity, maxMessageLength: this.maxMessageLength, subscribers: this.subscribers } = shape(g));
-    this.lossless = lossless;
-    this.#region = region;
-    this.#base = base;
-    const dataOffset = B.broadcastDataOffset(g.slotSize);
-    this.#data = new Uint8Array(buffer, base + dataOffset, g.capacity);
-    this.#data32 = new Int32Array(buffer, base + dataOffset, g.capacity / 4);
+    super(buffer, base, g, lossless, roles, region);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
   }
 
@@ -289,7 +294,7 @@ export class BroadcastPublisher extends Queue {
     // 2. COUNT, before TAIL: a quiescent snapshot (INTENT == TAIL) sees the count of its tail.
     store64(ctl, B.COUNT, this.#count + 1, this.#count);
     // 3. The bytes, plain stores (TSO keeps them between the stores of 1-2 and 4).
-    const data32 = this.#data32;
+    const data32 = this.data32;
     if (size > toEnd) {
       data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd - L.RECORD_HEADER;
       data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
@@ -297,7 +302,7 @@ export class BroadcastPublisher extends Queue {
     }
     data32[(index >> 2) + L.RECORD_LENGTH_I32] = length;
     data32[(index >> 2) + L.RECORD_TYPE_I32] = type;
-    this.#data.set(bytes, index + L.RECORD_HEADER);
+    this.data.set(bytes, index + L.RECORD_HEADER);
     this.#tail = end;
     this.#count++;
     // 4. LATEST, before TAIL: a quiescent snapshot finds where its newest record starts.
@@ -342,7 +347,7 @@ export class BroadcastPublisher extends Queue {
       // Observes the slot's owner; the CAS below frees only that owner's tenure.
       const owner = Atomics.load(ctl, s + B.SLOT_OWNER_I32);
       if (owner === 0) continue;
-      const held = this.roles !== undefined ? heldByAnyone(this.#region, this.#base + B.slotOffset(i)) : undefined;
+      const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
       // Without a file: the slot's pid and start time (stored before OWNER).
       const alive = held ?? isAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32));
       if (!alive) {
@@ -363,29 +368,13 @@ export class BroadcastPublisher extends Queue {
   drain(_handler: DrainHandler, _limit?: number): number {
     throw wrongEnd('drain', 'publisher');
   }
-
-  protected dropViews(): void {
-    this.#data = CLOSED_U8;
-    this.#data32 = CLOSED_I32;
-  }
 }
 
-export class BroadcastSubscriber extends Queue {
-  /** Bytes of the data area. */
-  readonly capacity: number;
-  /** Largest message payload, in bytes. */
-  readonly maxMessageLength: number;
-  /** Whether the publisher waits for this subscriber. */
-  readonly lossless: boolean;
-  readonly subscribers: number;
+export class BroadcastSubscriber extends BroadcastEnd {
   /** Records this subscriber missed because the publisher lapped it (lossy). */
   lost = 0;
   /** Records handed out (tryRead, read, the iterator, drain). */
   received = 0;
-  #data: Uint8Array;
-  #data32: Int32Array;
-  readonly #region: Region;
-  readonly #base: number;
   /** This subscriber's slot (-1: none, a lossy subscriber beyond the table), its token and lock. */
   #slot = -1;
   #token = 0;
@@ -405,26 +394,19 @@ export class BroadcastSubscriber extends Queue {
 
   /** @internal Use Broadcast.subscribe. */
   constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
-    super(new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4), 'Broadcast', roles);
-    ({ capacity: this.capacity, maxMessageLength: this.maxMessageLength, subscribers: this.subscribers } = shape(g));
-    this.lossless = lossless;
-    this.#region = region;
-    this.#base = base;
-    const dataOffset = B.broadcastDataOffset(g.slotSize);
-    this.#data = new Uint8Array(buffer, base + dataOffset, g.capacity);
-    this.#data32 = new Int32Array(buffer, base + dataOffset, g.capacity / 4);
+    super(buffer, base, g, lossless, roles, region);
   }
 
   /** @internal Takes a slot (lossless: one is required) and settles the start. */
   join(): void {
     const ctl = this.ctl;
-    this.#locks = this.roles !== undefined ? FileLocks.open(this.#region) : undefined;
+    this.#locks = this.roles !== undefined ? FileLocks.open(this.region) : undefined;
     const token = (nextToken = (nextToken + 1) | 0) || 1;
     for (let i = 0; i < this.subscribers && this.#slot < 0; i++) {
       const s = B.slotOffset(i) / 4;
       if (this.#locks !== undefined) {
         // The slot's lock, exclusive: held means a live subscriber has the slot.
-        if (!this.#locks.lock(this.#base + B.slotOffset(i), false)) continue;
+        if (!this.#locks.lock(this.base + B.slotOffset(i), false)) continue;
       } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, token) !== 0) {
         continue; // taken (no file: the token is the claim)
       }
@@ -518,7 +500,7 @@ export class BroadcastSubscriber extends Queue {
         if (!this.#settle(true)) return -1;
         continue;
       }
-      const data32 = this.#data32;
+      const data32 = this.data32;
       let index = cursor % this.capacity;
       let skipped = 0;
       let length = data32[(index >> 2) + L.RECORD_LENGTH_I32]!;
@@ -566,7 +548,7 @@ export class BroadcastSubscriber extends Queue {
     for (;;) {
       const index = this.#locate();
       if (index < 0) return null;
-      const message = this.#bad ? null : copyOut(this.#data, index, this.#length);
+      const message = this.#bad ? null : copyOut(this.data, index, this.#length);
       if (this.#lapped()) {
         if (!this.#settle(true)) return null;
         continue;
@@ -598,11 +580,11 @@ export class BroadcastSubscriber extends Queue {
       while (count < max && this.ctl.length !== 0) {
         const index = this.#locate();
         if (index < 0) break;
-        let data = this.#data;
+        let data = this.data;
         let offset = index;
         if (!this.lossless) {
           if (this.#scratch.length < this.#length) this.#scratch = new Uint8Array(Math.max(this.#length, 256, this.#scratch.length * 2));
-          if (!this.#bad) this.#scratch.set(this.#data.subarray(index, index + this.#length));
+          if (!this.#bad) this.#scratch.set(this.data.subarray(index, index + this.#length));
           if (this.#lapped()) {
             if (!this.#settle(true)) break;
             continue;
@@ -648,9 +630,8 @@ export class BroadcastSubscriber extends Queue {
     this.detach();
   }
 
-  protected dropViews(): void {
-    this.#data = CLOSED_U8;
-    this.#data32 = CLOSED_I32;
+  protected override dropViews(): void {
+    super.dropViews();
     this.#scratch = CLOSED_U8;
   }
 }
