@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { Broadcast, type BroadcastSubscriber } from '../src/index.js';
 import * as L from '../src/layout.js';
+import * as B from '../src/broadcast-layout.js';
 import { randomBytes } from './helpers.js';
 
 const NUM_RUNS = 150;
@@ -220,4 +221,65 @@ describe('Broadcast over hostile memory', function () {
       region.close();
     });
   }
+});
+
+describe('Broadcast: positions past 2^32', function () {
+  /**
+   * A publisher written from docs/LAYOUT.md alone (as a C peer would be),
+   * starting just below 2^32 bytes, so the 64-bit INTENT and the low-32-bit
+   * TAIL and LATEST cross the boundary while a subscriber reads and is lapped.
+   */
+  it('a subscriber reads across the 2^32-byte boundary and counts a lap across it exactly', function () {
+    const capacity = 256;
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity, subscribers: 1 }) });
+    const pub = Broadcast.create(region, { capacity, subscribers: 1 }); // lays out the header; the writes below are by hand
+    const w = new Int32Array(region.buffer);
+    const data = new Uint8Array(region.buffer, B.broadcastDataOffset(1), capacity);
+    const data32 = new Int32Array(region.buffer, B.broadcastDataOffset(1), capacity / 4);
+    const put64 = (c: B.Counter64, v: number): void => {
+      Atomics.store(w, c.hi1, Math.floor(v / 2 ** 32));
+      Atomics.store(w, c.lo, v | 0);
+      Atomics.store(w, c.hi2, Math.floor(v / 2 ** 32));
+    };
+    let tail = 2 ** 32 - 96;
+    let count = 5000;
+    put64(B.INTENT, tail);
+    put64(B.COUNT, count);
+    Atomics.store(w, B.TAIL_I32, tail | 0);
+    const write = (n: number): void => {
+      const bytes = randomBytes(n, 20);
+      const size = L.recordSize(bytes.length);
+      let index = tail % capacity;
+      const toEnd = capacity - index;
+      const end = tail + (size <= toEnd ? size : toEnd + size);
+      put64(B.INTENT, end);
+      put64(B.COUNT, ++count);
+      if (size > toEnd) {
+        data32[index / 4] = toEnd - 8;
+        data32[index / 4 + 1] = L.PADDING_TYPE;
+        index = 0;
+      }
+      data32[index / 4] = bytes.length;
+      data32[index / 4 + 1] = n;
+      data.set(bytes, index + 8);
+      Atomics.store(w, B.LATEST_I32, tail | 0);
+      Atomics.store(w, B.TAIL_I32, end | 0);
+      tail = end;
+    };
+    const sub = Broadcast.subscribe(region);
+    for (let n = 0; n < 40; n++) {
+      write(n);
+      assert.deepEqual(sub.tryRead(), randomBytes(n, 20));
+      assert.equal(sub.lastType, n);
+    }
+    assert.ok(tail > 2 ** 32 + capacity, 'the positions crossed 2^32');
+    for (let n = 40; n < 60; n++) write(n); // 20 records of 32 bytes: more than the ring holds
+    assert.deepEqual(sub.tryRead(), randomBytes(59, 20), 'a lapped subscriber resumes at the newest record');
+    assert.equal(sub.lost, 19);
+    assert.equal(sub.received, 41);
+    assert.equal(sub.tryRead(), null);
+    sub.close();
+    pub.close();
+    region.close();
+  });
 });
