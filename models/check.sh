@@ -4,7 +4,7 @@
 # at least 1. See models/README.md.
 #
 #   models/check.sh                  every model and mutant
-#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest)
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast)
 #
 # Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
 # check; exits 1 if any check did not come out as expected, 2 if spin or the
@@ -142,6 +142,15 @@ for m in 1 2 3; do
   check latest "latest-1r-crash-mutant-$m" reject "-DNREADERS=1 -DMAXCRASH=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
 done
 check latest latest-2r-mutant-2    reject "-DNREADERS=2 -DMAXCRASH=0 -DMUTANT=2" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- Broadcast (broadcast.pml) ----
+# Lossy: two subscribers joining at any moment, a ring of 2 records, 4 published (laps happen).
+# Lossless: the same, the last subscriber may leave at any moment.
+check broadcast broadcast-lossy             pass   "-DNSUBS=2"                      "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-lossy-mutant-1    reject "-DNSUBS=2 -DMUTANT=1"           "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-lossy-mutant-2    reject "-DNSUBS=2 -DMUTANT=2"           "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-lossless-leave    pass   "-DNSUBS=2 -DLOSSLESS=1 -DLEAVE=1" "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-lossless-mutant-3 reject "-DNSUBS=2 -DLOSSLESS=1 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) did not come out as expected"

@@ -32,6 +32,7 @@ export const EXPECTED: Record<string, string[]> = {
   'README.md#1': ['', 'hello\n'],
   'packages/channel/README.md#0': ['', 'HELLO\n'],
   'packages/channel/README.md#1': ['6\n'],
+  'packages/ringbuf/README.md#4': ['one two three lost 0\none two three lost 0\n'],
 };
 
 export interface Example {

@@ -5,11 +5,12 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
+import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
 import { shown } from './queue.js';
 
 export interface Geometry {
-  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST;
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize. */
   capacity: number;
   /** MpmcQueue only (0 for SpscRing). */
@@ -17,10 +18,15 @@ export interface Geometry {
   slotStride: number;
   /** Bytes from the region's start to the end of the data area. */
   ringSize: number;
+  /** Where the data area starts, if not at L.DATA_OFFSET (Broadcast: after its subscriber table). */
+  dataOffset?: number;
+  /** Broadcast: header word 64 (MODE), written before MAGIC. */
+  mode?: number;
 }
 
 export const KIND_NAMES: Record<number, string> = {
   [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue', [KIND_LATEST]: 'LatestValue',
+  [B.KIND_BROADCAST]: 'Broadcast',
 };
 
 /** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
@@ -88,7 +94,8 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   ctl[L.CAPACITY_I32] = g.capacity;
   ctl[L.SLOT_SIZE_I32] = g.slotSize;
   ctl[L.SLOT_STRIDE_I32] = g.slotStride;
-  ctl[L.DATA_OFFSET_I32] = L.DATA_OFFSET;
+  ctl[L.DATA_OFFSET_I32] = g.dataOffset ?? L.DATA_OFFSET;
+  if (g.mode !== undefined) ctl[B.MODE_I32] = g.mode;
   ctl[L.RING_SIZE_LO_I32] = g.ringSize >>> 0;
   ctl[L.RING_SIZE_HI_I32] = Math.floor(g.ringSize / 2 ** 32);
   ctl[L.CREATOR_START_I32] = ownStartTime();
@@ -131,7 +138,8 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
     ringSize: (ctl[L.RING_SIZE_LO_I32]! >>> 0) + (ctl[L.RING_SIZE_HI_I32]! >>> 0) * 2 ** 32,
   };
   const dataOffset = ctl[L.DATA_OFFSET_I32]!;
-  const sane = dataOffset === L.DATA_OFFSET && Number.isSafeInteger(g.ringSize) && saneGeometry(g);
+  const expectedDataOffset = kind === B.KIND_BROADCAST ? B.broadcastDataOffset(g.slotSize) : L.DATA_OFFSET;
+  const sane = dataOffset === expectedDataOffset && Number.isSafeInteger(g.ringSize) && saneGeometry(g);
   if (!sane) {
     throw new ShmringError(ErrorCodes.CORRUPT,
       `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`);
@@ -155,5 +163,8 @@ function saneGeometry(g: Geometry): boolean {
         && g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize);
     case KIND_LATEST:
       return c <= MAX_VALUE_SIZE && g.ringSize === latestSize(c) && g.slotSize === 0 && g.slotStride === latestSlotStride(c);
+    case B.KIND_BROADCAST:
+      return c >= B.BROADCAST_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0 && g.slotSize <= B.MAX_SUBSCRIBERS
+        && g.slotStride === B.SLOT_STRIDE && g.ringSize === B.broadcastSize(c, g.slotSize);
   }
 }

@@ -12,10 +12,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Region } from '@shmring/core';
+import { heldByAnyone, Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
+import * as B from './broadcast-layout.js';
 import { isAlive } from './liveness.js';
 import { ringHeld } from './roles.js';
 
@@ -36,7 +37,7 @@ export interface RingInfo {
   name: string;
   /** The System V segment's id (shmid), for rings in System V segments. */
   sysvId?: number;
-  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'unknown';
+  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'Broadcast' | 'unknown';
   version: number;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize (bytes of the largest value). */
   capacity: number;
@@ -61,6 +62,16 @@ export interface RingInfo {
   readersWaiting: number;
   writersWaiting: number;
   regionSize: number;
+  /** Broadcast: its mode and the subscribers in its slot table (lossy subscribers beyond the table are not listed). */
+  broadcast?: BroadcastInfo;
+}
+
+export interface BroadcastInfo {
+  lossless: boolean;
+  /** Slots in the table. */
+  slots: number;
+  /** Each taken slot: its holder, the cursor (low 32 bits) and how many bytes it is behind the tail (a snapshot). */
+  subscribers: { slot: number; pid: number; alive: boolean; cursor: number; lag: number }[];
 }
 
 function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, locked?: boolean): ProcessInfo | undefined {
@@ -104,6 +115,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     info.latestVersion = producerPosition;
     info.used = 0;
   }
+  if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
   const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
   const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, ringHeld(region, 0, 'producer'));
@@ -111,6 +123,29 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
+}
+
+/** A Broadcast's mode and subscriber slots; `used` becomes the slowest subscriber's lag. */
+function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): void {
+  const slots = Math.min(ctl[L.SLOT_SIZE_I32]! >>> 0, B.MAX_SUBSCRIBERS);
+  const end = B.broadcastDataOffset(slots);
+  if (region.buffer.byteLength < end) return; // a header no correct creator writes: nothing more to show
+  const words = new Int32Array(region.buffer, 0, end / 4);
+  const subscribers: BroadcastInfo['subscribers'] = [];
+  for (let i = 0; i < slots; i++) {
+    const s = B.slotOffset(i) / 4;
+    // Observes a subscriber's slot (OWNER set after its cursor, pid and start time) and its progress.
+    if (Atomics.load(words, s + B.SLOT_OWNER_I32) === 0) continue;
+    const cursor = Atomics.load(words, s + B.SLOT_CURSOR_I32) >>> 0;
+    const pid = Atomics.load(words, s + B.SLOT_PID_I32);
+    const locked = heldByAnyone(region, B.slotOffset(i)); // the slot's lock: undefined without a file
+    const alive = locked ?? isAlive(pid, Atomics.load(words, s + B.SLOT_START_I32));
+    subscribers.push({ slot: i, pid, alive, cursor, lag: (info.producerPosition - cursor) >>> 0 });
+  }
+  info.broadcast = { lossless: ctl[B.MODE_I32] === B.MODE_LOSSLESS, slots, subscribers };
+  // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.
+  info.consumerPosition = 0;
+  info.used = Math.min(info.capacity, subscribers.reduce((most, s) => Math.max(most, s.lag), 0));
 }
 
 const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d+)$/i;

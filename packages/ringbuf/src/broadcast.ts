@@ -1,0 +1,637 @@
+/**
+ * Broadcast: one publisher, any number of subscribers, each with its own
+ * cursor; every subscriber sees every message published after it joined
+ * (lossless), or every message it keeps up with (lossy, the default: the
+ * publisher never waits, a subscriber it laps skips ahead and counts what
+ * it missed in `lost`).
+ *
+ * Threading contract:
+ *  - One publisher at a time, in any process: Broadcast.create() takes the
+ *    PRODUCER lock byte exclusively (a second live publisher gets
+ *    ERR_SHMRING_BUSY before anything is written). Its verbs: tryWrite,
+ *    writeSync, write, writable(), close().
+ *  - Any number of subscribers (Broadcast.subscribe), each used by one
+ *    thread: tryRead, readSync, read, for await, messages(), drain,
+ *    readable(), close(). A subscriber starts at the next message published
+ *    and may close at any time; its close() ends only itself.
+ *  - The publisher's close() ends the Broadcast: subscribers take what is
+ *    left, then get ERR_SHMRING_CLOSED (their iterators end).
+ *
+ * Both sides are Queues (queue.ts): the waiting verbs are built on tryWrite /
+ * tryRead. A publisher's tryRead and a subscriber's tryWrite throw
+ * ERR_SHMRING_INVALID_ARGUMENT (the wrong end of the Broadcast).
+ *
+ * Invariants (docs/LAYOUT.md, "Broadcast (KIND 5)"; offsets in broadcast-layout.ts):
+ *  - Positions are byte counts that only grow; the publisher keeps its own
+ *    as a number (exact below 2^53), shares TAIL's low 32 bits, and INTENT
+ *    and COUNT as 64-bit counters (three words each, see broadcast-layout.ts).
+ *  - TAIL <= INTENT <= TAIL + one record; INTENT == TAIL when no record is
+ *    being written. COUNT is the number of records ending at or before INTENT.
+ *  - Per record the publisher stores INTENT, then COUNT, then writes the
+ *    bytes, then stores TAIL. Bytes at position x are rewritten only once
+ *    INTENT > x + CAPACITY: a subscriber at cursor c whose copy is followed
+ *    by a load of INTENT with INTENT - c <= CAPACITY has a whole copy.
+ *  - A subscriber hands out a record only after that check: never a torn
+ *    one. When lapped it takes a quiescent snapshot (INTENT, TAIL, COUNT,
+ *    LATEST, INTENT again; equal intents and TAIL == INTENT), whose COUNT is
+ *    exactly the records before that tail, and resumes at the newest record
+ *    (LATEST, number COUNT - 1): lost += COUNT - 1 - n, where n is the
+ *    number of the record at its cursor. A joining subscriber starts at the
+ *    snapshot's tail. So received + lost equals
+ *    the records published since it joined, exactly.
+ *  - Lossless: the publisher admits a record only if its end minus the
+ *    slowest subscriber's CURSOR is at most CAPACITY, so no subscriber is
+ *    ever lapped. Between scans of the table it goes by the slowest cursor
+ *    of its last scan, which is at or before the tail of that moment; a
+ *    subscriber that joins later starts at a later tail, so the cached
+ *    bound covers it as well (it publishes CURSOR before OWNER, and a
+ *    subscriber stores its cursor only after it is done with the bytes).
+ *  - A subscriber's slot is held by an exclusive OFD lock on the slot's
+ *    byte: a parked lossless publisher frees the slots whose lock nobody
+ *    holds (their subscriber died) every check period (peerTimeoutMs / 4).
+ *    Without a file ('sab', 'sysv') the slot's pid and start time decide.
+ *  - Anything read from shared memory is read once and bounds-checked; a
+ *    value no correct publisher writes is ERR_SHMRING_CORRUPT, unless the
+ *    lap check says the publisher overwrote it (then it is skipped).
+ *
+ * Memory ordering: every Atomics access is sequentially consistent; the
+ * record bytes are plain stores between the INTENT/COUNT stores and the
+ * TAIL store (publisher), plain loads between the TAIL load and the INTENT
+ * load (subscriber). Like LatestValue, this relies on x86-64's TSO keeping
+ * plain accesses in program order around the atomic ones; a C peer uses
+ * fences (docs/LAYOUT.md).
+ */
+import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import * as L from './layout.js';
+import * as B from './broadcast-layout.js';
+import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
+import type { DrainHandler } from './spsc.js';
+import { copyOut } from './copy.js';
+import { isAlive, ownStartTime } from './liveness.js';
+import { Roles } from './roles.js';
+import { unpark } from './waiting.js';
+
+export interface BroadcastOptions {
+  /** Bytes of the data area: a power of two in [64, 2^30]. */
+  capacity: number;
+  /** The publisher waits for the slowest subscriber instead of lapping it. Default false. */
+  lossless?: boolean;
+  /** Subscriber slots in the region (regionSize must be given the same number). Default 16. */
+  subscribers?: number;
+  /** Where the Broadcast starts in its region: a multiple of 64; default 0. */
+  offset?: number;
+}
+
+export interface SubscribeOptions {
+  /** Where the Broadcast starts in its region (as given to create); default 0. */
+  offset?: number;
+}
+
+const TWO32 = 2 ** 32;
+/** Subscribers parked on an empty ring: all of them wake at each publication. */
+const WAKE_ALL = 0x7fffffff;
+/** The one publisher parked on a full (lossless) ring. */
+const WAKE_ONE = 1;
+/** Tries at a 64-bit read or a quiescent snapshot before saying "not now". */
+const SNAPSHOT_TRIES = 64;
+
+/** Each subscriber's slot token (unique in the process, never 0). */
+let nextToken = (process.pid & 0x7fff) << 16;
+
+function corrupt(what: string): ShmringError {
+  return new ShmringError(ErrorCodes.CORRUPT, `Broadcast: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+}
+
+function wrongEnd(verb: string, end: string): ShmringError {
+  return new ShmringError(ErrorCodes.INVALID_ARGUMENT, end === 'publisher'
+    ? `Broadcast.${verb}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
+    : `Broadcast.${verb}: this is a subscriber; publish through the object Broadcast.create returned`);
+}
+
+function checkSubscribers(subscribers: unknown): number {
+  if (subscribers === undefined) return B.DEFAULT_SUBSCRIBERS;
+  const rule = `subscribers must be an integer in [0, ${B.MAX_SUBSCRIBERS}] (subscriber slots in the region)`;
+  if (typeof subscribers !== 'number' || !Number.isInteger(subscribers)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${shown(subscribers)}`);
+  }
+  if (subscribers < 0 || subscribers > B.MAX_SUBSCRIBERS) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${subscribers}`);
+  }
+  return subscribers;
+}
+
+/** Stores a 64-bit counter (docs/LAYOUT.md): HI1, LO, HI2, the high words only when they change. */
+function store64(ctl: Int32Array, c: B.Counter64, value: number, previous: number): void {
+  const hi = Math.floor(value / TWO32);
+  if (hi !== Math.floor(previous / TWO32)) {
+    // Readers load HI2, LO, HI1: a reader that sees the new HI1 after an old HI2 retries.
+    Atomics.store(ctl, c.hi1, hi);
+    Atomics.store(ctl, c.lo, value | 0);
+    Atomics.store(ctl, c.hi2, hi);
+  } else {
+    // The low word alone: the publication of the new value.
+    Atomics.store(ctl, c.lo, value | 0);
+  }
+}
+
+/** Loads a 64-bit counter (HI2, LO, HI1; equal high words make a value it held), or NaN while a writer is between its stores. */
+function load64(ctl: Int32Array, c: B.Counter64): number {
+  for (let i = 0; i < SNAPSHOT_TRIES; i++) {
+    // HI2 first: it is stored last by a writer crossing 2^32; pairs with store64's order.
+    const hi2 = Atomics.load(ctl, c.hi2) >>> 0;
+    const lo = Atomics.load(ctl, c.lo) >>> 0;
+    // HI1 last: unchanged means no crossing began before LO was loaded.
+    const hi1 = Atomics.load(ctl, c.hi1) >>> 0;
+    if (hi1 === hi2) return hi1 * TWO32 + lo;
+  }
+  return NaN;
+}
+
+export class Broadcast {
+  private constructor() {}
+
+  /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
+  static regionSize(options: { capacity: number; subscribers?: number }): number {
+    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
+    return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
+  }
+
+  /**
+   * Lays out an empty Broadcast at the start of `region` (or at `offset`)
+   * and returns its publisher. ERR_SHMRING_BUSY, touching nothing, if a live
+   * publisher holds a Broadcast there.
+   */
+  static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
+    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
+    const subscribers = checkSubscribers(options.subscribers);
+    const lossless = options.lossless ?? false;
+    if (typeof lossless !== 'boolean') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
+    }
+    const base = checkOffset(options.offset);
+    const size = B.broadcastSize(capacity, subscribers);
+    const buffer = ringMemory(region, base, size, 'Broadcast.create');
+    const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
+    if (roles !== undefined && !roles.take('producer', true)) {
+      roles.release();
+      throw new ShmringError(ErrorCodes.BUSY, 'Broadcast.create: a live publisher holds the Broadcast in this region; '
+        + 'a Broadcast has one publisher: close that one first, or wait for its process to exit');
+    }
+    const ctl = unpublish(buffer, base);
+    const dataOffset = B.broadcastDataOffset(subscribers);
+    // Counters, table and slots start at zero; published with the header by writeHeader's store of MAGIC.
+    new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
+    const g: Geometry = {
+      kind: B.KIND_BROADCAST, capacity, slotSize: subscribers, slotStride: B.SLOT_STRIDE, ringSize: size,
+      dataOffset, mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
+    };
+    writeHeader(ctl, g);
+    return new BroadcastPublisher(buffer, base, g, lossless, roles, region);
+  }
+
+  /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
+  static subscribe(region: Region, options: SubscribeOptions = {}): BroadcastSubscriber {
+    const base = checkOffset(options?.offset);
+    const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
+    const g = readHeader(buffer, B.KIND_BROADCAST, base);
+    const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
+    const mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
+    if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
+    const roles = Roles.hold(region, base);
+    const sub = new BroadcastSubscriber(buffer, base, g, mode === B.MODE_LOSSLESS, roles, region);
+    try {
+      sub.join();
+    } catch (err) {
+      sub.close();
+      throw err;
+    }
+    return sub;
+  }
+}
+
+/** What both ends of a Broadcast share: the geometry, the region and the views of the data area. */
+abstract class BroadcastEnd extends Queue {
+  /** Bytes of the data area. */
+  readonly capacity: number;
+  /** Largest message payload, in bytes (capacity / 2 - 8). */
+  readonly maxMessageLength: number;
+  /** Whether the publisher waits for the slowest subscriber. */
+  readonly lossless: boolean;
+  /** Subscriber slots in the region. */
+  readonly subscribers: number;
+  protected readonly region: Region;
+  protected readonly base: number;
+  /** The data area, as bytes and as words (record headers). */
+  protected data: Uint8Array;
+  protected data32: Int32Array;
+
+  protected constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+    const dataOffset = B.broadcastDataOffset(g.slotSize);
+    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles);
+    this.capacity = g.capacity;
+    this.maxMessageLength = B.broadcastMaxMessage(g.capacity);
+    this.lossless = lossless;
+    this.subscribers = g.slotSize;
+    this.region = region;
+    this.base = base;
+    this.data = new Uint8Array(buffer, base + dataOffset, g.capacity);
+    this.data32 = new Int32Array(buffer, base + dataOffset, g.capacity / 4);
+  }
+
+  protected dropViews(): void {
+    this.data = CLOSED_U8;
+    this.data32 = CLOSED_I32;
+  }
+}
+
+export class BroadcastPublisher extends BroadcastEnd {
+  /** Position after the last published record (exact; TAIL holds its low 32 bits). */
+  #tail = 0;
+  /** Records published. */
+  #count = 0;
+  /** Lossless: the slowest cursor of the last scan of the table (a position <= every live cursor, and <= the tail then). */
+  #slowest = 0;
+
+  /** @internal Use Broadcast.create. */
+  constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+    super(buffer, base, g, lossless, roles, region);
+    this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
+  }
+
+  /** Records published so far. */
+  get published(): number {
+    return this.#count;
+  }
+
+  /**
+   * Publishes a copy of `bytes` to every subscriber. Lossy: always true
+   * (never waits). Lossless: false, writing nothing, while the slowest
+   * subscriber has not read far enough for the record to fit.
+   */
+  tryWrite(bytes: Uint8Array, type = 0): boolean {
+    checkType(type);
+    if (!(bytes instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Broadcast.tryWrite needs a Uint8Array (or Buffer)');
+    }
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    const length = bytes.length;
+    if (length > this.maxMessageLength) {
+      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+        `Broadcast: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength}); create it with a larger capacity`);
+    }
+    const size = L.recordSize(length);
+    const position = this.#tail;
+    let index = position % this.capacity;
+    const toEnd = this.capacity - index;
+    const needed = size <= toEnd ? size : toEnd + size;
+    const end = position + needed;
+    if (this.lossless && !this.#room(end)) return false;
+    // 1. INTENT, SYNC POINT with a subscriber's lap check: from here the bytes of
+    //    [end - CAPACITY, ...) may change under a subscriber still reading them.
+    store64(ctl, B.INTENT, end, position);
+    // 2. COUNT, before TAIL: a quiescent snapshot (INTENT == TAIL) sees the count of its tail.
+    store64(ctl, B.COUNT, this.#count + 1, this.#count);
+    // 3. The bytes, plain stores (TSO keeps them between the stores of 1-2 and 4).
+    const data32 = this.data32;
+    if (size > toEnd) {
+      data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd - L.RECORD_HEADER;
+      data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
+      index = 0;
+    }
+    data32[(index >> 2) + L.RECORD_LENGTH_I32] = length;
+    data32[(index >> 2) + L.RECORD_TYPE_I32] = type;
+    this.data.set(bytes, index + L.RECORD_HEADER);
+    this.#tail = end;
+    this.#count++;
+    // 4. LATEST, before TAIL: a quiescent snapshot finds where its newest record starts.
+    Atomics.store(ctl, B.LATEST_I32, position | 0);
+    // 5. TAIL, SYNC POINT with a subscriber's load of TAIL: the record is readable.
+    Atomics.store(ctl, B.TAIL_I32, end | 0);
+    // 6. Wake every parked subscriber with one wake, only if one announced itself.
+    unpark(ctl, READ_BLOCK, WAKE_ALL);
+    return true;
+  }
+
+  /** Lossless: whether a record ending at `end` laps no live subscriber; rescans the table when the cached bound says full. */
+  #room(end: number): boolean {
+    const ctl = this.ctl;
+    if (end - this.#slowest <= this.capacity) return true;
+    let lag = 0;
+    for (let i = 0; i < this.subscribers; i++) {
+      const s = B.slotOffset(i) / 4;
+      // Observes a subscriber's slot: OWNER set (after its CURSOR) means its CURSOR counts.
+      if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) === 0) continue;
+      // Observes the subscriber's progress (its store after each read or batch).
+      const cursor = Atomics.load(ctl, s + B.SLOT_CURSOR_I32);
+      const behind = (this.#tail - cursor) >>> 0; // low 32 bits of tail - cursor
+      // More than CAPACITY behind: a newcomer's provisional cursor (it moves to the tail at once); wait for it.
+      if (behind > lag) lag = behind;
+    }
+    this.#slowest = this.#tail - lag;
+    return end - this.#slowest <= this.capacity;
+  }
+
+  /**
+   * A parked lossless publisher's check period passed: frees the slots of
+   * subscribers that died (nobody holds the slot's lock; without a file, the
+   * slot's process is gone). Always true: the publisher waits on for the
+   * live ones.
+   */
+  protected override consumerAlive(): boolean {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return true;
+    for (let i = 0; i < this.subscribers; i++) {
+      const s = B.slotOffset(i) / 4;
+      // Observes the slot's owner; the CAS below frees only that owner's tenure.
+      const owner = Atomics.load(ctl, s + B.SLOT_OWNER_I32);
+      if (owner === 0) continue;
+      const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
+      // Without a file: the slot's pid and start time (stored before OWNER).
+      const alive = held ?? isAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32));
+      if (!alive) {
+        // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
+        if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
+          this.#slowest = -Infinity; // rescan before the next record
+          unpark(ctl, WRITE_BLOCK, WAKE_ONE); // our own parked write (a Promise wait sleeps until woken) tries again
+        }
+      }
+    }
+    return true;
+  }
+
+  tryRead(): Uint8Array | null {
+    throw wrongEnd('tryRead', 'publisher');
+  }
+
+  drain(_handler: DrainHandler, _limit?: number): number {
+    throw wrongEnd('drain', 'publisher');
+  }
+}
+
+export class BroadcastSubscriber extends BroadcastEnd {
+  /** Records this subscriber missed because the publisher lapped it (lossy). */
+  lost = 0;
+  /** Records handed out (tryRead, read, the iterator, drain). */
+  received = 0;
+  /** This subscriber's slot (-1: none, a lossy subscriber beyond the table), its token and lock. */
+  #slot = -1;
+  #token = 0;
+  #locks: FileLocks | undefined;
+  /** Position of the next record to read (exact), and that record's number (records published before it). */
+  #cursor = 0;
+  #number = 0;
+  /** The start is not yet settled: the first read takes a quiescent snapshot first. */
+  #pending = true;
+  /** Lossy drain: each record is copied here and checked before the handler sees it. */
+  #scratch: Uint8Array = CLOSED_U8;
+  // What #locate found besides the index (scratch fields, no allocation).
+  #length = 0;
+  #type = 0;
+  #end = 0;
+  #bad = false;
+
+  /** @internal Use Broadcast.subscribe. */
+  constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+    super(buffer, base, g, lossless, roles, region);
+  }
+
+  /** @internal Takes a slot (lossless: one is required) and settles the start. */
+  join(): void {
+    const ctl = this.ctl;
+    this.#locks = this.roles !== undefined ? FileLocks.open(this.region) : undefined;
+    const token = (nextToken = (nextToken + 1) | 0) || 1;
+    for (let i = 0; i < this.subscribers && this.#slot < 0; i++) {
+      const s = B.slotOffset(i) / 4;
+      if (this.#locks !== undefined) {
+        // The slot's lock, exclusive: held means a live subscriber has the slot.
+        if (!this.#locks.lock(this.base + B.slotOffset(i), false)) continue;
+      } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, token) !== 0) {
+        continue; // taken (no file: the token is the claim)
+      }
+      // Information for inspect and the fallback liveness check: start time before pid, both before OWNER.
+      Atomics.store(ctl, s + B.SLOT_START_I32, ownStartTime());
+      Atomics.store(ctl, s + B.SLOT_PID_I32, process.pid);
+      // A provisional cursor (the tail now) before OWNER: a publisher that counts us never reads garbage.
+      Atomics.store(ctl, s + B.SLOT_CURSOR_I32, Atomics.load(ctl, B.TAIL_I32));
+      if (this.#locks !== undefined) {
+        // We hold the lock: any owner left in the slot died. Replace it (a publisher freeing it meanwhile is fine).
+        for (let o = Atomics.load(ctl, s + B.SLOT_OWNER_I32); ;) {
+          const seen = Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, o, token);
+          if (seen === o) break;
+          o = seen;
+        }
+      }
+      this.#slot = i;
+      this.#token = token;
+    }
+    if (this.#slot < 0 && this.lossless) {
+      throw new ShmringError(ErrorCodes.BUSY,
+        `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``);
+    }
+    this.#settle(false);
+  }
+
+  /**
+   * Takes a quiescent snapshot (INTENT, TAIL, COUNT, INTENT: no record in
+   * flight) and moves the cursor to its tail; when lapped (`lapped`), counts
+   * the records skipped. False while the publisher is in the middle of a
+   * record (try again).
+   */
+  #settle(lapped: boolean): boolean {
+    const ctl = this.ctl;
+    for (let i = 0; i < SNAPSHOT_TRIES; i++) {
+      const intent = load64(ctl, B.INTENT);
+      // After INTENT: equal to it means the record ending there is published (and its COUNT stored).
+      const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
+      const count = load64(ctl, B.COUNT);
+      const latest = Atomics.load(ctl, B.LATEST_I32) >>> 0;
+      // Unchanged: no record began between the two loads, so COUNT is that of the tail.
+      const again = load64(ctl, B.INTENT);
+      if (intent !== again || tail !== intent % TWO32 || Number.isNaN(count)) continue;
+      if (!lapped) {
+        this.#pending = false;
+      } else if (intent < this.#cursor || count < this.#number) {
+        throw corrupt(`the tail (${intent}, record ${count}) is behind a subscriber's cursor (${this.#cursor}, record ${this.#number})`);
+      } else {
+        // Lapped: resume at the newest record (its start is at most a ring before the tail), counting the skipped ones.
+        const back = (tail - latest) >>> 0;
+        if (count - 1 >= this.#number && back > 0 && back <= this.capacity && intent - back >= this.#cursor) {
+          this.lost += count - 1 - this.#number;
+          this.#cursor = intent - back;
+          this.#number = count - 1;
+          this.#storeCursor(ctl);
+          return true;
+        }
+        this.lost += count - this.#number;
+      }
+      this.#cursor = intent;
+      this.#number = count;
+      this.#storeCursor(ctl);
+      return true;
+    }
+    return false;
+  }
+
+  /** Publishes this subscriber's cursor in its slot; a lossless publisher parked on it is woken. */
+  #storeCursor(ctl: Int32Array): void {
+    if (this.#slot < 0) return;
+    // Publishes our progress to the publisher (it frees the bytes before the cursor); the bytes were read before.
+    Atomics.store(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_CURSOR_I32, this.#cursor | 0);
+    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+  }
+
+  /**
+   * Finds the record at the cursor: the index of its payload in the data
+   * area, or -1 if none is published (or a lap could not be settled yet).
+   * Leaves its length, type, the cursor after it and whether its header is
+   * impossible (#bad) in the scratch fields: read once, bounds-checked.
+   */
+  #locate(): number {
+    const ctl = this.ctl;
+    for (;;) {
+      const cursor = this.#cursor;
+      // SYNC POINT with the publisher's TAIL store: the bytes below it are readable.
+      const available = (Atomics.load(ctl, B.TAIL_I32) - cursor) >>> 0;
+      if (available === 0) return -1;
+      if (available > this.capacity) {
+        // The tail is more than a ring ahead: lapped (or TAIL is garbage, which #settle finds).
+        if (!this.#settle(true)) return -1;
+        continue;
+      }
+      const data32 = this.data32;
+      let index = cursor % this.capacity;
+      let skipped = 0;
+      let length = data32[(index >> 2) + L.RECORD_LENGTH_I32]!;
+      let type = data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+      let bad = false;
+      if (type === L.PADDING_TYPE) {
+        skipped = this.capacity - index;
+        bad = length !== skipped - L.RECORD_HEADER || available < skipped + L.RECORD_HEADER;
+        index = 0;
+        length = data32[L.RECORD_LENGTH_I32]!;
+        type = data32[L.RECORD_TYPE_I32]!;
+      }
+      const size = L.recordSize(length);
+      this.#bad = bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available;
+      this.#length = this.#bad ? 0 : length;
+      this.#type = type;
+      this.#end = cursor + skipped + size;
+      return index + L.RECORD_HEADER;
+    }
+  }
+
+  /**
+   * The lap check, after a copy: whether the publisher may have rewritten
+   * any byte at or after the cursor (INTENT more than CAPACITY ahead of it).
+   * NaN (a 64-bit load that kept changing) counts as lapped.
+   */
+  #lapped(): boolean {
+    // SYNC POINT with the publisher's INTENT store, which precedes any overwrite.
+    const intent = load64(this.ctl, B.INTENT);
+    return !(intent - this.#cursor <= this.capacity);
+  }
+
+  /** Moves past the record #locate found. */
+  #advance(): void {
+    this.#cursor = this.#end;
+    this.#number++;
+    this.received++;
+  }
+
+  /** Copies the next message out, or returns null if none is published. Never a torn one. Its type goes to `lastType`. */
+  tryRead(): Uint8Array | null {
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    if (this.#pending && !this.#settle(false)) return null;
+    for (;;) {
+      const index = this.#locate();
+      if (index < 0) return null;
+      const message = this.#bad ? null : copyOut(this.data, index, this.#length);
+      if (this.#lapped()) {
+        if (!this.#settle(true)) return null;
+        continue;
+      }
+      if (message === null) throw corrupt(`a record at position ${this.#cursor} has an impossible header`);
+      this.lastType = this.#type;
+      this.#advance();
+      this.#storeCursor(ctl);
+      return message;
+    }
+  }
+
+  /**
+   * Hands each published record to `handler(data, offset, length, type)`,
+   * up to `limit`; returns how many. Lossless: in place (the publisher
+   * leaves them alone until the batch ends). Lossy: each record is first
+   * copied to a buffer of this subscriber and checked (the publisher may
+   * lap us), so `data` is that buffer. Never waits, allocates nothing per
+   * record.
+   */
+  drain(handler: DrainHandler, limit?: number): number {
+    const max = checkDrain(handler, limit, 'Broadcast.drain');
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    if (this.#pending && !this.#settle(false)) return 0;
+    let count = 0;
+    const start = this.#cursor;
+    try {
+      while (count < max && this.ctl.length !== 0) {
+        const index = this.#locate();
+        if (index < 0) break;
+        let data = this.data;
+        let offset = index;
+        if (!this.lossless) {
+          if (this.#scratch.length < this.#length) this.#scratch = new Uint8Array(Math.max(this.#length, 256, this.#scratch.length * 2));
+          if (!this.#bad) this.#scratch.set(this.data.subarray(index, index + this.#length));
+          if (this.#lapped()) {
+            if (!this.#settle(true)) break;
+            continue;
+          }
+          data = this.#scratch;
+          offset = 0;
+        } else if (this.#bad && this.#lapped()) {
+          if (!this.#settle(true)) break;
+          continue;
+        }
+        if (this.#bad) throw corrupt(`a record at position ${this.#cursor} has an impossible header`);
+        const length = this.#length, type = this.#type;
+        this.#advance();
+        count++;
+        handler(data, offset, length, type);
+      }
+    } finally {
+      if (this.#cursor !== start && ctl.length !== 0) this.#storeCursor(ctl);
+    }
+    return count;
+  }
+
+  tryWrite(_bytes: Uint8Array, _type?: number): boolean {
+    throw wrongEnd('tryWrite', 'subscriber');
+  }
+
+  /** Positions and counts of this subscriber (a snapshot): its cursor, the records it read and lost. */
+  get position(): number {
+    return this.#cursor;
+  }
+
+  /** Leaves the Broadcast: frees this subscriber's slot (a lossless publisher stops waiting for it). Idempotent. */
+  override close(): void {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return;
+    if (this.#slot >= 0) {
+      // Gives the slot back; a lossless publisher parked on our cursor re-scans and goes on.
+      Atomics.compareExchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_OWNER_I32, this.#token, 0);
+      if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+      this.#slot = -1;
+    }
+    this.#locks?.release();
+    this.detach();
+  }
+
+  protected override dropViews(): void {
+    super.dropViews();
+    this.#scratch = CLOSED_U8;
+  }
+}
