@@ -6,10 +6,12 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import { ownStartTime } from './liveness.js';
+import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
 import { shown } from './queue.js';
 
 export interface Geometry {
-  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST;
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST
+    | typeof KIND_MPSC;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize. */
   capacity: number;
   /** MpmcQueue only (0 for SpscRing). */
@@ -21,6 +23,7 @@ export interface Geometry {
 
 export const KIND_NAMES: Record<number, string> = {
   [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue', [KIND_LATEST]: 'LatestValue',
+  [KIND_MPSC]: 'MpscRing',
 };
 
 /** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
@@ -155,5 +158,8 @@ function saneGeometry(g: Geometry): boolean {
         && g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize);
     case KIND_LATEST:
       return c <= MAX_VALUE_SIZE && g.ringSize === latestSize(c) && g.slotSize === 0 && g.slotStride === latestSlotStride(c);
+    case KIND_MPSC:
+      return g.ringSize === mpscRingSize(c) && c >= MPSC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
+        && g.slotSize === 0 && g.slotStride === 0;
   }
 }

@@ -9,3 +9,5 @@ export type { RingInfo, ProcessInfo } from './inspect.js';
 export { select, selectSync, type SelectEntry, type SelectOptions, type SelectPeerDeadError } from './select.js';
 export { LatestValue } from './latest.js';
 export type { LatestOptions, LatestAttachOptions, LatestRead, LatestUpdate, ChangedOptions, UpdatesOptions } from './latest.js';
+export { MpscRing } from './mpsc.js';
+export type { MpscOptions, MpscAttachOptions } from './mpsc.js';

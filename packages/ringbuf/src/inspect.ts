@@ -36,7 +36,7 @@ export interface RingInfo {
   name: string;
   /** The System V segment's id (shmid), for rings in System V segments. */
   sysvId?: number;
-  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'unknown';
+  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'MpscRing' | 'unknown';
   version: number;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize (bytes of the largest value). */
   capacity: number;
