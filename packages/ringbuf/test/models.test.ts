@@ -64,4 +64,8 @@ describe('models: the ring protocols model-checked with spin', function () {
   it('LatestValue never shows a torn value or an older version, survives a writer dying mid-publish, and wakes every parked reader (and spin rejects each mutant)', async () => {
     await verifies('latest');
   });
+
+  it('MpscRing with three producers delivers every message exactly once, complete and in order per producer (and spin rejects each swapped ordering)', async () => {
+    await verifies('mpsc');
+  });
 });
