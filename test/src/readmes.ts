@@ -32,6 +32,7 @@ export const EXPECTED: Record<string, string[]> = {
   'README.md#1': ['', 'hello\n'],
   'packages/channel/README.md#0': ['', 'HELLO\n'],
   'packages/channel/README.md#1': ['6\n'],
+  'packages/ringbuf/README.md#3': ["{ '1': 100, '2': 100, '3': 100 }\n"],
 };
 
 export interface Example {
