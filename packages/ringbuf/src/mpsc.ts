@@ -54,6 +54,7 @@ import * as M from './mpsc-layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown, type WaitOptions } from './queue.js';
 import type { AttachOptions, DrainHandler } from './spsc.js';
+import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { isAlive } from './liveness.js';
 import { Roles } from './roles.js';
@@ -77,7 +78,6 @@ export interface MpscAttachOptions extends AttachOptions {
 const WAKE_ONE = 1;
 /** Room freed may let any of the parked producers through (their records differ in size): wake them all. */
 const WAKE_ALL = 0x7fffffff;
-const NO_CLAIM = -1;
 /** The claimer's mark in TYPE while a record is claimed. */
 const PID = process.pid;
 
@@ -110,7 +110,7 @@ export class MpscRing extends Queue {
 
   // Producer side: the head as last seen, and the open claim.
   #cachedHead = 0;
-  #claimOffset = NO_CLAIM;
+  readonly #claim = new OpenClaim('MpscRing');
   #claimIndex = 0;
   #claimLength = 0;
 
@@ -200,14 +200,7 @@ export class MpscRing extends Queue {
   #reserve(length: number): number {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    if (this.#claimOffset !== NO_CLAIM) {
-      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, 'MpscRing: a claim is open; commit() or abort() it before writing again');
-    }
-    if (length > this.maxMessageLength || length < 0) {
-      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `MpscRing.claim: length=${length} must be >= 0`);
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `MpscRing: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength})`);
-    }
+    this.#claim.checkWrite(length, this.maxMessageLength);
     // Observes a close() by the consumer: producers stop at once.
     if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
       throw new ShmringError(ErrorCodes.CLOSED, 'the MpscRing was closed by its consumer; nothing more can be written');
@@ -301,25 +294,16 @@ export class MpscRing extends Queue {
    * Other producers go on meanwhile; the consumer waits at this record.
    */
   claim(length: number): number {
-    if (!Number.isInteger(length)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `MpscRing.claim: length=${shown(length)} must be an integer`);
-    }
+    this.#claim.checkLength(length);
     const at = this.#reserve(length);
     if (at < 0) return -1;
-    this.#claimOffset = at * 4 + M.MPSC_RECORD_HEADER;
-    return this.#claimOffset;
+    this.#claim.offset = at * 4 + M.MPSC_RECORD_HEADER;
+    return this.#claim.offset;
   }
 
   #checkClaim(offset: number, verb: string): void {
     if (this.ctl.length === 0) throw this.closedError();
-    if (this.#claimOffset === NO_CLAIM || offset !== this.#claimOffset) {
-      const open = this.#claimOffset === NO_CLAIM ? 'none is open' : `open: ${this.#claimOffset}`;
-      if (!Number.isInteger(offset)) {
-        throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `MpscRing.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`);
-      }
-      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `MpscRing.${verb}: offset=${offset} is not the open claim (${open})`);
-    }
-    this.#claimOffset = NO_CLAIM;
+    this.#claim.close(offset, verb);
   }
 
   /** Zero-copy write, step 2: publishes the claimed record. */

@@ -19,6 +19,7 @@ import { MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { randomBytes } from './helpers.js';
+import { bytesSeed, lengthFraction, messageType } from './arbitraries.js';
 
 const NUM_RUNS = 400;
 const PRODUCERS = 3;
@@ -26,12 +27,6 @@ const CAPACITIES = [64, 128, 256, 512] as const;
 const CANARY_BYTES = 64;
 const CANARY = 0xa5;
 
-const lengthFraction = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(0) },
-  { weight: 1, arbitrary: fc.constant(1) },
-  { weight: 6, arbitrary: fc.double({ min: 0, max: 1, noNaN: true }) },
-);
-const messageType = fc.oneof(fc.constant(0), fc.constant(L.MAX_TYPE), fc.integer({ min: 0, max: L.MAX_TYPE }));
 const producerArb = fc.integer({ min: 0, max: PRODUCERS - 1 });
 
 type Command =
@@ -42,8 +37,8 @@ type Command =
   | { kind: 'drain'; limit: number | undefined };
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant('write' as const), p: producerArb, fraction: lengthFraction, type: messageType, seed: fc.integer({ min: 1, max: 0x7fffffff }) }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('claim' as const), p: producerArb, fraction: lengthFraction, seed: fc.integer({ min: 1, max: 0x7fffffff }) }) },
+  { weight: 6, arbitrary: fc.record({ kind: fc.constant('write' as const), p: producerArb, fraction: lengthFraction, type: messageType, seed: bytesSeed }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('claim' as const), p: producerArb, fraction: lengthFraction, seed: bytesSeed }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('finish' as const), p: producerArb, end: fc.constantFrom('commit' as const, 'abort' as const), type: messageType }) },
   { weight: 6, arbitrary: fc.constant({ kind: 'read' as const }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('drain' as const), limit: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }) }) },
