@@ -224,10 +224,12 @@ export class MpscRing extends Queue {
         if ((head & 7) !== 0) throw corrupt(`consumer position ${head >>> 0} is not a multiple of 8`);
         const used = (tail - head) >>> 0;
         if (used > capacity) {
-          // Our tail is older than the head we just read (others claimed, the consumer consumed): retry, unless no tail explains it.
-          // Observes the latest claim again.
-          const fresh = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-          if (((fresh - head) >>> 0) > capacity) throw corrupt(`consumer position ${head >>> 0} is outside the ring (producer ${fresh >>> 0})`);
+          // Our tail is older than the head we just read (others claimed, the consumer consumed): retry.
+          // Observes the latest claim again: if nobody claimed since our load, our tail was current when
+          // the head was read, so no correct consumer wrote that head (and retrying would spin forever).
+          if (Atomics.load(ctl, L.PRODUCER_POSITION_I32) === tail) {
+            throw corrupt(`consumer position ${head >>> 0} is outside the ring (producer ${tail >>> 0})`);
+          }
           continue;
         }
         this.#cachedHead = head;
@@ -532,6 +534,19 @@ export class MpscRing extends Queue {
     } finally {
       this.#waitPeerTimeout = undefined;
     }
+  }
+
+  /** The iterator's peerTimeoutMs bounds a stuck record while each of its reads is pending. */
+  override messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+    const iterator = super.messages(options); // checks the options
+    const timeout = options.peerTimeoutMs;
+    if (timeout === undefined) return iterator;
+    const next = iterator.next.bind(iterator);
+    iterator.next = (): Promise<IteratorResult<Uint8Array>> => {
+      this.#waitPeerTimeout = timeout;
+      return next().finally(() => (this.#waitPeerTimeout = undefined));
+    };
+    return iterator;
   }
 
   /**

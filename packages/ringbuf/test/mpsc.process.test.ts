@@ -92,6 +92,10 @@ describe('MpscRing with producer processes and threads', function () {
   });
 
   afterEach(async function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const peer of peers) console.log(`      peer ${peer.child.pid}: events ${JSON.stringify(peer.events)} stderr ${peer.stderr}`);
+      console.log(`      consumer: head ${ring.size} bytes in the ring, unblocked ${ring.unblockedRecords}`);
+    }
     for (const peer of peers.splice(0)) await peer.kill();
     ring.close();
     region.close();
@@ -191,6 +195,22 @@ describe('MpscRing with producer processes and threads', function () {
     assert.equal(ring.unblockedRecords, 1);
     await producer.kill(); // the last producer dies: nothing more can come
     await assert.rejects(ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
+  });
+
+  it('messages({ peerTimeoutMs }) skips a dead claimer\'s record with the iterator\'s timeout', async function () {
+    ring.peerTimeoutMs = Infinity; // only the iterator's option can let the record be skipped
+    const claimer = start({ role: 'claimer', id: 9 });
+    await claimer.next('claimed');
+    const producer = start({ role: 'producer', id: 1, count: 2, hold: true });
+    await producer.next('done');
+    await claimer.kill();
+    const got: number[][] = [];
+    for await (const m of ring.messages({ peerTimeoutMs: 100, timeoutMs: 10_000 })) {
+      got.push([...m]);
+      if (got.length === 3) break;
+    }
+    assert.deepEqual(got, [message(9, 0), message(1, 0), message(1, 1)].map((b) => [...b]));
+    assert.equal(ring.unblockedRecords, 1);
   });
 
   it('drain skips a dead claimer\'s record after peerTimeoutMs', async function () {
