@@ -10,7 +10,7 @@ import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
-import { describeRing, MpscRing, SpscRing } from '../src/index.js';
+import { describeRing, MpscRing, select, SpscRing } from '../src/index.js';
 import { FIXTURE_PATH, message, type MpscPeerConfig } from './fixtures/mpsc-peer.js';
 import { memfdUnavailable } from './helpers.js';
 
@@ -274,7 +274,7 @@ describe('MpscRing with producer processes and threads', function () {
     p.close();
   });
 
-  it('bad input: typed errors, nothing written', function () {
+  it('bad input: typed errors, nothing written', async function () {
     assert.throws(() => MpscRing.regionSize({ capacity: 1000 }), { code: ErrorCodes.INVALID_ARGUMENT, name: 'RangeError' });
     assert.throws(() => MpscRing.regionSize({ capacity: 32 }), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => MpscRing.regionSize({ capacity: '4096' as unknown as number }), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' });
@@ -290,6 +290,7 @@ describe('MpscRing with producer processes and threads', function () {
     assert.throws(() => p.writeSync(new Uint8Array(1), { type: 1.5 }), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => p.commit(8), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => ring.drain(null as unknown as () => void), { code: ErrorCodes.INVALID_ARGUMENT });
+    await assert.rejects(select([ring]), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' }); // not (yet) a select entry
     assert.equal(ring.size, 0, 'a bad input wrote something');
     assert.equal(p.tryWrite(new Uint8Array(ring.maxMessageLength), 5), true, 'the largest message fits an empty ring');
     assert.equal(ring.tryRead()!.length, ring.maxMessageLength);
