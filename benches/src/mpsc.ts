@@ -7,7 +7,7 @@
  * sequence arrives in order with nothing lost. Both kinds run in the same
  * invocation, alternately, so their ratio is measured under the same load.
  *
- *   node benches/dist/mpsc.js [--duration-ms 2000] [--warmup-ms 300] [--size 64] [--repeats 1]
+ *   node benches/dist/mpsc.js [--duration-ms 2000] [--warmup-ms 300] [--size 64] [--repeats 1] [--producers 1,2,4]
  *
  * Prints JSON (one object with every row) then a Markdown table. On a
  * machine with fewer cores than producers + 1, the processes share cores,
@@ -111,8 +111,10 @@ async function main(): Promise<void> {
   const warmupMs = option('--warmup-ms', 300);
   const size = option('--size', 64);
   const repeats = option('--repeats', 1);
+  const i = process.argv.indexOf('--producers');
+  const counts = i < 0 ? [1, 2, 4] : process.argv[i + 1]!.split(',').map(Number);
   const rows: Row[] = [];
-  for (const producers of [1, 2, 4]) {
+  for (const producers of counts) {
     const runs: Record<Kind, Row[]> = { MpscRing: [], MpmcQueue: [] };
     for (let r = 0; r < repeats; r++) {
       for (const kind of ['MpscRing', 'MpmcQueue'] as const) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
@@ -124,7 +126,7 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }));
   console.log('\n| producers | MpscRing msg/s | MpmcQueue msg/s | ratio |\n|---|---|---|---|');
-  for (const producers of [1, 2, 4]) {
+  for (const producers of counts) {
     const a = rows.find((r) => r.kind === 'MpscRing' && r.producers === producers)!;
     const b = rows.find((r) => r.kind === 'MpmcQueue' && r.producers === producers)!;
     console.log(`| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× |`);
