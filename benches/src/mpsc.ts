@@ -59,6 +59,8 @@ interface Row {
   size: number;
   messagesPerSecond: number;
   checked: number;
+  /** Every repeat's rate (the row is the median one). */
+  rates?: number[];
 }
 
 async function run(kind: Kind, producers: number, size: number, durationMs: number, warmupMs: number): Promise<Row> {
@@ -121,7 +123,7 @@ async function main(): Promise<void> {
     }
     for (const kind of ['MpscRing', 'MpmcQueue'] as const) {
       const sorted = runs[kind].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
-      rows.push(sorted[(sorted.length - 1) >> 1]!);
+      rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
     }
   }
   console.log(JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }));
