@@ -4,7 +4,7 @@
 # at least 1. See models/README.md.
 #
 #   models/check.sh                  every model and mutant
-#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast)
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast, mpsc)
 #
 # Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
 # check; exits 1 if any check did not come out as expected, 2 if spin or the
@@ -151,6 +151,16 @@ check broadcast broadcast-lossy-mutant-1    reject "-DNSUBS=2 -DMUTANT=1"       
 check broadcast broadcast-lossy-mutant-2    reject "-DNSUBS=2 -DMUTANT=2"           "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-leave    pass   "-DNSUBS=2 -DLOSSLESS=1 -DLEAVE=1" "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-mutant-3 reject "-DNSUBS=2 -DLOSSLESS=1 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- MpscRing (mpsc.pml) ----
+# Exactly once and no torn read with three producers; per-producer order with two producers of three messages each.
+check mpsc mpsc-3p                 pass   "-DNP=3 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpsc mpsc-2p-fifo            pass   "-DNP=2 -DMSGS=3" "$SAFETY_CC" "$SAFETY_RUN"
+check mpsc mpsc-2p-cap8            pass   "-DNP=2 -DMSGS=2 -DCAP=8" "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2 3; do
+  check mpsc "mpsc-3p-mutant-$m"      reject "-DNP=3 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+  check mpsc "mpsc-2p-fifo-mutant-$m" reject "-DNP=2 -DMSGS=3 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) did not come out as expected"

@@ -33,6 +33,7 @@ export const EXPECTED: Record<string, string[]> = {
   'packages/channel/README.md#0': ['', 'HELLO\n'],
   'packages/channel/README.md#1': ['6\n'],
   'packages/ringbuf/README.md#4': ['one two three lost 0\none two three lost 0\n'],
+  'packages/ringbuf/README.md#5': ["{ '1': 100, '2': 100, '3': 100 }\n"],
 };
 
 export interface Example {

@@ -7,10 +7,12 @@ import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
+import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
 import { shown } from './queue.js';
 
 export interface Geometry {
-  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST;
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST
+    | typeof KIND_MPSC;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize. */
   capacity: number;
   /** MpmcQueue only (0 for SpscRing). */
@@ -27,6 +29,7 @@ export interface Geometry {
 export const KIND_NAMES: Record<number, string> = {
   [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue', [KIND_LATEST]: 'LatestValue',
   [B.KIND_BROADCAST]: 'Broadcast',
+  [KIND_MPSC]: 'MpscRing',
 };
 
 /** The region's memory, or a typed error if the region cannot hold a ring of `ringSize` bytes. */
@@ -166,5 +169,8 @@ function saneGeometry(g: Geometry): boolean {
     case B.KIND_BROADCAST:
       return c >= B.BROADCAST_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0 && g.slotSize <= B.MAX_SUBSCRIBERS
         && g.slotStride === B.SLOT_STRIDE && g.ringSize === B.broadcastSize(c, g.slotSize);
+    case KIND_MPSC:
+      return g.ringSize === mpscRingSize(c) && c >= MPSC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
+        && g.slotSize === 0 && g.slotStride === 0;
   }
 }

@@ -11,3 +11,5 @@ export { LatestValue } from './latest.js';
 export type { LatestOptions, LatestAttachOptions, LatestRead, LatestUpdate, ChangedOptions, UpdatesOptions } from './latest.js';
 export { Broadcast, BroadcastPublisher, BroadcastSubscriber } from './broadcast.js';
 export type { BroadcastOptions, SubscribeOptions } from './broadcast.js';
+export { MpscRing } from './mpsc.js';
+export type { MpscOptions, MpscAttachOptions } from './mpsc.js';

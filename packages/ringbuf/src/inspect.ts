@@ -37,7 +37,7 @@ export interface RingInfo {
   name: string;
   /** The System V segment's id (shmid), for rings in System V segments. */
   sysvId?: number;
-  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'Broadcast' | 'unknown';
+  kind: 'SpscRing' | 'MpmcQueue' | 'LatestValue' | 'MpscRing' | 'Broadcast' | 'unknown';
   version: number;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize (bytes of the largest value). */
   capacity: number;

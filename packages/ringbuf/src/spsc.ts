@@ -34,7 +34,8 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
+import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
 import { holdUntilWait, releaseHold } from './held.js';
@@ -61,7 +62,6 @@ export type DrainHandler = (data: Uint8Array, offset: number, length: number, ty
 
 /** Wake at most one parked side: SPSC has one reader and one writer. */
 const WAKE_ONE = 1;
-const NO_CLAIM = -1;
 
 function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
@@ -80,7 +80,7 @@ export class SpscRing extends Queue {
   // Producer side: own position (only we write it), the consumer's as last seen, the open claim.
   #producerPosition: number;
   #cachedConsumerPosition: number;
-  #claimOffset = NO_CLAIM;
+  readonly #claim = new OpenClaim('SpscRing');
   #claimIndex = 0;
   #claimEnd = 0;
   /** cork() depth: while it is above 0, the producer position is not stored. */
@@ -155,14 +155,7 @@ export class SpscRing extends Queue {
   #reserve(length: number): number {
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();
-    if (this.#claimOffset !== NO_CLAIM) {
-      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing: a claim is open; commit() or abort() it before writing again');
-    }
-    if (length > this.maxMessageLength || length < 0) {
-      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${length} must be >= 0`);
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `SpscRing: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength})`);
-    }
+    this.#claim.checkWrite(length, this.maxMessageLength);
     const size = L.recordSize(length);
     const position = this.#producerPosition;
     let index = position & this.#mask;
@@ -265,26 +258,17 @@ export class SpscRing extends Queue {
    * `data[offset .. offset + length)`, then commit(offset) or abort(offset).
    */
   claim(length: number): number {
-    if (!Number.isInteger(length)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.claim: length=${shown(length)} must be an integer`);
-    }
+    this.#claim.checkLength(length);
     const index = this.#reserve(length);
     if (index < 0) return -1;
-    this.#claimOffset = index + L.RECORD_HEADER;
-    return this.#claimOffset;
+    this.#claim.offset = index + L.RECORD_HEADER;
+    return this.#claim.offset;
   }
 
-  /** Checks that `offset` is the open claim (a TypeError if it is no integer, a RangeError if it is another), and closes the claim. */
+  /** Checks that `offset` is the open claim, and closes it. */
   #checkClaim(offset: number, verb: string): void {
     if (this.ctl.length === 0) throw this.closedError();
-    if (this.#claimOffset === NO_CLAIM || offset !== this.#claimOffset) {
-      const open = this.#claimOffset === NO_CLAIM ? 'none is open' : `open: ${this.#claimOffset}`;
-      if (!Number.isInteger(offset)) {
-        throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`);
-      }
-      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.${verb}: offset=${offset} is not the open claim (${open})`);
-    }
-    this.#claimOffset = NO_CLAIM;
+    this.#claim.close(offset, verb);
   }
 
   /** Zero-copy write, step 2: publishes the claimed record. */

@@ -68,4 +68,8 @@ describe('models: the ring protocols model-checked with spin', function () {
   it('Broadcast never hands out a torn record, counts received + lost exactly, and never laps a lossless subscriber (and spin rejects each swapped ordering)', async () => {
     await verifies('broadcast');
   });
+
+  it('MpscRing with three producers delivers every message exactly once, complete and in order per producer (and spin rejects each swapped ordering)', async () => {
+    await verifies('mpsc');
+  });
 });

@@ -15,18 +15,13 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { MpmcQueue } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { randomBytes } from './helpers.js';
+import { lengthFraction, messageType } from './arbitraries.js';
 
 const NUM_RUNS = 1000;
 const CAPACITIES = [2, 4, 8, 16, 32, 64] as const;
 const CANARY_BYTES = 64;
 const CANARY = 0x5a;
 
-const lengthFraction = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(0) },
-  { weight: 1, arbitrary: fc.constant(1) },
-  { weight: 6, arbitrary: fc.double({ min: 0, max: 1, noNaN: true }) },
-);
-const messageType = fc.oneof(fc.constant(0), fc.constant(L.MAX_TYPE), fc.integer({ min: 0, max: L.MAX_TYPE }));
 
 type Command =
   | { kind: 'write'; fraction: number; type: number; seed: number }

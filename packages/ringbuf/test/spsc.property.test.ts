@@ -16,6 +16,7 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { randomBytes } from './helpers.js';
+import { bytesSeed, lengthFraction, messageType } from './arbitraries.js';
 
 const NUM_RUNS = 1000;
 const CAPACITIES = [64, 128, 256, 512, 1024] as const;
@@ -23,14 +24,6 @@ const CAPACITIES = [64, 128, 256, 512, 1024] as const;
 const CANARY_BYTES = 64;
 const CANARY = 0xa5;
 
-/** A payload length, as a fraction of maxMessageLength (0 and 1 are frequent: the edges). */
-const lengthFraction = fc.oneof(
-  { weight: 1, arbitrary: fc.constant(0) },
-  { weight: 1, arbitrary: fc.constant(1) },
-  { weight: 6, arbitrary: fc.double({ min: 0, max: 1, noNaN: true }) },
-);
-const messageType = fc.oneof(fc.constant(0), fc.constant(L.MAX_TYPE), fc.integer({ min: 0, max: L.MAX_TYPE }));
-const bytesSeed = fc.integer({ min: 1, max: 0x7fffffff });
 
 type Command =
   | { kind: 'write'; fraction: number; type: number; seed: number }

@@ -1,0 +1,139 @@
+/**
+ * Many producers, one consumer, across processes: MpscRing beside MpmcQueue
+ * with 1, 2 and 4 producer processes, 64-byte messages. Each producer spins
+ * on tryWrite (message = producer id and sequence number); this process is
+ * the consumer, draining in place (drain), and counts messages per second
+ * over the steady state (after a warm-up), checking that every producer's
+ * sequence arrives in order with nothing lost. Both kinds run in the same
+ * invocation, alternately, so their ratio is measured under the same load.
+ *
+ *   node benches/dist/mpsc.js [--duration-ms 2000] [--warmup-ms 300] [--size 64] [--repeats 1] [--producers 1,2,4]
+ *
+ * Prints JSON (one object with every row) then a Markdown table. On a
+ * machine with fewer cores than producers + 1, the processes share cores,
+ * and the numbers measure that too.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Region } from '@shmring/core';
+import { MpmcQueue, MpscRing } from '@shmring/ringbuf';
+
+type Kind = 'MpscRing' | 'MpmcQueue';
+const SELF = fileURLToPath(import.meta.url);
+/** 1 MiB of data area for MpscRing; MpmcQueue gets the same bytes as slots of 64 + 16 rounded to 128. */
+const MPSC_CAPACITY = 1 << 20;
+
+function attach(kind: Kind, region: Region): MpscRing | MpmcQueue {
+  return kind === 'MpscRing' ? MpscRing.attach(region) : MpmcQueue.attach(region);
+}
+
+// ---- producer process: node mpsc.js producer <kind> <id> <size> ----
+
+function producer(kind: Kind, id: number, size: number): void {
+  const queue = attach(kind, Region.fromFd(3));
+  const message = new Uint8Array(size);
+  const view = new DataView(message.buffer);
+  view.setUint32(0, id, true);
+  process.stdout.write('ready\n');
+  let seq = 0;
+  let spins = 0;
+  for (;;) {
+    view.setUint32(4, seq, true);
+    try {
+      while (!queue.tryWrite(message)) {
+        if ((++spins & 0x3ff) === 0 && queue.closed) return;
+      }
+    } catch {
+      return; // ERR_SHMRING_CLOSED: the consumer is done
+    }
+    seq++;
+    if ((seq & 0xfff) === 0 && queue.closed) return;
+  }
+}
+
+// ---- consumer: this process ----
+
+interface Row {
+  kind: Kind;
+  producers: number;
+  size: number;
+  messagesPerSecond: number;
+  checked: number;
+  /** Every repeat's rate (the row is the median one). */
+  rates?: number[];
+}
+
+async function run(kind: Kind, producers: number, size: number, durationMs: number, warmupMs: number): Promise<Row> {
+  const regionSize = kind === 'MpscRing'
+    ? MpscRing.regionSize({ capacity: MPSC_CAPACITY })
+    : MpmcQueue.regionSize({ capacity: MPSC_CAPACITY / 128, slotSize: size });
+  const region = Region.create({ backing: 'memfd', size: regionSize });
+  const queue = kind === 'MpscRing'
+    ? MpscRing.create(region, { capacity: MPSC_CAPACITY })
+    : MpmcQueue.create(region, { capacity: MPSC_CAPACITY / 128, slotSize: size });
+  const children = Array.from({ length: producers }, (_, id) => spawn(process.execPath, [SELF, 'producer', kind, String(id), String(size)], {
+    stdio: ['ignore', 'pipe', 'inherit', region.fd!],
+  }));
+  await Promise.all(children.map((c) => new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()))));
+  const next = new Array<number>(producers).fill(0);
+  let count = 0;
+  let bad = 0;
+  const onRecord = (data: Uint8Array, offset: number): void => {
+    const id = data[offset]! | (data[offset + 1]! << 8);
+    const seq = (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) >>> 0;
+    if (seq !== next[id]) bad++;
+    next[id] = seq + 1;
+    count++;
+  };
+  const start = performance.now();
+  const measureFrom = start + warmupMs;
+  const end = measureFrom + durationMs;
+  let atMeasure = -1;
+  let now = start;
+  while (now < end) {
+    queue.drain(onRecord, 4096);
+    now = performance.now();
+    if (atMeasure < 0 && now >= measureFrom) atMeasure = count;
+  }
+  const measured = count - atMeasure;
+  queue.close();
+  await Promise.all(children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve())))));
+  region.close();
+  if (bad !== 0) throw new Error(`${kind} with ${producers} producers: ${bad} messages out of order or lost`);
+  return { kind, producers, size, messagesPerSecond: Math.round(measured / (durationMs / 1000)), checked: count };
+}
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? fallback : Number(process.argv[i + 1]);
+}
+
+async function main(): Promise<void> {
+  const durationMs = option('--duration-ms', 2000);
+  const warmupMs = option('--warmup-ms', 300);
+  const size = option('--size', 64);
+  const repeats = option('--repeats', 1);
+  const i = process.argv.indexOf('--producers');
+  const counts = i < 0 ? [1, 2, 4] : process.argv[i + 1]!.split(',').map(Number);
+  const rows: Row[] = [];
+  for (const producers of counts) {
+    const runs: Record<Kind, Row[]> = { MpscRing: [], MpmcQueue: [] };
+    for (let r = 0; r < repeats; r++) {
+      for (const kind of ['MpscRing', 'MpmcQueue'] as const) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
+    }
+    for (const kind of ['MpscRing', 'MpmcQueue'] as const) {
+      const sorted = runs[kind].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
+      rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
+    }
+  }
+  console.log(JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }));
+  console.log('\n| producers | MpscRing msg/s | MpmcQueue msg/s | ratio |\n|---|---|---|---|');
+  for (const producers of counts) {
+    const a = rows.find((r) => r.kind === 'MpscRing' && r.producers === producers)!;
+    const b = rows.find((r) => r.kind === 'MpmcQueue' && r.producers === producers)!;
+    console.log(`| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× |`);
+  }
+}
+
+if (process.argv[2] === 'producer') producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]));
+else await main();

@@ -1,0 +1,47 @@
+/**
+ * A producer's open zero-copy claim (SpscRing, MpscRing): one at a time per
+ * object, and the argument checks of claim / commit / abort, the same for
+ * both rings.
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { shown } from './queue.js';
+
+const NONE = -1;
+
+export class OpenClaim {
+  /** Offset in `data` of the open claim's payload, or -1 if none is open. */
+  offset = NONE;
+
+  constructor(private readonly kind: string) {}
+
+  /** Before a write or claim of `length` bytes: none open, and a length in [0, max]. */
+  checkWrite(length: number, max: number): void {
+    if (this.offset !== NONE) {
+      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}: a claim is open; commit() or abort() it before writing again`);
+    }
+    if (length > max || length < 0) {
+      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${length} must be >= 0`);
+      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
+        `${this.kind}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max})`);
+    }
+  }
+
+  /** claim()'s own check: the length is an integer. */
+  checkLength(length: number): void {
+    if (!Number.isInteger(length)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${shown(length)} must be an integer`);
+    }
+  }
+
+  /** Checks that `offset` is the open claim (a TypeError if it is no integer, a RangeError if it is another), and closes the claim. */
+  close(offset: number, verb: string): void {
+    if (this.offset === NONE || offset !== this.offset) {
+      const open = this.offset === NONE ? 'none is open' : `open: ${this.offset}`;
+      if (!Number.isInteger(offset)) {
+        throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`);
+      }
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: offset=${offset} is not the open claim (${open})`);
+    }
+    this.offset = NONE;
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The byte layout of an MpscRing: the one module that knows its offsets
+ * beyond layout.ts. docs/LAYOUT.md ("MpscRing (KIND 4)") is normative.
+ *
+ * An MpscRing shares the first 640 bytes of a ring (layout.ts): the same
+ * header (KIND = KIND_MPSC, CAPACITY = data bytes, SLOT_SIZE = SLOT_STRIDE = 0),
+ * the same five blocks (producer position = bytes ever claimed, consumer
+ * position = bytes ever consumed, READ_WAIT, WRITE_WAIT), then CAPACITY data
+ * bytes.
+ *
+ * Records of layout version 2 (the header publishes the record):
+ *   +0 LENGTH i32  0: free (never claimed since the consumer zeroed it);
+ *                  -(8 + payload bytes): claimed, not committed;
+ *                  +(8 + payload bytes): committed (readable)
+ *   +4 TYPE   i32  while claimed: the claimer's pid (for the dead-claimer check);
+ *                  committed: the message type (>= 0), or PADDING_TYPE
+ *   +8 payload, then zero to seven bytes of alignment
+ * A record takes recordBytes(LENGTH) = LENGTH rounded up to 8 and never
+ * straddles the end of the data area; a padding record (TYPE = PADDING_TYPE,
+ * LENGTH = its whole extent) fills the bytes before the wrap, and an aborted
+ * record is a padding record of its own length.
+ */
+import * as L from './layout.js';
+
+export const KIND_MPSC = 4;
+
+/** Int32 indices of a record's words, counted from the Int32 index of its header (as SpscRing's). */
+export const MPSC_LENGTH_I32 = L.RECORD_LENGTH_I32;
+export const MPSC_TYPE_I32 = L.RECORD_TYPE_I32;
+/** Bytes of a record header; a record's LENGTH counts them. */
+export const MPSC_RECORD_HEADER = L.RECORD_HEADER;
+export const MPSC_ALIGNMENT = L.RECORD_ALIGNMENT;
+export const MPSC_MIN_CAPACITY = L.SPSC_MIN_CAPACITY;
+
+/** The LENGTH word of a record with `payload` bytes (header included). */
+export function mpscLength(payload: number): number {
+  return MPSC_RECORD_HEADER + payload;
+}
+
+/** Bytes a record whose LENGTH is `length` occupies (rounded up to 8). */
+export function recordBytes(length: number): number {
+  return (length + MPSC_ALIGNMENT - 1) & ~(MPSC_ALIGNMENT - 1);
+}
+
+/** Largest payload: as SpscRing's, a record of half the ring always fits once the ring drains. */
+export function mpscMaxMessage(capacity: number): number {
+  return L.spscMaxMessage(capacity);
+}
+
+/** Bytes an MpscRing of `capacity` data bytes needs. */
+export function mpscRingSize(capacity: number): number {
+  return L.DATA_OFFSET + capacity;
+}

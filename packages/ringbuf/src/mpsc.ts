@@ -1,0 +1,585 @@
+/**
+ * MpscRing: many producers, one consumer, variable-length records whose
+ * header publishes them (layout version 2 records; mpsc-layout.ts and
+ * docs/LAYOUT.md, "MpscRing (KIND 4)").
+ *
+ * Threading contract:
+ *  - Any number of objects (threads, processes) call the producer verbs at
+ *    once: tryWrite, claim, commit, abort, writeSync, write, writable().
+ *    One object is one producer: a claim is open per object.
+ *  - At most one live object (in any process) calls the consumer verbs:
+ *    tryRead, drain, readSync, read, the iterator, readable(). A second one
+ *    gets ERR_SHMRING_BUSY (the CONSUMER role lock is exclusive; the
+ *    PRODUCER lock is shared).
+ *  - A producer's close() ends its own participation (as detach()); the
+ *    consumer's close() closes the ring for everyone: producers then get
+ *    ERR_SHMRING_CLOSED.
+ *  - `size` is a snapshot.
+ *
+ * Invariants (positions are u32 byte counts that wrap modulo 2^32):
+ *  - 0 <= tail - head <= capacity, tail = PRODUCER_POSITION (bytes ever
+ *    claimed), head = CONSUMER_POSITION (bytes ever consumed); both are
+ *    multiples of 8.
+ *  - Space is owned by whoever won the CAS that moved the tail over it:
+ *    one claim covers the claimer's record, plus the padding before the
+ *    wrap when the record would straddle the end (a record never does).
+ *  - Every LENGTH word of the free space [tail, head + capacity) reads 0
+ *    (the whole free space is zero, in fact): the consumer zeroes every
+ *    record it consumes before its release store of the head, and the data
+ *    area starts zeroed. So a LENGTH of 0 at the head means "not claimed, or
+ *    claimed and its header not yet written".
+ *  - A record's TYPE and payload are written before the store of its
+ *    positive LENGTH (the commit, a CAS from the negative claim), and read
+ *    after the consumer observes that LENGTH. Only the consumer writes a
+ *    committed record (to zero it).
+ *  - The consumer reads records in tail-claim order, so FIFO holds per
+ *    producer; between producers the order is that of their claims.
+ *  - A claimed record stuck at the head for peerTimeoutMs whose claimer is
+ *    gone (its pid, in TYPE while claimed, is not a live process, or no
+ *    process holds the PRODUCER lock) is taken back by the consumer with a
+ *    CAS of LENGTH from -length to 0, so a claimer that was in fact alive
+ *    sees its commit CAS fail. A record whose header was never written
+ *    (LENGTH 0, tail beyond it) is skipped only when no process holds the
+ *    PRODUCER lock: then no claimer can write any more, and its extent is
+ *    the zero words up to the next non-zero header.
+ *  - Producers keep a cached head and re-read CONSUMER_POSITION only when
+ *    the cache says full; the consumer keeps a cached tail for bounds
+ *    checks only (it polls LENGTH, not the tail).
+ *  - Anything read from shared memory is read once and bounds-checked; a
+ *    value no correct peer writes is ERR_SHMRING_CORRUPT.
+ */
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import * as L from './layout.js';
+import * as M from './mpsc-layout.js';
+import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown, type WaitOptions } from './queue.js';
+import type { AttachOptions, DrainHandler } from './spsc.js';
+import { OpenClaim } from './claim.js';
+import { copyOut } from './copy.js';
+import { isAlive } from './liveness.js';
+import { Roles } from './roles.js';
+import { DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
+
+export interface MpscOptions {
+  /** Bytes of the data area: a power of two in [64, 2^30]. */
+  capacity: number;
+  /** Where the ring starts in its region: a multiple of 64; default 0. */
+  offset?: number;
+  /** Consumer: how long a claimed record may block the head before a dead claimer's record is skipped (ms); default 1000. */
+  peerTimeoutMs?: number;
+}
+
+export interface MpscAttachOptions extends AttachOptions {
+  /** As MpscOptions.peerTimeoutMs. */
+  peerTimeoutMs?: number;
+}
+
+/** One consumer: a commit wakes at most one parked reader. */
+const WAKE_ONE = 1;
+/** Room freed may let any of the parked producers through (their records differ in size): wake them all. */
+const WAKE_ALL = 0x7fffffff;
+/** The claimer's mark in TYPE while a record is claimed. */
+const PID = process.pid;
+
+function corrupt(what: string): ShmringError {
+  return new ShmringError(ErrorCodes.CORRUPT, `MpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+}
+
+function checkPeerTimeout(value: unknown, verb: string): number {
+  if (value === undefined) return DEFAULT_PEER_TIMEOUT_MS;
+  if (typeof value !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${shown(value)} must be a number of ms`);
+  }
+  if (!(value >= 0)) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${value} must be >= 0 (or Infinity)`);
+  return value;
+}
+
+export class MpscRing extends Queue {
+  /** Bytes of the data area. */
+  readonly capacity: number;
+  /** Largest message payload, in bytes (capacity / 2 - 8). */
+  readonly maxMessageLength: number;
+  /** The data area. claim() and drain() give offsets into it. */
+  data: Uint8Array;
+  #data32: Int32Array;
+  readonly #mask: number;
+  /** Consumer: how long (ms) a claimed record may block the head before a dead claimer's record is skipped. */
+  peerTimeoutMs: number;
+  /** Stuck records this object (as consumer) skipped: their claimers died between claim and commit. */
+  unblockedRecords = 0;
+
+  // Producer side: the head as last seen, and the open claim.
+  #cachedHead = 0;
+  readonly #claim = new OpenClaim('MpscRing');
+  #claimIndex = 0;
+  #claimLength = 0;
+
+  // Consumer side: own head (only the consumer writes it), the tail as last seen (bounds checks).
+  #head: number;
+  #cachedTail: number;
+  /** The stuck record being timed: its position, the LENGTH seen there, and since when (performance.now()). */
+  #stuckAt = -1;
+  #stuckLength = 0;
+  #stuckSince = 0;
+  /** peerTimeoutMs of the waiting read in progress (undefined: this.peerTimeoutMs). */
+  #waitPeerTimeout: number | undefined;
+
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, peerTimeoutMs: number, roles: Roles | undefined) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles);
+    this.capacity = capacity;
+    this.maxMessageLength = M.mpscMaxMessage(capacity);
+    this.peerTimeoutMs = peerTimeoutMs;
+    this.#mask = capacity - 1;
+    this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
+    this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
+    // Observes both positions once; the consumer owns the head from now on (a next consumer goes on from it).
+    const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
+    this.#head = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    this.#cachedTail = tail;
+    this.#cachedHead = this.#head;
+    if (((tail - this.#head) >>> 0) > capacity || ((tail | this.#head) & 7) !== 0) {
+      throw corrupt(`positions producer=${tail >>> 0} consumer=${this.#head >>> 0} are inconsistent`);
+    }
+  }
+
+  /** Bytes a region needs to hold an MpscRing of `capacity` data bytes. */
+  static regionSize(options: MpscOptions): number {
+    return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY));
+  }
+
+  /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
+  static create(region: Region, options: MpscOptions): MpscRing {
+    const capacity = checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY);
+    const base = checkOffset(options.offset);
+    const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
+    const ringSize = M.mpscRingSize(capacity);
+    const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
+    const roles = Roles.hold(region, base); // before MAGIC: the ring is never seen unheld (stale) once it exists
+    const ctl = unpublish(buffer, base);
+    // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
+    new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
+    writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles);
+  }
+
+  /** Attaches to a ring another process or thread created in `region` (at `offset`). */
+  static attach(region: Region, options: MpscAttachOptions = {}): MpscRing {
+    const base = checkOffset(options?.offset);
+    const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
+    const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
+    const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, Roles.hold(region, base));
+  }
+
+  /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */
+  get size(): number {
+    const ctl = this.ctl;
+    if (ctl.length === 0) return 0;
+    // Both loads observe the latest claim and release; the difference may be stale at once.
+    return Math.min((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) >>> 0, this.capacity);
+  }
+
+  // ---- producer ----
+
+  /** A producer's close() ends only its own participation; the consumer's (or a never-used object's) closes the ring. */
+  override close(): void {
+    if (this.isProducer && !this.isConsumer) this.detach();
+    else super.close();
+  }
+
+  protected override registerProducer(): void {
+    super.registerProducer(false); // shared: any number of producers; the pid words name the last one
+  }
+
+  /**
+   * Claims a record of `length` payload bytes: CAS of the tail over it (and
+   * over the padding before the wrap if it would straddle the end), then its
+   * header reads "claimed". Returns the Int32 index of its header, or -1 if
+   * the ring is full.
+   */
+  #reserve(length: number): number {
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    this.#claim.checkWrite(length, this.maxMessageLength);
+    // Observes a close() by the consumer: producers stop at once.
+    if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
+      throw new ShmringError(ErrorCodes.CLOSED, 'the MpscRing was closed by its consumer; nothing more can be written');
+    }
+    if (!this.isProducer) this.registerProducer();
+    const capacity = this.capacity;
+    const recordLength = M.mpscLength(length);
+    const size = M.recordBytes(recordLength);
+    let tail: number;
+    let index: number;
+    let toEnd: number;
+    for (;;) {
+      // Observes the latest claim of any producer; a stale value only fails the CAS below.
+      tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+      index = tail & this.#mask;
+      toEnd = capacity - index;
+      const needed = size <= toEnd ? size : toEnd + size;
+      if (capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
+        // Observes the consumer's release (zeroed space before it); only when the cached head says full.
+        const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+        if ((head & 7) !== 0) throw corrupt(`consumer position ${head >>> 0} is not a multiple of 8`);
+        const used = (tail - head) >>> 0;
+        if (used > capacity) {
+          // Our tail is older than the head we just read (others claimed, the consumer consumed): retry.
+          // Observes the latest claim again: if nobody claimed since our load, our tail was current when
+          // the head was read, so no correct consumer wrote that head (and retrying would spin forever).
+          if (Atomics.load(ctl, L.PRODUCER_POSITION_I32) === tail) {
+            throw corrupt(`consumer position ${head >>> 0} is outside the ring (producer ${tail >>> 0})`);
+          }
+          continue;
+        }
+        this.#cachedHead = head;
+        if (capacity - used < needed) return -1;
+      }
+      // Claims [tail, tail + needed): only the winner writes there until it commits.
+      if (Atomics.compareExchange(ctl, L.PRODUCER_POSITION_I32, tail, (tail + needed) | 0) === tail) break;
+    }
+    const data32 = this.#data32;
+    let at = index >> 2;
+    if (size > toEnd) {
+      // The record goes to 0: mark it claimed first (so a death from here on leaves a header with our pid).
+      data32[M.MPSC_TYPE_I32] = PID;
+      // Publishes "claimed by PID" (TYPE before) to the consumer's stuck-record check.
+      Atomics.store(data32, M.MPSC_LENGTH_I32, -recordLength);
+      data32[at + M.MPSC_TYPE_I32] = L.PADDING_TYPE;
+      // Commits the padding before the wrap (its TYPE written before); the consumer skips it.
+      Atomics.store(data32, at + M.MPSC_LENGTH_I32, toEnd);
+      at = 0;
+    } else {
+      data32[at + M.MPSC_TYPE_I32] = PID;
+      // Publishes "claimed by PID" (TYPE before) to the consumer's stuck-record check.
+      Atomics.store(data32, at + M.MPSC_LENGTH_I32, -recordLength);
+    }
+    this.#claimIndex = at;
+    this.#claimLength = recordLength;
+    return at;
+  }
+
+  /** Commits the claimed record with `type` (PADDING_TYPE: abort). */
+  #publish(type: number): void {
+    const at = this.#claimIndex;
+    const data32 = this.#data32;
+    data32[at + M.MPSC_TYPE_I32] = type;
+    // Commits: publishes TYPE and payload (written before) to the consumer, which loads LENGTH first.
+    // A CAS, not a store: a consumer that took the record back from us (it believed us dead) made it 0.
+    if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, this.#claimLength) !== -this.#claimLength) {
+      throw new ShmringError(ErrorCodes.TIMEOUT,
+        `MpscRing: this record was skipped by the consumer before its commit (it took more than the consumer's peerTimeoutMs and its producer looked dead); write it again`);
+    }
+    unpark(this.ctl, READ_BLOCK, WAKE_ONE);
+  }
+
+  /**
+   * Copies `bytes` into the ring as one message. Returns false if the ring
+   * is full (nothing written). ERR_SHMRING_CLOSED once the consumer closed it.
+   */
+  tryWrite(bytes: Uint8Array, type = 0): boolean {
+    checkType(type);
+    if (!(bytes instanceof Uint8Array)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpscRing.tryWrite needs a Uint8Array (or Buffer)');
+    }
+    const at = this.#reserve(bytes.length);
+    if (at < 0) return false;
+    this.data.set(bytes, at * 4 + M.MPSC_RECORD_HEADER);
+    this.#publish(type);
+    return true;
+  }
+
+  /**
+   * Zero-copy write, step 1: claims `length` bytes and returns the offset in
+   * `data` where the payload goes, or -1 if the ring is full. Fill
+   * `data[offset .. offset + length)`, then commit(offset, type) or abort(offset).
+   * Other producers go on meanwhile; the consumer waits at this record.
+   */
+  claim(length: number): number {
+    this.#claim.checkLength(length);
+    const at = this.#reserve(length);
+    if (at < 0) return -1;
+    this.#claim.offset = at * 4 + M.MPSC_RECORD_HEADER;
+    return this.#claim.offset;
+  }
+
+  #checkClaim(offset: number, verb: string): void {
+    if (this.ctl.length === 0) throw this.closedError();
+    this.#claim.close(offset, verb);
+  }
+
+  /** Zero-copy write, step 2: publishes the claimed record. */
+  commit(offset: number, type = 0): void {
+    checkType(type);
+    this.#checkClaim(offset, 'commit');
+    this.#publish(type);
+  }
+
+  /** Gives the claimed record up: it becomes padding, which the consumer skips. */
+  abort(offset: number): void {
+    this.#checkClaim(offset, 'abort');
+    this.#publish(L.PADDING_TYPE);
+  }
+
+  // ---- consumer ----
+
+  protected override registerConsumer(): void {
+    super.registerConsumer(true); // exclusive: a second live consumer is ERR_SHMRING_BUSY
+  }
+
+  /**
+   * Int32 index of the header of the next message at the head, skipping
+   * (consuming) padding, or -1 if none is committed yet. Leaves its payload
+   * length, type and end position in #nextLength, #nextType, #nextEnd (each
+   * word read once and checked). Padding consumed moves #head privately;
+   * the caller releases it.
+   */
+  #next(): number {
+    const data32 = this.#data32;
+    for (;;) {
+      const head = this.#head;
+      const at = (head & this.#mask) >> 2;
+      // Observes the claimer's commit: TYPE and payload are read after it.
+      const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
+      if (length <= 0) {
+        if (length < 0 && this.#stuck(head, length) && this.#takeBack(at, length)) continue;
+        return -1;
+      }
+      this.#stuckAt = -1;
+      const type = data32[at + M.MPSC_TYPE_I32]!;
+      const size = M.recordBytes(length);
+      const index = at << 2;
+      if (length < M.MPSC_RECORD_HEADER || index + size > this.capacity || !this.#within(head, size)
+        || (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))) {
+        throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
+      }
+      if (type === L.PADDING_TYPE) {
+        this.data.fill(0, index, index + size);
+        this.#head = (head + size) | 0;
+        continue;
+      }
+      this.#nextLength = length - M.MPSC_RECORD_HEADER;
+      this.#nextType = type;
+      this.#nextEnd = (head + size) | 0;
+      return at;
+    }
+  }
+
+  // What #next found besides the index (scratch fields: several results without allocating).
+  #nextLength = 0;
+  #nextType = 0;
+  #nextEnd = 0;
+
+  /** Whether `size` bytes from `head` lie within the claimed space, re-reading the tail only when the cached one says no. */
+  #within(head: number, size: number): boolean {
+    const claimed = (this.#cachedTail - head) >>> 0;
+    return (claimed <= this.capacity && size <= claimed) || size <= this.#loadTail(head);
+  }
+
+  #loadTail(head: number): number {
+    // Observes the latest claim (bounds only: what a record may span).
+    const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
+    const claimed = (tail - head) >>> 0;
+    if (claimed > this.capacity || (tail & 7) !== 0) throw corrupt(`producer position ${tail >>> 0} is outside the ring`);
+    this.#cachedTail = tail;
+    return claimed;
+  }
+
+  /**
+   * Times the record at `head` whose LENGTH reads `length` (<= 0): true once
+   * it has read so for the stuck timeout (the waiting read's peerTimeoutMs,
+   * or this.peerTimeoutMs) since this consumer first saw it so.
+   */
+  #stuck(head: number, length: number): boolean {
+    const now = performance.now();
+    if (this.#stuckAt !== head || this.#stuckLength !== length) {
+      this.#stuckAt = head;
+      this.#stuckLength = length;
+      this.#stuckSince = now;
+    }
+    return now - this.#stuckSince >= (this.#waitPeerTimeout ?? this.peerTimeoutMs);
+  }
+
+  /** Whether any producer may still write: someone holds the PRODUCER lock (or, without a file, the registered one lives). */
+  #producersLeft(): boolean {
+    return super.producerAlive();
+  }
+
+  /**
+   * Takes back the claimed record at Int32 index `at` (LENGTH `length` < 0)
+   * if its claimer is gone; true if it did (the head moved past it).
+   */
+  #takeBack(at: number, length: number): boolean {
+    // The claimer's pid, stored before its negative LENGTH (which we observed).
+    const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
+    if (this.#producersLeft() && claimer > 0 && isAlive(claimer, 0)) return false;
+    const size = M.recordBytes(-length);
+    const index = at << 2;
+    if (-length < M.MPSC_RECORD_HEADER || index + size > this.capacity || !this.#within(this.#head, size)) {
+      throw corrupt(`claimed record at ${index} has length ${-length}`);
+    }
+    // Takes the record from its claimer: only one of this CAS and the claimer's commit CAS wins.
+    if (Atomics.compareExchange(this.#data32, at + M.MPSC_LENGTH_I32, length, 0) !== length) return false;
+    this.#skip(index, size);
+    return true;
+  }
+
+  /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
+  #skip(index: number, size: number): void {
+    this.data.fill(0, index, index + size);
+    this.#stuckAt = -1;
+    this.unblockedRecords++;
+    this.#release((this.#head + size) | 0, this.ctl);
+  }
+
+  /**
+   * With no producer left: skips a record at the head whose claimer died
+   * before writing its header (LENGTH 0, tail beyond it). Its extent is the
+   * zero LENGTH words up to the next header (or the tail, or the end of the
+   * data area: a claim over the wrap is padding there, its record at 0).
+   */
+  #skipHeaderless(): boolean {
+    const head = this.#head;
+    const index = head & this.#mask;
+    // Observes the header at the head (no producer is left to change it).
+    if (Atomics.load(this.#data32, (index >> 2) + M.MPSC_LENGTH_I32) !== 0) return false;
+    const claimed = this.#loadTail(head);
+    if (claimed === 0) return false;
+    const limit = Math.min(this.capacity, index + claimed);
+    let end = index + M.MPSC_ALIGNMENT;
+    // Each observes a header word of what follows; zero words belong to the dead claim.
+    while (end < limit && Atomics.load(this.#data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
+    this.#skip(index, end - index);
+    return true;
+  }
+
+  /** Releases the consumed bytes (zeroed before) to the producers, through `ctl` (drain passes the view it started with). */
+  #release(head: number, ctl: Int32Array): void {
+    this.#head = head;
+    // Publishes the freed (zeroed) space to the producers; pairs with their load of CONSUMER_POSITION.
+    Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
+    unpark(ctl, WRITE_BLOCK, WAKE_ALL);
+  }
+
+  /** Copies the next message out, or returns null if none is committed at the head. Its type goes to `lastType`. */
+  tryRead(): Uint8Array | null {
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    if (!this.isConsumer) this.registerConsumer();
+    const start = this.#head;
+    const at = this.#next();
+    if (at < 0) {
+      if (this.#head !== start) this.#release(this.#head, ctl); // padding consumed
+      return null;
+    }
+    const index = at << 2;
+    const size = (this.#nextEnd - this.#head) >>> 0;
+    const message = copyOut(this.data, index + M.MPSC_RECORD_HEADER, this.#nextLength);
+    this.lastType = this.#nextType;
+    this.data.fill(0, index, index + size);
+    this.#release(this.#nextEnd, ctl);
+    return message;
+  }
+
+  /**
+   * Hands each committed record to `handler(data, offset, length, type)` in
+   * place, up to `limit` records; returns how many. Each record is zeroed
+   * after its handler returns (or throws); the head is released once, after
+   * the batch. Never waits. Arguments are checked before anything is taken.
+   */
+  drain(handler: DrainHandler, limit?: number): number {
+    const max = checkDrain(handler, limit, 'MpscRing.drain');
+    const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
+    if (ctl.length === 0) throw this.closedError();
+    if (!this.isConsumer) this.registerConsumer();
+    const data = this.data;
+    const start = this.#head;
+    let count = 0;
+    try {
+      while (count < max && this.ctl.length !== 0) {
+        const at = this.#next();
+        if (at < 0) break;
+        const index = at << 2;
+        const size = (this.#nextEnd - this.#head) >>> 0;
+        this.#head = this.#nextEnd; // private until the release below
+        count++;
+        try {
+          handler(data, index + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
+        } finally {
+          data.fill(0, index, index + size);
+        }
+      }
+    } finally {
+      // ctl.length is 0 only if the region itself was closed (its memory is gone).
+      if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+    }
+    return count;
+  }
+
+  // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
+
+  override readSync(options?: WaitOptions): Uint8Array {
+    this.#waitPeerTimeout = options?.peerTimeoutMs;
+    try {
+      return super.readSync(options);
+    } finally {
+      this.#waitPeerTimeout = undefined;
+    }
+  }
+
+  override async read(options?: WaitOptions): Promise<Uint8Array> {
+    this.#waitPeerTimeout = options?.peerTimeoutMs;
+    try {
+      return await super.read(options);
+    } finally {
+      this.#waitPeerTimeout = undefined;
+    }
+  }
+
+  /** The iterator's peerTimeoutMs bounds a stuck record while each of its reads is pending. */
+  override messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+    const iterator = super.messages(options); // checks the options
+    const timeout = options.peerTimeoutMs;
+    if (timeout === undefined) return iterator;
+    const next = iterator.next.bind(iterator);
+    iterator.next = (): Promise<IteratorResult<Uint8Array>> => {
+      this.#waitPeerTimeout = timeout;
+      return next().finally(() => (this.#waitPeerTimeout = undefined));
+    };
+    return iterator;
+  }
+
+  /**
+   * A parked reader's check (every quarter of its peerTimeoutMs): takes back
+   * a record stuck at the head past the timeout whose claimer is gone, and
+   * when no producer is left at all, every dead claim at once (then reports
+   * the death once what they published after it is read).
+   */
+  protected override producerAlive(): boolean {
+    const ctl = this.ctl;
+    if (ctl.length === 0 || !this.isConsumer) return true;
+    const left = this.#producersLeft();
+    let skipped = 0;
+    for (;;) {
+      const head = this.#head;
+      const at = (head & this.#mask) >> 2;
+      // Observes the header at the head (a commit, a claim, or nothing yet).
+      const length = Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32);
+      if (length > 0) break;
+      if (length < 0) {
+        if (!(this.#stuck(head, length) || !left) || !this.#takeBack(at, length)) break;
+      } else if (left || !this.#skipHeaderless()) {
+        break;
+      }
+      skipped++;
+    }
+    // The parked read (async: asleep on the futex) looks again.
+    if (skipped !== 0) unpark(ctl, READ_BLOCK, WAKE_ONE);
+    return left;
+  }
+
+  protected dropViews(): void {
+    this.data = CLOSED_U8;
+    this.#data32 = CLOSED_I32;
+  }
+}
