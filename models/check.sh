@@ -102,10 +102,13 @@ check() {
 }
 
 # ---- SpscRing publication (spsc.pml) ----
+# Layout version 2: header publication, zero-ahead, the 8-byte reserve, the wrap; 4 units (every wrap
+# has a 1-unit padding) and 8 units (longer paddings, more records in flight).
 check spsc spsc                    pass   "-DN=8"            "$SAFETY_CC" "$SAFETY_RUN"
-check spsc spsc-mutant-1           reject "-DN=8 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
-check spsc spsc-mutant-2           reject "-DN=8 -DMUTANT=2" "$SAFETY_CC" "$SAFETY_RUN"
-check spsc spsc-mutant-3           reject "-DN=8 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
+check spsc spsc-cap8               pass   "-DCAP=8 -DN=6"    "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2 3 4 5; do
+  check spsc "spsc-mutant-$m"      reject "-DN=8 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
 
 # ---- The waiting protocol (waiting.pml) ----
 for close in 0 1; do

@@ -30,7 +30,7 @@
  * words agree. Then (HI, LO) is a value the counter held.
  *
  * Records (layout version 2's record, shared with MpscRing): 8-byte aligned,
- *   +0 LENGTH i32  payload bytes (<= CAPACITY / 2 - 8)
+ *   +0 LENGTH i32  8 + payload bytes (payload <= CAPACITY / 2 - 8); a padding record: its whole extent
  *   +4 TYPE   i32  message type (>= 0); PADDING_TYPE (-1) fills the bytes before the wrap
  *   +8 payload, padded to 8. A record never straddles the end of the data area.
  *

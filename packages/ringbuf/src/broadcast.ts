@@ -296,11 +296,11 @@ export class BroadcastPublisher extends BroadcastEnd {
     // 3. The bytes, plain stores (TSO keeps them between the stores of 1-2 and 4).
     const data32 = this.data32;
     if (size > toEnd) {
-      data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd - L.RECORD_HEADER;
+      data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd; // a padding record's LENGTH: its whole extent
       data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
       index = 0;
     }
-    data32[(index >> 2) + L.RECORD_LENGTH_I32] = length;
+    data32[(index >> 2) + L.RECORD_LENGTH_I32] = L.RECORD_HEADER + length; // version 2: LENGTH counts the header
     data32[(index >> 2) + L.RECORD_TYPE_I32] = type;
     this.data.set(bytes, index + L.RECORD_HEADER);
     this.#tail = end;
@@ -508,11 +508,12 @@ export class BroadcastSubscriber extends BroadcastEnd {
       let bad = false;
       if (type === L.PADDING_TYPE) {
         skipped = this.capacity - index;
-        bad = length !== skipped - L.RECORD_HEADER || available < skipped + L.RECORD_HEADER;
+        bad = length !== skipped || available < skipped + L.RECORD_HEADER;
         index = 0;
         length = data32[L.RECORD_LENGTH_I32]!;
         type = data32[L.RECORD_TYPE_I32]!;
       }
+      length -= L.RECORD_HEADER; // version 2: LENGTH counts the header; the payload is the rest
       const size = L.recordSize(length);
       this.#bad = bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available;
       this.#length = this.#bad ? 0 : length;

@@ -126,7 +126,8 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
   const version = ctl[L.VERSION_I32]!;
   if (version !== L.LAYOUT_VERSION) {
     throw new ShmringError(ErrorCodes.VERSION_MISMATCH,
-      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}`);
+      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}; `
+      + `recreate the ring with this version of shmring (and attach with the same version on every side)`);
   }
   const found = ctl[L.KIND_I32]!;
   if (found !== kind) {

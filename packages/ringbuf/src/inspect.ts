@@ -98,7 +98,8 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     kind: (KIND_NAMES[kind] as RingInfo['kind'] | undefined) ?? 'unknown',
     version: ctl[L.VERSION_I32]!,
     capacity,
-    used: Math.min((producerPosition - consumerPosition) >>> 0, capacity),
+    // Negative for a moment after the consumer read a record whose producer has not stored its position yet (SpscRing).
+    used: Math.min(Math.max((producerPosition - consumerPosition) | 0, 0), capacity),
     producerPosition,
     consumerPosition,
     // Observes a close() by either side.

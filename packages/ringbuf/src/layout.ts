@@ -42,12 +42,21 @@
  * is for readers parked on an empty ring, WRITE_WAIT for writers parked on a
  * full one (see docs/LAYOUT.md, "Waiting").
  *
- * SpscRing records (8-byte aligned, never split at the wrap):
- *   +0 LENGTH u32  payload bytes
- *   +4 TYPE   i32  message type (>= 0); PADDING_TYPE marks the filler before the wrap
+ * Records (version 2; 8-byte aligned, never split at the wrap):
+ *   +0 LENGTH i32  8 + payload bytes (the record before alignment); 0 = nothing
+ *                  published here yet, so even a zero-byte message reads non-zero
+ *   +4 TYPE   i32  message type (>= 0); PADDING_TYPE marks the filler before the
+ *                  wrap, whose LENGTH is the bytes up to the end of the data area
  *   +8 payload, then zero to seven bytes of alignment
- * Publication rule: a record is readable once the producer position has
- * passed its end; a record's space is free once the consumer position has.
+ * SpscRing publication rule: a record is readable once its LENGTH is non-zero
+ * (the producer's Atomics.store of LENGTH is the publication; the consumer
+ * polls the LENGTH word at its own position). The producer keeps the LENGTH
+ * word at its position 0 until it publishes there: before it publishes a
+ * record that ends at E, it stores 0 into the LENGTH word at E, which is free
+ * because the producer always leaves RECORD_RESERVE bytes free. A record's
+ * space is free once the consumer position has passed its end.
+ * PRODUCER_POSITION is stored after each publication (for size, inspect and a
+ * later producer, which walks on over published headers from it).
  *
  * MpmcQueue slots (SLOT_STRIDE bytes each, a multiple of 64):
  *   +0 SEQUENCE i32  Vyukov's sequence: == pos → free for the producer of pos;
@@ -69,8 +78,8 @@ export const BLOCK = 2 * CACHE_LINE;
 
 /** 'SHMR' read as a little-endian u32. */
 export const MAGIC = 0x524d4853;
-/** Bumped on any incompatible change of this layout. */
-export const LAYOUT_VERSION = 1;
+/** Bumped on any incompatible change of this layout (2: records whose LENGTH publishes them). */
+export const LAYOUT_VERSION = 2;
 
 export const KIND_SPSC = 1;
 export const KIND_MPMC = 2;
@@ -151,6 +160,12 @@ export const RECORD_HEADER = RECORD_TYPE_OFFSET + 4;
 /** Int32 indices of a record's words, counted from the Int32 index of its header. */
 export const RECORD_LENGTH_I32 = RECORD_LENGTH_OFFSET / 4;
 export const RECORD_TYPE_I32 = RECORD_TYPE_OFFSET / 4;
+/**
+ * Bytes the SpscRing producer always leaves free: the LENGTH word just past
+ * the record it publishes is zeroed first, and must not be a record the
+ * consumer has not read (a completely full ring would zero its header).
+ */
+export const RECORD_RESERVE = RECORD_ALIGNMENT;
 /** TYPE of the filler record that skips the bytes before the wrap. */
 export const PADDING_TYPE = -1;
 /** Largest user message type. */
@@ -164,7 +179,11 @@ export function recordSize(length: number): number {
   return (length + RECORD_HEADER + RECORD_ALIGNMENT - 1) & ~(RECORD_ALIGNMENT - 1);
 }
 
-/** Largest SpscRing payload: a record of half the ring always fits once the ring drains (see LAYOUT.md). */
+/**
+ * Largest SpscRing payload: a record of half the ring always fits once the
+ * ring drains (see LAYOUT.md): a record that wraps needs at most
+ * capacity - 8 bytes with its padding, which leaves RECORD_RESERVE.
+ */
 export function spscMaxMessage(capacity: number): number {
   return capacity / 2 - RECORD_HEADER;
 }

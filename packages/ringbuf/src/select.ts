@@ -101,7 +101,7 @@ interface Probe {
   readonly queue: Queue;
   /** Control words (header and blocks) of the ring. */
   readonly ctl: Int32Array;
-  /** MpmcQueue: the slots (its data area as Int32); else empty. */
+  /** The data area as Int32: MpmcQueue's slots, SpscRing's record headers. */
   readonly slots: Int32Array;
   readonly mpmc: boolean;
   /** Waiting for room to write (else for a message to read). */
@@ -129,7 +129,6 @@ interface RingWords {
 }
 
 const ringWords = new WeakMap<Queue, RingWords>();
-const NO_SLOTS = new Int32Array(0);
 
 function closedError(index: number, what: string): ShmringError {
   return new ShmringError(ErrorCodes.CLOSED,
@@ -162,7 +161,7 @@ function wordsOf(queue: SpscRing | MpmcQueue, mpmc: boolean, index: number, what
     words = {
       data,
       ctl: new Int32Array(data.buffer, base, L.CONTROL_I32_LENGTH),
-      slots: mpmc ? new Int32Array(data.buffer, data.byteOffset, data.byteLength / 4) : NO_SLOTS,
+      slots: new Int32Array(data.buffer, data.byteOffset, data.byteLength / 4),
       read: undefined,
       write: undefined,
     };
@@ -245,15 +244,21 @@ function ready(p: Probe): boolean {
   if (p.mpmc) {
     return p.write ? slotReady(p, L.PRODUCER_POSITION_I32, 0) : slotReady(p, L.CONSUMER_POSITION_I32, 1);
   }
-  // Observes the producer's publication (SpscRing #store's Atomics.store of PRODUCER_POSITION) and
-  // the consumer's release (#release's store of CONSUMER_POSITION), as tryRead / tryWrite would.
+  // Observes the consumer's release (SpscRing #storeConsumer's Atomics.store of CONSUMER_POSITION).
+  const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+  if (!p.write) {
+    // Observes the producer's publication of the record at the consumer's position (its Atomics.store of
+    // LENGTH), as tryRead does: the header word, not the producer position, publishes (layout version 2).
+    // A non-zero word that is no record also counts: tryRead reports it (ERR_SHMRING_CORRUPT).
+    return Atomics.load(p.slots, ((consumer & (p.capacity - 1)) >> 2) + L.RECORD_LENGTH_I32) !== 0;
+  }
+  // Observes the producer's position store: the caller is the producer (its held records were published before the first look).
   const producer = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-  const used = (producer - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) >>> 0;
-  if (!p.write) return used !== 0; // a wrong position also counts: tryRead reports it (ERR_SHMRING_CORRUPT)
-  // Room as SpscRing's reserve counts it: the record, plus the padding before the wrap if it must wrap.
+  const used = (producer - consumer) | 0;
+  // Room as SpscRing's reserve counts it: the record, the padding before the wrap if it must wrap, and RECORD_RESERVE.
   const toEnd = p.capacity - (producer & (p.capacity - 1));
-  const needed = p.recordSize <= toEnd ? p.recordSize : toEnd + p.recordSize;
-  return p.capacity - used >= needed;
+  const needed = (p.recordSize <= toEnd ? p.recordSize : toEnd + p.recordSize) + L.RECORD_RESERVE;
+  return p.capacity - (used > 0 ? used : 0) >= needed;
 }
 
 /**

@@ -5,27 +5,48 @@
  *  - At most one thread (in any process) calls the producer verbs: tryWrite,
  *    claim, commit, abort, cork, uncork, writeSync, write, writable(). To hand
  *    the producer role to another object, uncork (or close) first: a new
- *    producer starts from the published position. At most one calls the
+ *    producer starts from the stored producer position and walks on over
+ *    the records published after it. At most one calls the
  *    consumer verbs: tryRead, drain, readSync, read, the iterator, readable().
  *    The two may be different processes or threads, or the same one.
  *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
  *    the thread; the plain verbs return Promises and never block the loop.
  *  - `size` is a snapshot: stale as soon as it is read.
  *
- * Invariants (positions are u32 byte counts that wrap modulo 2^32; see layout.ts):
- *  - 0 <= producerPosition - consumerPosition <= capacity (by difference).
+ * Invariants (layout version 2; positions are u32 byte counts that wrap
+ * modulo 2^32; see layout.ts and docs/LAYOUT.md "SpscRing"):
+ *  - A record is published by the Atomics.store of its LENGTH word (8 +
+ *    payload bytes, never 0); the consumer polls the LENGTH word at its own
+ *    position, so a message moves one cache line, not a position and then
+ *    the record.
+ *  - The LENGTH word at the producer's (private) position is 0 until the
+ *    producer publishes there: before publishing a record that ends at E,
+ *    the producer stores 0 into the LENGTH word at E. Nothing else writes a
+ *    LENGTH word (the padding's included) before publishing it.
+ *  - 8 <= capacity - (producerPosition - consumerPosition) once a record is
+ *    written: the producer leaves RECORD_RESERVE bytes free, so the word at E
+ *    is never the header of a record the consumer has not read.
  *  - Both positions are multiples of 8; a record never straddles the end of
- *    the data area: a padding record fills the bytes before the wrap.
- *  - Bytes in [consumerPosition, producerPosition) are published records,
- *    written before the producer position passed them; the producer never
- *    touches them again until the consumer position has passed them.
+ *    the data area: a padding record fills the bytes before the wrap. A
+ *    record that wraps is published completely at index 0 (its LENGTH
+ *    included) before the padding's LENGTH, which publishes both.
+ *  - The consumer writes nothing in the data area: it frees space with its
+ *    CONSUMER_POSITION store only (so holdReads / rewindReads just move it).
+ *  - PRODUCER_POSITION is stored after each publication: it is never past
+ *    the published records, and at most one publication (one corked batch)
+ *    behind them; the consumer may be ahead of it by that much. size,
+ *    inspect and select's room use it; a new producer starts from it (or
+ *    from the consumer position, if that is ahead) and walks on over
+ *    published headers to the first LENGTH 0.
  *  - Each side keeps its own position in a private field (it is the only
- *    writer) and a cached copy of the other's, re-read only when the cache
- *    says the ring is full / empty.
- *  - While corked, the producer's private position runs ahead of the shared
- *    one; the records in between are complete but unpublished (not in
- *    `size`). They are published by the last uncork(), close(), a write
- *    that finds the ring full, and any wait of the producer's thread.
+ *    writer) and the producer a cached copy of the consumer's, re-read only
+ *    when the cache says the ring is full.
+ *  - While corked, the first header of the batch (a record's or a
+ *    padding's) is not stored: the records after it are written and
+ *    published as usual, but the consumer cannot pass the 0 before them,
+ *    and PRODUCER_POSITION is not stored. The one deferred LENGTH store
+ *    publishes the batch: at the last uncork(), close(), a write that finds
+ *    the ring full, and any wait of the producer's thread.
  *  - Anything read from shared memory (a position, a length, a type) is
  *    read once and bounds-checked before it is used, and the checked copy
  *    is what is used (a peer may rewrite the word meanwhile); a value no
@@ -62,9 +83,24 @@ export type DrainHandler = (data: Uint8Array, offset: number, length: number, ty
 
 /** Wake at most one parked side: SPSC has one reader and one writer. */
 const WAKE_ONE = 1;
+const NO_PADDING = -1;
+const NO_DEFERRED = -1;
 
 function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+}
+
+/**
+ * Both positions multiples of 8, at most `capacity` apart either way: the
+ * consumer may be ahead of the stored producer position by the records
+ * published since its last store (a producer between its LENGTH store and its
+ * position store, or one that died there).
+ */
+function checkPositions(producer: number, consumer: number, capacity: number): void {
+  const ahead = (producer - consumer) | 0;
+  if (ahead > capacity || ahead < -capacity || ((producer | consumer) & 7) !== 0) {
+    throw corrupt(`positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent`);
+  }
 }
 
 
@@ -81,15 +117,19 @@ export class SpscRing extends Queue {
   #producerPosition: number;
   #cachedConsumerPosition: number;
   readonly #claim = new OpenClaim('SpscRing');
+  /** The reserved record: index of its header, its payload bytes, the padding's header (or NO_PADDING), the position after it. */
   #claimIndex = 0;
+  #claimLength = 0;
+  #claimPadding = NO_PADDING;
   #claimEnd = 0;
-  /** cork() depth: while it is above 0, the producer position is not stored. */
+  /** cork() depth: while it is above 0, the first header of the batch is not stored. */
   #corked = 0;
-  /** Records were completed while corked and the producer position not yet stored. */
-  #unpublished = false;
-  // Consumer side: own position, the producer's as last seen.
+  /** Int32 index in #data32 of the header whose LENGTH store is deferred (corked), or NO_DEFERRED. */
+  #deferredI32 = NO_DEFERRED;
+  /** The LENGTH that deferred store will write. */
+  #deferredLength = 0;
+  // Consumer side: own position.
   #consumerPosition: number;
-  #cachedProducerPosition: number;
   /** holdReads(): taken records go back to the producer only through releaseReads(). */
   #holding = false;
   /** The consumer position last stored in shared memory (while holding, #consumerPosition runs ahead of it). */
@@ -102,15 +142,13 @@ export class SpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once (each side's latest store); from now on each side owns its own.
+    // Observe both positions once (each side's latest store); from now on each side owns its own
+    // (the producer's is looked at again, and walked on, when this object takes the role: #resume).
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedConsumerPosition = this.#consumerPosition;
     this.#releasedPosition = this.#consumerPosition;
-    this.#cachedProducerPosition = this.#producerPosition;
-    if (((this.#producerPosition - this.#consumerPosition) >>> 0) > capacity || ((this.#producerPosition | this.#consumerPosition) & 7) !== 0) {
-      throw corrupt(`positions producer=${this.#producerPosition >>> 0} consumer=${this.#consumerPosition >>> 0} are inconsistent`);
-    }
+    checkPositions(this.#producerPosition, this.#consumerPosition, capacity);
   }
 
   /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
@@ -125,7 +163,10 @@ export class SpscRing extends Queue {
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
     const roles = Roles.hold(region, base); // before MAGIC: the ring is never seen unheld (stale) once it exists
-    writeHeader(unpublish(buffer, base), { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    const ctl = unpublish(buffer, base);
+    // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
+    new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
+    writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
     return new SpscRing(buffer, base, capacity, roles);
   }
 
@@ -137,69 +178,140 @@ export class SpscRing extends Queue {
     return new SpscRing(buffer, base, capacity, Roles.hold(region, base));
   }
 
-  /** Bytes of records published and not yet consumed (a snapshot). */
+  /**
+   * Bytes of records published and not yet consumed (a snapshot, from the
+   * stored positions: a record is counted once the producer has stored its
+   * position after publishing it, a moment after the consumer may read it).
+   */
   get size(): number {
     const ctl = this.ctl;
     if (ctl.length === 0) return 0;
-    // Both loads observe the other sides' latest publications; the difference may be stale at once.
-    return (Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) >>> 0;
+    // Both loads observe the sides' latest position stores; the difference may be stale at once, and is
+    // negative while the consumer has read a record whose producer has not stored its position yet.
+    const used = (Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) | 0;
+    return used > 0 ? used : 0;
   }
 
   // ---- producer ----
 
   /**
    * Reserves room for a record of `length` payload bytes; returns the index
-   * of its header in `data`, or -1 if the ring is full. Writes the padding
-   * record (if the record must wrap) and the length; publishes nothing.
+   * of its header in `data`, or -1 if the ring is full. Writes nothing in the
+   * ring: no header may become non-zero before it is published (#publish
+   * writes the headers, the padding's too).
    */
   #reserve(length: number): number {
     if (this.ctl.length === 0) throw this.closedError();
-    if (!this.isProducer) this.registerProducer();
+    if (!this.isProducer) {
+      this.registerProducer();
+      this.#resume();
+    }
     this.#claim.checkWrite(length, this.maxMessageLength);
     const size = L.recordSize(length);
     const position = this.#producerPosition;
-    let index = position & this.#mask;
+    const index = position & this.#mask;
     const toEnd = this.capacity - index;
-    const needed = size <= toEnd ? size : toEnd + size;
+    // The record, the padding before the wrap if it must wrap, and RECORD_RESERVE: the zeroed LENGTH word after it.
+    const needed = (size <= toEnd ? size : toEnd + size) + L.RECORD_RESERVE;
     if (this.capacity - ((position - this.#cachedConsumerPosition) >>> 0) < needed) {
-      // Observes the consumer's latest release (its Atomics.store of CONSUMER_POSITION).
+      // Observes the consumer's latest release (its Atomics.store of CONSUMER_POSITION): it is done with those bytes.
       const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
       const used = (position - consumer) >>> 0;
       if (used > this.capacity || (consumer & 7) !== 0) throw corrupt(`consumer position ${consumer >>> 0} is outside the ring`);
       this.#cachedConsumerPosition = consumer;
       if (this.capacity - used < needed) {
-        if (this.#unpublished) this.flush(); // corked and full: the consumer must see the batch to free room
+        if (this.#deferredI32 !== NO_DEFERRED) this.flush(); // corked and full: the consumer must see the batch to free room
         return -1;
       }
     }
-    if (size > toEnd) {
-      // Padding record over the bytes before the wrap; published with the record after it.
-      this.#data32[(index >> 2) + L.RECORD_LENGTH_I32] = toEnd - L.RECORD_HEADER;
-      this.#data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
-      index = 0;
-    }
-    this.#data32[(index >> 2) + L.RECORD_LENGTH_I32] = length;
-    this.#claimIndex = index;
-    this.#claimEnd = (position + needed) | 0;
-    return index;
+    const wraps = size > toEnd;
+    this.#claimIndex = wraps ? 0 : index;
+    this.#claimPadding = wraps ? index : NO_PADDING;
+    this.#claimLength = length;
+    this.#claimEnd = (position + needed - L.RECORD_RESERVE) | 0;
+    return this.#claimIndex;
   }
 
-  /** Completes the reserved record with its type; publishes it unless corked. */
+  /**
+   * Takes over the producer position when this object becomes the producer:
+   * from PRODUCER_POSITION (or CONSUMER_POSITION, if the consumer is past
+   * it), walks on over the headers published after the last position store
+   * (a producer that died between its LENGTH store and its position store
+   * left them) to the first LENGTH 0, the real end.
+   */
+  #resume(): void {
+    const ctl = this.ctl;
+    const data32 = this.#data32;
+    // Observe the previous producer's last position store and the consumer's last release.
+    const stored = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    checkPositions(stored, consumer, this.capacity);
+    let position = ((consumer - stored) | 0) > 0 ? consumer : stored;
+    for (;;) {
+      const index = position & this.#mask;
+      // Observes the header's publication (the previous producer's Atomics.store of LENGTH); 0 is the end.
+      const length = Atomics.load(data32, (index >> 2) + L.RECORD_LENGTH_I32);
+      if (length === 0) break;
+      const type = data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+      const size = type === L.PADDING_TYPE ? this.capacity - index : L.recordSize(length - L.RECORD_HEADER);
+      const bad = type === L.PADDING_TYPE ? length !== size
+        : length < L.RECORD_HEADER || length - L.RECORD_HEADER > this.maxMessageLength || type < 0 || index + size > this.capacity;
+      position = (position + size) | 0;
+      if (bad || ((position - consumer) >>> 0) > this.capacity - L.RECORD_RESERVE) {
+        throw corrupt(`record at ${index} (length ${length}, type ${type}) does not continue the published records`);
+      }
+    }
+    this.#producerPosition = position;
+    this.#cachedConsumerPosition = consumer;
+    // Counts the records found published (size, inspect); never past them.
+    if (position !== stored) Atomics.store(ctl, L.PRODUCER_POSITION_I32, position);
+  }
+
+  /**
+   * Completes the reserved record with its type and publishes it: payload
+   * (the caller's), TYPE, the zeroed LENGTH word at its end, its LENGTH; for
+   * a record that wraps, then the padding's TYPE and LENGTH. While corked,
+   * the first header of the batch is not stored (flush stores it).
+   */
   #publish(type: number): void {
-    this.#data32[(this.#claimIndex >> 2) + L.RECORD_TYPE_I32] = type;
-    this.#producerPosition = this.#claimEnd;
-    if (this.#corked === 0) {
-      this.#store();
-    } else if (!this.#unpublished) {
-      this.#unpublished = true;
-      holdUntilWait(this.#flushHeld); // the first held record of a batch
+    const data32 = this.#data32;
+    const at = this.#claimIndex >> 2;
+    const size = L.recordSize(this.#claimLength);
+    data32[at + L.RECORD_TYPE_I32] = type;
+    // The LENGTH word after the record (free: RECORD_RESERVE) reads 0 before the record's LENGTH publishes
+    // it, so the consumer stops there. A plain store: the LENGTH store below (seq_cst, so a release) orders it.
+    data32[(((this.#claimIndex + size) & this.#mask) >> 2) + L.RECORD_LENGTH_I32] = 0;
+    const length = this.#claimLength + L.RECORD_HEADER;
+    const padding = this.#claimPadding;
+    if (padding === NO_PADDING) {
+      this.#storeHeader(at, length);
+    } else {
+      // Publishes the record at index 0 first, yet nobody reaches it before the padding's header, stored next.
+      Atomics.store(data32, at + L.RECORD_LENGTH_I32, length);
+      data32[(padding >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
+      this.#storeHeader(padding >> 2, this.capacity - padding);
     }
+    this.#producerPosition = this.#claimEnd;
+    if (this.#deferredI32 === NO_DEFERRED) this.#store();
   }
 
-  /** Stores the producer position: every record up to it becomes visible. */
+  /** Stores a header's LENGTH (publishes it), unless it is the first of a corked batch: that one waits for flush. */
+  #storeHeader(at: number, length: number): void {
+    if (this.#corked !== 0 && this.#deferredI32 === NO_DEFERRED) {
+      this.#deferredI32 = at;
+      this.#deferredLength = length;
+      holdUntilWait(this.#flushHeld); // the first held record of a batch
+      return;
+    }
+    // Publishes the record (payload, TYPE and the zeroed word after it, written before) to the consumer,
+    // which Atomics.loads this word at its position. seq_cst: unpark's load of READ_WAITERS comes after it.
+    Atomics.store(this.#data32, at + L.RECORD_LENGTH_I32, length);
+  }
+
+  /** After a publication: stores the producer position, then wakes a parked consumer. */
   #store(): void {
     const ctl = this.ctl;
-    // Publishes the records' bytes (written before) to the consumer; pairs with its load of PRODUCER_POSITION.
+    // Not a publication (the LENGTH store was): counts the published records for size / inspect / a next producer.
     Atomics.store(ctl, L.PRODUCER_POSITION_I32, this.#producerPosition);
     unpark(ctl, READ_BLOCK, WAKE_ONE);
   }
@@ -207,15 +319,16 @@ export class SpscRing extends Queue {
   /**
    * Defers publication, as Writable.cork() does: what this producer writes
    * while corked (tryWrite, claim/commit, writeSync, write) goes into the
-   * ring, but the producer position is not stored, so the consumer sees none
-   * of it, until uncork() has been called as often as cork(). Then one store
-   * publishes the whole batch, and one wake-up at most goes to a parked
-   * consumer: the way to the highest message rate, at the cost of the
-   * batch's latency. What is held is published earlier by close(), by a
-   * write that finds the ring full (so a waiting write never waits on
-   * itself), and by any wait of this thread in a shmring verb (so a request
-   * held here cannot stall the reply this thread waits for). A producer that
-   * dies, or is dropped, while corked takes what it holds with it.
+   * ring, but the first header of the batch is not stored (nor the producer
+   * position), so the consumer sees none of it, until uncork() has been
+   * called as often as cork(). Then one store publishes the whole batch, and
+   * one wake-up at most goes to a parked consumer: the way to the highest
+   * message rate, at the cost of the batch's latency. What is held is
+   * published earlier by close(), by a write that finds the ring full (so a
+   * waiting write never waits on itself), and by any wait of this thread in
+   * a shmring verb (so a request held here cannot stall the reply this
+   * thread waits for). A producer that dies, or is dropped, while corked
+   * takes what it holds with it.
    */
   cork(): void {
     this.#corked++;
@@ -227,10 +340,14 @@ export class SpscRing extends Queue {
   }
 
   protected override flush(): void {
-    if (!this.#unpublished) return;
-    this.#unpublished = false;
+    const at = this.#deferredI32;
+    if (at === NO_DEFERRED) return;
+    this.#deferredI32 = NO_DEFERRED;
     releaseHold(this.#flushHeld);
-    if (this.ctl.length !== 0) this.#store();
+    if (this.ctl.length === 0) return;
+    // Publishes the whole batch: the consumer stops at this header (0 until now); every record after it is written and its header stored.
+    Atomics.store(this.#data32, at + L.RECORD_LENGTH_I32, this.#deferredLength);
+    this.#store();
   }
 
   /** flush() as a stable function, for the thread's list of held publications. */
@@ -286,35 +403,40 @@ export class SpscRing extends Queue {
   // ---- consumer ----
 
   /**
-   * Index of the next record's header (skipping a padding record). Leaves
-   * the record's length and type, and the consumer position after it, in
-   * #nextLength, #nextType and #nextEnd: each word is read from shared
-   * memory once and checked against the ring's bounds, and the callers use
-   * these checked copies, never a second read a peer could have changed.
-   * `available` (not 0) is the published byte count from `position`.
+   * Index of the next record's header (skipping a padding record), or -1 if
+   * nothing is published at `position`. Leaves the record's length and type,
+   * and the consumer position after it, in #nextLength, #nextType and
+   * #nextEnd: each word is read from shared memory once and checked against
+   * the ring's bounds, and the callers use these checked copies, never a
+   * second read a peer could have changed.
    */
-  #nextRecord(position: number, available: number): number {
+  #nextRecord(position: number): number {
     const data32 = this.#data32;
     let index = position & this.#mask;
-    let skipped = 0;
-    let length = data32[(index >> 2) + L.RECORD_LENGTH_I32]! >>> 0;
+    // Observes the producer's publication of the record here (its Atomics.store of LENGTH); 0: none yet.
+    // The record's TYPE and payload are read after it.
+    let length = Atomics.load(data32, (index >> 2) + L.RECORD_LENGTH_I32);
+    if (length === 0) return -1;
     let type = data32[(index >> 2) + L.RECORD_TYPE_I32]!;
+    let skipped = 0;
     if (type === L.PADDING_TYPE) {
       skipped = this.capacity - index;
-      if (length !== skipped - L.RECORD_HEADER || available < skipped + L.RECORD_HEADER) {
-        throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped - L.RECORD_HEADER})`);
-      }
+      if (length !== skipped) throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped})`);
       index = 0;
-      length = data32[L.RECORD_LENGTH_I32]! >>> 0;
+      // Observes the record after the padding: the producer stored its LENGTH before the padding's, which we saw.
+      length = Atomics.load(data32, L.RECORD_LENGTH_I32);
       type = data32[L.RECORD_TYPE_I32]!;
     }
-    const size = L.recordSize(length);
-    if (length > this.maxMessageLength || skipped + size > available || index + size > this.capacity || type < 0) {
-      throw corrupt(`record at ${index} claims length ${length} and type ${type} with ${available - skipped} bytes published`);
+    const payload = length - L.RECORD_HEADER;
+    const size = L.recordSize(payload);
+    const end = (position + skipped + size) | 0;
+    if (payload < 0 || payload > this.maxMessageLength || index + size > this.capacity || type < 0
+      || ((end - this.#releasedPosition) >>> 0) > this.capacity - L.RECORD_RESERVE) {
+      throw corrupt(`record at ${index} claims length ${length} and type ${type} (${(position - this.#releasedPosition) >>> 0} bytes taken before it)`);
     }
-    this.#nextLength = length;
+    this.#nextLength = payload;
     this.#nextType = type;
-    this.#nextEnd = (position + skipped + size) | 0;
+    this.#nextEnd = end;
     return index;
   }
 
@@ -322,26 +444,6 @@ export class SpscRing extends Queue {
   #nextLength = 0;
   #nextType = 0;
   #nextEnd = 0;
-
-
-  /**
-   * Published bytes ahead of the consumer. The cached producer position is
-   * refreshed when it says empty, or always when `refresh` (once per drain
-   * batch, so a batch takes everything published when it starts).
-   */
-  #available(refresh: boolean): number {
-    if (!this.isConsumer) this.registerConsumer();
-    const position = this.#consumerPosition;
-    if (refresh || position === this.#cachedProducerPosition) {
-      // Observes the producer's publication (its Atomics.store of PRODUCER_POSITION); the record bytes are read after it.
-      const producer = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
-      if (((producer - position) >>> 0) > this.capacity || (producer & 7) !== 0) {
-        throw corrupt(`producer position ${producer >>> 0} is outside the ring`);
-      }
-      this.#cachedProducerPosition = producer;
-    }
-    return (this.#cachedProducerPosition - position) >>> 0;
-  }
 
   /** Releases the consumed bytes to the producer (unless holding), through `ctl` (drain passes the view it started with). */
   #release(position: number, ctl = this.ctl): void {
@@ -359,11 +461,10 @@ export class SpscRing extends Queue {
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    const available = this.#available(false);
-    if (available === 0) return null;
-    const index = this.#nextRecord(this.#consumerPosition, available);
-    const start = index + L.RECORD_HEADER;
-    const message = copyOut(this.data, start, this.#nextLength);
+    if (!this.isConsumer) this.registerConsumer();
+    const index = this.#nextRecord(this.#consumerPosition);
+    if (index < 0) return null;
+    const message = copyOut(this.data, index + L.RECORD_HEADER, this.#nextLength);
     this.lastType = this.#nextType;
     this.#release(this.#nextEnd);
     return message;
@@ -372,27 +473,26 @@ export class SpscRing extends Queue {
   /**
    * Hands each available record to `handler(data, offset, length, type)` in
    * place, without copying or allocating, up to `limit` records; returns how
-   * many: everything published when the call starts, if `limit` allows. The
-   * consumer position is published once, after the batch (also if
-   * the handler throws: the record it threw on counts as consumed; and if
-   * the handler closes this ring: what it was handed stays consumed for the
-   * next consumer). Never waits. A handler that is not a function, or a
-   * limit that is not an integer >= 0 (or Infinity), throws before anything
-   * is taken.
+   * many: everything published when the call starts, and what is published
+   * while it runs, if `limit` allows (at most a ring's worth: the space it
+   * takes is released once, after the batch; also if the handler throws:
+   * the record it threw on counts as consumed; and if the handler closes
+   * this ring: what it was handed stays consumed for the next consumer).
+   * Never waits. A handler that is not a function, or a limit that is not an
+   * integer >= 0 (or Infinity), throws before anything is taken.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    let available = this.#available(true);
+    if (!this.isConsumer) this.registerConsumer();
     let count = 0;
     const start = this.#consumerPosition;
     try {
-      while (available !== 0 && count < max && this.ctl.length !== 0) {
-        const index = this.#nextRecord(this.#consumerPosition, available);
-        const end = this.#nextEnd;
-        available -= (end - this.#consumerPosition) >>> 0;
-        this.#consumerPosition = end; // private until the release below
+      while (count < max && this.ctl.length !== 0) {
+        const index = this.#nextRecord(this.#consumerPosition);
+        if (index < 0) break;
+        this.#consumerPosition = this.#nextEnd; // private until the release below
         count++;
         handler(this.data, index + L.RECORD_HEADER, this.#nextLength, this.#nextType);
       }

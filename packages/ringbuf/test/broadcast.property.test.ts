@@ -255,11 +255,11 @@ describe('Broadcast: positions past 2^32', function () {
       put64(B.INTENT, end);
       put64(B.COUNT, ++count);
       if (size > toEnd) {
-        data32[index / 4] = toEnd - 8;
+        data32[index / 4] = toEnd; // LENGTH: 8 + payload; a padding record's, its whole extent
         data32[index / 4 + 1] = L.PADDING_TYPE;
         index = 0;
       }
-      data32[index / 4] = bytes.length;
+      data32[index / 4] = 8 + bytes.length;
       data32[index / 4 + 1] = n;
       data.set(bytes, index + 8);
       Atomics.store(w, B.LATEST_I32, tail | 0);

@@ -504,7 +504,7 @@ class Model {
   }
 
   fits(length: number): boolean {
-    return this.capacity - this.used >= this.#span(length);
+    return this.capacity - this.used >= this.#span(length) + L.RECORD_RESERVE; // the producer always leaves 8 bytes free
   }
 
   push(bytes: Uint8Array, type: number): void {

@@ -112,7 +112,7 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
   for (const [at, length] of [[48, 9], [56, 1]] as const) {
     it(`tryRead refuses a record at ${at} of a 64-byte ring claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
       const { ring, data32 } = ringWithRecordAt(at);
-      data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = length;
+      data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
       let outcome: string;
       try {
         const message = ring.tryRead();
@@ -126,7 +126,7 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
 
     it(`drain refuses a record at ${at} of a 64-byte ring claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
       const { ring, data32 } = ringWithRecordAt(at);
-      data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = length;
+      data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
       const handedOut: string[] = [];
       try {
         ring.drain((data, offset, n) => {

@@ -190,7 +190,12 @@ describe('cooperative polling (Promise verbs)', function () {
     while (ring.tryWrite(bytes));
     const before = { ...waitCounters };
     const write = ring.write(bytes, { poll: 10_000_000 });
-    setTimeout(() => ring.tryRead(), 20);
+    // Two records: the next one wraps at 4032 (64 bytes of padding + 112 + the 8 bytes a producer always
+    // leaves free = 184), more than one 112-byte record frees.
+    setTimeout(() => {
+      ring.tryRead();
+      ring.tryRead();
+    }, 20);
     await write;
     assert.equal(waitCounters.polls, before.polls + 1);
     assert.equal(waitCounters.asyncParks, before.asyncParks);

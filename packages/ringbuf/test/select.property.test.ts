@@ -130,7 +130,7 @@ class Subject {
 
   fits(length: number): boolean {
     if (this.spec.kind === 'mpmc') return this.lengths.length < this.spec.capacity;
-    return this.spec.capacity - ((this.producer - this.consumer) >>> 0) >= this.#needed(length);
+    return this.spec.capacity - ((this.producer - this.consumer) >>> 0) >= this.#needed(length) + L.RECORD_RESERVE;
   }
 
   write(length: number): boolean {

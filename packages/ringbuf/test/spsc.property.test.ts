@@ -100,7 +100,7 @@ class Model {
 
   fits(length: number): boolean {
     const { padding, size } = this.placement(length);
-    return this.capacity - this.used >= padding + size;
+    return this.capacity - this.used >= padding + size + L.RECORD_RESERVE; // the producer always leaves 8 bytes free
   }
 
   push(bytes: Uint8Array, type: number): void {

@@ -74,7 +74,7 @@
 
 enum {
     MAGIC = 0x524D4853,          /* 'SHMR' read as a little-endian u32 */
-    LAYOUT_VERSION = 1,
+    LAYOUT_VERSION = 2,
     KIND_SPSC = 1,
     KIND_MPMC = 2,
     KIND_LATEST = 3,
@@ -111,9 +111,11 @@ enum {
     OFF_WRITE_SIGNAL = 4 * BLOCK + 4,
     DATA_OFFSET = 5 * BLOCK,
 
-    /* SpscRing records */
+    /* Records ("Records (version 2)"): LENGTH = 8 + payload, 0 = unpublished; TYPE */
     RECORD_HEADER = 8,
+    RECORD_TYPE = 4,
     PADDING_TYPE = -1,
+    RECORD_RESERVE = 8,          /* an SpscRing producer leaves 8 bytes free: the zeroed LENGTH word */
     SPSC_MIN_CAPACITY = 64,
 
     /* MpmcQueue slots */
@@ -399,7 +401,7 @@ static void check_message(const uint8_t *bytes, uint32_t length, int32_t type, u
 
 struct spsc {
     uint32_t position;        /* own position: we are its only writer */
-    uint32_t cached_other;    /* the other side's position as last seen */
+    uint32_t cached_other;    /* producer: the consumer's position as last seen */
     struct message *message;  /* to write, or filled by a read */
 };
 
@@ -407,11 +409,23 @@ static uint32_t record_size(uint32_t length) { return (length + RECORD_HEADER + 
 
 static uint32_t spsc_max_message(const struct ring *r) { return r->capacity / 2 - RECORD_HEADER; }
 
-/* "Attaching", step 6: both positions multiples of 8, at most CAPACITY apart. */
+/* The LENGTH word of the record header at `index` of the data area: it publishes the record. */
+static atomic_u32 *record_length(const struct ring *r, uint32_t index) {
+    return (atomic_u32 *)(void *)(r->data + index);
+}
+
+/* "Attaching", step 6: both positions multiples of 8, at most CAPACITY apart either way
+ * (the consumer may be ahead of a producer position not stored yet). */
 static void spsc_check_positions(const struct ring *r, uint32_t producer, uint32_t consumer) {
-    if ((producer & 7) != 0 || (consumer & 7) != 0 || producer - consumer > r->capacity) {
+    int32_t ahead = (int32_t)(producer - consumer);
+    if ((producer & 7) != 0 || (consumer & 7) != 0 || ahead > (int32_t)r->capacity || ahead < -(int32_t)r->capacity) {
         die(EXIT_CORRUPT, "positions producer=%u consumer=%u are inconsistent", producer, consumer);
     }
+}
+
+/* Stores a record's LENGTH: the publication. seq_cst: the load of READ_WAITERS in unpark comes after it. */
+static void publish_length(const struct ring *r, uint32_t index, uint32_t length) {
+    atomic_store_explicit(record_length(r, index), length, memory_order_seq_cst);
 }
 
 /* The producer's write: 1 written, 0 full. */
@@ -419,27 +433,34 @@ static int spsc_try_write(struct ring *r, void *arg) {
     struct spsc *s = arg;
     const struct message *m = s->message;
     uint32_t size = record_size(m->length);
-    uint32_t index = s->position & (r->capacity - 1);
+    uint32_t mask = r->capacity - 1;
+    uint32_t index = s->position & mask;
     uint32_t to_end = r->capacity - index;
-    uint32_t needed = size <= to_end ? size : to_end + size;
+    /* the record, the padding if it wraps, and the 8 bytes always left free */
+    uint32_t needed = (size <= to_end ? size : to_end + size) + RECORD_RESERVE;
     if (r->capacity - (s->position - s->cached_other) < needed) {
         /* Observes the consumer's release: its reads of these bytes are done. */
         uint32_t consumer = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
-        spsc_check_positions(r, s->position, consumer);
+        if ((consumer & 7) != 0 || s->position - consumer > r->capacity) {
+            die(EXIT_CORRUPT, "consumer position %u is outside the ring (producer %u)", consumer, s->position);
+        }
         s->cached_other = consumer;
         if (r->capacity - (s->position - consumer) < needed) return 0;
     }
-    if (size > to_end) { /* padding record over the bytes before the wrap */
-        store_u32(r->data + index, to_end - RECORD_HEADER);
-        store_u32(r->data + index + 4, (uint32_t)PADDING_TYPE);
-        index = 0;
+    uint32_t at = size <= to_end ? index : 0;
+    store_u32(r->data + at + RECORD_TYPE, (uint32_t)m->type);
+    memcpy(r->data + at + RECORD_HEADER, m->bytes, m->length);
+    /* The LENGTH word after the record reads 0 before the record is published, so the consumer stops
+     * there (it is free: RECORD_RESERVE). Relaxed: the release of the LENGTH store below orders it. */
+    atomic_store_explicit(record_length(r, (at + size) & mask), 0, memory_order_relaxed);
+    publish_length(r, at, RECORD_HEADER + m->length);
+    if (size > to_end) { /* padding before the wrap: its LENGTH publishes it and the record at 0 */
+        store_u32(r->data + index + RECORD_TYPE, (uint32_t)PADDING_TYPE);
+        publish_length(r, index, to_end);
     }
-    store_u32(r->data + index, m->length);
-    store_u32(r->data + index + 4, (uint32_t)m->type);
-    memcpy(r->data + index + RECORD_HEADER, m->bytes, m->length);
-    s->position += needed;
-    /* Publishes the record; seq_cst so the load of READ_WAITERS in unpark comes after it. */
-    atomic_store_explicit(word(r, OFF_PRODUCER_POSITION), s->position, memory_order_seq_cst);
+    s->position += needed - RECORD_RESERVE;
+    /* Not a publication: the count of published bytes, for size / inspect / a next producer. */
+    atomic_store_explicit(word(r, OFF_PRODUCER_POSITION), s->position, memory_order_release);
     unpark(r, OFF_READ_WAITERS, 1);
     return 1;
 }
@@ -447,38 +468,51 @@ static int spsc_try_write(struct ring *r, void *arg) {
 /* The consumer's read into s->message: 1 read, 0 empty. */
 static int spsc_try_read(struct ring *r, void *arg) {
     struct spsc *s = arg;
-    if (s->cached_other == s->position) {
-        /* Observes the producer's publication; the record bytes are read after it. */
-        uint32_t producer = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
-        spsc_check_positions(r, producer, s->position);
-        s->cached_other = producer;
-    }
-    uint32_t available = s->cached_other - s->position;
-    if (available == 0) return 0;
     uint32_t index = s->position & (r->capacity - 1);
+    /* Observes the record's publication (the producer's LENGTH store); its bytes are read after it.
+     * seq_cst: a parked reader's re-check comes after its announcement in WAITERS. */
+    uint32_t length = atomic_load_explicit(record_length(r, index), memory_order_seq_cst);
+    if (length == 0) return 0;
     uint32_t skip = 0;
-    if ((int32_t)load_u32(r->data + index + 4) == PADDING_TYPE) {
+    if ((int32_t)load_u32(r->data + index + RECORD_TYPE) == PADDING_TYPE) {
         uint32_t to_end = r->capacity - index;
-        uint32_t length = load_u32(r->data + index);
-        if (length != to_end - RECORD_HEADER || available < to_end + RECORD_HEADER) {
-            die(EXIT_CORRUPT, "padding record at %u has length %u with %u bytes published", index, length, available);
-        }
+        if (length != to_end) die(EXIT_CORRUPT, "padding record at %u has length %u (expected %u)", index, length, to_end);
         skip = to_end;
         index = 0;
+        /* The record after the padding was published before the padding. */
+        length = atomic_load_explicit(record_length(r, 0), memory_order_acquire);
     }
-    uint32_t length = load_u32(r->data + index);
-    if (length > spsc_max_message(r) || record_size(length) > available - skip) {
-        die(EXIT_CORRUPT, "record at %u claims length %u with %u bytes published", index, length, available - skip);
+    if (length < RECORD_HEADER || length - RECORD_HEADER > spsc_max_message(r)
+        || index + record_size(length - RECORD_HEADER) > r->capacity) {
+        die(EXIT_CORRUPT, "record at %u has length %u", index, length);
     }
-    if (length > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record of length %u is longer than any message of the pattern", length);
-    s->message->length = length;
-    s->message->type = (int32_t)load_u32(r->data + index + 4);
-    memcpy(s->message->bytes, r->data + index + RECORD_HEADER, length);
-    s->position += skip + record_size(length);
+    uint32_t payload = length - RECORD_HEADER;
+    if (payload > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record of length %u is longer than any message of the pattern", payload);
+    s->message->length = payload;
+    s->message->type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+    memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
+    s->position += skip + record_size(payload);
     /* Frees the space (we are done with its bytes); seq_cst for unpark's load of WRITE_WAITERS. */
     atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->position, memory_order_seq_cst);
     unpark(r, OFF_WRITE_WAITERS, 1);
     return 1;
+}
+
+/* A producer takes over: from the stored position (or the consumer's, if ahead), walks on over the
+ * headers published after the last position store (a producer that died between the two) to LENGTH 0. */
+static uint32_t spsc_resume(const struct ring *r, uint32_t stored, uint32_t consumer) {
+    uint32_t position = (int32_t)(consumer - stored) > 0 ? consumer : stored;
+    for (;;) {
+        uint32_t index = position & (r->capacity - 1);
+        uint32_t length = atomic_load_explicit(record_length(r, index), memory_order_acquire);
+        if (length == 0) return position;
+        int32_t type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+        uint32_t size = type == PADDING_TYPE ? r->capacity - index : record_size(length - RECORD_HEADER);
+        int bad = type == PADDING_TYPE ? length != size
+            : length < RECORD_HEADER || length - RECORD_HEADER > spsc_max_message(r) || index + size > r->capacity;
+        position += size;
+        if (bad || position - consumer > r->capacity - RECORD_RESERVE) die(EXIT_CORRUPT, "record at %u (length %u) does not continue the published ones", index, length);
+    }
 }
 
 static void spsc_attach(struct ring *r, struct spsc *s, int producer) {
@@ -487,8 +521,8 @@ static void spsc_attach(struct ring *r, struct spsc *s, int producer) {
     uint32_t p = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
     uint32_t c = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
     spsc_check_positions(r, p, c);
-    s->position = producer ? p : c;
-    s->cached_other = producer ? c : p;
+    s->position = producer ? spsc_resume(r, p, c) : c;
+    s->cached_other = c;
 }
 
 /* ---- MpmcQueue ---- */
