@@ -61,6 +61,30 @@ export function ownStartTime(): number {
   return ownStart;
 }
 
+let ownThreadId: { id: number; start: number } | undefined;
+
+/**
+ * This thread's id (its tid: Linux's threads share the pid number space,
+ * and /proc/<tid>/stat describes the thread) and start time, for a role
+ * taken on a SharedArrayBuffer ring: its sides are threads of one process,
+ * and a worker that exits is a dead peer although its process lives on.
+ * The main thread's tid is the pid. Read from /proc/thread-self (Linux
+ * 3.17 and later); where that is missing, the process stands for the
+ * thread. Module state is per thread, so each thread caches its own.
+ */
+export function ownThread(): { id: number; start: number } {
+  if (ownThreadId === undefined) {
+    let tid = process.pid;
+    try {
+      tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+    } catch {
+      // no /proc/thread-self: the process's liveness stands for the thread's
+    }
+    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : startTimeOf(tid) };
+  }
+  return ownThreadId;
+}
+
 /**
  * True if the process registered as (`pid`, `start`) still runs. pid 0 means
  * nobody registered yet, which counts as alive (the peer may come).

@@ -20,7 +20,7 @@
 import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
-import { isAlive, ownStartTime } from './liveness.js';
+import { isAlive, ownStartTime, ownThread } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -194,10 +194,24 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         + `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`);
     }
     const ctl = this.ctl;
+    const who = this.#holder(exclusive);
     // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
     // The start time is stored before the pid: a peer that reads the pid (below) then sees the matching start time.
-    Atomics.store(ctl, startIndex, ownStartTime());
-    Atomics.store(ctl, pidIndex, process.pid);
+    Atomics.store(ctl, startIndex, who.start);
+    Atomics.store(ctl, pidIndex, who.id);
+  }
+
+  /**
+   * Who registers in a role's pid words: this process, or, for an exclusive
+   * role of a SharedArrayBuffer ring (whose sides are threads of this
+   * process, with no lock to hold), this thread (its tid and start time), so
+   * that a worker that exits (or is terminated) is a dead peer. A shared
+   * role's words name one registrant of many: there the process stands for
+   * all of its threads.
+   */
+  #holder(exclusive: boolean): { id: number; start: number } {
+    if (exclusive && this.roles === undefined && this.ctl.buffer instanceof SharedArrayBuffer) return ownThread();
+    return { id: process.pid, start: ownStartTime() };
   }
 
   /**
@@ -482,6 +496,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // registration is withdrawn (the CAS); a newcomer's pid stays.
       if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
       if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
+    } else if (ctl.buffer instanceof SharedArrayBuffer) {
+      // The same for a thread's registration in an exclusive role of a SharedArrayBuffer ring
+      // (#holder): withdrawn only if it is still ours (the CAS), a successor's stays.
+      const tid = ownThread().id;
+      if (this.isProducer) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
+      if (this.isConsumer) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
     }
     this.ctl = CLOSED_I32;
     this.dropViews();

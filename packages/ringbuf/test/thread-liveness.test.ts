@@ -1,0 +1,73 @@
+/**
+ * Liveness of the threads of one process on a SharedArrayBuffer ring: with
+ * no file to lock, an exclusive role (an SpscRing's producer and consumer)
+ * registers its thread (tid and start time) instead of the process, so a
+ * worker that is terminated is a dead peer, although the process it ran in
+ * lives on.
+ */
+import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
+import { startWorker } from './fixtures/waiting-peer.js';
+
+const CAPACITY = 1024;
+
+function sabRing(): { ring: SpscRing; sab: SharedArrayBuffer; ctl: Int32Array } {
+  const size = SpscRing.regionSize({ capacity: CAPACITY });
+  const region = Region.create({ backing: 'sab', size });
+  const sab = region.buffer as SharedArrayBuffer;
+  return { ring: SpscRing.create(region, { capacity: CAPACITY }), sab, ctl: new Int32Array(sab, 0, L.CONTROL_I32_LENGTH) };
+}
+
+describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function () {
+  this.timeout(30_000);
+
+  it('ends a parked read() with ERR_SHMRING_PEER_DEAD within about peerTimeoutMs once the producing worker is terminated, and not while it lives', async function () {
+    const ping = sabRing();
+    const pong = sabRing();
+    const worker = startWorker({ role: 'echo', inbound: { sab: ping.sab }, outbound: { sab: pong.sab } });
+    try {
+      await once(worker, 'message'); // ready
+      assert.ok(ping.ring.tryWrite(new Uint8Array([7])));
+      assert.deepEqual([...await pong.ring.read({ timeoutMs: 10_000 })], [7]);
+      // The worker registered as pong's producer with its own thread id, not the process's.
+      const tid = Atomics.load(pong.ctl, L.PRODUCER_PID_I32);
+      assert.notEqual(tid, 0);
+      assert.notEqual(tid, process.pid, 'the producer registered the process, not its thread');
+      // Alive and quiet: the read times out, it is not a death.
+      await assert.rejects(pong.ring.read({ peerTimeoutMs: 100, timeoutMs: 500 }), (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+      const parked = pong.ring.read({ peerTimeoutMs: 200 });
+      const killedAt = performance.now();
+      await worker.terminate();
+      await assert.rejects(parked, (err: ShmringError) => err.code === ErrorCodes.PEER_DEAD);
+      const ms = performance.now() - killedAt;
+      console.log(`      PEER_DEAD ${ms.toFixed(0)} ms after terminate() (peerTimeoutMs 200)`);
+      assert.ok(ms < 5_000, `took ${ms.toFixed(0)} ms`);
+    } finally {
+      await worker.terminate();
+      ping.ring.close();
+      pong.ring.close();
+    }
+  });
+
+  it('registers the main thread as the process (its tid is the pid), so a ring between the main thread and a worker is alive as long as the process', function () {
+    const { ring, ctl } = sabRing();
+    assert.ok(ring.tryWrite(new Uint8Array([1])));
+    assert.equal(Atomics.load(ctl, L.PRODUCER_PID_I32), process.pid);
+    ring.close();
+  });
+
+  it('withdraws a thread registration on detach(), so the next producer of the ring is awaited rather than mourned', async function () {
+    const { ring, ctl, sab } = sabRing();
+    const consumer = SpscRing.attach(Region.fromSharedArrayBuffer(sab));
+    assert.ok(ring.tryWrite(new Uint8Array([1])));
+    assert.equal(Atomics.load(ctl, L.PRODUCER_PID_I32), process.pid);
+    ring.detach();
+    assert.equal(Atomics.load(ctl, L.PRODUCER_PID_I32), 0);
+    assert.deepEqual([...consumer.tryRead()!], [1]);
+    await assert.rejects(consumer.read({ peerTimeoutMs: 50, timeoutMs: 300 }), (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+    consumer.close();
+  });
+});
