@@ -38,10 +38,10 @@ export function onePass(checks: () => void): void {
   }
 }
 
-function readStartTime(pid: number): number {
+function readStartTime(pid: number, dir = `/proc/${pid}`): number {
   let stat: string;
   try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    stat = fs.readFileSync(`${dir}/stat`, 'latin1');
   } catch {
     return -1;
   }
@@ -80,9 +80,27 @@ export function ownThread(): { id: number; start: number } {
     } catch {
       // no /proc/thread-self: the process's liveness stands for the thread's
     }
-    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : startTimeOf(tid) };
+    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : threadStartTime(tid) };
   }
   return ownThreadId;
+}
+
+/** Start time of thread `tid` of this process, or -1 if this process has no such thread (or it is a zombie). */
+function threadStartTime(tid: number): number {
+  return Number.isInteger(tid) && tid > 0 ? readStartTime(tid, `/proc/self/task/${tid}`) : -1;
+}
+
+/**
+ * True if the thread of this process registered as (`tid`, `start`) still
+ * runs (a ring in a SharedArrayBuffer: its sides can only be threads of
+ * this process, so an id that names no thread of it is dead, whatever
+ * process has that number). The main thread's id is the pid: alive.
+ */
+export function isThreadAlive(tid: number, start: number): boolean {
+  if (tid === process.pid) return true;
+  const now = threadStartTime(tid);
+  if (now === -1) return false;
+  return start === 0 || now === start;
 }
 
 /**

@@ -20,7 +20,7 @@
 import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
-import { isAlive, ownStartTime, ownThread } from './liveness.js';
+import { isAlive, isThreadAlive, ownStartTime, ownThread } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -136,6 +136,17 @@ export const WRITE_BLOCK: WaitBlock = { waiters: L.WRITE_WAITERS_I32, signal: L.
 export const CLOSED_I32 = new Int32Array(0);
 export const CLOSED_U8 = new Uint8Array(0);
 
+/**
+ * Whether the registrant in a role's pid words lives: a process (pid and
+ * start time, liveness.ts); in a SharedArrayBuffer ring (`threads`), a
+ * thread of this process, or one caught registering (its id negated, start
+ * time not yet stored: alive while that thread is).
+ */
+function registrantAlive(pid: number, start: number, threads: boolean): boolean {
+  if (threads) return pid < 0 ? isThreadAlive(-pid, 0) : isThreadAlive(pid, start);
+  return isAlive(pid, start);
+}
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** The type of the message tryRead / readSync / read / the iterator returned last. */
   lastType = 0;
@@ -194,24 +205,45 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         + `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`);
     }
     const ctl = this.ctl;
-    const who = this.#holder(exclusive);
+    if (exclusive && this.roles === undefined && ctl.buffer instanceof SharedArrayBuffer) {
+      this.#takeAsThread(role, pidIndex, startIndex, ownThread());
+      return;
+    }
     // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
     // The start time is stored before the pid: a peer that reads the pid (below) then sees the matching start time.
-    Atomics.store(ctl, startIndex, who.start);
-    Atomics.store(ctl, pidIndex, who.id);
+    Atomics.store(ctl, startIndex, ownStartTime());
+    Atomics.store(ctl, pidIndex, process.pid);
   }
 
   /**
-   * Who registers in a role's pid words: this process, or, for an exclusive
-   * role of a SharedArrayBuffer ring (whose sides are threads of this
-   * process, with no lock to hold), this thread (its tid and start time), so
-   * that a worker that exits (or is terminated) is a dead peer. A shared
-   * role's words name one registrant of many: there the process stands for
-   * all of its threads.
+   * Takes an exclusive role of a SharedArrayBuffer ring for a worker thread
+   * (no lock there): by a CAS on the role's pid word, from 0 (free) or from
+   * a thread that is gone, to this thread's id negated ("registering": its
+   * start time is not stored yet), then the start time, then the id. A live
+   * other thread in the word is ERR_SHMRING_BUSY. A thread, not the process:
+   * its sides are threads of this process, and a worker that ends (or is
+   * terminated) is a dead peer while the process lives on. (The main
+   * thread's id is the pid: a worker finds it alive while the process is.)
+   * A shared role's words name one registrant of many: there the process
+   * stands for all of its threads.
    */
-  #holder(exclusive: boolean): { id: number; start: number } {
-    if (exclusive && this.roles === undefined && this.ctl.buffer instanceof SharedArrayBuffer) return ownThread();
-    return { id: process.pid, start: ownStartTime() };
+  #takeAsThread(role: Role, pidIndex: number, startIndex: number, who: { id: number; start: number }): void {
+    const ctl = this.ctl;
+    for (;;) {
+      // Observes the registration in the word: 0 free, -tid being registered, else a tid whose start time was stored before it.
+      const holder = Atomics.load(ctl, pidIndex);
+      if (holder !== 0 && Math.abs(holder) !== who.id && registrantAlive(holder, Atomics.load(ctl, startIndex), true)) {
+        throw new ShmringError(ErrorCodes.BUSY,
+          `${this.#kind}: the ${role} role of this SharedArrayBuffer ring is held by another live thread (tid ${Math.abs(holder)}); `
+          + `a ${this.#kind} has one ${role}: close (or detach) that one first, or end its worker`);
+      }
+      // Claims the word; a thread that moved first makes the CAS fail, and the word is looked at again.
+      if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
+      Atomics.store(ctl, startIndex, who.start);
+      // Publishes the registration: whoever reads this id reads its start time (stored before).
+      Atomics.store(ctl, pidIndex, who.id);
+      return;
+    }
   }
 
   /**
@@ -227,7 +259,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const pid = Atomics.load(ctl, pidIndex);
     if (pid === 0) return true;
     if (this.roles !== undefined) return this.roles.held(role);
-    return isAlive(pid, Atomics.load(ctl, startIndex));
+    return registrantAlive(pid, Atomics.load(ctl, startIndex), ctl.buffer instanceof SharedArrayBuffer);
   }
 
   /**
@@ -498,7 +530,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
     } else if (ctl.buffer instanceof SharedArrayBuffer) {
       // The same for a thread's registration in an exclusive role of a SharedArrayBuffer ring
-      // (#holder): withdrawn only if it is still ours (the CAS), a successor's stays.
+      // (#takeAsThread): withdrawn only if it is still ours (the CAS), a successor's stays.
       const tid = ownThread().id;
       if (this.isProducer) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
       if (this.isConsumer) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);

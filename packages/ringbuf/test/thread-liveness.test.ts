@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
@@ -69,5 +70,34 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     assert.deepEqual([...consumer.tryRead()!], [1]);
     await assert.rejects(consumer.read({ peerTimeoutMs: 50, timeoutMs: 300 }), (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
     consumer.close();
+  });
+
+  it('gives a second live producer thread of a SharedArrayBuffer ring ERR_SHMRING_BUSY, and the role to the next thread once the holder detached or its worker ended', async function () {
+    const { ring, sab } = sabRing();
+    const tryWrite = async (): Promise<{ code: string; message?: string; worker: Worker }> => {
+      const worker = startWorker({ role: 'try-write', ring: { sab } });
+      const [end] = (await once(worker, 'message')) as [{ code: string; message?: string }];
+      return { ...end, worker };
+    };
+    assert.ok(ring.tryWrite(new Uint8Array([0]))); // the main thread holds the producer role
+    const second = await tryWrite();
+    assert.equal(second.code, ErrorCodes.BUSY, second.message);
+    assert.match(second.message!, /another live thread/);
+    await second.worker.terminate();
+    ring.detach();
+    const third = await tryWrite();
+    assert.equal(third.code, 'ok', 'the role is free once its holder detached');
+    const fourth = await tryWrite();
+    assert.equal(fourth.code, ErrorCodes.BUSY, 'the third worker holds it now');
+    await fourth.worker.terminate();
+    await third.worker.terminate(); // ends without close(): its thread is gone
+    const fifth = await tryWrite();
+    assert.equal(fifth.code, 'ok', 'the role of a terminated worker is free');
+    // The main thread is no exception: a live worker holds the role now.
+    const again = SpscRing.attach(Region.fromSharedArrayBuffer(sab));
+    assert.throws(() => again.tryWrite(new Uint8Array([9])), (err: ShmringError) => err.code === ErrorCodes.BUSY);
+    again.close();
+    fifth.worker.postMessage('exit');
+    await once(fifth.worker, 'exit');
   });
 });
