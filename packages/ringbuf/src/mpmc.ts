@@ -21,7 +21,8 @@
  *    is ERR_SHMRING_CORRUPT; the slot is freed before the error is thrown, so
  *    the queue goes on. Length and type are read once: the checked copies
  *    are what the reader gets, whatever a peer writes meanwhile.
- *  - OWNER holds the pid of the side that won the slot's CAS until it is done
+ *  - OWNER holds the pid (in a SharedArrayBuffer queue: the thread id) of
+ *    the side that won the slot's CAS until it is done
  *    with the slot (0 otherwise). A parked side whose check period passes
  *    without progress looks at the OWNER of the slot it waits on; if that
  *    process is dead it recovers the slot (a slot without an OWNER, or with
@@ -44,7 +45,7 @@ import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
 import type { DrainHandler } from './spsc.js';
-import { isAlive } from './liveness.js';
+import { isAlive, isThreadAlive, ownThread } from './liveness.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
 import { unpark } from './waiting.js';
@@ -65,8 +66,6 @@ export interface MpmcOptions {
  * slot is not ready parks again.
  */
 const WAKE_ALL = 0x7fffffff;
-/** Marks a slot with the side holding it, for recovery if that side dies. */
-const PID = process.pid;
 
 export class MpmcQueue extends Queue {
   /** Number of slots. */
@@ -89,6 +88,22 @@ export class MpmcQueue extends Queue {
     this.#stride32 = stride / 4;
     this.data = new Uint8Array(buffer, L.DATA_OFFSET, capacity * stride);
     this.#data32 = new Int32Array(buffer, L.DATA_OFFSET, (capacity * stride) / 4);
+    this.#threads = buffer instanceof SharedArrayBuffer;
+    this.#self = this.#threads ? ownThread().id : process.pid;
+  }
+
+  /**
+   * The mark this object leaves in the OWNER of a slot it holds, for
+   * recovery if it dies: its process's pid; in a SharedArrayBuffer queue,
+   * whose sides are threads of one process, its thread's id, so a worker
+   * that ends holding a slot is a dead holder (docs/LAYOUT.md, "Liveness").
+   */
+  readonly #self: number;
+  readonly #threads: boolean;
+
+  /** Whether the holder an OWNER names lives (a pid alone, or a thread of this process). */
+  #ownerAlive(owner: number): boolean {
+    return this.#threads ? isThreadAlive(owner, 0) : isAlive(owner, 0);
   }
 
   static #check(options: MpmcOptions): [capacity: number, slotSize: number] {
@@ -190,7 +205,7 @@ export class MpmcQueue extends Queue {
         // Claims the position; only the winner reads and frees the slot.
         const seen = Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0);
         if (seen === position) {
-          data32[slot + L.SLOT_OWNER_I32] = PID;
+          data32[slot + L.SLOT_OWNER_I32] = this.#self;
           this.#claimed = position;
           return slot;
         }
@@ -269,7 +284,7 @@ export class MpmcQueue extends Queue {
     if (slot < 0) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
-    data32[slot + L.SLOT_OWNER_I32] = PID;
+    data32[slot + L.SLOT_OWNER_I32] = this.#self;
     data32[slot + L.SLOT_LENGTH_I32] = bytes.length;
     data32[slot + L.SLOT_TYPE_I32] = type;
     this.data.set(bytes, L.slotPayload(slot));
@@ -369,7 +384,7 @@ export class MpmcQueue extends Queue {
   #holderDead(slot: number): boolean {
     // Observes the holder's mark (written right after its CAS).
     const owner = Atomics.load(this.#data32, slot + L.SLOT_OWNER_I32);
-    return owner !== 0 && !isAlive(owner, 0);
+    return owner !== 0 && !this.#ownerAlive(owner);
   }
 
   /** Skips the slot of the consumer position if a dead producer claimed it and never published it; true if it did. */
@@ -404,7 +419,7 @@ export class MpmcQueue extends Queue {
     if (!published || !taken) return;
     // Observes the holder's mark (the consumer's store of its pid right after its CAS).
     const owner = Atomics.load(data32, slot + L.SLOT_OWNER_I32);
-    if (owner === 0 || isAlive(owner, 0)) return;
+    if (owner === 0 || this.#ownerAlive(owner)) return;
     // Takes the slot from its dead holder: one recovering writer wins, and nobody clears a later holder's mark.
     if (Atomics.compareExchange(data32, slot + L.SLOT_OWNER_I32, owner, 0) !== owner) return;
     // Frees the slot for the producer of `position`, as its dead consumer would have; pairs with #claimForWrite's load.

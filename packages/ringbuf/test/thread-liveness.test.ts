@@ -7,9 +7,9 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
-import type { Worker } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { SpscRing } from '../src/index.js';
+import { MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -99,5 +99,43 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     again.close();
     fifth.worker.postMessage('exit');
     await once(fifth.worker, 'exit');
+  });
+
+  it('marks an MpmcQueue slot with the claiming worker thread, so the slot of a worker terminated mid-write is skipped and what came after it delivered', async function () {
+    const capacity = 8;
+    const region = Region.create({ backing: 'sab', size: MpmcQueue.regionSize({ capacity, slotSize: 16 }) });
+    const queue = MpmcQueue.create(region, { capacity, slotSize: 16 });
+    // The worker claims position 0 through tryWrite and is stopped inside its payload copy (after
+    // the OWNER mark, before the publication), then terminated: a worker that died holding a slot.
+    const source = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const { Region } = await import(workerData.core);
+        const { MpmcQueue } = await import(workerData.ringbuf);
+        const queue = MpmcQueue.attach(Region.fromSharedArrayBuffer(workerData.sab));
+        const set = Uint8Array.prototype.set;
+        Uint8Array.prototype.set = function () {
+          Uint8Array.prototype.set = set;
+          parentPort.postMessage(require('node:fs').readlinkSync('/proc/thread-self'));
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+        };
+        queue.tryWrite(new Uint8Array([9]));
+      })();`;
+    const worker = new Worker(source, {
+      eval: true,
+      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+    });
+    const [link] = (await once(worker, 'message')) as [string];
+    const tid = Number(link.split('/').pop());
+    const slots = new Int32Array(region.buffer, L.DATA_OFFSET);
+    assert.equal(Atomics.load(slots, L.SLOT_OWNER_I32), tid, 'the slot is marked with the worker thread, not the process');
+    await worker.terminate();
+    assert.ok(queue.tryWrite(new Uint8Array([1])));
+    assert.ok(queue.tryWrite(new Uint8Array([2])));
+    assert.equal(queue.tryRead(), null, 'the claimed slot holds up the queue until someone looks at its owner');
+    assert.deepEqual([...await queue.read({ peerTimeoutMs: 100, timeoutMs: 5_000 })], [1]);
+    assert.deepEqual([...queue.tryRead()!], [2]);
+    assert.equal(queue.recoveredSlots, 1);
+    queue.close();
   });
 });
