@@ -47,7 +47,7 @@ import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { checkType, checkWaitOptions, shown } from './queue.js';
-import { ownStartTime } from './liveness.js';
+import { isThreadAlive, ownStartTime, ownThread } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -237,6 +237,16 @@ export class LatestValue {
     const ctl = this.#ctl;
     if (this.#roles !== undefined) {
       if (!this.#roles.take('producer', true)) throw this.#busy();
+    } else if (ctl.buffer instanceof SharedArrayBuffer) {
+      // Threads of one process: the token is the writer's thread id, so a worker that
+      // ended holding the role frees it (its id names no thread of this process any more).
+      const tid = ownThread().id;
+      // Takes the role; pairs with close()'s CAS back to 0.
+      const holder = Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, tid);
+      // Another object of this thread, or a live other thread, holds it; a dead thread's token is taken over by a CAS.
+      if (holder !== 0 && (holder === tid || isThreadAlive(holder, 0)
+        || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)) throw this.#busy();
+      this.#token = tid;
     } else {
       const token = (nextToken = (nextToken + 1) | 0) || 1;
       // Takes the role where no file can be locked; pairs with close()'s CAS back to 0.

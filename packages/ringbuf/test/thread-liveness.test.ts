@@ -9,7 +9,7 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MpmcQueue, SpscRing } from '../src/index.js';
+import { LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -137,5 +137,32 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     assert.deepEqual([...queue.tryRead()!], [2]);
     assert.equal(queue.recoveredSlots, 1);
     queue.close();
+  });
+
+  it('frees the LatestValue writer role of a worker that ended without closing, and keeps it from a second object of a live thread', async function () {
+    const region = Region.create({ backing: 'sab', size: LatestValue.regionSize({ maxSize: 64 }) });
+    const lv = LatestValue.create(region, { maxSize: 64 });
+    const source = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const { Region } = await import(workerData.core);
+        const { LatestValue } = await import(workerData.ringbuf);
+        const lv = LatestValue.attach(Region.fromSharedArrayBuffer(workerData.sab));
+        lv.publish(new Uint8Array([5]));
+        parentPort.postMessage('published');
+        await new Promise(() => {}); // holds the role, never closes
+      })();`;
+    const worker = new Worker(source, {
+      eval: true,
+      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+    });
+    await once(worker, 'message');
+    assert.throws(() => lv.publish(new Uint8Array([6])), (err: ShmringError) => err.code === ErrorCodes.BUSY);
+    await worker.terminate();
+    assert.equal(lv.publish(new Uint8Array([6])), 2, 'the role of the ended worker is free');
+    const second = LatestValue.attach(region);
+    assert.throws(() => second.publish(new Uint8Array([7])), (err: ShmringError) => err.code === ErrorCodes.BUSY, 'another object of this (live) thread');
+    second.close();
+    lv.close();
   });
 });
