@@ -34,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
-import { Broadcast, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, BroadcastPublisher, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
 import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
@@ -514,6 +514,29 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     return AbortSignal.any(peers.map((p) => p.failed));
   }
 
+  /** tryRead, or (counted in nodeWaits) `await read()` parked at once; a peer's failure ends the wait with that failure. */
+  async function readOrWait(reader: MpscRing | BroadcastSubscriber, failed: AbortSignal): Promise<Uint8Array> {
+    const message = reader.tryRead();
+    if (message !== null) return message;
+    nodeWaits++;
+    try {
+      return await reader.read({ timeoutMs: WAIT_MS, signal: failed, spin: 0, poll: 0 });
+    } catch (err) {
+      throw failed.aborted ? (failed.reason as Error) : err;
+    }
+  }
+
+  /** tryWrite, or (counted in nodeWaits) `await write()`; a peer's failure ends the wait with that failure. */
+  async function writeOrWait(writer: MpscRing | BroadcastPublisher, bytes: Uint8Array, type: number, failed: AbortSignal): Promise<void> {
+    if (writer.tryWrite(bytes, type)) return;
+    nodeWaits++;
+    try {
+      await writer.write(bytes, { type, timeoutMs: WAIT_MS, signal: failed });
+    } catch (err) {
+      throw failed.aborted ? (failed.reason as Error) : err;
+    }
+  }
+
   async function killAll(peers: PeerRun[]): Promise<void> {
     for (const p of peers) {
       if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
@@ -549,15 +572,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const failed = anyFailed(peers);
       const next = new Array<number>(PRODUCERS).fill(0);
       for (let n = 0; n < PRODUCERS * PER_PRODUCER; n++) {
-        let message = ring.tryRead();
-        if (message === null) {
-          nodeWaits++;
-          try {
-            message = await ring.read({ timeoutMs: WAIT_MS, signal: failed, spin: 0, poll: 0 });
-          } catch (err) {
-            throw failed.aborted ? (failed.reason as Error) : err;
-          }
-        }
+        const message = await readOrWait(ring, failed);
         // The type names the producer: message i of producer id has type i % 7 + 7 * id.
         const id = Math.floor(ring.lastType / 7);
         assert.ok(id < PRODUCERS, `a message of type ${ring.lastType}, from no producer`);
@@ -580,18 +595,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       peers = [consumer, writer];
       const failed = anyFailed(peers);
       const scratch = new Uint8Array(MAX_LENGTH);
-      for (let i = 0; i < PER_PRODUCER; i++) {
-        const bytes = patternMessage(scratch, i);
-        const type = patternType(i); // producer 0
-        if (!ring.tryWrite(bytes, type)) {
-          nodeWaits++;
-          try {
-            await ring.write(bytes, { type, timeoutMs: WAIT_MS, signal: failed });
-          } catch (err) {
-            throw failed.aborted ? (failed.reason as Error) : err;
-          }
-        }
-      }
+      for (let i = 0; i < PER_PRODUCER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), failed); // producer 0
       assert.equal((await writer.done).code, 0, writer.stdout);
       const { code, stderr } = await consumer.done;
       assert.equal(code, 0, stderr);
@@ -622,7 +626,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     let peers: PeerRun[] = [];
     let closeables: { close(): void }[] = [];
 
-    function create(lossless: boolean, capacity = 4096): ReturnType<typeof Broadcast.create> {
+    function create(lossless: boolean, capacity = 4096): BroadcastPublisher {
       ({ regionPath, region } = fileRegion('bcast', Broadcast.regionSize({ capacity })));
       const publisher = Broadcast.create(region, { capacity, lossless });
       closeables.push(publisher);
@@ -656,15 +660,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
      */
     async function readRecords(sub: BroadcastSubscriber, count: number, failed: AbortSignal): Promise<void> {
       while (sub.received + sub.lost < count) {
-        let message = sub.tryRead();
-        if (message === null) {
-          nodeWaits++;
-          try {
-            message = await sub.read({ timeoutMs: WAIT_MS, signal: failed, spin: 0, poll: 0 });
-          } catch (err) {
-            throw failed.aborted ? (failed.reason as Error) : err;
-          }
-        }
+        const message = await readOrWait(sub, failed);
         // The subscriber joined before record 0: this one is record received + lost - 1.
         assert.equal(mismatch(message, sub.lastType, sub.received + sub.lost - 1), null);
       }
@@ -702,18 +698,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const subs = await cSubscribers(RECORDS);
       const failed = anyFailed(subs);
       const scratch = new Uint8Array(MAX_LENGTH);
-      for (let i = 0; i < RECORDS; i++) {
-        const bytes = patternMessage(scratch, i);
-        const type = patternType(i);
-        if (!publisher.tryWrite(bytes, type)) {
-          nodeWaits++;
-          try {
-            await publisher.write(bytes, { type, timeoutMs: WAIT_MS, signal: failed });
-          } catch (err) {
-            throw failed.aborted ? (failed.reason as Error) : err;
-          }
-        }
-      }
+      for (let i = 0; i < RECORDS; i++) await writeOrWait(publisher, patternMessage(scratch, i), patternType(i), failed);
       for (const sub of subs) {
         const r = await reportOf(sub);
         assert.deepEqual([r.first, r.received, r.lost], [0, RECORDS, 0]);
