@@ -16,6 +16,14 @@
  * the pattern of its version; a C writer stopped mid-publish (SEQ odd, half
  * a value) holds the writer role until it is killed, and leaves the
  * previous value readable.
+ *
+ * A MpscRing: three C producers and a Node consumer, two Node producers
+ * (this process and a child) and a C consumer, every message exactly once
+ * and each producer's in order (the type names the producer); a pausing C
+ * producer waking Node parked in await read(). A Broadcast: a Node
+ * publisher read by C subscribers and a C publisher read by Node, lossy
+ * (received + lost == published, nothing torn) and lossless (everything),
+ * each side parking on the other; a pausing C publisher waking Node.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -26,7 +34,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
-import { inspect, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, BroadcastPublisher, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
 import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
@@ -71,6 +80,8 @@ function mismatch(message: Uint8Array, type: number, i: number): string | null {
 }
 
 type Ring = SpscRing | MpmcQueue;
+/** What readPattern reads from: message i of the pattern is the i-th it reads. */
+type Reader = Ring | MpscRing | BroadcastSubscriber;
 
 interface Kind {
   /** The class name, with its article for the test titles. */
@@ -128,6 +139,11 @@ function runPeer(binary: string, args: string[]): PeerRun {
   };
 }
 
+/** A Node script (a fixture) as a peer process, with runPeer's bookkeeping. */
+function runNode(args: string[]): PeerRun {
+  return runPeer(process.execPath, args);
+}
+
 /** Polls `condition` every 5 ms until it holds; fails after WAIT_MS naming `what`. */
 async function waitFor(condition: () => boolean, what: string): Promise<void> {
   const deadline = performance.now() + WAIT_MS;
@@ -155,7 +171,7 @@ function signalCount(region: Region, index: number): number {
  * `beforeRead(i)` if given.
  */
 async function readPattern(
-  ring: Ring, count: number, peer: PeerRun, options: { asyncOnly?: boolean; beforeRead?: (i: number) => Promise<void> } = {},
+  ring: Reader, count: number, peer: PeerRun, options: { asyncOnly?: boolean; beforeRead?: (i: number) => Promise<void> } = {},
 ): Promise<string | null> {
   for (let i = 0; i < count; i++) {
     await options.beforeRead?.(i);
@@ -483,6 +499,255 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       peer = runPeer(binary, ['latest-publish', regionPath, '1']);
       const { code } = await peer.done;
       assert.equal(code, EXIT_BUSY, 'the C writer is refused while Node holds the role');
+    });
+  });
+
+  /** A 'file' region in /dev/shm (or the temp dir) of `size` bytes, and its path. */
+  function fileRegion(name: string, size: number): { regionPath: string; region: Region } {
+    const dir = fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+    const regionPath = path.join(dir, `shmring-c-interop-${name}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+    return { regionPath, region: Region.create({ backing: 'file', path: regionPath, size }) };
+  }
+
+  /** The first failure of any of `peers`, as one signal. */
+  function anyFailed(peers: PeerRun[]): AbortSignal {
+    return AbortSignal.any(peers.map((p) => p.failed));
+  }
+
+  /** tryRead, or (counted in nodeWaits) `await read()` parked at once; a peer's failure ends the wait with that failure. */
+  async function readOrWait(reader: MpscRing | BroadcastSubscriber, failed: AbortSignal): Promise<Uint8Array> {
+    const message = reader.tryRead();
+    if (message !== null) return message;
+    nodeWaits++;
+    try {
+      return await reader.read({ timeoutMs: WAIT_MS, signal: failed, spin: 0, poll: 0 });
+    } catch (err) {
+      throw failed.aborted ? (failed.reason as Error) : err;
+    }
+  }
+
+  /** tryWrite, or (counted in nodeWaits) `await write()`; a peer's failure ends the wait with that failure. */
+  async function writeOrWait(writer: MpscRing | BroadcastPublisher, bytes: Uint8Array, type: number, failed: AbortSignal): Promise<void> {
+    if (writer.tryWrite(bytes, type)) return;
+    nodeWaits++;
+    try {
+      await writer.write(bytes, { type, timeoutMs: WAIT_MS, signal: failed });
+    } catch (err) {
+      throw failed.aborted ? (failed.reason as Error) : err;
+    }
+  }
+
+  async function killAll(peers: PeerRun[]): Promise<void> {
+    for (const p of peers) {
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+      await p.done;
+    }
+  }
+
+  describe('MpscRing', () => {
+    /** Messages per producer, and producers. */
+    const PER_PRODUCER = 20_000;
+    const PRODUCERS = 3;
+    let regionPath: string;
+    let region: Region | undefined;
+    let ring: MpscRing;
+    let peers: PeerRun[] = [];
+
+    beforeEach(() => {
+      nodeWaits = 0;
+      ({ regionPath, region } = fileRegion('mpsc', MpscRing.regionSize({ capacity: 4096 })));
+      ring = MpscRing.create(region, { capacity: 4096 });
+    });
+
+    afterEach(async () => {
+      await killAll(peers);
+      peers = [];
+      region?.close();
+      region = undefined;
+      fs.rmSync(regionPath, { force: true });
+    });
+
+    it(`${PRODUCERS} C producers write a MpscRing that Node reads: every message once, each producer's in order`, async () => {
+      peers = Array.from({ length: PRODUCERS }, (_, id) => runPeer(binary, ['mpsc-produce', regionPath, String(PER_PRODUCER), '--id', String(id)]));
+      const failed = anyFailed(peers);
+      const next = new Array<number>(PRODUCERS).fill(0);
+      for (let n = 0; n < PRODUCERS * PER_PRODUCER; n++) {
+        const message = await readOrWait(ring, failed);
+        // The type names the producer: message i of producer id has type i % 7 + 7 * id.
+        const id = Math.floor(ring.lastType / 7);
+        assert.ok(id < PRODUCERS, `a message of type ${ring.lastType}, from no producer`);
+        assert.ok(next[id]! < PER_PRODUCER, `producer ${id}: a message after its last one`);
+        const wrong = mismatch(message, ring.lastType - 7 * id, next[id]!);
+        assert.equal(wrong, null, `producer ${id}: ${wrong}`);
+        next[id]!++;
+      }
+      for (const p of peers) assert.equal((await p.done).code, 0);
+      assert.equal(ring.tryRead(), null, 'the C producers wrote more than they were asked');
+      assert.equal(ring.size, 0);
+      const wakes = signalCount(region!, READ_SIGNAL_I32);
+      console.log(`      Node waited ${nodeWaits} times; the C producers signalled the parked reader ${wakes} times`);
+      assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C producers signalled ${wakes} times`);
+    });
+
+    it('two Node producers (this process and a child) write a MpscRing that a C consumer reads: every message once, each in order', async () => {
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER_PRODUCER), '--producers', '2']);
+      const writer = runNode([WRITER_PATH, regionPath, '1', String(PER_PRODUCER)]);
+      peers = [consumer, writer];
+      const failed = anyFailed(peers);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < PER_PRODUCER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), failed); // producer 0
+      assert.equal((await writer.done).code, 0, writer.stdout);
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, 0, stderr);
+      assert.equal(ring.size, 0);
+      const wakes = signalCount(region!, WRITE_SIGNAL_I32);
+      console.log(`      Node (this process) waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
+      assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+    });
+
+    it('a C producer that pauses until Node is parked in await read() on a MpscRing wakes it after every pause', async () => {
+      const peer = runPeer(binary, ['mpsc-produce', regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+      peers = [peer];
+      assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true }), null);
+      const stats = await statsOf(peer);
+      assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
+      console.log(`      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`);
+      assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
+      assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
+    });
+  });
+
+  describe('Broadcast', () => {
+    /** Records per run; the lossy C subscribers pause long enough to be lapped. */
+    const RECORDS = 100_000;
+    const SUBSCRIBERS = 2;
+    let regionPath: string;
+    let region: Region | undefined;
+    let peers: PeerRun[] = [];
+    let closeables: { close(): void }[] = [];
+
+    function create(lossless: boolean, capacity = 4096): BroadcastPublisher {
+      ({ regionPath, region } = fileRegion('bcast', Broadcast.regionSize({ capacity })));
+      const publisher = Broadcast.create(region, { capacity, lossless });
+      closeables.push(publisher);
+      return publisher;
+    }
+
+    function subscribe(): BroadcastSubscriber {
+      const sub = Broadcast.subscribe(region!);
+      closeables.push(sub);
+      return sub;
+    }
+
+    /** What bcast-subscribe printed last. */
+    async function reportOf(peer: PeerRun): Promise<{ first: number; received: number; lost: number; parksWoken: number }> {
+      const { code, stderr, stdout } = await peer.done;
+      assert.equal(code, 0, stderr);
+      return JSON.parse(stdout.trim().split('\n').pop() ?? '') as { first: number; received: number; lost: number; parksWoken: number };
+    }
+
+    /** C subscribers that have joined (before anything is published: they account for records 0 .. count-1). */
+    async function cSubscribers(count: number, extra: string[] = []): Promise<PeerRun[]> {
+      const subs = Array.from({ length: SUBSCRIBERS }, () => runPeer(binary, ['bcast-subscribe', regionPath, String(count), ...extra]));
+      peers.push(...subs);
+      await waitFor(() => subs.every((p) => p.stdout.includes('joined') || p.child.exitCode !== null), 'the C subscribers joined');
+      return subs;
+    }
+
+    /**
+     * Reads until records 0 .. count-1 are accounted for (received or lost),
+     * checking each record received against the pattern of its number.
+     */
+    async function readRecords(sub: BroadcastSubscriber, count: number, failed: AbortSignal): Promise<void> {
+      while (sub.received + sub.lost < count) {
+        const message = await readOrWait(sub, failed);
+        // The subscriber joined before record 0: this one is record received + lost - 1.
+        assert.equal(mismatch(message, sub.lastType, sub.received + sub.lost - 1), null);
+      }
+    }
+
+    beforeEach(() => {
+      nodeWaits = 0;
+    });
+
+    afterEach(async () => {
+      await killAll(peers);
+      peers = [];
+      for (const c of closeables) c.close();
+      closeables = [];
+      region?.close();
+      region = undefined;
+      fs.rmSync(regionPath, { force: true });
+    });
+
+    it('a lossy Node publisher laps C subscribers: each accounts for every record (received + lost), none torn, in order', async () => {
+      const publisher = create(false);
+      const subs = await cSubscribers(RECORDS, ['--pause-every', '2000', '--pause-ms', '20']);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < RECORDS; i++) assert.equal(publisher.tryWrite(patternMessage(scratch, i), patternType(i)), true);
+      for (const sub of subs) {
+        const r = await reportOf(sub);
+        console.log(`      a C subscriber received ${r.received}, lost ${r.lost} (laps), woken from a park ${r.parksWoken} times`);
+        assert.deepEqual([r.first, r.received + r.lost], [0, RECORDS]);
+        assert.ok(r.received > 0 && r.lost > 0, 'the subscriber pauses 20 ms every 2000 records: lapped, it loses some');
+      }
+    });
+
+    it('a lossless Node publisher waits for C subscribers, which wake it: each reads every record', async () => {
+      const publisher = create(true);
+      const subs = await cSubscribers(RECORDS);
+      const failed = anyFailed(subs);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < RECORDS; i++) await writeOrWait(publisher, patternMessage(scratch, i), patternType(i), failed);
+      for (const sub of subs) {
+        const r = await reportOf(sub);
+        assert.deepEqual([r.first, r.received, r.lost], [0, RECORDS, 0]);
+      }
+      const wakes = signalCount(region!, WRITE_SIGNAL_I32);
+      console.log(`      Node waited ${nodeWaits} times; the C subscribers signalled the parked publisher ${wakes} times`);
+      assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C subscribers signalled ${wakes} times`);
+    });
+
+    it('a lossy C publisher laps a Node subscriber, which accounts for every record (received + lost), none torn, in order', async () => {
+      const publisher = create(false);
+      const sub = subscribe();
+      publisher.detach(); // lets go of the publisher role (the Broadcast stays open) for the C publisher
+      const peer = runPeer(binary, ['bcast-publish', regionPath, String(RECORDS)]);
+      peers = [peer];
+      await readRecords(sub, RECORDS, peer.failed);
+      assert.equal((await peer.done).code, 0);
+      console.log(`      Node received ${sub.received}, lost ${sub.lost}; it waited ${nodeWaits} times`);
+      assert.equal(sub.received + sub.lost, RECORDS);
+      assert.ok(sub.received > 0);
+      assert.equal(sub.tryRead(), null, 'the C publisher published more than it was asked');
+    });
+
+    it('a lossless C publisher waits for a Node subscriber, which wakes it (parked) and reads every record', async () => {
+      const publisher = create(true);
+      const sub = subscribe();
+      publisher.detach();
+      const peer = runPeer(binary, ['bcast-publish', regionPath, String(RECORDS), '--park', '--stats']);
+      peers = [peer];
+      await readRecords(sub, RECORDS, peer.failed);
+      const stats = await statsOf(peer);
+      console.log(`      the C publisher parked on a full Broadcast: woken ${stats.parksWoken}, signal already bumped ${stats.parksChanged}, ` +
+        `napped out ${stats.parksTimedOut}; Node waited ${nodeWaits} times`);
+      assert.deepEqual([sub.received, sub.lost], [RECORDS, 0]);
+      assert.ok(stats.parksWoken + stats.parksChanged > 0, 'the C publisher never parked (or was never woken)');
+    });
+
+    it('a C publisher that pauses until Node is parked in await read() wakes it after every pause, and Node gets every record', async () => {
+      const publisher = create(true);
+      const sub = subscribe();
+      publisher.detach();
+      const peer = runPeer(binary, ['bcast-publish', regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+      peers = [peer];
+      assert.equal(await readPattern(sub, PAUSED_COUNT, peer, { asyncOnly: true }), null);
+      const stats = await statsOf(peer);
+      assert.deepEqual([sub.received, sub.lost], [PAUSED_COUNT, 0]);
+      console.log(`      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`);
+      assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
+      assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
     });
   });
 });

@@ -20,7 +20,23 @@
  *                  read against the pattern of its version; prints
  *                  {"last","seen","parksWoken"} as one JSON line
  *   (a LatestValue's version 0 is its empty initial value; the pattern starts at 1)
+ *   mpsc-produce   attach to a MpscRing as one of its producers and write COUNT messages
+ *   mpsc-consume   attach to a MpscRing as its consumer and read COUNT messages from each
+ *                  of --producers N producers, each producer's in order
+ *   bcast-publish  take a Broadcast's publisher role (let go by the one that created it)
+ *                  and publish COUNT records: record k (k records before it, since the
+ *                  Broadcast's creation) is message k of the pattern. Lossless: waits for
+ *                  the slowest subscriber as a producer waits on a full ring
+ *   bcast-subscribe join a Broadcast as a subscriber (taking a slot; lossless: one is
+ *                  required) and read until records 0 .. COUNT-1 are accounted for,
+ *                  received or (lossy) lost, checking each record k received against
+ *                  message k; prints "joined" once it has its cursor, then
+ *                  {"first","received","lost","parksWoken"} as one JSON line
  * options:
+ *   --id P           (producers) message i has type i % 7 + 7 * P, so a consumer can tell
+ *                    the producers of a MpscRing or MpmcQueue apart (default 0)
+ *   --producers N    (consumers) the messages come from producers 0 .. N-1 (default 1):
+ *                    COUNT from each, each producer's in order
  *   --corrupt-at K   (producers) write message K with one wrong payload byte,
  *                    so a test can prove that the reader's check catches it
  *   --park           (producers) park on the write wait block's futex when the
@@ -29,7 +45,9 @@
  *   --pause-ms D     milliseconds (default 5), then wait until a reader has
  *                    announced itself parked in the read wait block, and 1 ms
  *                    more (so it is asleep in the kernel), before writing on:
- *                    each pause then ends with a wake-up of a parked reader
+ *                    each pause then ends with a wake-up of a parked reader;
+ *                    (bcast-subscribe) after every N records received, sleep D ms
+ *                    (so that a lossy publisher laps it)
  *   --stats          print the waiting counters as one JSON line on stdout at the end
  *   --hang           (latest-publish) after COUNT versions, stop in the middle of
  *                    one more (SEQ odd, half the value written), print "hung" and
@@ -50,7 +68,10 @@
  * region that is not the expected ring; 3 no progress for STALL_SECONDS;
  * 4 the ring holds values no correct peer writes (corruption); 5 the other
  * side closed the ring before COUNT messages went through; 6 the role is
- * held by another live peer (an SpscRing has one producer, one consumer).
+ * held by another live peer (an SpscRing has one producer, one consumer; a
+ * Broadcast one publisher; a lossless Broadcast with every subscriber slot
+ * taken); 7 a MpscRing consumer took our claimed record back before we
+ * committed it (it took us for dead).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -78,6 +99,8 @@ enum {
     KIND_SPSC = 1,
     KIND_MPMC = 2,
     KIND_LATEST = 3,
+    KIND_MPSC = 4,
+    KIND_BROADCAST = 5,
     FLAG_CLOSED = 1,
     BLOCK = 128,
 
@@ -134,6 +157,27 @@ enum {
     LV_LENGTH = 12,
     LV_TYPE = 16,
     LV_VALUE = 64,
+
+    /* Broadcast ("Broadcast (KIND 5)"): MODE in the header; TAIL is the producer position word;
+     * INTENT and COUNT are 64-bit counters of three words (LO, HI1, HI2); then the subscriber slots */
+    OFF_MODE = 64,
+    MODE_LOSSY = 0,
+    MODE_LOSSLESS = 1,
+    OFF_TAIL = OFF_PRODUCER_POSITION,
+    OFF_INTENT = 5 * BLOCK,
+    OFF_COUNT = 5 * BLOCK + 12,
+    OFF_LATEST = 5 * BLOCK + 24,
+    COUNTER_LO = 0,
+    COUNTER_HI1 = 4,
+    COUNTER_HI2 = 8,
+    BCAST_SLOTS = 6 * BLOCK,     /* slot i at BCAST_SLOTS + i * BLOCK; also its lock byte */
+    SUB_OWNER = 0,
+    SUB_CURSOR = 4,
+    SUB_PID = 8,
+    SUB_START = 12,
+    MAX_SUBSCRIBERS = 1024,
+    BCAST_MIN_CAPACITY = 64,
+    COUNTER_TRIES = 64,          /* tries at a 64-bit load or a quiescent snapshot before "not now" */
 };
 
 #define MAX_CAPACITY (UINT32_C(1) << 30)
@@ -163,7 +207,7 @@ static _Noreturn void die(int status, const char *format, ...) {
     exit(status);
 }
 
-enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EXIT_CLOSED = 5, EXIT_BUSY = 6 };
+enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EXIT_CLOSED = 5, EXIT_BUSY = 6, EXIT_TAKEN = 7 };
 
 /* ---- the mapped region ---- */
 
@@ -171,10 +215,11 @@ struct ring {
     int fd;                /* our own open file description of the region's file: it holds our locks */
     unsigned char *base;
     size_t region_size;
-    uint32_t capacity;     /* SpscRing: data bytes; MpmcQueue: slots */
-    uint32_t slot_size;    /* MpmcQueue */
+    uint32_t capacity;     /* SpscRing, MpscRing, Broadcast: data bytes; MpmcQueue: slots */
+    uint32_t slot_size;    /* MpmcQueue; Broadcast: subscriber slots */
     uint32_t slot_stride;  /* MpmcQueue */
-    unsigned char *data;   /* base + DATA_OFFSET */
+    uint32_t mode;         /* Broadcast: MODE_LOSSY or MODE_LOSSLESS */
+    unsigned char *data;   /* base + DATA_OFFSET (the header's) */
 };
 
 /* A header word that never changes after creation (read after the acquire load of MAGIC). */
@@ -262,23 +307,32 @@ static void attach(struct ring *r, uint32_t kind) {
     r->slot_size = header_u32(r, OFF_SLOT_SIZE);
     r->slot_stride = header_u32(r, OFF_SLOT_STRIDE);
     uint64_t ring_size = header_u32(r, OFF_RING_SIZE_LO) | (uint64_t)header_u32(r, OFF_RING_SIZE_HI) << 32;
-    int sane = header_u32(r, OFF_DATA_OFFSET) == DATA_OFFSET && r->capacity <= MAX_CAPACITY;
-    if (kind == KIND_SPSC) {
+    uint32_t data_offset = header_u32(r, OFF_DATA_OFFSET);
+    /* A Broadcast's data area starts after its subscriber slots; every other kind's at 640. */
+    int sane = (kind == KIND_BROADCAST || data_offset == DATA_OFFSET) && r->capacity <= MAX_CAPACITY;
+    if (kind == KIND_SPSC || kind == KIND_MPSC) {
         sane = sane && is_power_of_two(r->capacity) && r->capacity >= SPSC_MIN_CAPACITY && r->slot_size == 0 && r->slot_stride == 0
             && ring_size == (uint64_t)DATA_OFFSET + r->capacity;
     } else if (kind == KIND_MPMC) {
         sane = sane && is_power_of_two(r->capacity) && r->capacity >= MPMC_MIN_CAPACITY && r->slot_size <= MAX_SLOT_SIZE
             && r->slot_stride == slot_stride_of(r->slot_size)
             && ring_size == (uint64_t)DATA_OFFSET + (uint64_t)r->capacity * r->slot_stride;
+    } else if (kind == KIND_BROADCAST) {
+        /* SLOT_SIZE = N subscriber slots of SLOT_STRIDE = 128 bytes; MODE written before MAGIC, never again */
+        r->mode = header_u32(r, OFF_MODE);
+        sane = sane && is_power_of_two(r->capacity) && r->capacity >= BCAST_MIN_CAPACITY && r->slot_size <= MAX_SUBSCRIBERS
+            && r->slot_stride == BLOCK && data_offset == BCAST_SLOTS + r->slot_size * BLOCK
+            && ring_size == (uint64_t)data_offset + r->capacity && (r->mode == MODE_LOSSY || r->mode == MODE_LOSSLESS);
     } else {
         /* LatestValue: CAPACITY = maxSize (any size), two slots of SLOT_STRIDE = ceil((64 + CAPACITY) / 128) * 128 */
         sane = sane && r->slot_size == 0 && r->slot_stride == (uint32_t)(((uint64_t)LV_VALUE + r->capacity + BLOCK - 1) / BLOCK * BLOCK)
             && ring_size == (uint64_t)DATA_OFFSET + 2 * (uint64_t)r->slot_stride;
     }
     if (!sane) {
-        die(EXIT_USAGE, "inconsistent header: capacity=%u slotSize=%u slotStride=%u ringSize=%llu",
-            r->capacity, r->slot_size, r->slot_stride, (unsigned long long)ring_size);
+        die(EXIT_USAGE, "inconsistent header: capacity=%u slotSize=%u slotStride=%u dataOffset=%u ringSize=%llu",
+            r->capacity, r->slot_size, r->slot_stride, data_offset, (unsigned long long)ring_size);
     }
+    r->data = r->base + data_offset;
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
     /* "Liveness": we hold the ring (shared with every other attached peer) until we exit. */
     if (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
@@ -589,6 +643,415 @@ static int mpmc_try_read(struct ring *r, void *arg) {
     return 1;
 }
 
+/* ---- MpscRing ("MpscRing (KIND 4)" in LAYOUT.md) ---- */
+
+struct mpsc {
+    uint32_t head;            /* consumer: own position (its only writer); producer: the head as last seen */
+    uint32_t cached_tail;     /* consumer: the tail as last seen, for bounds checks only (it polls LENGTH) */
+    struct message *message;  /* to write, or filled by a read */
+};
+
+/* The claimer's mark in TYPE while its record is claimed (for the consumer's dead-claimer check). */
+static uint32_t own_pid;
+
+static uint32_t align8(uint32_t length) { return (length + 7) & ~UINT32_C(7); }
+
+/* Both positions multiples of 8 and 0 <= tail - head <= CAPACITY; the consumer starts at the head. */
+static void mpsc_attach(struct ring *r, struct mpsc *s) {
+    attach(r, KIND_MPSC);
+    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    /* Observes the consumer's last release (the zeroed bytes before it) and the latest claim. */
+    s->head = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+    s->cached_tail = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+    if (((s->head | s->cached_tail) & 7) != 0 || s->cached_tail - s->head > r->capacity) {
+        die(EXIT_CORRUPT, "positions producer=%u consumer=%u are inconsistent", s->cached_tail, s->head);
+    }
+}
+
+/* "Producer: claim, commit, abort": 1 written, 0 full. */
+static int mpsc_try_write(struct ring *r, void *arg) {
+    struct mpsc *s = arg;
+    const struct message *m = s->message;
+    uint32_t length = RECORD_HEADER + m->length;  /* the committed LENGTH; claimed: its negation */
+    uint32_t size = record_size(m->length);
+    atomic_u32 *shared_tail = word(r, OFF_PRODUCER_POSITION);
+    uint32_t tail, index, to_end, claim;
+    for (;;) {
+        /* 1. Observes the latest claim of any producer; a stale value only fails the CAS of step 3. */
+        tail = atomic_load_explicit(shared_tail, memory_order_relaxed);
+        index = tail & (r->capacity - 1);
+        to_end = r->capacity - index;
+        claim = size <= to_end ? size : to_end + size;
+        /* 2. Room, by the cached head first (more than CAPACITY behind the tail: too old to say). */
+        uint32_t used = tail - s->head;
+        if (used > r->capacity || r->capacity - used < claim) {
+            /* Observes the consumer's release: the bytes before the head are read and zeroed. */
+            uint32_t head = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+            if ((head & 7) != 0) die(EXIT_CORRUPT, "consumer position %u is not a multiple of 8", head);
+            used = tail - head;
+            if (used > r->capacity) {
+                /* Our tail is older than that head: start again. Observes the latest claim again: if nobody
+                 * claimed since our load, our tail was current when the head was stored, which no consumer does. */
+                if (atomic_load_explicit(shared_tail, memory_order_acquire) == tail) {
+                    die(EXIT_CORRUPT, "consumer position %u is outside the ring (producer %u)", head, tail);
+                }
+                continue;
+            }
+            s->head = head;
+            if (r->capacity - used < claim) return 0;
+        }
+        /* 3. Claims [tail, tail + claim): only the winner writes there until it commits. It publishes
+         *    nothing (the LENGTH stores below do); seq_cst as Node. */
+        if (atomic_compare_exchange_weak_explicit(shared_tail, &tail, tail + claim, memory_order_seq_cst, memory_order_relaxed)) break;
+    }
+    uint32_t at = size <= to_end ? index : 0;
+    /* 4. "Claimed by own_pid": TYPE, then the negative LENGTH (release: publishes the pid to the consumer's
+     *    stuck-record check). On a wrap the record at 0 first, then the padding before the end. */
+    store_u32(r->data + at + RECORD_TYPE, own_pid);
+    atomic_store_explicit(record_length(r, at), (uint32_t)-(int32_t)length, memory_order_release);
+    if (size > to_end) {
+        store_u32(r->data + index + RECORD_TYPE, (uint32_t)PADDING_TYPE);
+        /* Commits the padding (its TYPE written before): the consumer skips it to the record at 0. */
+        atomic_store_explicit(record_length(r, index), to_end, memory_order_release);
+    }
+    /* 5. The payload, TYPE, then the commit. */
+    memcpy(r->data + at + RECORD_HEADER, m->bytes, m->length);
+    store_u32(r->data + at + RECORD_TYPE, (uint32_t)m->type);
+    uint32_t claimed = (uint32_t)-(int32_t)length;
+    /* Commits: publishes TYPE and payload (release) to the consumer, which loads LENGTH first; seq_cst for
+     * unpark's load of READ_WAITERS. A CAS: a consumer that took the record back from us made it 0. */
+    if (!atomic_compare_exchange_strong_explicit(record_length(r, at), &claimed, length, memory_order_seq_cst, memory_order_relaxed)) {
+        die(EXIT_TAKEN, "the consumer took back our record at %u before its commit (LENGTH %d)", at, (int32_t)claimed);
+    }
+    unpark(r, OFF_READ_WAITERS, 1); /* 6. the one consumer */
+    return 1;
+}
+
+/* Whether `size` bytes from the head lie within the claimed space; loads the tail only when the cached one says no. */
+static int mpsc_within(const struct ring *r, struct mpsc *s, uint32_t size) {
+    uint32_t claimed = s->cached_tail - s->head;
+    if (claimed <= r->capacity && size <= claimed) return 1;
+    /* Observes the latest claim (bounds only: what a record may span). */
+    s->cached_tail = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+    claimed = s->cached_tail - s->head;
+    if (claimed > r->capacity || (s->cached_tail & 7) != 0) die(EXIT_CORRUPT, "producer position %u is outside the ring (consumer %u)", s->cached_tail, s->head);
+    return size <= claimed;
+}
+
+/* Step 4's zeroing: free space reads 0, so a claim's LENGTH is 0 until its claimer writes it. */
+static void mpsc_zero(const struct ring *r, uint32_t index, uint32_t size) {
+    /* Relaxed: the release store of the head after it orders it before any producer's next claim. */
+    atomic_store_explicit(record_length(r, index), 0, memory_order_relaxed);
+    memset(r->data + index + RECORD_TYPE, 0, size - RECORD_TYPE);
+}
+
+/* Step 4's release and step 5. */
+static void mpsc_release(const struct ring *r, const struct mpsc *s) {
+    /* Publishes the freed (read, zeroed) space to the producers; seq_cst for unpark's load of WRITE_WAITERS. */
+    atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->head, memory_order_seq_cst);
+    unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* all: their records differ in size, one woken might not fit */
+}
+
+/* "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. */
+static int mpsc_try_read(struct ring *r, void *arg) {
+    struct mpsc *s = arg;
+    uint32_t start = s->head;
+    for (;;) {
+        uint32_t index = s->head & (r->capacity - 1);
+        /* 1. Observes the claimer's commit: TYPE and payload are read after it. seq_cst: a parked reader's
+         *    re-check comes after its announcement in WAITERS. */
+        int32_t length = (int32_t)atomic_load_explicit(record_length(r, index), memory_order_seq_cst);
+        if (length <= 0) break; /* claimed and not committed, or nothing claimed (a dead claimer: see "Missing" in the test) */
+        int32_t type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+        uint32_t size = align8((uint32_t)length);
+        /* 2. */
+        if (length < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)
+            || (type != PADDING_TYPE && (type < 0 || (uint32_t)length - RECORD_HEADER > spsc_max_message(r)))) {
+            die(EXIT_CORRUPT, "record at %u claims length %d and type %d", index, length, type);
+        }
+        if (type == PADDING_TYPE) { /* 3. skipped, zeroed, released with what follows */
+            mpsc_zero(r, index, size);
+            s->head += size;
+            continue;
+        }
+        uint32_t payload = (uint32_t)length - RECORD_HEADER;
+        if (payload > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record of length %u is longer than any message of the pattern", payload);
+        s->message->length = payload;
+        s->message->type = type;
+        memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
+        mpsc_zero(r, index, size);
+        s->head += size;
+        mpsc_release(r, s);
+        return 1;
+    }
+    if (s->head != start) mpsc_release(r, s); /* padding consumed */
+    return 0;
+}
+
+/* ---- Broadcast ("Broadcast (KIND 5)" in LAYOUT.md) ---- */
+
+/* A 64-bit counter's word. */
+static atomic_u32 *counter_word(const struct ring *r, size_t counter, size_t part) { return word(r, counter + part); }
+
+/* "Counters": stores HI1, LO, HI2 when the high word changes, LO alone otherwise. Only the publisher writes. */
+static void store64(const struct ring *r, size_t counter, uint64_t value, uint64_t previous) {
+    uint32_t hi = (uint32_t)(value >> 32);
+    if (hi != (uint32_t)(previous >> 32)) {
+        /* Readers load HI2, LO, HI1: one that sees our HI1 but an older HI2 retries. seq_cst, as Node. */
+        atomic_store_explicit(counter_word(r, counter, COUNTER_HI1), hi, memory_order_seq_cst);
+        atomic_store_explicit(counter_word(r, counter, COUNTER_LO), (uint32_t)value, memory_order_seq_cst);
+        atomic_store_explicit(counter_word(r, counter, COUNTER_HI2), hi, memory_order_seq_cst);
+    } else {
+        /* The low word alone publishes the new value. */
+        atomic_store_explicit(counter_word(r, counter, COUNTER_LO), (uint32_t)value, memory_order_seq_cst);
+    }
+}
+
+/* Loads HI2, LO, HI1 (seq_cst: in that order); equal high words make a value the counter held. 0: it kept changing. */
+static int load64(const struct ring *r, size_t counter, uint64_t *value) {
+    for (int i = 0; i < COUNTER_TRIES; i++) {
+        uint32_t hi2 = atomic_load_explicit(counter_word(r, counter, COUNTER_HI2), memory_order_seq_cst);
+        uint32_t lo = atomic_load_explicit(counter_word(r, counter, COUNTER_LO), memory_order_seq_cst);
+        uint32_t hi1 = atomic_load_explicit(counter_word(r, counter, COUNTER_HI1), memory_order_seq_cst);
+        if (hi1 == hi2) {
+            *value = (uint64_t)hi1 << 32 | lo;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct snapshot {
+    uint64_t intent;
+    uint32_t tail;
+    uint64_t count;
+    uint32_t latest;
+};
+
+/* "Snapshot": a quiescent one (no record in flight), or 0 after COUNTER_TRIES tries. */
+static int bcast_snapshot(const struct ring *r, struct snapshot *q) {
+    for (int i = 0; i < COUNTER_TRIES; i++) {
+        uint64_t again;
+        if (!load64(r, OFF_INTENT, &q->intent)) continue;
+        /* After INTENT: equal to it means the record ending there is published (its COUNT, LATEST stored before). */
+        q->tail = atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst);
+        if (!load64(r, OFF_COUNT, &q->count)) continue;
+        q->latest = atomic_load_explicit(word(r, OFF_LATEST), memory_order_seq_cst);
+        /* Unchanged: no record began between the two INTENT loads, so COUNT is that of the tail. */
+        if (load64(r, OFF_INTENT, &again) && again == q->intent && q->tail == (uint32_t)q->intent) return 1;
+    }
+    return 0;
+}
+
+struct bcast_publisher {
+    uint64_t position;        /* P: the tail, exact */
+    uint64_t count;           /* K: records published */
+    int64_t slowest;          /* lossless: the slowest cursor of the last scan (valid once scanned) */
+    int scanned;
+    struct message *message;
+};
+
+/* The publisher takes over from the one that created the Broadcast (and let go of it): P and K from a snapshot. */
+static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
+    attach(r, KIND_BROADCAST);
+    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    take_role(r, 1, 1); /* one publisher: the PRODUCER byte, exclusive */
+    struct snapshot q;
+    /* We hold the role: a record in flight now is one a dead publisher left half-written. */
+    if (!bcast_snapshot(r, &q)) die(EXIT_CORRUPT, "the previous publisher left a record half-written (INTENT is not TAIL)");
+    p->position = q.intent;
+    p->count = q.count;
+    p->scanned = 0;
+}
+
+/* "Lossless": whether a record ending at `end` laps no live subscriber; rescans the slots when the last scan says full. */
+static int bcast_room(const struct ring *r, struct bcast_publisher *p, uint64_t end) {
+    if (p->scanned && (int64_t)end - p->slowest <= (int64_t)r->capacity) return 1;
+    uint32_t lag = 0;
+    for (uint32_t i = 0; i < r->slot_size; i++) {
+        size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
+        /* Observes a subscriber's OWNER store (after its CURSOR): set means its CURSOR counts. */
+        if (atomic_load_explicit(word(r, slot + SUB_OWNER), memory_order_acquire) == 0) continue;
+        /* Observes the subscriber's progress: it stores CURSOR once done with the bytes before it. Loaded once per scan. */
+        uint32_t cursor = atomic_load_explicit(word(r, slot + SUB_CURSOR), memory_order_acquire);
+        uint32_t behind = (uint32_t)p->position - cursor; /* more than CAPACITY: a newcomer's provisional cursor: full */
+        if (behind > lag) lag = behind;
+    }
+    p->slowest = (int64_t)p->position - lag;
+    p->scanned = 1;
+    return (int64_t)end - p->slowest <= (int64_t)r->capacity;
+}
+
+/* "Publisher, step by step": 1 published, 0 (lossless) full. */
+static int bcast_try_write(struct ring *r, void *arg) {
+    struct bcast_publisher *p = arg;
+    const struct message *m = p->message;
+    uint32_t size = record_size(m->length);
+    uint32_t index = (uint32_t)(p->position & (r->capacity - 1));
+    uint32_t to_end = r->capacity - index;
+    uint64_t end = p->position + (size <= to_end ? size : to_end + size);
+    if (r->mode == MODE_LOSSLESS && !bcast_room(r, p, end)) return 0;
+    /* 1. INTENT before any byte changes: a subscriber's lap check after its copy sees it. */
+    store64(r, OFF_INTENT, end, p->position);
+    /* 2. COUNT before TAIL: a quiescent snapshot (INTENT == TAIL) sees the count of its tail. */
+    store64(r, OFF_COUNT, p->count + 1, p->count);
+    /* The plain stores below stay after the stores of 1 and 2. */
+    atomic_thread_fence(memory_order_release);
+    /* 3. The bytes: the padding before the wrap, then the record. */
+    if (size > to_end) {
+        store_u32(r->data + index, to_end); /* a padding record's LENGTH: its whole extent */
+        store_u32(r->data + index + RECORD_TYPE, (uint32_t)PADDING_TYPE);
+        index = 0;
+    }
+    store_u32(r->data + index, RECORD_HEADER + m->length);
+    store_u32(r->data + index + RECORD_TYPE, (uint32_t)m->type);
+    memcpy(r->data + index + RECORD_HEADER, m->bytes, m->length);
+    /* 4. LATEST before TAIL: a snapshot finds where the newest record starts (release: after the bytes). */
+    atomic_store_explicit(word(r, OFF_LATEST), (uint32_t)p->position, memory_order_seq_cst);
+    /* 5. TAIL publishes the record (release: its bytes); seq_cst for unpark's load of READ_WAITERS. */
+    atomic_store_explicit(word(r, OFF_TAIL), (uint32_t)end, memory_order_seq_cst);
+    p->position = end;
+    p->count++;
+    unpark(r, OFF_READ_WAITERS, INT_MAX); /* 6. one wake for every parked subscriber */
+    return 1;
+}
+
+struct bcast_subscriber {
+    uint64_t cursor;          /* C: the position of the next record, exact */
+    uint64_t number;          /* n: the number of the record at C (records published before it) */
+    uint64_t first;           /* n when the join settled */
+    uint64_t received, lost;
+    uint64_t target;          /* read until n reaches it */
+    int slot;                 /* -1: none (a lossy subscriber beyond the table) */
+    uint32_t token;
+    int pending;              /* the join's snapshot is still to be taken */
+    struct message *message;
+};
+
+/* Publishes our cursor in our slot; a lossless publisher parked on it is woken. */
+static void bcast_store_cursor(const struct ring *r, const struct bcast_subscriber *s) {
+    if (s->slot < 0) return;
+    /* Publishes our progress (release: we are done with the bytes before it); seq_cst for unpark's load of WRITE_WAITERS. */
+    atomic_store_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_CURSOR), (uint32_t)s->cursor, memory_order_seq_cst);
+    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+}
+
+/* Join (`lapped` 0) or resume after a lap at the newest record, counting the skipped ones: 0 while a record is in flight. */
+static int bcast_settle(const struct ring *r, struct bcast_subscriber *s, int lapped) {
+    struct snapshot q;
+    if (!bcast_snapshot(r, &q)) return 0;
+    uint32_t back = q.tail - q.latest; /* from the newest record's start to the tail */
+    if (!lapped) {
+        s->pending = 0;
+        s->first = q.count;
+    } else if (q.intent < s->cursor || q.count < s->number) {
+        die(EXIT_CORRUPT, "the tail (%llu, record %llu) is behind our cursor (%llu, record %llu)", (unsigned long long)q.intent,
+            (unsigned long long)q.count, (unsigned long long)s->cursor, (unsigned long long)s->number);
+    } else if (q.count >= s->number + 1 && back > 0 && back <= r->capacity && q.intent - back >= s->cursor) {
+        s->lost += q.count - 1 - s->number;
+        s->cursor = q.intent - back;
+        s->number = q.count - 1;
+        bcast_store_cursor(r, s);
+        return 1;
+    } else {
+        s->lost += q.count - s->number;
+    }
+    s->cursor = q.intent;
+    s->number = q.count;
+    bcast_store_cursor(r, s);
+    return 1;
+}
+
+/* "Join": a slot (its lock byte, exclusive), START, PID, a provisional CURSOR, then OWNER; then the cursor of a snapshot. */
+static void bcast_join(struct ring *r, struct bcast_subscriber *s) {
+    s->slot = -1;
+    s->token = own_pid | UINT32_C(0x80000000); /* never 0 */
+    for (uint32_t i = 0; i < r->slot_size && s->slot < 0; i++) {
+        size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
+        if (lock_byte(r, (off_t)slot, F_WRLCK) != 0) {
+            if (errno == EAGAIN || errno == EACCES) continue; /* a live subscriber has it */
+            die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of slot %u: %s", i, strerror(errno));
+        }
+        atomic_store_explicit(word(r, slot + SUB_START), 0, memory_order_seq_cst); /* not recorded */
+        atomic_store_explicit(word(r, slot + SUB_PID), own_pid, memory_order_seq_cst);
+        /* A provisional cursor (the tail now) before OWNER: a publisher that counts us never reads garbage. */
+        atomic_store_explicit(word(r, slot + SUB_CURSOR), atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst), memory_order_seq_cst);
+        /* We hold the lock: an OWNER left in the slot was a dead subscriber's. Replacing it publishes the
+         * words above (release) to the publisher's scan. */
+        uint32_t seen = atomic_load_explicit(word(r, slot + SUB_OWNER), memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(word(r, slot + SUB_OWNER), &seen, s->token, memory_order_seq_cst, memory_order_relaxed)) { }
+        s->slot = (int)i;
+    }
+    if (s->slot < 0 && r->mode == MODE_LOSSLESS) die(EXIT_BUSY, "all %u subscriber slots of the lossless Broadcast are taken", r->slot_size);
+    s->pending = !bcast_settle(r, s, 0);
+}
+
+/* "Leaving": gives the slot back (the lock goes with our fd); a lossless publisher parked on our cursor goes on. */
+static void bcast_leave(const struct ring *r, struct bcast_subscriber *s) {
+    if (s->slot < 0) return;
+    uint32_t token = s->token;
+    /* Frees the slot, unless a publisher freed it (taking us for dead) and a newcomer took it. */
+    atomic_compare_exchange_strong_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_OWNER), &token, 0, memory_order_seq_cst, memory_order_relaxed);
+    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+    s->slot = -1;
+}
+
+/*
+ * "Read": 1 a record copied into s->message (its number is s->number - 1), 2 every record before
+ * s->target is accounted for, 0 nothing published (or a lap not settled yet).
+ */
+static int bcast_try_read(struct ring *r, void *arg) {
+    struct bcast_subscriber *s = arg;
+    if (s->pending && !bcast_settle(r, s, 0)) return 0;
+    for (;;) {
+        if (s->number >= s->target) return 2;
+        /* Observes the publisher's TAIL store: the bytes below it are written. seq_cst: a parked reader's
+         * re-check comes after its announcement in WAITERS. */
+        uint32_t available = atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst) - (uint32_t)s->cursor;
+        if (available == 0) return 0;
+        if (available > r->capacity) { /* more than a ring ahead: lapped */
+            if (!bcast_settle(r, s, 1)) return 0;
+            continue;
+        }
+        uint32_t index = (uint32_t)(s->cursor & (r->capacity - 1));
+        uint32_t skipped = 0;
+        /* Plain loads: the lap check below says whether they are the record's. */
+        int32_t length = (int32_t)load_u32(r->data + index);
+        int32_t type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+        int bad = 0;
+        if (type == PADDING_TYPE) {
+            skipped = r->capacity - index;
+            bad = (uint32_t)length != skipped || available < skipped + RECORD_HEADER;
+            index = 0;
+            length = (int32_t)load_u32(r->data);
+            type = (int32_t)load_u32(r->data + RECORD_TYPE);
+        }
+        int64_t payload = (int64_t)length - RECORD_HEADER;
+        bad = bad || payload < 0 || payload > spsc_max_message(r) || type < 0;
+        uint32_t size = bad ? 0 : record_size((uint32_t)payload);
+        bad = bad || skipped + size > available;
+        uint32_t copied = !bad && payload <= PATTERN_MAX_LENGTH ? (uint32_t)payload : 0;
+        memcpy(s->message->bytes, r->data + index + RECORD_HEADER, copied);
+        /* The copy stays before the lap check. */
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t intent;
+        /* Observes INTENT, stored before the publisher rewrites anything: at most a ring ahead of C, the copy is whole. */
+        if (!load64(r, OFF_INTENT, &intent) || intent - s->cursor > r->capacity) {
+            if (!bcast_settle(r, s, 1)) return 0;
+            continue;
+        }
+        if (bad) die(EXIT_CORRUPT, "the record at position %llu has an impossible header (length %d, type %d)", (unsigned long long)s->cursor, length, type);
+        if (payload > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record %llu of length %lld is longer than any message of the pattern", (unsigned long long)s->number, (long long)payload);
+        s->message->length = (uint32_t)payload;
+        s->message->type = type;
+        s->cursor += skipped + size;
+        s->number++;
+        s->received++;
+        bcast_store_cursor(r, s);
+        return 1;
+    }
+}
+
 /* ---- commands ---- */
 
 struct options {
@@ -599,6 +1062,8 @@ struct options {
     int stats;
     long linger;           /* seconds to stay after the last message */
     int hang;              /* latest-publish: then stop in the middle of one more publish, until killed */
+    uint32_t id;           /* producers: in each message's type */
+    uint32_t producers;    /* consumers: how many producers write COUNT messages each */
 };
 
 static void sleep_ms(double ms) {
@@ -621,22 +1086,42 @@ static void pause_for_reader(const struct ring *r, long ms) {
     after_pause = 1;
 }
 
-static void produce(struct ring *r, int spsc, uint64_t count, const struct options *o) {
+/* The producers: spsc-, mpmc-, mpsc-produce and bcast-publish (for which message k is record k). */
+static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct options *o) {
     struct message m;
     struct spsc s;
-    if (spsc) {
+    struct mpsc q;
+    struct bcast_publisher b;
+    int (*try_write)(struct ring *, void *) = mpmc_try_write;
+    void *arg = &m;
+    uint64_t first = 0; /* the pattern index of the first message */
+    if (kind == KIND_SPSC) {
         spsc_attach(r, &s, 1);
         s.message = &m;
+        try_write = spsc_try_write;
+        arg = &s;
+        take_role(r, 1, 1);
+    } else if (kind == KIND_MPSC) {
+        mpsc_attach(r, &q);
+        q.message = &m;
+        try_write = mpsc_try_write;
+        arg = &q;
+        take_role(r, 1, 0); /* any number of producers: the PRODUCER byte, shared */
+    } else if (kind == KIND_BROADCAST) {
+        bcast_publisher_attach(r, &b); /* takes the role */
+        b.message = &m;
+        try_write = bcast_try_write;
+        arg = &b;
+        first = b.count;
     } else {
         attach(r, KIND_MPMC);
         if (r->slot_size < PATTERN_MAX_LENGTH - 1) die(EXIT_USAGE, "slotSize=%u is too small for the pattern", r->slot_size);
+        take_role(r, 1, 0);
     }
-    take_role(r, 1, spsc);
-    int (*try_write)(struct ring *, void *) = spsc ? spsc_try_write : mpmc_try_write;
-    void *arg = spsc ? (void *)&s : (void *)&m;
     for (uint64_t i = 0; i < count; i++) {
         if (o->pause_every != 0 && i != 0 && i % o->pause_every == 0) pause_for_reader(r, o->pause_ms);
-        make_message(&m, i, i == o->corrupt_at);
+        make_message(&m, first + i, i == o->corrupt_at);
+        m.type += (int32_t)(7 * o->id);
         if (!o->park) {
             spin_yield(r, try_write, arg);
             continue;
@@ -649,27 +1134,66 @@ static void produce(struct ring *r, int spsc, uint64_t count, const struct optio
     }
 }
 
-static void consume(struct ring *r, int spsc, uint64_t count) {
+/* The consumers: spsc-, mpmc-, mpsc-consume; COUNT messages from each of `producers` producers (ids in the types). */
+static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t producers) {
     struct message m;
     struct spsc s;
-    if (spsc) {
+    struct mpsc q;
+    int (*try_read)(struct ring *, void *) = mpmc_try_read;
+    void *arg = &m;
+    if (kind == KIND_SPSC) {
         spsc_attach(r, &s, 0);
         s.message = &m;
+        try_read = spsc_try_read;
+        arg = &s;
+    } else if (kind == KIND_MPSC) {
+        mpsc_attach(r, &q);
+        q.message = &m;
+        try_read = mpsc_try_read;
+        arg = &q;
     } else {
         attach(r, KIND_MPMC);
     }
-    take_role(r, 0, spsc);
-    int (*try_read)(struct ring *, void *) = spsc ? spsc_try_read : mpmc_try_read;
-    void *arg = spsc ? (void *)&s : (void *)&m;
-    for (uint64_t i = 0; i < count; i++) {
+    take_role(r, 0, kind != KIND_MPMC); /* one consumer (exclusive), but any number of a MpmcQueue's */
+    uint64_t *next = calloc(producers, sizeof *next); /* per producer: the index of its next message */
+    if (next == NULL) die(EXIT_USAGE, "out of memory");
+    for (uint64_t i = 0; i < count * producers; i++) {
         int got = 0;
         for (int n = 0; n < SPIN_ATTEMPTS && !got; n++) got = try_read(r, arg);
         if (!got) got = park(r, OFF_READ_WAITERS, try_read, arg);
-        if (!got) die(EXIT_CLOSED, "the ring was closed after %llu of %llu messages", (unsigned long long)i, (unsigned long long)count);
-        check_message(m.bytes, m.length, m.type, i);
+        if (!got) die(EXIT_CLOSED, "the ring was closed after %llu of %llu messages", (unsigned long long)i, (unsigned long long)(count * producers));
+        /* The type names the producer (i % 7 + 7 * id); one producer's are checked as they are. */
+        uint32_t p = producers == 1 ? 0 : (uint32_t)m.type / 7;
+        if (m.type < 0 || p >= producers) die(EXIT_MISMATCH, "message with type %d from no producer of 0..%u", m.type, producers - 1);
+        if (next[p] == count) die(EXIT_MISMATCH, "producer %u: a message after its last one (length %u, type %d)", p, m.length, m.type);
+        check_message(m.bytes, m.length, m.type - (int32_t)(7 * p), next[p]++);
     }
-    /* The writer wrote exactly COUNT messages: one more would break the pattern too. */
+    free(next);
+    /* The writers wrote exactly COUNT messages each: one more would break the pattern too. */
     if (try_read(r, arg)) die(EXIT_MISMATCH, "a message after the last one (length %u, type %d)", m.length, m.type);
+}
+
+/* bcast-subscribe: joins, then reads until records 0 .. COUNT-1 are accounted for, checking each record k against message k. */
+static void subscribe(struct ring *r, uint64_t count, const struct options *o) {
+    struct message m;
+    struct bcast_subscriber s = { .target = count, .message = &m };
+    attach(r, KIND_BROADCAST);
+    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    bcast_join(r, &s);
+    printf("joined\n");
+    fflush(stdout);
+    for (;;) {
+        int got = 0;
+        for (int n = 0; n < SPIN_ATTEMPTS && !got; n++) got = bcast_try_read(r, &s);
+        if (!got) got = park(r, OFF_READ_WAITERS, bcast_try_read, &s);
+        if (!got) die(EXIT_CLOSED, "the Broadcast was closed at record %llu of %llu", (unsigned long long)s.number, (unsigned long long)count);
+        if (got == 2) break;
+        check_message(m.bytes, m.length, m.type, s.number - 1);
+        if (o->pause_every != 0 && s.received % o->pause_every == 0) sleep_ms((double)o->pause_ms);
+    }
+    bcast_leave(r, &s);
+    printf("{\"first\":%llu,\"received\":%llu,\"lost\":%llu,\"parksWoken\":%llu}\n", (unsigned long long)s.first,
+        (unsigned long long)s.received, (unsigned long long)s.lost, (unsigned long long)stats.parks_woken);
 }
 
 /* ---- LatestValue ("LatestValue" in LAYOUT.md) ---- */
@@ -807,30 +1331,42 @@ int main(int argc, char **argv) {
     memcpy(&first, &one, 1);
     if (first != 1) die(EXIT_USAGE, "shmring rings are little-endian and this machine is not");
 
-    const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|latest-publish|latest-read PATH COUNT "
-        "[--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
+    const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|mpsc-produce|mpsc-consume|"
+        "latest-publish|latest-read|bcast-publish|bcast-subscribe PATH COUNT "
+        "[--id P] [--producers N] [--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
-    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0, .hang = 0 };
+    struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0, .hang = 0,
+        .id = 0, .producers = 1 };
     for (int a = 4; a < argc; a++) {
         int has_value = a + 1 < argc;
         if (strcmp(argv[a], "--corrupt-at") == 0 && has_value) o.corrupt_at = parse_count(argv[++a], "K");
         else if (strcmp(argv[a], "--pause-every") == 0 && has_value) o.pause_every = parse_count(argv[++a], "N");
         else if (strcmp(argv[a], "--pause-ms") == 0 && has_value) o.pause_ms = (long)parse_count(argv[++a], "D");
         else if (strcmp(argv[a], "--linger") == 0 && has_value) o.linger = (long)parse_count(argv[++a], "S");
+        else if (strcmp(argv[a], "--id") == 0 && has_value) o.id = (uint32_t)parse_count(argv[++a], "P");
+        else if (strcmp(argv[a], "--producers") == 0 && has_value) o.producers = (uint32_t)parse_count(argv[++a], "N");
         else if (strcmp(argv[a], "--park") == 0) o.park = 1;
         else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
         else if (strcmp(argv[a], "--hang") == 0) o.hang = 1;
         else die(EXIT_USAGE, "%s (bad option %s)", usage, argv[a]);
     }
 
+    /* Types stay in [0, 2^31 - 1]; a consumer needs a producer. */
+    if (o.id > (INT32_MAX - 6) / 7 || o.producers == 0 || o.producers > (INT32_MAX - 6) / 7) die(EXIT_USAGE, "%s (bad --id or --producers)", usage);
+    own_pid = (uint32_t)getpid();
+
     struct ring r;
     map_region(&r, argv[2]);
-    if (strcmp(command, "spsc-produce") == 0) produce(&r, 1, count, &o);
-    else if (strcmp(command, "spsc-consume") == 0) consume(&r, 1, count);
-    else if (strcmp(command, "mpmc-produce") == 0) produce(&r, 0, count, &o);
-    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, 0, count);
+    if (strcmp(command, "spsc-produce") == 0) produce(&r, KIND_SPSC, count, &o);
+    else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, o.producers);
+    else if (strcmp(command, "mpmc-produce") == 0) produce(&r, KIND_MPMC, count, &o);
+    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, KIND_MPMC, count, o.producers);
+    else if (strcmp(command, "mpsc-produce") == 0) produce(&r, KIND_MPSC, count, &o);
+    else if (strcmp(command, "mpsc-consume") == 0) consume(&r, KIND_MPSC, count, o.producers);
+    else if (strcmp(command, "bcast-publish") == 0) produce(&r, KIND_BROADCAST, count, &o);
+    else if (strcmp(command, "bcast-subscribe") == 0) subscribe(&r, count, &o);
     else if (strcmp(command, "latest-publish") == 0) latest_writer(&r, count, &o);
     else if (strcmp(command, "latest-read") == 0) latest_reader(&r, count);
     else die(EXIT_USAGE, "unknown command %s", command);
