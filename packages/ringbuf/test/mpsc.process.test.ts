@@ -290,9 +290,12 @@ describe('MpscRing with producer processes and threads', function () {
     assert.throws(() => p.writeSync(new Uint8Array(1), { type: 1.5 }), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => p.commit(8), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => ring.drain(null as unknown as () => void), { code: ErrorCodes.INVALID_ARGUMENT });
-    await assert.rejects(select([ring]), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' }); // not (yet) a select entry
+    await assert.rejects(select([ring], { timeoutMs: 0 }), { code: ErrorCodes.TIMEOUT }); // a select entry: empty, not ready
+    await assert.rejects(select([{ queue: p, write: ring.maxMessageLength + 1 }]), { code: ErrorCodes.MESSAGE_TOO_LARGE });
     assert.equal(ring.size, 0, 'a bad input wrote something');
+    assert.equal(await select([{ queue: p, write: ring.maxMessageLength }], { timeoutMs: 0 }), 0, 'room for the largest message');
     assert.equal(p.tryWrite(new Uint8Array(ring.maxMessageLength), 5), true, 'the largest message fits an empty ring');
+    assert.equal(await select([ring], { timeoutMs: 0 }), 0, 'ready once a message is committed');
     assert.equal(ring.tryRead()!.length, ring.maxMessageLength);
     assert.equal(ring.lastType, 5);
     p.close();
