@@ -184,6 +184,26 @@ function rejectsWith(code: string, name?: string): (err: unknown) => boolean {
 
 const MESSAGE = [1, 2, 3, 4, 5];
 
+/**
+ * selectSync in a worker over the rings of `configs` (`rings`, this side's
+ * view of them): once it announced `unit` on every one, `write` makes the
+ * last one ready; the worker must wake at once and read that message.
+ */
+async function workerWakes(configs: RingConfig[], rings: readonly { readonly region: Region }[], unit: number, write: () => void): Promise<void> {
+  const selected = runWorker({ rings: configs, task: { op: 'selectSync', timeoutMs: 10_000 } });
+  await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
+  await sleep(20); // most likely in the kernel by now
+  const written = performance.now();
+  write();
+  const report = await selected;
+  const ms = performance.now() - written;
+  noError(report);
+  assert.equal(report.index, rings.length - 1);
+  assert.deepEqual(report.message, MESSAGE);
+  assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the write: it slept through the wake-up`);
+  for (const r of rings) assert.equal(waiters(r), 0, 'the worker withdrew its announcements');
+}
+
 describe('select', () => {
   describe('resolves with the queue that got a message', () => {
     for (const where of ['worker', 'process'] as const) {
@@ -374,20 +394,9 @@ describe('select', () => {
           if (backing === 'sab' && count > 1) needWaitAny(this);
           const rings = Array.from({ length: count }, () => makeRing(backing, 'spsc'));
           try {
-            const selected = runWorker({ rings: rings.map((r) => r.config()), task: { op: 'selectSync', timeoutMs: 10_000 } });
             // A native (futex_waitv) waiter on a SharedArrayBuffer announces itself with 0x10000 (see docs/LAYOUT.md).
             const unit = backing === 'sab' && count > 1 ? 0x10000 : 1;
-            await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
-            await sleep(20); // most likely in the kernel by now
-            const written = performance.now();
-            rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE));
-            const report = await selected;
-            const ms = performance.now() - written;
-            noError(report);
-            assert.equal(report.index, count - 1);
-            assert.deepEqual(report.message, MESSAGE);
-            assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the write: it slept through the wake-up`);
-            for (const r of rings) assert.equal(waiters(r), 0, 'the worker withdrew its announcements');
+            await workerWakes(rings.map((r) => r.config()), rings, unit, () => rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE)));
           } finally {
             closeAll(rings);
           }
@@ -623,19 +632,8 @@ describe('select', () => {
         const casts = Array.from({ length: count }, () => makeBroadcast());
         try {
           // The worker subscribes to each, then selectSyncs over its subscribers.
-          const selected = runWorker({ rings: casts.map((c) => c.config()), task: { op: 'selectSync', timeoutMs: 10_000 } });
           const unit = count > 1 ? 0x10000 : 1; // futex_waitv over SharedArrayBuffers: a native waiter
-          await until(() => casts.every((c) => waiters(c) === unit), `the worker announced ${unit} on every Broadcast`);
-          await sleep(20); // most likely in the kernel by now
-          const published = performance.now();
-          casts[count - 1]!.pub.tryWrite(new Uint8Array(MESSAGE));
-          const report = await selected;
-          const ms = performance.now() - published;
-          noError(report);
-          assert.equal(report.index, count - 1);
-          assert.deepEqual(report.message, MESSAGE);
-          assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the publication: it slept through the wake-up`);
-          for (const c of casts) assert.equal(waiters(c), 0, 'the worker withdrew its announcements');
+          await workerWakes(casts.map((c) => c.config()), casts, unit, () => casts[count - 1]!.pub.tryWrite(new Uint8Array(MESSAGE)));
         } finally {
           closeCasts(casts, []);
         }
