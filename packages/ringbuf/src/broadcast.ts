@@ -365,6 +365,24 @@ export class BroadcastPublisher extends BroadcastEnd {
     throw wrongEnd('tryRead', 'publisher');
   }
 
+  // ---- select's look (queue.ts): a write entry only ----
+
+  protected readReady(): boolean {
+    throw wrongEnd('select', 'publisher');
+  }
+
+  /** Lossy: always (the publisher never waits). Lossless: the slowest live subscriber leaves room for the record. */
+  protected writeReady(length: number): boolean {
+    if (this.closedFlag() || !this.lossless) return true;
+    const size = L.recordSize(length);
+    const toEnd = this.capacity - (this.#tail % this.capacity);
+    return this.#room(this.#tail + (size <= toEnd ? size : toEnd + size)); // the end tryWrite would give the record
+  }
+
+  protected selectLimit(write: boolean): number {
+    return write ? this.maxMessageLength : -1;
+  }
+
   drain(_handler: DrainHandler, _limit?: number): number {
     throw wrongEnd('drain', 'publisher');
   }
@@ -610,6 +628,25 @@ export class BroadcastSubscriber extends BroadcastEnd {
 
   tryWrite(_bytes: Uint8Array, _type?: number): boolean {
     throw wrongEnd('tryWrite', 'subscriber');
+  }
+
+  // ---- select's look (queue.ts): a read entry only ----
+
+  /** A record is published past the cursor (or the publisher lapped it: tryRead skips ahead), or the publisher closed. */
+  protected readReady(): boolean {
+    if (this.closedFlag()) return true;
+    // The start is settled first, as tryRead does; not now (a record in flight): its TAIL store wakes the wait.
+    if (this.#pending && !this.#settle(false)) return false;
+    // SYNC POINT with the publisher's TAIL store, as #locate's: a record published past the cursor.
+    return Atomics.load(this.ctl, B.TAIL_I32) !== (this.#cursor | 0);
+  }
+
+  protected writeReady(): boolean {
+    throw wrongEnd('select', 'subscriber');
+  }
+
+  protected selectLimit(write: boolean): number {
+    return write ? -1 : 0;
   }
 
   /** Positions and counts of this subscriber (a snapshot): its cursor, the records it read and lost. */

@@ -428,6 +428,42 @@ export class MpmcQueue extends Queue {
     this.recoveredSlots++;
   }
 
+  // ---- select's look (queue.ts) ----
+
+  protected readReady(): boolean {
+    return this.closedFlag() || this.#slotReady(L.CONSUMER_POSITION_I32, 1);
+  }
+
+  protected writeReady(): boolean {
+    return this.closedFlag() || this.#slotReady(L.PRODUCER_POSITION_I32, 0);
+  }
+
+  protected selectLimit(): number {
+    return this.slotSize;
+  }
+
+  /**
+   * Is the slot of the next position of that side ready? The reader's slot
+   * when its sequence is position + 1 (published), the writer's when it is
+   * position (free): Vyukov's test, as the queue's claims make it.
+   */
+  #slotReady(positionIndex: number, lagOf: 0 | 1): boolean {
+    const ctl = this.ctl;
+    const data32 = this.#data32;
+    // Observes the latest claim of that side (the queue's compareExchange on its position).
+    let position = Atomics.load(ctl, positionIndex);
+    for (;;) {
+      // Observes the slot's publication (tryWrite's store of SEQUENCE = position + 1) or release (#free's store of position + capacity).
+      const lag = (Atomics.load(data32, this.#slot(position) + L.SLOT_SEQUENCE_I32) - ((position + lagOf) | 0)) | 0;
+      if (lag === 0) return true;
+      if (lag < 0) return false;
+      // Another side of ours took that position since: observe the latest claim.
+      const again = Atomics.load(ctl, positionIndex);
+      if (again === position) return true; // a sequence ahead of every claim: the queue's own verb reports it (CORRUPT)
+      position = again;
+    }
+  }
+
   protected dropViews(): void {
     this.data = CLOSED_U8;
     this.#data32 = CLOSED_I32;

@@ -410,9 +410,7 @@ export class MpscRing extends Queue {
    * if its claimer is gone; true if it did (the head moved past it).
    */
   #takeBack(at: number, length: number): boolean {
-    // The claimer's pid, stored before its negative LENGTH (which we observed).
-    const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
-    if (this.#producersLeft() && claimer > 0 && isAlive(claimer, 0)) return false;
+    if (!this.#claimerGone(at)) return false;
     const size = M.recordBytes(-length);
     const index = at << 2;
     if (-length < M.MPSC_RECORD_HEADER || index + size > this.capacity || !this.#within(this.#head, size)) {
@@ -422,6 +420,13 @@ export class MpscRing extends Queue {
     if (Atomics.compareExchange(this.#data32, at + M.MPSC_LENGTH_I32, length, 0) !== length) return false;
     this.#skip(index, size);
     return true;
+  }
+
+  /** Whether the claimer of the record at Int32 index `at` (its LENGTH seen negative) can write no more. */
+  #claimerGone(at: number): boolean {
+    // The claimer's pid, stored before its negative LENGTH (which the caller observed).
+    const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
+    return !(this.#producersLeft() && claimer > 0 && isAlive(claimer, 0));
   }
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
@@ -576,6 +581,56 @@ export class MpscRing extends Queue {
     // The parked read (async: asleep on the futex) looks again.
     if (skipped !== 0) unpark(ctl, READ_BLOCK, WAKE_ONE);
     return left;
+  }
+
+  // ---- select's look (queue.ts) ----
+
+  /**
+   * A message is committed at the head, past any padding there (tryRead
+   * would hand it out), or the head's record is a claim stuck past
+   * peerTimeoutMs whose claimer is gone (tryRead would take it back and go on).
+   */
+  protected readReady(): boolean {
+    if (this.closedFlag()) return true;
+    const data32 = this.#data32;
+    let head = this.#head;
+    for (let passed = 0; passed < this.capacity;) {
+      const at = (head & this.#mask) >> 2;
+      // Observes the claimer's commit (or claim) at that position, as #next does: TYPE is read after it.
+      const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
+      if (length === 0) return false;
+      if (length < 0) return this.#stuck(head, length) && this.#claimerGone(at);
+      // A message, or a record no correct peer writes (tryRead reports it): ready either way.
+      if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER) return true;
+      const size = M.recordBytes(length); // padding (before the wrap, or an aborted record): look past it, as #next does
+      head = (head + size) | 0;
+      passed += size;
+    }
+    return true; // padding all the way round: tryRead reports it
+  }
+
+  /** Room for a record of `length` payload bytes (and the padding before the wrap if it must wrap), as #reserve counts it. */
+  protected writeReady(length: number): boolean {
+    if (this.closedFlag()) return true;
+    const ctl = this.ctl;
+    const size = M.recordBytes(M.mpscLength(length));
+    for (let tries = 0; tries < 64; tries++) {
+      // Observes the latest claim of any producer.
+      const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+      // Observes the consumer's release of zeroed space.
+      const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+      // Observes the latest claim again: unchanged, the head was read while that tail was current (a consistent pair).
+      if (Atomics.load(ctl, L.PRODUCER_POSITION_I32) !== tail) continue;
+      const used = (tail - head) >>> 0;
+      if (used > this.capacity) return true; // no correct consumer wrote that head: tryWrite reports it
+      const toEnd = this.capacity - (tail & this.#mask);
+      return this.capacity - used >= (size <= toEnd ? size : toEnd + size);
+    }
+    return true; // producers keep claiming: tryWrite finds out (another producer may take the room first)
+  }
+
+  protected selectLimit(): number {
+    return this.maxMessageLength;
   }
 
   protected dropViews(): void {

@@ -1,7 +1,8 @@
 /**
- * What SpscRing and MpmcQueue share: the waiting verbs (Sync, async,
- * for await, messages()), closing, and the streams, all built on the two
- * non-blocking verbs each queue implements (tryWrite / tryRead).
+ * What every queue kind shares: the waiting verbs (Sync, async, for
+ * await, messages()), closing, and the streams, all built on the two
+ * non-blocking verbs each queue implements (tryWrite / tryRead), and the
+ * readiness checks select uses (readReady / writeReady).
  *
  * Contract of the shared verbs:
  *  - Arguments and wait options are checked first, before anything is
@@ -283,6 +284,32 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Publishes what this object holds back (SpscRing.cork); close() calls it first. */
   protected flush(): void {}
+
+  // ---- select's look at this object (select.ts): each kind reads its own layout ----
+
+  /**
+   * select: whether a read through this object would not wait now (a
+   * message is there, or the ring is closed). A snapshot; takes nothing.
+   * On a region closed under it, the TypeError of a detached view (select
+   * reports ERR_SHMRING_CLOSED).
+   */
+  protected abstract readReady(): boolean;
+
+  /** select: whether a write of `length` bytes through this object would not wait now (room for it, or closed). */
+  protected abstract writeReady(length: number): boolean;
+
+  /**
+   * select's check of an entry: for a write entry (`write`), the largest
+   * message this object writes; -1 if this object has no such verb (a
+   * Broadcast's publisher reads nothing, its subscribers write nothing).
+   */
+  protected abstract selectLimit(write: boolean): number;
+
+  /** Whether either side closed the ring: the readiness checks' first look. */
+  protected closedFlag(): boolean {
+    // Observes close()'s Atomics.or of FLAGS: a closed ring's verbs no longer wait (a reader still drains what is left).
+    return (Atomics.load(this.ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0;
+  }
 
   abstract tryWrite(bytes: Uint8Array, type?: number): boolean;
   abstract tryRead(): Uint8Array | null;

@@ -1,15 +1,24 @@
 /**
  * select / selectSync: wait until the first of several queues is ready.
  *
- * An entry is a queue (SpscRing or MpmcQueue), meaning "ready to read": a
- * message is published, or the queue is closed (so a read would not wait:
- * it returns what is left or throws ERR_SHMRING_CLOSED); or
- * `{ queue, write: length }`, meaning "room to write a message of `length`
- * bytes" (or closed: a write would throw instead of waiting). The result is
- * the index of the ready entry in the array. Nothing is consumed: the caller
- * then uses tryRead / tryWrite (or drain / claim) on that queue. With
- * several consumers of one MpmcQueue (or producers), another may take the
- * message (or the room) first: tryRead then returns null; select again.
+ * An entry is a queue (SpscRing, MpmcQueue, MpscRing, or a Broadcast
+ * subscriber), meaning "ready to read": a message is published, or the
+ * queue is closed (so a read would not wait: it returns what is left or
+ * throws ERR_SHMRING_CLOSED); or `{ queue, write: length }` (SpscRing,
+ * MpmcQueue, MpscRing, or a Broadcast publisher: a lossy one is always
+ * ready), meaning "room to write a message of `length` bytes" (or closed: a
+ * write would throw instead of waiting). The result is the index of the
+ * ready entry in the array. Nothing is consumed: the caller then uses
+ * tryRead / tryWrite (or drain / claim) on that queue. With several
+ * consumers of one MpmcQueue (or producers, of it or of an MpscRing),
+ * another may take the message (or the room) first: tryRead then returns
+ * null; select again.
+ *
+ * Each kind decides its own readiness from its own words (readReady /
+ * writeReady in its class, queue.ts): this module reads no ring word but
+ * the wait blocks' SIGNAL and WAITERS, which every kind lays out alike.
+ * An MpscRing is also ready to read when a claim stuck at its head past
+ * the ring's peerTimeoutMs has a dead claimer (tryRead takes it back).
  *
  * Fairness: the entries are scanned in cyclic order from a start index, and
  * the first ready one wins. The start is one past the index returned last
@@ -42,11 +51,8 @@
 import { abortError, checkInteger, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
-import * as L from './layout.js';
-import { MpmcQueue } from './mpmc.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { checkWaitOptions, isDetachedAccess, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
-import { SpscRing } from './spsc.js';
 import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
@@ -68,7 +74,11 @@ export interface SelectOptions {
    * How soon a wait notices that the other side of one of the queues is gone
    * (ERR_SHMRING_PEER_DEAD, with the entry's `index`), in ms: an SpscRing's
    * peer, or every producer (consumer) of a MpmcQueue, which also recovers
-   * the slots of dead sides, as its own waits do. Default 1000; Infinity
+   * the slots of dead sides, as its own waits do; every producer of an
+   * MpscRing read (whose consumer also takes back dead claims), the
+   * consumer of an MpscRing written; a Broadcast subscriber's publisher (a
+   * lossless publisher waiting frees the slots of dead subscribers and
+   * waits on for the live ones). Default 1000; Infinity
    * never checks. select is checked by the thread's
    * watchdog, selectSync between naps of a quarter of it.
    */
@@ -96,39 +106,28 @@ export interface SelectPeerDeadError extends ShmringError {
 
 // ---- the entries, checked ----
 
-/** One entry of a call, resolved to the ring's words. */
+/** One entry of a call: the queue, the side it waits for, and the wait block of that side. */
 interface Probe {
   readonly queue: Queue;
-  /** Control words (header and blocks) of the ring. */
+  /** The queue's control words (header and blocks) when the probe was made: the wait words. */
   readonly ctl: Int32Array;
-  /** The data area as Int32: MpmcQueue's slots, SpscRing's record headers. */
-  readonly slots: Int32Array;
-  readonly mpmc: boolean;
   /** Waiting for room to write (else for a message to read). */
   readonly write: boolean;
   /** The message length of a write entry; -1 for a read entry. */
   readonly length: number;
-  /** SpscRing write: record bytes the message takes. */
-  readonly recordSize: number;
-  /** SpscRing: data bytes; MpmcQueue: slots. */
-  readonly capacity: number;
-  /** MpmcQueue: slot stride in Int32 words. */
-  readonly stride32: number;
   readonly block: WaitBlock;
 }
 
-/** The ring words of a queue object, made once per object (views of its one ArrayBuffer). */
-interface RingWords {
-  /** queue.data when these were made: once it differs (close swaps it), the queue is closed. */
-  readonly data: Uint8Array;
+/** A queue object's probes, made once per object and control view (not per call). */
+interface Probes {
+  /** The queue's ctl when these were made: once it differs (close swaps it), the queue is closed. */
   readonly ctl: Int32Array;
-  readonly slots: Int32Array;
-  /** The queue's read probe, and its last write probe: made once, not per call. */
+  /** The queue's read probe, and its last write probe. */
   read: Probe | undefined;
   write: Probe | undefined;
 }
 
-const ringWords = new WeakMap<Queue, RingWords>();
+const probesOf = new WeakMap<Queue, Probes>();
 
 function closedError(index: number, what: string): ShmringError {
   return new ShmringError(ErrorCodes.CLOSED,
@@ -147,31 +146,6 @@ function detachedFailure(call: Call, err: unknown, what: string): unknown {
   return index >= 0 ? closedError(index, what) : err;
 }
 
-/**
- * The ring's words, read as docs/LAYOUT.md lays them out: a queue's `data`
- * view starts at DATA_OFFSET of its ring, so the control words are the
- * DATA_OFFSET bytes before it.
- */
-function wordsOf(queue: SpscRing | MpmcQueue, mpmc: boolean, index: number, what: string): RingWords {
-  const data = queue.data;
-  let words = ringWords.get(queue);
-  if (words === undefined || words.data !== data) {
-    if (data.length === 0) throw closedError(index, what);
-    const base = data.byteOffset - L.DATA_OFFSET;
-    words = {
-      data,
-      ctl: new Int32Array(data.buffer, base, L.CONTROL_I32_LENGTH),
-      slots: new Int32Array(data.buffer, data.byteOffset, data.byteLength / 4),
-      read: undefined,
-      write: undefined,
-    };
-    ringWords.set(queue, words);
-  }
-  // close() swaps the views for empty ones; a closed region detaches them (length 0).
-  if (data.length === 0 || words.ctl.length === 0) throw closedError(index, what);
-  return words;
-}
-
 function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   let queue: unknown = entry;
   let length = -1;
@@ -179,30 +153,32 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
     queue = entry.queue;
     length = checkInteger(`entries[${index}].write`, entry.write, 0, 0x7fffffff);
   }
-  const mpmc = queue instanceof MpmcQueue;
-  if (!mpmc && !(queue instanceof SpscRing)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-      `${what}: entries[${index}] must be a SpscRing or MpmcQueue (ready to read) or { queue, write: length } (room to write)`);
-  }
-  const q = queue as SpscRing | MpmcQueue;
-  const words = wordsOf(q, mpmc, index, what);
   const write = length >= 0;
-  const cached = write ? words.write : words.read;
+  // Each kind says what it waits for (queue.ts, selectLimit): a Broadcast's publisher only writes, its subscribers only read.
+  const largest = queue instanceof Queue ? queue['selectLimit'](write) : -1;
+  if (largest < 0) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+      `${what}: entries[${index}] must be a SpscRing, MpmcQueue, MpscRing or Broadcast subscriber (ready to read) `
+      + 'or { queue, write: length } with a SpscRing, MpmcQueue, MpscRing or Broadcast publisher (room to write)');
+  }
+  const q = queue as Queue;
+  // close() swaps the views for empty ones; a closed region detaches them (length 0).
+  const ctl = q['ctl'];
+  if (ctl.length === 0) throw closedError(index, what);
+  let probes = probesOf.get(q);
+  if (probes === undefined || probes.ctl !== ctl) {
+    probes = { ctl, read: undefined, write: undefined };
+    probesOf.set(q, probes);
+  }
+  const cached = write ? probes.write : probes.read;
   if (cached !== undefined && cached.length === length) return cached;
-  const largest = mpmc ? (q as MpmcQueue).slotSize : (q as SpscRing).maxMessageLength;
   if (length > largest) {
     throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
       `${what}: entries[${index}] asks for room for ${length} bytes; the queue's largest message is ${largest}`);
   }
-  const probe: Probe = {
-    queue: q, ctl: words.ctl, slots: words.slots, mpmc, write, length,
-    recordSize: write && !mpmc ? L.recordSize(length) : 0,
-    capacity: q.capacity,
-    stride32: mpmc ? L.slotStride((q as MpmcQueue).slotSize) / 4 : 0,
-    block: write ? WRITE_BLOCK : READ_BLOCK,
-  };
-  if (write) words.write = probe;
-  else words.read = probe;
+  const probe: Probe = { queue: q, ctl, write, length, block: write ? WRITE_BLOCK : READ_BLOCK };
+  if (write) probes.write = probe;
+  else probes.read = probe;
   return probe;
 }
 
@@ -234,53 +210,13 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
   return { probes, started, deadline, checkMs: checkPeriodOf(options) };
 }
 
-// ---- readiness (snapshots; every load is sequentially consistent) ----
+// ---- readiness: each kind reads its own words (readReady / writeReady, queue.ts) ----
 
 /** True when the entry's verb would not wait now: a message / room is there, or the queue is closed. */
 function ready(p: Probe): boolean {
-  const ctl = p.ctl;
-  // Observes close()'s flag (its Atomics.or of FLAGS): a closed queue's verbs no longer wait (a reader still drains what is left).
-  if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) return true;
-  if (p.mpmc) {
-    return p.write ? slotReady(p, L.PRODUCER_POSITION_I32, 0) : slotReady(p, L.CONSUMER_POSITION_I32, 1);
-  }
-  // Observes the consumer's release (SpscRing #storeConsumer's Atomics.store of CONSUMER_POSITION).
-  const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
-  if (!p.write) {
-    // Observes the producer's publication of the record at the consumer's position (its Atomics.store of
-    // LENGTH), as tryRead does: the header word, not the producer position, publishes (layout version 2).
-    // A non-zero word that is no record also counts: tryRead reports it (ERR_SHMRING_CORRUPT).
-    return Atomics.load(p.slots, ((consumer & (p.capacity - 1)) >> 2) + L.RECORD_LENGTH_I32) !== 0;
-  }
-  // Observes the producer's position store: the caller is the producer (its held records were published before the first look).
-  const producer = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-  const used = (producer - consumer) | 0;
-  // Room as SpscRing's reserve counts it: the record, the padding before the wrap if it must wrap, and RECORD_RESERVE.
-  const toEnd = p.capacity - (producer & (p.capacity - 1));
-  const needed = (p.recordSize <= toEnd ? p.recordSize : toEnd + p.recordSize) + L.RECORD_RESERVE;
-  return p.capacity - (used > 0 ? used : 0) >= needed;
-}
-
-/**
- * MpmcQueue: is the slot of the next position of that side ready? The
- * reader's slot when its sequence is position + 1 (published), the writer's
- * when it is position (free): Vyukov's test, as the queue's claims make it.
- */
-function slotReady(p: Probe, positionIndex: number, lagOf: 0 | 1): boolean {
-  const ctl = p.ctl;
-  const mask = p.capacity - 1;
-  // Observes the latest claim of that side (the queue's compareExchange on its position).
-  let position = Atomics.load(ctl, positionIndex);
-  for (;;) {
-    // Observes the slot's publication (tryWrite's store of SEQUENCE = position + 1) or release (#free's store of position + capacity).
-    const lag = (Atomics.load(p.slots, (position & mask) * p.stride32 + L.SLOT_SEQUENCE_I32) - ((position + lagOf) | 0)) | 0;
-    if (lag === 0) return true;
-    if (lag < 0) return false;
-    // Another side of ours took that position since: observe the latest claim.
-    const again = Atomics.load(ctl, positionIndex);
-    if (again === position) return true; // a sequence ahead of every claim: the queue's own verb reports it (CORRUPT)
-    position = again;
-  }
+  // This side closed the queue since the call began (its views swapped): its verbs no longer wait, they throw.
+  if (p.queue['ctl'] !== p.ctl) return true;
+  return p.write ? p.queue['writeReady'](p.length) : p.queue['readReady']();
 }
 
 // ---- fairness ----
@@ -339,8 +275,10 @@ function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
 /**
  * Index of an entry whose peer is gone, or -1. The queue's own check of a
  * parked side (protected; select parks on the queue's behalf): SpscRing
- * looks at the registered peer; MpmcQueue recovers a slot a dead side holds
- * and never reports death.
+ * and a Broadcast subscriber look at the registered peer; MpmcQueue
+ * recovers a slot a dead side holds; MpscRing takes back a dead claim at
+ * its head; a Broadcast publisher frees dead subscribers' slots and never
+ * reports death.
  */
 function deadEntry(call: Call): number {
   for (let i = 0; i < call.probes.length; i++) {

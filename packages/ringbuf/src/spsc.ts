@@ -545,6 +545,37 @@ export class SpscRing extends Queue {
     this.#consumerPosition = this.#releasedPosition;
   }
 
+  // ---- select's look (queue.ts): from the shared words, not this object's own positions ----
+
+  protected readReady(): boolean {
+    if (this.closedFlag()) return true;
+    // Observes the consumer's release (#storeConsumer's Atomics.store of CONSUMER_POSITION).
+    const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    // Observes the producer's publication of the record at the consumer's position (its Atomics.store of
+    // LENGTH), as tryRead does: the header word, not the producer position, publishes (layout version 2).
+    // A non-zero word that is no record also counts: tryRead reports it (ERR_SHMRING_CORRUPT).
+    return Atomics.load(this.#data32, ((consumer & this.#mask) >> 2) + L.RECORD_LENGTH_I32) !== 0;
+  }
+
+  protected writeReady(length: number): boolean {
+    if (this.closedFlag()) return true;
+    const ctl = this.ctl;
+    // Observes the consumer's release (#storeConsumer's Atomics.store of CONSUMER_POSITION).
+    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // Observes the producer's position store: select's caller is the producer (its held records were published before the first look).
+    const producer = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    const used = (producer - consumer) | 0;
+    // Room as #reserve counts it: the record, the padding before the wrap if it must wrap, and RECORD_RESERVE.
+    const size = L.recordSize(length);
+    const toEnd = this.capacity - (producer & this.#mask);
+    const needed = (size <= toEnd ? size : toEnd + size) + L.RECORD_RESERVE;
+    return this.capacity - (used > 0 ? used : 0) >= needed;
+  }
+
+  protected selectLimit(): number {
+    return this.maxMessageLength;
+  }
+
   protected dropViews(): void {
     this.data = CLOSED_U8;
     this.#data32 = CLOSED_I32;

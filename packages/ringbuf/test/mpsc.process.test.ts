@@ -10,7 +10,7 @@ import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
-import { describeRing, MpscRing, select, SpscRing } from '../src/index.js';
+import { describeRing, MpscRing, select, selectSync, SpscRing } from '../src/index.js';
 import { FIXTURE_PATH, message, type MpscPeerConfig } from './fixtures/mpsc-peer.js';
 import { memfdUnavailable } from './helpers.js';
 
@@ -197,6 +197,26 @@ describe('MpscRing with producer processes and threads', function () {
     await assert.rejects(ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
   });
 
+  it('select: a claim stuck at the head is ready once its claimer is dead (tryRead then skips it), not while it lives', async function () {
+    ring.peerTimeoutMs = 100; // tryRead's timeout, which select's look goes by
+    const claimer = start({ role: 'claimer', id: 9 });
+    await claimer.next('claimed');
+    assert.equal(selectSync([ring], { timeoutMs: 0 }), 0);
+    assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
+    // A live producer holds the PRODUCER lock throughout; its message waits behind the stuck record.
+    const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
+    await producer.next('done');
+    assert.throws(() => selectSync([ring], { timeoutMs: 300, peerTimeoutMs: 100 }), { code: ErrorCodes.TIMEOUT }, 'the claimer lives: not ready');
+    assert.equal(ring.unblockedRecords, 0, 'the record of a live claimer was skipped');
+    await claimer.kill();
+    await sleep(150); // past peerTimeoutMs since select first saw the record stuck
+    assert.equal(selectSync([ring], { timeoutMs: 0 }), 0, 'the dead claim is ready: tryRead would take it back');
+    assert.deepEqual([...ring.tryRead()!], [...message(1, 0)]);
+    assert.equal(ring.unblockedRecords, 1);
+    await producer.kill(); // the last producer dies: nothing more can come
+    await assert.rejects(select([ring], { timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
+  });
+
   it('messages({ peerTimeoutMs }) skips a dead claimer\'s record with the iterator\'s timeout', async function () {
     ring.peerTimeoutMs = Infinity; // only the iterator's option can let the record be skipped
     const claimer = start({ role: 'claimer', id: 9 });
@@ -290,9 +310,12 @@ describe('MpscRing with producer processes and threads', function () {
     assert.throws(() => p.writeSync(new Uint8Array(1), { type: 1.5 }), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => p.commit(8), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => ring.drain(null as unknown as () => void), { code: ErrorCodes.INVALID_ARGUMENT });
-    await assert.rejects(select([ring]), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' }); // not (yet) a select entry
+    await assert.rejects(select([ring], { timeoutMs: 0 }), { code: ErrorCodes.TIMEOUT }); // a select entry: empty, not ready
+    await assert.rejects(select([{ queue: p, write: ring.maxMessageLength + 1 }]), { code: ErrorCodes.MESSAGE_TOO_LARGE });
     assert.equal(ring.size, 0, 'a bad input wrote something');
+    assert.equal(await select([{ queue: p, write: ring.maxMessageLength }], { timeoutMs: 0 }), 0, 'room for the largest message');
     assert.equal(p.tryWrite(new Uint8Array(ring.maxMessageLength), 5), true, 'the largest message fits an empty ring');
+    assert.equal(await select([ring], { timeoutMs: 0 }), 0, 'ready once a message is committed');
     assert.equal(ring.tryRead()!.length, ring.maxMessageLength);
     assert.equal(ring.lastType, 5);
     p.close();

@@ -1,8 +1,11 @@
 /**
- * select / selectSync against a model: N queues (SpscRings and MpmcQueues
- * over SharedArrayBuffer regions) and a plain model of each (its messages,
- * and for a SpscRing the two byte positions by the rules of layout.ts, so
- * the model knows exactly when a message of a given length fits). Random
+ * select / selectSync against a model: N queues (SpscRings, MpmcQueues,
+ * MpscRings and lossless Broadcasts over SharedArrayBuffer regions) and a
+ * plain model of each (its messages, and for the byte rings the two byte
+ * positions by the rules of their layouts, so the model knows exactly when
+ * a message of a given length fits). A Broadcast's read entries are its
+ * one subscriber, its write entries its publisher (which nobody closes
+ * here: a closed publisher is no entry any more). Random
  * sequences of writes, reads, closes (by a second object: the other side)
  * and selects over a few entry lists (read entries and { queue, write }
  * entries, duplicates allowed). Each select must:
@@ -19,7 +22,10 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MpmcQueue, select, selectSync, SpscRing, type SelectEntry } from '../src/index.js';
+import {
+  Broadcast, MpmcQueue, MpscRing, select, selectSync, SpscRing, type BroadcastPublisher, type BroadcastSubscriber, type SelectEntry,
+} from '../src/index.js';
+import type { Queue } from '../src/queue.js';
 import * as L from '../src/layout.js';
 
 const NUM_RUNS = 500;
@@ -27,10 +33,10 @@ const NUM_RUNS = 500;
 const WOKEN_MS = 2000;
 
 interface QueueSpec {
-  kind: 'spsc' | 'mpmc';
-  /** SpscRing: bytes (64..256); MpmcQueue: slots (2..8). */
+  kind: 'spsc' | 'mpmc' | 'mpsc' | 'broadcast';
+  /** Byte rings: bytes (64..256); MpmcQueue: slots (2..8). */
   capacity: number;
-  /** SpscRing: where both positions start (0 or just below 2^32, to cross the wrap). */
+  /** SpscRing, MpscRing: where both positions start (0 or just below 2^32, to cross the wrap). */
   start: number;
 }
 
@@ -55,6 +61,12 @@ const queueSpec: fc.Arbitrary<QueueSpec> = fc.oneof(
     start: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8)),
   }),
   fc.record({ kind: fc.constant('mpmc' as const), capacity: fc.constantFrom(2, 4, 8), start: fc.constant(0) }),
+  fc.record({
+    kind: fc.constant('mpsc' as const),
+    capacity: fc.constantFrom(64, 128, 256),
+    start: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8)),
+  }),
+  fc.record({ kind: fc.constant('broadcast' as const), capacity: fc.constantFrom(64, 128, 256), start: fc.constant(0) }),
 );
 
 const fraction = fc.oneof(fc.constant(0), fc.constant(1), fc.double({ min: 0, max: 1, noNaN: true }));
@@ -85,35 +97,46 @@ function scenario(): fc.Arbitrary<{ queues: QueueSpec[]; lists: EntrySpec[][]; c
 
 /** One queue and its model. */
 class Subject {
-  readonly queue: SpscRing | MpmcQueue;
-  /** The other side's object over the same ring (it closes the ring). */
-  readonly peer: SpscRing | MpmcQueue;
+  /** The object of read entries, and of write entries (one object but for a Broadcast). */
+  readonly queue: Queue;
+  readonly writer: Queue;
+  /** The other side's object over the same ring (it closes the ring); none for a Broadcast. */
+  readonly peer: Queue | undefined;
   readonly ctl: Int32Array;
   readonly max: number;
   /** Lengths of the messages in the ring, oldest first. */
   readonly lengths: number[] = [];
-  /** SpscRing: the record bytes (padding included) each message took. */
+  /** Byte rings: the record bytes (padding included) each message took. */
   readonly taken: number[] = [];
   producer: number;
   consumer: number;
   closed = false;
 
   constructor(readonly spec: QueueSpec) {
-    const size = spec.kind === 'spsc'
-      ? SpscRing.regionSize({ capacity: spec.capacity })
-      : MpmcQueue.regionSize({ capacity: spec.capacity, slotSize: SLOT_SIZE });
+    const size = spec.kind === 'spsc' ? SpscRing.regionSize({ capacity: spec.capacity })
+      : spec.kind === 'mpsc' ? MpscRing.regionSize({ capacity: spec.capacity })
+        : spec.kind === 'broadcast' ? Broadcast.regionSize({ capacity: spec.capacity, subscribers: 1 })
+          : MpmcQueue.regionSize({ capacity: spec.capacity, slotSize: SLOT_SIZE });
     const region = Region.create({ backing: 'sab', size });
     this.ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-    if (spec.kind === 'spsc') {
-      SpscRing.create(region, { capacity: spec.capacity });
+    if (spec.kind === 'spsc' || spec.kind === 'mpsc') {
+      const Kind = spec.kind === 'spsc' ? SpscRing : MpscRing;
+      Kind.create(region, { capacity: spec.capacity });
       // Both positions (an empty ring) at `start`, then attach: the new objects read them.
       Atomics.store(this.ctl, L.PRODUCER_POSITION_I32, spec.start | 0);
       Atomics.store(this.ctl, L.CONSUMER_POSITION_I32, spec.start | 0);
-      this.queue = SpscRing.attach(region);
-      this.peer = SpscRing.attach(region);
-      this.max = (this.queue as SpscRing).maxMessageLength;
+      const queue = Kind.attach(region);
+      this.queue = this.writer = queue;
+      this.peer = Kind.attach(region);
+      this.max = queue.maxMessageLength;
+    } else if (spec.kind === 'broadcast') {
+      const publisher: BroadcastPublisher = Broadcast.create(region, { capacity: spec.capacity, lossless: true, subscribers: 1 });
+      this.writer = publisher;
+      this.queue = Broadcast.subscribe(region) as BroadcastSubscriber;
+      this.peer = undefined;
+      this.max = publisher.maxMessageLength;
     } else {
-      this.queue = MpmcQueue.create(region, { capacity: spec.capacity, slotSize: SLOT_SIZE });
+      this.queue = this.writer = MpmcQueue.create(region, { capacity: spec.capacity, slotSize: SLOT_SIZE });
       this.peer = MpmcQueue.attach(region);
       this.max = SLOT_SIZE;
     }
@@ -121,7 +144,7 @@ class Subject {
     this.consumer = spec.start;
   }
 
-  /** Bytes (padding and record) a message of `length` takes at the producer position now; SpscRing. */
+  /** Bytes (padding and record) a message of `length` takes at the producer position now; byte rings. */
   #needed(length: number): number {
     const size = L.recordSize(length);
     const toEnd = this.spec.capacity - (this.producer % this.spec.capacity);
@@ -130,15 +153,27 @@ class Subject {
 
   fits(length: number): boolean {
     if (this.spec.kind === 'mpmc') return this.lengths.length < this.spec.capacity;
-    return this.spec.capacity - ((this.producer - this.consumer) >>> 0) >= this.#needed(length) + L.RECORD_RESERVE;
+    // SpscRing keeps RECORD_RESERVE free; MpscRing and a lossless Broadcast fill the ring.
+    const reserve = this.spec.kind === 'spsc' ? L.RECORD_RESERVE : 0;
+    return this.spec.capacity - ((this.producer - this.consumer) >>> 0) >= this.#needed(length) + reserve;
+  }
+
+  /** Nobody closes a Broadcast here (see the header). */
+  get closeable(): boolean {
+    return this.peer !== undefined;
   }
 
   write(length: number): boolean {
+    if (this.closed && this.spec.kind === 'mpsc') {
+      // An MpscRing's producers stop once its consumer side closed it.
+      assert.throws(() => this.writer.tryWrite(new Uint8Array(length)), (err) => (err as ShmringError).code === ErrorCodes.CLOSED);
+      return false;
+    }
     const fits = this.fits(length);
-    const ok = this.queue.tryWrite(new Uint8Array(length).fill(length & 0xff));
+    const ok = this.writer.tryWrite(new Uint8Array(length).fill(length & 0xff));
     assert.equal(ok, fits, `tryWrite of ${length} B: the model says ${fits ? '' : 'no '}room`);
     if (ok) {
-      if (this.spec.kind === 'spsc') {
+      if (this.spec.kind !== 'mpmc') {
         const needed = this.#needed(length);
         this.taken.push(needed);
         this.producer = (this.producer + needed) >>> 0;
@@ -156,10 +191,11 @@ class Subject {
     }
     assert.ok(message !== null, `tryRead: the model holds ${this.lengths.length} messages`);
     assert.equal(message.length, this.lengths.shift());
-    if (this.spec.kind === 'spsc') this.consumer = (this.consumer + this.taken.shift()!) >>> 0;
+    if (this.spec.kind !== 'mpmc') this.consumer = (this.consumer + this.taken.shift()!) >>> 0;
   }
 
   close(): void {
+    if (this.peer === undefined) return;
     this.peer.close();
     this.closed = true;
   }
@@ -182,6 +218,8 @@ class Subject {
 }
 
 const totals = { runs: 0, selects: 0, immediate: 0, timedOut: 0, woken: 0, notFirst: 0, closedReady: 0 };
+/** Selects won by an entry of each kind, read and write. */
+const won: Record<string, number> = {};
 
 /** A ready queue outside every run, to set this thread's cursor to a known value. */
 const anchor = (() => {
@@ -195,7 +233,7 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
   const subjects = queues.map((spec) => new Subject(spec));
   const arrays: SelectEntry[][] = lists.map((list) => list.map((e) => (e.write === undefined
     ? subjects[e.q]!.queue
-    : { queue: subjects[e.q]!.queue, write: subjects[e.q]!.length(e) })));
+    : { queue: subjects[e.q]!.writer, write: subjects[e.q]!.length(e) })));
   // The model of the fairness state: one past the last index, per array and for the thread.
   const cursors = new Map<number, number>();
   assert.equal(selectSync([anchor]), 0);
@@ -250,7 +288,7 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
           const notReady = list.map((e, i) => i).filter((i) => !subjects[list[i]!.q]!.ready(list[i]!));
           const target = list[notReady[command.pick % notReady.length]!]!;
           const s = subjects[target.q]!;
-          if (command.how === 0) {
+          if (command.how === 0 && s.closeable) {
             s.close();
             totals.closedReady++;
           } else if (target.write === undefined) {
@@ -268,6 +306,8 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
         }
         assert.equal(got, expected, `${what}: select over [${list.map((e) => `${e.q}${e.write === undefined ? 'r' : 'w'}`)}] from ${start}`);
         if (got !== start) totals.notFirst++;
+        const winner = `${subjects[list[got]!.q]!.spec.kind} ${list[got]!.write === undefined ? 'read' : 'write'}`;
+        won[winner] = (won[winner] ?? 0) + 1;
         threadCursor = got + 1;
         if (!command.fresh) cursors.set(command.list, got + 1);
         checkAll(what);
@@ -286,7 +326,7 @@ describe('select against a model', () => {
   after(() => {
     console.log(`      ${totals.runs} runs, ${totals.selects} selects: ${totals.immediate} found a ready entry, ` +
       `${totals.timedOut} timed out, ${totals.woken} woke when an entry became ready (${totals.closedReady} by a close); ` +
-      `${totals.notFirst} returned an entry other than the start`);
+      `${totals.notFirst} returned an entry other than the start; won by kind: ${JSON.stringify(won)}`);
   });
 
   it('returns the first ready entry from the rotating start, never a not-ready one, and wakes when one becomes ready', async () => {
@@ -296,5 +336,8 @@ describe('select against a model', () => {
     );
     assert.ok(totals.woken > 200 && totals.timedOut > 200 && totals.notFirst > 200,
       `coverage: ${JSON.stringify(totals)}`);
+    for (const kind of ['spsc', 'mpmc', 'mpsc', 'broadcast']) {
+      for (const side of ['read', 'write']) assert.ok((won[`${kind} ${side}`] ?? 0) > 50, `coverage: ${kind} ${side} entries won ${JSON.stringify(won)}`);
+    }
   });
 });

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, nativeFutex, Region, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
-import { MpmcQueue, select, selectSync, SpscRing, type SelectEntry } from '../src/index.js';
+import { Broadcast, MpmcQueue, MpscRing, select, selectSync, SpscRing, type BroadcastPublisher, type BroadcastSubscriber, type SelectEntry } from '../src/index.js';
 import * as L from '../src/layout.js';
 import type { RingConfig, SelectPeerConfig, SelectPeerReport, SelectTask } from './fixtures/select-peer.js';
 import { memfdUnavailable } from './helpers.js';
@@ -28,7 +28,7 @@ const PEER_LIMIT_MS = 50_000;
 const NO_NAPS = { peerTimeoutMs: Infinity };
 
 type Backing = 'sab' | 'memfd';
-type Kind = 'spsc' | 'mpmc';
+type Kind = 'spsc' | 'mpmc' | 'mpsc';
 
 function needMemfd(backing: Backing, context: Mocha.Context): void {
   const problem = backing === 'memfd' ? memfdUnavailable() : undefined;
@@ -49,18 +49,20 @@ function needWaitAny(context: Mocha.Context): void {
 interface Ring {
   region: Region;
   /** This side's object (the test uses it as producer and consumer both). */
-  queue: SpscRing | MpmcQueue;
+  queue: SpscRing | MpmcQueue | MpscRing;
   config(fd?: number): RingConfig;
 }
 
 function makeRing(backing: Backing, kind: Kind, size: { capacity: number; slotSize?: number } = { capacity: 256, slotSize: 64 }): Ring {
   const bytes = kind === 'spsc'
     ? SpscRing.regionSize({ capacity: size.capacity })
-    : MpmcQueue.regionSize({ capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+    : kind === 'mpsc' ? MpscRing.regionSize({ capacity: size.capacity })
+      : MpmcQueue.regionSize({ capacity: size.capacity, slotSize: size.slotSize ?? 64 });
   const region = Region.create({ backing, size: bytes });
   const queue = kind === 'spsc'
     ? SpscRing.create(region, { capacity: size.capacity })
-    : MpmcQueue.create(region, { capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+    : kind === 'mpsc' ? MpscRing.create(region, { capacity: size.capacity })
+      : MpmcQueue.create(region, { capacity: size.capacity, slotSize: size.slotSize ?? 64 });
   return {
     region, queue,
     config: (fd) => ({
@@ -77,11 +79,33 @@ function closeAll(rings: readonly Ring[]): void {
   }
 }
 
-/** The ring's WAITERS word of that side (READ or WRITE), as a peer sees it. */
-function waiters(ring: Ring, side: 'read' | 'write' = 'read'): number {
+/** The ring's WAITERS word of that side (READ or WRITE), as a peer sees it (every kind has the wait blocks there). */
+function waiters(ring: { readonly region: Region }, side: 'read' | 'write' = 'read'): number {
   const ctl = new Int32Array(ring.region.buffer, 0, L.CONTROL_I32_LENGTH);
   // Observes the sleepers' announcements.
   return Atomics.load(ctl, side === 'read' ? L.READ_WAITERS_I32 : L.WRITE_WAITERS_I32);
+}
+
+/** A Broadcast (its publisher) in a region of its own; a worker given its config subscribes. */
+interface Cast {
+  region: Region;
+  pub: BroadcastPublisher;
+  config(): RingConfig;
+}
+
+function makeBroadcast(options: { capacity?: number; lossless?: boolean } = {}): Cast {
+  const capacity = options.capacity ?? 256;
+  const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity }) });
+  const pub = Broadcast.create(region, { capacity, lossless: options.lossless });
+  return { region, pub, config: () => ({ source: { kind: 'sab', sab: region.buffer as SharedArrayBuffer }, queue: 'broadcast' }) };
+}
+
+function closeCasts(casts: readonly Cast[], subs: readonly BroadcastSubscriber[]): void {
+  for (const sub of subs) sub.close();
+  for (const c of casts) {
+    c.pub.close();
+    c.region.close();
+  }
 }
 
 function runWorker(config: SelectPeerConfig): Promise<SelectPeerReport> {
@@ -159,6 +183,26 @@ function rejectsWith(code: string, name?: string): (err: unknown) => boolean {
 }
 
 const MESSAGE = [1, 2, 3, 4, 5];
+
+/**
+ * selectSync in a worker over the rings of `configs` (`rings`, this side's
+ * view of them): once it announced `unit` on every one, `write` makes the
+ * last one ready; the worker must wake at once and read that message.
+ */
+async function workerWakes(configs: RingConfig[], rings: readonly { readonly region: Region }[], unit: number, write: () => void): Promise<void> {
+  const selected = runWorker({ rings: configs, task: { op: 'selectSync', timeoutMs: 10_000 } });
+  await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
+  await sleep(20); // most likely in the kernel by now
+  const written = performance.now();
+  write();
+  const report = await selected;
+  const ms = performance.now() - written;
+  noError(report);
+  assert.equal(report.index, rings.length - 1);
+  assert.deepEqual(report.message, MESSAGE);
+  assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the write: it slept through the wake-up`);
+  for (const r of rings) assert.equal(waiters(r), 0, 'the worker withdrew its announcements');
+}
 
 describe('select', () => {
   describe('resolves with the queue that got a message', () => {
@@ -350,20 +394,9 @@ describe('select', () => {
           if (backing === 'sab' && count > 1) needWaitAny(this);
           const rings = Array.from({ length: count }, () => makeRing(backing, 'spsc'));
           try {
-            const selected = runWorker({ rings: rings.map((r) => r.config()), task: { op: 'selectSync', timeoutMs: 10_000 } });
             // A native (futex_waitv) waiter on a SharedArrayBuffer announces itself with 0x10000 (see docs/LAYOUT.md).
             const unit = backing === 'sab' && count > 1 ? 0x10000 : 1;
-            await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
-            await sleep(20); // most likely in the kernel by now
-            const written = performance.now();
-            rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE));
-            const report = await selected;
-            const ms = performance.now() - written;
-            noError(report);
-            assert.equal(report.index, count - 1);
-            assert.deepEqual(report.message, MESSAGE);
-            assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the write: it slept through the wake-up`);
-            for (const r of rings) assert.equal(waiters(r), 0, 'the worker withdrew its announcements');
+            await workerWakes(rings.map((r) => r.config()), rings, unit, () => rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE)));
           } finally {
             closeAll(rings);
           }
@@ -500,6 +533,219 @@ describe('select', () => {
         }
       } finally {
         closeAll(rings);
+      }
+    });
+  });
+
+  describe('MpscRing and Broadcast entries', () => {
+    for (const where of ['worker', 'process'] as const) {
+      it(`an MpscRing written by a ${where} wins over an idle SpscRing; its message is taken once`, async function () {
+        const backing: Backing = where === 'worker' ? 'sab' : 'memfd';
+        needMemfd(backing, this);
+        const rings = [makeRing(backing, 'spsc'), makeRing(backing, 'mpsc')];
+        try {
+          const entries = rings.map((r) => r.queue);
+          const selected = select(entries, NO_NAPS);
+          const written = peer(where, rings, { op: 'write', ring: 1, delayMs: 50, bytes: MESSAGE });
+          const index = await within(10_000, selected, 'select');
+          noError(await written);
+          assert.equal(index, 1);
+          assert.deepEqual([...rings[1]!.queue.tryRead()!], MESSAGE, 'the message is there: select consumes nothing');
+          assert.equal(rings[1]!.queue.tryRead(), null, 'and it is taken once');
+          assert.equal(rings[0]!.queue.tryRead(), null);
+          assert.throws(() => selectSync(entries, { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT), 'nothing is ready once it is read');
+          for (const r of rings) assert.equal(waiters(r), 0, 'every announcement is withdrawn');
+        } finally {
+          closeAll(rings);
+        }
+      });
+    }
+
+    it('room in a full MpscRing: ready once its consumer (a worker) reads; the write then fits', async () => {
+      const full = makeRing('sab', 'mpsc', { capacity: 64 });
+      const producer = full.queue; // never reads: the worker is the consumer
+      try {
+        while (producer.tryWrite(new Uint8Array(MESSAGE)));
+        const entries: SelectEntry[] = [{ queue: producer, write: MESSAGE.length }];
+        assert.throws(() => selectSync(entries, { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT), 'not ready while full');
+        const selected = select(entries, NO_NAPS);
+        const drained = runWorker({ rings: [full.config()], task: { op: 'selectSync', timeoutMs: 5000 } });
+        assert.equal(await within(10_000, selected, 'select for room'), 0);
+        const report = await drained;
+        noError(report);
+        assert.deepEqual(report.message, MESSAGE);
+        assert.ok(producer.tryWrite(new Uint8Array(MESSAGE)), 'the room select reported is there');
+        assert.equal(waiters(full, 'write'), 0);
+      } finally {
+        closeAll([full]);
+      }
+    });
+
+    it('an MpscRing its consumer closes while a producer selects for room: ready, and the write throws ERR_SHMRING_CLOSED', async () => {
+      const full = makeRing('sab', 'mpsc', { capacity: 64 });
+      const producer = MpscRing.attach(full.region);
+      try {
+        while (producer.tryWrite(new Uint8Array(MESSAGE)));
+        const selected = select([{ queue: producer, write: MESSAGE.length }], NO_NAPS);
+        await until(() => waiters(full, 'write') === 1, 'select announced itself');
+        full.queue.close(); // the consumer's side (an object that never wrote): closes the ring
+        assert.equal(await within(WOKEN_MS, selected, 'select after close'), 0);
+        assert.throws(() => producer.tryWrite(new Uint8Array(MESSAGE)), rejectsWith(ErrorCodes.CLOSED));
+        assert.equal(waiters(full, 'write'), 0);
+      } finally {
+        producer.close();
+        closeAll([full]);
+      }
+    });
+
+    it('two Broadcast subscribers: select resolves with the one published to; each subscriber takes its copy once', async () => {
+      const casts = [makeBroadcast(), makeBroadcast()];
+      const subs = casts.map((c) => Broadcast.subscribe(c.region));
+      try {
+        const selected = select(subs, NO_NAPS);
+        await until(() => casts.every((c) => waiters(c) === 1), 'select announced itself on both');
+        casts[1]!.pub.tryWrite(new Uint8Array(MESSAGE));
+        assert.equal(await within(WOKEN_MS, selected, 'select'), 1);
+        assert.deepEqual([...subs[1]!.tryRead()!], MESSAGE);
+        assert.equal(subs[1]!.tryRead(), null, 'taken once');
+        assert.equal(subs[0]!.tryRead(), null);
+        for (const c of casts) assert.equal(waiters(c), 0);
+        // Two subscribers of one Broadcast share its wait word: one publication makes both ready.
+        subs.push(Broadcast.subscribe(casts[1]!.region));
+        const both = [subs[1]!, subs[2]!];
+        assert.throws(() => selectSync(both, { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT));
+        casts[1]!.pub.tryWrite(new Uint8Array(MESSAGE));
+        const first = selectSync(both, { timeoutMs: 1000 });
+        assert.equal(selectSync(both, { timeoutMs: 1000 }), 1 - first, 'round robin: both are ready');
+        for (const sub of both) {
+          assert.deepEqual([...sub.tryRead()!], MESSAGE);
+          assert.equal(sub.tryRead(), null);
+        }
+      } finally {
+        closeCasts(casts, subs);
+      }
+    });
+
+    for (const count of [1, 2]) {
+      it(`selectSync in a worker wakes on a publication (${count} Broadcast${count > 1 ? 's' : ''})`, async function () {
+        if (count > 1) needWaitAny(this);
+        const casts = Array.from({ length: count }, () => makeBroadcast());
+        try {
+          // The worker subscribes to each, then selectSyncs over its subscribers.
+          const unit = count > 1 ? 0x10000 : 1; // futex_waitv over SharedArrayBuffers: a native waiter
+          await workerWakes(casts.map((c) => c.config()), casts, unit, () => casts[count - 1]!.pub.tryWrite(new Uint8Array(MESSAGE)));
+        } finally {
+          closeCasts(casts, []);
+        }
+      });
+    }
+
+    it('a Broadcast its publisher closes while subscribers select: ready; reading then ends with ERR_SHMRING_CLOSED', async () => {
+      const casts = [makeBroadcast(), makeBroadcast()];
+      const subs = casts.map((c) => Broadcast.subscribe(c.region));
+      try {
+        const selected = select(subs, NO_NAPS);
+        await until(() => waiters(casts[1]!) === 1, 'select announced itself');
+        casts[1]!.pub.close();
+        assert.equal(await within(WOKEN_MS, selected, 'select after close'), 1);
+        assert.equal(subs[1]!.tryRead(), null);
+        await assert.rejects(subs[1]!.read(), rejectsWith(ErrorCodes.CLOSED));
+        for (const c of casts) assert.equal(waiters(c), 0);
+      } finally {
+        closeCasts(casts, subs);
+      }
+    });
+
+    it('a lossless publisher\'s write entry: ready once the slowest subscriber leaves room; a lossy one always is', async () => {
+      const lossless = makeBroadcast({ capacity: 64, lossless: true });
+      const lossy = makeBroadcast({ capacity: 64 });
+      const sub = Broadcast.subscribe(lossless.region);
+      try {
+        while (lossless.pub.tryWrite(new Uint8Array(MESSAGE)));
+        const entries: SelectEntry[] = [{ queue: lossless.pub, write: MESSAGE.length }];
+        assert.throws(() => selectSync(entries, { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT), 'not ready while the subscriber is a ring behind');
+        const selected = select(entries, NO_NAPS);
+        await until(() => waiters(lossless, 'write') === 1, 'select announced itself');
+        assert.deepEqual([...sub.tryRead()!], MESSAGE); // the subscriber's cursor store wakes the publisher
+        assert.equal(await within(WOKEN_MS, selected, 'select for room'), 0);
+        assert.ok(lossless.pub.tryWrite(new Uint8Array(MESSAGE)), 'the room select reported is there');
+        assert.equal(waiters(lossless, 'write'), 0);
+        for (let i = 0; i < 20; i++) lossy.pub.tryWrite(new Uint8Array(MESSAGE));
+        assert.equal(selectSync([{ queue: lossy.pub, write: lossy.pub.maxMessageLength }], { timeoutMs: 0 }), 0);
+      } finally {
+        closeCasts([lossless, lossy], [sub]);
+      }
+    });
+
+    it('ERR_SHMRING_PEER_DEAD: an MpscRing whose producers are gone, once drained (select and selectSync)', async function () {
+      needMemfd('memfd', this);
+      const rings = [makeRing('memfd', 'spsc'), makeRing('memfd', 'mpsc')];
+      try {
+        // A child process writes one message to the MpscRing (taking the producer role) and exits.
+        noError(await peer('process', rings, { op: 'write', ring: 1, delayMs: 0, bytes: MESSAGE }));
+        const entries = rings.map((r) => r.queue);
+        assert.equal(await select(entries, { peerTimeoutMs: 100 }), 1, 'what the producer wrote before it died');
+        assert.deepEqual([...rings[1]!.queue.tryRead()!], MESSAGE);
+        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        const started = performance.now();
+        await assert.rejects(select(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
+        assert.throws(() => selectSync(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        for (const r of rings) assert.equal(waiters(r), 0);
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('ERR_SHMRING_PEER_DEAD: a Broadcast subscriber whose publisher\'s process is gone, after what it published', async function () {
+      needMemfd('memfd', this);
+      const idle = makeRing('memfd', 'spsc');
+      const region = Region.create({ backing: 'memfd', size: Broadcast.regionSize({ capacity: 256 }) });
+      let sub: BroadcastSubscriber | undefined;
+      try {
+        // A child process creates the Broadcast, publishes once (after we subscribed) and exits without closing it.
+        const published = runProcess({
+          rings: [{ source: { kind: 'fd', fd: 3 }, queue: 'broadcast' }],
+          task: { op: 'publish', capacity: 256, delayMs: 500, bytes: MESSAGE },
+        }, [region.fd!]);
+        await until(() => {
+          try {
+            sub = Broadcast.subscribe(region);
+            return true;
+          } catch (err) {
+            if ((err as ShmringError).code === ErrorCodes.NOT_A_RING) return false;
+            throw err;
+          }
+        }, 'the child created the Broadcast');
+        noError(await published);
+        const entries = [idle.queue, sub!];
+        assert.equal(await select(entries, { peerTimeoutMs: 100 }), 1, 'what the publisher published before it died');
+        assert.deepEqual([...sub!.tryRead()!], MESSAGE);
+        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        await assert.rejects(select(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        assert.throws(() => selectSync(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        assert.equal(waiters({ region }), 0);
+      } finally {
+        sub?.close();
+        region.close();
+        closeAll([idle]);
+      }
+    });
+
+    it('bad input: a publisher as a read entry, a subscriber as a write entry (TypeError); room beyond the largest message', () => {
+      const cast = makeBroadcast({ capacity: 64 });
+      const sub = Broadcast.subscribe(cast.region);
+      const mpsc = makeRing('sab', 'mpsc', { capacity: 64 });
+      try {
+        assert.throws(() => selectSync([cast.pub]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+        assert.throws(() => selectSync([{ queue: sub, write: 1 }]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+        assert.throws(() => selectSync([{ queue: cast.pub, write: cast.pub.maxMessageLength + 1 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
+        assert.throws(() => selectSync([{ queue: mpsc.queue, write: (mpsc.queue as MpscRing).maxMessageLength + 1 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
+        sub.close();
+        assert.throws(() => selectSync([mpsc.queue, sub]), rejectsWith(ErrorCodes.CLOSED));
+      } finally {
+        closeCasts([cast], [sub]);
+        closeAll([mpsc]);
       }
     });
   });
