@@ -68,7 +68,7 @@ import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHea
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
-import { isAlive, ownStartTime } from './liveness.js';
+import { registrant, registrantAlive } from './liveness.js';
 import { Roles } from './roles.js';
 import { unpark } from './waiting.js';
 
@@ -348,8 +348,9 @@ export class BroadcastPublisher extends BroadcastEnd {
       const owner = Atomics.load(ctl, s + B.SLOT_OWNER_I32);
       if (owner === 0) continue;
       const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
-      // Without a file: the slot's pid and start time (stored before OWNER).
-      const alive = held ?? isAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32));
+      // Without a file: the slot's pid (in a SharedArrayBuffer, thread id) and start time (stored before OWNER).
+      const alive = held ?? registrantAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32),
+        ctl.buffer instanceof SharedArrayBuffer);
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
         if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
@@ -429,8 +430,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
         continue; // taken (no file: the token is the claim)
       }
       // Information for inspect and the fallback liveness check: start time before pid, both before OWNER.
-      Atomics.store(ctl, s + B.SLOT_START_I32, ownStartTime());
-      Atomics.store(ctl, s + B.SLOT_PID_I32, process.pid);
+      const who = registrant(ctl.buffer instanceof SharedArrayBuffer);
+      Atomics.store(ctl, s + B.SLOT_START_I32, who.start);
+      Atomics.store(ctl, s + B.SLOT_PID_I32, who.id);
       // A provisional cursor (the tail now) before OWNER: a publisher that counts us never reads garbage.
       Atomics.store(ctl, s + B.SLOT_CURSOR_I32, Atomics.load(ctl, B.TAIL_I32));
       if (this.#locks !== undefined) {

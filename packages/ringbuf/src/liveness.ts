@@ -114,3 +114,23 @@ export function isAlive(pid: number, start: number): boolean {
   if (now === -1) return false;
   return start === 0 || now === start;
 }
+
+/**
+ * Whether the registrant in a role's pid words lives: a process (pid and
+ * start time, liveness.ts); in a SharedArrayBuffer ring (`threads`), a
+ * thread of this process, or one caught registering (its id negated, start
+ * time not yet stored: alive while that thread is).
+ */
+export function registrantAlive(pid: number, start: number, threads: boolean): boolean {
+  if (threads) return pid < 0 ? isThreadAlive(-pid, 0) : isThreadAlive(pid, start);
+  return isAlive(pid, start);
+}
+
+/**
+ * Who registers in a role's or a slot's pid words: this process, or in a
+ * SharedArrayBuffer (`threads`: sides that are threads of this process)
+ * this thread, so that a worker that ends is a dead registrant.
+ */
+export function registrant(threads: boolean): { id: number; start: number } {
+  return threads ? ownThread() : { id: process.pid, start: ownStartTime() };
+}

@@ -21,7 +21,7 @@
 import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
-import { isAlive, isThreadAlive, ownStartTime, ownThread } from './liveness.js';
+import { ownStartTime, ownThread, registrantAlive } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -136,17 +136,6 @@ export const WRITE_BLOCK: WaitBlock = { waiters: L.WRITE_WAITERS_I32, signal: L.
 /** An empty view: a closed queue swaps its views for these, so every verb sees length 0. */
 export const CLOSED_I32 = new Int32Array(0);
 export const CLOSED_U8 = new Uint8Array(0);
-
-/**
- * Whether the registrant in a role's pid words lives: a process (pid and
- * start time, liveness.ts); in a SharedArrayBuffer ring (`threads`), a
- * thread of this process, or one caught registering (its id negated, start
- * time not yet stored: alive while that thread is).
- */
-function registrantAlive(pid: number, start: number, threads: boolean): boolean {
-  if (threads) return pid < 0 ? isThreadAlive(-pid, 0) : isThreadAlive(pid, start);
-  return isAlive(pid, start);
-}
 
 export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** The type of the message tryRead / readSync / read / the iterator returned last. */

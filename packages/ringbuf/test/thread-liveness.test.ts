@@ -9,7 +9,7 @@ import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -164,5 +164,34 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     assert.throws(() => second.publish(new Uint8Array([7])), (err: ShmringError) => err.code === ErrorCodes.BUSY, 'another object of this (live) thread');
     second.close();
     lv.close();
+  });
+
+  it('frees the lossless Broadcast slot of a subscriber worker terminated without closing, so the publisher goes on', async function () {
+    const capacity = 1024;
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity }) });
+    const publisher = Broadcast.create(region, { capacity, lossless: true });
+    const source = `
+      const { workerData, parentPort } = require('node:worker_threads');
+      (async () => {
+        const { Region } = await import(workerData.core);
+        const { Broadcast } = await import(workerData.ringbuf);
+        Broadcast.subscribe(Region.fromSharedArrayBuffer(workerData.sab)); // takes a slot, never reads
+        parentPort.postMessage('subscribed');
+        await new Promise(() => {});
+      })();`;
+    const worker = new Worker(source, {
+      eval: true,
+      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+    });
+    await once(worker, 'message');
+    const message = new Uint8Array(64);
+    let written = 0;
+    while (publisher.tryWrite(message)) written++;
+    assert.ok(written > 0 && written < capacity / 64, `the subscriber that never reads holds the publisher back (${written} written)`);
+    const parked = publisher.write(message, { peerTimeoutMs: 100, timeoutMs: 5_000 });
+    await worker.terminate();
+    await parked; // its slot freed (its thread is gone), the write goes through
+    assert.ok(publisher.tryWrite(message), 'nobody holds the publisher back any more');
+    publisher.close();
   });
 });
