@@ -24,7 +24,10 @@ import * as L from './layout.js';
 import { ownStartTime, ownThread, registrantAlive } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
-import { parkAsync, parkSync, unparkAll, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
+import { parkAsync, parkSync, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
+
+/** What a write that found room returns: one settled promise for all of them. */
+const RESOLVED: Promise<void> = Promise.resolve();
 
 export type { WaitOptions };
 
@@ -383,21 +386,43 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     }
   }
 
-  /** Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full). */
-  async write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
-    checkWaitOptions(options, this.#names.write);
-    const type = options?.type ?? 0;
-    if (this.closed) this.#throwClosed();
-    if (this.tryWrite(bytes, type)) {
-      this.#writePoll.gotAtOnce();
-      return;
-    }
+  /**
+   * Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full).
+   * (Not an async function: a write that finds room returns a settled promise, and a parked one
+   * resolves through parkAsync's promise alone.)
+   */
+  write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
+    let type: number;
     try {
-      await parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write, this.#consumerAlive, this.#writePoll);
+      checkWaitOptions(options, this.#names.write);
+      type = options?.type ?? 0;
+      if (this.closed) this.#throwClosed();
+      if (this.tryWrite(bytes, type)) {
+        this.#writePoll.gotAtOnce();
+        return RESOLVED;
+      }
     } catch (err) {
-      throw this.#failure(err);
+      return Promise.reject(err);
     }
+    return parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write,
+      this.#consumerAlive, this.#writePoll, undefined, this.#settleWrite);
   }
+
+  /** How a parked write settles: a failure on a ring closed under it becomes ERR_SHMRING_CLOSED (#failure). */
+  readonly #settleWrite: Settle<true, void> = {
+    ok: () => undefined,
+    err: (err) => {
+      throw this.#failure(err);
+    },
+  };
+
+  /** How a parked read settles (#failure, as #settleWrite). */
+  readonly #settleRead: Settle<Uint8Array, Uint8Array> = {
+    ok: (message) => message,
+    err: (err) => {
+      throw this.#failure(err);
+    },
+  };
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
   read(options?: WaitOptions): Promise<Uint8Array> {
@@ -410,17 +435,19 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** read() with its options checked, which `stop` can end (messages().return()). */
-  async #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
-    const message = this.tryRead();
+  #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
+    let message: Uint8Array | null;
+    try {
+      message = this.tryRead();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (message !== null) {
       this.#readPoll.gotAtOnce();
-      return message;
+      return Promise.resolve(message);
     }
-    try {
-      return await parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop);
-    } catch (err) {
-      throw this.#failure(err);
-    }
+    return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive,
+      this.#readPoll, stop, this.#settleRead);
   }
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */
@@ -453,41 +480,58 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if ((err as ShmringError).code === ErrorCodes.CLOSED && this.ctl.length !== 0) return DONE;
       throw err;
     };
-    const step = async (): Promise<IteratorResult<Uint8Array>> => {
-      if (finished) return DONE;
-      if (signal?.aborted) return end(abortError(signal), false);
-      try {
-        return { done: false, value: await this.#read(options, stop) };
-      } catch (err) {
-        return end(err, finished);
-      }
+    // One read at a time: next() calls made while one is pending start, in order, when it settles.
+    let pending = false;
+    const queued: (() => void)[] = [];
+    const settled = (): void => {
+      pending = false;
+      queued.shift()?.();
     };
-    // next() calls queue up behind the one in progress; with none in
-    // progress, a message already in the ring is handed out at once.
-    let inProgress = 0;
-    let last: Promise<unknown> = Promise.resolve();
-    const settled = (): void => void inProgress--;
-    const iterator: AsyncIterableIterator<Uint8Array> = {
-      next: (): Promise<IteratorResult<Uint8Array>> => {
-        if (inProgress === 0 && !finished && signal?.aborted !== true) {
-          try {
-            const message = this.tryRead();
-            if (message !== null) {
-              this.#readPoll.gotAtOnce();
-              return Promise.resolve({ done: false, value: message });
-            }
-          } catch (err) {
-            try {
-              return Promise.resolve(end(err, false));
-            } catch (thrown) {
-              return Promise.reject(thrown);
-            }
+    /** A parked read settles straight into the iterator's result (no promise of its own). */
+    const settle: Settle<Uint8Array, IteratorResult<Uint8Array>> = {
+      ok: (value) => {
+        settled();
+        return { done: false, value };
+      },
+      err: (err) => {
+        settled();
+        return end(err, finished);
+      },
+    };
+    /** Starts one read; with none in progress, a message already in the ring is handed out at once. */
+    const begin = (): Promise<IteratorResult<Uint8Array>> => {
+      pending = true;
+      let now: Promise<IteratorResult<Uint8Array>> | undefined;
+      try {
+        if (finished) now = Promise.resolve(DONE);
+        else if (signal?.aborted) now = Promise.resolve(end(abortError(signal), false));
+        else {
+          const message = this.tryRead();
+          if (message !== null) {
+            this.#readPoll.gotAtOnce();
+            now = Promise.resolve({ done: false, value: message });
           }
         }
-        inProgress++;
-        const result = last.then(step);
-        last = result.then(settled, settled);
-        return result;
+      } catch (err) {
+        try {
+          now = Promise.resolve(end(err, false));
+        } catch (thrown) {
+          now = Promise.reject(thrown);
+        }
+      }
+      if (now === undefined) {
+        return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive,
+          this.#readPoll, stop, settle);
+      }
+      settled(); // the next queued call, if any, starts now
+      return now;
+    };
+    const iterator: AsyncIterableIterator<Uint8Array> = {
+      next: (): Promise<IteratorResult<Uint8Array>> => {
+        if (!pending) return begin();
+        return new Promise((resolve, reject) => {
+          queued.push(() => begin().then(resolve, reject));
+        });
       },
       return: (): Promise<IteratorResult<Uint8Array>> => {
         finished = true;

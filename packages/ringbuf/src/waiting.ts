@@ -290,6 +290,25 @@ export class WaitStop {
 }
 
 /**
+ * What a parked Promise wait settles with: `ok` maps the result (the
+ * iterator of messages() wraps it), `err` maps a failure (it may return a
+ * value instead: a closed and drained ring ends an iteration). Mapping here
+ * saves the caller a promise of its own per wait.
+ */
+export interface Settle<T, R> {
+  ok(result: T): R;
+  err(error: unknown): R;
+}
+
+/** The identity Settle: the result as is, a failure rethrown. */
+export const AS_IS: Settle<never, never> = {
+  ok: (result: never) => result,
+  err: (error: unknown) => {
+    throw error;
+  },
+};
+
+/**
  * parkSync for the event loop, never blocking it: tries on the spot for
  * TRY_MICROS_ASYNC (or options.spin), polls between event-loop turns for
  * the window `pacer` gives (pacing.ts), then parks on the asynchronous futex
@@ -297,38 +316,76 @@ export class WaitStop {
  * watchdog looks at the peer every quarter of peerTimeoutMs and, if it is
  * gone, cancels the futex wait. `pacer` learns whether the wait got its
  * message (the side stays hot). `stop` ends the wait from outside.
+ *
+ * Not an async function: the promise it returns is the only one between a
+ * wake-up and the caller (the parked part is a state machine driven by the
+ * futex wait's own promise), so a message reaches an `await` in two promise
+ * reactions, whatever the layers above.
  */
-export async function parkAsync<T>(
+export function parkAsync<T, R = T>(
   ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, pacer: PollPacer, stop?: WaitStop,
-): Promise<T> {
-  const pollMicros = pacer.pollMicros(options?.poll, takeWokeSinceWait());
-  const signal = options?.signal;
-  if (signal?.aborted) throw abortError(signal);
-  if (stop?.stopped) throw abortError();
-  pacer.hot = false; // until this wait gets its message
-  publishHeld();
-  const started = performance.now();
-  const deadline = deadlineOf(options, started);
-  const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
-  let result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
-  if (result === undefined && pollMicros > 0) {
-    waitCounters.polls++;
-    result = await pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), signal, stop);
+  peerAlive: () => boolean, pacer: PollPacer, stop?: WaitStop, settle: Settle<T, R> = AS_IS as Settle<T, R>,
+): Promise<R> {
+  let pollMicros: number;
+  let started: number;
+  let deadline: number;
+  let result: T | undefined;
+  try {
+    const wokePeer = takeWokeSinceWait();
+    pollMicros = pacer.pollMicros(options?.poll, wokePeer);
+    const signal = options?.signal;
+    if (signal?.aborted) throw abortError(signal);
+    if (stop?.stopped) throw abortError();
+    pacer.hot = false; // until this wait gets its message
+    publishHeld();
+    started = performance.now();
+    deadline = deadlineOf(options, started);
+    // A peer this thread just woke answers no sooner than its wake-up (tens of µs): trying
+    // on the spot for it would only hold the CPU it is likely queued on.
+    const spinMicros = options?.spin ?? (wokePeer ? 0 : TRY_MICROS_ASYNC);
+    result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
+  } catch (err) {
+    return settleNow(settle, err, true);
   }
-  result ??= await parkWatched(ctl, block, attempt, options, what, peerAlive, deadline, stop);
-  pacer.hot = true;
-  pacer.lastWaitMs = performance.now() - started;
-  return result;
+  if (result !== undefined) {
+    pacer.hot = true;
+    pacer.lastWaitMs = performance.now() - started;
+    return settleNow(settle, result, false);
+  }
+  const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle);
+  if (pollMicros === 0) return park.start();
+  waitCounters.polls++;
+  return pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), options?.signal, stop).then(
+    (polled) => (polled === undefined ? park.start() : park.got(polled)),
+    (err: unknown) => park.settle.err(err),
+  );
 }
 
-/** An asynchronous futex wait in progress, and how to end it early (it then resolves 'ok'). */
+/** A promise settled now through `settle` (which may throw: then rejected). */
+function settleNow<T, R>(settle: Settle<T, R>, value: unknown, failed: boolean): Promise<R> {
+  try {
+    return Promise.resolve(failed ? settle.err(value) : settle.ok(value as T));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * An asynchronous futex wait in progress, and how to end it early (it then
+ * completes 'ok'). A native wait completes with the backend's code (0 / 1
+ * / 2), an Atomics one with its string: `waitResultOf` reads either, so
+ * neither costs a promise of its own.
+ */
 interface PendingWait {
-  promise: Promise<WaitResult>;
+  promise: Promise<WaitResult | number>;
   cancel(): void;
 }
 
 const NATIVE_RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
+
+function waitResultOf(completion: WaitResult | number): WaitResult {
+  return typeof completion === 'number' ? NATIVE_RESULTS[completion]! : completion;
+}
 
 /**
  * Starts the asynchronous futex wait of a nap. A mapped region's word waits
@@ -344,75 +401,205 @@ function startWait(ctl: Int32Array, index: number, expected: number, ms: number)
     // cancel: publishes nothing, only ends this process's waits on SIGNAL ('ok'; the others re-check).
     return { promise, cancel: () => Atomics.notify(ctl, index) };
   }
-  const pending = nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms);
-  return { promise: pending.promise.then((code) => NATIVE_RESULTS[code]!), cancel: () => pending.cancel() };
+  return nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms);
 }
 
 /** Why a parked Promise wait was ended from outside. */
 type Ending = 'peer-gone' | 'check-failed' | 'aborted' | 'stopped';
 
-/** The parked part of parkAsync: naps until the deadline, under the watchdog. */
-async function parkWatched<T>(
-  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, deadline: number, stop: WaitStop | undefined,
-): Promise<T> {
-  const steps = parkSteps(ctl, block, attempt, options, what, deadline, Infinity);
-  let step = steps.next();
-  if (step.done) return step.value; // the re-check after announcing succeeded: no futex wait
-  waitCounters.asyncParks++;
-  const signal = options?.signal;
-  let ending: Ending | undefined;
-  let failure: unknown;
-  let pending: PendingWait | undefined;
-  const end = (why: Ending): void => {
-    if (ending !== undefined) return;
-    ending = why;
-    pending?.cancel();
-  };
-  const onAbort = (): void => end('aborted');
-  signal?.addEventListener('abort', onAbort, { once: true });
-  if (stop !== undefined) stop.onStop = () => end('stopped');
-  const periodMs = checkPeriodOf(options);
-  const watched: Watched | undefined = periodMs === Infinity ? undefined : {
-    periodMs,
-    check(): void {
-      try {
-        if (!peerAlive()) end('peer-gone');
-      } catch (err) {
-        failure = err;
-        end('check-failed');
-      }
-    },
-  };
-  if (watched !== undefined) watch(watched);
-  try {
-    while (!step.done) {
-      let napped: NapResult = 'ok';
-      if (ending === undefined) {
-        waitCounters.asyncWaits++;
-        pending = startWait(ctl, block.signal, step.value.seen, step.value.ms);
-        try {
-          napped = await pending.promise;
-        } catch (err) {
-          step = steps.throw(err); // runs the generator's finally, rethrows
-          continue;
-        } finally {
-          pending = undefined;
-        }
-      }
-      switch (ending) {
-        case undefined: break;
-        case 'peer-gone': napped = PEER_GONE; break; // one last attempt, then ERR_SHMRING_PEER_DEAD
-        case 'check-failed': step = steps.throw(failure); continue;
-        case 'aborted': step = steps.throw(abortError(signal)); continue;
-        case 'stopped': step = steps.throw(abortError()); continue;
-      }
-      step = steps.next(napped);
+/**
+ * The parked part of parkAsync: the protocol of parkSteps, round by round,
+ * driven by the futex wait's promise instead of a generator and awaits.
+ * Each round announces, re-checks and, if nothing came, starts one futex
+ * wait; the wait's completion withdraws the announcement and starts the
+ * next round. The watchdog and the abort listener are set up when the
+ * first wait starts and removed when the park settles.
+ */
+class AsyncPark<T, R> implements Watched {
+  readonly periodMs: number;
+  #resolve!: (value: R | PromiseLike<R>) => void;
+  #reject!: (err: unknown) => void;
+  #pending: PendingWait | undefined;
+  #ending: Ending | undefined;
+  #failure: unknown;
+  #watching = false;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly ctl: Int32Array, readonly block: WaitBlock, readonly attempt: () => T | undefined,
+    readonly options: WaitOptions | undefined, readonly what: string, readonly peerAlive: () => boolean,
+    readonly deadline: number, readonly stop: WaitStop | undefined, readonly pacer: PollPacer,
+    readonly started: number, readonly settle: Settle<T, R>,
+  ) {
+    this.periodMs = checkPeriodOf(options);
+  }
+
+  start(): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+      this.#round();
+    });
+  }
+
+  /** The wait got `result` before parking (its poll did). */
+  got(result: T): R {
+    this.pacer.hot = true;
+    this.pacer.lastWaitMs = performance.now() - this.started;
+    return this.settle.ok(result);
+  }
+
+  /** Watchdog tick: ends the wait if the peer is gone. */
+  check(): void {
+    try {
+      if (!this.peerAlive()) this.#end('peer-gone');
+    } catch (err) {
+      this.#failure = err;
+      this.#end('check-failed');
     }
-    return step.value;
-  } finally {
-    if (watched !== undefined) unwatch(watched);
-    signal?.removeEventListener('abort', onAbort);
-    if (stop !== undefined) stop.onStop = undefined;
+  }
+
+  #end(why: Ending): void {
+    if (this.#ending !== undefined) return;
+    this.#ending = why;
+    this.#pending?.cancel();
+  }
+
+  /** One round: announce, re-check, and either settle or start a futex wait. */
+  #round(): void {
+    const { ctl, block } = this;
+    const signal = this.options?.signal;
+    if (signal?.aborted) return this.#fail(abortError(signal));
+    let seen: number;
+    try {
+      // Snapshot of SIGNAL taken before announcing (see the protocol above).
+      seen = Atomics.load(ctl, block.signal);
+      // Announce: from here on, every publisher bumps SIGNAL and wakes us.
+      Atomics.add(ctl, block.waiters, 1);
+    } catch (err) {
+      return this.#fail(err); // a detached view: the region was closed
+    }
+    let result: T | undefined;
+    try {
+      result = this.attempt(); // the re-check after announcing
+      if (result === undefined) {
+        const left = this.deadline - performance.now();
+        if (left <= 0) throw timedOut(this.what, this.options);
+        if (this.#ending === undefined) {
+          if (!this.#watching) this.#watch();
+          waitCounters.asyncWaits++;
+          this.#pending = startWait(ctl, block.signal, seen, left);
+          this.#pending.promise.then(this.#napped, this.#nappedBadly);
+          return; // stays announced until the wait completes
+        }
+        this.#napped('ok'); // ended from outside before this round's wait: settle as after a wake
+        return;
+      }
+    } catch (err) {
+      this.#withdraw();
+      return this.#fail(err);
+    }
+    this.#settleWithdrawn(result);
+  }
+
+  /**
+   * Withdraws the announcement. On a region closed meanwhile the view is
+   * detached and this throws (a TypeError the caller maps to
+   * ERR_SHMRING_CLOSED); returns that error, or undefined.
+   */
+  #withdraw(): unknown {
+    try {
+      // Withdraw the announcement: publishers stop bumping SIGNAL for us.
+      Atomics.sub(this.ctl, this.block.waiters, 1);
+      return undefined;
+    } catch (err) {
+      return err;
+    }
+  }
+
+  /** Withdraws, then settles with `result` (or the withdrawal's failure). */
+  #settleWithdrawn(result: T): void {
+    const failed = this.#withdraw();
+    if (failed !== undefined) this.#fail(failed);
+    else this.#succeed(result);
+  }
+
+  /** The futex wait of a round completed: withdraw, look at why, and settle or go round again. */
+  readonly #napped = (completion: WaitResult | number): void => {
+    this.#pending = undefined;
+    const napped = waitResultOf(completion);
+    let result: T | undefined;
+    try {
+      switch (this.#ending) {
+        case undefined: break;
+        case 'peer-gone': {
+          // A dead peer publishes nothing more: one last attempt takes what it published before it died.
+          result = this.attempt();
+          if (result === undefined) throw peerDead(this.what);
+          break;
+        }
+        case 'check-failed': throw this.#failure;
+        case 'aborted': throw abortError(this.options?.signal);
+        case 'stopped': throw abortError();
+      }
+      if (result === undefined && napped !== 'timed-out') result = this.attempt();
+    } catch (err) {
+      this.#withdraw();
+      return this.#fail(err);
+    }
+    if (result !== undefined) return this.#settleWithdrawn(result);
+    const failed = this.#withdraw();
+    if (failed !== undefined) this.#fail(failed);
+    else this.#round(); // spurious wake-up or timeout: the next round re-checks (and times out)
+  };
+
+  readonly #nappedBadly = (err: unknown): void => {
+    this.#pending = undefined;
+    this.#withdraw();
+    this.#fail(err);
+  };
+
+  #watch(): void {
+    this.#watching = true;
+    waitCounters.asyncParks++;
+    const signal = this.options?.signal;
+    if (signal !== undefined) {
+      this.#onAbort = () => this.#end('aborted');
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+    if (this.stop !== undefined) this.stop.onStop = () => this.#end('stopped');
+    if (this.periodMs !== Infinity) watch(this);
+  }
+
+  #unwatch(): void {
+    if (!this.#watching) return;
+    this.#watching = false;
+    if (this.periodMs !== Infinity) unwatch(this);
+    if (this.#onAbort !== undefined) this.options?.signal?.removeEventListener('abort', this.#onAbort);
+    if (this.stop !== undefined) this.stop.onStop = undefined;
+  }
+
+  #succeed(result: T): void {
+    this.#unwatch();
+    let value: R;
+    try {
+      value = this.got(result);
+    } catch (err) {
+      this.#reject(err);
+      return;
+    }
+    this.#resolve(value);
+  }
+
+  #fail(err: unknown): void {
+    this.#unwatch();
+    let value: R;
+    try {
+      value = this.settle.err(err);
+    } catch (thrown) {
+      this.#reject(thrown);
+      return;
+    }
+    this.#resolve(value);
   }
 }
