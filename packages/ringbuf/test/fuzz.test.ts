@@ -18,7 +18,8 @@
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region } from '@shmring/core';
-import { SpscRing } from '../src/index.js';
+import { Broadcast, SpscRing } from '../src/index.js';
+import * as B from '../src/broadcast-layout.js';
 import * as L from '../src/layout.js';
 import { Peer, type FuzzReport } from './fixtures/fault-peer.js';
 
@@ -139,5 +140,68 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
       }
       assert.fail(`drain handed out ${handedOut.join(', ')} for a record at ${at} whose header says ${length} bytes`);
     });
+  }
+});
+
+/**
+ * The Broadcast fuzz's first find (test/fixtures/fuzz-ring.ts), pinned down: the same record length as
+ * above (it fits the published bytes, but its payload runs past the end of
+ * the data area) passed a subscriber's checks. A lossless drain handed its
+ * handler [offset, offset + length) beyond data.length; a lossy read handed
+ * out a message cut short by the copy. broadcast.ts #locate (and ring_peer.c,
+ * whose copy read past the data area) now count index + recordSize >
+ * CAPACITY as an impossible header.
+ */
+describe('Broadcast: a corrupted record length that runs past the end of the data area', function () {
+  /** A 64-byte Broadcast whose subscriber is at data index `at`, with a record published there and one more after it. */
+  function broadcastWithRecordAt(at: 48 | 56, lossless: boolean): { sub: ReturnType<typeof Broadcast.subscribe>; data32: Int32Array } {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 64, subscribers: 1 }) });
+    const pub = Broadcast.create(region, { capacity: 64, lossless, subscribers: 1 });
+    const sub = Broadcast.subscribe(region);
+    for (let moved = 0; moved < at;) {
+      const payload = at - moved >= 24 ? 16 : 0;
+      assert.ok(pub.tryWrite(new Uint8Array(payload)));
+      assert.ok(sub.tryRead());
+      moved += L.recordSize(payload);
+    }
+    assert.ok(pub.tryWrite(new Uint8Array(0)), 'the record at `at`');
+    // at 48: padding over 56..63, then a record of 24 at 0; at 56: a record of 8 at 0.
+    assert.ok(pub.tryWrite(new Uint8Array(at === 48 ? 24 : 8)));
+    return { sub, data32: new Int32Array(region.buffer, B.broadcastDataOffset(1), 64 / 4) };
+  }
+
+  for (const lossless of [false, true]) {
+    for (const [at, length] of [[48, 9], [56, 1]] as const) {
+      const mode = lossless ? 'lossless' : 'lossy';
+      it(`a ${mode} subscriber's tryRead refuses a record at ${at} of a 64-byte Broadcast claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
+        const { sub, data32 } = broadcastWithRecordAt(at, lossless);
+        data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
+        let outcome: string;
+        try {
+          const message = sub.tryRead();
+          outcome = message === null ? 'null' : `a message of ${message.length} bytes`;
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, ErrorCodes.CORRUPT, (err as Error).stack);
+          return;
+        }
+        assert.fail(`tryRead returned ${outcome} for a record at ${at} of a 64-byte data area whose header says ${length} bytes`);
+      });
+
+      it(`a ${mode} subscriber's drain refuses a record at ${at} of a 64-byte Broadcast claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
+        const { sub, data32 } = broadcastWithRecordAt(at, lossless);
+        data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
+        const handedOut: string[] = [];
+        try {
+          sub.drain((data, offset, n) => {
+            handedOut.push(`[${offset}, ${offset + n}) of ${data.length} bytes`);
+          });
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, ErrorCodes.CORRUPT, (err as Error).stack);
+          assert.deepEqual(handedOut, []);
+          return;
+        }
+        assert.fail(`drain handed out ${handedOut.join(', ')} for a record at ${at} whose header says ${length} bytes`);
+      });
+    }
   }
 });

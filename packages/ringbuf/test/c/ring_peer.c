@@ -1029,7 +1029,7 @@ static int bcast_try_read(struct ring *r, void *arg) {
         int64_t payload = (int64_t)length - RECORD_HEADER;
         bad = bad || payload < 0 || payload > spsc_max_message(r) || type < 0;
         uint32_t size = bad ? 0 : record_size((uint32_t)payload);
-        bad = bad || skipped + size > available;
+        bad = bad || skipped + size > available || index + size > r->capacity; /* never past the data area's end */
         uint32_t copied = !bad && payload <= PATTERN_MAX_LENGTH ? (uint32_t)payload : 0;
         memcpy(s->message->bytes, r->data + index + RECORD_HEADER, copied);
         /* The copy stays before the lap check. */
