@@ -2,18 +2,20 @@
  * Corruption fuzz: a peer with write access to a ring must not be able to
  * make this process read out of range, loop forever or crash (docs/ERRORS.md,
  * "What a hostile peer can still do"). A fast-check property
- * (fixtures/fault-peer.ts, runFuzz) overwrites a LIVE SpscRing / MpmcQueue
- * on a 'sab' region between random operations: random bytes at random
- * offsets, and chosen 32-bit values in chosen words (header fields,
- * positions, wait words, record headers, slot sequences and lengths, at the
- * live positions; offsets from layout.ts). Every operation must return or
- * throw a documented ERR_SHMRING_* code; every message handed out must lie
- * inside the data area and fit the ring; every run ends with an attach of
- * both kinds to the corrupted region.
+ * (fixtures/fuzz-ring.ts, runFuzz) overwrites a LIVE SpscRing, MpmcQueue,
+ * MpscRing or Broadcast (lossy and lossless) on a 'sab' region between
+ * random operations: random bytes at random offsets, and chosen 32-bit
+ * values in chosen words (header fields, positions, wait words, record
+ * headers, slot sequences and lengths, a Broadcast's counters and
+ * subscriber slots, at the live positions; offsets from layout.ts and
+ * broadcast-layout.ts). Every operation must return or throw a documented
+ * ERR_SHMRING_* code; every message handed out must lie inside the data
+ * area, fit the ring and carry a valid type; every run ends with an attach
+ * of every kind to the corrupted region.
  *
  * The loop runs in a child process: an endless loop there is a timeout here
  * (the child is killed), not a frozen test run. Each kind runs in its own
- * child, both at once. The seed is random unless SHMRING_FUZZ_SEED is set,
+ * child, all at once. The seed is random unless SHMRING_FUZZ_SEED is set,
  * and printed, so a failure can be replayed.
  */
 import { strict as assert } from 'node:assert';
@@ -21,13 +23,15 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { Broadcast, SpscRing } from '../src/index.js';
 import * as B from '../src/broadcast-layout.js';
 import * as L from '../src/layout.js';
-import { Peer, type FuzzReport } from './fixtures/fault-peer.js';
+import { Peer } from './fixtures/fault-peer.js';
+import type { FuzzKind, FuzzReport } from './fixtures/fuzz-ring.js';
 
-/** Property runs per kind (each 10–120 steps, about two in five of them corruptions). */
-const NUM_RUNS = 8000;
+/** Property runs per kind (each 10–120 steps, about two in five of them corruptions). Four kinds share 2 cores. */
+const NUM_RUNS = 6000;
 /** The whole fuzz of one kind must end within this long, or it is taken for an endless loop. */
 const LIMIT_MS = 45_000;
 const MIN_CORRUPTIONS = 10_000;
+const KINDS: [FuzzKind, string][] = [['spsc', 'SpscRing'], ['mpmc', 'MpmcQueue'], ['mpsc', 'MpscRing'], ['broadcast', 'Broadcast']];
 
 const seed = process.env.SHMRING_FUZZ_SEED === undefined ? (Math.random() * 2 ** 31) | 0 : Number(process.env.SHMRING_FUZZ_SEED);
 
@@ -37,7 +41,7 @@ describe('fuzz: overwriting the memory of a live ring', function () {
 
   before(function () {
     console.log(`      fuzz seed ${seed} (replay with SHMRING_FUZZ_SEED=${seed})`);
-    for (const kind of ['spsc', 'mpmc'] as const) {
+    for (const [kind] of KINDS) {
       const peer = new Peer({ role: 'fuzz', kind, seed, numRuns: NUM_RUNS });
       const result = peer.next('result', LIMIT_MS).then(
         (event) => event as unknown as FuzzReport,
@@ -57,7 +61,7 @@ describe('fuzz: overwriting the memory of a live ring', function () {
     console.log(`      corruptions in total: ${totals.corruptions}`);
   });
 
-  for (const [kind, name] of [['spsc', 'SpscRing'], ['mpmc', 'MpmcQueue']] as const) {
+  for (const [kind, name] of KINDS) {
     it(`${name} never reads out of bounds, never loops, and throws only documented codes when its memory is overwritten between operations`, async function () {
       const report = await results.get(kind)!;
       totals.corruptions += report.corruptions;
@@ -78,6 +82,14 @@ describe('fuzz: overwriting the memory of a live ring', function () {
         assert.ok(n(`attach-${kind}:${code}`) > 0, `attach never met ${code}: ${codes}`);
       }
       assert.ok(n(`attach-${kind}:ok`) > 0 && report.delivered > 0);
+      if (kind === 'mpsc') {
+        // A read between a claim and its commit met the claimed record at the head; and one took it back
+        // (its TYPE, the claimer's pid, rewritten to a dead one), whose commit then said so (TIMEOUT).
+        assert.ok(n('read-between:empty') > 0 && n('claim:taken-back') > 0, `no read between a claim and its commit took the claim back: ${codes}`);
+      }
+      if (kind === 'broadcast') {
+        assert.ok(n('mode:lossy') > NUM_RUNS / 4 && n('mode:lossless') > NUM_RUNS / 4, `both modes run: ${codes}`);
+      }
     });
   }
 });
