@@ -208,8 +208,10 @@ function describeMpsc(region: Region, info: RingInfo): void {
       passed += end - index;
       continue;
     }
-    const size = M.recordBytes(Math.abs(length));
-    if (Math.abs(length) < M.MPSC_RECORD_HEADER || size > left) break; // not a record a correct peer writes: stop here
+    const magnitude = Math.abs(length); // up to 2^31: checked before recordBytes, whose int32 arithmetic would wrap
+    if (magnitude < M.MPSC_RECORD_HEADER || magnitude > left) break; // not a record a correct peer writes: stop here
+    const size = M.recordBytes(magnitude);
+    if (size > left) break;
     if (length < 0) {
       // The claimer's pid (stored before the negative LENGTH observed above).
       const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);

@@ -27,7 +27,7 @@ import { Peer } from './fixtures/fault-peer.js';
 import type { FuzzKind, FuzzReport } from './fixtures/fuzz-ring.js';
 
 /** Property runs per kind (each 10–120 steps, about two in five of them corruptions). Four kinds share 2 cores. */
-const NUM_RUNS = 6000;
+const NUM_RUNS = 8000;
 /** The whole fuzz of one kind must end within this long, or it is taken for an endless loop. */
 const LIMIT_MS = 45_000;
 const MIN_CORRUPTIONS = 10_000;
@@ -216,4 +216,80 @@ describe('Broadcast: a corrupted record length that runs past the end of the dat
       });
     }
   }
+});
+
+/**
+ * The MpscRing fuzz's finds, pinned down: a LENGTH near 2^31 at the head.
+ * recordBytes() of it wraps negative in int32 arithmetic, so the checks
+ * that compared the record's size with the end of the data area passed:
+ * selectSync looped for ever over a padding record whose size wrapped to a
+ * step of 0 round the ring (the fuzz caught it once it called select); a
+ * consumer taking back a dead claimer's record of length 2^31 moved its
+ * head back by 2^31 and released that to the producers; inspect's walk of
+ * the claims in flight looped. Each now compares the length itself.
+ * The looping calls run in a worker, which the test can stop.
+ */
+describe('MpscRing: a record LENGTH near 2^31 at the head', function () {
+  this.timeout(20_000);
+
+  /** Runs `body` (the source of an async function of (ring, data32, ctl, lib)) in a worker; its result, or 'looped' after 5 s. */
+  async function inWorker(header: [number, number], body: string): Promise<unknown> {
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const layout = new URL('../src/layout.js', import.meta.url).href;
+    const core = import.meta.resolve('@shmring/core');
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      (async () => {
+        const lib = await import(${JSON.stringify(index)});
+        const L = await import(${JSON.stringify(layout)});
+        const { Region } = await import(${JSON.stringify(core)});
+        const region = Region.create({ backing: 'sab', size: lib.MpscRing.regionSize({ capacity: 256 }) });
+        const ring = lib.MpscRing.create(region, { capacity: 256, peerTimeoutMs: 0 });
+        lib.MpscRing.attach(region).tryWrite(new Uint8Array(4));
+        const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, 64);
+        const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+        data32[0] = workerData.header[0];
+        data32[1] = workerData.header[1];
+        const run = ${body};
+        parentPort.postMessage(await run(ring, data32, ctl, lib, region));
+      })().catch((err) => parentPort.postMessage({ threw: String(err && err.stack) }));
+    `;
+    const { Worker } = await import('node:worker_threads');
+    const worker = new Worker(source, { eval: true, workerData: { header } });
+    try {
+      return await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => resolve('looped'), 5_000);
+        worker.once('message', (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        });
+        worker.once('error', reject);
+      });
+    } finally {
+      await worker.terminate();
+    }
+  }
+
+  it('selectSync finds a padding record of LENGTH 2^31 - 1 ready (tryRead reports it ERR_SHMRING_CORRUPT) instead of looping', async function () {
+    const result = await inWorker([0x7fffffff, L.PADDING_TYPE], `async (ring, data32, ctl, lib) => {
+      const ready = lib.selectSync([ring], { timeoutMs: 0 });
+      try { ring.tryRead(); return { ready, read: 'no error' }; } catch (err) { return { ready, read: err.code }; }
+    }`);
+    assert.deepEqual(result, { ready: 0, read: ErrorCodes.CORRUPT });
+  });
+
+  it('tryRead refuses a dead claimer\'s record of LENGTH -2^31 (ERR_SHMRING_CORRUPT) and leaves the consumer position alone', async function () {
+    // TYPE 0: a claimer that gave no pid counts as gone, so the record is a candidate for the take-back at once (peerTimeoutMs 0).
+    const result = await inWorker([-0x80000000, 0], `async (ring, data32, ctl) => {
+      let read = 'no error';
+      try { ring.tryRead(); } catch (err) { read = err.code; }
+      return { read, consumerPosition: Atomics.load(ctl, ${L.CONSUMER_POSITION_I32}), unblocked: ring.unblockedRecords };
+    }`);
+    assert.deepEqual(result, { read: ErrorCodes.CORRUPT, consumerPosition: 0, unblocked: 0 });
+  });
+
+  it('describeRing (inspect) stops its walk of the claims in flight at a record of LENGTH -2^31', async function () {
+    const result = await inWorker([-0x80000000, 0], `async (ring, data32, ctl, lib, region) => lib.describeRing(region, 'x').mpsc`);
+    assert.deepEqual(result, { inFlight: [] });
+  });
 });
