@@ -38,7 +38,7 @@ import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import { Broadcast, BroadcastPublisher, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
-import { CONSUMER_PID_I32, CONSUMER_POSITION_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
+import { CONSUMER_PID_I32, CONSUMER_POSITION_I32, CONTROL_I32_LENGTH, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -624,7 +624,8 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       let i = 0;
       for (; i < 10; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i) + 7, failed);
       // While the claimer lives, the C consumer waits at its record, however long past its peer timeout.
-      const ctl = new Int32Array(region!.buffer, 0, 160);
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      // Both loads observe the C consumer's release of its head (mpsc_release's seq_cst store).
       await waitFor(() => (Atomics.load(ctl, CONSUMER_POSITION_I32) & 4095) === claimIndex, 'the C consumer reached the open claim');
       await sleep(3 * PEER_TIMEOUT_MS);
       assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32) & 4095, claimIndex, 'the C consumer passed the open claim of a live producer');
