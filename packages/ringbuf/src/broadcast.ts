@@ -535,7 +535,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
       }
       length -= L.RECORD_HEADER; // version 2: LENGTH counts the header; the payload is the rest
       const size = L.recordSize(length);
-      this.#bad = bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available;
+      // A record never straddles the end of the data area (padding comes first): one that would is impossible too.
+      this.#bad = bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available
+        || index + size > this.capacity;
       this.#length = this.#bad ? 0 : length;
       this.#type = type;
       this.#end = cursor + skipped + size;

@@ -3,7 +3,8 @@
  * shmring — look at rings from the shell.
  *
  *   shmring inspect <name|path|sysv:KEY|sysv-id:ID> [--json]   one ring (a POSIX name,
- *                                          a file path, a System V segment by key or id)
+ *                                          a file path, a System V segment by key or id);
+ *                                          under the table, each MpscRing's producers in flight
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
  *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
@@ -30,8 +31,25 @@ function table(rings: RingInfo[]): string {
     const state = r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
     rows.push([r.name, r.kind, capacity, used, who(r.producer), who(r.consumer), who(r.creator), state]);
   }
+  return [columns(rows), ...rings.map(inFlight).filter((text) => text !== '')].join('\n\n');
+}
+
+/** Rows as columns two spaces apart. */
+function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   return rows.map((row) => row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** An MpscRing's producers in flight (claimed, not committed), under the table; '' when there are none. */
+function inFlight(r: RingInfo): string {
+  const claims = r.mpsc?.inFlight ?? [];
+  if (claims.length === 0) return '';
+  const rows = [['  position', 'pid', 'length', 'record']];
+  for (const c of claims) {
+    rows.push([`  ${c.position}`, c.pid === 0 ? '-' : who(c), c.length === null ? '? (header not written)' : `${c.length} B`, `${c.recordBytes} B`]);
+  }
+  const n = claims.length;
+  return `${r.name}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first)\n${columns(rows)}`;
 }
 
 function main(argv: string[]): number {

@@ -17,6 +17,7 @@ import * as L from './layout.js';
 import { KIND_NAMES } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
+import * as M from './mpsc-layout.js';
 import { isAlive } from './liveness.js';
 import { ringHeld } from './roles.js';
 
@@ -64,6 +65,34 @@ export interface RingInfo {
   regionSize: number;
   /** Broadcast: its mode and the subscribers in its slot table (lossy subscribers beyond the table are not listed). */
   broadcast?: BroadcastInfo;
+  /** MpscRing: the records claimed and not yet committed. */
+  mpsc?: MpscInfo;
+}
+
+export interface MpscInfo {
+  /**
+   * The producers in flight: each record between the consumer position and
+   * the producer position that is claimed and not committed (LENGTH < 0, or
+   * still 0: claimed, its header not yet written), oldest first. The
+   * consumer waits at the first; a snapshot. The walk stops at a header no
+   * correct producer writes. (How many records a consumer skipped because
+   * their claimer died is counted by that consumer object,
+   * `ring.unblockedRecords`: the layout keeps no such count.)
+   */
+  inFlight: ClaimInfo[];
+}
+
+export interface ClaimInfo {
+  /** The record's position (u32, as producerPosition). */
+  position: number;
+  /** The claimer's pid, from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
+  pid: number;
+  /** Whether that pid is a live process here: what the consumer's unblock rule goes by (pid 0 counts as gone). */
+  alive: boolean;
+  /** Payload bytes claimed; null while the header is not written yet. */
+  length: number | null;
+  /** Bytes the record takes in the ring (header included, rounded up to 8; a headerless claim: the zero words up to the next header). */
+  recordBytes: number;
 }
 
 export interface BroadcastInfo {
@@ -117,6 +146,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     info.used = 0;
   }
   if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
+  if (kind === M.KIND_MPSC) describeMpsc(region, info);
   const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
   const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, ringHeld(region, 0, 'producer'));
@@ -147,6 +177,49 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
   // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.
   info.consumerPosition = 0;
   info.used = Math.min(info.capacity, subscribers.reduce((most, s) => Math.max(most, s.lag), 0));
+}
+
+/**
+ * An MpscRing's producers in flight: walks the records from the consumer
+ * position to the producer position (docs/LAYOUT.md, "MpscRing (KIND 4)")
+ * and lists the claimed ones. Read-only; bounded by the claimed bytes.
+ */
+function describeMpsc(region: Region, info: RingInfo): void {
+  const { capacity, producerPosition: tail, consumerPosition: head } = info;
+  const claimed = (tail - head) >>> 0;
+  if (!(capacity >= M.MPSC_MIN_CAPACITY && capacity <= L.MAX_CAPACITY && (capacity & (capacity - 1)) === 0)
+    || region.buffer.byteLength < M.mpscRingSize(capacity) || claimed > capacity || ((tail | head) & 7) !== 0) {
+    return; // a header or positions no correct peer writes: nothing more to show
+  }
+  const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
+  const inFlight: ClaimInfo[] = [];
+  for (let passed = 0; passed < claimed;) {
+    const position = (head + passed) >>> 0;
+    const index = position & (capacity - 1);
+    const left = Math.min(claimed - passed, capacity - index); // a record never straddles the end
+    // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's pid stored before it in TYPE), or nothing yet.
+    const length = Atomics.load(data32, (index >> 2) + M.MPSC_LENGTH_I32);
+    if (length === 0) {
+      // Claimed, header not written yet: its extent is the zero words up to the next header (as the consumer's skip counts it).
+      let end = index + M.MPSC_ALIGNMENT;
+      // Each observes a header word of what follows.
+      while (end < index + left && Atomics.load(data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
+      inFlight.push({ position, pid: 0, alive: false, length: null, recordBytes: end - index });
+      passed += end - index;
+      continue;
+    }
+    const magnitude = Math.abs(length); // up to 2^31: checked before recordBytes, whose int32 arithmetic would wrap
+    if (magnitude < M.MPSC_RECORD_HEADER || magnitude > left) break; // not a record a correct peer writes: stop here
+    const size = M.recordBytes(magnitude);
+    if (size > left) break;
+    if (length < 0) {
+      // The claimer's pid (stored before the negative LENGTH observed above).
+      const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);
+      inFlight.push({ position, pid, alive: pid > 0 && isAlive(pid, 0), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+    }
+    passed += size;
+  }
+  info.mpsc = { inFlight };
 }
 
 const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d+)$/i;

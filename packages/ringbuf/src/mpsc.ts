@@ -349,7 +349,8 @@ export class MpscRing extends Queue {
       const type = data32[at + M.MPSC_TYPE_I32]!;
       const size = M.recordBytes(length);
       const index = at << 2;
-      if (length < M.MPSC_RECORD_HEADER || index + size > this.capacity || !this.#within(head, size)
+      // length, not size, against the end: recordBytes of a LENGTH near 2^31 wraps negative in int32 arithmetic.
+      if (length < M.MPSC_RECORD_HEADER || length > this.capacity - index || !this.#within(head, size)
         || (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))) {
         throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
       }
@@ -413,7 +414,7 @@ export class MpscRing extends Queue {
     if (!this.#claimerGone(at)) return false;
     const size = M.recordBytes(-length);
     const index = at << 2;
-    if (-length < M.MPSC_RECORD_HEADER || index + size > this.capacity || !this.#within(this.#head, size)) {
+    if (-length < M.MPSC_RECORD_HEADER || -length > this.capacity - index || !this.#within(this.#head, size)) {
       throw corrupt(`claimed record at ${index} has length ${-length}`);
     }
     // Takes the record from its claimer: only one of this CAS and the claimer's commit CAS wins.
@@ -600,8 +601,9 @@ export class MpscRing extends Queue {
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
       if (length === 0) return false;
       if (length < 0) return this.#stuck(head, length) && this.#claimerGone(at);
-      // A message, or a record no correct peer writes (tryRead reports it): ready either way.
-      if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER) return true;
+      // A message, or a record no correct peer writes (tryRead reports it): ready either way. A padding
+      // LENGTH past the end of the data area is one (its recordBytes could even wrap to a step of 0 round the ring).
+      if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER || length > this.capacity - (head & this.#mask)) return true;
       const size = M.recordBytes(length); // padding (before the wrap, or an aborted record): look past it, as #next does
       head = (head + size) | 0;
       passed += size;

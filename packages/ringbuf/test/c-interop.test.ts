@@ -20,7 +20,9 @@
  * A MpscRing: three C producers and a Node consumer, two Node producers
  * (this process and a child) and a C consumer, every message exactly once
  * and each producer's in order (the type names the producer); a pausing C
- * producer waking Node parked in await read(). A Broadcast: a Node
+ * producer waking Node parked in await read(); a C consumer that skips the
+ * record of a Node producer SIGKILLed between claim and commit (LAYOUT.md,
+ * "Unblock"), and only once it is dead. A Broadcast: a Node
  * publisher read by C subscribers and a C publisher read by Node, lossy
  * (received + lost == published, nothing torn) and lossless (everything),
  * each side parking on the other; a pausing C publisher waking Node.
@@ -36,7 +38,7 @@ import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import { Broadcast, BroadcastPublisher, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
-import { CONSUMER_PID_I32, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
+import { CONSUMER_PID_I32, CONSUMER_POSITION_I32, CONTROL_I32_LENGTH, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -202,6 +204,8 @@ interface PeerStats {
   parksTimedOut: number;
   /** --pause-every: pauses that ended with a reader parked... */
   pauses: number;
+  /** mpsc-consume: records skipped because their claimer died between claim and commit ("Unblock"). */
+  unblocked: number;
   /** ... after which the first FUTEX_WAKE found the reader asleep in the kernel. */
   pauseWakes: number;
 }
@@ -603,6 +607,36 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const wakes = signalCount(region!, WRITE_SIGNAL_I32);
       console.log(`      Node (this process) waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
       assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+    });
+
+    it('a C consumer skips the record of a Node producer SIGKILLed between claim and commit, after peerTimeoutMs and not while it lives, and gets every committed message in order', async () => {
+      const PER = 2_000;
+      const PEER_TIMEOUT_MS = 200;
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER), '--producers', '2', '--peer-timeout-ms', String(PEER_TIMEOUT_MS), '--stats']);
+      // Producer 0 (a child) writes PER messages, then claims one more and stops before its commit.
+      const claimer = runNode([WRITER_PATH, regionPath, '0', String(PER), 'claim']);
+      peers = [consumer, claimer];
+      await waitFor(() => claimer.stdout.includes('claimed'), 'the Node producer claimed its record');
+      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - 8; // the record's header, 8 bytes before its payload
+      // Producer 1 (this process) writes after the claim: everything behind it waits at the open claim.
+      const failed = consumer.failed;
+      const scratch = new Uint8Array(MAX_LENGTH);
+      let i = 0;
+      for (; i < 10; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i) + 7, failed);
+      // While the claimer lives, the C consumer waits at its record, however long past its peer timeout.
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      // Both loads observe the C consumer's release of its head (mpsc_release's seq_cst store).
+      await waitFor(() => (Atomics.load(ctl, CONSUMER_POSITION_I32) & 4095) === claimIndex, 'the C consumer reached the open claim');
+      await sleep(3 * PEER_TIMEOUT_MS);
+      assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32) & 4095, claimIndex, 'the C consumer passed the open claim of a live producer');
+      claimer.child.kill('SIGKILL');
+      assert.equal((await claimer.done).signal, 'SIGKILL');
+      for (; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i) + 7, failed);
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, 0, stderr);
+      const stats = await statsOf(consumer);
+      assert.equal(stats.unblocked, 1, 'records the C consumer skipped');
+      assert.equal(ring.size, 0);
     });
 
     it('a C producer that pauses until Node is parked in await read() on a MpscRing wakes it after every pause', async () => {

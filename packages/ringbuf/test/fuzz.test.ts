@@ -2,31 +2,40 @@
  * Corruption fuzz: a peer with write access to a ring must not be able to
  * make this process read out of range, loop forever or crash (docs/ERRORS.md,
  * "What a hostile peer can still do"). A fast-check property
- * (fixtures/fault-peer.ts, runFuzz) overwrites a LIVE SpscRing / MpmcQueue
- * on a 'sab' region between random operations: random bytes at random
- * offsets, and chosen 32-bit values in chosen words (header fields,
- * positions, wait words, record headers, slot sequences and lengths, at the
- * live positions; offsets from layout.ts). Every operation must return or
- * throw a documented ERR_SHMRING_* code; every message handed out must lie
- * inside the data area and fit the ring; every run ends with an attach of
- * both kinds to the corrupted region.
+ * (fixtures/fuzz-ring.ts, runFuzz) overwrites a LIVE SpscRing, MpmcQueue,
+ * MpscRing or Broadcast (lossy and lossless) on a 'sab' region between
+ * random operations: random bytes at random offsets, and chosen 32-bit
+ * values in chosen words (header fields, positions, wait words, record
+ * headers, slot sequences and lengths, a Broadcast's counters and
+ * subscriber slots, at the live positions; offsets from layout.ts and
+ * broadcast-layout.ts). Every operation must return or throw a documented
+ * ERR_SHMRING_* code; every message handed out must lie inside the data
+ * area, fit the ring and carry a valid type; every run ends with an attach
+ * of every kind to the corrupted region.
  *
  * The loop runs in a child process: an endless loop there is a timeout here
  * (the child is killed), not a frozen test run. Each kind runs in its own
- * child, both at once. The seed is random unless SHMRING_FUZZ_SEED is set,
+ * child, all at once. The seed is random unless SHMRING_FUZZ_SEED is set,
  * and printed, so a failure can be replayed.
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region } from '@shmring/core';
-import { SpscRing } from '../src/index.js';
+import { Broadcast, SpscRing } from '../src/index.js';
+import * as B from '../src/broadcast-layout.js';
 import * as L from '../src/layout.js';
-import { Peer, type FuzzReport } from './fixtures/fault-peer.js';
+import { Peer } from './fixtures/fault-peer.js';
+import type { FuzzKind, FuzzReport } from './fixtures/fuzz-ring.js';
 
-/** Property runs per kind (each 10–120 steps, about two in five of them corruptions). */
-const NUM_RUNS = 8000;
+/**
+ * Property runs per kind (each 10–120 steps, about two in five of them
+ * corruptions). The four children share 2 cores; a Broadcast run costs
+ * about twice a ring's (subscribe and the lossless publisher's scans).
+ */
+const NUM_RUNS: Record<FuzzKind, number> = { spsc: 5000, mpmc: 5000, mpsc: 5000, broadcast: 3500 };
 /** The whole fuzz of one kind must end within this long, or it is taken for an endless loop. */
 const LIMIT_MS = 45_000;
 const MIN_CORRUPTIONS = 10_000;
+const KINDS: [FuzzKind, string][] = [['spsc', 'SpscRing'], ['mpmc', 'MpmcQueue'], ['mpsc', 'MpscRing'], ['broadcast', 'Broadcast']];
 
 const seed = process.env.SHMRING_FUZZ_SEED === undefined ? (Math.random() * 2 ** 31) | 0 : Number(process.env.SHMRING_FUZZ_SEED);
 
@@ -36,8 +45,8 @@ describe('fuzz: overwriting the memory of a live ring', function () {
 
   before(function () {
     console.log(`      fuzz seed ${seed} (replay with SHMRING_FUZZ_SEED=${seed})`);
-    for (const kind of ['spsc', 'mpmc'] as const) {
-      const peer = new Peer({ role: 'fuzz', kind, seed, numRuns: NUM_RUNS });
+    for (const [kind] of KINDS) {
+      const peer = new Peer({ role: 'fuzz', kind, seed, numRuns: NUM_RUNS[kind] });
       const result = peer.next('result', LIMIT_MS).then(
         (event) => event as unknown as FuzzReport,
         async (err: Error) => {
@@ -56,7 +65,7 @@ describe('fuzz: overwriting the memory of a live ring', function () {
     console.log(`      corruptions in total: ${totals.corruptions}`);
   });
 
-  for (const [kind, name] of [['spsc', 'SpscRing'], ['mpmc', 'MpmcQueue']] as const) {
+  for (const [kind, name] of KINDS) {
     it(`${name} never reads out of bounds, never loops, and throws only documented codes when its memory is overwritten between operations`, async function () {
       const report = await results.get(kind)!;
       totals.corruptions += report.corruptions;
@@ -68,7 +77,7 @@ describe('fuzz: overwriting the memory of a live ring', function () {
         const cause = report.error.slice(report.error.indexOf('caused by:'));
         assert.fail(`${cause}\n(seed ${seed}; the whole fast-check report follows)\n${report.error}`);
       }
-      assert.equal(report.runs, NUM_RUNS);
+      assert.equal(report.runs, NUM_RUNS[kind]);
       assert.ok(report.corruptions >= MIN_CORRUPTIONS, `only ${report.corruptions} corruptions`);
       // The corruptions did reach the checks: detected as corrupt by reads, and by attach.
       const n = (key: string): number => report.outcomes[key] ?? 0;
@@ -77,6 +86,14 @@ describe('fuzz: overwriting the memory of a live ring', function () {
         assert.ok(n(`attach-${kind}:${code}`) > 0, `attach never met ${code}: ${codes}`);
       }
       assert.ok(n(`attach-${kind}:ok`) > 0 && report.delivered > 0);
+      if (kind === 'mpsc') {
+        // A read between a claim and its commit met the claimed record at the head; and one took it back
+        // (its TYPE, the claimer's pid, rewritten to a dead one), whose commit then said so (TIMEOUT).
+        assert.ok(n('read-between:empty') > 0 && n('claim:taken-back') > 0, `no read between a claim and its commit took the claim back: ${codes}`);
+      }
+      if (kind === 'broadcast') {
+        assert.ok(n('mode:lossy') > NUM_RUNS.broadcast / 4 && n('mode:lossless') > NUM_RUNS.broadcast / 4, `both modes run: ${codes}`);
+      }
     });
   }
 });
@@ -140,4 +157,143 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
       assert.fail(`drain handed out ${handedOut.join(', ')} for a record at ${at} whose header says ${length} bytes`);
     });
   }
+});
+
+/**
+ * The Broadcast fuzz's first find (test/fixtures/fuzz-ring.ts), pinned down: the same record length as
+ * above (it fits the published bytes, but its payload runs past the end of
+ * the data area) passed a subscriber's checks. A lossless drain handed its
+ * handler [offset, offset + length) beyond data.length; a lossy read handed
+ * out a message cut short by the copy. broadcast.ts #locate (and ring_peer.c,
+ * whose copy read past the data area) now count index + recordSize >
+ * CAPACITY as an impossible header.
+ */
+describe('Broadcast: a corrupted record length that runs past the end of the data area', function () {
+  /** A 64-byte Broadcast whose subscriber is at data index `at`, with a record published there and one more after it. */
+  function broadcastWithRecordAt(at: 48 | 56, lossless: boolean): { sub: ReturnType<typeof Broadcast.subscribe>; data32: Int32Array } {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 64, subscribers: 1 }) });
+    const pub = Broadcast.create(region, { capacity: 64, lossless, subscribers: 1 });
+    const sub = Broadcast.subscribe(region);
+    for (let moved = 0; moved < at;) {
+      const payload = at - moved >= 24 ? 16 : 0;
+      assert.ok(pub.tryWrite(new Uint8Array(payload)));
+      assert.ok(sub.tryRead());
+      moved += L.recordSize(payload);
+    }
+    assert.ok(pub.tryWrite(new Uint8Array(0)), 'the record at `at`');
+    // at 48: padding over 56..63, then a record of 24 at 0; at 56: a record of 8 at 0.
+    assert.ok(pub.tryWrite(new Uint8Array(at === 48 ? 24 : 8)));
+    return { sub, data32: new Int32Array(region.buffer, B.broadcastDataOffset(1), 64 / 4) };
+  }
+
+  for (const lossless of [false, true]) {
+    for (const [at, length] of [[48, 9], [56, 1]] as const) {
+      const mode = lossless ? 'lossless' : 'lossy';
+      it(`a ${mode} subscriber's tryRead refuses a record at ${at} of a 64-byte Broadcast claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
+        const { sub, data32 } = broadcastWithRecordAt(at, lossless);
+        data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
+        let outcome: string;
+        try {
+          const message = sub.tryRead();
+          outcome = message === null ? 'null' : `a message of ${message.length} bytes`;
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, ErrorCodes.CORRUPT, (err as Error).stack);
+          return;
+        }
+        assert.fail(`tryRead returned ${outcome} for a record at ${at} of a 64-byte data area whose header says ${length} bytes`);
+      });
+
+      it(`a ${mode} subscriber's drain refuses a record at ${at} of a 64-byte Broadcast claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
+        const { sub, data32 } = broadcastWithRecordAt(at, lossless);
+        data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
+        const handedOut: string[] = [];
+        try {
+          sub.drain((data, offset, n) => {
+            handedOut.push(`[${offset}, ${offset + n}) of ${data.length} bytes`);
+          });
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, ErrorCodes.CORRUPT, (err as Error).stack);
+          assert.deepEqual(handedOut, []);
+          return;
+        }
+        assert.fail(`drain handed out ${handedOut.join(', ')} for a record at ${at} whose header says ${length} bytes`);
+      });
+    }
+  }
+});
+
+/**
+ * The MpscRing fuzz's finds, pinned down: a LENGTH near 2^31 at the head.
+ * recordBytes() of it wraps negative in int32 arithmetic, so the checks
+ * that compared the record's size with the end of the data area passed:
+ * selectSync looped for ever over a padding record whose size wrapped to a
+ * step of 0 round the ring (the fuzz caught it once it called select); a
+ * consumer taking back a dead claimer's record of length 2^31 moved its
+ * head back by 2^31 and released that to the producers; inspect's walk of
+ * the claims in flight looped. Each now compares the length itself.
+ * The looping calls run in a worker, which the test can stop.
+ */
+describe('MpscRing: a record LENGTH near 2^31 at the head', function () {
+  this.timeout(20_000);
+
+  /** Runs `body` (the source of an async function of (ring, data32, ctl, lib)) in a worker; its result, or 'looped' after 5 s. */
+  async function inWorker(header: [number, number], body: string): Promise<unknown> {
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const layout = new URL('../src/layout.js', import.meta.url).href;
+    const core = import.meta.resolve('@shmring/core');
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      (async () => {
+        const lib = await import(${JSON.stringify(index)});
+        const L = await import(${JSON.stringify(layout)});
+        const { Region } = await import(${JSON.stringify(core)});
+        const region = Region.create({ backing: 'sab', size: lib.MpscRing.regionSize({ capacity: 256 }) });
+        const ring = lib.MpscRing.create(region, { capacity: 256, peerTimeoutMs: 0 });
+        lib.MpscRing.attach(region).tryWrite(new Uint8Array(4));
+        const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, 64);
+        const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+        data32[0] = workerData.header[0];
+        data32[1] = workerData.header[1];
+        const run = ${body};
+        parentPort.postMessage(await run(ring, data32, ctl, lib, region));
+      })().catch((err) => parentPort.postMessage({ threw: String(err && err.stack) }));
+    `;
+    const { Worker } = await import('node:worker_threads');
+    const worker = new Worker(source, { eval: true, workerData: { header } });
+    try {
+      return await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => resolve('looped'), 5_000);
+        worker.once('message', (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        });
+        worker.once('error', reject);
+      });
+    } finally {
+      await worker.terminate();
+    }
+  }
+
+  it('selectSync finds a padding record of LENGTH 2^31 - 1 ready (tryRead reports it ERR_SHMRING_CORRUPT) instead of looping', async function () {
+    const result = await inWorker([0x7fffffff, L.PADDING_TYPE], `async (ring, data32, ctl, lib) => {
+      const ready = lib.selectSync([ring], { timeoutMs: 0 });
+      try { ring.tryRead(); return { ready, read: 'no error' }; } catch (err) { return { ready, read: err.code }; }
+    }`);
+    assert.deepEqual(result, { ready: 0, read: ErrorCodes.CORRUPT });
+  });
+
+  it('tryRead refuses a dead claimer\'s record of LENGTH -2^31 (ERR_SHMRING_CORRUPT) and leaves the consumer position alone', async function () {
+    // TYPE 0: a claimer that gave no pid counts as gone, so the record is a candidate for the take-back at once (peerTimeoutMs 0).
+    const result = await inWorker([-0x80000000, 0], `async (ring, data32, ctl) => {
+      let read = 'no error';
+      try { ring.tryRead(); } catch (err) { read = err.code; }
+      return { read, consumerPosition: Atomics.load(ctl, ${L.CONSUMER_POSITION_I32}), unblocked: ring.unblockedRecords };
+    }`);
+    assert.deepEqual(result, { read: ErrorCodes.CORRUPT, consumerPosition: 0, unblocked: 0 });
+  });
+
+  it('describeRing (inspect) stops its walk of the claims in flight at a record of LENGTH -2^31', async function () {
+    const result = await inWorker([-0x80000000, 0], `async (ring, data32, ctl, lib, region) => lib.describeRing(region, 'x').mpsc`);
+    assert.deepEqual(result, { inFlight: [] });
+  });
 });

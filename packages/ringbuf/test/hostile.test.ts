@@ -4,13 +4,15 @@
  * read again from shared memory after the check. A worker thread writes
  * random words into the data area (or the slots) without pause, while this
  * thread writes and reads messages; every length and type handed out must
- * be one that passed the bounds checks.
+ * be one that passed the bounds checks. For each of SpscRing, MpmcQueue,
+ * MpscRing and Broadcast (a lossy and a lossless subscriber).
  */
 import { strict as assert } from 'node:assert';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, ShmringError } from '@shmring/core';
-import { MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, BroadcastSubscriber, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import * as B from '../src/broadcast-layout.js';
 
 /** How long each queue kind is attacked. */
 const ATTACK_MS = 1500;
@@ -51,7 +53,7 @@ function scribble(buffer: SharedArrayBuffer, words: number[]): Attack {
 }
 
 /** tryRead once: a message, if any, must fit and carry a valid type. */
-function checkRead(queue: SpscRing | MpmcQueue | MpscRing, maxLength: number, handed: () => void): void {
+function checkRead(queue: SpscRing | MpmcQueue | MpscRing | BroadcastSubscriber, maxLength: number, handed: () => void): void {
   const got = queue.tryRead();
   if (got === null) return;
   assert.ok(got.length <= maxLength, `tryRead returned ${got.length} bytes`);
@@ -168,4 +170,37 @@ describe('a peer rewriting records while they are read', function () {
       if (got === 0 && ++idle > 3) throw new ShmringError(ErrorCodes.CORRUPT, 'stalled');
     });
   });
+
+  for (const lossless of [false, true]) {
+    it(`a ${lossless ? 'lossless' : 'lossy'} Broadcast subscriber hands drain() and tryRead() only lengths and types that passed the bounds checks`, async function () {
+      const capacity = 4096;
+      const subscribers = 1;
+      const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity, subscribers }) });
+      const message = new Uint8Array(200);
+      // Every word of the data area (after the subscriber slots): record lengths, types and payloads alike.
+      const words = Array.from({ length: capacity / 4 }, (_, i) => B.broadcastDataOffset(subscribers) / 4 + i);
+      let publisher: ReturnType<typeof Broadcast.create> | undefined;
+      await underAttack(`Broadcast (${lossless ? 'lossless' : 'lossy'})`, region, words, () => {
+        publisher?.close();
+        publisher = Broadcast.create(region, { capacity, lossless, subscribers });
+        return Broadcast.subscribe(region);
+      }, (sub, handed) => {
+        const pub = publisher!;
+        for (let round = 0; round < 200; round++) {
+          // Lossless: until full. Lossy (never full): less than a ring's worth, so the subscriber is rarely lapped.
+          for (let i = 0; i < 15 && pub.tryWrite(message.subarray(0, (round * 37 + i) % 200), round); i++) { /* fill */ }
+          sub.drain((data, offset, length, type) => {
+            // Lossless: the ring's data in place; lossy: the subscriber's checked copy.
+            assert.ok(length <= sub.maxMessageLength && offset >= 0 && offset + length <= data.length,
+              `drain handed offset ${offset} length ${length} (a buffer of ${data.length})`);
+            if (lossless) assert.equal(data.length, capacity);
+            assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+            handed();
+          });
+          pub.tryWrite(message.subarray(0, round % 200), round);
+          checkRead(sub, sub.maxMessageLength, handed);
+        }
+      });
+    });
+  }
 });

@@ -1,7 +1,8 @@
 /**
  * Looking at rings from outside: inspect(), listRings() and the shmring CLI
  * (dist/src/cli.js) on an SpscRing and a MpmcQueue with known contents, in
- * POSIX objects and in a file, with live and dead processes registered.
+ * POSIX objects and in a file, with live and dead processes registered; an
+ * MpscRing's producers in flight (claimed, not committed).
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
-import { inspect, isStale, listRings, MpmcQueue, SpscRing, type RingInfo } from '../src/index.js';
+import { inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { Peer } from './fixtures/fault-peer.js';
 
@@ -314,5 +315,58 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.equal(cli('inspect', spscName, '--json').status, 0);
     assert.equal(cli('inspect', '--all').status, 0);
     assert.equal(Buffer.from(new Uint8Array(spscRegion.buffer)).toString('base64'), before);
+  });
+
+  it('inspect and the CLI list an MpscRing\'s producers in flight: each claimed, uncommitted record with its claimer\'s pid, liveness and length', function () {
+    const name = uniqueName('mpsc');
+    const capacity = 1024;
+    const region = Region.create({ backing: 'posix', name, size: MpscRing.regionSize({ capacity }) });
+    try {
+      MpscRing.create(region, { capacity });
+      const [a, b, c] = [MpscRing.attach(region), MpscRing.attach(region), MpscRing.attach(region)];
+      const claimA = a.claim(10); // position 0: claimed by this process, not committed (a record of 8 + 10 -> 24 bytes)
+      assert.ok(b.tryWrite(new Uint8Array(5))); // position 24: committed (16 bytes)
+      c.claim(20); // position 40: claimed, not committed (32 bytes)
+      // A claimer that died: its pid (TYPE, while claimed) names a process that has exited.
+      const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
+      data32[(40 + L.RECORD_TYPE_OFFSET) / 4] = deadConsumerPid;
+      // A claimer that died between its claim (the tail's CAS) and its header store: 16 bytes claimed, LENGTH still 0.
+      Atomics.add(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.PRODUCER_POSITION_I32, 16);
+
+      const info = inspect(name)!;
+      assert.equal(info.kind, 'MpscRing');
+      assert.equal(info.producerPosition, 88);
+      assert.deepEqual(info.mpsc, {
+        inFlight: [
+          { position: 0, pid: process.pid, alive: true, length: 10, recordBytes: 24 },
+          { position: 40, pid: deadConsumerPid, alive: false, length: 20, recordBytes: 32 },
+          { position: 72, pid: 0, alive: false, length: null, recordBytes: 16 },
+        ],
+      });
+      const json = cli('inspect', name, '--json');
+      assert.equal(json.status, 0, json.stderr);
+      assert.deepEqual((JSON.parse(json.stdout) as RingInfo).mpsc, info.mpsc);
+
+      const text = cli('inspect', name);
+      assert.equal(text.status, 0, text.stderr);
+      const [table, section] = text.stdout.trimEnd().split('\n\n');
+      assert.ok(section, `no producers in flight under the table:\n${text.stdout}`);
+      assert.deepEqual(row(table!, name).slice(1, 4), ['MpscRing', '1024 B', '88 B']);
+      assert.deepEqual(section!.split('\n').map((line) => line.trim().split(/\s{2,}/)), [
+        [`${name}: 3 producers in flight (claimed, not committed; the consumer waits at the first)`],
+        ['position', 'pid', 'length', 'record'],
+        ['0', `${process.pid}`, '10 B', '24 B'],
+        ['40', `${deadConsumerPid} (dead)`, '20 B', '32 B'],
+        ['72', '-', '? (header not written)', '16 B'],
+      ]);
+
+      // Committed, a claim leaves the list; a ring with none in flight prints no section.
+      a.commit(claimA);
+      assert.deepEqual(inspect(name)!.mpsc!.inFlight.map((claim) => claim.position), [40, 72]);
+      const spscText = cli('inspect', spscName);
+      assert.equal(spscText.stdout.trimEnd().split('\n\n').length, 1, spscText.stdout);
+    } finally {
+      region.unlink();
+    }
   });
 });

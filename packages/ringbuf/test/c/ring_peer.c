@@ -37,6 +37,9 @@
  *                    the producers of a MpscRing or MpmcQueue apart (default 0)
  *   --producers N    (consumers) the messages come from producers 0 .. N-1 (default 1):
  *                    COUNT from each, each producer's in order
+ *   --peer-timeout-ms T  (mpsc-consume) a record claimed and not committed that blocks the head
+ *                    for T ms (default 1000) is skipped once its claimer is gone, as LAYOUT.md's
+ *                    "Unblock" says; --stats counts them ("unblocked")
  *   --corrupt-at K   (producers) write message K with one wrong payload byte,
  *                    so a test can prove that the reader's check catches it
  *   --park           (producers) park on the write wait block's futex when the
@@ -79,6 +82,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -649,6 +653,13 @@ struct mpsc {
     uint32_t head;            /* consumer: own position (its only writer); producer: the head as last seen */
     uint32_t cached_tail;     /* consumer: the tail as last seen, for bounds checks only (it polls LENGTH) */
     struct message *message;  /* to write, or filled by a read */
+    /* consumer, "Unblock": the record at the head being timed (its position, the LENGTH seen there, since when) */
+    int stuck_valid;
+    uint32_t stuck_at;
+    int32_t stuck_length;
+    double stuck_since;
+    double peer_timeout;      /* seconds a record may stay unpublished at the head before a dead claimer's is skipped */
+    uint64_t unblocked;       /* records skipped: their claimers died between claim and commit */
 };
 
 /* The claimer's mark in TYPE while its record is claimed (for the consumer's dead-claimer check). */
@@ -752,6 +763,76 @@ static void mpsc_release(const struct ring *r, const struct mpsc *s) {
     unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* all: their records differ in size, one woken might not fit */
 }
 
+/* "Liveness": whether any process holds the PRODUCER lock byte (every MpscRing producer holds it shared from its first claim). */
+static int mpsc_producers_left(const struct ring *r) {
+    struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = LOCK_PRODUCER, .l_len = 1, .l_pid = 0 };
+    if (fcntl(r->fd, F_OFD_GETLK, &l) != 0) die(EXIT_USAGE, "fcntl(F_OFD_GETLK): %s", strerror(errno));
+    return l.l_type != F_UNLCK; /* a lock that would conflict with ours: someone holds it */
+}
+
+/* A pid is a live process (in our PID namespace); 0 (no pid given) counts as gone, as on the Node side. */
+static int pid_alive(int32_t pid) {
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
+/* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
+ * since this consumer first saw it so (a new position or a new LENGTH starts the clock again). */
+static int mpsc_stuck(struct mpsc *s, int32_t length) {
+    double now = now_seconds();
+    if (!s->stuck_valid || s->stuck_at != s->head || s->stuck_length != length) {
+        s->stuck_valid = 1;
+        s->stuck_at = s->head;
+        s->stuck_length = length;
+        s->stuck_since = now;
+    }
+    return now - s->stuck_since >= s->peer_timeout;
+}
+
+/* Consumes `size` bytes at `index` unread (a dead claimer's record, taken back) and releases them. */
+static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint32_t size) {
+    mpsc_zero(r, index, size);
+    s->head += size;
+    s->stuck_valid = 0;
+    s->unblocked++;
+    mpsc_release(r, s);
+}
+
+/*
+ * "Unblock": takes back the record at the head (LENGTH `length` <= 0, stuck for peer_timeout) if its claimer
+ * can write no more: 1 if the head moved past it. LENGTH < 0: the claimer's pid (TYPE) is not a live process,
+ * or no process holds the PRODUCER lock; then a CAS from the negative LENGTH to 0 takes it (the claimer's
+ * commit CAS fails). LENGTH 0 (the claimer died between its tail CAS and its header store): only when no
+ * process holds the PRODUCER lock; the claim is the zero LENGTH words up to the next header, the tail or the end.
+ */
+static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_t length) {
+    if (length < 0) {
+        /* The claimer's pid, stored before its negative LENGTH (observed by the caller's seq_cst load). */
+        int32_t claimer = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+        if (pid_alive(claimer) && mpsc_producers_left(r)) return 0;
+        uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
+        uint32_t size = align8(claimed);
+        if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
+            die(EXIT_CORRUPT, "claimed record at %u has length %u", index, claimed);
+        }
+        uint32_t expected = (uint32_t)length;
+        /* Takes the record from its claimer: only one of this CAS and the claimer's commit CAS wins. */
+        if (!atomic_compare_exchange_strong_explicit(record_length(r, index), &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return 0;
+        mpsc_skip(r, s, index, size);
+        return 1;
+    }
+    /* Observes the latest claim: whether anything is claimed at the head, and how far the dead claims reach. */
+    uint32_t tail = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+    uint32_t claimed = tail - s->head;
+    if (claimed > r->capacity || (tail & 7) != 0) die(EXIT_CORRUPT, "producer position %u is outside the ring (consumer %u)", tail, s->head);
+    if (claimed == 0 || mpsc_producers_left(r)) return 0; /* empty; or a claimer may still write its header */
+    uint32_t limit = index + claimed < r->capacity ? index + claimed : r->capacity;
+    uint32_t end = index + RECORD_HEADER;
+    /* Each observes a header word of what follows (no producer is left to write one); zero words belong to the dead claim. */
+    while (end < limit && atomic_load_explicit(record_length(r, end), memory_order_acquire) == 0) end += RECORD_HEADER;
+    mpsc_skip(r, s, index, end - index);
+    return 1;
+}
+
 /* "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. */
 static int mpsc_try_read(struct ring *r, void *arg) {
     struct mpsc *s = arg;
@@ -761,7 +842,15 @@ static int mpsc_try_read(struct ring *r, void *arg) {
         /* 1. Observes the claimer's commit: TYPE and payload are read after it. seq_cst: a parked reader's
          *    re-check comes after its announcement in WAITERS. */
         int32_t length = (int32_t)atomic_load_explicit(record_length(r, index), memory_order_seq_cst);
-        if (length <= 0) break; /* claimed and not committed, or nothing claimed (a dead claimer: see "Missing" in the test) */
+        if (length <= 0) {
+            /* Claimed and not committed, or nothing claimed: a claimer dead for peer_timeout is skipped ("Unblock"). */
+            if (mpsc_stuck(s, length) && mpsc_take_back(r, s, index, length)) {
+                start = s->head; /* released already */
+                continue;
+            }
+            break;
+        }
+        s->stuck_valid = 0;
         int32_t type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
         uint32_t size = align8((uint32_t)length);
         /* 2. */
@@ -1029,7 +1118,7 @@ static int bcast_try_read(struct ring *r, void *arg) {
         int64_t payload = (int64_t)length - RECORD_HEADER;
         bad = bad || payload < 0 || payload > spsc_max_message(r) || type < 0;
         uint32_t size = bad ? 0 : record_size((uint32_t)payload);
-        bad = bad || skipped + size > available;
+        bad = bad || skipped + size > available || index + size > r->capacity; /* never past the data area's end */
         uint32_t copied = !bad && payload <= PATTERN_MAX_LENGTH ? (uint32_t)payload : 0;
         memcpy(s->message->bytes, r->data + index + RECORD_HEADER, copied);
         /* The copy stays before the lap check. */
@@ -1064,6 +1153,7 @@ struct options {
     int hang;              /* latest-publish: then stop in the middle of one more publish, until killed */
     uint32_t id;           /* producers: in each message's type */
     uint32_t producers;    /* consumers: how many producers write COUNT messages each */
+    long peer_timeout_ms;  /* mpsc-consume: how long an unpublished record may block the head before a dead claimer's is skipped */
 };
 
 static void sleep_ms(double ms) {
@@ -1134,11 +1224,14 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
     }
 }
 
+/* Records the MpscRing consumer skipped ("Unblock"), for --stats. */
+static uint64_t unblocked_records;
+
 /* The consumers: spsc-, mpmc-, mpsc-consume; COUNT messages from each of `producers` producers (ids in the types). */
-static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t producers) {
+static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t producers, long peer_timeout_ms) {
     struct message m;
     struct spsc s;
-    struct mpsc q;
+    struct mpsc q = { .peer_timeout = (double)peer_timeout_ms / 1000 };
     int (*try_read)(struct ring *, void *) = mpmc_try_read;
     void *arg = &m;
     if (kind == KIND_SPSC) {
@@ -1171,6 +1264,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t prod
     free(next);
     /* The writers wrote exactly COUNT messages each: one more would break the pattern too. */
     if (try_read(r, arg)) die(EXIT_MISMATCH, "a message after the last one (length %u, type %d)", m.length, m.type);
+    unblocked_records = q.unblocked;
 }
 
 /* bcast-subscribe: joins, then reads until records 0 .. COUNT-1 are accounted for, checking each record k against message k. */
@@ -1333,12 +1427,12 @@ int main(int argc, char **argv) {
 
     const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|mpsc-produce|mpsc-consume|"
         "latest-publish|latest-read|bcast-publish|bcast-subscribe PATH COUNT "
-        "[--id P] [--producers N] [--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
+        "[--id P] [--producers N] [--peer-timeout-ms T] [--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
     struct options o = { .corrupt_at = UINT64_MAX, .park = 0, .pause_every = 0, .pause_ms = 5, .stats = 0, .linger = 0, .hang = 0,
-        .id = 0, .producers = 1 };
+        .id = 0, .producers = 1, .peer_timeout_ms = 1000 };
     for (int a = 4; a < argc; a++) {
         int has_value = a + 1 < argc;
         if (strcmp(argv[a], "--corrupt-at") == 0 && has_value) o.corrupt_at = parse_count(argv[++a], "K");
@@ -1347,6 +1441,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[a], "--linger") == 0 && has_value) o.linger = (long)parse_count(argv[++a], "S");
         else if (strcmp(argv[a], "--id") == 0 && has_value) o.id = (uint32_t)parse_count(argv[++a], "P");
         else if (strcmp(argv[a], "--producers") == 0 && has_value) o.producers = (uint32_t)parse_count(argv[++a], "N");
+        else if (strcmp(argv[a], "--peer-timeout-ms") == 0 && has_value) o.peer_timeout_ms = (long)parse_count(argv[++a], "T");
         else if (strcmp(argv[a], "--park") == 0) o.park = 1;
         else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
         else if (strcmp(argv[a], "--hang") == 0) o.hang = 1;
@@ -1360,11 +1455,11 @@ int main(int argc, char **argv) {
     struct ring r;
     map_region(&r, argv[2]);
     if (strcmp(command, "spsc-produce") == 0) produce(&r, KIND_SPSC, count, &o);
-    else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, o.producers);
+    else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, o.producers, o.peer_timeout_ms);
     else if (strcmp(command, "mpmc-produce") == 0) produce(&r, KIND_MPMC, count, &o);
-    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, KIND_MPMC, count, o.producers);
+    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, KIND_MPMC, count, o.producers, o.peer_timeout_ms);
     else if (strcmp(command, "mpsc-produce") == 0) produce(&r, KIND_MPSC, count, &o);
-    else if (strcmp(command, "mpsc-consume") == 0) consume(&r, KIND_MPSC, count, o.producers);
+    else if (strcmp(command, "mpsc-consume") == 0) consume(&r, KIND_MPSC, count, o.producers, o.peer_timeout_ms);
     else if (strcmp(command, "bcast-publish") == 0) produce(&r, KIND_BROADCAST, count, &o);
     else if (strcmp(command, "bcast-subscribe") == 0) subscribe(&r, count, &o);
     else if (strcmp(command, "latest-publish") == 0) latest_writer(&r, count, &o);
@@ -1379,10 +1474,10 @@ int main(int argc, char **argv) {
     close(r.fd); /* releases our locks */
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
-            "\"pauses\":%llu,\"pauseWakes\":%llu}\n",
+            "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu}\n",
             (unsigned long long)stats.wakes, (unsigned long long)stats.woke_sleepers, (unsigned long long)stats.parks_woken,
             (unsigned long long)stats.parks_changed, (unsigned long long)stats.parks_timed_out, (unsigned long long)stats.pauses,
-            (unsigned long long)stats.pause_wakes);
+            (unsigned long long)stats.pause_wakes, (unsigned long long)unblocked_records);
     }
     return 0;
 }
