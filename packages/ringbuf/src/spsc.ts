@@ -311,8 +311,10 @@ export class SpscRing extends Queue {
   /** After a publication: stores the producer position, then wakes a parked consumer. */
   #store(): void {
     const ctl = this.ctl;
-    // Not a publication (the LENGTH store was): counts the published records for size / inspect / a next producer.
-    Atomics.store(ctl, L.PRODUCER_POSITION_I32, this.#producerPosition);
+    // Not a publication (the LENGTH store was): counts the published records for size / inspect / a next
+    // producer, which all allow it to lag (a next producer walks on over the headers). So a plain store,
+    // relaxed: a seq_cst one is a locked instruction per message on x86, for no ordering anyone needs.
+    ctl[L.PRODUCER_POSITION_I32] = this.#producerPosition;
     unpark(ctl, READ_BLOCK, WAKE_ONE);
   }
 
