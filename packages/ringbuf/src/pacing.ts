@@ -5,11 +5,13 @@
  *  - the blocking verbs (readSync, writeSync) spin on the thread for up to
  *    SPIN_MICROS_SYNC, paced by SpinPacer;
  *  - the Promise verbs (read, write, for await) try for at most
- *    TRY_MICROS_ASYNC on the spot, then poll cooperatively: they retry in
- *    slices of POLL_SLICE_MICROS, one per turn of the event loop (pollUntil,
- *    in the check phase, as setImmediate does), so other callbacks run
- *    between them, for a window of `poll` µs counted from the start of the
- *    wait. PollPacer decides whether a wait polls at all.
+ *    TRY_MICROS_ASYNC on the spot (a wait that will poll: its first slice,
+ *    POLL_SLICE_MICROS; one right after a wake-up of a parked peer: not at
+ *    all), then poll cooperatively: they retry in slices of
+ *    POLL_SLICE_MICROS, one per turn of the event loop (pollUntil, in the
+ *    check phase, as setImmediate does), so other callbacks run between
+ *    them, for a window of `poll` µs counted from the start of the wait.
+ *    PollPacer decides whether a wait polls at all.
  *
  * Nothing here touches shared memory: `attempt` does (tryRead / tryWrite).
  * Module state (the default poll window, the list of polling waits) is per
@@ -221,7 +223,7 @@ let ticking = false;
  * the other callbacks for at most 10 µs at a time, and catch a message
  * within the slice instead of a turn later.
  */
-const POLL_SLICE_MICROS = 10;
+export const POLL_SLICE_MICROS = 10;
 
 /** One turn of polling, in the check phase: every poll attempts until the slice is over; schedules the next turn while anyone polls. */
 function tick(): void {

@@ -25,7 +25,7 @@
 import { abortError, ErrorCodes, nativeFutex, ShmringError } from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
-import { pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
+import { POLL_SLICE_MICROS, pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 export interface WaitOptions {
@@ -62,7 +62,10 @@ export interface WaitOptions {
    * Microseconds of retrying on the spot (holding the thread) before
    * parking, or before polling for a Promise verb. Default 20 for the Sync
    * verbs, paced (a wait skips its spin when the previous one took long; see
-   * SpinPacer); 2 for the Promise verbs. 0 goes on at once.
+   * SpinPacer). For the Promise verbs: 0 right after this thread woke a
+   * parked peer (it answers no sooner than its wake-up), the first poll
+   * slice (10 µs, at most the poll window) for a wait that polls, else 2.
+   * 0 goes on at once.
    */
   spin?: number;
 }
@@ -341,8 +344,9 @@ export function parkAsync<T, R = T>(
     started = performance.now();
     deadline = deadlineOf(options, started);
     // A peer this thread just woke answers no sooner than its wake-up (tens of µs): trying
-    // on the spot for it would only hold the CPU it is likely queued on.
-    const spinMicros = options?.spin ?? (wokePeer ? 0 : TRY_MICROS_ASYNC);
+    // on the spot for it would only hold the CPU it is likely queued on. A wait that is going
+    // to poll takes its first slice here, at once, instead of a turn of the loop later.
+    const spinMicros = options?.spin ?? (wokePeer ? 0 : pollMicros > 0 ? Math.min(pollMicros, POLL_SLICE_MICROS) : TRY_MICROS_ASYNC);
     result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
   } catch (err) {
     return settleNow(settle, err, true);
