@@ -7,7 +7,8 @@
  * ring → NATS: the bridge drains the ring in batches of BATCH and publishes
  * each record without waiting for it; then it waits once per batch (core
  * NATS: for the previous batch's flush, so that one batch travels while the
- * next is drained; JetStream: the batch's acknowledgements). While NATS is
+ * next is drained; JetStream: the batch's acknowledgements). Core NATS
+ * publishes straight from the ring (see ringToCore). While NATS is
  * unreachable it stops draining: the ring fills and its producers feel the
  * back-pressure. With JetStream the records stay in the ring (holdReads)
  * until the stream acknowledged them, and each is published with the
@@ -28,11 +29,12 @@
  * the log (stderr by default), when it starts and when it ends.
  */
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
-import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
+import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkSignal } from '../options.js';
 import { closeNats, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
+import type { DrainHandler } from '@shmring/ringbuf';
 import { openReader, openWriter, parseEndpoint, type RingReader, type RingWriter } from './endpoints.js';
 
 export interface BridgeOptions {
@@ -105,8 +107,9 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
-    ring.detach();
+    // The client first: until it is closed it may hold views of the ring's records (ringToCore).
     if (nc !== undefined) await closeNats(nc);
+    ring.detach();
   }
 }
 
@@ -183,11 +186,12 @@ const CACHED_TYPES = 256;
  * NATS only: js.publish() adds headers to the object it is given.
  */
 class TypeHeaders {
-  readonly #byType = new Map<number, MsgHdrs>();
+  readonly #byType = new Map<number, PublishOptions>();
 
   constructor(private readonly nats: NatsModule) {}
 
-  get(type: number): MsgHdrs {
+  /** publish()'s options for a record of `type`: `{ headers }`, one object per type (publish sets its `reply` to '' and keeps nothing). */
+  get(type: number): PublishOptions {
     const cached = this.#byType.get(type);
     if (cached !== undefined) return cached;
     const h = this.nats.headers();
@@ -197,8 +201,9 @@ class TypeHeaders {
       const bytes = encodable.encode();
       encodable.encode = () => bytes;
     }
-    if (this.#byType.size < CACHED_TYPES) this.#byType.set(type, h);
-    return h;
+    const options: PublishOptions = { headers: h };
+    if (this.#byType.size < CACHED_TYPES) this.#byType.set(type, options);
+    return options;
   }
 }
 
@@ -209,14 +214,11 @@ const POOLED_MAX = 64 << 10;
 const POOL_KEEP = 32;
 
 /**
- * Copies records out of the ring (ring → core NATS: the client keeps what
- * it is given until it writes it, and the ring's bytes are the producer's
- * again once drained). Records go side by side into chunks, one allocation
- * per chunk rather than one ArrayBuffer per message, and a chunk is reused
- * only once a flush issued after its last record succeeded: the server
- * has every byte published before that flush, so the client no longer
- * holds any of the chunk (while NATS is away, it holds them: a batch whose
- * flush fails never gives its chunks back).
+ * Copies records out of the ring (ring → JetStream: js.publish() keeps
+ * the bytes it is given for its retries). Records go side by side into
+ * chunks, one allocation per chunk rather than one ArrayBuffer per message;
+ * the JetStream bridge never reuses a chunk (recycle() is for a caller that
+ * knows the client let go of a chunk's bytes).
  */
 class CopyPool {
   #chunk: Uint8Array | undefined;
@@ -275,28 +277,72 @@ async function takeBatch(ring: RingReader, pool: CopyPool, signal: AbortSignal, 
 // ---- ring → NATS ----
 
 /**
- * Core NATS: each batch is published without waiting, then flushed; the
- * bridge waits for the previous batch's flush, not this one's, before it
- * drains again, so the next records are taken while this batch travels
- * (a lone record is not held up by the round trip of the one before it)
+ * Whether the nats client still holds, by reference, bytes it was given to
+ * publish. nats.js 2.x queues publish()'s payload views in its outbound
+ * buffer (protocol.outbound) and copies them out (DataBuffer.pack, into
+ * the one buffer it writes to the socket) when it flushes that buffer:
+ * inline in publish() once 32 KiB are pending, at the latest in flush(),
+ * which does it synchronously, unless it is not connected: then it keeps
+ * them until a reconnection empties the buffer unsent (and rejects the
+ * pending flushes). undefined: a client without that buffer, which may
+ * hold anything it was given until the flush that follows settles.
+ */
+function clientHoldsPayloads(nc: NatsConnection): (() => boolean) | undefined {
+  type Outbound = { size?: () => number };
+  const protocol = (nc as unknown as { protocol?: { outbound?: Outbound } }).protocol;
+  if (typeof protocol?.outbound?.size !== 'function') return undefined;
+  return () => protocol.outbound!.size!() !== 0;
+}
+
+/**
+ * Core NATS, zero-copy: each record is published from the ring, a view of
+ * its bytes in place, and the ring holds the records it handed out
+ * (holdReads) until the client has copied them. Right after the batch the
+ * bridge calls flush(), which copies what the client still holds into the
+ * bytes it writes, synchronously: the batch goes back to the producer at
+ * once, and a lone record that woke an idle bridge goes out in the same
+ * turn, with the flush's PING in the same write. Not connected, the client
+ * keeps the views: the records stay in the ring until its reconnection
+ * drops them unsent, and are then taken again (rewound) once NATS is back.
+ * With a client whose buffer cannot be asked (clientHoldsPayloads), each
+ * batch is held until its flush settles.
+ *
+ * The bridge waits for the previous batch's flush, not this one's, before
+ * it drains again, so the next records are taken while this batch travels
  * and at most two batches are ever unconfirmed.
  */
 async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   const { nc, address, signal } = ctx;
-  const headers = new TypeHeaders(ctx.nats);
-  const pool = new CopyPool();
-  let previous: Promise<void> = Promise.resolve();
+  const subject = address.subject;
+  const options = new TypeHeaders(ctx.nats);
+  const holds = clientHoldsPayloads(nc);
+  const publish: DrainHandler = (data, offset, length, type) => nc.publish(subject, data.subarray(offset, offset + length), options.get(type));
+  let previous: Promise<unknown> = Promise.resolve();
+  ring.hold();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
-    await takeBatch(ring, pool, signal, (bytes, type) => {
-      nc.publish(address.subject, bytes, { headers: headers.get(type) });
-    });
-    const chunks = pool.seal();
+    if (ring.drain(publish, BATCH) === 0) {
+      // Idle: wait for a record (read() copies it: nothing of the ring is lent), then take what came with it.
+      nc.publish(subject, await ring.read(signal), options.get(ring.lastType));
+      ring.drain(publish, BATCH - 1);
+    }
+    // Writes what the client holds now (the batch's bytes copied into one buffer) and a PING.
+    const flushed = nc.flush();
+    const end = ring.readPosition;
+    if (holds !== undefined && !holds()) {
+      ring.release(end); // the client copied every record
+    } else {
+      // The client lends our views to a later write, or drops them unsent when it reconnects.
+      const sent = await orAbort(flushed, signal).then(() => true, () => false);
+      if (signal.aborted) break; // what is held stays in the ring for the next bridge
+      if (sent || holds === undefined) ring.release(end);
+      else ring.rewind(); // dropped unsent: publish it again once connected
+    }
     await previous;
     // The server has the batch once this resolves. A failure is the connection dropping (core NATS is at
     // most once) or the abort, which ends the loop: never a rejection left waiting for the next turn.
-    previous = orAbort(nc.flush(), signal).then(() => pool.recycle(chunks), () => undefined);
+    previous = orAbort(flushed, signal).catch(() => undefined);
   }
   await previous;
 }
