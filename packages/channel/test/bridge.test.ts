@@ -3,7 +3,8 @@
  * order with nothing lost; with JetStream, exactly once while the bridges
  * are SIGKILLed and restarted and the server restarted mid-stream; records
  * published from the ring in place are never changed by the writes that
- * reuse their bytes; the ring fills (back-pressure) while the server is
+ * reuse their bytes; a dedicated bridge parks its thread while idle, costs
+ * no CPU, and still takes sparse records and stops on abort; the ring fills (back-pressure) while the server is
  * down, the bridge says so once per outage, and what the client had not
  * sent goes out once NATS is back; endpoints that are wrong or lead nowhere give typed
  * errors that name them.
@@ -203,6 +204,43 @@ describe('bridge', function () {
       }
       await waitUntil(() => next >= N || failure !== undefined, `${N} messages through`, 30_000);
       if (failure !== undefined) throw failure;
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('dedicated (shmring bridge): parks its thread while the ring is empty, keeps no CPU busy, takes sparse records in order and stops on abort', async function () {
+    const a = makeRing();
+    const subject = uniqueSubject('dedicated');
+    const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+    try {
+      const got: number[] = [];
+      nc.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(new DataView(msg.data.buffer, msg.data.byteOffset).getUint32(0, true)) });
+      await nc.flush();
+      const own = new AbortController();
+      let running!: Promise<void>;
+      await new Promise<void>((ready) => {
+        running = bridge(`shm:${a.name}`, nats.url(subject), { signal: own.signal, onReady: ready, dedicated: true });
+      });
+      // Idle: the thread sleeps on the futex (20 ms slices), this test's loop runs between them.
+      await sleep(100);
+      const cpu = process.cpuUsage();
+      const t0 = performance.now();
+      await sleep(1000);
+      const used = process.cpuUsage(cpu);
+      const share = (used.user + used.system) / 1000 / (performance.now() - t0);
+      assert.ok(share < 0.1, `an idle dedicated bridge used ${(share * 100).toFixed(1)}% of a CPU`);
+      // Sparse records (gaps longer than a slice) and bursts, in order.
+      for (let i = 0; i < 40; i++) {
+        assert.ok(a.ring.tryWrite(message(i), i % 7));
+        if (i % 4 === 3) await sleep(30);
+      }
+      await waitUntil(() => got.length >= 40, '40 messages through');
+      assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i));
+      const t1 = performance.now();
+      own.abort();
+      await running;
+      assert.ok(performance.now() - t1 < 1000, `stopped ${Math.round(performance.now() - t1)} ms after the abort`);
     } finally {
       await nc.close();
     }
