@@ -239,46 +239,27 @@ class TypeHeaders {
 /** Bytes of each chunk records are copied into (CopyPool); larger records get an ArrayBuffer of their own. */
 const POOL_CHUNK = 256 << 10;
 const POOLED_MAX = 64 << 10;
-/** Confirmed chunks kept for reuse: 8 MiB. */
-const POOL_KEEP = 32;
 
 /**
  * Copies records out of the ring (ring → JetStream: js.publish() keeps
- * the bytes it is given for its retries). Records go side by side into
- * chunks, one allocation per chunk rather than one ArrayBuffer per message;
- * the JetStream bridge never reuses a chunk (recycle() is for a caller that
- * knows the client let go of a chunk's bytes).
+ * the bytes it is given for its retries, so they are never reused).
+ * Records go side by side into chunks, one allocation per chunk rather
+ * than one ArrayBuffer per message.
  */
 class CopyPool {
   #chunk: Uint8Array | undefined;
   #used = 0;
-  /** Chunks written since the last seal(). */
-  #open: Uint8Array[] = [];
-  readonly #free: Uint8Array[] = [];
 
   copy(data: Uint8Array, offset: number, length: number): Uint8Array {
     if (length > POOLED_MAX) return data.slice(offset, offset + length);
     if (this.#chunk === undefined || this.#used + length > this.#chunk.length) {
-      this.#chunk = this.#free.pop() ?? new Uint8Array(POOL_CHUNK);
+      this.#chunk = new Uint8Array(POOL_CHUNK);
       this.#used = 0;
-      this.#open.push(this.#chunk);
     }
     const out = this.#chunk.subarray(this.#used, this.#used + length);
     out.set(data.subarray(offset, offset + length));
     this.#used += length;
     return out;
-  }
-
-  /** Ends the batch: its chunks are written no more; hand them to recycle() once its flush succeeded. */
-  seal(): Uint8Array[] {
-    const sealed = this.#open;
-    this.#open = [];
-    this.#chunk = undefined;
-    return sealed;
-  }
-
-  recycle(chunks: Uint8Array[]): void {
-    for (const chunk of chunks) if (this.#free.length < POOL_KEEP) this.#free.push(chunk);
   }
 }
 
@@ -428,7 +409,6 @@ async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): 
       acks.push(js.publish(address.subject, bytes, { headers: h, msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
       ends.push(end);
     });
-    pool.seal(); // never recycled: a publish that failed may be retried by the client with these bytes
     const settled = await Promise.allSettled(acks);
     const failed = settled.findIndex((s) => s.status === 'rejected');
     // Give back what the stream has, up to the first record it does not have.
