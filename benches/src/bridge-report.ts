@@ -107,7 +107,7 @@ export function bridgeSection(records: BenchRecord[]): string | undefined {
     'both counted by nats-server (`/varz`), in blocks that alternate, a rate being the median of the blocks\'. ' +
     'Latency: a source process sends one 64-byte message per ms (every side parks in between), into a ring that a bridge process drains, or `publish`ed ' +
     'itself; a subscription in a third process takes `process.hrtime` at arrival less the stamp the source put in the message (one clock for all processes). ' +
-    'The bridge as `shmring bridge` runs it (`dedicated`: while the ring is empty it parks its thread on the ring\'s futex, in 20 ms slices with a turn of ' +
+    'The bridge as `shmring bridge` runs it (`dedicated`: while the ring is empty it parks its thread on the ring\'s futex, in slices of 20 to 200 ms with a turn of ' +
     `the event loop between them), the same with \`poll: ${BRIDGE_POLL_US}\` (it looks for the next record for ${BRIDGE_POLL_US / 1000} ms before parking, ` +
     'keeping a CPU busy meanwhile), and `bridge()` without `dedicated`, as a program that runs it beside its own work does (it waits on the event loop, ' +
     'polling 50 µs between turns before it parks).\n\n' +
