@@ -83,6 +83,14 @@ const ACK_WAIT_MS = 30_000;
  */
 const IDLE_SLICE_MS = 20;
 const IDLE_SLICE_MAX_MS = 200;
+/**
+ * Bytes of a batch that a socket takes at once (Linux's initial TCP send
+ * buffer is 16 KiB): after a larger batch, what the kernel did not take
+ * waits in Node's queue for the socket, which drains only while the event
+ * loop runs, so a dedicated bridge parks its thread only once the batch's
+ * flush is answered (nextRecord).
+ */
+const SOCKET_TAKES = 16 << 10;
 
 type NatsModule = Awaited<ReturnType<typeof loadNats>>;
 
@@ -95,6 +103,8 @@ interface Context {
   dedicated: boolean;
   /** ms of the dedicated bridge's next slice (nextRecord). */
   sliceMs: number;
+  /** A flush after which the client may still be writing (ringToCore, SOCKET_TAKES); it settles once the server has it all. */
+  writing: Promise<unknown> | undefined;
   /** Resolves when the connection is up (at once if it is). */
   connected(): Promise<void>;
   ready(): void;
@@ -166,7 +176,7 @@ function watchConnection(
     for (const wake of waiters.splice(0)) wake();
   }, { once: true });
   return {
-    nats, nc, address, signal, dedicated, sliceMs: IDLE_SLICE_MS,
+    nats, nc, address, signal, dedicated, sliceMs: IDLE_SLICE_MS, writing: undefined,
     onReconnect: (listener) => {
       reconnected.add(listener);
       return () => reconnected.delete(listener);
@@ -283,11 +293,38 @@ async function nextRecord(ctx: Context, ring: RingReader): Promise<Uint8Array | 
     const polled = await ring.poll(ctx.signal);
     if (polled !== null) return polled;
   }
-  await turnOfTheLoop(); // what came meanwhile (the last flush's PONG, a status, the abort) before the thread parks
+  if (ctx.writing !== undefined) {
+    // What the client could not write at once waits in its socket's queue, which drains only while the event
+    // loop runs: the thread parks once the last flush is answered, the event loop waits for a record until then.
+    const record = await readUntil(ring, ctx.writing, ctx.signal);
+    if (record !== null) return record;
+    ctx.writing = undefined;
+  }
+  await turnOfTheLoop(); // what came meanwhile (a PONG, a status, the abort) before the thread parks
   if (ctx.signal.aborted) return null;
   const record = ring.readSync(ctx.sliceMs);
   ctx.sliceMs = record === null ? Math.min(ctx.sliceMs * 2, IDLE_SLICE_MAX_MS) : IDLE_SLICE_MS;
   return record;
+}
+
+/** Waits on the event loop for the next record (and takes it), or until `done` settles: then resolves null, taking none. */
+async function readUntil(ring: RingReader, done: Promise<unknown>, signal: AbortSignal): Promise<Uint8Array | null> {
+  const stop = new AbortController();
+  const forward = (): void => stop.abort();
+  signal.addEventListener('abort', forward, { once: true });
+  try {
+    const reading = ring.read(stop.signal);
+    const first = await Promise.race([reading, done.then(() => null, () => null)]);
+    if (first !== null) return first;
+    stop.abort();
+    // A record the read took before it saw the abort is still this one's.
+    return await reading.catch((err: unknown) => {
+      if (signal.aborted || (err as Error).name !== 'AbortError') throw err;
+      return null;
+    });
+  } finally {
+    signal.removeEventListener('abort', forward);
+  }
 }
 
 /**
@@ -348,7 +385,11 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   const subject = address.subject;
   const options = new TypeHeaders(ctx.nats);
   const holds = clientHoldsPayloads(nc);
-  const publish: DrainHandler = (data, offset, length, type) => nc.publish(subject, data.subarray(offset, offset + length), options.get(type));
+  let bytes = 0; // published since the last flush
+  const publish: DrainHandler = (data, offset, length, type) => {
+    bytes += length;
+    nc.publish(subject, data.subarray(offset, offset + length), options.get(type));
+  };
   let previous: Promise<unknown> = Promise.resolve();
   ring.hold();
   ctx.ready();
@@ -358,11 +399,15 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
       // Idle: wait for a record (a copy: nothing of the ring is lent), then take what came with it.
       const first = await nextRecord(ctx, ring);
       if (first === null) continue;
+      bytes += first.length;
       nc.publish(subject, first, options.get(ring.lastType));
       ring.drain(publish, BATCH - 1);
     }
     // Writes what the client holds now (the batch's bytes copied into one buffer) and a PING.
     const flushed = nc.flush();
+    // More than the socket surely takes at once, or behind what it did not: nextRecord waits for this flush.
+    if (bytes > SOCKET_TAKES || ctx.writing !== undefined) ctx.writing = flushed;
+    bytes = 0;
     const end = ring.readPosition;
     if (holds !== undefined && !holds()) {
       ring.release(end); // the client copied every record
