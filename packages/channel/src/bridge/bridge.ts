@@ -58,7 +58,8 @@ export interface BridgeOptions {
    * the ring (ring → NATS) is empty, it parks its thread on the ring's futex
    * (readSync) rather than waiting on the event loop, in slices of 20 to
    * 200 ms with a turn of the event loop between them (the connection's
-   * traffic, timers, the abort signal). A record then reaches
+   * traffic, timers, the abort signal), and after a large batch only once
+   * its flush is answered (SOCKET_TAKES). A record then reaches
    * the bridge without the event loop's wake-up path (io_uring completion,
    * epoll, the Promise chain), which is most of what the bridge adds to a
    * NATS hop; but nothing else in the process runs while the ring is empty,
