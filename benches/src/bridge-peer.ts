@@ -3,7 +3,9 @@
  * role, argv[3] a JSON object of options; each prints `ready` once it can
  * be measured.
  *
- *   bridge    bridge(from, to, { poll }) from @shmring/channel, as `shmring bridge` runs it;
+ *   bridge    bridge(from, to, { poll, dedicated }) from @shmring/channel: with
+ *             dedicated, as `shmring bridge` runs it (the process is the bridge's);
+ *             without, as a program that calls bridge() beside its own work.
  *             SIGTERM aborts it and the process ends normally (so that
  *             SHMRING_BRIDGE_NODE_ARGS='--cpu-prof …' writes its profile).
  *   publish   (child_process.fork) the baseline: the nats client alone publishing
@@ -26,7 +28,7 @@ import { connect, headers } from 'nats';
 import { exitWithParent } from './harness.js';
 
 const role = process.argv[2];
-const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; poll?: number; rings?: Record<string, string>; server?: string; subject?: string; size?: number; batch?: number };
+const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; poll?: number; dedicated?: boolean; rings?: Record<string, string>; server?: string; subject?: string; size?: number; batch?: number };
 
 function ready(): void {
   process.stdout.write('ready\n');
@@ -35,7 +37,7 @@ function ready(): void {
 async function runBridge(): Promise<void> {
   const stop = new AbortController();
   process.once('SIGTERM', () => stop.abort());
-  await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready, poll: options.poll });
+  await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready, poll: options.poll, dedicated: options.dedicated });
 }
 
 async function publisher(): Promise<void> {

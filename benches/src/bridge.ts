@@ -24,8 +24,12 @@
  *            source's process.hrtime (CLOCK_MONOTONIC, one clock for every process of
  *            the machine) when it was handed over; the subscriber subtracts it from its
  *            own at arrival. The difference of the p50s is what the bridge adds to a
- *            NATS hop. bridge-poll: the same through a second ring and bridge process
- *            started with { poll: BRIDGE_POLL_US }. Blocks of messages alternate as above.
+ *            NATS hop. Each bridge process runs bridge(…, { dedicated: true }), as
+ *            `shmring bridge` does (it parks its thread while the ring is empty).
+ *            bridge-poll: the same through a second ring and bridge process started
+ *            with { poll: BRIDGE_POLL_US }; bridge-loop: through a third, without
+ *            dedicated, as a program that calls bridge() beside its own work runs it
+ *            (it waits on the event loop). Blocks of messages alternate as above.
  */
 import { randomFillSync } from 'node:crypto';
 import { Region } from '@shmring/core';
@@ -100,9 +104,9 @@ class NamedRing {
   }
 }
 
-/** Starts a bridge process `from` → `to` and waits until it is ready (or fails with its exit). */
-async function startBridge(from: string, to: string, poll?: number): Promise<Peer> {
-  const peer = startPeer('bridge', [], poll === undefined ? { from, to } : { from, to, poll }, { script: PEER, nodeArgs: BRIDGE_NODE_ARGS });
+/** Starts a bridge process `from` → `to` and waits until it is ready; `dedicated` as `shmring bridge` runs it (the default). */
+async function startBridge(from: string, to: string, poll?: number, dedicated = true): Promise<Peer> {
+  const peer = startPeer('bridge', [], poll === undefined ? { from, to, dedicated } : { from, to, poll, dedicated }, { script: PEER, nodeArgs: BRIDGE_NODE_ARGS });
   await peer.ready;
   if (peer.child.exitCode !== null) throw new Error(`the bridge ${from} → ${to} exited before it was ready`);
   return peer;
@@ -326,8 +330,11 @@ async function latencyBlock(source: Peer, arrivals: Arrivals, via: LatencyId, co
   if (arrivals.received < expected) throw new Error(`latency: ${expected - arrivals.received} of ${count} messages ${via} never arrived`);
 }
 
-/** The latency row's contenders: the bridge with its default poll window, with BRIDGE_POLL_US, and the nats client alone. */
-const LATENCY_IDS = ['bridge', 'bridge-poll', 'nats'] as const;
+/**
+ * The latency row's contenders: the bridge as `shmring bridge` runs it, the same with BRIDGE_POLL_US,
+ * bridge() sharing its event loop (not dedicated), and the nats client alone.
+ */
+const LATENCY_IDS = ['bridge', 'bridge-poll', 'bridge-loop', 'nats'] as const;
 type LatencyId = typeof LATENCY_IDS[number];
 /** The poll window (µs) of the `bridge-poll` contender: longer than the 1 ms between messages. */
 export const BRIDGE_POLL_US = 2000;
@@ -345,11 +352,11 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
     }
     await sub.flush();
     const ringNames: Record<string, string> = {};
-    for (const id of ['bridge', 'bridge-poll'] as const) {
+    for (const id of ['bridge', 'bridge-poll', 'bridge-loop'] as const) {
       const named = new NamedRing(`shmring-bench-bridge-${process.pid}-${id}`, LATENCY_RING_CAPACITY);
       rings.push(named);
       ringNames[id] = named.name;
-      peers.push(await startBridge(`shm:${named.name}`, nats.url(`bench.bridge.latency.${id}`), id === 'bridge-poll' ? BRIDGE_POLL_US : undefined));
+      peers.push(await startBridge(`shm:${named.name}`, nats.url(`bench.bridge.latency.${id}`), id === 'bridge-poll' ? BRIDGE_POLL_US : undefined, id !== 'bridge-loop'));
     }
     const source = startPeer('source', [], { rings: ringNames, server: nats.server, subject: 'bench.bridge.latency.nats', size: LATENCY_SIZE },
       { script: PEER, ipc: true });
@@ -369,6 +376,7 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
     const transports: Record<LatencyId, string> = {
       bridge: 'ring → bridge → nats-server → subscriber',
       'bridge-poll': `ring → bridge (poll ${BRIDGE_POLL_US} µs) → nats-server → subscriber`,
+      'bridge-loop': 'ring → bridge() on its event loop (not dedicated) → nats-server → subscriber',
       nats: 'publish → nats-server → subscriber',
     };
     for (const id of LATENCY_IDS) {

@@ -1,9 +1,12 @@
 /**
  * The ring ↔ NATS bridge against a real nats-server: ring → NATS → ring in
  * order with nothing lost; with JetStream, exactly once while the bridges
- * are SIGKILLed and restarted and the server restarted mid-stream; the ring
- * fills (back-pressure) while the server is down, and the bridge says so
- * once per outage; endpoints that are wrong or lead nowhere give typed
+ * are SIGKILLed and restarted and the server restarted mid-stream; records
+ * published from the ring in place are never changed by the writes that
+ * reuse their bytes; a dedicated bridge parks its thread while idle, costs
+ * no CPU, and still takes sparse records and stops on abort; the ring fills (back-pressure) while the server is
+ * down, the bridge says so once per outage, and what the client had not
+ * sent goes out once NATS is back; endpoints that are wrong or lead nowhere give typed
  * errors that name them.
  */
 import { strict as assert } from 'node:assert';
@@ -11,9 +14,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
+import { connect, type Msg } from 'nats';
 import { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
-import { rejectsWith, sleep, waitUntil } from './helpers.js';
+import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
 
 const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
@@ -69,6 +73,15 @@ async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal
     assert.equal(bytes.length, 16);
     assert.ok(bytes.subarray(4).every((b) => b === (i & 0xff)), `message ${i} changed`);
     next++;
+  }
+}
+
+/** Waits until the asynchronous `condition` holds (for at most 15 s). */
+async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = performance.now() + 15_000;
+  while (!(await condition())) {
+    if (performance.now() > deadline) assert.fail(`timed out after 15 s waiting for ${what}`);
+    await sleep(20);
   }
 }
 
@@ -150,6 +163,87 @@ describe('bridge', function () {
     await Promise.all([producing, consumeInOrder(b.ring, N, controller.signal)]);
     controller.abort();
     await Promise.all(running);
+  });
+
+  it('a record published from the ring in place is never changed by the writes that reuse its bytes', async function () {
+    // The bridge (a process of its own) lends the client views of the ring; the producer writes as fast as
+    // the ring lets it, over and over the same bytes (a 64 KiB ring, 3000 messages of up to 30 KB).
+    const a = makeRing();
+    const subject = uniqueSubject('inplace');
+    const N = 3000;
+    const sizeOf = (i: number): number => (i % 8 === 0 ? 12_000 + ((i * 7919) % 18_000) : 4 + ((i * 131) % 3000));
+    const expected = (i: number): Buffer => {
+      const bytes = randomBytes(i + 1, sizeOf(i));
+      bytes.writeUInt32LE(i, 0);
+      return bytes;
+    };
+    const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+    try {
+      let next = 0;
+      let failure: Error | undefined;
+      nc.subscribe(subject, {
+        callback: (err, msg: Msg) => {
+          if (err !== null || failure !== undefined) return;
+          try {
+            const i = next++;
+            assert.equal(Buffer.from(msg.data.buffer, msg.data.byteOffset, 4).readUInt32LE(0), i, `message ${i} expected (a loss or a reordering)`);
+            assert.ok(Buffer.from(msg.data).equals(expected(i)), `message ${i} (${msg.data.length} bytes) changed after it was published`);
+            assert.equal(msg.headers?.get('Shmring-Type'), String(i % 7), `message ${i} lost its type`);
+          } catch (e) {
+            failure = e as Error;
+          }
+        },
+      });
+      await nc.flush();
+      const out = new BridgeProcess(`shm:${a.name}`, nats.url(subject));
+      children.push(out);
+      await out.start();
+      for (let i = 0; i < N; i++) {
+        const bytes = expected(i);
+        if (!a.ring.tryWrite(bytes, i % 7)) await a.ring.write(bytes, { type: i % 7, signal: controller.signal, peerTimeoutMs: Infinity });
+      }
+      await waitUntil(() => next >= N || failure !== undefined, `${N} messages through`, 30_000);
+      if (failure !== undefined) throw failure;
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('dedicated (shmring bridge): parks its thread while the ring is empty, keeps no CPU busy, takes sparse records in order and stops on abort', async function () {
+    const a = makeRing();
+    const subject = uniqueSubject('dedicated');
+    const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+    try {
+      const got: number[] = [];
+      nc.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(new DataView(msg.data.buffer, msg.data.byteOffset).getUint32(0, true)) });
+      await nc.flush();
+      const own = new AbortController();
+      let running!: Promise<void>;
+      await new Promise<void>((ready) => {
+        running = bridge(`shm:${a.name}`, nats.url(subject), { signal: own.signal, onReady: ready, dedicated: true });
+      });
+      // Idle: the thread sleeps on the futex (20 ms slices), this test's loop runs between them.
+      await sleep(100);
+      const cpu = process.cpuUsage();
+      const t0 = performance.now();
+      await sleep(1000);
+      const used = process.cpuUsage(cpu);
+      const share = (used.user + used.system) / 1000 / (performance.now() - t0);
+      assert.ok(share < 0.1, `an idle dedicated bridge used ${(share * 100).toFixed(1)}% of a CPU`);
+      // Sparse records (gaps longer than a slice) and bursts, in order.
+      for (let i = 0; i < 40; i++) {
+        assert.ok(a.ring.tryWrite(message(i), i % 7));
+        if (i % 4 === 3) await sleep(30);
+      }
+      await waitUntil(() => got.length >= 40, '40 messages through');
+      assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i));
+      const t1 = performance.now();
+      own.abort();
+      await running;
+      assert.ok(performance.now() - t1 < 1000, `stopped ${Math.round(performance.now() - t1)} ms after the abort`);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('JetStream: exactly once, in order, while each bridge is SIGKILLed and restarted and the server restarted mid-stream', async function () {
@@ -240,6 +334,51 @@ describe('bridge', function () {
       await waitUntil(() => a.ring.tryWrite(message(written), 0), 'the ring to drain once NATS is back', 15_000);
     } finally {
       controller.abort();
+      await own.dispose();
+    }
+  });
+
+  it('what the client had not sent when the server went away stays in the ring and goes out once it is back: none lost', async function () {
+    // A stream on the subject keeps every core NATS message the server takes in, across its restart.
+    const own = await NatsServer.start();
+    const lines: string[] = [];
+    const nc = await connect({ servers: `127.0.0.1:${own.port}`, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    try {
+      const a = makeRing();
+      const subject = uniqueSubject('outage');
+      const stream = `O${process.pid}_${ringCounter}`;
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.add({ name: stream, subjects: [subject] });
+      const stored = async (): Promise<number> => (await jsm.streams.info(stream)).state.messages;
+      await new Promise<void>((ready, fail) => {
+        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(fail);
+      });
+      let written = 0;
+      for (; written < 100; written++) assert.ok(a.ring.tryWrite(message(written), written % 7));
+      await until(async () => (await stored()) === 100, 'the first 100 messages in the stream');
+      await own.stop();
+      await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+      // Written while NATS is away: the bridge takes the first, lends it to the client, which cannot send it.
+      for (const end = written + 50; written < end; written++) assert.ok(a.ring.tryWrite(message(written), written % 7));
+      await sleep(300);
+      await own.restart();
+      await waitUntil(() => lines.length === 2, 'the bridge to say it reconnected', 15_000);
+      await until(async () => (await stored().catch(() => 0)) >= written, `${written} messages in the stream`);
+      await sleep(200);
+      assert.equal(await stored(), written, 'no message twice');
+      const consumer = await nc.jetstream().consumers.get(stream);
+      const fetched = await consumer.fetch({ max_messages: written, expires: 5000 });
+      let next = 0;
+      for await (const m of fetched) {
+        const i = new DataView(m.data.buffer, m.data.byteOffset).getUint32(0, true);
+        assert.equal(i, next, `message ${next} expected, got ${i} (a loss, a duplicate or a reordering)`);
+        assert.equal(m.headers?.get('Shmring-Type'), String(i % 7));
+        if (++next === written) break;
+      }
+      assert.equal(next, written);
+    } finally {
+      controller.abort();
+      await nc.close().catch(() => {});
       await own.dispose();
     }
   });

@@ -7,7 +7,8 @@
  * ring → NATS: the bridge drains the ring in batches of BATCH and publishes
  * each record without waiting for it; then it waits once per batch (core
  * NATS: for the previous batch's flush, so that one batch travels while the
- * next is drained; JetStream: the batch's acknowledgements). While NATS is
+ * next is drained; JetStream: the batch's acknowledgements). Core NATS
+ * publishes straight from the ring (see ringToCore). While NATS is
  * unreachable it stops draining: the ring fills and its producers feel the
  * back-pressure. With JetStream the records stay in the ring (holdReads)
  * until the stream acknowledged them, and each is published with the
@@ -28,11 +29,12 @@
  * the log (stderr by default), when it starts and when it ends.
  */
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
-import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection } from 'nats';
+import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkSignal } from '../options.js';
 import { closeNats, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
+import type { DrainHandler } from '@shmring/ringbuf';
 import { openReader, openWriter, parseEndpoint, type RingReader, type RingWriter } from './endpoints.js';
 
 export interface BridgeOptions {
@@ -47,9 +49,23 @@ export interface BridgeOptions {
    * between event-loop turns before they park (the `poll` option of
    * @shmring/ringbuf's Promise verbs; default its default, 50 µs). A window
    * longer than the gaps between messages spares each message the wake-up
-   * of a parked bridge, for a CPU kept busy while they come.
+   * of a parked bridge, for a CPU kept busy while they come. With
+   * `dedicated` (ring → NATS), the default is 0: it parks its thread at once.
    */
   poll?: number;
+  /**
+   * The bridge has its process to itself (`shmring bridge` sets it): while
+   * the ring (ring → NATS) is empty, it parks its thread on the ring's futex
+   * (readSync) rather than waiting on the event loop, in slices of 20 to
+   * 200 ms with a turn of the event loop between them (the connection's
+   * traffic, timers, the abort signal), and after a large batch only once
+   * its flush is answered (SOCKET_TAKES). A record then reaches
+   * the bridge without the event loop's wake-up path (io_uring completion,
+   * epoll, the Promise chain), which is most of what the bridge adds to a
+   * NATS hop; but nothing else in the process runs while the ring is empty,
+   * so never set it where the bridge shares its event loop. Default false.
+   */
+  dedicated?: boolean;
 }
 
 /** Ring records per batch (ring → NATS) and unacknowledged messages per consumer (NATS → ring). */
@@ -57,6 +73,25 @@ const BATCH = 512;
 const RETRY_MS = 250;
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 const ACK_WAIT_MS = 30_000;
+/**
+ * ms a dedicated bridge parks its thread at most before it lets the event
+ * loop turn: the connection's traffic, its timers and an abort wait up to
+ * this long while the ring is empty. The first slice after a record is
+ * IDLE_SLICE_MS, each empty one twice the last, up to IDLE_SLICE_MAX_MS: a
+ * bridge idle for long wakes 5 times a second (each wake, a futex timeout
+ * and a turn of the loop, costs a few hundred µs of CPU on a VM: 50 a
+ * second kept 1.3% of a CPU busy, 5 keep about 0.2%).
+ */
+const IDLE_SLICE_MS = 20;
+const IDLE_SLICE_MAX_MS = 200;
+/**
+ * Bytes of a batch that a socket takes at once (Linux's initial TCP send
+ * buffer is 16 KiB): after a larger batch, what the kernel did not take
+ * waits in Node's queue for the socket, which drains only while the event
+ * loop runs, so a dedicated bridge parks its thread only once the batch's
+ * flush is answered (nextRecord).
+ */
+const SOCKET_TAKES = 16 << 10;
 
 type NatsModule = Awaited<ReturnType<typeof loadNats>>;
 
@@ -65,6 +100,12 @@ interface Context {
   nc: NatsConnection;
   address: NatsAddress;
   signal: AbortSignal;
+  /** options.dedicated: wait for records by parking the thread (nextRecord). */
+  dedicated: boolean;
+  /** ms of the dedicated bridge's next slice (nextRecord). */
+  sliceMs: number;
+  /** A flush after which the client may still be writing (ringToCore, SOCKET_TAKES); it settles once the server has it all. */
+  writing: Promise<unknown> | undefined;
   /** Resolves when the connection is up (at once if it is). */
   connected(): Promise<void>;
   ready(): void;
@@ -94,7 +135,7 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   try {
     const nats = await loadNats();
     nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}` });
-    const ctx = watchConnection(nats, nc, address, signal, log, options?.onReady);
+    const ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true);
     if (source.kind === 'shm') {
       if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
       else await ringToJetStream(ctx, ring as RingReader, address.jetstream);
@@ -105,14 +146,16 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
-    ring.detach();
+    // The client first: until it is closed it may hold views of the ring's records (ringToCore).
     if (nc !== undefined) await closeNats(nc);
+    ring.detach();
   }
 }
 
 /** Says each outage once; `connected()` waits out an outage (or the abort). */
 function watchConnection(
   nats: NatsModule, nc: NatsConnection, address: NatsAddress, signal: AbortSignal, log: (line: string) => void, onReady: (() => void) | undefined,
+  dedicated: boolean,
 ): Context {
   let down = false;
   const waiters: Array<() => void> = [];
@@ -134,7 +177,7 @@ function watchConnection(
     for (const wake of waiters.splice(0)) wake();
   }, { once: true });
   return {
-    nats, nc, address, signal,
+    nats, nc, address, signal, dedicated, sliceMs: IDLE_SLICE_MS, writing: undefined,
     onReconnect: (listener) => {
       reconnected.add(listener);
       return () => reconnected.delete(listener);
@@ -183,11 +226,12 @@ const CACHED_TYPES = 256;
  * NATS only: js.publish() adds headers to the object it is given.
  */
 class TypeHeaders {
-  readonly #byType = new Map<number, MsgHdrs>();
+  readonly #byType = new Map<number, PublishOptions>();
 
   constructor(private readonly nats: NatsModule) {}
 
-  get(type: number): MsgHdrs {
+  /** publish()'s options for a record of `type`: `{ headers }`, one object per type (publish sets its `reply` to '' and keeps nothing). */
+  get(type: number): PublishOptions {
     const cached = this.#byType.get(type);
     if (cached !== undefined) return cached;
     const h = this.nats.headers();
@@ -197,57 +241,36 @@ class TypeHeaders {
       const bytes = encodable.encode();
       encodable.encode = () => bytes;
     }
-    if (this.#byType.size < CACHED_TYPES) this.#byType.set(type, h);
-    return h;
+    const options: PublishOptions = { headers: h };
+    if (this.#byType.size < CACHED_TYPES) this.#byType.set(type, options);
+    return options;
   }
 }
 
 /** Bytes of each chunk records are copied into (CopyPool); larger records get an ArrayBuffer of their own. */
 const POOL_CHUNK = 256 << 10;
 const POOLED_MAX = 64 << 10;
-/** Confirmed chunks kept for reuse: 8 MiB. */
-const POOL_KEEP = 32;
 
 /**
- * Copies records out of the ring (ring → core NATS: the client keeps what
- * it is given until it writes it, and the ring's bytes are the producer's
- * again once drained). Records go side by side into chunks, one allocation
- * per chunk rather than one ArrayBuffer per message, and a chunk is reused
- * only once a flush issued after its last record succeeded: the server
- * has every byte published before that flush, so the client no longer
- * holds any of the chunk (while NATS is away, it holds them: a batch whose
- * flush fails never gives its chunks back).
+ * Copies records out of the ring (ring → JetStream: js.publish() keeps
+ * the bytes it is given for its retries, so they are never reused).
+ * Records go side by side into chunks, one allocation per chunk rather
+ * than one ArrayBuffer per message.
  */
 class CopyPool {
   #chunk: Uint8Array | undefined;
   #used = 0;
-  /** Chunks written since the last seal(). */
-  #open: Uint8Array[] = [];
-  readonly #free: Uint8Array[] = [];
 
   copy(data: Uint8Array, offset: number, length: number): Uint8Array {
     if (length > POOLED_MAX) return data.slice(offset, offset + length);
     if (this.#chunk === undefined || this.#used + length > this.#chunk.length) {
-      this.#chunk = this.#free.pop() ?? new Uint8Array(POOL_CHUNK);
+      this.#chunk = new Uint8Array(POOL_CHUNK);
       this.#used = 0;
-      this.#open.push(this.#chunk);
     }
     const out = this.#chunk.subarray(this.#used, this.#used + length);
     out.set(data.subarray(offset, offset + length));
     this.#used += length;
     return out;
-  }
-
-  /** Ends the batch: its chunks are written no more; hand them to recycle() once its flush succeeded. */
-  seal(): Uint8Array[] {
-    const sealed = this.#open;
-    this.#open = [];
-    this.#chunk = undefined;
-    return sealed;
-  }
-
-  recycle(chunks: Uint8Array[]): void {
-    for (const chunk of chunks) if (this.#free.length < POOL_KEEP) this.#free.push(chunk);
   }
 }
 
@@ -257,17 +280,66 @@ function typeOf(headers: MsgHdrs | undefined): number {
   return Number.isInteger(value) && value >= 0 && value <= 0x7fffffff ? value : 0;
 }
 
+const turnOfTheLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Waits for the next record of an empty ring and takes it (a copy), or
+ * resolves null when a dedicated bridge's slice passed without one (the
+ * caller looks at the connection and the signal, and comes back).
+ */
+async function nextRecord(ctx: Context, ring: RingReader): Promise<Uint8Array | null> {
+  if (!ctx.dedicated) return ring.read(ctx.signal);
+  if (ctx.sliceMs === IDLE_SLICE_MS) {
+    // Just after a record: the poll window (options.poll), if any, between event-loop turns.
+    const polled = await ring.poll(ctx.signal);
+    if (polled !== null) return polled;
+  }
+  if (ctx.writing !== undefined) {
+    // What the client could not write at once waits in its socket's queue, which drains only while the event
+    // loop runs: the thread parks once the last flush is answered, the event loop waits for a record until then.
+    const record = await readUntil(ring, ctx.writing, ctx.signal);
+    if (record !== null) return record;
+    ctx.writing = undefined;
+  }
+  await turnOfTheLoop(); // what came meanwhile (a PONG, a status, the abort) before the thread parks
+  if (ctx.signal.aborted) return null;
+  const record = ring.readSync(ctx.sliceMs);
+  ctx.sliceMs = record === null ? Math.min(ctx.sliceMs * 2, IDLE_SLICE_MAX_MS) : IDLE_SLICE_MS;
+  return record;
+}
+
+/** Waits on the event loop for the next record (and takes it), or until `done` settles: then resolves null, taking none. */
+async function readUntil(ring: RingReader, done: Promise<unknown>, signal: AbortSignal): Promise<Uint8Array | null> {
+  const stop = new AbortController();
+  const forward = (): void => stop.abort();
+  signal.addEventListener('abort', forward, { once: true });
+  try {
+    const reading = ring.read(stop.signal);
+    const first = await Promise.race([reading, done.then(() => null, () => null)]);
+    if (first !== null) return first;
+    stop.abort();
+    // A record the read took before it saw the abort is still this one's.
+    return await reading.catch((err: unknown) => {
+      if (signal.aborted || (err as Error).name !== 'AbortError') throw err;
+      return null;
+    });
+  } finally {
+    signal.removeEventListener('abort', forward);
+  }
+}
+
 /**
  * Takes a batch from the ring (waiting for the first record when it is
  * empty) and hands each record, copied by `pool`, to `each` with its end
  * position.
  */
-async function takeBatch(ring: RingReader, pool: CopyPool, signal: AbortSignal, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
+async function takeBatch(ctx: Context, ring: RingReader, pool: CopyPool, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
   const taken = ring.drain((data, offset, length, type) => {
     each(pool.copy(data, offset, length), type, ring.readPosition);
   }, BATCH);
   if (taken > 0) return taken;
-  const first = await ring.read(signal);
+  const first = await nextRecord(ctx, ring);
+  if (first === null) return 0;
   each(first, ring.lastType, ring.readPosition);
   return 1;
 }
@@ -275,28 +347,82 @@ async function takeBatch(ring: RingReader, pool: CopyPool, signal: AbortSignal, 
 // ---- ring → NATS ----
 
 /**
- * Core NATS: each batch is published without waiting, then flushed; the
- * bridge waits for the previous batch's flush, not this one's, before it
- * drains again, so the next records are taken while this batch travels
- * (a lone record is not held up by the round trip of the one before it)
+ * Whether the nats client still holds, by reference, bytes it was given to
+ * publish. nats.js 2.x queues publish()'s payload views in its outbound
+ * buffer (protocol.outbound) and copies them out (DataBuffer.pack, into
+ * the one buffer it writes to the socket) when it flushes that buffer:
+ * inline in publish() once 32 KiB are pending, at the latest in flush(),
+ * which does it synchronously, unless it is not connected: then it keeps
+ * them until a reconnection empties the buffer unsent (and rejects the
+ * pending flushes). undefined: a client without that buffer, which may
+ * hold anything it was given until the flush that follows settles.
+ */
+function clientHoldsPayloads(nc: NatsConnection): (() => boolean) | undefined {
+  type Outbound = { size?: () => number };
+  const protocol = (nc as unknown as { protocol?: { outbound?: Outbound } }).protocol;
+  if (typeof protocol?.outbound?.size !== 'function') return undefined;
+  return () => protocol.outbound!.size!() !== 0;
+}
+
+/**
+ * Core NATS, zero-copy: each record is published from the ring, a view of
+ * its bytes in place, and the ring holds the records it handed out
+ * (holdReads) until the client has copied them. Right after the batch the
+ * bridge calls flush(), which copies what the client still holds into the
+ * bytes it writes, synchronously: the batch goes back to the producer at
+ * once, and a lone record that woke an idle bridge goes out in the same
+ * turn, with the flush's PING in the same write. Not connected, the client
+ * keeps the views: the records stay in the ring until its reconnection
+ * drops them unsent, and are then taken again (rewound) once NATS is back.
+ * With a client whose buffer cannot be asked (clientHoldsPayloads), each
+ * batch is held until its flush settles.
+ *
+ * The bridge waits for the previous batch's flush, not this one's, before
+ * it drains again, so the next records are taken while this batch travels
  * and at most two batches are ever unconfirmed.
  */
 async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   const { nc, address, signal } = ctx;
-  const headers = new TypeHeaders(ctx.nats);
-  const pool = new CopyPool();
-  let previous: Promise<void> = Promise.resolve();
+  const subject = address.subject;
+  const options = new TypeHeaders(ctx.nats);
+  const holds = clientHoldsPayloads(nc);
+  let bytes = 0; // published since the last flush
+  const publish: DrainHandler = (data, offset, length, type) => {
+    bytes += length;
+    nc.publish(subject, data.subarray(offset, offset + length), options.get(type));
+  };
+  let previous: Promise<unknown> = Promise.resolve();
+  ring.hold();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
-    await takeBatch(ring, pool, signal, (bytes, type) => {
-      nc.publish(address.subject, bytes, { headers: headers.get(type) });
-    });
-    const chunks = pool.seal();
+    if (ring.drain(publish, BATCH) === 0) {
+      // Idle: wait for a record (a copy: nothing of the ring is lent), then take what came with it.
+      const first = await nextRecord(ctx, ring);
+      if (first === null) continue;
+      bytes += first.length;
+      nc.publish(subject, first, options.get(ring.lastType));
+      ring.drain(publish, BATCH - 1);
+    }
+    // Writes what the client holds now (the batch's bytes copied into one buffer) and a PING.
+    const flushed = nc.flush();
+    // More than the socket surely takes at once, or behind what it did not: nextRecord waits for this flush.
+    if (bytes > SOCKET_TAKES || ctx.writing !== undefined) ctx.writing = flushed;
+    bytes = 0;
+    const end = ring.readPosition;
+    if (holds !== undefined && !holds()) {
+      ring.release(end); // the client copied every record
+    } else {
+      // The client lends our views to a later write, or drops them unsent when it reconnects.
+      const sent = await orAbort(flushed, signal).then(() => true, () => false);
+      if (signal.aborted) break; // what is held stays in the ring for the next bridge
+      if (sent || holds === undefined) ring.release(end);
+      else ring.rewind(); // dropped unsent: publish it again once connected
+    }
     await previous;
     // The server has the batch once this resolves. A failure is the connection dropping (core NATS is at
     // most once) or the abort, which ends the loop: never a rejection left waiting for the next turn.
-    previous = orAbort(nc.flush(), signal).then(() => pool.recycle(chunks), () => undefined);
+    previous = orAbort(flushed, signal).catch(() => undefined);
   }
   await previous;
 }
@@ -322,14 +448,13 @@ async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): 
     await ctx.connected();
     const acks: Array<Promise<unknown>> = [];
     const ends: number[] = [];
-    await takeBatch(ring, pool, signal, (bytes, type, end) => {
+    await takeBatch(ctx, ring, pool, (bytes, type, end) => {
       // A header of its own: js.publish() adds the message id and the stream to it (never a cached TypeHeaders one).
       const h = ctx.nats.headers();
       h.set(TYPE_HEADER, String(type));
       acks.push(js.publish(address.subject, bytes, { headers: h, msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
       ends.push(end);
     });
-    pool.seal(); // never recycled: a publish that failed may be retried by the client with these bytes
     const settled = await Promise.allSettled(acks);
     const failed = settled.findIndex((s) => s.status === 'rejected');
     // Give back what the stream has, up to the first record it does not have.

@@ -11,8 +11,9 @@ import { bridge } from './bridge.js';
 export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   endpoints: shm:<name>                                 a POSIX-named ring (read side as <from>, write side as <to>)
              nats://host:port/<subject>[?jetstream=<stream>]
-  --poll <µs>  look for the ring's next record between event-loop turns this long before parking
-               (default 50): lower latency for sparse messages, for a CPU kept busy while they come
+  --poll <µs>  look for the ring's next record (or room) this long before parking: lower latency
+               for sparse messages, for a CPU kept busy while they come (default: from a ring 0,
+               the command parks its thread on the ring; into a ring 50, between event-loop turns)
   runs until SIGINT or SIGTERM; says on stderr when NATS goes away and comes back`;
 
 /** Runs the bridge until SIGINT/SIGTERM; resolves with the exit code. */
@@ -36,7 +37,7 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await bridge(from, to, { signal: stop.signal, poll, onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`) });
+    await bridge(from, to, { signal: stop.signal, poll, dedicated: true, onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`) });
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };

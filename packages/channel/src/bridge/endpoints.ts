@@ -5,7 +5,7 @@
  * ring's consumer) and RingWriter (the bridge is one of its producers).
  */
 import * as fs from 'node:fs';
-import { ErrorCodes, Region, ShmringTypeError } from '@shmring/core';
+import { ErrorCodes, Region, type ShmringError, ShmringTypeError } from '@shmring/core';
 import { SpscRing, type DrainHandler } from '@shmring/ringbuf';
 import { isNatsEndpoint, parseNatsAddress, type NatsAddress } from '../nats/address.js';
 
@@ -36,6 +36,10 @@ export interface RingReader {
   drain(handler: DrainHandler, limit: number): number;
   /** Waits for the next record and takes it. */
   read(signal: AbortSignal): Promise<Uint8Array>;
+  /** Looks for the next record between event-loop turns for the poll window, and takes it; null if none came (or no window). */
+  poll(signal: AbortSignal): Promise<Uint8Array | null>;
+  /** Parks the thread until the next record and takes it, or returns null after `timeoutMs` (the event loop waits meanwhile). */
+  readSync(timeoutMs: number): Uint8Array | null;
   readonly lastType: number;
   /** The end of the last record taken (names it for deduplication; releases up to it). */
   readonly readPosition: number;
@@ -70,7 +74,7 @@ function attachRing(region: Region): SpscRing {
 /** A ring never waits on its peer's pid in the bridge: producers and consumers come and go. */
 const NO_PEER_CHECK = Infinity;
 
-/** `poll`: the poll window (µs) of the ring waits, or undefined for the ring's default. */
+/** `poll`: the poll window (µs) of the ring waits, or undefined for the ring's default (poll(): none). */
 export function openReader(name: string, poll?: number): RingReader {
   const region = openRegion(name);
   try {
@@ -81,6 +85,25 @@ export function openReader(name: string, poll?: number): RingReader {
       identity: `${name}.${stat.ino}`,
       drain: (handler, limit) => ring.drain(handler, limit),
       read: (signal) => ring.read(poll === undefined ? { signal, peerTimeoutMs: NO_PEER_CHECK } : { signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
+      poll: async (signal) => {
+        if (!poll) return null;
+        try {
+          // The window is the whole wait: read() times out where it would park.
+          return await ring.read({ signal, peerTimeoutMs: NO_PEER_CHECK, poll, timeoutMs: poll / 1000 });
+        } catch (err) {
+          if ((err as ShmringError).code === ErrorCodes.TIMEOUT) return null;
+          throw err;
+        }
+      },
+      readSync: (timeoutMs) => {
+        try {
+          // No spin: the thread parks at once (a dedicated bridge polls with poll() first, if asked to).
+          return ring.readSync({ timeoutMs, spin: 0, peerTimeoutMs: NO_PEER_CHECK });
+        } catch (err) {
+          if ((err as ShmringError).code === ErrorCodes.TIMEOUT) return null;
+          throw err;
+        }
+      },
       get lastType() {
         return ring.lastType;
       },
