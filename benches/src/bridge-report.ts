@@ -100,7 +100,7 @@ export function bridgeSection(records: BenchRecord[]): string | undefined {
   }
   const align = ['---', '---:', '---:', '---:', '---:'];
   const table = [['', 'bridge', 'nats client alone', 'bridge ÷ nats client', 'target'], align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
-  return '**Ring → NATS bridge** (`bridge(\'shm:<ring>\', \'nats://…\')`, what `shmring bridge` runs, in a process of its own) ' +
+  return '**Ring → NATS bridge** (`bridge(\'shm:<ring>\', \'nats://…\')`, the function behind `shmring bridge`, in a process of its own) ' +
     'against the `nats` client alone, both talking to a nats-server the scenario starts on loopback; core NATS, no subscriber for the rates. ' +
     'Throughput: this process keeps a ring full (room for 256 messages, at least 1 MiB) and the bridge drains it into a subject; the baseline process ' +
     `publishes the same message from memory, with the bridge's \`Shmring-Type\` header, ${BRIDGE_BATCH} publishes per flush as the bridge does; ` +

@@ -1,6 +1,7 @@
 /**
  * Host A: writes `count` orders into a ring of its own, and a bridge
- * (bridge(), what `shmring bridge` runs) moves them to a NATS subject.
+ * (bridge(), the function behind `shmring bridge`, here on the event loop
+ * it shares with the writer; the command adds `dedicated`) moves them to a NATS subject.
  * Prints a one-line JSON summary once the bridge has handed everything to
  * NATS.
  *

@@ -1,5 +1,6 @@
 /**
- * Host B: a bridge (bridge(), what `shmring bridge` runs) moves the NATS
+ * Host B: a bridge (bridge(), the function behind `shmring bridge`, here on this
+ * process's event loop; the command adds `dedicated`) moves the NATS
  * subject's messages into a ring of its own, which this process reads
  * until the END message, checking that every order came, in order, with
  * its type. Prints `ready` once subscribed, then a one-line JSON summary.
