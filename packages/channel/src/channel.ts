@@ -72,14 +72,20 @@ class Undecodable {
   constructor(readonly error: Error) {}
 }
 
-/** Returned to an iterator instead of a value once the channel has ended cleanly. */
-const DONE: unique symbol = Symbol('done');
+/** What an iterator's next() resolves with once the channel has ended cleanly. */
+const DONE_RESULT: IteratorResult<unknown> = Object.freeze({ value: undefined, done: true });
+
+/** The state of one messages() iterator: ended once it returned done or threw. */
+interface Iteration {
+  finished: boolean;
+}
 
 interface Receiver {
+  /** receive(): the value; an iterator's next(): its IteratorResult. */
   resolve(value: unknown): void;
   reject(error: Error): void;
-  /** Iterators end (DONE) where receive() rejects. */
-  readonly iterating: boolean;
+  /** An iterator's next() (it ends with DONE_RESULT where receive() rejects), or undefined for receive(). */
+  readonly iteration: Iteration | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
@@ -424,30 +430,20 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.#next(signal, false);
+    return this.#next(signal, undefined);
   }
 
   /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
   messages(options: ReceiveOptions = {}): AsyncIterableIterator<unknown> {
     const signal = checkSignal(options?.signal, 'messages');
-    // A hand-made iterator, not an async generator: one promise per value, no generator machinery.
-    let finished = false;
-    const done: IteratorResult<unknown> = { value: undefined, done: true };
+    // A hand-made iterator, not an async generator: one promise per value (the one next() returns,
+    // settled with the IteratorResult itself), no generator machinery.
+    const iteration: Iteration = { finished: false };
     const iterator: AsyncIterableIterator<unknown> = {
-      next: () => {
-        if (finished) return Promise.resolve(done);
-        return this.#next(signal, true).then((value) => {
-          if (value !== DONE) return { value, done: false };
-          finished = true;
-          return done;
-        }, (err: unknown) => {
-          finished = true;
-          throw err;
-        });
-      },
+      next: () => (iteration.finished ? Promise.resolve(DONE_RESULT) : this.#next(signal, iteration)) as Promise<IteratorResult<unknown>>,
       return: () => {
-        finished = true;
-        return Promise.resolve(done);
+        iteration.finished = true;
+        return Promise.resolve(DONE_RESULT);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
@@ -458,23 +454,28 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return this.messages();
   }
 
-  #next(signal: AbortSignal | undefined, iterating: boolean): Promise<unknown> {
+  /** The next value (receive), or the next IteratorResult of `iteration`. */
+  #next(signal: AbortSignal | undefined, iteration: Iteration | undefined): Promise<unknown> {
     if (this.#inbox.length > 0) {
       const value = this.#inbox.shift();
       if (this.#inbox.length < INBOX_HIGH_WATER) this.#kick();
-      return value instanceof Undecodable ? Promise.reject(value.error) : Promise.resolve(value);
+      if (value instanceof Undecodable) return this.#fail(iteration, value.error);
+      return Promise.resolve(iteration === undefined ? value : { value, done: false });
     }
     if (!this.#open) {
-      if (iterating && this.#endError === undefined) return Promise.resolve(DONE);
-      return Promise.reject(this.#endedError('receive'));
+      if (iteration !== undefined && this.#endError === undefined) {
+        iteration.finished = true;
+        return Promise.resolve(DONE_RESULT);
+      }
+      return this.#fail(iteration, this.#endedError('receive'));
     }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (signal?.aborted) return this.#fail(iteration, abortError(signal));
     return new Promise((resolve, reject) => {
-      const receiver: Receiver = { resolve, reject, iterating, signal, onAbort: undefined };
+      const receiver: Receiver = { resolve, reject, iteration, signal, onAbort: undefined };
       if (signal !== undefined) {
         receiver.onAbort = () => {
           if (this.#receivers.remove(receiver)) {
-            reject(abortError(signal));
+            this.#rejectReceiver(receiver, abortError(signal));
             this.#checkIdle();
           }
         };
@@ -485,6 +486,17 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     });
   }
 
+  /** A rejected receive; an iterator that throws has finished. */
+  #fail(iteration: Iteration | undefined, error: Error): Promise<never> {
+    if (iteration !== undefined) iteration.finished = true;
+    return Promise.reject(error);
+  }
+
+  #rejectReceiver(receiver: Receiver, error: Error): void {
+    if (receiver.iteration !== undefined) receiver.iteration.finished = true;
+    receiver.reject(error);
+  }
+
   /** Hands a received value (or a decode failure) to the oldest receiver, or keeps it. */
   #deliverValue(value: unknown): void {
     const receiver = this.#receivers.shift();
@@ -493,8 +505,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       return;
     }
     if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
-    if (value instanceof Undecodable) receiver.reject(value.error);
-    else receiver.resolve(value);
+    if (value instanceof Undecodable) this.#rejectReceiver(receiver, value.error);
+    else receiver.resolve(receiver.iteration === undefined ? value : { value, done: false });
   }
 
   // ---- requests ----
@@ -858,8 +870,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#stop.abort();
     for (const receiver of this.#receivers.drainAll()) {
       if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
-      if (receiver.iterating && error === undefined) receiver.resolve(DONE);
-      else receiver.reject(this.#endedError('receive'));
+      if (receiver.iteration !== undefined && error === undefined) {
+        receiver.iteration.finished = true;
+        receiver.resolve(DONE_RESULT);
+      } else {
+        this.#rejectReceiver(receiver, this.#endedError('receive'));
+      }
     }
     const unanswered = error ?? new ShmringError(ErrorCodes.CLOSED, this.#closedHere
       ? `${this.#what}: the channel was closed before the reply came`

@@ -239,7 +239,8 @@ export function fastEncode(value: unknown): Uint8Array | undefined {
     // Drop the references (the objects are the caller's), cheaply: only the slots used.
     w.seen.fill(undefined, 0, w.seenCount);
   }
-  return w.buf.subarray(0, w.pos);
+  // A plain view, not Buffer's subarray (whose FastBuffer construction costs more than the rest of a small value).
+  return new Uint8Array(w.buf.buffer, w.buf.byteOffset, w.pos);
 }
 
 /** Reads values of the subset from a Buffer; throws BAIL at anything else. */
