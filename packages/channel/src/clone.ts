@@ -82,6 +82,10 @@ class Writer {
   }
 
   varint(n: number): void {
+    if (n < 0x80 && this.pos < this.buf.length) {
+      this.buf[this.pos++] = n;
+      return;
+    }
     this.reserve(10);
     const buf = this.buf;
     while (n >= 0x80) {
@@ -116,9 +120,9 @@ class Writer {
       this.twoByte(s);
       return;
     }
+    this.reserve(length + 11);
     this.buf[this.pos++] = TAG_ONE_BYTE_STRING;
     this.varint(length);
-    this.reserve(length);
     this.pos += this.buf.write(s, this.pos, length, 'latin1');
   }
 
@@ -135,7 +139,6 @@ class Writer {
   value(v: unknown, depth: number): void {
     switch (typeof v) {
       case 'string':
-        this.reserve(1);
         this.string(v);
         return;
       case 'number':
@@ -198,7 +201,6 @@ class Writer {
     this.buf[this.pos++] = TAG_BEGIN_OBJECT;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
-      this.reserve(1);
       this.string(key);
       this.value((o as Record<string, unknown>)[key], depth + 1);
     }
@@ -237,7 +239,8 @@ export function fastEncode(value: unknown): Uint8Array | undefined {
     throw err; // a getter that threw: the caller reports it
   } finally {
     // Drop the references (the objects are the caller's), cheaply: only the slots used.
-    w.seen.fill(undefined, 0, w.seenCount);
+    const seen = w.seen;
+    for (let i = 0; i < w.seenCount; i++) seen[i] = undefined;
   }
   // A plain view, not Buffer's subarray (whose FastBuffer construction costs more than the rest of a small value).
   return new Uint8Array(w.buf.buffer, w.buf.byteOffset, w.pos);
@@ -255,6 +258,11 @@ class Reader {
   }
 
   varint(): number {
+    const first = this.pos < this.end ? this.buf[this.pos]! : 0x80;
+    if (first < 0x80) {
+      this.pos++;
+      return first;
+    }
     let result = 0;
     let scale = 1;
     for (;;) {
