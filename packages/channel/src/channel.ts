@@ -61,6 +61,8 @@ const SPLIT_CHUNK = 256 * 1024;
 const END_BATCH = Symbol('end of batch');
 /** Full batches in a row after which the pump lets timers and I/O run. */
 const FULL_BATCHES_PER_TURN = 8;
+/** Smallest room claimed to encode a value in place. */
+const IN_PLACE_MIN = 256;
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
@@ -252,6 +254,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #idle: AbortController | undefined;
 
   // Writing.
+  /** The sink takes zero-copy writes and the codec encodes in place (#writeInPlace). */
+  readonly #inPlace: boolean;
+  /** Bytes of the last value's encoding: #writeInPlace claims twice that (and not for values larger than a record). */
+  #lastSize = 0;
+  /** A value is being encoded into claimed room: other writes queue behind it. */
+  #claiming = false;
   readonly #queue = new Fifo<OutRecord>();
   #writing = false;
   /** #out is corked until the end of this turn's microtasks. */
@@ -276,6 +284,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#link = init.link;
     this.#what = init.what;
     this.#max = init.out.maxMessageLength;
+    this.#inPlace = init.codec.encodeInto !== undefined && typeof init.out.claim === 'function';
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -308,8 +317,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       bytes = value;
       flags = F.RAW;
     } else {
+      if (this.#inPlace && this.#lastSize <= this.#max && this.#queue.length === 0 && !this.#writing && !this.#claiming) {
+        const written = this.#writeInPlace(F.frameType(kind, id), value);
+        if (written !== undefined) return written;
+      }
       bytes = this.#codec.encode(value);
       owned = this.#codec.lastOwned;
+      this.#lastSize = bytes.length;
     }
     if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags), owned);
     // A queued record must not change under the queue: the caller's Buffer
@@ -317,9 +331,50 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return this.#writeSplit(owned || flags === F.RAW ? bytes : copyBytes(bytes), F.frameType(kind, id, flags | F.SPLIT));
   }
 
+  /**
+   * Encodes `value` straight into claimed room of the ring (the codec's
+   * encodeInto) and commits it with its length: no scratch buffer, no view,
+   * no copy. Undefined when that cannot be done (no room for the guess, a
+   * value the fast path does not take, or larger than the guess): the caller
+   * then encodes as usual. Only while nothing waits to be written, so the
+   * order of records holds.
+   */
+  #writeInPlace(type: number, value: unknown): Promise<void> | undefined {
+    const out = this.#out;
+    // Twice the last value's encoding (values of a stream tend to be alike), within what one record holds.
+    const room = Math.min(this.#max, Math.max(IN_PLACE_MIN, 2 * this.#lastSize));
+    let at: number;
+    try {
+      if (!this.#corked) this.#corkUntilMicrotask();
+      at = out.claim!(room);
+    } catch (err) {
+      return Promise.reject(this.#writeError(err as Error));
+    }
+    if (at < 0) return undefined;
+    let end: number;
+    this.#claiming = true;
+    try {
+      end = this.#codec.encodeInto!(value, out.data!, at, at + room);
+    } catch (err) {
+      out.abort!(at);
+      throw err; // ERR_SHMRING_ENCODE: nothing was sent
+    } finally {
+      this.#claiming = false;
+    }
+    if (end < 0) {
+      out.abort!(at);
+      if (this.#queue.length > 0) this.#startWriter(); // what a getter of the value sent meanwhile
+      return undefined;
+    }
+    out.commit!(at, type, end - at);
+    this.#lastSize = end - at;
+    if (this.#queue.length > 0) this.#startWriter();
+    return RESOLVED;
+  }
+
   /** Writes one record; `owned`: `bytes` stays as it is until the write completes (else it is copied if it must wait). */
   #write(bytes: Uint8Array, type: number, owned = true): Promise<void> {
-    if (this.#queue.length === 0 && !this.#writing) {
+    if (this.#queue.length === 0 && !this.#writing && !this.#claiming) {
       try {
         if (!this.#corked) this.#corkUntilMicrotask();
         if (this.#out.tryWrite(bytes, type)) return RESOLVED;
@@ -378,7 +433,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   };
 
   #startWriter(): void {
-    if (this.#writing) return;
+    // While a value is encoded into claimed room, what its getters send waits for it (#writeInPlace starts the writer).
+    if (this.#writing || this.#claiming) return;
     this.#writing = true;
     void this.#writeLoop();
   }
