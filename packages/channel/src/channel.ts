@@ -93,6 +93,7 @@ interface Receiver {
 }
 
 interface PendingRequest {
+  readonly id: number;
   resolve(value: unknown): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -134,6 +135,54 @@ class Serving implements HandlerContext {
     this.cancelled = true;
     this.#reason = reason;
     this.#controller?.abort(reason);
+  }
+}
+
+/**
+ * The pending requests of this end, by id: a table indexed by `id & mask`.
+ * Ids are handed out in sequence and new ones skip the ids whose slot is
+ * taken, so two pending requests never share a slot; the table doubles
+ * once half full (a doubled mask keeps distinct slots distinct). A Map
+ * keyed by ever-growing ids rehashes as they come and go.
+ */
+class PendingTable {
+  #slots: Array<PendingRequest | undefined> = new Array<PendingRequest | undefined>(64).fill(undefined);
+  #mask = 63;
+  size = 0;
+
+  get(id: number): PendingRequest | undefined {
+    const pending = this.#slots[id & this.#mask];
+    return pending !== undefined && pending.id === id ? pending : undefined;
+  }
+
+  /** No pending request has `id`'s slot (so none has `id`). */
+  free(id: number): boolean {
+    return this.#slots[id & this.#mask] === undefined;
+  }
+
+  /** Adds a request whose id's slot is free. */
+  add(pending: PendingRequest): void {
+    if (2 * (this.size + 1) > this.#slots.length) this.#grow();
+    this.#slots[pending.id & this.#mask] = pending;
+    this.size++;
+  }
+
+  delete(id: number): void {
+    if (this.get(id) === undefined) return;
+    this.#slots[id & this.#mask] = undefined;
+    this.size--;
+  }
+
+  values(): PendingRequest[] {
+    return this.#slots.filter((p): p is PendingRequest => p !== undefined);
+  }
+
+  #grow(): void {
+    const slots = new Array<PendingRequest | undefined>(this.#slots.length * 2).fill(undefined);
+    const mask = slots.length - 1;
+    for (const p of this.#slots) if (p !== undefined) slots[p.id & mask] = p;
+    this.#slots = slots;
+    this.#mask = mask;
   }
 }
 
@@ -240,13 +289,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // Reading.
   readonly #inbox = new Fifo<unknown>();
   readonly #receivers = new Fifo<Receiver>();
-  readonly #requests = new Map<number, PendingRequest>();
+  readonly #requests = new PendingTable();
   #nextId = 1;
   #handler: Handler | undefined;
   /** Requests that came before a handler was registered: [id, value]. */
   #unhandled: Array<[number, unknown]> = [];
   /** Requests that came during a drain, handed to the handler after it. */
-  #calls: Array<[number, unknown]> = [];
+  #calls: unknown[] = []; // id, value, id, value, … (no pair per request)
   readonly #serving = new Map<number, Serving>();
   #partial: Partial | undefined;
   #pumping = false;
@@ -479,7 +528,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // ---- receiving ----
 
   /** The next value the other side sent. Rejects with ERR_SHMRING_CLOSED once the channel has ended and every value was taken. */
-  receive(options: ReceiveOptions = {}): Promise<unknown> {
+  receive(options?: ReceiveOptions): Promise<unknown> {
     let signal: AbortSignal | undefined;
     try {
       signal = checkSignal(options?.signal, 'receive');
@@ -568,7 +617,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // ---- requests ----
 
   /** Sends `value` as a request and resolves with the other side's reply. */
-  request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+  request(value: unknown, options?: RequestOptions): Promise<unknown> {
     if (!this.#open) return Promise.reject(this.#endedError('request'));
     let timeoutMs: number | undefined;
     let signal: AbortSignal | undefined;
@@ -587,8 +636,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       return Promise.reject(err as Error);
     }
     return new Promise((resolve, reject) => {
-      const pending: PendingRequest = { resolve, reject, timer: undefined, signal, onAbort: undefined };
-      this.#requests.set(id, pending);
+      const pending: PendingRequest = { id, resolve, reject, timer: undefined, signal, onAbort: undefined };
+      this.#requests.add(pending);
       if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
       if (timeoutMs !== undefined) {
         pending.timer = setTimeout(() => {
@@ -605,7 +654,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   #newId(): number {
     let id = this.#nextId;
-    while (this.#requests.has(id)) id = id === F.MAX_ID ? 1 : id + 1;
+    while (!this.#requests.free(id)) id = id === F.MAX_ID ? 1 : id + 1;
     this.#nextId = id === F.MAX_ID ? 1 : id + 1;
     return id;
   }
@@ -818,7 +867,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         } else if (this.#handler === undefined) {
           this.#unhandled.push([id, value]);
         } else {
-          this.#calls.push([id, value]);
+          this.#calls.push(id, value);
         }
         return;
       }
@@ -842,7 +891,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         } else {
           // Not handed to the handler yet: it never will be.
           this.#unhandled = this.#unhandled.filter(([waiting]) => waiting !== id);
-          this.#calls = this.#calls.filter(([waiting]) => waiting !== id);
+          const calls = this.#calls;
+          for (let i = 0; i < calls.length; i += 2) {
+            if (calls[i] === id) {
+              calls.splice(i, 2);
+              break;
+            }
+          }
         }
         return;
       }
@@ -865,9 +920,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (this.#calls.length === 0) return;
     const calls = this.#calls;
     this.#calls = [];
-    for (const [id, value] of calls) {
+    for (let i = 0; i < calls.length; i += 2) {
       if (!this.#open) return;
-      this.#serve(id, value);
+      this.#serve(calls[i] as number, calls[i + 1]);
     }
   }
 
@@ -936,7 +991,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     const unanswered = error ?? new ShmringError(ErrorCodes.CLOSED, this.#closedHere
       ? `${this.#what}: the channel was closed before the reply came`
       : `${this.#what}: the other side closed the channel without answering`);
-    for (const id of [...this.#requests.keys()]) this.#takeRequest(id)!.reject(unanswered);
+    for (const pending of this.#requests.values()) this.#takeRequest(pending.id)!.reject(unanswered);
     for (const serving of this.#serving.values()) serving.cancel(abortError());
     this.#serving.clear();
     this.#unhandled = [];
