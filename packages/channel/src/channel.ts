@@ -220,6 +220,11 @@ class Fifo<T> {
   }
 }
 
+/** A Buffer over `bytes` (no copy), which the caller owns. */
+function ownedBytes(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** The JSON an ERROR record carries for what a handler threw. */
 function errorPayload(error: unknown): Uint8Array {
   const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
@@ -797,7 +802,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           break;
         }
         try {
-          this.#onRecord(record, 0, record.length, this.#in.lastType);
+          const type = this.#in.lastType;
+          // read() copied the record out: a whole value may keep that copy (a raw Buffer is not copied again).
+          if (this.#partial === undefined && (type & F.SPLIT) === 0) this.#deliver(type, ownedBytes(record), 0, record.length, true);
+          else this.#onRecord(record, 0, record.length, type);
         } catch (err) {
           if (err !== END_BATCH) {
             this.#end(err as Error);

@@ -9,7 +9,9 @@
  * falls back to the scratch encoder; one larger than a record skips the
  * claim), from both directions, as sends, requests and replies; values
  * that need v8.serialize and Buffers between them; a full ring; and a
- * getter that sends while its value is being encoded in place.
+ * getter that sends while its value is being encoded in place. And a
+ * Buffer taken by a receive that waited for it (the copy read() made is
+ * the value: not copied again, and not shared with the ring).
  */
 import { strict as assert } from 'node:assert';
 import v8 from 'node:v8';
@@ -143,4 +145,32 @@ describe('values encoded in place in the ring', () => {
       await dispose();
     }
   });
+
+  for (const transport of ['pair', 'socket'] as const) {
+    it(`${transport}: a Buffer that reaches a receive() already waiting is the value's own memory, untouched by later traffic`, async () => {
+      const { a, b, dispose } = await ends(transport, { capacity: CAPACITY });
+      try {
+        const got: Buffer[] = [];
+        for (const n of [0, 1, 63, 64, 65, 300, MAX]) {
+          const waiting = b.receive(); // waits: the value comes after
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          const sent = Buffer.alloc(n, n & 0xff);
+          await a.send(sent);
+          const value = await waiting;
+          assert.ok(Buffer.isBuffer(value), `${n}: a Buffer`);
+          assert.ok(value.equals(sent), `${n}: its bytes`);
+          got.push(value);
+        }
+        // Fill the ring over and over: what was received stays as it was.
+        for (let i = 0; i < 20; i++) {
+          const p = b.receive();
+          await a.send(Buffer.alloc(MAX, 0xee));
+          await p;
+        }
+        for (const [i, n] of [0, 1, 63, 64, 65, 300, MAX].entries()) assert.ok(got[i]!.equals(Buffer.alloc(n, n & 0xff)), `${n} kept`);
+      } finally {
+        await dispose();
+      }
+    });
+  }
 });
