@@ -61,6 +61,8 @@ const SPLIT_CHUNK = 256 * 1024;
 const END_BATCH = Symbol('end of batch');
 /** Full batches in a row after which the pump lets timers and I/O run. */
 const FULL_BATCHES_PER_TURN = 8;
+/** Smallest room claimed to encode a value in place. */
+const IN_PLACE_MIN = 256;
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
@@ -72,19 +74,26 @@ class Undecodable {
   constructor(readonly error: Error) {}
 }
 
-/** Returned to an iterator instead of a value once the channel has ended cleanly. */
-const DONE: unique symbol = Symbol('done');
+/** What an iterator's next() resolves with once the channel has ended cleanly. */
+const DONE_RESULT: IteratorResult<unknown> = Object.freeze({ value: undefined, done: true });
+
+/** The state of one messages() iterator: ended once it returned done or threw. */
+interface Iteration {
+  finished: boolean;
+}
 
 interface Receiver {
+  /** receive(): the value; an iterator's next(): its IteratorResult. */
   resolve(value: unknown): void;
   reject(error: Error): void;
-  /** Iterators end (DONE) where receive() rejects. */
-  readonly iterating: boolean;
+  /** An iterator's next() (it ends with DONE_RESULT where receive() rejects), or undefined for receive(). */
+  readonly iteration: Iteration | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
 
 interface PendingRequest {
+  readonly id: number;
   resolve(value: unknown): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -129,6 +138,54 @@ class Serving implements HandlerContext {
   }
 }
 
+/**
+ * The pending requests of this end, by id: a table indexed by `id & mask`.
+ * Ids are handed out in sequence and new ones skip the ids whose slot is
+ * taken, so two pending requests never share a slot; the table doubles
+ * once half full (a doubled mask keeps distinct slots distinct). A Map
+ * keyed by ever-growing ids rehashes as they come and go.
+ */
+class PendingTable {
+  #slots: Array<PendingRequest | undefined> = new Array<PendingRequest | undefined>(64).fill(undefined);
+  #mask = 63;
+  size = 0;
+
+  get(id: number): PendingRequest | undefined {
+    const pending = this.#slots[id & this.#mask];
+    return pending !== undefined && pending.id === id ? pending : undefined;
+  }
+
+  /** No pending request has `id`'s slot (so none has `id`). */
+  free(id: number): boolean {
+    return this.#slots[id & this.#mask] === undefined;
+  }
+
+  /** Adds a request whose id's slot is free. */
+  add(pending: PendingRequest): void {
+    if (2 * (this.size + 1) > this.#slots.length) this.#grow();
+    this.#slots[pending.id & this.#mask] = pending;
+    this.size++;
+  }
+
+  delete(id: number): void {
+    if (this.get(id) === undefined) return;
+    this.#slots[id & this.#mask] = undefined;
+    this.size--;
+  }
+
+  values(): PendingRequest[] {
+    return this.#slots.filter((p): p is PendingRequest => p !== undefined);
+  }
+
+  #grow(): void {
+    const slots = new Array<PendingRequest | undefined>(this.#slots.length * 2).fill(undefined);
+    const mask = slots.length - 1;
+    for (const p of this.#slots) if (p !== undefined) slots[p.id & mask] = p;
+    this.#slots = slots;
+    this.#mask = mask;
+  }
+}
+
 /** A FIFO with O(1) shift. */
 class Fifo<T> {
   #items: T[] = [];
@@ -161,6 +218,11 @@ class Fifo<T> {
     this.#head = 0;
     return rest;
   }
+}
+
+/** A Buffer over `bytes` (no copy), which the caller owns. */
+function ownedBytes(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** The JSON an ERROR record carries for what a handler threw. */
@@ -232,13 +294,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // Reading.
   readonly #inbox = new Fifo<unknown>();
   readonly #receivers = new Fifo<Receiver>();
-  readonly #requests = new Map<number, PendingRequest>();
+  readonly #requests = new PendingTable();
   #nextId = 1;
   #handler: Handler | undefined;
   /** Requests that came before a handler was registered: [id, value]. */
   #unhandled: Array<[number, unknown]> = [];
   /** Requests that came during a drain, handed to the handler after it. */
-  #calls: Array<[number, unknown]> = [];
+  #calls: unknown[] = []; // id, value, id, value, … (no pair per request)
   readonly #serving = new Map<number, Serving>();
   #partial: Partial | undefined;
   #pumping = false;
@@ -246,6 +308,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #idle: AbortController | undefined;
 
   // Writing.
+  /** The sink takes zero-copy writes and the codec encodes in place (#writeInPlace). */
+  readonly #inPlace: boolean;
+  /** Bytes of the last value's encoding: #writeInPlace claims twice that (and not for values larger than a record). */
+  #lastSize = 0;
+  /** A value is being encoded into claimed room: other writes queue behind it. */
+  #claiming = false;
   readonly #queue = new Fifo<OutRecord>();
   #writing = false;
   /** #out is corked until the end of this turn's microtasks. */
@@ -270,6 +338,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#link = init.link;
     this.#what = init.what;
     this.#max = init.out.maxMessageLength;
+    this.#inPlace = init.codec.encodeInto !== undefined && typeof init.out.claim === 'function';
     this.closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -302,8 +371,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       bytes = value;
       flags = F.RAW;
     } else {
+      if (this.#inPlace && this.#lastSize <= this.#max && this.#queue.length === 0 && !this.#writing && !this.#claiming) {
+        const written = this.#writeInPlace(F.frameType(kind, id), value);
+        if (written !== undefined) return written;
+      }
       bytes = this.#codec.encode(value);
       owned = this.#codec.lastOwned;
+      this.#lastSize = bytes.length;
     }
     if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(kind, id, flags), owned);
     // A queued record must not change under the queue: the caller's Buffer
@@ -311,9 +385,50 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return this.#writeSplit(owned || flags === F.RAW ? bytes : copyBytes(bytes), F.frameType(kind, id, flags | F.SPLIT));
   }
 
+  /**
+   * Encodes `value` straight into claimed room of the ring (the codec's
+   * encodeInto) and commits it with its length: no scratch buffer, no view,
+   * no copy. Undefined when that cannot be done (no room for the guess, a
+   * value the fast path does not take, or larger than the guess): the caller
+   * then encodes as usual. Only while nothing waits to be written, so the
+   * order of records holds.
+   */
+  #writeInPlace(type: number, value: unknown): Promise<void> | undefined {
+    const out = this.#out;
+    // Twice the last value's encoding (values of a stream tend to be alike), within what one record holds.
+    const room = Math.min(this.#max, Math.max(IN_PLACE_MIN, 2 * this.#lastSize));
+    let at: number;
+    try {
+      if (!this.#corked) this.#corkUntilMicrotask();
+      at = out.claim!(room);
+    } catch (err) {
+      return Promise.reject(this.#writeError(err as Error));
+    }
+    if (at < 0) return undefined;
+    let end: number;
+    this.#claiming = true;
+    try {
+      end = this.#codec.encodeInto!(value, out.data!, at, at + room);
+    } catch (err) {
+      out.abort!(at);
+      throw err; // ERR_SHMRING_ENCODE: nothing was sent
+    } finally {
+      this.#claiming = false;
+    }
+    if (end < 0) {
+      out.abort!(at);
+      if (this.#queue.length > 0) this.#startWriter(); // what a getter of the value sent meanwhile
+      return undefined;
+    }
+    out.commit!(at, type, end - at);
+    this.#lastSize = end - at;
+    if (this.#queue.length > 0) this.#startWriter();
+    return RESOLVED;
+  }
+
   /** Writes one record; `owned`: `bytes` stays as it is until the write completes (else it is copied if it must wait). */
   #write(bytes: Uint8Array, type: number, owned = true): Promise<void> {
-    if (this.#queue.length === 0 && !this.#writing) {
+    if (this.#queue.length === 0 && !this.#writing && !this.#claiming) {
       try {
         if (!this.#corked) this.#corkUntilMicrotask();
         if (this.#out.tryWrite(bytes, type)) return RESOLVED;
@@ -372,7 +487,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   };
 
   #startWriter(): void {
-    if (this.#writing) return;
+    // While a value is encoded into claimed room, what its getters send waits for it (#writeInPlace starts the writer).
+    if (this.#writing || this.#claiming) return;
     this.#writing = true;
     void this.#writeLoop();
   }
@@ -417,37 +533,27 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   // ---- receiving ----
 
   /** The next value the other side sent. Rejects with ERR_SHMRING_CLOSED once the channel has ended and every value was taken. */
-  receive(options: ReceiveOptions = {}): Promise<unknown> {
+  receive(options?: ReceiveOptions): Promise<unknown> {
     let signal: AbortSignal | undefined;
     try {
       signal = checkSignal(options?.signal, 'receive');
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.#next(signal, false);
+    return this.#next(signal, undefined);
   }
 
   /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
   messages(options: ReceiveOptions = {}): AsyncIterableIterator<unknown> {
     const signal = checkSignal(options?.signal, 'messages');
-    // A hand-made iterator, not an async generator: one promise per value, no generator machinery.
-    let finished = false;
-    const done: IteratorResult<unknown> = { value: undefined, done: true };
+    // A hand-made iterator, not an async generator: one promise per value (the one next() returns,
+    // settled with the IteratorResult itself), no generator machinery.
+    const iteration: Iteration = { finished: false };
     const iterator: AsyncIterableIterator<unknown> = {
-      next: () => {
-        if (finished) return Promise.resolve(done);
-        return this.#next(signal, true).then((value) => {
-          if (value !== DONE) return { value, done: false };
-          finished = true;
-          return done;
-        }, (err: unknown) => {
-          finished = true;
-          throw err;
-        });
-      },
+      next: () => (iteration.finished ? Promise.resolve(DONE_RESULT) : this.#next(signal, iteration)) as Promise<IteratorResult<unknown>>,
       return: () => {
-        finished = true;
-        return Promise.resolve(done);
+        iteration.finished = true;
+        return Promise.resolve(DONE_RESULT);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
@@ -458,23 +564,28 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return this.messages();
   }
 
-  #next(signal: AbortSignal | undefined, iterating: boolean): Promise<unknown> {
+  /** The next value (receive), or the next IteratorResult of `iteration`. */
+  #next(signal: AbortSignal | undefined, iteration: Iteration | undefined): Promise<unknown> {
     if (this.#inbox.length > 0) {
       const value = this.#inbox.shift();
       if (this.#inbox.length < INBOX_HIGH_WATER) this.#kick();
-      return value instanceof Undecodable ? Promise.reject(value.error) : Promise.resolve(value);
+      if (value instanceof Undecodable) return this.#fail(iteration, value.error);
+      return Promise.resolve(iteration === undefined ? value : { value, done: false });
     }
     if (!this.#open) {
-      if (iterating && this.#endError === undefined) return Promise.resolve(DONE);
-      return Promise.reject(this.#endedError('receive'));
+      if (iteration !== undefined && this.#endError === undefined) {
+        iteration.finished = true;
+        return Promise.resolve(DONE_RESULT);
+      }
+      return this.#fail(iteration, this.#endedError('receive'));
     }
-    if (signal?.aborted) return Promise.reject(abortError(signal));
+    if (signal?.aborted) return this.#fail(iteration, abortError(signal));
     return new Promise((resolve, reject) => {
-      const receiver: Receiver = { resolve, reject, iterating, signal, onAbort: undefined };
+      const receiver: Receiver = { resolve, reject, iteration, signal, onAbort: undefined };
       if (signal !== undefined) {
         receiver.onAbort = () => {
           if (this.#receivers.remove(receiver)) {
-            reject(abortError(signal));
+            this.#rejectReceiver(receiver, abortError(signal));
             this.#checkIdle();
           }
         };
@@ -485,6 +596,17 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     });
   }
 
+  /** A rejected receive; an iterator that throws has finished. */
+  #fail(iteration: Iteration | undefined, error: Error): Promise<never> {
+    if (iteration !== undefined) iteration.finished = true;
+    return Promise.reject(error);
+  }
+
+  #rejectReceiver(receiver: Receiver, error: Error): void {
+    if (receiver.iteration !== undefined) receiver.iteration.finished = true;
+    receiver.reject(error);
+  }
+
   /** Hands a received value (or a decode failure) to the oldest receiver, or keeps it. */
   #deliverValue(value: unknown): void {
     const receiver = this.#receivers.shift();
@@ -493,14 +615,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       return;
     }
     if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
-    if (value instanceof Undecodable) receiver.reject(value.error);
-    else receiver.resolve(value);
+    if (value instanceof Undecodable) this.#rejectReceiver(receiver, value.error);
+    else receiver.resolve(receiver.iteration === undefined ? value : { value, done: false });
   }
 
   // ---- requests ----
 
   /** Sends `value` as a request and resolves with the other side's reply. */
-  request(value: unknown, options: RequestOptions = {}): Promise<unknown> {
+  request(value: unknown, options?: RequestOptions): Promise<unknown> {
     if (!this.#open) return Promise.reject(this.#endedError('request'));
     let timeoutMs: number | undefined;
     let signal: AbortSignal | undefined;
@@ -519,8 +641,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       return Promise.reject(err as Error);
     }
     return new Promise((resolve, reject) => {
-      const pending: PendingRequest = { resolve, reject, timer: undefined, signal, onAbort: undefined };
-      this.#requests.set(id, pending);
+      const pending: PendingRequest = { id, resolve, reject, timer: undefined, signal, onAbort: undefined };
+      this.#requests.add(pending);
       if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
       if (timeoutMs !== undefined) {
         pending.timer = setTimeout(() => {
@@ -537,7 +659,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   #newId(): number {
     let id = this.#nextId;
-    while (this.#requests.has(id)) id = id === F.MAX_ID ? 1 : id + 1;
+    while (!this.#requests.free(id)) id = id === F.MAX_ID ? 1 : id + 1;
     this.#nextId = id === F.MAX_ID ? 1 : id + 1;
     return id;
   }
@@ -680,7 +802,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           break;
         }
         try {
-          this.#onRecord(record, 0, record.length, this.#in.lastType);
+          const type = this.#in.lastType;
+          // read() copied the record out: a whole value may keep that copy (a raw Buffer is not copied again).
+          if (this.#partial === undefined && (type & F.SPLIT) === 0) this.#deliver(type, ownedBytes(record), 0, record.length, true);
+          else this.#onRecord(record, 0, record.length, type);
         } catch (err) {
           if (err !== END_BATCH) {
             this.#end(err as Error);
@@ -750,7 +875,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         } else if (this.#handler === undefined) {
           this.#unhandled.push([id, value]);
         } else {
-          this.#calls.push([id, value]);
+          this.#calls.push(id, value);
         }
         return;
       }
@@ -774,7 +899,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         } else {
           // Not handed to the handler yet: it never will be.
           this.#unhandled = this.#unhandled.filter(([waiting]) => waiting !== id);
-          this.#calls = this.#calls.filter(([waiting]) => waiting !== id);
+          const calls = this.#calls;
+          for (let i = 0; i < calls.length; i += 2) {
+            if (calls[i] === id) {
+              calls.splice(i, 2);
+              break;
+            }
+          }
         }
         return;
       }
@@ -797,9 +928,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (this.#calls.length === 0) return;
     const calls = this.#calls;
     this.#calls = [];
-    for (const [id, value] of calls) {
+    for (let i = 0; i < calls.length; i += 2) {
       if (!this.#open) return;
-      this.#serve(id, value);
+      this.#serve(calls[i] as number, calls[i + 1]);
     }
   }
 
@@ -858,13 +989,17 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#stop.abort();
     for (const receiver of this.#receivers.drainAll()) {
       if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
-      if (receiver.iterating && error === undefined) receiver.resolve(DONE);
-      else receiver.reject(this.#endedError('receive'));
+      if (receiver.iteration !== undefined && error === undefined) {
+        receiver.iteration.finished = true;
+        receiver.resolve(DONE_RESULT);
+      } else {
+        this.#rejectReceiver(receiver, this.#endedError('receive'));
+      }
     }
     const unanswered = error ?? new ShmringError(ErrorCodes.CLOSED, this.#closedHere
       ? `${this.#what}: the channel was closed before the reply came`
       : `${this.#what}: the other side closed the channel without answering`);
-    for (const id of [...this.#requests.keys()]) this.#takeRequest(id)!.reject(unanswered);
+    for (const pending of this.#requests.values()) this.#takeRequest(pending.id)!.reject(unanswered);
     for (const serving of this.#serving.values()) serving.cancel(abortError());
     this.#serving.clear();
     this.#unhandled = [];

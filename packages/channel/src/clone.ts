@@ -66,22 +66,42 @@ interface SliceMethods {
 class Bail extends Error {}
 const BAIL = new Bail();
 
-/** Writes values into a scratch buffer that is reused from one value to the next. */
+/** Thrown by a Writer whose target is fixed (claimed ring space) when the value does not fit. */
+const NO_ROOM = new Bail();
+
+/**
+ * Writes values into a scratch buffer that is reused from one value to the
+ * next (and grows), or into a fixed target: claimed ring space, through a
+ * Buffer over its memory, up to `limit`.
+ */
 class Writer {
-  buf = Buffer.allocUnsafe(4096);
+  scratch: Buffer = Buffer.allocUnsafe(4096);
+  buf: Buffer = this.scratch;
   pos = 0;
+  /** End of the room in `buf`. */
+  limit = this.buf.length;
+  /** Writing into a fixed target: running out of room throws NO_ROOM instead of growing. */
+  fixed = false;
+  /** A value is being written: an encode that starts meanwhile (a getter that sends) leaves this one alone. */
+  busy = false;
   /** Objects and arrays of the value being written, in seen[0, seenCount). */
   readonly seen: Array<object | undefined> = new Array<object | undefined>(MAX_OBJECTS).fill(undefined);
   seenCount = 0;
 
   reserve(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
+    if (this.pos + n <= this.limit) return;
+    if (this.fixed) throw NO_ROOM;
     const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
     this.buf.copy(bigger, 0, 0, this.pos);
-    this.buf = bigger;
+    this.scratch = this.buf = bigger;
+    this.limit = bigger.length;
   }
 
   varint(n: number): void {
+    if (n < 0x80 && this.pos < this.limit) {
+      this.buf[this.pos++] = n;
+      return;
+    }
     this.reserve(10);
     const buf = this.buf;
     while (n >= 0x80) {
@@ -116,9 +136,9 @@ class Writer {
       this.twoByte(s);
       return;
     }
+    this.reserve(length + 11);
     this.buf[this.pos++] = TAG_ONE_BYTE_STRING;
     this.varint(length);
-    this.reserve(length);
     this.pos += this.buf.write(s, this.pos, length, 'latin1');
   }
 
@@ -135,7 +155,6 @@ class Writer {
   value(v: unknown, depth: number): void {
     switch (typeof v) {
       case 'string':
-        this.reserve(1);
         this.string(v);
         return;
       case 'number':
@@ -198,7 +217,6 @@ class Writer {
     this.buf[this.pos++] = TAG_BEGIN_OBJECT;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
-      this.reserve(1);
       this.string(key);
       this.value((o as Record<string, unknown>)[key], depth + 1);
     }
@@ -219,27 +237,81 @@ function varintSize(n: number): number {
 
 const writer = new Writer();
 
+/** Writes the header and `value` from w.pos on; false if the value needs v8.serialize. Throws NO_ROOM (fixed target) and a getter's error. */
+function write(w: Writer, value: unknown): boolean {
+  w.reserve(HEADER_LENGTH);
+  w.buf[w.pos] = TAG_VERSION;
+  w.buf[w.pos + 1] = HEADER_VERSION;
+  w.pos += HEADER_LENGTH;
+  w.seenCount = 0;
+  w.busy = true;
+  try {
+    w.value(value, 0);
+    return true;
+  } catch (err) {
+    if (err === BAIL) return false;
+    throw err; // NO_ROOM, or a getter that threw: the caller reports it
+  } finally {
+    w.busy = false;
+    // Drop the references (the objects are the caller's), cheaply: only the slots used.
+    const seen = w.seen;
+    for (let i = 0; i < w.seenCount; i++) seen[i] = undefined;
+  }
+}
+
 /**
  * Encodes `value` on the fast path: a view of the scratch buffer, valid until
  * the next call; undefined if the value needs v8.serialize.
  */
 export function fastEncode(value: unknown): Uint8Array | undefined {
-  if (!FAST) return undefined;
   const w = writer;
-  w.buf[0] = TAG_VERSION;
-  w.buf[1] = HEADER_VERSION;
-  w.pos = HEADER_LENGTH;
-  w.seenCount = 0;
-  try {
-    w.value(value, 0);
-  } catch (err) {
-    if (err === BAIL) return undefined;
-    throw err; // a getter that threw: the caller reports it
-  } finally {
-    // Drop the references (the objects are the caller's), cheaply: only the slots used.
-    w.seen.fill(undefined, 0, w.seenCount);
+  if (!FAST || w.busy) return undefined;
+  w.buf = w.scratch;
+  w.limit = w.buf.length;
+  w.fixed = false;
+  w.pos = 0;
+  if (!write(w, value)) return undefined;
+  // A plain view, not Buffer's subarray (whose FastBuffer construction costs more than the rest of a small value).
+  return new Uint8Array(w.buf.buffer, w.buf.byteOffset, w.pos);
+}
+
+/** fastEncodeInto: the value does not fit in the room given. */
+export const ENCODE_NO_ROOM = -1;
+/** fastEncodeInto: the value needs v8.serialize (or an encode is in progress). */
+export const ENCODE_NOT_FAST = -2;
+
+/** The memory fastEncodeInto last wrote to (the ring's data area, usually), and a Buffer over it. */
+let targetOf: ArrayBufferLike | undefined;
+let target: Buffer = Buffer.alloc(0) as Buffer;
+
+/**
+ * Encodes `value` on the fast path straight into `data[start, end)` (claimed
+ * ring space): returns where the encoding ends, ENCODE_NO_ROOM if it does
+ * not fit (what was written there is garbage), or ENCODE_NOT_FAST. Throws
+ * what a getter of the value throws.
+ */
+export function fastEncodeInto(value: unknown, data: Uint8Array, start: number, end: number): number {
+  const w = writer;
+  if (!FAST || w.busy) return ENCODE_NOT_FAST;
+  if (data.buffer !== targetOf) {
+    targetOf = data.buffer;
+    target = Buffer.from(data.buffer, 0, data.buffer.byteLength);
   }
-  return w.buf.subarray(0, w.pos);
+  const base = data.byteOffset;
+  w.buf = target;
+  w.limit = base + end;
+  w.fixed = true;
+  w.pos = base + start;
+  try {
+    return write(w, value) ? w.pos - base : ENCODE_NOT_FAST;
+  } catch (err) {
+    if (err === NO_ROOM) return ENCODE_NO_ROOM;
+    throw err;
+  } finally {
+    w.buf = w.scratch;
+    w.limit = w.buf.length;
+    w.fixed = false;
+  }
 }
 
 /** Reads values of the subset from a Buffer; throws BAIL at anything else. */
@@ -254,6 +326,11 @@ class Reader {
   }
 
   varint(): number {
+    const first = this.pos < this.end ? this.buf[this.pos]! : 0x80;
+    if (first < 0x80) {
+      this.pos++;
+      return first;
+    }
     let result = 0;
     let scale = 1;
     for (;;) {
@@ -413,10 +490,14 @@ export function fastDecode(data: Uint8Array, start: number, end: number): unknow
 
 const EMPTY_BUFFER = Buffer.alloc(0);
 
-/** Forgets the memory fastDecode last read from (its region is being unmapped). */
+/** Forgets the memory fastDecode last read from and fastEncodeInto last wrote to (its region is being unmapped). */
 export function forgetDecodeView(buffer: ArrayBufferLike): void {
   if (viewOf === buffer) {
     viewOf = undefined;
     view = EMPTY_BUFFER;
+  }
+  if (targetOf === buffer) {
+    targetOf = undefined;
+    target = EMPTY_BUFFER;
   }
 }

@@ -7,7 +7,9 @@
  */
 import v8 from 'node:v8';
 import { ErrorCodes, ShmringError, ShmringTypeError } from '@shmring/core';
-import { fastDecode, fastEncode } from './clone.js';
+import { ENCODE_NO_ROOM, ENCODE_NOT_FAST, fastDecode, fastEncode, fastEncodeInto } from './clone.js';
+
+export { ENCODE_NO_ROOM, ENCODE_NOT_FAST };
 
 export interface Codec {
   /** Turns a value into bytes; throws if it cannot. */
@@ -31,6 +33,12 @@ export interface ChannelCodec {
    */
   encode(value: unknown): Uint8Array;
   readonly lastOwned: boolean;
+  /**
+   * Encodes `value` straight into `data[start, end)` (claimed ring space),
+   * when the codec can: returns where the encoding ends, ENCODE_NO_ROOM if
+   * it does not fit, ENCODE_NOT_FAST if the value needs encode().
+   */
+  readonly encodeInto?: (value: unknown, data: Uint8Array, start: number, end: number) => number;
   /**
    * Decodes `data[start, end)`, a view that may point into the ring and is
    * valid only during the call: a codec that keeps bytes must copy them.
@@ -91,6 +99,13 @@ const structured: ChannelCodec = {
       const fast = fastEncode(value);
       (this as { lastOwned: boolean }).lastOwned = fast === undefined;
       return fast ?? v8.serialize(value);
+    } catch (err) {
+      throw encodeError(value, 'structured-clone', err);
+    }
+  },
+  encodeInto(value, data, start, end) {
+    try {
+      return fastEncodeInto(value, data, start, end);
     } catch (err) {
       throw encodeError(value, 'structured-clone', err);
     }

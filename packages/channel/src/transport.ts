@@ -42,6 +42,15 @@ export interface RecordSink {
   uncork(): void;
   /** Largest record payload; larger values are split. */
   readonly maxMessageLength: number;
+  /**
+   * Zero-copy writes (an SpscRing's; a transport without them leaves them
+   * out): claim() room in `data` (-1 when full), write the record there,
+   * then commit() it with the length written, or abort() it.
+   */
+  readonly data?: Uint8Array;
+  claim?(length: number): number;
+  commit?(offset: number, type: number, length: number): void;
+  abort?(offset: number): void;
   /** Tells the peer this end closed. */
   close(): void;
 }

@@ -390,11 +390,35 @@ export class SpscRing extends Queue {
     this.#claim.close(offset, verb);
   }
 
-  /** Zero-copy write, step 2: publishes the claimed record. */
-  commit(offset: number, type = 0): void {
+  /**
+   * Zero-copy write, step 2: publishes the claimed record. `length`, if
+   * given, is the payload actually written (an integer in [0, the claimed
+   * length]): the record shrinks to it and the rest of the claim goes back
+   * to the ring, so a writer that does not know its size in advance can
+   * claim a bound and write in place.
+   */
+  commit(offset: number, type = 0, length?: number): void {
     checkType(type);
+    // The length is checked only against an open claim (another offset is #checkClaim's error), before it closes.
+    if (length !== undefined && offset === this.#claim.offset) this.#checkCommitLength(length);
     this.#checkClaim(offset, 'commit');
+    if (length !== undefined && length !== this.#claimLength) {
+      // The record keeps its place (after the padding, if the claim wrapped) and ends earlier.
+      const skipped = this.#claimPadding === NO_PADDING ? 0 : this.capacity - this.#claimPadding;
+      this.#claimLength = length;
+      this.#claimEnd = (this.#producerPosition + skipped + L.recordSize(length)) | 0;
+    }
     this.#publish(type);
+  }
+
+  #checkCommitLength(length: number): void {
+    if (!Number.isInteger(length)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.commit: length=${String(length)} must be an integer`);
+    }
+    if (length < 0 || length > this.#claimLength) {
+      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.commit: length=${length} must be between 0 and the claimed length ${this.#claimLength}`);
+    }
   }
 
   /** Gives the claimed space back; the consumer never sees it. */
