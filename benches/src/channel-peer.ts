@@ -76,18 +76,28 @@ function ipcEcho(): void {
   ready();
 }
 
+/** Minor page faults of this process since the previous call: what the sink's fresh buffers cost the kernel. */
+let faultsBefore = process.resourceUsage().minorPageFault;
+function faultsSince(): number {
+  const now = process.resourceUsage().minorPageFault;
+  const faults = now - faultsBefore;
+  faultsBefore = now;
+  return faults;
+}
+
 async function channelSink(ch: Channel): Promise<void> {
   const probe = options.probe ?? 0;
   let count = 0;
   let bytes = 0;
   let bad = 0;
+  faultsSince();
   for await (const value of ch) {
     if (Buffer.isBuffer(value)) {
       count++;
       bytes += value.length;
       if (value.length !== BULK_SIZE || value[BULK_PROBE_AT] !== probe) bad++;
     } else if (value === 'end') {
-      await ch.send({ count, bytes, bad });
+      await ch.send({ count, bytes, bad, faults: faultsSince() });
       count = bytes = bad = 0;
     } else {
       bad++;
@@ -100,9 +110,10 @@ function socketSink(socket: net.Socket): void {
   let count = 0;
   let bytes = 0;
   let bad = 0;
+  faultsSince();
   socket.on('data', framer((frame) => {
     if (frame.length === 0) {
-      socket.write(`${JSON.stringify({ count, bytes, bad })}\n`);
+      socket.write(`${JSON.stringify({ count, bytes, bad, faults: faultsSince() })}\n`);
       count = bytes = bad = 0;
       return;
     }

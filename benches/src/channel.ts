@@ -446,6 +446,8 @@ interface Ack {
   count: number;
   bytes?: number;
   bad: number;
+  /** The bulk sinks: their minor page faults during the block. */
+  faults?: number;
 }
 
 abstract class Stream extends Contender {
@@ -457,6 +459,8 @@ abstract class Stream extends Contender {
   abstract amount(ack: Ack): number;
   /** Look at the clock after every `mask + 1` sends. */
   readonly mask: number = 0;
+  /** The consumer's minor page faults over the counted blocks (bulk sinks report them). */
+  faults = 0;
 }
 
 /** One block of a stream: sends for `ms`, then the end; the rate is the amount acknowledged over the time to the answer. */
@@ -471,7 +475,10 @@ async function streamBlock(c: Stream, ms: number, count: boolean): Promise<void>
   const ack = await c.end();
   const t1 = performance.now();
   if (ack.count !== sent || ack.bad !== 0) throw new Error(`${c.id}: sent ${sent}, the consumer counted ${ack.count} (${ack.bad} bad)`);
-  if (count) c.add(c.amount(ack), t1 - t0);
+  if (count) {
+    c.add(c.amount(ack), t1 - t0);
+    c.faults += ack.faults ?? 0;
+  }
 }
 
 class ChannelBulk extends Stream {
@@ -591,7 +598,8 @@ async function bulkRow(p: Blocks, mech: string): Promise<Outcome> {
     records: contenders.map((c) => rec(`channel.bulk.${c.id}`, c.label, BULK_SIZE, 'bytes/s', c.median(), 'B/s',
       `1 MiB Buffers one way, the consumer acknowledging each block's end; median of ${c.rates.length} blocks of ${p.blockMs} ms ` +
       `interleaved with the other's (${fmtRange(c.rates, 1e6)} MB/s); mean ${((c.total * 1000) / c.totalMs / 1e6).toFixed(0)} MB/s; ` +
-      `${c.cpuNote('consumer')}`, mech)),
+      `${c.cpuNote('consumer')}; the consumer's page faults: ${(c.faults / (c.total / 2 ** 20)).toFixed(0)} per MiB received ` +
+      `(its fresh 1 MiB buffers, where malloc gave freed memory back to the kernel: 256 per MiB is every page)`, mech)),
     notes: [],
   };
 }
