@@ -794,6 +794,9 @@ describe('select', () => {
       return stress('sab', 'mpmc', 100_000, this);
     });
 
+    /** A select that takes longer than this was not woken: the koffi backend's 1 s slice ended it. */
+    const STALL_MS = 900;
+
     for (const backing of ['sab', 'memfd'] as const) {
       it(`select on the event loop: 50k rounds against a writer in a worker (${backing})`, async function () {
         needMemfd(backing, this);
@@ -804,12 +807,15 @@ describe('select', () => {
           const entries = [rings[0]!.queue, rings[1]!.queue];
           const ack = rings[2]!.queue;
           let longest = 0;
+          let stalled = 0; // selects of over STALL_MS
           const started = performance.now();
           for (let round = 0; round < rounds; round++) {
             const t0 = performance.now();
             // A lost wake-up leaves the select asleep until this timeout (no nap ends it): ERR_SHMRING_TIMEOUT.
-          const index = await select(entries, { ...NO_NAPS, timeoutMs: 5000, poll: 0 });
-            longest = Math.max(longest, performance.now() - t0);
+            const index = await select(entries, { ...NO_NAPS, timeoutMs: 5000, poll: 0 });
+            const took = performance.now() - t0;
+            longest = Math.max(longest, took);
+            if (took > STALL_MS) stalled++;
             const message = entries[index]!.tryRead();
             assert.ok(message !== null, `round ${round}: select said ${index}, which is empty`);
             assert.equal(new Int32Array(message.slice().buffer)[0], round);
@@ -819,6 +825,9 @@ describe('select', () => {
           noError(await writer);
           console.log(`      ${rounds} rounds in ${seconds.toFixed(1)} s (${(seconds * 1e6 / rounds).toFixed(1)} µs each); longest select ${longest.toFixed(1)} ms`);
           for (const r of rings) assert.equal(waiters(r), 0);
+          // The koffi backend's pool threads sleep at most a 1 s slice: a wake-up lost there shows up as a
+          // select of about a second that its slice ended (17-23 of them per run before the fix), not a timeout.
+          assert.ok(stalled <= 1, `${stalled} selects took over ${STALL_MS} ms: wake-ups were lost and found again late`);
         } finally {
           closeAll(rings);
         }

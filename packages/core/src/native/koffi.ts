@@ -380,7 +380,18 @@ class KoffiWait implements AsyncWait {
     const mapping = this.word.mapping;
     if (mapping) mapping.inFlight -= 1;
     try {
-      if (this.settled) return; // cancelled: nothing to deliver
+      if (this.settled) {
+        // Cancelled: nothing to deliver. But a publisher that wakes one sleeper
+        // (unpark's WAKE_ONE) may have picked this thread instead of a live
+        // waiter on the same word (a later select's, in this or another
+        // process), whom nothing else would wake before its slice ends. So a
+        // cancelled wait that was woken passes one wake on, as the addon does
+        // for its cancelled io_uring waits; at worst a waiter re-checks in vain.
+        // The word is still mapped: a mapping closed meanwhile is unmapped, at
+        // the earliest, by the finally below.
+        if (!err && ret >= 0) this.backend.wakeAddress(this.word.address, 1);
+        return;
+      }
       if (err) throw err;
       if (ret >= 0) return this.settle(0);
       // Failed: EAGAIN, ETIMEDOUT or EINTR, but its errno is the pool thread's.
