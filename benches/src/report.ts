@@ -60,6 +60,9 @@ const SPSC_STREAMS = Object.keys(SPSC_STREAM_LABELS) as SpscStream[];
 const FLOOR_RTT = 'rtt.floor';
 const FLOOR_MEMCPY = 'tput.floor.memcpy';
 const FLOOR_RING = 'tput.floor.c-ring';
+/** region.sync() (sync-cost.ts) and its baseline, write(2) + fdatasync of the same bytes. */
+const SYNC_REGION = 'persist.sync.region';
+const SYNC_BASELINE = 'persist.sync.write-fdatasync';
 
 function find(records: Measurement[], name: string, metric: Metric, messageSize?: number): Measurement | undefined {
   return records.find((r) => r.name === name && r.metric === metric && (messageSize === undefined || r.messageSize === messageSize));
@@ -92,6 +95,7 @@ export function withRatios(measurements: Measurement[]): BenchRecord[] {
     if (m.name.startsWith('latest.read.')) floor = find(measurements, 'latest.read.atomics-load', 'ns/op');
     if (m.name.startsWith('latest.wake.')) socket = find(measurements, 'latest.wake.unix-socket', m.metric);
     const record: BenchRecord = { ...m, ratioToUnixSocket: ratio(m.value, socket), ratioToFloor: ratio(m.value, floor) };
+    if (m.name === SYNC_REGION) record.ratios = { 'write-fdatasync': ratio(m.value, find(measurements, SYNC_BASELINE, 'ns/op', m.messageSize)) };
     if (m.name.startsWith('rtt.thread.') || m.name.startsWith('tput.thread.')) record.ratioToMessagePort = ratio(m.value, port);
     return record;
   });
@@ -470,6 +474,8 @@ export function markdownBody(run: Run): string {
   }
   const latest = latestSection(r);
   if (latest) parts.push(latest);
+  const sync = syncSection(r);
+  if (sync) parts.push(sync);
   const heap = r.find((x) => x.name === 'alloc.spsc-zc' && x.metric === 'heap growth');
   if (heap) parts.push(`**Allocation**: heap growth over the zero-copy path (claim/commit + drain), after a forced GC: **${(heap.value / 1024).toFixed(1)} KiB** (${heap.note}).`);
   if (run.targets.length > 0) {
@@ -501,6 +507,20 @@ function latestSection(r: BenchRecord[]): string | undefined {
       })));
   }
   return parts.join('\n\n');
+}
+
+/** Rings that survive restarts (sync-cost.ts): region.sync() against write + fdatasync of the same bytes, per size. */
+function syncSection(r: BenchRecord[]): string | undefined {
+  const synced = r.filter((x) => x.name === SYNC_REGION);
+  if (synced.length === 0) return undefined;
+  const rows = synced.map((x) => {
+    const base = r.find((b) => b.name === SYNC_BASELINE && b.messageSize === x.messageSize);
+    const mib = x.messageSize / (1 << 20);
+    return [sizeLabel(x.messageSize), fmtNumber(x.value / 1e6), fmtNumber(base === undefined ? undefined : base.value / 1e6),
+      fmtRatio(x.ratios?.['write-fdatasync'] ?? null), fmtNumber(x.value / 1e6 / mib)];
+  });
+  return `**Persistence: region.sync()** of a \`file\` region (ms; ${synced[0]!.note}; the baseline writes the same bytes into a plain file with write(2) and fdatasyncs it, in the same run):\n\n` +
+    table(['size', 'region.sync() ms', 'write + fdatasync ms', '× write + fdatasync', 'region.sync() ms per MiB'], rows);
 }
 
 function fmtNumber(v: number | undefined): string {

@@ -151,6 +151,7 @@ function plan(quick: boolean): Step[] {
   for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
+  steps.push({ kind: 'sync', name: 'persist.sync', params: { quick } }); // region.sync() vs write + fdatasync (sync-cost.ts): ~15 s, ~2 s quick
   steps.push({ kind: 'alloc', name: 'alloc.spsc-zc', params: { messages: 10_000_000 }, nodeArgs: ['--expose-gc'] });
   return steps;
 }

@@ -15,10 +15,11 @@ import { exitWithParent, killChildren } from './harness.js';
 import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from './latency.js';
 import type { Measurement } from './measurement.js';
 import { micro } from './micro.js';
+import { syncScenario, type SyncParams } from './sync-cost.js';
 import { threadRoundTrip, threadStream, THREAD_ROUND_TRIPS, THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
-export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge' | 'latest';
+export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge' | 'latest' | 'sync';
 
 interface Outcome {
   records: Measurement[];
@@ -43,6 +44,7 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
     case 'channel': return channelScenario(name, params as unknown as ChannelParams);
     case 'bridge': return bridgeScenario(name, params as unknown as BridgeParams);
     case 'latest': return latestScenario(params as unknown as LatestParams);
+    case 'sync': return syncScenario(params as unknown as SyncParams);
     default: throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
 }

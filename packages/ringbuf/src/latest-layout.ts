@@ -15,7 +15,8 @@
  * SLOT_SIZE = 0, SLOT_STRIDE = the slots' stride, DATA_OFFSET = 640;
  * PRODUCER_PID / PRODUCER_START = the writer's. Byte 64 of the header
  * (reserved in the rings) holds WRITER_TOKEN: the writer role of a region
- * without a file to lock ('sab'), taken by compare-and-swap from 0.
+ * without a file to lock, taken by compare-and-swap: the writer's thread id
+ * in a SharedArrayBuffer, its pid (with PRODUCER_START) in a System V segment.
  *
  * PUBLISHED (the producer position word, offset 128): the low 32 bits of
  * the newest complete version. Version v lives in slot v & 1.

@@ -47,7 +47,7 @@ import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { checkType, checkWaitOptions, shown } from './queue.js';
-import { isThreadAlive, ownStartTime, ownThread } from './liveness.js';
+import { isAlive, isThreadAlive, ownStartTime, ownThread } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -101,9 +101,6 @@ const WRITER_WAIT: WaitOptions = { peerTimeoutMs: Infinity };
 const alwaysAlive = (): boolean => true;
 const EMPTY = new Uint8Array(0);
 
-/** Each object's writer token where there is no file to lock (unique in the process, never 0). */
-let nextToken = (process.pid & 0x7fff) << 16;
-
 function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
 }
@@ -139,7 +136,7 @@ export class LatestValue {
   readonly #slot0I32: number;
   readonly #strideI32: number;
   readonly #roles: Roles | undefined;
-  /** This object holds the writer role (and #token, where the region has no file). */
+  /** This object holds the writer role (and #token, its id in WRITER_TOKEN, where the region has no file). */
   #writer = false;
   #token = 0;
   /** Writer: the newest version it published (or found when it took the role). */
@@ -248,10 +245,7 @@ export class LatestValue {
         || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)) throw this.#busy();
       this.#token = tid;
     } else {
-      const token = (nextToken = (nextToken + 1) | 0) || 1;
-      // Takes the role where no file can be locked; pairs with close()'s CAS back to 0.
-      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, token) !== 0) throw this.#busy();
-      this.#token = token;
+      this.#takeAsProcess();
     }
     this.#writer = true;
     // After the role: start time before pid (inspect reads the pid, then the start time).
@@ -265,6 +259,36 @@ export class LatestValue {
       throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`);
     }
     this.#version = version;
+  }
+
+  /**
+   * The writer role where the region has no file to lock and other
+   * processes may attach it (a System V segment): WRITER_TOKEN holds the
+   * writer's pid and PRODUCER_START its start time, as the rings' pid words
+   * do there (liveness.ts), so a writer that died frees the role. A CAS from
+   * 0, or from a dead writer's pid, to -pid ("registering": the start time
+   * is not stored yet), then the start time, then the pid. Another object of
+   * this process, or a live other process, in the word: ERR_SHMRING_BUSY.
+   */
+  #takeAsProcess(): void {
+    const ctl = this.#ctl;
+    const pid = process.pid;
+    for (;;) {
+      // Observes the registration (pairs with the stores below, in whoever registered): 0 free,
+      // -pid being registered (alive while that process is), else a pid whose start time was stored before it.
+      const holder = Atomics.load(ctl, V.WRITER_TOKEN_I32);
+      // After the token: the start time its holder stored before it (or a later holder's, whose CAS then beats ours).
+      const alive = holder !== 0 && (holder < 0 ? isAlive(-holder, 0) : isAlive(holder, Atomics.load(ctl, L.PRODUCER_START_I32)));
+      if (Math.abs(holder) === pid || alive) throw this.#busy();
+      // Claims the word from what we judged; a process that moved first makes it fail, and we look again.
+      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, -pid) !== holder) continue;
+      // The start time before the pid: whoever loads the pid from the token finds its start time.
+      Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
+      // Publishes the registration; close() gives it back with a CAS to 0.
+      Atomics.store(ctl, V.WRITER_TOKEN_I32, pid);
+      this.#token = pid;
+      return;
+    }
   }
 
   /** Int32 index of slot `slot`'s first word (slot 0 or 1). */

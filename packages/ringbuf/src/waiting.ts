@@ -84,9 +84,12 @@ const MIN_CHECK_MS = 1;
  * themselves and waited on the futex); `asyncWaits`, asynchronous futex
  * waits started (a parked wait starts one, and one more after each spurious
  * wake-up); `polls`, Promise waits that polled; `syncNaps`, futex waits
- * of the Sync verbs (one per nap: a parked Sync wait naps at least once).
+ * of the Sync verbs (one per nap: a parked Sync wait naps at least once);
+ * `woken`, futex waits of either kind that ended woken ('ok', not timed out
+ * and not 'not-equal'); `wakes`, unpark() calls that found a parked side
+ * and woke it (one futex wake each, for however many sleepers).
  */
-export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0 };
+export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0, woken: 0, wakes: 0 };
 
 /**
  * How often (ms) a parked wait looks at its peer: a quarter of the peer
@@ -163,6 +166,7 @@ export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
     Atomics.add(ctl, block.signal, 1);
     wakeSleepers(ctl, block, waiters, count);
     wokeSinceWait = true;
+    waitCounters.wakes++;
   }
 }
 
@@ -262,6 +266,7 @@ export function parkSync<T>(
       try {
         waitCounters.syncNaps++;
         napped = wait(ctl, block.signal, step.value.seen, step.value.ms);
+        if (napped === 'ok') waitCounters.woken++;
         if (napped === 'timed-out' && checkMs !== Infinity && !peerAlive()) napped = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally, rethrows
@@ -535,7 +540,9 @@ class AsyncPark<T, R> implements Watched {
     let result: T | undefined;
     try {
       switch (this.#ending) {
-        case undefined: break;
+        case undefined:
+          if (napped === 'ok') waitCounters.woken++;
+          break;
         case 'peer-gone': {
           // A dead peer publishes nothing more: one last attempt takes what it published before it died.
           result = this.attempt();

@@ -15,7 +15,8 @@
  * changed(), Node's read by a parked C reader, every value checked against
  * the pattern of its version; a C writer stopped mid-publish (SEQ odd, half
  * a value) holds the writer role until it is killed, and leaves the
- * previous value readable.
+ * previous value readable; in a System V segment too, where the role is
+ * the writer's pid and start time in WRITER_TOKEN.
  *
  * A MpscRing: three C producers and a Node consumer, two Node producers
  * (this process and a child) and a C consumer, every message exactly once
@@ -503,6 +504,42 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       peer = runPeer(binary, ['latest-publish', regionPath, '1']);
       const { code } = await peer.done;
       assert.equal(code, EXIT_BUSY, 'the C writer is refused while Node holds the role');
+    });
+
+    it('in a System V segment (no file to lock), a SIGKILLed C writer frees the role for Node, a live Node writer keeps C out, and C gives it back', async function () {
+      let segment: Region;
+      try {
+        segment = Region.create({ backing: 'sysv', size: LatestValue.regionSize({ maxSize: MAX }) });
+      } catch (err) {
+        console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+        return this.skip();
+      }
+      const target = `sysv:${segment.id}`;
+      const shared = LatestValue.create(segment, { maxSize: MAX });
+      const scratch = new Uint8Array(MAX_LENGTH);
+      try {
+        peer = runPeer(binary, ['latest-publish', target, '10', '--hang']);
+        await waitFor(() => peer!.stdout.includes('hung'), 'the C writer stopped mid-publish');
+        assert.throws(() => shared.publish(new Uint8Array(1)), { code: ErrorCodes.BUSY });
+        peer.child.kill('SIGKILL');
+        await peer.done;
+        assert.deepEqual([shared.read().version, checked(shared.read())], [10, null]);
+        assert.equal(shared.publish(patternMessage(scratch, 11), patternType(11)), 11, 'Node takes the role of the dead C writer');
+        peer = runPeer(binary, ['latest-publish', target, '1']);
+        assert.equal((await peer.done).code, EXIT_BUSY, 'the C writer is refused while Node holds the role');
+        shared.close();
+        peer = runPeer(binary, ['latest-publish', target, '5']);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
+        const after = LatestValue.attach(segment);
+        assert.deepEqual([after.read().version, checked(after.read())], [16, null]);
+        assert.equal(after.publish(patternMessage(scratch, 17), patternType(17)), 17, 'the C writer gave the role back as it exited');
+        after.close();
+      } finally {
+        shared.close();
+        segment.unlink();
+        segment.close();
+      }
     });
   });
 

@@ -1,7 +1,7 @@
 /**
- * LatestValue across processes: a writer publishing a million versions
+ * LatestValue across processes: a writer publishing two million versions
  * while readers in other processes check every value they see (a checksum,
- * 0 torn reads) and count their wake-ups; updates() accounting for every
+ * 0 torn reads) and count their wake-ups against the writer's wakes; updates() accounting for every
  * version exactly; one writer at a time (ERR_SHMRING_BUSY), the role freed
  * when its holder is SIGKILLed, also in the middle of a publish, which
  * leaves the previous value readable.
@@ -16,8 +16,12 @@ import { LinePeer } from './helpers.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/latest-peer.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const VERSIONS = 1_000_000;
+const VERSIONS = 2_000_000;
 
+/** What a parking reader reports of its futex waits (latest-peer.ts). */
+interface Wakeups {
+  woken: number;
+}
 
 describe('LatestValue across processes', function () {
   this.timeout(180_000);
@@ -52,12 +56,21 @@ describe('LatestValue across processes', function () {
     const sync = peer('sync', String(VERSIONS));
     await Promise.all([poll, updates, sync].map((p) => p.line('ready')));
     const writer = peer('writer', String(VERSIONS));
-    assert.deepEqual(JSON.parse(await writer.line('{')), { published: VERSIONS });
+    const written = JSON.parse(await writer.line('{')) as { published: number; wakes: number };
+    assert.equal(written.published, VERSIONS);
     const polled = JSON.parse(await poll.line('{')) as { reads: number; distinct: number; torn: number; backwards: number };
-    const updated = JSON.parse(await updates.line('{')) as { items: number; skipped: number; wakes: number; torn: number; gaps: number; last: number };
-    const synced = JSON.parse(await sync.line('{')) as { calls: number; torn: number; backwards: number };
-    console.log(`      read(): ${polled.reads} reads, ${polled.distinct} versions seen; updates(): ${updated.items} items, `
-      + `${updated.skipped} skipped, ${updated.wakes} parked waits woken; changedSync(): ${synced.calls} returns`);
+    const updated = JSON.parse(await updates.line('{')) as Wakeups & { items: number; skipped: number; parks: number; torn: number; gaps: number; last: number };
+    const synced = JSON.parse(await sync.line('{')) as Wakeups & { calls: number; naps: number; torn: number; backwards: number };
+    console.log(`      writer: ${written.wakes} publishes woke parked readers; read(): ${polled.reads} reads, ${polled.distinct} versions seen; `
+      + `updates(): ${updated.items} items, ${updated.skipped} skipped, ${updated.parks} parks, ${updated.woken} wake-ups; `
+      + `changedSync(): ${synced.calls} returns, ${synced.naps} naps, ${synced.woken} wake-ups`);
+    // Wake-ups: one futex wake per publish at most, and only when a reader announced itself;
+    // each wake reaches a sleeper at most once, so no reader is woken more often than the writer woke.
+    assert.ok(written.wakes >= 1 && written.wakes <= VERSIONS, `the writer woke ${written.wakes} times in ${VERSIONS} publishes`);
+    for (const [who, r, parked] of [['updates()', updated, updated.parks], ['changedSync()', synced, synced.naps]] as const) {
+      assert.ok(r.woken >= 1, `${who}'s reader was never woken by a publish (it parked ${parked} times)`);
+      assert.ok(r.woken <= written.wakes, `${who}'s reader was woken ${r.woken} times, the writer woke only ${written.wakes} times`);
+    }
     assert.equal(polled.torn, 0, 'torn reads by read()');
     assert.equal(polled.backwards, 0, 'read() went back a version');
     assert.equal(updated.torn, 0, 'torn values from updates()');

@@ -2,17 +2,22 @@
  * Rings in System V segments: an SpscRing between two processes over a
  * 'sysv' region (and over huge pages where some are free), and
  * `shmring inspect` / listRings() / unlinkStale() finding the rings in
- * segments by key and by id.
+ * segments by key and by id; a LatestValue writer SIGKILLed in a segment
+ * (which has no file to lock) freeing the writer role for the next one.
  */
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Region } from '@shmring/core';
-import { inspect, isStale, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
+import { ErrorCodes, Region } from '@shmring/core';
+import { inspect, isStale, LatestValue, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
+import * as V from '../src/latest-layout.js';
+import { latestPayload } from './fixtures/latest-values.js';
 import { message } from './fixtures/sysv-ring-peer.js';
+import { LinePeer } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/sysv-ring-peer.js', import.meta.url));
+const LATEST_PEER = fileURLToPath(new URL('./fixtures/latest-peer.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
 /** A key no other test run uses. */
@@ -126,6 +131,52 @@ describe('rings in System V segments', function () {
     } finally {
       live.unlink();
       if (segmentExists(id)) Region.open({ backing: 'sysv', id }).unlink();
+    }
+  });
+
+  it('frees the LatestValue writer role of a SIGKILLed writer (its pid and start time), and keeps it from a live one', async function () {
+    const key = uniqueKey();
+    let region: Region;
+    try {
+      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
+    } catch (err) {
+      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+      return this.skip();
+    }
+    const peers: LinePeer[] = [];
+    const peer = (part: string): LinePeer => {
+      const p = new LinePeer(LATEST_PEER, [`sysv:${key}`, part]);
+      peers.push(p);
+      return p;
+    };
+    const tokenOf = (): number => Atomics.load(new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1), V.WRITER_TOKEN_I32); // the writer's registration
+    const lv = LatestValue.create(region, { maxSize: 64 });
+    try {
+      const holder = peer('hold');
+      await holder.line('ready');
+      assert.equal(tokenOf(), holder.child.pid, 'the token names the writing process');
+      assert.throws(() => lv.publish(latestPayload(2, 64)), { code: ErrorCodes.BUSY });
+      assert.equal(await peer('try').line('busy'), `busy ${ErrorCodes.BUSY}`);
+      await holder.kill();
+      assert.equal(lv.read().version, 1);
+      assert.equal(lv.publish(latestPayload(2, 64)), 2, 'the next writer takes the role of the dead one');
+      assert.equal(tokenOf(), process.pid);
+      const second = LatestValue.attach(region);
+      assert.throws(() => second.publish(latestPayload(3, 64)), { code: ErrorCodes.BUSY }, 'a second object of the writing process');
+      second.close();
+      assert.equal(await peer('try').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a live other process');
+      lv.close();
+      assert.equal(tokenOf(), 0, 'close() gives the role back');
+      // A writer that died while registering (its pid negated: no start time stored yet) frees it too.
+      Atomics.store(new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1), V.WRITER_TOKEN_I32, -holder.child.pid!); // forges that registration
+      const next = LatestValue.attach(region);
+      assert.equal(next.publish(latestPayload(3, 64)), 3);
+      next.close();
+    } finally {
+      await Promise.all(peers.map((p) => p.kill()));
+      lv.close();
+      region.unlink();
+      region.close();
     }
   });
 });

@@ -2,7 +2,8 @@
  * ring_peer.c: a shmring peer in C11, written from docs/LAYOUT.md alone.
  *
  * It maps a region file (a 'file' region, /dev/shm/<name> for a POSIX
- * region, or /proc/<pid>/fd/<n> for a memfd) and plays one side of a ring
+ * region, or /proc/<pid>/fd/<n> for a memfd), or with PATH sysv:<shmid> a
+ * System V segment (LatestValue commands only), and plays one side of a ring
  * that some other program created, moving COUNT messages of a fixed pattern:
  *
  *   message i: length (i * 37) % 200, byte j = (i + j) & 255, type i % 7
@@ -65,7 +66,8 @@
  *
  * It holds the ring and its role as "Liveness" says: open file description
  * locks on the region's file, taken through an fd of its own, which the
- * kernel drops when it exits.
+ * kernel drops when it exits. In a System V segment (no file) a LatestValue
+ * writer takes WRITER_TOKEN with its pid and start time ("The writer role").
  *
  * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
  * region that is not the expected ring; 3 no progress for STALL_SECONDS;
@@ -90,6 +92,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -123,6 +126,7 @@ enum {
     OFF_CONSUMER_PID = 48,
     OFF_PRODUCER_START = 56,
     OFF_CONSUMER_START = 60,
+    OFF_WRITER_TOKEN = 64,       /* LatestValue: the writer role where there is no file to lock */
 
     /* lock bytes of the region's file ("Liveness"), from the ring's start */
     LOCK_HOLDER = 0,
@@ -216,7 +220,7 @@ enum { EXIT_MISMATCH = 1, EXIT_USAGE = 2, EXIT_STALLED = 3, EXIT_CORRUPT = 4, EX
 /* ---- the mapped region ---- */
 
 struct ring {
-    int fd;                /* our own open file description of the region's file: it holds our locks */
+    int fd;                /* our own open file description of the region's file: it holds our locks; -1 for a System V segment */
     unsigned char *base;
     size_t region_size;
     uint32_t capacity;     /* SpscRing, MpscRing, Broadcast: data bytes; MpmcQueue: slots */
@@ -252,7 +256,27 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* PATH sysv:<shmid>: attaches the System V segment, which has no fd (so no locks: "Liveness" falls back to pids). */
+static void map_segment(struct ring *r, const char *id_text) {
+    char *end;
+    long id = strtol(id_text, &end, 10);
+    if (end == id_text || *end != '\0' || id < 0 || id > INT_MAX) die(EXIT_USAGE, "sysv:%s is not a segment id", id_text);
+    struct shmid_ds ds;
+    if (shmctl((int)id, IPC_STAT, &ds) != 0) die(EXIT_USAGE, "shmctl(%ld, IPC_STAT): %s", id, strerror(errno));
+    if (ds.shm_segsz < DATA_OFFSET) die(EXIT_USAGE, "segment %ld has %zu bytes, less than a ring's header", id, (size_t)ds.shm_segsz);
+    void *p = shmat((int)id, NULL, 0);
+    if (p == (void *)-1) die(EXIT_USAGE, "shmat(%ld): %s", id, strerror(errno));
+    r->fd = -1;
+    r->region_size = (size_t)ds.shm_segsz;
+    r->base = p;
+    r->data = r->base + DATA_OFFSET;
+}
+
 static void map_region(struct ring *r, const char *path) {
+    if (strncmp(path, "sysv:", 5) == 0) {
+        map_segment(r, path + 5);
+        return;
+    }
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) die(EXIT_USAGE, "open %s: %s", path, strerror(errno));
     struct stat st;
@@ -338,8 +362,8 @@ static void attach(struct ring *r, uint32_t kind) {
     }
     r->data = r->base + data_offset;
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
-    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit. */
-    if (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
+    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to lock. */
+    if (r->fd >= 0 && lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
 }
 
 static int closed(const struct ring *r) {
@@ -1377,10 +1401,66 @@ static int latest_try_read(struct ring *r, void *arg) {
     }
 }
 
+/*
+ * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
+ * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
+ */
+static int start_time_of(uint32_t pid, uint32_t *start) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+    if (field == NULL || field[1] == '\0') return 0;
+    field += 2; /* field 3, the state */
+    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
+    for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
+    if (field == NULL) return 0;
+    *start = (uint32_t)strtoull(field + 1, NULL, 10);
+    return 1;
+}
+
+/* "Liveness": process (pid, start) is alive (start 0: any start time). */
+static int process_alive(uint32_t pid, uint32_t start) {
+    uint32_t now;
+    return start_time_of(pid, &now) && (start == 0 || now == start);
+}
+
+/*
+ * "The writer role" where the region has no file to lock (a System V segment): CAS WRITER_TOKEN from 0, or
+ * from a dead writer's pid, to -pid ("registering"), then PRODUCER_START, then the pid. A live holder: busy.
+ */
+static void latest_take_token(const struct ring *r) {
+    atomic_u32 *token = word(r, OFF_WRITER_TOKEN);
+    uint32_t start;
+    if (!start_time_of(own_pid, &start)) die(EXIT_USAGE, "no /proc/%u/stat: cannot record our start time", own_pid);
+    for (;;) {
+        /* Observes the registration: 0 free, -pid being registered, else a pid whose start time was stored before it. */
+        uint32_t holder = atomic_load_explicit(token, memory_order_seq_cst);
+        if (holder != 0) {
+            int registering = (int32_t)holder < 0;
+            uint32_t pid = registering ? (uint32_t)-holder : holder;
+            /* After the token: the start time its holder stored before it (a later holder's makes our CAS fail). */
+            uint32_t started = registering ? 0 : atomic_load_explicit(word(r, OFF_PRODUCER_START), memory_order_seq_cst);
+            if (pid == own_pid || process_alive(pid, started)) die(EXIT_BUSY, "the writer role is held by live process %u", pid);
+        }
+        /* Claims the word from what we judged; a process that moved first makes it fail, and we look again. */
+        if (!atomic_compare_exchange_strong_explicit(token, &holder, (uint32_t)-own_pid, memory_order_seq_cst, memory_order_seq_cst)) continue;
+        atomic_store_explicit(word(r, OFF_PRODUCER_START), start, memory_order_seq_cst); /* before the pid */
+        atomic_store_explicit(token, own_pid, memory_order_seq_cst);                     /* registered */
+        atomic_store_explicit(word(r, OFF_PRODUCER_PID), own_pid, memory_order_seq_cst);  /* for inspect */
+        return;
+    }
+}
+
 /* latest-publish: COUNT versions after the current one, pausing as produce() does; --hang: then one half-written. */
 static void latest_writer(struct ring *r, uint64_t count, const struct options *o) {
     attach(r, KIND_LATEST);
-    take_role(r, 1, 1); /* one writer: the PRODUCER byte, exclusive */
+    if (r->fd >= 0) take_role(r, 1, 1); /* one writer: the PRODUCER byte, exclusive */
+    else latest_take_token(r);
     uint64_t v = latest_current(r);
     for (uint64_t i = 1; i <= count; i++) {
         if (o->pause_every != 0 && i != 1 && (i - 1) % o->pause_every == 0) pause_for_reader(r, o->pause_ms);
@@ -1454,6 +1534,7 @@ int main(int argc, char **argv) {
 
     struct ring r;
     map_region(&r, argv[2]);
+    if (r.fd < 0 && strncmp(command, "latest-", 7) != 0) die(EXIT_USAGE, "%s: only the latest-* commands join a System V segment", command);
     if (strcmp(command, "spsc-produce") == 0) produce(&r, KIND_SPSC, count, &o);
     else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, o.producers, o.peer_timeout_ms);
     else if (strcmp(command, "mpmc-produce") == 0) produce(&r, KIND_MPMC, count, &o);
@@ -1470,8 +1551,17 @@ int main(int argc, char **argv) {
         fflush(stdout);
         sleep_ms((double)o.linger * 1000);
     }
-    munmap(r.base, r.region_size);
-    close(r.fd); /* releases our locks */
+    if (r.fd < 0) {
+        /* "The writer role": give it back (only if still ours), then detach. */
+        uint32_t mine = own_pid;
+        if (strcmp(command, "latest-publish") == 0) {
+            atomic_compare_exchange_strong_explicit(word(&r, OFF_WRITER_TOKEN), &mine, 0, memory_order_seq_cst, memory_order_seq_cst);
+        }
+        shmdt(r.base);
+    } else {
+        munmap(r.base, r.region_size);
+        close(r.fd); /* releases our locks */
+    }
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
             "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu}\n",
