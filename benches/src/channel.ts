@@ -47,7 +47,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { channelPair, connect, type Channel } from '@shmring/channel';
 import { BULK_PROBE_AT, BULK_SIZE, checkOrder, IDLE_POLL_US, lines, order } from './channel-common.js';
 import { mechanism, mechanismLabel } from './eventloop-common.js';
-import { framer, percentiles, Samples, startPeer, track, type Peer } from './harness.js';
+import { percentiles, Samples, startPeer, track, type Peer } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
 
 const PEER = new URL('./channel-peer.js', import.meta.url).pathname;

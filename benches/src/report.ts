@@ -533,7 +533,7 @@ export function markdown(run: Run): string {
 
 // ---- SVG ----
 
-const escape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function nsLabel(ns: number): string {
   if (ns >= 1e6) return `${ns / 1e6} ms`;
@@ -565,7 +565,7 @@ export function latencySvg(run: Run): string {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
   out.push('<text x="10" y="16" font-size="13" font-weight="bold">Round trip, one message in flight (log scale; shorter is better)</text>');
-  out.push(`<text x="10" y="31" fill="#555">${escape(run.date.slice(0, 10))}, ${run.mode} run: ${escape(machineLine(run.machine))}</text>`);
+  out.push(`<text x="10" y="31" fill="#555">${escapeXml(run.date.slice(0, 10))}, ${run.mode} run: ${escapeXml(machineLine(run.machine))}</text>`);
   metrics.forEach((m, i) => {
     out.push(`<rect x="${left + i * 80}" y="38" width="10" height="10" fill="${colors[i]}"/><text x="${left + i * 80 + 14}" y="47">${m}</text>`);
   });
@@ -576,11 +576,11 @@ export function latencySvg(run: Run): string {
   }
   rows.forEach((row, i) => {
     const y = top + i * rowHeight;
-    out.push(`<text x="${left - 8}" y="${y + (metrics.length * bar) / 2 + 4}" text-anchor="end">${escape(row.label)}</text>`);
+    out.push(`<text x="${left - 8}" y="${y + (metrics.length * bar) / 2 + 4}" text-anchor="end">${escapeXml(row.label)}</text>`);
     row.values.forEach((v, j) => {
       if (!(v > 0)) return;
       const w = Math.max(1, x(v) - left);
-      out.push(`<rect x="${left}" y="${y + j * bar}" width="${w.toFixed(1)}" height="${bar - 1}" fill="${colors[j]}"><title>${escape(row.label)} ${metrics[j]}: ${(v / 1000).toFixed(3)} µs</title></rect>`);
+      out.push(`<rect x="${left}" y="${y + j * bar}" width="${w.toFixed(1)}" height="${bar - 1}" fill="${colors[j]}"><title>${escapeXml(row.label)} ${metrics[j]}: ${(v / 1000).toFixed(3)} µs</title></rect>`);
       if (j === 0) out.push(`<text x="${(left + w + 4).toFixed(1)}" y="${y + bar - 1}" font-size="9" fill="${colors[0]}">${fmtNs(v)} µs</text>`);
     });
   });

@@ -12,7 +12,8 @@
  *   --out <dir>      where to write (default benches/results)
  *   --wait-idle <s>  before each scenario, wait (up to <s> seconds in all) while other
  *                    processes keep the CPUs more than 10% busy
- *   --update-readme  put the tables into README.md between <!-- bench-table --> and <!-- /bench-table -->
+ *   --update-readme  put the tables into benches/README.md between <!-- bench-table --> and <!-- /bench-table -->
+ *                    (the root README keeps a summary, edited by hand)
  *
  * Steps with their own `env` (the event-loop section forcing a wait
  * mechanism) run without the runner's SHMRING_ASYNC_WAIT / SHMRING_BACKEND,
@@ -43,7 +44,8 @@ import type { Kind } from './scenario.js';
 
 const SCENARIO = fileURLToPath(new URL('./scenario.js', import.meta.url));
 const BENCHES = fileURLToPath(new URL('..', import.meta.url));
-const README = path.join(BENCHES, '..', 'README.md');
+/** Where --update-readme writes the tables; its links are relative to benches/. */
+const README = path.join(BENCHES, 'README.md');
 
 interface Step {
   kind: Kind;
@@ -315,12 +317,12 @@ function updateReadme(run: Run): void {
   const close = '<!-- /bench-table -->';
   const a = text.indexOf(open);
   const b = text.indexOf(close);
-  if (a < 0 || b < a) throw new Error(`README.md has no ${open} … ${close} section`);
+  if (a < 0 || b < a) throw new Error(`benches/README.md has no ${open} … ${close} section`);
   const body = `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
-    'Results: [latest.md](benches/results/latest.md), [latest.json](benches/results/latest.json), ' +
-    'chart [latency.svg](benches/results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores. ' +
+    'Results: [latest.md](results/latest.md), [latest.json](results/latest.json), ' +
+    'chart [latency.svg](results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores. ' +
     'On a virtual machine the figures move from run to run (the host schedules the vCPUs): compare ratios within one run.\n\n' +
-    `${markdownBody(run)}\n\n![round-trip latency](benches/results/latency.svg)\n`;
+    `${markdownBody(run)}\n\n![round-trip latency](results/latency.svg)\n`;
   fs.writeFileSync(README, text.slice(0, a + open.length) + body + text.slice(b));
 }
 
@@ -381,7 +383,7 @@ async function main(): Promise<void> {
   if (args.updateReadme) updateReadme(run);
   process.stdout.write(`${md}\n`);
   const written = path.relative(process.cwd(), args.out) || '.';
-  process.stderr.write(`wrote ${written}/${base}.json, ${base}.md, ${args.quick ? 'latency-quick' : 'latency'}.svg${args.updateReadme ? ' and README.md' : ''} in ${run.seconds.toFixed(0)} s\n`);
+  process.stderr.write(`wrote ${written}/${base}.json, ${base}.md, ${args.quick ? 'latency-quick' : 'latency'}.svg${args.updateReadme ? ' and benches/README.md' : ''} in ${run.seconds.toFixed(0)} s\n`);
   if (failed > 0) process.exitCode = 1;
 }
 

@@ -16,7 +16,7 @@ import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from '
 import type { Measurement } from './measurement.js';
 import { micro } from './micro.js';
 import { syncScenario, type SyncParams } from './sync-cost.js';
-import { threadRoundTrip, threadStream, THREAD_ROUND_TRIPS, THREAD_STREAMS } from './threads.js';
+import { threadRoundTrip, threadStream, type THREAD_ROUND_TRIPS, type THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
 export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge' | 'latest' | 'sync';

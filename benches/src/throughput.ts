@@ -20,7 +20,7 @@
  */
 import { once } from 'node:events';
 import { Region } from '@shmring/core';
-import { MpmcQueue, SpscRing } from '@shmring/ringbuf';
+import { MpmcQueue, type SpscRing } from '@shmring/ringbuf';
 import { accepted, pow2AtLeast, ringRegion, socketPair, stamp, startPeer, Watchdog } from './harness.js';
 import { throughputRecords, type Measurement } from './measurement.js';
 

@@ -12,7 +12,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import { countRing, echoRing, Meter, stampAt, Watchdog } from './harness.js';
+import { countRing, echoRing, Meter, stampAt } from './harness.js';
 
 const data = workerData as { role: string; rings?: SharedArrayBuffer[]; mode?: 'copy' | 'zero-copy'; warmupMs?: number; size?: number; ackEvery?: number };
 const port = parentPort!;

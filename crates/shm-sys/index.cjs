@@ -63,7 +63,7 @@ function loadNative() {
 }
 
 function firstLine(error) {
-  return String(error && error.message).split('\n')[0];
+  return String(error ? error.message : error).split('\n')[0];
 }
 
 const native = loadNative();

@@ -48,7 +48,7 @@ describe('structured-clone fast path (clone.ts)', () => {
   it('keeps the edge cases of numbers, strings and keys', () => {
     const cases: unknown[] = [
       -0, 0, 2 ** 31, -(2 ** 31), 2 ** 31 - 1, 1.5, NaN, Infinity, -Infinity, Number.MAX_SAFE_INTEGER,
-      '', 'é', 'ü€x', 'a'.repeat(100) + '€', 'ÿ'.repeat(200), '\u0000', 'x'.repeat(1 << 16),
+      '', 'é', 'ü€x', `${'a'.repeat(100)}€`, 'ÿ'.repeat(200), '\u0000', 'x'.repeat(1 << 16),
       JSON.parse('{"__proto__": 5}'), { 1: 'a', b: 2, 0: 'z' }, [[[]]], [undefined, null, true, false],
     ];
     for (const value of cases) {

@@ -15,8 +15,7 @@ import net from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
 import { channelPair, connect, listen, openChannel, RemoteError, type Channel, type ChannelHandle, type CodecOption } from '../src/index.js';
 import {
-  closeEvent, ends, transports, transportTitle, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
-  type Transport,
+  ends, transports, transportTitle, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
 } from './helpers.js';
 
 /** Whether `make()` fails with `code`, thrown at once or as the rejection of a promise or of an iterator's first next(). */

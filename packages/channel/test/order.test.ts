@@ -14,7 +14,7 @@ import { once } from 'node:events';
 import { channelPair, listen, type Channel } from '../src/index.js';
 import { runStream, STRESS_CAPACITY, type StreamReport } from './fixtures/traffic.js';
 import {
-  ends, transports, transportTitle, killAllPeers, randomBytes, startPeer, startWorker, terminateAllWorkers, TmpDir, workerEvent, type Transport,
+  ends, transports, transportTitle, killAllPeers, randomBytes, startPeer, startWorker, terminateAllWorkers, TmpDir, workerEvent,
 } from './helpers.js';
 
 const PROCESS_MESSAGES = 100_000;

@@ -14,7 +14,7 @@
 import { strict as assert } from 'node:assert';
 import { channelPair, RemoteError, type Channel } from '../src/index.js';
 import {
-  ends, transports, transportTitle, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent, type Transport,
+  ends, transports, transportTitle, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent,
 } from './helpers.js';
 
 function deferred<T = unknown>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {

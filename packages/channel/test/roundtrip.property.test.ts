@@ -176,7 +176,7 @@ describe('round trip: every value kind arrives as its model', function () {
         const holes = await viaSend(a, b, [1, , 3]) as unknown[];
         assert.equal(1 in holes, false, 'the hole stays a hole');
         const own = await viaSend(a, b, proto) as object;
-        assert.ok(Object.prototype.hasOwnProperty.call(own, '__proto__'), '"__proto__" stays an own key');
+        assert.ok(Object.hasOwn(own, '__proto__'), '"__proto__" stays an own key');
         assert.equal(Object.getPrototypeOf(own), Object.prototype, 'and does not become the prototype');
       });
     });

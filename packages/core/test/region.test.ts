@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion } from '@shmring/core';
-import { availableBackends, useBackend, backend } from '../src/native/loader.js';
+import { availableBackends, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
 
 const kinds = availableBackends();

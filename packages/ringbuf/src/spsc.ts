@@ -189,7 +189,7 @@ export class SpscRing extends Queue {
     // Both loads observe the sides' latest position stores; the difference may be stale at once, and is
     // negative while the consumer has read a record whose producer has not stored its position yet.
     const used = (Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) | 0;
-    return used > 0 ? used : 0;
+    return Math.max(used, 0);
   }
 
   // ---- producer ----
@@ -595,7 +595,7 @@ export class SpscRing extends Queue {
     const size = L.recordSize(length);
     const toEnd = this.capacity - (producer & this.#mask);
     const needed = (size <= toEnd ? size : toEnd + size) + L.RECORD_RESERVE;
-    return this.capacity - (used > 0 ? used : 0) >= needed;
+    return this.capacity - Math.max(used, 0) >= needed;
   }
 
   protected selectLimit(): number {

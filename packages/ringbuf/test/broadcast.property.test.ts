@@ -66,7 +66,7 @@ function run(capacity: number, lossless: boolean, backing: 'sab' | 'memfd', comm
       m.received++;
       return records[m.next++];
     };
-    const check = (m: ModelSub, got: { bytes: Uint8Array; type: number } | null, want: Rec | undefined): void => {
+    const check = (_m: ModelSub, got: { bytes: Uint8Array; type: number } | null, want: Rec | undefined): void => {
       if (want === undefined) {
         assert.equal(got, null);
         return;

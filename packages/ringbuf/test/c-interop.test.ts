@@ -37,7 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
-import { Broadcast, BroadcastPublisher, BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
 import { CONSUMER_PID_I32, CONSUMER_POSITION_I32, CONTROL_I32_LENGTH, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
 
@@ -458,7 +458,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       let last = 0;
       let seen = 0;
       while (last < VERSIONS) {
-        let r;
+        let r: Awaited<ReturnType<typeof lv.changed>>;
         try {
           r = await lv.changed(last, { timeoutMs: WAIT_MS, signal: peer.failed });
         } catch (err) {

@@ -56,7 +56,13 @@ describe('edges: a region closed under a pending wait', function () {
   const PENDING: { verb: string; start(queue: AnyQueue): Promise<unknown> }[] = [
     { verb: 'read()', start: (q) => q.read({ poll: 0 }) },
     { verb: 'read() while it polls', start: (q) => q.read({ poll: 10_000_000 }) },
-    { verb: 'write() on a full ring', start: (q) => (fill(q), q.write(new Uint8Array(4), { poll: 0 })) },
+    {
+      verb: 'write() on a full ring',
+      start: (q) => {
+        fill(q);
+        return q.write(new Uint8Array(4), { poll: 0 });
+      },
+    },
     { verb: 'messages().next()', start: (q) => q.messages({ poll: 0 }).next() },
     {
       verb: 'for await',

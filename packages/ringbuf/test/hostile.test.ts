@@ -10,7 +10,7 @@
 import { strict as assert } from 'node:assert';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, ShmringError } from '@shmring/core';
-import { Broadcast, BroadcastSubscriber, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, type BroadcastSubscriber, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as B from '../src/broadcast-layout.js';
 
@@ -155,7 +155,7 @@ describe('a peer rewriting records while they are read', function () {
       let got = 0;
       for (let round = 0; round < 200; round++) {
         while (producer.tryWrite(message.subarray(0, (round * 37) % 200), round)) { /* fill */ }
-        got += ring.drain((data, offset, length, type) => {
+        got += ring.drain((_data, offset, length, type) => {
           assert.ok(length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
             `drain handed offset ${offset} length ${length} (capacity ${capacity})`);
           assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);

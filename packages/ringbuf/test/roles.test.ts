@@ -169,7 +169,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
       console.log(`      skipped: ${why}`);
       this.skip();
     }
-    rings.splice(0).forEach((ring) => ring.detach()); // only the namespaced producer holds the ring now
+    for (const ring of rings.splice(0)) ring.detach(); // only the namespaced producer holds the ring now
     const producer = start(['producer', '1'], ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child']);
     await producer.line('ready');
     const info = inspect(name)!;
@@ -188,7 +188,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     await producer.kill();
     await assert.rejects(reading, { code: ErrorCodes.PEER_DEAD });
     assert.equal(inspect(name)!.producer?.alive, false);
-    rings.splice(0).forEach((ring) => ring.detach());
+    for (const ring of rings.splice(0)) ring.detach();
     assert.equal(isStale(inspect(name)!), true);
     assert.deepEqual(unlinkStale().filter((n) => n === name), [name]);
   });

@@ -247,7 +247,9 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
     }
     return -1;
   };
-  const checkAll = (what: string): void => subjects.forEach((s) => s.checkNoWaiters(what));
+  const checkAll = (what: string): void => {
+    for (const s of subjects) s.checkNoWaiters(what);
+  };
 
   for (const [step, command] of commands.entries()) {
     const what = `step ${step} (${command.kind})`;
@@ -285,7 +287,7 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
           const pending = select(entries, { peerTimeoutMs: Infinity }).finally(() => (settled = true));
           await new Promise((resolve) => setImmediate(resolve));
           assert.equal(settled, false, `${what}: select resolved while nothing was ready`);
-          const notReady = list.map((e, i) => i).filter((i) => !subjects[list[i]!.q]!.ready(list[i]!));
+          const notReady = list.map((_e, i) => i).filter((i) => !subjects[list[i]!.q]!.ready(list[i]!));
           const target = list[notReady[command.pick % notReady.length]!]!;
           const s = subjects[target.q]!;
           if (command.how === 0 && s.closeable) {

@@ -77,10 +77,9 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
   it(`parks ${RINGS} reads on ${RINGS} rings with one timer, and none of them wakes while nothing happens`, async function () {
     open.push(...memfdRings(RINGS));
     const before = { ...waitCounters };
-    let reads: ReturnType<typeof track<Uint8Array>>[];
     // peerTimeoutMs 100: the old naps of a quarter of it would wake each read 40 times a second.
     const timers = recordTimers();
-    reads = open.map(({ ring }) => track(ring.read({ peerTimeoutMs: 100 })));
+    const reads = open.map(({ ring }) => track(ring.read({ peerTimeoutMs: 100 })));
     await sleep(50); // the reads' native waits have started
     const made = timers();
     assert.ok(made.length <= 1, `${made.length} timers were created for ${RINGS} parked reads:\n${made.join('\n')}`);

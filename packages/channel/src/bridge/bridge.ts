@@ -508,7 +508,7 @@ function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32:
 }
 
 async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
-  const { nc, signal } = ctx;
+  const { signal } = ctx;
   await ensureStream(ctx, stream);
   const marker = openMarker(ring);
   try {
