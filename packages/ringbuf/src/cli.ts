@@ -19,8 +19,10 @@ const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--j
        shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)
        shmring --help`;
 
+/** A pid and its liveness: `(dead)`, `(unknown)` where inspect cannot tell (see ProcessInfo.alive), nothing when alive. */
 function who(p: ProcessInfo | undefined): string {
-  return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
+  if (p === undefined) return '-';
+  return `${p.pid}${p.alive === undefined ? ' (unknown)' : p.alive ? '' : ' (dead)'}`;
 }
 
 function table(rings: RingInfo[]): string {

@@ -27,10 +27,12 @@ export interface ProcessInfo {
   /**
    * Producer and consumer: whether anyone holds the role's lock (what the
    * kernel says, valid across PID namespaces), where the region has a
-   * file; otherwise, and for the creator, whether that pid runs with the
-   * start time it recorded.
+   * file; otherwise whether that pid runs with the start time it recorded.
+   * The creator: see creatorInfo(); undefined when it cannot be told (the
+   * ring is held, but its pid is not a live process here: the creator may
+   * run in another PID namespace, or have died while others hold the ring).
    */
-  alive: boolean;
+  alive?: boolean;
 }
 
 export interface RingInfo {
@@ -110,6 +112,23 @@ function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, lock
   return { pid, alive: locked ?? isAlive(pid, Atomics.load(ctl, startIndex)) };
 }
 
+/**
+ * The creator holds the HOLDER lock as every attached side does, so the
+ * lock cannot name it; it can say it is gone. `held`: whether anyone holds
+ * the ring (undefined: the region cannot tell). Nobody holds it: the
+ * creator is gone. Somebody does: the creator lives if its pid runs with
+ * its start time here, and otherwise it cannot be told (a pid from another
+ * PID namespace means nothing here). Where the region cannot tell, the pid
+ * and start time decide.
+ */
+function creatorInfo(ctl: Int32Array, held: boolean | undefined): ProcessInfo {
+  const info = processInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32);
+  if (info === undefined) return { pid: 0, alive: false }; // no creator recorded
+  if (held === false) return { pid: info.pid, alive: false };
+  if (held === true && info.alive === false) return { pid: info.pid };
+  return info;
+}
+
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
 export function describeRing(region: Region, name: string): RingInfo | undefined {
   const buffer = region.buffer;
@@ -133,7 +152,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     consumerPosition,
     // Observes a close() by either side.
     closed: (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0,
-    creator: processInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32) ?? { pid: 0, alive: false },
+    creator: { pid: 0, alive: false }, // below, once `held` is known
     // Observe how many sides are parked right now.
     readersWaiting: Atomics.load(ctl, L.READ_WAITERS_I32),
     writersWaiting: Atomics.load(ctl, L.WRITE_WAITERS_I32),
@@ -149,6 +168,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
   if (kind === M.KIND_MPSC) describeMpsc(region, info);
   const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
+  info.creator = creatorInfo(ctl, held);
   const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, ringHeld(region, 0, 'producer'));
   const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32, ringHeld(region, 0, 'consumer'));
   if (producer) info.producer = producer;
