@@ -11,9 +11,11 @@ import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
 import { inspect, isStale, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
 import { message } from './fixtures/sysv-ring-peer.js';
+import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/sysv-ring-peer.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+const ROLE_PEER = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
 
 /** A key no other test run uses. */
 function uniqueKey(): number {
@@ -105,6 +107,40 @@ describe('rings in System V segments', function () {
       keyed.unlink();
       anonymous.unlink();
       notARing.unlink();
+    }
+  });
+
+  it('counts a ring whose owner runs in another PID namespace (unshare) as held by the attach count, not stale, until it is killed', async function () {
+    const why = unshareRefused();
+    if (why !== undefined) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    const key = uniqueKey();
+    const owner = new LinePeer(ROLE_PEER, [`sysv:${key}`, 'creator'], UNSHARE);
+    try {
+      await owner.line('ready');
+      const info = inspect(target(key))!;
+      assert.equal(info.held, true, 'the owner has the segment attached');
+      assert.equal(isStale(info), false);
+      assert.equal(info.creator.pid, 1, 'the owner wrote its pid in its own namespace');
+      assert.deepEqual([info.creator.alive, info.producer?.alive], [undefined, undefined], 'held, and the pids say nothing here');
+      assert.ok(!unlinkStale({ dryRun: true }).includes(target(key)), 'unlink-stale would remove a ring a live process holds');
+      const table = spawnSync(process.execPath, [CLI, 'inspect', target(key)], { encoding: 'utf8' });
+      assert.match(table.stdout, /1 \(unknown\)\s+-\s+1 \(unknown\)\s+open/, table.stdout);
+      await owner.kill();
+      const dead = inspect(target(key))!;
+      assert.deepEqual([dead.held, isStale(dead), dead.creator.alive, dead.producer?.alive], [false, true, false, false]);
+      assert.ok(unlinkStale().includes(target(key)), 'stale once nobody has it attached');
+      assert.equal(segmentExists(dead.sysvId!), false);
+    } finally {
+      await owner.kill();
+      try {
+        using leftover = Region.open({ backing: 'sysv', key });
+        leftover.unlink();
+      } catch {
+        // removed by unlinkStale
+      }
     }
   });
 
