@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Region } from '@shmring/core';
+import { ErrorCodes, Region } from '@shmring/core';
 import { inspect, isStale, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
 import { message } from './fixtures/sysv-ring-peer.js';
 import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
@@ -141,6 +141,36 @@ describe('rings in System V segments', function () {
       } catch {
         // removed by unlinkStale
       }
+    }
+  });
+
+  it('gives a second SpscRing consumer or producer ERR_SHMRING_BUSY at once, in another process or this one, and a SIGKILLed owner\'s role to the next', async () => {
+    const key = uniqueKey();
+    using region = Region.create({ backing: 'sysv', key, size: SpscRing.regionSize({ capacity: 1024 }) });
+    const peers: LinePeer[] = [];
+    const peer = (role: string, ...args: string[]): LinePeer => {
+      const started = new LinePeer(ROLE_PEER, [`sysv:${key}`, role, ...args]);
+      peers.push(started);
+      return started;
+    };
+    try {
+      const producer = SpscRing.create(region, { capacity: 1024 });
+      for (let i = 0; i < 3; i++) assert.ok(producer.tryWrite(new Uint8Array([i])));
+      const first = peer('consumer'); // reads [0]
+      await first.line('ready');
+      assert.equal(await peer('consumer').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second consumer in another process');
+      assert.equal(await peer('producer', '1').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second producer in another process');
+      assert.throws(() => SpscRing.attach(region).tryRead(), { code: ErrorCodes.BUSY }, 'a second consumer in this process');
+      assert.throws(() => SpscRing.attach(region).tryWrite(new Uint8Array([9])), { code: ErrorCodes.BUSY }, 'a second producer object of this thread');
+      await first.kill();
+      const next = SpscRing.attach(region);
+      assert.deepEqual([...next.tryRead()!], [1], 'the role is free once its owner is killed, and nothing was read twice');
+      next.detach();
+      assert.deepEqual([...SpscRing.attach(region).tryRead()!], [2], 'and once its owner detached');
+      producer.close();
+    } finally {
+      for (const started of peers) await started.kill();
+      region.unlink();
     }
   });
 
