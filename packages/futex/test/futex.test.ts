@@ -1,23 +1,91 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Region } from '@shmring/core';
 import { wait, waitAsync, wake } from '../src/index.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
+const SLEEPER_SOURCE = fileURLToPath(new URL('../../test/c/futex_sleeper.c', import.meta.url));
 
-function peer(region: Region, args: string[]): { done: Promise<{ code: number | null; stdout: string; ms: number }> } {
+interface Run {
+  /** The child's pid. */
+  pid: number;
+  done: Promise<{ code: number | null; stdout: string; ms: number }>;
+}
+
+/** Runs the fixture peer with the region as its fd 3; `env` is added to ours. */
+function peer(region: Region, args: string[], env: NodeJS.ProcessEnv = {}): Run {
+  return run(process.execPath, [PEER, ...args], region, env);
+}
+
+function run(command: string, args: string[], region: Region, env: NodeJS.ProcessEnv = {}): Run {
   const started = performance.now();
-  const child = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'inherit', region.fd] });
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit', region.fd], env: { ...process.env, ...env } });
   let stdout = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d));
   return {
+    pid: child.pid!,
     done: new Promise((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (code) => resolve({ code, stdout, ms: performance.now() - started }));
     }),
   };
+}
+
+/** Shared futex ops (docs/LAYOUT.md, Waiting); FUTEX_PRIVATE_FLAG (128) is in neither. */
+const FUTEX_WAIT = 0;
+const FUTEX_WAIT_BITSET = 9;
+/** SYS_futex on this machine's architecture. */
+const SYS_FUTEX = ({ x64: 202, arm64: 98 } as Partial<Record<string, number>>)[process.arch];
+
+/** A futex call of a sleeping thread, from /proc/<pid>/syscall: its op (FUTEX_PRIVATE_FLAG included), val and val3. */
+interface FutexCall {
+  op: number;
+  val: number;
+  val3: number;
+}
+
+/**
+ * Waits until the main thread of `child` sleeps in a futex call that
+ * `match` accepts, and returns it. Throws, with the last call seen, if the
+ * child exits first or 10 s pass.
+ */
+async function futexCall(child: Run, match: (call: FutexCall) => boolean): Promise<FutexCall> {
+  let exited = false;
+  void child.done.then(() => (exited = true));
+  const pid = child.pid;
+  const deadline = Date.now() + 10_000;
+  let last = '';
+  for (;;) {
+    try {
+      last = fs.readFileSync(`/proc/${pid}/syscall`, 'latin1').trim();
+    } catch (err) {
+      last = String((err as NodeJS.ErrnoException).code);
+    }
+    // "<nr> <arg1> … <arg6> <sp> <pc>": arg1 the word's address (this process's own), arg2 op, arg3 val, arg6 val3.
+    const fields = last.split(' ');
+    if (Number(fields[0]) === SYS_FUTEX) {
+      const call = { op: Number(fields[2]), val: Number(fields[3]), val3: Number(fields[6]) };
+      if (match(call)) return call;
+    }
+    if (exited || Date.now() > deadline) {
+      throw new Error(`pid ${pid} never slept in the futex call expected (${exited ? 'it exited' : 'for 10 s'}); /proc/${pid}/syscall: ${last}`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function killAndWait(child: Run): Promise<void> {
+  try {
+    process.kill(child.pid, 'SIGKILL');
+  } catch {
+    // exited already
+  }
+  await child.done;
 }
 
 async function until(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -98,6 +166,56 @@ describe('@shmring/futex', () => {
     it('rejects at once when the signal is already aborted', async () => {
       await assert.rejects(waitAsync(i32, 0, 0, 1000, AbortSignal.abort()), { code: 'ABORT_ERR' });
     });
+  });
+
+  // docs/LAYOUT.md, Waiting: "Every way to sleep on the word interoperates": a C peer's
+  // plain FUTEX_WAIT and this library's FUTEX_WAIT_BITSET with all bits share one wait
+  // queue, and one FUTEX_WAKE reaches both. Each sleeper's system call is read back from
+  // /proc/<pid>/syscall, so a library wait that went private, or used a narrower bitset,
+  // fails here even though a full-bitset wake would still find it.
+  describe('a plain FUTEX_WAIT sleeper and a FUTEX_WAIT_BITSET sleeper on one word', () => {
+    let sleeper: string;
+    let workDir: string;
+    before(function () {
+      const probe = spawnSync('cc', ['--version'], { stdio: 'ignore' });
+      if (probe.status !== 0) {
+        console.log(`      (skipped: no C compiler: \`cc --version\` failed${probe.error ? ` with ${(probe.error as NodeJS.ErrnoException).code}` : ''})`);
+        this.skip();
+      }
+      workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-futex-'));
+      sleeper = path.join(workDir, 'futex_sleeper');
+      const build = spawnSync('cc', ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-o', sleeper, SLEEPER_SOURCE], { encoding: 'utf8' });
+      assert.equal(build.status, 0, `cc futex_sleeper.c failed:\n${build.stderr}`);
+    });
+    after(() => {
+      if (workDir !== undefined) fs.rmSync(workDir, { recursive: true, force: true });
+    });
+
+    for (const backend of ['addon', 'koffi'] as const) {
+      it(`one wake of 2 reaches a C sleeper in FUTEX_WAIT and the ${backend} backend's sleeper in FUTEX_WAIT_BITSET with all bits`, async function () {
+        const region = Region.create({ backing: 'memfd', size: 4096 });
+        const i32 = new Int32Array(region.buffer);
+        const plain = run(sleeper, ['0', '10000'], region);
+        const bitset = peer(region, ['wait', '10000'], { SHMRING_BACKEND: backend });
+        try {
+          // A private or otherwise different wait never matches: the lookup fails with the call it saw.
+          const plainCall = await futexCall(plain, (call) => call.op === FUTEX_WAIT);
+          assert.equal(plainCall.val, 0, 'the C sleeper waits while the word holds 0');
+          const bitsetCall = await futexCall(bitset, (call) => call.op === FUTEX_WAIT_BITSET);
+          assert.deepEqual([bitsetCall.val, bitsetCall.val3], [0, 0xffff_ffff],
+            `the ${backend} sleeper waits with shared FUTEX_WAIT_BITSET while the word holds 0, bitset 0xffffffff`);
+          // The word still holds 0: a sleeper returns 'woken' / 'ok' only if this wake found it.
+          assert.equal(wake(i32, 0, 2), 2, 'one FUTEX_WAKE of 2 woke both sleepers');
+          const [fromPlain, fromBitset] = await Promise.all([plain.done, bitset.done]);
+          assert.deepEqual([fromPlain.code, fromPlain.stdout.trim()], [0, 'woken']);
+          assert.equal(fromBitset.code, 0);
+          assert.equal((JSON.parse(fromBitset.stdout) as { result: string }).result, 'ok');
+        } finally {
+          await Promise.all([killAndWait(plain), killAndWait(bitset)]);
+          region.close();
+        }
+      });
+    }
   });
 
   describe('across threads (Atomics on a SharedArrayBuffer)', () => {

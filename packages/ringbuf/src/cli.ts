@@ -6,7 +6,9 @@
  *                                          a file path, a System V segment by key or id);
  *                                          under the table, each MpscRing's producers in flight
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
- *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds (no live process, any PID namespace)
+ *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
+ *                                          object holds a POSIX or file ring's lock, no process has a
+ *                                          System V ring's segment attached
  *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
  *   shmring --help                         the usage, on stdout, exit 0 (bad usage: stderr, exit 2)
  */
@@ -15,12 +17,14 @@ import { pathToFileURL } from 'node:url';
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
-       shmring unlink-stale [--dry-run] [--json]
+       shmring unlink-stale [--dry-run] [--json]   (removes rings nobody holds, in any PID namespace)
        shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)
        shmring --help`;
 
+/** A pid and its liveness: `(dead)`, `(unknown)` where inspect cannot tell (see ProcessInfo.alive), nothing when alive. */
 function who(p: ProcessInfo | undefined): string {
-  return p ? `${p.pid}${p.alive ? '' : ' (dead)'}` : '-';
+  if (p === undefined) return '-';
+  return `${p.pid}${p.alive === undefined ? ' (unknown)' : p.alive ? '' : ' (dead)'}`;
 }
 
 function table(rings: RingInfo[]): string {

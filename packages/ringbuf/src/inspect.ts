@@ -1,6 +1,8 @@
 /**
  * Looking at rings from outside: what a region holds (kind, geometry,
- * occupancy, positions, the processes attached and whether they live), the
+ * occupancy, positions, the processes attached and whether they live:
+ * what the role and HOLDER locks say, and for a System V segment, which
+ * has no file to lock, its attach count and the pids), the
  * rings in /dev/shm and in System V segments (/proc/sysvipc/shm), and
  * removing the ones every process has abandoned.
  * Read-only: inspecting never writes to a ring (a System V segment is
@@ -27,10 +29,12 @@ export interface ProcessInfo {
   /**
    * Producer and consumer: whether anyone holds the role's lock (what the
    * kernel says, valid across PID namespaces), where the region has a
-   * file; otherwise, and for the creator, whether that pid runs with the
-   * start time it recorded.
+   * file; otherwise whether that pid runs with the start time it recorded.
+   * The creator: see creatorInfo(); undefined when it cannot be told (the
+   * ring is held, but its pid is not a live process here: the creator may
+   * run in another PID namespace, or have died while others hold the ring).
    */
-  alive: boolean;
+  alive?: boolean;
 }
 
 export interface RingInfo {
@@ -110,8 +114,31 @@ function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, lock
   return { pid, alive: locked ?? isAlive(pid, Atomics.load(ctl, startIndex)) };
 }
 
+/**
+ * A side no lock names (the creator; a role where the region has no file
+ * to lock: 'sysv'), judged by what `held` says of the whole ring (the
+ * HOLDER lock, a System V segment's attach count; undefined: the region
+ * cannot tell). Nobody holds the ring: the side is gone. Somebody does:
+ * the side lives if its pid runs with its start time here, and otherwise
+ * it cannot be told (alive undefined: a pid from another PID namespace
+ * means nothing here). Where the region cannot tell, the pid and start
+ * time decide.
+ */
+function unlockedInfo(ctl: Int32Array, pidIndex: number, startIndex: number, held: boolean | undefined): ProcessInfo | undefined {
+  const info = processInfo(ctl, pidIndex, startIndex);
+  if (info === undefined) return undefined;
+  if (held === false) return { pid: info.pid, alive: false };
+  if (held === true && info.alive === false) return { pid: info.pid };
+  return info;
+}
+
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
 export function describeRing(region: Region, name: string): RingInfo | undefined {
+  return describe(region, name, ringHeld(region, 0));
+}
+
+/** describeRing, with `held` (whether anyone holds the ring; undefined: cannot tell) given. */
+function describe(region: Region, name: string, held: boolean | undefined): RingInfo | undefined {
   const buffer = region.buffer;
   if (buffer.byteLength < L.DATA_OFFSET) return undefined;
   const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
@@ -133,7 +160,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
     consumerPosition,
     // Observes a close() by either side.
     closed: (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0,
-    creator: processInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32) ?? { pid: 0, alive: false },
+    creator: { pid: 0, alive: false }, // below, once `held` is known
     // Observe how many sides are parked right now.
     readersWaiting: Atomics.load(ctl, L.READ_WAITERS_I32),
     writersWaiting: Atomics.load(ctl, L.WRITE_WAITERS_I32),
@@ -147,13 +174,22 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
   }
   if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
   if (kind === M.KIND_MPSC) describeMpsc(region, info);
-  const held = ringHeld(region, 0);
   if (held !== undefined) info.held = held;
-  const producer = processInfo(ctl, L.PRODUCER_PID_I32, L.PRODUCER_START_I32, ringHeld(region, 0, 'producer'));
-  const consumer = processInfo(ctl, L.CONSUMER_PID_I32, L.CONSUMER_START_I32, ringHeld(region, 0, 'consumer'));
+  info.creator = unlockedInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32, held) ?? { pid: 0, alive: false };
+  const producer = roleInfo(region, ctl, 'producer', held);
+  const consumer = roleInfo(region, ctl, 'consumer', held);
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
+}
+
+/** A role's registrant: alive while anyone holds the role's lock, or where the region has no file, as unlockedInfo() says. */
+function roleInfo(region: Region, ctl: Int32Array, role: 'producer' | 'consumer', held: boolean | undefined): ProcessInfo | undefined {
+  const [pidIndex, startIndex] = role === 'producer'
+    ? [L.PRODUCER_PID_I32, L.PRODUCER_START_I32]
+    : [L.CONSUMER_PID_I32, L.CONSUMER_START_I32];
+  const locked = ringHeld(region, 0, role);
+  return locked === undefined ? unlockedInfo(ctl, pidIndex, startIndex, held) : processInfo(ctl, pidIndex, startIndex, locked);
 }
 
 /** A Broadcast's mode and subscriber slots; `used` becomes the slowest subscriber's lag. */
@@ -241,23 +277,33 @@ function openReadOnly(target: string): Region {
     : Region.open({ backing: 'posix', name: target, readOnly: true });
 }
 
-/** Describes the ring at a POSIX name, a file path or a System V segment (see the module comment); undefined if it holds no ring. */
+/**
+ * Describes the ring at a POSIX name, a file path or a System V segment
+ * (see the module comment); undefined if it holds no ring. A ring in a System
+ * V segment is held while any process but this inspect has the segment
+ * attached (its shm_nattch, less our own attach): the kernel's count, true
+ * in every PID namespace.
+ */
 export function inspect(target: string): RingInfo | undefined {
   const region = openReadOnly(target);
   try {
-    const info = describeRing(region, target);
-    if (info && region.backing === 'sysv') info.sysvId = region.id!;
+    if (region.backing !== 'sysv') return describeRing(region, target);
+    const attached = sysvSegments().find((segment) => segment.id === region.id)?.attached;
+    const info = describe(region, target, attached === undefined ? undefined : attached - 1 > 0);
+    if (info) info.sysvId = region.id!;
     return info;
   } finally {
     region.close();
   }
 }
 
-/** One row of /proc/sysvipc/shm: what listing needs. */
+/** One row of /proc/sysvipc/shm: what listing and staleness need. */
 interface Segment {
   key: number;
   id: number;
   size: number;
+  /** How many attaches the segment has now (shm_nattch), every process's and every PID namespace's. */
+  attached: number;
 }
 
 /** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
@@ -271,10 +317,11 @@ function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
   const [header, ...rows] = text.trim().split('\n');
   const columns = header?.trim().split(/\s+/) ?? [];
   const at = (name: string) => columns.indexOf(name);
-  const [keyAt, idAt, sizeAt] = [at('key'), at('shmid'), at('size')];
-  if (keyAt < 0 || idAt < 0 || sizeAt < 0) return [];
-  return rows.map((row) => row.trim().split(/\s+/))
-    .map((cells) => ({ key: Number(cells[keyAt]) >>> 0, id: Number(cells[idAt]), size: Number(cells[sizeAt]) }));
+  const [keyAt, idAt, sizeAt, attachedAt] = [at('key'), at('shmid'), at('size'), at('nattch')];
+  if (keyAt < 0 || idAt < 0 || sizeAt < 0 || attachedAt < 0) return [];
+  return rows.map((row) => row.trim().split(/\s+/)).map((cells) => ({
+    key: Number(cells[keyAt]) >>> 0, id: Number(cells[idAt]), size: Number(cells[sizeAt]), attached: Number(cells[attachedAt]),
+  }));
 }
 
 /** Every ring in a System V segment this process can attach (read-only). */
@@ -318,9 +365,10 @@ function listDir(dir: string): RingInfo[] {
 
 /**
  * True when nobody holds the ring: no ring object of any process, in any
- * PID namespace, is attached to it (its HOLDER lock is free). Where the
- * region cannot tell (no file), when no process that ever attached is
- * alive by its pid.
+ * PID namespace, is attached to it (its HOLDER lock is free); for a ring in
+ * a System V segment, no process but the inspecting one has the segment
+ * attached. Where the region cannot tell (no file to lock, no
+ * /proc/sysvipc), when no process that ever attached is alive by its pid.
  */
 export function isStale(info: RingInfo): boolean {
   if (info.held !== undefined) return !info.held;

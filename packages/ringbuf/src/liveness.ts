@@ -116,14 +116,15 @@ export function isAlive(pid: number, start: number): boolean {
 }
 
 /**
- * Whether the registrant in a role's pid words lives: a process (pid and
- * start time, liveness.ts); in a SharedArrayBuffer ring (`threads`), a
- * thread of this process, or one caught registering (its id negated, start
- * time not yet stored: alive while that thread is).
+ * Whether the registrant in a role's pid words lives: a process or thread
+ * of this PID namespace (its id and start time, /proc/<id>); in a
+ * SharedArrayBuffer ring (`threads`), a thread of this process. One caught
+ * registering (its id negated, start time not yet stored) is alive while
+ * that id is.
  */
 export function registrantAlive(pid: number, start: number, threads: boolean): boolean {
   if (threads) return pid < 0 ? isThreadAlive(-pid, 0) : isThreadAlive(pid, start);
-  return isAlive(pid, start);
+  return pid < 0 ? isAlive(-pid, 0) : isAlive(pid, start);
 }
 
 /**

@@ -52,7 +52,7 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown, type WaitOptions } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, claimPlace, shown, type WaitOptions } from './queue.js';
 import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
@@ -124,8 +124,10 @@ export class MpscRing extends Queue {
   /** peerTimeoutMs of the waiting read in progress (undefined: this.peerTimeoutMs). */
   #waitPeerTimeout: number | undefined;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, peerTimeoutMs: number, roles: Roles | undefined) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles);
+  private constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, peerTimeoutMs: number, roles: Roles | undefined, place: string | undefined,
+  ) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, place);
     this.capacity = capacity;
     this.maxMessageLength = M.mpscMaxMessage(capacity);
     this.peerTimeoutMs = peerTimeoutMs;
@@ -159,7 +161,7 @@ export class MpscRing extends Queue {
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles);
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -168,7 +170,8 @@ export class MpscRing extends Queue {
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
     const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, Roles.hold(region, base));
+    const roles = Roles.hold(region, base);
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
   }
 
   /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */

@@ -18,8 +18,9 @@
  *  - A parked side asks producerAlive() / consumerAlive() at each check
  *    period; false means no message (room) can come any more.
  */
+import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { ownStartTime, ownThread, registrantAlive } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
@@ -140,6 +141,29 @@ export const WRITE_BLOCK: WaitBlock = { waiters: L.WRITE_WAITERS_I32, signal: L.
 export const CLOSED_I32 = new Int32Array(0);
 export const CLOSED_U8 = new Uint8Array(0);
 
+/**
+ * Where a ring that has no role locks lives, as this thread's claims know
+ * it (`claimed` below): its System V segment's id, or its file's device and
+ * inode (a region whose file cannot be reopened for locks), and its
+ * offset. Undefined for a ring with locks (`roles`), and for a
+ * SharedArrayBuffer (its thread rule, Queue.#claim).
+ */
+export function claimPlace(region: Region, base: number, roles: Roles | undefined): string | undefined {
+  if (roles !== undefined || region.buffer instanceof SharedArrayBuffer) return undefined;
+  if (region.backing === 'sysv') return `sysv:${region.id}@${base}`;
+  if (region.fd < 0) return undefined;
+  const stat = fs.fstatSync(region.fd);
+  return `file:${stat.dev}:${stat.ino}@${base}`;
+}
+
+/**
+ * The exclusive roles this thread's ring objects claimed by a CAS of the
+ * pid word (no locks: Queue.#claim), by place and role: the pid word names
+ * a thread, not an object, so a second object of the same thread learns
+ * here that the role is taken. Module state is per thread, as the claims are.
+ */
+const claimed = new Map<string, WeakRef<Queue>>();
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** The type of the message tryRead / readSync / read / the iterator returned last. */
   lastType = 0;
@@ -162,11 +186,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** This object's locks on the region's file (roles.ts); undefined where the region has no file. */
   protected readonly roles: Roles | undefined;
+  /** claimPlace() of this ring: where exclusive roles are claimed by a CAS of the pid word, and this thread's claims checked. */
+  readonly #place: string | undefined;
 
-  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined) {
+  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, place?: string) {
     this.ctl = ctl;
     this.#kind = kind;
     this.roles = roles;
+    this.#place = place;
     this.#names = {
       read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync`, messages: `${kind}.messages`,
     };
@@ -198,8 +225,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         + `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`);
     }
     const ctl = this.ctl;
-    if (exclusive && this.roles === undefined && ctl.buffer instanceof SharedArrayBuffer) {
-      this.#takeAsThread(role, pidIndex, startIndex, ownThread());
+    if (exclusive && this.roles === undefined) {
+      this.#claim(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
       return;
     }
     // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
@@ -209,34 +236,54 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * Takes an exclusive role of a SharedArrayBuffer ring for a worker thread
-   * (no lock there): by a CAS on the role's pid word, from 0 (free) or from
-   * a thread that is gone, to this thread's id negated ("registering": its
-   * start time is not stored yet), then the start time, then the id. A live
-   * other thread in the word is ERR_SHMRING_BUSY. A thread, not the process:
-   * its sides are threads of this process, and a worker that ends (or is
-   * terminated) is a dead peer while the process lives on. (The main
-   * thread's id is the pid: a worker finds it alive while the process is.)
-   * A shared role's words name one registrant of many: there the process
-   * stands for all of its threads.
+   * Takes an exclusive role of a ring without locks (no file: a
+   * SharedArrayBuffer, a System V segment) by a CAS on the role's pid word,
+   * from 0 (free) or from a registrant that is gone, to this thread's id
+   * negated ("registering": its start time is not stored yet), then the
+   * start time, then the id (docs/LAYOUT.md, "Liveness"). A live other
+   * registrant in the word is ERR_SHMRING_BUSY. A thread, not the process:
+   * a worker that ends (or is terminated) is a dead peer while the process
+   * lives on; the main thread's id is the pid, so a single-threaded
+   * process registers its pid. In a SharedArrayBuffer (`threads`) the
+   * registrant is a thread of this process (/proc/self/task); elsewhere a
+   * thread of any process of this PID namespace (/proc/<id>), and a second
+   * live object of this same thread is refused too (`claimed`). A shared
+   * role's words name one registrant of many: there the process stands for
+   * all of its threads (#register).
    */
-  #takeAsThread(role: Role, pidIndex: number, startIndex: number, who: { id: number; start: number }): void {
+  #claim(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const ctl = this.ctl;
+    const who = ownThread();
+    const key = this.#place === undefined ? undefined : `${this.#place}:${role}`;
     for (;;) {
-      // Observes the registration in the word: 0 free, -tid being registered, else a tid whose start time was stored before it.
+      // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
       const holder = Atomics.load(ctl, pidIndex);
-      if (holder !== 0 && Math.abs(holder) !== who.id && registrantAlive(holder, Atomics.load(ctl, startIndex), true)) {
-        throw new ShmringError(ErrorCodes.BUSY,
-          `${this.#kind}: the ${role} role of this SharedArrayBuffer ring is held by another live thread (tid ${Math.abs(holder)}); `
-          + `a ${this.#kind} has one ${role}: close (or detach) that one first, or end its worker`);
-      }
-      // Claims the word; a thread that moved first makes the CAS fail, and the word is looked at again.
+      const ours = Math.abs(holder) === who.id;
+      // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
+      if (holder !== 0 && !ours && registrantAlive(holder, Atomics.load(ctl, startIndex), threads)) throw this.#busy(role, holder, threads);
+      const sibling = ours && key !== undefined ? claimed.get(key)?.deref() : undefined;
+      if (sibling !== undefined && sibling !== this && sibling.#acts(role)) throw this.#busy(role, holder, threads);
+      // Claims the word; a registrant that moved first makes the CAS fail, and the word is looked at again.
       if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
+      // Our start time, while the word reads -id: nobody pairs it with our id before the store below.
       Atomics.store(ctl, startIndex, who.start);
       // Publishes the registration: whoever reads this id reads its start time (stored before).
       Atomics.store(ctl, pidIndex, who.id);
+      if (key !== undefined) claimed.set(key, new WeakRef(this));
       return;
     }
+  }
+
+  /** Whether this object still acts in `role` (not closed or detached, its region not closed: ctl would read length 0). */
+  #acts(role: Role): boolean {
+    return this.ctl.length !== 0 && (role === 'producer' ? this.isProducer : this.isConsumer);
+  }
+
+  #busy(role: Role, holder: number, threads: boolean): ShmringError {
+    const who = threads ? 'another live thread of this process' : 'another live thread or process (or another object of this thread)';
+    return new ShmringError(ErrorCodes.BUSY,
+      `${this.#kind}: the ${role} role of this ring (no file to lock${threads ? ': a SharedArrayBuffer' : ''}) is held by ${who}, `
+      + `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process`);
   }
 
   /**
@@ -588,12 +635,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // registration is withdrawn (the CAS); a newcomer's pid stays.
       if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
       if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
-    } else if (ctl.buffer instanceof SharedArrayBuffer) {
-      // The same for a thread's registration in an exclusive role of a SharedArrayBuffer ring
-      // (#takeAsThread): withdrawn only if it is still ours (the CAS), a successor's stays.
+    } else if (ctl.buffer instanceof SharedArrayBuffer || this.#place !== undefined) {
+      // The same for a thread's registration in an exclusive role of a ring without locks
+      // (#claim): withdrawn only if it is still ours (the CAS), a successor's stays.
       const tid = ownThread().id;
       if (this.isProducer) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
       if (this.isConsumer) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
+      for (const role of ['producer', 'consumer'] as const) {
+        const key = `${this.#place}:${role}`;
+        if (claimed.get(key)?.deref() === this) claimed.delete(key);
+      }
     }
     this.ctl = CLOSED_I32;
     this.dropViews();

@@ -13,8 +13,9 @@
  *
  * A region without a file to lock ('sab': threads of one process; 'sysv': a
  * System V segment has no fd; or no /proc to reopen the file through) has
- * no Roles: liveness falls back to the pid words (liveness.ts), which
- * in-process peers always pass.
+ * no Roles: an exclusive role is claimed by a CAS of its pid word
+ * (Queue.#claim in queue.ts), and liveness falls back to the pid words
+ * (liveness.ts).
  */
 import { FileLocks, heldByAnyone, type Region } from '@shmring/core';
 import * as L from './layout.js';

@@ -9,12 +9,14 @@
  * while unlinkOnExit removes them at a normal exit.
  */
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { inspect, isStale, MpmcQueue, SpscRing, unlinkStale, type WaitOptions } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { isAlive, startTimeOf } from '../src/liveness.js';
 import { Peer, type FaultConfig, type RegionRef } from './fixtures/fault-peer.js';
 import { Checker, fillPayload, messageLength, messageType, type TrafficPlan } from './fixtures/traffic.js';
 
@@ -228,10 +230,8 @@ describe('faults: SIGKILLed peers', function () {
       }
     }
 
-    // KNOWN BUG (fails until liveness.ts treats a zombie as dead): a process blocked in
-    // readSync cannot reap its own dead child (libuv reaps on the event loop), so the
-    // dead producer stays a zombie whose /proc/<pid>/stat still shows its start time,
-    // and isAlive() calls it alive: the reader sleeps until its own timeoutMs.
+    // A process blocked in readSync cannot reap its own dead child (libuv reaps on the
+    // event loop), so the dead producer stays a zombie while the reader waits.
     it('a parked readSync notices its producer died even when that producer is its own unreaped child (zombie)', async function () {
       const shared = makeRegion('posix', SpscRing.regionSize({ capacity: 4096 }));
       try {
@@ -256,6 +256,26 @@ describe('faults: SIGKILLed peers', function () {
         shared.dispose();
       }
     });
+  });
+
+  it('the pid rule (no lock to ask: sysv, sab) counts a real unreaped child, a zombie, as dead', function () {
+    const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+    const pid = child.pid!;
+    // Everything below is synchronous: the event loop, which reaps children (libuv), never runs until the end.
+    const start = startTimeOf(pid);
+    assert.notEqual(start, -1, 'the child runs');
+    assert.equal(isAlive(pid, start), true);
+    process.kill(pid, 'SIGKILL');
+    totals.kills++;
+    const deadline = performance.now() + 5000;
+    while (processState(pid) !== 'Z') {
+      assert.ok(performance.now() < deadline, `the killed child never became a zombie (state ${processState(pid)})`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+    assert.equal(startTimeOf(pid), -1, 'a zombie has no start time to match');
+    assert.equal(isAlive(pid, start), false, 'a zombie with the recorded start time counts as dead');
+    assert.equal(isAlive(pid, 0), false, 'a zombie counts as dead without a start time too');
+    assert.equal(processState(pid), 'Z', 'still unreaped when asked');
   });
 
   describe('a producer killed between claim and commit loses only the uncommitted record', function () {

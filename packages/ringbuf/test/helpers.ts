@@ -1,5 +1,5 @@
 /** Small pieces the ring tests share. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Region, type ShmringError } from '@shmring/core';
 
 /** `length` pseudo-random bytes from `seed` (xorshift32): the same seed gives the same bytes. */
@@ -27,6 +27,16 @@ export function memfdUnavailable(): string | undefined {
     }
   }
   return memfdProblem === '' ? undefined : memfdProblem;
+}
+
+/** The command prefix that runs a child in a PID namespace of its own, as a container would. */
+export const UNSHARE = ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'];
+
+/** Why `unshare --pid --fork --mount-proc` cannot run here, or undefined if it can. */
+export function unshareRefused(): string | undefined {
+  const run = spawnSync(UNSHARE[0]!, [...UNSHARE.slice(1), 'true'], { encoding: 'utf8' });
+  if (run.error) return `unshare: ${run.error.message}`;
+  return run.status === 0 ? undefined : `unshare exited ${run.status}: ${run.stderr.trim()}`;
 }
 
 /**

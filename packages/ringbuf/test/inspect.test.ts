@@ -11,11 +11,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
-import { inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type RingInfo } from '../src/index.js';
+import { inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { Peer } from './fixtures/fault-peer.js';
+import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+const ROLE_PEER = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
 
 function uniqueName(tag: string): string {
   return `shmring-inspect-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
@@ -34,8 +36,8 @@ function row(table: string, name: string): string[] {
 }
 
 /** How the table shows a process. */
-function who(p: { pid: number; alive: boolean } | undefined): string {
-  return p === undefined ? '-' : `${p.pid}${p.alive ? '' : ' (dead)'}`;
+function who(p: ProcessInfo | undefined): string {
+  return p === undefined ? '-' : `${p.pid}${p.alive === undefined ? ' (unknown)' : p.alive ? '' : ' (dead)'}`;
 }
 
 describe('inspect, listRings and the shmring CLI', function () {
@@ -251,6 +253,29 @@ describe('inspect, listRings and the shmring CLI', function () {
       assert.deepEqual(cells.slice(4), [`${child.pid} (dead)`, `${child.pid} (dead)`, `${child.pid} (dead)`, 'stale']);
     } finally {
       child.child.kill('SIGKILL');
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
+  it('the CLI shows the creator of a live ring created in another PID namespace (unshare) as unknown, not dead, and the ring open', async function () {
+    const why = unshareRefused();
+    if (why !== undefined) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    const name = uniqueName('ns-creator');
+    const creator = new LinePeer(ROLE_PEER, [name, 'creator'], UNSHARE);
+    try {
+      await creator.line('ready');
+      const info = inspect(name)!;
+      assert.equal(info.creator.pid, 1, 'the creator wrote its pid in its own namespace');
+      assert.equal(info.creator.alive, undefined, `creator ${JSON.stringify(info.creator)}: held, but its pid says nothing here`);
+      assert.deepEqual(row(cli('inspect', name).stdout, name).slice(4), ['1', '-', '1 (unknown)', 'open']);
+      await creator.kill();
+      assert.deepEqual(row(cli('inspect', name).stdout, name).slice(4), ['1 (dead)', '-', '1 (dead)', 'stale'],
+        'once nobody holds the ring, its creator is gone');
+    } finally {
+      await creator.kill();
       fs.rmSync(`/dev/shm/${name}`, { force: true });
     }
   });

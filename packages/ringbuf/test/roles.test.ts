@@ -8,25 +8,17 @@
  * and unlink-stale, and as dead once it is killed.
  */
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { inspect, isStale, SpscRing, unlinkStale } from '../src/index.js';
-import { LinePeer } from './helpers.js';
+import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
 const CAPACITY = 1024;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-
-/** Why `unshare --pid --fork --mount-proc` cannot run here, or undefined if it can. */
-function unshareRefused(): string | undefined {
-  const run = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'true'], { encoding: 'utf8' });
-  if (run.error) return `unshare: ${run.error.message}`;
-  return run.status === 0 ? undefined : `unshare exited ${run.status}: ${run.stderr.trim()}`;
-}
 
 describe('one owner per role, and liveness the kernel vouches for (OFD locks)', function () {
   this.timeout(60_000);
@@ -170,7 +162,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
       this.skip();
     }
     for (const ring of rings.splice(0)) ring.detach(); // only the namespaced producer holds the ring now
-    const producer = start(['producer', '1'], ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child']);
+    const producer = start(['producer', '1'], UNSHARE);
     await producer.line('ready');
     const info = inspect(name)!;
     assert.equal(info.held, true);
@@ -200,7 +192,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
       this.skip();
     }
     const producer = rings[0]!;
-    const consumer = start(['consumer'], ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child']);
+    const consumer = start(['consumer'], UNSHARE);
     await consumer.line('ready');
     assert.throws(() => attach().tryRead(), { code: ErrorCodes.BUSY });
     while (producer.tryWrite(new Uint8Array(100))) { /* fill */ }

@@ -14,11 +14,12 @@ import { inspect, isStale, LatestValue, listRings, SpscRing, unlinkStale, type R
 import * as V from '../src/latest-layout.js';
 import { latestPayload } from './fixtures/latest-values.js';
 import { message } from './fixtures/sysv-ring-peer.js';
-import { LinePeer } from './helpers.js';
+import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/sysv-ring-peer.js', import.meta.url));
 const LATEST_PEER = fileURLToPath(new URL('./fixtures/latest-peer.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+const ROLE_PEER = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
 
 /** A key no other test run uses. */
 function uniqueKey(): number {
@@ -110,6 +111,70 @@ describe('rings in System V segments', function () {
       keyed.unlink();
       anonymous.unlink();
       notARing.unlink();
+    }
+  });
+
+  it('counts a ring whose owner runs in another PID namespace (unshare) as held by the attach count, not stale, until it is killed', async function () {
+    const why = unshareRefused();
+    if (why !== undefined) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    const key = uniqueKey();
+    const owner = new LinePeer(ROLE_PEER, [`sysv:${key}`, 'creator'], UNSHARE);
+    try {
+      await owner.line('ready');
+      const info = inspect(target(key))!;
+      assert.equal(info.held, true, 'the owner has the segment attached');
+      assert.equal(isStale(info), false);
+      assert.equal(info.creator.pid, 1, 'the owner wrote its pid in its own namespace');
+      assert.deepEqual([info.creator.alive, info.producer?.alive], [undefined, undefined], 'held, and the pids say nothing here');
+      assert.ok(!unlinkStale({ dryRun: true }).includes(target(key)), 'unlink-stale would remove a ring a live process holds');
+      const table = spawnSync(process.execPath, [CLI, 'inspect', target(key)], { encoding: 'utf8' });
+      assert.match(table.stdout, /1 \(unknown\)\s+-\s+1 \(unknown\)\s+open/, table.stdout);
+      await owner.kill();
+      const dead = inspect(target(key))!;
+      assert.deepEqual([dead.held, isStale(dead), dead.creator.alive, dead.producer?.alive], [false, true, false, false]);
+      assert.ok(unlinkStale().includes(target(key)), 'stale once nobody has it attached');
+      assert.equal(segmentExists(dead.sysvId!), false);
+    } finally {
+      await owner.kill();
+      try {
+        using leftover = Region.open({ backing: 'sysv', key });
+        leftover.unlink();
+      } catch {
+        // removed by unlinkStale
+      }
+    }
+  });
+
+  it('gives a second SpscRing consumer or producer ERR_SHMRING_BUSY at once, in another process or this one, and a SIGKILLed owner\'s role to the next', async () => {
+    const key = uniqueKey();
+    using region = Region.create({ backing: 'sysv', key, size: SpscRing.regionSize({ capacity: 1024 }) });
+    const peers: LinePeer[] = [];
+    const peer = (role: string, ...args: string[]): LinePeer => {
+      const started = new LinePeer(ROLE_PEER, [`sysv:${key}`, role, ...args]);
+      peers.push(started);
+      return started;
+    };
+    try {
+      const producer = SpscRing.create(region, { capacity: 1024 });
+      for (let i = 0; i < 3; i++) assert.ok(producer.tryWrite(new Uint8Array([i])));
+      const first = peer('consumer'); // reads [0]
+      await first.line('ready');
+      assert.equal(await peer('consumer').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second consumer in another process');
+      assert.equal(await peer('producer', '1').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second producer in another process');
+      assert.throws(() => SpscRing.attach(region).tryRead(), { code: ErrorCodes.BUSY }, 'a second consumer in this process');
+      assert.throws(() => SpscRing.attach(region).tryWrite(new Uint8Array([9])), { code: ErrorCodes.BUSY }, 'a second producer object of this thread');
+      await first.kill();
+      const next = SpscRing.attach(region);
+      assert.deepEqual([...next.tryRead()!], [1], 'the role is free once its owner is killed, and nothing was read twice');
+      next.detach();
+      assert.deepEqual([...SpscRing.attach(region).tryRead()!], [2], 'and once its owner detached');
+      producer.close();
+    } finally {
+      for (const started of peers) await started.kill();
+      region.unlink();
     }
   });
 
