@@ -25,7 +25,7 @@ export async function allocation(messages: number): Promise<{ records: Measureme
   };
   const data = ring.data;
   const run = (n: number): void => {
-    for (let sent = 0; sent < n;) {
+    for (let sent = 0; sent < n; ) {
       const at = ring.claim(SIZE);
       if (at < 0) {
         ring.drain(onRecord);
@@ -67,12 +67,21 @@ export async function allocation(messages: number): Promise<{ records: Measureme
   if (received !== messages) throw new Error(`allocation: ${messages} sent, ${received} drained`);
   const name = 'alloc.spsc-zc';
   const transport = 'SpscRing claim/commit + drain, one process';
-  const note = `${messages.toLocaleString('en')} messages in ${seconds.toFixed(2)} s; ${gcsDuringLoop} GC runs during the loop; ` +
+  const note =
+    `${messages.toLocaleString('en')} messages in ${seconds.toFixed(2)} s; ${gcsDuringLoop} GC runs during the loop; ` +
     `heap growth before the final GC ${unforced} B`;
   return {
     records: [
       { name, transport, messageSize: SIZE, metric: 'heap growth', value: growth, unit: 'B', note },
-      { name, transport, messageSize: SIZE, metric: 'messages/s', value: Math.round(messages / seconds), unit: 'msg/s', note: 'in-process, one thread' },
+      {
+        name,
+        transport,
+        messageSize: SIZE,
+        metric: 'messages/s',
+        value: Math.round(messages / seconds),
+        unit: 'msg/s',
+        note: 'in-process, one thread',
+      },
     ],
     notes: [],
   };

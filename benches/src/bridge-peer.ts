@@ -28,7 +28,17 @@ import { connect, headers } from 'nats';
 import { exitWithParent } from './harness.js';
 
 const role = process.argv[2];
-const options = JSON.parse(process.argv[3] ?? '{}') as { from?: string; to?: string; poll?: number; dedicated?: boolean; rings?: Record<string, string>; server?: string; subject?: string; size?: number; batch?: number };
+const options = JSON.parse(process.argv[3] ?? '{}') as {
+  from?: string;
+  to?: string;
+  poll?: number;
+  dedicated?: boolean;
+  rings?: Record<string, string>;
+  server?: string;
+  subject?: string;
+  size?: number;
+  batch?: number;
+};
 
 function ready(): void {
   process.stdout.write('ready\n');
@@ -106,8 +116,15 @@ async function source(): Promise<void> {
 
 exitWithParent();
 switch (role) {
-  case 'bridge': await runBridge(); break;
-  case 'publish': await publisher(); break;
-  case 'source': await source(); break;
-  default: throw new Error(`bridge-peer: unknown role ${role}`);
+  case 'bridge':
+    await runBridge();
+    break;
+  case 'publish':
+    await publisher();
+    break;
+  case 'source':
+    await source();
+    break;
+  default:
+    throw new Error(`bridge-peer: unknown role ${role}`);
 }

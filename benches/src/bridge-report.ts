@@ -53,7 +53,8 @@ function tputTarget(records: Measurement[], size: number): Target {
 }
 
 function latencyTarget(records: Measurement[], id: string): Target {
-  const target = `bridge: latency added to a NATS hop ≤ ${ADDED_P50_NS / 1000} µs (p50, one message per ms, ring → bridge → NATS → subscriber ` +
+  const target =
+    `bridge: latency added to a NATS hop ≤ ${ADDED_P50_NS / 1000} µs (p50, one message per ms, ring → bridge → NATS → subscriber ` +
     `vs publish → NATS → subscriber)${id === BRIDGE_POLL ? `, bridge with poll: ${BRIDGE_POLL_US}` : ''}`;
   const b = find(records, 'latency', id, 'p50');
   const n = find(records, 'latency', BASELINE, 'p50');
@@ -81,10 +82,19 @@ export function bridgeSection(records: BenchRecord[]): string | undefined {
     if (!b && !n) continue;
     const x = b && n && n.value > 0 ? b.value / n.value : null;
     const show = (m: Measurement | undefined): string => (m ? `${fmtRate(m.value)} (${fmtBytes(m.value * size)})` : '–');
-    rows.push([`ring → NATS, ${sizeLabel(size)}, msg/s`, show(b), show(n),
-      x === null ? '–' : `${(x * 100).toFixed(0)}%${x >= TPUT_SHARE ? ' ✓' : ' ✗'}`, `≥ ${TPUT_SHARE * 100}%`]);
+    rows.push([
+      `ring → NATS, ${sizeLabel(size)}, msg/s`,
+      show(b),
+      show(n),
+      x === null ? '–' : `${(x * 100).toFixed(0)}%${x >= TPUT_SHARE ? ' ✓' : ' ✗'}`,
+      `≥ ${TPUT_SHARE * 100}%`,
+    ]);
   }
-  const variant: Record<string, string> = { [BRIDGE]: '', [BRIDGE_POLL]: `, bridge with poll ${BRIDGE_POLL_US} µs`, [BRIDGE_LOOP]: ', bridge() on its event loop' };
+  const variant: Record<string, string> = {
+    [BRIDGE]: '',
+    [BRIDGE_POLL]: `, bridge with poll ${BRIDGE_POLL_US} µs`,
+    [BRIDGE_LOOP]: ', bridge() on its event loop',
+  };
   for (const id of [BRIDGE, BRIDGE_POLL, BRIDGE_LOOP]) {
     for (const metric of ['p50', 'p99'] as const) {
       const b = find(records, 'latency', id, metric);
@@ -93,25 +103,34 @@ export function bridgeSection(records: BenchRecord[]): string | undefined {
       const added = b && n ? b.value - n.value : null;
       const targeted = metric === 'p50' && id !== BRIDGE_LOOP;
       const mark = targeted && added !== null ? (added <= ADDED_P50_NS ? ' ✓' : ' ✗') : '';
-      rows.push([`64 B, one per ms${variant[id]}, ${metric} µs`, b ? fmtUs(b.value) : '–', n ? fmtUs(n.value) : '–',
+      rows.push([
+        `64 B, one per ms${variant[id]}, ${metric} µs`,
+        b ? fmtUs(b.value) : '–',
+        n ? fmtUs(n.value) : '–',
         added === null ? '–' : `${fmtRatio(b!.value / n!.value)}, ${added >= 0 ? '+' : '−'}${fmtUs(Math.abs(added))} µs${mark}`,
-        targeted ? `≤ +${ADDED_P50_NS / 1000} µs` : '']);
+        targeted ? `≤ +${ADDED_P50_NS / 1000} µs` : '',
+      ]);
     }
   }
   const align = ['---', '---:', '---:', '---:', '---:'];
-  const table = [['', 'bridge', 'nats client alone', 'bridge ÷ nats client', 'target'], align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
-  return '**Ring → NATS bridge** (`bridge(\'shm:<ring>\', \'nats://…\')`, the function behind `shmring bridge`, in a process of its own) ' +
+  const table = [['', 'bridge', 'nats client alone', 'bridge ÷ nats client', 'target'], align, ...rows]
+    .map((r) => `| ${r.join(' | ')} |`)
+    .join('\n');
+  return (
+    "**Ring → NATS bridge** (`bridge('shm:<ring>', 'nats://…')`, the function behind `shmring bridge`, in a process of its own) " +
     'against the `nats` client alone, both talking to a nats-server the scenario starts on loopback; core NATS, no subscriber for the rates. ' +
     'Throughput: this process keeps a ring full (room for 256 messages, at least 1 MiB) and the bridge drains it into a subject; the baseline process ' +
     `publishes the same message from memory, with the bridge's \`Shmring-Type\` header, ${BRIDGE_BATCH} publishes per flush as the bridge does; ` +
-    'both counted by nats-server (`/varz`), in blocks that alternate, a rate being the median of the blocks\'. ' +
+    "both counted by nats-server (`/varz`), in blocks that alternate, a rate being the median of the blocks'. " +
     'Latency: a source process sends one 64-byte message per ms (every side parks in between), into a ring that a bridge process drains, or `publish`ed ' +
     'itself; a subscription in a third process takes `process.hrtime` at arrival less the stamp the source put in the message (one clock for all processes). ' +
-    'The bridge as `shmring bridge` runs it (`dedicated`: while the ring is empty it parks its thread on the ring\'s futex, in slices of 20 to 200 ms with a turn of ' +
+    "The bridge as `shmring bridge` runs it (`dedicated`: while the ring is empty it parks its thread on the ring's futex, in slices of 20 to 200 ms with a turn of " +
     `the event loop between them), the same with \`poll: ${BRIDGE_POLL_US}\` (it looks for the next record for ${BRIDGE_POLL_US / 1000} ms before parking, ` +
     'keeping a CPU busy meanwhile), and `bridge()` without `dedicated`, as a program that runs it beside its own work does (it waits on the event loop, ' +
     'polling 50 µs between turns before it parks).\n\n' +
-    table + cpuLine(records);
+    table +
+    cpuLine(records)
+  );
 }
 
 /** CPU time per message of the bridge process and of the baseline publisher, from the notes of the throughput records. */

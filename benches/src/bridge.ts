@@ -44,7 +44,7 @@ const PEER = new URL('./bridge-peer.js', import.meta.url).pathname;
 
 /** The rows, each a scenario process of its own (`bridge.<row>`). */
 export const BRIDGE_ROWS = ['tput', 'latency'] as const;
-export type BridgeRow = typeof BRIDGE_ROWS[number];
+export type BridgeRow = (typeof BRIDGE_ROWS)[number];
 
 /** Publishes per flush of the baseline publisher: the bridge's batch (packages/channel/src/bridge/bridge.ts, BATCH). */
 export const BRIDGE_BATCH = 512;
@@ -82,7 +82,10 @@ class NamedRing {
   readonly ring: SpscRing;
   #unlinked = false;
 
-  constructor(readonly name: string, capacity: number) {
+  constructor(
+    readonly name: string,
+    capacity: number,
+  ) {
     this.region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity }) });
     try {
       this.ring = SpscRing.create(this.region, { capacity });
@@ -106,7 +109,10 @@ class NamedRing {
 
 /** Starts a bridge process `from` → `to` and waits until it is ready; `dedicated` as `shmring bridge` runs it (the default). */
 async function startBridge(from: string, to: string, poll?: number, dedicated = true): Promise<Peer> {
-  const peer = startPeer('bridge', [], poll === undefined ? { from, to, dedicated } : { from, to, poll, dedicated }, { script: PEER, nodeArgs: BRIDGE_NODE_ARGS });
+  const peer = startPeer('bridge', [], poll === undefined ? { from, to, dedicated } : { from, to, poll, dedicated }, {
+    script: PEER,
+    nodeArgs: BRIDGE_NODE_ARGS,
+  });
   await peer.ready;
   if (peer.child.exitCode !== null) throw new Error(`the bridge ${from} → ${to} exited before it was ready`);
   return peer;
@@ -214,15 +220,16 @@ function publisherContender(peer: Peer): Contender {
     msgs: 0,
     cpuNs: 0,
     start: () => child.send!('run'),
-    stop: () => new Promise<void>((resolve, reject) => {
-      const onExit = (): void => reject(new Error('the baseline publisher exited'));
-      child.once('exit', onExit);
-      child.once('message', () => {
-        child.off('exit', onExit);
-        resolve();
-      });
-      child.send!('stop');
-    }),
+    stop: () =>
+      new Promise<void>((resolve, reject) => {
+        const onExit = (): void => reject(new Error('the baseline publisher exited'));
+        child.once('exit', onExit);
+        child.once('message', () => {
+          child.off('exit', onExit);
+          resolve();
+        });
+        child.send!('stop');
+      }),
   };
 }
 
@@ -262,7 +269,8 @@ async function tputSize(nats: BenchNats, size: number, p: BridgeParams['tput']):
     return contenders.flatMap((c) => {
       const rate = median(c.rates);
       const transport = c.id === 'bridge' ? 'ring → bridge → nats-server' : 'nats client alone, publishing from memory';
-      const note = `median of ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the other's (${fmtRange(c.rates)} msg/s), ` +
+      const note =
+        `median of ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the other's (${fmtRange(c.rates)} msg/s), ` +
         `counted by nats-server (/varz in_msgs)${c.id === 'bridge' ? `; a ring of ${sizeLabel(capacity)} kept full` : `; ${BRIDGE_BATCH} publishes per flush`}; ` +
         `CPU of the ${c.id === 'bridge' ? 'bridge' : 'publisher'} process: ${(c.cpuNs / c.msgs / 1000).toFixed(2)} µs per message`;
       return [
@@ -335,7 +343,7 @@ async function latencyBlock(source: Peer, arrivals: Arrivals, via: LatencyId, co
  * bridge() sharing its event loop (not dedicated), and the nats client alone.
  */
 const LATENCY_IDS = ['bridge', 'bridge-poll', 'bridge-loop', 'nats'] as const;
-type LatencyId = typeof LATENCY_IDS[number];
+type LatencyId = (typeof LATENCY_IDS)[number];
 /** The poll window (µs) of the `bridge-poll` contender: longer than the 1 ms between messages. */
 export const BRIDGE_POLL_US = 2000;
 
@@ -356,10 +364,21 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
       const named = new NamedRing(`shmring-bench-bridge-${process.pid}-${id}`, LATENCY_RING_CAPACITY);
       rings.push(named);
       ringNames[id] = named.name;
-      peers.push(await startBridge(`shm:${named.name}`, nats.url(`bench.bridge.latency.${id}`), id === 'bridge-poll' ? BRIDGE_POLL_US : undefined, id !== 'bridge-loop'));
+      peers.push(
+        await startBridge(
+          `shm:${named.name}`,
+          nats.url(`bench.bridge.latency.${id}`),
+          id === 'bridge-poll' ? BRIDGE_POLL_US : undefined,
+          id !== 'bridge-loop',
+        ),
+      );
     }
-    const source = startPeer('source', [], { rings: ringNames, server: nats.server, subject: 'bench.bridge.latency.nats', size: LATENCY_SIZE },
-      { script: PEER, ipc: true });
+    const source = startPeer(
+      'source',
+      [],
+      { rings: ringNames, server: nats.server, subject: 'bench.bridge.latency.nats', size: LATENCY_SIZE },
+      { script: PEER, ipc: true },
+    );
     peers.push(source);
     await source.ready;
     for (const named of rings) named.unlinkName();
@@ -381,7 +400,8 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
     };
     for (const id of LATENCY_IDS) {
       const q = percentiles(arrivals[id].samples!);
-      const note = `one ${LATENCY_SIZE}-byte message every ${p.gapMs} ms (setTimeout) from a source process, ${id === 'nats' ? 'published' : 'written into the ring'}; ` +
+      const note =
+        `one ${LATENCY_SIZE}-byte message every ${p.gapMs} ms (setTimeout) from a source process, ${id === 'nats' ? 'published' : 'written into the ring'}; ` +
         `${q.count} messages in ${p.blocks} blocks of ${p.perBlock}, interleaved with the others'; ` +
         `process.hrtime at arrival in the subscriber's process less the source's stamp${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}`;
       for (const metric of ['p50', 'p99', 'p99.9', 'max', 'mean'] as const) {
@@ -406,9 +426,12 @@ export async function bridgeScenario(name: string, params: BridgeParams): Promis
   const row = name.slice('bridge.'.length) as BridgeRow;
   try {
     switch (row) {
-      case 'tput': return await tputRow(params.tput);
-      case 'latency': return await latencyRow(params.latency);
-      default: throw new Error(`bridge: unknown row ${name} (rows: ${BRIDGE_ROWS.map((r) => `bridge.${r}`).join(', ')})`);
+      case 'tput':
+        return await tputRow(params.tput);
+      case 'latency':
+        return await latencyRow(params.latency);
+      default:
+        throw new Error(`bridge: unknown row ${name} (rows: ${BRIDGE_ROWS.map((r) => `bridge.${r}`).join(', ')})`);
     }
   } catch (err) {
     if ((err as Error).message === NATS_MISSING) return { records: [], notes: [`${name} skipped: ${NATS_MISSING}`] };

@@ -21,7 +21,10 @@ const SELF = fileURLToPath(import.meta.url);
 const SIZE = 64;
 const CAPACITY = 1 << 16;
 
-interface SubReport { received: number; lost: number }
+interface SubReport {
+  received: number;
+  lost: number;
+}
 
 /** Child: a subscriber (or the SpscRing consumer) on the POSIX region `name`; drains until closed. */
 function child(kind: string, name: string): void {
@@ -54,13 +57,22 @@ function spawnSub(kind: string, name: string): Promise<{ proc: ChildProcess; rep
   });
 }
 
-interface Row { name: string; subscribers: number; messagesPerSecond: number; ratioToSpsc?: number; lost?: number[] }
+interface Row {
+  name: string;
+  subscribers: number;
+  messagesPerSecond: number;
+  ratioToSpsc?: number;
+  lost?: number[];
+}
 
 async function measure(kind: 'spsc' | 'lossy' | 'lossless', subscribers: number, messages: number): Promise<Row> {
   const name = `shmring-bench-bcast-${process.pid}-${kind}-${subscribers}`;
   const size = kind === 'spsc' ? SpscRing.regionSize({ capacity: CAPACITY }) : Broadcast.regionSize({ capacity: CAPACITY });
   const region = Region.create({ backing: 'posix', name, size });
-  const q = kind === 'spsc' ? SpscRing.create(region, { capacity: CAPACITY }) : Broadcast.create(region, { capacity: CAPACITY, lossless: kind === 'lossless' });
+  const q =
+    kind === 'spsc'
+      ? SpscRing.create(region, { capacity: CAPACITY })
+      : Broadcast.create(region, { capacity: CAPACITY, lossless: kind === 'lossless' });
   try {
     const subs = await Promise.all(Array.from({ length: subscribers }, () => spawnSub(kind === 'spsc' ? 'spsc' : 'bcast', name)));
     const payload = new Uint8Array(SIZE).fill(7);
@@ -72,7 +84,11 @@ async function measure(kind: 'spsc' | 'lossy' | 'lossless', subscribers: number,
     for (const r of reports) {
       if (r.received + r.lost !== messages) throw new Error(`${kind}: a subscriber counted ${r.received} + ${r.lost} of ${messages}`);
     }
-    const row: Row = { name: kind === 'spsc' ? 'SpscRing' : `Broadcast ${kind}`, subscribers, messagesPerSecond: Math.round(messages / seconds) };
+    const row: Row = {
+      name: kind === 'spsc' ? 'SpscRing' : `Broadcast ${kind}`,
+      subscribers,
+      messagesPerSecond: Math.round(messages / seconds),
+    };
     if (kind !== 'spsc') row.lost = reports.map((r) => r.lost);
     return row;
   } finally {
@@ -94,7 +110,9 @@ async function main(): Promise<void> {
   console.log('\n| ring | subscribers | publisher msg/s | ÷ SpscRing | lost per subscriber |');
   console.log('|---|---:|---:|---:|---|');
   for (const r of rows) {
-    console.log(`| ${r.name} | ${r.subscribers} | ${r.messagesPerSecond.toLocaleString('en-US')} | ${r.ratioToSpsc} | ${r.lost?.join(', ') ?? ''} |`);
+    console.log(
+      `| ${r.name} | ${r.subscribers} | ${r.messagesPerSecond.toLocaleString('en-US')} | ${r.ratioToSpsc} | ${r.lost?.join(', ') ?? ''} |`,
+    );
   }
 }
 

@@ -56,13 +56,16 @@ async function netServer(serve: (socket: net.Socket) => void): Promise<void> {
 
 function jsonEcho(socket: net.Socket): void {
   socket.setEncoding('utf8');
-  socket.on('data', lines((line) => {
-    const { id, params } = JSON.parse(line) as { id: number; params: unknown };
-    echoHandler(params).then(
-      (result) => socket.write(`${JSON.stringify({ id, result })}\n`),
-      (err: Error) => socket.write(`${JSON.stringify({ id, error: { message: err.message } })}\n`),
-    );
-  }));
+  socket.on(
+    'data',
+    lines((line) => {
+      const { id, params } = JSON.parse(line) as { id: number; params: unknown };
+      echoHandler(params).then(
+        (result) => socket.write(`${JSON.stringify({ id, result })}\n`),
+        (err: Error) => socket.write(`${JSON.stringify({ id, error: { message: err.message } })}\n`),
+      );
+    }),
+  );
 }
 
 function ipcEcho(): void {
@@ -111,27 +114,44 @@ function socketSink(socket: net.Socket): void {
   let bytes = 0;
   let bad = 0;
   faultsSince();
-  socket.on('data', framer((frame) => {
-    if (frame.length === 0) {
-      socket.write(`${JSON.stringify({ count, bytes, bad, faults: faultsSince() })}\n`);
-      count = bytes = bad = 0;
-      return;
-    }
-    count++;
-    bytes += frame.length;
-    if (frame.length !== BULK_SIZE || frame[BULK_PROBE_AT] !== probe) bad++;
-  }));
+  socket.on(
+    'data',
+    framer((frame) => {
+      if (frame.length === 0) {
+        socket.write(`${JSON.stringify({ count, bytes, bad, faults: faultsSince() })}\n`);
+        count = bytes = bad = 0;
+        return;
+      }
+      count++;
+      bytes += frame.length;
+      if (frame.length !== BULK_SIZE || frame[BULK_PROBE_AT] !== probe) bad++;
+    }),
+  );
 }
 
 exitWithParent();
 switch (role) {
-  case 'channel-echo': await channelServer((ch) => ch.handle(echoHandler)); break;
-  case 'json-echo': await netServer(jsonEcho); break;
-  case 'ipc-echo': ipcEcho(); break;
-  case 'channel-sink': await channelServer((ch) => void channelSink(ch).catch((err: Error) => {
-    process.stderr.write(`channel-sink: ${err.stack ?? err.message}\n`);
-    process.exit(1);
-  })); break;
-  case 'socket-sink': await netServer(socketSink); break;
-  default: throw new Error(`channel-peer: unknown role ${role}`);
+  case 'channel-echo':
+    await channelServer((ch) => ch.handle(echoHandler));
+    break;
+  case 'json-echo':
+    await netServer(jsonEcho);
+    break;
+  case 'ipc-echo':
+    ipcEcho();
+    break;
+  case 'channel-sink':
+    await channelServer(
+      (ch) =>
+        void channelSink(ch).catch((err: Error) => {
+          process.stderr.write(`channel-sink: ${err.stack ?? err.message}\n`);
+          process.exit(1);
+        }),
+    );
+    break;
+  case 'socket-sink':
+    await netServer(socketSink);
+    break;
+  default:
+    throw new Error(`channel-peer: unknown role ${role}`);
 }

@@ -33,20 +33,72 @@ interface Spec {
 }
 
 const SPECS: Spec[] = [
-  { label: '64 requests in flight, req/s', row: 'inflight64', metric: 'messages/s', baseline: 'json-socket', show: (v) => fmtRate(v),
-    target: { text: '≥ 3×', met: (x) => x >= 3, describe: '64 requests in flight ≥ 3× JSON over a Unix socket (req/s)' } },
-  { label: '64 requests in flight, req/s', row: 'inflight64', metric: 'messages/s', baseline: 'ipc', show: (v) => fmtRate(v),
-    target: { text: '≥ 3×', met: (x) => x >= 3, describe: '64 requests in flight ≥ 3× process.send with serialization \'advanced\' (req/s)' } },
-  { label: 'request after 1 ms idle, p50 µs', row: 'idle', metric: 'p50', baseline: 'json-socket', show: (v) => fmtUs(v),
-    target: { text: '≤ 0.8×', met: (x) => x <= 0.8, describe: 'one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50)' } },
+  {
+    label: '64 requests in flight, req/s',
+    row: 'inflight64',
+    metric: 'messages/s',
+    baseline: 'json-socket',
+    show: (v) => fmtRate(v),
+    target: { text: '≥ 3×', met: (x) => x >= 3, describe: '64 requests in flight ≥ 3× JSON over a Unix socket (req/s)' },
+  },
+  {
+    label: '64 requests in flight, req/s',
+    row: 'inflight64',
+    metric: 'messages/s',
+    baseline: 'ipc',
+    show: (v) => fmtRate(v),
+    target: { text: '≥ 3×', met: (x) => x >= 3, describe: "64 requests in flight ≥ 3× process.send with serialization 'advanced' (req/s)" },
+  },
+  {
+    label: 'request after 1 ms idle, p50 µs',
+    row: 'idle',
+    metric: 'p50',
+    baseline: 'json-socket',
+    show: (v) => fmtUs(v),
+    target: { text: '≤ 0.8×', met: (x) => x <= 0.8, describe: 'one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50)' },
+  },
   { label: 'request after 1 ms idle, p99 µs', row: 'idle', metric: 'p99', baseline: 'json-socket', show: (v) => fmtUs(v) },
-  { label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p50 µs`, row: 'idle', id: 'channel-poll', metric: 'p50', baseline: 'json-socket', show: (v) => fmtUs(v),
-    target: { text: '≤ 0.8×', met: (x) => x <= 0.8, describe: `one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50), poll: ${IDLE_POLL_US}` } },
-  { label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p99 µs`, row: 'idle', id: 'channel-poll', metric: 'p99', baseline: 'json-socket', show: (v) => fmtUs(v) },
-  { label: '1 MiB Buffers one way, bytes/s', row: 'bulk', metric: 'bytes/s', baseline: 'socket', show: (v) => fmtBytes(v),
-    target: { text: '≥ 3×', met: (x) => x >= 3, describe: '1 MiB Buffers one way across processes ≥ 3× a Unix socket with length-prefixed frames (bytes/s)' } },
-  { label: 'small objects main → worker, msg/s', row: 'workers', metric: 'messages/s', baseline: 'messageport', show: (v) => fmtRate(v),
-    target: { text: '≥ 3×', met: (x) => x >= 3, describe: 'small objects main thread → worker ≥ 3× MessagePort postMessage (msg/s)' } },
+  {
+    label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p50 µs`,
+    row: 'idle',
+    id: 'channel-poll',
+    metric: 'p50',
+    baseline: 'json-socket',
+    show: (v) => fmtUs(v),
+    target: {
+      text: '≤ 0.8×',
+      met: (x) => x <= 0.8,
+      describe: `one request after 1 ms idle ≤ 0.8× JSON over a Unix socket (p50), poll: ${IDLE_POLL_US}`,
+    },
+  },
+  {
+    label: `request after 1 ms idle, poll ${IDLE_POLL_US} µs, p99 µs`,
+    row: 'idle',
+    id: 'channel-poll',
+    metric: 'p99',
+    baseline: 'json-socket',
+    show: (v) => fmtUs(v),
+  },
+  {
+    label: '1 MiB Buffers one way, bytes/s',
+    row: 'bulk',
+    metric: 'bytes/s',
+    baseline: 'socket',
+    show: (v) => fmtBytes(v),
+    target: {
+      text: '≥ 3×',
+      met: (x) => x >= 3,
+      describe: '1 MiB Buffers one way across processes ≥ 3× a Unix socket with length-prefixed frames (bytes/s)',
+    },
+  },
+  {
+    label: 'small objects main → worker, msg/s',
+    row: 'workers',
+    metric: 'messages/s',
+    baseline: 'messageport',
+    show: (v) => fmtRate(v),
+    target: { text: '≥ 3×', met: (x) => x >= 3, describe: 'small objects main thread → worker ≥ 3× MessagePort postMessage (msg/s)' },
+  },
 ];
 
 function ratio(value: number, base: Measurement | undefined): number | null {
@@ -95,50 +147,61 @@ export function channelSection(records: BenchRecord[]): string | undefined {
   const notes: string[] = [];
   const mech = records.find((r) => r.name.startsWith('channel.') && r.mechanism)?.mechanism;
   if (mech) notes.push(`wait mechanism of the channel processes: ${mech}`);
-  const cpu = (row: string, id: string, metric: Metric): string | undefined => find(records, row, id, metric)?.note?.match(/CPU while measuring \(of one CPU\): [^;]*/)?.[0]
-    ?.replace('CPU while measuring (of one CPU): ', '');
+  const cpu = (row: string, id: string, metric: Metric): string | undefined =>
+    find(records, row, id, metric)
+      ?.note?.match(/CPU while measuring \(of one CPU\): [^;]*/)?.[0]
+      ?.replace('CPU while measuring (of one CPU): ', '');
   const cpuLines = [
     ['64 in flight', 'inflight64', 'messages/s', ['channel', 'json-socket', 'ipc']],
     ['after 1 ms idle', 'idle', 'p50', ['channel', 'channel-poll', 'json-socket']],
     ['1 MiB one way', 'bulk', 'bytes/s', ['channel', 'socket']],
     ['to a worker', 'workers', 'messages/s', ['channel', 'messageport']],
   ] as const;
-  const cpuText = cpuLines.map(([label, row, metric, ids]) => {
-    const each = ids.map((id) => {
-      const c = cpu(row, id, metric as Metric);
-      return c ? `${id} ${c}` : undefined;
-    }).filter(Boolean);
-    return each.length > 0 ? `${label}: ${each.join('; ')}` : undefined;
-  }).filter(Boolean);
+  const cpuText = cpuLines
+    .map(([label, row, metric, ids]) => {
+      const each = ids
+        .map((id) => {
+          const c = cpu(row, id, metric as Metric);
+          return c ? `${id} ${c}` : undefined;
+        })
+        .filter(Boolean);
+      return each.length > 0 ? `${label}: ${each.join('; ')}` : undefined;
+    })
+    .filter(Boolean);
   if (cpuText.length > 0) notes.push(`CPU while measuring, % of one CPU: ${cpuText.join('. ')}`);
   if (find(records, 'idle', 'channel-poll', 'p50')) {
     const polled = cpu('idle', 'channel-poll', 'p50');
     const parked = cpu('idle', 'channel', 'p50');
-    notes.push(`idle, poll ${IDLE_POLL_US} µs (channel-poll): \`listen(path, { poll: ${IDLE_POLL_US} })\` and \`connect(path, { poll: ${IDLE_POLL_US} })\`: ` +
-      `an end waiting for the other side's next record looks for it between event-loop turns for up to ${IDLE_POLL_US / 1000} ms before it parks. ` +
-      'The server, its handler always waiting for requests, so never parks across the 1 ms gaps: polling keeps a CPU busy during each gap. ' +
-      'The client waits only for its replies' +
-      (polled ? `. CPU while measuring, % of one CPU: ${polled}` : '') + (parked ? ` (default setting: ${parked})` : '') +
-      '. Both idle targets are reported, the default setting\'s and this one\'s');
+    notes.push(
+      `idle, poll ${IDLE_POLL_US} µs (channel-poll): \`listen(path, { poll: ${IDLE_POLL_US} })\` and \`connect(path, { poll: ${IDLE_POLL_US} })\`: ` +
+        `an end waiting for the other side's next record looks for it between event-loop turns for up to ${IDLE_POLL_US / 1000} ms before it parks. ` +
+        'The server, its handler always waiting for requests, so never parks across the 1 ms gaps: polling keeps a CPU busy during each gap. ' +
+        'The client waits only for its replies' +
+        (polled ? `. CPU while measuring, % of one CPU: ${polled}` : '') +
+        (parked ? ` (default setting: ${parked})` : '') +
+        ". Both idle targets are reported, the default setting's and this one's",
+    );
   }
   const idleNote = find(records, 'idle', 'channel', 'p50')?.note?.match(/^\d+ requests/)?.[0];
   if (idleNote) notes.push(`idle: ${idleNote} per contender`);
-  return '**Channel** (`@shmring/channel`, default options: structured clone, 1 MiB rings; Buffers take the raw path; ' +
+  return (
+    '**Channel** (`@shmring/channel`, default options: structured clone, 1 MiB rings; Buffers take the raw path; ' +
     `the idle row also with \`poll: ${IDLE_POLL_US}\` on both ends): ` +
     'what a program sees against what it would otherwise use, all async on the event loop. ' +
-    'The value is a small object `{ id, name: \'order\', values: [1, 2, 3] }`, a fresh one each time. ' +
+    "The value is a small object `{ id, name: 'order', values: [1, 2, 3] }`, a fresh one each time. " +
     'Each row runs in a process of its own; the channel and its baselines each have their own peer and are measured in turn in short blocks, ' +
-    'the order rotating; a rate is the median of the blocks\' rates. In the ratio column: channel ÷ baseline, from the same process and moments.\n\n' +
+    "the order rotating; a rate is the median of the blocks' rates. In the ratio column: channel ÷ baseline, from the same process and moments.\n\n" +
     `${table(['', '@shmring/channel', 'baseline', 'baseline value', 'channel ÷ baseline', 'target'], rows)}\n\n` +
     '64 in flight: 64 async loops in the client each `await`ing one request after the other against an async echo handler in a second process ' +
     '(channel: `connect(path)` → `request()`, the server `listen(path)` → `handle(async (v) => v)`; JSON: `{id, params}` lines over a Unix socket, ' +
-    'replies matched by id, one write per message; IPC: `child_process.fork` with `serialization: \'advanced\'`, `{id, params}` → `process.send({id, result})`). ' +
+    "replies matched by id, one write per message; IPC: `child_process.fork` with `serialization: 'advanced'`, `{id, params}` → `process.send({id, result})`). " +
     `Idle: \`await setTimeout(1)\` before each request; the channel with its default polling, and with \`poll: ${IDLE_POLL_US}\` ` +
     `(µs) on both ends, its own peer and line. ` +
     '1 MiB one way: the producer `await`s each `send(buffer)` (the socket: length prefix and buffer in one corked write, waiting for `drain` ' +
-    'while more than 4 MiB are queued) for the block\'s time, then sends an end; the rate is the bytes the consumer acknowledged over the time to its answer. ' +
+    "while more than 4 MiB are queued) for the block's time, then sends an end; the rate is the bytes the consumer acknowledged over the time to its answer. " +
     'To a worker: `channelPair()` / `openChannel(handle)` against `postMessage` on a MessageChannel (at most 8192 unacknowledged), the worker counting.' +
-    (notes.length > 0 ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '');
+    (notes.length > 0 ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '')
+  );
 }
 
 export function channelTargets(records: Measurement[]): Target[] {

@@ -50,7 +50,12 @@ function portCount(): void {
 }
 
 switch (data.role) {
-  case 'channel-count': await channelCount(); break;
-  case 'port-count': portCount(); break;
-  default: throw new Error(`channel-worker: unknown role ${data.role}`);
+  case 'channel-count':
+    await channelCount();
+    break;
+  case 'port-count':
+    portCount();
+    break;
+  default:
+    throw new Error(`channel-worker: unknown role ${data.role}`);
 }

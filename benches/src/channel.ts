@@ -55,7 +55,7 @@ const WORKER = new URL('./channel-worker.js', import.meta.url);
 
 /** The rows, each a scenario process of its own (`channel.<row>`). */
 export const CHANNEL_ROWS = ['inflight64', 'idle', 'bulk', 'workers'] as const;
-export type ChannelRow = typeof CHANNEL_ROWS[number];
+export type ChannelRow = (typeof CHANNEL_ROWS)[number];
 
 export const IN_FLIGHT = 64;
 /** MessagePort flow control of the workers row. */
@@ -132,7 +132,10 @@ abstract class Contender {
   peerCpuNs = 0;
   wallMs = 0;
 
-  constructor(readonly id: string, readonly label: string) {}
+  constructor(
+    readonly id: string,
+    readonly label: string,
+  ) {}
 
   /** The peer process (its CPU is accounted), if the peer is one. */
   abstract get peerPid(): number | undefined;
@@ -196,7 +199,13 @@ abstract class Rpc extends Contender {
 }
 
 class ChannelRpc extends Rpc {
-  private constructor(readonly ch: Channel, readonly peer: Peer, id: string, label: string, readonly poll: number | undefined) {
+  private constructor(
+    readonly ch: Channel,
+    readonly peer: Peer,
+    id: string,
+    label: string,
+    readonly poll: number | undefined,
+  ) {
     super(id, label);
   }
 
@@ -256,10 +265,16 @@ class Pending {
 class JsonSocketRpc extends Rpc {
   readonly #pending = new Pending();
 
-  private constructor(readonly socket: net.Socket, readonly peer: Peer) {
+  private constructor(
+    readonly socket: net.Socket,
+    readonly peer: Peer,
+  ) {
     super('json-socket', 'JSON over a Unix socket (newline-delimited, ids)');
     socket.setEncoding('utf8');
-    socket.on('data', lines((line) => this.#pending.settle(JSON.parse(line) as { id: number })));
+    socket.on(
+      'data',
+      lines((line) => this.#pending.settle(JSON.parse(line) as { id: number })),
+    );
     socket.on('close', () => this.#pending.failAll(new Error('the JSON server closed the connection')));
   }
 
@@ -294,8 +309,11 @@ class JsonSocketRpc extends Rpc {
 class IpcRpc extends Rpc {
   readonly #pending = new Pending();
 
-  private constructor(readonly child: ChildProcess, readonly result: Promise<unknown>) {
-    super('ipc', 'process.send (fork, serialization \'advanced\')');
+  private constructor(
+    readonly child: ChildProcess,
+    readonly result: Promise<unknown>,
+  ) {
+    super('ipc', "process.send (fork, serialization 'advanced')");
     child.on('message', (m: { id: number }) => this.#pending.settle(m));
     child.on('exit', () => this.#pending.failAll(new Error('the IPC child exited')));
   }
@@ -374,9 +392,19 @@ async function inFlightRow(p: Blocks, mech: string): Promise<Outcome> {
     await closeAll(contenders);
   }
   return {
-    records: contenders.map((c) => rec(`channel.inflight64.${c.id}`, c.label, ORDER_BYTES, 'messages/s', c.median(), 'req/s',
-      `${IN_FLIGHT} in flight; median of ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the others' ` +
-      `(${fmtRange(c.rates)} req/s); mean ${Math.round((c.total * 1000) / c.totalMs)} req/s; ${c.cpuNote('server')}`, mech)),
+    records: contenders.map((c) =>
+      rec(
+        `channel.inflight64.${c.id}`,
+        c.label,
+        ORDER_BYTES,
+        'messages/s',
+        c.median(),
+        'req/s',
+        `${IN_FLIGHT} in flight; median of ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the others' ` +
+          `(${fmtRange(c.rates)} req/s); mean ${Math.round((c.total * 1000) / c.totalMs)} req/s; ${c.cpuNote('server')}`,
+        mech,
+      ),
+    ),
     notes: [],
   };
 }
@@ -427,15 +455,18 @@ async function idleRow(p: ChannelParams['idle'], mech: string): Promise<Outcome>
   const records: Measurement[] = [];
   for (const c of contenders) {
     const r = percentiles(samples.get(c)!);
-    const polling = c instanceof ChannelRpc && c.poll !== undefined
-      ? `poll: ${c.poll} on both ends (an end waiting for the other's next record polls between event-loop turns for up to ` +
-        `${c.poll} µs before it parks: the server, always waiting for requests, polls through every 1 ms gap, keeping a CPU busy; ` +
-        'the client waits only for its replies); '
-      : '';
-    const note = `${r.count} requests, each after await setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the others'; ${polling}` +
+    const polling =
+      c instanceof ChannelRpc && c.poll !== undefined
+        ? `poll: ${c.poll} on both ends (an end waiting for the other's next record polls between event-loop turns for up to ` +
+          `${c.poll} µs before it parks: the server, always waiting for requests, polls through every 1 ms gap, keeping a CPU busy; ` +
+          'the client waits only for its replies); '
+        : '';
+    const note =
+      `${r.count} requests, each after await setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the others'; ${polling}` +
       `p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}`;
     const metrics: Metric[] = ['p50', 'p99', 'mean'];
-    for (const metric of metrics) records.push(rec(`channel.idle.${c.id}`, c.label, ORDER_BYTES, metric, r[metric as 'p50'], 'ns', note, mech));
+    for (const metric of metrics)
+      records.push(rec(`channel.idle.${c.id}`, c.label, ORDER_BYTES, metric, r[metric as 'p50'], 'ns', note, mech));
   }
   return { records, notes: [] };
 }
@@ -482,7 +513,12 @@ async function streamBlock(c: Stream, ms: number, count: boolean): Promise<void>
 }
 
 class ChannelBulk extends Stream {
-  private constructor(readonly ch: Channel, readonly peer: Peer, readonly buffer: Buffer, label: string) {
+  private constructor(
+    readonly ch: Channel,
+    readonly peer: Peer,
+    readonly buffer: Buffer,
+    label: string,
+  ) {
     super('channel', label);
   }
 
@@ -503,7 +539,7 @@ class ChannelBulk extends Stream {
 
   async end(): Promise<Ack> {
     await this.ch.send('end');
-    return await this.ch.receive() as Ack;
+    return (await this.ch.receive()) as Ack;
   }
 
   amount(ack: Ack): number {
@@ -521,11 +557,18 @@ class SocketBulk extends Stream {
   readonly #header = Buffer.alloc(4);
   #answer: { resolve: (ack: Ack) => void; reject: (err: Error) => void } | undefined;
 
-  private constructor(readonly socket: net.Socket, readonly peer: Peer, readonly buffer: Buffer) {
+  private constructor(
+    readonly socket: net.Socket,
+    readonly peer: Peer,
+    readonly buffer: Buffer,
+  ) {
     super('socket', 'Unix socket, length-prefixed frames');
     this.#header.writeUInt32LE(buffer.length, 0);
     socket.setEncoding('utf8');
-    socket.on('data', lines((line) => this.#answer?.resolve(JSON.parse(line) as Ack)));
+    socket.on(
+      'data',
+      lines((line) => this.#answer?.resolve(JSON.parse(line) as Ack)),
+    );
     socket.on('close', () => this.#answer?.reject(new Error('the socket sink closed the connection')));
   }
 
@@ -595,11 +638,21 @@ async function bulkRow(p: Blocks, mech: string): Promise<Outcome> {
     await closeAll(contenders);
   }
   return {
-    records: contenders.map((c) => rec(`channel.bulk.${c.id}`, c.label, BULK_SIZE, 'bytes/s', c.median(), 'B/s',
-      `1 MiB Buffers one way, the consumer acknowledging each block's end; median of ${c.rates.length} blocks of ${p.blockMs} ms ` +
-      `interleaved with the other's (${fmtRange(c.rates, 1e6)} MB/s); mean ${((c.total * 1000) / c.totalMs / 1e6).toFixed(0)} MB/s; ` +
-      `${c.cpuNote('consumer')}; the consumer's page faults: ${(c.faults / (c.total / 2 ** 20)).toFixed(0)} per MiB received ` +
-      `(its fresh 1 MiB buffers, where malloc gave freed memory back to the kernel: 256 per MiB is every page)`, mech)),
+    records: contenders.map((c) =>
+      rec(
+        `channel.bulk.${c.id}`,
+        c.label,
+        BULK_SIZE,
+        'bytes/s',
+        c.median(),
+        'B/s',
+        `1 MiB Buffers one way, the consumer acknowledging each block's end; median of ${c.rates.length} blocks of ${p.blockMs} ms ` +
+          `interleaved with the other's (${fmtRange(c.rates, 1e6)} MB/s); mean ${((c.total * 1000) / c.totalMs / 1e6).toFixed(0)} MB/s; ` +
+          `${c.cpuNote('consumer')}; the consumer's page faults: ${(c.faults / (c.total / 2 ** 20)).toFixed(0)} per MiB received ` +
+          `(its fresh 1 MiB buffers, where malloc gave freed memory back to the kernel: 256 per MiB is every page)`,
+        mech,
+      ),
+    ),
     notes: [],
   };
 }
@@ -619,7 +672,11 @@ async function startWorker(workerData: object, transferList: MessagePort[]): Pro
 class ChannelToWorker extends Stream {
   override readonly mask = 255;
 
-  private constructor(readonly ch: Channel, readonly worker: Worker, label: string) {
+  private constructor(
+    readonly ch: Channel,
+    readonly worker: Worker,
+    label: string,
+  ) {
     super('channel', label);
   }
 
@@ -639,7 +696,7 @@ class ChannelToWorker extends Stream {
 
   async end(): Promise<Ack> {
     await this.ch.send('end');
-    return await this.ch.receive() as Ack;
+    return (await this.ch.receive()) as Ack;
   }
 
   amount(ack: Ack): number {
@@ -663,7 +720,10 @@ class PortToWorker extends Stream {
   #dead: Error | undefined;
   #onDeath: ((err: Error) => void) | undefined;
 
-  private constructor(readonly port: MessagePort, readonly worker: Worker) {
+  private constructor(
+    readonly port: MessagePort,
+    readonly worker: Worker,
+  ) {
     super('messageport', `MessagePort postMessage (≤ ${PORT_WINDOW} unacknowledged)`);
     port.on('message', (m: { ack?: number } & Ack) => {
       if (m.ack !== undefined) {
@@ -737,10 +797,20 @@ async function workersRow(p: Blocks, mech: string): Promise<Outcome> {
     await closeAll(contenders);
   }
   return {
-    records: contenders.map((c) => rec(`channel.workers.${c.id}`, c.label, ORDER_BYTES, 'messages/s', c.median(), 'msg/s',
-      `small objects main → worker, the worker counting and acknowledging each block's end; median of ${c.rates.length} blocks of ` +
-      `${p.blockMs} ms interleaved with the other's (${fmtRange(c.rates)} msg/s); mean ${Math.round((c.total * 1000) / c.totalMs)} msg/s; ` +
-      `${c.cpuNote('')} (main thread and worker)`, mech)),
+    records: contenders.map((c) =>
+      rec(
+        `channel.workers.${c.id}`,
+        c.label,
+        ORDER_BYTES,
+        'messages/s',
+        c.median(),
+        'msg/s',
+        `small objects main → worker, the worker counting and acknowledging each block's end; median of ${c.rates.length} blocks of ` +
+          `${p.blockMs} ms interleaved with the other's (${fmtRange(c.rates)} msg/s); mean ${Math.round((c.total * 1000) / c.totalMs)} msg/s; ` +
+          `${c.cpuNote('')} (main thread and worker)`,
+        mech,
+      ),
+    ),
     notes: [],
   };
 }
@@ -748,7 +818,16 @@ async function workersRow(p: Blocks, mech: string): Promise<Outcome> {
 // ---- records ----
 
 /** A record; the channel's (`channel`, `channel-poll`) carry the wait mechanism of this process (`mech`), the baselines none. */
-function rec(name: string, transport: string, messageSize: number, metric: Metric, value: number, unit: string, note: string, mech: string): Measurement {
+function rec(
+  name: string,
+  transport: string,
+  messageSize: number,
+  metric: Metric,
+  value: number,
+  unit: string,
+  note: string,
+  mech: string,
+): Measurement {
   const record: Measurement = { name, transport, messageSize, metric, value: Number(value.toPrecision(6)), unit, note };
   if (name.endsWith('.channel') || name.endsWith('.channel-poll')) record.mechanism = mech;
   return record;
@@ -769,10 +848,15 @@ export async function channelScenario(name: string, params: ChannelParams): Prom
   const row = name.slice('channel.'.length) as ChannelRow;
   const mech = mechanismLabel(mechanism());
   switch (row) {
-    case 'inflight64': return inFlightRow(params.inflight, mech);
-    case 'idle': return idleRow(params.idle, mech);
-    case 'bulk': return bulkRow(params.bulk, mech);
-    case 'workers': return workersRow(params.workers, mech);
-    default: throw new Error(`channel: unknown row ${name} (rows: ${CHANNEL_ROWS.map((r) => `channel.${r}`).join(', ')})`);
+    case 'inflight64':
+      return inFlightRow(params.inflight, mech);
+    case 'idle':
+      return idleRow(params.idle, mech);
+    case 'bulk':
+      return bulkRow(params.bulk, mech);
+    case 'workers':
+      return workersRow(params.workers, mech);
+    default:
+      throw new Error(`channel: unknown row ${name} (rows: ${CHANNEL_ROWS.map((r) => `channel.${r}`).join(', ')})`);
   }
 }

@@ -9,7 +9,16 @@
  */
 import { backendKind } from '@shmring/core';
 import {
-  formatRate, micros, pingPongRing, pingPongSocket, ringRegion, socketPair, startPeer, STREAM_BATCH, streamRing, streamSocket,
+  formatRate,
+  micros,
+  pingPongRing,
+  pingPongSocket,
+  ringRegion,
+  socketPair,
+  startPeer,
+  STREAM_BATCH,
+  streamRing,
+  streamSocket,
 } from './harness.js';
 
 const MESSAGES = Number(process.env.DEMO_MESSAGES ?? 4_000_000);
@@ -76,14 +85,28 @@ async function main(): Promise<void> {
   const rows = [
     ['', 'SpscRing (memfd)', 'Unix socket', 'ring / socket'],
     [`throughput, ${SIZE} B`, formatRate(ringRate), formatRate(sockRate), `${(ringRate / sockRate).toFixed(1)}x`],
-    ['round trip p50', `${micros(ringRtt, 50).toFixed(2)} µs`, `${micros(sockRtt, 50).toFixed(2)} µs`, `${(micros(sockRtt, 50) / micros(ringRtt, 50)).toFixed(1)}x faster`],
-    ['round trip p99', `${micros(ringRtt, 99).toFixed(2)} µs`, `${micros(sockRtt, 99).toFixed(2)} µs`, `${(micros(sockRtt, 99) / micros(ringRtt, 99)).toFixed(1)}x faster`],
+    [
+      'round trip p50',
+      `${micros(ringRtt, 50).toFixed(2)} µs`,
+      `${micros(sockRtt, 50).toFixed(2)} µs`,
+      `${(micros(sockRtt, 50) / micros(ringRtt, 50)).toFixed(1)}x faster`,
+    ],
+    [
+      'round trip p99',
+      `${micros(ringRtt, 99).toFixed(2)} µs`,
+      `${micros(sockRtt, 99).toFixed(2)} µs`,
+      `${(micros(sockRtt, 99) / micros(ringRtt, 99)).toFixed(1)}x faster`,
+    ],
   ];
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   console.log('');
   for (const row of rows) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
-  console.log(`\nStreaming: the ring publishes once per ${STREAM_BATCH} messages (cork/uncork), the socket writes ~64 KiB batches; round trips: both spin on one message in flight.`);
-  console.log(`every message arrived once and in order (${MESSAGES.toLocaleString('en')} through the ring, ${SOCKET_MESSAGES.toLocaleString('en')} through the socket).`);
+  console.log(
+    `\nStreaming: the ring publishes once per ${STREAM_BATCH} messages (cork/uncork), the socket writes ~64 KiB batches; round trips: both spin on one message in flight.`,
+  );
+  console.log(
+    `every message arrived once and in order (${MESSAGES.toLocaleString('en')} through the ring, ${SOCKET_MESSAGES.toLocaleString('en')} through the socket).`,
+  );
 }
 
 await main();

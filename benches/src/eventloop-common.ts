@@ -50,7 +50,10 @@ export function mechanism(): Mechanism {
     backend = `unavailable (${(err as Error).message})`;
   }
   const exports = core as unknown as Record<string, unknown>;
-  const names = ['asyncWaitKind', ...Object.keys(exports).filter((k) => /^async.*wait.*(kind|mechanism)$|^wait.*(kind|mechanism)$/i.test(k))];
+  const names = [
+    'asyncWaitKind',
+    ...Object.keys(exports).filter((k) => /^async.*wait.*(kind|mechanism)$|^wait.*(kind|mechanism)$/i.test(k)),
+  ];
   for (const name of names) {
     const fn = exports[name];
     if (typeof fn !== 'function') continue;
@@ -160,9 +163,11 @@ export interface Probe {
  */
 export async function spawnProbe(): Promise<Probe> {
   const limitMs = 120_000; // it stops itself if we fail to
-  const child: ChildProcess = track(spawn(process.execPath, [PROBE, JSON.stringify({ durationMs: limitMs })], {
-    stdio: ['ignore', 'pipe', 'inherit', 'pipe'], // fd 3: Node's 'pipe' is a socketpair
-  }));
+  const child: ChildProcess = track(
+    spawn(process.execPath, [PROBE, JSON.stringify({ durationMs: limitMs })], {
+      stdio: ['ignore', 'pipe', 'inherit', 'pipe'], // fd 3: Node's 'pipe' is a socketpair
+    }),
+  );
   const channel = child.stdio[3] as net.Socket;
   const samples = new Samples(Math.ceil(limitMs / 0.5));
   let started = false;

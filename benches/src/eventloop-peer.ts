@@ -23,7 +23,16 @@ import * as net from 'node:net';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { exitWithParent } from './harness.js';
-import { cpuPercent, mechanism, messagesOf, pollSupported, PROBE_FLAG_AT, spawnProbe, waitOptions, type Probe } from './eventloop-common.js';
+import {
+  cpuPercent,
+  mechanism,
+  messagesOf,
+  pollSupported,
+  PROBE_FLAG_AT,
+  spawnProbe,
+  waitOptions,
+  type Probe,
+} from './eventloop-common.js';
 
 const role = process.argv[2];
 const options = JSON.parse(process.argv[3] ?? '{}') as { socketPath?: string; poll?: number };
@@ -106,7 +115,12 @@ async function socketEcho(): Promise<void> {
 }
 
 switch (role) {
-  case 'ring-echo': await ringEcho(); break;
-  case 'socket-echo': await socketEcho(); break;
-  default: throw new Error(`eventloop-peer: unknown role ${role}`);
+  case 'ring-echo':
+    await ringEcho();
+    break;
+  case 'socket-echo':
+    await socketEcho();
+    break;
+  default:
+    throw new Error(`eventloop-peer: unknown role ${role}`);
 }

@@ -52,7 +52,16 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import {
-  cpuPercent, mechanism, mechanismLabel, PEER, pollSupported, PROBE_FLAG_AT, spawnProbe, waitOptions, type LoopWaitOptions, type Mechanism,
+  cpuPercent,
+  mechanism,
+  mechanismLabel,
+  PEER,
+  pollSupported,
+  PROBE_FLAG_AT,
+  spawnProbe,
+  waitOptions,
+  type LoopWaitOptions,
+  type Mechanism,
 } from './eventloop-common.js';
 import { accepted, percentiles, ringRegion, Samples, socketPair, stamp, stampAt, startPeer, type Percentiles } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
@@ -218,8 +227,14 @@ const us = (ns: number): string => `${(ns / 1000).toFixed(1)} µs`;
 
 function rec(name: string, who: Who, metric: Metric, value: number, unit: string, note?: string): Measurement {
   return {
-    name, transport: who.label, messageSize: SIZE, metric, value: Number(value.toPrecision(6)), unit,
-    mechanism: who.mechanism, ...(note ? { note } : {}),
+    name,
+    transport: who.label,
+    messageSize: SIZE,
+    metric,
+    value: Number(value.toPrecision(6)),
+    unit,
+    mechanism: who.mechanism,
+    ...(note ? { note } : {}),
   };
 }
 
@@ -249,7 +264,12 @@ class Contender {
   report: Record<string, unknown> = {};
   closed = false;
 
-  constructor(readonly row: string, readonly who: Who, readonly pair: Pair, capacity: number) {
+  constructor(
+    readonly row: string,
+    readonly who: Who,
+    readonly pair: Pair,
+    capacity: number,
+  ) {
     this.samples = new Samples(capacity);
   }
 
@@ -362,22 +382,37 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
   const records: Measurement[] = [];
   for (const c of contenders) {
     const rtt = percentiles(c.samples);
-    const poll = c.row === 'idle-poll'
-      ? `; { poll: ${POLL_MICROS} } on every wait${pollFound ? '' : ' (not detected in this build: an invalid poll was accepted; the option may not exist yet)'}`
-      : '';
+    const poll =
+      c.row === 'idle-poll'
+        ? `; { poll: ${POLL_MICROS} } on every wait${pollFound ? '' : ' (not detected in this build: an invalid poll was accepted; the option may not exist yet)'}`
+        : '';
     const note = `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'${poll}; ${c.cpuNote()}`;
     records.push(
       rec(c.name, c.who, 'p50', rtt.p50, 'ns', note),
       rec(c.name, c.who, 'p99', rtt.p99, 'ns', note),
       rec(c.name, c.who, 'mean', rtt.mean, 'ns', note),
-      rec(c.name, c.who, 'event-loop delay p99', c.delay!.p99, 'ns',
+      rec(
+        c.name,
+        c.who,
+        'event-loop delay p99',
+        c.delay!.p99,
+        'ns',
         `probe: ${c.delay!.count} callbacks during ${p.probed} more such round trips (${c.delay!.voided} more dropped: the probe was held up); ` +
-        `p50 ${us(c.delay!.p50)}, max ${us(c.delay!.max)}`),
+          `p50 ${us(c.delay!.p50)}, max ${us(c.delay!.max)}`,
+      ),
     );
     const echo = c.report.delay as (Percentiles & { voided: number }) | undefined;
     if (echo) {
-      records.push(rec(c.name, c.who, 'echo event-loop delay p99', echo.p99, 'ns',
-        `the echo's own probe: ${echo.count} callbacks during the same round trips (${echo.voided} dropped); p50 ${us(echo.p50)}, max ${us(echo.max)}`));
+      records.push(
+        rec(
+          c.name,
+          c.who,
+          'echo event-loop delay p99',
+          echo.p99,
+          'ns',
+          `the echo's own probe: ${echo.count} callbacks during the same round trips (${echo.voided} dropped); p50 ${us(echo.p50)}, max ${us(echo.max)}`,
+        ),
+      );
     }
   }
   return records;
@@ -418,7 +453,11 @@ async function backToBackRows(who: Who, p: EventLoopParams['b2b']): Promise<Meas
   return contenders.flatMap((c) => {
     const rtt = percentiles(c.samples);
     const note = `${rtt.count} round trips in blocks of ${BLOCK_MS} ms interleaved with the other pair's, after ${p.warmupMs} ms of warm-up`;
-    return [rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note), rec(c.name, c.who, 'mean', rtt.mean, 'ns', note)];
+    return [
+      rec(c.name, c.who, 'p50', rtt.p50, 'ns', note),
+      rec(c.name, c.who, 'p99', rtt.p99, 'ns', note),
+      rec(c.name, c.who, 'mean', rtt.mean, 'ns', note),
+    ];
   });
 }
 
@@ -542,12 +581,15 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
       firstError ??= `creating ring ${rings.length + 1}: ${(err as Error).message}`;
     }
     for (const { ring } of rings) {
-      ring.read().then(() => settled++, (err: { code?: string; message?: string }) => {
-        if (err.code !== ErrorCodes.CLOSED) {
-          settled++;
-          firstError ??= err.message;
-        }
-      });
+      ring.read().then(
+        () => settled++,
+        (err: { code?: string; message?: string }) => {
+          if (err.code !== ErrorCodes.CLOSED) {
+            settled++;
+            firstError ??= err.message;
+          }
+        },
+      );
     }
     cleanups.push(() => {
       for (const { ring, region } of rings) {
@@ -573,9 +615,13 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     monitor.disable();
     if (!delay) throw new Error('the event-loop delay probe delivered nothing');
     const pending = p.reads - settled;
-    const what = who.id === 'socket' ? `${p.reads} connected Unix sockets (both ends here), each with a 'data' listener` : `${p.reads} rings, one read() pending on each`;
+    const what =
+      who.id === 'socket'
+        ? `${p.reads} connected Unix sockets (both ends here), each with a 'data' listener`
+        : `${p.reads} rings, one read() pending on each`;
     const note = `${what}; ${pending} still pending at the end${firstError ? ` (first error: ${firstError})` : ''}; threads: ${before} before, ${during} after ${p.settleMs} ms`;
-    const delayNote = `probe: ${delay.count} callbacks over ${p.probeMs} ms (${delay.voided} more dropped: the probe was held up); ` +
+    const delayNote =
+      `probe: ${delay.count} callbacks over ${p.probeMs} ms (${delay.voided} more dropped: the probe was held up); ` +
       `p50 ${us(delay.p50)}, max ${us(delay.max)}; ` +
       `monitorEventLoopDelay (resolution 20 ms) p99 of the interval minus 20 ms: ${us(monitor.percentile(99) - 20e6)}`;
     if (firstError) notes.push(`${who.label}: 1000 pending reads: ${firstError}`);
@@ -599,9 +645,10 @@ export async function eventLoop(name: string, params: EventLoopParams): Promise<
   const transport = LOOP_TRANSPORTS.find((t) => t.id === params.transport);
   if (!transport) throw new Error(`eventloop: unknown transport ${params.transport}`);
   const m: Mechanism = mechanism();
-  const who: Who = transport.id === 'socket'
-    ? { id: transport.id, label: transport.label, mechanism: 'net' }
-    : { id: transport.id, label: `${transport.label} (${mechanismLabel(m)})`, mechanism: mechanismLabel(m) };
+  const who: Who =
+    transport.id === 'socket'
+      ? { id: transport.id, label: transport.label, mechanism: 'net' }
+      : { id: transport.id, label: `${transport.label} (${mechanismLabel(m)})`, mechanism: mechanismLabel(m) };
   if (name.startsWith('loop.pending.')) return pendingRow(who, params.pending);
   if (who.id === 'socket') throw new Error('eventloop: the socket is measured beside each ring column (loop.<ring id>)');
   const outcome: Outcome = { records: [], notes: [], failures: [] };

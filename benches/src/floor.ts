@@ -48,11 +48,19 @@ export async function floorRoundTrip(rounds: number): Promise<{ records: Measure
   const r = [...runs].sort((a, b) => Number(a.p50Ns) - Number(b.p50Ns))[0]!;
   const name = 'rtt.floor';
   const transport = 'C floor: one cache line, two processes spinning';
-  const note = `best of 3 runs of ${r.rounds} round trips (p50s ${runs.map((x) => x.p50Ns).join(', ')} ns); ` +
+  const note =
+    `best of 3 runs of ${r.rounds} round trips (p50s ${runs.map((x) => x.p50Ns).join(', ')} ns); ` +
     `${r.pinned ? 'pinned to CPUs 0 and 1' : 'not pinned (one CPU)'}; ` +
     `each sample includes one clock_gettime (${r.clockReadNs} ns)`;
-  const metric = (m: 'p50' | 'p99' | 'p99.9' | 'max' | 'mean', v: unknown): Measurement =>
-    ({ name, transport, messageSize: 4, metric: m, value: Number(v), unit: 'ns', note });
+  const metric = (m: 'p50' | 'p99' | 'p99.9' | 'max' | 'mean', v: unknown): Measurement => ({
+    name,
+    transport,
+    messageSize: 4,
+    metric: m,
+    value: Number(v),
+    unit: 'ns',
+    note,
+  });
   return {
     records: [metric('p50', r.p50Ns), metric('p99', r.p99Ns), metric('p99.9', r.p999Ns), metric('max', r.maxNs), metric('mean', r.meanNs)],
     notes: [],
@@ -68,11 +76,28 @@ export async function floorStream(sizes: number[], ms: number): Promise<{ record
     const capacity = spscCapacity(size);
     const r = await runFloor(['stream', String(size), String(capacity), String(ms)]);
     const rate = Math.round(Number(r.messagesPerSecond));
-    const note = `the SpscRing layout in C (release store per record, consumer reads in place), ${capacity >> 20} MiB ring, ` +
+    const note =
+      `the SpscRing layout in C (release store per record, consumer reads in place), ${capacity >> 20} MiB ring, ` +
       `${r.pinned ? 'pinned to CPUs 0 and 1' : 'not pinned'}`;
     records.push(
-      { name: 'tput.floor.c-ring', transport: 'C floor: the same ring in C', messageSize: size, metric: 'messages/s', value: rate, unit: 'msg/s', note },
-      { name: 'tput.floor.c-ring', transport: 'C floor: the same ring in C', messageSize: size, metric: 'bytes/s', value: rate * size, unit: 'B/s', note },
+      {
+        name: 'tput.floor.c-ring',
+        transport: 'C floor: the same ring in C',
+        messageSize: size,
+        metric: 'messages/s',
+        value: rate,
+        unit: 'msg/s',
+        note,
+      },
+      {
+        name: 'tput.floor.c-ring',
+        transport: 'C floor: the same ring in C',
+        messageSize: size,
+        metric: 'bytes/s',
+        value: rate * size,
+        unit: 'B/s',
+        note,
+      },
     );
   }
   return { records, notes: [] };
@@ -87,8 +112,12 @@ export async function floorMemcpy(sizes: number[], ms: number): Promise<{ record
     const area = spscCapacity(size);
     const r = await runFloor(['memcpy', String(size), String(area), String(ms)]);
     records.push({
-      name: 'tput.floor.memcpy', transport: 'C floor: memcpy', messageSize: size, metric: 'bytes/s',
-      value: Math.round(Number(r.bytesPerSecond)), unit: 'B/s',
+      name: 'tput.floor.memcpy',
+      transport: 'C floor: memcpy',
+      messageSize: size,
+      metric: 'bytes/s',
+      value: Math.round(Number(r.bytesPerSecond)),
+      unit: 'B/s',
       note: `blocks of ${size} B from one source, written round-robin over ${area >> 20} MiB (the ring's capacity), one thread`,
     });
   }

@@ -71,16 +71,20 @@ export interface Peer {
  * The peer program is peer.js unless `spawnOptions.script` names another.
  */
 export function startPeer(
-  role: string, regions: Region[] = [], options?: string | PeerOptions,
+  role: string,
+  regions: Region[] = [],
+  options?: string | PeerOptions,
   spawnOptions: { extraFds?: number[]; ipc?: boolean; nodeArgs?: string[]; script?: string } = {},
 ): Peer {
   const opts: PeerOptions = typeof options === 'string' ? { socketPath: options } : (options ?? {});
   const fds: (number | 'ipc')[] = [...regions.map((r) => r.fd), ...(spawnOptions.extraFds ?? [])];
   if (spawnOptions.ipc) fds.push('ipc');
   const script = spawnOptions.script ?? PEER;
-  const child = track(spawn(process.execPath, [...PEER_NODE_ARGS, ...(spawnOptions.nodeArgs ?? []), script, role, JSON.stringify(opts)], {
-    stdio: ['ignore', 'pipe', 'inherit', ...fds],
-  }));
+  const child = track(
+    spawn(process.execPath, [...PEER_NODE_ARGS, ...(spawnOptions.nodeArgs ?? []), script, role, JSON.stringify(opts)], {
+      stdio: ['ignore', 'pipe', 'inherit', ...fds],
+    }),
+  );
   let stdout = '';
   let onReady: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
@@ -91,7 +95,10 @@ export function startPeer(
   const result = new Promise<Record<string, number>>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      const lines = stdout.trim().split('\n').filter((l) => l.startsWith('{'));
+      const lines = stdout
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'));
       if (code !== 0) reject(new Error(`peer ${role} exited with ${signal ?? `code ${code}`}`));
       else resolve(lines.length > 0 ? (JSON.parse(lines[lines.length - 1]!) as Record<string, number>) : {});
     });
@@ -213,9 +220,12 @@ export class Meter {
     const messages = count - this.#steadyCount;
     const meanRate = seconds > 0 ? messages / seconds : 0;
     const sorted = [...this.#rates].sort((x, y) => x - y);
-    const rate = sorted.length === 0 ? meanRate : sorted.length % 2 === 1
-      ? sorted[(sorted.length - 1) / 2]!
-      : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+    const rate =
+      sorted.length === 0
+        ? meanRate
+        : sorted.length % 2 === 1
+          ? sorted[(sorted.length - 1) / 2]!
+          : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
     return { messages, seconds, rate, meanRate, windows: sorted.length };
   }
 }
@@ -405,7 +415,7 @@ export async function streamSocket(socket: net.Socket, count: number, size: numb
   const perBatch = Math.max(1, Math.floor(65536 / frame));
   const message = Buffer.alloc(size);
   const started = performance.now();
-  for (let seq = 0; seq < count;) {
+  for (let seq = 0; seq < count; ) {
     const n = Math.min(perBatch, count - seq);
     const batch = Buffer.allocUnsafe(n * frame);
     for (let i = 0; i < n; i++, seq++) {
@@ -421,7 +431,11 @@ export async function streamSocket(socket: net.Socket, count: number, size: numb
 
 /** `count` ping-pongs of one `size`-byte message through two rings; returns the round-trip histogram (ns). */
 export async function pingPongRing(
-  out: SpscRing, back: SpscRing, count: number, size: number, mode: 'spin' | 'async',
+  out: SpscRing,
+  back: SpscRing,
+  count: number,
+  size: number,
+  mode: 'spin' | 'async',
 ): Promise<RecordableHistogram> {
   const samples = new Samples(count);
   const message = new Uint8Array(size);
@@ -447,11 +461,14 @@ export async function pingPongSocket(socket: net.Socket, count: number, size: nu
   frame.writeUInt32LE(size, 0);
   socket.setNoDelay?.(true);
   let resolveOne: (() => void) | undefined;
-  socket.on('data', framer(() => {
-    const r = resolveOne;
-    resolveOne = undefined;
-    r?.();
-  }));
+  socket.on(
+    'data',
+    framer(() => {
+      const r = resolveOne;
+      resolveOne = undefined;
+      r?.();
+    }),
+  );
   for (let i = 0; i < count; i++) {
     const t0 = performance.now();
     const back = new Promise<void>((resolve) => (resolveOne = resolve));
@@ -479,7 +496,11 @@ export function formatRate(perSecond: number): string {
  * set up; returns the count, the stamps out of order and the meter's rates.
  */
 export function countRing(
-  ring: SpscRing | MpmcQueue, options: { mode?: string; warmupMs?: number; size?: number }, label: string, limitMs: number, ready: () => void,
+  ring: SpscRing | MpmcQueue,
+  options: { mode?: string; warmupMs?: number; size?: number },
+  label: string,
+  limitMs: number,
+  ready: () => void,
 ): Record<string, number> {
   const watchdog = new Watchdog(label, limitMs);
   let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th
@@ -495,13 +516,13 @@ export function countRing(
         watchdog.tick();
         continue;
       }
-      if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+      if (message.length >= 4 && stampAt(message, 0) !== count >>> 0) bad++;
       count++;
       meter.check(count);
     }
   } else {
     const onRecord = (data: Uint8Array, offset: number, length: number): void => {
-      if (length >= 4 && stampAt(data, offset) !== (count >>> 0)) bad++;
+      if (length >= 4 && stampAt(data, offset) !== count >>> 0) bad++;
       count++;
     };
     for (;;) {
@@ -523,7 +544,12 @@ export function countRing(
  * closed. Any other error ends the peer with that error.
  */
 export function echoRing(
-  inbound: SpscRing, outbound: SpscRing, mode: 'spin' | 'sync', label: string, limitMs: number, ready: () => void,
+  inbound: SpscRing,
+  outbound: SpscRing,
+  mode: 'spin' | 'sync',
+  label: string,
+  limitMs: number,
+  ready: () => void,
 ): void {
   const watchdog = new Watchdog(label, limitMs);
   let idle = 0; // empty polls: the closed flag (an Atomics.load) is read every 1024th

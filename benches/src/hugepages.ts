@@ -44,8 +44,10 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-  console.log(`1 MiB SpscRing stream, memfd with and without hugePages: ${ROUNDS} alternating rounds of ` +
-    `${MESSAGES.toLocaleString('en')} messages per size (median)`);
+  console.log(
+    `1 MiB SpscRing stream, memfd with and without hugePages: ${ROUNDS} alternating rounds of ` +
+      `${MESSAGES.toLocaleString('en')} messages per size (median)`,
+  );
   const rows = [['message size', '4 KiB pages', 'huge pages', 'bytes/s (huge)', 'huge / 4 KiB']];
   for (const size of SIZES) {
     const count = Math.max(10_000, Math.round(MESSAGES * Math.min(1, 64 / size) * 4));
@@ -58,7 +60,13 @@ async function main(): Promise<void> {
     }
     const small = median(rates.small);
     const huge = median(rates.huge);
-    rows.push([`${size} B`, formatRate(small), formatRate(huge), `${((huge * size) / 2 ** 30).toFixed(2)} GiB/s`, `${(huge / small).toFixed(2)}x`]);
+    rows.push([
+      `${size} B`,
+      formatRate(small),
+      formatRate(huge),
+      `${((huge * size) / 2 ** 30).toFixed(2)} GiB/s`,
+      `${(huge / small).toFixed(2)}x`,
+    ]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   for (const row of rows) console.log(`  ${row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ')}`);

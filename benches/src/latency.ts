@@ -17,7 +17,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SpscRing } from '@shmring/ringbuf';
 import {
-  accepted, framer, percentiles, ringRegion, Samples, socketPair, stamp, stampAt, startPeer, track, Watchdog, type Percentiles,
+  accepted,
+  framer,
+  percentiles,
+  ringRegion,
+  Samples,
+  socketPair,
+  stamp,
+  stampAt,
+  startPeer,
+  track,
+  Watchdog,
+  type Percentiles,
 } from './harness.js';
 import { latencyRecords, type Measurement } from './measurement.js';
 
@@ -38,11 +49,11 @@ const LIMIT_MS = 120_000;
 export type RingMode = 'spin' | 'spin-zc' | 'sync' | 'parked' | 'async' | 'async-read';
 
 const RING_ROLES: Record<RingMode, string> = {
-  'spin': 'ring-echo',
+  spin: 'ring-echo',
   'spin-zc': 'ring-echo-zc',
-  'sync': 'ring-echo-sync',
-  'parked': 'ring-echo-sync',
-  'async': 'ring-echo-async',
+  sync: 'ring-echo-sync',
+  parked: 'ring-echo-sync',
+  async: 'ring-echo-async',
   'async-read': 'ring-echo-async-read',
 };
 
@@ -207,7 +218,10 @@ async function framedRoundTrips(input: net.Socket, output: net.Socket, o: RoundT
   const total = o.warmup + o.count;
   const nap = new Int32Array(new SharedArrayBuffer(4));
   let onReply: ((seq: number) => void) | undefined;
-  input.on('data', framer((frame) => onReply?.(frame.readUInt32LE(0))));
+  input.on(
+    'data',
+    framer((frame) => onReply?.(frame.readUInt32LE(0))),
+  );
   let t = performance.now();
   for (let i = 0; i < total; i++) {
     if (o.gapMs) {
@@ -299,11 +313,20 @@ export async function ipcRoundTrip(o: RoundTripOptions): Promise<Percentiles> {
 
 export const PROCESS_ROUND_TRIPS = {
   'rtt.proc.spsc-spin': { transport: 'SpscRing, spinning (tryWrite/tryRead)', run: (o: RoundTripOptions) => ringRoundTrip('spin', o) },
-  'rtt.proc.spsc-spin-zc': { transport: 'SpscRing, spinning, zero-copy (claim/commit, drain)', run: (o: RoundTripOptions) => ringRoundTrip('spin-zc', o) },
+  'rtt.proc.spsc-spin-zc': {
+    transport: 'SpscRing, spinning, zero-copy (claim/commit, drain)',
+    run: (o: RoundTripOptions) => ringRoundTrip('spin-zc', o),
+  },
   'rtt.proc.spsc-sync': { transport: 'SpscRing, writeSync/readSync back to back', run: (o: RoundTripOptions) => ringRoundTrip('sync', o) },
-  'rtt.proc.spsc-parked': { transport: 'SpscRing, parked (writeSync/readSync, futex)', run: (o: RoundTripOptions) => ringRoundTrip('parked', o) },
+  'rtt.proc.spsc-parked': {
+    transport: 'SpscRing, parked (writeSync/readSync, futex)',
+    run: (o: RoundTripOptions) => ringRoundTrip('parked', o),
+  },
   'rtt.proc.spsc-async': { transport: 'SpscRing, async (echo: for await, write)', run: (o: RoundTripOptions) => ringRoundTrip('async', o) },
-  'rtt.proc.spsc-async-read': { transport: 'SpscRing, async (echo: read, write)', run: (o: RoundTripOptions) => ringRoundTrip('async-read', o) },
+  'rtt.proc.spsc-async-read': {
+    transport: 'SpscRing, async (echo: read, write)',
+    run: (o: RoundTripOptions) => ringRoundTrip('async-read', o),
+  },
   'rtt.proc.node-floor': { transport: 'Node floor: one word, Atomics, two processes spinning', run: nodeFloorRoundTrip },
   'rtt.proc.unix-socket': { transport: 'Unix socket (net)', run: socketRoundTrip },
   'rtt.proc.unix-socket-idle': { transport: 'Unix socket (net), idle before each send', run: socketRoundTrip },
@@ -319,6 +342,8 @@ export async function processRoundTrip(name: ProcessRoundTrip, o: RoundTripOptio
   const runs = (p as { runs?: number[] }).runs;
   const note = o.gapMs
     ? `${o.gapMs} ms idle before each send${name === 'rtt.proc.spsc-parked' ? ', so the echo is parked in the futex' : ''}`
-    : runs ? `best of ${runs.length} runs (p50s ${runs.map((ns) => Math.round(ns)).join(', ')} ns)` : undefined;
+    : runs
+      ? `best of ${runs.length} runs (p50s ${runs.map((ns) => Math.round(ns)).join(', ')} ns)`
+      : undefined;
   return latencyRecords(name, scenario.transport, o.size, p, note);
 }

@@ -15,7 +15,14 @@ import { Region } from '@shmring/core';
 import { LatestValue } from '@shmring/ringbuf';
 import { protocolBytes, Slots, type Protocol } from './latest-protocols.js';
 
-interface Contended { protocol: Protocol | 'latestvalue'; size: number; ms: number; writer?: boolean; sab?: SharedArrayBuffer; stop?: SharedArrayBuffer }
+interface Contended {
+  protocol: Protocol | 'latestvalue';
+  size: number;
+  ms: number;
+  writer?: boolean;
+  sab?: SharedArrayBuffer;
+  stop?: SharedArrayBuffer;
+}
 
 /** Whether `value` is whole: every byte equals the low byte of the version in its first 4 bytes. */
 function whole(value: Uint8Array): boolean {
@@ -28,9 +35,16 @@ function writer(d: Contended): void {
   const stop = new Int32Array(d.stop!);
   const value = new Uint8Array(d.size);
   let publishes = 0;
-  const publish = d.protocol === 'latestvalue'
-    ? ((lv) => (v: Uint8Array) => lv.publish(v))(LatestValue.attach(Region.fromSharedArrayBuffer(d.sab!)))
-    : ((s) => (v: Uint8Array) => s.publish(v))(new Slots(d.sab!, d.protocol, d.size));
+  const publish =
+    d.protocol === 'latestvalue'
+      ? (
+          (lv) => (v: Uint8Array) =>
+            lv.publish(v)
+        )(LatestValue.attach(Region.fromSharedArrayBuffer(d.sab!)))
+      : (
+          (s) => (v: Uint8Array) =>
+            s.publish(v)
+        )(new Slots(d.sab!, d.protocol, d.size));
   Atomics.store(stop, 1, 1); // started
   while (Atomics.load(stop, 0) === 0) {
     value.fill(++publishes & 0xff);
@@ -57,7 +71,8 @@ async function reader(d: Contended): Promise<void> {
   const w = new Worker(fileURLToPath(import.meta.url), { workerData: { ...d, writer: true, sab, stop } });
   const stopWords = new Int32Array(stop);
   while (Atomics.load(stopWords, 1) === 0) await new Promise((r) => setTimeout(r, 1));
-  let reads = 0, torn = 0;
+  let reads = 0,
+    torn = 0;
   const t0 = process.hrtime.bigint();
   const until = t0 + BigInt(d.ms * 1e6);
   while (process.hrtime.bigint() < until) {
@@ -91,10 +106,11 @@ async function wake(name: string, sockPath: string, count: number): Promise<void
   await new Promise<void>((r) => socket.once('connect', () => r()));
   process.send!('ready');
   let version = lv.read().version;
-  while (version < count) { // versions 1..count; a late wake may skip one (fewer samples)
+  while (version < count) {
+    // versions 1..count; a late wake may skip one (fewer samples)
     const r = await lv.changed(version, { poll: 0 });
     const now = process.hrtime.bigint();
-    ring.push(Number(now - new DataView(r.value.buffer, r.value.byteOffset).getBigUint64(0, true)) );
+    ring.push(Number(now - new DataView(r.value.buffer, r.value.byteOffset).getBigUint64(0, true)));
     version = r.version;
   }
   while (sock.length < count) await new Promise((r) => setTimeout(r, 5));

@@ -36,7 +36,11 @@ export class Slots {
   retries = 0;
   #version = 0;
 
-  constructor(readonly sab: SharedArrayBuffer, readonly protocol: Protocol, readonly size: number) {
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    readonly protocol: Protocol,
+    readonly size: number,
+  ) {
     this.words = new Int32Array(sab);
     this.bytes = new Uint8Array(sab);
     this.#slot0 = BLOCK;

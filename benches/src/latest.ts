@@ -58,21 +58,57 @@ function readRows(quick: boolean): Measurement[] {
   const value = new Uint8Array(64).fill(1);
   lv.publish(value);
   let sink = 0;
-  const load = nsPerOp(() => { sink += Atomics.load(words, 0); }, batch, rounds);
-  const unchanged = nsPerOp(() => { sink += reader.read().version; }, batch, rounds);
-  const publish = nsPerOp(() => { lv.publish(value); }, batch / 10, rounds);
-  const both = nsPerOp(() => { lv.publish(value); sink += reader.read().version; }, batch / 10, rounds);
+  const load = nsPerOp(
+    () => {
+      sink += Atomics.load(words, 0);
+    },
+    batch,
+    rounds,
+  );
+  const unchanged = nsPerOp(
+    () => {
+      sink += reader.read().version;
+    },
+    batch,
+    rounds,
+  );
+  const publish = nsPerOp(
+    () => {
+      lv.publish(value);
+    },
+    batch / 10,
+    rounds,
+  );
+  const both = nsPerOp(
+    () => {
+      lv.publish(value);
+      sink += reader.read().version;
+    },
+    batch / 10,
+    rounds,
+  );
   if (sink === -1) console.log(sink);
-  const row = (name: string, transport: string, v: number, note: string): Measurement =>
-    ({ name, transport, messageSize: name.endsWith('copy-64') ? 64 : 4, metric: 'ns/op', value: Number(v.toFixed(2)), unit: 'ns', note });
+  const row = (name: string, transport: string, v: number, note: string): Measurement => ({
+    name,
+    transport,
+    messageSize: name.endsWith('copy-64') ? 64 : 4,
+    metric: 'ns/op',
+    value: Number(v.toFixed(2)),
+    unit: 'ns',
+    note,
+  });
   reader.close();
   lv.close();
   region.close();
   return [
     row('latest.read.atomics-load', 'Atomics.load of one word', load, `best of ${rounds} batches of ${batch}`),
     row('latest.read.unchanged', 'LatestValue.read(), version unchanged', unchanged, `best of ${rounds} batches of ${batch}; memfd region`),
-    row('latest.read.copy-64', 'LatestValue.read() of a new 64-byte version', Math.max(0, both - publish),
-      `publish + read ${both.toFixed(1)} ns minus publish alone ${publish.toFixed(1)} ns`),
+    row(
+      'latest.read.copy-64',
+      'LatestValue.read() of a new 64-byte version',
+      Math.max(0, both - publish),
+      `publish + read ${both.toFixed(1)} ns minus publish alone ${publish.toFixed(1)} ns`,
+    ),
   ];
 }
 
@@ -82,16 +118,26 @@ async function contendedRows(quick: boolean): Promise<Measurement[]> {
   const ms = quick ? 300 : 1000;
   for (const size of [64, 4096]) {
     for (const protocol of ['seqlock', 'double-buffer', 'latestvalue'] as const) {
-      const result = await new Promise<{ nsPerRead: number; retriesPerRead: number; reads: number; publishes: number; torn: number }>((resolve, reject) => {
-        const w = new Worker(PEER, { workerData: { protocol, size, ms } });
-        w.once('message', resolve);
-        w.once('error', reject);
-      });
+      const result = await new Promise<{ nsPerRead: number; retriesPerRead: number; reads: number; publishes: number; torn: number }>(
+        (resolve, reject) => {
+          const w = new Worker(PEER, { workerData: { protocol, size, ms } });
+          w.once('message', resolve);
+          w.once('error', reject);
+        },
+      );
       if (result.torn !== 0) throw new Error(`latest.contended.${protocol}: ${result.torn} torn reads`);
       records.push({
         name: `latest.contended.${protocol}`,
-        transport: protocol === 'latestvalue' ? 'LatestValue.read() (double buffer)' : protocol === 'seqlock' ? 'seqlock (one slot)' : 'double buffer (two slots + PUBLISHED)',
-        messageSize: size, metric: 'ns/op', value: Number(result.nsPerRead.toFixed(1)), unit: 'ns',
+        transport:
+          protocol === 'latestvalue'
+            ? 'LatestValue.read() (double buffer)'
+            : protocol === 'seqlock'
+              ? 'seqlock (one slot)'
+              : 'double buffer (two slots + PUBLISHED)',
+        messageSize: size,
+        metric: 'ns/op',
+        value: Number(result.nsPerRead.toFixed(1)),
+        unit: 'ns',
         note: `${protocol === 'latestvalue' ? 'retries not counted' : `${result.retriesPerRead.toFixed(3)} retries per read`}; ${result.reads} reads while the writer published ${result.publishes} versions in ${ms} ms (two threads)`,
       });
     }
@@ -133,7 +179,7 @@ async function wakeRows(quick: boolean): Promise<Measurement[]> {
       }
     }
   }
-  const { ring, socket: sock } = await next() as { ring: number[]; socket: number[] };
+  const { ring, socket: sock } = (await next()) as { ring: number[]; socket: number[] };
   socket.destroy();
   server.close();
   lv.close();
@@ -141,16 +187,29 @@ async function wakeRows(quick: boolean): Promise<Measurement[]> {
   region.unlink();
   const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
   const records: Measurement[] = [];
-  for (const [id, xs, transport] of [['changed', ring, 'LatestValue: await changed() parked'], ['unix-socket', sock, 'Unix socket message (net, data event)']] as const) {
-    for (const [metric, p] of [['p50', 0.5], ['p99', 0.99]] as const) {
-      records.push({ name: `latest.wake.${id}`, transport, messageSize: 8, metric, value: Math.round(pct(xs, p)), unit: 'ns',
-        note: `${xs.length} wakes, ${gapMs} ms idle before each; blocks of ${block} alternating with the other` });
+  for (const [id, xs, transport] of [
+    ['changed', ring, 'LatestValue: await changed() parked'],
+    ['unix-socket', sock, 'Unix socket message (net, data event)'],
+  ] as const) {
+    for (const [metric, p] of [
+      ['p50', 0.5],
+      ['p99', 0.99],
+    ] as const) {
+      records.push({
+        name: `latest.wake.${id}`,
+        transport,
+        messageSize: 8,
+        metric,
+        value: Math.round(pct(xs, p)),
+        unit: 'ns',
+        note: `${xs.length} wakes, ${gapMs} ms idle before each; blocks of ${block} alternating with the other`,
+      });
     }
   }
   return records;
 }
 
 export async function latestScenario(params: LatestParams): Promise<{ records: Measurement[]; notes: string[] }> {
-  const records = [...readRows(params.quick), ...await contendedRows(params.quick), ...await wakeRows(params.quick)];
+  const records = [...readRows(params.quick), ...(await contendedRows(params.quick)), ...(await wakeRows(params.quick))];
   return { records, notes: [] };
 }

@@ -5,8 +5,20 @@
  */
 import type { Percentiles } from './harness.js';
 
-export type Metric = 'p50' | 'p99' | 'p99.9' | 'max' | 'mean' | 'messages/s' | 'bytes/s' | 'ns/op' | 'heap growth'
-  | 'extra threads' | 'CPU %' | 'event-loop delay p99' | 'echo event-loop delay p99';
+export type Metric =
+  | 'p50'
+  | 'p99'
+  | 'p99.9'
+  | 'max'
+  | 'mean'
+  | 'messages/s'
+  | 'bytes/s'
+  | 'ns/op'
+  | 'heap growth'
+  | 'extra threads'
+  | 'CPU %'
+  | 'event-loop delay p99'
+  | 'echo event-loop delay p99';
 
 export interface Measurement {
   /** Scenario id, e.g. `rtt.proc.spsc-spin`: unique together with messageSize and metric. */
@@ -28,16 +40,29 @@ export interface Measurement {
 /** The five latency records of a round-trip scenario. */
 export function latencyRecords(name: string, transport: string, messageSize: number, p: Percentiles, note?: string): Measurement[] {
   const metrics = ['p50', 'p99', 'p99.9', 'max', 'mean'] as const;
-  return metrics.map((metric) => ({ name, transport, messageSize, metric, value: Math.round(p[metric]), unit: 'ns', ...(note ? { note } : {}) }));
+  return metrics.map((metric) => ({
+    name,
+    transport,
+    messageSize,
+    metric,
+    value: Math.round(p[metric]),
+    unit: 'ns',
+    ...(note ? { note } : {}),
+  }));
 }
 
 /** messages/s and bytes/s of a streaming scenario, from the consumer's steady-state report. */
 export function throughputRecords(
-  name: string, transport: string, messageSize: number,
+  name: string,
+  transport: string,
+  messageSize: number,
   r: { messages: number; seconds: number; rate: number; meanRate: number; windows: number; rates?: number[] },
 ): Measurement[] {
   if (!(r.rate > 0)) throw new Error(`${name} (${messageSize} B): no steady-state measurement (${r.messages} messages in ${r.seconds} s)`);
-  const streams = r.rates && r.rates.length > 1 ? `the median of ${r.rates.length} streams (msg/s: ${r.rates.map((x) => Math.round(x)).join(', ')}); in it, ` : '';
+  const streams =
+    r.rates && r.rates.length > 1
+      ? `the median of ${r.rates.length} streams (msg/s: ${r.rates.map((x) => Math.round(x)).join(', ')}); in it, `
+      : '';
   const note = `${streams}median of ${r.windows} windows of >= 50 ms; mean over ${r.seconds.toFixed(2)} s: ${Math.round(r.meanRate)} msg/s`;
   return [
     { name, transport, messageSize, metric: 'messages/s', value: Math.round(r.rate), unit: 'msg/s', note },

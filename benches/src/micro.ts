@@ -71,8 +71,15 @@ export async function micro(quick: boolean): Promise<Measurement[]> {
     if (!('latency' in result)) throw new Error(`micro-benchmark ${task.name}: ${result.state}`);
     const nsPerPair = (result.latency.p50 * 1e6) / BATCH;
     out.push({
-      name: `micro.${task.name.replace(/[^a-z]+/gi, '-').replace(/-+$/, '').toLowerCase()}`,
-      transport: task.name, messageSize: SIZE, metric: 'ns/op', value: Math.round(nsPerPair * 10) / 10, unit: 'ns',
+      name: `micro.${task.name
+        .replace(/[^a-z]+/gi, '-')
+        .replace(/-+$/, '')
+        .toLowerCase()}`,
+      transport: task.name,
+      messageSize: SIZE,
+      metric: 'ns/op',
+      value: Math.round(nsPerPair * 10) / 10,
+      unit: 'ns',
       note: `median of ${result.latency.samplesCount} samples of ${BATCH} pairs`,
     });
   }

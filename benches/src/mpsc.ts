@@ -64,16 +64,20 @@ interface Row {
 }
 
 async function run(kind: Kind, producers: number, size: number, durationMs: number, warmupMs: number): Promise<Row> {
-  const regionSize = kind === 'MpscRing'
-    ? MpscRing.regionSize({ capacity: MPSC_CAPACITY })
-    : MpmcQueue.regionSize({ capacity: MPSC_CAPACITY / 128, slotSize: size });
+  const regionSize =
+    kind === 'MpscRing'
+      ? MpscRing.regionSize({ capacity: MPSC_CAPACITY })
+      : MpmcQueue.regionSize({ capacity: MPSC_CAPACITY / 128, slotSize: size });
   const region = Region.create({ backing: 'memfd', size: regionSize });
-  const queue = kind === 'MpscRing'
-    ? MpscRing.create(region, { capacity: MPSC_CAPACITY })
-    : MpmcQueue.create(region, { capacity: MPSC_CAPACITY / 128, slotSize: size });
-  const children = Array.from({ length: producers }, (_, id) => spawn(process.execPath, [SELF, 'producer', kind, String(id), String(size)], {
-    stdio: ['ignore', 'pipe', 'inherit', region.fd!],
-  }));
+  const queue =
+    kind === 'MpscRing'
+      ? MpscRing.create(region, { capacity: MPSC_CAPACITY })
+      : MpmcQueue.create(region, { capacity: MPSC_CAPACITY / 128, slotSize: size });
+  const children = Array.from({ length: producers }, (_, id) =>
+    spawn(process.execPath, [SELF, 'producer', kind, String(id), String(size)], {
+      stdio: ['ignore', 'pipe', 'inherit', region.fd!],
+    }),
+  );
   await Promise.all(children.map((c) => new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()))));
   const next = new Array<number>(producers).fill(0);
   let count = 0;
@@ -97,7 +101,9 @@ async function run(kind: Kind, producers: number, size: number, durationMs: numb
   }
   const measured = count - atMeasure;
   queue.close();
-  await Promise.all(children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve())))));
+  await Promise.all(
+    children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve())))),
+  );
   region.close();
   if (bad !== 0) throw new Error(`${kind} with ${producers} producers: ${bad} messages out of order or lost`);
   return { kind, producers, size, messagesPerSecond: Math.round(measured / (durationMs / 1000)), checked: count };
@@ -126,12 +132,16 @@ async function main(): Promise<void> {
       rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
     }
   }
-  console.log(JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }));
+  console.log(
+    JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }),
+  );
   console.log('\n| producers | MpscRing msg/s | MpmcQueue msg/s | ratio |\n|---|---|---|---|');
   for (const producers of counts) {
     const a = rows.find((r) => r.kind === 'MpscRing' && r.producers === producers)!;
     const b = rows.find((r) => r.kind === 'MpmcQueue' && r.producers === producers)!;
-    console.log(`| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× |`);
+    console.log(
+      `| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× |`,
+    );
   }
 }
 

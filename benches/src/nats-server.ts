@@ -52,7 +52,12 @@ export interface Inbound {
 }
 
 export class BenchNats {
-  private constructor(readonly port: number, readonly monitorPort: number, readonly version: string, readonly child: ChildProcess) {}
+  private constructor(
+    readonly port: number,
+    readonly monitorPort: number,
+    readonly version: string,
+    readonly child: ChildProcess,
+  ) {}
 
   /** Starts nats-server on free loopback ports and waits until it answers. */
   static async start(): Promise<BenchNats> {

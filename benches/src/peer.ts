@@ -30,7 +30,11 @@ import { countRing, echoRing, exitWithParent, framer, Meter, stampAt, Watchdog }
 
 const role = process.argv[2];
 const options = JSON.parse(process.argv[3] ?? '{}') as {
-  socketPath?: string; mode?: 'copy' | 'zero-copy'; warmupMs?: number; limitMs?: number; size?: number;
+  socketPath?: string;
+  mode?: 'copy' | 'zero-copy';
+  warmupMs?: number;
+  limitMs?: number;
+  size?: number;
 };
 const LIMIT_MS = options.limitMs ?? 120_000;
 
@@ -52,7 +56,7 @@ function ringSink(): void {
   let bad = 0;
   const onRecord = (data: Uint8Array, offset: number, length: number): void => {
     const seq = length >= 4 ? stampAt(data, offset) : count;
-    if (seq !== (count >>> 0)) bad++;
+    if (seq !== count >>> 0) bad++;
     sum = (sum + length) | 0;
     count++;
   };
@@ -155,12 +159,15 @@ function socketSink(): void {
   let count = 0;
   let sum = 0;
   let bad = 0;
-  socket.on('data', framer((frame) => {
-    const seq = frame.length >= 4 ? frame.readUInt32LE(0) : count;
-    if (seq !== count >>> 0) bad++;
-    sum = (sum + frame.length) | 0;
-    count++;
-  }));
+  socket.on(
+    'data',
+    framer((frame) => {
+      const seq = frame.length >= 4 ? frame.readUInt32LE(0) : count;
+      if (seq !== count >>> 0) bad++;
+      sum = (sum + frame.length) | 0;
+      count++;
+    }),
+  );
   socket.on('end', () => {
     report({ count, sum, bad });
     socket.end();
@@ -173,11 +180,14 @@ function socketCount(): void {
   const meter = new Meter(options.warmupMs ?? 0, options.size);
   let count = 0;
   let bad = 0;
-  socket.on('data', framer((frame) => {
-    if (frame.length >= 4 && frame.readUInt32LE(0) !== count >>> 0) bad++;
-    count++;
-    meter.check(count);
-  }));
+  socket.on(
+    'data',
+    framer((frame) => {
+      if (frame.length >= 4 && frame.readUInt32LE(0) !== count >>> 0) bad++;
+      count++;
+      meter.check(count);
+    }),
+  );
   socket.on('end', () => {
     report({ count, bad, ...meter.finish(count) });
     socket.end();
@@ -186,12 +196,15 @@ function socketCount(): void {
 
 /** Answers each frame with the same frame (header and payload in one write). */
 function echoFrames(input: net.Socket, output: net.Socket): void {
-  input.on('data', framer((frame) => {
-    const reply = Buffer.allocUnsafe(4 + frame.length);
-    reply.writeUInt32LE(frame.length, 0);
-    frame.copy(reply, 4);
-    output.write(reply);
-  }));
+  input.on(
+    'data',
+    framer((frame) => {
+      const reply = Buffer.allocUnsafe(4 + frame.length);
+      reply.writeUInt32LE(frame.length, 0);
+      frame.copy(reply, 4);
+      output.write(reply);
+    }),
+  );
 }
 
 function socketEcho(): void {
@@ -218,19 +231,48 @@ function ipcEcho(): void {
 }
 
 switch (role) {
-  case 'ring-sink': ringSink(); break;
-  case 'ring-count': ringCount(); break;
-  case 'mpmc-count': mpmcCount(); break;
-  case 'ring-echo': ringEcho('spin'); break;
-  case 'ring-echo-zc': ringEchoZeroCopy(); break;
-  case 'ring-echo-sync': ringEcho('sync'); break;
-  case 'ring-echo-async': await ringEchoAsync(); break;
-  case 'ring-echo-async-read': await ringEchoAsyncRead(); break;
-  case 'word-echo': wordEcho(); break;
-  case 'socket-sink': socketSink(); break;
-  case 'socket-count': socketCount(); break;
-  case 'socket-echo': socketEcho(); break;
-  case 'pipe-echo': pipeEcho(); break;
-  case 'ipc-echo': ipcEcho(); break;
-  default: throw new Error(`peer: unknown role ${role}`);
+  case 'ring-sink':
+    ringSink();
+    break;
+  case 'ring-count':
+    ringCount();
+    break;
+  case 'mpmc-count':
+    mpmcCount();
+    break;
+  case 'ring-echo':
+    ringEcho('spin');
+    break;
+  case 'ring-echo-zc':
+    ringEchoZeroCopy();
+    break;
+  case 'ring-echo-sync':
+    ringEcho('sync');
+    break;
+  case 'ring-echo-async':
+    await ringEchoAsync();
+    break;
+  case 'ring-echo-async-read':
+    await ringEchoAsyncRead();
+    break;
+  case 'word-echo':
+    wordEcho();
+    break;
+  case 'socket-sink':
+    socketSink();
+    break;
+  case 'socket-count':
+    socketCount();
+    break;
+  case 'socket-echo':
+    socketEcho();
+    break;
+  case 'pipe-echo':
+    pipeEcho();
+    break;
+  case 'ipc-echo':
+    ipcEcho();
+    break;
+  default:
+    throw new Error(`peer: unknown role ${role}`);
 }

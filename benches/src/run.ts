@@ -113,10 +113,18 @@ function plan(quick: boolean): Step[] {
   // socket measured beside the rings in each; one more per column for the pending reads. About a minute
   // in all; about 25 s quick (some 40 node processes start).
   const loop: Omit<EventLoopParams, 'transport'> = quick
-    ? { idle: { warmup: 5, count: 50, probed: 50 }, b2b: { warmupMs: 30, ms: 100 }, inflight: { warmupMs: 30, ms: 100 },
-      pending: { reads: 1000, settleMs: 100, cpuMs: 250, probeMs: 200 } }
-    : { idle: { warmup: 50, count: 800, probed: 400 }, b2b: { warmupMs: 200, ms: 500 }, inflight: { warmupMs: 200, ms: 500 },
-      pending: { reads: 1000, settleMs: 500, cpuMs: 2500, probeMs: 1000 } };
+    ? {
+        idle: { warmup: 5, count: 50, probed: 50 },
+        b2b: { warmupMs: 30, ms: 100 },
+        inflight: { warmupMs: 30, ms: 100 },
+        pending: { reads: 1000, settleMs: 100, cpuMs: 250, probeMs: 200 },
+      }
+    : {
+        idle: { warmup: 50, count: 800, probed: 400 },
+        b2b: { warmupMs: 200, ms: 500 },
+        inflight: { warmupMs: 200, ms: 500 },
+        pending: { reads: 1000, settleMs: 500, cpuMs: 2500, probeMs: 1000 },
+      };
   for (const t of LOOP_TRANSPORTS.filter((x) => x.id !== 'socket')) {
     steps.push({ kind: 'eventloop', name: `loop.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
   }
@@ -124,7 +132,15 @@ function plan(quick: boolean): Step[] {
     steps.push({ kind: 'eventloop', name: `loop.pending.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
   }
   for (const size of procSizes) {
-    for (const name of ['tput.proc.spsc-copy', 'tput.proc.spsc-zc', 'tput.proc.spsc-copy-cork', 'tput.proc.spsc-zc-cork', 'tput.proc.mpmc', 'tput.proc.unix-socket', 'tput.proc.unix-socket-unbatched']) {
+    for (const name of [
+      'tput.proc.spsc-copy',
+      'tput.proc.spsc-zc',
+      'tput.proc.spsc-copy-cork',
+      'tput.proc.spsc-zc-cork',
+      'tput.proc.mpmc',
+      'tput.proc.unix-socket',
+      'tput.proc.unix-socket-unbatched',
+    ]) {
       steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
     }
   }
@@ -140,16 +156,30 @@ function plan(quick: boolean): Step[] {
   // @shmring/channel against what a program would otherwise use (channel.ts): one process per row, its
   // baselines measured beside the channel, interleaved. About 25 s; about 8 s quick.
   const channel: ChannelParams = quick
-    ? { inflight: { warmupMs: 100, blocks: 3, blockMs: 100 }, idle: { warmup: 20, count: 200 },
-      bulk: { warmupMs: 100, blocks: 3, blockMs: 100 }, workers: { warmupMs: 100, blocks: 3, blockMs: 100 } }
-    : { inflight: { warmupMs: 500, blocks: 10, blockMs: 200 }, idle: { warmup: 50, count: 2000 },
-      bulk: { warmupMs: 500, blocks: 10, blockMs: 200 }, workers: { warmupMs: 500, blocks: 10, blockMs: 200 } };
+    ? {
+        inflight: { warmupMs: 100, blocks: 3, blockMs: 100 },
+        idle: { warmup: 20, count: 200 },
+        bulk: { warmupMs: 100, blocks: 3, blockMs: 100 },
+        workers: { warmupMs: 100, blocks: 3, blockMs: 100 },
+      }
+    : {
+        inflight: { warmupMs: 500, blocks: 10, blockMs: 200 },
+        idle: { warmup: 50, count: 2000 },
+        bulk: { warmupMs: 500, blocks: 10, blockMs: 200 },
+        workers: { warmupMs: 500, blocks: 10, blockMs: 200 },
+      };
   for (const row of CHANNEL_ROWS) steps.push({ kind: 'channel', name: `channel.${row}`, params: { ...channel } });
   // The ring → NATS bridge against the nats client alone (bridge.ts), each row starting its own nats-server
   // on free loopback ports. About 30 s; about 10 s quick.
   const bridge: BridgeParams = quick
-    ? { tput: { sizes: [64, 64 << 10], warmupMs: 150, blocks: 3, blockMs: 150 }, latency: { warmup: 100, blocks: 4, perBlock: 100, gapMs: 1 } }
-    : { tput: { sizes: [64, 64 << 10], warmupMs: 500, blocks: 8, blockMs: 300 }, latency: { warmup: 300, blocks: 10, perBlock: 300, gapMs: 1 } };
+    ? {
+        tput: { sizes: [64, 64 << 10], warmupMs: 150, blocks: 3, blockMs: 150 },
+        latency: { warmup: 100, blocks: 4, perBlock: 100, gapMs: 1 },
+      }
+    : {
+        tput: { sizes: [64, 64 << 10], warmupMs: 500, blocks: 8, blockMs: 300 },
+        latency: { warmup: 300, blocks: 10, perBlock: 300, gapMs: 1 },
+      };
   for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
@@ -220,11 +250,15 @@ function stepEnv(step: Step): NodeJS.ProcessEnv {
 
 function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[]; failures?: string[] }> {
   return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(process.execPath, [...(step.nodeArgs ?? []), SCENARIO, step.kind, step.name, JSON.stringify(step.params)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      detached: true, // its own process group: the scenario, its peers and their children die together
-      env: stepEnv(step),
-    });
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [...(step.nodeArgs ?? []), SCENARIO, step.kind, step.name, JSON.stringify(step.params)],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        detached: true, // its own process group: the scenario, its peers and their children die together
+        env: stepEnv(step),
+      },
+    );
     const pid = child.pid!;
     groups.add(pid);
     let out = '';
@@ -238,7 +272,11 @@ function runStep(step: Step): Promise<{ records: Measurement[]; notes: string[];
       clearTimeout(timer);
       killGroup(pid); // anything the scenario left behind
       groups.delete(pid);
-      const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+      const last = out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .pop();
       if (code !== 0 || !last) reject(new Error(`${step.name}: exited with ${signal ?? `code ${code}`}`));
       else resolve(JSON.parse(last) as { records: Measurement[]; notes: string[]; failures?: string[] });
     });
@@ -318,7 +356,8 @@ function updateReadme(run: Run): void {
   const a = text.indexOf(open);
   const b = text.indexOf(close);
   if (a < 0 || b < a) throw new Error(`benches/README.md has no ${open} … ${close} section`);
-  const body = `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
+  const body =
+    `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
     'Results: [latest.md](results/latest.md), [latest.json](results/latest.json), ' +
     'chart [latency.svg](results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores. ' +
     'On a virtual machine the figures move from run to run (the host schedules the vCPUs): compare ratios within one run.\n\n' +
@@ -332,7 +371,9 @@ async function main(): Promise<void> {
   const started = performance.now();
   const info = machine();
   const notes: string[] = [];
-  process.stderr.write(`shmring bench (${args.quick ? 'quick' : 'full'}): ${steps.length} scenarios, one at a time; ${info.cores} cores, ${info.cpu}, Node ${info.node}\n`);
+  process.stderr.write(
+    `shmring bench (${args.quick ? 'quick' : 'full'}): ${steps.length} scenarios, one at a time; ${info.cores} cores, ${info.cpu}, Node ${info.node}\n`,
+  );
   const measurements: Measurement[] = [];
   const busySteps: string[] = [];
   const budget = { ms: args.waitIdle * 1000 };
@@ -348,7 +389,9 @@ async function main(): Promise<void> {
       notes.push(...outcome.notes);
       const failures = outcome.failures ?? [];
       if (failures.length > 0) failed++;
-      process.stderr.write(`${label} ${((performance.now() - t0) / 1000).toFixed(1)} s${failures.length > 0 ? ` (${failures.length} part(s) FAILED, see the notes)` : ''}\n`);
+      process.stderr.write(
+        `${label} ${((performance.now() - t0) / 1000).toFixed(1)} s${failures.length > 0 ? ` (${failures.length} part(s) FAILED, see the notes)` : ''}\n`,
+      );
     } catch (err) {
       failed++;
       notes.push(`${describe(step)} failed: ${(err as Error).message}`);
@@ -356,14 +399,18 @@ async function main(): Promise<void> {
     }
   }
   if (busySteps.length > 0) {
-    notes.push(`other processes kept the CPUs busy when these scenarios started (share of both CPUs' time): ${busySteps.join(', ')}; ` +
-      'their figures are unreliable (rerun on a quiet machine, or with --wait-idle)');
+    notes.push(
+      `other processes kept the CPUs busy when these scenarios started (share of both CPUs' time): ${busySteps.join(', ')}; ` +
+        'their figures are unreliable (rerun on a quiet machine, or with --wait-idle)',
+    );
   }
   const records = withRatios(mergeFloors(measurements));
   const floorP50 = records.find((r) => r.name === 'rtt.floor' && r.metric === 'p50')?.value;
   const fastest = Math.min(...records.filter((r) => r.name.startsWith('rtt.proc.') && r.metric === 'p50').map((r) => r.value));
   if (floorP50 !== undefined && fastest < floorP50) {
-    notes.push(`a JavaScript round trip (${fastest} ns) beat the C floor (${floorP50} ns): the floor steps were disturbed (by the host?); the ratios to it are not meaningful`);
+    notes.push(
+      `a JavaScript round trip (${fastest} ns) beat the C floor (${floorP50} ns): the floor steps were disturbed (by the host?); the ratios to it are not meaningful`,
+    );
   }
   const run: Run = {
     date: new Date().toISOString(),
@@ -383,7 +430,9 @@ async function main(): Promise<void> {
   if (args.updateReadme) updateReadme(run);
   process.stdout.write(`${md}\n`);
   const written = path.relative(process.cwd(), args.out) || '.';
-  process.stderr.write(`wrote ${written}/${base}.json, ${base}.md, ${args.quick ? 'latency-quick' : 'latency'}.svg${args.updateReadme ? ' and benches/README.md' : ''} in ${run.seconds.toFixed(0)} s\n`);
+  process.stderr.write(
+    `wrote ${written}/${base}.json, ${base}.md, ${args.quick ? 'latency-quick' : 'latency'}.svg${args.updateReadme ? ' and benches/README.md' : ''} in ${run.seconds.toFixed(0)} s\n`,
+  );
   if (failed > 0) process.exitCode = 1;
 }
 

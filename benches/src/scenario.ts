@@ -19,7 +19,21 @@ import { syncScenario, type SyncParams } from './sync-cost.js';
 import { threadRoundTrip, threadStream, type THREAD_ROUND_TRIPS, type THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
 
-export type Kind = 'floor-rtt' | 'floor-stream' | 'floor-memcpy' | 'rtt-proc' | 'rtt-thread' | 'tput-proc' | 'tput-thread' | 'micro' | 'alloc' | 'eventloop' | 'channel' | 'bridge' | 'latest' | 'sync';
+export type Kind =
+  | 'floor-rtt'
+  | 'floor-stream'
+  | 'floor-memcpy'
+  | 'rtt-proc'
+  | 'rtt-thread'
+  | 'tput-proc'
+  | 'tput-thread'
+  | 'micro'
+  | 'alloc'
+  | 'eventloop'
+  | 'channel'
+  | 'bridge'
+  | 'latest'
+  | 'sync';
 
 interface Outcome {
   records: Measurement[];
@@ -31,21 +45,36 @@ interface Outcome {
 async function run(kind: Kind, name: string, params: Record<string, unknown>): Promise<Outcome> {
   const records = (r: Measurement[]): Outcome => ({ records: r, notes: [] });
   switch (kind) {
-    case 'floor-rtt': return floorRoundTrip(params.rounds as number);
-    case 'floor-stream': return floorStream(params.sizes as number[], params.ms as number);
-    case 'floor-memcpy': return floorMemcpy(params.sizes as number[], params.ms as number);
-    case 'rtt-proc': return records(await processRoundTrip(name as ProcessRoundTrip, params as unknown as RoundTripOptions));
-    case 'rtt-thread': return records(await threadRoundTrip(name as keyof typeof THREAD_ROUND_TRIPS, params as unknown as RoundTripOptions));
-    case 'tput-proc': return records(await processStream(name as ProcessStream, params as unknown as StreamOptions));
-    case 'tput-thread': return records(await threadStream(name as keyof typeof THREAD_STREAMS, params as unknown as StreamOptions));
-    case 'micro': return records(await micro(Boolean(params.quick)));
-    case 'alloc': return allocation(params.messages as number);
-    case 'eventloop': return eventLoop(name, params as unknown as EventLoopParams);
-    case 'channel': return channelScenario(name, params as unknown as ChannelParams);
-    case 'bridge': return bridgeScenario(name, params as unknown as BridgeParams);
-    case 'latest': return latestScenario(params as unknown as LatestParams);
-    case 'sync': return syncScenario(params as unknown as SyncParams);
-    default: throw new Error(`scenario: unknown kind ${String(kind)}`);
+    case 'floor-rtt':
+      return floorRoundTrip(params.rounds as number);
+    case 'floor-stream':
+      return floorStream(params.sizes as number[], params.ms as number);
+    case 'floor-memcpy':
+      return floorMemcpy(params.sizes as number[], params.ms as number);
+    case 'rtt-proc':
+      return records(await processRoundTrip(name as ProcessRoundTrip, params as unknown as RoundTripOptions));
+    case 'rtt-thread':
+      return records(await threadRoundTrip(name as keyof typeof THREAD_ROUND_TRIPS, params as unknown as RoundTripOptions));
+    case 'tput-proc':
+      return records(await processStream(name as ProcessStream, params as unknown as StreamOptions));
+    case 'tput-thread':
+      return records(await threadStream(name as keyof typeof THREAD_STREAMS, params as unknown as StreamOptions));
+    case 'micro':
+      return records(await micro(Boolean(params.quick)));
+    case 'alloc':
+      return allocation(params.messages as number);
+    case 'eventloop':
+      return eventLoop(name, params as unknown as EventLoopParams);
+    case 'channel':
+      return channelScenario(name, params as unknown as ChannelParams);
+    case 'bridge':
+      return bridgeScenario(name, params as unknown as BridgeParams);
+    case 'latest':
+      return latestScenario(params as unknown as LatestParams);
+    case 'sync':
+      return syncScenario(params as unknown as SyncParams);
+    default:
+      throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
 }
 

@@ -114,8 +114,24 @@ export async function syncScenario(params: SyncParams): Promise<{ records: Measu
   for (const row of run.rows) {
     const size = row.mib * MIB;
     records.push(
-      { name: 'persist.sync.region', transport: 'file region: dirty every page, await region.sync()', messageSize: size, metric: 'ns/op', value: Math.round(row.regionSyncMicros * 1000), unit: 'ns', note },
-      { name: 'persist.sync.write-fdatasync', transport: 'plain file: write(2) the same bytes, fdatasync', messageSize: size, metric: 'ns/op', value: Math.round(row.writeFdatasyncMicros * 1000), unit: 'ns', note },
+      {
+        name: 'persist.sync.region',
+        transport: 'file region: dirty every page, await region.sync()',
+        messageSize: size,
+        metric: 'ns/op',
+        value: Math.round(row.regionSyncMicros * 1000),
+        unit: 'ns',
+        note,
+      },
+      {
+        name: 'persist.sync.write-fdatasync',
+        transport: 'plain file: write(2) the same bytes, fdatasync',
+        messageSize: size,
+        metric: 'ns/op',
+        value: Math.round(row.writeFdatasyncMicros * 1000),
+        unit: 'ns',
+        note,
+      },
     );
   }
   return { records, notes: [] };

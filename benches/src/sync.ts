@@ -15,12 +15,19 @@ const SIZES = (process.env.SYNC_SIZES ?? '1,8,64').split(',').map(Number);
 const ROUNDS = Number(process.env.SYNC_ROUNDS ?? 7);
 
 const run = await measureSync(SIZES, ROUNDS);
-console.log(`sync() cost: ${run.dir} (${run.fsType}${run.fsType === 'tmpfs' ? ': nothing to write back, the figures measure the calls only' : ''}), median of ${ROUNDS}`);
+console.log(
+  `sync() cost: ${run.dir} (${run.fsType}${run.fsType === 'tmpfs' ? ': nothing to write back, the figures measure the calls only' : ''}), median of ${ROUNDS}`,
+);
 console.log('| size | region.sync() | write + fdatasync | ratio | region.sync() per MiB |');
 console.log('|---:|---:|---:|---:|---:|');
 for (const { mib, regionSyncMicros: s, writeFdatasyncMicros: w } of run.rows) {
-  console.log(`| ${mib} MiB | ${(s / 1000).toFixed(2)} ms | ${(w / 1000).toFixed(2)} ms | ${(s / w).toFixed(2)}× | ${(s / mib).toFixed(0)} µs |`);
+  console.log(
+    `| ${mib} MiB | ${(s / 1000).toFixed(2)} ms | ${(w / 1000).toFixed(2)} ms | ${(s / w).toFixed(2)}× | ${(s / mib).toFixed(0)} µs |`,
+  );
 }
 const out = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'results', 'sync.json');
 fs.mkdirSync(path.dirname(out), { recursive: true });
-fs.writeFileSync(out, `${JSON.stringify({ when: new Date().toISOString(), dir: run.dir, fsType: run.fsType, rounds: ROUNDS, rows: run.rows }, null, 2)}\n`);
+fs.writeFileSync(
+  out,
+  `${JSON.stringify({ when: new Date().toISOString(), dir: run.dir, fsType: run.fsType, rounds: ROUNDS, rows: run.rows }, null, 2)}\n`,
+);

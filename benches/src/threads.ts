@@ -15,7 +15,6 @@ import { medianStream, spscCapacity, type ConsumerReport, type StreamOptions } f
 const WORKER = new URL('./worker-peer.js', import.meta.url);
 const LIMIT_MS = 120_000;
 
-
 function sabRing(capacity: number): SpscRing {
   return SpscRing.create(Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity }) }), { capacity });
 }
@@ -127,7 +126,8 @@ export async function ringStream(mode: 'copy' | 'zero-copy', o: StreamOptions): 
     }
     ring.close();
     const result = await done;
-    if (!result || result.count !== seq || result.bad !== 0) throw new Error(`worker ring stream: sent ${seq}, the worker saw ${result?.count}`);
+    if (!result || result.count !== seq || result.bad !== 0)
+      throw new Error(`worker ring stream: sent ${seq}, the worker saw ${result?.count}`);
     return result;
   } finally {
     await worker.terminate();
@@ -165,7 +165,8 @@ export async function portStream(o: StreamOptions): Promise<ConsumerReport> {
     }
     worker.postMessage('end');
     const result = await done;
-    if (!result || result.count !== seq || result.bad !== 0) throw new Error(`MessagePort stream: sent ${seq}, the worker saw ${result?.count}`);
+    if (!result || result.count !== seq || result.bad !== 0)
+      throw new Error(`MessagePort stream: sent ${seq}, the worker saw ${result?.count}`);
     return result;
   } finally {
     await worker.terminate();
@@ -174,13 +175,19 @@ export async function portStream(o: StreamOptions): Promise<ConsumerReport> {
 
 export const THREAD_ROUND_TRIPS = {
   'rtt.thread.spsc-spin': { transport: 'SpscRing over SAB, spinning (worker)', run: (o: RoundTripOptions) => ringRoundTrip('spin', o) },
-  'rtt.thread.spsc-async': { transport: 'SpscRing over SAB, async here, readSync in the worker', run: (o: RoundTripOptions) => ringRoundTrip('async', o) },
+  'rtt.thread.spsc-async': {
+    transport: 'SpscRing over SAB, async here, readSync in the worker',
+    run: (o: RoundTripOptions) => ringRoundTrip('async', o),
+  },
   'rtt.thread.messageport': { transport: 'MessagePort (worker postMessage)', run: portRoundTrip },
 } as const;
 
 export const THREAD_STREAMS = {
   'tput.thread.spsc-copy': { transport: 'SpscRing over SAB copy (tryWrite → tryRead)', run: (o: StreamOptions) => ringStream('copy', o) },
-  'tput.thread.spsc-zc': { transport: 'SpscRing over SAB zero-copy (claim/commit → drain)', run: (o: StreamOptions) => ringStream('zero-copy', o) },
+  'tput.thread.spsc-zc': {
+    transport: 'SpscRing over SAB zero-copy (claim/commit → drain)',
+    run: (o: StreamOptions) => ringStream('zero-copy', o),
+  },
   'tput.thread.messageport': { transport: 'MessagePort (postMessage, ≤ 8192 or 8 MiB in flight)', run: portStream },
 } as const;
 

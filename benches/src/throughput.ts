@@ -39,7 +39,8 @@ export interface StreamOptions {
  * the lines they share), so one stream can be an outlier of either kind.
  */
 export async function medianStream(
-  o: StreamOptions, run: (o: StreamOptions) => Promise<ConsumerReport>,
+  o: StreamOptions,
+  run: (o: StreamOptions) => Promise<ConsumerReport>,
 ): Promise<ConsumerReport & { rates: number[] }> {
   const reports: ConsumerReport[] = [];
   for (let i = 0; i < Math.max(1, o.repeats ?? 1); i++) reports.push(await run(o));
@@ -111,23 +112,31 @@ function produce(o: StreamOptions, put: (seq: number) => void, corked?: SpscRing
 function produceCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
   const message = new Uint8Array(o.size);
   const watchdog = new Watchdog('SpscRing copy producer', LIMIT_MS);
-  return produce(o, (seq) => {
-    stamp(message, seq);
-    while (!ring.tryWrite(message)) watchdog.tick();
-  }, corked ? ring : undefined);
+  return produce(
+    o,
+    (seq) => {
+      stamp(message, seq);
+      while (!ring.tryWrite(message)) watchdog.tick();
+    },
+    corked ? ring : undefined,
+  );
 }
 
 function produceZeroCopy(ring: SpscRing, o: StreamOptions, corked: boolean): number {
   const message = new Uint8Array(o.size);
   const data = ring.data;
   const watchdog = new Watchdog('SpscRing zero-copy producer', LIMIT_MS);
-  return produce(o, (seq) => {
-    let at: number;
-    while ((at = ring.claim(o.size)) < 0) watchdog.tick();
-    data.set(message, at);
-    if (o.size >= 4) stamp(data, seq, at);
-    ring.commit(at);
-  }, corked ? ring : undefined);
+  return produce(
+    o,
+    (seq) => {
+      let at: number;
+      while ((at = ring.claim(o.size)) < 0) watchdog.tick();
+      data.set(message, at);
+      if (o.size >= 4) stamp(data, seq, at);
+      ring.commit(at);
+    },
+    corked ? ring : undefined,
+  );
 }
 
 function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
@@ -145,15 +154,20 @@ function produceMpmc(queue: MpmcQueue, o: StreamOptions): number {
  * the peer's count against it.
  */
 async function streamTo(
-  queue: SpscRing | MpmcQueue, region: Region, role: string, peerOptions: Record<string, unknown>, o: StreamOptions,
-  what: string, send: () => number,
+  queue: SpscRing | MpmcQueue,
+  region: Region,
+  role: string,
+  peerOptions: Record<string, unknown>,
+  o: StreamOptions,
+  what: string,
+  send: () => number,
 ): Promise<ConsumerReport> {
   const peer = startPeer(role, [region], { ...peerOptions, warmupMs: o.warmupMs, limitMs: LIMIT_MS, size: o.size });
   try {
     await peer.ready;
     const sent = send();
     queue.close();
-    const report = await peer.result as unknown as ConsumerReport;
+    const report = (await peer.result) as unknown as ConsumerReport;
     checkReport(what, sent, report);
     return report;
   } finally {
@@ -164,8 +178,9 @@ async function streamTo(
 
 export async function spscStream(mode: 'copy' | 'zero-copy', o: StreamOptions, corked = false): Promise<ConsumerReport> {
   const { region, ring } = ringRegion(spscCapacity(o.size));
-  return streamTo(ring, region, 'ring-count', { mode }, o, `SpscRing ${mode}`,
-    () => (mode === 'copy' ? produceCopy(ring, o, corked) : produceZeroCopy(ring, o, corked)));
+  return streamTo(ring, region, 'ring-count', { mode }, o, `SpscRing ${mode}`, () =>
+    mode === 'copy' ? produceCopy(ring, o, corked) : produceZeroCopy(ring, o, corked),
+  );
 }
 
 export async function mpmcStream(o: StreamOptions): Promise<ConsumerReport> {
@@ -196,7 +211,7 @@ export async function socketStream(o: StreamOptions, batched = true): Promise<Co
       if (!socket.write(batch)) await once(socket, 'drain');
     }
     socket.end();
-    const report = await peer.result as unknown as ConsumerReport;
+    const report = (await peer.result) as unknown as ConsumerReport;
     checkReport('Unix socket', seq, report);
     return report;
   } finally {
@@ -208,14 +223,19 @@ export const PROCESS_STREAMS = {
   'tput.proc.spsc-copy': { transport: 'SpscRing copy (tryWrite → tryRead)', run: (o: StreamOptions) => spscStream('copy', o) },
   'tput.proc.spsc-zc': { transport: 'SpscRing zero-copy (claim/commit → drain)', run: (o: StreamOptions) => spscStream('zero-copy', o) },
   'tput.proc.spsc-copy-cork': {
-    transport: `SpscRing copy, corked (${CORK_BATCH} per publication)`, run: (o: StreamOptions) => spscStream('copy', o, true),
+    transport: `SpscRing copy, corked (${CORK_BATCH} per publication)`,
+    run: (o: StreamOptions) => spscStream('copy', o, true),
   },
   'tput.proc.spsc-zc-cork': {
-    transport: `SpscRing zero-copy, corked (${CORK_BATCH} per publication)`, run: (o: StreamOptions) => spscStream('zero-copy', o, true),
+    transport: `SpscRing zero-copy, corked (${CORK_BATCH} per publication)`,
+    run: (o: StreamOptions) => spscStream('zero-copy', o, true),
   },
   'tput.proc.mpmc': { transport: 'MpmcQueue 1→1 (tryWrite → drain)', run: mpmcStream },
   'tput.proc.unix-socket': { transport: 'Unix socket (framed, batched writes)', run: (o: StreamOptions) => socketStream(o, true) },
-  'tput.proc.unix-socket-unbatched': { transport: 'Unix socket (framed, one write per message)', run: (o: StreamOptions) => socketStream(o, false) },
+  'tput.proc.unix-socket-unbatched': {
+    transport: 'Unix socket (framed, one write per message)',
+    run: (o: StreamOptions) => socketStream(o, false),
+  },
 } as const;
 
 export type ProcessStream = keyof typeof PROCESS_STREAMS;

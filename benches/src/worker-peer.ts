@@ -14,7 +14,14 @@ import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { countRing, echoRing, Meter, stampAt } from './harness.js';
 
-const data = workerData as { role: string; rings?: SharedArrayBuffer[]; mode?: 'copy' | 'zero-copy'; warmupMs?: number; size?: number; ackEvery?: number };
+const data = workerData as {
+  role: string;
+  rings?: SharedArrayBuffer[];
+  mode?: 'copy' | 'zero-copy';
+  warmupMs?: number;
+  size?: number;
+  ackEvery?: number;
+};
 const port = parentPort!;
 const LIMIT_MS = 120_000;
 
@@ -50,7 +57,7 @@ function portCount(): void {
       port.close();
       return;
     }
-    if (message.length >= 4 && stampAt(message, 0) !== (count >>> 0)) bad++;
+    if (message.length >= 4 && stampAt(message, 0) !== count >>> 0) bad++;
     count++;
     if (count % ackEvery === 0) port.postMessage({ ack: count });
     meter.check(count);
@@ -59,10 +66,21 @@ function portCount(): void {
 }
 
 switch (data.role) {
-  case 'ring-echo': ringEcho('spin'); break;
-  case 'ring-echo-sync': ringEcho('sync'); break;
-  case 'ring-count': ringCount(); break;
-  case 'port-echo': portEcho(); break;
-  case 'port-count': portCount(); break;
-  default: throw new Error(`worker-peer: unknown role ${data.role}`);
+  case 'ring-echo':
+    ringEcho('spin');
+    break;
+  case 'ring-echo-sync':
+    ringEcho('sync');
+    break;
+  case 'ring-count':
+    ringCount();
+    break;
+  case 'port-echo':
+    portEcho();
+    break;
+  case 'port-count':
+    portCount();
+    break;
+  default:
+    throw new Error(`worker-peer: unknown role ${data.role}`);
 }

@@ -209,12 +209,7 @@ declare namespace backend {
      * referenced (so not unmapped by GC) while the wait is pending. Resolves
      * at once with 1 if the word already differs, with 2 for a timeout of 0.
      */
-    futexWaitAsync(
-      buffer: ArrayBuffer | SharedArrayBuffer,
-      byteOffset: number,
-      expected: number,
-      timeoutMs: number,
-    ): AsyncWait;
+    futexWaitAsync(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait;
 
     /**
      * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) on the Unix domain socket

@@ -175,7 +175,12 @@ describe('the packed packages, installed with npm into an empty folder', functio
       install.push(`koffi@${core.peerDependencies.koffi}`); // what the loader's error asks for
     }
     run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...install], app);
-    for (const [name, source] of [['producer.mjs', PRODUCER], ['consumer.mjs', CONSUMER], ['imports.mjs', IMPORTS], ['force-koffi.mjs', FORCE_KOFFI]]) {
+    for (const [name, source] of [
+      ['producer.mjs', PRODUCER],
+      ['consumer.mjs', CONSUMER],
+      ['imports.mjs', IMPORTS],
+      ['force-koffi.mjs', FORCE_KOFFI],
+    ]) {
       fs.writeFileSync(path.join(app, name!), source!);
     }
   });

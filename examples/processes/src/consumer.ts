@@ -26,17 +26,18 @@ async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
   }
 }
 
-const region = how === 'posix'
-  ? await retry(() => Region.open({ backing: 'posix', name: where! }))
-  : await retry(async () => {
-    const socket = net.connect({ path: where! });
-    socket.pause();
-    try {
-      return await receiveRegion(socket, { timeoutMs: 10_000 });
-    } finally {
-      socket.destroy();
-    }
-  });
+const region =
+  how === 'posix'
+    ? await retry(() => Region.open({ backing: 'posix', name: where! }))
+    : await retry(async () => {
+        const socket = net.connect({ path: where! });
+        socket.pause();
+        try {
+          return await receiveRegion(socket, { timeoutMs: 10_000 });
+        } finally {
+          socket.destroy();
+        }
+      });
 const ring = await retry(() => SpscRing.attach(region));
 
 const decoder = new TextDecoder();

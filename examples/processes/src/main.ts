@@ -22,9 +22,10 @@ function run(script: string, args: string[]): Promise<string> {
 }
 
 export async function exchange(how: 'posix' | 'memfd', n: string): Promise<{ received: number; outOfOrder: number; ms: number }> {
-  const where = how === 'posix'
-    ? `shmring-example-${process.pid}-${Date.now()}`
-    : path.join(os.tmpdir(), `shmring-example-${process.pid}-${Date.now()}.sock`);
+  const where =
+    how === 'posix'
+      ? `shmring-example-${process.pid}-${Date.now()}`
+      : path.join(os.tmpdir(), `shmring-example-${process.pid}-${Date.now()}.sock`);
   const started = performance.now();
   const [, summary] = await Promise.all([run('producer.js', [how, where, n]), run('consumer.js', [how, where])]);
   return { ...(JSON.parse(summary) as { received: number; outOfOrder: number }), ms: performance.now() - started };

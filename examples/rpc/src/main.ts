@@ -48,8 +48,13 @@ try {
   channel.close();
   await channel.closed;
 
-  const refused = Object.entries(r.refused).map(([code, n]) => `${fmt(n)} ${code}`).join(', ') || 'none';
-  console.log(`client: ${fmt(r.requests)} requests, ${IN_FLIGHT} in flight: ${fmt(r.priced)} priced, refused: ${refused}, ${r.wrong} wrong`);
+  const refused =
+    Object.entries(r.refused)
+      .map(([code, n]) => `${fmt(n)} ${code}`)
+      .join(', ') || 'none';
+  console.log(
+    `client: ${fmt(r.requests)} requests, ${IN_FLIGHT} in flight: ${fmt(r.priced)} priced, refused: ${refused}, ${r.wrong} wrong`,
+  );
   console.log(`throughput: ${fmt((r.requests / r.ms) * 1000)} requests/s (${fmt(r.ms)} ms)`);
   const us = (p: number): string => fmt(percentile(r.latencies, p));
   console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies[r.latencies.length - 1] ?? 0)}`);

@@ -62,7 +62,11 @@ export async function startNatsServer(): Promise<{ url: (subject: string) => str
 }
 
 /** Runs a host process; resolves with its stdout once it exits with 0. `onLine` sees each line as it comes. */
-function host(script: string, args: string[], onLine: (line: string) => void = () => undefined): { child: ChildProcess; done: Promise<string> } {
+function host(
+  script: string,
+  args: string[],
+  onLine: (line: string) => void = () => undefined,
+): { child: ChildProcess; done: Promise<string> } {
   const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -79,7 +83,9 @@ function host(script: string, args: string[], onLine: (line: string) => void = (
   });
   const done = new Promise<string>((resolve, reject) => {
     child.once('error', reject);
-    child.once('close', (code, signal) => (code === 0 ? resolve(out) : reject(new Error(`${script} exited with ${signal ?? code}: ${err.trim()}`))));
+    child.once('close', (code, signal) =>
+      code === 0 ? resolve(out) : reject(new Error(`${script} exited with ${signal ?? code}: ${err.trim()}`)),
+    );
   });
   return { child, done };
 }
@@ -98,7 +104,12 @@ export async function exchange(url: string, count: number): Promise<Outcome> {
   const b = host('host-b.js', [url, '60'], (line) => line === 'ready' && onReady());
   let a: ReturnType<typeof host> | undefined;
   try {
-    await Promise.race([ready, b.done.then(() => { throw new Error('host-b.js exited before it was ready'); })]);
+    await Promise.race([
+      ready,
+      b.done.then(() => {
+        throw new Error('host-b.js exited before it was ready');
+      }),
+    ]);
     const started = performance.now();
     a = host('host-a.js', [url, String(count)]);
     const [outA, outB] = await Promise.all([a.done, b.done]);
@@ -118,8 +129,10 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     const url = given ?? server!.url('orders');
     const r = await exchange(url, count);
-    console.log(`${url}: host A sent ${r.sent} orders, host B received ${r.received}, ${r.outOfOrder} out of order, ` +
-      `${r.ms.toFixed(0)} ms (${Math.round((r.received * 1000) / r.ms).toLocaleString('en')} orders/s)`);
+    console.log(
+      `${url}: host A sent ${r.sent} orders, host B received ${r.received}, ${r.outOfOrder} out of order, ` +
+        `${r.ms.toFixed(0)} ms (${Math.round((r.received * 1000) / r.ms).toLocaleString('en')} orders/s)`,
+    );
     if (r.received !== r.sent || r.outOfOrder !== 0) process.exitCode = 1;
   } finally {
     await server?.stop();

@@ -11,7 +11,7 @@ describe('examples/two-hosts', function () {
     this.skip();
   });
 
-  it('moves 20 k orders from host A\'s ring to host B\'s through NATS, in order, and leaves nothing behind', async () => {
+  it("moves 20 k orders from host A's ring to host B's through NATS, in order, and leaves nothing behind", async () => {
     const shmBefore = new Set(fs.readdirSync('/dev/shm'));
     const server = await startNatsServer();
     try {
@@ -27,8 +27,10 @@ describe('examples/two-hosts', function () {
 
   it('host B fails with ERR_SHMRING_UNREACHABLE naming the address when no NATS server answers there, and removes its ring', async () => {
     const shmBefore = new Set(fs.readdirSync('/dev/shm'));
-    await assert.rejects(exchange('nats://127.0.0.1:1/two-hosts.none', 10),
-      /host-b\.js exited with 1: host B: .*127\.0\.0\.1:1.*\(ERR_SHMRING_UNREACHABLE\)/);
+    await assert.rejects(
+      exchange('nats://127.0.0.1:1/two-hosts.none', 10),
+      /host-b\.js exited with 1: host B: .*127\.0\.0\.1:1.*\(ERR_SHMRING_UNREACHABLE\)/,
+    );
     const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
     assert.deepEqual(added, []);
   });

@@ -29,10 +29,13 @@ export async function pipeline(count: number): Promise<{ received: number; wrong
   const b = await stage('increment', forB);
   const a = await stage('square', b.input);
   const toA = openChannel(a.input);
-  const exited = [a.worker, b.worker].map((w) => new Promise<void>((resolve, reject) => {
-    w.once('error', reject);
-    w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
-  }));
+  const exited = [a.worker, b.worker].map(
+    (w) =>
+      new Promise<void>((resolve, reject) => {
+        w.once('error', reject);
+        w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
+      }),
+  );
 
   const started = performance.now();
   const producing = (async () => {

@@ -325,8 +325,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   /** @internal Made by listen/connect/channelPair/openChannel. */
   constructor(init: {
-    in: RecordSource; out: RecordSink; release: () => void | Promise<void>;
-    codec: ChannelCodec; link: Link; what: string; poll: number | undefined;
+    in: RecordSource;
+    out: RecordSink;
+    release: () => void | Promise<void>;
+    codec: ChannelCodec;
+    link: Link;
+    what: string;
+    poll: number | undefined;
   }) {
     super();
     this.#readOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
@@ -694,7 +699,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
     if (!this.#open) throw this.#endedError('handle');
     if (this.#handler !== undefined) {
-      throw new ShmringError(ErrorCodes.HANDLER_EXISTS, `${this.#what} already has a request handler; a channel has one (dispatch inside it)`);
+      throw new ShmringError(
+        ErrorCodes.HANDLER_EXISTS,
+        `${this.#what} already has a request handler; a channel has one (dispatch inside it)`,
+      );
     }
     this.#handler = handler;
     const waiting = this.#unhandled;
@@ -743,8 +751,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   /** Someone waits for something from the other side, and the inbox has room. */
   #wants(): boolean {
-    return this.#receivers.length > 0
-      || ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER);
+    return (
+      this.#receivers.length > 0 || ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER)
+    );
   }
 
   #kick(): void {
@@ -851,8 +860,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
     if ((type & F.SPLIT) !== 0) {
       if (length !== F.SPLIT_PREFIX) throw this.#corrupt(`a split value's first record has ${length} bytes, not its length`);
-      const total = (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16)) + data[offset + 3]! * 2 ** 24
-        + (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) * 2 ** 32;
+      const total =
+        (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16)) +
+        data[offset + 3]! * 2 ** 24 +
+        (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) * 2 ** 32;
       if (total === 0 || total > bufferConstants.MAX_LENGTH) throw this.#corrupt(`a split value claims ${total} bytes`);
       this.#partial = { type: type & ~F.SPLIT, buffer: Buffer.allocUnsafe(total), filled: 0 };
       throw END_BATCH;
@@ -958,8 +969,11 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       // A half-written record of a dead peer: what came before it was delivered.
     }
     this.#calls = [];
-    this.#end(clean ? undefined : new ShmringError(ErrorCodes.PEER_DEAD,
-      `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`));
+    this.#end(
+      clean
+        ? undefined
+        : new ShmringError(ErrorCodes.PEER_DEAD, `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`),
+    );
   }
 
   /** Closes this end; the other side's receives end and its requests reject. Idempotent. */
@@ -976,9 +990,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   #endedError(verb: string): Error {
     if (this.#endError !== undefined) return this.#endError;
-    return new ShmringError(ErrorCodes.CLOSED, this.#closedHere
-      ? `${this.#what}: ${verb} after close(); the channel is closed`
-      : `${this.#what}: the other side closed the channel`);
+    return new ShmringError(
+      ErrorCodes.CLOSED,
+      this.#closedHere ? `${this.#what}: ${verb} after close(); the channel is closed` : `${this.#what}: the other side closed the channel`,
+    );
   }
 
   #end(error: Error | undefined): void {
@@ -996,9 +1011,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         this.#rejectReceiver(receiver, this.#endedError('receive'));
       }
     }
-    const unanswered = error ?? new ShmringError(ErrorCodes.CLOSED, this.#closedHere
-      ? `${this.#what}: the channel was closed before the reply came`
-      : `${this.#what}: the other side closed the channel without answering`);
+    const unanswered =
+      error ??
+      new ShmringError(
+        ErrorCodes.CLOSED,
+        this.#closedHere
+          ? `${this.#what}: the channel was closed before the reply came`
+          : `${this.#what}: the other side closed the channel without answering`,
+      );
     for (const pending of this.#requests.values()) this.#takeRequest(pending.id)!.reject(unanswered);
     for (const serving of this.#serving.values()) serving.cancel(abortError());
     this.#serving.clear();

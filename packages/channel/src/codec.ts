@@ -66,15 +66,20 @@ function encodeError(value: unknown, codec: string, cause?: unknown): ShmringErr
     what = 'this value';
   }
   const reason = cause instanceof Error ? `: ${cause.message}` : '';
-  return new ShmringError(ErrorCodes.ENCODE,
+  return new ShmringError(
+    ErrorCodes.ENCODE,
     `the channel's ${codec} codec cannot encode ${what}${reason}; nothing was sent (send values it can encode, or choose another codec)`,
-    cause === undefined ? undefined : { cause });
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 function decodeError(codec: string, cause: unknown): ShmringError {
   const reason = cause instanceof Error ? `: ${cause.message}` : '';
-  return new ShmringError(ErrorCodes.DECODE,
-    `the channel's ${codec} codec could not decode a value from the other side${reason}; do both ends use the same codec?`, { cause });
+  return new ShmringError(
+    ErrorCodes.DECODE,
+    `the channel's ${codec} codec could not decode a value from the other side${reason}; do both ends use the same codec?`,
+    { cause },
+  );
 }
 
 /** A copy of `bytes` that the caller may keep (ring memory is reused). */
@@ -153,8 +158,10 @@ const bytesCodec: ChannelCodec = {
     if (value instanceof Uint8Array) return value;
     if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
     if (value instanceof ArrayBuffer) return new Uint8Array(value);
-    throw new ShmringError(ErrorCodes.ENCODE,
-      `the channel's bytes codec sends Uint8Arrays, Buffers, other ArrayBuffer views and ArrayBuffers, not ${value === null ? 'null' : typeof value}; nothing was sent`);
+    throw new ShmringError(
+      ErrorCodes.ENCODE,
+      `the channel's bytes codec sends Uint8Arrays, Buffers, other ArrayBuffer views and ArrayBuffers, not ${value === null ? 'null' : typeof value}; nothing was sent`,
+    );
   },
   decode: (data, start, end) => copyBytes(data.subarray(start, end)),
 };
@@ -173,7 +180,10 @@ function custom(user: Codec): ChannelCodec {
         throw encodeError(value, 'custom', err);
       }
       if (!(bytes instanceof Uint8Array)) {
-        throw new ShmringError(ErrorCodes.ENCODE, `the channel's custom codec returned ${typeof bytes} from encode(), not a Uint8Array; nothing was sent`);
+        throw new ShmringError(
+          ErrorCodes.ENCODE,
+          `the channel's custom codec returned ${typeof bytes} from encode(), not a Uint8Array; nothing was sent`,
+        );
       }
       return bytes;
     },
@@ -192,17 +202,25 @@ export function resolveCodec(option: unknown): ChannelCodec {
   if (option === undefined || option === 'structured-clone') return structured;
   if (option === 'json') return json;
   if (option === 'bytes') return bytesCodec;
-  if (option !== null && typeof option === 'object'
-    && typeof (option as Codec).encode === 'function' && typeof (option as Codec).decode === 'function') {
+  if (
+    option !== null &&
+    typeof option === 'object' &&
+    typeof (option as Codec).encode === 'function' &&
+    typeof (option as Codec).decode === 'function'
+  ) {
     return custom(option as Codec);
   }
-  throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-    `codec must be 'structured-clone', 'json', 'bytes' or an object with encode() and decode(), got ${typeof option === 'string' ? JSON.stringify(option) : typeof option}`);
+  throw new ShmringTypeError(
+    ErrorCodes.INVALID_ARGUMENT,
+    `codec must be 'structured-clone', 'json', 'bytes' or an object with encode() and decode(), got ${typeof option === 'string' ? JSON.stringify(option) : typeof option}`,
+  );
 }
 
 /** Checks that the other end's codec (from the channel header) is ours. */
 export function checkCodecMatch(ours: ChannelCodec, theirs: number, what: string): void {
   if (theirs === ours.id) return;
-  throw new ShmringError(ErrorCodes.CODEC_MISMATCH,
-    `${what} uses the ${CODEC_NAMES[theirs] ?? `unknown (${theirs})`} codec but this end was given ${ours.name}; pass the same codec option to both ends`);
+  throw new ShmringError(
+    ErrorCodes.CODEC_MISMATCH,
+    `${what} uses the ${CODEC_NAMES[theirs] ?? `unknown (${theirs})`} codec but this end was given ${ours.name}; pass the same codec option to both ends`,
+  );
 }

@@ -85,8 +85,10 @@ export function readChannelHeader(buffer: ArrayBuffer | SharedArrayBuffer, what:
   }
   const version = words[VERSION_I32]!;
   if (version !== CHANNEL_VERSION) {
-    throw new ShmringError(ErrorCodes.VERSION_MISMATCH,
-      `${what} holds a channel of version ${version}; this library speaks version ${CHANNEL_VERSION}: use the same @shmring/channel on both sides`);
+    throw new ShmringError(
+      ErrorCodes.VERSION_MISMATCH,
+      `${what} holds a channel of version ${version}; this library speaks version ${CHANNEL_VERSION}: use the same @shmring/channel on both sides`,
+    );
   }
   const g: ChannelGeometry = {
     codec: words[CODEC_I32]!,
@@ -101,7 +103,10 @@ export function readChannelHeader(buffer: ArrayBuffer | SharedArrayBuffer, what:
     throw new ShmringError(ErrorCodes.CORRUPT, `${what}: the channel header has an impossible ring capacity ${g.capacity}`);
   }
   if (g.aOffset !== HEADER_SIZE || g.bOffset !== HEADER_SIZE + span || buffer.byteLength < HEADER_SIZE + 2 * span) {
-    throw new ShmringError(ErrorCodes.CORRUPT, `${what}: the channel header is inconsistent (capacity=${g.capacity}, offsets ${g.aOffset}/${g.bOffset}, ${buffer.byteLength} bytes)`);
+    throw new ShmringError(
+      ErrorCodes.CORRUPT,
+      `${what}: the channel header is inconsistent (capacity=${g.capacity}, offsets ${g.aOffset}/${g.bOffset}, ${buffer.byteLength} bytes)`,
+    );
   }
   return g;
 }

@@ -31,7 +31,11 @@ export function layOutChannel(region: Region, codec: ChannelCodec, capacity: num
 export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string, poll: number | undefined): Channel {
   const g = readChannelHeader(region.buffer, what);
   return new Channel({
-    release: regionRelease(region), codec, link, what, poll,
+    release: regionRelease(region),
+    codec,
+    link,
+    what,
+    poll,
     out: SpscRing.attach(region, { offset: g.aOffset }),
     in: SpscRing.attach(region, { offset: g.bOffset }),
   });
@@ -43,7 +47,12 @@ export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what
  * thrown; the caller closes the link and the region.
  */
 export function openerEnd(
-  region: Region, codec: ChannelCodec, link: Link, what: string, source: string, poll: number | undefined,
+  region: Region,
+  codec: ChannelCodec,
+  link: Link,
+  what: string,
+  source: string,
+  poll: number | undefined,
 ): Channel {
   const buffer = region.buffer;
   const g = readChannelHeader(buffer, source);
@@ -57,7 +66,10 @@ export function openerEnd(
     throw err;
   }
   if (!claimOpenerEnd(buffer)) {
-    throw new ShmringError(ErrorCodes.BUSY, `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`);
+    throw new ShmringError(
+      ErrorCodes.BUSY,
+      `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`,
+    );
   }
   return new Channel({ release: regionRelease(region), codec, link, what, poll, in: inRing, out: outRing });
 }

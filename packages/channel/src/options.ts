@@ -12,7 +12,10 @@ export function checkCapacity(capacity: unknown, verb: string): number {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${String(capacity)}`);
   }
   if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity=${capacity} must be a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}] (bytes of each ring)`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: capacity=${capacity} must be a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}] (bytes of each ring)`,
+    );
   }
   return capacity;
 }
@@ -28,7 +31,10 @@ const MAX_POLL = 1_000_000;
 export function checkPoll(poll: unknown, verb: string): number | undefined {
   if (poll === undefined) return undefined;
   if (typeof poll !== 'number' || !Number.isFinite(poll) || poll < 0 || poll > MAX_POLL) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${String(poll)}`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${String(poll)}`,
+    );
   }
   return poll;
 }

@@ -64,10 +64,17 @@ export function channelPair(options: PairOptions = {}): [Channel, ChannelHandle]
 /** Opens the other end of a channelPair, in the thread that received its handle. Once per handle. */
 export function openChannel(handle: ChannelHandle, options: OpenOptions = {}): Channel {
   const h = handle as Partial<ChannelHandle> | null;
-  if (h === null || typeof h !== 'object' || h.kind !== HANDLE_KIND || !(h.buffer instanceof SharedArrayBuffer)
-    || typeof (h.port as MessagePort | undefined)?.postMessage !== 'function') {
-    throw new ShmringTypeError(ErrorCodes.NOT_A_CHANNEL,
-      'openChannel needs the handle channelPair() returned, posted to this thread with handle.port in the transfer list');
+  if (
+    h === null ||
+    typeof h !== 'object' ||
+    h.kind !== HANDLE_KIND ||
+    !(h.buffer instanceof SharedArrayBuffer) ||
+    typeof (h.port as MessagePort | undefined)?.postMessage !== 'function'
+  ) {
+    throw new ShmringTypeError(
+      ErrorCodes.NOT_A_CHANNEL,
+      'openChannel needs the handle channelPair() returned, posted to this thread with handle.port in the transfer list',
+    );
   }
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'openChannel');

@@ -63,7 +63,10 @@ export interface ConnectOptions {
 
 function checkPath(path: unknown, verb: string): string {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${String(path)}`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${String(path)}`,
+    );
   }
   return path;
 }
@@ -71,11 +74,16 @@ function checkPath(path: unknown, verb: string): string {
 /** A system call's error, with its errno name as `code` and the path in the message. */
 function pathError(err: NodeJS.ErrnoException, path: string, what: string, reason?: string): ShmringError {
   const code = typeof err.code === 'string' ? err.code : ErrorCodes.INVALID_ARGUMENT;
-  const hint = reason !== undefined ? `: ${reason}`
-    : code === 'ENOENT' ? ': no such socket; is the server listening (listen(path))?'
-      : code === 'ECONNREFUSED' ? ': nothing accepts connections there (a server that exited without close()?)'
-        : code === 'EADDRINUSE' ? ': a server already listens there; close it or pick another path'
-          : `: ${err.message}`;
+  const hint =
+    reason !== undefined
+      ? `: ${reason}`
+      : code === 'ENOENT'
+        ? ': no such socket; is the server listening (listen(path))?'
+        : code === 'ECONNREFUSED'
+          ? ': nothing accepts connections there (a server that exited without close()?)'
+          : code === 'EADDRINUSE'
+            ? ': a server already listens there; close it or pick another path'
+            : `: ${err.message}`;
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
   Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
   return error;
@@ -240,7 +248,10 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
 function socketAcceptor(server: net.Server, path: string, codec: ChannelCodec, capacity: number, poll: number | undefined): Acceptor {
   let accepted = 0;
   const accept = async (
-    socket: net.Socket, adopt: (channel: Channel) => void, fail: (error: Error) => void, closing: () => boolean,
+    socket: net.Socket,
+    adopt: (channel: Channel) => void,
+    fail: (error: Error) => void,
+    closing: () => boolean,
   ): Promise<void> => {
     let region: Region | undefined;
     try {
@@ -286,7 +297,12 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
     if (await answers(path)) throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
     // Stale: left by a server that died. Replace it, but only if it is a socket.
     if (!fs.lstatSync(path, { throwIfNoEntry: false })?.isSocket()) {
-      throw pathError(err as NodeJS.ErrnoException, path, 'listen on', 'the path exists and is not a socket; remove it or pick another path');
+      throw pathError(
+        err as NodeJS.ErrnoException,
+        path,
+        'listen on',
+        'the path exists and is not a socket; remove it or pick another path',
+      );
     }
     fs.rmSync(path, { force: true });
     try {
@@ -316,10 +332,18 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
     const e = err as NodeJS.ErrnoException;
     if (e.syscall === 'connect' || e.code === 'ENOENT' || e.code === 'ECONNREFUSED') throw pathError(e, path, 'connect to');
     if (e.code === ErrorCodes.TIMEOUT) {
-      throw new ShmringError(ErrorCodes.TIMEOUT, `connect to ${path}: the server did not hand over a channel within timeoutMs=${timeoutMs}`, { cause: err });
+      throw new ShmringError(
+        ErrorCodes.TIMEOUT,
+        `connect to ${path}: the server did not hand over a channel within timeoutMs=${timeoutMs}`,
+        { cause: err },
+      );
     }
     if (e.code === ErrorCodes.NO_FD) {
-      throw new ShmringError(ErrorCodes.NO_FD, `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`, { cause: err });
+      throw new ShmringError(
+        ErrorCodes.NO_FD,
+        `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`,
+        { cause: err },
+      );
     }
     throw err;
   }

@@ -71,7 +71,10 @@ async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal
     assert.equal(i, next, `message ${next} expected, got ${i} (a loss, a duplicate or a reordering)`);
     assert.equal(ring.lastType, i % 7, `message ${i} lost its type`);
     assert.equal(bytes.length, 16);
-    assert.ok(bytes.subarray(4).every((b) => b === (i & 0xff)), `message ${i} changed`);
+    assert.ok(
+      bytes.subarray(4).every((b) => b === (i & 0xff)),
+      `message ${i} changed`,
+    );
     next++;
   }
 }
@@ -89,13 +92,20 @@ async function until(condition: () => Promise<boolean>, what: string): Promise<v
 class BridgeProcess {
   child!: ChildProcess;
   stderr = '';
-  constructor(readonly from: string, readonly to: string, readonly flags: string[] = []) {}
+  constructor(
+    readonly from: string,
+    readonly to: string,
+    readonly flags: string[] = [],
+  ) {}
   async start(): Promise<void> {
     this.child = spawn(process.execPath, [BRIDGE_BIN, ...this.flags, this.from, this.to], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       this.stderr += chunk;
     });
-    await waitUntil(() => this.stderr.includes(': running') || this.child.exitCode !== null, `the bridge ${this.from} → ${this.to} to start`);
+    await waitUntil(
+      () => this.stderr.includes(': running') || this.child.exitCode !== null,
+      `the bridge ${this.from} → ${this.to} to start`,
+    );
     assert.ok(this.child.exitCode === null, `the bridge exited: ${this.stderr}`);
   }
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -136,8 +146,12 @@ describe('bridge', function () {
     const subject = uniqueSubject('bridge');
     const N = 100_000;
     const running: Array<Promise<void>> = [];
-    await new Promise<void>((ready) => running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready })));
-    await new Promise<void>((ready) => running.push(bridge(`shm:${a.name}`, nats.url(subject), { signal: controller.signal, onReady: ready })));
+    await new Promise<void>((ready) =>
+      running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready })),
+    );
+    await new Promise<void>((ready) =>
+      running.push(bridge(`shm:${a.name}`, nats.url(subject), { signal: controller.signal, onReady: ready })),
+    );
     await Promise.all([produce(a.ring, N, controller.signal), consumeInOrder(b.ring, N, controller.signal)]);
     controller.abort();
     await Promise.all(running);
@@ -148,7 +162,9 @@ describe('bridge', function () {
     const b = makeRing();
     const subject = uniqueSubject('poll');
     const running: Array<Promise<void>> = [];
-    await new Promise<void>((ready) => running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready, poll: 2000 })));
+    await new Promise<void>((ready) =>
+      running.push(bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready, poll: 2000 })),
+    );
     const out = new BridgeProcess(`shm:${a.name}`, nats.url(subject), ['--poll', '2000']);
     children.push(out);
     await out.start();
@@ -186,7 +202,11 @@ describe('bridge', function () {
           if (err !== null || failure !== undefined) return;
           try {
             const i = next++;
-            assert.equal(Buffer.from(msg.data.buffer, msg.data.byteOffset, 4).readUInt32LE(0), i, `message ${i} expected (a loss or a reordering)`);
+            assert.equal(
+              Buffer.from(msg.data.buffer, msg.data.byteOffset, 4).readUInt32LE(0),
+              i,
+              `message ${i} expected (a loss or a reordering)`,
+            );
             assert.ok(Buffer.from(msg.data).equals(expected(i)), `message ${i} (${msg.data.length} bytes) changed after it was published`);
             assert.equal(msg.headers?.get('Shmring-Type'), String(i % 7), `message ${i} lost its type`);
           } catch (e) {
@@ -215,7 +235,9 @@ describe('bridge', function () {
     const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
     try {
       const got: number[] = [];
-      nc.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(new DataView(msg.data.buffer, msg.data.byteOffset).getUint32(0, true)) });
+      nc.subscribe(subject, {
+        callback: (err, msg: Msg) => err === null && got.push(new DataView(msg.data.buffer, msg.data.byteOffset).getUint32(0, true)),
+      });
       await nc.flush();
       const own = new AbortController();
       let running!: Promise<void>;
@@ -236,7 +258,10 @@ describe('bridge', function () {
         if (i % 4 === 3) await sleep(30);
       }
       await waitUntil(() => got.length >= 40, '40 messages through');
-      assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i));
+      assert.deepEqual(
+        got,
+        Array.from({ length: 40 }, (_, i) => i),
+      );
       const t1 = performance.now();
       own.abort();
       await running;
@@ -310,7 +335,9 @@ describe('bridge', function () {
       const a = makeRing();
       const subject = uniqueSubject('down');
       const running = new Promise<void>((ready, fail) => {
-        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(fail);
+        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(
+          fail,
+        );
       });
       await running;
       await own.stop();
@@ -351,7 +378,9 @@ describe('bridge', function () {
       await jsm.streams.add({ name: stream, subjects: [subject] });
       const stored = async (): Promise<number> => (await jsm.streams.info(stream)).state.messages;
       await new Promise<void>((ready, fail) => {
-        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(fail);
+        bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(
+          fail,
+        );
       });
       let written = 0;
       for (; written < 100; written++) assert.ok(a.ring.tryWrite(message(written), written % 7));
@@ -399,14 +428,20 @@ describe('bridge', function () {
     for (const poll of [-1, Number.NaN, '50'] as const) {
       it(`bridge(…, { poll: ${String(poll)} }) rejects with ERR_SHMRING_INVALID_ARGUMENT naming poll`, async function () {
         const a = makeRing();
-        const err = await rejectsWith(bridge(`shm:${a.name}`, 'nats://127.0.0.1:4222/x', { poll: poll as number }), ErrorCodes.INVALID_ARGUMENT, `poll=${String(poll)}`);
+        const err = await rejectsWith(
+          bridge(`shm:${a.name}`, 'nats://127.0.0.1:4222/x', { poll: poll as number }),
+          ErrorCodes.INVALID_ARGUMENT,
+          `poll=${String(poll)}`,
+        );
         assert.ok(err instanceof RangeError, `${err.name}: a RangeError`);
       });
     }
 
     it('shmring bridge --poll takes microseconds >= 0, and exits 2 with its usage otherwise', async function () {
       const a = makeRing();
-      const child = spawn(process.execPath, [BRIDGE_BIN, '--poll', 'soon', `shm:${a.name}`, 'nats://127.0.0.1:4222/x'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [BRIDGE_BIN, '--poll', 'soon', `shm:${a.name}`, 'nats://127.0.0.1:4222/x'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       const [code] = await once(child, 'exit');
@@ -422,7 +457,10 @@ describe('bridge', function () {
 
     it('shmring bridge (the ringbuf CLI) runs the bridge of @shmring/channel, and exits 2 with its usage on bad arguments', async function () {
       const cli = fileURLToPath(new URL('../../../ringbuf/bin/shmring.js', import.meta.url));
-      const child = spawn(process.execPath, [cli, 'bridge', 'only-one'], { stdio: ['ignore', 'ignore', 'pipe'], cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+      const child = spawn(process.execPath, [cli, 'bridge', 'only-one'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      });
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       const [code] = await once(child, 'exit');

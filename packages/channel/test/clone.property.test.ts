@@ -19,37 +19,68 @@ import { fastDecode, fastEncode } from '../src/clone.js';
 const sameClone = (a: unknown, b: unknown): boolean => isDeepStrictEqual(a, b) || v8.serialize(a).equals(v8.serialize(b));
 
 const anything = fc.anything({
-  withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true,
-  withSparseArray: true, withNullPrototype: true, withObjectString: true, withBoxedValues: true,
+  withBigInt: true,
+  withDate: true,
+  withMap: true,
+  withSet: true,
+  withTypedArray: true,
+  withSparseArray: true,
+  withNullPrototype: true,
+  withObjectString: true,
+  withBoxedValues: true,
 });
 
 describe('structured-clone fast path (clone.ts)', () => {
   it('writes bytes that v8.deserialize reads as the value v8 would clone, and reads them back the same', () => {
     let fast = 0;
-    fc.assert(fc.property(anything, (value) => {
-      const expected = v8.deserialize(v8.serialize(value));
-      const encoded = fastEncode(value);
-      if (encoded === undefined) return;
-      fast++;
-      const bytes = Buffer.from(encoded);
-      assert.ok(sameClone(v8.deserialize(bytes), expected), 'v8.deserialize of the fast bytes');
-      assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), expected), 'fastDecode of the fast bytes');
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(anything, (value) => {
+        const expected = v8.deserialize(v8.serialize(value));
+        const encoded = fastEncode(value);
+        if (encoded === undefined) return;
+        fast++;
+        const bytes = Buffer.from(encoded);
+        assert.ok(sameClone(v8.deserialize(bytes), expected), 'v8.deserialize of the fast bytes');
+        assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), expected), 'fastDecode of the fast bytes');
+      }),
+      { numRuns: 3000 },
+    );
     assert.ok(fast > 300, `the fast path took only ${fast} of 3000 values`);
   });
 
   it('reads whatever v8.serialize writes as v8.deserialize does', () => {
-    fc.assert(fc.property(anything, (value) => {
-      const bytes = v8.serialize(value);
-      assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), v8.deserialize(bytes)));
-    }), { numRuns: 3000 });
+    fc.assert(
+      fc.property(anything, (value) => {
+        const bytes = v8.serialize(value);
+        assert.ok(sameClone(fastDecode(bytes, 0, bytes.length), v8.deserialize(bytes)));
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('keeps the edge cases of numbers, strings and keys', () => {
     const cases: unknown[] = [
-      -0, 0, 2 ** 31, -(2 ** 31), 2 ** 31 - 1, 1.5, NaN, Infinity, -Infinity, Number.MAX_SAFE_INTEGER,
-      '', 'é', 'ü€x', `${'a'.repeat(100)}€`, 'ÿ'.repeat(200), '\u0000', 'x'.repeat(1 << 16),
-      JSON.parse('{"__proto__": 5}'), { 1: 'a', b: 2, 0: 'z' }, [[[]]], [undefined, null, true, false],
+      -0,
+      0,
+      2 ** 31,
+      -(2 ** 31),
+      2 ** 31 - 1,
+      1.5,
+      NaN,
+      Infinity,
+      -Infinity,
+      Number.MAX_SAFE_INTEGER,
+      '',
+      'é',
+      'ü€x',
+      `${'a'.repeat(100)}€`,
+      'ÿ'.repeat(200),
+      '\u0000',
+      'x'.repeat(1 << 16),
+      JSON.parse('{"__proto__": 5}'),
+      { 1: 'a', b: 2, 0: 'z' },
+      [[[]]],
+      [undefined, null, true, false],
     ];
     for (const value of cases) {
       const encoded = fastEncode(value);
@@ -72,7 +103,9 @@ describe('structured-clone fast path (clone.ts)', () => {
     const shared = { a: 1 };
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
-    class Point { constructor(readonly x = 1) {} }
+    class Point {
+      constructor(readonly x = 1) {}
+    }
     // eslint-disable-next-line no-sparse-arrays
     for (const value of [{ x: shared, y: shared }, cyclic, [1, , 3], Object.assign([1], { extra: 2 }), new Point(), new Map(), 1n]) {
       assert.equal(fastEncode(value), undefined);
@@ -90,13 +123,19 @@ describe('structured-clone fast path (clone.ts)', () => {
 describe('structured-clone fast path: short strings from reused memory', () => {
   it('decodes whatever short strings pass through the same bytes, in any order (cache slots collide)', () => {
     const ring = Buffer.alloc(64);
-    fc.assert(fc.property(fc.array(fc.string({ unit: fc.constantFrom('a', 'b', 'c', 'é'), minLength: 3, maxLength: 3 }), { minLength: 50, maxLength: 300 }), (words) => {
-      for (const word of words) {
-        const encoded = Buffer.from(fastEncode(word)!);
-        encoded.copy(ring, 8);
-        assert.equal(fastDecode(ring, 8, 8 + encoded.length), word);
-      }
-    }), { numRuns: 50 });
+    fc.assert(
+      fc.property(
+        fc.array(fc.string({ unit: fc.constantFrom('a', 'b', 'c', 'é'), minLength: 3, maxLength: 3 }), { minLength: 50, maxLength: 300 }),
+        (words) => {
+          for (const word of words) {
+            const encoded = Buffer.from(fastEncode(word)!);
+            encoded.copy(ring, 8);
+            assert.equal(fastDecode(ring, 8, 8 + encoded.length), word);
+          }
+        },
+      ),
+      { numRuns: 50 },
+    );
   });
 
   it('decodes the bytes now in the memory, not a string remembered from earlier bytes there', () => {

@@ -13,8 +13,14 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import {
-  channelPair, connect, listen, openChannel,
-  type Channel, type ChannelHandle, type ChannelServer, type CodecOption,
+  channelPair,
+  connect,
+  listen,
+  openChannel,
+  type Channel,
+  type ChannelHandle,
+  type ChannelServer,
+  type CodecOption,
 } from '../src/index.js';
 import type { PeerConfig } from './fixtures/peer.js';
 import { NATS_MISSING, NATS_SERVER, sharedNats, uniqueSubject } from './nats-server.js';
@@ -83,14 +89,20 @@ export async function waitUntil(condition: () => boolean, what: string, timeoutM
 }
 
 /** Settles with the promise's outcome, or with 'pending' if it has not settled within `ms`. */
-export async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<{ status: 'fulfilled'; value: T } | { status: 'rejected'; reason: unknown } | { status: 'pending' }> {
+export async function settledWithin<T>(
+  promise: Promise<T>,
+  ms: number,
+): Promise<{ status: 'fulfilled'; value: T } | { status: 'rejected'; reason: unknown } | { status: 'pending' }> {
   let timer: NodeJS.Timeout | undefined;
   const pending = new Promise<{ status: 'pending' }>((resolve) => {
     timer = setTimeout(() => resolve({ status: 'pending' }), ms);
   });
   try {
     return await Promise.race([
-      promise.then((value) => ({ status: 'fulfilled' as const, value }), (reason: unknown) => ({ status: 'rejected' as const, reason })),
+      promise.then(
+        (value) => ({ status: 'fulfilled' as const, value }),
+        (reason: unknown) => ({ status: 'rejected' as const, reason }),
+      ),
       pending,
     ]);
   } finally {
@@ -129,7 +141,9 @@ export interface SocketEnds {
 }
 
 /** A server on a fresh path with one connected client; `poll` goes to both ends. */
-export async function socketEnds(options: { capacity?: number; codec?: CodecOption; clientCodec?: CodecOption; poll?: number } = {}): Promise<SocketEnds> {
+export async function socketEnds(
+  options: { capacity?: number; codec?: CodecOption; clientCodec?: CodecOption; poll?: number } = {},
+): Promise<SocketEnds> {
   const dir = new TmpDir();
   const p = dir.path();
   let server: ChannelServer | undefined;
@@ -146,7 +160,11 @@ export async function socketEnds(options: { capacity?: number; codec?: CodecOpti
     throw err;
   }
   return {
-    dir, path: p, server, client, serverSide,
+    dir,
+    path: p,
+    server,
+    client,
+    serverSide,
     async dispose() {
       client.close();
       serverSide.close();
@@ -171,7 +189,9 @@ export function pairEnds(options: { capacity?: number; codec?: CodecOption; poll
   const [a, handle] = channelPair(options);
   const b = openChannel(handle, { codec: options.codec, poll: options.poll });
   return {
-    a, b, handle,
+    a,
+    b,
+    handle,
     async dispose() {
       a.close();
       b.close();
@@ -197,7 +217,9 @@ export function transportTitle(transport: Transport): string {
 }
 
 /** A NATS server (shared by the run) with one channel server and one client on a fresh subject. */
-export async function natsEnds(options: { codec?: CodecOption; heartbeatMs?: number } = {}): Promise<{ a: Channel; b: Channel; server: ChannelServer; dispose(): Promise<void> }> {
+export async function natsEnds(
+  options: { codec?: CodecOption; heartbeatMs?: number } = {},
+): Promise<{ a: Channel; b: Channel; server: ChannelServer; dispose(): Promise<void> }> {
   const nats = await sharedNats();
   const url = nats.url(uniqueSubject('channel'));
   const server = await listen(url, { codec: options.codec, heartbeatMs: options.heartbeatMs });
@@ -212,7 +234,9 @@ export async function natsEnds(options: { codec?: CodecOption; heartbeatMs?: num
     throw err;
   }
   return {
-    a, b, server,
+    a,
+    b,
+    server,
     async dispose() {
       a.close();
       b.close();
@@ -223,7 +247,10 @@ export async function natsEnds(options: { codec?: CodecOption; heartbeatMs?: num
 }
 
 /** Two ends of a channel over `transport`: [creator end (server / channelPair), opener end (connect / openChannel)]. */
-export async function ends(transport: Transport, options: { capacity?: number; codec?: CodecOption; poll?: number } = {}): Promise<{ a: Channel; b: Channel; dispose(): Promise<void> }> {
+export async function ends(
+  transport: Transport,
+  options: { capacity?: number; codec?: CodecOption; poll?: number } = {},
+): Promise<{ a: Channel; b: Channel; dispose(): Promise<void> }> {
   if (transport === 'pair') return pairEnds(options);
   if (transport === 'nats') return natsEnds({ codec: options.codec });
   const s = await socketEnds(options);
@@ -262,7 +289,10 @@ export class Peer {
 
   readonly #group: boolean;
 
-  constructor(readonly config: PeerConfig, options: PeerSpawnOptions = {}) {
+  constructor(
+    readonly config: PeerConfig,
+    options: PeerSpawnOptions = {},
+  ) {
     const argv = [process.execPath, PEER_PATH, JSON.stringify(config)];
     const wrapper = options.wrapper ?? [];
     this.#group = wrapper.length > 0;
@@ -291,7 +321,11 @@ export class Peer {
       this.#ended = `${code ?? signal}`;
       for (const w of this.#waiters.splice(0)) {
         clearTimeout(w.timer);
-        w.reject(new Error(`the ${config.role} child exited (${this.#ended}) before '${w.event}'; events: ${JSON.stringify(this.events)}; stderr:\n${this.stderr}`));
+        w.reject(
+          new Error(
+            `the ${config.role} child exited (${this.#ended}) before '${w.event}'; events: ${JSON.stringify(this.events)}; stderr:\n${this.stderr}`,
+          ),
+        );
       }
     });
   }
@@ -316,11 +350,14 @@ export class Peer {
     if (seen) return Promise.resolve(seen);
     const failed = this.events.find((e) => e.event === 'error');
     if (failed) return Promise.reject(new Error(`the child reported an error: ${String(failed.message)}`));
-    if (this.#ended !== undefined) return Promise.reject(new Error(`the child exited (${this.#ended}) without '${name}'; stderr:\n${this.stderr}`));
+    if (this.#ended !== undefined)
+      return Promise.reject(new Error(`the child exited (${this.#ended}) without '${name}'; stderr:\n${this.stderr}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w.timer !== timer);
-        reject(new Error(`no '${name}' from the child within ${timeoutMs} ms; events: ${JSON.stringify(this.events)}; stderr:\n${this.stderr}`));
+        reject(
+          new Error(`no '${name}' from the child within ${timeoutMs} ms; events: ${JSON.stringify(this.events)}; stderr:\n${this.stderr}`),
+        );
       }, timeoutMs);
       this.#waiters.push({ event: name, resolve, reject, timer });
     });

@@ -45,7 +45,25 @@ function ofSize(n: number, seed: number): { s: string; i: number } {
 /** Encoded sizes around the edges: the smallest claim (256), its double, the largest record, the ring. */
 function edgeSizes(): number[] {
   const sizes = new Set<number>();
-  for (const n of [16, 17, 24, 128, 255, 256, 257, 511, 512, 513, MAX - 1, MAX, MAX + 1, CAPACITY - 8, CAPACITY, CAPACITY + 1, 3 * CAPACITY]) {
+  for (const n of [
+    16,
+    17,
+    24,
+    128,
+    255,
+    256,
+    257,
+    511,
+    512,
+    513,
+    MAX - 1,
+    MAX,
+    MAX + 1,
+    CAPACITY - 8,
+    CAPACITY,
+    CAPACITY + 1,
+    3 * CAPACITY,
+  ]) {
     sizes.add(n);
   }
   return [...sizes].sort((x, y) => x - y);
@@ -96,7 +114,10 @@ describe('values encoded in place in the ring', () => {
           values.push(Buffer.alloc(n % 300, seed));
           values.push(new Date(seed));
         }
-        for (const [from, name] of [[a, 'a'], [b, 'b']] as const) {
+        for (const [from, name] of [
+          [a, 'a'],
+          [b, 'b'],
+        ] as const) {
           const replies = await Promise.all(values.map((v) => from.request(v)));
           assert.deepEqual(replies, values, `requests from ${name}`);
         }

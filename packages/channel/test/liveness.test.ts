@@ -23,8 +23,21 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { channelPair, connect, listen, type Channel } from '../src/index.js';
 import {
-  closeEvent, ends, killAllPeers, rejectsWith, settledWithin, shmEntries, sleep, startPeer, startWorker,
-  terminateAllWorkers, TmpDir, waitUntil, workerEvent, type Peer, type Transport,
+  closeEvent,
+  ends,
+  killAllPeers,
+  rejectsWith,
+  settledWithin,
+  shmEntries,
+  sleep,
+  startPeer,
+  startWorker,
+  terminateAllWorkers,
+  TmpDir,
+  waitUntil,
+  workerEvent,
+  type Peer,
+  type Transport,
 } from './helpers.js';
 
 /** A peer's death must fail what waits on it within this long of the kill. */
@@ -50,8 +63,10 @@ function pidNamespaceWrapper(): { wrapper: string[] } | { reason: string } {
   const candidates = process.getuid?.() === 0 ? [base, mapped] : [mapped];
   const failures: string[] = [];
   for (const wrapper of candidates) {
-    const r = spawnSync(wrapper[0]!, [...wrapper.slice(1), process.execPath, '-e', 'process.stdout.write(String(process.pid))'],
-      { encoding: 'utf8', timeout: 10_000 });
+    const r = spawnSync(wrapper[0]!, [...wrapper.slice(1), process.execPath, '-e', 'process.stdout.write(String(process.pid))'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
     if (r.error !== undefined) {
       const code = (r.error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return { reason: 'unshare is not installed (ENOENT)' };
@@ -60,7 +75,9 @@ function pidNamespaceWrapper(): { wrapper: string[] } | { reason: string } {
     }
     if (r.status === 0 && r.stdout === '1') return { wrapper };
     const said = (r.stderr || r.stdout).trim() || 'no output';
-    failures.push(`${wrapper.join(' ')}: ${r.status === 0 ? `node ran as PID ${r.stdout}, not 1` : `exit ${r.status ?? r.signal}: ${said}`}`);
+    failures.push(
+      `${wrapper.join(' ')}: ${r.status === 0 ? `node ran as PID ${r.stdout}, not 1` : `exit ${r.status ?? r.signal}: ${said}`}`,
+    );
   }
   return { reason: failures.join('; ') };
 }
@@ -94,14 +111,14 @@ describe('liveness', function () {
       assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
       assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after the kill`);
       assert.equal((await receive).error?.code, 'ERR_SHMRING_PEER_DEAD');
-      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      assert.equal(((await closeArg) as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
       await client.closed;
       await rejectsWith(client.send('more'), 'ERR_SHMRING_PEER_DEAD');
       await rejectsWith(client.request('more'), 'ERR_SHMRING_PEER_DEAD');
       console.log(`      (request failed ${latency.toFixed(1)} ms after SIGKILL)`);
     });
 
-    it('a client process SIGKILLed ends the server\'s channel with \'close\' (ERR_SHMRING_PEER_DEAD), and its iterator throws', async function () {
+    it("a client process SIGKILLed ends the server's channel with 'close' (ERR_SHMRING_PEER_DEAD), and its iterator throws", async function () {
       const server = await listen(dir.path(), { capacity: 4096 });
       try {
         const accepted = once(server, 'channel') as Promise<[Channel]>;
@@ -109,10 +126,14 @@ describe('liveness', function () {
         const [ch] = await accepted;
         await peer.next('connected');
         assert.equal(server.channels, 1);
-        const closeArg = new Promise<{ error: Error | undefined; at: number }>((resolve) => ch.once('close', (error) => resolve({ error, at: performance.now() })));
-        const iteration = track((async () => {
-          for await (const value of ch) assert.fail(`unexpected value ${String(value)}`);
-        })());
+        const closeArg = new Promise<{ error: Error | undefined; at: number }>((resolve) =>
+          ch.once('close', (error) => resolve({ error, at: performance.now() })),
+        );
+        const iteration = track(
+          (async () => {
+            for await (const value of ch) assert.fail(`unexpected value ${String(value)}`);
+          })(),
+        );
         assert.equal(await ch.request('ping'), 'ping'); // the client answers while it lives
         const killedAt = await peer.kill();
         const { error, at } = await closeArg;
@@ -140,7 +161,7 @@ describe('liveness', function () {
       const latency = settled.at - terminatedAt;
       assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
       assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after terminate()`);
-      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      assert.equal(((await closeArg) as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
       await ch.closed;
       console.log(`      (request failed ${latency.toFixed(1)} ms after terminate())`);
     });
@@ -154,7 +175,7 @@ describe('liveness', function () {
       await sleep(20);
       assert.equal((await settledWithin(sends[9]!, 1)).status, 'pending', 'the ring should be full');
       void worker.terminate();
-      const last = await sends[9]! as { error?: { code?: string } };
+      const last = (await sends[9]!) as { error?: { code?: string } };
       assert.equal(last.error?.code, 'ERR_SHMRING_PEER_DEAD');
       await ch.closed;
     });
@@ -204,7 +225,7 @@ describe('liveness', function () {
       const latency = settled.at - killedAt;
       assert.equal(settled.error?.code, 'ERR_SHMRING_PEER_DEAD', `request settled with ${String(settled.error ?? settled.value)}`);
       assert.ok(latency < DEATH_BOUND_MS, `the request failed ${latency.toFixed(1)} ms after the kill`);
-      assert.equal((await closeArg as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
+      assert.equal(((await closeArg) as { code?: string } | undefined)?.code, 'ERR_SHMRING_PEER_DEAD');
       await client.closed;
       await rejectsWith(client.request('more'), 'ERR_SHMRING_PEER_DEAD');
       console.log(`      (request failed ${latency.toFixed(1)} ms after SIGKILL)`);
@@ -226,9 +247,17 @@ describe('liveness', function () {
         await sleep(n === 20 ? 1200 : 20);
       }
       const elapsed = performance.now() - started;
-      assert.equal(closedWith, 'still open', `the channel ended: ${String((closedWith as { code?: string } | undefined)?.code ?? closedWith)}`);
+      assert.equal(
+        closedWith,
+        'still open',
+        `the channel ended: ${String((closedWith as { code?: string } | undefined)?.code ?? closedWith)}`,
+      );
       assert.equal((await settledWithin(parked, 0)).status, 'pending', 'the parked receive() ended while the peer lived');
-      assert.deepEqual(peer.events.filter((e) => e.event === 'close' || e.event === 'error'), [], 'the server\'s end ended or failed');
+      assert.deepEqual(
+        peer.events.filter((e) => e.event === 'close' || e.event === 'error'),
+        [],
+        "the server's end ended or failed",
+      );
       assert.ok(peer.child.exitCode === null && peer.child.signalCode === null, 'the server exited');
       // A clean close is a clean close in there too.
       client.close();
@@ -237,7 +266,7 @@ describe('liveness', function () {
       console.log(`      (${n} requests answered over ${elapsed.toFixed(0)} ms)`);
     });
 
-    it('a client outside SIGKILLed ends the namespaced server\'s channel with \'close\' (ERR_SHMRING_PEER_DEAD)', async function () {
+    it("a client outside SIGKILLed ends the namespaced server's channel with 'close' (ERR_SHMRING_PEER_DEAD)", async function () {
       const server = await namespacedServer('echo');
       const client = startPeer({ role: 'client', path: dir.path() });
       await client.next('connected');
@@ -273,8 +302,8 @@ describe('liveness', function () {
           // The last one is split (larger than the ring's largest record) but fits the ring: nobody reads yet.
           for (const v of ['one', { two: 2 }, Buffer.from('three'), 'x'.repeat(3000)]) await here.send(v);
           here.close();
-          assert.equal(await hereClose, undefined, 'the closing side\'s \'close\' has no error');
-          assert.equal(await thereClose, undefined, 'the other side\'s \'close\' has no error');
+          assert.equal(await hereClose, undefined, "the closing side's 'close' has no error");
+          assert.equal(await thereClose, undefined, "the other side's 'close' has no error");
           await there.closed;
           assert.equal(await there.receive(), 'one');
           assert.deepEqual(await there.receive(), { two: 2 });
@@ -297,7 +326,7 @@ describe('liveness', function () {
           await rejectsWith(there.receive(), 'ERR_SHMRING_CLOSED');
         });
 
-        it('the other side\'s iterator yields what was sent and then finishes', async function () {
+        it("the other side's iterator yields what was sent and then finishes", async function () {
           const collected: unknown[] = [];
           const iteration = (async () => {
             for await (const v of there) collected.push(v);
@@ -306,7 +335,10 @@ describe('liveness', function () {
           for (let i = 0; i < 50; i++) await here.send(i);
           here.close();
           assert.equal(await iteration, 'finished');
-          assert.deepEqual(collected, Array.from({ length: 50 }, (_, i) => i));
+          assert.deepEqual(
+            collected,
+            Array.from({ length: 50 }, (_, i) => i),
+          );
           // A new iterator on the ended channel finishes at once.
           const again = there.messages();
           assert.deepEqual(await again.next(), { value: undefined, done: true });
@@ -345,15 +377,23 @@ describe('liveness', function () {
     for (const c of clients) assert.equal(await c.request('hi'), 'hi');
     const [pa, ha] = channelPair({ capacity: 4096 });
     const during = shmEntries();
-    assert.deepEqual([...during].filter((n) => !before.has(n)), [], 'new /dev/shm entries while channels were open');
+    assert.deepEqual(
+      [...during].filter((n) => !before.has(n)),
+      [],
+      'new /dev/shm entries while channels were open',
+    );
     for (const c of clients) c.close();
     pa.close();
     ha.port.close();
     await Promise.all(clients.map((c) => c.closed));
-    await waitUntil(() => server.channels === 0, 'the server\'s channels to close');
+    await waitUntil(() => server.channels === 0, "the server's channels to close");
     await server.close();
     assert.equal(fs.existsSync(p), false, 'the socket path is still there after server.close()');
-    assert.deepEqual([...shmEntries()].filter((n) => !before.has(n)), [], 'new /dev/shm entries after everything closed');
+    assert.deepEqual(
+      [...shmEntries()].filter((n) => !before.has(n)),
+      [],
+      'new /dev/shm entries after everything closed',
+    );
     assert.deepEqual(fs.readdirSync(dir.dir), [], 'something was left in the socket directory');
   });
 });

@@ -13,9 +13,30 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import net from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
-import { channelPair, connect, listen, openChannel, RemoteError, type Channel, type ChannelHandle, type CodecOption } from '../src/index.js';
 import {
-  ends, transports, transportTitle, fdCount, fdTargets, pairEnds, rejectsWith, settledWithin, sleep, socketEnds, throwsWith, TmpDir, waitUntil,
+  channelPair,
+  connect,
+  listen,
+  openChannel,
+  RemoteError,
+  type Channel,
+  type ChannelHandle,
+  type CodecOption,
+} from '../src/index.js';
+import {
+  ends,
+  transports,
+  transportTitle,
+  fdCount,
+  fdTargets,
+  pairEnds,
+  rejectsWith,
+  settledWithin,
+  sleep,
+  socketEnds,
+  throwsWith,
+  TmpDir,
+  waitUntil,
 } from './helpers.js';
 
 /** Whether `make()` fails with `code`, thrown at once or as the rejection of a promise or of an iterator's first next(). */
@@ -81,8 +102,19 @@ describe('misuse', function () {
           calls++;
           return v;
         });
-        const unencodable: unknown[] = [() => 1, Symbol('s'), { f() {} }, [1, Symbol.iterator], new WeakMap(), Promise.resolve(1),
-          { get boom(): never { throw new Error('getter'); } }];
+        const unencodable: unknown[] = [
+          () => 1,
+          Symbol('s'),
+          { f() {} },
+          [1, Symbol.iterator],
+          new WeakMap(),
+          Promise.resolve(1),
+          {
+            get boom(): never {
+              throw new Error('getter');
+            },
+          },
+        ];
         for (const v of unencodable) {
           await rejectsWith(a.send(v), 'ERR_SHMRING_ENCODE');
           await rejectsWith(a.request(v), 'ERR_SHMRING_ENCODE');
@@ -92,12 +124,11 @@ describe('misuse', function () {
         assert.equal(await a.request('asked'), 'asked');
         assert.equal(calls, 1, 'a request that could not be encoded reached the handler');
       });
-
     });
   }
 
   describe('codecs', function () {
-    it("the json codec rejects BigInt, undefined, functions and cycles with ERR_SHMRING_ENCODE; the next value arrives intact", async function () {
+    it('the json codec rejects BigInt, undefined, functions and cycles with ERR_SHMRING_ENCODE; the next value arrives intact', async function () {
       const p = pairEnds({ capacity: 4096, codec: 'json' });
       try {
         const cyclic: Record<string, unknown> = {};
@@ -110,7 +141,7 @@ describe('misuse', function () {
       }
     });
 
-    it("the bytes codec rejects anything but bytes with ERR_SHMRING_ENCODE; the next value arrives intact", async function () {
+    it('the bytes codec rejects anything but bytes with ERR_SHMRING_ENCODE; the next value arrives intact', async function () {
       const p = pairEnds({ capacity: 4096, codec: 'bytes' });
       try {
         for (const v of ['text', 42, null, undefined, {}, [1, 2], new Set([1])]) {
@@ -179,7 +210,7 @@ describe('misuse', function () {
       }
     });
 
-    it('connect() with another codec than the server\'s fails with ERR_SHMRING_CODEC_MISMATCH; the server never announces that channel', async function () {
+    it("connect() with another codec than the server's fails with ERR_SHMRING_CODEC_MISMATCH; the server never announces that channel", async function () {
       const dir = new TmpDir();
       const server = await listen(dir.path(), { codec: 'json', capacity: 4096 });
       try {
@@ -202,7 +233,7 @@ describe('misuse', function () {
       }
     });
 
-    it('openChannel() with another codec than channelPair\'s fails with ERR_SHMRING_CODEC_MISMATCH; the creator\'s end ends cleanly', async function () {
+    it("openChannel() with another codec than channelPair's fails with ERR_SHMRING_CODEC_MISMATCH; the creator's end ends cleanly", async function () {
       const [a, handle] = channelPair({ codec: 'json', capacity: 4096 });
       const pending = a.receive();
       throwsWith(() => openChannel(handle), 'ERR_SHMRING_CODEC_MISMATCH');
@@ -315,7 +346,11 @@ describe('misuse', function () {
       const { port1, port2 } = new MessageChannel();
       try {
         const bogus: unknown[] = [
-          null, undefined, 42, {}, { kind: 'shmring-channel' },
+          null,
+          undefined,
+          42,
+          {},
+          { kind: 'shmring-channel' },
           { kind: 'shmring-channel', buffer: new ArrayBuffer(4096), port: port1 },
           { kind: 'other', buffer: new SharedArrayBuffer(4096), port: port1 },
           { kind: 'shmring-channel', buffer: new SharedArrayBuffer(4096), port: 'port' },
@@ -404,14 +439,18 @@ describe('misuse', function () {
           await rejectsWith(connect(dir.path('json')), 'ERR_SHMRING_CODEC_MISMATCH');
           await rejectsWith(connect(dir.path('missing')), 'ENOENT');
         }
-        await waitUntil(() => server.channels === 0 && mismatched.channels === 0, 'the servers\' channels to close');
+        await waitUntil(() => server.channels === 0 && mismatched.channels === 0, "the servers' channels to close");
         // Socket handles close in a later turn of the event loop.
         let now = fdCount();
         for (let i = 0; i < 50 && now > start; i++) {
           await sleep(10);
           now = fdCount();
         }
-        assert.equal(now, start, `fds went from ${start} to ${now}:\nbefore: ${startTargets.join(', ')}\nafter:  ${fdTargets().join(', ')}`);
+        assert.equal(
+          now,
+          start,
+          `fds went from ${start} to ${now}:\nbefore: ${startTargets.join(', ')}\nafter:  ${fdTargets().join(', ')}`,
+        );
       } finally {
         await server.close();
         await mismatched.close();
@@ -420,4 +459,3 @@ describe('misuse', function () {
     });
   });
 });
-

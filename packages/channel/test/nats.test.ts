@@ -73,7 +73,11 @@ describe('channels over NATS', function () {
   describe('a peer that dies', function () {
     const BEAT_MS = 100;
 
-    async function serverWithPeer(): Promise<{ server: Awaited<ReturnType<typeof listen>>; channel: Channel; peer: ReturnType<typeof startPeer> }> {
+    async function serverWithPeer(): Promise<{
+      server: Awaited<ReturnType<typeof listen>>;
+      channel: Channel;
+      peer: ReturnType<typeof startPeer>;
+    }> {
       const address = nats.url(uniqueSubject('peer'));
       const server = await listen(address, { heartbeatMs: BEAT_MS });
       const accepted = once(server, 'channel') as Promise<[Channel]>;
@@ -94,7 +98,10 @@ describe('channels over NATS', function () {
         const took = performance.now() - killedAt;
         assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
         assert.match(error!.message, /no responders/);
-        assert.ok(took < BEAT_MS * 2 + 500, `noticed after ${took.toFixed(0)} ms (bound: one heartbeat of ${BEAT_MS} ms plus a round trip)`);
+        assert.ok(
+          took < BEAT_MS * 2 + 500,
+          `noticed after ${took.toFixed(0)} ms (bound: one heartbeat of ${BEAT_MS} ms plus a round trip)`,
+        );
         await rejectsWith(pending, ErrorCodes.PEER_DEAD);
       } finally {
         await server.close();
@@ -130,7 +137,10 @@ describe('channels over NATS', function () {
         client.close();
         const got: unknown[] = [];
         for await (const v of channel) got.push(v);
-        assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+        assert.deepEqual(
+          got,
+          Array.from({ length: 100 }, (_, i) => i),
+        );
         assert.equal(await closeEventOrUndefined(channel), undefined);
         await client.closed;
       } finally {

@@ -14,7 +14,16 @@ import { once } from 'node:events';
 import { channelPair, listen, type Channel } from '../src/index.js';
 import { runStream, STRESS_CAPACITY, type StreamReport } from './fixtures/traffic.js';
 import {
-  ends, transports, transportTitle, killAllPeers, randomBytes, startPeer, startWorker, terminateAllWorkers, TmpDir, workerEvent,
+  ends,
+  transports,
+  transportTitle,
+  killAllPeers,
+  randomBytes,
+  startPeer,
+  startWorker,
+  terminateAllWorkers,
+  TmpDir,
+  workerEvent,
 } from './helpers.js';
 
 const PROCESS_MESSAGES = 100_000;
@@ -77,7 +86,7 @@ describe('order', function () {
           const values: number[] = [];
           for (let i = 0; i < N; i++) {
             if (i % 3 === 0) continue;
-            const got = await me.receive() as { side: string; i: number; pad: string };
+            const got = (await me.receive()) as { side: string; i: number; pad: string };
             assert.equal(got.side, otherSide);
             assert.deepEqual(got, value(otherSide, got.i));
             values.push(got.i);
@@ -118,7 +127,10 @@ describe('order', function () {
         const got: unknown[] = [];
         for (let i = 0; i < 13; i++) got.push(await b.receive());
         await Promise.all(sends);
-        assert.deepEqual(got.slice(3), Array.from({ length: 10 }, (_, i) => ({ queued: i })));
+        assert.deepEqual(
+          got.slice(3),
+          Array.from({ length: 10 }, (_, i) => ({ queued: i })),
+        );
       });
     });
   }
@@ -137,7 +149,7 @@ describe('order', function () {
         await peer.exited;
         throw new Error(`${err.message}\nthe child reported: ${JSON.stringify(peer.events)}\n${peer.stderr}`, { cause: err });
       });
-      const theirs = await peer.next('done') as unknown as StreamReport;
+      const theirs = (await peer.next('done')) as unknown as StreamReport;
       checkReport(mine, PROCESS_MESSAGES, 'server (this process)');
       checkReport(theirs, PROCESS_MESSAGES, 'client (the child process)');
       ch.close();
@@ -161,10 +173,13 @@ describe('order', function () {
     const theirsP = workerEvent(worker, 'done', 50_000);
     theirsP.catch(() => {}); // awaited below, unless this side fails first
     const mine = await runStream(ch, 'main', 'worker', WORKER_MESSAGES, REQUEST_EVERY).catch(async (err: Error) => {
-      const theirError = await theirsP.then(() => 'none', (e: Error) => e.message);
+      const theirError = await theirsP.then(
+        () => 'none',
+        (e: Error) => e.message,
+      );
       throw new Error(`${err.message}\nthe worker: ${theirError}`, { cause: err });
     });
-    const theirs = await theirsP as unknown as StreamReport;
+    const theirs = (await theirsP) as unknown as StreamReport;
     checkReport(mine, WORKER_MESSAGES, 'this thread');
     checkReport(theirs, WORKER_MESSAGES, 'the worker');
     const closed = workerEvent(worker, 'close');

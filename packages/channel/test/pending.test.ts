@@ -19,7 +19,10 @@ describe('pending requests by id', () => {
       });
       const n = 3000;
       const replies = await Promise.all(Array.from({ length: n }, (_, i) => a.request(i)));
-      assert.deepEqual(replies, Array.from({ length: n }, (_, i) => i * 2));
+      assert.deepEqual(
+        replies,
+        Array.from({ length: n }, (_, i) => i * 2),
+      );
     } finally {
       await dispose();
     }

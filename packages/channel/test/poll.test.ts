@@ -144,7 +144,7 @@ describe('the poll option', function () {
               const received: number[] = [];
               for (let i = 0; i < N; i++) {
                 if (i % 4 === 0) continue;
-                const m = await me.receive() as Msg;
+                const m = (await me.receive()) as Msg;
                 assert.deepEqual(m, value(otherSide, m.i));
                 received.push(m.i);
               }
@@ -153,9 +153,7 @@ describe('the poll option', function () {
             receiving.catch(() => {}); // awaited below
             const calls: Array<Promise<unknown>> = [];
             for (let i = 0; i < N; i++) {
-              const call = i % 4 === 0
-                ? me.request(value(side, i)).then((r) => assert.deepEqual(r, { re: i }))
-                : me.send(value(side, i));
+              const call = i % 4 === 0 ? me.request(value(side, i)).then((r) => assert.deepEqual(r, { re: i })) : me.send(value(side, i));
               call.catch(() => {}); // reported by the Promise.all below
               calls.push(call);
               if (i % 10 === 9) {

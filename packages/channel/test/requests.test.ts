@@ -14,7 +14,16 @@
 import { strict as assert } from 'node:assert';
 import { channelPair, RemoteError, type Channel } from '../src/index.js';
 import {
-  ends, transports, transportTitle, rejectsWith, settledWithin, sleep, startWorker, terminateAllWorkers, waitUntil, workerEvent,
+  ends,
+  transports,
+  transportTitle,
+  rejectsWith,
+  settledWithin,
+  sleep,
+  startWorker,
+  terminateAllWorkers,
+  waitUntil,
+  workerEvent,
 } from './helpers.js';
 
 function deferred<T = unknown>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
@@ -57,18 +66,27 @@ describe('requests', function () {
           return d.promise;
         });
         const order: number[] = [];
-        const replies = Array.from({ length: N }, (_, i) => a.request(i).then((r) => {
-          order.push(i);
-          return r;
-        }));
+        const replies = Array.from({ length: N }, (_, i) =>
+          a.request(i).then((r) => {
+            order.push(i);
+            return r;
+          }),
+        );
         await waitUntil(() => held.size === N, 'the handler to hold every request');
         // Answer the last request first, then the rest backwards, one turn apart.
         for (let i = N - 1; i >= 0; i--) {
           held.get(i)!.resolve({ answer: i * 10 });
           await sleep(1);
         }
-        assert.deepEqual(await Promise.all(replies), Array.from({ length: N }, (_, i) => ({ answer: i * 10 })));
-        assert.deepEqual(order, Array.from({ length: N }, (_, i) => N - 1 - i), 'the replies settled in the order they were answered');
+        assert.deepEqual(
+          await Promise.all(replies),
+          Array.from({ length: N }, (_, i) => ({ answer: i * 10 })),
+        );
+        assert.deepEqual(
+          order,
+          Array.from({ length: N }, (_, i) => N - 1 - i),
+          'the replies settled in the order they were answered',
+        );
       });
 
       it('requests from both sides at once are answered independently (each side numbers its own)', async function () {
@@ -79,19 +97,31 @@ describe('requests', function () {
         });
         const fromA = Array.from({ length: 20 }, (_, i) => a.request(i));
         const fromB = Array.from({ length: 20 }, (_, i) => b.request(i));
-        assert.deepEqual(await Promise.all(fromA), Array.from({ length: 20 }, (_, i) => ['b', i]));
-        assert.deepEqual(await Promise.all(fromB), Array.from({ length: 20 }, (_, i) => ['a', i]));
+        assert.deepEqual(
+          await Promise.all(fromA),
+          Array.from({ length: 20 }, (_, i) => ['b', i]),
+        );
+        assert.deepEqual(
+          await Promise.all(fromB),
+          Array.from({ length: 20 }, (_, i) => ['a', i]),
+        );
       });
 
       it('a handler that throws: the caller gets a RemoteError with the remote message, code and name', async function () {
         b.handle((value) => {
           switch (value) {
-            case 'sync-coded': throw Object.assign(new Error('sync failure'), { code: 'EBOOM' });
-            case 'async-coded': return Promise.reject(Object.assign(new RangeError('async failure'), { code: 'E_ASYNC' }));
-            case 'uncoded': throw new TypeError('no code here');
-            case 'numeric-code': throw Object.assign(new Error('numbered'), { code: 42 });
-            case 'string': throw 'a bare string'; // eslint-disable-line no-throw-literal
-            default: return 'fine';
+            case 'sync-coded':
+              throw Object.assign(new Error('sync failure'), { code: 'EBOOM' });
+            case 'async-coded':
+              return Promise.reject(Object.assign(new RangeError('async failure'), { code: 'E_ASYNC' }));
+            case 'uncoded':
+              throw new TypeError('no code here');
+            case 'numeric-code':
+              throw Object.assign(new Error('numbered'), { code: 42 });
+            case 'string':
+              throw 'a bare string'; // eslint-disable-line no-throw-literal
+            default:
+              return 'fine';
           }
         });
         const coded = await rejectsWith(a.request('sync-coded'), 'EBOOM', 'sync failure');
@@ -118,7 +148,7 @@ describe('requests', function () {
         assert.equal(await a.request('good'), 'good');
       });
 
-      it('timeoutMs: the request rejects with ERR_SHMRING_TIMEOUT, the handler\'s signal aborts, and the next request gets its own reply', async function () {
+      it("timeoutMs: the request rejects with ERR_SHMRING_TIMEOUT, the handler's signal aborts, and the next request gets its own reply", async function () {
         let first = true;
         const handlerSignal = deferred<AbortSignal>();
         b.handle((value, { signal }) => {
@@ -135,7 +165,7 @@ describe('requests', function () {
         assert.ok(elapsed >= 45, `rejected after ${elapsed.toFixed(1)} ms, before timeoutMs=50`);
         assert.ok(elapsed < 2000, `rejected after ${elapsed.toFixed(1)} ms`);
         const signal = await handlerSignal.promise;
-        await waitUntil(() => signal.aborted, 'the handler\'s signal to abort');
+        await waitUntil(() => signal.aborted, "the handler's signal to abort");
         await sleep(40); // the handler resolves 'too late' meanwhile: nothing may come of it
         assert.deepEqual(await a.request('next'), { own: 'next' });
         assert.equal((await settledWithin(a.receive(), 30)).status, 'pending', 'the late answer must not turn up as a value');
@@ -147,7 +177,7 @@ describe('requests', function () {
         await rejectsWith(pending, 'ERR_SHMRING_TIMEOUT');
       });
 
-      it('an AbortSignal aborts the caller (AbortError) and reaches the handler\'s signal', async function () {
+      it("an AbortSignal aborts the caller (AbortError) and reaches the handler's signal", async function () {
         const seen = deferred<{ aborted: boolean; reason: unknown }>();
         const started = deferred<void>();
         b.handle((_value, { signal }) => {
@@ -166,7 +196,7 @@ describe('requests', function () {
         const err = await rejectsWith(pending, 'ABORT_ERR');
         assert.equal(err.name, 'AbortError');
         const observed = await Promise.race([seen.promise, sleep(5000).then(() => undefined)]);
-        assert.ok(observed !== undefined, 'the handler\'s signal never aborted');
+        assert.ok(observed !== undefined, "the handler's signal never aborted");
         assert.equal(observed.aborted, true);
         // The late answer went nowhere.
         assert.equal((await settledWithin(a.receive(), 30)).status, 'pending');
@@ -205,7 +235,7 @@ describe('requests', function () {
         await a.closed;
       });
 
-      it('a request pending when its handler side closes mid-handling rejects with ERR_SHMRING_CLOSED, and the handler\'s signal aborts', async function () {
+      it("a request pending when its handler side closes mid-handling rejects with ERR_SHMRING_CLOSED, and the handler's signal aborts", async function () {
         const handlerSignal = deferred<AbortSignal>();
         b.handle((_v, { signal }) => {
           handlerSignal.resolve(signal);

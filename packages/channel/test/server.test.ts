@@ -66,7 +66,7 @@ describe('server', function () {
     // take that probe for a client: no 'channel' event (which would then end
     // with ERR_SHMRING_PEER_DEAD), since it announces a channel only once the
     // client has opened its end.
-    it('a failed listen() on a live server\'s path does not show that server a phantom channel', async function () {
+    it("a failed listen() on a live server's path does not show that server a phantom channel", async function () {
       const p = dir.path();
       const live = await listen(p, { capacity: 4096 });
       try {
@@ -108,16 +108,22 @@ describe('server', function () {
       const clients = await Promise.all(Array.from({ length: CLIENTS }, () => connect(p)));
       // connect() resolves once the client's end is open; the server announces the channel when the client says so.
       await waitUntil(() => server.channels === CLIENTS, `the server to announce ${CLIENTS} channels`);
-      const replies = await Promise.all(clients.map((c, i) => Promise.all(
-        Array.from({ length: REQUESTS_PER_CLIENT }, (_, k) => c.request({ client: i, k })),
-      )));
+      const replies = await Promise.all(
+        clients.map((c, i) => Promise.all(Array.from({ length: REQUESTS_PER_CLIENT }, (_, k) => c.request({ client: i, k })))),
+      );
       for (const [i, r] of replies.entries()) {
-        assert.deepEqual(r, Array.from({ length: REQUESTS_PER_CLIENT }, (_, k) => ({ echo: { client: i, k } })));
+        assert.deepEqual(
+          r,
+          Array.from({ length: REQUESTS_PER_CLIENT }, (_, k) => ({ echo: { client: i, k } })),
+        );
       }
       const serverCloses = accepted.map((ch) => closeEvent(ch));
       for (const c of clients) c.close();
       const args = await Promise.all(serverCloses);
-      assert.ok(args.every((e) => e === undefined), 'a server-side channel ended with an error');
+      assert.ok(
+        args.every((e) => e === undefined),
+        'a server-side channel ended with an error',
+      );
       await waitUntil(() => server.channels === 0, 'every server-side channel to close');
     } finally {
       await server.close();

@@ -123,7 +123,8 @@ describe('split values at every size around the record and ring boundaries', fun
     assert.equal(MAX, CAPACITY / 2 - 8);
     assert.ok(SIZES.includes(MAX + 1) && SIZES.includes(2 * MAX - PREFIX + 1) && SIZES.includes(2 * MAX + 1));
     // Every structured size from MAX - 9 up has a value of exactly that encoding.
-    for (const n of SIZES.filter((s) => s >= MAX - 9)) assert.notEqual(structuredOfSize(n, 1), undefined, `no structured value of ${n} bytes`);
+    for (const n of SIZES.filter((s) => s >= MAX - 9))
+      assert.notEqual(structuredOfSize(n, 1), undefined, `no structured value of ${n} bytes`);
   });
 
   for (const kind of KINDS) {
@@ -144,7 +145,10 @@ describe('split values at every size around the record and ring boundaries', fun
         it(`sends of sizes ${SIZES.join(', ')} arrive whole either way, each followed intact by the next value`, async function () {
           let seed = 1;
           for (const n of SIZES) {
-            for (const [from, to, dir] of [[a, b, 'a→b'], [b, a, 'b→a']] as const) {
+            for (const [from, to, dir] of [
+              [a, b, 'a→b'],
+              [b, a, 'b→a'],
+            ] as const) {
               const value = kind.make(n, seed++);
               if (value === undefined) continue;
               const got = to.receive();
@@ -161,7 +165,10 @@ describe('split values at every size around the record and ring boundaries', fun
           b.handle((value) => value);
           let seed = 1000;
           for (const n of SIZES) {
-            for (const [from, dir] of [[a, 'a→b'], [b, 'b→a']] as const) {
+            for (const [from, dir] of [
+              [a, 'a→b'],
+              [b, 'b→a'],
+            ] as const) {
               const value = kind.make(n, seed++);
               if (value === undefined) continue;
               kind.check(await from.request(value), value, `${dir} request of size ${n}`);
@@ -180,10 +187,13 @@ describe('split values at every size around the record and ring boundaries', fun
     try {
       // Replies in reverse order of the requests: split replies are written while other split records are queued.
       const held: Array<() => void> = [];
-      s.serverSide.handle((value) => new Promise((resolve) => {
-        held.push(() => resolve(value));
-        if (held.length === 6) for (const release of held.reverse()) release();
-      }));
+      s.serverSide.handle(
+        (value) =>
+          new Promise((resolve) => {
+            held.push(() => resolve(value));
+            if (held.length === 6) for (const release of held.reverse()) release();
+          }),
+      );
       const values: Buffer[] = SIZES.map((n, i) => randomBytes(i + 77, n));
       // Nothing is awaited between the verbs: every record waits in the writer queue, in call order.
       const sends: Array<Promise<void>> = [];
@@ -215,13 +225,13 @@ describe('split values at every size around the record and ring boundaries', fun
       const big = cryptoRandomBytes(64 << 20);
       const got = s.serverSide.receive();
       await s.client.send(big);
-      const received = await got as Buffer;
+      const received = (await got) as Buffer;
       assert.equal(received.length, big.length);
       assert.ok(received.equals(big), 'the 64 MiB value arrived with different bytes');
 
       // A structured value holding 64 MiB, answered with it.
       s.serverSide.handle((value) => (value as { data: Uint8Array }).data.subarray(0, 16 << 20));
-      const reply = await s.client.request({ data: new Uint8Array(big.buffer, big.byteOffset, big.length) }) as Uint8Array;
+      const reply = (await s.client.request({ data: new Uint8Array(big.buffer, big.byteOffset, big.length) })) as Uint8Array;
       assert.equal(reply.length, 16 << 20);
       assert.ok(Buffer.from(reply.buffer, reply.byteOffset, reply.length).equals(big.subarray(0, 16 << 20)));
     } finally {

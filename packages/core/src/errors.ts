@@ -123,7 +123,9 @@ function describeErrno(errno: number): string | undefined {
  * not a failed system call (a ShmringError, a TypeError) is returned as is.
  */
 export function onObject(
-  err: unknown, operation: string, object: string,
+  err: unknown,
+  operation: string,
+  object: string,
   options: { path?: string; hint?: (code: string) => string | undefined } = {},
 ): unknown {
   if (!isSystemCallFailure(err)) return err;

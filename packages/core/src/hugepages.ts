@@ -40,7 +40,12 @@ export function hugePagePool(meminfo = '/proc/meminfo'): HugePagePool | undefine
   };
   const kB = field('Hugepagesize');
   if (kB === undefined || kB === 0) return undefined;
-  return { pageSize: kB * 1024, total: field('HugePages_Total') ?? 0, free: field('HugePages_Free') ?? 0, reserved: field('HugePages_Rsvd') ?? 0 };
+  return {
+    pageSize: kB * 1024,
+    total: field('HugePages_Total') ?? 0,
+    free: field('HugePages_Free') ?? 0,
+    reserved: field('HugePages_Rsvd') ?? 0,
+  };
 }
 
 /** `size` rounded up to a whole number of huge pages of `pool`. */
@@ -66,16 +71,24 @@ export function isHugePageShortage(err: unknown): boolean {
  * bytes of huge pages: what the pool holds and the command that reserves
  * enough. Keeps the system call's errno and syscall, and `cause`.
  */
-export function noHugePages(operation: string, object: string, size: number, pool: HugePagePool | undefined, cause?: unknown): ShmringError {
+export function noHugePages(
+  operation: string,
+  object: string,
+  size: number,
+  pool: HugePagePool | undefined,
+  cause?: unknown,
+): ShmringError {
   let message: string;
   if (pool === undefined) {
-    message = `${operation} ${object} with hugePages: this kernel offers no huge pages (no Hugepagesize in /proc/meminfo); ` +
+    message =
+      `${operation} ${object} with hugePages: this kernel offers no huge pages (no Hugepagesize in /proc/meminfo); ` +
       'create the region without hugePages';
   } else {
     const needed = Math.ceil(size / pool.pageSize);
     const available = Math.max(pool.free - pool.reserved, 0);
     const enough = pool.total + Math.max(needed - available, 1);
-    message = `${operation} ${object} with hugePages: not enough huge pages: it needs ${needed} huge pages of ${pool.pageSize / 1024} kB ` +
+    message =
+      `${operation} ${object} with hugePages: not enough huge pages: it needs ${needed} huge pages of ${pool.pageSize / 1024} kB ` +
       `and ${available} are available (HugePages_Total ${pool.total}, HugePages_Free ${pool.free}, HugePages_Rsvd ${pool.reserved} ` +
       `in /proc/meminfo); reserve more as root with \`sysctl -w vm.nr_hugepages=${enough}\` ` +
       `(or \`echo ${enough} > /proc/sys/vm/nr_hugepages\`), or create the region without hugePages`;

@@ -140,8 +140,12 @@ const F_SEAL_WRITE = 0x8;
 const F_SEAL_FUTURE_WRITE = 0x10;
 /** What requireSealed asks of a region: no write (either seal), no shrink, no grow. */
 function immutable(seals: number | undefined): boolean {
-  return seals !== undefined && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0
-    && (seals & F_SEAL_SHRINK) !== 0 && (seals & F_SEAL_GROW) !== 0;
+  return (
+    seals !== undefined &&
+    (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0 &&
+    (seals & F_SEAL_SHRINK) !== 0 &&
+    (seals & F_SEAL_GROW) !== 0
+  );
 }
 
 /** Largest region we map: far above any ring, far below what a size_t or a double can hold. */
@@ -161,15 +165,19 @@ const MAX_SYSV_ID = 2 ** 31 - 1;
 /** Checks a System V key and returns it as ipcs prints it (unsigned); 0 (IPC_PRIVATE) is refused. */
 function sysvKey(key: unknown): number {
   if (typeof key !== 'number' || !Number.isInteger(key)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-      `key must be an integer System V IPC key (such as 0x73680001), got ${typeof key === 'string' ? JSON.stringify(key) : String(key)}`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `key must be an integer System V IPC key (such as 0x73680001), got ${typeof key === 'string' ? JSON.stringify(key) : String(key)}`,
+    );
   }
   if (key < -(2 ** 31) || key > 0xffff_ffff) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `key=${key} is out of range [-2147483648, 4294967295]`);
   }
   if (key === 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-      'key=0 is IPC_PRIVATE: omit key to create a private segment, which others open by its id');
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      'key=0 is IPC_PRIVATE: omit key to create a private segment, which others open by its id',
+    );
   }
   return key >>> 0;
 }
@@ -191,9 +199,11 @@ function checkHugePages(options: CreateOptions): boolean {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `hugePages must be a boolean, got ${String(hugePages)}`);
   }
   if (options.backing !== 'memfd' && options.backing !== 'sysv') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
       `hugePages is for 'memfd' and 'sysv' regions, not backing=${String(options.backing)} ` +
-      "(for a 'file' region, put the file on a mounted hugetlbfs instead)");
+        "(for a 'file' region, put the file on a mounted hugetlbfs instead)",
+    );
   }
   return true;
 }
@@ -208,7 +218,10 @@ export function posixName(name: unknown): string {
     throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name=${JSON.stringify(name)} is not a valid POSIX shared memory name`);
   }
   if (bare.includes('/') || bare.includes('\0')) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name=${JSON.stringify(name)} must not contain '/' or NUL (after an optional leading '/')`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_NAME,
+      `name=${JSON.stringify(name)} must not contain '/' or NUL (after an optional leading '/')`,
+    );
   }
   if (Buffer.byteLength(bare) > MAX_NAME_LENGTH) {
     throw new ShmringRangeError(ErrorCodes.INVALID_NAME, `name is ${Buffer.byteLength(bare)} bytes long; the limit is ${MAX_NAME_LENGTH}`);
@@ -273,19 +286,26 @@ function describeSysv(key: number | undefined, id: number | undefined): Describe
 function sysvHint(code: string, creating: boolean, hugePages = false): string | undefined {
   switch (code) {
     case 'EEXIST':
-      return existsHint('the key', '`shmring inspect --all` lists the rings in System V segments and ' +
-        'whether their processes still live (`ipcs -m` lists every segment)');
+      return existsHint(
+        'the key',
+        '`shmring inspect --all` lists the rings in System V segments and ' +
+          'whether their processes still live (`ipcs -m` lists every segment)',
+      );
     case 'ENOENT':
-      return 'no segment has this key: create it first (Region.create with backing \'sysv\'), or check the key ' +
-        '(`ipcs -m`, `shmring inspect --all`)';
+      return (
+        "no segment has this key: create it first (Region.create with backing 'sysv'), or check the key " +
+        '(`ipcs -m`, `shmring inspect --all`)'
+      );
     case 'EINVAL':
     case 'EIDRM':
       return creating
         ? 'size is above kernel.shmmax (/proc/sys/kernel/shmmax), or (exclusive: false) the segment with this key is smaller than size'
         : 'no segment has this id: it was removed (unlink()) and every process detached, or it never existed (`ipcs -m`)';
     case 'ENOSPC':
-      return 'the system limit of segments (kernel.shmmni) or of shared memory (kernel.shmall) is reached: ' +
-        'remove the segments nobody uses (`ipcs -m`, `ipcrm`)';
+      return (
+        'the system limit of segments (kernel.shmmni) or of shared memory (kernel.shmall) is reached: ' +
+        'remove the segments nobody uses (`ipcs -m`, `ipcrm`)'
+      );
     case 'EPERM':
       if (hugePages) return 'huge page segments need CAP_IPC_LOCK or the group in /proc/sys/vm/hugetlb_shm_group';
       return undefined;
@@ -314,11 +334,16 @@ function commonHint(code: string): string | undefined {
 }
 
 /** The EEXIST hint of Region.create: how to tell a leftover from a live object. */
-function existsHint(target: string, inspection = `\`shmring inspect ${target}\` shows whether the processes of a ring in it still live`): string {
-  return 'it may be a leftover of a process that died before unlink(): ' +
+function existsHint(
+  target: string,
+  inspection = `\`shmring inspect ${target}\` shows whether the processes of a ring in it still live`,
+): string {
+  return (
+    'it may be a leftover of a process that died before unlink(): ' +
     `${inspection} ` +
     '(`shmring unlink-stale` removes the rings whose processes are all dead); ' +
-    `otherwise pick another ${target === 'the key' ? 'key' : 'name'}, or pass exclusive: false to reuse it`;
+    `otherwise pick another ${target === 'the key' ? 'key' : 'name'}, or pass exclusive: false to reuse it`
+  );
 }
 
 /** Rethrows `err` from `operation` on `described`, named (see onObject), with `hint` before the common hints. */
@@ -373,8 +398,15 @@ export class Region {
   #buffer: ArrayBuffer | SharedArrayBuffer | undefined;
 
   private constructor(init: {
-    backing: Backing; size: number; fd: number; buffer: ArrayBuffer | SharedArrayBuffer;
-    name?: string; path?: string; key?: number; id?: number; readOnly?: boolean;
+    backing: Backing;
+    size: number;
+    fd: number;
+    buffer: ArrayBuffer | SharedArrayBuffer;
+    name?: string;
+    path?: string;
+    key?: number;
+    id?: number;
+    readOnly?: boolean;
   }) {
     this.backing = init.backing;
     this.size = init.size;
@@ -417,8 +449,7 @@ export class Region {
           return region;
         } catch (err) {
           if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
-          failOn(err, 'Region.create of', described,
-            (code) => (code === 'EINVAL' ? 'a memfd name is at most 249 bytes' : undefined));
+          failOn(err, 'Region.create of', described, (code) => (code === 'EINVAL' ? 'a memfd name is at most 249 bytes' : undefined));
         }
       }
       case 'sysv':
@@ -430,13 +461,16 @@ export class Region {
         let region: Region;
         try {
           const fd = backend().shmOpen(name, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
-          region = withFd(fd, () => {
-            fs.ftruncateSync(fd, size);
-            return Region.#map('posix', fd, size, false, { name });
-          }, exclusive ? () => backend().shmUnlink(name) : undefined);
+          region = withFd(
+            fd,
+            () => {
+              fs.ftruncateSync(fd, size);
+              return Region.#map('posix', fd, size, false, { name });
+            },
+            exclusive ? () => backend().shmUnlink(name) : undefined,
+          );
         } catch (err) {
-          failOn(err, 'Region.create of', describePosix(name),
-            (code) => (code === 'EEXIST' ? existsHint(name.slice(1)) : undefined));
+          failOn(err, 'Region.create of', describePosix(name), (code) => (code === 'EEXIST' ? existsHint(name.slice(1)) : undefined));
         }
         if (options.unlinkOnExit) removeAtExit(`posix:${name}`, () => backend().shmUnlink(name));
         return region;
@@ -448,10 +482,14 @@ export class Region {
         let region: Region;
         try {
           const fd = backend().open(path, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
-          region = withFd(fd, () => {
-            fs.ftruncateSync(fd, size);
-            return Region.#map('file', fd, size, false, { path });
-          }, exclusive ? () => fs.rmSync(path, { force: true }) : undefined);
+          region = withFd(
+            fd,
+            () => {
+              fs.ftruncateSync(fd, size);
+              return Region.#map('file', fd, size, false, { path });
+            },
+            exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
+          );
         } catch (err) {
           failOn(err, 'Region.create of', describeFile(path), (code) => {
             if (code === 'EEXIST') return existsHint(nodePath.resolve(path));
@@ -463,8 +501,10 @@ export class Region {
         return region;
       }
       default:
-        throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
-          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sysv', 'sab'`);
+        throw new ShmringTypeError(
+          ErrorCodes.INVALID_BACKING,
+          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sysv', 'sab'`,
+        );
     }
   }
 
@@ -562,9 +602,9 @@ export class Region {
           const fd = backend().shmOpen(name, flags, 0);
           return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd), readOnly, { name }));
         } catch (err) {
-          failOn(err, 'Region.open of', describePosix(name), (code) => (code === 'ENOENT'
-            ? 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)'
-            : undefined));
+          failOn(err, 'Region.open of', describePosix(name), (code) =>
+            code === 'ENOENT' ? 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)' : undefined,
+          );
         }
       }
       case 'file': {
@@ -573,16 +613,18 @@ export class Region {
           const fd = backend().open(path, flags, 0);
           return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd), readOnly, { path }));
         } catch (err) {
-          failOn(err, 'Region.open of', describeFile(path), (code) => (code === 'ENOENT'
-            ? 'no such file: create it first (Region.create), or check the path'
-            : undefined));
+          failOn(err, 'Region.open of', describeFile(path), (code) =>
+            code === 'ENOENT' ? 'no such file: create it first (Region.create), or check the path' : undefined,
+          );
         }
       }
       case 'sysv':
         return Region.#openSysv(options, readOnly);
       default:
-        throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
-          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix', 'file' or 'sysv' (memfd regions are shared by fd)`);
+        throw new ShmringTypeError(
+          ErrorCodes.INVALID_BACKING,
+          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix', 'file' or 'sysv' (memfd regions are shared by fd)`,
+        );
     }
   }
 
@@ -616,9 +658,12 @@ export class Region {
       if ((err as { code?: string }).code !== 'EINVAL') throw err;
     }
     if (requireSealed && !immutable(seals)) {
-      throw new ShmringError(ErrorCodes.NOT_SEALED, seals === undefined
-        ? `${object} is not a memfd: it cannot be sealed, and whoever can open its file can change it; ask the peer for a Region.snapshot()`
-        : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`);
+      throw new ShmringError(
+        ErrorCodes.NOT_SEALED,
+        seals === undefined
+          ? `${object} is not a memfd: it cannot be sealed, and whoever can open its file can change it; ask the peer for a Region.snapshot()`
+          : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
+      );
     }
     const size = Region.#existingSize(fd);
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
@@ -645,7 +690,10 @@ export class Region {
   static snapshot(content: Uint8Array | ((view: Uint8Array) => void), options: SnapshotOptions = {}): Region {
     const fill = typeof content === 'function' ? content : undefined;
     if (fill === undefined && !(content instanceof Uint8Array)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot needs a Uint8Array or a function (view) => void that fills it');
+      throw new ShmringTypeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        'Region.snapshot needs a Uint8Array or a function (view) => void that fills it',
+      );
     }
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot: options must be an object');
@@ -694,7 +742,10 @@ export class Region {
   static #existingSize(fd: number): number {
     const size = fs.fstatSync(fd).size;
     if (size === 0) {
-      throw new ShmringError(ErrorCodes.REGION_TOO_SMALL, 'the shared memory object is empty (size 0); was it created and sized by its owner?');
+      throw new ShmringError(
+        ErrorCodes.REGION_TOO_SMALL,
+        'the shared memory object is empty (size 0); was it created and sized by its owner?',
+      );
     }
     return checkSize(size);
   }
@@ -802,10 +853,12 @@ export class Region {
         fs.unlinkSync(this.path!);
       }
     } catch (err) {
-      failOn(err, 'region.unlink() of', this.#described(), (code) => (code === 'ENOENT' || code === 'EINVAL' || code === 'EIDRM'
-        ? 'it is gone already: unlinked before, by this region or by another process' +
-          (this.backing === 'sysv' ? ', and detached by every process' : '')
-        : undefined));
+      failOn(err, 'region.unlink() of', this.#described(), (code) =>
+        code === 'ENOENT' || code === 'EINVAL' || code === 'EIDRM'
+          ? 'it is gone already: unlinked before, by this region or by another process' +
+            (this.backing === 'sysv' ? ', and detached by every process' : '')
+          : undefined,
+      );
     }
   }
 

@@ -38,8 +38,10 @@ const MAX_POLL_INTERVAL_MS = 10;
 function socketFd(socket: Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-      'the socket has no file descriptor: pass a connected Unix domain socket (net.connect({ path }))');
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      'the socket has no file descriptor: pass a connected Unix domain socket (net.connect({ path }))',
+    );
   }
   return fd;
 }
@@ -55,11 +57,16 @@ async function connected(socket: Socket): Promise<void> {
 /** Sends `region`'s fd over a connected Unix domain socket. */
 export async function sendRegion(socket: Socket, region: Region): Promise<void> {
   if (region.backing === 'sab') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_BACKING, "a 'sab' region has no fd to send; share its SharedArrayBuffer with postMessage");
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_BACKING,
+      "a 'sab' region has no fd to send; share its SharedArrayBuffer with postMessage",
+    );
   }
   if (region.backing === 'sysv') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_BACKING,
-      "a 'sysv' region has no fd to send; send its id (region.id) and open it with Region.open({ backing: 'sysv', id })");
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_BACKING,
+      "a 'sysv' region has no fd to send; send its id (region.id) and open it with Region.open({ backing: 'sysv', id })",
+    );
   }
   await connected(socket);
   backend().sendFd(socketFd(socket), region.fd);
@@ -78,14 +85,21 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
     const received = backend().recvFd(fd);
     // The received fd is ours alone: the region owns it (and closes it if it cannot be mapped).
     if (received >= 0) {
-      return adoptFd(received, { readOnly: options.readOnly === true, requireSealed: options.requireSealed === true }, `the region received (fd ${received})`);
+      return adoptFd(
+        received,
+        { readOnly: options.readOnly === true, requireSealed: options.requireSealed === true },
+        `the region received (fd ${received})`,
+      );
     }
     if (received === -2) throw new ShmringError(ErrorCodes.NO_FD, 'the peer closed the socket before sending a region');
-    if (received === -3) throw new ShmringError(ErrorCodes.NO_FD, 'the peer sent a message without a file descriptor; is it calling sendRegion?');
+    if (received === -3)
+      throw new ShmringError(ErrorCodes.NO_FD, 'the peer sent a message without a file descriptor; is it calling sendRegion?');
     if (performance.now() >= deadline) {
       throw new ShmringError(ErrorCodes.TIMEOUT, `no region arrived within timeoutMs=${timeoutMs}`);
     }
     // Nothing yet: poll again soon. Setup happens once per peer, so a short poll costs nothing that matters.
-    await sleep(interval, undefined, signal ? { signal } : undefined).catch(() => { throw abortError(signal); });
+    await sleep(interval, undefined, signal ? { signal } : undefined).catch(() => {
+      throw abortError(signal);
+    });
   }
 }

@@ -37,11 +37,13 @@ interface ChildResult {
  * Runs `body` as an ES module in a new node process with `b` = the backend
  * `kind`, and fd 3 = `fd` when given. The child is killed after `killAfterMs`.
  */
-function runChild(kind: BackendKind, body: string,
-  options: { fd?: number; nodeArgs?: string[]; killAfterMs?: number; env?: NodeJS.ProcessEnv } = {}):
-  { done: Promise<ChildResult> } {
-  const code = `import { loadBackend } from ${JSON.stringify(LOADER_URL)};\n` +
-    `const b = loadBackend(process.env.SHMRING_BACKEND);\n${body}`;
+function runChild(
+  kind: BackendKind,
+  body: string,
+  options: { fd?: number; nodeArgs?: string[]; killAfterMs?: number; env?: NodeJS.ProcessEnv } = {},
+): { done: Promise<ChildResult> } {
+  const code =
+    `import { loadBackend } from ${JSON.stringify(LOADER_URL)};\n` + `const b = loadBackend(process.env.SHMRING_BACKEND);\n${body}`;
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--input-type=module', '-e', code], {
     stdio: ['ignore', 'pipe', 'pipe', options.fd ?? 'ignore'],
     env: { ...process.env, ...options.env, SHMRING_BACKEND: kind },
@@ -144,12 +146,16 @@ for (const kind of kinds) {
         const fd = open();
         const i32 = new Int32Array(map(fd));
         Atomics.store(i32, 0, 1234); // seen by the child's Atomics.load
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const i32 = new Int32Array(b.mmap(3, ${PAGE}, true));
           const seen = Atomics.load(i32, 0);
           Atomics.store(i32, 1, seen + 1);
           process.stdout.write(String(seen));
-        `, { fd });
+        `,
+          { fd },
+        );
         const { code, stdout, stderr } = await child.done;
         assert.equal(code, 0, stderr);
         assert.equal(stdout, '1234');
@@ -199,7 +205,9 @@ for (const kind of kinds) {
 
       it('unmaps the memory of a buffer that was garbage collected without munmap', async () => {
         const label = uniqueName('gc');
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           import * as fs from 'node:fs';
           const fd = b.memfdCreate(${JSON.stringify(label)});
           fs.ftruncateSync(fd, ${4 * PAGE});
@@ -214,7 +222,9 @@ for (const kind of kinds) {
             await new Promise((resolve) => setTimeout(resolve, 10));
           }
           process.stdout.write(JSON.stringify({ before, after: maps() }));
-        `, { nodeArgs: ['--expose-gc'] });
+        `,
+          { nodeArgs: ['--expose-gc'] },
+        );
         const { code, stdout, stderr } = await child.done;
         assert.equal(code, 0, stderr);
         assert.deepEqual(JSON.parse(stdout), { before: 1, after: 0 });
@@ -259,7 +269,9 @@ for (const kind of kinds) {
 
       it('closes the fd a mapping owns when its buffer is garbage collected', async () => {
         const label = uniqueName('own-gc');
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           import * as fs from 'node:fs';
           const open = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
             try { return fs.readlinkSync('/proc/self/fd/' + fd).includes(${JSON.stringify(label)}); } catch { return false; }
@@ -277,7 +289,9 @@ for (const kind of kinds) {
             await new Promise((resolve) => setTimeout(resolve, 10));
           }
           process.stdout.write(JSON.stringify({ before, after: open() }));
-        `, { nodeArgs: ['--expose-gc'] });
+        `,
+          { nodeArgs: ['--expose-gc'] },
+        );
         const { code, stdout, stderr } = await child.done;
         assert.equal(code, 0, stderr);
         assert.deepEqual(JSON.parse(stdout), { before: 10, after: 0 });
@@ -366,14 +380,22 @@ for (const kind of kinds) {
       it('drops the locks of a process that is killed', async () => {
         const fd = open();
         const loader = new URL('../src/native/loader.js', import.meta.url).href;
-        const child = spawn(process.execPath, ['--input-type=module', '-e', `
+        const child = spawn(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `
           import { loadBackend } from ${JSON.stringify(loader)};
           const b = loadBackend(${JSON.stringify(kind)});
           const own = b.open('/proc/self/fd/3', ${O_RDWR}, 0);
           if (!b.ofdLock(own, 7, 1)) throw new Error('the lock was refused');
           process.stdout.write('locked');
           setInterval(() => {}, 1000);
-        `], { stdio: ['ignore', 'pipe', 'inherit', fd] });
+        `,
+          ],
+          { stdio: ['ignore', 'pipe', 'inherit', fd] },
+        );
         await new Promise((resolve) => child.stdout!.once('data', resolve));
         assert.equal(b.ofdTest(fd, 7, 1), 1, 'the child holds the lock');
         assert.equal(b.ofdLock(reopen(fd), 7, 0), false);
@@ -398,14 +420,17 @@ for (const kind of kinds) {
         try {
           assert.ok(fd >= 0);
           assert.equal(fs.statSync(`/dev/shm${name}`).mode & 0o777, 0o600);
-          assert.throws(() => b.shmOpen(name, flags, 0o600), (err: NodeJS.ErrnoException) => {
-            assert.ok(err instanceof Error);
-            assert.equal(err.code, 'EEXIST');
-            assert.equal(err.errno, os.constants.errno.EEXIST);
-            assert.equal(err.syscall, 'shm_open');
-            assert.match(err.message, /^shm_open failed: .+ \(EEXIST\)$/);
-            return true;
-          });
+          assert.throws(
+            () => b.shmOpen(name, flags, 0o600),
+            (err: NodeJS.ErrnoException) => {
+              assert.ok(err instanceof Error);
+              assert.equal(err.code, 'EEXIST');
+              assert.equal(err.errno, os.constants.errno.EEXIST);
+              assert.equal(err.syscall, 'shm_open');
+              assert.match(err.message, /^shm_open failed: .+ \(EEXIST\)$/);
+              return true;
+            },
+          );
         } finally {
           fs.closeSync(fd);
           b.shmUnlink(name);
@@ -475,13 +500,17 @@ for (const kind of kinds) {
       it('wakes a child process blocked in futexWait', async () => {
         const fd = open();
         const i32 = new Int32Array(map(fd));
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const i32 = new Int32Array(b.mmap(3, ${PAGE}, true));
           Atomics.store(i32, 1, 1); // handshake: about to wait on word 0
           const started = performance.now();
           const result = b.futexWait(i32.buffer, 0, 0, 20000);
           process.stdout.write(JSON.stringify({ result, ms: performance.now() - started }));
-        `, { fd });
+        `,
+          { fd },
+        );
         await until(() => Atomics.load(i32, 1) === 1, 'the child announces its wait');
         // Word 0 never changes: the child returns 0 only if this process's
         // FUTEX_WAKE reaches it, and the wake counts it only if it sleeps.
@@ -518,14 +547,18 @@ for (const kind of kinds) {
         const buffer = map(fd);
         const i32 = new Int32Array(buffer);
         const handshake = 16 * 64; // after the 5 words waited on
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const buffer = b.mmap(3, ${PAGE}, true);
           const words = Array.from({ length: 5 }, (_, i) => ({ buffer, byteOffset: 64 * i, expected: 0 }));
           Atomics.store(new Int32Array(buffer), ${handshake / 4}, 1); // about to wait
           const started = performance.now();
           const index = b.futexWaitAny(words, 20000);
           process.stdout.write(JSON.stringify({ index, ms: performance.now() - started }));
-        `, { fd });
+        `,
+          { fd },
+        );
         await until(() => Atomics.load(i32, handshake / 4) === 1, 'the child announces its wait');
         // No word changes: only a wake that reaches the child's futex_waitv ends it, and
         // the count is 1 only if the child sleeps on that word.
@@ -539,14 +572,17 @@ for (const kind of kinds) {
 
       it('returns the index of the word that another thread wakes, among 128 words', async () => {
         const sab = new SharedArrayBuffer(128 * 64);
-        const worker = new Worker(`
+        const worker = new Worker(
+          `
           const { workerData, parentPort } = require('node:worker_threads');
           import(workerData.loader).then(({ loadBackend }) => {
             const b = loadBackend(workerData.kind);
             const words = Array.from({ length: 128 }, (_, i) => ({ buffer: workerData.sab, byteOffset: 64 * i, expected: 0 }));
             parentPort.postMessage(b.futexWaitAny(words, 20000));
           });
-        `, { eval: true, workerData: { sab, kind, loader: LOADER_URL } });
+        `,
+          { eval: true, workerData: { sab, kind, loader: LOADER_URL } },
+        );
         const result = new Promise<number>((resolve, reject) => {
           worker.once('message', resolve);
           worker.once('error', reject);
@@ -587,7 +623,8 @@ for (const kind of kinds) {
       it('waits on words of a mapping and of a SharedArrayBuffer in one call', async () => {
         const buffer = map(open());
         const sab = new SharedArrayBuffer(256);
-        const worker = new Worker(`
+        const worker = new Worker(
+          `
           const { workerData, parentPort } = require('node:worker_threads');
           import(workerData.loader).then(({ loadBackend }) => {
             const b = loadBackend(workerData.kind);
@@ -597,21 +634,48 @@ for (const kind of kinds) {
             ];
             parentPort.postMessage(b.futexWaitAny(words, 20000));
           });
-        `, { eval: true, workerData: { sab, kind, loader: LOADER_URL } });
+        `,
+          { eval: true, workerData: { sab, kind, loader: LOADER_URL } },
+        );
         const result = new Promise<number>((resolve) => worker.once('message', resolve));
         assert.equal(await wakeSleeper(sab, 128), 1);
         assert.equal(await result, 1);
         await once(worker, 'exit');
         // Both kinds of memory in one list.
         Atomics.store(new Int32Array(sab), 0, 5);
-        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }, { buffer: sab, byteOffset: 0, expected: 0 }], 1_000), -1);
-        assert.equal(b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }, { buffer: sab, byteOffset: 0, expected: 5 }], 0), -2);
+        assert.equal(
+          b.futexWaitAny(
+            [
+              { buffer, byteOffset: 0, expected: 0 },
+              { buffer: sab, byteOffset: 0, expected: 0 },
+            ],
+            1_000,
+          ),
+          -1,
+        );
+        assert.equal(
+          b.futexWaitAny(
+            [
+              { buffer, byteOffset: 0, expected: 0 },
+              { buffer: sab, byteOffset: 0, expected: 5 },
+            ],
+            0,
+          ),
+          -2,
+        );
       });
 
       it('takes 1 to 128 words: RangeError for 0 or 129, and for a bad byteOffset', () => {
         const buffer = map(open(128 * 64), 128 * 64);
         assert.throws(() => b.futexWaitAny([], 0), RangeError);
-        assert.throws(() => b.futexWaitAny(targets(buffer, 129, 0).map((t, i) => ({ ...t, byteOffset: 4 * i })), 0), RangeError);
+        assert.throws(
+          () =>
+            b.futexWaitAny(
+              targets(buffer, 129, 0).map((t, i) => ({ ...t, byteOffset: 4 * i })),
+              0,
+            ),
+          RangeError,
+        );
         assert.equal(b.futexWaitAny(targets(buffer, 128), 0), -2);
         assert.equal(b.futexWaitAny(targets(buffer, 1), 0), -2);
         for (const byteOffset of [2, -4, 128 * 64]) {
@@ -638,7 +702,9 @@ for (const kind of kinds) {
         const ticker = setInterval(() => ticks++, 10);
         try {
           const wait = b.futexWaitAsync(buffer, 0, 0, 20_000);
-          const child = runChild(kind, `
+          const child = runChild(
+            kind,
+            `
             const buffer = b.mmap(3, ${PAGE}, true);
             const nap = new Int32Array(new SharedArrayBuffer(4));
             Atomics.wait(nap, 0, 0, 200); // let the parent's event loop show it is free
@@ -648,7 +714,9 @@ for (const kind of kinds) {
               if (woken === 0) Atomics.wait(nap, 0, 0, 5);
             }
             process.stdout.write(String(woken));
-          `, { fd });
+          `,
+            { fd },
+          );
           assert.equal(await wait.promise, 0);
           const { code, stdout, stderr } = await child.done;
           assert.equal(code, 0, stderr);
@@ -693,11 +761,15 @@ for (const kind of kinds) {
       });
 
       it('does not keep a child alive once its only wait is cancelled', async () => {
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const wait = b.futexWaitAsync(new SharedArrayBuffer(8), 0, 0, Infinity);
           setTimeout(() => wait.cancel(), 50);
           wait.promise.then((result) => process.stdout.write(String(result)));
-        `, { killAfterMs: 10_000 });
+        `,
+          { killAfterMs: 10_000 },
+        );
         const { code, stdout, stderr, killed } = await child.done;
         assert.equal(killed, false, 'the child had to be killed: the cancelled wait kept its loop alive');
         assert.equal(code, 0, stderr);
@@ -707,14 +779,18 @@ for (const kind of kinds) {
       it('does not keep a child alive when a wait is cancelled before its thread started', async () => {
         // One pool thread: the second wait is still queued when it is
         // cancelled, so the wake of its cancel comes before it sleeps.
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const sab = new SharedArrayBuffer(8);
           const first = b.futexWaitAsync(sab, 0, 0, Infinity);
           const queued = b.futexWaitAsync(sab, 4, 0, Infinity);
           queued.cancel();
           setTimeout(() => first.cancel(), 50);
           Promise.all([first.promise, queued.promise]).then((results) => process.stdout.write(results.join(',')));
-        `, { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } });
+        `,
+          { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } },
+        );
         const { code, stdout, stderr, killed } = await child.done;
         assert.equal(killed, false, 'the child had to be killed: a cancelled wait kept its loop alive');
         assert.equal(code, 0, stderr);
@@ -725,7 +801,9 @@ for (const kind of kinds) {
         // One pool thread, held by the first wait: the second is still queued
         // (koffi) when its word changes and is woken. Equal at the call, so
         // the change is a wake, whatever the kernel later says (EAGAIN).
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const sab = new SharedArrayBuffer(8);
           const first = b.futexWaitAsync(sab, 0, 0, Infinity);
           const late = b.futexWaitAsync(sab, 4, 0, Infinity);
@@ -733,7 +811,9 @@ for (const kind of kinds) {
           b.futexWake(sab, 4, 1);
           setTimeout(() => first.cancel(), 50);
           Promise.all([first.promise, late.promise]).then((results) => process.stdout.write(results.join(',')));
-        `, { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } });
+        `,
+          { killAfterMs: 10_000, env: { UV_THREADPOOL_SIZE: '1' } },
+        );
         const { code, stdout, stderr, killed } = await child.done;
         assert.equal(killed, false);
         assert.equal(code, 0, stderr);
@@ -741,11 +821,15 @@ for (const kind of kinds) {
       });
 
       it('keeps a child alive while its only wait is pending', async () => {
-        const child = runChild(kind, `
+        const child = runChild(
+          kind,
+          `
           const started = performance.now();
           b.futexWaitAsync(new SharedArrayBuffer(8), 0, 0, 300).promise.then((result) =>
             process.stdout.write(JSON.stringify({ result, ms: performance.now() - started })));
-        `, { killAfterMs: 10_000 });
+        `,
+          { killAfterMs: 10_000 },
+        );
         const { code, stdout, stderr, killed } = await child.done;
         assert.equal(killed, false);
         assert.equal(code, 0, stderr);

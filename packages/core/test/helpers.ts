@@ -7,10 +7,10 @@ export const LIFETIME = fileURLToPath(new URL('./fixtures/lifetime.js', import.m
 
 /** Runs `script` with `args` in a new node process (after `nodeArgs`); resolves with its exit code and stdout. */
 export function runNode(
-  script: string, args: string[],
+  script: string,
+  args: string[],
   options: { stdio?: StdioOptions; env?: NodeJS.ProcessEnv; uid?: number; gid?: number; nodeArgs?: string[] } = {},
-):
-  { done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+): { done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), script, ...args], {
     stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },

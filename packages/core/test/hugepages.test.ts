@@ -28,8 +28,10 @@ function available(): number {
 function needPages(context: Mocha.Context, pages: number): number {
   const pool = hugePool();
   if (pool === undefined || available() < pages) {
-    console.log(`      (skipped: needs ${pages} free huge pages, ${pool === undefined ? 'the kernel has none' : `${available()} are free`}; ` +
-      `reserve some: echo 64 > ${NR_HUGEPAGES})`);
+    console.log(
+      `      (skipped: needs ${pages} free huge pages, ${pool === undefined ? 'the kernel has none' : `${available()} are free`}; ` +
+        `reserve some: echo 64 > ${NR_HUGEPAGES})`,
+    );
     context.skip();
   }
   return pool!.pageSize;
@@ -120,11 +122,16 @@ for (const kind of availableBackends()) {
 
     it('refuses hugePages for backings without them and a hugePages that is not a boolean', () => {
       for (const backing of ['posix', 'file', 'sab'] as const) {
-        assert.throws(() => Region.create({ backing, name: 'x', path: '/tmp/x', size: 4096, hugePages: true }),
-          { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' }, backing);
+        assert.throws(
+          () => Region.create({ backing, name: 'x', path: '/tmp/x', size: 4096, hugePages: true }),
+          { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' },
+          backing,
+        );
       }
-      assert.throws(() => Region.create({ backing: 'memfd', size: 4096, hugePages: 1 as unknown as boolean }),
-        { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+      assert.throws(() => Region.create({ backing: 'memfd', size: 4096, hugePages: 1 as unknown as boolean }), {
+        name: 'TypeError',
+        code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      });
     });
   });
 }

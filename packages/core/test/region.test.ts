@@ -36,7 +36,7 @@ describe('Region', () => {
         using region = Region.create({ backing: 'posix', name, size: 8192 });
         try {
           assert.equal(region.name, `/${name}`);
-          assert.equal((fs.statSync(`/dev/shm/${name}`).mode & 0o777), 0o600);
+          assert.equal(fs.statSync(`/dev/shm/${name}`).mode & 0o777, 0o600);
           const i32 = new Int32Array(region.buffer);
           Atomics.store(i32, 0, 41);
           const { code, stderr } = await runNode(PEER, ['echo-posix', name], { env }).done;
@@ -101,9 +101,14 @@ describe('Region', () => {
         const server = net.createServer({ pauseOnConnect: true });
         await new Promise<void>((resolve) => server.listen(socketPath, resolve));
         try {
-          const sent = new Promise<void>((resolve, reject) => server.once('connection', (socket) => {
-            sendRegion(socket, region).then(() => { socket.end(); resolve(); }, reject);
-          }));
+          const sent = new Promise<void>((resolve, reject) =>
+            server.once('connection', (socket) => {
+              sendRegion(socket, region).then(() => {
+                socket.end();
+                resolve();
+              }, reject);
+            }),
+          );
           const child = runNode(PEER, ['receive', socketPath], { env });
           await sent;
           const { code, stdout, stderr } = await child.done;
@@ -120,8 +125,11 @@ describe('Region', () => {
           const name = uniqueName('dup');
           using region = Region.create({ backing: 'posix', name, size: 4096 });
           try {
-            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }),
-              { code: 'EEXIST', errno: os.constants.errno.EEXIST, syscall: 'shm_open' });
+            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }), {
+              code: 'EEXIST',
+              errno: os.constants.errno.EEXIST,
+              syscall: 'shm_open',
+            });
           } finally {
             region.unlink();
           }
@@ -142,15 +150,18 @@ describe('Region', () => {
           const name = uniqueName('exists');
           using region = Region.create({ backing: 'posix', name, size: 4096 });
           try {
-            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }), (err: Error & Record<string, unknown>) => {
-              assert.equal(err.code, 'EEXIST');
-              assert.equal(err.syscall, 'shm_open');
-              assert.equal(err.path, `/dev/shm/${name}`);
-              assert.ok(err.message.includes(`'${name}'`), err.message);
-              assert.ok(err.message.includes(`shmring inspect ${name}`), err.message);
-              assert.ok(err.message.includes('exclusive: false'), err.message);
-              return true;
-            });
+            assert.throws(
+              () => Region.create({ backing: 'posix', name, size: 4096 }),
+              (err: Error & Record<string, unknown>) => {
+                assert.equal(err.code, 'EEXIST');
+                assert.equal(err.syscall, 'shm_open');
+                assert.equal(err.path, `/dev/shm/${name}`);
+                assert.ok(err.message.includes(`'${name}'`), err.message);
+                assert.ok(err.message.includes(`shmring inspect ${name}`), err.message);
+                assert.ok(err.message.includes('exclusive: false'), err.message);
+                return true;
+              },
+            );
           } finally {
             region.unlink();
           }
@@ -160,14 +171,17 @@ describe('Region', () => {
           const file = path.join(os.tmpdir(), uniqueName('exists'));
           fs.writeFileSync(file, 'x');
           try {
-            assert.throws(() => Region.create({ backing: 'file', path: file, size: 4096 }), (err: Error & Record<string, unknown>) => {
-              assert.equal(err.code, 'EEXIST');
-              assert.equal(err.syscall, 'open');
-              assert.equal(err.path, file);
-              assert.ok(err.message.includes(`'${file}'`), err.message);
-              assert.ok(err.message.includes(`shmring inspect ${file}`), err.message);
-              return true;
-            });
+            assert.throws(
+              () => Region.create({ backing: 'file', path: file, size: 4096 }),
+              (err: Error & Record<string, unknown>) => {
+                assert.equal(err.code, 'EEXIST');
+                assert.equal(err.syscall, 'open');
+                assert.equal(err.path, file);
+                assert.ok(err.message.includes(`'${file}'`), err.message);
+                assert.ok(err.message.includes(`shmring inspect ${file}`), err.message);
+                return true;
+              },
+            );
             assert.equal(fs.readFileSync(file, 'utf8'), 'x', 'the existing file is left alone');
           } finally {
             fs.rmSync(file, { force: true });
@@ -176,68 +190,90 @@ describe('Region', () => {
 
         it('names the POSIX name in an ENOENT from Region.open', () => {
           const name = uniqueName('missing');
-          assert.throws(() => Region.open({ backing: 'posix', name }), (err: Error & Record<string, unknown>) => {
-            assert.equal(err.code, 'ENOENT');
-            assert.equal(err.syscall, 'shm_open');
-            assert.ok(err.message.includes(`'${name}'`), err.message);
-            assert.ok(err.message.includes('create it first'), err.message);
-            return true;
-          });
+          assert.throws(
+            () => Region.open({ backing: 'posix', name }),
+            (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'ENOENT');
+              assert.equal(err.syscall, 'shm_open');
+              assert.ok(err.message.includes(`'${name}'`), err.message);
+              assert.ok(err.message.includes('create it first'), err.message);
+              return true;
+            },
+          );
         });
 
         it('names the path in an ENOENT from Region.open of a file', () => {
           const file = path.join(os.tmpdir(), uniqueName('missing'));
-          assert.throws(() => Region.open({ backing: 'file', path: file }), (err: Error & Record<string, unknown>) => {
-            assert.equal(err.code, 'ENOENT');
-            assert.equal(err.syscall, 'open');
-            assert.equal(err.path, file);
-            assert.ok(err.message.includes(`'${file}'`), err.message);
-            return true;
-          });
+          assert.throws(
+            () => Region.open({ backing: 'file', path: file }),
+            (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'ENOENT');
+              assert.equal(err.syscall, 'open');
+              assert.equal(err.path, file);
+              assert.ok(err.message.includes(`'${file}'`), err.message);
+              return true;
+            },
+          );
         });
 
         it('names the path when the directory of a new file region does not exist', () => {
           const file = path.join(os.tmpdir(), uniqueName('nodir'), 'region');
-          assert.throws(() => Region.create({ backing: 'file', path: file, size: 4096 }), (err: Error) => {
-            assert.equal((err as { code?: string }).code, 'ENOENT');
-            assert.ok(err.message.includes(`'${file}'`), err.message);
-            assert.ok(err.message.includes('directory'), err.message);
-            return true;
-          });
+          assert.throws(
+            () => Region.create({ backing: 'file', path: file, size: 4096 }),
+            (err: Error) => {
+              assert.equal((err as { code?: string }).code, 'ENOENT');
+              assert.ok(err.message.includes(`'${file}'`), err.message);
+              assert.ok(err.message.includes('directory'), err.message);
+              return true;
+            },
+          );
         });
 
         it('names the POSIX name and the path in an ENOENT from a second unlink', () => {
           const name = uniqueName('gone');
           using posix = Region.create({ backing: 'posix', name, size: 4096 });
           posix.unlink();
-          assert.throws(() => posix.unlink(), (err: Error & Record<string, unknown>) => {
-            assert.equal(err.code, 'ENOENT');
-            assert.equal(err.syscall, 'shm_unlink');
-            assert.ok(err.message.includes(`'${name}'`), err.message);
-            return true;
-          });
+          assert.throws(
+            () => posix.unlink(),
+            (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'ENOENT');
+              assert.equal(err.syscall, 'shm_unlink');
+              assert.ok(err.message.includes(`'${name}'`), err.message);
+              return true;
+            },
+          );
           const file = path.join(os.tmpdir(), uniqueName('gone'));
           using created = Region.create({ backing: 'file', path: file, size: 4096 });
           created.unlink();
-          assert.throws(() => created.unlink(), (err: Error & Record<string, unknown>) => {
-            assert.equal(err.code, 'ENOENT');
-            assert.equal(err.syscall, 'unlink');
-            assert.ok(err.message.includes(`'${file}'`), err.message);
-            return true;
-          });
+          assert.throws(
+            () => created.unlink(),
+            (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'ENOENT');
+              assert.equal(err.syscall, 'unlink');
+              assert.ok(err.message.includes(`'${file}'`), err.message);
+              return true;
+            },
+          );
         });
 
         it('names the fd in an EBADF from Region.fromFd', () => {
-          assert.throws(() => Region.fromFd(987654), (err: Error) => {
-            assert.equal((err as { code?: string }).code, 'EBADF');
-            assert.ok(err.message.includes('fd 987654'), err.message);
-            return true;
-          });
+          assert.throws(
+            () => Region.fromFd(987654),
+            (err: Error) => {
+              assert.equal((err as { code?: string }).code, 'EBADF');
+              assert.ok(err.message.includes('fd 987654'), err.message);
+              return true;
+            },
+          );
         });
 
         it('rejects POSIX names with a slash, empty, or too long', () => {
           for (const name of ['a/b', '', '/', '..', 'x'.repeat(256), 'nul\0']) {
-            assert.throws(() => Region.create({ backing: 'posix', name, size: 4096 }), { code: 'ERR_SHMRING_INVALID_NAME' }, JSON.stringify(name));
+            assert.throws(
+              () => Region.create({ backing: 'posix', name, size: 4096 }),
+              { code: 'ERR_SHMRING_INVALID_NAME' },
+              JSON.stringify(name),
+            );
           }
         });
 
@@ -324,9 +360,10 @@ describe('Region', () => {
 describe('unlinkOnExit', () => {
   /** Starts a peer that creates `name` with unlinkOnExit, waits until it has, sends SIGTERM; resolves with how it ended. */
   async function terminate(name: string, withHandler: boolean): Promise<{ code: number | null; signal: string | null }> {
-    const child = spawn(process.execPath, [PEER, 'unlink-on-exit', name, ...(withHandler ? ['handler'] : [])],
-      { stdio: ['ignore', 'pipe', 'inherit'] });
-    const [ready] = await once(child.stdout!, 'data') as [Buffer];
+    const child = spawn(process.execPath, [PEER, 'unlink-on-exit', name, ...(withHandler ? ['handler'] : [])], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const [ready] = (await once(child.stdout!, 'data')) as [Buffer];
     assert.equal(String(ready), 'ready');
     assert.ok(fs.existsSync(`/dev/shm/${name}`));
     const exited = once(child, 'exit') as Promise<[number | null, string | null]>;

@@ -32,8 +32,12 @@ export function segments(): Map<number, Segment> {
     const cell = (name: string) => cells[columns.indexOf(name)]!;
     const id = Number(cell('shmid'));
     all.set(id, {
-      key: Number(cell('key')) >>> 0, id, perms: parseInt(cell('perms'), 8), size: Number(cell('size')),
-      nattch: Number(cell('nattch')), cpid: Number(cell('cpid')),
+      key: Number(cell('key')) >>> 0,
+      id,
+      perms: parseInt(cell('perms'), 8),
+      size: Number(cell('size')),
+      nattch: Number(cell('nattch')),
+      cpid: Number(cell('cpid')),
     });
   }
   return all;
@@ -68,7 +72,12 @@ export function openFds(): number {
  * maps the same memory and answers 42 in word 1: see fixtures/sysv-peer.ts),
  * and checks that it exited 0 and answered.
  */
-export async function assertEchoes(region: Region, script: string, args: string[], options: Parameters<typeof runNode>[2] = {}): Promise<void> {
+export async function assertEchoes(
+  region: Region,
+  script: string,
+  args: string[],
+  options: Parameters<typeof runNode>[2] = {},
+): Promise<void> {
   const i32 = new Int32Array(region.buffer);
   // Publishes the question to the peer.
   Atomics.store(i32, 0, 41);

@@ -40,10 +40,13 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
 
   it('fills size bytes through a view with a fill function; the view is gone once the snapshot is sealed', function () {
     let kept: Uint8Array | undefined;
-    const region = Region.snapshot((view) => {
-      for (let i = 0; i < view.length; i++) view[i] = i & 0xff;
-      kept = view;
-    }, { size: 3 * 4096 + 5 });
+    const region = Region.snapshot(
+      (view) => {
+        for (let i = 0; i < view.length; i++) view[i] = i & 0xff;
+        kept = view;
+      },
+      { size: 3 * 4096 + 5 },
+    );
     try {
       const bytes = new Uint8Array(region.buffer);
       assert.equal(bytes.length, 3 * 4096 + 5);
@@ -78,8 +81,14 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-snapshot-'));
     const file = Region.create({ backing: 'file', path: path.join(dir, 'f'), size: 4096 });
     try {
-      assert.throws(() => Region.fromFd(memfd.fd, { requireSealed: true }), (err: Error) => isNotSealed(err) && /fd \d+: the memfd's seals \(0x7\)/.test(err.message));
-      assert.throws(() => Region.fromFd(file.fd, { requireSealed: true }), (err: Error) => isNotSealed(err) && /is not a memfd/.test(err.message));
+      assert.throws(
+        () => Region.fromFd(memfd.fd, { requireSealed: true }),
+        (err: Error) => isNotSealed(err) && /fd \d+: the memfd's seals \(0x7\)/.test(err.message),
+      );
+      assert.throws(
+        () => Region.fromFd(file.fd, { requireSealed: true }),
+        (err: Error) => isNotSealed(err) && /is not a memfd/.test(err.message),
+      );
       // Without requireSealed both still map.
       Region.fromFd(memfd.fd).close();
     } finally {
@@ -130,15 +139,18 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
     const region = Region.snapshot(new TextEncoder().encode('for the worker'));
     try {
       const index = new URL('../src/index.js', import.meta.url).href;
-      const worker = new Worker(`
+      const worker = new Worker(
+        `
         const { parentPort, workerData } = require('node:worker_threads');
         import(${JSON.stringify(index)}).then(({ Region }) => {
           const mapped = Region.fromFd(workerData.fd, { requireSealed: true });
           parentPort.postMessage({ text: Buffer.from(mapped.buffer).toString(), readOnly: mapped.readOnly });
           mapped.close();
         }, (err) => parentPort.postMessage({ error: String(err) }));
-      `, { eval: true, workerData: { fd: region.fd } });
-      const [reply] = await once(worker, 'message') as [Record<string, unknown>];
+      `,
+        { eval: true, workerData: { fd: region.fd } },
+      );
+      const [reply] = (await once(worker, 'message')) as [Record<string, unknown>];
       await once(worker, 'exit');
       assert.deepEqual(reply, { text: 'for the worker', readOnly: true });
     } finally {
@@ -148,7 +160,10 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
 
   it('bad input: typed errors before any memfd is made', function () {
     assert.throws(() => Region.snapshot('text' as unknown as Uint8Array), ShmringTypeError);
-    assert.throws(() => Region.snapshot(() => {}), (err: Error) => err instanceof ShmringTypeError && /needs options.size/.test(err.message));
+    assert.throws(
+      () => Region.snapshot(() => {}),
+      (err: Error) => err instanceof ShmringTypeError && /needs options.size/.test(err.message),
+    );
     assert.throws(() => Region.snapshot(new Uint8Array(0)), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => Region.snapshot(new Uint8Array(10), { size: 4 }), { code: ErrorCodes.INVALID_ARGUMENT });
   });

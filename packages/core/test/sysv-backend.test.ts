@@ -50,8 +50,11 @@ for (const kind of availableBackends()) {
 
     it('reports the failures of shmget, shmat and shmctl with errno and syscall', () => {
       assert.throws(() => b.shmGet(0x5dead001, 0, 0), { code: 'ENOENT', syscall: 'shmget' });
-      assert.throws(() => b.shmAttach(0x7fff_fff0, true), (err: Error & Record<string, unknown>) =>
-        (err.code === 'EINVAL' || err.code === 'EIDRM') && err.syscall === 'shmat' && typeof err.errno === 'number');
+      assert.throws(
+        () => b.shmAttach(0x7fff_fff0, true),
+        (err: Error & Record<string, unknown>) =>
+          (err.code === 'EINVAL' || err.code === 'EIDRM') && err.syscall === 'shmat' && typeof err.errno === 'number',
+      );
       assert.throws(() => b.shmRemove(0x7fff_fff0), { syscall: 'shmctl' });
     });
 

@@ -17,9 +17,12 @@ import { SHM_DEST, SYSV_PEER, assertEchoes, ownSegments, segments, uniqueKey } f
 
 /** Starts a peer that attaches segment `id` and holds it until released (its stdin closes); a disposable that kills it. */
 async function holder(id: number, env: NodeJS.ProcessEnv): Promise<{ release: () => Promise<void> } & Disposable> {
-  const child = spawn(process.execPath, [SYSV_PEER, 'hold', String(id)], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [SYSV_PEER, 'hold', String(id)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   const exited = once(child, 'exit');
-  const [line] = await once(child.stdout!, 'data') as [Buffer];
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
   assert.ok(JSON.parse(String(line)).attached > 0);
   return {
     release: async () => {
@@ -75,7 +78,7 @@ for (const kind of availableBackends()) {
       }
     });
 
-    it('unlink frees the key at once and the segment goes with the last detach, another process\'s', async () => {
+    it("unlink frees the key at once and the segment goes with the last detach, another process's", async () => {
       const key = uniqueKey();
       const region = Region.create({ backing: 'sysv', size: 4096, key });
       const id = region.id!;
@@ -140,14 +143,17 @@ for (const kind of availableBackends()) {
         const key = uniqueKey();
         using region = Region.create({ backing: 'sysv', size: 4096, key });
         try {
-          assert.throws(() => Region.create({ backing: 'sysv', size: 4096, key }), (err: Error & Record<string, unknown>) => {
-            assert.equal(err.code, 'EEXIST');
-            assert.equal(err.syscall, 'shmget');
-            assert.ok(err.message.includes(`key 0x${key.toString(16).padStart(8, '0')}`), err.message);
-            assert.ok(err.message.includes('shmring inspect --all'), err.message);
-            assert.ok(err.message.includes('exclusive: false'), err.message);
-            return true;
-          });
+          assert.throws(
+            () => Region.create({ backing: 'sysv', size: 4096, key }),
+            (err: Error & Record<string, unknown>) => {
+              assert.equal(err.code, 'EEXIST');
+              assert.equal(err.syscall, 'shmget');
+              assert.ok(err.message.includes(`key 0x${key.toString(16).padStart(8, '0')}`), err.message);
+              assert.ok(err.message.includes('shmring inspect --all'), err.message);
+              assert.ok(err.message.includes('exclusive: false'), err.message);
+              return true;
+            },
+          );
         } finally {
           region.unlink();
         }
@@ -155,13 +161,16 @@ for (const kind of availableBackends()) {
 
       it('fails with ENOENT naming the key when no segment has it', () => {
         const key = uniqueKey();
-        assert.throws(() => Region.open({ backing: 'sysv', key }), (err: Error & Record<string, unknown>) => {
-          assert.equal(err.code, 'ENOENT');
-          assert.equal(err.syscall, 'shmget');
-          assert.ok(err.message.includes(`0x${key.toString(16).padStart(8, '0')}`), err.message);
-          assert.ok(err.message.includes('create it first'), err.message);
-          return true;
-        });
+        assert.throws(
+          () => Region.open({ backing: 'sysv', key }),
+          (err: Error & Record<string, unknown>) => {
+            assert.equal(err.code, 'ENOENT');
+            assert.equal(err.syscall, 'shmget');
+            assert.ok(err.message.includes(`0x${key.toString(16).padStart(8, '0')}`), err.message);
+            assert.ok(err.message.includes('create it first'), err.message);
+            return true;
+          },
+        );
       });
 
       it('fails with EINVAL naming the id when no segment has it, and on a second unlink after the last detach', () => {
@@ -180,18 +189,35 @@ for (const kind of availableBackends()) {
 
       it('rejects keys, ids and modes that are not what System V takes, with typed errors', () => {
         for (const key of ['0x10', 1.5, null, 10n]) {
-          assert.throws(() => Region.create({ backing: 'sysv', size: 4096, key: key as number }),
-            { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(key));
+          assert.throws(
+            () => Region.create({ backing: 'sysv', size: 4096, key: key as number }),
+            { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' },
+            String(key),
+          );
         }
         for (const key of [0, 2 ** 32, -(2 ** 31) - 1]) {
-          assert.throws(() => Region.create({ backing: 'sysv', size: 4096, key }), { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(key));
-          assert.throws(() => Region.open({ backing: 'sysv', key }), { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(key));
+          assert.throws(
+            () => Region.create({ backing: 'sysv', size: 4096, key }),
+            { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' },
+            String(key),
+          );
+          assert.throws(
+            () => Region.open({ backing: 'sysv', key }),
+            { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' },
+            String(key),
+          );
         }
-        assert.throws(() => Region.create({ backing: 'sysv', size: 4096, mode: 0o1600 }), { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+        assert.throws(() => Region.create({ backing: 'sysv', size: 4096, mode: 0o1600 }), {
+          name: 'RangeError',
+          code: 'ERR_SHMRING_INVALID_ARGUMENT',
+        });
         assert.throws(() => Region.open({ backing: 'sysv' }), { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
         assert.throws(() => Region.open({ backing: 'sysv', key: 5, id: 5 }), { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
         assert.throws(() => Region.open({ backing: 'sysv', id: -1 }), { name: 'RangeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
-        assert.throws(() => Region.open({ backing: 'sysv', id: '7' as unknown as number }), { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+        assert.throws(() => Region.open({ backing: 'sysv', id: '7' as unknown as number }), {
+          name: 'TypeError',
+          code: 'ERR_SHMRING_INVALID_ARGUMENT',
+        });
       });
 
       it('takes a key printed as a negative int32 as the same key', () => {

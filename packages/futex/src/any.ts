@@ -47,7 +47,6 @@ function checkWords(words: readonly WaitTarget[], what: string): void {
   }
 }
 
-
 /**
  * Blocks the calling thread while every `i32[index] === expected`, until one
  * of the words is woken or `timeoutMs` passes (futex_waitv). For workers and
@@ -61,7 +60,9 @@ export function waitAny(words: readonly WaitTarget[], timeoutMs?: number): WaitA
   }
   const timeout = timeoutOf(timeoutMs);
   const targets = words.map(([i32, index, expected]) => ({
-    buffer: i32.buffer, byteOffset: i32.byteOffset + index * 4, expected: expected | 0,
+    buffer: i32.buffer,
+    byteOffset: i32.byteOffset + index * 4,
+    expected: expected | 0,
   }));
   // Sleeps while every word holds its expected value (the kernel compares them all
   // atomically with queueing the thread on each); pairs with wakeNative() / FUTEX_WAKE.

@@ -45,9 +45,7 @@ export function wake(i32: Int32Array, index: number, count = Infinity): number {
  * process alive (like a timer would); once it settles, nothing is left
  * behind. An aborted `signal` rejects it with an AbortError.
  */
-export function waitAsync(
-  i32: Int32Array, index: number, expected: number, timeoutMs?: number, signal?: AbortSignal,
-): Promise<WaitResult> {
+export function waitAsync(i32: Int32Array, index: number, expected: number, timeoutMs?: number, signal?: AbortSignal): Promise<WaitResult> {
   checkWord(i32, index);
   const timeout = timeoutOf(timeoutMs);
   if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -57,7 +55,11 @@ export function waitAsync(
 }
 
 function waitAsyncNative(
-  i32: Int32Array, index: number, expected: number, timeout: number, signal: AbortSignal | undefined,
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  timeout: number,
+  signal: AbortSignal | undefined,
 ): Promise<WaitResult> {
   const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout);
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
@@ -75,7 +77,11 @@ function waitAsyncNative(
 }
 
 function waitAsyncShared(
-  i32: Int32Array, index: number, expected: number, timeout: number, signal: AbortSignal | undefined,
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  timeout: number,
+  signal: AbortSignal | undefined,
 ): Promise<WaitResult> {
   // The same check-and-sleep as wait(), resolved by V8 when notified or timed out.
   const result = Atomics.waitAsync(i32, index, expected, timeout);

@@ -12,7 +12,11 @@ import { MAX_WAIT_ANY, waitAny, waitAnyAsync, wake, wakeNative, type WaitTarget 
 
 const PEER = new URL('./fixtures/any-peer.js', import.meta.url);
 
-function blockedWorker(source: { sab?: SharedArrayBuffer; fd?: number }, count: number, timeoutMs: number): Promise<{ result: unknown; ms: number }> {
+function blockedWorker(
+  source: { sab?: SharedArrayBuffer; fd?: number },
+  count: number,
+  timeoutMs: number,
+): Promise<{ result: unknown; ms: number }> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(PEER, { workerData: { ...source, count, timeoutMs } });
     worker.on('message', resolve);
@@ -88,7 +92,10 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
           const outcome = await waitAnyAsync(words(2), 5000, signal).catch((err: unknown) => (aborted = err));
           assert.ok(aborted !== undefined || !signal.aborted || outcome !== 'timed-out', 'resolved after its abort');
         }
-        assert.ok(aborted instanceof Error && aborted.name === 'AbortError' && (aborted as ShmringError).code === ErrorCodes.ABORTED, String(aborted));
+        assert.ok(
+          aborted instanceof Error && aborted.name === 'AbortError' && (aborted as ShmringError).code === ErrorCodes.ABORTED,
+          String(aborted),
+        );
         await assert.rejects(waitAnyAsync(words(2), 5000, controller.signal), (err: Error) => err.name === 'AbortError');
       });
 
@@ -114,12 +121,42 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
   it('waitAny: not-equal, timed-out, and typed errors for bad lists', () => {
     const i32 = new Int32Array(new SharedArrayBuffer(16));
     i32[0] = 3;
-    assert.equal(waitAny([[i32, 1, 0], [i32, 0, 0]], 1000), 'not-equal');
-    assert.equal(waitAny([[i32, 1, 0], [i32, 2, 0]], 10), 'timed-out');
-    assert.throws(() => waitAny([]), (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+    assert.equal(
+      waitAny(
+        [
+          [i32, 1, 0],
+          [i32, 0, 0],
+        ],
+        1000,
+      ),
+      'not-equal',
+    );
+    assert.equal(
+      waitAny(
+        [
+          [i32, 1, 0],
+          [i32, 2, 0],
+        ],
+        10,
+      ),
+      'timed-out',
+    );
+    assert.throws(
+      () => waitAny([]),
+      (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+    );
     const many = Array.from({ length: MAX_WAIT_ANY + 1 }, () => [i32, 1, 0] as const);
-    assert.throws(() => waitAny(many, 0), (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
-    assert.throws(() => waitAny([[new Uint32Array(4) as never, 0, 0]]), (err: ShmringError) => err instanceof TypeError);
-    assert.throws(() => waitAny([[i32, 4, 0]]), (err: ShmringError) => err instanceof RangeError);
+    assert.throws(
+      () => waitAny(many, 0),
+      (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+    );
+    assert.throws(
+      () => waitAny([[new Uint32Array(4) as never, 0, 0]]),
+      (err: ShmringError) => err instanceof TypeError,
+    );
+    assert.throws(
+      () => waitAny([[i32, 4, 0]]),
+      (err: ShmringError) => err instanceof RangeError,
+    );
   });
 });

@@ -205,7 +205,10 @@ describe('waitAsync on every async wait path', function () {
       });
 
       it('times out in about the time asked, leaving no sleeper behind', async () => {
-        const report = await reportOf<{ result: string; ms: number; ticks: number; stale: number }>(path, runPeer(path, ['timeout', '150']));
+        const report = await reportOf<{ result: string; ms: number; ticks: number; stale: number }>(
+          path,
+          runPeer(path, ['timeout', '150']),
+        );
         assert.equal(report.result, 'timed-out');
         assert.ok(report.ms >= 145 && report.ms < 3_000, `timed out after ${report.ms} ms`);
         assert.ok(report.ticks >= 3, `the timer ticked only ${report.ticks} times`);
@@ -226,7 +229,10 @@ describe('waitAsync on every async wait path', function () {
       });
 
       it('passes on a wake that a wait cancelled right after it consumed, so the other waiter of the word still wakes', async () => {
-        const r = await reportOf<{ woken: number; firstResult: number; secondResult: string; secondMs: number }>(path, runPeer(path, ['cancel-woken']));
+        const r = await reportOf<{ woken: number; firstResult: number; secondResult: string; secondMs: number }>(
+          path,
+          runPeer(path, ['cancel-woken']),
+        );
         assert.equal(r.woken, 1, 'the wake found no sleeper');
         assert.equal(r.firstResult, 0);
         // Without the pass-on, the second wait sleeps until its 10 s timeout: a lost wake-up.
@@ -248,22 +254,39 @@ describe('waitAsync on every async wait path', function () {
       });
 
       const many = path.kind === 'libuv-threadpool' ? MANY_KOFFI : MANY;
-      const bound = path.kind === 'io_uring' ? 'at most 2 more threads'
-        : path.kind === 'futex_waitv' ? 'one thread per 127 waits'
-        : path.kind === 'threads' ? 'one thread per wait'
-          : `no more threads than libuv's pool (${UV_THREADPOOL_SIZE})`;
+      const bound =
+        path.kind === 'io_uring'
+          ? 'at most 2 more threads'
+          : path.kind === 'futex_waitv'
+            ? 'one thread per 127 waits'
+            : path.kind === 'threads'
+              ? 'one thread per wait'
+              : `no more threads than libuv's pool (${UV_THREADPOOL_SIZE})`;
       it(`holds ${many} pending waits on ${many} words with ${bound}${path.kind === 'libuv-threadpool' ? '' : ', under 1% of a CPU while idle'}, and wakes every one`, async function () {
         this.timeout(60_000);
         interface Many {
-          n: number; threadsBefore: number; threadsPending: number; threadsAfter: number; startMs: number;
-          cpuPercent: number; loopDelayP99Ms: number; loopDelayMaxMs: number; woken: number; settleMs: number;
+          n: number;
+          threadsBefore: number;
+          threadsPending: number;
+          threadsAfter: number;
+          startMs: number;
+          cpuPercent: number;
+          loopDelayP99Ms: number;
+          loopDelayMaxMs: number;
+          woken: number;
+          settleMs: number;
           counts: Record<string, number>;
         }
-        const r = await reportOf<Many>(path, runPeer(path, ['many', String(many)], undefined, { UV_THREADPOOL_SIZE: String(UV_THREADPOOL_SIZE) }));
+        const r = await reportOf<Many>(
+          path,
+          runPeer(path, ['many', String(many)], undefined, { UV_THREADPOOL_SIZE: String(UV_THREADPOOL_SIZE) }),
+        );
         const extra = r.threadsPending - r.threadsBefore;
-        figures.push(`${path.kind}: ${r.n} pending waits: +${extra} threads (${r.threadsBefore} -> ${r.threadsPending}), ` +
-          `${r.cpuPercent.toFixed(2)}% CPU idle over 2 s, loop delay p99 ${r.loopDelayP99Ms.toFixed(2)} ms (1 ms sampling), ` +
-          `started in ${r.startMs.toFixed(1)} ms, all woken and settled in ${r.settleMs.toFixed(1)} ms (${r.woken} found asleep)`);
+        figures.push(
+          `${path.kind}: ${r.n} pending waits: +${extra} threads (${r.threadsBefore} -> ${r.threadsPending}), ` +
+            `${r.cpuPercent.toFixed(2)}% CPU idle over 2 s, loop delay p99 ${r.loopDelayP99Ms.toFixed(2)} ms (1 ms sampling), ` +
+            `started in ${r.startMs.toFixed(1)} ms, all woken and settled in ${r.settleMs.toFixed(1)} ms (${r.woken} found asleep)`,
+        );
         if (path.kind === 'io_uring') {
           assert.ok(extra <= 2, `${r.n} pending waits added ${extra} threads`);
         } else if (path.kind === 'futex_waitv') {
@@ -272,7 +295,10 @@ describe('waitAsync on every async wait path', function () {
         } else if (path.kind === 'threads') {
           assert.ok(extra >= r.n - 2 && extra <= r.n + 4, `${r.n} pending waits added ${extra} threads, expected about one each`);
         } else {
-          assert.ok(extra <= UV_THREADPOOL_SIZE + 2, `${r.n} pending waits added ${extra} threads (libuv's pool has ${UV_THREADPOOL_SIZE})`);
+          assert.ok(
+            extra <= UV_THREADPOOL_SIZE + 2,
+            `${r.n} pending waits added ${extra} threads (libuv's pool has ${UV_THREADPOOL_SIZE})`,
+          );
         }
         if (path.kind === 'libuv-threadpool') {
           // koffi's waits go through libuv's pool 4 at a time, re-issued every second (see
@@ -306,8 +332,12 @@ describe('waitAsync on every async wait path', function () {
         it(`tears down ${title} cleanly: no crash, no hang, no wait left asleep, the main thread's wait unharmed`, async function () {
           const run = runPeer(path, ['worker-exit', how]);
           const { code, signal, stderr } = await run.done;
-          if (path.kind === 'libuv-threadpool' && how !== 'cancel' && signal === 'SIGABRT' &&
-            stderr.includes('FATAL ERROR: Error::ThrowAsJavaScriptException')) {
+          if (
+            path.kind === 'libuv-threadpool' &&
+            how !== 'cancel' &&
+            signal === 'SIGABRT' &&
+            stderr.includes('FATAL ERROR: Error::ThrowAsJavaScriptException')
+          ) {
             // Known and documented in packages/core/src/native/koffi.ts ("Workers (not met)"):
             // the in-flight koffi call completes during the worker's teardown and koffi aborts
             // the process. Anything else fails the test.
@@ -315,8 +345,16 @@ describe('waitAsync on every async wait path', function () {
             this.skip();
           }
           interface WorkerExit {
-            how: string; workerKind: string; exitCode: number; exitMs: number; workerError: string;
-            stale: number; threadsBefore: number; threadsAfter: number; mineWoken: number; mineResult: string;
+            how: string;
+            workerKind: string;
+            exitCode: number;
+            exitMs: number;
+            workerError: string;
+            stale: number;
+            threadsBefore: number;
+            threadsAfter: number;
+            mineWoken: number;
+            mineResult: string;
           }
           const r = await reportOf<WorkerExit>(path, run);
           assert.equal(r.workerKind, path.kind, "the worker's asyncWaitKind()");

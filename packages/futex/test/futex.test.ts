@@ -73,7 +73,9 @@ async function futexCall(child: Run, match: (call: FutexCall) => boolean): Promi
       if (match(call)) return call;
     }
     if (exited || Date.now() > deadline) {
-      throw new Error(`pid ${pid} never slept in the futex call expected (${exited ? 'it exited' : 'for 10 s'}); /proc/${pid}/syscall: ${last}`);
+      throw new Error(
+        `pid ${pid} never slept in the futex call expected (${exited ? 'it exited' : 'for 10 s'}); /proc/${pid}/syscall: ${last}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -179,12 +181,16 @@ describe('@shmring/futex', () => {
     before(function () {
       const probe = spawnSync('cc', ['--version'], { stdio: 'ignore' });
       if (probe.status !== 0) {
-        console.log(`      (skipped: no C compiler: \`cc --version\` failed${probe.error ? ` with ${(probe.error as NodeJS.ErrnoException).code}` : ''})`);
+        console.log(
+          `      (skipped: no C compiler: \`cc --version\` failed${probe.error ? ` with ${(probe.error as NodeJS.ErrnoException).code}` : ''})`,
+        );
         this.skip();
       }
       workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-futex-'));
       sleeper = path.join(workDir, 'futex_sleeper');
-      const build = spawnSync('cc', ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-o', sleeper, SLEEPER_SOURCE], { encoding: 'utf8' });
+      const build = spawnSync('cc', ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror', '-o', sleeper, SLEEPER_SOURCE], {
+        encoding: 'utf8',
+      });
       assert.equal(build.status, 0, `cc futex_sleeper.c failed:\n${build.stderr}`);
     });
     after(() => {
@@ -202,8 +208,11 @@ describe('@shmring/futex', () => {
           const plainCall = await futexCall(plain, (call) => call.op === FUTEX_WAIT);
           assert.equal(plainCall.val, 0, 'the C sleeper waits while the word holds 0');
           const bitsetCall = await futexCall(bitset, (call) => call.op === FUTEX_WAIT_BITSET);
-          assert.deepEqual([bitsetCall.val, bitsetCall.val3], [0, 0xffff_ffff],
-            `the ${backend} sleeper waits with shared FUTEX_WAIT_BITSET while the word holds 0, bitset 0xffffffff`);
+          assert.deepEqual(
+            [bitsetCall.val, bitsetCall.val3],
+            [0, 0xffff_ffff],
+            `the ${backend} sleeper waits with shared FUTEX_WAIT_BITSET while the word holds 0, bitset 0xffffffff`,
+          );
           // The word still holds 0: a sleeper returns 'woken' / 'ok' only if this wake found it.
           assert.equal(wake(i32, 0, 2), 2, 'one FUTEX_WAKE of 2 woke both sleepers');
           const [fromPlain, fromBitset] = await Promise.all([plain.done, bitset.done]);
@@ -225,7 +234,8 @@ describe('@shmring/futex', () => {
       const worker = new Worker(
         `const { workerData: i32 } = require('node:worker_threads');
          setTimeout(() => { Atomics.store(i32, 0, 1); Atomics.notify(i32, 0); }, 50);`,
-        { eval: true, workerData: i32 });
+        { eval: true, workerData: i32 },
+      );
       assert.equal(await pending, 'ok');
       await new Promise((r) => worker.once('exit', r));
     });

@@ -78,7 +78,11 @@ export const LATEST_OFFSET = COUNT_HI2_OFFSET + 4;
 export const LATEST_I32 = LATEST_OFFSET / 4;
 
 /** A 64-bit counter's three words, as Int32 indices. */
-export interface Counter64 { readonly lo: number; readonly hi1: number; readonly hi2: number }
+export interface Counter64 {
+  readonly lo: number;
+  readonly hi1: number;
+  readonly hi2: number;
+}
 export const INTENT: Counter64 = { lo: INTENT_LO_OFFSET / 4, hi1: INTENT_HI1_OFFSET / 4, hi2: INTENT_HI2_OFFSET / 4 };
 export const COUNT: Counter64 = { lo: COUNT_LO_OFFSET / 4, hi1: COUNT_HI1_OFFSET / 4, hi2: COUNT_HI2_OFFSET / 4 };
 

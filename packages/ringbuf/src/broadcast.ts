@@ -100,13 +100,19 @@ const SNAPSHOT_TRIES = 64;
 let nextToken = (process.pid & 0x7fff) << 16;
 
 function corrupt(what: string): ShmringError {
-  return new ShmringError(ErrorCodes.CORRUPT, `Broadcast: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+  return new ShmringError(
+    ErrorCodes.CORRUPT,
+    `Broadcast: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+  );
 }
 
 function wrongEnd(verb: string, end: string): ShmringError {
-  return new ShmringError(ErrorCodes.INVALID_ARGUMENT, end === 'publisher'
-    ? `Broadcast.${verb}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
-    : `Broadcast.${verb}: this is a subscriber; publish through the object Broadcast.create returned`);
+  return new ShmringError(
+    ErrorCodes.INVALID_ARGUMENT,
+    end === 'publisher'
+      ? `Broadcast.${verb}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
+      : `Broadcast.${verb}: this is a subscriber; publish through the object Broadcast.create returned`,
+  );
 }
 
 function checkSubscribers(subscribers: unknown): number {
@@ -175,16 +181,24 @@ export class Broadcast {
     const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
     if (roles !== undefined && !roles.take('producer', true)) {
       roles.release();
-      throw new ShmringError(ErrorCodes.BUSY, 'Broadcast.create: a live publisher holds the Broadcast in this region; '
-        + 'a Broadcast has one publisher: close that one first, or wait for its process to exit');
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        'Broadcast.create: a live publisher holds the Broadcast in this region; ' +
+          'a Broadcast has one publisher: close that one first, or wait for its process to exit',
+      );
     }
     const ctl = unpublish(buffer, base);
     const dataOffset = B.broadcastDataOffset(subscribers);
     // Counters, table and slots start at zero; published with the header by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
     const g: Geometry = {
-      kind: B.KIND_BROADCAST, capacity, slotSize: subscribers, slotStride: B.SLOT_STRIDE, ringSize: size,
-      dataOffset, mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
+      kind: B.KIND_BROADCAST,
+      capacity,
+      slotSize: subscribers,
+      slotStride: B.SLOT_STRIDE,
+      ringSize: size,
+      dataOffset,
+      mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
     };
     writeHeader(ctl, g);
     return new BroadcastPublisher(buffer, base, g, lossless, roles, region);
@@ -226,7 +240,14 @@ abstract class BroadcastEnd extends Queue {
   protected data: Uint8Array;
   protected data32: Int32Array;
 
-  protected constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+  protected constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    base: number,
+    g: Geometry,
+    lossless: boolean,
+    roles: Roles | undefined,
+    region: Region,
+  ) {
     const dataOffset = B.broadcastDataOffset(g.slotSize);
     super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles);
     this.capacity = g.capacity;
@@ -254,7 +275,14 @@ export class BroadcastPublisher extends BroadcastEnd {
   #slowest = 0;
 
   /** @internal Use Broadcast.create. */
-  constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+  constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    base: number,
+    g: Geometry,
+    lossless: boolean,
+    roles: Roles | undefined,
+    region: Region,
+  ) {
     super(buffer, base, g, lossless, roles, region);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
   }
@@ -278,8 +306,10 @@ export class BroadcastPublisher extends BroadcastEnd {
     if (ctl.length === 0) throw this.closedError();
     const length = bytes.length;
     if (length > this.maxMessageLength) {
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `Broadcast: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength}); create it with a larger capacity`);
+      throw new ShmringRangeError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `Broadcast: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength}); create it with a larger capacity`,
+      );
     }
     const size = L.recordSize(length);
     const position = this.#tail;
@@ -349,8 +379,13 @@ export class BroadcastPublisher extends BroadcastEnd {
       if (owner === 0) continue;
       const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
       // Without a file: the slot's pid (in a SharedArrayBuffer, thread id) and start time (stored before OWNER).
-      const alive = held ?? registrantAlive(Atomics.load(ctl, s + B.SLOT_PID_I32), Atomics.load(ctl, s + B.SLOT_START_I32),
-        ctl.buffer instanceof SharedArrayBuffer);
+      const alive =
+        held ??
+        registrantAlive(
+          Atomics.load(ctl, s + B.SLOT_PID_I32),
+          Atomics.load(ctl, s + B.SLOT_START_I32),
+          ctl.buffer instanceof SharedArrayBuffer,
+        );
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
         if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
@@ -412,7 +447,14 @@ export class BroadcastSubscriber extends BroadcastEnd {
   #bad = false;
 
   /** @internal Use Broadcast.subscribe. */
-  constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, g: Geometry, lossless: boolean, roles: Roles | undefined, region: Region) {
+  constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    base: number,
+    g: Geometry,
+    lossless: boolean,
+    roles: Roles | undefined,
+    region: Region,
+  ) {
     super(buffer, base, g, lossless, roles, region);
   }
 
@@ -437,7 +479,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
       Atomics.store(ctl, s + B.SLOT_CURSOR_I32, Atomics.load(ctl, B.TAIL_I32));
       if (this.#locks !== undefined) {
         // We hold the lock: any owner left in the slot died. Replace it (a publisher freeing it meanwhile is fine).
-        for (let o = Atomics.load(ctl, s + B.SLOT_OWNER_I32); ;) {
+        for (let o = Atomics.load(ctl, s + B.SLOT_OWNER_I32); ; ) {
           const seen = Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, o, token);
           if (seen === o) break;
           o = seen;
@@ -447,8 +489,10 @@ export class BroadcastSubscriber extends BroadcastEnd {
       this.#token = token;
     }
     if (this.#slot < 0 && this.lossless) {
-      throw new ShmringError(ErrorCodes.BUSY,
-        `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``);
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``,
+      );
     }
     this.#settle(false);
   }
@@ -536,8 +580,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
       length -= L.RECORD_HEADER; // version 2: LENGTH counts the header; the payload is the rest
       const size = L.recordSize(length);
       // A record never straddles the end of the data area (padding comes first): one that would is impossible too.
-      this.#bad = bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available
-        || index + size > this.capacity;
+      this.#bad =
+        bad || length < 0 || length > this.maxMessageLength || type < 0 || skipped + size > available || index + size > this.capacity;
       this.#length = this.#bad ? 0 : length;
       this.#type = type;
       this.#end = cursor + skipped + size;
@@ -619,7 +663,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
           continue;
         }
         if (this.#bad) throw corrupt(`a record at position ${this.#cursor} has an impossible header`);
-        const length = this.#length, type = this.#type;
+        const length = this.#length,
+          type = this.#type;
         this.#advance();
         count++;
         handler(data, offset, length, type);

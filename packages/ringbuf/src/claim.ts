@@ -21,8 +21,10 @@ export class OpenClaim {
     }
     if (length > max || length < 0) {
       if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${length} must be >= 0`);
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `${this.kind}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max})`);
+      throw new ShmringRangeError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `${this.kind}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max})`,
+      );
     }
   }
 
@@ -38,7 +40,10 @@ export class OpenClaim {
     if (this.offset === NONE || offset !== this.offset) {
       const open = this.offset === NONE ? 'none is open' : `open: ${this.offset}`;
       if (!Number.isInteger(offset)) {
-        throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`);
+        throw new ShmringTypeError(
+          ErrorCodes.INVALID_ARGUMENT,
+          `${this.kind}.${verb}: offset=${shown(offset)} must be the integer claim() returned (${open})`,
+        );
       }
       throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: offset=${offset} is not the open claim (${open})`);
     }

@@ -41,7 +41,14 @@ function table(rings: RingInfo[]): string {
 /** Rows as columns two spaces apart. */
 function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
-  return rows.map((row) => row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((row) =>
+      row
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** An MpscRing's producers in flight (claimed, not committed), under the table; '' when there are none. */
@@ -50,7 +57,12 @@ function inFlight(r: RingInfo): string {
   if (claims.length === 0) return '';
   const rows = [['  position', 'pid', 'length', 'record']];
   for (const c of claims) {
-    rows.push([`  ${c.position}`, c.pid === 0 ? '-' : who(c), c.length === null ? '? (header not written)' : `${c.length} B`, `${c.recordBytes} B`]);
+    rows.push([
+      `  ${c.position}`,
+      c.pid === 0 ? '-' : who(c),
+      c.length === null ? '? (header not written)' : `${c.length} B`,
+      `${c.recordBytes} B`,
+    ]);
   }
   const n = claims.length;
   return `${r.name}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first)\n${columns(rows)}`;

@@ -11,8 +11,7 @@ import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
 import { shown } from './queue.js';
 
 export interface Geometry {
-  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST
-    | typeof KIND_MPSC;
+  kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST | typeof KIND_MPSC;
   /** SpscRing: data bytes; MpmcQueue: slots; LatestValue: maxSize. */
   capacity: number;
   /** MpmcQueue only (0 for SpscRing). */
@@ -27,7 +26,9 @@ export interface Geometry {
 }
 
 export const KIND_NAMES: Record<number, string> = {
-  [L.KIND_SPSC]: 'SpscRing', [L.KIND_MPMC]: 'MpmcQueue', [KIND_LATEST]: 'LatestValue',
+  [L.KIND_SPSC]: 'SpscRing',
+  [L.KIND_MPMC]: 'MpmcQueue',
+  [KIND_LATEST]: 'LatestValue',
   [B.KIND_BROADCAST]: 'Broadcast',
   [KIND_MPSC]: 'MpscRing',
 };
@@ -39,12 +40,18 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
   }
   const buffer = region.buffer; // throws ERR_SHMRING_CLOSED for a closed region
   if (buffer.byteLength < base + ringSize) {
-    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL, base === 0
-      ? `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`
-      : `${what}: the region has ${buffer.byteLength} bytes but a ring of ${ringSize} bytes at offset ${base} needs ${base + ringSize}`);
+    throw new ShmringError(
+      ErrorCodes.REGION_TOO_SMALL,
+      base === 0
+        ? `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`
+        : `${what}: the region has ${buffer.byteLength} bytes but a ring of ${ringSize} bytes at offset ${base} needs ${base + ringSize}`,
+    );
   }
   if (region.readOnly) {
-    throw new ShmringError(ErrorCodes.READ_ONLY, `${what}: the region is mapped read-only; a ring's sides write to it (open it without readOnly)`);
+    throw new ShmringError(
+      ErrorCodes.READ_ONLY,
+      `${what}: the region is mapped read-only; a ring's sides write to it (open it without readOnly)`,
+    );
   }
   return buffer;
 }
@@ -68,12 +75,10 @@ export function checkOffset(offset: unknown): number {
 /** Checks a power-of-two capacity in [min, max]; names it in the error. */
 export function checkCapacity(capacity: unknown, min: number, max: number): number {
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-      `capacity must be an integer, got ${shown(capacity)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-      `capacity=${capacity} must be a power of two in [${min}, ${max}]`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `capacity=${capacity} must be a power of two in [${min}, ${max}]`);
   }
   return capacity;
 }
@@ -112,27 +117,36 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
 export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geometry['kind'], base = 0): Geometry {
   const what = `${KIND_NAMES[kind]}.attach`;
   if (buffer.byteLength < base + L.DATA_OFFSET) {
-    throw new ShmringError(ErrorCodes.NOT_A_RING, base === 0
-      ? `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`
-      : `${what}: the region (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`);
+    throw new ShmringError(
+      ErrorCodes.NOT_A_RING,
+      base === 0
+        ? `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`
+        : `${what}: the region (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
+    );
   }
   const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
   // Observes the creator's publication (writeHeader stores MAGIC last).
   const magic = Atomics.load(ctl, L.MAGIC_I32);
   if (magic !== L.MAGIC) {
-    throw new ShmringError(ErrorCodes.NOT_A_RING,
-      `${what}: the region does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`);
+    throw new ShmringError(
+      ErrorCodes.NOT_A_RING,
+      `${what}: the region does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
+    );
   }
   const version = ctl[L.VERSION_I32]!;
   if (version !== L.LAYOUT_VERSION) {
-    throw new ShmringError(ErrorCodes.VERSION_MISMATCH,
-      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}; `
-      + `recreate the ring with this version of shmring (and attach with the same version on every side)`);
+    throw new ShmringError(
+      ErrorCodes.VERSION_MISMATCH,
+      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}; ` +
+        `recreate the ring with this version of shmring (and attach with the same version on every side)`,
+    );
   }
   const found = ctl[L.KIND_I32]!;
   if (found !== kind) {
-    throw new ShmringError(ErrorCodes.WRONG_KIND,
-      `${what}: the region holds a ${KIND_NAMES[found] ?? `ring of unknown kind ${found}`}, not a ${KIND_NAMES[kind]}`);
+    throw new ShmringError(
+      ErrorCodes.WRONG_KIND,
+      `${what}: the region holds a ${KIND_NAMES[found] ?? `ring of unknown kind ${found}`}, not a ${KIND_NAMES[kind]}`,
+    );
   }
   const g: Geometry = {
     kind,
@@ -145,12 +159,16 @@ export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geomet
   const expectedDataOffset = kind === B.KIND_BROADCAST ? B.broadcastDataOffset(g.slotSize) : L.DATA_OFFSET;
   const sane = dataOffset === expectedDataOffset && Number.isSafeInteger(g.ringSize) && saneGeometry(g);
   if (!sane) {
-    throw new ShmringError(ErrorCodes.CORRUPT,
-      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`);
+    throw new ShmringError(
+      ErrorCodes.CORRUPT,
+      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`,
+    );
   }
   if (buffer.byteLength < base + g.ringSize) {
-    throw new ShmringError(ErrorCodes.REGION_TOO_SMALL,
-      `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but the region has ${buffer.byteLength} (truncated?)`);
+    throw new ShmringError(
+      ErrorCodes.REGION_TOO_SMALL,
+      `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but the region has ${buffer.byteLength} (truncated?)`,
+    );
   }
   return g;
 }
@@ -160,18 +178,42 @@ function saneGeometry(g: Geometry): boolean {
   const c = g.capacity;
   switch (g.kind) {
     case L.KIND_SPSC:
-      return g.ringSize === L.spscRingSize(c) && c >= L.SPSC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
-        && g.slotSize === 0 && g.slotStride === 0;
+      return (
+        g.ringSize === L.spscRingSize(c) &&
+        c >= L.SPSC_MIN_CAPACITY &&
+        c <= L.MAX_CAPACITY &&
+        (c & (c - 1)) === 0 &&
+        g.slotSize === 0 &&
+        g.slotStride === 0
+      );
     case L.KIND_MPMC:
-      return g.ringSize === L.mpmcRingSize(c, g.slotSize) && c >= L.MPMC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
-        && g.slotSize <= L.MAX_SLOT_SIZE && g.slotStride === L.slotStride(g.slotSize);
+      return (
+        g.ringSize === L.mpmcRingSize(c, g.slotSize) &&
+        c >= L.MPMC_MIN_CAPACITY &&
+        c <= L.MAX_CAPACITY &&
+        (c & (c - 1)) === 0 &&
+        g.slotSize <= L.MAX_SLOT_SIZE &&
+        g.slotStride === L.slotStride(g.slotSize)
+      );
     case KIND_LATEST:
       return c <= MAX_VALUE_SIZE && g.ringSize === latestSize(c) && g.slotSize === 0 && g.slotStride === latestSlotStride(c);
     case B.KIND_BROADCAST:
-      return c >= B.BROADCAST_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0 && g.slotSize <= B.MAX_SUBSCRIBERS
-        && g.slotStride === B.SLOT_STRIDE && g.ringSize === B.broadcastSize(c, g.slotSize);
+      return (
+        c >= B.BROADCAST_MIN_CAPACITY &&
+        c <= L.MAX_CAPACITY &&
+        (c & (c - 1)) === 0 &&
+        g.slotSize <= B.MAX_SUBSCRIBERS &&
+        g.slotStride === B.SLOT_STRIDE &&
+        g.ringSize === B.broadcastSize(c, g.slotSize)
+      );
     case KIND_MPSC:
-      return g.ringSize === mpscRingSize(c) && c >= MPSC_MIN_CAPACITY && c <= L.MAX_CAPACITY && (c & (c - 1)) === 0
-        && g.slotSize === 0 && g.slotStride === 0;
+      return (
+        g.ringSize === mpscRingSize(c) &&
+        c >= MPSC_MIN_CAPACITY &&
+        c <= L.MAX_CAPACITY &&
+        (c & (c - 1)) === 0 &&
+        g.slotSize === 0 &&
+        g.slotStride === 0
+      );
   }
 }

@@ -185,9 +185,8 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
 
 /** A role's registrant: alive while anyone holds the role's lock, or where the region has no file, as unlockedInfo() says. */
 function roleInfo(region: Region, ctl: Int32Array, role: 'producer' | 'consumer', held: boolean | undefined): ProcessInfo | undefined {
-  const [pidIndex, startIndex] = role === 'producer'
-    ? [L.PRODUCER_PID_I32, L.PRODUCER_START_I32]
-    : [L.CONSUMER_PID_I32, L.CONSUMER_START_I32];
+  const [pidIndex, startIndex] =
+    role === 'producer' ? [L.PRODUCER_PID_I32, L.PRODUCER_START_I32] : [L.CONSUMER_PID_I32, L.CONSUMER_START_I32];
   const locked = ringHeld(region, 0, role);
   return locked === undefined ? unlockedInfo(ctl, pidIndex, startIndex, held) : processInfo(ctl, pidIndex, startIndex, locked);
 }
@@ -212,7 +211,10 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
   info.broadcast = { lossless: ctl[B.MODE_I32] === B.MODE_LOSSLESS, slots, subscribers };
   // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.
   info.consumerPosition = 0;
-  info.used = Math.min(info.capacity, subscribers.reduce((most, s) => Math.max(most, s.lag), 0));
+  info.used = Math.min(
+    info.capacity,
+    subscribers.reduce((most, s) => Math.max(most, s.lag), 0),
+  );
 }
 
 /**
@@ -223,13 +225,17 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
 function describeMpsc(region: Region, info: RingInfo): void {
   const { capacity, producerPosition: tail, consumerPosition: head } = info;
   const claimed = (tail - head) >>> 0;
-  if (!(capacity >= M.MPSC_MIN_CAPACITY && capacity <= L.MAX_CAPACITY && (capacity & (capacity - 1)) === 0)
-    || region.buffer.byteLength < M.mpscRingSize(capacity) || claimed > capacity || ((tail | head) & 7) !== 0) {
+  if (
+    !(capacity >= M.MPSC_MIN_CAPACITY && capacity <= L.MAX_CAPACITY && (capacity & (capacity - 1)) === 0) ||
+    region.buffer.byteLength < M.mpscRingSize(capacity) ||
+    claimed > capacity ||
+    ((tail | head) & 7) !== 0
+  ) {
     return; // a header or positions no correct peer writes: nothing more to show
   }
   const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
   const inFlight: ClaimInfo[] = [];
-  for (let passed = 0; passed < claimed;) {
+  for (let passed = 0; passed < claimed; ) {
     const position = (head + passed) >>> 0;
     const index = position & (capacity - 1);
     const left = Math.min(claimed - passed, capacity - index); // a record never straddles the end
@@ -319,9 +325,14 @@ function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
   const at = (name: string) => columns.indexOf(name);
   const [keyAt, idAt, sizeAt, attachedAt] = [at('key'), at('shmid'), at('size'), at('nattch')];
   if (keyAt < 0 || idAt < 0 || sizeAt < 0 || attachedAt < 0) return [];
-  return rows.map((row) => row.trim().split(/\s+/)).map((cells) => ({
-    key: Number(cells[keyAt]) >>> 0, id: Number(cells[idAt]), size: Number(cells[sizeAt]), attached: Number(cells[attachedAt]),
-  }));
+  return rows
+    .map((row) => row.trim().split(/\s+/))
+    .map((cells) => ({
+      key: Number(cells[keyAt]) >>> 0,
+      id: Number(cells[idAt]),
+      size: Number(cells[sizeAt]),
+      attached: Number(cells[attachedAt]),
+    }));
 }
 
 /** Every ring in a System V segment this process can attach (read-only). */

@@ -92,7 +92,12 @@ export function slotOffset(maxSize: number, slot: number): number {
 }
 
 // The layout checks itself: PUBLISHED and the wait pair each own their block; the slots start on a block.
-if (PUBLISHED_OFFSET % L.BLOCK !== 0 || L.READ_WAITERS_OFFSET % L.BLOCK !== 0 || SLOTS_OFFSET % L.BLOCK !== 0
-  || TYPE_OFFSET + 4 > VALUE_OFFSET || WRITER_TOKEN_OFFSET + 4 > L.BLOCK) {
+if (
+  PUBLISHED_OFFSET % L.BLOCK !== 0 ||
+  L.READ_WAITERS_OFFSET % L.BLOCK !== 0 ||
+  SLOTS_OFFSET % L.BLOCK !== 0 ||
+  TYPE_OFFSET + 4 > VALUE_OFFSET ||
+  WRITER_TOKEN_OFFSET + 4 > L.BLOCK
+) {
   throw new Error('latest-layout.ts: a LatestValue word is out of its place');
 }

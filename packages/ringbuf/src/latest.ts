@@ -107,10 +107,16 @@ function corrupt(what: string): ShmringError {
 
 function checkMaxSize(maxSize: unknown): number {
   if (typeof maxSize !== 'number' || !Number.isInteger(maxSize)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `LatestValue: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
+    );
   }
   if (maxSize < 0 || maxSize > V.MAX_VALUE_SIZE) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `LatestValue: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
+    );
   }
   return maxSize;
 }
@@ -173,7 +179,7 @@ export class LatestValue {
     const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
     const ctl = unpublish(buffer, base);
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
-    new Int32Array(buffer, base + V.SLOTS_OFFSET, 2 * V.latestSlotStride(maxSize) / 4).fill(0);
+    new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
     writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
     return new LatestValue(buffer, base, maxSize, roles);
   }
@@ -200,8 +206,10 @@ export class LatestValue {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue.publish: bytes=${shown(bytes)} must be a Uint8Array`);
     }
     if (bytes.length > this.maxSize) {
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `LatestValue.publish: length=${bytes.length} is larger than maxSize=${this.maxSize}`);
+      throw new ShmringRangeError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `LatestValue.publish: length=${bytes.length} is larger than maxSize=${this.maxSize}`,
+      );
     }
     checkType(type);
     if (!this.#writer) this.#takeWriter();
@@ -241,8 +249,11 @@ export class LatestValue {
       // Takes the role; pairs with close()'s CAS back to 0.
       const holder = Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, tid);
       // Another object of this thread, or a live other thread, holds it; a dead thread's token is taken over by a CAS.
-      if (holder !== 0 && (holder === tid || isThreadAlive(holder, 0)
-        || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)) throw this.#busy();
+      if (
+        holder !== 0 &&
+        (holder === tid || isThreadAlive(holder, 0) || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)
+      )
+        throw this.#busy();
       this.#token = tid;
     } else {
       this.#takeAsProcess();
@@ -255,7 +266,7 @@ export class LatestValue {
     const published = Atomics.load(ctl, V.PUBLISHED_I32);
     const h = this.#slotI32(published & 1);
     const version = (ctl[h + V.VERSION_LO_I32]! >>> 0) + (ctl[h + V.VERSION_HI_I32]! >>> 0) * 2 ** 32;
-    if ((version >>> 0) !== (published >>> 0) || !Number.isSafeInteger(version)) {
+    if (version >>> 0 !== published >>> 0 || !Number.isSafeInteger(version)) {
       throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`);
     }
     this.#version = version;
@@ -299,9 +310,11 @@ export class LatestValue {
   #busy(): ShmringError {
     // Observes the holder's pid word, for the message only (it may be in another PID namespace).
     const pid = Atomics.load(this.#ctl, L.PRODUCER_PID_I32);
-    return new ShmringError(ErrorCodes.BUSY,
-      `LatestValue.publish: the writer role is held by another live object (pid ${pid} per the header, perhaps in another PID namespace); `
-      + 'a LatestValue has one writer: close that one first, or wait for its process to exit');
+    return new ShmringError(
+      ErrorCodes.BUSY,
+      `LatestValue.publish: the writer role is held by another live object (pid ${pid} per the header, perhaps in another PID namespace); ` +
+        'a LatestValue has one writer: close that one first, or wait for its process to exit',
+    );
   }
 
   // ---- readers ----
@@ -383,8 +396,15 @@ export class LatestValue {
       return now;
     }
     try {
-      return await parkAsync(this.#ctl, WAIT_BLOCK, () => this.#changedAttempt(since), { ...options, ...WRITER_WAIT },
-        'LatestValue.changed', alwaysAlive, this.#pollPacer);
+      return await parkAsync(
+        this.#ctl,
+        WAIT_BLOCK,
+        () => this.#changedAttempt(since),
+        { ...options, ...WRITER_WAIT },
+        'LatestValue.changed',
+        alwaysAlive,
+        this.#pollPacer,
+      );
     } catch (err) {
       throw this.#failure(err);
     }
@@ -398,8 +418,15 @@ export class LatestValue {
     const now = this.#changedAttempt(since);
     if (now !== undefined) return now;
     try {
-      return parkSync(this.#ctl, WAIT_BLOCK, () => this.#changedAttempt(since), { ...options, ...WRITER_WAIT },
-        'LatestValue.changedSync', alwaysAlive, this.#spinPacer);
+      return parkSync(
+        this.#ctl,
+        WAIT_BLOCK,
+        () => this.#changedAttempt(since),
+        { ...options, ...WRITER_WAIT },
+        'LatestValue.changedSync',
+        alwaysAlive,
+        this.#spinPacer,
+      );
     } catch (err) {
       throw this.#failure(err);
     }

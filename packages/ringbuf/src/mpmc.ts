@@ -112,8 +112,10 @@ export class MpmcQueue extends Queue {
     const size = L.mpmcRingSize(capacity, slotSize);
     if (!Number.isSafeInteger(size)) {
       // Each bound alone is fine; their product is not a byte count JS can hold exactly.
-      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-        `capacity=${capacity} slots of slotSize=${slotSize} need ${size} bytes, more than Number.MAX_SAFE_INTEGER; make one of them smaller`);
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `capacity=${capacity} slots of slotSize=${slotSize} need ${size} bytes, more than Number.MAX_SAFE_INTEGER; make one of them smaller`,
+      );
     }
     return [capacity, slotSize];
   }
@@ -135,8 +137,7 @@ export class MpmcQueue extends Queue {
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
     for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
-    writeHeader(ctl,
-      { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
+    writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
     return new MpmcQueue(buffer, capacity, slotSize, roles);
   }
 
@@ -227,8 +228,10 @@ export class MpmcQueue extends Queue {
     // Observes the claim another producer (consumer) made since our first load.
     const position = Atomics.load(this.ctl, index);
     if (position === stale) {
-      throw new ShmringError(ErrorCodes.CORRUPT,
-        `MpmcQueue: the slot of position ${stale >>> 0} has a sequence ahead of the position; the queue's memory was overwritten`);
+      throw new ShmringError(
+        ErrorCodes.CORRUPT,
+        `MpmcQueue: the slot of position ${stale >>> 0} has a sequence ahead of the position; the queue's memory was overwritten`,
+      );
     }
     return position;
   }
@@ -259,8 +262,10 @@ export class MpmcQueue extends Queue {
     this.#slotType = type;
     if (length > this.slotSize || type < 0) {
       this.#free(slot, position);
-      throw new ShmringError(ErrorCodes.CORRUPT,
-        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} (slotSize=${this.slotSize}) and type ${type}; the message is dropped`);
+      throw new ShmringError(
+        ErrorCodes.CORRUPT,
+        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} (slotSize=${this.slotSize}) and type ${type}; the message is dropped`,
+      );
     }
     return length;
   }
@@ -275,8 +280,10 @@ export class MpmcQueue extends Queue {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpmcQueue.tryWrite needs a Uint8Array (or Buffer)');
     }
     if (bytes.length > this.slotSize) {
-      throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-        `MpmcQueue: length=${bytes.length} is larger than slotSize=${this.slotSize}`);
+      throw new ShmringRangeError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `MpmcQueue: length=${bytes.length} is larger than slotSize=${this.slotSize}`,
+      );
     }
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();

@@ -52,7 +52,18 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, claimPlace, shown, type WaitOptions } from './queue.js';
+import {
+  CLOSED_I32,
+  CLOSED_U8,
+  Queue,
+  READ_BLOCK,
+  WRITE_BLOCK,
+  checkDrain,
+  checkType,
+  claimPlace,
+  shown,
+  type WaitOptions,
+} from './queue.js';
 import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
@@ -82,7 +93,10 @@ const WAKE_ALL = 0x7fffffff;
 const PID = process.pid;
 
 function corrupt(what: string): ShmringError {
-  return new ShmringError(ErrorCodes.CORRUPT, `MpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+  return new ShmringError(
+    ErrorCodes.CORRUPT,
+    `MpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+  );
 }
 
 function checkPeerTimeout(value: unknown, verb: string): number {
@@ -125,7 +139,12 @@ export class MpscRing extends Queue {
   #waitPeerTimeout: number | undefined;
 
   private constructor(
-    buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, peerTimeoutMs: number, roles: Roles | undefined, place: string | undefined,
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    base: number,
+    capacity: number,
+    peerTimeoutMs: number,
+    roles: Roles | undefined,
+    place: string | undefined,
   ) {
     super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, place);
     this.capacity = capacity;
@@ -139,7 +158,7 @@ export class MpscRing extends Queue {
     this.#head = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedTail = tail;
     this.#cachedHead = this.#head;
-    if (((tail - this.#head) >>> 0) > capacity || ((tail | this.#head) & 7) !== 0) {
+    if ((tail - this.#head) >>> 0 > capacity || ((tail | this.#head) & 7) !== 0) {
       throw corrupt(`positions producer=${tail >>> 0} consumer=${this.#head >>> 0} are inconsistent`);
     }
   }
@@ -270,8 +289,10 @@ export class MpscRing extends Queue {
     // Commits: publishes TYPE and payload (written before) to the consumer, which loads LENGTH first.
     // A CAS, not a store: a consumer that took the record back from us (it believed us dead) made it 0.
     if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, this.#claimLength) !== -this.#claimLength) {
-      throw new ShmringError(ErrorCodes.TIMEOUT,
-        `MpscRing: this record was skipped by the consumer before its commit (it took more than the consumer's peerTimeoutMs and its producer looked dead); write it again`);
+      throw new ShmringError(
+        ErrorCodes.TIMEOUT,
+        `MpscRing: this record was skipped by the consumer before its commit (it took more than the consumer's peerTimeoutMs and its producer looked dead); write it again`,
+      );
     }
     unpark(this.ctl, READ_BLOCK, WAKE_ONE);
   }
@@ -353,8 +374,12 @@ export class MpscRing extends Queue {
       const size = M.recordBytes(length);
       const index = at << 2;
       // length, not size, against the end: recordBytes of a LENGTH near 2^31 wraps negative in int32 arithmetic.
-      if (length < M.MPSC_RECORD_HEADER || length > this.capacity - index || !this.#within(head, size)
-        || (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))) {
+      if (
+        length < M.MPSC_RECORD_HEADER ||
+        length > this.capacity - index ||
+        !this.#within(head, size) ||
+        (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))
+      ) {
         throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
       }
       if (type === L.PADDING_TYPE) {
@@ -598,7 +623,7 @@ export class MpscRing extends Queue {
     if (this.closedFlag()) return true;
     const data32 = this.#data32;
     let head = this.#head;
-    for (let passed = 0; passed < this.capacity;) {
+    for (let passed = 0; passed < this.capacity; ) {
       const at = (head & this.#mask) >> 2;
       // Observes the claimer's commit (or claim) at that position, as #next does: TYPE is read after it.
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
@@ -606,7 +631,8 @@ export class MpscRing extends Queue {
       if (length < 0) return this.#stuck(head, length) && this.#claimerGone(at);
       // A message, or a record no correct peer writes (tryRead reports it): ready either way. A padding
       // LENGTH past the end of the data area is one (its recordBytes could even wrap to a step of 0 round the ring).
-      if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER || length > this.capacity - (head & this.#mask)) return true;
+      if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER || length > this.capacity - (head & this.#mask))
+        return true;
       const size = M.recordBytes(length); // padding (before the wrap, or an aborted record): look past it, as #next does
       head = (head + size) | 0;
       passed += size;

@@ -231,7 +231,7 @@ function tick(): void {
   const sliceEnd = now + POLL_SLICE_MICROS / 1000;
   let unclocked = 0; // attempts since `now` was read
   for (;;) {
-    for (let i = 0; i < polls.length;) {
+    for (let i = 0; i < polls.length; ) {
       const poll = polls[i]!;
       let result: unknown;
       try {
@@ -282,7 +282,10 @@ function drop(i: number): void {
  * A pending poll keeps the process alive (the immediate is ref'd).
  */
 export function pollUntil<T>(
-  attempt: () => T | undefined, until: number, signal: AbortSignal | undefined, stop?: { readonly stopped: boolean },
+  attempt: () => T | undefined,
+  until: number,
+  signal: AbortSignal | undefined,
+  stop?: { readonly stopped: boolean },
 ): Promise<T | undefined> {
   return new Promise<T | undefined>((resolve, reject) => {
     polls.push({ attempt, until, signal, stop, resolve: resolve as (result: unknown) => void, reject });

@@ -44,7 +44,7 @@ export function shown(value: unknown): string {
 
 /** Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE] (RangeError otherwise). */
 export function checkType(type: number): void {
-  if ((type >>> 0) !== type || type > L.MAX_TYPE) {
+  if (type >>> 0 !== type || type > L.MAX_TYPE) {
     if (typeof type !== 'number' || !Number.isInteger(type)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
     }
@@ -63,8 +63,10 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name}=${shown(value)} must be a number of ${unit}`);
   }
   if (!(value >= 0) || (!infinite && value === Infinity)) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: ${name}=${value} must be a number of ${unit} >= 0${infinite ? ' (or Infinity)' : ', finite'}`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: ${name}=${value} must be a number of ${unit} >= 0${infinite ? ' (or Infinity)' : ', finite'}`,
+    );
   }
 }
 
@@ -80,12 +82,15 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
     const { timeoutMs, peerTimeoutMs, spin, poll, signal, type } = options;
-    if ((timeoutMs === undefined || (typeof timeoutMs === 'number' && timeoutMs >= 0))
-      && (peerTimeoutMs === undefined || (typeof peerTimeoutMs === 'number' && peerTimeoutMs >= 0))
-      && (spin === undefined || (typeof spin === 'number' && spin >= 0 && spin !== Infinity))
-      && (poll === undefined || (typeof poll === 'number' && poll >= 0))
-      && (signal === undefined || signal instanceof AbortSignal)
-      && (type === undefined || ((type >>> 0) === type && type <= L.MAX_TYPE))) return;
+    if (
+      (timeoutMs === undefined || (typeof timeoutMs === 'number' && timeoutMs >= 0)) &&
+      (peerTimeoutMs === undefined || (typeof peerTimeoutMs === 'number' && peerTimeoutMs >= 0)) &&
+      (spin === undefined || (typeof spin === 'number' && spin >= 0 && spin !== Infinity)) &&
+      (poll === undefined || (typeof poll === 'number' && poll >= 0)) &&
+      (signal === undefined || signal instanceof AbortSignal) &&
+      (type === undefined || (type >>> 0 === type && type <= L.MAX_TYPE))
+    )
+      return;
   }
   explainWaitOptions(options, verb);
 }
@@ -100,8 +105,13 @@ function explainWaitOptions(options: WriteOptions, verb: string): void {
   checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
   checkTime(verb, 'poll', options.poll, 'µs', true);
   const signal = options.signal as unknown;
-  if (signal !== undefined && (signal === null || typeof signal !== 'object' || !('aborted' in signal)
-    || typeof (signal as AbortSignal).addEventListener !== 'function')) {
+  if (
+    signal !== undefined &&
+    (signal === null ||
+      typeof signal !== 'object' ||
+      !('aborted' in signal) ||
+      typeof (signal as AbortSignal).addEventListener !== 'function')
+  ) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal=${shown(signal)} must be an AbortSignal`);
   }
   if (options.type !== undefined) checkType(options.type);
@@ -114,7 +124,10 @@ function explainWaitOptions(options: WriteOptions, verb: string): void {
  */
 export function checkDrain(handler: unknown, limit: unknown, verb: string): number {
   if (typeof handler !== 'function') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: handler=${shown(handler)} must be a function (data, offset, length, type) => void`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: handler=${shown(handler)} must be a function (data, offset, length, type) => void`,
+    );
   }
   if (limit === undefined || limit === Infinity) return Infinity;
   if (typeof limit !== 'number' || !Number.isInteger(limit)) {
@@ -172,7 +185,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   readonly #kind: string;
   /** The verbs' names for their errors, made once (not a string per wait). */
   readonly #names: {
-    readonly read: string; readonly readSync: string; readonly write: string; readonly writeSync: string; readonly messages: string;
+    readonly read: string;
+    readonly readSync: string;
+    readonly write: string;
+    readonly writeSync: string;
+    readonly messages: string;
   };
   /** This object has registered its process as the producer / the consumer. */
   protected isProducer = false;
@@ -195,7 +212,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     this.roles = roles;
     this.#place = place;
     this.#names = {
-      read: `${kind}.read`, readSync: `${kind}.readSync`, write: `${kind}.write`, writeSync: `${kind}.writeSync`, messages: `${kind}.messages`,
+      read: `${kind}.read`,
+      readSync: `${kind}.readSync`,
+      write: `${kind}.write`,
+      writeSync: `${kind}.writeSync`,
+      messages: `${kind}.messages`,
     };
   }
 
@@ -220,9 +241,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (this.roles !== undefined && !this.roles.take(role, exclusive)) {
       // Observes the holder's pid word, for the message only (it may be in another PID namespace).
       const pid = Atomics.load(this.ctl, pidIndex);
-      throw new ShmringError(ErrorCodes.BUSY,
-        `${this.#kind}: the ${role} role is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); `
-        + `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`);
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `${this.#kind}: the ${role} role is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
+          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`,
+      );
     }
     const ctl = this.ctl;
     if (exclusive && this.roles === undefined) {
@@ -281,9 +304,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   #busy(role: Role, holder: number, threads: boolean): ShmringError {
     const who = threads ? 'another live thread of this process' : 'another live thread or process (or another object of this thread)';
-    return new ShmringError(ErrorCodes.BUSY,
-      `${this.#kind}: the ${role} role of this ring (no file to lock${threads ? ': a SharedArrayBuffer' : ''}) is held by ${who}, `
-      + `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process`);
+    return new ShmringError(
+      ErrorCodes.BUSY,
+      `${this.#kind}: the ${role} role of this ring (no file to lock${threads ? ': a SharedArrayBuffer' : ''}) is held by ${who}, ` +
+        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process`,
+    );
   }
 
   /**
@@ -415,7 +440,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
     try {
-      parkSync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.writeSync, this.#consumerAlive, this.#writePacer);
+      parkSync(
+        this.ctl,
+        WRITE_BLOCK,
+        () => this.#writeAttempt(bytes, type),
+        options,
+        this.#names.writeSync,
+        this.#consumerAlive,
+        this.#writePacer,
+      );
     } catch (err) {
       throw this.#failure(err);
     }
@@ -451,8 +484,17 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return parkAsync(this.ctl, WRITE_BLOCK, () => this.#writeAttempt(bytes, type), options, this.#names.write,
-      this.#consumerAlive, this.#writePoll, undefined, this.#settleWrite);
+    return parkAsync(
+      this.ctl,
+      WRITE_BLOCK,
+      () => this.#writeAttempt(bytes, type),
+      options,
+      this.#names.write,
+      this.#consumerAlive,
+      this.#writePoll,
+      undefined,
+      this.#settleWrite,
+    );
   }
 
   /** How a parked write settles: a failure on a ring closed under it becomes ERR_SHMRING_CLOSED (#failure). */
@@ -493,8 +535,17 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#readPoll.gotAtOnce();
       return Promise.resolve(message);
     }
-    return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive,
-      this.#readPoll, stop, this.#settleRead);
+    return parkAsync(
+      this.ctl,
+      READ_BLOCK,
+      this.#readAttemptFn,
+      options,
+      this.#names.read,
+      this.#producerAlive,
+      this.#readPoll,
+      stop,
+      this.#settleRead,
+    );
   }
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */
@@ -567,8 +618,17 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         }
       }
       if (now === undefined) {
-        return parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive,
-          this.#readPoll, stop, settle);
+        return parkAsync(
+          this.ctl,
+          READ_BLOCK,
+          this.#readAttemptFn,
+          options,
+          this.#names.read,
+          this.#producerAlive,
+          this.#readPoll,
+          stop,
+          settle,
+        );
       }
       settled(); // the next queued call, if any, starts now
       return now;

@@ -130,8 +130,10 @@ interface Probes {
 const probesOf = new WeakMap<Queue, Probes>();
 
 function closedError(index: number, what: string): ShmringError {
-  return new ShmringError(ErrorCodes.CLOSED,
-    `${what}: entry ${index} is a queue this side closed (or whose region is closed); it can never be ready`);
+  return new ShmringError(
+    ErrorCodes.CLOSED,
+    `${what}: entry ${index} is a queue this side closed (or whose region is closed); it can never be ready`,
+  );
 }
 
 /**
@@ -157,9 +159,11 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   // Each kind says what it waits for (queue.ts, selectLimit): a Broadcast's publisher only writes, its subscribers only read.
   const largest = queue instanceof Queue ? queue['selectLimit'](write) : -1;
   if (largest < 0) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT,
-      `${what}: entries[${index}] must be a SpscRing, MpmcQueue, MpscRing or Broadcast subscriber (ready to read) `
-      + 'or { queue, write: length } with a SpscRing, MpmcQueue, MpscRing or Broadcast publisher (room to write)');
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what}: entries[${index}] must be a SpscRing, MpmcQueue, MpscRing or Broadcast subscriber (ready to read) ` +
+        'or { queue, write: length } with a SpscRing, MpmcQueue, MpscRing or Broadcast publisher (room to write)',
+    );
   }
   const q = queue as Queue;
   // close() swaps the views for empty ones; a closed region detaches them (length 0).
@@ -173,8 +177,10 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   const cached = write ? probes.write : probes.read;
   if (cached !== undefined && cached.length === length) return cached;
   if (length > largest) {
-    throw new ShmringRangeError(ErrorCodes.MESSAGE_TOO_LARGE,
-      `${what}: entries[${index}] asks for room for ${length} bytes; the queue's largest message is ${largest}`);
+    throw new ShmringRangeError(
+      ErrorCodes.MESSAGE_TOO_LARGE,
+      `${what}: entries[${index}] asks for room for ${length} bytes; the queue's largest message is ${largest}`,
+    );
   }
   const probe: Probe = { queue: q, ctl, write, length, block: write ? WRITE_BLOCK : READ_BLOCK };
   if (write) probes.write = probe;
@@ -197,8 +203,10 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
   }
   if (entries.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs at least one entry`);
   if (entries.length > most) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-      `${what}: ${entries.length} entries; it waits on at most ${most} (futex_waitv's limit)`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what}: ${entries.length} entries; it waits on at most ${most} (futex_waitv's limit)`,
+    );
   }
   checkWaitOptions(options, what); // each option's type and range, with its class, before anything else
   if (options?.peerTimeoutMs === 0) {
@@ -257,7 +265,10 @@ interface Word {
 }
 
 /** Whether two (ctl, block) pairs name one SIGNAL word: the same memory, the same byte (two objects over one ring do). */
-function sameWord(a: { readonly ctl: Int32Array; readonly block: WaitBlock }, b: { readonly ctl: Int32Array; readonly block: WaitBlock }): boolean {
+function sameWord(
+  a: { readonly ctl: Int32Array; readonly block: WaitBlock },
+  b: { readonly ctl: Int32Array; readonly block: WaitBlock },
+): boolean {
   return a.ctl.buffer === b.ctl.buffer && a.ctl.byteOffset + a.block.signal * 4 === b.ctl.byteOffset + b.block.signal * 4;
 }
 
@@ -290,8 +301,10 @@ function deadEntry(call: Call): number {
 
 function peerDead(call: Call, what: string): SelectPeerDeadError {
   const index = Math.max(0, deadEntry(call));
-  const err = new ShmringError(ErrorCodes.PEER_DEAD,
-    `${what}: the process on the other side of entry ${index} has died; nothing more will arrive on it (or be taken)`) as SelectPeerDeadError;
+  const err = new ShmringError(
+    ErrorCodes.PEER_DEAD,
+    `${what}: the process on the other side of entry ${index} has died; nothing more will arrive on it (or be taken)`,
+  ) as SelectPeerDeadError;
   err.index = index;
   return err;
 }
@@ -331,7 +344,12 @@ const PEER_GONE = 'peer-gone';
  * the announcements are always withdrawn.
  */
 function* parkSteps(
-  call: Call, start: number, options: SelectOptions | undefined, what: string, native: boolean, napMs: number,
+  call: Call,
+  start: number,
+  options: SelectOptions | undefined,
+  what: string,
+  native: boolean,
+  napMs: number,
 ): Generator<Nap, number, NapResult> {
   const probes = call.probes;
   const words = wordsToWait(probes, native);
@@ -487,18 +505,21 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
   signal?.addEventListener('abort', onAbort, { once: true });
   let gone = false;
   let failure: unknown;
-  const watched: Watched | undefined = call.checkMs === Infinity ? undefined : {
-    periodMs: call.checkMs,
-    check(): void {
-      try {
-        if (deadEntry(call) < 0) return;
-        gone = true;
-      } catch (err) {
-        failure = err;
-      }
-      stop.abort();
-    },
-  };
+  const watched: Watched | undefined =
+    call.checkMs === Infinity
+      ? undefined
+      : {
+          periodMs: call.checkMs,
+          check(): void {
+            try {
+              if (deadEntry(call) < 0) return;
+              gone = true;
+            } catch (err) {
+              failure = err;
+            }
+            stop.abort();
+          },
+        };
   if (watched !== undefined) watch(watched);
   try {
     while (!step.done) {

@@ -87,7 +87,10 @@ const NO_PADDING = -1;
 const NO_DEFERRED = -1;
 
 function corrupt(what: string): ShmringError {
-  return new ShmringError(ErrorCodes.CORRUPT, `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`);
+  return new ShmringError(
+    ErrorCodes.CORRUPT,
+    `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+  );
 }
 
 /**
@@ -102,7 +105,6 @@ function checkPositions(producer: number, consumer: number, capacity: number): v
     throw corrupt(`positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent`);
   }
 }
-
 
 export class SpscRing extends Queue {
   /** Bytes of the data area. */
@@ -135,7 +137,13 @@ export class SpscRing extends Queue {
   /** The consumer position last stored in shared memory (while holding, #consumerPosition runs ahead of it). */
   #releasedPosition: number;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, roles: Roles | undefined, place: string | undefined) {
+  private constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    base: number,
+    capacity: number,
+    roles: Roles | undefined,
+    place: string | undefined,
+  ) {
     super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles, place);
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
@@ -255,10 +263,12 @@ export class SpscRing extends Queue {
       if (length === 0) break;
       const type = data32[(index >> 2) + L.RECORD_TYPE_I32]!;
       const size = type === L.PADDING_TYPE ? this.capacity - index : L.recordSize(length - L.RECORD_HEADER);
-      const bad = type === L.PADDING_TYPE ? length !== size
-        : length < L.RECORD_HEADER || length - L.RECORD_HEADER > this.maxMessageLength || type < 0 || index + size > this.capacity;
+      const bad =
+        type === L.PADDING_TYPE
+          ? length !== size
+          : length < L.RECORD_HEADER || length - L.RECORD_HEADER > this.maxMessageLength || type < 0 || index + size > this.capacity;
       position = (position + size) | 0;
-      if (bad || ((position - consumer) >>> 0) > this.capacity - L.RECORD_RESERVE) {
+      if (bad || (position - consumer) >>> 0 > this.capacity - L.RECORD_RESERVE) {
         throw corrupt(`record at ${index} (length ${length}, type ${type}) does not continue the published records`);
       }
     }
@@ -417,8 +427,10 @@ export class SpscRing extends Queue {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `SpscRing.commit: length=${String(length)} must be an integer`);
     }
     if (length < 0 || length > this.#claimLength) {
-      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-        `SpscRing.commit: length=${length} must be between 0 and the claimed length ${this.#claimLength}`);
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.commit: length=${length} must be between 0 and the claimed length ${this.#claimLength}`,
+      );
     }
   }
 
@@ -457,9 +469,16 @@ export class SpscRing extends Queue {
     const payload = length - L.RECORD_HEADER;
     const size = L.recordSize(payload);
     const end = (position + skipped + size) | 0;
-    if (payload < 0 || payload > this.maxMessageLength || index + size > this.capacity || type < 0
-      || ((end - this.#releasedPosition) >>> 0) > this.capacity - L.RECORD_RESERVE) {
-      throw corrupt(`record at ${index} claims length ${length} and type ${type} (${(position - this.#releasedPosition) >>> 0} bytes taken before it)`);
+    if (
+      payload < 0 ||
+      payload > this.maxMessageLength ||
+      index + size > this.capacity ||
+      type < 0 ||
+      (end - this.#releasedPosition) >>> 0 > this.capacity - L.RECORD_RESERVE
+    ) {
+      throw corrupt(
+        `record at ${index} claims length ${length} and type ${type} (${(position - this.#releasedPosition) >>> 0} bytes taken before it)`,
+      );
     }
     this.#nextLength = payload;
     this.#nextType = type;
@@ -561,8 +580,10 @@ export class SpscRing extends Queue {
     const ahead = (this.#consumerPosition - this.#releasedPosition) >>> 0;
     const step = (position - this.#releasedPosition) >>> 0;
     if (typeof position !== 'number' || !Number.isInteger(position) || step > ahead || (position & 7) !== 0) {
-      throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT,
-        `SpscRing.releaseReads: position=${String(position)} is not between the released position ${this.#releasedPosition >>> 0} and the read position ${this.#consumerPosition >>> 0}`);
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.releaseReads: position=${String(position)} is not between the released position ${this.#releasedPosition >>> 0} and the read position ${this.#consumerPosition >>> 0}`,
+      );
     }
     if (step !== 0) this.#storeConsumer(position | 0, this.ctl);
   }

@@ -105,8 +105,10 @@ export function checkPeriodOf(options: { peerTimeoutMs?: number } | undefined): 
 }
 
 function peerDead(what: string): ShmringError {
-  return new ShmringError(ErrorCodes.PEER_DEAD,
-    `${what}: the process on the other side of the ring has died; nothing more will arrive (or be taken)`);
+  return new ShmringError(
+    ErrorCodes.PEER_DEAD,
+    `${what}: the process on the other side of the ring has died; nothing more will arrive (or be taken)`,
+  );
 }
 
 /** Word indices of one wait block (see layout.ts). */
@@ -211,8 +213,13 @@ const PEER_GONE = 'peer-gone';
  * so the announcement is always withdrawn.
  */
 function* parkSteps<T>(
-  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  deadline: number, napMs: number,
+  ctl: Int32Array,
+  block: WaitBlock,
+  attempt: () => T | undefined,
+  options: WaitOptions | undefined,
+  what: string,
+  deadline: number,
+  napMs: number,
 ): Generator<Nap, T, NapResult> {
   const signal = options?.signal;
   for (;;) {
@@ -247,8 +254,13 @@ function* parkSteps<T>(
  * time, asking `peerAlive()` after each nap that timed out.
  */
 export function parkSync<T>(
-  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, pacer: SpinPacer,
+  ctl: Int32Array,
+  block: WaitBlock,
+  attempt: () => T | undefined,
+  options: WaitOptions | undefined,
+  what: string,
+  peerAlive: () => boolean,
+  pacer: SpinPacer,
 ): T {
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see (see WaitOptions.signal)
@@ -331,8 +343,15 @@ export const AS_IS: Settle<never, never> = {
  * reactions, whatever the layers above.
  */
 export function parkAsync<T, R = T>(
-  ctl: Int32Array, block: WaitBlock, attempt: () => T | undefined, options: WaitOptions | undefined, what: string,
-  peerAlive: () => boolean, pacer: PollPacer, stop?: WaitStop, settle: Settle<T, R> = AS_IS as Settle<T, R>,
+  ctl: Int32Array,
+  block: WaitBlock,
+  attempt: () => T | undefined,
+  options: WaitOptions | undefined,
+  what: string,
+  peerAlive: () => boolean,
+  pacer: PollPacer,
+  stop?: WaitStop,
+  settle: Settle<T, R> = AS_IS as Settle<T, R>,
 ): Promise<R> {
   let pollMicros: number;
   let started: number;
@@ -435,10 +454,17 @@ class AsyncPark<T, R> implements Watched {
   #onAbort: (() => void) | undefined;
 
   constructor(
-    readonly ctl: Int32Array, readonly block: WaitBlock, readonly attempt: () => T | undefined,
-    readonly options: WaitOptions | undefined, readonly what: string, readonly peerAlive: () => boolean,
-    readonly deadline: number, readonly stop: WaitStop | undefined, readonly pacer: PollPacer,
-    readonly started: number, readonly settle: Settle<T, R>,
+    readonly ctl: Int32Array,
+    readonly block: WaitBlock,
+    readonly attempt: () => T | undefined,
+    readonly options: WaitOptions | undefined,
+    readonly what: string,
+    readonly peerAlive: () => boolean,
+    readonly deadline: number,
+    readonly stop: WaitStop | undefined,
+    readonly pacer: PollPacer,
+    readonly started: number,
+    readonly settle: Settle<T, R>,
   ) {
     this.periodMs = checkPeriodOf(options);
   }
@@ -549,9 +575,12 @@ class AsyncPark<T, R> implements Watched {
           if (result === undefined) throw peerDead(this.what);
           break;
         }
-        case 'check-failed': throw this.#failure;
-        case 'aborted': throw abortError(this.options?.signal);
-        case 'stopped': throw abortError();
+        case 'check-failed':
+          throw this.#failure;
+        case 'aborted':
+          throw abortError(this.options?.signal);
+        case 'stopped':
+          throw abortError();
       }
       if (result === undefined && napped !== 'timed-out') result = this.attempt();
     } catch (err) {

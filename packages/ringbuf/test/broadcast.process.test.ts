@@ -116,7 +116,6 @@ describe('Broadcast across processes', function () {
     pub.close();
     assert.deepEqual(await report(late), { received: 10, lost: 0, torn: 0, disorder: 0, first: 10, last: 19, lostAtFirst: 0 });
   });
-
 });
 
 describe('Broadcast across worker threads', function () {
@@ -171,18 +170,36 @@ describe('Broadcast: wrong use', function () {
   });
 
   it('refuses a capacity that is not a power of two, or of the wrong type, naming it', function () {
-    assert.throws(() => Broadcast.create(region, { capacity: 1000 }), (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT && /capacity=1000/.test(err.message));
-    assert.throws(() => Broadcast.regionSize({ capacity: '1024' as unknown as number }), (err: ShmringError) => err instanceof TypeError && isCode(ErrorCodes.INVALID_ARGUMENT)(err));
-    assert.throws(() => Broadcast.create(region, { capacity: 1024, lossless: 'yes' as unknown as boolean }), (err: ShmringError) => err instanceof TypeError && /lossless/.test(err.message));
-    assert.throws(() => Broadcast.create(region, { capacity: 1024, subscribers: -1 }), (err: ShmringError) => err instanceof RangeError && /subscribers/.test(err.message));
+    assert.throws(
+      () => Broadcast.create(region, { capacity: 1000 }),
+      (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT && /capacity=1000/.test(err.message),
+    );
+    assert.throws(
+      () => Broadcast.regionSize({ capacity: '1024' as unknown as number }),
+      (err: ShmringError) => err instanceof TypeError && isCode(ErrorCodes.INVALID_ARGUMENT)(err),
+    );
+    assert.throws(
+      () => Broadcast.create(region, { capacity: 1024, lossless: 'yes' as unknown as boolean }),
+      (err: ShmringError) => err instanceof TypeError && /lossless/.test(err.message),
+    );
+    assert.throws(
+      () => Broadcast.create(region, { capacity: 1024, subscribers: -1 }),
+      (err: ShmringError) => err instanceof RangeError && /subscribers/.test(err.message),
+    );
   });
 
   it('refuses a message larger than half the ring, a wrong type and a non-Uint8Array, writing nothing', function () {
     const pub = Broadcast.create(region, { capacity: 1024 });
     const sub = Broadcast.subscribe(region);
     assert.throws(() => pub.tryWrite(new Uint8Array(pub.maxMessageLength + 1)), isCode(ErrorCodes.MESSAGE_TOO_LARGE));
-    assert.throws(() => pub.tryWrite(new Uint8Array(1), -1), (err: ShmringError) => err instanceof RangeError && /type=-1/.test(err.message));
-    assert.throws(() => pub.tryWrite('hi' as unknown as Uint8Array), (err: ShmringError) => err instanceof TypeError && isCode(ErrorCodes.INVALID_ARGUMENT)(err));
+    assert.throws(
+      () => pub.tryWrite(new Uint8Array(1), -1),
+      (err: ShmringError) => err instanceof RangeError && /type=-1/.test(err.message),
+    );
+    assert.throws(
+      () => pub.tryWrite('hi' as unknown as Uint8Array),
+      (err: ShmringError) => err instanceof TypeError && isCode(ErrorCodes.INVALID_ARGUMENT)(err),
+    );
     assert.equal(sub.tryRead(), null);
     assert.ok(pub.tryWrite(new Uint8Array(pub.maxMessageLength)));
     assert.equal(sub.tryRead()!.length, pub.maxMessageLength);
@@ -193,8 +210,14 @@ describe('Broadcast: wrong use', function () {
   it('the wrong end of a Broadcast, a second live publisher and a region holding another kind are typed errors', function () {
     const pub = Broadcast.create(region, { capacity: 1024 });
     const sub = Broadcast.subscribe(region);
-    assert.throws(() => pub.tryRead(), (err: ShmringError) => err.code === ErrorCodes.INVALID_ARGUMENT && /publisher/.test(err.message));
-    assert.throws(() => sub.tryWrite(new Uint8Array(1)), (err: ShmringError) => err.code === ErrorCodes.INVALID_ARGUMENT && /subscriber/.test(err.message));
+    assert.throws(
+      () => pub.tryRead(),
+      (err: ShmringError) => err.code === ErrorCodes.INVALID_ARGUMENT && /publisher/.test(err.message),
+    );
+    assert.throws(
+      () => sub.tryWrite(new Uint8Array(1)),
+      (err: ShmringError) => err.code === ErrorCodes.INVALID_ARGUMENT && /subscriber/.test(err.message),
+    );
     assert.throws(() => Broadcast.create(region, { capacity: 1024 }), isCode(ErrorCodes.BUSY));
     assert.ok(pub.tryWrite(new Uint8Array([7])), 'the refused create touched nothing');
     assert.deepEqual(sub.tryRead(), new Uint8Array([7]));
@@ -202,7 +225,10 @@ describe('Broadcast: wrong use', function () {
     pub.close();
     const other = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 1024 }) });
     SpscRing.create(other, { capacity: 1024 }).close();
-    assert.throws(() => Broadcast.subscribe(other), (err: ShmringError) => err.code === ErrorCodes.WRONG_KIND && /SpscRing/.test(err.message));
+    assert.throws(
+      () => Broadcast.subscribe(other),
+      (err: ShmringError) => err.code === ErrorCodes.WRONG_KIND && /SpscRing/.test(err.message),
+    );
     other.close();
     const empty = Region.create({ backing: 'memfd', size: 4096 });
     assert.throws(() => Broadcast.subscribe(empty), isCode(ErrorCodes.NOT_A_RING));
@@ -213,7 +239,10 @@ describe('Broadcast: wrong use', function () {
     const small = Region.create({ backing: 'memfd', size: Broadcast.regionSize({ capacity: 256, subscribers: 1 }) });
     const pub = Broadcast.create(small, { capacity: 256, lossless: true, subscribers: 1 });
     const first = Broadcast.subscribe(small);
-    assert.throws(() => Broadcast.subscribe(small), (err: ShmringError) => err.code === ErrorCodes.BUSY && /subscribers/.test(err.message));
+    assert.throws(
+      () => Broadcast.subscribe(small),
+      (err: ShmringError) => err.code === ErrorCodes.BUSY && /subscribers/.test(err.message),
+    );
     first.close();
     const second = Broadcast.subscribe(small);
     assert.ok(pub.tryWrite(new Uint8Array([1])));
@@ -225,7 +254,7 @@ describe('Broadcast: wrong use', function () {
 });
 
 describe('Broadcast: inspect', function () {
-  it('describeRing shows the kind, the mode and each subscriber\'s cursor and lag', function () {
+  it("describeRing shows the kind, the mode and each subscriber's cursor and lag", function () {
     const region = Region.create({ backing: 'memfd', size: Broadcast.regionSize({ capacity: 1024, subscribers: 4 }) });
     const pub = Broadcast.create(region, { capacity: 1024, lossless: true, subscribers: 4 });
     const behind = Broadcast.subscribe(region);
@@ -237,13 +266,18 @@ describe('Broadcast: inspect', function () {
     assert.equal(info.producerPosition, 96);
     assert.equal(info.used, 96);
     assert.deepEqual(info.broadcast, {
-      lossless: true, slots: 4, subscribers: [
+      lossless: true,
+      slots: 4,
+      subscribers: [
         { slot: 0, pid: process.pid, alive: true, cursor: 0, lag: 96 },
         { slot: 1, pid: process.pid, alive: true, cursor: 96, lag: 0 },
       ],
     });
     behind.close();
-    assert.deepEqual(describeRing(region, 'bcast')!.broadcast!.subscribers.map((s) => s.slot), [1]);
+    assert.deepEqual(
+      describeRing(region, 'bcast')!.broadcast!.subscribers.map((s) => s.slot),
+      [1],
+    );
     current.close();
     pub.close();
     region.close();

@@ -30,15 +30,34 @@ type Command =
   | { op: 'leave'; sub: number };
 
 const command: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ op: fc.constant('publish' as const), fraction: fc.oneof(fc.constant(0), fc.constant(1), fc.double({ min: 0, max: 1, noNaN: true })), type: fc.integer({ min: 0, max: 0x7fffffff }), seed: fc.integer() }) },
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      op: fc.constant('publish' as const),
+      fraction: fc.oneof(fc.constant(0), fc.constant(1), fc.double({ min: 0, max: 1, noNaN: true })),
+      type: fc.integer({ min: 0, max: 0x7fffffff }),
+      seed: fc.integer(),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('subscribe' as const) }) },
   { weight: 6, arbitrary: fc.record({ op: fc.constant('read' as const), sub: fc.nat(4) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('drain' as const), sub: fc.nat(4), limit: fc.nat(4) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('leave' as const), sub: fc.nat(4) }) },
 );
 
-interface Rec { start: number; end: number; bytes: Uint8Array; type: number }
-interface ModelSub { sub: BroadcastSubscriber; next: number; joined: number; lost: number; received: number }
+interface Rec {
+  start: number;
+  end: number;
+  bytes: Uint8Array;
+  type: number;
+}
+interface ModelSub {
+  sub: BroadcastSubscriber;
+  next: number;
+  joined: number;
+  lost: number;
+  received: number;
+}
 
 /** The model's publish: where the record goes (padding before the wrap included), as the layout says. */
 function span(tail: number, length: number, capacity: number): { start: number; end: number } {
@@ -96,7 +115,10 @@ function run(capacity: number, lossless: boolean, backing: 'sab' | 'memfd', comm
         }
         case 'subscribe': {
           if (lossless && subs.length === SLOTS) {
-            assert.throws(() => Broadcast.subscribe(region), (err: ShmringError) => err.code === ErrorCodes.BUSY && /subscribers/.test(err.message));
+            assert.throws(
+              () => Broadcast.subscribe(region),
+              (err: ShmringError) => err.code === ErrorCodes.BUSY && /subscribers/.test(err.message),
+            );
             break;
           }
           subs.push({ sub: Broadcast.subscribe(region), next: records.length, joined: records.length, lost: 0, received: 0 });
@@ -125,7 +147,10 @@ function run(capacity: number, lossless: boolean, backing: 'sab' | 'memfd', comm
           const m = subs[c.sub];
           if (m === undefined) break;
           m.sub.close();
-          assert.throws(() => m.sub.tryRead(), (err: ShmringError) => err.code === ErrorCodes.CLOSED);
+          assert.throws(
+            () => m.sub.tryRead(),
+            (err: ShmringError) => err.code === ErrorCodes.CLOSED,
+          );
           subs.splice(c.sub, 1);
           break;
         }
@@ -138,7 +163,10 @@ function run(capacity: number, lossless: boolean, backing: 'sab' | 'memfd', comm
       assert.equal(m.sub.received, m.received);
       assert.equal(m.sub.received + m.sub.lost, records.length - m.joined);
       if (lossless) assert.equal(m.sub.lost, 0);
-      assert.throws(() => m.sub.readSync({ timeoutMs: 0 }), (err: ShmringError) => err.code === ErrorCodes.CLOSED);
+      assert.throws(
+        () => m.sub.readSync({ timeoutMs: 0 }),
+        (err: ShmringError) => err.code === ErrorCodes.CLOSED,
+      );
       m.sub.close();
     }
   } finally {
@@ -154,8 +182,12 @@ describe('Broadcast against a model', function () {
   for (const lossless of [false, true]) {
     for (const backing of ['sab', 'memfd'] as const) {
       it(`${lossless ? 'lossless' : 'lossy'} over ${backing}: every subscriber gets what the model says, never a torn record`, function () {
-        fc.assert(fc.property(fc.constantFrom(...CAPACITIES), fc.array(command, { minLength: 1, maxLength: 120 }),
-          (capacity, commands) => run(capacity, lossless, backing, commands)), { numRuns: backing === 'sab' ? NUM_RUNS : NUM_RUNS / 3 });
+        fc.assert(
+          fc.property(fc.constantFrom(...CAPACITIES), fc.array(command, { minLength: 1, maxLength: 120 }), (capacity, commands) =>
+            run(capacity, lossless, backing, commands),
+          ),
+          { numRuns: backing === 'sab' ? NUM_RUNS : NUM_RUNS / 3 },
+        );
       });
     }
   }

@@ -37,9 +37,27 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { asyncWaitKind, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
-import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber, inspect, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import {
+  Broadcast,
+  type BroadcastPublisher,
+  type BroadcastSubscriber,
+  inspect,
+  LatestValue,
+  MpmcQueue,
+  MpscRing,
+  SpscRing,
+} from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
-import { CONSUMER_PID_I32, CONSUMER_POSITION_I32, CONTROL_I32_LENGTH, PRODUCER_PID_I32, READ_SIGNAL_I32, READ_WAITERS_I32, WRITE_SIGNAL_I32, WRITE_WAITERS_I32 } from '../src/layout.js';
+import {
+  CONSUMER_PID_I32,
+  CONSUMER_POSITION_I32,
+  CONTROL_I32_LENGTH,
+  PRODUCER_PID_I32,
+  READ_SIGNAL_I32,
+  READ_WAITERS_I32,
+  WRITE_SIGNAL_I32,
+  WRITE_WAITERS_I32,
+} from '../src/layout.js';
 
 const SOURCE = fileURLToPath(new URL('../../test/c/ring_peer.c', import.meta.url));
 const CFLAGS = ['-O2', '-std=c11', '-Wall', '-Wextra', '-Werror'];
@@ -136,7 +154,10 @@ function runPeer(binary: string, args: string[]): PeerRun {
     });
   });
   return {
-    child, done, failed: failure.signal, get stdout() {
+    child,
+    done,
+    failed: failure.signal,
+    get stdout() {
       return stdout;
     },
   };
@@ -174,7 +195,10 @@ function signalCount(region: Region, index: number): number {
  * `beforeRead(i)` if given.
  */
 async function readPattern(
-  ring: Reader, count: number, peer: PeerRun, options: { asyncOnly?: boolean; beforeRead?: (i: number) => Promise<void> } = {},
+  ring: Reader,
+  count: number,
+  peer: PeerRun,
+  options: { asyncOnly?: boolean; beforeRead?: (i: number) => Promise<void> } = {},
 ): Promise<string | null> {
   for (let i = 0; i < count; i++) {
     await options.beforeRead?.(i);
@@ -310,20 +334,34 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         // After every PAUSE_EVERY messages the producer sleeps, waits until Node has announced
         // itself parked in the read wait block, gives it 1 ms to fall asleep in the kernel
         // (the event loop's async futex wait), and writes on: its FUTEX_WAKE must reach it.
-        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+        peer = runPeer(binary, [
+          `${kind.command}-produce`,
+          regionPath,
+          String(PAUSED_COUNT),
+          '--pause-every',
+          String(PAUSE_EVERY),
+          '--pause-ms',
+          '3',
+          '--stats',
+        ]);
         const started = performance.now();
         assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true }), null);
         const ms = performance.now() - started;
         const stats = await statsOf(peer);
         assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
         const wakes = signalCount(region!, READ_SIGNAL_I32);
-        console.log(`      Node's async wait: ${asyncWaitKind()}; ${PAUSED_COUNT} messages in ${ms.toFixed(0)} ms; C paused ${stats.pauses} times ` +
-          `until Node was parked, and its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times ` +
-          `(${stats.wokeSleepers} in all; READ_SIGNAL ${wakes})`);
+        console.log(
+          `      Node's async wait: ${asyncWaitKind()}; ${PAUSED_COUNT} messages in ${ms.toFixed(0)} ms; C paused ${stats.pauses} times ` +
+            `until Node was parked, and its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times ` +
+            `(${stats.wokeSleepers} in all; READ_SIGNAL ${wakes})`,
+        );
         assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
         assert.ok(wakes >= PAUSES, `READ_SIGNAL is ${wakes}: the producer signalled a parked reader fewer times than it paused`);
         // Each pause gave Node 1 ms to fall asleep: all but a few (a descheduled Node) must be asleep in the kernel.
-        assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
+        assert.ok(
+          stats.pauseWakes >= PAUSES * 0.75,
+          `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`,
+        );
       });
 
       it(`Node's await read() wakes a C producer parked on a full ${kind.title.replace(/^an? /, '')}`, async () => {
@@ -348,11 +386,16 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true, beforeRead: waitForParkedWriter }), null);
         const stats = await statsOf(peer);
         const wakes = signalCount(region!, WRITE_SIGNAL_I32);
-        console.log(`      Node paused ${pauses} times until the C producer was parked; C's parks: woken ${stats.parksWoken}, ` +
-          `signal already bumped ${stats.parksChanged}, napped out ${stats.parksTimedOut} (WRITE_SIGNAL ${wakes})`);
+        console.log(
+          `      Node paused ${pauses} times until the C producer was parked; C's parks: woken ${stats.parksWoken}, ` +
+            `signal already bumped ${stats.parksChanged}, napped out ${stats.parksTimedOut} (WRITE_SIGNAL ${wakes})`,
+        );
         assert.equal(pauses, PAUSES);
         assert.ok(wakes >= PAUSES, `WRITE_SIGNAL is ${wakes}: Node signalled a parked writer fewer times than it paused`);
-        assert.ok(stats.parksWoken >= PAUSES * 0.75, `Node's reads woke the parked C producer only ${stats.parksWoken} times in ${PAUSES} pauses`);
+        assert.ok(
+          stats.parksWoken >= PAUSES * 0.75,
+          `Node's reads woke the parked C producer only ${stats.parksWoken} times in ${PAUSES} pauses`,
+        );
         // A wake-up lost on the way shows as a 100 ms nap that ran out.
         assert.ok(stats.parksTimedOut <= PAUSES / 4, `the parked C producer napped out ${stats.parksTimedOut} times: lost wake-ups`);
       });
@@ -475,8 +518,11 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
 
     it('Node publishes versions that a C reader, parked between them, reads whole and in order', async () => {
       peer = runPeer(binary, ['latest-read', regionPath, String(VERSIONS)]);
-      await waitFor(() => Atomics.load(new Int32Array(region!.buffer, 0, READ_WAITERS_I32 + 1), READ_WAITERS_I32) !== 0 || peer!.child.exitCode !== null,
-        'the C reader parked');
+      await waitFor(
+        () =>
+          Atomics.load(new Int32Array(region!.buffer, 0, READ_WAITERS_I32 + 1), READ_WAITERS_I32) !== 0 || peer!.child.exitCode !== null,
+        'the C reader parked',
+      );
       const scratch = new Uint8Array(MAX_LENGTH);
       for (let v = 1; v <= VERSIONS; v++) {
         lv.publish(patternMessage(scratch, v), patternType(v));
@@ -609,7 +655,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     });
 
     it(`${PRODUCERS} C producers write a MpscRing that Node reads: every message once, each producer's in order`, async () => {
-      peers = Array.from({ length: PRODUCERS }, (_, id) => runPeer(binary, ['mpsc-produce', regionPath, String(PER_PRODUCER), '--id', String(id)]));
+      peers = Array.from({ length: PRODUCERS }, (_, id) =>
+        runPeer(binary, ['mpsc-produce', regionPath, String(PER_PRODUCER), '--id', String(id)]),
+      );
       const failed = anyFailed(peers);
       const next = new Array<number>(PRODUCERS).fill(0);
       for (let n = 0; n < PRODUCERS * PER_PRODUCER; n++) {
@@ -649,7 +697,16 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     it('a C consumer skips the record of a Node producer SIGKILLed between claim and commit, after peerTimeoutMs and not while it lives, and gets every committed message in order', async () => {
       const PER = 2_000;
       const PEER_TIMEOUT_MS = 200;
-      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER), '--producers', '2', '--peer-timeout-ms', String(PEER_TIMEOUT_MS), '--stats']);
+      const consumer = runPeer(binary, [
+        'mpsc-consume',
+        regionPath,
+        String(PER),
+        '--producers',
+        '2',
+        '--peer-timeout-ms',
+        String(PEER_TIMEOUT_MS),
+        '--stats',
+      ]);
       // Producer 0 (a child) writes PER messages, then claims one more and stops before its commit.
       const claimer = runNode([WRITER_PATH, regionPath, '0', String(PER), 'claim']);
       peers = [consumer, claimer];
@@ -677,12 +734,23 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     });
 
     it('a C producer that pauses until Node is parked in await read() on a MpscRing wakes it after every pause', async () => {
-      const peer = runPeer(binary, ['mpsc-produce', regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+      const peer = runPeer(binary, [
+        'mpsc-produce',
+        regionPath,
+        String(PAUSED_COUNT),
+        '--pause-every',
+        String(PAUSE_EVERY),
+        '--pause-ms',
+        '3',
+        '--stats',
+      ]);
       peers = [peer];
       assert.equal(await readPattern(ring, PAUSED_COUNT, peer, { asyncOnly: true }), null);
       const stats = await statsOf(peer);
       assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
-      console.log(`      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`);
+      console.log(
+        `      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`,
+      );
       assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
       assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
     });
@@ -801,8 +869,10 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       peers = [peer];
       await readRecords(sub, RECORDS, peer.failed);
       const stats = await statsOf(peer);
-      console.log(`      the C publisher parked on a full Broadcast: woken ${stats.parksWoken}, signal already bumped ${stats.parksChanged}, ` +
-        `napped out ${stats.parksTimedOut}; Node waited ${nodeWaits} times`);
+      console.log(
+        `      the C publisher parked on a full Broadcast: woken ${stats.parksWoken}, signal already bumped ${stats.parksChanged}, ` +
+          `napped out ${stats.parksTimedOut}; Node waited ${nodeWaits} times`,
+      );
       assert.deepEqual([sub.received, sub.lost], [RECORDS, 0]);
       assert.ok(stats.parksWoken + stats.parksChanged > 0, 'the C publisher never parked (or was never woken)');
     });
@@ -811,12 +881,23 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const publisher = create(true);
       const sub = subscribe();
       publisher.detach();
-      const peer = runPeer(binary, ['bcast-publish', regionPath, String(PAUSED_COUNT), '--pause-every', String(PAUSE_EVERY), '--pause-ms', '3', '--stats']);
+      const peer = runPeer(binary, [
+        'bcast-publish',
+        regionPath,
+        String(PAUSED_COUNT),
+        '--pause-every',
+        String(PAUSE_EVERY),
+        '--pause-ms',
+        '3',
+        '--stats',
+      ]);
       peers = [peer];
       assert.equal(await readPattern(sub, PAUSED_COUNT, peer, { asyncOnly: true }), null);
       const stats = await statsOf(peer);
       assert.deepEqual([sub.received, sub.lost], [PAUSED_COUNT, 0]);
-      console.log(`      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`);
+      console.log(
+        `      C paused ${stats.pauses} times until Node was parked; its next FUTEX_WAKE found Node asleep ${stats.pauseWakes} times`,
+      );
       assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
       assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
     });

@@ -28,53 +28,63 @@ function check(got: Uint8Array, length: number, serial: number, what: string): v
 
 describe('SpscRing.commit with a length', () => {
   it('publishes the shorter record and gives the rest back, at every position, wrapping or not, corked or not', () => {
-    fc.assert(fc.property(
-      fc.array(fc.record({ claim: fc.integer({ min: 0, max: CAPACITY / 2 - 8 }), cut: fc.nat(), corked: fc.boolean(), readEvery: fc.integer({ min: 1, max: 4 }) }),
-        { minLength: 1, maxLength: 200 }),
-      (steps) => {
-        const { ring: r, region } = ring();
-        try {
-          const pending: Array<{ length: number; serial: number; type: number }> = [];
-          let serial = 0;
-          const readAll = (): void => {
-            for (;;) {
-              const got = r.tryRead();
-              if (got === null) break;
-              const want = pending.shift();
-              assert.ok(want !== undefined, 'a record nobody committed');
-              check(got, want.length, want.serial, `record ${want.serial}`);
-              assert.equal(r.lastType, want.type);
-            }
-          };
-          for (const [i, step] of steps.entries()) {
-            const length = step.claim === 0 ? 0 : step.cut % (step.claim + 1);
-            if (step.corked) r.cork();
-            let offset = r.claim(step.claim);
-            if (offset < 0) {
-              if (step.corked) r.uncork();
-              readAll();
-              assert.equal(pending.length, 0);
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            claim: fc.integer({ min: 0, max: CAPACITY / 2 - 8 }),
+            cut: fc.nat(),
+            corked: fc.boolean(),
+            readEvery: fc.integer({ min: 1, max: 4 }),
+          }),
+          { minLength: 1, maxLength: 200 },
+        ),
+        (steps) => {
+          const { ring: r, region } = ring();
+          try {
+            const pending: Array<{ length: number; serial: number; type: number }> = [];
+            let serial = 0;
+            const readAll = (): void => {
+              for (;;) {
+                const got = r.tryRead();
+                if (got === null) break;
+                const want = pending.shift();
+                assert.ok(want !== undefined, 'a record nobody committed');
+                check(got, want.length, want.serial, `record ${want.serial}`);
+                assert.equal(r.lastType, want.type);
+              }
+            };
+            for (const [i, step] of steps.entries()) {
+              const length = step.claim === 0 ? 0 : step.cut % (step.claim + 1);
               if (step.corked) r.cork();
-              offset = r.claim(step.claim);
-              assert.ok(offset >= 0, 'an empty ring takes any claim up to the largest record');
+              let offset = r.claim(step.claim);
+              if (offset < 0) {
+                if (step.corked) r.uncork();
+                readAll();
+                assert.equal(pending.length, 0);
+                if (step.corked) r.cork();
+                offset = r.claim(step.claim);
+                assert.ok(offset >= 0, 'an empty ring takes any claim up to the largest record');
+              }
+              // Garbage past the length: the reader must not see it.
+              fill(r.data, offset, step.claim, 999);
+              fill(r.data, offset, length, serial);
+              const type = serial % 5;
+              r.commit(offset, type, length);
+              pending.push({ length, serial, type });
+              serial++;
+              if (step.corked) r.uncork();
+              if (i % step.readEvery === 0) readAll();
             }
-            // Garbage past the length: the reader must not see it.
-            fill(r.data, offset, step.claim, 999);
-            fill(r.data, offset, length, serial);
-            const type = serial % 5;
-            r.commit(offset, type, length);
-            pending.push({ length, serial, type });
-            serial++;
-            if (step.corked) r.uncork();
-            if (i % step.readEvery === 0) readAll();
+            readAll();
+            assert.equal(pending.length, 0, 'every committed record was read');
+          } finally {
+            region.close();
           }
-          readAll();
-          assert.equal(pending.length, 0, 'every committed record was read');
-        } finally {
-          region.close();
-        }
-      },
-    ), { numRuns: 300 });
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it('a shortened claim leaves room: records of the claimed size alone would not fit as many', () => {

@@ -50,8 +50,11 @@ function region(backing: Backing, size: number, context: Mocha.Context): Region 
  * side is stuck (a corked writer waiting on itself); disposes of `owner`.
  */
 async function corkedStream(
-  producer: SpscRing, consumer: SpscRing, want: readonly Message[],
-  via: 'for await' | 'read()', owner: { dispose(): void },
+  producer: SpscRing,
+  consumer: SpscRing,
+  want: readonly Message[],
+  via: 'for await' | 'read()',
+  owner: { dispose(): void },
 ): Promise<void> {
   const got: Message[] = [];
   const consume = (async () => {
@@ -102,7 +105,9 @@ function spsc(backing: Backing, capacity: number, context: Mocha.Context): Spsc 
   const producer = SpscRing.create(r, { capacity });
   const consumer = SpscRing.attach(r);
   return {
-    region: r, producer, consumer,
+    region: r,
+    producer,
+    consumer,
     dispose() {
       producer.close();
       consumer.close();
@@ -137,14 +142,21 @@ function readAll(consumer: SpscRing, want: readonly Message[], what: string): vo
 /** Asserts that the consumer sees nothing: tryRead null, drain 0, size 0. */
 function assertNothingVisible(consumer: SpscRing, what: string): void {
   assert.equal(consumer.size, 0, `${what}: size`);
-  assert.equal(consumer.drain(() => assert.fail(`${what}: drain handed out a record`)), 0, `${what}: drain`);
+  assert.equal(
+    consumer.drain(() => assert.fail(`${what}: drain handed out a record`)),
+    0,
+    `${what}: drain`,
+  );
   assert.equal(consumer.tryRead(), null, `${what}: tryRead`);
 }
 
 /** Tracks a promise's settlement without awaiting it. */
 function track<T>(promise: Promise<T>): { readonly settled: boolean; readonly promise: Promise<T> } {
   const state = { settled: false, promise };
-  promise.then(() => (state.settled = true), () => (state.settled = true));
+  promise.then(
+    () => (state.settled = true),
+    () => (state.settled = true),
+  );
   return state;
 }
 
@@ -224,7 +236,10 @@ describe('cork() / uncork()', function () {
           assertNothingVisible(consumer, 'second corked batch');
           producer.uncork();
           const drained: Message[] = [];
-          assert.equal(consumer.drain((data, offset, length, type) => drained.push({ bytes: data.slice(offset, offset + length), type })), batch.length);
+          assert.equal(
+            consumer.drain((data, offset, length, type) => drained.push({ bytes: data.slice(offset, offset + length), type })),
+            batch.length,
+          );
           for (const [i, m] of batch.entries()) sameMessage(drained[i]!.bytes, drained[i]!.type, m, `drained message ${i}`);
         } finally {
           ring.dispose();
@@ -451,19 +466,28 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.record({
-      kind: fc.constant('claim' as const), length: messageLength, type: messageType, seed: bytesSeed,
+      kind: fc.constant('claim' as const),
+      length: messageLength,
+      type: messageType,
+      seed: bytesSeed,
       end: fc.oneof({ weight: 4, arbitrary: fc.constant('commit' as const) }, { weight: 1, arbitrary: fc.constant('abort' as const) }),
     }),
   },
   { weight: 7, arbitrary: fc.constant({ kind: 'read' as const }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('drain' as const), limit: fc.option(fc.integer({ min: 0, max: 6 }), { nil: undefined }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('drain' as const), limit: fc.option(fc.integer({ min: 0, max: 6 }), { nil: undefined }) }),
+  },
 );
 /** Commands come in bursts, so the ring swings between full and empty and the depth climbs and falls. */
 const burst = fc.tuple(commandArb, fc.integer({ min: 1, max: 8 })).map(([command, times]) => new Array<Command>(times).fill(command));
 const commandsArb = fc.array(burst, { minLength: 1, maxLength: 300, size: 'max' }).map((bursts) => bursts.flat());
 
 /** Where the positions start: 0, or just below the 32-bit wrap of the positions. */
-const startPosition = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 512 }).map((k) => 2 ** 32 - k * 8));
+const startPosition = fc.oneof(
+  fc.constant(0),
+  fc.integer({ min: 1, max: 512 }).map((k) => 2 ** 32 - k * 8),
+);
 
 interface ModelRecord extends Message {
   /** Padding bytes before the record (at the wrap) plus the record's bytes. */
@@ -488,7 +512,10 @@ class Model {
   guaranteed = 0;
   depth = 0;
 
-  constructor(readonly capacity: number, start: number) {
+  constructor(
+    readonly capacity: number,
+    start: number,
+  ) {
     this.producer = start >>> 0;
     this.consumer = start >>> 0;
   }
@@ -523,8 +550,18 @@ class Model {
 }
 
 const totals = {
-  runs: 0, written: 0, read: 0, maxDepth: 0, nestedCorks: 0, extraUncorks: 0, corkedRefusals: 0, autoPublishes: 0,
-  hiddenWhileCorked: 0, laps: 0, uncorkedSteps: 0, corkedSteps: 0,
+  runs: 0,
+  written: 0,
+  read: 0,
+  maxDepth: 0,
+  nestedCorks: 0,
+  extraUncorks: 0,
+  corkedRefusals: 0,
+  autoPublishes: 0,
+  hiddenWhileCorked: 0,
+  laps: 0,
+  uncorkedSteps: 0,
+  corkedSteps: 0,
 };
 
 function runModel(capacity: number, start: number, commands: readonly Command[]): void {
@@ -610,10 +647,16 @@ function runModel(capacity: number, start: number, commands: readonly Command[])
       case 'read': {
         const message = consumer.tryRead();
         if (model.read < model.guaranteed) {
-          assert.ok(message !== null, `${what}: tryRead returned null, but message #${model.read} was written before the depth last reached 0`);
+          assert.ok(
+            message !== null,
+            `${what}: tryRead returned null, but message #${model.read} was written before the depth last reached 0`,
+          );
         }
-        assert.equal(message !== null, visibleBefore > model.read,
-          `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${visibleBefore - model.read} published and unread`);
+        assert.equal(
+          message !== null,
+          visibleBefore > model.read,
+          `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${visibleBefore - model.read} published and unread`,
+        );
         if (message !== null) expectHead(message, consumer.lastType, what);
         else if (model.records.length > 0) totals.hiddenWhileCorked++;
         break;
@@ -642,8 +685,10 @@ function runModel(capacity: number, start: number, commands: readonly Command[])
       assert.equal(consumer.size, model.used, `${what}: uncorked, size must be every unread byte`);
     } else if (command.kind === 'write' || command.kind === 'claim') {
       // Corked: a write publishes nothing, or (the ring looked full) everything written before it.
-      assert.ok(visible === visibleBefore || visible === writtenBefore,
-        `${what}: ${visible} visible after a corked ${command.kind}; expected ${visibleBefore} (nothing published) or ${writtenBefore} (the batch before it)`);
+      assert.ok(
+        visible === visibleBefore || visible === writtenBefore,
+        `${what}: ${visible} visible after a corked ${command.kind}; expected ${visibleBefore} (nothing published) or ${writtenBefore} (the batch before it)`,
+      );
       if (visible !== visibleBefore) totals.autoPublishes++;
     } else {
       assert.equal(visible, visibleBefore, `${what}: a corked ${command.kind} changed what is published`);
@@ -674,16 +719,26 @@ describe('cork() / uncork() (model-based)', function () {
     if (totals.runs < NUM_RUNS) return; // the property failed; its report says why
     console.log(`      cork model: ${JSON.stringify(totals)}`);
     // The sequences are meant to fill corked rings and nest corks often: prove they did.
-    assert.ok(totals.corkedRefusals >= 1000 && totals.autoPublishes >= 1000 && totals.hiddenWhileCorked >= 1000,
-      `too few corked fills / hidden reads: ${JSON.stringify(totals)}`);
-    assert.ok(totals.nestedCorks >= 1000 && totals.extraUncorks >= 1000 && totals.maxDepth >= 4, `too little nesting: ${JSON.stringify(totals)}`);
+    assert.ok(
+      totals.corkedRefusals >= 1000 && totals.autoPublishes >= 1000 && totals.hiddenWhileCorked >= 1000,
+      `too few corked fills / hidden reads: ${JSON.stringify(totals)}`,
+    );
+    assert.ok(
+      totals.nestedCorks >= 1000 && totals.extraUncorks >= 1000 && totals.maxDepth >= 4,
+      `too little nesting: ${JSON.stringify(totals)}`,
+    );
     assert.ok(totals.laps >= 5_000, `only ${totals.laps} laps of the data area`);
-    assert.ok(totals.uncorkedSteps >= 50_000 && totals.corkedSteps >= 50_000, `too few steps at depth 0 or above it: ${JSON.stringify(totals)}`);
+    assert.ok(
+      totals.uncorkedSteps >= 50_000 && totals.corkedSteps >= 50_000,
+      `too few steps at depth 0 or above it: ${JSON.stringify(totals)}`,
+    );
   });
 
   it('keeps FIFO order through random cork / uncork / tryWrite / claim / tryRead / drain, shows everything written when uncorked, and delivers it all at the end', function () {
     fc.assert(
-      fc.property(fc.constantFrom(...CAPACITIES), startPosition, commandsArb, (capacity, start, commands) => runModel(capacity, start, commands)),
+      fc.property(fc.constantFrom(...CAPACITIES), startPosition, commandsArb, (capacity, start, commands) =>
+        runModel(capacity, start, commands),
+      ),
       { numRuns: NUM_RUNS },
     );
   });

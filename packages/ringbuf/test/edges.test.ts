@@ -38,7 +38,9 @@ const KINDS: Kind[] = [
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function fill(queue: AnyQueue): void {
-  while (queue.tryWrite(new Uint8Array(4))) { /* until full */ }
+  while (queue.tryWrite(new Uint8Array(4))) {
+    /* until full */
+  }
 }
 
 /** How a promise ends: its value, or the error's name, code and message. */
@@ -78,8 +80,13 @@ describe('edges: a region closed under a pending wait', function () {
         it(`rejects a pending ${verb} of a ${kind.name} with ERR_SHMRING_CLOSED when its ${backing} region is closed`, async function () {
           if (backing === 'memfd' && memfdUnavailable() !== undefined) this.skip();
           const tag = `shmring-edges-${process.pid}-${Math.random().toString(36).slice(2)}`;
-          const region = Region.create(backing === 'memfd' || backing === 'sysv' ? { backing, size: kind.size }
-            : backing === 'posix' ? { backing, size: kind.size, name: tag } : { backing, size: kind.size, path: `/dev/shm/${tag}` });
+          const region = Region.create(
+            backing === 'memfd' || backing === 'sysv'
+              ? { backing, size: kind.size }
+              : backing === 'posix'
+                ? { backing, size: kind.size, name: tag }
+                : { backing, size: kind.size, path: `/dev/shm/${tag}` },
+          );
           region.unlink();
           const queue = kind.create(region);
           const pending = outcome(start(queue));
@@ -106,7 +113,7 @@ describe('edges: a region closed under a pending wait', function () {
       region.close();
       assert.throws(() => kind.attach(region), { code: ErrorCodes.CLOSED });
       assert.ok(writer.tryWrite(new Uint8Array([42])));
-      assert.deepEqual([...(await pending).value as Uint8Array], [42]);
+      assert.deepEqual([...((await pending).value as Uint8Array)], [42]);
       // close() of the ring is what ends its waits there.
       const next = outcome(queue.read({ poll: 0 }));
       await sleep(30);
@@ -123,15 +130,31 @@ describe('edges: drain() with something that is not a function', function () {
       const queue = kind.create(region);
       assert.ok(queue.tryWrite(new Uint8Array([1, 2, 3]), 7));
       for (const handler of [undefined, null, 'handler', {}, 5]) {
-        assert.throws(() => queue.drain(handler as never), { name: 'TypeError', code: ErrorCodes.INVALID_ARGUMENT, message: /handler=/ }, String(handler));
+        assert.throws(
+          () => queue.drain(handler as never),
+          { name: 'TypeError', code: ErrorCodes.INVALID_ARGUMENT, message: /handler=/ },
+          String(handler),
+        );
       }
-      for (const [limit, name] of [[-1, 'RangeError'], [1.5, 'TypeError'], ['2', 'TypeError'], [NaN, 'TypeError']] as const) {
-        assert.throws(() => queue.drain(() => {}, limit as number), { name, code: ErrorCodes.INVALID_ARGUMENT, message: /limit=/ }, String(limit));
+      for (const [limit, name] of [
+        [-1, 'RangeError'],
+        [1.5, 'TypeError'],
+        ['2', 'TypeError'],
+        [NaN, 'TypeError'],
+      ] as const) {
+        assert.throws(
+          () => queue.drain(() => {}, limit as number),
+          { name, code: ErrorCodes.INVALID_ARGUMENT, message: /limit=/ },
+          String(limit),
+        );
       }
       assert.equal(queue.size, kind.name === 'SpscRing' ? L.recordSize(3) : 1);
       assert.deepEqual([...queue.tryRead()!], [1, 2, 3]);
       assert.equal(queue.lastType, 7);
-      assert.equal(queue.drain(() => {}, 0), 0);
+      assert.equal(
+        queue.drain(() => {}, 0),
+        0,
+      );
     });
 
     it(`keeps what a ${kind.name} drain() handed out consumed when its handler closes the queue; the ring goes on for the next object`, function () {
@@ -152,7 +175,10 @@ describe('edges: drain() with something that is not a function', function () {
       let written = 0;
       while (producer.tryWrite(new Uint8Array([written]))) written++;
       // (An SpscRing's producer always leaves RECORD_RESERVE bytes free: one record fewer.)
-      assert.equal(written, kind.name === 'SpscRing' ? (producer as SpscRing).capacity / L.recordSize(1) - 1 : (producer as MpmcQueue).capacity);
+      assert.equal(
+        written,
+        kind.name === 'SpscRing' ? (producer as SpscRing).capacity / L.recordSize(1) - 1 : (producer as MpmcQueue).capacity,
+      );
     });
   }
 });
@@ -239,7 +265,9 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
 
   for (const kind of KINDS) {
     for (const { verb, reads, call } of VERBS) {
-      const cases = reads ? BAD_OPTIONS : [...BAD_OPTIONS, ...BAD_TYPES.map(({ type, error }) => ({ options: { type }, error, names: /type=/ }))];
+      const cases = reads
+        ? BAD_OPTIONS
+        : [...BAD_OPTIONS, ...BAD_TYPES.map(({ type, error }) => ({ options: { type }, error, names: /type=/ }))];
       it(`${kind.name}.${verb} refuses ${cases.length} bad options, each before it reads or writes anything, though a message (or room) is there`, async function () {
         const region = Region.create({ backing: 'sab', size: kind.size });
         const queue = kind.create(region);
@@ -273,8 +301,20 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
       ['MpmcQueue capacity 3', () => MpmcQueue.regionSize({ capacity: 3, slotSize: 8 }), 'RangeError', INVALID, /capacity=3/],
       ['MpmcQueue slotSize -1', () => MpmcQueue.regionSize({ capacity: 4, slotSize: -1 }), 'RangeError', INVALID, /slotSize/],
       ['MpmcQueue slotSize 0.5', () => MpmcQueue.regionSize({ capacity: 4, slotSize: 0.5 }), 'TypeError', INVALID, /slotSize/],
-      ['MpmcQueue beyond MAX_SAFE_INTEGER', () => MpmcQueue.regionSize({ capacity: 2 ** 30, slotSize: 2 ** 24 }), 'RangeError', INVALID, /MAX_SAFE_INTEGER/],
-      ['offset 10', () => SpscRing.regionSize({ capacity: 64 }) && SpscRing.create(sab(4096), { capacity: 64, offset: 10 }), 'RangeError', INVALID, /offset=10/],
+      [
+        'MpmcQueue beyond MAX_SAFE_INTEGER',
+        () => MpmcQueue.regionSize({ capacity: 2 ** 30, slotSize: 2 ** 24 }),
+        'RangeError',
+        INVALID,
+        /MAX_SAFE_INTEGER/,
+      ],
+      [
+        'offset 10',
+        () => SpscRing.regionSize({ capacity: 64 }) && SpscRing.create(sab(4096), { capacity: 64, offset: 10 }),
+        'RangeError',
+        INVALID,
+        /offset=10/,
+      ],
       ['offset -64', () => SpscRing.create(sab(4096), { capacity: 64, offset: -64 }), 'RangeError', INVALID, /offset=-64/],
       ['offset "64"', () => SpscRing.create(sab(4096), { capacity: 64, offset: '64' as never }), 'TypeError', INVALID, /offset="64"/],
       ['attach offset 1.5', () => SpscRing.attach(sab(4096), { offset: 1.5 }), 'TypeError', INVALID, /offset=1.5/],
@@ -294,12 +334,16 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
       ['MpmcQueue.tryWrite(too large)', () => queue.tryWrite(new Uint8Array(9)), 'RangeError', ErrorCodes.MESSAGE_TOO_LARGE, /slotSize=8/],
     ];
     for (const [what, call, name, code, message] of table) {
-      assert.throws(call, (err: Error & { code?: string }) => {
-        assert.equal(err.name, name, `${what}: ${err.stack}`);
-        assert.equal(err.code, code, what);
-        assert.match(err.message, message, what);
-        return true;
-      }, what);
+      assert.throws(
+        call,
+        (err: Error & { code?: string }) => {
+          assert.equal(err.name, name, `${what}: ${err.stack}`);
+          assert.equal(err.code, code, what);
+          assert.match(err.message, message, what);
+          return true;
+        },
+        what,
+      );
     }
     // A write while a claim is open is a call in the wrong state, not a bad value: a plain Error, same code.
     const offset = ring.claim(4);
@@ -313,7 +357,11 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
 describe('edges: what docs/LAYOUT.md says attach and a MpmcQueue consumer refuse', function () {
   it('refuses a region under 640 bytes as ERR_SHMRING_NOT_A_RING', () => {
     for (const kind of KINDS) {
-      assert.throws(() => kind.attach(Region.create({ backing: 'sab', size: L.DATA_OFFSET - 1 })), { code: ErrorCodes.NOT_A_RING }, kind.name);
+      assert.throws(
+        () => kind.attach(Region.create({ backing: 'sab', size: L.DATA_OFFSET - 1 })),
+        { code: ErrorCodes.NOT_A_RING },
+        kind.name,
+      );
     }
   });
 
@@ -335,7 +383,10 @@ describe('edges: what docs/LAYOUT.md says attach and a MpmcQueue consumer refuse
     slots[0 * stride32 + L.SLOT_TYPE_I32] = -5;
     slots[1 * stride32 + L.SLOT_TYPE_I32] = L.PADDING_TYPE;
     assert.throws(() => queue.tryRead(), { code: ErrorCodes.CORRUPT, message: /type -5/ });
-    assert.throws(() => queue.drain(() => assert.fail('drain handed out a negative type')), { code: ErrorCodes.CORRUPT, message: /type -1/ });
+    assert.throws(() => queue.drain(() => assert.fail('drain handed out a negative type')), {
+      code: ErrorCodes.CORRUPT,
+      message: /type -1/,
+    });
     assert.deepEqual([...queue.tryRead()!], [3]);
     assert.equal(queue.lastType, 3);
     // Both corrupt slots were freed: the queue takes a full capacity again.

@@ -19,7 +19,11 @@ function spsc(capacity = 256): { region: Region; ring: SpscRing } {
 describe('ring errors (docs/ERRORS.md)', () => {
   it('rejects a capacity that is not a power of two, too small or too large', () => {
     for (const capacity of [0, 100, 32, 2 ** 31, -64]) {
-      assert.throws(() => SpscRing.regionSize({ capacity }), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' }, String(capacity));
+      assert.throws(
+        () => SpscRing.regionSize({ capacity }),
+        { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' },
+        String(capacity),
+      );
     }
     for (const capacity of [1, 3, 2 ** 31]) {
       assert.throws(() => MpmcQueue.regionSize({ capacity, slotSize: 8 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(capacity));
@@ -36,7 +40,10 @@ describe('ring errors (docs/ERRORS.md)', () => {
   it('rejects a message larger than the ring allows and keeps what the ring holds', () => {
     const { ring } = spsc(256);
     assert.ok(ring.tryWrite(new Uint8Array([1, 2, 3])));
-    assert.throws(() => ring.tryWrite(new Uint8Array(ring.maxMessageLength + 1)), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE', name: 'RangeError' });
+    assert.throws(() => ring.tryWrite(new Uint8Array(ring.maxMessageLength + 1)), {
+      code: 'ERR_SHMRING_MESSAGE_TOO_LARGE',
+      name: 'RangeError',
+    });
     assert.throws(() => ring.claim(ring.maxMessageLength + 1), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE' });
     assert.deepEqual([...ring.tryRead()!], [1, 2, 3]);
     assert.equal(ring.tryRead(), null);
@@ -57,7 +64,9 @@ describe('ring errors (docs/ERRORS.md)', () => {
   });
 
   it('rejects a region too small for the ring', () => {
-    assert.throws(() => SpscRing.create(sab(SpscRing.regionSize({ capacity: 1024 }) - 1), { capacity: 1024 }), { code: 'ERR_SHMRING_REGION_TOO_SMALL' });
+    assert.throws(() => SpscRing.create(sab(SpscRing.regionSize({ capacity: 1024 }) - 1), { capacity: 1024 }), {
+      code: 'ERR_SHMRING_REGION_TOO_SMALL',
+    });
     assert.throws(() => MpmcQueue.create(sab(1000), { capacity: 64, slotSize: 64 }), { code: 'ERR_SHMRING_REGION_TOO_SMALL' });
   });
 

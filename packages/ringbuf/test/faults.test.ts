@@ -150,17 +150,23 @@ describe('faults: SIGKILLed peers', function () {
             await producer.next('ready');
             const pending = track(ring.read(peerOptions(peerTimeoutMs)));
             await sleep(aliveCheckMs(peerTimeoutMs));
-            assert.equal(pending.settled, undefined,
-              `the read ended (${pending.settled?.error?.code ?? 'with a message'}) while the producer was alive`);
+            assert.equal(
+              pending.settled,
+              undefined,
+              `the read ended (${pending.settled?.error?.code ?? 'with a message'}) while the producer was alive`,
+            );
             const killedAt = await kill(producer);
             const end = await pending.done;
             assert.equal(end.error?.code, ErrorCodes.PEER_DEAD, `the read ended with ${end.error?.code ?? 'a message'}`);
             const took = end.at - killedAt;
             assert.ok(took < boundFor(peerTimeoutMs), `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
             // for await ends the same way.
-            await assert.rejects(async () => {
-              for await (const m of ring) assert.fail(`a message of ${m.length} bytes after the producer died`);
-            }, { code: ErrorCodes.PEER_DEAD });
+            await assert.rejects(
+              async () => {
+                for await (const m of ring) assert.fail(`a message of ${m.length} bytes after the producer died`);
+              },
+              { code: ErrorCodes.PEER_DEAD },
+            );
           } finally {
             shared.dispose();
           }
@@ -171,12 +177,27 @@ describe('faults: SIGKILLed peers', function () {
           try {
             SpscRing.create(shared.region, { capacity: 4096 });
             const plan: TrafficPlan = { seed: 12, producers: 1, perProducer: K, maxLength: 300 };
-            const reader = start({ role: 'spsc-sync-reader', region: shared.ref, plan, id: 0, expect: K, timeoutMs: 15_000, ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }) }, shared.fd);
+            const reader = start(
+              {
+                role: 'spsc-sync-reader',
+                region: shared.ref,
+                plan,
+                id: 0,
+                expect: K,
+                timeoutMs: 15_000,
+                ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }),
+              },
+              shared.fd,
+            );
             const producer = start({ role: 'spsc-producer', region: shared.ref, plan, id: 0, count: K }, shared.fd);
             await reader.next('got');
             await producer.next('ready');
             await sleep(aliveCheckMs(peerTimeoutMs));
-            assert.equal(reader.events.find((e) => e.event === 'end'), undefined, 'the readSync ended while the producer was alive');
+            assert.equal(
+              reader.events.find((e) => e.event === 'end'),
+              undefined,
+              'the readSync ended while the producer was alive',
+            );
             const killedAt = await kill(producer);
             const end = await reader.next('end', 20_000);
             const took = performance.now() - killedAt;
@@ -197,7 +218,11 @@ describe('faults: SIGKILLed peers', function () {
             while (ring.tryWrite(bytes));
             const pending = track(ring.write(bytes, peerOptions(peerTimeoutMs)));
             await sleep(aliveCheckMs(peerTimeoutMs));
-            assert.equal(pending.settled, undefined, `the write ended (${pending.settled?.error?.code ?? 'went through'}) while the consumer was alive`);
+            assert.equal(
+              pending.settled,
+              undefined,
+              `the write ended (${pending.settled?.error?.code ?? 'went through'}) while the consumer was alive`,
+            );
             const killedAt = await kill(consumer);
             const end = await pending.done;
             assert.equal(end.error?.code, ErrorCodes.PEER_DEAD, `the write ended with ${end.error?.code ?? 'success'}`);
@@ -214,10 +239,22 @@ describe('faults: SIGKILLed peers', function () {
             SpscRing.create(shared.region, { capacity: 1024 });
             const consumer = start({ role: 'spsc-idle-consumer', region: shared.ref }, shared.fd);
             await consumer.next('ready');
-            const writer = start({ role: 'spsc-sync-writer', region: shared.ref, timeoutMs: 15_000, ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }) }, shared.fd);
+            const writer = start(
+              {
+                role: 'spsc-sync-writer',
+                region: shared.ref,
+                timeoutMs: 15_000,
+                ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }),
+              },
+              shared.fd,
+            );
             await writer.next('full');
             await sleep(aliveCheckMs(peerTimeoutMs));
-            assert.equal(writer.events.find((e) => e.event === 'end'), undefined, 'the writeSync ended while the consumer was alive');
+            assert.equal(
+              writer.events.find((e) => e.event === 'end'),
+              undefined,
+              'the writeSync ended while the consumer was alive',
+            );
             const killedAt = await kill(consumer);
             const end = await writer.next('end', 20_000);
             const took = performance.now() - killedAt;
@@ -238,7 +275,16 @@ describe('faults: SIGKILLed peers', function () {
         SpscRing.create(shared.region, { capacity: 4096 });
         const plan: TrafficPlan = { seed: 13, producers: 1, perProducer: K, maxLength: 300 };
         const producerConfig: FaultConfig = { role: 'spsc-producer', region: shared.ref, plan, id: 0, count: K };
-        const reader = start({ role: 'spsc-sync-reader', region: shared.ref, plan, id: 0, expect: K, timeoutMs: 6000, peerTimeoutMs: SHORT_PEER_TIMEOUT_MS, spawnProducer: producerConfig });
+        const reader = start({
+          role: 'spsc-sync-reader',
+          region: shared.ref,
+          plan,
+          id: 0,
+          expect: K,
+          timeoutMs: 6000,
+          peerTimeoutMs: SHORT_PEER_TIMEOUT_MS,
+          spawnProducer: producerConfig,
+        });
         const { pid } = (await reader.next('producer')) as unknown as { pid: number };
         await reader.next('got');
         const killedAt = performance.now();
@@ -248,9 +294,12 @@ describe('faults: SIGKILLed peers', function () {
         const state = processState(pid);
         const end = await reader.next('end', 20_000);
         const took = performance.now() - killedAt;
-        assert.equal(end.code, ErrorCodes.PEER_DEAD,
+        assert.equal(
+          end.code,
+          ErrorCodes.PEER_DEAD,
           `the reader ended with ${String(end.code)} after ${took.toFixed(0)} ms: its dead child producer (a zombie, ` +
-          `/proc state ${state} 100 ms after the kill) still counts as alive`);
+            `/proc state ${state} 100 ms after the kill) still counts as alive`,
+        );
         assert.ok(took < BOUND_SHORT_MS, `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
       } finally {
         shared.dispose();
@@ -357,7 +406,8 @@ describe('faults: SIGKILLed peers', function () {
                 assert.ok(checker.check(m, 0, m.length, q.lastType), checker.error);
               } catch (err) {
                 const ctl = new Int32Array(shared.region.buffer, 0, L.CONTROL_I32_LENGTH);
-                stuck = `the consumer stopped with ${(err as ShmringError).code ?? String(err)} after ${checker.count} of ${expected} messages ` +
+                stuck =
+                  `the consumer stopped with ${(err as ShmringError).code ?? String(err)} after ${checker.count} of ${expected} messages ` +
                   `(per producer ${JSON.stringify(checker.report().perProducer)}; positions producer ${Atomics.load(ctl, L.PRODUCER_POSITION_I32)}, ` +
                   `consumer ${Atomics.load(ctl, L.CONSUMER_POSITION_I32)})`;
                 return;
@@ -444,9 +494,12 @@ describe('faults: SIGKILLed peers', function () {
             failure = (err as ShmringError).code;
           }
           const published = await slow.next('published');
-          assert.equal(published.sequenceBefore, published.position,
+          assert.equal(
+            published.sequenceBefore,
+            published.position,
             `the slot the live producer claimed was freed under it (its sequence was ${String(published.sequenceBefore)} ` +
-            `when it published position ${String(published.position)}); the reader ${failure === undefined ? 'got a message' : `ended with ${failure}`}`);
+              `when it published position ${String(published.position)}); the reader ${failure === undefined ? 'got a message' : `ended with ${failure}`}`,
+          );
           assert.equal(failure, undefined, `the read ended with ${failure}`);
           assert.deepEqual(got, message(plan, 0, 0));
           assert.equal(q.lastType, messageType(0, 0));
@@ -488,9 +541,15 @@ describe('faults: SIGKILLed peers', function () {
 
       await kill(child);
       const info = inspect(dead);
-      assert.ok(info, 'the killed creator\'s ring is not there');
-      assert.deepEqual([info.creator, info.producer, info.consumer], [
-        { pid: child.pid, alive: false }, { pid: child.pid, alive: false }, { pid: child.pid, alive: false }]);
+      assert.ok(info, "the killed creator's ring is not there");
+      assert.deepEqual(
+        [info.creator, info.producer, info.consumer],
+        [
+          { pid: child.pid, alive: false },
+          { pid: child.pid, alive: false },
+          { pid: child.pid, alive: false },
+        ],
+      );
       assert.ok(isStale(info));
       assert.equal(isStale(inspect(live)!), false);
 

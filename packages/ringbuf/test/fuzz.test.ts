@@ -35,7 +35,12 @@ const NUM_RUNS: Record<FuzzKind, number> = { spsc: 5000, mpmc: 5000, mpsc: 5000,
 /** The whole fuzz of one kind must end within this long, or it is taken for an endless loop. */
 const LIMIT_MS = 45_000;
 const MIN_CORRUPTIONS = 10_000;
-const KINDS: [FuzzKind, string][] = [['spsc', 'SpscRing'], ['mpmc', 'MpmcQueue'], ['mpsc', 'MpscRing'], ['broadcast', 'Broadcast']];
+const KINDS: [FuzzKind, string][] = [
+  ['spsc', 'SpscRing'],
+  ['mpmc', 'MpmcQueue'],
+  ['mpsc', 'MpscRing'],
+  ['broadcast', 'Broadcast'],
+];
 
 const seed = process.env.SHMRING_FUZZ_SEED === undefined ? (Math.random() * 2 ** 31) | 0 : Number(process.env.SHMRING_FUZZ_SEED);
 
@@ -69,9 +74,14 @@ describe('fuzz: overwriting the memory of a live ring', function () {
     it(`${name} never reads out of bounds, never loops, and throws only documented codes when its memory is overwritten between operations`, async function () {
       const report = await results.get(kind)!;
       totals.corruptions += report.corruptions;
-      const codes = Object.entries(report.outcomes).sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k}=${n}`).join(' ');
-      console.log(`      ${name}: ${report.runs} runs, ${report.ops} steps, ${report.corruptions} corruptions, ${report.delivered} messages handed out, ` +
-        `slowest step ${report.slowestOpMs.toFixed(1)} ms, ${(report.elapsedMs / 1000).toFixed(1)} s`);
+      const codes = Object.entries(report.outcomes)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, n]) => `${k}=${n}`)
+        .join(' ');
+      console.log(
+        `      ${name}: ${report.runs} runs, ${report.ops} steps, ${report.corruptions} corruptions, ${report.delivered} messages handed out, ` +
+          `slowest step ${report.slowestOpMs.toFixed(1)} ms, ${(report.elapsedMs / 1000).toFixed(1)} s`,
+      );
       console.log(`        outcomes: ${codes}`);
       if (report.error !== undefined) {
         const cause = report.error.slice(report.error.indexOf('caused by:'));
@@ -89,7 +99,10 @@ describe('fuzz: overwriting the memory of a live ring', function () {
       if (kind === 'mpsc') {
         // A read between a claim and its commit met the claimed record at the head; and one took it back
         // (its TYPE, the claimer's pid, rewritten to a dead one), whose commit then said so (TIMEOUT).
-        assert.ok(n('read-between:empty') > 0 && n('claim:taken-back') > 0, `no read between a claim and its commit took the claim back: ${codes}`);
+        assert.ok(
+          n('read-between:empty') > 0 && n('claim:taken-back') > 0,
+          `no read between a claim and its commit took the claim back: ${codes}`,
+        );
       }
       if (kind === 'broadcast') {
         assert.ok(n('mode:lossy') > NUM_RUNS.broadcast / 4 && n('mode:lossless') > NUM_RUNS.broadcast / 4, `both modes run: ${codes}`);
@@ -114,7 +127,7 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
     const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 64 }) });
     const ring = SpscRing.create(region, { capacity: 64 });
     // Move both positions to `at` with records of 24 and 8 bytes.
-    for (let moved = 0; moved < at;) {
+    for (let moved = 0; moved < at; ) {
       const payload = at - moved >= 24 ? 16 : 0;
       assert.ok(ring.tryWrite(new Uint8Array(payload)));
       assert.ok(ring.tryRead());
@@ -126,7 +139,10 @@ describe('SpscRing: a corrupted record length that runs past the end of the data
     return { ring, data32: new Int32Array(region.buffer, L.DATA_OFFSET, 64 / 4) };
   }
 
-  for (const [at, length] of [[48, 9], [56, 1]] as const) {
+  for (const [at, length] of [
+    [48, 9],
+    [56, 1],
+  ] as const) {
     it(`tryRead refuses a record at ${at} of a 64-byte ring claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
       const { ring, data32 } = ringWithRecordAt(at);
       data32[(at + L.RECORD_LENGTH_OFFSET) / 4] = L.RECORD_HEADER + length; // LENGTH counts the header (layout version 2)
@@ -174,7 +190,7 @@ describe('Broadcast: a corrupted record length that runs past the end of the dat
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 64, subscribers: 1 }) });
     const pub = Broadcast.create(region, { capacity: 64, lossless, subscribers: 1 });
     const sub = Broadcast.subscribe(region);
-    for (let moved = 0; moved < at;) {
+    for (let moved = 0; moved < at; ) {
       const payload = at - moved >= 24 ? 16 : 0;
       assert.ok(pub.tryWrite(new Uint8Array(payload)));
       assert.ok(sub.tryRead());
@@ -187,7 +203,10 @@ describe('Broadcast: a corrupted record length that runs past the end of the dat
   }
 
   for (const lossless of [false, true]) {
-    for (const [at, length] of [[48, 9], [56, 1]] as const) {
+    for (const [at, length] of [
+      [48, 9],
+      [56, 1],
+    ] as const) {
       const mode = lossless ? 'lossless' : 'lossy';
       it(`a ${mode} subscriber's tryRead refuses a record at ${at} of a 64-byte Broadcast claiming ${length} bytes (ERR_SHMRING_CORRUPT)`, function () {
         const { sub, data32 } = broadcastWithRecordAt(at, lossless);
@@ -275,20 +294,26 @@ describe('MpscRing: a record LENGTH near 2^31 at the head', function () {
   }
 
   it('selectSync finds a padding record of LENGTH 2^31 - 1 ready (tryRead reports it ERR_SHMRING_CORRUPT) instead of looping', async function () {
-    const result = await inWorker([0x7fffffff, L.PADDING_TYPE], `async (ring, data32, ctl, lib) => {
+    const result = await inWorker(
+      [0x7fffffff, L.PADDING_TYPE],
+      `async (ring, data32, ctl, lib) => {
       const ready = lib.selectSync([ring], { timeoutMs: 0 });
       try { ring.tryRead(); return { ready, read: 'no error' }; } catch (err) { return { ready, read: err.code }; }
-    }`);
+    }`,
+    );
     assert.deepEqual(result, { ready: 0, read: ErrorCodes.CORRUPT });
   });
 
-  it('tryRead refuses a dead claimer\'s record of LENGTH -2^31 (ERR_SHMRING_CORRUPT) and leaves the consumer position alone', async function () {
+  it("tryRead refuses a dead claimer's record of LENGTH -2^31 (ERR_SHMRING_CORRUPT) and leaves the consumer position alone", async function () {
     // TYPE 0: a claimer that gave no pid counts as gone, so the record is a candidate for the take-back at once (peerTimeoutMs 0).
-    const result = await inWorker([-0x80000000, 0], `async (ring, data32, ctl) => {
+    const result = await inWorker(
+      [-0x80000000, 0],
+      `async (ring, data32, ctl) => {
       let read = 'no error';
       try { ring.tryRead(); } catch (err) { read = err.code; }
       return { read, consumerPosition: Atomics.load(ctl, ${L.CONSUMER_POSITION_I32}), unblocked: ring.unblockedRecords };
-    }`);
+    }`,
+    );
     assert.deepEqual(result, { read: ErrorCodes.CORRUPT, consumerPosition: 0, unblocked: 0 });
   });
 

@@ -71,7 +71,9 @@ export class LinePeer {
       const found = this.lines.find((l) => l.startsWith(prefix));
       if (found !== undefined) return found;
       if (performance.now() > deadline || this.child.exitCode !== null) {
-        throw new Error(`no '${prefix}' line from the child (lines ${JSON.stringify(this.lines)}, exit ${this.child.exitCode}); stderr:\n${this.stderr}`);
+        throw new Error(
+          `no '${prefix}' line from the child (lines ${JSON.stringify(this.lines)}, exit ${this.child.exitCode}); stderr:\n${this.stderr}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 10));
     }

@@ -42,7 +42,10 @@ describe('SpscRing holdReads', function () {
     while (producer.tryWrite(bytes, 0)) written++;
     const c = consumer();
     c.holdReads();
-    assert.equal(c.drain(() => {}), written);
+    assert.equal(
+      c.drain(() => {}),
+      written,
+    );
     assert.equal(producer.tryWrite(bytes, 0), false, 'nothing was released');
     c.releaseReads(c.readPosition);
     assert.equal(producer.tryWrite(bytes, 0), true);

@@ -68,7 +68,11 @@ function checkRead(queue: SpscRing | MpmcQueue | MpscRing | BroadcastSubscriber,
  * both messages and detections were many, so the test did attack something.
  */
 async function underAttack<Q>(
-  what: string, region: Region, words: number[], create: () => Q, traffic: (queue: Q, handed: () => void) => void,
+  what: string,
+  region: Region,
+  words: number[],
+  create: () => Q,
+  traffic: (queue: Q, handed: () => void) => void,
 ): Promise<void> {
   const attack = scribble(region.buffer as SharedArrayBuffer, words);
   const counts = { handed: 0, corrupt: 0 };
@@ -104,20 +108,30 @@ describe('a peer rewriting records while they are read', function () {
     const message = new Uint8Array(200);
     // Every word of the data area: record lengths, types and payloads alike.
     const words = Array.from({ length: capacity / 4 }, (_, i) => L.DATA_OFFSET / 4 + i);
-    await underAttack('SpscRing', region, words, () => SpscRing.create(region, { capacity }), (ring, handed) => {
-      for (let round = 0; round < 200; round++) {
-        while (ring.tryWrite(message.subarray(0, (round * 37) % 200), round)) { /* fill */ }
-        ring.drain((data, offset, length, type) => {
-          assert.ok(length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
-            `drain handed offset ${offset} length ${length} (capacity ${capacity})`);
-          assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
-          assert.equal(data, ring.data);
-          handed();
-        });
-        ring.tryWrite(message.subarray(0, round % 200), round);
-        checkRead(ring, ring.maxMessageLength, handed);
-      }
-    });
+    await underAttack(
+      'SpscRing',
+      region,
+      words,
+      () => SpscRing.create(region, { capacity }),
+      (ring, handed) => {
+        for (let round = 0; round < 200; round++) {
+          while (ring.tryWrite(message.subarray(0, (round * 37) % 200), round)) {
+            /* fill */
+          }
+          ring.drain((data, offset, length, type) => {
+            assert.ok(
+              length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
+              `drain handed offset ${offset} length ${length} (capacity ${capacity})`,
+            );
+            assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+            assert.equal(data, ring.data);
+            handed();
+          });
+          ring.tryWrite(message.subarray(0, round % 200), round);
+          checkRead(ring, ring.maxMessageLength, handed);
+        }
+      },
+    );
   });
 
   it('MpmcQueue hands drain() and tryRead() only lengths and types that passed the bounds checks', async function () {
@@ -128,15 +142,24 @@ describe('a peer rewriting records while they are read', function () {
     const stride32 = L.slotStride(options.slotSize) / 4;
     const slots = Array.from({ length: options.capacity }, (_, i) => L.DATA_OFFSET / 4 + i * stride32);
     const words = slots.flatMap((w) => [w + L.SLOT_LENGTH_I32, w + L.SLOT_TYPE_I32]);
-    await underAttack('MpmcQueue', region, words, () => MpmcQueue.create(region, options), (queue, handed) => {
-      for (let i = 0; i < 32; i++) queue.tryWrite(message.subarray(0, i * 5), i);
-      queue.drain((data, offset, length, type) => {
-        assert.ok(length <= options.slotSize && offset >= 0 && offset + length <= data.length, `drain handed offset ${offset} length ${length}`);
-        assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
-        handed();
-      }, 16);
-      checkRead(queue, options.slotSize, handed);
-    });
+    await underAttack(
+      'MpmcQueue',
+      region,
+      words,
+      () => MpmcQueue.create(region, options),
+      (queue, handed) => {
+        for (let i = 0; i < 32; i++) queue.tryWrite(message.subarray(0, i * 5), i);
+        queue.drain((data, offset, length, type) => {
+          assert.ok(
+            length <= options.slotSize && offset >= 0 && offset + length <= data.length,
+            `drain handed offset ${offset} length ${length}`,
+          );
+          assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+          handed();
+        }, 16);
+        checkRead(queue, options.slotSize, handed);
+      },
+    );
   });
 
   it('MpscRing hands drain() and tryRead() only lengths and types that passed the bounds checks', async function () {
@@ -146,29 +169,39 @@ describe('a peer rewriting records while they are read', function () {
     const words = Array.from({ length: capacity / 4 }, (_, i) => L.DATA_OFFSET / 4 + i);
     let producer: MpscRing | undefined;
     let idle = 0;
-    await underAttack('MpscRing', region, words, () => {
-      producer = undefined;
-      idle = 0;
-      return MpscRing.create(region, { capacity, peerTimeoutMs: 0 });
-    }, (ring, handed) => {
-      producer ??= MpscRing.attach(region);
-      let got = 0;
-      for (let round = 0; round < 200; round++) {
-        while (producer.tryWrite(message.subarray(0, (round * 37) % 200), round)) { /* fill */ }
-        got += ring.drain((_data, offset, length, type) => {
-          assert.ok(length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
-            `drain handed offset ${offset} length ${length} (capacity ${capacity})`);
-          assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
-          handed();
-        });
-        checkRead(ring, ring.maxMessageLength, () => {
-          got++;
-          handed();
-        });
-      }
-      // A scribbled header can stall the ring for good (a zero where a record was): start afresh, as for a detection.
-      if (got === 0 && ++idle > 3) throw new ShmringError(ErrorCodes.CORRUPT, 'stalled');
-    });
+    await underAttack(
+      'MpscRing',
+      region,
+      words,
+      () => {
+        producer = undefined;
+        idle = 0;
+        return MpscRing.create(region, { capacity, peerTimeoutMs: 0 });
+      },
+      (ring, handed) => {
+        producer ??= MpscRing.attach(region);
+        let got = 0;
+        for (let round = 0; round < 200; round++) {
+          while (producer.tryWrite(message.subarray(0, (round * 37) % 200), round)) {
+            /* fill */
+          }
+          got += ring.drain((_data, offset, length, type) => {
+            assert.ok(
+              length <= ring.maxMessageLength && offset >= 0 && offset + length <= capacity,
+              `drain handed offset ${offset} length ${length} (capacity ${capacity})`,
+            );
+            assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+            handed();
+          });
+          checkRead(ring, ring.maxMessageLength, () => {
+            got++;
+            handed();
+          });
+        }
+        // A scribbled header can stall the ring for good (a zero where a record was): start afresh, as for a detection.
+        if (got === 0 && ++idle > 3) throw new ShmringError(ErrorCodes.CORRUPT, 'stalled');
+      },
+    );
   });
 
   for (const lossless of [false, true]) {
@@ -180,27 +213,37 @@ describe('a peer rewriting records while they are read', function () {
       // Every word of the data area (after the subscriber slots): record lengths, types and payloads alike.
       const words = Array.from({ length: capacity / 4 }, (_, i) => B.broadcastDataOffset(subscribers) / 4 + i);
       let publisher: ReturnType<typeof Broadcast.create> | undefined;
-      await underAttack(`Broadcast (${lossless ? 'lossless' : 'lossy'})`, region, words, () => {
-        publisher?.close();
-        publisher = Broadcast.create(region, { capacity, lossless, subscribers });
-        return Broadcast.subscribe(region);
-      }, (sub, handed) => {
-        const pub = publisher!;
-        for (let round = 0; round < 200; round++) {
-          // Lossless: until full. Lossy (never full): less than a ring's worth, so the subscriber is rarely lapped.
-          for (let i = 0; i < 15 && pub.tryWrite(message.subarray(0, (round * 37 + i) % 200), round); i++) { /* fill */ }
-          sub.drain((data, offset, length, type) => {
-            // Lossless: the ring's data in place; lossy: the subscriber's checked copy.
-            assert.ok(length <= sub.maxMessageLength && offset >= 0 && offset + length <= data.length,
-              `drain handed offset ${offset} length ${length} (a buffer of ${data.length})`);
-            if (lossless) assert.equal(data.length, capacity);
-            assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
-            handed();
-          });
-          pub.tryWrite(message.subarray(0, round % 200), round);
-          checkRead(sub, sub.maxMessageLength, handed);
-        }
-      });
+      await underAttack(
+        `Broadcast (${lossless ? 'lossless' : 'lossy'})`,
+        region,
+        words,
+        () => {
+          publisher?.close();
+          publisher = Broadcast.create(region, { capacity, lossless, subscribers });
+          return Broadcast.subscribe(region);
+        },
+        (sub, handed) => {
+          const pub = publisher!;
+          for (let round = 0; round < 200; round++) {
+            // Lossless: until full. Lossy (never full): less than a ring's worth, so the subscriber is rarely lapped.
+            for (let i = 0; i < 15 && pub.tryWrite(message.subarray(0, (round * 37 + i) % 200), round); i++) {
+              /* fill */
+            }
+            sub.drain((data, offset, length, type) => {
+              // Lossless: the ring's data in place; lossy: the subscriber's checked copy.
+              assert.ok(
+                length <= sub.maxMessageLength && offset >= 0 && offset + length <= data.length,
+                `drain handed offset ${offset} length ${length} (a buffer of ${data.length})`,
+              );
+              if (lossless) assert.equal(data.length, capacity);
+              assert.ok(type >= 0 && type <= L.MAX_TYPE, `drain handed type ${type}`);
+              handed();
+            });
+            pub.tryWrite(message.subarray(0, round % 200), round);
+            checkRead(sub, sub.maxMessageLength, handed);
+          }
+        },
+      );
     });
   }
 });

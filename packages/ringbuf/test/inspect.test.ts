@@ -125,7 +125,7 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.equal(info.used, 0);
     assert.deepEqual(info.consumer, { pid: process.pid, alive: true });
     assert.ok(spsc.tryWrite(new Uint8Array([9])));
-    assert.deepEqual([...await pending], [9]);
+    assert.deepEqual([...(await pending)], [9]);
     info = inspect(spscName)!;
     assert.equal(info.readersWaiting, 0);
     assert.equal(info.producerPosition, info.consumerPosition);
@@ -164,14 +164,33 @@ describe('inspect, listRings and the shmring CLI', function () {
       assert.ok(q.tryWrite(new Uint8Array(3)));
       assert.ok(q.tryRead());
       let info = inspect(name)!;
-      assert.deepEqual([info.producer, info.consumer], [{ pid: process.pid, alive: true }, { pid: process.pid, alive: true }],
-        'this process wrote and read the queue but is not recorded as its producer and consumer');
+      assert.deepEqual(
+        [info.producer, info.consumer],
+        [
+          { pid: process.pid, alive: true },
+          { pid: process.pid, alive: true },
+        ],
+        'this process wrote and read the queue but is not recorded as its producer and consumer',
+      );
       // A child writes one message and exits: the last producer is a dead process, but q still produces.
-      const child = new Peer({ role: 'mpmc-producer', region: { kind: 'posix', name }, plan: { seed: 1, producers: 1, perProducer: 1, maxLength: 300 }, id: 0, count: 1, timeoutMs: 10_000 });
+      const child = new Peer({
+        role: 'mpmc-producer',
+        region: { kind: 'posix', name },
+        plan: { seed: 1, producers: 1, perProducer: 1, maxLength: 300 },
+        id: 0,
+        count: 1,
+        timeoutMs: 10_000,
+      });
       await child.next('done');
       await child.exited;
       info = inspect(name)!;
-      assert.deepEqual([info.producer, info.consumer], [{ pid: child.pid, alive: true }, { pid: process.pid, alive: true }]);
+      assert.deepEqual(
+        [info.producer, info.consumer],
+        [
+          { pid: child.pid, alive: true },
+          { pid: process.pid, alive: true },
+        ],
+      );
       assert.equal(info.used, 1);
       // Once q lets go, nobody holds either role, nor the queue.
       q.detach();
@@ -220,8 +239,14 @@ describe('inspect, listRings and the shmring CLI', function () {
     const names = rings.map((r) => r.name);
     assert.ok(names.includes(spscName) && names.includes(mpmcName), `listRings() gave ${JSON.stringify(names)}`);
     assert.ok(!names.includes(emptyName), 'a region without a ring was listed');
-    assert.deepEqual(rings.find((r) => r.name === spscName), inspect(spscName));
-    assert.deepEqual(listRings(dir).map((r) => [r.name, r.kind]), [[filePath, 'MpmcQueue']]);
+    assert.deepEqual(
+      rings.find((r) => r.name === spscName),
+      inspect(spscName),
+    );
+    assert.deepEqual(
+      listRings(dir).map((r) => [r.name, r.kind]),
+      [[filePath, 'MpmcQueue']],
+    );
   });
 
   it('the CLI prints a table for one ring and for --all', function () {
@@ -230,7 +255,16 @@ describe('inspect, listRings and the shmring CLI', function () {
     const lines = one.stdout.trimEnd().split('\n');
     assert.deepEqual(lines[0]!.split(/\s+/), ['name', 'kind', 'capacity', 'used', 'producer', 'consumer', 'creator', 'state']);
     const info = inspect(spscName)!;
-    assert.deepEqual(row(one.stdout, spscName), [spscName, 'SpscRing', '1024 B', `${info.used} B`, who(info.producer), who(info.consumer), who(info.creator), 'open']);
+    assert.deepEqual(row(one.stdout, spscName), [
+      spscName,
+      'SpscRing',
+      '1024 B',
+      `${info.used} B`,
+      who(info.producer),
+      who(info.consumer),
+      who(info.creator),
+      'open',
+    ]);
 
     const queue = cli('inspect', mpmcName);
     assert.equal(queue.status, 0, queue.stderr);
@@ -272,8 +306,11 @@ describe('inspect, listRings and the shmring CLI', function () {
       assert.equal(info.creator.alive, undefined, `creator ${JSON.stringify(info.creator)}: held, but its pid says nothing here`);
       assert.deepEqual(row(cli('inspect', name).stdout, name).slice(4), ['1', '-', '1 (unknown)', 'open']);
       await creator.kill();
-      assert.deepEqual(row(cli('inspect', name).stdout, name).slice(4), ['1 (dead)', '-', '1 (dead)', 'stale'],
-        'once nobody holds the ring, its creator is gone');
+      assert.deepEqual(
+        row(cli('inspect', name).stdout, name).slice(4),
+        ['1 (dead)', '-', '1 (dead)', 'stale'],
+        'once nobody holds the ring, its creator is gone',
+      );
     } finally {
       await creator.kill();
       fs.rmSync(`/dev/shm/${name}`, { force: true });
@@ -342,7 +379,7 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.equal(Buffer.from(new Uint8Array(spscRegion.buffer)).toString('base64'), before);
   });
 
-  it('inspect and the CLI list an MpscRing\'s producers in flight: each claimed, uncommitted record with its claimer\'s pid, liveness and length', function () {
+  it("inspect and the CLI list an MpscRing's producers in flight: each claimed, uncommitted record with its claimer's pid, liveness and length", function () {
     const name = uniqueName('mpsc');
     const capacity = 1024;
     const region = Region.create({ backing: 'posix', name, size: MpscRing.regionSize({ capacity }) });
@@ -377,17 +414,23 @@ describe('inspect, listRings and the shmring CLI', function () {
       const [table, section] = text.stdout.trimEnd().split('\n\n');
       assert.ok(section, `no producers in flight under the table:\n${text.stdout}`);
       assert.deepEqual(row(table!, name).slice(1, 4), ['MpscRing', '1024 B', '88 B']);
-      assert.deepEqual(section!.split('\n').map((line) => line.trim().split(/\s{2,}/)), [
-        [`${name}: 3 producers in flight (claimed, not committed; the consumer waits at the first)`],
-        ['position', 'pid', 'length', 'record'],
-        ['0', `${process.pid}`, '10 B', '24 B'],
-        ['40', `${deadConsumerPid} (dead)`, '20 B', '32 B'],
-        ['72', '-', '? (header not written)', '16 B'],
-      ]);
+      assert.deepEqual(
+        section!.split('\n').map((line) => line.trim().split(/\s{2,}/)),
+        [
+          [`${name}: 3 producers in flight (claimed, not committed; the consumer waits at the first)`],
+          ['position', 'pid', 'length', 'record'],
+          ['0', `${process.pid}`, '10 B', '24 B'],
+          ['40', `${deadConsumerPid} (dead)`, '20 B', '32 B'],
+          ['72', '-', '? (header not written)', '16 B'],
+        ],
+      );
 
       // Committed, a claim leaves the list; a ring with none in flight prints no section.
       a.commit(claimA);
-      assert.deepEqual(inspect(name)!.mpsc!.inFlight.map((claim) => claim.position), [40, 72]);
+      assert.deepEqual(
+        inspect(name)!.mpsc!.inFlight.map((claim) => claim.position),
+        [40, 72],
+      );
       const spscText = cli('inspect', spscName);
       assert.equal(spscText.stdout.trimEnd().split('\n\n').length, 1, spscText.stdout);
     } finally {

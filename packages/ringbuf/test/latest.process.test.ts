@@ -59,15 +59,27 @@ describe('LatestValue across processes', function () {
     const written = JSON.parse(await writer.line('{')) as { published: number; wakes: number };
     assert.equal(written.published, VERSIONS);
     const polled = JSON.parse(await poll.line('{')) as { reads: number; distinct: number; torn: number; backwards: number };
-    const updated = JSON.parse(await updates.line('{')) as Wakeups & { items: number; skipped: number; parks: number; torn: number; gaps: number; last: number };
+    const updated = JSON.parse(await updates.line('{')) as Wakeups & {
+      items: number;
+      skipped: number;
+      parks: number;
+      torn: number;
+      gaps: number;
+      last: number;
+    };
     const synced = JSON.parse(await sync.line('{')) as Wakeups & { calls: number; naps: number; torn: number; backwards: number };
-    console.log(`      writer: ${written.wakes} publishes woke parked readers; read(): ${polled.reads} reads, ${polled.distinct} versions seen; `
-      + `updates(): ${updated.items} items, ${updated.skipped} skipped, ${updated.parks} parks, ${updated.woken} wake-ups; `
-      + `changedSync(): ${synced.calls} returns, ${synced.naps} naps, ${synced.woken} wake-ups`);
+    console.log(
+      `      writer: ${written.wakes} publishes woke parked readers; read(): ${polled.reads} reads, ${polled.distinct} versions seen; ` +
+        `updates(): ${updated.items} items, ${updated.skipped} skipped, ${updated.parks} parks, ${updated.woken} wake-ups; ` +
+        `changedSync(): ${synced.calls} returns, ${synced.naps} naps, ${synced.woken} wake-ups`,
+    );
     // Wake-ups: one futex wake per publish at most, and only when a reader announced itself;
     // each wake reaches a sleeper at most once, so no reader is woken more often than the writer woke.
     assert.ok(written.wakes >= 1 && written.wakes <= VERSIONS, `the writer woke ${written.wakes} times in ${VERSIONS} publishes`);
-    for (const [who, r, parked] of [['updates()', updated, updated.parks], ['changedSync()', synced, synced.naps]] as const) {
+    for (const [who, r, parked] of [
+      ['updates()', updated, updated.parks],
+      ['changedSync()', synced, synced.naps],
+    ] as const) {
       assert.ok(r.woken >= 1, `${who}'s reader was never woken by a publish (it parked ${parked} times)`);
       assert.ok(r.woken <= written.wakes, `${who}'s reader was woken ${r.woken} times, the writer woke only ${written.wakes} times`);
     }
@@ -103,7 +115,10 @@ describe('LatestValue across processes', function () {
     open(64);
     const holder = peer('hold');
     await holder.line('ready');
-    assert.throws(() => lv.publish(latestPayload(2, 64)), (err: ShmringError) => err.code === ErrorCodes.BUSY);
+    assert.throws(
+      () => lv.publish(latestPayload(2, 64)),
+      (err: ShmringError) => err.code === ErrorCodes.BUSY,
+    );
     const second = peer('try');
     assert.equal(await second.line('busy'), `busy ${ErrorCodes.BUSY}`);
     await holder.kill();

@@ -104,7 +104,10 @@ for (const backing of ['sab', 'memfd'] as const) {
       const waits = readers.map((r) => r.changed(0, { timeoutMs: 5000 }));
       await sleep(20);
       lv.publish(new Uint8Array([1]));
-      assert.deepEqual((await Promise.all(waits)).map((r) => r.version), [1, 1, 1]);
+      assert.deepEqual(
+        (await Promise.all(waits)).map((r) => r.version),
+        [1, 1, 1],
+      );
       for (const r of readers) r.close();
     });
 

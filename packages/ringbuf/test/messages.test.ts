@@ -21,9 +21,10 @@ const regions: Region[] = [];
 
 function ring(backing: 'sab' | 'memfd'): { ring: SpscRing; region: Region; ctl: Int32Array } {
   const size = SpscRing.regionSize({ capacity: CAPACITY });
-  const region = backing === 'sab'
-    ? Region.fromSharedArrayBuffer(new SharedArrayBuffer(size))
-    : Region.create({ backing: 'memfd', size, name: 'shmring-messages' });
+  const region =
+    backing === 'sab'
+      ? Region.fromSharedArrayBuffer(new SharedArrayBuffer(size))
+      : Region.create({ backing: 'memfd', size, name: 'shmring-messages' });
   regions.push(region);
   return { ring: SpscRing.create(region, { capacity: CAPACITY }), region, ctl: new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH) };
 }
@@ -45,7 +46,10 @@ async function within<T>(ms: number, promise: Promise<T>, what: string): Promise
 
 /** How a promise ended, without an unhandled rejection meanwhile. */
 function settle<T>(promise: Promise<T>): Promise<{ value?: T; error?: ShmringError; at: number }> {
-  return promise.then((value) => ({ value, at: performance.now() }), (error: ShmringError) => ({ error, at: performance.now() }));
+  return promise.then(
+    (value) => ({ value, at: performance.now() }),
+    (error: ShmringError) => ({ error, at: performance.now() }),
+  );
 }
 
 describe('messages(): the async iterator with wait options', function () {
@@ -70,7 +74,10 @@ describe('messages(): the async iterator with wait options', function () {
       }
       writer.close();
       await within(5000, consume, 'the iteration');
-      assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => [i, i * 3]));
+      assert.deepEqual(
+        got,
+        Array.from({ length: 100 }, (_, i) => [i, i * 3]),
+      );
     });
 
     it(`applies timeoutMs to each message's wait: shorter gaps pass, a longer one rejects next() with ERR_SHMRING_TIMEOUT and ends the iteration (${backing})`, async function () {
@@ -119,7 +126,10 @@ describe('messages(): the async iterator with wait options', function () {
     for (let i = 0; i < 4; i++) q.tryWrite(new Uint8Array([i]));
     const fourth = it.next(); // a message is in the ring, but three calls are ahead of it
     const got = await Promise.all([...pending, fourth]);
-    assert.deepEqual(got.map((r) => (r.value as Uint8Array)[0]), [0, 1, 2, 3]);
+    assert.deepEqual(
+      got.map((r) => (r.value as Uint8Array)[0]),
+      [0, 1, 2, 3],
+    );
     await it.return!();
   });
 
@@ -147,11 +157,14 @@ describe('messages(): the async iterator with wait options', function () {
     });
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     try {
-      await within(10_000, returned, 'the child\'s return()');
-      const code = await within(2000, exited, 'the child\'s exit after return() (a futex wait left pending keeps it alive)');
+      await within(10_000, returned, "the child's return()");
+      const code = await within(2000, exited, "the child's exit after return() (a futex wait left pending keeps it alive)");
       const lag = performance.now() - returnedAt;
       assert.equal(code, 0, out);
-      const events = out.trim().split('\n').map((l) => JSON.parse(l) as { event: string; waits?: number; done?: boolean });
+      const events = out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { event: string; waits?: number; done?: boolean });
       assert.ok((events.find((e) => e.event === 'parked')?.waits ?? 0) >= 1, `the read never parked: ${out}`);
       assert.equal(events.find((e) => e.event === 'returned')?.done, true, 'the pending next() resolved done');
       assert.ok(lag < 1000, `exited ${lag.toFixed(0)} ms after return()`);
@@ -172,7 +185,7 @@ describe('messages(): the async iterator with wait options', function () {
     assert.equal(watchdogState().watched, 0);
   });
 
-  it('polls each message\'s wait for the poll window, or parks it at once with poll: 0', async function () {
+  it("polls each message's wait for the poll window, or parks it at once with poll: 0", async function () {
     const { ring: q, ctl } = ring('memfd');
     for (const poll of [0, 200_000]) {
       const it = q.messages({ poll });
@@ -234,6 +247,9 @@ describe('messages(): the async iterator with wait options', function () {
     for (let i = 0; i < 20; i++) await writer.write(new Uint8Array([i]));
     writer.close();
     await within(5000, consume, 'the iteration');
-    assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i));
+    assert.deepEqual(
+      got,
+      Array.from({ length: 20 }, (_, i) => i),
+    );
   });
 });

@@ -88,14 +88,15 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
       assert.equal(roleHeld(region, 'producer'), true);
       const got: string[] = [];
       const options = { peerTimeoutMs: PEER_TIMEOUT_MS, timeoutMs: 20_000 };
-      const reading = verb === 'read()'
-        ? (async () => {
-          for (;;) got.push((await queue.read(options)).join());
-        })()
-        : (async () => {
-          for await (const m of queue.messages(options)) got.push(m.join());
-          throw new Error('the iteration ended without an error');
-        })();
+      const reading =
+        verb === 'read()'
+          ? (async () => {
+              for (;;) got.push((await queue.read(options)).join());
+            })()
+          : (async () => {
+              for await (const m of queue.messages(options)) got.push(m.join());
+              throw new Error('the iteration ended without an error');
+            })();
       const outcome = track(reading);
       await p1.kill();
       await sleep(STAYS_MS);
@@ -130,7 +131,11 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     await reader.next('reading');
     await p1.kill();
     await sleep(STAYS_MS);
-    assert.equal(reader.events.find((e) => e.event === 'end'), undefined, 'the reader ended while producer 2 was alive');
+    assert.equal(
+      reader.events.find((e) => e.event === 'end'),
+      undefined,
+      'the reader ended while producer 2 was alive',
+    );
     await p2.kill();
     const end = await reader.next('end', 5000);
     assert.equal(end.code, ErrorCodes.PEER_DEAD);
@@ -159,7 +164,9 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     queue.tryWrite(new Uint8Array([8]));
     const c2 = start({ role: 'consumer', take: 1 });
     await c2.next('ready');
-    while (queue.tryWrite(new Uint8Array([7]))) { /* fill */ }
+    while (queue.tryWrite(new Uint8Array([7]))) {
+      /* fill */
+    }
     const writing = track(queue.write(new Uint8Array([6]), { peerTimeoutMs: PEER_TIMEOUT_MS, timeoutMs: 20_000 }));
     await c1.kill();
     await sleep(STAYS_MS);
@@ -178,7 +185,11 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     const writer = start({ role: 'sync-writer', peerTimeoutMs: PEER_TIMEOUT_MS });
     await writer.next('full');
     await sleep(STAYS_MS);
-    assert.equal(writer.events.find((e) => e.event === 'end'), undefined, 'the writer ended while the consumer was alive');
+    assert.equal(
+      writer.events.find((e) => e.event === 'end'),
+      undefined,
+      'the writer ended while the consumer was alive',
+    );
     await consumer.kill();
     assert.equal((await writer.next('end', 5000)).code, ErrorCodes.PEER_DEAD);
   });
@@ -189,7 +200,7 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     assert.ok(reading.pending(), 'the read ended before any producer came');
     const producer = start({ role: 'producer', id: 5, count: 1 });
     const { value, error } = await reading.done;
-    assert.deepEqual([...value ?? []], [5, 0], String(error));
+    assert.deepEqual([...(value ?? [])], [5, 0], String(error));
     await producer.next('ready');
     await producer.kill();
     await assert.rejects(queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 }), { code: ErrorCodes.PEER_DEAD });
@@ -198,11 +209,13 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     const next = start({ role: 'producer', id: 6, count: 1 });
     await next.next('ready');
     assert.equal(roleHeld(region, 'producer'), true);
-    assert.deepEqual([...await queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 })], [6, 0]);
+    assert.deepEqual([...(await queue.read({ peerTimeoutMs: 20, timeoutMs: 20_000 }))], [6, 0]);
   });
 
   it('a writer waits for the first consumer: none registered yet is a state, not an error', async function () {
-    while (queue.tryWrite(new Uint8Array([1]))) { /* fill */ }
+    while (queue.tryWrite(new Uint8Array([1]))) {
+      /* fill */
+    }
     const writing = track(queue.write(new Uint8Array([2]), { peerTimeoutMs: 20, timeoutMs: 20_000 }));
     await sleep(STAYS_MS);
     assert.ok(writing.pending(), 'the write ended before any consumer came');
@@ -240,7 +253,7 @@ describe('MpmcQueue: ERR_SHMRING_PEER_DEAD once no producer (consumer) is left',
     await sleep(STAYS_MS);
     assert.ok(reading.pending(), 'the read ended after a detach');
     const next = start({ role: 'producer', id: 4, count: 1 });
-    assert.deepEqual([...(await reading.done).value ?? []], [4, 0]);
+    assert.deepEqual([...((await reading.done).value ?? [])], [4, 0]);
     await next.next('ready');
   });
 });

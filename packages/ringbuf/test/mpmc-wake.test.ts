@@ -22,7 +22,9 @@ describe('MpmcQueue: a publication that completes out of position order', functi
     const b = MpmcQueue.create(region, options);
     const [r1, r2] = [MpmcQueue.attach(region), MpmcQueue.attach(region)];
     const gate = new Int32Array(new SharedArrayBuffer(4));
-    const a = new Worker(new URL('./fixtures/slow-producer.js', import.meta.url), { workerData: { sab: region.buffer, gate: gate.buffer } });
+    const a = new Worker(new URL('./fixtures/slow-producer.js', import.meta.url), {
+      workerData: { sab: region.buffer, gate: gate.buffer },
+    });
     try {
       // A has claimed position 0 and stopped before publishing it.
       const claimed = await Atomics.waitAsync(gate, 0, 0, 10_000).value;

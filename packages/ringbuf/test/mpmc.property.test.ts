@@ -22,7 +22,6 @@ const CAPACITIES = [2, 4, 8, 16, 32, 64] as const;
 const CANARY_BYTES = 64;
 const CANARY = 0x5a;
 
-
 type Command =
   | { kind: 'write'; fraction: number; type: number; seed: number }
   | { kind: 'read' }
@@ -31,7 +30,15 @@ type Command =
 
 /** Writes and reads in bursts, so the queue swings between full and empty. */
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 10, arbitrary: fc.record({ kind: fc.constant('write' as const), fraction: lengthFraction, type: messageType, seed: fc.integer({ min: 1, max: 0x7fffffff }) }) },
+  {
+    weight: 10,
+    arbitrary: fc.record({
+      kind: fc.constant('write' as const),
+      fraction: lengthFraction,
+      type: messageType,
+      seed: fc.integer({ min: 1, max: 0x7fffffff }),
+    }),
+  },
   { weight: 8, arbitrary: fc.constant({ kind: 'read' as const }) },
   {
     weight: 2,
@@ -61,7 +68,11 @@ function isTooLarge(err: unknown): boolean {
 }
 
 /** A fresh queue whose positions (and slot sequences) start at `start`, as if `start` messages had passed. */
-function queueAt(capacity: number, slotSize: number, start: number): { queue: MpmcQueue; region: Region; ctl: Int32Array; ringEnd: number } {
+function queueAt(
+  capacity: number,
+  slotSize: number,
+  start: number,
+): { queue: MpmcQueue; region: Region; ctl: Int32Array; ringEnd: number } {
   const ringEnd = MpmcQueue.regionSize({ capacity, slotSize });
   const region = Region.create({ backing: 'sab', size: ringEnd + CANARY_BYTES });
   new Uint8Array(region.buffer).fill(CANARY, ringEnd);
@@ -116,7 +127,11 @@ function runCommands(capacity: number, slotSize: number, start: number, commands
       }
       case 'read': {
         const message = queue.tryRead();
-        assert.equal(message === null, model.length === 0, `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${model.length} in the model`);
+        assert.equal(
+          message === null,
+          model.length === 0,
+          `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${model.length} in the model`,
+        );
         if (message !== null) expectHead(message, queue.lastType, what);
         else totals.emptyReads++;
         break;
@@ -126,7 +141,10 @@ function runCommands(capacity: number, slotSize: number, start: number, commands
         let calls = 0;
         const handler = (data: Uint8Array, offset: number, length: number, type: number): void => {
           assert.equal(data, queue.data, `${what}: drain must hand out the queue's own data view`);
-          assert.ok(length <= slotSize && offset >= 0 && offset + length <= data.length, `${what}: record [${offset}, ${offset + length}) outside the data area`);
+          assert.ok(
+            length <= slotSize && offset >= 0 && offset + length <= data.length,
+            `${what}: record [${offset}, ${offset + length}) outside the data area`,
+          );
           expectHead(data.subarray(offset, offset + length), type, `${what}, record ${calls}`);
           if (calls++ === command.throwAt) throw new Error('handler failure');
         };
@@ -143,10 +161,15 @@ function runCommands(capacity: number, slotSize: number, start: number, commands
       case 'oversize': {
         const length = slotSize + 1 + command.extra;
         const before = Buffer.from(new Uint8Array(region.buffer, L.PRODUCER_POSITION_OFFSET));
-        assert.throws(() => queue.tryWrite(new Uint8Array(length).fill(0xee), 1), isTooLarge,
-          `${what}: tryWrite of ${length} bytes (slotSize ${slotSize}) must be a RangeError ${ErrorCodes.MESSAGE_TOO_LARGE}`);
-        assert.ok(Buffer.compare(before, Buffer.from(new Uint8Array(region.buffer, L.PRODUCER_POSITION_OFFSET))) === 0,
-          `${what}: the refused write changed the positions or the slots`);
+        assert.throws(
+          () => queue.tryWrite(new Uint8Array(length).fill(0xee), 1),
+          isTooLarge,
+          `${what}: tryWrite of ${length} bytes (slotSize ${slotSize}) must be a RangeError ${ErrorCodes.MESSAGE_TOO_LARGE}`,
+        );
+        assert.ok(
+          Buffer.compare(before, Buffer.from(new Uint8Array(region.buffer, L.PRODUCER_POSITION_OFFSET))) === 0,
+          `${what}: the refused write changed the positions or the slots`,
+        );
         totals.badInputs++;
         break;
       }
@@ -156,7 +179,10 @@ function runCommands(capacity: number, slotSize: number, start: number, commands
   for (let message = queue.tryRead(); message !== null; message = queue.tryRead()) expectHead(message, queue.lastType, 'final read');
   assert.equal(model.length, 0, 'the queue ran dry before the model');
   checkState('after the final reads');
-  assert.ok(new Uint8Array(region.buffer).subarray(ringEnd).every((b) => b === CANARY), 'a byte after the queue was overwritten');
+  assert.ok(
+    new Uint8Array(region.buffer).subarray(ringEnd).every((b) => b === CANARY),
+    'a byte after the queue was overwritten',
+  );
 
   totals.runs++;
   totals.laps += Math.floor(reads / capacity);
@@ -168,14 +194,20 @@ describe('MpmcQueue (model-based, one thread)', function () {
     assert.ok(totals.runs >= NUM_RUNS, `runs=${totals.runs}`);
     assert.ok(totals.laps >= 10_000, `only ${totals.laps} laps of the slots over ${totals.runs} runs`);
     assert.ok(totals.positionWraps >= 50, `only ${totals.positionWraps} runs crossed the 2^32 wrap of the positions`);
-    assert.ok(totals.fullRefusals >= 1000 && totals.emptyReads >= 1000 && totals.badInputs >= 100, `too few edge cases: ${JSON.stringify(totals)}`);
+    assert.ok(
+      totals.fullRefusals >= 1000 && totals.emptyReads >= 1000 && totals.badInputs >= 100,
+      `too few edge cases: ${JSON.stringify(totals)}`,
+    );
     console.log(`      MpmcQueue model: ${JSON.stringify(totals)}`);
   });
 
   it('is full exactly at capacity, empty exactly when the model is, and hands out messages in FIFO order', function () {
     fc.assert(
       fc.property(
-        fc.constantFrom(...CAPACITIES), fc.oneof(fc.constant(0), fc.constant(200), fc.integer({ min: 0, max: 200 })), startPosition, commandsArb,
+        fc.constantFrom(...CAPACITIES),
+        fc.oneof(fc.constant(0), fc.constant(200), fc.integer({ min: 0, max: 200 })),
+        startPosition,
+        commandsArb,
         (capacity, slotSize, start, commands) => runCommands(capacity, slotSize, start, commands),
       ),
       { numRuns: NUM_RUNS },

@@ -16,7 +16,10 @@ import { memfdUnavailable } from './helpers.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface PeerEvent { event: string; [key: string]: unknown }
+interface PeerEvent {
+  event: string;
+  [key: string]: unknown;
+}
 
 /** A child process running the fixture, with its events. */
 class Peer {
@@ -44,7 +47,8 @@ class Peer {
       const found = this.events.find((e) => e.event === name || e.event === 'error');
       if (found?.event === 'error') throw new Error(`the child failed: ${String(found.message)}`);
       if (found !== undefined) return found;
-      if (performance.now() > deadline) throw new Error(`no '${name}' from the child; events ${JSON.stringify(this.events)}; stderr ${this.stderr}`);
+      if (performance.now() > deadline)
+        throw new Error(`no '${name}' from the child; events ${JSON.stringify(this.events)}; stderr ${this.stderr}`);
       await sleep(5);
     }
   }
@@ -115,21 +119,27 @@ describe('MpscRing with producer processes and threads', function () {
     for (const p of producers) await p.next('done');
     assert.equal(ring.tryRead(), null, 'a message more than was written');
     assert.equal(ring.size, 0);
-    assert.equal(ring.closed, false, 'the producers\' close() must not close the ring');
+    assert.equal(ring.closed, false, "the producers' close() must not close the ring");
   });
 
   it('three worker-thread producers over a SharedArrayBuffer region', async function () {
     const COUNT = 10_000;
     const sabRegion = Region.create({ backing: 'sab', size: MpscRing.regionSize({ capacity: 1024 }) });
     const sabRing = MpscRing.create(sabRegion, { capacity: 1024 });
-    const workers = [1, 2, 3].map((id) => new Worker(new URL(`file://${FIXTURE_PATH}`), {
-      workerData: { mpscPeer: true, config: { role: 'producer', id, count: COUNT }, sab: sabRegion.buffer },
-    }));
+    const workers = [1, 2, 3].map(
+      (id) =>
+        new Worker(new URL(`file://${FIXTURE_PATH}`), {
+          workerData: { mpscPeer: true, config: { role: 'producer', id, count: COUNT }, sab: sabRegion.buffer },
+        }),
+    );
     try {
-      const done = workers.map((w) => new Promise<void>((resolveDone, reject) => {
-        w.on('message', (e: PeerEvent) => (e.event === 'done' ? resolveDone() : undefined));
-        w.on('error', reject);
-      }));
+      const done = workers.map(
+        (w) =>
+          new Promise<void>((resolveDone, reject) => {
+            w.on('message', (e: PeerEvent) => (e.event === 'done' ? resolveDone() : undefined));
+            w.on('error', reject);
+          }),
+      );
       const got = await consume(sabRing, 3 * COUNT);
       for (const id of [1, 2, 3]) assert.equal(got.get(id), COUNT);
       await Promise.all(done);
@@ -163,7 +173,7 @@ describe('MpscRing with producer processes and threads', function () {
     while (m === null) {
       m = ring.tryRead();
       if (m === null) await sleep(5);
-      assert.ok(performance.now() - killedAt < 10 * PEER_TIMEOUT_MS, 'the dead claimer\'s record was never skipped');
+      assert.ok(performance.now() - killedAt < 10 * PEER_TIMEOUT_MS, "the dead claimer's record was never skipped");
     }
     assert.equal(ring.unblockedRecords, 1);
     const view = new DataView(m.buffer, m.byteOffset, m.byteLength);
@@ -180,7 +190,7 @@ describe('MpscRing with producer processes and threads', function () {
     for (const p of others) await p.next('done');
   });
 
-  it('a waiting read skips a dead claimer\'s record too (parked on the futex); PEER_DEAD once no producer is left', async function () {
+  it("a waiting read skips a dead claimer's record too (parked on the futex); PEER_DEAD once no producer is left", async function () {
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
     assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
@@ -191,7 +201,7 @@ describe('MpscRing with producer processes and threads', function () {
     await sleep(400); // parked on the stuck record, whose claimer lives
     assert.equal(ring.unblockedRecords, 0, 'the record of a live claimer was skipped');
     await claimer.kill();
-    assert.deepEqual([...await pending], [...message(1, 0)]);
+    assert.deepEqual([...(await pending)], [...message(1, 0)]);
     assert.equal(ring.unblockedRecords, 1);
     await producer.kill(); // the last producer dies: nothing more can come
     await assert.rejects(ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
@@ -206,7 +216,11 @@ describe('MpscRing with producer processes and threads', function () {
     // A live producer holds the PRODUCER lock throughout; its message waits behind the stuck record.
     const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
     await producer.next('done');
-    assert.throws(() => selectSync([ring], { timeoutMs: 300, peerTimeoutMs: 100 }), { code: ErrorCodes.TIMEOUT }, 'the claimer lives: not ready');
+    assert.throws(
+      () => selectSync([ring], { timeoutMs: 300, peerTimeoutMs: 100 }),
+      { code: ErrorCodes.TIMEOUT },
+      'the claimer lives: not ready',
+    );
     assert.equal(ring.unblockedRecords, 0, 'the record of a live claimer was skipped');
     await claimer.kill();
     await sleep(150); // past peerTimeoutMs since select first saw the record stuck
@@ -217,7 +231,7 @@ describe('MpscRing with producer processes and threads', function () {
     await assert.rejects(select([ring], { timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
   });
 
-  it('messages({ peerTimeoutMs }) skips a dead claimer\'s record with the iterator\'s timeout', async function () {
+  it("messages({ peerTimeoutMs }) skips a dead claimer's record with the iterator's timeout", async function () {
     ring.peerTimeoutMs = Infinity; // only the iterator's option can let the record be skipped
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
@@ -229,11 +243,14 @@ describe('MpscRing with producer processes and threads', function () {
       got.push([...m]);
       if (got.length === 3) break;
     }
-    assert.deepEqual(got, [message(9, 0), message(1, 0), message(1, 1)].map((b) => [...b]));
+    assert.deepEqual(
+      got,
+      [message(9, 0), message(1, 0), message(1, 1)].map((b) => [...b]),
+    );
     assert.equal(ring.unblockedRecords, 1);
   });
 
-  it('drain skips a dead claimer\'s record after peerTimeoutMs', async function () {
+  it("drain skips a dead claimer's record after peerTimeoutMs", async function () {
     ring.peerTimeoutMs = 100;
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
@@ -248,7 +265,10 @@ describe('MpscRing with producer processes and threads', function () {
       if (got.length < 4) await sleep(5);
     }
     assert.ok(performance.now() - firstAt >= 100 - 1, 'the stuck record was skipped before peerTimeoutMs');
-    assert.deepEqual(got, [message(9, 0), message(1, 0), message(1, 1), message(1, 2)].map((b) => [...b]));
+    assert.deepEqual(
+      got,
+      [message(9, 0), message(1, 0), message(1, 1), message(1, 2)].map((b) => [...b]),
+    );
     assert.equal(ring.unblockedRecords, 1);
   });
 
@@ -264,10 +284,10 @@ describe('MpscRing with producer processes and threads', function () {
     } finally {
       second.close();
     }
-    assert.equal(ring.closed, false, 'a producer\'s close() closed the ring');
+    assert.equal(ring.closed, false, "a producer's close() closed the ring");
   });
 
-  it('a producer\'s close() ends only itself; the consumer\'s close() ends the ring for the producers', async function () {
+  it("a producer's close() ends only itself; the consumer's close() ends the ring for the producers", async function () {
     const p1 = MpscRing.attach(region);
     const p2 = MpscRing.attach(region);
     p1.tryWrite(new Uint8Array([1]));
@@ -297,7 +317,10 @@ describe('MpscRing with producer processes and threads', function () {
   it('bad input: typed errors, nothing written', async function () {
     assert.throws(() => MpscRing.regionSize({ capacity: 1000 }), { code: ErrorCodes.INVALID_ARGUMENT, name: 'RangeError' });
     assert.throws(() => MpscRing.regionSize({ capacity: 32 }), { code: ErrorCodes.INVALID_ARGUMENT });
-    assert.throws(() => MpscRing.regionSize({ capacity: '4096' as unknown as number }), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' });
+    assert.throws(() => MpscRing.regionSize({ capacity: '4096' as unknown as number }), {
+      code: ErrorCodes.INVALID_ARGUMENT,
+      name: 'TypeError',
+    });
     assert.throws(() => MpscRing.create(region, { capacity: 4096, peerTimeoutMs: -1 }), { code: ErrorCodes.INVALID_ARGUMENT });
     assert.throws(() => MpscRing.create(region, { capacity: 8192 }), { code: ErrorCodes.REGION_TOO_SMALL });
     const p = MpscRing.attach(region);

@@ -37,11 +37,31 @@ type Command =
   | { kind: 'drain'; limit: number | undefined };
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ kind: fc.constant('write' as const), p: producerArb, fraction: lengthFraction, type: messageType, seed: bytesSeed }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      kind: fc.constant('write' as const),
+      p: producerArb,
+      fraction: lengthFraction,
+      type: messageType,
+      seed: bytesSeed,
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('claim' as const), p: producerArb, fraction: lengthFraction, seed: bytesSeed }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('finish' as const), p: producerArb, end: fc.constantFrom('commit' as const, 'abort' as const), type: messageType }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('finish' as const),
+      p: producerArb,
+      end: fc.constantFrom('commit' as const, 'abort' as const),
+      type: messageType,
+    }),
+  },
   { weight: 6, arbitrary: fc.constant({ kind: 'read' as const }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('drain' as const), limit: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('drain' as const), limit: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }) }),
+  },
 );
 
 const startPosition = fc.oneof(
@@ -65,7 +85,10 @@ class Model {
   readonly entries: Entry[] = [];
   tail: number;
   head: number;
-  constructor(readonly capacity: number, start: number) {
+  constructor(
+    readonly capacity: number,
+    start: number,
+  ) {
     this.tail = start >>> 0;
     this.head = start >>> 0;
   }
@@ -132,7 +155,11 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
       case 'write':
       case 'claim': {
         if (open[c.p] !== undefined) {
-          assert.throws(() => producers[c.p]!.tryWrite(new Uint8Array(1)), { code: ErrorCodes.INVALID_ARGUMENT }, `${what}: a second claim of one producer`);
+          assert.throws(
+            () => producers[c.p]!.tryWrite(new Uint8Array(1)),
+            { code: ErrorCodes.INVALID_ARGUMENT },
+            `${what}: a second claim of one producer`,
+          );
           break;
         }
         const bytes = randomBytes(c.seed, Math.round(c.fraction * max));
@@ -142,14 +169,23 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
         if (c.kind === 'write') {
           const ok = producers[c.p]!.tryWrite(bytes, c.type);
           assert.equal(ok, entry !== undefined, `${what}: tryWrite of ${bytes.length} bytes`);
-          if (entry === undefined) { totals.full++; break; }
+          if (entry === undefined) {
+            totals.full++;
+            break;
+          }
           entry.state = 'message';
           entry.type = c.type;
         } else {
           const offset = producers[c.p]!.claim(bytes.length);
           assert.equal(offset >= 0, entry !== undefined, `${what}: claim(${bytes.length}) returned ${offset}`);
-          if (entry === undefined) { totals.full++; break; }
-          assert.ok(offset >= M.MPSC_RECORD_HEADER && offset + bytes.length <= capacity, `${what}: claim offset ${offset} outside the data area`);
+          if (entry === undefined) {
+            totals.full++;
+            break;
+          }
+          assert.ok(
+            offset >= M.MPSC_RECORD_HEADER && offset + bytes.length <= capacity,
+            `${what}: claim offset ${offset} outside the data area`,
+          );
           producers[c.p]!.data.set(bytes, offset);
           open[c.p] = { offset, entry };
         }
@@ -224,8 +260,14 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
   assert.equal(model.entries.length, 0, 'final drain: the model still holds entries');
   assert.equal(consumer.size, 0);
   // Free space is all zero again, and nothing was written past the ring.
-  assert.ok(consumer.data.every((b) => b === 0), 'the consumed data area is not zeroed');
-  assert.ok(new Uint8Array(region.buffer, ringSize).every((b) => b === CANARY), 'bytes past the ring were overwritten');
+  assert.ok(
+    consumer.data.every((b) => b === 0),
+    'the consumed data area is not zeroed',
+  );
+  assert.ok(
+    new Uint8Array(region.buffer, ringSize).every((b) => b === CANARY),
+    'bytes past the ring were overwritten',
+  );
   totals.runs++;
 }
 
@@ -234,8 +276,12 @@ describe('MpscRing behaves as its model (fast-check)', function () {
 
   it('tryWrite / claim-commit-abort from three producers, tryRead / drain, across wraps', function () {
     fc.assert(
-      fc.property(fc.constantFrom(...CAPACITIES), startPosition, fc.array(commandArb, { minLength: 1, maxLength: 150, size: 'max' }),
-        (capacity, start, commands) => runCommands(capacity, start, commands)),
+      fc.property(
+        fc.constantFrom(...CAPACITIES),
+        startPosition,
+        fc.array(commandArb, { minLength: 1, maxLength: 150, size: 'max' }),
+        (capacity, start, commands) => runCommands(capacity, start, commands),
+      ),
       { numRuns: NUM_RUNS },
     );
   });

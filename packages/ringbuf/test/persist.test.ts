@@ -95,13 +95,17 @@ describe('an SpscRing in a file region survives the death of both sides', functi
   /** A killed consumer's lines that it gave back: those whose end is not past the ring's consumer position. */
   function given(consumer: Side): [number, number][] {
     const consumed = inspect(file)!.consumerPosition;
-    return consumer.lines().filter(([, end]) => ((consumed - end) >>> 0) < 2 ** 31);
+    return consumer.lines().filter(([, end]) => (consumed - end) >>> 0 < 2 ** 31);
   }
 
   /** Asserts that `released` is 0, 1, 2, …: each message exactly once, in order. */
   function assertEachOnce(released: number[]): void {
     const wrong = released.findIndex((seq, i) => seq !== i);
-    assert.equal(wrong, -1, `message ${wrong} is seq ${released[wrong]}: ${JSON.stringify(released.slice(Math.max(0, wrong - 3), wrong + 3))}`);
+    assert.equal(
+      wrong,
+      -1,
+      `message ${wrong} is seq ${released[wrong]}: ${JSON.stringify(released.slice(Math.max(0, wrong - 3), wrong + 3))}`,
+    );
   }
 
   it(`releases every committed message exactly once, in order, over ${ROUNDS} rounds of SIGKILLing both processes mid-stream`, async () => {
@@ -116,7 +120,10 @@ describe('an SpscRing in a file region survives the death of both sides', functi
       const flowing = consumer.count + 500;
       const deadline = Date.now() + 30_000;
       while (consumer.count < flowing) {
-        assert.ok(Date.now() < deadline, `no stream in round ${round}: consumer ${consumer.state}; producer ${producer.state}; ring ${JSON.stringify(inspect(file))}`);
+        assert.ok(
+          Date.now() < deadline,
+          `no stream in round ${round}: consumer ${consumer.state}; producer ${producer.state}; ring ${JSON.stringify(inspect(file))}`,
+        );
         await sleep(10);
       }
       await sleep(Math.random() * 200);
@@ -153,23 +160,39 @@ describe('an SpscRing in a file region survives the death of both sides', functi
     const STOP = 969;
     const consumer = new Side(file, 'consumer', 0, STOP);
     const dying = new Side(file, 'claimer', 0, CLAIMED);
-    await until(() => dying.said.length > 0, () => `the producer never claimed: ${dying.state}; ring ${JSON.stringify(inspect(file))}`);
+    await until(
+      () => dying.said.length > 0,
+      () => `the producer never claimed: ${dying.state}; ring ${JSON.stringify(inspect(file))}`,
+    );
     const [word, seq, committedEnd] = dying.said[0]!.split(' ');
     assert.deepEqual([word, Number(seq)], ['claimed', CLAIMED]);
     await dying.kill();
-    await until(() => consumer.said.includes('stopped'), () => `the consumer did not stop after ${STOP}: ${consumer.state}`);
+    await until(
+      () => consumer.said.includes('stopped'),
+      () => `the consumer did not stop after ${STOP}: ${consumer.state}`,
+    );
     await consumer.kill();
     const first = given(consumer).map(([s]) => s);
-    assert.deepEqual(first, Array.from({ length: STOP + 1 }, (_, i) => i), 'the first consumer gave back 0 .. STOP');
+    assert.deepEqual(
+      first,
+      Array.from({ length: STOP + 1 }, (_, i) => i),
+      'the first consumer gave back 0 .. STOP',
+    );
     const dead = inspect(file)!;
     assert.equal(dead.producerPosition, Number(committedEnd), 'the claim moved the producer position');
 
     // The second life: a new consumer, and a new producer that goes on with message CLAIMED.
     const next = new Side(file, 'consumer');
     const producer = new Side(file, 'producer', CLAIMED);
-    await until(() => next.count >= CLAIMED - STOP + 300, () => `no stream after the restart: consumer ${next.state}; producer ${producer.state}`);
+    await until(
+      () => next.count >= CLAIMED - STOP + 300,
+      () => `no stream after the restart: consumer ${next.state}; producer ${producer.state}`,
+    );
     await producer.kill();
-    await until(() => inspect(file)!.used === 0, () => `the new consumer did not drain the ring: ${next.state}`);
+    await until(
+      () => inspect(file)!.used === 0,
+      () => `the new consumer did not drain the ring: ${next.state}`,
+    );
     await sleep(50); // its last line is out before its release; give the pipe a moment
     await consumer.kill();
     await next.kill();

@@ -88,10 +88,13 @@ describe('cooperative polling (Promise verbs)', function () {
       assert.equal(waitCounters.asyncParks, before.asyncParks, 'the read parked within its poll window');
       // A read that held the loop for its window would let neither timer run: one sample, no tick.
       const p99 = histogram.percentile(99) / 1e6 - RESOLUTION_MS;
-      tries.push(`p99 ${p99.toFixed(3)} ms (a setImmediate loop just before: ${baselineP99.toFixed(3)} ms, ${baseline.count} samples, ${baselineFired} ticks; max ${(histogram.max / 1e6 - RESOLUTION_MS).toFixed(3)}, ${histogram.count} samples, ${fired} ticks of a 5 ms interval)`);
-      passed = (p99 < DELAY_LIMIT_MS || p99 < baselineP99 + DELAY_LIMIT_MS)
-        && histogram.count >= Math.min((windowMs / RESOLUTION_MS) * 0.8, baseline.count * 0.7)
-        && fired >= Math.min((windowMs / 5) * 0.8, baselineFired * 0.7);
+      tries.push(
+        `p99 ${p99.toFixed(3)} ms (a setImmediate loop just before: ${baselineP99.toFixed(3)} ms, ${baseline.count} samples, ${baselineFired} ticks; max ${(histogram.max / 1e6 - RESOLUTION_MS).toFixed(3)}, ${histogram.count} samples, ${fired} ticks of a 5 ms interval)`,
+      );
+      passed =
+        (p99 < DELAY_LIMIT_MS || p99 < baselineP99 + DELAY_LIMIT_MS) &&
+        histogram.count >= Math.min((windowMs / RESOLUTION_MS) * 0.8, baseline.count * 0.7) &&
+        fired >= Math.min((windowMs / 5) * 0.8, baselineFired * 0.7);
     }
     console.log(`      event-loop delay while polling: ${tries.join('; ')}`);
     assert.ok(passed, `event-loop delay while polling: ${tries.join('; ')}`);
@@ -141,7 +144,7 @@ describe('cooperative polling (Promise verbs)', function () {
     await read;
   });
 
-  it('ends a poll at the wait\'s timeoutMs (ERR_SHMRING_TIMEOUT), and at once when its signal aborts (AbortError)', async function () {
+  it("ends a poll at the wait's timeoutMs (ERR_SHMRING_TIMEOUT), and at once when its signal aborts (AbortError)", async function () {
     const { ring } = memfdRing();
     await warm(ring);
     const before = { ...waitCounters };
@@ -203,7 +206,11 @@ describe('cooperative polling (Promise verbs)', function () {
 
   describe('round trips across two threads (memfd rings, native futex)', function () {
     /** `rounds` round trips from this thread to an echo worker, `gapMs` apart; parks on both sides. */
-    async function roundTrips(poll: number, rounds: number, gapMs: number): Promise<{ parksHere: number; parksThere: number; rtMs: number[] }> {
+    async function roundTrips(
+      poll: number,
+      rounds: number,
+      gapMs: number,
+    ): Promise<{ parksHere: number; parksThere: number; rtMs: number[] }> {
       const ping = memfdRing();
       const pong = memfdRing();
       const ref = (r: Region): RingRef => ({ fd: r.fd });
@@ -241,12 +248,20 @@ describe('cooperative polling (Promise verbs)', function () {
       const polled = await roundTrips(200_000, rounds, 3);
       const parked = await roundTrips(0, rounds, 3);
       const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-      console.log(`      3 ms idle between round trips: poll 200 ms: median ${(median(polled.rtMs) * 1000).toFixed(1)} µs, ` +
-        `parks ${polled.parksHere} here / ${polled.parksThere} in the echo; poll 0: median ${(median(parked.rtMs) * 1000).toFixed(1)} µs, ` +
-        `parks ${parked.parksHere} / ${parked.parksThere}`);
+      console.log(
+        `      3 ms idle between round trips: poll 200 ms: median ${(median(polled.rtMs) * 1000).toFixed(1)} µs, ` +
+          `parks ${polled.parksHere} here / ${polled.parksThere} in the echo; poll 0: median ${(median(parked.rtMs) * 1000).toFixed(1)} µs, ` +
+          `parks ${parked.parksHere} / ${parked.parksThere}`,
+      );
       // A 3 ms timer may fire late on a busy machine, and the echo's first wait may come before the first request: a little slack.
-      assert.ok(polled.parksHere + polled.parksThere <= 3, `with polling, ${polled.parksHere} reads here and ${polled.parksThere} in the echo parked`);
-      assert.ok(parked.parksHere + parked.parksThere >= rounds, `with poll: 0, only ${parked.parksHere} + ${parked.parksThere} waits parked`);
+      assert.ok(
+        polled.parksHere + polled.parksThere <= 3,
+        `with polling, ${polled.parksHere} reads here and ${polled.parksThere} in the echo parked`,
+      );
+      assert.ok(
+        parked.parksHere + parked.parksThere >= rounds,
+        `with poll: 0, only ${parked.parksHere} + ${parked.parksThere} waits parked`,
+      );
     });
   });
 });

@@ -19,7 +19,6 @@ const FIXTURE = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url
 const CAPACITY = 1024;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-
 describe('one owner per role, and liveness the kernel vouches for (OFD locks)', function () {
   this.timeout(60_000);
   let name: string;
@@ -65,11 +64,14 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     const second = start(['consumer']);
     assert.equal(await second.line('busy'), `busy ${ErrorCodes.BUSY}`);
     const here = attach();
-    assert.throws(() => here.tryRead(), (err: ShmringError) => {
-      assert.equal(err.code, ErrorCodes.BUSY);
-      assert.match(err.message, /consumer role is held by another live object/);
-      return true;
-    });
+    assert.throws(
+      () => here.tryRead(),
+      (err: ShmringError) => {
+        assert.equal(err.code, ErrorCodes.BUSY);
+        assert.match(err.message, /consumer role is held by another live object/);
+        return true;
+      },
+    );
     assert.throws(() => here.drain(() => {}), { code: ErrorCodes.BUSY });
     await assert.rejects(here.read({ timeoutMs: 1000 }), { code: ErrorCodes.BUSY });
     assert.equal(producer.size, 2 * 16, 'a refused consumer took a message');
@@ -113,7 +115,7 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     const reading = second.read({ peerTimeoutMs: 20, timeoutMs: 10_000 });
     await sleep(300);
     attach().tryWrite(new Uint8Array([9]));
-    assert.deepEqual([...await reading], [9]);
+    assert.deepEqual([...(await reading)], [9]);
     // close() frees the role too, and ends the ring for both sides.
     second.close();
     const third = attach();
@@ -182,7 +184,10 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     assert.equal(inspect(name)!.producer?.alive, false);
     for (const ring of rings.splice(0)) ring.detach();
     assert.equal(isStale(inspect(name)!), true);
-    assert.deepEqual(unlinkStale().filter((n) => n === name), [name]);
+    assert.deepEqual(
+      unlinkStale().filter((n) => n === name),
+      [name],
+    );
   });
 
   it('a consumer in another PID namespace is not taken for dead by a parked writer, and its role is BUSY to others', async function () {
@@ -195,7 +200,9 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     const consumer = start(['consumer'], UNSHARE);
     await consumer.line('ready');
     assert.throws(() => attach().tryRead(), { code: ErrorCodes.BUSY });
-    while (producer.tryWrite(new Uint8Array(100))) { /* fill */ }
+    while (producer.tryWrite(new Uint8Array(100))) {
+      /* fill */
+    }
     let settled = false;
     const writing = producer.write(new Uint8Array(100), { peerTimeoutMs: 100, timeoutMs: 20_000 }).finally(() => (settled = true));
     writing.catch(() => {});

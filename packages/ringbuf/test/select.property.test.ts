@@ -23,7 +23,15 @@ import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import {
-  Broadcast, MpmcQueue, MpscRing, select, selectSync, SpscRing, type BroadcastPublisher, type BroadcastSubscriber, type SelectEntry,
+  Broadcast,
+  MpmcQueue,
+  MpscRing,
+  select,
+  selectSync,
+  SpscRing,
+  type BroadcastPublisher,
+  type BroadcastSubscriber,
+  type SelectEntry,
 } from '../src/index.js';
 import type { Queue } from '../src/queue.js';
 import * as L from '../src/layout.js';
@@ -58,13 +66,19 @@ const queueSpec: fc.Arbitrary<QueueSpec> = fc.oneof(
   fc.record({
     kind: fc.constant('spsc' as const),
     capacity: fc.constantFrom(64, 128, 256),
-    start: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8)),
+    start: fc.oneof(
+      fc.constant(0),
+      fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8),
+    ),
   }),
   fc.record({ kind: fc.constant('mpmc' as const), capacity: fc.constantFrom(2, 4, 8), start: fc.constant(0) }),
   fc.record({
     kind: fc.constant('mpsc' as const),
     capacity: fc.constantFrom(64, 128, 256),
-    start: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8)),
+    start: fc.oneof(
+      fc.constant(0),
+      fc.integer({ min: 1, max: 64 }).map((k) => 2 ** 32 - k * 8),
+    ),
   }),
   fc.record({ kind: fc.constant('broadcast' as const), capacity: fc.constantFrom(64, 128, 256), start: fc.constant(0) }),
 );
@@ -75,7 +89,12 @@ function scenario(): fc.Arbitrary<{ queues: QueueSpec[]; lists: EntrySpec[][]; c
   return fc.array(queueSpec, { minLength: 1, maxLength: 4 }).chain((queues) => {
     const q = fc.nat({ max: queues.length - 1 });
     // Read entries two times in three: queues are empty more often than full.
-    const entry = fc.record({ q, write: fc.option(fraction, { nil: undefined, freq: 2 }).chain((w) => (w === undefined ? fc.constant(undefined) : fc.oneof(fc.constant(undefined), fc.constant(w)))) });
+    const entry = fc.record({
+      q,
+      write: fc
+        .option(fraction, { nil: undefined, freq: 2 })
+        .chain((w) => (w === undefined ? fc.constant(undefined) : fc.oneof(fc.constant(undefined), fc.constant(w)))),
+    });
     return fc.array(fc.array(entry, { minLength: 1, maxLength: 5 }), { minLength: 1, maxLength: 3 }).chain((lists) => {
       const command: fc.Arbitrary<Command> = fc.oneof(
         { weight: 4, arbitrary: fc.record({ kind: fc.constant('write' as const), q, fraction }) },
@@ -84,13 +103,21 @@ function scenario(): fc.Arbitrary<{ queues: QueueSpec[]; lists: EntrySpec[][]; c
         {
           weight: 8,
           arbitrary: fc.record({
-            kind: fc.constant('select' as const), list: fc.nat({ max: lists.length - 1 }), fresh: fc.boolean(), sync: fc.boolean(),
+            kind: fc.constant('select' as const),
+            list: fc.nat({ max: lists.length - 1 }),
+            fresh: fc.boolean(),
+            sync: fc.boolean(),
             // Which not-ready entry an action makes ready (a pending select), and how.
-            pick: fc.nat(), how: fc.nat({ max: 5 }),
+            pick: fc.nat(),
+            how: fc.nat({ max: 5 }),
           }),
         },
       );
-      return fc.record({ queues: fc.constant(queues), lists: fc.constant(lists), commands: fc.array(command, { minLength: 10, maxLength: 60 }) });
+      return fc.record({
+        queues: fc.constant(queues),
+        lists: fc.constant(lists),
+        commands: fc.array(command, { minLength: 10, maxLength: 60 }),
+      });
     });
   });
 }
@@ -113,10 +140,14 @@ class Subject {
   closed = false;
 
   constructor(readonly spec: QueueSpec) {
-    const size = spec.kind === 'spsc' ? SpscRing.regionSize({ capacity: spec.capacity })
-      : spec.kind === 'mpsc' ? MpscRing.regionSize({ capacity: spec.capacity })
-        : spec.kind === 'broadcast' ? Broadcast.regionSize({ capacity: spec.capacity, subscribers: 1 })
-          : MpmcQueue.regionSize({ capacity: spec.capacity, slotSize: SLOT_SIZE });
+    const size =
+      spec.kind === 'spsc'
+        ? SpscRing.regionSize({ capacity: spec.capacity })
+        : spec.kind === 'mpsc'
+          ? MpscRing.regionSize({ capacity: spec.capacity })
+          : spec.kind === 'broadcast'
+            ? Broadcast.regionSize({ capacity: spec.capacity, subscribers: 1 })
+            : MpmcQueue.regionSize({ capacity: spec.capacity, slotSize: SLOT_SIZE });
     const region = Region.create({ backing: 'sab', size });
     this.ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
     if (spec.kind === 'spsc' || spec.kind === 'mpsc') {
@@ -166,7 +197,10 @@ class Subject {
   write(length: number): boolean {
     if (this.closed && this.spec.kind === 'mpsc') {
       // An MpscRing's producers stop once its consumer side closed it.
-      assert.throws(() => this.writer.tryWrite(new Uint8Array(length)), (err) => (err as ShmringError).code === ErrorCodes.CLOSED);
+      assert.throws(
+        () => this.writer.tryWrite(new Uint8Array(length)),
+        (err) => (err as ShmringError).code === ErrorCodes.CLOSED,
+      );
       return false;
     }
     const fits = this.fits(length);
@@ -231,9 +265,9 @@ const anchor = (() => {
 
 async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: Command[]): Promise<void> {
   const subjects = queues.map((spec) => new Subject(spec));
-  const arrays: SelectEntry[][] = lists.map((list) => list.map((e) => (e.write === undefined
-    ? subjects[e.q]!.queue
-    : { queue: subjects[e.q]!.writer, write: subjects[e.q]!.length(e) })));
+  const arrays: SelectEntry[][] = lists.map((list) =>
+    list.map((e) => (e.write === undefined ? subjects[e.q]!.queue : { queue: subjects[e.q]!.writer, write: subjects[e.q]!.length(e) })),
+  );
   // The model of the fairness state: one past the last index, per array and for the thread.
   const cursors = new Map<number, number>();
   assert.equal(selectSync([anchor]), 0);
@@ -269,15 +303,18 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
         totals.selects++;
         const list = lists[command.list]!;
         const entries = command.fresh ? [...arrays[command.list]!] : arrays[command.list]!;
-        const start = (command.fresh ? threadCursor : cursors.get(command.list) ?? threadCursor) % list.length;
+        const start = (command.fresh ? threadCursor : (cursors.get(command.list) ?? threadCursor)) % list.length;
         let expected = readyIndex(list, start);
         let got: number;
         if (expected >= 0) {
           totals.immediate++;
           got = command.sync ? selectSync(entries, { timeoutMs: 0 }) : await select(entries, { timeoutMs: 0 });
         } else if (command.sync) {
-          assert.throws(() => selectSync(entries, { timeoutMs: 0 }), (err) => (err as ShmringError).code === ErrorCodes.TIMEOUT,
-            `${what}: selectSync with nothing ready`);
+          assert.throws(
+            () => selectSync(entries, { timeoutMs: 0 }),
+            (err) => (err as ShmringError).code === ErrorCodes.TIMEOUT,
+            `${what}: selectSync with nothing ready`,
+          );
           totals.timedOut++;
           checkAll(what);
           break;
@@ -301,12 +338,22 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
           expected = readyIndex(list, start);
           assert.ok(expected >= 0);
           let timer: NodeJS.Timeout | undefined;
-          got = await Promise.race([pending, new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`${what}: select still pending ${WOKEN_MS} ms after an entry became ready (a lost wake-up)`)), WOKEN_MS);
-          })]).finally(() => clearTimeout(timer));
+          got = await Promise.race([
+            pending,
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(
+                () => reject(new Error(`${what}: select still pending ${WOKEN_MS} ms after an entry became ready (a lost wake-up)`)),
+                WOKEN_MS,
+              );
+            }),
+          ]).finally(() => clearTimeout(timer));
           totals.woken++;
         }
-        assert.equal(got, expected, `${what}: select over [${list.map((e) => `${e.q}${e.write === undefined ? 'r' : 'w'}`)}] from ${start}`);
+        assert.equal(
+          got,
+          expected,
+          `${what}: select over [${list.map((e) => `${e.q}${e.write === undefined ? 'r' : 'w'}`)}] from ${start}`,
+        );
         if (got !== start) totals.notFirst++;
         const winner = `${subjects[list[got]!.q]!.spec.kind} ${list[got]!.write === undefined ? 'read' : 'write'}`;
         won[winner] = (won[winner] ?? 0) + 1;
@@ -326,9 +373,11 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
 
 describe('select against a model', () => {
   after(() => {
-    console.log(`      ${totals.runs} runs, ${totals.selects} selects: ${totals.immediate} found a ready entry, ` +
-      `${totals.timedOut} timed out, ${totals.woken} woke when an entry became ready (${totals.closedReady} by a close); ` +
-      `${totals.notFirst} returned an entry other than the start; won by kind: ${JSON.stringify(won)}`);
+    console.log(
+      `      ${totals.runs} runs, ${totals.selects} selects: ${totals.immediate} found a ready entry, ` +
+        `${totals.timedOut} timed out, ${totals.woken} woke when an entry became ready (${totals.closedReady} by a close); ` +
+        `${totals.notFirst} returned an entry other than the start; won by kind: ${JSON.stringify(won)}`,
+    );
   });
 
   it('returns the first ready entry from the rotating start, never a not-ready one, and wakes when one becomes ready', async () => {
@@ -336,10 +385,10 @@ describe('select against a model', () => {
       fc.asyncProperty(scenario(), ({ queues, lists, commands }) => runScenario(queues, lists, commands)),
       { numRuns: NUM_RUNS },
     );
-    assert.ok(totals.woken > 200 && totals.timedOut > 200 && totals.notFirst > 200,
-      `coverage: ${JSON.stringify(totals)}`);
+    assert.ok(totals.woken > 200 && totals.timedOut > 200 && totals.notFirst > 200, `coverage: ${JSON.stringify(totals)}`);
     for (const kind of ['spsc', 'mpmc', 'mpsc', 'broadcast']) {
-      for (const side of ['read', 'write']) assert.ok((won[`${kind} ${side}`] ?? 0) > 50, `coverage: ${kind} ${side} entries won ${JSON.stringify(won)}`);
+      for (const side of ['read', 'write'])
+        assert.ok((won[`${kind} ${side}`] ?? 0) > 50, `coverage: ${kind} ${side} entries won ${JSON.stringify(won)}`);
     }
   });
 });

@@ -13,7 +13,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, nativeFutex, Region, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
-import { Broadcast, MpmcQueue, MpscRing, select, selectSync, SpscRing, type BroadcastPublisher, type BroadcastSubscriber, type SelectEntry } from '../src/index.js';
+import {
+  Broadcast,
+  MpmcQueue,
+  MpscRing,
+  select,
+  selectSync,
+  SpscRing,
+  type BroadcastPublisher,
+  type BroadcastSubscriber,
+  type SelectEntry,
+} from '../src/index.js';
 import * as L from '../src/layout.js';
 import type { RingConfig, SelectPeerConfig, SelectPeerReport, SelectTask } from './fixtures/select-peer.js';
 import { memfdUnavailable } from './helpers.js';
@@ -54,17 +64,22 @@ interface Ring {
 }
 
 function makeRing(backing: Backing, kind: Kind, size: { capacity: number; slotSize?: number } = { capacity: 256, slotSize: 64 }): Ring {
-  const bytes = kind === 'spsc'
-    ? SpscRing.regionSize({ capacity: size.capacity })
-    : kind === 'mpsc' ? MpscRing.regionSize({ capacity: size.capacity })
-      : MpmcQueue.regionSize({ capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+  const bytes =
+    kind === 'spsc'
+      ? SpscRing.regionSize({ capacity: size.capacity })
+      : kind === 'mpsc'
+        ? MpscRing.regionSize({ capacity: size.capacity })
+        : MpmcQueue.regionSize({ capacity: size.capacity, slotSize: size.slotSize ?? 64 });
   const region = Region.create({ backing, size: bytes });
-  const queue = kind === 'spsc'
-    ? SpscRing.create(region, { capacity: size.capacity })
-    : kind === 'mpsc' ? MpscRing.create(region, { capacity: size.capacity })
-      : MpmcQueue.create(region, { capacity: size.capacity, slotSize: size.slotSize ?? 64 });
+  const queue =
+    kind === 'spsc'
+      ? SpscRing.create(region, { capacity: size.capacity })
+      : kind === 'mpsc'
+        ? MpscRing.create(region, { capacity: size.capacity })
+        : MpmcQueue.create(region, { capacity: size.capacity, slotSize: size.slotSize ?? 64 });
   return {
-    region, queue,
+    region,
+    queue,
     config: (fd) => ({
       source: backing === 'sab' ? { kind: 'sab', sab: region.buffer as SharedArrayBuffer } : { kind: 'fd', fd: fd ?? region.fd! },
       queue: kind,
@@ -146,7 +161,10 @@ function runProcess(config: SelectPeerConfig, fds: number[]): Promise<SelectPeer
 
 function peer(where: 'worker' | 'process', rings: readonly Ring[], task: SelectTask): Promise<SelectPeerReport> {
   if (where === 'worker') return runWorker({ rings: rings.map((r) => r.config()), task });
-  return runProcess({ rings: rings.map((r, i) => r.config(3 + i)), task }, rings.map((r) => r.region.fd!));
+  return runProcess(
+    { rings: rings.map((r, i) => r.config(3 + i)), task },
+    rings.map((r) => r.region.fd!),
+  );
 }
 
 function noError(report: SelectPeerReport): void {
@@ -166,9 +184,12 @@ async function until(predicate: () => boolean, what: string, ms = 10_000): Promi
 async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
-    })]);
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms);
+      }),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -189,7 +210,12 @@ const MESSAGE = [1, 2, 3, 4, 5];
  * view of them): once it announced `unit` on every one, `write` makes the
  * last one ready; the worker must wake at once and read that message.
  */
-async function workerWakes(configs: RingConfig[], rings: readonly { readonly region: Region }[], unit: number, write: () => void): Promise<void> {
+async function workerWakes(
+  configs: RingConfig[],
+  rings: readonly { readonly region: Region }[],
+  unit: number,
+  write: () => void,
+): Promise<void> {
   const selected = runWorker({ rings: configs, task: { op: 'selectSync', timeoutMs: 10_000 } });
   await until(() => rings.every((r) => waiters(r) === unit), `the worker announced ${unit} on every queue`);
   await sleep(20); // most likely in the kernel by now
@@ -213,7 +239,10 @@ describe('select', () => {
           needMemfd(backing, this);
           const rings = [0, 1, 2].map(() => makeRing(backing, kind));
           try {
-            const selected = select(rings.map((r) => r.queue), NO_NAPS);
+            const selected = select(
+              rings.map((r) => r.queue),
+              NO_NAPS,
+            );
             const written = peer(where, rings, { op: 'write', ring: 2, delayMs: 50, bytes: MESSAGE });
             const index = await within(10_000, selected, 'select');
             noError(await written);
@@ -329,14 +358,30 @@ describe('select', () => {
       const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
       try {
         const controller = new AbortController();
-        const selected = select(rings.map((r) => r.queue), { signal: controller.signal, ...NO_NAPS });
+        const selected = select(
+          rings.map((r) => r.queue),
+          { signal: controller.signal, ...NO_NAPS },
+        );
         await until(() => rings.every((r) => waiters(r) === 1), 'select announced itself on both queues');
         controller.abort();
         await assert.rejects(within(WOKEN_MS, selected, 'aborted select'), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
         for (const r of rings) assert.equal(waiters(r), 0);
         // An already aborted signal: select rejects, selectSync throws (a blocked thread's signal cannot fire later).
-        await assert.rejects(select(rings.map((r) => r.queue), { signal: controller.signal }), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
-        assert.throws(() => selectSync(rings.map((r) => r.queue), { signal: controller.signal }), rejectsWith(ErrorCodes.ABORTED, 'AbortError'));
+        await assert.rejects(
+          select(
+            rings.map((r) => r.queue),
+            { signal: controller.signal },
+          ),
+          rejectsWith(ErrorCodes.ABORTED, 'AbortError'),
+        );
+        assert.throws(
+          () =>
+            selectSync(
+              rings.map((r) => r.queue),
+              { signal: controller.signal },
+            ),
+          rejectsWith(ErrorCodes.ABORTED, 'AbortError'),
+        );
         for (const r of rings) assert.equal(waiters(r), 0);
       } finally {
         closeAll(rings);
@@ -351,13 +396,34 @@ describe('select', () => {
       try {
         // A child process writes one message to ring 1 (which registers it as the producer) and exits.
         noError(await peer('process', rings, { op: 'write', ring: 1, delayMs: 0, bytes: MESSAGE }));
-        assert.equal(await select(rings.map((r) => r.queue), { peerTimeoutMs: 100 }), 1, 'what the peer wrote before it died');
+        assert.equal(
+          await select(
+            rings.map((r) => r.queue),
+            { peerTimeoutMs: 100 },
+          ),
+          1,
+          'what the peer wrote before it died',
+        );
         assert.ok(rings[1]!.queue.tryRead());
-        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        const isDead = (err: unknown): boolean =>
+          (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
         const started = performance.now();
-        await assert.rejects(select(rings.map((r) => r.queue), { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        await assert.rejects(
+          select(
+            rings.map((r) => r.queue),
+            { peerTimeoutMs: 100, timeoutMs: 5000 },
+          ),
+          isDead,
+        );
         assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
-        assert.throws(() => selectSync(rings.map((r) => r.queue), { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
+        assert.throws(
+          () =>
+            selectSync(
+              rings.map((r) => r.queue),
+              { peerTimeoutMs: 100, timeoutMs: 5000 },
+            ),
+          isDead,
+        );
         for (const r of rings) assert.equal(waiters(r), 0);
       } finally {
         closeAll(rings);
@@ -371,7 +437,10 @@ describe('select', () => {
         const rings = [0, 1].map(() => makeRing('sab', kind));
         const other = kind === 'spsc' ? SpscRing.attach(rings[1]!.region) : MpmcQueue.attach(rings[1]!.region);
         try {
-          const selected = select(rings.map((r) => r.queue), NO_NAPS);
+          const selected = select(
+            rings.map((r) => r.queue),
+            NO_NAPS,
+          );
           await until(() => waiters(rings[1]!) === 1, 'select announced itself');
           other.close();
           assert.equal(await within(WOKEN_MS, selected, 'select after close'), 1);
@@ -396,7 +465,12 @@ describe('select', () => {
           try {
             // A native (futex_waitv) waiter on a SharedArrayBuffer announces itself with 0x10000 (see docs/LAYOUT.md).
             const unit = backing === 'sab' && count > 1 ? 0x10000 : 1;
-            await workerWakes(rings.map((r) => r.config()), rings, unit, () => rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE)));
+            await workerWakes(
+              rings.map((r) => r.config()),
+              rings,
+              unit,
+              () => rings[count - 1]!.queue.tryWrite(new Uint8Array(MESSAGE)),
+            );
           } finally {
             closeAll(rings);
           }
@@ -414,13 +488,16 @@ describe('select', () => {
         const first = selectSync(entries);
         const order = [first];
         for (let i = 0; i < 5; i++) order.push(selectSync(entries)); // nothing is read: all stay ready
-        assert.deepEqual(order, [0, 1, 2, 0, 1, 2].map((k) => (k + first) % 3));
+        assert.deepEqual(
+          order,
+          [0, 1, 2, 0, 1, 2].map((k) => (k + first) % 3),
+        );
       } finally {
         closeAll(rings);
       }
     });
 
-    it('a new array each call goes on from where this thread\'s last select stopped', async () => {
+    it("a new array each call goes on from where this thread's last select stopped", async () => {
       const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
       try {
         for (const r of rings) r.queue.tryWrite(new Uint8Array(MESSAGE));
@@ -436,14 +513,29 @@ describe('select', () => {
 
   describe('bad input', () => {
     it('an empty list, a non-array, an entry that is not a queue: typed errors', async () => {
-      assert.throws(() => selectSync([]), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+      assert.throws(
+        () => selectSync([]),
+        (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+      );
       await assert.rejects(select([]), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
-      assert.throws(() => selectSync('queues' as never), (err) => err instanceof ShmringTypeError);
-      assert.throws(() => selectSync([{} as never]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+      assert.throws(
+        () => selectSync('queues' as never),
+        (err) => err instanceof ShmringTypeError,
+      );
+      assert.throws(
+        () => selectSync([{} as never]),
+        (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+      );
       const ring = makeRing('sab', 'spsc');
       try {
-        assert.throws(() => selectSync([{ queue: ring.queue, write: -1 }]), (err) => err instanceof ShmringRangeError);
-        assert.throws(() => selectSync([{ queue: ring.queue, write: 1.5 }]), (err) => err instanceof ShmringTypeError);
+        assert.throws(
+          () => selectSync([{ queue: ring.queue, write: -1 }]),
+          (err) => err instanceof ShmringRangeError,
+        );
+        assert.throws(
+          () => selectSync([{ queue: ring.queue, write: 1.5 }]),
+          (err) => err instanceof ShmringTypeError,
+        );
         assert.throws(() => selectSync([ring.queue], { timeoutMs: -1 }), rejectsWith(ErrorCodes.INVALID_ARGUMENT));
       } finally {
         closeAll([ring]);
@@ -455,9 +547,12 @@ describe('select', () => {
       try {
         ring.queue.tryWrite(new Uint8Array(MESSAGE));
         const many = Array.from({ length: 129 }, () => ring.queue);
-        assert.throws(() => selectSync(many), (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT);
+        assert.throws(
+          () => selectSync(many),
+          (err) => err instanceof ShmringRangeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+        );
         assert.equal(selectSync(many.slice(0, 128), { timeoutMs: 0 }) >= 0, true);
-        assert.equal(await select(many) >= 0, true);
+        assert.equal((await select(many)) >= 0, true);
       } finally {
         closeAll([ring]);
       }
@@ -478,7 +573,10 @@ describe('select', () => {
       const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
       try {
         rings[1]!.queue.close();
-        assert.throws(() => selectSync(rings.map((r) => r.queue)), (err) => err instanceof ShmringError && err.code === ErrorCodes.CLOSED);
+        assert.throws(
+          () => selectSync(rings.map((r) => r.queue)),
+          (err) => err instanceof ShmringError && err.code === ErrorCodes.CLOSED,
+        );
         await assert.rejects(select(rings.map((r) => r.queue)), rejectsWith(ErrorCodes.CLOSED));
       } finally {
         closeAll(rings);
@@ -527,9 +625,25 @@ describe('select', () => {
           [{ spin: Infinity }, ShmringRangeError, /spin=Infinity/],
         ];
         for (const [options, type, message] of cases) {
-          const check = (err: unknown): boolean => err instanceof type && (err as ShmringError).code === ErrorCodes.INVALID_ARGUMENT && message.test((err as Error).message);
-          assert.throws(() => selectSync(rings.map((r) => r.queue), options), check, JSON.stringify(options));
-          await assert.rejects(select(rings.map((r) => r.queue), options), check, JSON.stringify(options));
+          const check = (err: unknown): boolean =>
+            err instanceof type && (err as ShmringError).code === ErrorCodes.INVALID_ARGUMENT && message.test((err as Error).message);
+          assert.throws(
+            () =>
+              selectSync(
+                rings.map((r) => r.queue),
+                options,
+              ),
+            check,
+            JSON.stringify(options),
+          );
+          await assert.rejects(
+            select(
+              rings.map((r) => r.queue),
+              options,
+            ),
+            check,
+            JSON.stringify(options),
+          );
         }
       } finally {
         closeAll(rings);
@@ -633,7 +747,12 @@ describe('select', () => {
         try {
           // The worker subscribes to each, then selectSyncs over its subscribers.
           const unit = count > 1 ? 0x10000 : 1; // futex_waitv over SharedArrayBuffers: a native waiter
-          await workerWakes(casts.map((c) => c.config()), casts, unit, () => casts[count - 1]!.pub.tryWrite(new Uint8Array(MESSAGE)));
+          await workerWakes(
+            casts.map((c) => c.config()),
+            casts,
+            unit,
+            () => casts[count - 1]!.pub.tryWrite(new Uint8Array(MESSAGE)),
+          );
         } finally {
           closeCasts(casts, []);
         }
@@ -656,14 +775,18 @@ describe('select', () => {
       }
     });
 
-    it('a lossless publisher\'s write entry: ready once the slowest subscriber leaves room; a lossy one always is', async () => {
+    it("a lossless publisher's write entry: ready once the slowest subscriber leaves room; a lossy one always is", async () => {
       const lossless = makeBroadcast({ capacity: 64, lossless: true });
       const lossy = makeBroadcast({ capacity: 64 });
       const sub = Broadcast.subscribe(lossless.region);
       try {
         while (lossless.pub.tryWrite(new Uint8Array(MESSAGE)));
         const entries: SelectEntry[] = [{ queue: lossless.pub, write: MESSAGE.length }];
-        assert.throws(() => selectSync(entries, { timeoutMs: 0 }), rejectsWith(ErrorCodes.TIMEOUT), 'not ready while the subscriber is a ring behind');
+        assert.throws(
+          () => selectSync(entries, { timeoutMs: 0 }),
+          rejectsWith(ErrorCodes.TIMEOUT),
+          'not ready while the subscriber is a ring behind',
+        );
         const selected = select(entries, NO_NAPS);
         await until(() => waiters(lossless, 'write') === 1, 'select announced itself');
         assert.deepEqual([...sub.tryRead()!], MESSAGE); // the subscriber's cursor store wakes the publisher
@@ -686,7 +809,8 @@ describe('select', () => {
         const entries = rings.map((r) => r.queue);
         assert.equal(await select(entries, { peerTimeoutMs: 100 }), 1, 'what the producer wrote before it died');
         assert.deepEqual([...rings[1]!.queue.tryRead()!], MESSAGE);
-        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        const isDead = (err: unknown): boolean =>
+          (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
         const started = performance.now();
         await assert.rejects(select(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
         assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
@@ -697,17 +821,20 @@ describe('select', () => {
       }
     });
 
-    it('ERR_SHMRING_PEER_DEAD: a Broadcast subscriber whose publisher\'s process is gone, after what it published', async function () {
+    it("ERR_SHMRING_PEER_DEAD: a Broadcast subscriber whose publisher's process is gone, after what it published", async function () {
       needMemfd('memfd', this);
       const idle = makeRing('memfd', 'spsc');
       const region = Region.create({ backing: 'memfd', size: Broadcast.regionSize({ capacity: 256 }) });
       let sub: BroadcastSubscriber | undefined;
       try {
         // A child process creates the Broadcast, publishes once (after we subscribed) and exits without closing it.
-        const published = runProcess({
-          rings: [{ source: { kind: 'fd', fd: 3 }, queue: 'broadcast' }],
-          task: { op: 'publish', capacity: 256, delayMs: 500, bytes: MESSAGE },
-        }, [region.fd!]);
+        const published = runProcess(
+          {
+            rings: [{ source: { kind: 'fd', fd: 3 }, queue: 'broadcast' }],
+            task: { op: 'publish', capacity: 256, delayMs: 500, bytes: MESSAGE },
+          },
+          [region.fd!],
+        );
         await until(() => {
           try {
             sub = Broadcast.subscribe(region);
@@ -721,7 +848,8 @@ describe('select', () => {
         const entries = [idle.queue, sub!];
         assert.equal(await select(entries, { peerTimeoutMs: 100 }), 1, 'what the publisher published before it died');
         assert.deepEqual([...sub!.tryRead()!], MESSAGE);
-        const isDead = (err: unknown): boolean => (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
+        const isDead = (err: unknown): boolean =>
+          (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
         await assert.rejects(select(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
         assert.throws(() => selectSync(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
         assert.equal(waiters({ region }), 0);
@@ -737,10 +865,22 @@ describe('select', () => {
       const sub = Broadcast.subscribe(cast.region);
       const mpsc = makeRing('sab', 'mpsc', { capacity: 64 });
       try {
-        assert.throws(() => selectSync([cast.pub]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
-        assert.throws(() => selectSync([{ queue: sub, write: 1 }]), (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT);
-        assert.throws(() => selectSync([{ queue: cast.pub, write: cast.pub.maxMessageLength + 1 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
-        assert.throws(() => selectSync([{ queue: mpsc.queue, write: (mpsc.queue as MpscRing).maxMessageLength + 1 }]), rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE));
+        assert.throws(
+          () => selectSync([cast.pub]),
+          (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+        );
+        assert.throws(
+          () => selectSync([{ queue: sub, write: 1 }]),
+          (err) => err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+        );
+        assert.throws(
+          () => selectSync([{ queue: cast.pub, write: cast.pub.maxMessageLength + 1 }]),
+          rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE),
+        );
+        assert.throws(
+          () => selectSync([{ queue: mpsc.queue, write: (mpsc.queue as MpscRing).maxMessageLength + 1 }]),
+          rejectsWith(ErrorCodes.MESSAGE_TOO_LARGE),
+        );
         sub.close();
         assert.throws(() => selectSync([mpsc.queue, sub]), rejectsWith(ErrorCodes.CLOSED));
       } finally {
@@ -773,8 +913,10 @@ describe('select', () => {
         const ctl = rings.map((r) => new Int32Array(r.region.buffer, 0, L.CONTROL_I32_LENGTH));
         // Observes how often a publisher found the selector parked (each time it bumped SIGNAL).
         const wakes = Atomics.load(ctl[0]!, L.READ_SIGNAL_I32) + Atomics.load(ctl[1]!, L.READ_SIGNAL_I32);
-        console.log(`      ${rounds} rounds in ${seconds.toFixed(1)} s (${(seconds * 1e6 / rounds).toFixed(1)} µs each); ` +
-          `selector woken ${wakes} times; longest select ${selector.longestMs!.toFixed(1)} ms, longest ack wait ${writer.longestMs!.toFixed(1)} ms`);
+        console.log(
+          `      ${rounds} rounds in ${seconds.toFixed(1)} s (${((seconds * 1e6) / rounds).toFixed(1)} µs each); ` +
+            `selector woken ${wakes} times; longest select ${selector.longestMs!.toFixed(1)} ms, longest ack wait ${writer.longestMs!.toFixed(1)} ms`,
+        );
         assert.ok(wakes > rounds / 10, `the selector was meant to park often but was woken ${wakes} times`);
         for (const r of rings) assert.equal(waiters(r), 0);
       } finally {
@@ -823,7 +965,9 @@ describe('select', () => {
           }
           const seconds = (performance.now() - started) / 1000;
           noError(await writer);
-          console.log(`      ${rounds} rounds in ${seconds.toFixed(1)} s (${(seconds * 1e6 / rounds).toFixed(1)} µs each); longest select ${longest.toFixed(1)} ms`);
+          console.log(
+            `      ${rounds} rounds in ${seconds.toFixed(1)} s (${((seconds * 1e6) / rounds).toFixed(1)} µs each); longest select ${longest.toFixed(1)} ms`,
+          );
           for (const r of rings) assert.equal(waiters(r), 0);
           // The koffi backend's pool threads sleep at most a 1 s slice: a wake-up lost there shows up as a
           // select of about a second that its slice ended (17-23 of them per run before the fix), not a timeout.

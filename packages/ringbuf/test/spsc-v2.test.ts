@@ -49,7 +49,10 @@ class Model {
   consumer: number;
   readonly published: Message[] = [];
   delivered = 0;
-  constructor(readonly capacity: number, start: number) {
+  constructor(
+    readonly capacity: number,
+    start: number,
+  ) {
     this.end = start;
     this.consumer = start;
   }
@@ -68,7 +71,14 @@ class Model {
  * its steps; `published` is the index of the step whose store publishes it.
  */
 function handSteps(
-  data32: Int32Array, data: Uint8Array, ctl: Int32Array, capacity: number, position: number, m: Message, defer: boolean, corked: boolean,
+  data32: Int32Array,
+  data: Uint8Array,
+  ctl: Int32Array,
+  capacity: number,
+  position: number,
+  m: Message,
+  defer: boolean,
+  corked: boolean,
 ): { steps: Array<() => void>; published: number; deferredStore: () => void } {
   const mask = capacity - 1;
   const size = L.recordSize(m.bytes.length);
@@ -87,11 +97,15 @@ function handSteps(
       data.set(m.bytes, at + L.RECORD_HEADER);
       data32[(at >> 2) + L.RECORD_TYPE_I32] = m.type;
     },
-    () => { data32[((at + size) & mask) >> 2] = 0; },
+    () => {
+      data32[((at + size) & mask) >> 2] = 0;
+    },
   ];
   if (wraps) {
     steps.push(() => Atomics.store(data32, at >> 2, m.bytes.length + L.RECORD_HEADER));
-    steps.push(() => { data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE; });
+    steps.push(() => {
+      data32[(index >> 2) + L.RECORD_TYPE_I32] = L.PADDING_TYPE;
+    });
   }
   steps.push(defer ? () => undefined : storeFirst);
   const published = steps.length - 1;
@@ -100,14 +114,24 @@ function handSteps(
 }
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('write' as const), length: fc.integer({ min: 0, max: 24 }), type: fc.integer({ min: 0, max: 9 }) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('write' as const),
+      length: fc.integer({ min: 0, max: 24 }),
+      type: fc.integer({ min: 0, max: 9 }),
+    }),
+  },
   { weight: 4, arbitrary: fc.constant({ op: 'read' as const }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('drain' as const), limit: fc.integer({ min: 1, max: 4 }) }) },
   {
     weight: 2,
     arbitrary: fc.record({
       op: fc.constant('die' as const),
-      messages: fc.array(fc.record({ length: fc.integer({ min: 0, max: 24 }), type: fc.integer({ min: 0, max: 9 }) }), { minLength: 1, maxLength: 3 }),
+      messages: fc.array(fc.record({ length: fc.integer({ min: 0, max: 24 }), type: fc.integer({ min: 0, max: 9 }) }), {
+        minLength: 1,
+        maxLength: 3,
+      }),
       steps: fc.integer({ min: 0, max: 8 }),
       corked: fc.integer({ min: 0, max: 3 }).map((k) => k === 0),
     }),
@@ -228,14 +252,23 @@ function run(capacity: number, start: number, commands: readonly Command[], stat
 describe('SpscRing layout version 2: the record header publishes the record', function () {
   this.timeout(120_000);
   const stats: Record<string, number> = {
-    runs: 0, handOvers: 0, publishedByHand: 0, diedBeforePositionStore: 0, lostBeforeLength: 0, lostInBatch: 0, delivered: 0,
+    runs: 0,
+    handOvers: 0,
+    publishedByHand: 0,
+    diedBeforePositionStore: 0,
+    lostBeforeLength: 0,
+    lostInBatch: 0,
+    delivered: 0,
   };
 
   it('the consumer sees a record exactly once its LENGTH is stored; a producer that dies after any step is handed over without a duplicate or a loss', function () {
     fc.assert(
       fc.property(
         fc.constantFrom(64, 128, 256),
-        fc.oneof(fc.integer({ min: 0, max: 64 }).map((k) => k * 8), fc.integer({ min: 1, max: 128 }).map((k) => 2 ** 32 - k * 8)),
+        fc.oneof(
+          fc.integer({ min: 0, max: 64 }).map((k) => k * 8),
+          fc.integer({ min: 1, max: 128 }).map((k) => 2 ** 32 - k * 8),
+        ),
         fc.array(commandArb, { minLength: 1, maxLength: 80 }),
         (capacity, start, commands) => {
           stats.runs!++;
@@ -270,38 +303,57 @@ describe('SpscRing layout version 2: the record header publishes the record', fu
     assert.equal(next.writePosition, 48);
     const got: number[][] = [];
     for (let m = consumer.tryRead(); m !== null; m = consumer.tryRead()) got.push([consumer.lastType, ...m]);
-    assert.deepEqual(got, [[1, 1], [2, 2, 2], [3, 3, 3, 3]]);
+    assert.deepEqual(got, [
+      [1, 1],
+      [2, 2, 2],
+      [3, 3, 3, 3],
+    ]);
   });
 
   it('refuses a version 1 ring of every kind with ERR_SHMRING_VERSION_MISMATCH, saying what to do', function () {
     const rings: Array<[string, () => Region, (r: Region) => unknown]> = [
-      ['SpscRing', () => {
-        const r = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 64 }) });
-        SpscRing.create(r, { capacity: 64 });
-        return r;
-      }, (r) => SpscRing.attach(r)],
-      ['MpmcQueue', () => {
-        const r = Region.create({ backing: 'sab', size: MpmcQueue.regionSize({ capacity: 4, slotSize: 8 }) });
-        MpmcQueue.create(r, { capacity: 4, slotSize: 8 });
-        return r;
-      }, (r) => MpmcQueue.attach(r)],
-      ['LatestValue', () => {
-        const r = Region.create({ backing: 'sab', size: LatestValue.regionSize({ maxSize: 16 }) });
-        LatestValue.create(r, { maxSize: 16 });
-        return r;
-      }, (r) => LatestValue.attach(r)],
+      [
+        'SpscRing',
+        () => {
+          const r = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 64 }) });
+          SpscRing.create(r, { capacity: 64 });
+          return r;
+        },
+        (r) => SpscRing.attach(r),
+      ],
+      [
+        'MpmcQueue',
+        () => {
+          const r = Region.create({ backing: 'sab', size: MpmcQueue.regionSize({ capacity: 4, slotSize: 8 }) });
+          MpmcQueue.create(r, { capacity: 4, slotSize: 8 });
+          return r;
+        },
+        (r) => MpmcQueue.attach(r),
+      ],
+      [
+        'LatestValue',
+        () => {
+          const r = Region.create({ backing: 'sab', size: LatestValue.regionSize({ maxSize: 16 }) });
+          LatestValue.create(r, { maxSize: 16 });
+          return r;
+        },
+        (r) => LatestValue.attach(r),
+      ],
     ];
     assert.equal(L.LAYOUT_VERSION, 2);
     for (const [name, make, attach] of rings) {
       const region = make();
       new Int32Array(region.buffer)[L.VERSION_I32] = 1;
-      assert.throws(() => attach(region), (err: Error & { code?: string }) => {
-        assert.equal(err.code, 'ERR_SHMRING_VERSION_MISMATCH', name);
-        assert.match(err.message, /layout version 1\b/, name);
-        assert.match(err.message, /speaks version 2\b/, name);
-        assert.match(err.message, /recreate the ring/, name);
-        return true;
-      });
+      assert.throws(
+        () => attach(region),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'ERR_SHMRING_VERSION_MISMATCH', name);
+          assert.match(err.message, /layout version 1\b/, name);
+          assert.match(err.message, /speaks version 2\b/, name);
+          assert.match(err.message, /recreate the ring/, name);
+          return true;
+        },
+      );
     }
   });
 });

@@ -24,7 +24,6 @@ const CAPACITIES = [64, 128, 256, 512, 1024] as const;
 const CANARY_BYTES = 64;
 const CANARY = 0xa5;
 
-
 type Command =
   | { kind: 'write'; fraction: number; type: number; seed: number }
   | { kind: 'claim'; fraction: number; type: number; seed: number; end: 'commit' | 'abort'; wrongOffset: number; writeWhileOpen: boolean }
@@ -34,11 +33,17 @@ type Command =
   | { kind: 'stray'; verb: 'commit' | 'abort'; offset: number };
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ kind: fc.constant('write' as const), fraction: lengthFraction, type: messageType, seed: bytesSeed }) },
+  {
+    weight: 8,
+    arbitrary: fc.record({ kind: fc.constant('write' as const), fraction: lengthFraction, type: messageType, seed: bytesSeed }),
+  },
   {
     weight: 4,
     arbitrary: fc.record({
-      kind: fc.constant('claim' as const), fraction: lengthFraction, type: messageType, seed: bytesSeed,
+      kind: fc.constant('claim' as const),
+      fraction: lengthFraction,
+      type: messageType,
+      seed: bytesSeed,
       end: fc.constantFrom('commit' as const, 'abort' as const),
       // 0: commit / abort with the right offset straight away; otherwise first with offset + wrongOffset.
       wrongOffset: fc.oneof(fc.constant(0), fc.constant(0), fc.constantFrom(-1, 1, 8, -8, 4096)),
@@ -54,8 +59,22 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       throwAt: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined, freq: 4 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('oversize' as const), extra: fc.nat({ max: 2048 }), via: fc.constantFrom('tryWrite' as const, 'claim' as const) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('stray' as const), verb: fc.constantFrom('commit' as const, 'abort' as const), offset: fc.integer({ min: -1, max: 1024 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('oversize' as const),
+      extra: fc.nat({ max: 2048 }),
+      via: fc.constantFrom('tryWrite' as const, 'claim' as const),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('stray' as const),
+      verb: fc.constantFrom('commit' as const, 'abort' as const),
+      offset: fc.integer({ min: -1, max: 1024 }),
+    }),
+  },
 );
 
 /** Where the positions start: 0, anywhere (8-aligned), or just below the 32-bit wrap. */
@@ -186,16 +205,22 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
           totals.fullRefusals++;
           break;
         }
-        assert.ok(offset >= L.RECORD_HEADER && offset + bytes.length <= capacity && offset % 8 === 0,
-          `${what}: claim offset ${offset} for ${bytes.length} bytes lies outside the data area`);
+        assert.ok(
+          offset >= L.RECORD_HEADER && offset + bytes.length <= capacity && offset % 8 === 0,
+          `${what}: claim offset ${offset} for ${bytes.length} bytes lies outside the data area`,
+        );
         ring.data.set(bytes, offset);
         if (command.writeWhileOpen) {
           assert.throws(() => ring.tryWrite(new Uint8Array(1)), isInvalid, `${what}: tryWrite with a claim open must throw`);
           totals.badInputs++;
         }
         if (command.wrongOffset !== 0) {
-          assert.throws(() => (command.end === 'commit' ? ring.commit(offset + command.wrongOffset, command.type) : ring.abort(offset + command.wrongOffset)),
-            isInvalid, `${what}: ${command.end}(offset ${offset} + ${command.wrongOffset}) must throw`);
+          assert.throws(
+            () =>
+              command.end === 'commit' ? ring.commit(offset + command.wrongOffset, command.type) : ring.abort(offset + command.wrongOffset),
+            isInvalid,
+            `${what}: ${command.end}(offset ${offset} + ${command.wrongOffset}) must throw`,
+          );
           totals.badInputs++;
           checkState(`${what} after a wrong ${command.end}`);
         }
@@ -212,7 +237,11 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
       }
       case 'read': {
         const message = ring.tryRead();
-        assert.equal(message === null, model.records.length === 0, `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${model.records.length} in the model`);
+        assert.equal(
+          message === null,
+          model.records.length === 0,
+          `${what}: tryRead returned ${message === null ? 'null' : 'a message'} with ${model.records.length} in the model`,
+        );
         if (message !== null) {
           expectHead(model, message, ring.lastType, what);
           totals.read++;
@@ -243,20 +272,27 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
         }
         assert.equal(count, calls, `${what}: drain's count must equal the handler calls`);
         assert.equal(count, most, `${what}: drain handed out ${count} records, not min(limit, published) = ${most}`);
-        if (command.throwAt !== undefined) assert.ok(count <= command.throwAt, `${what}: the handler should have thrown at record ${command.throwAt}`);
+        if (command.throwAt !== undefined)
+          assert.ok(count <= command.throwAt, `${what}: the handler should have thrown at record ${command.throwAt}`);
         totals.drains++;
         break;
       }
       case 'oversize': {
         const length = max + 1 + command.extra;
-        assert.throws(() => (command.via === 'tryWrite' ? ring.tryWrite(new Uint8Array(length), 1) : ring.claim(length)),
-          isTooLarge, `${what}: ${command.via} of ${length} bytes (max ${max}) must be a RangeError ${ErrorCodes.MESSAGE_TOO_LARGE}`);
+        assert.throws(
+          () => (command.via === 'tryWrite' ? ring.tryWrite(new Uint8Array(length), 1) : ring.claim(length)),
+          isTooLarge,
+          `${what}: ${command.via} of ${length} bytes (max ${max}) must be a RangeError ${ErrorCodes.MESSAGE_TOO_LARGE}`,
+        );
         totals.badInputs++;
         break;
       }
       case 'stray': {
-        assert.throws(() => (command.verb === 'commit' ? ring.commit(command.offset) : ring.abort(command.offset)),
-          isInvalid, `${what}: ${command.verb}(${command.offset}) without an open claim must throw`);
+        assert.throws(
+          () => (command.verb === 'commit' ? ring.commit(command.offset) : ring.abort(command.offset)),
+          isInvalid,
+          `${what}: ${command.verb}(${command.offset}) without an open claim must throw`,
+        );
         totals.badInputs++;
         break;
       }
@@ -270,7 +306,10 @@ function runCommands(capacity: number, start: number, commands: Command[]): void
   }
   assert.equal(model.records.length, 0, 'the ring ran dry before the model');
   checkState('after the final reads');
-  assert.ok(memory.subarray(ringEnd).every((b) => b === CANARY), 'a byte after the ring was overwritten');
+  assert.ok(
+    memory.subarray(ringEnd).every((b) => b === CANARY),
+    'a byte after the ring was overwritten',
+  );
 
   const advanced = (model.producer - start) >>> 0;
   totals.runs++;
@@ -284,15 +323,19 @@ describe('SpscRing (model-based)', function () {
     assert.ok(totals.runs >= NUM_RUNS, `runs=${totals.runs}`);
     assert.ok(totals.wraps >= 10_000, `only ${totals.wraps} wrap-arounds of the data area over ${totals.runs} runs`);
     assert.ok(totals.positionWraps >= 50, `only ${totals.positionWraps} runs crossed the 2^32 wrap of the positions`);
-    assert.ok(totals.aborted >= 1000 && totals.fullRefusals >= 1000 && totals.badInputs >= 1000,
-      `too few interesting cases: ${JSON.stringify(totals)}`);
+    assert.ok(
+      totals.aborted >= 1000 && totals.fullRefusals >= 1000 && totals.badInputs >= 1000,
+      `too few interesting cases: ${JSON.stringify(totals)}`,
+    );
     console.log(`      SpscRing model: ${JSON.stringify(totals)}`);
   });
 
   it('behaves like a FIFO of {bytes, type}: reads, drains, claims, aborts and refusals match the model', function () {
     fc.assert(
       fc.property(
-        fc.constantFrom(...CAPACITIES), startPosition, fc.array(commandArb, { minLength: 1, maxLength: 1000, size: 'max' }),
+        fc.constantFrom(...CAPACITIES),
+        startPosition,
+        fc.array(commandArb, { minLength: 1, maxLength: 1000, size: 'max' }),
         (capacity, start, commands) => runCommands(capacity, start, commands),
       ),
       { numRuns: NUM_RUNS },
@@ -301,7 +344,10 @@ describe('SpscRing (model-based)', function () {
 
   it('rejects a message larger than maxMessageLength with ERR_SHMRING_MESSAGE_TOO_LARGE and keeps what the ring holds', function () {
     fc.assert(
-      fc.property(fc.constantFrom(...CAPACITIES), fc.array(fc.nat({ max: 1024 }), { minLength: 0, maxLength: 8 }), fc.nat({ max: 4096 }),
+      fc.property(
+        fc.constantFrom(...CAPACITIES),
+        fc.array(fc.nat({ max: 1024 }), { minLength: 0, maxLength: 8 }),
+        fc.nat({ max: 4096 }),
         (capacity, lengths, extra) => {
           const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity }) });
           const ring = SpscRing.create(region, { capacity });
@@ -314,19 +360,26 @@ describe('SpscRing (model-based)', function () {
           const snapshot = (): Buffer => Buffer.from(new Uint8Array(region.buffer, L.PRODUCER_POSITION_OFFSET));
           const before = snapshot();
           const length = ring.maxMessageLength + 1 + extra;
-          assert.throws(() => ring.tryWrite(new Uint8Array(length).fill(0xee)), (err: unknown) => {
-            assert.ok(err instanceof RangeError, 'a RangeError');
-            assert.equal((err as RangeError & { code?: string }).code, ErrorCodes.MESSAGE_TOO_LARGE);
-            assert.match((err as Error).message, new RegExp(`length=${length}`));
-            return true;
-          });
+          assert.throws(
+            () => ring.tryWrite(new Uint8Array(length).fill(0xee)),
+            (err: unknown) => {
+              assert.ok(err instanceof RangeError, 'a RangeError');
+              assert.equal((err as RangeError & { code?: string }).code, ErrorCodes.MESSAGE_TOO_LARGE);
+              assert.match((err as Error).message, new RegExp(`length=${length}`));
+              return true;
+            },
+          );
           assert.ok(Buffer.compare(before, snapshot()) === 0, 'the refused write changed the positions or the data area');
           for (const { bytes, type } of kept) {
             const message = ring.tryRead();
-            assert.ok(message !== null && Buffer.compare(message, bytes) === 0 && ring.lastType === type, `message of type ${type} after the refusal`);
+            assert.ok(
+              message !== null && Buffer.compare(message, bytes) === 0 && ring.lastType === type,
+              `message of type ${type} after the refusal`,
+            );
           }
           assert.equal(ring.tryRead(), null);
-        }),
+        },
+      ),
       { numRuns: NUM_RUNS },
     );
   });

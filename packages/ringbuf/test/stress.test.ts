@@ -204,8 +204,10 @@ function wakeCounts(region: Region): { readers: number; writers: number } {
 function checkWakes(region: Region, minWakes: number | undefined): string {
   const wakes = wakeCounts(region);
   if (minWakes !== undefined) {
-    assert.ok(wakes.readers >= minWakes && wakes.writers >= minWakes,
-      `the sides were meant to park and wake often, but readers were woken ${wakes.readers} times and writers ${wakes.writers}`);
+    assert.ok(
+      wakes.readers >= minWakes && wakes.writers >= minWakes,
+      `the sides were meant to park and wake often, but readers were woken ${wakes.readers} times and writers ${wakes.writers}`,
+    );
   }
   return `wake-ups of readers/writers: ${wakes.readers}/${wakes.writers}`;
 }
@@ -224,7 +226,10 @@ function failures(reports: PeerReport[]): string[] {
 
 function checkLongestWait(reports: PeerReport[]): string {
   const longest = Math.max(...reports.map((r) => r.longestWaitMs));
-  assert.ok(longest < LOST_WAKEUP_MS, `a single wait (writeSync / readSync / write / read) took ${longest.toFixed(0)} ms: a lost wake-up (the side slept until its nap ran out)`);
+  assert.ok(
+    longest < LOST_WAKEUP_MS,
+    `a single wait (writeSync / readSync / write / read) took ${longest.toFixed(0)} ms: a lost wake-up (the side slept until its nap ran out)`,
+  );
   return `longest wait ${longest.toFixed(1)} ms`;
 }
 
@@ -236,8 +241,14 @@ async function spscRun(run: SpscRun, seed: number): Promise<SpscResult> {
     assert.ok(run.maxLength <= ring.maxMessageLength);
     const plan: TrafficPlan = { seed, producers: 1, perProducer: run.messages, maxLength: run.maxLength };
     const base = {
-      queue: 'spsc' as const, consumers: 1, plan, region: shared.source, stallMs: STALL_MS, barrier: { offset: ringEnd, parties: 2 },
-      ...(run.park ? { park: true } : {}), ...(run.path ? { env: run.path.env } : {}),
+      queue: 'spsc' as const,
+      consumers: 1,
+      plan,
+      region: shared.source,
+      stallMs: STALL_MS,
+      barrier: { offset: ringEnd, parties: 2 },
+      ...(run.park ? { park: true } : {}),
+      ...(run.path ? { env: run.path.env } : {}),
     };
     const started = performance.now();
     const [producer, consumer] = await Promise.all([
@@ -247,7 +258,11 @@ async function spscRun(run: SpscRun, seed: number): Promise<SpscResult> {
     const seconds = (performance.now() - started) / 1000;
     assert.deepEqual(failures([producer, consumer]), []);
     if (run.path !== undefined) {
-      assert.deepEqual([producer.waitKind, consumer.waitKind], [run.path.kind, run.path.kind], 'asyncWaitKind() of the producer and the consumer');
+      assert.deepEqual(
+        [producer.waitKind, consumer.waitKind],
+        [run.path.kind, run.path.kind],
+        'asyncWaitKind() of the producer and the consumer',
+      );
     }
     assert.equal(producer.sent, run.messages, 'messages sent');
     assert.equal(consumer.count, run.messages, 'messages received and checked');
@@ -261,8 +276,10 @@ async function spscRun(run: SpscRun, seed: number): Promise<SpscResult> {
     totals.messages += run.messages;
     totals.bytes += consumer.bytes!;
     totals.spscLaps += laps;
-    console.log(`      ${run.messages} messages, ${(consumer.bytes! / 2 ** 20).toFixed(1)} MiB, >= ${laps} laps of ${run.capacity} B, ` +
-      `${seconds.toFixed(1)} s; spins on full/empty: ${producer.misses}/${consumer.misses}; ${wakes}`);
+    console.log(
+      `      ${run.messages} messages, ${(consumer.bytes! / 2 ** 20).toFixed(1)} MiB, >= ${laps} laps of ${run.capacity} B, ` +
+        `${seconds.toFixed(1)} s; spins on full/empty: ${producer.misses}/${consumer.misses}; ${wakes}`,
+    );
     return { seconds, wakes: wakeCounts(shared.region) };
   } finally {
     shared.dispose();
@@ -285,12 +302,16 @@ interface MpmcRun {
 
 async function mpmcRun(run: MpmcRun, seed: number): Promise<void> {
   const ringEnd = MpmcQueue.regionSize({ capacity: run.capacity, slotSize: run.slotSize });
-  const shared = makeRegion(run.where === 'workers' ? 'sab' : run.backing ?? 'memfd', ringEnd);
+  const shared = makeRegion(run.where === 'workers' ? 'sab' : (run.backing ?? 'memfd'), ringEnd);
   try {
     const queue = MpmcQueue.create(shared.region, { capacity: run.capacity, slotSize: run.slotSize });
     const plan: TrafficPlan = { seed, producers: run.producers, perProducer: run.perProducer, maxLength: run.slotSize };
     const base = {
-      queue: 'mpmc' as const, consumers: run.consumers, plan, region: shared.source, stallMs: STALL_MS,
+      queue: 'mpmc' as const,
+      consumers: run.consumers,
+      plan,
+      region: shared.source,
+      stallMs: STALL_MS,
       barrier: { offset: ringEnd, parties: run.producers + run.consumers },
     };
     const started = performance.now();
@@ -305,7 +326,11 @@ async function mpmcRun(run: MpmcRun, seed: number): Promise<void> {
     for (const p of producers) assert.equal(p.sent, run.perProducer, 'messages sent by a producer');
     for (const c of consumers) assert.equal(c.ends, run.producers, 'end markers a consumer took (one per producer)');
     const total = run.producers * run.perProducer;
-    assert.equal(consumers.reduce((n, c) => n + c.count!, 0), total, 'messages received by all consumers together');
+    assert.equal(
+      consumers.reduce((n, c) => n + c.count!, 0),
+      total,
+      'messages received by all consumers together',
+    );
     // Each message exactly once over all consumers: OR the bitmaps, counting overlaps.
     for (let p = 0; p < run.producers; p++) {
       const union = new Uint8Array(Math.ceil(run.perProducer / 8));
@@ -331,8 +356,10 @@ async function mpmcRun(run: MpmcRun, seed: number): Promise<void> {
     totals.bytes += consumers.reduce((n, c) => n + c.bytes!, 0);
     totals.mpmcLaps += laps;
     const misses = reports.map((r) => `${r.role[0]}${r.misses}`).join(' ');
-    console.log(`      ${total} messages, ${laps} laps of ${run.capacity} slots, ${seconds.toFixed(1)} s; ` +
-      `split between consumers ${consumers.map((c) => c.count).join('/')}; spins ${misses}; ${wakes}`);
+    console.log(
+      `      ${total} messages, ${laps} laps of ${run.capacity} slots, ${seconds.toFixed(1)} s; ` +
+        `split between consumers ${consumers.map((c) => c.count).join('/')}; spins ${misses}; ${wakes}`,
+    );
   } finally {
     shared.dispose();
   }
@@ -366,12 +393,36 @@ function needsNative(ctx: Mocha.Context): void {
  */
 const STRESS_SCALE = Number(process.env.SHMRING_STRESS_SCALE ?? 1) || 1;
 type AsyncStress = { title: string; path: AsyncPath; messages: number; minWakes: number };
-const ASYNC_STRESS = ([
-  { title: 'io_uring (the default)', path: { kind: 'io_uring', env: { SHMRING_ASYNC_WAIT: undefined, SHMRING_BACKEND: undefined } }, messages: 800_000, minWakes: 200_000 },
-  { title: 'futex_waitv lanes (SHMRING_ASYNC_WAIT=futex_waitv)', path: { kind: 'futex_waitv', env: { SHMRING_ASYNC_WAIT: 'futex_waitv', SHMRING_BACKEND: undefined } }, messages: 400_000, minWakes: 100_000 },
-  { title: 'waiter threads (SHMRING_ASYNC_WAIT=threads)', path: { kind: 'threads', env: { SHMRING_ASYNC_WAIT: 'threads', SHMRING_BACKEND: undefined } }, messages: 400_000, minWakes: 100_000 },
-  { title: "koffi on libuv's threadpool (SHMRING_BACKEND=koffi)", path: { kind: 'libuv-threadpool', env: { SHMRING_BACKEND: 'koffi', SHMRING_ASYNC_WAIT: undefined } }, messages: 300_000, minWakes: 75_000 },
-] satisfies AsyncStress[]).map((run): AsyncStress => ({ ...run, messages: Math.round(run.messages * STRESS_SCALE), minWakes: Math.round(run.minWakes * STRESS_SCALE) }));
+const ASYNC_STRESS = (
+  [
+    {
+      title: 'io_uring (the default)',
+      path: { kind: 'io_uring', env: { SHMRING_ASYNC_WAIT: undefined, SHMRING_BACKEND: undefined } },
+      messages: 800_000,
+      minWakes: 200_000,
+    },
+    {
+      title: 'futex_waitv lanes (SHMRING_ASYNC_WAIT=futex_waitv)',
+      path: { kind: 'futex_waitv', env: { SHMRING_ASYNC_WAIT: 'futex_waitv', SHMRING_BACKEND: undefined } },
+      messages: 400_000,
+      minWakes: 100_000,
+    },
+    {
+      title: 'waiter threads (SHMRING_ASYNC_WAIT=threads)',
+      path: { kind: 'threads', env: { SHMRING_ASYNC_WAIT: 'threads', SHMRING_BACKEND: undefined } },
+      messages: 400_000,
+      minWakes: 100_000,
+    },
+    {
+      title: "koffi on libuv's threadpool (SHMRING_BACKEND=koffi)",
+      path: { kind: 'libuv-threadpool', env: { SHMRING_BACKEND: 'koffi', SHMRING_ASYNC_WAIT: undefined } },
+      messages: 300_000,
+      minWakes: 75_000,
+    },
+  ] satisfies AsyncStress[]
+).map(
+  (run): AsyncStress => ({ ...run, messages: Math.round(run.messages * STRESS_SCALE), minWakes: Math.round(run.minWakes * STRESS_SCALE) }),
+);
 /** Wake-ups per async wait path, printed at the end. */
 const wakeTotals: string[] = [];
 
@@ -385,19 +436,31 @@ describe('stress', function () {
     this.timeout(2 * RUN_LIMIT_MS);
 
     it('delivers 500,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
-      await spscRun({ where: 'workers', messages: 500_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'workers', messages: 500_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 300,000 messages through claim / commit and drain without a torn record', async function () {
-      await spscRun({ where: 'workers', messages: 300_000, capacity: 8 * 1024, maxLength: 3000, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'workers', messages: 300_000, capacity: 8 * 1024, maxLength: 3000, producer: 'claim', consumer: 'drain' },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 150,000 messages through writeSync / readSync on a 256-byte ring, both sides parking and waking', async function () {
-      await spscRun({ where: 'workers', messages: 150_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'workers', messages: 150_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200 },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 100,000 messages through await write() / for await on a 256-byte ring, both sides parking on the event loop', async function () {
-      await spscRun({ where: 'workers', messages: 100_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'workers', messages: 100_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 },
+        seedFor(this.test!.title),
+      );
     });
   });
 
@@ -408,22 +471,34 @@ describe('stress', function () {
     });
 
     it('delivers 2,000,000 messages of random sizes in order, whole and exactly once (tryWrite / tryRead spinning)', async function () {
-      await spscRun({ where: 'processes', messages: 2_000_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'processes', messages: 2_000_000, capacity: 64 * 1024, maxLength: 4096, producer: 'try', consumer: 'try' },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 1,000,000 messages through claim / commit and drain without a torn record', async function () {
-      await spscRun({ where: 'processes', messages: 1_000_000, capacity: 16 * 1024, maxLength: 4096, producer: 'claim', consumer: 'drain' }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'processes', messages: 1_000_000, capacity: 16 * 1024, maxLength: 4096, producer: 'claim', consumer: 'drain' },
+        seedFor(this.test!.title),
+      );
     });
 
     // The wake-up count depends on how often the paced spin catches the other side: 0.6-1.5 M
     // per side alone, 327 k once in a full CI run on 2 vCPUs. The bound keeps the test about
     // parking (a side that never parked would show a few thousand) without tripping on load.
     it('delivers 3,000,000 messages through writeSync / readSync on a 256-byte ring across two processes, each side parked and woken at least 200,000 times without a lost wake-up', async function () {
-      await spscRun({ where: 'processes', messages: 3_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200_000 }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'processes', messages: 3_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200_000 },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 200,000 messages through await write() / for await on a 256-byte ring, both sides parking on the asynchronous futex wait', async function () {
-      await spscRun({ where: 'processes', messages: 200_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+      await spscRun(
+        { where: 'processes', messages: 200_000, capacity: 256, maxLength: 120, producer: 'async', consumer: 'async', minWakes: 200 },
+        seedFor(this.test!.title),
+      );
     });
   });
 
@@ -439,11 +514,24 @@ describe('stress', function () {
           console.log('      SKIPPED: the Rust addon is not built here (no cargo)');
           this.skip();
         }
-        const { seconds, wakes } = await spscRun({
-          where: 'processes', messages, capacity: 64, maxLength: 24, producer: 'async', consumer: 'async', minWakes, park: true, path,
-        }, seedFor(this.test!.title));
+        const { seconds, wakes } = await spscRun(
+          {
+            where: 'processes',
+            messages,
+            capacity: 64,
+            maxLength: 24,
+            producer: 'async',
+            consumer: 'async',
+            minWakes,
+            park: true,
+            path,
+          },
+          seedFor(this.test!.title),
+        );
         const total = wakes.readers + wakes.writers;
-        wakeTotals.push(`${path.kind}: ${total} wake-ups in ${seconds.toFixed(1)} s (${Math.round(total / seconds)}/s; readers ${wakes.readers}, writers ${wakes.writers})`);
+        wakeTotals.push(
+          `${path.kind}: ${total} wake-ups in ${seconds.toFixed(1)} s (${Math.round(total / seconds)}/s; readers ${wakes.readers}, writers ${wakes.writers})`,
+        );
       });
     }
   });
@@ -452,15 +540,53 @@ describe('stress', function () {
     this.timeout(2 * RUN_LIMIT_MS);
 
     it('delivers 1,000,000 messages from 2 producers to 2 consumers, each exactly once and in order per producer (tryWrite / drain)', async function () {
-      await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'drain' }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'workers',
+          producers: 2,
+          consumers: 2,
+          perProducer: 500_000,
+          capacity: 64,
+          slotSize: 200,
+          producer: 'try',
+          consumer: 'drain',
+        },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 500,000 messages from 2 producers to 2 consumers through writeSync / readSync on a 4-slot queue, every side parking', async function () {
-      await mpmcRun({ where: 'workers', producers: 2, consumers: 2, perProducer: 250_000, capacity: 4, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'workers',
+          producers: 2,
+          consumers: 2,
+          perProducer: 250_000,
+          capacity: 4,
+          slotSize: 100,
+          producer: 'sync',
+          consumer: 'sync',
+          minWakes: 200,
+        },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 200,000 messages between a lone producer and a lone consumer that park on a 2-slot queue', async function () {
-      await mpmcRun({ where: 'workers', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'workers',
+          producers: 1,
+          consumers: 1,
+          perProducer: 200_000,
+          capacity: 2,
+          slotSize: 64,
+          producer: 'sync',
+          consumer: 'sync',
+          minWakes: 200,
+        },
+        seedFor(this.test!.title),
+      );
     });
   });
 
@@ -471,22 +597,76 @@ describe('stress', function () {
     });
 
     it('delivers 1,000,000 messages from 2 producer processes to 2 consumer processes over a memfd region, each exactly once and in order per producer (tryWrite / tryRead)', async function () {
-      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 2, consumers: 2, perProducer: 500_000, capacity: 64, slotSize: 200, producer: 'try', consumer: 'try' }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'processes',
+          backing: 'memfd',
+          producers: 2,
+          consumers: 2,
+          perProducer: 500_000,
+          capacity: 64,
+          slotSize: 200,
+          producer: 'try',
+          consumer: 'try',
+        },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 500,000 messages from 2 producer processes to 2 consumer processes over a POSIX region through writeSync / readSync on an 8-slot queue, every side parking', async function () {
-      await mpmcRun({ where: 'processes', backing: 'posix', producers: 2, consumers: 2, perProducer: 250_000, capacity: 8, slotSize: 100, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'processes',
+          backing: 'posix',
+          producers: 2,
+          consumers: 2,
+          perProducer: 250_000,
+          capacity: 8,
+          slotSize: 100,
+          producer: 'sync',
+          consumer: 'sync',
+          minWakes: 200,
+        },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 200,000 messages between a lone producer process and a lone consumer process that park on a 2-slot queue', async function () {
-      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 1, consumers: 1, perProducer: 200_000, capacity: 2, slotSize: 64, producer: 'sync', consumer: 'sync', minWakes: 200 }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'processes',
+          backing: 'memfd',
+          producers: 1,
+          consumers: 1,
+          perProducer: 200_000,
+          capacity: 2,
+          slotSize: 64,
+          producer: 'sync',
+          consumer: 'sync',
+          minWakes: 200,
+        },
+        seedFor(this.test!.title),
+      );
     });
 
     it('delivers 200,000 messages from 2 producer processes to 2 consumer processes through await write() / await read() on an 8-slot queue', async function () {
-      await mpmcRun({ where: 'processes', backing: 'memfd', producers: 2, consumers: 2, perProducer: 100_000, capacity: 8, slotSize: 100, producer: 'async', consumer: 'async', minWakes: 200 }, seedFor(this.test!.title));
+      await mpmcRun(
+        {
+          where: 'processes',
+          backing: 'memfd',
+          producers: 2,
+          consumers: 2,
+          perProducer: 100_000,
+          capacity: 8,
+          slotSize: 100,
+          producer: 'async',
+          consumer: 'async',
+          minWakes: 200,
+        },
+        seedFor(this.test!.title),
+      );
     });
   });
-
 });
 
 // ---- the event-loop verbs ----
@@ -509,8 +689,14 @@ describe('SpscRing on the main thread', function () {
     const { region, ring } = sabRing(1024);
     const plan: TrafficPlan = { seed: 12345, producers: 1, perProducer: messages, maxLength: 500 };
     const producer = runWorker({
-      queue: 'spsc', role: 'producer', mode: 'sync', id: 0, consumers: 1, plan,
-      region: { kind: 'sab', sab: region.buffer as SharedArrayBuffer }, stallMs: STALL_MS,
+      queue: 'spsc',
+      role: 'producer',
+      mode: 'sync',
+      id: 0,
+      consumers: 1,
+      plan,
+      region: { kind: 'sab', sab: region.buffer as SharedArrayBuffer },
+      stallMs: STALL_MS,
       barrier: { offset: SpscRing.regionSize({ capacity: 1024 }), parties: 1 },
     });
     const checker = new Checker(plan, true);
@@ -544,10 +730,7 @@ describe('SpscRing on the main thread', function () {
         callback();
       },
     });
-    await Promise.all([
-      pipeline(Readable.from(sent), writer.writable()),
-      pipeline(reader.readable(), sink),
-    ]);
+    await Promise.all([pipeline(Readable.from(sent), writer.writable()), pipeline(reader.readable(), sink)]);
     assert.equal(received.length, sent.length, 'messages collected');
     for (let i = 0; i < sent.length; i++) assert.ok(received[i]!.equals(sent[i]!), `message ${i} differs`);
     assert.ok(reader.closed);
@@ -579,11 +762,12 @@ describe('SpscRing on the main thread', function () {
   it('write() rejects with ERR_SHMRING_CLOSED when the reader closes a full ring', async function () {
     const { region, ring } = sabRing(64);
     const reader = SpscRing.attach(region);
-    while (ring.tryWrite(new Uint8Array(24))) { /* fill */ }
+    while (ring.tryWrite(new Uint8Array(24))) {
+      /* fill */
+    }
     const pending = ring.write(new Uint8Array(24));
     await turns();
     reader.close();
     await assert.rejects(pending, (err: ShmringError) => err.code === ErrorCodes.CLOSED);
   });
 });
-

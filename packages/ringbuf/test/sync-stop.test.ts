@@ -27,9 +27,10 @@ const regions: Region[] = [];
 
 function makeRing(backing: 'sab' | 'memfd'): Shared {
   const size = SpscRing.regionSize({ capacity: CAPACITY });
-  const region = backing === 'sab'
-    ? Region.fromSharedArrayBuffer(new SharedArrayBuffer(size))
-    : Region.create({ backing: 'memfd', size, name: 'shmring-sync-stop' });
+  const region =
+    backing === 'sab'
+      ? Region.fromSharedArrayBuffer(new SharedArrayBuffer(size))
+      : Region.create({ backing: 'memfd', size, name: 'shmring-sync-stop' });
   regions.push(region);
   const ring = SpscRing.create(region, { capacity: CAPACITY });
   const ref: RingRef = backing === 'sab' ? { sab: region.buffer as SharedArrayBuffer } : { fd: region.fd };
@@ -81,7 +82,10 @@ describe('sync waits: what can stop them', function () {
   });
 
   for (const backing of BACKINGS) {
-    for (const [role, what] of [['read-sync', 'a readSync blocked'], ['write-sync', 'a writeSync blocked on a full ring']] as const) {
+    for (const [role, what] of [
+      ['read-sync', 'a readSync blocked'],
+      ['write-sync', 'a writeSync blocked on a full ring'],
+    ] as const) {
       it(`ends ${what} in a worker with ERR_SHMRING_TIMEOUT after its timeoutMs (${backing})`, async function () {
         const shared = makeRing(backing);
         const w = run({ role, ring: shared.ref, options: { timeoutMs: 150 } });

@@ -33,7 +33,11 @@ function target(key: number): string {
 
 /** Whether segment `id` exists (/proc/sysvipc/shm). */
 function segmentExists(id: number): boolean {
-  return fs.readFileSync('/proc/sysvipc/shm', 'utf8').split('\n').slice(1).some((row) => row.trim().split(/\s+/)[1] === String(id));
+  return fs
+    .readFileSync('/proc/sysvipc/shm', 'utf8')
+    .split('\n')
+    .slice(1)
+    .some((row) => row.trim().split(/\s+/)[1] === String(id));
 }
 
 /** Runs the peer to its end; rejects unless it exits 0. */
@@ -43,7 +47,9 @@ function runPeer(...args: string[]): Promise<string> {
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));
   child.stderr.on('data', (d: Buffer) => (stderr += d));
-  return new Promise((resolve, reject) => child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`peer exited ${code}: ${stderr}`)))));
+  return new Promise((resolve, reject) =>
+    child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`peer exited ${code}: ${stderr}`)))),
+  );
 }
 
 describe('rings in System V segments', function () {
@@ -148,7 +154,7 @@ describe('rings in System V segments', function () {
     }
   });
 
-  it('gives a second SpscRing consumer or producer ERR_SHMRING_BUSY at once, in another process or this one, and a SIGKILLed owner\'s role to the next', async () => {
+  it("gives a second SpscRing consumer or producer ERR_SHMRING_BUSY at once, in another process or this one, and a SIGKILLed owner's role to the next", async () => {
     const key = uniqueKey();
     using region = Region.create({ backing: 'sysv', key, size: SpscRing.regionSize({ capacity: 1024 }) });
     const peers: LinePeer[] = [];
@@ -165,7 +171,11 @@ describe('rings in System V segments', function () {
       assert.equal(await peer('consumer').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second consumer in another process');
       assert.equal(await peer('producer', '1').line('busy'), `busy ${ErrorCodes.BUSY}`, 'a second producer in another process');
       assert.throws(() => SpscRing.attach(region).tryRead(), { code: ErrorCodes.BUSY }, 'a second consumer in this process');
-      assert.throws(() => SpscRing.attach(region).tryWrite(new Uint8Array([9])), { code: ErrorCodes.BUSY }, 'a second producer object of this thread');
+      assert.throws(
+        () => SpscRing.attach(region).tryWrite(new Uint8Array([9])),
+        { code: ErrorCodes.BUSY },
+        'a second producer object of this thread',
+      );
       await first.kill();
       const next = SpscRing.attach(region);
       assert.deepEqual([...next.tryRead()!], [1], 'the role is free once its owner is killed, and nothing was read twice');

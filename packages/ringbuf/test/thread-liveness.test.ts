@@ -32,7 +32,7 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     try {
       await once(worker, 'message'); // ready
       assert.ok(ping.ring.tryWrite(new Uint8Array([7])));
-      assert.deepEqual([...await pong.ring.read({ timeoutMs: 10_000 })], [7]);
+      assert.deepEqual([...(await pong.ring.read({ timeoutMs: 10_000 }))], [7]);
       // The worker registered as pong's producer with its own thread id, not the process's.
       const tid = Atomics.load(pong.ctl, L.PRODUCER_PID_I32);
       assert.notEqual(tid, 0);
@@ -95,7 +95,10 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     assert.equal(fifth.code, 'ok', 'the role of a terminated worker is free');
     // The main thread is no exception: a live worker holds the role now.
     const again = SpscRing.attach(Region.fromSharedArrayBuffer(sab));
-    assert.throws(() => again.tryWrite(new Uint8Array([9])), (err: ShmringError) => err.code === ErrorCodes.BUSY);
+    assert.throws(
+      () => again.tryWrite(new Uint8Array([9])),
+      (err: ShmringError) => err.code === ErrorCodes.BUSY,
+    );
     again.close();
     fifth.worker.postMessage('exit');
     await once(fifth.worker, 'exit');
@@ -123,7 +126,11 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
       })();`;
     const worker = new Worker(source, {
       eval: true,
-      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+      workerData: {
+        sab: region.buffer,
+        core: import.meta.resolve('@shmring/core'),
+        ringbuf: new URL('../src/index.js', import.meta.url).href,
+      },
     });
     const [link] = (await once(worker, 'message')) as [string];
     const tid = Number(link.split('/').pop());
@@ -133,7 +140,7 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     assert.ok(queue.tryWrite(new Uint8Array([1])));
     assert.ok(queue.tryWrite(new Uint8Array([2])));
     assert.equal(queue.tryRead(), null, 'the claimed slot holds up the queue until someone looks at its owner');
-    assert.deepEqual([...await queue.read({ peerTimeoutMs: 100, timeoutMs: 5_000 })], [1]);
+    assert.deepEqual([...(await queue.read({ peerTimeoutMs: 100, timeoutMs: 5_000 }))], [1]);
     assert.deepEqual([...queue.tryRead()!], [2]);
     assert.equal(queue.recoveredSlots, 1);
     queue.close();
@@ -154,14 +161,25 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
       })();`;
     const worker = new Worker(source, {
       eval: true,
-      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+      workerData: {
+        sab: region.buffer,
+        core: import.meta.resolve('@shmring/core'),
+        ringbuf: new URL('../src/index.js', import.meta.url).href,
+      },
     });
     await once(worker, 'message');
-    assert.throws(() => lv.publish(new Uint8Array([6])), (err: ShmringError) => err.code === ErrorCodes.BUSY);
+    assert.throws(
+      () => lv.publish(new Uint8Array([6])),
+      (err: ShmringError) => err.code === ErrorCodes.BUSY,
+    );
     await worker.terminate();
     assert.equal(lv.publish(new Uint8Array([6])), 2, 'the role of the ended worker is free');
     const second = LatestValue.attach(region);
-    assert.throws(() => second.publish(new Uint8Array([7])), (err: ShmringError) => err.code === ErrorCodes.BUSY, 'another object of this (live) thread');
+    assert.throws(
+      () => second.publish(new Uint8Array([7])),
+      (err: ShmringError) => err.code === ErrorCodes.BUSY,
+      'another object of this (live) thread',
+    );
     second.close();
     lv.close();
   });
@@ -181,7 +199,11 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
       })();`;
     const worker = new Worker(source, {
       eval: true,
-      workerData: { sab: region.buffer, core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href },
+      workerData: {
+        sab: region.buffer,
+        core: import.meta.resolve('@shmring/core'),
+        ringbuf: new URL('../src/index.js', import.meta.url).href,
+      },
     });
     await once(worker, 'message');
     const message = new Uint8Array(64);

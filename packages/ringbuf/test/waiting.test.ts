@@ -49,7 +49,7 @@ describe('waiting: paced spinning', () => {
     assert.ok(result.ms >= 9, `took ${result.ms.toFixed(2)} ms: it did not nap`);
   });
 
-  it('records each wait\'s duration, so a short wait turns spinning back on', () => {
+  it("records each wait's duration, so a short wait turns spinning back on", () => {
     const paced = pacer(5);
     wait(paced, 2); // parks at once, takes one 10 ms nap
     assert.ok(paced.lastWaitMs >= 9, `recorded ${paced.lastWaitMs} ms`);

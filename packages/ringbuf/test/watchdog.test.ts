@@ -89,11 +89,16 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
     await sleep(500);
     const cpu = process.cpuUsage(cpu0);
     const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - t0);
-    console.log(`      ${RINGS} parked reads, 500 ms: ${waitCounters.asyncWaits - before.asyncWaits} futex waits started, ` +
-      `${(cpuShare * 100).toFixed(2)}% of a CPU (this process, checks every 25 ms included)`);
+    console.log(
+      `      ${RINGS} parked reads, 500 ms: ${waitCounters.asyncWaits - before.asyncWaits} futex waits started, ` +
+        `${(cpuShare * 100).toFixed(2)}% of a CPU (this process, checks every 25 ms included)`,
+    );
     assert.equal(waitCounters.asyncParks - before.asyncParks, RINGS);
     assert.equal(waitCounters.asyncWaits - before.asyncWaits, RINGS, 'parked reads woke up and waited again');
-    assert.ok(reads.every((r) => r.settled === undefined), 'a read ended while nothing happened');
+    assert.ok(
+      reads.every((r) => r.settled === undefined),
+      'a read ended while nothing happened',
+    );
     // One message wakes one read; closing ends the rest; then the timer stops.
     open[7]!.ring.tryWrite(new Uint8Array([7]));
     await reads[7]!.done;
@@ -118,7 +123,10 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
       const peerTimeoutMs = 200;
       const reads = open.map(({ ring }) => track(ring.read({ peerTimeoutMs })));
       await sleep(1.5 * peerTimeoutMs);
-      assert.ok(reads.every((r) => r.settled === undefined), 'a read ended while its producer was alive');
+      assert.ok(
+        reads.every((r) => r.settled === undefined),
+        'a read ended while its producer was alive',
+      );
       const killedAt = await producer.kill();
       await Promise.race([reads[RINGS - 1]!.done, sleep(5000)]);
       const end = reads[RINGS - 1]!.settled;
@@ -126,7 +134,10 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
       const took = end.at - killedAt;
       console.log(`      PEER_DEAD ${took.toFixed(0)} ms after the kill (peerTimeoutMs ${peerTimeoutMs})`);
       assert.ok(took < peerTimeoutMs + 300, `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
-      assert.ok(reads.slice(0, -1).every((r) => r.settled === undefined), 'the other reads ended too');
+      assert.ok(
+        reads.slice(0, -1).every((r) => r.settled === undefined),
+        'the other reads ended too',
+      );
       assert.equal(watchdogState().watched, RINGS - 1);
     } finally {
       producer.child.kill('SIGKILL');

@@ -119,13 +119,17 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   const target = parseEndpoint(to, 'bridge');
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
   const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  if (typeof log !== 'function') throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
+  if (typeof log !== 'function')
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
   const poll = options?.poll;
   if (poll !== undefined && !(typeof poll === 'number' && poll >= 0)) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `bridge: poll=${String(poll)} must be a number of microseconds >= 0`);
   }
   if (source.kind === target.kind) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`,
+    );
   }
   if (signal.aborted) return;
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
@@ -154,7 +158,12 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
 
 /** Says each outage once; `connected()` waits out an outage (or the abort). */
 function watchConnection(
-  nats: NatsModule, nc: NatsConnection, address: NatsAddress, signal: AbortSignal, log: (line: string) => void, onReady: (() => void) | undefined,
+  nats: NatsModule,
+  nc: NatsConnection,
+  address: NatsAddress,
+  signal: AbortSignal,
+  log: (line: string) => void,
+  onReady: (() => void) | undefined,
   dedicated: boolean,
 ): Context {
   let down = false;
@@ -173,11 +182,21 @@ function watchConnection(
       }
     }
   })();
-  signal.addEventListener('abort', () => {
-    for (const wake of waiters.splice(0)) wake();
-  }, { once: true });
+  signal.addEventListener(
+    'abort',
+    () => {
+      for (const wake of waiters.splice(0)) wake();
+    },
+    { once: true },
+  );
   return {
-    nats, nc, address, signal, dedicated, sliceMs: IDLE_SLICE_MS, writing: undefined,
+    nats,
+    nc,
+    address,
+    signal,
+    dedicated,
+    sliceMs: IDLE_SLICE_MS,
+    writing: undefined,
     onReconnect: (listener) => {
       reconnected.add(listener);
       return () => reconnected.delete(listener);
@@ -315,7 +334,13 @@ async function readUntil(ring: RingReader, done: Promise<unknown>, signal: Abort
   signal.addEventListener('abort', forward, { once: true });
   try {
     const reading = ring.read(stop.signal);
-    const first = await Promise.race([reading, done.then(() => null, () => null)]);
+    const first = await Promise.race([
+      reading,
+      done.then(
+        () => null,
+        () => null,
+      ),
+    ]);
     if (first !== null) return first;
     stop.abort();
     // A record the read took before it saw the abort is still this one's.
@@ -333,7 +358,12 @@ async function readUntil(ring: RingReader, done: Promise<unknown>, signal: Abort
  * empty) and hands each record, copied by `pool`, to `each` with its end
  * position.
  */
-async function takeBatch(ctx: Context, ring: RingReader, pool: CopyPool, each: (bytes: Uint8Array, type: number, end: number) => void): Promise<number> {
+async function takeBatch(
+  ctx: Context,
+  ring: RingReader,
+  pool: CopyPool,
+  each: (bytes: Uint8Array, type: number, end: number) => void,
+): Promise<number> {
   const taken = ring.drain((data, offset, length, type) => {
     each(pool.copy(data, offset, length), type, ring.readPosition);
   }, BATCH);
@@ -414,7 +444,10 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
       ring.release(end); // the client copied every record
     } else {
       // The client lends our views to a later write, or drops them unsent when it reconnects.
-      const sent = await orAbort(flushed, signal).then(() => true, () => false);
+      const sent = await orAbort(flushed, signal).then(
+        () => true,
+        () => false,
+      );
       if (signal.aborted) break; // what is held stays in the ring for the next bridge
       if (sent || holds === undefined) ring.release(end);
       else ring.rewind(); // dropped unsent: publish it again once connected
@@ -503,7 +536,7 @@ function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32:
   const region = Region.create({ backing: 'posix', name: `${ring.name}.jsbridge`, size: MARKER_SIZE, exclusive: false });
   const f64 = new Float64Array(region.buffer, 0, 2);
   const i32 = new Int32Array(region.buffer, 0, MARKER_SIZE / 4);
-  if (f64[INTENT]! > f64[COMMITTED]! && ring.writePosition !== (i32[AT_I32]! >>> 0)) f64[COMMITTED] = f64[INTENT]!;
+  if (f64[INTENT]! > f64[COMMITTED]! && ring.writePosition !== i32[AT_I32]! >>> 0) f64[COMMITTED] = f64[INTENT]!;
   return { region, f64, i32 };
 }
 
@@ -530,7 +563,13 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
   }
 }
 
-async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durable: string, marker: ReturnType<typeof openMarker>): Promise<void> {
+async function consumeOnce(
+  ctx: Context,
+  ring: RingWriter,
+  stream: string,
+  durable: string,
+  marker: ReturnType<typeof openMarker>,
+): Promise<void> {
   const { nc, signal } = ctx;
   const committed = marker.f64[COMMITTED]!;
   {

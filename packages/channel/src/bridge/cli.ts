@@ -21,7 +21,10 @@ export async function main(argv: string[]): Promise<number> {
   let positionals: string[];
   let pollText: string | undefined;
   try {
-    ({ positionals, values: { poll: pollText } } = parseArgs({ args: argv, allowPositionals: true, options: { poll: { type: 'string' } } }));
+    ({
+      positionals,
+      values: { poll: pollText },
+    } = parseArgs({ args: argv, allowPositionals: true, options: { poll: { type: 'string' } } }));
   } catch (err) {
     console.error(`shmring bridge: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -37,7 +40,12 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await bridge(from, to, { signal: stop.signal, poll, dedicated: true, onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`) });
+    await bridge(from, to, {
+      signal: stop.signal,
+      poll,
+      dedicated: true,
+      onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`),
+    });
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };

@@ -19,12 +19,17 @@ export function parseEndpoint(endpoint: unknown, verb: string): Endpoint {
   if (typeof endpoint === 'string' && endpoint.startsWith('shm:')) {
     const name = endpoint.slice(4);
     if (name.length === 0 || name.includes('/') || name.includes('\0') || name.length > 200) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `${verb}: '${endpoint}' is not a valid endpoint: shm:<name> takes a POSIX shared memory name without '/'`);
+      throw new ShmringTypeError(
+        ErrorCodes.INVALID_ENDPOINT,
+        `${verb}: '${endpoint}' is not a valid endpoint: shm:<name> takes a POSIX shared memory name without '/'`,
+      );
     }
     return { kind: 'shm', name, text: endpoint };
   }
-  throw new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT,
-    `${verb}: '${String(endpoint)}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>]`);
+  throw new ShmringTypeError(
+    ErrorCodes.INVALID_ENDPOINT,
+    `${verb}: '${String(endpoint)}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>]`,
+  );
 }
 
 /** The bridge as the ring's consumer. */
@@ -84,7 +89,8 @@ export function openReader(name: string, poll?: number): RingReader {
       name,
       identity: `${name}.${stat.ino}`,
       drain: (handler, limit) => ring.drain(handler, limit),
-      read: (signal) => ring.read(poll === undefined ? { signal, peerTimeoutMs: NO_PEER_CHECK } : { signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
+      read: (signal) =>
+        ring.read(poll === undefined ? { signal, peerTimeoutMs: NO_PEER_CHECK } : { signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
       poll: async (signal) => {
         if (!poll) return null;
         try {
@@ -129,7 +135,11 @@ export function openWriter(name: string, poll?: number): RingWriter {
       name,
       maxMessageLength: ring.maxMessageLength,
       tryWrite: (bytes, type) => ring.tryWrite(bytes, type),
-      write: (bytes, type, signal) => ring.write(bytes, poll === undefined ? { type, signal, peerTimeoutMs: NO_PEER_CHECK } : { type, signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
+      write: (bytes, type, signal) =>
+        ring.write(
+          bytes,
+          poll === undefined ? { type, signal, peerTimeoutMs: NO_PEER_CHECK } : { type, signal, peerTimeoutMs: NO_PEER_CHECK, poll },
+        ),
       get writePosition() {
         return ring.writePosition;
       },

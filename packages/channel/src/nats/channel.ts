@@ -39,7 +39,10 @@ interface Welcome {
 function checkBeat(beatMs: unknown, verb: string): number {
   if (beatMs === undefined) return DEFAULT_BEAT_MS;
   if (typeof beatMs !== 'number' || !Number.isFinite(beatMs) || beatMs < 10 || beatMs > 3_600_000) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: heartbeatMs must be a number of ms in [10, 3600000], got ${String(beatMs)}`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: heartbeatMs must be a number of ms in [10, 3600000], got ${String(beatMs)}`,
+    );
   }
   return beatMs;
 }
@@ -60,7 +63,13 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
   let accepted = 0;
   const accept = (msg: Msg, adopt: (channel: Channel) => void, closing: () => boolean): void => {
     const hello = parseJson<Hello>(msg.data);
-    if (hello === undefined || hello.v !== PROTOCOL || typeof hello.inbox !== 'string' || typeof hello.beatMs !== 'number' || msg.reply === undefined) {
+    if (
+      hello === undefined ||
+      hello.v !== PROTOCOL ||
+      typeof hello.inbox !== 'string' ||
+      typeof hello.beatMs !== 'number' ||
+      msg.reply === undefined
+    ) {
       return; // not a channel client: leave it to its timeout
     }
     if (hello.codec !== codec.id || closing()) {
@@ -71,7 +80,17 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
     const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel ${++accepted} of ${address.text}` });
     end.pair(hello.inbox, hello.beatMs);
     msg.respond(json({ v: PROTOCOL, codec: codec.id, inbox, beatMs } satisfies Welcome));
-    adopt(new Channel({ in: end, out: end, link: end.link, release: () => {}, codec, what: `channel ${accepted} of ${address.text}`, poll: undefined }));
+    adopt(
+      new Channel({
+        in: end,
+        out: end,
+        link: end.link,
+        release: () => {},
+        codec,
+        what: `channel ${accepted} of ${address.text}`,
+        poll: undefined,
+      }),
+    );
   };
   let stop = (): Promise<void> => closeNats(nc);
   return {
@@ -127,7 +146,10 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
     const reply = await Promise.race([nc.request(address.subject, json(hello), { timeout: timeoutMs }), aborted]);
     welcome = parseJson<Welcome>(reply.data);
     if (welcome?.v !== PROTOCOL || typeof welcome.codec !== 'number') {
-      throw new ShmringError(ErrorCodes.NOT_A_CHANNEL, `connect to ${address.text}: what answered on subject '${address.subject}' is not a @shmring/channel server`);
+      throw new ShmringError(
+        ErrorCodes.NOT_A_CHANNEL,
+        `connect to ${address.text}: what answered on subject '${address.subject}' is not a @shmring/channel server`,
+      );
     }
     checkCodecMatch(codec, welcome.codec, `the server at ${address.text}`);
     if (typeof welcome.inbox !== 'string' || typeof welcome.beatMs !== 'number') {
@@ -141,18 +163,31 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
     if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
   }
   end.pair(welcome.inbox, welcome.beatMs);
-  return new Channel({ in: end, out: end, link: end.link, release: () => closeNats(nc), codec, what: `channel to ${address.text}`, poll: undefined });
+  return new Channel({
+    in: end,
+    out: end,
+    link: end.link,
+    release: () => closeNats(nc),
+    codec,
+    what: `channel to ${address.text}`,
+    poll: undefined,
+  });
 }
 
 /** What a failed handshake means: nobody listens, nobody answered in time, or the error as it is. */
 function handshakeError(err: unknown, address: NatsAddress, timeoutMs: number): unknown {
   const code = (err as { code?: unknown }).code;
   if (code === '503') {
-    return new ShmringError(ErrorCodes.NO_SERVER,
-      `connect to ${address.text}: no channel server listens on subject '${address.subject}' (NATS: no responders); start listen('${address.text}') first, or retry`, { cause: err });
+    return new ShmringError(
+      ErrorCodes.NO_SERVER,
+      `connect to ${address.text}: no channel server listens on subject '${address.subject}' (NATS: no responders); start listen('${address.text}') first, or retry`,
+      { cause: err },
+    );
   }
   if (code === 'TIMEOUT') {
-    return new ShmringError(ErrorCodes.TIMEOUT, `connect to ${address.text}: the server did not answer within timeoutMs=${timeoutMs}`, { cause: err });
+    return new ShmringError(ErrorCodes.TIMEOUT, `connect to ${address.text}: the server did not answer within timeoutMs=${timeoutMs}`, {
+      cause: err,
+    });
   }
   return err;
 }

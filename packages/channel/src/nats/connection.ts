@@ -13,8 +13,11 @@ let loaded: Promise<NatsModule> | undefined;
 export function loadNats(): Promise<NatsModule> {
   loaded ??= import('nats').catch((err: unknown) => {
     loaded = undefined;
-    throw new ShmringError(ErrorCodes.NO_BACKEND,
-      `nats:// endpoints need the 'nats' package, which could not be loaded (${(err as Error).message}); install it beside @shmring/channel`, { cause: err });
+    throw new ShmringError(
+      ErrorCodes.NO_BACKEND,
+      `nats:// endpoints need the 'nats' package, which could not be loaded (${(err as Error).message}); install it beside @shmring/channel`,
+      { cause: err },
+    );
   });
   return loaded;
 }
@@ -45,8 +48,11 @@ export async function openNats(address: NatsAddress, verb: string, options: Open
   try {
     return await nats.connect(config);
   } catch (err) {
-    throw new ShmringError(ErrorCodes.UNREACHABLE,
-      `${verb} ${address.text}: cannot reach the NATS server at ${address.server} (${(err as Error).message}); is nats-server running there?`, { cause: err });
+    throw new ShmringError(
+      ErrorCodes.UNREACHABLE,
+      `${verb} ${address.text}: cannot reach the NATS server at ${address.server} (${(err as Error).message}); is nats-server running there?`,
+      { cause: err },
+    );
   }
 }
 
@@ -55,7 +61,12 @@ export async function closeNats(nc: NatsConnection, timeoutMs = 1000): Promise<v
   if (nc.isClosed()) return;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([nc.flush(), new Promise((resolve) => { timer = setTimeout(resolve, timeoutMs); })]);
+    await Promise.race([
+      nc.flush(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
   } catch {
     // Closed or disconnected meanwhile: nothing more can be flushed.
   } finally {

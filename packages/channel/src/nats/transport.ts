@@ -42,7 +42,7 @@ interface Record {
   type: number;
 }
 
-type HeadersFn = (typeof import('nats'))['headers'];
+type HeadersFn = typeof import('nats')['headers'];
 
 export interface NatsEndInit {
   nc: NatsConnection;
@@ -79,7 +79,9 @@ export class NatsEnd implements RecordSource, RecordSink {
   #ended = false;
   /** This end closed its inbound side. */
   #stopped = false;
-  #reader: { resolve(data: Uint8Array): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void } | undefined;
+  #reader:
+    | { resolve(data: Uint8Array): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void }
+    | undefined;
 
   constructor(init: NatsEndInit) {
     this.#nc = init.nc;
@@ -199,7 +201,8 @@ export class NatsEnd implements RecordSource, RecordSink {
   // ---- outbound ----
 
   #publish(bytes: Uint8Array, h: MsgHdrs, reply: string | undefined): void {
-    if (this.#nc.isClosed()) throw new ShmringError(ErrorCodes.CLOSED, `${this.#what}: its NATS connection is closed; nothing more can be sent`);
+    if (this.#nc.isClosed())
+      throw new ShmringError(ErrorCodes.CLOSED, `${this.#what}: its NATS connection is closed; nothing more can be sent`);
     this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
   }
 

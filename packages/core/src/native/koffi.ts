@@ -367,7 +367,13 @@ class KoffiWait implements AsyncWait {
     // word.owner, the buffer) stays reachable from koffi's callback until
     // it returns, so GC cannot unmap the word under the thread.
     backend.native.futexWaitFixed.async(
-      backend.sysFutex, this.word.address, FUTEX_WAIT_BITSET, this.expected, this.sliceEnd, 0, FUTEX_BITSET_MATCH_ANY,
+      backend.sysFutex,
+      this.word.address,
+      FUTEX_WAIT_BITSET,
+      this.expected,
+      this.sliceEnd,
+      0,
+      FUTEX_BITSET_MATCH_ANY,
       (err: unknown, ret: number) => this.returned(err, ret),
     );
     this.inFlight = true;
@@ -610,9 +616,19 @@ class KoffiBackend implements NativeBackend {
       throw err;
     }
     // Nothing can fail from here on, so the fd changes hands now (see NativeBackend.mmap).
-    return this.expose({
-      kind: 'mmap', ptr, address, length: size, state: 'mapped', fd: ownFd ? file : -1, waits: new Set(), inFlight: 0,
-    }, buffer);
+    return this.expose(
+      {
+        kind: 'mmap',
+        ptr,
+        address,
+        length: size,
+        state: 'mapped',
+        fd: ownFd ? file : -1,
+        waits: new Set(),
+        inFlight: 0,
+      },
+      buffer,
+    );
   }
 
   /** Makes `buffer` the one ArrayBuffer of `mapping`, released by munmap or at GC. */
@@ -625,9 +641,7 @@ class KoffiBackend implements NativeBackend {
 
   /** munmap or shmdt, by the mapping's kind; returns the error instead of throwing it. */
   private release(mapping: Mapping): Error | undefined {
-    const failed = mapping.kind === 'shm'
-      ? this.native.shmdt(mapping.ptr) < 0
-      : this.native.munmap(mapping.ptr, mapping.length) < 0;
+    const failed = mapping.kind === 'shm' ? this.native.shmdt(mapping.ptr) < 0 : this.native.munmap(mapping.ptr, mapping.length) < 0;
     return failed ? this.sysError(mapping.kind === 'shm' ? 'shmdt' : 'munmap', this.errno()) : undefined;
   }
 
@@ -711,9 +725,19 @@ class KoffiBackend implements NativeBackend {
       this.native.shmdt(ptr);
       throw err;
     }
-    return this.expose({
-      kind: 'shm', ptr, address, length: buffer.byteLength, state: 'mapped', fd: -1, waits: new Set(), inFlight: 0,
-    }, buffer);
+    return this.expose(
+      {
+        kind: 'shm',
+        ptr,
+        address,
+        length: buffer.byteLength,
+        state: 'mapped',
+        fd: -1,
+        waits: new Set(),
+        inFlight: 0,
+      },
+      buffer,
+    );
   }
 
   shmRemove(id: number): void {
@@ -820,9 +844,21 @@ class KoffiBackend implements NativeBackend {
 
   /** One FUTEX_WAIT_BITSET through the variadic syscall; returns the raw result (-1 = see errno). */
   private futexWaitCall(address: bigint, expected: number, deadline: ArrayBuffer | null): number {
-    return this.native.syscall(this.sysFutex,
-      'uintptr_t', address, 'long', FUTEX_WAIT_BITSET, 'long', expected,
-      'void *', deadline, 'void *', null, 'long', FUTEX_BITSET_MATCH_ANY);
+    return this.native.syscall(
+      this.sysFutex,
+      'uintptr_t',
+      address,
+      'long',
+      FUTEX_WAIT_BITSET,
+      'long',
+      expected,
+      'void *',
+      deadline,
+      'void *',
+      null,
+      'long',
+      FUTEX_BITSET_MATCH_ANY,
+    );
   }
 
   futexWait(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult {
@@ -885,8 +921,19 @@ class KoffiBackend implements NativeBackend {
     const deadlineNs = this.deadlineAfter(checkTimeout(timeoutMs));
     const deadline = deadlineNs === null ? null : writeTimespec(this.syncDeadline, deadlineNs);
     for (;;) {
-      const index: number = this.native.syscall(SYS_FUTEX_WAITV,
-        'void *', list, 'long', targets.length, 'long', 0, 'void *', deadline, 'long', CLOCK_MONOTONIC);
+      const index: number = this.native.syscall(
+        SYS_FUTEX_WAITV,
+        'void *',
+        list,
+        'long',
+        targets.length,
+        'long',
+        0,
+        'void *',
+        deadline,
+        'long',
+        CLOCK_MONOTONIC,
+      );
       if (index >= 0) return index;
       const errno = this.errno();
       if (errno === EAGAIN) return -1;
@@ -994,7 +1041,7 @@ class KoffiBackend implements NativeBackend {
     const controlLength = Math.min(Number(header.msg_controllen), this.control.byteLength);
     const data = new DataView(this.control);
     const fds: number[] = [];
-    for (let at = 0; at + this.cmsgHeaderSize <= controlLength;) {
+    for (let at = 0; at + this.cmsgHeaderSize <= controlLength; ) {
       const cmsg = koffi.decode(this.control, at, cmsghdr) as { cmsg_len: number | bigint; cmsg_level: number; cmsg_type: number };
       const length = Number(cmsg.cmsg_len);
       if (length < this.cmsgHeaderSize || at + length > controlLength) break;

@@ -34,9 +34,7 @@ export function loadBackend(kind: BackendKind): NativeBackend {
   if (cached) return cached;
   let backend: NativeBackend;
   try {
-    backend = kind === 'addon'
-      ? (require('@shmring/shm-sys') as NativeBackend)
-      : koffiBackend();
+    backend = kind === 'addon' ? (require('@shmring/shm-sys') as NativeBackend) : koffiBackend();
   } catch (cause) {
     throw new ShmringError(
       ErrorCodes.NO_BACKEND,
