@@ -16,7 +16,8 @@
  * PRODUCER_PID / PRODUCER_START = the writer's. Byte 64 of the header
  * (reserved in the rings) holds WRITER_TOKEN: the writer role of a region
  * without a file to lock, taken by compare-and-swap: the writer's thread id
- * in a SharedArrayBuffer, its pid (with PRODUCER_START) in a System V segment.
+ * (in a System V segment with PRODUCER_START, that thread's start time; a
+ * single-threaded process's id is its pid).
  *
  * PUBLISHED (the producer position word, offset 128): the low 32 bits of
  * the newest complete version. Version v lives in slot v & 1.

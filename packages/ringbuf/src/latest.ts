@@ -5,7 +5,8 @@
  * Threading contract:
  *  - One writer at a time, in any process: the first object to publish()
  *    takes the writer role and holds it until it closes or its process
- *    dies; publish() on any other live object throws ERR_SHMRING_BUSY.
+ *    dies (where the region has no file to lock: its thread ends);
+ *    publish() on any other live object throws ERR_SHMRING_BUSY.
  *  - Any number of readers, in any processes and threads: read(), changed(),
  *    changedSync(), updates(). A reader never blocks the writer and never
  *    writes to shared memory except the wait words while it is parked.
@@ -46,7 +47,7 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { checkType, checkWaitOptions, shown } from './queue.js';
+import { checkType, checkWaitOptions, claimPlace, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
@@ -101,6 +102,23 @@ const WRITER_WAIT: WaitOptions = { peerTimeoutMs: Infinity };
 const alwaysAlive = (): boolean => true;
 const EMPTY = new Uint8Array(0);
 
+/**
+ * The LatestValue objects of this thread that took a writer role by
+ * WRITER_TOKEN in a region other processes may attach (a System V
+ * segment: LatestValue.#takeToken), by place (claimPlace): the token names
+ * a thread, not an object, so whether our own id in it is a live object of
+ * ours or one lost without close() (its region closed, or collected) is
+ * known only here. Module state is per thread, as the ids in the token are.
+ */
+const tokenWriters = new Map<string, WeakRef<LatestValue>>();
+
+/** The region, as ERR_SHMRING_BUSY names it. */
+function regionLabel(region: Region, base: number): string {
+  const key = region.key ? `, key 0x${(region.key >>> 0).toString(16).padStart(8, '0')}` : '';
+  const named = region.backing === 'sysv' ? `id ${region.id}${key}` : (region.path ?? region.name);
+  return `the ${region.backing} region${named === undefined ? '' : ` ${named}`}${base === 0 ? '' : ` at offset ${base}`}`;
+}
+
 function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
 }
@@ -142,6 +160,10 @@ export class LatestValue {
   readonly #slot0I32: number;
   readonly #strideI32: number;
   readonly #roles: Roles | undefined;
+  /** claimPlace() of the LatestValue: set where the writer role is WRITER_TOKEN in a region other processes attach (tokenWriters). */
+  readonly #place: string | undefined;
+  /** The region and offset, for ERR_SHMRING_BUSY. */
+  readonly #where: string;
   /** This object holds the writer role (and #token, its id in WRITER_TOKEN, where the region has no file). */
   #writer = false;
   #token = 0;
@@ -155,8 +177,10 @@ export class LatestValue {
   readonly #spinPacer = new SpinPacer();
   readonly #pollPacer = new PollPacer();
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, maxSize: number, roles: Roles | undefined) {
+  private constructor(region: Region, buffer: ArrayBuffer | SharedArrayBuffer, base: number, maxSize: number, roles: Roles | undefined) {
     this.maxSize = maxSize;
+    this.#place = claimPlace(region, base, roles);
+    this.#where = regionLabel(region, base);
     const size = V.latestSize(maxSize);
     this.#ctl = new Int32Array(buffer, base, size / 4);
     this.#bytes = new Uint8Array(buffer, base, size);
@@ -181,7 +205,7 @@ export class LatestValue {
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
     writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
-    return new LatestValue(buffer, base, maxSize, roles);
+    return new LatestValue(region, buffer, base, maxSize, roles);
   }
 
   /** Attaches to a LatestValue another process or thread created in `region` (at `offset`). */
@@ -189,7 +213,7 @@ export class LatestValue {
     const base = checkOffset(options?.offset);
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
     const { capacity } = readHeader(buffer, V.KIND_LATEST, base);
-    return new LatestValue(buffer, base, capacity, Roles.hold(region, base));
+    return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base));
   }
 
   // ---- writer ----
@@ -240,28 +264,30 @@ export class LatestValue {
   /** Takes the writer role (ERR_SHMRING_BUSY if another live object holds it) and learns the current version. */
   #takeWriter(): void {
     const ctl = this.#ctl;
-    if (this.#roles !== undefined) {
-      if (!this.#roles.take('producer', true)) throw this.#busy();
-    } else if (ctl.buffer instanceof SharedArrayBuffer) {
-      // Threads of one process: the token is the writer's thread id, so a worker that
-      // ended holding the role frees it (its id names no thread of this process any more).
-      const tid = ownThread().id;
-      // Takes the role; pairs with close()'s CAS back to 0.
-      const holder = Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, tid);
-      // Another object of this thread, or a live other thread, holds it; a dead thread's token is taken over by a CAS.
-      if (
-        holder !== 0 &&
-        (holder === tid || isThreadAlive(holder, 0) || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)
-      )
-        throw this.#busy();
-      this.#token = tid;
+    if (this.#roles === undefined && !(ctl.buffer instanceof SharedArrayBuffer)) {
+      this.#takeToken(); // registers its thread in PRODUCER_START and PRODUCER_PID itself
     } else {
-      this.#takeAsProcess();
+      if (this.#roles !== undefined) {
+        if (!this.#roles.take('producer', true)) throw this.#busy();
+      } else {
+        // Threads of one process: the token is the writer's thread id, so a worker that
+        // ended holding the role frees it (its id names no thread of this process any more).
+        const tid = ownThread().id;
+        // Takes the role; pairs with close()'s CAS back to 0.
+        const holder = Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, tid);
+        // Another object of this thread, or a live other thread, holds it; a dead thread's token is taken over by a CAS.
+        if (
+          holder !== 0 &&
+          (holder === tid || isThreadAlive(holder, 0) || Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, tid) !== holder)
+        )
+          throw this.#busy(holder);
+        this.#token = tid;
+      }
+      // After the role: start time before pid (inspect reads the pid, then the start time).
+      Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
+      Atomics.store(ctl, L.PRODUCER_PID_I32, process.pid);
     }
     this.#writer = true;
-    // After the role: start time before pid (inspect reads the pid, then the start time).
-    Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
-    Atomics.store(ctl, L.PRODUCER_PID_I32, process.pid);
     // Observes the previous writer's last step 4; its slot is stable (only the role holder writes slots).
     const published = Atomics.load(ctl, V.PUBLISHED_I32);
     const h = this.#slotI32(published & 1);
@@ -275,31 +301,61 @@ export class LatestValue {
   /**
    * The writer role where the region has no file to lock and other
    * processes may attach it (a System V segment): WRITER_TOKEN holds the
-   * writer's pid and PRODUCER_START its start time, as the rings' pid words
-   * do there (liveness.ts), so a writer that died frees the role. A CAS from
-   * 0, or from a dead writer's pid, to -pid ("registering": the start time
-   * is not stored yet), then the start time, then the pid. Another object of
-   * this process, or a live other process, in the word: ERR_SHMRING_BUSY.
+   * writer's thread id (a single-threaded process's is its pid) and
+   * PRODUCER_START that thread's start time, as the rings' pid words do
+   * there (liveness.ts), so a writer that died, or a worker that ended,
+   * frees the role. A CAS from 0, or from a holder that is gone
+   * (#holderLives), to -id ("registering": the start time is not stored
+   * yet), then the start time, then the id; PRODUCER_PID then names the id
+   * too, for inspect. A live holder: ERR_SHMRING_BUSY.
    */
-  #takeAsProcess(): void {
+  #takeToken(): void {
     const ctl = this.#ctl;
-    const pid = process.pid;
+    const who = ownThread();
     for (;;) {
       // Observes the registration (pairs with the stores below, in whoever registered): 0 free,
-      // -pid being registered (alive while that process is), else a pid whose start time was stored before it.
+      // -id being registered (alive while that thread is), else an id whose start time was stored before it.
       const holder = Atomics.load(ctl, V.WRITER_TOKEN_I32);
       // After the token: the start time its holder stored before it (or a later holder's, whose CAS then beats ours).
-      const alive = holder !== 0 && (holder < 0 ? isAlive(-holder, 0) : isAlive(holder, Atomics.load(ctl, L.PRODUCER_START_I32)));
-      if (Math.abs(holder) === pid || alive) throw this.#busy();
-      // Claims the word from what we judged; a process that moved first makes it fail, and we look again.
-      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, -pid) !== holder) continue;
-      // The start time before the pid: whoever loads the pid from the token finds its start time.
-      Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
+      const start = Atomics.load(ctl, L.PRODUCER_START_I32);
+      if (holder !== 0 && this.#holderLives(holder, start, who)) throw this.#busy(holder);
+      // Claims the word from what we judged; a thread that moved first makes it fail, and we look again.
+      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, -who.id) !== holder) continue;
+      // The start time before the id: whoever loads the id from the token finds its start time.
+      Atomics.store(ctl, L.PRODUCER_START_I32, who.start);
       // Publishes the registration; close() gives it back with a CAS to 0.
-      Atomics.store(ctl, V.WRITER_TOKEN_I32, pid);
-      this.#token = pid;
+      Atomics.store(ctl, V.WRITER_TOKEN_I32, who.id);
+      // For inspect, which reads PRODUCER_PID, then PRODUCER_START: the same thread as the token.
+      Atomics.store(ctl, L.PRODUCER_PID_I32, who.id);
+      this.#token = who.id;
+      if (this.#place !== undefined) tokenWriters.set(this.#place, new WeakRef(this));
       return;
     }
+  }
+
+  /**
+   * Whether the thread `holder` names in WRITER_TOKEN (with `start`, the
+   * PRODUCER_START loaded after it) still holds the role. Another id:
+   * whether that thread runs, with that start time (any, while it
+   * registers). Our own id is still ours only with our start time and a
+   * live LatestValue of this thread holding the role here (tokenWriters):
+   * this thread registers synchronously, so -id in the word is a
+   * predecessor that died registering; another start time is a dead thread
+   * whose id came back to us (pid 1 after a container restart); and no live
+   * object of ours means ours was lost without close() (its region closed,
+   * or it was collected). In each, the holder is dead and the role free.
+   */
+  #holderLives(holder: number, start: number, who: { id: number; start: number }): boolean {
+    if (Math.abs(holder) !== who.id) return holder < 0 ? isAlive(-holder, 0) : isAlive(holder, start);
+    if (holder < 0 || start !== who.start) return false;
+    if (this.#place === undefined) return true; // cannot tell our objects apart: refuse rather than share the role
+    const sibling = tokenWriters.get(this.#place)?.deref();
+    return sibling === undefined ? false : sibling.#holdsRole();
+  }
+
+  /** Whether this object still acts as the writer (not closed, its region not closed: #ctl would read length 0). */
+  #holdsRole(): boolean {
+    return this.#writer && this.#ctl.length !== 0;
   }
 
   /** Int32 index of slot `slot`'s first word (slot 0 or 1). */
@@ -307,13 +363,21 @@ export class LatestValue {
     return this.#slot0I32 + slot * this.#strideI32;
   }
 
-  #busy(): ShmringError {
-    // Observes the holder's pid word, for the message only (it may be in another PID namespace).
-    const pid = Atomics.load(this.#ctl, L.PRODUCER_PID_I32);
+  /** ERR_SHMRING_BUSY, naming the holder: `holder` as WRITER_TOKEN held it where the role is that word, else PRODUCER_PID. */
+  #busy(holder?: number): ShmringError {
+    let who: string;
+    if (holder !== undefined) {
+      const kind = this.#ctl.buffer instanceof SharedArrayBuffer ? 'a live other thread of this process' : 'a live thread or process';
+      who = `${kind}, id ${Math.abs(holder)} in its WRITER_TOKEN (a thread id; a process's main thread's is its pid)`;
+    } else {
+      // Observes the holder's pid word, for the message only (stored after its lock: 0 until then).
+      const pid = Atomics.load(this.#ctl, L.PRODUCER_PID_I32);
+      who = `another live object (${pid === 0 ? 'its pid not stored yet' : `pid ${pid} per the header`}, perhaps in another PID namespace)`;
+    }
     return new ShmringError(
       ErrorCodes.BUSY,
-      `LatestValue.publish: the writer role is held by another live object (pid ${pid} per the header, perhaps in another PID namespace); ` +
-        'a LatestValue has one writer: close that one first, or wait for its process to exit',
+      `LatestValue.publish: the writer role of ${this.#where} is held by ${who}; ` +
+        'a LatestValue has one writer: close that one first, or wait for its thread or process to end',
     );
   }
 
@@ -463,6 +527,7 @@ export class LatestValue {
       // Gives the role back where no file is locked; pairs with #takeWriter's CAS.
       Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, this.#token, 0);
     }
+    if (this.#place !== undefined && tokenWriters.get(this.#place)?.deref() === this) tokenWriters.delete(this.#place);
     this.#token = 0;
     this.#writer = false;
     this.#roles?.release();

@@ -105,10 +105,13 @@ export function isThreadAlive(tid: number, start: number): boolean {
 
 /**
  * True if the process registered as (`pid`, `start`) still runs. pid 0 means
- * nobody registered yet, which counts as alive (the peer may come).
+ * nobody registered yet, which counts as alive (the peer may come). Our own
+ * pid with another start time is a process that had our pid before us (a
+ * container restarted as pid 1): dead.
  */
 export function isAlive(pid: number, start: number): boolean {
-  if (pid === 0 || pid === process.pid) return true;
+  if (pid === 0) return true;
+  if (pid === process.pid) return start === 0 || start === ownStartTime();
   if (pid < 0) return false;
   const now = startTimeOf(pid);
   if (now === -1) return false;

@@ -3,15 +3,20 @@
  * 'sysv' region (and over huge pages where some are free), and
  * `shmring inspect` / listRings() / unlinkStale() finding the rings in
  * segments by key and by id; a LatestValue writer SIGKILLed in a segment
- * (which has no file to lock) freeing the writer role for the next one.
+ * (which has no file to lock) freeing the writer role for the next one, as
+ * does a dead writer whose pid is now ours.
  */
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
 import { inspect, isStale, LatestValue, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
+import * as L from '../src/layout.js';
 import * as V from '../src/latest-layout.js';
+import { isAlive, ownStartTime } from '../src/liveness.js';
 import { latestPayload } from './fixtures/latest-values.js';
 import { message } from './fixtures/sysv-ring-peer.js';
 import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
@@ -230,7 +235,10 @@ describe('rings in System V segments', function () {
       const holder = peer('hold');
       await holder.line('ready');
       assert.equal(tokenOf(), holder.child.pid, 'the token names the writing process');
-      assert.throws(() => lv.publish(latestPayload(2, 64)), { code: ErrorCodes.BUSY });
+      const busy = new RegExp(
+        `the writer role of the sysv region id ${region.id}, key 0x[0-9a-f]{8} is held by .*id ${holder.child.pid} in its WRITER_TOKEN`,
+      );
+      assert.throws(() => lv.publish(latestPayload(2, 64)), { code: ErrorCodes.BUSY, message: busy });
       assert.equal(await peer('try').line('busy'), `busy ${ErrorCodes.BUSY}`);
       await holder.kill();
       assert.equal(lv.read().version, 1);
@@ -250,6 +258,94 @@ describe('rings in System V segments', function () {
     } finally {
       await Promise.all(peers.map((p) => p.kill()));
       lv.close();
+      region.unlink();
+      region.close();
+    }
+  });
+
+  it('registers a worker thread that writes a LatestValue in a segment by its thread id: the main thread is refused while it runs, and takes the role once it is terminated', async function () {
+    const key = uniqueKey();
+    let region: Region;
+    try {
+      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
+    } catch (err) {
+      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+      return this.skip();
+    }
+    const urls = { core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href };
+    let worker: Worker | undefined;
+    try {
+      const lv = LatestValue.create(region, { maxSize: 64 });
+      worker = new Worker(
+        `const { parentPort, workerData } = require('node:worker_threads');
+       (async () => {
+         const { Region } = await import(workerData.core);
+         const { LatestValue } = await import(workerData.ringbuf);
+         LatestValue.attach(Region.open({ backing: 'sysv', key: workerData.key })).publish(new Uint8Array([1]));
+         parentPort.postMessage(Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop()));
+       })();`,
+        { eval: true, workerData: { ...urls, key } },
+      );
+      const [tid] = (await once(worker, 'message')) as [number];
+      const ctl = new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1);
+      // Observes the worker's registration.
+      assert.deepEqual([Atomics.load(ctl, V.WRITER_TOKEN_I32), Atomics.load(ctl, L.PRODUCER_PID_I32)], [tid, tid]);
+      assert.notEqual(tid, process.pid, 'the worker registered its thread, not the process');
+      assert.throws(() => lv.publish(latestPayload(2, 64)), { code: ErrorCodes.BUSY }, 'a live worker of this process holds the role');
+      await worker.terminate();
+      assert.equal(lv.publish(latestPayload(2, 64)), 2, 'the terminated worker left the role to the next writer');
+      lv.close();
+    } finally {
+      await worker?.terminate();
+      region.unlink();
+      region.close();
+    }
+  });
+
+  it('takes over a LatestValue writer token with our pid left by a dead writer (another start time, or caught registering) or by an object of ours whose region was closed', function () {
+    const key = uniqueKey();
+    let region: Region;
+    try {
+      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
+    } catch (err) {
+      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+      return this.skip();
+    }
+    const ctl = new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1);
+    // Forges a registration in the header, as a writer that had our pid before us left it when it died.
+    const forge = (token: number, start: number): void => {
+      Atomics.store(ctl, L.PRODUCER_START_I32, start); // its start time, stored before its token
+      Atomics.store(ctl, V.WRITER_TOKEN_I32, token); // then its token
+    };
+    const other = (ownStartTime() + 1000) | 0; // a start time that is not ours
+    try {
+      assert.equal(isAlive(process.pid, other), false, 'our pid with another start time is a dead process');
+      assert.equal(isAlive(process.pid, ownStartTime()), true);
+      const lv = LatestValue.create(region, { maxSize: 64 });
+      forge(process.pid, other);
+      assert.equal(lv.publish(latestPayload(1, 64)), 1, 'our pid with another start time: a dead predecessor, taken over');
+      // Observes our registration.
+      assert.deepEqual([Atomics.load(ctl, V.WRITER_TOKEN_I32), Atomics.load(ctl, L.PRODUCER_START_I32)], [process.pid, ownStartTime()]);
+      lv.close();
+      forge(-process.pid, other);
+      const second = LatestValue.attach(region);
+      assert.equal(second.publish(latestPayload(2, 64)), 2, 'our pid caught registering: a predecessor that died there, taken over');
+      second.close();
+      // An object of ours that holds the role when its region is closed under it (its close() can give nothing back).
+      const lost = Region.open({ backing: 'sysv', key });
+      assert.equal(LatestValue.attach(lost).publish(latestPayload(3, 64)), 3);
+      lost.close();
+      // Observes the token the lost object left.
+      assert.equal(Atomics.load(ctl, V.WRITER_TOKEN_I32), process.pid, 'the lost object still names us in the token');
+      const third = LatestValue.attach(region);
+      assert.equal(third.publish(latestPayload(4, 64)), 4, 'our own token with no live object of ours behind it: taken over');
+      assert.throws(
+        () => LatestValue.attach(region).publish(latestPayload(5, 64)),
+        { code: ErrorCodes.BUSY },
+        'while a live one is refused',
+      );
+      third.close();
+    } finally {
       region.unlink();
       region.close();
     }

@@ -1431,7 +1431,9 @@ static int process_alive(uint32_t pid, uint32_t start) {
 
 /*
  * "The writer role" where the region has no file to lock (a System V segment): CAS WRITER_TOKEN from 0, or
- * from a dead writer's pid, to -pid ("registering"), then PRODUCER_START, then the pid. A live holder: busy.
+ * from a dead writer's id, to -pid ("registering"), then PRODUCER_START, then the pid. A live holder: busy.
+ * This program is one thread and takes the role once, so a token naming our own pid (either sign) is a
+ * writer that had our pid before us and died (a container restarted as pid 1): taken over, never busy.
  */
 static void latest_take_token(const struct ring *r) {
     atomic_u32 *token = word(r, OFF_WRITER_TOKEN);
@@ -1445,7 +1447,7 @@ static void latest_take_token(const struct ring *r) {
             uint32_t pid = registering ? (uint32_t)-holder : holder;
             /* After the token: the start time its holder stored before it (a later holder's makes our CAS fail). */
             uint32_t started = registering ? 0 : atomic_load_explicit(word(r, OFF_PRODUCER_START), memory_order_seq_cst);
-            if (pid == own_pid || process_alive(pid, started)) die(EXIT_BUSY, "the writer role is held by live process %u", pid);
+            if (pid != own_pid && process_alive(pid, started)) die(EXIT_BUSY, "the writer role is held by live thread %u", pid);
         }
         /* Claims the word from what we judged; a process that moved first makes it fail, and we look again. */
         if (!atomic_compare_exchange_strong_explicit(token, &holder, (uint32_t)-own_pid, memory_order_seq_cst, memory_order_seq_cst)) continue;
