@@ -319,6 +319,11 @@ export class LatestValue {
       // After the token: the start time its holder stored before it (or a later holder's, whose CAS then beats ours).
       const start = Atomics.load(ctl, L.PRODUCER_START_I32);
       if (holder !== 0 && this.#holderLives(holder, start, who)) throw this.#busy(holder);
+      // Re-read after the /proc read, just before the CAS (pairs with a successor's start store below): a
+      // successor that took the word since our loads stored its start time, and may have left `holder` in it
+      // again (a reused id, registered after a takeover and a close), which the CAS alone cannot tell. What is
+      // left: a whole takeover, close and re-registration by a reused id between this load and the CAS.
+      if (Atomics.load(ctl, L.PRODUCER_START_I32) !== start) continue;
       // Claims the word from what we judged; a thread that moved first makes it fail, and we look again.
       if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, -who.id) !== holder) continue;
       // The start time before the id: whoever loads the id from the token finds its start time.

@@ -1442,13 +1442,16 @@ static void latest_take_token(const struct ring *r) {
     for (;;) {
         /* Observes the registration: 0 free, -pid being registered, else a pid whose start time was stored before it. */
         uint32_t holder = atomic_load_explicit(token, memory_order_seq_cst);
+        /* After the token: the start time its holder stored before it (a later holder's makes our CAS fail). */
+        uint32_t seen = atomic_load_explicit(word(r, OFF_PRODUCER_START), memory_order_seq_cst);
         if (holder != 0) {
             int registering = (int32_t)holder < 0;
             uint32_t pid = registering ? (uint32_t)-holder : holder;
-            /* After the token: the start time its holder stored before it (a later holder's makes our CAS fail). */
-            uint32_t started = registering ? 0 : atomic_load_explicit(word(r, OFF_PRODUCER_START), memory_order_seq_cst);
-            if (pid != own_pid && process_alive(pid, started)) die(EXIT_BUSY, "the writer role is held by live thread %u", pid);
+            if (pid != own_pid && process_alive(pid, registering ? 0 : seen)) die(EXIT_BUSY, "the writer role is held by live thread %u", pid);
         }
+        /* Re-read after the /proc read, just before the CAS: a successor that took the word meanwhile stored its start time,
+           and may have left `holder` in it again (a reused id). Left: a whole takeover, close and re-registration in between. */
+        if (atomic_load_explicit(word(r, OFF_PRODUCER_START), memory_order_seq_cst) != seen) continue;
         /* Claims the word from what we judged; a process that moved first makes it fail, and we look again. */
         if (!atomic_compare_exchange_strong_explicit(token, &holder, (uint32_t)-own_pid, memory_order_seq_cst, memory_order_seq_cst)) continue;
         atomic_store_explicit(word(r, OFF_PRODUCER_START), start, memory_order_seq_cst); /* before the pid */
