@@ -24,7 +24,7 @@ import { isAlive } from './liveness.js';
 import { ringHeld } from './roles.js';
 
 export interface ProcessInfo {
-  /** The pid the side wrote (in its own PID namespace, which may not be ours). */
+  /** The pid the side wrote (in its own PID namespace, which may not be ours); positive while it registers, when its word holds it negated. */
   pid: number;
   /**
    * Producer and consumer: whether anyone holds the role's lock (what the
@@ -108,10 +108,16 @@ export interface BroadcastInfo {
 }
 
 function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, locked?: boolean): ProcessInfo | undefined {
-  // Observes a side's registration (pid stored after its lock is taken and its start time stored).
-  const pid = Atomics.load(ctl, pidIndex);
-  if (pid === 0) return undefined;
-  return { pid, alive: locked ?? isAlive(pid, Atomics.load(ctl, startIndex)) };
+  // Observes a side's registration (pid stored after its lock is taken and its start time stored; negated
+  // while a side without locks registers, before its start time is stored: Queue.#claim, LatestValue.#takeToken).
+  const word = Atomics.load(ctl, pidIndex);
+  if (word === 0) return undefined;
+  const pid = Math.abs(word);
+  if (locked !== undefined) return { pid, alive: locked };
+  // Registering: alive while that id is, whatever start time the word holds (not yet its own).
+  if (word < 0) return { pid, alive: isAlive(pid, 0) };
+  // Observes the start time stored before the pid.
+  return { pid, alive: isAlive(pid, Atomics.load(ctl, startIndex)) };
 }
 
 /**

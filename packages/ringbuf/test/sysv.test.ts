@@ -193,6 +193,27 @@ describe('rings in System V segments', function () {
     }
   });
 
+  it('shows a side caught registering (its pid word negated) by its pid, alive while that process runs, in inspect() and `shmring inspect`', async () => {
+    const key = uniqueKey();
+    using region = Region.create({ backing: 'sysv', key, size: SpscRing.regionSize({ capacity: 1024 }) });
+    try {
+      SpscRing.create(region, { capacity: 1024 });
+      const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+      Atomics.store(ctl, L.PRODUCER_START_I32, 12345); // a start time that is not its own: it has not stored one yet
+      Atomics.store(ctl, L.PRODUCER_PID_I32, -process.pid); // forges a producer that is registering now
+      assert.deepEqual(inspect(target(key))?.producer, { pid: process.pid, alive: true });
+      const table = spawnSync(process.execPath, [CLI, 'inspect', target(key)], { encoding: 'utf8' });
+      assert.equal(table.status, 0, table.stderr);
+      const row = table.stdout.split('\n').find((line) => line.startsWith(`${target(key)} `)) ?? '';
+      assert.ok(row.includes(` ${process.pid} `) && !row.includes(`-${process.pid}`) && !row.includes('(unknown)'), table.stdout);
+      const reaped = spawnSync('true').pid; // a pid no process has now
+      Atomics.store(ctl, L.PRODUCER_PID_I32, -reaped); // one that died registering: we hold the ring, its pid says nothing here
+      assert.equal(inspect(target(key))?.producer?.alive, undefined);
+    } finally {
+      region.unlink();
+    }
+  });
+
   it('unlinkStale marks the segment of a ring whose processes are all dead for removal, and keeps a live one', async () => {
     const deadKey = uniqueKey();
     const { id } = JSON.parse(await runPeer('create-and-exit', String(deadKey))) as { id: number };
