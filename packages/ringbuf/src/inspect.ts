@@ -27,12 +27,17 @@ export interface ProcessInfo {
   /** The pid the side wrote (in its own PID namespace, which may not be ours); positive while it registers, when its word holds it negated. */
   pid: number;
   /**
-   * Producer and consumer: whether anyone holds the role's lock (what the
-   * kernel says, valid across PID namespaces), where the region has a
-   * file; otherwise whether that pid runs with the start time it recorded.
-   * The creator: see creatorInfo(); undefined when it cannot be told (the
-   * ring is held, but its pid is not a live process here: the creator may
-   * run in another PID namespace, or have died while others hold the ring).
+   * Producer and consumer, where the region has a file: whether anyone
+   * holds the role's lock (what the kernel says, valid across PID
+   * namespaces). The creator, and the roles where the region has no file
+   * (a System V segment), as unlockedInfo() judges them by whether anyone
+   * holds the ring (its HOLDER lock, or the segment's attach count): false
+   * when nobody does; undefined when somebody does but the pid is not a
+   * live process here with the start time it recorded (it may run in
+   * another PID namespace, or have died while others hold the ring); true
+   * when it is. Where the region cannot tell whether it is held, the pid
+   * and start time alone decide. A side caught registering (its word
+   * negated, no start time stored yet) is judged by its pid alone.
    */
   alive?: boolean;
 }
