@@ -561,9 +561,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         return this.skip();
       }
       const target = `sysv:${segment.id}`;
-      const shared = LatestValue.create(segment, { maxSize: MAX });
       const scratch = new Uint8Array(MAX_LENGTH);
       try {
+        const shared = LatestValue.create(segment, { maxSize: MAX });
         peer = runPeer(binary, ['latest-publish', target, '10', '--hang']);
         await waitFor(() => peer!.stdout.includes('hung'), 'the C writer stopped mid-publish');
         assert.throws(() => shared.publish(new Uint8Array(1)), { code: ErrorCodes.BUSY });
@@ -582,9 +582,8 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         assert.equal(after.publish(patternMessage(scratch, 17), patternType(17)), 17, 'the C writer gave the role back as it exited');
         after.close();
       } finally {
-        shared.close();
         segment.unlink();
-        segment.close();
+        segment.close(); // ends `shared` too, if a failure left it open
       }
     });
   });

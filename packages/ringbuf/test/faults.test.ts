@@ -310,21 +310,25 @@ describe('faults: SIGKILLed peers', function () {
   it('the pid rule (no lock to ask: sysv, sab) counts a real unreaped child, a zombie, as dead', function () {
     const child = spawn('sleep', ['60'], { stdio: 'ignore' });
     const pid = child.pid!;
-    // Everything below is synchronous: the event loop, which reaps children (libuv), never runs until the end.
-    const start = startTimeOf(pid);
-    assert.notEqual(start, -1, 'the child runs');
-    assert.equal(isAlive(pid, start), true);
-    process.kill(pid, 'SIGKILL');
-    totals.kills++;
-    const deadline = performance.now() + 5000;
-    while (processState(pid) !== 'Z') {
-      assert.ok(performance.now() < deadline, `the killed child never became a zombie (state ${processState(pid)})`);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    try {
+      // Everything below is synchronous: the event loop, which reaps children (libuv), never runs until the end.
+      const start = startTimeOf(pid);
+      assert.notEqual(start, -1, 'the child runs');
+      assert.equal(isAlive(pid, start), true);
+      process.kill(pid, 'SIGKILL');
+      totals.kills++;
+      const deadline = performance.now() + 5000;
+      while (processState(pid) !== 'Z') {
+        assert.ok(performance.now() < deadline, `the killed child never became a zombie (state ${processState(pid)})`);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      }
+      assert.equal(startTimeOf(pid), -1, 'a zombie has no start time to match');
+      assert.equal(isAlive(pid, start), false, 'a zombie with the recorded start time counts as dead');
+      assert.equal(isAlive(pid, 0), false, 'a zombie counts as dead without a start time too');
+      assert.equal(processState(pid), 'Z', 'still unreaped when asked');
+    } finally {
+      child.kill('SIGKILL'); // a failure before the kill above must not leave `sleep 60` running (a no-op once it is dead)
     }
-    assert.equal(startTimeOf(pid), -1, 'a zombie has no start time to match');
-    assert.equal(isAlive(pid, start), false, 'a zombie with the recorded start time counts as dead');
-    assert.equal(isAlive(pid, 0), false, 'a zombie counts as dead without a start time too');
-    assert.equal(processState(pid), 'Z', 'still unreaped when asked');
   });
 
   describe('a producer killed between claim and commit loses only the uncommitted record', function () {

@@ -70,6 +70,18 @@ class Side {
     await this.exited;
   }
 
+  /**
+   * Waits for the line of the record that ends at `position` (a consumer
+   * prints it before it gives the record back, so once the ring's consumer
+   * position is there, the line is on its way through the pipe).
+   */
+  async printed(position: number): Promise<void> {
+    await until(
+      () => this.#lines.some(([, end]) => end >>> 0 === position >>> 0),
+      () => `no line for the record ending at ${position}: ${this.state}`,
+    );
+  }
+
   /** The consumer's lines: [seq, readPosition] each. */
   lines(): [number, number][] {
     assert.equal(this.#bad, '', 'a consumer found a broken message');
@@ -92,6 +104,17 @@ describe('an SpscRing in a file region survives the death of both sides', functi
 
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  /** The sides a test started, to be killed at its end whatever happens. */
+  const sides: Side[] = [];
+  function side(...args: ConstructorParameters<typeof Side>): Side {
+    const started = new Side(...args);
+    sides.push(started);
+    return started;
+  }
+  async function killSides(): Promise<void> {
+    for (const started of sides.splice(0)) await started.kill();
+  }
+
   /** A killed consumer's lines that it gave back: those whose end is not past the ring's consumer position. */
   function given(consumer: Side): [number, number][] {
     const consumed = inspect(file)!.consumerPosition;
@@ -113,40 +136,48 @@ describe('an SpscRing in a file region survives the death of both sides', functi
     const take = (consumer: Side): void => {
       for (const [seq] of given(consumer)) released.push(seq);
     };
-    let consumer = new Side(file, 'consumer');
-    let producer = new Side(file, 'producer', 0);
-    for (let round = 1; ; round++) {
-      // Once the stream flows (both started and running), let it run a random while.
-      const flowing = consumer.count + 500;
-      const deadline = Date.now() + 30_000;
-      while (consumer.count < flowing) {
-        assert.ok(
-          Date.now() < deadline,
-          `no stream in round ${round}: consumer ${consumer.state}; producer ${producer.state}; ring ${JSON.stringify(inspect(file))}`,
-        );
-        await sleep(10);
-      }
-      await sleep(Math.random() * 200);
-      // Kill both, in either order, wherever they are (mid-record, mid-release, parked).
-      const order = Math.random() < 0.5 ? [producer, consumer] : [consumer, producer];
-      for (const side of order) await side.kill();
-      take(consumer);
-      // A new consumer alone: it takes what the old one left (nothing lost, nothing taken twice) until the ring is empty.
-      consumer = new Side(file, 'consumer');
-      const drained = Date.now() + 30_000;
-      while (inspect(file)!.used !== 0) {
-        assert.ok(Date.now() < drained, 'the restarted consumer did not drain the ring');
-        await sleep(10);
-      }
-      await sleep(50); // its last line is out before its release; give the pipe a moment
-      if (round === ROUNDS) {
-        await consumer.kill();
+    try {
+      let consumer = side(file, 'consumer');
+      let producer = side(file, 'producer', 0);
+      for (let round = 1; ; round++) {
+        // Once the stream flows (both started and running), let it run a random while.
+        const flowing = consumer.count + 500;
+        const deadline = Date.now() + 30_000;
+        while (consumer.count < flowing) {
+          assert.ok(
+            Date.now() < deadline,
+            `no stream in round ${round}: consumer ${consumer.state}; producer ${producer.state}; ring ${JSON.stringify(inspect(file))}`,
+          );
+          await sleep(10);
+        }
+        await sleep(Math.random() * 200);
+        // Kill both, in either order, wherever they are (mid-record, mid-release, parked).
+        const order = Math.random() < 0.5 ? [producer, consumer] : [consumer, producer];
+        for (const dying of order) await dying.kill();
         take(consumer);
-        break;
+        // Nobody runs now: where the dead consumer left the ring.
+        const left = inspect(file)!.consumerPosition;
+        // A new consumer alone: it takes what the old one left (nothing lost, nothing taken twice) until the ring is empty.
+        consumer = side(file, 'consumer');
+        const drained = Date.now() + 30_000;
+        while (inspect(file)!.used !== 0) {
+          assert.ok(Date.now() < drained, 'the restarted consumer did not drain the ring');
+          await sleep(10);
+        }
+        // Its last line is out before its release: wait for it (unless it had nothing to take).
+        const end = inspect(file)!.consumerPosition;
+        if (end !== left) await consumer.printed(end);
+        if (round === ROUNDS) {
+          await consumer.kill();
+          take(consumer);
+          break;
+        }
+        // The producer goes on after the last committed message.
+        const next = Math.max(released.at(-1) ?? -1, consumer.lines().at(-1)?.[0] ?? -1) + 1;
+        producer = side(file, 'producer', next);
       }
-      // The producer goes on after the last committed message.
-      const next = Math.max(released.at(-1) ?? -1, consumer.lines().at(-1)?.[0] ?? -1) + 1;
-      producer = new Side(file, 'producer', next);
+    } finally {
+      await killSides(); // a failure must not leave children running (or blocked for HANG_MS)
     }
     assert.ok(released.length > 1000, `only ${released.length} messages went through`);
     assertEachOnce(released);
@@ -158,54 +189,59 @@ describe('an SpscRing in a file region survives the death of both sides', functi
     // is killed there. The 30 messages after STOP (at most 72 bytes each) and the claim fit in the ring.
     const CLAIMED = 1000;
     const STOP = 969;
-    const consumer = new Side(file, 'consumer', 0, STOP);
-    const dying = new Side(file, 'claimer', 0, CLAIMED);
-    await until(
-      () => dying.said.length > 0,
-      () => `the producer never claimed: ${dying.state}; ring ${JSON.stringify(inspect(file))}`,
-    );
-    const [word, seq, committedEnd] = dying.said[0]!.split(' ');
-    assert.deepEqual([word, Number(seq)], ['claimed', CLAIMED]);
-    await dying.kill();
-    await until(
-      () => consumer.said.includes('stopped'),
-      () => `the consumer did not stop after ${STOP}: ${consumer.state}`,
-    );
-    await consumer.kill();
-    const first = given(consumer).map(([s]) => s);
-    assert.deepEqual(
-      first,
-      Array.from({ length: STOP + 1 }, (_, i) => i),
-      'the first consumer gave back 0 .. STOP',
-    );
-    const dead = inspect(file)!;
-    assert.equal(dead.producerPosition, Number(committedEnd), 'the claim moved the producer position');
+    try {
+      const consumer = side(file, 'consumer', 0, STOP);
+      const dying = side(file, 'claimer', 0, CLAIMED);
+      await until(
+        () => dying.said.length > 0,
+        () => `the producer never claimed: ${dying.state}; ring ${JSON.stringify(inspect(file))}`,
+      );
+      const [word, seq, committedEnd] = dying.said[0]!.split(' ');
+      assert.deepEqual([word, Number(seq)], ['claimed', CLAIMED]);
+      await dying.kill();
+      await until(
+        () => consumer.said.includes('stopped'),
+        () => `the consumer did not stop after ${STOP}: ${consumer.state}`,
+      );
+      await consumer.kill();
+      const first = given(consumer).map(([s]) => s);
+      assert.deepEqual(
+        first,
+        Array.from({ length: STOP + 1 }, (_, i) => i),
+        'the first consumer gave back 0 .. STOP',
+      );
+      const dead = inspect(file)!;
+      assert.equal(dead.producerPosition, Number(committedEnd), 'the claim moved the producer position');
 
-    // The second life: a new consumer, and a new producer that goes on with message CLAIMED.
-    const next = new Side(file, 'consumer');
-    const producer = new Side(file, 'producer', CLAIMED);
-    await until(
-      () => next.count >= CLAIMED - STOP + 300,
-      () => `no stream after the restart: consumer ${next.state}; producer ${producer.state}`,
-    );
-    await producer.kill();
-    await until(
-      () => inspect(file)!.used === 0,
-      () => `the new consumer did not drain the ring: ${next.state}`,
-    );
-    await sleep(50); // its last line is out before its release; give the pipe a moment
-    await consumer.kill();
-    await next.kill();
-    const second = given(next);
-    // The committed messages the first consumer never gave back came first, the last of them ending where
-    // the dead producer's committed records ended; the new producer's first message right after it.
-    const lastCommitted = second.findIndex(([s]) => s === CLAIMED - 1);
-    assert.ok(lastCommitted >= 0, `message ${CLAIMED - 1} never arrived: ${next.state}`);
-    assert.equal(second[lastCommitted]![1], Number(committedEnd), 'the last committed record did not end where the dead producer said');
-    assert.equal(second[lastCommitted + 1]?.[0], CLAIMED, 'the new producer did not go on after the last committed record');
-    const released = [...first, ...second.map(([s]) => s)];
-    assert.ok(released.length >= CLAIMED + 300, `only ${released.length} messages went through`);
-    assertEachOnce(released);
+      // The second life: a new consumer, and a new producer that goes on with message CLAIMED.
+      const next = side(file, 'consumer');
+      const producer = side(file, 'producer', CLAIMED);
+      await until(
+        () => next.count >= CLAIMED - STOP + 300,
+        () => `no stream after the restart: consumer ${next.state}; producer ${producer.state}`,
+      );
+      await producer.kill();
+      await until(
+        () => inspect(file)!.used === 0,
+        () => `the new consumer did not drain the ring: ${next.state}`,
+      );
+      // Its last line is out before its release: wait for it.
+      await next.printed(inspect(file)!.consumerPosition);
+      await consumer.kill();
+      await next.kill();
+      const second = given(next);
+      // The committed messages the first consumer never gave back came first, the last of them ending where
+      // the dead producer's committed records ended; the new producer's first message right after it.
+      const lastCommitted = second.findIndex(([s]) => s === CLAIMED - 1);
+      assert.ok(lastCommitted >= 0, `message ${CLAIMED - 1} never arrived: ${next.state}`);
+      assert.equal(second[lastCommitted]![1], Number(committedEnd), 'the last committed record did not end where the dead producer said');
+      assert.equal(second[lastCommitted + 1]?.[0], CLAIMED, 'the new producer did not go on after the last committed record');
+      const released = [...first, ...second.map(([s]) => s)];
+      assert.ok(released.length >= CLAIMED + 300, `only ${released.length} messages went through`);
+      assertEachOnce(released);
+    } finally {
+      await killSides(); // a failure must not leave children running (or blocked for HANG_MS)
+    }
   });
 
   it('region.sync() resolves once a file region is on the device; { async: true } and memory regions at once; ERR_SHMRING_CLOSED once closed', async () => {

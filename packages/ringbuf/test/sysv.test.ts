@@ -251,8 +251,8 @@ describe('rings in System V segments', function () {
       return p;
     };
     const tokenOf = (): number => Atomics.load(new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1), V.WRITER_TOKEN_I32); // the writer's registration
-    const lv = LatestValue.create(region, { maxSize: 64 });
     try {
+      const lv = LatestValue.create(region, { maxSize: 64 });
       const holder = peer('hold');
       await holder.line('ready');
       assert.equal(tokenOf(), holder.child.pid, 'the token names the writing process');
@@ -278,9 +278,8 @@ describe('rings in System V segments', function () {
       next.close();
     } finally {
       await Promise.all(peers.map((p) => p.kill()));
-      lv.close();
       region.unlink();
-      region.close();
+      region.close(); // ends the LatestValue objects too, if a failure left them open
     }
   });
 
