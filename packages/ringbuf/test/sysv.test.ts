@@ -3,8 +3,9 @@
  * 'sysv' region (and over huge pages where some are free), and
  * `shmring inspect` / listRings() / unlinkStale() finding the rings in
  * segments by key and by id; a LatestValue writer SIGKILLed in a segment
- * (which has no file to lock) freeing the writer role for the next one, as
- * does a dead writer whose pid is now ours.
+ * (which has no file to lock) freeing the writer role for the next one
+ * (exactly one of three racing processes), as does a dead writer whose pid
+ * is now ours.
  */
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
@@ -13,6 +14,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
+import { wake } from '@shmring/futex';
 import { inspect, isStale, LatestValue, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as V from '../src/latest-layout.js';
@@ -317,6 +319,60 @@ describe('rings in System V segments', function () {
       lv.close();
     } finally {
       await worker?.terminate();
+      region.unlink();
+      region.close();
+    }
+  });
+
+  it("lets exactly one of 3 processes racing for a dead writer's LatestValue role take it; the others get ERR_SHMRING_BUSY", async function () {
+    const ROUNDS = 3;
+    const key = uniqueKey();
+    let region: Region;
+    try {
+      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
+    } catch (err) {
+      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+      return this.skip();
+    }
+    const gateKey = uniqueKey();
+    using gateRegion = Region.create({ backing: 'sysv', key: gateKey, size: 4096 });
+    const gate = new Int32Array(gateRegion.buffer, 0, 1);
+    const peers: LinePeer[] = [];
+    const peer = (...args: string[]): LinePeer => {
+      const started = new LinePeer(LATEST_PEER, [`sysv:${key}`, ...args]);
+      peers.push(started);
+      return started;
+    };
+    try {
+      LatestValue.create(region, { maxSize: 64 });
+      const token = new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1);
+      for (let round = 1; round <= ROUNDS; round++) {
+        Atomics.store(gate, 0, 0); // closed: the racers park until the store of 1 below
+        const holder = peer('hold');
+        await holder.line('ready');
+        const racers = [0, 1, 2].map(() => peer('race', String(gateKey)));
+        for (const racer of racers) await racer.line('ready');
+        await holder.kill(); // the dead owner's token stays in WRITER_TOKEN
+        // Observes the dead holder's token, then opens the gate: the store each racer's load after its park sees.
+        assert.equal(Atomics.load(token, V.WRITER_TOKEN_I32), holder.child.pid, `round ${round}: the dead owner's token`);
+        Atomics.store(gate, 0, 1);
+        wake(gate, 0); // every parked racer at once
+        const said = await Promise.all(racers.map((racer) => racer.line('raced')));
+        const winners = racers.filter((_, i) => said[i] === 'raced won');
+        assert.equal(winners.length, 1, `round ${round}: ${JSON.stringify(said)}`);
+        const busy = `raced busy ${ErrorCodes.BUSY}`;
+        assert.deepEqual(
+          said.filter((line) => line !== 'raced won'),
+          [busy, busy],
+          `round ${round}`,
+        );
+        // Observes the winner's registration.
+        assert.equal(Atomics.load(token, V.WRITER_TOKEN_I32), winners[0]!.child.pid, `round ${round}: the token names the winner`);
+        for (const racer of racers) await racer.kill(); // the winner dies too: the next round's holder takes its role
+      }
+    } finally {
+      await Promise.all(peers.map((p) => p.kill()));
+      gateRegion.unlink();
       region.unlink();
       region.close();
     }
