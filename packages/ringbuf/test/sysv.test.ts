@@ -47,6 +47,16 @@ function segmentExists(id: number): boolean {
     .some((row) => row.trim().split(/\s+/)[1] === String(id));
 }
 
+/** A System V segment with `key` for a LatestValue of values up to 64 bytes; skips the test where there are none. */
+function latestSegment(test: Mocha.Context, key: number): Region {
+  try {
+    return Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
+  } catch (err) {
+    console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
+    return test.skip();
+  }
+}
+
 /** Runs the peer to its end; rejects unless it exits 0. */
 function runPeer(...args: string[]): Promise<string> {
   const child = spawn(process.execPath, [PEER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -239,13 +249,7 @@ describe('rings in System V segments', function () {
 
   it('frees the LatestValue writer role of a SIGKILLed writer (its pid and start time), and keeps it from a live one', async function () {
     const key = uniqueKey();
-    let region: Region;
-    try {
-      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
-    } catch (err) {
-      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
-      return this.skip();
-    }
+    const region = latestSegment(this, key);
     const peers: LinePeer[] = [];
     const peer = (part: string): LinePeer => {
       const p = new LinePeer(LATEST_PEER, [`sysv:${key}`, part]);
@@ -287,13 +291,7 @@ describe('rings in System V segments', function () {
 
   it('registers a worker thread that writes a LatestValue in a segment by its thread id: the main thread is refused while it runs, and takes the role once it is terminated', async function () {
     const key = uniqueKey();
-    let region: Region;
-    try {
-      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
-    } catch (err) {
-      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
-      return this.skip();
-    }
+    const region = latestSegment(this, key);
     const urls = { core: import.meta.resolve('@shmring/core'), ringbuf: new URL('../src/index.js', import.meta.url).href };
     let worker: Worker | undefined;
     try {
@@ -327,13 +325,7 @@ describe('rings in System V segments', function () {
   it("lets exactly one of 3 processes racing for a dead writer's LatestValue role take it; the others get ERR_SHMRING_BUSY", async function () {
     const ROUNDS = 3;
     const key = uniqueKey();
-    let region: Region;
-    try {
-      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
-    } catch (err) {
-      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
-      return this.skip();
-    }
+    const region = latestSegment(this, key);
     const gateKey = uniqueKey();
     using gateRegion = Region.create({ backing: 'sysv', key: gateKey, size: 4096 });
     const gate = new Int32Array(gateRegion.buffer, 0, 1);
@@ -380,13 +372,7 @@ describe('rings in System V segments', function () {
 
   it('takes over a LatestValue writer token with our pid left by a dead writer (another start time, or caught registering) or by an object of ours whose region was closed', function () {
     const key = uniqueKey();
-    let region: Region;
-    try {
-      region = Region.create({ backing: 'sysv', key, size: LatestValue.regionSize({ maxSize: 64 }) });
-    } catch (err) {
-      console.log(`      (skipped: no System V shared memory here: ${(err as Error).message})`);
-      return this.skip();
-    }
+    const region = latestSegment(this, key);
     const ctl = new Int32Array(region.buffer, 0, V.WRITER_TOKEN_I32 + 1);
     // Forges a registration in the header, as a writer that had our pid before us left it when it died.
     const forge = (token: number, start: number): void => {
