@@ -8,6 +8,8 @@
  *    producer starts from the stored producer position and walks on over
  *    the records published after it. At most one calls the
  *    consumer verbs: tryRead, drain, readSync, read, the iterator, readable().
+ *    A new consumer starts from the stored consumer position (what the last
+ *    one released), read when it takes the role, not when it attached.
  *    The two may be different processes or threads, or the same one.
  *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
  *    the thread; the plain verbs return Promises and never block the loop.
@@ -150,8 +152,8 @@ export class SpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once (each side's latest store); from now on each side owns its own
-    // (the producer's is looked at again, and walked on, when this object takes the role: #resume).
+    // Observe both positions once (each side's latest store), to check the ring; each is looked at again when
+    // this object takes its role (the producer's walked on: #resume; the consumer's: #takeConsumer).
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedConsumerPosition = this.#consumerPosition;
@@ -504,10 +506,28 @@ export class SpscRing extends Queue {
     unpark(ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
+  /**
+   * Takes the consumer role, and with it the consumer position the previous
+   * consumer left (its last release), not the one this object saw when it
+   * attached: another consumer may have read since. Records it took and
+   * did not release (holdReads) are taken again.
+   */
+  #takeConsumer(): void {
+    this.registerConsumer();
+    const ctl = this.ctl;
+    // After the role is ours (no other consumer stores it any more): observes the previous consumer's
+    // last release, #storeConsumer's Atomics.store of CONSUMER_POSITION (its reads were done before it).
+    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // Observes the producer's latest position store, for the check only (it may lag: checkPositions).
+    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity);
+    this.#consumerPosition = consumer;
+    this.#releasedPosition = consumer;
+  }
+
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     const index = this.#nextRecord(this.#consumerPosition);
     if (index < 0) return null;
     const message = copyOut(this.data, index + L.RECORD_HEADER, this.#nextLength);
@@ -531,7 +551,7 @@ export class SpscRing extends Queue {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     let count = 0;
     const start = this.#consumerPosition;
     try {
