@@ -156,18 +156,33 @@ export const CLOSED_U8 = new Uint8Array(0);
 
 /**
  * Where a ring that has no role locks lives, as this thread's claims know
- * it (`claimed` below): its System V segment's id, or its file's device and
- * inode (a region whose file cannot be reopened for locks), and its
- * offset. Undefined for a ring with locks (`roles`), and for a
- * SharedArrayBuffer (its thread rule, Queue.#claim).
+ * it (`claimed` below): its SharedArrayBuffer (sabIds), its System V
+ * segment's id, or its file's device and inode (a region whose file cannot
+ * be reopened for locks), and its offset. Undefined for a ring with locks
+ * (`roles`).
  */
 export function claimPlace(region: Region, base: number, roles: Roles | undefined): string | undefined {
-  if (roles !== undefined || region.buffer instanceof SharedArrayBuffer) return undefined;
+  if (roles !== undefined) return undefined;
+  const buffer = region.buffer;
+  if (buffer instanceof SharedArrayBuffer) {
+    let id = sabIds.get(buffer);
+    if (id === undefined) sabIds.set(buffer, (id = ++lastSabId));
+    return `sab:${id}@${base}`;
+  }
   if (region.backing === 'sysv') return `sysv:${region.id}@${base}`;
   if (region.fd < 0) return undefined;
   const stat = fs.fstatSync(region.fd);
   return `file:${stat.dev}:${stat.ino}@${base}`;
 }
+
+/**
+ * A number for each SharedArrayBuffer this thread has seen, for claimPlace:
+ * its memory has no file or id to name it by. It names the JS object, so
+ * one SharedArrayBuffer posted twice to a thread (two objects over the
+ * same memory) is two places there: post it once per thread.
+ */
+const sabIds = new WeakMap<SharedArrayBuffer, number>();
+let lastSabId = 0;
 
 /**
  * The exclusive roles this thread's ring objects claimed by a CAS of the
@@ -177,7 +192,29 @@ export function claimPlace(region: Region, base: number, roles: Roles | undefine
  */
 const claimed = new Map<string, WeakRef<Queue>>();
 
+/** Queue.#acts, for roleTaken (set in Queue's static block). */
+let acts: (queue: Queue, role: Role) => boolean;
+
+/**
+ * Whether exclusive `role` of a ring without locks is held by someone else,
+ * judged from its pid word's `holder` and `start` (docs/LAYOUT.md,
+ * "Liveness"): another registrant that lives (`threads`: a thread of this
+ * process, in a SharedArrayBuffer), or, where the word names this thread,
+ * another live object of this thread that acts in the role at `place`.
+ * 0 is free; so is a word of this thread that no live object of it claimed.
+ */
+export function roleTaken(role: Role, holder: number, start: number, place: string | undefined, threads: boolean): boolean {
+  if (holder === 0) return false;
+  if (Math.abs(holder) !== ownThread().id) return registrantAlive(holder, start, threads);
+  const sibling = place === undefined ? undefined : claimed.get(`${place}:${role}`)?.deref();
+  return sibling !== undefined && acts(sibling, role);
+}
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
+  static {
+    acts = (queue, role) => queue.#acts(role);
+  }
+
   /** The type of the message tryRead / readSync / read / the iterator returned last. */
   lastType = 0;
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
@@ -269,8 +306,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * lives on; the main thread's id is the pid, so a single-threaded
    * process registers its pid. In a SharedArrayBuffer (`threads`) the
    * registrant is a thread of this process (/proc/self/task); elsewhere a
-   * thread of any process of this PID namespace (/proc/<id>), and a second
-   * live object of this same thread is refused too (`claimed`). A shared
+   * thread of any process of this PID namespace (/proc/<id>). Either way a
+   * second live object of this same thread is refused too (`claimed`,
+   * roleTaken). A shared
    * role's words name one registrant of many: there the process stands for
    * all of its threads (#register).
    */
@@ -281,11 +319,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     for (;;) {
       // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
       const holder = Atomics.load(ctl, pidIndex);
-      const ours = Math.abs(holder) === who.id;
       // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
-      if (holder !== 0 && !ours && registrantAlive(holder, Atomics.load(ctl, startIndex), threads)) throw this.#busy(role, holder, threads);
-      const sibling = ours && key !== undefined ? claimed.get(key)?.deref() : undefined;
-      if (sibling !== undefined && sibling !== this && sibling.#acts(role)) throw this.#busy(role, holder, threads);
+      if (roleTaken(role, holder, Atomics.load(ctl, startIndex), this.#place, threads)) throw this.#busy(role, holder, threads);
       // Claims the word; a registrant that moved first makes the CAS fail, and the word is looked at again.
       if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
       // Our start time, while the word reads -id: nobody pairs it with our id before the store below.
