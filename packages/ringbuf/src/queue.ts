@@ -320,7 +320,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
       const holder = Atomics.load(ctl, pidIndex);
       // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
-      if (roleTaken(role, holder, Atomics.load(ctl, startIndex), this.#place, threads)) throw this.#busy(role, holder, threads);
+      const start = Atomics.load(ctl, startIndex);
+      if (roleTaken(role, holder, start, this.#place, threads)) throw this.#busy(role, holder, threads);
+      // Observes the start time again, after roleTaken read /proc: a registrant that took the word meanwhile
+      // stored its start time before its id. If its id is the holder's (a process, or thread, that got the
+      // dead holder's recycled id), the word reads the same and only the start time tells: look again. What
+      // remains is a registrant that stores both words between this load and the CAS below (adjacent
+      // instructions, no system call between): only if this thread is preempted exactly there while a
+      // recycled id registers in this very ring. Closing it needs one CAS over the id and the start time,
+      // which are not adjacent in the layout.
+      if (Atomics.load(ctl, startIndex) !== start) continue;
       // Claims the word; a registrant that moved first makes the CAS fail, and the word is looked at again.
       if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
       // Our start time, while the word reads -id: nobody pairs it with our id before the store below.

@@ -4,13 +4,28 @@
  * of the pid word. The word names a thread, not an object, so a second live
  * object of the same thread must be refused too (ERR_SHMRING_BUSY), for
  * SpscRing's and MpscRing's consumer, SpscRing's producer and Broadcast's
- * publisher; and a Broadcast.create over a live publisher of another
- * process is refused before it overwrites anything.
+ * publisher; a Broadcast.create over a live publisher of another process
+ * is refused before it overwrites anything; and a claim that judged the
+ * holder dead does not win against a process that got the holder's pid
+ * and registered meanwhile.
  */
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { ErrorCodes, Region } from '@shmring/core';
 import { Broadcast, MpscRing, SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
 import { LinePeer } from './helpers.js';
+
+/** node:fs as liveness.ts sees it: its ESM namespace follows this object after syncBuiltinESMExports(). */
+const cjsFs = createRequire(import.meta.url)('node:fs') as typeof fs;
+
+/** Start time of `pid` as the rings record it: field 22 of /proc/<pid>/stat, low 32 bits. */
+function startTime(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return Number(BigInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!) & 0xffffffffn) | 0;
+}
 
 const CAPACITY = 1024;
 
@@ -73,6 +88,48 @@ describe('one owner per exclusive role without a file to lock', function () {
       }
     });
   }
+
+  it("does not take over a dead holder's role when a process with its recycled pid registers while the holder is judged", async () => {
+    // The word names pid C with the start time of a process that had C before and died; while the claim
+    // reads /proc/C/stat to judge it, the live process now called C registers (same id, its own start time).
+    const region = Region.create({ backing: 'sysv', key: uniqueKey(), size: SpscRing.regionSize({ capacity: CAPACITY }) });
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    const readFileSync = cjsFs.readFileSync;
+    try {
+      const pid = child.pid!;
+      const start = startTime(pid);
+      const producer = SpscRing.create(region, { capacity: CAPACITY });
+      assert.ok(producer.tryWrite(new Uint8Array([1])));
+      const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+      Atomics.store(ctl, L.CONSUMER_START_I32, start ^ 1); // the dead predecessor's start time
+      Atomics.store(ctl, L.CONSUMER_PID_I32, pid);
+      let registered = false;
+      cjsFs.readFileSync = ((path: fs.PathOrFileDescriptor, ...rest: unknown[]) => {
+        if (!registered && path === `/proc/${pid}/stat`) {
+          registered = true;
+          // The registration of the process now called C (Queue.#claim's steps): -C, start time, C.
+          Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, pid, -pid);
+          Atomics.store(ctl, L.CONSUMER_START_I32, start);
+          Atomics.store(ctl, L.CONSUMER_PID_I32, pid);
+        }
+        return (readFileSync as (...args: unknown[]) => unknown)(path, ...rest);
+      }) as typeof fs.readFileSync;
+      syncBuiltinESMExports();
+      const consumer = SpscRing.attach(region);
+      assert.throws(() => consumer.tryRead(), { code: ErrorCodes.BUSY }, 'the live registrant keeps the role');
+      assert.ok(registered, 'the claim judged the holder by /proc');
+      assert.equal(Atomics.load(ctl, L.CONSUMER_PID_I32), pid);
+      assert.equal(Atomics.load(ctl, L.CONSUMER_START_I32), start);
+    } finally {
+      cjsFs.readFileSync = readFileSync;
+      syncBuiltinESMExports();
+      child.kill('SIGKILL');
+      await exited;
+      region.unlink();
+      region.close();
+    }
+  });
 
   it('refuses a Broadcast.create over a live publisher of another process in a System V segment, and allows it once that one is killed', async () => {
     const key = uniqueKey();
