@@ -192,6 +192,28 @@ let lastSabId = 0;
  */
 const claimed = new Map<string, WeakRef<Queue>>();
 
+/** A registrant as a role's pid and start-time words name it (docs/LAYOUT.md, "Liveness"). */
+interface Registrant {
+  readonly id: number;
+  readonly start: number;
+}
+
+/**
+ * The objects of this thread that joined a shared role (MpscRing's
+ * producers, MpmcQueue's) of one ring without locks, and the last other
+ * registrant whose words one of them replaced (Queue.#join, #leave).
+ */
+interface Share {
+  readonly objects: Set<WeakRef<Queue>>;
+  before: Registrant | undefined;
+}
+
+/** This thread's Shares, by place and role (claimPlace); module state is per thread. */
+const joined = new Map<string, Share>();
+
+/** How long a registration waits for one caught half-written (another side between its CAS and its id store) before taking over. */
+const REGISTERING_MS = 100;
+
 /** Queue.#acts, for roleTaken (set in Queue's static block). */
 let acts: (queue: Queue, role: Role) => boolean;
 
@@ -240,8 +262,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** This object's locks on the region's file (roles.ts); undefined where the region has no file. */
   protected readonly roles: Roles | undefined;
-  /** claimPlace() of this ring: where exclusive roles are claimed by a CAS of the pid word, and this thread's claims checked. */
+  /** claimPlace() of this ring: where roles are registered by a CAS of the pid word, and this thread's claims and shares kept. */
   readonly #place: string | undefined;
+  /** The shared roles this object joined in a ring without locks (#join), each with its Share. */
+  readonly #shares = new Map<Role, Share>();
 
   protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, place?: string) {
     this.ctl = ctl;
@@ -285,8 +309,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       );
     }
     const ctl = this.ctl;
-    if (exclusive && this.roles === undefined) {
-      this.#claim(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
+    if (this.roles === undefined) {
+      if (exclusive) this.#claim(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
+      else this.#join(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
       return;
     }
     // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
@@ -310,7 +335,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * second live object of this same thread is refused too (`claimed`,
    * roleTaken). A shared
    * role's words name one registrant of many: there the process stands for
-   * all of its threads (#register).
+   * all of its threads (#join).
    */
   #claim(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const ctl = this.ctl;
@@ -339,6 +364,77 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if (key !== undefined) claimed.set(key, new WeakRef(this));
       return;
     }
+  }
+
+  /**
+   * Joins a shared role of a ring without locks (a System V segment; a
+   * SharedArrayBuffer): its words name one registrant of many, the last to
+   * join, and the process stands for all of its threads. Written as #claim
+   * writes them (-pid, start time, pid), so two registrants never mix their
+   * words: one caught half-way is waited for (it is a few instructions from
+   * done) unless it is dead. Remembers the other registrant it replaced,
+   * for #leave.
+   */
+  #join(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
+    const ctl = this.ctl;
+    const me = process.pid;
+    const key = this.#place === undefined ? undefined : `${this.#place}:${role}`;
+    const share = (key === undefined ? undefined : joined.get(key)) ?? { objects: new Set<WeakRef<Queue>>(), before: undefined };
+    const deadline = performance.now() + REGISTERING_MS;
+    for (;;) {
+      // Observes the registration in the word: 0 none, -id being written, else an id whose start time was stored before it.
+      const holder = Atomics.load(ctl, pidIndex);
+      // Observes that registrant's start time (the CAS below fails if another registrant moved in since the load above).
+      const start = Atomics.load(ctl, startIndex);
+      if (holder < 0 && holder !== -me && performance.now() < deadline && registrantAlive(holder, 0, threads)) continue;
+      // Takes the word from what was seen; a registrant that moved first makes the CAS fail, and we look again.
+      if (Atomics.compareExchange(ctl, pidIndex, holder, -me) !== holder) continue;
+      // Our start time, while the word reads -pid: nobody pairs it with our pid before the store below.
+      Atomics.store(ctl, startIndex, ownStartTime());
+      // Publishes the registration: whoever reads this pid reads its start time (stored before).
+      Atomics.store(ctl, pidIndex, me);
+      if (holder > 0 && holder !== me) share.before = { id: holder, start };
+      break;
+    }
+    share.objects.add(new WeakRef(this));
+    if (key !== undefined) joined.set(key, share);
+    this.#shares.set(role, share);
+  }
+
+  /**
+   * Leaves a shared role #join joined. While another live object of this
+   * thread acts in it, nothing changes. The last one gives the words back,
+   * if they still name this process, to the registrant it replaced if that
+   * one lives, else to 0 (none known: a waiting peer then waits for the
+   * next, not reporting a death). Clearing them to 0 at every close would
+   * hide the death of the producers registered before (a consumer's read
+   * would time out instead of ending with ERR_SHMRING_PEER_DEAD); leaving
+   * them would name a process that may exit while others still produce.
+   * One word names one registrant: the role counts as alive while it
+   * lives, so the death of a producer it does not name goes unseen, and
+   * threads of this process share its pid: another thread still producing
+   * is not counted once this thread's objects have left.
+   */
+  #leave(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
+    const share = this.#shares.get(role);
+    if (share === undefined) return;
+    this.#shares.delete(role);
+    for (const ref of share.objects) {
+      const object = ref.deref();
+      if (object === undefined || object === this || !object.#acts(role)) share.objects.delete(ref);
+    }
+    if (share.objects.size !== 0) return;
+    if (this.#place !== undefined && joined.get(`${this.#place}:${role}`) === share) joined.delete(`${this.#place}:${role}`);
+    const ctl = this.ctl;
+    const me = process.pid;
+    const before = share.before;
+    const back = before !== undefined && registrantAlive(before.id, before.start, threads) ? before : undefined;
+    // Only our own registration is given back: a later registrant's stays. -pid: the words are being written.
+    if (Atomics.compareExchange(ctl, pidIndex, me, -me) !== me) return;
+    // The start time first, while the word reads -pid: whoever reads the restored id reads its start time.
+    if (back !== undefined) Atomics.store(ctl, startIndex, back.start);
+    // Publishes the restored registration (or none).
+    Atomics.store(ctl, pidIndex, back === undefined ? 0 : back.id);
   }
 
   /** Whether this object still acts in `role` (not closed or detached, its region not closed: ctl would read length 0). */
@@ -739,12 +835,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // registration is withdrawn (the CAS); a newcomer's pid stays.
       if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
       if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
-    } else if (ctl.buffer instanceof SharedArrayBuffer || this.#place !== undefined) {
+    } else {
       // The same for a thread's registration in an exclusive role of a ring without locks
       // (#claim): withdrawn only if it is still ours (the CAS), a successor's stays.
+      // A shared role's words (#join) are given back by #leave.
+      const threads = ctl.buffer instanceof SharedArrayBuffer;
       const tid = ownThread().id;
-      if (this.isProducer) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
-      if (this.isConsumer) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
+      if (this.isProducer && !this.#shares.has('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
+      if (this.isConsumer && !this.#shares.has('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
+      this.#leave('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32, threads);
+      this.#leave('consumer', L.CONSUMER_PID_I32, L.CONSUMER_START_I32, threads);
       for (const role of ['producer', 'consumer'] as const) {
         const key = `${this.#place}:${role}`;
         if (claimed.get(key)?.deref() === this) claimed.delete(key);
