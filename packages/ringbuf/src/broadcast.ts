@@ -67,7 +67,20 @@ import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, S
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, claimPlace, roleTaken, shown } from './queue.js';
+import {
+  CLOSED_I32,
+  CLOSED_U8,
+  Queue,
+  READ_BLOCK,
+  WRITE_BLOCK,
+  checkDrain,
+  checkType,
+  ringSite,
+  ringWhere,
+  roleTaken,
+  shown,
+  type RingSite,
+} from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
 import { registrant, registrantAlive } from './liveness.js';
@@ -199,13 +212,13 @@ export class Broadcast {
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
     const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
-    const place = claimPlace(region, base, roles);
-    if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, place)) {
+    const site = ringSite(region, base, roles);
+    if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
       roles?.release();
       throw new ShmringError(
         ErrorCodes.BUSY,
-        'Broadcast.create: a live publisher holds the Broadcast in this region; ' +
-          'a Broadcast has one publisher: close that one first, or wait for its process to exit',
+        `Broadcast.create: a live publisher holds ${ringWhere(region, base, 'Broadcast')}; ` +
+          `a Broadcast has one publisher: close that one first, or wait for its process to exit${site.look}`,
       );
     }
     const ctl = unpublish(buffer, base);
@@ -222,7 +235,7 @@ export class Broadcast {
       mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
     };
     writeHeader(ctl, g);
-    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, place);
+    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, site);
   }
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
@@ -268,10 +281,10 @@ abstract class BroadcastEnd extends Queue {
     lossless: boolean,
     roles: Roles | undefined,
     region: Region,
-    place?: string,
+    site: RingSite,
   ) {
     const dataOffset = B.broadcastDataOffset(g.slotSize);
-    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles, place);
+    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles, site);
     this.capacity = g.capacity;
     this.maxMessageLength = B.broadcastMaxMessage(g.capacity);
     this.lossless = lossless;
@@ -304,9 +317,9 @@ export class BroadcastPublisher extends BroadcastEnd {
     lossless: boolean,
     roles: Roles | undefined,
     region: Region,
-    place: string | undefined,
+    site: RingSite,
   ) {
-    super(buffer, base, g, lossless, roles, region, place);
+    super(buffer, base, g, lossless, roles, region, site);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
   }
 
@@ -478,7 +491,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     roles: Roles | undefined,
     region: Region,
   ) {
-    super(buffer, base, g, lossless, roles, region);
+    super(buffer, base, g, lossless, roles, region, { place: undefined, where: ringWhere(region, base), look: '' }); // claims no role
   }
 
   /** @internal Takes a slot (lossless: one is required) and settles the start. */
@@ -514,7 +527,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
     if (this.#slot < 0 && this.lossless) {
       throw new ShmringError(
         ErrorCodes.BUSY,
-        `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``,
+        `Broadcast.subscribe: all ${this.subscribers} subscriber slots of ${ringWhere(this.region, this.base, 'Broadcast')} are taken; ` +
+          'close a subscriber first, or create the Broadcast (and size its region) with a larger `subscribers`',
       );
     }
     this.#settle(false);

@@ -61,7 +61,8 @@ import {
   WRITE_BLOCK,
   checkDrain,
   checkType,
-  claimPlace,
+  ringSite,
+  type RingSite,
   shown,
   type WaitOptions,
 } from './queue.js';
@@ -152,9 +153,9 @@ export class MpscRing extends Queue {
     capacity: number,
     peerTimeoutMs: number,
     roles: Roles | undefined,
-    place: string | undefined,
+    site: RingSite,
   ) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, place);
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, site);
     this.capacity = capacity;
     this.maxMessageLength = M.mpscMaxMessage(capacity);
     this.peerTimeoutMs = peerTimeoutMs;
@@ -187,7 +188,7 @@ export class MpscRing extends Queue {
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -197,7 +198,7 @@ export class MpscRing extends Queue {
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
     const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
     const roles = Roles.hold(region, base);
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
   }
 
   /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */

@@ -176,6 +176,72 @@ export function claimPlace(region: Region, base: number, roles: Roles | undefine
 }
 
 /**
+ * Where a ring is: as this thread's claims and shares key it (claimPlace),
+ * as its errors name it (ringWhere), and the command that shows who holds
+ * it (inspectHint).
+ */
+export interface RingSite {
+  readonly place: string | undefined;
+  readonly where: string;
+  readonly look: string;
+}
+
+export function ringSite(region: Region, base: number, roles: Roles | undefined): RingSite {
+  return { place: claimPlace(region, base, roles), where: ringWhere(region, base), look: inspectHint(region, base) };
+}
+
+/**
+ * The ring at `base` of `region` as an error names it: its region's name,
+ * path, System V key or id (what Region.open takes), and its offset;
+ * `noun` names the ring's kind where the sentence needs it.
+ */
+export function ringWhere(region: Region, base: number, noun = 'ring'): string {
+  let what: string;
+  switch (region.backing) {
+    case 'posix':
+      what = `POSIX shared memory object '${inspectTarget(region)}'`;
+      break;
+    case 'file':
+      what = `file '${region.path}'`;
+      break;
+    case 'sysv':
+      what = `System V segment ${region.key === undefined ? '' : `key ${hexKey(region.key)} `}(id ${region.id})`;
+      break;
+    case 'sab':
+      what = 'a SharedArrayBuffer';
+      break;
+    default:
+      what = `a ${region.backing} region (fd ${region.fd} of pid ${process.pid})`;
+  }
+  return `the ${noun} in ${what}${base === 0 ? '' : ` at offset ${base}`}`;
+}
+
+/** The end of an error's sentence: how `shmring inspect` shows who holds the ring ('' where it cannot: no name, or not at offset 0). */
+export function inspectHint(region: Region, base: number): string {
+  const target = inspectTarget(region);
+  return target === undefined || base !== 0 ? '' : ` (\`shmring inspect ${target}\` shows who holds it)`;
+}
+
+/** The region as `shmring inspect` names it, if it can. */
+function inspectTarget(region: Region): string | undefined {
+  switch (region.backing) {
+    case 'posix':
+      return (region.name ?? '').replace(/^\//, '');
+    case 'file':
+      return region.path;
+    case 'sysv':
+      return region.key === undefined ? `sysv-id:${region.id}` : `sysv:${hexKey(region.key)}`;
+    default:
+      return undefined;
+  }
+}
+
+/** A System V key as `ipcs -m` and `shmring inspect` print it. */
+function hexKey(key: number): string {
+  return `0x${key.toString(16).padStart(8, '0')}`;
+}
+
+/**
  * A number for each SharedArrayBuffer this thread has seen, for claimPlace:
  * its memory has no file or id to name it by. It names the JS object, so
  * one SharedArrayBuffer posted twice to a thread (two objects over the
@@ -264,14 +330,19 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected readonly roles: Roles | undefined;
   /** claimPlace() of this ring: where roles are registered by a CAS of the pid word, and this thread's claims and shares kept. */
   readonly #place: string | undefined;
+  /** ringWhere() and inspectHint() of this ring, for the errors that must name it. */
+  readonly #where: string;
+  readonly #look: string;
   /** The shared roles this object joined in a ring without locks (#join), each with its Share. */
   readonly #shares = new Map<Role, Share>();
 
-  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, place?: string) {
+  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, site: RingSite) {
     this.ctl = ctl;
     this.#kind = kind;
     this.roles = roles;
-    this.#place = place;
+    this.#place = site.place;
+    this.#where = site.where;
+    this.#look = site.look;
     this.#names = {
       read: `${kind}.read`,
       readSync: `${kind}.readSync`,
@@ -304,8 +375,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       const pid = Atomics.load(this.ctl, pidIndex);
       throw new ShmringError(
         ErrorCodes.BUSY,
-        `${this.#kind}: the ${role} role is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
-          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`,
+        `${this.#kind}: the ${role} role of ${this.#where} is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
+          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit${this.#look}`,
       );
     }
     const ctl = this.ctl;
@@ -446,8 +517,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const who = threads ? 'another live thread of this process' : 'another live thread or process (or another object of this thread)';
     return new ShmringError(
       ErrorCodes.BUSY,
-      `${this.#kind}: the ${role} role of this ring (no file to lock${threads ? ': a SharedArrayBuffer' : ''}) is held by ${who}, ` +
-        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process`,
+      `${this.#kind}: the ${role} role of ${this.#where} (no file to lock) is held by ${who}, ` +
+        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process${this.#look}`,
     );
   }
 

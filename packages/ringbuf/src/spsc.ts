@@ -57,7 +57,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, claimPlace } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
@@ -139,14 +139,8 @@ export class SpscRing extends Queue {
   /** The consumer position last stored in shared memory (while holding, #consumerPosition runs ahead of it). */
   #releasedPosition: number;
 
-  private constructor(
-    buffer: ArrayBuffer | SharedArrayBuffer,
-    base: number,
-    capacity: number,
-    roles: Roles | undefined,
-    place: string | undefined,
-  ) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles, place);
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, roles: Roles | undefined, site: RingSite) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles, site);
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
@@ -177,7 +171,7 @@ export class SpscRing extends Queue {
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
     writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new SpscRing(buffer, base, capacity, roles, claimPlace(region, base, roles));
+    return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -186,7 +180,7 @@ export class SpscRing extends Queue {
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
     const roles = Roles.hold(region, base);
-    return new SpscRing(buffer, base, capacity, roles, claimPlace(region, base, roles));
+    return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
   /**

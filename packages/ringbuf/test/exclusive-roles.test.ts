@@ -89,6 +89,42 @@ describe('one owner per exclusive role without a file to lock', function () {
     });
   }
 
+  it('names the ring, and what to do, in its ERR_SHMRING_BUSY messages', () => {
+    const key = uniqueKey();
+    const hex = `0x${key.toString(16).padStart(8, '0')}`;
+    const size = Broadcast.regionSize({ capacity: CAPACITY });
+    const region = Region.create({ backing: 'sysv', key, size: size + 64 + SpscRing.regionSize({ capacity: CAPACITY }) });
+    const sab = sabRegion(SpscRing.regionSize({ capacity: CAPACITY }));
+    try {
+      const at = (size + 63) & ~63; // an SpscRing after the Broadcast
+      SpscRing.create(region, { capacity: CAPACITY, offset: at }).tryRead();
+      assert.throws(() => SpscRing.attach(region, { offset: at }).tryRead(), {
+        code: ErrorCodes.BUSY,
+        message: new RegExp(
+          `^SpscRing: the consumer role of the ring in System V segment key ${hex} \\(id ${region.id}\\) at offset ${at} \\(no file to lock\\) ` +
+            '.*close \\(or detach\\) that one first',
+        ),
+      });
+      const publisher = Broadcast.create(region, { capacity: CAPACITY });
+      assert.throws(() => Broadcast.create(region, { capacity: CAPACITY }), {
+        code: ErrorCodes.BUSY,
+        message: new RegExp(
+          `^Broadcast.create: a live publisher holds the Broadcast in System V segment key ${hex} \\(id ${region.id}\\); ` +
+            `a Broadcast has one publisher: close that one first, .* \\(\`shmring inspect sysv:${hex}\` shows who holds it\\)$`,
+        ),
+      });
+      publisher.close();
+      SpscRing.create(sab, { capacity: CAPACITY }).tryRead();
+      assert.throws(() => SpscRing.attach(sab).tryRead(), {
+        code: ErrorCodes.BUSY,
+        message: /consumer role of the ring in a SharedArrayBuffer \(no file/,
+      });
+    } finally {
+      region.unlink();
+      region.close();
+    }
+  });
+
   it("does not take over a dead holder's role when a process with its recycled pid registers while the holder is judged", async () => {
     // The word names pid C with the start time of a process that had C before and died; while the claim
     // reads /proc/C/stat to judge it, the live process now called C registers (same id, its own start time).
