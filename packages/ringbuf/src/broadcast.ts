@@ -8,8 +8,10 @@
  * Threading contract:
  *  - One publisher at a time, in any process: Broadcast.create() takes the
  *    PRODUCER lock byte exclusively (a second live publisher gets
- *    ERR_SHMRING_BUSY before anything is written). Its verbs: tryWrite,
- *    writeSync, write, writable(), close().
+ *    ERR_SHMRING_BUSY before anything is written; without a file to lock,
+ *    a 'sab' or 'sysv' region, create first checks the publisher's pid
+ *    words, and another live object of the same thread, then claims them
+ *    by CAS). Its verbs: tryWrite, writeSync, write, writable(), close().
  *  - Any number of subscribers (Broadcast.subscribe), each used by one
  *    thread: tryRead, readSync, read, for await, messages(), drain,
  *    readable(), close(). A subscriber starts at the next message published
@@ -65,7 +67,20 @@ import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, S
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, shown } from './queue.js';
+import {
+  CLOSED_I32,
+  CLOSED_U8,
+  Queue,
+  READ_BLOCK,
+  WRITE_BLOCK,
+  checkDrain,
+  checkType,
+  ringSite,
+  ringWhere,
+  roleTaken,
+  shown,
+  type RingSite,
+} from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
 import { registrant, registrantAlive } from './liveness.js';
@@ -127,6 +142,24 @@ function checkSubscribers(subscribers: unknown): number {
   return subscribers;
 }
 
+/**
+ * Without a file to lock (a SharedArrayBuffer, a System V segment): whether
+ * the region holds a Broadcast at `base` whose publisher lives (another
+ * thread or process in its pid words, or another live object of this
+ * thread: roleTaken), checked before create overwrites anything. Two
+ * creates racing each other can both pass; a second create after a first
+ * one's publisher registered cannot.
+ */
+function publisherLives(buffer: ArrayBuffer | SharedArrayBuffer, base: number, place: string | undefined): boolean {
+  const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
+  // Observes a Broadcast published here (writeHeader's store of MAGIC, after KIND).
+  if (Atomics.load(ctl, L.MAGIC_I32) !== L.MAGIC || ctl[L.KIND_I32] !== B.KIND_BROADCAST) return false;
+  // Observes the publisher's registration (Queue.#claim: start time stored before the id).
+  const holder = Atomics.load(ctl, L.PRODUCER_PID_I32);
+  const start = Atomics.load(ctl, L.PRODUCER_START_I32);
+  return roleTaken('producer', holder, start, place, buffer instanceof SharedArrayBuffer);
+}
+
 /** Stores a 64-bit counter (docs/LAYOUT.md): HI1, LO, HI2, the high words only when they change. */
 function store64(ctl: Int32Array, c: B.Counter64, value: number, previous: number): void {
   const hi = Math.floor(value / TWO32);
@@ -179,12 +212,13 @@ export class Broadcast {
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
     const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
-    if (roles !== undefined && !roles.take('producer', true)) {
-      roles.release();
+    const site = ringSite(region, base, roles);
+    if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
+      roles?.release();
       throw new ShmringError(
         ErrorCodes.BUSY,
-        'Broadcast.create: a live publisher holds the Broadcast in this region; ' +
-          'a Broadcast has one publisher: close that one first, or wait for its process to exit',
+        `Broadcast.create: a live publisher holds ${ringWhere(region, base, 'Broadcast')}; ` +
+          `a Broadcast has one publisher: close that one first, or wait for its process to exit${site.look}`,
       );
     }
     const ctl = unpublish(buffer, base);
@@ -201,7 +235,7 @@ export class Broadcast {
       mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
     };
     writeHeader(ctl, g);
-    return new BroadcastPublisher(buffer, base, g, lossless, roles, region);
+    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, site);
   }
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
@@ -247,9 +281,10 @@ abstract class BroadcastEnd extends Queue {
     lossless: boolean,
     roles: Roles | undefined,
     region: Region,
+    site: RingSite,
   ) {
     const dataOffset = B.broadcastDataOffset(g.slotSize);
-    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles);
+    super(new Int32Array(buffer, base, dataOffset / 4), 'Broadcast', roles, site);
     this.capacity = g.capacity;
     this.maxMessageLength = B.broadcastMaxMessage(g.capacity);
     this.lossless = lossless;
@@ -282,8 +317,9 @@ export class BroadcastPublisher extends BroadcastEnd {
     lossless: boolean,
     roles: Roles | undefined,
     region: Region,
+    site: RingSite,
   ) {
-    super(buffer, base, g, lossless, roles, region);
+    super(buffer, base, g, lossless, roles, region, site);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
   }
 
@@ -455,7 +491,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     roles: Roles | undefined,
     region: Region,
   ) {
-    super(buffer, base, g, lossless, roles, region);
+    super(buffer, base, g, lossless, roles, region, { place: undefined, where: ringWhere(region, base), look: '' }); // claims no role
   }
 
   /** @internal Takes a slot (lossless: one is required) and settles the start. */
@@ -491,7 +527,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
     if (this.#slot < 0 && this.lossless) {
       throw new ShmringError(
         ErrorCodes.BUSY,
-        `Broadcast.subscribe: all ${this.subscribers} subscriber slots are taken; create the Broadcast (and size its region) with a larger \`subscribers\``,
+        `Broadcast.subscribe: all ${this.subscribers} subscriber slots of ${ringWhere(this.region, this.base, 'Broadcast')} are taken; ` +
+          'close a subscriber first, or create the Broadcast (and size its region) with a larger `subscribers`',
       );
     }
     this.#settle(false);

@@ -43,7 +43,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive, isThreadAlive, ownThread } from './liveness.js';
 import { copyOut } from './copy.js';
@@ -79,8 +79,14 @@ export class MpmcQueue extends Queue {
   /** Slot stride in Int32 words. */
   readonly #stride32: number;
 
-  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, capacity: number, slotSize: number, roles: Roles | undefined) {
-    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue', roles);
+  private constructor(
+    buffer: ArrayBuffer | SharedArrayBuffer,
+    capacity: number,
+    slotSize: number,
+    roles: Roles | undefined,
+    site: RingSite,
+  ) {
+    super(new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH), 'MpmcQueue', roles, site);
     this.capacity = capacity;
     this.slotSize = slotSize;
     this.#mask = capacity - 1;
@@ -138,14 +144,15 @@ export class MpmcQueue extends Queue {
     for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
     writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
-    return new MpmcQueue(buffer, capacity, slotSize, roles);
+    return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
     const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
-    return new MpmcQueue(buffer, capacity, slotSize, Roles.hold(region, 0));
+    const roles = Roles.hold(region, 0);
+    return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 
   /** Messages published and not yet claimed by a consumer (a snapshot, clamped to [0, capacity]). */

@@ -10,7 +10,8 @@
  *  - At most one live object (in any process) calls the consumer verbs:
  *    tryRead, drain, readSync, read, the iterator, readable(). A second one
  *    gets ERR_SHMRING_BUSY (the CONSUMER role lock is exclusive; the
- *    PRODUCER lock is shared).
+ *    PRODUCER lock is shared). A next consumer goes on from the head the
+ *    last one released, read when it takes the role, not when it attached.
  *  - A producer's close() ends its own participation (as detach()); the
  *    consumer's close() closes the ring for everyone: producers then get
  *    ERR_SHMRING_CLOSED.
@@ -60,7 +61,8 @@ import {
   WRITE_BLOCK,
   checkDrain,
   checkType,
-  claimPlace,
+  ringSite,
+  type RingSite,
   shown,
   type WaitOptions,
 } from './queue.js';
@@ -97,6 +99,13 @@ function corrupt(what: string): ShmringError {
     ErrorCodes.CORRUPT,
     `MpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
   );
+}
+
+/** The tail (loaded after the head) at most `capacity` ahead of the head, both multiples of 8. */
+function checkPositions(tail: number, head: number, capacity: number): void {
+  if ((tail - head) >>> 0 > capacity || ((tail | head) & 7) !== 0) {
+    throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent`);
+  }
 }
 
 function checkPeerTimeout(value: unknown, verb: string): number {
@@ -144,23 +153,22 @@ export class MpscRing extends Queue {
     capacity: number,
     peerTimeoutMs: number,
     roles: Roles | undefined,
-    place: string | undefined,
+    site: RingSite,
   ) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, place);
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, site);
     this.capacity = capacity;
     this.maxMessageLength = M.mpscMaxMessage(capacity);
     this.peerTimeoutMs = peerTimeoutMs;
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observes both positions once; the consumer owns the head from now on (a next consumer goes on from it).
+    // Observes both positions once, to check the ring; the head is looked at again when this object takes
+    // the consumer role (#takeConsumer): another consumer may read until then.
     const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#head = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedTail = tail;
     this.#cachedHead = this.#head;
-    if ((tail - this.#head) >>> 0 > capacity || ((tail | this.#head) & 7) !== 0) {
-      throw corrupt(`positions producer=${tail >>> 0} consumer=${this.#head >>> 0} are inconsistent`);
-    }
+    checkPositions(tail, this.#head, capacity);
   }
 
   /** Bytes a region needs to hold an MpscRing of `capacity` data bytes. */
@@ -180,7 +188,7 @@ export class MpscRing extends Queue {
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -190,7 +198,7 @@ export class MpscRing extends Queue {
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
     const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
     const roles = Roles.hold(region, base);
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, claimPlace(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
   }
 
   /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */
@@ -495,11 +503,30 @@ export class MpscRing extends Queue {
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
   }
 
+  /**
+   * Takes the consumer role, and with it the head the previous consumer
+   * left (its last release), not the one this object saw when it attached:
+   * another consumer may have read (and zeroed) records since.
+   */
+  #takeConsumer(): void {
+    this.registerConsumer();
+    const ctl = this.ctl;
+    // After the role is ours (no other consumer moves the head any more): observes the previous consumer's
+    // last release, #release's Atomics.store of CONSUMER_POSITION (the space before it was zeroed first).
+    const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // After the head: observes the latest claim (bounds only; the tail only grows, so it is not behind the head).
+    const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    checkPositions(tail, head, this.capacity);
+    this.#head = head;
+    this.#cachedTail = tail;
+    this.#stuckAt = -1;
+  }
+
   /** Copies the next message out, or returns null if none is committed at the head. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     const start = this.#head;
     const at = this.#next();
     if (at < 0) {
@@ -525,7 +552,7 @@ export class MpscRing extends Queue {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     const data = this.data;
     const start = this.#head;
     let count = 0;
@@ -622,7 +649,9 @@ export class MpscRing extends Queue {
   protected readReady(): boolean {
     if (this.closedFlag()) return true;
     const data32 = this.#data32;
-    let head = this.#head;
+    // The consumer's own head; an object that is not the consumer (yet) looks from the stored one, which it
+    // would read from once it takes the role: observes the consumer's last release (#release's store).
+    let head = this.isConsumer ? this.#head : Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     for (let passed = 0; passed < this.capacity; ) {
       const at = (head & this.#mask) >> 2;
       // Observes the claimer's commit (or claim) at that position, as #next does: TYPE is read after it.

@@ -156,18 +156,99 @@ export const CLOSED_U8 = new Uint8Array(0);
 
 /**
  * Where a ring that has no role locks lives, as this thread's claims know
- * it (`claimed` below): its System V segment's id, or its file's device and
- * inode (a region whose file cannot be reopened for locks), and its
- * offset. Undefined for a ring with locks (`roles`), and for a
- * SharedArrayBuffer (its thread rule, Queue.#claim).
+ * it (`claimed` below): its SharedArrayBuffer (sabIds), its System V
+ * segment's id, or its file's device and inode (a region whose file cannot
+ * be reopened for locks), and its offset. Undefined for a ring with locks
+ * (`roles`).
  */
 export function claimPlace(region: Region, base: number, roles: Roles | undefined): string | undefined {
-  if (roles !== undefined || region.buffer instanceof SharedArrayBuffer) return undefined;
+  if (roles !== undefined) return undefined;
+  const buffer = region.buffer;
+  if (buffer instanceof SharedArrayBuffer) {
+    let id = sabIds.get(buffer);
+    if (id === undefined) sabIds.set(buffer, (id = ++lastSabId));
+    return `sab:${id}@${base}`;
+  }
   if (region.backing === 'sysv') return `sysv:${region.id}@${base}`;
   if (region.fd < 0) return undefined;
   const stat = fs.fstatSync(region.fd);
   return `file:${stat.dev}:${stat.ino}@${base}`;
 }
+
+/**
+ * Where a ring is: as this thread's claims and shares key it (claimPlace),
+ * as its errors name it (ringWhere), and the command that shows who holds
+ * it (inspectHint).
+ */
+export interface RingSite {
+  readonly place: string | undefined;
+  readonly where: string;
+  readonly look: string;
+}
+
+export function ringSite(region: Region, base: number, roles: Roles | undefined): RingSite {
+  return { place: claimPlace(region, base, roles), where: ringWhere(region, base), look: inspectHint(region, base) };
+}
+
+/**
+ * The ring at `base` of `region` as an error names it: its region's name,
+ * path, System V key or id (what Region.open takes), and its offset;
+ * `noun` names the ring's kind where the sentence needs it.
+ */
+export function ringWhere(region: Region, base: number, noun = 'ring'): string {
+  let what: string;
+  switch (region.backing) {
+    case 'posix':
+      what = `POSIX shared memory object '${inspectTarget(region)}'`;
+      break;
+    case 'file':
+      what = `file '${region.path}'`;
+      break;
+    case 'sysv':
+      what = `System V segment ${region.key === undefined ? '' : `key ${hexKey(region.key)} `}(id ${region.id})`;
+      break;
+    case 'sab':
+      what = 'a SharedArrayBuffer';
+      break;
+    default:
+      what = `a ${region.backing} region (fd ${region.fd} of pid ${process.pid})`;
+  }
+  return `the ${noun} in ${what}${base === 0 ? '' : ` at offset ${base}`}`;
+}
+
+/** The end of an error's sentence: how `shmring inspect` shows who holds the ring ('' where it cannot: no name, or not at offset 0). */
+export function inspectHint(region: Region, base: number): string {
+  const target = inspectTarget(region);
+  return target === undefined || base !== 0 ? '' : ` (\`shmring inspect ${target}\` shows who holds it)`;
+}
+
+/** The region as `shmring inspect` names it, if it can. */
+function inspectTarget(region: Region): string | undefined {
+  switch (region.backing) {
+    case 'posix':
+      return (region.name ?? '').replace(/^\//, '');
+    case 'file':
+      return region.path;
+    case 'sysv':
+      return region.key === undefined ? `sysv-id:${region.id}` : `sysv:${hexKey(region.key)}`;
+    default:
+      return undefined;
+  }
+}
+
+/** A System V key as `ipcs -m` and `shmring inspect` print it. */
+function hexKey(key: number): string {
+  return `0x${key.toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * A number for each SharedArrayBuffer this thread has seen, for claimPlace:
+ * its memory has no file or id to name it by. It names the JS object, so
+ * one SharedArrayBuffer posted twice to a thread (two objects over the
+ * same memory) is two places there: post it once per thread.
+ */
+const sabIds = new WeakMap<SharedArrayBuffer, number>();
+let lastSabId = 0;
 
 /**
  * The exclusive roles this thread's ring objects claimed by a CAS of the
@@ -177,7 +258,51 @@ export function claimPlace(region: Region, base: number, roles: Roles | undefine
  */
 const claimed = new Map<string, WeakRef<Queue>>();
 
+/** A registrant as a role's pid and start-time words name it (docs/LAYOUT.md, "Liveness"). */
+interface Registrant {
+  readonly id: number;
+  readonly start: number;
+}
+
+/**
+ * The objects of this thread that joined a shared role (MpscRing's
+ * producers, MpmcQueue's) of one ring without locks, and the last other
+ * registrant whose words one of them replaced (Queue.#join, #leave).
+ */
+interface Share {
+  readonly objects: Set<WeakRef<Queue>>;
+  before: Registrant | undefined;
+}
+
+/** This thread's Shares, by place and role (claimPlace); module state is per thread. */
+const joined = new Map<string, Share>();
+
+/** How long a registration waits for one caught half-written (another side between its CAS and its id store) before taking over. */
+const REGISTERING_MS = 100;
+
+/** Queue.#acts, for roleTaken (set in Queue's static block). */
+let acts: (queue: Queue, role: Role) => boolean;
+
+/**
+ * Whether exclusive `role` of a ring without locks is held by someone else,
+ * judged from its pid word's `holder` and `start` (docs/LAYOUT.md,
+ * "Liveness"): another registrant that lives (`threads`: a thread of this
+ * process, in a SharedArrayBuffer), or, where the word names this thread,
+ * another live object of this thread that acts in the role at `place`.
+ * 0 is free; so is a word of this thread that no live object of it claimed.
+ */
+export function roleTaken(role: Role, holder: number, start: number, place: string | undefined, threads: boolean): boolean {
+  if (holder === 0) return false;
+  if (Math.abs(holder) !== ownThread().id) return registrantAlive(holder, start, threads);
+  const sibling = place === undefined ? undefined : claimed.get(`${place}:${role}`)?.deref();
+  return sibling !== undefined && acts(sibling, role);
+}
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
+  static {
+    acts = (queue, role) => queue.#acts(role);
+  }
+
   /** The type of the message tryRead / readSync / read / the iterator returned last. */
   lastType = 0;
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
@@ -203,14 +328,21 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** This object's locks on the region's file (roles.ts); undefined where the region has no file. */
   protected readonly roles: Roles | undefined;
-  /** claimPlace() of this ring: where exclusive roles are claimed by a CAS of the pid word, and this thread's claims checked. */
+  /** claimPlace() of this ring: where roles are registered by a CAS of the pid word, and this thread's claims and shares kept. */
   readonly #place: string | undefined;
+  /** ringWhere() and inspectHint() of this ring, for the errors that must name it. */
+  readonly #where: string;
+  readonly #look: string;
+  /** The shared roles this object joined in a ring without locks (#join), each with its Share. */
+  readonly #shares = new Map<Role, Share>();
 
-  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, place?: string) {
+  protected constructor(ctl: Int32Array, kind: string, roles: Roles | undefined, site: RingSite) {
     this.ctl = ctl;
     this.#kind = kind;
     this.roles = roles;
-    this.#place = place;
+    this.#place = site.place;
+    this.#where = site.where;
+    this.#look = site.look;
     this.#names = {
       read: `${kind}.read`,
       readSync: `${kind}.readSync`,
@@ -243,13 +375,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       const pid = Atomics.load(this.ctl, pidIndex);
       throw new ShmringError(
         ErrorCodes.BUSY,
-        `${this.#kind}: the ${role} role is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
-          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit`,
+        `${this.#kind}: the ${role} role of ${this.#where} is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
+          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit${this.#look}`,
       );
     }
     const ctl = this.ctl;
-    if (exclusive && this.roles === undefined) {
-      this.#claim(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
+    if (this.roles === undefined) {
+      if (exclusive) this.#claim(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
+      else this.#join(role, pidIndex, startIndex, ctl.buffer instanceof SharedArrayBuffer);
       return;
     }
     // After the lock: whoever sees the pid word set also finds the lock held (until its holder goes).
@@ -269,10 +402,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * lives on; the main thread's id is the pid, so a single-threaded
    * process registers its pid. In a SharedArrayBuffer (`threads`) the
    * registrant is a thread of this process (/proc/self/task); elsewhere a
-   * thread of any process of this PID namespace (/proc/<id>), and a second
-   * live object of this same thread is refused too (`claimed`). A shared
+   * thread of any process of this PID namespace (/proc/<id>). Either way a
+   * second live object of this same thread is refused too (`claimed`,
+   * roleTaken). A shared
    * role's words name one registrant of many: there the process stands for
-   * all of its threads (#register).
+   * all of its threads (#join).
    */
   #claim(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const ctl = this.ctl;
@@ -281,11 +415,17 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     for (;;) {
       // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
       const holder = Atomics.load(ctl, pidIndex);
-      const ours = Math.abs(holder) === who.id;
       // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
-      if (holder !== 0 && !ours && registrantAlive(holder, Atomics.load(ctl, startIndex), threads)) throw this.#busy(role, holder, threads);
-      const sibling = ours && key !== undefined ? claimed.get(key)?.deref() : undefined;
-      if (sibling !== undefined && sibling !== this && sibling.#acts(role)) throw this.#busy(role, holder, threads);
+      const start = Atomics.load(ctl, startIndex);
+      if (roleTaken(role, holder, start, this.#place, threads)) throw this.#busy(role, holder, threads);
+      // Observes the start time again, after roleTaken read /proc: a registrant that took the word meanwhile
+      // stored its start time before its id. If its id is the holder's (a process, or thread, that got the
+      // dead holder's recycled id), the word reads the same and only the start time tells: look again. What
+      // remains is a registrant that stores both words between this load and the CAS below (adjacent
+      // instructions, no system call between): only if this thread is preempted exactly there while a
+      // recycled id registers in this very ring. Closing it needs one CAS over the id and the start time,
+      // which are not adjacent in the layout.
+      if (Atomics.load(ctl, startIndex) !== start) continue;
       // Claims the word; a registrant that moved first makes the CAS fail, and the word is looked at again.
       if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
       // Our start time, while the word reads -id: nobody pairs it with our id before the store below.
@@ -297,6 +437,77 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     }
   }
 
+  /**
+   * Joins a shared role of a ring without locks (a System V segment; a
+   * SharedArrayBuffer): its words name one registrant of many, the last to
+   * join, and the process stands for all of its threads. Written as #claim
+   * writes them (-pid, start time, pid), so two registrants never mix their
+   * words: one caught half-way is waited for (it is a few instructions from
+   * done) unless it is dead. Remembers the other registrant it replaced,
+   * for #leave.
+   */
+  #join(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
+    const ctl = this.ctl;
+    const me = process.pid;
+    const key = this.#place === undefined ? undefined : `${this.#place}:${role}`;
+    const share = (key === undefined ? undefined : joined.get(key)) ?? { objects: new Set<WeakRef<Queue>>(), before: undefined };
+    const deadline = performance.now() + REGISTERING_MS;
+    for (;;) {
+      // Observes the registration in the word: 0 none, -id being written, else an id whose start time was stored before it.
+      const holder = Atomics.load(ctl, pidIndex);
+      // Observes that registrant's start time (the CAS below fails if another registrant moved in since the load above).
+      const start = Atomics.load(ctl, startIndex);
+      if (holder < 0 && holder !== -me && performance.now() < deadline && registrantAlive(holder, 0, threads)) continue;
+      // Takes the word from what was seen; a registrant that moved first makes the CAS fail, and we look again.
+      if (Atomics.compareExchange(ctl, pidIndex, holder, -me) !== holder) continue;
+      // Our start time, while the word reads -pid: nobody pairs it with our pid before the store below.
+      Atomics.store(ctl, startIndex, ownStartTime());
+      // Publishes the registration: whoever reads this pid reads its start time (stored before).
+      Atomics.store(ctl, pidIndex, me);
+      if (holder > 0 && holder !== me) share.before = { id: holder, start };
+      break;
+    }
+    share.objects.add(new WeakRef(this));
+    if (key !== undefined) joined.set(key, share);
+    this.#shares.set(role, share);
+  }
+
+  /**
+   * Leaves a shared role #join joined. While another live object of this
+   * thread acts in it, nothing changes. The last one gives the words back,
+   * if they still name this process, to the registrant it replaced if that
+   * one lives, else to 0 (none known: a waiting peer then waits for the
+   * next, not reporting a death). Clearing them to 0 at every close would
+   * hide the death of the producers registered before (a consumer's read
+   * would time out instead of ending with ERR_SHMRING_PEER_DEAD); leaving
+   * them would name a process that may exit while others still produce.
+   * One word names one registrant: the role counts as alive while it
+   * lives, so the death of a producer it does not name goes unseen, and
+   * threads of this process share its pid: another thread still producing
+   * is not counted once this thread's objects have left.
+   */
+  #leave(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
+    const share = this.#shares.get(role);
+    if (share === undefined) return;
+    this.#shares.delete(role);
+    for (const ref of share.objects) {
+      const object = ref.deref();
+      if (object === undefined || object === this || !object.#acts(role)) share.objects.delete(ref);
+    }
+    if (share.objects.size !== 0) return;
+    if (this.#place !== undefined && joined.get(`${this.#place}:${role}`) === share) joined.delete(`${this.#place}:${role}`);
+    const ctl = this.ctl;
+    const me = process.pid;
+    const before = share.before;
+    const back = before !== undefined && registrantAlive(before.id, before.start, threads) ? before : undefined;
+    // Only our own registration is given back: a later registrant's stays. -pid: the words are being written.
+    if (Atomics.compareExchange(ctl, pidIndex, me, -me) !== me) return;
+    // The start time first, while the word reads -pid: whoever reads the restored id reads its start time.
+    if (back !== undefined) Atomics.store(ctl, startIndex, back.start);
+    // Publishes the restored registration (or none).
+    Atomics.store(ctl, pidIndex, back === undefined ? 0 : back.id);
+  }
+
   /** Whether this object still acts in `role` (not closed or detached, its region not closed: ctl would read length 0). */
   #acts(role: Role): boolean {
     return this.ctl.length !== 0 && (role === 'producer' ? this.isProducer : this.isConsumer);
@@ -306,8 +517,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const who = threads ? 'another live thread of this process' : 'another live thread or process (or another object of this thread)';
     return new ShmringError(
       ErrorCodes.BUSY,
-      `${this.#kind}: the ${role} role of this ring (no file to lock${threads ? ': a SharedArrayBuffer' : ''}) is held by ${who}, ` +
-        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process`,
+      `${this.#kind}: the ${role} role of ${this.#where} (no file to lock) is held by ${who}, ` +
+        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process${this.#look}`,
     );
   }
 
@@ -695,12 +906,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // registration is withdrawn (the CAS); a newcomer's pid stays.
       if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
       if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
-    } else if (ctl.buffer instanceof SharedArrayBuffer || this.#place !== undefined) {
+    } else {
       // The same for a thread's registration in an exclusive role of a ring without locks
       // (#claim): withdrawn only if it is still ours (the CAS), a successor's stays.
+      // A shared role's words (#join) are given back by #leave.
+      const threads = ctl.buffer instanceof SharedArrayBuffer;
       const tid = ownThread().id;
-      if (this.isProducer) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
-      if (this.isConsumer) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
+      if (this.isProducer && !this.#shares.has('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
+      if (this.isConsumer && !this.#shares.has('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
+      this.#leave('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32, threads);
+      this.#leave('consumer', L.CONSUMER_PID_I32, L.CONSUMER_START_I32, threads);
       for (const role of ['producer', 'consumer'] as const) {
         const key = `${this.#place}:${role}`;
         if (claimed.get(key)?.deref() === this) claimed.delete(key);

@@ -8,6 +8,8 @@
  *    producer starts from the stored producer position and walks on over
  *    the records published after it. At most one calls the
  *    consumer verbs: tryRead, drain, readSync, read, the iterator, readable().
+ *    A new consumer starts from the stored consumer position (what the last
+ *    one released), read when it takes the role, not when it attached.
  *    The two may be different processes or threads, or the same one.
  *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
  *    the thread; the plain verbs return Promises and never block the loop.
@@ -55,7 +57,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, claimPlace } from './queue.js';
+import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
@@ -137,21 +139,15 @@ export class SpscRing extends Queue {
   /** The consumer position last stored in shared memory (while holding, #consumerPosition runs ahead of it). */
   #releasedPosition: number;
 
-  private constructor(
-    buffer: ArrayBuffer | SharedArrayBuffer,
-    base: number,
-    capacity: number,
-    roles: Roles | undefined,
-    place: string | undefined,
-  ) {
-    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles, place);
+  private constructor(buffer: ArrayBuffer | SharedArrayBuffer, base: number, capacity: number, roles: Roles | undefined, site: RingSite) {
+    super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'SpscRing', roles, site);
     this.capacity = capacity;
     this.maxMessageLength = L.spscMaxMessage(capacity);
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once (each side's latest store); from now on each side owns its own
-    // (the producer's is looked at again, and walked on, when this object takes the role: #resume).
+    // Observe both positions once (each side's latest store), to check the ring; each is looked at again when
+    // this object takes its role (the producer's walked on: #resume; the consumer's: #takeConsumer).
     this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     this.#cachedConsumerPosition = this.#consumerPosition;
@@ -175,7 +171,7 @@ export class SpscRing extends Queue {
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
     writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new SpscRing(buffer, base, capacity, roles, claimPlace(region, base, roles));
+    return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -184,7 +180,7 @@ export class SpscRing extends Queue {
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
     const roles = Roles.hold(region, base);
-    return new SpscRing(buffer, base, capacity, roles, claimPlace(region, base, roles));
+    return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
   /**
@@ -504,10 +500,28 @@ export class SpscRing extends Queue {
     unpark(ctl, WRITE_BLOCK, WAKE_ONE);
   }
 
+  /**
+   * Takes the consumer role, and with it the consumer position the previous
+   * consumer left (its last release), not the one this object saw when it
+   * attached: another consumer may have read since. Records it took and
+   * did not release (holdReads) are taken again.
+   */
+  #takeConsumer(): void {
+    this.registerConsumer();
+    const ctl = this.ctl;
+    // After the role is ours (no other consumer stores it any more): observes the previous consumer's
+    // last release, #storeConsumer's Atomics.store of CONSUMER_POSITION (its reads were done before it).
+    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // Observes the producer's latest position store, for the check only (it may lag: checkPositions).
+    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity);
+    this.#consumerPosition = consumer;
+    this.#releasedPosition = consumer;
+  }
+
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     const index = this.#nextRecord(this.#consumerPosition);
     if (index < 0) return null;
     const message = copyOut(this.data, index + L.RECORD_HEADER, this.#nextLength);
@@ -531,7 +545,7 @@ export class SpscRing extends Queue {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (!this.isConsumer) this.registerConsumer();
+    if (!this.isConsumer) this.#takeConsumer();
     let count = 0;
     const start = this.#consumerPosition;
     try {

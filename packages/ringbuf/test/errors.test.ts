@@ -105,6 +105,7 @@ describe('ring errors (docs/ERRORS.md)', () => {
     ring.close();
     assert.deepEqual([...reader.readSync()], [7]);
     assert.throws(() => reader.readSync(), { code: 'ERR_SHMRING_CLOSED' });
+    reader.detach(); // one consumer at a time, also in one thread
     const seen: number[] = [];
     for await (const m of SpscRing.attach(region)) seen.push(m.length);
     assert.deepEqual(seen, []);

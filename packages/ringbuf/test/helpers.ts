@@ -42,7 +42,7 @@ export function unshareRefused(): string | undefined {
 /**
  * A child `node <fixture> …args` (optionally under `prefix`, e.g. unshare)
  * whose stdout lines the test waits for; kill() SIGKILLs it and waits
- * until it is reaped.
+ * until it is reaped. `inherit`: an fd of ours the child gets as its fd 3.
  */
 export class LinePeer {
   readonly child: ChildProcess;
@@ -50,9 +50,9 @@ export class LinePeer {
   stderr = '';
   readonly exited: Promise<void>;
 
-  constructor(fixture: string, args: string[], prefix: string[] = []) {
+  constructor(fixture: string, args: string[], prefix: string[] = [], inherit?: number) {
     const [command, ...rest] = [...prefix, process.execPath, fixture, ...args];
-    this.child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe', ...(inherit === undefined ? [] : [inherit])] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();

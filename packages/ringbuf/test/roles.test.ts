@@ -68,7 +68,8 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
       () => here.tryRead(),
       (err: ShmringError) => {
         assert.equal(err.code, ErrorCodes.BUSY);
-        assert.match(err.message, /consumer role is held by another live object/);
+        assert.match(err.message, /consumer role of the ring in POSIX shared memory object '[^']+' is held by another live object/);
+        assert.ok(err.message.endsWith(` (\`shmring inspect ${name}\` shows who holds it)`), err.message);
         return true;
       },
     );
