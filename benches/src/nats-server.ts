@@ -21,17 +21,30 @@ function findBinary(): string | undefined {
   return undefined;
 }
 
+/** Tries of BenchNats.start before it gives up (a port taken between the probe and the server's bind). */
+const STARTS = 3;
+
 export const NATS_MISSING = 'nats-server is not installed (apt-get install -y nats-server)';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
+/** Two distinct free loopback ports: both probes stay bound until both are known, so they differ. */
+function freePorts(): Promise<[number, number]> {
+  const bind = (): Promise<net.Server> =>
+    new Promise((resolve, reject) => {
+      const probe = net.createServer();
+      probe.once('error', reject);
+      probe.listen(0, '127.0.0.1', () => resolve(probe));
     });
-  });
+  const close = (probe: net.Server): Promise<void> => new Promise((resolve) => probe.close(() => resolve()));
+  return (async () => {
+    const first = await bind();
+    const second = await bind().catch(async (err) => {
+      await close(first);
+      throw err;
+    });
+    const ports: [number, number] = [(first.address() as net.AddressInfo).port, (second.address() as net.AddressInfo).port];
+    await Promise.all([close(first), close(second)]);
+    return ports;
+  })();
 }
 
 function answers(port: number): Promise<boolean> {
@@ -59,25 +72,49 @@ export class BenchNats {
     readonly child: ChildProcess,
   ) {}
 
-  /** Starts nats-server on free loopback ports and waits until it answers. */
+  /**
+   * Starts nats-server on free loopback ports and waits until it answers.
+   * A port found free can be taken by another process before the server
+   * binds it; a server that exits at start is tried again on other ports
+   * (STARTS times in all), and the last failure says what it printed.
+   */
   static async start(): Promise<BenchNats> {
     const binary = findBinary();
     if (binary === undefined) throw new Error(NATS_MISSING);
     const version = spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout.trim();
-    const port = await freePort();
-    const monitorPort = await freePort();
-    const child = track(spawn(binary, ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort)], { stdio: 'ignore' }));
-    const server = new BenchNats(port, monitorPort, version, child);
-    const deadline = Date.now() + 10_000;
-    while (!(await answers(port))) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`nats-server on port ${port} exited at start`);
-      if (Date.now() > deadline) {
-        await server.stop();
-        throw new Error(`nats-server on port ${port} did not answer within 10 s`);
+    for (let attempt = 1; ; attempt++) {
+      const [port, monitorPort] = await freePorts();
+      const child = track(
+        spawn(binary, ['-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort)], { stdio: ['ignore', 'ignore', 'pipe'] }),
+      );
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr = (stderr + chunk).slice(-2000);
+      });
+      const server = new BenchNats(port, monitorPort, version, child);
+      const deadline = Date.now() + 10_000;
+      let exited = false;
+      while (!(await answers(port))) {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          exited = true;
+          break;
+        }
+        if (Date.now() > deadline) {
+          await server.stop();
+          throw new Error(`nats-server on port ${port} did not answer within 10 s`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (!exited) {
+        child.stderr!.removeAllListeners('data').resume(); // nothing more to keep; never let the pipe fill
+        return server;
+      }
+      if (attempt === STARTS) {
+        throw new Error(
+          `nats-server on ports ${port}/${monitorPort} exited at start (${STARTS} tries): ${stderr.trim() || 'it printed nothing'}`,
+        );
+      }
     }
-    return server;
   }
 
   /** `nats://127.0.0.1:<port>/<subject>`. */
