@@ -48,7 +48,7 @@ import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { checkType, checkWaitOptions, claimPlace, shown } from './queue.js';
-import { isAlive, isThreadAlive, ownStartTime, ownThread } from './liveness.js';
+import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -312,30 +312,18 @@ export class LatestValue {
   #takeToken(): void {
     const ctl = this.#ctl;
     const who = ownThread();
-    for (;;) {
-      // Observes the registration (pairs with the stores below, in whoever registered): 0 free,
-      // -id being registered (alive while that thread is), else an id whose start time was stored before it.
-      const holder = Atomics.load(ctl, V.WRITER_TOKEN_I32);
-      // After the token: the start time its holder stored before it (or a later holder's, whose CAS then beats ours).
-      const start = Atomics.load(ctl, L.PRODUCER_START_I32);
-      if (holder !== 0 && this.#holderLives(holder, start, who)) throw this.#busy(holder);
-      // Re-read after the /proc read, just before the CAS (pairs with a successor's start store below): a
-      // successor that took the word since our loads stored its start time, and may have left `holder` in it
-      // again (a reused id, registered after a takeover and a close), which the CAS alone cannot tell. What is
-      // left: a whole takeover, close and re-registration by a reused id between this load and the CAS.
-      if (Atomics.load(ctl, L.PRODUCER_START_I32) !== start) continue;
-      // Claims the word from what we judged; a thread that moved first makes it fail, and we look again.
-      if (Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, holder, -who.id) !== holder) continue;
-      // The start time before the id: whoever loads the id from the token finds its start time.
-      Atomics.store(ctl, L.PRODUCER_START_I32, who.start);
-      // Publishes the registration; close() gives it back with a CAS to 0.
-      Atomics.store(ctl, V.WRITER_TOKEN_I32, who.id);
-      // For inspect, which reads PRODUCER_PID, then PRODUCER_START: the same thread as the token.
-      Atomics.store(ctl, L.PRODUCER_PID_I32, who.id);
-      this.#token = who.id;
-      if (this.#place !== undefined) tokenWriters.set(this.#place, new WeakRef(this));
-      return;
-    }
+    registerInWord(
+      ctl,
+      V.WRITER_TOKEN_I32,
+      L.PRODUCER_START_I32,
+      who,
+      (holder, start) => holder !== 0 && this.#holderLives(holder, start, who),
+      (holder) => this.#busy(holder),
+    );
+    // For inspect, which reads PRODUCER_PID, then PRODUCER_START: the same thread as the token (stored before).
+    Atomics.store(ctl, L.PRODUCER_PID_I32, who.id);
+    this.#token = who.id;
+    if (this.#place !== undefined) tokenWriters.set(this.#place, new WeakRef(this));
   }
 
   /**

@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { ownStartTime, ownThread, registrantAlive } from './liveness.js';
+import { ownStartTime, ownThread, registerInWord, registrantAlive } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -411,30 +411,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   #claim(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const ctl = this.ctl;
     const who = ownThread();
-    const key = this.#place === undefined ? undefined : `${this.#place}:${role}`;
-    for (;;) {
-      // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
-      const holder = Atomics.load(ctl, pidIndex);
-      // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
-      const start = Atomics.load(ctl, startIndex);
-      if (roleTaken(role, holder, start, this.#place, threads)) throw this.#busy(role, holder, threads);
-      // Observes the start time again, after roleTaken read /proc: a registrant that took the word meanwhile
-      // stored its start time before its id. If its id is the holder's (a process, or thread, that got the
-      // dead holder's recycled id), the word reads the same and only the start time tells: look again. What
-      // remains is a registrant that stores both words between this load and the CAS below (adjacent
-      // instructions, no system call between): only if this thread is preempted exactly there while a
-      // recycled id registers in this very ring. Closing it needs one CAS over the id and the start time,
-      // which are not adjacent in the layout.
-      if (Atomics.load(ctl, startIndex) !== start) continue;
-      // Claims the word; a registrant that moved first makes the CAS fail, and the word is looked at again.
-      if (Atomics.compareExchange(ctl, pidIndex, holder, -who.id) !== holder) continue;
-      // Our start time, while the word reads -id: nobody pairs it with our id before the store below.
-      Atomics.store(ctl, startIndex, who.start);
-      // Publishes the registration: whoever reads this id reads its start time (stored before).
-      Atomics.store(ctl, pidIndex, who.id);
-      if (key !== undefined) claimed.set(key, new WeakRef(this));
-      return;
-    }
+    registerInWord(
+      ctl,
+      pidIndex,
+      startIndex,
+      who,
+      (holder, start) => roleTaken(role, holder, start, this.#place, threads),
+      (holder) => this.#busy(role, holder, threads),
+    );
+    if (this.#place !== undefined) claimed.set(`${this.#place}:${role}`, new WeakRef(this));
   }
 
   /**
