@@ -393,9 +393,14 @@ class KoffiWait implements AsyncWait {
         // process), whom nothing else would wake before its slice ends. So a
         // cancelled wait that was woken passes one wake on, as the addon does
         // for its cancelled io_uring waits; at worst a waiter re-checks in vain.
+        // Only where the word changed, as a publisher changes it before its wake:
+        // a word that still holds `expected` woke this thread by cancel()'s own
+        // kick (which woke every waiter of the word then), and passing that on
+        // would end a later wait on the word for nothing, whose cancelled
+        // siblings (waitAny) would pass it on again: a chain of empty wakes.
         // The word is still mapped: a mapping closed meanwhile is unmapped, at
         // the earliest, by the finally below.
-        if (!err && ret >= 0) this.backend.wakeAddress(this.word.address, 1);
+        if (!err && ret >= 0 && this.backend.probeWord(this.word, this.expected) === 1) this.backend.wakeAddress(this.word.address, 1);
         return;
       }
       if (err) throw err;
