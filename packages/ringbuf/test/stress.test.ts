@@ -485,11 +485,13 @@ describe('stress', function () {
     });
 
     // The wake-up count depends on how often the paced spin catches the other side: 0.6-1.5 M
-    // per side alone, 327 k once in a full CI run on 2 vCPUs. The bound keeps the test about
-    // parking (a side that never parked would show a few thousand) without tripping on load.
-    it('delivers 3,000,000 messages through writeSync / readSync on a 256-byte ring across two processes, each side parked and woken at least 200,000 times without a lost wake-up', async function () {
+    // per side alone, 327 k in one full CI run on 2 vCPUs and 90 k in another (a busy host lets
+    // the spin catch more). The bound keeps the test about parking (a side that never parked
+    // shows a few thousand) without tripping on how the host schedules; lost wake-ups are what
+    // checkLongestWait catches.
+    it('delivers 3,000,000 messages through writeSync / readSync on a 256-byte ring across two processes, each side parked and woken at least 30,000 times without a lost wake-up', async function () {
       await spscRun(
-        { where: 'processes', messages: 3_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 200_000 },
+        { where: 'processes', messages: 3_000_000, capacity: 256, maxLength: 120, producer: 'sync', consumer: 'sync', minWakes: 30_000 },
         seedFor(this.test!.title),
       );
     });
