@@ -479,6 +479,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
     if (index === undefined && pollMicros > 0) {
       index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
+      pollPacer.polled(index !== undefined);
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.hot = true;

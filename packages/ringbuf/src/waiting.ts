@@ -55,7 +55,8 @@ export interface WaitOptions {
    * retries between event-loop turns (other callbacks run meanwhile) before
    * it parks, counted from the start of the wait. Default: the thread's
    * default (setDefaultPoll; 50 µs) when this side's previous call got a
-   * message, otherwise 0. 0 parks at once.
+   * message, otherwise 0; now and then only, after a poll in vain or right
+   * after waking a parked peer (PollPacer). 0 parks at once.
    */
   poll?: number;
   /**
@@ -384,7 +385,10 @@ export function parkAsync<T, R = T>(
   if (pollMicros === 0) return park.start();
   waitCounters.polls++;
   return pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), options?.signal, stop).then(
-    (polled) => (polled === undefined ? park.start() : park.got(polled)),
+    (polled) => {
+      pacer.polled(polled !== undefined);
+      return polled === undefined ? park.start() : park.got(polled);
+    },
     (err: unknown) => park.settle.err(err),
   );
 }

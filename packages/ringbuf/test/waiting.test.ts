@@ -118,9 +118,24 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.ok(polled > 800 && polled < 1200, `${polled} of 8000 waits polled`);
   });
 
+  it('after a poll in vain, polls only when the probe fires, until a poll gets its message', () => {
+    const p = poller(true, 0);
+    p.polled(false);
+    assert.equal(p.pollMicros(undefined, false), 0, 'polled again after a poll in vain (no wake-up, short last wait)');
+    assert.equal(p.pollMicros(undefined, true), 0);
+    p.random = () => 0; // the probe fires
+    assert.equal(p.pollMicros(undefined, false), getDefaultPoll());
+    p.random = () => 1;
+    p.polled(true);
+    assert.equal(p.pollMicros(undefined, false), getDefaultPoll(), 'a poll that got its message did not make the side poll again');
+  });
+
   it('polls as long as an explicit poll says, whatever the state', () => {
     assert.equal(poller(false, 0).pollMicros(300), 300);
     assert.equal(poller(true, 1).pollMicros(0, false), 0);
     assert.equal(poller(true, 1).pollMicros(300, true), 300);
+    const failed = poller(true, 0);
+    failed.polled(false);
+    assert.equal(failed.pollMicros(300, false), 300);
   });
 });
