@@ -66,7 +66,7 @@ function checkPoll(micros: unknown): number {
 
 /**
  * Sets this thread's default poll window (µs) for the Promise verbs of every
- * queue, used by waits that give no `poll` option; returns the previous one.
+ * queue, µsed by waits that give no `poll` option; returns the previous one.
  * 0 turns polling off: such waits park at once.
  */
 export function setDefaultPoll(micros: number): number {
@@ -111,20 +111,28 @@ export function getDefaultPoll(): number {
  * (A client whose round trips take ~100 µs would otherwise poll after each
  * request and hold the CPU its woken echo is queued on.)
  *
- * Nor does a hot side poll, but for the same probes, once its last poll was
- * in vain (the window ended and the wait parked): the messages of this
- * conversation come further apart than the window. Without this, a side
- * whose peer happened not to be parked when it answered polled whatever
- * its waits had shown: an echo behind a client that pauses 1 ms polled
- * after 36% of its replies, every time in vain, on the CPU where Linux
- * queues the client it has just woken (sched_getcpu: a C pair of processes
- * that wake each other runs on one CPU 300 times in 300 after 1 ms idle).
- * Measured in the event-loop benchmark (full rows, two runs each,
- * alternating): round trip after 1 ms idle 1.86× and 1.87× the Unix
- * socket before, 1.22× and 1.10× with this rule (137 µs to 82–87 µs);
- * back to back 0.03–0.04× either way; 64 in flight 10.3–12.5× before,
- * 9.3–10.1× after (within the run-to-run spread). A probe that catches its
- * message makes the side poll again.
+ * Nor does a hot side poll, but for the same probes, when its messages
+ * come further apart than a poll can bridge: its last wait lasted more
+ * than POLL_SPARSE windows, or its last wait ended that long before this
+ * one began (its program did other things meanwhile, or slept). Without
+ * this, a side whose peer happened not to be parked when it answered
+ * polled however sparse the conversation was: an echo behind a client that
+ * pauses 1 ms polled after 36% of its replies, every time in vain, on the
+ * CPU where Linux queues the client it has just woken (a C pair of
+ * processes that wake each other ran on one CPU 300 times in 300 after
+ * 1 ms idle). Both conditions are needed: the echo's waits last the pause,
+ * the client's last a round trip but begin a pause after the last one
+ * ended. Where a side got its message at once, it is busy: neither holds.
+ * Two sides parked by a hiccup while back to back keep the rules above
+ * (their waits last a wake-up and follow each other), and find their way
+ * back to polling as before; a first version that stopped polling after
+ * any poll in vain did not where a wake-up takes longer than the window
+ * (koffi, threads: 26.7 and 105 µs p50 back to back, 0.54× and 2.94× the
+ * Unix socket). Measured in the event-loop benchmark, runs alternating
+ * with the rule off: round trip after 1 ms idle (io_uring) 95.7–120 µs,
+ * 1.35–1.58× the socket beside it (one more run 1.19× against a slow
+ * socket), against 131–137 µs, 1.56–1.89×, without it; back to back
+ * 0.035–0.040× the socket either way on io_uring, threads and koffi.
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -132,8 +140,8 @@ export class PollPacer {
   hot = false;
   /** Duration (ms) of this side's last wait that got its message; 0 when a call found one at once. */
   lastWaitMs = 0;
-  /** This side's last poll ended without its message (the wait then parked). */
-  lastPollFailed = false;
+  /** performance.now() when that wait ended; Infinity when a call found its message at once (the side is busy). */
+  endedAt = Infinity;
   /** Source of the probes' coin flips (a test may fix it). */
   random: () => number = Math.random;
 
@@ -141,24 +149,36 @@ export class PollPacer {
   gotAtOnce(): void {
     this.hot = true;
     this.lastWaitMs = 0;
+    this.endedAt = Infinity;
   }
 
-  /** The poll window (µs) of a wait: `explicit` (the wait's `poll` option) if given, else as above. */
-  pollMicros(explicit: number | undefined, wokePeer = false): number {
+  /** A wait that began at `started` got its message (or room) at `now` (performance.now(), ms). */
+  got(started: number, now: number): void {
+    this.hot = true;
+    this.lastWaitMs = now - started;
+    this.endedAt = now;
+  }
+
+  /**
+   * The poll window (µs) of a wait that begins at `now` (performance.now(),
+   * ms): `explicit` (the wait's `poll` option) if given, else as above.
+   */
+  pollMicros(explicit: number | undefined, wokePeer: boolean, now: number): number {
     if (explicit !== undefined) return checkPoll(explicit);
     if (!this.hot) return 0;
-    if (!this.lastPollFailed && (!wokePeer || this.lastWaitMs * 1000 <= POLL_PACE * defaultPoll)) return defaultPoll;
+    const waitedMicros = this.lastWaitMs * 1000;
+    const sparse = POLL_SPARSE * defaultPoll;
+    if (waitedMicros <= sparse && (now - this.endedAt) * 1000 <= sparse && (!wokePeer || waitedMicros <= POLL_PACE * defaultPoll)) {
+      return defaultPoll;
+    }
     return this.random() < POLL_PROBE ? defaultPoll : 0;
-  }
-
-  /** A poll of this side ended: with its message (`got`), or without (the wait parks next). */
-  polled(got: boolean): void {
-    this.lastPollFailed = !got;
   }
 }
 
 /** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
 const POLL_PACE = 1;
+/** A wait polls only if the previous one lasted, and ended, at most this many poll windows before (else: probes). */
+const POLL_SPARSE = 8;
 /** Share of the waits after a wake-up (and a long wait) that poll all the same (probes). */
 const POLL_PROBE = 1 / 8;
 

@@ -461,7 +461,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
 export async function select(entries: readonly SelectEntry[], options?: SelectOptions): Promise<number> {
   const what = 'select';
   const call = checkCall(entries, options, what, Infinity);
-  const pollMicros = pollPacer.pollMicros(options?.poll);
+  const pollMicros = pollPacer.pollMicros(options?.poll, false, call.started);
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
   const first = scan(call.probes, start);
@@ -479,10 +479,9 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
     if (index === undefined && pollMicros > 0) {
       index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
-      pollPacer.polled(index !== undefined);
     }
     index ??= await parkWatched(call, start, options, what);
-    pollPacer.hot = true;
+    pollPacer.got(call.started, performance.now());
     return chosen(entries, index);
   } catch (err) {
     throw detachedFailure(call, err, what);

@@ -55,7 +55,7 @@ export interface WaitOptions {
    * retries between event-loop turns (other callbacks run meanwhile) before
    * it parks, counted from the start of the wait. Default: the thread's
    * default (setDefaultPoll; 50 µs) when this side's previous call got a
-   * message, otherwise 0; now and then only, after a poll in vain or right
+   * message, otherwise 0; now and then only after a long wait, or right
    * after waking a parked peer (PollPacer). 0 parks at once.
    */
   poll?: number;
@@ -360,13 +360,13 @@ export function parkAsync<T, R = T>(
   let result: T | undefined;
   try {
     const wokePeer = takeWokeSinceWait();
-    pollMicros = pacer.pollMicros(options?.poll, wokePeer);
+    started = performance.now();
+    pollMicros = pacer.pollMicros(options?.poll, wokePeer, started);
     const signal = options?.signal;
     if (signal?.aborted) throw abortError(signal);
     if (stop?.stopped) throw abortError();
     pacer.hot = false; // until this wait gets its message
     publishHeld();
-    started = performance.now();
     deadline = deadlineOf(options, started);
     // A peer this thread just woke answers no sooner than its wake-up (tens of µs): trying
     // on the spot for it would only hold the CPU it is likely queued on. A wait that is going
@@ -377,18 +377,14 @@ export function parkAsync<T, R = T>(
     return settleNow(settle, err, true);
   }
   if (result !== undefined) {
-    pacer.hot = true;
-    pacer.lastWaitMs = performance.now() - started;
+    pacer.got(started, performance.now());
     return settleNow(settle, result, false);
   }
   const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle);
   if (pollMicros === 0) return park.start();
   waitCounters.polls++;
   return pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), options?.signal, stop).then(
-    (polled) => {
-      pacer.polled(polled !== undefined);
-      return polled === undefined ? park.start() : park.got(polled);
-    },
+    (polled) => (polled === undefined ? park.start() : park.got(polled)),
     (err: unknown) => park.settle.err(err),
   );
 }
@@ -483,8 +479,7 @@ class AsyncPark<T, R> implements Watched {
 
   /** The wait got `result` before parking (its poll did). */
   got(result: T): R {
-    this.pacer.hot = true;
-    this.pacer.lastWaitMs = performance.now() - this.started;
+    this.pacer.got(this.started, performance.now());
     return this.settle.ok(result);
   }
 

@@ -89,53 +89,63 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     p.hot = hot;
     p.lastWaitMs = lastWaitMs;
     p.random = () => (probe ? 0 : 1);
+    p.endedAt = 0; // the waits below begin at 0 (now): right after the last one ended
     return p;
   }
 
   it('parks at once on a side that is not hot (no message yet, or its last wait failed)', () => {
-    assert.equal(poller(false, 0).pollMicros(undefined), 0);
+    assert.equal(poller(false, 0).pollMicros(undefined, false, 0), 0);
   });
 
   it('polls for the default window on a hot side', () => {
-    assert.equal(poller(true, 0).pollMicros(undefined), getDefaultPoll());
-    assert.equal(poller(true, 1000).pollMicros(undefined, false), getDefaultPoll(), 'a long wait without a wake-up still polls');
+    assert.equal(poller(true, 0).pollMicros(undefined, false, 0), getDefaultPoll());
+    assert.equal(poller(true, 0.3).pollMicros(undefined, false, 0), getDefaultPoll(), 'a wait of 6 windows without a wake-up did not poll');
   });
 
   it('does not poll after this thread woke a parked peer, when the previous wait was long', () => {
-    assert.equal(poller(true, 1).pollMicros(undefined, true), 0); // 1 ms: far beyond 2.5 × 50 µs
+    assert.equal(poller(true, 1).pollMicros(undefined, true, 0), 0); // 1 ms: far beyond 2.5 × 50 µs
   });
 
   it('polls after a wake-up when the previous wait was short (two sides waking each other back to back)', () => {
-    assert.equal(poller(true, 0.05).pollMicros(undefined, true), getDefaultPoll());
+    assert.equal(poller(true, 0.05).pollMicros(undefined, true, 0), getDefaultPoll());
   });
 
   it('polls after a wake-up and a long wait when the probe fires, about one wait in eight', () => {
-    assert.equal(poller(true, 1, true).pollMicros(undefined, true), getDefaultPoll());
+    assert.equal(poller(true, 1, true).pollMicros(undefined, true, 0), getDefaultPoll());
     const p = poller(true, 1);
     p.random = Math.random;
     let polled = 0;
-    for (let i = 0; i < 8000; i++) if (p.pollMicros(undefined, true) > 0) polled++;
+    for (let i = 0; i < 8000; i++) if (p.pollMicros(undefined, true, 0) > 0) polled++;
     assert.ok(polled > 800 && polled < 1200, `${polled} of 8000 waits polled`);
   });
 
-  it('after a poll in vain, polls only when the probe fires, until a poll gets its message', () => {
-    const p = poller(true, 0);
-    p.polled(false);
-    assert.equal(p.pollMicros(undefined, false), 0, 'polled again after a poll in vain (no wake-up, short last wait)');
-    assert.equal(p.pollMicros(undefined, true), 0);
-    p.random = () => 0; // the probe fires
-    assert.equal(p.pollMicros(undefined, false), getDefaultPoll());
-    p.random = () => 1;
-    p.polled(true);
-    assert.equal(p.pollMicros(undefined, false), getDefaultPoll(), 'a poll that got its message did not make the side poll again');
+  it('polls only when the probe fires when the last wait ended more than 8 windows before this one begins', () => {
+    assert.equal(poller(true, 0.1).pollMicros(undefined, false, 0.41), 0, 'polled 8.2 windows after the last wait ended');
+    assert.equal(poller(true, 0.1, true).pollMicros(undefined, false, 0.41), getDefaultPoll(), 'the probe did not poll');
+    assert.equal(poller(true, 0.1).pollMicros(undefined, false, 0.4), getDefaultPoll(), 'did not poll 8 windows after the last wait');
+    const busy = poller(true, 0.1);
+    busy.gotAtOnce();
+    assert.equal(
+      busy.pollMicros(undefined, false, 1000),
+      getDefaultPoll(),
+      'a side whose last call found its message at once did not poll',
+    );
+    const waited = new PollPacer();
+    waited.got(10, 10.1);
+    assert.deepEqual([waited.hot, waited.lastWaitMs.toFixed(3), waited.endedAt], [true, '0.100', 10.1]);
+  });
+
+  it('polls only when the probe fires after a wait of more than 8 windows, with or without a wake-up', () => {
+    assert.equal(poller(true, 0.41).pollMicros(undefined, false, 0), 0, 'polled after a wait of 8.2 windows (sparse messages)');
+    assert.equal(poller(true, 0.41).pollMicros(undefined, true, 0), 0);
+    assert.equal(poller(true, 0.41, true).pollMicros(undefined, false, 0), getDefaultPoll(), 'the probe did not poll');
+    assert.equal(poller(true, 0.4).pollMicros(undefined, false, 0), getDefaultPoll(), 'a wait of exactly 8 windows did not poll');
   });
 
   it('polls as long as an explicit poll says, whatever the state', () => {
-    assert.equal(poller(false, 0).pollMicros(300), 300);
-    assert.equal(poller(true, 1).pollMicros(0, false), 0);
-    assert.equal(poller(true, 1).pollMicros(300, true), 300);
-    const failed = poller(true, 0);
-    failed.polled(false);
-    assert.equal(failed.pollMicros(300, false), 300);
+    assert.equal(poller(false, 0).pollMicros(300, false, 0), 300);
+    assert.equal(poller(true, 1).pollMicros(0, false, 0), 0);
+    assert.equal(poller(true, 1).pollMicros(300, true, 0), 300);
+    assert.equal(poller(true, 1000).pollMicros(300, false, 0), 300);
   });
 });
