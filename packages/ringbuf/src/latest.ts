@@ -312,13 +312,8 @@ export class LatestValue {
   #takeToken(): void {
     const ctl = this.#ctl;
     const who = ownThread();
-    registerInWord(
-      ctl,
-      V.WRITER_TOKEN_I32,
-      L.PRODUCER_START_I32,
-      who,
-      (holder, start) => holder !== 0 && this.#holderLives(holder, start, who),
-      (holder) => this.#busy(holder),
+    registerInWord(ctl, V.WRITER_TOKEN_I32, L.PRODUCER_START_I32, who, (holder, start) =>
+      holder !== 0 && this.#holderLives(holder, start, who) ? this.#busy(holder) : undefined,
     );
     // For inspect, which reads PRODUCER_PID, then PRODUCER_START: the same thread as the token (stored before).
     Atomics.store(ctl, L.PRODUCER_PID_I32, who.id);

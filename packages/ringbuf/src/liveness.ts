@@ -139,20 +139,27 @@ export function registrant(threads: boolean): { id: number; start: number } {
   return threads ? ownThread() : { id: process.pid, start: ownStartTime() };
 }
 
+/** A registrant as an id word and its start-time word name it (docs/LAYOUT.md, "Liveness"); id 0 is none. */
+export interface Registrant {
+  readonly id: number;
+  readonly start: number;
+}
+
 /**
  * Registers `who` in an id word and its start-time word where no lock can
- * be taken (docs/LAYOUT.md, "Liveness": System V segments, and the
- * exclusive roles of rings in a SharedArrayBuffer): a CAS of the id word
- * from what was seen to -id (registering: the start time is not stored
- * yet), then the start time, then the id. `held(holder, start)` judges
- * what the words name (0 free; -id a registrant caught half-way); when it
- * says the role is held, `busy(holder)` is thrown. Returns the holder the
- * registration replaced (0, or a registrant `held` judged gone).
+ * be taken (docs/LAYOUT.md, "Liveness": System V segments, and the roles of
+ * rings in a SharedArrayBuffer): a CAS of the id word from what was seen to
+ * -id (registering: the start time is not stored yet), then the start
+ * time, then the id. `refuse(holder, start)` judges what the words name (0
+ * free; -id a registrant caught half-way) and returns the error to throw
+ * when the role is held, undefined to take it; `wait(holder)`, if given,
+ * says to look again instead (a registrant a few instructions from done).
+ * Returns the registrant the registration replaced (id 0: none).
  *
- * The start time is read again after `held` (which reads /proc) and before
- * the CAS: a registrant that took the word meanwhile stored its start time
- * before its id, and if its id is the holder's (a recycled id), the word
- * reads the same and only the start time tells. What remains is a
+ * The start time is read again after `refuse` (which reads /proc) and
+ * before the CAS: a registrant that took the word meanwhile stored its
+ * start time before its id, and if its id is the holder's (a recycled id),
+ * the word reads the same and only the start time tells. What remains is a
  * registrant that stores both words between that load and the CAS
  * (adjacent instructions, no system call between); closing it would need
  * one CAS over both words, which are not adjacent in the layout.
@@ -161,17 +168,19 @@ export function registerInWord(
   ctl: Int32Array,
   idIndex: number,
   startIndex: number,
-  who: { id: number; start: number },
-  held: (holder: number, start: number) => boolean,
-  busy: (holder: number) => Error,
-): number {
+  who: Registrant,
+  refuse: (holder: number, start: number) => Error | undefined,
+  wait?: (holder: number) => boolean,
+): Registrant {
   for (;;) {
     // Observes the registration in the word: 0 free, -id being registered, else an id whose start time was stored before it.
     const holder = Atomics.load(ctl, idIndex);
     // Observes the holder's start time (stored before its id; a -id holder is judged by its id alone).
     const start = Atomics.load(ctl, startIndex);
-    if (held(holder, start)) throw busy(holder);
-    // Observes the start time again, after held() read /proc (see above): a successor's start store.
+    if (wait?.(holder)) continue;
+    const refused = refuse(holder, start);
+    if (refused !== undefined) throw refused;
+    // Observes the start time again, after refuse() read /proc (see above): a successor's start store.
     if (Atomics.load(ctl, startIndex) !== start) continue;
     // Claims the word; a registrant that moved first makes the CAS fail, and the words are looked at again.
     if (Atomics.compareExchange(ctl, idIndex, holder, -who.id) !== holder) continue;
@@ -179,6 +188,6 @@ export function registerInWord(
     Atomics.store(ctl, startIndex, who.start);
     // Publishes the registration: whoever reads this id reads its start time (stored before).
     Atomics.store(ctl, idIndex, who.id);
-    return holder;
+    return { id: holder, start };
   }
 }

@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { ownStartTime, ownThread, registerInWord, registrantAlive } from './liveness.js';
+import { ownStartTime, ownThread, registerInWord, registrantAlive, type Registrant } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -258,12 +258,6 @@ let lastSabId = 0;
  */
 const claimed = new Map<string, WeakRef<Queue>>();
 
-/** A registrant as a role's pid and start-time words name it (docs/LAYOUT.md, "Liveness"). */
-interface Registrant {
-  readonly id: number;
-  readonly start: number;
-}
-
 /**
  * The objects of this thread that joined a shared role (MpscRing's
  * producers, MpmcQueue's) of one ring without locks, and the last other
@@ -411,13 +405,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   #claim(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const ctl = this.ctl;
     const who = ownThread();
-    registerInWord(
-      ctl,
-      pidIndex,
-      startIndex,
-      who,
-      (holder, start) => roleTaken(role, holder, start, this.#place, threads),
-      (holder) => this.#busy(role, holder, threads),
+    registerInWord(ctl, pidIndex, startIndex, who, (holder, start) =>
+      roleTaken(role, holder, start, this.#place, threads) ? this.#busy(role, holder, threads) : undefined,
     );
     if (this.#place !== undefined) claimed.set(`${this.#place}:${role}`, new WeakRef(this));
   }
@@ -425,33 +414,26 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /**
    * Joins a shared role of a ring without locks (a System V segment; a
    * SharedArrayBuffer): its words name one registrant of many, the last to
-   * join, and the process stands for all of its threads. Written as #claim
-   * writes them (-pid, start time, pid), so two registrants never mix their
-   * words: one caught half-way is waited for (it is a few instructions from
-   * done) unless it is dead. Remembers the other registrant it replaced,
-   * for #leave.
+   * join, and the process stands for all of its threads. Registered as
+   * #claim registers (registerInWord: -pid, start time, pid), but never
+   * refused, so two registrants never mix their words: one caught half-way
+   * is waited for (it is a few instructions from done) unless it is dead.
+   * Remembers the other registrant it replaced, for #leave.
    */
   #join(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
-    const ctl = this.ctl;
     const me = process.pid;
     const key = this.#place === undefined ? undefined : `${this.#place}:${role}`;
     const share = (key === undefined ? undefined : joined.get(key)) ?? { objects: new Set<WeakRef<Queue>>(), before: undefined };
     const deadline = performance.now() + REGISTERING_MS;
-    for (;;) {
-      // Observes the registration in the word: 0 none, -id being written, else an id whose start time was stored before it.
-      const holder = Atomics.load(ctl, pidIndex);
-      // Observes that registrant's start time (the CAS below fails if another registrant moved in since the load above).
-      const start = Atomics.load(ctl, startIndex);
-      if (holder < 0 && holder !== -me && performance.now() < deadline && registrantAlive(holder, 0, threads)) continue;
-      // Takes the word from what was seen; a registrant that moved first makes the CAS fail, and we look again.
-      if (Atomics.compareExchange(ctl, pidIndex, holder, -me) !== holder) continue;
-      // Our start time, while the word reads -pid: nobody pairs it with our pid before the store below.
-      Atomics.store(ctl, startIndex, ownStartTime());
-      // Publishes the registration: whoever reads this pid reads its start time (stored before).
-      Atomics.store(ctl, pidIndex, me);
-      if (holder > 0 && holder !== me) share.before = { id: holder, start };
-      break;
-    }
+    const replaced = registerInWord(
+      this.ctl,
+      pidIndex,
+      startIndex,
+      { id: me, start: ownStartTime() },
+      () => undefined, // a shared role: the last to join is named
+      (holder) => holder < 0 && holder !== -me && performance.now() < deadline && registrantAlive(holder, 0, threads),
+    );
+    if (replaced.id > 0 && replaced.id !== me) share.before = replaced;
     share.objects.add(new WeakRef(this));
     if (key !== undefined) joined.set(key, share);
     this.#shares.set(role, share);
