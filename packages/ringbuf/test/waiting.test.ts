@@ -53,9 +53,12 @@ describe('waiting: paced spinning', () => {
     const paced = pacer(5);
     wait(paced, 2); // parks at once, takes one 10 ms nap
     assert.ok(paced.lastWaitMs >= 9, `recorded ${paced.lastWaitMs} ms`);
-    const quick = wait(paced, 1); // the re-check succeeds: a wait of microseconds
+    // The re-check succeeds: a wait of microseconds, recorded as such. A busy host can preempt one past the
+    // 50 µs pace (2.5 × the 20 µs budget; then it rightly does not spin next), so a few tries may be needed.
+    let quick = wait(paced, 1);
+    for (let i = 0; i < 20 && paced.lastWaitMs * 1000 > 50; i++) quick = wait(paced, 1);
     assert.equal(quick.calls, 1);
-    assert.ok(paced.lastWaitMs < 1, `recorded ${paced.lastWaitMs} ms`);
+    assert.ok(paced.lastWaitMs * 1000 <= 50, `recorded ${paced.lastWaitMs} ms`);
     const spun = wait(paced, 50); // so this one spins again
     assert.equal(spun.calls, 50);
     assert.ok(spun.ms < 10, `took ${spun.ms.toFixed(2)} ms: it napped instead of spinning`);
