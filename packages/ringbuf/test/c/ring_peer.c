@@ -604,6 +604,9 @@ static void spsc_attach(struct ring *r, struct spsc *s, int producer) {
     uint32_t c = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
     spsc_check_positions(r, p, c);
     s->position = producer ? spsc_resume(r, p, c) : c;
+    /* LAYOUT.md "A new producer", step 3: store the end found before publishing anything, so the consumer
+     * is never more than one publication ahead of PRODUCER_POSITION, even if this producer dies too. */
+    if (producer && s->position != p) atomic_store_explicit(word(r, OFF_PRODUCER_POSITION), s->position, memory_order_relaxed);
     s->cached_other = c;
 }
 
