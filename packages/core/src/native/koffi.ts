@@ -33,8 +33,10 @@
  *    pending async calls (256 by default; raised here to its maximum, 4096)
  *    and throws past that.
  *  - **errno of async calls** is the pool thread's and cannot be read from
- *    JS, so a failed async FUTEX_WAIT is diagnosed again on this thread by
- *    a FUTEX_WAIT that cannot block (see `probeWord`).
+ *    JS, so a failed async FUTEX_WAIT is diagnosed again on this thread:
+ *    the word is read, and if it still holds the expected value, a
+ *    FUTEX_WAIT that cannot block tells ETIMEDOUT from an error (see
+ *    `probeWord`, and why it passes on a wake it takes).
  *  - **Cancelling an async wait** wakes every waiter of the word (spurious
  *    wakes for the others, which re-check) and repeats the wake until the
  *    pool thread has returned, since the first wake can land before the
@@ -882,14 +884,28 @@ class KoffiBackend implements NativeBackend {
   }
 
   /**
-   * Asks the kernel, on this thread, what a failed pool-thread wait failed
-   * with: FUTEX_WAIT with a deadline long past never sleeps, and fails with
-   * EAGAIN (not equal: 1) or ETIMEDOUT (still equal: 0); anything else is
-   * thrown with its errno.
+   * Whether the word still holds `expected` (0) or changed (1), after a
+   * pool-thread wait returned. Read with an atomic load where the word's
+   * view is live, which takes nothing from anyone. Only where the value is
+   * still equal (or the view was detached by munmap, the memory still
+   * mapped until the last pool thread returns) does it ask the kernel, on
+   * this thread, with a FUTEX_WAIT whose deadline is long past: it fails
+   * with EAGAIN (changed) or ETIMEDOUT (equal), and anything else is thrown
+   * with its errno, which is how a failed pool-thread wait is diagnosed.
+   * That probe sits in the word's wait queue for a moment, so a FUTEX_WAKE
+   * of one (a publisher's unpark) can pick it instead of a sleeper: it then
+   * passes that wake on, or the sleeper would sleep out its slice.
    */
   probeWord(word: Word, expected: number): 0 | 1 {
+    if (word.index < word.i32.length) {
+      // Observes the publisher's change of the word, which it makes before its FUTEX_WAKE.
+      if (Atomics.load(word.i32, word.index) !== (expected | 0)) return 1;
+    }
     for (;;) {
-      if (this.futexWaitCall(word.address, expected, this.pastDeadline) >= 0) return 0;
+      if (this.futexWaitCall(word.address, expected, this.pastDeadline) >= 0) {
+        this.wakeAddress(word.address, 1); // woken while queued: the wake was meant for a sleeper
+        return 1; // and whoever woke it changed the word first
+      }
       const errno = this.errno();
       if (errno === EAGAIN) return 1;
       if (errno === ETIMEDOUT) return 0;
