@@ -481,9 +481,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
       index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
     }
     index ??= await parkWatched(call, start, options, what);
-    // Only `hot`: select keeps polling after every wait that got an entry (its waits' lengths are not recorded,
-    // so the sparse rule of PollPacer does not apply to it).
-    pollPacer.hot = true;
+    pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)
     return chosen(entries, index);
   } catch (err) {
     throw detachedFailure(call, err, what);
