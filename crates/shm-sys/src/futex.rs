@@ -130,13 +130,19 @@ pub fn futex_wait(env: Env, info: napi_callback_info) -> JsResult {
     let [buffer, offset, expected, timeout] = env.args::<4>(info)?;
     let word = word_address(env, buffer, offset)?;
     let expected = expected_value(env, expected)?;
-    let deadline = deadline_after(timeout_ms(env, timeout)?);
+    let timeout = timeout_ms(env, timeout)?;
     // SeqCst: the check the kernel would make, without the system call when
     // the word already moved on.
     // SAFETY: word is an aligned u32 inside the live buffer argument.
     if unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected {
         return env.uint32(NOT_EQUAL);
     }
+    if timeout == 0.0 {
+        // No FUTEX_WAIT of an expired deadline: it would sit in the word's
+        // queue for a moment, where a wake-one meant for a sleeper could pick it.
+        return env.uint32(TIMED_OUT);
+    }
+    let deadline = deadline_after(timeout);
     // SAFETY: word is inside the buffer, which this synchronous call keeps
     // alive (and nothing can unmap it while JS is blocked here).
     let result = unsafe { sys::wait_until(word, expected, deadline.as_ref(), || false) }?;
@@ -195,7 +201,14 @@ pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
         let expected = expected_value(env, element(3 * i + 2)?)?;
         words.push((word, expected));
     }
-    let deadline = deadline_after(timeout_ms(env, timeout)?);
+    let timeout = timeout_ms(env, timeout)?;
+    if timeout == 0.0 {
+        // As futexWait: answered from the words, without queueing on them.
+        // SeqCst: the kernel's check; SAFETY: each word is an aligned u32 inside a buffer held by `list`.
+        let moved = words.iter().any(|&(word, expected)| unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected);
+        return env.int32(if moved { -1 } else { -2 });
+    }
+    let deadline = deadline_after(timeout);
     // SAFETY: every word lies inside a buffer held by `list`, an argument
     // of this synchronous call (nothing can unmap it while JS is blocked).
     match unsafe { sys::waitv(&words, deadline.as_ref()) }? {

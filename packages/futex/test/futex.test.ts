@@ -130,6 +130,16 @@ describe('@shmring/futex', () => {
       assert.ok(ms >= 95 && ms < 1000, `took ${ms} ms`);
     });
 
+    it("answers a timeoutMs of 0 from the word, without sleeping: 'timed-out' while it holds the value, else 'not-equal'", () => {
+      Atomics.store(i32, 0, 7);
+      const started = performance.now();
+      assert.equal(wait(i32, 0, 7, 0), 'timed-out');
+      assert.equal(wait(i32, 0, 6, 0), 'not-equal');
+      assert.equal(wait(i32, 0, 7, -5), 'timed-out', 'a negative timeout is 0');
+      assert.ok(performance.now() - started < 50);
+      Atomics.store(i32, 0, 0);
+    });
+
     it("returns 'not-equal' at once when the word differs", () => {
       Atomics.store(i32, 0, 5);
       assert.equal(wait(i32, 0, 4, 10_000), 'not-equal');

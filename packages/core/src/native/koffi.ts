@@ -871,7 +871,13 @@ class KoffiBackend implements NativeBackend {
   futexWait(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult {
     const word = this.word(buffer, byteOffset);
     const value = checkExpected(expected);
-    const deadlineNs = this.deadlineAfter(checkTimeout(timeoutMs));
+    const timeout = checkTimeout(timeoutMs);
+    if (timeout === 0) {
+      // A wait that may not sleep answers from the word itself: a FUTEX_WAIT of an expired deadline would
+      // sit in the word's queue for a moment, where a wake-one meant for a sleeper could pick it.
+      return Atomics.load(word.i32, word.index) !== value ? 1 : 2;
+    }
+    const deadlineNs = this.deadlineAfter(timeout);
     const deadline = deadlineNs === null ? null : writeTimespec(this.syncDeadline, deadlineNs);
     for (;;) {
       if (this.futexWaitCall(word.address, value, deadline) >= 0) return 0;
