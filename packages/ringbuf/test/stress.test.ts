@@ -401,26 +401,26 @@ const ASYNC_STRESS = (
     {
       title: 'io_uring (the default)',
       path: { kind: 'io_uring', env: { SHMRING_ASYNC_WAIT: undefined, SHMRING_BACKEND: undefined } },
-      messages: 800_000,
-      minWakes: 50_000,
+      messages: 500_000,
+      minWakes: 31_250,
     },
     {
       title: 'futex_waitv lanes (SHMRING_ASYNC_WAIT=futex_waitv)',
       path: { kind: 'futex_waitv', env: { SHMRING_ASYNC_WAIT: 'futex_waitv', SHMRING_BACKEND: undefined } },
-      messages: 400_000,
-      minWakes: 25_000,
+      messages: 250_000,
+      minWakes: 15_625,
     },
     {
       title: 'waiter threads (SHMRING_ASYNC_WAIT=threads)',
       path: { kind: 'threads', env: { SHMRING_ASYNC_WAIT: 'threads', SHMRING_BACKEND: undefined } },
-      messages: 400_000,
-      minWakes: 25_000,
+      messages: 250_000,
+      minWakes: 15_625,
     },
     {
       title: "koffi on libuv's threadpool (SHMRING_BACKEND=koffi)",
       path: { kind: 'libuv-threadpool', env: { SHMRING_BACKEND: 'koffi', SHMRING_ASYNC_WAIT: undefined } },
-      messages: 300_000,
-      minWakes: 18_750,
+      messages: 200_000,
+      minWakes: 12_500,
     },
   ] satisfies AsyncStress[]
 ).map(
