@@ -270,7 +270,9 @@ export class SpscRing extends Queue {
     }
     this.#producerPosition = position;
     this.#cachedConsumerPosition = consumer;
-    // Counts the records found published (size, inspect); never past them.
+    // Counts the records found published (size, inspect); never past them. Before this producer publishes
+    // anything (LAYOUT.md, "A new producer"): should it die between a LENGTH store and its position store
+    // too, the consumer is still at most one publication ahead of the stored position (checkPositions).
     if (position !== stored) Atomics.store(ctl, L.PRODUCER_POSITION_I32, position);
   }
 
