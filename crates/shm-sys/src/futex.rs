@@ -205,7 +205,9 @@ pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
     if timeout == 0.0 {
         // As futexWait: answered from the words, without queueing on them.
         // SeqCst: the kernel's check; SAFETY: each word is an aligned u32 inside a buffer held by `list`.
-        let moved = words.iter().any(|&(word, expected)| unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected);
+        let moved = words
+            .iter()
+            .any(|&(word, expected)| unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected);
         return env.int32(if moved { -1 } else { -2 });
     }
     let deadline = deadline_after(timeout);
