@@ -302,7 +302,12 @@ describe('SpscRing layout version 2: the record header publishes the record', fu
     assert.equal(Atomics.load(ctl, L.PRODUCER_POSITION_I32), 16);
     assert.equal(consumer.size, 16, 'size counts what the stored position says');
     const next = SpscRing.attach(region);
-    assert.ok(next.tryWrite(new Uint8Array([3, 3, 3]), 3));
+    const at = next.claim(3);
+    assert.ok(at >= 0);
+    // LAYOUT.md "A new producer", step 3: the walked end is stored before this producer publishes anything.
+    assert.equal(Atomics.load(ctl, L.PRODUCER_POSITION_I32), 32, 'the walked end, stored before the first publication');
+    next.data.set([3, 3, 3], at);
+    next.commit(at, 3);
     assert.equal(next.writePosition, 48);
     const got: number[][] = [];
     for (let m = consumer.tryRead(); m !== null; m = consumer.tryRead()) got.push([consumer.lastType, ...m]);
