@@ -256,8 +256,10 @@ describe('@shmring/futex', () => {
          setTimeout(() => { Atomics.store(i32, 0, 1); Atomics.notify(i32, 0); }, 50);`,
         { eval: true, workerData: i32 },
       );
+      // Listen before awaiting anything: the worker may exit, and its 'exit' be emitted, before the wait resolves here.
+      const exited = new Promise((r) => worker.once('exit', r));
       assert.equal(await pending, 'ok');
-      await new Promise((r) => worker.once('exit', r));
+      await exited;
     });
 
     it('times out a SharedArrayBuffer wait in about the time asked', async () => {

@@ -208,6 +208,7 @@ describe('cooperative polling (Promise verbs)', function () {
     const { ring, region } = memfdRing(); // this object reads only: the worker takes the producer role
     const count = 48;
     const worker = startWorker({ role: 'paced-write', ring: { fd: region.fd! }, count, gapMs: 3 });
+    const exited = new Promise((r) => worker.once('exit', r)); // before any await: the worker may be gone by then
     const ended = new Promise<void>((resolve, reject) => {
       worker.on('message', (e: { event: string; message?: string }) => {
         if (e.event === 'end') resolve();
@@ -220,7 +221,7 @@ describe('cooperative polling (Promise verbs)', function () {
     // the length of the last wait (3 ms, 60 windows) can keep a hot reader from polling (50 µs, in vain, each time).
     for (let i = 0; i < count; i++) assert.equal((await ring.read({ timeoutMs: 5000 }))[0], i & 0xff);
     await ended;
-    await new Promise((r) => worker.once('exit', r));
+    await exited;
     const polls = waitCounters.polls - before.polls;
     const parks = waitCounters.asyncParks - before.asyncParks;
     console.log(`      ${count} messages 3 ms apart: ${polls} reads polled, ${parks} parked`);
@@ -240,6 +241,7 @@ describe('cooperative polling (Promise verbs)', function () {
       const pong = memfdRing();
       const ref = (r: Region): RingRef => ({ fd: r.fd });
       const worker = startWorker({ role: 'echo', inbound: ref(ping.region), outbound: ref(pong.region), poll });
+      const exited = new Promise((r) => worker.once('exit', r)); // before any await: the worker may be gone by then
       const events: Record<string, unknown>[] = [];
       const ended = new Promise<Record<string, unknown>>((resolve, reject) => {
         worker.on('message', (e: Record<string, unknown>) => {
@@ -263,7 +265,7 @@ describe('cooperative polling (Promise verbs)', function () {
       const parksHere = waitCounters.asyncParks - before;
       ping.ring.close();
       const end = await ended;
-      await new Promise((r) => worker.once('exit', r));
+      await exited;
       return { parksHere, parksThere: (end.counters as typeof waitCounters).asyncParks, rtMs };
     }
 
