@@ -26,11 +26,14 @@ const RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
 export function wait(i32: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult {
   checkWord(i32, index);
   const timeout = timeoutOf(timeoutMs);
-  // A wait that may not sleep answers from the word (it observes the waker's store), and never joins the
-  // word's wait queue even for a moment, where a wake of one meant for a sleeper could pick it.
-  if (timeout === 0) return Atomics.load(i32, index) === (expected | 0) ? 'timed-out' : 'not-equal';
-  // Sleeps while the word holds `expected` (checked atomically with going to sleep); pairs with wake().
-  if (isShared(i32)) return Atomics.wait(i32, index, expected | 0, timeout);
+  if (isShared(i32)) {
+    // A wait that may not sleep answers from the word (it observes the waker's store), never joining V8's
+    // waiter list even for a moment, where a notify of one meant for a sleeper could pick it. (The native
+    // backends do the same for their own words.)
+    if (timeout === 0) return Atomics.load(i32, index) === (expected | 0) ? 'timed-out' : 'not-equal';
+    // Sleeps while the word holds `expected` (checked atomically with going to sleep); pairs with wake().
+    return Atomics.wait(i32, index, expected | 0, timeout);
+  }
   return RESULTS[nativeFutex.wait(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout)]!;
 }
 
