@@ -138,6 +138,11 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
   },
 );
 
+/** The counters run() adds to: what the runs exercised, for the assertions that they did. */
+function newStats(): Record<string, number> {
+  return { runs: 0, handOvers: 0, publishedByHand: 0, diedBeforePositionStore: 0, lostBeforeLength: 0, lostInBatch: 0, delivered: 0 };
+}
+
 function run(capacity: number, start: number, commands: readonly Command[], stats: Record<string, number>): void {
   const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity }) });
   SpscRing.create(region, { capacity });
@@ -254,15 +259,7 @@ function run(capacity: number, start: number, commands: readonly Command[], stat
 
 describe('SpscRing layout version 2: the record header publishes the record', function () {
   this.timeout(120_000);
-  const stats: Record<string, number> = {
-    runs: 0,
-    handOvers: 0,
-    publishedByHand: 0,
-    diedBeforePositionStore: 0,
-    lostBeforeLength: 0,
-    lostInBatch: 0,
-    delivered: 0,
-  };
+  const stats = newStats();
 
   it('the consumer sees a record exactly once its LENGTH is stored; a producer that dies after any step is handed over without a duplicate or a loss', function () {
     fc.assert(
@@ -322,14 +319,7 @@ describe('SpscRing layout version 2: the record header publishes the record', fu
     // fast-check's counterexample (seed 575856113): the second dying producer publishes past the first one's
     // unstored end; it stored that end first (step 3 of "A new producer"), so the third one's attach finds
     // the positions at most one publication apart.
-    const stats: Record<string, number> = {
-      handOvers: 0,
-      publishedByHand: 0,
-      diedBeforePositionStore: 0,
-      lostBeforeLength: 0,
-      lostInBatch: 0,
-      delivered: 0,
-    };
+    const stats = newStats();
     run(
       64,
       168,
