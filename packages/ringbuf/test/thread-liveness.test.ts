@@ -157,7 +157,7 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
         const lv = LatestValue.attach(Region.fromSharedArrayBuffer(workerData.sab));
         lv.publish(new Uint8Array([5]));
         parentPort.postMessage('published');
-        await new Promise(() => {}); // holds the role, never closes
+        setInterval(() => {}, 1 << 30); // holds the role, never closes: a worker whose loop empties would end by itself
       })();`;
     const worker = new Worker(source, {
       eval: true,
@@ -195,7 +195,7 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
         const { Broadcast } = await import(workerData.ringbuf);
         Broadcast.subscribe(Region.fromSharedArrayBuffer(workerData.sab)); // takes a slot, never reads
         parentPort.postMessage('subscribed');
-        await new Promise(() => {});
+        setInterval(() => {}, 1 << 30); // lives on until terminated: a worker whose loop empties would end by itself
       })();`;
     const worker = new Worker(source, {
       eval: true,
@@ -210,7 +210,12 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
     let written = 0;
     while (publisher.tryWrite(message)) written++;
     assert.ok(written > 0 && written < capacity / 64, `the subscriber that never reads holds the publisher back (${written} written)`);
-    const parked = publisher.write(message, { peerTimeoutMs: 100, timeoutMs: 5_000 });
+    let done = false;
+    const parked = publisher.write(message, { peerTimeoutMs: 100, timeoutMs: 5_000 }).finally(() => {
+      done = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(done, false, 'a live subscriber worker keeps the lossless publisher waiting past peerTimeoutMs');
     await worker.terminate();
     await parked; // its slot freed (its thread is gone), the write goes through
     assert.ok(publisher.tryWrite(message), 'nobody holds the publisher back any more');
