@@ -281,8 +281,12 @@ export class MpscRing extends Queue {
       at = 0;
     } else {
       data32[at + M.MPSC_TYPE_I32] = PID;
-      // Publishes "claimed by PID" (TYPE before) to the consumer's stuck-record check.
-      Atomics.store(data32, at + M.MPSC_LENGTH_I32, -recordLength);
+      // Publishes "claimed by PID" to the consumer's stuck-record check: a plain store, ordered after
+      // TYPE's by x86-64's TSO (LAYOUT.md asks for a release; JavaScript's only one is seq_cst, a locked
+      // instruction that stalls on the line a caught-up consumer is polling: benches/src/mpsc.ts, one
+      // producer). Until the consumer sees it, LENGTH reads 0, "header not yet written", nothing to read
+      // either; the commit CAS below orders it before everything after it.
+      data32[at + M.MPSC_LENGTH_I32] = -recordLength;
     }
     this.#claimIndex = at;
     this.#claimLength = recordLength;
