@@ -48,6 +48,7 @@
  * (held.ts); it does so before its first look, so that the room it sees for
  * a corked producer is counted from everything that producer wrote.
  */
+import { unwatchAbort, watchAbort } from './abort.js';
 import { abortError, checkInteger, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
@@ -502,7 +503,7 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
   // Ends the pending wait: on the caller's abort, or when the watchdog finds a peer gone.
   const stop = new AbortController();
   const onAbort = (): void => stop.abort();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal !== undefined) watchAbort(signal, onAbort);
   let gone = false;
   let failure: unknown;
   const watched: Watched | undefined =
@@ -539,6 +540,6 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
     return step.value;
   } finally {
     if (watched !== undefined) unwatch(watched);
-    signal?.removeEventListener('abort', onAbort);
+    if (signal !== undefined) unwatchAbort(signal, onAbort);
   }
 }

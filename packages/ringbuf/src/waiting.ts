@@ -26,6 +26,7 @@ import { abortError, ErrorCodes, nativeFutex, ShmringError } from '@shmring/core
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { POLL_SLICE_MICROS, pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
+import { unwatchAbort, watchAbort } from './abort.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 export interface WaitOptions {
@@ -604,7 +605,7 @@ class AsyncPark<T, R> implements Watched {
     const signal = this.options?.signal;
     if (signal !== undefined) {
       this.#onAbort = () => this.#end('aborted');
-      signal.addEventListener('abort', this.#onAbort, { once: true });
+      watchAbort(signal, this.#onAbort);
     }
     if (this.stop !== undefined) this.stop.onStop = () => this.#end('stopped');
     if (this.periodMs !== Infinity) watch(this);
@@ -614,7 +615,7 @@ class AsyncPark<T, R> implements Watched {
     if (!this.#watching) return;
     this.#watching = false;
     if (this.periodMs !== Infinity) unwatch(this);
-    if (this.#onAbort !== undefined) this.options?.signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#onAbort !== undefined) unwatchAbort(this.options!.signal!, this.#onAbort);
     if (this.stop !== undefined) this.stop.onStop = undefined;
   }
 

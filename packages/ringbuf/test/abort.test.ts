@@ -1,0 +1,117 @@
+/**
+ * Parked Promise waits and their AbortSignal (abort.ts): one 'abort'
+ * listener per signal, however many waits park on it, one after the other
+ * or at once; an abort ends every wait parked on the signal and only those.
+ */
+import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
+import { Region } from '@shmring/core';
+import { SpscRing } from '../src/index.js';
+import { watchAbort, unwatchAbort } from '../src/abort.js';
+
+const CAPACITY = 4096;
+
+function rings(count: number): { rings: SpscRing[]; close(): void } {
+  const one = SpscRing.regionSize({ capacity: CAPACITY });
+  const region = Region.create({ backing: 'memfd', size: one * count });
+  const list = Array.from({ length: count }, (_, i) => SpscRing.create(region, { capacity: CAPACITY, offset: i * one }));
+  return {
+    rings: list,
+    close() {
+      for (const ring of list) ring.close();
+      region.close();
+    },
+  };
+}
+
+/** A read that parks at once (poll 0) and its outcome, once settled. */
+function parkedRead(ring: SpscRing, signal: AbortSignal): { promise: Promise<unknown>; outcome: () => string } {
+  let outcome = 'pending';
+  const promise = ring.read({ signal, poll: 0 }).then(
+    (m) => {
+      outcome = `read ${[...m].join(',')}`;
+    },
+    (err: Error) => {
+      outcome = err.name;
+    },
+  );
+  return { promise, outcome: () => outcome };
+}
+
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe('Promise waits and their AbortSignal', function () {
+  this.timeout(20_000);
+
+  it('keeps one abort listener on a signal that a thousand successive parked reads used, and none once it aborted', async function () {
+    const {
+      rings: [ring],
+      close,
+    } = rings(1);
+    const controller = new AbortController();
+    try {
+      for (let i = 0; i < 1000; i++) {
+        const read = parkedRead(ring!, controller.signal);
+        await turn(); // parked: the read has registered on the signal
+        assert.equal(read.outcome(), 'pending');
+        assert.ok(ring!.tryWrite(new Uint8Array([i & 0xff])));
+        await read.promise;
+        assert.equal(read.outcome(), `read ${i & 0xff}`);
+      }
+      assert.equal(getEventListeners(controller.signal, 'abort').length, 1, 'one listener for the signal, not one per wait');
+      controller.abort();
+      assert.equal(getEventListeners(controller.signal, 'abort').length, 0);
+    } finally {
+      close();
+    }
+  });
+
+  it('ends every read parked on a signal when it aborts, and none parked on another signal', async function () {
+    const { rings: list, close } = rings(6);
+    const first = new AbortController();
+    const second = new AbortController();
+    try {
+      const onFirst = list.slice(0, 4).map((ring) => parkedRead(ring, first.signal));
+      const onSecond = list.slice(4).map((ring) => parkedRead(ring, second.signal));
+      await turn();
+      assert.equal(getEventListeners(first.signal, 'abort').length, 1, 'four parked reads share one listener');
+      first.abort();
+      await Promise.all(onFirst.map((r) => r.promise));
+      assert.deepEqual(
+        onFirst.map((r) => r.outcome()),
+        ['AbortError', 'AbortError', 'AbortError', 'AbortError'],
+      );
+      await turn();
+      assert.deepEqual(
+        onSecond.map((r) => r.outcome()),
+        ['pending', 'pending'],
+      );
+      list[4]!.tryWrite(new Uint8Array([4]));
+      list[5]!.tryWrite(new Uint8Array([5]));
+      await Promise.all(onSecond.map((r) => r.promise));
+      assert.deepEqual(
+        onSecond.map((r) => r.outcome()),
+        ['read 4', 'read 5'],
+      );
+    } finally {
+      close();
+    }
+  });
+
+  it('calls a registered callback once on abort, and not one that was unregistered', function () {
+    const controller = new AbortController();
+    const calls: string[] = [];
+    const kept = (): void => {
+      calls.push('kept');
+    };
+    const dropped = (): void => {
+      calls.push('dropped');
+    };
+    watchAbort(controller.signal, kept);
+    watchAbort(controller.signal, dropped);
+    unwatchAbort(controller.signal, dropped);
+    controller.abort();
+    controller.abort();
+    assert.deepEqual(calls, ['kept']);
+  });
+});
