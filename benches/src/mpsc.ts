@@ -144,7 +144,7 @@ async function main(): Promise<void> {
       for (const kind of ['MpscRing', 'MpmcQueue'] as const) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
     }
     for (const kind of ['MpscRing', 'MpmcQueue'] as const) {
-      const sorted = runs[kind].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
+      const sorted = [...runs[kind]].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
       rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
     }
   }

@@ -93,6 +93,14 @@ const WAKE_ONE = 1;
 const WAKE_ALL = 0x7fffffff;
 /** The claimer's mark in TYPE while a record is claimed. */
 const PID = process.pid;
+/**
+ * Whether the claim mark's LENGTH store may be a plain store (#reserve):
+ * only where the hardware keeps stores in order (x86-64's TSO). Elsewhere
+ * (arm64, through koffi or a SharedArrayBuffer) a consumer could see the
+ * mark before the pid in TYPE and, with peerTimeoutMs 0, take a live
+ * producer's record back.
+ */
+const PLAIN_MARK = process.arch === 'x64';
 
 function corrupt(what: string): ShmringError {
   return new ShmringError(
@@ -281,12 +289,13 @@ export class MpscRing extends Queue {
       at = 0;
     } else {
       data32[at + M.MPSC_TYPE_I32] = PID;
-      // Publishes "claimed by PID" to the consumer's stuck-record check: a plain store, ordered after
-      // TYPE's by x86-64's TSO (LAYOUT.md asks for a release; JavaScript's only one is seq_cst, a locked
+      // Publishes "claimed by PID" to the consumer's stuck-record check: on x86-64 a plain store, ordered
+      // after TYPE's by TSO (LAYOUT.md asks for a release; JavaScript's only one is seq_cst, a locked
       // instruction that stalls on the line a caught-up consumer is polling: benches/src/mpsc.ts, one
       // producer). Until the consumer sees it, LENGTH reads 0, "header not yet written", nothing to read
       // either; the commit CAS below orders it before everything after it.
-      data32[at + M.MPSC_LENGTH_I32] = -recordLength;
+      if (PLAIN_MARK) data32[at + M.MPSC_LENGTH_I32] = -recordLength;
+      else Atomics.store(data32, at + M.MPSC_LENGTH_I32, -recordLength);
     }
     this.#claimIndex = at;
     this.#claimLength = recordLength;

@@ -98,6 +98,69 @@ describe('Promise waits and their AbortSignal', function () {
     }
   });
 
+  it('takes its listener off a signal no wait watched for a second, so an AbortSignal.any() made per call is not kept', async function () {
+    const {
+      rings: [ring],
+      close,
+    } = rings(1);
+    const never = new AbortController();
+    const composite = AbortSignal.any([never.signal]);
+    try {
+      const read = parkedRead(ring!, composite);
+      await turn();
+      assert.equal(getEventListeners(composite, 'abort').length, 1);
+      assert.ok(ring!.tryWrite(new Uint8Array([9])));
+      await read.promise;
+      assert.equal(getEventListeners(composite, 'abort').length, 1, 'kept for the next wait a while');
+      await new Promise((resolve) => setTimeout(resolve, 1_300));
+      assert.equal(getEventListeners(composite, 'abort').length, 0, 'taken off once no wait watched it');
+      assert.equal(getEventListeners(never.signal, 'abort').length, 0, 'nothing left on the source either');
+    } finally {
+      close();
+    }
+  });
+
+  it('runs a callback registered on a signal already aborted (in a microtask), every callback when one throws, and not one unregistered by another', async function () {
+    const calls: string[] = [];
+    const aborted = new AbortController();
+    aborted.abort();
+    watchAbort(aborted.signal, () => calls.push('late'));
+    assert.equal(calls.length, 0, 'not at once');
+    await Promise.resolve();
+    assert.equal(calls.join(), 'late');
+
+    const controller = new AbortController();
+    const thrown: unknown[] = [];
+    const onUncaught = (err: unknown): void => {
+      thrown.push(err);
+    };
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', onUncaught);
+    try {
+      const second = (): void => {
+        calls.push('second');
+      };
+      watchAbort(controller.signal, () => {
+        calls.push('first');
+        unwatchAbort(controller.signal, second);
+      });
+      watchAbort(controller.signal, second);
+      watchAbort(controller.signal, () => {
+        throw new Error('a callback that throws');
+      });
+      watchAbort(controller.signal, () => calls.push('fourth'));
+      controller.abort();
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      for (const listener of listeners) process.on('uncaughtException', listener);
+    }
+    assert.deepEqual(calls, ['late', 'first', 'fourth']);
+    assert.equal(thrown.length, 1);
+    assert.equal((thrown[0] as Error).message, 'a callback that throws');
+  });
+
   it('calls a registered callback once on abort, and not one that was unregistered', function () {
     const controller = new AbortController();
     const calls: string[] = [];

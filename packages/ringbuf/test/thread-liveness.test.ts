@@ -205,20 +205,25 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
         ringbuf: new URL('../src/index.js', import.meta.url).href,
       },
     });
-    await once(worker, 'message');
-    const message = new Uint8Array(64);
-    let written = 0;
-    while (publisher.tryWrite(message)) written++;
-    assert.ok(written > 0 && written < capacity / 64, `the subscriber that never reads holds the publisher back (${written} written)`);
-    let done = false;
-    const parked = publisher.write(message, { peerTimeoutMs: 100, timeoutMs: 5_000 }).finally(() => {
-      done = true;
-    });
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    assert.equal(done, false, 'a live subscriber worker keeps the lossless publisher waiting past peerTimeoutMs');
-    await worker.terminate();
-    await parked; // its slot freed (its thread is gone), the write goes through
-    assert.ok(publisher.tryWrite(message), 'nobody holds the publisher back any more');
-    publisher.close();
+    try {
+      await once(worker, 'message');
+      const message = new Uint8Array(64);
+      let written = 0;
+      while (publisher.tryWrite(message)) written++;
+      assert.ok(written > 0 && written < capacity / 64, `the subscriber that never reads holds the publisher back (${written} written)`);
+      let done = false;
+      const parked = publisher.write(message, { peerTimeoutMs: 100, timeoutMs: 5_000 }).finally(() => {
+        done = true;
+      });
+      parked.catch(() => {}); // awaited below; a failed assertion before that must not leave it unhandled
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(done, false, 'a live subscriber worker keeps the lossless publisher waiting past peerTimeoutMs');
+      await worker.terminate();
+      await parked; // its slot freed (its thread is gone), the write goes through
+      assert.ok(publisher.tryWrite(message), 'nobody holds the publisher back any more');
+    } finally {
+      await worker.terminate();
+      publisher.close();
+    }
   });
 });
