@@ -140,6 +140,10 @@ for (const backing of ['sab', 'memfd'] as const) {
       for (let v = 1; v <= 5; v++) {
         await sleep(5);
         lv.publish(new Uint8Array([v]));
+        // A fast reader by construction: the next version comes once this one was seen (a fixed gap
+        // was not enough on a loaded machine, where a parked reader's wake-up can take longer).
+        const until = performance.now() + 5_000;
+        while (got.length < 2 * v && performance.now() < until) await sleep(1);
       }
       await done;
       assert.deepEqual(got, [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]);
