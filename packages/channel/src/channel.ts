@@ -22,7 +22,7 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
-import { abortError, ErrorCodes, ShmringError, ShmringTypeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
 import { copyBytes, type ChannelCodec } from './codec.js';
 import { checkSignal, checkTimeout } from './options.js';
 import * as F from './frames.js';
@@ -594,7 +594,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
             this.#checkIdle();
           }
         };
-        signal.addEventListener('abort', receiver.onAbort, { once: true });
+        watchAbort(signal, receiver.onAbort);
       }
       this.#receivers.push(receiver);
       this.#kick();
@@ -619,7 +619,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#inbox.push(value);
       return;
     }
-    if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
+    if (receiver.onAbort !== undefined) unwatchAbort(receiver.signal!, receiver.onAbort);
     if (value instanceof Undecodable) this.#rejectReceiver(receiver, value.error);
     else receiver.resolve(receiver.iteration === undefined ? value : { value, done: false });
   }
@@ -656,7 +656,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       }
       if (signal !== undefined) {
         pending.onAbort = () => this.#settleRequest(id, abortError(signal), true);
-        signal.addEventListener('abort', pending.onAbort, { once: true });
+        watchAbort(signal, pending.onAbort);
       }
       this.#kick();
     });
@@ -675,7 +675,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (pending === undefined) return undefined;
     this.#requests.delete(id);
     if (pending.timer !== undefined) clearTimeout(pending.timer);
-    if (pending.onAbort !== undefined) pending.signal!.removeEventListener('abort', pending.onAbort);
+    if (pending.onAbort !== undefined) unwatchAbort(pending.signal!, pending.onAbort);
     return pending;
   }
 
@@ -1003,7 +1003,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#idle?.abort();
     this.#stop.abort();
     for (const receiver of this.#receivers.drainAll()) {
-      if (receiver.onAbort !== undefined) receiver.signal!.removeEventListener('abort', receiver.onAbort);
+      if (receiver.onAbort !== undefined) unwatchAbort(receiver.signal!, receiver.onAbort);
       if (receiver.iteration !== undefined && error === undefined) {
         receiver.iteration.finished = true;
         receiver.resolve(DONE_RESULT);

@@ -2,6 +2,7 @@ export { Region } from './region.js';
 export type { Backing, CreateOptions, OpenOptions, FromFdOptions, SnapshotOptions } from './region.js';
 export { sendRegion, receiveRegion } from './transfer.js';
 export type { ReceiveOptions } from './transfer.js';
+export { unwatchAbort, watchAbort } from './abort.js';
 export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';

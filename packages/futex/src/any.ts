@@ -20,7 +20,16 @@
  * wait began: the caller's snapshot is stale, re-check); 'timed-out'. As
  * with every futex wait, a caller treats each result as "re-check".
  */
-import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import {
+  abortError,
+  checkInteger,
+  ErrorCodes,
+  nativeFutex,
+  ShmringRangeError,
+  ShmringTypeError,
+  unwatchAbort,
+  watchAbort,
+} from '@shmring/core';
 import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
@@ -108,7 +117,7 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
       if (settled) return false;
       settled = true;
       if (keepAlive !== undefined) clearInterval(keepAlive);
-      signal?.removeEventListener('abort', onAbort);
+      if (signal !== undefined) unwatchAbort(signal, onAbort);
       for (let i = 0; i < n; i++) {
         const cancel = cancels[i];
         cancels[i] = undefined;
@@ -124,7 +133,7 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
       if (finish()) reject(err);
     };
     const onAbort = (): void => fail(abortError(signal));
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal !== undefined) watchAbort(signal, onAbort);
     for (let i = 0; i < n && !settled; i++) {
       const [i32, index, expected] = words[i]!;
       if (isShared(i32)) {

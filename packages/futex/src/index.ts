@@ -11,7 +11,7 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, nativeFutex } from '@shmring/core';
+import { abortError, checkInteger, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
 import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -74,9 +74,9 @@ function waitAsyncNative(
       pending.cancel();
       reject(abortError(signal));
     };
-    signal.addEventListener('abort', onAbort, { once: true });
+    watchAbort(signal, onAbort);
     pending.promise.then((code) => {
-      signal.removeEventListener('abort', onAbort);
+      unwatchAbort(signal, onAbort);
       resolve(RESULTS[code]!);
     }, reject);
   });
@@ -98,7 +98,7 @@ function waitAsyncShared(
   return new Promise<WaitResult>((resolve, reject) => {
     const settle = (): void => {
       clearInterval(keepAlive);
-      signal?.removeEventListener('abort', onAbort);
+      if (signal !== undefined) unwatchAbort(signal, onAbort);
     };
     const onAbort = (): void => {
       settle();
@@ -107,7 +107,7 @@ function waitAsyncShared(
       // spuriously, which every waiter tolerates (they re-check).
       Atomics.notify(i32, index);
     };
-    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal !== undefined) watchAbort(signal, onAbort);
     result.value.then((value: WaitResult) => {
       settle();
       resolve(value);

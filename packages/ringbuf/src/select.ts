@@ -48,8 +48,16 @@
  * (held.ts); it does so before its first look, so that the room it sees for
  * a corked producer is counted from everything that producer wrote.
  */
-import { unwatchAbort, watchAbort } from './abort.js';
-import { abortError, checkInteger, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import {
+  abortError,
+  checkInteger,
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  unwatchAbort,
+  watchAbort,
+} from '@shmring/core';
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';

@@ -22,11 +22,10 @@
  * thread holds corked is held.ts's; the dead-peer checks of parked Promise
  * waits are watchdog.ts's.
  */
-import { abortError, ErrorCodes, nativeFutex, ShmringError } from '@shmring/core';
+import { abortError, ErrorCodes, nativeFutex, ShmringError, unwatchAbort, watchAbort } from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { POLL_SLICE_MICROS, pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
-import { unwatchAbort, watchAbort } from './abort.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 export interface WaitOptions {

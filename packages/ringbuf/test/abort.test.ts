@@ -5,23 +5,22 @@
  */
 import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
-import { Region } from '@shmring/core';
+import { Region, unwatchAbort, watchAbort } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
-import { watchAbort, unwatchAbort } from '../src/abort.js';
 
 const CAPACITY = 4096;
 
-function rings(count: number): { rings: SpscRing[]; close(): void } {
+/** Runs `body` with `count` fresh rings in one memfd region, and closes them however it ends. */
+async function withRings(count: number, body: (rings: SpscRing[]) => Promise<void>): Promise<void> {
   const one = SpscRing.regionSize({ capacity: CAPACITY });
   const region = Region.create({ backing: 'memfd', size: one * count });
   const list = Array.from({ length: count }, (_, i) => SpscRing.create(region, { capacity: CAPACITY, offset: i * one }));
-  return {
-    rings: list,
-    close() {
-      for (const ring of list) ring.close();
-      region.close();
-    },
-  };
+  try {
+    await body(list);
+  } finally {
+    for (const ring of list) ring.close();
+    region.close();
+  }
 }
 
 /** A read that parks at once (poll 0) and its outcome, once settled. */
@@ -44,12 +43,8 @@ describe('Promise waits and their AbortSignal', function () {
   this.timeout(20_000);
 
   it('keeps one abort listener on a signal that a thousand successive parked reads used, and none once it aborted', async function () {
-    const {
-      rings: [ring],
-      close,
-    } = rings(1);
     const controller = new AbortController();
-    try {
+    await withRings(1, async ([ring]) => {
       for (let i = 0; i < 1000; i++) {
         const read = parkedRead(ring!, controller.signal);
         await turn(); // parked: the read has registered on the signal
@@ -61,16 +56,13 @@ describe('Promise waits and their AbortSignal', function () {
       assert.equal(getEventListeners(controller.signal, 'abort').length, 1, 'one listener for the signal, not one per wait');
       controller.abort();
       assert.equal(getEventListeners(controller.signal, 'abort').length, 0);
-    } finally {
-      close();
-    }
+    });
   });
 
   it('ends every read parked on a signal when it aborts, and none parked on another signal', async function () {
-    const { rings: list, close } = rings(6);
     const first = new AbortController();
     const second = new AbortController();
-    try {
+    await withRings(6, async (list) => {
       const onFirst = list.slice(0, 4).map((ring) => parkedRead(ring, first.signal));
       const onSecond = list.slice(4).map((ring) => parkedRead(ring, second.signal));
       await turn();
@@ -93,19 +85,13 @@ describe('Promise waits and their AbortSignal', function () {
         onSecond.map((r) => r.outcome()),
         ['read 4', 'read 5'],
       );
-    } finally {
-      close();
-    }
+    });
   });
 
   it('takes its listener off a signal no wait watched for a second, so an AbortSignal.any() made per call is not kept', async function () {
-    const {
-      rings: [ring],
-      close,
-    } = rings(1);
     const never = new AbortController();
     const composite = AbortSignal.any([never.signal]);
-    try {
+    await withRings(1, async ([ring]) => {
       const read = parkedRead(ring!, composite);
       await turn();
       assert.equal(getEventListeners(composite, 'abort').length, 1);
@@ -115,9 +101,7 @@ describe('Promise waits and their AbortSignal', function () {
       await new Promise((resolve) => setTimeout(resolve, 1_300));
       assert.equal(getEventListeners(composite, 'abort').length, 0, 'taken off once no wait watched it');
       assert.equal(getEventListeners(never.signal, 'abort').length, 0, 'nothing left on the source either');
-    } finally {
-      close();
-    }
+    });
   });
 
   it('runs a callback registered on a signal already aborted (in a microtask), every callback when one throws, and not one unregistered by another', async function () {

@@ -19,7 +19,8 @@
  * aborts; one unregistered meanwhile does not run; one that throws does
  * not stop the others (its error is rethrown in a microtask, as an
  * uncaught exception, as an EventTarget listener's would be). Module state
- * is per thread.
+ * is per thread. Shared by the waits of every package (@shmring/futex's,
+ * @shmring/ringbuf's, a channel's receive and request).
  */
 
 /** ms a signal's listener stays with no wait watching it (a program that waits on it again soon keeps it). */
