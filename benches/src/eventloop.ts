@@ -23,6 +23,11 @@
  *              the event-loop delay probe (below) on in the client and in the echo
  *   idle-poll  the same with `{ poll: 2000 }` on every read, write and the echo's iterator (rings only;
  *              its baseline is the idle socket)
+ *   idle-pinned the idle round trip again, the client on one CPU and the echo on another (taskset, for
+ *              the pair's blocks only), the socket's too: a Unix socket's wake-up is synchronous, so
+ *              Linux may run the woken echo on the client's CPU, while a futex wake goes to the
+ *              echo's own, idle CPU (on a VM, a halted vCPU to wake). Pinned, both pay the latter.
+ *              p50, p99 (skipped where there is no taskset or only one CPU)
  *   b2b        back-to-back round trips: p50, p99
  *   inflight64 64 requests in flight: the client writes 64, then writes one more per reply; round trips/s
  *   pending    1000 idle reads (1000 rings, or 1000 connected sockets, in one process; nothing arrives):
@@ -43,6 +48,7 @@
  * monitorEventLoopDelay (resolution 20 ms, interval minus 20 ms) is kept in
  * the pending rows' notes.
  */
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -337,6 +343,30 @@ async function closeAll(contenders: Contender[]): Promise<void> {
 const IDLE_BLOCK = 50;
 
 /**
+ * The two CPUs the idle-pinned row puts the client and the echo on (the
+ * first two this process may use), and that whole list, to give back after
+ * each block; undefined where there is no taskset or only one CPU.
+ */
+function pinnableCpus(): { client: string; echo: string; all: string } | undefined {
+  try {
+    const out = execFileSync('taskset', ['-p', '-c', String(process.pid)], { encoding: 'utf8' });
+    const all = out.slice(out.lastIndexOf(':') + 1).trim();
+    const cpus = all.split(',').flatMap((part) => {
+      const [a, b = a] = part.split('-').map(Number);
+      return Array.from({ length: b! - a! + 1 }, (_, i) => a! + i);
+    });
+    return cpus.length >= 2 ? { client: String(cpus[0]), echo: String(cpus[1]), all } : undefined;
+  } catch {
+    return undefined; // no taskset (util-linux)
+  }
+}
+
+/** Sets the CPUs of every thread of process `pid`. */
+function pin(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/**
  * Round trips after 1 ms of idle (setTimeout(1) before each), for the
  * socket, the rings, and the rings with `{ poll }`, interleaved in blocks of
  * IDLE_BLOCK; then `probed` more round trips of each pair in turn with the
@@ -345,11 +375,16 @@ const IDLE_BLOCK = 50;
  */
 async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measurement[]> {
   const pollFound = await pollSupported();
+  const cpus = pinnableCpus();
   const contenders: Contender[] = [];
   try {
     contenders.push(new Contender('idle', socketBeside(who), await socketPairOf(), p.count));
     contenders.push(new Contender('idle', who, await ringPair(undefined), p.count));
     contenders.push(new Contender('idle-poll', who, await ringPair(POLL_MICROS), p.count));
+    if (cpus !== undefined) {
+      contenders.push(new Contender('idle-pinned', socketBeside(who), await socketPairOf(), p.count));
+      contenders.push(new Contender('idle-pinned', who, await ringPair(undefined), p.count));
+    }
     for (const c of contenders) {
       for (let i = 0; i < p.warmup; i++) {
         await sleep(1);
@@ -358,14 +393,27 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
     }
     await interleave(contenders, Math.ceil(p.count / IDLE_BLOCK), async (c, b) => {
       const n = Math.min(IDLE_BLOCK, p.count - b * IDLE_BLOCK);
-      await sleep(1);
-      await c.roundTrip(); // the first after another pair's block: this pair was idle for longer
-      for (let i = 0; i < n; i++) {
+      const pinned = c.row === 'idle-pinned' && cpus !== undefined;
+      if (pinned) {
+        pin(process.pid, cpus.client);
+        pin(c.pair.pid, cpus.echo);
+      }
+      try {
         await sleep(1);
-        c.samples.addMs(await c.roundTrip());
+        await c.roundTrip(); // the first after another pair's block: this pair was idle for longer
+        for (let i = 0; i < n; i++) {
+          await sleep(1);
+          c.samples.addMs(await c.roundTrip());
+        }
+      } finally {
+        if (pinned) {
+          pin(process.pid, cpus.all);
+          pin(c.pair.pid, cpus.all);
+        }
       }
     });
     for (const c of contenders) {
+      if (c.row === 'idle-pinned') continue; // no probe: its rows are the round trip's
       const probe = await spawnProbe();
       probe.start();
       for (let i = 0; i < p.probed; i++) {
@@ -382,6 +430,13 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
   const records: Measurement[] = [];
   for (const c of contenders) {
     const rtt = percentiles(c.samples);
+    if (c.row === 'idle-pinned') {
+      const note =
+        `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'; ` +
+        `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread); ${c.cpuNote()}`;
+      records.push(rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note));
+      continue;
+    }
     const poll =
       c.row === 'idle-poll'
         ? `; { poll: ${POLL_MICROS} } on every wait${pollFound ? '' : ' (not detected in this build: an invalid poll was accepted; the option may not exist yet)'}`

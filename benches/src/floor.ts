@@ -1,10 +1,13 @@
 /**
- * The floor: benches/c/floor.c, built here with the system's `cc -O2`
- * (skipped with a note when there is no cc), gives the hardware round trip
- * (one cache line bounced between two processes spinning on atomics, pinned
- * to different CPUs), the throughput of the same SPSC ring design written in
- * C (what the layout allows on this machine), and the memcpy bandwidth for
- * the message sizes the throughput scenarios use.
+ * The floors, C programs built here with the system's `cc -O2` (skipped
+ * with a note when there is no cc). benches/c/floor.c gives the hardware
+ * round trip (one cache line bounced between two processes spinning on
+ * atomics, pinned to different CPUs), the throughput of the same SPSC ring
+ * design written in C (what the layout allows on this machine), and the
+ * memcpy bandwidth for the message sizes the throughput scenarios use.
+ * benches/c/wake.c gives what the kernel's wake-ups cost after an idle gap:
+ * a Unix socket's, the rings' futex through io_uring (the addon's
+ * event-loop wait), and a futex_wait, with nothing of Node around them.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,30 +16,44 @@ import { track } from './harness.js';
 import type { Measurement } from './measurement.js';
 import { spscCapacity } from './throughput.js';
 
-const SOURCE = fileURLToPath(new URL('../c/floor.c', import.meta.url));
-const BINARY = fileURLToPath(new URL('./c/floor', import.meta.url));
+type Program = 'floor' | 'wake';
 
-/** Builds the floor program if needed; returns why not when it cannot. */
-export function buildFloor(): string | undefined {
+const sourceOf = (program: Program): string => fileURLToPath(new URL(`../c/${program}.c`, import.meta.url));
+const binaryOf = (program: Program): string => fileURLToPath(new URL(`./c/${program}`, import.meta.url));
+
+/** Builds benches/c/<program>.c if needed; returns why not when it cannot. */
+function buildC(program: Program): string | undefined {
+  const [source, binary] = [sourceOf(program), binaryOf(program)];
   const probe = spawnSync('cc', ['--version'], { stdio: 'ignore' });
-  if (probe.error || probe.status !== 0) return 'no C compiler (cc) on this machine: the C floor was skipped';
-  if (fs.existsSync(BINARY) && fs.statSync(BINARY).mtimeMs >= fs.statSync(SOURCE).mtimeMs) return undefined;
+  if (probe.error || probe.status !== 0) return `no C compiler (cc) on this machine: benches/c/${program}.c was skipped`;
+  if (fs.existsSync(binary) && fs.statSync(binary).mtimeMs >= fs.statSync(source).mtimeMs) return undefined;
   fs.mkdirSync(fileURLToPath(new URL('./c/', import.meta.url)), { recursive: true });
-  const temporary = `${BINARY}.${process.pid}`;
-  const build = spawnSync('cc', ['-O2', '-std=gnu11', '-o', temporary, SOURCE], { encoding: 'utf8' });
-  if (build.status !== 0) return `cc -O2 benches/c/floor.c failed, the C floor was skipped:\n${build.stderr}`;
-  fs.renameSync(temporary, BINARY);
+  const temporary = `${binary}.${process.pid}`;
+  const build = spawnSync('cc', ['-O2', '-std=gnu11', '-o', temporary, source], { encoding: 'utf8' });
+  if (build.status !== 0) return `cc -O2 benches/c/${program}.c failed, it was skipped:\n${build.stderr}`;
+  fs.renameSync(temporary, binary);
   return undefined;
 }
 
-function runFloor(args: string[]): Promise<Record<string, number | boolean | string>> {
+/** Builds the floor program if needed; returns why not when it cannot. */
+export function buildFloor(): string | undefined {
+  return buildC('floor');
+}
+
+function runC(program: Program, args: string[]): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(BINARY, args, { stdio: ['ignore', 'pipe', 'inherit'] }));
+    const child = track(spawn(binaryOf(program), args, { stdio: ['ignore', 'pipe', 'inherit'] }));
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`floor ${args.join(' ')} exited with ${code}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`${program} ${args.join(' ')} exited with ${code}`)),
+    );
   });
+}
+
+function runFloor(args: string[]): Promise<Record<string, number | boolean | string>> {
+  return runC('floor', args) as Promise<Record<string, number | boolean | string>>;
 }
 
 /** The floor's round trip: the best (lowest p50) of three runs of rounds / 3, so that a burst of load does not raise the floor. */
@@ -122,4 +139,54 @@ export async function floorMemcpy(sizes: number[], ms: number): Promise<{ record
     });
   }
   return { records, notes: [] };
+}
+
+/** benches/c/wake.c's ways, as it names them, and the rows they become. */
+const WAKE_WAYS = {
+  'unix-socket': 'C: Unix socket, the other side in epoll_wait',
+  'io-uring-futex': "C: the rings' futex, the other side in epoll_wait on an io_uring FUTEX_WAIT",
+  futex: 'C: futex, the other side in futex_wait',
+} as const;
+
+/** The record name of one of benches/c/wake.c's ways. */
+export const wakeFloorName = (way: keyof typeof WAKE_WAYS): string => `wake.floor.${way}`;
+
+interface WakeWay {
+  rtP50Ns: number;
+  rtP90Ns: number;
+  hopP50Ns: number;
+  sendCallP50Ns: number;
+}
+
+/**
+ * The kernel's wake-up paths after an idle gap (benches/c/wake.c): a round
+ * trip between two C processes that both sleep between messages, each way
+ * interleaved with the others in blocks. Its p50 and p99 in ns; the note
+ * gives the hop (send to the woken side back in user space) and the send
+ * call alone.
+ */
+export async function floorWake(rounds: number, idleUs: number): Promise<{ records: Measurement[]; notes: string[] }> {
+  const skipped = buildC('wake');
+  if (skipped) return { records: [], notes: [skipped] };
+  const r = (await runC('wake', [String(rounds), String(idleUs)])) as { rounds: number; ioUring: string; ways: Record<string, WakeWay> };
+  const notes = r.ioUring === 'ok' ? [] : [`benches/c/wake.c: no io_uring way on this machine (${r.ioUring})`];
+  const records: Measurement[] = [];
+  for (const [way, transport] of Object.entries(WAKE_WAYS)) {
+    const w = r.ways[way];
+    if (w === undefined) continue;
+    const note =
+      `${r.rounds} round trips, each after ${idleUs} µs asleep (nanosleep), the three ways interleaved in blocks of 25; ` +
+      `p90 ${(w.rtP90Ns / 1000).toFixed(1)} µs; hop (send to the woken side back from its wait) ${(w.hopP50Ns / 1000).toFixed(1)} µs p50, ` +
+      `of which the send call (write or FUTEX_WAKE) ${(w.sendCallP50Ns / 1000).toFixed(1)} µs`;
+    records.push({
+      name: wakeFloorName(way as keyof typeof WAKE_WAYS),
+      transport,
+      messageSize: 8,
+      metric: 'p50',
+      value: w.rtP50Ns,
+      unit: 'ns',
+      note,
+    });
+  }
+  return { records, notes };
 }

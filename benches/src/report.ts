@@ -6,6 +6,7 @@
  */
 import { bridgeRecord, bridgeSection, bridgeTargets } from './bridge-report.js';
 import { channelRecord, channelSection, channelTargets } from './channel-report.js';
+import { wakeFloorName } from './floor.js';
 import type { Measurement, Metric } from './measurement.js';
 
 export interface BenchRecord extends Measurement {
@@ -92,6 +93,7 @@ export function withRatios(measurements: Measurement[]): BenchRecord[] {
       if (m.name.startsWith('tput.thread.')) port = find(measurements, 'tput.thread.messageport', m.metric, m.messageSize);
     }
     if (m.name.startsWith('loop.')) socket = loopBaseline(measurements, m);
+    if (m.name.startsWith('wake.floor.')) socket = find(measurements, wakeFloorName('unix-socket'), m.metric);
     if (m.name.startsWith('latest.read.')) floor = find(measurements, 'latest.read.atomics-load', 'ns/op');
     if (m.name.startsWith('latest.wake.')) socket = find(measurements, 'latest.wake.unix-socket', m.metric);
     const record: BenchRecord = { ...m, ratioToUnixSocket: ratio(m.value, socket), ratioToFloor: ratio(m.value, floor) };
@@ -159,6 +161,7 @@ const LOOP_ROWS: LoopRow[] = [
     },
   },
   { label: 'round trip after 1 ms idle, p99 µs', row: 'idle', metric: 'p99', show: usCell },
+  { label: 'the same, client and echo pinned to two CPUs, p50 µs', row: 'idle-pinned', metric: 'p50', show: usCell },
   {
     label: 'back-to-back round trip, p50 µs',
     row: 'b2b',
@@ -315,6 +318,8 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     })
     .filter(Boolean);
   if (cpu.length > 0) notes.push(`CPU (% of one CPU) during the idle round trips: ${cpu.join('. ')}`);
+  const kernel = wakeFloorNote(records);
+  if (kernel !== undefined) notes.push(kernel);
   const beside = ids
     .filter((id) => id !== 'socket')
     .map((id) => {
@@ -340,7 +345,10 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     'and measures the socket beside the rings in the same process, interleaved in short blocks. ' +
     'In brackets: × that socket; ✓/✗: the target of issue 10 (the targets apply to the default column; the fallbacks are held to the same bar).\n\n' +
     `${table(header, rows)}\n\n` +
-    'Idle: `await setTimeout(1 ms)` before each round trip, so both sides park. Back to back: one round trip after the other. ' +
+    'Idle: `await setTimeout(1 ms)` before each round trip, so both sides park. ' +
+    'Pinned: the same, the client on one CPU and the echo on another during the pair’s blocks (taskset): a Unix socket’s wake-up is ' +
+    'synchronous, so Linux may run the woken echo on the client’s own CPU once the client sleeps, while a futex wake sends it to its ' +
+    'own idle CPU (on a virtual machine, a halted vCPU to wake); pinned, both pay for that. Back to back: one round trip after the other. ' +
     '64 in flight: the client writes 64, then one more per reply. 1000 pending reads: 1000 rings (or 1000 connected Unix sockets) in one process, ' +
     'one `read()` pending on each, nothing arriving: threads added (/proc/self/task), CPU of all threads (process.cpuUsage) over the window. ' +
     'Event-loop delay: a probe process writes its clock (CLOCK_MONOTONIC) to a socketpair at random gaps of 0.5–2.5 ms and the ' +
@@ -349,6 +357,32 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     'In the idle rows the client and the echo each run a probe during a second series of round trips after the timed one; ' +
     'with `poll` the client sleeps between pings while the echo polls between messages.' +
     (notes.length > 0 ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '')
+  );
+}
+
+/**
+ * The kernel's part of the idle row (benches/c/wake.c in the same run): the
+ * same wake-ups between two C processes, beside the Node round trips.
+ */
+function wakeFloorNote(records: BenchRecord[]): string | undefined {
+  const socket = find(records, wakeFloorName('unix-socket'), 'p50');
+  if (socket === undefined) return undefined;
+  const uring = find(records, wakeFloorName('io-uring-futex'), 'p50');
+  const futex = find(records, wakeFloorName('futex'), 'p50');
+  const ring = loopRecord(records, 'idle', 'ring', 'p50');
+  const nodeSocket = find(records, 'loop.idle.socket@ring', 'p50');
+  const hop = (m: Measurement | undefined): string => m?.note?.match(/hop[^)]*\) ([\d.]+ µs)/)?.[1] ?? '–';
+  return (
+    `the kernel's part (benches/c/wake.c, two C processes in the same run, 1 ms asleep before each round trip, p50): ` +
+    `a Unix socket ${fmtNs(socket.value)} µs (hop ${hop(socket)})` +
+    (uring
+      ? `, the rings' futex through io_uring ${fmtNs(uring.value)} µs (hop ${hop(uring)}, ${fmtRatio(ratio(uring.value, socket))})`
+      : '') +
+    (futex ? `, a futex_wait ${fmtNs(futex.value)} µs (hop ${hop(futex)})` : '') +
+    (ring && nodeSocket
+      ? `; the same round trips between Node processes above: ${fmtNs(ring.value)} µs through the rings, ${fmtNs(nodeSocket.value)} µs ` +
+        'through the socket. What Node programs pay beyond the C figures is user space: Node, V8 and this library'
+      : '')
   );
 }
 

@@ -131,6 +131,8 @@ function plan(quick: boolean): Step[] {
   for (const t of LOOP_TRANSPORTS) {
     steps.push({ kind: 'eventloop', name: `loop.pending.${t.id}`, params: { ...loop, transport: t.id }, env: { ...t.env } });
   }
+  // What the kernel's wake-ups cost under the idle row, in C (floor.ts, benches/c/wake.c): about 3 s, 1 s quick.
+  steps.push({ kind: 'floor-wake', name: 'wake.floor', params: { rounds: quick ? 200 : 800, idleUs: 1000 } });
   for (const size of procSizes) {
     for (const name of [
       'tput.proc.spsc-copy',

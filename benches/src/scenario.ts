@@ -10,7 +10,7 @@ import { bridgeScenario, type BridgeParams } from './bridge.js';
 import { channelScenario, type ChannelParams } from './channel.js';
 import { eventLoop, type EventLoopParams } from './eventloop.js';
 import { latestScenario, type LatestParams } from './latest.js';
-import { floorMemcpy, floorRoundTrip, floorStream } from './floor.js';
+import { floorMemcpy, floorRoundTrip, floorStream, floorWake } from './floor.js';
 import { exitWithParent, killChildren } from './harness.js';
 import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from './latency.js';
 import type { Measurement } from './measurement.js';
@@ -23,6 +23,7 @@ export type Kind =
   | 'floor-rtt'
   | 'floor-stream'
   | 'floor-memcpy'
+  | 'floor-wake'
   | 'rtt-proc'
   | 'rtt-thread'
   | 'tput-proc'
@@ -51,6 +52,8 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
       return floorStream(params.sizes as number[], params.ms as number);
     case 'floor-memcpy':
       return floorMemcpy(params.sizes as number[], params.ms as number);
+    case 'floor-wake':
+      return floorWake(params.rounds as number, params.idleUs as number);
     case 'rtt-proc':
       return records(await processRoundTrip(name as ProcessRoundTrip, params as unknown as RoundTripOptions));
     case 'rtt-thread':
