@@ -30,6 +30,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <signal.h>
@@ -54,6 +55,10 @@
 #define FUTEX2_SIZE_U32 0x02
 #endif
 
+/* Where an SQE's addr3 is (the futex bitset of FUTEX_WAIT): 48 bytes in, whatever the headers name it. */
+#define SQE_ADDR3_OFFSET 48
+_Static_assert(sizeof(struct io_uring_sqe) >= SQE_ADDR3_OFFSET + 8, "an io_uring SQE of 64 bytes");
+
 enum { UNIX_SOCKET, IO_URING_FUTEX, FUTEX_DIRECT, WAYS };
 static const char *const NAMES[WAYS] = {"unix-socket", "io-uring-futex", "futex"};
 #define BLOCK 25
@@ -63,6 +68,8 @@ struct shared {
   _Alignas(128) _Atomic uint32_t ping; /* written by the client */
   _Alignas(128) _Atomic uint32_t pong; /* written by the echo */
   _Alignas(128) _Atomic uint64_t woke; /* the echo: CLOCK_MONOTONIC ns when its wait returned */
+  _Atomic int32_t woke_cpu;            /* the echo: the CPU it ran on then */
+  _Atomic int32_t echo_setup;          /* the echo: 0 until set up, then 1 (io_uring too) or 2 (no io_uring) */
 };
 
 static uint64_t now_ns(void) {
@@ -125,7 +132,9 @@ static int uring_futex_wait(struct uring *r, _Atomic uint32_t *word, uint32_t ex
   e->fd = FUTEX2_SIZE_U32;
   e->addr = (uint64_t)(uintptr_t)word;
   e->off = expected;
-  e->addr3 = FUTEX_BITSET_MATCH_ANY;
+  /* The wait's bitset, in the word headers before Linux 5.19 call __pad2[0]. */
+  uint64_t mask = FUTEX_BITSET_MATCH_ANY;
+  memcpy((char *)e + SQE_ADDR3_OFFSET, &mask, sizeof mask);
   r->sq_array[i] = i;
   /* Publishes the entry to the kernel, which reads it during io_uring_enter. */
   atomic_store_explicit(r->sq_tail, tail + 1, memory_order_release);
@@ -242,9 +251,13 @@ int main(int argc, char **argv) {
   if (child < 0) { perror("fork"); return 1; }
   if (child == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(pair[0]);
     struct side e;
     const char *why;
     open_side(&e, pair[1], &why); /* a ring of its own: each io_uring is its process's */
+    /* Publishes whether this side has an io_uring; the parent picks the ways from both. */
+    atomic_store(&sh->echo_setup, why == NULL ? 1 : 2);
+    if (why != NULL) uring_ok = 0;
     uint32_t seen = 0;
     for (long b = 0; b < blocks * WAYS; b++) {
       int way = (int)(b % WAYS);
@@ -252,15 +265,24 @@ int main(int argc, char **argv) {
       for (int i = 0; i < BLOCK; i++) {
         if (way == UNIX_SOCKET) receive_socket(&e);
         else seen = wait_word(&e, way, &sh->ping, seen);
-        /* Publishes when this side came back from its wait, before the answer that lets the client read it. */
+        /* Publish when and where this side came back from its wait, before the answer that lets the client read them. */
+        atomic_store(&sh->woke_cpu, sched_getcpu());
         atomic_store(&sh->woke, now_ns());
         send_on(&e, way, &sh->pong, seen);
       }
     }
     _exit(0);
   }
+  close(pair[1]);
+  /* Observes the echo's setup (it runs each way's loop only where both sides have what the way needs). */
+  int32_t echo_setup;
+  while ((echo_setup = atomic_load(&sh->echo_setup)) == 0) usleep(1000);
+  if (echo_setup == 2 && uring_ok) {
+    uring_ok = 0;
+    uring_why = "the echo process could not set up its io_uring";
+  }
   uint64_t *rt[WAYS], *hop[WAYS], *call[WAYS];
-  long n[WAYS] = {0};
+  long n[WAYS] = {0}, same_cpu[WAYS] = {0};
   for (int w = 0; w < WAYS; w++) {
     rt[w] = malloc((size_t)blocks * BLOCK * sizeof(uint64_t));
     hop[w] = malloc((size_t)blocks * BLOCK * sizeof(uint64_t));
@@ -275,14 +297,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < BLOCK; i++) {
       nanosleep(&gap, NULL);
       sent++;
+      int cpu = sched_getcpu();
       uint64_t t0 = now_ns();
       send_on(&s, way, &sh->ping, sent);
       uint64_t t1 = now_ns();
       if (way == UNIX_SOCKET) receive_socket(&s);
-      else wait_word(&s, way, &sh->pong, sent - 1);
+      /* Each load observes the echo's answer; the word may still hold an older round's until then. */
+      else for (uint32_t v; (v = atomic_load(&sh->pong)) != sent;) wait_word(&s, way, &sh->pong, v);
       uint64_t t2 = now_ns();
       /* Observes the echo's stamp, stored before its answer, which we have seen. */
       uint64_t woke = atomic_load(&sh->woke);
+      same_cpu[way] += atomic_load(&sh->woke_cpu) == cpu;
       rt[way][n[way]] = t2 - t0;
       hop[way][n[way]] = woke > t0 ? woke - t0 : 0;
       call[way][n[way]] = t1 - t0;
@@ -295,9 +320,9 @@ int main(int argc, char **argv) {
   for (int w = 0; w < WAYS; w++) {
     if (n[w] == 0) continue;
     uint64_t p50 = percentile(rt[w], n[w], 50), p90 = percentile(rt[w], n[w], 90);
-    printf("%s\"%s\":{\"rtP50Ns\":%llu,\"rtP90Ns\":%llu,\"hopP50Ns\":%llu,\"sendCallP50Ns\":%llu}", sep, NAMES[w],
-           (unsigned long long)p50, (unsigned long long)p90, (unsigned long long)percentile(hop[w], n[w], 50),
-           (unsigned long long)percentile(call[w], n[w], 50));
+    printf("%s\"%s\":{\"rtP50Ns\":%llu,\"rtP90Ns\":%llu,\"hopP50Ns\":%llu,\"sendCallP50Ns\":%llu,\"echoOnClientCpu\":%.3f}", sep,
+           NAMES[w], (unsigned long long)p50, (unsigned long long)p90, (unsigned long long)percentile(hop[w], n[w], 50),
+           (unsigned long long)percentile(call[w], n[w], 50), (double)same_cpu[w] / (double)n[w]);
     sep = ",";
   }
   printf("}}\n");

@@ -24,10 +24,10 @@
  *   idle-poll  the same with `{ poll: 2000 }` on every read, write and the echo's iterator (rings only;
  *              its baseline is the idle socket)
  *   idle-pinned the idle round trip again, the client on one CPU and the echo on another (taskset, for
- *              the pair's blocks only), the socket's too: a Unix socket's wake-up is synchronous, so
- *              Linux may run the woken echo on the client's CPU, while a futex wake goes to the
- *              echo's own, idle CPU (on a VM, a halted vCPU to wake). Pinned, both pay the latter.
- *              p50, p99 (skipped where there is no taskset or only one CPU)
+ *              the pair's blocks only), the socket's too. Unpinned, Linux mostly runs the woken echo
+ *              on the client's CPU (either transport), so each side's work around a wake-up runs
+ *              one after the other with the peer's; pinned, it overlaps. p50, p99 (left out where
+ *              there is no taskset, only one CPU, or taskset fails)
  *   b2b        back-to-back round trips: p50, p99
  *   inflight64 64 requests in flight: the client writes 64, then writes one more per reply; round trips/s
  *   pending    1000 idle reads (1000 rings, or 1000 connected sockets, in one process; nothing arrives):
@@ -361,9 +361,28 @@ function pinnableCpus(): { client: string; echo: string; all: string } | undefin
   }
 }
 
-/** Sets the CPUs of every thread of process `pid`. */
-function pin(pid: number, cpus: string): void {
-  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+/** Why pinning failed in this process (the idle-pinned row is then left out), or undefined. */
+let pinFailure: string | undefined;
+
+/**
+ * Puts every thread of this process on `client` and every thread of process
+ * `echo` on `echoCpus` (both tried, whatever the first does); false, with
+ * pinFailure set, if either fails.
+ */
+function pinBoth(echo: number, client: string, echoCpus: string): boolean {
+  let ok = true;
+  for (const [pid, cpus] of [
+    [process.pid, client],
+    [echo, echoCpus],
+  ] as const) {
+    try {
+      execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+    } catch (err) {
+      pinFailure ??= `taskset -a -p -c ${cpus} ${pid} failed: ${(err as Error).message.split('\n')[0]}`;
+      ok = false;
+    }
+  }
+  return ok;
 }
 
 /**
@@ -394,11 +413,9 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
     await interleave(contenders, Math.ceil(p.count / IDLE_BLOCK), async (c, b) => {
       const n = Math.min(IDLE_BLOCK, p.count - b * IDLE_BLOCK);
       const pinned = c.row === 'idle-pinned' && cpus !== undefined;
-      if (pinned) {
-        pin(process.pid, cpus.client);
-        pin(c.pair.pid, cpus.echo);
-      }
       try {
+        // A pinning that fails skips the pinned pairs' blocks (pinFailure), not the other rows.
+        if (pinned && (pinFailure !== undefined || !pinBoth(c.pair.pid, cpus.client, cpus.echo))) return;
         await sleep(1);
         await c.roundTrip(); // the first after another pair's block: this pair was idle for longer
         for (let i = 0; i < n; i++) {
@@ -406,10 +423,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
           c.samples.addMs(await c.roundTrip());
         }
       } finally {
-        if (pinned) {
-          pin(process.pid, cpus.all);
-          pin(c.pair.pid, cpus.all);
-        }
+        if (pinned) pinBoth(c.pair.pid, cpus.all, cpus.all);
       }
     });
     for (const c of contenders) {
@@ -431,6 +445,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
   for (const c of contenders) {
     const rtt = percentiles(c.samples);
     if (c.row === 'idle-pinned') {
+      if (pinFailure !== undefined || rtt.count === 0) continue; // left out: see the outcome's note
       const note =
         `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'; ` +
         `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread); ${c.cpuNote()}`;
@@ -715,6 +730,7 @@ export async function eventLoop(name: string, params: EventLoopParams): Promise<
   for (const [row, run] of rows) {
     try {
       outcome.records.push(...(await run()));
+      if (row === 'idle' && pinFailure !== undefined) outcome.notes.push(`loop.idle-pinned.${who.id} left out: ${pinFailure}`);
     } catch (err) {
       const failure = `loop.${row}.${who.id} failed: ${(err as Error).stack ?? String(err)}`;
       outcome.failures.push(failure);

@@ -156,14 +156,16 @@ interface WakeWay {
   rtP90Ns: number;
   hopP50Ns: number;
   sendCallP50Ns: number;
+  /** Share of the round trips whose echo came back from its wait on the CPU the client sent from. */
+  echoOnClientCpu: number;
 }
 
 /**
  * The kernel's wake-up paths after an idle gap (benches/c/wake.c): a round
  * trip between two C processes that both sleep between messages, each way
- * interleaved with the others in blocks. Its p50 and p99 in ns; the note
- * gives the hop (send to the woken side back in user space) and the send
- * call alone.
+ * interleaved with the others in blocks. Its p50 in ns; the note gives the
+ * p90, the hop (send to the woken side back in user space), the send call
+ * alone, and how often the woken echo ran on the client's CPU.
  */
 export async function floorWake(rounds: number, idleUs: number): Promise<{ records: Measurement[]; notes: string[] }> {
   const skipped = buildC('wake');
@@ -175,9 +177,10 @@ export async function floorWake(rounds: number, idleUs: number): Promise<{ recor
     const w = r.ways[way];
     if (w === undefined) continue;
     const note =
-      `${r.rounds} round trips, each after ${idleUs} µs asleep (nanosleep), the three ways interleaved in blocks of 25; ` +
+      `${r.rounds} round trips, each after ${idleUs} µs asleep (nanosleep), the ${Object.keys(r.ways).length} ways interleaved in blocks of 25; ` +
       `p90 ${(w.rtP90Ns / 1000).toFixed(1)} µs; hop (send to the woken side back from its wait) ${(w.hopP50Ns / 1000).toFixed(1)} µs p50, ` +
-      `of which the send call (write or FUTEX_WAKE) ${(w.sendCallP50Ns / 1000).toFixed(1)} µs`;
+      `of which the send call (write or FUTEX_WAKE) ${(w.sendCallP50Ns / 1000).toFixed(1)} µs; ` +
+      `the echo woke on the client's CPU in ${(w.echoOnClientCpu * 100).toFixed(0)}% of them`;
     records.push({
       name: wakeFloorName(way as keyof typeof WAKE_WAYS),
       transport,

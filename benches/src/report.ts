@@ -346,9 +346,10 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     'In brackets: × that socket; ✓/✗: the target of issue 10 (the targets apply to the default column; the fallbacks are held to the same bar).\n\n' +
     `${table(header, rows)}\n\n` +
     'Idle: `await setTimeout(1 ms)` before each round trip, so both sides park. ' +
-    'Pinned: the same, the client on one CPU and the echo on another during the pair’s blocks (taskset): a Unix socket’s wake-up is ' +
-    'synchronous, so Linux may run the woken echo on the client’s own CPU once the client sleeps, while a futex wake sends it to its ' +
-    'own idle CPU (on a virtual machine, a halted vCPU to wake); pinned, both pay for that. Back to back: one round trip after the other. ' +
+    'Pinned: the same, the client on one CPU and the echo on another during the pair’s blocks (taskset). Unpinned, Linux mostly runs ' +
+    'the woken echo on the client’s CPU (benches/c/wake.c counts how often), whichever the transport, so the work each side does around ' +
+    'a wake-up (for the rings, the read that parks after the write) runs one after the other with the peer’s; pinned, it overlaps. ' +
+    'Back to back: one round trip after the other. ' +
     '64 in flight: the client writes 64, then one more per reply. 1000 pending reads: 1000 rings (or 1000 connected Unix sockets) in one process, ' +
     'one `read()` pending on each, nothing arriving: threads added (/proc/self/task), CPU of all threads (process.cpuUsage) over the window. ' +
     'Event-loop delay: a probe process writes its clock (CLOCK_MONOTONIC) to a socketpair at random gaps of 0.5–2.5 ms and the ' +
@@ -371,9 +372,13 @@ function wakeFloorNote(records: BenchRecord[]): string | undefined {
   const futex = find(records, wakeFloorName('futex'), 'p50');
   const ring = loopRecord(records, 'idle', 'ring', 'p50');
   const nodeSocket = find(records, 'loop.idle.socket@ring', 'p50');
-  const hop = (m: Measurement | undefined): string => m?.note?.match(/hop[^)]*\) ([\d.]+ µs)/)?.[1] ?? '–';
+  const hop = (m: Measurement | undefined): string => {
+    const h = m?.note?.match(/hop[^)]*\) ([\d.]+ µs)/)?.[1] ?? '–';
+    const same = m?.note?.match(/client's CPU in (\d+%)/)?.[1];
+    return same ? `${h}, the echo on the client's CPU in ${same}` : h;
+  };
   return (
-    `the kernel's part (benches/c/wake.c, two C processes in the same run, 1 ms asleep before each round trip, p50): ` +
+    `the kernel's part (benches/c/wake.c, two C processes in the same run, 1 ms asleep before each round trip, round trip p50): ` +
     `a Unix socket ${fmtNs(socket.value)} µs (hop ${hop(socket)})` +
     (uring
       ? `, the rings' futex through io_uring ${fmtNs(uring.value)} µs (hop ${hop(uring)}, ${fmtRatio(ratio(uring.value, socket))})`
@@ -381,7 +386,8 @@ function wakeFloorNote(records: BenchRecord[]): string | undefined {
     (futex ? `, a futex_wait ${fmtNs(futex.value)} µs (hop ${hop(futex)})` : '') +
     (ring && nodeSocket
       ? `; the same round trips between Node processes above: ${fmtNs(ring.value)} µs through the rings, ${fmtNs(nodeSocket.value)} µs ` +
-        'through the socket. What Node programs pay beyond the C figures is user space: Node, V8 and this library'
+        'through the socket. Beyond the C figures, Node programs pay for user space (Node, V8, this library) and for where Linux ' +
+        'runs the woken process (the pinned row)'
       : '')
   );
 }
