@@ -124,6 +124,7 @@ static const char *uring_open(struct uring *r) {
 
 /* Submits a FUTEX_WAIT while *word == expected (shared: no FUTEX2_PRIVATE). */
 static int uring_futex_wait(struct uring *r, _Atomic uint32_t *word, uint32_t expected) {
+  /* Our own last store: only this process writes the SQ tail. */
   unsigned tail = atomic_load_explicit(r->sq_tail, memory_order_relaxed);
   unsigned i = tail & r->sq_mask;
   struct io_uring_sqe *e = &r->sqes[i];
@@ -144,6 +145,7 @@ static int uring_futex_wait(struct uring *r, _Atomic uint32_t *word, uint32_t ex
 /* Takes the completions posted; returns the result of the last one (0 if none). */
 static int uring_reap(struct uring *r) {
   int res = 0;
+  /* Our own last store: only this process writes the CQ head. */
   unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
   /* Observes the kernel's completions (their contents written before the tail). */
   unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
@@ -154,7 +156,6 @@ static int uring_reap(struct uring *r) {
 }
 
 struct side {
-  int way_ok[WAYS];
   int sock, ep_sock, ep_ring;
   struct uring ring;
 };
@@ -206,9 +207,7 @@ static void open_side(struct side *s, int sock, const char **uring_why) {
   s->ep_sock = epoll_create1(0);
   ev.data.fd = sock;
   epoll_ctl(s->ep_sock, EPOLL_CTL_ADD, sock, &ev);
-  s->way_ok[UNIX_SOCKET] = s->way_ok[FUTEX_DIRECT] = 1;
   *uring_why = uring_open(&s->ring);
-  s->way_ok[IO_URING_FUTEX] = *uring_why == NULL;
   if (*uring_why) return;
   s->ep_ring = epoll_create1(0);
   ev.data.fd = s->ring.fd;
@@ -305,7 +304,7 @@ int main(int argc, char **argv) {
       /* Each load observes the echo's answer; the word may still hold an older round's until then. */
       else for (uint32_t v; (v = atomic_load(&sh->pong)) != sent;) wait_word(&s, way, &sh->pong, v);
       uint64_t t2 = now_ns();
-      /* Observes the echo's stamp, stored before its answer, which we have seen. */
+      /* Observe the echo's stamp and CPU, both stored before its answer, which we have seen. */
       uint64_t woke = atomic_load(&sh->woke);
       same_cpu[way] += atomic_load(&sh->woke_cpu) == cpu;
       rt[way][n[way]] = t2 - t0;

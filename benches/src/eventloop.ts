@@ -448,7 +448,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       if (pinFailure !== undefined || rtt.count === 0) continue; // left out: see the outcome's note
       const note =
         `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'; ` +
-        `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread); ${c.cpuNote()}`;
+        `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread; no CPU figure: the blocks include the taskset calls)`;
       records.push(rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note));
       continue;
     }

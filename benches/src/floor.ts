@@ -35,11 +35,6 @@ function buildC(program: Program): string | undefined {
   return undefined;
 }
 
-/** Builds the floor program if needed; returns why not when it cannot. */
-export function buildFloor(): string | undefined {
-  return buildC('floor');
-}
-
 function runC(program: Program, args: string[]): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const child = track(spawn(binaryOf(program), args, { stdio: ['ignore', 'pipe', 'inherit'] }));
@@ -58,7 +53,7 @@ function runFloor(args: string[]): Promise<Record<string, number | boolean | str
 
 /** The floor's round trip: the best (lowest p50) of three runs of rounds / 3, so that a burst of load does not raise the floor. */
 export async function floorRoundTrip(rounds: number): Promise<{ records: Measurement[]; notes: string[] }> {
-  const skipped = buildFloor();
+  const skipped = buildC('floor');
   if (skipped) return { records: [], notes: [skipped] };
   const runs: Record<string, number | boolean | string>[] = [];
   for (let i = 0; i < 3; i++) runs.push(await runFloor(['pingpong', String(Math.ceil(rounds / 3))]));
@@ -86,7 +81,7 @@ export async function floorRoundTrip(rounds: number): Promise<{ records: Measure
 
 /** The C ring's messages/s for each message size, with the capacity the SpscRing scenarios use. */
 export async function floorStream(sizes: number[], ms: number): Promise<{ records: Measurement[]; notes: string[] }> {
-  const skipped = buildFloor();
+  const skipped = buildC('floor');
   if (skipped) return { records: [], notes: [skipped] };
   const records: Measurement[] = [];
   for (const size of sizes) {
@@ -122,7 +117,7 @@ export async function floorStream(sizes: number[], ms: number): Promise<{ record
 
 /** memcpy bandwidth for each message size, the copies landing round-robin in an area as large as that size's SpscRing. */
 export async function floorMemcpy(sizes: number[], ms: number): Promise<{ records: Measurement[]; notes: string[] }> {
-  const skipped = buildFloor();
+  const skipped = buildC('floor');
   if (skipped) return { records: [], notes: [skipped] };
   const records: Measurement[] = [];
   for (const size of sizes) {
