@@ -305,26 +305,29 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       });
 
       it(`a C producer writes ${kind.title} that Node reads`, async () => {
-        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(COUNT)]);
+        // --start-parked: the C producer writes nothing until Node is asleep in read().
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(COUNT), '--start-parked']);
         assert.equal(await readPattern(ring, COUNT, peer), null);
         const { code, stderr } = await peer.done;
         assert.equal(code, 0, stderr);
         assert.equal(ring.tryRead(), null, 'the C producer wrote more than it was asked');
-        // Node starts reading before the C process exists, so it parks at least once, and
-        // only the C producer's unpark (after each publication) bumps READ_SIGNAL.
+        // The C producer waits for Node to park before its first message (without that, a
+        // slow start of Node's read could find the message in its re-check, unannounce, and
+        // never need a wake), and only its unpark (after each publication) bumps READ_SIGNAL.
         const wakes = signalCount(region!, READ_SIGNAL_I32);
         console.log(`      Node waited ${nodeWaits} times; the C producer signalled parked readers ${wakes} times`);
         assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C producer signalled ${wakes} times`);
       });
 
       it(`Node writes ${kind.title} that a C consumer reads`, async () => {
-        peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(COUNT)]);
+        // --start-parked: the C consumer reads nothing until Node is asleep in write() on the full ring.
+        peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(COUNT), '--start-parked']);
         await writePattern(ring, COUNT, peer);
         const { code, stderr } = await peer.done;
         assert.equal(code, 0, stderr);
         assert.equal(ring.size, 0);
-        // Node fills the ring before the C process exists, so it parks at least once, and
-        // only the C consumer's unpark (after each release) bumps WRITE_SIGNAL.
+        // The C consumer waits for Node to fill the ring and park, and only its unpark (after
+        // each release) bumps WRITE_SIGNAL.
         const wakes = signalCount(region!, WRITE_SIGNAL_I32);
         console.log(`      Node waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
         assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);

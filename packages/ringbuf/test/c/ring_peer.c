@@ -52,6 +52,11 @@
  *                    each pause then ends with a wake-up of a parked reader;
  *                    (bcast-subscribe) after every N records received, sleep D ms
  *                    (so that a lossy publisher laps it)
+ *   --start-parked   (spsc/mpmc/mpsc producers and consumers) before the first
+ *                    message, wait until the Node side has announced itself
+ *                    parked (a reader in the read wait block, a writer in the
+ *                    write one), and 1 ms more: the first publication or
+ *                    release then always finds a sleeper to wake
  *   --stats          print the waiting counters as one JSON line on stdout at the end
  *   --hang           (latest-publish) after COUNT versions, stop in the middle of
  *                    one more (SEQ odd, half the value written), print "hung" and
@@ -1175,6 +1180,7 @@ struct options {
     int park;
     uint64_t pause_every;  /* 0: never */
     long pause_ms;
+    int start_parked;      /* wait for a parked peer before the first message */
     int stats;
     long linger;           /* seconds to stay after the last message */
     int hang;              /* latest-publish: then stop in the middle of one more publish, until killed */
@@ -1188,17 +1194,22 @@ static void sleep_ms(double ms) {
     while (nanosleep(&t, &t) != 0 && errno == EINTR) { }
 }
 
-/* --pause-every: sleeps, then waits until a reader announces itself parked, and gives it 1 ms to fall asleep. */
-static void pause_for_reader(const struct ring *r, long ms) {
-    sleep_ms((double)ms);
+/* Waits until a side announces itself parked in the wait block at `waiters`, and gives it 1 ms to fall asleep. */
+static void wait_for_parked(const struct ring *r, uint32_t waiters, const char *who) {
     double deadline = now_seconds() + STALL_SECONDS;
-    /* Observes the reader's announcement (its seq_cst add to READ_WAITERS). */
-    while (atomic_load_explicit(word(r, OFF_READ_WAITERS), memory_order_seq_cst) == 0) {
+    /* Observes the sleeper's announcement (its seq_cst add to the WAITERS word). */
+    while (atomic_load_explicit(word(r, waiters), memory_order_seq_cst) == 0) {
         if (closed(r)) die(EXIT_CLOSED, "the ring was closed by the other side");
-        if (now_seconds() > deadline) die(EXIT_STALLED, "no reader parked on the empty ring within %d s", STALL_SECONDS);
+        if (now_seconds() > deadline) die(EXIT_STALLED, "no %s parked within %d s", who, STALL_SECONDS);
         sleep_ms(0.05);
     }
     sleep_ms(1);
+}
+
+/* --pause-every: sleeps, then waits until a reader announces itself parked on the empty ring. */
+static void pause_for_reader(const struct ring *r, long ms) {
+    sleep_ms((double)ms);
+    wait_for_parked(r, OFF_READ_WAITERS, "reader");
     stats.pauses++;
     after_pause = 1;
 }
@@ -1235,6 +1246,7 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
         if (r->slot_size < PATTERN_MAX_LENGTH - 1) die(EXIT_USAGE, "slotSize=%u is too small for the pattern", r->slot_size);
         take_role(r, 1, 0);
     }
+    if (o->start_parked) wait_for_parked(r, OFF_READ_WAITERS, "reader");
     for (uint64_t i = 0; i < count; i++) {
         if (o->pause_every != 0 && i != 0 && i % o->pause_every == 0) pause_for_reader(r, o->pause_ms);
         make_message(&m, first + i, i == o->corrupt_at);
@@ -1255,10 +1267,11 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
 static uint64_t unblocked_records;
 
 /* The consumers: spsc-, mpmc-, mpsc-consume; COUNT messages from each of `producers` producers (ids in the types). */
-static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t producers, long peer_timeout_ms) {
+static void consume(struct ring *r, uint32_t kind, uint64_t count, const struct options *o) {
+    uint32_t producers = o->producers;
     struct message m;
     struct spsc s;
-    struct mpsc q = { .peer_timeout = (double)peer_timeout_ms / 1000 };
+    struct mpsc q = { .peer_timeout = (double)o->peer_timeout_ms / 1000 };
     int (*try_read)(struct ring *, void *) = mpmc_try_read;
     void *arg = &m;
     if (kind == KIND_SPSC) {
@@ -1277,6 +1290,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, uint32_t prod
     take_role(r, 0, kind != KIND_MPMC); /* one consumer (exclusive), but any number of a MpmcQueue's */
     uint64_t *next = calloc(producers, sizeof *next); /* per producer: the index of its next message */
     if (next == NULL) die(EXIT_USAGE, "out of memory");
+    if (o->start_parked) wait_for_parked(r, OFF_WRITE_WAITERS, "writer");
     for (uint64_t i = 0; i < count * producers; i++) {
         int got = 0;
         for (int n = 0; n < SPIN_ATTEMPTS && !got; n++) got = try_read(r, arg);
@@ -1515,7 +1529,7 @@ int main(int argc, char **argv) {
 
     const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|mpsc-produce|mpsc-consume|"
         "latest-publish|latest-read|bcast-publish|bcast-subscribe PATH COUNT "
-        "[--id P] [--producers N] [--peer-timeout-ms T] [--corrupt-at K] [--park] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
+        "[--id P] [--producers N] [--peer-timeout-ms T] [--corrupt-at K] [--park] [--start-parked] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
@@ -1531,6 +1545,7 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[a], "--producers") == 0 && has_value) o.producers = (uint32_t)parse_count(argv[++a], "N");
         else if (strcmp(argv[a], "--peer-timeout-ms") == 0 && has_value) o.peer_timeout_ms = (long)parse_count(argv[++a], "T");
         else if (strcmp(argv[a], "--park") == 0) o.park = 1;
+        else if (strcmp(argv[a], "--start-parked") == 0) o.start_parked = 1;
         else if (strcmp(argv[a], "--stats") == 0) o.stats = 1;
         else if (strcmp(argv[a], "--hang") == 0) o.hang = 1;
         else die(EXIT_USAGE, "%s (bad option %s)", usage, argv[a]);
@@ -1544,11 +1559,11 @@ int main(int argc, char **argv) {
     map_region(&r, argv[2]);
     if (r.fd < 0 && strncmp(command, "latest-", 7) != 0) die(EXIT_USAGE, "%s: only the latest-* commands join a System V segment", command);
     if (strcmp(command, "spsc-produce") == 0) produce(&r, KIND_SPSC, count, &o);
-    else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, o.producers, o.peer_timeout_ms);
+    else if (strcmp(command, "spsc-consume") == 0) consume(&r, KIND_SPSC, count, &o);
     else if (strcmp(command, "mpmc-produce") == 0) produce(&r, KIND_MPMC, count, &o);
-    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, KIND_MPMC, count, o.producers, o.peer_timeout_ms);
+    else if (strcmp(command, "mpmc-consume") == 0) consume(&r, KIND_MPMC, count, &o);
     else if (strcmp(command, "mpsc-produce") == 0) produce(&r, KIND_MPSC, count, &o);
-    else if (strcmp(command, "mpsc-consume") == 0) consume(&r, KIND_MPSC, count, o.producers, o.peer_timeout_ms);
+    else if (strcmp(command, "mpsc-consume") == 0) consume(&r, KIND_MPSC, count, &o);
     else if (strcmp(command, "bcast-publish") == 0) produce(&r, KIND_BROADCAST, count, &o);
     else if (strcmp(command, "bcast-subscribe") == 0) subscribe(&r, count, &o);
     else if (strcmp(command, "latest-publish") == 0) latest_writer(&r, count, &o);
