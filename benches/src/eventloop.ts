@@ -28,6 +28,10 @@
  *              on the client's CPU (either transport), so each side's work around a wake-up runs
  *              one after the other with the peer's; pinned, it overlaps. p50, p99 (left out where
  *              there is no taskset, only one CPU, or taskset fails)
+ *   idle-warm  the idle round trip again, on the same two pairs (ring and socket) once each has made
+ *              `warm` more of them: the idle row measures fresh processes, whose JavaScript V8 has not
+ *              optimized yet (both transports get faster over the first few thousand round trips, at
+ *              different rates); this one measures a long-running program. p50, p99
  *   b2b        back-to-back round trips: p50, p99
  *   inflight64 64 requests in flight: the client writes 64, then writes one more per reply; round trips/s
  *   pending    1000 idle reads (1000 rings, or 1000 connected sockets, in one process; nothing arrives):
@@ -96,7 +100,7 @@ export const MECHANISM_ENV = ['SHMRING_ASYNC_WAIT', 'SHMRING_BACKEND'] as const;
 export interface EventLoopParams {
   transport: string;
   /** Idle round trips: warm-up, recorded, then with the probe. */
-  idle: { warmup: number; count: number; probed: number };
+  idle: { warmup: number; count: number; probed: number; warm: number };
   /** Back to back and in flight: warm-up and measured time, ms. */
   b2b: { warmupMs: number; ms: number };
   inflight: { warmupMs: number; ms: number };
@@ -385,17 +389,30 @@ function pinBoth(echo: number, client: string, echoCpus: string): boolean {
   return ok;
 }
 
+/** One block of an idle row: `n` round trips recorded, each after 1 ms of idle. */
+async function idleBlock(c: Contender, n: number): Promise<void> {
+  await sleep(1);
+  await c.roundTrip(); // the first after another pair's block: this pair was idle for longer
+  for (let i = 0; i < n; i++) {
+    await sleep(1);
+    c.samples.addMs(await c.roundTrip());
+  }
+}
+
 /**
  * Round trips after 1 ms of idle (setTimeout(1) before each), for the
  * socket, the rings, and the rings with `{ poll }`, interleaved in blocks of
- * IDLE_BLOCK; then `probed` more round trips of each pair in turn with the
- * event-loop delay probe on, in the client and (from the first flagged
+ * IDLE_BLOCK (the pinned pairs too, where they can be pinned); then the
+ * idle socket and ring pairs again once each has made `warm` more (the
+ * idle-warm row); then `probed` more round trips of each pair in turn with
+ * the event-loop delay probe on, in the client and (from the first flagged
  * message) in the echo.
  */
 async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measurement[]> {
   const pollFound = await pollSupported();
   const cpus = pinnableCpus();
   const contenders: Contender[] = [];
+  const warmRecords: Measurement[] = [];
   try {
     contenders.push(new Contender('idle', socketBeside(who), await socketPairOf(), p.count));
     contenders.push(new Contender('idle', who, await ringPair(undefined), p.count));
@@ -416,16 +433,27 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       try {
         // A pinning that fails skips the pinned pairs' blocks (pinFailure), not the other rows.
         if (pinned && (pinFailure !== undefined || !pinBoth(c.pair.pid, cpus.client, cpus.echo))) return;
-        await sleep(1);
-        await c.roundTrip(); // the first after another pair's block: this pair was idle for longer
-        for (let i = 0; i < n; i++) {
-          await sleep(1);
-          c.samples.addMs(await c.roundTrip());
-        }
+        await idleBlock(c, n);
       } finally {
         if (pinned) pinBoth(c.pair.pid, cpus.all, cpus.all);
       }
     });
+    // The same two pairs in a long-running program: `warm` more idle round trips each, then measured again.
+    const warm = contenders.filter((c) => c.row === 'idle').map((c) => new Contender('idle-warm', c.who, c.pair, p.count));
+    for (let i = 0; i < p.warm; i++) {
+      for (const c of warm) {
+        await sleep(1);
+        await c.roundTrip();
+      }
+    }
+    await interleave(warm, Math.ceil(p.count / IDLE_BLOCK), (c, b) => idleBlock(c, Math.min(IDLE_BLOCK, p.count - b * IDLE_BLOCK)));
+    for (const c of warm) {
+      const rtt = percentiles(c.samples);
+      const note =
+        `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pair's, ` +
+        `on the idle row's pair once it had made ${p.warm} more; ${c.cpuNote()}`;
+      warmRecords.push(rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note));
+    }
     for (const c of contenders) {
       if (c.row === 'idle-pinned') continue; // no probe: its rows are the round trip's
       const probe = await spawnProbe();
@@ -485,7 +513,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       );
     }
   }
-  return records;
+  return [...records, ...warmRecords];
 }
 
 /** Measured time of a block of the back-to-back and in-flight rows, ms. */

@@ -162,6 +162,7 @@ const LOOP_ROWS: LoopRow[] = [
   },
   { label: 'round trip after 1 ms idle, p99 µs', row: 'idle', metric: 'p99', show: usCell },
   { label: 'the same, client and echo pinned to two CPUs, p50 µs', row: 'idle-pinned', metric: 'p50', show: usCell },
+  { label: 'the same in a long-running program (the pairs warm), p50 µs', row: 'idle-warm', metric: 'p50', show: usCell },
   {
     label: 'back-to-back round trip, p50 µs',
     row: 'b2b',
@@ -349,6 +350,8 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     'Pinned: the same, the client on one CPU and the echo on another during the pair’s blocks (taskset). Unpinned, Linux mostly runs ' +
     'the woken echo on the client’s CPU (benches/c/wake.c counts how often), whichever the transport, so the work each side does around ' +
     'a wake-up (for the rings, the read that parks after the write) runs one after the other with the peer’s; pinned, it overlaps. ' +
+    'Long-running: the idle row again on the same two pairs, once each has made thousands more idle round trips (the note says how many): ' +
+    'the idle row measures fresh processes, whose JavaScript V8 has not yet optimized, and both transports get faster over the first few thousand. ' +
     'Back to back: one round trip after the other. ' +
     '64 in flight: the client writes 64, then one more per reply. 1000 pending reads: 1000 rings (or 1000 connected Unix sockets) in one process, ' +
     'one `read()` pending on each, nothing arriving: threads added (/proc/self/task), CPU of all threads (process.cpuUsage) over the window. ' +

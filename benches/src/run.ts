@@ -114,13 +114,13 @@ function plan(quick: boolean): Step[] {
   // in all; about 25 s quick (some 40 node processes start).
   const loop: Omit<EventLoopParams, 'transport'> = quick
     ? {
-        idle: { warmup: 5, count: 50, probed: 50 },
+        idle: { warmup: 5, count: 50, probed: 50, warm: 50 },
         b2b: { warmupMs: 30, ms: 100 },
         inflight: { warmupMs: 30, ms: 100 },
         pending: { reads: 1000, settleMs: 100, cpuMs: 250, probeMs: 200 },
       }
     : {
-        idle: { warmup: 50, count: 800, probed: 400 },
+        idle: { warmup: 50, count: 800, probed: 400, warm: 4000 },
         b2b: { warmupMs: 200, ms: 500 },
         inflight: { warmupMs: 200, ms: 500 },
         pending: { reads: 1000, settleMs: 500, cpuMs: 2500, probeMs: 1000 },
