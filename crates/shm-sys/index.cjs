@@ -87,6 +87,22 @@ function futexTarget(buffer) {
 /** Ids of pending async waits, unique within this thread's copy of the addon. */
 let lastWaitId = 0;
 
+/**
+ * The handle of one native async wait: its promise, and cancel() through
+ * its id. A class, so that the method is shared: an object literal with a
+ * method would make a function per wait (each parked read or write).
+ */
+class NativeWait {
+  constructor(promise, id) {
+    this.promise = promise;
+    this.id = id;
+  }
+
+  cancel() {
+    native.futexWaitCancel(this.id);
+  }
+}
+
 /** @type {import('./index').NativeBackend} */
 const backend = Object.freeze({
   kind: 'addon',
@@ -124,13 +140,7 @@ const backend = Object.freeze({
   },
   futexWaitAsync(buffer, byteOffset, expected, timeoutMs) {
     const id = ++lastWaitId;
-    const promise = native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id);
-    return {
-      promise,
-      cancel() {
-        native.futexWaitCancel(id);
-      },
-    };
+    return new NativeWait(native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id), id);
   },
   sendFd: native.sendFd,
   recvFd: native.recvFd,

@@ -519,6 +519,7 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
       ? undefined
       : {
           periodMs: call.checkMs,
+          watchSlot: -1,
           check(): void {
             try {
               if (deadEntry(call) < 0) return;

@@ -445,6 +445,7 @@ type Ending = 'peer-gone' | 'check-failed' | 'aborted' | 'stopped';
  */
 class AsyncPark<T, R> implements Watched {
   readonly periodMs: number;
+  watchSlot = -1;
   #resolve!: (value: R | PromiseLike<R>) => void;
   #reject!: (err: unknown) => void;
   #pending: PendingWait | undefined;

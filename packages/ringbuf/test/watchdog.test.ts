@@ -7,11 +7,12 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHook } from 'node:async_hooks';
+import fc from 'fast-check';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { waitCounters } from '../src/waiting.js';
-import { watchdogState } from '../src/watchdog.js';
+import { unwatch, watch, type Watched, watchdogState } from '../src/watchdog.js';
 import { Peer } from './fixtures/fault-peer.js';
 
 const CAPACITY = 1024;
@@ -192,5 +193,58 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
     assert.deepEqual(watchdogState(), { watched: 0, running: false, periodMs: Infinity });
     ring.tryWrite(new Uint8Array([1]));
     await read.done;
+  });
+});
+
+describe('watchdog: the registry of parked waits', () => {
+  /** A registered thing that counts the checks it gets. */
+  function watcher(periodMs: number): Watched & { checks: number } {
+    return {
+      periodMs,
+      watchSlot: -1,
+      checks: 0,
+      check() {
+        this.checks++;
+      },
+    };
+  }
+
+  it('holds exactly the waits registered and not withdrawn, in any order of watch and unwatch, and checks exactly those (against a model)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(fc.boolean(), fc.nat(7)), { maxLength: 60 }), async (ops) => {
+        const ws = Array.from({ length: 8 }, () => watcher(5));
+        const model = new Set<number>();
+        for (const [add, i] of ops) {
+          if (add) {
+            watch(ws[i]!);
+            model.add(i);
+          } else {
+            unwatch(ws[i]!);
+            model.delete(i);
+          }
+          assert.equal(watchdogState().watched, model.size);
+          const slots = ws.filter((_, k) => model.has(k)).map((w) => w.watchSlot);
+          assert.deepEqual(
+            [...slots].sort((a, b) => a - b),
+            Array.from({ length: model.size }, (_, k) => k),
+            'the registered waits do not hold the slots 0 .. n-1',
+          );
+          assert.ok(
+            ws.every((w, k) => model.has(k) || w.watchSlot === -1),
+            'a withdrawn wait kept a slot',
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 12)); // at least one tick of 5 ms
+        for (const [k, w] of ws.entries()) {
+          if (model.has(k)) assert.ok(w.checks > 0, `registered wait ${k} was never checked`);
+          else assert.equal(w.checks, 0, `withdrawn wait ${k} was checked`);
+        }
+        for (const w of ws) unwatch(w);
+        assert.equal(watchdogState().watched, 0);
+      }),
+      { numRuns: 40 },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 12)); // the timer's next tick stops it
+    assert.equal(watchdogState().running, false);
   });
 });
