@@ -300,13 +300,13 @@ export function parkSync<T>(
  */
 export class WaitStop {
   stopped = false;
-  /** Set by the wait in progress while it is parked: ends it. */
-  onStop: (() => void) | undefined = undefined;
+  /** Set by the wait in progress while it is parked: stop() ends it. */
+  parked: { stopParked(): void } | undefined = undefined;
 
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    this.onStop?.();
+    this.parked?.stopParked();
   }
 }
 
@@ -471,17 +471,31 @@ class AsyncPark<T, R> implements Watched {
   }
 
   start(): Promise<R> {
-    return new Promise<R>((resolve, reject) => {
-      this.#resolve = resolve;
-      this.#reject = reject;
-      this.#round();
-    });
+    AsyncPark.#starting = this as AsyncPark<unknown, unknown>;
+    return new Promise<R>(AsyncPark.#begin as (resolve: (value: R) => void, reject: (err: unknown) => void) => void);
+  }
+
+  /** The park start() is making a promise for (the executor below is one function for every park, not a closure each). */
+  static #starting: AsyncPark<unknown, unknown> | undefined;
+
+  /** The executor of start()'s promise: it runs at once, inside the Promise constructor. */
+  static #begin(resolve: (value: unknown) => void, reject: (err: unknown) => void): void {
+    const park = AsyncPark.#starting!;
+    AsyncPark.#starting = undefined;
+    park.#resolve = resolve;
+    park.#reject = reject;
+    park.#round();
   }
 
   /** The wait got `result` before parking (its poll did). */
   got(result: T): R {
     this.pacer.got(this.started, performance.now());
     return this.settle.ok(result);
+  }
+
+  /** WaitStop.stop(): ends the wait from outside. */
+  stopParked(): void {
+    this.#end('stopped');
   }
 
   /** Watchdog tick: ends the wait if the peer is gone. */
@@ -607,7 +621,7 @@ class AsyncPark<T, R> implements Watched {
       this.#onAbort = () => this.#end('aborted');
       watchAbort(signal, this.#onAbort);
     }
-    if (this.stop !== undefined) this.stop.onStop = () => this.#end('stopped');
+    if (this.stop !== undefined) this.stop.parked = this; // (an object, not a closure per park)
     if (this.periodMs !== Infinity) watch(this);
   }
 
@@ -616,7 +630,7 @@ class AsyncPark<T, R> implements Watched {
     this.#watching = false;
     if (this.periodMs !== Infinity) unwatch(this);
     if (this.#onAbort !== undefined) unwatchAbort(this.options!.signal!, this.#onAbort);
-    if (this.stop !== undefined) this.stop.onStop = undefined;
+    if (this.stop !== undefined) this.stop.parked = undefined;
   }
 
   #succeed(result: T): void {
