@@ -19,8 +19,9 @@
  * Rows (record names `loop.<row>.<column>`; columns `ring`, `ring.<forced
  * mechanism>`, and `socket@<column>` for the socket measured beside one):
  *   idle       round trip after 1 ms idle (setTimeout between pings): both sides parked. p50, p99;
- *              CPU of both sides while measuring; then, one pair after the other, the same traffic with
- *              the event-loop delay probe (below) on in the client and in the echo
+ *              CPU of both sides while measuring; then (after the idle-warm row, so on warm pairs), one
+ *              pair after the other, the same traffic with the event-loop delay probe (below) on in the
+ *              client and in the echo
  *   idle-poll  the same with `{ poll: 2000 }` on every read, write and the echo's iterator (rings only;
  *              its baseline is the idle socket)
  *   idle-pinned the idle round trip again, the client on one CPU and the echo on another (taskset, for
@@ -404,7 +405,8 @@ async function idleBlock(c: Contender, n: number): Promise<void> {
  * socket, the rings, and the rings with `{ poll }`, interleaved in blocks of
  * IDLE_BLOCK (the pinned pairs too, where they can be pinned); then the
  * idle socket and ring pairs again once each has made `warm` more (the
- * idle-warm row); then `probed` more round trips of each pair in turn with
+ * idle-warm row; the poll pair makes them too); then `probed` more round
+ * trips of each pair (warm by then) in turn with
  * the event-loop delay probe on, in the client and (from the first flagged
  * message) in the echo.
  */
@@ -438,14 +440,16 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
         if (pinned) pinBoth(c.pair.pid, cpus.all, cpus.all);
       }
     });
-    // The same two pairs in a long-running program: `warm` more idle round trips each, then measured again.
-    const warm = contenders.filter((c) => c.row === 'idle').map((c) => new Contender('idle-warm', c.who, c.pair, p.count));
+    // The idle pairs in a long-running program: `warm` more idle round trips each, then measured again.
+    // The poll pair makes them too, so that every pair the probes below look at has the same history.
+    const warming = contenders.filter((c) => c.row === 'idle' || c.row === 'idle-poll');
     for (let i = 0; i < p.warm; i++) {
-      for (const c of warm) {
+      for (const c of warming) {
         await sleep(1);
         await c.roundTrip();
       }
     }
+    const warm = contenders.filter((c) => c.row === 'idle').map((c) => new Contender('idle-warm', c.who, c.pair, p.count));
     await interleave(warm, Math.ceil(p.count / IDLE_BLOCK), (c, b) => idleBlock(c, Math.min(IDLE_BLOCK, p.count - b * IDLE_BLOCK)));
     for (const c of warm) {
       const rtt = percentiles(c.samples);

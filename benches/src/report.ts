@@ -358,7 +358,7 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     'Event-loop delay: a probe process writes its clock (CLOCK_MONOTONIC) to a socketpair at random gaps of 0.5–2.5 ms and the ' +
     "measured process's data callback takes the difference: how late a callback that became ready runs, waking an idle loop included " +
     '(perf_hooks.monitorEventLoopDelay times a libuv timer whose clock has whole milliseconds: an idle process shows 1–2 ms there). ' +
-    'In the idle rows the client and the echo each run a probe during a second series of round trips after the timed one; ' +
+    'In the idle rows the client and the echo each run a probe during a second series of round trips, after the timed ones (the long-running row’s included, so on warm pairs); ' +
     'with `poll` the client sleeps between pings while the echo polls between messages.' +
     (notes.length > 0 ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '')
   );

@@ -110,8 +110,9 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.pipe', 30_000);
   rtt('rtt-proc', 'rtt.proc.ipc', 20_000);
   // The event loop (eventloop.ts): one process per ring column (forced mechanism) for the round trips, the
-  // socket measured beside the rings in each; one more per column for the pending reads. About a minute
-  // in all; about 25 s quick (some 40 node processes start).
+  // socket measured beside the rings in each; one more per column for the pending reads. About two
+  // minutes in all (the idle-warm row's 4000 idle round trips on three pairs take some 15 s a column);
+  // about 25 s quick (some 40 node processes start).
   const loop: Omit<EventLoopParams, 'transport'> = quick
     ? {
         idle: { warmup: 5, count: 50, probed: 50, warm: 50 },

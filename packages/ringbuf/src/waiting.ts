@@ -630,7 +630,7 @@ class AsyncPark<T, R> implements Watched {
     this.#watching = false;
     if (this.periodMs !== Infinity) unwatch(this);
     if (this.#onAbort !== undefined) unwatchAbort(this.options!.signal!, this.#onAbort);
-    if (this.stop !== undefined) this.stop.parked = undefined;
+    if (this.stop?.parked === this) this.stop.parked = undefined; // only ever this park; never another's
   }
 
   #succeed(result: T): void {
