@@ -10,12 +10,14 @@
  * (readSync). Lossy: the publisher never waits, so the rate is its own and
  * the subscribers' `lost` says how many they missed; lossless: the rate is
  * set by the slowest subscriber. ratioToSpsc = ÷ SpscRing's rate from the
- * same run. Prints JSON (one object) and a Markdown table.
+ * same run. Prints JSON (one object) and a Markdown table. The full
+ * benchmark run (run.ts) runs it as a step of its own (broadcastScenario).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
 import { Broadcast, SpscRing } from '@shmring/ringbuf';
+import type { Measurement } from './measurement.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const SIZE = 64;
@@ -97,15 +99,45 @@ async function measure(kind: 'spsc' | 'lossy' | 'lossless', subscribers: number,
   }
 }
 
-async function main(): Promise<void> {
-  const at = process.argv.indexOf('--messages');
-  const messages = at > 0 ? Number(process.argv[at + 1]) : 1_000_000;
+/** SpscRing first (the baseline), then Broadcast lossy and lossless with each subscriber count; ratios to SpscRing's rate. */
+async function measureAll(messages: number, counts: number[]): Promise<Row[]> {
   const rows: Row[] = [await measure('spsc', 1, messages)];
   for (const kind of ['lossy', 'lossless'] as const) {
-    for (const subscribers of [1, 2, 4]) rows.push(await measure(kind, subscribers, messages));
+    for (const subscribers of counts) rows.push(await measure(kind, subscribers, messages));
   }
   const spsc = rows[0]!.messagesPerSecond;
   for (const row of rows) row.ratioToSpsc = Number((row.messagesPerSecond / spsc).toFixed(2));
+  return rows;
+}
+
+export interface BroadcastParams {
+  messages: number;
+  subscribers: number[];
+}
+
+/**
+ * The runner's step (scenario.ts): one `messages/s` record per row, named
+ * `broadcast.spsc.1` (the baseline) and `broadcast.<lossy|lossless>.<subscribers>`;
+ * the note gives what each subscriber lost (report.ts divides by SpscRing's).
+ */
+export async function broadcastScenario(params: BroadcastParams): Promise<{ records: Measurement[]; notes: string[] }> {
+  const rows = await measureAll(params.messages, params.subscribers);
+  const records: Measurement[] = rows.map((row) => ({
+    name: `broadcast.${row.name === 'SpscRing' ? 'spsc' : row.name.replace('Broadcast ', '')}.${row.subscribers}`,
+    transport: `${row.name}, ${row.subscribers} ${row.name === 'SpscRing' ? 'consumer' : 'subscriber'} process${row.subscribers === 1 ? '' : 'es'}`,
+    messageSize: SIZE,
+    metric: 'messages/s',
+    value: row.messagesPerSecond,
+    unit: 'msg/s',
+    note: `${params.messages} messages${row.lost ? `; lost per subscriber: ${row.lost.join(', ')}` : ''}`,
+  }));
+  return { records, notes: [] };
+}
+
+async function main(): Promise<void> {
+  const at = process.argv.indexOf('--messages');
+  const messages = at > 0 ? Number(process.argv[at + 1]) : 1_000_000;
+  const rows = await measureAll(messages, [1, 2, 4]);
   console.log(JSON.stringify({ benchmark: 'broadcast', messageBytes: SIZE, capacity: CAPACITY, messages, rows }));
   console.log('\n| ring | subscribers | publisher msg/s | ÷ SpscRing | lost per subscriber |');
   console.log('|---|---:|---:|---:|---|');
@@ -116,5 +148,8 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === '--child') child(process.argv[3]!, process.argv[4]!);
-else await main();
+// A subscriber process, the program run by itself, or a module of the runner's scenario (which calls broadcastScenario).
+if (process.argv[1] === SELF) {
+  if (process.argv[2] === '--child') child(process.argv[3]!, process.argv[4]!);
+  else await main();
+}

@@ -9,6 +9,8 @@
  *
  *   node benches/dist/mpsc.js [--duration-ms 2000] [--warmup-ms 300] [--size 64] [--repeats 5] [--producers 1,2,4]
  *
+ * The full benchmark run (run.ts) runs it as a step of its own (mpscScenario).
+ *
  * The rate with one producer is bistable on two cores: a consumer that
  * caught up polls the record its producer is writing and both slow to a
  * fraction; one that fell behind reads lines the producer is done with.
@@ -23,6 +25,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
 import { MpmcQueue, MpscRing } from '@shmring/ringbuf';
+import type { Measurement } from './measurement.js';
 
 type Kind = 'MpscRing' | 'MpmcQueue';
 const SELF = fileURLToPath(import.meta.url);
@@ -125,44 +128,91 @@ async function run(kind: Kind, producers: number, size: number, durationMs: numb
   };
 }
 
+export interface MpscParams {
+  durationMs: number;
+  warmupMs: number;
+  size: number;
+  repeats: number;
+  producers: number[];
+}
+
+/** Every row: per producer count, MpscRing and MpmcQueue, each the median of `repeats` alternating runs. */
+async function measureAll(params: MpscParams): Promise<Row[]> {
+  const { durationMs, warmupMs, size, repeats, producers: counts } = params;
+  const rows: Row[] = [];
+  for (const producers of counts) {
+    const runs: Record<Kind, Row[]> = { MpscRing: [], MpmcQueue: [] };
+    for (let r = 0; r < repeats; r++) {
+      for (const kind of KINDS) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
+    }
+    for (const kind of KINDS) {
+      const sorted = [...runs[kind]].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
+      rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
+    }
+  }
+  return rows;
+}
+
+const KINDS = ['MpscRing', 'MpmcQueue'] as const;
+
+/** Each repeat's rate, in M msg/s. */
+function eachRate(row: Row): string {
+  return row.rates!.map((r) => (r / 1e6).toFixed(1)).join(', ');
+}
+
+/**
+ * The runner's step (scenario.ts): one `messages/s` record per kind and
+ * producer count, named `mpsc.<kind>.<producers>`; the note gives every
+ * repeat's rate and the records per drain (report.ts divides MpscRing's by
+ * MpmcQueue's).
+ */
+export async function mpscScenario(params: MpscParams): Promise<{ records: Measurement[]; notes: string[] }> {
+  const rows = await measureAll(params);
+  const records: Measurement[] = rows.map((row) => ({
+    name: `mpsc.${row.kind}.${row.producers}`,
+    transport: `${row.kind}, ${row.producers} producer process${row.producers === 1 ? '' : 'es'}`,
+    messageSize: row.size,
+    metric: 'messages/s',
+    value: row.messagesPerSecond,
+    unit: 'msg/s',
+    note: `median of ${params.repeats} runs of ${params.durationMs} ms; runs (M msg/s): ${eachRate(row)}; records per drain: ${row.recordsPerDrain}`,
+  }));
+  return { records, notes: [] };
+}
+
 function option(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
   return i < 0 ? fallback : Number(process.argv[i + 1]);
 }
 
 async function main(): Promise<void> {
-  const durationMs = option('--duration-ms', 2000);
-  const warmupMs = option('--warmup-ms', 300);
-  const size = option('--size', 64);
-  const repeats = option('--repeats', 5);
   const i = process.argv.indexOf('--producers');
-  const counts = i < 0 ? [1, 2, 4] : process.argv[i + 1]!.split(',').map(Number);
-  const rows: Row[] = [];
-  for (const producers of counts) {
-    const runs: Record<Kind, Row[]> = { MpscRing: [], MpmcQueue: [] };
-    for (let r = 0; r < repeats; r++) {
-      for (const kind of ['MpscRing', 'MpmcQueue'] as const) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
-    }
-    for (const kind of ['MpscRing', 'MpmcQueue'] as const) {
-      const sorted = [...runs[kind]].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
-      rows.push({ ...sorted[(sorted.length - 1) >> 1]!, rates: runs[kind].map((r) => r.messagesPerSecond) });
-    }
-  }
+  const params: MpscParams = {
+    durationMs: option('--duration-ms', 2000),
+    warmupMs: option('--warmup-ms', 300),
+    size: option('--size', 64),
+    repeats: option('--repeats', 5),
+    producers: i < 0 ? [1, 2, 4] : process.argv[i + 1]!.split(',').map(Number),
+  };
+  const rows = await measureAll(params);
+  const { durationMs, warmupMs, size, repeats, producers: counts } = params;
   console.log(
     JSON.stringify({ bench: 'mpsc', durationMs, warmupMs, size, repeats, cores: (await import('node:os')).availableParallelism(), rows }),
   );
   console.log(
     '\n| producers | MpscRing msg/s | MpmcQueue msg/s | ratio | MpscRing, each repeat (M/s) | MpmcQueue, each repeat (M/s) |\n|---|---|---|---|---|---|',
   );
-  const each = (row: Row): string => row.rates!.map((r) => (r / 1e6).toFixed(1)).join(', ');
   for (const producers of counts) {
     const a = rows.find((r) => r.kind === 'MpscRing' && r.producers === producers)!;
     const b = rows.find((r) => r.kind === 'MpmcQueue' && r.producers === producers)!;
     console.log(
-      `| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× | ${each(a)} | ${each(b)} |`,
+      `| ${producers} | ${a.messagesPerSecond.toLocaleString('en')} | ${b.messagesPerSecond.toLocaleString('en')} | ${(a.messagesPerSecond / b.messagesPerSecond).toFixed(2)}× | ${eachRate(a)} | ${eachRate(b)} |`,
     );
   }
 }
 
-if (process.argv[2] === 'producer') producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]));
-else await main();
+// A producer process, the program run by itself, or a module of the runner's scenario (which calls mpscScenario).
+if (process.argv[1] === SELF) {
+  if (process.argv[2] === 'producer') producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]));
+  else await main();
+}

@@ -100,8 +100,98 @@ export function withRatios(measurements: Measurement[]): BenchRecord[] {
     if (m.name === SYNC_REGION)
       record.ratios = { 'write-fdatasync': ratio(m.value, find(measurements, SYNC_BASELINE, 'ns/op', m.messageSize)) };
     if (m.name.startsWith('rtt.thread.') || m.name.startsWith('tput.thread.')) record.ratioToMessagePort = ratio(m.value, port);
+    const shapeBase = shapeBaseline(measurements, m);
+    if (shapeBase) record.ratios = { [shapeBase.label]: ratio(m.value, shapeBase.record) };
     return record;
   });
+}
+
+// ---- many to one and one to many (mpsc.ts, broadcast.ts) ----
+
+/** `mpsc.<kind>.<producers>` and `broadcast.<kind>.<subscribers>`: the kind and the count. */
+function shapeParts(name: string): { kind: string; count: number } {
+  const [, kind = '', count = '0'] = name.split('.');
+  return { kind, count: Number(count) };
+}
+
+/** The baseline of a many-to-one or one-to-many row: MpmcQueue with as many producers; SpscRing's producer. */
+function shapeBaseline(measurements: Measurement[], m: Measurement): { label: string; record: Measurement | undefined } | undefined {
+  if (m.metric !== 'messages/s') return undefined;
+  const { kind, count } = shapeParts(m.name);
+  if (m.name.startsWith('mpsc.MpscRing.')) return { label: 'MpmcQueue', record: find(measurements, `mpsc.MpmcQueue.${count}`, m.metric) };
+  if (m.name.startsWith('broadcast.') && kind !== 'spsc')
+    return { label: 'SpscRing', record: find(measurements, 'broadcast.spsc.1', m.metric) };
+  return undefined;
+}
+
+/** MpscRing beside MpmcQueue per producer count; Broadcast's publisher beside SpscRing's producer. */
+function shapesSection(r: BenchRecord[]): string | undefined {
+  const parts: string[] = [];
+  const mpsc = r.filter((x) => x.name.startsWith('mpsc.MpscRing.'));
+  if (mpsc.length > 0) {
+    parts.push(
+      `**Many producers, one consumer** (${mpsc[0]!.messageSize}-byte messages, producer processes spinning on \`tryWrite\`, the consumer on \`drain\`; ` +
+        'msg/s taken by the consumer, the median of runs that alternate the two kinds; 1 MiB of ring for each). ' +
+        'With one producer the rate is bistable: a consumer that caught up polls the record being written and slows its producer; ' +
+        'the records per drain say which state a kind was in (near 1: caught up).\n\n' +
+        table(
+          [
+            'producers',
+            'MpscRing msg/s',
+            'MpmcQueue msg/s',
+            'MpscRing ÷ MpmcQueue',
+            'MpscRing runs, M msg/s (records per drain)',
+            'MpmcQueue runs',
+          ],
+          mpsc.map((x) => {
+            const { count } = shapeParts(x.name);
+            const base = r.find((b) => b.name === `mpsc.MpmcQueue.${count}` && b.metric === 'messages/s');
+            const runs = (y: BenchRecord | undefined): string => {
+              const each = /runs \(M msg\/s\): ([^;]*)/.exec(y?.note ?? '')?.[1];
+              const drain = /records per drain: (.*)$/.exec(y?.note ?? '')?.[1];
+              return each === undefined ? '–' : `${each} (${drain ?? '?'})`;
+            };
+            return [String(count), fmtRate(x.value), fmtRate(base?.value), fmtRatio(x.ratios?.MpmcQueue), runs(x), runs(base)];
+          }),
+        ),
+    );
+  }
+  const bcast = r.filter((x) => x.name.startsWith('broadcast.'));
+  if (bcast.length > 0) {
+    parts.push(
+      `**One publisher, many subscribers** (${bcast[0]!.messageSize}-byte messages, one publisher, subscriber processes draining and parking when empty; ` +
+        "the publisher's rate from its first write to its last, beside an SpscRing's producer with one consumer):\n\n" +
+        table(
+          ['ring', 'publisher msg/s', '÷ SpscRing', 'lost per subscriber'],
+          bcast.map((x) => [
+            x.transport,
+            fmtRate(x.value),
+            x.name === 'broadcast.spsc.1' ? '–' : fmtRatio(x.ratios?.SpscRing),
+            /lost per subscriber: (.*)$/.exec(x.note ?? '')?.[1] ?? '–',
+          ]),
+        ),
+    );
+  }
+  return parts.length > 0 ? parts.join('\n\n') : undefined;
+}
+
+/** MpscRing at least as fast as MpmcQueue with the same producers and message size. */
+function shapeTargets(records: Measurement[]): Target[] {
+  return records
+    .filter((m) => m.name.startsWith('mpsc.MpscRing.') && m.metric === 'messages/s')
+    .map((m) => {
+      const { count } = shapeParts(m.name);
+      const base = find(records, `mpsc.MpmcQueue.${count}`, 'messages/s');
+      const target = `MpscRing ≥ MpmcQueue with ${count} producer process${count === 1 ? '' : 'es'}, ${m.messageSize} B (msg/s, median of the runs)`;
+      if (!base || !(base.value > 0)) return { target, measured: 'not measured (no MpmcQueue row)', value: null, met: null };
+      const v = m.value / base.value;
+      return {
+        target,
+        measured: `${fmtRatio(v)} (${fmtRate(m.value)} vs ${fmtRate(base.value)} msg/s)`,
+        value: Number(v.toPrecision(4)),
+        met: v >= 1,
+      };
+    });
 }
 
 // ---- the event-loop section (eventloop.ts) ----
@@ -535,6 +625,7 @@ export function targets(records: Measurement[]): Target[] {
 
   out.push(...channelTargets(records));
   out.push(...bridgeTargets(records));
+  out.push(...shapeTargets(records));
 
   const heap = find(records, 'alloc.spsc-zc', 'heap growth')?.value;
   add(
@@ -705,6 +796,8 @@ export function markdownBody(run: Run): string {
   if (channel) parts.push(channel);
   const bridge = bridgeSection(r);
   if (bridge) parts.push(bridge);
+  const shapes = shapesSection(r);
+  if (shapes) parts.push(shapes);
   const micro = r.filter((x) => x.name.startsWith('micro.'));
   if (micro.length > 0) {
     const ops = [...new Set(micro.map((x) => x.transport.replace(/ \((memfd|sab)\)$/, '')))];

@@ -36,9 +36,11 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendKind } from '@shmring/core';
 import { BRIDGE_ROWS, type BridgeParams } from './bridge.js';
+import type { BroadcastParams } from './broadcast.js';
 import { CHANNEL_ROWS, type ChannelParams } from './channel.js';
 import { LOOP_TRANSPORTS, MECHANISM_ENV, type EventLoopParams } from './eventloop.js';
 import type { Measurement } from './measurement.js';
+import type { MpscParams } from './mpsc.js';
 import { latencySvg, markdown, markdownBody, sizeLabel, targets, withRatios, type Machine, type Run } from './report.js';
 import type { Kind } from './scenario.js';
 
@@ -184,6 +186,15 @@ function plan(quick: boolean): Step[] {
         latency: { warmup: 300, blocks: 10, perBlock: 300, gapMs: 1 },
       };
   for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
+  // Many to one and one to many (mpsc.ts, broadcast.ts): MpscRing beside MpmcQueue with 1, 2 and 4 producer
+  // processes, the median of alternating runs (the rate with one producer is bistable: mpsc.ts); Broadcast's
+  // publisher beside an SpscRing's producer. About 45 s and 15 s; about 5 s and 4 s quick.
+  const mpsc: MpscParams = quick
+    ? { durationMs: 200, warmupMs: 100, size: 64, repeats: 1, producers: [1, 2, 4] }
+    : { durationMs: 1000, warmupMs: 300, size: 64, repeats: 5, producers: [1, 2, 4] };
+  steps.push({ kind: 'mpsc', name: 'mpsc', params: { ...mpsc } });
+  const broadcast: BroadcastParams = { messages: quick ? 200_000 : 1_000_000, subscribers: [1, 2, 4] };
+  steps.push({ kind: 'broadcast', name: 'broadcast', params: { ...broadcast } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
   steps.push({ kind: 'sync', name: 'persist.sync', params: { quick } }); // region.sync() vs write + fdatasync (sync-cost.ts): ~15 s, ~2 s quick

@@ -7,6 +7,7 @@
  */
 import { allocation } from './alloc.js';
 import { bridgeScenario, type BridgeParams } from './bridge.js';
+import { broadcastScenario, type BroadcastParams } from './broadcast.js';
 import { channelScenario, type ChannelParams } from './channel.js';
 import { eventLoop, type EventLoopParams } from './eventloop.js';
 import { latestScenario, type LatestParams } from './latest.js';
@@ -15,6 +16,7 @@ import { exitWithParent, killChildren } from './harness.js';
 import { processRoundTrip, type ProcessRoundTrip, type RoundTripOptions } from './latency.js';
 import type { Measurement } from './measurement.js';
 import { micro } from './micro.js';
+import { mpscScenario, type MpscParams } from './mpsc.js';
 import { syncScenario, type SyncParams } from './sync-cost.js';
 import { threadRoundTrip, threadStream, type THREAD_ROUND_TRIPS, type THREAD_STREAMS } from './threads.js';
 import { processStream, type ProcessStream, type StreamOptions } from './throughput.js';
@@ -34,7 +36,9 @@ export type Kind =
   | 'channel'
   | 'bridge'
   | 'latest'
-  | 'sync';
+  | 'sync'
+  | 'mpsc'
+  | 'broadcast';
 
 interface Outcome {
   records: Measurement[];
@@ -76,6 +80,10 @@ async function run(kind: Kind, name: string, params: Record<string, unknown>): P
       return latestScenario(params as unknown as LatestParams);
     case 'sync':
       return syncScenario(params as unknown as SyncParams);
+    case 'mpsc':
+      return mpscScenario(params as unknown as MpscParams);
+    case 'broadcast':
+      return broadcastScenario(params as unknown as BroadcastParams);
     default:
       throw new Error(`scenario: unknown kind ${String(kind)}`);
   }
