@@ -111,7 +111,7 @@ export function getDefaultPoll(): number {
  * (A client whose round trips take ~100 µs would otherwise poll after each
  * request and hold the CPU its woken echo is queued on.)
  *
- * Nor does a hot side poll, but for the same probes, when its messages
+ * Nor does a hot side poll, not even for a probe, when its messages
  * come further apart than a poll can bridge: its last wait lasted more
  * than POLL_SPARSE windows, or its last wait ended that long before this
  * one began (its program did other things meanwhile, or slept). Without
@@ -122,7 +122,8 @@ export function getDefaultPoll(): number {
  * processes that wake each other ran on one CPU 300 times in 300 after
  * 1 ms idle). Both conditions are needed: the echo's waits last the pause,
  * the client's last a round trip but begin a pause after the last one
- * ended. Where a side got its message at once, it is busy: neither holds.
+ * ended. A call that got its message at once counts as a wait of no time
+ * that ended then (below).
  * Two sides parked by a hiccup while back to back keep the rules above
  * (their waits last a wake-up and follow each other), and find their way
  * back to polling as before; a first version that stopped polling after
@@ -133,6 +134,26 @@ export function getDefaultPoll(): number {
  * 1.35–1.58× the socket beside it (one more run 1.19× against a slow
  * socket), against 131–137 µs, 1.56–1.89×, without it; back to back
  * 0.035–0.040× the socket either way on io_uring, threads and koffi.
+ * The probes once applied to sparse sides too; one wait in eight of each
+ * side then polled in vain, and since either side's poll holds the CPU
+ * the other is woken on, they moved the whole distribution: a round trip
+ * after 1 ms idle, p50 99 and 103 µs with the probes, 81 µs in both runs
+ * with neither side polling, beside a Unix socket's 104 and 102 µs.
+ * Sparse sides have nothing to recover: two sides back to back again wait
+ * short waits, and the rules above apply.
+ *
+ * A call that found its message (or room) at once ends no wait, but it
+ * counts as one that ended then: the side was busy at that moment, not
+ * since. (It once counted as "busy until further notice", and a client
+ * that sleeps 1 ms between requests whose reply often came during its own
+ * write, on the CPU it had just woken its echo on, then polled after a
+ * third of its requests, holding that CPU from the echo: a 64-byte round
+ * trip after 1 ms idle, two processes, p50 108–126 µs against 80 µs with
+ * its polls off, in one run, beside a Unix socket's 94–99 µs.) The clock
+ * is read for the first such call after a wait and for every
+ * AT_ONCE_CLOCK_EVERY-th after it, not each time: performance.now()
+ * costs some 50 ns, and a side kept busy reads its messages a few µs
+ * apart, so the stamp is at most that many calls old.
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -140,16 +161,21 @@ export class PollPacer {
   hot = false;
   /** Duration (ms) of this side's last wait that got its message; 0 when a call found one at once. */
   lastWaitMs = 0;
-  /** performance.now() when that wait ended; Infinity when a call found its message at once (the side is busy). */
-  endedAt = Infinity;
+  /** performance.now() when that wait ended, or when a call found its message at once (read every AT_ONCE_CLOCK_EVERY calls). */
+  endedAt = -Infinity;
   /** Source of the probes' coin flips (a test may fix it). */
   random: () => number = Math.random;
+  /** The clock gotAtOnce stamps with (a test may fix it). */
+  clock: () => number = () => performance.now();
+  /** Calls found at once since endedAt was last stamped, modulo AT_ONCE_CLOCK_EVERY (0: stamp at the next). */
+  #unstamped = 0;
 
-  /** A call got its message (or room) without waiting: the side is hot, and its last wait took no time. */
+  /** A call got its message (or room) without waiting: the side is hot and busy now, and its last wait took no time. */
   gotAtOnce(): void {
     this.hot = true;
     this.lastWaitMs = 0;
-    this.endedAt = Infinity;
+    if (this.#unstamped === 0) this.endedAt = this.clock();
+    this.#unstamped = (this.#unstamped + 1) & (AT_ONCE_CLOCK_EVERY - 1);
   }
 
   /** A wait that began at `started` got its message (or room) at `now` (performance.now(), ms). */
@@ -157,6 +183,7 @@ export class PollPacer {
     this.hot = true;
     this.lastWaitMs = now - started;
     this.endedAt = now;
+    this.#unstamped = 0;
   }
 
   /**
@@ -168,13 +195,15 @@ export class PollPacer {
     if (!this.hot) return 0;
     const waitedMicros = this.lastWaitMs * 1000;
     const sparse = POLL_SPARSE * defaultPoll;
-    if (waitedMicros <= sparse && (now - this.endedAt) * 1000 <= sparse && (!wokePeer || waitedMicros <= POLL_PACE * defaultPoll)) {
-      return defaultPoll;
-    }
+    // Sparse: the last wait was long, or ended long before this one (the side did other things, or slept).
+    if (waitedMicros > sparse || (now - this.endedAt) * 1000 > sparse) return 0;
+    if (!wokePeer || waitedMicros <= POLL_PACE * defaultPoll) return defaultPoll;
     return this.random() < POLL_PROBE ? defaultPoll : 0;
   }
 }
 
+/** gotAtOnce reads the clock for one call in this many (a power of two) while a side stays busy. */
+const AT_ONCE_CLOCK_EVERY = 16;
 /** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
 const POLL_PACE = 1;
 /** A wait polls only if the previous one lasted, and ended, at most this many poll windows before (else: probes). */

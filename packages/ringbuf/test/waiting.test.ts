@@ -113,35 +113,63 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.equal(poller(true, 0.05).pollMicros(undefined, true, 0), getDefaultPoll());
   });
 
-  it('polls after a wake-up and a long wait when the probe fires, about one wait in eight', () => {
-    assert.equal(poller(true, 1, true).pollMicros(undefined, true, 0), getDefaultPoll());
-    const p = poller(true, 1);
+  it('polls after a wake-up and a wait longer than the pace (but not sparse) when the probe fires, about one wait in eight', () => {
+    assert.equal(poller(true, 0.2, true).pollMicros(undefined, true, 0), getDefaultPoll());
+    assert.equal(poller(true, 0.2).pollMicros(undefined, true, 0), 0, 'polled without the probe');
+    const p = poller(true, 0.2);
     p.random = Math.random;
     let polled = 0;
     for (let i = 0; i < 8000; i++) if (p.pollMicros(undefined, true, 0) > 0) polled++;
     assert.ok(polled > 800 && polled < 1200, `${polled} of 8000 waits polled`);
   });
 
-  it('polls only when the probe fires when the last wait ended more than 8 windows before this one begins', () => {
+  it('never polls, probe or not, when the last wait ended more than 8 windows before this one begins', () => {
     assert.equal(poller(true, 0.1).pollMicros(undefined, false, 0.41), 0, 'polled 8.2 windows after the last wait ended');
-    assert.equal(poller(true, 0.1, true).pollMicros(undefined, false, 0.41), getDefaultPoll(), 'the probe did not poll');
+    assert.equal(poller(true, 0.1, true).pollMicros(undefined, false, 0.41), 0, 'the probe polled');
+    assert.equal(poller(true, 0.1, true).pollMicros(undefined, true, 0.41), 0, 'the probe polled after a wake-up');
     assert.equal(poller(true, 0.1).pollMicros(undefined, false, 0.4), getDefaultPoll(), 'did not poll 8 windows after the last wait');
     const busy = poller(true, 0.1);
+    busy.clock = () => 1000;
     busy.gotAtOnce();
     assert.equal(
-      busy.pollMicros(undefined, false, 1000),
+      busy.pollMicros(undefined, false, 1000.4),
       getDefaultPoll(),
       'a side whose last call found its message at once did not poll',
+    );
+    assert.equal(busy.pollMicros(undefined, true, 1000.4), getDefaultPoll(), 'nor after waking its peer');
+    assert.equal(
+      busy.pollMicros(undefined, false, 1000.41),
+      0,
+      'a side that found its message at once, then did something else for 8.2 windows, polled',
     );
     const waited = new PollPacer();
     waited.got(10, 10.1);
     assert.deepEqual([waited.hot, waited.lastWaitMs.toFixed(3), waited.endedAt], [true, '0.100', 10.1]);
   });
 
-  it('polls only when the probe fires after a wait of more than 8 windows, with or without a wake-up', () => {
+  it('stamps a call found at once with the clock for the first after a wait and one in 16 after it', () => {
+    const p = new PollPacer();
+    let reads = 0;
+    p.clock = () => ++reads;
+    p.got(0, 0.5);
+    const stamps: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      p.gotAtOnce();
+      stamps.push(p.endedAt);
+    }
+    assert.equal(reads, 3, 'clock reads for 40 calls found at once');
+    assert.deepEqual([stamps[0], stamps[15], stamps[16], stamps[31], stamps[32], stamps[39]], [1, 1, 2, 2, 3, 3]);
+    assert.deepEqual([p.hot, p.lastWaitMs], [true, 0]);
+    p.got(10, 10.25); // a wait in between: the next call found at once is stamped again
+    p.gotAtOnce();
+    assert.equal(p.endedAt, 4);
+  });
+
+  it('never polls, probe or not, after a wait of more than 8 windows, with or without a wake-up', () => {
     assert.equal(poller(true, 0.41).pollMicros(undefined, false, 0), 0, 'polled after a wait of 8.2 windows (sparse messages)');
     assert.equal(poller(true, 0.41).pollMicros(undefined, true, 0), 0);
-    assert.equal(poller(true, 0.41, true).pollMicros(undefined, false, 0), getDefaultPoll(), 'the probe did not poll');
+    assert.equal(poller(true, 0.41, true).pollMicros(undefined, false, 0), 0, 'the probe polled');
+    assert.equal(poller(true, 0.41, true).pollMicros(undefined, true, 0), 0, 'the probe polled after a wake-up');
     assert.equal(poller(true, 0.4).pollMicros(undefined, false, 0), getDefaultPoll(), 'a wait of exactly 8 windows did not poll');
   });
 
