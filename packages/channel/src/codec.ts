@@ -65,7 +65,7 @@ function encodeError(value: unknown, codec: string, cause?: unknown): ShmringErr
   } catch {
     what = 'this value';
   }
-  const reason = cause instanceof Error ? `: ${cause.message}` : '';
+  const reason = cause instanceof Error ? `: ${cause.message.replace(/\.$/, '')}` : '';
   return new ShmringError(
     ErrorCodes.ENCODE,
     `the channel's ${codec} codec cannot encode ${what}${reason}; nothing was sent (send values it can encode, or choose another codec)`,
@@ -74,7 +74,7 @@ function encodeError(value: unknown, codec: string, cause?: unknown): ShmringErr
 }
 
 function decodeError(codec: string, cause: unknown): ShmringError {
-  const reason = cause instanceof Error ? `: ${cause.message}` : '';
+  const reason = cause instanceof Error ? `: ${cause.message.replace(/\.$/, '')}` : '';
   return new ShmringError(
     ErrorCodes.DECODE,
     `the channel's ${codec} codec could not decode a value from the other side${reason}; do both ends use the same codec?`,

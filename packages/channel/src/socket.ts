@@ -65,7 +65,7 @@ function checkPath(path: unknown, verb: string): string {
   if (typeof path !== 'string' || path.length === 0) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${String(path)}`,
+      `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${typeof path === 'string' ? 'an empty string' : String(path)}`,
     );
   }
   return path;

@@ -8,6 +8,7 @@
  * close cycles (and failed connects) give back every fd they took.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { Buffer } from 'node:buffer';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
@@ -379,6 +380,28 @@ describe('misuse', function () {
         b.close();
         await Promise.all([a.closed, b.closed]);
       }
+    });
+  });
+
+  describe('a process without a native backend', function () {
+    it('runs a channelPair (SharedArrayBuffer) from request to close without touching the backend: close() does not throw its error', function () {
+      // SHMRING_BACKEND names no backend: loading one throws ERR_SHMRING_NO_BACKEND, so any use of it fails the child.
+      const index = new URL('../src/index.js', import.meta.url).href;
+      const script =
+        `const { channelPair, openChannel } = await import(${JSON.stringify(index)});\n` +
+        'const [a, handle] = channelPair({ capacity: 4096 });\n' +
+        'const b = openChannel(handle);\n' +
+        'b.handle((v) => v * 2);\n' +
+        'const reply = await a.request(21);\n' +
+        'a.close(); b.close();\n' +
+        'await Promise.all([a.closed, b.closed]);\n' +
+        'console.log(JSON.stringify({ reply }));\n';
+      const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, SHMRING_BACKEND: 'no-such-backend' },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.deepEqual(JSON.parse(out.trim()), { reply: 42 });
     });
   });
 

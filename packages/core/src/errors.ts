@@ -2,7 +2,8 @@
  * Typed errors. Every error shmring throws has a stable `code`:
  *  - `ERR_SHMRING_*` for misuse and for conditions of the library itself;
  *  - the errno name ('ENOENT', 'EEXIST', ...) for a failed system call, with
- *    `errno` and `syscall` as on Node's own fs errors.
+ *    `syscall` and `errno` as on Node's own fs errors, but `errno` positive
+ *    (os.constants.errno's), where Node's carry libuv's negated number.
  * Plain argument mistakes (a negative size, a non-integer) are TypeError or
  * RangeError, also with an `ERR_SHMRING_*` code.
  * docs/ERRORS.md lists every code, its cause and what to do.

@@ -560,7 +560,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** The error every verb throws once this side (or its region) is closed. */
   protected closedError(): ShmringError {
-    return new ShmringError(ErrorCodes.CLOSED, `this ${this.#kind} is closed (or its region is); attach a new one`);
+    return new ShmringError(
+      ErrorCodes.CLOSED,
+      `${this.#kind}: this object of ${this.#where} is closed (or its region is); attach a new one to go on`,
+    );
   }
 
   /** True once either side closed the ring (a snapshot). */
@@ -571,7 +574,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   #peerClosedError(): ShmringError {
-    return new ShmringError(ErrorCodes.CLOSED, `the ${this.#kind} was closed by the other side`);
+    return new ShmringError(ErrorCodes.CLOSED, `${this.#kind}: ${this.#where} was closed by the other side; nothing more can be written`);
   }
 
   #throwClosed(): never {

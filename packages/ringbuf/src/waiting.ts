@@ -177,7 +177,11 @@ export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
 export function unparkAll(ctl: Int32Array, block: WaitBlock): void {
   // Makes every sleeper's futex word differ from what it saw, then wakes them all.
   Atomics.add(ctl, block.signal, 1);
-  wakeSleepers(ctl, block, NATIVE_WAITER | 1); // both kinds, whoever announced
+  // Observes the announcements after the bump: a native (futex_waitv) sleeper announced by now is woken; one
+  // announcing later re-checks (and finds the close) or sleeps on the bumped word (and returns at once). So a
+  // SharedArrayBuffer ring with none asks nothing of the native backend, which may be missing there.
+  const waiters = Atomics.load(ctl, block.waiters);
+  wakeSleepers(ctl, block, (waiters & ~(NATIVE_WAITER - 1)) | 1); // the JS sleepers (Atomics.notify) whoever announced
 }
 
 /** performance.now() at which a wait that starts at `now` times out (Infinity without timeoutMs). */
