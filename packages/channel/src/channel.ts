@@ -822,6 +822,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           }
         }
         this.#runCalls();
+        // Before the next read, which may park: let this record's continuations run (an async handler's
+        // reply, the requests a resolved reply makes), so that the park publishes what they wrote before
+        // it, not after the futex wait it starts (a request after 1 ms idle, the server's reply was one
+        // system call later: p50 1.45–1.47× JSON over a Unix socket with this turn, 1.54–1.58× without,
+        // three runs each, alternating).
+        await null;
       }
     } finally {
       this.#pumping = false;
