@@ -15,6 +15,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { isMain } from './harness.js';
 import { Region } from '@shmring/core';
 import { Broadcast, SpscRing } from '@shmring/ringbuf';
 import type { Measurement } from './measurement.js';
@@ -149,7 +150,7 @@ async function main(): Promise<void> {
 }
 
 // A subscriber process, the program run by itself, or a module of the runner's scenario (which calls broadcastScenario).
-if (process.argv[1] === SELF) {
+if (isMain(SELF)) {
   if (process.argv[2] === '--child') child(process.argv[3]!, process.argv[4]!);
   else await main();
 }

@@ -35,7 +35,8 @@ function progress(label: string, done: number, total: number): void {
 
 /** How the ring compares, as "3.1x faster" or "1.3x slower", from speed(ring) / speed(socket). */
 function versus(speedup: number): string {
-  return speedup >= 1 ? `${speedup.toFixed(1)}x faster` : `${(1 / speedup).toFixed(1)}x slower`;
+  if (speedup >= 0.95 && speedup <= 1.05) return 'as fast';
+  return speedup > 1 ? `${speedup.toFixed(1)}x faster` : `${(1 / speedup).toFixed(1)}x slower`;
 }
 
 async function main(): Promise<void> {

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -23,6 +24,20 @@ const children = new Set<ChildProcess>();
 let cleanupInstalled = false;
 
 /** Kills (SIGKILL) every child still running. Safe to call any number of times. */
+/** Whether the module at `self` (its file's path) is the program node runs: also through a symlink, or named without `.js`. */
+export function isMain(self: string): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  for (const candidate of [entry, `${entry}.js`]) {
+    try {
+      if (fs.realpathSync(candidate) === fs.realpathSync(self)) return true;
+    } catch {
+      // no such file: try the next spelling
+    }
+  }
+  return false;
+}
+
 export function killChildren(): void {
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

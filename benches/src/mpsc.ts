@@ -23,6 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { isMain } from './harness.js';
 import { Region } from '@shmring/core';
 import { MpmcQueue, MpscRing } from '@shmring/ringbuf';
 import type { Measurement } from './measurement.js';
@@ -175,7 +176,7 @@ export async function mpscScenario(params: MpscParams): Promise<{ records: Measu
     metric: 'messages/s',
     value: row.messagesPerSecond,
     unit: 'msg/s',
-    note: `median of ${params.repeats} runs of ${params.durationMs} ms; runs (M msg/s): ${eachRate(row)}; records per drain: ${row.recordsPerDrain}`,
+    note: `${params.repeats === 1 ? 'one run' : `median of ${params.repeats} runs`} of ${params.durationMs} ms; runs (M msg/s): ${eachRate(row)}; records per drain: ${row.recordsPerDrain}`,
   }));
   return { records, notes: [] };
 }
@@ -212,7 +213,7 @@ async function main(): Promise<void> {
 }
 
 // A producer process, the program run by itself, or a module of the runner's scenario (which calls mpscScenario).
-if (process.argv[1] === SELF) {
+if (isMain(SELF)) {
   if (process.argv[2] === 'producer') producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]));
   else await main();
 }

@@ -140,7 +140,7 @@ function shapesSection(r: BenchRecord[]): string | undefined {
             'MpscRing msg/s',
             'MpmcQueue msg/s',
             'MpscRing ÷ MpmcQueue',
-            'MpscRing runs, M msg/s (records per drain)',
+            'MpscRing runs, M msg/s (records per drain in the median run)',
             'MpmcQueue runs',
           ],
           mpsc.map((x) => {

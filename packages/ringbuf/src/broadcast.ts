@@ -709,6 +709,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     } finally {
       if (this.#cursor !== start && ctl.length !== 0) this.#storeCursor(ctl);
     }
+    if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
   }
 

@@ -349,6 +349,7 @@ export class MpmcQueue extends Queue {
         if (ctl.length !== 0) this.#free(slot, position, ctl, data32);
       }
     }
+    if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
   }
 

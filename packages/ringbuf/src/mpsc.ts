@@ -587,6 +587,7 @@ export class MpscRing extends Queue {
       // ctl.length is 0 only if the region itself was closed (its memory is gone).
       if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
     }
+    if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
   }
 

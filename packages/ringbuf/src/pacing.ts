@@ -150,10 +150,12 @@ export function getDefaultPoll(): number {
  * third of its requests, holding that CPU from the echo: a 64-byte round
  * trip after 1 ms idle, two processes, p50 108–126 µs against 80 µs with
  * its polls off, in one run, beside a Unix socket's 94–99 µs.) The clock
- * is read for the first such call after a wait and for every
+ * is read for the first such call after a wait began and for every
  * AT_ONCE_CLOCK_EVERY-th after it, not each time: performance.now()
- * costs some 50 ns, and a side kept busy reads its messages a few µs
- * apart, so the stamp is at most that many calls old.
+ * costs some 50 ns, a side kept busy reads its messages a few µs apart,
+ * and a stamp a few calls old errs towards parking, never towards a poll
+ * in vain. A drain() that took records, and a select() that found one at
+ * once, count as calls found at once.
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -191,6 +193,7 @@ export class PollPacer {
    * ms): `explicit` (the wait's `poll` option) if given, else as above.
    */
   pollMicros(explicit: number | undefined, wokePeer: boolean, now: number): number {
+    this.#unstamped = 0; // a wait began: the next call found at once is stamped
     if (explicit !== undefined) return checkPoll(explicit);
     if (!this.hot) return 0;
     const waitedMicros = this.lastWaitMs * 1000;
@@ -202,11 +205,15 @@ export class PollPacer {
   }
 }
 
-/** gotAtOnce reads the clock for one call in this many (a power of two) while a side stays busy. */
-const AT_ONCE_CLOCK_EVERY = 16;
+/**
+ * gotAtOnce reads the clock for one call in this many (a power of two)
+ * while a side stays busy: a stamp at most 3 calls old judges a side that
+ * spends up to 100 µs on each message busy (8 windows over 4 calls).
+ */
+const AT_ONCE_CLOCK_EVERY = 4;
 /** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
 const POLL_PACE = 1;
-/** A wait polls only if the previous one lasted, and ended, at most this many poll windows before (else: probes). */
+/** A wait polls only if the previous one lasted, and ended, at most this many poll windows before (else never, not even a probe). */
 const POLL_SPARSE = 8;
 /** Share of the waits after a wake-up (and a long wait) that poll all the same (probes). */
 const POLL_PROBE = 1 / 8;

@@ -573,12 +573,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return ctl.length === 0 || (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0;
   }
 
-  #peerClosedError(): ShmringError {
-    return new ShmringError(ErrorCodes.CLOSED, `${this.#kind}: ${this.#where} was closed by the other side; nothing more can be written`);
+  #peerClosedError(reading: boolean): ShmringError {
+    return new ShmringError(
+      ErrorCodes.CLOSED,
+      `${this.#kind}: ${this.#where} was closed by the other side; ${reading ? 'everything it sent was read' : 'nothing more can be written'}`,
+    );
   }
 
-  #throwClosed(): never {
-    throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError();
+  /** ERR_SHMRING_CLOSED for a read (`reading`) or a write that finds the ring closed. */
+  #throwClosed(reading = false): never {
+    throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError(reading);
   }
 
   /**
@@ -609,9 +613,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       // its close(); having seen the flag, one more read sees that message.
       const last = this.ctl.length === 0 ? null : this.tryRead();
       if (last !== null) return last;
-      this.#throwClosed();
+      this.#throwClosed(true);
     }
     return undefined;
+  }
+
+  /** A drain() of this object took records without waiting: its readers are busy now (PollPacer). */
+  protected drained(): void {
+    this.#readPoll.gotAtOnce();
   }
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */

@@ -474,7 +474,10 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
   const first = scan(call.probes, start);
-  if (first >= 0) return chosen(entries, first);
+  if (first >= 0) {
+    pollPacer.gotAtOnce(); // busy now: a select soon after may poll
+    return chosen(entries, first);
+  }
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal);
   pollPacer.hot = false; // until this select returns an entry

@@ -562,6 +562,7 @@ export class SpscRing extends Queue {
       // ctl.length is 0 only if the region itself was closed (its memory is gone).
       if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
     }
+    if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
   }
 

@@ -55,8 +55,10 @@ export interface WaitOptions {
    * retries between event-loop turns (other callbacks run meanwhile) before
    * it parks, counted from the start of the wait. Default: the thread's
    * default (setDefaultPoll; 50 µs) when this side's previous call got a
-   * message, otherwise 0; now and then only after a long wait, or right
-   * after waking a parked peer (PollPacer). 0 parks at once.
+   * message, otherwise 0; never when its messages come far apart (its last
+   * wait lasted, or ended, more than 8 windows before), and now and then only
+   * right after waking a parked peer following a longer wait (PollPacer). 0
+   * parks at once.
    */
   poll?: number;
   /**

@@ -479,6 +479,28 @@ describe('select', () => {
     }
   });
 
+  describe('selectSync in a worker wakes when the main thread closes a queue', () => {
+    it('sab, 3 queues: close() wakes the native (futex_waitv) sleeper it finds announced, and that queue is the one selected', async function () {
+      needWaitAny(this);
+      const rings = Array.from({ length: 3 }, () => makeRing('sab', 'spsc'));
+      try {
+        const selected = runWorker({ rings: rings.map((r) => r.config()), task: { op: 'selectSync', timeoutMs: 10_000 } });
+        await until(() => rings.every((r) => waiters(r) === 0x10000), 'the worker announced 0x10000 on every queue');
+        await sleep(20); // most likely in the kernel by now
+        const closed = performance.now();
+        rings[2]!.queue.close();
+        const report = await selected;
+        const ms = performance.now() - closed;
+        noError(report);
+        assert.equal(report.index, 2);
+        assert.equal(report.message, undefined, 'a closed, empty queue has nothing to read');
+        assert.ok(ms < WOKEN_MS, `the worker's select returned ${ms.toFixed(1)} ms after the close: it slept through the wake-up`);
+      } finally {
+        closeAll(rings);
+      }
+    });
+  });
+
   describe('fairness', () => {
     it('an always-ready queue does not starve the others: round robin over a reused array', () => {
       const rings = [0, 1, 2].map(() => makeRing('sab', 'spsc'));

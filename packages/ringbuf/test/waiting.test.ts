@@ -106,7 +106,7 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
   });
 
   it('does not poll after this thread woke a parked peer, when the previous wait was long', () => {
-    assert.equal(poller(true, 1).pollMicros(undefined, true, 0), 0); // 1 ms: far beyond 2.5 × 50 µs
+    assert.equal(poller(true, 0.2).pollMicros(undefined, true, 0), 0); // 200 µs: beyond the pace (1 window), within 8
   });
 
   it('polls after a wake-up when the previous wait was short (two sides waking each other back to back)', () => {
@@ -147,7 +147,7 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.deepEqual([waited.hot, waited.lastWaitMs.toFixed(3), waited.endedAt], [true, '0.100', 10.1]);
   });
 
-  it('stamps a call found at once with the clock for the first after a wait and one in 16 after it', () => {
+  it('stamps a call found at once with the clock for the first after a wait began and one in 4 after it', () => {
     const p = new PollPacer();
     let reads = 0;
     p.clock = () => ++reads;
@@ -157,12 +157,16 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
       p.gotAtOnce();
       stamps.push(p.endedAt);
     }
-    assert.equal(reads, 3, 'clock reads for 40 calls found at once');
-    assert.deepEqual([stamps[0], stamps[15], stamps[16], stamps[31], stamps[32], stamps[39]], [1, 1, 2, 2, 3, 3]);
+    assert.equal(reads, 10, 'clock reads for 40 calls found at once');
+    assert.deepEqual([stamps[0], stamps[3], stamps[4], stamps[7], stamps[8], stamps[39]], [1, 1, 2, 2, 3, 10]);
     assert.deepEqual([p.hot, p.lastWaitMs], [true, 0]);
-    p.got(10, 10.25); // a wait in between: the next call found at once is stamped again
+    p.got(10, 10.25); // a wait that got its message: the next call found at once is stamped again
     p.gotAtOnce();
-    assert.equal(p.endedAt, 4);
+    assert.equal(p.endedAt, 11);
+    p.gotAtOnce(); // not stamped
+    p.pollMicros(undefined, false, 12); // a wait began (and may fail): the next call found at once is stamped
+    p.gotAtOnce();
+    assert.equal(p.endedAt, 12);
   });
 
   it('never polls, probe or not, after a wait of more than 8 windows, with or without a wake-up', () => {
