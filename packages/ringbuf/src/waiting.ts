@@ -183,7 +183,7 @@ export function unparkAll(ctl: Int32Array, block: WaitBlock): void {
   // announcing later re-checks (and finds the close) or sleeps on the bumped word (and returns at once). So a
   // SharedArrayBuffer ring with none asks nothing of the native backend, which may be missing there.
   const waiters = Atomics.load(ctl, block.waiters);
-  wakeSleepers(ctl, block, (waiters & ~(NATIVE_WAITER - 1)) | 1); // the JS sleepers (Atomics.notify) whoever announced
+  wakeSleepers(ctl, block, waiters | 1); // | 1: Atomics.notify whoever announced (it costs nothing with no sleeper)
 }
 
 /** performance.now() at which a wait that starts at `now` times out (Infinity without timeoutMs). */

@@ -292,3 +292,31 @@ describe('cooperative polling (Promise verbs)', function () {
     });
   });
 });
+
+describe('cooperative polling: a drain tells the reader side it is busy', function () {
+  it('a read right after a drain that took records polls, even when the side last waited long ago', async function () {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    try {
+      const m = new Uint8Array(8);
+      // A wait that gets its message: the read side is hot.
+      const first = ring.read({ spin: 0, poll: 0 });
+      setTimeout(() => ring.tryWrite(m), 5);
+      await first;
+      await new Promise((resolve) => setTimeout(resolve, 20)); // 20 ms: that wait ended far more than 8 windows ago
+      ring.tryWrite(m);
+      assert.equal(
+        ring.drain(() => {}),
+        1,
+      );
+      const polls = waitCounters.polls;
+      const read = ring.read({ spin: 0, timeoutMs: 5000 }); // nothing there: it polls (the drain made it busy) or parks
+      assert.equal(waitCounters.polls, polls + 1, 'the read after the drain did not poll: the drain did not count as busy');
+      ring.tryWrite(m);
+      await read;
+    } finally {
+      ring.close();
+      region.close();
+    }
+  });
+});
