@@ -165,6 +165,13 @@ export class PollPacer {
   lastWaitMs = 0;
   /** performance.now() when that wait ended, or when a call found its message at once (read every AT_ONCE_CLOCK_EVERY calls). */
   endedAt = -Infinity;
+  /**
+   * Whether pollMicros() found this side sparse for the wait that is
+   * beginning (its messages come far apart). Such a wait does not try on
+   * the spot either (waiting.ts): its message is not due within the try,
+   * and the try would hold the CPU the peer it answered is likely woken on.
+   */
+  sparse = false;
   /** Source of the probes' coin flips (a test may fix it). */
   random: () => number = Math.random;
   /** The clock gotAtOnce stamps with (a test may fix it). */
@@ -194,12 +201,16 @@ export class PollPacer {
    */
   pollMicros(explicit: number | undefined, wokePeer: boolean, now: number): number {
     this.#unstamped = 0; // a wait began: the next call found at once is stamped
+    this.sparse = false;
     if (explicit !== undefined) return checkPoll(explicit);
     if (!this.hot) return 0;
     const waitedMicros = this.lastWaitMs * 1000;
     const sparse = POLL_SPARSE * defaultPoll;
     // Sparse: the last wait was long, or ended long before this one (the side did other things, or slept).
-    if (waitedMicros > sparse || (now - this.endedAt) * 1000 > sparse) return 0;
+    if (waitedMicros > sparse || (now - this.endedAt) * 1000 > sparse) {
+      this.sparse = true;
+      return 0;
+    }
     if (!wokePeer || waitedMicros <= POLL_PACE * defaultPoll) return defaultPoll;
     return this.random() < POLL_PROBE ? defaultPoll : 0;
   }

@@ -66,8 +66,9 @@ export interface WaitOptions {
    * parking, or before polling for a Promise verb. Default 20 for the Sync
    * verbs, paced (a wait skips its spin when the previous one took long; see
    * SpinPacer). For the Promise verbs: 0 right after this thread woke a
-   * parked peer (it answers no sooner than its wake-up), the first poll
-   * slice (10 µs, at most the poll window) for a wait that polls, else 2.
+   * parked peer (it answers no sooner than its wake-up), and on a side whose
+   * messages come far apart (see poll), the first poll slice (10 µs, at
+   * most the poll window) for a wait that polls, else 2.
    * 0 goes on at once.
    */
   spin?: number;
@@ -377,7 +378,9 @@ export function parkAsync<T, R = T>(
     // A peer this thread just woke answers no sooner than its wake-up (tens of µs): trying
     // on the spot for it would only hold the CPU it is likely queued on. A wait that is going
     // to poll takes its first slice here, at once, instead of a turn of the loop later.
-    const spinMicros = options?.spin ?? (wokePeer ? 0 : pollMicros > 0 ? Math.min(pollMicros, POLL_SLICE_MICROS) : TRY_MICROS_ASYNC);
+    // A sparse side's message is not due yet: trying would only delay the peer it just answered.
+    const spinMicros =
+      options?.spin ?? (wokePeer || pacer.sparse ? 0 : pollMicros > 0 ? Math.min(pollMicros, POLL_SLICE_MICROS) : TRY_MICROS_ASYNC);
     result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
   } catch (err) {
     return settleNow(settle, err, true);

@@ -293,6 +293,58 @@ describe('cooperative polling (Promise verbs)', function () {
   });
 });
 
+describe('trying on the spot before parking (Promise verbs)', function () {
+  /** Counts the ring's read attempts (each wait attempt calls tryRead once). */
+  function counted(ring: SpscRing): { readonly calls: number } {
+    const counter = { calls: 0 };
+    const tryRead = ring.tryRead.bind(ring);
+    ring.tryRead = () => {
+      counter.calls++;
+      return tryRead();
+    };
+    return counter;
+  }
+
+  /**
+   * A wait right after this thread woke a parked peer skips its try whatever
+   * the side; a wait that begins (here a read on another ring, which times
+   * out) takes that mark, so the reads below are judged on their side alone.
+   */
+  async function forgetWake(): Promise<void> {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const other = SpscRing.create(region, { capacity: 4096 });
+    await assert.rejects(other.read({ spin: 0, timeoutMs: 1 }), { code: ErrorCodes.TIMEOUT });
+    other.close();
+    region.close();
+  }
+
+  it('a side whose messages come far apart parks without trying on the spot; a side with no message yet tries', async function () {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    const m = new Uint8Array(8);
+    try {
+      const counter = counted(ring);
+      await forgetWake(); // an earlier test may have woken a parked read of this thread
+      // Not hot yet: the read tries on the spot (at least 64 attempts: the clock is read once per 64) before it parks.
+      const first = ring.read({ timeoutMs: 5000 });
+      const tried = counter.calls;
+      assert.ok(tried >= 64, `the first read made ${tried} attempts before parking`);
+      setTimeout(() => ring.tryWrite(m), 5);
+      await first; // a wait of 5 ms that got its message: the side is hot, and sparse (100 windows)
+      await forgetWake(); // that write woke this thread's parked read
+      const before = counter.calls;
+      const second = ring.read({ timeoutMs: 5000 });
+      // #read's own tryRead and the re-check after announcing: no try on the spot.
+      assert.equal(counter.calls - before, 2, 'the read of a sparse side tried on the spot');
+      ring.tryWrite(m);
+      await second;
+    } finally {
+      ring.close();
+      region.close();
+    }
+  });
+});
+
 describe('cooperative polling: a drain tells the reader side it is busy', function () {
   it('a read right after a drain that took records polls, even when the side last waited long ago', async function () {
     const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });

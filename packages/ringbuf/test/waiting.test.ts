@@ -147,6 +147,22 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.deepEqual([waited.hot, waited.lastWaitMs.toFixed(3), waited.endedAt], [true, '0.100', 10.1]);
   });
 
+  it('marks a wait sparse exactly when it does not poll because the side is sparse (its try on the spot is skipped too)', () => {
+    const sparse = (p: PollPacer, wokePeer: boolean, now: number): boolean => {
+      p.pollMicros(undefined, wokePeer, now);
+      return p.sparse;
+    };
+    assert.equal(sparse(poller(true, 0.41), false, 0), true, 'a last wait of 8.2 windows');
+    assert.equal(sparse(poller(true, 0.1), false, 0.41), true, 'a last wait that ended 8.2 windows before');
+    assert.equal(sparse(poller(true, 0.1), false, 0.4), false, 'a wait that polls');
+    assert.equal(sparse(poller(true, 0.2), true, 0), false, 'a wait after a wake-up that does not poll (not sparse)');
+    assert.equal(sparse(poller(false, 5), false, 100), false, 'a side that is not hot');
+    const p = poller(true, 0.41);
+    p.pollMicros(undefined, false, 0);
+    p.pollMicros(0, false, 0);
+    assert.equal(p.sparse, false, 'an explicit poll option left the mark of the previous wait');
+  });
+
   it('stamps a call found at once with the clock for the first after a wait began and one in 4 after it', () => {
     const p = new PollPacer();
     let reads = 0;
