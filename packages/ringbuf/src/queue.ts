@@ -602,20 +602,24 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return undefined;
   }
 
-  /** #readAttempt bound once: every wait of a read passes it, no closure per call. */
-  readonly #readAttemptFn = (): Uint8Array | undefined => this.#readAttempt();
-
-  #readAttempt(): Uint8Array | undefined {
+  /**
+   * A read's attempt, bound once: every wait of a read passes it, no closure
+   * per call. Returns the next message, or undefined while the ring is empty
+   * and open; throws ERR_SHMRING_CLOSED once it is closed and drained.
+   */
+  readonly #readAttemptFn = (): Uint8Array | undefined => {
     const message = this.tryRead();
     if (message !== null) return message;
-    if (this.closed) {
-      // The writer may have published its last message between our tryRead and
-      // its close(); having seen the flag, one more read sees that message.
-      const last = this.ctl.length === 0 ? null : this.tryRead();
-      if (last !== null) return last;
-      this.#throwClosed(true);
-    }
-    return undefined;
+    return this.closed ? this.#lastRead() : undefined;
+  };
+
+  /** #readAttemptFn found the ring empty and closed: the last message, or ERR_SHMRING_CLOSED. */
+  #lastRead(): Uint8Array {
+    // The writer may have published its last message between our tryRead and
+    // its close(); having seen the flag, one more read sees that message.
+    const last = this.ctl.length === 0 ? null : this.tryRead();
+    if (last !== null) return last;
+    this.#throwClosed(true);
   }
 
   /** A drain() of this object took records without waiting: its readers are busy now (PollPacer). */
@@ -705,10 +709,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
   read(options?: WaitOptions): Promise<Uint8Array> {
-    try {
-      checkWaitOptions(options, this.#names.read);
-    } catch (err) {
-      return Promise.reject(err);
+    if (options !== undefined) {
+      try {
+        checkWaitOptions(options, this.#names.read);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     return this.#read(options, undefined);
   }

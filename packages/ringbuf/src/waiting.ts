@@ -108,6 +108,9 @@ export function checkPeriodOf(options: { peerTimeoutMs?: number } | undefined): 
   return Math.max(MIN_CHECK_MS, Math.min(MAX_CHECK_MS, peer / 4));
 }
 
+/** checkPeriodOf() of a wait without options. */
+const DEFAULT_CHECK_MS = checkPeriodOf(undefined);
+
 function peerDead(what: string): ShmringError {
   return new ShmringError(
     ErrorCodes.PEER_DEAD,
@@ -155,13 +158,6 @@ function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?
  * off (PollPacer).
  */
 let wokeSinceWait = false;
-
-/** Whether this thread woke a parked side since the last call (a Promise wait calls it as it begins). */
-function takeWokeSinceWait(): boolean {
-  const woke = wokeSinceWait;
-  wokeSinceWait = false;
-  return woke;
-}
 
 /** Wakes the sleepers of `block`, if any. Publishers call it after every publication. */
 export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
@@ -366,7 +362,8 @@ export function parkAsync<T, R = T>(
   let deadline: number;
   let result: T | undefined;
   try {
-    const wokePeer = takeWokeSinceWait();
+    const wokePeer = wokeSinceWait; // taken: the next wait judges the wake-ups from now on
+    wokeSinceWait = false;
     started = performance.now();
     pollMicros = pacer.pollMicros(options?.poll, wokePeer, started);
     const signal = options?.signal;
@@ -374,7 +371,7 @@ export function parkAsync<T, R = T>(
     if (stop?.stopped) throw abortError();
     pacer.hot = false; // until this wait gets its message
     publishHeld();
-    deadline = deadlineOf(options, started);
+    deadline = options === undefined ? Infinity : deadlineOf(options, started);
     // A peer this thread just woke answers no sooner than its wake-up (tens of µs): trying
     // on the spot for it would only hold the CPU it is likely queued on. A wait that is going
     // to poll takes its first slice here, at once, instead of a turn of the loop later.
@@ -419,6 +416,9 @@ interface PendingWait {
 }
 
 const NATIVE_RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
+/** The native codes of 'ok' and 'timed-out' (their indices in NATIVE_RESULTS). */
+const NATIVE_OK = 0;
+const NATIVE_TIMED_OUT = 2;
 
 function waitResultOf(completion: WaitResult | number): WaitResult {
   return typeof completion === 'number' ? NATIVE_RESULTS[completion]! : completion;
@@ -476,7 +476,7 @@ class AsyncPark<T, R> implements Watched {
     readonly started: number,
     readonly settle: Settle<T, R>,
   ) {
-    this.periodMs = checkPeriodOf(options);
+    this.periodMs = options === undefined ? DEFAULT_CHECK_MS : checkPeriodOf(options);
   }
 
   start(): Promise<R> {
@@ -541,13 +541,16 @@ class AsyncPark<T, R> implements Watched {
     try {
       result = this.attempt(); // the re-check after announcing
       if (result === undefined) {
-        const left = this.deadline - performance.now();
-        if (left <= 0) throw timedOut(this.what, this.options);
+        let left = Infinity; // no clock read for a wait without timeoutMs
+        if (this.deadline !== Infinity) {
+          left = this.deadline - performance.now();
+          if (left <= 0) throw timedOut(this.what, this.options);
+        }
         if (this.#ending === undefined) {
           if (!this.#watching) this.#watch();
           waitCounters.asyncWaits++;
           this.#pending = startWait(ctl, block.signal, seen, left);
-          this.#pending.promise.then(this.#napped, this.#nappedBadly);
+          this.#pending.promise.then(this.#completed, this.#completed);
           return; // stays announced until the wait completes
         }
         this.#napped('ok'); // ended from outside before this round's wait: settle as after a wake
@@ -577,13 +580,54 @@ class AsyncPark<T, R> implements Watched {
 
   /** Withdraws, then settles with `result` (or the withdrawal's failure). */
   #settleWithdrawn(result: T): void {
-    const failed = this.#withdraw();
-    if (failed !== undefined) this.#fail(failed);
-    else this.#succeed(result);
+    try {
+      // Withdraw the announcement: publishers stop bumping SIGNAL for us.
+      Atomics.sub(this.ctl, this.block.waiters, 1);
+    } catch (err) {
+      return this.#fail(err); // a detached view: the region was closed (#withdraw)
+    }
+    if (this.#watching) this.#unwatch();
+    let value: R;
+    try {
+      this.pacer.got(this.started, performance.now());
+      value = this.settle.ok(result);
+    } catch (err) {
+      this.#reject(err);
+      return;
+    }
+    this.#resolve(value);
   }
 
+  /**
+   * The futex wait's promise settled, either way: one function for both, so
+   * a park makes one closure, not two. It fulfils with the wait's result (a
+   * number from the native backend, a string from Atomics.waitAsync) and
+   * rejects with an Error.
+   */
+  readonly #completed = (completion: unknown): void => {
+    if (typeof completion !== 'number' && typeof completion !== 'string') return this.#nappedBadly(completion);
+    if (this.#ending !== undefined || completion === NATIVE_TIMED_OUT || completion === 'timed-out') {
+      return this.#napped(completion as WaitResult | number);
+    }
+    // Woken ('ok') or the word had changed ('not-equal'), nothing ending the wait: the common case, in
+    // line (a park runs these few steps once per message, often before V8 has optimized them).
+    this.#pending = undefined;
+    if (completion === NATIVE_OK || completion === 'ok') waitCounters.woken++;
+    let result: T | undefined;
+    try {
+      result = this.attempt();
+    } catch (err) {
+      this.#withdraw();
+      return this.#fail(err);
+    }
+    if (result !== undefined) return this.#settleWithdrawn(result);
+    const failed = this.#withdraw();
+    if (failed !== undefined) this.#fail(failed);
+    else this.#round(); // a spurious wake-up: the next round re-checks
+  };
+
   /** The futex wait of a round completed: withdraw, look at why, and settle or go round again. */
-  readonly #napped = (completion: WaitResult | number): void => {
+  #napped(completion: WaitResult | number): void {
     this.#pending = undefined;
     const napped = waitResultOf(completion);
     let result: T | undefined;
@@ -614,13 +658,13 @@ class AsyncPark<T, R> implements Watched {
     const failed = this.#withdraw();
     if (failed !== undefined) this.#fail(failed);
     else this.#round(); // spurious wake-up or timeout: the next round re-checks (and times out)
-  };
+  }
 
-  readonly #nappedBadly = (err: unknown): void => {
+  #nappedBadly(err: unknown): void {
     this.#pending = undefined;
     this.#withdraw();
     this.#fail(err);
-  };
+  }
 
   #watch(): void {
     this.#watching = true;
@@ -635,27 +679,14 @@ class AsyncPark<T, R> implements Watched {
   }
 
   #unwatch(): void {
-    if (!this.#watching) return;
     this.#watching = false;
     if (this.periodMs !== Infinity) unwatch(this);
     if (this.#onAbort !== undefined) unwatchAbort(this.options!.signal!, this.#onAbort);
     if (this.stop?.parked === this) this.stop.parked = undefined; // only ever this park; never another's
   }
 
-  #succeed(result: T): void {
-    this.#unwatch();
-    let value: R;
-    try {
-      value = this.got(result);
-    } catch (err) {
-      this.#reject(err);
-      return;
-    }
-    this.#resolve(value);
-  }
-
   #fail(err: unknown): void {
-    this.#unwatch();
+    if (this.#watching) this.#unwatch();
     let value: R;
     try {
       value = this.settle.err(err);
