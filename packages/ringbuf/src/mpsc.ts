@@ -612,9 +612,9 @@ export class MpscRing extends Queue {
   }
 
   /** The iterator's peerTimeoutMs bounds a stuck record while each of its reads is pending. */
-  override messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+  override messages(options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
     const iterator = super.messages(options); // checks the options
-    const timeout = options.peerTimeoutMs;
+    const timeout = options?.peerTimeoutMs;
     if (timeout === undefined) return iterator;
     const next = iterator.next.bind(iterator);
     iterator.next = (): Promise<IteratorResult<Uint8Array>> => {

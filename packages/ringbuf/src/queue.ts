@@ -761,9 +761,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * Calls to next() are served one after the other. `lastType` holds each
    * message's type. Wrong options throw here, before any read.
    */
-  messages(options: WaitOptions = {}): AsyncIterableIterator<Uint8Array> {
+  messages(options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
     checkWaitOptions(options, this.#names.messages);
-    const signal = options.signal;
+    const signal = options?.signal;
     const stop = new WaitStop(); // return() ends the pending read with it
     let finished = false;
     const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
