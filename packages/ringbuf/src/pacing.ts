@@ -66,7 +66,7 @@ function checkPoll(micros: unknown): number {
 
 /**
  * Sets this thread's default poll window (µs) for the Promise verbs of every
- * queue, µsed by waits that give no `poll` option; returns the previous one.
+ * queue, used by waits that give no `poll` option; returns the previous one.
  * 0 turns polling off: such waits park at once.
  */
 export function setDefaultPoll(micros: number): number {
