@@ -150,12 +150,18 @@ export function getDefaultPoll(): number {
  * third of its requests, holding that CPU from the echo: a 64-byte round
  * trip after 1 ms idle, two processes, p50 108–126 µs against 80 µs with
  * its polls off, in one run, beside a Unix socket's 94–99 µs.) The clock
- * is read for the first such call after a wait began and for every
- * AT_ONCE_CLOCK_EVERY-th after it, not each time: performance.now()
- * costs some 50 ns, a side kept busy reads its messages a few µs apart,
- * and a stamp a few calls old errs towards parking, never towards a poll
- * in vain. A drain() that took records, and a select() that found one at
- * once, count as calls found at once.
+ * is read for the first such call after a wait began and then once per
+ * period of calls, not each time: performance.now() costs some 25 to 50
+ * ns, as much as a whole claim / commit / drain of a small message, and a
+ * stamp a few calls old errs towards parking, never towards a poll in vain.
+ * The period adapts to the side's pace: 4 calls (AT_ONCE_PERIOD_MIN) for a
+ * side that spends more than 6.25 µs on each, up to 64 (AT_ONCE_PERIOD_MAX)
+ * for one that calls so fast that 64 calls take at most AT_ONCE_SPAN_MS
+ * (claim / commit / drain in one thread: 90 ns a message with a period of 4,
+ * 75 ns with 64). A side that slows down is measured again at the end of
+ * the period it slowed down in, and any wait starts over. A drain() that
+ * took records, and a select() that found one at once, count as calls found
+ * at once.
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -176,15 +182,29 @@ export class PollPacer {
   random: () => number = Math.random;
   /** The clock gotAtOnce stamps with (a test may fix it). */
   clock: () => number = () => performance.now();
-  /** Calls found at once since endedAt was last stamped, modulo AT_ONCE_CLOCK_EVERY (0: stamp at the next). */
+  /** Calls found at once since endedAt was last stamped, modulo #period (0: stamp at the next). */
   #unstamped = 0;
+  /** Calls found at once per clock read (a power of two in [AT_ONCE_PERIOD_MIN, AT_ONCE_PERIOD_MAX]). */
+  #period = AT_ONCE_PERIOD_MIN;
+  /** endedAt was stamped by gotAtOnce a whole period ago: the next stamp measures the side's pace. */
+  #paced = false;
 
   /** A call got its message (or room) without waiting: the side is hot and busy now, and its last wait took no time. */
   gotAtOnce(): void {
     this.hot = true;
     this.lastWaitMs = 0;
-    if (this.#unstamped === 0) this.endedAt = this.clock();
-    this.#unstamped = (this.#unstamped + 1) & (AT_ONCE_CLOCK_EVERY - 1);
+    if (this.#unstamped === 0) {
+      const now = this.clock();
+      if (this.#paced) this.#period = periodFor((now - this.endedAt) / this.#period);
+      this.endedAt = now;
+      this.#paced = true;
+    }
+    this.#unstamped = (this.#unstamped + 1) & (this.#period - 1);
+  }
+
+  /** Calls found at once per clock read (for tests). */
+  get atOncePeriod(): number {
+    return this.#period;
   }
 
   /** A wait that began at `started` got its message (or room) at `now` (performance.now(), ms). */
@@ -193,6 +213,7 @@ export class PollPacer {
     this.lastWaitMs = now - started;
     this.endedAt = now;
     this.#unstamped = 0;
+    this.#paced = false;
   }
 
   /**
@@ -201,6 +222,7 @@ export class PollPacer {
    */
   pollMicros(explicit: number | undefined, wokePeer: boolean, now: number): number {
     this.#unstamped = 0; // a wait began: the next call found at once is stamped
+    this.#paced = false; // and the interval to it is no pace of calls
     this.sparse = false;
     if (explicit !== undefined) return checkPoll(explicit);
     if (!this.hot) return 0;
@@ -217,11 +239,23 @@ export class PollPacer {
 }
 
 /**
- * gotAtOnce reads the clock for one call in this many (a power of two)
- * while a side stays busy: a stamp at most 3 calls old judges a side that
- * spends up to 100 µs on each message busy (8 windows over 4 calls).
+ * gotAtOnce reads the clock for at least one call in this many while a side
+ * stays busy: a stamp at most 3 calls old judges a side that spends up to
+ * 100 µs on each message busy (8 windows over 4 calls).
  */
-const AT_ONCE_CLOCK_EVERY = 4;
+const AT_ONCE_PERIOD_MIN = 4;
+/** ... and for at most one in this many (a side that calls every 0.78 µs or faster). */
+const AT_ONCE_PERIOD_MAX = 64;
+/** The longest a period of calls found at once above the minimum is meant to last (ms): its stamps are at most this old. */
+const AT_ONCE_SPAN_MS = 0.05;
+
+/** The stamping period (a power of two) for a side that spends `perCallMs` on each call found at once. */
+function periodFor(perCallMs: number): number {
+  let period = AT_ONCE_PERIOD_MAX;
+  while (period > AT_ONCE_PERIOD_MIN && period * perCallMs > AT_ONCE_SPAN_MS) period >>= 1;
+  return period;
+}
+
 /** After waking a peer, a wait polls if the previous one lasted at most this many poll windows. */
 const POLL_PACE = 1;
 /** A wait polls only if the previous one lasted, and ended, at most this many poll windows before (else never, not even a probe). */

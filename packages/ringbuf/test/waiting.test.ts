@@ -185,6 +185,42 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.equal(p.endedAt, 12);
   });
 
+  it('reads the clock once per 4 calls found at once on a side that spends more than 6.25 µs on each, once per 64 on one that calls every 0.78 µs or faster, and adapts when the pace changes', () => {
+    const p = new PollPacer();
+    let t = 0;
+    let reads = 0;
+    p.clock = () => {
+      reads++;
+      return t;
+    };
+    const calls = (n: number, everyMs: number): void => {
+      for (let i = 0; i < n; i++) {
+        t += everyMs;
+        p.gotAtOnce();
+      }
+    };
+    p.got(0, 0);
+    calls(40, 0.1);
+    assert.deepEqual([p.atOncePeriod, reads], [4, 10], 'a slow side: period, clock reads for 40 calls');
+    calls(1000, 0.0005);
+    assert.equal(p.atOncePeriod, 64, 'a side calling every 0.5 µs');
+    reads = 0;
+    calls(640, 0.0005);
+    assert.equal(reads, 10, 'clock reads for 640 fast calls');
+    assert.ok(t - p.endedAt < 0.05, `a fast side's stamp is ${((t - p.endedAt) * 1000).toFixed(1)} µs old`);
+    calls(64, 0.1); // the period of 64 in which it slowed down: one stamp at its end measures the new pace
+    assert.equal(p.atOncePeriod, 4, 'back to a slow pace');
+    calls(1000, 0.0005);
+    assert.equal(p.atOncePeriod, 64);
+    p.pollMicros(undefined, false, t + 10); // a wait began 10 ms later: the next call is stamped, and is no pace
+    t += 10;
+    calls(1, 0.0005);
+    assert.equal(p.endedAt, t, 'the first call after a wait began is stamped');
+    assert.equal(p.atOncePeriod, 64, 'the 10 ms across a wait were taken for the pace of calls');
+    calls(64, 0.0005);
+    assert.equal(p.atOncePeriod, 64);
+  });
+
   it('never polls, probe or not, after a wait of more than 8 windows, with or without a wake-up', () => {
     assert.equal(poller(true, 0.41).pollMicros(undefined, false, 0), 0, 'polled after a wait of 8.2 windows (sparse messages)');
     assert.equal(poller(true, 0.41).pollMicros(undefined, true, 0), 0);
