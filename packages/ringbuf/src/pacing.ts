@@ -169,7 +169,7 @@ export class PollPacer {
   hot = false;
   /** Duration (ms) of this side's last wait that got its message; 0 when a call found one at once. */
   lastWaitMs = 0;
-  /** performance.now() when that wait ended, or when a call found its message at once (read every AT_ONCE_CLOCK_EVERY calls). */
+  /** performance.now() when that wait ended, or when a call found its message at once (read once per #period such calls). */
   endedAt = -Infinity;
   /**
    * Whether pollMicros() found this side sparse for the wait that is

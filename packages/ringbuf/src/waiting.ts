@@ -406,23 +406,18 @@ function settleNow<T, R>(settle: Settle<T, R>, value: unknown, failed: boolean):
 
 /**
  * An asynchronous futex wait in progress, and how to end it early (it then
- * completes 'ok'). A native wait completes with the backend's code (0 / 1
- * / 2), an Atomics one with its string: `waitResultOf` reads either, so
- * neither costs a promise of its own.
+ * completes 'ok'). A native wait completes with the backend's code (0 ok,
+ * 1 not-equal, 2 timed out), an Atomics one with its string: #napped reads
+ * either, so neither costs a promise of its own.
  */
 interface PendingWait {
   promise: Promise<WaitResult | number>;
   cancel(): void;
 }
 
-const NATIVE_RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
-/** The native codes of 'ok' and 'timed-out' (their indices in NATIVE_RESULTS). */
+/** The native codes of 'ok' and 'timed-out'. */
 const NATIVE_OK = 0;
 const NATIVE_TIMED_OUT = 2;
-
-function waitResultOf(completion: WaitResult | number): WaitResult {
-  return typeof completion === 'number' ? NATIVE_RESULTS[completion]! : completion;
-}
 
 /**
  * Starts the asynchronous futex wait of a nap. A mapped region's word waits
@@ -580,12 +575,8 @@ class AsyncPark<T, R> implements Watched {
 
   /** Withdraws, then settles with `result` (or the withdrawal's failure). */
   #settleWithdrawn(result: T): void {
-    try {
-      // Withdraw the announcement: publishers stop bumping SIGNAL for us.
-      Atomics.sub(this.ctl, this.block.waiters, 1);
-    } catch (err) {
-      return this.#fail(err); // a detached view: the region was closed (#withdraw)
-    }
+    const failed = this.#withdraw();
+    if (failed !== undefined) return this.#fail(failed);
     if (this.#watching) this.#unwatch();
     let value: R;
     try {
@@ -605,51 +596,18 @@ class AsyncPark<T, R> implements Watched {
    * rejects with an Error.
    */
   readonly #completed = (completion: unknown): void => {
-    if (typeof completion !== 'number' && typeof completion !== 'string') return this.#nappedBadly(completion);
-    if (this.#ending !== undefined || completion === NATIVE_TIMED_OUT || completion === 'timed-out') {
-      return this.#napped(completion as WaitResult | number);
-    }
-    // Woken ('ok') or the word had changed ('not-equal'), nothing ending the wait: the common case, in
-    // line (a park runs these few steps once per message, often before V8 has optimized them).
-    this.#pending = undefined;
-    if (completion === NATIVE_OK || completion === 'ok') waitCounters.woken++;
-    let result: T | undefined;
-    try {
-      result = this.attempt();
-    } catch (err) {
-      this.#withdraw();
-      return this.#fail(err);
-    }
-    if (result !== undefined) return this.#settleWithdrawn(result);
-    const failed = this.#withdraw();
-    if (failed !== undefined) this.#fail(failed);
-    else this.#round(); // a spurious wake-up: the next round re-checks
+    if (typeof completion === 'number' || typeof completion === 'string') this.#napped(completion as WaitResult | number);
+    else this.#nappedBadly(completion);
   };
 
   /** The futex wait of a round completed: withdraw, look at why, and settle or go round again. */
   #napped(completion: WaitResult | number): void {
     this.#pending = undefined;
-    const napped = waitResultOf(completion);
     let result: T | undefined;
     try {
-      switch (this.#ending) {
-        case undefined:
-          if (napped === 'ok') waitCounters.woken++;
-          break;
-        case 'peer-gone': {
-          // A dead peer publishes nothing more: one last attempt takes what it published before it died.
-          result = this.attempt();
-          if (result === undefined) throw peerDead(this.what);
-          break;
-        }
-        case 'check-failed':
-          throw this.#failure;
-        case 'aborted':
-          throw abortError(this.options?.signal);
-        case 'stopped':
-          throw abortError();
-      }
-      if (result === undefined && napped !== 'timed-out') result = this.attempt();
+      if (this.#ending !== undefined) result = this.#ended();
+      else if (completion === NATIVE_OK || completion === 'ok') waitCounters.woken++;
+      if (result === undefined && completion !== NATIVE_TIMED_OUT && completion !== 'timed-out') result = this.attempt();
     } catch (err) {
       this.#withdraw();
       return this.#fail(err);
@@ -658,6 +616,24 @@ class AsyncPark<T, R> implements Watched {
     const failed = this.#withdraw();
     if (failed !== undefined) this.#fail(failed);
     else this.#round(); // spurious wake-up or timeout: the next round re-checks (and times out)
+  }
+
+  /** A wait ended from outside (#end): throws why, or returns what a dead peer published before it died. */
+  #ended(): T {
+    switch (this.#ending) {
+      case 'peer-gone': {
+        // A dead peer publishes nothing more: one last attempt takes what it published before it died.
+        const result = this.attempt();
+        if (result === undefined) throw peerDead(this.what);
+        return result;
+      }
+      case 'check-failed':
+        throw this.#failure;
+      case 'aborted':
+        throw abortError(this.options?.signal);
+      default:
+        throw abortError(); // 'stopped'
+    }
   }
 
   #nappedBadly(err: unknown): void {
