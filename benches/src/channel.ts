@@ -124,7 +124,7 @@ async function ended(peer: { child: ChildProcess; result: Promise<unknown> }, ms
 // ---- contenders ----
 
 /** One transport measured in a row: its blocks' rates or samples, and the CPU spent in its blocks. */
-abstract class Contender {
+export abstract class Contender {
   readonly rates: number[] = [];
   total = 0;
   totalMs = 0;
@@ -185,7 +185,7 @@ async function interleave<C extends Contender>(contenders: C[], blocks: number, 
   }
 }
 
-async function closeAll(contenders: Contender[]): Promise<void> {
+export async function closeAll(contenders: Contender[]): Promise<void> {
   const errors: unknown[] = [];
   for (const c of contenders) await c.close().catch((err: unknown) => errors.push(err));
   if (errors.length > 0) throw errors[0];
@@ -193,12 +193,12 @@ async function closeAll(contenders: Contender[]): Promise<void> {
 
 // ---- request / reply ----
 
-abstract class Rpc extends Contender {
+export abstract class Rpc extends Contender {
   seq = 0;
   abstract request(value: unknown): Promise<unknown>;
 }
 
-class ChannelRpc extends Rpc {
+export class ChannelRpc extends Rpc {
   private constructor(
     readonly ch: Channel,
     readonly peer: Peer,
@@ -262,7 +262,7 @@ class Pending {
   }
 }
 
-class JsonSocketRpc extends Rpc {
+export class JsonSocketRpc extends Rpc {
   readonly #pending = new Pending();
 
   private constructor(
