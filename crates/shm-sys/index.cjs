@@ -138,9 +138,9 @@ const backend = Object.freeze({
   asyncWaitKind() {
     return native.asyncWaitKind();
   },
-  futexWaitAsync(buffer, byteOffset, expected, timeoutMs) {
+  futexWaitAsync(buffer, byteOffset, expected, timeoutMs, ref = true) {
     const id = ++lastWaitId;
-    return new NativeWait(native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id), id);
+    return new NativeWait(native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id, ref), id);
   },
   sendFd: native.sendFd,
   recvFd: native.recvFd,

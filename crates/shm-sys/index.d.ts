@@ -205,11 +205,20 @@ declare namespace backend {
     /**
      * The wait of `futexWait` without blocking the event loop (see
      * asyncWaitKind for how). The pending promise keeps the event loop
-     * alive; a settled or cancelled one does not. The buffer stays
-     * referenced (so not unmapped by GC) while the wait is pending. Resolves
-     * at once with 1 if the word already differs, with 2 for a timeout of 0.
+     * alive, unless `ref` is false (then, like an unref'd timer, it lets
+     * the process exit; the koffi backend cannot do that: its waits hold a
+     * libuv pool thread, which keeps the loop alive); a settled or
+     * cancelled one does not. The buffer stays referenced (so not unmapped
+     * by GC) while the wait is pending. Resolves at once with 1 if the word
+     * already differs, with 2 for a timeout of 0.
      */
-    futexWaitAsync(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait;
+    futexWaitAsync(
+      buffer: ArrayBuffer | SharedArrayBuffer,
+      byteOffset: number,
+      expected: number,
+      timeoutMs: number,
+      ref?: boolean,
+    ): AsyncWait;
 
     /**
      * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) on the Unix domain socket

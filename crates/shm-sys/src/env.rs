@@ -246,11 +246,12 @@ impl EnvState {
         Ok(())
     }
 
-    /// Refs the threadsafe function while at least one async wait is
+    /// Refs the threadsafe function while at least one ref'd async wait is
     /// pending, unrefs it when none is: a pending wait keeps the event loop
-    /// alive, a settled or cancelled one does not.
+    /// alive (unless started with `ref` false), a settled or cancelled one
+    /// does not.
     pub fn sync_loop_ref(&self) {
-        let want = !self.waits.is_empty();
+        let want = self.waits.keeps_loop_alive();
         if let Some(reactor) = self.reactor() {
             reactor.set_ref(want);
         }

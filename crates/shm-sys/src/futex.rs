@@ -239,11 +239,13 @@ pub fn async_wait_kind(env: Env, _info: napi_callback_info) -> JsResult {
     env.string(state.async_mode(env)?.name())
 }
 
-/// `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id): Promise`.
+/// `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id, ref): Promise`.
 /// Settles at once when the word already differs (1) or the timeout is 0
-/// (2); otherwise the reactor or a pool thread waits.
+/// (2); otherwise the reactor or a pool thread waits. `ref` false: the
+/// pending wait does not keep the event loop alive.
 pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
-    let [buffer, offset, expected, timeout, id] = env.args::<5>(info)?;
+    let [buffer, offset, expected, timeout, id, keeps_alive] = env.args::<6>(info)?;
+    let keeps_alive = env.boolean(keeps_alive, "ref")?;
     let word = word_address(env, buffer, offset)?;
     let expected = expected_value(env, expected)?;
     let timeout = timeout_ms(env, timeout)?;
@@ -299,7 +301,7 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
         Ok(waiter) => {
             // Nothing can deliver before this callback returns: completions
             // are handled on this thread.
-            state.waits.insert(id, PendingWait { word, deferred, buffer_ref, waiter });
+            state.waits.insert(id, PendingWait { word, deferred, buffer_ref, waiter, keeps_alive });
             state.sync_loop_ref();
         }
         Err(err) => waits::settle_parts(env, deferred, buffer_ref, Err(err)),

@@ -4,7 +4,7 @@
 //! Node-API call that could run JS: entries are taken out first, then
 //! settled.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -33,6 +33,9 @@ pub struct PendingWait {
     /// Keeps the buffer (and so the mapping) alive while the wait pends.
     pub buffer_ref: napi_ref,
     pub waiter: Waiter,
+    /// The wait keeps the event loop alive while it pends (`ref`; false:
+    /// like an unref'd timer, it lets the process exit).
+    pub keeps_alive: bool,
 }
 
 impl PendingWait {
@@ -54,6 +57,9 @@ impl PendingWait {
 #[derive(Default)]
 pub struct Registry {
     map: RefCell<HashMap<u64, PendingWait>>,
+    /// How many entries of `map` keep the loop alive (kept with the map, so
+    /// the loop's ref is decided without a walk over the waits).
+    alive: Cell<usize>,
 }
 
 impl Registry {
@@ -61,23 +67,41 @@ impl Registry {
         self.map.borrow().contains_key(&id)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.borrow().is_empty()
+    /// At least one pending wait keeps the event loop alive.
+    pub fn keeps_loop_alive(&self) -> bool {
+        self.alive.get() > 0
     }
 
     pub fn insert(&self, id: u64, pending: PendingWait) {
+        if pending.keeps_alive {
+            self.alive.set(self.alive.get() + 1);
+        }
         self.map.borrow_mut().insert(id, pending);
     }
 
     pub fn take(&self, id: u64) -> Option<PendingWait> {
-        self.map.borrow_mut().remove(&id)
+        let taken = self.map.borrow_mut().remove(&id);
+        self.forget(taken.as_ref());
+        taken
+    }
+
+    /// An entry left the map: it no longer counts toward `alive`.
+    fn forget(&self, taken: Option<&PendingWait>) {
+        if taken.is_some_and(|p| p.keeps_alive) {
+            self.alive.set(self.alive.get() - 1);
+        }
     }
 
     /// Takes every entry whose word lies in `[start, start + len)`.
     pub fn take_in_range(&self, start: usize, len: usize) -> Vec<(u64, PendingWait)> {
         let Ok(mut map) = self.map.try_borrow_mut() else { return Vec::new() };
         let ids: Vec<u64> = map.iter().filter(|(_, p)| p.word.wrapping_sub(start) < len).map(|(id, _)| *id).collect();
-        ids.into_iter().filter_map(|id| map.remove(&id).map(|p| (id, p))).collect()
+        let taken: Vec<(u64, PendingWait)> =
+            ids.into_iter().filter_map(|id| map.remove(&id).map(|p| (id, p))).collect();
+        for (_, pending) in &taken {
+            self.forget(Some(pending));
+        }
+        taken
     }
 
     /// Stops (without settling) the waits on words in the range: before a
@@ -91,6 +115,7 @@ impl Registry {
 
     /// Takes every entry (env teardown).
     pub fn drain(&self) -> Vec<(u64, PendingWait)> {
+        self.alive.set(0);
         self.map.borrow_mut().drain().collect()
     }
 }

@@ -13,9 +13,14 @@
  *  - Records are taken from `#in` only by the pump (or, once the pump has
  *    stopped, by the end of the channel), so values are delivered in order.
  *  - The pump runs only while someone waits for something from the other
- *    side (a receive, a reply, or a handler's next request) and the inbox is
- *    below INBOX_HIGH_WATER; otherwise records stay in the ring and the
- *    other side's sends feel the back-pressure.
+ *    side (a receive, a reply, or a handler's next request), or, with idle
+ *    reads, while the channel is open, and the inbox is below
+ *    INBOX_HIGH_WATER; otherwise records stay in the ring and the other
+ *    side's sends feel the back-pressure.
+ *  - With idle reads, the pump's read stays parked between uses, unref'd,
+ *    so that a request after an idle gap starts no wait of its own; the
+ *    link is held (keeps the loop alive) exactly while someone waits for
+ *    something from the other side.
  *  - Once ended, a channel never reopens; every pending verb has settled,
  *    and the region is unmapped once neither the pump nor the writer loop
  *    touches the rings any more.
@@ -27,7 +32,7 @@ import { copyBytes, type ChannelCodec } from './codec.js';
 import { checkSignal, checkTimeout } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
-import type { RecordSink, RecordSource } from './transport.js';
+import type { RecordReadOptions, RecordSink, RecordSource } from './transport.js';
 
 export interface ReceiveOptions {
   /** Stop waiting (AbortError); the value, when it comes, goes to the next receive. */
@@ -306,6 +311,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #pumping = false;
   /** Aborts the pump's wait when nobody wants anything any more, or the channel ends. */
   #idle: AbortController | undefined;
+  /**
+   * The pump's read stays parked while nobody waits (unref'd, so the link
+   * keeps the loop alive instead, while someone waits): a request after an
+   * idle gap then only writes, instead of also starting a wait.
+   */
+  readonly #idleReads: boolean;
+  /** The link is held (#hold). */
+  #held = false;
 
   // Writing.
   /** The sink takes zero-copy writes and the codec encodes in place (#writeInPlace). */
@@ -320,7 +333,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #corked = false;
   readonly #stop = new AbortController();
   /** Options of the pump's ring reads and the writer's ring writes (their signal and type change per call). */
-  readonly #readOptions: { signal: AbortSignal | undefined; peerTimeoutMs: number; poll: number | undefined };
+  readonly #readOptions: RecordReadOptions;
+  /** Options of the pump's read while nobody waits (#idleReads): it parks at once, unref'd. */
+  readonly #idleReadOptions: RecordReadOptions;
   readonly #writeOptions: { type: number; signal: AbortSignal; peerTimeoutMs: number; poll: number | undefined };
 
   /** @internal Made by listen/connect/channelPair/openChannel. */
@@ -332,9 +347,18 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     link: Link;
     what: string;
     poll: number | undefined;
+    /**
+     * The transport's pending reads are cheap (no thread each) and can be
+     * unref'd: the pump may then stay parked between uses. Not with a poll
+     * window set: a request's read polls for its reply, which an already
+     * parked read would not.
+     */
+    idleReads?: boolean;
   }) {
     super();
-    this.#readOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
+    this.#idleReads = init.idleReads === true && !(init.poll !== undefined && init.poll > 0);
+    this.#readOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll, ref: !this.#idleReads };
+    this.#idleReadOptions = { signal: undefined, peerTimeoutMs: NO_PID_CHECKS, poll: 0, spin: 0, ref: false };
     this.#writeOptions = { type: 0, signal: this.#stop.signal, peerTimeoutMs: NO_PID_CHECKS, poll: init.poll };
     this.#releaseTransport = init.release;
     this.#in = init.in;
@@ -348,6 +372,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#resolveClosed = resolve;
     });
     this.#link.watch(() => this.#onLinkEnd());
+    this.#kick(); // with idle reads, the pump parks now
   }
 
   /** The codec both ends use. */
@@ -591,12 +616,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         receiver.onAbort = () => {
           if (this.#receivers.remove(receiver)) {
             this.#rejectReceiver(receiver, abortError(signal));
+            if (this.#held) this.#hold();
             this.#checkIdle();
           }
         };
         watchAbort(signal, receiver.onAbort);
       }
       this.#receivers.push(receiver);
+      if (!this.#held) this.#hold();
       this.#kick();
     });
   }
@@ -619,6 +646,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#inbox.push(value);
       return;
     }
+    if (this.#held) this.#hold();
     if (receiver.onAbort !== undefined) unwatchAbort(receiver.signal!, receiver.onAbort);
     if (value instanceof Undecodable) this.#rejectReceiver(receiver, value.error);
     else receiver.resolve(receiver.iteration === undefined ? value : { value, done: false });
@@ -648,6 +676,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return new Promise((resolve, reject) => {
       const pending: PendingRequest = { id, resolve, reject, timer: undefined, signal, onAbort: undefined };
       this.#requests.add(pending);
+      if (!this.#held) this.#hold();
       if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
       if (timeoutMs !== undefined) {
         pending.timer = setTimeout(() => {
@@ -674,6 +703,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     const pending = this.#requests.get(id);
     if (pending === undefined) return undefined;
     this.#requests.delete(id);
+    if (this.#held) this.#hold();
     if (pending.timer !== undefined) clearTimeout(pending.timer);
     if (pending.onAbort !== undefined) unwatchAbort(pending.signal!, pending.onAbort);
     return pending;
@@ -705,6 +735,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       );
     }
     this.#handler = handler;
+    this.#hold();
     const waiting = this.#unhandled;
     this.#unhandled = [];
     for (const [id, value] of waiting) this.#serve(id, value);
@@ -752,8 +783,25 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   /** Someone waits for something from the other side, and the inbox has room. */
   #wants(): boolean {
     return (
-      this.#receivers.length > 0 || ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER)
+      this.#receivers.length > 0 ||
+      ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER) ||
+      // Idle reads: parked while nothing is kept unasked for; what one read takes then stops the pump,
+      // so that a channel nobody reads from takes one value off the ring, and back-pressures the rest.
+      (this.#idleReads && this.#inbox.length === 0 && this.#unhandled.length === 0)
     );
+  }
+
+  /** Someone waits for something from the other side: a receive, a reply, or a handler's next request. */
+  #waited(): boolean {
+    return this.#receivers.length > 0 || this.#requests.size > 0 || this.#handler !== undefined;
+  }
+
+  /** With idle reads, holds the link (keeps the loop alive) exactly while someone waits (#waited). */
+  #hold(): void {
+    const held = this.#idleReads && this.#open && this.#waited();
+    if (held === this.#held) return;
+    this.#held = held;
+    this.#link.hold(held);
   }
 
   #kick(): void {
@@ -776,30 +824,35 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           break;
         }
         if (!this.#wants()) break;
-        let taken: number;
-        try {
-          taken = this.#take(this.#partial === undefined ? DRAIN_BATCH : 1);
-        } catch (err) {
-          this.#end(err as Error);
-          break;
+        // Nobody waits (only idle reads got here): no batch, the read below takes one record at most.
+        if (this.#waited() || this.#partial !== undefined) {
+          let taken: number;
+          try {
+            taken = this.#take(this.#partial === undefined ? DRAIN_BATCH : 1);
+          } catch (err) {
+            this.#end(err as Error);
+            break;
+          }
+          this.#runCalls();
+          if (taken > 0) {
+            // Let this batch's continuations run (replies of async handlers,
+            // the requests the resolved replies make) and its records be
+            // published, so the other side works on them while we take the
+            // next batch; after many full batches in a row, let timers and I/O run.
+            if (taken === DRAIN_BATCH && ++fullBatches % FULL_BATCHES_PER_TURN === 0) await new Promise(setImmediate);
+            else await null;
+            continue;
+          }
+          fullBatches = 0;
+          if (!this.#wants()) break;
         }
-        this.#runCalls();
-        if (taken > 0) {
-          // Let this batch's continuations run (replies of async handlers,
-          // the requests the resolved replies make) and its records be
-          // published, so the other side works on them while we take the
-          // next batch; after many full batches in a row, let timers and I/O run.
-          if (taken === DRAIN_BATCH && ++fullBatches % FULL_BATCHES_PER_TURN === 0) await new Promise(setImmediate);
-          else await null;
-          continue;
-        }
-        fullBatches = 0;
-        if (!this.#wants()) break;
         const idle = (this.#idle ??= new AbortController());
         let record: Uint8Array;
         try {
-          this.#readOptions.signal = idle.signal;
-          record = await this.#in.read(this.#readOptions);
+          // Nobody waits (idle reads): park at once, unref'd; whoever comes to wait holds the link.
+          const options = this.#idleReads && !this.#waited() ? this.#idleReadOptions : this.#readOptions;
+          options.signal = idle.signal;
+          record = await this.#in.read(options);
         } catch (err) {
           if (idle.signal.aborted) {
             this.#idle = undefined;

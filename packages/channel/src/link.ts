@@ -4,8 +4,10 @@
  * after setup; its only job is to end when the peer does, by close() or by
  * dying (the kernel closes a dead process's socket; Node closes a
  * terminated worker's port), so that a channel learns of a death at once
- * and without polling. It never keeps the event loop alive by itself:
- * pending waits on the rings do.
+ * and without polling. It keeps the event loop alive only while its
+ * channel holds it (hold): a channel whose reads stay parked between uses
+ * parks them unref'd, and holds its link while someone waits for the other
+ * side; otherwise the pending waits on the rings keep the loop alive.
  */
 import type { Socket } from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
@@ -17,6 +19,8 @@ export interface Link {
   watch(onEnd: () => void): void;
   /** Ends this side of the link; the peer's watch fires. */
   close(): void;
+  /** Keeps the event loop alive (true) or not (false, as after watch). Cheap: a flag of the handle. */
+  hold(on: boolean): void;
 }
 
 export function socketLink(socket: Socket): Link {
@@ -41,6 +45,10 @@ export function socketLink(socket: Socket): Link {
     close() {
       socket.destroy();
     },
+    hold(on) {
+      if (on) socket.ref();
+      else socket.unref();
+    },
   };
 }
 
@@ -58,6 +66,10 @@ export function portLink(port: MessagePort): Link {
     },
     close() {
       port.close();
+    },
+    hold(on) {
+      if (on) port.ref();
+      else port.unref();
     },
   };
 }

@@ -3,7 +3,7 @@
  * server's accept, channelPair) and joining one (the opener: connect,
  * openChannel). Shared by every way a channel is set up.
  */
-import { ErrorCodes, ShmringError, type Region } from '@shmring/core';
+import { asyncWaitKind, ErrorCodes, ShmringError, type Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { Channel } from './channel.js';
 import { forgetDecodeView } from './clone.js';
@@ -17,6 +17,18 @@ function regionRelease(region: Region): () => void {
     forgetDecodeView(region.buffer);
     region.close();
   };
+}
+
+/**
+ * A pending read of this region's rings costs no thread: V8's waitAsync on
+ * a SharedArrayBuffer, the io_uring or futex_waitv waits of the addon (not
+ * a thread per wait, nor koffi's pool threads). Its channel may then keep
+ * its reader parked, unref'd, between uses.
+ */
+function idleReadsOf(region: Region): boolean {
+  if (region.buffer instanceof SharedArrayBuffer) return true;
+  const kind = asyncWaitKind();
+  return kind === 'io_uring' || kind === 'futex_waitv';
 }
 
 /** Lays out a channel in `region` (sized with channelRegionSize) and publishes it. */
@@ -36,6 +48,7 @@ export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what
     link,
     what,
     poll,
+    idleReads: idleReadsOf(region),
     out: SpscRing.attach(region, { offset: g.aOffset }),
     in: SpscRing.attach(region, { offset: g.bOffset }),
   });
@@ -71,5 +84,5 @@ export function openerEnd(
       `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`,
     );
   }
-  return new Channel({ release: regionRelease(region), codec, link, what, poll, in: inRing, out: outRing });
+  return new Channel({ release: regionRelease(region), codec, link, what, poll, idleReads: idleReadsOf(region), in: inRing, out: outRing });
 }

@@ -12,6 +12,10 @@ export interface RecordReadOptions {
   signal: AbortSignal | undefined;
   peerTimeoutMs: number;
   poll: number | undefined;
+  /** Microseconds of trying on the spot before parking (undefined: the ring's default). */
+  spin?: number;
+  /** false: the pending read does not keep the event loop alive. */
+  ref?: boolean;
 }
 
 export interface RecordWriteOptions {

@@ -276,6 +276,8 @@ export interface PeerSpawnOptions {
    * leader of its own process group, and kill() SIGKILLs the whole group.
    */
   wrapper?: readonly string[];
+  /** Environment variables added to this process's for the child. */
+  env?: Record<string, string>;
 }
 
 /** A child process running fixtures/peer.ts: its JSON-line events and its end. */
@@ -295,10 +297,11 @@ export class Peer {
   ) {
     const argv = [process.execPath, PEER_PATH, JSON.stringify(config)];
     const wrapper = options.wrapper ?? [];
+    const env = options.env === undefined ? process.env : { ...process.env, ...options.env };
     this.#group = wrapper.length > 0;
     this.child = this.#group
-      ? spawn(wrapper[0]!, [...wrapper.slice(1), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-      : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+      ? spawn(wrapper[0]!, [...wrapper.slice(1), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env })
+      : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();

@@ -11,7 +11,7 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
+import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
 import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -48,16 +48,28 @@ export function wake(i32: Int32Array, index: number, count = Infinity): number {
 
 /**
  * Waits without blocking the event loop. The pending Promise keeps the
- * process alive (like a timer would); once it settles, nothing is left
- * behind. An aborted `signal` rejects it with an AbortError.
+ * process alive (like a timer would) unless `ref` is false (like an
+ * unref'd timer: the process may exit with it pending; the koffi backend
+ * cannot do that for a mapped region's word, its waits hold a libuv pool
+ * thread); once it settles, nothing is left behind. An aborted `signal`
+ * rejects it with an AbortError.
  */
-export function waitAsync(i32: Int32Array, index: number, expected: number, timeoutMs?: number, signal?: AbortSignal): Promise<WaitResult> {
+export function waitAsync(
+  i32: Int32Array,
+  index: number,
+  expected: number,
+  timeoutMs?: number,
+  signal?: AbortSignal,
+  ref = true,
+): Promise<WaitResult> {
   checkWord(i32, index);
   const timeout = timeoutOf(timeoutMs);
+  if (typeof ref !== 'boolean')
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `waitAsync: ref must be a boolean, got ${typeof ref}`);
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return isShared(i32)
-    ? waitAsyncShared(i32, index, expected | 0, timeout, signal)
-    : waitAsyncNative(i32, index, expected | 0, timeout, signal);
+    ? waitAsyncShared(i32, index, expected | 0, timeout, signal, ref)
+    : waitAsyncNative(i32, index, expected | 0, timeout, signal, ref);
 }
 
 function waitAsyncNative(
@@ -66,8 +78,9 @@ function waitAsyncNative(
   expected: number,
   timeout: number,
   signal: AbortSignal | undefined,
+  ref: boolean,
 ): Promise<WaitResult> {
-  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout);
+  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout, ref);
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
   return new Promise<WaitResult>((resolve, reject) => {
     const onAbort = (): void => {
@@ -88,16 +101,17 @@ function waitAsyncShared(
   expected: number,
   timeout: number,
   signal: AbortSignal | undefined,
+  ref: boolean,
 ): Promise<WaitResult> {
   // The same check-and-sleep as wait(), resolved by V8 when notified or timed out.
   const result = Atomics.waitAsync(i32, index, expected, timeout);
   if (!result.async) return Promise.resolve(result.value);
   // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd timer
-  // does, for exactly as long as the wait is pending.
-  const keepAlive = setInterval(() => {}, MAX_TIMER_MS);
+  // does, for exactly as long as the wait is pending (none for `ref` false).
+  const keepAlive = ref ? setInterval(() => {}, MAX_TIMER_MS) : undefined;
   return new Promise<WaitResult>((resolve, reject) => {
     const settle = (): void => {
-      clearInterval(keepAlive);
+      if (keepAlive !== undefined) clearInterval(keepAlive);
       if (signal !== undefined) unwatchAbort(signal, onAbort);
     };
     const onAbort = (): void => {

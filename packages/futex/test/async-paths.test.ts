@@ -253,6 +253,24 @@ describe('waitAsync on every async wait path', function () {
         assert.ok(report.exitAfterSettleMs < 2_000, `the child exited ${report.exitAfterSettleMs} ms after its wait settled`);
       });
 
+      it("lets the process exit with a wait started with ref false pending, once its ref'd waits settled", async function () {
+        if (path.kind === 'libuv-threadpool') {
+          console.log("      SKIPPED: koffi's waits hold a libuv pool thread, which keeps the loop alive (documented)");
+          this.skip();
+        }
+        region = Region.create({ backing: 'memfd', size: 4096 });
+        const i32 = new Int32Array(region.buffer);
+        const run = runPeer(path, ['unref'], region.fd);
+        await until(() => Atomics.load(i32, 1) === 1 || run.exited(), 'the child started its waits');
+        await sleep(500);
+        assert.equal(run.exited(), false, "the child exited with its ref'd wait pending");
+        assert.equal(await wakeSleeper(i32, 2), 1, "no wake found the child's ref'd wait asleep");
+        const report = await reportOf<{ unrefd: string; refd: string; exitAfterSettleMs: number }>(path, run);
+        assert.equal(report.refd, 'ok');
+        assert.equal(report.unrefd, 'pending', "the unref'd wait settled, though nothing woke it");
+        assert.ok(report.exitAfterSettleMs < 2_000, `the child exited ${report.exitAfterSettleMs} ms after its ref'd wait settled`);
+      });
+
       const many = path.kind === 'libuv-threadpool' ? MANY_KOFFI : MANY;
       const bound =
         path.kind === 'io_uring'

@@ -278,9 +278,43 @@ describe('@shmring/futex', () => {
       setTimeout(() => controller.abort(), 10);
       await assert.rejects(pending, { code: 'ABORT_ERR' });
     });
+
+    it("a SharedArrayBuffer wait started with ref false lets the process exit; a ref'd one keeps it alive until woken", () => {
+      const url = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      const run = (ref: boolean): { ms: number; out: string } => {
+        const started = performance.now();
+        const child = spawnSync(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { waitAsync, wake } from ${url};
+             const i32 = new Int32Array(new SharedArrayBuffer(16));
+             waitAsync(i32, 0, 0, undefined, undefined, ${ref}).then((r) => console.log(r));
+             // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
+             setTimeout(() => wake(i32, 0), 300).unref();`,
+          ],
+          { encoding: 'utf8', timeout: 10_000 },
+        );
+        assert.equal(child.status, 0, child.stderr);
+        return { ms: performance.now() - started, out: child.stdout.trim() };
+      };
+      const unrefd = run(false);
+      assert.equal(unrefd.out, '', "the unref'd wait settled, though nothing woke it");
+      const refd = run(true);
+      assert.equal(refd.out, 'ok', "the ref'd wait did not keep the process alive until woken");
+    });
   });
 
   describe('bad input', () => {
+    it('rejects a ref that is not a boolean, with a typed error', () => {
+      const i32 = new Int32Array(new SharedArrayBuffer(8));
+      assert.throws(() => waitAsync(i32, 0, 0, 10, undefined, 'no' as unknown as boolean), {
+        code: 'ERR_SHMRING_INVALID_ARGUMENT',
+        name: 'TypeError',
+      });
+    });
+
     it('rejects an index outside the array', () => {
       const i32 = new Int32Array(new SharedArrayBuffer(8));
       assert.throws(() => wait(i32, 2, 0, 1), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' });

@@ -81,13 +81,14 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
 export function checkWaitOptions(options: WriteOptions | undefined, verb: string): void {
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
-    const { timeoutMs, peerTimeoutMs, spin, poll, signal, type } = options;
+    const { timeoutMs, peerTimeoutMs, spin, poll, signal, type, ref } = options;
     if (
       (timeoutMs === undefined || (typeof timeoutMs === 'number' && timeoutMs >= 0)) &&
       (peerTimeoutMs === undefined || (typeof peerTimeoutMs === 'number' && peerTimeoutMs >= 0)) &&
       (spin === undefined || (typeof spin === 'number' && spin >= 0 && spin !== Infinity)) &&
       (poll === undefined || (typeof poll === 'number' && poll >= 0)) &&
       (signal === undefined || signal instanceof AbortSignal) &&
+      (ref === undefined || typeof ref === 'boolean') &&
       (type === undefined || (type >>> 0 === type && type <= L.MAX_TYPE))
     )
       return;
@@ -113,6 +114,9 @@ function explainWaitOptions(options: WriteOptions, verb: string): void {
       typeof (signal as AbortSignal).addEventListener !== 'function')
   ) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal=${shown(signal)} must be an AbortSignal`);
+  }
+  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
   }
   if (options.type !== undefined) checkType(options.type);
 }

@@ -72,6 +72,15 @@ export interface WaitOptions {
    * 0 goes on at once.
    */
   spin?: number;
+  /**
+   * Promise verbs only: false lets the process exit while the wait is
+   * parked, as an unref'd timer does (a reader that must not hold the
+   * program open, e.g. one that stays parked between a program's
+   * requests). Default true: a pending wait keeps the event loop alive.
+   * select() does not take it (its waits keep the loop alive). The koffi backend cannot honour false for a mapped region: its waits
+   * hold a libuv pool thread (asyncWaitKind() 'libuv-threadpool').
+   */
+  ref?: boolean;
 }
 
 /** Default bound on noticing a dead peer. */
@@ -426,14 +435,14 @@ const NATIVE_TIMED_OUT = 2;
  * ends (the other waiters of this process on that word wake spuriously and
  * re-check, as every waiter may).
  */
-function startWait(ctl: Int32Array, index: number, expected: number, ms: number): PendingWait {
+function startWait(ctl: Int32Array, index: number, expected: number, ms: number, ref: boolean): PendingWait {
   if (ctl.buffer instanceof SharedArrayBuffer) {
     // Sleeps while SIGNAL still holds `expected`; pairs with unpark()'s add + notify.
-    const promise = waitAsync(ctl, index, expected, ms);
+    const promise = waitAsync(ctl, index, expected, ms, undefined, ref);
     // cancel: publishes nothing, only ends this process's waits on SIGNAL ('ok'; the others re-check).
     return { promise, cancel: () => Atomics.notify(ctl, index) };
   }
-  return nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms);
+  return nativeFutex.waitAsync(ctl.buffer as ArrayBuffer, ctl.byteOffset + index * 4, expected, ms, ref);
 }
 
 /** Why a parked Promise wait was ended from outside. */
@@ -544,7 +553,7 @@ class AsyncPark<T, R> implements Watched {
         if (this.#ending === undefined) {
           if (!this.#watching) this.#watch();
           waitCounters.asyncWaits++;
-          this.#pending = startWait(ctl, block.signal, seen, left);
+          this.#pending = startWait(ctl, block.signal, seen, left, this.options?.ref !== false);
           this.#pending.promise.then(this.#completed, this.#completed);
           return; // stays announced until the wait completes
         }

@@ -236,6 +236,8 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
     { options: { signal: {} }, error: 'TypeError', names: /signal=/ },
     { options: { signal: 'abort' }, error: 'TypeError', names: /signal="abort"/ },
     { options: { signal: null }, error: 'TypeError', names: /signal=null/ },
+    { options: { ref: 'no' }, error: 'TypeError', names: /ref="no"/ },
+    { options: { ref: 0 }, error: 'TypeError', names: /ref=0/ },
   ];
   const BAD_TYPES: { type: unknown; error: 'TypeError' | 'RangeError' }[] = [
     { type: 1.5, error: 'TypeError' },

@@ -101,6 +101,8 @@ export class NatsEnd implements RecordSource, RecordSink {
         if (this.#ended) onEnd();
       },
       close: () => this.#unlink(),
+      // Never asked: this transport's reads are not parked between uses (no RecordSource.idleReads).
+      hold: () => {},
     };
   }
 

@@ -37,7 +37,8 @@ export const nativeFutex = {
   ): number {
     return backend().futexWaitAny(targets, timeoutMs);
   },
-  waitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait {
-    return backend().futexWaitAsync(buffer, byteOffset, expected, timeoutMs);
+  /** `ref` false: the pending wait does not keep the event loop alive (not on the koffi backend). */
+  waitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number, ref = true): AsyncWait {
+    return backend().futexWaitAsync(buffer, byteOffset, expected, timeoutMs, ref);
   },
 };

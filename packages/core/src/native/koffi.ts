@@ -974,7 +974,8 @@ class KoffiBackend implements NativeBackend {
     return 'libuv-threadpool';
   }
 
-  futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number): AsyncWait {
+  /** `ref` (false: do not keep the loop alive) cannot be honoured here: a pool thread's pending work keeps the loop alive. */
+  futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number, _ref?: boolean): AsyncWait {
     const word = this.word(buffer, byteOffset);
     const value = checkExpected(expected);
     const timeout = checkTimeout(timeoutMs);

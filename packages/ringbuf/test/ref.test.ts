@@ -1,0 +1,56 @@
+/**
+ * `ref: false` on a Promise wait: a parked read that lets the process exit,
+ * as an unref'd timer does, on every backing (a memfd mapping, whose wait
+ * is the addon's; a SharedArrayBuffer, whose wait is V8's), beside a
+ * default read that keeps the process alive until its message comes. Each
+ * case runs in a child process with nothing else to keep it alive.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { backendKind } from '@shmring/core';
+
+const RINGBUF = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
+
+/**
+ * Runs a child that parks a read of an empty SpscRing (`ref` as given) and
+ * writes a message after 300 ms from an unref'd timer: the message is read
+ * only if the read kept the process alive until then.
+ */
+function parkedRead(backing: 'memfd' | 'sab', ref: boolean | undefined): { status: number | null; out: string; stderr: string } {
+  const options = ref === undefined ? '' : `{ ref: ${ref} }`;
+  const child = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { Region } from ${CORE};
+       import { SpscRing } from ${RINGBUF};
+       const region = Region.create({ backing: '${backing}', size: SpscRing.regionSize({ capacity: 4096 }) });
+       const ring = SpscRing.create(region, { capacity: 4096 });
+       ring.read(${options}).then((m) => console.log('read', m.length));
+       setTimeout(() => ring.tryWrite(new Uint8Array(3)), 300).unref();`,
+    ],
+    { encoding: 'utf8', timeout: 10_000 },
+  );
+  return { status: child.status, out: child.stdout.trim(), stderr: child.stderr };
+}
+
+describe('a parked Promise read with ref: false', function () {
+  this.timeout(30_000);
+
+  for (const backing of ['memfd', 'sab'] as const) {
+    it(`lets the process exit while it waits (${backing}), where a default read keeps it alive until its message`, function () {
+      if (backing === 'memfd' && backendKind() !== 'addon') {
+        console.log("      SKIPPED: the koffi backend's waits hold a libuv pool thread, which keeps the loop alive (documented)");
+        this.skip();
+      }
+      const unrefd = parkedRead(backing, false);
+      assert.equal(unrefd.status, 0, unrefd.stderr);
+      assert.equal(unrefd.out, '', "the unref'd read kept the process alive until its message came");
+      const refd = parkedRead(backing, undefined);
+      assert.equal(refd.status, 0, refd.stderr);
+      assert.equal(refd.out, 'read 3', 'the default read let the process exit before its message');
+    });
+  }
+});
