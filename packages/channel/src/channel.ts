@@ -225,11 +225,6 @@ class Fifo<T> {
   }
 }
 
-/** A Buffer over `bytes` (no copy), which the caller owns. */
-function ownedBytes(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
 /** The JSON an ERROR record carries for what a handler threw. */
 function errorPayload(error: unknown): Uint8Array {
   const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
@@ -836,35 +831,36 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           break;
         }
         if (!this.#wants()) break;
-        // Nobody waits (only idle reads got here): no batch, the read below takes one record at most.
-        if (this.#waited() || this.#partial !== undefined) {
-          let taken: number;
-          try {
-            taken = this.#take(this.#partial === undefined ? DRAIN_BATCH : 1);
-          } catch (err) {
-            this.#end(err as Error);
-            break;
-          }
-          this.#runCalls();
-          if (taken > 0) {
-            // Let this batch's continuations run (replies of async handlers,
-            // the requests the resolved replies make) and its records be
-            // published, so the other side works on them while we take the
-            // next batch; after many full batches in a row, let timers and I/O run.
-            if (taken === DRAIN_BATCH && ++fullBatches % FULL_BATCHES_PER_TURN === 0) await new Promise(setImmediate);
-            else await null;
-            continue;
-          }
-          fullBatches = 0;
-          if (!this.#wants()) break;
+        let taken: number;
+        try {
+          // The parts of a split value one by one; a batch for whoever waits; one record while nobody
+          // waits (idle reads), which ends the pump if it is a value to keep.
+          taken = this.#take(this.#partial === undefined && this.#waited() ? DRAIN_BATCH : 1);
+        } catch (err) {
+          this.#end(err as Error);
+          break;
         }
+        this.#runCalls();
+        if (taken > 0) {
+          // Let this batch's continuations run (replies of async handlers,
+          // the requests the resolved replies make) and its records be
+          // published, so the other side works on them while we take the
+          // next batch (and so that a wait publishes what they wrote before
+          // it parks, not after); after many full batches in a row, let
+          // timers and I/O run.
+          if (taken === DRAIN_BATCH && ++fullBatches % FULL_BATCHES_PER_TURN === 0) await new Promise(setImmediate);
+          else await null;
+          continue;
+        }
+        fullBatches = 0;
+        if (!this.#wants()) break;
         const idle = (this.#idle ??= new AbortController());
-        let record: Uint8Array;
         try {
           // Nobody waits (idle reads): park at once, unref'd; whoever comes to wait holds the link.
           const options = this.#idleReads && !this.#waited() ? this.#idleReadOptions : this.#readOptions;
           options.signal = idle.signal;
-          record = await this.#in.read(options);
+          // Takes nothing: the records are taken in place at the top (no copy, no allocation).
+          await this.#in.waitReadable(options);
         } catch (err) {
           if (idle.signal.aborted) {
             this.#idle = undefined;
@@ -875,24 +871,6 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           this.#end((err as ShmringError).code === ErrorCodes.CLOSED ? undefined : (err as Error));
           break;
         }
-        try {
-          const type = this.#in.lastType;
-          // read() copied the record out: a whole value may keep that copy (a raw Buffer is not copied again).
-          if (this.#partial === undefined && (type & F.SPLIT) === 0) this.#deliver(type, ownedBytes(record), 0, record.length, true);
-          else this.#onRecord(record, 0, record.length, type);
-        } catch (err) {
-          if (err !== END_BATCH) {
-            this.#end(err as Error);
-            break;
-          }
-        }
-        this.#runCalls();
-        // Before the next read, which may park: let this record's continuations run (an async handler's
-        // reply, the requests a resolved reply makes), so that the park publishes what they wrote before
-        // it, not after the futex wait it starts (a request after 1 ms idle, the server's reply was one
-        // system call later: p50 1.45–1.47× JSON over a Unix socket with this turn, 1.54–1.58× without,
-        // three runs each, alternating).
-        await null;
       }
     } finally {
       this.#pumping = false;

@@ -28,9 +28,8 @@ export interface RecordWriteOptions {
 export interface RecordSource {
   /** Hands each waiting record to `handler`, up to `limit`; never waits. */
   drain(handler: DrainHandler, limit?: number): number;
-  /** The next record (its type goes to `lastType`); rejects ERR_SHMRING_CLOSED once the peer closed and all was taken. */
-  read(options: RecordReadOptions): Promise<Uint8Array>;
-  readonly lastType: number;
+  /** Resolves once a record can be taken (drain takes it); rejects ERR_SHMRING_CLOSED once the peer closed and all was taken. */
+  waitReadable(options: RecordReadOptions): Promise<void>;
   /** The peer closed its end cleanly (what it sent before stays readable). */
   readonly closed: boolean;
   close(): void;

@@ -439,8 +439,12 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   // ---- select's look (queue.ts): a write entry only ----
 
-  protected readReady(): boolean {
+  protected recordReady(): boolean {
     throw wrongEnd('select', 'publisher');
+  }
+
+  override waitReadable(): Promise<void> {
+    return Promise.reject(wrongEnd('waitReadable', 'publisher'));
   }
 
   /** Lossy: always (the publisher never waits). Lossless: the slowest live subscriber leaves room for the record. */
@@ -720,8 +724,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
   // ---- select's look (queue.ts): a read entry only ----
 
   /** A record is published past the cursor (or the publisher lapped it: tryRead skips ahead), or the publisher closed. */
-  protected readReady(): boolean {
-    if (this.closedFlag()) return true;
+  protected recordReady(): boolean {
     // The start is settled first, as tryRead does; not now (a record in flight): its TAIL store wakes the wait.
     if (this.#pending && !this.#settle(false)) return false;
     // SYNC POINT with the publisher's TAIL store, as #locate's: a record published past the cursor.

@@ -445,8 +445,8 @@ export class MpmcQueue extends Queue {
 
   // ---- select's look (queue.ts) ----
 
-  protected readReady(): boolean {
-    return this.closedFlag() || this.#slotReady(L.CONSUMER_POSITION_I32, 1);
+  protected recordReady(): boolean {
+    return this.#slotReady(L.CONSUMER_POSITION_I32, 1);
   }
 
   protected writeReady(): boolean {

@@ -660,8 +660,7 @@ export class MpscRing extends Queue {
    * would hand it out), or the head's record is a claim stuck past
    * peerTimeoutMs whose claimer is gone (tryRead would take it back and go on).
    */
-  protected readReady(): boolean {
-    if (this.closedFlag()) return true;
+  protected recordReady(): boolean {
     const data32 = this.#data32;
     // The consumer's own head; an object that is not the consumer (yet) looks from the stored one, which it
     // would read from once it takes the role: observes the consumer's last release (#release's store).

@@ -313,6 +313,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     readonly write: string;
     readonly writeSync: string;
     readonly messages: string;
+    readonly waitReadable: string;
   };
   /** This object has registered its process as the producer / the consumer. */
   protected isProducer = false;
@@ -347,6 +348,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       write: `${kind}.write`,
       writeSync: `${kind}.writeSync`,
       messages: `${kind}.messages`,
+      waitReadable: `${kind}.waitReadable`,
     };
   }
 
@@ -539,7 +541,17 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * On a region closed under it, the TypeError of a detached view (select
    * reports ERR_SHMRING_CLOSED).
    */
-  protected abstract readReady(): boolean;
+  protected readReady(): boolean {
+    return this.closedFlag() || this.recordReady();
+  }
+
+  /**
+   * Whether a read through this object would take something now: a
+   * message, or a record it reports (ERR_SHMRING_CORRUPT) or steps past (a
+   * dead producer's claim, a lapped subscriber's jump). A snapshot; takes
+   * nothing. readReady without the closed flag; waitReadable()'s attempt.
+   */
+  protected abstract recordReady(): boolean;
 
   /** select: whether a write of `length` bytes through this object would not wait now (room for it, or closed). */
   protected abstract writeReady(length: number): boolean;
@@ -747,6 +759,57 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#settleRead,
     );
   }
+
+  /**
+   * Resolves once a read would take something (a message is there), waiting
+   * as read() does, with its options; takes nothing: drain() or tryRead()
+   * then takes it, in place or copied. Rejects with ERR_SHMRING_CLOSED once
+   * the other side closed the ring and every message was taken.
+   */
+  waitReadable(options?: WaitOptions): Promise<void> {
+    try {
+      if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable);
+      if (this.#readableAttemptFn() !== undefined) {
+        this.#readPoll.gotAtOnce();
+        return RESOLVED;
+      }
+    } catch (err) {
+      return Promise.reject(this.#failure(err));
+    }
+    return parkAsync(
+      this.ctl,
+      READ_BLOCK,
+      this.#readableAttemptFn,
+      options,
+      this.#names.waitReadable,
+      this.#producerAlive,
+      this.#readPoll,
+      undefined,
+      this.#settleReadable,
+    );
+  }
+
+  /**
+   * waitReadable()'s attempt, bound once: true once something can be taken;
+   * undefined while the ring is empty and open; throws ERR_SHMRING_CLOSED
+   * once it is closed and drained.
+   */
+  readonly #readableAttemptFn = (): true | undefined => {
+    if (this.ctl.length === 0) this.#throwClosed(true); // this object (or its region) was closed: its views are gone
+    if (this.recordReady()) return true;
+    if (!this.closed) return undefined;
+    // Having seen the flag, a message published before the close is visible: look once more.
+    if (this.ctl.length !== 0 && this.recordReady()) return true;
+    this.#throwClosed(true);
+  };
+
+  /** How a parked waitReadable() settles (#failure, as #settleRead). */
+  readonly #settleReadable: Settle<true, void> = {
+    ok: () => undefined,
+    err: (err) => {
+      throw this.#failure(err);
+    },
+  };
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {

@@ -612,8 +612,7 @@ export class SpscRing extends Queue {
 
   // ---- select's look (queue.ts): from the shared words, not this object's own positions ----
 
-  protected readReady(): boolean {
-    if (this.closedFlag()) return true;
+  protected recordReady(): boolean {
     // Observes the consumer's release (#storeConsumer's Atomics.store of CONSUMER_POSITION).
     const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     // Observes the producer's publication of the record at the consumer's position (its Atomics.store of

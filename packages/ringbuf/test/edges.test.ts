@@ -251,6 +251,7 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
     { verb: 'readSync', reads: true, call: (q, o) => q.readSync(o as never) },
     { verb: 'read', reads: true, call: (q, o) => q.read(o as never) },
     { verb: 'messages', reads: true, call: (q, o) => q.messages(o as never).next() },
+    { verb: 'waitReadable', reads: true, call: (q, o) => q.waitReadable(o as never) },
     { verb: 'writeSync', reads: false, call: (q, o) => q.writeSync(new Uint8Array(1), o as never) },
     { verb: 'write', reads: false, call: (q, o) => q.write(new Uint8Array(1), o as never) },
   ];

@@ -56,7 +56,6 @@ export interface NatsEndInit {
 
 export class NatsEnd implements RecordSource, RecordSink {
   readonly maxMessageLength: number;
-  lastType = 0;
   /** The peer closed cleanly (its CLOSE came). */
   closed = false;
   /** The peer's liveness, for the Channel. */
@@ -79,9 +78,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   #ended = false;
   /** This end closed its inbound side. */
   #stopped = false;
-  #reader:
-    | { resolve(data: Uint8Array): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void }
-    | undefined;
+  #reader: { resolve(): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void } | undefined;
 
   constructor(init: NatsEndInit) {
     this.#nc = init.nc;
@@ -135,15 +132,13 @@ export class NatsEnd implements RecordSource, RecordSink {
     }
     const type = Number(h?.get(TYPE_HEADER) ?? 0);
     const record: Record = { data: msg.data, type: Number.isInteger(type) && type >= 0 ? type : -1 };
+    this.#queue.push(record);
     const reader = this.#reader;
-    if (reader !== undefined && this.#head === this.#queue.length) {
+    if (reader !== undefined) {
       this.#reader = undefined;
       reader.signal?.removeEventListener('abort', reader.onAbort);
-      this.lastType = record.type;
-      reader.resolve(record.data);
-      return;
+      reader.resolve();
     }
-    this.#queue.push(record);
   }
 
   #shift(): Record | undefined {
@@ -163,18 +158,13 @@ export class NatsEnd implements RecordSource, RecordSink {
       const record = this.#shift();
       if (record === undefined) break;
       count++;
-      this.lastType = record.type;
       handler(record.data, 0, record.data.length, record.type);
     }
     return count;
   }
 
-  read(options: RecordReadOptions): Promise<Uint8Array> {
-    const record = this.#shift();
-    if (record !== undefined) {
-      this.lastType = record.type;
-      return Promise.resolve(record.data);
-    }
+  waitReadable(options: RecordReadOptions): Promise<void> {
+    if (this.#head !== this.#queue.length) return Promise.resolve();
     if (this.#stopped || this.closed) return Promise.reject(this.#closedError());
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(abortError(signal));
