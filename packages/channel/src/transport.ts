@@ -30,6 +30,9 @@ export interface RecordSource {
   drain(handler: DrainHandler, limit?: number): number;
   /** Resolves once a record can be taken (drain takes it); rejects ERR_SHMRING_CLOSED once the peer closed and all was taken. */
   waitReadable(options: RecordReadOptions): Promise<void>;
+  /** The next record, copied out (its type goes to `lastType`); rejects as waitReadable. */
+  read(options: RecordReadOptions): Promise<Uint8Array>;
+  readonly lastType: number;
   /** The peer closed its end cleanly (what it sent before stays readable). */
   readonly closed: boolean;
   close(): void;

@@ -56,6 +56,7 @@ export interface NatsEndInit {
 
 export class NatsEnd implements RecordSource, RecordSink {
   readonly maxMessageLength: number;
+  lastType = 0;
   /** The peer closed cleanly (its CLOSE came). */
   closed = false;
   /** The peer's liveness, for the Channel. */
@@ -78,7 +79,10 @@ export class NatsEnd implements RecordSource, RecordSink {
   #ended = false;
   /** This end closed its inbound side. */
   #stopped = false;
-  #reader: { resolve(): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void } | undefined;
+  /** A pending waitReadable() (resolved with nothing) or read() (`takes`: resolved with the record it takes). */
+  #reader:
+    | { takes: boolean; resolve(data?: Uint8Array): void; reject(error: Error): void; signal: AbortSignal | undefined; onAbort: () => void }
+    | undefined;
 
   constructor(init: NatsEndInit) {
     this.#nc = init.nc;
@@ -137,7 +141,13 @@ export class NatsEnd implements RecordSource, RecordSink {
     if (reader !== undefined) {
       this.#reader = undefined;
       reader.signal?.removeEventListener('abort', reader.onAbort);
-      reader.resolve();
+      if (reader.takes) {
+        this.#shift(); // the record just pushed: the queue was empty while a read waited
+        this.lastType = record.type;
+        reader.resolve(record.data);
+      } else {
+        reader.resolve();
+      }
     }
   }
 
@@ -165,6 +175,20 @@ export class NatsEnd implements RecordSource, RecordSink {
 
   waitReadable(options: RecordReadOptions): Promise<void> {
     if (this.#head !== this.#queue.length) return Promise.resolve();
+    return this.#wait(options, false) as Promise<void>;
+  }
+
+  read(options: RecordReadOptions): Promise<Uint8Array> {
+    const record = this.#shift();
+    if (record !== undefined) {
+      this.lastType = record.type;
+      return Promise.resolve(record.data);
+    }
+    return this.#wait(options, true) as Promise<Uint8Array>;
+  }
+
+  /** Waits for the next record (the queue is empty): `takes` it (read) or not (waitReadable). */
+  #wait(options: RecordReadOptions, takes: boolean): Promise<Uint8Array | undefined> {
     if (this.#stopped || this.closed) return Promise.reject(this.#closedError());
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -173,7 +197,7 @@ export class NatsEnd implements RecordSource, RecordSink {
         this.#reader = undefined;
         reject(abortError(signal));
       };
-      this.#reader = { resolve, reject, signal, onAbort };
+      this.#reader = { takes, resolve, reject, signal, onAbort };
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
