@@ -610,11 +610,13 @@ export class SpscRing extends Queue {
     this.#consumerPosition = this.#releasedPosition;
   }
 
-  // ---- select's look (queue.ts): from the shared words, not this object's own positions ----
+  // ---- select's and waitReadable's look (queue.ts) ----
 
   protected recordReady(): boolean {
-    // Observes the consumer's release (#storeConsumer's Atomics.store of CONSUMER_POSITION).
-    const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    // The consumer's own position: records it took and holds (holdReads) are behind it, not next. An
+    // object that is not the consumer (yet) looks from the stored one, which it would read from once it
+    // takes the role: observes the consumer's release (#storeConsumer's Atomics.store of CONSUMER_POSITION).
+    const consumer = this.isConsumer ? this.#consumerPosition : Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
     // Observes the producer's publication of the record at the consumer's position (its Atomics.store of
     // LENGTH), as tryRead does: the header word, not the producer position, publishes (layout version 2).
     // A non-zero word that is no record also counts: tryRead reports it (ERR_SHMRING_CORRUPT).

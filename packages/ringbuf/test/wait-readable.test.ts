@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { backendKind, Region } from '@shmring/core';
-import { Broadcast, MpmcQueue, MpscRing, SpscRing, type WaitOptions } from '../src/index.js';
+import { Broadcast, MpmcQueue, MpscRing, SpscRing, select, type WaitOptions } from '../src/index.js';
 
 /** The verbs this file calls, which every kind's writing and reading objects have (each its own half of them). */
 interface Reader {
@@ -160,6 +160,26 @@ describe('waitReadable(): wait for a message without taking it', function () {
       });
     });
   }
+
+  it('an SpscRing consumer holding what it took waits for the next message, and so does select()', async function () {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 1024 }) });
+    const writer = SpscRing.create(region, { capacity: 1024 });
+    const reader = SpscRing.attach(region);
+    reader.holdReads();
+    assert.ok(writer.tryWrite(message(5)));
+    assert.equal(
+      reader.drain(() => {}),
+      1,
+    );
+    // The held record is still in the ring (its room not given back), but it is not the next one.
+    await assert.rejects(reader.waitReadable({ timeoutMs: 30 }), { code: 'ERR_SHMRING_TIMEOUT' });
+    await assert.rejects(select([reader], { timeoutMs: 30 }), { code: 'ERR_SHMRING_TIMEOUT' });
+    const waiting = reader.waitReadable();
+    assert.ok(writer.tryWrite(message(6)));
+    await waiting;
+    assert.deepEqual(reader.tryRead(), message(6));
+    region.close();
+  });
 
   it('a Broadcast publisher refuses it (it reads nothing)', async function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 1024, subscribers: 1 }) });
