@@ -703,19 +703,22 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#consumerAlive,
       this.#writePoll,
       undefined,
-      this.#settleWrite,
+      this.#settleDone,
     );
   }
 
-  /** How a parked write settles: a failure on a ring closed under it becomes ERR_SHMRING_CLOSED (#failure). */
-  readonly #settleWrite: Settle<true, void> = {
+  /**
+   * How a parked write (or waitReadable) settles: with nothing; a failure on
+   * a ring closed under it becomes ERR_SHMRING_CLOSED (#failure).
+   */
+  readonly #settleDone: Settle<true, void> = {
     ok: () => undefined,
     err: (err) => {
       throw this.#failure(err);
     },
   };
 
-  /** How a parked read settles (#failure, as #settleWrite). */
+  /** How a parked read settles (#failure, as #settleDone). */
   readonly #settleRead: Settle<Uint8Array, Uint8Array> = {
     ok: (message) => message,
     err: (err) => {
@@ -785,7 +788,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#producerAlive,
       this.#readPoll,
       undefined,
-      this.#settleReadable,
+      this.#settleDone,
     );
   }
 
@@ -799,16 +802,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (this.recordReady()) return true;
     if (!this.closed) return undefined;
     // Having seen the flag, a message published before the close is visible: look once more.
-    if (this.ctl.length !== 0 && this.recordReady()) return true;
+    if (this.recordReady()) return true;
     this.#throwClosed(true);
-  };
-
-  /** How a parked waitReadable() settles (#failure, as #settleRead). */
-  readonly #settleReadable: Settle<true, void> = {
-    ok: () => undefined,
-    err: (err) => {
-      throw this.#failure(err);
-    },
   };
 
   /** Iterates the messages until the ring is closed and drained: messages() without options. */

@@ -102,7 +102,7 @@ export class NatsEnd implements RecordSource, RecordSink {
         if (this.#ended) onEnd();
       },
       close: () => this.#unlink(),
-      // Never asked: this transport's reads are not parked between uses (no RecordSource.idleReads).
+      // Never asked: a NATS channel has no idle reads (its Channel is made without idleReads).
       hold: () => {},
     };
   }
