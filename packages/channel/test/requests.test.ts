@@ -258,6 +258,23 @@ describe('requests', function () {
     });
   }
 
+  it("the only reply due goes out at once, not at the end of its handler's turn", async function () {
+    // The worker's handler answers synchronously, then a microtask of the same turn blocks its thread
+    // for 1 s: a reply held until the turn's microtasks end would come only after that.
+    const [ch, handle] = channelPair({ capacity: 4096 });
+    try {
+      const worker = startWorker(handle, { role: 'busy-after-reply', busyMs: 1000 });
+      await workerEvent(worker, 'ready');
+      const started = performance.now();
+      assert.equal(await ch.request('lone'), 'lone');
+      const ms = performance.now() - started;
+      assert.ok(ms < 500, `the reply came ${ms.toFixed(0)} ms after the request, after the handler side's turn`);
+    } finally {
+      ch.close();
+      await ch.closed;
+    }
+  });
+
   it('a reply that comes after its caller timed out is dropped; the next request gets its own reply', async function () {
     // The worker's handler blocks its thread for 300 ms, so its reply is
     // written before it can read the CANCEL of the caller that gave up at 50 ms.
