@@ -37,7 +37,9 @@
  *   inflight64 64 requests in flight: the client writes 64, then writes one more per reply; round trips/s
  *   pending    1000 idle reads (1000 rings, or 1000 connected sockets, in one process; nothing arrives):
  *              extra threads (/proc/self/task), CPU % of one CPU (process.cpuUsage, all threads) over the
- *              window, and the event-loop delay p99 in a second window
+ *              window, and the event-loop delay p99 in a second window. The window starts settleMs after
+ *              the reads: what idle costs in a running program, not the warm-up (V8 compiling the
+ *              watchdog's first ticks over a thousand liveness checks)
  *
  * Event-loop delay is measured by a probe, not by perf_hooks'
  * monitorEventLoopDelay: that one times a libuv timer, whose clock is in
@@ -731,7 +733,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     return {
       records: [
         rec(name, who, 'extra threads', extra, 'threads', note),
-        rec(name, who, 'CPU %', cpuUsed, '%', `over ${p.cpuMs} ms; ${note}`),
+        rec(name, who, 'CPU %', cpuUsed, '%', `over ${p.cpuMs} ms from ${p.settleMs} ms after the reads started; ${note}`),
         rec(name, who, 'event-loop delay p99', delay.p99, 'ns', delayNote),
       ],
       notes,
