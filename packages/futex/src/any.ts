@@ -100,12 +100,16 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
  * cancel(); a SharedArrayBuffer wait by an Atomics.notify of its word,
  * which also wakes that word's other sleepers of this process spuriously:
  * they re-check, as every waiter does). The pending Promise keeps the
- * process alive; once it settles nothing is left behind. An aborted
- * `signal` rejects it with an AbortError.
+ * process alive unless `ref` is false (as waitAsync's `ref`; the koffi
+ * backend cannot let go for a mapped region's word); once it settles
+ * nothing is left behind. An aborted `signal` rejects it with an AbortError.
  */
-export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, signal?: AbortSignal): Promise<WaitAnyResult> {
+export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, signal?: AbortSignal, ref = true): Promise<WaitAnyResult> {
   checkWords(words, 'waitAnyAsync');
   const timeout = timeoutOf(timeoutMs);
+  if (typeof ref !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `waitAnyAsync: ref must be a boolean, got ${typeof ref}`);
+  }
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;
@@ -144,8 +148,8 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
           break;
         }
         // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd
-        // timer does, for exactly as long as the wait is pending.
-        keepAlive ??= setInterval(() => {}, MAX_TIMER_MS);
+        // timer does, for exactly as long as the wait is pending (none for `ref` false).
+        if (ref) keepAlive ??= setInterval(() => {}, MAX_TIMER_MS);
         // Ends V8's pending waiter (there is no other way). A stale waiter
         // must not stay behind: a publisher's notify(count = 1) could pick it
         // instead of a live sleeper, whose wake-up would then be lost.
@@ -153,7 +157,7 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
         result.value.then((value) => settle(i, value), fail);
       } else {
         try {
-          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout);
+          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout, ref);
           cancels[i] = () => pending.cancel();
           pending.promise.then((code) => settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out'), fail);
         } catch (err) {

@@ -6,8 +6,9 @@
  * word 15 and reports the result.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { backendKind, ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { MAX_WAIT_ANY, waitAny, waitAnyAsync, wake, wakeNative, type WaitTarget } from '../src/index.js';
 
 const PEER = new URL('./fixtures/any-peer.js', import.meta.url);
@@ -159,4 +160,44 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
       (err: ShmringError) => err instanceof RangeError,
     );
   });
+
+  it('waitAnyAsync: a ref that is not a boolean is a typed error', () => {
+    const i32 = new Int32Array(new SharedArrayBuffer(16));
+    assert.throws(
+      () => waitAnyAsync([[i32, 0, 0]], 10, undefined, 1 as unknown as boolean),
+      (err: ShmringError) => err instanceof TypeError && err.code === ErrorCodes.INVALID_ARGUMENT,
+    );
+  });
+
+  for (const backing of ['sab', 'memfd'] as const) {
+    it(`waitAnyAsync with ref false lets the process exit (${backing}); a ref'd one keeps it alive until woken`, function () {
+      if (backing === 'memfd' && backendKind() !== 'addon') {
+        console.log("      SKIPPED: the koffi backend's waits hold a libuv pool thread, which keeps the loop alive (documented)");
+        this.skip();
+      }
+      const futex = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+      const run = (ref: boolean): string => {
+        const child = spawnSync(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { Region } from ${core};
+             import { waitAnyAsync, wake } from ${futex};
+             const region = Region.create({ backing: '${backing}', size: 4096 });
+             const i32 = new Int32Array(region.buffer, 0, 4);
+             waitAnyAsync([[i32, 0, 0], [i32, 1, 0]], undefined, undefined, ${ref}).then((r) => console.log('woken', r));
+             // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
+             setTimeout(() => { Atomics.store(i32, 1, 1); wake(i32, 1); }, 300).unref();`,
+          ],
+          { encoding: 'utf8', timeout: 10_000 },
+        );
+        assert.equal(child.status, 0, child.stderr);
+        return child.stdout.trim();
+      };
+      assert.equal(run(false), '', "the unref'd wait kept the process alive until woken");
+      assert.equal(run(true), 'woken 1', "the ref'd wait let the process exit before it was woken");
+    });
+  }
 });

@@ -105,6 +105,14 @@ export interface SelectOptions {
    * select: default 2.
    */
   spin?: number;
+  /**
+   * select only: false lets the process exit while the select is parked, as
+   * an unref'd timer does (as the `ref` of the queues' Promise verbs).
+   * Default true: a pending select keeps the event loop alive. The koffi
+   * backend cannot honour false for a mapped region's words: its waits hold
+   * a libuv pool thread.
+   */
+  ref?: boolean;
 }
 
 /** What select throws for a dead peer: ERR_SHMRING_PEER_DEAD, naming the entry. */
@@ -538,7 +546,7 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
     while (!step.done) {
       let result: NapResult;
       try {
-        result = await waitAnyAsync(targetsOf(step.value.words), step.value.ms, stop.signal);
+        result = await waitAnyAsync(targetsOf(step.value.words), step.value.ms, stop.signal, options?.ref !== false);
       } catch (err) {
         if (gone) {
           result = PEER_GONE;

@@ -76,8 +76,8 @@ export interface WaitOptions {
    * Promise verbs only: false lets the process exit while the wait is
    * parked, as an unref'd timer does (a reader that must not hold the
    * program open, e.g. one that stays parked between a program's
-   * requests). Default true: a pending wait keeps the event loop alive.
-   * select() does not take it (its waits keep the loop alive). The koffi
+   * requests). Default true: a pending wait keeps the event loop alive
+   * (select() takes it too). The koffi
    * backend cannot honour false for a mapped region: its waits hold a
    * libuv pool thread (asyncWaitKind() 'libuv-threadpool').
    */

@@ -12,12 +12,15 @@ import { backendKind } from '@shmring/core';
 const RINGBUF = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
 const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
 
+/** What a child printed, and how it ended. */
+type Child = { status: number | null; out: string; stderr: string };
+
 /**
  * Runs a child that parks a read of an empty SpscRing (`ref` as given) and
  * writes a message after 300 ms from an unref'd timer: the message is read
  * only if the read kept the process alive until then.
  */
-function parkedRead(backing: 'memfd' | 'sab', ref: boolean | undefined): { status: number | null; out: string; stderr: string } {
+function parkedRead(backing: 'memfd' | 'sab', ref: boolean | undefined): Child {
   const options = ref === undefined ? '' : `{ ref: ${ref} }`;
   const child = spawnSync(
     process.execPath,
@@ -36,21 +39,61 @@ function parkedRead(backing: 'memfd' | 'sab', ref: boolean | undefined): { statu
   return { status: child.status, out: child.stdout.trim(), stderr: child.stderr };
 }
 
+/** The same with a select() over two empty rings, the message going to the second. */
+function parkedSelect(backing: 'memfd' | 'sab', ref: boolean | undefined): Child {
+  const options = ref === undefined ? '' : `, { ref: ${ref} }`;
+  const child = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { Region } from ${CORE};
+       import { SpscRing, select } from ${RINGBUF};
+       const rings = [0, 1].map(() => {
+         const region = Region.create({ backing: '${backing}', size: SpscRing.regionSize({ capacity: 4096 }) });
+         return SpscRing.create(region, { capacity: 4096 });
+       });
+       select(rings${options}).then((i) => console.log('selected', i));
+       setTimeout(() => rings[1].tryWrite(new Uint8Array(3)), 300).unref();`,
+    ],
+    { encoding: 'utf8', timeout: 10_000 },
+  );
+  return { status: child.status, out: child.stdout.trim(), stderr: child.stderr };
+}
+
+/**
+ * Runs `park` with ref false, then with the default: the first child must
+ * exit without waiting for its message, the second print `delivered`.
+ */
+function checkRef(
+  context: Mocha.Context,
+  backing: 'memfd' | 'sab',
+  park: (ref: boolean | undefined) => Child,
+  delivered: string,
+  what: string,
+): void {
+  if (backing === 'memfd' && backendKind() !== 'addon') {
+    console.log("      SKIPPED: the koffi backend's waits hold a libuv pool thread, which keeps the loop alive (documented)");
+    context.skip();
+  }
+  const unrefd = park(false);
+  assert.equal(unrefd.status, 0, unrefd.stderr);
+  assert.equal(unrefd.out, '', `the unref'd ${what} kept the process alive until its message came`);
+  const refd = park(undefined);
+  assert.equal(refd.status, 0, refd.stderr);
+  assert.equal(refd.out, delivered, `the default ${what} let the process exit before its message`);
+}
+
 describe('a parked Promise read with ref: false', function () {
   this.timeout(30_000);
 
   for (const backing of ['memfd', 'sab'] as const) {
     it(`lets the process exit while it waits (${backing}), where a default read keeps it alive until its message`, function () {
-      if (backing === 'memfd' && backendKind() !== 'addon') {
-        console.log("      SKIPPED: the koffi backend's waits hold a libuv pool thread, which keeps the loop alive (documented)");
-        this.skip();
-      }
-      const unrefd = parkedRead(backing, false);
-      assert.equal(unrefd.status, 0, unrefd.stderr);
-      assert.equal(unrefd.out, '', "the unref'd read kept the process alive until its message came");
-      const refd = parkedRead(backing, undefined);
-      assert.equal(refd.status, 0, refd.stderr);
-      assert.equal(refd.out, 'read 3', 'the default read let the process exit before its message');
+      checkRef(this, backing, (ref) => parkedRead(backing, ref), 'read 3', 'read');
+    });
+
+    it(`and a parked select() with ref: false (${backing}), where a default one keeps it alive until a ring is ready`, function () {
+      checkRef(this, backing, (ref) => parkedSelect(backing, ref), 'selected 1', 'select');
     });
   }
 });

@@ -645,6 +645,7 @@ describe('select', () => {
           [{ peerTimeoutMs: 0 }, ShmringRangeError, /peerTimeoutMs=0/],
           [{ signal: {} }, ShmringTypeError, /signal=/],
           [{ spin: Infinity }, ShmringRangeError, /spin=Infinity/],
+          [{ ref: 'no' }, ShmringTypeError, /ref="no"/],
         ];
         for (const [options, type, message] of cases) {
           const check = (err: unknown): boolean =>
