@@ -156,4 +156,34 @@ describe('what keeps a process alive', function () {
       await Promise.all([a.closed, b.closed]);
     }
   });
+
+  it('a channel with no handler takes at most one request off the ring: what follows waits, and is answered in order once a handler comes', async function () {
+    const [a, handle] = channelPair({ capacity: 4096 });
+    const b = openChannel(handle);
+    try {
+      const replies = Array.from({ length: 10 }, (_, i) => a.request(Buffer.alloc(1000, i)));
+      // Behind ten requests, with the ring full (three of them) and one kept for a handler, this send must wait.
+      let sent = false;
+      const send = a.send('after').then(() => (sent = true));
+      await sleep(50);
+      assert.equal(sent, false, 'the send behind ten requests completed: the reader took more than one request off the ring');
+      const seen: number[] = [];
+      b.handle((value) => {
+        seen.push((value as Buffer)[0]!);
+        return (value as Buffer).length;
+      });
+      assert.deepEqual(await Promise.all(replies), Array(10).fill(1000));
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 10 }, (_, i) => i),
+        'the requests were handled out of order',
+      );
+      await send;
+      assert.equal(await b.receive(), 'after');
+    } finally {
+      a.close();
+      b.close();
+      await Promise.all([a.closed, b.closed]);
+    }
+  });
 });
