@@ -161,25 +161,23 @@ describe('what keeps a process alive', function () {
     const [a, handle] = channelPair({ capacity: 4096 });
     const b = openChannel(handle);
     try {
-      const replies = Array.from({ length: 10 }, (_, i) => a.request(Buffer.alloc(1000, i)));
-      // Behind ten requests, with the ring full (three of them) and one kept for a handler, this send must wait.
+      // A 4096-byte ring holds three 1000-byte records: the fourth request fits only once the reader took one.
+      const replies = Array.from({ length: 4 }, (_, i) => a.request(Buffer.alloc(1000, i)));
+      // With three requests in the ring and one kept for a handler, a fifth 1000-byte record must wait; it would
+      // fit if the reader had taken two.
       let sent = false;
-      const send = a.send('after').then(() => (sent = true));
+      const send = a.send(Buffer.alloc(1000, 0xee)).then(() => (sent = true));
       await sleep(50);
-      assert.equal(sent, false, 'the send behind ten requests completed: the reader took more than one request off the ring');
+      assert.equal(sent, false, 'the send behind four requests completed: the reader took more than one request off the ring');
       const seen: number[] = [];
       b.handle((value) => {
         seen.push((value as Buffer)[0]!);
         return (value as Buffer).length;
       });
-      assert.deepEqual(await Promise.all(replies), Array(10).fill(1000));
-      assert.deepEqual(
-        seen,
-        Array.from({ length: 10 }, (_, i) => i),
-        'the requests were handled out of order',
-      );
+      assert.deepEqual(await Promise.all(replies), Array(4).fill(1000));
+      assert.deepEqual(seen, [0, 1, 2, 3], 'the requests were handled out of order');
       await send;
-      assert.equal(await b.receive(), 'after');
+      assert.equal(((await b.receive()) as Buffer)[0], 0xee);
     } finally {
       a.close();
       b.close();

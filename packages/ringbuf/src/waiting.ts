@@ -77,9 +77,10 @@ export interface WaitOptions {
    * parked, as an unref'd timer does (a reader that must not hold the
    * program open, e.g. one that stays parked between a program's
    * requests). Default true: a pending wait keeps the event loop alive
-   * (select() takes it too). The koffi
-   * backend cannot honour false for a mapped region: its waits hold a
-   * libuv pool thread (asyncWaitKind() 'libuv-threadpool').
+   * (select() takes it too). A wait that polls keeps it alive for its poll
+   * window before it parks. The koffi backend cannot honour false for a
+   * mapped region: its waits hold a libuv pool thread (asyncWaitKind()
+   * 'libuv-threadpool').
    */
   ref?: boolean;
 }

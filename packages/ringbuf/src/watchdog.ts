@@ -6,7 +6,8 @@
  * peerTimeoutMs); one unref'd interval, at the shortest period registered,
  * calls every registered check in turn, and stops when none is left. The
  * timer never keeps a process alive: the parked waits do (their native or
- * Atomics wait is ref'd). Module state is per thread.
+ * Atomics wait is ref'd), unless they were started with ref false. Module
+ * state is per thread.
  *
  * The registry is an array, each wait holding its own slot (`watchSlot`):
  * registering and withdrawing, once per parked wait, allocate nothing (a
