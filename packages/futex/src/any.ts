@@ -30,7 +30,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { checkRef, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -107,9 +107,7 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
 export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, signal?: AbortSignal, ref = true): Promise<WaitAnyResult> {
   checkWords(words, 'waitAnyAsync');
   const timeout = timeoutOf(timeoutMs);
-  if (typeof ref !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `waitAnyAsync: ref must be a boolean, got ${typeof ref}`);
-  }
+  checkRef(ref, 'waitAnyAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;

@@ -25,5 +25,12 @@ export function timeoutOf(timeoutMs: number | undefined): number {
   return Math.max(0, timeoutMs);
 }
 
+/** The `ref` of an asynchronous wait (`verb` names it): a boolean, true by default. */
+export function checkRef(ref: unknown, verb: string): void {
+  if (typeof ref !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref must be a boolean, got ${typeof ref}`);
+  }
+}
+
 /** Words over a SharedArrayBuffer wait with Atomics; others with the native futex. */
 export const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;

@@ -11,8 +11,8 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, ErrorCodes, nativeFutex, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { abortError, checkInteger, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
+import { checkRef, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -64,8 +64,7 @@ export function waitAsync(
 ): Promise<WaitResult> {
   checkWord(i32, index);
   const timeout = timeoutOf(timeoutMs);
-  if (typeof ref !== 'boolean')
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `waitAsync: ref must be a boolean, got ${typeof ref}`);
+  checkRef(ref, 'waitAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return isShared(i32)
     ? waitAsyncShared(i32, index, expected | 0, timeout, signal, ref)
