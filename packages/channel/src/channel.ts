@@ -615,14 +615,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         receiver.onAbort = () => {
           if (this.#receivers.remove(receiver)) {
             this.#rejectReceiver(receiver, abortError(signal));
-            if (this.#held) this.#hold();
+            this.#hold();
             this.#checkIdle();
           }
         };
         watchAbort(signal, receiver.onAbort);
       }
       this.#receivers.push(receiver);
-      if (!this.#held) this.#hold();
+      this.#hold();
       this.#kick();
     });
   }
@@ -645,7 +645,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#inbox.push(value);
       return;
     }
-    if (this.#held) this.#hold();
+    this.#hold();
     if (receiver.onAbort !== undefined) unwatchAbort(receiver.signal!, receiver.onAbort);
     if (value instanceof Undecodable) this.#rejectReceiver(receiver, value.error);
     else receiver.resolve(receiver.iteration === undefined ? value : { value, done: false });
@@ -675,7 +675,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return new Promise((resolve, reject) => {
       const pending: PendingRequest = { id, resolve, reject, timer: undefined, signal, onAbort: undefined };
       this.#requests.add(pending);
-      if (!this.#held) this.#hold();
+      this.#hold();
       if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
       if (timeoutMs !== undefined) {
         pending.timer = setTimeout(() => {
@@ -702,7 +702,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     const pending = this.#requests.get(id);
     if (pending === undefined) return undefined;
     this.#requests.delete(id);
-    if (this.#held) this.#hold();
+    this.#hold();
     if (pending.timer !== undefined) clearTimeout(pending.timer);
     if (pending.onAbort !== undefined) unwatchAbort(pending.signal!, pending.onAbort);
     return pending;
@@ -803,7 +803,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     return this.#receivers.length > 0 || this.#requests.size > 0 || this.#handler !== undefined;
   }
 
-  /** With idle reads, holds the link (keeps the loop alive) exactly while someone waits (#waited). */
+  /**
+   * With idle reads, holds the link (keeps the loop alive) exactly while someone waits (#waited). Called
+   * wherever a waiter comes or goes; a call that changes nothing costs three comparisons.
+   */
   #hold(): void {
     const held = this.#idleReads && this.#open && this.#waited();
     if (held === this.#held) return;
