@@ -708,11 +708,25 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * How a parked write (or waitReadable) settles: with nothing; a failure on
+   * How a parked write settles: with nothing; a failure on
    * a ring closed under it becomes ERR_SHMRING_CLOSED (#failure).
    */
   readonly #settleDone: Settle<true, void> = {
     ok: () => undefined,
+    err: (err) => {
+      throw this.#failure(err);
+    },
+  };
+
+  /**
+   * How a parked waitReadable settles: as #settleDone, and the take that
+   * follows belongs to the wait (PollPacer.takeFollows: the pacer's got()
+   * ran just before).
+   */
+  readonly #settleReadable: Settle<true, void> = {
+    ok: () => {
+      this.#readPoll.takeFollows();
+    },
     err: (err) => {
       throw this.#failure(err);
     },
@@ -774,6 +788,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable);
       if (this.#readableAttemptFn() !== undefined) {
         this.#readPoll.gotAtOnce();
+        this.#readPoll.takeFollows(); // the drain or read that takes it is this call's, counted once
         return RESOLVED;
       }
     } catch (err) {
@@ -788,7 +803,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#producerAlive,
       this.#readPoll,
       undefined,
-      this.#settleDone,
+      this.#settleReadable,
     );
   }
 

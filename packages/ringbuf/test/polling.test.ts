@@ -372,3 +372,40 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
     }
   });
 });
+
+describe('cooperative polling: the take after a waitReadable() belongs to that wait', function () {
+  for (const [what, take] of [
+    ['drain', (ring: SpscRing) => ring.drain(() => {})],
+    ['read', (ring: SpscRing) => ring.read()],
+  ] as const) {
+    it(`a read after a long waitReadable() and the ${what} of its message parks at once: the ${what} is not a call found at once`, async function () {
+      const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+      const ring = SpscRing.create(region, { capacity: 4096 });
+      try {
+        const m = new Uint8Array(8);
+        ring.tryWrite(m);
+        await ring.read(); // found at once: the side is hot
+        // A wait of 20 ms (400 poll windows): the side is sparse, and its next wait must not poll.
+        const readable = ring.waitReadable({ spin: 0, poll: 0 });
+        setTimeout(() => ring.tryWrite(m), 20);
+        await readable;
+        await take(ring); // the take of what the wait found
+        const polls = waitCounters.polls;
+        const read = ring.read({ spin: 0, timeoutMs: 5000 });
+        assert.equal(waitCounters.polls, polls, `the read after the ${what} polled: the ${what} counted as a call found at once`);
+        ring.tryWrite(m);
+        await read;
+        // The control: a second take without a wait before it is a call found at once, and the next read polls.
+        ring.tryWrite(m);
+        await take(ring);
+        const again = ring.read({ spin: 0, timeoutMs: 5000 });
+        assert.equal(waitCounters.polls, polls + 1, `the read after a ${what} found at once did not poll`);
+        ring.tryWrite(m);
+        await again;
+      } finally {
+        ring.close();
+        region.close();
+      }
+    });
+  }
+});
