@@ -788,7 +788,6 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable);
       if (this.#readableAttemptFn() !== undefined) {
         this.#readPoll.gotAtOnce();
-        this.#readPoll.takeFollows(); // the drain or read that takes it is this call's, counted once
         return RESOLVED;
       }
     } catch (err) {

@@ -373,7 +373,7 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
   });
 });
 
-describe('cooperative polling: the take after a waitReadable() belongs to that wait', function () {
+describe('cooperative polling: the take after a long waitReadable() belongs to that wait', function () {
   for (const [what, take] of [
     ['drain', (ring: SpscRing) => ring.drain(() => {})],
     ['read', (ring: SpscRing) => ring.read()],
