@@ -49,6 +49,9 @@ const SPECS: Spec[] = [
     show: (v) => fmtRate(v),
     target: { text: '≥ 3×', met: (x) => x >= 3, describe: "64 requests in flight ≥ 3× process.send with serialization 'advanced' (req/s)" },
   },
+  { label: 'one request at a time, back to back, p50 µs', row: 'b2b', metric: 'p50', baseline: 'json-socket', show: (v) => fmtUs(v) },
+  { label: 'one request at a time, back to back, p50 µs', row: 'b2b', metric: 'p50', baseline: 'ipc', show: (v) => fmtUs(v) },
+  { label: 'one request at a time, back to back, p99 µs', row: 'b2b', metric: 'p99', baseline: 'json-socket', show: (v) => fmtUs(v) },
   {
     label: 'request after 1 ms idle, p50 µs',
     row: 'idle',
@@ -195,6 +198,8 @@ export function channelSection(records: BenchRecord[]): string | undefined {
     '64 in flight: 64 async loops in the client each `await`ing one request after the other against an async echo handler in a second process ' +
     '(channel: `connect(path)` → `request()`, the server `listen(path)` → `handle(async (v) => v)`; JSON: `{id, params}` lines over a Unix socket, ' +
     "replies matched by id, one write per message; IPC: `child_process.fork` with `serialization: 'advanced'`, `{id, params}` → `process.send({id, result})`). " +
+    'Back to back: one loop in the client, each request sent when the reply to the last came (the same peers), after a warm-up block each ' +
+    '(a fresh pair of processes takes some thousands of requests to reach its pace, on every transport). ' +
     `Idle: \`await setTimeout(1)\` before each request; the channel with its default polling, and with \`poll: ${IDLE_POLL_US}\` ` +
     `(µs) on both ends, its own peer and line. ` +
     '1 MiB one way: the producer `await`s each `send(buffer)` (the socket: length prefix and buffer in one corked write, waiting for `drain` ' +

@@ -17,6 +17,10 @@
  *               json-socket: newline-delimited JSON over a Unix socket, {id, params} → {id, result},
  *               replies matched by id (a Map of pending requests), one socket.write per message.
  *               ipc: child_process.fork with serialization 'advanced', {id, params} → process.send({id, result}).
+ *   b2b         one request at a time, back to back: the next is sent when the reply came, as a
+ *               program that awaits each call does; p50, p99 and req/s, the same three contenders. A
+ *               warm-up block first per contender: a fresh pair's first few thousand requests are
+ *               slower on every transport (V8 has not optimized either side yet).
  *   idle        one request after 1 ms idle (`await setTimeout(1)` before each): p50, p99.
  *               channel and channel-poll vs json-socket. channel-poll: the channel with
  *               `poll: 2000` (IDLE_POLL_US) on both ends (the peer's listen(), the client's connect()): an
@@ -54,7 +58,7 @@ const PEER = new URL('./channel-peer.js', import.meta.url).pathname;
 const WORKER = new URL('./channel-worker.js', import.meta.url);
 
 /** The rows, each a scenario process of its own (`channel.<row>`). */
-export const CHANNEL_ROWS = ['inflight64', 'idle', 'bulk', 'workers'] as const;
+export const CHANNEL_ROWS = ['inflight64', 'b2b', 'idle', 'bulk', 'workers'] as const;
 export type ChannelRow = (typeof CHANNEL_ROWS)[number];
 
 export const IN_FLIGHT = 64;
@@ -74,6 +78,7 @@ export interface Blocks {
 
 export interface ChannelParams {
   inflight: Blocks;
+  b2b: Blocks;
   idle: { warmup: number; count: number };
   bulk: Blocks;
   workers: Blocks;
@@ -407,6 +412,58 @@ async function inFlightRow(p: Blocks, mech: string): Promise<Outcome> {
     ),
     notes: [],
   };
+}
+
+/** Round trips the b2b row keeps per contender for its percentiles (the first of each block's). */
+const B2B_SAMPLES = 1_000_000;
+
+/**
+ * One block of the b2b row: one request after the other for `ms`, each
+ * timed into `samples` (none: a warm-up block, nothing recorded).
+ */
+async function backToBackBlock(c: Rpc, ms: number, samples: Samples | undefined): Promise<void> {
+  const start = performance.now();
+  const end = start + ms;
+  let n = 0;
+  for (let t = start; t < end; n++) {
+    const id = c.seq++;
+    const reply = await c.request(order(id));
+    const now = performance.now();
+    checkOrder(reply, id, c.id);
+    samples?.addMs(now - t);
+    t = now;
+  }
+  if (samples) c.add(n, performance.now() - start);
+}
+
+async function backToBackRow(p: Blocks, mech: string): Promise<Outcome> {
+  const contenders: Rpc[] = [];
+  const samples = new Map<Rpc, Samples>();
+  try {
+    contenders.push(await ChannelRpc.start(`@shmring/channel request/handle (${mech})`));
+    contenders.push(await JsonSocketRpc.start());
+    contenders.push(await IpcRpc.start());
+    for (const c of contenders) {
+      await backToBackBlock(c, p.warmupMs, undefined);
+      samples.set(c, new Samples(B2B_SAMPLES));
+    }
+    await interleave(contenders, p.blocks, (c) => backToBackBlock(c, p.blockMs, samples.get(c)));
+  } finally {
+    await closeAll(contenders);
+  }
+  const records: Measurement[] = [];
+  for (const c of contenders) {
+    const r = percentiles(samples.get(c)!);
+    const note =
+      `one request at a time, the next sent when the reply came; ${r.count} round trips in ${c.rates.length} blocks of ` +
+      `${p.blockMs} ms interleaved with the others' (after a ${p.warmupMs} ms warm-up block each); ` +
+      `req/s: median of the blocks' (${fmtRange(c.rates)}); p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}`;
+    for (const metric of ['p50', 'p99', 'mean'] as const) {
+      records.push(rec(`channel.b2b.${c.id}`, c.label, ORDER_BYTES, metric, r[metric], 'ns', note, mech));
+    }
+    records.push(rec(`channel.b2b.${c.id}`, c.label, ORDER_BYTES, 'messages/s', c.median(), 'req/s', note, mech));
+  }
+  return { records, notes: [] };
 }
 
 /** Requests recorded per block and contender in the idle row (after one that is not). */
@@ -850,6 +907,8 @@ export async function channelScenario(name: string, params: ChannelParams): Prom
   switch (row) {
     case 'inflight64':
       return inFlightRow(params.inflight, mech);
+    case 'b2b':
+      return backToBackRow(params.b2b, mech);
     case 'idle':
       return idleRow(params.idle, mech);
     case 'bulk':

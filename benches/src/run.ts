@@ -165,12 +165,14 @@ function plan(quick: boolean): Step[] {
   const channel: ChannelParams = quick
     ? {
         inflight: { warmupMs: 100, blocks: 3, blockMs: 100 },
+        b2b: { warmupMs: 200, blocks: 3, blockMs: 100 },
         idle: { warmup: 20, count: 200 },
         bulk: { warmupMs: 100, blocks: 3, blockMs: 100 },
         workers: { warmupMs: 100, blocks: 3, blockMs: 100 },
       }
     : {
         inflight: { warmupMs: 500, blocks: 10, blockMs: 200 },
+        b2b: { warmupMs: 1000, blocks: 10, blockMs: 200 },
         idle: { warmup: 50, count: 2000 },
         bulk: { warmupMs: 500, blocks: 10, blockMs: 200 },
         workers: { warmupMs: 500, blocks: 10, blockMs: 200 },
