@@ -156,6 +156,7 @@ export function channelSection(records: BenchRecord[]): string | undefined {
       ?.replace('CPU while measuring (of one CPU): ', '');
   const cpuLines = [
     ['64 in flight', 'inflight64', 'messages/s', ['channel', 'json-socket', 'ipc']],
+    ['back to back', 'b2b', 'p50', ['channel', 'json-socket', 'ipc']],
     ['after 1 ms idle', 'idle', 'p50', ['channel', 'channel-poll', 'json-socket']],
     ['1 MiB one way', 'bulk', 'bytes/s', ['channel', 'socket']],
     ['to a worker', 'workers', 'messages/s', ['channel', 'messageport']],
@@ -198,7 +199,7 @@ export function channelSection(records: BenchRecord[]): string | undefined {
     '64 in flight: 64 async loops in the client each `await`ing one request after the other against an async echo handler in a second process ' +
     '(channel: `connect(path)` → `request()`, the server `listen(path)` → `handle(async (v) => v)`; JSON: `{id, params}` lines over a Unix socket, ' +
     "replies matched by id, one write per message; IPC: `child_process.fork` with `serialization: 'advanced'`, `{id, params}` → `process.send({id, result})`). " +
-    'Back to back: one loop in the client, each request sent when the reply to the last came (the same peers), after a warm-up block each ' +
+    'Back to back: one loop in the client, each request sent when the reply to the last came (peers of its own, as above), after a warm-up block each ' +
     '(a fresh pair of processes takes some thousands of requests to reach its pace, on every transport). ' +
     `Idle: \`await setTimeout(1)\` before each request; the channel with its default polling, and with \`poll: ${IDLE_POLL_US}\` ` +
     `(µs) on both ends, its own peer and line. ` +

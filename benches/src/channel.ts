@@ -414,18 +414,23 @@ async function inFlightRow(p: Blocks, mech: string): Promise<Outcome> {
   };
 }
 
-/** Round trips the b2b row keeps per contender for its percentiles (the first of each block's). */
+/** Round trips the b2b row times per contender for its percentiles: the first this many (the note says if more came). */
 const B2B_SAMPLES = 1_000_000;
+/** The b2b row's warm-up block lasts at least this many requests (a fresh pair's first few thousand are slower). */
+const B2B_WARMUP_REQUESTS = 5000;
 
 /**
  * One block of the b2b row: one request after the other for `ms`, each
- * timed into `samples` (none: a warm-up block, nothing recorded).
+ * timed into `samples` from the end of the last (so a time includes making
+ * the value and checking the reply, as in a program's loop); none: a
+ * warm-up block, nothing recorded, at least B2B_WARMUP_REQUESTS long.
  */
 async function backToBackBlock(c: Rpc, ms: number, samples: Samples | undefined): Promise<void> {
   const start = performance.now();
   const end = start + ms;
+  const least = samples === undefined ? B2B_WARMUP_REQUESTS : 0;
   let n = 0;
-  for (let t = start; t < end; n++) {
+  for (let t = start; t < end || n < least; n++) {
     const id = c.seq++;
     const reply = await c.request(order(id));
     const now = performance.now();
@@ -454,9 +459,11 @@ async function backToBackRow(p: Blocks, mech: string): Promise<Outcome> {
   const records: Measurement[] = [];
   for (const c of contenders) {
     const r = percentiles(samples.get(c)!);
+    const timed = r.count < c.total ? ` (the first ${r.count} timed)` : '';
     const note =
-      `one request at a time, the next sent when the reply came; ${r.count} round trips in ${c.rates.length} blocks of ` +
-      `${p.blockMs} ms interleaved with the others' (after a ${p.warmupMs} ms warm-up block each); ` +
+      `one request at a time, the next sent when the reply came (a time includes making the value and checking the reply); ` +
+      `${c.total} round trips${timed} in ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the others' ` +
+      `(after a warm-up block each of ${p.warmupMs} ms and at least ${B2B_WARMUP_REQUESTS} requests); ` +
       `req/s: median of the blocks' (${fmtRange(c.rates)}); p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}`;
     for (const metric of ['p50', 'p99', 'mean'] as const) {
       records.push(rec(`channel.b2b.${c.id}`, c.label, ORDER_BYTES, metric, r[metric], 'ns', note, mech));

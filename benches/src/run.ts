@@ -161,7 +161,7 @@ function plan(quick: boolean): Step[] {
     }
   }
   // @shmring/channel against what a program would otherwise use (channel.ts): one process per row, its
-  // baselines measured beside the channel, interleaved. About 25 s; about 8 s quick.
+  // baselines measured beside the channel, interleaved. About 35 s; about 10 s quick.
   const channel: ChannelParams = quick
     ? {
         inflight: { warmupMs: 100, blocks: 3, blockMs: 100 },

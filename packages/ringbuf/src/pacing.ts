@@ -167,7 +167,8 @@ export function getDefaultPoll(): number {
  * take once counted as a call found at once, and a channel server, whose
  * pump waits that way, polled its 50 µs in vain after each request of a
  * client 1 ms apart, on the CPU it had just woken the client on: 2,909 polls
- * for 2,000 requests, 43-81 with sparse waits kept. Keeping every wait, not
+ * for 2,000 requests (1,936 in another run), 52-62 with sparse waits kept.
+ * Keeping every wait, not
  * only sparse ones, made back-to-back requests worse: after a hiccup parked
  * both sides, the rule on waking a parked peer kept them parking; 1,600-1,900
  * parks and p90 64-89 µs in 20,000 requests, against 930-1,240 and 33-50 µs.)
@@ -226,7 +227,10 @@ export class PollPacer {
   /**
    * The wait that just got its message left it in the ring (waitReadable):
    * the next call found at once is its take, which leaves the wait the side's
-   * last if it was sparse. Until then, or until the next wait begins.
+   * last if it was sparse. Until then, or until the next wait begins; a take
+   * that tells the pacer nothing (tryRead, a drain that took nothing) leaves
+   * it set, and the next call found at once is then not counted (it errs
+   * towards parking, never towards a poll in vain).
    */
   takeFollows(): void {
     this.#takeFollows = true;

@@ -13,7 +13,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ErrorCodes, Region } from '@shmring/core';
 import { getDefaultPoll, setDefaultPoll, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
-import { DEFAULT_POLL_MICROS } from '../src/pacing.js';
+import { DEFAULT_POLL_MICROS, PollPacer } from '../src/pacing.js';
 import { waitCounters } from '../src/waiting.js';
 import { startWorker, type RingRef } from './fixtures/waiting-peer.js';
 
@@ -392,6 +392,7 @@ describe('cooperative polling: the take after a long waitReadable() belongs to t
         await take(ring); // the take of what the wait found
         const polls = waitCounters.polls;
         const read = ring.read({ spin: 0, timeoutMs: 5000 });
+        read.catch(() => {}); // awaited below; should an assertion fail first, ring.close() rejects it unheard
         assert.equal(waitCounters.polls, polls, `the read after the ${what} polled: the ${what} counted as a call found at once`);
         ring.tryWrite(m);
         await read;
@@ -399,6 +400,7 @@ describe('cooperative polling: the take after a long waitReadable() belongs to t
         ring.tryWrite(m);
         await take(ring);
         const again = ring.read({ spin: 0, timeoutMs: 5000 });
+        again.catch(() => {});
         assert.equal(waitCounters.polls, polls + 1, `the read after a ${what} found at once did not poll`);
         ring.tryWrite(m);
         await again;
@@ -408,4 +410,45 @@ describe('cooperative polling: the take after a long waitReadable() belongs to t
       }
     });
   }
+});
+
+describe('PollPacer: the take of what a waitReadable() found', function () {
+  /** A pacer whose clock reads `at` (ms) when gotAtOnce stamps. */
+  function pacerAt(at: number): PollPacer {
+    const pacer = new PollPacer();
+    pacer.clock = () => at;
+    return pacer;
+  }
+
+  it('counts the take after a short wait as a call found at once: the side is busy, its next wait polls after waking a peer', function () {
+    const pacer = pacerAt(0.101);
+    pacer.got(0, 0.1); // a wait of 100 µs: two windows, not sparse
+    pacer.takeFollows();
+    pacer.gotAtOnce();
+    assert.equal(pacer.lastWaitMs, 0);
+    assert.equal(pacer.pollMicros(undefined, true, 0.102), getDefaultPoll());
+  });
+
+  it('keeps a sparse wait the side’s last past its take: the next wait does not poll, even without a peer woken', function () {
+    const pacer = pacerAt(1.001);
+    pacer.got(0, 1); // a wait of 1 ms: 20 windows, sparse
+    pacer.takeFollows();
+    pacer.gotAtOnce();
+    assert.equal(pacer.lastWaitMs, 1);
+    assert.equal(pacer.pollMicros(undefined, false, 1.002), 0);
+    assert.equal(pacer.sparse, true);
+    // The control: a second call found at once is one, and the side is busy again.
+    pacer.gotAtOnce();
+    assert.equal(pacer.lastWaitMs, 0);
+    assert.equal(pacer.pollMicros(undefined, false, 1.002), getDefaultPoll());
+  });
+
+  it('forgets the take to come when a wait begins before it: a call found at once after that counts', function () {
+    const pacer = pacerAt(1.001);
+    pacer.got(0, 1);
+    pacer.takeFollows();
+    pacer.pollMicros(0, false, 1.0005); // a wait begins (and fails, say): what the waitReadable found was not taken
+    pacer.gotAtOnce();
+    assert.equal(pacer.lastWaitMs, 0);
+  });
 });
