@@ -161,17 +161,7 @@ export function getDefaultPoll(): number {
  * 75 ns with 64). A side that slows down is measured again at the end of
  * the period it slowed down in, and any wait starts over. A drain() that
  * took records, and a select() that found one at once, count as calls found
- * at once, and so does the take (drain, read) of what a waitReadable() found,
- * unless that wait was sparse (longer than POLL_SPARSE windows): then the
- * wait stays the side's last, and its next wait does not poll. (Every such
- * take once counted as a call found at once, and a channel server, whose
- * pump waits that way, polled its 50 µs in vain after each request of a
- * client 1 ms apart, on the CPU it had just woken the client on: 2,909 polls
- * for 2,000 requests (1,936 in another run), 52-62 with sparse waits kept.
- * Keeping every wait, not
- * only sparse ones, made back-to-back requests worse: after a hiccup parked
- * both sides, the rule on waking a parked peer kept them parking; 1,600-1,900
- * parks and p90 64-89 µs in 20,000 requests, against 930-1,240 and 33-50 µs.)
+ * at once.
  *
  * An explicit `poll` option polls as long as it says, always.
  */
@@ -192,8 +182,6 @@ export class PollPacer {
   random: () => number = Math.random;
   /** The clock gotAtOnce stamps with (a test may fix it). */
   clock: () => number = () => performance.now();
-  /** A waitReadable() got its message and left it in place: the next take belongs to that wait. */
-  #takeFollows = false;
   /** Calls found at once since endedAt was last stamped, modulo #period (0: stamp at the next). */
   #unstamped = 0;
   /** Calls found at once per clock read (a power of two in [AT_ONCE_PERIOD_MIN, AT_ONCE_PERIOD_MAX]). */
@@ -203,11 +191,6 @@ export class PollPacer {
 
   /** A call got its message (or room) without waiting: the side is hot and busy now, and its last wait took no time. */
   gotAtOnce(): void {
-    if (this.#takeFollows) {
-      this.#takeFollows = false;
-      // The take of what a waitReadable() found: a sparse wait stays the side's last (it was idle).
-      if (this.lastWaitMs * 1000 > POLL_SPARSE * defaultPoll) return;
-    }
     this.hot = true;
     this.lastWaitMs = 0;
     if (this.#unstamped === 0) {
@@ -224,21 +207,8 @@ export class PollPacer {
     return this.#period;
   }
 
-  /**
-   * The wait that just got its message left it in the ring (waitReadable):
-   * the next call found at once is its take, which leaves the wait the side's
-   * last if it was sparse. Until then, or until the next wait begins; a take
-   * that tells the pacer nothing (tryRead, a drain that took nothing) leaves
-   * it set, and the next call found at once is then not counted (it errs
-   * towards parking, never towards a poll in vain).
-   */
-  takeFollows(): void {
-    this.#takeFollows = true;
-  }
-
   /** A wait that began at `started` got its message (or room) at `now` (performance.now(), ms). */
   got(started: number, now: number): void {
-    this.#takeFollows = false;
     this.hot = true;
     this.lastWaitMs = now - started;
     this.endedAt = now;
@@ -251,7 +221,6 @@ export class PollPacer {
    * ms): `explicit` (the wait's `poll` option) if given, else as above.
    */
   pollMicros(explicit: number | undefined, wokePeer: boolean, now: number): number {
-    this.#takeFollows = false; // a wait began: whatever a waitReadable() found was not taken
     this.#unstamped = 0; // a wait began: the next call found at once is stamped
     this.#paced = false; // and the interval to it is no pace of calls
     this.sparse = false;

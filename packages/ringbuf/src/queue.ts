@@ -708,25 +708,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * How a parked write settles: with nothing; a failure on
+   * How a parked write (or waitReadable) settles: with nothing; a failure on
    * a ring closed under it becomes ERR_SHMRING_CLOSED (#failure).
    */
   readonly #settleDone: Settle<true, void> = {
     ok: () => undefined,
-    err: (err) => {
-      throw this.#failure(err);
-    },
-  };
-
-  /**
-   * How a parked waitReadable settles: as #settleDone, and the take that
-   * follows belongs to the wait (PollPacer.takeFollows: the pacer's got()
-   * ran just before).
-   */
-  readonly #settleReadable: Settle<true, void> = {
-    ok: () => {
-      this.#readPoll.takeFollows();
-    },
     err: (err) => {
       throw this.#failure(err);
     },
@@ -802,7 +788,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#producerAlive,
       this.#readPoll,
       undefined,
-      this.#settleReadable,
+      this.#settleDone,
     );
   }
 

@@ -328,9 +328,7 @@ export class WaitStop {
  * What a parked Promise wait settles with: `ok` maps the result (the
  * iterator of messages() wraps it), `err` maps a failure (it may return a
  * value instead: a closed and drained ring ends an iteration). Mapping here
- * saves the caller a promise of its own per wait. Every way a wait succeeds
- * tells its pacer first (PollPacer.got), then calls `ok`: an `ok` may leave
- * the pacer a note about the wait (waitReadable's takeFollows).
+ * saves the caller a promise of its own per wait.
  */
 export interface Settle<T, R> {
   ok(result: T): R;

@@ -13,7 +13,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ErrorCodes, Region } from '@shmring/core';
 import { getDefaultPoll, setDefaultPoll, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
-import { DEFAULT_POLL_MICROS, PollPacer } from '../src/pacing.js';
+import { DEFAULT_POLL_MICROS } from '../src/pacing.js';
 import { waitCounters } from '../src/waiting.js';
 import { startWorker, type RingRef } from './fixtures/waiting-peer.js';
 
@@ -370,85 +370,5 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
       ring.close();
       region.close();
     }
-  });
-});
-
-describe('cooperative polling: the take after a long waitReadable() belongs to that wait', function () {
-  for (const [what, take] of [
-    ['drain', (ring: SpscRing) => ring.drain(() => {})],
-    ['read', (ring: SpscRing) => ring.read()],
-  ] as const) {
-    it(`a read after a long waitReadable() and the ${what} of its message parks at once: the ${what} is not a call found at once`, async function () {
-      const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
-      const ring = SpscRing.create(region, { capacity: 4096 });
-      try {
-        const m = new Uint8Array(8);
-        ring.tryWrite(m);
-        await ring.read(); // found at once: the side is hot
-        // A wait of 20 ms (400 poll windows): the side is sparse, and its next wait must not poll.
-        const readable = ring.waitReadable({ spin: 0, poll: 0 });
-        setTimeout(() => ring.tryWrite(m), 20);
-        await readable;
-        await take(ring); // the take of what the wait found
-        const polls = waitCounters.polls;
-        const read = ring.read({ spin: 0, timeoutMs: 5000 });
-        read.catch(() => {}); // awaited below; should an assertion fail first, ring.close() rejects it unheard
-        assert.equal(waitCounters.polls, polls, `the read after the ${what} polled: the ${what} counted as a call found at once`);
-        ring.tryWrite(m);
-        await read;
-        // The control: a second take without a wait before it is a call found at once, and the next read polls.
-        ring.tryWrite(m);
-        await take(ring);
-        const again = ring.read({ spin: 0, timeoutMs: 5000 });
-        again.catch(() => {});
-        assert.equal(waitCounters.polls, polls + 1, `the read after a ${what} found at once did not poll`);
-        ring.tryWrite(m);
-        await again;
-      } finally {
-        ring.close();
-        region.close();
-      }
-    });
-  }
-});
-
-describe('PollPacer: the take of what a waitReadable() found', function () {
-  /** A pacer whose clock reads `at` (ms) when gotAtOnce stamps. */
-  function pacerAt(at: number): PollPacer {
-    const pacer = new PollPacer();
-    pacer.clock = () => at;
-    return pacer;
-  }
-
-  it('counts the take after a short wait as a call found at once: the side is busy, its next wait polls after waking a peer', function () {
-    const pacer = pacerAt(0.101);
-    pacer.got(0, 0.1); // a wait of 100 µs: two windows, not sparse
-    pacer.takeFollows();
-    pacer.gotAtOnce();
-    assert.equal(pacer.lastWaitMs, 0);
-    assert.equal(pacer.pollMicros(undefined, true, 0.102), getDefaultPoll());
-  });
-
-  it('keeps a sparse wait the side’s last past its take: the next wait does not poll, even without a peer woken', function () {
-    const pacer = pacerAt(1.001);
-    pacer.got(0, 1); // a wait of 1 ms: 20 windows, sparse
-    pacer.takeFollows();
-    pacer.gotAtOnce();
-    assert.equal(pacer.lastWaitMs, 1);
-    assert.equal(pacer.pollMicros(undefined, false, 1.002), 0);
-    assert.equal(pacer.sparse, true);
-    // The control: a second call found at once is one, and the side is busy again.
-    pacer.gotAtOnce();
-    assert.equal(pacer.lastWaitMs, 0);
-    assert.equal(pacer.pollMicros(undefined, false, 1.002), getDefaultPoll());
-  });
-
-  it('forgets the take to come when a wait begins before it: a call found at once after that counts', function () {
-    const pacer = pacerAt(1.001);
-    pacer.got(0, 1);
-    pacer.takeFollows();
-    pacer.pollMicros(0, false, 1.0005); // a wait begins (and fails, say): what the waitReadable found was not taken
-    pacer.gotAtOnce();
-    assert.equal(pacer.lastWaitMs, 0);
   });
 });
