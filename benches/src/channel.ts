@@ -385,12 +385,21 @@ async function inFlightBlock(c: Rpc, ms: number, count: boolean): Promise<void> 
   if (count) c.add(counted, ms);
 }
 
+/**
+ * Starts the request rows' three contenders (the channel, JSON over a
+ * socket, process.send) into `contenders`, one after the other, so that
+ * the caller's closeAll() ends those started if a later one fails.
+ */
+async function startRequestRows(contenders: Rpc[], mech: string): Promise<void> {
+  contenders.push(await ChannelRpc.start(`@shmring/channel request/handle (${mech})`));
+  contenders.push(await JsonSocketRpc.start());
+  contenders.push(await IpcRpc.start());
+}
+
 async function inFlightRow(p: Blocks, mech: string): Promise<Outcome> {
   const contenders: Rpc[] = [];
   try {
-    contenders.push(await ChannelRpc.start(`@shmring/channel request/handle (${mech})`));
-    contenders.push(await JsonSocketRpc.start());
-    contenders.push(await IpcRpc.start());
+    await startRequestRows(contenders, mech);
     for (const c of contenders) await inFlightBlock(c, p.warmupMs, false);
     await interleave(contenders, p.blocks, (c) => inFlightBlock(c, p.blockMs, true));
   } finally {
@@ -445,9 +454,7 @@ async function backToBackRow(p: Blocks, mech: string): Promise<Outcome> {
   const contenders: Rpc[] = [];
   const samples = new Map<Rpc, Samples>();
   try {
-    contenders.push(await ChannelRpc.start(`@shmring/channel request/handle (${mech})`));
-    contenders.push(await JsonSocketRpc.start());
-    contenders.push(await IpcRpc.start());
+    await startRequestRows(contenders, mech);
     for (const c of contenders) {
       await backToBackBlock(c, p.warmupMs, undefined);
       samples.set(c, new Samples(B2B_SAMPLES));
