@@ -17,6 +17,7 @@
  *   ring-echo-async  the same with for await and write() on the event loop
  *   ring-echo-async-read  the same with read() and write() on the event loop
  *   word-echo        Node's floor: answer each odd value of word 0 of region 3 with the next even one (Atomics), until -1
+ *   words-echo       the two-word floor: answer each new odd value of word 0 of region 3 in word 0 of region 4
  *   socket-sink      read length-framed messages from the socket, report count + checksum (demo)
  *   socket-count     throughput consumer of the socket
  *   socket-echo      ping-pong over the socket
@@ -124,6 +125,24 @@ function wordEcho(): void {
     if (v === -1) return;
     // Answers it: the parent spins for this value.
     Atomics.store(word, 0, v + 1);
+  }
+}
+
+/** Node's floor for two one-way queues: each new odd value of word 0 of region 3 answered with the next even one in word 0 of region 4. */
+function wordsEcho(): void {
+  const word = new Int32Array(Region.fromFd(3).buffer, 0, 1);
+  const reply = new Int32Array(Region.fromFd(4).buffer, 0, 1);
+  const watchdog = new Watchdog('words-echo', LIMIT_MS);
+  ready();
+  let last = 0;
+  for (;;) {
+    let v: number;
+    // Observes the parent's store of its next odd value (or -1, the end).
+    while ((v = Atomics.load(word, 0)) === last) watchdog.tick();
+    if (v === -1) return;
+    last = v;
+    // Answers it in the other region's word: the parent spins there for this value.
+    Atomics.store(reply, 0, v + 1);
   }
 }
 
@@ -257,6 +276,9 @@ switch (role) {
     break;
   case 'word-echo':
     wordEcho();
+    break;
+  case 'words-echo':
+    wordsEcho();
     break;
   case 'socket-sink':
     socketSink();

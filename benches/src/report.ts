@@ -525,6 +525,16 @@ export function targets(records: Measurement[]): Target[] {
       `${nodeFloor ? `; Node's own floor, one word bounced with Atomics: ${us(nodeFloor)}, ${fmtX(nodeFloor / floorRtt!)}× the C floor` : ''})`,
     'no C floor or no spinning round trip',
   );
+  const twoWords = p50('rtt.proc.node-floor-2');
+  add(
+    "spinning round trip ≤ 1.3× Node's floor (p50)",
+    spin && nodeFloor ? spin.value / nodeFloor : null,
+    (v) => v <= 1.3,
+    (v) =>
+      `${fmtX(v)}× (${us(spin!.value)} ${spinLabel} vs ${us(nodeFloor!)}, one word bounced` +
+      `${twoWords ? `; against the floor of two one-way queues, one word each way in two regions, ${us(twoWords)}: ${fmtX(spin!.value / twoWords)}×` : ''})`,
+    'no Node floor or no spinning round trip',
+  );
   add(
     'spinning round trip ≥ 100× faster than the Unix socket (p50)',
     spin && socketRtt ? socketRtt / spin.value : null,

@@ -102,6 +102,7 @@ function plan(quick: boolean): Step[] {
   rtt('rtt-proc', 'rtt.proc.spsc-spin', 200_000);
   rtt('rtt-proc', 'rtt.proc.spsc-spin-zc', 200_000);
   rtt('rtt-proc', 'rtt.proc.node-floor', 100_000); // best of 3 runs, like the C floor
+  rtt('rtt-proc', 'rtt.proc.node-floor-2', 100_000); // the same, one word each way (best of 3 too)
   steps.push(floorRtt);
   rtt('rtt-proc', 'rtt.proc.spsc-sync', 30_000);
   rtt('rtt-proc', 'rtt.proc.spsc-parked', 10_000, { gapMs: 0.2 });
