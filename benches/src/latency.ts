@@ -184,7 +184,7 @@ export async function nodeFloorRoundTrip(o: RoundTripOptions): Promise<Percentil
  * the ring rows are. The one-word floor hands one cache line back and
  * forth; two one-way queues (any two) hand over two lines per round trip,
  * which took the EPYC hosts of benches/results longer when their two vCPUs
- * sat on different cores (0.62-0.64 µs against 0.47-0.52 µs, minutes
+ * sat on different cores (0.62-0.70 µs against 0.47-0.55 µs, runs minutes
  * apart), and about as long when they shared one (0.22-0.27 µs against
  * 0.21-0.22).
  */
@@ -201,15 +201,15 @@ async function bestOfFloorRuns(run: () => Promise<Percentiles>): Promise<Percent
 
 /** `twoWords` false: the echo answers in the request's word (word-echo); true: in a word of a second region (words-echo). */
 async function wordRoundTrip(o: RoundTripOptions, twoWords: boolean): Promise<Percentiles> {
-  const regions = [Region.create({ backing: 'memfd', size: FLOOR_REGION_SIZE })];
-  if (twoWords) regions.push(Region.create({ backing: 'memfd', size: FLOOR_REGION_SIZE }));
-  const word = new Int32Array(regions[0]!.buffer, 0, 1);
-  const reply = new Int32Array(regions[regions.length - 1]!.buffer, 0, 1);
-  const peer = startPeer(twoWords ? 'words-echo' : 'word-echo', regions, { limitMs: LIMIT_MS });
+  const regions: Region[] = [];
   try {
+    for (let i = twoWords ? 2 : 1; i > 0; i--) regions.push(Region.create({ backing: 'memfd', size: FLOOR_REGION_SIZE }));
+    const word = new Int32Array(regions[0]!.buffer, 0, 1);
+    const reply = new Int32Array(regions[regions.length - 1]!.buffer, 0, 1);
+    const peer = startPeer(twoWords ? 'words-echo' : 'word-echo', regions, { limitMs: LIMIT_MS });
     await peer.ready;
     const samples = new Samples(o.count);
-    const watchdog = new Watchdog('round trip (word)', LIMIT_MS);
+    const watchdog = new Watchdog(twoWords ? 'round trip (two words)' : 'round trip (word)', LIMIT_MS);
     const total = o.warmup + o.count;
     let t = performance.now();
     for (let i = 0; i < total; i++) {

@@ -17,7 +17,7 @@
  *   ring-echo-async  the same with for await and write() on the event loop
  *   ring-echo-async-read  the same with read() and write() on the event loop
  *   word-echo        Node's floor: answer each odd value of word 0 of region 3 with the next even one (Atomics), until -1
- *   words-echo       the two-word floor: answer each new odd value of word 0 of region 3 in word 0 of region 4
+ *   words-echo       the two-word floor: answer each new odd value of word 0 of region 3 with the next even one in word 0 of region 4 (Atomics), until -1
  *   socket-sink      read length-framed messages from the socket, report count + checksum (demo)
  *   socket-count     throughput consumer of the socket
  *   socket-echo      ping-pong over the socket
