@@ -113,35 +113,26 @@ function ringEchoZeroCopy(): void {
   }
 }
 
-/** Node's floor: one 32-bit word bounced with Atomics.load / Atomics.store, no ring at all. */
-function wordEcho(): void {
+/**
+ * Node's floors: each new odd value of word 0 of region 3 (or -1, the end)
+ * answered with the next even one, in the same word (one word, no ring at
+ * all) or, with `twoWords`, in word 0 of region 4 (one word each way, as
+ * two one-way queues).
+ */
+function wordEcho(twoWords: boolean): void {
   const word = new Int32Array(Region.fromFd(3).buffer, 0, 1);
-  const watchdog = new Watchdog('word-echo', LIMIT_MS);
-  ready();
-  for (;;) {
-    let v: number;
-    // Observes the parent's store of an odd value (or -1, the end).
-    while (((v = Atomics.load(word, 0)) & 1) === 0) watchdog.tick();
-    if (v === -1) return;
-    // Answers it: the parent spins for this value.
-    Atomics.store(word, 0, v + 1);
-  }
-}
-
-/** Node's floor for two one-way queues: each new odd value of word 0 of region 3 answered with the next even one in word 0 of region 4. */
-function wordsEcho(): void {
-  const word = new Int32Array(Region.fromFd(3).buffer, 0, 1);
-  const reply = new Int32Array(Region.fromFd(4).buffer, 0, 1);
-  const watchdog = new Watchdog('words-echo', LIMIT_MS);
+  const reply = twoWords ? new Int32Array(Region.fromFd(4).buffer, 0, 1) : word;
+  const watchdog = new Watchdog(twoWords ? 'words-echo' : 'word-echo', LIMIT_MS);
   ready();
   let last = 0;
   for (;;) {
     let v: number;
-    // Observes the parent's store of its next odd value (or -1, the end).
-    while ((v = Atomics.load(word, 0)) === last) watchdog.tick();
+    // Observes the parent's store of its next odd value (or -1, the end): not our own even answer in the
+    // one word, not the request already answered in the two.
+    while (((v = Atomics.load(word, 0)) & 1) === 0 || v === last) watchdog.tick();
     if (v === -1) return;
     last = v;
-    // Answers it in the other region's word: the parent spins there for this value.
+    // Answers it: the parent spins on the reply word for this value.
     Atomics.store(reply, 0, v + 1);
   }
 }
@@ -275,10 +266,10 @@ switch (role) {
     await ringEchoAsyncRead();
     break;
   case 'word-echo':
-    wordEcho();
+    wordEcho(false);
     break;
   case 'words-echo':
-    wordsEcho();
+    wordEcho(true);
     break;
   case 'socket-sink':
     socketSink();
