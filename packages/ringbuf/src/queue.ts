@@ -23,6 +23,7 @@ import { Readable, Writable } from 'node:stream';
 import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { ownStartTime, ownThread, registerInWord, registrantAlive, type Registrant } from './liveness.js';
+import { CallLine } from './call-line.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
 import { parkAsync, parkSync, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
@@ -40,6 +41,13 @@ export interface WriteOptions extends WaitOptions {
 /** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */
 export function shown(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/** Checks that a write's message is bytes, naming the verb (`what`) that was called. */
+function checkBytes(bytes: unknown, what: string): void {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs a Uint8Array (or Buffer), got ${shown(bytes)}`);
+  }
 }
 
 /** Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE] (RangeError otherwise). */
@@ -296,6 +304,21 @@ export function roleTaken(role: Role, holder: number, start: number, place: stri
   return sibling !== undefined && acts(sibling, role);
 }
 
+/** The default cancel of Queue.#later: the call rejects with the error. */
+function rethrow(err: unknown): never {
+  throw err;
+}
+
+/**
+ * The options of a call that waited `waitedMs` in its side's line before it
+ * started: its timeoutMs counts from the call, so what is left of it.
+ */
+function afterQueue<O extends WaitOptions>(options: O | undefined, waitedMs: number): O | undefined {
+  const timeoutMs = options?.timeoutMs;
+  if (timeoutMs === undefined || timeoutMs === Infinity || waitedMs <= 0) return options;
+  return { ...options, timeoutMs: Math.max(0, timeoutMs - waitedMs) } as O;
+}
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
   static {
     acts = (queue, role) => queue.#acts(role);
@@ -324,6 +347,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Whether this object's Promise reads and writes poll before parking (see PollPacer). */
   readonly #readPoll = new PollPacer();
   readonly #writePoll = new PollPacer();
+  /** This object's Promise writes, and its Promise reads (read() and the iterators' next()), served in call order. */
+  readonly #writeLine = new CallLine();
+  readonly #readLine = new CallLine();
 
   /** This object's locks on the region's file (roles.ts); undefined where the region has no file. */
   protected readonly roles: Roles | undefined;
@@ -646,6 +672,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
   writeSync(bytes: Uint8Array, options?: WriteOptions): void {
     checkWaitOptions(options, this.#names.writeSync);
+    checkBytes(bytes, this.#names.writeSync);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
@@ -678,6 +705,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /**
    * Writes one message; resolves once it is in the ring (back-pressure: waits while the ring is full).
+   * Writes of this object are served in call order: one made while an earlier one waits for room
+   * starts once that one has settled (CallLine), so its message never goes first.
    * (Not an async function: a write that finds room returns a settled promise, and a parked one
    * resolves through parkAsync's promise alone.)
    */
@@ -685,7 +714,20 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     let type: number;
     try {
       checkWaitOptions(options, this.#names.write);
+      checkBytes(bytes, this.#names.write);
       type = options?.type ?? 0;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (!this.#writeLine.idle) {
+      return this.#later(this.#writeLine, options?.signal, undefined, (waited) => this.#write(bytes, type, afterQueue(options, waited)));
+    }
+    return this.#write(bytes, type, options);
+  }
+
+  /** write() with its options checked, once its turn has come. */
+  #write(bytes: Uint8Array, type: number, options: WriteOptions | undefined): Promise<void> {
+    try {
       if (this.closed) this.#throwClosed();
       if (this.tryWrite(bytes, type)) {
         this.#writePoll.gotAtOnce();
@@ -694,17 +736,60 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return parkAsync(
-      this.ctl,
-      WRITE_BLOCK,
-      () => this.#writeAttempt(bytes, type),
-      options,
-      this.#names.write,
-      this.#consumerAlive,
-      this.#writePoll,
-      undefined,
-      this.#settleDone,
+    return this.#writeLine.wait(
+      parkAsync(
+        this.ctl,
+        WRITE_BLOCK,
+        () => this.#writeAttempt(bytes, type),
+        options,
+        this.#names.write,
+        this.#consumerAlive,
+        this.#writePoll,
+        undefined,
+        this.#settleDone,
+      ),
     );
+  }
+
+  /**
+   * A Promise call made while an earlier one of its side waits: `run` starts
+   * it once the calls before it have settled, told how long (ms) it was
+   * queued. An abort of `signal`, or `stop`, while it is queued takes it out
+   * of the line and settles it with `cancel` of the AbortError (by default,
+   * rejects with it).
+   */
+  #later<R>(
+    line: CallLine,
+    signal: AbortSignal | undefined,
+    stop: WaitStop | undefined,
+    run: (waitedMs: number) => Promise<R>,
+    cancel: (err: unknown) => R = rethrow,
+  ): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const since = performance.now();
+      const cancelWith = (err: unknown): void => {
+        try {
+          resolve(cancel(err));
+        } catch (thrown) {
+          reject(thrown);
+        }
+      };
+      if (signal?.aborted) return cancelWith(abortError(signal));
+      const onAbort = (): void => {
+        if (takeOut()) cancelWith(abortError(signal));
+      };
+      const takeOut = line.queue(() => {
+        signal?.removeEventListener('abort', onAbort);
+        if (stop !== undefined) stop.queued = undefined;
+        run(performance.now() - since).then(resolve, reject);
+      });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (stop !== undefined) {
+        stop.queued = () => {
+          if (takeOut()) cancelWith(abortError());
+        };
+      }
+    });
   }
 
   /**
@@ -726,7 +811,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     },
   };
 
-  /** Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained. */
+  /**
+   * Reads one message without blocking the event loop. Rejects with ERR_SHMRING_CLOSED once closed and drained.
+   * Reads of this object (and its iterators' next()) are served in call order, as writes are.
+   */
   read(options?: WaitOptions): Promise<Uint8Array> {
     if (options !== undefined) {
       try {
@@ -735,11 +823,14 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         return Promise.reject(err);
       }
     }
-    return this.#read(options, undefined);
+    if (!this.#readLine.idle) {
+      return this.#later(this.#readLine, options?.signal, undefined, (waited) => this.#read(afterQueue(options, waited)));
+    }
+    return this.#read(options);
   }
 
-  /** read() with its options checked, which `stop` can end (messages().return()). */
-  #read(options: WaitOptions | undefined, stop: WaitStop | undefined): Promise<Uint8Array> {
+  /** read() with its options checked, once its turn has come. */
+  #read(options: WaitOptions | undefined): Promise<Uint8Array> {
     let message: Uint8Array | null;
     try {
       message = this.tryRead();
@@ -750,16 +841,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#readPoll.gotAtOnce();
       return Promise.resolve(message);
     }
-    return parkAsync(
-      this.ctl,
-      READ_BLOCK,
-      this.#readAttemptFn,
-      options,
-      this.#names.read,
-      this.#producerAlive,
-      this.#readPoll,
-      stop,
-      this.#settleRead,
+    return this.#parkRead(options, undefined, this.#settleRead);
+  }
+
+  /** A read (read() or an iterator's next()) that found the ring empty waits, first in its object's line of reads. */
+  #parkRead<R>(options: WaitOptions | undefined, stop: WaitStop | undefined, settle: Settle<Uint8Array, R>): Promise<R> {
+    return this.#readLine.wait(
+      parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop, settle),
     );
   }
 
@@ -854,9 +942,21 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         return end(err, finished);
       },
     };
-    /** Starts one read; with none in progress, a message already in the ring is handed out at once. */
+    /** How a read that never started (aborted, or return(), while queued behind other reads) ends. */
+    const cancel = (err: unknown): IteratorResult<Uint8Array> => {
+      settled();
+      return end(err, finished);
+    };
+    /** Starts one read, in its turn among this object's reads (CallLine). */
     const begin = (): Promise<IteratorResult<Uint8Array>> => {
       pending = true;
+      if (!this.#readLine.idle && !finished) {
+        return this.#later(this.#readLine, signal, stop, (waited) => beginNow(afterQueue(options, waited)), cancel);
+      }
+      return beginNow(options);
+    };
+    /** With no read of this object waiting, a message already in the ring is handed out at once. */
+    const beginNow = (options: WaitOptions | undefined): Promise<IteratorResult<Uint8Array>> => {
       let now: Promise<IteratorResult<Uint8Array>> | undefined;
       try {
         if (finished) now = Promise.resolve(DONE);
@@ -875,19 +975,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
           now = Promise.reject(thrown);
         }
       }
-      if (now === undefined) {
-        return parkAsync(
-          this.ctl,
-          READ_BLOCK,
-          this.#readAttemptFn,
-          options,
-          this.#names.read,
-          this.#producerAlive,
-          this.#readPoll,
-          stop,
-          settle,
-        );
-      }
+      if (now === undefined) return this.#parkRead(options, stop, settle);
       settled(); // the next queued call, if any, starts now
       return now;
     };

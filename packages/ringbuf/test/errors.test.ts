@@ -55,6 +55,26 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.equal(queue.tryRead()!.length, 8);
   });
 
+  it('rejects a message that is not bytes, naming the verb that was called', async () => {
+    const { region, ring } = spsc();
+    try {
+      assert.throws(() => ring.writeSync('x' as never), {
+        code: 'ERR_SHMRING_INVALID_ARGUMENT',
+        name: 'TypeError',
+        message: /SpscRing\.writeSync/,
+      });
+      await assert.rejects(ring.write('x' as never), {
+        code: 'ERR_SHMRING_INVALID_ARGUMENT',
+        name: 'TypeError',
+        message: /SpscRing\.write needs/,
+      });
+      assert.throws(() => ring.tryWrite('x' as never), { code: 'ERR_SHMRING_INVALID_ARGUMENT', message: /SpscRing\.tryWrite/ });
+      assert.equal(ring.size, 0);
+    } finally {
+      region.close();
+    }
+  });
+
   it('rejects a message type outside [0, 2^31 - 1]', () => {
     const { ring } = spsc();
     for (const type of [-1, 2 ** 31, 1.5]) {

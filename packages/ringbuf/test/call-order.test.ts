@@ -1,0 +1,174 @@
+/**
+ * The Promise verbs of one object are served in call order (CallLine):
+ * write()s made without awaiting each other put their messages in the ring
+ * in the order of the calls, however the ring's room comes back; read()s and
+ * iterators' next() calls made while others wait get the messages in the
+ * order of the calls. Aborting a queued call takes it out of the line without
+ * disturbing the others, and its timeoutMs counts from the call.
+ */
+import { strict as assert } from 'node:assert';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { Broadcast, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import type { Queue } from '../src/queue.js';
+
+const CAPACITY = 256;
+const regions: Region[] = [];
+
+interface Pair {
+  writer: Queue;
+  reader: Queue;
+}
+
+const KINDS: Record<string, () => Pair> = {
+  SpscRing: () => {
+    const region = memfd(SpscRing.regionSize({ capacity: CAPACITY }));
+    return { reader: SpscRing.create(region, { capacity: CAPACITY }), writer: SpscRing.attach(region) };
+  },
+  MpscRing: () => {
+    const region = memfd(MpscRing.regionSize({ capacity: CAPACITY }));
+    return { reader: MpscRing.create(region, { capacity: CAPACITY }), writer: MpscRing.attach(region) };
+  },
+  MpmcQueue: () => {
+    const options = { capacity: 8, slotSize: 16 };
+    const region = memfd(MpmcQueue.regionSize(options));
+    return { reader: MpmcQueue.create(region, options), writer: MpmcQueue.attach(region) };
+  },
+  'Broadcast (lossless)': () => {
+    const region = memfd(Broadcast.regionSize({ capacity: CAPACITY }));
+    const writer = Broadcast.create(region, { capacity: CAPACITY, lossless: true });
+    return { writer, reader: Broadcast.subscribe(region) };
+  },
+};
+
+function memfd(size: number): Region {
+  const region = Region.create({ backing: 'memfd', size, name: 'shmring-call-order' });
+  regions.push(region);
+  return region;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Reads `count` one-byte messages with tryRead, pausing now and then so that room comes back a little at a time. */
+async function takeSlowly(reader: Pair['reader'], count: number): Promise<number[]> {
+  const got: number[] = [];
+  while (got.length < count) {
+    const m = reader.tryRead();
+    if (m === null) await sleep(1);
+    else {
+      got.push(m[0]!);
+      if (got.length % 5 === 0) await sleep(2);
+    }
+  }
+  return got;
+}
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+describe('Promise verbs of one object are served in call order', () => {
+  afterEach(() => {
+    for (const r of regions.splice(0)) r.close();
+  });
+
+  for (const [kind, make] of Object.entries(KINDS)) {
+    it(`${kind}: write()s not awaited one by one land in call order while the ring is full`, async () => {
+      const { writer, reader } = make();
+      const writes = range(60).map((i) => writer.write(Uint8Array.of(i), { timeoutMs: 10_000 }));
+      const got = await takeSlowly(reader, 60);
+      await Promise.all(writes);
+      assert.deepEqual(got, range(60));
+    });
+
+    it(`${kind}: read()s made while others wait get the messages in call order`, async () => {
+      const { writer, reader } = make();
+      const reads = range(4).map(() => reader.read({ timeoutMs: 10_000 }));
+      await sleep(5); // every read has found the ring empty: the first waits, the others are queued
+      for (const i of range(4)) assert.equal(writer.tryWrite(Uint8Array.of(100 + i)), true);
+      // A read made now must not overtake the four before it, although a message is there for it.
+      const late = reader.read({ timeoutMs: 10_000 });
+      assert.equal(writer.tryWrite(Uint8Array.of(104)), true);
+      const got = (await Promise.all([...reads, late])).map((m) => m[0]);
+      assert.deepEqual(got, [100, 101, 102, 103, 104]);
+    });
+  }
+
+  it('promises of queued writes settle in call order', async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const order: number[] = [];
+    const writes = range(40).map((i) => writer.write(Uint8Array.of(i)).then(() => order.push(i)));
+    await takeSlowly(reader, 40);
+    await Promise.all(writes);
+    assert.deepEqual(order, range(40));
+  });
+
+  it('an abort of a queued write takes only that write out; the others keep their order', async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    // Fill the ring, so the next write waits.
+    let filled = 0;
+    while (writer.tryWrite(Uint8Array.of(200))) filled++;
+    const controller = new AbortController();
+    const first = writer.write(Uint8Array.of(1));
+    const aborted = writer.write(Uint8Array.of(2), { signal: controller.signal });
+    const third = writer.write(Uint8Array.of(3));
+    controller.abort();
+    await assert.rejects(aborted, { name: 'AbortError' });
+    const got = (await takeSlowly(reader, filled + 2)).slice(filled);
+    await Promise.all([first, third]);
+    assert.deepEqual(got, [1, 3]);
+    assert.equal(reader.tryRead(), null);
+  });
+
+  it("a queued write's timeoutMs counts from its call, not from when its turn came", async () => {
+    const { writer } = KINDS.SpscRing!();
+    while (writer.tryWrite(Uint8Array.of(0))) {}
+    const started = performance.now();
+    const first = writer.write(Uint8Array.of(1), { timeoutMs: 150 });
+    const second = writer.write(Uint8Array.of(2), { timeoutMs: 200 });
+    await assert.rejects(first, (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+    await assert.rejects(second, (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+    const took = performance.now() - started;
+    // Counted from its start instead, the second would end near 150 + 200 ms.
+    assert.ok(took < 300, `the second write timed out after ${took.toFixed(0)} ms (its timeoutMs is 200)`);
+  });
+
+  it('an aborted signal rejects a queued read at once and takes nothing', async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const first = reader.read({ timeoutMs: 10_000 });
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(reader.read({ signal: controller.signal }), { name: 'AbortError' });
+    assert.equal(writer.tryWrite(Uint8Array.of(7)), true);
+    assert.equal((await first)[0], 7);
+  });
+
+  it("an iterator's next() queued behind a read() gets the message after it, and return() ends it without taking any", async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const first = reader.read({ timeoutMs: 10_000 });
+    const iterator = reader.messages();
+    const queued = iterator.next();
+    const abandoned = reader.messages();
+    const dropped = abandoned.next();
+    assert.deepEqual(await abandoned.return!(), { done: true, value: undefined });
+    assert.deepEqual(await dropped, { done: true, value: undefined });
+    assert.equal(writer.tryWrite(Uint8Array.of(1)), true);
+    assert.equal(writer.tryWrite(Uint8Array.of(2)), true);
+    assert.equal((await first)[0], 1);
+    const next = await queued;
+    assert.equal(next.done, false);
+    assert.equal((next.value as Uint8Array)[0], 2);
+    await iterator.return!();
+    assert.equal(reader.tryRead(), null);
+  });
+
+  it('close() of the object ends the waiting write and every queued one with ERR_SHMRING_CLOSED', async () => {
+    const { writer } = KINDS.SpscRing!();
+    while (writer.tryWrite(Uint8Array.of(0))) {}
+    const writes = range(5).map((i) => writer.write(Uint8Array.of(i)));
+    await sleep(5);
+    writer.close();
+    const outcomes = await Promise.allSettled(writes);
+    for (const o of outcomes) {
+      assert.equal(o.status, 'rejected');
+      assert.equal(((o as PromiseRejectedResult).reason as ShmringError).code, ErrorCodes.CLOSED);
+    }
+  });
+});
