@@ -133,6 +133,8 @@ export class MpscRing extends Queue {
   /** The data area. claim() and drain() give offsets into it. */
   data: Uint8Array;
   #data32: Int32Array;
+  /** This object made the ring (MpscRing.create): its close() ends the ring even if it never read (close()). */
+  readonly #created: boolean;
   readonly #mask: number;
   /** Consumer: how long (ms) a claimed record may block the head before a dead claimer's record is skipped. */
   peerTimeoutMs: number;
@@ -162,8 +164,10 @@ export class MpscRing extends Queue {
     peerTimeoutMs: number,
     roles: Roles | undefined,
     site: RingSite,
+    created: boolean,
   ) {
     super(new Int32Array(buffer, base, L.CONTROL_I32_LENGTH), 'MpscRing', roles, site);
+    this.#created = created;
     this.capacity = capacity;
     this.maxMessageLength = M.mpscMaxMessage(capacity);
     this.peerTimeoutMs = peerTimeoutMs;
@@ -196,7 +200,7 @@ export class MpscRing extends Queue {
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
@@ -206,7 +210,7 @@ export class MpscRing extends Queue {
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
     const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
     const roles = Roles.hold(region, base);
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles));
+    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
   }
 
   /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */
@@ -219,10 +223,35 @@ export class MpscRing extends Queue {
 
   // ---- producer ----
 
-  /** A producer's close() ends only its own participation; the consumer's (or a never-used object's) closes the ring. */
+  /**
+   * A producer's close() ends only its own participation; the consumer's
+   * closes the ring. An object that never wrote nor read closes the ring if
+   * it created it (MpscRing.create), and otherwise only lets go: a producer
+   * that had nothing to send must not end the ring for the others.
+   */
   override close(): void {
-    if (this.isProducer && !this.isConsumer) this.detach();
-    else super.close();
+    const producerOnly = this.isProducer && !this.isConsumer;
+    const attachedUnused = !this.isProducer && !this.isConsumer && !this.#created;
+    if (producerOnly || attachedUnused) this.detach();
+    else {
+      this.#giveUpClaim();
+      super.close();
+    }
+  }
+
+  /** Lets go of the ring (Queue.detach); a claim still open is aborted first. */
+  override detach(): void {
+    this.#giveUpClaim();
+    super.detach();
+  }
+
+  /**
+   * Aborts this object's open claim, if any: left claimed, its record would
+   * hold the consumer (and every record behind it) until this process exits,
+   * since the claim mark names a process that is still alive.
+   */
+  #giveUpClaim(): void {
+    if (this.#claim.offset >= 0 && this.ctl.length !== 0) this.abort(this.#claim.offset);
   }
 
   protected override registerProducer(): void {
@@ -302,14 +331,25 @@ export class MpscRing extends Queue {
     return at;
   }
 
-  /** Commits the claimed record with `type` (PADDING_TYPE: abort). */
-  #publish(type: number): void {
+  /**
+   * Commits the claimed record with `type` (PADDING_TYPE: abort), its LENGTH
+   * `length` (at most the claimed one: commit() with a shorter payload).
+   */
+  #publish(type: number, length = this.#claimLength): void {
     const at = this.#claimIndex;
     const data32 = this.#data32;
+    const rest = M.recordBytes(this.#claimLength) - M.recordBytes(length);
+    if (rest > 0) {
+      // A shorter record: the claimed bytes after it become a padding record, which the consumer skips (and
+      // zeroes). Its header is written before the commit below, whose CAS publishes it with the record.
+      const pad = at + M.recordBytes(length) / 4;
+      data32[pad + M.MPSC_TYPE_I32] = L.PADDING_TYPE;
+      data32[pad + M.MPSC_LENGTH_I32] = rest;
+    }
     data32[at + M.MPSC_TYPE_I32] = type;
     // Commits: publishes TYPE and payload (written before) to the consumer, which loads LENGTH first.
     // A CAS, not a store: a consumer that took the record back from us (it believed us dead) made it 0.
-    if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, this.#claimLength) !== -this.#claimLength) {
+    if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, length) !== -this.#claimLength) {
       throw new ShmringError(
         ErrorCodes.TIMEOUT,
         `MpscRing: this record was skipped by the consumer before its commit (it took more than the consumer's peerTimeoutMs and its producer looked dead); write it again`,
@@ -353,11 +393,30 @@ export class MpscRing extends Queue {
     this.#claim.close(offset, verb);
   }
 
-  /** Zero-copy write, step 2: publishes the claimed record. */
-  commit(offset: number, type = 0): void {
+  /**
+   * Zero-copy write, step 2: publishes the claimed record; with `length`, a
+   * shorter message (the first `length` bytes written; the rest of the claim
+   * becomes padding, which the consumer skips).
+   */
+  commit(offset: number, type = 0, length?: number): void {
     checkType(type);
+    // The length is checked only against an open claim (another offset is #checkClaim's error), before it closes.
+    if (length !== undefined && offset === this.#claim.offset) this.#checkCommitLength(length);
     this.#checkClaim(offset, 'commit');
-    this.#publish(type);
+    this.#publish(type, length === undefined ? this.#claimLength : M.mpscLength(length));
+  }
+
+  #checkCommitLength(length: number): void {
+    if (!Number.isInteger(length)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `MpscRing.commit: length=${String(length)} must be an integer`);
+    }
+    const claimed = this.#claimLength - M.MPSC_RECORD_HEADER;
+    if (length < 0 || length > claimed) {
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `MpscRing.commit: length=${length} must be between 0 and the claimed length ${claimed}`,
+      );
+    }
   }
 
   /** Gives the claimed record up: it becomes padding, which the consumer skips. */

@@ -225,10 +225,8 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
       `${what}: ${entries.length} entries; it waits on at most ${most} (futex_waitv's limit)`,
     );
   }
-  checkWaitOptions(options, what); // each option's type and range, with its class, before anything else
-  if (options?.peerTimeoutMs === 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: peerTimeoutMs=0 must be a number of ms > 0 (or Infinity)`);
-  }
+  // Each option's type and range, with its class, before anything else; peerTimeoutMs as the queues' waits take it (0 included).
+  checkWaitOptions(options, what);
   const probes = entries.map((entry, i) => probeOf(entry, i, what));
   const started = performance.now();
   const deadline = deadlineOf(options, started);

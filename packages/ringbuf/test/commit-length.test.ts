@@ -1,5 +1,5 @@
 /**
- * SpscRing.commit(offset, type, length): a claim committed with fewer bytes
+ * SpscRing.commit and MpscRing.commit (offset, type, length): a claim committed with fewer bytes
  * than it reserved publishes a record of that length, and the rest of the
  * claim goes back to the ring. Checked against a model at every position of
  * a small ring (claims that wrap included, corked or not), with the consumer
@@ -8,7 +8,7 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { ErrorCodes, Region } from '@shmring/core';
-import { SpscRing } from '../src/index.js';
+import { MpscRing, SpscRing } from '../src/index.js';
 
 const CAPACITY = 256;
 
@@ -117,6 +117,78 @@ describe('SpscRing.commit with a length', () => {
       r.commit(at, 3, 4);
       check(r.tryRead()!, 4, 1, 'the record');
       assert.equal(r.lastType, 3);
+    } finally {
+      region.close();
+    }
+  });
+});
+
+describe('MpscRing.commit with a length', () => {
+  function mpsc(): { consumer: MpscRing; producers: MpscRing[]; region: Region } {
+    const region = Region.create({ backing: 'sab', size: MpscRing.regionSize({ capacity: CAPACITY }) });
+    const consumer = MpscRing.create(region, { capacity: CAPACITY });
+    return { consumer, producers: [MpscRing.attach(region), MpscRing.attach(region)], region };
+  }
+
+  it('publishes the shorter record, whichever of two producers commits first, and the consumer skips the rest', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            claims: fc.array(fc.record({ claim: fc.integer({ min: 0, max: CAPACITY / 4 }), cut: fc.nat() }), {
+              minLength: 2,
+              maxLength: 2,
+            }),
+            secondFirst: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 100 },
+        ),
+        (steps) => {
+          const { consumer, producers, region } = mpsc();
+          try {
+            let serial = 0;
+            for (const step of steps) {
+              // Both producers claim, then commit in either order: the records keep the order of the claims.
+              const open = step.claims.map(({ claim, cut }, p) => {
+                const offset = producers[p]!.claim(claim);
+                assert.ok(offset >= 0, 'an empty ring takes both claims');
+                const length = claim === 0 ? 0 : cut % (claim + 1);
+                fill(producers[p]!.data, offset, claim, 999); // garbage past the length: never read
+                fill(producers[p]!.data, offset, length, serial + p);
+                return { p, offset, length, serial: serial + p };
+              });
+              for (const o of step.secondFirst ? [...open].reverse() : open) producers[o.p]!.commit(o.offset, o.serial % 5, o.length);
+              for (const o of open) {
+                const got = consumer.tryRead();
+                assert.ok(got !== null, `record ${o.serial} was committed`);
+                check(got, o.length, o.serial, `record ${o.serial}`);
+                assert.equal(consumer.lastType, o.serial % 5);
+              }
+              assert.equal(consumer.tryRead(), null, 'the rest of each claim is no record');
+              assert.equal(consumer.size, 0, 'every byte claimed was consumed');
+              serial += 2;
+            }
+          } finally {
+            region.close();
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('a length that is not an integer in [0, the claimed length] is an error, and the claim stays open', () => {
+    const { consumer, producers, region } = mpsc();
+    try {
+      const producer = producers[0]!;
+      const at = producer.claim(16);
+      assert.throws(() => producer.commit(at, 0, 17), { code: ErrorCodes.INVALID_ARGUMENT, name: 'RangeError' });
+      assert.throws(() => producer.commit(at, 0, -1), { code: ErrorCodes.INVALID_ARGUMENT, name: 'RangeError' });
+      assert.throws(() => producer.commit(at, 0, 1.5), { code: ErrorCodes.INVALID_ARGUMENT, name: 'TypeError' });
+      fill(producer.data, at, 4, 1);
+      producer.commit(at, 3, 4);
+      check(consumer.tryRead()!, 4, 1, 'the record');
+      assert.equal(consumer.lastType, 3);
     } finally {
       region.close();
     }

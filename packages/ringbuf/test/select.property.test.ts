@@ -152,13 +152,15 @@ class Subject {
     this.ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
     if (spec.kind === 'spsc' || spec.kind === 'mpsc') {
       const Kind = spec.kind === 'spsc' ? SpscRing : MpscRing;
-      Kind.create(region, { capacity: spec.capacity });
+      const creator = Kind.create(region, { capacity: spec.capacity });
       // Both positions (an empty ring) at `start`, then attach: the new objects read them.
       Atomics.store(this.ctl, L.PRODUCER_POSITION_I32, spec.start | 0);
       Atomics.store(this.ctl, L.CONSUMER_POSITION_I32, spec.start | 0);
       const queue = Kind.attach(region);
       this.queue = this.writer = queue;
-      this.peer = Kind.attach(region);
+      // The other side that closes the ring: an MpscRing's is its creator (an object that only attached and
+      // never wrote nor read would just let go); it has used no position, so `start` stands.
+      this.peer = spec.kind === 'mpsc' ? creator : Kind.attach(region);
       this.max = queue.maxMessageLength;
     } else if (spec.kind === 'broadcast') {
       const publisher: BroadcastPublisher = Broadcast.create(region, { capacity: spec.capacity, lossless: true, subscribers: 1 });

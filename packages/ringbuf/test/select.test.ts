@@ -642,7 +642,7 @@ describe('select', () => {
           [{ timeoutMs: -1 }, ShmringRangeError, /timeoutMs=-1/],
           [{ timeoutMs: '5' }, ShmringTypeError, /timeoutMs="5"/],
           [{ peerTimeoutMs: Number.NaN }, ShmringRangeError, /peerTimeoutMs=NaN/],
-          [{ peerTimeoutMs: 0 }, ShmringRangeError, /peerTimeoutMs=0/],
+          [{ peerTimeoutMs: -1 }, ShmringRangeError, /peerTimeoutMs=-1/],
           [{ signal: {} }, ShmringTypeError, /signal=/],
           [{ spin: Infinity }, ShmringRangeError, /spin=Infinity/],
           [{ ref: 'no' }, ShmringTypeError, /ref="no"/],
@@ -1001,6 +1001,20 @@ describe('select', () => {
           closeAll(rings);
         }
       });
+    }
+  });
+});
+
+describe('select peerTimeoutMs: 0', () => {
+  it("select and selectSync take peerTimeoutMs: 0, as the queues' own waits do", async () => {
+    const rings = [makeRing('sab', 'spsc'), makeRing('sab', 'mpsc')];
+    try {
+      const queues = rings.map((r) => r.queue);
+      assert.equal(queues[1]!.tryWrite(Uint8Array.of(1)), true);
+      assert.equal(await select(queues, { peerTimeoutMs: 0, timeoutMs: 1_000 }), 1);
+      assert.equal(selectSync(queues, { peerTimeoutMs: 0, timeoutMs: 1_000 }), 1);
+    } finally {
+      closeAll(rings);
     }
   });
 });

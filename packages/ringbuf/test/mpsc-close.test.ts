@@ -1,0 +1,83 @@
+/**
+ * MpscRing.close() ends only what the object was part of: a producer's
+ * close() gives up its open claim (which would otherwise hold the consumer
+ * for as long as the producer's process lives) and leaves the ring to the
+ * others; an object that only attached and never wrote nor read lets go;
+ * the consumer's close(), or the creator's, ends the ring for everyone.
+ */
+import { strict as assert } from 'node:assert';
+import { ErrorCodes, Region } from '@shmring/core';
+import { MpscRing } from '../src/index.js';
+
+const CAPACITY = 1024;
+const regions: Region[] = [];
+
+function region(): Region {
+  const r = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: CAPACITY }), name: 'shmring-mpsc-close' });
+  regions.push(r);
+  return r;
+}
+
+describe('MpscRing.close()', () => {
+  afterEach(() => {
+    for (const r of regions.splice(0)) r.close();
+  });
+
+  it("a producer's close() with a claim open aborts the claim: the records behind it reach the consumer at once", async () => {
+    const r = region();
+    const consumer = MpscRing.create(r, { capacity: CAPACITY, peerTimeoutMs: 60_000 });
+    const other = MpscRing.attach(r);
+    const closing = MpscRing.attach(r);
+    assert.ok(closing.claim(8) >= 0);
+    assert.equal(other.tryWrite(Uint8Array.of(1)), true); // behind the open claim
+    closing.close();
+    // With the claim left open, this read would wait for peerTimeoutMs (a minute), the claimer being alive.
+    const got = await consumer.read({ timeoutMs: 2_000 });
+    assert.deepEqual([...got], [1]);
+    assert.equal(consumer.unblockedRecords, 0, 'given up, not taken back from a dead claimer');
+    assert.equal(consumer.size, 0);
+    assert.equal(other.tryWrite(Uint8Array.of(2)), true, 'the ring is still open for the other producer');
+  });
+
+  it('detach() with a claim open aborts it too', () => {
+    const r = region();
+    const consumer = MpscRing.create(r, { capacity: CAPACITY });
+    const producer = MpscRing.attach(r);
+    assert.ok(producer.claim(16) >= 0);
+    producer.detach();
+    assert.equal(consumer.tryRead(), null);
+    assert.equal(consumer.size, 0, 'the claim became padding the consumer skipped');
+  });
+
+  it('an attached object that never wrote nor read lets go on close(): the other producers and the consumer go on', () => {
+    const r = region();
+    const consumer = MpscRing.create(r, { capacity: CAPACITY });
+    const busy = MpscRing.attach(r);
+    assert.equal(busy.tryWrite(Uint8Array.of(1)), true);
+    MpscRing.attach(r).close(); // a producer that had nothing to send
+    assert.equal(busy.tryWrite(Uint8Array.of(2)), true);
+    assert.equal(consumer.closed, false);
+    assert.deepEqual([...consumer.tryRead()!], [1]);
+    assert.deepEqual([...consumer.tryRead()!], [2]);
+  });
+
+  it("the creator's close() ends the ring for every producer, even if it never read", () => {
+    const r = region();
+    const creator = MpscRing.create(r, { capacity: CAPACITY });
+    const producer = MpscRing.attach(r);
+    assert.equal(producer.tryWrite(Uint8Array.of(1)), true);
+    creator.close();
+    assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
+  });
+
+  it("the consumer's close() ends the ring for every producer", () => {
+    const r = region();
+    MpscRing.create(r, { capacity: CAPACITY }).detach();
+    const consumer = MpscRing.attach(r);
+    const producer = MpscRing.attach(r);
+    assert.equal(producer.tryWrite(Uint8Array.of(1)), true);
+    assert.deepEqual([...consumer.tryRead()!], [1]);
+    consumer.close();
+    assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
+  });
+});
