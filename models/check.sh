@@ -160,6 +160,10 @@ check broadcast broadcast-lossless-mutant-3 reject "-DNSUBS=2 -DLOSSLESS=1 -DMUT
 check mpsc mpsc-3p                 pass   "-DNP=3 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpsc mpsc-2p-fifo            pass   "-DNP=2 -DMSGS=3" "$SAFETY_CC" "$SAFETY_RUN"
 check mpsc mpsc-2p-cap8            pass   "-DNP=2 -DMSGS=2 -DCAP=8" "$SAFETY_CC" "$SAFETY_RUN"
+# Commits with a length (a 2-unit claim committed as 1 unit, the rest padding), and the padding left out.
+check mpsc mpsc-3p-short           pass   "-DNP=3 -DMSGS=1 -DSHORT=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpsc mpsc-2p-fifo-short      pass   "-DNP=2 -DMSGS=3 -DSHORT=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpsc mpsc-3p-short-mutant-4  reject "-DNP=3 -DMSGS=1 -DSHORT=1 -DMUTANT=4" "$SAFETY_CC" "$SAFETY_RUN"
 for m in 1 2 3; do
   check mpsc "mpsc-3p-mutant-$m"      reject "-DNP=3 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
   check mpsc "mpsc-2p-fifo-mutant-$m" reject "-DNP=2 -DMSGS=3 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"

@@ -10,7 +10,10 @@
  *             on a wrap: LEN[0] = -size (claimed), TYP[idx] = PAD,
  *             LEN[idx] = toEnd (padding committed), the record goes to 0;
  *             else LEN[idx] = -size; write TYP (the value) and the payload;
- *             CAS(LEN[idx], -size, +size) (commit).
+ *             CAS(LEN[idx], -size, +size) (commit). A shorter commit (a
+ *             2-unit claim committed as 1 unit, SHORT) first makes the
+ *             unit after the record a padding record (TYP = PAD, LEN = 1),
+ *             then CAS(LEN[idx], -size, +1).
  *   consumer: l = load(LEN[head]); l <= 0: nothing yet (blocks until it
  *             changes); read TYP and payload; zero the record's units;
  *             store(HEAD, head + l).
@@ -34,6 +37,7 @@
  *  1  the producer commits LENGTH before writing the value (TYP, PAY)
  *  2  the consumer stores HEAD before zeroing the record
  *  3  the producer claims with a load and a store of TAIL, not a CAS
+ *  4  a shorter commit leaves the rest of its claim without a padding record
  */
 
 #ifndef CAP
@@ -47,6 +51,9 @@
 #endif
 #ifndef MUTANT
 #define MUTANT 0
+#endif
+#ifndef SHORT
+#define SHORT 0           /* 1: a producer may commit a 2-unit claim as 1 unit (commit with a length) */
 #endif
 
 #define MASK (CAP - 1)
@@ -75,7 +82,7 @@ byte received = 0;
 #define USED(t, h) (((t) - (h)) & PMASK)
 
 proctype Producer(byte p) {
-  byte s = 0, t, h, ch = INIT, idx, toEnd, size, needed, u;
+  byte s = 0, t, h, ch = INIT, idx, toEnd, size, needed, u, committed;
   do
   :: s == MSGS -> break
   :: else ->
@@ -139,8 +146,20 @@ retry:
     :: size == 2 -> PAY[idx + 1] = VALUE(p, s)
     :: else -> skip
     fi;
+    committed = size;
+#if SHORT
+    if
+    :: size == 2 ->                                   /* commit a 1-unit message: the rest becomes padding */
+#if MUTANT != 4
+      TYP[idx + 1] = PAD;
+      LEN[idx + 1] = 1;
+#endif
+      committed = 1
+    :: true -> skip
+    fi;
+#endif
 #if MUTANT != 1
-    atomic { assert(LEN[idx] == NEG + size); LEN[idx] = size };  /* CAS(LEN, -size, +size): commit */
+    atomic { assert(LEN[idx] == NEG + size); LEN[idx] = committed };  /* CAS(LEN, -size, +committed): commit */
 #endif
     s++
   od
@@ -169,7 +188,7 @@ proctype Consumer() {
         p = (ty - 1) / MSGS;
         s = (ty - 1) % MSGS;
         assert(s == nextSeq[p]);                      /* exactly once, in order per producer */
-        assert(SIZE(p, s) == l);
+        assert(SIZE(p, s) == l || (SHORT && SIZE(p, s) == 2 && l == 1));  /* its size, or a shorter commit's */
         nextSeq[p]++;
         received++
       fi;
