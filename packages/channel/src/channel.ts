@@ -29,7 +29,7 @@ import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import { abortError, ErrorCodes, ShmringError, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
 import { copyBytes, type ChannelCodec } from './codec.js';
-import { checkSignal, checkTimeout } from './options.js';
+import { checkSignal, checkTimeout, clearTimer, startTimer, type Timer } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
 import type { RecordReadOptions, RecordSink, RecordSource } from './transport.js';
@@ -101,7 +101,7 @@ interface PendingRequest {
   readonly id: number;
   resolve(value: unknown): void;
   reject(error: Error): void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: Timer | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
@@ -217,6 +217,20 @@ class Fifo<T> {
     this.#items.splice(at, 1);
     return true;
   }
+  /** Takes out the items `match` picks, keeping the others in order. */
+  removeAll(match: (item: T) => boolean): T[] {
+    const taken: T[] = [];
+    const kept: T[] = [];
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i]!;
+      (match(item) ? taken : kept).push(item);
+    }
+    if (taken.length > 0) {
+      this.#items = kept;
+      this.#head = 0;
+    }
+    return taken;
+  }
   drainAll(): T[] {
     const rest = this.#items.slice(this.#head);
     this.#items = [];
@@ -225,16 +239,41 @@ class Fifo<T> {
   }
 }
 
-/** The JSON an ERROR record carries for what a handler threw. */
+/**
+ * The JSON an ERROR record carries for what a handler threw. It never
+ * throws: a handler may throw anything (an object without a prototype, whose
+ * String() throws; an object whose getters throw; a revoked Proxy), and its
+ * caller must get an answer all the same, not a crash of the handler's side.
+ */
 function errorPayload(error: unknown): Uint8Array {
-  const e = error as { name?: unknown; message?: unknown; code?: unknown } | null;
-  const isObject = e !== null && typeof e === 'object';
+  const name = thrownProperty(error, 'name');
+  const message = thrownProperty(error, 'message');
+  const code = thrownProperty(error, 'code');
   const payload = {
-    name: isObject && typeof e.name === 'string' ? e.name : 'Error',
-    message: isObject && typeof e.message === 'string' ? e.message : String(error),
-    code: isObject && (typeof e.code === 'string' || typeof e.code === 'number') ? String(e.code) : undefined,
+    name: typeof name === 'string' ? name : 'Error',
+    message: typeof message === 'string' ? message : describeThrown(error),
+    code: typeof code === 'string' || typeof code === 'number' ? String(code) : undefined,
   };
   return Buffer.from(JSON.stringify(payload), 'utf8');
+}
+
+/** `error[key]` if `error` is an object; undefined if it is not, or if reading runs a getter (or Proxy trap) that throws. */
+function thrownProperty(error: unknown, key: 'name' | 'message' | 'code'): unknown {
+  if (error === null || typeof error !== 'object') return undefined;
+  try {
+    return (error as Record<string, unknown>)[key];
+  } catch {
+    return undefined;
+  }
+}
+
+/** String(error), or a generic message where even that throws. */
+function describeThrown(error: unknown): string {
+  try {
+    return String(error);
+  } catch {
+    return 'the handler threw a value that cannot be described (String() of it throws)';
+  }
 }
 
 /** The error a caller gets for an ERROR record: the remote message and code. */
@@ -254,6 +293,9 @@ function remoteError(bytes: Uint8Array): Error {
     parsed = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as typeof parsed;
   } catch (err) {
     return new ShmringError(ErrorCodes.DECODE, 'the other side answered with an error this end cannot read', { cause: err });
+  }
+  if (parsed === null || typeof parsed !== 'object') {
+    return new ShmringError(ErrorCodes.DECODE, 'the other side answered with an error this end cannot read (not a JSON object)');
   }
   const code = typeof parsed.code === 'string' ? parsed.code : ErrorCodes.REMOTE;
   const message = typeof parsed.message === 'string' ? parsed.message : 'the handler failed';
@@ -581,8 +623,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     const iterator: AsyncIterableIterator<unknown> = {
       next: () => (iteration.finished ? Promise.resolve(DONE_RESULT) : this.#next(signal, iteration)) as Promise<IteratorResult<unknown>>,
       return: () => {
-        iteration.finished = true;
+        this.#finishIteration(iteration);
         return Promise.resolve(DONE_RESULT);
+      },
+      // As an async generator's: the iteration is over, and the promise rejects with what was thrown in.
+      throw: (error?: unknown) => {
+        this.#finishIteration(iteration);
+        return Promise.reject(error);
       },
       [Symbol.asyncIterator]: () => iterator,
     };
@@ -625,6 +672,24 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#hold();
       this.#kick();
     });
+  }
+
+  /**
+   * An iterator's return() or throw(): its pending next() calls end with
+   * done and give up their place, so that the next value goes to whoever
+   * still waits (or to the inbox), not to an iterator its user abandoned,
+   * and the channel stops keeping the process alive for them.
+   */
+  #finishIteration(iteration: Iteration): void {
+    iteration.finished = true;
+    const abandoned = this.#receivers.removeAll((receiver) => receiver.iteration === iteration);
+    if (abandoned.length === 0) return;
+    for (const receiver of abandoned) {
+      if (receiver.onAbort !== undefined) unwatchAbort(receiver.signal!, receiver.onAbort);
+      receiver.resolve(DONE_RESULT);
+    }
+    this.#hold();
+    this.#checkIdle();
   }
 
   /** A rejected receive; an iterator that throws has finished. */
@@ -678,7 +743,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#hold();
       if (written !== RESOLVED) written.catch((err: Error) => this.#settleRequest(id, err, false));
       if (timeoutMs !== undefined) {
-        pending.timer = setTimeout(() => {
+        // Infinity sets no timer; past setTimeout's 2^31 − 1 ms, it waits in steps (startTimer).
+        pending.timer = startTimer(() => {
           this.#settleRequest(id, new ShmringError(ErrorCodes.TIMEOUT, `${this.#what}: no reply within timeoutMs=${timeoutMs}`), true);
         }, timeoutMs);
       }
@@ -703,7 +769,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (pending === undefined) return undefined;
     this.#requests.delete(id);
     this.#hold();
-    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    if (pending.timer !== undefined) clearTimer(pending.timer);
     if (pending.onAbort !== undefined) unwatchAbort(pending.signal!, pending.onAbort);
     return pending;
   }
@@ -747,21 +813,29 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     let result: unknown;
     try {
       result = this.#handler!(value, context);
+      // What the handler returned is the handler's too: a `then` getter that throws, or a `then` that
+      // throws, is the handler failing (and must not escape into the pump).
+      const then =
+        result !== null && (typeof result === 'object' || typeof result === 'function') ? (result as PromiseLike<unknown>).then : undefined;
+      if (typeof then === 'function') {
+        then.call(
+          result,
+          (reply: unknown) => this.#answer(id, context, reply, undefined, false),
+          (err: unknown) => this.#answer(id, context, undefined, err, true),
+        );
+        return;
+      }
     } catch (err) {
       this.#answer(id, context, undefined, err, true);
       return;
     }
-    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
-      (result as PromiseLike<unknown>).then(
-        (reply) => this.#answer(id, context, reply, undefined, false),
-        (err: unknown) => this.#answer(id, context, undefined, err, true),
-      );
-    } else {
-      this.#answer(id, context, result, undefined, false);
-    }
+    this.#answer(id, context, result, undefined, false);
   }
 
   #answer(id: number, context: Serving, reply: unknown, error: unknown, failed: boolean): void {
+    // Answered already (a thenable that called back twice, or threw after calling back), or a request
+    // of the same id came after this one was cancelled: only the first answer of each request counts.
+    if (this.#serving.get(id) !== context) return;
     this.#serving.delete(id);
     if (!this.#open || context.cancelled) return;
     // The only reply due (no other request in hand or waiting to be handed out): publish it at once

@@ -48,11 +48,64 @@ export function checkSignal(signal: unknown, verb: string): AbortSignal | undefi
   return signal;
 }
 
-/** Checks a timeout option: undefined or a number of milliseconds >= 0. */
-export function checkTimeout(timeoutMs: unknown, verb: string): number | undefined {
+/** Checks a timeout option: undefined or a number of milliseconds >= 0 (Infinity: no timeout). */
+export function checkTimeout(timeoutMs: unknown, verb: string, name = 'timeoutMs'): number | undefined {
   if (timeoutMs === undefined) return undefined;
   if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: timeoutMs must be a number >= 0, got ${String(timeoutMs)}`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name} must be a number >= 0, got ${String(timeoutMs)}`);
   }
   return timeoutMs;
+}
+
+/**
+ * The longest delay setTimeout honours: 2^31 − 1 ms, about 24.8 days.
+ * Given more (Infinity included), Node warns and fires after 1 ms.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A timer for a delay longer than setTimeout takes: it waits in steps of at most `step` ms. */
+export class LongTimeout {
+  #timer: NodeJS.Timeout | undefined;
+  #ref = true;
+
+  constructor(fire: () => void, ms: number, step = MAX_TIMER_MS) {
+    this.#arm(fire, ms, step);
+  }
+
+  #arm(fire: () => void, left: number, step: number): void {
+    const wait = Math.min(left, step);
+    this.#timer = setTimeout(() => {
+      if (left > wait) this.#arm(fire, left - wait, step);
+      else fire();
+    }, wait);
+    if (!this.#ref) this.#timer.unref();
+  }
+
+  /** Lets the process exit while only this timer is pending. */
+  unref(): this {
+    this.#ref = false;
+    this.#timer?.unref();
+    return this;
+  }
+
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
+export type Timer = NodeJS.Timeout | LongTimeout;
+
+/**
+ * Calls `fire` once `ms` milliseconds (a number >= 0) have passed; with
+ * Infinity, never: no timer at all (undefined). A plain setTimeout up to
+ * MAX_TIMER_MS, so the usual case costs nothing more than one.
+ */
+export function startTimer(fire: () => void, ms: number): Timer | undefined {
+  if (ms === Infinity) return undefined;
+  return ms <= MAX_TIMER_MS ? setTimeout(fire, ms) : new LongTimeout(fire, ms);
+}
+
+export function clearTimer(timer: Timer): void {
+  if (timer instanceof LongTimeout) timer.clear();
+  else clearTimeout(timer);
 }

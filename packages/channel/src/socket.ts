@@ -8,16 +8,18 @@
  * Nothing is left behind in /dev/shm or on disk but the socket path, which
  * close() removes and listen() replaces when no server answers there.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
-import { ErrorCodes, Region, ShmringError, ShmringTypeError, receiveRegion, sendRegion } from '@shmring/core';
+import nodePath from 'node:path';
+import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, receiveRegion, sendRegion } from '@shmring/core';
 import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
-import { checkCapacity, checkPoll, checkSignal, checkTimeout } from './options.js';
+import { checkCapacity, checkPoll, checkSignal, checkTimeout, clearTimer, startTimer, type Timer } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
@@ -38,6 +40,13 @@ export interface ListenOptions {
    * Default: the rings' adaptive polling (50 µs after a message, none once idle).
    */
   poll?: number;
+  /**
+   * Socket paths only: ms a connected client may take to open its end of
+   * the channel before the server drops it (default 10000; Infinity: no
+   * limit), so that a client that never does cannot hold a connection and
+   * a memory region of the server for ever.
+   */
+  handoverTimeoutMs?: number;
 }
 
 export interface ConnectOptions {
@@ -61,11 +70,39 @@ export interface ConnectOptions {
   poll?: number;
 }
 
+/**
+ * The longest socket path, in bytes of UTF-8. A Unix socket address
+ * (sun_path) holds 108 bytes on Linux, a file path's closing NUL included;
+ * an abstract name (one that starts with a NUL) may use all 108. Node
+ * truncates a longer path without a word: listen() would bind the
+ * truncated name, and close() remove the full one, which is not there.
+ */
+const MAX_PATH_BYTES = 107;
+const MAX_ABSTRACT_BYTES = 108;
+
+/** A Linux abstract socket name: no file, gone with the last socket bound to it. */
+function isAbstract(path: string): boolean {
+  return path.startsWith('\0');
+}
+
 function checkPath(path: unknown, verb: string): string {
   if (typeof path !== 'string' || path.length === 0) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
       `${verb}: the path must be a non-empty string (a Unix domain socket path), got ${typeof path === 'string' ? 'an empty string' : String(path)}`,
+    );
+  }
+  if (isNatsEndpoint(path)) return path;
+  const bytes = Buffer.byteLength(path);
+  const abstract = isAbstract(path);
+  const limit = abstract ? MAX_ABSTRACT_BYTES : MAX_PATH_BYTES;
+  if (bytes > limit) {
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: the socket path ${path} is ${bytes} bytes long (UTF-8), more than the ${limit} a Unix socket address holds; ` +
+        (abstract
+          ? 'use a shorter abstract name'
+          : 'use a shorter path (one in /tmp or $XDG_RUNTIME_DIR, or a path relative to the working directory)'),
     );
   }
   return path;
@@ -92,13 +129,19 @@ function pathError(err: NodeJS.ErrnoException, path: string, what: string, reaso
 /** The byte a client sends once its end is open (the only byte that travels after the fd). */
 const READY = Buffer.of(1);
 
+/** Ms a client may take to open its end (ListenOptions.handoverTimeoutMs). */
+const DEFAULT_HANDOVER_TIMEOUT_MS = 10_000;
+
 /**
  * Waits for the client's READY byte. A client that leaves first (a probe by
- * a second listen(), a codec mismatch, a crash) never becomes a channel.
+ * a second listen(), a codec mismatch, a crash), or stays silent for
+ * `timeoutMs`, never becomes a channel.
  */
-function clientReady(socket: net.Socket): Promise<void> {
+function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
+    let timer: Timer | undefined;
     const done = (err?: Error): void => {
+      if (timer !== undefined) clearTimer(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
       socket.off('close', onEnd);
@@ -114,8 +157,19 @@ function clientReady(socket: net.Socket): Promise<void> {
     socket.on('close', onEnd);
     socket.on('error', done);
     socket.resume();
+    const onTimeout = (): void =>
+      done(new ShmringError(ErrorCodes.TIMEOUT, `the client did not open its end within handoverTimeoutMs=${timeoutMs}`));
+    // Unref'd: the listening server keeps the process alive, not a client's handover.
+    timer = startTimer(onTimeout, timeoutMs)?.unref();
   });
 }
+
+/**
+ * How a handover ends when the client went away (a probe by another
+ * listen(), a client that gave up or crashed) or was too slow: nothing the
+ * server's user can act on, so no 'error'.
+ */
+const CLIENT_GONE = new Set<string | undefined>(['EPIPE', 'ECONNRESET', ErrorCodes.NO_FD, ErrorCodes.TIMEOUT]);
 
 /** Resolves true if a server accepts connections at `path`. */
 function answers(path: string): Promise<boolean> {
@@ -179,6 +233,12 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
     this.#acceptor = acceptor;
     acceptor.start(
       (channel) => {
+        // Nobody would ever get this channel (no 'channel' listener, no for await iterating): close it at
+        // once, so that its client sees the channel end instead of requests and receives that wait for ever.
+        if (this.listenerCount('channel') === 0) {
+          channel.close();
+          return;
+        }
         this.#channels.add(channel);
         channel.once('close', () => this.#channels.delete(channel));
         this.emit('channel', channel);
@@ -195,12 +255,17 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
     return this.#channels.size;
   }
 
-  /** The channels as clients connect, until the server closes. */
+  /**
+   * The channels as clients connect, until the server closes. Its 'channel'
+   * listener is what makes the server keep the channels that come while it
+   * iterates; after a break, the next ones are closed, as with no listener.
+   */
   async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
-    const ready: Channel[] = [];
+    // Each with whether some other 'channel' listener got it too.
+    const ready: Array<{ channel: Channel; shared: boolean }> = [];
     let wake: (() => void) | undefined;
-    const onChannel = (ch: Channel): void => {
-      ready.push(ch);
+    const onChannel = (channel: Channel): void => {
+      ready.push({ channel, shared: this.listenerCount('channel') > 1 });
       wake?.();
     };
     const onClose = (): void => wake?.();
@@ -210,7 +275,7 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
       for (;;) {
         const next = ready.shift();
         if (next !== undefined) {
-          yield next;
+          yield next.channel;
           continue;
         }
         if (this.#closing !== undefined) return;
@@ -222,6 +287,9 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
     } finally {
       this.off('channel', onChannel);
       this.off('close', onClose);
+      // Channels that came for this iteration and that it will not yield now: unless another listener
+      // got them, nobody can reach them.
+      for (const { channel, shared } of ready) if (!shared) channel.close();
     }
   }
 
@@ -244,39 +312,107 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
   }
 }
 
-/** Accepts channels on a listening Unix socket: a memfd region per client, handed over with SCM_RIGHTS. */
-function socketAcceptor(server: net.Server, path: string, codec: ChannelCodec, capacity: number, poll: number | undefined): Acceptor {
+/**
+ * A file's identity: its inode, and its birth time, which tells it from a
+ * file created later under the same inode number (a file system reuses the
+ * number of a removed file at once). 0n birth times (a file system without
+ * them) leave the inode alone to tell. close() removes the socket path only
+ * while it is still the file listen() put there.
+ */
+interface FileId {
+  dev: bigint;
+  ino: bigint;
+  born: bigint;
+}
+
+/** The identity of the file at `path`, or undefined if there is none. */
+function fileAt(path: string): FileId | undefined {
+  const stat = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  return stat === undefined ? undefined : { dev: stat.dev, ino: stat.ino, born: stat.birthtimeNs };
+}
+
+function sameFile(path: string, id: FileId): boolean {
+  const now = fileAt(path);
+  return now !== undefined && now.dev === id.dev && now.ino === id.ino && now.born === id.born;
+}
+
+/**
+ * Accepts channels on a listening Unix socket: a memfd region per client,
+ * handed over with SCM_RIGHTS. `early`: connections that came before it
+ * started. `owned`: set when listen() replaced a stale socket file (see
+ * replaceStale); undefined when the server bound the path itself, which
+ * Node then removes on close.
+ */
+function socketAcceptor(
+  server: net.Server,
+  path: string,
+  owned: FileId | undefined,
+  early: readonly net.Socket[],
+  codec: ChannelCodec,
+  capacity: number,
+  poll: number | undefined,
+  handoverTimeoutMs: number,
+): Acceptor {
   let accepted = 0;
+  // Connections in the handover (not yet channels): server.close() waits for every connection to end,
+  // so stop() ends these itself.
+  const handing = new Set<net.Socket>();
   const accept = async (
     socket: net.Socket,
     adopt: (channel: Channel) => void,
     fail: (error: Error) => void,
     closing: () => boolean,
   ): Promise<void> => {
+    handing.add(socket);
     let region: Region | undefined;
     try {
       region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(capacity) });
       layOutChannel(region, codec, capacity);
       await sendRegion(socket, region);
-      await clientReady(socket);
+      await clientReady(socket, handoverTimeoutMs);
       if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
       adopt(creatorEnd(region, codec, socketLink(socket), `channel ${++accepted} of ${path}`, poll));
     } catch (err) {
-      // A client that went away during the handover (or a server out of fds): drop this one connection.
+      // A client that went away during the handover, was too slow, or a server out of fds: drop this one
+      // connection. Only the last is the server's own failure; while it closes, none is.
       socket.destroy();
       region?.close();
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EPIPE' && code !== ErrorCodes.NO_FD) fail(err as Error);
+      if (!closing() && !CLIENT_GONE.has((err as NodeJS.ErrnoException).code)) fail(err as Error);
+    } finally {
+      handing.delete(socket);
     }
   };
   return {
     start(adopt, fail, closing) {
+      for (const socket of early) void accept(socket, adopt, fail, closing);
       server.on('connection', (socket: net.Socket) => void accept(socket, adopt, fail, closing));
       server.on('error', fail);
     },
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        // First the path, then the socket (as Node does for the path it bound): a server that took the
+        // path in between must not lose its file. And only our own file: if another process's server
+        // has replaced it since, its file stays.
+        if (owned !== undefined) {
+          try {
+            if (sameFile(path, owned)) fs.rmSync(path, { force: true });
+          } catch {
+            // Like Node's own removal of the path: nothing to do about a file this process cannot remove.
+          }
+        }
+        for (const socket of handing) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }
+
+/**
+ * The listen() calls of this process in progress, by resolved path: each
+ * starts once the one before it on the same path has settled.
+ */
+const listening = new Map<string, Promise<void>>();
+
+const noop = (): void => {};
 
 /**
  * Listens for channel clients on a Unix domain socket path, or on a NATS
@@ -289,29 +425,194 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   const codec = resolveCodec(options?.codec);
   const capacity = checkCapacity(options?.capacity, 'listen');
   const poll = checkPoll(options?.poll, 'listen');
+  const handoverTimeoutMs = checkTimeout(options?.handoverTimeoutMs, 'listen', 'handoverTimeoutMs') ?? DEFAULT_HANDOVER_TIMEOUT_MS;
+  // One at a time per path: two listen() calls that both found the same stale socket file would both
+  // replace it, and one would listen on a file the other had removed, unreachable. In turn, the second
+  // finds the first one's server answering there, and fails with EADDRINUSE.
+  const key = isAbstract(path) ? path : nodePath.resolve(path);
+  const before = listening.get(key);
+  const bound =
+    before === undefined
+      ? bindServer(path, codec, capacity, poll, handoverTimeoutMs)
+      : before.then(() => bindServer(path, codec, capacity, poll, handoverTimeoutMs));
+  const settled = bound.then(noop, noop);
+  listening.set(key, settled);
+  try {
+    return await bound;
+  } finally {
+    if (listening.get(key) === settled) listening.delete(key);
+  }
+}
+
+/** Binds a server at `path`, replacing a stale socket file there, and starts accepting channels on it. */
+async function bindServer(
+  path: string,
+  codec: ChannelCodec,
+  capacity: number,
+  poll: number | undefined,
+  handoverTimeoutMs: number,
+): Promise<ChannelServer> {
   const server = net.createServer({ pauseOnConnect: true });
+  // Connections that come before the acceptor starts (a client already trying the path as replaceStale
+  // takes it) wait here, paused, for it.
+  const early: net.Socket[] = [];
+  const keep = (socket: net.Socket): void => void early.push(socket);
+  server.on('connection', keep);
+  let owned: FileId | undefined;
+  try {
+    owned = await bindOrReplace(server, path);
+  } catch (err) {
+    for (const socket of early) socket.destroy();
+    throw err;
+  } finally {
+    server.off('connection', keep);
+  }
+  return new ChannelServer(socketAcceptor(server, path, owned, early, codec, capacity, poll, handoverTimeoutMs), path);
+}
+
+/** Binds `server` at `path`; a stale socket file there is replaced (replaceStale), a live server is EADDRINUSE. */
+async function bindOrReplace(server: net.Server, path: string): Promise<FileId | undefined> {
   try {
     await bind(server, path);
+    return undefined;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
-    if (await answers(path)) throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
-    // Stale: left by a server that died. Replace it, but only if it is a socket.
-    if (!fs.lstatSync(path, { throwIfNoEntry: false })?.isSocket()) {
-      throw pathError(
-        err as NodeJS.ErrnoException,
-        path,
-        'listen on',
-        'the path exists and is not a socket; remove it or pick another path',
-      );
+    const inUse = err as NodeJS.ErrnoException;
+    if (inUse.code !== 'EADDRINUSE') throw pathError(inUse, path, 'listen on');
+    // An abstract name is taken only while a socket has it: a live server.
+    if (isAbstract(path)) throw pathError(inUse, path, 'listen on');
+    // Looked at before the check, so that the file found dead is this one (a server that takes the
+    // path after this look answers the check).
+    const stale = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (await answers(path)) throw pathError(inUse, path, 'listen on');
+    if (stale === undefined) {
+      // Removed meanwhile (by its owner, or another listen()): the path is free again, or taken for good.
+      try {
+        await bind(server, path);
+        return undefined;
+      } catch (again) {
+        throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
+      }
     }
+    // Stale: left by a server that died. Replace it, but only if it is a socket.
+    if (!stale.isSocket()) {
+      throw pathError(inUse, path, 'listen on', 'the path exists and is not a socket; remove it or pick another path');
+    }
+    return replaceStale(server, path, { dev: stale.dev, ino: stale.ino, born: stale.birthtimeNs }, inUse);
+  }
+}
+
+/**
+ * Replaces the stale socket file at `path` (`stale`, found dead) with
+ * `server`'s socket, such that of several processes that found the same
+ * stale file, one gets the path and the others EADDRINUSE. (Within this
+ * process, listen() calls on one path take turns already: the second finds
+ * the first one's server there.) Removing the stale file and binding the
+ * path would not do: a process that found the file dead a moment ago
+ * would remove whatever is there now, another's fresh socket included,
+ * and both servers would think they have the path.
+ *
+ * So the server binds a fresh name beside the path; the stale file is
+ * moved aside (rename: whatever is at the path, in one step) and removed
+ * only if it is the file found dead, and put back otherwise; then the
+ * fresh socket takes the path with link(), which fails if the path exists
+ * (another process got there first), and its fresh name goes. Returns the
+ * socket file's identity, for close() to remove the path only while it is
+ * still this file.
+ *
+ * Left racy: a live server's socket, taken aside by a process that came
+ * too late, is missing from the path until that process puts it back a
+ * few system calls later: a client connecting then gets ENOENT, and a
+ * listen() that finds the path empty then binds it, and that server's
+ * file is lost (the latecomer cannot put it back). A process that
+ * replaces the file some other way (rm and bind, as this package did
+ * before) is not held back; and a process killed between two of these
+ * steps leaves a `.shmring-*` name beside the path. A lock would need a
+ * file of its own; the path is to be the only file a server leaves.
+ */
+async function replaceStale(server: net.Server, path: string, stale: FileId, inUse: NodeJS.ErrnoException): Promise<FileId | undefined> {
+  const fresh = nameBeside(path);
+  const aside = nameBeside(path);
+  if (fresh === undefined || aside === undefined) {
+    // No room for names beside it (a long directory and a short file name): remove the stale file and
+    // bind the path itself, as before, open to the race above.
     fs.rmSync(path, { force: true });
     try {
       await bind(server, path);
     } catch (again) {
       throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
     }
+    return undefined;
   }
-  return new ChannelServer(socketAcceptor(server, path, codec, capacity, poll), path);
+  try {
+    await bind(server, fresh);
+  } catch (err) {
+    throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
+  }
+  let ours: FileId;
+  let won: boolean;
+  try {
+    const stat = fs.lstatSync(fresh, { bigint: true });
+    ours = { dev: stat.dev, ino: stat.ino, born: stat.birthtimeNs };
+    won = removeIfSame(path, aside, stale) && linkOrRename(fresh, path);
+  } catch (err) {
+    server.close(); // removes the fresh name (Node removes the name it bound)
+    throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
+  }
+  if (!won) {
+    server.close();
+    throw pathError(inUse, path, 'listen on', 'another process replaced the stale socket file first; its server is the one there');
+  }
+  // The socket's name is the path now. (Node removes the fresh name again on close: gone, harmless.)
+  fs.rmSync(fresh, { force: true });
+  return ours;
+}
+
+/**
+ * Moves the file at `path` aside (one step: whatever is there) and removes
+ * it if it is `stale`. Only one process can move a file away, so only one
+ * of those that found it dead goes on to put its socket there. Anything
+ * else (another process's socket, put there since `stale` was found dead)
+ * goes back where it was, and the answer is false: the path is taken.
+ */
+function removeIfSame(path: string, aside: string, stale: FileId): boolean {
+  // Replaced already (since the check, while our fresh name was bound): leave it there. Only a process
+  // that replaces it between this look and the rename gets moved aside below.
+  if (!sameFile(path, stale)) return false;
+  try {
+    fs.renameSync(path, aside);
+  } catch (err) {
+    // Gone: another process took it (and puts its own socket there), or holds a live server's socket
+    // aside for a moment, as this one may below. (Or its owner removed it: a retry will find the path free.)
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+  if (sameFile(aside, stale)) {
+    fs.rmSync(aside, { force: true });
+    return true;
+  }
+  // Back, unless a listen() that found the path empty meanwhile has bound it: that file is lost then.
+  linkOrRename(aside, path);
+  fs.rmSync(aside, { force: true });
+  return false;
+}
+
+/** Gives the file `from` the name `to` as well, unless `to` exists (false then: another process got there first). */
+function linkOrRename(from: string, to: string): boolean {
+  try {
+    fs.linkSync(from, to);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    // A file system without hard links to sockets: rename, which replaces what is there (the race is open there).
+    fs.renameSync(from, to);
+    return true;
+  }
+}
+
+/** A random name beside `path` (in its directory: rename and link work), or undefined if too long for a socket. */
+function nameBeside(path: string): string | undefined {
+  const name = nodePath.join(nodePath.dirname(path), `.shmring-${randomBytes(6).toString('base64url')}`);
+  return Buffer.byteLength(name) <= MAX_PATH_BYTES ? name : undefined;
 }
 
 /** Connects to a channel server's socket path (or nats:// address); resolves with this side's end of a new channel. */

@@ -275,6 +275,74 @@ describe('misuse', function () {
       }
     });
 
+    // Regression: Node truncates a longer path without a word, so listen() bound the truncated name (a
+    // file nobody asked for) and close() then removed the full path, which was not there, leaving it.
+    it('a socket path longer than a Unix socket address holds (107 bytes of UTF-8) is ERR_SHMRING_INVALID_ARGUMENT (listen, connect); nothing is bound', async function () {
+      const dir = new TmpDir();
+      try {
+        /** A path in `dir` of `bytes` bytes, its name made of `char`s. */
+        const pathOf = (bytes: number, char: string): string => {
+          const room = bytes - Buffer.byteLength(`${dir.dir}/`);
+          return dir.path(char.repeat(Math.floor(room / Buffer.byteLength(char))) + 'x'.repeat(room % Buffer.byteLength(char)));
+        };
+        const ascii = pathOf(108, 'a');
+        // Fewer than 107 characters, but more than 107 bytes.
+        const accented = pathOf(120, 'é');
+        assert.ok(accented.length < 107 && Buffer.byteLength(accented) === 120);
+        for (const [path, bytes] of [
+          [ascii, 108],
+          [accented, 120],
+        ] as const) {
+          for (const verb of [listen, connect]) {
+            const err = await rejectsWith(verb(path), 'ERR_SHMRING_INVALID_ARGUMENT', `is ${bytes} bytes long`);
+            assert.ok(err instanceof RangeError);
+            assert.match(err.message, /more than the 107 /);
+            assert.match(err.message, /shorter path/);
+          }
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), [], 'a rejected listen() bound something');
+
+        // 107 bytes is the longest path that works, and close() removes it.
+        const longest = pathOf(107, 'b');
+        const server = await listen(longest, { capacity: 4096 });
+        server.on('channel', (ch: Channel) => ch.handle((v) => v));
+        const client = await connect(longest);
+        assert.equal(await client.request('fits'), 'fits');
+        client.close();
+        await client.closed;
+        await server.close();
+        assert.deepEqual(fs.readdirSync(dir.dir), []);
+
+        // A Linux abstract name (a leading NUL, no file) may use all 108 bytes, not one more.
+        const abstract = `\0shmring-test-${process.pid}-`;
+        const err = await rejectsWith(listen(abstract.padEnd(109, 'c')), 'ERR_SHMRING_INVALID_ARGUMENT', 'is 109 bytes long');
+        assert.match(err.message, /more than the 108 /);
+        const named = await listen(abstract.padEnd(108, 'c'), { capacity: 4096 });
+        await named.close();
+
+        // A nats:// address is no socket path: no such limit (this one fails for its wildcard instead).
+        await rejectsWith(listen(`nats://127.0.0.1:4222/${'s'.repeat(150)}.>`), 'ERR_SHMRING_INVALID_ENDPOINT');
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('listen() with a handoverTimeoutMs negative, NaN or not a number is ERR_SHMRING_INVALID_ARGUMENT; nothing is bound', async function () {
+      const dir = new TmpDir();
+      try {
+        for (const handoverTimeoutMs of [-1, NaN, '100', null]) {
+          const err = await rejectsWith(
+            listen(dir.path(), { handoverTimeoutMs: handoverTimeoutMs as number }),
+            'ERR_SHMRING_INVALID_ARGUMENT',
+          );
+          assert.match(err.message, /handoverTimeoutMs/);
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), []);
+      } finally {
+        dir.remove();
+      }
+    });
+
     it('request(): timeoutMs negative, NaN or not a number, or a signal that is not an AbortSignal, is ERR_SHMRING_INVALID_ARGUMENT and sends nothing', async function () {
       const p = pairEnds({ capacity: 4096 });
       try {

@@ -1,9 +1,11 @@
 /**
  * Requests and replies: each reply reaches its own caller whatever order the
  * handler answers in; what a handler throws reaches the caller as a
- * RemoteError with the remote message and code; a caller that stops waiting
- * (timeoutMs, AbortSignal) rejects at once, its handler's signal aborts and
- * a late reply is dropped; a request sent before the other side has a
+ * RemoteError with the remote message and code, whatever it is (even what
+ * String() cannot convert); a caller that stops waiting (timeoutMs,
+ * AbortSignal) rejects at once, its handler's signal aborts and a late reply
+ * is dropped, and a timeoutMs of Infinity (or past what setTimeout takes)
+ * waits; a request sent before the other side has a
  * handler is answered once it registers one; and a request whose channel
  * ends, from either side, rejects instead of hanging.
  *
@@ -34,6 +36,14 @@ function deferred<T = unknown>(): { promise: Promise<T>; resolve: (v: T) => void
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+/** What `promise` settles with, or an error (without a code) if it has not settled within 2 s. */
+async function settlesSoon(promise: Promise<unknown>): Promise<unknown> {
+  const outcome = await settledWithin(promise, 2000);
+  if (outcome.status === 'pending') throw new Error('no answer within 2 s (did the handler side crash?)');
+  if (outcome.status === 'rejected') throw outcome.reason;
+  return outcome.value;
 }
 
 describe('requests', function () {
@@ -142,6 +152,66 @@ describe('requests', function () {
         assert.equal(await a.request('other'), 'fine');
       });
 
+      // Regression: describing these threw inside the channel (String() of an object without a
+      // prototype, a getter that throws): the handler's side crashed and the caller waited for ever.
+      it('a handler that throws what cannot be described (no prototype, throwing getters, a revoked Proxy) or returns a broken thenable: the caller gets a RemoteError, and the channel goes on', async function () {
+        b.handle((value) => {
+          switch (value) {
+            case 'null-prototype':
+              throw Object.create(null);
+            case 'null-prototype, async':
+              return Promise.reject(Object.create(null));
+            case 'throwing getters':
+              throw {
+                get name(): string {
+                  throw new Error('name getter');
+                },
+                get message(): string {
+                  throw new Error('message getter');
+                },
+                get code(): string {
+                  throw new Error('code getter');
+                },
+              };
+            case 'revoked proxy': {
+              const { proxy, revoke } = Proxy.revocable({}, {});
+              revoke();
+              throw proxy;
+            }
+            case 'throwing then getter':
+              return {
+                get then(): never {
+                  throw Object.assign(new Error('then getter'), { code: 'E_THEN_GETTER' });
+                },
+              };
+            case 'then that throws':
+              return {
+                then(): never {
+                  throw new RangeError('then threw');
+                },
+              };
+            default:
+              return 'fine';
+          }
+        });
+        // The getters are skipped; String() of the object is all there is to say.
+        const getters = await rejectsWith(settlesSoon(a.request('throwing getters')), 'ERR_SHMRING_REMOTE', '[object Object]');
+        assert.ok(getters instanceof RemoteError);
+        assert.equal((getters as RemoteError).remoteName, 'Error');
+        // Not even String() works on these.
+        for (const thrown of ['null-prototype', 'null-prototype, async', 'revoked proxy']) {
+          const err = await rejectsWith(settlesSoon(a.request(thrown)), 'ERR_SHMRING_REMOTE', 'cannot be described');
+          assert.ok(err instanceof RemoteError, thrown);
+          assert.equal((err as RemoteError).remoteName, 'Error');
+        }
+        assert.ok(
+          (await rejectsWith(settlesSoon(a.request('throwing then getter')), 'E_THEN_GETTER', 'then getter')) instanceof RemoteError,
+        );
+        const then = await rejectsWith(settlesSoon(a.request('then that throws')), 'ERR_SHMRING_REMOTE', 'then threw');
+        assert.equal((then as RemoteError).remoteName, 'RangeError');
+        assert.equal(await a.request('other'), 'fine');
+      });
+
       it('a reply the codec cannot encode reaches the caller as a RemoteError with ERR_SHMRING_ENCODE, and the channel goes on', async function () {
         b.handle((value) => (value === 'bad' ? { f: () => 1 } : value));
         await rejectsWith(a.request('bad'), 'ERR_SHMRING_ENCODE');
@@ -175,6 +245,33 @@ describe('requests', function () {
         b.handle(() => new Promise(() => {}));
         const pending = a.request('x', { timeoutMs: 0 });
         await rejectsWith(pending, 'ERR_SHMRING_TIMEOUT');
+      });
+
+      // Regression: setTimeout takes at most 2^31 − 1 ms and fires after 1 ms when given more, so these
+      // rejected with ERR_SHMRING_TIMEOUT at once (and Node warned).
+      it('timeoutMs: Infinity, or more than setTimeout takes (2^31 − 1 ms), waits for the reply', async function () {
+        const warnings: Error[] = [];
+        const onWarning = (warning: Error): void => void warnings.push(warning);
+        process.on('warning', onWarning);
+        try {
+          const answer = deferred<void>();
+          b.handle(async (value) => {
+            await answer.promise;
+            return value;
+          });
+          const long = [Infinity, 2 ** 31, 1e10];
+          const replies = long.map((timeoutMs) => a.request(timeoutMs, { timeoutMs }));
+          const early = await settledWithin(Promise.race(replies), 50);
+          assert.equal(early.status, 'pending', `a request settled at once: ${JSON.stringify(early)}`);
+          answer.resolve();
+          assert.deepEqual(await Promise.all(replies), long);
+          assert.deepEqual(
+            warnings.map((w) => `${w.name}: ${w.message}`),
+            [],
+          );
+        } finally {
+          process.off('warning', onWarning);
+        }
       });
 
       it("an AbortSignal aborts the caller (AbortError) and reaches the handler's signal", async function () {

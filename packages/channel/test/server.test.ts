@@ -1,20 +1,96 @@
 /**
  * The server side of connect-by-path: listen() replaces the socket file a
- * SIGKILLed server left behind, and refuses (EADDRINUSE) a path where a
- * live server answers or that is not a socket, leaving both alone; one
- * server serves 200 concurrent clients; server.close() ends every channel
- * it still has (cleanly, for their clients), ends its iterator and removes
- * its path; connect() gives up on a server that never hands a channel over.
+ * SIGKILLed server left behind (one listen() at a time, when several race
+ * for it), and refuses (EADDRINUSE) a path where a live server answers or
+ * that is not a socket, leaving both alone; one server serves 200
+ * concurrent clients; server.close() ends every channel it still has
+ * (cleanly, for their clients) and every handover in progress, ends its
+ * iterator and removes its path (only its own file); a client that stays
+ * silent in the handover is dropped; a channel nobody takes is closed at
+ * once; connect() gives up on a server that never hands a channel over.
  */
 import { strict as assert } from 'node:assert';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 import { connect, listen, type Channel } from '../src/index.js';
-import { closeEvent, killAllPeers, rejectsWith, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
+import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
 
 const CLIENTS = 200;
 const REQUESTS_PER_CLIENT = 5;
+
+/** Leaves a socket file at `p` that no server listens on, as a server that died does. */
+async function staleSocket(p: string): Promise<void> {
+  const server = net.createServer();
+  server.listen(`${p}.live`);
+  await once(server, 'listening');
+  fs.renameSync(`${p}.live`, p);
+  server.close(); // removes `${p}.live`, which is gone: `p` stays
+  await once(server, 'close');
+}
+
+/**
+ * A child process that calls listen() on the path in argv each time a line
+ * 'go <time>' comes on its stdin, at that time (ms since the epoch: it
+ * spins until then, so that two children start within microseconds of each
+ * other), and reports how it went on stdout (a JSON line); 'close' closes
+ * the server it got. Its servers answer every request with the child's pid.
+ */
+const LISTENER_SCRIPT = `
+const { listen } = await import(process.env.CHANNEL_INDEX);
+const path = process.argv[1];
+let server;
+const say = (fields) => process.stdout.write(JSON.stringify(fields) + '\\n');
+for await (const line of (await import('node:readline')).createInterface({ input: process.stdin })) {
+  if (line.startsWith('go ')) {
+    const at = Number(line.slice(3));
+    while (performance.timeOrigin + performance.now() < at);
+    try {
+      server = await listen(path, { capacity: 4096 });
+      server.on('channel', (ch) => ch.handle(() => process.pid));
+      say({ ok: true, pid: process.pid });
+    } catch (err) {
+      say({ ok: false, code: err.code, message: err.message });
+    }
+  } else if (line === 'close') {
+    await server.close();
+    say({ closed: true });
+  }
+}
+`;
+
+interface Listener {
+  child: ChildProcess;
+  send(line: string): void;
+  next(): Promise<Record<string, unknown>>;
+}
+
+function startListener(path: string): Listener {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', LISTENER_SCRIPT, path], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, CHANNEL_INDEX: new URL('../src/index.js', import.meta.url).href },
+  });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  return {
+    child,
+    send: (line) => child.stdin!.write(`${line}\n`),
+    async next() {
+      const { value, done } = await lines.next();
+      if (done) throw new Error(`the listener child exited (${child.exitCode ?? child.signalCode})`);
+      return JSON.parse(value as string) as Record<string, unknown>;
+    },
+  };
+}
+
+/** `promise` rejects with `code` within 2 s, instead of waiting for ever. */
+async function rejectsSoon(promise: Promise<unknown>, code: string): Promise<void> {
+  const outcome = await settledWithin(promise, 2000);
+  assert.equal(outcome.status, 'rejected', `expected a rejection with ${code} within 2 s, got: ${outcome.status}`);
+  const reason = (outcome as { reason: { code?: string; stack?: string } }).reason;
+  assert.equal(reason?.code, code, String(reason?.stack ?? reason));
+}
 
 describe('server', function () {
   this.timeout(30_000);
@@ -75,6 +151,104 @@ describe('server', function () {
         await rejectsWith(listen(p), 'EADDRINUSE');
         await sleep(200);
         assert.equal(channels.length, 0, `the live server got ${channels.length} channel(s) from the probe of a failed listen()`);
+      } finally {
+        await live.close();
+      }
+    });
+
+    // Regression: each listen() found the stale file, removed it and bound the path: all of them
+    // succeeded, and all but the last listened on a file another had removed, out of reach.
+    it('concurrent listen() calls on a stale socket file: one replaces it, the others get EADDRINUSE, and nothing else is left on disk', async function () {
+      const p = dir.path();
+      await staleSocket(p);
+      const outcomes = await Promise.allSettled([listen(p), listen(p), listen(p)]);
+      const servers = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+      try {
+        assert.equal(servers.length, 1, `${servers.length} of 3 listen() calls succeeded`);
+        for (const o of outcomes) if (o.status === 'rejected') assert.equal((o.reason as { code?: string }).code, 'EADDRINUSE');
+        servers[0]!.on('channel', (ch: Channel) => ch.handle((v) => ['winner', v]));
+        const client = await connect(p);
+        assert.deepEqual(await client.request(1), ['winner', 1]);
+        client.close();
+        await client.closed;
+        assert.deepEqual(fs.readdirSync(dir.dir), ['sock']);
+      } finally {
+        await Promise.all(servers.map((server) => server.close()));
+      }
+      assert.deepEqual(fs.readdirSync(dir.dir), []);
+    });
+
+    // Regression: each process that found the stale file dead removed whatever was at the path by then
+    // (the other's fresh socket too) and bound it: both listen() calls succeeded in a round out of ten
+    // or so, one of the two servers out of reach. (Two processes: with three, a window of a few system calls
+    // is left; see replaceStale.)
+    it('listen() calls of two processes racing on one stale socket file: one gets the path, the other EADDRINUSE, round after round', async function () {
+      const p = dir.path();
+      const listeners = [startListener(p), startListener(p)];
+      try {
+        for (let round = 0; round < 40; round++) {
+          await staleSocket(p);
+          const at = Date.now() + 10;
+          for (const l of listeners) l.send(`go ${at}`);
+          const outcomes = await Promise.all(listeners.map((l) => l.next()));
+          const won = outcomes.flatMap((o, i) => (o.ok === true ? [i] : []));
+          assert.equal(won.length, 1, `round ${round}: ${JSON.stringify(outcomes)}`);
+          for (const o of outcomes) if (o.ok !== true) assert.equal(o.code, 'EADDRINUSE', JSON.stringify(o));
+          const client = await connect(p);
+          assert.equal(await client.request('who'), outcomes[won[0]!]!.pid, 'the path leads to the other server');
+          client.close();
+          await client.closed;
+          listeners[won[0]!]!.send('close');
+          assert.deepEqual(await listeners[won[0]!]!.next(), { closed: true });
+          assert.deepEqual(fs.readdirSync(dir.dir), [], `round ${round} left files`);
+        }
+      } finally {
+        for (const l of listeners) l.child.kill('SIGKILL');
+      }
+    });
+
+    // Regression: close() removed whatever was at the path, so a server that had lost the path to
+    // another (a race of two processes replacing one stale file) took the winner's file with it.
+    it("a server that replaced a stale socket file leaves the path alone on close() once another server's socket is there", async function () {
+      const p = dir.path();
+      await staleSocket(p);
+      const server = await listen(p, { capacity: 4096 });
+      // Another server, put in its place the way listen() replaces a stale file: renamed over the path.
+      const other = net.createServer((s) => s.end('other\n'));
+      other.listen(dir.path('other'));
+      await once(other, 'listening');
+      try {
+        fs.renameSync(dir.path('other'), p);
+        await server.close();
+        assert.ok(fs.lstatSync(p, { throwIfNoEntry: false })?.isSocket(), "closing the first server removed the other's socket file");
+        const probe = net.connect(p);
+        const [greeting] = (await once(probe, 'data')) as [Buffer];
+        assert.equal(greeting.toString(), 'other\n');
+        probe.destroy();
+      } finally {
+        other.close();
+      }
+    });
+
+    // Regression: the live server took that check (a connection, hung up at once) for a failed handover
+    // and emitted 'error' (ECONNRESET) for it.
+    it("a failed listen()'s check of a live server's path makes that server emit no 'error'", async function () {
+      const p = dir.path();
+      const live = await listen(p, { capacity: 4096 });
+      try {
+        const errors: Error[] = [];
+        live.on('error', (err: Error) => errors.push(err));
+        live.on('channel', (ch: Channel) => ch.handle((v) => v));
+        for (let i = 0; i < 3; i++) await rejectsWith(listen(p), 'EADDRINUSE');
+        // The checks' connections came before this client's, and their handovers fail sooner than its own completes.
+        const client = await connect(p);
+        assert.equal(await client.request('after'), 'after');
+        client.close();
+        await client.closed;
+        assert.deepEqual(
+          errors.map((e) => `${(e as { code?: string }).code}: ${e.message}`),
+          [],
+        );
       } finally {
         await live.close();
       }
@@ -155,6 +329,125 @@ describe('server', function () {
     await rejectsWith(connect(p), 'ENOENT', p);
     // Closing again is harmless.
     await server.close();
+  });
+
+  describe('the handover', function () {
+    // Regression: server.close() waits for every connection to end, and one in the handover never did:
+    // close() and a for await over the server never ended.
+    it('server.close() resolves, and its for await ends, while a client sits in the handover without opening its end; that client is hung up on', async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      const iteration = (async () => {
+        for await (const ch of server) ch.close();
+        return 'ended';
+      })();
+      const raw = net.connect(p);
+      raw.on('error', () => {});
+      await once(raw, 'data'); // the region's byte: the client is in the handover now
+      const hungUp = once(raw, 'close');
+      const closing = await settledWithin(server.close(), 2000);
+      assert.equal(closing.status, 'fulfilled', 'server.close() did not resolve');
+      assert.equal(await iteration, 'ended');
+      await hungUp;
+      assert.equal(fs.existsSync(p), false);
+    });
+
+    it("a client that does not open its end within handoverTimeoutMs is dropped, without an 'error', and the server goes on serving", async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096, handoverTimeoutMs: 100 });
+      const errors: Error[] = [];
+      server.on('error', (err: Error) => errors.push(err));
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      try {
+        const raw = net.connect(p);
+        raw.on('error', () => {});
+        await once(raw, 'data');
+        const started = performance.now();
+        const dropped = await settledWithin(once(raw, 'close'), 2000);
+        const ms = performance.now() - started;
+        assert.equal(dropped.status, 'fulfilled', 'the silent client was not dropped');
+        // The server's clock started as it sent the byte, a moment before it arrived here.
+        assert.ok(ms > 50, `dropped after ${ms.toFixed(0)} ms, long before handoverTimeoutMs=100`);
+        assert.equal(server.channels, 0);
+        const client = await connect(p);
+        assert.equal(await client.request('still serving'), 'still serving');
+        client.close();
+        await client.closed;
+        assert.deepEqual(errors, []);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
+  describe('channels nobody takes', function () {
+    // Regression: the server kept such a channel open, out of everyone's reach, and the client's
+    // requests waited for ever.
+    it("with no 'channel' listener and no for await, a new client's channel is closed at once: its request rejects with ERR_SHMRING_CLOSED", async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      try {
+        const client = await connect(p);
+        const ended = closeEvent(client);
+        await rejectsSoon(client.request('anyone?'), 'ERR_SHMRING_CLOSED');
+        assert.equal(await ended, undefined, 'the channel did not end cleanly');
+        assert.equal(server.channels, 0);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it("once a for await over the server has broken out, the next client's channel is closed at once", async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      try {
+        const iteration = (async () => {
+          for await (const ch of server) {
+            ch.handle((v) => v);
+            break;
+          }
+        })();
+        const first = await connect(p);
+        assert.equal(await first.request('taken'), 'taken');
+        await iteration;
+        const second = await connect(p);
+        await rejectsSoon(second.request('after the break'), 'ERR_SHMRING_CLOSED');
+        assert.equal(await first.request('still taken'), 'still taken');
+        first.close();
+        await first.closed;
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('the channels a for await had not yielded yet when it broke out are closed; the one it yielded goes on', async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      try {
+        const iteration = (async () => {
+          for await (const ch of server) {
+            ch.handle((v) => v);
+            await gate;
+            break;
+          }
+        })();
+        const first = await connect(p);
+        await waitUntil(() => server.channels === 1, 'the server to announce the first channel');
+        const second = await connect(p);
+        await waitUntil(() => server.channels === 2, 'the server to announce the second channel (for the iterator to yield next)');
+        release();
+        await iteration;
+        await rejectsSoon(second.request('queued'), 'ERR_SHMRING_CLOSED');
+        assert.equal(await first.request('yielded'), 'yielded');
+        first.close();
+        await first.closed;
+      } finally {
+        release();
+        await server.close();
+      }
+    });
   });
 
   describe('connect() to something that is not a channel server', function () {
