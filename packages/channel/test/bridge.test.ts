@@ -418,6 +418,8 @@ describe('bridge', function () {
       ['shm:', 'nats://127.0.0.1:4222/x', /shm:<name>/],
       ['shm:a', 'nats://127.0.0.1:4222/x?stream=S', /unknown option 'stream'/],
       ['tcp://127.0.0.1:1/x', 'shm:a', /expected shm:<name> or nats:/],
+      ['shm:a', 'nats://127.0.0.1:4222/x?jetstream=A&jetstream=B', /jetstream= is given twice/],
+      ['NATS://127.0.0.1:4222/x?stream=S', 'shm:a', /unknown option 'stream'/],
     ] as const) {
       it(`bridge('${from}', '${to}') rejects with ERR_SHMRING_INVALID_ENDPOINT naming the endpoint`, async function () {
         const err = await rejectsWith(bridge(from, to), ErrorCodes.INVALID_ENDPOINT, why);

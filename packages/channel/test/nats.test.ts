@@ -7,7 +7,10 @@
  * heartbeats stopped while its connection stayed up).
  */
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import * as net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { ErrorCodes } from '@shmring/core';
 import { connect, listen, type Channel } from '../src/index.js';
 import { closeEvent, killAllPeers, rejectsWith, startPeer } from './helpers.js';
@@ -33,6 +36,8 @@ describe('channels over NATS', function () {
       ['nats://127.0.0.1:4222/jobs.*', /wildcard/],
       ['nats://127.0.0.1:4222/jobs?jetstream=S', /unknown option 'jetstream'/],
       ['nats:/jobs', /expected nats:\/\/host:port/],
+      ['NATS://127.0.0.1:4222', /subject is missing/],
+      ['nats://127.0.0.1:0/jobs', /port 0/],
     ] as const) {
       it(`connect and listen reject '${address}' with ERR_SHMRING_INVALID_ENDPOINT naming it`, async function () {
         for (const verb of [connect, listen]) {
@@ -47,6 +52,25 @@ describe('channels over NATS', function () {
       const address = `nats://127.0.0.1:${port}/jobs`;
       await rejectsWith(connect(address, { timeoutMs: 2000 }), ErrorCodes.UNREACHABLE, `127.0.0.1:${port}`);
       await rejectsWith(listen(address), ErrorCodes.UNREACHABLE, `127.0.0.1:${port}`);
+    });
+
+    it('connect with a signal that aborts while the NATS connection is being opened rejects with an AbortError at the abort', async function () {
+      // A server that accepts and never speaks: the NATS handshake waits.
+      const silent = net.createServer((socket) => socket.on('error', () => {}));
+      silent.listen(0, '127.0.0.1');
+      await once(silent, 'listening');
+      try {
+        const { port } = silent.address() as net.AddressInfo;
+        const started = performance.now();
+        await rejectsWith(
+          connect(`nats://127.0.0.1:${port}/jobs`, { timeoutMs: 4000, signal: AbortSignal.timeout(200) }),
+          ErrorCodes.ABORTED,
+        );
+        const took = performance.now() - started;
+        assert.ok(took < 1000, `rejected after ${took.toFixed(0)} ms (aborted at 200, timeoutMs 4000)`);
+      } finally {
+        silent.close();
+      }
     });
 
     it('connect to a subject nobody listens on rejects at once with ERR_SHMRING_NO_SERVER naming the address', async function () {
@@ -149,14 +173,74 @@ describe('channels over NATS', function () {
     });
   });
 
+  describe('the process of an idle channel', function () {
+    const INDEX = fileURLToPath(new URL('../src/index.js', import.meta.url));
+
+    /**
+     * A process that connects and runs `body` (with `c`, the channel, and
+     * `ready()`, which the body calls once it is where the test looks at it);
+     * resolves with its exit code, or 'alive' when it runs `ms` after ready()
+     * (the window starts there: the process's start and connection, slow on
+     * a loaded machine, are not in it).
+     */
+    async function client(address: string, body: string, ms: number): Promise<number | 'alive'> {
+      const child = spawn(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const ready = () => process.stdout.write('ready\\n'); const m = await import(${JSON.stringify(INDEX)}); const c = await m.connect(${JSON.stringify(address)}); ${body}`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const exited = once(child, 'exit').then(([code]) => code as number);
+      let out = '';
+      const ready = new Promise<void>((resolve) =>
+        child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+          out += chunk;
+          if (out.includes('ready')) resolve();
+        }),
+      );
+      const started = await Promise.race([ready.then(() => 'ready' as const), exited]);
+      assert.equal(started, 'ready', `the client exited (code ${String(started)}) before it was ready`);
+      const result = await Promise.race([exited, new Promise<'alive'>((resolve) => setTimeout(() => resolve('alive'), ms))]);
+      if (result === 'alive') {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      return result;
+    }
+
+    it('exits once nothing waits on its NATS channel, as with a socket path; a pending receive keeps it alive', async function () {
+      const address = nats.url(uniqueSubject('idle'));
+      const server = await listen(address);
+      try {
+        const serving = (async () => {
+          for await (const channel of server) channel.handle((v) => v);
+        })();
+        assert.equal(await client(address, 'await c.request(1); ready();', 1500), 0, 'an idle channel kept its process alive');
+        assert.equal(
+          await client(address, 'const r = c.receive(); ready(); await r;', 1000),
+          'alive',
+          'a pending receive let its process exit',
+        );
+        await server.close();
+        await serving;
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   it('server.close() closes its channels (clients see a clean close) and its iterator ends', async function () {
     const address = nats.url(uniqueSubject('close'));
     const server = await listen(address);
-    const clients = await Promise.all([connect(address), connect(address)]);
+    // Iterating before the clients come: a channel that arrives with nobody to take it is closed at once.
     const seen: Channel[] = [];
     const iterating = (async () => {
       for await (const ch of server) seen.push(ch);
     })();
+    const clients = await Promise.all([connect(address), connect(address)]);
     while (server.channels < 2) await new Promise((r) => setTimeout(r, 5));
     const ends = clients.map((c) => closeEvent(c));
     await server.close();

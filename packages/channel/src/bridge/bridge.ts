@@ -26,12 +26,30 @@
  * restarts the consumer after the last message the ring holds.
  *
  * The connection reconnects by itself for ever; each outage is said once on
- * the log (stderr by default), when it starts and when it ends.
+ * the log (stderr by default), when it starts and when it ends; so is each
+ * other persistent failure (JetStream refusing what the bridge publishes
+ * or its consumer), once per cause, and each NATS message too large for
+ * the ring, which is dropped (core NATS) or terminated (JetStream: never
+ * redelivered) rather than stop the bridge.
+ *
+ * The abort: every wait of the loops (the connection, the ring, NATS's
+ * answers) ends at once on it, each loop looks at the signal after each
+ * wait, and no promise of the nats client is left without a rejection
+ * handler (the client rejects them when the connection goes). Records
+ * taken from a SpscRing and not yet confirmed stay in it (holdReads); an
+ * MpscRing cannot hold them (core NATS only: at most once anyway). Ring →
+ * JetStream, connected, waits up to ABORT_ACK_MS for the acknowledgements
+ * of the batch it published and releases what the stream has, so that the
+ * next bridge does not publish it again.
+ *
+ * A ring record larger than the server's max_payload (with its headers)
+ * cannot be published: it is dropped and said, like a NATS message too
+ * large for the ring, rather than stop the bridge on it.
  */
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkSignal } from '../options.js';
-import { closeNats, loadNats, openNats } from '../nats/connection.js';
+import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
 import type { DrainHandler } from '@shmring/ringbuf';
@@ -73,6 +91,8 @@ const BATCH = 512;
 const RETRY_MS = 250;
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 const ACK_WAIT_MS = 30_000;
+/** ms an aborted ring → JetStream bridge, connected, waits for its batch's acknowledgements (as closeNats for its flush). */
+const ABORT_ACK_MS = 1000;
 /**
  * ms a dedicated bridge parks its thread at most before it lets the event
  * loop turn: the connection's traffic, its timers and an abort wait up to
@@ -106,11 +126,25 @@ interface Context {
   sliceMs: number;
   /** A flush after which the client may still be writing (ringToCore, SOCKET_TAKES); it settles once the server has it all. */
   writing: Promise<unknown> | undefined;
-  /** Resolves when the connection is up (at once if it is). */
+  /** Resolves when the connection is up (at once if it is), or on the abort: look at the signal after it. */
   connected(): Promise<void>;
+  /** Disconnections so far (a failure seen across one is the outage's, said already). */
+  readonly outages: number;
+  /** Says a persistent failure once per cause (`key`); a success after it says it is over. */
+  trouble: Trouble;
+  /** Says and counts a NATS message too large for the ring (NATS → ring). */
+  tooLarge(length: number, subject: string, ring: RingWriter, what: string): void;
+  /**
+   * Whether a ring record of `length` bytes, with `headerBytes` of headers,
+   * fits the server's max_payload (ring → NATS); when it does not, says and
+   * counts it (the caller drops it).
+   */
+  fitsPayload(length: number, headerBytes: number, ring: RingReader): boolean;
   ready(): void;
   /** Calls `listener` after each reconnection; returns the call that removes it. */
   onReconnect(listener: () => void): () => void;
+  /** Removes what watchConnection added to the signal (bridge() ends). */
+  dispose(): void;
 }
 
 /** Moves messages from `from` to `to` (one of them shm:<name>, the other nats://…) until `signal` aborts. */
@@ -136,11 +170,23 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
   const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);
   let nc: NatsConnection | undefined;
+  let ctx: Context | undefined;
   try {
+    if (address.jetstream !== undefined && ring.kind !== 'SpscRing') {
+      throw new ShmringTypeError(
+        ErrorCodes.WRONG_KIND,
+        `bridge ${source.text} → ${target.text}: shm:${ringName} is a ${ring.kind}; a JetStream bridge needs a SpscRing (${
+          source.kind === 'shm'
+            ? 'it keeps each record in the ring until the stream acknowledged it: holdReads, which a MpscRing lacks'
+            : 'after a crash it tells from its own producer position whether its last write reached the ring, which a MpscRing has not'
+        }); bridge a SpscRing, or use core NATS (no ?jetstream=)`,
+      );
+    }
     const nats = await loadNats();
-    nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}` });
-    const ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true);
+    nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}`, signal });
+    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true);
     if (source.kind === 'shm') {
+      warnPayload(ctx, ring as RingReader, log);
       if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
       else await ringToJetStream(ctx, ring as RingReader, address.jetstream);
     } else {
@@ -150,6 +196,8 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
+    // A long-lived signal keeps no listener of a bridge that ended.
+    ctx?.dispose();
     // The client first: until it is closed it may hold views of the ring's records (ringToCore).
     if (nc !== undefined) await closeNats(nc);
     ring.detach();
@@ -167,10 +215,13 @@ function watchConnection(
   dedicated: boolean,
 ): Context {
   let down = false;
+  let outages = 0;
+  let dropped = 0;
   const waiters: Array<() => void> = [];
   const reconnected = new Set<() => void>();
   void (async () => {
     for await (const status of nc.status()) {
+      if (status.type === 'disconnect') outages++;
       if (status.type === 'disconnect' && !down) {
         down = true;
         log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (the ring fills meanwhile)`);
@@ -182,13 +233,11 @@ function watchConnection(
       }
     }
   })();
-  signal.addEventListener(
-    'abort',
-    () => {
-      for (const wake of waiters.splice(0)) wake();
-    },
-    { once: true },
-  );
+  const onAbort = (): void => {
+    for (const wake of waiters.splice(0)) wake();
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  let oversized = 0;
   return {
     nats,
     nc,
@@ -197,10 +246,30 @@ function watchConnection(
     dedicated,
     sliceMs: IDLE_SLICE_MS,
     writing: undefined,
+    get outages() {
+      return outages;
+    },
+    trouble: new Trouble(log),
+    tooLarge: (length, subject, ring, what) => {
+      dropped++;
+      log(
+        `shmring bridge: ${what} a message of ${length} bytes from subject '${subject}': larger than the largest record of the ring shm:${ring.name} (${ring.maxMessageLength} bytes); ${dropped} dropped so far (make the ring larger, or send smaller messages)`,
+      );
+    },
+    fitsPayload: (length, headerBytes, ring) => {
+      const limit = nc.info?.max_payload;
+      if (limit === undefined || length + headerBytes <= limit) return true;
+      oversized++;
+      log(
+        `shmring bridge: dropped a record of ${length} bytes (${length + headerBytes} with its headers) from the ring shm:${ring.name}: larger than the NATS server at ${address.server} takes (max_payload ${limit} bytes); ${oversized} dropped so far (raise max_payload in the server's configuration, or write smaller records)`,
+      );
+      return false;
+    },
     onReconnect: (listener) => {
       reconnected.add(listener);
       return () => reconnected.delete(listener);
     },
+    dispose: () => signal.removeEventListener('abort', onAbort),
     ready: () => {
       const once = onReady;
       onReady = undefined;
@@ -208,6 +277,23 @@ function watchConnection(
     },
     connected: () => (down && !signal.aborted ? new Promise<void>((resolve) => waiters.push(resolve)) : Promise.resolve()),
   };
+}
+
+/** Says once, at the start, that the ring's records may be larger than the server takes (ring → NATS). */
+function warnPayload(ctx: Context, ring: RingReader, log: (line: string) => void): void {
+  const limit = ctx.nc.info?.max_payload;
+  if (limit === undefined || ring.maxMessageLength <= limit) return;
+  log(
+    `shmring bridge: the ring shm:${ring.name} takes records of up to ${ring.maxMessageLength} bytes, the NATS server at ${ctx.address.server} messages of up to ${limit} (max_payload, headers included): larger records are dropped and said (raise max_payload, or keep records smaller)`,
+  );
+}
+
+/** Resolves with `promise`, or with undefined after `ms`. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([promise, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -222,14 +308,46 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Resolves with `promise`, or rejects with an AbortError when `signal` fires first. */
+const noop = (): void => {};
+
+/**
+ * Resolves with `promise`, or rejects with an AbortError when `signal` fires
+ * first. `promise` gets a rejection handler in every case: the nats client
+ * rejects what it still owes once the connection goes (DISCONNECT), long
+ * after the abort, and a rejection nobody handles ends the process.
+ */
 function orAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortError(signal));
+  if (signal.aborted) {
+    promise.catch(noop);
+    return Promise.reject(abortError(signal));
+  }
   return new Promise((resolve, reject) => {
     const onAbort = (): void => reject(abortError(signal));
     signal.addEventListener('abort', onAbort, { once: true });
     promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
+}
+
+/**
+ * A persistent failure said once: `fail` logs a cause when it is not the one
+ * said last (a retry that fails the same way every 250 ms says nothing new),
+ * `ok` says that it is over.
+ */
+class Trouble {
+  #said: string | undefined;
+  constructor(private readonly log: (line: string) => void) {}
+
+  fail(key: string, line: string): void {
+    if (this.#said === key) return;
+    this.#said = key;
+    this.log(line);
+  }
+
+  ok(line: string): void {
+    if (this.#said === undefined) return;
+    this.#said = undefined;
+    this.log(line);
+  }
 }
 
 /** Types whose headers are kept (a ring's messages mostly share a few types). */
@@ -292,6 +410,18 @@ class CopyPool {
     return out;
   }
 }
+
+/** Bytes of `headers` as the client sends them (what it adds to the payload for max_payload). */
+function encodedLength(headers: MsgHdrs | undefined): number {
+  return (headers as (MsgHdrs & { encode?: () => Uint8Array }) | undefined)?.encode?.().length ?? 0;
+}
+
+/**
+ * Headers a message never exceeds but for a large `Shmring-Type` set's
+ * uncached ones: a record this much under max_payload fits without its
+ * headers being measured (ringToCore).
+ */
+const HEADER_ROOM = 64;
 
 /** The ring message type a NATS message carries (0 when it has none: a plain NATS client's message). */
 function typeOf(headers: MsgHdrs | undefined): number {
@@ -416,22 +546,41 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   const subject = address.subject;
   const options = new TypeHeaders(ctx.nats);
   const holds = clientHoldsPayloads(nc);
+  // An MpscRing zeroes each record once drain's handler returns, and cannot hold it: the client gets copies.
+  const inPlace = ring.holds;
   let bytes = 0; // published since the last flush
+  /** Whether a record of `length` bytes can be published (the server's max_payload); one too large is said, and dropped. */
+  const fits = (length: number, published: PublishOptions): boolean =>
+    length + HEADER_ROOM <= (nc.info?.max_payload ?? Infinity) || ctx.fitsPayload(length, encodedLength(published.headers), ring);
   const publish: DrainHandler = (data, offset, length, type) => {
+    const published = options.get(type);
+    // Too large, publish() would throw (MAX_PAYLOAD_EXCEEDED): the record is passed, taken like the others.
+    if (!fits(length, published)) return;
     bytes += length;
-    nc.publish(subject, data.subarray(offset, offset + length), options.get(type));
+    nc.publish(subject, inPlace ? data.subarray(offset, offset + length) : data.slice(offset, offset + length), published);
   };
   let previous: Promise<unknown> = Promise.resolve();
-  ring.hold();
+  if (inPlace) ring.hold();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
+    // Woken by the abort (NATS may still be down): take nothing more, what is in the ring stays there.
+    if (signal.aborted) break;
     if (ring.drain(publish, BATCH) === 0) {
       // Idle: wait for a record (a copy: nothing of the ring is lent), then take what came with it.
       const first = await nextRecord(ctx, ring);
       if (first === null) continue;
-      bytes += first.length;
-      nc.publish(subject, first, options.get(ring.lastType));
+      const published = options.get(ring.lastType);
+      if (signal.aborted) {
+        // Held, the record stays in the ring. Taken from an MpscRing it is out of it: connected, it goes with the
+        // close's flush; disconnected (closeNats does not flush then), it is lost, as core NATS may lose any.
+        if (!inPlace && fits(first.length, published)) nc.publish(subject, first, published);
+        break;
+      }
+      if (fits(first.length, published)) {
+        bytes += first.length;
+        nc.publish(subject, first, published);
+      }
       ring.drain(publish, BATCH - 1);
     }
     // Writes what the client holds now (the batch's bytes copied into one buffer) and a PING.
@@ -440,7 +589,9 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
     if (bytes > SOCKET_TAKES || ctx.writing !== undefined) ctx.writing = flushed;
     bytes = 0;
     const end = ring.readPosition;
-    if (holds !== undefined && !holds()) {
+    if (!inPlace) {
+      // Copies: nothing to give back.
+    } else if (holds !== undefined && !holds()) {
       ring.release(end); // the client copied every record
     } else {
       // The client lends our views to a later write, or drops them unsent when it reconnects.
@@ -460,45 +611,227 @@ async function ringToCore(ctx: Context, ring: RingReader): Promise<void> {
   await previous;
 }
 
-async function ensureStream(ctx: Context, stream: string): Promise<void> {
-  const jsm = await ctx.nc.jetstreamManager();
+interface ApiError {
+  code?: string;
+  message?: string;
+  api_error?: { code?: number; err_code?: number; description?: string };
+}
+
+const STREAM_NOT_FOUND = 10059;
+const SUBJECTS_OVERLAP = 10065;
+/** JetStream not enabled (for the server, for the account). */
+const NO_JETSTREAM = new Set([10076, 10039]);
+
+/** Whether NATS subject `pattern` (with `*` and `>` wildcards) matches `subject`. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return s.length > i;
+    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+const CONSUMER_NOT_FOUND = 10014;
+
+/**
+ * What a JetStream failure is, for both its readers: the bridge's start
+ * (jetStreamError: a typed error) and a failure while it runs
+ * (describeFailure: a log line, once per cause).
+ *   noResponders  NATS: no responders (no JetStream on the server at the start; no stream on the subject later)
+ *   noJetStream   JetStream is not enabled (for the server, for the account)
+ *   missing       the stream or the bridge's consumer does not exist (deleted while the bridge ran)
+ *   timeout       JetStream did not answer in time
+ *   refused       any other refusal of the JetStream API
+ *   other         not JetStream's (the abort, the ring's errors, …)
+ */
+type FailureKind = 'noResponders' | 'noJetStream' | 'missing' | 'timeout' | 'refused' | 'other';
+
+function classify(err: unknown): FailureKind {
+  const e = err as ApiError;
+  const errCode = e?.api_error?.err_code;
+  if (e?.code === '503') return 'noResponders';
+  if (errCode !== undefined && NO_JETSTREAM.has(errCode)) return 'noJetStream';
+  if (e?.code === 'TIMEOUT') return 'timeout';
+  if (errCode === STREAM_NOT_FOUND || errCode === CONSUMER_NOT_FOUND) return 'missing';
+  // The consumer's own errors (consume() with abort_on_missing_resource) carry no api_error.
+  if (e?.code === '409' && /consumer deleted/i.test(e.message ?? '')) return 'missing';
+  if (/^(stream|consumer) not found$/i.test(e?.message ?? '')) return 'missing';
+  return e?.api_error !== undefined ? 'refused' : 'other';
+}
+
+/**
+ * A JetStream error at the bridge's start as a typed error naming the
+ * server, the stream and the subject, saying what to do: no JetStream on
+ * the server (NATS: no responders on its API) is ERR_SHMRING_NO_SERVER, a
+ * stream the endpoint cannot use ERR_SHMRING_INVALID_ENDPOINT, JetStream
+ * not answering in time ERR_SHMRING_UNREACHABLE. Anything else (the abort)
+ * is returned as it is.
+ */
+function jetStreamError(err: unknown, ctx: Context, stream: string): unknown {
+  if (err instanceof ShmringError || (err as Error).name === 'AbortError') return err;
+  const e = err as ApiError;
+  const { address } = ctx;
+  const at = `bridge ${address.text}`;
+  const errCode = e.api_error?.err_code;
+  const kind = classify(err);
+  if (kind === 'noResponders' || kind === 'noJetStream') {
+    return new ShmringError(
+      ErrorCodes.NO_SERVER,
+      `${at}: the NATS server at ${address.server} has no JetStream (its JetStream API ${kind === 'noResponders' ? 'has no responders' : `says: ${e.api_error?.description}`}); start nats-server with -js (or enable jetstream in its configuration), or bridge core NATS (no ?jetstream=)`,
+      { cause: err },
+    );
+  }
+  if (kind === 'timeout') {
+    return new ShmringError(
+      ErrorCodes.UNREACHABLE,
+      `${at}: JetStream at ${address.server} did not answer about the stream '${stream}' in time; is the server (or its JetStream cluster) healthy?`,
+      { cause: err },
+    );
+  }
+  if (e.api_error !== undefined) {
+    return new ShmringError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `${at}: JetStream at ${address.server} refused the stream '${stream}' for subject '${address.subject}': ${e.api_error.description ?? e.message} (JetStream error ${errCode}); fix the stream, or name another in ?jetstream=`,
+      { cause: err },
+    );
+  }
+  return err;
+}
+
+/**
+ * The stream of `?jetstream=`, made on the subject when it is missing. One
+ * that exists must take the subject: a bridge on a stream that does not
+ * would publish nothing (every publish fails, for ever) or consume nothing.
+ * Consuming (`publishing` false), a mirror or a stream with sources is
+ * taken as it is: its messages come from other streams, on their subjects,
+ * not from its own (a mirror has none).
+ */
+async function ensureStream(ctx: Context, stream: string, publishing: boolean): Promise<void> {
+  const { address, signal } = ctx;
   try {
-    await jsm.streams.info(stream);
+    const jsm = await orAbort(ctx.nc.jetstreamManager(), signal);
+    let subjects: string[];
+    try {
+      const { config } = await orAbort(jsm.streams.info(stream), signal);
+      if (!publishing && (config.mirror != null || (config.sources?.length ?? 0) > 0)) return;
+      subjects = config.subjects ?? [];
+    } catch (err) {
+      if ((err as ApiError).api_error?.err_code !== STREAM_NOT_FOUND) throw err;
+      try {
+        await orAbort(
+          jsm.streams.add({ name: stream, subjects: [address.subject], duplicate_window: ctx.nats.nanos(DUPLICATE_WINDOW_MS) }),
+          signal,
+        );
+        return;
+      } catch (addErr) {
+        if ((addErr as ApiError).api_error?.err_code !== SUBJECTS_OVERLAP) throw addErr;
+        // Which stream has it, to say which one to name.
+        const other = await orAbort(jsm.streams.find(address.subject), signal).catch(() => undefined);
+        throw new ShmringError(
+          ErrorCodes.INVALID_ENDPOINT,
+          `bridge ${address.text}: the stream '${stream}' does not exist and cannot be made on subject '${address.subject}': ${
+            other === undefined ? 'another stream' : `the stream '${other}'`
+          } takes that subject already (a subject belongs to one stream); name ${other === undefined ? 'that stream' : `it (?jetstream=${other})`} in the endpoint`,
+          { cause: addErr },
+        );
+      }
+    }
+    if (!subjects.some((pattern) => subjectMatches(pattern, address.subject))) {
+      throw new ShmringError(
+        ErrorCodes.INVALID_ENDPOINT,
+        `bridge ${address.text}: the stream '${stream}' does not take subject '${address.subject}' (its subjects: ${
+          subjects.length === 0 ? 'none' : subjects.map((x) => `'${x}'`).join(', ')
+        }); add the subject to the stream (nats stream edit ${stream} --subjects …), or name a stream that takes it in ?jetstream=`,
+      );
+    }
   } catch (err) {
-    if ((err as { api_error?: { err_code?: number } }).api_error?.err_code !== 10059) throw err; // 10059: stream not found
-    await jsm.streams.add({ name: stream, subjects: [ctx.address.subject], duplicate_window: ctx.nats.nanos(DUPLICATE_WINDOW_MS) });
+    throw jetStreamError(err, ctx, stream);
+  }
+}
+
+/** What a failed publish or consumer says, for the log (the cause's key: one line per cause). */
+function describeFailure(err: unknown, ctx: Context, stream: string): string {
+  const e = err as ApiError;
+  switch (classify(err)) {
+    case 'noResponders':
+      return `no stream takes subject '${ctx.address.subject}' any more (NATS: no responders; was the stream '${stream}' deleted or its subjects changed?)`;
+    case 'missing':
+      // One cause whichever of the stream or the consumer the server names first (its consumer goes with a stream).
+      return `the stream '${stream}' or the bridge's consumer on it does not exist any more (deleted?); make the stream again`;
+    case 'timeout':
+      return 'JetStream did not answer in time';
+    case 'noJetStream':
+    case 'refused':
+      return `${e.api_error?.description ?? e.message} (JetStream error ${e.api_error?.err_code})`;
+    default:
+      return (err as Error)?.message ?? String(err);
   }
 }
 
 async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): Promise<void> {
   const { nc, address, signal } = ctx;
-  await ensureStream(ctx, stream);
+  await ensureStream(ctx, stream, true);
   const js: JetStreamClient = nc.jetstream();
   const pool = new CopyPool();
   ring.hold();
   ctx.ready();
   while (!signal.aborted) {
     await ctx.connected();
+    // Woken by the abort: take nothing more (what is held stays in the ring).
+    if (signal.aborted) break;
+    const outages = ctx.outages;
     const acks: Array<Promise<unknown>> = [];
     const ends: number[] = [];
     await takeBatch(ctx, ring, pool, (bytes, type, end) => {
       // A header of its own: js.publish() adds the message id and the stream to it (never a cached TypeHeaders one).
       const h = ctx.nats.headers();
       h.set(TYPE_HEADER, String(type));
-      acks.push(js.publish(address.subject, bytes, { headers: h, msgID: `${ring.identity}:${end}`, expect: { streamName: stream } }));
+      const msgID = `${ring.identity}:${end}`;
       ends.push(end);
+      const headerBytes = encodedLength(h) + Buffer.byteLength(`Nats-Msg-Id: ${msgID}\r\nNats-Expected-Stream: ${stream}\r\n`);
+      // Too large for the server: passed (released with the batch), as js.publish() would reject it at every retry.
+      if (!ctx.fitsPayload(bytes.length, headerBytes, ring)) acks.push(Promise.resolve());
+      else acks.push(js.publish(address.subject, bytes, { headers: h, msgID, expect: { streamName: stream } }));
     });
-    const settled = await Promise.allSettled(acks);
-    const failed = settled.findIndex((s) => s.status === 'rejected');
-    // Give back what the stream has, up to the first record it does not have.
-    const safe = failed < 0 ? ends.length : failed;
-    if (safe > 0) ring.release(ends[safe - 1]!);
+    if (signal.aborted && acks.length === 0) break;
+    const all = Promise.allSettled(acks);
+    // The acknowledgements wait out the client's timeout while NATS is down: the abort does not.
+    let settled = await orAbort(all, signal).catch(() => undefined);
+    if (settled === undefined) {
+      // Aborted. Connected, the stream answers at once: what it acknowledged within ABORT_ACK_MS is released (the
+      // next bridge would publish it again, a duplicate once past the duplicate window). Disconnected, nothing
+      // comes: at once. What is not released stays in the ring; the stream drops what it had, by id, if it comes again.
+      if (isConnected(nc)) settled = await within(all, ABORT_ACK_MS);
+      if (settled !== undefined) releaseAcknowledged(ring, settled, ends);
+      break;
+    }
+    const failed = releaseAcknowledged(ring, settled, ends);
     if (failed >= 0) {
+      const reason = describeFailure((settled[failed] as PromiseRejectedResult).reason, ctx, stream);
+      // A failure across a disconnection is the outage's, said already; any other is said once per cause.
+      if (ctx.outages === outages && isConnected(nc)) {
+        ctx.trouble.fail(
+          reason,
+          `shmring bridge: the stream '${stream}' at ${address.server} does not take what the bridge publishes to '${address.subject}': ${reason}; retrying every ${RETRY_MS} ms (the ring fills meanwhile)`,
+        );
+      }
       // Publish the rest again, same ids, once NATS is back: the stream drops what it had already.
       ring.rewind();
       if (!signal.aborted) await sleep(RETRY_MS, signal);
+    } else if (acks.length > 0) {
+      ctx.trouble.ok(`shmring bridge: the stream '${stream}' takes the messages of '${address.subject}' again`);
     }
   }
+}
+
+/** Gives back what the stream has, up to the first record it does not have; returns that one's index (-1: none). */
+function releaseAcknowledged(ring: RingReader, settled: Array<PromiseSettledResult<unknown>>, ends: number[]): number {
+  const failed = settled.findIndex((s) => s.status === 'rejected');
+  const safe = failed < 0 ? ends.length : failed;
+  if (safe > 0) ring.release(ends[safe - 1]!);
+  return failed;
 }
 
 // ---- NATS → ring ----
@@ -507,14 +840,36 @@ async function writeInOrder(ring: RingWriter, bytes: Uint8Array, type: number, s
   if (!ring.tryWrite(bytes, type)) await ring.write(bytes, type, signal);
 }
 
+/**
+ * Writes a NATS message into the ring, or returns false when it is larger
+ * than the ring's largest record: any client may publish to the subject,
+ * and one message must not stop the bridge (it would stop at the same one
+ * again after a restart, with JetStream).
+ */
+async function writeMessage(ring: RingWriter, bytes: Uint8Array, type: number, signal: AbortSignal): Promise<boolean> {
+  if (bytes.length > ring.maxMessageLength) return false;
+  try {
+    await writeInOrder(ring, bytes, type, signal);
+    return true;
+  } catch (err) {
+    if ((err as ShmringError).code === ErrorCodes.MESSAGE_TOO_LARGE) return false;
+    throw err;
+  }
+}
+
 async function coreToRing(ctx: Context, ring: RingWriter): Promise<void> {
   const { nc, address, signal } = ctx;
   const sub = nc.subscribe(address.subject);
-  signal.addEventListener('abort', () => sub.unsubscribe(), { once: true });
-  await nc.flush(); // the server has the subscription
-  ctx.ready();
-  for await (const msg of sub) {
-    await writeInOrder(ring, msg.data, typeOf(msg.headers), signal);
+  const stop = (): void => sub.unsubscribe();
+  signal.addEventListener('abort', stop, { once: true });
+  try {
+    await orAbort(nc.flush(), signal); // the server has the subscription
+    ctx.ready();
+    for await (const msg of sub) {
+      if (!(await writeMessage(ring, msg.data, typeOf(msg.headers), signal))) ctx.tooLarge(msg.data.length, msg.subject, ring, 'dropped');
+    }
+  } finally {
+    signal.removeEventListener('abort', stop);
   }
 }
 
@@ -542,18 +897,26 @@ function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32:
 
 async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
   const { signal } = ctx;
-  await ensureStream(ctx, stream);
+  await ensureStream(ctx, stream, false);
   const marker = openMarker(ring);
   try {
     const durable = `shmring-bridge-${ring.name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
     // A pull that was pending when the server went away may never be
     // answered: after each reconnection the consumer starts again.
     while (!signal.aborted) {
+      const outages = ctx.outages;
       try {
         await consumeOnce(ctx, ring, stream, durable, marker);
       } catch (err) {
-        // The ring's own errors (a message too large for it) end the bridge; NATS's are retried.
+        // The ring's own errors (closed, corrupt) end the bridge; NATS's are retried, and said once per cause.
         if (signal.aborted || err instanceof ShmringError || err instanceof RangeError) throw err;
+        if (ctx.outages === outages && isConnected(ctx.nc)) {
+          const reason = describeFailure(err, ctx, stream);
+          ctx.trouble.fail(
+            reason,
+            `shmring bridge: cannot consume the stream '${stream}' at ${ctx.address.server} (subject '${ctx.address.subject}'): ${reason}; retrying every ${RETRY_MS} ms`,
+          );
+        }
         await sleep(RETRY_MS, signal);
       }
       if (!signal.aborted) await ctx.connected();
@@ -573,11 +936,13 @@ async function consumeOnce(
   const { nc, signal } = ctx;
   const committed = marker.f64[COMMITTED]!;
   {
-    const jsm = await nc.jetstreamManager();
+    const jsm = await orAbort(nc.jetstreamManager(), signal);
     // The consumer restarts after the last message the ring holds: nothing
     // delivered to a bridge that died is waited for (ack wait) or reordered.
-    await jsm.consumers.delete(stream, durable).catch(() => {});
-    await jsm.consumers.add(stream, {
+    await orAbort(jsm.consumers.delete(stream, durable), signal).catch((err: unknown) => {
+      if (signal.aborted) throw err;
+    });
+    const adding = jsm.consumers.add(stream, {
       durable_name: durable,
       ack_policy: ctx.nats.AckPolicy.Explicit,
       ack_wait: ctx.nats.nanos(ACK_WAIT_MS),
@@ -587,15 +952,19 @@ async function consumeOnce(
         ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
         : { deliver_policy: ctx.nats.DeliverPolicy.All }),
     });
-    const consumer = await nc.jetstream().consumers.get(stream, durable);
-    const messages = await consumer.consume({ max_messages: BATCH });
+    await orAbort(adding, signal);
+    const consumer = await orAbort(nc.jetstream().consumers.get(stream, durable), signal);
+    // A stream or consumer deleted while it runs ends consume() (which would look for it again, silently, for ever):
+    // jetStreamToRing says it once and starts the consumer again every RETRY_MS, until the stream is back.
+    const messages = await orAbort(consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true }), signal);
     const stop = (): void => void messages.close();
     signal.addEventListener('abort', stop, { once: true });
     const forget = ctx.onReconnect(stop);
     ctx.ready();
+    ctx.trouble.ok(`shmring bridge: consuming the stream '${stream}' again`);
     try {
       for await (const msg of messages) {
-        await deliver(ring, marker, msg, signal);
+        await deliver(ctx, ring, marker, msg);
       }
     } finally {
       forget();
@@ -604,7 +973,7 @@ async function consumeOnce(
   }
 }
 
-async function deliver(ring: RingWriter, marker: ReturnType<typeof openMarker>, msg: JsMsg, signal: AbortSignal): Promise<void> {
+async function deliver(ctx: Context, ring: RingWriter, marker: ReturnType<typeof openMarker>, msg: JsMsg): Promise<void> {
   const seq = msg.seq;
   if (seq <= marker.f64[COMMITTED]!) {
     msg.ack(); // in the ring already (a redelivery)
@@ -612,7 +981,14 @@ async function deliver(ring: RingWriter, marker: ReturnType<typeof openMarker>, 
   }
   Atomics.store(marker.i32, AT_I32, ring.writePosition | 0);
   marker.f64[INTENT] = seq;
-  await writeInOrder(ring, msg.data, typeOf(msg.headers), signal);
+  // Too large, nothing is written (the producer position stays at AT: a crash now is not taken for a write).
+  const written = await writeMessage(ring, msg.data, typeOf(msg.headers), ctx.signal);
+  // Passed for good when too large: COMMITTED past it (a restarted consumer starts after it), term() (this one never redelivers it).
   marker.f64[COMMITTED] = seq;
-  msg.ack();
+  if (written) {
+    msg.ack();
+    return;
+  }
+  msg.term(`larger than the largest record of the ring shm:${ring.name}`);
+  ctx.tooLarge(msg.data.length, msg.subject, ring, `terminated (stream sequence ${seq}, not redelivered)`);
 }

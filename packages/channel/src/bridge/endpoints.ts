@@ -1,12 +1,19 @@
 /**
- * The bridge's ring ends, by name (`shm:<name>`). Today a POSIX-named
- * SpscRing; a MpscRing (whose header says its kind) plugs in at
- * attachRing() with the same two roles: RingReader (the bridge is the
- * ring's consumer) and RingWriter (the bridge is one of its producers).
+ * The bridge's ring ends, by name (`shm:<name>`): a POSIX-named SpscRing or
+ * MpscRing (its header says which: attachRing), in two roles: RingReader
+ * (the bridge is the ring's consumer) and RingWriter (the bridge is one of
+ * its producers).
+ *
+ * An MpscRing has no holdReads and no producer position of one producer:
+ * as a reader its records are gone once taken (`holds` false: the bridge
+ * copies them out, and core NATS is at most once anyway), and as a writer
+ * it cannot tell after a crash whether its last write happened. So the
+ * JetStream bridge, whose exactly-once rests on both, takes an SpscRing
+ * only (the bridge refuses the MpscRing with ERR_SHMRING_WRONG_KIND).
  */
 import * as fs from 'node:fs';
 import { ErrorCodes, Region, type ShmringError, ShmringTypeError } from '@shmring/core';
-import { SpscRing, type DrainHandler } from '@shmring/ringbuf';
+import { MpscRing, SpscRing, type DrainHandler } from '@shmring/ringbuf';
 import { isNatsEndpoint, parseNatsAddress, type NatsAddress } from '../nats/address.js';
 
 export type Endpoint = { kind: 'shm'; name: string; text: string } | { kind: 'nats'; address: NatsAddress; text: string };
@@ -16,7 +23,8 @@ export function parseEndpoint(endpoint: unknown, verb: string): Endpoint {
     const address = parseNatsAddress(endpoint, verb, true);
     return { kind: 'nats', address, text: address.text };
   }
-  if (typeof endpoint === 'string' && endpoint.startsWith('shm:')) {
+  // The scheme in any case, like NATS:// (the name after it is kept as it is).
+  if (typeof endpoint === 'string' && endpoint.slice(0, 4).toLowerCase() === 'shm:') {
     const name = endpoint.slice(4);
     if (name.length === 0 || name.includes('/') || name.includes('\0') || name.length > 200) {
       throw new ShmringTypeError(
@@ -32,11 +40,22 @@ export function parseEndpoint(endpoint: unknown, verb: string): Endpoint {
   );
 }
 
+export type RingKind = 'SpscRing' | 'MpscRing';
+
 /** The bridge as the ring's consumer. */
 export interface RingReader {
   readonly name: string;
+  readonly kind: RingKind;
+  /**
+   * hold/release/rewind keep taken records in the ring (SpscRing), and
+   * drain's views stay valid until released. false (MpscRing): a record
+   * taken is gone, and drain's view is valid only during its handler.
+   */
+  readonly holds: boolean;
   /** A stable identity of this ring object (a ring made anew under the same name gets another). */
   readonly identity: string;
+  /** Bytes of the largest record the ring takes. */
+  readonly maxMessageLength: number;
   /** Takes up to `limit` records without waiting. */
   drain(handler: DrainHandler, limit: number): number;
   /** Waits for the next record and takes it. */
@@ -59,10 +78,11 @@ export interface RingReader {
 /** The bridge as a producer of the ring. */
 export interface RingWriter {
   readonly name: string;
+  readonly kind: RingKind;
   readonly maxMessageLength: number;
   tryWrite(bytes: Uint8Array, type: number): boolean;
   write(bytes: Uint8Array, type: number, signal: AbortSignal): Promise<void>;
-  /** The end of the last record written (is a record this position names in the ring already?). */
+  /** The end of the last record written (is a record this position names in the ring already?); SpscRing only. */
   readonly writePosition: number;
   detach(): void;
 }
@@ -71,13 +91,36 @@ function openRegion(name: string): Region {
   return Region.open({ backing: 'posix', name });
 }
 
-/** Where MpscRing goes once it exists: look at the header's kind and attach with the matching class. */
-function attachRing(region: Region): SpscRing {
-  return SpscRing.attach(region);
+/** Attaches with the class the ring's header names (SpscRing first: the one a bridge mostly serves). */
+function attachRing(region: Region): SpscRing | MpscRing {
+  try {
+    return SpscRing.attach(region);
+  } catch (err) {
+    if ((err as ShmringError).code !== ErrorCodes.WRONG_KIND) throw err;
+    try {
+      return MpscRing.attach(region);
+    } catch (mpscErr) {
+      if ((mpscErr as ShmringError).code !== ErrorCodes.WRONG_KIND) throw mpscErr;
+      // Neither: say what the bridge takes (SpscRing's error names what the region holds).
+      throw new ShmringTypeError(ErrorCodes.WRONG_KIND, `${(err as Error).message}; a bridge's shm:<name> is a SpscRing or a MpscRing`);
+    }
+  }
 }
 
 /** A ring never waits on its peer's pid in the bridge: producers and consumers come and go. */
 const NO_PEER_CHECK = Infinity;
+/**
+ * An MpscRing's reads do look at its producers, every quarter of this: a
+ * record claimed by a producer that died before committing it blocks the
+ * records behind it until the consumer takes it back, which only a wait
+ * with a finite peerTimeoutMs does. Its PEER_DEAD (no producer left) only
+ * means that none is attached now: the bridge waits for the next.
+ */
+const MPSC_STUCK_MS = 1000;
+
+function noProducerNow(err: unknown): boolean {
+  return (err as ShmringError).code === ErrorCodes.PEER_DEAD;
+}
 
 /** `poll`: the poll window (µs) of the ring waits, or undefined for the ring's default (poll(): none). */
 export function openReader(name: string, poll?: number): RingReader {
@@ -85,9 +128,14 @@ export function openReader(name: string, poll?: number): RingReader {
   try {
     const ring = attachRing(region);
     const stat = fs.fstatSync(region.fd);
+    const identity = `${name}.${stat.ino}`;
+    if (ring instanceof MpscRing) return mpscReader(name, identity, region, ring, poll);
     return {
       name,
-      identity: `${name}.${stat.ino}`,
+      kind: 'SpscRing',
+      holds: true,
+      identity,
+      maxMessageLength: ring.maxMessageLength,
       drain: (handler, limit) => ring.drain(handler, limit),
       read: (signal) =>
         ring.read(poll === undefined ? { signal, peerTimeoutMs: NO_PEER_CHECK } : { signal, peerTimeoutMs: NO_PEER_CHECK, poll }),
@@ -131,15 +179,10 @@ export function openWriter(name: string, poll?: number): RingWriter {
   const region = openRegion(name);
   try {
     const ring = attachRing(region);
+    if (ring instanceof MpscRing) return mpscWriter(name, region, ring, poll);
     return {
-      name,
-      maxMessageLength: ring.maxMessageLength,
-      tryWrite: (bytes, type) => ring.tryWrite(bytes, type),
-      write: (bytes, type, signal) =>
-        ring.write(
-          bytes,
-          poll === undefined ? { type, signal, peerTimeoutMs: NO_PEER_CHECK } : { type, signal, peerTimeoutMs: NO_PEER_CHECK, poll },
-        ),
+      ...writes(name, ring, poll),
+      kind: 'SpscRing',
       get writePosition() {
         return ring.writePosition;
       },
@@ -149,4 +192,90 @@ export function openWriter(name: string, poll?: number): RingWriter {
     region.close();
     throw err;
   }
+}
+
+function mpscReader(name: string, identity: string, region: Region, ring: MpscRing, poll: number | undefined): RingReader {
+  const waitOptions = (signal: AbortSignal) =>
+    poll === undefined ? { signal, peerTimeoutMs: MPSC_STUCK_MS } : { signal, peerTimeoutMs: MPSC_STUCK_MS, poll };
+  const unsupported = (verb: string): never => {
+    throw new ShmringTypeError(ErrorCodes.WRONG_KIND, `bridge: shm:${name} is a MpscRing, which has no ${verb}`);
+  };
+  return {
+    name,
+    kind: 'MpscRing',
+    holds: false,
+    identity,
+    maxMessageLength: ring.maxMessageLength,
+    drain: (handler, limit) => ring.drain(handler, limit),
+    read: async (signal) => {
+      for (;;) {
+        try {
+          return await ring.read(waitOptions(signal));
+        } catch (err) {
+          if (!noProducerNow(err) || signal.aborted) throw err;
+        }
+      }
+    },
+    poll: async (signal) => {
+      if (!poll) return null;
+      try {
+        return await ring.read({ signal, peerTimeoutMs: MPSC_STUCK_MS, poll, timeoutMs: poll / 1000 });
+      } catch (err) {
+        if ((err as ShmringError).code === ErrorCodes.TIMEOUT || noProducerNow(err)) return null;
+        throw err;
+      }
+    },
+    readSync: (timeoutMs) => {
+      try {
+        return ring.readSync({ timeoutMs, spin: 0, peerTimeoutMs: MPSC_STUCK_MS });
+      } catch (err) {
+        if ((err as ShmringError).code === ErrorCodes.TIMEOUT || noProducerNow(err)) return null;
+        throw err;
+      }
+    },
+    get lastType() {
+      return ring.lastType;
+    },
+    // Nothing names a record of an MpscRing for release: the bridge releases nothing (holds is false).
+    readPosition: 0,
+    hold: () => unsupported('holdReads'),
+    release: () => unsupported('releaseReads'),
+    rewind: () => unsupported('rewindReads'),
+    detach: () => {
+      ring.detach();
+      region.close();
+    },
+  };
+}
+
+/** The writing verbs a bridge uses, the same for either kind of ring. */
+function writes(
+  name: string,
+  ring: SpscRing | MpscRing,
+  poll: number | undefined,
+): Pick<RingWriter, 'name' | 'maxMessageLength' | 'tryWrite' | 'write'> {
+  return {
+    name,
+    maxMessageLength: ring.maxMessageLength,
+    tryWrite: (bytes, type) => ring.tryWrite(bytes, type),
+    write: (bytes, type, signal) =>
+      ring.write(
+        bytes,
+        poll === undefined ? { type, signal, peerTimeoutMs: NO_PEER_CHECK } : { type, signal, peerTimeoutMs: NO_PEER_CHECK, poll },
+      ),
+  };
+}
+
+function mpscWriter(name: string, region: Region, ring: MpscRing, poll: number | undefined): RingWriter {
+  return {
+    ...writes(name, ring, poll),
+    kind: 'MpscRing',
+    get writePosition(): number {
+      throw new ShmringTypeError(ErrorCodes.WRONG_KIND, `bridge: shm:${name} is a MpscRing: no position names one producer's last write`);
+    },
+    detach: () => {
+      ring.detach();
+      region.close();
+    },
+  };
 }

@@ -35,8 +35,9 @@ function checkSubject(subject: string, verb: string, endpoint: string): void {
   }
 }
 
+/** A `nats:` endpoint, the scheme in any case (URL schemes are case-insensitive: 'NATS://…' is NATS, not a socket path). */
 export function isNatsEndpoint(endpoint: unknown): endpoint is string {
-  return typeof endpoint === 'string' && endpoint.startsWith('nats:');
+  return typeof endpoint === 'string' && /^nats:/i.test(endpoint);
 }
 
 /** Parses a nats:// endpoint; `allowJetstream` is for the bridge (a channel has no stream). */
@@ -49,6 +50,8 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
   }
   if (url.protocol !== 'nats:' || url.hostname === '') throw invalid(verb, endpoint, 'expected nats://host:port/<subject>');
   const port = url.port === '' ? DEFAULT_NATS_PORT : Number(url.port);
+  // Port 0 means "any free port" to a listener; nothing can connect to it.
+  if (port === 0) throw invalid(verb, endpoint, 'port 0 is no server port (nats://host:port/<subject>, default port 4222)');
   const subject = decodeURIComponent(url.pathname.replace(/^\//, ''));
   checkSubject(subject, verb, endpoint);
   let jetstream: string | undefined;
@@ -56,6 +59,8 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
     if (key !== 'jetstream' || !allowJetstream) {
       throw invalid(verb, endpoint, `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream>)' : ' (a channel takes none)'}`);
     }
+    // Which one would win is a guess: say so rather than take the first or the last.
+    if (jetstream !== undefined) throw invalid(verb, endpoint, 'jetstream= is given twice; name one stream');
     if (!/^[A-Za-z0-9_-]+$/.test(value)) throw invalid(verb, endpoint, `the stream name '${value}' must be letters, digits, '_' or '-'`);
     jetstream = value;
   }

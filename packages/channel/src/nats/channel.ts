@@ -13,7 +13,7 @@ import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
 import { checkSignal, checkTimeout } from '../options.js';
 import { ChannelServer, type Acceptor, type ConnectOptions, type ListenOptions } from '../socket.js';
 import { parseNatsAddress, type NatsAddress } from './address.js';
-import { closeNats, loadNats, openNats } from './connection.js';
+import { closeNats, loadNats, loopHold, openNats } from './connection.js';
 import { DEFAULT_BEAT_MS, NatsEnd } from './transport.js';
 
 type NatsModule = Awaited<ReturnType<typeof loadNats>>;
@@ -89,6 +89,8 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
         codec,
         what: `channel ${accepted} of ${address.text}`,
         poll: undefined,
+        // Its reads are promises (no thread, nothing ref'd): one may stay parked while nobody waits.
+        idleReads: true,
       }),
     );
   };
@@ -131,10 +133,12 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   const signal = checkSignal(options?.signal, 'connect');
   if (signal?.aborted) throw abortError(signal);
   const nats = await loadNats();
-  const nc = await openNats(address, 'connect to', { timeoutMs, name: `shmring connect ${address.subject}` });
+  const nc = await openNats(address, 'connect to', { timeoutMs, name: `shmring connect ${address.subject}`, signal });
+  // The connection is this channel's alone: it keeps the process alive only while the channel is used.
+  const hold = loopHold(nc);
   const inbox = nats.createInbox();
   // The inbox is subscribed before the server learns it: nothing it sends is missed.
-  const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel to ${address.text}` });
+  const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel to ${address.text}`, hold });
   let welcome: Welcome | undefined;
   let onAbort: (() => void) | undefined;
   try {
@@ -167,10 +171,15 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
     in: end,
     out: end,
     link: end.link,
-    release: () => closeNats(nc),
+    release: () => {
+      // Held until closed: closing waits for the server's answer to a flush, which an idle loop would not.
+      hold(true);
+      return closeNats(nc);
+    },
     codec,
     what: `channel to ${address.text}`,
     poll: undefined,
+    idleReads: true,
   });
 }
 

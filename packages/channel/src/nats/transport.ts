@@ -52,6 +52,13 @@ export interface NatsEndInit {
   /** This end's heartbeat period. */
   beatMs: number;
   what: string;
+  /**
+   * Whether the connection keeps the event loop alive (loopHold), for the
+   * link: off from watch() on, on while the Channel holds the link
+   * (someone waits). Absent for a server's channels: its connection, like
+   * a listening socket, keeps the loop alive while it listens.
+   */
+  hold?: ((on: boolean) => void) | undefined;
 }
 
 export class NatsEnd implements RecordSource, RecordSink {
@@ -99,11 +106,12 @@ export class NatsEnd implements RecordSource, RecordSink {
       },
       watch: (onEnd) => {
         this.#onEnd = onEnd;
+        // An idle channel keeps no process alive (the Channel holds the link while someone waits).
+        init.hold?.(false);
         if (this.#ended) onEnd();
       },
       close: () => this.#unlink(),
-      // Never asked: a NATS channel has no idle reads (its Channel is made without idleReads).
-      hold: () => {},
+      hold: (on) => init.hold?.(on),
     };
   }
 

@@ -1,0 +1,577 @@
+/**
+ * The bridge when things go wrong, against a real nats-server: an abort
+ * while NATS is down (or while the connection is being opened) stops it at
+ * once, cleanly, the records left in the ring; a JetStream stream or server
+ * that cannot serve the endpoint is a typed error saying what to do, and a
+ * stream that stops taking messages is said once, not retried silently; a
+ * NATS message too large for the ring is dropped (core) or terminated
+ * (JetStream) and said, and the bridge goes on; an MpscRing is bridged
+ * where it can be, and refused with a typed error where it cannot.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { getEventListeners, once } from 'node:events';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCodes, Region } from '@shmring/core';
+import { connect, type Msg, type NatsConnection } from 'nats';
+import { MpscRing, SpscRing } from '@shmring/ringbuf';
+import { bridge } from '../src/index.js';
+import { subjectMatches } from '../src/bridge/bridge.js';
+import { rejectsWith, sleep, waitUntil } from './helpers.js';
+import { freePort, NATS_SERVER, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
+
+const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
+const CAPACITY = 4096;
+
+let ringCounter = 0;
+const regions: Region[] = [];
+const names: string[] = [];
+
+function makeRing<K extends 'spsc' | 'mpsc' = 'spsc'>(kind?: K): { name: string; ring: K extends 'mpsc' ? MpscRing : SpscRing } {
+  const name = `shmring-bridge-faults-${process.pid}-${++ringCounter}`;
+  const Kind = kind === 'mpsc' ? MpscRing : SpscRing;
+  const region = Region.create({ backing: 'posix', name, size: Kind.regionSize({ capacity: CAPACITY }) });
+  regions.push(region);
+  names.push(name, `${name}.jsbridge`);
+  return { name, ring: Kind.create(region, { capacity: CAPACITY }) as K extends 'mpsc' ? MpscRing : SpscRing };
+}
+
+function cleanRings(): void {
+  for (const region of regions.splice(0)) region.close();
+  for (const name of names.splice(0)) {
+    try {
+      Region.open({ backing: 'posix', name }).unlink();
+    } catch {
+      // never made
+    }
+  }
+}
+
+/** Starts `bridge(from, to)`; resolves once it is ready, with its promise and its log. */
+async function started(
+  from: string,
+  to: string,
+  signal: AbortSignal,
+  dedicated = false,
+): Promise<{ running: Promise<void>; lines: string[] }> {
+  const lines: string[] = [];
+  let running!: Promise<void>;
+  await new Promise<void>((ready, fail) => {
+    running = bridge(from, to, { signal, dedicated, onReady: ready, log: (line) => lines.push(line) });
+    running.catch(fail);
+  });
+  return { running, lines };
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** A nats-server (with JetStream) whose max_payload is `maxPayload` (a configuration file: no flag sets it). */
+async function smallPayloadServer(
+  maxPayload: number,
+  children: ChildProcess[],
+): Promise<{ port: number; url: (subject: string, query?: string) => string; dispose: () => void }> {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-nats-payload-'));
+  const config = path.join(dir, 'nats.conf');
+  fs.writeFileSync(config, `listen: "127.0.0.1:${port}"\nmax_payload: ${maxPayload}\njetstream { store_dir: "${dir}" }\n`);
+  const server = spawn(NATS_SERVER!, ['-c', config], { stdio: 'ignore' });
+  children.push(server);
+  const deadline = performance.now() + 10_000;
+  while (!(await accepts(port))) {
+    if (performance.now() > deadline) assert.fail(`nats-server (max_payload ${maxPayload}) did not start`);
+    await sleep(20);
+  }
+  return {
+    port,
+    url: (subject, query = '') => `nats://127.0.0.1:${port}/${subject}${query}`,
+    dispose: () => {
+      server.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Unhandled rejections while `body` runs (and `settleMs` after it). */
+async function unhandledDuring(body: () => Promise<void>, settleMs = 300): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  const listener = (reason: unknown): void => {
+    seen.push(reason);
+  };
+  // Mocha's own listener would fail the run: ours alone while the body runs.
+  const others = process.listeners('unhandledRejection');
+  process.removeAllListeners('unhandledRejection');
+  process.on('unhandledRejection', listener);
+  try {
+    await body();
+    await sleep(settleMs);
+  } finally {
+    process.off('unhandledRejection', listener);
+    for (const other of others) process.on('unhandledRejection', other);
+  }
+  return seen;
+}
+
+describe('bridge faults', function () {
+  this.timeout(30_000);
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  let controller: AbortController;
+  const children: ChildProcess[] = [];
+
+  before(async function () {
+    skipWithoutNats(this);
+    nats = await sharedNats();
+    nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+  });
+
+  after(async () => {
+    await nc?.close();
+  });
+
+  beforeEach(function () {
+    controller = new AbortController();
+  });
+
+  afterEach(async function () {
+    controller.abort();
+    for (const child of children.splice(0)) {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, 'exit');
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
+    cleanRings();
+  });
+
+  describe('the abort while NATS is down', function () {
+    it('ring → core NATS (dedicated): bridge() resolves, no rejection is left unhandled, and the records stay in the ring', async function () {
+      const own = await NatsServer.start();
+      try {
+        const a = makeRing();
+        const { running, lines } = await started(`shm:${a.name}`, own.url(uniqueSubject('down')), controller.signal, true);
+        await own.stop();
+        await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+        for (let i = 0; i < 3; i++) assert.ok(a.ring.tryWrite(new Uint8Array(10), 1));
+        await sleep(200);
+        const unhandled = await unhandledDuring(async () => {
+          controller.abort();
+          await running;
+        });
+        assert.deepEqual(unhandled.map(String), [], 'a rejection of the nats client was left unhandled');
+        assert.equal(a.ring.size, 3 * 24, 'the records not published stay in the ring');
+      } finally {
+        await own.dispose();
+      }
+    });
+
+    it('shmring bridge (ring → core NATS) exits 0 on SIGTERM while NATS is down', async function () {
+      const own = await NatsServer.start();
+      try {
+        const a = makeRing();
+        const child = spawn(process.execPath, [BRIDGE_BIN, `shm:${a.name}`, own.url(uniqueSubject('sigterm'))], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        children.push(child);
+        let stderr = '';
+        child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+        await waitUntil(() => stderr.includes(': running'), 'the bridge to start');
+        await own.stop();
+        await waitUntil(() => stderr.includes('lost the NATS server'), 'the bridge to say the server is gone');
+        for (let i = 0; i < 3; i++) assert.ok(a.ring.tryWrite(new Uint8Array(10), 1));
+        await sleep(300);
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        const [code, signal] = await exited;
+        assert.equal(code, 0, `exit code ${code} (signal ${signal}): ${stderr}`);
+        assert.doesNotMatch(stderr, /DISCONNECT|Error/);
+      } finally {
+        await own.dispose();
+      }
+    });
+
+    it('ring → JetStream: bridge() resolves within 300 ms of the abort, the records unacknowledged stay in the ring', async function () {
+      const own = await NatsServer.start();
+      try {
+        const a = makeRing();
+        const stream = `AD${process.pid}_${ringCounter}`;
+        const { running, lines } = await started(
+          `shm:${a.name}`,
+          own.url(uniqueSubject('jsdown'), `?jetstream=${stream}`),
+          controller.signal,
+        );
+        await own.stop();
+        await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+        for (let i = 0; i < 3; i++) assert.ok(a.ring.tryWrite(new Uint8Array(10), 1));
+        await sleep(300);
+        const unhandled = await unhandledDuring(async () => {
+          const t0 = performance.now();
+          controller.abort();
+          await running;
+          const took = performance.now() - t0;
+          assert.ok(took < 300, `stopped ${Math.round(took)} ms after the abort`);
+        });
+        assert.deepEqual(unhandled.map(String), []);
+        assert.equal(a.ring.size, 3 * 24);
+      } finally {
+        await own.dispose();
+      }
+    });
+
+    it('bridge() aborted while the connection is being opened resolves at the abort, not at the connect timeout', async function () {
+      // A server that accepts and never speaks: the NATS handshake waits.
+      const silent = net.createServer((socket) => socket.on('error', () => {}));
+      silent.listen(0, '127.0.0.1');
+      await once(silent, 'listening');
+      const { port } = silent.address() as net.AddressInfo;
+      try {
+        const a = makeRing();
+        setTimeout(() => controller.abort(), 200);
+        const t0 = performance.now();
+        await bridge(`shm:${a.name}`, `nats://127.0.0.1:${port}/x`, { signal: controller.signal });
+        const took = performance.now() - t0;
+        assert.ok(took < 1000, `resolved ${Math.round(took)} ms after the start (aborted at 200 ms; the connect timeout is 5000 ms)`);
+      } finally {
+        silent.close();
+      }
+    });
+  });
+
+  describe('the abort with NATS up', function () {
+    it('ring → JetStream: the batch the stream acknowledged is released, so the ring holds nothing the stream has', async function () {
+      const a = makeRing();
+      const stream = `REL${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('release');
+      const jsm = await nc.jetstreamManager();
+      try {
+        // Aborted as the second message (the first of the second batch) reaches the server: that batch's acks are on their way.
+        let seen = 0;
+        const sub = nc.subscribe(subject, { callback: () => ++seen === 2 && controller.abort() });
+        await nc.flush();
+        const { running } = await started(`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`), controller.signal);
+        const N = 100;
+        for (let i = 0; i < N; i++) assert.ok(a.ring.tryWrite(new Uint8Array(10), 1));
+        await running;
+        sub.unsubscribe();
+        const stored = (await jsm.streams.info(stream)).state.messages;
+        assert.ok(stored >= 2, `the stream has ${stored} messages`);
+        assert.equal(a.ring.size, (N - stored) * 24, `the stream has ${stored} of ${N} records; the ring still holds ${a.ring.size / 24}`);
+      } finally {
+        await jsm.streams.delete(stream).catch(() => {});
+      }
+    });
+  });
+
+  describe('JetStream that cannot serve the endpoint', function () {
+    it('a stream that exists without the subject: ERR_SHMRING_INVALID_ENDPOINT naming the stream, its subjects and the subject, both ways', async function () {
+      const jsm = await nc.jetstreamManager();
+      const stream = `OTHER${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('notcovered');
+      await jsm.streams.add({ name: stream, subjects: [`${subject}.elsewhere`] });
+      try {
+        const a = makeRing();
+        const url = nats.url(subject, `?jetstream=${stream}`);
+        for (const [from, to] of [
+          [`shm:${a.name}`, url],
+          [url, `shm:${a.name}`],
+        ] as const) {
+          const err = await rejectsWith(bridge(from, to, { signal: AbortSignal.timeout(10_000) }), ErrorCodes.INVALID_ENDPOINT);
+          assert.ok(err.message.includes(`'${stream}'`), err.message);
+          assert.ok(err.message.includes(`'${subject}.elsewhere'`), err.message);
+          assert.ok(err.message.includes(`'${subject}'`), err.message);
+          assert.match(err.message, /add the subject to the stream/);
+        }
+      } finally {
+        await jsm.streams.delete(stream);
+      }
+    });
+
+    it('a subject another stream takes: ERR_SHMRING_INVALID_ENDPOINT naming that stream', async function () {
+      const jsm = await nc.jetstreamManager();
+      const owner = `OWNER${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('taken');
+      await jsm.streams.add({ name: owner, subjects: [subject] });
+      try {
+        const a = makeRing();
+        const err = await rejectsWith(bridge(`shm:${a.name}`, nats.url(subject, '?jetstream=MINE')), ErrorCodes.INVALID_ENDPOINT);
+        assert.ok(err.message.includes(`?jetstream=${owner}`), err.message);
+      } finally {
+        await jsm.streams.delete(owner);
+      }
+    });
+
+    it('JetStream → ring from a mirror (no subjects of its own): bridged; ring → the mirror: refused', async function () {
+      const jsm = await nc.jetstreamManager();
+      const origin = `ORIGIN${process.pid}_${++ringCounter}`;
+      const mirror = `MIRROR${process.pid}_${ringCounter}`;
+      const subject = uniqueSubject('mirrored');
+      await jsm.streams.add({ name: origin, subjects: [subject] });
+      await jsm.streams.add({ name: mirror, mirror: { name: origin } });
+      try {
+        const b = makeRing();
+        const url = nats.url(subject, `?jetstream=${mirror}`);
+        await started(url, `shm:${b.name}`, controller.signal);
+        await nc.jetstream().publish(subject, new Uint8Array([7]));
+        const bytes = await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity });
+        assert.deepEqual([...bytes], [7]);
+        const a = makeRing();
+        await rejectsWith(
+          bridge(`shm:${a.name}`, url, { signal: AbortSignal.timeout(10_000) }),
+          ErrorCodes.INVALID_ENDPOINT,
+          /does not take subject/,
+        );
+      } finally {
+        controller.abort();
+        await jsm.streams.delete(mirror);
+        await jsm.streams.delete(origin);
+      }
+    });
+
+    it('bridge() that fails leaves no abort listener on its (long-lived) signal', async function () {
+      const jsm = await nc.jetstreamManager();
+      const stream = `LISTEN${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('listeners');
+      await jsm.streams.add({ name: stream, subjects: [`${subject}.elsewhere`] });
+      try {
+        const a = makeRing();
+        for (const [from, to] of [
+          [`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`)],
+          [nats.url(subject, `?jetstream=${stream}`), `shm:${a.name}`],
+        ] as const) {
+          await rejectsWith(bridge(from, to, { signal: controller.signal }), ErrorCodes.INVALID_ENDPOINT);
+          assert.equal(getEventListeners(controller.signal, 'abort').length, 0, `${from} → ${to} left a listener`);
+        }
+      } finally {
+        await jsm.streams.delete(stream);
+      }
+    });
+
+    it('a server without JetStream: ERR_SHMRING_NO_SERVER naming the server and saying to start it with -js (bridge() and shmring bridge)', async function () {
+      const port = await freePort();
+      const server = spawn(NATS_SERVER!, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+      children.push(server);
+      const deadline = performance.now() + 10_000;
+      while (!(await accepts(port))) {
+        if (performance.now() > deadline) assert.fail('nats-server (without -js) did not start');
+        await sleep(20);
+      }
+      const a = makeRing();
+      const url = `nats://127.0.0.1:${port}/x?jetstream=S`;
+      await rejectsWith(bridge(`shm:${a.name}`, url), ErrorCodes.NO_SERVER, new RegExp(`127\\.0\\.0\\.1:${port} has no JetStream.*-js`));
+      await rejectsWith(bridge(url, `shm:${a.name}`), ErrorCodes.NO_SERVER, /has no JetStream/);
+      const cli = spawn(process.execPath, [BRIDGE_BIN, `shm:${a.name}`, url], { stdio: ['ignore', 'ignore', 'pipe'] });
+      children.push(cli);
+      let stderr = '';
+      cli.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const [code] = await once(cli, 'exit');
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, /has no JetStream.*\(ERR_SHMRING_NO_SERVER\)/);
+    });
+
+    it('a stream that stops taking the messages is said once, not per retry, and once again when it takes them', async function () {
+      const a = makeRing();
+      const stream = `GONE${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('gone');
+      const { lines } = await started(`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`), controller.signal);
+      const jsm = await nc.jetstreamManager();
+      await jsm.streams.delete(stream);
+      for (let i = 0; i < 5; i++) assert.ok(a.ring.tryWrite(new Uint8Array(8), 1));
+      await waitUntil(() => lines.length > 0, 'the bridge to say the stream does not take the messages');
+      await sleep(1000); // 4 retries
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.ok(lines[0]!.includes(`'${stream}'`) && lines[0]!.includes(subject), lines[0]);
+      await jsm.streams.add({ name: stream, subjects: [subject] });
+      await waitUntil(() => lines.length === 2, 'the bridge to say the stream takes them again');
+      assert.match(lines[1]!, /again/);
+      await waitUntil(() => a.ring.size === 0, 'the ring to drain');
+    });
+  });
+
+  it('JetStream → ring: a stream deleted under the running bridge is said once, not retried silently, and once again when it is back', async function () {
+    const b = makeRing();
+    const stream = `DEL${process.pid}_${++ringCounter}`;
+    const subject = uniqueSubject('deleted');
+    const { lines } = await started(nats.url(subject, `?jetstream=${stream}`), `shm:${b.name}`, controller.signal);
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(stream);
+    await waitUntil(() => lines.length > 0, 'the bridge to say the stream is gone', 5000);
+    await sleep(1000); // 4 retries
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+    assert.ok(lines[0]!.includes(`'${stream}'`) && lines[0]!.includes(subject), lines[0]);
+    assert.match(lines[0]!, /does not exist any more/);
+    await jsm.streams.add({ name: stream, subjects: [subject] });
+    await waitUntil(() => lines.length === 2, 'the bridge to say it consumes the stream again');
+    assert.match(lines[1]!, /consuming the stream .* again/);
+    await nc.jetstream().publish(subject, new Uint8Array([5]));
+    const bytes = await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity });
+    assert.deepEqual([...bytes], [5]);
+    await jsm.streams.delete(stream);
+  });
+
+  describe("a ring record larger than the server's max_payload", function () {
+    const MAX_PAYLOAD = 1024;
+
+    for (const kind of ['spsc', 'mpsc', 'jetstream'] as const) {
+      it(`${kind === 'jetstream' ? 'ring → JetStream' : `ring (${kind}) → core NATS`}: warned at the start, dropped and said (size, ring, limit, count), the bridge goes on`, async function () {
+        const own = await smallPayloadServer(MAX_PAYLOAD, children);
+        const other = await connect({ servers: `127.0.0.1:${own.port}` });
+        try {
+          const a = makeRing(kind === 'mpsc' ? 'mpsc' : 'spsc');
+          const subject = uniqueSubject('payload');
+          const got: number[] = [];
+          const sub = other.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(msg.data.length) });
+          await other.flush();
+          const { running, lines } = await started(
+            `shm:${a.name}`,
+            own.url(subject, kind === 'jetstream' ? `?jetstream=PAYLOAD${process.pid}_${ringCounter}` : ''),
+            controller.signal,
+          );
+          let failed: unknown;
+          running.catch((err: unknown) => (failed = err));
+          assert.equal(lines.length, 1, JSON.stringify(lines));
+          assert.match(lines[0]!, new RegExp(`shm:${a.name} takes records of up to ${a.ring.maxMessageLength} bytes.*max_payload`));
+          assert.ok(a.ring.tryWrite(new Uint8Array(1), 1));
+          assert.ok(a.ring.tryWrite(new Uint8Array(2000), 1));
+          assert.ok(a.ring.tryWrite(new Uint8Array(3), 1));
+          assert.ok(a.ring.tryWrite(new Uint8Array(2001), 1));
+          assert.ok(a.ring.tryWrite(new Uint8Array(5), 1));
+          await waitUntil(() => got.length >= 3 || failed !== undefined, 'the records that fit');
+          assert.equal(failed, undefined, String(failed));
+          assert.deepEqual(got, [1, 3, 5]);
+          assert.equal(lines.length, 3, JSON.stringify(lines));
+          assert.ok(lines[1]!.includes('2000 bytes') && lines[1]!.includes(`shm:${a.name}`), lines[1]);
+          assert.match(lines[1]!, new RegExp(`max_payload ${MAX_PAYLOAD} bytes.*1 dropped so far`));
+          assert.match(lines[2]!, /2001 bytes.*2 dropped so far/);
+          if (kind !== 'mpsc') await waitUntil(() => a.ring.size === 0, 'the ring to be released past the large records');
+          controller.abort();
+          await running;
+          sub.unsubscribe();
+        } finally {
+          await other.close();
+          own.dispose();
+        }
+      });
+    }
+  });
+
+  describe('a NATS message larger than the ring takes', function () {
+    it('core NATS: dropped and said with its size, subject and the ring limit; the bridge goes on', async function () {
+      const b = makeRing();
+      const subject = uniqueSubject('large');
+      const { running, lines } = await started(nats.url(subject), `shm:${b.name}`, controller.signal);
+      nc.publish(subject, new Uint8Array([1]));
+      nc.publish(subject, new Uint8Array(CAPACITY));
+      nc.publish(subject, new Uint8Array([2]));
+      const got: number[] = [];
+      while (got.length < 2) got.push((await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity }))[0]!);
+      assert.deepEqual(got, [1, 2]);
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.ok(lines[0]!.includes(`${CAPACITY} bytes`) && lines[0]!.includes(subject), lines[0]);
+      assert.ok(lines[0]!.includes(`(${b.ring.maxMessageLength} bytes)`), lines[0]);
+      assert.match(lines[0]!, /1 dropped so far/);
+      controller.abort();
+      await running;
+    });
+
+    it('JetStream: terminated (never redelivered, also to a restarted bridge), said, and the bridge goes on', async function () {
+      const b = makeRing();
+      const stream = `LARGE${process.pid}_${++ringCounter}`;
+      const subject = uniqueSubject('jslarge');
+      const url = nats.url(subject, `?jetstream=${stream}`);
+      const first = await started(url, `shm:${b.name}`, controller.signal);
+      const js = nc.jetstream();
+      await js.publish(subject, new Uint8Array([1]));
+      await js.publish(subject, new Uint8Array(CAPACITY));
+      await js.publish(subject, new Uint8Array([2]));
+      const read = async (): Promise<number> => (await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity }))[0]!;
+      assert.deepEqual([await read(), await read()], [1, 2]);
+      assert.equal(first.lines.length, 1, JSON.stringify(first.lines));
+      assert.match(first.lines[0]!, /terminated \(stream sequence 2/);
+      // The last message before the restart is a large one: only the marker (COMMITTED past it) keeps the
+      // restarted bridge from starting at it.
+      await js.publish(subject, new Uint8Array(CAPACITY));
+      await waitUntil(() => first.lines.length === 2, 'the bridge to terminate the second large message');
+      assert.match(first.lines[1]!, /terminated \(stream sequence 4/);
+      controller.abort();
+      await first.running;
+      // A new bridge starts after what the ring holds: the large ones are not delivered again.
+      controller = new AbortController();
+      const second = await started(url, `shm:${b.name}`, controller.signal);
+      await js.publish(subject, new Uint8Array([3]));
+      assert.equal(await read(), 3);
+      assert.deepEqual(second.lines, []);
+    });
+  });
+
+  describe('an MpscRing', function () {
+    it('ring → core NATS and core NATS → ring: bridged, in order, with the types', async function () {
+      const a = makeRing('mpsc');
+      const subject = uniqueSubject('mpsc');
+      const got: Array<[number, string | undefined]> = [];
+      const sub = nc.subscribe(subject, {
+        callback: (err, msg: Msg) => err === null && got.push([msg.data[0]!, msg.headers?.get('Shmring-Type')]),
+      });
+      await nc.flush();
+      for (let i = 0; i < 3; i++) assert.ok(a.ring.tryWrite(new Uint8Array([i]), 7));
+      await started(`shm:${a.name}`, nats.url(subject), controller.signal);
+      await waitUntil(() => got.length >= 3, 'three messages from the MpscRing');
+      assert.deepEqual(got, [
+        [0, '7'],
+        [1, '7'],
+        [2, '7'],
+      ]);
+      sub.unsubscribe();
+
+      const b = makeRing('mpsc');
+      const into = uniqueSubject('mpscin');
+      await started(nats.url(into), `shm:${b.name}`, controller.signal);
+      nc.publish(into, new Uint8Array([9]));
+      const bytes = await b.ring.read({ signal: AbortSignal.timeout(5000) });
+      assert.deepEqual([...bytes], [9]);
+    });
+
+    it('with JetStream, either way: ERR_SHMRING_WRONG_KIND saying a JetStream bridge needs a SpscRing', async function () {
+      const a = makeRing('mpsc');
+      const url = nats.url(uniqueSubject('mpscjs'), '?jetstream=MPSC');
+      await rejectsWith(bridge(`shm:${a.name}`, url), ErrorCodes.WRONG_KIND, /is a MpscRing; a JetStream bridge needs a SpscRing/);
+      await rejectsWith(bridge(url, `shm:${a.name}`), ErrorCodes.WRONG_KIND, /is a MpscRing; a JetStream bridge needs a SpscRing/);
+    });
+  });
+
+  it('SHM: is taken as shm: (the scheme in any case, like NATS://)', async function () {
+    const a = makeRing();
+    const subject = uniqueSubject('upper');
+    const got: number[] = [];
+    const sub = nc.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(msg.data[0]!) });
+    await nc.flush();
+    await started(`SHM:${a.name}`, nats.url(subject).replace('nats://', 'NATS://'), controller.signal);
+    assert.ok(a.ring.tryWrite(new Uint8Array([4]), 1));
+    await waitUntil(() => got.length === 1, 'the message');
+    assert.deepEqual(got, [4]);
+    sub.unsubscribe();
+  });
+
+  it('subjectMatches: a stream subject with wildcards covers the subjects it matches', function () {
+    assert.ok(subjectMatches('a.b', 'a.b'));
+    assert.ok(subjectMatches('a.*', 'a.b'));
+    assert.ok(subjectMatches('a.>', 'a.b.c'));
+    assert.ok(subjectMatches('>', 'a'));
+    assert.ok(!subjectMatches('a.*', 'a.b.c'));
+    assert.ok(!subjectMatches('a.>', 'a'));
+    assert.ok(!subjectMatches('a.b', 'a.b.c'));
+    assert.ok(!subjectMatches('a.b.c', 'a.b'));
+  });
+});
