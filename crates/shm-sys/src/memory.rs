@@ -68,9 +68,9 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
 
 /// Wraps a fresh `mapping` (made by mmap here, or shmat in sysv.rs) in its
 /// one external ArrayBuffer, tagged as ours, whose finalizer releases it,
-/// and enters it in the env's registry so that `munmap` finds it. If the
-/// ArrayBuffer cannot be made, the mapping is released here; once it
-/// exists, its finalizer owns the mapping whatever happens next.
+/// and enters it in the env's registry so that `munmap` finds it. Once
+/// napi_create_external_arraybuffer is called, its finalizer owns the
+/// mapping whatever happens next, even if the call fails (see below).
 pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
     let hint = Arc::into_raw(Arc::clone(mapping)) as *mut c_void;
     let mut buffer = ptr::null_mut();
@@ -87,12 +87,16 @@ pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
             &mut buffer,
         )
     };
-    if let Err(err) = env.check(st, "napi_create_external_arraybuffer") {
-        // SAFETY: Node did not take the hint; nothing exposes the memory.
-        drop(unsafe { Arc::from_raw(hint.cast::<Mapping>().cast_const()) });
-        let _ = mapping.unmap();
-        return Err(err);
-    }
+    // The hint is left to the finalizer, not reclaimed here: Node 20
+    // makes this ArrayBuffer as a Buffer, and when Buffer::New refuses
+    // the length (above buffer.constants.MAX_LENGTH, 4 GiB) it still
+    // schedules the finalizer with our hint. Reclaiming the hint and
+    // unmapping here too freed both twice: heap corruption and an abort,
+    // for a region of 4 GiB + 1. Where Node does not call the finalizer,
+    // the mapping leaks instead; region.ts checks the length before it
+    // maps, so only an oversized System V segment opened by id or key
+    // (whose size is learnt by attaching) comes here.
+    env.check(st, "napi_create_external_arraybuffer")?;
     // From here on the finalizer owns the mapping's lifetime.
     // SAFETY: buffer is an object of this env; the tag outlives the call.
     let st = unsafe { napi::napi_type_tag_object(env.0, buffer, &MAPPING_TAG) };

@@ -34,6 +34,7 @@
  * A failed system call keeps its errno `code`, and its message names the
  * object (the POSIX name, the path, the fd) and says what to do.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, onObject } from './errors.js';
@@ -233,6 +234,43 @@ function checkSize(size: unknown): number {
   return checkInteger('size', size, 1, MAX_REGION_SIZE);
 }
 
+/**
+ * Largest mapping this Node can wrap in one ArrayBuffer: an external
+ * ArrayBuffer is made as a Buffer, whose length is capped at
+ * buffer.constants.MAX_LENGTH (4 GiB on Node 20). A 'sab' region is a
+ * SharedArrayBuffer and has no such cap.
+ */
+const MAX_MAPPED_SIZE = Math.min(MAX_REGION_SIZE, bufferConstants.MAX_LENGTH);
+
+/**
+ * Sizes a posix or file object that Region.create opened (`exclusive`: it
+ * made it) and returns the size to map. An object that existed already
+ * (exclusive: false) is never shrunk: other processes may have it mapped,
+ * and a page cut off under them raises SIGBUS at their next touch. A
+ * smaller one grows to `size`; a larger one keeps its size and is mapped
+ * whole, as a System V segment is.
+ */
+function sizeFor(fd: number, size: number, exclusive: boolean): number {
+  const existing = exclusive ? 0 : fs.fstatSync(fd).size;
+  if (existing >= size) {
+    checkMappable(existing, 'Region.create of', `fd ${fd} (an existing object)`);
+    return existing;
+  }
+  fs.ftruncateSync(fd, size);
+  return size;
+}
+
+/** Checks that a region of `size` bytes of a mapped backing can be mapped here, before anything is created. */
+function checkMappable(size: number, what: string, object: string): void {
+  if (size > MAX_MAPPED_SIZE) {
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what} ${object}: size=${size} is more than this Node maps as one ArrayBuffer (${MAX_MAPPED_SIZE} bytes, buffer.constants.MAX_LENGTH); ` +
+        "use a smaller region, or a 'sab' region (a SharedArrayBuffer), which this limit does not bind",
+    );
+  }
+}
+
 function checkMode(mode: unknown): number {
   return mode === undefined ? 0o600 : checkInteger('mode', mode, 0, 0o7777);
 }
@@ -428,6 +466,7 @@ export class Region {
     const hugePages = checkHugePages(options);
     const pool = hugePages ? hugePagePool() : undefined;
     const size = pool === undefined ? requested : checkSize(roundToHugePages(requested, pool));
+    if (options.backing !== 'sab') checkMappable(size, 'Region.create of', `a '${String(options.backing)}' region`);
     switch (options.backing) {
       case 'sab':
         return Region.fromSharedArrayBuffer(new SharedArrayBuffer(size));
@@ -463,10 +502,7 @@ export class Region {
           const fd = backend().shmOpen(name, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
-            () => {
-              fs.ftruncateSync(fd, size);
-              return Region.#map('posix', fd, size, false, { name });
-            },
+            () => Region.#map('posix', fd, sizeFor(fd, size, exclusive), false, { name }),
             exclusive ? () => backend().shmUnlink(name) : undefined,
           );
         } catch (err) {
@@ -484,10 +520,7 @@ export class Region {
           const fd = backend().open(path, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
-            () => {
-              fs.ftruncateSync(fd, size);
-              return Region.#map('file', fd, size, false, { path });
-            },
+            () => Region.#map('file', fd, sizeFor(fd, size, exclusive), false, { path }),
             exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
           );
         } catch (err) {
@@ -703,6 +736,7 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot with a fill function needs options.size (bytes)');
     }
     const size = checkSize(options.size ?? bytes!.length);
+    checkMappable(size, 'Region.snapshot of', 'a memfd region');
     if (bytes !== undefined && bytes.length > size) {
       throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Region.snapshot: ${bytes.length} bytes do not fit size=${size}`);
     }
@@ -747,7 +781,9 @@ export class Region {
         'the shared memory object is empty (size 0); was it created and sized by its owner?',
       );
     }
-    return checkSize(size);
+    checkSize(size);
+    checkMappable(size, 'mapping', `fd ${fd}`);
+    return size;
   }
 
   /** Maps `fd`; on success the mapping owns the fd (the backend closes it with the mapping). */

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { Region, sendRegion, receiveRegion } from '@shmring/core';
+import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
 import { availableBackends, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
 
@@ -391,4 +392,61 @@ describe('unlinkOnExit', () => {
       fs.rmSync(`/dev/shm/${name}`, { force: true });
     }
   });
+});
+
+describe('Region sizes this Node cannot map, and objects reused with exclusive: false', () => {
+  for (const kind of kinds) {
+    describe(`with the ${kind} backend`, () => {
+      withBackend(kind);
+
+      // Node 20 makes an external ArrayBuffer as a Buffer, capped at buffer.constants.MAX_LENGTH (4 GiB);
+      // mapping more once freed the mapping twice and aborted the process.
+      it('a mapped region larger than buffer.constants.MAX_LENGTH is a RangeError before anything is created', function () {
+        const MAX_LENGTH = bufferConstants.MAX_LENGTH;
+        if (MAX_LENGTH >= 2 ** 40) this.skip(); // a Node whose Buffers reach the region limit
+        const name = uniqueName('huge');
+        const file = path.join(os.tmpdir(), `${uniqueName('huge')}.region`);
+        for (const options of [
+          { backing: 'memfd' as const, size: MAX_LENGTH + 1 },
+          { backing: 'posix' as const, name, size: MAX_LENGTH + 1 },
+          { backing: 'file' as const, path: file, size: MAX_LENGTH + 1 },
+        ]) {
+          assert.throws(() => Region.create(options), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError', message: /MAX_LENGTH/ });
+        }
+        assert.equal(fs.existsSync(`/dev/shm/${name}`), false, 'no POSIX object was made');
+        assert.equal(fs.existsSync(file), false, 'no file was made');
+        assert.throws(() => Region.snapshot(() => undefined, { size: MAX_LENGTH + 1 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+      });
+
+      it("create with exclusive: false never shrinks an existing POSIX object or file: the other holders' pages stay", () => {
+        const name = uniqueName('noshrink');
+        const file = path.join(os.tmpdir(), `${uniqueName('noshrink')}.region`);
+        const pairs: [CreateOptions, CreateOptions][] = [
+          [
+            { backing: 'posix' as const, name, size: 65536 },
+            { backing: 'posix' as const, name, size: 4096, exclusive: false },
+          ],
+          [
+            { backing: 'file' as const, path: file, size: 65536 },
+            { backing: 'file' as const, path: file, size: 4096, exclusive: false },
+          ],
+        ];
+        for (const [first, again] of pairs) {
+          const holder = Region.create(first);
+          try {
+            using reused = Region.create(again);
+            assert.equal(reused.size, 65536, 'mapped at the size it has');
+            const view = new Uint8Array(holder.buffer);
+            view[65535] = 7; // past 4096: a shrunk object would raise SIGBUS here
+            assert.equal(new Uint8Array(reused.buffer)[65535], 7);
+            using grown = Region.create({ ...again, size: 131072 });
+            assert.equal(grown.size, 131072, 'a smaller object grows to the size asked');
+          } finally {
+            holder.unlink();
+            holder.close();
+          }
+        }
+      });
+    });
+  }
 });
