@@ -135,7 +135,8 @@ export function onObject(
   const hint = options.hint?.(code);
   const message = `${operation} ${object}: ${syscall} failed: ${why} (${code})${hint ? `; ${hint}` : ''}`;
   const named = new ShmringError(code, message, { cause: err });
-  return Object.assign(named, { errno, syscall }, options.path === undefined ? {} : { path: options.path });
+  // errno positive (os.constants.errno's), whichever side failed: Node's fs errors carry libuv's negated number.
+  return Object.assign(named, { errno: Math.abs(errno), syscall }, options.path === undefined ? {} : { path: options.path });
 }
 
 /** The error a wait throws when its AbortSignal fires, like Node's own AbortError. */

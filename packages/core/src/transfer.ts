@@ -12,11 +12,11 @@
  * Node has started reading a connected socket, a message may already be
  * gone. For an accepted socket use `net.createServer({ pauseOnConnect: true })`.
  */
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCodes, ShmringError, ShmringTypeError, abortError } from './errors.js';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from './errors.js';
 import { backend } from './native/loader.js';
-import { adoptFd, type Region } from './region.js';
+import { adoptFd, Region } from './region.js';
 
 export interface ReceiveOptions {
   /** Map the received region read-only. */
@@ -35,7 +35,78 @@ export interface ReceiveOptions {
 /** Longest pause between two polls of the socket while receiving. */
 const MAX_POLL_INTERVAL_MS = 10;
 
-function socketFd(socket: Socket): number {
+/** How a wrong value is shown in a message: strings quoted, the rest as String() shows them. */
+function shown(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+function checkSocket(socket: unknown, verb: string): asserts socket is Socket {
+  if (!(socket instanceof Socket)) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: socket=${shown(socket)} must be a net.Socket connected to a Unix domain socket (net.connect({ path }))`,
+    );
+  }
+}
+
+/**
+ * Checks receiveRegion's options before it touches the socket: of the wrong
+ * type a ShmringTypeError, out of range a ShmringRangeError, both
+ * ERR_SHMRING_INVALID_ARGUMENT and naming the option (as the rings' waits do).
+ */
+function checkReceiveOptions(options: unknown): asserts options is ReceiveOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: options=${shown(options)} must be an object`);
+  }
+  const { readOnly, requireSealed, timeoutMs, signal } = options as Record<string, unknown>;
+  for (const [name, value] of [
+    ['readOnly', readOnly],
+    ['requireSealed', requireSealed],
+  ] as const) {
+    if (value !== undefined && typeof value !== 'boolean') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: ${name}=${shown(value)} must be a boolean`);
+    }
+  }
+  if (timeoutMs !== undefined) {
+    if (typeof timeoutMs !== 'number') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: timeoutMs=${shown(timeoutMs)} must be a number of ms`);
+    }
+    if (!(timeoutMs >= 0)) {
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `receiveRegion: timeoutMs=${timeoutMs} must be a number of ms >= 0 (or Infinity)`,
+      );
+    }
+  }
+  if (
+    signal !== undefined &&
+    !(signal instanceof AbortSignal) &&
+    // One of another realm passes (it has what a wait uses of it).
+    (signal === null ||
+      typeof signal !== 'object' ||
+      !('aborted' in signal) ||
+      typeof (signal as AbortSignal).addEventListener !== 'function')
+  ) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: signal=${shown(signal)} must be an AbortSignal (or undefined)`);
+  }
+}
+
+/**
+ * ERR_SHMRING_CLOSED, not ERR_SHMRING_NO_FD: NO_FD (docs/ERRORS.md) says
+ * the *peer* closed the socket, which receiveRegion learns from recvmsg
+ * (end of stream). A socket destroyed (or closed) on this side, while
+ * receiveRegion connected or waited, is this process's own doing, as a
+ * closed region or ring is: CLOSED.
+ */
+function socketClosed(verb: string): ShmringError {
+  return new ShmringError(
+    ErrorCodes.CLOSED,
+    `${verb}: the socket was destroyed (or closed) on this side before a region arrived; keep it open until ${verb} settles`,
+  );
+}
+
+function socketFd(socket: Socket, verb: string): number {
+  if (socket.destroyed) throw socketClosed(verb);
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) {
     throw new ShmringTypeError(
@@ -46,16 +117,42 @@ function socketFd(socket: Socket): number {
   return fd;
 }
 
-async function connected(socket: Socket): Promise<void> {
+async function connected(socket: Socket, verb: string): Promise<void> {
   if (!socket.connecting) return;
   await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
+    const done = (): void => {
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+    const onConnect = (): void => {
+      done();
+      resolve();
+    };
+    const onError = (err: Error): void => {
+      done();
+      reject(err);
+    };
+    // Destroyed without an error while connecting: 'close' alone, which would otherwise leave this pending for ever.
+    const onClose = (): void => {
+      done();
+      reject(socketClosed(verb));
+    };
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    socket.once('close', onClose);
   });
 }
 
 /** Sends `region`'s fd over a connected Unix domain socket. */
 export async function sendRegion(socket: Socket, region: Region): Promise<void> {
+  checkSocket(socket, 'sendRegion');
+  if (!(region instanceof Region)) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `sendRegion: region=${shown(region)} must be a Region (Region.create or Region.open, backing 'memfd', 'posix' or 'file')`,
+    );
+  }
   if (region.backing === 'sab') {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_BACKING,
@@ -68,21 +165,24 @@ export async function sendRegion(socket: Socket, region: Region): Promise<void> 
       "a 'sysv' region has no fd to send; send its id (region.id) and open it with Region.open({ backing: 'sysv', id })",
     );
   }
-  await connected(socket);
-  backend().sendFd(socketFd(socket), region.fd);
+  await connected(socket, 'sendRegion');
+  backend().sendFd(socketFd(socket, 'sendRegion'), region.fd);
 }
 
 /** Waits for a region's fd on a Unix domain socket and maps it. */
 export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}): Promise<Region> {
+  checkSocket(socket, 'receiveRegion');
+  checkReceiveOptions(options);
   const { signal, timeoutMs } = options;
   // Stop libuv from reading before the fd message arrives (see the module comment).
   socket.pause();
-  await connected(socket);
-  const fd = socketFd(socket);
+  await connected(socket, 'receiveRegion');
   const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
   for (let interval = 0.1; ; interval = Math.min(interval * 2, MAX_POLL_INTERVAL_MS)) {
     if (signal?.aborted) throw abortError(signal);
-    const received = backend().recvFd(fd);
+    // Looked up before every poll, in the same tick as recvmsg: a socket destroyed while we slept has
+    // no fd any more (and its number may be another file's by now), which socketFd reports as CLOSED.
+    const received = backend().recvFd(socketFd(socket, 'receiveRegion'));
     // The received fd is ours alone: the region owns it (and closes it if it cannot be mapped).
     if (received >= 0) {
       return adoptFd(
@@ -98,8 +198,12 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
       throw new ShmringError(ErrorCodes.TIMEOUT, `no region arrived within timeoutMs=${timeoutMs}`);
     }
     // Nothing yet: poll again soon. Setup happens once per peer, so a short poll costs nothing that matters.
-    await sleep(interval, undefined, signal ? { signal } : undefined).catch(() => {
-      throw abortError(signal);
-    });
+    try {
+      await sleep(interval, undefined, signal ? { signal } : undefined);
+    } catch (err) {
+      // Only an abort of the signal ends the sleep early; anything else is not an abort.
+      if (signal?.aborted) throw abortError(signal);
+      throw err;
+    }
   }
 }

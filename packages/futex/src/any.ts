@@ -30,7 +30,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkRef, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -41,8 +41,6 @@ export type WaitAnyResult = number | 'not-equal' | 'timed-out';
 /** Most words `waitAny` takes (the kernel's limit for futex_waitv). */
 export const MAX_WAIT_ANY = 128;
 
-/** The longest period a Node timer accepts. */
-
 function checkWords(words: readonly WaitTarget[], what: string): void {
   if (!Array.isArray(words)) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: words must be an array of [Int32Array, index, expected]`);
@@ -50,9 +48,7 @@ function checkWords(words: readonly WaitTarget[], what: string): void {
   if (words.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: needs at least one word`);
   for (const word of words) {
     checkWord(word?.[0] as Int32Array, word?.[1] as number, what);
-    if (typeof word[2] !== 'number') {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: expected must be a number, got ${String(word[2])}`);
-    }
+    checkExpected(word[2], what);
   }
 }
 
@@ -67,7 +63,7 @@ export function waitAny(words: readonly WaitTarget[], timeoutMs?: number): WaitA
   if (words.length > MAX_WAIT_ANY) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `waitAny: ${words.length} words; futex_waitv takes at most ${MAX_WAIT_ANY}`);
   }
-  const timeout = timeoutOf(timeoutMs);
+  const timeout = timeoutOf(timeoutMs, 'waitAny');
   const targets = words.map(([i32, index, expected]) => ({
     buffer: i32.buffer,
     byteOffset: i32.byteOffset + index * 4,
@@ -105,8 +101,10 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
  * nothing is left behind. An aborted `signal` rejects it with an AbortError.
  */
 export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, signal?: AbortSignal, ref = true): Promise<WaitAnyResult> {
+  // Every argument is checked before any wait or timer starts: a wrong one leaves nothing pending behind.
   checkWords(words, 'waitAnyAsync');
-  const timeout = timeoutOf(timeoutMs);
+  const timeout = timeoutOf(timeoutMs, 'waitAnyAsync');
+  checkSignal(signal, 'waitAnyAsync');
   checkRef(ref, 'waitAnyAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return new Promise<WaitAnyResult>((resolve, reject) => {

@@ -12,7 +12,7 @@
  * when the wait began), 'timed-out'.
  */
 import { abortError, checkInteger, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkRef, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -25,7 +25,8 @@ const RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
  */
 export function wait(i32: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult {
   checkWord(i32, index);
-  const timeout = timeoutOf(timeoutMs);
+  checkExpected(expected, 'wait');
+  const timeout = timeoutOf(timeoutMs, 'wait');
   if (isShared(i32)) {
     // A wait that may not sleep answers from the word (it observes the waker's store), never joining V8's
     // waiter list even for a moment, where a notify of one meant for a sleeper could pick it. (The native
@@ -62,8 +63,11 @@ export function waitAsync(
   signal?: AbortSignal,
   ref = true,
 ): Promise<WaitResult> {
+  // Every argument is checked before any wait or timer starts: a wrong one leaves nothing pending behind.
   checkWord(i32, index);
-  const timeout = timeoutOf(timeoutMs);
+  checkExpected(expected, 'waitAsync');
+  const timeout = timeoutOf(timeoutMs, 'waitAsync');
+  checkSignal(signal, 'waitAsync');
   checkRef(ref, 'waitAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
   return isShared(i32)

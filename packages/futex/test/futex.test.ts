@@ -135,7 +135,6 @@ describe('@shmring/futex', () => {
       const started = performance.now();
       assert.equal(wait(i32, 0, 7, 0), 'timed-out');
       assert.equal(wait(i32, 0, 6, 0), 'not-equal');
-      assert.equal(wait(i32, 0, 7, -5), 'timed-out', 'a negative timeout is 0');
       assert.ok(performance.now() - started < 50);
       Atomics.store(i32, 0, 0);
     });

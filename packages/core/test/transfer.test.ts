@@ -1,0 +1,104 @@
+/**
+ * sendRegion / receiveRegion: their arguments are checked before they touch
+ * the socket (typed errors naming the function and the argument, as
+ * docs/ERRORS.md has them), and a receive whose own socket is destroyed
+ * while it waits ends with ERR_SHMRING_CLOSED, never a raw EBADF.
+ */
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ErrorCodes, type ReceiveOptions, receiveRegion, Region, sendRegion } from '../src/index.js';
+import { uniqueName } from './helpers.js';
+
+/** A check of an error: its class, ERR_SHMRING_INVALID_ARGUMENT, and a message naming `fn` and `arg`. */
+function invalid(kind: typeof TypeError | typeof RangeError, fn: string, arg: string): (err: unknown) => boolean {
+  return (err) => {
+    assert.ok(err instanceof kind, `${String(err)} is not a ${kind.name}`);
+    assert.equal((err as { code?: string }).code, ErrorCodes.INVALID_ARGUMENT);
+    assert.ok((err as Error).message.startsWith(`${fn}: ${arg}=`), (err as Error).message);
+    return true;
+  };
+}
+
+/** `promise`, or a rejection saying it was still pending after `ms` (a receive that would wait for ever). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+describe('sendRegion / receiveRegion arguments and socket', function () {
+  this.timeout(20_000);
+  let sock: string;
+  let server: net.Server;
+  const peers: net.Socket[] = [];
+
+  beforeEach(async () => {
+    sock = path.join(os.tmpdir(), `${uniqueName('xfer')}.sock`);
+    server = net.createServer({ pauseOnConnect: true }, (peer) => peers.push(peer));
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+  });
+  afterEach(() => {
+    for (const peer of peers.splice(0)) peer.destroy();
+    server.close();
+    fs.rmSync(sock, { force: true });
+  });
+
+  it('receiveRegion refuses a timeoutMs that is NaN or negative (RangeError) or not a number, a signal that is not an AbortSignal and options that are not an object (TypeError)', async () => {
+    const client = net.connect(sock);
+    try {
+      const cases: [unknown, typeof TypeError | typeof RangeError, string][] = [
+        [{ timeoutMs: Number.NaN }, RangeError, 'timeoutMs'],
+        [{ timeoutMs: -5 }, RangeError, 'timeoutMs'],
+        [{ timeoutMs: '5' }, TypeError, 'timeoutMs'],
+        [{ timeoutMs: 500, signal: { aborted: false } }, TypeError, 'signal'],
+        [{ readOnly: 'yes' }, TypeError, 'readOnly'],
+        [null, TypeError, 'options'],
+      ];
+      for (const [options, kind, arg] of cases) {
+        await assert.rejects(within(receiveRegion(client, options as ReceiveOptions), 2000), invalid(kind, 'receiveRegion', arg));
+      }
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it('receiveRegion ends with ERR_SHMRING_CLOSED, not EBADF, when its own socket is destroyed while it waits', async () => {
+    const client = net.connect(sock);
+    const received = receiveRegion(client, { timeoutMs: 10_000 });
+    await new Promise<void>((resolve) => client.once('connect', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // receiveRegion is polling by now
+    client.destroy();
+    await assert.rejects(within(received, 5000), (err: Error & { code?: string }) => {
+      assert.equal(err.code, ErrorCodes.CLOSED, `${err.code}: ${err.message}`);
+      assert.match(err.message, /receiveRegion: the socket was destroyed/);
+      return true;
+    });
+  });
+
+  it('receiveRegion ends with ERR_SHMRING_CLOSED when its socket is destroyed while it connects', async () => {
+    const client = net.connect(sock);
+    const received = receiveRegion(client, { timeoutMs: 10_000 });
+    client.destroy();
+    await assert.rejects(within(received, 5000), { code: ErrorCodes.CLOSED });
+  });
+
+  it('sendRegion refuses a region that is not a Region, and a socket that is not a net.Socket, with a TypeError naming it', async () => {
+    const client = net.connect(sock);
+    const region = Region.create({ backing: 'memfd', size: 4096 });
+    try {
+      for (const bad of [null, undefined, {}, { backing: 'memfd', fd: 0 }]) {
+        await assert.rejects(sendRegion(client, bad as unknown as Region), invalid(TypeError, 'sendRegion', 'region'));
+      }
+      await assert.rejects(sendRegion(null as unknown as net.Socket, region), invalid(TypeError, 'sendRegion', 'socket'));
+      await assert.rejects(receiveRegion(null as unknown as net.Socket), invalid(TypeError, 'receiveRegion', 'socket'));
+    } finally {
+      region.close();
+      client.destroy();
+    }
+  });
+});
