@@ -14,6 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
@@ -68,30 +69,73 @@ function inFlight(r: RingInfo): string {
   return `${r.name}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first)\n${columns(rows)}`;
 }
 
+/** Bad usage: what was wrong and the usage on stderr, exit 2. Thrown before anything is looked at or removed. */
+class UsageError extends Error {}
+
+/**
+ * The options and positionals of a subcommand, strictly: an unknown option
+ * (a typo of --dry-run included), a value given to a flag, or a positional
+ * beyond `positionals` is bad usage, before the subcommand does anything.
+ */
+function parse<const O extends Record<string, { type: 'boolean'; short?: string }>>(
+  command: string,
+  args: string[],
+  options: O,
+  positionals: number,
+): { values: { [K in keyof O]?: boolean }; positionals: string[] } {
+  let parsed: { values: { [K in keyof O]?: boolean }; positionals: string[] };
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true }) as typeof parsed;
+  } catch (err) {
+    throw new UsageError(`shmring ${command}: ${(err as Error).message}`);
+  }
+  if (parsed.positionals.length > positionals) {
+    const extra = parsed.positionals.slice(positionals).map((a) => `'${a}'`);
+    throw new UsageError(`shmring ${command}: unexpected argument${extra.length === 1 ? '' : 's'} ${extra.join(' ')}`);
+  }
+  return parsed;
+}
+
+const HELP = { type: 'boolean', short: 'h' } as const;
+
 function main(argv: string[]): number {
-  if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
+  // --json may come before the command too (shmring --json inspect NAME): it goes to the command's options.
+  const leading = argv.findIndex((a) => a !== '--json');
+  const [command, ...rest] = leading < 0 ? [] : [...argv.slice(leading), ...argv.slice(0, leading)];
+  if (command === undefined) throw new UsageError('shmring: no command given');
+  if (command === '--help' || command === '-h' || command === 'help') {
     console.log(USAGE);
     return 0;
   }
-  const json = argv.includes('--json');
-  const args = argv.filter((a) => a !== '--json');
-  const [command, target] = args;
-  if (command === 'inspect' && target) {
-    const rings = target === '--all' ? listRings() : [inspect(target)].filter((r): r is RingInfo => r !== undefined);
-    if (target !== '--all' && rings.length === 0) {
+  if (command === 'inspect') {
+    const { values, positionals } = parse(command, rest, { all: { type: 'boolean' }, json: { type: 'boolean' }, help: HELP }, 1);
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const target = positionals[0];
+    if ((values.all === true) === (target !== undefined)) {
+      throw new UsageError(`shmring inspect: give ${values.all ? 'either --all or a target, not both' : 'a target, or --all'}`);
+    }
+    const rings = values.all ? listRings() : [inspect(target!)].filter((r): r is RingInfo => r !== undefined);
+    if (!values.all && rings.length === 0) {
       console.error(`shmring: ${target} holds no ring`);
       return 1;
     }
-    console.log(json ? JSON.stringify(target === '--all' ? rings : rings[0], null, 2) : table(rings));
+    console.log(values.json ? JSON.stringify(values.all ? rings : rings[0], null, 2) : table(rings));
     return 0;
   }
   if (command === 'unlink-stale') {
-    const removed = unlinkStale({ dryRun: args.includes('--dry-run') });
-    console.log(json ? JSON.stringify(removed) : removed.length ? removed.join('\n') : 'no stale rings');
+    const { values } = parse(command, rest, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, help: HELP }, 0);
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const removed = unlinkStale({ dryRun: values['dry-run'] === true });
+    console.log(values.json ? JSON.stringify(removed) : removed.length ? removed.join('\n') : 'no stale rings');
     return 0;
   }
-  console.error(USAGE);
-  return 2;
+  throw new UsageError(`shmring: unknown command '${command}'`);
 }
 
 /**
@@ -123,7 +167,12 @@ try {
   const argv = process.argv.slice(2);
   process.exitCode = argv[0] === 'bridge' ? await bridgeCommand(argv.slice(1)) : main(argv);
 } catch (err) {
-  const e = err as { code?: string; message: string };
-  console.error(`shmring: ${e.message}${e.code ? ` (${e.code})` : ''}`);
-  process.exitCode = 1;
+  if (err instanceof UsageError) {
+    console.error(`${err.message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else {
+    const e = err as { code?: string; message: string };
+    console.error(`shmring: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+    process.exitCode = 1;
+  }
 }

@@ -302,13 +302,24 @@ function openReadOnly(target: string): Region {
  * in every PID namespace.
  */
 export function inspect(target: string): RingInfo | undefined {
+  return examine(target).info;
+}
+
+/**
+ * What inspect() says of `target`, and for a POSIX name or a path, which
+ * object the name led to when it did (`dev:ino`, from the same open).
+ */
+function examine(target: string): { info: RingInfo | undefined; object?: string } {
   const region = openReadOnly(target);
   try {
-    if (region.backing !== 'sysv') return describeRing(region, target);
+    if (region.backing !== 'sysv') {
+      const { dev, ino } = fs.fstatSync(region.fd, { bigint: true });
+      return { info: describeRing(region, target), object: `${dev}:${ino}` };
+    }
     const attached = sysvSegments().find((segment) => segment.id === region.id)?.attached;
     const info = describe(region, target, attached === undefined ? undefined : attached - 1 > 0);
     if (info) info.sysvId = region.id!;
-    return info;
+    return { info };
   } finally {
     region.close();
   }
@@ -367,17 +378,24 @@ export function listSysvRings(): RingInfo[] {
  * rings in the files of that directory.
  */
 export function listRings(dir?: string): RingInfo[] {
-  return dir === undefined ? [...listDir('/dev/shm'), ...listSysvRings()] : listDir(dir);
+  const named = listDir(dir ?? '/dev/shm').map((found) => found.info);
+  return dir === undefined ? [...named, ...listSysvRings()] : named;
 }
 
-function listDir(dir: string): RingInfo[] {
-  const rings: RingInfo[] = [];
+/** A ring listDir() found at a name: what it was, and which object the name led to then (examine). */
+export interface FoundRing {
+  info: RingInfo;
+  object: string;
+}
+
+function listDir(dir: string): FoundRing[] {
+  const rings: FoundRing[] = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile()) continue;
     const target = dir === '/dev/shm' ? entry.name : path.join(dir, entry.name);
     try {
-      const info = inspect(target);
-      if (info) rings.push(info);
+      const { info, object } = examine(target);
+      if (info) rings.push({ info, object: object! });
     } catch {
       // not readable by us, or vanished meanwhile: not ours to report
     }
@@ -406,21 +424,56 @@ export function isStale(info: RingInfo): boolean {
 export function unlinkStale(options: { dir?: string; dryRun?: boolean } = {}): string[] {
   const dir = options.dir ?? '/dev/shm';
   const removed: string[] = [];
-  for (const info of listRings(options.dir)) {
-    if (!isStale(info)) continue;
-    if (!options.dryRun) {
-      try {
-        if (info.sysvId !== undefined) removeSegment(info.sysvId);
-        else fs.unlinkSync(info.name.includes('/') ? info.name : path.join(dir, info.name));
-      } catch (err) {
-        // Gone meanwhile: ENOENT for a name, EINVAL / EIDRM for a segment id.
-        if (!['ENOENT', 'EINVAL', 'EIDRM'].includes((err as { code?: string }).code ?? '')) throw err;
-        continue;
-      }
-    }
-    removed.push(info.name);
+  for (const found of listStale(options.dir)) {
+    if (options.dryRun || removeStale(found, dir)) removed.push(found.info.name);
   }
   return removed;
+}
+
+/** The stale rings (isStale) of listRings(dir), each with the object its name led to (none for a System V segment). */
+export function listStale(dir?: string): (FoundRing | { info: RingInfo; object?: undefined })[] {
+  const named = listDir(dir ?? '/dev/shm');
+  const all = dir === undefined ? [...named, ...listSysvRings().map((info) => ({ info }))] : named;
+  return all.filter((found) => isStale(found.info));
+}
+
+/**
+ * Removes one ring listStale() found, if it still is what was found: the
+ * listing took a while, and meanwhile the name may have been unlinked and
+ * given to a new, live ring, or someone may have attached the old one. So
+ * the name is opened again just before: it must lead to the same object
+ * (device and inode) and that object must still be stale (the listing's
+ * check, HOLDER lock and all); a System V segment (removed by id, which
+ * the kernel does not hand out again soon) must still have nobody
+ * attached. Otherwise it is skipped (false); false too if it is gone.
+ *
+ * A window remains, between that check and the unlink(2) (or IPC_RMID):
+ * a process may replace the name, or open the old object by it, in those
+ * microseconds. Nothing closes it: unlink takes a name, not an open file,
+ * and Linux has no call that removes a name only if it still leads to a
+ * given inode; a lock on the object does not stop its name from being
+ * unlinked; and renaming it aside first has the same window (the rename
+ * may move the new object) and could not be undone safely.
+ */
+export function removeStale(found: { info: RingInfo; object?: string }, dir = '/dev/shm'): boolean {
+  const { info } = found;
+  const target = info.sysvId !== undefined ? `sysv-id:${info.sysvId}` : info.name;
+  let now: { info: RingInfo | undefined; object?: string };
+  try {
+    now = examine(target);
+  } catch {
+    return false; // gone meanwhile, or no longer something we can open: not the ring found
+  }
+  if (now.info === undefined || !isStale(now.info) || now.object !== found.object) return false;
+  try {
+    if (info.sysvId !== undefined) removeSegment(info.sysvId);
+    else fs.unlinkSync(info.name.includes('/') ? info.name : path.join(dir, info.name));
+  } catch (err) {
+    // Gone meanwhile: ENOENT for a name, EINVAL / EIDRM for a segment id.
+    if (!['ENOENT', 'EINVAL', 'EIDRM'].includes((err as { code?: string }).code ?? '')) throw err;
+    return false;
+  }
+  return true;
 }
 
 /** Marks System V segment `id` for removal (through a read-only attach, which IPC_RMID does not need). */

@@ -51,7 +51,7 @@ import { checkType, checkWaitOptions, claimPlace, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
-import { parkAsync, parkSync, unpark, type WaitBlock, type WaitOptions } from './waiting.js';
+import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
 export interface LatestOptions {
   /** Largest value, in bytes: an integer in [0, 2^30]. */
@@ -176,6 +176,8 @@ export class LatestValue {
   #cachedSeq = 0;
   readonly #spinPacer = new SpinPacer();
   readonly #pollPacer = new PollPacer();
+  /** One per pending changed() of this object that did not settle at once (updates() waits in changed()): close() ends them. */
+  readonly #waits = new Set<WaitStop>();
 
   private constructor(region: Region, buffer: ArrayBuffer | SharedArrayBuffer, base: number, maxSize: number, roles: Roles | undefined) {
     this.maxSize = maxSize;
@@ -429,14 +431,17 @@ export class LatestValue {
 
   /** changed()'s and changedSync()'s attempt: read() once PUBLISHED differs from `since` (low 32 bits). */
   #changedAttempt(since: number): LatestRead | undefined {
+    const ctl = this.#ctl;
+    if (ctl.length === 0) throw this.#closedError(); // closed since the wait began
     // SYNC POINT with publish() step 4 (and, parked, with its unpark after it).
-    return Atomics.load(this.#ctl, V.PUBLISHED_I32) !== (since | 0) ? this.read() : undefined;
+    return Atomics.load(ctl, V.PUBLISHED_I32) !== (since | 0) ? this.read() : undefined;
   }
 
   /**
    * Resolves with read() once the version differs from `sinceVersion`: at
    * once if it already does, else at the next publish. Rejects with
-   * ERR_SHMRING_TIMEOUT after timeoutMs, an AbortError when `signal` fires.
+   * ERR_SHMRING_TIMEOUT after timeoutMs, an AbortError when `signal` fires,
+   * ERR_SHMRING_CLOSED at once when this object (or its region) is closed.
    */
   async changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
     const since = checkVersion(sinceVersion, 'LatestValue.changed');
@@ -447,6 +452,8 @@ export class LatestValue {
       this.#pollPacer.gotAtOnce();
       return now;
     }
+    const stop = new WaitStop(); // close() ends this wait with it
+    this.#waits.add(stop);
     try {
       return await parkAsync(
         this.#ctl,
@@ -456,9 +463,13 @@ export class LatestValue {
         'LatestValue.changed',
         alwaysAlive,
         this.#pollPacer,
+        stop,
       );
     } catch (err) {
-      throw this.#failure(err);
+      // Only close() stops it: its AbortError is this object's end, not the caller's signal.
+      throw stop.stopped ? this.#closedError() : this.#failure(err);
+    } finally {
+      this.#waits.delete(stop);
     }
   }
 
@@ -508,7 +519,12 @@ export class LatestValue {
     return this.#writer;
   }
 
-  /** Ends this object: lets go of the writer role (if held) and its views. The value stays for everyone else. Idempotent. */
+  /**
+   * Ends this object: lets go of the writer role (if held) and its views,
+   * and ends its own pending waits (changed(), an updates() iteration) at
+   * once with ERR_SHMRING_CLOSED; other objects' waits go on. The value
+   * stays for everyone else. Idempotent.
+   */
   close(): void {
     const ctl = this.#ctl;
     if (this.#token !== 0 && ctl.length !== 0) {
@@ -522,6 +538,9 @@ export class LatestValue {
     this.#ctl = new Int32Array(0);
     this.#bytes = new Uint8Array(0);
     this.#cached = undefined;
+    // After the views are gone: a stopped wait that still runs its attempt finds this object closed.
+    for (const stop of this.#waits) stop.stop();
+    this.#waits.clear();
   }
 
   [Symbol.dispose](): void {
@@ -532,9 +551,13 @@ export class LatestValue {
     return new ShmringError(ErrorCodes.CLOSED, 'this LatestValue is closed (or its region is); attach a new one');
   }
 
-  /** A wait's failure: ERR_SHMRING_CLOSED when the region was closed under it (its views detached). */
+  /**
+   * A wait's failure: ERR_SHMRING_CLOSED when this object or its region was
+   * closed under it: the raw TypeError of an access to a detached view, or
+   * the RangeError of one to this object's closed (length-0) view.
+   */
   #failure(err: unknown): unknown {
-    const raw = err instanceof TypeError && (err as { code?: unknown }).code === undefined;
+    const raw = (err instanceof TypeError || err instanceof RangeError) && (err as { code?: unknown }).code === undefined;
     return raw && (this.#ctl.length === 0 || this.#ctl.byteLength === 0) ? this.#closedError() : err;
   }
 }

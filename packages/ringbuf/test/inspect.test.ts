@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
 import { inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { listStale, removeStale } from '../src/inspect.js';
 import { Peer } from './fixtures/fault-peer.js';
 import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
@@ -437,4 +438,58 @@ describe('inspect, listRings and the shmring CLI', function () {
       region.unlink();
     }
   });
+
+  for (const backing of ['file', 'posix'] as const) {
+    it(`unlink-stale keeps a live ring that took a stale one's name, or attached it, after the listing (${backing})`, function () {
+      // A file ring lives in this test's own directory; a POSIX one in /dev/shm under a name of
+      // its own, and only that name is ever removed (the listing of /dev/shm is read-only).
+      const name = uniqueName('race');
+      const listed = backing === 'file' ? dir : '/dev/shm';
+      const where = backing === 'file' ? { backing, path: path.join(dir, name) } : { backing, name };
+      const file = backing === 'file' ? path.join(dir, name) : `/dev/shm/${name}`;
+      const size = SpscRing.regionSize({ capacity: 64 });
+      const makeStale = (): void => {
+        const region = Region.create({ ...where, size });
+        SpscRing.create(region, { capacity: 64 }).close();
+        region.close(); // nobody holds it now: stale, its name left
+      };
+      const found = (): ReturnType<typeof listStale>[number] => {
+        const ring = listStale(listed).find((f) => f.info.name === (backing === 'file' ? file : name));
+        assert.ok(ring, `${name} was not listed as stale`);
+        return ring;
+      };
+      const live: { region: Region; ring: SpscRing }[] = [];
+      try {
+        // The name is given to a new, live ring between the listing and the unlink.
+        makeStale();
+        const replaced = found();
+        fs.unlinkSync(file);
+        const region = Region.create({ ...where, size });
+        live.push({ region, ring: SpscRing.create(region, { capacity: 64 }) });
+        assert.equal(removeStale(replaced, listed), false, 'the live ring that took the name was removed');
+        assert.equal(fs.statSync(file).ino, fs.fstatSync(region.fd).ino, 'the name no longer leads to the live ring');
+        live.pop()!.ring.close();
+        region.close();
+
+        // The same stale object, attached again by a process between the listing and the unlink.
+        const attached = found();
+        const again = Region.open(where);
+        live.push({ region: again, ring: SpscRing.attach(again) });
+        assert.equal(removeStale(attached, listed), false, 'a ring attached again was removed');
+        assert.ok(fs.existsSync(file));
+        live.pop()!.ring.close();
+        again.close();
+
+        // Still what was found: removed.
+        assert.equal(removeStale(found(), listed), true);
+        assert.ok(!fs.existsSync(file), 'a stale ring still as found was not removed');
+      } finally {
+        for (const { region, ring } of live) {
+          ring.close();
+          region.close();
+        }
+        fs.rmSync(file, { force: true });
+      }
+    });
+  }
 });

@@ -215,6 +215,32 @@ for (const backing of ['sab', 'memfd'] as const) {
       await rejectsCode(p, ErrorCodes.CLOSED);
     });
 
+    it("close() ends this object's own pending changed() and updates() at once with ERR_SHMRING_CLOSED, not another's", async function () {
+      lv.publish(new Uint8Array([1]));
+      const bystander = LatestValue.attach(region);
+      const waits = [other.changed(1), other.updates({ since: 1 }).next(), other.changed(1, { poll: 0 })];
+      const goesOn = bystander.changed(1);
+      await sleep(20); // parked (or polling)
+      const t0 = performance.now();
+      other.close();
+      const late = sleep(1000).then(() => 'still pending');
+      for (const p of waits) {
+        const outcome = await Promise.race([
+          p.then(
+            () => 'resolved',
+            (err: ShmringError) => err,
+          ),
+          late,
+        ]);
+        assert.ok(outcome instanceof Error, `the wait is ${String(outcome)} after close()`);
+        assert.equal((outcome as ShmringError).code, ErrorCodes.CLOSED, (outcome as Error).message);
+      }
+      assert.ok(performance.now() - t0 < 500, 'the waits ended at close(), not later');
+      lv.publish(new Uint8Array([2]));
+      assert.equal((await goesOn).version, 2);
+      bystander.close();
+    });
+
     it('shows up in describeRing as a LatestValue with its version', function () {
       lv.publish(new Uint8Array([1]));
       lv.publish(new Uint8Array([2]));
