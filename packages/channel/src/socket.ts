@@ -43,8 +43,8 @@ export interface ListenOptions {
   /**
    * Socket paths only: ms a connected client may take to open its end of
    * the channel before the server drops it (default 10000; Infinity: no
-   * limit), so that a client that never does cannot hold a connection and
-   * a memory region of the server for ever.
+   * limit; 0 drops every client at once), so that a client that never does
+   * cannot hold a connection and a memory region of the server for ever.
    */
   handoverTimeoutMs?: number;
 }
@@ -340,8 +340,9 @@ function sameFile(path: string, id: FileId): boolean {
  * Accepts channels on a listening Unix socket: a memfd region per client,
  * handed over with SCM_RIGHTS. `early`: connections that came before it
  * started. `owned`: set when listen() replaced a stale socket file (see
- * replaceStale); undefined when the server bound the path itself, which
- * Node then removes on close.
+ * replaceStale): close() then removes the path only while it is still that
+ * file. Undefined when the server bound the path itself: Node (libuv)
+ * removes the path on close then, without looking whose file it is.
  */
 function socketAcceptor(
   server: net.Server,

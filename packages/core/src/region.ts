@@ -248,7 +248,10 @@ const MAX_MAPPED_SIZE = Math.min(MAX_REGION_SIZE, bufferConstants.MAX_LENGTH);
  * (exclusive: false) is never shrunk: other processes may have it mapped,
  * and a page cut off under them raises SIGBUS at their next touch. A
  * smaller one grows to `size`; a larger one keeps its size and is mapped
- * whole, as a System V segment is.
+ * whole, as a System V segment is. Left racy: two processes that both find
+ * the object smaller than their sizes both ftruncate it, and the smaller
+ * size can land last (posix_fallocate, which never shrinks, is not in the
+ * backends yet): give every process of one object the same size.
  */
 function sizeFor(fd: number, size: number, exclusive: boolean): number {
   const existing = exclusive ? 0 : fs.fstatSync(fd).size;

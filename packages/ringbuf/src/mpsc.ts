@@ -251,7 +251,13 @@ export class MpscRing extends Queue {
    * since the claim mark names a process that is still alive.
    */
   #giveUpClaim(): void {
-    if (this.#claim.offset >= 0 && this.ctl.length !== 0) this.abort(this.#claim.offset);
+    if (this.#claim.offset < 0 || this.ctl.length === 0) return;
+    try {
+      this.abort(this.#claim.offset);
+    } catch {
+      // The consumer took the record back already (it judged this producer gone): nothing is left to give
+      // up, and the close goes on.
+    }
   }
 
   protected override registerProducer(): void {

@@ -20,13 +20,22 @@
  */
 import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import {
+  abortError,
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  unwatchAbort,
+  watchAbort,
+  type Region,
+} from '@shmring/core';
 import * as L from './layout.js';
 import { ownStartTime, ownThread, registerInWord, registrantAlive, type Registrant } from './liveness.js';
 import { CallLine } from './call-line.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
-import { parkAsync, parkSync, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
+import { parkAsync, parkSync, timedOut, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
 
 /** What a write that found room returns: one settled promise for all of them. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -720,7 +729,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       return Promise.reject(err);
     }
     if (!this.#writeLine.idle) {
-      return this.#later(this.#writeLine, options?.signal, undefined, (waited) => this.#write(bytes, type, afterQueue(options, waited)));
+      return this.#later(this.#writeLine, options, this.#names.write, undefined, (waited) =>
+        this.#write(bytes, type, afterQueue(options, waited)),
+      );
     }
     return this.#write(bytes, type, options);
   }
@@ -760,13 +771,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   #later<R>(
     line: CallLine,
-    signal: AbortSignal | undefined,
+    options: WaitOptions | undefined,
+    what: string,
     stop: WaitStop | undefined,
     run: (waitedMs: number) => Promise<R>,
     cancel: (err: unknown) => R = rethrow,
   ): Promise<R> {
+    const signal = options?.signal;
     return new Promise<R>((resolve, reject) => {
       const since = performance.now();
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const cancelWith = (err: unknown): void => {
         try {
           resolve(cancel(err));
@@ -775,20 +789,40 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         }
       };
       if (signal?.aborted) return cancelWith(abortError(signal));
+      const leave = (): void => {
+        if (signal !== undefined) unwatchAbort(signal, onAbort);
+        if (timer !== undefined) clearTimeout(timer);
+        if (stop !== undefined) stop.queued.delete(onStop);
+      };
+      // Each way out of the line takes the call out first: only one of them (or its start) goes on.
       const onAbort = (): void => {
-        if (takeOut()) cancelWith(abortError(signal));
+        if (!takeOut()) return;
+        leave();
+        cancelWith(abortError(signal));
+      };
+      const onStop = (): void => {
+        if (!takeOut()) return;
+        leave();
+        cancelWith(abortError());
       };
       const takeOut = line.queue(() => {
-        signal?.removeEventListener('abort', onAbort);
-        if (stop !== undefined) stop.queued = undefined;
+        leave();
         run(performance.now() - since).then(resolve, reject);
       });
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (stop !== undefined) {
-        stop.queued = () => {
-          if (takeOut()) cancelWith(abortError());
-        };
+      if (signal !== undefined) watchAbort(signal, onAbort);
+      // Its timeoutMs runs from the call, in the line too (a call ahead may wait for ever).
+      const timeoutMs = options?.timeoutMs;
+      if (timeoutMs !== undefined && timeoutMs !== Infinity) {
+        timer = setTimeout(
+          () => {
+            if (!takeOut()) return;
+            leave();
+            cancelWith(timedOut(what, options));
+          },
+          Math.min(timeoutMs, 2 ** 31 - 1),
+        );
       }
+      if (stop !== undefined) stop.queued.add(onStop);
     });
   }
 
@@ -824,7 +858,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       }
     }
     if (!this.#readLine.idle) {
-      return this.#later(this.#readLine, options?.signal, undefined, (waited) => this.#read(afterQueue(options, waited)));
+      return this.#later(this.#readLine, options, this.#names.read, undefined, (waited) => this.#read(afterQueue(options, waited)));
     }
     return this.#read(options);
   }
@@ -908,7 +942,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * aborted, whether a read is pending or not). return() (a `break` out of
    * `for await`) ends it at once: a pending next() resolves done, and its
    * futex wait is cancelled, so nothing is left to keep the process alive.
-   * Calls to next() are served one after the other. `lastType` holds each
+   * Calls to next() are served one after the other, in call order with this
+   * object's read()s and its other iterators' next()s. `lastType` holds each
    * message's type. Wrong options throw here, before any read.
    */
   messages(options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
@@ -924,34 +959,19 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if ((err as ShmringError).code === ErrorCodes.CLOSED && this.ctl.length !== 0) return DONE;
       throw err;
     };
-    // One read at a time: next() calls made while one is pending start, in order, when it settles.
-    let pending = false;
-    const queued: (() => void)[] = [];
-    const settled = (): void => {
-      pending = false;
-      queued.shift()?.();
-    };
+    // next() calls made while one is pending wait in this object's line of reads (CallLine), in call
+    // order among its read()s and other iterators' next()s.
     /** A parked read settles straight into the iterator's result (no promise of its own). */
     const settle: Settle<Uint8Array, IteratorResult<Uint8Array>> = {
-      ok: (value) => {
-        settled();
-        return { done: false, value };
-      },
-      err: (err) => {
-        settled();
-        return end(err, finished);
-      },
+      ok: (value) => ({ done: false, value }),
+      err: (err) => end(err, finished),
     };
     /** How a read that never started (aborted, or return(), while queued behind other reads) ends. */
-    const cancel = (err: unknown): IteratorResult<Uint8Array> => {
-      settled();
-      return end(err, finished);
-    };
+    const cancel = (err: unknown): IteratorResult<Uint8Array> => end(err, finished);
     /** Starts one read, in its turn among this object's reads (CallLine). */
     const begin = (): Promise<IteratorResult<Uint8Array>> => {
-      pending = true;
       if (!this.#readLine.idle && !finished) {
-        return this.#later(this.#readLine, signal, stop, (waited) => beginNow(afterQueue(options, waited)), cancel);
+        return this.#later(this.#readLine, options, this.#names.read, stop, (waited) => beginNow(afterQueue(options, waited)), cancel);
       }
       return beginNow(options);
     };
@@ -976,16 +996,10 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         }
       }
       if (now === undefined) return this.#parkRead(options, stop, settle);
-      settled(); // the next queued call, if any, starts now
       return now;
     };
     const iterator: AsyncIterableIterator<Uint8Array> = {
-      next: (): Promise<IteratorResult<Uint8Array>> => {
-        if (!pending) return begin();
-        return new Promise((resolve, reject) => {
-          queued.push(() => begin().then(resolve, reject));
-        });
-      },
+      next: (): Promise<IteratorResult<Uint8Array>> => begin(),
       return: (): Promise<IteratorResult<Uint8Array>> => {
         finished = true;
         stop.stop();

@@ -316,14 +316,14 @@ export class WaitStop {
   stopped = false;
   /** Set by the wait in progress while it is parked: stop() ends it. */
   parked: { stopParked(): void } | undefined = undefined;
-  /** Set while the read is queued behind other reads of its object (queue.ts, CallLine): stop() takes it out. */
-  queued: (() => void) | undefined = undefined;
+  /** The reads queued behind other reads of their object (queue.ts, CallLine): stop() takes each out. */
+  readonly queued = new Set<() => void>();
 
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
     this.parked?.stopParked();
-    this.queued?.();
+    for (const takeOut of [...this.queued]) takeOut();
   }
 }
 

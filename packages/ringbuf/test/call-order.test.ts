@@ -130,6 +130,54 @@ describe('Promise verbs of one object are served in call order', () => {
     assert.ok(took < 300, `the second write timed out after ${took.toFixed(0)} ms (its timeoutMs is 200)`);
   });
 
+  it('a queued call times out in the line when the call ahead of it never ends', async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    while (writer.tryWrite(Uint8Array.of(0))) {}
+    const stuck = writer.write(Uint8Array.of(1)); // no timeout: waits for room that never comes
+    const started = performance.now();
+    await assert.rejects(writer.write(Uint8Array.of(2), { timeoutMs: 50 }), (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+    assert.ok(performance.now() - started < 1_000);
+    const read = reader.read(); // the line of reads is empty: a message is there, taken at once
+    assert.equal((await read)[0], 0);
+    await stuck; // room came: the first write went in; the timed-out one never did
+    const rest: number[] = [];
+    for (let m = reader.tryRead(); m !== null; m = reader.tryRead()) rest.push(m[0]!);
+    assert.equal(rest.at(-1), 1);
+    assert.equal(rest.includes(2), false);
+  });
+
+  it("an iterator's next() calls and read()s of one object take messages in call order", async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const iterator = reader.messages();
+    const calls = [iterator.next(), iterator.next(), reader.read(), iterator.next()];
+    await sleep(5);
+    for (const i of range(4)) assert.equal(writer.tryWrite(Uint8Array.of(10 + i)), true);
+    const [a, b, c, d] = await Promise.all(calls);
+    const value = (r: IteratorResult<Uint8Array> | Uint8Array): number => (r instanceof Uint8Array ? r[0]! : (r.value as Uint8Array)[0]!);
+    assert.deepEqual(
+      [a, b, c, d].map((r) => value(r!)),
+      [10, 11, 12, 13],
+    );
+    await iterator.return!();
+  });
+
+  it('return() ends every next() of that iterator still queued, and leaves the other reads in line', async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const first = reader.read();
+    const iterator = reader.messages();
+    const dropped = [iterator.next(), iterator.next()];
+    const after = reader.read();
+    await iterator.return!();
+    assert.deepEqual(await Promise.all(dropped), [
+      { done: true, value: undefined },
+      { done: true, value: undefined },
+    ]);
+    assert.equal(writer.tryWrite(Uint8Array.of(1)), true);
+    assert.equal(writer.tryWrite(Uint8Array.of(2)), true);
+    assert.equal((await first)[0], 1);
+    assert.equal((await after)[0], 2);
+  });
+
   it('an aborted signal rejects a queued read at once and takes nothing', async () => {
     const { writer, reader } = KINDS.SpscRing!();
     const first = reader.read({ timeoutMs: 10_000 });

@@ -129,7 +129,9 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   const address = parseNatsAddress(endpoint, 'connect', false);
   const codec = resolveCodec(options?.codec);
   const beatMs = checkBeat(options?.heartbeatMs, 'connect');
-  const timeoutMs = checkTimeout(options?.timeoutMs, 'connect') ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  // The nats client times with setTimeout, which fires at once past 2^31 - 1 ms (Infinity included): cap it
+  // there (24.8 days, for ever in practice).
+  const timeoutMs = Math.min(checkTimeout(options?.timeoutMs, 'connect') ?? DEFAULT_CONNECT_TIMEOUT_MS, 2 ** 31 - 1);
   const signal = checkSignal(options?.signal, 'connect');
   if (signal?.aborted) throw abortError(signal);
   const nats = await loadNats();
