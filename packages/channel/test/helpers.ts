@@ -257,6 +257,30 @@ export async function ends(
   return { a: s.serverSide, b: s.client, dispose: () => s.dispose() };
 }
 
+/**
+ * Inside a describe: a fresh pair of ends over `transport` for each of its
+ * tests (made in beforeEach, disposed in afterEach), read through the
+ * returned object's `a` and `b`.
+ */
+export function endsPerTest(
+  transport: Transport,
+  options: { capacity?: number; codec?: CodecOption; poll?: number } = {},
+): { a: Channel; b: Channel } {
+  const current = {} as { a: Channel; b: Channel };
+  let dispose: (() => Promise<void>) | undefined;
+  beforeEach(async function () {
+    const made = await ends(transport, options);
+    current.a = made.a;
+    current.b = made.b;
+    dispose = made.dispose;
+  });
+  afterEach(async function () {
+    await dispose?.();
+    dispose = undefined;
+  });
+  return current;
+}
+
 /** The 'close' event's argument, whenever it comes (recorded from now on). */
 export function closeEvent(channel: Channel): Promise<Error | undefined> {
   return new Promise((resolve) => channel.once('close', (error?: Error) => resolve(error)));

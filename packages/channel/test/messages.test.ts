@@ -6,8 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import type { Channel } from '../src/index.js';
-import { ends, settledWithin, transports, transportTitle } from './helpers.js';
+import { endsPerTest, settledWithin, transports, transportTitle } from './helpers.js';
 
 const DONE = { value: undefined, done: true };
 
@@ -16,48 +15,47 @@ describe('messages() iterators given up with a next() pending', function () {
 
   for (const transport of transports()) {
     describe(`over a ${transportTitle(transport)}`, function () {
-      let a: Channel;
-      let b: Channel;
-      let dispose: () => Promise<void>;
-
-      beforeEach(async function () {
-        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
-      });
-      afterEach(async function () {
-        await dispose();
-      });
+      const ends = endsPerTest(transport, { capacity: 4096 });
 
       // Regression: return() left that next() waiting, and it took the next value, which receive() then missed.
       it('return() resolves the pending next() with done; the next value goes to receive(), not to the abandoned iterator', async function () {
-        const it = b.messages();
+        const it = ends.b.messages();
         const pending = it.next();
         assert.deepEqual(await it.return!(), DONE);
-        await a.send('A');
-        assert.deepEqual(await settledWithin(b.receive(), 1000), { status: 'fulfilled', value: 'A' }, 'receive() did not get the value');
+        await ends.a.send('A');
+        assert.deepEqual(
+          await settledWithin(ends.b.receive(), 1000),
+          { status: 'fulfilled', value: 'A' },
+          'receive() did not get the value',
+        );
         assert.deepEqual(await pending, DONE);
         assert.deepEqual(await it.next(), DONE);
       });
 
       it('throw() resolves every pending next() with done and rejects with what was thrown in; the next value goes to receive()', async function () {
-        const it = b.messages();
+        const it = ends.b.messages();
         const pending = [it.next(), it.next()];
         const thrown = new Error('stop');
         await assert.rejects(it.throw!(thrown), (err) => err === thrown);
-        await a.send('B');
-        assert.deepEqual(await settledWithin(b.receive(), 1000), { status: 'fulfilled', value: 'B' }, 'receive() did not get the value');
+        await ends.a.send('B');
+        assert.deepEqual(
+          await settledWithin(ends.b.receive(), 1000),
+          { status: 'fulfilled', value: 'B' },
+          'receive() did not get the value',
+        );
         assert.deepEqual(await Promise.all(pending), [DONE, DONE]);
         assert.deepEqual(await it.next(), DONE);
       });
 
       it('the other waiters keep their order when an iterator between them is returned', async function () {
-        const first = b.messages();
-        const second = b.messages();
+        const first = ends.b.messages();
+        const second = ends.b.messages();
         const firstNext = first.next();
         const secondNext = second.next();
-        const received = b.receive();
+        const received = ends.b.receive();
         await first.return!();
-        await a.send('X');
-        await a.send('Y');
+        await ends.a.send('X');
+        await ends.a.send('Y');
         assert.deepEqual(await secondNext, { value: 'X', done: false });
         assert.equal(await received, 'Y');
         assert.deepEqual(await firstNext, DONE);
