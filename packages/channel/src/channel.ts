@@ -27,9 +27,19 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
-import { abortError, ErrorCodes, ShmringError, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
+import {
+  abortError,
+  clearTimer,
+  ErrorCodes,
+  ShmringError,
+  ShmringTypeError,
+  startTimer,
+  type Timer,
+  unwatchAbort,
+  watchAbort,
+} from '@shmring/core';
 import { copyBytes, type ChannelCodec } from './codec.js';
-import { checkSignal, checkTimeout, clearTimer, startTimer, type Timer } from './options.js';
+import { checkSignal, checkTimeout } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
 import type { RecordReadOptions, RecordSink, RecordSource } from './transport.js';

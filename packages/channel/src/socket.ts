@@ -13,13 +13,24 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import nodePath from 'node:path';
-import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, receiveRegion, sendRegion } from '@shmring/core';
+import {
+  clearTimer,
+  ErrorCodes,
+  Region,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  receiveRegion,
+  sendRegion,
+  startTimer,
+  type Timer,
+} from '@shmring/core';
 import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
-import { checkCapacity, checkPoll, checkSignal, checkTimeout, clearTimer, startTimer, type Timer } from './options.js';
+import { checkCapacity, checkPoll, checkSignal, checkTimeout } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {

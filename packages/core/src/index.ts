@@ -8,3 +8,5 @@ export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
 export { FileLocks, heldByAnyone } from './locks.js';
+export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
+export type { Timer } from './timers.js';

@@ -24,13 +24,14 @@ import {
   abortError,
   checkInteger,
   ErrorCodes,
+  MAX_TIMER_MS,
   nativeFutex,
   ShmringRangeError,
   ShmringTypeError,
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, isShared, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];

@@ -4,9 +4,6 @@
  */
 import { checkInteger, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 
-/** The longest period a Node timer accepts. */
-export const MAX_TIMER_MS = 0x7fffffff;
-
 /** A futex word: an Int32Array and an index inside it (`what` prefixes the message). */
 export function checkWord(i32: Int32Array, index: number, what?: string): void {
   if (!(i32 instanceof Int32Array)) {

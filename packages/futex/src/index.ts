@@ -11,8 +11,8 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, isShared, MAX_TIMER_MS, timeoutOf } from './args.js';
+import { abortError, checkInteger, MAX_TIMER_MS, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
+import { checkExpected, checkRef, checkSignal, checkWord, isShared, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 

@@ -22,10 +22,13 @@ import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import {
   abortError,
+  clearTimer,
   ErrorCodes,
   ShmringError,
   ShmringRangeError,
   ShmringTypeError,
+  startTimer,
+  type Timer,
   unwatchAbort,
   watchAbort,
   type Region,
@@ -780,7 +783,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const signal = options?.signal;
     return new Promise<R>((resolve, reject) => {
       const since = performance.now();
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timer: Timer | undefined;
       const cancelWith = (err: unknown): void => {
         try {
           resolve(cancel(err));
@@ -791,7 +794,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       if (signal?.aborted) return cancelWith(abortError(signal));
       const leave = (): void => {
         if (signal !== undefined) unwatchAbort(signal, onAbort);
-        if (timer !== undefined) clearTimeout(timer);
+        if (timer !== undefined) clearTimer(timer);
         if (stop !== undefined) stop.queued.delete(onStop);
       };
       // Each way out of the line takes the call out first: only one of them (or its start) goes on.
@@ -810,17 +813,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         run(performance.now() - since).then(resolve, reject);
       });
       if (signal !== undefined) watchAbort(signal, onAbort);
-      // Its timeoutMs runs from the call, in the line too (a call ahead may wait for ever).
+      // Its timeoutMs runs from the call, in the line too (a call ahead may wait for ever); past
+      // setTimeout's 2^31 − 1 ms, in steps (startTimer); Infinity sets none.
       const timeoutMs = options?.timeoutMs;
-      if (timeoutMs !== undefined && timeoutMs !== Infinity) {
-        timer = setTimeout(
-          () => {
-            if (!takeOut()) return;
-            leave();
-            cancelWith(timedOut(what, options));
-          },
-          Math.min(timeoutMs, 2 ** 31 - 1),
-        );
+      if (timeoutMs !== undefined) {
+        timer = startTimer(() => {
+          if (!takeOut()) return;
+          leave();
+          cancelWith(timedOut(what, options));
+        }, timeoutMs);
       }
       if (stop !== undefined) stop.queued.add(onStop);
     });

@@ -7,7 +7,8 @@
  * disturbing the others, and its timeoutMs counts from the call.
  */
 import { strict as assert } from 'node:assert';
-import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { mock } from 'node:test';
+import { ErrorCodes, MAX_TIMER_MS, Region, type ShmringError } from '@shmring/core';
 import { Broadcast, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 import type { Queue } from '../src/queue.js';
 
@@ -144,6 +145,35 @@ describe('Promise verbs of one object are served in call order', () => {
     for (let m = reader.tryRead(); m !== null; m = reader.tryRead()) rest.push(m[0]!);
     assert.equal(rest.at(-1), 1);
     assert.equal(rest.includes(2), false);
+  });
+
+  it("a queued call's timeoutMs past setTimeout's limit (2^31 − 1 ms) waits the whole of it", async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    while (writer.tryWrite(Uint8Array.of(0))) {}
+    const stuck = writer.write(Uint8Array.of(1)); // no timeout: parked until room comes
+    const settleTurns = async (): Promise<void> => {
+      for (let i = 0; i < 5; i++) await new Promise(setImmediate);
+    };
+    mock.timers.enable({ apis: ['setTimeout'] });
+    let queued: Promise<void>;
+    let settled = false;
+    try {
+      queued = writer.write(Uint8Array.of(2), { timeoutMs: MAX_TIMER_MS + 1_000 });
+      queued.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      mock.timers.tick(MAX_TIMER_MS); // where a timer capped at the limit fires (a plain setTimeout: at 1 ms)
+      await settleTurns();
+      assert.equal(settled, false, 'the queued write timed out before its timeoutMs');
+      mock.timers.tick(1_000);
+      await settleTurns();
+    } finally {
+      mock.timers.reset();
+    }
+    await assert.rejects(queued, (err: ShmringError) => err.code === ErrorCodes.TIMEOUT);
+    assert.equal(reader.tryRead()?.[0], 0); // room for the stuck one
+    await stuck;
   });
 
   it("an iterator's next() calls and read()s of one object take messages in call order", async () => {

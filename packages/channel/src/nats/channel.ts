@@ -6,7 +6,7 @@
  * answers with its own, and from then on each end publishes to the other's
  * inbox (transport.ts). Nothing but the handshake uses the listen subject.
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, abortError } from '@shmring/core';
+import { ErrorCodes, MAX_TIMER_MS, ShmringError, ShmringRangeError, abortError } from '@shmring/core';
 import type { Msg, NatsConnection } from 'nats';
 import { Channel } from '../channel.js';
 import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
@@ -131,7 +131,7 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   const beatMs = checkBeat(options?.heartbeatMs, 'connect');
   // The nats client times with setTimeout, which fires at once past 2^31 - 1 ms (Infinity included): cap it
   // there (24.8 days, for ever in practice).
-  const timeoutMs = Math.min(checkTimeout(options?.timeoutMs, 'connect') ?? DEFAULT_CONNECT_TIMEOUT_MS, 2 ** 31 - 1);
+  const timeoutMs = Math.min(checkTimeout(options?.timeoutMs, 'connect') ?? DEFAULT_CONNECT_TIMEOUT_MS, MAX_TIMER_MS);
   const signal = checkSignal(options?.signal, 'connect');
   if (signal?.aborted) throw abortError(signal);
   const nats = await loadNats();

@@ -1,12 +1,12 @@
 /**
- * The timer behind timeoutMs and handoverTimeoutMs (options.ts): setTimeout
+ * The timer behind the packages' timeoutMs options (timers.ts): setTimeout
  * takes at most 2^31 − 1 ms (and fires after 1 ms when given more), so a
  * longer delay waits in steps of at most that, and fires once, at its end;
  * Infinity sets no timer at all. The steps are shortened here so that the
  * test does not take 25 days.
  */
 import { strict as assert } from 'node:assert';
-import { LongTimeout, MAX_TIMER_MS, startTimer } from '../src/options.js';
+import { LongTimeout, MAX_TIMER_MS, startTimer } from '../src/timers.js';
 
 describe('timers longer than setTimeout takes', function () {
   it('wait in steps, and fire once, at the end of the whole delay', async function () {
