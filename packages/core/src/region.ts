@@ -234,6 +234,29 @@ function checkSize(size: unknown): number {
   return checkInteger('size', size, 1, MAX_REGION_SIZE);
 }
 
+/** A SharedArrayBuffer of `size` bytes, or a typed error when V8 cannot allocate it (its own RangeError has no code). */
+function allocateShared(size: number): SharedArrayBuffer {
+  try {
+    return new SharedArrayBuffer(size);
+  } catch (err) {
+    const e = new ShmringRangeError(
+      'ENOMEM',
+      `Region.create of a 'sab' region of ${size} bytes: V8 could not allocate the SharedArrayBuffer (${(err as Error).message}); ask for less, or use a 'memfd' region`,
+    );
+    throw Object.assign(e, { cause: err });
+  }
+}
+
+/** What an fd that is not a regular file leads to, for a message ("a pipe"). */
+function fileKind(stat: fs.Stats): string {
+  if (stat.isFIFO()) return 'a pipe';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
 /**
  * Largest mapping this Node can wrap in one ArrayBuffer: an external
  * ArrayBuffer is made as a Buffer, whose length is capped at
@@ -472,7 +495,7 @@ export class Region {
     if (options.backing !== 'sab') checkMappable(size, 'Region.create of', `a '${String(options.backing)}' region`);
     switch (options.backing) {
       case 'sab':
-        return Region.fromSharedArrayBuffer(new SharedArrayBuffer(size));
+        return Region.fromSharedArrayBuffer(allocateShared(size));
       case 'memfd': {
         const label = options.name ?? 'shmring';
         if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
@@ -636,7 +659,7 @@ export class Region {
         const name = posixName(options.name);
         try {
           const fd = backend().shmOpen(name, flags, 0);
-          return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd), readOnly, { name }));
+          return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object), readOnly, { name }));
         } catch (err) {
           failOn(err, 'Region.open of', describePosix(name), (code) =>
             code === 'ENOENT' ? 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)' : undefined,
@@ -647,7 +670,7 @@ export class Region {
         const path = checkPath(options.path);
         try {
           const fd = backend().open(path, flags, 0);
-          return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd), readOnly, { path }));
+          return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object), readOnly, { path }));
         } catch (err) {
           failOn(err, 'Region.open of', describeFile(path), (code) =>
             code === 'ENOENT' ? 'no such file: create it first (Region.create), or check the path' : undefined,
@@ -701,7 +724,7 @@ export class Region {
           : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
       );
     }
-    const size = Region.#existingSize(fd);
+    const size = Region.#existingSize(fd, object);
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
@@ -776,17 +799,24 @@ export class Region {
     return new Region({ backing: 'sab', size: sab.byteLength, fd: -1, buffer: sab });
   }
 
-  static #existingSize(fd: number): number {
-    const size = fs.fstatSync(fd).size;
-    if (size === 0) {
-      throw new ShmringError(
-        ErrorCodes.REGION_TOO_SMALL,
-        'the shared memory object is empty (size 0); was it created and sized by its owner?',
+  static #existingSize(fd: number, object: string): number {
+    const stat = fs.fstatSync(fd);
+    // A pipe, socket, terminal or directory has no bytes to map (its size 0 would read as "empty").
+    if (!stat.isFile()) {
+      throw new ShmringTypeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `${object} is ${fileKind(stat)}, not shared memory: pass the fd of a memfd, a POSIX shared memory object or a regular file`,
       );
     }
-    checkSize(size);
-    checkMappable(size, 'mapping', `fd ${fd}`);
-    return size;
+    if (stat.size === 0) {
+      throw new ShmringError(
+        ErrorCodes.REGION_TOO_SMALL,
+        `${object} is empty (size 0): there is nothing to map; was it created and sized by its owner?`,
+      );
+    }
+    checkSize(stat.size);
+    checkMappable(stat.size, 'mapping', object);
+    return stat.size;
   }
 
   /** Maps `fd`; on success the mapping owns the fd (the backend closes it with the mapping). */

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
 import { availableBackends, backend } from '../src/native/loader.js';
@@ -263,6 +263,71 @@ describe('Region', () => {
             (err: Error) => {
               assert.equal((err as { code?: string }).code, 'EBADF');
               assert.ok(err.message.includes('fd 987654'), err.message);
+              return true;
+            },
+          );
+        });
+
+        it('refuses an fd of a pipe, a directory or a device with a message that says what it is, and leaks no fd', () => {
+          const dir = fs.openSync(os.tmpdir(), 'r');
+          const device = fs.openSync('/dev/null', 'r');
+          const fifo = path.join(os.tmpdir(), `shmring-fifo-${process.pid}`);
+          execFileSync('mkfifo', [fifo]);
+          const readEnd = fs.openSync(fifo, 'r+'); // O_RDWR: a FIFO opens at once without a writer
+          fs.unlinkSync(fifo);
+          const before = fs.readdirSync('/proc/self/fd').length;
+          try {
+            for (const [fd, kind] of [
+              [readEnd, 'a pipe'],
+              [dir, 'a directory'],
+              [device, 'a character device'],
+            ] as const) {
+              assert.throws(
+                () => Region.fromFd(fd),
+                (err: Error) => {
+                  assert.equal((err as { code?: string }).code, 'ERR_SHMRING_INVALID_ARGUMENT');
+                  assert.ok(err.message.startsWith(`fd ${fd} is ${kind}, not shared memory`), err.message);
+                  return true;
+                },
+              );
+            }
+            assert.throws(
+              () => Region.open({ backing: 'file', path: '/dev/null' }),
+              (err: Error) => {
+                assert.ok(err.message.includes("file '/dev/null' is a character device"), err.message);
+                return true;
+              },
+            );
+            assert.equal(fs.readdirSync('/proc/self/fd').length, before);
+          } finally {
+            for (const fd of [dir, device, readEnd]) fs.closeSync(fd);
+          }
+        });
+
+        it('names the object in the error for an empty file', () => {
+          const file = path.join(os.tmpdir(), `shmring-empty-${process.pid}`);
+          fs.writeFileSync(file, '');
+          try {
+            assert.throws(
+              () => Region.open({ backing: 'file', path: file }),
+              (err: Error) => {
+                assert.equal((err as { code?: string }).code, 'ERR_SHMRING_REGION_TOO_SMALL');
+                assert.ok(err.message.startsWith(`file '${file}' is empty (size 0)`), err.message);
+                return true;
+              },
+            );
+          } finally {
+            fs.unlinkSync(file);
+          }
+        });
+
+        it("gives a 'sab' region V8 cannot allocate a RangeError with code ENOMEM", () => {
+          assert.throws(
+            () => Region.create({ backing: 'sab', size: 2 ** 40 }),
+            (err: Error) => {
+              assert.ok(err instanceof RangeError);
+              assert.equal((err as { code?: string }).code, 'ENOMEM');
+              assert.ok(err.message.includes("'sab' region of 1099511627776 bytes"), err.message);
               return true;
             },
           );
