@@ -266,24 +266,71 @@ function fileKind(stat: fs.Stats): string {
 const MAX_MAPPED_SIZE = Math.min(MAX_REGION_SIZE, bufferConstants.MAX_LENGTH);
 
 /**
- * Sizes a posix or file object that Region.create opened (`exclusive`: it
- * made it) and returns the size to map. An object that existed already
- * (exclusive: false) is never shrunk: other processes may have it mapped,
- * and a page cut off under them raises SIGBUS at their next touch. A
- * smaller one grows to `size`; a larger one keeps its size and is mapped
- * whole, as a System V segment is. Left racy: two processes that both find
- * the object smaller than their sizes both ftruncate it, and the smaller
- * size can land last (posix_fallocate, which never shrinks, is not in the
- * backends yet): give every process of one object the same size.
+ * Sizes a posix or file object that Region.create opened and returns the
+ * size to map. An object is never shrunk: other processes may have it
+ * mapped, and a page cut off under them raises SIGBUS at their next touch.
+ * A smaller one grows to `size`; a larger one keeps its size and is mapped
+ * whole, as a System V segment is. This holds for creators that race: the
+ * look at the size and the ftruncate happen under an exclusive lock on
+ * SIZING_LOCK_BYTE of the file, so two processes that both find the object
+ * smaller than their sizes grow it one after the other, and the second
+ * sees the first's size (without the lock, the smaller size could land
+ * last). Even the exclusive creator takes it: an `exclusive: false` peer
+ * may have opened and grown the object between its creation and now.
  */
-function sizeFor(fd: number, size: number, exclusive: boolean): number {
-  const existing = exclusive ? 0 : fs.fstatSync(fd).size;
-  if (existing >= size) {
-    checkMappable(existing, 'Region.create of', `fd ${fd} (an existing object)`);
-    return existing;
+function sizeFor(fd: number, size: number, what: string): number {
+  const locked = lockForSizing(fd, what);
+  try {
+    const existing = fs.fstatSync(fd).size;
+    if (existing >= size) {
+      checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`);
+      return existing;
+    }
+    fs.ftruncateSync(fd, size);
+    return size;
+  } finally {
+    if (locked) backend().ofdLock(fd, SIZING_LOCK_BYTE, OFD_UNLOCK);
   }
-  fs.ftruncateSync(fd, size);
-  return size;
+}
+
+/**
+ * The byte of a posix or file object whose exclusive open file description
+ * lock (fcntl F_OFD_SETLK) Region.create holds while it sizes the object
+ * (sizeFor). Far past the largest region (MAX_REGION_SIZE), so it never
+ * meets the locks the rings take on bytes of their own regions; every
+ * shm_open or open makes a description of its own, so creators in one
+ * process exclude each other too, and the kernel drops the lock of one
+ * that dies.
+ */
+export const SIZING_LOCK_BYTE = 2 ** 52;
+const OFD_EXCLUSIVE = 1;
+const OFD_UNLOCK = 2;
+/** How long Region.create waits for another creator's sizing (a few system calls) before it gives up. */
+const SIZING_WAIT_MS = 10_000;
+/** Sleeps between tries for the sizing lock (Atomics.wait on a word nobody wakes). */
+const sizingNap = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Takes the sizing lock on `fd`, waiting while another creator holds it.
+ * False where the file system has no such locks: the sizing then goes
+ * unserialized, as it did before.
+ */
+function lockForSizing(fd: number, what: string): boolean {
+  const deadline = performance.now() + SIZING_WAIT_MS;
+  for (;;) {
+    try {
+      if (backend().ofdLock(fd, SIZING_LOCK_BYTE, OFD_EXCLUSIVE)) return true;
+    } catch {
+      return false; // no OFD locks here (ENOLCK, EINVAL): size as before, unserialized
+    }
+    if (performance.now() > deadline) {
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `Region.create of ${what}: another process has been sizing it for ${SIZING_WAIT_MS} ms (stopped in the middle?); try again, or find the process (fuser, lsof)`,
+      );
+    }
+    Atomics.wait(sizingNap, 0, 0, 0.1);
+  }
 }
 
 /** Checks that a region of `size` bytes of a mapped backing can be mapped here, before anything is created. */
@@ -528,7 +575,7 @@ export class Region {
           const fd = backend().shmOpen(name, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
-            () => Region.#map('posix', fd, sizeFor(fd, size, exclusive), false, { name }),
+            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object), false, { name }),
             exclusive ? () => backend().shmUnlink(name) : undefined,
           );
         } catch (err) {
@@ -546,7 +593,7 @@ export class Region {
           const fd = backend().open(path, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
-            () => Region.#map('file', fd, sizeFor(fd, size, exclusive), false, { path }),
+            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object), false, { path }),
             exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
           );
         } catch (err) {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
+import { SIZING_LOCK_BYTE } from '../src/region.js';
 import { availableBackends, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
 
@@ -481,6 +482,33 @@ describe('Region sizes this Node cannot map, and objects reused with exclusive: 
         assert.equal(fs.existsSync(`/dev/shm/${name}`), false, 'no POSIX object was made');
         assert.equal(fs.existsSync(file), false, 'no file was made');
         assert.throws(() => Region.snapshot(() => undefined, { size: MAX_LENGTH + 1 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+      });
+
+      it('creators that race size the object one after the other: the smaller size never lands last', async function () {
+        this.timeout(20_000);
+        const name = uniqueName('sizing');
+        // Stands for a creator caught between its look at the size (0) and its ftruncate to 4096.
+        const fd = fs.openSync(`/dev/shm/${name}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+        try {
+          assert.ok(backend().ofdLock(fd, SIZING_LOCK_BYTE, 1), 'took the sizing lock');
+          const child = spawn(process.execPath, [PEER, 'create-shared', name, '8192'], { stdio: ['pipe', 'pipe', 'inherit'] });
+          const exited = once(child, 'exit');
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d));
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          assert.equal(out, '', 'the other creator mapped while this one was sizing');
+          fs.ftruncateSync(fd, 4096);
+          backend().ofdLock(fd, SIZING_LOCK_BYTE, 2);
+          child.stdin.write('go');
+          const [code, signal] = await exited;
+          assert.equal(signal, null, `the other creator died of ${signal}: the object shrank under its mapping`);
+          assert.equal(code, 0);
+          assert.equal(out, 'mapped 8192\ntouched\n');
+          assert.equal(fs.fstatSync(fd).size, 8192, 'the larger size landed last');
+        } finally {
+          fs.closeSync(fd);
+          fs.rmSync(`/dev/shm/${name}`, { force: true });
+        }
       });
 
       it("create with exclusive: false never shrinks an existing POSIX object or file: the other holders' pages stay", () => {
