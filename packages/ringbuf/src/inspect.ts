@@ -94,7 +94,7 @@ export interface MpscInfo {
 export interface ClaimInfo {
   /** The record's position (u32, as producerPosition). */
   position: number;
-  /** The claimer's pid, from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
+  /** The claimer's thread id (its process's pid for a main thread), from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
   pid: number;
   /** Whether that pid is a live process here: what the consumer's unblock rule goes by (pid 0 counts as gone). */
   alive: boolean;
@@ -250,7 +250,7 @@ function describeMpsc(region: Region, info: RingInfo): void {
     const position = (head + passed) >>> 0;
     const index = position & (capacity - 1);
     const left = Math.min(claimed - passed, capacity - index); // a record never straddles the end
-    // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's pid stored before it in TYPE), or nothing yet.
+    // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's thread id stored before it in TYPE), or nothing yet.
     const length = Atomics.load(data32, (index >> 2) + M.MPSC_LENGTH_I32);
     if (length === 0) {
       // Claimed, header not written yet: its extent is the zero words up to the next header (as the consumer's skip counts it).
@@ -266,7 +266,7 @@ function describeMpsc(region: Region, info: RingInfo): void {
     const size = M.recordBytes(magnitude);
     if (size > left) break;
     if (length < 0) {
-      // The claimer's pid (stored before the negative LENGTH observed above).
+      // The claimer's thread id (stored before the negative LENGTH observed above).
       const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);
       inFlight.push({ position, pid, alive: pid > 0 && isAlive(pid, 0), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
     }

@@ -36,8 +36,9 @@
  *  - The consumer reads records in tail-claim order, so FIFO holds per
  *    producer; between producers the order is that of their claims.
  *  - A claimed record stuck at the head for peerTimeoutMs whose claimer is
- *    gone (its pid, in TYPE while claimed, is not a live process, or no
- *    process holds the PRODUCER lock) is taken back by the consumer with a
+ *    gone (its thread id, in TYPE while claimed, is not a live thread:
+ *    /proc/<tid>, the pid of its process for a main thread; or no process
+ *    holds the PRODUCER lock) is taken back by the consumer with a
  *    CAS of LENGTH from -length to 0, so a claimer that was in fact alive
  *    sees its commit CAS fail. A record whose header was never written
  *    (LENGTH 0, tail beyond it) is skipped only when no process holds the
@@ -69,7 +70,7 @@ import {
 import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
-import { isAlive } from './liveness.js';
+import { isAlive, ownThread } from './liveness.js';
 import { Roles } from './roles.js';
 import { DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
 
@@ -91,8 +92,14 @@ export interface MpscAttachOptions extends AttachOptions {
 const WAKE_ONE = 1;
 /** Room freed may let any of the parked producers through (their records differ in size): wake them all. */
 const WAKE_ALL = 0x7fffffff;
-/** The claimer's mark in TYPE while a record is claimed. */
-const PID = process.pid;
+/**
+ * The claimer's mark in TYPE while a record is claimed: this thread's id
+ * (its tid; the pid for the main thread, and Linux's tids share the pid
+ * number space, so /proc/<tid> answers for a thread as /proc/<pid> does
+ * for a process). A worker thread terminated with a claim open is then a
+ * dead claimer although its process lives on. Module state is per thread.
+ */
+const MARK = ownThread().id;
 /**
  * Whether the claim mark's LENGTH store may be a plain store (#reserve):
  * only where the hardware keeps stores in order (x86-64's TSO). Elsewhere
@@ -314,17 +321,17 @@ export class MpscRing extends Queue {
     const data32 = this.#data32;
     let at = index >> 2;
     if (size > toEnd) {
-      // The record goes to 0: mark it claimed first (so a death from here on leaves a header with our pid).
-      data32[M.MPSC_TYPE_I32] = PID;
-      // Publishes "claimed by PID" (TYPE before) to the consumer's stuck-record check.
+      // The record goes to 0: mark it claimed first (so a death from here on leaves a header with our id).
+      data32[M.MPSC_TYPE_I32] = MARK;
+      // Publishes "claimed by MARK" (TYPE before) to the consumer's stuck-record check.
       Atomics.store(data32, M.MPSC_LENGTH_I32, -recordLength);
       data32[at + M.MPSC_TYPE_I32] = L.PADDING_TYPE;
       // Commits the padding before the wrap (its TYPE written before); the consumer skips it.
       Atomics.store(data32, at + M.MPSC_LENGTH_I32, toEnd);
       at = 0;
     } else {
-      data32[at + M.MPSC_TYPE_I32] = PID;
-      // Publishes "claimed by PID" to the consumer's stuck-record check: on x86-64 a plain store, ordered
+      data32[at + M.MPSC_TYPE_I32] = MARK;
+      // Publishes "claimed by MARK" to the consumer's stuck-record check: on x86-64 a plain store, ordered
       // after TYPE's by TSO (LAYOUT.md asks for a release; JavaScript's only one is seq_cst, a locked
       // instruction that stalls on the line a caught-up consumer is polling: benches/src/mpsc.ts, one
       // producer). Until the consumer sees it, LENGTH reads 0, "header not yet written", nothing to read
@@ -539,7 +546,7 @@ export class MpscRing extends Queue {
 
   /** Whether the claimer of the record at Int32 index `at` (its LENGTH seen negative) can write no more. */
   #claimerGone(at: number): boolean {
-    // The claimer's pid, stored before its negative LENGTH (which the caller observed).
+    // The claimer's thread id, stored before its negative LENGTH (which the caller observed).
     const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
     return !(this.#producersLeft() && claimer > 0 && isAlive(claimer, 0));
   }

@@ -190,6 +190,35 @@ describe('MpscRing with producer processes and threads', function () {
     for (const p of others) await p.next('done');
   });
 
+  it('a worker thread terminated between claim and commit: its record is skipped after peerTimeoutMs, its process living on', async function () {
+    const PEER_TIMEOUT_MS = 200;
+    const sabRegion = Region.create({ backing: 'sab', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const sabRing = MpscRing.create(sabRegion, { capacity: 1024 });
+    const worker = new Worker(new URL(`file://${FIXTURE_PATH}`), {
+      workerData: { mpscPeer: true, config: { role: 'claimer', id: 9 }, sab: sabRegion.buffer },
+    });
+    const producer = MpscRing.attach(sabRegion);
+    try {
+      await new Promise<void>((resolveClaimed, reject) => {
+        worker.on('message', (e: PeerEvent) => (e.event === 'claimed' ? resolveClaimed() : undefined));
+        worker.on('error', reject);
+      });
+      assert.deepEqual([...sabRing.tryRead()!], [...message(9, 0)]);
+      producer.writeSync(message(1, 0)); // behind the worker's open claim
+      // While the worker lives, its claim holds the head.
+      await assert.rejects(sabRing.read({ timeoutMs: 3 * PEER_TIMEOUT_MS, peerTimeoutMs: PEER_TIMEOUT_MS }), { code: ErrorCodes.TIMEOUT });
+      assert.equal(sabRing.unblockedRecords, 0, 'the record of a live claimer was skipped');
+      await worker.terminate();
+      const m = await sabRing.read({ timeoutMs: 20 * PEER_TIMEOUT_MS, peerTimeoutMs: PEER_TIMEOUT_MS });
+      assert.deepEqual([...m], [...message(1, 0)], 'the message behind the dead claim');
+      assert.equal(sabRing.unblockedRecords, 1);
+    } finally {
+      await worker.terminate();
+      producer.close();
+      sabRing.close();
+    }
+  });
+
   it("a waiting read skips a dead claimer's record too (parked on the futex); PEER_DEAD once no producer is left", async function () {
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
