@@ -25,7 +25,7 @@ import {
   type CodecOption,
 } from '../src/index.js';
 import {
-  ends,
+  endsPerTest,
   transports,
   transportTitle,
   fdCount,
@@ -60,18 +60,10 @@ describe('misuse', function () {
 
   for (const transport of transports()) {
     describe(`over a ${transportTitle(transport)}`, function () {
-      let a: Channel;
-      let b: Channel;
-      let dispose: () => Promise<void>;
-
-      beforeEach(async function () {
-        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
-      });
-      afterEach(async function () {
-        await dispose();
-      });
+      const ends = endsPerTest(transport, { capacity: 4096 });
 
       it('send, request, receive and handle after close() fail with ERR_SHMRING_CLOSED', async function () {
+        const { a } = ends;
         a.close();
         await rejectsWith(a.send(1), 'ERR_SHMRING_CLOSED', 'after close()');
         await rejectsWith(a.request(1), 'ERR_SHMRING_CLOSED', 'after close()');
@@ -82,12 +74,14 @@ describe('misuse', function () {
       });
 
       it('a second handle() throws ERR_SHMRING_HANDLER_EXISTS and the first handler stays', async function () {
+        const { a, b } = ends;
         b.handle((v) => ['first', v]);
         throwsWith(() => b.handle((v) => ['second', v]), 'ERR_SHMRING_HANDLER_EXISTS');
         assert.deepEqual(await a.request(1), ['first', 1]);
       });
 
       it('handle() with something that is not a function throws a TypeError (ERR_SHMRING_INVALID_ARGUMENT)', async function () {
+        const { a, b } = ends;
         for (const bad of [undefined, null, 'handler', 42, {}, { handle: () => 1 }]) {
           const err = throwsWith(() => b.handle(bad as never), 'ERR_SHMRING_INVALID_ARGUMENT');
           assert.ok(err instanceof TypeError);
@@ -98,6 +92,7 @@ describe('misuse', function () {
       });
 
       it('values structured clone cannot encode (function, symbol, ...) reject with ERR_SHMRING_ENCODE and nothing is written', async function () {
+        const { a, b } = ends;
         let calls = 0;
         b.handle((v) => {
           calls++;

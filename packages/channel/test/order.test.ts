@@ -14,7 +14,7 @@ import { once } from 'node:events';
 import { channelPair, listen, type Channel } from '../src/index.js';
 import { runStream, STRESS_CAPACITY, type StreamReport } from './fixtures/traffic.js';
 import {
-  ends,
+  endsPerTest,
   transports,
   transportTitle,
   killAllPeers,
@@ -50,21 +50,12 @@ describe('order', function () {
 
   for (const transport of transports()) {
     describe(`over a ${transportTitle(transport)}`, function () {
-      let a: Channel;
-      let b: Channel;
-      let dispose: () => Promise<void>;
-
-      beforeEach(async function () {
-        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
-      });
-
-      afterEach(async function () {
-        await dispose();
-      });
+      const ends = endsPerTest(transport, { capacity: 4096 });
 
       // Regression: values that wait for room in the writer queue keep their
       // own bytes (see 'values queued while the ring is full ...' below).
       it('sends and requests interleaved from both sides at once arrive in call order, each kind complete', async function () {
+        const { a, b } = ends;
         const N = 600;
         // Every 10th value is larger than the ring's largest record (split); every 3rd call is a request.
         const value = (side: string, i: number): unknown => ({ side, i, pad: i % 10 === 9 ? 'p'.repeat(3000 + i) : '' });
@@ -104,6 +95,7 @@ describe('order', function () {
       });
 
       it('a receive() that was aborted leaves its value for the next receive()', async function () {
+        const { a, b } = ends;
         const controller = new AbortController();
         const aborted = b.receive({ signal: controller.signal });
         controller.abort();
@@ -120,6 +112,7 @@ describe('order', function () {
       // copy of those bytes, not a view (Buffer#slice is a view), or every
       // queued value arrives as the last one encoded.
       it('values queued while the ring is full arrive as they were sent, not as the last one encoded', async function () {
+        const { a, b } = ends;
         // Fill the ring so that what follows waits in the writer's queue.
         const filler = randomBytes(1, 2000);
         const sends: Array<Promise<void>> = [a.send(filler), a.send(filler), a.send(filler)];

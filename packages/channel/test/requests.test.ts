@@ -14,9 +14,9 @@
  * that blocks its own thread, so its other end is a worker.
  */
 import { strict as assert } from 'node:assert';
-import { channelPair, RemoteError, type Channel } from '../src/index.js';
+import { channelPair, RemoteError } from '../src/index.js';
 import {
-  ends,
+  endsPerTest,
   transports,
   transportTitle,
   rejectsWith,
@@ -55,19 +55,10 @@ describe('requests', function () {
 
   for (const transport of transports()) {
     describe(`over a ${transportTitle(transport)}`, function () {
-      let a: Channel;
-      let b: Channel;
-      let dispose: () => Promise<void>;
-
-      beforeEach(async function () {
-        ({ a, b, dispose } = await ends(transport, { capacity: 4096 }));
-      });
-
-      afterEach(async function () {
-        await dispose();
-      });
+      const ends = endsPerTest(transport, { capacity: 4096 });
 
       it('each reply reaches its own caller when the handler resolves later requests first', async function () {
+        const { a, b } = ends;
         const N = 8;
         const held = new Map<number, { resolve: (v: unknown) => void }>();
         b.handle((value) => {
@@ -100,6 +91,7 @@ describe('requests', function () {
       });
 
       it('requests from both sides at once are answered independently (each side numbers its own)', async function () {
+        const { a, b } = ends;
         a.handle((value) => ['a', value]);
         b.handle(async (value) => {
           await sleep((value as number) % 3);
@@ -118,6 +110,7 @@ describe('requests', function () {
       });
 
       it('a handler that throws: the caller gets a RemoteError with the remote message, code and name', async function () {
+        const { a, b } = ends;
         b.handle((value) => {
           switch (value) {
             case 'sync-coded':
@@ -155,6 +148,7 @@ describe('requests', function () {
       // Regression: describing these threw inside the channel (String() of an object without a
       // prototype, a getter that throws): the handler's side crashed and the caller waited for ever.
       it('a handler that throws what cannot be described (no prototype, throwing getters, a revoked Proxy) or returns a broken thenable: the caller gets a RemoteError, and the channel goes on', async function () {
+        const { a, b } = ends;
         b.handle((value) => {
           switch (value) {
             case 'null-prototype':
@@ -213,12 +207,14 @@ describe('requests', function () {
       });
 
       it('a reply the codec cannot encode reaches the caller as a RemoteError with ERR_SHMRING_ENCODE, and the channel goes on', async function () {
+        const { a, b } = ends;
         b.handle((value) => (value === 'bad' ? { f: () => 1 } : value));
         await rejectsWith(a.request('bad'), 'ERR_SHMRING_ENCODE');
         assert.equal(await a.request('good'), 'good');
       });
 
       it("timeoutMs: the request rejects with ERR_SHMRING_TIMEOUT, the handler's signal aborts, and the next request gets its own reply", async function () {
+        const { a, b } = ends;
         let first = true;
         const handlerSignal = deferred<AbortSignal>();
         b.handle((value, { signal }) => {
@@ -242,6 +238,7 @@ describe('requests', function () {
       });
 
       it('timeoutMs: 0 rejects with ERR_SHMRING_TIMEOUT instead of waiting for a reply that never comes', async function () {
+        const { a, b } = ends;
         b.handle(() => new Promise(() => {}));
         const pending = a.request('x', { timeoutMs: 0 });
         await rejectsWith(pending, 'ERR_SHMRING_TIMEOUT');
@@ -250,6 +247,7 @@ describe('requests', function () {
       // Regression: setTimeout takes at most 2^31 − 1 ms and fires after 1 ms when given more, so these
       // rejected with ERR_SHMRING_TIMEOUT at once (and Node warned).
       it('timeoutMs: Infinity, or more than setTimeout takes (2^31 − 1 ms), waits for the reply', async function () {
+        const { a, b } = ends;
         const warnings: Error[] = [];
         const onWarning = (warning: Error): void => void warnings.push(warning);
         process.on('warning', onWarning);
@@ -275,6 +273,7 @@ describe('requests', function () {
       });
 
       it("an AbortSignal aborts the caller (AbortError) and reaches the handler's signal", async function () {
+        const { a, b } = ends;
         const seen = deferred<{ aborted: boolean; reason: unknown }>();
         const started = deferred<void>();
         b.handle((_value, { signal }) => {
@@ -300,6 +299,7 @@ describe('requests', function () {
       });
 
       it('a request with an already-aborted signal rejects at once and is never sent', async function () {
+        const { a, b } = ends;
         let calls = 0;
         b.handle((v) => {
           calls++;
@@ -311,6 +311,7 @@ describe('requests', function () {
       });
 
       it('a request sent before the other side has a handler is answered once it registers one (in order)', async function () {
+        const { a, b } = ends;
         const replies = [a.request('early 1'), a.request('early 2')];
         await sleep(50);
         assert.equal((await settledWithin(replies[0]!, 1)).status, 'pending');
@@ -325,6 +326,7 @@ describe('requests', function () {
       });
 
       it('a request whose handler side closes without a handler rejects with ERR_SHMRING_CLOSED', async function () {
+        const { a, b } = ends;
         const pending = a.request('anyone?');
         await sleep(30);
         b.close();
@@ -333,6 +335,7 @@ describe('requests', function () {
       });
 
       it("a request pending when its handler side closes mid-handling rejects with ERR_SHMRING_CLOSED, and the handler's signal aborts", async function () {
+        const { a, b } = ends;
         const handlerSignal = deferred<AbortSignal>();
         b.handle((_v, { signal }) => {
           handlerSignal.resolve(signal);
@@ -346,6 +349,7 @@ describe('requests', function () {
       });
 
       it('closing this side with a request pending rejects it with ERR_SHMRING_CLOSED', async function () {
+        const { a, b } = ends;
         b.handle(() => new Promise(() => {}));
         const pending = a.request('x');
         await sleep(10);

@@ -26,7 +26,7 @@ import util from 'node:util';
 import v8 from 'node:v8';
 import fc from 'fast-check';
 import type { Channel, CodecOption } from '../src/index.js';
-import { ends, pairEnds, socketEnds, type Transport } from './helpers.js';
+import { endsPerTest, pairEnds, socketEnds, type Transport } from './helpers.js';
 
 const CAPACITY = 4096;
 const NUM_RUNS = 200;
@@ -99,19 +99,10 @@ describe('round trip: every value kind arrives as its model', function () {
 
   for (const transport of ['socket', 'pair'] as Transport[]) {
     describe(`over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
-      let a: Channel;
-      let b: Channel;
-      let dispose: () => Promise<void>;
-
-      beforeEach(async function () {
-        ({ a, b, dispose } = await ends(transport, { capacity: CAPACITY }));
-      });
-
-      afterEach(async function () {
-        await dispose();
-      });
+      const ends = endsPerTest(transport, { capacity: CAPACITY });
 
       it('fc.anything() values sent either way arrive equal to their v8 round trip', async function () {
+        const { a, b } = ends;
         await fc.assert(
           fc.asyncProperty(anythingArb, fc.boolean(), fc.boolean(), async (value, forward, receiveFirst) => {
             const model = structuredModel(value);
@@ -124,6 +115,7 @@ describe('round trip: every value kind arrives as its model', function () {
       });
 
       it('fc.anything() values as requests come back from an echo handler equal to their v8 round trip', async function () {
+        const { a, b } = ends;
         a.handle((value) => value);
         b.handle((value) => value);
         await fc.assert(
@@ -137,6 +129,7 @@ describe('round trip: every value kind arrives as its model', function () {
       });
 
       it('typed arrays of every kind, DataViews and ArrayBuffers arrive with their type and bytes', async function () {
+        const { a, b } = ends;
         const typedArb = fc.oneof(
           fc.int8Array(),
           fc.uint8Array(),
@@ -169,6 +162,7 @@ describe('round trip: every value kind arrives as its model', function () {
       });
 
       it('a Buffer (the raw fast path) arrives as a Buffer with the same bytes, at any size', async function () {
+        const { a, b } = ends;
         await fc.assert(
           fc.asyncProperty(fc.uint8Array({ maxLength: 3 * CAPACITY }), fc.nat(), async (bytes, cut) => {
             // A Buffer that is a view at an offset of a larger one.
@@ -185,6 +179,7 @@ describe('round trip: every value kind arrives as its model', function () {
       });
 
       it('the awkward values: -0, NaN, holes, own "__proto__" keys, lone surrogates, undefined, null-prototype objects', async function () {
+        const { a, b } = ends;
         const proto = JSON.parse('{"__proto__": {"x": 1}, "y": [1, 2]}') as unknown;
         const nullProto = Object.assign(Object.create(null) as object, { k: 1 });
         // eslint-disable-next-line no-sparse-arrays

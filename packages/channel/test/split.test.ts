@@ -19,8 +19,7 @@ import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import v8 from 'node:v8';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import type { Channel } from '../src/index.js';
-import { ends, randomBytes, socketEnds, type Transport } from './helpers.js';
+import { endsPerTest, randomBytes, socketEnds, type Transport } from './helpers.js';
 
 const CAPACITY = 4096;
 /** Bytes of the total-length prefix of a SPLIT record (frames.ts). */
@@ -130,19 +129,10 @@ describe('split values at every size around the record and ring boundaries', fun
   for (const kind of KINDS) {
     for (const transport of ['socket', 'pair'] as Transport[]) {
       describe(`${kind.name}, over a ${transport === 'socket' ? 'connect/listen channel' : 'channelPair'}`, function () {
-        let a: Channel;
-        let b: Channel;
-        let dispose: () => Promise<void>;
-
-        beforeEach(async function () {
-          ({ a, b, dispose } = await ends(transport, { capacity: CAPACITY, codec: kind.codec }));
-        });
-
-        afterEach(async function () {
-          await dispose();
-        });
+        const ends = endsPerTest(transport, { capacity: CAPACITY, codec: kind.codec });
 
         it(`sends of sizes ${SIZES.join(', ')} arrive whole either way, each followed intact by the next value`, async function () {
+          const { a, b } = ends;
           let seed = 1;
           for (const n of SIZES) {
             for (const [from, to, dir] of [
@@ -161,6 +151,7 @@ describe('split values at every size around the record and ring boundaries', fun
         });
 
         it('requests of every edge size get replies of every edge size (both split independently)', async function () {
+          const { a, b } = ends;
           a.handle((value) => value);
           b.handle((value) => value);
           let seed = 1000;
