@@ -146,10 +146,15 @@ export function abortError(signal?: AbortSignal): Error {
   return err;
 }
 
+/** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */
+export function shown(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
 /** Checks that `value` is an integer in [min, max]; throws a coded RangeError/TypeError naming it. */
 export function checkInteger(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${name} must be an integer, got ${String(value)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${name} must be an integer, got ${shown(value)}`);
   }
   if (value < min || value > max) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${name}=${value} is out of range [${min}, ${max}]`);

@@ -155,6 +155,13 @@ const MAX_REGION_SIZE = 2 ** 40;
 const MAX_NAME_LENGTH = 255;
 
 const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
+/**
+ * Opening a FIFO read-only waits for a writer, for ever if none comes:
+ * every open of an object to map is non-blocking (no effect on a regular
+ * file or a shared memory object), and what it opened is then refused as
+ * not mappable (mappableSize).
+ */
+const { O_NONBLOCK } = fs.constants;
 
 /** shmget(2) flags (sys/ipc.h, sys/shm.h). */
 const IPC_CREAT = 0o1000;
@@ -247,6 +254,21 @@ function allocateShared(size: number): SharedArrayBuffer {
   }
 }
 
+/**
+ * fstat of an fd about to be mapped; a pipe, socket, terminal or directory
+ * has no bytes to map (its size 0 would read as "empty"): INVALID_ARGUMENT.
+ */
+function mappableStat(fd: number, object: string): fs.Stats {
+  const stat = fs.fstatSync(fd);
+  if (!stat.isFile()) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${object} is ${fileKind(stat)}, not shared memory: only a memfd, a POSIX shared memory object or a regular file can be mapped`,
+    );
+  }
+  return stat;
+}
+
 /** What an fd that is not a regular file leads to, for a message ("a pipe"). */
 function fileKind(stat: fs.Stats): string {
   if (stat.isFIFO()) return 'a pipe';
@@ -279,6 +301,7 @@ const MAX_MAPPED_SIZE = Math.min(MAX_REGION_SIZE, bufferConstants.MAX_LENGTH);
  * may have opened and grown the object between its creation and now.
  */
 function sizeFor(fd: number, size: number, what: string): number {
+  mappableStat(fd, what); // a FIFO or a directory that had the name: nothing to size
   const locked = lockForSizing(fd, what);
   try {
     const existing = fs.fstatSync(fd).size;
@@ -572,7 +595,7 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = backend().shmOpen(name, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
+          const fd = backend().shmOpen(name, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
             () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object), false, { name }),
@@ -590,7 +613,7 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = backend().open(path, O_RDWR | O_CREAT | (exclusive ? O_EXCL : 0), mode);
+          const fd = backend().open(path, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode);
           region = withFd(
             fd,
             () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object), false, { path }),
@@ -700,7 +723,7 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
     }
     const readOnly = options.readOnly === true;
-    const flags = readOnly ? O_RDONLY : O_RDWR;
+    const flags = (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK;
     switch (options.backing) {
       case 'posix': {
         const name = posixName(options.name);
@@ -847,14 +870,7 @@ export class Region {
   }
 
   static #existingSize(fd: number, object: string): number {
-    const stat = fs.fstatSync(fd);
-    // A pipe, socket, terminal or directory has no bytes to map (its size 0 would read as "empty").
-    if (!stat.isFile()) {
-      throw new ShmringTypeError(
-        ErrorCodes.INVALID_ARGUMENT,
-        `${object} is ${fileKind(stat)}, not shared memory: pass the fd of a memfd, a POSIX shared memory object or a regular file`,
-      );
-    }
+    const stat = mappableStat(fd, object);
     if (stat.size === 0) {
       throw new ShmringError(
         ErrorCodes.REGION_TOO_SMALL,

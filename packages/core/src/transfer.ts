@@ -14,7 +14,7 @@
  */
 import { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from './errors.js';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, shown } from './errors.js';
 import { backend } from './native/loader.js';
 import { adoptFd, Region } from './region.js';
 
@@ -34,11 +34,6 @@ export interface ReceiveOptions {
 
 /** Longest pause between two polls of the socket while receiving. */
 const MAX_POLL_INTERVAL_MS = 10;
-
-/** How a wrong value is shown in a message: strings quoted, the rest as String() shows them. */
-function shown(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
-}
 
 function checkSocket(socket: unknown, verb: string): asserts socket is Socket {
   if (!(socket instanceof Socket)) {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
 import { SIZING_LOCK_BYTE } from '../src/region.js';
@@ -302,6 +302,41 @@ describe('Region', () => {
             assert.equal(fs.readdirSync('/proc/self/fd').length, before);
           } finally {
             for (const fd of [dir, device, readEnd]) fs.closeSync(fd);
+          }
+        });
+
+        it('a FIFO under a POSIX name or a file path is refused at once (no open that waits for a writer), leaking no fd', function () {
+          const name = uniqueName('fifo');
+          const file = path.join(os.tmpdir(), `${uniqueName('fifo')}.region`);
+          execFileSync('mkfifo', [`/dev/shm/${name}`, file]);
+          const before = fs.readdirSync('/proc/self/fd').length;
+          try {
+            // Read-only, an open that waits would wait for ever, and no test timeout ends a synchronous call: in a child.
+            for (const [how, target] of [
+              ['open-posix', name],
+              ['open-file', file],
+            ]) {
+              const child = spawnSync(process.execPath, [PEER, how!, target!], { encoding: 'utf8', timeout: 10_000 });
+              assert.equal(child.signal, null, `Region.open of the FIFO (${how}) still waited after 10 s`);
+              assert.equal(child.stdout, 'ERR_SHMRING_INVALID_ARGUMENT', child.stderr);
+            }
+            assert.throws(() => Region.open({ backing: 'posix', name }), {
+              code: 'ERR_SHMRING_INVALID_ARGUMENT',
+              message: / is a pipe, not shared memory/,
+            });
+            for (const options of [
+              { backing: 'posix' as const, name, size: 4096, exclusive: false },
+              { backing: 'file' as const, path: file, size: 4096, exclusive: false },
+            ]) {
+              assert.throws(() => Region.create(options), {
+                code: 'ERR_SHMRING_INVALID_ARGUMENT',
+                message: / is a pipe, not shared memory/,
+              });
+            }
+            assert.equal(fs.readdirSync('/proc/self/fd').length, before);
+          } finally {
+            fs.rmSync(`/dev/shm/${name}`, { force: true });
+            fs.rmSync(file, { force: true });
           }
         });
 
