@@ -102,7 +102,8 @@ export interface SelectOptions {
   /**
    * Microseconds of re-checking on the spot before parking (or polling).
    * selectSync: default 20, skipped after a long wait as readSync does;
-   * select: default 2.
+   * select: default 2. Never past timeoutMs (nor is select's poll):
+   * timeoutMs 0 looks once and throws ERR_SHMRING_TIMEOUT at once.
    */
   spin?: number;
   /**
@@ -438,7 +439,9 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
     return i >= 0 ? i : undefined;
   };
   const spinMicros = options?.spin ?? spinPacer.spinMicros(SPIN_MICROS_SYNC);
-  let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
+  // The spin ends at the call's deadline at the latest: timeoutMs 0 does not spin (the first scan was its try).
+  const spinUntil = Math.min(call.deadline, call.started + spinMicros / 1000);
+  let index = spinUntil > call.started ? spin(attempt, spinUntil) : undefined;
   if (index === undefined) {
     // One distinct word waits as readSync does (Atomics.wait on a SharedArrayBuffer); several, in futex_waitv.
     const native = wordsToWait(call.probes, false).length > 1;
@@ -494,9 +497,12 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
   // Only the waiting part can meet a region closed under it (checkCall refused one closed before).
   try {
     const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
-    let index = spinMicros > 0 ? spin(attempt, call.started + spinMicros / 1000) : undefined;
-    if (index === undefined && pollMicros > 0) {
-      index = await pollUntil(attempt, Math.min(call.deadline, call.started + pollMicros / 1000), signal);
+    // Neither the try nor the poll outlasts the call's deadline: timeoutMs 0 times out in the re-check after announcing.
+    const spinUntil = Math.min(call.deadline, call.started + spinMicros / 1000);
+    let index = spinUntil > call.started ? spin(attempt, spinUntil) : undefined;
+    const pollUntilAt = Math.min(call.deadline, call.started + pollMicros / 1000);
+    if (index === undefined && pollUntilAt > call.started) {
+      index = await pollUntil(attempt, pollUntilAt, signal);
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)

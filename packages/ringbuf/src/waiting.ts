@@ -69,7 +69,8 @@ export interface WaitOptions {
    * parked peer (it answers no sooner than its wake-up), and on a side whose
    * messages come far apart (see poll), the first poll slice (10 µs, at
    * most the poll window) for a wait that polls, else 2.
-   * 0 goes on at once.
+   * 0 goes on at once. Never past timeoutMs: the spin (and the poll) end at
+   * the wait's deadline, so timeoutMs 0 tries once and times out at once.
    */
   spin?: number;
   /**
@@ -265,8 +266,9 @@ function* parkSteps<T>(
 /**
  * Parks the thread (futex / Atomics.wait) until `attempt` succeeds. For
  * workers and dedicated processes. Spins first (paced by `pacer`, or as
- * long as options.spin says), then naps a quarter of peerTimeoutMs at a
- * time, asking `peerAlive()` after each nap that timed out.
+ * long as options.spin says, never past the deadline), then naps a quarter
+ * of peerTimeoutMs at a time, asking `peerAlive()` after each nap that
+ * timed out.
  */
 export function parkSync<T>(
   ctl: Int32Array,
@@ -283,7 +285,9 @@ export function parkSync<T>(
   const started = performance.now();
   const deadline = deadlineOf(options, started);
   const spinMicros = options?.spin ?? pacer.spinMicros(SPIN_MICROS_SYNC);
-  let result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
+  // The spin ends at the wait's deadline at the latest: timeoutMs 0 does not spin at all (one try, then the re-check).
+  const spinUntil = Math.min(deadline, started + spinMicros / 1000);
+  let result = spinUntil > started ? spin(attempt, spinUntil) : undefined;
   if (result === undefined) {
     const checkMs = checkPeriodOf(options);
     const steps = parkSteps(ctl, block, attempt, options, what, deadline, checkMs);
@@ -349,8 +353,9 @@ export const AS_IS: Settle<never, never> = {
 /**
  * parkSync for the event loop, never blocking it: tries on the spot for
  * TRY_MICROS_ASYNC (or options.spin), polls between event-loop turns for
- * the window `pacer` gives (pacing.ts), then parks on the asynchronous futex
- * wait until woken or its deadline passes. While parked, the thread's
+ * the window `pacer` gives (pacing.ts), both ending at the deadline at the
+ * latest, then parks on the asynchronous futex wait until woken or its
+ * deadline passes. While parked, the thread's
  * watchdog looks at the peer every quarter of peerTimeoutMs and, if it is
  * gone, cancels the futex wait. `pacer` learns whether the wait got its
  * message (the side stays hot). `stop` ends the wait from outside.
@@ -372,6 +377,7 @@ export function parkAsync<T, R = T>(
   settle: Settle<T, R> = AS_IS as Settle<T, R>,
 ): Promise<R> {
   let pollMicros: number;
+  let pollUntilAt: number;
   let started: number;
   let deadline: number;
   let result: T | undefined;
@@ -392,7 +398,10 @@ export function parkAsync<T, R = T>(
     // A sparse side's message is not due yet: trying would only delay the peer it just answered.
     const spinMicros =
       options?.spin ?? (wokePeer || pacer.sparse ? 0 : pollMicros > 0 ? Math.min(pollMicros, POLL_SLICE_MICROS) : TRY_MICROS_ASYNC);
-    result = spinMicros > 0 ? spin(attempt, started + spinMicros / 1000) : undefined;
+    // Neither the try nor the poll outlasts the wait's deadline: timeoutMs 0 times out in the re-check after announcing.
+    const spinUntil = Math.min(deadline, started + spinMicros / 1000);
+    result = spinUntil > started ? spin(attempt, spinUntil) : undefined;
+    pollUntilAt = Math.min(deadline, started + pollMicros / 1000);
   } catch (err) {
     return settleNow(settle, err, true);
   }
@@ -401,9 +410,9 @@ export function parkAsync<T, R = T>(
     return settleNow(settle, result, false);
   }
   const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle);
-  if (pollMicros === 0) return park.start();
+  if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
-  return pollUntil(attempt, Math.min(deadline, started + pollMicros / 1000), options?.signal, stop).then(
+  return pollUntil(attempt, pollUntilAt, options?.signal, stop).then(
     (polled) => (polled === undefined ? park.start() : park.got(polled)),
     (err: unknown) => park.settle.err(err),
   );
