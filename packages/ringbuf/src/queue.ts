@@ -38,7 +38,17 @@ import { ownStartTime, ownThread, registerInWord, registrantAlive, type Registra
 import { CallLine } from './call-line.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
-import { parkAsync, parkSync, timedOut, unparkAll, WaitStop, type Settle, type WaitBlock, type WaitOptions } from './waiting.js';
+import {
+  parkAsync,
+  parkSync,
+  timedOut,
+  unparkAll,
+  WaitStop,
+  type QueuedOptions,
+  type Settle,
+  type WaitBlock,
+  type WaitOptions,
+} from './waiting.js';
 
 /** What a write that found room returns: one settled promise for all of them. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -323,12 +333,14 @@ function rethrow(err: unknown): never {
 
 /**
  * The options of a call that waited `waitedMs` in its side's line before it
- * started: its timeoutMs counts from the call, so what is left of it.
+ * started: its timeoutMs counts from the call, so what is left of it; the
+ * caller's own stays in callerTimeoutMs, for the timeout's message.
  */
 function afterQueue<O extends WaitOptions>(options: O | undefined, waitedMs: number): O | undefined {
   const timeoutMs = options?.timeoutMs;
   if (timeoutMs === undefined || timeoutMs === Infinity || waitedMs <= 0) return options;
-  return { ...options, timeoutMs: Math.max(0, timeoutMs - waitedMs) } as O;
+  const left: QueuedOptions = { timeoutMs: Math.max(0, timeoutMs - waitedMs), callerTimeoutMs: timeoutMs };
+  return { ...options, ...left } as O;
 }
 
 export abstract class Queue implements AsyncIterable<Uint8Array> {

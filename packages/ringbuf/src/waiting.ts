@@ -205,8 +205,21 @@ export function deadlineOf(options: { timeoutMs?: number } | undefined, now: num
   return now + t;
 }
 
-export function timedOut(what: string, options: { timeoutMs?: number } | undefined): ShmringError {
-  return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${options?.timeoutMs}`);
+/**
+ * The options of a call that waited in its object's line of calls before
+ * its wait began (queue.ts, CallLine): `timeoutMs` is what was left of the
+ * caller's, `callerTimeoutMs` the caller's own, which the timeout's message
+ * gives.
+ */
+export interface QueuedOptions {
+  readonly timeoutMs?: number;
+  readonly callerTimeoutMs?: number;
+}
+
+/** ERR_SHMRING_TIMEOUT of a wait of verb `what`, giving the timeoutMs its caller passed. */
+export function timedOut(what: string, options: QueuedOptions | undefined): ShmringError {
+  const timeoutMs = options?.callerTimeoutMs ?? options?.timeoutMs;
+  return new ShmringError(ErrorCodes.TIMEOUT, `${what} timed out after timeoutMs=${timeoutMs}`);
 }
 
 /** One nap the protocol asks its driver for: futex-wait on SIGNAL while it still reads `seen`. */

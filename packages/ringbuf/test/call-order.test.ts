@@ -131,6 +131,23 @@ describe('Promise verbs of one object are served in call order', () => {
     assert.ok(took < 300, `the second write timed out after ${took.toFixed(0)} ms (its timeoutMs is 200)`);
   });
 
+  it("a queued call that times out after its turn came names the caller's timeoutMs, not what was left of it", async () => {
+    const { writer, reader } = KINDS.SpscRing!();
+    const timedOutAfter = (timeoutMs: number) => (err: ShmringError) => {
+      assert.equal(err.code, ErrorCodes.TIMEOUT, String(err));
+      assert.match(err.message, new RegExp(`timed out after timeoutMs=${timeoutMs}$`));
+      return true;
+    };
+    // In each pair the first call times out after 40 ms; the second then starts with 60 ms left of its 100, and waits them out.
+    const reads = [reader.read({ timeoutMs: 40 }), reader.read({ timeoutMs: 100 })];
+    await assert.rejects(reads[0]!, timedOutAfter(40));
+    await assert.rejects(reads[1]!, timedOutAfter(100));
+    while (writer.tryWrite(Uint8Array.of(0))) {}
+    const writes = [writer.write(Uint8Array.of(1), { timeoutMs: 40 }), writer.write(Uint8Array.of(2), { timeoutMs: 100 })];
+    await assert.rejects(writes[0]!, timedOutAfter(40));
+    await assert.rejects(writes[1]!, timedOutAfter(100));
+  });
+
   it('a queued call times out in the line when the call ahead of it never ends', async () => {
     const { writer, reader } = KINDS.SpscRing!();
     while (writer.tryWrite(Uint8Array.of(0))) {}
