@@ -44,6 +44,7 @@ import {
   timedOut,
   unparkAll,
   WaitStop,
+  type PeerGone,
   type QueuedOptions,
   type Settle,
   type WaitBlock,
@@ -382,6 +383,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** ringWhere() and inspectHint() of this ring, for the errors that must name it. */
   readonly #where: string;
   readonly #look: string;
+  /** What the other side is, as ERR_SHMRING_PEER_DEAD names it (peerDeadError). */
+  readonly #peerNoun: string;
   /** The shared roles this object joined in a ring without locks (#join), each with its Share. */
   readonly #shares = new Map<Role, Share>();
 
@@ -392,6 +395,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     this.#place = site.place;
     this.#where = site.where;
     this.#look = site.look;
+    // A role lock's holder is a process; a pid word's registrant (no file to lock) is a thread: in a
+    // SharedArrayBuffer, a thread of this process (a worker), elsewhere (System V) a thread or process.
+    this.#peerNoun = roles !== undefined ? 'process' : ctl.buffer instanceof SharedArrayBuffer ? 'thread' : 'thread or process';
     this.#names = {
       read: `${kind}.read`,
       readSync: `${kind}.readSync`,
@@ -580,6 +586,29 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   readonly #producerAlive = (): boolean => this.producerAlive();
   readonly #consumerAlive = (): boolean => this.consumerAlive();
 
+  /**
+   * ERR_SHMRING_PEER_DEAD of a wait that found the other side gone (`what`
+   * names the verb, or select and its entry): names the ring as the CLOSED
+   * errors do, and its peer as a process (a role lock's holder) or a thread
+   * (a SharedArrayBuffer ring's registrant: a worker that ended).
+   * `reading`: a reader whose producers are gone, else a writer whose
+   * consumers are.
+   */
+  protected peerDeadError(what: string, reading: boolean): ShmringError {
+    const noun = this.#peerNoun;
+    const broadcast = this.#kind === 'Broadcast';
+    const peer = reading ? (broadcast ? 'publisher' : 'producer') : broadcast ? 'subscriber' : 'consumer';
+    const ended = noun === 'thread' ? 'has ended (its worker exited or was terminated)' : 'has died';
+    return new ShmringError(
+      ErrorCodes.PEER_DEAD,
+      `${what}: the ${noun} on the other side of ${this.#where} ${ended}; nothing more will ${reading ? 'arrive' : 'be taken'}: ` +
+        `start a new ${peer}, or close the ring${this.#look}`,
+    );
+  }
+
+  readonly #producerGone: PeerGone = (what) => this.peerDeadError(what, true);
+  readonly #consumerGone: PeerGone = (what) => this.peerDeadError(what, false);
+
   /** Publishes what this object holds back (SpscRing.cork); close() calls it first. */
   protected flush(): void {}
 
@@ -709,6 +738,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         this.#names.writeSync,
         this.#consumerAlive,
         this.#writePacer,
+        this.#consumerGone,
       );
     } catch (err) {
       throw this.#failure(err);
@@ -721,7 +751,16 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const message = this.tryRead();
     if (message !== null) return message;
     try {
-      return parkSync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.readSync, this.#producerAlive, this.#readPacer);
+      return parkSync(
+        this.ctl,
+        READ_BLOCK,
+        this.#readAttemptFn,
+        options,
+        this.#names.readSync,
+        this.#producerAlive,
+        this.#readPacer,
+        this.#producerGone,
+      );
     } catch (err) {
       throw this.#failure(err);
     }
@@ -773,6 +812,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         this.#writePoll,
         undefined,
         this.#settleDone,
+        this.#consumerGone,
       ),
     );
   }
@@ -894,7 +934,18 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   /** A read (read() or an iterator's next()) that found the ring empty waits, first in its object's line of reads. */
   #parkRead<R>(options: WaitOptions | undefined, stop: WaitStop | undefined, settle: Settle<Uint8Array, R>): Promise<R> {
     return this.#readLine.wait(
-      parkAsync(this.ctl, READ_BLOCK, this.#readAttemptFn, options, this.#names.read, this.#producerAlive, this.#readPoll, stop, settle),
+      parkAsync(
+        this.ctl,
+        READ_BLOCK,
+        this.#readAttemptFn,
+        options,
+        this.#names.read,
+        this.#producerAlive,
+        this.#readPoll,
+        stop,
+        settle,
+        this.#producerGone,
+      ),
     );
   }
 
@@ -924,6 +975,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#readPoll,
       undefined,
       this.#settleDone,
+      this.#producerGone,
     );
   }
 

@@ -315,12 +315,11 @@ function deadEntry(call: Call): number {
   return -1;
 }
 
+/** ERR_SHMRING_PEER_DEAD for the entry whose peer is gone: the queue's own error (naming its ring), prefixed with the entry, and its `index`. */
 function peerDead(call: Call, what: string): SelectPeerDeadError {
   const index = Math.max(0, deadEntry(call));
-  const err = new ShmringError(
-    ErrorCodes.PEER_DEAD,
-    `${what}: the process on the other side of entry ${index} has died; nothing more will arrive on it (or be taken)`,
-  ) as SelectPeerDeadError;
+  const p = call.probes[index]!;
+  const err = p.queue['peerDeadError'](`${what}: entry ${index}`, !p.write) as SelectPeerDeadError;
   err.index = index;
   return err;
 }

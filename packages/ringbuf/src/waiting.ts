@@ -42,7 +42,8 @@ export interface WaitOptions {
    */
   signal?: AbortSignal;
   /**
-   * How soon a wait notices that the process on the other side died
+   * How soon a wait notices that the process on the other side died (in a
+   * SharedArrayBuffer ring: the thread, a worker that ended)
    * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never
    * checks (and a parked MpmcQueue side then never recovers the slots of dead
    * peers). Parked Promise waits are checked by one timer per thread, every
@@ -123,10 +124,18 @@ export function checkPeriodOf(options: { peerTimeoutMs?: number } | undefined): 
 /** checkPeriodOf() of a wait without options. */
 const DEFAULT_CHECK_MS = checkPeriodOf(undefined);
 
+/**
+ * Makes the ERR_SHMRING_PEER_DEAD of a wait of verb `what` whose other side
+ * is gone. A queue passes its own (Queue.peerDeadError), which names its
+ * ring and says whether its peers are processes or threads.
+ */
+export type PeerGone = (what: string) => ShmringError;
+
+/** The PeerGone of a wait whose caller names no ring (its peer is never found dead in practice: LatestValue's). */
 function peerDead(what: string): ShmringError {
   return new ShmringError(
     ErrorCodes.PEER_DEAD,
-    `${what}: the process on the other side of the ring has died; nothing more will arrive (or be taken)`,
+    `${what}: the other side of the ring is gone (its process died, or its thread ended); nothing more will arrive (or be taken)`,
   );
 }
 
@@ -249,6 +258,7 @@ function* parkSteps<T>(
   what: string,
   deadline: number,
   napMs: number,
+  gone: PeerGone,
 ): Generator<Nap, T, NapResult> {
   const signal = options?.signal;
   for (;;) {
@@ -265,7 +275,7 @@ function* parkSteps<T>(
         if (left <= 0) throw timedOut(what, options);
         if ((yield { seen, ms: Math.min(left, napMs) }) === PEER_GONE) {
           result = attempt();
-          if (result === undefined) throw peerDead(what);
+          if (result === undefined) throw gone(what);
         }
       }
     } finally {
@@ -281,7 +291,7 @@ function* parkSteps<T>(
  * workers and dedicated processes. Spins first (paced by `pacer`, or as
  * long as options.spin says, never past the deadline), then naps a quarter
  * of peerTimeoutMs at a time, asking `peerAlive()` after each nap that
- * timed out.
+ * timed out; `gone` makes the error of a peer found dead.
  */
 export function parkSync<T>(
   ctl: Int32Array,
@@ -291,6 +301,7 @@ export function parkSync<T>(
   what: string,
   peerAlive: () => boolean,
   pacer: SpinPacer,
+  gone: PeerGone = peerDead,
 ): T {
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see (see WaitOptions.signal)
@@ -303,7 +314,7 @@ export function parkSync<T>(
   let result = spinUntil > started ? spin(attempt, spinUntil) : undefined;
   if (result === undefined) {
     const checkMs = checkPeriodOf(options);
-    const steps = parkSteps(ctl, block, attempt, options, what, deadline, checkMs);
+    const steps = parkSteps(ctl, block, attempt, options, what, deadline, checkMs, gone);
     let step = steps.next();
     while (!step.done) {
       let napped: NapResult;
@@ -388,6 +399,7 @@ export function parkAsync<T, R = T>(
   pacer: PollPacer,
   stop?: WaitStop,
   settle: Settle<T, R> = AS_IS as Settle<T, R>,
+  gone: PeerGone = peerDead,
 ): Promise<R> {
   let pollMicros: number;
   let pollUntilAt: number;
@@ -422,7 +434,7 @@ export function parkAsync<T, R = T>(
     pacer.got(started, performance.now());
     return settleNow(settle, result, false);
   }
-  const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle);
+  const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone);
   if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
   return pollUntil(attempt, pollUntilAt, options?.signal, stop).then(
@@ -506,6 +518,7 @@ class AsyncPark<T, R> implements Watched {
     readonly pacer: PollPacer,
     readonly started: number,
     readonly settle: Settle<T, R>,
+    readonly gone: PeerGone,
   ) {
     this.periodMs = options === undefined ? DEFAULT_CHECK_MS : checkPeriodOf(options);
   }
@@ -660,7 +673,7 @@ class AsyncPark<T, R> implements Watched {
       case 'peer-gone': {
         // A dead peer publishes nothing more: one last attempt takes what it published before it died.
         const result = this.attempt();
-        if (result === undefined) throw peerDead(this.what);
+        if (result === undefined) throw this.gone(this.what);
         return result;
       }
       case 'check-failed':

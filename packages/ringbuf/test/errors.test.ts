@@ -3,9 +3,12 @@
  * gets its typed error and loses nothing already in the ring.
  */
 import assert from 'node:assert/strict';
-import { Region } from '@shmring/core';
+import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { startWorker } from './fixtures/waiting-peer.js';
 
 function sab(size: number): Region {
   return Region.create({ backing: 'sab', size });
@@ -195,6 +198,56 @@ describe('ring errors (docs/ERRORS.md)', () => {
       assert.throws(() => ring.readSync({ peerTimeoutMs, timeoutMs: 50 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
       await assert.rejects(ring.read({ peerTimeoutMs, timeoutMs: 50, poll: 0 }), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
     }
+  });
+
+  it("names the ring in ERR_SHMRING_PEER_DEAD as CLOSED does, and its dead peer: a process in a POSIX region, a worker's thread in a SharedArrayBuffer", async function () {
+    this.timeout(30_000);
+    const dead = (message: RegExp) => (err: ShmringError) => {
+      assert.equal(err.code, ErrorCodes.PEER_DEAD, String(err));
+      assert.match(err.message, message);
+      return true;
+    };
+    const name = `shmring-errors-peer-${process.pid}`;
+    const posix = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 256 }), unlinkOnExit: true });
+    try {
+      const ring = SpscRing.create(posix, { capacity: 256 });
+      // A child process takes the producer role (its first write), then exits: nobody holds the role's lock any more.
+      const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { Region } from ${core}; import { SpscRing } from ${ringbuf};
+           const ring = SpscRing.attach(Region.open({ backing: 'posix', name: '${name}' }));
+           if (!ring.tryWrite(new Uint8Array([1]))) process.exit(1);`,
+        ],
+        { encoding: 'utf8', timeout: 10_000 },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      assert.deepEqual([...ring.readSync({ timeoutMs: 1000 })], [1]);
+      const where = `the process on the other side of the ring in POSIX shared memory object '${name}' has died`;
+      assert.throws(() => ring.readSync({ peerTimeoutMs: 40, timeoutMs: 5000 }), dead(new RegExp(`^SpscRing\\.readSync: ${where}`)));
+      await assert.rejects(ring.read({ peerTimeoutMs: 40, timeoutMs: 5000 }), dead(new RegExp(`^SpscRing\\.read: ${where}`)));
+      ring.close();
+    } finally {
+      posix.unlink();
+      posix.close();
+    }
+
+    const region = sab(SpscRing.regionSize({ capacity: 256 }));
+    const ring = SpscRing.create(region, { capacity: 256 });
+    // A worker takes the producer role (its tryWrite) and ends: in a SharedArrayBuffer the registrant is its thread.
+    const worker = startWorker({ role: 'try-write', ring: { sab: region.buffer as SharedArrayBuffer } });
+    const [end] = (await once(worker, 'message')) as [{ code: string }];
+    assert.equal(end.code, 'ok');
+    await worker.terminate();
+    assert.deepEqual([...ring.readSync({ timeoutMs: 1000 })], [1]);
+    const ended = /the thread on the other side of the ring in a SharedArrayBuffer has ended \(its worker exited or was terminated\)/;
+    assert.throws(() => ring.readSync({ peerTimeoutMs: 40, timeoutMs: 5000 }), dead(ended));
+    await assert.rejects(ring.read({ peerTimeoutMs: 40, timeoutMs: 5000 }), dead(ended));
+    ring.close();
   });
 
   it('rejects a non-Uint8Array message with a TypeError', () => {

@@ -390,45 +390,60 @@ describe('select', () => {
   });
 
   describe('a dead peer', () => {
-    it('ERR_SHMRING_PEER_DEAD naming the entry, once its SpscRing is drained (select and selectSync)', async function () {
-      needMemfd('memfd', this);
-      const rings = [0, 1].map(() => makeRing('memfd', 'spsc'));
-      try {
-        // A child process writes one message to ring 1 (which registers it as the producer) and exits.
-        noError(await peer('process', rings, { op: 'write', ring: 1, delayMs: 0, bytes: MESSAGE }));
-        assert.equal(
-          await select(
-            rings.map((r) => r.queue),
-            { peerTimeoutMs: 100 },
-          ),
-          1,
-          'what the peer wrote before it died',
-        );
-        assert.ok(rings[1]!.queue.tryRead());
-        const isDead = (err: unknown): boolean =>
-          (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1;
-        const started = performance.now();
-        await assert.rejects(
-          select(
-            rings.map((r) => r.queue),
-            { peerTimeoutMs: 100, timeoutMs: 5000 },
-          ),
-          isDead,
-        );
-        assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
-        assert.throws(
-          () =>
-            selectSync(
+    for (const [backing, where] of [
+      ['memfd', 'process'],
+      ['sab', 'worker'],
+    ] as const) {
+      it(`ERR_SHMRING_PEER_DEAD naming the entry and its ring, once its SpscRing is drained (select and selectSync; a ${where} that wrote and ended)`, async function () {
+        needMemfd(backing, this);
+        if (backing === 'sab') needWaitAny(this); // selectSync over two SharedArrayBuffer words
+        const rings = [0, 1].map(() => makeRing(backing, 'spsc'));
+        try {
+          // A child process (a worker) writes one message to ring 1, which registers it as the producer, and exits.
+          noError(await peer(where, rings, { op: 'write', ring: 1, delayMs: 0, bytes: MESSAGE }));
+          assert.equal(
+            await select(
+              rings.map((r) => r.queue),
+              { peerTimeoutMs: 100 },
+            ),
+            1,
+            'what the peer wrote before it died',
+          );
+          assert.ok(rings[1]!.queue.tryRead());
+          // The message names the entry and its ring, as the queue's own wait would, and the peer: a process, or a worker's thread.
+          const gone =
+            backing === 'memfd'
+              ? `the process on the other side of the ring in a memfd region \\(fd ${rings[1]!.region.fd} of pid ${process.pid}\\) has died`
+              : 'the thread on the other side of the ring in a SharedArrayBuffer has ended';
+          const isDead = (err: unknown): boolean => {
+            assert.equal((err as ShmringError).code, ErrorCodes.PEER_DEAD, String(err));
+            assert.equal((err as { index?: number }).index, 1);
+            assert.match((err as Error).message, new RegExp(`^(select|selectSync): entry 1: ${gone}`));
+            return true;
+          };
+          const started = performance.now();
+          await assert.rejects(
+            select(
               rings.map((r) => r.queue),
               { peerTimeoutMs: 100, timeoutMs: 5000 },
             ),
-          isDead,
-        );
-        for (const r of rings) assert.equal(waiters(r), 0);
-      } finally {
-        closeAll(rings);
-      }
-    });
+            isDead,
+          );
+          assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
+          assert.throws(
+            () =>
+              selectSync(
+                rings.map((r) => r.queue),
+                { peerTimeoutMs: 100, timeoutMs: 5000 },
+              ),
+            isDead,
+          );
+          for (const r of rings) assert.equal(waiters(r), 0);
+        } finally {
+          closeAll(rings);
+        }
+      });
+    }
   });
 
   describe('a closed queue is ready', () => {
