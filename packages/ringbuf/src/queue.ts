@@ -14,7 +14,9 @@
  *    (its memory detached under it) rejects with it too, never with the
  *    TypeError a detached view throws. close() ends this object at once,
  *    its reads included; what it published stays readable through any
- *    other object attached to the ring.
+ *    other object attached to the ring. close() and detach() wake the
+ *    ring's parked waits, so this object's own pending ones (select's
+ *    too) end with ERR_SHMRING_CLOSED at once.
  *  - A parked side asks producerAlive() / consumerAlive() at each check
  *    period; false means no message (room) can come any more.
  */
@@ -1101,14 +1103,22 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * corked is published, its roles are released (another object, of this
    * process or another, may take them: an SpscRing's next consumer goes on
    * from where this one stopped), and its verbs throw ERR_SHMRING_CLOSED
-   * from now on. The other side notices nothing, except, if it waits, that
-   * the role stays empty until someone takes it. Idempotent; close() after
-   * it does nothing.
+   * from now on: this object's own pending waits (a read(), a select over
+   * it) end with it. The other side notices nothing (its parked waits wake,
+   * find nothing new and park again), except, if it waits, that the role
+   * stays empty until someone takes it. Idempotent; close() after it does
+   * nothing.
    */
   detach(): void {
-    if (this.ctl.length === 0) return;
+    const ctl = this.ctl;
+    if (ctl.length === 0) return;
     this.flush();
     this.#letGo();
+    // Wakes the waits parked on the ring, this object's among them: theirs re-check, find its views gone and end
+    // with ERR_SHMRING_CLOSED (else they would sleep until a publication or their timeout); the others re-check
+    // and park again. After #letGo: a wait woken here sees the views already swapped.
+    unparkAll(ctl, READ_BLOCK);
+    unparkAll(ctl, WRITE_BLOCK);
   }
 
   #letGo(): void {

@@ -7,9 +7,13 @@
  * throws ERR_SHMRING_CLOSED); or `{ queue, write: length }` (SpscRing,
  * MpmcQueue, MpscRing, or a Broadcast publisher: a lossy one is always
  * ready), meaning "room to write a message of `length` bytes" (or closed: a
- * write would throw instead of waiting). The result is the index of the
- * ready entry in the array. Nothing is consumed: the caller then uses
- * tryRead / tryWrite (or drain / claim) on that queue. With several
+ * write would throw instead of waiting). A queue this side closed (or
+ * detached), before the call or while it waits, is never ready: its
+ * object's verbs can only throw, so the call throws ERR_SHMRING_CLOSED
+ * naming the entry, as it does for one whose region is closed. The
+ * result is the index of the ready entry in the array. Nothing is
+ * consumed: the caller then uses tryRead / tryWrite (or drain / claim) on
+ * that queue. With several
  * consumers of one MpmcQueue (or producers, of it or of an MpscRing),
  * another may take the message (or the room) first: tryRead then returns
  * null; select again.
@@ -76,7 +80,8 @@ export interface SelectOptions {
    * Abort the wait (AbortError). select sees it whenever it fires;
    * selectSync only when it is already aborted as the call would start to
    * wait (its thread is blocked meanwhile: stop it with timeoutMs, or by
-   * closing one of the queues from elsewhere, which makes that entry ready).
+   * closing one of the queues through another object, in another thread or
+   * process, which makes that entry ready).
    */
   signal?: AbortSignal;
   /**
@@ -150,7 +155,8 @@ const probesOf = new WeakMap<Queue, Probes>();
 function closedError(index: number, what: string): ShmringError {
   return new ShmringError(
     ErrorCodes.CLOSED,
-    `${what}: entry ${index} is a queue this side closed (or whose region is closed); it can never be ready`,
+    `${what}: entry ${index} is a queue this side closed or detached (or whose region is closed); it can never be ready: ` +
+      'leave it out of the entries, or attach a new object to its ring',
   );
 }
 
@@ -236,11 +242,13 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
 
 // ---- readiness: each kind reads its own words (readReady / writeReady, queue.ts) ----
 
-/** True when the entry's verb would not wait now: a message / room is there, or the queue is closed. */
+/**
+ * True when the entry's verb would not wait now: a message / room is there,
+ * or the ring is closed. False for a queue this side closed (or detached)
+ * since the call began: it can never be ready (scan throws for it).
+ */
 function ready(p: Probe): boolean {
-  // This side closed the queue since the call began (its views swapped): its verbs no longer wait, they throw.
-  if (p.queue['ctl'] !== p.ctl) return true;
-  return p.write ? p.queue['writeReady'](p.length) : p.queue['readReady']();
+  return p.queue['ctl'] === p.ctl && (p.write ? p.queue['writeReady'](p.length) : p.queue['readReady']());
 }
 
 // ---- fairness ----
@@ -254,10 +262,18 @@ function startOf(entries: readonly SelectEntry[]): number {
   return (cursors.get(entries) ?? threadCursor) % entries.length;
 }
 
-function scan(probes: readonly Probe[], start: number): number {
+/**
+ * The index of the first ready entry from `start` on (cyclic), or -1.
+ * Throws ERR_SHMRING_CLOSED for an entry this side closed (or detached)
+ * since the call began, as checkCall does for one closed before: its views
+ * are swapped, so none of its verbs would do anything but throw that.
+ */
+function scan(probes: readonly Probe[], start: number, what: string): number {
   const n = probes.length;
   for (let k = 0, i = start; k < n; k++, i = i + 1 === n ? 0 : i + 1) {
-    if (ready(probes[i]!)) return i;
+    const p = probes[i]!;
+    if (p.queue['ctl'] !== p.ctl) throw closedError(i, what);
+    if (p.write ? p.queue['writeReady'](p.length) : p.queue['readReady']()) return i;
   }
   return -1;
 }
@@ -380,14 +396,14 @@ function* parkSteps(
         Atomics.add(w.ctl, w.block.waiters, w.unit);
         announced++;
       }
-      i = scan(probes, start); // the re-check of every entry, after every announcement
+      i = scan(probes, start, what); // the re-check of every entry, after every announcement
       if (i < 0) {
         const left = call.deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
         const result = yield { words, ms: Math.min(left, napMs) };
         slept = true;
         if (result === PEER_GONE) {
-          i = scan(probes, start); // what the dead peer published before it died
+          i = scan(probes, start, what); // what the dead peer published before it died
           if (i < 0) throw peerDead(call, what);
         }
       }
@@ -429,12 +445,12 @@ export function selectSync(entries: readonly SelectEntry[], options?: SelectOpti
 function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptions | undefined, call: Call, what: string): number {
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
-  const first = scan(call.probes, start);
+  const first = scan(call.probes, start, what);
   if (first >= 0) return chosen(entries, first);
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see
   const attempt = (): number | undefined => {
-    const i = scan(call.probes, start);
+    const i = scan(call.probes, start, what);
     return i >= 0 ? i : undefined;
   };
   const spinMicros = options?.spin ?? spinPacer.spinMicros(SPIN_MICROS_SYNC);
@@ -481,7 +497,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
   const pollMicros = pollPacer.pollMicros(options?.poll, false, call.started);
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
-  const first = scan(call.probes, start);
+  const first = scan(call.probes, start, what);
   if (first >= 0) {
     pollPacer.gotAtOnce(); // busy now: a select soon after may poll
     return chosen(entries, first);
@@ -490,7 +506,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
   if (signal?.aborted) throw abortError(signal);
   pollPacer.hot = false; // until this select returns an entry
   const attempt = (): number | undefined => {
-    const i = scan(call.probes, start);
+    const i = scan(call.probes, start, what);
     return i >= 0 ? i : undefined;
   };
   // Only the waiting part can meet a region closed under it (checkCall refused one closed before).

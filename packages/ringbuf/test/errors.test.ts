@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -119,6 +119,34 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.writeSync(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED' });
     await assert.rejects(ring.read(), { code: 'ERR_SHMRING_CLOSED' });
     ring.close(); // idempotent
+  });
+
+  it("ends this object's pending waits at once with ERR_SHMRING_CLOSED when it detaches (a Broadcast subscriber's close is one)", async () => {
+    const soon = async (pending: Promise<unknown>, what: string): Promise<void> => {
+      const started = performance.now();
+      await assert.rejects(pending, { code: 'ERR_SHMRING_CLOSED' }, what);
+      const ms = performance.now() - started;
+      assert.ok(ms < 1000, `${what} ended ${ms.toFixed(0)} ms after detach(), at its timeoutMs: detach() left it asleep`);
+    };
+    const { ring } = spsc();
+    const read = ring.read({ timeoutMs: 5000, poll: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 10)); // parked
+    ring.detach();
+    await soon(read, 'a read()');
+    const full = spsc();
+    while (full.ring.tryWrite(new Uint8Array(100)));
+    const write = full.ring.write(new Uint8Array(100), { timeoutMs: 5000, poll: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    full.ring.detach();
+    await soon(write, 'a write()');
+    const region = sab(Broadcast.regionSize({ capacity: 1024 }));
+    const publisher = Broadcast.create(region, { capacity: 1024 });
+    const sub = Broadcast.subscribe(region);
+    const next = sub.read({ timeoutMs: 5000, poll: 0 });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    sub.close();
+    await soon(next, "a Broadcast subscriber's read()");
+    publisher.close();
   });
 
   it('ends the reader after the last message when the writer closes, and refuses later writes', async () => {

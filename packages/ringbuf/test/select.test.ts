@@ -620,6 +620,28 @@ describe('select', () => {
       }
     });
 
+    it('a queue this side closes (or detaches) while select waits: ERR_SHMRING_CLOSED naming the entry, as when it was closed before', async () => {
+      for (const end of ['close', 'detach'] as const) {
+        const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
+        try {
+          const pending = select(
+            rings.map((r) => r.queue),
+            { ...NO_NAPS, timeoutMs: 10_000 },
+          );
+          await until(() => waiters(rings[1]!) === 1, 'select announced itself');
+          rings[1]!.queue[end]();
+          await assert.rejects(within(WOKEN_MS, pending, `select after ${end}()`), (err: ShmringError) => {
+            assert.equal(err.code, ErrorCodes.CLOSED, `after ${end}(): ${String(err)}`);
+            assert.match(err.message, /^select: entry 1 is a queue this side closed/);
+            return true;
+          });
+          for (const r of rings) assert.equal(waiters(r), 0, 'the announcements are withdrawn');
+        } finally {
+          closeAll(rings);
+        }
+      }
+    });
+
     it('a queue whose (memfd) region this side closed: ERR_SHMRING_CLOSED', function () {
       needMemfd('memfd', this);
       const ring = makeRing('memfd', 'spsc');
