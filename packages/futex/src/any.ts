@@ -22,7 +22,6 @@
  */
 import {
   abortError,
-  checkInteger,
   ErrorCodes,
   MAX_TIMER_MS,
   nativeFutex,
@@ -31,7 +30,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, isShared, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -84,8 +83,8 @@ export function waitAny(words: readonly WaitTarget[], timeoutMs?: number): WaitA
  * Atomics.notify (what wake() does there) does not. Returns how many woke.
  */
 export function wakeNative(i32: Int32Array, index: number, count = Infinity): number {
-  checkWord(i32, index);
-  const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
+  checkWord(i32, index, 'wakeNative');
+  const n = countOf(count, 'wakeNative');
   // Wakes the kernel's sleepers of this word; the caller stored the new value before.
   return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
 }

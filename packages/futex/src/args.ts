@@ -2,15 +2,80 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
-import { checkInteger, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 
-/** A futex word: an Int32Array and an index inside it (`what` prefixes the message). */
-export function checkWord(i32: Int32Array, index: number, what?: string): void {
+/**
+ * A futex word: an Int32Array and an index inside it (`what` names the call
+ * in the message). The fast path is comparisons only; explainWord makes the
+ * error.
+ */
+export function checkWord(i32: Int32Array, index: number, what: string): void {
+  if (i32 instanceof Int32Array && Number.isInteger(index) && index >= 0 && index < i32.length) return;
+  explainWord(i32, index, what);
+}
+
+/**
+ * checkWord's slow path: not an Int32Array or an index that is not an
+ * integer is a TypeError; an index outside the view a RangeError. A view of
+ * no words whose buffer is detached is no argument error: its memory is
+ * gone (a mapped region's close() detaches its buffer), ERR_SHMRING_CLOSED.
+ */
+function explainWord(i32: unknown, index: unknown, what: string): never {
   if (!(i32 instanceof Int32Array)) {
-    const prefix = what === undefined ? '' : `${what}: `;
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${prefix}the futex word must be addressed through an Int32Array`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what}: the futex word must be addressed through an Int32Array, got ${describe(i32)}`,
+    );
   }
-  checkInteger('index', index, 0, i32.length - 1);
+  if (typeof index !== 'number' || !Number.isInteger(index)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: index=${shown(index)} must be an integer`);
+  }
+  if (i32.length === 0) {
+    if (isDetached(i32.buffer)) {
+      throw new ShmringError(
+        ErrorCodes.CLOSED,
+        `${what}: the Int32Array's memory is gone: its region was closed (or its buffer transferred); ` +
+          'keep the region open while its words are waited on, or open it again and wait on a view of its new buffer',
+      );
+    }
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what}: index=${index}, but the Int32Array is empty: it holds no futex word`,
+    );
+  }
+  throw new ShmringRangeError(
+    ErrorCodes.INVALID_ARGUMENT,
+    `${what}: index=${index} is out of range [0, ${i32.length - 1}] of the Int32Array`,
+  );
+}
+
+/** Whether `buffer` is detached (Node 20 has no ArrayBuffer.prototype.detached): no view of it can be made. */
+function isDetached(buffer: ArrayBufferLike): boolean {
+  if (buffer.byteLength !== 0 || buffer instanceof SharedArrayBuffer) return false;
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** What a value that should have been an Int32Array is, for the message. */
+function describe(value: unknown): string {
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name}`;
+  return typeof value === 'object' && value !== null ? `a ${value.constructor?.name ?? 'object'}` : shown(value);
+}
+
+/** The `count` of a wake (`verb` names it): an integer in [0, 2^31 − 1], or Infinity for all. */
+export function countOf(count: unknown, verb: string): number {
+  if (count === Infinity) return 0x7fffffff;
+  if (typeof count !== 'number' || !Number.isInteger(count)) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: count=${shown(count)} must be an integer (or Infinity)`);
+  }
+  if (count < 0 || count > 0x7fffffff) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: count=${count} is out of range [0, 2147483647] (or Infinity)`);
+  }
+  return count;
 }
 
 /** How a wrong value is shown in a message: strings quoted, the rest as String() shows them. */

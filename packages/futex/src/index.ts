@@ -11,8 +11,8 @@
  * always re-check your condition), 'not-equal' (the word was not `expected`
  * when the wait began), 'timed-out'.
  */
-import { abortError, checkInteger, MAX_TIMER_MS, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, isShared, timeoutOf } from './args.js';
+import { abortError, MAX_TIMER_MS, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -24,7 +24,7 @@ const RESULTS: readonly WaitResult[] = ['ok', 'not-equal', 'timed-out'];
  * responsive: it freezes the event loop (use waitAsync there).
  */
 export function wait(i32: Int32Array, index: number, expected: number, timeoutMs?: number): WaitResult {
-  checkWord(i32, index);
+  checkWord(i32, index, 'wait');
   checkExpected(expected, 'wait');
   const timeout = timeoutOf(timeoutMs, 'wait');
   if (isShared(i32)) {
@@ -40,8 +40,8 @@ export function wait(i32: Int32Array, index: number, expected: number, timeoutMs
 
 /** Wakes up to `count` (default all) waiters on `i32[index]`; returns how many were woken. */
 export function wake(i32: Int32Array, index: number, count = Infinity): number {
-  checkWord(i32, index);
-  const n = count === Infinity ? 0x7fffffff : checkInteger('count', count, 0, 0x7fffffff);
+  checkWord(i32, index, 'wake');
+  const n = countOf(count, 'wake');
   // Wakes sleepers of this word in this process; the caller stored the new value before.
   if (isShared(i32)) return Atomics.notify(i32, index, n);
   return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
@@ -64,7 +64,7 @@ export function waitAsync(
   ref = true,
 ): Promise<WaitResult> {
   // Every argument is checked before any wait or timer starts: a wrong one leaves nothing pending behind.
-  checkWord(i32, index);
+  checkWord(i32, index, 'waitAsync');
   checkExpected(expected, 'waitAsync');
   const timeout = timeoutOf(timeoutMs, 'waitAsync');
   checkSignal(signal, 'waitAsync');

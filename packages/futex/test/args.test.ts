@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { backendKind, ErrorCodes, Region } from '@shmring/core';
-import { type WaitTarget, wait, waitAny, waitAnyAsync, waitAsync } from '../src/index.js';
+import { type WaitTarget, wait, waitAny, waitAnyAsync, waitAsync, wake, wakeNative } from '../src/index.js';
 
 /** A check of a thrown error: its class, ERR_SHMRING_INVALID_ARGUMENT, and a message naming `fn` and `arg`. */
 function invalid(kind: typeof TypeError | typeof RangeError, fn: string, arg: string): (err: unknown) => boolean {
@@ -55,6 +55,46 @@ describe('@shmring/futex argument checks', () => {
     i32[0] = -(2 ** 31);
     assert.equal(wait(i32, 0, -(2 ** 31), 0), 'timed-out');
     i32[0] = 0;
+  });
+
+  it('names the call and quotes a string in an index or count that is wrong: index="0" is not the number 0', () => {
+    assert.throws(() => wait(i32, '0' as unknown as number, 0, 0), invalid(TypeError, 'wait', 'index'));
+    assert.throws(() => wait(i32, '0' as unknown as number, 0, 0), { message: /^wait: index="0" must be an integer/ });
+    assert.throws(() => waitAsync(i32, 1.5, 0, 0), invalid(TypeError, 'waitAsync', 'index'));
+    assert.throws(() => wait(i32, 4, 0, 0), invalid(RangeError, 'wait', 'index'));
+    assert.throws(() => wait(i32, 4, 0, 0), { message: /^wait: index=4 is out of range \[0, 3\]/ });
+    assert.throws(() => waitAny([[i32, -1, 0]], 0), invalid(RangeError, 'waitAny', 'index'));
+    assert.throws(() => wake(i32, 0, '1' as unknown as number), { name: 'TypeError', message: /^wake: count="1" must be an integer/ });
+    assert.throws(() => wake(i32, 0, -1), invalid(RangeError, 'wake', 'count'));
+    assert.throws(() => wakeNative(i32, 0, 0.5), invalid(TypeError, 'wakeNative', 'count'));
+    assert.throws(() => wake(new Int32Array(0), 0), invalid(RangeError, 'wake', 'index'));
+    assert.throws(() => wait(new Uint32Array(4) as unknown as Int32Array, 0, 0, 0), {
+      name: 'TypeError',
+      message: /^wait: the futex word must be addressed through an Int32Array, got a Uint32Array/,
+    });
+  });
+
+  it('says the region is closed (ERR_SHMRING_CLOSED), not that index 0 is out of range, for a view of a closed region', function () {
+    let region: Region;
+    try {
+      region = Region.create({ backing: 'memfd', size: 4096 });
+    } catch (err) {
+      console.log(`      SKIPPED: no memfd region here (${(err as Error).message})`);
+      this.skip();
+    }
+    const words = new Int32Array(region.buffer, 0, 4);
+    assert.equal(wait(words, 0, 1, 0), 'not-equal');
+    region.close(); // unmaps: the view's buffer is detached
+    const closed = (fn: string) => (err: unknown) => {
+      assert.equal((err as { code?: string }).code, ErrorCodes.CLOSED, String(err));
+      assert.match((err as Error).message, new RegExp(`^${fn}: the Int32Array's memory is gone: its region was closed`));
+      return true;
+    };
+    assert.throws(() => wait(words, 0, 0, 10), closed('wait'));
+    assert.throws(() => waitAsync(words, 0, 0, 10), closed('waitAsync'));
+    assert.throws(() => wake(words, 0), closed('wake'));
+    assert.throws(() => waitAny([[words, 0, 0]], 10), closed('waitAny'));
+    assert.throws(() => waitAnyAsync([[words, 0, 0]], 10), closed('waitAnyAsync'));
   });
 
   for (const backing of ['sab', 'memfd'] as const) {

@@ -52,20 +52,11 @@
  * (held.ts); it does so before its first look, so that the room it sees for
  * a corked producer is counted from everything that producer wrote.
  */
-import {
-  abortError,
-  checkInteger,
-  ErrorCodes,
-  ShmringError,
-  ShmringRangeError,
-  ShmringTypeError,
-  unwatchAbort,
-  watchAbort,
-} from '@shmring/core';
+import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
-import { checkWaitOptions, isDetachedAccess, Queue, READ_BLOCK, WRITE_BLOCK } from './queue.js';
+import { checkWaitOptions, isDetachedAccess, Queue, READ_BLOCK, shown, WRITE_BLOCK } from './queue.js';
 import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
@@ -172,12 +163,26 @@ function detachedFailure(call: Call, err: unknown, what: string): unknown {
   return index >= 0 ? closedError(index, what) : err;
 }
 
+/** A write entry's message length: an integer (TypeError, the value shown as shown() shows it: '4' quoted) in [0, 2^31 − 1] (RangeError). */
+function checkLength(length: unknown, index: number, what: string): number {
+  if (typeof length !== 'number' || !Number.isInteger(length)) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${what}: entries[${index}].write=${shown(length)} must be an integer, the length of the message to find room for`,
+    );
+  }
+  if (length < 0 || length > 0x7fffffff) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: entries[${index}].write=${length} is out of range [0, 2147483647]`);
+  }
+  return length;
+}
+
 function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   let queue: unknown = entry;
   let length = -1;
   if (!(entry instanceof Queue) && entry !== null && typeof entry === 'object' && 'queue' in entry) {
     queue = entry.queue;
-    length = checkInteger(`entries[${index}].write`, entry.write, 0, 0x7fffffff);
+    length = checkLength(entry.write, index, what);
   }
   const write = length >= 0;
   // Each kind says what it waits for (queue.ts, selectLimit): a Broadcast's publisher only writes, its subscribers only read.

@@ -573,6 +573,15 @@ describe('select', () => {
           () => selectSync([{ queue: ring.queue, write: 1.5 }]),
           (err) => err instanceof ShmringTypeError,
         );
+        // A string is shown quoted, so '4' does not read as the number 4; the message names the call.
+        assert.throws(
+          () => selectSync([{ queue: ring.queue, write: '4' as unknown as number }]),
+          (err) => err instanceof ShmringTypeError && /^selectSync: entries\[0\]\.write="4" must be an integer/.test(err.message),
+        );
+        await assert.rejects(
+          select([ring.queue, { queue: ring.queue, write: '4' as unknown as number }]),
+          (err) => err instanceof ShmringTypeError && /^select: entries\[1\]\.write="4" must be an integer/.test(err.message),
+        );
         assert.throws(() => selectSync([ring.queue], { timeoutMs: -1 }), rejectsWith(ErrorCodes.INVALID_ARGUMENT));
       } finally {
         closeAll([ring]);
