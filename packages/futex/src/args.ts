@@ -2,7 +2,7 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
  * A futex word: an Int32Array and an index inside it (`what` names the call
@@ -76,11 +76,6 @@ export function countOf(count: unknown, verb: string): number {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: count=${count} is out of range [0, 2147483647] (or Infinity)`);
   }
   return count;
-}
-
-/** How a wrong value is shown in a message: strings quoted, the rest as String() shows them. */
-function shown(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
 /**

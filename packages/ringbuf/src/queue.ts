@@ -29,6 +29,7 @@ import {
   ShmringError,
   ShmringRangeError,
   ShmringTypeError,
+  shown,
   startTimer,
   type Timer,
   unwatchAbort,
@@ -63,10 +64,8 @@ export interface WriteOptions extends WaitOptions {
   type?: number;
 }
 
-/** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */
-export function shown(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
-}
+/** A value as an error message shows it (core's: strings quoted, so `'5'` does not read as the number 5). */
+export { shown };
 
 /** Checks that a write's message is bytes, naming the verb (`what`) that was called. */
 function checkBytes(bytes: unknown, what: string): void {
