@@ -11,7 +11,17 @@
  *    ERR_SHMRING_BUSY before anything is written; without a file to lock,
  *    a 'sab' or 'sysv' region, create first checks the publisher's pid
  *    words, and another live object of the same thread, then claims them
- *    by CAS). Its verbs: tryWrite, writeSync, write, writable(), close().
+ *    by CAS). Its verbs: tryWrite, writeSync, write, writable(), close(),
+ *    detach().
+ *  - A publisher that let go (detach()) or died leaves the Broadcast to the
+ *    next create() of the same capacity, subscribers and lossless, which
+ *    takes it over (resumePoint): it resumes from a quiescent snapshot, P =
+ *    INTENT and K = COUNT, and the subscribers read on. create() lays out a
+ *    new Broadcast only where none is, or nobody else holds the one there
+ *    (the HOLDER lock; without a file, a live subscriber slot); while
+ *    subscribers hold one it cannot take over (other options, closed by its
+ *    publisher, a record left half-written by a dead one) it throws, having
+ *    written nothing. A closed Broadcast is never reopened under them.
  *  - Any number of subscribers (Broadcast.subscribe), each used by one
  *    thread: tryRead, readSync, read, for await, messages(), drain,
  *    readable(), close(). A subscriber starts at the next message published
@@ -24,9 +34,10 @@
  * ERR_SHMRING_INVALID_ARGUMENT (the wrong end of the Broadcast).
  *
  * Invariants (docs/LAYOUT.md, "Broadcast (KIND 5)"; offsets in broadcast-layout.ts):
- *  - Positions are byte counts that only grow; the publisher keeps its own
- *    as a number (exact below 2^53), shares TAIL's low 32 bits, and INTENT
- *    and COUNT as 64-bit counters (three words each, see broadcast-layout.ts).
+ *  - Positions are byte counts that only grow, across publishers too (a
+ *    takeover resumes them); the publisher keeps its own as a number (exact
+ *    below 2^53), shares TAIL's low 32 bits, and INTENT and COUNT as 64-bit
+ *    counters (three words each, see broadcast-layout.ts).
  *  - TAIL <= INTENT <= TAIL + one record; INTENT == TAIL when no record is
  *    being written. COUNT is the number of records ending at or before INTENT.
  *  - Per record the publisher stores INTENT, then COUNT, then writes the
@@ -48,6 +59,9 @@
  *    subscriber that joins later starts at a later tail, so the cached
  *    bound covers it as well (it publishes CURSOR before OWNER, and a
  *    subscriber stores its cursor only after it is done with the bytes).
+ *    A publisher that takes over has no last scan: it scans before its
+ *    first record (#slowest = -Infinity), and the slots, which a takeover
+ *    leaves as they are, hold it back as they held its predecessor.
  *  - A subscriber's slot is held by an exclusive OFD lock on the slot's
  *    byte: a parked lossless publisher frees the slots whose lock nobody
  *    holds (their subscriber died) every check period (peerTimeoutMs / 4).
@@ -187,6 +201,126 @@ function load64(ctl: Int32Array, c: B.Counter64): number {
   return NaN;
 }
 
+/** A quiescent snapshot of the publisher's counters (docs/LAYOUT.md, "Subscriber, step by step"): no record in flight. */
+interface Snapshot {
+  /** INTENT, which is then the exact tail (i1). */
+  intent: number;
+  /** TAIL: the tail's low 32 bits (t). */
+  tail: number;
+  /** COUNT: exactly the records before the tail (k). */
+  count: number;
+  /** LATEST: low 32 bits of where the newest of them starts (l). */
+  latest: number;
+}
+
+/**
+ * Takes a quiescent snapshot into `s` (INTENT, TAIL, COUNT, LATEST, INTENT
+ * again; valid if the two intents are equal and TAIL is INTENT's low 32
+ * bits). False while the publisher stays in the middle of a record (or
+ * died there: a publisher that holds the role then finds it for good).
+ */
+function takeSnapshot(ctl: Int32Array, s: Snapshot): boolean {
+  for (let i = 0; i < SNAPSHOT_TRIES; i++) {
+    const intent = load64(ctl, B.INTENT);
+    // After INTENT: equal to it means the record ending there is published (and its COUNT and LATEST stored before TAIL).
+    const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
+    const count = load64(ctl, B.COUNT);
+    // Where the newest record starts; stored before TAIL (publisher's step 4), so it is that of the tail above.
+    const latest = Atomics.load(ctl, B.LATEST_I32) >>> 0;
+    // Unchanged: no record began between the two loads, so COUNT and LATEST are those of the tail.
+    const again = load64(ctl, B.INTENT);
+    if (intent !== again || tail !== intent % TWO32 || Number.isNaN(count)) continue;
+    s.intent = intent;
+    s.tail = tail;
+    s.count = count;
+    s.latest = latest;
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Without a file to lock: whether a subscriber slot of the Broadcast in
+ * `ctl` (`slots` of them) is owned by a live thread or process (its PID and
+ * START, as a parked lossless publisher judges them). A lossy subscriber
+ * that found no free slot is not seen.
+ */
+function liveSubscriber(ctl: Int32Array, slots: number): boolean {
+  const threads = ctl.buffer instanceof SharedArrayBuffer;
+  for (let i = 0; i < slots; i++) {
+    const s = B.slotOffset(i) / 4;
+    // Observes a subscriber's claim (its CAS of OWNER; START and PID are stored after it).
+    if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) === 0) continue;
+    // Observes the owner's registration (its START, then PID stores), judged as #freeDeadSlots judges it.
+    const pid = Atomics.load(ctl, s + B.SLOT_PID_I32);
+    const start = Atomics.load(ctl, s + B.SLOT_START_I32);
+    if (registrantAlive(pid, start, threads)) return true;
+  }
+  return false;
+}
+
+/**
+ * Create's look at what `base` already holds, once this create holds the
+ * publisher role (docs/LAYOUT.md, "Publisher, step by step"): the snapshot
+ * a new publisher resumes from (P = INTENT, K = COUNT), or undefined to lay
+ * out a new Broadcast. It resumes a Broadcast of the same capacity,
+ * subscribers and mode that is not closed and has no record in flight, so
+ * its subscribers go on with `received + lost` exact. Where there is no
+ * Broadcast (no MAGIC, another kind or version, an impossible header), or
+ * nobody else holds it (`heldBefore`: the HOLDER lock, asked before this
+ * create took its own; without a file, a live subscriber slot), a new one
+ * is laid out. Otherwise a typed error, touching nothing: other options
+ * (ERR_SHMRING_INVALID_ARGUMENT), closed by its publisher (ERR_SHMRING_CLOSED:
+ * a closed Broadcast is not reopened under its subscribers), or a record
+ * its publisher died in the middle of (ERR_SHMRING_CORRUPT).
+ */
+function resumePoint(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  base: number,
+  g: Geometry,
+  heldBefore: boolean | undefined,
+  where: string,
+): Snapshot | undefined {
+  let found: Geometry;
+  try {
+    found = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
+  } catch {
+    return undefined; // no Broadcast here to take over
+  }
+  const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(found.slotSize) / 4);
+  const mode = ctl[B.MODE_I32]!; // written before MAGIC (readHeader loaded it), never again
+  const s: Snapshot = { intent: 0, tail: 0, count: 0, latest: 0 };
+  let refusal: ShmringError;
+  // Observes a publisher's close() (its Atomics.or of FLAGS): the end its subscribers are told of.
+  if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
+    refusal = new ShmringError(
+      ErrorCodes.CLOSED,
+      `Broadcast.create: ${where} was closed by its publisher, and subscribers still hold it (they read what is left, then end); ` +
+        'a closed Broadcast is not reopened: create one here once they have closed, or in another region',
+    );
+  } else if (found.capacity !== g.capacity || found.slotSize !== g.slotSize || mode !== g.mode) {
+    const shape = (capacity: number, slots: number, m: number | undefined): string =>
+      `capacity=${capacity}, subscribers=${slots}, lossless=${m === B.MODE_LOSSLESS}`;
+    refusal = new ShmringError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `Broadcast.create: ${where} holds a Broadcast of ${shape(found.capacity, found.slotSize, mode)}, which subscribers still hold; ` +
+        `a new publisher takes it over with those options (not ${shape(g.capacity, g.slotSize, g.mode)}), ` +
+        'or creates this one once they have closed, or in another region',
+    );
+  } else if (!takeSnapshot(ctl, s) || !Number.isSafeInteger(s.intent) || s.intent % 8 !== 0 || s.count * 8 > s.intent) {
+    refusal = new ShmringError(
+      ErrorCodes.CORRUPT,
+      `Broadcast.create: the previous publisher of ${where} left a record half-written (it died in the middle of it), ` +
+        'or its counters are impossible; a new publisher cannot resume it: close its subscribers, then create the Broadcast anew',
+    );
+  } else {
+    return s;
+  }
+  // Nobody else holds it (stale): a new Broadcast, which no one can tell from the old.
+  if (!(heldBefore ?? liveSubscriber(ctl, found.slotSize))) return undefined;
+  throw refusal;
+}
+
 export class Broadcast {
   private constructor() {}
 
@@ -197,9 +331,17 @@ export class Broadcast {
   }
 
   /**
-   * Lays out an empty Broadcast at the start of `region` (or at `offset`)
-   * and returns its publisher. ERR_SHMRING_BUSY, touching nothing, if a live
-   * publisher holds a Broadcast there.
+   * Returns the publisher of a Broadcast at the start of `region` (or at
+   * `offset`). Where the region already holds a Broadcast with the same
+   * capacity, subscribers and lossless whose publisher let go of it
+   * (detach()) or died, this publisher takes it over: it goes on after the
+   * last record published, and the subscribers read on, their `received +
+   * lost` exact. Otherwise it lays out an empty one. ERR_SHMRING_BUSY,
+   * touching nothing, if a live publisher holds the Broadcast there; while
+   * subscribers hold one that cannot be taken over, a typed error, touching
+   * nothing (other options: ERR_SHMRING_INVALID_ARGUMENT; closed by its
+   * publisher: ERR_SHMRING_CLOSED; left half-written by a publisher that
+   * died: ERR_SHMRING_CORRUPT).
    */
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
@@ -211,6 +353,8 @@ export class Broadcast {
     const base = checkOffset(options.offset);
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
+    // Asked before this create holds the ring itself: whether anybody else does (undefined: no file to ask).
+    const heldBefore = heldByAnyone(region, base + L.HOLDER_LOCK_OFFSET);
     const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
     const site = ringSite(region, base, roles);
     if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
@@ -221,10 +365,7 @@ export class Broadcast {
           `a Broadcast has one publisher: close that one first, or wait for its process to exit${site.look}`,
       );
     }
-    const ctl = unpublish(buffer, base);
     const dataOffset = B.broadcastDataOffset(subscribers);
-    // Counters, table and slots start at zero; published with the header by writeHeader's store of MAGIC.
-    new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
     const g: Geometry = {
       kind: B.KIND_BROADCAST,
       capacity,
@@ -234,8 +375,20 @@ export class Broadcast {
       dataOffset,
       mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
     };
-    writeHeader(ctl, g);
-    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, site);
+    let resume: Snapshot | undefined;
+    try {
+      resume = resumePoint(buffer, base, g, heldBefore, ringWhere(region, base, 'Broadcast'));
+    } catch (err) {
+      roles?.release();
+      throw err;
+    }
+    if (resume === undefined) {
+      const ctl = unpublish(buffer, base);
+      // Counters, table and slots start at zero; published with the header by writeHeader's store of MAGIC.
+      new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
+      writeHeader(ctl, g);
+    }
+    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, site, resume);
   }
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
@@ -318,12 +471,19 @@ export class BroadcastPublisher extends BroadcastEnd {
     roles: Roles | undefined,
     region: Region,
     site: RingSite,
+    resume: Snapshot | undefined,
   ) {
     super(buffer, base, g, lossless, roles, region, site);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
+    if (resume !== undefined) {
+      // A takeover (docs/LAYOUT.md, "Publisher, step by step"): P and K from the snapshot create took holding the role.
+      this.#tail = resume.intent;
+      this.#count = resume.count;
+      this.#slowest = -Infinity; // lossless: the slots are scanned before the first record
+    }
   }
 
-  /** Records published so far. */
+  /** Records published to this Broadcast so far (by a publisher that took it over: its predecessors' included). */
   get published(): number {
     return this.#count;
   }
@@ -478,6 +638,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
   #number = 0;
   /** The start is not yet settled: the first read takes a quiescent snapshot first. */
   #pending = true;
+  /** #settle's snapshot (scratch: no allocation per lap). */
+  readonly #snapshot: Snapshot = { intent: 0, tail: 0, count: 0, latest: 0 };
   /** Lossy drain: each record is copied here and checked before the handler sees it. */
   #scratch: Uint8Array = CLOSED_U8;
   // What #locate found besides the index (scratch fields, no allocation).
@@ -546,37 +708,29 @@ export class BroadcastSubscriber extends BroadcastEnd {
    */
   #settle(lapped: boolean): boolean {
     const ctl = this.ctl;
-    for (let i = 0; i < SNAPSHOT_TRIES; i++) {
-      const intent = load64(ctl, B.INTENT);
-      // After INTENT: equal to it means the record ending there is published (and its COUNT stored).
-      const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
-      const count = load64(ctl, B.COUNT);
-      const latest = Atomics.load(ctl, B.LATEST_I32) >>> 0;
-      // Unchanged: no record began between the two loads, so COUNT is that of the tail.
-      const again = load64(ctl, B.INTENT);
-      if (intent !== again || tail !== intent % TWO32 || Number.isNaN(count)) continue;
-      if (!lapped) {
-        this.#pending = false;
-      } else if (intent < this.#cursor || count < this.#number) {
-        throw corrupt(`the tail (${intent}, record ${count}) is behind a subscriber's cursor (${this.#cursor}, record ${this.#number})`);
-      } else {
-        // Lapped: resume at the newest record (its start is at most a ring before the tail), counting the skipped ones.
-        const back = (tail - latest) >>> 0;
-        if (count - 1 >= this.#number && back > 0 && back <= this.capacity && intent - back >= this.#cursor) {
-          this.lost += count - 1 - this.#number;
-          this.#cursor = intent - back;
-          this.#number = count - 1;
-          this.#storeCursor(ctl);
-          return true;
-        }
-        this.lost += count - this.#number;
+    const snap = this.#snapshot;
+    if (!takeSnapshot(ctl, snap)) return false;
+    const { intent, tail, count, latest } = snap;
+    if (!lapped) {
+      this.#pending = false;
+    } else if (intent < this.#cursor || count < this.#number) {
+      throw corrupt(`the tail (${intent}, record ${count}) is behind a subscriber's cursor (${this.#cursor}, record ${this.#number})`);
+    } else {
+      // Lapped: resume at the newest record (its start is at most a ring before the tail), counting the skipped ones.
+      const back = (tail - latest) >>> 0;
+      if (count - 1 >= this.#number && back > 0 && back <= this.capacity && intent - back >= this.#cursor) {
+        this.lost += count - 1 - this.#number;
+        this.#cursor = intent - back;
+        this.#number = count - 1;
+        this.#storeCursor(ctl);
+        return true;
       }
-      this.#cursor = intent;
-      this.#number = count;
-      this.#storeCursor(ctl);
-      return true;
+      this.lost += count - this.#number;
     }
-    return false;
+    this.#cursor = intent;
+    this.#number = count;
+    this.#storeCursor(ctl);
+    return true;
   }
 
   /** Publishes this subscriber's cursor in its slot; a lossless publisher parked on it is woken. */

@@ -113,9 +113,17 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   Atomics.store(ctl, L.MAGIC_I32, L.MAGIC);
 }
 
-/** Reads and checks the header of an existing ring of `kind` at `base`; returns its geometry. */
-export function readHeader(buffer: ArrayBuffer | SharedArrayBuffer, kind: Geometry['kind'], base = 0): Geometry {
-  const what = `${KIND_NAMES[kind]}.attach`;
+/**
+ * Reads and checks the header of an existing ring of `kind` at `base`;
+ * returns its geometry. `what` names the verb in the errors (by default
+ * `<Kind>.attach`; Broadcast.create passes its own).
+ */
+export function readHeader(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  kind: Geometry['kind'],
+  base = 0,
+  what = `${KIND_NAMES[kind]}.attach`,
+): Geometry {
   if (buffer.byteLength < base + L.DATA_OFFSET) {
     throw new ShmringError(
       ErrorCodes.NOT_A_RING,

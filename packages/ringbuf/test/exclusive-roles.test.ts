@@ -79,8 +79,11 @@ describe('one owner per exclusive role without a file to lock', function () {
         assert.throws(() => Broadcast.create(region, { capacity: CAPACITY }), { code: ErrorCodes.BUSY });
         assert.ok(first.tryWrite(new Uint8Array([2])));
         assert.deepEqual([[...sub.tryRead()!], [...sub.tryRead()!]], [[1], [2]], 'nothing was overwritten');
-        first.close();
+        first.detach(); // the role is free: the next publisher takes the Broadcast over (a closed one is not reopened under its subscriber)
         const next = Broadcast.create(region, { capacity: CAPACITY });
+        assert.ok(next.tryWrite(new Uint8Array([3])));
+        assert.deepEqual([...sub.tryRead()!], [3]);
+        sub.close();
         next.close();
       } finally {
         if (backing === 'sysv') region.unlink();

@@ -213,14 +213,18 @@ describe('a peer rewriting records while they are read', function () {
       // Every word of the data area (after the subscriber slots): record lengths, types and payloads alike.
       const words = Array.from({ length: capacity / 4 }, (_, i) => B.broadcastDataOffset(subscribers) / 4 + i);
       let publisher: ReturnType<typeof Broadcast.create> | undefined;
+      let subscriber: ReturnType<typeof Broadcast.subscribe> | undefined;
       await underAttack(
         `Broadcast (${lossless ? 'lossless' : 'lossy'})`,
         region,
         words,
         () => {
+          // Both leave first: a Broadcast is laid out anew only once nobody holds it (else create refuses or takes it over).
+          subscriber?.close();
           publisher?.close();
           publisher = Broadcast.create(region, { capacity, lossless, subscribers });
-          return Broadcast.subscribe(region);
+          subscriber = Broadcast.subscribe(region);
+          return subscriber;
         },
         (sub, handed) => {
           const pub = publisher!;
