@@ -64,8 +64,11 @@
  *    leaves as they are, hold it back as they held its predecessor.
  *  - A subscriber's slot is held by an exclusive OFD lock on the slot's
  *    byte: a parked lossless publisher frees the slots whose lock nobody
- *    holds (their subscriber died) every check period (peerTimeoutMs / 4).
- *    Without a file ('sab', 'sysv') the slot's pid and start time decide.
+ *    holds (their subscriber died) every check period (peerTimeoutMs / 4),
+ *    and so does a tryWrite that has found the ring full for the
+ *    publisher's peerTimeoutMs (then every quarter of it; before that it
+ *    reads only the clock). Without a file ('sab', 'sysv') the slot's pid
+ *    and start time decide.
  *  - Anything read from shared memory is read once and bounds-checked; a
  *    value no correct publisher writes is ERR_SHMRING_CORRUPT, unless the
  *    lap check says the publisher overwrote it (then it is skipped).
@@ -99,7 +102,7 @@ import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
 import { registrant, registrantAlive } from './liveness.js';
 import { Roles } from './roles.js';
-import { unpark } from './waiting.js';
+import { DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
 
 export interface BroadcastOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */
@@ -110,6 +113,12 @@ export interface BroadcastOptions {
   subscribers?: number;
   /** Where the Broadcast starts in its region: a multiple of 64; default 0. */
   offset?: number;
+  /**
+   * Lossless: how long (ms) tryWrite may find the ring full before it frees
+   * the slots of subscribers that died (as a parked write does every
+   * quarter of its own peerTimeoutMs); default 1000. Infinity: never.
+   */
+  peerTimeoutMs?: number;
 }
 
 export interface SubscribeOptions {
@@ -142,6 +151,15 @@ function wrongEnd(verb: string, end: string): ShmringError {
       ? `Broadcast.${verb}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
       : `Broadcast.${verb}: this is a subscriber; publish through the object Broadcast.create returned`,
   );
+}
+
+function checkPeerTimeout(value: unknown, verb: string): number {
+  if (value === undefined) return DEFAULT_PEER_TIMEOUT_MS;
+  if (typeof value !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${shown(value)} must be a number of ms`);
+  }
+  if (!(value >= 0)) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${value} must be >= 0 (or Infinity)`);
+  return value;
 }
 
 function checkSubscribers(subscribers: unknown): number {
@@ -351,6 +369,7 @@ export class Broadcast {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
     }
     const base = checkOffset(options.offset);
+    const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'Broadcast.create');
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
     // Asked before this create holds the ring itself: whether anybody else does (undefined: no file to ask).
@@ -388,7 +407,9 @@ export class Broadcast {
       new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
       writeHeader(ctl, g);
     }
-    return new BroadcastPublisher(buffer, base, g, lossless, roles, region, site, resume);
+    const pub = new BroadcastPublisher(buffer, base, g, lossless, roles, region, site, resume);
+    pub.peerTimeoutMs = peerTimeoutMs;
+    return pub;
   }
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
@@ -461,6 +482,14 @@ export class BroadcastPublisher extends BroadcastEnd {
   #count = 0;
   /** Lossless: the slowest cursor of the last scan of the table (a position <= every live cursor, and <= the tail then). */
   #slowest = 0;
+  /** Lossless: when (performance.now()) a tryWrite that finds the ring full next frees dead subscribers' slots; Infinity while not full. */
+  #sweepAt = Infinity;
+  /**
+   * Lossless: how long (ms) tryWrite may find the ring full before it frees
+   * the slots of dead subscribers, then again every quarter of it (the
+   * waiting writes' own peerTimeoutMs bounds their parked checks).
+   */
+  peerTimeoutMs = DEFAULT_PEER_TIMEOUT_MS;
 
   /** @internal Use Broadcast.create. */
   constructor(
@@ -491,7 +520,10 @@ export class BroadcastPublisher extends BroadcastEnd {
   /**
    * Publishes a copy of `bytes` to every subscriber. Lossy: always true
    * (never waits). Lossless: false, writing nothing, while the slowest
-   * subscriber has not read far enough for the record to fit.
+   * subscriber has not read far enough for the record to fit; once the
+   * ring has been full for peerTimeoutMs, a call also frees the slots of
+   * subscribers that died (#unblock), so a publisher that never waits is
+   * not held back by them for ever.
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
     checkType(type);
@@ -513,7 +545,7 @@ export class BroadcastPublisher extends BroadcastEnd {
     const toEnd = this.capacity - index;
     const needed = size <= toEnd ? size : toEnd + size;
     const end = position + needed;
-    if (this.lossless && !this.#room(end)) return false;
+    if (this.lossless && !this.#room(end) && !this.#unblock(end)) return false;
     // 1. INTENT, SYNC POINT with a subscriber's lap check: from here the bytes of
     //    [end - CAPACITY, ...) may change under a subscriber still reading them.
     store64(ctl, B.INTENT, end, position);
@@ -556,18 +588,46 @@ export class BroadcastPublisher extends BroadcastEnd {
       if (behind > lag) lag = behind;
     }
     this.#slowest = this.#tail - lag;
-    return end - this.#slowest <= this.capacity;
+    if (end - this.#slowest > this.capacity) return false;
+    this.#sweepAt = Infinity; // not full (any more): #unblock's clock starts again at the next full ring
+    return true;
+  }
+
+  /**
+   * Lossless, the ring full after a scan: once it has been full for
+   * peerTimeoutMs (then every quarter of it, the parked waits' check
+   * period), frees the slots of dead subscribers and looks again. Until
+   * then a clock read per call, no lock test and no /proc read.
+   */
+  #unblock(end: number): boolean {
+    const now = performance.now();
+    if (this.#sweepAt === Infinity) this.#sweepAt = now + this.peerTimeoutMs;
+    if (now < this.#sweepAt) return false;
+    this.#sweepAt = now + this.peerTimeoutMs / 4;
+    return this.#freeDeadSlots() && this.#room(end);
   }
 
   /**
    * A parked lossless publisher's check period passed: frees the slots of
-   * subscribers that died (nobody holds the slot's lock; without a file, the
-   * slot's process is gone). Always true: the publisher waits on for the
-   * live ones.
+   * subscribers that died (#freeDeadSlots). Always true: the publisher
+   * waits on for the live ones.
    */
   protected override consumerAlive(): boolean {
+    this.#freeDeadSlots();
+    return true;
+  }
+
+  /**
+   * Frees the slots of subscribers that died: nobody holds the slot's lock
+   * (without a file, the slot's process or thread is gone). True if it
+   * freed any (the next record rescans the table). One lock test (or /proc
+   * read) per owned slot: called by a parked write's check and by #unblock,
+   * never per record.
+   */
+  #freeDeadSlots(): boolean {
     const ctl = this.ctl;
-    if (ctl.length === 0) return true;
+    let freed = false;
+    if (ctl.length === 0) return freed;
     for (let i = 0; i < this.subscribers; i++) {
       const s = B.slotOffset(i) / 4;
       // Observes the slot's owner; the CAS below frees only that owner's tenure.
@@ -585,12 +645,13 @@ export class BroadcastPublisher extends BroadcastEnd {
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
         if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
+          freed = true;
           this.#slowest = -Infinity; // rescan before the next record
           unpark(ctl, WRITE_BLOCK, WAKE_ONE); // our own parked write (a Promise wait sleeps until woken) tries again
         }
       }
     }
-    return true;
+    return freed;
   }
 
   tryRead(): Uint8Array | null {

@@ -1,0 +1,139 @@
+/**
+ * A lossless Broadcast publisher that never waits (tryWrite only) is held
+ * back by a live subscriber that does not read, but not for ever by one
+ * that died: once the ring has been full for the publisher's peerTimeoutMs,
+ * tryWrite frees the slots of dead subscribers (a SIGKILLed process, a
+ * terminated worker thread) as a parked write's peer check does, and the
+ * live subscribers still get every message.
+ */
+import { strict as assert } from 'node:assert';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
+import { broadcastPayload, Tally } from './fixtures/broadcast-peer.js';
+import { LinePeer } from './helpers.js';
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/broadcast-peer.js', import.meta.url));
+const CAPACITY = 1024;
+const PEER_TIMEOUT_MS = 300;
+
+/** Fills the ring with tryWrite (message numbers from `next`); returns the next number. */
+function fill(pub: BroadcastPublisher, next: number): number {
+  while (pub.tryWrite(broadcastPayload(next), next & 0xffff)) next++;
+  return next;
+}
+
+/**
+ * Publishes messages from..to-1 with tryWrite alone, reading `sub` (this
+ * thread's subscriber) between tries, until done or `deadlineMs` passed;
+ * returns the number of the next message not published.
+ */
+async function publishNeverWaiting(
+  pub: BroadcastPublisher,
+  sub: BroadcastSubscriber,
+  tally: Tally,
+  from: number,
+  to: number,
+  deadlineMs: number,
+): Promise<number> {
+  const deadline = performance.now() + deadlineMs;
+  let i = from;
+  while (i < to && performance.now() < deadline) {
+    if (pub.tryWrite(broadcastPayload(i), i & 0xffff)) {
+      i++;
+      continue;
+    }
+    for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) tally.see(m, sub.lastType);
+    await new Promise((r) => setImmediate(r));
+  }
+  return i;
+}
+
+/** Keeps trying one tryWrite (reading `sub` meanwhile) for `ms`; whether it ever succeeded. */
+async function triesFor(pub: BroadcastPublisher, sub: BroadcastSubscriber, tally: Tally, i: number, ms: number): Promise<boolean> {
+  return (await publishNeverWaiting(pub, sub, tally, i, i + 1, ms)) > i;
+}
+
+describe('Broadcast: a lossless publisher that only uses tryWrite and a dead subscriber', function () {
+  this.timeout(60_000);
+
+  it('a SIGKILLed subscriber process stops holding tryWrite back within peerTimeoutMs; a live one that does not read never does', async function () {
+    const name = `shmring-bcast-dead-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+    const region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, peerTimeoutMs: PEER_TIMEOUT_MS });
+    const sub = Broadcast.subscribe(region);
+    const tally = new Tally(sub);
+    const silent = new LinePeer(FIXTURE, [name, 'hold', '0']);
+    try {
+      await silent.line('ready');
+      let next = fill(pub, 0);
+      assert.ok(next > 0);
+      // The silent subscriber lives: tryWrite goes on refusing, well past peerTimeoutMs.
+      assert.equal(await triesFor(pub, sub, tally, next, 3 * PEER_TIMEOUT_MS), false, 'a live subscriber was dropped');
+      await silent.kill();
+      const killed = performance.now();
+      assert.equal(await triesFor(pub, sub, tally, next, 5_000), true, 'tryWrite is still held back by the dead subscriber');
+      const after = performance.now() - killed;
+      next++;
+      console.log(`      tryWrite went on ${Math.round(after)} ms after the kill (peerTimeoutMs ${PEER_TIMEOUT_MS})`);
+      assert.ok(after < PEER_TIMEOUT_MS + 2_000, `held back ${Math.round(after)} ms after the kill`);
+      const N = next + 5_000;
+      assert.equal(await publishNeverWaiting(pub, sub, tally, next, N, 20_000), N);
+      for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) tally.see(m, sub.lastType);
+      assert.deepEqual(tally.report(), { received: N, lost: 0, torn: 0, disorder: 0, first: 0, last: N - 1, lostAtFirst: 0 });
+    } finally {
+      await silent.kill();
+      sub.close();
+      pub.close();
+      region.close();
+      region.unlink();
+    }
+  });
+
+  it('a terminated subscriber worker (a SharedArrayBuffer region) stops holding tryWrite back within peerTimeoutMs', async function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, peerTimeoutMs: PEER_TIMEOUT_MS });
+    const sub = Broadcast.subscribe(region);
+    const tally = new Tally(sub);
+    const worker = new Worker(FIXTURE, { workerData: { sab: region.buffer, part: 'hold', arg: 0 } });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+      });
+      const next = fill(pub, 0);
+      assert.equal(await triesFor(pub, sub, tally, next, 3 * PEER_TIMEOUT_MS), false, 'a live worker subscriber was dropped');
+      await worker.terminate();
+      const ended = performance.now();
+      assert.equal(await triesFor(pub, sub, tally, next, 5_000), true, 'tryWrite is still held back by the ended worker');
+      assert.ok(performance.now() - ended < PEER_TIMEOUT_MS + 2_000);
+      for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) tally.see(m, sub.lastType);
+      assert.deepEqual(tally.report(), { received: next + 1, lost: 0, torn: 0, disorder: 0, first: 0, last: next, lostAtFirst: 0 });
+    } finally {
+      await worker.terminate();
+      sub.close();
+      pub.close();
+      region.close();
+    }
+  });
+
+  it('checks peerTimeoutMs: a TypeError for a non-number, a RangeError for a negative one or NaN', function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    assert.throws(
+      () => Broadcast.create(region, { capacity: CAPACITY, peerTimeoutMs: '5' as unknown as number }),
+      (err: ShmringError) =>
+        err instanceof TypeError && err.code === ErrorCodes.INVALID_ARGUMENT && /Broadcast.create: peerTimeoutMs="5"/.test(err.message),
+    );
+    for (const bad of [-1, NaN]) {
+      assert.throws(
+        () => Broadcast.create(region, { capacity: CAPACITY, peerTimeoutMs: bad }),
+        (err: ShmringError) => err instanceof RangeError && err.code === ErrorCodes.INVALID_ARGUMENT && /peerTimeoutMs/.test(err.message),
+      );
+    }
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, peerTimeoutMs: Infinity });
+    assert.equal(pub.peerTimeoutMs, Infinity);
+    pub.close();
+    region.close();
+  });
+});
