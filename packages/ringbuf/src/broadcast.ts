@@ -368,6 +368,14 @@ export class Broadcast {
     if (typeof lossless !== 'boolean') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
     }
+    if (lossless && subscribers === 0) {
+      // Every lossless subscriber needs a slot (the publisher waits for the cursors there): none could ever subscribe.
+      throw new ShmringRangeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        'Broadcast.create: subscribers=0 with lossless=true leaves no slot for a subscriber (each lossless subscriber holds one); ' +
+          'give subscribers >= 1 (and the same to regionSize), or make it lossy',
+      );
+    }
     const base = checkOffset(options.offset);
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'Broadcast.create');
     const size = B.broadcastSize(capacity, subscribers);
