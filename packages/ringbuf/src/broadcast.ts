@@ -83,7 +83,7 @@
 import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
-import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
+import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -344,6 +344,7 @@ export class Broadcast {
 
   /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
+    checkOptionsObject(options, 'Broadcast.regionSize');
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
     return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
   }
@@ -362,6 +363,7 @@ export class Broadcast {
    * died: ERR_SHMRING_CORRUPT).
    */
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
+    checkOptionsObject(options, 'Broadcast.create');
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
     const subscribers = checkSubscribers(options.subscribers);
     const lossless = options.lossless ?? false;
@@ -422,7 +424,8 @@ export class Broadcast {
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
   static subscribe(region: Region, options: SubscribeOptions = {}): BroadcastSubscriber {
-    const base = checkOffset(options?.offset);
+    checkOptionsObject(options, 'Broadcast.subscribe');
+    const base = checkOffset(options.offset);
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     const g = readHeader(buffer, B.KIND_BROADCAST, base);
     const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);

@@ -8,7 +8,7 @@ import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './lat
 import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
 import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
-import { shown } from './queue.js';
+import { checkWaitOptions, shown, type WriteOptions } from './queue.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST | typeof KIND_MPSC;
@@ -54,6 +54,16 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
     );
   }
   return buffer;
+}
+
+/**
+ * Checks that the options of a verb that lays out or joins a ring (create,
+ * attach, subscribe) are an object, if given: anything else is the
+ * ShmringTypeError (ERR_SHMRING_INVALID_ARGUMENT) the waiting verbs throw
+ * for it (checkWaitOptions), never silently the defaults.
+ */
+export function checkOptionsObject(options: unknown, verb: string): void {
+  if (options !== undefined && (options === null || typeof options !== 'object')) checkWaitOptions(options as WriteOptions, verb);
 }
 
 /**

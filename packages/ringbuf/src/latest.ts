@@ -46,7 +46,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
-import { checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { checkType, checkWaitOptions, claimPlace, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
@@ -193,11 +193,13 @@ export class LatestValue {
 
   /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
   static regionSize(options: LatestOptions): number {
+    checkOptionsObject(options, 'LatestValue.regionSize');
     return V.latestSize(checkMaxSize(options?.maxSize));
   }
 
   /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
   static create(region: Region, options: LatestOptions): LatestValue {
+    checkOptionsObject(options, 'LatestValue.create');
     const maxSize = checkMaxSize(options?.maxSize);
     const base = checkOffset(options.offset);
     const size = V.latestSize(maxSize);
@@ -212,7 +214,8 @@ export class LatestValue {
 
   /** Attaches to a LatestValue another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: LatestAttachOptions = {}): LatestValue {
-    const base = checkOffset(options?.offset);
+    checkOptionsObject(options, 'LatestValue.attach');
+    const base = checkOffset(options.offset);
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
     const { capacity } = readHeader(buffer, V.KIND_LATEST, base);
     return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base));
@@ -501,8 +504,9 @@ export class LatestValue {
    * the versions it missed since its previous item (or `since`).
    */
   async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
-    const { since, ...wait } = options ?? {};
-    checkWaitOptions(wait, 'LatestValue.updates');
+    // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
+    checkWaitOptions(options, 'LatestValue.updates');
+    const { since, ...wait } = options;
     let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
     for (;;) {
       let next = this.read();

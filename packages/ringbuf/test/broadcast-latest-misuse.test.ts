@@ -1,11 +1,12 @@
 /**
  * Wrong use of a Broadcast and a LatestValue is a typed error naming the
  * verb that was called (docs/ERRORS.md), before anything is taken or
- * written: a lossless Broadcast without subscriber slots.
+ * written: a lossless Broadcast without subscriber slots; options that
+ * are not an object.
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast } from '../src/index.js';
+import { Broadcast, LatestValue } from '../src/index.js';
 
 function invalid(kind: typeof TypeError | typeof RangeError | typeof Error, message: RegExp): (err: unknown) => boolean {
   return (err) => err instanceof kind && (err as ShmringError).code === ErrorCodes.INVALID_ARGUMENT && message.test((err as Error).message);
@@ -32,5 +33,38 @@ describe('Broadcast and LatestValue: wrong use', function () {
     assert.deepEqual([...sub.tryRead()!], [1]);
     sub.close();
     lossy.close();
+  });
+
+  it('refuses options that are not an object with a TypeError naming the verb, before anything is taken or written', async function () {
+    const pub = Broadcast.create(region, { capacity: 1024 });
+    const latest = Region.create({ backing: 'sab', size: LatestValue.regionSize({ maxSize: 16 }) });
+    const lv = LatestValue.create(latest, { maxSize: 16 });
+    try {
+      for (const [verb, call] of [
+        ['Broadcast.subscribe', () => Broadcast.subscribe(region, 5 as unknown as object)],
+        ['Broadcast.subscribe', () => Broadcast.subscribe(region, null as unknown as object)],
+        ['Broadcast.create', () => Broadcast.create(region, 'x' as unknown as { capacity: number })],
+        ['Broadcast.regionSize', () => Broadcast.regionSize(1024 as unknown as { capacity: number })],
+        ['LatestValue.attach', () => LatestValue.attach(latest, 'x' as unknown as object)],
+        ['LatestValue.create', () => LatestValue.create(latest, 16 as unknown as { maxSize: number })],
+        ['LatestValue.regionSize', () => LatestValue.regionSize(16 as unknown as { maxSize: number })],
+      ] as const) {
+        assert.throws(call, invalid(TypeError, new RegExp(`^${verb}: options=.* must be an object$`)), verb);
+      }
+      await assert.rejects(
+        lv.updates(5 as unknown as object).next(),
+        invalid(TypeError, /^LatestValue.updates: options=5 must be an object$/),
+      );
+      await assert.rejects(
+        lv.updates('x' as unknown as object).next(),
+        invalid(TypeError, /^LatestValue.updates: options="x" must be an object$/),
+      );
+      assert.ok(pub.tryWrite(new Uint8Array([1])), 'the refused create left the publisher its Broadcast');
+      assert.equal(lv.read().version, 0);
+    } finally {
+      lv.close();
+      latest.close();
+      pub.close();
+    }
   });
 });
