@@ -30,8 +30,10 @@
  *    left, then get ERR_SHMRING_CLOSED (their iterators end).
  *
  * Both sides are Queues (queue.ts): the waiting verbs are built on tryWrite /
- * tryRead. A publisher's tryRead and a subscriber's tryWrite throw
- * ERR_SHMRING_INVALID_ARGUMENT (the wrong end of the Broadcast).
+ * tryRead. Every read verb of a publisher (tryRead, readSync, read,
+ * messages, for await, readable, waitReadable, drain) and every write verb
+ * of a subscriber (tryWrite, writeSync, write, writable) throws, or rejects
+ * with, ERR_SHMRING_INVALID_ARGUMENT naming that verb (the wrong end).
  *
  * Invariants (docs/LAYOUT.md, "Broadcast (KIND 5)"; offsets in broadcast-layout.ts):
  *  - Positions are byte counts that only grow, across publishers too (a
@@ -80,6 +82,7 @@
  * plain accesses in program order around the atomic ones; a C peer uses
  * fences (docs/LAYOUT.md).
  */
+import type { Readable, Writable } from 'node:stream';
 import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
@@ -97,6 +100,8 @@ import {
   roleTaken,
   shown,
   type RingSite,
+  type WaitOptions,
+  type WriteOptions,
 } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
@@ -144,12 +149,14 @@ function corrupt(what: string): ShmringError {
   );
 }
 
-function wrongEnd(verb: string, end: string): ShmringError {
+/** The error of a verb called on the wrong end (`Broadcast.<verb>`, or `what` as given when it starts with "Broadcast"). */
+function wrongEnd(verb: string, end: 'publisher' | 'subscriber'): ShmringError {
+  const what = verb.startsWith('Broadcast') ? verb : `Broadcast.${verb}`;
   return new ShmringError(
     ErrorCodes.INVALID_ARGUMENT,
     end === 'publisher'
-      ? `Broadcast.${verb}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
-      : `Broadcast.${verb}: this is a subscriber; publish through the object Broadcast.create returned`,
+      ? `${what}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
+      : `${what}: this is a subscriber; publish through the object Broadcast.create returned`,
   );
 }
 
@@ -427,7 +434,7 @@ export class Broadcast {
     checkOptionsObject(options, 'Broadcast.subscribe');
     const base = checkOffset(options.offset);
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
-    const g = readHeader(buffer, B.KIND_BROADCAST, base);
+    const g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe');
     const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
     const mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
     if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
@@ -667,6 +674,28 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   tryRead(): Uint8Array | null {
     throw wrongEnd('tryRead', 'publisher');
+  }
+
+  // The other read verbs of a Queue would fail in tryRead, naming it: each names itself.
+
+  override readSync(_options?: WaitOptions): Uint8Array {
+    throw wrongEnd('readSync', 'publisher');
+  }
+
+  override read(_options?: WaitOptions): Promise<Uint8Array> {
+    return Promise.reject(wrongEnd('read', 'publisher'));
+  }
+
+  override messages(_options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
+    throw wrongEnd('messages', 'publisher');
+  }
+
+  override [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    throw wrongEnd('Broadcast[Symbol.asyncIterator] (for await)', 'publisher');
+  }
+
+  override readable(_options?: { highWaterMark?: number; signal?: AbortSignal }): Readable {
+    throw wrongEnd('readable', 'publisher');
   }
 
   // ---- select's look (queue.ts): a write entry only ----
@@ -945,6 +974,20 @@ export class BroadcastSubscriber extends BroadcastEnd {
 
   tryWrite(_bytes: Uint8Array, _type?: number): boolean {
     throw wrongEnd('tryWrite', 'subscriber');
+  }
+
+  // The other write verbs of a Queue would fail in tryWrite, naming it: each names itself.
+
+  override writeSync(_bytes: Uint8Array, _options?: WriteOptions): void {
+    throw wrongEnd('writeSync', 'subscriber');
+  }
+
+  override write(_bytes: Uint8Array, _options?: WriteOptions): Promise<void> {
+    return Promise.reject(wrongEnd('write', 'subscriber'));
+  }
+
+  override writable(_options?: { highWaterMark?: number; signal?: AbortSignal; closeOnFinish?: boolean }): Writable {
+    throw wrongEnd('writable', 'subscriber');
   }
 
   // ---- select's look (queue.ts): a read entry only ----

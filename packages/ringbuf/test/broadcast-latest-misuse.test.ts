@@ -2,11 +2,12 @@
  * Wrong use of a Broadcast and a LatestValue is a typed error naming the
  * verb that was called (docs/ERRORS.md), before anything is taken or
  * written: a lossless Broadcast without subscriber slots; options that
- * are not an object.
+ * are not an object; a read verb of a publisher, a write verb of a
+ * subscriber, a subscribe to a region holding something else.
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, LatestValue } from '../src/index.js';
+import { Broadcast, LatestValue, SpscRing } from '../src/index.js';
 
 function invalid(kind: typeof TypeError | typeof RangeError | typeof Error, message: RegExp): (err: unknown) => boolean {
   return (err) => err instanceof kind && (err as ShmringError).code === ErrorCodes.INVALID_ARGUMENT && message.test((err as Error).message);
@@ -66,5 +67,53 @@ describe('Broadcast and LatestValue: wrong use', function () {
       latest.close();
       pub.close();
     }
+  });
+
+  it('names the verb called on the wrong end of a Broadcast, and says which end to use', async function () {
+    const pub = Broadcast.create(region, { capacity: 1024 });
+    const sub = Broadcast.subscribe(region);
+    const wrongEnd = (verb: string, end: RegExp) =>
+      invalid(Error, new RegExp(`^${verb.replace(/[[\]()]/g, '\\$&')}: this is ${end.source}`));
+    const publisher = /the publisher; read through a subscriber/;
+    const subscriber = /a subscriber; publish through the object Broadcast.create returned/;
+    try {
+      assert.throws(() => pub.readSync(), wrongEnd('Broadcast.readSync', publisher));
+      assert.throws(() => pub.readSync({ timeoutMs: 10 }), wrongEnd('Broadcast.readSync', publisher));
+      await assert.rejects(pub.read(), wrongEnd('Broadcast.read', publisher));
+      assert.throws(() => pub.messages(), wrongEnd('Broadcast.messages', publisher));
+      await assert.rejects(
+        async () => {
+          for await (const _ of pub) assert.fail('a publisher read a message');
+        },
+        wrongEnd('Broadcast[Symbol.asyncIterator] (for await)', publisher),
+      );
+      assert.throws(() => pub.readable(), wrongEnd('Broadcast.readable', publisher));
+      assert.throws(() => pub.tryRead(), wrongEnd('Broadcast.tryRead', publisher));
+      assert.throws(() => sub.writeSync(new Uint8Array(1)), wrongEnd('Broadcast.writeSync', subscriber));
+      await assert.rejects(sub.write(new Uint8Array(1)), wrongEnd('Broadcast.write', subscriber));
+      assert.throws(() => sub.writable(), wrongEnd('Broadcast.writable', subscriber));
+      assert.throws(() => sub.tryWrite(new Uint8Array(1)), wrongEnd('Broadcast.tryWrite', subscriber));
+      assert.ok(pub.tryWrite(new Uint8Array([1])));
+      assert.deepEqual([...sub.tryRead()!], [1], 'the refusals took and wrote nothing');
+    } finally {
+      sub.close();
+      pub.close();
+    }
+  });
+
+  it('Broadcast.subscribe names itself when the region holds another kind, or no ring', function () {
+    const other = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 1024 }) });
+    SpscRing.create(other, { capacity: 1024 }).close();
+    assert.throws(
+      () => Broadcast.subscribe(other),
+      (err: ShmringError) =>
+        err.code === ErrorCodes.WRONG_KIND && /^Broadcast.subscribe: the region holds a SpscRing, not a Broadcast$/.test(err.message),
+    );
+    other.close();
+    assert.throws(
+      () => Broadcast.subscribe(region),
+      (err: ShmringError) =>
+        err.code === ErrorCodes.NOT_A_RING && /^Broadcast.subscribe: the region does not hold a ring/.test(err.message),
+    );
   });
 });
