@@ -107,7 +107,7 @@ import type { DrainHandler } from './spsc.js';
 import { copyOut } from './copy.js';
 import { registrant, registrantAlive } from './liveness.js';
 import { Roles } from './roles.js';
-import { DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
+import { checkPeerTimeout, DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
 
 export interface BroadcastOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */
@@ -158,15 +158,6 @@ function wrongEnd(verb: string, end: 'publisher' | 'subscriber'): ShmringError {
       ? `${what}: this is the publisher; read through a subscriber (Broadcast.subscribe)`
       : `${what}: this is a subscriber; publish through the object Broadcast.create returned`,
   );
-}
-
-function checkPeerTimeout(value: unknown, verb: string): number {
-  if (value === undefined) return DEFAULT_PEER_TIMEOUT_MS;
-  if (typeof value !== 'number') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${shown(value)} must be a number of ms`);
-  }
-  if (!(value >= 0)) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${value} must be >= 0 (or Infinity)`);
-  return value;
 }
 
 function checkSubscribers(subscribers: unknown): number {

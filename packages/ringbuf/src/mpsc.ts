@@ -64,7 +64,6 @@ import {
   checkType,
   ringSite,
   type RingSite,
-  shown,
   type WaitOptions,
 } from './queue.js';
 import type { AttachOptions, DrainHandler } from './spsc.js';
@@ -72,7 +71,7 @@ import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { isAlive, ownThread } from './liveness.js';
 import { Roles } from './roles.js';
-import { DEFAULT_PEER_TIMEOUT_MS, unpark } from './waiting.js';
+import { checkPeerTimeout, unpark } from './waiting.js';
 
 export interface MpscOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */
@@ -121,15 +120,6 @@ function checkPositions(tail: number, head: number, capacity: number): void {
   if ((tail - head) >>> 0 > capacity || ((tail | head) & 7) !== 0) {
     throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent`);
   }
-}
-
-function checkPeerTimeout(value: unknown, verb: string): number {
-  if (value === undefined) return DEFAULT_PEER_TIMEOUT_MS;
-  if (typeof value !== 'number') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${shown(value)} must be a number of ms`);
-  }
-  if (!(value >= 0)) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${value} must be >= 0 (or Infinity)`);
-  return value;
 }
 
 export class MpscRing extends Queue {

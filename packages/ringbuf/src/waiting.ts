@@ -22,7 +22,17 @@
  * thread holds corked is held.ts's; the dead-peer checks of parked Promise
  * waits are watchdog.ts's.
  */
-import { abortError, ErrorCodes, nativeFutex, ShmringError, unwatchAbort, watchAbort } from '@shmring/core';
+import {
+  abortError,
+  ErrorCodes,
+  nativeFutex,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  shown,
+  unwatchAbort,
+  watchAbort,
+} from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { POLL_SLICE_MICROS, pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
@@ -89,6 +99,16 @@ export interface WaitOptions {
 
 /** Default bound on noticing a dead peer. */
 export const DEFAULT_PEER_TIMEOUT_MS = 1000;
+
+/** Checks a ring's own `peerTimeoutMs` option (what its non-waiting verbs use): undefined gives the default. */
+export function checkPeerTimeout(value: unknown, verb: string): number {
+  if (value === undefined) return DEFAULT_PEER_TIMEOUT_MS;
+  if (typeof value !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${shown(value)} must be a number of ms`);
+  }
+  if (!(value >= 0)) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: peerTimeoutMs=${value} must be >= 0 (or Infinity)`);
+  return value;
+}
 
 /** Longest interval between two peer checks, whatever peerTimeoutMs says. */
 const MAX_CHECK_MS = 1000;
