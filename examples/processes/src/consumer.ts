@@ -1,6 +1,9 @@
 /**
  * The consumer: finds the producer's ring, reads every message with
  * `for await`, checks the sequence numbers, and prints a one-line JSON summary.
+ * With a POSIX name, it removes the name once it has the ring mapped: only
+ * then is it sure to need the name no more (the producer may be done and
+ * gone before the consumer opens it).
  *
  *   node consumer.js posix <name>     open the ring by POSIX name (waits for it to appear)
  *   node consumer.js memfd <socket>   receive the ring's memfd over a Unix socket
@@ -19,7 +22,9 @@ async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
       return await attempt();
     } catch (err) {
       const code = (err as { code?: string }).code;
-      const notYet = code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ERR_SHMRING_NOT_A_RING';
+      // Not there yet, or there but not yet sized (REGION_TOO_SMALL) or set up (NOT_A_RING) by the producer.
+      const notYet =
+        code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ERR_SHMRING_REGION_TOO_SMALL' || code === 'ERR_SHMRING_NOT_A_RING';
       if (!notYet || tries > 500) throw err;
       await sleep(10);
     }
@@ -28,7 +33,11 @@ async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
 
 const region =
   how === 'posix'
-    ? await retry(() => Region.open({ backing: 'posix', name: where! }))
+    ? await retry(() => {
+        const opened = Region.open({ backing: 'posix', name: where! });
+        opened.unlink(); // mapped now: the name in /dev/shm can go
+        return opened;
+      })
     : await retry(async () => {
         const socket = net.connect({ path: where! });
         socket.pause();

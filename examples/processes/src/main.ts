@@ -9,7 +9,6 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const count = process.argv[2] ?? '100000';
 
 function run(script: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -32,6 +31,11 @@ export async function exchange(how: 'posix' | 'memfd', n: string): Promise<{ rec
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const count = process.argv[2] ?? '100000';
+  if (!/^\d+$/.test(count) || !Number.isSafeInteger(Number(count))) {
+    console.error(`usage: node main.js [count]: count is the number of messages, a non-negative integer; got '${count}'`);
+    process.exit(2);
+  }
   for (const how of ['posix', 'memfd'] as const) {
     const r = await exchange(how, count);
     console.log(`${how}: ${r.received} messages, ${r.outOfOrder} out of order, ${r.ms.toFixed(0)} ms`);

@@ -10,8 +10,12 @@ import { once } from 'node:events';
 import { Region, sendRegion } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 
-const [how, where, countArg] = process.argv.slice(2);
-const count = Number(countArg ?? 100_000);
+const [how, where, countArg = '100000'] = process.argv.slice(2);
+if ((how !== 'posix' && how !== 'memfd') || where === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg))) {
+  console.error(`usage: node producer.js posix|memfd <name or socket> [count]: count is a non-negative integer, got '${countArg}'`);
+  process.exit(2);
+}
+const count = Number(countArg);
 const capacity = 1 << 16;
 const size = SpscRing.regionSize({ capacity });
 
@@ -38,6 +42,8 @@ for (let seq = 0; seq < count; seq++) {
   // write() waits (without blocking the event loop) while the ring is full.
   await ring.write(encoder.encode(`${seq}:hello from ${process.pid}`), { type: seq % 3 });
 }
-ring.close();
-if (how === 'posix') region.unlink(); // the consumer already has it mapped
+ring.close(); // done: the consumer's for await ends after the last message
+// The POSIX name stays: the consumer may not have opened it yet (with a small
+// count this process can be done before it starts); it unlinks the name once
+// it has the ring mapped.
 region.close();

@@ -15,7 +15,12 @@ import { connect } from '@shmring/channel';
 import { percentile, run } from './client.js';
 
 const IN_FLIGHT = 64;
-const requests = Number(process.argv[2] ?? 100_000);
+const requestsArg = process.argv[2] ?? '100000';
+if (!/^\d+$/.test(requestsArg) || !Number.isSafeInteger(Number(requestsArg))) {
+  console.error(`usage: node main.js [requests] [socket path]: requests is a non-negative integer; got '${requestsArg}'`);
+  process.exit(2);
+}
+const requests = Number(requestsArg);
 const socketPath = process.argv[3] ?? path.join(os.tmpdir(), `shmring-rpc-${process.pid}.sock`);
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
@@ -57,7 +62,8 @@ try {
   );
   console.log(`throughput: ${fmt((r.requests / r.ms) * 1000)} requests/s (${fmt(r.ms)} ms)`);
   const us = (p: number): string => fmt(percentile(r.latencies, p));
-  console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies[r.latencies.length - 1] ?? 0)}`);
+  if (r.latencies.length === 0) console.log('latency µs: none (no requests)');
+  else console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies[r.latencies.length - 1]!)}`);
 } finally {
   server.kill('SIGTERM');
 }

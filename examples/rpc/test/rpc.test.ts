@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -36,6 +36,29 @@ describe('examples/rpc', () => {
       assert.deepEqual(added, [], 'channels live in memfds: nothing new in /dev/shm');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs with a handful of requests or none (no NaN latencies), and refuses a count that is not a non-negative integer', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-rpc-test-'));
+    try {
+      const three = await runMain(['3', path.join(dir, 'three.sock')]);
+      assert.equal(three.code, 0, three.out);
+      assert.match(three.out, /^client: 3 requests, 64 in flight: 3 priced, refused: none, 0 wrong$/m);
+      const none = await runMain(['0', path.join(dir, 'none.sock')]);
+      assert.equal(none.code, 0, none.out);
+      assert.match(none.out, /^client: 0 requests, 64 in flight: 0 priced, refused: none, 0 wrong$/m);
+      assert.match(none.out, /^latency µs: none \(no requests\)$/m);
+      assert.doesNotMatch(none.out, /NaN/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    for (const bad of ['abc', '-5', '2.5']) {
+      const r = spawnSync(process.execPath, [MAIN, bad], { encoding: 'utf8' });
+      assert.equal(r.status, 2, `requests ${bad}: ${r.stderr}`);
+      assert.equal(r.stdout, '', 'no server is started');
+      assert.match(r.stderr, /^usage: node main\.js \[requests\] \[socket path\]: .*non-negative integer/);
+      assert.ok(r.stderr.includes(`got '${bad}'`), r.stderr);
     }
   });
 });

@@ -10,12 +10,12 @@
 import { bridge } from '@shmring/channel';
 import { createRing, END, order } from './orders.js';
 
-const [url, countArg] = process.argv.slice(2);
-if (url === undefined) {
-  console.error('usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]');
+const [url, countArg = '100000'] = process.argv.slice(2);
+if (url === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg))) {
+  console.error('usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]: count is a non-negative integer');
   process.exit(2);
 }
-const count = Number(countArg ?? 100_000);
+const count = Number(countArg);
 
 const { name, region, ring } = createRing('a');
 const stop = new AbortController();

@@ -11,12 +11,12 @@ import { bridge } from '@shmring/channel';
 import { Region } from '@shmring/core';
 import { createRing, END, seqOf } from './orders.js';
 
-const [url, timeoutArg] = process.argv.slice(2);
-if (url === undefined) {
-  console.error('usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]');
+const [url, timeoutArg = '600'] = process.argv.slice(2);
+if (url === undefined || !/^\d+$/.test(timeoutArg) || !Number.isSafeInteger(Number(timeoutArg) * 1000)) {
+  console.error('usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]: the timeout is a non-negative integer');
   process.exit(2);
 }
-const timeoutMs = Number(timeoutArg ?? 600) * 1000;
+const timeoutMs = Number(timeoutArg) * 1000;
 
 const { name, region, ring } = createRing('b');
 const stop = new AbortController();

@@ -123,7 +123,14 @@ export async function exchange(url: string, count: number): Promise<Outcome> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const count = Number(process.argv[2] ?? 100_000);
+  const countArg = process.argv[2] ?? '100000';
+  if (!/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg))) {
+    console.error(
+      `usage: node main.js [count] [nats://host:port/<subject>]: count is the number of orders, a non-negative integer; got '${countArg}'`,
+    );
+    process.exit(2);
+  }
+  const count = Number(countArg);
   const given = process.argv[3];
   const server = given === undefined ? await startNatsServer() : undefined;
   try {

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { exchange, NATS_MISSING, natsServerBinary, startNatsServer } from '../src/main.js';
+
+const script = (name: string): string => fileURLToPath(new URL(`../src/${name}`, import.meta.url));
 
 describe('examples/two-hosts', function () {
   this.timeout(120_000);
@@ -33,5 +37,32 @@ describe('examples/two-hosts', function () {
     );
     const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
     assert.deepEqual(added, []);
+  });
+
+  it('main.js moves a handful of orders (or none) with a nats-server of its own', () => {
+    for (const n of ['0', '3']) {
+      const r = spawnSync(process.execPath, [script('main.js'), n], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        new RegExp(`^nats://127\\.0\\.0\\.1:\\d+/orders: host A sent ${n} orders, host B received ${n}, 0 out of order`),
+      );
+    }
+  });
+
+  it('main.js, host-a.js and host-b.js refuse a count (or timeout) that is not a non-negative integer with usage and exit 2', () => {
+    const runs: [string, string[], RegExp][] = [
+      ['main.js', [], /^usage: node main\.js \[count\] \[nats:\/\/host:port\/<subject>\]: .*non-negative integer/],
+      ['host-a.js', ['nats://127.0.0.1:1/x'], /^usage: node host-a\.js .*\[count\]: count is a non-negative integer/],
+      ['host-b.js', ['nats://127.0.0.1:1/x'], /^usage: node host-b\.js .*\[timeout s\]: the timeout is a non-negative integer/],
+    ];
+    for (const [name, args, usage] of runs) {
+      for (const bad of ['abc', '-5']) {
+        const r = spawnSync(process.execPath, [script(name), ...args, bad], { encoding: 'utf8' });
+        assert.equal(r.status, 2, `${name} ${bad}: ${r.stderr}`);
+        assert.equal(r.stdout, '', `${name} ${bad}`);
+        assert.match(r.stderr, usage, `${name} ${bad}`);
+      }
+    }
   });
 });

@@ -57,6 +57,11 @@ export async function pipeline(count: number): Promise<{ received: number; wrong
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const r = await pipeline(Number(process.argv[2] ?? 200_000));
+  const count = process.argv[2] ?? '200000';
+  if (!/^\d+$/.test(count) || !Number.isSafeInteger(Number(count))) {
+    console.error(`usage: node main.js [count]: count is the number of values, a non-negative integer; got '${count}'`);
+    process.exit(2);
+  }
+  const r = await pipeline(Number(count));
   console.log(`${r.received} values through main → A → B → main, ${r.wrong} wrong, ${r.ms.toFixed(0)} ms`);
 }
