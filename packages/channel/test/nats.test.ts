@@ -7,11 +7,12 @@
  * heartbeats stopped while its connection stayed up).
  */
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes } from '@shmring/core';
+import { ErrorCodes, Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
 import { connect, listen, type Channel } from '../src/index.js';
 import { closeEvent, killAllPeers, rejectsWith, startPeer } from './helpers.js';
 import { freePort, sharedNats, skipWithoutNats, uniqueSubject, type NatsServer } from './nats-server.js';
@@ -247,6 +248,121 @@ describe('channels over NATS', function () {
     await iterating;
     assert.deepEqual(await Promise.all(ends), [undefined, undefined]);
     for (const c of clients) await rejectsWith(c.send(1), ErrorCodes.CLOSED);
+  });
+});
+
+/**
+ * A connection attempt that fails must not keep its process alive: nats.js
+ * leaves the socket of an attempt it gave up before the handshake open
+ * (still connecting, or waiting for an INFO that never comes). Each case
+ * runs a child against a server that accepts and never speaks, and checks
+ * that it exits soon after its connect rejected. No nats-server is needed.
+ */
+describe('a NATS connection attempt given up', function () {
+  this.timeout(30_000);
+  const INDEX = fileURLToPath(new URL('../src/index.js', import.meta.url));
+  const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
+  /** How soon the process must exit once its attempt failed. */
+  const EXIT_BOUND_MS = 1500;
+  let silent: net.Server;
+  let accepted: net.Socket[];
+  let port: number;
+
+  beforeEach(async function () {
+    accepted = [];
+    silent = net.createServer((socket) => {
+      socket.on('error', () => {});
+      accepted.push(socket);
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    ({ port } = silent.address() as net.AddressInfo);
+  });
+
+  afterEach(function () {
+    for (const socket of accepted) socket.destroy();
+    silent.close();
+  });
+
+  /**
+   * Runs node with `args`; resolves with when `marker` appeared on its stderr (NaN: never) and when it
+   * exited (Infinity: not within 15 s), in ms after its start. `onStart` sees the child.
+   */
+  async function timeline(
+    args: string[],
+    marker?: string,
+    onStart?: (child: ChildProcess) => void,
+  ): Promise<{ marked: number; exited: number; stderr: string }> {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const started = performance.now();
+    let stderr = '';
+    let marked = Number.NaN;
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      if (Number.isNaN(marked) && marker !== undefined && stderr.includes(marker)) marked = performance.now() - started;
+    });
+    onStart?.(child);
+    const exitedAt = once(child, 'exit').then(() => performance.now() - started);
+    const late = new Promise<number>((resolve) => setTimeout(() => resolve(Number.POSITIVE_INFINITY), 15_000));
+    const exited = await Promise.race([exitedAt, late]);
+    if (exited === Number.POSITIVE_INFINITY) {
+      child.kill('SIGKILL');
+      await exitedAt;
+    }
+    return { marked, exited, stderr };
+  }
+
+  function client(options: string): string[] {
+    return [
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(INDEX)});
+       try { await m.connect('nats://127.0.0.1:${port}/jobs', ${options}); } catch (err) { console.error('rejected', err.code); }`,
+    ];
+  }
+
+  it('a connect that times out (timeoutMs 500) lets its process exit right after it rejects', async function () {
+    const t = await timeline(client('{ timeoutMs: 500 }'), `rejected ${ErrorCodes.UNREACHABLE}`);
+    assert.ok(Number.isFinite(t.marked), `connect did not reject with ERR_SHMRING_UNREACHABLE: ${t.stderr}`);
+    assert.ok(
+      t.exited - t.marked < EXIT_BOUND_MS,
+      `rejected at ${t.marked.toFixed(0)} ms, exited at ${t.exited === Number.POSITIVE_INFINITY ? 'never (killed at 15 s)' : `${t.exited.toFixed(0)} ms`}`,
+    );
+  });
+
+  it('a connect aborted by its signal lets its process exit right after it rejects, not at timeoutMs', async function () {
+    const t = await timeline(client('{ timeoutMs: 10_000, signal: AbortSignal.timeout(300) }'), `rejected ${ErrorCodes.ABORTED}`);
+    assert.ok(Number.isFinite(t.marked), `connect did not reject with ERR_SHMRING_ABORTED: ${t.stderr}`);
+    assert.ok(
+      t.exited - t.marked < EXIT_BOUND_MS,
+      `rejected at ${t.marked.toFixed(0)} ms, exited at ${t.exited === Number.POSITIVE_INFINITY ? 'never (killed at 15 s)' : `${t.exited.toFixed(0)} ms`}`,
+    );
+  });
+
+  it('shmring bridge stopped by SIGTERM while it connects exits at once, not at the connect timeout', async function () {
+    const name = `shmring-attempt-test-${process.pid}`;
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 1 << 12 }) });
+    try {
+      SpscRing.create(region, { capacity: 1 << 12 });
+      let signalled = Number.NaN;
+      const started = performance.now();
+      const t = await timeline([BRIDGE_BIN, `shm:${name}`, `nats://127.0.0.1:${port}/x`], '\u0000', (child) => {
+        // Once the bridge's connection is accepted (the ring is open by then), it waits for an INFO that never comes.
+        void (async () => {
+          while (accepted.length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+          signalled = performance.now() - started;
+          child.kill('SIGTERM');
+        })();
+      });
+      assert.ok(Number.isFinite(signalled), `the bridge exited before it connected: ${t.stderr}`);
+      assert.ok(
+        t.exited - signalled < EXIT_BOUND_MS,
+        `SIGTERM at ${signalled.toFixed(0)} ms, exited at ${t.exited === Number.POSITIVE_INFINITY ? 'never (killed at 15 s)' : `${t.exited.toFixed(0)} ms`}: ${t.stderr}`,
+      );
+    } finally {
+      region.unlink();
+      region.close();
+    }
   });
 });
 

@@ -2,6 +2,9 @@
  * The nats client, loaded on first use (shared-memory users never load it),
  * and connections opened with errors that name the server.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import * as diagnostics from 'node:diagnostics_channel';
+import type * as net from 'node:net';
 import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
 import type { ConnectionOptions, NatsConnection } from 'nats';
 import type { NatsAddress } from './address.js';
@@ -28,11 +31,56 @@ export interface OpenOptions {
   /** The connection's name, as the server's monitoring shows it. */
   name: string;
   /**
-   * Gives up waiting for the connection at once (an AbortError). The
-   * attempt itself is not stopped (the nats client cannot cancel it): it
-   * lingers until it opens, then is closed, or until `timeoutMs` fails it.
+   * Gives up waiting for the connection at once (an AbortError). The nats
+   * client cannot cancel its attempt: its sockets are destroyed (see
+   * Attempt), which fails it; one caught between the server's INFO and its
+   * PONG lingers until `timeoutMs` fails it (then is closed, had it opened).
    */
   signal?: AbortSignal | undefined;
+}
+
+/**
+ * The TCP sockets a connection attempt opened. nats.js (2.x) forgets a
+ * socket whose attempt it gives up before the handshake is done: its
+ * transport closes only sockets that connected and spoke, so a socket still
+ * connecting (a black-holed address) or waiting for a server that never
+ * says INFO stays open, and keeps the process alive, long after the
+ * attempt failed (until the kernel gives up, or for ever). So the sockets
+ * an attempt creates are noted (the 'net.client.socket' diagnostics
+ * channel, the attempt's async context telling them from other
+ * connections'), and destroyed when it is given up. The context is
+ * tracked only while attempts are pending: async context tracking slows
+ * every promise while it is on.
+ */
+interface Attempt {
+  /** undefined once the attempt is settled: later sockets (reconnections) are not its own. */
+  sockets: Set<net.Socket> | undefined;
+}
+
+const attempts = new AsyncLocalStorage<Attempt>();
+let pendingAttempts = 0;
+
+function onClientSocket(message: unknown): void {
+  attempts.getStore()?.sockets?.add((message as { socket: net.Socket }).socket);
+}
+
+/** Runs `start` (which opens the connection) as an attempt whose sockets are noted. */
+function beginAttempt<T>(start: () => T): { result: T; attempt: Attempt } {
+  if (pendingAttempts++ === 0) diagnostics.subscribe('net.client.socket', onClientSocket);
+  const attempt: Attempt = { sockets: new Set() };
+  return { result: attempts.run(attempt, start), attempt };
+}
+
+/** Ends an attempt: destroys its sockets if it was given up (`failed`); stops tracking when none is pending. */
+function endAttempt(attempt: Attempt, failed: boolean): void {
+  const sockets = attempt.sockets;
+  if (sockets === undefined) return;
+  attempt.sockets = undefined;
+  if (failed) for (const socket of sockets) socket.destroy();
+  if (--pendingAttempts === 0) {
+    diagnostics.unsubscribe('net.client.socket', onClientSocket);
+    attempts.disable();
+  }
 }
 
 /**
@@ -53,15 +101,21 @@ export async function openNats(address: NatsAddress, verb: string, options: Open
   };
   const signal = options.signal;
   if (signal?.aborted) throw abortError(signal);
-  const connecting = nats.connect(config);
+  const { result: connecting, attempt } = beginAttempt(() => nats.connect(config));
+  // Settled, the attempt's sockets are the connection's (opened) or given up (failed: destroyed).
+  connecting.then(
+    () => endAttempt(attempt, false),
+    () => endAttempt(attempt, true),
+  );
   let onAbort: (() => void) | undefined;
   try {
     if (signal === undefined) return await connecting;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => {
-        // The attempt goes on in the background (a hung handshake: until timeoutMs). Opened after the
-        // abort, nobody will use it, and its socket would keep the process alive: closed.
+        // Nobody will use this attempt: its sockets go now, which fails it. One that opens
+        // nonetheless (its handshake was past INFO) would keep the process alive: closed.
         connecting.then((nc) => nc.close()).catch(() => {});
+        endAttempt(attempt, true);
         reject(abortError(signal));
       };
       signal.addEventListener('abort', onAbort, { once: true });
