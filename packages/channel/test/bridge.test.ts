@@ -10,7 +10,7 @@
  * errors that name them.
  */
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
@@ -409,6 +409,48 @@ describe('bridge', function () {
       controller.abort();
       await nc.close().catch(() => {});
       await own.dispose();
+    }
+  });
+
+  for (const direction of ['ring → NATS', 'NATS → ring'] as const) {
+    it(`a second bridge ${direction} on the same ring fails with ERR_SHMRING_BUSY before it is ready (never says it runs)`, async function () {
+      const a = makeRing();
+      const url = nats.url(uniqueSubject('busy'));
+      const [from, to] = direction === 'ring → NATS' ? [`shm:${a.name}`, url] : [url, `shm:${a.name}`];
+      let first!: Promise<void>;
+      await new Promise<void>((ready) => (first = bridge(from, to, { signal: controller.signal, onReady: ready })));
+      let secondReady = false;
+      const err = await rejectsWith(
+        bridge(from, to, {
+          signal: controller.signal,
+          onReady: () => {
+            secondReady = true;
+          },
+        }),
+        ErrorCodes.BUSY,
+        direction === 'ring → NATS' ? /consumer role/ : /producer role/,
+      );
+      assert.ok(err.message.includes(a.name), err.message);
+      assert.equal(secondReady, false, 'the second bridge said it was ready');
+      controller.abort();
+      await first;
+    });
+  }
+
+  it('shmring bridge --help and -h print the usage on stdout and exit 0 (also as a subcommand of the shmring CLI)', function () {
+    const cli = fileURLToPath(new URL('../../../ringbuf/bin/shmring.js', import.meta.url));
+    for (const args of [
+      [BRIDGE_BIN, '--help'],
+      [BRIDGE_BIN, '-h'],
+      [cli, 'bridge', '--help'],
+      [BRIDGE_BIN, 'shm:a', '--help'],
+    ]) {
+      const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+      const shown = `${args.slice(1).join(' ')}: exit ${r.status}, stderr ${r.stderr}`;
+      assert.equal(r.status, 0, shown);
+      assert.match(r.stdout, /^usage: shmring bridge \[--poll <µs>\] <from> <to>\n/, shown);
+      assert.match(r.stdout, /-h, --help/, shown);
+      assert.equal(r.stderr, '', shown);
     }
   });
 

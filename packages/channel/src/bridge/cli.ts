@@ -14,20 +14,32 @@ export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   --poll <µs>  look for the ring's next record (or room) this long before parking: lower latency
                for sparse messages, for a CPU kept busy while they come (default: from a ring 0,
                the command parks its thread on the ring; into a ring 50, between event-loop turns)
-  runs until SIGINT or SIGTERM; says on stderr when NATS goes away and comes back`;
+  -h, --help   this usage, on stdout
+  says "running" on stderr once it holds its role in the ring and NATS is connected; runs until
+  SIGINT or SIGTERM; says on stderr when NATS goes away and comes back`;
 
 /** Runs the bridge until SIGINT/SIGTERM; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {
   let positionals: string[];
   let pollText: string | undefined;
+  let help: boolean | undefined;
   try {
     ({
       positionals,
-      values: { poll: pollText },
-    } = parseArgs({ args: argv, allowPositionals: true, options: { poll: { type: 'string' } } }));
+      values: { poll: pollText, help },
+    } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { poll: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    }));
   } catch (err) {
     console.error(`shmring bridge: ${(err as Error).message}\n${USAGE}`);
     return 2;
+  }
+  // As the shmring CLI's other subcommands: asked for, the usage goes to stdout and is no error.
+  if (help === true) {
+    console.log(USAGE);
+    return 0;
   }
   const poll = pollText === undefined ? undefined : Number(pollText);
   if (positionals.length !== 2 || (poll !== undefined && !(pollText!.trim() !== '' && poll >= 0))) {

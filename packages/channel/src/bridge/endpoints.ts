@@ -122,11 +122,33 @@ function noProducerNow(err: unknown): boolean {
   return (err as ShmringError).code === ErrorCodes.PEER_DEAD;
 }
 
+/**
+ * The ring's roles are taken as the bridge opens it, not at its first
+ * record: a second bridge on a ring (or any other consumer, or SpscRing
+ * producer) is ERR_SHMRING_BUSY before this one connects to NATS or says
+ * it runs, not once a record comes. A drain of no record takes the
+ * consumer role (its position: the previous consumer's last release).
+ */
+function takeConsumer(ring: SpscRing | MpscRing): void {
+  ring.drain(() => {}, 0);
+}
+
+/**
+ * A claim of no bytes, given back, takes an SpscRing's producer role (and
+ * its position, walked on past what a producer that died published), and
+ * writes nothing; -1 (the ring is full) has taken it too.
+ */
+function takeProducer(ring: SpscRing): void {
+  const offset = ring.claim(0);
+  if (offset >= 0) ring.abort(offset);
+}
+
 /** `poll`: the poll window (µs) of the ring waits, or undefined for the ring's default (poll(): none). */
 export function openReader(name: string, poll?: number): RingReader {
   const region = openRegion(name);
   try {
     const ring = attachRing(region);
+    takeConsumer(ring);
     const stat = fs.fstatSync(region.fd);
     const identity = `${name}.${stat.ino}`;
     if (ring instanceof MpscRing) return mpscReader(name, identity, region, ring, poll);
@@ -179,7 +201,8 @@ export function openWriter(name: string, poll?: number): RingWriter {
   const region = openRegion(name);
   try {
     const ring = attachRing(region);
-    if (ring instanceof MpscRing) return mpscWriter(name, region, ring, poll);
+    if (ring instanceof MpscRing) return mpscWriter(name, region, ring, poll); // any number of producers: nothing to take
+    takeProducer(ring);
     return {
       ...writes(name, ring, poll),
       kind: 'SpscRing',
