@@ -5,6 +5,7 @@
  *   shmring inspect <name|path|sysv:KEY|sysv-id:ID> [--json]   one ring (a POSIX name,
  *                                          a file path, a System V segment by key or id);
  *                                          under the table, each MpscRing's producers in flight
+ *                                          and each Broadcast's subscriber slots (cursor, lag, liveness)
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
  *                                          object holds a POSIX or file ring's lock, no process has a
@@ -34,9 +35,29 @@ function table(rings: RingInfo[]): string {
     const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
     const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion}` : `${r.used} B`;
     const state = r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
-    rows.push([r.name, r.kind, capacity, used, who(r.producer), who(r.consumer), who(r.creator), state]);
+    // A Broadcast has no consumer: its subscribers, each in a slot, are listed under the table.
+    const consumer = r.broadcast === undefined ? who(r.consumer) : plural(r.broadcast.subscribers.length, 'subscriber');
+    rows.push([r.name, r.kind, capacity, used, who(r.producer), consumer, who(r.creator), state]);
   }
-  return [columns(rows), ...rings.map(inFlight).filter((text) => text !== '')].join('\n\n');
+  const sections = rings.map((r) => `${inFlight(r)}${subscribers(r)}`).filter((text) => text !== '');
+  return [columns(rows), ...sections].join('\n\n');
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/** A Broadcast's subscriber slots (cursor, lag, liveness), under the table; '' for other kinds. */
+function subscribers(r: RingInfo): string {
+  const b = r.broadcast;
+  if (b === undefined) return '';
+  const mode = b.lossless ? 'lossless' : 'lossy';
+  const taken = `${r.name}: ${plural(b.subscribers.length, 'subscriber')} in ${plural(b.slots, 'slot')} (${mode}`;
+  const unlisted = b.lossless ? ')' : ': a subscriber that found no free slot is not listed)';
+  if (b.subscribers.length === 0) return `${taken}${unlisted}`;
+  const rows = [['  slot', 'pid', 'cursor', 'lag']];
+  for (const s of b.subscribers) rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}`, `${s.cursor}`, `${s.lag} B`]);
+  return `${taken}${unlisted}\n${columns(rows)}`;
 }
 
 /** Rows as columns two spaces apart. */

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
-import { inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
+import { Broadcast, inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { listStale, removeStale } from '../src/inspect.js';
 import { Peer } from './fixtures/fault-peer.js';
@@ -434,6 +434,67 @@ describe('inspect, listRings and the shmring CLI', function () {
       );
       const spscText = cli('inspect', spscName);
       assert.equal(spscText.stdout.trimEnd().split('\n\n').length, 1, spscText.stdout);
+    } finally {
+      region.unlink();
+    }
+  });
+
+  it("the CLI lists a Broadcast's subscriber slots under its table: each slot's pid, liveness, cursor and lag", function () {
+    const name = uniqueName('bcast');
+    const region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: 4096, subscribers: 4 }) });
+    try {
+      const pub = Broadcast.create(region, { capacity: 4096, lossless: true, subscribers: 4 });
+      const none = cli('inspect', name);
+      assert.equal(none.status, 0, none.stderr);
+      assert.equal(row(none.stdout, name)[5], '0 subscribers');
+      assert.equal(none.stdout.trimEnd().split('\n\n')[1], `${name}: 0 subscribers in 4 slots (lossless)`);
+
+      const reader = Broadcast.subscribe(region);
+      // A subscriber in a process that exited without closing it: its slot stays taken, its lock is gone.
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const { Region } = await import(${JSON.stringify(import.meta.resolve('@shmring/core'))});
+           const { Broadcast } = await import(${JSON.stringify(import.meta.resolve('../src/index.js'))});
+           Broadcast.subscribe(Region.open({ backing: 'posix', name: ${JSON.stringify(name)} }));
+           console.log(process.pid);
+           process.exit(0);`,
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      const deadPid = Number(child.stdout.trim());
+      assert.ok(pub.tryWrite(new Uint8Array(10))); // a record of 24 bytes
+      assert.ok(pub.tryWrite(new Uint8Array(20))); // and one of 32
+      assert.ok(reader.tryRead()); // this process's subscriber is past the first
+
+      const text = cli('inspect', name);
+      assert.equal(text.status, 0, text.stderr);
+      const [table, section] = text.stdout.trimEnd().split('\n\n');
+      assert.deepEqual(row(table!, name).slice(1, 6), ['Broadcast', '4096 B', '56 B', `${process.pid}`, '2 subscribers']);
+      assert.ok(section, `no subscribers under the table:\n${text.stdout}`);
+      assert.deepEqual(
+        section.split('\n').map((line) => line.trim().split(/\s{2,}/)),
+        [
+          [`${name}: 2 subscribers in 4 slots (lossless)`],
+          ['slot', 'pid', 'cursor', 'lag'],
+          ['0', `${process.pid}`, '24', '32 B'],
+          ['1', `${deadPid} (dead)`, '0', '56 B'],
+        ],
+      );
+      // The same as --json says.
+      const json = JSON.parse(cli('inspect', name, '--json').stdout) as RingInfo;
+      assert.deepEqual(
+        json.broadcast!.subscribers.map((sub) => [sub.slot, sub.pid, sub.alive, sub.cursor, sub.lag]),
+        [
+          [0, process.pid, true, 24, 32],
+          [1, deadPid, false, 0, 56],
+        ],
+      );
+      reader.close();
+      pub.close();
     } finally {
       region.unlink();
     }
