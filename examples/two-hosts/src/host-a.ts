@@ -43,7 +43,7 @@ try {
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
   const e = err as { code?: string; message: string };
-  console.error(`host A: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+  console.error(`host A: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
   process.exitCode = 1;
 } finally {
   stop.abort();

@@ -493,6 +493,17 @@ describe('bridge', function () {
       assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
     });
 
+    it('shmring bridge to a ring that does not exist exits 1 naming it, with its error code said once', function () {
+      const name = `shmring-bridge-test-${process.pid}-missing`;
+      const r = spawnSync(process.execPath, [BRIDGE_BIN, `shm:${name}`, 'nats://127.0.0.1:4222/x'], { encoding: 'utf8' });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`^shmring bridge: Region.open of POSIX shared memory object '${name}'.*\\(ENOENT\\); nothing has that name`),
+      );
+      assert.equal(r.stderr.match(/ENOENT/g)?.length, 1, r.stderr);
+    });
+
     it('a NATS server that does not answer: ERR_SHMRING_UNREACHABLE naming it', async function () {
       const a = makeRing();
       const port = await freePort();

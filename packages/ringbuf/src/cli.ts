@@ -193,7 +193,8 @@ try {
     process.exitCode = 2;
   } else {
     const e = err as { code?: string; message: string };
-    console.error(`shmring: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once.
+    console.error(`shmring: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
     process.exitCode = 1;
   }
 }

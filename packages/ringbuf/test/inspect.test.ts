@@ -355,6 +355,18 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.match(missing.stderr, /ENOENT/);
   });
 
+  it('the CLI says an error code once: appended only to a message that does not name it already', function () {
+    const missing = cli('inspect', uniqueName('none'));
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /^shmring: .*no such file or directory \(ENOENT\); nothing has that name/);
+    assert.equal(missing.stderr.match(/ENOENT/g)?.length, 1, missing.stderr);
+    // A typed error whose message does not name its code gets it appended.
+    const directory = cli('inspect', dir);
+    assert.equal(directory.status, 1, directory.stderr);
+    assert.match(directory.stderr, /is a directory, not shared memory: .* \(ERR_SHMRING_INVALID_ARGUMENT\)\n$/);
+    assert.equal(directory.stderr.match(/ERR_SHMRING_INVALID_ARGUMENT/g)?.length, 1, directory.stderr);
+  });
+
   it('the CLI exits 2 for bad usage', function () {
     for (const args of [[], ['inspect'], ['inspect', '--json'], ['frobnicate'], ['--json']]) {
       const r = cli(...args);

@@ -61,7 +61,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };
-    console.error(`shmring bridge: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once.
+    console.error(`shmring bridge: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
     return 1;
   } finally {
     process.off('SIGINT', onSignal);
