@@ -120,21 +120,100 @@ function checkPath(path: unknown, verb: string): string {
 }
 
 /** A system call's error, with its errno name as `code` and the path in the message. */
-function pathError(err: NodeJS.ErrnoException, path: string, what: string, reason?: string): ShmringError {
+function pathError(err: NodeJS.ErrnoException, path: string, what: 'listen on' | 'connect to', reason?: string): ShmringError {
   const code = typeof err.code === 'string' ? err.code : ErrorCodes.INVALID_ARGUMENT;
-  const hint =
-    reason !== undefined
-      ? `: ${reason}`
-      : code === 'ENOENT'
-        ? ': no such socket; is the server listening (listen(path))?'
-        : code === 'ECONNREFUSED'
-          ? ': nothing accepts connections there (a server that exited without close()?)'
-          : code === 'EADDRINUSE'
-            ? ': a server already listens there; close it or pick another path'
-            : `: ${err.message}`;
+  const hint = `: ${reason ?? fileHint(code, path, what) ?? err.message}`;
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
   Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
   return error;
+}
+
+/** What a file that is not a socket is, for a message. */
+function fileKind(stat: fs.Stats | fs.BigIntStats): string {
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isFile()) return 'a regular file';
+  if (stat.isFIFO()) return 'a FIFO';
+  if (stat.isSymbolicLink()) return 'a symbolic link';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  return 'not a socket';
+}
+
+/** stat(2) of `path` (following links, as connect and bind do), or the errno name it failed with. */
+function statOf(path: string): fs.Stats | string {
+  try {
+    return fs.statSync(path);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'EIO';
+  }
+}
+
+/**
+ * Why the directory of socket path `path` cannot hold it: the first of its
+ * ancestors that does not exist or is not a directory, or undefined when
+ * they all are (the errno then is about the directory's permissions or the
+ * file itself).
+ */
+function directoryProblem(path: string, what: 'listen on' | 'connect to'): string | undefined {
+  const dirs: string[] = [];
+  for (let dir = nodePath.dirname(nodePath.resolve(path)); ; dir = nodePath.dirname(dir)) {
+    dirs.unshift(dir);
+    if (dir === nodePath.dirname(dir)) break;
+  }
+  for (const dir of dirs) {
+    const stat = statOf(dir);
+    if (stat === 'ENOENT') {
+      return what === 'listen on'
+        ? `the directory ${dir} does not exist: create it first, or pick a path in a directory that exists`
+        : `the directory ${dir} does not exist, so no server listens there: check the path`;
+    }
+    if (typeof stat === 'string') return undefined; // EACCES and the like: said below, by the errno
+    if (!stat.isDirectory()) return `${dir} is ${fileKind(stat)}, not a directory: pick a path in a directory`;
+  }
+  return undefined;
+}
+
+/**
+ * The hint for a listen or connect at `path` that failed with `code`,
+ * from what is there: the errno alone says "permission denied" for a
+ * directory that does not exist (some systems), and "connection refused"
+ * for a directory or a regular file as much as for a dead server's socket.
+ */
+function fileHint(code: string, path: string, what: 'listen on' | 'connect to'): string | undefined {
+  const abstract = isAbstract(path);
+  switch (code) {
+    case 'ECONNREFUSED': {
+      const stat = abstract ? undefined : statOf(path);
+      if (typeof stat === 'object' && !stat.isSocket()) {
+        return `${path} is ${fileKind(stat)}, not a socket: pass the socket path the server gave listen()`;
+      }
+      return 'nothing accepts connections there (a server that exited without close()?)';
+    }
+    case 'EADDRINUSE':
+      return 'a server already listens there; close it or pick another path';
+    case 'ENOENT':
+      if (abstract) return 'no server has that abstract name; is the server listening (listen(path))?';
+      return (
+        directoryProblem(path, what) ?? (what === 'connect to' ? 'no such socket; is the server listening (listen(path))?' : undefined)
+      );
+    case 'ENOTDIR':
+      return abstract ? undefined : directoryProblem(path, what);
+    case 'EACCES':
+    case 'EPERM': {
+      if (abstract) return undefined;
+      const dir = nodePath.dirname(nodePath.resolve(path));
+      return (
+        directoryProblem(path, what) ??
+        (what === 'listen on'
+          ? `this process may not create a file in the directory ${dir} (no write or search permission): pick a path in a directory it can write, e.g. /tmp or $XDG_RUNTIME_DIR`
+          : `this process may not connect to the socket ${path} (it needs write permission on it, and search permission on ${dir}): run as a user the server's socket allows`)
+      );
+    }
+    case 'EROFS':
+      return `${nodePath.dirname(nodePath.resolve(path))} is on a read-only file system: pick a path on a writable one, e.g. /tmp`;
+    default:
+      return undefined;
+  }
 }
 
 /** The byte a client sends once its end is open (the only byte that travels after the fd). */
@@ -507,7 +586,12 @@ async function bindOrReplace(server: net.Server, path: string): Promise<FileId |
     }
     // Stale: left by a server that died. Replace it, but only if it is a socket.
     if (!stale.isSocket()) {
-      throw pathError(inUse, path, 'listen on', 'the path exists and is not a socket; remove it or pick another path');
+      throw pathError(
+        inUse,
+        path,
+        'listen on',
+        `the path exists and is not a socket (it is ${fileKind(stale)}); ${stale.isDirectory() ? 'pick another path' : 'remove it or pick another path'}`,
+      );
     }
     return replaceStale(server, path, { dev: stale.dev, ino: stale.ino, born: stale.birthtimeNs }, inUse);
   }

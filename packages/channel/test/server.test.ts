@@ -506,4 +506,75 @@ describe('server', function () {
       }
     });
   });
+
+  describe('paths that cannot hold a socket', function () {
+    it('listen() in a directory that does not exist names the path and says the directory does not exist', async function () {
+      const p = dir.path('missing/sub/x.sock');
+      const err = await listen(p).then(
+        () => assert.fail('listen() resolved'),
+        (e: Error & { code?: string; path?: string }) => e,
+      );
+      // Linux says ENOENT; some sandboxes (gVisor) EACCES: the hint comes from looking at the directory.
+      assert.ok(err.code === 'ENOENT' || err.code === 'EACCES', `code ${err.code}: ${err.message}`);
+      assert.match(
+        err.message,
+        new RegExp(`^listen on ${p} failed \\(${err.code}\\): the directory ${dir.path('missing')} does not exist: create it first`),
+      );
+      assert.equal(err.path, p);
+    });
+
+    it('connect() in a directory that does not exist says so (no server can listen there)', async function () {
+      const p = dir.path('missing/x.sock');
+      const err = await rejectsWith(connect(p), 'ENOENT', p);
+      assert.match(err.message, new RegExp(`the directory ${dir.path('missing')} does not exist, so no server listens there`));
+    });
+
+    it('listen() and connect() under a regular file say that it is not a directory (ENOTDIR)', async function () {
+      fs.writeFileSync(dir.path('file'), '');
+      const p = dir.path('file/x.sock');
+      for (const verb of [listen, connect]) {
+        const err = await rejectsWith(verb(p), 'ENOTDIR', p);
+        assert.match(err.message, new RegExp(`${dir.path('file')} is a regular file, not a directory`));
+      }
+    });
+
+    it('connect() to a directory or a regular file says that it is not a socket, not that a server exited', async function () {
+      fs.writeFileSync(dir.path('file'), '');
+      for (const [p, kind] of [
+        [dir.dir, 'a directory'],
+        [dir.path('file'), 'a regular file'],
+      ] as const) {
+        const err = await rejectsWith(connect(p), 'ECONNREFUSED', p);
+        assert.match(err.message, new RegExp(`${p} is ${kind}, not a socket: pass the socket path the server gave listen\\(\\)`));
+        assert.doesNotMatch(err.message, /exited without close/);
+      }
+    });
+
+    it('listen() on a directory says that it is a directory (EADDRINUSE) and leaves it', async function () {
+      const err = await rejectsWith(listen(dir.dir), 'EADDRINUSE', dir.dir);
+      assert.match(err.message, /is not a socket \(it is a directory\); pick another path/);
+      assert.ok(fs.statSync(dir.dir).isDirectory());
+    });
+
+    it('listen() in a directory this process may not write names it and says so (EACCES)', async function () {
+      // Root may write anywhere: the listen runs in a child as nobody (uid 65534) then.
+      const ro = dir.path('read-only');
+      fs.mkdirSync(ro);
+      fs.chmodSync(dir.dir, 0o755);
+      fs.chmodSync(ro, 0o555);
+      const p = `${ro}/x.sock`;
+      const index = new URL('../src/index.js', import.meta.url).href;
+      const body = `const m = await import(${JSON.stringify(index)});
+        try { await m.listen(${JSON.stringify(p)}); console.log('listening'); process.exit(0); }
+        catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message })); }`;
+      const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+      const child = spawn(process.execPath, ['--input-type=module', '-e', body], { stdio: ['ignore', 'pipe', 'inherit'], ...asNobody });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
+      await once(child, 'close');
+      const { code, message } = JSON.parse(out) as { code: string; message: string };
+      assert.equal(code, 'EACCES', out);
+      assert.match(message, new RegExp(`^listen on ${p} failed \\(EACCES\\): this process may not create a file in the directory ${ro}`));
+    });
+  });
 });
