@@ -475,7 +475,7 @@ function existsHint(
   return (
     'it may be a leftover of a process that died before unlink(): ' +
     `${inspection} ` +
-    '(`shmring unlink-stale` removes the rings whose processes are all dead); ' +
+    '(`shmring unlink-stale` removes the rings nobody holds: no ring object of any process is attached); ' +
     `otherwise pick another ${target === 'the key' ? 'key' : 'name'}, or pass exclusive: false to reuse it`
   );
 }
