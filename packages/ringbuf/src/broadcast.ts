@@ -83,7 +83,7 @@
  * fences (docs/LAYOUT.md).
  */
 import type { Readable, Writable } from 'node:stream';
-import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
 import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
@@ -283,9 +283,9 @@ function liveSubscriber(ctl: Int32Array, slots: number): boolean {
  * subscribers and mode that is not closed and has no record in flight, so
  * its subscribers go on with `received + lost` exact. Where there is no
  * Broadcast (no MAGIC, another kind or version, an impossible header), or
- * nobody else holds it (`heldBefore`: the HOLDER lock, asked before this
- * create took its own; without a file, a live subscriber slot), a new one
- * is laid out. Otherwise a typed error, touching nothing: other options
+ * nobody else holds it (`heldBefore`: false when this create could hold
+ * the HOLDER lock exclusively, which it keeps until the ring is laid out;
+ * without a file, no live subscriber slot), a new one is laid out. Otherwise a typed error, touching nothing: other options
  * (ERR_SHMRING_INVALID_ARGUMENT), closed by its publisher (ERR_SHMRING_CLOSED:
  * a closed Broadcast is not reopened under its subscribers), or a record
  * its publisher died in the middle of (ERR_SHMRING_CORRUPT).
@@ -304,6 +304,9 @@ function resumePoint(
     return undefined; // no Broadcast here to take over
   }
   const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(found.slotSize) / 4);
+  // Nobody else holds it (stale): a new Broadcast, which no one can tell from the old, and no dead
+  // subscriber's slot carried over for a new lossless publisher to wait out.
+  if (!(heldBefore ?? liveSubscriber(ctl, found.slotSize))) return undefined;
   const mode = ctl[B.MODE_I32]!; // written before MAGIC (readHeader loaded it), never again
   const s: Snapshot = { intent: 0, tail: 0, count: 0, latest: 0 };
   let refusal: ShmringError;
@@ -332,8 +335,6 @@ function resumePoint(
   } else {
     return s;
   }
-  // Nobody else holds it (stale): a new Broadcast, which no one can tell from the old.
-  if (!(heldBefore ?? liveSubscriber(ctl, found.slotSize))) return undefined;
   throw refusal;
 }
 
@@ -380,9 +381,12 @@ export class Broadcast {
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'Broadcast.create');
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
-    // Asked before this create holds the ring itself: whether anybody else does (undefined: no file to ask).
-    const heldBefore = heldByAnyone(region, base + L.HOLDER_LOCK_OFFSET);
-    const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
+    // Before MAGIC: never seen unheld once it exists. Exclusive if nobody else holds the ring (then nobody can
+    // join while a new one is laid out: Broadcast.subscribe holds it before it reads the header), else shared.
+    const holding = Roles.holdFirst(region, base, 'Broadcast.create');
+    const roles = holding?.roles;
+    // Whether anybody else holds the ring (undefined: no file to ask).
+    const heldBefore = holding === undefined ? undefined : !holding.alone;
     const site = ringSite(region, base, roles);
     if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
       roles?.release();
@@ -415,6 +419,7 @@ export class Broadcast {
       new Int32Array(buffer, base + B.COUNTERS_OFFSET, (dataOffset - B.COUNTERS_OFFSET) / 4).fill(0);
       writeHeader(ctl, g);
     }
+    roles?.share(); // laid out (or taken over): subscribers may join
     const pub = new BroadcastPublisher(buffer, base, g, lossless, roles, region, site, resume);
     pub.peerTimeoutMs = peerTimeoutMs;
     return pub;
@@ -425,11 +430,20 @@ export class Broadcast {
     checkOptionsObject(options, 'Broadcast.subscribe');
     const base = checkOffset(options.offset);
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
-    const g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe');
-    const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
-    const mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
-    if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
-    const roles = Roles.hold(region, base);
+    // Held before the header is read: a create that finds nobody holding the ring lays out a new one only
+    // while it holds it exclusively, so the header read here is the one this subscriber joins.
+    const roles = Roles.holdShared(region, base, 'Broadcast.subscribe');
+    let g: Geometry;
+    let mode: number;
+    try {
+      g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe');
+      const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
+      mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
+      if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
+    } catch (err) {
+      roles?.release();
+      throw err;
+    }
     const sub = new BroadcastSubscriber(buffer, base, g, mode === B.MODE_LOSSLESS, roles, region);
     try {
       sub.join();
@@ -493,12 +507,22 @@ export class BroadcastPublisher extends BroadcastEnd {
   #slowest = 0;
   /** Lossless: when (performance.now()) a tryWrite that finds the ring full next frees dead subscribers' slots; Infinity while not full. */
   #sweepAt = Infinity;
+  #peerTimeoutMs = DEFAULT_PEER_TIMEOUT_MS;
+
   /**
    * Lossless: how long (ms) tryWrite may find the ring full before it frees
    * the slots of dead subscribers, then again every quarter of it (the
-   * waiting writes' own peerTimeoutMs bounds their parked checks).
+   * waiting writes' own peerTimeoutMs bounds their parked checks). Set to a
+   * number >= 0 (or Infinity; undefined: the default); anything else is
+   * ERR_SHMRING_INVALID_ARGUMENT.
    */
-  peerTimeoutMs = DEFAULT_PEER_TIMEOUT_MS;
+  get peerTimeoutMs(): number {
+    return this.#peerTimeoutMs;
+  }
+
+  set peerTimeoutMs(ms: number) {
+    this.#peerTimeoutMs = checkPeerTimeout(ms, 'Broadcast.peerTimeoutMs');
+  }
 
   /** @internal Use Broadcast.create. */
   constructor(
@@ -642,6 +666,8 @@ export class BroadcastPublisher extends BroadcastEnd {
       // Observes the slot's owner; the CAS below frees only that owner's tenure.
       const owner = Atomics.load(ctl, s + B.SLOT_OWNER_I32);
       if (owner === 0) continue;
+      // The slot's lock, where the region has a file (every subscriber of such a region holds its slot's
+      // lock on its Roles' own description: joined, it holds the lock, or it has no slot).
       const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
       // Without a file: the slot's pid (in a SharedArrayBuffer, thread id) and start time (stored before OWNER).
       const alive =
@@ -721,10 +747,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
   lost = 0;
   /** Records handed out (tryRead, read, the iterator, drain). */
   received = 0;
-  /** This subscriber's slot (-1: none, a lossy subscriber beyond the table), its token and lock. */
+  /** This subscriber's slot (-1: none, a lossy subscriber beyond the table) and its token (its lock is on our Roles). */
   #slot = -1;
   #token = 0;
-  #locks: FileLocks | undefined;
   /** Position of the next record to read (exact), and that record's number (records published before it). */
   #cursor = 0;
   #number = 0;
@@ -755,13 +780,12 @@ export class BroadcastSubscriber extends BroadcastEnd {
   /** @internal Takes a slot (lossless: one is required) and settles the start. */
   join(): void {
     const ctl = this.ctl;
-    this.#locks = this.roles !== undefined ? FileLocks.open(this.region) : undefined;
     const token = (nextToken = (nextToken + 1) | 0) || 1;
     for (let i = 0; i < this.subscribers && this.#slot < 0; i++) {
       const s = B.slotOffset(i) / 4;
-      if (this.#locks !== undefined) {
-        // The slot's lock, exclusive: held means a live subscriber has the slot.
-        if (!this.#locks.lock(this.base + B.slotOffset(i), false)) continue;
+      if (this.roles !== undefined) {
+        // The slot's lock, exclusive, on the description our HOLDER lock is on: held means a live subscriber has the slot.
+        if (!this.roles.lockByte(B.slotOffset(i))) continue;
       } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, token) !== 0) {
         continue; // taken (no file: the token is the claim)
       }
@@ -771,7 +795,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
       Atomics.store(ctl, s + B.SLOT_PID_I32, who.id);
       // A provisional cursor (the tail now) before OWNER: a publisher that counts us never reads garbage.
       Atomics.store(ctl, s + B.SLOT_CURSOR_I32, Atomics.load(ctl, B.TAIL_I32));
-      if (this.#locks !== undefined) {
+      if (this.roles !== undefined) {
         // We hold the lock: any owner left in the slot died. Replace it (a publisher freeing it meanwhile is fine).
         for (let o = Atomics.load(ctl, s + B.SLOT_OWNER_I32); ; ) {
           const seen = Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, o, token);
@@ -1014,8 +1038,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
       if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
       this.#slot = -1;
     }
-    this.#locks?.release();
-    this.detach();
+    this.detach(); // releases our Roles, and with them the slot's lock
   }
 
   protected override dropViews(): void {

@@ -133,10 +133,23 @@ export class MpscRing extends Queue {
   /** This object made the ring (MpscRing.create): its close() ends the ring even if it never read (close()). */
   readonly #created: boolean;
   readonly #mask: number;
-  /** Consumer: how long (ms) a claimed record may block the head before a dead claimer's record is skipped. */
-  peerTimeoutMs: number;
+  #peerTimeoutMs: number;
   /** Stuck records this object (as consumer) skipped: their claimers died between claim and commit. */
   unblockedRecords = 0;
+
+  /**
+   * Consumer: how long (ms) a claimed record may block the head before a
+   * dead claimer's record is skipped (tryRead, drain; a waiting read's own
+   * option overrides it). Set to a number >= 0 (or Infinity; undefined:
+   * the default); anything else is ERR_SHMRING_INVALID_ARGUMENT.
+   */
+  get peerTimeoutMs(): number {
+    return this.#peerTimeoutMs;
+  }
+
+  set peerTimeoutMs(ms: number) {
+    this.#peerTimeoutMs = checkPeerTimeout(ms, 'MpscRing.peerTimeoutMs');
+  }
 
   // Producer side: the head as last seen, and the open claim.
   #cachedHead = 0;
@@ -167,7 +180,7 @@ export class MpscRing extends Queue {
     this.#created = created;
     this.capacity = capacity;
     this.maxMessageLength = M.mpscMaxMessage(capacity);
-    this.peerTimeoutMs = peerTimeoutMs;
+    this.#peerTimeoutMs = peerTimeoutMs;
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);

@@ -17,7 +17,7 @@
  * (Queue.#claim in queue.ts), and liveness falls back to the pid words
  * (liveness.ts).
  */
-import { FileLocks, heldByAnyone, type Region } from '@shmring/core';
+import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 
 export type Role = 'producer' | 'consumer';
@@ -45,6 +45,52 @@ export class Roles {
     return new Roles(locks, region, base);
   }
 
+  /**
+   * Holds the ring at `base` of `region` exclusively if no other object
+   * holds it (`alone`), else shared as hold() does; undefined where the
+   * region cannot take locks. Alone, the caller may lay out a new ring
+   * that nobody is attached to, and nobody can attach (holdShared waits)
+   * until it calls share(). Waits (up to HOLDER_WAIT_MS) while another
+   * creator holds it exclusively: that one is laying out a ring there.
+   */
+  static holdFirst(region: Region, base: number, what: string): { roles: Roles; alone: boolean } | undefined {
+    const locks = FileLocks.open(region);
+    if (locks === undefined) return undefined;
+    const byte = base + L.HOLDER_LOCK_OFFSET;
+    let alone = false;
+    waitForHolder(locks, what, () => {
+      alone = locks.lock(byte, false);
+      return alone || locks.lock(byte, true);
+    });
+    return { roles: new Roles(locks, region, base), alone };
+  }
+
+  /**
+   * Holds the ring shared, as hold() does, but waits (up to HOLDER_WAIT_MS)
+   * while a creator holds it exclusively (holdFirst): what it lays out is
+   * then read whole. For an attach that reads the header after holding.
+   */
+  static holdShared(region: Region, base: number, what: string): Roles | undefined {
+    const locks = FileLocks.open(region);
+    if (locks === undefined) return undefined;
+    waitForHolder(locks, what, () => locks.lock(base + L.HOLDER_LOCK_OFFSET, true));
+    return new Roles(locks, region, base);
+  }
+
+  /** After holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */
+  share(): void {
+    this.#locks.lock(this.#base + L.HOLDER_LOCK_OFFSET, true);
+  }
+
+  /**
+   * Takes an exclusive lock on the byte at `offset` of the ring (a
+   * Broadcast subscriber's slot), on this object's description: released
+   * with its other locks. False: another live holder has it.
+   */
+  lockByte(offset: number): boolean {
+    return this.#locks.lock(this.#base + offset, false);
+  }
+
   /** Takes `role`: exclusive (SpscRing) or shared (MpmcQueue). False: another live holder has it exclusively or, for exclusive, at all. */
   take(role: Role, exclusive: boolean): boolean {
     return this.#locks.lock(this.#byte(role), !exclusive);
@@ -62,6 +108,27 @@ export class Roles {
 
   #byte(role: Role): number {
     return this.#base + (role === 'producer' ? L.PRODUCER_LOCK_OFFSET : L.CONSUMER_LOCK_OFFSET);
+  }
+}
+
+/** How long holdFirst / holdShared wait for a creator laying out a ring (microseconds of work) before giving up. */
+const HOLDER_WAIT_MS = 2_000;
+/** Sleeps between their tries (Atomics.wait on a word nobody wakes). */
+const holderNap = new Int32Array(new SharedArrayBuffer(4));
+
+/** Calls `take` until it returns true; ERR_SHMRING_BUSY (the locks released) after HOLDER_WAIT_MS. */
+function waitForHolder(locks: FileLocks, what: string, take: () => boolean): void {
+  const deadline = performance.now() + HOLDER_WAIT_MS;
+  while (!take()) {
+    if (performance.now() > deadline) {
+      locks.release();
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `${what}: another object has held the ring exclusively for ${HOLDER_WAIT_MS} ms (a creator laying it out, stopped half-way?); ` +
+          'try again, or look with shmring inspect',
+      );
+    }
+    Atomics.wait(holderNap, 0, 0, 0.1);
   }
 }
 

@@ -11,7 +11,8 @@
  */
 import { strict as assert } from 'node:assert';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import { ErrorCodes, FileLocks, Region, type ShmringError } from '@shmring/core';
+import * as L from '../src/layout.js';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
 import * as B from '../src/broadcast-layout.js';
 import { broadcastPayload, Tally, type SubscriberReport } from './fixtures/broadcast-peer.js';
@@ -208,6 +209,46 @@ describe('Broadcast: a new publisher takes over', function () {
     const fresh = subscribe();
     assert.ok(next.tryWrite(new Uint8Array([2])));
     assert.deepEqual([...fresh.tryRead()!], [2]);
+  });
+
+  it('a subscriber does not join while a creator holds the ring exclusively to lay it out, and joins once it lets go', async function () {
+    const pub = create(false);
+    pub.detach(); // nobody holds the ring now: a create would lay out a new one, holding it exclusively meanwhile
+    const creator = FileLocks.open(region)!;
+    try {
+      assert.ok(creator.lock(L.HOLDER_LOCK_OFFSET, false), 'held the ring exclusively, as a creator laying it out does');
+      const p = new LinePeer(SUBSCRIBER, [name, 'hold', '0']);
+      peers.push(p);
+      const early = await Promise.race([p.line('ready').then(() => true), new Promise((r) => setTimeout(() => r(false), 400))]);
+      assert.equal(early, false, 'the subscriber read the header while a creator was laying the ring out');
+      creator.release();
+      await p.line('ready', 5_000);
+    } finally {
+      creator.release();
+    }
+  });
+
+  it("lossless: a create over a Broadcast nobody holds lays out a new one: a dead subscriber's slot is not carried over", async function () {
+    const first = create(true);
+    const dead = await childSubscriber('slow', 60_000); // takes a slot, then reads nothing for a minute
+    for (let i = 0; i < 10; i++) assert.ok(first.tryWrite(new Uint8Array(64)));
+    await dead.kill(); // SIGKILL: its slot keeps its owner and a cursor far behind
+    first.detach();
+    const next = create(true);
+    const started = performance.now();
+    for (let i = 0; i < 200; i++) assert.ok(next.tryWrite(new Uint8Array(64)), `tryWrite ${i} found the ring full`);
+    assert.ok(performance.now() - started < 500);
+  });
+
+  it('peerTimeoutMs set on a publisher is checked like the option', function () {
+    const pub = create(true);
+    for (const bad of [Number.NaN, -1, '5' as unknown as number]) {
+      assert.throws(() => {
+        pub.peerTimeoutMs = bad;
+      }, isCode(ErrorCodes.INVALID_ARGUMENT));
+    }
+    pub.peerTimeoutMs = 50;
+    assert.equal(pub.peerTimeoutMs, 50);
   });
 
   it('a create over a record its dead publisher left half-written is ERR_SHMRING_CORRUPT while subscribers hold it', function () {
