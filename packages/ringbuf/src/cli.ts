@@ -34,17 +34,22 @@ function table(rings: RingInfo[]): string {
   for (const r of rings) {
     const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
     const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion}` : `${r.used} B`;
-    const state = r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
+    const state = r.damaged !== undefined ? 'damaged' : r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
     // A Broadcast has no consumer: its subscribers, each in a slot, are listed under the table.
     const consumer = r.broadcast === undefined ? who(r.consumer) : plural(r.broadcast.subscribers.length, 'subscriber');
     rows.push([r.name, r.kind, capacity, used, who(r.producer), consumer, who(r.creator), state]);
   }
-  const sections = rings.map((r) => `${inFlight(r)}${subscribers(r)}`).filter((text) => text !== '');
+  const sections = rings.map((r) => `${damage(r)}${inFlight(r)}${subscribers(r)}`).filter((text) => text !== '');
   return [columns(rows), ...sections].join('\n\n');
 }
 
 function plural(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
+/** Why a damaged ring's attach would fail, under the table; '' for a sound one. */
+function damage(r: RingInfo): string {
+  return r.damaged === undefined ? '' : `${r.name}: damaged, an attach would fail with ${r.damaged.code}: ${r.damaged.message}`;
 }
 
 /** A Broadcast's subscriber slots (cursor, lag, liveness), under the table; '' for other kinds. */

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { heldByAnyone, Region } from '@shmring/core';
 import * as L from './layout.js';
-import { KIND_NAMES } from './header.js';
+import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
@@ -76,6 +76,15 @@ export interface RingInfo {
   broadcast?: BroadcastInfo;
   /** MpscRing: the records claimed and not yet committed. */
   mpsc?: MpscInfo;
+  /**
+   * Why an attach would refuse this ring (the header checks every attach
+   * makes): a header no correct peer writes (ERR_SHMRING_CORRUPT), a region
+   * smaller than the ring's recorded size, truncated
+   * (ERR_SHMRING_REGION_TOO_SMALL), another layout version. The figures
+   * above are then what the header says, not to be trusted, and the
+   * kind's own details (broadcast, mpsc) are left out.
+   */
+  damaged?: { code: string; message: string };
 }
 
 export interface MpscInfo {
@@ -183,8 +192,11 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
     info.latestVersion = producerPosition;
     info.used = 0;
   }
-  if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
-  if (kind === M.KIND_MPSC) describeMpsc(region, info);
+  const damaged = KIND_NAMES[kind] === undefined ? undefined : headerFault(buffer, kind);
+  if (damaged !== undefined) info.damaged = damaged;
+  // A damaged ring's slots or records may lie outside its region: not read.
+  else if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
+  else if (kind === M.KIND_MPSC) describeMpsc(region, info);
   if (held !== undefined) info.held = held;
   info.creator = unlockedInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32, held) ?? { pid: 0, alive: false };
   const producer = roleInfo(region, ctl, 'producer', held);
@@ -192,6 +204,17 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
+}
+
+/** What an attach of the ring in `buffer` would refuse it for, or undefined if its header passes. */
+function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number): RingInfo['damaged'] {
+  try {
+    readHeader(buffer, kind as Parameters<typeof readHeader>[1], 0, 'attach');
+    return undefined;
+  } catch (err) {
+    const message = (err as Error).message.replace(/^attach: /, '');
+    return { code: (err as { code?: string }).code ?? 'ERR_SHMRING_CORRUPT', message };
+  }
 }
 
 /** A role's registrant: alive while anyone holds the role's lock, or where the region has no file, as unlockedInfo() says. */

@@ -230,6 +230,32 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.deepEqual(info.creator, { pid: process.pid, alive: true });
   });
 
+  it('inspect and the CLI call a truncated ring or an impossible header damaged, with what an attach would fail with', function () {
+    const own = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-damaged-')); // not `dir`: listRings(dir) lists it
+    const truncated = path.join(own, 'truncated');
+    const corrupt = path.join(own, 'corrupt');
+    const a = Region.create({ backing: 'file', path: truncated, size: SpscRing.regionSize({ capacity: 4096 }) });
+    SpscRing.create(a, { capacity: 4096 });
+    a.close();
+    fs.truncateSync(truncated, 700);
+    const b = Region.create({ backing: 'file', path: corrupt, size: Broadcast.regionSize({ capacity: 4096 }) });
+    Broadcast.create(b, { capacity: 4096 });
+    new Int32Array(b.buffer)[L.CAPACITY_I32] = 0x66666666; // no correct peer writes this capacity
+    b.close();
+    const t = inspect(truncated);
+    assert.equal(t?.damaged?.code, 'ERR_SHMRING_REGION_TOO_SMALL', JSON.stringify(t));
+    assert.match(t.damaged.message, /needs \d+ bytes .* the region has 700/);
+    const c = inspect(corrupt);
+    assert.equal(c?.damaged?.code, 'ERR_SHMRING_CORRUPT', JSON.stringify(c));
+    assert.equal(c.broadcast, undefined, "a damaged Broadcast's slots are not read");
+    const text = cli('inspect', truncated);
+    assert.equal(text.status, 0, text.stderr);
+    assert.equal(row(text.stdout, truncated).at(-1), 'damaged');
+    assert.ok(text.stdout.includes(`${truncated}: damaged, an attach would fail with ERR_SHMRING_REGION_TOO_SMALL`), text.stdout);
+    assert.equal(inspect(filePath)?.damaged, undefined, 'a sound ring is not damaged');
+    fs.rmSync(own, { recursive: true, force: true });
+  });
+
   it('inspect returns undefined for a region that holds no ring and throws ENOENT for no region', function () {
     assert.equal(inspect(emptyName), undefined);
     assert.throws(() => inspect(uniqueName('none')), { code: 'ENOENT' });
