@@ -269,6 +269,9 @@ function mappableStat(fd: number, object: string): fs.Stats {
   return stat;
 }
 
+/** shm_open's EINVAL for a name that exists: what opening it for writing means (Linux refuses a directory so). */
+const notAnObjectHint = 'the name is not a shared memory object (a directory in /dev/shm?): pick another name, or remove what is there';
+
 /** What an fd that is not a regular file leads to, for a message ("a pipe"). */
 function fileKind(stat: fs.Stats): string {
   if (stat.isFIFO()) return 'a pipe';
@@ -602,7 +605,10 @@ export class Region {
             exclusive ? () => backend().shmUnlink(name) : undefined,
           );
         } catch (err) {
-          failOn(err, 'Region.create of', describePosix(name), (code) => (code === 'EEXIST' ? existsHint(name.slice(1)) : undefined));
+          failOn(err, 'Region.create of', describePosix(name), (code) => {
+            if (code === 'EEXIST') return existsHint(name.slice(1));
+            return code === 'EINVAL' ? notAnObjectHint : undefined;
+          });
         }
         if (options.unlinkOnExit) removeAtExit(`posix:${name}`, () => backend().shmUnlink(name));
         return region;
@@ -731,9 +737,10 @@ export class Region {
           const fd = backend().shmOpen(name, flags, 0);
           return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object), readOnly, { name }));
         } catch (err) {
-          failOn(err, 'Region.open of', describePosix(name), (code) =>
-            code === 'ENOENT' ? 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)' : undefined,
-          );
+          failOn(err, 'Region.open of', describePosix(name), (code) => {
+            if (code === 'ENOENT') return 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)';
+            return code === 'EINVAL' ? notAnObjectHint : undefined;
+          });
         }
       }
       case 'file': {

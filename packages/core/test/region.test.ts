@@ -340,6 +340,25 @@ describe('Region', () => {
           }
         });
 
+        it('a POSIX name that is a directory: a typed error that says so, read-only or not', () => {
+          const name = uniqueName('dir');
+          fs.mkdirSync(`/dev/shm/${name}`);
+          try {
+            assert.throws(() => Region.open({ backing: 'posix', name, readOnly: true }), {
+              code: 'ERR_SHMRING_INVALID_ARGUMENT',
+              message: / is a directory, not shared memory/,
+            });
+            for (const attempt of [
+              () => Region.open({ backing: 'posix', name }),
+              () => Region.create({ backing: 'posix', name, size: 4096, exclusive: false }),
+            ]) {
+              assert.throws(attempt, { code: 'EINVAL', message: /not a shared memory object \(a directory in \/dev\/shm\?\)/ });
+            }
+          } finally {
+            fs.rmdirSync(`/dev/shm/${name}`);
+          }
+        });
+
         it('names the object in the error for an empty file', () => {
           const file = path.join(os.tmpdir(), `shmring-empty-${process.pid}`);
           fs.writeFileSync(file, '');

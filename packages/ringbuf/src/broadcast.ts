@@ -281,11 +281,14 @@ function liveSubscriber(ctl: Int32Array, slots: number): boolean {
  * a new publisher resumes from (P = INTENT, K = COUNT), or undefined to lay
  * out a new Broadcast. It resumes a Broadcast of the same capacity,
  * subscribers and mode that is not closed and has no record in flight, so
- * its subscribers go on with `received + lost` exact. Where there is no
- * Broadcast (no MAGIC, another kind or version, an impossible header), or
- * nobody else holds it (`heldBefore`: false when this create could hold
- * the HOLDER lock exclusively, which it keeps until the ring is laid out;
- * without a file, no live subscriber slot), a new one is laid out. Otherwise a typed error, touching nothing: other options
+ * its subscribers go on with `received + lost` exact, unless nobody else
+ * holds it (`heldBefore` false: this create could hold the HOLDER lock
+ * exclusively, which it keeps until the ring is laid out): then, as where
+ * there is no Broadcast (no MAGIC, another kind or version, an impossible
+ * header), a new one is laid out. Without a file (`heldBefore` undefined)
+ * it resumes whenever it can, since a lossy subscriber without a slot is
+ * not seen; what it cannot resume, it lays out anew only if no live
+ * subscriber slot is seen. Otherwise a typed error, touching nothing: other options
  * (ERR_SHMRING_INVALID_ARGUMENT), closed by its publisher (ERR_SHMRING_CLOSED:
  * a closed Broadcast is not reopened under its subscribers), or a record
  * its publisher died in the middle of (ERR_SHMRING_CORRUPT).
@@ -304,9 +307,9 @@ function resumePoint(
     return undefined; // no Broadcast here to take over
   }
   const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(found.slotSize) / 4);
-  // Nobody else holds it (stale): a new Broadcast, which no one can tell from the old, and no dead
-  // subscriber's slot carried over for a new lossless publisher to wait out.
-  if (!(heldBefore ?? liveSubscriber(ctl, found.slotSize))) return undefined;
+  // Nobody else holds it (stale; only a file can tell): a new Broadcast, which no one can tell from the
+  // old, and no dead subscriber's slot carried over for a new lossless publisher to wait out.
+  if (heldBefore === false) return undefined;
   const mode = ctl[B.MODE_I32]!; // written before MAGIC (readHeader loaded it), never again
   const s: Snapshot = { intent: 0, tail: 0, count: 0, latest: 0 };
   let refusal: ShmringError;
@@ -333,8 +336,13 @@ function resumePoint(
         'or its counters are impossible; a new publisher cannot resume it: close its subscribers, then create the Broadcast anew',
     );
   } else {
+    // Resumable: taken over, even without a file, where a lossy subscriber without a slot is not seen
+    // (a new layout would have it read payload bytes as headers).
     return s;
   }
+  // Without a file: nobody seen holding it (no live subscriber slot), a new one; a slotless lossy
+  // subscriber of a Broadcast that cannot be taken over is not seen (README).
+  if (heldBefore === undefined && !liveSubscriber(ctl, found.slotSize)) return undefined;
   throw refusal;
 }
 

@@ -175,11 +175,17 @@ export function readHeader(
   };
   const dataOffset = ctl[L.DATA_OFFSET_I32]!;
   const expectedDataOffset = kind === B.KIND_BROADCAST ? B.broadcastDataOffset(g.slotSize) : L.DATA_OFFSET;
-  const sane = dataOffset === expectedDataOffset && Number.isSafeInteger(g.ringSize) && saneGeometry(g);
+  // A Broadcast's MODE, written before MAGIC (observed above) and never again: lossy or lossless, nothing else.
+  const mode = kind === B.KIND_BROADCAST ? ctl[B.MODE_I32]! : B.MODE_LOSSY;
+  const sane =
+    dataOffset === expectedDataOffset &&
+    Number.isSafeInteger(g.ringSize) &&
+    saneGeometry(g) &&
+    (mode === B.MODE_LOSSY || mode === B.MODE_LOSSLESS);
   if (!sane) {
     throw new ShmringError(
       ErrorCodes.CORRUPT,
-      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize})`,
+      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize}${kind === B.KIND_BROADCAST ? `, mode=${mode}` : ''})`,
     );
   }
   if (buffer.byteLength < base + g.ringSize) {

@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { heldByAnyone, Region } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -160,7 +160,7 @@ export function describeRing(region: Region, name: string): RingInfo | undefined
 /** describeRing, with `held` (whether anyone holds the ring; undefined: cannot tell) given. */
 function describe(region: Region, name: string, held: boolean | undefined): RingInfo | undefined {
   const buffer = region.buffer;
-  if (buffer.byteLength < L.DATA_OFFSET) return undefined;
+  if (buffer.byteLength < L.DATA_OFFSET) return truncatedHeader(buffer, name, held);
   const ctl = new Int32Array(buffer, 0, L.CONTROL_I32_LENGTH);
   // Observes the creator's publication of the header (MAGIC is stored last).
   if (Atomics.load(ctl, L.MAGIC_I32) !== L.MAGIC) return undefined;
@@ -192,7 +192,7 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
     info.latestVersion = producerPosition;
     info.used = 0;
   }
-  const damaged = KIND_NAMES[kind] === undefined ? undefined : headerFault(buffer, kind);
+  const damaged = KIND_NAMES[kind] === undefined ? unknownKind(kind, info.version) : headerFault(buffer, kind);
   if (damaged !== undefined) info.damaged = damaged;
   // A damaged ring's slots or records may lie outside its region: not read.
   else if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
@@ -206,6 +206,49 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   return info;
 }
 
+/**
+ * A region shorter than a ring's header that starts with a ring's MAGIC (a
+ * ring file or object cut short): described as damaged, from the header
+ * words it still has; undefined where it holds no MAGIC (no ring).
+ */
+function truncatedHeader(buffer: ArrayBuffer | SharedArrayBuffer, name: string, held: boolean | undefined): RingInfo | undefined {
+  const words = new Int32Array(buffer, 0, Math.floor(buffer.byteLength / 4));
+  // Observes the creator's publication of the header (MAGIC is stored last).
+  if (words.length <= L.MAGIC_I32 || Atomics.load(words, L.MAGIC_I32) !== L.MAGIC) return undefined;
+  const kind = words.length > L.KIND_I32 ? words[L.KIND_I32]! : -1;
+  const info: RingInfo = {
+    name,
+    kind: (KIND_NAMES[kind] as RingInfo['kind'] | undefined) ?? 'unknown',
+    version: words.length > L.VERSION_I32 ? words[L.VERSION_I32]! : 0,
+    capacity: 0,
+    used: 0,
+    producerPosition: 0,
+    consumerPosition: 0,
+    closed: false,
+    creator: { pid: 0, alive: false },
+    readersWaiting: 0,
+    writersWaiting: 0,
+    regionSize: buffer.byteLength,
+    damaged: {
+      code: ErrorCodes.REGION_TOO_SMALL,
+      message: `the region (${buffer.byteLength} bytes) is smaller than a ring's header (${L.DATA_OFFSET} bytes): truncated?`,
+    },
+  };
+  if (held !== undefined) info.held = held;
+  return info;
+}
+
+/** Why an attach would refuse a ring whose KIND no ring of this library has. */
+function unknownKind(kind: number, version: number): RingInfo['damaged'] {
+  if (version !== L.LAYOUT_VERSION) {
+    return {
+      code: ErrorCodes.VERSION_MISMATCH,
+      message: `the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}`,
+    };
+  }
+  return { code: ErrorCodes.CORRUPT, message: `its KIND is ${kind}, which no ring of layout version ${L.LAYOUT_VERSION} has` };
+}
+
 /** What an attach of the ring in `buffer` would refuse it for, or undefined if its header passes. */
 function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number): RingInfo['damaged'] {
   try {
@@ -213,7 +256,7 @@ function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number): Rin
     return undefined;
   } catch (err) {
     const message = (err as Error).message.replace(/^attach: /, '');
-    return { code: (err as { code?: string }).code ?? 'ERR_SHMRING_CORRUPT', message };
+    return { code: (err as { code?: string }).code ?? ErrorCodes.CORRUPT, message };
   }
 }
 

@@ -270,6 +270,28 @@ describe('Broadcast: a new publisher takes over', function () {
 });
 
 describe('Broadcast: a new publisher takes over in a SharedArrayBuffer', function () {
+  it('a lossy subscriber without a slot reads on across a takeover: no new layout under it, no torn record', function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 256, subscribers: 0 }) });
+    let pub = Broadcast.create(region, { capacity: 256, subscribers: 0 });
+    const sub = Broadcast.subscribe(region); // no slot: nothing in the region says it is there
+    assert.ok(pub.tryWrite(new Uint8Array(16), 1));
+    assert.ok(sub.tryRead());
+    pub.detach();
+    pub = Broadcast.create(region, { capacity: 256, subscribers: 0 });
+    // Payloads that read as record headers if the subscriber's cursor were left in a new layout.
+    for (let i = 0; i < 4; i++) assert.ok(pub.tryWrite(new Uint8Array(new Int32Array([12, 5]).buffer), 2));
+    const types: number[] = [];
+    for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) {
+      assert.equal(m.length, 8);
+      types.push(sub.lastType);
+    }
+    assert.deepEqual(types, [2, 2, 2, 2]);
+    assert.deepEqual([sub.received + sub.lost, pub.published], [5, 5]);
+    sub.close();
+    pub.close();
+    region.close();
+  });
+
   it('a subscriber keeps every message across detach() and a new publisher, and a live publisher is still ERR_SHMRING_BUSY', function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 256 }) });
     const first = Broadcast.create(region, { capacity: 256, lossless: true });

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Region } from '@shmring/core';
 import { Broadcast, inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
+import * as B from '../src/broadcast-layout.js';
 import { listStale, removeStale } from '../src/inspect.js';
 import { Peer } from './fixtures/fault-peer.js';
 import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
@@ -253,6 +254,22 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.equal(row(text.stdout, truncated).at(-1), 'damaged');
     assert.ok(text.stdout.includes(`${truncated}: damaged, an attach would fail with ERR_SHMRING_REGION_TOO_SMALL`), text.stdout);
     assert.equal(inspect(filePath)?.damaged, undefined, 'a sound ring is not damaged');
+    // Cut inside its header, an unknown KIND, a Broadcast MODE no create writes: damaged too.
+    const short = path.join(own, 'short');
+    fs.copyFileSync(corrupt, short);
+    fs.truncateSync(short, 100);
+    assert.equal(inspect(short)?.damaged?.code, 'ERR_SHMRING_REGION_TOO_SMALL');
+    for (const [word, value, code] of [
+      [L.KIND_I32, 9, 'ERR_SHMRING_CORRUPT'],
+      [B.MODE_I32, 7, 'ERR_SHMRING_CORRUPT'],
+    ] as const) {
+      const bad = path.join(own, `bad-${word}`);
+      const r = Region.create({ backing: 'file', path: bad, size: Broadcast.regionSize({ capacity: 4096 }) });
+      Broadcast.create(r, { capacity: 4096 });
+      new Int32Array(r.buffer)[word] = value;
+      r.close();
+      assert.equal(inspect(bad)?.damaged?.code, code, `word ${word} = ${value}`);
+    }
     fs.rmSync(own, { recursive: true, force: true });
   });
 
