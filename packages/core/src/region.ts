@@ -159,7 +159,7 @@ const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL } = fs.constants;
  * Opening a FIFO read-only waits for a writer, for ever if none comes:
  * every open of an object to map is non-blocking (no effect on a regular
  * file or a shared memory object), and what it opened is then refused as
- * not mappable (mappableSize).
+ * not mappable (mappableStat).
  */
 const { O_NONBLOCK } = fs.constants;
 

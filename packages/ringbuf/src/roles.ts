@@ -6,7 +6,10 @@
  *
  *  - HOLDER byte, shared: this object is attached to the ring (from create
  *    or attach until close, detach or its region's close). `inspect` calls
- *    a ring stale only when nobody holds it.
+ *    a ring stale only when nobody holds it. A Broadcast's create that
+ *    finds nobody attached holds it exclusively until it has laid the ring
+ *    out (holdFirst, share), and its subscribers hold it before they read
+ *    the header (holdShared), waiting meanwhile.
  *  - PRODUCER / CONSUMER byte: this object acts in that role. SpscRing
  *    takes it exclusive (one producer, one consumer: a second live one is
  *    ERR_SHMRING_BUSY); MpmcQueue shared (any number).
