@@ -16,6 +16,7 @@ import nodePath from 'node:path';
 import {
   clearTimer,
   ErrorCodes,
+  fileKind,
   Region,
   ShmringError,
   ShmringRangeError,
@@ -126,17 +127,6 @@ function pathError(err: NodeJS.ErrnoException, path: string, what: 'listen on' |
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
   Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
   return error;
-}
-
-/** What a file that is not a socket is, for a message. */
-function fileKind(stat: fs.Stats | fs.BigIntStats): string {
-  if (stat.isDirectory()) return 'a directory';
-  if (stat.isFile()) return 'a regular file';
-  if (stat.isFIFO()) return 'a FIFO';
-  if (stat.isSymbolicLink()) return 'a symbolic link';
-  if (stat.isCharacterDevice()) return 'a character device';
-  if (stat.isBlockDevice()) return 'a block device';
-  return 'not a socket';
 }
 
 /** stat(2) of `path` (following links, as connect and bind do), or the errno name it failed with. */

@@ -8,6 +8,7 @@
  * RangeError, also with an `ERR_SHMRING_*` code.
  * docs/ERRORS.md lists every code, its cause and what to do.
  */
+import type * as fs from 'node:fs';
 import * as util from 'node:util';
 
 export const ErrorCodes = {
@@ -144,6 +145,18 @@ export function abortError(signal?: AbortSignal): Error {
   const err = new ShmringError(ErrorCodes.ABORTED, 'The operation was aborted', { cause: signal?.reason });
   err.name = 'AbortError';
   return err;
+}
+
+/** What a file is, for a message that says why it will not do ("a directory"), from its fs.Stats (or lstat's). */
+export function fileKind(stat: fs.Stats | fs.BigIntStats): string {
+  if (stat.isFile()) return 'a regular file';
+  if (stat.isDirectory()) return 'a directory';
+  if (stat.isFIFO()) return 'a pipe (FIFO)';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isSymbolicLink()) return 'a symbolic link';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  return 'a file of no known type';
 }
 
 /** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */

@@ -3,10 +3,10 @@ export type { Backing, CreateOptions, OpenOptions, FromFdOptions, SnapshotOption
 export { sendRegion, receiveRegion } from './transfer.js';
 export type { ReceiveOptions } from './transfer.js';
 export { unwatchAbort, watchAbort } from './abort.js';
-export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger, shown } from './errors.js';
+export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger, fileKind, shown } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
-export { FileLocks, heldByAnyone } from './locks.js';
+export { FileLocks, heldByAnyone, retryFor } from './locks.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
 export type { Timer } from './timers.js';

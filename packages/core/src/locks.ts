@@ -126,6 +126,43 @@ export function heldByAnyone(region: Region, byte: number): boolean | undefined 
   return backend().ofdTest(region.fd, byte, EXCLUSIVE) !== UNLOCKED;
 }
 
+/**
+ * An exclusive lock on the byte at `byte` of the file behind `fd`, on
+ * `fd`'s own open file description (for a file no Region maps yet: a
+ * creator sizing it). True if taken, false if another description holds
+ * it, undefined where the file system has no such locks.
+ */
+export function lockFileByte(fd: number, byte: number): boolean | undefined {
+  try {
+    return backend().ofdLock(fd, byte, EXCLUSIVE);
+  } catch {
+    return undefined; // ENOLCK, EINVAL: no OFD locks here
+  }
+}
+
+/** Releases lockFileByte's lock. */
+export function unlockFileByte(fd: number, byte: number): void {
+  backend().ofdLock(fd, byte, UNLOCKED);
+}
+
+/** What retryFor sleeps on between tries: Atomics.wait on a word nobody wakes (a synchronous caller holds its thread anyway). */
+const nap = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Calls `take` (a lock taken without waiting) until it returns true,
+ * sleeping 0.1 ms between tries, for up to `ms`; false if it never did.
+ * For locks held for a few system calls: a creator sizing an object or
+ * laying out a ring.
+ */
+export function retryFor(ms: number, take: () => boolean): boolean {
+  const deadline = performance.now() + ms;
+  while (!take()) {
+    if (performance.now() > deadline) return false;
+    Atomics.wait(nap, 0, 0, 0.1);
+  }
+  return true;
+}
+
 /** Called by region.close(): every FileLocks of the region lets go. */
 export function releaseLocksOf(region: Region): void {
   const cells = byRegion.get(region);

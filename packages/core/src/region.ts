@@ -37,9 +37,9 @@
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, onObject } from './errors.js';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, fileKind, onObject } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
-import { releaseLocksOf } from './locks.js';
+import { lockFileByte, releaseLocksOf, retryFor, unlockFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -272,16 +272,6 @@ function mappableStat(fd: number, object: string): fs.Stats {
 /** shm_open's EINVAL for a name that exists: what opening it for writing means (Linux refuses a directory so). */
 const notAnObjectHint = 'the name is not a shared memory object (a directory in /dev/shm?): pick another name, or remove what is there';
 
-/** What an fd that is not a regular file leads to, for a message ("a pipe"). */
-function fileKind(stat: fs.Stats): string {
-  if (stat.isFIFO()) return 'a pipe';
-  if (stat.isSocket()) return 'a socket';
-  if (stat.isDirectory()) return 'a directory';
-  if (stat.isCharacterDevice()) return 'a character device';
-  if (stat.isBlockDevice()) return 'a block device';
-  return 'not a regular file';
-}
-
 /**
  * Largest mapping this Node can wrap in one ArrayBuffer: an external
  * ArrayBuffer is made as a Buffer, whose length is capped at
@@ -315,7 +305,7 @@ function sizeFor(fd: number, size: number, what: string): number {
     fs.ftruncateSync(fd, size);
     return size;
   } finally {
-    if (locked) backend().ofdLock(fd, SIZING_LOCK_BYTE, OFD_UNLOCK);
+    if (locked) unlockFileByte(fd, SIZING_LOCK_BYTE);
   }
 }
 
@@ -329,12 +319,8 @@ function sizeFor(fd: number, size: number, what: string): number {
  * that dies.
  */
 export const SIZING_LOCK_BYTE = 2 ** 52;
-const OFD_EXCLUSIVE = 1;
-const OFD_UNLOCK = 2;
 /** How long Region.create waits for another creator's sizing (a few system calls) before it gives up. */
 const SIZING_WAIT_MS = 10_000;
-/** Sleeps between tries for the sizing lock (Atomics.wait on a word nobody wakes). */
-const sizingNap = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Takes the sizing lock on `fd`, waiting while another creator holds it.
@@ -342,21 +328,19 @@ const sizingNap = new Int32Array(new SharedArrayBuffer(4));
  * unserialized, as it did before.
  */
 function lockForSizing(fd: number, what: string): boolean {
-  const deadline = performance.now() + SIZING_WAIT_MS;
-  for (;;) {
-    try {
-      if (backend().ofdLock(fd, SIZING_LOCK_BYTE, OFD_EXCLUSIVE)) return true;
-    } catch {
-      return false; // no OFD locks here (ENOLCK, EINVAL): size as before, unserialized
-    }
-    if (performance.now() > deadline) {
-      throw new ShmringError(
-        ErrorCodes.BUSY,
-        `Region.create of ${what}: another process has been sizing it for ${SIZING_WAIT_MS} ms (stopped in the middle?); try again, or find the process (fuser, lsof)`,
-      );
-    }
-    Atomics.wait(sizingNap, 0, 0, 0.1);
+  let supported = true;
+  const taken = retryFor(SIZING_WAIT_MS, () => {
+    const got = lockFileByte(fd, SIZING_LOCK_BYTE);
+    supported = got !== undefined;
+    return got !== false;
+  });
+  if (!taken) {
+    throw new ShmringError(
+      ErrorCodes.BUSY,
+      `Region.create of ${what}: another process has been sizing it for ${SIZING_WAIT_MS} ms (stopped in the middle?); try again, or find the process (fuser, lsof)`,
+    );
   }
+  return supported;
 }
 
 /** Checks that a region of `size` bytes of a mapped backing can be mapped here, before anything is created. */

@@ -279,7 +279,7 @@ describe('Region', () => {
           const before = fs.readdirSync('/proc/self/fd').length;
           try {
             for (const [fd, kind] of [
-              [readEnd, 'a pipe'],
+              [readEnd, 'a pipe (FIFO)'],
               [dir, 'a directory'],
               [device, 'a character device'],
             ] as const) {
@@ -322,7 +322,7 @@ describe('Region', () => {
             }
             assert.throws(() => Region.open({ backing: 'posix', name }), {
               code: 'ERR_SHMRING_INVALID_ARGUMENT',
-              message: / is a pipe, not shared memory/,
+              message: / is a pipe \(FIFO\), not shared memory/,
             });
             for (const options of [
               { backing: 'posix' as const, name, size: 4096, exclusive: false },
@@ -330,7 +330,7 @@ describe('Region', () => {
             ]) {
               assert.throws(() => Region.create(options), {
                 code: 'ERR_SHMRING_INVALID_ARGUMENT',
-                message: / is a pipe, not shared memory/,
+                message: / is a pipe \(FIFO\), not shared memory/,
               });
             }
             assert.equal(fs.readdirSync('/proc/self/fd').length, before);

@@ -20,7 +20,7 @@
  * (Queue.#claim in queue.ts), and liveness falls back to the pid words
  * (liveness.ts).
  */
-import { ErrorCodes, FileLocks, heldByAnyone, ShmringError, type Region } from '@shmring/core';
+import { ErrorCodes, FileLocks, heldByAnyone, retryFor, ShmringError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 
 export type Role = 'producer' | 'consumer';
@@ -116,23 +116,16 @@ export class Roles {
 
 /** How long holdFirst / holdShared wait for a creator laying out a ring (microseconds of work) before giving up. */
 const HOLDER_WAIT_MS = 2_000;
-/** Sleeps between their tries (Atomics.wait on a word nobody wakes). */
-const holderNap = new Int32Array(new SharedArrayBuffer(4));
 
-/** Calls `take` until it returns true; ERR_SHMRING_BUSY (the locks released) after HOLDER_WAIT_MS. */
+/** Calls `take` until it returns true (retryFor); ERR_SHMRING_BUSY (the locks released) after HOLDER_WAIT_MS. */
 function waitForHolder(locks: FileLocks, what: string, take: () => boolean): void {
-  const deadline = performance.now() + HOLDER_WAIT_MS;
-  while (!take()) {
-    if (performance.now() > deadline) {
-      locks.release();
-      throw new ShmringError(
-        ErrorCodes.BUSY,
-        `${what}: another object has held the ring exclusively for ${HOLDER_WAIT_MS} ms (a creator laying it out, stopped half-way?); ` +
-          'try again, or look with shmring inspect',
-      );
-    }
-    Atomics.wait(holderNap, 0, 0, 0.1);
-  }
+  if (retryFor(HOLDER_WAIT_MS, take)) return;
+  locks.release();
+  throw new ShmringError(
+    ErrorCodes.BUSY,
+    `${what}: another object has held the ring exclusively for ${HOLDER_WAIT_MS} ms (a creator laying it out, stopped half-way?); ` +
+      'try again, or look with shmring inspect',
+  );
 }
 
 /**
