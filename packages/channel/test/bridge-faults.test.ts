@@ -159,8 +159,7 @@ describe('bridge faults', function () {
 
   describe('the abort while NATS is down', function () {
     it('ring → core NATS (dedicated): bridge() resolves, no rejection is left unhandled, and the records stay in the ring', async function () {
-      const own = await NatsServer.start();
-      try {
+      await NatsServer.using(async (own) => {
         const a = makeRing();
         const { running, lines } = await started(`shm:${a.name}`, own.url(uniqueSubject('down')), controller.signal, true);
         await own.stop();
@@ -173,14 +172,11 @@ describe('bridge faults', function () {
         });
         assert.deepEqual(unhandled.map(String), [], 'a rejection of the nats client was left unhandled');
         assert.equal(a.ring.size, 3 * 24, 'the records not published stay in the ring');
-      } finally {
-        await own.dispose();
-      }
+      });
     });
 
     it('shmring bridge (ring → core NATS) exits 0 on SIGTERM while NATS is down', async function () {
-      const own = await NatsServer.start();
-      try {
+      await NatsServer.using(async (own) => {
         const a = makeRing();
         const child = spawn(process.execPath, [BRIDGE_BIN, `shm:${a.name}`, own.url(uniqueSubject('sigterm'))], {
           stdio: ['ignore', 'ignore', 'pipe'],
@@ -198,14 +194,11 @@ describe('bridge faults', function () {
         const [code, signal] = await exited;
         assert.equal(code, 0, `exit code ${code} (signal ${signal}): ${stderr}`);
         assert.doesNotMatch(stderr, /DISCONNECT|Error/);
-      } finally {
-        await own.dispose();
-      }
+      });
     });
 
     it('ring → JetStream: bridge() resolves within 300 ms of the abort, the records unacknowledged stay in the ring', async function () {
-      const own = await NatsServer.start();
-      try {
+      await NatsServer.using(async (own) => {
         const a = makeRing();
         const stream = `AD${process.pid}_${ringCounter}`;
         const { running, lines } = await started(
@@ -226,9 +219,7 @@ describe('bridge faults', function () {
         });
         assert.deepEqual(unhandled.map(String), []);
         assert.equal(a.ring.size, 3 * 24);
-      } finally {
-        await own.dispose();
-      }
+      });
     });
 
     it('bridge() aborted while the connection is being opened resolves at the abort, not at the connect timeout', async function () {

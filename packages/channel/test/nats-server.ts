@@ -120,6 +120,16 @@ export class NatsServer {
     await this.stop();
     fs.rmSync(this.storeDir, { recursive: true, force: true });
   }
+
+  /** Runs `test` against a server of its own (one it may stop and restart), disposed of afterwards whatever happens. */
+  static async using<T>(test: (server: NatsServer) => Promise<T>): Promise<T> {
+    const server = await NatsServer.start();
+    try {
+      return await test(server);
+    } finally {
+      await server.dispose();
+    }
+  }
 }
 
 let shared: Promise<NatsServer> | undefined;
