@@ -6,10 +6,10 @@
  * word 15 and reports the result.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { backendKind, ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { MAX_WAIT_ANY, waitAny, waitAnyAsync, wake, wakeNative, type WaitTarget } from '../src/index.js';
+import { runModule } from './helpers.js';
 
 const PEER = new URL('./fixtures/any-peer.js', import.meta.url);
 
@@ -176,23 +176,14 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
         this.skip();
       }
       if (backing === 'memfd') memfd(this).close(); // skips here, as the other memfd cases do, where there is none
-      const futex = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
-      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
       const run = (ref: boolean): string => {
-        const child = spawnSync(
-          process.execPath,
-          [
-            '--input-type=module',
-            '-e',
-            `import { Region } from ${core};
-             import { waitAnyAsync, wake } from ${futex};
-             const region = Region.create({ backing: '${backing}', size: 4096 });
-             const i32 = new Int32Array(region.buffer, 0, 4);
-             waitAnyAsync([[i32, 0, 0], [i32, 1, 0]], undefined, undefined, ${ref}).then((r) => console.log('woken', r));
-             // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
-             setTimeout(() => { Atomics.store(i32, 1, 1); wake(i32, 1); }, 300).unref();`,
-          ],
-          { encoding: 'utf8', timeout: 10_000 },
+        const child = runModule(
+          ['waitAnyAsync', 'wake'],
+          `const region = Region.create({ backing: '${backing}', size: 4096 });
+           const i32 = new Int32Array(region.buffer, 0, 4);
+           waitAnyAsync([[i32, 0, 0], [i32, 1, 0]], undefined, undefined, ${ref}).then((r) => console.log('woken', r));
+           // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
+           setTimeout(() => { Atomics.store(i32, 1, 1); wake(i32, 1); }, 300).unref();`,
         );
         assert.equal(child.status, 0, child.stderr);
         return child.stdout.trim();

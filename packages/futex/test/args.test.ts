@@ -5,9 +5,9 @@
  * leaves nothing pending behind that would keep the process alive.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { backendKind, ErrorCodes, Region } from '@shmring/core';
 import { type WaitTarget, wait, waitAny, waitAnyAsync, waitAsync, wake, wakeNative } from '../src/index.js';
+import { runModule } from './helpers.js';
 
 /** A check of a thrown error: its class, ERR_SHMRING_INVALID_ARGUMENT, and a message naming `fn` and `arg`. */
 function invalid(kind: typeof TypeError | typeof RangeError, fn: string, arg: string): (err: unknown) => boolean {
@@ -117,23 +117,14 @@ describe('@shmring/futex argument checks', () => {
         console.log("      SKIPPED: the koffi backend's waits hold a libuv pool thread (documented); this checks the addon's");
         this.skip();
       }
-      const futex = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
-      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
-      const child = spawnSync(
-        process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `import { Region } from ${core};
-           import { waitAsync, waitAnyAsync } from ${futex};
-           const region = Region.create({ backing: '${backing}', size: 4096 });
-           const i32 = new Int32Array(region.buffer, 0, 4);
-           for (const start of [() => waitAsync(i32, 0, 0, undefined, { aborted: false }),
-                                () => waitAnyAsync([[i32, 0, 0]], undefined, { aborted: false })]) {
-             try { await start(); } catch (err) { console.log(err.code); }
-           }`,
-        ],
-        { encoding: 'utf8', timeout: 10_000 },
+      const child = runModule(
+        ['waitAsync', 'waitAnyAsync'],
+        `const region = Region.create({ backing: '${backing}', size: 4096 });
+         const i32 = new Int32Array(region.buffer, 0, 4);
+         for (const start of [() => waitAsync(i32, 0, 0, undefined, { aborted: false }),
+                              () => waitAnyAsync([[i32, 0, 0]], undefined, { aborted: false })]) {
+           try { await start(); } catch (err) { console.log(err.code); }
+         }`,
       );
       assert.equal(child.signal, null, 'the process did not exit: a wait or timer was left pending');
       assert.equal(child.status, 0, child.stderr);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { backendKind, Region } from '@shmring/core';
 import { wait, waitAsync, wake } from '../src/index.js';
+import { runModule } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
 const SLEEPER_SOURCE = fileURLToPath(new URL('../../test/c/futex_sleeper.c', import.meta.url));
@@ -279,21 +280,14 @@ describe('@shmring/futex', () => {
     });
 
     it("a SharedArrayBuffer wait started with ref false lets the process exit; a ref'd one keeps it alive until woken", () => {
-      const url = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
       const run = (ref: boolean): { ms: number; out: string } => {
         const started = performance.now();
-        const child = spawnSync(
-          process.execPath,
-          [
-            '--input-type=module',
-            '-e',
-            `import { waitAsync, wake } from ${url};
-             const i32 = new Int32Array(new SharedArrayBuffer(16));
-             waitAsync(i32, 0, 0, undefined, undefined, ${ref}).then((r) => console.log(r));
-             // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
-             setTimeout(() => wake(i32, 0), 300).unref();`,
-          ],
-          { encoding: 'utf8', timeout: 10_000 },
+        const child = runModule(
+          ['waitAsync', 'wake'],
+          `const i32 = new Int32Array(new SharedArrayBuffer(16));
+           waitAsync(i32, 0, 0, undefined, undefined, ${ref}).then((r) => console.log(r));
+           // Only a ref'd wait is still there to be woken after 300 ms (by an unref'd timer: nothing else holds the loop).
+           setTimeout(() => wake(i32, 0), 300).unref();`,
         );
         assert.equal(child.status, 0, child.stderr);
         return { ms: performance.now() - started, out: child.stdout.trim() };
