@@ -16,40 +16,18 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, Region } from '@shmring/core';
+import { ErrorCodes } from '@shmring/core';
 import { connect, type Msg, type NatsConnection } from 'nats';
-import { MpscRing, SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
 import { subjectMatches } from '../src/bridge/bridge.js';
 import { rejectsWith, sleep, waitUntil } from './helpers.js';
+import { TestRings } from './bridge-rings.js';
 import { freePort, NATS_SERVER, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
 
 const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
 const CAPACITY = 4096;
 
-let ringCounter = 0;
-const regions: Region[] = [];
-const names: string[] = [];
-
-function makeRing<K extends 'spsc' | 'mpsc' = 'spsc'>(kind?: K): { name: string; ring: K extends 'mpsc' ? MpscRing : SpscRing } {
-  const name = `shmring-bridge-faults-${process.pid}-${++ringCounter}`;
-  const Kind = kind === 'mpsc' ? MpscRing : SpscRing;
-  const region = Region.create({ backing: 'posix', name, size: Kind.regionSize({ capacity: CAPACITY }) });
-  regions.push(region);
-  names.push(name, `${name}.jsbridge`);
-  return { name, ring: Kind.create(region, { capacity: CAPACITY }) as K extends 'mpsc' ? MpscRing : SpscRing };
-}
-
-function cleanRings(): void {
-  for (const region of regions.splice(0)) region.close();
-  for (const name of names.splice(0)) {
-    try {
-      Region.open({ backing: 'posix', name }).unlink();
-    } catch {
-      // never made
-    }
-  }
-}
+const rings = new TestRings('bridge-faults', CAPACITY);
 
 /** Starts `bridge(from, to)`; resolves once it is ready, with its promise and its log. */
 async function started(
@@ -154,13 +132,13 @@ describe('bridge faults', function () {
         await exited;
       }
     }
-    cleanRings();
+    rings.clean();
   });
 
   describe('the abort while NATS is down', function () {
     it('ring → core NATS (dedicated): bridge() resolves, no rejection is left unhandled, and the records stay in the ring', async function () {
       await NatsServer.using(async (own) => {
-        const a = makeRing();
+        const a = rings.make();
         const { running, lines } = await started(`shm:${a.name}`, own.url(uniqueSubject('down')), controller.signal, true);
         await own.stop();
         await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
@@ -177,7 +155,7 @@ describe('bridge faults', function () {
 
     it('shmring bridge (ring → core NATS) exits 0 on SIGTERM while NATS is down', async function () {
       await NatsServer.using(async (own) => {
-        const a = makeRing();
+        const a = rings.make();
         const child = spawn(process.execPath, [BRIDGE_BIN, `shm:${a.name}`, own.url(uniqueSubject('sigterm'))], {
           stdio: ['ignore', 'ignore', 'pipe'],
         });
@@ -199,8 +177,8 @@ describe('bridge faults', function () {
 
     it('ring → JetStream: bridge() resolves within 300 ms of the abort, the records unacknowledged stay in the ring', async function () {
       await NatsServer.using(async (own) => {
-        const a = makeRing();
-        const stream = `AD${process.pid}_${ringCounter}`;
+        const a = rings.make();
+        const stream = `AD${process.pid}_${rings.counter}`;
         const { running, lines } = await started(
           `shm:${a.name}`,
           own.url(uniqueSubject('jsdown'), `?jetstream=${stream}`),
@@ -229,7 +207,7 @@ describe('bridge faults', function () {
       await once(silent, 'listening');
       const { port } = silent.address() as net.AddressInfo;
       try {
-        const a = makeRing();
+        const a = rings.make();
         setTimeout(() => controller.abort(), 200);
         const t0 = performance.now();
         await bridge(`shm:${a.name}`, `nats://127.0.0.1:${port}/x`, { signal: controller.signal });
@@ -243,8 +221,8 @@ describe('bridge faults', function () {
 
   describe('the abort with NATS up', function () {
     it('ring → JetStream: the batch the stream acknowledged is released, so the ring holds nothing the stream has', async function () {
-      const a = makeRing();
-      const stream = `REL${process.pid}_${++ringCounter}`;
+      const a = rings.make();
+      const stream = `REL${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('release');
       const jsm = await nc.jetstreamManager();
       try {
@@ -269,11 +247,11 @@ describe('bridge faults', function () {
   describe('JetStream that cannot serve the endpoint', function () {
     it('a stream that exists without the subject: ERR_SHMRING_INVALID_ENDPOINT naming the stream, its subjects and the subject, both ways', async function () {
       const jsm = await nc.jetstreamManager();
-      const stream = `OTHER${process.pid}_${++ringCounter}`;
+      const stream = `OTHER${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('notcovered');
       await jsm.streams.add({ name: stream, subjects: [`${subject}.elsewhere`] });
       try {
-        const a = makeRing();
+        const a = rings.make();
         const url = nats.url(subject, `?jetstream=${stream}`);
         for (const [from, to] of [
           [`shm:${a.name}`, url],
@@ -292,11 +270,11 @@ describe('bridge faults', function () {
 
     it('a subject another stream takes: ERR_SHMRING_INVALID_ENDPOINT naming that stream', async function () {
       const jsm = await nc.jetstreamManager();
-      const owner = `OWNER${process.pid}_${++ringCounter}`;
+      const owner = `OWNER${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('taken');
       await jsm.streams.add({ name: owner, subjects: [subject] });
       try {
-        const a = makeRing();
+        const a = rings.make();
         const err = await rejectsWith(bridge(`shm:${a.name}`, nats.url(subject, '?jetstream=MINE')), ErrorCodes.INVALID_ENDPOINT);
         assert.ok(err.message.includes(`?jetstream=${owner}`), err.message);
       } finally {
@@ -306,19 +284,19 @@ describe('bridge faults', function () {
 
     it('JetStream → ring from a mirror (no subjects of its own): bridged; ring → the mirror: refused', async function () {
       const jsm = await nc.jetstreamManager();
-      const origin = `ORIGIN${process.pid}_${++ringCounter}`;
-      const mirror = `MIRROR${process.pid}_${ringCounter}`;
+      const origin = `ORIGIN${process.pid}_${++rings.counter}`;
+      const mirror = `MIRROR${process.pid}_${rings.counter}`;
       const subject = uniqueSubject('mirrored');
       await jsm.streams.add({ name: origin, subjects: [subject] });
       await jsm.streams.add({ name: mirror, mirror: { name: origin } });
       try {
-        const b = makeRing();
+        const b = rings.make();
         const url = nats.url(subject, `?jetstream=${mirror}`);
         await started(url, `shm:${b.name}`, controller.signal);
         await nc.jetstream().publish(subject, new Uint8Array([7]));
         const bytes = await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity });
         assert.deepEqual([...bytes], [7]);
-        const a = makeRing();
+        const a = rings.make();
         await rejectsWith(
           bridge(`shm:${a.name}`, url, { signal: AbortSignal.timeout(10_000) }),
           ErrorCodes.INVALID_ENDPOINT,
@@ -333,11 +311,11 @@ describe('bridge faults', function () {
 
     it('bridge() that fails leaves no abort listener on its (long-lived) signal', async function () {
       const jsm = await nc.jetstreamManager();
-      const stream = `LISTEN${process.pid}_${++ringCounter}`;
+      const stream = `LISTEN${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('listeners');
       await jsm.streams.add({ name: stream, subjects: [`${subject}.elsewhere`] });
       try {
-        const a = makeRing();
+        const a = rings.make();
         for (const [from, to] of [
           [`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`)],
           [nats.url(subject, `?jetstream=${stream}`), `shm:${a.name}`],
@@ -359,7 +337,7 @@ describe('bridge faults', function () {
         if (performance.now() > deadline) assert.fail('nats-server (without -js) did not start');
         await sleep(20);
       }
-      const a = makeRing();
+      const a = rings.make();
       const url = `nats://127.0.0.1:${port}/x?jetstream=S`;
       await rejectsWith(bridge(`shm:${a.name}`, url), ErrorCodes.NO_SERVER, new RegExp(`127\\.0\\.0\\.1:${port} has no JetStream.*-js`));
       await rejectsWith(bridge(url, `shm:${a.name}`), ErrorCodes.NO_SERVER, /has no JetStream/);
@@ -373,8 +351,8 @@ describe('bridge faults', function () {
     });
 
     it('a stream that stops taking the messages is said once, not per retry, and once again when it takes them', async function () {
-      const a = makeRing();
-      const stream = `GONE${process.pid}_${++ringCounter}`;
+      const a = rings.make();
+      const stream = `GONE${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('gone');
       const { lines } = await started(`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`), controller.signal);
       const jsm = await nc.jetstreamManager();
@@ -392,8 +370,8 @@ describe('bridge faults', function () {
   });
 
   it('JetStream → ring: a stream deleted under the running bridge is said once, not retried silently, and once again when it is back', async function () {
-    const b = makeRing();
-    const stream = `DEL${process.pid}_${++ringCounter}`;
+    const b = rings.make();
+    const stream = `DEL${process.pid}_${++rings.counter}`;
     const subject = uniqueSubject('deleted');
     const { lines } = await started(nats.url(subject, `?jetstream=${stream}`), `shm:${b.name}`, controller.signal);
     const jsm = await nc.jetstreamManager();
@@ -420,14 +398,14 @@ describe('bridge faults', function () {
         const own = await smallPayloadServer(MAX_PAYLOAD, children);
         const other = await connect({ servers: `127.0.0.1:${own.port}` });
         try {
-          const a = makeRing(kind === 'mpsc' ? 'mpsc' : 'spsc');
+          const a = rings.make(kind === 'mpsc' ? 'mpsc' : 'spsc');
           const subject = uniqueSubject('payload');
           const got: number[] = [];
           const sub = other.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(msg.data.length) });
           await other.flush();
           const { running, lines } = await started(
             `shm:${a.name}`,
-            own.url(subject, kind === 'jetstream' ? `?jetstream=PAYLOAD${process.pid}_${ringCounter}` : ''),
+            own.url(subject, kind === 'jetstream' ? `?jetstream=PAYLOAD${process.pid}_${rings.counter}` : ''),
             controller.signal,
           );
           let failed: unknown;
@@ -460,7 +438,7 @@ describe('bridge faults', function () {
 
   describe('a NATS message larger than the ring takes', function () {
     it('core NATS: dropped and said with its size, subject and the ring limit; the bridge goes on', async function () {
-      const b = makeRing();
+      const b = rings.make();
       const subject = uniqueSubject('large');
       const { running, lines } = await started(nats.url(subject), `shm:${b.name}`, controller.signal);
       nc.publish(subject, new Uint8Array([1]));
@@ -478,8 +456,8 @@ describe('bridge faults', function () {
     });
 
     it('JetStream: terminated (never redelivered, also to a restarted bridge), said, and the bridge goes on', async function () {
-      const b = makeRing();
-      const stream = `LARGE${process.pid}_${++ringCounter}`;
+      const b = rings.make();
+      const stream = `LARGE${process.pid}_${++rings.counter}`;
       const subject = uniqueSubject('jslarge');
       const url = nats.url(subject, `?jetstream=${stream}`);
       const first = await started(url, `shm:${b.name}`, controller.signal);
@@ -509,7 +487,7 @@ describe('bridge faults', function () {
 
   describe('an MpscRing', function () {
     it('ring → core NATS and core NATS → ring: bridged, in order, with the types', async function () {
-      const a = makeRing('mpsc');
+      const a = rings.make('mpsc');
       const subject = uniqueSubject('mpsc');
       const got: Array<[number, string | undefined]> = [];
       const sub = nc.subscribe(subject, {
@@ -526,7 +504,7 @@ describe('bridge faults', function () {
       ]);
       sub.unsubscribe();
 
-      const b = makeRing('mpsc');
+      const b = rings.make('mpsc');
       const into = uniqueSubject('mpscin');
       await started(nats.url(into), `shm:${b.name}`, controller.signal);
       nc.publish(into, new Uint8Array([9]));
@@ -535,7 +513,7 @@ describe('bridge faults', function () {
     });
 
     it('with JetStream, either way: ERR_SHMRING_WRONG_KIND saying a JetStream bridge needs a SpscRing', async function () {
-      const a = makeRing('mpsc');
+      const a = rings.make('mpsc');
       const url = nats.url(uniqueSubject('mpscjs'), '?jetstream=MPSC');
       await rejectsWith(bridge(`shm:${a.name}`, url), ErrorCodes.WRONG_KIND, /is a MpscRing; a JetStream bridge needs a SpscRing/);
       await rejectsWith(bridge(url, `shm:${a.name}`), ErrorCodes.WRONG_KIND, /is a MpscRing; a JetStream bridge needs a SpscRing/);
@@ -543,7 +521,7 @@ describe('bridge faults', function () {
   });
 
   it('SHM: is taken as shm: (the scheme in any case, like NATS://)', async function () {
-    const a = makeRing();
+    const a = rings.make();
     const subject = uniqueSubject('upper');
     const got: number[] = [];
     const sub = nc.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(msg.data[0]!) });

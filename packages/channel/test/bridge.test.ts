@@ -13,39 +13,18 @@ import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, Region } from '@shmring/core';
+import { ErrorCodes } from '@shmring/core';
 import { connect, type Msg } from 'nats';
-import { SpscRing } from '@shmring/ringbuf';
+import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
 import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
+import { TestRings } from './bridge-rings.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
 
 const BRIDGE_BIN = fileURLToPath(new URL('../../bin/shmring-bridge.js', import.meta.url));
 const CAPACITY = 1 << 16;
 
-let ringCounter = 0;
-const regions: Region[] = [];
-const names: string[] = [];
-
-/** A fresh POSIX-named SpscRing; removed (with a bridge's marker) after the test. */
-function makeRing(): { name: string; ring: SpscRing } {
-  const name = `shmring-bridge-test-${process.pid}-${++ringCounter}`;
-  const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: CAPACITY }) });
-  regions.push(region);
-  names.push(name, `${name}.jsbridge`);
-  return { name, ring: SpscRing.create(region, { capacity: CAPACITY }) };
-}
-
-function cleanRings(): void {
-  for (const region of regions.splice(0)) region.close();
-  for (const name of names.splice(0)) {
-    try {
-      Region.open({ backing: 'posix', name }).unlink();
-    } catch {
-      // never made
-    }
-  }
-}
+const rings = new TestRings('bridge-test', CAPACITY);
 
 function message(i: number): Uint8Array {
   const bytes = new Uint8Array(16);
@@ -135,14 +114,14 @@ describe('bridge', function () {
   afterEach(async function () {
     controller.abort();
     await Promise.all(children.splice(0).map((c) => c.kill()));
-    cleanRings();
+    rings.clean();
   });
 
   after(() => stop.abort());
 
   it('100 k messages ring → NATS → ring arrive in order, none lost, each with its type', async function () {
-    const a = makeRing();
-    const b = makeRing();
+    const a = rings.make();
+    const b = rings.make();
     const subject = uniqueSubject('bridge');
     const N = 100_000;
     const running: Array<Promise<void>> = [];
@@ -158,8 +137,8 @@ describe('bridge', function () {
   });
 
   it('with a poll window (bridge(…, { poll }), shmring bridge --poll) messages still arrive in order, sparse ones too', async function () {
-    const a = makeRing();
-    const b = makeRing();
+    const a = rings.make();
+    const b = rings.make();
     const subject = uniqueSubject('poll');
     const running: Array<Promise<void>> = [];
     await new Promise<void>((ready) =>
@@ -184,7 +163,7 @@ describe('bridge', function () {
   it('a record published from the ring in place is never changed by the writes that reuse its bytes', async function () {
     // The bridge (a process of its own) lends the client views of the ring; the producer writes as fast as
     // the ring lets it, over and over the same bytes (a 64 KiB ring, 3000 messages of up to 30 KB).
-    const a = makeRing();
+    const a = rings.make();
     const subject = uniqueSubject('inplace');
     const N = 3000;
     const sizeOf = (i: number): number => (i % 8 === 0 ? 12_000 + ((i * 7919) % 18_000) : 4 + ((i * 131) % 3000));
@@ -230,7 +209,7 @@ describe('bridge', function () {
   });
 
   it('dedicated (shmring bridge): parks its thread while the ring is empty, keeps no CPU busy, takes sparse records in order and stops on abort', async function () {
-    const a = makeRing();
+    const a = rings.make();
     const subject = uniqueSubject('dedicated');
     const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
     try {
@@ -275,9 +254,9 @@ describe('bridge', function () {
     // Its own server: the restart must not disturb the other tests.
     const own = await NatsServer.start();
     try {
-      const a = makeRing();
-      const b = makeRing();
-      const stream = `S${process.pid}_${ringCounter}`;
+      const a = rings.make();
+      const b = rings.make();
+      const stream = `S${process.pid}_${rings.counter}`;
       const url = own.url(uniqueSubject('js'), `?jetstream=${stream}`);
       const out = new BridgeProcess(`shm:${a.name}`, url);
       const into = new BridgeProcess(url, `shm:${b.name}`);
@@ -332,7 +311,7 @@ describe('bridge', function () {
     const own = await NatsServer.start();
     const lines: string[] = [];
     try {
-      const a = makeRing();
+      const a = rings.make();
       const subject = uniqueSubject('down');
       const running = new Promise<void>((ready, fail) => {
         bridge(`shm:${a.name}`, own.url(subject), { signal: controller.signal, onReady: ready, log: (line) => lines.push(line) }).catch(
@@ -371,9 +350,9 @@ describe('bridge', function () {
     const lines: string[] = [];
     const nc = await connect({ servers: `127.0.0.1:${own.port}`, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     try {
-      const a = makeRing();
+      const a = rings.make();
       const subject = uniqueSubject('outage');
-      const stream = `O${process.pid}_${ringCounter}`;
+      const stream = `O${process.pid}_${rings.counter}`;
       const jsm = await nc.jetstreamManager();
       await jsm.streams.add({ name: stream, subjects: [subject] });
       const stored = async (): Promise<number> => (await jsm.streams.info(stream)).state.messages;
@@ -414,7 +393,7 @@ describe('bridge', function () {
 
   for (const direction of ['ring → NATS', 'NATS → ring'] as const) {
     it(`a second bridge ${direction} on the same ring fails with ERR_SHMRING_BUSY before it is ready (never says it runs)`, async function () {
-      const a = makeRing();
+      const a = rings.make();
       const url = nats.url(uniqueSubject('busy'));
       const [from, to] = direction === 'ring → NATS' ? [`shm:${a.name}`, url] : [url, `shm:${a.name}`];
       let first!: Promise<void>;
@@ -471,7 +450,7 @@ describe('bridge', function () {
 
     for (const poll of [-1, Number.NaN, '50'] as const) {
       it(`bridge(…, { poll: ${String(poll)} }) rejects with ERR_SHMRING_INVALID_ARGUMENT naming poll`, async function () {
-        const a = makeRing();
+        const a = rings.make();
         const err = await rejectsWith(
           bridge(`shm:${a.name}`, 'nats://127.0.0.1:4222/x', { poll: poll as number }),
           ErrorCodes.INVALID_ARGUMENT,
@@ -482,7 +461,7 @@ describe('bridge', function () {
     }
 
     it('shmring bridge --poll takes microseconds >= 0, and exits 2 with its usage otherwise', async function () {
-      const a = makeRing();
+      const a = rings.make();
       const child = spawn(process.execPath, [BRIDGE_BIN, '--poll', 'soon', `shm:${a.name}`, 'nats://127.0.0.1:4222/x'], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
@@ -505,7 +484,7 @@ describe('bridge', function () {
     });
 
     it('a NATS server that does not answer: ERR_SHMRING_UNREACHABLE naming it', async function () {
-      const a = makeRing();
+      const a = rings.make();
       const port = await freePort();
       await rejectsWith(bridge(`shm:${a.name}`, `nats://127.0.0.1:${port}/x`), ErrorCodes.UNREACHABLE, `127.0.0.1:${port}`);
     });
