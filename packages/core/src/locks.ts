@@ -22,6 +22,7 @@
  *    back to what they did before (pids).
  */
 import * as fs from 'node:fs';
+import { ErrorCodes, ShmringError } from './errors.js';
 import { backend } from './native/loader.js';
 
 /** What these functions need of a Region (not imported: region.ts imports this module). */
@@ -138,6 +139,55 @@ export function lockFileByte(fd: number, byte: number): boolean | undefined {
   } catch {
     return undefined; // ENOLCK, EINVAL: no OFD locks here
   }
+}
+
+/**
+ * The byte of a posix or file object on which every Region opened or
+ * created by its name holds a shared open file description lock, on the
+ * region's own description, for as long as the region is open (fds
+ * duplicated or passed from it share it). `shmring unlink-stale` holds it
+ * exclusively across its last check and the unlink(2): so it never
+ * removes a name that a Region has open (its owner may attach a ring any
+ * moment), and an open that got the fd just before the unlink waits for
+ * the lock, then sees that its object lost the name and opens the name
+ * again (holdName). Far past the largest region, like the sizing lock
+ * (region.ts) and beside it, so no ring's lock meets it.
+ */
+export const NAME_LOCK_BYTE = 2 ** 52 + 1;
+/** How long an open waits for unlink-stale's exclusive NAME_LOCK_BYTE (a few system calls) before it gives up. */
+const NAME_WAIT_MS = 2_000;
+
+/**
+ * Holds NAME_LOCK_BYTE of the object a Region just opened by `path`
+ * shared on `fd`'s description (waiting up to NAME_WAIT_MS while
+ * unlink-stale holds it exclusively), then tells whether `path` still
+ * leads to that object: false when it was unlinked (st_nlink 0) or
+ * replaced (another device and inode at the path) before the lock was
+ * taken. The caller then closes `fd` and opens the name again. True as
+ * well where the file system has no OFD locks (nothing to serialize with).
+ * Throws ERR_SHMRING_BUSY if the lock stays held.
+ */
+export function holdName(fd: number, path: string, object: string): boolean {
+  let supported = true;
+  const taken = retryFor(NAME_WAIT_MS, () => {
+    try {
+      return backend().ofdLock(fd, NAME_LOCK_BYTE, SHARED);
+    } catch {
+      supported = false; // ENOLCK, EINVAL: no OFD locks here
+      return true;
+    }
+  });
+  if (!taken) {
+    throw new ShmringError(
+      ErrorCodes.BUSY,
+      `${object}: another process (shmring unlink-stale?) has held its name lock exclusively for ${NAME_WAIT_MS} ms; try again, or find the process (fuser, lsof)`,
+    );
+  }
+  if (!supported) return true;
+  const mine = fs.fstatSync(fd, { bigint: true });
+  if (mine.nlink === 0n) return false;
+  const named = fs.statSync(path, { bigint: true, throwIfNoEntry: false });
+  return named !== undefined && named.dev === mine.dev && named.ino === mine.ino;
 }
 
 /** Releases lockFileByte's lock. */

@@ -39,7 +39,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, fileKind, onObject } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
-import { lockFileByte, releaseLocksOf, retryFor, unlockFileByte } from './locks.js';
+import { holdName, lockFileByte, releaseLocksOf, retryFor, unlockFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -279,6 +279,39 @@ const notAnObjectHint = 'the name is not a shared memory object (a directory in 
  * SharedArrayBuffer and has no such cap.
  */
 const MAX_MAPPED_SIZE = Math.min(MAX_REGION_SIZE, bufferConstants.MAX_LENGTH);
+
+/** How many times openNamed opens a name that keeps losing its object before it gives up. */
+const NAME_ATTEMPTS = 20;
+
+/**
+ * Opens a posix or file object by its name (`open`) and holds its name
+ * lock (holdName, locks.ts) on the new fd: the fd returned is the object
+ * the name leads to now, and `shmring unlink-stale` cannot remove the
+ * name while the region is open. An fd whose object lost the name before
+ * the lock was taken (unlink-stale removed it between our open and its
+ * unlink, or someone replaced it) is closed and the name opened again:
+ * ENOENT then, or the object that has the name now.
+ */
+function openNamed(open: () => number, described: Described): number {
+  for (let attempt = 1; ; attempt++) {
+    const fd = open();
+    let named: boolean;
+    try {
+      named = holdName(fd, described.path!, described.object);
+    } catch (err) {
+      backend().close(fd);
+      throw err;
+    }
+    if (named) return fd;
+    backend().close(fd);
+    if (attempt === NAME_ATTEMPTS) {
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `${described.object} was removed or replaced each of the ${NAME_ATTEMPTS} times it was opened; find what keeps removing it (shmring unlink-stale in a loop?)`,
+      );
+    }
+  }
+}
 
 /**
  * Sizes a posix or file object that Region.create opened and returns the
@@ -582,7 +615,10 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = backend().shmOpen(name, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode);
+          const fd = openNamed(
+            () => backend().shmOpen(name, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode),
+            describePosix(name),
+          );
           region = withFd(
             fd,
             () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object), false, { name }),
@@ -603,7 +639,10 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = backend().open(path, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode);
+          const fd = openNamed(
+            () => backend().open(path, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode),
+            describeFile(path),
+          );
           region = withFd(
             fd,
             () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object), false, { path }),
@@ -718,7 +757,7 @@ export class Region {
       case 'posix': {
         const name = posixName(options.name);
         try {
-          const fd = backend().shmOpen(name, flags, 0);
+          const fd = openNamed(() => backend().shmOpen(name, flags, 0), describePosix(name));
           return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object), readOnly, { name }));
         } catch (err) {
           failOn(err, 'Region.open of', describePosix(name), (code) => {
@@ -730,7 +769,7 @@ export class Region {
       case 'file': {
         const path = checkPath(options.path);
         try {
-          const fd = backend().open(path, flags, 0);
+          const fd = openNamed(() => backend().open(path, flags, 0), describeFile(path));
           return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object), readOnly, { path }));
         } catch (err) {
           failOn(err, 'Region.open of', describeFile(path), (code) =>

@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, heldByAnyone, Region } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -513,13 +513,16 @@ export function listStale(dir?: string): (FoundRing | { info: RingInfo; object?:
  * the kernel does not hand out again soon) must still have nobody
  * attached. Otherwise it is skipped (false); false too if it is gone.
  *
- * A window remains, between that check and the unlink(2) (or IPC_RMID):
- * a process may replace the name, or open the old object by it, in those
- * microseconds. Nothing closes it: unlink takes a name, not an open file,
- * and Linux has no call that removes a name only if it still leads to a
- * given inode; a lock on the object does not stop its name from being
- * unlinked; and renaming it aside first has the same window (the rename
- * may move the new object) and could not be undone safely.
+ * A name is then unlinked under two exclusive open file description
+ * locks on a description of its own (unlinkLocked): the object's name
+ * lock (NAME_LOCK_BYTE, which every Region opened or created by the name
+ * holds shared while it is open) and the ring's HOLDER lock. Taking them
+ * proves that no Region has the object open by name and no ring object
+ * holds it; holding them until after the unlink means no Region.open can
+ * complete and no attach can take the ring in between: an open that got
+ * the fd meanwhile waits, finds that its object lost the name, and opens
+ * the name again (core's openNamed). A ring whose region a process has
+ * open, attached or not, is therefore left for a later run.
  */
 export function removeStale(found: { info: RingInfo; object?: string }, dir = '/dev/shm'): boolean {
   const { info } = found;
@@ -533,13 +536,47 @@ export function removeStale(found: { info: RingInfo; object?: string }, dir = '/
   if (now.info === undefined || !isStale(now.info) || now.object !== found.object) return false;
   try {
     if (info.sysvId !== undefined) removeSegment(info.sysvId);
-    else fs.unlinkSync(info.name.includes('/') ? info.name : path.join(dir, info.name));
+    else return unlinkLocked(info.name.includes('/') ? info.name : path.join(dir, info.name), found.object!);
   } catch (err) {
     // Gone meanwhile: ENOENT for a name, EINVAL / EIDRM for a segment id.
     if (!['ENOENT', 'EINVAL', 'EIDRM'].includes((err as { code?: string }).code ?? '')) throw err;
     return false;
   }
   return true;
+}
+
+/**
+ * Unlinks `file` if it still leads to `object` (`dev:ino`) and nobody has
+ * that object open by name or holds its ring, deciding and unlinking
+ * under its exclusive name and HOLDER locks (see removeStale). Where the
+ * locks cannot be taken (the file cannot be opened for writing, which an
+ * exclusive lock needs, or its file system has no OFD locks), it unlinks
+ * after the checks alone, as before: the window between them and the
+ * unlink stays open there.
+ */
+function unlinkLocked(file: string, object: string): boolean {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT') return false;
+    if (code !== 'EACCES' && code !== 'EPERM') throw err;
+    fs.unlinkSync(file); // read-only to us: no exclusive lock to take (see above)
+    return true;
+  }
+  try {
+    const named = lockFileByte(fd, NAME_LOCK_BYTE);
+    if (named === false) return false; // a Region has it open by name: its owner may attach any moment
+    if (named === true && lockFileByte(fd, L.HOLDER_LOCK_OFFSET) === false) return false; // attached since the check
+    const mine = fs.fstatSync(fd, { bigint: true });
+    const at = fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
+    if (`${mine.dev}:${mine.ino}` !== object || at === undefined || at.dev !== mine.dev || at.ino !== mine.ino) return false;
+    fs.unlinkSync(file);
+    return true;
+  } finally {
+    fs.closeSync(fd); // lets go of both locks: an open waiting for them finds the name gone
+  }
 }
 
 /** Marks System V segment `id` for removal (through a read-only attach, which IPC_RMID does not need). */

@@ -6,7 +6,9 @@
  *
  *  - HOLDER byte, shared: this object is attached to the ring (from create
  *    or attach until close, detach or its region's close). `inspect` calls
- *    a ring stale only when nobody holds it. A Broadcast's create that
+ *    a ring stale only when nobody holds it; `unlink-stale` holds it
+ *    exclusively across its last check and the unlink, so that no attach
+ *    completes in between (hold waits). A Broadcast's create that
  *    finds nobody attached holds it exclusively until it has laid the ring
  *    out (holdFirst, share), and its subscribers hold it before they read
  *    the header (holdShared), waiting meanwhile.
@@ -43,8 +45,10 @@ export class Roles {
   static hold(region: Region, base: number): Roles | undefined {
     const locks = FileLocks.open(region);
     if (locks === undefined) return undefined;
-    // Shared: every object attached to the ring holds it at once.
-    locks.lock(base + L.HOLDER_LOCK_OFFSET, true);
+    // Shared: every object attached to the ring holds it at once. Waits while someone holds it
+    // exclusively (a Broadcast creator laying out, or unlink-stale across its check and unlink): a
+    // ring attached without its HOLDER lock would look stale to unlink-stale.
+    waitForHolder(locks, 'attaching the ring', () => locks.lock(base + L.HOLDER_LOCK_OFFSET, true));
     return new Roles(locks, region, base);
   }
 

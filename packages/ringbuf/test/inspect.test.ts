@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Region } from '@shmring/core';
+import { lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import { Broadcast, inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as B from '../src/broadcast-layout.js';
@@ -20,6 +20,7 @@ import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const ROLE_PEER = fileURLToPath(new URL('./fixtures/role-peer.js', import.meta.url));
+const ATTACH_PEER = fileURLToPath(new URL('./fixtures/attach-peer.js', import.meta.url));
 
 function uniqueName(tag: string): string {
   return `shmring-inspect-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
@@ -552,6 +553,68 @@ describe('inspect, listRings and the shmring CLI', function () {
       pub.close();
     } finally {
       region.unlink();
+    }
+  });
+
+  it('an attach that opened a name just before unlink-stale removed it ends on the ring that has the name now', async function () {
+    const name = uniqueName('overtaken');
+    const file = `/dev/shm/${name}`;
+    const size = SpscRing.regionSize({ capacity: 64 });
+    const objectOf = (fd: number): string => {
+      const { dev, ino } = fs.fstatSync(fd, { bigint: true });
+      return `${dev}:${ino}`;
+    };
+    const stale = Region.create({ backing: 'posix', name, size });
+    SpscRing.create(stale, { capacity: 64 }).close();
+    const staleObject = objectOf(stale.fd);
+    stale.close();
+    // What unlinkStale holds across its last check and the unlink: the name and HOLDER locks, exclusively.
+    const fd = fs.openSync(file, fs.constants.O_RDWR);
+    let peer: LinePeer | undefined;
+    let fresh: { region: Region; ring: SpscRing } | undefined;
+    try {
+      assert.equal(lockFileByte(fd, NAME_LOCK_BYTE), true, 'a stale ring had its name lock held');
+      assert.equal(lockFileByte(fd, L.HOLDER_LOCK_OFFSET), true, 'a stale ring was held');
+      peer = new LinePeer(ATTACH_PEER, [name]);
+      await peer.line('opening');
+      // Its shm_open comes right after: it has an fd of the stale object, and waits for the locks.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.ok(!peer.lines.some((l) => l.startsWith('attached')), `attached while unlink-stale held the locks: ${peer.lines}`);
+      fs.unlinkSync(file);
+      const region = Region.create({ backing: 'posix', name, size });
+      fresh = { region, ring: SpscRing.create(region, { capacity: 64 }) };
+      fs.closeSync(fd); // unlink-stale is done: the waiting attach goes on
+      const line = await peer.line('attached ').catch(() => peer!.lines.join(' '));
+      assert.notEqual(line, `attached ${staleObject}`, 'the attach ended on the unlinked object, which its peers can no longer open');
+      assert.equal(line, `attached ${objectOf(region.fd)}`);
+    } finally {
+      await peer?.kill();
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // closed above
+      }
+      fresh?.ring.close();
+      fresh?.region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('unlink-stale keeps a stale ring whose region a process has open by name (it may attach any moment)', function () {
+    const name = uniqueName('opened');
+    const size = SpscRing.regionSize({ capacity: 64 });
+    const region = Region.create({ backing: 'posix', name, size });
+    try {
+      SpscRing.create(region, { capacity: 64 }).close(); // stale: nobody holds the ring
+      const found = listStale('/dev/shm').find((f) => f.info.name === name);
+      assert.ok(found, `${name} was not listed as stale`);
+      assert.equal(removeStale(found), false, 'the name of a region still open was removed');
+      assert.ok(fs.existsSync(`/dev/shm/${name}`));
+      region.close();
+      assert.equal(removeStale(found), true, 'a stale ring nobody has open was kept');
+    } finally {
+      region.close();
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
     }
   });
 
