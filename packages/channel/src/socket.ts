@@ -17,6 +17,7 @@ import {
   clearTimer,
   ErrorCodes,
   fileKind,
+  lockFileByte,
   Region,
   ShmringError,
   ShmringRangeError,
@@ -590,96 +591,148 @@ async function bindOrReplace(server: net.Server, path: string): Promise<FileId |
 /**
  * Replaces the stale socket file at `path` (`stale`, found dead) with
  * `server`'s socket, such that of several processes that found the same
- * stale file, one gets the path and the others EADDRINUSE. (Within this
- * process, listen() calls on one path take turns already: the second finds
- * the first one's server there.) Removing the stale file and binding the
- * path would not do: a process that found the file dead a moment ago
- * would remove whatever is there now, another's fresh socket included,
- * and both servers would think they have the path.
+ * stale file, exactly one gets the path and the others EADDRINUSE. (Within
+ * this process, listen() calls on one path take turns already: the second
+ * finds the first one's server there.) Removing the stale file and binding
+ * the path without more would not do: a process that found the file dead a
+ * moment ago would remove whatever is there now, another's fresh socket
+ * included, and both servers would think they have the path.
  *
- * So the server binds a fresh name beside the path; the stale file is
- * moved aside (rename: whatever is at the path, in one step) and removed
- * only if it is the file found dead, and put back otherwise; then the
- * fresh socket takes the path with link(), which fails if the path exists
- * (another process got there first), and its fresh name goes. Returns the
- * socket file's identity, for close() to remove the path only while it is
- * still this file.
+ * So replacing is serialized between processes by an exclusive open file
+ * description lock on a lock file beside the path (lockReplacement): a
+ * socket file cannot be opened, so it cannot be locked itself. The server
+ * binds a fresh name beside the path first; then, under the lock, the
+ * stale file is removed only if the path still is that file (a socket
+ * file whose server died never answers again: still stale), and the fresh
+ * socket takes the path with link(), which fails if the path exists; its
+ * fresh name goes. A path that has another file by then was replaced by
+ * the process that held the lock before: EADDRINUSE. The only processes
+ * that remove a socket file found stale hold the lock, so none removes
+ * another's live socket; a listen() whose first bind finds the path empty
+ * between our removal and our link (it needs no lock) gets the path, and
+ * our link fails: one server either way. Returns the socket file's
+ * identity, for close() to remove the path only while it is still this
+ * file.
  *
- * Left racy: a live server's socket, taken aside by a process that came
- * too late, is missing from the path until that process puts it back a
- * few system calls later: a client connecting then gets ENOENT, and a
- * listen() that finds the path empty then binds it, and that server's
- * file is lost (the latecomer cannot put it back). A process that
- * replaces the file some other way (rm and bind, as this package did
- * before) is not held back; and a process killed between two of these
- * steps leaves a `.shmring-*` name beside the path. A lock would need a
- * file of its own; the path is to be the only file a server leaves.
+ * What is not closed: a process that removes the file by other means (rm,
+ * or an older shmring's listen(), which removed it and bound the path) is
+ * not held back by the lock. The lock file is removed by its holder before
+ * it lets go; only a process killed while it holds (or creates) it leaves
+ * it behind, and that is harmless: the next replacement locks it, uses it
+ * and removes it. A process killed between binding its fresh name and
+ * removing it leaves a `.shmring-*` socket file beside the path.
  */
 async function replaceStale(server: net.Server, path: string, stale: FileId, inUse: NodeJS.ErrnoException): Promise<FileId | undefined> {
   const fresh = nameBeside(path);
-  const aside = nameBeside(path);
-  if (fresh === undefined || aside === undefined) {
-    // No room for names beside it (a long directory and a short file name): remove the stale file and
-    // bind the path itself, as before, open to the race above.
-    fs.rmSync(path, { force: true });
+  if (fresh !== undefined) {
     try {
-      await bind(server, path);
-    } catch (again) {
-      throw pathError(again as NodeJS.ErrnoException, path, 'listen on');
+      await bind(server, fresh);
+    } catch (err) {
+      throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
     }
-    return undefined;
   }
-  try {
-    await bind(server, fresh);
-  } catch (err) {
-    throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
-  }
-  let ours: FileId;
   let won: boolean;
+  let ours: FileId | undefined;
   try {
-    const stat = fs.lstatSync(fresh, { bigint: true });
-    ours = { dev: stat.dev, ino: stat.ino, born: stat.birthtimeNs };
-    won = removeIfSame(path, aside, stale) && linkOrRename(fresh, path);
+    const lock = await lockReplacement(path);
+    try {
+      if (sameFile(path, stale)) fs.rmSync(path, { force: true });
+      // (Not the stale file: replaced by the holder before us, or removed by its owner or an rm.)
+      if (fresh === undefined) {
+        // No room for a name beside it (a long directory and a short file name): bind the path itself.
+        // Node then removes the path on close without looking whose file it is.
+        await bind(server, path);
+        return undefined;
+      }
+      const stat = fs.lstatSync(fresh, { bigint: true });
+      ours = { dev: stat.dev, ino: stat.ino, born: stat.birthtimeNs };
+      won = linkOrRename(fresh, path);
+    } finally {
+      lock?.release();
+    }
   } catch (err) {
     server.close(); // removes the fresh name (Node removes the name it bound)
-    throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE')
+      throw pathError(inUse, path, 'listen on', 'another process replaced the stale socket file first; its server is the one there');
+    throw err instanceof ShmringError ? err : pathError(err as NodeJS.ErrnoException, path, 'listen on');
   }
   if (!won) {
     server.close();
     throw pathError(inUse, path, 'listen on', 'another process replaced the stale socket file first; its server is the one there');
   }
   // The socket's name is the path now. (Node removes the fresh name again on close: gone, harmless.)
-  fs.rmSync(fresh, { force: true });
+  fs.rmSync(fresh!, { force: true });
   return ours;
 }
 
+/** How long listen() waits for another process's replacement of the same stale socket file (a few system calls). */
+const REPLACE_WAIT_MS = 10_000;
+
+/** The lock file that serializes replacing the stale socket file at `path` (replaceStale). */
+function lockPathOf(path: string): string {
+  return `${path}.shmring-lock`;
+}
+
 /**
- * Moves the file at `path` aside (one step: whatever is there) and removes
- * it if it is `stale`. Only one process can move a file away, so only one
- * of those that found it dead goes on to put its socket there. Anything
- * else (another process's socket, put there since `stale` was found dead)
- * goes back where it was, and the answer is false: the path is taken.
+ * Takes an exclusive OFD lock on the lock file of `path` (created mode
+ * 0600 if missing), waiting while another process holds it. A lock file is
+ * removed by its holder before it lets go (release), so a lock taken on a
+ * file that is no longer the one at the lock path (a waiter that opened
+ * it before its holder removed it) is dropped and the path opened again:
+ * the holder is always the one that locked the file the path leads to.
+ * Undefined where the file system has no OFD locks (replacing then goes
+ * unserialized).
  */
-function removeIfSame(path: string, aside: string, stale: FileId): boolean {
-  // Replaced already (since the check, while our fresh name was bound): leave it there. Only a process
-  // that replaces it between this look and the rename gets moved aside below.
-  if (!sameFile(path, stale)) return false;
-  try {
-    fs.renameSync(path, aside);
-  } catch (err) {
-    // Gone: another process took it (and puts its own socket there), or holds a live server's socket
-    // aside for a moment, as this one may below. (Or its owner removed it: a retry will find the path free.)
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+async function lockReplacement(path: string): Promise<{ release(): void } | undefined> {
+  const lockPath = lockPathOf(path);
+  const deadline = performance.now() + REPLACE_WAIT_MS;
+  for (;;) {
+    let fd: number;
+    try {
+      fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      throw pathError(
+        err as NodeJS.ErrnoException,
+        path,
+        'listen on',
+        `the stale socket file there needs replacing, and the lock file ${lockPath} that serializes that could not be opened (${code}); remove the stale file, or make its directory writable`,
+      );
+    }
+    let taken: boolean | undefined;
+    try {
+      taken = lockFileByte(fd, 0);
+      if (taken === true) {
+        const mine = fs.fstatSync(fd);
+        const named = fs.lstatSync(lockPath, { throwIfNoEntry: false });
+        if (named !== undefined && named.dev === mine.dev && named.ino === mine.ino) {
+          return {
+            release: () => {
+              // Removed before the lock goes (with the fd): a waiter then finds no file, or its own.
+              fs.rmSync(lockPath, { force: true });
+              fs.closeSync(fd);
+            },
+          };
+        }
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    fs.closeSync(fd);
+    if (taken === undefined) {
+      fs.rmSync(lockPath, { force: true }); // no OFD locks here: nobody can hold it
+      return undefined;
+    }
+    if (performance.now() > deadline) {
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `listen on ${path}: another process has been replacing the stale socket file there for ${REPLACE_WAIT_MS} ms (holding ${lockPath}); try again, or find the process (fuser ${lockPath})`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
   }
-  if (sameFile(aside, stale)) {
-    fs.rmSync(aside, { force: true });
-    return true;
-  }
-  // Back, unless a listen() that found the path empty meanwhile has bound it: that file is lost then.
-  linkOrRename(aside, path);
-  fs.rmSync(aside, { force: true });
-  return false;
 }
 
 /** Gives the file `from` the name `to` as well, unless `to` exists (false then: another process got there first). */

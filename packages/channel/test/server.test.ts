@@ -13,8 +13,10 @@ import { strict as assert } from 'node:assert';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
+import nodePath from 'node:path';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
+import { lockFileByte } from '@shmring/core';
 import { connect, listen, type Channel } from '../src/index.js';
 import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
 
@@ -180,15 +182,17 @@ describe('server', function () {
 
     // Regression: each process that found the stale file dead removed whatever was at the path by then
     // (the other's fresh socket too) and bound it: both listen() calls succeeded in a round out of ten
-    // or so, one of the two servers out of reach. (Two processes: with three, a window of a few system calls
-    // is left; see replaceStale.)
-    it('listen() calls of two processes racing on one stale socket file: one gets the path, the other EADDRINUSE, round after round', async function () {
+    // or so, one of the two servers out of reach. Then, with three or more: a latecomer moved the
+    // winner's socket aside for a few system calls, and a third bound the empty path meanwhile, so two
+    // servers believed they had it. Replacing is serialized by a lock file now, removed by its holder.
+    it('listen() calls of four processes racing on one stale socket file: one gets the path, the others EADDRINUSE, round after round, and nothing is left on disk', async function () {
+      this.timeout(120_000);
       const p = dir.path();
-      const listeners = [startListener(p), startListener(p)];
+      const listeners = Array.from({ length: 4 }, () => startListener(p));
       try {
         for (let round = 0; round < 40; round++) {
           await staleSocket(p);
-          const at = Date.now() + 10;
+          const at = Date.now() + 20;
           for (const l of listeners) l.send(`go ${at}`);
           const outcomes = await Promise.all(listeners.map((l) => l.next()));
           const won = outcomes.flatMap((o, i) => (o.ok === true ? [i] : []));
@@ -198,6 +202,7 @@ describe('server', function () {
           assert.equal(await client.request('who'), outcomes[won[0]!]!.pid, 'the path leads to the other server');
           client.close();
           await client.closed;
+          assert.deepEqual(fs.readdirSync(dir.dir), [nodePath.basename(p)], `round ${round}: files beside the socket`);
           listeners[won[0]!]!.send('close');
           assert.deepEqual(await listeners[won[0]!]!.next(), { closed: true });
           assert.deepEqual(fs.readdirSync(dir.dir), [], `round ${round} left files`);
@@ -205,6 +210,49 @@ describe('server', function () {
       } finally {
         for (const l of listeners) l.child.kill('SIGKILL');
       }
+    });
+
+    // The interleaving of the race above, driven: a listen() that found the file stale must not replace
+    // it while another process is replacing it (holds the lock file), and then finds that one's server.
+    it('a listen() that found a socket file stale waits while another process replaces it, then gets EADDRINUSE and leaves that server the path', async function () {
+      const p = dir.path();
+      await staleSocket(p);
+      const lockPath = `${p}.shmring-lock`;
+      const fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      let other: net.Server | undefined;
+      try {
+        assert.equal(lockFileByte(fd, 0), true);
+        let settled = false;
+        const pending = listen(p, { capacity: 4096 });
+        pending.then(
+          (server) => server.close(),
+          () => {},
+        );
+        void pending.finally(() => (settled = true)).catch(() => {});
+        await sleep(300);
+        assert.equal(settled, false, 'listen() replaced the stale socket file while another process was replacing it');
+        // What the process holding the lock does: removes the stale file, binds its server, lets go.
+        fs.rmSync(p);
+        other = net.createServer((socket) => socket.end('other\n'));
+        other.listen(p);
+        await once(other, 'listening');
+        fs.rmSync(lockPath);
+        fs.closeSync(fd);
+        await rejectsWith(pending, 'EADDRINUSE', p);
+        const probe = net.connect(p);
+        const [greeting] = (await once(probe, 'data')) as [Buffer];
+        assert.equal(greeting.toString(), 'other\n', 'the path no longer leads to the server that replaced the file');
+        probe.destroy();
+        assert.deepEqual(fs.readdirSync(dir.dir), [nodePath.basename(p)]);
+      } finally {
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // closed above
+        }
+        if (other) await new Promise((resolve) => other!.close(resolve));
+      }
+      assert.deepEqual(fs.readdirSync(dir.dir), []);
     });
 
     // Regression: close() removed whatever was at the path, so a server that had lost the path to
