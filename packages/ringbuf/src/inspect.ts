@@ -65,6 +65,14 @@ export interface RingInfo {
    * (its HOLDER lock is held); undefined where the region cannot tell.
    */
   held?: boolean;
+  /**
+   * Whether another Region has the object open by its name now (posix,
+   * file: the name lock that Region.open and Region.create hold, core's
+   * NAME_LOCK_BYTE), attached to the ring or not: its owner may attach at
+   * any moment, so the ring is not stale. Undefined where the region cannot
+   * tell (no file, no open file description locks).
+   */
+  openByName?: boolean;
   creator: ProcessInfo;
   producer?: ProcessInfo;
   consumer?: ProcessInfo;
@@ -154,7 +162,11 @@ function unlockedInfo(ctl: Int32Array, pidIndex: number, startIndex: number, hel
 
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
 export function describeRing(region: Region, name: string): RingInfo | undefined {
-  return describe(region, name, ringHeld(region, 0));
+  const info = describe(region, name, ringHeld(region, 0));
+  // Other descriptions' locks only: this region's own name lock (it was opened by name too) does not count.
+  const named = region.backing === 'posix' || region.backing === 'file' ? heldByAnyone(region, NAME_LOCK_BYTE) : undefined;
+  if (info !== undefined && named !== undefined) info.openByName = named;
+  return info;
 }
 
 /** describeRing, with `held` (whether anyone holds the ring; undefined: cannot tell) given. */
@@ -471,12 +483,14 @@ function listDir(dir: string): FoundRing[] {
 
 /**
  * True when nobody holds the ring: no ring object of any process, in any
- * PID namespace, is attached to it (its HOLDER lock is free); for a ring in
+ * PID namespace, is attached to it (its HOLDER lock is free) and no other
+ * Region has its object open by name (openByName); for a ring in
  * a System V segment, no process but the inspecting one has the segment
  * attached. Where the region cannot tell (no file to lock, no
  * /proc/sysvipc), when no process that ever attached is alive by its pid.
  */
 export function isStale(info: RingInfo): boolean {
+  if (info.openByName === true) return false;
   if (info.held !== undefined) return !info.held;
   return [info.creator, info.producer, info.consumer].every((p) => p === undefined || !p.alive);
 }

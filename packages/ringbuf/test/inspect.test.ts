@@ -107,6 +107,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       consumerPosition: 24,
       closed: false,
       held: true,
+      openByName: true, // this process has the region open by name (the fixture)
       creator: { pid: process.pid, alive: true },
       producer: { pid: process.pid, alive: true },
       consumer: { pid: deadConsumerPid, alive: false },
@@ -150,6 +151,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       consumerPosition: 2,
       closed: false,
       held: true,
+      openByName: true,
       creator: { pid: process.pid, alive: true },
       readersWaiting: 0,
       writersWaiting: 0,
@@ -199,9 +201,13 @@ describe('inspect, listRings and the shmring CLI', function () {
       q.detach();
       info = inspect(name)!;
       assert.deepEqual([info.producer, info.consumer, info.held], [{ pid: child.pid, alive: false }, undefined, false]);
-      assert.equal(isStale(info), true);
+      // Not stale while this process has the region open by name; stale once it closes it.
+      assert.equal(isStale(info), false);
+      region.close();
+      assert.equal(isStale(inspect(name)!), true);
     } finally {
-      region.unlink();
+      region.close();
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
     }
   });
 
@@ -600,17 +606,32 @@ describe('inspect, listRings and the shmring CLI', function () {
     }
   });
 
-  it('unlink-stale keeps a stale ring whose region a process has open by name (it may attach any moment)', function () {
+  it('a ring nobody is attached to is not stale while a process has its region open by name (it may attach any moment)', function () {
     const name = uniqueName('opened');
     const size = SpscRing.regionSize({ capacity: 64 });
     const region = Region.create({ backing: 'posix', name, size });
     try {
-      SpscRing.create(region, { capacity: 64 }).close(); // stale: nobody holds the ring
-      const found = listStale('/dev/shm').find((f) => f.info.name === name);
-      assert.ok(found, `${name} was not listed as stale`);
-      assert.equal(removeStale(found), false, 'the name of a region still open was removed');
-      assert.ok(fs.existsSync(`/dev/shm/${name}`));
+      SpscRing.create(region, { capacity: 64 }).close(); // nobody holds the ring; the region stays open
+      const listed = (): ReturnType<typeof listStale>[number] | undefined => listStale('/dev/shm').find((f) => f.info.name === name);
+      // The listing (what --dry-run prints) and the removal agree: neither takes it.
+      assert.equal(listed(), undefined, `${name} was listed as stale while its region is open by name`);
+      const info = listRings('/dev/shm').find((r) => r.name === name);
+      assert.equal(info?.openByName, true);
+      assert.equal(info?.held, false);
+      const dry = cli('unlink-stale', '--dry-run', '--json');
+      assert.equal(dry.status, 0, dry.stderr);
+      assert.ok(!(JSON.parse(dry.stdout) as string[]).includes(name), '--dry-run listed a ring whose region is open by name');
+      // Listed before the region was opened, the ring is still kept: the removal checks again, under its locks.
       region.close();
+      const found = listed();
+      assert.ok(found, `${name} was not listed as stale once nobody had it open`);
+      const again = Region.open({ backing: 'posix', name });
+      try {
+        assert.equal(removeStale(found), false, 'the name of a region open again since the listing was removed');
+        assert.ok(fs.existsSync(`/dev/shm/${name}`));
+      } finally {
+        again.close();
+      }
       assert.equal(removeStale(found), true, 'a stale ring nobody has open was kept');
     } finally {
       region.close();
