@@ -14,6 +14,12 @@
  *             batches of `batch` publishes followed by one flush, as the bridge
  *             does. 'run' starts the loop, 'stop' stops it and is answered with
  *             { published }; 'exit' closes the connection and ends the process.
+ *   hop       (child_process.fork) the latency row's floor: the consumer of the ring `ring`
+ *             (a POSIX name) parked as the dedicated bridge parks (readSync, no spin, in
+ *             slices with a turn of the event loop between them), and nothing else: for
+ *             each message, [sequence number, process.hrtime at its return less the
+ *             source's stamp (ns)] over IPC. What the bridge's wait alone costs a message,
+ *             without the bridge's work or NATS. SIGTERM ends it.
  *   source    (child_process.fork) the latency row's sender: the producer of the rings
  *             `rings` (by contender) and a nats connection. { via, count, gapMs } sends
  *             `count` messages of `size` bytes, one every gapMs, each stamped with its
@@ -34,6 +40,7 @@ const options = JSON.parse(process.argv[3] ?? '{}') as {
   poll?: number;
   dedicated?: boolean;
   rings?: Record<string, string>;
+  ring?: string;
   server?: string;
   subject?: string;
   size?: number;
@@ -81,6 +88,37 @@ async function publisher(): Promise<void> {
   ready();
 }
 
+/** Offsets in a latency message (bridge.ts): its sequence number, and the source's process.hrtime at hand-over. */
+const SEQ_AT = 0;
+const SENT_AT = 8;
+/** ms the hop parks at most before it lets the event loop turn (IPC, SIGTERM), as the dedicated bridge's first slice. */
+const HOP_SLICE_MS = 20;
+
+async function hop(): Promise<void> {
+  const region = Region.open({ backing: 'posix', name: options.ring! });
+  const ring = SpscRing.attach(region);
+  let running = true;
+  process.once('SIGTERM', () => (running = false));
+  ready();
+  while (running) {
+    let m: Uint8Array | null = null;
+    try {
+      m = ring.readSync({ timeoutMs: HOP_SLICE_MS, spin: 0 });
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_SHMRING_TIMEOUT') throw err;
+    }
+    if (m !== null) {
+      const now = process.hrtime.bigint();
+      const view = new DataView(m.buffer, m.byteOffset, m.byteLength);
+      process.send!([view.getUint32(SEQ_AT, true), Number(now - view.getBigUint64(SENT_AT, true))]);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  ring.detach();
+  region.close();
+  process.exit(0);
+}
+
 async function source(): Promise<void> {
   const regions = new Map(Object.entries(options.rings!).map(([via, name]) => [via, Region.open({ backing: 'posix', name })]));
   const rings = new Map([...regions].map(([via, region]) => [via, SpscRing.attach(region)]));
@@ -103,8 +141,8 @@ async function source(): Promise<void> {
         await new Promise((resolve) => setTimeout(resolve, m.gapMs));
         const n = seq.get(m.via) ?? 0;
         seq.set(m.via, n + 1);
-        view.setUint32(0, n, true);
-        view.setBigUint64(8, process.hrtime.bigint(), true);
+        view.setUint32(SEQ_AT, n, true);
+        view.setBigUint64(SENT_AT, process.hrtime.bigint(), true);
         if (m.via === 'nats') nc.publish(options.subject!, payload, { headers: h });
         else if (!rings.get(m.via)!.tryWrite(payload, 1)) throw new Error(`latency source: the ring of ${m.via} is full`);
       }
@@ -124,6 +162,9 @@ switch (role) {
     break;
   case 'source':
     await source();
+    break;
+  case 'hop':
+    await hop();
     break;
   default:
     throw new Error(`bridge-peer: unknown role ${role}`);

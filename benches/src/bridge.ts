@@ -311,11 +311,15 @@ class Arrivals {
   receive(msg: Msg): void {
     const now = process.hrtime.bigint();
     const view = new DataView(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
-    const seq = view.getUint32(SEQ_AT, true);
+    this.record(view.getUint32(SEQ_AT, true), Number(now - view.getBigUint64(SENT_AT, true)));
+  }
+
+  /** A message numbered `seq` that took `ns` (the subscriber's measure, or the hop peer's). */
+  record(seq: number, ns: number): void {
     if (seq !== this.lastSeq + 1) this.gaps++;
     this.lastSeq = seq;
     this.received++;
-    this.samples?.addMs(Number(now - view.getBigUint64(SENT_AT, true)) / 1e6);
+    this.samples?.addMs(ns / 1e6);
   }
 }
 
@@ -340,9 +344,13 @@ async function latencyBlock(source: Peer, arrivals: Arrivals, via: LatencyId, co
 
 /**
  * The latency row's contenders: the bridge as `shmring bridge` runs it, the same with BRIDGE_POLL_US,
- * bridge() sharing its event loop (not dedicated), and the nats client alone.
+ * bridge() sharing its event loop (not dedicated), and the nats client alone; and, as a floor for what
+ * the bridge adds, `ring-hop`: the ring read by a process parked as the dedicated bridge parks, alone
+ * (no bridge, no NATS: the wake-up of a parked Node process, measured in that process).
  */
-const LATENCY_IDS = ['bridge', 'bridge-poll', 'bridge-loop', 'nats'] as const;
+const LATENCY_IDS = ['bridge', 'bridge-poll', 'bridge-loop', 'nats', 'ring-hop'] as const;
+/** The contenders whose messages go through a ring (the source writes them there). */
+const RING_IDS = ['bridge', 'bridge-poll', 'bridge-loop', 'ring-hop'] as const;
 type LatencyId = (typeof LATENCY_IDS)[number];
 /** The poll window (µs) of the `bridge-poll` contender: longer than the 1 ms between messages. */
 export const BRIDGE_POLL_US = 2000;
@@ -360,10 +368,17 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
     }
     await sub.flush();
     const ringNames: Record<string, string> = {};
-    for (const id of ['bridge', 'bridge-poll', 'bridge-loop'] as const) {
+    for (const id of RING_IDS) {
       const named = new NamedRing(`shmring-bench-bridge-${process.pid}-${id}`, LATENCY_RING_CAPACITY);
       rings.push(named);
       ringNames[id] = named.name;
+      if (id === 'ring-hop') {
+        const hop = startPeer('hop', [], { ring: named.name }, { script: PEER, ipc: true });
+        peers.push(hop);
+        hop.child.on('message', ([seq, ns]: [number, number]) => arrivals['ring-hop'].record(seq, ns));
+        await hop.ready;
+        continue;
+      }
       peers.push(
         await startBridge(
           `shm:${named.name}`,
@@ -397,13 +412,15 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
       'bridge-poll': `ring → bridge (poll ${BRIDGE_POLL_US} µs) → nats-server → subscriber`,
       'bridge-loop': 'ring → bridge() on its event loop (not dedicated) → nats-server → subscriber',
       nats: 'publish → nats-server → subscriber',
+      'ring-hop': 'ring → a process parked in readSync as the dedicated bridge (no bridge, no NATS)',
     };
     for (const id of LATENCY_IDS) {
       const q = percentiles(arrivals[id].samples!);
       const note =
         `one ${LATENCY_SIZE}-byte message every ${p.gapMs} ms (setTimeout) from a source process, ${id === 'nats' ? 'published' : 'written into the ring'}; ` +
         `${q.count} messages in ${p.blocks} blocks of ${p.perBlock}, interleaved with the others'; ` +
-        `process.hrtime at arrival in the subscriber's process less the source's stamp${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}`;
+        `process.hrtime at arrival in the ${id === 'ring-hop' ? "reader's" : "subscriber's"} process less the source's stamp` +
+        `${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}`;
       for (const metric of ['p50', 'p99', 'p99.9', 'max', 'mean'] as const) {
         records.push(rec(`bridge.latency.${id}`, transports[id], LATENCY_SIZE, metric, Math.round(q[metric]), 'ns', note));
       }
