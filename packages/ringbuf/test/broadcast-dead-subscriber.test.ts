@@ -60,12 +60,17 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
 
   it('a SIGKILLed subscriber process stops holding tryWrite back within peerTimeoutMs; a live one that does not read never does', async function () {
     const name = `shmring-bcast-dead-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-    const region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY }) });
-    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, peerTimeoutMs: PEER_TIMEOUT_MS });
-    const sub = Broadcast.subscribe(region);
-    const tally = new Tally(sub);
-    const silent = new LinePeer(FIXTURE, [name, 'hold', '0']);
+    // Created inside the try: whatever fails after Region.create, the finally unlinks the name from /dev/shm.
+    let region: Region | undefined;
+    let pub: BroadcastPublisher | undefined;
+    let sub: BroadcastSubscriber | undefined;
+    let silent: LinePeer | undefined;
     try {
+      region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY }) });
+      pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, peerTimeoutMs: PEER_TIMEOUT_MS });
+      sub = Broadcast.subscribe(region);
+      const tally = new Tally(sub);
+      silent = new LinePeer(FIXTURE, [name, 'hold', '0']);
       await silent.line('ready');
       let next = fill(pub, 0);
       assert.ok(next > 0);
@@ -83,11 +88,11 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
       for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) tally.see(m, sub.lastType);
       assert.deepEqual(tally.report(), { received: N, lost: 0, torn: 0, disorder: 0, first: 0, last: N - 1, lostAtFirst: 0 });
     } finally {
-      await silent.kill();
-      sub.close();
-      pub.close();
-      region.close();
-      region.unlink();
+      await silent?.kill();
+      sub?.close();
+      pub?.close();
+      region?.close();
+      region?.unlink();
     }
   });
 
