@@ -48,6 +48,7 @@ import {
   SpscRing,
 } from '../src/index.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
+import { Roles } from '../src/roles.js';
 import {
   CONSUMER_PID_I32,
   CONSUMER_POSITION_I32,
@@ -877,6 +878,40 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       );
       assert.deepEqual([sub.received, sub.lost], [RECORDS, 0]);
       assert.ok(stats.parksWoken + stats.parksChanged > 0, 'the C publisher never parked (or was never woken)');
+    });
+
+    it('a C subscriber holds the HOLDER lock shared before it reads the header: it waits out a creator laying the Broadcast out, and a create that would lay it out anew sees it and wipes nothing', async () => {
+      const count = 1_000;
+      create(false).detach(); // a Broadcast that nobody holds: a create may lay a new one out over it
+      // A creator that found the ring unheld holds HOLDER exclusively while it lays the ring out (Roles.holdFirst).
+      const creator = Roles.holdFirst(region!, 0, 'the test as a creator');
+      assert.equal(creator?.alone, true, 'somebody else held the ring');
+      const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(count)]);
+      peers.push(peer);
+      try {
+        await sleep(300);
+        assert.equal(peer.child.exitCode, null, `the C subscriber did not wait for the creator: ${peer.stdout}`);
+        assert.equal(peer.stdout.includes('joined'), false, 'the C subscriber joined a Broadcast being laid out');
+      } finally {
+        creator?.roles.release(); // the creator lets go without laying anything out
+      }
+      await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber joined');
+      if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+      // Other options: a create would lay out a new Broadcast, but the C subscriber holds this one.
+      assert.throws(
+        () => Broadcast.create(region!, { capacity: 2048 }),
+        (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /which subscribers still hold/.test(err.message),
+      );
+      // The same options take it over, and the C subscriber reads every record from its join on.
+      const publisher = Broadcast.create(region!, { capacity: 4096 });
+      closeables.push(publisher);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < count; ) {
+        if (publisher.tryWrite(patternMessage(scratch, i), patternType(i))) i++;
+        else await sleep(1);
+      }
+      const r = await reportOf(peer);
+      assert.deepEqual([r.first, r.received + r.lost], [0, count]);
     });
 
     it('a C publisher that pauses until Node is parked in await read() wakes it after every pause, and Node gets every record', async () => {

@@ -71,7 +71,8 @@
  *
  * It holds the ring and its role as "Liveness" says: open file description
  * locks on the region's file, taken through an fd of its own, which the
- * kernel drops when it exits. In a System V segment (no file) a LatestValue
+ * kernel drops when it exits (a Broadcast's HOLDER lock before it reads the
+ * header, waiting while a creator lays the ring out). In a System V segment (no file) a LatestValue
  * writer takes WRITER_TOKEN with its pid and start time ("The writer role").
  *
  * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
@@ -322,10 +323,26 @@ static void take_role(const struct ring *r, int producer, int exclusive) {
     atomic_store_explicit(word(r, producer ? OFF_PRODUCER_PID : OFF_CONSUMER_PID), (uint32_t)getpid(), memory_order_seq_cst);
 }
 
-/* "Attaching to a ring", steps 2 to 5. */
+/*
+ * "Broadcast (KIND 5)", "Publisher, step by step": a Broadcast's side takes the HOLDER lock shared
+ * before it reads the header, waiting (up to `deadline`) while a creator holds it exclusively: such a
+ * creator found nobody holding the ring and is laying out a new one, so the header is read only once
+ * it is whole, and from then on a create sees us holding the ring and does not lay it out again.
+ */
+static void hold_shared_first(struct ring *r, double deadline) {
+    while (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
+        if (errno != EAGAIN && errno != EACCES) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
+        if (now_seconds() > deadline) die(EXIT_BUSY, "a creator has held the ring exclusively for 5 s (laying it out, stopped half-way?)");
+        sched_yield();
+    }
+}
+
+/* "Attaching to a ring", steps 2 to 5 (and 7). */
 static void attach(struct ring *r, uint32_t kind) {
     /* The creator stores MAGIC last; give a creator that is still at work a moment. */
     double deadline = now_seconds() + 5;
+    /* A Broadcast: HOLDER first, so the header read below is not one a creator is laying out. */
+    if (kind == KIND_BROADCAST && r->fd >= 0) hold_shared_first(r, deadline);
     uint32_t magic;
     while ((magic = atomic_load_explicit(word(r, OFF_MAGIC), memory_order_acquire)) != MAGIC) {
         if (now_seconds() > deadline) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
@@ -367,8 +384,11 @@ static void attach(struct ring *r, uint32_t kind) {
     }
     r->data = r->base + data_offset;
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
-    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to lock. */
-    if (r->fd >= 0 && lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
+    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to lock.
+     * A Broadcast's side took it before reading the header (hold_shared_first). */
+    if (r->fd >= 0 && kind != KIND_BROADCAST && lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
+        die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
+    }
 }
 
 static int closed(const struct ring *r) {
