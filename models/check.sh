@@ -4,7 +4,7 @@
 # at least 1. See models/README.md.
 #
 #   models/check.sh                  every model and mutant
-#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast, mpsc)
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast, broadcast-slots, mpsc)
 #
 # Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
 # check; exits 1 if any check did not come out as expected, 2 if spin or the
@@ -154,6 +154,14 @@ check broadcast broadcast-lossy-mutant-1    reject "-DNSUBS=2 -DMUTANT=1"       
 check broadcast broadcast-lossy-mutant-2    reject "-DNSUBS=2 -DMUTANT=2"           "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-leave    pass   "-DNSUBS=2 -DLOSSLESS=1 -DLEAVE=1" "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-mutant-3 reject "-DNSUBS=2 -DLOSSLESS=1 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
+
+# ---- Broadcast slots without a file (broadcast-slots.pml) ----
+# Two claimants (claim, register, maybe leave, maybe die at any step) against a publisher's three sweeps.
+check broadcast-slots broadcast-slots          pass   ""            "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast-slots broadcast-slots-3c       pass   "-DNCLAIM=3"  "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2; do
+  check broadcast-slots "broadcast-slots-mutant-$m" reject "-DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
 
 # ---- MpscRing (mpsc.pml) ----
 # Exactly once and no torn read with three producers; per-producer order with two producers of three messages each.

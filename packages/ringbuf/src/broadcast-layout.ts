@@ -41,7 +41,8 @@
  *
  * Subscriber slot i (128 bytes at 768 + i * 128; its lock byte in the
  * region's file is the slot's own offset, OWNER's byte):
- *   +0  OWNER   u32  0 = free; else the token of the subscriber holding it
+ *   +0  OWNER   u32  0 = free; else the token of the subscriber holding it (in [1, 2^31)
+ *                    without a file, where a negative OWNER is a claimant registering: its id negated)
  *   +4  CURSOR  u32  low 32 bits of the byte position the subscriber reads next
  *   +8  PID     i32  the holder's pid (information, inspect)
  *   +12 START   u32  the holder's start time (liveness fallback without a file)

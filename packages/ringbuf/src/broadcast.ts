@@ -70,7 +70,10 @@
  *    and so does a tryWrite that has found the ring full for the
  *    publisher's peerTimeoutMs (then every quarter of it; before that it
  *    reads only the clock). Without a file ('sab', 'sysv') the slot's pid
- *    and start time decide.
+ *    and start time decide; a subscriber claims such a slot with its id
+ *    negated in OWNER (registering: judged alive while that id lives) and
+ *    stores its token there only after its pid and start time, so a sweep
+ *    never judges a live claimant by a previous owner's words.
  *  - Anything read from shared memory is read once and bounds-checked; a
  *    value no correct publisher writes is ERR_SHMRING_CORRUPT, unless the
  *    lap check says the publisher overwrote it (then it is skipped).
@@ -139,7 +142,11 @@ const WAKE_ONE = 1;
 /** Tries at a 64-bit read or a quiescent snapshot before saying "not now". */
 const SNAPSHOT_TRIES = 64;
 
-/** Each subscriber's slot token (unique in the process, never 0). */
+/**
+ * Each subscriber's slot token: unique in the process, in [1, 2^31 - 1].
+ * Positive, because a negative OWNER is a claimant still registering (its
+ * id negated: see BroadcastSubscriber.join).
+ */
 let nextToken = (process.pid & 0x7fff) << 16;
 
 function corrupt(what: string): ShmringError {
@@ -265,14 +272,28 @@ function liveSubscriber(ctl: Int32Array, slots: number): boolean {
   const threads = ctl.buffer instanceof SharedArrayBuffer;
   for (let i = 0; i < slots; i++) {
     const s = B.slotOffset(i) / 4;
-    // Observes a subscriber's claim (its CAS of OWNER; START and PID are stored after it).
-    if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) === 0) continue;
-    // Observes the owner's registration (its START, then PID stores), judged as #freeDeadSlots judges it.
-    const pid = Atomics.load(ctl, s + B.SLOT_PID_I32);
-    const start = Atomics.load(ctl, s + B.SLOT_START_I32);
-    if (registrantAlive(pid, start, threads)) return true;
+    // Observes a subscriber's claim: its CAS of OWNER to its id negated, then its token once START and PID are stored.
+    const owner = Atomics.load(ctl, s + B.SLOT_OWNER_I32);
+    if (owner === 0) continue;
+    if (slotOwnerAlive(ctl, s, owner, threads)) return true;
   }
   return false;
+}
+
+/**
+ * Without a file to lock: whether the owner `owner` (non-zero, loaded from
+ * OWNER of the slot at Int32 index `s`) lives. A negative OWNER is a
+ * claimant caught registering (docs/LAYOUT.md, "Subscriber slots"): its
+ * id negated, alive while that process (thread, in a SharedArrayBuffer)
+ * is; its PID and START may still be a previous owner's, or zero. A
+ * positive one is a token, stored after PID and START: they decide.
+ */
+function slotOwnerAlive(ctl: Int32Array, s: number, owner: number, threads: boolean): boolean {
+  if (owner < 0) return registrantAlive(owner, 0, threads); // a negated id: judged by the id alone
+  // Observes the owner's registration: its START, then PID stores, both before its token in OWNER (loaded by the caller).
+  const pid = Atomics.load(ctl, s + B.SLOT_PID_I32);
+  const start = Atomics.load(ctl, s + B.SLOT_START_I32);
+  return registrantAlive(pid, start, threads);
 }
 
 /**
@@ -620,7 +641,8 @@ export class BroadcastPublisher extends BroadcastEnd {
     let lag = 0;
     for (let i = 0; i < this.subscribers; i++) {
       const s = B.slotOffset(i) / 4;
-      // Observes a subscriber's slot: OWNER set (after its CURSOR) means its CURSOR counts.
+      // Observes a subscriber's slot: OWNER set (its token after its CURSOR) means its CURSOR counts; a claimant
+      // still registering (no file: its id negated) counts too, by whatever CURSOR holds (a past position: more room is never assumed).
       if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) === 0) continue;
       // Observes the subscriber's progress (its store after each read or batch).
       const cursor = Atomics.load(ctl, s + B.SLOT_CURSOR_I32);
@@ -677,14 +699,9 @@ export class BroadcastPublisher extends BroadcastEnd {
       // The slot's lock, where the region has a file (every subscriber of such a region holds its slot's
       // lock on its Roles' own description: joined, it holds the lock, or it has no slot).
       const held = this.roles !== undefined ? heldByAnyone(this.region, this.base + B.slotOffset(i)) : undefined;
-      // Without a file: the slot's pid (in a SharedArrayBuffer, thread id) and start time (stored before OWNER).
-      const alive =
-        held ??
-        registrantAlive(
-          Atomics.load(ctl, s + B.SLOT_PID_I32),
-          Atomics.load(ctl, s + B.SLOT_START_I32),
-          ctl.buffer instanceof SharedArrayBuffer,
-        );
+      // Without a file: a claimant still registering by its id (OWNER negative), else the slot's pid (in a
+      // SharedArrayBuffer, thread id) and start time (stored before the token in OWNER).
+      const alive = held ?? slotOwnerAlive(ctl, s, owner, ctl.buffer instanceof SharedArrayBuffer);
       if (!alive) {
         // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
         if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
@@ -788,17 +805,19 @@ export class BroadcastSubscriber extends BroadcastEnd {
   /** @internal Takes a slot (lossless: one is required) and settles the start. */
   join(): void {
     const ctl = this.ctl;
-    const token = (nextToken = (nextToken + 1) | 0) || 1;
+    const token = (nextToken = (nextToken % 0x7fffffff) + 1); // [1, 2^31 - 1]: never 0, never a negated id
+    const who = registrant(ctl.buffer instanceof SharedArrayBuffer);
     for (let i = 0; i < this.subscribers && this.#slot < 0; i++) {
       const s = B.slotOffset(i) / 4;
       if (this.roles !== undefined) {
         // The slot's lock, exclusive, on the description our HOLDER lock is on: held means a live subscriber has the slot.
         if (!this.roles.lockByte(B.slotOffset(i))) continue;
-      } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, token) !== 0) {
-        continue; // taken (no file: the token is the claim)
+      } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, -who.id) !== 0) {
+        // No file: the claim is our id negated ("registering"), so a sweep that sees the slot before our
+        // START and PID stores judges us by that id (alive), never by a previous owner's words. Taken: next.
+        continue;
       }
-      // Information for inspect and the fallback liveness check: start time before pid, both before OWNER.
-      const who = registrant(ctl.buffer instanceof SharedArrayBuffer);
+      // Information for inspect and the fallback liveness check: start time before pid, both before the token.
       Atomics.store(ctl, s + B.SLOT_START_I32, who.start);
       Atomics.store(ctl, s + B.SLOT_PID_I32, who.id);
       // A provisional cursor (the tail now) before OWNER: a publisher that counts us never reads garbage.
@@ -810,6 +829,10 @@ export class BroadcastSubscriber extends BroadcastEnd {
           if (seen === o) break;
           o = seen;
         }
+      } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, -who.id, token) !== -who.id) {
+        // Publishes the registration (START, PID, CURSOR above) with the token. Failing, the slot was freed
+        // under us (a sweep that took us for dead, which a live claimant never is): look for another one.
+        continue;
       }
       this.#slot = i;
       this.#token = token;

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
+import * as B from '../src/broadcast-layout.js';
 import { broadcastPayload, Tally } from './fixtures/broadcast-peer.js';
 import { LinePeer } from './helpers.js';
 
@@ -118,6 +119,56 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
     } finally {
       await worker.terminate();
       sub.close();
+      pub.close();
+      region.close();
+    }
+  });
+
+  it('a subscriber caught between its slot claim and its pid words (a SharedArrayBuffer region) keeps its slot through a sweep while its thread lives, and loses it once the thread ends', async function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, subscribers: 1, peerTimeoutMs: PEER_TIMEOUT_MS });
+    const owner = B.slotOffset(0) / 4 + B.SLOT_OWNER_I32;
+    // A worker takes slot 0 as Broadcast.subscribe's first step does without a file (a CAS of OWNER from 0 to
+    // its thread id negated), then stops there: its START and PID words are never stored, as if descheduled.
+    const worker = new Worker(
+      `const { workerData, parentPort } = require('node:worker_threads');
+       const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+       const words = new Int32Array(workerData.sab);
+       parentPort.postMessage({ tid, seen: Atomics.compareExchange(words, workerData.owner, 0, -tid) });
+       setInterval(() => {}, 60_000);`,
+      { eval: true, workerData: { sab: region.buffer, owner } },
+    );
+    const words = new Int32Array(region.buffer);
+    try {
+      const { tid, seen } = await new Promise<{ tid: number; seen: number }>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      assert.equal(seen, 0, 'slot 0 was not free');
+      const claim = -tid;
+      assert.equal(Atomics.load(words, owner), claim);
+      // The claimed slot's CURSOR (0) holds the publisher back once the ring is full: its tryWrite sweeps the slots
+      // after peerTimeoutMs (and every quarter of it after that).
+      const next = fill(pub, 0);
+      assert.ok(next > 0);
+      await new Promise((r) => setTimeout(r, PEER_TIMEOUT_MS + 100));
+      assert.equal(pub.tryWrite(broadcastPayload(next)), false, 'the sweep freed the slot of a claimant that lives');
+      assert.equal(Atomics.load(words, owner), claim, 'the slot was taken from its live claimant');
+      await new Promise((r) => setTimeout(r, PEER_TIMEOUT_MS / 2));
+      assert.equal(pub.tryWrite(broadcastPayload(next)), false, 'a later sweep freed the slot of a claimant that lives');
+      assert.equal(Atomics.load(words, owner), claim);
+      // The claimant's thread ends half-way: the next sweep frees its slot, and the publisher goes on.
+      await worker.terminate();
+      const ended = performance.now();
+      let wrote = false;
+      while (!wrote && performance.now() - ended < 5_000) {
+        wrote = pub.tryWrite(broadcastPayload(next));
+        if (!wrote) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(wrote, true, 'tryWrite is still held back by a claimant whose thread ended');
+      assert.equal(Atomics.load(words, owner), 0);
+    } finally {
+      await worker.terminate();
       pub.close();
       region.close();
     }

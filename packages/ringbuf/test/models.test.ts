@@ -69,6 +69,10 @@ describe('models: the ring protocols model-checked with spin', function () {
     await verifies('broadcast');
   });
 
+  it('a Broadcast sweep without a file never frees the slot of a live subscriber caught between its claim and its pid words (and spin rejects the claim as it was)', async () => {
+    await verifies('broadcast-slots');
+  });
+
   it('MpscRing with three producers delivers every message exactly once, complete and in order per producer (and spin rejects each swapped ordering)', async () => {
     await verifies('mpsc');
   });
