@@ -35,7 +35,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asyncWaitKind, Region } from '@shmring/core';
+import { asyncWaitKind, lockFileByte, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import {
   Broadcast,
@@ -53,6 +53,7 @@ import {
   CONSUMER_PID_I32,
   CONSUMER_POSITION_I32,
   CONTROL_I32_LENGTH,
+  HOLDER_LOCK_OFFSET,
   PRODUCER_PID_I32,
   READ_SIGNAL_I32,
   READ_WAITERS_I32,
@@ -112,6 +113,7 @@ interface Kind {
   command: 'spsc' | 'mpmc';
   regionSize: number;
   create(region: Region): Ring;
+  attach(region: Region): Ring;
 }
 
 const KINDS: Kind[] = [
@@ -121,12 +123,14 @@ const KINDS: Kind[] = [
     // 4 KiB of data: about 37 messages of the pattern at a time.
     regionSize: SpscRing.regionSize({ capacity: 4096 }),
     create: (region) => SpscRing.create(region, { capacity: 4096 }),
+    attach: (region) => SpscRing.attach(region),
   },
   {
     title: 'a MpmcQueue',
     command: 'mpmc',
     regionSize: MpmcQueue.regionSize({ capacity: 64, slotSize: 200 }),
     create: (region) => MpmcQueue.create(region, { capacity: 64, slotSize: 200 }),
+    attach: (region) => MpmcQueue.attach(region),
   },
 ];
 
@@ -424,6 +428,23 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         const noticed = performance.now() - killed;
         assert.ok(noticed < 1000, `noticed ${noticed.toFixed(0)} ms after the kill`);
         assert.equal(inspect(regionPath)!.producer?.alive, false);
+      });
+
+      it(`a C consumer of ${kind.title} waits while the HOLDER lock is held exclusively (unlink-stale's check and unlink), then attaches and reads`, async () => {
+        ring.detach(); // nobody holds the ring: it may be taken exclusively
+        const fd = fs.openSync(regionPath, 'r+');
+        try {
+          assert.equal(lockFileByte(fd, HOLDER_LOCK_OFFSET), true, 'somebody else holds the ring');
+          peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(SHORT_COUNT)]);
+          await sleep(300);
+          assert.equal(peer.child.exitCode, null, 'the C consumer did not wait for the exclusive HOLDER lock to go');
+        } finally {
+          fs.closeSync(fd); // lets go of the lock
+        }
+        ring = kind.attach(region!);
+        await writePattern(ring, SHORT_COUNT, peer);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
       });
 
       if (kind.command === 'spsc') {

@@ -324,15 +324,16 @@ static void take_role(const struct ring *r, int producer, int exclusive) {
 }
 
 /*
- * "Broadcast (KIND 5)", "Publisher, step by step": a Broadcast's side takes the HOLDER lock shared
- * before it reads the header, waiting (up to `deadline`) while a creator holds it exclusively: such a
- * creator found nobody holding the ring and is laying out a new one, so the header is read only once
- * it is whole, and from then on a create sees us holding the ring and does not lay it out again.
+ * Takes the HOLDER lock shared, waiting (up to `deadline`) while another description holds it
+ * exclusively ("Attaching to a ring", step 7): shmring unlink-stale, across its last check and its
+ * unlink; or, for a Broadcast, whose sides take it before they read the header ("Publisher, step by
+ * step"), a creator that found nobody holding the ring and is laying out a new one: the header is then
+ * read only once it is whole, and from then on a create sees us holding the ring and does not lay it out again.
  */
 static void hold_shared_first(struct ring *r, double deadline) {
     while (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
         if (errno != EAGAIN && errno != EACCES) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
-        if (now_seconds() > deadline) die(EXIT_BUSY, "a creator has held the ring exclusively for 5 s (laying it out, stopped half-way?)");
+        if (now_seconds() > deadline) die(EXIT_BUSY, "another process has held the ring exclusively for 5 s (a creator stopped half-way?)");
         sched_yield();
     }
 }
@@ -384,11 +385,9 @@ static void attach(struct ring *r, uint32_t kind) {
     }
     r->data = r->base + data_offset;
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
-    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to lock.
-     * A Broadcast's side took it before reading the header (hold_shared_first). */
-    if (r->fd >= 0 && kind != KIND_BROADCAST && lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
-        die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
-    }
+    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to
+     * lock. Step 7, waiting while shmring unlink-stale holds it exclusively (a Broadcast's side took it before step 2). */
+    if (r->fd >= 0 && kind != KIND_BROADCAST) hold_shared_first(r, deadline);
 }
 
 static int closed(const struct ring *r) {
