@@ -19,7 +19,7 @@
  *             slices with a turn of the event loop between them), and nothing else: for
  *             each message, [sequence number, process.hrtime at its return less the
  *             source's stamp (ns)] over IPC. What the bridge's wait alone costs a message,
- *             without the bridge's work or NATS. SIGTERM ends it.
+ *             without the bridge's work or NATS. SIGTERM, or the source's end, ends it.
  *   source    (child_process.fork) the latency row's sender: the producer of the rings
  *             `rings` (by contender) and a nats connection. { via, count, gapMs } sends
  *             `count` messages of `size` bytes, one every gapMs, each stamped with its
@@ -105,7 +105,10 @@ async function hop(): Promise<void> {
     try {
       m = ring.readSync({ timeoutMs: HOP_SLICE_MS, spin: 0 });
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ERR_SHMRING_TIMEOUT') throw err;
+      const code = (err as { code?: string }).code;
+      // The source exits at the end of the row, before this process is told to: the end, not a failure.
+      if (code === 'ERR_SHMRING_PEER_DEAD' || code === 'ERR_SHMRING_CLOSED') break;
+      if (code !== 'ERR_SHMRING_TIMEOUT') throw err;
     }
     if (m !== null) {
       const now = process.hrtime.bigint();
