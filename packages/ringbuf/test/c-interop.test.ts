@@ -35,7 +35,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asyncWaitKind, lockFileByte, Region } from '@shmring/core';
+import { asyncWaitKind, lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import {
   Broadcast,
@@ -443,6 +443,45 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         }
         ring = kind.attach(region!);
         await writePattern(ring, SHORT_COUNT, peer);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
+      });
+
+      it(`a C consumer of ${kind.title} that opened its name just before unlink-stale removed it opens the name again and reads the ring that has it now`, async () => {
+        ring.detach();
+        region!.close(); // nobody has the object open by name, nor holds the ring: stale
+        region = undefined;
+        // As unlink-stale decides and unlinks: the name byte and HOLDER, exclusively, on a description of its own.
+        const fd = fs.openSync(regionPath, 'r+');
+        let unlinked = false;
+        try {
+          assert.equal(lockFileByte(fd, NAME_LOCK_BYTE), true, 'somebody has the object open by name');
+          assert.equal(lockFileByte(fd, HOLDER_LOCK_OFFSET), true, 'somebody holds the ring');
+          peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(SHORT_COUNT)]);
+          await sleep(300); // it has opened the old object by now, and waits for the name byte
+          assert.equal(peer.child.exitCode, null, 'the C consumer did not wait for the exclusive name lock to go');
+          fs.unlinkSync(regionPath);
+          unlinked = true;
+          // A new ring under the same name (a new file: its locks are its own), made before the old object's
+          // locks go: the C consumer must read this one, not the object that lost the name.
+          region = Region.create({ backing: 'file', path: regionPath, size: kind.regionSize });
+          ring = kind.create(region);
+        } finally {
+          fs.closeSync(fd); // lets go of both locks
+        }
+        assert.ok(unlinked);
+        const stalled = new AbortController();
+        const timer = setTimeout(() => stalled.abort(), 20_000);
+        try {
+          await Promise.race([
+            writePattern(ring, SHORT_COUNT, peer),
+            new Promise((_, reject) =>
+              stalled.signal.addEventListener('abort', () => reject(new Error('the C consumer read nothing of the ring that has the name'))),
+            ),
+          ]);
+        } finally {
+          clearTimeout(timer);
+        }
         const { code, stderr } = await peer.done;
         assert.equal(code, 0, stderr);
       });

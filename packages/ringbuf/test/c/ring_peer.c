@@ -278,13 +278,42 @@ static void map_segment(struct ring *r, const char *id_text) {
     r->data = r->base + DATA_OFFSET;
 }
 
+/* The object's name byte ("Attaching to a ring", step 0): far past any ring. */
+#define NAME_LOCK_BYTE (((off_t)1 << 52) + 1)
+/* Opens of a name that keeps losing its object before we give up. */
+#define NAME_ATTEMPTS 20
+
+/*
+ * "Attaching to a ring", step 0: opens `path` and holds its name byte shared on the new description,
+ * waiting (up to 5 s) while shmring unlink-stale holds it exclusively; then makes sure the name still
+ * leads to the object opened (unlink-stale may have removed it, or someone replaced it, between our
+ * open and our lock), else opens the name again.
+ */
+static int open_named(const char *path) {
+    for (int attempt = 1; attempt <= NAME_ATTEMPTS; attempt++) {
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) die(EXIT_USAGE, "open %s: %s", path, strerror(errno));
+        struct flock l = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = NAME_LOCK_BYTE, .l_len = 1, .l_pid = 0 };
+        double deadline = now_seconds() + 5;
+        while (fcntl(fd, F_OFD_SETLK, &l) != 0) {
+            if (errno != EAGAIN && errno != EACCES) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of %s's name byte: %s", path, strerror(errno));
+            if (now_seconds() > deadline) die(EXIT_BUSY, "another process has held %s's name byte exclusively for 5 s", path);
+            sched_yield();
+        }
+        struct stat mine, named;
+        if (fstat(fd, &mine) != 0) die(EXIT_USAGE, "fstat %s: %s", path, strerror(errno));
+        if (mine.st_nlink > 0 && stat(path, &named) == 0 && named.st_dev == mine.st_dev && named.st_ino == mine.st_ino) return fd;
+        close(fd); /* the name lost this object meanwhile: open what it leads to now (or fail with ENOENT) */
+    }
+    die(EXIT_BUSY, "%s was removed or replaced each of the %d times it was opened", path, NAME_ATTEMPTS);
+}
+
 static void map_region(struct ring *r, const char *path) {
     if (strncmp(path, "sysv:", 5) == 0) {
         map_segment(r, path + 5);
         return;
     }
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) die(EXIT_USAGE, "open %s: %s", path, strerror(errno));
+    int fd = open_named(path);
     struct stat st;
     if (fstat(fd, &st) != 0) die(EXIT_USAGE, "fstat %s: %s", path, strerror(errno));
     if (st.st_size < DATA_OFFSET) die(EXIT_USAGE, "%s has %lld bytes, less than a ring's header", path, (long long)st.st_size);
