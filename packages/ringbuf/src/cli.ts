@@ -9,7 +9,8 @@
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
  *                                          object holds a POSIX or file ring's lock, no process has a
- *                                          System V ring's segment attached
+ *                                          System V ring's segment attached; a stale ring this user may
+ *                                          not remove is left and said on stderr (exit 1, the rest removed)
  *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
  *   shmring --help                         the usage, on stdout, exit 0 (bad usage: stderr, exit 2)
  */
@@ -157,9 +158,16 @@ function main(argv: string[]): number {
       console.log(USAGE);
       return 0;
     }
-    const removed = unlinkStale({ dryRun: values['dry-run'] === true });
+    let skipped = 0;
+    const removed = unlinkStale({
+      dryRun: values['dry-run'] === true,
+      onSkipped: (_name, error) => {
+        skipped++;
+        console.error(`shmring: ${error.message}`); // the message names the code
+      },
+    });
     console.log(values.json ? JSON.stringify(removed) : removed.length ? removed.join('\n') : 'no stale rings');
-    return 0;
+    return skipped > 0 ? 1 : 0; // the others were removed; those left are said on stderr
   }
   throw new UsageError(`shmring: unknown command '${command}'`);
 }

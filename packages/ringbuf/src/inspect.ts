@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, Region, ShmringError } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -499,15 +499,41 @@ export function isStale(info: RingInfo): boolean {
  * Removes the rings nobody holds (isStale): POSIX objects (or the files of
  * `dir`) are unlinked, System V segments (when no `dir` is given) are
  * marked for removal (IPC_RMID: gone at their last detach). Returns the
- * names removed (or that would be, with dryRun).
+ * names removed (or that would be, with dryRun). A stale ring this process
+ * may not remove (another user's, in a sticky directory such as /dev/shm;
+ * a segment it does not own) is left, and the others are still removed:
+ * `onSkipped` is told of each such ring with an Error whose code is the
+ * errno name (EPERM, EACCES). A dry run lists it, not knowing.
  */
-export function unlinkStale(options: { dir?: string; dryRun?: boolean } = {}): string[] {
+export function unlinkStale(
+  options: { dir?: string; dryRun?: boolean; onSkipped?: (name: string, error: Error & { code: string }) => void } = {},
+): string[] {
   const dir = options.dir ?? '/dev/shm';
   const removed: string[] = [];
   for (const found of listStale(options.dir)) {
-    if (options.dryRun || removeStale(found, dir)) removed.push(found.info.name);
+    if (options.dryRun) {
+      removed.push(found.info.name);
+      continue;
+    }
+    try {
+      if (removeStale(found, dir)) removed.push(found.info.name);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EPERM' && code !== 'EACCES') throw err;
+      options.onSkipped?.(found.info.name, notPermitted(found.info.name, err as Error & { code: string }));
+    }
   }
   return removed;
+}
+
+/** The typed error of a stale ring this process may not remove (unlinkStale's onSkipped). */
+function notPermitted(name: string, err: Error & { code: string }): ShmringError {
+  return new ShmringError(
+    err.code,
+    `the stale ring ${name} could not be removed (${err.code}: it belongs to another user, or its directory does not let this one remove it); ` +
+      'run shmring unlink-stale as its owner (or root)',
+    { cause: err },
+  );
 }
 
 /** The stale rings (isStale) of listRings(dir), each with the object its name led to (none for a System V segment). */

@@ -476,7 +476,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           await Promise.race([
             writePattern(ring, SHORT_COUNT, peer),
             new Promise((_, reject) =>
-              stalled.signal.addEventListener('abort', () => reject(new Error('the C consumer read nothing of the ring that has the name'))),
+              stalled.signal.addEventListener('abort', () =>
+                reject(new Error('the C consumer read nothing of the ring that has the name')),
+              ),
             ),
           ]);
         } finally {

@@ -606,6 +606,38 @@ describe('inspect, listRings and the shmring CLI', function () {
     }
   });
 
+  it('unlink-stale run by another user leaves the stale rings it may not remove, says so on stderr, exits 1, and removes its own', function () {
+    if (process.getuid?.() !== 0) this.skip(); // it runs the CLI as another user (nobody)
+    const NOBODY = 65534;
+    const size = SpscRing.regionSize({ capacity: 64 });
+    const theirs = uniqueName('root-owned');
+    const mine = uniqueName('nobody-owned');
+    try {
+      for (const name of [theirs, mine]) {
+        const region = Region.create({ backing: 'posix', name, size, mode: 0o644 });
+        SpscRing.create(region, { capacity: 64 }).close();
+        region.close(); // stale: nobody holds it, nobody has it open
+      }
+      fs.chownSync(`/dev/shm/${mine}`, NOBODY, NOBODY);
+      const r = spawnSync(process.execPath, [CLI, 'unlink-stale', '--json'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+        uid: NOBODY,
+        gid: NOBODY,
+      });
+      assert.equal(r.status, 1, `stdout ${r.stdout}\nstderr ${r.stderr}`);
+      const removed = JSON.parse(r.stdout) as string[];
+      assert.ok(removed.includes(mine), `its own stale ring was not removed: ${r.stdout}`);
+      assert.ok(!removed.includes(theirs), 'a ring it may not remove was reported removed');
+      assert.ok(fs.existsSync(`/dev/shm/${theirs}`));
+      assert.ok(!fs.existsSync(`/dev/shm/${mine}`));
+      assert.match(r.stderr, new RegExp(`${theirs} could not be removed \\(EPERM`));
+      assert.ok(!r.stderr.includes('    at '), `a stack trace on stderr: ${r.stderr}`);
+    } finally {
+      for (const name of [theirs, mine]) fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
   it('a ring nobody is attached to is not stale while a process has its region open by name (it may attach any moment)', function () {
     const name = uniqueName('opened');
     const size = SpscRing.regionSize({ capacity: 64 });
