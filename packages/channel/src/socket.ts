@@ -652,10 +652,10 @@ async function replaceStale(server: net.Server, path: string, stale: FileId, inU
     }
   } catch (err) {
     server.close(); // removes the fresh name (Node removes the name it bound)
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE')
+    if (err instanceof ShmringError) throw err; // said already (the lock file's trouble, BUSY)
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE')
       throw pathError(inUse, path, 'listen on', 'another process replaced the stale socket file first; its server is the one there');
-    throw err instanceof ShmringError ? err : pathError(err as NodeJS.ErrnoException, path, 'listen on');
+    throw pathError(err as NodeJS.ErrnoException, path, 'listen on');
   }
   if (!won) {
     server.close();
@@ -664,6 +664,28 @@ async function replaceStale(server: net.Server, path: string, stale: FileId, inU
   // The socket's name is the path now. (Node removes the fresh name again on close: gone, harmless.)
   fs.rmSync(fresh!, { force: true });
   return ours;
+}
+
+/** What to do about something other than a lock file at the lock path (`kind`: what it is). */
+function notALockFile(lockPath: string, kind: string): string {
+  return `${lockPath}, the name listen() locks to replace it, is ${kind}: remove it (the name is listen()'s own)`;
+}
+
+/** The error of a lock file (lockReplacement) that cannot be opened, with what to do about it. */
+function lockFileError(err: NodeJS.ErrnoException, path: string, lockPath: string): Error {
+  const code = err.code ?? 'EIO';
+  const there = fs.lstatSync(lockPath, { throwIfNoEntry: false });
+  let hint: string;
+  if (code === 'EISDIR' || code === 'ELOOP' || (there !== undefined && !there.isFile())) {
+    hint = notALockFile(lockPath, there === undefined ? 'not a regular file' : fileKind(there));
+  } else if ((code === 'EACCES' || code === 'EPERM') && there !== undefined) {
+    hint = `this user may not open ${lockPath}, the lock file listen() uses to replace it, for writing: remove it, or run as its owner`;
+  } else if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    hint = `its directory does not let this user create ${lockPath}, the lock file listen() uses to replace it: remove the stale file, or make the directory writable`;
+  } else {
+    hint = `${lockPath}, the lock file listen() uses to replace it, could not be opened (${code})`;
+  }
+  return pathError(err, path, 'listen on', `the stale socket file there needs replacing; ${hint}`);
 }
 
 /** How long listen() waits for another process's replacement of the same stale socket file (a few system calls). */
@@ -690,14 +712,19 @@ async function lockReplacement(path: string): Promise<{ release(): void } | unde
   for (;;) {
     let fd: number;
     try {
-      fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+      // O_NONBLOCK: a FIFO at the lock path must not block the open (it is refused below).
+      fd = fs.openSync(lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      throw lockFileError(err as NodeJS.ErrnoException, path, lockPath);
+    }
+    const kind = fs.fstatSync(fd);
+    if (!kind.isFile()) {
+      fs.closeSync(fd);
       throw pathError(
-        err as NodeJS.ErrnoException,
+        Object.assign(new Error(`${lockPath} is not a regular file`), { code: 'EADDRINUSE' }) as NodeJS.ErrnoException,
         path,
         'listen on',
-        `the stale socket file there needs replacing, and the lock file ${lockPath} that serializes that could not be opened (${code}); remove the stale file, or make its directory writable`,
+        `the stale socket file there needs replacing; ${notALockFile(lockPath, fileKind(kind))}`,
       );
     }
     let taken: boolean | undefined;

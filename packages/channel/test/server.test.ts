@@ -10,7 +10,7 @@
  * once; connect() gives up on a server that never hands a channel over.
  */
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import nodePath from 'node:path';
@@ -22,6 +22,12 @@ import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer,
 
 const CLIENTS = 200;
 const REQUESTS_PER_CLIENT = 5;
+
+/** Makes a FIFO at `p` (mkfifo(1): Node has no mkfifo). */
+function spawnFifo(p: string): void {
+  const made = spawnSync('mkfifo', [p]);
+  assert.equal(made.status, 0, `mkfifo ${p}: ${made.stderr}`);
+}
 
 /** Leaves a socket file at `p` that no server listens on, as a server that died does. */
 async function staleSocket(p: string): Promise<void> {
@@ -301,6 +307,26 @@ describe('server', function () {
         await live.close();
       }
     });
+
+    for (const [what, make, code] of [
+      ['a directory', (lock: string) => fs.mkdirSync(lock), 'EISDIR'],
+      ['a symbolic link', (lock: string) => fs.symlinkSync('/dev/null', lock), 'ELOOP'],
+      ['a FIFO', (lock: string) => spawnFifo(lock), 'EADDRINUSE'],
+    ] as const) {
+      it(`a stale socket file whose lock file name is ${what} is not replaced: the message says to remove what is there, which stays`, async function () {
+        const p = dir.path(`lock-${code}`);
+        await staleSocket(p);
+        const lock = `${p}.shmring-lock`;
+        make(lock);
+        const err = await rejectsWith(listen(p), code, `${lock}, the name listen() locks to replace it`);
+        assert.match(err.message, /remove it/);
+        assert.ok(fs.lstatSync(lock, { throwIfNoEntry: false }) !== undefined, 'what was at the lock path was removed');
+        assert.ok(fs.lstatSync(p).isSocket(), 'the stale socket file was touched');
+        fs.rmSync(lock, { recursive: true, force: true });
+        const server = await listen(p); // replaced now
+        await server.close();
+      });
+    }
 
     it('rejects with EADDRINUSE where the path is a regular file, and leaves the file as it was', async function () {
       const p = dir.path('file');
