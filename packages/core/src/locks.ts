@@ -133,27 +133,54 @@ export function heldByAnyone(region: Region, byte: number): boolean | undefined 
  * creator sizing it). True if taken, false if another description holds
  * it, undefined where the file system has no such locks.
  */
-export function lockFileByte(fd: number, byte: number): boolean | undefined {
+export function lockFileByte(fd: number, byte: number, shared = false): boolean | undefined {
   try {
-    return backend().ofdLock(fd, byte, EXCLUSIVE);
+    return backend().ofdLock(fd, byte, shared ? SHARED : EXCLUSIVE);
   } catch {
     return undefined; // ENOLCK, EINVAL: no OFD locks here
   }
 }
 
 /**
- * The byte of a posix or file object on which every Region opened or
- * created by its name holds a shared open file description lock, on the
- * region's own description, for as long as the region is open (fds
- * duplicated or passed from it share it). `shmring unlink-stale` holds it
- * exclusively across its last check and the unlink(2): so it never
- * removes a name that a Region has open (its owner may attach a ring any
- * moment), and an open that got the fd just before the unlink waits for
- * the lock, then sees that its object lost the name and opens the name
- * again (holdName). Far past the largest region, like the sizing lock
- * (region.ts) and beside it, so no ring's lock meets it.
+ * lockFileByte, waiting up to `waitMs` while another description holds a
+ * conflicting lock. True once taken, false where the file system has no
+ * such locks (nothing to wait for); throws ERR_SHMRING_BUSY, saying
+ * `what` holds it for how long, when the wait runs out.
  */
-export const NAME_LOCK_BYTE = 2 ** 52 + 1;
+export function waitForFileByte(fd: number, byte: number, shared: boolean, waitMs: number, what: string): boolean {
+  let supported = true;
+  const taken = retryFor(waitMs, () => {
+    const got = lockFileByte(fd, byte, shared);
+    supported = got !== undefined;
+    return got !== false;
+  });
+  if (!taken) throw new ShmringError(ErrorCodes.BUSY, `${what} for ${waitMs} ms; try again, or find the process (fuser, lsof)`);
+  return supported;
+}
+
+/**
+ * Bytes of a posix or file object's own locks, far past the largest region
+ * (MAX_REGION_SIZE), so that they never meet the locks the rings take on
+ * bytes of their own regions. Every shm_open or open makes a description of
+ * its own, so openers in one process exclude each other too, and the kernel
+ * drops the locks of one that dies.
+ *
+ * SIZING_LOCK_BYTE: held exclusively by Region.create while it sizes the
+ * object (region.ts, sizeFor).
+ */
+export const SIZING_LOCK_BYTE = 2 ** 52;
+
+/**
+ * NAME_LOCK_BYTE: every Region opened or created by its name holds it
+ * shared, on the region's own description, for as long as the region is
+ * open (fds duplicated or passed from it share it). `shmring unlink-stale`
+ * holds it exclusively across its last check and the unlink(2): so it
+ * never removes a name that a Region has open (its owner may attach a ring
+ * any moment), and an open that got the fd just before the unlink waits
+ * for the lock, then sees that its object lost the name and opens the name
+ * again (holdName).
+ */
+export const NAME_LOCK_BYTE = SIZING_LOCK_BYTE + 1;
 /** How long an open waits for unlink-stale's exclusive NAME_LOCK_BYTE (a few system calls) before it gives up. */
 const NAME_WAIT_MS = 2_000;
 
@@ -168,22 +195,8 @@ const NAME_WAIT_MS = 2_000;
  * Throws ERR_SHMRING_BUSY if the lock stays held.
  */
 export function holdName(fd: number, path: string, object: string): boolean {
-  let supported = true;
-  const taken = retryFor(NAME_WAIT_MS, () => {
-    try {
-      return backend().ofdLock(fd, NAME_LOCK_BYTE, SHARED);
-    } catch {
-      supported = false; // ENOLCK, EINVAL: no OFD locks here
-      return true;
-    }
-  });
-  if (!taken) {
-    throw new ShmringError(
-      ErrorCodes.BUSY,
-      `${object}: another process (shmring unlink-stale?) has held its name lock exclusively for ${NAME_WAIT_MS} ms; try again, or find the process (fuser, lsof)`,
-    );
-  }
-  if (!supported) return true;
+  const what = `${object}: another process (shmring unlink-stale?) has held its name lock exclusively`;
+  if (!waitForFileByte(fd, NAME_LOCK_BYTE, true, NAME_WAIT_MS, what)) return true;
   const mine = fs.fstatSync(fd, { bigint: true });
   if (mine.nlink === 0n) return false;
   const named = fs.statSync(path, { bigint: true, throwIfNoEntry: false });

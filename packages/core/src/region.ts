@@ -39,7 +39,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, fileKind, onObject } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
-import { holdName, lockFileByte, releaseLocksOf, retryFor, unlockFileByte } from './locks.js';
+import { holdName, releaseLocksOf, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -342,38 +342,22 @@ function sizeFor(fd: number, size: number, what: string): number {
   }
 }
 
-/**
- * The byte of a posix or file object whose exclusive open file description
- * lock (fcntl F_OFD_SETLK) Region.create holds while it sizes the object
- * (sizeFor). Far past the largest region (MAX_REGION_SIZE), so it never
- * meets the locks the rings take on bytes of their own regions; every
- * shm_open or open makes a description of its own, so creators in one
- * process exclude each other too, and the kernel drops the lock of one
- * that dies.
- */
-export const SIZING_LOCK_BYTE = 2 ** 52;
 /** How long Region.create waits for another creator's sizing (a few system calls) before it gives up. */
 const SIZING_WAIT_MS = 10_000;
 
 /**
- * Takes the sizing lock on `fd`, waiting while another creator holds it.
- * False where the file system has no such locks: the sizing then goes
- * unserialized, as it did before.
+ * Takes the sizing lock (locks.ts, SIZING_LOCK_BYTE) on `fd`, waiting
+ * while another creator holds it. False where the file system has no such
+ * locks: the sizing then goes unserialized, as it did before.
  */
 function lockForSizing(fd: number, what: string): boolean {
-  let supported = true;
-  const taken = retryFor(SIZING_WAIT_MS, () => {
-    const got = lockFileByte(fd, SIZING_LOCK_BYTE);
-    supported = got !== undefined;
-    return got !== false;
-  });
-  if (!taken) {
-    throw new ShmringError(
-      ErrorCodes.BUSY,
-      `Region.create of ${what}: another process has been sizing it for ${SIZING_WAIT_MS} ms (stopped in the middle?); try again, or find the process (fuser, lsof)`,
-    );
-  }
-  return supported;
+  return waitForFileByte(
+    fd,
+    SIZING_LOCK_BYTE,
+    false,
+    SIZING_WAIT_MS,
+    `Region.create of ${what}: another process (stopped in the middle?) has been sizing it`,
+  );
 }
 
 /** Checks that a region of `size` bytes of a mapped backing can be mapped here, before anything is created. */

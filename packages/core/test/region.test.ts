@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
-import { SIZING_LOCK_BYTE } from '../src/region.js';
+import { SIZING_LOCK_BYTE } from '../src/locks.js';
 import { availableBackends, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
 
