@@ -18,6 +18,7 @@ import {
   ErrorCodes,
   fileKind,
   lockFileByte,
+  namesObject,
   Region,
   ShmringError,
   ShmringRangeError,
@@ -666,19 +667,30 @@ async function replaceStale(server: net.Server, path: string, stale: FileId, inU
   return ours;
 }
 
-/** What to do about something other than a lock file at the lock path (`kind`: what it is). */
-function notALockFile(lockPath: string, kind: string): string {
-  return `${lockPath}, the name listen() locks to replace it, is ${kind}: remove it (the name is listen()'s own)`;
+/**
+ * EADDRINUSE for something other than a lock file at the lock path of
+ * `path` (`kind`: what it is): the name is taken, as a path that is not a
+ * socket is, whichever errno opening it gave (EISDIR, ELOOP) or none (a FIFO).
+ */
+function notALockFile(path: string, lockPath: string, kind: string): ShmringError {
+  const taken = Object.assign(new Error(`${lockPath} is ${kind}`), { code: 'EADDRINUSE' }) as NodeJS.ErrnoException;
+  return pathError(
+    taken,
+    path,
+    'listen on',
+    `the stale socket file there needs replacing; ${lockPath}, the name listen() locks to replace it, is ${kind}: remove it (the name is listen()'s own)`,
+  );
 }
 
 /** The error of a lock file (lockReplacement) that cannot be opened, with what to do about it. */
 function lockFileError(err: NodeJS.ErrnoException, path: string, lockPath: string): Error {
   const code = err.code ?? 'EIO';
   const there = fs.lstatSync(lockPath, { throwIfNoEntry: false });
-  let hint: string;
   if (code === 'EISDIR' || code === 'ELOOP' || (there !== undefined && !there.isFile())) {
-    hint = notALockFile(lockPath, there === undefined ? 'not a regular file' : fileKind(there));
-  } else if ((code === 'EACCES' || code === 'EPERM') && there !== undefined) {
+    return notALockFile(path, lockPath, there === undefined ? 'not a regular file' : fileKind(there));
+  }
+  let hint: string;
+  if ((code === 'EACCES' || code === 'EPERM') && there !== undefined) {
     hint = `this user may not open ${lockPath}, the lock file listen() uses to replace it, for writing: remove it, or run as its owner`;
   } else if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     hint = `its directory does not let this user create ${lockPath}, the lock file listen() uses to replace it: remove the stale file, or make the directory writable`;
@@ -720,28 +732,20 @@ async function lockReplacement(path: string): Promise<{ release(): void } | unde
     const kind = fs.fstatSync(fd);
     if (!kind.isFile()) {
       fs.closeSync(fd);
-      throw pathError(
-        Object.assign(new Error(`${lockPath} is not a regular file`), { code: 'EADDRINUSE' }) as NodeJS.ErrnoException,
-        path,
-        'listen on',
-        `the stale socket file there needs replacing; ${notALockFile(lockPath, fileKind(kind))}`,
-      );
+      throw notALockFile(path, lockPath, fileKind(kind));
     }
     let taken: boolean | undefined;
     try {
       taken = lockFileByte(fd, 0);
-      if (taken === true) {
-        const mine = fs.fstatSync(fd);
-        const named = fs.lstatSync(lockPath, { throwIfNoEntry: false });
-        if (named !== undefined && named.dev === mine.dev && named.ino === mine.ino) {
-          return {
-            release: () => {
-              // Removed before the lock goes (with the fd): a waiter then finds no file, or its own.
-              fs.rmSync(lockPath, { force: true });
-              fs.closeSync(fd);
-            },
-          };
-        }
+      // Ours only if the lock path still names the file we locked (its holder removes it before letting go).
+      if (taken === true && namesObject(fd, lockPath, false)) {
+        return {
+          release: () => {
+            // Removed before the lock goes (with the fd): a waiter then finds no file, or its own.
+            fs.rmSync(lockPath, { force: true });
+            fs.closeSync(fd);
+          },
+        };
       }
     } catch (err) {
       fs.closeSync(fd);

@@ -308,17 +308,17 @@ describe('server', function () {
       }
     });
 
-    for (const [what, make, code] of [
-      ['a directory', (lock: string) => fs.mkdirSync(lock), 'EISDIR'],
-      ['a symbolic link', (lock: string) => fs.symlinkSync('/dev/null', lock), 'ELOOP'],
-      ['a FIFO', (lock: string) => spawnFifo(lock), 'EADDRINUSE'],
+    for (const [what, make, tag] of [
+      ['a directory', (lock: string) => fs.mkdirSync(lock), 'dir'],
+      ['a symbolic link', (lock: string) => fs.symlinkSync('/dev/null', lock), 'link'],
+      ['a FIFO', (lock: string) => spawnFifo(lock), 'fifo'],
     ] as const) {
-      it(`a stale socket file whose lock file name is ${what} is not replaced: the message says to remove what is there, which stays`, async function () {
-        const p = dir.path(`lock-${code}`);
+      it(`a stale socket file whose lock file name is ${what} is not replaced (EADDRINUSE): the message says to remove what is there, which stays`, async function () {
+        const p = dir.path(`lock-${tag}`);
         await staleSocket(p);
         const lock = `${p}.shmring-lock`;
         make(lock);
-        const err = await rejectsWith(listen(p), code, `${lock}, the name listen() locks to replace it`);
+        const err = await rejectsWith(listen(p), 'EADDRINUSE', `${lock}, the name listen() locks to replace it`);
         assert.match(err.message, /remove it/);
         assert.ok(fs.lstatSync(lock, { throwIfNoEntry: false }) !== undefined, 'what was at the lock path was removed');
         assert.ok(fs.lstatSync(p).isSocket(), 'the stale socket file was touched');

@@ -197,9 +197,20 @@ const NAME_WAIT_MS = 2_000;
 export function holdName(fd: number, path: string, object: string): boolean {
   const what = `${object}: another process (shmring unlink-stale?) has held its name lock exclusively`;
   if (!waitForFileByte(fd, NAME_LOCK_BYTE, true, NAME_WAIT_MS, what)) return true;
+  return namesObject(fd, path, true); // a file path given as a symbolic link names what it leads to
+}
+
+/**
+ * Whether `path` leads to the object open on `fd`: the object still has a
+ * name (st_nlink > 0) and `path` has its device and inode. `follow`: stat
+ * the path, following a symbolic link; else lstat (the directory entry
+ * itself: what an unlink of `path` would remove).
+ */
+export function namesObject(fd: number, path: string, follow: boolean): boolean {
   const mine = fs.fstatSync(fd, { bigint: true });
   if (mine.nlink === 0n) return false;
-  const named = fs.statSync(path, { bigint: true, throwIfNoEntry: false });
+  const options = { bigint: true, throwIfNoEntry: false } as const;
+  const named = follow ? fs.statSync(path, options) : fs.lstatSync(path, options);
   return named !== undefined && named.dev === mine.dev && named.ino === mine.ino;
 }
 

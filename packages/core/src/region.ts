@@ -479,7 +479,7 @@ function existsHint(
   return (
     'it may be a leftover of a process that died before unlink(): ' +
     `${inspection} ` +
-    '(`shmring unlink-stale` removes the rings nobody holds: no ring object of any process is attached); ' +
+    '(`shmring unlink-stale` removes the rings nobody holds: no ring object of any process is attached, no process has the object open by name); ' +
     `otherwise pick another ${target === 'the key' ? 'key' : 'name'}, or pass exclusive: false to reuse it`
   );
 }

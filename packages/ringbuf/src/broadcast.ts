@@ -461,7 +461,7 @@ export class Broadcast {
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     // Held before the header is read: a create that finds nobody holding the ring lays out a new one only
     // while it holds it exclusively, so the header read here is the one this subscriber joins.
-    const roles = Roles.holdShared(region, base, 'Broadcast.subscribe');
+    const roles = Roles.hold(region, base, 'Broadcast.subscribe');
     let g: Geometry;
     let mode: number;
     try {

@@ -8,8 +8,9 @@
  *                                          and each Broadcast's subscriber slots (cursor, lag, liveness)
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
- *                                          object holds a POSIX or file ring's lock, no process has a
- *                                          System V ring's segment attached; a stale ring this user may
+ *                                          object holds a POSIX or file ring's lock and no process has
+ *                                          its object open by name, no process has a System V ring's
+ *                                          segment attached; a stale ring this user may
  *                                          not remove is left and said on stderr (exit 1, the rest removed)
  *   shmring bridge [--poll <µs>] <from> <to>   a ring to NATS or NATS to a ring (from @shmring/channel)
  *   shmring --help                         the usage, on stdout, exit 0 (bad usage: stderr, exit 2)

@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, Region, ShmringError } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, Region, ShmringError } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -163,9 +163,10 @@ function unlockedInfo(ctl: Int32Array, pidIndex: number, startIndex: number, hel
 /** Describes the ring in `region`, or returns undefined if it holds none (no magic). */
 export function describeRing(region: Region, name: string): RingInfo | undefined {
   const info = describe(region, name, ringHeld(region, 0));
+  if (info === undefined || (region.backing !== 'posix' && region.backing !== 'file')) return info;
   // Other descriptions' locks only: this region's own name lock (it was opened by name too) does not count.
-  const named = region.backing === 'posix' || region.backing === 'file' ? heldByAnyone(region, NAME_LOCK_BYTE) : undefined;
-  if (info !== undefined && named !== undefined) info.openByName = named;
+  const named = heldByAnyone(region, NAME_LOCK_BYTE);
+  if (named !== undefined) info.openByName = named;
   return info;
 }
 
@@ -610,8 +611,8 @@ function unlinkLocked(file: string, object: string): boolean {
     if (named === false) return false; // a Region has it open by name: its owner may attach any moment
     if (named === true && lockFileByte(fd, L.HOLDER_LOCK_OFFSET) === false) return false; // attached since the check
     const mine = fs.fstatSync(fd, { bigint: true });
-    const at = fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
-    if (`${mine.dev}:${mine.ino}` !== object || at === undefined || at.dev !== mine.dev || at.ino !== mine.ino) return false;
+    // Still the object found stale, and still the one the entry to be unlinked names.
+    if (`${mine.dev}:${mine.ino}` !== object || !namesObject(fd, file, false)) return false;
     fs.unlinkSync(file);
     return true;
   } finally {

@@ -204,7 +204,7 @@ export class LatestValue {
     const base = checkOffset(options.offset);
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
-    const roles = Roles.hold(region, base); // before MAGIC: never seen unheld once it exists
+    const roles = Roles.hold(region, base, 'LatestValue.create'); // before MAGIC: never seen unheld once it exists
     const ctl = unpublish(buffer, base);
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
@@ -218,7 +218,7 @@ export class LatestValue {
     const base = checkOffset(options.offset);
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
     const { capacity } = readHeader(buffer, V.KIND_LATEST, base);
-    return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base));
+    return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base, 'LatestValue.attach'));
   }
 
   // ---- writer ----

@@ -137,7 +137,7 @@ export class MpmcQueue extends Queue {
     const [capacity, slotSize] = MpmcQueue.#check(options);
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
-    const roles = Roles.hold(region, 0); // before MAGIC: the queue is never seen unheld (stale) once it exists
+    const roles = Roles.hold(region, 0, 'MpmcQueue.create'); // before MAGIC: the queue is never seen unheld (stale) once it exists
     const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
@@ -151,7 +151,7 @@ export class MpmcQueue extends Queue {
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
     const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
-    const roles = Roles.hold(region, 0);
+    const roles = Roles.hold(region, 0, 'MpmcQueue.attach');
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 

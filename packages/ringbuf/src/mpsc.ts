@@ -205,7 +205,7 @@ export class MpscRing extends Queue {
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
     const ringSize = M.mpscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
-    const roles = Roles.hold(region, base); // before MAGIC: the ring is never seen unheld (stale) once it exists
+    const roles = Roles.hold(region, base, 'MpscRing.create'); // before MAGIC: the ring is never seen unheld (stale) once it exists
     const ctl = unpublish(buffer, base);
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
@@ -219,7 +219,7 @@ export class MpscRing extends Queue {
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
     const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
-    const roles = Roles.hold(region, base);
+    const roles = Roles.hold(region, base, 'MpscRing.attach');
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
   }
 

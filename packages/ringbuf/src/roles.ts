@@ -11,7 +11,7 @@
  *    completes in between (hold waits). A Broadcast's create that
  *    finds nobody attached holds it exclusively until it has laid the ring
  *    out (holdFirst, share), and its subscribers hold it before they read
- *    the header (holdShared), waiting meanwhile.
+ *    the header (hold), waiting meanwhile.
  *  - PRODUCER / CONSUMER byte: this object acts in that role. SpscRing
  *    takes it exclusive (one producer, one consumer: a second live one is
  *    ERR_SHMRING_BUSY); MpmcQueue shared (any number).
@@ -39,16 +39,19 @@ export class Roles {
   }
 
   /**
-   * Holds the ring at `base` of `region` (the HOLDER lock), or returns
-   * undefined where the region cannot take locks.
+   * Holds the ring at `base` of `region` (the HOLDER lock, shared: every
+   * object attached to the ring holds it at once), or returns undefined
+   * where the region cannot take locks. Waits (up to HOLDER_WAIT_MS) while
+   * another description holds it exclusively: unlink-stale across its
+   * check and unlink (a ring attached without its HOLDER lock would look
+   * stale to it), or a Broadcast creator laying a ring out (holdFirst), so
+   * that a side that reads the header after holding reads it whole.
+   * `what` names the call for the ERR_SHMRING_BUSY that ends the wait.
    */
-  static hold(region: Region, base: number): Roles | undefined {
+  static hold(region: Region, base: number, what: string): Roles | undefined {
     const locks = FileLocks.open(region);
     if (locks === undefined) return undefined;
-    // Shared: every object attached to the ring holds it at once. Waits while someone holds it
-    // exclusively (a Broadcast creator laying out, or unlink-stale across its check and unlink): a
-    // ring attached without its HOLDER lock would look stale to unlink-stale.
-    waitForHolder(locks, 'attaching the ring', () => locks.lock(base + L.HOLDER_LOCK_OFFSET, true));
+    waitForHolder(locks, what, () => locks.lock(base + L.HOLDER_LOCK_OFFSET, true));
     return new Roles(locks, region, base);
   }
 
@@ -56,7 +59,7 @@ export class Roles {
    * Holds the ring at `base` of `region` exclusively if no other object
    * holds it (`alone`), else shared as hold() does; undefined where the
    * region cannot take locks. Alone, the caller may lay out a new ring
-   * that nobody is attached to, and nobody can attach (holdShared waits)
+   * that nobody is attached to, and nobody can attach (hold waits)
    * until it calls share(). Waits (up to HOLDER_WAIT_MS) while another
    * creator holds it exclusively: that one is laying out a ring there.
    */
@@ -70,18 +73,6 @@ export class Roles {
       return alone || locks.lock(byte, true);
     });
     return { roles: new Roles(locks, region, base), alone };
-  }
-
-  /**
-   * Holds the ring shared, as hold() does, but waits (up to HOLDER_WAIT_MS)
-   * while a creator holds it exclusively (holdFirst): what it lays out is
-   * then read whole. For an attach that reads the header after holding.
-   */
-  static holdShared(region: Region, base: number, what: string): Roles | undefined {
-    const locks = FileLocks.open(region);
-    if (locks === undefined) return undefined;
-    waitForHolder(locks, what, () => locks.lock(base + L.HOLDER_LOCK_OFFSET, true));
-    return new Roles(locks, region, base);
   }
 
   /** After holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */
@@ -118,7 +109,7 @@ export class Roles {
   }
 }
 
-/** How long holdFirst / holdShared wait for a creator laying out a ring (microseconds of work) before giving up. */
+/** How long hold / holdFirst wait for an exclusive HOLDER (unlink-stale, a creator laying out: microseconds of work) before giving up. */
 const HOLDER_WAIT_MS = 2_000;
 
 /** Calls `take` until it returns true (retryFor); ERR_SHMRING_BUSY (the locks released) after HOLDER_WAIT_MS. */
@@ -127,8 +118,8 @@ function waitForHolder(locks: FileLocks, what: string, take: () => boolean): voi
   locks.release();
   throw new ShmringError(
     ErrorCodes.BUSY,
-    `${what}: another object has held the ring exclusively for ${HOLDER_WAIT_MS} ms (a creator laying it out, stopped half-way?); ` +
-      'try again, or look with shmring inspect',
+    `${what}: another process has held the ring exclusively for ${HOLDER_WAIT_MS} ms (shmring unlink-stale, or a Broadcast creator ` +
+      'laying it out, stopped half-way?); try again, or look with shmring inspect',
   );
 }
 

@@ -166,7 +166,7 @@ export class SpscRing extends Queue {
     const base = checkOffset(options.offset);
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
-    const roles = Roles.hold(region, base); // before MAGIC: the ring is never seen unheld (stale) once it exists
+    const roles = Roles.hold(region, base, 'SpscRing.create'); // before MAGIC: the ring is never seen unheld (stale) once it exists
     const ctl = unpublish(buffer, base);
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
@@ -179,7 +179,7 @@ export class SpscRing extends Queue {
     const base = checkOffset(options?.offset);
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
-    const roles = Roles.hold(region, base);
+    const roles = Roles.hold(region, base, 'SpscRing.attach');
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
