@@ -173,7 +173,9 @@ export const SIZING_LOCK_BYTE = 2 ** 52;
 /**
  * NAME_LOCK_BYTE: every Region opened or created by its name holds it
  * shared, on the region's own description, for as long as the region is
- * open (fds duplicated or passed from it share it). `shmring unlink-stale`
+ * open (fds duplicated or passed from it share it, and so does its
+ * mapping: the lock goes when the last of them does, which for the koffi
+ * backend is when the waits parked on a closed region have returned). `shmring unlink-stale`
  * holds it exclusively across its last check and the unlink(2): so it
  * never removes a name that a Region has open (its owner may attach a ring
  * any moment), and an open that got the fd just before the unlink waits

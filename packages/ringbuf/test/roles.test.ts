@@ -187,7 +187,8 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     // Not stale while a process has its region open by name (it may attach again): close ours.
     assert.equal(isStale(inspect(name)!), false);
     region.close();
-    // Stale once nothing has it open: at once with the addon; the koffi backend's file goes a moment later.
+    // Stale once nothing has it open. A mapping holds its file open (and so the name lock, on the region's
+    // own description): the addon unmaps in close(); the koffi backend once the wait it just cancelled returns.
     for (let i = 0; i < 100 && !isStale(inspect(name)!); i++) await sleep(20);
     assert.equal(isStale(inspect(name)!), true);
     assert.deepEqual(
