@@ -637,6 +637,31 @@ describe('server', function () {
       fs.chmodSync(dir.dir, 0o755);
       fs.chmodSync(ro, 0o555);
       const p = `${ro}/x.sock`;
+      const { code, message } = await failedListenAsNobody(p);
+      assert.equal(code, 'EACCES', message);
+      assert.match(message, new RegExp(`^listen on ${p} failed \\(EACCES\\): this process may not create a file in the directory ${ro}`));
+    });
+
+    it('listen() that must replace a stale socket file but may not open its lock file says to remove it or run as its owner (EACCES)', async function () {
+      if (process.getuid?.() !== 0) this.skip(); // the lock file must belong to another user than the listener's
+      const open = dir.path('open');
+      fs.mkdirSync(open);
+      fs.chmodSync(dir.dir, 0o755);
+      fs.chmodSync(open, 0o777);
+      const p = `${open}/x.sock`;
+      await staleSocket(p);
+      fs.writeFileSync(`${p}.shmring-lock`, '', { mode: 0o444 }); // root's, read-only
+      const { code, message } = await failedListenAsNobody(p);
+      assert.equal(code, 'EACCES', message);
+      assert.match(
+        message,
+        /this user may not open .*\.shmring-lock, the lock file listen\(\) uses to replace it, for writing: remove it, or run as its owner/,
+      );
+      assert.ok(fs.lstatSync(p).isSocket(), 'the stale socket file was touched');
+    });
+
+    /** listen(p) in a child process, as nobody (uid 65534) when this one is root; what it failed with. */
+    async function failedListenAsNobody(p: string): Promise<{ code: string; message: string }> {
       const index = new URL('../src/index.js', import.meta.url).href;
       const body = `const m = await import(${JSON.stringify(index)});
         try { await m.listen(${JSON.stringify(p)}); console.log('listening'); process.exit(0); }
@@ -646,9 +671,8 @@ describe('server', function () {
       let out = '';
       child.stdout!.setEncoding('utf8').on('data', (c: string) => (out += c));
       await once(child, 'close');
-      const { code, message } = JSON.parse(out) as { code: string; message: string };
-      assert.equal(code, 'EACCES', out);
-      assert.match(message, new RegExp(`^listen on ${p} failed \\(EACCES\\): this process may not create a file in the directory ${ro}`));
-    });
+      assert.ok(out.trim() !== 'listening', `listen(${p}) succeeded`);
+      return JSON.parse(out) as { code: string; message: string };
+    }
   });
 });
