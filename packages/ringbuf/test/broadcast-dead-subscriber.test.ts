@@ -127,25 +127,11 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
   it('a subscriber caught between its slot claim and its pid words (a SharedArrayBuffer region) keeps its slot through a sweep while its thread lives, and loses it once the thread ends', async function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
     const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, subscribers: 1, peerTimeoutMs: PEER_TIMEOUT_MS });
-    const owner = B.slotOffset(0) / 4 + B.SLOT_OWNER_I32;
-    // A worker takes slot 0 as Broadcast.subscribe's first step does without a file (a CAS of OWNER from 0 to
-    // its thread id negated), then stops there: its START and PID words are never stored, as if descheduled.
-    const worker = new Worker(
-      `const { workerData, parentPort } = require('node:worker_threads');
-       const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
-       const words = new Int32Array(workerData.sab);
-       parentPort.postMessage({ tid, seen: Atomics.compareExchange(words, workerData.owner, 0, -tid) });
-       setInterval(() => {}, 60_000);`,
-      { eval: true, workerData: { sab: region.buffer, owner } },
-    );
+    const halfway = claimHalfway(region);
+    const { worker, owner } = halfway;
     const words = new Int32Array(region.buffer);
     try {
-      const { tid, seen } = await new Promise<{ tid: number; seen: number }>((resolve, reject) => {
-        worker.once('message', resolve);
-        worker.once('error', reject);
-      });
-      assert.equal(seen, 0, 'slot 0 was not free');
-      const claim = -tid;
+      const claim = await halfway.claim;
       assert.equal(Atomics.load(words, owner), claim);
       // The claimed slot's CURSOR (0) holds the publisher back once the ring is full: its tryWrite sweeps the slots
       // after peerTimeoutMs (and every quarter of it after that).
@@ -174,6 +160,22 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
     }
   });
 
+  it('a create after the publisher let go does not lay a new Broadcast out under a subscriber caught between its slot claim and its pid words (a SharedArrayBuffer region)', async function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
+    Broadcast.create(region, { capacity: CAPACITY, lossless: true, subscribers: 1 }).detach();
+    const { worker, claim } = claimHalfway(region);
+    try {
+      await claim;
+      // Other options: a create could only lay a new Broadcast out, which it must not while a claimant lives.
+      assert.throws(() => Broadcast.create(region, { capacity: CAPACITY / 2, subscribers: 1 }), { code: ErrorCodes.INVALID_ARGUMENT });
+      await worker.terminate();
+      Broadcast.create(region, { capacity: CAPACITY / 2, subscribers: 1 }).close(); // nobody lives there now
+    } finally {
+      await worker.terminate();
+      region.close();
+    }
+  });
+
   it('checks peerTimeoutMs: a TypeError for a non-number, a RangeError for a negative one or NaN', function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
     assert.throws(
@@ -193,3 +195,28 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
     region.close();
   });
 });
+
+/**
+ * A worker takes slot 0 of the Broadcast in `region` (a SharedArrayBuffer) as Broadcast.subscribe's first
+ * step does without a file (a CAS of OWNER from 0 to its thread id negated), then stops there: its START and
+ * PID words are never stored, as if descheduled. `claim` resolves with the OWNER it stored.
+ */
+function claimHalfway(region: Region): { worker: Worker; owner: number; claim: Promise<number> } {
+  const owner = B.slotOffset(0) / 4 + B.SLOT_OWNER_I32;
+  const worker = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads');
+     const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+     const words = new Int32Array(workerData.sab);
+     parentPort.postMessage({ tid, seen: Atomics.compareExchange(words, workerData.owner, 0, -tid) });
+     setInterval(() => {}, 60_000);`,
+    { eval: true, workerData: { sab: region.buffer, owner } },
+  );
+  const claim = new Promise<number>((resolve, reject) => {
+    worker.once('message', ({ tid, seen }: { tid: number; seen: number }) =>
+      seen === 0 ? resolve(-tid) : reject(new Error(`slot 0 was not free (OWNER ${seen})`)),
+    );
+    worker.once('error', reject);
+  });
+  claim.catch(() => {});
+  return { worker, owner, claim };
+}
