@@ -294,7 +294,7 @@ static int open_named(const char *path) {
         int fd = open(path, O_RDWR | O_CLOEXEC);
         if (fd < 0) die(EXIT_USAGE, "open %s: %s", path, strerror(errno));
         struct flock l = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = NAME_LOCK_BYTE, .l_len = 1, .l_pid = 0 };
-        double deadline = now_seconds() + 5;
+        double deadline = now_seconds() + 5; /* this peer's attach deadline; the TypeScript side waits 2 s */
         while (fcntl(fd, F_OFD_SETLK, &l) != 0) {
             if (errno != EAGAIN && errno != EACCES) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of %s's name byte: %s", path, strerror(errno));
             if (now_seconds() > deadline) die(EXIT_BUSY, "another process has held %s's name byte exclusively for 5 s", path);
