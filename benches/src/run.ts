@@ -82,6 +82,9 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** Every scenario of a run, in order. */
+/** Round trips in each of the 3 runs of every spinning row and floor (a fifth with --quick). */
+const SPIN_COUNT = 200_000;
+
 function plan(quick: boolean): Step[] {
   const steps: Step[] = [];
   const rttSize = 64;
@@ -95,14 +98,15 @@ function plan(quick: boolean): Step[] {
   const memcpySizes = procSizes.filter((size) => size >= 1024);
 
   // The floors run twice, at the start and next to the scenarios they bound; the best of each is kept (mergeFloors).
-  const floorRtt: Step = { kind: 'floor-rtt', name: 'rtt.floor', params: { rounds: quick ? 200_000 : 1_000_000 } };
+  // Every spinning round trip (the C floor, Node's floors, the spinning ring rows) is the best of 3 runs of SPIN_COUNT.
+  const floorRtt: Step = { kind: 'floor-rtt', name: 'rtt.floor', params: { rounds: quick ? SPIN_COUNT / 5 : SPIN_COUNT } };
   const floorStream: Step = { kind: 'floor-stream', name: 'tput.floor.c-ring', params: { sizes: procSizes, ms: quick ? 300 : 800 } };
   const floorMemcpy: Step = { kind: 'floor-memcpy', name: 'tput.floor.memcpy', params: { sizes: memcpySizes, ms: quick ? 200 : 400 } };
   steps.push(floorRtt, floorStream, floorMemcpy);
-  rtt('rtt-proc', 'rtt.proc.spsc-spin', 200_000);
-  rtt('rtt-proc', 'rtt.proc.spsc-spin-zc', 200_000);
-  rtt('rtt-proc', 'rtt.proc.node-floor', 100_000); // best of 3 runs, like the C floor
-  rtt('rtt-proc', 'rtt.proc.node-floor-2', 100_000); // the same, one word each way (best of 3 too)
+  rtt('rtt-proc', 'rtt.proc.spsc-spin', SPIN_COUNT);
+  rtt('rtt-proc', 'rtt.proc.spsc-spin-zc', SPIN_COUNT);
+  rtt('rtt-proc', 'rtt.proc.node-floor', SPIN_COUNT); // best of 3 runs, like the C floor
+  rtt('rtt-proc', 'rtt.proc.node-floor-2', SPIN_COUNT); // the same, one word each way (best of 3 too)
   steps.push(floorRtt);
   rtt('rtt-proc', 'rtt.proc.spsc-sync', 30_000);
   rtt('rtt-proc', 'rtt.proc.spsc-parked', 10_000, { gapMs: 0.2 });
