@@ -164,13 +164,18 @@ export function shown(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
-/** Checks that `value` is an integer in [min, max]; throws a coded RangeError/TypeError naming it. */
-export function checkInteger(name: string, value: unknown, min: number, max: number): number {
+/**
+ * Checks that `value` is an integer in [min, max]; throws a coded
+ * RangeError/TypeError naming it, and the verb that was given it when
+ * `verb` says (`Region.create: size=-1 is out of range …`).
+ */
+export function checkInteger(name: string, value: unknown, min: number, max: number, verb?: string): number {
+  const who = verb === undefined ? '' : `${verb}: `;
   if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${name} must be an integer, got ${shown(value)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${who}${name} must be an integer, got ${shown(value)}`);
   }
   if (value < min || value > max) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${name}=${value} is out of range [${min}, ${max}]`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${who}${name}=${value} is out of range [${min}, ${max}]`);
   }
   return value;
 }

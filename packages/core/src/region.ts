@@ -195,8 +195,8 @@ function hexKey(key: number): string {
   return `0x${key.toString(16).padStart(8, '0')}`;
 }
 
-function checkSysvId(id: unknown): number {
-  return checkInteger('id', id, 0, MAX_SYSV_ID);
+function checkSysvId(id: unknown, verb: string): number {
+  return checkInteger('id', id, 0, MAX_SYSV_ID, verb);
 }
 
 /** Checks `hugePages` and that the backing offers them. */
@@ -204,41 +204,44 @@ function checkHugePages(options: CreateOptions): boolean {
   const { hugePages } = options;
   if (hugePages === undefined || hugePages === false) return false;
   if (hugePages !== true) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `hugePages must be a boolean, got ${String(hugePages)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Region.create: hugePages must be a boolean, got ${String(hugePages)}`);
   }
   if (options.backing !== 'memfd' && options.backing !== 'sysv') {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `hugePages is for 'memfd' and 'sysv' regions, not backing=${String(options.backing)} ` +
+      `Region.create: hugePages is for 'memfd' and 'sysv' regions, not backing=${String(options.backing)} ` +
         "(for a 'file' region, put the file on a mounted hugetlbfs instead)",
     );
   }
   return true;
 }
 
-/** Checks a POSIX shared memory name and returns it with the leading '/' shm_open wants. */
-export function posixName(name: unknown): string {
+/** Checks a POSIX shared memory name and returns it with the leading '/' shm_open wants; `verb` heads the errors. */
+export function posixName(name: unknown, verb: string): string {
   if (typeof name !== 'string') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name must be a string, got ${typeof name}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: name must be a string, got ${typeof name}`);
   }
   const bare = name.startsWith('/') ? name.slice(1) : name;
   if (bare.length === 0 || bare === '.' || bare === '..') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `name=${JSON.stringify(name)} is not a valid POSIX shared memory name`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: name=${JSON.stringify(name)} is not a valid POSIX shared memory name`);
   }
   if (bare.includes('/') || bare.includes('\0')) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_NAME,
-      `name=${JSON.stringify(name)} must not contain '/' or NUL (after an optional leading '/')`,
+      `${verb}: name=${JSON.stringify(name)} must not contain '/' or NUL (after an optional leading '/')`,
     );
   }
   if (Buffer.byteLength(bare) > MAX_NAME_LENGTH) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_NAME, `name is ${Buffer.byteLength(bare)} bytes long; the limit is ${MAX_NAME_LENGTH}`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_NAME,
+      `${verb}: name is ${Buffer.byteLength(bare)} bytes long; the limit is ${MAX_NAME_LENGTH}`,
+    );
   }
   return `/${bare}`;
 }
 
-function checkSize(size: unknown): number {
-  return checkInteger('size', size, 1, MAX_REGION_SIZE);
+function checkSize(size: unknown, verb?: string): number {
+  return checkInteger('size', size, 1, MAX_REGION_SIZE, verb);
 }
 
 /** A SharedArrayBuffer of `size` bytes, or a typed error when V8 cannot allocate it (its own RangeError has no code). */
@@ -372,12 +375,15 @@ function checkMappable(size: number, what: string, object: string): void {
 }
 
 function checkMode(mode: unknown): number {
-  return mode === undefined ? 0o600 : checkInteger('mode', mode, 0, 0o7777);
+  return mode === undefined ? 0o600 : checkInteger('mode', mode, 0, 0o7777, 'Region.create');
 }
 
-function checkPath(path: unknown): string {
+function checkPath(path: unknown, verb: string): string {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `path must be a non-empty string for the 'file' backing, got ${String(path)}`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: path must be a non-empty string for the 'file' backing, got ${String(path)}`,
+    );
   }
   return path;
 }
@@ -562,10 +568,10 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.create needs an options object');
     }
-    const requested = checkSize(options.size);
+    const requested = checkSize(options.size, 'Region.create');
     const hugePages = checkHugePages(options);
     const pool = hugePages ? hugePagePool() : undefined;
-    const size = pool === undefined ? requested : checkSize(roundToHugePages(requested, pool));
+    const size = pool === undefined ? requested : checkSize(roundToHugePages(requested, pool), 'Region.create');
     if (options.backing !== 'sab') checkMappable(size, 'Region.create of', `a '${String(options.backing)}' region`);
     switch (options.backing) {
       case 'sab':
@@ -594,7 +600,7 @@ export class Region {
       case 'sysv':
         return Region.#createSysv(options, size, hugePages, pool);
       case 'posix': {
-        const name = posixName(options.name);
+        const name = posixName(options.name, 'Region.create');
         const exclusive = options.exclusive !== false;
         const mode = checkMode(options.mode);
         let region: Region;
@@ -618,7 +624,7 @@ export class Region {
         return region;
       }
       case 'file': {
-        const path = checkPath(options.path);
+        const path = checkPath(options.path, 'Region.create');
         const exclusive = options.exclusive !== false;
         const mode = checkMode(options.mode);
         let region: Region;
@@ -658,7 +664,7 @@ export class Region {
   static #createSysv(options: CreateOptions, size: number, hugePages: boolean, pool: HugePagePool | undefined): Region {
     const key = options.key === undefined ? undefined : sysvKey(options.key);
     const exclusive = key === undefined || options.exclusive !== false;
-    const mode = checkInteger('mode', options.mode ?? 0o600, 0, 0o777);
+    const mode = checkInteger('mode', options.mode ?? 0o600, 0, 0o777, 'Region.create');
     if (hugePages && pool === undefined) throw noHugePages('Region.create of', describeSysv(key, undefined).object, size, pool);
     let id: number;
     try {
@@ -699,7 +705,7 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, "Region.open of a 'sysv' segment needs its key or its id");
     }
     const key = options.key === undefined ? undefined : sysvKey(options.key);
-    let id = options.id === undefined ? undefined : checkSysvId(options.id);
+    let id = options.id === undefined ? undefined : checkSysvId(options.id, 'Region.open');
     try {
       id ??= backend().shmGet(key!, 0, 0);
       const buffer = backend().shmAttach(id, !readOnly);
@@ -739,7 +745,7 @@ export class Region {
     const flags = (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK;
     switch (options.backing) {
       case 'posix': {
-        const name = posixName(options.name);
+        const name = posixName(options.name, 'Region.open');
         try {
           const fd = openNamed(() => backend().shmOpen(name, flags, 0), describePosix(name));
           return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object), readOnly, { name }));
@@ -751,7 +757,7 @@ export class Region {
         }
       }
       case 'file': {
-        const path = checkPath(options.path);
+        const path = checkPath(options.path, 'Region.open');
         try {
           const fd = openNamed(() => backend().open(path, flags, 0), describeFile(path));
           return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object), readOnly, { path }));
@@ -782,7 +788,7 @@ export class Region {
    * truncate it under us.
    */
   static fromFd(fd: number, options: FromFdOptions = {}): Region {
-    checkInteger('fd', fd, 0, 2 ** 31 - 1);
+    checkInteger('fd', fd, 0, 2 ** 31 - 1, 'Region.fromFd');
     let own: number;
     try {
       own = backend().dup(fd);
@@ -845,7 +851,7 @@ export class Region {
     if (fill !== undefined && options.size === undefined) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot with a fill function needs options.size (bytes)');
     }
-    const size = checkSize(options.size ?? bytes!.length);
+    const size = checkSize(options.size ?? bytes!.length, 'Region.snapshot');
     checkMappable(size, 'Region.snapshot of', 'a memfd region');
     if (bytes !== undefined && bytes.length > size) {
       throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Region.snapshot: ${bytes.length} bytes do not fit size=${size}`);

@@ -373,7 +373,7 @@ export class Broadcast {
   /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
     checkOptionsObject(options, 'Broadcast.regionSize');
-    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
+    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.regionSize');
     return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
   }
 
@@ -392,7 +392,7 @@ export class Broadcast {
    */
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
     checkOptionsObject(options, 'Broadcast.create');
-    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY);
+    const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.create');
     const subscribers = checkSubscribers(options.subscribers);
     const lossless = options.lossless ?? false;
     if (typeof lossless !== 'boolean') {
@@ -406,7 +406,7 @@ export class Broadcast {
           'give subscribers >= 1 (and the same to regionSize), or make it lossy',
       );
     }
-    const base = checkOffset(options.offset);
+    const base = checkOffset(options.offset, 'Broadcast.create');
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'Broadcast.create');
     const size = B.broadcastSize(capacity, subscribers);
     const buffer = ringMemory(region, base, size, 'Broadcast.create');
@@ -422,7 +422,7 @@ export class Broadcast {
       throw new ShmringError(
         ErrorCodes.BUSY,
         `Broadcast.create: a live publisher holds ${ringWhere(region, base, 'Broadcast')}; ` +
-          `a Broadcast has one publisher: close that one first, or wait for its process to exit${site.look}`,
+          `a Broadcast has one publisher: close that one first, or wait for its process to exit${site.look()}`,
       );
     }
     const dataOffset = B.broadcastDataOffset(subscribers);
@@ -457,7 +457,7 @@ export class Broadcast {
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
   static subscribe(region: Region, options: SubscribeOptions = {}): BroadcastSubscriber {
     checkOptionsObject(options, 'Broadcast.subscribe');
-    const base = checkOffset(options.offset);
+    const base = checkOffset(options.offset, 'Broadcast.subscribe');
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     // Held before the header is read: a create that finds nobody holding the ring lays out a new one only
     // while it holds it exclusively, so the header read here is the one this subscriber joins.
@@ -465,7 +465,7 @@ export class Broadcast {
     let g: Geometry;
     let mode: number;
     try {
-      g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe');
+      g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe', region);
       const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
       mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
       if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
@@ -799,7 +799,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     roles: Roles | undefined,
     region: Region,
   ) {
-    super(buffer, base, g, lossless, roles, region, { place: undefined, where: ringWhere(region, base), look: '' }); // claims no role
+    super(buffer, base, g, lossless, roles, region, { place: undefined, where: ringWhere(region, base), look: () => '' }); // claims no role
   }
 
   /** @internal Takes a slot (lossless: one is required) and settles the start. */

@@ -8,7 +8,7 @@ import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './lat
 import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
 import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
-import { checkWaitOptions, shown, type WriteOptions } from './queue.js';
+import { checkWaitOptions, regionWhere, shown, type WriteOptions } from './queue.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST | typeof KIND_MPSC;
@@ -43,14 +43,14 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
     throw new ShmringError(
       ErrorCodes.REGION_TOO_SMALL,
       base === 0
-        ? `${what}: the region has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`
-        : `${what}: the region has ${buffer.byteLength} bytes but a ring of ${ringSize} bytes at offset ${base} needs ${base + ringSize}`,
+        ? `${what}: ${regionWhere(region)} has ${buffer.byteLength} bytes but the ring needs ${ringSize}; size it with regionSize()`
+        : `${what}: ${regionWhere(region)} has ${buffer.byteLength} bytes but a ring of ${ringSize} bytes at offset ${base} needs ${base + ringSize}`,
     );
   }
   if (region.readOnly) {
     throw new ShmringError(
       ErrorCodes.READ_ONLY,
-      `${what}: the region is mapped read-only; a ring's sides write to it (open it without readOnly)`,
+      `${what}: ${regionWhere(region)} is mapped read-only; a ring's sides write to it (open it without readOnly)`,
     );
   }
   return buffer;
@@ -70,25 +70,28 @@ export function checkOptionsObject(options: unknown, verb: string): void {
  * Checks where a ring starts in its region: a multiple of CACHE_LINE (so the
  * blocks keep their cache lines to themselves), 0 by default.
  */
-export function checkOffset(offset: unknown): number {
+export function checkOffset(offset: unknown, verb: string): number {
   if (offset === undefined) return 0;
   const rule = `must be a non-negative multiple of ${L.CACHE_LINE} (where the ring starts in its region)`;
   if (typeof offset !== 'number' || !Number.isInteger(offset)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `offset=${shown(offset)} ${rule}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: offset=${shown(offset)} ${rule}`);
   }
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % L.CACHE_LINE !== 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `offset=${offset} ${rule}`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: offset=${offset} ${rule}`);
   }
   return offset;
 }
 
-/** Checks a power-of-two capacity in [min, max]; names it in the error. */
-export function checkCapacity(capacity: unknown, min: number, max: number): number {
+/** Checks a power-of-two capacity in [min, max]; the error names it and `verb`. */
+export function checkCapacity(capacity: unknown, min: number, max: number, verb: string): number {
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `capacity must be an integer, got ${shown(capacity)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `capacity=${capacity} must be a power of two in [${min}, ${max}]`);
+    throw new ShmringRangeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: capacity=${capacity} must be a power of two in [${min}, ${max}] (bytes of the ring's data area)`,
+    );
   }
   return capacity;
 }
@@ -126,20 +129,23 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
 /**
  * Reads and checks the header of an existing ring of `kind` at `base`;
  * returns its geometry. `what` names the verb in the errors (by default
- * `<Kind>.attach`; Broadcast.create passes its own).
+ * `<Kind>.attach`; Broadcast.create passes its own), and `region`, when
+ * given, the region (its name, path or key) where they say "the region".
  */
 export function readHeader(
   buffer: ArrayBuffer | SharedArrayBuffer,
   kind: Geometry['kind'],
   base = 0,
   what = `${KIND_NAMES[kind]}.attach`,
+  region?: Region,
 ): Geometry {
+  const place = (region === undefined ? 'the region' : regionWhere(region)) + (base === 0 ? '' : ` at offset ${base}`);
   if (buffer.byteLength < base + L.DATA_OFFSET) {
     throw new ShmringError(
       ErrorCodes.NOT_A_RING,
       base === 0
-        ? `${what}: the region (${buffer.byteLength} bytes) is smaller than a ring's header`
-        : `${what}: the region (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
+        ? `${what}: ${place} (${buffer.byteLength} bytes) is smaller than a ring's header`
+        : `${what}: ${region === undefined ? 'the region' : regionWhere(region)} (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
     );
   }
   const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
@@ -148,14 +154,14 @@ export function readHeader(
   if (magic !== L.MAGIC) {
     throw new ShmringError(
       ErrorCodes.NOT_A_RING,
-      `${what}: the region does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
+      `${what}: ${place} does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
     );
   }
   const version = ctl[L.VERSION_I32]!;
   if (version !== L.LAYOUT_VERSION) {
     throw new ShmringError(
       ErrorCodes.VERSION_MISMATCH,
-      `${what}: the ring has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}; ` +
+      `${what}: the ring in ${place} has layout version ${version}; this library speaks version ${L.LAYOUT_VERSION}; ` +
         `recreate the ring with this version of shmring (and attach with the same version on every side)`,
     );
   }
@@ -163,7 +169,7 @@ export function readHeader(
   if (found !== kind) {
     throw new ShmringError(
       ErrorCodes.WRONG_KIND,
-      `${what}: the region holds a ${KIND_NAMES[found] ?? `ring of unknown kind ${found}`}, not a ${KIND_NAMES[kind]}`,
+      `${what}: ${place} holds a ${KIND_NAMES[found] ?? `ring of unknown kind ${found}`}, not a ${KIND_NAMES[kind]}`,
     );
   }
   const g: Geometry = {
@@ -185,13 +191,13 @@ export function readHeader(
   if (!sane) {
     throw new ShmringError(
       ErrorCodes.CORRUPT,
-      `${what}: the ring's header is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize}${kind === B.KIND_BROADCAST ? `, mode=${mode}` : ''})`,
+      `${what}: the header of the ring in ${place} is inconsistent (capacity=${g.capacity}, slotSize=${g.slotSize}, slotStride=${g.slotStride}, dataOffset=${dataOffset}, size=${g.ringSize}${kind === B.KIND_BROADCAST ? `, mode=${mode}` : ''})`,
     );
   }
   if (buffer.byteLength < base + g.ringSize) {
     throw new ShmringError(
       ErrorCodes.REGION_TOO_SMALL,
-      `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but the region has ${buffer.byteLength} (truncated?)`,
+      `${what}: the ring needs ${g.ringSize} bytes from offset ${base} but ${region === undefined ? 'the region' : regionWhere(region)} has ${buffer.byteLength} (truncated?)`,
     );
   }
   return g;

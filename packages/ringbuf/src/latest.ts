@@ -201,7 +201,7 @@ export class LatestValue {
   static create(region: Region, options: LatestOptions): LatestValue {
     checkOptionsObject(options, 'LatestValue.create');
     const maxSize = checkMaxSize(options?.maxSize);
-    const base = checkOffset(options.offset);
+    const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
     const roles = Roles.hold(region, base, 'LatestValue.create'); // before MAGIC: never seen unheld once it exists
@@ -215,9 +215,9 @@ export class LatestValue {
   /** Attaches to a LatestValue another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: LatestAttachOptions = {}): LatestValue {
     checkOptionsObject(options, 'LatestValue.attach');
-    const base = checkOffset(options.offset);
+    const base = checkOffset(options.offset, 'LatestValue.attach');
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
-    const { capacity } = readHeader(buffer, V.KIND_LATEST, base);
+    const { capacity } = readHeader(buffer, V.KIND_LATEST, base, undefined, region);
     return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base, 'LatestValue.attach'));
   }
 

@@ -112,15 +112,15 @@ export class MpmcQueue extends Queue {
     return this.#threads ? isThreadAlive(owner, 0) : isAlive(owner, 0);
   }
 
-  static #check(options: MpmcOptions): [capacity: number, slotSize: number] {
-    const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY);
-    const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE);
+  static #check(options: MpmcOptions, verb: string): [capacity: number, slotSize: number] {
+    const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY, verb);
+    const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE, verb);
     const size = L.mpmcRingSize(capacity, slotSize);
     if (!Number.isSafeInteger(size)) {
       // Each bound alone is fine; their product is not a byte count JS can hold exactly.
       throw new ShmringRangeError(
         ErrorCodes.INVALID_ARGUMENT,
-        `capacity=${capacity} slots of slotSize=${slotSize} need ${size} bytes, more than Number.MAX_SAFE_INTEGER; make one of them smaller`,
+        `${verb}: capacity=${capacity} slots of slotSize=${slotSize} need ${size} bytes, more than Number.MAX_SAFE_INTEGER; make one of them smaller`,
       );
     }
     return [capacity, slotSize];
@@ -128,13 +128,13 @@ export class MpmcQueue extends Queue {
 
   /** Bytes a region needs to hold a MpmcQueue of `capacity` slots of `slotSize` bytes. */
   static regionSize(options: MpmcOptions): number {
-    const [capacity, slotSize] = MpmcQueue.#check(options);
+    const [capacity, slotSize] = MpmcQueue.#check(options, 'MpmcQueue.regionSize');
     return L.mpmcRingSize(capacity, slotSize);
   }
 
   /** Creates an empty queue at the start of `region` (overwriting what is there). */
   static create(region: Region, options: MpmcOptions): MpmcQueue {
-    const [capacity, slotSize] = MpmcQueue.#check(options);
+    const [capacity, slotSize] = MpmcQueue.#check(options, 'MpmcQueue.create');
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
     const roles = Roles.hold(region, 0, 'MpmcQueue.create'); // before MAGIC: the queue is never seen unheld (stale) once it exists
@@ -150,7 +150,7 @@ export class MpmcQueue extends Queue {
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
-    const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC);
+    const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC, 0, undefined, region);
     const roles = Roles.hold(region, 0, 'MpmcQueue.attach');
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }

@@ -195,13 +195,13 @@ export class MpscRing extends Queue {
 
   /** Bytes a region needs to hold an MpscRing of `capacity` data bytes. */
   static regionSize(options: MpscOptions): number {
-    return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY));
+    return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.regionSize'));
   }
 
   /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
   static create(region: Region, options: MpscOptions): MpscRing {
-    const capacity = checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY);
-    const base = checkOffset(options.offset);
+    const capacity = checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.create');
+    const base = checkOffset(options.offset, 'MpscRing.create');
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
     const ringSize = M.mpscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
@@ -215,10 +215,10 @@ export class MpscRing extends Queue {
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: MpscAttachOptions = {}): MpscRing {
-    const base = checkOffset(options?.offset);
+    const base = checkOffset(options?.offset, 'MpscRing.attach');
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
-    const { capacity } = readHeader(buffer, M.KIND_MPSC, base);
+    const { capacity } = readHeader(buffer, M.KIND_MPSC, base, undefined, region);
     const roles = Roles.hold(region, base, 'MpscRing.attach');
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
   }

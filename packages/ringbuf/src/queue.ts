@@ -219,11 +219,12 @@ export function claimPlace(region: Region, base: number, roles: Roles | undefine
 export interface RingSite {
   readonly place: string | undefined;
   readonly where: string;
-  readonly look: string;
+  /** The end of an error's sentence that says how to see who holds the ring (inspectHint), as of the error. */
+  readonly look: () => string;
 }
 
 export function ringSite(region: Region, base: number, roles: Roles | undefined): RingSite {
-  return { place: claimPlace(region, base, roles), where: ringWhere(region, base), look: inspectHint(region, base) };
+  return { place: claimPlace(region, base, roles), where: ringWhere(region, base), look: () => inspectHint(region, base) };
 }
 
 /**
@@ -232,30 +233,40 @@ export function ringSite(region: Region, base: number, roles: Roles | undefined)
  * `noun` names the ring's kind where the sentence needs it.
  */
 export function ringWhere(region: Region, base: number, noun = 'ring'): string {
-  let what: string;
-  switch (region.backing) {
-    case 'posix':
-      what = `POSIX shared memory object '${inspectTarget(region)}'`;
-      break;
-    case 'file':
-      what = `file '${region.path}'`;
-      break;
-    case 'sysv':
-      what = `System V segment ${region.key === undefined ? '' : `key ${hexKey(region.key)} `}(id ${region.id})`;
-      break;
-    case 'sab':
-      what = 'a SharedArrayBuffer';
-      break;
-    default:
-      what = `a ${region.backing} region (fd ${region.fd} of pid ${process.pid})`;
-  }
-  return `the ${noun} in ${what}${base === 0 ? '' : ` at offset ${base}`}`;
+  return `the ${noun} in ${regionWhere(region)}${base === 0 ? '' : ` at offset ${base}`}`;
 }
 
-/** The end of an error's sentence: how `shmring inspect` shows who holds the ring ('' where it cannot: no name, or not at offset 0). */
+/**
+ * The region as an error names it: its name, path, System V key or id
+ * (what Region.open takes), or for a memfd its fd and our pid.
+ */
+export function regionWhere(region: Region): string {
+  switch (region.backing) {
+    case 'posix':
+      return `POSIX shared memory object '${inspectTarget(region)}'`;
+    case 'file':
+      return `file '${region.path}'`;
+    case 'sysv':
+      return `System V segment ${region.key === undefined ? '' : `key ${hexKey(region.key)} `}(id ${region.id})`;
+    case 'sab':
+      return 'a SharedArrayBuffer';
+    default:
+      return `a ${region.backing} region (fd ${region.fd} of pid ${process.pid})`;
+  }
+}
+
+/**
+ * The end of an error's sentence: how `shmring inspect` shows who holds the
+ * ring; '' where it cannot: no name, not at offset 0, or a POSIX name or
+ * file that no longer exists (unlinked: inspect would say ENOENT).
+ */
 export function inspectHint(region: Region, base: number): string {
   const target = inspectTarget(region);
-  return target === undefined || base !== 0 ? '' : ` (\`shmring inspect ${target}\` shows who holds it)`;
+  if (target === undefined || base !== 0) return '';
+  if (region.backing === 'posix' || region.backing === 'file') {
+    if (!fs.existsSync(region.backing === 'posix' ? `/dev/shm/${target}` : target)) return '';
+  }
+  return ` (\`shmring inspect ${target}\` shows who holds it)`;
 }
 
 /** The region as `shmring inspect` names it, if it can. */
@@ -383,7 +394,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   readonly #place: string | undefined;
   /** ringWhere() and inspectHint() of this ring, for the errors that must name it. */
   readonly #where: string;
-  readonly #look: string;
+  readonly #look: () => string;
   /** What the other side is, as ERR_SHMRING_PEER_DEAD names it (peerDeadError). */
   readonly #peerNoun: string;
   /** The shared roles this object joined in a ring without locks (#join), each with its Share. */
@@ -433,7 +444,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       throw new ShmringError(
         ErrorCodes.BUSY,
         `${this.#kind}: the ${role} role of ${this.#where} is held by another live object (pid ${pid} per the ring's header, perhaps in another PID namespace); ` +
-          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit${this.#look}`,
+          `a ${this.#kind} has one ${role}: close (or detach) that one first, or wait for its process to exit${this.#look()}`,
       );
     }
     const ctl = this.ctl;
@@ -548,7 +559,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return new ShmringError(
       ErrorCodes.BUSY,
       `${this.#kind}: the ${role} role of ${this.#where} (no file to lock) is held by ${who}, ` +
-        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process${this.#look}`,
+        `id ${Math.abs(holder)} in its pid word; a ${this.#kind} has one ${role}: close (or detach) that one first, or end its thread or process${this.#look()}`,
     );
   }
 
@@ -603,7 +614,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return new ShmringError(
       ErrorCodes.PEER_DEAD,
       `${what}: the ${noun} on the other side of ${this.#where} ${ended}; nothing more will ${reading ? 'arrive' : 'be taken'}: ` +
-        `start a new ${peer}, or close the ring${this.#look}`,
+        `start a new ${peer}, or close the ring${this.#look()}`,
     );
   }
 

@@ -157,13 +157,13 @@ export class SpscRing extends Queue {
 
   /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
   static regionSize(options: SpscOptions): number {
-    return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY));
+    return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.regionSize'));
   }
 
   /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
   static create(region: Region, options: SpscOptions): SpscRing {
-    const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY);
-    const base = checkOffset(options.offset);
+    const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.create');
+    const base = checkOffset(options.offset, 'SpscRing.create');
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
     const roles = Roles.hold(region, base, 'SpscRing.create'); // before MAGIC: the ring is never seen unheld (stale) once it exists
@@ -176,9 +176,9 @@ export class SpscRing extends Queue {
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: AttachOptions = {}): SpscRing {
-    const base = checkOffset(options?.offset);
+    const base = checkOffset(options?.offset, 'SpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
-    const { capacity } = readHeader(buffer, L.KIND_SPSC, base);
+    const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);
     const roles = Roles.hold(region, base, 'SpscRing.attach');
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }

@@ -168,6 +168,34 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => MpmcQueue.attach(sab(100)), { code: 'ERR_SHMRING_NOT_A_RING' });
   });
 
+  it('names the verb in an argument error, and the region (its POSIX name) when the region is the problem', () => {
+    const name = `shmring-test-names-${process.pid}`;
+    const region = Region.create({ backing: 'posix', name, size: 65536 });
+    try {
+      const says = (f: () => unknown, code: string, message: RegExp): void => {
+        assert.throws(f, (err: ShmringError) => err.code === code && message.test(err.message));
+      };
+      says(() => SpscRing.create(region, { capacity: 1000 }), 'ERR_SHMRING_INVALID_ARGUMENT', /^SpscRing\.create: capacity=1000 /);
+      says(() => SpscRing.regionSize({} as { capacity: number }), 'ERR_SHMRING_INVALID_ARGUMENT', /^SpscRing\.regionSize: capacity /);
+      says(
+        () => MpmcQueue.create(region, { capacity: 4, slotSize: -1 }),
+        'ERR_SHMRING_INVALID_ARGUMENT',
+        /^MpmcQueue\.create: slotSize=-1 /,
+      );
+      says(() => Broadcast.create(region, { capacity: 3 }), 'ERR_SHMRING_INVALID_ARGUMENT', /^Broadcast\.create: capacity=3 /);
+      says(() => SpscRing.attach(region, { offset: 3 }), 'ERR_SHMRING_INVALID_ARGUMENT', /^SpscRing\.attach: offset=3 /);
+      says(() => Region.create({ backing: 'memfd', size: -1 }), 'ERR_SHMRING_INVALID_ARGUMENT', /^Region\.create: size=-1 /);
+      const named = new RegExp(`POSIX shared memory object '${name}'`);
+      says(() => SpscRing.attach(region), 'ERR_SHMRING_NOT_A_RING', named);
+      SpscRing.create(region, { capacity: 1024 }).close();
+      says(() => MpmcQueue.attach(region), 'ERR_SHMRING_WRONG_KIND', named);
+      says(() => SpscRing.create(region, { capacity: 1 << 20 }), 'ERR_SHMRING_REGION_TOO_SMALL', named);
+    } finally {
+      region.close();
+      region.unlink();
+    }
+  });
+
   it('rejects a ring of another layout version', () => {
     const { region } = spsc();
     new Int32Array(region.buffer)[L.VERSION_I32] = L.LAYOUT_VERSION + 1;

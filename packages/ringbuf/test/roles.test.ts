@@ -78,6 +78,22 @@ describe('one owner per role, and liveness the kernel vouches for (OFD locks)', 
     assert.equal(producer.size, 2 * 16, 'a refused consumer took a message');
   });
 
+  it("does not point at `shmring inspect <name>` once the ring's name is unlinked (inspect would say ENOENT)", async function () {
+    const first = start(['consumer']);
+    await first.line('ready');
+    region.unlink();
+    const here = attach();
+    assert.throws(
+      () => here.tryRead(),
+      (err: ShmringError) => {
+        assert.equal(err.code, ErrorCodes.BUSY);
+        assert.match(err.message, /is held by another live object/);
+        assert.ok(!err.message.includes('shmring inspect'), err.message);
+        return true;
+      },
+    );
+  });
+
   it('a second producer object of the same process gets ERR_SHMRING_BUSY before it writes anything', function () {
     const first = rings[0]!;
     assert.ok(first.tryWrite(new Uint8Array([1])));
