@@ -39,7 +39,7 @@ import {
   watchAbort,
 } from '@shmring/core';
 import { copyBytes, type ChannelCodec } from './codec.js';
-import { checkSignal, checkTimeout } from './options.js';
+import { checkOptions, checkSignal, checkTimeout, OptionNames } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
 import type { RecordReadOptions, RecordSink, RecordSource } from './transport.js';
@@ -617,6 +617,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   receive(options?: ReceiveOptions): Promise<unknown> {
     let signal: AbortSignal | undefined;
     try {
+      checkOptions(options, OptionNames.receive, 'receive');
       signal = checkSignal(options?.signal, 'receive');
     } catch (err) {
       return Promise.reject(err as Error);
@@ -626,6 +627,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
   messages(options: ReceiveOptions = {}): AsyncIterableIterator<unknown> {
+    checkOptions(options, OptionNames.receive, 'messages');
     const signal = checkSignal(options?.signal, 'messages');
     // A hand-made iterator, not an async generator: one promise per value (the one next() returns,
     // settled with the IteratorResult itself), no generator machinery.
@@ -734,6 +736,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     let timeoutMs: number | undefined;
     let signal: AbortSignal | undefined;
     try {
+      checkOptions(options, OptionNames.request, 'request');
       timeoutMs = checkTimeout(options?.timeoutMs, 'request');
       signal = checkSignal(options?.signal, 'request');
     } catch (err) {

@@ -1,4 +1,31 @@
-import { ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { checkOptionNames, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+
+/** The options each verb takes; any other name is refused (checkOptions). */
+export const OptionNames = {
+  listen: ['heartbeatMs', 'capacity', 'codec', 'poll', 'handoverTimeoutMs'],
+  connect: ['heartbeatMs', 'codec', 'timeoutMs', 'signal', 'poll'],
+  channelPair: ['capacity', 'codec', 'poll'],
+  openChannel: ['codec', 'poll'],
+  request: ['timeoutMs', 'signal'],
+  receive: ['signal'],
+  bridge: ['signal', 'log', 'onReady', 'poll', 'dedicated'],
+} as const satisfies Record<string, readonly string[]>;
+
+/**
+ * Checks a verb's options: undefined, or an object whose names the verb
+ * takes (a `timeout` for `timeoutMs` would otherwise never time out, a
+ * `capacty` silently give the default). ERR_SHMRING_INVALID_ARGUMENT.
+ */
+export function checkOptions(options: unknown, names: readonly string[], verb: string): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: options must be an object, got ${options === null ? 'null' : typeof options}`,
+    );
+  }
+  checkOptionNames(options, names, verb);
+}
 
 /** Bytes of each ring's data area unless the options say otherwise. */
 export const DEFAULT_CAPACITY = 1 << 20;

@@ -9,7 +9,7 @@ import type { Channel } from './channel.js';
 import { resolveCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { portLink } from './link.js';
-import { checkCapacity, checkPoll } from './options.js';
+import { checkCapacity, checkOptions, checkPoll, OptionNames } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 const HANDLE_KIND = 'shmring-channel';
@@ -51,6 +51,7 @@ export interface OpenOptions {
 
 /** A channel for a worker: this thread's end, and the handle the worker opens with openChannel. */
 export function channelPair(options: PairOptions = {}): [Channel, ChannelHandle] {
+  checkOptions(options, OptionNames.channelPair, 'channelPair');
   const codec = resolveCodec(options?.codec);
   const capacity = checkCapacity(options?.capacity, 'channelPair');
   const poll = checkPoll(options?.poll, 'channelPair');
@@ -76,6 +77,7 @@ export function openChannel(handle: ChannelHandle, options: OpenOptions = {}): C
       'openChannel needs the handle channelPair() returned, posted to this thread with handle.port in the transfer list',
     );
   }
+  checkOptions(options, OptionNames.openChannel, 'openChannel');
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'openChannel');
   const region = Region.fromSharedArrayBuffer(h.buffer);

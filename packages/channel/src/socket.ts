@@ -33,7 +33,7 @@ import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
-import { checkCapacity, checkPoll, checkSignal, checkTimeout } from './options.js';
+import { checkCapacity, checkOptions, checkPoll, checkSignal, checkTimeout, OptionNames } from './options.js';
 import { creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
@@ -504,6 +504,7 @@ const noop = (): void => {};
  */
 export async function listen(path: string, options: ListenOptions = {}): Promise<ChannelServer> {
   checkPath(path, 'listen');
+  checkOptions(options, OptionNames.listen, 'listen');
   if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).listenNats(path, options);
   const codec = resolveCodec(options?.codec);
   const capacity = checkCapacity(options?.capacity, 'listen');
@@ -788,6 +789,7 @@ function nameBeside(path: string): string | undefined {
 /** Connects to a channel server's socket path (or nats:// address); resolves with this side's end of a new channel. */
 export async function connect(path: string, options: ConnectOptions = {}): Promise<Channel> {
   checkPath(path, 'connect');
+  checkOptions(options, OptionNames.connect, 'connect');
   if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).connectNats(path, options);
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'connect');

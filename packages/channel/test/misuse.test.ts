@@ -253,6 +253,34 @@ describe('misuse', function () {
       }
     });
 
+    it('a misspelt option (`timeout` for `timeoutMs`, `capacty`) is ERR_SHMRING_INVALID_ARGUMENT naming it, not ignored (a request would never time out)', async function () {
+      const dir = new TmpDir();
+      const [here, handle] = channelPair({ capacity: 4096 });
+      const there = openChannel(handle);
+      try {
+        const named = async (make: () => unknown, key: string, near: string): Promise<void> => {
+          const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.match(err.message, new RegExp(`unknown option "${key}" \\(did you mean "${near}"\\?\\)`));
+        };
+        await named(() => here.request(1, { timeout: 50 } as never), 'timeout', 'timeoutMs');
+        await named(() => here.receive({ sigal: new AbortController().signal } as never), 'sigal', 'signal');
+        await named(() => here.messages({ singal: new AbortController().signal } as never), 'singal', 'signal');
+        await named(() => listen(dir.path(), { capacty: 4096 } as never), 'capacty', 'capacity');
+        await named(() => connect(dir.path(), { timeout: 100 } as never), 'timeout', 'timeoutMs');
+        await named(() => channelPair({ capasity: 64 } as never), 'capasity', 'capacity');
+        await named(() => openChannel(handle, { pol: 10 } as never), 'pol', 'poll');
+        // A name with no near neighbour is refused all the same; one set to undefined sets nothing and passes.
+        await failsWith(() => here.request(1, { retries: 3 } as never), 'ERR_SHMRING_INVALID_ARGUMENT');
+        there.handle((v) => v);
+        assert.equal(await here.request(7, { timeoutMs: 5000, timeout: undefined } as never), 7);
+        assert.deepEqual(fs.readdirSync(dir.dir), [], 'a refused listen() left a socket file');
+      } finally {
+        here.close();
+        there.close();
+        dir.remove();
+      }
+    });
+
     it('an unknown codec or an empty path is ERR_SHMRING_INVALID_ARGUMENT (listen, connect, channelPair)', async function () {
       const dir = new TmpDir();
       try {

@@ -165,6 +165,63 @@ export function shown(value: unknown): string {
 }
 
 /**
+ * Refuses an option that `known` does not list: a misspelt name (`timeout`
+ * for `timeoutMs`, `capacty` for `capacity`) would otherwise be ignored
+ * without a word, and a wait meant to time out would wait for ever, or a
+ * ring be made with the default size. A key whose value is undefined sets
+ * nothing and passes. The ShmringTypeError (ERR_SHMRING_INVALID_ARGUMENT)
+ * names the key, the known name it is nearest to, and `verb`. The caller
+ * has checked that `options` is an object.
+ */
+export function checkOptionNames(options: object, known: readonly string[], verb: string): void {
+  for (const key in options) {
+    if (!known.includes(key) && (options as Record<string, unknown>)[key] !== undefined) {
+      const near = nearestName(key, known);
+      throw new ShmringTypeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `${verb}: unknown option ${JSON.stringify(key)}${near === undefined ? '' : ` (did you mean ${JSON.stringify(near)}?)`}; ` +
+          `its options are ${known.join(', ')}`,
+      );
+    }
+  }
+}
+
+/**
+ * The name in `known` that `key` most likely meant: one it begins or ends
+ * (timeout → timeoutMs), else the one at most 2 edits away from it or from
+ * its stem without the unit (timout → timeoutMs), case aside.
+ */
+function nearestName(key: string, known: readonly string[]): string | undefined {
+  const k = key.toLowerCase();
+  const partOf = known.find((name) => {
+    const n = name.toLowerCase();
+    return k.length >= 3 && (n.startsWith(k) || k.startsWith(n));
+  });
+  if (partOf !== undefined) return partOf;
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const name of known) {
+    const n = name.toLowerCase();
+    const d = Math.min(editDistance(k, n), editDistance(k, n.replace(/ms$/, '')));
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions) of two short strings. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/**
  * Checks that `value` is an integer in [min, max]; throws a coded
  * RangeError/TypeError naming it, and the verb that was given it when
  * `verb` says (`Region.create: size=-1 is out of range …`).

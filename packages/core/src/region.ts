@@ -37,7 +37,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, fileKind, onObject } from './errors.js';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, checkOptionNames, fileKind, onObject } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
 import { holdName, releaseLocksOf, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';
@@ -84,6 +84,12 @@ export interface CreateOptions {
    */
   unlinkOnExit?: boolean;
 }
+
+/** The options each constructor takes; any other name is refused (checkOptionNames). */
+const CREATE_OPTION_NAMES: readonly string[] = ['backing', 'size', 'name', 'path', 'key', 'mode', 'exclusive', 'hugePages', 'unlinkOnExit'];
+const OPEN_OPTION_NAMES: readonly string[] = ['backing', 'name', 'path', 'key', 'id', 'readOnly'];
+const FROM_FD_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed'];
+const SNAPSHOT_OPTION_NAMES: readonly string[] = ['size', 'name'];
 
 /** Names to remove at exit, by backing. */
 const unlinkAtExit = new Map<string, () => void>();
@@ -568,6 +574,7 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.create needs an options object');
     }
+    checkOptionNames(options, CREATE_OPTION_NAMES, 'Region.create');
     const requested = checkSize(options.size, 'Region.create');
     const hugePages = checkHugePages(options);
     const pool = hugePages ? hugePagePool() : undefined;
@@ -741,6 +748,7 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
     }
+    checkOptionNames(options, OPEN_OPTION_NAMES, 'Region.open');
     const readOnly = options.readOnly === true;
     const flags = (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK;
     switch (options.backing) {
@@ -789,6 +797,7 @@ export class Region {
    */
   static fromFd(fd: number, options: FromFdOptions = {}): Region {
     checkInteger('fd', fd, 0, 2 ** 31 - 1, 'Region.fromFd');
+    if (options !== null && typeof options === 'object') checkOptionNames(options, FROM_FD_OPTION_NAMES, 'Region.fromFd');
     let own: number;
     try {
       own = backend().dup(fd);
@@ -847,6 +856,7 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot: options must be an object');
     }
+    checkOptionNames(options, SNAPSHOT_OPTION_NAMES, 'Region.snapshot');
     const bytes = fill === undefined ? (content as Uint8Array) : undefined;
     if (fill !== undefined && options.size === undefined) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.snapshot with a fill function needs options.size (bytes)');

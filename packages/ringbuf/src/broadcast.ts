@@ -129,6 +129,10 @@ export interface BroadcastOptions {
   peerTimeoutMs?: number;
 }
 
+/** The options of create (and regionSize, which may be given the same object), and of subscribe. */
+const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'offset', 'peerTimeoutMs'];
+const SUBSCRIBE_OPTION_NAMES: readonly string[] = ['offset'];
+
 export interface SubscribeOptions {
   /** Where the Broadcast starts in its region (as given to create); default 0. */
   offset?: number;
@@ -372,7 +376,7 @@ export class Broadcast {
 
   /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
-    checkOptionsObject(options, 'Broadcast.regionSize');
+    checkOptionsObject(options, 'Broadcast.regionSize', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.regionSize');
     return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
   }
@@ -391,7 +395,7 @@ export class Broadcast {
    * died: ERR_SHMRING_CORRUPT).
    */
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
-    checkOptionsObject(options, 'Broadcast.create');
+    checkOptionsObject(options, 'Broadcast.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.create');
     const subscribers = checkSubscribers(options.subscribers);
     const lossless = options.lossless ?? false;
@@ -456,7 +460,7 @@ export class Broadcast {
 
   /** Joins the Broadcast in `region` (at `offset`) as a new subscriber, from the next message published. */
   static subscribe(region: Region, options: SubscribeOptions = {}): BroadcastSubscriber {
-    checkOptionsObject(options, 'Broadcast.subscribe');
+    checkOptionsObject(options, 'Broadcast.subscribe', SUBSCRIBE_OPTION_NAMES);
     const base = checkOffset(options.offset, 'Broadcast.subscribe');
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     // Held before the header is read: a create that finds nobody holding the ring lays out a new one only

@@ -2,7 +2,7 @@
  * Writing and checking a ring's header (layout.ts has the offsets). Shared by
  * SpscRing and MpmcQueue, which differ only in the geometry they store.
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { checkOptionNames, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
@@ -57,13 +57,16 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
 }
 
 /**
- * Checks that the options of a verb that lays out or joins a ring (create,
- * attach, subscribe) are an object, if given: anything else is the
- * ShmringTypeError (ERR_SHMRING_INVALID_ARGUMENT) the waiting verbs throw
- * for it (checkWaitOptions), never silently the defaults.
+ * Checks that the options of a verb that sizes, lays out or joins a ring
+ * (regionSize, create, attach, subscribe) are an object with only the
+ * option `names`, if given: anything else is the ShmringTypeError
+ * (ERR_SHMRING_INVALID_ARGUMENT) the waiting verbs throw for it
+ * (checkWaitOptions), never silently the defaults (a misspelt `capacty`).
  */
-export function checkOptionsObject(options: unknown, verb: string): void {
-  if (options !== undefined && (options === null || typeof options !== 'object')) checkWaitOptions(options as WriteOptions, verb);
+export function checkOptionsObject(options: unknown, verb: string, names: readonly string[]): void {
+  if (options === undefined) return;
+  if (options === null || typeof options !== 'object') checkWaitOptions(options as WriteOptions, verb);
+  else checkOptionNames(options, names, verb);
 }
 
 /**

@@ -47,11 +47,17 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { checkType, checkWaitOptions, claimPlace, shown } from './queue.js';
+import { checkType, checkWaitOptions, claimPlace, shown, WAIT_OPTION_NAMES } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
+
+/** updates() takes `since` beside the waiting options. */
+const UPDATES_OPTION_NAMES: readonly string[] = [...WAIT_OPTION_NAMES, 'since'];
+/** The options of create (and regionSize, which may be given the same object), and of attach. */
+const CREATE_OPTION_NAMES: readonly string[] = ['maxSize', 'offset'];
+const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface LatestOptions {
   /** Largest value, in bytes: an integer in [0, 2^30]. */
@@ -193,13 +199,13 @@ export class LatestValue {
 
   /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
   static regionSize(options: LatestOptions): number {
-    checkOptionsObject(options, 'LatestValue.regionSize');
+    checkOptionsObject(options, 'LatestValue.regionSize', CREATE_OPTION_NAMES);
     return V.latestSize(checkMaxSize(options?.maxSize));
   }
 
   /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
   static create(region: Region, options: LatestOptions): LatestValue {
-    checkOptionsObject(options, 'LatestValue.create');
+    checkOptionsObject(options, 'LatestValue.create', CREATE_OPTION_NAMES);
     const maxSize = checkMaxSize(options?.maxSize);
     const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
@@ -214,7 +220,7 @@ export class LatestValue {
 
   /** Attaches to a LatestValue another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: LatestAttachOptions = {}): LatestValue {
-    checkOptionsObject(options, 'LatestValue.attach');
+    checkOptionsObject(options, 'LatestValue.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options.offset, 'LatestValue.attach');
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
     const { capacity } = readHeader(buffer, V.KIND_LATEST, base, undefined, region);
@@ -505,7 +511,7 @@ export class LatestValue {
    */
   async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
     // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
-    checkWaitOptions(options, 'LatestValue.updates');
+    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTION_NAMES);
     const { since, ...wait } = options;
     let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
     for (;;) {

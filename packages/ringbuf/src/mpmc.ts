@@ -42,13 +42,16 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkCapacity, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive, isThreadAlive, ownThread } from './liveness.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
 import { unpark } from './waiting.js';
+
+/** The options of create and regionSize. */
+const OPTION_NAMES: readonly string[] = ['capacity', 'slotSize'];
 
 export interface MpmcOptions {
   /** Number of slots: a power of two in [2, 2^30]. */
@@ -113,6 +116,7 @@ export class MpmcQueue extends Queue {
   }
 
   static #check(options: MpmcOptions, verb: string): [capacity: number, slotSize: number] {
+    checkOptionsObject(options, verb, OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY, verb);
     const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE, verb);
     const size = L.mpmcRingSize(capacity, slotSize);

@@ -53,7 +53,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
-import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -81,6 +81,10 @@ export interface MpscOptions {
   /** Consumer: how long a claimed record may block the head before a dead claimer's record is skipped (ms); default 1000. */
   peerTimeoutMs?: number;
 }
+
+/** The options of create (and regionSize, which may be given the same object), and of attach. */
+const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset', 'peerTimeoutMs'];
+const ATTACH_OPTION_NAMES: readonly string[] = ['offset', 'peerTimeoutMs'];
 
 export interface MpscAttachOptions extends AttachOptions {
   /** As MpscOptions.peerTimeoutMs. */
@@ -195,11 +199,13 @@ export class MpscRing extends Queue {
 
   /** Bytes a region needs to hold an MpscRing of `capacity` data bytes. */
   static regionSize(options: MpscOptions): number {
+    checkOptionsObject(options, 'MpscRing.regionSize', CREATE_OPTION_NAMES);
     return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.regionSize'));
   }
 
   /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
   static create(region: Region, options: MpscOptions): MpscRing {
+    checkOptionsObject(options, 'MpscRing.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.create');
     const base = checkOffset(options.offset, 'MpscRing.create');
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
@@ -215,6 +221,7 @@ export class MpscRing extends Queue {
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: MpscAttachOptions = {}): MpscRing {
+    checkOptionsObject(options, 'MpscRing.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options?.offset, 'MpscRing.attach');
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');

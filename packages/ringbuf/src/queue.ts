@@ -24,6 +24,7 @@ import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import {
   abortError,
+  checkOptionNames,
   clearTimer,
   ErrorCodes,
   ShmringError,
@@ -110,7 +111,11 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
  * the day the ring is empty. The verbs' fast path: comparisons only; the
  * errors are made by explainWaitOptions.
  */
-export function checkWaitOptions(options: WriteOptions | undefined, verb: string): void {
+export function checkWaitOptions(
+  options: WriteOptions | undefined,
+  verb: string,
+  names: readonly string[] = WAIT_OPTION_NAMES,
+): void {
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
     const { timeoutMs, peerTimeoutMs, spin, poll, signal, type, ref } = options;
@@ -122,11 +127,26 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
       (signal === undefined || signal instanceof AbortSignal) &&
       (ref === undefined || typeof ref === 'boolean') &&
       (type === undefined || (type >>> 0 === type && type <= L.MAX_TYPE))
-    )
+    ) {
+      if (options !== namesChecked) {
+        checkOptionNames(options, names, verb);
+        if (names === WAIT_OPTION_NAMES) namesChecked = options;
+      }
       return;
+    }
   }
   explainWaitOptions(options, verb);
 }
+
+/** The options of the waiting verbs; checkWaitOptions refuses any other name (a `timeout` would never time out). */
+export const WAIT_OPTION_NAMES: readonly string[] = ['timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'type', 'ref'];
+
+/**
+ * The options object whose names checkWaitOptions checked last: a program
+ * that passes the same object to every call pays for the names once (a
+ * fresh literal each call pays some tens of ns). Holds that one object.
+ */
+let namesChecked: object | undefined;
 
 /** checkWaitOptions' slow path: throws the error of the first wrong option (returns if none is wrong, e.g. a signal from another realm). */
 function explainWaitOptions(options: WriteOptions, verb: string): void {

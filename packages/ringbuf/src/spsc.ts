@@ -56,7 +56,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, checkOffset, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
@@ -74,6 +74,10 @@ export interface SpscOptions {
    */
   offset?: number;
 }
+
+/** The options of create (and regionSize, which may be given the same object), and of attach. */
+const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset'];
+const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface AttachOptions {
   /** Where the ring starts in its region (as given to create); default 0. */
@@ -157,11 +161,13 @@ export class SpscRing extends Queue {
 
   /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
   static regionSize(options: SpscOptions): number {
+    checkOptionsObject(options, 'SpscRing.regionSize', CREATE_OPTION_NAMES);
     return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.regionSize'));
   }
 
   /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
   static create(region: Region, options: SpscOptions): SpscRing {
+    checkOptionsObject(options, 'SpscRing.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.create');
     const base = checkOffset(options.offset, 'SpscRing.create');
     const ringSize = L.spscRingSize(capacity);
@@ -176,6 +182,7 @@ export class SpscRing extends Queue {
 
   /** Attaches to a ring another process or thread created in `region` (at `offset`). */
   static attach(region: Region, options: AttachOptions = {}): SpscRing {
+    checkOptionsObject(options, 'SpscRing.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options?.offset, 'SpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
     const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);

@@ -196,6 +196,39 @@ describe('ring errors (docs/ERRORS.md)', () => {
     }
   });
 
+  it('refuses a misspelt option of a waiting verb or a constructor (`timeout` for `timeoutMs`, `capacty`), naming it; never ignores it', async () => {
+    const { region, ring } = spsc(256);
+    const refused = (message: RegExp) => (err: ShmringError) => err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && message.test(err.message);
+    await assert.rejects(
+      ring.read({ timeout: 10 } as never),
+      refused(/^SpscRing\.read: unknown option "timeout" \(did you mean "timeoutMs"\?\)/),
+    );
+    assert.throws(
+      () => ring.readSync({ timout: 10 } as never),
+      refused(/^SpscRing\.readSync: unknown option "timout" \(did you mean "timeoutMs"\?\)/),
+    );
+    assert.throws(
+      () => SpscRing.create(region, { capacty: 256 } as never),
+      refused(/^SpscRing\.create: unknown option "capacty" \(did you mean "capacity"\?\)/),
+    );
+    assert.throws(() => SpscRing.regionSize({ capacity: 256, ofset: 64 } as never), refused(/"ofset" \(did you mean "offset"\?\)/));
+    assert.throws(() => MpmcQueue.regionSize({ capacity: 4, slotsize: 8 } as never), refused(/"slotsize" \(did you mean "slotSize"\?\)/));
+    assert.throws(
+      () => Broadcast.create(region, { capacity: 64, losless: true } as never),
+      refused(/"losless" \(did you mean "lossless"\?\)/),
+    );
+    assert.throws(
+      () => Region.create({ backing: 'sab', size: 64, hugepages: false } as never),
+      refused(/^Region\.create: unknown option "hugepages"/),
+    );
+    // One options object passed again and again is checked once, and still right; a fresh one with a bad name is refused after it.
+    const options = { timeoutMs: 0 };
+    for (let i = 0; i < 3; i++) assert.throws(() => ring.readSync(options), { code: 'ERR_SHMRING_TIMEOUT' });
+    assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
+    assert.ok(ring.tryWrite(new Uint8Array([1])));
+    assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
+  });
+
   it('rejects a ring of another layout version', () => {
     const { region } = spsc();
     new Int32Array(region.buffer)[L.VERSION_I32] = L.LAYOUT_VERSION + 1;

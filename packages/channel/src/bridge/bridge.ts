@@ -48,7 +48,7 @@
  */
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
-import { checkSignal } from '../options.js';
+import { checkOptions, checkSignal, OptionNames } from '../options.js';
 import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
@@ -151,6 +151,7 @@ interface Context {
 export async function bridge(from: string, to: string, options: BridgeOptions = {}): Promise<void> {
   const source = parseEndpoint(from, 'bridge');
   const target = parseEndpoint(to, 'bridge');
+  checkOptions(options, OptionNames.bridge, 'bridge');
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
   const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (typeof log !== 'function')
