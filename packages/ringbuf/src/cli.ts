@@ -150,6 +150,11 @@ function main(argv: string[]): number {
       console.error(`shmring: ${target} holds no ring`);
       return 1;
     }
+    if (!values.json && rings.length === 0) {
+      // A header over nothing reads like a failed listing: say what was looked through.
+      console.log('no rings (in /dev/shm or in System V segments)');
+      return 0;
+    }
     console.log(values.json ? JSON.stringify(values.all ? rings : rings[0], null, 2) : table(rings));
     return 0;
   }

@@ -405,6 +405,21 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.match(missing.stderr, /ENOENT/);
   });
 
+  it('the CLI says there are no rings, rather than print an empty table, when --all finds none', function () {
+    // A private /dev/shm and System V namespace, so that the rings of other tests and programs are not seen.
+    const script = `mount -t tmpfs tmpfs /dev/shm && exec "$0" "$@"`;
+    const r = spawnSync('unshare', ['--mount', '--ipc', 'sh', '-c', script, process.execPath, CLI, 'inspect', '--all'], {
+      encoding: 'utf8',
+    });
+    if (r.error || (r.status !== 0 && /unshare|mount/.test(r.stderr))) this.skip(); // no namespaces here (not root)
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'no rings (in /dev/shm or in System V segments)\n');
+    const json = spawnSync('unshare', ['--mount', '--ipc', 'sh', '-c', script, process.execPath, CLI, 'inspect', '--all', '--json'], {
+      encoding: 'utf8',
+    });
+    assert.deepEqual(JSON.parse(json.stdout), []);
+  });
+
   it('the CLI says an error code once: appended only to a message that does not name it already', function () {
     const missing = cli('inspect', uniqueName('none'));
     assert.equal(missing.status, 1);
