@@ -374,9 +374,13 @@ describe('misuse', function () {
           calls++;
           return v;
         });
-        for (const timeoutMs of [-1, -0.5, NaN, '100']) {
+        for (const timeoutMs of [-1, -0.5, NaN]) {
           const err = await rejectsWith(p.a.request(1, { timeoutMs: timeoutMs as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
           assert.ok(err instanceof RangeError);
+        }
+        for (const timeoutMs of ['100', null]) {
+          const err = await rejectsWith(p.a.request(1, { timeoutMs: timeoutMs as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError);
         }
         for (const signal of ['abort', {}, { aborted: false, addEventListener() {} }, new AbortController()]) {
           const err = await rejectsWith(p.a.request(1, { signal: signal as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
@@ -386,6 +390,35 @@ describe('misuse', function () {
         assert.equal(calls, 1, 'a request with bad options was sent');
       } finally {
         await p.dispose();
+      }
+    });
+
+    it("an option of the wrong type (timeoutMs: '5', poll: '5', capacity: '64') is a TypeError that shows the string quoted; a number out of range a RangeError", async function () {
+      const p = pairEnds({ capacity: 4096 });
+      const dir = new TmpDir();
+      try {
+        const typeErrors: Array<[string, () => unknown]> = [
+          ['timeoutMs', () => p.a.request(1, { timeoutMs: '5' as never })],
+          ['timeoutMs', () => connect(dir.path(), { timeoutMs: '5' as never })],
+          ['handoverTimeoutMs', () => listen(dir.path(), { handoverTimeoutMs: '5' as never })],
+          ['poll', () => listen(dir.path(), { poll: '5' as never })],
+          ['poll', () => channelPair({ poll: '5' as never })],
+          ['capacity', () => channelPair({ capacity: '64' as never })],
+        ];
+        for (const [name, make] of typeErrors) {
+          const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError, `${name}: ${err.name}, not a TypeError: ${err.message}`);
+          assert.match(err.message, new RegExp(`${name}.*got "(5|64)"`), err.message);
+        }
+        for (const make of [() => p.a.request(1, { timeoutMs: -5 }), () => listen(dir.path(), { poll: -5 })]) {
+          const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof RangeError, `${err.name}: ${err.message}`);
+          assert.match(err.message, /got -5$/);
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), []);
+      } finally {
+        await p.dispose();
+        dir.remove();
       }
     });
 
