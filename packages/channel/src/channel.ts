@@ -27,6 +27,7 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
+import { types } from 'node:util';
 import {
   abortError,
   clearTimer,
@@ -277,6 +278,23 @@ function thrownProperty(error: unknown, key: 'name' | 'message' | 'code'): unkno
   }
 }
 
+/**
+ * The `then` of a handler's result, if it is an object. Reading it may throw
+ * (a getter, a Proxy trap): the handler failing, except for a Proxy, which
+ * is then taken as the reply itself, for the codec to encode or refuse
+ * (ERR_SHMRING_ENCODE): a revoked Proxy is a reply no codec can encode, not
+ * a handler that threw.
+ */
+function thenOf(result: unknown): unknown {
+  if (result === null || (typeof result !== 'object' && typeof result !== 'function')) return undefined;
+  try {
+    return (result as PromiseLike<unknown>).then;
+  } catch (err) {
+    if (types.isProxy(result)) return undefined;
+    throw err;
+  }
+}
+
 /** String(error), or a generic message where even that throws. */
 function describeThrown(error: unknown): string {
   try {
@@ -448,7 +466,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     let bytes: Uint8Array;
     let flags = 0;
     let owned = false;
-    if (this.#codec.rawBuffers && Buffer.isBuffer(value)) {
+    // ArrayBuffer.isView first: it runs no code of the value's, and is false for every Proxy, where
+    // Buffer.isBuffer (an instanceof) runs a Proxy's getPrototypeOf trap, which throws for a revoked one.
+    // A Proxy then goes to the codec, which refuses it with ERR_SHMRING_ENCODE.
+    if (this.#codec.rawBuffers && ArrayBuffer.isView(value) && Buffer.isBuffer(value)) {
       bytes = value;
       flags = F.RAW;
     } else {
@@ -828,8 +849,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       result = this.#handler!(value, context);
       // What the handler returned is the handler's too: a `then` getter that throws, or a `then` that
       // throws, is the handler failing (and must not escape into the pump).
-      const then =
-        result !== null && (typeof result === 'object' || typeof result === 'function') ? (result as PromiseLike<unknown>).then : undefined;
+      const then = thenOf(result);
       if (typeof then === 'function') {
         then.call(
           result,
