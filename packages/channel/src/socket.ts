@@ -355,12 +355,14 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
     this.on('close', onClose);
     try {
       for (;;) {
+        // Closing first: the channels still in `ready` were closed by close() (or will be, by the finally
+        // below), and a loop that yielded them after close() would hand its body dead channels.
+        if (this.#closing !== undefined) return;
         const next = ready.shift();
         if (next !== undefined) {
           yield next.channel;
           continue;
         }
-        if (this.#closing !== undefined) return;
         await new Promise<void>((resolve) => {
           wake = resolve;
         });

@@ -405,6 +405,34 @@ describe('server', function () {
     await server.close();
   });
 
+  it('a for await busy in its body when server.close() is called ends there: the channels queued for it are not yielded, and are closed', async function () {
+    const p = dir.path();
+    const server = await listen(p, { capacity: 4096 });
+    const yielded: Channel[] = [];
+    let closed!: () => void;
+    const closeCalled = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    const iteration = (async () => {
+      for await (const ch of server) {
+        yielded.push(ch);
+        await closeCalled; // busy with the first channel until the server is closing
+      }
+      return 'ended';
+    })();
+    const clients = [await connect(p)];
+    await waitUntil(() => yielded.length === 1, 'the first channel');
+    clients.push(await connect(p), await connect(p));
+    await waitUntil(() => server.channels === 3, 'the other two channels to be queued');
+    const clientCloses = clients.map((c) => closeEvent(c));
+    const closing = server.close();
+    closed();
+    await closing;
+    assert.deepEqual(await settledWithin(iteration, 5000), { status: 'fulfilled', value: 'ended' });
+    assert.equal(yielded.length, 1, 'channels were yielded after server.close()');
+    assert.deepEqual(await Promise.all(clientCloses), [undefined, undefined, undefined]);
+  });
+
   describe('the handover', function () {
     // Regression: server.close() waits for every connection to end, and one in the handover never did:
     // close() and a for await over the server never ended.
