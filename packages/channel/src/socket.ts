@@ -302,7 +302,11 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
   declare once: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
   declare off: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
 
-  /** The socket path, or the nats:// address. */
+  /**
+   * The socket path as given to listen(), or the nats:// address. A
+   * relative path was resolved against the working directory of the
+   * listen() call: the socket is there, whatever the directory now.
+   */
   readonly path: string;
   readonly #acceptor: Acceptor;
   readonly #channels = new Set<Channel>();
@@ -512,6 +516,7 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   const capacity = checkCapacity(options?.capacity, 'listen');
   const poll = checkPoll(options?.poll, 'listen');
   const handoverTimeoutMs = checkTimeout(options?.handoverTimeoutMs, 'listen', 'handoverTimeoutMs') ?? DEFAULT_HANDOVER_TIMEOUT_MS;
+  const where = socketPathOf(path);
   // One at a time per path: two listen() calls that both found the same stale socket file would both
   // replace it, and one would listen on a file the other had removed, unreachable. In turn, the second
   // finds the first one's server answering there, and fails with EADDRINUSE.
@@ -519,8 +524,8 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   const before = listening.get(key);
   const bound =
     before === undefined
-      ? bindServer(path, codec, capacity, poll, handoverTimeoutMs)
-      : before.then(() => bindServer(path, codec, capacity, poll, handoverTimeoutMs));
+      ? bindServer(where, path, codec, capacity, poll, handoverTimeoutMs)
+      : before.then(() => bindServer(where, path, codec, capacity, poll, handoverTimeoutMs));
   const settled = bound.then(noop, noop);
   listening.set(key, settled);
   try {
@@ -530,9 +535,30 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   }
 }
 
-/** Binds a server at `path`, replacing a stale socket file there, and starts accepting channels on it. */
+/**
+ * The path listen() binds, locks and removes for `path`: a relative path
+ * resolved against the working directory now, because Node (libuv) removes
+ * the path it bound, on close, as it was given: relative to the working
+ * directory of then, where a process.chdir() since would make it another
+ * file (an unrelated one, removed) and leave the socket file behind. A
+ * relative path whose absolute form is longer than a socket address holds
+ * (MAX_PATH_BYTES), while it fits itself, is kept as it is: then the
+ * server must be closed in the directory it was opened in (README).
+ */
+function socketPathOf(path: string): string {
+  if (isAbstract(path) || nodePath.isAbsolute(path)) return path;
+  const absolute = nodePath.resolve(path);
+  return Buffer.byteLength(absolute) <= MAX_PATH_BYTES ? absolute : path;
+}
+
+/**
+ * Binds a server at `path` (socketPathOf), replacing a stale socket file
+ * there, and starts accepting channels on it; `given`: the path as the
+ * caller gave it (server.path).
+ */
 async function bindServer(
   path: string,
+  given: string,
   codec: ChannelCodec,
   capacity: number,
   poll: number | undefined,
@@ -553,7 +579,7 @@ async function bindServer(
   } finally {
     server.off('connection', keep);
   }
-  return new ChannelServer(socketAcceptor(server, path, owned, early, codec, capacity, poll, handoverTimeoutMs), path);
+  return new ChannelServer(socketAcceptor(server, path, owned, early, codec, capacity, poll, handoverTimeoutMs), given);
 }
 
 /** Binds `server` at `path`; a stale socket file there is replaced (replaceStale), a live server is EADDRINUSE. */

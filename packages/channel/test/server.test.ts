@@ -609,6 +609,50 @@ describe('server', function () {
     });
   });
 
+  describe('relative paths', function () {
+    let cwd: string;
+    beforeEach(function () {
+      cwd = process.cwd();
+    });
+    afterEach(function () {
+      process.chdir(cwd);
+    });
+
+    it('a server listening on a relative path, closed after process.chdir(), removes its own socket file and leaves the same name in the new directory alone', async function () {
+      const a = dir.path('a');
+      const b = dir.path('b');
+      fs.mkdirSync(a);
+      fs.mkdirSync(b);
+      process.chdir(a);
+      const server = await listen('r.sock', { capacity: 4096 });
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      assert.equal(server.path, 'r.sock', 'server.path is the path as given');
+      process.chdir(b);
+      fs.writeFileSync('r.sock', 'precious');
+      // Still reachable where it was bound.
+      const client = await connect(nodePath.join(a, 'r.sock'));
+      assert.equal(await client.request('hi'), 'hi');
+      client.close();
+      await server.close();
+      assert.equal(fs.readFileSync(nodePath.join(b, 'r.sock'), 'utf8'), 'precious', 'close() removed a file of the new working directory');
+      assert.equal(fs.existsSync(nodePath.join(a, 'r.sock')), false, 'close() left its socket file behind');
+    });
+
+    it('a relative path whose absolute form is longer than a socket address holds is bound as given, and works from its directory', async function () {
+      let deep = dir.dir;
+      while (Buffer.byteLength(nodePath.join(deep, 'r.sock')) <= 107) deep = nodePath.join(deep, 'deeper-directory');
+      fs.mkdirSync(deep, { recursive: true });
+      process.chdir(deep);
+      const server = await listen('r.sock', { capacity: 4096 });
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      const client = await connect('r.sock');
+      assert.equal(await client.request(1), 1);
+      client.close();
+      await server.close();
+      assert.equal(fs.existsSync(nodePath.join(deep, 'r.sock')), false);
+    });
+  });
+
   describe('paths that cannot hold a socket', function () {
     it('listen() in a directory that does not exist names the path and says the directory does not exist', async function () {
       const p = dir.path('missing/sub/x.sock');
