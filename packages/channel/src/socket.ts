@@ -183,6 +183,11 @@ function fileHint(code: string, path: string, what: 'listen on' | 'connect to'):
     }
     case 'EADDRINUSE':
       return 'a server already listens there; close it or pick another path';
+    case 'EAGAIN':
+      // connect(2) of a Unix stream socket: the listener's queue of pending connections is full.
+      return what === 'connect to'
+        ? 'the server there is not accepting connections now: its queue of pending connections is full (it is busy, stopped or overloaded); retry later'
+        : undefined;
     case 'ENOENT':
       if (abstract) return 'no server has that abstract name; is the server listening (listen(path))?';
       return (
@@ -253,16 +258,48 @@ function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
  */
 const CLIENT_GONE = new Set<string | undefined>(['EPIPE', 'ECONNRESET', ErrorCodes.NO_FD, ErrorCodes.TIMEOUT]);
 
-/** Resolves true if a server accepts connections at `path`. */
-function answers(path: string): Promise<boolean> {
+/**
+ * What a connection to the socket file at `path` says of it: 'live' if a
+ * server accepts it; 'stale' only where no server can be there:
+ * ECONNREFUSED (a socket file nobody listens on) or ENOENT (the file went
+ * meanwhile: bindOrReplace then finds the path free, or another file
+ * there); else the connect's error. Any other error does not make the file
+ * stale: EAGAIN is a live server whose queue of connections is full (busy,
+ * or stopped), ECONNRESET one that let go of the connection, EACCES a
+ * socket this process may not use (another user's server, perhaps live).
+ */
+function probe(path: string): Promise<'live' | 'stale' | NodeJS.ErrnoException> {
   return new Promise((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
+    const socket = net.connect({ path });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('live');
     });
-    probe.once('error', () => resolve(false));
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      socket.destroy();
+      resolve(err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? 'stale' : err);
+    });
   });
+}
+
+/** Errnos of this process's own want of fds or memory: a probe that fails with one says nothing of the path. */
+const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
+
+/** Why listen() will not replace the socket file at `path`, whose probe failed with `err` (probe()). */
+function notStale(err: NodeJS.ErrnoException, path: string, inUse: NodeJS.ErrnoException): ShmringError {
+  if (OUT_OF_RESOURCES.has(err.code ?? '')) {
+    return pathError(
+      err,
+      path,
+      'listen on',
+      `could not connect to the socket file there to see whether a server answers (${err.code}): free fds or memory, then retry`,
+    );
+  }
+  const reason =
+    err.code === 'EAGAIN'
+      ? 'a server listens there but accepts no connections now: its queue of pending connections is full (it is busy or stopped); close it or pick another path'
+      : `a socket file is there and connecting to it failed with ${err.code ?? err.message}, not ECONNREFUSED, so a live server may own it: it is not replaced; remove it if no server uses it, or pick another path`;
+  return pathError(inUse, path, 'listen on', reason);
 }
 
 function bind(server: net.Server, path: string): Promise<void> {
@@ -595,7 +632,9 @@ async function bindOrReplace(server: net.Server, path: string): Promise<FileId |
     // Looked at before the check, so that the file found dead is this one (a server that takes the
     // path after this look answers the check).
     const stale = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
-    if (await answers(path)) throw pathError(inUse, path, 'listen on');
+    const found = await probe(path);
+    if (found === 'live') throw pathError(inUse, path, 'listen on');
+    if (found !== 'stale') throw notStale(found, path, inUse);
     if (stale === undefined) {
       // Removed meanwhile (by its owner, or another listen()): the path is free again, or taken for good.
       try {

@@ -145,6 +145,51 @@ describe('server', function () {
       client.close();
     });
 
+    // Regression: listen() took any failed probe for "nobody answers", EAGAIN included, and replaced
+    // the socket file of a live server whose queue of connections was full; that server was then out
+    // of reach. And connect() to it said only "connect EAGAIN".
+    it('a live server whose queue of connections is full (stopped) keeps its path: listen() is EADDRINUSE, connect() EAGAIN saying to retry later', async function () {
+      const p = dir.path();
+      // A plain server with a queue of one, stopped (SIGSTOP) so that it accepts nothing.
+      const child = spawn(
+        process.execPath,
+        ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(p)}, backlog: 1 }, () => process.stdout.write('ready\\n'))`],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const fillers: net.Socket[] = [];
+      try {
+        await once(createInterface({ input: child.stdout! }), 'line');
+        const inode = fs.statSync(p).ino;
+        child.kill('SIGSTOP');
+        let full: NodeJS.ErrnoException | undefined;
+        while (full === undefined && fillers.length < 4096) {
+          const socket = net.connect({ path: p });
+          const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+            socket.once('connect', () => resolve(undefined));
+            socket.once('error', resolve);
+          });
+          if (error === undefined) fillers.push(socket);
+          else full = error;
+        }
+        assert.equal(full?.code, 'EAGAIN', 'the queue of the stopped server never filled');
+        const busy = await rejectsWith(connect(p, { timeoutMs: 2000 }), 'EAGAIN', p);
+        assert.match(busy.message, /queue of pending connections is full.*retry later/);
+        const taken = await rejectsWith(listen(p), 'EADDRINUSE', p);
+        assert.match(taken.message, /queue of pending connections is full/);
+        assert.equal(fs.statSync(p).ino, inode, 'listen() replaced the socket file of the live server');
+        for (const socket of fillers) socket.destroy();
+        child.kill('SIGCONT');
+        // The server is still the one at the path: a connection reaches it.
+        const again = net.connect({ path: p });
+        await once(again, 'connect');
+        again.destroy();
+      } finally {
+        for (const socket of fillers) socket.destroy();
+        child.kill('SIGKILL');
+        await once(child, 'exit').catch(() => {});
+      }
+    });
+
     // Regression: to tell a live server from a stale socket file, listen()
     // connects to the path and hangs up at once. The live server must not
     // take that probe for a client: no 'channel' event (which would then end
