@@ -767,6 +767,7 @@ describe('server', function () {
       fs.chmodSync(open, 0o777);
       const p = `${open}/x.sock`;
       await staleSocket(p);
+      fs.chmodSync(p, 0o777); // nobody may connect: refused (stale), not EACCES (perhaps another user's live server)
       fs.writeFileSync(`${p}.shmring-lock`, '', { mode: 0o444 }); // root's, read-only
       const { code, message } = await failedListenAsNobody(p);
       assert.equal(code, 'EACCES', message);
@@ -775,6 +776,22 @@ describe('server', function () {
         /this user may not open .*\.shmring-lock, the lock file listen\(\) uses to replace it, for writing: remove it, or run as its owner/,
       );
       assert.ok(fs.lstatSync(p).isSocket(), 'the stale socket file was touched');
+    });
+
+    it("listen() on a socket file this user may not connect to (another user's, perhaps live) does not replace it: EADDRINUSE saying why", async function () {
+      if (process.getuid?.() !== 0) this.skip(); // the socket file must belong to another user than the listener's
+      const open = dir.path('open');
+      fs.mkdirSync(open);
+      fs.chmodSync(dir.dir, 0o755);
+      fs.chmodSync(open, 0o777); // nobody could remove root's socket file here
+      const p = `${open}/x.sock`;
+      await staleSocket(p);
+      fs.chmodSync(p, 0o755); // connect needs write permission: EACCES for nobody
+      const inode = fs.statSync(p).ino;
+      const { code, message } = await failedListenAsNobody(p);
+      assert.equal(code, 'EADDRINUSE', message);
+      assert.match(message, /connecting to it failed with EACCES, not ECONNREFUSED, so a live server may own it/);
+      assert.equal(fs.statSync(p).ino, inode, 'the socket file was replaced');
     });
 
     /** listen(p) in a child process, as nobody (uid 65534) when this one is root; what it failed with. */
