@@ -15,8 +15,9 @@
  *  - The pump runs only while someone waits for something from the other
  *    side (a receive, a reply, or a handler's next request), or, with idle
  *    reads, while the channel is open, and the inbox is below
- *    INBOX_HIGH_WATER; otherwise records stay in the ring and the other
- *    side's sends feel the back-pressure.
+ *    INBOX_HIGH_WATER; never while UNHANDLED_HIGH_WATER requests wait for
+ *    a handler; otherwise records stay in the ring and the other side's
+ *    sends feel the back-pressure.
  *  - With idle reads, the pump's read stays parked between uses, unref'd,
  *    so that a request after an idle gap starts no wait of its own; the
  *    link is held (keeps the loop alive) exactly while someone waits for
@@ -27,6 +28,7 @@
  */
 import { Buffer, constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
+import { types } from 'node:util';
 import {
   abortError,
   clearTimer,
@@ -65,6 +67,13 @@ export type Handler = (value: unknown, context: HandlerContext) => unknown;
 
 /** Values received and not yet asked for, beyond which the pump stops taking records for them. */
 const INBOX_HIGH_WATER = 1024;
+/**
+ * Requests received before a handler was registered, beyond which the pump
+ * stops taking records (whoever waits): they stay in the ring, and the
+ * sender's writes wait, as for values nobody receives. handle() takes them
+ * all and starts the pump again.
+ */
+const UNHANDLED_HIGH_WATER = 1024;
 /**
  * Records the pump takes in one go. Small enough that the other side gets
  * the first answers of a burst while this side still works on the rest.
@@ -277,6 +286,23 @@ function thrownProperty(error: unknown, key: 'name' | 'message' | 'code'): unkno
   }
 }
 
+/**
+ * The `then` of a handler's result, if it is an object. Reading it may throw
+ * (a getter, a Proxy trap): the handler failing, except for a Proxy, which
+ * is then taken as the reply itself, for the codec to encode or refuse
+ * (ERR_SHMRING_ENCODE): a revoked Proxy is a reply no codec can encode, not
+ * a handler that threw.
+ */
+function thenOf(result: unknown): unknown {
+  if (result === null || (typeof result !== 'object' && typeof result !== 'function')) return undefined;
+  try {
+    return (result as PromiseLike<unknown>).then;
+  } catch (err) {
+    if (types.isProxy(result)) return undefined;
+    throw err;
+  }
+}
+
 /** String(error), or a generic message where even that throws. */
 function describeThrown(error: unknown): string {
   try {
@@ -448,7 +474,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     let bytes: Uint8Array;
     let flags = 0;
     let owned = false;
-    if (this.#codec.rawBuffers && Buffer.isBuffer(value)) {
+    // ArrayBuffer.isView first: it runs no code of the value's, and is false for every Proxy, where
+    // Buffer.isBuffer (an instanceof) runs a Proxy's getPrototypeOf trap, which throws for a revoked one.
+    // A Proxy then goes to the codec, which refuses it with ERR_SHMRING_ENCODE.
+    if (this.#codec.rawBuffers && ArrayBuffer.isView(value) && Buffer.isBuffer(value)) {
       bytes = value;
       flags = F.RAW;
     } else {
@@ -828,8 +857,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       result = this.#handler!(value, context);
       // What the handler returned is the handler's too: a `then` getter that throws, or a `then` that
       // throws, is the handler failing (and must not escape into the pump).
-      const then =
-        result !== null && (typeof result === 'object' || typeof result === 'function') ? (result as PromiseLike<unknown>).then : undefined;
+      const then = thenOf(result);
       if (typeof then === 'function') {
         then.call(
           result,
@@ -874,8 +902,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   // ---- the pump: records from the other side ----
 
-  /** Someone waits for something from the other side, and the inbox has room. */
+  /** Someone waits for something from the other side, and the inbox (and the queue of unhandled requests) has room. */
   #wants(): boolean {
+    // Past UNHANDLED_HIGH_WATER requests waiting for a handler, nothing more is taken, even for a
+    // receiver or a reply: a record behind them in the ring can only be reached by taking (and keeping)
+    // them. The values and replies behind them wait until handle() is called, as the requests and
+    // replies behind INBOX_HIGH_WATER unreceived values wait until they are received.
+    if (this.#unhandled.length >= UNHANDLED_HIGH_WATER) return false;
     return (
       this.#receivers.length > 0 ||
       ((this.#requests.size > 0 || this.#handler !== undefined) && this.#inbox.length < INBOX_HIGH_WATER) ||

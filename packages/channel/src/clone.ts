@@ -19,6 +19,7 @@
  * cyclic references keep their identity only through v8), a graph deeper
  * or larger than the limits below.
  */
+import { types } from 'node:util';
 import v8 from 'node:v8';
 
 // Tags of V8's ValueSerializer (src/objects/value-serializer.cc), as bytes.
@@ -183,6 +184,10 @@ class Writer {
           return;
         }
         if (depth >= MAX_DEPTH || this.seenCount >= MAX_OBJECTS) throw BAIL;
+        // A Proxy goes to v8.serialize, which refuses it as structuredClone does (DataCloneError): read
+        // here through its traps, a small one would travel as the plain object it poses as and a larger
+        // one (past the limits above) be refused, and a revoked one would throw from Array.isArray.
+        if (types.isProxy(v)) throw BAIL;
         for (let i = 0; i < this.seenCount; i++) if (this.seen[i] === v) throw BAIL;
         this.seen[this.seenCount++] = v;
         if (Array.isArray(v)) this.array(v, depth);

@@ -5,6 +5,7 @@
  * same one; the channel header records which (a custom codec only as
  * "custom": its two ends must agree by themselves).
  */
+import { types } from 'node:util';
 import v8 from 'node:v8';
 import { ErrorCodes, ShmringError, ShmringTypeError } from '@shmring/core';
 import { ENCODE_NO_ROOM, ENCODE_NOT_FAST, fastDecode, fastEncode, fastEncodeInto } from './clone.js';
@@ -61,7 +62,15 @@ export const CODEC_NAMES: Record<number, string> = {
 function encodeError(value: unknown, codec: string, cause?: unknown): ShmringError {
   let what: string;
   try {
-    what = typeof value === 'function' ? 'a function' : typeof value === 'symbol' ? 'a symbol' : `this ${typeof value}`;
+    what = types.isProxy(value)
+      ? codec === 'structured-clone'
+        ? 'a Proxy (structured clone takes none; send a plain copy of what it stands for)'
+        : 'this Proxy'
+      : typeof value === 'function'
+        ? 'a function'
+        : typeof value === 'symbol'
+          ? 'a symbol'
+          : `this ${typeof value}`;
   } catch {
     what = 'this value';
   }
@@ -155,9 +164,12 @@ const bytesCodec: ChannelCodec = {
   rawBuffers: false,
   lastOwned: true,
   encode(value) {
-    if (value instanceof Uint8Array) return value;
-    if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-    if (value instanceof ArrayBuffer) return new Uint8Array(value);
+    // Brand checks, not instanceof: they run no code of the value's (a Proxy's getPrototypeOf trap, which
+    // throws for a revoked one) and take no Proxy for bytes.
+    if (ArrayBuffer.isView(value)) {
+      return value instanceof Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    }
+    if (types.isArrayBuffer(value)) return new Uint8Array(value);
     throw new ShmringError(
       ErrorCodes.ENCODE,
       `the channel's bytes codec sends Uint8Arrays, Buffers, other ArrayBuffer views and ArrayBuffers, not ${value === null ? 'null' : typeof value}; nothing was sent`,
@@ -179,7 +191,8 @@ function custom(user: Codec): ChannelCodec {
       } catch (err) {
         throw encodeError(value, 'custom', err);
       }
-      if (!(bytes instanceof Uint8Array)) {
+      // isView first: instanceof would run the getPrototypeOf trap of a Proxy that encode() returned.
+      if (!ArrayBuffer.isView(bytes) || !(bytes instanceof Uint8Array)) {
         throw new ShmringError(
           ErrorCodes.ENCODE,
           `the channel's custom codec returned ${typeof bytes} from encode(), not a Uint8Array; nothing was sent`,

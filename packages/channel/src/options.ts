@@ -1,4 +1,4 @@
-import { checkOptionNames, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { checkOptionNames, ErrorCodes, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /** The options each verb takes; any other name is refused (checkOptions). */
 export const OptionNames = {
@@ -36,7 +36,7 @@ const MAX_CAPACITY = 1 << 30;
 export function checkCapacity(capacity: unknown, verb: string): number {
   if (capacity === undefined) return DEFAULT_CAPACITY;
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${String(capacity)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < MIN_CAPACITY || capacity > MAX_CAPACITY || (capacity & (capacity - 1)) !== 0) {
     throw new ShmringRangeError(
@@ -57,7 +57,15 @@ const MAX_POLL = 1_000_000;
  */
 export function checkPoll(poll: unknown, verb: string): number | undefined {
   if (poll === undefined) return undefined;
-  if (typeof poll !== 'number' || !Number.isFinite(poll) || poll < 0 || poll > MAX_POLL) {
+  // A wrong type is a TypeError, a number out of range a RangeError (docs/ERRORS.md); a string is shown
+  // quoted, so that poll: '5' does not read as the number 5.
+  if (typeof poll !== 'number') {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${shown(poll)}`,
+    );
+  }
+  if (!Number.isFinite(poll) || poll < 0 || poll > MAX_POLL) {
     throw new ShmringRangeError(
       ErrorCodes.INVALID_ARGUMENT,
       `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${String(poll)}`,
@@ -70,7 +78,10 @@ export function checkPoll(poll: unknown, verb: string): number | undefined {
 export function checkSignal(signal: unknown, verb: string): AbortSignal | undefined {
   if (signal === undefined) return undefined;
   if (!(signal instanceof AbortSignal)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal must be an AbortSignal, got ${typeof signal}`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: signal must be an AbortSignal, got ${signal === null ? 'null' : typeof signal === 'string' ? shown(signal) : typeof signal}`,
+    );
   }
   return signal;
 }
@@ -78,8 +89,12 @@ export function checkSignal(signal: unknown, verb: string): AbortSignal | undefi
 /** Checks a timeout option: undefined or a number of milliseconds >= 0 (Infinity: no timeout). */
 export function checkTimeout(timeoutMs: unknown, verb: string, name = 'timeoutMs'): number | undefined {
   if (timeoutMs === undefined) return undefined;
-  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name} must be a number >= 0, got ${String(timeoutMs)}`);
+  // As checkPoll: a TypeError for a wrong type (quoted if a string), a RangeError for NaN or a negative.
+  if (typeof timeoutMs !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name} must be a number >= 0, got ${shown(timeoutMs)}`);
+  }
+  if (Number.isNaN(timeoutMs) || timeoutMs < 0) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name} must be a number >= 0, got ${timeoutMs}`);
   }
   return timeoutMs;
 }

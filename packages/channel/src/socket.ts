@@ -183,6 +183,11 @@ function fileHint(code: string, path: string, what: 'listen on' | 'connect to'):
     }
     case 'EADDRINUSE':
       return 'a server already listens there; close it or pick another path';
+    case 'EAGAIN':
+      // connect(2) of a Unix stream socket: the listener's queue of pending connections is full.
+      return what === 'connect to'
+        ? 'the server there is not accepting connections now: its queue of pending connections is full (it is busy, stopped or overloaded); retry later'
+        : undefined;
     case 'ENOENT':
       if (abstract) return 'no server has that abstract name; is the server listening (listen(path))?';
       return (
@@ -253,16 +258,48 @@ function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
  */
 const CLIENT_GONE = new Set<string | undefined>(['EPIPE', 'ECONNRESET', ErrorCodes.NO_FD, ErrorCodes.TIMEOUT]);
 
-/** Resolves true if a server accepts connections at `path`. */
-function answers(path: string): Promise<boolean> {
+/**
+ * What a connection to the socket file at `path` says of it: 'live' if a
+ * server accepts it; 'stale' only where no server can be there:
+ * ECONNREFUSED (a socket file nobody listens on) or ENOENT (the file went
+ * meanwhile: bindOrReplace then finds the path free, or another file
+ * there); else the connect's error. Any other error does not make the file
+ * stale: EAGAIN is a live server whose queue of connections is full (busy,
+ * or stopped), ECONNRESET one that let go of the connection, EACCES a
+ * socket this process may not use (another user's server, perhaps live).
+ */
+function probe(path: string): Promise<'live' | 'stale' | NodeJS.ErrnoException> {
   return new Promise((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
+    const socket = net.connect({ path });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('live');
     });
-    probe.once('error', () => resolve(false));
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      socket.destroy();
+      resolve(err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? 'stale' : err);
+    });
   });
+}
+
+/** Errnos of this process's own want of fds or memory: a probe that fails with one says nothing of the path. */
+const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOMEM', 'ENOBUFS']);
+
+/** Why listen() will not replace the socket file at `path`, whose probe failed with `err` (probe()). */
+function notStale(err: NodeJS.ErrnoException, path: string, inUse: NodeJS.ErrnoException): ShmringError {
+  if (OUT_OF_RESOURCES.has(err.code ?? '')) {
+    return pathError(
+      err,
+      path,
+      'listen on',
+      `could not connect to the socket file there to see whether a server answers (${err.code}): free fds or memory, then retry`,
+    );
+  }
+  const reason =
+    err.code === 'EAGAIN'
+      ? 'a server listens there but accepts no connections now: its queue of pending connections is full (it is busy or stopped); close it or pick another path'
+      : `a socket file is there and connecting to it failed with ${err.code ?? err.message}, not ECONNREFUSED, so a live server may own it: it is not replaced; remove it if no server uses it, or pick another path`;
+  return pathError(inUse, path, 'listen on', reason);
 }
 
 function bind(server: net.Server, path: string): Promise<void> {
@@ -302,7 +339,11 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
   declare once: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
   declare off: <K extends keyof ChannelServerEvents>(event: K, listener: (...args: ChannelServerEvents[K]) => void) => this;
 
-  /** The socket path, or the nats:// address. */
+  /**
+   * The socket path as given to listen(), or the nats:// address. A
+   * relative path was resolved against the working directory of the
+   * listen() call: the socket is there, whatever the directory now.
+   */
   readonly path: string;
   readonly #acceptor: Acceptor;
   readonly #channels = new Set<Channel>();
@@ -355,12 +396,14 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
     this.on('close', onClose);
     try {
       for (;;) {
+        // Closing first: the channels still in `ready` were closed by close() (or will be, by the finally
+        // below), and a loop that yielded them after close() would hand its body dead channels.
+        if (this.#closing !== undefined) return;
         const next = ready.shift();
         if (next !== undefined) {
           yield next.channel;
           continue;
         }
-        if (this.#closing !== undefined) return;
         await new Promise<void>((resolve) => {
           wake = resolve;
         });
@@ -510,6 +553,7 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   const capacity = checkCapacity(options?.capacity, 'listen');
   const poll = checkPoll(options?.poll, 'listen');
   const handoverTimeoutMs = checkTimeout(options?.handoverTimeoutMs, 'listen', 'handoverTimeoutMs') ?? DEFAULT_HANDOVER_TIMEOUT_MS;
+  const where = socketPathOf(path);
   // One at a time per path: two listen() calls that both found the same stale socket file would both
   // replace it, and one would listen on a file the other had removed, unreachable. In turn, the second
   // finds the first one's server answering there, and fails with EADDRINUSE.
@@ -517,8 +561,8 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   const before = listening.get(key);
   const bound =
     before === undefined
-      ? bindServer(path, codec, capacity, poll, handoverTimeoutMs)
-      : before.then(() => bindServer(path, codec, capacity, poll, handoverTimeoutMs));
+      ? bindServer(where, path, codec, capacity, poll, handoverTimeoutMs)
+      : before.then(() => bindServer(where, path, codec, capacity, poll, handoverTimeoutMs));
   const settled = bound.then(noop, noop);
   listening.set(key, settled);
   try {
@@ -528,9 +572,30 @@ export async function listen(path: string, options: ListenOptions = {}): Promise
   }
 }
 
-/** Binds a server at `path`, replacing a stale socket file there, and starts accepting channels on it. */
+/**
+ * The path listen() binds, locks and removes for `path`: a relative path
+ * resolved against the working directory now, because Node (libuv) removes
+ * the path it bound, on close, as it was given: relative to the working
+ * directory of then, where a process.chdir() since would make it another
+ * file (an unrelated one, removed) and leave the socket file behind. A
+ * relative path whose absolute form is longer than a socket address holds
+ * (MAX_PATH_BYTES), while it fits itself, is kept as it is: then the
+ * server must be closed in the directory it was opened in (README).
+ */
+function socketPathOf(path: string): string {
+  if (isAbstract(path) || nodePath.isAbsolute(path)) return path;
+  const absolute = nodePath.resolve(path);
+  return Buffer.byteLength(absolute) <= MAX_PATH_BYTES ? absolute : path;
+}
+
+/**
+ * Binds a server at `path` (socketPathOf), replacing a stale socket file
+ * there, and starts accepting channels on it; `given`: the path as the
+ * caller gave it (server.path).
+ */
 async function bindServer(
   path: string,
+  given: string,
   codec: ChannelCodec,
   capacity: number,
   poll: number | undefined,
@@ -551,7 +616,7 @@ async function bindServer(
   } finally {
     server.off('connection', keep);
   }
-  return new ChannelServer(socketAcceptor(server, path, owned, early, codec, capacity, poll, handoverTimeoutMs), path);
+  return new ChannelServer(socketAcceptor(server, path, owned, early, codec, capacity, poll, handoverTimeoutMs), given);
 }
 
 /** Binds `server` at `path`; a stale socket file there is replaced (replaceStale), a live server is EADDRINUSE. */
@@ -567,7 +632,9 @@ async function bindOrReplace(server: net.Server, path: string): Promise<FileId |
     // Looked at before the check, so that the file found dead is this one (a server that takes the
     // path after this look answers the check).
     const stale = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
-    if (await answers(path)) throw pathError(inUse, path, 'listen on');
+    const found = await probe(path);
+    if (found === 'live') throw pathError(inUse, path, 'listen on');
+    if (found !== 'stale') throw notStale(found, path, inUse);
     if (stale === undefined) {
       // Removed meanwhile (by its owner, or another listen()): the path is free again, or taken for good.
       try {

@@ -120,6 +120,48 @@ describe('misuse', function () {
         assert.equal(await a.request('asked'), 'asked');
         assert.equal(calls, 1, 'a request that could not be encoded reached the handler');
       });
+
+      it('a Proxy (revoked, with a throwing getPrototypeOf trap, or live) rejects send and request with ERR_SHMRING_ENCODE and nothing is written; a handler returning one rejects the request with ERR_SHMRING_ENCODE', async function () {
+        const { a, b } = ends;
+        let calls = 0;
+        const revocable = Proxy.revocable({ x: 1 }, {});
+        revocable.revoke();
+        const proxies: Array<[string, unknown]> = [
+          ['revoked', revocable.proxy],
+          [
+            'throwing trap',
+            new Proxy(
+              {},
+              {
+                getPrototypeOf() {
+                  throw new Error('trap says no');
+                },
+              },
+            ),
+          ],
+          ['live object', new Proxy({ x: 1 }, {})],
+          ['live array', new Proxy([1, 2], {})],
+          ['live Buffer', new Proxy(Buffer.from('ab'), {})],
+          ['nested', { inner: new Proxy({}, {}) }],
+        ];
+        b.handle((v) => {
+          calls++;
+          return typeof v === 'number' ? proxies[v]![1] : v;
+        });
+        for (const [what, v] of proxies) {
+          const sent = await rejectsWith(a.send(v), 'ERR_SHMRING_ENCODE');
+          assert.match(sent.message, /nothing was sent/, what);
+          await rejectsWith(a.request(v), 'ERR_SHMRING_ENCODE');
+        }
+        await a.send('intact');
+        assert.equal(await b.receive(), 'intact', 'the first value to arrive must be the next good one');
+        assert.equal(calls, 0, 'a request that could not be encoded reached the handler');
+        for (let i = 0; i < proxies.length; i++) {
+          const err = await rejectsWith(a.request(i), 'ERR_SHMRING_ENCODE');
+          assert.ok(err instanceof RemoteError, `${proxies[i]![0]}: ${err.name}`);
+        }
+        assert.equal(await a.request('asked'), 'asked');
+      });
     });
   }
 
@@ -168,6 +210,25 @@ describe('misuse', function () {
         assert.equal(await p.b.receive(), 'fine');
       } finally {
         await p.dispose();
+      }
+    });
+
+    it('json takes a live Proxy as JSON.stringify does; a revoked one, and any Proxy under the bytes codec or returned by a custom encode, is ERR_SHMRING_ENCODE', async function () {
+      const revocable = Proxy.revocable({}, {});
+      revocable.revoke();
+      const json = pairEnds({ capacity: 4096, codec: 'json' });
+      const bytes = pairEnds({ capacity: 4096, codec: 'bytes' });
+      const custom = pairEnds({ capacity: 4096, codec: { encode: () => revocable.proxy as never, decode: (b) => b } });
+      try {
+        await json.a.send(new Proxy({ x: [1] }, {}));
+        assert.deepEqual(await json.b.receive(), { x: [1] });
+        await rejectsWith(json.a.send(revocable.proxy), 'ERR_SHMRING_ENCODE');
+        for (const v of [revocable.proxy, new Proxy(new Uint8Array(2), {})]) await rejectsWith(bytes.a.send(v), 'ERR_SHMRING_ENCODE');
+        await rejectsWith(custom.a.send(1), 'ERR_SHMRING_ENCODE');
+        await bytes.a.send(new Uint8Array([7]));
+        assert.deepEqual(await bytes.b.receive(), Buffer.from([7]));
+      } finally {
+        await Promise.all([json.dispose(), bytes.dispose(), custom.dispose()]);
       }
     });
 
@@ -374,9 +435,13 @@ describe('misuse', function () {
           calls++;
           return v;
         });
-        for (const timeoutMs of [-1, -0.5, NaN, '100']) {
+        for (const timeoutMs of [-1, -0.5, NaN]) {
           const err = await rejectsWith(p.a.request(1, { timeoutMs: timeoutMs as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
           assert.ok(err instanceof RangeError);
+        }
+        for (const timeoutMs of ['100', null]) {
+          const err = await rejectsWith(p.a.request(1, { timeoutMs: timeoutMs as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError);
         }
         for (const signal of ['abort', {}, { aborted: false, addEventListener() {} }, new AbortController()]) {
           const err = await rejectsWith(p.a.request(1, { signal: signal as never }), 'ERR_SHMRING_INVALID_ARGUMENT');
@@ -386,6 +451,35 @@ describe('misuse', function () {
         assert.equal(calls, 1, 'a request with bad options was sent');
       } finally {
         await p.dispose();
+      }
+    });
+
+    it("an option of the wrong type (timeoutMs: '5', poll: '5', capacity: '64') is a TypeError that shows the string quoted; a number out of range a RangeError", async function () {
+      const p = pairEnds({ capacity: 4096 });
+      const dir = new TmpDir();
+      try {
+        const typeErrors: Array<[string, () => unknown]> = [
+          ['timeoutMs', () => p.a.request(1, { timeoutMs: '5' as never })],
+          ['timeoutMs', () => connect(dir.path(), { timeoutMs: '5' as never })],
+          ['handoverTimeoutMs', () => listen(dir.path(), { handoverTimeoutMs: '5' as never })],
+          ['poll', () => listen(dir.path(), { poll: '5' as never })],
+          ['poll', () => channelPair({ poll: '5' as never })],
+          ['capacity', () => channelPair({ capacity: '64' as never })],
+        ];
+        for (const [name, make] of typeErrors) {
+          const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof TypeError, `${name}: ${err.name}, not a TypeError: ${err.message}`);
+          assert.match(err.message, new RegExp(`${name}.*got "(5|64)"`), err.message);
+        }
+        for (const make of [() => p.a.request(1, { timeoutMs: -5 }), () => listen(dir.path(), { poll: -5 })]) {
+          const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.ok(err instanceof RangeError, `${err.name}: ${err.message}`);
+          assert.match(err.message, /got -5$/);
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), []);
+      } finally {
+        await p.dispose();
+        dir.remove();
       }
     });
 

@@ -145,6 +145,51 @@ describe('server', function () {
       client.close();
     });
 
+    // Regression: listen() took any failed probe for "nobody answers", EAGAIN included, and replaced
+    // the socket file of a live server whose queue of connections was full; that server was then out
+    // of reach. And connect() to it said only "connect EAGAIN".
+    it('a live server whose queue of connections is full (stopped) keeps its path: listen() is EADDRINUSE, connect() EAGAIN saying to retry later', async function () {
+      const p = dir.path();
+      // A plain server with a queue of one, stopped (SIGSTOP) so that it accepts nothing.
+      const child = spawn(
+        process.execPath,
+        ['-e', `require('net').createServer().listen({ path: ${JSON.stringify(p)}, backlog: 1 }, () => process.stdout.write('ready\\n'))`],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const fillers: net.Socket[] = [];
+      try {
+        await once(createInterface({ input: child.stdout! }), 'line');
+        const inode = fs.statSync(p).ino;
+        child.kill('SIGSTOP');
+        let full: NodeJS.ErrnoException | undefined;
+        while (full === undefined && fillers.length < 4096) {
+          const socket = net.connect({ path: p });
+          const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+            socket.once('connect', () => resolve(undefined));
+            socket.once('error', resolve);
+          });
+          if (error === undefined) fillers.push(socket);
+          else full = error;
+        }
+        assert.equal(full?.code, 'EAGAIN', 'the queue of the stopped server never filled');
+        const busy = await rejectsWith(connect(p, { timeoutMs: 2000 }), 'EAGAIN', p);
+        assert.match(busy.message, /queue of pending connections is full.*retry later/);
+        const taken = await rejectsWith(listen(p), 'EADDRINUSE', p);
+        assert.match(taken.message, /queue of pending connections is full/);
+        assert.equal(fs.statSync(p).ino, inode, 'listen() replaced the socket file of the live server');
+        for (const socket of fillers) socket.destroy();
+        child.kill('SIGCONT');
+        // The server is still the one at the path: a connection reaches it.
+        const again = net.connect({ path: p });
+        await once(again, 'connect');
+        again.destroy();
+      } finally {
+        for (const socket of fillers) socket.destroy();
+        child.kill('SIGKILL');
+        await once(child, 'exit').catch(() => {});
+      }
+    });
+
     // Regression: to tell a live server from a stale socket file, listen()
     // connects to the path and hangs up at once. The live server must not
     // take that probe for a client: no 'channel' event (which would then end
@@ -405,6 +450,34 @@ describe('server', function () {
     await server.close();
   });
 
+  it('a for await busy in its body when server.close() is called ends there: the channels queued for it are not yielded, and are closed', async function () {
+    const p = dir.path();
+    const server = await listen(p, { capacity: 4096 });
+    const yielded: Channel[] = [];
+    let closed!: () => void;
+    const closeCalled = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
+    const iteration = (async () => {
+      for await (const ch of server) {
+        yielded.push(ch);
+        await closeCalled; // busy with the first channel until the server is closing
+      }
+      return 'ended';
+    })();
+    const clients = [await connect(p)];
+    await waitUntil(() => yielded.length === 1, 'the first channel');
+    clients.push(await connect(p), await connect(p));
+    await waitUntil(() => server.channels === 3, 'the other two channels to be queued');
+    const clientCloses = clients.map((c) => closeEvent(c));
+    const closing = server.close();
+    closed();
+    await closing;
+    assert.deepEqual(await settledWithin(iteration, 5000), { status: 'fulfilled', value: 'ended' });
+    assert.equal(yielded.length, 1, 'channels were yielded after server.close()');
+    assert.deepEqual(await Promise.all(clientCloses), [undefined, undefined, undefined]);
+  });
+
   describe('the handover', function () {
     // Regression: server.close() waits for every connection to end, and one in the handover never did:
     // close() and a for await over the server never ended.
@@ -581,6 +654,50 @@ describe('server', function () {
     });
   });
 
+  describe('relative paths', function () {
+    let cwd: string;
+    beforeEach(function () {
+      cwd = process.cwd();
+    });
+    afterEach(function () {
+      process.chdir(cwd);
+    });
+
+    it('a server listening on a relative path, closed after process.chdir(), removes its own socket file and leaves the same name in the new directory alone', async function () {
+      const a = dir.path('a');
+      const b = dir.path('b');
+      fs.mkdirSync(a);
+      fs.mkdirSync(b);
+      process.chdir(a);
+      const server = await listen('r.sock', { capacity: 4096 });
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      assert.equal(server.path, 'r.sock', 'server.path is the path as given');
+      process.chdir(b);
+      fs.writeFileSync('r.sock', 'precious');
+      // Still reachable where it was bound.
+      const client = await connect(nodePath.join(a, 'r.sock'));
+      assert.equal(await client.request('hi'), 'hi');
+      client.close();
+      await server.close();
+      assert.equal(fs.readFileSync(nodePath.join(b, 'r.sock'), 'utf8'), 'precious', 'close() removed a file of the new working directory');
+      assert.equal(fs.existsSync(nodePath.join(a, 'r.sock')), false, 'close() left its socket file behind');
+    });
+
+    it('a relative path whose absolute form is longer than a socket address holds is bound as given, and works from its directory', async function () {
+      let deep = dir.dir;
+      while (Buffer.byteLength(nodePath.join(deep, 'r.sock')) <= 107) deep = nodePath.join(deep, 'deeper-directory');
+      fs.mkdirSync(deep, { recursive: true });
+      process.chdir(deep);
+      const server = await listen('r.sock', { capacity: 4096 });
+      server.on('channel', (ch: Channel) => ch.handle((v) => v));
+      const client = await connect('r.sock');
+      assert.equal(await client.request(1), 1);
+      client.close();
+      await server.close();
+      assert.equal(fs.existsSync(nodePath.join(deep, 'r.sock')), false);
+    });
+  });
+
   describe('paths that cannot hold a socket', function () {
     it('listen() in a directory that does not exist names the path and says the directory does not exist', async function () {
       const p = dir.path('missing/sub/x.sock');
@@ -650,6 +767,7 @@ describe('server', function () {
       fs.chmodSync(open, 0o777);
       const p = `${open}/x.sock`;
       await staleSocket(p);
+      fs.chmodSync(p, 0o777); // nobody may connect: refused (stale), not EACCES (perhaps another user's live server)
       fs.writeFileSync(`${p}.shmring-lock`, '', { mode: 0o444 }); // root's, read-only
       const { code, message } = await failedListenAsNobody(p);
       assert.equal(code, 'EACCES', message);
@@ -658,6 +776,22 @@ describe('server', function () {
         /this user may not open .*\.shmring-lock, the lock file listen\(\) uses to replace it, for writing: remove it, or run as its owner/,
       );
       assert.ok(fs.lstatSync(p).isSocket(), 'the stale socket file was touched');
+    });
+
+    it("listen() on a socket file this user may not connect to (another user's, perhaps live) does not replace it: EADDRINUSE saying why", async function () {
+      if (process.getuid?.() !== 0) this.skip(); // the socket file must belong to another user than the listener's
+      const open = dir.path('open');
+      fs.mkdirSync(open);
+      fs.chmodSync(dir.dir, 0o755);
+      fs.chmodSync(open, 0o777); // nobody could remove root's socket file here
+      const p = `${open}/x.sock`;
+      await staleSocket(p);
+      fs.chmodSync(p, 0o755); // connect needs write permission: EACCES for nobody
+      const inode = fs.statSync(p).ino;
+      const { code, message } = await failedListenAsNobody(p);
+      assert.equal(code, 'EADDRINUSE', message);
+      assert.match(message, /connecting to it failed with EACCES, not ECONNREFUSED, so a live server may own it/);
+      assert.equal(fs.statSync(p).ino, inode, 'the socket file was replaced');
     });
 
     /** listen(p) in a child process, as nobody (uid 65534) when this one is root; what it failed with. */
