@@ -441,6 +441,9 @@ describe('bridge', function () {
       ['tcp://127.0.0.1:1/x', 'shm:a', /expected shm:<name> or nats:/],
       ['shm:a', 'nats://127.0.0.1:4222/x?jetstream=A&jetstream=B', /jetstream= is given twice/],
       ['NATS://127.0.0.1:4222/x?stream=S', 'shm:a', /unknown option 'stream'/],
+      ['shm:a', 'nats://127.0.0.1:4222/%E0', /the subject has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/x%00', 'shm:a', /NUL character/],
+      ['shm:a', 'nats://127.0.0.1:70000/x', /the port '70000' is not a port number/],
     ] as const) {
       it(`bridge('${from}', '${to}') rejects with ERR_SHMRING_INVALID_ENDPOINT naming the endpoint`, async function () {
         const err = await rejectsWith(bridge(from, to), ErrorCodes.INVALID_ENDPOINT, why);

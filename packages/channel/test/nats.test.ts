@@ -39,6 +39,12 @@ describe('channels over NATS', function () {
       ['nats:/jobs', /expected nats:\/\/host:port/],
       ['NATS://127.0.0.1:4222', /subject is missing/],
       ['nats://127.0.0.1:0/jobs', /port 0/],
+      ['nats://127.0.0.1:99999/jobs', /the port '99999' is not a port number/],
+      ['nats://127.0.0.1:-1/jobs', /the port '-1' is not a port number/],
+      ['nats://u%E0:p@127.0.0.1:4222/jobs', /the user name has a malformed percent-encoding/],
+      ['nats://u:p%ZZ@127.0.0.1:4222/jobs', /the password has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/%E0', /the subject has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/a%00b', /NUL character/],
     ] as const) {
       it(`connect and listen reject '${address}' with ERR_SHMRING_INVALID_ENDPOINT naming it`, async function () {
         for (const verb of [connect, listen]) {
