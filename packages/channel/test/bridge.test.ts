@@ -307,6 +307,65 @@ describe('bridge', function () {
     }
   });
 
+  describe("JetStream into a ring whose marker is another stream's", function () {
+    /** Bridges `url` into `ring` until `count` messages came (checked: message(from..), in order); returns its log. */
+    async function bridgeInto(url: string, ring: { name: string; ring: SpscRing }, count: number, from = 0): Promise<string[]> {
+      const lines: string[] = [];
+      const stopBridge = new AbortController();
+      let running!: Promise<void>;
+      await new Promise<void>((ready, fail) => {
+        running = bridge(url, `shm:${ring.name}`, { signal: stopBridge.signal, onReady: ready, log: (line) => lines.push(line) });
+        running.catch(fail);
+      });
+      try {
+        for (let next = from; next < from + count; next++) {
+          const bytes = await ring.ring.read({ signal: AbortSignal.timeout(10_000), peerTimeoutMs: Infinity }).catch((err: Error) => {
+            assert.fail(
+              `${next - from} of ${count} messages of ${url} came into the ring (then ${err.message}); log: ${lines.join(' | ')}`,
+            );
+          });
+          assert.equal(new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true), next, `message ${next} of ${url} expected`);
+        }
+      } finally {
+        stopBridge.abort();
+        await running;
+      }
+      return lines;
+    }
+
+    it('another stream, then the same stream deleted and made again: every message of each comes into the ring, and the reset is said', async function () {
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const jsm = await nc.jetstreamManager();
+        const js = nc.jetstream();
+        const b = rings.make();
+        const fill = async (stream: string, subject: string, count: number): Promise<string> => {
+          await jsm.streams.add({ name: stream, subjects: [subject] });
+          for (let i = 0; i < count; i++) await js.publish(subject, message(i));
+          return nats.url(subject, `?jetstream=${stream}`);
+        };
+        const first = `MA${process.pid}_${rings.counter}`;
+        const firstSubject = uniqueSubject('marker');
+        const firstUrl = await fill(first, firstSubject, 100);
+        assert.deepEqual(await bridgeInto(firstUrl, b, 100), [], 'a fresh ring: nothing to say');
+        // Sequences 1..50 of another stream: the marker says 100 are in the ring already.
+        const second = `MB${process.pid}_${rings.counter}`;
+        const lines = await bridgeInto(await fill(second, uniqueSubject('marker'), 50), b, 50);
+        assert.equal(lines.filter((l) => l.includes('.jsbridge')).length, 1, lines.join('\n'));
+        assert.match(lines.join('\n'), new RegExp(`the ring shm:${b.name} gets the stream '${second}' from its first message`));
+        // The first stream made again under its name: its sequences restart at 1.
+        await jsm.streams.delete(first);
+        const again = await bridgeInto(await fill(first, firstSubject, 30), b, 30);
+        assert.match(again.join('\n'), /for other messages/);
+        // The marker is this stream's now: a bridge started again on it goes on after what the ring has.
+        await js.publish(firstSubject, message(30));
+        assert.deepEqual(await bridgeInto(firstUrl, b, 1, 30), []);
+      } finally {
+        await nc.close();
+      }
+    });
+  });
+
   it('while the server is down the ring fills (its producer sees back-pressure); the bridge says so once, reconnects and drains it', async function () {
     const own = await NatsServer.start();
     const lines: string[] = [];
