@@ -12,11 +12,13 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes } from '@shmring/core';
-import { connect, type Msg } from 'nats';
+import { connect, headers, type Msg } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
+import { defaultConsumer } from '../src/bridge/bridge.js';
 import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
 import { TestRings } from './bridge-rings.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
@@ -56,6 +58,13 @@ async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal
     );
     next++;
   }
+}
+
+/** A header saying the record type `type`, as the bridge reads it. */
+function typeHeader(type: number): ReturnType<typeof headers> {
+  const h = headers();
+  h.set('Shmring-Type', String(type));
+  return h;
 }
 
 /** Waits until the asynchronous `condition` holds (for at most 15 s). */
@@ -307,6 +316,53 @@ describe('bridge', function () {
     }
   });
 
+  describe('JetStream consumers of bridges on several hosts', function () {
+    it('the default consumer name holds the host and the ring, in the characters JetStream takes, at most 128 of them', function () {
+      assert.equal(defaultConsumer('orders', 'host-a.example.com'), 'shmring-bridge-host-a_example_com-orders');
+      assert.notEqual(defaultConsumer('orders', 'host-a'), defaultConsumer('orders', 'host-b'));
+      const long = (host: string): string => defaultConsumer('r'.repeat(250), host);
+      assert.equal(long('a').length, 128);
+      assert.match(long('a'), /^[A-Za-z0-9_-]+$/);
+      assert.notEqual(long('a'), long('b'), 'two hosts with long ring names still differ');
+    });
+
+    it('a bridge without consumer= names its durable consumer after its host and its ring', async function () {
+      const b = rings.make();
+      const stream = `CH${process.pid}_${rings.counter}`;
+      const url = nats.url(uniqueSubject('consumer'), `?jetstream=${stream}`);
+      await new Promise<void>((ready, fail) => bridge(url, `shm:${b.name}`, { signal: controller.signal, onReady: ready }).catch(fail));
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const names: string[] = [];
+        for await (const info of (await nc.jetstreamManager()).consumers.list(stream)) names.push(info.name);
+        assert.deepEqual(names, [`shmring-bridge-${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-${b.name}`]);
+      } finally {
+        await nc.close();
+      }
+    });
+
+    it('two bridges of one stream with their own consumer= (two hosts) each get every message', async function () {
+      const stream = `CC${process.pid}_${rings.counter}`;
+      const subject = uniqueSubject('fanout');
+      const hosts = [rings.make(), rings.make()];
+      for (const [i, host] of hosts.entries()) {
+        const url = nats.url(subject, `?jetstream=${stream}&consumer=host${i}`);
+        await new Promise<void>((ready, fail) =>
+          bridge(url, `shm:${host.name}`, { signal: controller.signal, onReady: ready }).catch(fail),
+        );
+      }
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const js = nc.jetstream();
+        const N = 2000;
+        for (let i = 0; i < N; i++) await js.publish(subject, message(i), { headers: typeHeader(i % 7) });
+        await Promise.all(hosts.map((host) => consumeInOrder(host.ring, N, AbortSignal.timeout(20_000))));
+      } finally {
+        await nc.close();
+      }
+    });
+  });
+
   describe("JetStream into a ring whose marker is another stream's", function () {
     /** Bridges `url` into `ring` until `count` messages came (checked: message(from..), in order); returns its log. */
     async function bridgeInto(url: string, ring: { name: string; ring: SpscRing }, count: number, from = 0): Promise<string[]> {
@@ -503,6 +559,10 @@ describe('bridge', function () {
       ['shm:a', 'nats://127.0.0.1:4222/%E0', /the subject has a malformed percent-encoding/],
       ['nats://127.0.0.1:4222/x%00', 'shm:a', /NUL character/],
       ['shm:a', 'nats://127.0.0.1:70000/x', /the port '70000' is not a port number/],
+      ['shm:a', 'nats://127.0.0.1:4222/x?jetstream=S&consumer=c', /a bridge into NATS has none/],
+      ['nats://127.0.0.1:4222/x?consumer=c', 'shm:a', /needs jetstream=<stream>/],
+      ['nats://127.0.0.1:4222/x?jetstream=S&consumer=a.b', 'shm:a', /the consumer name 'a.b' must be/],
+      ['nats://127.0.0.1:4222/x?jetstream=S&consumer=a&consumer=b', 'shm:a', /consumer= is given twice/],
     ] as const) {
       it(`bridge('${from}', '${to}') rejects with ERR_SHMRING_INVALID_ENDPOINT naming the endpoint`, async function () {
         const err = await rejectsWith(bridge(from, to), ErrorCodes.INVALID_ENDPOINT, why);

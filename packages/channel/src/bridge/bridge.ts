@@ -49,6 +49,7 @@
  * large for the ring, rather than stop the bridge on it.
  */
 import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkOptions, checkSignal, OptionNames } from '../options.js';
@@ -171,8 +172,14 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
       `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`,
     );
   }
-  if (signal.aborted) return;
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
+  if (source.kind === 'shm' && address.consumer !== undefined) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `bridge: ${target.text}: consumer= names the JetStream consumer of a bridge from NATS into a ring; a bridge into NATS has none (remove it)`,
+    );
+  }
+  if (signal.aborted) return;
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
   const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);
   let nc: NatsConnection | undefined;
@@ -944,12 +951,31 @@ function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Arra
   return used ? 'unnamed' : undefined;
 }
 
+/** Bytes of a default consumer name past which its host and ring are shortened to a hash. */
+const CONSUMER_NAME_MAX = 128;
+
+/**
+ * The durable consumer of a NATS → ring JetStream bridge without
+ * `&consumer=`: `shmring-bridge-<host>-<ring>`, each with what JetStream
+ * does not take in a name (and '.', which it does not either) as '_'. The
+ * host is in it because two hosts bridge one stream into rings of one name
+ * (each its own `shm:orders`): with one consumer between them, each bridge
+ * deletes the other's at its start and each ring gets part of the stream.
+ */
+export function defaultConsumer(ring: string, host: string): string {
+  const clean = (text: string): string => text.replace(/[^A-Za-z0-9_-]/g, '_');
+  const name = `shmring-bridge-${clean(host)}-${clean(ring)}`;
+  if (name.length <= CONSUMER_NAME_MAX) return name;
+  const hash = createHash('sha256').update(`${host}\0${ring}`).digest('hex').slice(0, 16);
+  return `${name.slice(0, CONSUMER_NAME_MAX - hash.length - 1)}-${hash}`;
+}
+
 async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
   const { signal } = ctx;
   await ensureStream(ctx, stream, false);
   const marker = openMarker(ring);
   try {
-    const durable = `shmring-bridge-${ring.name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const durable = ctx.address.consumer ?? defaultConsumer(ring.name, hostname());
     // A pull that was pending when the server went away may never be
     // answered: after each reconnection the consumer starts again.
     while (!signal.aborted) {

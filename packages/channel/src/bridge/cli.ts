@@ -10,7 +10,9 @@ import { bridge } from './bridge.js';
 
 export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   endpoints: shm:<name>                                 a POSIX-named ring (read side as <from>, write side as <to>)
-             nats://host:port/<subject>[?jetstream=<stream>]
+             nats://host:port/<subject>[?jetstream=<stream>[&consumer=<name>]]
+               (consumer: the JetStream consumer of a bridge into a ring; default
+               shmring-bridge-<host>-<ring>)
   --poll <µs>  look for the ring's next record (or room) this long before parking: lower latency
                for sparse messages, for a CPU kept busy while they come (default: from a ring 0,
                the command parks its thread on the ring; into a ring 50, between event-loop turns)

@@ -1,5 +1,5 @@
 /**
- * Endpoints: `nats://[user:pass@]host[:port]/<subject>[?jetstream=<stream>]`
+ * Endpoints: `nats://[user:pass@]host[:port]/<subject>[?jetstream=<stream>[&consumer=<name>]]`
  * (a channel's address, or a bridge end) and `shm:<name>` (a POSIX-named
  * ring, for the bridge). Parsing never touches the network; every mistake
  * is ERR_SHMRING_INVALID_ENDPOINT with the endpoint in the message.
@@ -12,6 +12,8 @@ export interface NatsAddress {
   readonly subject: string;
   /** The JetStream stream (`?jetstream=`), if any. */
   readonly jetstream: string | undefined;
+  /** The durable consumer's name (`&consumer=`, with jetstream= only), if given. */
+  readonly consumer: string | undefined;
   readonly user: string | undefined;
   readonly pass: string | undefined;
   /** The endpoint without credentials, for messages. */
@@ -86,15 +88,35 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
   if (port === 0) throw invalid(verb, endpoint, 'port 0 is no server port (nats://host:port/<subject>, default port 4222)');
   const subject = decode(url.pathname.replace(/^\//, ''), 'subject', verb, endpoint);
   checkSubject(subject, verb, endpoint);
-  let jetstream: string | undefined;
+  const given: { jetstream?: string; consumer?: string } = {};
   for (const [key, value] of url.searchParams) {
-    if (key !== 'jetstream' || !allowJetstream) {
-      throw invalid(verb, endpoint, `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream>)' : ' (a channel takes none)'}`);
+    if ((key !== 'jetstream' && key !== 'consumer') || !allowJetstream) {
+      throw invalid(
+        verb,
+        endpoint,
+        `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream> and &consumer=<name>)' : ' (a channel takes none)'}`,
+      );
     }
     // Which one would win is a guess: say so rather than take the first or the last.
-    if (jetstream !== undefined) throw invalid(verb, endpoint, 'jetstream= is given twice; name one stream');
-    if (!/^[A-Za-z0-9_-]+$/.test(value)) throw invalid(verb, endpoint, `the stream name '${value}' must be letters, digits, '_' or '-'`);
-    jetstream = value;
+    if (given[key] !== undefined)
+      throw invalid(verb, endpoint, `${key}= is given twice; name one ${key === 'jetstream' ? 'stream' : 'consumer'}`);
+    // JetStream's names: no '.', wildcard, space or path separator; the stricter set is portable to every server.
+    if (!/^[A-Za-z0-9_-]+$/.test(value)) {
+      throw invalid(
+        verb,
+        endpoint,
+        `the ${key === 'jetstream' ? 'stream' : 'consumer'} name '${value}' must be letters, digits, '_' or '-'`,
+      );
+    }
+    given[key] = value;
+  }
+  const { jetstream, consumer } = given;
+  if (consumer !== undefined && jetstream === undefined) {
+    throw invalid(
+      verb,
+      endpoint,
+      'consumer= names a JetStream consumer: it needs jetstream=<stream> (?jetstream=<stream>&consumer=<name>)',
+    );
   }
   if (url.hash !== '') throw invalid(verb, endpoint, 'a fragment (#...) means nothing here');
   const server = `${url.hostname}:${port}`;
@@ -102,8 +124,9 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
     server,
     subject,
     jetstream,
+    consumer,
     user: url.username === '' ? undefined : decode(url.username, 'user name', verb, endpoint),
     pass: url.password === '' ? undefined : decode(url.password, 'password', verb, endpoint),
-    text: `nats://${server}/${subject}${jetstream === undefined ? '' : `?jetstream=${jetstream}`}`,
+    text: `nats://${server}/${subject}${jetstream === undefined ? '' : `?jetstream=${jetstream}`}${consumer === undefined ? '' : `&consumer=${consumer}`}`,
   };
 }
