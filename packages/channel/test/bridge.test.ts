@@ -459,6 +459,25 @@ describe('bridge', function () {
     }
   });
 
+  it('NATS → ring, the outage line says what core NATS loses meanwhile, not that the ring fills', async function () {
+    await NatsServer.using(async (own) => {
+      const b = rings.make();
+      const lines: string[] = [];
+      await new Promise<void>((ready, fail) => {
+        bridge(own.url(uniqueSubject('down')), `shm:${b.name}`, {
+          signal: controller.signal,
+          onReady: ready,
+          log: (l) => lines.push(l),
+        }).catch(fail);
+      });
+      await own.stop();
+      await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+      controller.abort();
+      assert.match(lines[0]!, /lost the NATS server at .*; reconnecting \(what is published to '.*' meanwhile is lost: core NATS/);
+      assert.doesNotMatch(lines[0]!, /the ring fills/);
+    });
+  });
+
   it('what the client had not sent when the server went away stays in the ring and goes out once it is back: none lost', async function () {
     // A stream on the subject keeps every core NATS message the server takes in, across its restart.
     const own = await NatsServer.start();
@@ -592,6 +611,15 @@ describe('bridge', function () {
       const [code] = await once(child, 'exit');
       assert.equal(code, 2, stderr);
       assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
+    });
+
+    it('shmring bridge with a malformed endpoint exits 1 saying its prefix once, then the error and its code', function () {
+      const r = spawnSync(process.execPath, [BRIDGE_BIN, 'shm:x', 'nats://127.0.0.1:4222/%E0'], { encoding: 'utf8' });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /^shmring bridge: 'nats:\/\/127\.0\.0\.1:4222\/%E0' is not a valid endpoint: the subject has a malformed percent-encoding.* \(ERR_SHMRING_INVALID_ENDPOINT\)\n$/,
+      );
     });
 
     it('shmring bridge to a ring that does not exist exits 1 naming it, with its error code said once', function () {

@@ -197,7 +197,14 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
     }
     const nats = await loadNats();
     nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}`, signal });
-    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true);
+    // What an outage does to the messages, for its log line.
+    const meanwhile =
+      source.kind === 'shm'
+        ? 'the ring fills meanwhile'
+        : address.jetstream === undefined
+          ? `what is published to '${address.subject}' meanwhile is lost: core NATS keeps nothing for a subscriber away`
+          : `the stream '${address.jetstream}' keeps the messages meanwhile`;
+    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true, meanwhile);
     if (source.kind === 'shm') {
       warnPayload(ctx, ring as RingReader, log);
       if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
@@ -226,6 +233,7 @@ function watchConnection(
   log: (line: string) => void,
   onReady: (() => void) | undefined,
   dedicated: boolean,
+  meanwhile: string,
 ): Context {
   let down = false;
   let outages = 0;
@@ -237,7 +245,7 @@ function watchConnection(
       if (status.type === 'disconnect') outages++;
       if (status.type === 'disconnect' && !down) {
         down = true;
-        log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (the ring fills meanwhile)`);
+        log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (${meanwhile})`);
       } else if (status.type === 'reconnect' && down) {
         down = false;
         log(`shmring bridge: reconnected to the NATS server at ${address.server}`);

@@ -63,8 +63,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };
-    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once.
-    console.error(`shmring bridge: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
+    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once. The
+    // bridge's own errors begin with its verb ("bridge: …", "bridge nats://…: …"): the prefix says it once.
+    const said = /^bridge[: ]/.test(e.message) ? `shmring ${e.message}` : `shmring bridge: ${e.message}`;
+    console.error(`${said}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
     return 1;
   } finally {
     process.off('SIGINT', onSignal);
