@@ -3,7 +3,17 @@ export type { Backing, CreateOptions, OpenOptions, FromFdOptions, SnapshotOption
 export { sendRegion, receiveRegion } from './transfer.js';
 export type { ReceiveOptions } from './transfer.js';
 export { unwatchAbort, watchAbort } from './abort.js';
-export { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkInteger, checkOptionNames, fileKind, shown } from './errors.js';
+export {
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  abortError,
+  checkInteger,
+  checkOptionNames,
+  fileKind,
+  shown,
+} from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';

@@ -37,7 +37,16 @@
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, checkOptionNames, fileKind, onObject } from './errors.js';
+import {
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  checkInteger,
+  checkOptionNames,
+  fileKind,
+  onObject,
+} from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
 import { holdName, releaseLocksOf, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';

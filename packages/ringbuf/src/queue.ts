@@ -111,11 +111,7 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
  * the day the ring is empty. The verbs' fast path: comparisons only; the
  * errors are made by explainWaitOptions.
  */
-export function checkWaitOptions(
-  options: WriteOptions | undefined,
-  verb: string,
-  names: readonly string[] = WAIT_OPTION_NAMES,
-): void {
+export function checkWaitOptions(options: WriteOptions | undefined, verb: string, names: readonly string[] = WAIT_OPTION_NAMES): void {
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
     const { timeoutMs, peerTimeoutMs, spin, poll, signal, type, ref } = options;
