@@ -944,8 +944,8 @@ function streamIdentity(name: string, created: string, subject: string): Uint8Ar
  * Makes the marker the one of `identity`: one for other messages (or that
  * does not say whose it is) is reset, as for a fresh ring, so that the
  * consumer starts at the stream's first message rather than after a
- * sequence of another stream. Returns what was reset (undefined: nothing,
- * the marker was this stream's or fresh).
+ * sequence of another stream. Returns what was reset (undefined: no
+ * sequence, the marker was this stream's or had none).
  */
 function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Array): 'another' | 'unnamed' | undefined {
   if (marker.stream.every((b, i) => b === identity[i])) return undefined;
@@ -955,8 +955,9 @@ function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Arra
   marker.f64[COMMITTED] = 0;
   marker.f64[INTENT] = 0;
   marker.stream.set(identity);
-  if (named) return 'another';
-  return used ? 'unnamed' : undefined;
+  // Without a sequence there was nothing to skip: nothing to say.
+  if (!used) return undefined;
+  return named ? 'another' : 'unnamed';
 }
 
 /** Bytes of a default consumer name past which its host and ring are shortened to a hash. */
