@@ -2,17 +2,19 @@
  * Host A: writes `count` orders into a ring of its own, and a bridge
  * (bridge(), the function behind `shmring bridge`, here on the event loop
  * it shares with the writer; the command adds `dedicated`) moves them to a NATS subject.
- * Prints a one-line JSON summary once the bridge has handed everything to
- * NATS.
+ * Prints a one-line JSON summary (with the run's id, new each run unless
+ * given) once the bridge has handed everything to NATS.
  *
- *   node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]
+ *   node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]
  */
 import { bridge } from '@shmring/channel';
-import { createRing, END, order } from './orders.js';
+import { createRing, END, end, isRun, newRun, order } from './orders.js';
 
-const [url, countArg = '100000'] = process.argv.slice(2);
-if (url === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg))) {
-  console.error('usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count]: count is a non-negative integer');
+const [url, countArg = '100000', run = newRun()] = process.argv.slice(2);
+if (url === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg)) || !isRun(run)) {
+  console.error(
+    'usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]: count is a non-negative integer, run up to 16 hex digits',
+  );
   process.exit(2);
 }
 const count = Number(countArg);
@@ -30,16 +32,16 @@ try {
   unlinked = true;
   const started = performance.now();
   for (let seq = 0; seq < count; seq++) {
-    const message = order(seq);
+    const message = order(run, seq);
     // write() waits (without blocking the event loop) while the ring is full: NATS is slow or away.
     if (!ring.tryWrite(message, seq % 3)) await ring.write(message, { type: seq % 3, peerTimeoutMs: Infinity });
   }
-  await ring.write(new Uint8Array([0]), { type: END, peerTimeoutMs: Infinity });
+  await ring.write(end(run), { type: END, peerTimeoutMs: Infinity });
   // The bridge has taken everything once the ring is empty; stopping it flushes what it published.
   while (ring.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
   stop.abort();
   await bridged;
-  console.log(JSON.stringify({ host: 'A', sent: count, ms: Math.round(performance.now() - started) }));
+  console.log(JSON.stringify({ host: 'A', run, sent: count, ms: Math.round(performance.now() - started) }));
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
   const e = err as { code?: string; message: string };

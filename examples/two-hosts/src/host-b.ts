@@ -4,16 +4,27 @@
  * subject's messages into a ring of its own, which this process reads
  * until the END message, checking that every order came, in order, with
  * its type. Prints `ready` once subscribed, then a one-line JSON summary.
+ * Given a run id (host A's), it passes over the messages of other runs (a
+ * JetStream stream keeps earlier runs, and a new consumer gets them first)
+ * and counts them as `skipped`; without one it checks the first run that
+ * comes.
  *
- *   node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]
+ *   node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s] [run]
  */
 import { bridge } from '@shmring/channel';
 import { Region } from '@shmring/core';
-import { createRing, END, seqOf } from './orders.js';
+import { createRing, END, isRun, parse } from './orders.js';
 
-const [url, timeoutArg = '600'] = process.argv.slice(2);
-if (url === undefined || !/^\d+$/.test(timeoutArg) || !Number.isSafeInteger(Number(timeoutArg) * 1000)) {
-  console.error('usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s]: the timeout is a non-negative integer');
+const [url, timeoutArg = '600', wanted] = process.argv.slice(2);
+if (
+  url === undefined ||
+  !/^\d+$/.test(timeoutArg) ||
+  !Number.isSafeInteger(Number(timeoutArg) * 1000) ||
+  (wanted !== undefined && !isRun(wanted))
+) {
+  console.error(
+    'usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s] [run]: the timeout is a non-negative integer, run up to 16 hex digits',
+  );
   process.exit(2);
 }
 const timeoutMs = Number(timeoutArg) * 1000;
@@ -30,20 +41,28 @@ try {
   region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
   unlinked = true;
   console.log('ready');
+  let run = wanted;
   let received = 0;
   let outOfOrder = 0;
+  let skipped = 0;
   let started = 0;
   for (;;) {
     // Each wait: up to `timeoutMs` for the next message (ERR_SHMRING_TIMEOUT after it).
     const message = await ring.read({ timeoutMs, peerTimeoutMs: Infinity });
+    const { run: of, seq } = parse(message);
+    run ??= of;
+    if (of !== run) {
+      skipped++; // another run's, END included
+      continue;
+    }
     if (received === 0) started = performance.now();
     if (ring.lastType === END) break;
-    if (seqOf(message) !== received || ring.lastType !== received % 3) outOfOrder++;
+    if (seq !== received || ring.lastType !== received % 3) outOfOrder++;
     received++;
   }
   stop.abort();
   await bridged;
-  console.log(JSON.stringify({ host: 'B', received, outOfOrder, ms: Math.round(performance.now() - started) }));
+  console.log(JSON.stringify({ host: 'B', run, received, outOfOrder, skipped, ms: Math.round(performance.now() - started) }));
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
   const e = err as { code?: string; message: string };

@@ -11,6 +11,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { newRun } from './orders.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -26,10 +27,13 @@ export function natsServerBinary(): string | undefined {
 }
 
 /** A nats-server on a port the kernel picks (`-p -1`), read from its log line; stop() ends it. */
-export async function startNatsServer(): Promise<{ url: (subject: string) => string; child: ChildProcess; stop: () => Promise<void> }> {
+export async function startNatsServer(
+  options: { jetstreamDir?: string } = {},
+): Promise<{ url: (subject: string) => string; child: ChildProcess; stop: () => Promise<void> }> {
   const binary = natsServerBinary();
   if (binary === undefined) throw new Error(NATS_MISSING);
-  const child = spawn(binary, ['-a', '127.0.0.1', '-p', '-1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const js = options.jetstreamDir === undefined ? [] : ['-js', '-sd', options.jetstreamDir];
+  const child = spawn(binary, ['-a', '127.0.0.1', '-p', '-1', ...js], { stdio: ['ignore', 'ignore', 'pipe'] });
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
@@ -101,7 +105,9 @@ export interface Outcome {
 export async function exchange(url: string, count: number): Promise<Outcome> {
   let onReady!: () => void;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
-  const b = host('host-b.js', [url, '60'], (line) => line === 'ready' && onReady());
+  // Both hosts are told the run: host B checks it, and passes over what a JetStream stream kept of earlier runs.
+  const run = newRun();
+  const b = host('host-b.js', [url, '60', run], (line) => line === 'ready' && onReady());
   let a: ReturnType<typeof host> | undefined;
   try {
     await Promise.race([
@@ -111,7 +117,7 @@ export async function exchange(url: string, count: number): Promise<Outcome> {
       }),
     ]);
     const started = performance.now();
-    a = host('host-a.js', [url, String(count)]);
+    a = host('host-a.js', [url, String(count), run]);
     const [outA, outB] = await Promise.all([a.done, b.done]);
     const last = (out: string): Record<string, number> => JSON.parse(out.trim().split('\n').pop()!) as Record<string, number>;
     const sa = last(outA);

@@ -2,8 +2,11 @@
  * What the two hosts agree on: the ring each keeps (its capacity, a POSIX
  * name of its own), the orders (a sequence number and some text, the
  * message type seq % 3), and the last message, of type END, that tells host
- * B the stream is over.
+ * B the stream is over. Each message carries its run's id: a JetStream
+ * stream keeps earlier runs on the subject, and host B, given the run's id,
+ * checks that run and passes over the others.
  */
+import { randomBytes } from 'node:crypto';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 
@@ -26,10 +29,27 @@ export function createRing(role: 'a' | 'b'): { name: string; region: Region; rin
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-export function order(seq: number): Uint8Array {
-  return encoder.encode(`${seq}:order from host A (pid ${process.pid})`);
+/** A run id: 8 hex digits, new for each run of host A unless given. */
+export function newRun(): string {
+  return randomBytes(4).toString('hex');
 }
 
-export function seqOf(message: Uint8Array): number {
-  return Number(decoder.decode(message).split(':', 1)[0]);
+/** A run id as the hosts take it on their command line. */
+export function isRun(text: string): boolean {
+  return /^[0-9a-f]{1,16}$/.test(text);
+}
+
+export function order(run: string, seq: number): Uint8Array {
+  return encoder.encode(`${run}:${seq}:order from host A (pid ${process.pid})`);
+}
+
+/** The END message of `run`. */
+export function end(run: string): Uint8Array {
+  return encoder.encode(run);
+}
+
+/** The run and the sequence number of an order (seq NaN for END). */
+export function parse(message: Uint8Array): { run: string; seq: number } {
+  const [run = '', seq] = decoder.decode(message).split(':', 2);
+  return { run, seq: Number(seq) };
 }

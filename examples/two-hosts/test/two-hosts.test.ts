@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exchange, NATS_MISSING, natsServerBinary, startNatsServer } from '../src/main.js';
 
@@ -29,6 +31,22 @@ describe('examples/two-hosts', function () {
     assert.deepEqual(added, [], 'each host unlinks its ring once its bridge has it');
   });
 
+  it('run again on one JetStream stream, host B checks the new run, not what the stream kept of the last one', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'two-hosts-js-'));
+    const server = await startNatsServer({ jetstreamDir: dir });
+    try {
+      const url = server.url('two-hosts.again?jetstream=TWO_HOSTS_AGAIN');
+      // Different counts: host B reading the first run again would say 5 where 12 were sent.
+      for (const count of [5, 12]) {
+        const r = await exchange(url, count);
+        assert.deepEqual({ sent: r.sent, received: r.received, outOfOrder: r.outOfOrder }, { sent: count, received: count, outOfOrder: 0 });
+      }
+    } finally {
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('host B fails with ERR_SHMRING_UNREACHABLE naming the address when no NATS server answers there, and removes its ring', async () => {
     const shmBefore = new Set(fs.readdirSync('/dev/shm'));
     await assert.rejects(
@@ -53,8 +71,8 @@ describe('examples/two-hosts', function () {
   it('main.js, host-a.js and host-b.js refuse a count (or timeout) that is not a non-negative integer with usage and exit 2', () => {
     const runs: [string, string[], RegExp][] = [
       ['main.js', [], /^usage: node main\.js \[count\] \[nats:\/\/host:port\/<subject>\]: .*non-negative integer/],
-      ['host-a.js', ['nats://127.0.0.1:1/x'], /^usage: node host-a\.js .*\[count\]: count is a non-negative integer/],
-      ['host-b.js', ['nats://127.0.0.1:1/x'], /^usage: node host-b\.js .*\[timeout s\]: the timeout is a non-negative integer/],
+      ['host-a.js', ['nats://127.0.0.1:1/x'], /^usage: node host-a\.js .*\[count\] \[run\]: count is a non-negative integer/],
+      ['host-b.js', ['nats://127.0.0.1:1/x'], /^usage: node host-b\.js .*\[timeout s\] \[run\]: the timeout is a non-negative integer/],
     ];
     for (const [name, args, usage] of runs) {
       for (const bad of ['abc', '-5']) {

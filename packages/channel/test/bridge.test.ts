@@ -12,11 +12,13 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes } from '@shmring/core';
-import { connect, type Msg } from 'nats';
+import { connect, headers, type Msg } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
+import { defaultConsumer } from '../src/bridge/bridge.js';
 import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
 import { TestRings } from './bridge-rings.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
@@ -56,6 +58,13 @@ async function consumeInOrder(ring: SpscRing, count: number, signal: AbortSignal
     );
     next++;
   }
+}
+
+/** A header saying the record type `type`, as the bridge reads it. */
+function typeHeader(type: number): ReturnType<typeof headers> {
+  const h = headers();
+  h.set('Shmring-Type', String(type));
+  return h;
 }
 
 /** Waits until the asynchronous `condition` holds (for at most 15 s). */
@@ -307,6 +316,112 @@ describe('bridge', function () {
     }
   });
 
+  describe('JetStream consumers of bridges on several hosts', function () {
+    it('the default consumer name holds the host and the ring, in the characters JetStream takes, at most 128 of them', function () {
+      assert.equal(defaultConsumer('orders', 'host-a.example.com'), 'shmring-bridge-host-a_example_com-orders');
+      assert.notEqual(defaultConsumer('orders', 'host-a'), defaultConsumer('orders', 'host-b'));
+      const long = (host: string): string => defaultConsumer('r'.repeat(250), host);
+      assert.equal(long('a').length, 128);
+      assert.match(long('a'), /^[A-Za-z0-9_-]+$/);
+      assert.notEqual(long('a'), long('b'), 'two hosts with long ring names still differ');
+    });
+
+    it('a bridge without consumer= names its durable consumer after its host and its ring', async function () {
+      const b = rings.make();
+      const stream = `CH${process.pid}_${rings.counter}`;
+      const url = nats.url(uniqueSubject('consumer'), `?jetstream=${stream}`);
+      await new Promise<void>((ready, fail) => bridge(url, `shm:${b.name}`, { signal: controller.signal, onReady: ready }).catch(fail));
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const names: string[] = [];
+        for await (const info of (await nc.jetstreamManager()).consumers.list(stream)) names.push(info.name);
+        assert.deepEqual(names, [`shmring-bridge-${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-${b.name}`]);
+      } finally {
+        await nc.close();
+      }
+    });
+
+    it('two bridges of one stream with their own consumer= (two hosts) each get every message', async function () {
+      const stream = `CC${process.pid}_${rings.counter}`;
+      const subject = uniqueSubject('fanout');
+      const hosts = [rings.make(), rings.make()];
+      for (const [i, host] of hosts.entries()) {
+        const url = nats.url(subject, `?jetstream=${stream}&consumer=host${i}`);
+        await new Promise<void>((ready, fail) =>
+          bridge(url, `shm:${host.name}`, { signal: controller.signal, onReady: ready }).catch(fail),
+        );
+      }
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const js = nc.jetstream();
+        const N = 2000;
+        for (let i = 0; i < N; i++) await js.publish(subject, message(i), { headers: typeHeader(i % 7) });
+        await Promise.all(hosts.map((host) => consumeInOrder(host.ring, N, AbortSignal.timeout(20_000))));
+      } finally {
+        await nc.close();
+      }
+    });
+  });
+
+  describe("JetStream into a ring whose marker is another stream's", function () {
+    /** Bridges `url` into `ring` until `count` messages came (checked: message(from..), in order); returns its log. */
+    async function bridgeInto(url: string, ring: { name: string; ring: SpscRing }, count: number, from = 0): Promise<string[]> {
+      const lines: string[] = [];
+      const stopBridge = new AbortController();
+      let running!: Promise<void>;
+      await new Promise<void>((ready, fail) => {
+        running = bridge(url, `shm:${ring.name}`, { signal: stopBridge.signal, onReady: ready, log: (line) => lines.push(line) });
+        running.catch(fail);
+      });
+      try {
+        for (let next = from; next < from + count; next++) {
+          const bytes = await ring.ring.read({ signal: AbortSignal.timeout(10_000), peerTimeoutMs: Infinity }).catch((err: Error) => {
+            assert.fail(
+              `${next - from} of ${count} messages of ${url} came into the ring (then ${err.message}); log: ${lines.join(' | ')}`,
+            );
+          });
+          assert.equal(new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true), next, `message ${next} of ${url} expected`);
+        }
+      } finally {
+        stopBridge.abort();
+        await running;
+      }
+      return lines;
+    }
+
+    it('another stream, then the same stream deleted and made again: every message of each comes into the ring, and the reset is said', async function () {
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const jsm = await nc.jetstreamManager();
+        const js = nc.jetstream();
+        const b = rings.make();
+        const fill = async (stream: string, subject: string, count: number): Promise<string> => {
+          await jsm.streams.add({ name: stream, subjects: [subject] });
+          for (let i = 0; i < count; i++) await js.publish(subject, message(i));
+          return nats.url(subject, `?jetstream=${stream}`);
+        };
+        const first = `MA${process.pid}_${rings.counter}`;
+        const firstSubject = uniqueSubject('marker');
+        const firstUrl = await fill(first, firstSubject, 100);
+        assert.deepEqual(await bridgeInto(firstUrl, b, 100), [], 'a fresh ring: nothing to say');
+        // Sequences 1..50 of another stream: the marker says 100 are in the ring already.
+        const second = `MB${process.pid}_${rings.counter}`;
+        const lines = await bridgeInto(await fill(second, uniqueSubject('marker'), 50), b, 50);
+        assert.equal(lines.filter((l) => l.includes('.jsbridge')).length, 1, lines.join('\n'));
+        assert.match(lines.join('\n'), new RegExp(`the ring shm:${b.name} gets the stream '${second}' from its first message`));
+        // The first stream made again under its name: its sequences restart at 1.
+        await jsm.streams.delete(first);
+        const again = await bridgeInto(await fill(first, firstSubject, 30), b, 30);
+        assert.match(again.join('\n'), /for other messages/);
+        // The marker is this stream's now: a bridge started again on it goes on after what the ring has.
+        await js.publish(firstSubject, message(30));
+        assert.deepEqual(await bridgeInto(firstUrl, b, 1, 30), []);
+      } finally {
+        await nc.close();
+      }
+    });
+  });
+
   it('while the server is down the ring fills (its producer sees back-pressure); the bridge says so once, reconnects and drains it', async function () {
     const own = await NatsServer.start();
     const lines: string[] = [];
@@ -342,6 +457,25 @@ describe('bridge', function () {
       controller.abort();
       await own.dispose();
     }
+  });
+
+  it('NATS → ring, the outage line says what core NATS loses meanwhile, not that the ring fills', async function () {
+    await NatsServer.using(async (own) => {
+      const b = rings.make();
+      const lines: string[] = [];
+      await new Promise<void>((ready, fail) => {
+        bridge(own.url(uniqueSubject('down')), `shm:${b.name}`, {
+          signal: controller.signal,
+          onReady: ready,
+          log: (l) => lines.push(l),
+        }).catch(fail);
+      });
+      await own.stop();
+      await waitUntil(() => lines.length > 0, 'the bridge to say the server is gone');
+      controller.abort();
+      assert.match(lines[0]!, /lost the NATS server at .*; reconnecting \(what is published to '.*' meanwhile is lost: core NATS/);
+      assert.doesNotMatch(lines[0]!, /the ring fills/);
+    });
   });
 
   it('what the client had not sent when the server went away stays in the ring and goes out once it is back: none lost', async function () {
@@ -441,6 +575,13 @@ describe('bridge', function () {
       ['tcp://127.0.0.1:1/x', 'shm:a', /expected shm:<name> or nats:/],
       ['shm:a', 'nats://127.0.0.1:4222/x?jetstream=A&jetstream=B', /jetstream= is given twice/],
       ['NATS://127.0.0.1:4222/x?stream=S', 'shm:a', /unknown option 'stream'/],
+      ['shm:a', 'nats://127.0.0.1:4222/%E0', /the subject has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/x%00', 'shm:a', /NUL character/],
+      ['shm:a', 'nats://127.0.0.1:70000/x', /the port '70000' is not a port number/],
+      ['shm:a', 'nats://127.0.0.1:4222/x?jetstream=S&consumer=c', /a bridge into NATS has none/],
+      ['nats://127.0.0.1:4222/x?consumer=c', 'shm:a', /needs jetstream=<stream>/],
+      ['nats://127.0.0.1:4222/x?jetstream=S&consumer=a.b', 'shm:a', /the consumer name 'a.b' must be/],
+      ['nats://127.0.0.1:4222/x?jetstream=S&consumer=a&consumer=b', 'shm:a', /consumer= is given twice/],
     ] as const) {
       it(`bridge('${from}', '${to}') rejects with ERR_SHMRING_INVALID_ENDPOINT naming the endpoint`, async function () {
         const err = await rejectsWith(bridge(from, to), ErrorCodes.INVALID_ENDPOINT, why);
@@ -470,6 +611,15 @@ describe('bridge', function () {
       const [code] = await once(child, 'exit');
       assert.equal(code, 2, stderr);
       assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
+    });
+
+    it('shmring bridge with a malformed endpoint exits 1 saying its prefix once, then the error and its code', function () {
+      const r = spawnSync(process.execPath, [BRIDGE_BIN, 'shm:x', 'nats://127.0.0.1:4222/%E0'], { encoding: 'utf8' });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /^shmring bridge: 'nats:\/\/127\.0\.0\.1:4222\/%E0' is not a valid endpoint: the subject has a malformed percent-encoding.* \(ERR_SHMRING_INVALID_ENDPOINT\)\n$/,
+      );
     });
 
     it('shmring bridge to a ring that does not exist exits 1 naming it, with its error code said once', function () {

@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { connect, listen, type Channel } from '../src/index.js';
-import { closeEvent, killAllPeers, rejectsWith, startPeer } from './helpers.js';
-import { freePort, sharedNats, skipWithoutNats, uniqueSubject, type NatsServer } from './nats-server.js';
+import { closeEvent, killAllPeers, rejectsWith, sleep, startPeer } from './helpers.js';
+import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
 
 describe('channels over NATS', function () {
   this.timeout(30_000);
@@ -39,6 +39,12 @@ describe('channels over NATS', function () {
       ['nats:/jobs', /expected nats:\/\/host:port/],
       ['NATS://127.0.0.1:4222', /subject is missing/],
       ['nats://127.0.0.1:0/jobs', /port 0/],
+      ['nats://127.0.0.1:99999/jobs', /the port '99999' is not a port number/],
+      ['nats://127.0.0.1:-1/jobs', /the port '-1' is not a port number/],
+      ['nats://u%E0:p@127.0.0.1:4222/jobs', /the user name has a malformed percent-encoding/],
+      ['nats://u:p%ZZ@127.0.0.1:4222/jobs', /the password has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/%E0', /the subject has a malformed percent-encoding/],
+      ['nats://127.0.0.1:4222/a%00b', /NUL character/],
     ] as const) {
       it(`connect and listen reject '${address}' with ERR_SHMRING_INVALID_ENDPOINT naming it`, async function () {
         for (const verb of [connect, listen]) {
@@ -230,6 +236,128 @@ describe('channels over NATS', function () {
       } finally {
         await server.close();
       }
+    });
+  });
+
+  describe('a NATS server restart', function () {
+    /**
+     * A TCP relay to the server, for the listening end: `shut` (the
+     * relay's connections closed, new ones refused) keeps that end from
+     * reconnecting after the server restarts, as long as the test wants,
+     * so that the other end is deterministically back first.
+     */
+    async function relay(port: number): Promise<{ port: number; shut(on: boolean): void; close(): void }> {
+      let shut = false;
+      const pairs = new Set<[net.Socket, net.Socket]>();
+      const server = net.createServer((inner) => {
+        inner.on('error', () => {});
+        if (shut) {
+          inner.destroy();
+          return;
+        }
+        const outer = net.connect({ host: '127.0.0.1', port });
+        outer.on('error', () => {});
+        const pair: [net.Socket, net.Socket] = [inner, outer];
+        pairs.add(pair);
+        const end = (): void => {
+          pairs.delete(pair);
+          inner.destroy();
+          outer.destroy();
+        };
+        inner.once('close', end);
+        outer.once('close', end);
+        inner.pipe(outer);
+        outer.pipe(inner);
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const setShut = (on: boolean): void => {
+        shut = on;
+        if (!on) return;
+        for (const [inner, outer] of pairs) {
+          inner.destroy();
+          outer.destroy();
+        }
+      };
+      return {
+        port: (server.address() as net.AddressInfo).port,
+        shut: setShut,
+        close() {
+          setShut(true);
+          server.close();
+        },
+      };
+    }
+
+    /** A listening end behind a relay (echoing requests) and a client connected to the server directly. */
+    async function ends(own: NatsServer, beatMs: number) {
+      const gate = await relay(own.port);
+      const subject = uniqueSubject('restart');
+      const server = await listen(`nats://127.0.0.1:${gate.port}/${subject}`, { heartbeatMs: beatMs });
+      void (async () => {
+        for await (const channel of server) channel.handle((v) => v);
+      })();
+      const client = await connect(own.url(subject), { heartbeatMs: beatMs });
+      assert.equal(await client.request('before', { timeoutMs: 5000 }), 'before');
+      return { gate, server, client };
+    }
+
+    it('shorter than the heartbeat bound, with one end back a heartbeat before the other, leaves the channel open', async function () {
+      // The client's heartbeats (and requests) between its reconnection and the listener's are answered "no
+      // responders": the peer is not subscribed yet, though alive. The listener is kept away for more than
+      // a period after the client is back, so that at least one heartbeat falls there; the whole outage
+      // stays within the bound (3 periods of silence): beat + restart + that wait + reconnect < 3 * beat.
+      const BEAT_MS = 3000;
+      await NatsServer.using(async (own) => {
+        const { gate, server, client } = await ends(own, BEAT_MS);
+        try {
+          let ended: Error | undefined | 'open' = 'open';
+          client.once('close', (error?: Error) => {
+            ended = error;
+          });
+          gate.shut(true);
+          await own.stop();
+          await own.restart();
+          await sleep(350 + BEAT_MS * 1.1); // the client reconnects within 350 ms (250 ms + jitter), then beats
+          assert.equal(ended, 'open', `the client's channel ended while the listener was reconnecting: ${String(ended)}`);
+          gate.shut(false);
+          // What is sent before the listener is back is lost (at most once): it reconnects within 350 ms.
+          await sleep(1000);
+          assert.equal(await client.request('after', { timeoutMs: 5000 }), 'after');
+          await sleep(BEAT_MS); // the listener's side too saw nothing end
+          assert.equal(server.channels, 1, "the listener's channel ended");
+          assert.equal(ended, 'open', `the client's channel ended: ${String(ended)}`);
+        } finally {
+          client.close();
+          await server.close();
+          gate.close();
+        }
+      });
+    });
+
+    it('a peer that does not come back is still known dead within 4 heartbeats of the last thing it sent', async function () {
+      // Its "no responders" after the restart does not end the channel at once (it may be reconnecting):
+      // the silence does, within the bound.
+      const BEAT_MS = 300;
+      await NatsServer.using(async (own) => {
+        const { gate, server, client } = await ends(own, BEAT_MS);
+        try {
+          const closing = closeEvent(client);
+          gate.shut(true); // for good: the listener is as gone as a dead process
+          const lostAt = performance.now();
+          await own.stop();
+          await own.restart();
+          const error = await closing;
+          const took = performance.now() - lostAt;
+          assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
+          assert.match(error!.message, /nothing came from it/);
+          assert.ok(took < BEAT_MS * 4 + 1000, `noticed after ${took.toFixed(0)} ms (bound: 4 heartbeats of ${BEAT_MS} ms)`);
+        } finally {
+          client.close();
+          await server.close();
+          gate.close();
+        }
+      });
     });
   });
 

@@ -23,7 +23,9 @@
  * write, the stream sequence and the ring position it goes to, so a bridge
  * killed between the write and its acknowledgement knows on restart that
  * the message is in the ring already (the producer position moved), and
- * restarts the consumer after the last message the ring holds.
+ * restarts the consumer after the last message the ring holds; the marker
+ * names the stream (and its incarnation) its sequence belongs to, and one
+ * of another is not used.
  *
  * The connection reconnects by itself for ever; each outage is said once on
  * the log (stderr by default), when it starts and when it ends; so is each
@@ -46,6 +48,8 @@
  * cannot be published: it is dropped and said, like a NATS message too
  * large for the ring, rather than stop the bridge on it.
  */
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
 import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkOptions, checkSignal, OptionNames } from '../options.js';
@@ -132,6 +136,8 @@ interface Context {
   readonly outages: number;
   /** Says a persistent failure once per cause (`key`); a success after it says it is over. */
   trouble: Trouble;
+  /** Says a line on the bridge's log. */
+  log(line: string): void;
   /** Says and counts a NATS message too large for the ring (NATS → ring). */
   tooLarge(length: number, subject: string, ring: RingWriter, what: string): void;
   /**
@@ -166,8 +172,14 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
       `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`,
     );
   }
-  if (signal.aborted) return;
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
+  if (source.kind === 'shm' && address.consumer !== undefined) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `bridge: ${target.text}: consumer= names the JetStream consumer of a bridge from NATS into a ring; a bridge into NATS has none (remove it)`,
+    );
+  }
+  if (signal.aborted) return;
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
   const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);
   let nc: NatsConnection | undefined;
@@ -185,7 +197,14 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
     }
     const nats = await loadNats();
     nc = await openNats(address, 'bridge to', { timeoutMs: 5000, name: `shmring bridge ${ringName}`, signal });
-    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true);
+    // What an outage does to the messages, for its log line.
+    const meanwhile =
+      source.kind === 'shm'
+        ? 'the ring fills meanwhile'
+        : address.jetstream === undefined
+          ? `what is published to '${address.subject}' meanwhile is lost: core NATS keeps nothing for a subscriber away`
+          : `the stream '${address.jetstream}' keeps the messages meanwhile`;
+    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true, meanwhile);
     if (source.kind === 'shm') {
       warnPayload(ctx, ring as RingReader, log);
       if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
@@ -214,6 +233,7 @@ function watchConnection(
   log: (line: string) => void,
   onReady: (() => void) | undefined,
   dedicated: boolean,
+  meanwhile: string,
 ): Context {
   let down = false;
   let outages = 0;
@@ -225,7 +245,7 @@ function watchConnection(
       if (status.type === 'disconnect') outages++;
       if (status.type === 'disconnect' && !down) {
         down = true;
-        log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (the ring fills meanwhile)`);
+        log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (${meanwhile})`);
       } else if (status.type === 'reconnect' && down) {
         down = false;
         log(`shmring bridge: reconnected to the NATS server at ${address.server}`);
@@ -251,6 +271,7 @@ function watchConnection(
       return outages;
     },
     trouble: new Trouble(log),
+    log,
     tooLarge: (length, subject, ring, what) => {
       dropped++;
       log(
@@ -876,24 +897,86 @@ async function coreToRing(ctx: Context, ring: RingWriter): Promise<void> {
 
 /**
  * The marker (`<ring>.jsbridge`): what the NATS → ring bridge wrote last.
- *   f64 [0]  COMMITTED  stream sequence of the last message known to be in the ring
- *   f64 [1]  INTENT     stream sequence of the message being written
- *   i32 [4]  AT         the ring's producer position before that write
+ *   f64 [0]      COMMITTED  stream sequence of the last message known to be in the ring
+ *   f64 [1]      INTENT     stream sequence of the message being written
+ *   i32 [4]      AT         the ring's producer position before that write
+ *   u8  [32,48)  STREAM     whose sequences these are: the first 16 bytes of the
+ *                           SHA-256 of `<stream>\0<created>\0<subject>` (created:
+ *                           the stream's creation time, as its info says it); all
+ *                           zero in a marker that does not say
  * Written AT, then INTENT, then the ring record, then COMMITTED: after a
  * crash, INTENT > COMMITTED and a producer position other than AT mean the
  * write happened. (Aligned 8-byte stores: a killed process leaves each whole.)
+ * Sequences mean nothing in another stream, nor in one deleted and made
+ * again under the same name (they restart at 1), nor for another subject of
+ * the stream: a marker for other messages than the consumer's is not used
+ * (adoptMarker).
  */
 const MARKER_SIZE = 64;
 const COMMITTED = 0;
 const INTENT = 1;
 const AT_I32 = 4;
+const STREAM_AT = 32;
+const STREAM_BYTES = 16;
 
-function openMarker(ring: RingWriter): { region: Region; f64: Float64Array; i32: Int32Array } {
+interface Marker {
+  region: Region;
+  f64: Float64Array;
+  i32: Int32Array;
+  /** STREAM. */
+  stream: Uint8Array;
+}
+
+function openMarker(ring: RingWriter): Marker {
   const region = Region.create({ backing: 'posix', name: `${ring.name}.jsbridge`, size: MARKER_SIZE, exclusive: false });
   const f64 = new Float64Array(region.buffer, 0, 2);
   const i32 = new Int32Array(region.buffer, 0, MARKER_SIZE / 4);
   if (f64[INTENT]! > f64[COMMITTED]! && ring.writePosition !== i32[AT_I32]! >>> 0) f64[COMMITTED] = f64[INTENT]!;
-  return { region, f64, i32 };
+  return { region, f64, i32, stream: new Uint8Array(region.buffer, STREAM_AT, STREAM_BYTES) };
+}
+
+/** STREAM of the messages of `subject` in the stream `name` made at `created`. */
+function streamIdentity(name: string, created: string, subject: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(`${name}\0${created}\0${subject}`).digest().subarray(0, STREAM_BYTES));
+}
+
+/**
+ * Makes the marker the one of `identity`: one for other messages (or that
+ * does not say whose it is) is reset, as for a fresh ring, so that the
+ * consumer starts at the stream's first message rather than after a
+ * sequence of another stream. Returns what was reset (undefined: no
+ * sequence, the marker was this stream's or had none).
+ */
+function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Array): 'another' | 'unnamed' | undefined {
+  if (marker.stream.every((b, i) => b === identity[i])) return undefined;
+  const used = marker.f64[COMMITTED]! > 0 || marker.f64[INTENT]! > 0;
+  const named = marker.stream.some((b) => b !== 0);
+  // The sequences go first: a crash before STREAM is written leaves a marker that is still another's, and is reset again.
+  marker.f64[COMMITTED] = 0;
+  marker.f64[INTENT] = 0;
+  marker.stream.set(identity);
+  // Without a sequence there was nothing to skip: nothing to say.
+  if (!used) return undefined;
+  return named ? 'another' : 'unnamed';
+}
+
+/** Bytes of a default consumer name past which its host and ring are shortened to a hash. */
+const CONSUMER_NAME_MAX = 128;
+
+/**
+ * The durable consumer of a NATS → ring JetStream bridge without
+ * `&consumer=`: `shmring-bridge-<host>-<ring>`, each with what JetStream
+ * does not take in a name (and '.', which it does not either) as '_'. The
+ * host is in it because two hosts bridge one stream into rings of one name
+ * (each its own `shm:orders`): with one consumer between them, each bridge
+ * deletes the other's at its start and each ring gets part of the stream.
+ */
+export function defaultConsumer(ring: string, host: string): string {
+  const clean = (text: string): string => text.replace(/[^A-Za-z0-9_-]/g, '_');
+  const name = `shmring-bridge-${clean(host)}-${clean(ring)}`;
+  if (name.length <= CONSUMER_NAME_MAX) return name;
+  const hash = createHash('sha256').update(`${host}\0${ring}`).digest('hex').slice(0, 16);
+  return `${name.slice(0, CONSUMER_NAME_MAX - hash.length - 1)}-${hash}`;
 }
 
 async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): Promise<void> {
@@ -901,7 +984,7 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
   await ensureStream(ctx, stream, false);
   const marker = openMarker(ring);
   try {
-    const durable = `shmring-bridge-${ring.name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    const durable = ctx.address.consumer ?? defaultConsumer(ring.name, hostname());
     // A pull that was pending when the server went away may never be
     // answered: after each reconnection the consumer starts again.
     while (!signal.aborted) {
@@ -927,17 +1010,23 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
   }
 }
 
-async function consumeOnce(
-  ctx: Context,
-  ring: RingWriter,
-  stream: string,
-  durable: string,
-  marker: ReturnType<typeof openMarker>,
-): Promise<void> {
+async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durable: string, marker: Marker): Promise<void> {
   const { nc, signal } = ctx;
-  const committed = marker.f64[COMMITTED]!;
   {
     const jsm = await orAbort(nc.jetstreamManager(), signal);
+    // Asked at each start: the stream may have been deleted and made again (sequences from 1) while the bridge waited.
+    const { created } = await orAbort(jsm.streams.info(stream), signal);
+    const reset = adoptMarker(marker, streamIdentity(stream, created, ctx.address.subject));
+    if (reset !== undefined) {
+      ctx.log(
+        `shmring bridge: the progress marker /dev/shm/${ring.name}.jsbridge was ${
+          reset === 'another'
+            ? `for other messages (another stream, the stream '${stream}' before it was made again, or another subject)`
+            : 'made by an older bridge that did not record its stream'
+        }: its sequence is not used; the ring shm:${ring.name} gets the stream '${stream}' from its first message on '${ctx.address.subject}'`,
+      );
+    }
+    const committed = marker.f64[COMMITTED]!;
     // The consumer restarts after the last message the ring holds: nothing
     // delivered to a bridge that died is waited for (ack wait) or reordered.
     await orAbort(jsm.consumers.delete(stream, durable), signal).catch((err: unknown) => {
@@ -974,7 +1063,7 @@ async function consumeOnce(
   }
 }
 
-async function deliver(ctx: Context, ring: RingWriter, marker: ReturnType<typeof openMarker>, msg: JsMsg): Promise<void> {
+async function deliver(ctx: Context, ring: RingWriter, marker: Marker, msg: JsMsg): Promise<void> {
   const seq = msg.seq;
   if (seq <= marker.f64[COMMITTED]!) {
     msg.ack(); // in the ring already (a redelivery)

@@ -10,7 +10,9 @@ import { bridge } from './bridge.js';
 
 export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   endpoints: shm:<name>                                 a POSIX-named ring (read side as <from>, write side as <to>)
-             nats://host:port/<subject>[?jetstream=<stream>]
+             nats://host:port/<subject>[?jetstream=<stream>[&consumer=<name>]]
+               (consumer: the JetStream consumer of a bridge into a ring; default
+               shmring-bridge-<host>-<ring>)
   --poll <µs>  look for the ring's next record (or room) this long before parking: lower latency
                for sparse messages, for a CPU kept busy while they come (default: from a ring 0,
                the command parks its thread on the ring; into a ring 50, between event-loop turns)
@@ -61,8 +63,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     const e = err as { code?: string; message: string };
-    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once.
-    console.error(`shmring bridge: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
+    // An errno error names its code already ("…: no such file or directory (ENOENT); hint"): said once. The
+    // bridge's own errors begin with its verb ("bridge: …", "bridge nats://…: …"): the prefix says it once.
+    const said = /^bridge[: ]/.test(e.message) ? `shmring ${e.message}` : `shmring bridge: ${e.message}`;
+    console.error(`${said}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
     return 1;
   } finally {
     process.off('SIGINT', onSignal);

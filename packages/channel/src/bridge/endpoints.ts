@@ -36,7 +36,7 @@ export function parseEndpoint(endpoint: unknown, verb: string): Endpoint {
   }
   throw new ShmringTypeError(
     ErrorCodes.INVALID_ENDPOINT,
-    `${verb}: '${String(endpoint)}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>]`,
+    `${verb}: '${String(endpoint)}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>[&consumer=<name>]]`,
   );
 }
 

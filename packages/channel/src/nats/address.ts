@@ -1,5 +1,5 @@
 /**
- * Endpoints: `nats://[user:pass@]host[:port]/<subject>[?jetstream=<stream>]`
+ * Endpoints: `nats://[user:pass@]host[:port]/<subject>[?jetstream=<stream>[&consumer=<name>]]`
  * (a channel's address, or a bridge end) and `shm:<name>` (a POSIX-named
  * ring, for the bridge). Parsing never touches the network; every mistake
  * is ERR_SHMRING_INVALID_ENDPOINT with the endpoint in the message.
@@ -12,6 +12,8 @@ export interface NatsAddress {
   readonly subject: string;
   /** The JetStream stream (`?jetstream=`), if any. */
   readonly jetstream: string | undefined;
+  /** The durable consumer's name (`&consumer=`, with jetstream= only), if given. */
+  readonly consumer: string | undefined;
   readonly user: string | undefined;
   readonly pass: string | undefined;
   /** The endpoint without credentials, for messages. */
@@ -27,6 +29,8 @@ function invalid(verb: string, endpoint: string, why: string): ShmringTypeError 
 /** A NATS subject or stream name without wildcards: dot-separated tokens of visible characters. */
 function checkSubject(subject: string, verb: string, endpoint: string): void {
   if (subject.length === 0) throw invalid(verb, endpoint, 'the subject is missing (nats://host:port/<subject>)');
+  // The protocol ends a subject at a NUL in some servers and clients, and the server refuses it in others.
+  if (subject.includes('\0')) throw invalid(verb, endpoint, 'the subject holds a NUL character (%00), which no NATS subject can');
   for (const token of subject.split('.')) {
     if (token.length === 0) throw invalid(verb, endpoint, `the subject '${subject}' has an empty token (two dots, or a dot at an end)`);
     if (token === '*' || token === '>' || /[\s*>]/.test(token)) {
@@ -41,7 +45,37 @@ export function isNatsEndpoint(endpoint: unknown): endpoint is string {
 }
 
 /** Parses a nats:// endpoint; `allowJetstream` is for the bridge (a channel has no stream). */
+/**
+ * The port as written (`host:<port>`), checked before the URL parser sees
+ * it: that one refuses a port out of range as it refuses anything else,
+ * and the message would not say what is wrong.
+ */
+function checkPort(endpoint: string, verb: string): void {
+  const authority = /^nats:\/\/([^/?#]*)/i.exec(endpoint)?.[1];
+  if (authority === undefined) return;
+  const hostPort = authority.slice(authority.lastIndexOf('@') + 1);
+  const port = /^(?:\[[^\]]*\]|[^:]*):(.*)$/.exec(hostPort)?.[1];
+  if (port === undefined || port === '') return;
+  if (!/^[0-9]+$/.test(port) || Number(port) > 65535) {
+    throw invalid(verb, endpoint, `the port '${port}' is not a port number (1 to 65535; default 4222)`);
+  }
+}
+
+/** decodeURIComponent, its URIError (a '%' not followed by the UTF-8 of a character) told as an invalid endpoint. */
+function decode(text: string, what: string, verb: string, endpoint: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw invalid(
+      verb,
+      endpoint,
+      `the ${what} has a malformed percent-encoding ('%' must be followed by the hex UTF-8 bytes of a character)`,
+    );
+  }
+}
+
 export function parseNatsAddress(endpoint: string, verb: string, allowJetstream: boolean): NatsAddress {
+  checkPort(endpoint, verb);
   let url: URL;
   try {
     url = new URL(endpoint);
@@ -52,17 +86,37 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
   const port = url.port === '' ? DEFAULT_NATS_PORT : Number(url.port);
   // Port 0 means "any free port" to a listener; nothing can connect to it.
   if (port === 0) throw invalid(verb, endpoint, 'port 0 is no server port (nats://host:port/<subject>, default port 4222)');
-  const subject = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  const subject = decode(url.pathname.replace(/^\//, ''), 'subject', verb, endpoint);
   checkSubject(subject, verb, endpoint);
-  let jetstream: string | undefined;
+  const given: { jetstream?: string; consumer?: string } = {};
   for (const [key, value] of url.searchParams) {
-    if (key !== 'jetstream' || !allowJetstream) {
-      throw invalid(verb, endpoint, `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream>)' : ' (a channel takes none)'}`);
+    if ((key !== 'jetstream' && key !== 'consumer') || !allowJetstream) {
+      throw invalid(
+        verb,
+        endpoint,
+        `unknown option '${key}'${allowJetstream ? ' (only ?jetstream=<stream> and &consumer=<name>)' : ' (a channel takes none)'}`,
+      );
     }
     // Which one would win is a guess: say so rather than take the first or the last.
-    if (jetstream !== undefined) throw invalid(verb, endpoint, 'jetstream= is given twice; name one stream');
-    if (!/^[A-Za-z0-9_-]+$/.test(value)) throw invalid(verb, endpoint, `the stream name '${value}' must be letters, digits, '_' or '-'`);
-    jetstream = value;
+    if (given[key] !== undefined)
+      throw invalid(verb, endpoint, `${key}= is given twice; name one ${key === 'jetstream' ? 'stream' : 'consumer'}`);
+    // JetStream's names: no '.', wildcard, space or path separator; the stricter set is portable to every server.
+    if (!/^[A-Za-z0-9_-]+$/.test(value)) {
+      throw invalid(
+        verb,
+        endpoint,
+        `the ${key === 'jetstream' ? 'stream' : 'consumer'} name '${value}' must be letters, digits, '_' or '-'`,
+      );
+    }
+    given[key] = value;
+  }
+  const { jetstream, consumer } = given;
+  if (consumer !== undefined && jetstream === undefined) {
+    throw invalid(
+      verb,
+      endpoint,
+      'consumer= names a JetStream consumer: it needs jetstream=<stream> (?jetstream=<stream>&consumer=<name>)',
+    );
   }
   if (url.hash !== '') throw invalid(verb, endpoint, 'a fragment (#...) means nothing here');
   const server = `${url.hostname}:${port}`;
@@ -70,8 +124,9 @@ export function parseNatsAddress(endpoint: string, verb: string, allowJetstream:
     server,
     subject,
     jetstream,
-    user: url.username === '' ? undefined : decodeURIComponent(url.username),
-    pass: url.password === '' ? undefined : decodeURIComponent(url.password),
-    text: `nats://${server}/${subject}${jetstream === undefined ? '' : `?jetstream=${jetstream}`}`,
+    consumer,
+    user: url.username === '' ? undefined : decode(url.username, 'user name', verb, endpoint),
+    pass: url.password === '' ? undefined : decode(url.password, 'password', verb, endpoint),
+    text: `nats://${server}/${subject}${jetstream === undefined ? '' : `?jetstream=${jetstream}`}${consumer === undefined ? '' : `&consumer=${consumer}`}`,
   };
 }

@@ -163,6 +163,38 @@ export function isConnected(nc: NatsConnection): boolean {
   return (nc as unknown as { protocol?: { connected?: unknown } }).protocol?.connected !== false;
 }
 
+/** What a connection's status says, for its channels' links (transport.ts). */
+export interface ConnectionWatch {
+  /** How many times the connection lost its server since it was first watched. */
+  drops: number;
+  /** Called at each reconnection. */
+  readonly onReconnect: Set<() => void>;
+}
+
+const watches = new WeakMap<NatsConnection, ConnectionWatch>();
+
+/**
+ * The watch of `nc` (begun on the first call; its drops count from 0 then).
+ * A peer's "no responders" right after such a loss may only mean that the
+ * peer has not reconnected yet (transport.ts).
+ */
+export function watchConnection(nc: NatsConnection): ConnectionWatch {
+  let watch = watches.get(nc);
+  if (watch === undefined) {
+    const w: ConnectionWatch = { drops: 0, onReconnect: new Set() };
+    watch = w;
+    watches.set(nc, w);
+    // The status iterator ends when the connection closes.
+    void (async () => {
+      for await (const status of nc.status()) {
+        if (status.type === 'disconnect') w.drops++;
+        else if (status.type === 'reconnect') for (const callback of w.onReconnect) callback();
+      }
+    })().catch(() => {});
+  }
+  return watch;
+}
+
 type Handle = { ref?: () => unknown; unref?: () => unknown };
 interface ClientInternals {
   protocol?: { transport?: { socket?: Handle }; heartbeats?: { timer?: Handle; _schedule?: () => void } };

@@ -14,6 +14,16 @@
  * closed) is known within one `beatMs` plus a round trip; a peer that went
  * silent without its connection closing (its host or network vanished) is
  * known once nothing came from it for DEAD_AFTER_BEATS of its heartbeats.
+ * "No responders" is taken as the peer's death only if this end heard from
+ * the peer since its own connection last lost the server: when the server
+ * restarts, every client reconnects on its own schedule, and a heartbeat
+ * sent between this end's reconnection and the peer's is answered "no
+ * responders" though the peer is alive. Until the peer is heard from again,
+ * such answers count as silence, so a peer that died meanwhile is still
+ * known within DEAD_AFTER_BEATS periods of the last thing it sent. So that
+ * an outage eats into that bound only for as long as it lasts, each end
+ * beats at once when its connection is back, and again when it first
+ * hears from the peer after that (the peer may have missed the first).
  * A clean close() publishes a CLOSE control message, which comes after
  * every record sent before it.
  *
@@ -25,6 +35,7 @@ import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
 import type { Link } from '../link.js';
 import type { RecordReadOptions, RecordSink, RecordSource } from '../transport.js';
 import * as F from '../frames.js';
+import { type ConnectionWatch, watchConnection } from './connection.js';
 
 /** Header carrying a record's (ring message's) type: a decimal integer in [0, 2^31 - 1]. */
 export const TYPE_HEADER = 'Shmring-Type';
@@ -82,6 +93,11 @@ export class NatsEnd implements RecordSource, RecordSink {
   readonly #queue: Record[] = [];
   #head = 0;
   #lastHeard = Date.now();
+  readonly #watch: ConnectionWatch;
+  /** The connection's drops when the peer was last heard from (or when this end was made). */
+  #heardAtDrop: number;
+  /** Beats at once when the connection is back (see #beat). */
+  readonly #onReconnect = (): void => this.#beat();
   #onEnd: (() => void) | undefined;
   #ended = false;
   /** This end closed its inbound side. */
@@ -97,6 +113,8 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#inbox = init.inbox;
     this.#beatMs = init.beatMs;
     this.#what = init.what;
+    this.#watch = watchConnection(init.nc);
+    this.#heardAtDrop = this.#watch.drops;
     this.maxMessageLength = Math.max(1024, (init.nc.info?.max_payload ?? 1 << 20) - HEADER_ROOM);
     this.#sub = init.nc.subscribe(init.inbox, { callback: (err, msg) => this.#onMessage(err, msg) });
     const end = this;
@@ -123,17 +141,30 @@ export class NatsEnd implements RecordSource, RecordSink {
     if (this.#ended) return;
     this.#timer = setInterval(() => this.#beat(), this.#beatMs);
     this.#timer.unref();
+    // Back from an outage, the peer hears from this end at once, not up to a period later: the outage
+    // then eats into its silence bound only for as long as it lasted.
+    this.#watch.onReconnect.add(this.#onReconnect);
   }
 
   // ---- inbound ----
 
   #onMessage(err: Error | null, msg: Msg): void {
     if (err !== null || this.#ended) return;
-    this.#lastHeard = Date.now();
     const h = msg.headers;
     if (h !== undefined && h.code === NO_RESPONDERS && msg.data.length === 0) {
+      // Not heard from since our connection came back: the peer may be reconnecting still. Its
+      // silence decides (#beat); this answer is not news from it, so #lastHeard stays.
+      if (this.#watch.drops !== this.#heardAtDrop) return;
       this.#end(`its NATS subscription is gone (the server answered "no responders")`);
       return;
+    }
+    this.#lastHeard = Date.now();
+    if (this.#heardAtDrop !== this.#watch.drops) {
+      this.#heardAtDrop = this.#watch.drops;
+      // The first news from the peer since our connection came back: the peer is back too, and what this
+      // end sent before (its beat at its reconnection included) may have found no subscriber. Beating at
+      // once ends the peer's silence now, not a period later.
+      if (this.#peer !== '') this.#beat();
     }
     const control = h?.get(CONTROL_HEADER);
     if (control === 'beat') return;
@@ -279,6 +310,7 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#ended = true;
     this.#ending = ending;
     clearInterval(this.#timer);
+    this.#watch.onReconnect.delete(this.#onReconnect);
     this.#sub.unsubscribe();
     this.#onEnd?.();
   }
@@ -296,6 +328,7 @@ export class NatsEnd implements RecordSource, RecordSink {
     if (this.#ended) return;
     this.#ended = true;
     clearInterval(this.#timer);
+    this.#watch.onReconnect.delete(this.#onReconnect);
     this.#sub.unsubscribe();
   }
 }
