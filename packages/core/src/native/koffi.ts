@@ -1064,19 +1064,23 @@ class KoffiBackend implements NativeBackend {
   private releaseAtWorkerExit(): void {
     for (const wait of [...this.pendingWaits]) wait.cancel();
     for (const mapping of [...this.liveMappings]) {
-      if (mapping.state === 'mapped' || mapping.state === 'released') {
-        const buffer = mapping.buffer.deref();
-        if (buffer === undefined || this.detach) {
-          // Collected (no view can read it any more), or detached now: safe to unmap.
-          if (buffer !== undefined) this.detach!(buffer);
-          mapping.state = 'detached';
-          this.unmapAtGc.unregister(mapping);
+      try {
+        if (mapping.state === 'mapped' || mapping.state === 'released') {
+          const buffer = mapping.buffer.deref();
+          if (buffer === undefined || this.detach) {
+            // Collected (no view can read it any more), or detached now: safe to unmap.
+            if (buffer !== undefined) this.detach!(buffer);
+            mapping.state = 'detached';
+            this.unmapAtGc.unregister(mapping);
+          }
+          // Else it cannot be detached: the memory stays mapped (as munmap leaves it then); its fd goes.
+          // ('released': munmap ran without a detacher, so the buffer may be alive; unmapped if collected.)
         }
-        // Else it cannot be detached: the memory stays mapped (as munmap leaves it then); its fd goes.
-        // ('released': munmap ran without a detacher, so the buffer may be alive; unmapped if collected.)
+        this.unmapIfIdle(mapping); // not while a pool thread still waits on one of its words
+      } catch {
+        // The detacher failed: the memory stays mapped, as munmap leaves it then; an exit listener must not throw.
       }
-      this.unmapIfIdle(mapping); // not while a pool thread still waits on one of its words
-      this.closeOwnedFd(mapping);
+      this.closeOwnedFd(mapping); // never throws
     }
     for (const fd of [...this.looseFds]) {
       try {
