@@ -38,6 +38,16 @@ declare namespace backend {
    * own again when the worker ends), so an fd must be closed by whoever
    * opened it. ftruncate and fstat, which Node does not track, the caller
    * does with node:fs.
+   *
+   * The fds that memfdCreate, shmOpen, open, dup and recvFd return belong
+   * to the thread that called them until `close` closes them or `mmap`
+   * (ownFd) takes them: when that thread ends without closing them (a
+   * worker's terminate(), process.exit() in it, its script returning), the
+   * addon closes them as its env is torn down, and the OFD locks held on
+   * them go too. So close them only with `close` (never node:fs): an fd
+   * closed otherwise would be closed again at the thread's end, when its
+   * number may be someone else's. The koffi backend does the same from an
+   * 'exit' listener of a worker, which terminate() does not run.
    */
   export interface NativeBackend {
     /** 'addon' or 'koffi'. */
@@ -75,7 +85,8 @@ declare namespace backend {
 
     /**
      * close(fd) of an fd opened by this backend (or inherited or received);
-     * EINTR counts as closed (Linux has released the fd by then).
+     * EINTR counts as closed (Linux has released the fd by then). The fd is
+     * no longer closed when its thread ends (see above).
      */
     close(fd: number): void;
 

@@ -18,7 +18,8 @@
 //!     (reactor.rs);
 //!  3. [`env_cleanup`] stops every remaining async wait, deletes the
 //!     references those held and aborts the threadsafe function, so no
-//!     waiter thread calls into this env again;
+//!     waiter thread calls into this env again; then closes the fds this
+//!     env opened and neither closed nor gave to a mapping (fds.rs);
 //!  4. Node finalizes the threadsafe function (its finalizer clears
 //!     `Delivery`; queued results are dropped through `call_js` with a null
 //!     env), then deletes the env and, with it, calls [`finalize_state`].
@@ -30,6 +31,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use crate::delivery::{Completion, Delivery, Tsfn};
+use crate::fds;
 use crate::lanes;
 use crate::mapping::Mapping;
 use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
@@ -65,6 +67,8 @@ const MODE_VARIABLE: &str = "SHMRING_ASYNC_WAIT";
 
 pub struct EnvState {
     env: napi_env,
+    /// This env's id in the table of open fds (fds.rs).
+    pub fd_owner: u64,
     /// Live mappings made by `mmap` in this env, keyed by address.
     pub mappings: RefCell<HashMap<usize, Arc<Mapping>>>,
     /// Pending async waits.
@@ -89,6 +93,7 @@ impl EnvState {
     pub fn install(env: Env) -> Result<(), Throw> {
         let state = Box::into_raw(Box::new(EnvState {
             env: env.0,
+            fd_owner: fds::new_owner(),
             mappings: RefCell::new(HashMap::new()),
             waits: Registry::default(),
             mode: Cell::new(None),
@@ -306,6 +311,12 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
             // and no other thread can call it any more.
             unsafe { napi::napi_release_threadsafe_function(tsfn, napi::NAPI_TSFN_ABORT) };
         }
+        // The fds opened for this env's JS that it never closed and no
+        // mapping owns (a ring's role-lock fds, one opened between two
+        // calls): nobody can close them after this, so they go now, and
+        // the OFD locks held through them with them, as a dead side's
+        // should. The mappings' fds went with their ArrayBuffers (step 1).
+        fds::close_all_of(state.fd_owner);
     });
 }
 

@@ -13,7 +13,8 @@
 //!  1. declarations: `libc` (libc and kernel uapi), `napi` (Node-API, with
 //!     its argument and error helpers), `uv` (libuv, errno names);
 //!  2. raw system calls: `sys` (futex wait / wake / waitv), `uring` (an
-//!     io_uring instance), `mapping` (one mmap'd region);
+//!     io_uring instance), `mapping` (one mmap'd region), `fds` (the fds
+//!     each env opened and still holds, closed when it ends);
 //!  3. waiting machinery: `reactor` (an io_uring polled by the env's event
 //!     loop), `lanes` (futex_waitv threads, the fallback), `pool` (a thread
 //!     per wait, the last resort), `delivery` (their way back to an env),
@@ -30,6 +31,7 @@
 
 mod delivery;
 mod env;
+mod fds;
 mod futex;
 mod lanes;
 mod libc;

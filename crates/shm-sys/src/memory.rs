@@ -62,6 +62,9 @@ pub fn mmap(env: Env, info: napi_callback_info) -> JsResult {
     // error above the caller still owns it (and closes it).
     if own_fd {
         mapping.own_fd(fd);
+        // The mapping closes it from now on (munmap, or the ArrayBuffer's
+        // finalizer, which Node also runs when the env is torn down).
+        crate::fds::forget(fd);
     }
     Ok(buffer)
 }

@@ -3,13 +3,33 @@
 //! (a file), `dup` (a region's own copy of an fd it is given) and `close`. Every fd made here is close-on-exec; the caller owns
 //! it and closes it with `close` here, or gives it to `mmap(…, ownFd)`.
 //!
+//! Every fd returned here is recorded as the calling env's (fds.rs) until
+//! `close` closes it or `mmap` takes it: what an env (a worker) leaves open
+//! when it ends is closed by its cleanup hook.
+//!
 //! Not node:fs: in a worker thread Node tracks the fds `fs.open` made (it
 //! closes them when the worker ends, and warns when `fs.close` closes one it
 //! did not make), so an fd opened here and one opened by fs must never be
 //! closed by the other.
 
+use crate::env::EnvState;
+use crate::fds;
 use crate::libc::{self, cvt};
 use crate::napi::{self, Env, JsResult, napi_callback_info};
+
+/// Records `fd`, just opened for this env's JS, as the env's (fds.rs) and
+/// returns it to JS.
+pub fn opened(env: Env, fd: std::ffi::c_int) -> JsResult {
+    // SAFETY: called from an entry point, on the env's JS thread.
+    match unsafe { EnvState::current(env) } {
+        Ok(state) => fds::record(state.fd_owner, fd),
+        Err(err) => {
+            libc::close_quietly(fd);
+            return Err(err);
+        }
+    }
+    env.int32(fd)
+}
 
 /// The highest `mode` accepted by shmOpen (permission bits, setuid/setgid/sticky).
 const MAX_MODE: f64 = 0o7777 as f64;
@@ -25,7 +45,7 @@ pub fn memfd_create(env: Env, info: napi_callback_info) -> JsResult {
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | if huge_pages { libc::MFD_HUGETLB } else { 0 };
     // SAFETY: name is a valid NUL-terminated string for the whole call.
     let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) }, "memfd_create")?;
-    env.int32(fd)
+    opened(env, fd)
 }
 
 /// `shmOpen(name: string, oflag: number, mode: number): number` —
@@ -39,7 +59,7 @@ pub fn shm_open(env: Env, info: napi_callback_info) -> JsResult {
     let mode = env.integer(mode, "mode", 0.0, MAX_MODE)? as u32;
     // SAFETY: name is a valid NUL-terminated string for the whole call.
     let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), oflag | libc::O_CLOEXEC, mode) }, "shm_open")?;
-    env.int32(fd)
+    opened(env, fd)
 }
 
 /// `shmUnlink(name: string): void` — shm_unlink(name).
@@ -63,7 +83,7 @@ pub fn open(env: Env, info: napi_callback_info) -> JsResult {
         // open reads the variadic mode as an unsigned int.
         match cvt(unsafe { libc::open(path.as_ptr(), oflag | libc::O_CLOEXEC, mode) }, "open") {
             Err(err) if err.errno == libc::EINTR => continue,
-            fd => return env.int32(fd?),
+            fd => return opened(env, fd?),
         }
     }
 }
@@ -76,14 +96,17 @@ pub fn dup(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: F_DUPFD_CLOEXEC takes an int argument (passed as a long, as
     // the variadic fcntl reads it); no memory is involved.
     let copy = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0 as std::ffi::c_long) }, "fcntl")?;
-    env.int32(copy)
+    opened(env, copy)
 }
 
 /// `close(fd: number): void` — close(fd). EINTR counts as closed (Linux has
-/// released the fd by then; a retry could close someone else's).
+/// released the fd by then; a retry could close someone else's). The fd
+/// leaves the table of open fds first (whichever env recorded it), so no
+/// env's cleanup closes its number again.
 pub fn close(env: Env, info: napi_callback_info) -> JsResult {
     let [fd] = env.args::<1>(info)?;
     let fd = env.fd(fd, "fd")?;
+    fds::forget(fd);
     // SAFETY: closing a number touches no memory; the caller says it owns it.
     match cvt(unsafe { libc::close(fd) }, "close") {
         Err(err) if err.errno != libc::EINTR => Err(napi::Throw::Sys(err)),

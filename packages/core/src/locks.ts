@@ -16,7 +16,11 @@
  *  - Questions (heldByAnyone) are asked through the region's fd, which
  *    holds no locks: they see every holder, this process's included.
  *  - The locks go with the FileLocks' release(), with the region's
- *    close(), when the FileLocks is collected, or with the process.
+ *    close(), when the FileLocks is collected, when the thread that opened
+ *    it ends (a worker: the backend closes the fds a thread left open, see
+ *    crates/shm-sys/src/fds.rs and koffi.ts), or with the process. A
+ *    FinalizationRegistry never runs at a worker's end, so that last but
+ *    one is what frees a worker's roles when it is terminated.
  *  - Regions without a file ('sab', and 'sysv': a System V segment has no
  *    fd) or a /proc to reopen it through get no FileLocks: callers fall
  *    back to what they did before (pids).
@@ -42,7 +46,7 @@ function hasFile(region: Region): boolean {
   return !region.closed && region.fd >= 0;
 }
 
-/** An fd that whichever comes first closes: release(), the region's close(), or GC. */
+/** An fd that whichever comes first closes: release(), the region's close(), GC, or the backend when its thread ends. */
 interface Cell {
   fd: number;
 }

@@ -12,8 +12,9 @@
  *  - **Mappings.** `koffi.view(ptr, len)` makes one external ArrayBuffer over
  *    the mapping (or the System V segment shmat attached) but cannot attach
  *    a finalizer, so a FinalizationRegistry keyed on the ArrayBuffer unmaps
- *    it (shmdt for a segment; and closes the fd it owns) after GC. A FinalizationRegistry does not run when a worker ends: there, a
- *    mapping dropped without munmap stays until the process exits. (Consequence: do not move
+ *    it (shmdt for a segment; and closes the fd it owns) after GC. A FinalizationRegistry does not run when a worker ends:
+ *    there an 'exit' listener unmaps what the worker left and closes its fds
+ *    (see below). (Consequence: do not move
  *    a mapping's ArrayBuffer to a worker with a postMessage transfer list.
  *    Node marks koffi's external ArrayBuffers untransferable anyway, so such
  *    a transfer copies the bytes instead of moving them.)
@@ -49,6 +50,14 @@
  *    sleeps longer than ASYNC_SLICE_NS per call (the wait is re-issued until
  *    its own deadline), which bounds the delay a still-queued wait adds.
  *    The price: a long wait costs one pool round trip per second.
+ *  - **Workers that end without close().** The addon closes what a
+ *    worker leaves open (its fds, its rings' role-lock fds, its mappings)
+ *    from its env cleanup hook, which Node runs however the worker ends.
+ *    JS has no such hook: here an 'exit' listener of the worker
+ *    (releaseAtWorkerExit) does it, which covers process.exit() in the
+ *    worker and its script returning, but not worker.terminate(), which
+ *    emits no 'exit' in the worker: a terminated worker's fds, locks and
+ *    mappings stay until the process exits (core's README).
  *  - **Workers (not met).** If a worker thread ends (terminate(),
  *    process.exit() in the worker, an uncaught exception) while one of its
  *    async waits is pending, koffi aborts the whole process: the wait's
@@ -60,6 +69,7 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as util from 'node:util';
 import * as v8 from 'node:v8';
+import { isMainThread } from 'node:worker_threads';
 import type * as Koffi from 'koffi';
 import type { AsyncWait, NativeBackend } from './backend.js';
 
@@ -201,6 +211,8 @@ interface Mapping {
   state: 'mapped' | 'detached' | 'released' | 'unmapped';
   /** The fd closed with the mapping (mmap's ownFd), or -1. */
   fd: number;
+  /** Its one ArrayBuffer, for the worker's exit hook to detach (weak: the FinalizationRegistry still sees it die). */
+  readonly buffer: WeakRef<ArrayBuffer>;
   /** Async waits on a word of this mapping that have not settled. */
   readonly waits: Set<KoffiWait>;
   /** Pool threads currently inside FUTEX_WAIT on a word of this mapping. */
@@ -475,6 +487,15 @@ class KoffiBackend implements NativeBackend {
   /** Async waits not settled yet, for the exit hook. */
   readonly pendingWaits = new Set<KoffiWait>();
   private exitHooked = false;
+  private workerExitHooked = false;
+  /**
+   * The fds this backend returned that are still open and that no mapping
+   * owns (a FileLocks' fd, one between two calls): what the worker's exit
+   * hook closes (releaseAtWorkerExit).
+   */
+  private readonly looseFds = new Set<number>();
+  /** Mappings not unmapped yet, for the worker's exit hook (they do not keep their ArrayBuffers alive). */
+  private readonly liveMappings = new Set<Mapping>();
   /** Mappings by their one ArrayBuffer. */
   private readonly mappings = new WeakMap<ArrayBuffer, Mapping>();
   /** Base addresses of other buffers used as futex words (their backing stores never move). */
@@ -486,6 +507,7 @@ class KoffiBackend implements NativeBackend {
     this.closeOwnedFd(mapping);
     if (mapping.state === 'unmapped') return;
     mapping.state = 'unmapped';
+    this.liveMappings.delete(mapping);
     this.release(mapping);
   });
   private readonly detach = makeDetacher();
@@ -540,7 +562,7 @@ class KoffiBackend implements NativeBackend {
     if (typeof hugePages !== 'boolean') throw typeError(`hugePages must be a boolean (got ${typeof hugePages})`);
     const fd: number = this.native.memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING | (hugePages ? MFD_HUGETLB : 0));
     if (fd < 0) throw this.sysError('memfd_create', this.errno());
-    return fd;
+    return this.opened(fd);
   }
 
   shmOpen(name: string, oflag: number, mode: number): number {
@@ -549,7 +571,7 @@ class KoffiBackend implements NativeBackend {
     const perms = checkInteger(mode, 'mode', 0, 0o7777);
     const fd: number = this.native.shm_open(path, flags | O_CLOEXEC, perms);
     if (fd < 0) throw this.sysError('shm_open', this.errno());
-    return fd;
+    return this.opened(fd);
   }
 
   shmUnlink(name: string): void {
@@ -566,7 +588,7 @@ class KoffiBackend implements NativeBackend {
     for (;;) {
       // open is variadic: its third argument is declared explicitly (mode_t).
       const fd: number = this.native.open(file, flags | O_CLOEXEC, 'unsigned int', perms);
-      if (fd >= 0) return fd;
+      if (fd >= 0) return this.opened(fd);
       const errno = this.errno();
       if (errno !== EINTR) throw this.sysError('open', errno);
     }
@@ -576,11 +598,22 @@ class KoffiBackend implements NativeBackend {
     const file = checkFd(fd, 'fd');
     const copy: number = this.native.fcntl(file, F_DUPFD_CLOEXEC, 'int', 0);
     if (copy < 0) throw this.sysError('fcntl', this.errno());
-    return copy;
+    return this.opened(copy);
+  }
+
+  /**
+   * Records `fd`, just returned by the kernel, as open and owned by no
+   * mapping, so that the worker's exit hook closes it if nothing else did.
+   */
+  private opened(fd: number): number {
+    this.looseFds.add(fd);
+    this.hookWorkerExit();
+    return fd;
   }
 
   close(fd: number): void {
     const file = checkFd(fd, 'fd');
+    this.looseFds.delete(file); // closed here: the exit hook must not close its number again
     // EINTR counts as closed: Linux released the fd before reporting it.
     if (this.native.close(file) < 0) {
       const errno = this.errno();
@@ -631,6 +664,7 @@ class KoffiBackend implements NativeBackend {
         length: size,
         state: 'mapped',
         fd: ownFd ? file : -1,
+        buffer: new WeakRef(buffer),
         waits: new Set(),
         inFlight: 0,
       },
@@ -640,7 +674,11 @@ class KoffiBackend implements NativeBackend {
 
   /** Makes `buffer` the one ArrayBuffer of `mapping`, released by munmap or at GC. */
   private expose(mapping: Mapping, buffer: ArrayBuffer): ArrayBuffer {
+    // The fd is the mapping's now (closeOwnedFd), no longer loose.
+    if (mapping.fd >= 0) this.looseFds.delete(mapping.fd);
     this.mappings.set(buffer, mapping);
+    this.liveMappings.add(mapping);
+    this.hookWorkerExit();
     // koffi.view attaches no finalizer: unmap or detach (and close) when the buffer is collected.
     this.unmapAtGc.register(buffer, mapping, mapping);
     return buffer;
@@ -680,6 +718,7 @@ class KoffiBackend implements NativeBackend {
   unmapIfIdle(mapping: Mapping, throwOnError = false): void {
     if (mapping.state !== 'detached' || mapping.inFlight > 0) return;
     mapping.state = 'unmapped';
+    this.liveMappings.delete(mapping);
     const err = this.release(mapping);
     if (err && throwOnError) throw err;
   }
@@ -740,6 +779,7 @@ class KoffiBackend implements NativeBackend {
         length: buffer.byteLength,
         state: 'mapped',
         fd: -1,
+        buffer: new WeakRef(buffer),
         waits: new Set(),
         inFlight: 0,
       },
@@ -997,6 +1037,60 @@ class KoffiBackend implements NativeBackend {
     });
   }
 
+  /**
+   * In a worker, at its first fd or mapping: an 'exit' listener that gives
+   * back what the worker leaves open (releaseAtWorkerExit). A worker's
+   * FinalizationRegistry callbacks never run once it ends, and its fds and
+   * mappings would otherwise stay for the life of the process. The main
+   * thread needs none: its process's end releases everything. worker.terminate()
+   * does not emit 'exit' in the worker, so what a terminated worker leaves
+   * stays (the addon closes it from its env cleanup hook; README).
+   */
+  private hookWorkerExit(): void {
+    if (this.workerExitHooked || isMainThread) return;
+    this.workerExitHooked = true;
+    process.once('exit', () => this.releaseAtWorkerExit());
+  }
+
+  /**
+   * The worker is ending (process.exit() in it, or its script returned):
+   * cancels its pending waits, detaches and unmaps every mapping it still
+   * has (a later 'exit' listener that touches one sees an empty view, as
+   * after close(), instead of faulting), closes the fds those owned and
+   * every loose fd. Closing an fd drops the OFD locks held through it, as
+   * the worker's death should. Each fd is closed once: close() and mmap
+   * took theirs out of looseFds, closeOwnedFd clears mapping.fd.
+   */
+  private releaseAtWorkerExit(): void {
+    for (const wait of [...this.pendingWaits]) wait.cancel();
+    for (const mapping of [...this.liveMappings]) {
+      try {
+        if (mapping.state === 'mapped' || mapping.state === 'released') {
+          const buffer = mapping.buffer.deref();
+          if (buffer === undefined || this.detach) {
+            // Collected (no view can read it any more), or detached now: safe to unmap.
+            if (buffer !== undefined) this.detach!(buffer);
+            mapping.state = 'detached';
+            this.unmapAtGc.unregister(mapping);
+          }
+          // Else it cannot be detached: the memory stays mapped (as munmap leaves it then); its fd goes.
+          // ('released': munmap ran without a detacher, so the buffer may be alive; unmapped if collected.)
+        }
+        this.unmapIfIdle(mapping); // not while a pool thread still waits on one of its words
+      } catch {
+        // The detacher failed: the memory stays mapped, as munmap leaves it then; an exit listener must not throw.
+      }
+      this.closeOwnedFd(mapping); // never throws
+    }
+    for (const fd of [...this.looseFds]) {
+      try {
+        this.close(fd);
+      } catch {
+        // EBADF: closed behind our back; nothing is left to release
+      }
+    }
+  }
+
   // ---- fd passing ----
 
   /** CMSG_ALIGN: control messages are padded to the alignment of cmsghdr (size_t). */
@@ -1058,7 +1152,7 @@ class KoffiBackend implements NativeBackend {
     const fds = this.receivedFds();
     const [first, ...extra] = fds;
     for (const fd of extra) this.native.close(fd); // more fds than we asked for: do not leak them
-    if (first !== undefined) return first;
+    if (first !== undefined) return this.opened(first);
     return received === 0 ? -2 : -3;
   }
 
