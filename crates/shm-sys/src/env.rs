@@ -33,8 +33,9 @@ use std::sync::Arc;
 use crate::delivery::{Completion, Delivery, Tsfn};
 use crate::fds;
 use crate::lanes;
+use crate::libc;
 use crate::mapping::Mapping;
-use crate::napi::{self, Env, Throw, napi_env, napi_threadsafe_function};
+use crate::napi::{self, Env, JsResult, Throw, napi_env, napi_threadsafe_function};
 use crate::reactor::Reactor;
 use crate::sys::WOKEN;
 use crate::waits::{self, Registry};
@@ -350,4 +351,18 @@ unsafe extern "C" fn tsfn_finalized(_env: napi_env, data: *mut c_void, _hint: *m
     // SAFETY: data is the Arc<Delivery> leaked in EnvState::tsfn.
     let delivery = unsafe { Arc::from_raw(data.cast::<Delivery>().cast_const()) };
     delivery.lock().take();
+}
+
+/// Records `fd`, just opened for this env's JS, as the env's (fds.rs) and
+/// returns it to JS.
+pub fn opened(env: Env, fd: std::ffi::c_int) -> JsResult {
+    // SAFETY: called from an entry point, on the env's JS thread.
+    match unsafe { EnvState::current(env) } {
+        Ok(state) => fds::record(state.fd_owner, fd),
+        Err(err) => {
+            libc::close_quietly(fd);
+            return Err(err);
+        }
+    }
+    env.int32(fd)
 }

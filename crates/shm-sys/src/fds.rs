@@ -36,6 +36,8 @@ static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// A new owner id, one per env.
 pub fn new_owner() -> u64 {
+    // Relaxed: the id only has to be unique (an atomic add gives each caller
+    // its own); it publishes nothing, and the table's mutex orders its uses.
     NEXT_OWNER.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -59,14 +61,21 @@ pub fn forget(fd: c_int) -> bool {
 }
 
 /// Closes every fd recorded for `owner` (its env is being torn down) and
-/// removes them; returns how many. The closes happen under the table's
-/// lock, so no other env records a number that is about to be freed
-/// (none can be opened with a number still open here anyway).
+/// removes them; returns how many. They leave the table under its lock and
+/// are closed after it is released: a close can be slow (a file on a hung
+/// NFS server), and must not hold up every other thread's open, close and
+/// mmap. Nothing else can record one of these numbers meanwhile, since the
+/// kernel gives out no number that is still open.
 pub fn close_all_of(owner: u64) -> usize {
-    let mut open = table();
-    let mine: Vec<c_int> = open.iter().filter(|&(_, &o)| o == owner).map(|(&fd, _)| fd).collect();
+    let mine: Vec<c_int> = {
+        let mut open = table();
+        let mine: Vec<c_int> = open.iter().filter(|&(_, &o)| o == owner).map(|(&fd, _)| fd).collect();
+        for fd in &mine {
+            open.remove(fd);
+        }
+        mine
+    };
     for fd in &mine {
-        open.remove(fd);
         // EINTR counts as closed (Linux frees the number first); a retry
         // could close an fd another thread was just given.
         libc::close_quietly(*fd);

@@ -12,24 +12,10 @@
 //! did not make), so an fd opened here and one opened by fs must never be
 //! closed by the other.
 
-use crate::env::EnvState;
+use crate::env::opened;
 use crate::fds;
 use crate::libc::{self, cvt};
 use crate::napi::{self, Env, JsResult, napi_callback_info};
-
-/// Records `fd`, just opened for this env's JS, as the env's (fds.rs) and
-/// returns it to JS.
-pub fn opened(env: Env, fd: std::ffi::c_int) -> JsResult {
-    // SAFETY: called from an entry point, on the env's JS thread.
-    match unsafe { EnvState::current(env) } {
-        Ok(state) => fds::record(state.fd_owner, fd),
-        Err(err) => {
-            libc::close_quietly(fd);
-            return Err(err);
-        }
-    }
-    env.int32(fd)
-}
 
 /// The highest `mode` accepted by shmOpen (permission bits, setuid/setgid/sticky).
 const MAX_MODE: f64 = 0o7777 as f64;

@@ -109,7 +109,7 @@ pub fn recv_fd(env: Env, info: napi_callback_info) -> JsResult {
     };
     let fd = take_fds(&control.0[..msg.msg_controllen.min(RECV_SPACE)]);
     match fd {
-        Some(fd) => crate::shm::opened(env, fd),
+        Some(fd) => crate::env::opened(env, fd),
         None if received == 0 => env.int32(RECV_EOF),
         None => env.int32(RECV_NO_FD),
     }

@@ -14,7 +14,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes } from '@shmring/core';
+import { ErrorCodes, Region } from '@shmring/core';
 import { connect, headers, type Msg } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
@@ -416,6 +416,33 @@ describe('bridge', function () {
         // The marker is this stream's now: a bridge started again on it goes on after what the ring has.
         await js.publish(firstSubject, message(30));
         assert.deepEqual(await bridgeInto(firstUrl, b, 1, 30), []);
+      } finally {
+        await nc.close();
+      }
+    });
+
+    it("a marker that records no stream (an older bridge upgraded in place) is taken as the stream's: the bridge goes on after it, replaying nothing", async function () {
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const jsm = await nc.jetstreamManager();
+        const js = nc.jetstream();
+        const b = rings.make();
+        const stream = `MU${process.pid}_${rings.counter}`;
+        const subject = uniqueSubject('marker');
+        await jsm.streams.add({ name: stream, subjects: [subject] });
+        for (let i = 0; i < 40; i++) await js.publish(subject, message(i));
+        const url = nats.url(subject, `?jetstream=${stream}`);
+        assert.deepEqual(await bridgeInto(url, b, 40), []);
+        // What an older bridge left: its sequence (40), and nothing where the stream is now recorded.
+        const marker = Region.open({ backing: 'posix', name: `${b.name}.jsbridge` });
+        try {
+          new Uint8Array(marker.buffer, 32, 16).fill(0);
+        } finally {
+          marker.close();
+        }
+        for (let i = 40; i < 45; i++) await js.publish(subject, message(i));
+        // Messages 40..44 come next, not the stream again from 0; and there is nothing to say.
+        assert.deepEqual(await bridgeInto(url, b, 5, 40), []);
       } finally {
         await nc.close();
       }

@@ -14,7 +14,7 @@
  */
 import { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, shown } from './errors.js';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkOptionNames, shown } from './errors.js';
 import { backend } from './native/loader.js';
 import { adoptFd, Region } from './region.js';
 
@@ -49,10 +49,14 @@ function checkSocket(socket: unknown, verb: string): asserts socket is Socket {
  * type a ShmringTypeError, out of range a ShmringRangeError, both
  * ERR_SHMRING_INVALID_ARGUMENT and naming the option (as the rings' waits do).
  */
+/** The options receiveRegion takes; any other name is refused (a `timeout` would never time out). */
+const RECEIVE_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed', 'timeoutMs', 'signal'];
+
 function checkReceiveOptions(options: unknown): asserts options is ReceiveOptions {
   if (options === null || typeof options !== 'object') {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: options=${shown(options)} must be an object`);
   }
+  checkOptionNames(options, RECEIVE_OPTION_NAMES, 'receiveRegion');
   const { readOnly, requireSealed, timeoutMs, signal } = options as Record<string, unknown>;
   for (const [name, value] of [
     ['readOnly', readOnly],

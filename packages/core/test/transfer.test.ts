@@ -17,7 +17,8 @@ function invalid(kind: typeof TypeError | typeof RangeError, fn: string, arg: st
   return (err) => {
     assert.ok(err instanceof kind, `${String(err)} is not a ${kind.name}`);
     assert.equal((err as { code?: string }).code, ErrorCodes.INVALID_ARGUMENT);
-    assert.ok((err as Error).message.startsWith(`${fn}: ${arg}=`), (err as Error).message);
+    // `arg` names an argument (its message reads `fn: arg=…`), or is the start of the message itself.
+    assert.ok((err as Error).message.startsWith(arg.includes(' ') ? `${fn}: ${arg}` : `${fn}: ${arg}=`), (err as Error).message);
     return true;
   };
 }
@@ -48,7 +49,7 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
     fs.rmSync(sock, { force: true });
   });
 
-  it('receiveRegion refuses a timeoutMs that is NaN or negative (RangeError) or not a number, a signal that is not an AbortSignal and options that are not an object (TypeError)', async () => {
+  it('receiveRegion refuses a timeoutMs that is NaN or negative (RangeError) or not a number, a signal that is not an AbortSignal, options that are not an object and an option name it does not take (TypeError)', async () => {
     const client = net.connect(sock);
     try {
       const cases: [unknown, typeof TypeError | typeof RangeError, string][] = [
@@ -58,6 +59,7 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
         [{ timeoutMs: 500, signal: { aborted: false } }, TypeError, 'signal'],
         [{ readOnly: 'yes' }, TypeError, 'readOnly'],
         [null, TypeError, 'options'],
+        [{ timeout: 100 }, TypeError, 'unknown option "timeout" (did you mean "timeoutMs"?)'],
       ];
       for (const [options, kind, arg] of cases) {
         await assert.rejects(within(receiveRegion(client, options as ReceiveOptions), 2000), invalid(kind, 'receiveRegion', arg));

@@ -124,10 +124,9 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
       (ref === undefined || typeof ref === 'boolean') &&
       (type === undefined || (type >>> 0 === type && type <= L.MAX_TYPE))
     ) {
-      if (options !== namesChecked) {
-        checkOptionNames(options, names, verb);
-        if (names === WAIT_OPTION_NAMES) namesChecked = options;
-      }
+      // Every call, even with an object checked before: a name added to it since would be missed (some tens
+      // of ns for the few keys an options object has; the try* verbs, the hot ones, take no options).
+      checkOptionNames(options, names, verb);
       return;
     }
   }
@@ -136,13 +135,6 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
 
 /** The options of the waiting verbs; checkWaitOptions refuses any other name (a `timeout` would never time out). */
 export const WAIT_OPTION_NAMES: readonly string[] = ['timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'type', 'ref'];
-
-/**
- * The options object whose names checkWaitOptions checked last: a program
- * that passes the same object to every call pays for the names once (a
- * fresh literal each call pays some tens of ns). Holds that one object.
- */
-let namesChecked: object | undefined;
 
 /** checkWaitOptions' slow path: throws the error of the first wrong option (returns if none is wrong, e.g. a signal from another realm). */
 function explainWaitOptions(options: WriteOptions, verb: string): void {

@@ -941,23 +941,28 @@ function streamIdentity(name: string, created: string, subject: string): Uint8Ar
 }
 
 /**
- * Makes the marker the one of `identity`: one for other messages (or that
- * does not say whose it is) is reset, as for a fresh ring, so that the
- * consumer starts at the stream's first message rather than after a
- * sequence of another stream. Returns what was reset (undefined: no
- * sequence, the marker was this stream's or had none).
+ * Makes the marker the one of `identity`. One for other messages is reset,
+ * as for a fresh ring, so that the consumer starts at the stream's first
+ * message rather than after a sequence of another stream. One that does
+ * not say whose it is (all-zero STREAM: made by a bridge before STREAM was
+ * recorded, or fresh) is taken as this stream's and keeps its sequences:
+ * an older bridge upgraded in place goes on where it stopped, rather than
+ * writing the whole stream into its ring again. Returns 'another' when a
+ * sequence was reset, undefined otherwise.
  */
-function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Array): 'another' | 'unnamed' | undefined {
+function adoptMarker(marker: Pick<Marker, 'f64' | 'stream'>, identity: Uint8Array): 'another' | undefined {
   if (marker.stream.every((b, i) => b === identity[i])) return undefined;
+  if (marker.stream.every((b) => b === 0)) {
+    marker.stream.set(identity);
+    return undefined;
+  }
   const used = marker.f64[COMMITTED]! > 0 || marker.f64[INTENT]! > 0;
-  const named = marker.stream.some((b) => b !== 0);
   // The sequences go first: a crash before STREAM is written leaves a marker that is still another's, and is reset again.
   marker.f64[COMMITTED] = 0;
   marker.f64[INTENT] = 0;
   marker.stream.set(identity);
   // Without a sequence there was nothing to skip: nothing to say.
-  if (!used) return undefined;
-  return named ? 'another' : 'unnamed';
+  return used ? 'another' : undefined;
 }
 
 /** Bytes of a default consumer name past which its host and ring are shortened to a hash. */
@@ -1019,11 +1024,9 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
     const reset = adoptMarker(marker, streamIdentity(stream, created, ctx.address.subject));
     if (reset !== undefined) {
       ctx.log(
-        `shmring bridge: the progress marker /dev/shm/${ring.name}.jsbridge was ${
-          reset === 'another'
-            ? `for other messages (another stream, the stream '${stream}' before it was made again, or another subject)`
-            : 'made by an older bridge that did not record its stream'
-        }: its sequence is not used; the ring shm:${ring.name} gets the stream '${stream}' from its first message on '${ctx.address.subject}'`,
+        `shmring bridge: the progress marker /dev/shm/${ring.name}.jsbridge was for other messages ` +
+          `(another stream, the stream '${stream}' before it was made again, or another subject): its sequence is not used; ` +
+          `the ring shm:${ring.name} gets the stream '${stream}' from its first message on '${ctx.address.subject}'`,
       );
     }
     const committed = marker.f64[COMMITTED]!;
