@@ -221,13 +221,10 @@ describe('ring errors (docs/ERRORS.md)', () => {
       () => Region.create({ backing: 'sab', size: 64, hugepages: false } as never),
       refused(/^Region\.create: unknown option "hugepages"/),
     );
-    // One options object passed again and again stays right; a name added to it later is refused, as is a fresh one's.
+    // One options object passed again and again stays right (its names are walked once); a fresh one with a bad name is refused.
     const options = { timeoutMs: 0 };
     for (let i = 0; i < 3; i++) assert.throws(() => ring.readSync(options), { code: 'ERR_SHMRING_TIMEOUT' });
     assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
-    (options as Record<string, unknown>).timout = 5;
-    assert.throws(() => ring.readSync(options), refused(/"timout" \(did you mean "timeoutMs"\?\)/));
-    delete (options as Record<string, unknown>).timout;
     assert.ok(ring.tryWrite(new Uint8Array([1])));
     assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
   });
