@@ -21,6 +21,8 @@ import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
 import { isAlive } from './liveness.js';
+import { checkPositions as checkMpscPositions } from './mpsc.js';
+import { checkPositions as checkSpscPositions } from './spsc.js';
 import { ringHeld } from './roles.js';
 
 export interface ProcessInfo {
@@ -205,7 +207,7 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
     info.latestVersion = producerPosition;
     info.used = 0;
   }
-  const damaged = KIND_NAMES[kind] === undefined ? unknownKind(kind, info.version) : headerFault(buffer, kind);
+  const damaged = KIND_NAMES[kind] === undefined ? unknownKind(kind, info.version) : headerFault(buffer, kind, info);
   if (damaged !== undefined) info.damaged = damaged;
   // A damaged ring's slots or records may lie outside its region: not read.
   else if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
@@ -262,10 +264,16 @@ function unknownKind(kind: number, version: number): RingInfo['damaged'] {
   return { code: ErrorCodes.CORRUPT, message: `its KIND is ${kind}, which no ring of layout version ${L.LAYOUT_VERSION} has` };
 }
 
-/** What an attach of the ring in `buffer` would refuse it for, or undefined if its header passes. */
-function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number): RingInfo['damaged'] {
+/**
+ * What an attach of the ring in `buffer` would refuse it for (its header, or
+ * the positions `info` read, as the ring's constructor checks them), or
+ * undefined if it passes.
+ */
+function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number, info: RingInfo): RingInfo['damaged'] {
   try {
     readHeader(buffer, kind as Parameters<typeof readHeader>[1], 0, 'attach');
+    if (kind === L.KIND_SPSC) checkSpscPositions(info.producerPosition, info.consumerPosition, info.capacity);
+    else if (kind === M.KIND_MPSC) checkMpscPositions(info.producerPosition, info.consumerPosition, info.capacity);
     return undefined;
   } catch (err) {
     const message = (err as Error).message.replace(/^attach: /, '');

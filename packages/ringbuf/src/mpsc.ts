@@ -120,7 +120,7 @@ function corrupt(what: string): ShmringError {
 }
 
 /** The tail (loaded after the head) at most `capacity` ahead of the head, both multiples of 8. */
-function checkPositions(tail: number, head: number, capacity: number): void {
+export function checkPositions(tail: number, head: number, capacity: number): void {
   if ((tail - head) >>> 0 > capacity || ((tail | head) & 7) !== 0) {
     throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent`);
   }

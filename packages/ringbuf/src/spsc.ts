@@ -105,7 +105,7 @@ function corrupt(what: string): ShmringError {
  * published since its last store (a producer between its LENGTH store and its
  * position store, or one that died there).
  */
-function checkPositions(producer: number, consumer: number, capacity: number): void {
+export function checkPositions(producer: number, consumer: number, capacity: number): void {
   const ahead = (producer - consumer) | 0;
   if (ahead > capacity || ahead < -capacity || ((producer | consumer) & 7) !== 0) {
     throw corrupt(`positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent`);

@@ -280,6 +280,32 @@ describe('inspect, listRings and the shmring CLI', function () {
     fs.rmSync(own, { recursive: true, force: true });
   });
 
+  it('inspect calls a SpscRing or MpscRing whose positions attach refuses damaged, as attach does', function () {
+    const own = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-positions-'));
+    try {
+      for (const [kind, ring] of [
+        ['SpscRing', SpscRing],
+        ['MpscRing', MpscRing],
+      ] as const) {
+        const at = path.join(own, kind);
+        const r = Region.create({ backing: 'file', path: at, size: ring.regionSize({ capacity: 4096 }) });
+        ring.create(r, { capacity: 4096 }).close();
+        new Int32Array(r.buffer)[L.PRODUCER_POSITION_I32] = 12345; // not a multiple of 8, and more than a lap ahead
+        r.close();
+        const attached = Region.open({ backing: 'file', path: at });
+        assert.throws(() => ring.attach(attached), { code: 'ERR_SHMRING_CORRUPT' });
+        attached.close();
+        const info = inspect(at);
+        assert.equal(info?.damaged?.code, 'ERR_SHMRING_CORRUPT', `${kind}: ${JSON.stringify(info)}`);
+        assert.match(info.damaged.message, /positions producer=12345 consumer=0 are inconsistent/);
+        const text = cli('inspect', at);
+        assert.equal(row(text.stdout, at).at(-1), 'damaged', text.stdout);
+      }
+    } finally {
+      fs.rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('inspect returns undefined for a region that holds no ring and throws ENOENT for no region', function () {
     assert.equal(inspect(emptyName), undefined);
     assert.throws(() => inspect(uniqueName('none')), { code: 'ENOENT' });
