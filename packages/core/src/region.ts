@@ -517,6 +517,15 @@ function fromFdHint(code: string): string | undefined {
   return code === 'EBADF' ? 'the fd is not open: pass an fd this process inherited or received (and has not closed)' : undefined;
 }
 
+/** Whether `fd` is a memfd sealed against writing (a writable shared mapping of it fails with EPERM). */
+function writeSealed(fd: number): boolean {
+  try {
+    return (backend().getSeals(fd) & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0;
+  } catch {
+    return false; // no memfd (EINVAL), or the fd is gone: the EPERM is another's
+  }
+}
+
 /** Region.#adopt, handed out by Region's static block (adoptFd needs the private constructor's path). */
 let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object: string) => Region;
 
@@ -530,7 +539,11 @@ export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${
     try {
       return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
     } catch (err) {
-      failOn(err, 'Region.fromFd of', { object }, fromFdHint);
+      failOn(err, 'Region.fromFd of', { object }, (code) =>
+        code === 'EPERM' && writeSealed(fd)
+          ? 'the memfd is sealed against writing (F_SEAL_WRITE: a Region.snapshot(), say): map it with { readOnly: true }'
+          : fromFdHint(code),
+      );
     }
   });
 }

@@ -31,8 +31,14 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
       assert.equal(Buffer.from(region.buffer).toString(), 'price=42');
       assert.throws(() => fs.writeSync(region.fd, Buffer.from('x'), 0, 1, 0), { code: 'EPERM' });
       assert.throws(() => fs.ftruncateSync(region.fd, 1), { code: 'EPERM' });
-      // Even this process cannot map it writable again.
-      assert.throws(() => Region.fromFd(region.fd), { code: 'EPERM' });
+      // Even this process cannot map it writable again; the error says why, and what to do.
+      assert.throws(() => Region.fromFd(region.fd), {
+        code: 'EPERM',
+        message: new RegExp(`^Region.fromFd of fd ${region.fd}: .*sealed against writing .* map it with \\{ readOnly: true \\}$`),
+      });
+      const readOnly = Region.fromFd(region.fd, { readOnly: true });
+      assert.equal(Buffer.from(readOnly.buffer).toString(), 'price=42');
+      readOnly.close();
     } finally {
       region.close();
     }
