@@ -32,7 +32,11 @@
  *  - A record's TYPE and payload are written before the store of its
  *    positive LENGTH (the commit, a CAS from the negative claim), and read
  *    after the consumer observes that LENGTH. Only the consumer writes a
- *    committed record (to zero it).
+ *    committed record (to zero it), once its whole batch was handed out:
+ *    a consumer that dies mid-batch leaves the batch whole for the next.
+ *  - Padding at the head is taken (zeroed and released) by every look for
+ *    a record, the waits' too: a producer waiting for its room never waits
+ *    on a consumer that waits for a message.
  *  - The consumer reads records in tail-claim order, so FIFO holds per
  *    producer; between producers the order is that of their claims.
  *  - A claimed record stuck at the head for peerTimeoutMs whose claimer is
@@ -459,12 +463,15 @@ export class MpscRing extends Queue {
    * (consuming) padding, or -1 if none is committed yet. Leaves its payload
    * length, type and end position in #nextLength, #nextType, #nextEnd (each
    * word read once and checked). Padding consumed moves #head privately;
-   * the caller releases it.
+   * the caller releases it. With `batchStart` (a drain's), stops a lap past
+   * it: from there on the records are the batch's, not zeroed yet.
    */
-  #next(): number {
+  #next(batchStart?: number): number {
     const data32 = this.#data32;
     for (;;) {
       const head = this.#head;
+      // A drain that has gone round the ring from batchStart: the header here is one it took and has not zeroed yet.
+      if (batchStart !== undefined && ((head - batchStart) | 0) >= this.capacity) return -1;
       const at = (head & this.#mask) >> 2;
       // Observes the claimer's commit: TYPE and payload are read after it.
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
@@ -621,6 +628,7 @@ export class MpscRing extends Queue {
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
+    if (this.#draining) throw this.#inDrain('tryRead');
     if (!this.isConsumer) this.#takeConsumer();
     const start = this.#head;
     const at = this.#next();
@@ -639,38 +647,67 @@ export class MpscRing extends Queue {
 
   /**
    * Hands each committed record to `handler(data, offset, length, type)` in
-   * place, up to `limit` records; returns how many. Each record is zeroed
-   * after its handler returns (or throws); the head is released once, after
-   * the batch. Never waits. Arguments are checked before anything is taken.
+   * place, up to `limit` records; returns how many. The batch's records are
+   * zeroed and the head released once, after the batch (also if a handler
+   * throws: the record it threw on counts as taken). A consumer killed in a
+   * handler leaves its batch in the ring, unzeroed, for the next consumer
+   * to take again: zeroed before the release, the records would read as
+   * claims whose header is not written yet, which hold the head while any
+   * producer lives. Never waits. Arguments are checked before anything is
+   * taken.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
+    if (this.#draining) throw this.#inDrain('drain');
     if (!this.isConsumer) this.#takeConsumer();
     const data = this.data;
     const start = this.#head;
     let count = 0;
+    this.#draining = true;
     try {
       while (count < max && this.ctl.length !== 0) {
-        const at = this.#next();
+        const at = this.#next(start);
         if (at < 0) break;
-        const index = at << 2;
-        const size = (this.#nextEnd - this.#head) >>> 0;
         this.#head = this.#nextEnd; // private until the release below
         count++;
-        try {
-          handler(data, index + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
-        } finally {
-          data.fill(0, index, index + size);
-        }
+        handler(data, (at << 2) + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
       }
     } finally {
+      this.#draining = false;
       // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+      if (this.#head !== start && ctl.length !== 0) {
+        this.#zero(data, start, this.#head);
+        this.#release(this.#head, ctl);
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
+  }
+
+  /** A drain() is handing out records: they are released (and zeroed) only once it returns. */
+  #draining = false;
+
+  /** A read verb called from a drain() handler: it would release the batch's records before they are zeroed. */
+  #inDrain(verb: string): ShmringError {
+    return new ShmringError(
+      ErrorCodes.BUSY,
+      `MpscRing.${verb}: called from a drain() handler of the same consumer; take the next records once drain() returns`,
+    );
+  }
+
+  /** Zeroes the taken space from position `from` to `to` (at most a lap; it may wrap round the end). */
+  #zero(data: Uint8Array, from: number, to: number): void {
+    const bytes = (to - from) >>> 0;
+    const start = from & this.#mask;
+    const end = start + bytes;
+    if (end <= this.capacity) {
+      data.fill(0, start, end);
+    } else {
+      data.fill(0, start, this.capacity);
+      data.fill(0, 0, end - this.capacity);
+    }
   }
 
   // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
@@ -751,7 +788,12 @@ export class MpscRing extends Queue {
       const at = (head & this.#mask) >> 2;
       // Observes the claimer's commit (or claim) at that position, as #next does: TYPE is read after it.
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
-      if (length === 0) return false;
+      if (length === 0) {
+        // Padding (an aborted claim, a shortened commit's rest) and nothing after it: nobody would take it
+        // (a waiting consumer waits for a message first), and the producers may be waiting for its room.
+        if (passed !== 0) this.#takePadding();
+        return false;
+      }
       if (length < 0) return this.#stuck(head, length) && this.#claimerGone(at);
       // A message, or a record no correct peer writes (tryRead reports it): ready either way. A padding
       // LENGTH past the end of the data area is one (its recordBytes could even wrap to a step of 0 round the ring).
@@ -762,6 +804,28 @@ export class MpscRing extends Queue {
       passed += size;
     }
     return true; // padding all the way round: tryRead reports it
+  }
+
+  /**
+   * Takes the padding at the head (zeroes it and releases its room), as
+   * tryRead would, and stops at the first record that is not padding
+   * (taking nothing else). Takes the consumer role if this object does not
+   * hold it yet (only a consumer looks for records), unless another object
+   * holds it: that one takes the padding.
+   */
+  #takePadding(): void {
+    if (this.#draining) return; // a wait's look from a drain handler: drain takes the padding itself
+    if (!this.isConsumer) {
+      try {
+        this.#takeConsumer();
+      } catch (err) {
+        if ((err as ShmringError).code === ErrorCodes.BUSY) return;
+        throw err;
+      }
+    }
+    const start = this.#head;
+    this.#next();
+    if (this.#head !== start) this.#release(this.#head, this.ctl);
   }
 
   /** Room for a record of `length` payload bytes (and the padding before the wrap if it must wrap), as #reserve counts it. */

@@ -301,6 +301,54 @@ describe('MpscRing with producer processes and threads', function () {
     assert.equal(ring.unblockedRecords, 1);
   });
 
+  it('a consumer killed in a drain() handler leaves its batch to the next consumer, and the producers go on', async function () {
+    const producer = MpscRing.attach(region);
+    for (let seq = 0; seq < 10; seq++) assert.ok(producer.tryWrite(message(1, seq)));
+    // The creator has not read: the drainer takes the consumer role, and the creator takes it after its death.
+    const drainer = start({ role: 'drainer', stall: 3 });
+    await drainer.next('stalled');
+    await drainer.kill();
+    // The batch's first two records were handed out but not released: the next consumer takes them again.
+    const got = [];
+    for (let n = 0; n < 10; n++) got.push([...(await ring.read({ timeoutMs: 5000, peerTimeoutMs: 100 }))]);
+    assert.deepEqual(
+      got,
+      Array.from({ length: 10 }, (_, seq) => [...message(1, seq)]),
+    );
+    assert.equal(ring.unblockedRecords, 0);
+    // And the room is back: the producer fills the ring again.
+    let written = 0;
+    while (producer.tryWrite(message(1, 10 + written))) written++;
+    assert.equal(written, CAPACITY / 16);
+    producer.close();
+  });
+
+  it('a read from a drain() handler of the same consumer is ERR_SHMRING_BUSY, and the batch arrives whole', function () {
+    const producer = MpscRing.attach(region);
+    for (let seq = 0; seq < 3; seq++) assert.ok(producer.tryWrite(message(1, seq)));
+    const got: number[][] = [];
+    const codes: string[] = [];
+    const taken = ring.drain((data, offset, length) => {
+      got.push([...data.subarray(offset, offset + length)]);
+      for (const read of [() => ring.tryRead(), () => ring.drain(() => {})]) {
+        try {
+          read();
+        } catch (err) {
+          codes.push((err as { code: string }).code);
+        }
+      }
+    });
+    assert.equal(taken, 3);
+    assert.deepEqual(codes, Array(6).fill(ErrorCodes.BUSY));
+    assert.deepEqual(
+      got,
+      [0, 1, 2].map((seq) => [...message(1, seq)]),
+    );
+    assert.equal(ring.size, 0);
+    assert.equal(ring.tryRead(), null);
+    producer.close();
+  });
+
   it('a second live consumer gets ERR_SHMRING_BUSY, in another process and in this one', async function () {
     assert.equal(ring.tryRead(), null); // this object is the consumer now
     const other = start({ role: 'consumer' });

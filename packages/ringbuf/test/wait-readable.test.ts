@@ -181,6 +181,44 @@ describe('waitReadable(): wait for a message without taking it', function () {
     region.close();
   });
 
+  for (const how of ['waitReadable', 'select'] as const) {
+    for (const cause of ['an aborted claim', 'a shortened commit'] as const) {
+      it(`MpscRing: padding at the head (${cause}) is taken by ${how}(), so a producer waiting for its room goes on`, async function () {
+        const region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 256 }) });
+        const consumer = MpscRing.create(region, { capacity: 256 });
+        const producer = MpscRing.attach(region);
+        try {
+          assert.ok(producer.tryWrite(new Uint8Array(8))); // 16 bytes
+          if (cause === 'an aborted claim') {
+            producer.abort(producer.claim(120)); // 128 bytes of padding
+          } else {
+            producer.commit(producer.claim(120), 0, 0); // an 8-byte record, then 120 bytes of padding
+            assert.equal(consumer.tryRead()?.length, 8);
+          }
+          assert.equal(consumer.tryRead()?.length, cause === 'an aborted claim' ? 8 : 0);
+          // Padding alone is left at the head, up to position 144. A record of 120 bytes (128) must wrap (112
+          // bytes to the end): it needs the padding's room too.
+          const writing = producer.write(new Uint8Array(120), { timeoutMs: 3000 });
+          const taken: number[] = [];
+          const waiting = async (): Promise<void> => {
+            for (;;) {
+              if (how === 'waitReadable') await consumer.waitReadable({ timeoutMs: 3000 });
+              else await select([consumer], { timeoutMs: 3000 });
+              if (consumer.drain((_d, _o, length) => taken.push(length)) > 0) return;
+            }
+          };
+          await Promise.all([writing, waiting()]);
+          assert.deepEqual(taken, [120]);
+          assert.equal(consumer.size, 0);
+        } finally {
+          producer.close();
+          consumer.close();
+          region.close();
+        }
+      });
+    }
+  }
+
   it('a Broadcast publisher refuses it (it reads nothing)', async function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: 1024, subscribers: 1 }) });
     const pub = Broadcast.create(region, { capacity: 1024, subscribers: 1 });
