@@ -640,13 +640,38 @@ describe('bridge', function () {
       assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
     });
 
-    it('shmring bridge with a malformed endpoint exits 1 saying its prefix once, then the error and its code', function () {
-      const r = spawnSync(process.execPath, [BRIDGE_BIN, 'shm:x', 'nats://127.0.0.1:4222/%E0'], { encoding: 'utf8' });
+    it('shmring bridge with a malformed endpoint is bad usage: exit 2, the error with its code said once, then the usage', function () {
+      const ringbufCli = fileURLToPath(new URL('../../../ringbuf/bin/shmring.js', import.meta.url));
+      for (const [args, said] of [
+        [
+          [BRIDGE_BIN, 'shm:x', 'nats://127.0.0.1:4222/%E0'],
+          /^shmring bridge: 'nats:\/\/127\.0\.0\.1:4222\/%E0' is not a valid endpoint: the subject has a malformed percent-encoding/,
+        ],
+        [[BRIDGE_BIN, 'nosuch1', 'nosuch2'], /^shmring bridge: 'nosuch1' is not a valid endpoint: expected shm:<name> or nats:/],
+        [[BRIDGE_BIN, 'shm:a', 'shm:b'], /^shmring bridge: shm:a → shm:b: .*one on each side/],
+        [[ringbufCli, 'bridge', 'nosuch1', 'nosuch2'], /^shmring bridge: 'nosuch1' is not a valid endpoint/],
+      ] as const) {
+        const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+        const shown = `${args.slice(1).join(' ')}: exit ${r.status}, stderr ${r.stderr}`;
+        assert.equal(r.status, 2, shown);
+        const [first, usage] = r.stderr.split('\n');
+        assert.match(first!, said, shown);
+        assert.match(first!, / \(ERR_SHMRING_INVALID_ENDPOINT\)$/, shown);
+        assert.equal(r.stderr.match(/ERR_SHMRING_INVALID_ENDPOINT/g)?.length, 1, shown);
+        assert.match(usage!, /^usage: shmring bridge \[--poll <µs>\] <from> <to>$/, shown);
+      }
+    });
+
+    it('shmring bridge to a NATS server that does not answer exits 1, a failure at run time, not bad usage', async function () {
+      const a = rings.make();
+      const port = await freePort();
+      const r = spawnSync(process.execPath, [BRIDGE_BIN, `shm:${a.name}`, `nats://127.0.0.1:${port}/x`], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
       assert.equal(r.status, 1, r.stderr);
-      assert.match(
-        r.stderr,
-        /^shmring bridge: 'nats:\/\/127\.0\.0\.1:4222\/%E0' is not a valid endpoint: the subject has a malformed percent-encoding.* \(ERR_SHMRING_INVALID_ENDPOINT\)\n$/,
-      );
+      assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${port}.*ERR_SHMRING_UNREACHABLE`));
+      assert.doesNotMatch(r.stderr, /usage:/);
     });
 
     it('shmring bridge to a ring that does not exist exits 1 naming it, with its error code said once', function () {

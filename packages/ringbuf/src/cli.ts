@@ -18,7 +18,7 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { inspect, isStale, listRings, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
+import { inspect, isStale, listRings, sysvTargetOf, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
        shmring unlink-stale [--dry-run] [--json]   (removes rings nobody holds, in any PID namespace)
@@ -126,6 +126,15 @@ function parse<const O extends Record<string, { type: 'boolean'; short?: string 
 
 const HELP = { type: 'boolean', short: 'h' } as const;
 
+/** A malformed System V target (`sysv:12abc`) is bad usage, not a POSIX name to look for. */
+function checkTarget(target: string): void {
+  try {
+    sysvTargetOf(target);
+  } catch (err) {
+    throw new UsageError(`shmring ${(err as Error).message}`);
+  }
+}
+
 function main(argv: string[]): number {
   // --json may come before the command too (shmring --json inspect NAME): it goes to the command's options.
   const leading = argv.findIndex((a) => a !== '--json');
@@ -145,6 +154,7 @@ function main(argv: string[]): number {
     if ((values.all === true) === (target !== undefined)) {
       throw new UsageError(`shmring inspect: give ${values.all ? 'either --all or a target, not both' : 'a target, or --all'}`);
     }
+    if (target !== undefined) checkTarget(target);
     const rings = values.all ? listRings() : [inspect(target!)].filter((r): r is RingInfo => r !== undefined);
     if (!values.all && rings.length === 0) {
       console.error(`shmring: ${target} holds no ring`);

@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, Region, ShmringError } from '@shmring/core';
+import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, Region, ShmringError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
 import { KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -362,8 +362,32 @@ function describeMpsc(region: Region, info: RingInfo): void {
   info.mpsc = { inFlight };
 }
 
-const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d+)$/i;
-const SYSV_ID = /^sysv-id:(\d+)$/;
+const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d{1,10})$/i;
+const SYSV_ID = /^sysv-id:(\d{1,10})$/i;
+/** A target that names a System V segment, well formed or not: never a POSIX name. */
+const SYSV_PREFIX = /^sysv(-id)?:/i;
+/** The largest System V key (ipcs prints it unsigned) and segment id (a non-negative int). */
+const MAX_SYSV_KEY = 0xffff_ffff;
+const MAX_SYSV_ID = 2 ** 31 - 1;
+
+/**
+ * The System V segment `target` names (`sysv:<key>`, `sysv-id:<id>`), or
+ * undefined for a path or a POSIX name. A target that starts like one and
+ * is not one throws: it is a mistyped key or id, not a name to look up (a
+ * POSIX object so named is reached by its path).
+ */
+export function sysvTargetOf(target: string): { key: number } | { id: number } | undefined {
+  if (!SYSV_PREFIX.test(target)) return undefined;
+  const key = SYSV_KEY.exec(target);
+  if (key && Number(key[1]) >= 1 && Number(key[1]) <= MAX_SYSV_KEY) return { key: Number(key[1]) };
+  const id = SYSV_ID.exec(target);
+  if (id && Number(id[1]) <= MAX_SYSV_ID) return { id: Number(id[1]) };
+  throw new ShmringTypeError(
+    ErrorCodes.INVALID_ARGUMENT,
+    `inspect: '${target}' is not a System V target: give sysv:<key> (1 to 0xffffffff, hexadecimal with 0x as ipcs -m ` +
+      `prints it, or decimal) or sysv-id:<id> (0 to ${MAX_SYSV_ID}); for a POSIX object of that name, give its path (/dev/shm/${target})`,
+  );
+}
 
 /** The target naming a System V segment: by its key, or by its id when it has none (0, IPC_PRIVATE). */
 function sysvTarget(key: number, id: number): string {
@@ -372,10 +396,8 @@ function sysvTarget(key: number, id: number): string {
 
 /** Opens `target` read-only: `sysv:<key>`, `sysv-id:<id>`, a path (anything containing '/'), or a POSIX name. */
 function openReadOnly(target: string): Region {
-  const key = SYSV_KEY.exec(target);
-  if (key) return Region.open({ backing: 'sysv', key: Number(key[1]), readOnly: true });
-  const id = SYSV_ID.exec(target);
-  if (id) return Region.open({ backing: 'sysv', id: Number(id[1]), readOnly: true });
+  const sysv = sysvTargetOf(target);
+  if (sysv) return Region.open({ backing: 'sysv', ...sysv, readOnly: true });
   return target.includes('/')
     ? Region.open({ backing: 'file', path: target, readOnly: true })
     : Region.open({ backing: 'posix', name: target, readOnly: true });

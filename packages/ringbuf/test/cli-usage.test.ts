@@ -65,6 +65,25 @@ describe('the shmring CLI: usage', function () {
     }
   });
 
+  it('refuses a malformed System V target with exit 2, naming it and the accepted forms, instead of looking for a POSIX name', function () {
+    for (const target of ['sysv:12abc', 'sysv:', 'sysv:-1', 'sysv:0', 'sysv:4294967296', 'sysv-id:-5', 'sysv-id:1.5', 'SYSV-ID:x']) {
+      const r = cli('inspect', target);
+      const shown = `shmring inspect ${target}: exit ${r.status}, stderr ${r.stderr}`;
+      assert.equal(r.status, 2, shown);
+      const first = r.stderr.split('\n')[0]!;
+      assert.ok(first.includes(`'${target}' is not a System V target`), shown);
+      assert.match(first, /sysv:<key>.*sysv-id:<id>/, shown);
+      assert.doesNotMatch(r.stderr, /shm_open/, shown);
+      assert.match(r.stderr, /usage: shmring/, shown);
+    }
+    // Well formed, naming no segment: a runtime failure (exit 1), as before.
+    for (const target of ['sysv:0x7fff0001', 'sysv:2147418113', 'sysv-id:2147483647']) {
+      const r = cli('inspect', target);
+      assert.equal(r.status, 1, `shmring inspect ${target}: exit ${r.status}, stderr ${r.stderr}`);
+      assert.match(r.stderr, /System V shared memory segment/);
+    }
+  });
+
   it('still takes the options it documents', function () {
     const dry = cli('unlink-stale', '--dry-run', '--json');
     assert.equal(dry.status, 0, dry.stderr);

@@ -57,7 +57,7 @@ import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.j
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
 import type { DrainHandler } from '@shmring/ringbuf';
-import { openReader, openWriter, parseEndpoint, type RingReader, type RingWriter } from './endpoints.js';
+import { openReader, openWriter, parseEndpoint, type Endpoint, type RingReader, type RingWriter } from './endpoints.js';
 
 export interface BridgeOptions {
   /** Stops the bridge; bridge() resolves once it has let go of the ring and the connection. */
@@ -153,10 +153,32 @@ interface Context {
   dispose(): void;
 }
 
-/** Moves messages from `from` to `to` (one of them shm:<name>, the other nats://…) until `signal` aborts. */
-export async function bridge(from: string, to: string, options: BridgeOptions = {}): Promise<void> {
+/**
+ * The two ends of a bridge, parsed and paired (a ring on one side, NATS on
+ * the other), before anything is opened: ERR_SHMRING_INVALID_ENDPOINT for
+ * an endpoint malformed or out of place, which the command calls bad usage.
+ */
+export function bridgeEnds(from: unknown, to: unknown): { source: Endpoint; target: Endpoint } {
   const source = parseEndpoint(from, 'bridge');
   const target = parseEndpoint(to, 'bridge');
+  if (source.kind === target.kind) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`,
+    );
+  }
+  if (source.kind === 'shm' && (target as { address: NatsAddress }).address.consumer !== undefined) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ENDPOINT,
+      `bridge: ${target.text}: consumer= names the JetStream consumer of a bridge from NATS into a ring; a bridge into NATS has none (remove it)`,
+    );
+  }
+  return { source, target };
+}
+
+/** Moves messages from `from` to `to` (one of them shm:<name>, the other nats://…) until `signal` aborts. */
+export async function bridge(from: string, to: string, options: BridgeOptions = {}): Promise<void> {
+  const { source, target } = bridgeEnds(from, to);
   checkOptions(options, OptionNames.bridge, 'bridge');
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
   const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -166,19 +188,7 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   if (poll !== undefined && !(typeof poll === 'number' && poll >= 0)) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `bridge: poll=${String(poll)} must be a number of microseconds >= 0`);
   }
-  if (source.kind === target.kind) {
-    throw new ShmringTypeError(
-      ErrorCodes.INVALID_ENDPOINT,
-      `bridge: ${source.text} → ${target.text}: a bridge joins a ring (shm:<name>) and NATS (nats://…), one on each side`,
-    );
-  }
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
-  if (source.kind === 'shm' && address.consumer !== undefined) {
-    throw new ShmringTypeError(
-      ErrorCodes.INVALID_ENDPOINT,
-      `bridge: ${target.text}: consumer= names the JetStream consumer of a bridge from NATS into a ring; a bridge into NATS has none (remove it)`,
-    );
-  }
   if (signal.aborted) return;
   const ringName = source.kind === 'shm' ? source.name : (target as { name: string }).name;
   const ring = source.kind === 'shm' ? openReader(ringName, poll) : openWriter(ringName, poll);

@@ -6,7 +6,8 @@
  * and says what to install where it is not.
  */
 import { parseArgs } from 'node:util';
-import { bridge } from './bridge.js';
+import { ErrorCodes } from '@shmring/core';
+import { bridge, bridgeEnds } from './bridge.js';
 
 export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
   endpoints: shm:<name>                                 a POSIX-named ring (read side as <from>, write side as <to>)
@@ -49,6 +50,17 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const [from, to] = positionals as [string, string];
+  try {
+    bridgeEnds(from, to);
+  } catch (err) {
+    // A malformed endpoint is bad usage, as a missing one is: the usage shows the forms. What fails once the
+    // ends are well formed (a ring missing, NATS unreachable) is not, and exits 1 below.
+    const e = err as { code?: string; message: string };
+    if (e.code === ErrorCodes.INVALID_ENDPOINT) {
+      console.error(`shmring ${e.message} (${e.code})\n${USAGE}`);
+      return 2;
+    }
+  }
   const stop = new AbortController();
   const onSignal = (): void => stop.abort();
   process.once('SIGINT', onSignal);
