@@ -621,7 +621,7 @@ export class MpscRing extends Queue {
     checkPositions(tail, head, this.capacity);
     this.#head = head;
     this.#cachedTail = tail;
-    this.#stuckAt = -1;
+    // #stuckAt stays: a record a look saw stuck at this head (select, before the role was ours) has been stuck since.
   }
 
   /** Copies the next message out, or returns null if none is committed at the head. Its type goes to `lastType`. */
@@ -751,7 +751,10 @@ export class MpscRing extends Queue {
    */
   protected override producerAlive(): boolean {
     const ctl = this.ctl;
-    if (ctl.length === 0 || !this.isConsumer) return true;
+    if (ctl.length === 0) return true;
+    // A wait that has not read yet (select, waitReadable) takes the role to take back a dead claim, unless
+    // another object holds it: that one does.
+    if (!this.isConsumer && !this.#becomeConsumer()) return true;
     const left = this.#producersLeft();
     let skipped = 0;
     for (;;) {
@@ -815,17 +818,21 @@ export class MpscRing extends Queue {
    */
   #takePadding(): void {
     if (this.#draining) return; // a wait's look from a drain handler: drain takes the padding itself
-    if (!this.isConsumer) {
-      try {
-        this.#takeConsumer();
-      } catch (err) {
-        if ((err as ShmringError).code === ErrorCodes.BUSY) return;
-        throw err;
-      }
-    }
+    if (!this.isConsumer && !this.#becomeConsumer()) return;
     const start = this.#head;
     this.#next();
     if (this.#head !== start) this.#release(this.#head, this.ctl);
+  }
+
+  /** Takes the consumer role for a look (a wait that has not read yet): false if another object holds it. */
+  #becomeConsumer(): boolean {
+    try {
+      this.#takeConsumer();
+      return true;
+    } catch (err) {
+      if ((err as ShmringError).code === ErrorCodes.BUSY) return false;
+      throw err;
+    }
   }
 
   /** Room for a record of `length` payload bytes (and the padding before the wrap if it must wrap), as #reserve counts it. */

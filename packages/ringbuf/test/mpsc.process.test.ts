@@ -260,6 +260,23 @@ describe('MpscRing with producer processes and threads', function () {
     await assert.rejects(select([ring], { timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
   });
 
+  it('select from an object that has not read yet takes back a dead claim at the head after peerTimeoutMs; tryRead goes on behind it', async function () {
+    ring.peerTimeoutMs = 100;
+    const claimer = start({ role: 'claimer', id: 9 });
+    await claimer.next('claimed');
+    const first = MpscRing.attach(region);
+    assert.deepEqual([...first.tryRead()!], [...message(9, 0)]);
+    first.detach(); // lets go of the consumer role; the ring goes on
+    const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
+    await producer.next('done');
+    await claimer.kill();
+    const t0 = performance.now();
+    assert.equal(await select([ring], { timeoutMs: 5000 }), 0);
+    assert.ok(performance.now() - t0 < 2000, `select took ${performance.now() - t0} ms`);
+    assert.deepEqual([...ring.tryRead()!], [...message(1, 0)]);
+    assert.equal(ring.unblockedRecords, 1);
+  });
+
   it("messages({ peerTimeoutMs }) skips a dead claimer's record with the iterator's timeout", async function () {
     ring.peerTimeoutMs = Infinity; // only the iterator's option can let the record be skipped
     const claimer = start({ role: 'claimer', id: 9 });
