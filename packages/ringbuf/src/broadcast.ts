@@ -171,14 +171,14 @@ function wrongEnd(verb: string, end: 'publisher' | 'subscriber'): ShmringError {
   );
 }
 
-function checkSubscribers(subscribers: unknown): number {
+function checkSubscribers(subscribers: unknown, verb: string): number {
   if (subscribers === undefined) return B.DEFAULT_SUBSCRIBERS;
   const rule = `subscribers must be an integer in [0, ${B.MAX_SUBSCRIBERS}] (subscriber slots in the region)`;
   if (typeof subscribers !== 'number' || !Number.isInteger(subscribers)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${shown(subscribers)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${rule}, got ${shown(subscribers)}`);
   }
   if (subscribers < 0 || subscribers > B.MAX_SUBSCRIBERS) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${subscribers}`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${rule}, got ${subscribers}`);
   }
   return subscribers;
 }
@@ -378,7 +378,7 @@ export class Broadcast {
   static regionSize(options: { capacity: number; subscribers?: number }): number {
     checkOptionsObject(options, 'Broadcast.regionSize', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.regionSize');
-    return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
+    return B.broadcastSize(capacity, checkSubscribers(options.subscribers, 'Broadcast.regionSize'));
   }
 
   /**
@@ -397,7 +397,7 @@ export class Broadcast {
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
     checkOptionsObject(options, 'Broadcast.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.create');
-    const subscribers = checkSubscribers(options.subscribers);
+    const subscribers = checkSubscribers(options.subscribers, 'Broadcast.create');
     const lossless = options.lossless ?? false;
     if (typeof lossless !== 'boolean') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
@@ -592,7 +592,7 @@ export class BroadcastPublisher extends BroadcastEnd {
    * not held back by them for ever.
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'Broadcast.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Broadcast.tryWrite needs a Uint8Array (or Buffer)');
     }
@@ -768,6 +768,10 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   drain(_handler: DrainHandler, _limit?: number): number {
     throw wrongEnd('drain', 'publisher');
+  }
+
+  protected override replacement(): string {
+    return 'create a new publisher (Broadcast.create)';
   }
 }
 
@@ -1079,5 +1083,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
   protected override dropViews(): void {
     super.dropViews();
     this.#scratch = CLOSED_U8;
+  }
+
+  protected override replacement(): string {
+    return 'subscribe a new one (Broadcast.subscribe)';
   }
 }

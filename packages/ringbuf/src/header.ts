@@ -85,15 +85,15 @@ export function checkOffset(offset: unknown, verb: string): number {
   return offset;
 }
 
-/** Checks a power-of-two capacity in [min, max]; the error names it and `verb`. */
-export function checkCapacity(capacity: unknown, min: number, max: number, verb: string): number {
+/** Checks a power-of-two capacity in [min, max]; the error names it, `verb`, and what it counts (`unit`). */
+export function checkCapacity(capacity: unknown, min: number, max: number, verb: string, unit = "bytes of the ring's data area"): number {
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
     throw new ShmringRangeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: capacity=${capacity} must be a power of two in [${min}, ${max}] (bytes of the ring's data area)`,
+      `${verb}: capacity=${capacity} must be a power of two in [${min}, ${max}] (${unit})`,
     );
   }
   return capacity;

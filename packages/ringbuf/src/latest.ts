@@ -129,18 +129,15 @@ function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
 }
 
-function checkMaxSize(maxSize: unknown): number {
+function checkMaxSize(maxSize: unknown, verb: string): number {
   if (typeof maxSize !== 'number' || !Number.isInteger(maxSize)) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `LatestValue: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
+      `${verb}: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
     );
   }
   if (maxSize < 0 || maxSize > V.MAX_VALUE_SIZE) {
-    throw new ShmringRangeError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `LatestValue: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
-    );
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
   }
   return maxSize;
 }
@@ -200,13 +197,13 @@ export class LatestValue {
   /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
   static regionSize(options: LatestOptions): number {
     checkOptionsObject(options, 'LatestValue.regionSize', CREATE_OPTION_NAMES);
-    return V.latestSize(checkMaxSize(options?.maxSize));
+    return V.latestSize(checkMaxSize(options?.maxSize, 'LatestValue.regionSize'));
   }
 
   /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
   static create(region: Region, options: LatestOptions): LatestValue {
     checkOptionsObject(options, 'LatestValue.create', CREATE_OPTION_NAMES);
-    const maxSize = checkMaxSize(options?.maxSize);
+    const maxSize = checkMaxSize(options?.maxSize, 'LatestValue.create');
     const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
@@ -246,7 +243,7 @@ export class LatestValue {
         `LatestValue.publish: length=${bytes.length} is larger than maxSize=${this.maxSize}`,
       );
     }
-    checkType(type);
+    checkType(type, 'LatestValue.publish');
     if (!this.#writer) this.#takeWriter();
     const version = this.#version + 1;
     const slot = version & 1; // parity of the low 32 bits, which is the version's

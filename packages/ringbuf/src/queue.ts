@@ -75,13 +75,18 @@ function checkBytes(bytes: unknown, what: string): void {
   }
 }
 
-/** Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE] (RangeError otherwise). */
-export function checkType(type: number): void {
+/**
+ * Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE]
+ * (RangeError otherwise); the error names the verb that was given it when
+ * `verb` says (`SpscRing.tryWrite: type=-1 …`).
+ */
+export function checkType(type: number, verb?: string): void {
   if (type >>> 0 !== type || type > L.MAX_TYPE) {
+    const who = verb === undefined ? '' : `${verb}: `;
     if (typeof type !== 'number' || !Number.isInteger(type)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
     }
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
   }
 }
 
@@ -165,7 +170,7 @@ function explainWaitOptions(options: WriteOptions, verb: string): void {
   if (options.ref !== undefined && typeof options.ref !== 'boolean') {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
   }
-  if (options.type !== undefined) checkType(options.type);
+  if (options.type !== undefined) checkType(options.type, verb);
 }
 
 /**
@@ -684,8 +689,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected closedError(): ShmringError {
     return new ShmringError(
       ErrorCodes.CLOSED,
-      `${this.#kind}: this object of ${this.#where} is closed (or its region is); attach a new one to go on`,
+      `${this.#kind}: this object of ${this.#where} is closed (or its region is); ${this.replacement()} to go on`,
     );
+  }
+
+  /** How closedError says to get a new object of this kind: a Broadcast's ends are not attached. */
+  protected replacement(): string {
+    return 'attach a new one';
   }
 
   /** True once either side closed the ring (a snapshot). */

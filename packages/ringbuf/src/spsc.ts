@@ -376,7 +376,7 @@ export class SpscRing extends Queue {
    * full (nothing written). Does not look at the closed flag (writeSync/write do).
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'SpscRing.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing.tryWrite needs a Uint8Array (or Buffer)');
     }
@@ -414,7 +414,7 @@ export class SpscRing extends Queue {
    * claim a bound and write in place.
    */
   commit(offset: number, type = 0, length?: number): void {
-    checkType(type);
+    checkType(type, 'SpscRing.commit');
     // The length is checked only against an open claim (another offset is #checkClaim's error), before it closes.
     if (length !== undefined && offset === this.#claim.offset) this.#checkCommitLength(length);
     this.#checkClaim(offset, 'commit');

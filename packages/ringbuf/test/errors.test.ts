@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -84,6 +84,73 @@ describe('ring errors (docs/ERRORS.md)', () => {
       assert.throws(() => ring.tryWrite(new Uint8Array(1), type), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(type));
     }
     assert.equal(ring.tryRead(), null);
+  });
+
+  it('names the verb and its class in the error of a bad message type, whichever verb was given it', async () => {
+    const { ring } = spsc();
+    const queue = MpmcQueue.create(sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 })), { capacity: 4, slotSize: 8 });
+    const bregion = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(bregion, { capacity: 256 });
+    const latest = LatestValue.create(sab(LatestValue.regionSize({ maxSize: 8 })), { maxSize: 8 });
+    const one = new Uint8Array(1);
+    const named = (verb: string) => ({
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: new RegExp(`^${verb.replace('.', '\\.')}: type=-1 `),
+    });
+    assert.throws(() => ring.tryWrite(one, -1), named('SpscRing.tryWrite'));
+    const claimed = ring.claim(1);
+    assert.throws(() => ring.commit(claimed, -1), named('SpscRing.commit'));
+    ring.abort(claimed);
+    assert.throws(() => ring.writeSync(one, { type: -1 }), named('SpscRing.writeSync'));
+    await assert.rejects(ring.write(one, { type: -1 }), named('SpscRing.write'));
+    assert.throws(() => queue.tryWrite(one, -1), named('MpmcQueue.tryWrite'));
+    assert.throws(() => pub.tryWrite(one, -1), named('Broadcast.tryWrite'));
+    assert.throws(() => latest.publish(one, -1), named('LatestValue.publish'));
+    assert.equal(ring.size + queue.size + pub.published + latest.read().version, 0, 'nothing was written');
+  });
+
+  it("names the verb in the error of a Broadcast's subscribers or a LatestValue's maxSize, and says a MpmcQueue's capacity counts slots", () => {
+    assert.throws(() => Broadcast.regionSize({ capacity: 256, subscribers: 2000 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^Broadcast\.regionSize: subscribers /,
+    });
+    assert.throws(() => Broadcast.create(sab(65536), { capacity: 256, subscribers: 1.5 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^Broadcast\.create: subscribers /,
+    });
+    assert.throws(() => LatestValue.regionSize({ maxSize: -1 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^LatestValue\.regionSize: maxSize=-1 /,
+    });
+    assert.throws(() => LatestValue.create(sab(65536), { maxSize: 0.5 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^LatestValue\.create: maxSize=0\.5 /,
+    });
+    assert.throws(
+      () => MpmcQueue.regionSize({ capacity: 3, slotSize: 8 }),
+      (err: Error) => /\(slots of the queue\)$/.test(err.message),
+    );
+    assert.throws(
+      () => SpscRing.regionSize({ capacity: 100 }),
+      (err: Error) => /\(bytes of the ring's data area\)$/.test(err.message),
+    );
+  });
+
+  it('tells a closed Broadcast end to make a new one with Broadcast.subscribe or Broadcast.create, not to attach one', () => {
+    const region = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(region, { capacity: 256 });
+    const sub = Broadcast.subscribe(region);
+    sub.close();
+    pub.close();
+    assert.throws(() => sub.tryRead(), { code: 'ERR_SHMRING_CLOSED', message: /subscribe a new one \(Broadcast\.subscribe\) to go on$/ });
+    assert.throws(() => pub.tryWrite(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED', message: /\(Broadcast\.create\) to go on$/ });
+    const { ring } = spsc();
+    ring.close();
+    assert.throws(
+      () => ring.tryRead(),
+      { code: 'ERR_SHMRING_CLOSED', message: /attach a new one to go on$/ },
+      'the other kinds attach one',
+    );
   });
 
   it('rejects a region too small for the ring', () => {
