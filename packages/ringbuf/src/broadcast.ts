@@ -129,8 +129,9 @@ export interface BroadcastOptions {
   peerTimeoutMs?: number;
 }
 
-/** The options of create (and regionSize, which may be given the same object), and of subscribe. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of subscribe. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'offset', 'peerTimeoutMs'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'peerTimeoutMs'];
 const SUBSCRIBE_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface SubscribeOptions {
@@ -374,9 +375,14 @@ function resumePoint(
 export class Broadcast {
   private constructor() {}
 
-  /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
+  /**
+   * Bytes a Broadcast of `capacity` data bytes and `subscribers` slots
+   * (default 16) takes: what a region needs for one at offset 0; one at
+   * `offset` needs offset + regionSize(). So `offset` is refused here
+   * (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
-    checkOptionsObject(options, 'Broadcast.regionSize', CREATE_OPTION_NAMES);
+    checkOptionsObject(options, 'Broadcast.regionSize', SIZE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.regionSize');
     return B.broadcastSize(capacity, checkSubscribers(options.subscribers, 'Broadcast.regionSize'));
   }

@@ -55,8 +55,9 @@ import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions
 
 /** updates() takes `since` beside the waiting options. */
 const UPDATES_OPTION_NAMES: readonly string[] = [...WAIT_OPTION_NAMES, 'since'];
-/** The options of create (and regionSize, which may be given the same object), and of attach. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['maxSize', 'offset'];
+const SIZE_OPTION_NAMES: readonly string[] = ['maxSize'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface LatestOptions {
@@ -194,9 +195,14 @@ export class LatestValue {
     this.#roles = roles;
   }
 
-  /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
-  static regionSize(options: LatestOptions): number {
-    checkOptionsObject(options, 'LatestValue.regionSize', CREATE_OPTION_NAMES);
+  /**
+   * Bytes a LatestValue of values up to `maxSize` bytes takes: what a
+   * region needs for one at offset 0; one at `offset` needs offset +
+   * regionSize(). So `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT),
+   * not ignored.
+   */
+  static regionSize(options: Omit<LatestOptions, 'offset'>): number {
+    checkOptionsObject(options, 'LatestValue.regionSize', SIZE_OPTION_NAMES);
     return V.latestSize(checkMaxSize(options?.maxSize, 'LatestValue.regionSize'));
   }
 

@@ -75,8 +75,9 @@ export interface SpscOptions {
   offset?: number;
 }
 
-/** The options of create (and regionSize, which may be given the same object), and of attach. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface AttachOptions {
@@ -159,9 +160,13 @@ export class SpscRing extends Queue {
     checkPositions(this.#producerPosition, this.#consumerPosition, capacity);
   }
 
-  /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
-  static regionSize(options: SpscOptions): number {
-    checkOptionsObject(options, 'SpscRing.regionSize', CREATE_OPTION_NAMES);
+  /**
+   * Bytes a SpscRing of `capacity` data bytes takes: what a region needs
+   * for one at offset 0; one at `offset` needs offset + regionSize(). So
+   * `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   */
+  static regionSize(options: Omit<SpscOptions, 'offset'>): number {
+    checkOptionsObject(options, 'SpscRing.regionSize', SIZE_OPTION_NAMES);
     return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.regionSize'));
   }
 

@@ -278,7 +278,7 @@ describe('ring errors (docs/ERRORS.md)', () => {
       () => SpscRing.create(region, { capacty: 256 } as never),
       refused(/^SpscRing\.create: unknown option "capacty" \(did you mean "capacity"\?\)/),
     );
-    assert.throws(() => SpscRing.regionSize({ capacity: 256, ofset: 64 } as never), refused(/"ofset" \(did you mean "offset"\?\)/));
+    assert.throws(() => SpscRing.attach(region, { ofset: 64 } as never), refused(/"ofset" \(did you mean "offset"\?\)/));
     assert.throws(() => MpmcQueue.regionSize({ capacity: 4, slotsize: 8 } as never), refused(/"slotsize" \(did you mean "slotSize"\?\)/));
     assert.throws(
       () => Broadcast.create(region, { capacity: 64, losless: true } as never),
@@ -294,6 +294,25 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
     assert.ok(ring.tryWrite(new Uint8Array([1])));
     assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
+  });
+
+  it('refuses offset in regionSize, which would ignore it: a ring at offset needs offset + regionSize() bytes', () => {
+    const kinds: [string, (options: object) => number, (region: Region, options: object) => { close(): void }, object][] = [
+      ['SpscRing', (o) => SpscRing.regionSize(o as never), (r, o) => SpscRing.create(r, o as never), { capacity: 1024 }],
+      ['Broadcast', (o) => Broadcast.regionSize(o as never), (r, o) => Broadcast.create(r, o as never), { capacity: 1024 }],
+      ['LatestValue', (o) => LatestValue.regionSize(o as never), (r, o) => LatestValue.create(r, o as never), { maxSize: 8 }],
+      ['MpmcQueue', (o) => MpmcQueue.regionSize(o as never), (r, o) => MpmcQueue.create(r, o as never), { capacity: 4, slotSize: 8 }],
+    ];
+    for (const [name, regionSize, create, options] of kinds) {
+      assert.throws(
+        () => regionSize({ ...options, offset: 4096 }),
+        (err: ShmringError) =>
+          err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && new RegExp(`^${name}\\.regionSize: unknown option "offset"`).test(err.message),
+        name,
+      );
+      if (name === 'MpmcQueue') continue; // it is laid out at offset 0 only
+      create(sab(4096 + regionSize(options)), { ...options, offset: 4096 }).close();
+    }
   });
 
   it('rejects a ring of another layout version', () => {
