@@ -47,14 +47,19 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { checkType, checkWaitOptions, claimPlace, shown, WAIT_OPTION_NAMES } from './queue.js';
+import { checkType, checkWaitOptions, claimPlace, optionNames, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
-/** updates() takes `since` beside the waiting options. */
-const UPDATES_OPTION_NAMES: readonly string[] = [...WAIT_OPTION_NAMES, 'since'];
+/**
+ * The options of changed(), changedSync() and updates() (which takes `since` beside changed()'s): no
+ * peerTimeoutMs (a new writer may come: WRITER_WAIT) nor type; `poll` and `ref` are the Promise verbs'.
+ */
+const CHANGED_OPTIONS = optionNames('timeoutMs', 'spin', 'poll', 'signal', 'ref');
+const CHANGED_SYNC_OPTIONS = optionNames('timeoutMs', 'spin', 'signal');
+const UPDATES_OPTIONS = optionNames(...CHANGED_OPTIONS.names, 'since');
 /** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['maxSize', 'offset'];
 const SIZE_OPTION_NAMES: readonly string[] = ['maxSize'];
@@ -457,7 +462,7 @@ export class LatestValue {
    */
   async changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
     const since = checkVersion(sinceVersion, 'LatestValue.changed');
-    checkWaitOptions(options, 'LatestValue.changed');
+    checkWaitOptions(options, 'LatestValue.changed', CHANGED_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError();
     const now = this.#changedAttempt(since);
     if (now !== undefined) {
@@ -486,9 +491,9 @@ export class LatestValue {
   }
 
   /** changed(), parking the thread (workers and dedicated processes). */
-  changedSync(sinceVersion: number, options?: ChangedOptions): LatestRead {
+  changedSync(sinceVersion: number, options?: Omit<ChangedOptions, 'poll' | 'ref'>): LatestRead {
     const since = checkVersion(sinceVersion, 'LatestValue.changedSync');
-    checkWaitOptions(options, 'LatestValue.changedSync');
+    checkWaitOptions(options, 'LatestValue.changedSync', CHANGED_SYNC_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError();
     const now = this.#changedAttempt(since);
     if (now !== undefined) return now;
@@ -514,7 +519,7 @@ export class LatestValue {
    */
   async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
     // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
-    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTION_NAMES);
+    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTIONS);
     const { since, ...wait } = options;
     let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
     for (;;) {

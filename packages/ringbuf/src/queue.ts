@@ -116,7 +116,7 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
  * the day the ring is empty. The verbs' fast path: comparisons only; the
  * errors are made by explainWaitOptions.
  */
-export function checkWaitOptions(options: WriteOptions | undefined, verb: string, names: readonly string[] = WAIT_OPTION_NAMES): void {
+export function checkWaitOptions(options: WriteOptions | undefined, verb: string, known: OptionNames): void {
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
     const { timeoutMs, peerTimeoutMs, spin, poll, signal, type, ref } = options;
@@ -132,27 +132,46 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
       // The names of an object seen last time are not walked again: walking them cost 50-75 ns a call
       // (write + readSync with one options object: 154-193 ns a pair without, 277-376 with, in one run).
       // So a name added to that very object after it was passed is not seen; any other object is checked.
-      if (options !== namesChecked) {
-        checkOptionNames(options, names, verb);
-        if (names === WAIT_OPTION_NAMES) namesChecked = options;
+      // One memo per list of names: an object that passed a write's names (type) may not pass a read's.
+      if (options !== known.walked) {
+        checkOptionNames(options, known.names, verb);
+        known.walked = options;
       }
       return;
     }
   }
-  explainWaitOptions(options, verb);
+  explainWaitOptions(options, verb, known);
 }
 
-/** The options of the waiting verbs; checkWaitOptions refuses any other name (a `timeout` would never time out). */
-export const WAIT_OPTION_NAMES: readonly string[] = ['timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'type', 'ref'];
+/**
+ * The option names of a waiting verb, exactly those it uses: checkWaitOptions
+ * refuses any other (a `timeout` would never time out; a `ref` given to a
+ * Sync verb would do nothing). `walked` is the options object whose names
+ * were walked against these last (this thread's; it holds that one object).
+ */
+export interface OptionNames {
+  readonly names: readonly string[];
+  walked: object | undefined;
+}
 
-/** The options object whose names checkWaitOptions walked last (this thread's; it holds that one object). */
-let namesChecked: object | undefined;
+export function optionNames(...names: string[]): OptionNames {
+  return { names, walked: undefined };
+}
+
+/** The Sync verbs take no `poll` or `ref`: they are the Promise verbs' (parkSync looks at neither); `type` is the writes'. */
+const READ_SYNC_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'signal');
+const WRITE_SYNC_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'signal', 'type');
+/** read, waitReadable, messages; and write. */
+const READ_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'ref');
+const WRITE_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'ref', 'type');
 
 /** checkWaitOptions' slow path: throws the error of the first wrong option (returns if none is wrong, e.g. a signal from another realm). */
-function explainWaitOptions(options: WriteOptions, verb: string): void {
+function explainWaitOptions(options: WriteOptions, verb: string, known: OptionNames): void {
   if (options === null || typeof options !== 'object') {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
   }
+  // The names first: a bad value of an option the verb does not take is not what is wrong with it.
+  checkOptionNames(options, known.names, verb);
   checkTime(verb, 'timeoutMs', options.timeoutMs, 'ms', true);
   checkTime(verb, 'peerTimeoutMs', options.peerTimeoutMs, 'ms', true);
   checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
@@ -760,8 +779,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
-  writeSync(bytes: Uint8Array, options?: WriteOptions): void {
-    checkWaitOptions(options, this.#names.writeSync);
+  writeSync(bytes: Uint8Array, options?: Omit<WriteOptions, 'poll' | 'ref'>): void {
+    checkWaitOptions(options, this.#names.writeSync, WRITE_SYNC_OPTIONS);
     checkBytes(bytes, this.#names.writeSync);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
@@ -783,8 +802,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
-  readSync(options?: WaitOptions): Uint8Array {
-    checkWaitOptions(options, this.#names.readSync);
+  readSync(options?: Omit<WaitOptions, 'poll' | 'ref'>): Uint8Array {
+    checkWaitOptions(options, this.#names.readSync, READ_SYNC_OPTIONS);
     const message = this.tryRead();
     if (message !== null) return message;
     try {
@@ -813,7 +832,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
     let type: number;
     try {
-      checkWaitOptions(options, this.#names.write);
+      checkWaitOptions(options, this.#names.write, WRITE_OPTIONS);
       checkBytes(bytes, this.#names.write);
       type = options?.type ?? 0;
     } catch (err) {
@@ -942,7 +961,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   read(options?: WaitOptions): Promise<Uint8Array> {
     if (options !== undefined) {
       try {
-        checkWaitOptions(options, this.#names.read);
+        checkWaitOptions(options, this.#names.read, READ_OPTIONS);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -994,7 +1013,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   waitReadable(options?: WaitOptions): Promise<void> {
     try {
-      if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable);
+      if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable, READ_OPTIONS);
       if (this.#readableAttemptFn() !== undefined) {
         this.#readPoll.gotAtOnce();
         return RESOLVED;
@@ -1049,7 +1068,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * message's type. Wrong options throw here, before any read.
    */
   messages(options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
-    checkWaitOptions(options, this.#names.messages);
+    checkWaitOptions(options, this.#names.messages, READ_OPTIONS);
     const signal = options?.signal;
     const stop = new WaitStop(); // return() ends the pending read with it
     let finished = false;

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, SpscRing, select, selectSync } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -294,6 +294,49 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
     assert.ok(ring.tryWrite(new Uint8Array([1])));
     assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
+  });
+
+  it('refuses the options a waiting verb does not use: type on a read, poll and ref on a Sync verb, peerTimeoutMs on a LatestValue wait', async () => {
+    const { ring } = spsc();
+    const latest = LatestValue.create(sab(LatestValue.regionSize({ maxSize: 8 })), { maxSize: 8 });
+    const unknown = (verb: string, name: string) => (err: ShmringError) =>
+      err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && err.message.startsWith(`${verb}: unknown option "${name}"`);
+    // timeoutMs 0 everywhere: an option ignored would wait on an empty ring, and time out at once.
+    const type = { type: 3, timeoutMs: 0 } as never;
+    assert.throws(() => ring.readSync(type), unknown('SpscRing.readSync', 'type'));
+    await assert.rejects(ring.read(type), unknown('SpscRing.read', 'type'));
+    await assert.rejects(ring.waitReadable(type), unknown('SpscRing.waitReadable', 'type'));
+    assert.throws(() => ring.messages(type), unknown('SpscRing.messages', 'type'));
+    await assert.rejects(select([ring], type), unknown('select', 'type'));
+    assert.throws(() => selectSync([ring], type), unknown('selectSync', 'type'));
+    for (const [name, value] of [
+      ['poll', 0],
+      ['ref', false],
+    ] as const) {
+      const options = { [name]: value, timeoutMs: 0 } as never;
+      assert.throws(() => ring.readSync(options), unknown('SpscRing.readSync', name));
+      assert.throws(() => selectSync([ring], options), unknown('selectSync', name));
+      assert.throws(() => latest.changedSync(0, options), unknown('LatestValue.changedSync', name));
+      while (ring.tryWrite(new Uint8Array(1))); // full: an ignored option would time out
+      assert.throws(() => ring.writeSync(new Uint8Array(1), options), unknown('SpscRing.writeSync', name));
+      while (ring.tryRead() !== null);
+    }
+    for (const name of ['peerTimeoutMs', 'type']) {
+      const options = { [name]: 1, timeoutMs: 0 } as never;
+      await assert.rejects(latest.changed(0, options), unknown('LatestValue.changed', name));
+      assert.throws(() => latest.changedSync(0, options), unknown('LatestValue.changedSync', name));
+      await assert.rejects(latest.updates(options).next(), unknown('LatestValue.updates', name));
+    }
+    // What each verb uses it still takes.
+    const signal = new AbortController().signal;
+    ring.writeSync(new Uint8Array([1]), { type: 7, timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, signal });
+    await ring.write(new Uint8Array([2]), { type: 8, timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, poll: 0, signal, ref: false });
+    assert.deepEqual([...ring.readSync({ timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, signal })], [1]);
+    assert.deepEqual([...(await ring.read({ timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, poll: 0, signal, ref: false }))], [2]);
+    assert.equal(ring.lastType, 8);
+    latest.publish(new Uint8Array([3]));
+    assert.equal((await latest.changed(0, { timeoutMs: 0, spin: 0, poll: 0, signal, ref: false })).version, 1);
+    assert.equal(latest.changedSync(0, { timeoutMs: 0, spin: 0, signal }).version, 1);
   });
 
   it('refuses offset in regionSize, which would ignore it: a ring at offset needs offset + regionSize() bytes', () => {
