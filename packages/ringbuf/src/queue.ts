@@ -176,7 +176,15 @@ function explainWaitOptions(options: WriteOptions, verb: string, known: OptionNa
   checkTime(verb, 'peerTimeoutMs', options.peerTimeoutMs, 'ms', true);
   checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
   checkTime(verb, 'poll', options.poll, 'µs', true);
-  const signal = options.signal as unknown;
+  checkSignal(verb, options.signal);
+  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
+  }
+  if (options.type !== undefined) checkType(options.type, verb);
+}
+
+/** Checks a `signal` option, if given: an AbortSignal (looked at as one, so another realm's passes). */
+function checkSignal(verb: string, signal: unknown): void {
   if (
     signal !== undefined &&
     (signal === null ||
@@ -186,10 +194,35 @@ function explainWaitOptions(options: WriteOptions, verb: string, known: OptionNa
   ) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal=${shown(signal)} must be an AbortSignal`);
   }
-  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
+}
+
+/** The options of readable() and writable(): Node's streams would ignore any other name. */
+const READABLE_OPTION_NAMES: readonly string[] = ['highWaterMark', 'signal'];
+const WRITABLE_OPTION_NAMES: readonly string[] = ['highWaterMark', 'signal', 'closeOnFinish'];
+
+/**
+ * Checks the options of readable() or writable() as the waiting verbs'
+ * are checked (names, then types and ranges, naming the verb), before
+ * Node's stream sees them: it would throw its own ERR_INVALID_ARG_VALUE or
+ * ERR_INVALID_ARG_TYPE for a bad value, and ignore a misspelt name.
+ */
+function checkStreamOptions(options: unknown, verb: string, names: readonly string[]): void {
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
   }
-  if (options.type !== undefined) checkType(options.type, verb);
+  checkOptionNames(options, names, verb);
+  const { highWaterMark, signal, closeOnFinish } = options as { highWaterMark?: unknown; signal?: unknown; closeOnFinish?: unknown };
+  if (highWaterMark !== undefined) {
+    const rule = 'must be an integer >= 0 (messages the stream buffers)';
+    if (typeof highWaterMark !== 'number' || !Number.isInteger(highWaterMark)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: highWaterMark=${shown(highWaterMark)} ${rule}`);
+    }
+    if (highWaterMark < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: highWaterMark=${highWaterMark} ${rule}`);
+  }
+  checkSignal(verb, signal);
+  if (closeOnFinish !== undefined && typeof closeOnFinish !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: closeOnFinish=${shown(closeOnFinish)} must be a boolean`);
+  }
 }
 
 /**
@@ -1213,6 +1246,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * buffer is full, so the ring fills and applies back-pressure to the writer.
    */
   readable(options: { highWaterMark?: number; signal?: AbortSignal } = {}): Readable {
+    checkStreamOptions(options, `${this.#kind}.readable`, READABLE_OPTION_NAMES);
     const stream: Readable = new Readable({
       objectMode: true,
       highWaterMark: options.highWaterMark ?? 16,
@@ -1233,6 +1267,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * writer back. Ending the stream closes the ring (the reader then ends).
    */
   writable(options: { highWaterMark?: number; signal?: AbortSignal; closeOnFinish?: boolean } = {}): Writable {
+    checkStreamOptions(options, `${this.#kind}.writable`, WRITABLE_OPTION_NAMES);
     return new Writable({
       highWaterMark: options.highWaterMark ?? 16,
       objectMode: true,

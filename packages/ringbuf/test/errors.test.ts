@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, LatestValue, MpmcQueue, SpscRing, select, selectSync } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -337,6 +337,48 @@ describe('ring errors (docs/ERRORS.md)', () => {
     latest.publish(new Uint8Array([3]));
     assert.equal((await latest.changed(0, { timeoutMs: 0, spin: 0, poll: 0, signal, ref: false })).version, 1);
     assert.equal(latest.changedSync(0, { timeoutMs: 0, spin: 0, signal }).version, 1);
+  });
+
+  it('refuses a readable() or writable() option it does not take, or one of the wrong type, naming the verb, before Node sees it', () => {
+    const bregion = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(bregion, { capacity: 256 });
+    const ends = [
+      { name: 'SpscRing', reader: spsc().ring, writer: undefined },
+      { name: 'MpscRing', reader: MpscRing.create(sab(MpscRing.regionSize({ capacity: 256 })), { capacity: 256 }), writer: undefined },
+      {
+        name: 'MpmcQueue',
+        reader: MpmcQueue.create(sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 })), { capacity: 4, slotSize: 8 }),
+        writer: undefined,
+      },
+      { name: 'Broadcast', reader: Broadcast.subscribe(bregion), writer: pub },
+    ];
+    const refused = (verb: string, error: string, message: RegExp) => (err: ShmringError) =>
+      err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && err.name === error && err.message.startsWith(`${verb}: `) && message.test(err.message);
+    for (const { name, reader, writer = reader } of ends) {
+      const [readable, writable] = [`${name}.readable`, `${name}.writable`];
+      const read = (options: unknown) => () => reader.readable(options as never).destroy();
+      const write = (options: unknown) => () => writer.writable(options as never).destroy();
+      assert.throws(
+        read({ highWatermark: 3 }),
+        refused(readable, 'TypeError', /unknown option "highWatermark" \(did you mean "highWaterMark"\?\)/),
+      );
+      assert.throws(read({ closeOnFinish: true }), refused(readable, 'TypeError', /unknown option "closeOnFinish"/));
+      assert.throws(read({ highWaterMark: 'x' }), refused(readable, 'TypeError', /highWaterMark="x"/));
+      assert.throws(read({ highWaterMark: -1 }), refused(readable, 'RangeError', /highWaterMark=-1/));
+      assert.throws(read({ signal: 5 }), refused(readable, 'TypeError', /signal=5/));
+      assert.throws(read(null), refused(readable, 'TypeError', /options=null/));
+      assert.throws(
+        write({ closeOnFnish: true }),
+        refused(writable, 'TypeError', /unknown option "closeOnFnish" \(did you mean "closeOnFinish"\?\)/),
+      );
+      assert.throws(write({ highWaterMark: 1.5 }), refused(writable, 'TypeError', /highWaterMark=1\.5/));
+      assert.throws(write({ signal: {} }), refused(writable, 'TypeError', /signal=/));
+      assert.throws(write({ closeOnFinish: 'no' }), refused(writable, 'TypeError', /closeOnFinish="no"/));
+      // What they take still passes, and the ring is left open.
+      read({ highWaterMark: 0, signal: new AbortController().signal })();
+      write({ highWaterMark: 4, signal: new AbortController().signal, closeOnFinish: false })();
+      assert.equal(reader.closed, false, name);
+    }
   });
 
   it('refuses offset in regionSize, which would ignore it: a ring at offset needs offset + regionSize() bytes', () => {
