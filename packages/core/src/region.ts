@@ -102,9 +102,12 @@ const SNAPSHOT_OPTION_NAMES: readonly string[] = ['size', 'name'];
 
 /** Names to remove at exit, by backing. */
 const unlinkAtExit = new Map<string, () => void>();
+/** Whether the exit listener that empties unlinkAtExit is added: once, though unlink() may empty the map many times. */
+let exitListener = false;
 
 function removeAtExit(key: string, remove: () => void): void {
-  if (unlinkAtExit.size === 0) {
+  if (!exitListener) {
+    exitListener = true;
     process.once('exit', () => {
       for (const run of unlinkAtExit.values()) {
         try {

@@ -503,6 +503,17 @@ describe('unlinkOnExit', () => {
     }
   });
 
+  it('adds one exit listener per process, however many regions are created with it and unlinked', () => {
+    // Each create after an unlink() had emptied the list of names added another, never removed (MaxListenersExceededWarning).
+    const before = process.listenerCount('exit');
+    for (let i = 0; i < 20; i++) {
+      const region = Region.create({ backing: 'posix', name: uniqueName(`exit-listener-${i}`), size: 4096, unlinkOnExit: true });
+      region.unlink();
+      region.close();
+    }
+    assert.ok(process.listenerCount('exit') <= before + 1, `${process.listenerCount('exit') - before} exit listeners were added`);
+  });
+
   it('removes the name when a SIGTERM handler calls process.exit()', async () => {
     const name = uniqueName('sigterm-handled');
     try {

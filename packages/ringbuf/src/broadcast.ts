@@ -129,8 +129,9 @@ export interface BroadcastOptions {
   peerTimeoutMs?: number;
 }
 
-/** The options of create (and regionSize, which may be given the same object), and of subscribe. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of subscribe. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'offset', 'peerTimeoutMs'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'peerTimeoutMs'];
 const SUBSCRIBE_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface SubscribeOptions {
@@ -171,14 +172,14 @@ function wrongEnd(verb: string, end: 'publisher' | 'subscriber'): ShmringError {
   );
 }
 
-function checkSubscribers(subscribers: unknown): number {
+function checkSubscribers(subscribers: unknown, verb: string): number {
   if (subscribers === undefined) return B.DEFAULT_SUBSCRIBERS;
   const rule = `subscribers must be an integer in [0, ${B.MAX_SUBSCRIBERS}] (subscriber slots in the region)`;
   if (typeof subscribers !== 'number' || !Number.isInteger(subscribers)) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${shown(subscribers)}`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${rule}, got ${shown(subscribers)}`);
   }
   if (subscribers < 0 || subscribers > B.MAX_SUBSCRIBERS) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast: ${rule}, got ${subscribers}`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${rule}, got ${subscribers}`);
   }
   return subscribers;
 }
@@ -374,11 +375,16 @@ function resumePoint(
 export class Broadcast {
   private constructor() {}
 
-  /** Bytes a region needs for a Broadcast of `capacity` data bytes and `subscribers` slots (default 16). */
+  /**
+   * Bytes a Broadcast of `capacity` data bytes and `subscribers` slots
+   * (default 16) takes: what a region needs for one at offset 0; one at
+   * `offset` needs offset + regionSize(). So `offset` is refused here
+   * (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
-    checkOptionsObject(options, 'Broadcast.regionSize', CREATE_OPTION_NAMES);
+    checkOptionsObject(options, 'Broadcast.regionSize', SIZE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.regionSize');
-    return B.broadcastSize(capacity, checkSubscribers(options.subscribers));
+    return B.broadcastSize(capacity, checkSubscribers(options.subscribers, 'Broadcast.regionSize'));
   }
 
   /**
@@ -397,7 +403,7 @@ export class Broadcast {
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
     checkOptionsObject(options, 'Broadcast.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.create');
-    const subscribers = checkSubscribers(options.subscribers);
+    const subscribers = checkSubscribers(options.subscribers, 'Broadcast.create');
     const lossless = options.lossless ?? false;
     if (typeof lossless !== 'boolean') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
@@ -592,7 +598,7 @@ export class BroadcastPublisher extends BroadcastEnd {
    * not held back by them for ever.
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'Broadcast.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Broadcast.tryWrite needs a Uint8Array (or Buffer)');
     }
@@ -768,6 +774,10 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   drain(_handler: DrainHandler, _limit?: number): number {
     throw wrongEnd('drain', 'publisher');
+  }
+
+  protected override replacement(): string {
+    return 'create a new publisher (Broadcast.create)';
   }
 }
 
@@ -1079,5 +1089,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
   protected override dropViews(): void {
     super.dropViews();
     this.#scratch = CLOSED_U8;
+  }
+
+  protected override replacement(): string {
+    return 'subscribe a new one (Broadcast.subscribe)';
   }
 }

@@ -8,7 +8,7 @@ import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './lat
 import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
 import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
-import { checkWaitOptions, regionWhere, shown, type WriteOptions } from './queue.js';
+import { regionWhere, shown } from './queue.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST | typeof KIND_MPSC;
@@ -65,8 +65,10 @@ export function ringMemory(region: Region, base: number, ringSize: number, what:
  */
 export function checkOptionsObject(options: unknown, verb: string, names: readonly string[]): void {
   if (options === undefined) return;
-  if (options === null || typeof options !== 'object') checkWaitOptions(options as WriteOptions, verb);
-  else checkOptionNames(options, names, verb);
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
+  }
+  checkOptionNames(options, names, verb);
 }
 
 /**
@@ -85,15 +87,15 @@ export function checkOffset(offset: unknown, verb: string): number {
   return offset;
 }
 
-/** Checks a power-of-two capacity in [min, max]; the error names it and `verb`. */
-export function checkCapacity(capacity: unknown, min: number, max: number, verb: string): number {
+/** Checks a power-of-two capacity in [min, max]; the error names it, `verb`, and what it counts (`unit`). */
+export function checkCapacity(capacity: unknown, min: number, max: number, verb: string, unit = "bytes of the ring's data area"): number {
   if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: capacity must be an integer, got ${shown(capacity)}`);
   }
   if (capacity < min || capacity > max || (capacity & (capacity - 1)) !== 0) {
     throw new ShmringRangeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: capacity=${capacity} must be a power of two in [${min}, ${max}] (bytes of the ring's data area)`,
+      `${verb}: capacity=${capacity} must be a power of two in [${min}, ${max}] (${unit})`,
     );
   }
   return capacity;

@@ -47,16 +47,22 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { checkType, checkWaitOptions, claimPlace, shown, WAIT_OPTION_NAMES } from './queue.js';
+import { checkType, checkWaitOptions, claimPlace, optionNames, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
-/** updates() takes `since` beside the waiting options. */
-const UPDATES_OPTION_NAMES: readonly string[] = [...WAIT_OPTION_NAMES, 'since'];
-/** The options of create (and regionSize, which may be given the same object), and of attach. */
+/**
+ * The options of changed(), changedSync() and updates() (which takes `since` beside changed()'s): no
+ * peerTimeoutMs (a new writer may come: WRITER_WAIT) nor type; `poll` and `ref` are the Promise verbs'.
+ */
+const CHANGED_OPTIONS = optionNames('timeoutMs', 'spin', 'poll', 'signal', 'ref');
+const CHANGED_SYNC_OPTIONS = optionNames('timeoutMs', 'spin', 'signal');
+const UPDATES_OPTIONS = optionNames(...CHANGED_OPTIONS.names, 'since');
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['maxSize', 'offset'];
+const SIZE_OPTION_NAMES: readonly string[] = ['maxSize'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface LatestOptions {
@@ -129,18 +135,15 @@ function corrupt(what: string): ShmringError {
   return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
 }
 
-function checkMaxSize(maxSize: unknown): number {
+function checkMaxSize(maxSize: unknown, verb: string): number {
   if (typeof maxSize !== 'number' || !Number.isInteger(maxSize)) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `LatestValue: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
+      `${verb}: maxSize=${shown(maxSize)} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
     );
   }
   if (maxSize < 0 || maxSize > V.MAX_VALUE_SIZE) {
-    throw new ShmringRangeError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `LatestValue: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`,
-    );
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: maxSize=${maxSize} must be an integer in [0, ${V.MAX_VALUE_SIZE}]`);
   }
   return maxSize;
 }
@@ -197,16 +200,21 @@ export class LatestValue {
     this.#roles = roles;
   }
 
-  /** Bytes a region needs to hold a LatestValue of values up to `maxSize` bytes. */
-  static regionSize(options: LatestOptions): number {
-    checkOptionsObject(options, 'LatestValue.regionSize', CREATE_OPTION_NAMES);
-    return V.latestSize(checkMaxSize(options?.maxSize));
+  /**
+   * Bytes a LatestValue of values up to `maxSize` bytes takes: what a
+   * region needs for one at offset 0; one at `offset` needs offset +
+   * regionSize(). So `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT),
+   * not ignored.
+   */
+  static regionSize(options: Omit<LatestOptions, 'offset'>): number {
+    checkOptionsObject(options, 'LatestValue.regionSize', SIZE_OPTION_NAMES);
+    return V.latestSize(checkMaxSize(options?.maxSize, 'LatestValue.regionSize'));
   }
 
   /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
   static create(region: Region, options: LatestOptions): LatestValue {
     checkOptionsObject(options, 'LatestValue.create', CREATE_OPTION_NAMES);
-    const maxSize = checkMaxSize(options?.maxSize);
+    const maxSize = checkMaxSize(options?.maxSize, 'LatestValue.create');
     const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
@@ -246,7 +254,7 @@ export class LatestValue {
         `LatestValue.publish: length=${bytes.length} is larger than maxSize=${this.maxSize}`,
       );
     }
-    checkType(type);
+    checkType(type, 'LatestValue.publish');
     if (!this.#writer) this.#takeWriter();
     const version = this.#version + 1;
     const slot = version & 1; // parity of the low 32 bits, which is the version's
@@ -454,7 +462,7 @@ export class LatestValue {
    */
   async changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
     const since = checkVersion(sinceVersion, 'LatestValue.changed');
-    checkWaitOptions(options, 'LatestValue.changed');
+    checkWaitOptions(options, 'LatestValue.changed', CHANGED_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError();
     const now = this.#changedAttempt(since);
     if (now !== undefined) {
@@ -483,9 +491,9 @@ export class LatestValue {
   }
 
   /** changed(), parking the thread (workers and dedicated processes). */
-  changedSync(sinceVersion: number, options?: ChangedOptions): LatestRead {
+  changedSync(sinceVersion: number, options?: Omit<ChangedOptions, 'poll' | 'ref'>): LatestRead {
     const since = checkVersion(sinceVersion, 'LatestValue.changedSync');
-    checkWaitOptions(options, 'LatestValue.changedSync');
+    checkWaitOptions(options, 'LatestValue.changedSync', CHANGED_SYNC_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError();
     const now = this.#changedAttempt(since);
     if (now !== undefined) return now;
@@ -511,7 +519,7 @@ export class LatestValue {
    */
   async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
     // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
-    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTION_NAMES);
+    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTIONS);
     const { since, ...wait } = options;
     let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
     for (;;) {

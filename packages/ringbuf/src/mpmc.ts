@@ -117,7 +117,7 @@ export class MpmcQueue extends Queue {
 
   static #check(options: MpmcOptions, verb: string): [capacity: number, slotSize: number] {
     checkOptionsObject(options, verb, OPTION_NAMES);
-    const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY, verb);
+    const capacity = checkCapacity(options?.capacity, L.MPMC_MIN_CAPACITY, L.MAX_CAPACITY, verb, 'slots of the queue');
     const slotSize = checkInteger('slotSize', options.slotSize, 0, L.MAX_SLOT_SIZE, verb);
     const size = L.mpmcRingSize(capacity, slotSize);
     if (!Number.isSafeInteger(size)) {
@@ -286,7 +286,7 @@ export class MpmcQueue extends Queue {
 
   /** Copies `bytes` into a free slot. Returns false if the queue is full. */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'MpmcQueue.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpmcQueue.tryWrite needs a Uint8Array (or Buffer)');
     }

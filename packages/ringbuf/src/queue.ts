@@ -75,13 +75,18 @@ function checkBytes(bytes: unknown, what: string): void {
   }
 }
 
-/** Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE] (RangeError otherwise). */
-export function checkType(type: number): void {
+/**
+ * Checks a message type: an integer (TypeError otherwise) in [0, MAX_TYPE]
+ * (RangeError otherwise); the error names the verb that was given it when
+ * `verb` says (`SpscRing.tryWrite: type=-1 …`).
+ */
+export function checkType(type: number, verb?: string): void {
   if (type >>> 0 !== type || type > L.MAX_TYPE) {
+    const who = verb === undefined ? '' : `${verb}: `;
     if (typeof type !== 'number' || !Number.isInteger(type)) {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
     }
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${type} must be an integer in [0, ${L.MAX_TYPE}]`);
   }
 }
 
@@ -111,7 +116,7 @@ function checkTime(verb: string, name: string, value: unknown, unit: string, inf
  * the day the ring is empty. The verbs' fast path: comparisons only; the
  * errors are made by explainWaitOptions.
  */
-export function checkWaitOptions(options: WriteOptions | undefined, verb: string, names: readonly string[] = WAIT_OPTION_NAMES): void {
+export function checkWaitOptions(options: WriteOptions | undefined, verb: string, known: OptionNames): void {
   if (options === undefined) return;
   if (typeof options === 'object' && options !== null) {
     const { timeoutMs, peerTimeoutMs, spin, poll, signal, type, ref } = options;
@@ -127,32 +132,59 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
       // The names of an object seen last time are not walked again: walking them cost 50-75 ns a call
       // (write + readSync with one options object: 154-193 ns a pair without, 277-376 with, in one run).
       // So a name added to that very object after it was passed is not seen; any other object is checked.
-      if (options !== namesChecked) {
-        checkOptionNames(options, names, verb);
-        if (names === WAIT_OPTION_NAMES) namesChecked = options;
+      // One memo per list of names: an object that passed a write's names (type) may not pass a read's.
+      if (options !== known.walked) {
+        checkOptionNames(options, known.names, verb);
+        known.walked = options;
       }
       return;
     }
   }
-  explainWaitOptions(options, verb);
+  explainWaitOptions(options, verb, known);
 }
 
-/** The options of the waiting verbs; checkWaitOptions refuses any other name (a `timeout` would never time out). */
-export const WAIT_OPTION_NAMES: readonly string[] = ['timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'type', 'ref'];
+/**
+ * The option names of a waiting verb, exactly those it uses: checkWaitOptions
+ * refuses any other (a `timeout` would never time out; a `ref` given to a
+ * Sync verb would do nothing). `walked` is the options object whose names
+ * were walked against these last (this thread's; it holds that one object).
+ */
+export interface OptionNames {
+  readonly names: readonly string[];
+  walked: object | undefined;
+}
 
-/** The options object whose names checkWaitOptions walked last (this thread's; it holds that one object). */
-let namesChecked: object | undefined;
+export function optionNames(...names: string[]): OptionNames {
+  return { names, walked: undefined };
+}
+
+/** The Sync verbs take no `poll` or `ref`: they are the Promise verbs' (parkSync looks at neither); `type` is the writes'. */
+const READ_SYNC_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'signal');
+const WRITE_SYNC_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'signal', 'type');
+/** read, waitReadable, messages; and write. */
+const READ_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'ref');
+const WRITE_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'ref', 'type');
 
 /** checkWaitOptions' slow path: throws the error of the first wrong option (returns if none is wrong, e.g. a signal from another realm). */
-function explainWaitOptions(options: WriteOptions, verb: string): void {
+function explainWaitOptions(options: WriteOptions, verb: string, known: OptionNames): void {
   if (options === null || typeof options !== 'object') {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
   }
+  // The names first: a bad value of an option the verb does not take is not what is wrong with it.
+  checkOptionNames(options, known.names, verb);
   checkTime(verb, 'timeoutMs', options.timeoutMs, 'ms', true);
   checkTime(verb, 'peerTimeoutMs', options.peerTimeoutMs, 'ms', true);
   checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
   checkTime(verb, 'poll', options.poll, 'µs', true);
-  const signal = options.signal as unknown;
+  checkSignal(verb, options.signal);
+  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
+  }
+  if (options.type !== undefined) checkType(options.type, verb);
+}
+
+/** Checks a `signal` option, if given: an AbortSignal (looked at as one, so another realm's passes). */
+function checkSignal(verb: string, signal: unknown): void {
   if (
     signal !== undefined &&
     (signal === null ||
@@ -162,10 +194,35 @@ function explainWaitOptions(options: WriteOptions, verb: string): void {
   ) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: signal=${shown(signal)} must be an AbortSignal`);
   }
-  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
+}
+
+/** The options of readable() and writable(): Node's streams would ignore any other name. */
+const READABLE_OPTION_NAMES: readonly string[] = ['highWaterMark', 'signal'];
+const WRITABLE_OPTION_NAMES: readonly string[] = ['highWaterMark', 'signal', 'closeOnFinish'];
+
+/**
+ * Checks the options of readable() or writable() as the waiting verbs'
+ * are checked (names, then types and ranges, naming the verb), before
+ * Node's stream sees them: it would throw its own ERR_INVALID_ARG_VALUE or
+ * ERR_INVALID_ARG_TYPE for a bad value, and ignore a misspelt name.
+ */
+function checkStreamOptions(options: unknown, verb: string, names: readonly string[]): void {
+  if (options === null || typeof options !== 'object') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: options=${shown(options)} must be an object`);
   }
-  if (options.type !== undefined) checkType(options.type);
+  checkOptionNames(options, names, verb);
+  const { highWaterMark, signal, closeOnFinish } = options as { highWaterMark?: unknown; signal?: unknown; closeOnFinish?: unknown };
+  if (highWaterMark !== undefined) {
+    const rule = 'must be an integer >= 0 (messages the stream buffers)';
+    if (typeof highWaterMark !== 'number' || !Number.isInteger(highWaterMark)) {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: highWaterMark=${shown(highWaterMark)} ${rule}`);
+    }
+    if (highWaterMark < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: highWaterMark=${highWaterMark} ${rule}`);
+  }
+  checkSignal(verb, signal);
+  if (closeOnFinish !== undefined && typeof closeOnFinish !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: closeOnFinish=${shown(closeOnFinish)} must be a boolean`);
+  }
 }
 
 /**
@@ -684,8 +741,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   protected closedError(): ShmringError {
     return new ShmringError(
       ErrorCodes.CLOSED,
-      `${this.#kind}: this object of ${this.#where} is closed (or its region is); attach a new one to go on`,
+      `${this.#kind}: this object of ${this.#where} is closed (or its region is); ${this.replacement()} to go on`,
     );
+  }
+
+  /** How closedError says to get a new object of this kind: a Broadcast's ends are not attached. */
+  protected replacement(): string {
+    return 'attach a new one';
   }
 
   /** True once either side closed the ring (a snapshot). */
@@ -750,8 +812,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
-  writeSync(bytes: Uint8Array, options?: WriteOptions): void {
-    checkWaitOptions(options, this.#names.writeSync);
+  writeSync(bytes: Uint8Array, options?: Omit<WriteOptions, 'poll' | 'ref'>): void {
+    checkWaitOptions(options, this.#names.writeSync, WRITE_SYNC_OPTIONS);
     checkBytes(bytes, this.#names.writeSync);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
@@ -773,8 +835,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Reads one message, parking the thread while the ring is empty. Throws ERR_SHMRING_CLOSED once closed and drained. */
-  readSync(options?: WaitOptions): Uint8Array {
-    checkWaitOptions(options, this.#names.readSync);
+  readSync(options?: Omit<WaitOptions, 'poll' | 'ref'>): Uint8Array {
+    checkWaitOptions(options, this.#names.readSync, READ_SYNC_OPTIONS);
     const message = this.tryRead();
     if (message !== null) return message;
     try {
@@ -803,7 +865,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   write(bytes: Uint8Array, options?: WriteOptions): Promise<void> {
     let type: number;
     try {
-      checkWaitOptions(options, this.#names.write);
+      checkWaitOptions(options, this.#names.write, WRITE_OPTIONS);
       checkBytes(bytes, this.#names.write);
       type = options?.type ?? 0;
     } catch (err) {
@@ -932,7 +994,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   read(options?: WaitOptions): Promise<Uint8Array> {
     if (options !== undefined) {
       try {
-        checkWaitOptions(options, this.#names.read);
+        checkWaitOptions(options, this.#names.read, READ_OPTIONS);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -984,7 +1046,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   waitReadable(options?: WaitOptions): Promise<void> {
     try {
-      if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable);
+      if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable, READ_OPTIONS);
       if (this.#readableAttemptFn() !== undefined) {
         this.#readPoll.gotAtOnce();
         return RESOLVED;
@@ -1039,7 +1101,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * message's type. Wrong options throw here, before any read.
    */
   messages(options?: WaitOptions): AsyncIterableIterator<Uint8Array> {
-    checkWaitOptions(options, this.#names.messages);
+    checkWaitOptions(options, this.#names.messages, READ_OPTIONS);
     const signal = options?.signal;
     const stop = new WaitStop(); // return() ends the pending read with it
     let finished = false;
@@ -1184,6 +1246,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * buffer is full, so the ring fills and applies back-pressure to the writer.
    */
   readable(options: { highWaterMark?: number; signal?: AbortSignal } = {}): Readable {
+    checkStreamOptions(options, `${this.#kind}.readable`, READABLE_OPTION_NAMES);
     const stream: Readable = new Readable({
       objectMode: true,
       highWaterMark: options.highWaterMark ?? 16,
@@ -1204,6 +1267,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * writer back. Ending the stream closes the ring (the reader then ends).
    */
   writable(options: { highWaterMark?: number; signal?: AbortSignal; closeOnFinish?: boolean } = {}): Writable {
+    checkStreamOptions(options, `${this.#kind}.writable`, WRITABLE_OPTION_NAMES);
     return new Writable({
       highWaterMark: options.highWaterMark ?? 16,
       objectMode: true,

@@ -56,7 +56,7 @@ import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeErr
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
-import { checkWaitOptions, isDetachedAccess, Queue, READ_BLOCK, shown, WRITE_BLOCK } from './queue.js';
+import { checkWaitOptions, isDetachedAccess, optionNames, Queue, READ_BLOCK, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
 import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
@@ -111,6 +111,10 @@ export interface SelectOptions {
    */
   ref?: boolean;
 }
+
+/** The options select and selectSync take: `poll` and `ref` are select's (selectSync's wait looks at neither). */
+const SELECT_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'poll', 'signal', 'ref');
+const SELECT_SYNC_OPTIONS = optionNames('timeoutMs', 'peerTimeoutMs', 'spin', 'signal');
 
 /** What select throws for a dead peer: ERR_SHMRING_PEER_DEAD, naming the entry. */
 export interface SelectPeerDeadError extends ShmringError {
@@ -226,7 +230,13 @@ interface Call {
   readonly checkMs: number;
 }
 
-function checkCall(entries: readonly SelectEntry[], options: SelectOptions | undefined, what: string, most: number): Call {
+function checkCall(
+  entries: readonly SelectEntry[],
+  options: SelectOptions | undefined,
+  what: string,
+  known: OptionNames,
+  most: number,
+): Call {
   if (!Array.isArray(entries)) {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what} needs an array of queues / { queue, write } entries`);
   }
@@ -238,7 +248,7 @@ function checkCall(entries: readonly SelectEntry[], options: SelectOptions | und
     );
   }
   // Each option's type and range, with its class, before anything else; peerTimeoutMs as the queues' waits take it (0 included).
-  checkWaitOptions(options, what);
+  checkWaitOptions(options, what, known);
   const probes = entries.map((entry, i) => probeOf(entry, i, what));
   const started = performance.now();
   const deadline = deadlineOf(options, started);
@@ -437,9 +447,9 @@ const pollPacer = new PollPacer();
  * For workers and dedicated processes. At most MAX_WAIT_ANY (128) entries.
  * Publishes what this thread holds corked first, as every wait does.
  */
-export function selectSync(entries: readonly SelectEntry[], options?: SelectOptions): number {
+export function selectSync(entries: readonly SelectEntry[], options?: Omit<SelectOptions, 'poll' | 'ref'>): number {
   const what = 'selectSync';
-  const call = checkCall(entries, options, what, MAX_WAIT_ANY);
+  const call = checkCall(entries, options, what, SELECT_SYNC_OPTIONS, MAX_WAIT_ANY);
   try {
     return selectSyncChecked(entries, options, call, what);
   } catch (err) {
@@ -498,7 +508,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
  */
 export async function select(entries: readonly SelectEntry[], options?: SelectOptions): Promise<number> {
   const what = 'select';
-  const call = checkCall(entries, options, what, Infinity);
+  const call = checkCall(entries, options, what, SELECT_OPTIONS, Infinity);
   const pollMicros = pollPacer.pollMicros(options?.poll, false, call.started);
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);

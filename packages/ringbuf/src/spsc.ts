@@ -75,8 +75,9 @@ export interface SpscOptions {
   offset?: number;
 }
 
-/** The options of create (and regionSize, which may be given the same object), and of attach. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface AttachOptions {
@@ -159,9 +160,13 @@ export class SpscRing extends Queue {
     checkPositions(this.#producerPosition, this.#consumerPosition, capacity);
   }
 
-  /** Bytes a region needs to hold a SpscRing of `capacity` data bytes. */
-  static regionSize(options: SpscOptions): number {
-    checkOptionsObject(options, 'SpscRing.regionSize', CREATE_OPTION_NAMES);
+  /**
+   * Bytes a SpscRing of `capacity` data bytes takes: what a region needs
+   * for one at offset 0; one at `offset` needs offset + regionSize(). So
+   * `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   */
+  static regionSize(options: Omit<SpscOptions, 'offset'>): number {
+    checkOptionsObject(options, 'SpscRing.regionSize', SIZE_OPTION_NAMES);
     return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.regionSize'));
   }
 
@@ -376,7 +381,7 @@ export class SpscRing extends Queue {
    * full (nothing written). Does not look at the closed flag (writeSync/write do).
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'SpscRing.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing.tryWrite needs a Uint8Array (or Buffer)');
     }
@@ -414,7 +419,7 @@ export class SpscRing extends Queue {
    * claim a bound and write in place.
    */
   commit(offset: number, type = 0, length?: number): void {
-    checkType(type);
+    checkType(type, 'SpscRing.commit');
     // The length is checked only against an open claim (another offset is #checkClaim's error), before it closes.
     if (length !== undefined && offset === this.#claim.offset) this.#checkCommitLength(length);
     this.#checkClaim(offset, 'commit');

@@ -247,14 +247,22 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
   ];
 
   /** Each verb that takes wait options, run on a ring that holds one message (reads) or has room (writes). */
-  const VERBS: { verb: string; reads: boolean; call(q: AnyQueue, options: unknown): unknown }[] = [
-    { verb: 'readSync', reads: true, call: (q, o) => q.readSync(o as never) },
-    { verb: 'read', reads: true, call: (q, o) => q.read(o as never) },
-    { verb: 'messages', reads: true, call: (q, o) => q.messages(o as never).next() },
-    { verb: 'waitReadable', reads: true, call: (q, o) => q.waitReadable(o as never) },
-    { verb: 'writeSync', reads: false, call: (q, o) => q.writeSync(new Uint8Array(1), o as never) },
-    { verb: 'write', reads: false, call: (q, o) => q.write(new Uint8Array(1), o as never) },
+  const VERBS: { verb: string; reads: boolean; sync: boolean; call(q: AnyQueue, options: unknown): unknown }[] = [
+    { verb: 'readSync', reads: true, sync: true, call: (q, o) => q.readSync(o as never) },
+    { verb: 'read', reads: true, sync: false, call: (q, o) => q.read(o as never) },
+    { verb: 'messages', reads: true, sync: false, call: (q, o) => q.messages(o as never).next() },
+    { verb: 'waitReadable', reads: true, sync: false, call: (q, o) => q.waitReadable(o as never) },
+    { verb: 'writeSync', reads: false, sync: true, call: (q, o) => q.writeSync(new Uint8Array(1), o as never) },
+    { verb: 'write', reads: false, sync: false, call: (q, o) => q.write(new Uint8Array(1), o as never) },
   ];
+
+  /** A Sync verb takes no poll or ref (the Promise verbs' options): whatever their value, they are unknown options to it. */
+  const promiseOnly = (bad: (typeof BAD_OPTIONS)[number]): (typeof BAD_OPTIONS)[number] => {
+    const name = typeof bad.options === 'object' && bad.options !== null ? Object.keys(bad.options)[0] : undefined;
+    return name === 'poll' || name === 'ref'
+      ? { options: bad.options, error: 'TypeError', names: new RegExp(`unknown option "${name}"`) }
+      : bad;
+  };
 
   /** Runs `call`, sync or async, and returns what it threw (or undefined). */
   async function thrown(call: () => unknown): Promise<(Error & { code?: string }) | undefined> {
@@ -267,10 +275,9 @@ describe('edges: argument errors have the class and code docs/ERRORS.md gives th
   }
 
   for (const kind of KINDS) {
-    for (const { verb, reads, call } of VERBS) {
-      const cases = reads
-        ? BAD_OPTIONS
-        : [...BAD_OPTIONS, ...BAD_TYPES.map(({ type, error }) => ({ options: { type }, error, names: /type=/ }))];
+    for (const { verb, reads, sync, call } of VERBS) {
+      const options = sync ? BAD_OPTIONS.map(promiseOnly) : BAD_OPTIONS;
+      const cases = reads ? options : [...options, ...BAD_TYPES.map(({ type, error }) => ({ options: { type }, error, names: /type=/ }))];
       it(`${kind.name}.${verb} refuses ${cases.length} bad options, each before it reads or writes anything, though a message (or room) is there`, async function () {
         const region = Region.create({ backing: 'sab', size: kind.size });
         const queue = kind.create(region);

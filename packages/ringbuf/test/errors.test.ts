@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, MpmcQueue, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -84,6 +84,73 @@ describe('ring errors (docs/ERRORS.md)', () => {
       assert.throws(() => ring.tryWrite(new Uint8Array(1), type), { code: 'ERR_SHMRING_INVALID_ARGUMENT' }, String(type));
     }
     assert.equal(ring.tryRead(), null);
+  });
+
+  it('names the verb and its class in the error of a bad message type, whichever verb was given it', async () => {
+    const { ring } = spsc();
+    const queue = MpmcQueue.create(sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 })), { capacity: 4, slotSize: 8 });
+    const bregion = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(bregion, { capacity: 256 });
+    const latest = LatestValue.create(sab(LatestValue.regionSize({ maxSize: 8 })), { maxSize: 8 });
+    const one = new Uint8Array(1);
+    const named = (verb: string) => ({
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: new RegExp(`^${verb.replace('.', '\\.')}: type=-1 `),
+    });
+    assert.throws(() => ring.tryWrite(one, -1), named('SpscRing.tryWrite'));
+    const claimed = ring.claim(1);
+    assert.throws(() => ring.commit(claimed, -1), named('SpscRing.commit'));
+    ring.abort(claimed);
+    assert.throws(() => ring.writeSync(one, { type: -1 }), named('SpscRing.writeSync'));
+    await assert.rejects(ring.write(one, { type: -1 }), named('SpscRing.write'));
+    assert.throws(() => queue.tryWrite(one, -1), named('MpmcQueue.tryWrite'));
+    assert.throws(() => pub.tryWrite(one, -1), named('Broadcast.tryWrite'));
+    assert.throws(() => latest.publish(one, -1), named('LatestValue.publish'));
+    assert.equal(ring.size + queue.size + pub.published + latest.read().version, 0, 'nothing was written');
+  });
+
+  it("names the verb in the error of a Broadcast's subscribers or a LatestValue's maxSize, and says a MpmcQueue's capacity counts slots", () => {
+    assert.throws(() => Broadcast.regionSize({ capacity: 256, subscribers: 2000 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^Broadcast\.regionSize: subscribers /,
+    });
+    assert.throws(() => Broadcast.create(sab(65536), { capacity: 256, subscribers: 1.5 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^Broadcast\.create: subscribers /,
+    });
+    assert.throws(() => LatestValue.regionSize({ maxSize: -1 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^LatestValue\.regionSize: maxSize=-1 /,
+    });
+    assert.throws(() => LatestValue.create(sab(65536), { maxSize: 0.5 }), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      message: /^LatestValue\.create: maxSize=0\.5 /,
+    });
+    assert.throws(
+      () => MpmcQueue.regionSize({ capacity: 3, slotSize: 8 }),
+      (err: Error) => /\(slots of the queue\)$/.test(err.message),
+    );
+    assert.throws(
+      () => SpscRing.regionSize({ capacity: 100 }),
+      (err: Error) => /\(bytes of the ring's data area\)$/.test(err.message),
+    );
+  });
+
+  it('tells a closed Broadcast end to make a new one with Broadcast.subscribe or Broadcast.create, not to attach one', () => {
+    const region = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(region, { capacity: 256 });
+    const sub = Broadcast.subscribe(region);
+    sub.close();
+    pub.close();
+    assert.throws(() => sub.tryRead(), { code: 'ERR_SHMRING_CLOSED', message: /subscribe a new one \(Broadcast\.subscribe\) to go on$/ });
+    assert.throws(() => pub.tryWrite(new Uint8Array(1)), { code: 'ERR_SHMRING_CLOSED', message: /\(Broadcast\.create\) to go on$/ });
+    const { ring } = spsc();
+    ring.close();
+    assert.throws(
+      () => ring.tryRead(),
+      { code: 'ERR_SHMRING_CLOSED', message: /attach a new one to go on$/ },
+      'the other kinds attach one',
+    );
   });
 
   it('rejects a region too small for the ring', () => {
@@ -211,7 +278,7 @@ describe('ring errors (docs/ERRORS.md)', () => {
       () => SpscRing.create(region, { capacty: 256 } as never),
       refused(/^SpscRing\.create: unknown option "capacty" \(did you mean "capacity"\?\)/),
     );
-    assert.throws(() => SpscRing.regionSize({ capacity: 256, ofset: 64 } as never), refused(/"ofset" \(did you mean "offset"\?\)/));
+    assert.throws(() => SpscRing.attach(region, { ofset: 64 } as never), refused(/"ofset" \(did you mean "offset"\?\)/));
     assert.throws(() => MpmcQueue.regionSize({ capacity: 4, slotsize: 8 } as never), refused(/"slotsize" \(did you mean "slotSize"\?\)/));
     assert.throws(
       () => Broadcast.create(region, { capacity: 64, losless: true } as never),
@@ -227,6 +294,110 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
     assert.ok(ring.tryWrite(new Uint8Array([1])));
     assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
+  });
+
+  it('refuses the options a waiting verb does not use: type on a read, poll and ref on a Sync verb, peerTimeoutMs on a LatestValue wait', async () => {
+    const { ring } = spsc();
+    const latest = LatestValue.create(sab(LatestValue.regionSize({ maxSize: 8 })), { maxSize: 8 });
+    const unknown = (verb: string, name: string) => (err: ShmringError) =>
+      err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && err.message.startsWith(`${verb}: unknown option "${name}"`);
+    // timeoutMs 0 everywhere: an option ignored would wait on an empty ring, and time out at once.
+    const type = { type: 3, timeoutMs: 0 } as never;
+    assert.throws(() => ring.readSync(type), unknown('SpscRing.readSync', 'type'));
+    await assert.rejects(ring.read(type), unknown('SpscRing.read', 'type'));
+    await assert.rejects(ring.waitReadable(type), unknown('SpscRing.waitReadable', 'type'));
+    assert.throws(() => ring.messages(type), unknown('SpscRing.messages', 'type'));
+    await assert.rejects(select([ring], type), unknown('select', 'type'));
+    assert.throws(() => selectSync([ring], type), unknown('selectSync', 'type'));
+    for (const [name, value] of [
+      ['poll', 0],
+      ['ref', false],
+    ] as const) {
+      const options = { [name]: value, timeoutMs: 0 } as never;
+      assert.throws(() => ring.readSync(options), unknown('SpscRing.readSync', name));
+      assert.throws(() => selectSync([ring], options), unknown('selectSync', name));
+      assert.throws(() => latest.changedSync(0, options), unknown('LatestValue.changedSync', name));
+      while (ring.tryWrite(new Uint8Array(1))); // full: an ignored option would time out
+      assert.throws(() => ring.writeSync(new Uint8Array(1), options), unknown('SpscRing.writeSync', name));
+      while (ring.tryRead() !== null);
+    }
+    for (const name of ['peerTimeoutMs', 'type']) {
+      const options = { [name]: 1, timeoutMs: 0 } as never;
+      await assert.rejects(latest.changed(0, options), unknown('LatestValue.changed', name));
+      assert.throws(() => latest.changedSync(0, options), unknown('LatestValue.changedSync', name));
+      await assert.rejects(latest.updates(options).next(), unknown('LatestValue.updates', name));
+    }
+    // What each verb uses it still takes.
+    const signal = new AbortController().signal;
+    ring.writeSync(new Uint8Array([1]), { type: 7, timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, signal });
+    await ring.write(new Uint8Array([2]), { type: 8, timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, poll: 0, signal, ref: false });
+    assert.deepEqual([...ring.readSync({ timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, signal })], [1]);
+    assert.deepEqual([...(await ring.read({ timeoutMs: 0, peerTimeoutMs: 1000, spin: 0, poll: 0, signal, ref: false }))], [2]);
+    assert.equal(ring.lastType, 8);
+    latest.publish(new Uint8Array([3]));
+    assert.equal((await latest.changed(0, { timeoutMs: 0, spin: 0, poll: 0, signal, ref: false })).version, 1);
+    assert.equal(latest.changedSync(0, { timeoutMs: 0, spin: 0, signal }).version, 1);
+  });
+
+  it('refuses a readable() or writable() option it does not take, or one of the wrong type, naming the verb, before Node sees it', () => {
+    const bregion = sab(Broadcast.regionSize({ capacity: 256 }));
+    const pub = Broadcast.create(bregion, { capacity: 256 });
+    const ends = [
+      { name: 'SpscRing', reader: spsc().ring, writer: undefined },
+      { name: 'MpscRing', reader: MpscRing.create(sab(MpscRing.regionSize({ capacity: 256 })), { capacity: 256 }), writer: undefined },
+      {
+        name: 'MpmcQueue',
+        reader: MpmcQueue.create(sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 })), { capacity: 4, slotSize: 8 }),
+        writer: undefined,
+      },
+      { name: 'Broadcast', reader: Broadcast.subscribe(bregion), writer: pub },
+    ];
+    const refused = (verb: string, error: string, message: RegExp) => (err: ShmringError) =>
+      err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && err.name === error && err.message.startsWith(`${verb}: `) && message.test(err.message);
+    for (const { name, reader, writer = reader } of ends) {
+      const [readable, writable] = [`${name}.readable`, `${name}.writable`];
+      const read = (options: unknown) => () => reader.readable(options as never).destroy();
+      const write = (options: unknown) => () => writer.writable(options as never).destroy();
+      assert.throws(
+        read({ highWatermark: 3 }),
+        refused(readable, 'TypeError', /unknown option "highWatermark" \(did you mean "highWaterMark"\?\)/),
+      );
+      assert.throws(read({ closeOnFinish: true }), refused(readable, 'TypeError', /unknown option "closeOnFinish"/));
+      assert.throws(read({ highWaterMark: 'x' }), refused(readable, 'TypeError', /highWaterMark="x"/));
+      assert.throws(read({ highWaterMark: -1 }), refused(readable, 'RangeError', /highWaterMark=-1/));
+      assert.throws(read({ signal: 5 }), refused(readable, 'TypeError', /signal=5/));
+      assert.throws(read(null), refused(readable, 'TypeError', /options=null/));
+      assert.throws(
+        write({ closeOnFnish: true }),
+        refused(writable, 'TypeError', /unknown option "closeOnFnish" \(did you mean "closeOnFinish"\?\)/),
+      );
+      assert.throws(write({ highWaterMark: 1.5 }), refused(writable, 'TypeError', /highWaterMark=1\.5/));
+      assert.throws(write({ signal: {} }), refused(writable, 'TypeError', /signal=/));
+      assert.throws(write({ closeOnFinish: 'no' }), refused(writable, 'TypeError', /closeOnFinish="no"/));
+      // What they take still passes, and the ring is left open.
+      read({ highWaterMark: 0, signal: new AbortController().signal })();
+      write({ highWaterMark: 4, signal: new AbortController().signal, closeOnFinish: false })();
+      assert.equal(reader.closed, false, name);
+    }
+  });
+
+  it('refuses offset in regionSize, which would ignore it: a ring at offset needs offset + regionSize() bytes', () => {
+    const kinds: [string, (options: object) => number, (region: Region, options: object) => { close(): void }, object][] = [
+      ['SpscRing', (o) => SpscRing.regionSize(o as never), (r, o) => SpscRing.create(r, o as never), { capacity: 1024 }],
+      ['Broadcast', (o) => Broadcast.regionSize(o as never), (r, o) => Broadcast.create(r, o as never), { capacity: 1024 }],
+      ['LatestValue', (o) => LatestValue.regionSize(o as never), (r, o) => LatestValue.create(r, o as never), { maxSize: 8 }],
+      ['MpmcQueue', (o) => MpmcQueue.regionSize(o as never), (r, o) => MpmcQueue.create(r, o as never), { capacity: 4, slotSize: 8 }],
+    ];
+    for (const [name, regionSize, create, options] of kinds) {
+      assert.throws(
+        () => regionSize({ ...options, offset: 4096 }),
+        (err: ShmringError) =>
+          err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && new RegExp(`^${name}\\.regionSize: unknown option "offset"`).test(err.message),
+        name,
+      );
+      if (name === 'MpmcQueue') continue; // it is laid out at offset 0 only
+      create(sab(4096 + regionSize(options)), { ...options, offset: 4096 }).close();
+    }
   });
 
   it('rejects a ring of another layout version', () => {
