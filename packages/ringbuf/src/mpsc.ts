@@ -86,8 +86,9 @@ export interface MpscOptions {
   peerTimeoutMs?: number;
 }
 
-/** The options of create (and regionSize, which may be given the same object), and of attach. */
+/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset', 'peerTimeoutMs'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'peerTimeoutMs'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset', 'peerTimeoutMs'];
 
 export interface MpscAttachOptions extends AttachOptions {
@@ -201,9 +202,13 @@ export class MpscRing extends Queue {
     checkPositions(tail, this.#head, capacity);
   }
 
-  /** Bytes a region needs to hold an MpscRing of `capacity` data bytes. */
-  static regionSize(options: MpscOptions): number {
-    checkOptionsObject(options, 'MpscRing.regionSize', CREATE_OPTION_NAMES);
+  /**
+   * Bytes an MpscRing of `capacity` data bytes takes: what a region needs
+   * for one at offset 0; one at `offset` needs offset + regionSize(). So
+   * `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   */
+  static regionSize(options: Omit<MpscOptions, 'offset'>): number {
+    checkOptionsObject(options, 'MpscRing.regionSize', SIZE_OPTION_NAMES);
     return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.regionSize'));
   }
 
@@ -297,7 +302,7 @@ export class MpscRing extends Queue {
     this.#claim.checkWrite(length, this.maxMessageLength);
     // Observes a close() by the consumer: producers stop at once.
     if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
-      throw new ShmringError(ErrorCodes.CLOSED, 'the MpscRing was closed by its consumer; nothing more can be written');
+      throw new ShmringError(ErrorCodes.CLOSED, `MpscRing: ${this.where} was closed by its consumer; nothing more can be written`);
     }
     if (!this.isProducer) this.registerProducer();
     const capacity = this.capacity;
@@ -390,7 +395,7 @@ export class MpscRing extends Queue {
    * is full (nothing written). ERR_SHMRING_CLOSED once the consumer closed it.
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
-    checkType(type);
+    checkType(type, 'MpscRing.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpscRing.tryWrite needs a Uint8Array (or Buffer)');
     }
@@ -426,7 +431,7 @@ export class MpscRing extends Queue {
    * becomes padding, which the consumer skips).
    */
   commit(offset: number, type = 0, length?: number): void {
-    checkType(type);
+    checkType(type, 'MpscRing.commit');
     // The length is checked only against an open claim (another offset is #checkClaim's error), before it closes.
     if (length !== undefined && offset === this.#claim.offset) this.#checkCommitLength(length);
     this.#checkClaim(offset, 'commit');

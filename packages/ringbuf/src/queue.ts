@@ -80,9 +80,9 @@ function checkBytes(bytes: unknown, what: string): void {
  * (RangeError otherwise); the error names the verb that was given it when
  * `verb` says (`SpscRing.tryWrite: type=-1 …`).
  */
-export function checkType(type: number, verb?: string): void {
+export function checkType(type: number, verb: string): void {
   if (type >>> 0 !== type || type > L.MAX_TYPE) {
-    const who = verb === undefined ? '' : `${verb}: `;
+    const who = `${verb}: `;
     if (typeof type !== 'number' || !Number.isInteger(type)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
     }
@@ -755,6 +755,11 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const ctl = this.ctl;
     // Observes close()'s flag; readers still drain what was published before it.
     return ctl.length === 0 || (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0;
+  }
+
+  /** The ring, named as errors name it (the region it is in, and where). */
+  protected get where(): string {
+    return this.#where;
   }
 
   #peerClosedError(reading: boolean): ShmringError {

@@ -104,6 +104,11 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.writeSync(one, { type: -1 }), named('SpscRing.writeSync'));
     await assert.rejects(ring.write(one, { type: -1 }), named('SpscRing.write'));
     assert.throws(() => queue.tryWrite(one, -1), named('MpmcQueue.tryWrite'));
+    const mpsc = MpscRing.create(sab(MpscRing.regionSize({ capacity: 256 })), { capacity: 256 });
+    assert.throws(() => mpsc.tryWrite(one, -1), named('MpscRing.tryWrite'));
+    const at = mpsc.claim(1);
+    assert.throws(() => mpsc.commit(at, -1), named('MpscRing.commit'));
+    mpsc.abort(at);
     assert.throws(() => pub.tryWrite(one, -1), named('Broadcast.tryWrite'));
     assert.throws(() => latest.publish(one, -1), named('LatestValue.publish'));
     assert.equal(ring.size + queue.size + pub.published + latest.read().version, 0, 'nothing was written');
@@ -384,6 +389,7 @@ describe('ring errors (docs/ERRORS.md)', () => {
   it('refuses offset in regionSize, which would ignore it: a ring at offset needs offset + regionSize() bytes', () => {
     const kinds: [string, (options: object) => number, (region: Region, options: object) => { close(): void }, object][] = [
       ['SpscRing', (o) => SpscRing.regionSize(o as never), (r, o) => SpscRing.create(r, o as never), { capacity: 1024 }],
+      ['MpscRing', (o) => MpscRing.regionSize(o as never), (r, o) => MpscRing.create(r, o as never), { capacity: 1024 }],
       ['Broadcast', (o) => Broadcast.regionSize(o as never), (r, o) => Broadcast.create(r, o as never), { capacity: 1024 }],
       ['LatestValue', (o) => LatestValue.regionSize(o as never), (r, o) => LatestValue.create(r, o as never), { maxSize: 8 }],
       ['MpmcQueue', (o) => MpmcQueue.regionSize(o as never), (r, o) => MpmcQueue.create(r, o as never), { capacity: 4, slotSize: 8 }],

@@ -78,6 +78,10 @@ describe('MpscRing.close()', () => {
     assert.equal(producer.tryWrite(Uint8Array.of(1)), true);
     assert.deepEqual([...consumer.tryRead()!], [1]);
     consumer.close();
-    assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
+    // The error names the ring (its region, as every ERR_SHMRING_CLOSED does) and who closed it.
+    assert.throws(() => producer.tryWrite(Uint8Array.of(2)), {
+      code: ErrorCodes.CLOSED,
+      message: /^MpscRing: the ring in a memfd region \(fd \d+ of pid \d+\) was closed by its consumer; nothing more can be written$/,
+    });
   });
 });
