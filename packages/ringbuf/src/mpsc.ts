@@ -32,8 +32,9 @@
  *  - A record's TYPE and payload are written before the store of its
  *    positive LENGTH (the commit, a CAS from the negative claim), and read
  *    after the consumer observes that LENGTH. Only the consumer writes a
- *    committed record (to zero it), once its whole batch was handed out:
- *    a consumer that dies mid-batch leaves the batch whole for the next.
+ *    committed record (to zero it), and releases its room right after:
+ *    zeroed and not released, a record would read as a claim whose header
+ *    is not written yet to a next consumer (this one killed meanwhile).
  *  - Padding at the head is taken (zeroed and released) by every look for
  *    a record, the waits' too: a producer waiting for its room never waits
  *    on a consumer that waits for a message.
@@ -109,8 +110,9 @@ const WAKE_ALL = 0x7fffffff;
  */
 const MARK = ownThread().id;
 /**
- * Whether the claim mark's LENGTH store may be a plain store (#reserve):
- * only where the hardware keeps stores in order (x86-64's TSO). Elsewhere
+ * Whether the claim mark's LENGTH store (#reserve), and drain's release of
+ * each record but the batch's last, may be plain stores: only where the
+ * hardware keeps stores in order (x86-64's TSO). Elsewhere
  * (arm64, through koffi or a SharedArrayBuffer) a consumer could see the
  * mark before the pid in TYPE and, with peerTimeoutMs 0, take a live
  * producer's record back.
@@ -468,15 +470,12 @@ export class MpscRing extends Queue {
    * (consuming) padding, or -1 if none is committed yet. Leaves its payload
    * length, type and end position in #nextLength, #nextType, #nextEnd (each
    * word read once and checked). Padding consumed moves #head privately;
-   * the caller releases it. With `batchStart` (a drain's), stops a lap past
-   * it: from there on the records are the batch's, not zeroed yet.
+   * the caller releases it.
    */
-  #next(batchStart?: number): number {
+  #next(): number {
     const data32 = this.#data32;
     for (;;) {
       const head = this.#head;
-      // A drain that has gone round the ring from batchStart: the header here is one it took and has not zeroed yet.
-      if (batchStart !== undefined && ((head - batchStart) | 0) >= this.capacity) return -1;
       const at = (head & this.#mask) >> 2;
       // Observes the claimer's commit: TYPE and payload are read after it.
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
@@ -652,14 +651,12 @@ export class MpscRing extends Queue {
 
   /**
    * Hands each committed record to `handler(data, offset, length, type)` in
-   * place, up to `limit` records; returns how many. The batch's records are
-   * zeroed and the head released once, after the batch (also if a handler
-   * throws: the record it threw on counts as taken). A consumer killed in a
-   * handler leaves its batch in the ring, unzeroed, for the next consumer
-   * to take again: zeroed before the release, the records would read as
-   * claims whose header is not written yet, which hold the head while any
-   * producer lives. Never waits. Arguments are checked before anything is
-   * taken.
+   * place, up to `limit` records; returns how many. Each record is zeroed
+   * and its room given back once its handler returns (or throws: the record
+   * counts as taken); parked producers are woken once, after the batch. A
+   * consumer killed in a handler leaves the record in hand, and all after
+   * it, to the next consumer. Never waits. Arguments are checked before
+   * anything is taken.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
@@ -673,46 +670,43 @@ export class MpscRing extends Queue {
     this.#draining = true;
     try {
       while (count < max && this.ctl.length !== 0) {
-        const at = this.#next(start);
+        const at = this.#next();
         if (at < 0) break;
-        this.#head = this.#nextEnd; // private until the release below
+        const index = at << 2;
+        const size = (this.#nextEnd - this.#head) >>> 0;
+        this.#head = this.#nextEnd;
         count++;
-        handler(data, (at << 2) + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
+        try {
+          handler(data, index + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
+        } finally {
+          if (ctl.length !== 0) {
+            data.fill(0, index, index + size);
+            // Publishes the zeroed record's room (as #release, without its wake-up: once per batch, below).
+            // Zeroed and not released, the record would read as a claim whose header is not written yet to a
+            // next consumer (this one killed in a later handler), and hold the head while any producer lives.
+            if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = this.#head;
+            else Atomics.store(ctl, L.CONSUMER_POSITION_I32, this.#head);
+          }
+        }
       }
     } finally {
       this.#draining = false;
       // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#head !== start && ctl.length !== 0) {
-        this.#zero(data, start, this.#head);
-        this.#release(this.#head, ctl);
-      }
+      if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
   }
 
-  /** A drain() is handing out records: they are released (and zeroed) only once it returns. */
+  /** A drain() is handing out records: the one in hand is zeroed and released once its handler returns. */
   #draining = false;
 
-  /** A read verb called from a drain() handler: it would release the batch's records before they are zeroed. */
+  /** A read verb called from a drain() handler: it would release the record in hand before it is zeroed. */
   #inDrain(verb: string): ShmringError {
     return new ShmringError(
       ErrorCodes.BUSY,
       `MpscRing.${verb}: called from a drain() handler of the same consumer; take the next records once drain() returns`,
     );
-  }
-
-  /** Zeroes the taken space from position `from` to `to` (at most a lap; it may wrap round the end). */
-  #zero(data: Uint8Array, from: number, to: number): void {
-    const bytes = (to - from) >>> 0;
-    const start = from & this.#mask;
-    const end = start + bytes;
-    if (end <= this.capacity) {
-      data.fill(0, start, end);
-    } else {
-      data.fill(0, start, this.capacity);
-      data.fill(0, 0, end - this.capacity);
-    }
   }
 
   // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
