@@ -259,7 +259,8 @@ export class MpscRing extends Queue {
    */
   override close(): void {
     const producerOnly = this.isProducer && !this.isConsumer;
-    const attachedUnused = !this.isProducer && !this.isConsumer && !this.#created;
+    // A consumer role a wait took only to take padding or a dead claim (#becomeConsumer) is no reading.
+    const attachedUnused = !this.isProducer && (!this.isConsumer || this.#lookedOnly) && !this.#created;
     if (producerOnly || attachedUnused) this.detach();
     else {
       this.#giveUpClaim();
@@ -632,8 +633,9 @@ export class MpscRing extends Queue {
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain('tryRead');
+    if (this.#draining) throw this.#inDrain();
     if (!this.isConsumer) this.#takeConsumer();
+    this.#lookedOnly = false;
     const start = this.#head;
     const at = this.#next();
     if (at < 0) {
@@ -662,16 +664,22 @@ export class MpscRing extends Queue {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain('drain');
+    if (this.#draining) throw this.#inDrain();
     if (!this.isConsumer) this.#takeConsumer();
+    this.#lookedOnly = false;
     const data = this.data;
     const start = this.#head;
     let count = 0;
     this.#draining = true;
     try {
-      while (count < max && this.ctl.length !== 0) {
+      // At most a lap: each record's room goes back as it is taken, and producers may fill it meanwhile.
+      while (count < max && this.ctl.length !== 0 && ((this.#head - start) | 0) < this.capacity) {
+        const released = this.#head;
         const at = this.#next();
         if (at < 0) break;
+        // Padding #next zeroed before this record: released before the handler runs (a consumer killed in
+        // it must not leave zeroed, unreleased room at the head).
+        if (this.#head !== released) this.#storeHead(ctl, this.#head);
         const index = at << 2;
         const size = (this.#nextEnd - this.#head) >>> 0;
         this.#head = this.#nextEnd;
@@ -681,11 +689,9 @@ export class MpscRing extends Queue {
         } finally {
           if (ctl.length !== 0) {
             data.fill(0, index, index + size);
-            // Publishes the zeroed record's room (as #release, without its wake-up: once per batch, below).
             // Zeroed and not released, the record would read as a claim whose header is not written yet to a
             // next consumer (this one killed in a later handler), and hold the head while any producer lives.
-            if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = this.#head;
-            else Atomics.store(ctl, L.CONSUMER_POSITION_I32, this.#head);
+            this.#storeHead(ctl, this.#head);
           }
         }
       }
@@ -698,14 +704,26 @@ export class MpscRing extends Queue {
     return count;
   }
 
+  /**
+   * Publishes zeroed room to the producers, as #release does but without
+   * its wake-up (drain wakes them once, after the batch): on x86-64 a plain
+   * store (PLAIN_MARK), ordered after the zeroing stores by the hardware.
+   */
+  #storeHead(ctl: Int32Array, head: number): void {
+    // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
+    if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
+    else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
+  }
+
   /** A drain() is handing out records: the one in hand is zeroed and released once its handler returns. */
   #draining = false;
 
   /** A read verb called from a drain() handler: it would release the record in hand before it is zeroed. */
-  #inDrain(verb: string): ShmringError {
+  #inDrain(): ShmringError {
     return new ShmringError(
       ErrorCodes.BUSY,
-      `MpscRing.${verb}: called from a drain() handler of the same consumer; take the next records once drain() returns`,
+      `MpscRing: a read from a drain() handler of the same consumer (of ${this.where}) would give back the record in hand; ` +
+        'take the next records once drain() returns',
     );
   }
 
@@ -751,9 +769,13 @@ export class MpscRing extends Queue {
   protected override producerAlive(): boolean {
     const ctl = this.ctl;
     if (ctl.length === 0) return true;
-    // A wait that has not read yet (select, waitReadable) takes the role to take back a dead claim, unless
-    // another object holds it: that one does.
-    if (!this.isConsumer && !this.#becomeConsumer()) return true;
+    if (this.#draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
+    if (!this.isConsumer) {
+      // A wait that has not read yet (select, waitReadable) takes the role only to take back a claim at the
+      // head, and not if another object holds it (that one does). Observes the header at the stored head.
+      const at = (Atomics.load(ctl, L.CONSUMER_POSITION_I32) & this.#mask) >> 2;
+      if (Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32) >= 0 || !this.#becomeConsumer()) return true;
+    }
     const left = this.#producersLeft();
     let skipped = 0;
     for (;;) {
@@ -796,7 +818,10 @@ export class MpscRing extends Queue {
         if (passed !== 0) this.#takePadding();
         return false;
       }
-      if (length < 0) return this.#stuck(head, length) && this.#claimerGone(at);
+      if (length < 0) {
+        if (passed !== 0) this.#takePadding(); // its room, as tryRead gives it back, whatever the claim does
+        return this.#stuck(head, length) && this.#claimerGone(at);
+      }
       // A message, or a record no correct peer writes (tryRead reports it): ready either way. A padding
       // LENGTH past the end of the data area is one (its recordBytes could even wrap to a step of 0 round the ring).
       if (data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE || length < M.MPSC_RECORD_HEADER || length > this.capacity - (head & this.#mask))
@@ -823,16 +848,27 @@ export class MpscRing extends Queue {
     if (this.#head !== start) this.#release(this.#head, this.ctl);
   }
 
-  /** Takes the consumer role for a look (a wait that has not read yet): false if another object holds it. */
+  /**
+   * Takes the consumer role for a look (a wait that has not read yet):
+   * false if another object holds it, then and for every later look.
+   */
   #becomeConsumer(): boolean {
+    if (this.#lookRefused) return false;
     try {
       this.#takeConsumer();
+      this.#lookedOnly = true;
       return true;
     } catch (err) {
-      if ((err as ShmringError).code === ErrorCodes.BUSY) return false;
-      throw err;
+      if ((err as ShmringError).code !== ErrorCodes.BUSY) throw err;
+      this.#lookRefused = true;
+      return false;
     }
   }
+
+  /** The consumer role was taken by a look, and nothing was read since: close() only lets go. */
+  #lookedOnly = false;
+  /** A look found the consumer role held by another object: looks leave the head to it. */
+  #lookRefused = false;
 
   /** Room for a record of `length` payload bytes (and the padding before the wrap if it must wrap), as #reserve counts it. */
   protected writeReady(length: number): boolean {

@@ -70,6 +70,22 @@ describe('MpscRing.close()', () => {
     assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
   });
 
+  it('an attached object whose wait took padding at the head (and with it the consumer role) lets go on close(): the ring goes on', async () => {
+    const r = region();
+    MpscRing.create(r, { capacity: CAPACITY }).detach();
+    const producer = MpscRing.attach(r);
+    const waiter = MpscRing.attach(r);
+    producer.abort(producer.claim(8)); // padding at the head, nothing after it
+    await assert.rejects(waiter.waitReadable({ timeoutMs: 20 }), { code: ErrorCodes.TIMEOUT });
+    assert.equal(waiter.size, 0, 'the wait took the padding');
+    waiter.close();
+    assert.equal(producer.tryWrite(Uint8Array.of(7)), true, 'the waiter closed the ring');
+    const consumer = MpscRing.attach(r);
+    assert.deepEqual([...consumer.tryRead()!], [7]);
+    consumer.close();
+    producer.close();
+  });
+
   it("the consumer's close() ends the ring for every producer", () => {
     const r = region();
     MpscRing.create(r, { capacity: CAPACITY }).detach();
