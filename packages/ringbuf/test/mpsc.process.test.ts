@@ -319,18 +319,25 @@ describe('MpscRing with producer processes and threads', function () {
     assert.equal(ring.unblockedRecords, 1);
   });
 
+  /**
+   * A drainer process (the first consumer: the creator has not read) blocks in the handler of its `stall`-th
+   * record and is SIGKILLed; returns the next `count` messages the creator then reads.
+   */
+  async function readAfterDrainerKilled(stall: number, count: number): Promise<number[][]> {
+    const drainer = start({ role: 'drainer', stall });
+    await drainer.next('stalled');
+    await drainer.kill();
+    const got: number[][] = [];
+    for (let n = 0; n < count; n++) got.push([...(await ring.read({ timeoutMs: 5000, peerTimeoutMs: 100 }))]);
+    return got;
+  }
+
   it('a consumer killed in a drain() handler: the next consumer gets the record in hand again and all after it; the producers go on', async function () {
     const producer = MpscRing.attach(region);
     for (let seq = 0; seq < 10; seq++) assert.ok(producer.tryWrite(message(1, seq)));
-    // The creator has not read: the drainer takes the consumer role, and the creator takes it after its death.
-    const drainer = start({ role: 'drainer', stall: 3 });
-    await drainer.next('stalled');
-    await drainer.kill();
     // Records 0 and 1 were handled, zeroed and released; record 2 was in hand: it is taken again.
-    const got = [];
-    for (let n = 2; n < 10; n++) got.push([...(await ring.read({ timeoutMs: 5000, peerTimeoutMs: 100 }))]);
     assert.deepEqual(
-      got,
+      await readAfterDrainerKilled(3, 8),
       Array.from({ length: 8 }, (_, i) => [...message(1, i + 2)]),
     );
     assert.equal(ring.tryRead(), null);
@@ -350,13 +357,8 @@ describe('MpscRing with producer processes and threads', function () {
     for (let seq = 0; seq < 85; seq++) assert.ok(first.tryRead());
     first.detach(); // lets go of the consumer role; the ring goes on
     for (let seq = 85; seq < 90; seq++) assert.ok(producer.tryWrite(message(1, seq, 40)));
-    const drainer = start({ role: 'drainer', stall: 1 });
-    await drainer.next('stalled');
-    await drainer.kill();
-    const got = [];
-    for (let seq = 85; seq < 90; seq++) got.push([...(await ring.read({ timeoutMs: 5000, peerTimeoutMs: 100 }))]);
     assert.deepEqual(
-      got,
+      await readAfterDrainerKilled(1, 5),
       Array.from({ length: 5 }, (_, i) => [...message(1, 85 + i, 40)]),
     );
     producer.close();
