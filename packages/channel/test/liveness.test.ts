@@ -43,6 +43,17 @@ import {
 /** A peer's death must fail what waits on it within this long of the kill. */
 const DEATH_BOUND_MS = 100;
 
+/** How long one step of a test may take before it fails, naming the step. */
+const STEP_MS = 10_000;
+
+/** `promise`, or a rejection naming `step` (and what `state` says then) if it does not settle within STEP_MS. */
+async function within<T>(promise: Promise<T>, step: string, state?: () => Promise<string>): Promise<T> {
+  const settled = await settledWithin(promise, STEP_MS);
+  if (settled.status === 'fulfilled') return settled.value;
+  if (settled.status === 'rejected') throw settled.reason;
+  throw new Error(`${step}: still pending after ${STEP_MS} ms${state === undefined ? '' : ` (${await state()})`}`);
+}
+
 /** When `promise` settled (performance.now()), and how. */
 function track(promise: Promise<unknown>): Promise<{ at: number; error?: Error & { code?: string }; value?: unknown }> {
   return promise.then(
@@ -181,15 +192,22 @@ describe('liveness', function () {
     });
 
     it('a worker that closes its end and exits is a clean close, not a dead peer', async function () {
+      // Each step has a bound of its own, well inside the test's: a hang says which step it was,
+      // and whether the worker's end saw its own close.
       const [ch, handle] = channelPair({ capacity: 4096 });
       const worker = startWorker(handle, { role: 'echo' });
-      await workerEvent(worker, 'ready');
-      assert.equal(await ch.request('hi'), 'hi');
+      const workerClosed = workerEvent(worker, 'close');
+      workerClosed.catch(() => {}); // looked at only if a step hangs
+      const exited = once(worker, 'exit');
+      await workerEvent(worker, 'ready', STEP_MS);
+      assert.equal(await within(ch.request('hi'), 'the request before the close'), 'hi');
       const closeArg = closeEvent(ch);
       worker.postMessage({ stop: true });
-      assert.equal(await closeArg, undefined);
-      await rejectsWith(ch.receive(), 'ERR_SHMRING_CLOSED');
-      await once(worker, 'exit');
+      const said = async (): Promise<string> =>
+        (await settledWithin(workerClosed, 0)).status === 'fulfilled' ? 'the worker saw its close' : 'no close event from the worker';
+      assert.equal(await within(closeArg, "this end's 'close' after the worker's close()", said), undefined);
+      await rejectsWith(within(ch.receive(), 'a receive after the close'), 'ERR_SHMRING_CLOSED');
+      await within(exited, "the worker's exit", said);
     });
   });
 
