@@ -836,11 +836,21 @@ static void mpsc_zero(const struct ring *r, uint32_t index, uint32_t size) {
     memset(r->data + index + RECORD_TYPE, 0, size - RECORD_TYPE);
 }
 
-/* Step 4's release and step 5. */
-static void mpsc_release(const struct ring *r, const struct mpsc *s) {
+/* Step 4's release: stored after each record zeroed (padding included), before another is read or handed out. */
+static void mpsc_store_head(const struct ring *r, const struct mpsc *s) {
     /* Publishes the freed (read, zeroed) space to the producers; seq_cst for unpark's load of WRITE_WAITERS. */
     atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->head, memory_order_seq_cst);
+}
+
+/* Step 5: after one or more head stores. */
+static void mpsc_wake_producers(const struct ring *r) {
     unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* all: their records differ in size, one woken might not fit */
+}
+
+/* Step 4's release and step 5. */
+static void mpsc_release(const struct ring *r, const struct mpsc *s) {
+    mpsc_store_head(r, s);
+    mpsc_wake_producers(r);
 }
 
 /* "Liveness": whether any process holds the PRODUCER lock byte (every MpscRing producer holds it shared from its first claim). */
@@ -913,7 +923,11 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
     return 1;
 }
 
-/* "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. */
+/*
+ * "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. Before it
+ * returns 0 it has taken every padding record at the head (step 6), so a park() that calls it after announcing
+ * never sleeps on room a producer may be waiting for.
+ */
 static int mpsc_try_read(struct ring *r, void *arg) {
     struct mpsc *s = arg;
     uint32_t start = s->head;
@@ -938,9 +952,12 @@ static int mpsc_try_read(struct ring *r, void *arg) {
             || (type != PADDING_TYPE && (type < 0 || (uint32_t)length - RECORD_HEADER > spsc_max_message(r)))) {
             die(EXIT_CORRUPT, "record at %u claims length %d and type %d", index, length, type);
         }
-        if (type == PADDING_TYPE) { /* 3. skipped, zeroed, released with what follows */
+        if (type == PADDING_TYPE) {
+            /* 3. skipped; 4. zeroed and released at once: zeroed room behind the stored head would read, to a
+             *    consumer after us, as a claim whose header is not written yet. One wake (5) for all of it below. */
             mpsc_zero(r, index, size);
             s->head += size;
+            mpsc_store_head(r, s);
             continue;
         }
         uint32_t payload = (uint32_t)length - RECORD_HEADER;
@@ -950,10 +967,12 @@ static int mpsc_try_read(struct ring *r, void *arg) {
         memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
         mpsc_zero(r, index, size);
         s->head += size;
-        mpsc_release(r, s);
+        mpsc_release(r, s); /* wakes the producers for the padding before it too */
         return 1;
     }
-    if (s->head != start) mpsc_release(r, s); /* padding consumed */
+    /* 6. Nothing to read: the padding taken on the way is released (stored) already; a producer may be waiting
+     *    for its room, and no message would come to wake it otherwise. */
+    if (s->head != start) mpsc_wake_producers(r);
     return 0;
 }
 
