@@ -90,7 +90,6 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -727,6 +726,36 @@ static int mpmc_try_read(struct ring *r, void *arg) {
     return 1;
 }
 
+/* ---- liveness by /proc ("Liveness" in LAYOUT.md: where there is no lock to ask) ---- */
+
+/*
+ * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
+ * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
+ */
+static int start_time_of(uint32_t pid, uint32_t *start) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+    if (field == NULL || field[1] == '\0') return 0;
+    field += 2; /* field 3, the state */
+    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
+    for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
+    if (field == NULL) return 0;
+    *start = (uint32_t)strtoull(field + 1, NULL, 10);
+    return 1;
+}
+
+/* "Liveness": process (pid, start) is alive (start 0: any start time). */
+static int process_alive(uint32_t pid, uint32_t start) {
+    uint32_t now;
+    return start_time_of(pid, &now) && (start == 0 || now == start);
+}
+
 /* ---- MpscRing ("MpscRing (KIND 4)" in LAYOUT.md) ---- */
 
 struct mpsc {
@@ -860,9 +889,13 @@ static int mpsc_producers_left(const struct ring *r) {
     return l.l_type != F_UNLCK; /* a lock that would conflict with ours: someone holds it */
 }
 
-/* A pid is a live process (in our PID namespace); 0 (no pid given) counts as gone, as on the Node side. */
-static int pid_alive(int32_t pid) {
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+/*
+ * "Unblock": the claimer's id (TYPE: a thread id, or a single-threaded process's pid) names a live thread in our
+ * PID namespace: > 0 and /proc/<id>/stat there, its state neither Z nor X/x (Linux answers there for every thread
+ * id). A zombie is dead: it will never commit, though kill(id, 0) still finds it. No start time: the mark has none.
+ */
+static int claimer_alive(int32_t id) {
+    return id > 0 && process_alive((uint32_t)id, 0);
 }
 
 /* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
@@ -889,16 +922,16 @@ static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint
 
 /*
  * "Unblock": takes back the record at the head (LENGTH `length` <= 0, stuck for peer_timeout) if its claimer
- * can write no more: 1 if the head moved past it. LENGTH < 0: the claimer's pid (TYPE) is not a live process,
+ * can write no more: 1 if the head moved past it. LENGTH < 0: the claimer's id (TYPE) is not a live thread,
  * or no process holds the PRODUCER lock; then a CAS from the negative LENGTH to 0 takes it (the claimer's
  * commit CAS fails). LENGTH 0 (the claimer died between its tail CAS and its header store): only when no
  * process holds the PRODUCER lock; the claim is the zero LENGTH words up to the next header, the tail or the end.
  */
 static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_t length) {
     if (length < 0) {
-        /* The claimer's pid, stored before its negative LENGTH (observed by the caller's seq_cst load). */
+        /* The claimer's id, stored before its negative LENGTH (observed by the caller's seq_cst load). */
         int32_t claimer = (int32_t)load_u32(r->data + index + RECORD_TYPE);
-        if (pid_alive(claimer) && mpsc_producers_left(r)) return 0;
+        if (claimer_alive(claimer) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
@@ -1483,34 +1516,6 @@ static int latest_try_read(struct ring *r, void *arg) {
         if (again == p && (whole || (q & 1))) die(EXIT_CORRUPT, "the published slot %u does not hold version %u (SEQ=%u)", p & 1, p, q);
         p = again;
     }
-}
-
-/*
- * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
- * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
- */
-static int start_time_of(uint32_t pid, uint32_t *start) {
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) return 0;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
-    if (field == NULL || field[1] == '\0') return 0;
-    field += 2; /* field 3, the state */
-    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
-    for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
-    if (field == NULL) return 0;
-    *start = (uint32_t)strtoull(field + 1, NULL, 10);
-    return 1;
-}
-
-/* "Liveness": process (pid, start) is alive (start 0: any start time). */
-static int process_alive(uint32_t pid, uint32_t start) {
-    uint32_t now;
-    return start_time_of(pid, &now) && (start == 0 || now == start);
 }
 
 /*
