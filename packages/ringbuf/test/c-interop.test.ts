@@ -23,8 +23,11 @@
  * and each producer's in order (the type names the producer); a pausing C
  * producer waking Node parked in await read(); a C consumer that skips the
  * record of a Node producer SIGKILLed between claim and commit (LAYOUT.md,
- * "Unblock"), and only once it is dead. A Broadcast: a Node
- * publisher read by C subscribers and a C publisher read by Node, lossy
+ * "Unblock"), and only once it is dead, a zombie (killed, not yet reaped)
+ * counting as dead; a C consumer that, waiting, gives back the padding at
+ * its head (aborted claims) and wakes the Node producer parked for its
+ * room, and stores its head after each padding it zeroes. A Broadcast: a
+ * Node publisher read by C subscribers and a C publisher read by Node, lossy
  * (received + lost == published, nothing torn) and lossless (everything),
  * each side parking on the other; a pausing C publisher waking Node.
  */
@@ -179,6 +182,16 @@ async function waitFor(condition: () => boolean, what: string): Promise<void> {
   while (!condition()) {
     if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
     await sleep(5);
+  }
+}
+
+/** Process `pid`'s state (field 3 of /proc/<pid>/stat: 'R', 'S', 'Z', …), or null if it has no entry (reaped). */
+function processState(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3); // the name may hold ')'
+  } catch {
+    return null;
   }
 }
 
@@ -793,6 +806,99 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       for (; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i) + 7, failed);
       const { code, stderr } = await consumer.done;
       assert.equal(code, 0, stderr);
+      const stats = await statsOf(consumer);
+      assert.equal(stats.unblocked, 1, 'records the C consumer skipped');
+      assert.equal(ring.size, 0);
+    });
+
+    it('a C consumer waiting for a record takes the padding at its head (aborted claims) and wakes the Node producer parked for that room: every message in order', async () => {
+      const PER = 2_000;
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER)]);
+      peers = [consumer];
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      // Observes the C consumer's announcement (its seq_cst add to READ_WAITERS in park()).
+      await waitFor(() => Atomics.load(ctl, READ_WAITERS_I32) !== 0, 'the C consumer parked on the empty ring');
+      // Three producers (one open claim each) claim the whole ring: message 0 at [0, 8), then [8, 2056), [2056, 4096).
+      const second = MpscRing.attach(region!);
+      const third = MpscRing.attach(region!);
+      const first = ring.claim(patternLength(0));
+      const middle = second.claim(4096 / 2 - 8);
+      const last = third.claim(4096 - 2056 - 8);
+      assert.ok(first >= 0 && middle >= 0 && last >= 0 && ring.size === 4096, 'three claims fill the ring');
+      ring.commit(first, patternType(0));
+      // Observes the C consumer's head store after message 0 (mpsc_release's seq_cst store).
+      await waitFor(() => Atomics.load(ctl, CONSUMER_POSITION_I32) === 8, 'the C consumer read message 0');
+      // Message 1 needs 48 bytes, and 8 are free: Node parks (await write) until the C consumer wakes it.
+      const scratch = new Uint8Array(MAX_LENGTH);
+      const parked = writeOrWait(ring, patternMessage(scratch, 1), patternType(1), consumer.failed);
+      await waitFor(() => Atomics.load(ctl, WRITE_WAITERS_I32) !== 0, 'Node parked its write on the full ring');
+      const wakes = signalCount(region!, WRITE_SIGNAL_I32);
+      // Padding behind the open claim at the C consumer's head; then that claim becomes padding too, and the
+      // C consumer, waiting for message 1, finds only padding up to the tail: it must take (zero, release) it
+      // and wake the producers (LAYOUT.md, "Consumer", step 6), as no message would come to wake anyone.
+      third.abort(last);
+      second.abort(middle);
+      await parked;
+      assert.ok(signalCount(region!, WRITE_SIGNAL_I32) > wakes, 'the C consumer woke the parked Node producer');
+      second.close();
+      third.close();
+      for (let i = 2; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, 0, stderr);
+      assert.equal(ring.size, 0);
+    });
+
+    it('a C consumer stores its head after each padding it zeroes: one that exits at the record behind the padding leaves no zeroed room unreleased, and the next consumer reads that record', async () => {
+      // An aborted claim (112 bytes of padding) at the head, then a message longer than any of the pattern's,
+      // at which the C consumer exits (EXIT_MISMATCH) without taking it.
+      ring.abort(ring.claim(100));
+      const long = new Uint8Array(300).fill(0x5a);
+      assert.ok(ring.tryWrite(long, 3));
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, '1']);
+      peers = [consumer];
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, EXIT_MISMATCH, stderr);
+      assert.match(stderr, /longer than any message of the pattern/);
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      // Observes the C consumer's head store after the zeroed padding (mpsc_try_read's, seq_cst).
+      assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32), 112, 'the C consumer released the padding it zeroed');
+      // Unreleased zeroed room would read as a claim whose header is not written yet: this process (a live
+      // producer) would hold the next consumer there.
+      assert.deepEqual(ring.tryRead(), long);
+      assert.equal(ring.lastType, 3);
+      assert.equal(ring.size, 0);
+    });
+
+    it('a C consumer judges a SIGKILLed Node claimer that its parent has not reaped (a zombie) dead, and skips its claim while another producer lives', async () => {
+      const PER = 20;
+      const PEER_TIMEOUT_MS = 200;
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER), '--peer-timeout-ms', String(PEER_TIMEOUT_MS), '--stats']);
+      // The claimer's parent is a shell that execs sleep, which never waits: killed, the claimer stays a
+      // zombie until sleep ends (Node reaps its own children at once; this one is not Node's).
+      const parent = runPeer('/bin/sh', [
+        '-c',
+        '"$0" "$1" "$2" 0 0 claim & echo "pid $!"; exec sleep 60',
+        process.execPath,
+        WRITER_PATH,
+        regionPath,
+      ]);
+      peers = [consumer, parent];
+      await waitFor(() => parent.stdout.includes('claimed'), 'the Node producer claimed its record');
+      const claimer = Number(/pid (\d+)/.exec(parent.stdout)![1]);
+      // This process is a producer too (it holds the PRODUCER lock from its first write): the claimer's own
+      // liveness is all that tells the C consumer whether the claim at its head can still be committed.
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      await sleep(3 * PEER_TIMEOUT_MS);
+      // Observes the C consumer's head (mpsc_release's seq_cst store): still at the live claimer's record, at 0.
+      assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32), 0, 'the C consumer passed the open claim of a live producer');
+      process.kill(claimer, 'SIGKILL');
+      await waitFor(() => processState(claimer) === 'Z', `the killed claimer ${claimer} is a zombie`);
+      const deadline = 10 * PEER_TIMEOUT_MS + 2_000;
+      const finished = await Promise.race([consumer.done.then(() => true), sleep(deadline).then(() => false)]);
+      assert.ok(finished, `the C consumer still waits at the claim of zombie ${claimer} after ${deadline} ms`);
+      assert.equal(processState(claimer), 'Z', 'the claimer stayed a zombie while the C consumer judged it');
       const stats = await statsOf(consumer);
       assert.equal(stats.unblocked, 1, 'records the C consumer skipped');
       assert.equal(ring.size, 0);

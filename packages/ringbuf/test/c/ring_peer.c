@@ -90,7 +90,6 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -727,6 +726,36 @@ static int mpmc_try_read(struct ring *r, void *arg) {
     return 1;
 }
 
+/* ---- liveness by /proc ("Liveness" in LAYOUT.md: where there is no lock to ask) ---- */
+
+/*
+ * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
+ * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
+ */
+static int start_time_of(uint32_t pid, uint32_t *start) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+    if (field == NULL || field[1] == '\0') return 0;
+    field += 2; /* field 3, the state */
+    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
+    for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
+    if (field == NULL) return 0;
+    *start = (uint32_t)strtoull(field + 1, NULL, 10);
+    return 1;
+}
+
+/* "Liveness": process (pid, start) is alive (start 0: any start time). */
+static int process_alive(uint32_t pid, uint32_t start) {
+    uint32_t now;
+    return start_time_of(pid, &now) && (start == 0 || now == start);
+}
+
 /* ---- MpscRing ("MpscRing (KIND 4)" in LAYOUT.md) ---- */
 
 struct mpsc {
@@ -836,11 +865,21 @@ static void mpsc_zero(const struct ring *r, uint32_t index, uint32_t size) {
     memset(r->data + index + RECORD_TYPE, 0, size - RECORD_TYPE);
 }
 
-/* Step 4's release and step 5. */
-static void mpsc_release(const struct ring *r, const struct mpsc *s) {
+/* Step 4's release: stored after each record zeroed (padding included), before another is read or handed out. */
+static void mpsc_store_head(const struct ring *r, const struct mpsc *s) {
     /* Publishes the freed (read, zeroed) space to the producers; seq_cst for unpark's load of WRITE_WAITERS. */
     atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->head, memory_order_seq_cst);
+}
+
+/* Step 5: after one or more head stores. */
+static void mpsc_wake_producers(const struct ring *r) {
     unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* all: their records differ in size, one woken might not fit */
+}
+
+/* Step 4's release and step 5. */
+static void mpsc_release(const struct ring *r, const struct mpsc *s) {
+    mpsc_store_head(r, s);
+    mpsc_wake_producers(r);
 }
 
 /* "Liveness": whether any process holds the PRODUCER lock byte (every MpscRing producer holds it shared from its first claim). */
@@ -850,9 +889,13 @@ static int mpsc_producers_left(const struct ring *r) {
     return l.l_type != F_UNLCK; /* a lock that would conflict with ours: someone holds it */
 }
 
-/* A pid is a live process (in our PID namespace); 0 (no pid given) counts as gone, as on the Node side. */
-static int pid_alive(int32_t pid) {
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+/*
+ * "Unblock": the claimer's id (TYPE: a thread id, or a single-threaded process's pid) names a live thread in our
+ * PID namespace: > 0 and /proc/<id>/stat there, its state neither Z nor X/x (Linux answers there for every thread
+ * id). A zombie is dead: it will never commit, though kill(id, 0) still finds it. No start time: the mark has none.
+ */
+static int claimer_alive(int32_t id) {
+    return id > 0 && process_alive((uint32_t)id, 0);
 }
 
 /* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
@@ -879,16 +922,16 @@ static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint
 
 /*
  * "Unblock": takes back the record at the head (LENGTH `length` <= 0, stuck for peer_timeout) if its claimer
- * can write no more: 1 if the head moved past it. LENGTH < 0: the claimer's pid (TYPE) is not a live process,
+ * can write no more: 1 if the head moved past it. LENGTH < 0: the claimer's id (TYPE) is not a live thread,
  * or no process holds the PRODUCER lock; then a CAS from the negative LENGTH to 0 takes it (the claimer's
  * commit CAS fails). LENGTH 0 (the claimer died between its tail CAS and its header store): only when no
  * process holds the PRODUCER lock; the claim is the zero LENGTH words up to the next header, the tail or the end.
  */
 static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_t length) {
     if (length < 0) {
-        /* The claimer's pid, stored before its negative LENGTH (observed by the caller's seq_cst load). */
+        /* The claimer's id, stored before its negative LENGTH (observed by the caller's seq_cst load). */
         int32_t claimer = (int32_t)load_u32(r->data + index + RECORD_TYPE);
-        if (pid_alive(claimer) && mpsc_producers_left(r)) return 0;
+        if (claimer_alive(claimer) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
@@ -913,7 +956,11 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
     return 1;
 }
 
-/* "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. */
+/*
+ * "Consumer: poll, read, zero, release" into s->message: 1 read, 0 nothing committed at the head. Before it
+ * returns 0 it has taken every padding record at the head (step 6), so a park() that calls it after announcing
+ * never sleeps on room a producer may be waiting for.
+ */
 static int mpsc_try_read(struct ring *r, void *arg) {
     struct mpsc *s = arg;
     uint32_t start = s->head;
@@ -938,9 +985,12 @@ static int mpsc_try_read(struct ring *r, void *arg) {
             || (type != PADDING_TYPE && (type < 0 || (uint32_t)length - RECORD_HEADER > spsc_max_message(r)))) {
             die(EXIT_CORRUPT, "record at %u claims length %d and type %d", index, length, type);
         }
-        if (type == PADDING_TYPE) { /* 3. skipped, zeroed, released with what follows */
+        if (type == PADDING_TYPE) {
+            /* 3. skipped; 4. zeroed and released at once: zeroed room behind the stored head would read, to a
+             *    consumer after us, as a claim whose header is not written yet. One wake (5) for all of it below. */
             mpsc_zero(r, index, size);
             s->head += size;
+            mpsc_store_head(r, s);
             continue;
         }
         uint32_t payload = (uint32_t)length - RECORD_HEADER;
@@ -950,10 +1000,12 @@ static int mpsc_try_read(struct ring *r, void *arg) {
         memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
         mpsc_zero(r, index, size);
         s->head += size;
-        mpsc_release(r, s);
+        mpsc_release(r, s); /* wakes the producers for the padding before it too */
         return 1;
     }
-    if (s->head != start) mpsc_release(r, s); /* padding consumed */
+    /* 6. Nothing to read: the padding taken on the way is released (stored) already; a producer may be waiting
+     *    for its room, and no message would come to wake it otherwise. */
+    if (s->head != start) mpsc_wake_producers(r);
     return 0;
 }
 
@@ -1464,34 +1516,6 @@ static int latest_try_read(struct ring *r, void *arg) {
         if (again == p && (whole || (q & 1))) die(EXIT_CORRUPT, "the published slot %u does not hold version %u (SEQ=%u)", p & 1, p, q);
         p = again;
     }
-}
-
-/*
- * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
- * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
- */
-static int start_time_of(uint32_t pid, uint32_t *start) {
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) return 0;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
-    if (field == NULL || field[1] == '\0') return 0;
-    field += 2; /* field 3, the state */
-    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
-    for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
-    if (field == NULL) return 0;
-    *start = (uint32_t)strtoull(field + 1, NULL, 10);
-    return 1;
-}
-
-/* "Liveness": process (pid, start) is alive (start 0: any start time). */
-static int process_alive(uint32_t pid, uint32_t start) {
-    uint32_t now;
-    return start_time_of(pid, &now) && (start == 0 || now == start);
 }
 
 /*
