@@ -605,12 +605,7 @@ export class BroadcastPublisher extends BroadcastEnd {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
     const length = bytes.length;
-    if (length > this.maxMessageLength) {
-      throw new ShmringRangeError(
-        ErrorCodes.MESSAGE_TOO_LARGE,
-        `Broadcast: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength}); create it with a larger capacity`,
-      );
-    }
+    if (length > this.maxMessageLength) throw this.tooLarge(length, 'Broadcast.tryWrite');
     const size = L.recordSize(length);
     const position = this.#tail;
     let index = position % this.capacity;
