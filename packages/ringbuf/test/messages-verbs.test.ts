@@ -1,11 +1,12 @@
 /**
  * Each misuse error names the verb called, as `Kind.verb: …` (the claims,
  * a message too large for a MpmcQueue or a Broadcast, a closed
- * LatestValue).
+ * LatestValue); select refuses a key its entries do not have;
+ * Broadcast.regionSize takes only what decides the size.
  */
 import assert from 'node:assert/strict';
 import { ErrorCodes, Region } from '@shmring/core';
-import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
 
 function sab(size: number): Region {
   return Region.create({ backing: 'sab', size });
@@ -159,5 +160,60 @@ describe('error messages name the verb called', function () {
       await assert.rejects(changed, { code: ErrorCodes.CLOSED, message: /^LatestValue\.changed: / });
       await assert.rejects(next, { code: ErrorCodes.CLOSED, message: /^LatestValue\.updates: / });
     });
+  });
+});
+
+describe('select and selectSync refuse an unknown key in a { queue, write } entry', function () {
+  it('names the key, the one it is nearest to, the entry and the keys an entry has, before anything waits', async function () {
+    const ring = SpscRing.create(sab(SpscRing.regionSize({ capacity: 256 })), { capacity: 256 });
+    const refused = (call: string, index: number, key: string, near: string): ((err: unknown) => boolean) =>
+      says(
+        ErrorCodes.INVALID_ARGUMENT,
+        'TypeError',
+        new RegExp(
+          `^${call}: entries\\[${index}\\]: unknown option "${key}"${near === '' ? '' : ` \\(did you mean "${near}"\\?\\)`}; its options are queue, write$`,
+        ),
+      );
+    // A misspelt write: before, the entry was refused for write=undefined, never naming the key given.
+    const misspelt = { queue: ring, wirte: 4 } as unknown as { queue: SpscRing; write: number };
+    assert.throws(() => selectSync([ring, misspelt], { timeoutMs: 0 }), refused('selectSync', 1, 'wirte', 'write'));
+    await assert.rejects(select([ring, misspelt], { timeoutMs: 0 }), refused('select', 1, 'wirte', 'write'));
+    // A key of the options put in an entry: before, it was ignored without a word (the room was there: 0 came back).
+    const stray = { queue: ring, write: 4, timeoutMs: 5 } as { queue: SpscRing; write: number };
+    assert.throws(() => selectSync([stray]), refused('selectSync', 0, 'timeoutMs', ''));
+    await assert.rejects(select([stray]), refused('select', 0, 'timeoutMs', ''));
+    // An entry of that queue checked before does not let another object through.
+    assert.equal(selectSync([{ queue: ring, write: 4 }]), 0);
+    assert.throws(() => selectSync([stray]), refused('selectSync', 0, 'timeoutMs', ''));
+    // A key set to undefined sets nothing, as for options.
+    assert.equal(selectSync([{ queue: ring, write: 4, signal: undefined } as { queue: SpscRing; write: number }]), 0);
+  });
+});
+
+describe('Broadcast.regionSize takes only the options that decide the size', function () {
+  it('refuses lossless and peerTimeoutMs as the other regionSize functions refuse an unknown option; a lossless Broadcast fits the size', function () {
+    for (const [name, options] of [
+      ['lossless', { capacity: 1024, lossless: true }],
+      ['peerTimeoutMs', { capacity: 1024, peerTimeoutMs: 5 }],
+    ] as const) {
+      assert.throws(
+        () => Broadcast.regionSize(options as never),
+        says(
+          ErrorCodes.INVALID_ARGUMENT,
+          'TypeError',
+          new RegExp(`^Broadcast\\.regionSize: unknown option "${name}"; its options are capacity, subscribers$`),
+        ),
+      );
+    }
+    // lossless is a header byte: both modes take the same bytes, the subscriber table included.
+    const size = Broadcast.regionSize({ capacity: 1024, subscribers: 2 });
+    for (const lossless of [false, true]) {
+      const region = Region.create({ backing: 'sab', size });
+      const pub = Broadcast.create(region, { capacity: 1024, subscribers: 2, lossless });
+      const sub = Broadcast.subscribe(region);
+      assert.ok(pub.tryWrite(new Uint8Array([7])));
+      assert.deepEqual([...sub.tryRead()!], [7]);
+      pub.close();
+    }
   });
 });
