@@ -2,11 +2,16 @@
  * Each misuse error names the verb called, as `Kind.verb: …` (the claims,
  * a message too large for a MpmcQueue or a Broadcast, a closed
  * LatestValue); select refuses a key its entries do not have;
- * Broadcast.regionSize takes only what decides the size.
+ * Broadcast.regionSize takes only what decides the size; a POSIX object
+ * whose name reads as a System V target is reached by its path.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
-import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
+import { Broadcast, inspect, LatestValue, listRings, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
+
+const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
 function sab(size: number): Region {
   return Region.create({ backing: 'sab', size });
@@ -215,5 +220,42 @@ describe('Broadcast.regionSize takes only the options that decide the size', fun
       assert.deepEqual([...sub.tryRead()!], [7]);
       pub.close();
     }
+  });
+});
+
+describe('a POSIX object whose name reads as a System V target', function () {
+  this.timeout(60_000);
+  const name = `sysv:shmring-msgs-${process.pid}`;
+  const file = `/dev/shm/${name}`;
+  let region: Region | undefined;
+
+  before(function () {
+    region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 256 }) });
+    SpscRing.create(region, { capacity: 256 }).tryWrite(new Uint8Array(3));
+  });
+
+  after(function () {
+    region?.unlink();
+    region?.close();
+  });
+
+  it('is inspected by its /dev/shm path, and listRings() lists it by that path', function () {
+    assert.throws(() => inspect(name), { code: ErrorCodes.INVALID_ARGUMENT, message: new RegExp(`give its path \\(${file}\\)`) });
+    assert.equal(inspect(file)?.kind, 'SpscRing');
+    const listed = listRings().filter((r) => r.name.includes(`shmring-msgs-${process.pid}`));
+    assert.deepEqual(
+      listed.map((r) => [r.name, r.kind]),
+      [[file, 'SpscRing']],
+    );
+  });
+
+  it('the CLI help says how to name it, and `shmring inspect /dev/shm/sysv:…` shows it', function () {
+    const help = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /a POSIX object named sysv:… or sysv-id:…: give its path, \/dev\/shm\/<name>/);
+    const r = spawnSync(process.execPath, [CLI, 'inspect', '--json', file], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const info = JSON.parse(r.stdout) as { name: string; kind: string };
+    assert.deepEqual([info.name, info.kind], [file, 'SpscRing']);
   });
 });
