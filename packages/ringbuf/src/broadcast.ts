@@ -129,9 +129,14 @@ export interface BroadcastOptions {
   peerTimeoutMs?: number;
 }
 
-/** The options of create, of regionSize (create's but offset: it would be ignored), and of subscribe. */
+/**
+ * The options of create, of regionSize, and of subscribe. regionSize takes
+ * only those that decide the size: offset would be ignored (a Broadcast at
+ * offset needs offset + regionSize()), and lossless and peerTimeoutMs change
+ * nothing in it (lossless is a header byte; every mode has the same slots).
+ */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'offset', 'peerTimeoutMs'];
-const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'lossless', 'subscribers', 'peerTimeoutMs'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'subscribers'];
 const SUBSCRIBE_OPTION_NAMES: readonly string[] = ['offset'];
 
 export interface SubscribeOptions {
@@ -377,9 +382,10 @@ export class Broadcast {
 
   /**
    * Bytes a Broadcast of `capacity` data bytes and `subscribers` slots
-   * (default 16) takes: what a region needs for one at offset 0; one at
-   * `offset` needs offset + regionSize(). So `offset` is refused here
-   * (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
+   * (default 16) takes, lossless or not: what a region needs for one at
+   * offset 0; one at `offset` needs offset + regionSize(). So `offset` is
+   * refused here (ERR_SHMRING_INVALID_ARGUMENT), not ignored, and so are
+   * `lossless` and `peerTimeoutMs`, which change nothing in the size.
    */
   static regionSize(options: { capacity: number; subscribers?: number }): number {
     checkOptionsObject(options, 'Broadcast.regionSize', SIZE_OPTION_NAMES);
@@ -605,12 +611,7 @@ export class BroadcastPublisher extends BroadcastEnd {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
     const length = bytes.length;
-    if (length > this.maxMessageLength) {
-      throw new ShmringRangeError(
-        ErrorCodes.MESSAGE_TOO_LARGE,
-        `Broadcast: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.maxMessageLength}); create it with a larger capacity`,
-      );
-    }
+    if (length > this.maxMessageLength) throw this.tooLarge(length, 'Broadcast.tryWrite');
     const size = L.recordSize(length);
     const position = this.#tail;
     let index = position % this.capacity;

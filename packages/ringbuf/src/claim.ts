@@ -1,7 +1,8 @@
 /**
  * A producer's open zero-copy claim (SpscRing, MpscRing): one at a time per
  * object, and the argument checks of claim / commit / abort, the same for
- * both rings.
+ * both rings. Every error names the verb it was called as
+ * (`SpscRing.claim: …`, `MpscRing.tryWrite: …`).
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 import { shown } from './queue.js';
@@ -11,28 +12,54 @@ const NONE = -1;
 export class OpenClaim {
   /** Offset in `data` of the open claim's payload, or -1 if none is open. */
   offset = NONE;
+  /**
+   * The length claim() has just checked (checkLength), until the
+   * checkWrite that follows: a checkWrite of that length is claim's, any
+   * other tryWrite's. Undefined when none is pending.
+   */
+  #claiming: number | undefined;
 
   constructor(private readonly kind: string) {}
 
-  /** Before a write or claim of `length` bytes: none open, and a length in [0, max]. */
-  checkWrite(length: number, max: number): void {
-    if (this.offset !== NONE) {
-      throw new ShmringError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}: a claim is open; commit() or abort() it before writing again`);
-    }
+  /**
+   * Before a write or claim of `length` bytes: none open, and a length in
+   * [0, max]. `verb` names the caller in the errors; left out, it is claim
+   * when claim() has just checked this length (checkLength), else tryWrite
+   * (writeSync and write, which write through tryWrite, check the length
+   * themselves first: queue.ts).
+   */
+  checkWrite(length: number, max: number, verb?: string): void {
+    const by = verb ?? (length === this.#claiming ? 'claim' : 'tryWrite');
+    this.#claiming = undefined;
+    if (this.offset !== NONE) throw this.#open(by);
     if (length > max || length < 0) {
-      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${length} must be >= 0`);
+      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${by}: length=${length} must be >= 0`);
       throw new ShmringRangeError(
         ErrorCodes.MESSAGE_TOO_LARGE,
-        `${this.kind}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max})`,
+        `${this.kind}.${by}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max}); ` +
+          'send smaller messages, or create the ring with a larger capacity',
       );
     }
   }
 
-  /** claim()'s own check: the length is an integer. */
+  /**
+   * claim()'s own check: the length is an integer. The rest (an open claim,
+   * the range) is checkWrite's, after the ring's own checks (closed, role).
+   */
   checkLength(length: number): void {
     if (!Number.isInteger(length)) {
+      this.#claiming = undefined;
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${shown(length)} must be an integer`);
     }
+    this.#claiming = length;
+  }
+
+  /** A write or a claim while a claim is open: a call in the wrong state (a plain Error), naming the verb and the open claim. */
+  #open(verb: string): ShmringError {
+    return new ShmringError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${this.kind}.${verb}: a claim is open (offset ${this.offset}); commit() or abort() it before writing or claiming again`,
+    );
   }
 
   /** Checks that `offset` is the open claim (a TypeError if it is no integer, a RangeError if it is another), and closes the claim. */

@@ -5,7 +5,9 @@
  *   shmring inspect <name|path|sysv:KEY|sysv-id:ID> [--json]   one ring (a POSIX name,
  *                                          a file path, a System V segment by key or id);
  *                                          under the table, each MpscRing's producers in flight
- *                                          and each Broadcast's subscriber slots (cursor, lag, liveness)
+ *                                          and each Broadcast's subscriber slots (cursor, lag, liveness);
+ *                                          a POSIX object named sysv:… or sysv-id:… by its path,
+ *                                          /dev/shm/<name>
  *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
  *                                          object holds a POSIX or file ring's lock and no process has
@@ -21,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { inspect, isStale, listRings, sysvTargetOf, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
+         (a POSIX object named sysv:… or sysv-id:…: give its path, /dev/shm/<name>)
        shmring unlink-stale [--dry-run] [--json]   (removes rings nobody holds, in any PID namespace)
        shmring bridge [--poll <µs>] <from> <to>   (needs @shmring/channel)
        shmring --help`;

@@ -10,7 +10,9 @@
  *
  * Targets: a POSIX name, a path (anything containing '/'), `sysv:<key>`
  * (hexadecimal with 0x, as `ipcs -m` prints it, or decimal) or
- * `sysv-id:<id>` (a segment without a key, or one marked for removal).
+ * `sysv-id:<id>` (a segment without a key, or one marked for removal). A
+ * POSIX object whose name starts with `sysv:` or `sysv-id:` is reached by
+ * its path, /dev/shm/<name>, and listed so.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -527,7 +529,8 @@ function listDir(dir: string): FoundRing[] {
   const rings: FoundRing[] = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile()) continue;
-    const target = dir === '/dev/shm' ? entry.name : path.join(dir, entry.name);
+    // A name that reads as a System V target (sysv:…) is looked at by its path, as a user must give it.
+    const target = dir === '/dev/shm' && !SYSV_PREFIX.test(entry.name) ? entry.name : path.join(dir, entry.name);
     try {
       const { info, object } = examine(target);
       if (info) rings.push({ info, object: object! });

@@ -171,7 +171,7 @@ export class LatestValue {
   readonly #roles: Roles | undefined;
   /** claimPlace() of the LatestValue: set where the writer role is WRITER_TOKEN in a region other processes attach (tokenWriters). */
   readonly #place: string | undefined;
-  /** The region and offset, for ERR_SHMRING_BUSY. */
+  /** The region and offset, for ERR_SHMRING_BUSY and ERR_SHMRING_CLOSED. */
   readonly #where: string;
   /** This object holds the writer role (and #token, its id in WRITER_TOKEN, where the region has no file). */
   #writer = false;
@@ -244,7 +244,7 @@ export class LatestValue {
    */
   publish(bytes: Uint8Array, type = 0): number {
     const ctl = this.#ctl;
-    if (ctl.length === 0) throw this.#closedError();
+    if (ctl.length === 0) throw this.#closedError('LatestValue.publish');
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `LatestValue.publish: bytes=${shown(bytes)} must be a Uint8Array`);
     }
@@ -393,7 +393,7 @@ export class LatestValue {
   /** The newest complete value; never waits, never torn. */
   read(): LatestRead {
     const ctl = this.#ctl;
-    if (ctl.length === 0) throw this.#closedError();
+    if (ctl.length === 0) throw this.#closedError('LatestValue.read');
     // SYNC POINT with publish() step 4: which slot holds the newest value.
     const published = Atomics.load(ctl, V.PUBLISHED_I32);
     // Unchanged since our last read if PUBLISHED and that slot's SEQ (pairs with step 1) read as then.
@@ -446,10 +446,10 @@ export class LatestValue {
     }
   }
 
-  /** changed()'s and changedSync()'s attempt: read() once PUBLISHED differs from `since` (low 32 bits). */
-  #changedAttempt(since: number): LatestRead | undefined {
+  /** changed()'s and changedSync()'s attempt (`verb`'s): read() once PUBLISHED differs from `since` (low 32 bits). */
+  #changedAttempt(since: number, verb: string): LatestRead | undefined {
     const ctl = this.#ctl;
-    if (ctl.length === 0) throw this.#closedError(); // closed since the wait began
+    if (ctl.length === 0) throw this.#closedError(verb); // closed since the wait began
     // SYNC POINT with publish() step 4 (and, parked, with its unpark after it).
     return Atomics.load(ctl, V.PUBLISHED_I32) !== (since | 0) ? this.read() : undefined;
   }
@@ -460,11 +460,16 @@ export class LatestValue {
    * ERR_SHMRING_TIMEOUT after timeoutMs, an AbortError when `signal` fires,
    * ERR_SHMRING_CLOSED at once when this object (or its region) is closed.
    */
-  async changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
-    const since = checkVersion(sinceVersion, 'LatestValue.changed');
-    checkWaitOptions(options, 'LatestValue.changed', CHANGED_OPTIONS);
-    if (this.#ctl.length === 0) throw this.#closedError();
-    const now = this.#changedAttempt(since);
+  changed(sinceVersion: number, options?: ChangedOptions): Promise<LatestRead> {
+    return this.#changed(sinceVersion, options, 'LatestValue.changed');
+  }
+
+  /** changed(), as `verb` (changed, or updates waiting for its next item) names itself in its errors. */
+  async #changed(sinceVersion: number, options: ChangedOptions | undefined, verb: string): Promise<LatestRead> {
+    const since = checkVersion(sinceVersion, verb);
+    checkWaitOptions(options, verb, CHANGED_OPTIONS);
+    if (this.#ctl.length === 0) throw this.#closedError(verb);
+    const now = this.#changedAttempt(since, verb);
     if (now !== undefined) {
       this.#pollPacer.gotAtOnce();
       return now;
@@ -475,16 +480,16 @@ export class LatestValue {
       return await parkAsync(
         this.#ctl,
         WAIT_BLOCK,
-        () => this.#changedAttempt(since),
+        () => this.#changedAttempt(since, verb),
         { ...options, ...WRITER_WAIT },
-        'LatestValue.changed',
+        verb,
         alwaysAlive,
         this.#pollPacer,
         stop,
       );
     } catch (err) {
       // Only close() stops it: its AbortError is this object's end, not the caller's signal.
-      throw stop.stopped ? this.#closedError() : this.#failure(err);
+      throw stop.stopped ? this.#closedError(verb) : this.#failure(err, verb);
     } finally {
       this.#waits.delete(stop);
     }
@@ -494,21 +499,21 @@ export class LatestValue {
   changedSync(sinceVersion: number, options?: Omit<ChangedOptions, 'poll' | 'ref'>): LatestRead {
     const since = checkVersion(sinceVersion, 'LatestValue.changedSync');
     checkWaitOptions(options, 'LatestValue.changedSync', CHANGED_SYNC_OPTIONS);
-    if (this.#ctl.length === 0) throw this.#closedError();
-    const now = this.#changedAttempt(since);
+    if (this.#ctl.length === 0) throw this.#closedError('LatestValue.changedSync');
+    const now = this.#changedAttempt(since, 'LatestValue.changedSync');
     if (now !== undefined) return now;
     try {
       return parkSync(
         this.#ctl,
         WAIT_BLOCK,
-        () => this.#changedAttempt(since),
+        () => this.#changedAttempt(since, 'LatestValue.changedSync'),
         { ...options, ...WRITER_WAIT },
         'LatestValue.changedSync',
         alwaysAlive,
         this.#spinPacer,
       );
     } catch (err) {
-      throw this.#failure(err);
+      throw this.#failure(err, 'LatestValue.changedSync');
     }
   }
 
@@ -521,10 +526,11 @@ export class LatestValue {
     // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
     checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTIONS);
     const { since, ...wait } = options;
-    let last = since === undefined ? Math.max(0, this.read().version - 1) : checkVersion(since, 'LatestValue.updates');
+    let last =
+      since === undefined ? Math.max(0, this.#readAs('LatestValue.updates').version - 1) : checkVersion(since, 'LatestValue.updates');
     for (;;) {
-      let next = this.read();
-      while (next.version <= last) next = await this.changed(next.version, wait);
+      let next = this.#readAs('LatestValue.updates');
+      while (next.version <= last) next = await this.#changed(next.version, wait, 'LatestValue.updates');
       yield { version: next.version, value: next.value, type: next.type, skipped: next.version - last - 1 };
       last = next.version;
     }
@@ -565,8 +571,18 @@ export class LatestValue {
     this.close();
   }
 
-  #closedError(): ShmringError {
-    return new ShmringError(ErrorCodes.CLOSED, 'this LatestValue is closed (or its region is); attach a new one');
+  /** read() for `verb`, which names itself if this object is closed. */
+  #readAs(verb: string): LatestRead {
+    if (this.#ctl.length === 0) throw this.#closedError(verb);
+    return this.read();
+  }
+
+  /** ERR_SHMRING_CLOSED of `verb` (`LatestValue.read`): this object, or its region, is closed. */
+  #closedError(verb: string): ShmringError {
+    return new ShmringError(
+      ErrorCodes.CLOSED,
+      `${verb}: this object of ${this.#where} is closed (or its region is); attach a new one to go on`,
+    );
   }
 
   /**
@@ -574,8 +590,8 @@ export class LatestValue {
    * closed under it: the raw TypeError of an access to a detached view, or
    * the RangeError of one to this object's closed (length-0) view.
    */
-  #failure(err: unknown): unknown {
+  #failure(err: unknown, verb: string): unknown {
     const raw = (err instanceof TypeError || err instanceof RangeError) && (err as { code?: unknown }).code === undefined;
-    return raw && (this.#ctl.length === 0 || this.#ctl.byteLength === 0) ? this.#closedError() : err;
+    return raw && (this.#ctl.length === 0 || this.#ctl.byteLength === 0) ? this.#closedError(verb) : err;
   }
 }

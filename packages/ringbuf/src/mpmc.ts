@@ -290,12 +290,7 @@ export class MpmcQueue extends Queue {
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpmcQueue.tryWrite needs a Uint8Array (or Buffer)');
     }
-    if (bytes.length > this.slotSize) {
-      throw new ShmringRangeError(
-        ErrorCodes.MESSAGE_TOO_LARGE,
-        `MpmcQueue: length=${bytes.length} is larger than slotSize=${this.slotSize}`,
-      );
-    }
+    if (bytes.length > this.slotSize) throw this.tooLarge(bytes.length, 'MpmcQueue.tryWrite');
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();
     const slot = this.#claimForWrite();
@@ -459,6 +454,14 @@ export class MpmcQueue extends Queue {
 
   protected selectLimit(): number {
     return this.slotSize;
+  }
+
+  protected override tooLarge(length: number, verb: string): ShmringRangeError {
+    return new ShmringRangeError(
+      ErrorCodes.MESSAGE_TOO_LARGE,
+      `${verb}: length=${length} is larger than slotSize=${this.slotSize}, the largest message this queue takes; ` +
+        'send smaller messages, or create the queue with a larger slotSize',
+    );
   }
 
   /**

@@ -726,6 +726,29 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   protected abstract selectLimit(write: boolean): number;
 
+  /**
+   * ERR_SHMRING_MESSAGE_TOO_LARGE for a message of `length` bytes given to
+   * `verb` (`SpscRing.writeSync`): names the largest message this object
+   * writes (selectLimit) and what to do. MpmcQueue names its slotSize.
+   */
+  protected tooLarge(length: number, verb: string): ShmringRangeError {
+    return new ShmringRangeError(
+      ErrorCodes.MESSAGE_TOO_LARGE,
+      `${verb}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.selectLimit(true)}); ` +
+        'send smaller messages, or create the ring with a larger capacity',
+    );
+  }
+
+  /**
+   * writeSync's and write's own check of the length, before tryWrite, so
+   * the error names the verb called; an object that writes nothing
+   * (selectLimit -1) has its own write verbs.
+   */
+  #checkLength(bytes: Uint8Array, verb: string): void {
+    const largest = this.selectLimit(true);
+    if (bytes.length > largest && largest >= 0) throw this.tooLarge(bytes.length, verb);
+  }
+
   /** Whether either side closed the ring: the readiness checks' first look. */
   protected closedFlag(): boolean {
     // Observes close()'s Atomics.or of FLAGS: a closed ring's verbs no longer wait (a reader still drains what is left).
@@ -820,6 +843,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   writeSync(bytes: Uint8Array, options?: Omit<WriteOptions, 'poll' | 'ref'>): void {
     checkWaitOptions(options, this.#names.writeSync, WRITE_SYNC_OPTIONS);
     checkBytes(bytes, this.#names.writeSync);
+    this.#checkLength(bytes, this.#names.writeSync);
     const type = options?.type ?? 0;
     if (this.closed) this.#throwClosed();
     if (this.tryWrite(bytes, type)) return;
@@ -872,6 +896,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     try {
       checkWaitOptions(options, this.#names.write, WRITE_OPTIONS);
       checkBytes(bytes, this.#names.write);
+      this.#checkLength(bytes, this.#names.write);
       type = options?.type ?? 0;
     } catch (err) {
       return Promise.reject(err);

@@ -52,7 +52,16 @@
  * (held.ts); it does so before its first look, so that the room it sees for
  * a corked producer is counted from everything that producer wrote.
  */
-import { abortError, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, unwatchAbort, watchAbort } from '@shmring/core';
+import {
+  abortError,
+  checkOptionNames,
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  unwatchAbort,
+  watchAbort,
+} from '@shmring/core';
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
@@ -140,6 +149,8 @@ interface Probe {
 interface Probes {
   /** The queue's ctl when these were made: once it differs (close swaps it), the queue is closed. */
   readonly ctl: Int32Array;
+  /** The { queue, write } entry of this queue whose keys were checked last (checkEntryKeys): not walked again. */
+  walked: object | undefined;
   /** The queue's read probe, and its last write probe. */
   read: Probe | undefined;
   write: Probe | undefined;
@@ -181,11 +192,29 @@ function checkLength(length: unknown, index: number, what: string): number {
   return length;
 }
 
+/** The keys of a { queue, write } entry. */
+const ENTRY_KEYS: readonly string[] = ['queue', 'write'];
+
+/**
+ * Refuses a key a { queue, write } entry does not have (`wirte`, `timeoutMs`):
+ * ignored, it would leave the entry other than its writer meant, without a
+ * word. As checkWaitOptions does for options, the names of the entry last
+ * checked for the same queue are not walked again (a key added to that very
+ * object afterwards is not seen).
+ */
+function checkEntryKeys(entry: object, queue: unknown, index: number, what: string): void {
+  const probes = queue instanceof Queue ? probesOf.get(queue) : undefined;
+  if (probes !== undefined && probes.walked === entry) return;
+  checkOptionNames(entry, ENTRY_KEYS, `${what}: entries[${index}]`);
+  if (probes !== undefined) probes.walked = entry;
+}
+
 function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   let queue: unknown = entry;
   let length = -1;
   if (!(entry instanceof Queue) && entry !== null && typeof entry === 'object' && 'queue' in entry) {
     queue = entry.queue;
+    checkEntryKeys(entry, queue, index, what);
     length = checkLength(entry.write, index, what);
   }
   const write = length >= 0;
@@ -204,7 +233,7 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   if (ctl.length === 0) throw closedError(index, what);
   let probes = probesOf.get(q);
   if (probes === undefined || probes.ctl !== ctl) {
-    probes = { ctl, read: undefined, write: undefined };
+    probes = { ctl, walked: undefined, read: undefined, write: undefined };
     probesOf.set(q, probes);
   }
   const cached = write ? probes.write : probes.read;
