@@ -58,7 +58,16 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
-import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import {
+  checkCapacity,
+  checkOffset,
+  checkOptionsObject,
+  checkStablePositions,
+  readHeader,
+  ringMemory,
+  unpublish,
+  writeHeader,
+} from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -126,10 +135,15 @@ function corrupt(what: string): ShmringError {
   );
 }
 
-/** The tail (loaded after the head) at most `capacity` ahead of the head, both multiples of 8. */
-export function checkPositions(tail: number, head: number, capacity: number): void {
+/**
+ * The tail at most `capacity` ahead of the head, both multiples of 8: a pair
+ * that held at one instant (checkStablePositions reads one on a live ring;
+ * #takeConsumer loads the tail after the head, which only it moves then).
+ * `where` names the ring in the error.
+ */
+export function checkPositions(tail: number, head: number, capacity: number, where?: string): void {
   if ((tail - head) >>> 0 > capacity || ((tail | head) & 7) !== 0) {
-    throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent`);
+    throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent${where === undefined ? '' : ` in ${where}`}`);
   }
 }
 
@@ -195,13 +209,13 @@ export class MpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observes both positions once, to check the ring; the head is looked at again when this object takes
-    // the consumer role (#takeConsumer): another consumer may read until then.
-    const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
-    this.#head = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    // Both positions, as a pair that held at one instant (producers and a consumer may be moving them), to
+    // check the ring; the head is looked at again when this object takes the consumer role (#takeConsumer):
+    // another consumer may read until then.
+    const [tail, head] = checkStablePositions(this.ctl, capacity, checkPositions, this.where);
+    this.#head = head;
     this.#cachedTail = tail;
-    this.#cachedHead = this.#head;
-    checkPositions(tail, this.#head, capacity);
+    this.#cachedHead = head;
   }
 
   /**
@@ -623,7 +637,7 @@ export class MpscRing extends Queue {
     const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
     // After the head: observes the latest claim (bounds only; the tail only grows, so it is not behind the head).
     const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-    checkPositions(tail, head, this.capacity);
+    checkPositions(tail, head, this.capacity, this.where);
     this.#head = head;
     this.#cachedTail = tail;
     // #stuckAt stays: a record a look saw stuck at this head (select, before the role was ours) has been stuck since.

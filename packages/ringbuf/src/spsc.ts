@@ -56,7 +56,16 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import {
+  checkCapacity,
+  checkOffset,
+  checkOptionsObject,
+  checkStablePositions,
+  readHeader,
+  ringMemory,
+  unpublish,
+  writeHeader,
+} from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
@@ -104,12 +113,16 @@ function corrupt(what: string): ShmringError {
  * Both positions multiples of 8, at most `capacity` apart either way: the
  * consumer may be ahead of the stored producer position by the records
  * published since its last store (a producer between its LENGTH store and its
- * position store, or one that died there).
+ * position store, or one that died there). A pair that held at one instant
+ * (checkStablePositions reads one on a live ring). `where` names the ring in
+ * the error.
  */
-export function checkPositions(producer: number, consumer: number, capacity: number): void {
+export function checkPositions(producer: number, consumer: number, capacity: number, where?: string): void {
   const ahead = (producer - consumer) | 0;
   if (ahead > capacity || ahead < -capacity || ((producer | consumer) & 7) !== 0) {
-    throw corrupt(`positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent`);
+    throw corrupt(
+      `positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent${where === undefined ? '' : ` in ${where}`}`,
+    );
   }
 }
 
@@ -151,13 +164,14 @@ export class SpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once (each side's latest store), to check the ring; each is looked at again when
-    // this object takes its role (the producer's walked on: #resume; the consumer's: #takeConsumer).
-    this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
-    this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
-    this.#cachedConsumerPosition = this.#consumerPosition;
-    this.#releasedPosition = this.#consumerPosition;
-    checkPositions(this.#producerPosition, this.#consumerPosition, capacity);
+    // Both positions (each side's latest store), as a pair that held at one instant (the sides may be moving
+    // them), to check the ring; each is looked at again when this object takes its role (the producer's walked
+    // on: #resume; the consumer's: #takeConsumer).
+    const [producer, consumer] = checkStablePositions(this.ctl, capacity, checkPositions, this.where);
+    this.#producerPosition = producer;
+    this.#consumerPosition = consumer;
+    this.#cachedConsumerPosition = consumer;
+    this.#releasedPosition = consumer;
   }
 
   /**
@@ -262,7 +276,7 @@ export class SpscRing extends Queue {
     // Observe the previous producer's last position store and the consumer's last release.
     const stored = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
     const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
-    checkPositions(stored, consumer, this.capacity);
+    checkPositions(stored, consumer, this.capacity, this.where);
     let position = ((consumer - stored) | 0) > 0 ? consumer : stored;
     for (;;) {
       const index = position & this.#mask;
@@ -527,7 +541,7 @@ export class SpscRing extends Queue {
     // last release, #storeConsumer's Atomics.store of CONSUMER_POSITION (its reads were done before it).
     const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
     // Observes the producer's latest position store, for the check only (it may lag: checkPositions).
-    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity);
+    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity, this.where);
     this.#consumerPosition = consumer;
     this.#releasedPosition = consumer;
   }
