@@ -16,6 +16,8 @@
  *    consumer's close() closes the ring for everyone: producers then get
  *    ERR_SHMRING_CLOSED.
  *  - `size` is a snapshot.
+ *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
+ *    zeroes and releases the record in hand only once the handler returns.
  *
  * Invariants (positions are u32 byte counts that wrap modulo 2^32):
  *  - 0 <= tail - head <= capacity, tail = PRODUCER_POSITION (bytes ever
@@ -647,7 +649,7 @@ export class MpscRing extends Queue {
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     this.#lookedOnly = false;
     const start = this.#head;
@@ -673,18 +675,23 @@ export class MpscRing extends Queue {
    * consumer killed in a handler leaves the record in hand, and all after
    * it, to the next consumer. Never waits. Arguments are checked before
    * anything is taken.
+   *
+   * From its handler: a read of this object (tryRead, readSync, read, the
+   * iterator, drain) is ERR_SHMRING_BUSY, since it would release the record
+   * in hand before it is zeroed; waitReadable takes nothing and may be
+   * called.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     this.#lookedOnly = false;
     const data = this.data;
     const start = this.#head;
     let count = 0;
-    this.#draining = true;
+    this.draining = true; // the record in hand is zeroed and released once its handler returns
     try {
       // At most a lap: each record's room goes back as it is taken, and producers may fill it meanwhile.
       while (count < max && this.ctl.length !== 0 && ((this.#head - start) | 0) < this.capacity) {
@@ -710,9 +717,12 @@ export class MpscRing extends Queue {
         }
       }
     } finally {
-      this.#draining = false;
-      // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+      try {
+        // ctl.length is 0 only if the region itself was closed (its memory is gone).
+        if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+      } finally {
+        this.endDrain();
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
@@ -727,18 +737,6 @@ export class MpscRing extends Queue {
     // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
     if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
     else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
-  }
-
-  /** A drain() is handing out records: the one in hand is zeroed and released once its handler returns. */
-  #draining = false;
-
-  /** A read verb called from a drain() handler: it would release the record in hand before it is zeroed. */
-  #inDrain(): ShmringError {
-    return new ShmringError(
-      ErrorCodes.BUSY,
-      `MpscRing: a read from a drain() handler of the same consumer (of ${this.where}) would give back the record in hand; ` +
-        'take the next records once drain() returns',
-    );
   }
 
   // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
@@ -783,7 +781,7 @@ export class MpscRing extends Queue {
   protected override producerAlive(): boolean {
     const ctl = this.ctl;
     if (ctl.length === 0) return true;
-    if (this.#draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
+    if (this.draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
     if (!this.isConsumer) {
       // A wait that has not read yet (select, waitReadable) takes the role only to take back a claim at the
       // head, and not if another object holds it (that one does). Observes the header at the stored head.
@@ -855,7 +853,7 @@ export class MpscRing extends Queue {
    * holds it: that one takes the padding.
    */
   #takePadding(): void {
-    if (this.#draining) return; // a wait's look from a drain handler: drain takes the padding itself
+    if (this.draining) return; // a wait's look from a drain handler: drain takes the padding itself
     if (!this.isConsumer && !this.#becomeConsumer()) return;
     const start = this.#head;
     this.#next();

@@ -1241,6 +1241,31 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     this.dropViews();
   }
 
+  // ---- drain()'s handler: what the other verbs of the same object may do from it ----
+
+  /**
+   * A drain() of this object is handing out records (SpscRing, MpscRing):
+   * the one in hand goes back to the producers only once its handler
+   * returns. Meanwhile the read verbs refuse to run (drainBusyError: they
+   * would give it back, or hand it out again). A field, not a closure: the
+   * read verbs' cost is this one check.
+   */
+  protected draining = false;
+
+  /** drain() has made its last store to the ring: the read verbs of this object work again. */
+  protected endDrain(): void {
+    this.draining = false;
+  }
+
+  /** ERR_SHMRING_BUSY for `what` (a read, by default) called from a drain() handler of this object. */
+  protected drainBusyError(what = 'a read'): ShmringError {
+    return new ShmringError(
+      ErrorCodes.BUSY,
+      `${this.#kind}: ${what} from a drain() handler of the same consumer (of ${this.#where}) is refused: drain() gives the ` +
+        'record in hand back only once its handler returns; return from the handler first, and take the next records once drain() has returned',
+    );
+  }
+
   [Symbol.dispose](): void {
     this.close();
   }

@@ -14,6 +14,8 @@
  *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
  *    the thread; the plain verbs return Promises and never block the loop.
  *  - `size` is a snapshot: stale as soon as it is read.
+ *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
+ *    gives the record in hand back only once the handler returns.
  *
  * Invariants (layout version 2; positions are u32 byte counts that wrap
  * modulo 2^32; see layout.ts and docs/LAYOUT.md "SpscRing"):
@@ -549,6 +551,7 @@ export class SpscRing extends Queue {
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     const index = this.#nextRecord(this.#consumerPosition);
     if (index < 0) return null;
@@ -564,18 +567,28 @@ export class SpscRing extends Queue {
    * many: everything published when the call starts, and what is published
    * while it runs, if `limit` allows (at most a ring's worth: the space it
    * takes is released once, after the batch; also if the handler throws:
-   * the record it threw on counts as consumed; and if the handler closes
-   * this ring: what it was handed stays consumed for the next consumer).
-   * Never waits. A handler that is not a function, or a limit that is not an
-   * integer >= 0 (or Infinity), throws before anything is taken.
+   * the record it threw on counts as consumed). Never waits. A handler that
+   * is not a function, or a limit that is not an integer >= 0 (or Infinity),
+   * throws before anything is taken.
+   *
+   * From its handler: a read of this object (tryRead, readSync, read, the
+   * iterator, drain, rewindReads) is ERR_SHMRING_BUSY, since the record in
+   * hand goes back to the producer only once the handler returns;
+   * waitReadable takes nothing and may be called. releaseReads may (holding:
+   * it gives back what it names, the record in hand included at
+   * readPosition, so call it once done with those bytes). If the handler
+   * closes this ring, what it was handed stays consumed for the next
+   * consumer.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     let count = 0;
     const start = this.#consumerPosition;
+    this.draining = true; // the records handed out are released once, after the batch
     try {
       while (count < max && this.ctl.length !== 0) {
         const index = this.#nextRecord(this.#consumerPosition);
@@ -585,8 +598,12 @@ export class SpscRing extends Queue {
         handler(this.data, index + L.RECORD_HEADER, this.#nextLength, this.#nextType);
       }
     } finally {
-      // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
+      try {
+        // ctl.length is 0 only if the region itself was closed (its memory is gone).
+        if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
+      } finally {
+        this.endDrain();
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
@@ -633,6 +650,7 @@ export class SpscRing extends Queue {
 
   /** Consumer (holding): takes again, from the last released record on, what was taken and not released. */
   rewindReads(): void {
+    if (this.draining) throw this.drainBusyError('rewindReads()'); // drain() would hand the records out again
     this.#consumerPosition = this.#releasedPosition;
   }
 
