@@ -18,6 +18,8 @@
  *  - `size` is a snapshot.
  *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
  *    zeroes and releases the record in hand only once the handler returns.
+ *    close() or detach() there ends the object at once, but drain() gives
+ *    up the consumer role only after that release, before it returns.
  *
  * Invariants (positions are u32 byte counts that wrap modulo 2^32):
  *  - 0 <= tail - head <= capacity, tail = PRODUCER_POSITION (bytes ever
@@ -679,7 +681,12 @@ export class MpscRing extends Queue {
    * From its handler: a read of this object (tryRead, readSync, read, the
    * iterator, drain) is ERR_SHMRING_BUSY, since it would release the record
    * in hand before it is zeroed; waitReadable takes nothing and may be
-   * called.
+   * called. close() or detach() ends this object at once (its verbs throw
+   * ERR_SHMRING_CLOSED; close() also ends the ring for the producers), and
+   * drain() stops after the record in hand: it counts as taken, the records
+   * not handed out stay in the ring for the next consumer; drain() zeroes
+   * and releases it and only then gives up the consumer role, before it
+   * returns.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
@@ -721,7 +728,7 @@ export class MpscRing extends Queue {
         // ctl.length is 0 only if the region itself was closed (its memory is gone).
         if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
       } finally {
-        this.endDrain();
+        this.endDrain(); // after the last store of the head: a close() or detach() in a handler gives up the role only now
       }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)

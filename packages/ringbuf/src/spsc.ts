@@ -15,7 +15,9 @@
  *    the thread; the plain verbs return Promises and never block the loop.
  *  - `size` is a snapshot: stale as soon as it is read.
  *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
- *    gives the record in hand back only once the handler returns.
+ *    gives the record in hand back only once the handler returns. close()
+ *    or detach() there ends the object at once, but drain() gives up the
+ *    consumer role only after its release, before it returns.
  *
  * Invariants (layout version 2; positions are u32 byte counts that wrap
  * modulo 2^32; see layout.ts and docs/LAYOUT.md "SpscRing"):
@@ -576,9 +578,12 @@ export class SpscRing extends Queue {
    * hand goes back to the producer only once the handler returns;
    * waitReadable takes nothing and may be called. releaseReads may (holding:
    * it gives back what it names, the record in hand included at
-   * readPosition, so call it once done with those bytes). If the handler
-   * closes this ring, what it was handed stays consumed for the next
-   * consumer.
+   * readPosition, so call it once done with those bytes). close() or
+   * detach() ends this object at once (its verbs throw ERR_SHMRING_CLOSED),
+   * and drain() stops after the record in hand: what it was handed counts
+   * as consumed, what it was not stays in the ring for the next consumer;
+   * drain() stores the consumer position for it and only then gives up the
+   * consumer role, before it returns.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
@@ -602,7 +607,7 @@ export class SpscRing extends Queue {
         // ctl.length is 0 only if the region itself was closed (its memory is gone).
         if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
       } finally {
-        this.endDrain();
+        this.endDrain(); // after the release: a close() or detach() in the handler gives up the role only now
       }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)

@@ -3,7 +3,10 @@
  * object. drain() gives the record in hand back to the producers only once
  * the handler returns, so a read of the same object from the handler is
  * ERR_SHMRING_BUSY (it would give that record back, or hand records out
- * again).
+ * again), and a close() or detach() from it is completed by drain(): drain()
+ * stops after the record in hand, stores the head for what it took, and
+ * only then gives up the consumer role, so a next consumer takes exactly
+ * the records the handler was not handed, and meets no store of this one.
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
@@ -125,5 +128,76 @@ describe('drain() handler re-entry', function () {
       assert.deepEqual(got, [0, 1]);
       assert.equal(consumer.tryRead(), null);
     });
+
+    for (const backing of ['memfd', 'sab'] as const) {
+      for (const [verb, throws] of [
+        ['close', false],
+        ['detach', false],
+        ['detach', true],
+      ] as const) {
+        const then = throws ? ', then throws' : '';
+        it(`${name} (${backing}): ${verb}() from a drain() handler${then}: the consumer role goes only after drain's last store, and a next consumer takes exactly the rest`, function () {
+          const { region, producer } = filled(backing, 6);
+          const first = ring.attach(region);
+          const other = ring.attach(region); // would-be consumer, refused while the first still stores
+          const ctl = new Int32Array(region.buffer, 0, L.DATA_OFFSET / 4);
+          const data = new Uint8Array(region.buffer, L.DATA_OFFSET, CAPACITY);
+          // With role locks: what the ring held when the first gave its role up (roles.release).
+          let atRelease: { head: number; data: number[] } | undefined;
+          const roles = (first as unknown as { roles?: { release(): void } }).roles;
+          if (roles !== undefined) {
+            const release = roles.release.bind(roles);
+            roles.release = () => {
+              // Observes the last consumer-position store made before the role went.
+              atRelease ??= { head: Atomics.load(ctl, L.CONSUMER_POSITION_I32), data: [...data] };
+              release();
+            };
+          }
+          const got: number[] = [];
+          let otherCode = '';
+          const boom = new Error('the handler failed');
+          const handler = (bytes: Uint8Array, offset: number): void => {
+            got.push(bytes[offset]!);
+            if (got.length < 3) return;
+            first[verb]();
+            assert.equal(first.closed, true, 'the object is closed at once');
+            assert.throws(() => first.tryWrite(message(99)), { code: ErrorCodes.CLOSED });
+            try {
+              other.tryRead();
+              otherCode = 'none';
+            } catch (err) {
+              otherCode = (err as ShmringError).code;
+            }
+            if (throws) throw boom;
+          };
+          if (throws)
+            assert.throws(
+              () => first.drain(handler),
+              (err) => err === boom,
+            );
+          else assert.equal(first.drain(handler), 3, 'drain() stops after the record in hand');
+          assert.deepEqual(got, [0, 1, 2]);
+          assert.equal(otherCode, ErrorCodes.BUSY, 'another consumer took the role while drain() still had stores to make');
+          assert.throws(() => first.tryRead(), { code: ErrorCodes.CLOSED });
+          // The head drain() stored covers exactly the three records taken (16 bytes each).
+          assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), 3 * 16);
+          if (roles !== undefined) {
+            assert.ok(atRelease, 'the role was given up');
+            assert.equal(atRelease.head, 3 * 16, 'the head was stored after the role was given up');
+            assert.deepEqual(atRelease.data, [...data], 'the data area was written after the role was given up');
+          }
+          assert.equal(producer.closed, verb === 'close');
+          // A consumer attached afterwards (and the one refused before) takes exactly what the handler was not handed.
+          const next = ring.attach(region);
+          assert.deepEqual(
+            readAll(() => next.tryRead()),
+            [3, 4, 5],
+          );
+          assert.equal(next.size, 0);
+          next.detach();
+          other.detach();
+        });
+      }
+    }
   }
 });
