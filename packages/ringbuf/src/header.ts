@@ -252,3 +252,49 @@ function saneGeometry(g: Geometry): boolean {
       );
   }
 }
+
+/** Looks at a ring's positions before its check believes them inconsistent (checkStablePositions). */
+const STABLE_TRIES = 8;
+
+/** A kind's position check (SpscRing's or MpscRing's checkPositions): throws ERR_SHMRING_CORRUPT for a pair no correct ring holds. */
+export type PositionCheck = (producer: number, consumer: number, capacity: number, where?: string) => void;
+
+/**
+ * The position check of an SpscRing's or MpscRing's attach, and of
+ * inspect, on a ring whose sides may move between any two loads: a
+ * producer position, the consumer position, the producer position again.
+ * Both only move forward (by far less than 2^31 in three loads), so the
+ * producer position of the instant the consumer position was read is one
+ * of the two around it or between them: the pair passes `check` with the
+ * first, unless the consumer passed it meanwhile, or with the second, unless
+ * the producer ran more than a lap on meanwhile too (a thread descheduled
+ * between its loads). A ring fails every one of STABLE_TRIES looks only if
+ * its positions are impossible: then `check`'s last error is thrown, naming
+ * the ring (`where`). Returns the pair that passed, producer first.
+ */
+export function checkStablePositions(ctl: Int32Array, capacity: number, check: PositionCheck, where?: string): [number, number] {
+  for (let tries = 1; ; tries++) {
+    // Observes the producer's latest position store (MpscRing: a claim's CAS; SpscRing: #store after a publication).
+    const before = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    // Observes the consumer's latest release, made while the producer position was at or after `before`.
+    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // After the consumer position: the producer's at the instant it was read is at or before this one.
+    const after = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    try {
+      check(before, consumer, capacity, where);
+      return [before, consumer];
+    } catch (err) {
+      if (after !== before && passes(check, after, consumer, capacity)) return [after, consumer];
+      if (tries >= STABLE_TRIES) throw err;
+    }
+  }
+}
+
+function passes(check: PositionCheck, producer: number, consumer: number, capacity: number): boolean {
+  try {
+    check(producer, consumer, capacity);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, Region, ShmringError, ShmringTypeError } from '@shmring/core';
 import * as L from './layout.js';
-import { KIND_NAMES, readHeader } from './header.js';
+import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
@@ -274,40 +274,17 @@ function unknownKind(kind: number, version: number): RingInfo['damaged'] {
 function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number, info: RingInfo): RingInfo['damaged'] {
   try {
     readHeader(buffer, kind as Parameters<typeof readHeader>[1], 0, 'attach');
-    if (kind === L.KIND_SPSC || kind === M.KIND_MPSC) checkStablePositions(buffer, kind, info.capacity);
+    if (kind === L.KIND_SPSC || kind === M.KIND_MPSC) {
+      // The attach's own check, on a pair of positions that held at one instant: a live ring is not damaged.
+      const ctl = new Int32Array(buffer, 0, L.DATA_OFFSET / 4);
+      checkStablePositions(ctl, info.capacity, kind === L.KIND_SPSC ? checkSpscPositions : checkMpscPositions);
+    }
     return undefined;
   } catch (err) {
     const message = (err as Error).message.replace(/^attach: /, '');
     return { code: (err as { code?: string }).code ?? ErrorCodes.CORRUPT, message };
   }
 }
-
-/**
- * The position check of the ring's attach (SpscRing or MpscRing), on a pair
- * of positions read while the producer position held still: a live ring
- * whose sides moved between the two loads is not damaged. Throws the
- * attach's error if every try fails.
- */
-function checkStablePositions(buffer: ArrayBuffer | SharedArrayBuffer, kind: number, capacity: number): void {
-  const ctl = new Int32Array(buffer, 0, L.DATA_OFFSET / 4);
-  const check = kind === L.KIND_SPSC ? checkSpscPositions : checkMpscPositions;
-  for (let tries = 1; ; tries++) {
-    // Observe the producer position, the consumer's release after it, and the producer position again:
-    // unchanged, the consumer position was read while that one was current.
-    const producer = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-    const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
-    if (Atomics.load(ctl, L.PRODUCER_POSITION_I32) !== producer && tries < STABLE_TRIES) continue;
-    try {
-      check(producer, consumer, capacity);
-      return;
-    } catch (err) {
-      if (tries >= STABLE_TRIES) throw err;
-    }
-  }
-}
-
-/** Reads of a ring's positions before inspect believes they are inconsistent. */
-const STABLE_TRIES = 8;
 
 /** A role's registrant: alive while anyone holds the role's lock, or where the region has no file, as unlockedInfo() says. */
 function roleInfo(region: Region, ctl: Int32Array, role: 'producer' | 'consumer', held: boolean | undefined): ProcessInfo | undefined {

@@ -16,6 +16,10 @@
  *    consumer's close() closes the ring for everyone: producers then get
  *    ERR_SHMRING_CLOSED.
  *  - `size` is a snapshot.
+ *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
+ *    zeroes and releases the record in hand only once the handler returns.
+ *    close() or detach() there ends the object at once, but drain() gives
+ *    up the consumer role only after that release, before it returns.
  *
  * Invariants (positions are u32 byte counts that wrap modulo 2^32):
  *  - 0 <= tail - head <= capacity, tail = PRODUCER_POSITION (bytes ever
@@ -58,7 +62,16 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
-import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import {
+  checkCapacity,
+  checkOffset,
+  checkOptionsObject,
+  checkStablePositions,
+  readHeader,
+  ringMemory,
+  unpublish,
+  writeHeader,
+} from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -126,10 +139,15 @@ function corrupt(what: string): ShmringError {
   );
 }
 
-/** The tail (loaded after the head) at most `capacity` ahead of the head, both multiples of 8. */
-export function checkPositions(tail: number, head: number, capacity: number): void {
+/**
+ * The tail at most `capacity` ahead of the head, both multiples of 8: a pair
+ * that held at one instant (checkStablePositions reads one on a live ring;
+ * #takeConsumer loads the tail after the head, which only it moves then).
+ * `where` names the ring in the error.
+ */
+export function checkPositions(tail: number, head: number, capacity: number, where?: string): void {
   if ((tail - head) >>> 0 > capacity || ((tail | head) & 7) !== 0) {
-    throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent`);
+    throw corrupt(`positions producer=${tail >>> 0} consumer=${head >>> 0} are inconsistent${where === undefined ? '' : ` in ${where}`}`);
   }
 }
 
@@ -195,13 +213,13 @@ export class MpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observes both positions once, to check the ring; the head is looked at again when this object takes
-    // the consumer role (#takeConsumer): another consumer may read until then.
-    const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
-    this.#head = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
+    // Both positions, as a pair that held at one instant (producers and a consumer may be moving them), to
+    // check the ring; the head is looked at again when this object takes the consumer role (#takeConsumer):
+    // another consumer may read until then.
+    const [tail, head] = checkStablePositions(this.ctl, capacity, checkPositions, this.where);
+    this.#head = head;
     this.#cachedTail = tail;
-    this.#cachedHead = this.#head;
-    checkPositions(tail, this.#head, capacity);
+    this.#cachedHead = head;
   }
 
   /**
@@ -623,7 +641,7 @@ export class MpscRing extends Queue {
     const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
     // After the head: observes the latest claim (bounds only; the tail only grows, so it is not behind the head).
     const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
-    checkPositions(tail, head, this.capacity);
+    checkPositions(tail, head, this.capacity, this.where);
     this.#head = head;
     this.#cachedTail = tail;
     // #stuckAt stays: a record a look saw stuck at this head (select, before the role was ours) has been stuck since.
@@ -633,7 +651,7 @@ export class MpscRing extends Queue {
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     this.#lookedOnly = false;
     const start = this.#head;
@@ -659,18 +677,28 @@ export class MpscRing extends Queue {
    * consumer killed in a handler leaves the record in hand, and all after
    * it, to the next consumer. Never waits. Arguments are checked before
    * anything is taken.
+   *
+   * From its handler: a read of this object (tryRead, readSync, read, the
+   * iterator, drain) is ERR_SHMRING_BUSY, since it would release the record
+   * in hand before it is zeroed; waitReadable takes nothing and may be
+   * called. close() or detach() ends this object at once (its verbs throw
+   * ERR_SHMRING_CLOSED; close() also ends the ring for the producers), and
+   * drain() stops after the record in hand: it counts as taken, the records
+   * not handed out stay in the ring for the next consumer; drain() zeroes
+   * and releases it and only then gives up the consumer role, before it
+   * returns.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'MpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
-    if (this.#draining) throw this.#inDrain();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     this.#lookedOnly = false;
     const data = this.data;
     const start = this.#head;
     let count = 0;
-    this.#draining = true;
+    this.draining = true; // the record in hand is zeroed and released once its handler returns
     try {
       // At most a lap: each record's room goes back as it is taken, and producers may fill it meanwhile.
       while (count < max && this.ctl.length !== 0 && ((this.#head - start) | 0) < this.capacity) {
@@ -696,9 +724,12 @@ export class MpscRing extends Queue {
         }
       }
     } finally {
-      this.#draining = false;
-      // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+      try {
+        // ctl.length is 0 only if the region itself was closed (its memory is gone).
+        if (this.#head !== start && ctl.length !== 0) this.#release(this.#head, ctl);
+      } finally {
+        this.endDrain(); // after the last store of the head: a close() or detach() in a handler gives up the role only now
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
@@ -713,18 +744,6 @@ export class MpscRing extends Queue {
     // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
     if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
     else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
-  }
-
-  /** A drain() is handing out records: the one in hand is zeroed and released once its handler returns. */
-  #draining = false;
-
-  /** A read verb called from a drain() handler: it would release the record in hand before it is zeroed. */
-  #inDrain(): ShmringError {
-    return new ShmringError(
-      ErrorCodes.BUSY,
-      `MpscRing: a read from a drain() handler of the same consumer (of ${this.where}) would give back the record in hand; ` +
-        'take the next records once drain() returns',
-    );
   }
 
   // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
@@ -769,7 +788,7 @@ export class MpscRing extends Queue {
   protected override producerAlive(): boolean {
     const ctl = this.ctl;
     if (ctl.length === 0) return true;
-    if (this.#draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
+    if (this.draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
     if (!this.isConsumer) {
       // A wait that has not read yet (select, waitReadable) takes the role only to take back a claim at the
       // head, and not if another object holds it (that one does). Observes the header at the stored head.
@@ -841,7 +860,7 @@ export class MpscRing extends Queue {
    * holds it: that one takes the padding.
    */
   #takePadding(): void {
-    if (this.#draining) return; // a wait's look from a drain handler: drain takes the padding itself
+    if (this.draining) return; // a wait's look from a drain handler: drain takes the padding itself
     if (!this.isConsumer && !this.#becomeConsumer()) return;
     const start = this.#head;
     this.#next();

@@ -599,7 +599,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * threads of this process share its pid: another thread still producing
    * is not counted once this thread's objects have left.
    */
-  #leave(role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
+  #leave(ctl: Int32Array, role: Role, pidIndex: number, startIndex: number, threads: boolean): void {
     const share = this.#shares.get(role);
     if (share === undefined) return;
     this.#shares.delete(role);
@@ -609,7 +609,6 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     }
     if (share.objects.size !== 0) return;
     if (this.#place !== undefined && joined.get(`${this.#place}:${role}`) === share) joined.delete(`${this.#place}:${role}`);
-    const ctl = this.ctl;
     const me = process.pid;
     const before = share.before;
     const back = before !== undefined && registrantAlive(before.id, before.start, threads) ? before : undefined;
@@ -621,9 +620,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     Atomics.store(ctl, pidIndex, back === undefined ? 0 : back.id);
   }
 
-  /** Whether this object still acts in `role` (not closed or detached, its region not closed: ctl would read length 0). */
+  /**
+   * Whether this object still acts in `role`: not closed or detached (its region not closed: ctl would read
+   * length 0), or closed from a drain() handler whose drain() has not given up the roles yet (endDrain).
+   */
   #acts(role: Role): boolean {
-    return this.ctl.length !== 0 && (role === 'producer' ? this.isProducer : this.isConsumer);
+    return (this.ctl.length !== 0 || this.#letGoAfterDrain !== undefined) && (role === 'producer' ? this.isProducer : this.isConsumer);
   }
 
   #busy(role: Role, holder: number, threads: boolean): ShmringError {
@@ -1202,7 +1204,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * that was both producer and consumer leaves what it published (and did
    * not read) to any other object attached to the ring, one attached after
    * the close included. The region stays open: close it separately.
-   * Idempotent.
+   * Idempotent. Called from a drain() handler of this object (SpscRing,
+   * MpscRing), it is deferred in part: the object is closed at once, but
+   * drain() stops after the record in hand (which counts as consumed; what
+   * was not handed out stays in the ring), gives that record back to the
+   * producers and only then gives up the consumer role, before it returns,
+   * so a next consumer never meets a store of this one.
    */
   close(): void {
     const ctl = this.ctl;
@@ -1224,7 +1231,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * it) end with it. The other side notices nothing (its parked waits wake,
    * find nothing new and park again), except, if it waits, that the role
    * stays empty until someone takes it. Idempotent; close() after it does
-   * nothing.
+   * nothing. Called from a drain() handler of this object, it ends the
+   * object at once and leaves the roles to drain(), as close() does: a next
+   * consumer takes exactly the records the handler was not handed.
    */
   detach(): void {
     const ctl = this.ctl;
@@ -1238,16 +1247,36 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     unparkAll(ctl, WRITE_BLOCK);
   }
 
+  /**
+   * Ends this object: its views go at once (its verbs throw
+   * ERR_SHMRING_CLOSED), then its roles, unless a drain() of it is handing
+   * out records (close() or detach() from its handler): drain() has stores
+   * of its head left to make, so it lets go of the roles itself once it has
+   * made them (endDrain), and no other object takes the role before.
+   */
   #letGo(): void {
     const ctl = this.ctl;
+    this.ctl = CLOSED_I32;
+    this.dropViews();
+    if (this.draining) this.#letGoAfterDrain = ctl;
+    else this.#giveUpRoles(ctl);
+  }
+
+  /**
+   * Releases this object's roles in the ring whose control words are `ctl`
+   * (its views are gone already). `ctl` reads length 0 only if the region was
+   * closed from a drain() handler too: then only the locks are let go.
+   */
+  #giveUpRoles(ctl: Int32Array): void {
+    const mapped = ctl.length !== 0;
     if (this.roles !== undefined) {
       this.roles.release();
       // A role nobody holds any more reads "not registered" again (pid 0), so a parked peer
       // waits for the next holder instead of taking this exit for a death. Only our own
       // registration is withdrawn (the CAS); a newcomer's pid stays.
-      if (this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
-      if (this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
-    } else {
+      if (mapped && this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
+      if (mapped && this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
+    } else if (mapped) {
       // The same for a thread's registration in an exclusive role of a ring without locks
       // (#claim): withdrawn only if it is still ours (the CAS), a successor's stays.
       // A shared role's words (#join) are given back by #leave.
@@ -1255,15 +1284,51 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       const tid = ownThread().id;
       if (this.isProducer && !this.#shares.has('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, tid, 0);
       if (this.isConsumer && !this.#shares.has('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, tid, 0);
-      this.#leave('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32, threads);
-      this.#leave('consumer', L.CONSUMER_PID_I32, L.CONSUMER_START_I32, threads);
+      this.#leave(ctl, 'producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32, threads);
+      this.#leave(ctl, 'consumer', L.CONSUMER_PID_I32, L.CONSUMER_START_I32, threads);
       for (const role of ['producer', 'consumer'] as const) {
         const key = `${this.#place}:${role}`;
         if (claimed.get(key)?.deref() === this) claimed.delete(key);
       }
     }
-    this.ctl = CLOSED_I32;
-    this.dropViews();
+  }
+
+  // ---- drain()'s handler: what the other verbs of the same object may do from it ----
+
+  /**
+   * A drain() of this object is handing out records (SpscRing, MpscRing):
+   * the one in hand goes back to the producers only once its handler
+   * returns. Meanwhile the read verbs refuse to run (drainBusyError: they
+   * would give it back, or hand it out again), and close() / detach() leave
+   * the roles to endDrain(). A field, not a closure: the read verbs' cost is
+   * this one check.
+   */
+  protected draining = false;
+  /** close() or detach() was called from a drain() handler: the control words whose roles endDrain() gives up. */
+  #letGoAfterDrain: Int32Array | undefined = undefined;
+
+  /**
+   * drain() has made its last store to the ring (the head after what it
+   * took, the zeroing of it): a close() or detach() called from its handler
+   * gives up the roles now, so no other consumer could take the role while
+   * this one still wrote to the ring. drain() calls it last, also when a
+   * handler throws.
+   */
+  protected endDrain(): void {
+    this.draining = false;
+    const ctl = this.#letGoAfterDrain;
+    if (ctl === undefined) return;
+    this.#letGoAfterDrain = undefined;
+    this.#giveUpRoles(ctl);
+  }
+
+  /** ERR_SHMRING_BUSY for `what` (a read, by default) called from a drain() handler of this object. */
+  protected drainBusyError(what = 'a read'): ShmringError {
+    return new ShmringError(
+      ErrorCodes.BUSY,
+      `${this.#kind}: ${what} from a drain() handler of the same consumer (of ${this.#where}) is refused: drain() gives the ` +
+        'record in hand back only once its handler returns; return from the handler first, and take the next records once drain() has returned',
+    );
   }
 
   [Symbol.dispose](): void {

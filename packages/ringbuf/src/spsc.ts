@@ -14,6 +14,10 @@
  *  - try* verbs, claim/commit/abort and drain never wait. *Sync verbs park
  *    the thread; the plain verbs return Promises and never block the loop.
  *  - `size` is a snapshot: stale as soon as it is read.
+ *  - From a drain() handler, this object's reads are ERR_SHMRING_BUSY: drain()
+ *    gives the record in hand back only once the handler returns. close()
+ *    or detach() there ends the object at once, but drain() gives up the
+ *    consumer role only after its release, before it returns.
  *
  * Invariants (layout version 2; positions are u32 byte counts that wrap
  * modulo 2^32; see layout.ts and docs/LAYOUT.md "SpscRing"):
@@ -56,7 +60,16 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import {
+  checkCapacity,
+  checkOffset,
+  checkOptionsObject,
+  checkStablePositions,
+  readHeader,
+  ringMemory,
+  unpublish,
+  writeHeader,
+} from './header.js';
 import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
@@ -104,12 +117,16 @@ function corrupt(what: string): ShmringError {
  * Both positions multiples of 8, at most `capacity` apart either way: the
  * consumer may be ahead of the stored producer position by the records
  * published since its last store (a producer between its LENGTH store and its
- * position store, or one that died there).
+ * position store, or one that died there). A pair that held at one instant
+ * (checkStablePositions reads one on a live ring). `where` names the ring in
+ * the error.
  */
-export function checkPositions(producer: number, consumer: number, capacity: number): void {
+export function checkPositions(producer: number, consumer: number, capacity: number, where?: string): void {
   const ahead = (producer - consumer) | 0;
   if (ahead > capacity || ahead < -capacity || ((producer | consumer) & 7) !== 0) {
-    throw corrupt(`positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent`);
+    throw corrupt(
+      `positions producer=${producer >>> 0} consumer=${consumer >>> 0} are inconsistent${where === undefined ? '' : ` in ${where}`}`,
+    );
   }
 }
 
@@ -151,13 +168,14 @@ export class SpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
-    // Observe both positions once (each side's latest store), to check the ring; each is looked at again when
-    // this object takes its role (the producer's walked on: #resume; the consumer's: #takeConsumer).
-    this.#producerPosition = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
-    this.#consumerPosition = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
-    this.#cachedConsumerPosition = this.#consumerPosition;
-    this.#releasedPosition = this.#consumerPosition;
-    checkPositions(this.#producerPosition, this.#consumerPosition, capacity);
+    // Both positions (each side's latest store), as a pair that held at one instant (the sides may be moving
+    // them), to check the ring; each is looked at again when this object takes its role (the producer's walked
+    // on: #resume; the consumer's: #takeConsumer).
+    const [producer, consumer] = checkStablePositions(this.ctl, capacity, checkPositions, this.where);
+    this.#producerPosition = producer;
+    this.#consumerPosition = consumer;
+    this.#cachedConsumerPosition = consumer;
+    this.#releasedPosition = consumer;
   }
 
   /**
@@ -262,7 +280,7 @@ export class SpscRing extends Queue {
     // Observe the previous producer's last position store and the consumer's last release.
     const stored = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
     const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
-    checkPositions(stored, consumer, this.capacity);
+    checkPositions(stored, consumer, this.capacity, this.where);
     let position = ((consumer - stored) | 0) > 0 ? consumer : stored;
     for (;;) {
       const index = position & this.#mask;
@@ -527,7 +545,7 @@ export class SpscRing extends Queue {
     // last release, #storeConsumer's Atomics.store of CONSUMER_POSITION (its reads were done before it).
     const consumer = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
     // Observes the producer's latest position store, for the check only (it may lag: checkPositions).
-    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity);
+    checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity, this.where);
     this.#consumerPosition = consumer;
     this.#releasedPosition = consumer;
   }
@@ -535,6 +553,7 @@ export class SpscRing extends Queue {
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     const index = this.#nextRecord(this.#consumerPosition);
     if (index < 0) return null;
@@ -550,18 +569,31 @@ export class SpscRing extends Queue {
    * many: everything published when the call starts, and what is published
    * while it runs, if `limit` allows (at most a ring's worth: the space it
    * takes is released once, after the batch; also if the handler throws:
-   * the record it threw on counts as consumed; and if the handler closes
-   * this ring: what it was handed stays consumed for the next consumer).
-   * Never waits. A handler that is not a function, or a limit that is not an
-   * integer >= 0 (or Infinity), throws before anything is taken.
+   * the record it threw on counts as consumed). Never waits. A handler that
+   * is not a function, or a limit that is not an integer >= 0 (or Infinity),
+   * throws before anything is taken.
+   *
+   * From its handler: a read of this object (tryRead, readSync, read, the
+   * iterator, drain, rewindReads) is ERR_SHMRING_BUSY, since the record in
+   * hand goes back to the producer only once the handler returns;
+   * waitReadable takes nothing and may be called. releaseReads may (holding:
+   * it gives back what it names, the record in hand included at
+   * readPosition, so call it once done with those bytes). close() or
+   * detach() ends this object at once (its verbs throw ERR_SHMRING_CLOSED),
+   * and drain() stops after the record in hand: what it was handed counts
+   * as consumed, what it was not stays in the ring for the next consumer;
+   * drain() stores the consumer position for it and only then gives up the
+   * consumer role, before it returns.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'SpscRing.drain');
     const ctl = this.ctl; // close() in the handler swaps this.ctl; the release below still goes through
     if (ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (!this.isConsumer) this.#takeConsumer();
     let count = 0;
     const start = this.#consumerPosition;
+    this.draining = true; // the records handed out are released once, after the batch
     try {
       while (count < max && this.ctl.length !== 0) {
         const index = this.#nextRecord(this.#consumerPosition);
@@ -571,8 +603,12 @@ export class SpscRing extends Queue {
         handler(this.data, index + L.RECORD_HEADER, this.#nextLength, this.#nextType);
       }
     } finally {
-      // ctl.length is 0 only if the region itself was closed (its memory is gone).
-      if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
+      try {
+        // ctl.length is 0 only if the region itself was closed (its memory is gone).
+        if (this.#consumerPosition !== start && ctl.length !== 0) this.#release(this.#consumerPosition, ctl);
+      } finally {
+        this.endDrain(); // after the release: a close() or detach() in the handler gives up the role only now
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;
@@ -619,6 +655,7 @@ export class SpscRing extends Queue {
 
   /** Consumer (holding): takes again, from the last released record on, what was taken and not released. */
   rewindReads(): void {
+    if (this.draining) throw this.drainBusyError('rewindReads()'); // drain() would hand the records out again
     this.#consumerPosition = this.#releasedPosition;
   }
 
