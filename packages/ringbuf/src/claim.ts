@@ -12,31 +12,22 @@ const NONE = -1;
 export class OpenClaim {
   /** Offset in `data` of the open claim's payload, or -1 if none is open. */
   offset = NONE;
-  /**
-   * The length claim() has just checked (checkLength), until the
-   * checkWrite that follows: a checkWrite of that length is claim's, any
-   * other tryWrite's. Undefined when none is pending.
-   */
-  #claiming: number | undefined;
 
   constructor(private readonly kind: string) {}
 
   /**
    * Before a write or claim of `length` bytes: none open, and a length in
-   * [0, max]. `verb` names the caller in the errors; left out, it is claim
-   * when claim() has just checked this length (checkLength), else tryWrite
-   * (writeSync and write, which write through tryWrite, check the length
-   * themselves first: queue.ts).
+   * [0, max]. `verb` is the caller's name in the errors: 'claim' or
+   * 'tryWrite' (writeSync and write, which write through tryWrite, check
+   * the length themselves first: queue.ts).
    */
-  checkWrite(length: number, max: number, verb?: string): void {
-    const by = verb ?? (length === this.#claiming ? 'claim' : 'tryWrite');
-    this.#claiming = undefined;
-    if (this.offset !== NONE) throw this.#open(by);
+  checkWrite(length: number, max: number, verb: 'claim' | 'tryWrite'): void {
+    if (this.offset !== NONE) throw this.#open(verb);
     if (length > max || length < 0) {
-      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${by}: length=${length} must be >= 0`);
+      if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: length=${length} must be >= 0`);
       throw new ShmringRangeError(
         ErrorCodes.MESSAGE_TOO_LARGE,
-        `${this.kind}.${by}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max}); ` +
+        `${this.kind}.${verb}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max}); ` +
           'send smaller messages, or create the ring with a larger capacity',
       );
     }
@@ -48,10 +39,8 @@ export class OpenClaim {
    */
   checkLength(length: number): void {
     if (!Number.isInteger(length)) {
-      this.#claiming = undefined;
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.claim: length=${shown(length)} must be an integer`);
     }
-    this.#claiming = length;
   }
 
   /** A write or a claim while a claim is open: a call in the wrong state (a plain Error), naming the verb and the open claim. */

@@ -100,9 +100,9 @@ export interface MpscOptions {
   peerTimeoutMs?: number;
 }
 
-/** The options of create, of regionSize (create's but offset: it would be ignored), and of attach. */
+/** The options of create, of regionSize (only capacity: offset and peerTimeoutMs would change nothing), and of attach. */
 const CREATE_OPTION_NAMES: readonly string[] = ['capacity', 'offset', 'peerTimeoutMs'];
-const SIZE_OPTION_NAMES: readonly string[] = ['capacity', 'peerTimeoutMs'];
+const SIZE_OPTION_NAMES: readonly string[] = ['capacity'];
 const ATTACH_OPTION_NAMES: readonly string[] = ['offset', 'peerTimeoutMs'];
 
 export interface MpscAttachOptions extends AttachOptions {
@@ -227,7 +227,7 @@ export class MpscRing extends Queue {
    * for one at offset 0; one at `offset` needs offset + regionSize(). So
    * `offset` is refused here (ERR_SHMRING_INVALID_ARGUMENT), not ignored.
    */
-  static regionSize(options: Omit<MpscOptions, 'offset'>): number {
+  static regionSize(options: Omit<MpscOptions, 'offset' | 'peerTimeoutMs'>): number {
     checkOptionsObject(options, 'MpscRing.regionSize', SIZE_OPTION_NAMES);
     return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.regionSize'));
   }
@@ -317,10 +317,10 @@ export class MpscRing extends Queue {
    * header reads "claimed". Returns the Int32 index of its header, or -1 if
    * the ring is full.
    */
-  #reserve(length: number): number {
+  #reserve(length: number, verb: 'claim' | 'tryWrite'): number {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
-    this.#claim.checkWrite(length, this.maxMessageLength);
+    this.#claim.checkWrite(length, this.maxMessageLength, verb);
     // Observes a close() by the consumer: producers stop at once.
     if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
       throw new ShmringError(ErrorCodes.CLOSED, `MpscRing: ${this.where} was closed by its consumer; nothing more can be written`);
@@ -420,7 +420,7 @@ export class MpscRing extends Queue {
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'MpscRing.tryWrite needs a Uint8Array (or Buffer)');
     }
-    const at = this.#reserve(bytes.length);
+    const at = this.#reserve(bytes.length, 'tryWrite');
     if (at < 0) return false;
     this.data.set(bytes, at * 4 + M.MPSC_RECORD_HEADER);
     this.#publish(type);
@@ -435,7 +435,7 @@ export class MpscRing extends Queue {
    */
   claim(length: number): number {
     this.#claim.checkLength(length);
-    const at = this.#reserve(length);
+    const at = this.#reserve(length, 'claim');
     if (at < 0) return -1;
     this.#claim.offset = at * 4 + M.MPSC_RECORD_HEADER;
     return this.#claim.offset;

@@ -235,13 +235,13 @@ export class SpscRing extends Queue {
    * ring: no header may become non-zero before it is published (#publish
    * writes the headers, the padding's too).
    */
-  #reserve(length: number): number {
+  #reserve(length: number, verb: 'claim' | 'tryWrite'): number {
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) {
       this.registerProducer();
       this.#resume();
     }
-    this.#claim.checkWrite(length, this.maxMessageLength);
+    this.#claim.checkWrite(length, this.maxMessageLength, verb);
     const size = L.recordSize(length);
     const position = this.#producerPosition;
     const index = position & this.#mask;
@@ -403,7 +403,7 @@ export class SpscRing extends Queue {
     if (!(bytes instanceof Uint8Array)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'SpscRing.tryWrite needs a Uint8Array (or Buffer)');
     }
-    const index = this.#reserve(bytes.length);
+    const index = this.#reserve(bytes.length, 'tryWrite');
     if (index < 0) return false;
     this.data.set(bytes, index + L.RECORD_HEADER);
     this.#publish(type);
@@ -417,7 +417,7 @@ export class SpscRing extends Queue {
    */
   claim(length: number): number {
     this.#claim.checkLength(length);
-    const index = this.#reserve(length);
+    const index = this.#reserve(length, 'claim');
     if (index < 0) return -1;
     this.#claim.offset = index + L.RECORD_HEADER;
     return this.#claim.offset;

@@ -196,6 +196,13 @@ describe('select and selectSync refuse an unknown key in a { queue, write } entr
 });
 
 describe('Broadcast.regionSize takes only the options that decide the size', function () {
+  it('MpscRing.regionSize refuses peerTimeoutMs (it changes nothing about the size) as an unknown option', function () {
+    assert.throws(
+      () => MpscRing.regionSize({ capacity: 1024, peerTimeoutMs: 5 } as never),
+      says(ErrorCodes.INVALID_ARGUMENT, 'TypeError', /^MpscRing\.regionSize: unknown option "peerTimeoutMs"; its options are capacity$/),
+    );
+  });
+
   it('refuses lossless and peerTimeoutMs as the other regionSize functions refuse an unknown option; a lossless Broadcast fits the size', function () {
     for (const [name, options] of [
       ['lossless', { capacity: 1024, lossless: true }],
