@@ -968,6 +968,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
   tryRead(): Uint8Array | null {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (this.#pending && !this.#settle(false)) return null;
     for (;;) {
       const index = this.#locate();
@@ -991,15 +992,21 @@ export class BroadcastSubscriber extends BroadcastEnd {
    * leaves them alone until the batch ends). Lossy: each record is first
    * copied to a buffer of this subscriber and checked (the publisher may
    * lap us), so `data` is that buffer. Never waits, allocates nothing per
-   * record.
+   * record. From its handler, a read of this subscriber (tryRead, readSync,
+   * read, the iterator, drain) is ERR_SHMRING_BUSY, as an SpscRing's; a
+   * detach() there lets go of the slot only once drain() has stored the
+   * cursor, and a close() gives the slot up at once (drain() then stores
+   * nothing more).
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'Broadcast.drain');
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
+    if (this.draining) throw this.drainBusyError();
     if (this.#pending && !this.#settle(false)) return 0;
     let count = 0;
     const start = this.#cursor;
+    this.draining = true; // a lossless record in hand is the publisher's again only once the cursor passes it, after the batch
     try {
       while (count < max && this.ctl.length !== 0) {
         const index = this.#locate();
@@ -1027,7 +1034,11 @@ export class BroadcastSubscriber extends BroadcastEnd {
         handler(data, offset, length, type);
       }
     } finally {
-      if (this.#cursor !== start && ctl.length !== 0) this.#storeCursor(ctl);
+      try {
+        if (this.#cursor !== start && ctl.length !== 0) this.#storeCursor(ctl);
+      } finally {
+        this.endDrain(); // after the store: a detach() in the handler frees the slot's lock only now
+      }
     }
     if (count > 0) this.drained(); // its readers are busy: a wait soon after may poll (PollPacer)
     return count;

@@ -10,7 +10,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, MpscRing, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 
 const CAPACITY = 1024;
@@ -200,4 +200,75 @@ describe('drain() handler re-entry', function () {
       }
     }
   }
+
+  describe('a Broadcast subscriber', function () {
+    const name = `/shmring-drain-reentry-${process.pid}`;
+
+    /** A POSIX-named Broadcast (one slot), its publisher with messages 0 .. count-1, and a subscriber that joined first. */
+    const published = (lossless: boolean, count: number) => {
+      const region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
+      regions.push(region);
+      const publisher = Broadcast.create(region, { capacity: CAPACITY, subscribers: 1, lossless });
+      const subscriber = Broadcast.subscribe(region);
+      for (let seq = 0; seq < count; seq++) assert.ok(publisher.tryWrite(message(seq)));
+      return { region, publisher, subscriber };
+    };
+
+    for (const lossless of [false, true]) {
+      it(`(${lossless ? 'lossless' : 'lossy'}) refuses a read from its own drain() handler with ERR_SHMRING_BUSY, and the batch arrives whole`, function () {
+        const { region, publisher, subscriber } = published(lossless, 3);
+        region.unlink(); // the object lives while mapped
+        const got: number[] = [];
+        const codes: string[] = [];
+        const taken = subscriber.drain((data, offset) => {
+          got.push(data[offset]!);
+          for (const read of [() => subscriber.tryRead(), () => subscriber.readSync({ timeoutMs: 0 }), () => subscriber.drain(() => {})]) {
+            try {
+              read();
+              codes.push('none');
+            } catch (err) {
+              codes.push((err as ShmringError).code);
+              assert.match((err as Error).message, /drain\(\) handler/);
+            }
+          }
+        });
+        assert.equal(taken, 3);
+        assert.deepEqual(got, [0, 1, 2]);
+        assert.deepEqual(new Set(codes), new Set([ErrorCodes.BUSY]));
+        assert.equal(subscriber.tryRead(), null);
+        subscriber.close();
+        publisher.close();
+      });
+    }
+
+    it('(lossless) a detach() in the handler keeps the slot until drain() has stored the cursor: a newcomer meanwhile finds it taken', function () {
+      const { region, publisher, subscriber } = published(true, 3);
+      let newcomer: string | undefined;
+      const taken = subscriber.drain((_data, _offset) => {
+        if (newcomer !== undefined) return;
+        subscriber.detach();
+        // Another description of the same object: its slot lock is not ours.
+        const other = Region.open({ backing: 'posix', name });
+        regions.push(other);
+        try {
+          Broadcast.subscribe(other).close();
+          newcomer = 'joined';
+        } catch (err) {
+          newcomer = (err as ShmringError).code;
+        }
+      });
+      assert.equal(taken, 1, 'drain() stops after the record in hand');
+      assert.equal(newcomer, ErrorCodes.BUSY, "a newcomer took the slot while drain() still had the cursor's store to make");
+      // Once drain() returned, the slot is free, and a newcomer joins at the tail with a cursor of its own.
+      const again = Region.open({ backing: 'posix', name });
+      regions.push(again);
+      region.unlink();
+      const next = Broadcast.subscribe(again);
+      assert.equal(next.tryRead(), null);
+      assert.ok(publisher.tryWrite(message(9)));
+      assert.equal(next.tryRead()![0], 9);
+      next.close();
+      publisher.close();
+    });
+  });
 });
