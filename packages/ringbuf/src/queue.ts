@@ -1336,39 +1336,95 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * A Readable stream of the messages (Buffers), ending when the ring is closed
-   * and drained. Reading waits on the event loop; it pauses when the stream's
-   * buffer is full, so the ring fills and applies back-pressure to the writer.
+   * A Readable stream (objectMode) of the messages, each a Buffer (its
+   * type is not carried), ending when the ring is closed by the other side
+   * and drained. It takes messages off the ring only while the stream wants
+   * more (up to `highWaterMark` messages, default 16, are buffered in the
+   * stream), and waits on the event loop otherwise, so a slow reader fills
+   * the ring and holds the writer back. Its wait takes nothing: destroying
+   * the stream (destroy(), a `break` out of `for await`, a pipeline that
+   * failed, `signal`) ends it, and every message not yet pushed into the
+   * stream stays in the ring for the next read; what the stream had
+   * buffered goes with it.
    */
   readable(options: { highWaterMark?: number; signal?: AbortSignal } = {}): Readable {
     checkStreamOptions(options, `${this.#kind}.readable`, READABLE_OPTION_NAMES);
+    // Ends the pending wait when the stream is destroyed (its `signal` destroys it too).
+    const stop = new AbortController();
+    const waitOptions = { signal: stop.signal };
+    let waiting = false;
+    const fail = (err: ShmringError): void => {
+      // Closed by the other side and drained: the end. Closed by this side (its views are gone): an error.
+      if (err.code === ErrorCodes.CLOSED && this.ctl.length !== 0) stream.push(null);
+      else stream.destroy(err);
+    };
+    // Pushes what the ring holds while the stream wants more, then waits for the next message.
+    const take = (): void => {
+      for (;;) {
+        let message: Uint8Array | null;
+        try {
+          message = this.tryRead();
+        } catch (err) {
+          fail(err as ShmringError);
+          return;
+        }
+        if (message === null) break;
+        if (!stream.push(Buffer.from(message.buffer, message.byteOffset, message.byteLength))) return; // read() comes again
+      }
+      waiting = true;
+      this.waitReadable(waitOptions).then(
+        () => {
+          waiting = false;
+          if (!stream.destroyed) take();
+        },
+        (err: ShmringError) => {
+          waiting = false;
+          if (!stream.destroyed) fail(err);
+        },
+      );
+    };
     const stream: Readable = new Readable({
       objectMode: true,
       highWaterMark: options.highWaterMark ?? 16,
       signal: options.signal,
       read: () => {
-        this.read({ signal: options.signal }).then(
-          (message) => stream.push(Buffer.from(message.buffer, message.byteOffset, message.byteLength)),
-          (err: ShmringError) => (err.code === ErrorCodes.CLOSED && this.ctl.length !== 0 ? stream.push(null) : stream.destroy(err)),
-        );
+        if (!waiting) take();
+      },
+      destroy: (err, callback) => {
+        stop.abort();
+        callback(err);
       },
     });
     return stream;
   }
 
   /**
-   * A Writable stream: each chunk (Buffer / Uint8Array) becomes one message.
-   * A chunk is acknowledged once it is in the ring, so a full ring holds the
-   * writer back. Ending the stream closes the ring (the reader then ends).
+   * A Writable stream (objectMode): each chunk (Buffer / Uint8Array) becomes
+   * one message of type 0. A chunk is acknowledged once it is in the ring,
+   * so a full ring holds the writer back. When the stream finishes (end()),
+   * this object is closed unless `closeOnFinish` is false, with what close()
+   * means for its kind: an SpscRing's reader, a Broadcast's subscribers, and
+   * every side of an MpmcQueue (its other producers too) then end; an
+   * MpscRing producer's close() ends its own part only, so the consumer's
+   * reads do not end (the consumer ends the ring). A stream destroyed
+   * before it finished (destroy(), an error, `signal`) leaves the ring
+   * open, and its pending write ends without writing.
    */
   writable(options: { highWaterMark?: number; signal?: AbortSignal; closeOnFinish?: boolean } = {}): Writable {
     checkStreamOptions(options, `${this.#kind}.writable`, WRITABLE_OPTION_NAMES);
+    // Ends the pending write when the stream is destroyed (its `signal` destroys it too).
+    const stop = new AbortController();
+    const writeOptions = { signal: stop.signal };
     return new Writable({
       highWaterMark: options.highWaterMark ?? 16,
       objectMode: true,
       signal: options.signal,
       write: (chunk: Uint8Array, _encoding, callback) => {
-        this.write(chunk, { signal: options.signal }).then(() => callback(), callback);
+        this.write(chunk, writeOptions).then(() => callback(), callback);
+      },
+      destroy: (err, callback) => {
+        stop.abort();
+        callback(err);
       },
       final: (callback) => {
         if (options.closeOnFinish !== false) this.close();
