@@ -683,7 +683,7 @@ export class Region {
       default:
         throw new ShmringTypeError(
           ErrorCodes.INVALID_BACKING,
-          `backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sysv', 'sab'`,
+          `Region.create: backing=${String(options.backing)} is not one of 'memfd', 'posix', 'file', 'sysv', 'sab'`,
         );
     }
   }
@@ -805,7 +805,8 @@ export class Region {
       default:
         throw new ShmringTypeError(
           ErrorCodes.INVALID_BACKING,
-          `backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix', 'file' or 'sysv' (memfd regions are shared by fd)`,
+          `Region.open: backing=${String((options as { backing?: unknown }).backing)} cannot be opened; use 'posix', 'file' or 'sysv' ` +
+            '(a memfd region is shared by its fd: Region.fromFd; a sab region by its buffer: Region.fromSharedArrayBuffer)',
         );
     }
   }

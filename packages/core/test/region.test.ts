@@ -399,8 +399,18 @@ describe('Region', () => {
         });
 
         it('rejects an unknown backing', () => {
-          assert.throws(() => Region.create({ backing: 'tmp' as 'sab', size: 10 }), { code: 'ERR_SHMRING_INVALID_BACKING' });
-          assert.throws(() => Region.open({ backing: 'memfd' as 'posix' }), { code: 'ERR_SHMRING_INVALID_BACKING' });
+          assert.throws(() => Region.create({ backing: 'tmp' as 'sab', size: 10 }), {
+            code: 'ERR_SHMRING_INVALID_BACKING',
+            message: /^Region\.create: backing=tmp is not one of/,
+          });
+          assert.throws(() => Region.open({ backing: 'memfd' as 'posix' }), {
+            code: 'ERR_SHMRING_INVALID_BACKING',
+            message: /^Region\.open: backing=memfd cannot be opened; .*Region\.fromFd/,
+          });
+          assert.throws(() => Region.open({ backing: 'sab' as 'posix' }), {
+            code: 'ERR_SHMRING_INVALID_BACKING',
+            message: /^Region\.open: backing=sab cannot be opened; .*Region\.fromSharedArrayBuffer/,
+          });
         });
 
         it('rejects a size that is not a positive integer', () => {
