@@ -994,9 +994,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
    * lap us), so `data` is that buffer. Never waits, allocates nothing per
    * record. From its handler, a read of this subscriber (tryRead, readSync,
    * read, the iterator, drain) is ERR_SHMRING_BUSY, as an SpscRing's; a
-   * detach() there lets go of the slot only once drain() has stored the
-   * cursor, and a close() gives the slot up at once (drain() then stores
-   * nothing more).
+   * close() or detach() there lets go of the slot only once drain() has
+   * stored the cursor.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'Broadcast.drain');
@@ -1068,8 +1067,15 @@ export class BroadcastSubscriber extends BroadcastEnd {
   protected recordReady(): boolean {
     // The start is settled first, as tryRead does; not now (a record in flight): its TAIL store wakes the wait.
     if (this.#pending && !this.#settle(false)) return false;
-    // SYNC POINT with the publisher's TAIL store, as #locate's: a record published past the cursor.
-    return Atomics.load(this.ctl, B.TAIL_I32) !== (this.#cursor | 0);
+    // What tryRead would find, without the copy: a record at the cursor (#locate observes TAIL and settles a lap
+    // past it) that the publisher is not overwriting (#lapped observes INTENT). A lap that cannot be settled yet (a
+    // record in flight, or a publisher that died in one) is not ready: the wait parks, and the TAIL store wakes it
+    // (or the watchdog finds the publisher dead), instead of resolving at once to a tryRead that finds nothing.
+    for (;;) {
+      if (this.#locate() < 0) return false;
+      if (!this.#lapped()) return true;
+      if (!this.#settle(true)) return false;
+    }
   }
 
   protected writeReady(): boolean {
@@ -1085,17 +1091,23 @@ export class BroadcastSubscriber extends BroadcastEnd {
     return this.#cursor;
   }
 
-  /** Leaves the Broadcast: frees this subscriber's slot (a lossless publisher stops waiting for it). Idempotent. */
+  /**
+   * Leaves the Broadcast, as detach() does: frees this subscriber's slot (a
+   * lossless publisher stops waiting for it); the Broadcast goes on for the
+   * others. Idempotent.
+   */
   override close(): void {
-    const ctl = this.ctl;
-    if (ctl.length === 0) return;
-    if (this.#slot >= 0) {
-      // Gives the slot back; a lossless publisher parked on our cursor re-scans and goes on.
-      Atomics.compareExchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_OWNER_I32, this.#token, 0);
-      if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
-      this.#slot = -1;
-    }
-    this.detach(); // releases our Roles, and with them the slot's lock
+    this.detach();
+  }
+
+  /** Gives the slot back (close(), detach(), or the end of a drain() they were called from), then Queue lets go of the slot's lock. */
+  protected override leaveRing(ctl: Int32Array): void {
+    if (this.#slot < 0) return;
+    // Frees the slot if it is still ours (a publisher may have freed it, judging us dead); after drain()'s last
+    // cursor store. A lossless publisher parked on our cursor re-scans and goes on.
+    Atomics.compareExchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_OWNER_I32, this.#token, 0);
+    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    this.#slot = -1;
   }
 
   protected override dropViews(): void {

@@ -5,7 +5,7 @@
  * (`SpscRing.claim: …`, `MpscRing.tryWrite: …`).
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError } from '@shmring/core';
-import { shown } from './queue.js';
+import { shown, tooLargeError } from './queue.js';
 
 const NONE = -1;
 
@@ -25,11 +25,7 @@ export class OpenClaim {
     if (this.offset !== NONE) throw this.#open(verb);
     if (length > max || length < 0) {
       if (length < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${this.kind}.${verb}: length=${length} must be >= 0`);
-      throw new ShmringRangeError(
-        ErrorCodes.MESSAGE_TOO_LARGE,
-        `${this.kind}.${verb}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max}); ` +
-          'send smaller messages, or create the ring with a larger capacity',
-      );
+      throw tooLargeError(`${this.kind}.${verb}`, length, max);
     }
   }
 

@@ -518,6 +518,9 @@ export class MpscRing extends Queue {
       if (type === L.PADDING_TYPE) {
         this.data.fill(0, index, index + size);
         this.#head = (head + size) | 0;
+        // Each zeroed padding's room is released at once (LAYOUT.md, MUST): zeroed and not released, it would read
+        // as a claim whose header is not written yet to a next consumer, this one killed before its next store.
+        this.#storeHead(this.ctl, this.#head);
         continue;
       }
       this.#nextLength = length - M.MPSC_RECORD_HEADER;

@@ -143,6 +143,15 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
   explainWaitOptions(options, verb, known);
 }
 
+/** ERR_SHMRING_MESSAGE_TOO_LARGE of `verb` (`SpscRing.writeSync`) for a message of `length` bytes, `max` the largest. */
+export function tooLargeError(verb: string, length: number, max: number): ShmringRangeError {
+  return new ShmringRangeError(
+    ErrorCodes.MESSAGE_TOO_LARGE,
+    `${verb}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${max}); ` +
+      'send smaller messages, or create the ring with a larger capacity',
+  );
+}
+
 /**
  * The option names of a waiting verb, exactly those it uses: checkWaitOptions
  * refuses any other (a `timeout` would never time out; a `ref` given to a
@@ -734,11 +743,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * writes (selectLimit) and what to do. MpmcQueue names its slotSize.
    */
   protected tooLarge(length: number, verb: string): ShmringRangeError {
-    return new ShmringRangeError(
-      ErrorCodes.MESSAGE_TOO_LARGE,
-      `${verb}: length=${length} is larger than the largest message this ring takes (maxMessageLength=${this.selectLimit(true)}); ` +
-        'send smaller messages, or create the ring with a larger capacity',
-    );
+    return tooLargeError(verb, length, this.selectLimit(true));
   }
 
   /**
@@ -1205,7 +1210,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * not read) to any other object attached to the ring, one attached after
    * the close included. The region stays open: close it separately.
    * Idempotent. Called from a drain() handler of this object (SpscRing,
-   * MpscRing), it is deferred in part: the object is closed at once, but
+   * MpscRing, a Broadcast subscriber's detach), it is deferred in part: the object is closed at once, but
    * drain() stops after the record in hand (which counts as consumed; what
    * was not handed out stays in the ring), gives that record back to the
    * producers and only then gives up the consumer role, before it returns,
@@ -1269,6 +1274,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   #giveUpRoles(ctl: Int32Array): void {
     const mapped = ctl.length !== 0;
+    if (mapped) this.leaveRing(ctl);
     if (this.roles !== undefined) {
       this.roles.release();
       // A role nobody holds any more reads "not registered" again (pid 0), so a parked peer
@@ -1292,6 +1298,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       }
     }
   }
+
+  /**
+   * What this object holds in the ring beyond its roles, given back when it
+   * lets go of them (close(), detach(), or the end of a drain() they were
+   * called from), before the role locks: a Broadcast subscriber's slot.
+   */
+  protected leaveRing(_ctl: Int32Array): void {}
 
   // ---- drain()'s handler: what the other verbs of the same object may do from it ----
 
@@ -1360,7 +1373,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     };
     // Pushes what the ring holds while the stream wants more, then waits for the next message.
     const take = (): void => {
-      for (;;) {
+      // A 'data' listener may destroy the stream inside push(), which returns true then: looked at before each take.
+      while (!stream.destroyed) {
         let message: Uint8Array | null;
         try {
           message = this.tryRead();
@@ -1371,6 +1385,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         if (message === null) break;
         if (!stream.push(Buffer.from(message.buffer, message.byteOffset, message.byteLength))) return; // read() comes again
       }
+      if (stream.destroyed) return;
       waiting = true;
       this.waitReadable(waitOptions).then(
         () => {

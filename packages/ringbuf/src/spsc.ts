@@ -583,7 +583,9 @@ export class SpscRing extends Queue {
    * and drain() stops after the record in hand: what it was handed counts
    * as consumed, what it was not stays in the ring for the next consumer;
    * drain() stores the consumer position for it and only then gives up the
-   * consumer role, before it returns.
+   * consumer role, before it returns. Holding (holdReads), drain() stores
+   * nothing: what was handed out and not released goes to the next
+   * consumer again.
    */
   drain(handler: DrainHandler, limit?: number): number {
     const max = checkDrain(handler, limit, 'SpscRing.drain');

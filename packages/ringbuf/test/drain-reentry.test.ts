@@ -92,6 +92,7 @@ describe('drain() handler re-entry', function () {
         }
         // The Promise reads reject (settled after drain() returns, checked below).
         pending.push(consumer.read({ timeoutMs: 0 }), consumer.messages({ timeoutMs: 0 }).next());
+        // Observes any store of the head a read from the handler made.
         assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), before, 'a read from the handler moved the consumer position');
       });
       assert.equal(taken, 3);
@@ -180,6 +181,7 @@ describe('drain() handler re-entry', function () {
           assert.equal(otherCode, ErrorCodes.BUSY, 'another consumer took the role while drain() still had stores to make');
           assert.throws(() => first.tryRead(), { code: ErrorCodes.CLOSED });
           // The head drain() stored covers exactly the three records taken (16 bytes each).
+          // Observes drain()'s last store of the head.
           assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), 3 * 16);
           if (roles !== undefined) {
             assert.ok(atRelease, 'the role was given up');
