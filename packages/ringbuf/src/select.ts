@@ -149,7 +149,7 @@ interface Probe {
 interface Probes {
   /** The queue's ctl when these were made: once it differs (close swaps it), the queue is closed. */
   readonly ctl: Int32Array;
-  /** The { queue, write } entry of this queue whose keys were checked last (checkEntryKeys): not walked again. */
+  /** The { queue, write } entry of this queue whose keys were checked last (probeOf): not walked again. */
   walked: object | undefined;
   /** The queue's read probe, and its last write probe. */
   read: Probe | undefined;
@@ -195,26 +195,19 @@ function checkLength(length: unknown, index: number, what: string): number {
 /** The keys of a { queue, write } entry. */
 const ENTRY_KEYS: readonly string[] = ['queue', 'write'];
 
-/**
- * Refuses a key a { queue, write } entry does not have (`wirte`, `timeoutMs`):
- * ignored, it would leave the entry other than its writer meant, without a
- * word. As checkWaitOptions does for options, the names of the entry last
- * checked for the same queue are not walked again (a key added to that very
- * object afterwards is not seen).
- */
-function checkEntryKeys(entry: object, queue: unknown, index: number, what: string): void {
-  const probes = queue instanceof Queue ? probesOf.get(queue) : undefined;
-  if (probes !== undefined && probes.walked === entry) return;
-  checkOptionNames(entry, ENTRY_KEYS, `${what}: entries[${index}]`);
-  if (probes !== undefined) probes.walked = entry;
-}
-
 function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   let queue: unknown = entry;
   let length = -1;
+  let probes: Probes | undefined;
+  let walked: object | undefined; // a { queue, write } entry whose keys were checked
   if (!(entry instanceof Queue) && entry !== null && typeof entry === 'object' && 'queue' in entry) {
     queue = entry.queue;
-    checkEntryKeys(entry, queue, index, what);
+    probes = queue instanceof Queue ? probesOf.get(queue) : undefined;
+    // Refuses a key the entry does not have (`wirte`, `timeoutMs`): ignored, it would leave the entry other than
+    // its writer meant, without a word. As checkWaitOptions does for options, the keys of the entry last checked
+    // for the same queue are not walked again (a key added to that very object afterwards is not seen).
+    if (probes?.walked !== entry) checkOptionNames(entry, ENTRY_KEYS, `${what}: entries[${index}]`);
+    walked = entry;
     length = checkLength(entry.write, index, what);
   }
   const write = length >= 0;
@@ -231,11 +224,12 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
   // close() swaps the views for empty ones; a closed region detaches them (length 0).
   const ctl = q['ctl'];
   if (ctl.length === 0) throw closedError(index, what);
-  let probes = probesOf.get(q);
+  if (walked === undefined) probes = probesOf.get(q); // a plain queue entry: not looked up above
   if (probes === undefined || probes.ctl !== ctl) {
     probes = { ctl, walked: undefined, read: undefined, write: undefined };
     probesOf.set(q, probes);
   }
+  if (walked !== undefined) probes.walked = walked;
   const cached = write ? probes.write : probes.read;
   if (cached !== undefined && cached.length === length) return cached;
   if (length > largest) {
