@@ -180,6 +180,49 @@ describe('channels over NATS', function () {
     });
   });
 
+  describe('a sender that never waits', function () {
+    it('await send() in a loop for 1.5 s lets timers run, and neither live end is taken for dead (100 ms heartbeats)', async function () {
+      const BEAT_MS = 100;
+      const address = nats.url(uniqueSubject('flood'));
+      const server = await listen(address, { heartbeatMs: BEAT_MS });
+      try {
+        const accepted = once(server, 'channel') as Promise<[Channel]>;
+        const client = await connect(address, { heartbeatMs: BEAT_MS });
+        const [channel] = await accepted;
+        const ended: string[] = [];
+        client.on('close', (err?: Error) => ended.push(`client: ${String(err)}`));
+        channel.on('close', (err?: Error) => ended.push(`server's channel: ${String(err)}`));
+        let received = 0;
+        let outOfOrder = 0;
+        const receiving = (async () => {
+          for await (const v of channel) {
+            if (v !== received) outOfOrder++;
+            received++;
+          }
+        })();
+        let ticks = 0;
+        const ticker = setInterval(() => ticks++, 20);
+        let sent = 0;
+        const until = performance.now() + 1500;
+        while (performance.now() < until) await client.send(sent++);
+        clearInterval(ticker);
+        // Publishing never waits; what the loop sent arrives after it.
+        const deadline = performance.now() + 10_000;
+        while (received < sent && performance.now() < deadline && ended.length === 0) await sleep(10);
+        assert.deepEqual(ended, [], 'a live end was taken for dead');
+        assert.equal(received, sent, `received ${received} of ${sent} values`);
+        assert.equal(outOfOrder, 0);
+        // 75 ticks of 20 ms in 1.5 s with an idle loop; a loop that never turns gets none.
+        assert.ok(ticks >= 10, `a 20 ms interval ran ${ticks} times during the 1.5 s loop of ${sent} sends`);
+        console.log(`      (${sent} sends in 1.5 s; the 20 ms interval ran ${ticks} times)`);
+        client.close();
+        await receiving;
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   describe('the process of an idle channel', function () {
     const INDEX = fileURLToPath(new URL('../src/index.js', import.meta.url));
 

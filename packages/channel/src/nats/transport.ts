@@ -47,6 +47,14 @@ export const DEFAULT_BEAT_MS = 1000;
 /** Bytes of a message kept for headers below the server's max_payload. */
 const HEADER_ROOM = 1024;
 const NO_RESPONDERS = 503;
+/**
+ * ms a run of writes may go on before the event loop turns. Publishing
+ * never waits (core NATS has no back-pressure), so `await send()` in a loop
+ * would otherwise run in microtasks for ever: no heartbeat would go out or
+ * come in, and both live ends would end the channel as dead. Past this,
+ * tryWrite says "no room" and write() waits for a turn of the loop.
+ */
+const WRITE_TURN_MS = 10;
 
 interface Record {
   data: Uint8Array;
@@ -92,6 +100,11 @@ export class NatsEnd implements RecordSource, RecordSink {
   #timer: ReturnType<typeof setInterval> | undefined;
   readonly #queue: Record[] = [];
   #head = 0;
+  /** performance.now() of the first write since the event loop last turned; -1 once it has turned (#turned). */
+  #runStart = -1;
+  readonly #turned = (): void => {
+    this.#runStart = -1;
+  };
   #lastHeard = Date.now();
   readonly #watch: ConnectionWatch;
   /** The connection's drops when the peer was last heard from (or when this end was made). */
@@ -261,22 +274,36 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
   }
 
+  /** Whether a write may go on in this turn of the event loop (WRITE_TURN_MS); the first of a run asks for the next turn. */
+  #inTurn(): boolean {
+    const now = performance.now();
+    if (this.#runStart < 0) {
+      this.#runStart = now;
+      setImmediate(this.#turned);
+      return true;
+    }
+    return now - this.#runStart < WRITE_TURN_MS;
+  }
+
   tryWrite(bytes: Uint8Array, type: number): boolean {
+    if (!this.#inTurn()) return false;
+    this.#send(bytes, type);
+    return true;
+  }
+
+  #send(bytes: Uint8Array, type: number): void {
     const h = this.#headers();
     h.set(TYPE_HEADER, String(type));
     // The client keeps a reference until it flushes: the Channel may reuse its bytes at once.
     // A request carries this end's inbox as its reply subject, so a peer that is gone gets "no responders" back.
     this.#publish(new Uint8Array(bytes), h, (type & F.KIND_MASK) === F.REQUEST ? this.#inbox : undefined);
-    return true;
   }
 
-  write(bytes: Uint8Array, options: { type: number }): Promise<void> {
-    try {
-      this.tryWrite(bytes, options.type);
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err as Error);
-    }
+  /** Publishes at once, or after a turn of the event loop once this run of writes has had WRITE_TURN_MS. */
+  async write(bytes: Uint8Array, options: { type: number }): Promise<void> {
+    if (!this.#inTurn()) await new Promise(setImmediate); // the loop turns: I/O now, timers by the next such wait at the latest
+    this.#send(bytes, options.type);
+    this.#inTurn(); // starts the next run (and asks for its turn) if #turned ended the last
   }
 
   /** NATS batches on its own (one socket write per event-loop turn). */
