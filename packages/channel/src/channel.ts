@@ -554,6 +554,17 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   }
 
   /**
+   * Answers request `id` with what its handler threw (ERROR): split like a
+   * value when it is larger than one record (a long message, a huge name),
+   * so the caller gets it whatever its size rather than waiting for ever.
+   */
+  #writeRemoteError(id: number, error: unknown): Promise<void> {
+    const bytes = errorPayload(error);
+    if (bytes.length <= this.#max) return this.#write(bytes, F.frameType(F.ERROR, id));
+    return this.#writeSplit(bytes, F.frameType(F.ERROR, id, F.SPLIT));
+  }
+
+  /**
    * Writes a value too large for one record: a SPLIT record with its length,
    * then MORE records of at most SPLIT_CHUNK bytes, straight from `bytes`.
    * Chunks well under the ring's size let the reader copy one out while
@@ -843,10 +854,33 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
     this.#handler = handler;
     this.#hold();
+    // A request its caller gave up on (timeout, abort) while it waited for this handler is not handed
+    // to it: the CANCELs published so far are taken first. The requests among them go to #calls, after
+    // the older ones waiting here.
+    if (this.#unhandled.length > 0 && !this.#takePublished()) return;
     const waiting = this.#unhandled;
     this.#unhandled = [];
     for (const [id, value] of waiting) this.#serve(id, value);
+    this.#runCalls();
     this.#kick();
+  }
+
+  /**
+   * Takes what the other side has published, now, outside the pump (which
+   * may be stopped, or parked in a wait that takes nothing): batches while
+   * someone wants them, up to the first part of a split value (the pump
+   * reads the rest). False if that ended the channel (a corrupt record).
+   */
+  #takePublished(): boolean {
+    try {
+      while (this.#partial === undefined && this.#take(DRAIN_BATCH) > 0 && this.#wants());
+    } catch (err) {
+      // BUSY: called from within a drain (a codec's decode calling handle()); the pump takes the rest.
+      if ((err as ShmringError).code === ErrorCodes.BUSY) return true;
+      this.#end(err as Error);
+      return false;
+    }
+    return true;
   }
 
   #serve(id: number, value: unknown): void {
@@ -886,12 +920,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     let written: Promise<void>;
     try {
       if (failed) {
-        written = this.#write(errorPayload(error), F.frameType(F.ERROR, id));
+        written = this.#writeRemoteError(id, error);
       } else {
         try {
           written = this.#emit(F.REPLY, id, reply);
         } catch (err) {
-          written = this.#write(errorPayload(err), F.frameType(F.ERROR, id));
+          written = this.#writeRemoteError(id, err);
         }
       }
     } finally {
@@ -1064,7 +1098,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       case F.REQUEST: {
         const value = this.#decode(type, data, start, end, owned);
         if (value instanceof Undecodable) {
-          this.#write(errorPayload(value.error), F.frameType(F.ERROR, id)).catch(noop);
+          this.#writeRemoteError(id, value.error).catch(noop);
         } else if (this.#handler === undefined) {
           this.#unhandled.push([id, value]);
         } else {

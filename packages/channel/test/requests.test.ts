@@ -145,6 +145,30 @@ describe('requests', function () {
         assert.equal(await a.request('other'), 'fine');
       });
 
+      // Regression: an error was written as one record; past the largest record (half the ring, or the
+      // NATS server's max_payload) its write failed unseen and the caller waited for ever.
+      it('a handler that throws an error larger than one record (a 2 MiB message, a 64 KiB name): the caller gets all of it', async function () {
+        const { a, b } = ends;
+        const message = 'm'.repeat(2 << 20);
+        const name = `N${'n'.repeat(64 << 10)}`;
+        b.handle((value) => {
+          if (value === 'long message') throw Object.assign(new Error(message), { code: 'E_LONG' });
+          if (value === 'long name') throw Object.assign(new Error('short'), { name });
+          return 'fine';
+        });
+        const long = await settledWithin(a.request('long message'), 10_000);
+        assert.equal(long.status, 'rejected', 'no answer within 10 s');
+        const error = (long as { reason: RemoteError }).reason;
+        assert.ok(error instanceof RemoteError);
+        assert.equal(error.code, 'E_LONG');
+        assert.equal(error.message.length, message.length);
+        assert.ok(error.message === message, 'the message came through changed');
+        const named = await settledWithin(a.request('long name'), 10_000);
+        assert.equal(named.status, 'rejected', 'no answer within 10 s');
+        assert.equal((named as { reason: RemoteError }).reason.remoteName, name);
+        assert.equal(await a.request('other'), 'fine');
+      });
+
       // Regression: describing these threw inside the channel (String() of an object without a
       // prototype, a getter that throws): the handler's side crashed and the caller waited for ever.
       it('a handler that throws what cannot be described (no prototype, throwing getters, a revoked Proxy) or returns a broken thenable: the caller gets a RemoteError, and the channel goes on', async function () {
@@ -323,6 +347,28 @@ describe('requests', function () {
         assert.deepEqual(await Promise.all(replies), ['answer to early 1', 'answer to early 2']);
         assert.deepEqual(order, ['early 1', 'early 2']);
         assert.equal(await a.request('later'), 'answer to later');
+      });
+
+      // Regression: a CANCEL behind requests kept for a handler was read only after handle() had handed
+      // them out, so the handler ran, with a live signal, for requests whose callers had given up.
+      it('a request whose caller gave up (timeoutMs, abort) before the other side had a handler is never handed to it', async function () {
+        const { a, b } = ends;
+        const timedOut = a.request('timed out', { timeoutMs: 50 });
+        const controller = new AbortController();
+        const aborted = a.request('aborted', { signal: controller.signal });
+        const kept = a.request('kept');
+        await rejectsWith(timedOut, 'ERR_SHMRING_TIMEOUT');
+        controller.abort();
+        await assert.rejects(aborted, { name: 'AbortError' });
+        await sleep(100); // the CANCELs reach the other side
+        const seen: unknown[] = [];
+        b.handle((value) => {
+          seen.push(value);
+          return `answer to ${String(value)}`;
+        });
+        assert.equal(await kept, 'answer to kept');
+        assert.equal(await a.request('later'), 'answer to later');
+        assert.deepEqual(seen, ['kept', 'later']);
       });
 
       // Regression: with a receive (or a request) pending on the handler-less side, its pump took every
