@@ -66,7 +66,11 @@ function subscribers(r: RingInfo): string {
   const unlisted = b.lossless ? ')' : ': a subscriber that found no free slot is not listed)';
   if (b.subscribers.length === 0) return `${taken}${unlisted}`;
   const rows = [['  slot', 'pid', 'cursor', 'lag']];
-  for (const s of b.subscribers) rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}`, `${s.cursor}`, `${s.lag} B`]);
+  for (const s of b.subscribers) {
+    // More than the ring behind (lossy): its next read jumps forward and counts what it missed.
+    const lapped = s.lag > r.capacity ? ' (lapped)' : '';
+    rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}`, `${s.cursor}`, `${s.lag} B${lapped}`]);
+  }
   return `${taken}${unlisted}\n${columns(rows)}`;
 }
 

@@ -638,7 +638,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   #busy(role: Role, holder: number, threads: boolean): ShmringError {
-    const who = threads ? 'another live thread of this process' : 'another live thread or process (or another object of this thread)';
+    const who =
+      Math.abs(holder) === ownThread().id
+        ? 'another object of this thread'
+        : threads
+          ? 'another live thread of this process'
+          : 'another live thread or process (or another object of this thread)';
     return new ShmringError(
       ErrorCodes.BUSY,
       `${this.#kind}: the ${role} role of ${this.#where} (no file to lock) is held by ${who}, ` +
@@ -1277,11 +1282,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (mapped) this.leaveRing(ctl);
     if (this.roles !== undefined) {
       this.roles.release();
-      // A role nobody holds any more reads "not registered" again (pid 0), so a parked peer
-      // waits for the next holder instead of taking this exit for a death. Only our own
-      // registration is withdrawn (the CAS); a newcomer's pid stays.
-      if (mapped && this.isProducer && !this.roles.held('producer')) Atomics.compareExchange(ctl, L.PRODUCER_PID_I32, process.pid, 0);
-      if (mapped && this.isConsumer && !this.roles.held('consumer')) Atomics.compareExchange(ctl, L.CONSUMER_PID_I32, process.pid, 0);
+      if (mapped && this.isProducer) this.#withdraw(ctl, 'producer', L.PRODUCER_PID_I32);
+      if (mapped && this.isConsumer) this.#withdraw(ctl, 'consumer', L.CONSUMER_PID_I32);
     } else if (mapped) {
       // The same for a thread's registration in an exclusive role of a ring without locks
       // (#claim): withdrawn only if it is still ours (the CAS), a successor's stays.
@@ -1297,6 +1299,27 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         if (claimed.get(key)?.deref() === this) claimed.delete(key);
       }
     }
+  }
+
+  /**
+   * After this object let go of `role`'s lock: a role nobody holds any more
+   * reads "not registered" again (pid 0), so a parked peer waits for the
+   * next holder instead of taking this clean exit for a death. The word
+   * names the last to register, which in a shared role (MpmcQueue, an
+   * MpscRing's producers) may be another holder that left before us: it is
+   * cleared all the same, so what a waiting peer concludes depends only on
+   * how the last holder left (closed: wait; died: PEER_DEAD), not on the
+   * order in which the others registered. A newcomer's registration stays:
+   * it takes the lock before it stores its word, so it is either seen
+   * holding (nothing is cleared) or stores after the load below (the CAS
+   * fails, or its store comes after it).
+   */
+  #withdraw(ctl: Int32Array, role: Role, pidIndex: number): void {
+    // Observes the last registration (a registrant stores its word after it took its lock).
+    const registered = Atomics.load(ctl, pidIndex);
+    if (registered === 0 || this.roles!.held(role)) return;
+    // Withdraws it only if unchanged since the load: a newcomer's word stays.
+    Atomics.compareExchange(ctl, pidIndex, registered, 0);
   }
 
   /**

@@ -47,7 +47,12 @@ describe('one owner per exclusive role without a file to lock', function () {
     const c1 = SpscRing.attach(region);
     assert.deepEqual([...c1.tryRead()!], [0]);
     const c2 = SpscRing.attach(region);
-    assert.throws(() => c2.tryRead(), { code: ErrorCodes.BUSY }, 'a second consumer object of this thread');
+    // Regression: the message said "another live thread of this process" with this thread's own id.
+    assert.throws(
+      () => c2.tryRead(),
+      { code: ErrorCodes.BUSY, message: /held by another object of this thread, id/ },
+      'a second consumer object of this thread',
+    );
     assert.throws(() => SpscRing.attach(region).tryWrite(new Uint8Array([9])), { code: ErrorCodes.BUSY }, 'a second producer object');
     assert.deepEqual([...c1.tryRead()!], [1], 'the first consumer goes on, nothing taken by the second');
     c1.detach();
@@ -62,7 +67,7 @@ describe('one owner per exclusive role without a file to lock', function () {
     const c1 = MpscRing.attach(region);
     assert.deepEqual([...c1.tryRead()!], [0]);
     const c2 = MpscRing.attach(region);
-    assert.throws(() => c2.tryRead(), { code: ErrorCodes.BUSY });
+    assert.throws(() => c2.tryRead(), { code: ErrorCodes.BUSY, message: /held by another object of this thread, id/ });
     assert.deepEqual([...c1.tryRead()!], [1]);
     c1.close();
     assert.deepEqual([...c2.tryRead()!], [2]);

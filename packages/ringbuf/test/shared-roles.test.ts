@@ -1,4 +1,9 @@
 /**
+ * Shared roles with role locks (a POSIX region): when the last producer
+ * leaves, what the consumer's read concludes depends only on how that last
+ * one left (close(): it waits for the next; killed: ERR_SHMRING_PEER_DEAD),
+ * not on which of them registered last.
+ *
  * Shared roles where the region has no file to lock (a System V segment):
  * the role's pid words name one registrant of many producers. A producer
  * that leaves gives the words back to the producer it replaced, if that one
@@ -8,7 +13,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region } from '@shmring/core';
-import { MpscRing } from '../src/index.js';
+import { inspect, MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { LinePeer } from './helpers.js';
 
@@ -60,4 +65,77 @@ describe('MpscRing producers in a System V segment: the shared producer words', 
       region.close();
     }
   });
+});
+
+/** A child process that joins the MpscRing at POSIX name `name` as a producer, writes [id], says 'ready', and on SIGUSR1 closes it and says 'closed' (and stays). */
+function lockedProducer(name: string, id: number): LinePeer {
+  const core = import.meta.resolve('@shmring/core');
+  const ringbuf = new URL('../src/index.js', import.meta.url).href;
+  const script = `
+    import { Region } from ${JSON.stringify(core)};
+    import { MpscRing } from ${JSON.stringify(ringbuf)};
+    const ring = MpscRing.attach(Region.open({ backing: 'posix', name: ${JSON.stringify(name)} }));
+    ring.tryWrite(new Uint8Array([${id}]));
+    process.on('SIGUSR1', () => { ring.close(); console.log('closed'); });
+    console.log('ready');
+    setTimeout(() => {}, 60000);`;
+  return new LinePeer('--input-type=module', ['-e', script]);
+}
+
+describe('MpscRing producers in a POSIX region: how the last one left decides', function () {
+  this.timeout(60_000);
+
+  type Leave = 'close' | 'kill';
+  async function leave(peer: LinePeer, how: Leave): Promise<void> {
+    if (how === 'kill') return peer.kill();
+    peer.child.kill('SIGUSR1');
+    await peer.line('closed', 10_000);
+  }
+
+  // Regression: a producer's close() withdrew the pid word only if it named itself, so after two clean
+  // close()s the word still named the one that registered last if it had closed first: the consumer's
+  // read ended with ERR_SHMRING_PEER_DEAD ("has died") though nobody had died.
+  const cases: Array<{ first: 'first' | 'second'; how: [Leave, Leave]; expect: string }> = [
+    { first: 'second', how: ['close', 'close'], expect: ErrorCodes.TIMEOUT },
+    { first: 'first', how: ['close', 'close'], expect: ErrorCodes.TIMEOUT },
+    { first: 'second', how: ['kill', 'close'], expect: ErrorCodes.TIMEOUT },
+    { first: 'first', how: ['kill', 'close'], expect: ErrorCodes.TIMEOUT },
+    { first: 'second', how: ['close', 'kill'], expect: ErrorCodes.PEER_DEAD },
+    { first: 'first', how: ['close', 'kill'], expect: ErrorCodes.PEER_DEAD },
+  ];
+  for (const { first, how, expect } of cases) {
+    const title =
+      `the producer that registered ${first} ${how[0] === 'close' ? 'closes' : 'is killed'}, then the other ` +
+      `${how[1] === 'close' ? 'closes' : 'is killed'}: the consumer's read ends with ${expect}`;
+    it(title, async () => {
+      const name = `/shmring-test-last-${process.pid}-${Math.floor(Math.random() * 1e9)}`;
+      const region = Region.create({ backing: 'posix', name, size: MpscRing.regionSize({ capacity: CAPACITY }) });
+      const peers: LinePeer[] = [];
+      try {
+        const consumer = MpscRing.create(region, { capacity: CAPACITY });
+        for (const id of [1, 2]) {
+          const peer = lockedProducer(name, id);
+          peers.push(peer);
+          await peer.line('ready'); // in turn: the second registers last
+        }
+        assert.deepEqual([...consumer.tryRead()!, ...consumer.tryRead()!], [1, 2]);
+        const order = first === 'first' ? [peers[0]!, peers[1]!] : [peers[1]!, peers[0]!];
+        await leave(order[0]!, how[0]);
+        if (how[0] === 'kill' && first === 'second') {
+          // The word names the killed one while the other holds the role: inspect cannot call it alive.
+          assert.deepEqual(inspect(name.slice(1))!.producer, { pid: order[0]!.child.pid });
+        }
+        await leave(order[1]!, how[1]);
+        const t0 = performance.now();
+        await assert.rejects(consumer.read({ timeoutMs: 800, peerTimeoutMs: 100 }), { code: expect });
+        if (expect === ErrorCodes.PEER_DEAD)
+          assert.ok(performance.now() - t0 < 700, 'the death is seen at a check period, not at the timeout');
+        consumer.close();
+      } finally {
+        for (const peer of peers) await peer.kill();
+        region.unlink();
+        region.close();
+      }
+    });
+  }
 });
