@@ -382,6 +382,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   readonly #serving = new Map<number, Serving>();
   #partial: Partial | undefined;
   #pumping = false;
+  /** handle() is handing out the requests that waited for it: the pump starts after (#kick). */
+  #handing = false;
   /** Aborts the pump's wait when nobody wants anything any more, or the channel ends. */
   #idle: AbortController | undefined;
   /**
@@ -541,7 +543,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (this.#queue.length === 0 && !this.#writing && !this.#claiming) {
       try {
         if (!this.#corked && !this.#publishNow) this.#corkUntilMicrotask();
-        if (this.#out.tryWrite(bytes, type)) return RESOLVED;
+        if (this.#out.tryWrite(bytes, type)) return this.#out.paced?.() ?? RESOLVED;
       } catch (err) {
         return Promise.reject(this.#writeError(err as Error));
       }
@@ -856,12 +858,20 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#hold();
     // A request its caller gave up on (timeout, abort) while it waited for this handler is not handed
     // to it: the CANCELs published so far are taken first. The requests among them go to #calls, after
-    // the older ones waiting here.
+    // the older ones waiting here, and all are handed out in arrival order.
     if (this.#unhandled.length > 0 && !this.#takePublished()) return;
-    const waiting = this.#unhandled;
+    const calls: unknown[] = [];
+    for (const [id, value] of this.#unhandled) calls.push(id, value);
     this.#unhandled = [];
-    for (const [id, value] of waiting) this.#serve(id, value);
-    this.#runCalls();
+    this.#calls = calls.concat(this.#calls);
+    // A handler that calls request() or receive() kicks the pump, whose #runCalls would hand out
+    // what it takes before the rest of these: the pump starts once they are all handed out.
+    this.#handing = true;
+    try {
+      this.#runCalls();
+    } finally {
+      this.#handing = false;
+    }
     this.#kick();
   }
 
@@ -869,11 +879,18 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
    * Takes what the other side has published, now, outside the pump (which
    * may be stopped, or parked in a wait that takes nothing): batches while
    * someone wants them, up to the first part of a split value (the pump
-   * reads the rest). False if that ended the channel (a corrupt record).
+   * reads the rest), and only as many requests as may wait for a handler
+   * (UNHANDLED_HIGH_WATER: the sender's back-pressure holds). False if that
+   * ended the channel (a corrupt record).
    */
   #takePublished(): boolean {
     try {
-      while (this.#partial === undefined && this.#take(DRAIN_BATCH) > 0 && this.#wants());
+      while (
+        this.#partial === undefined &&
+        this.#unhandled.length + this.#calls.length / 2 < UNHANDLED_HIGH_WATER &&
+        this.#take(DRAIN_BATCH) > 0 &&
+        this.#wants()
+      );
     } catch (err) {
       // BUSY: called from within a drain (a codec's decode calling handle()); the pump takes the rest.
       if ((err as ShmringError).code === ErrorCodes.BUSY) return true;
@@ -969,7 +986,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   }
 
   #kick(): void {
-    if (this.#pumping || !this.#open || !this.#wants()) return;
+    if (this.#pumping || this.#handing || !this.#open || !this.#wants()) return;
     this.#pumping = true;
     void this.#pump();
   }

@@ -43,6 +43,14 @@ export interface RecordSink {
   tryWrite(bytes: Uint8Array, type: number): boolean;
   /** Writes one record, waiting for room. */
   write(bytes: Uint8Array, options: RecordWriteOptions): Promise<void>;
+  /**
+   * After a write that took the record (tryWrite true): a promise the
+   * writer's caller waits for before going on, or undefined (go on now). A
+   * transport whose writes never wait (NATS) gives the event loop a turn
+   * this way now and then; a ring, whose full state is the back-pressure,
+   * leaves it out.
+   */
+  paced?(): Promise<void> | undefined;
   /** Holds records back until uncork() (a batch costs the peer one wake-up). */
   cork(): void;
   uncork(): void;

@@ -164,13 +164,23 @@ describe('channels over NATS', function () {
         const accepted = once(server, 'channel') as Promise<[Channel]>;
         const client = await connect(address, { heartbeatMs: BEAT_MS });
         const [channel] = await accepted;
-        for (let i = 0; i < 100; i++) void client.send(i);
+        // Sends for longer than a run of writes without a turn of the event loop (10 ms): each send has
+        // published its value when it returns, so close() comes after all of them, and each one resolves.
+        const sends: Array<Promise<void>> = [];
+        const until = performance.now() + 50;
+        while (performance.now() < until) sends.push(client.send(sends.length));
         client.close();
         const got: unknown[] = [];
         for await (const v of channel) got.push(v);
+        assert.ok(sends.length > 100, `only ${sends.length} sends in 50 ms`);
         assert.deepEqual(
           got,
-          Array.from({ length: 100 }, (_, i) => i),
+          Array.from({ length: sends.length }, (_, i) => i),
+        );
+        const settled = await Promise.allSettled(sends);
+        assert.deepEqual(
+          settled.filter((r) => r.status === 'rejected'),
+          [],
         );
         assert.equal(await closeEventOrUndefined(channel), undefined);
         await client.closed;

@@ -389,15 +389,30 @@ describe('requests', function () {
           await sleep(300);
           assert.equal((await settledWithin(marker, 1)).status, 'pending', "the sender's send did not wait: the requests were all taken");
           assert.equal((await settledWithin(received, 1)).status, 'pending', 'the value behind the requests was taken past the bound');
-          b.handle((value) => value);
+          // The handler of the first request starts a receive, which would start the (stopped) pump, and hand
+          // out what it takes from the ring before the kept requests after the first: the order is checked.
+          const order: unknown[] = [];
+          let second: Promise<unknown> | undefined;
+          b.handle((value) => {
+            order.push(value);
+            second ??= b.receive();
+            return value;
+          });
           const answers = await settledWithin(Promise.all(replies), 20_000);
           assert.equal(answers.status, 'fulfilled');
           assert.deepEqual(
             (answers as { value: unknown[] }).value,
             replies.map((_, i) => `${i} ${payload}`),
           );
+          assert.deepEqual(
+            order,
+            replies.map((_, i) => `${i} ${payload}`),
+            'the handler was not called in arrival order',
+          );
           await marker;
           assert.equal(await received, 'marker');
+          void a.send('second');
+          assert.equal(await second, 'second');
           a.handle((value) => value);
           assert.equal(await asked, 'b asks');
         });

@@ -52,7 +52,7 @@ const NO_RESPONDERS = 503;
  * never waits (core NATS has no back-pressure), so `await send()` in a loop
  * would otherwise run in microtasks for ever: no heartbeat would go out or
  * come in, and both live ends would end the channel as dead. Past this,
- * tryWrite says "no room" and write() waits for a turn of the loop.
+ * paced() gives the writer a promise of the loop's next turn.
  */
 const WRITE_TURN_MS = 10;
 
@@ -102,9 +102,17 @@ export class NatsEnd implements RecordSource, RecordSink {
   #head = 0;
   /** performance.now() of the first write since the event loop last turned; -1 once it has turned (#turned). */
   #runStart = -1;
+  /** The next turn of the loop, for the writes past WRITE_TURN_MS of this run (one promise for them all). */
+  #turn: Promise<void> | undefined;
+  #endTurn: (() => void) | undefined;
   readonly #turned = (): void => {
     this.#runStart = -1;
+    const end = this.#endTurn;
+    this.#turn = this.#endTurn = undefined;
+    end?.();
   };
+  /** A handler of drain() is running: a drain from it would hand out the records after the one in hand first. */
+  #draining = false;
   #lastHeard = Date.now();
   readonly #watch: ConnectionWatch;
   /** The connection's drops when the peer was last heard from (or when this end was made). */
@@ -215,12 +223,20 @@ export class NatsEnd implements RecordSource, RecordSink {
   }
 
   drain(handler: DrainHandler, limit = Infinity): number {
+    if (this.#draining) {
+      throw new ShmringError(ErrorCodes.BUSY, `${this.#what}: a drain from a drain() handler of the same end is refused`);
+    }
     let count = 0;
-    while (count < limit) {
-      const record = this.#shift();
-      if (record === undefined) break;
-      count++;
-      handler(record.data, 0, record.data.length, record.type);
+    this.#draining = true;
+    try {
+      while (count < limit) {
+        const record = this.#shift();
+        if (record === undefined) break;
+        count++;
+        handler(record.data, 0, record.data.length, record.type);
+      }
+    } finally {
+      this.#draining = false;
     }
     return count;
   }
@@ -274,36 +290,40 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
   }
 
-  /** Whether a write may go on in this turn of the event loop (WRITE_TURN_MS); the first of a run asks for the next turn. */
-  #inTurn(): boolean {
+  /**
+   * After a write: undefined while this run of writes (since the event loop
+   * last turned) is within WRITE_TURN_MS, else the promise of the loop's
+   * next turn, which the writer's promise waits for (the record is out
+   * already, so order and what close() sends after it are as without it).
+   */
+  paced(): Promise<void> | undefined {
     const now = performance.now();
     if (this.#runStart < 0) {
       this.#runStart = now;
       setImmediate(this.#turned);
-      return true;
+      return undefined;
     }
-    return now - this.#runStart < WRITE_TURN_MS;
+    if (now - this.#runStart < WRITE_TURN_MS) return undefined;
+    this.#turn ??= new Promise<void>((resolve) => (this.#endTurn = resolve));
+    return this.#turn;
   }
 
   tryWrite(bytes: Uint8Array, type: number): boolean {
-    if (!this.#inTurn()) return false;
-    this.#send(bytes, type);
-    return true;
-  }
-
-  #send(bytes: Uint8Array, type: number): void {
     const h = this.#headers();
     h.set(TYPE_HEADER, String(type));
     // The client keeps a reference until it flushes: the Channel may reuse its bytes at once.
     // A request carries this end's inbox as its reply subject, so a peer that is gone gets "no responders" back.
     this.#publish(new Uint8Array(bytes), h, (type & F.KIND_MASK) === F.REQUEST ? this.#inbox : undefined);
+    return true;
   }
 
-  /** Publishes at once, or after a turn of the event loop once this run of writes has had WRITE_TURN_MS. */
-  async write(bytes: Uint8Array, options: { type: number }): Promise<void> {
-    if (!this.#inTurn()) await new Promise(setImmediate); // the loop turns: I/O now, timers by the next such wait at the latest
-    this.#send(bytes, options.type);
-    this.#inTurn(); // starts the next run (and asks for its turn) if #turned ended the last
+  write(bytes: Uint8Array, options: { type: number }): Promise<void> {
+    try {
+      this.tryWrite(bytes, options.type);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.paced() ?? Promise.resolve();
   }
 
   /** NATS batches on its own (one socket write per event-loop turn). */
