@@ -33,10 +33,10 @@ export interface ProcessInfo {
   /**
    * Producer and consumer, where the region has a file: whether anyone
    * holds the role's lock (what the kernel says, valid across PID
-   * namespaces); for a shared role (an MpmcQueue's sides, an MpscRing's
-   * producers), whose pid word names only the last to register, true only
-   * if that pid also runs here with its start time, undefined if it does
-   * not while others hold the role. The creator, and the roles where the region has no file
+   * namespaces). A shared role (an MpmcQueue's sides, an MpscRing's
+   * producers) names only the last to register: `alive` then says that
+   * someone holds the role, not that this pid still runs (an MpscRing's
+   * `inFlight` judges each claimer by its own pid). The creator, and the roles where the region has no file
    * (a System V segment), as unlockedInfo() judges them by whether anyone
    * holds the ring (its HOLDER lock, or the segment's attach count): false
    * when nobody does; undefined when somebody does but the pid is not a
@@ -224,8 +224,8 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   else if (kind === M.KIND_MPSC) describeMpsc(region, info);
   if (held !== undefined) info.held = held;
   info.creator = unlockedInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32, held) ?? { pid: 0, alive: false };
-  const producer = roleInfo(region, ctl, 'producer', kind === L.KIND_MPMC || kind === M.KIND_MPSC, held);
-  const consumer = roleInfo(region, ctl, 'consumer', kind === L.KIND_MPMC, held);
+  const producer = roleInfo(region, ctl, 'producer', held);
+  const consumer = roleInfo(region, ctl, 'consumer', held);
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
   return info;
@@ -294,29 +294,12 @@ function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number, info
   }
 }
 
-/**
- * A role's registrant: where the region has no file, as unlockedInfo()
- * says. Else, for an exclusive role, alive while anyone holds the role's
- * lock (its holder is the registrant). A shared role (`shared`: an
- * MpmcQueue's sides, an MpscRing's producers) names only the last to
- * register, while the lock may be held by others: held, the pid shown is
- * alive if it runs here with its start time, else unknown (it may have
- * left or died while others hold the role, or run in another PID namespace).
- */
-function roleInfo(
-  region: Region,
-  ctl: Int32Array,
-  role: 'producer' | 'consumer',
-  shared: boolean,
-  held: boolean | undefined,
-): ProcessInfo | undefined {
+/** A role's registrant: alive while anyone holds the role's lock, or where the region has no file, as unlockedInfo() says. */
+function roleInfo(region: Region, ctl: Int32Array, role: 'producer' | 'consumer', held: boolean | undefined): ProcessInfo | undefined {
   const [pidIndex, startIndex] =
     role === 'producer' ? [L.PRODUCER_PID_I32, L.PRODUCER_START_I32] : [L.CONSUMER_PID_I32, L.CONSUMER_START_I32];
   const locked = ringHeld(region, 0, role);
-  if (locked === undefined) return unlockedInfo(ctl, pidIndex, startIndex, held);
-  if (!shared || !locked) return processInfo(ctl, pidIndex, startIndex, locked);
-  const info = processInfo(ctl, pidIndex, startIndex);
-  return info === undefined || info.alive ? info : { pid: info.pid };
+  return locked === undefined ? unlockedInfo(ctl, pidIndex, startIndex, held) : processInfo(ctl, pidIndex, startIndex, locked);
 }
 
 /** A Broadcast's mode and subscriber slots; `used` becomes the slowest subscriber's lag. */

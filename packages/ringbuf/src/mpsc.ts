@@ -565,9 +565,14 @@ export class MpscRing extends Queue {
     return now - this.#stuckSince >= (this.#waitPeerTimeout ?? this.peerTimeoutMs);
   }
 
-  /** Whether any producer may still write: someone holds the PRODUCER lock (or, without a file, the registered one lives). */
+  /**
+   * Whether any producer may still write, for taking back or skipping a
+   * claim: someone holds the PRODUCER lock (what the kernel says; the pid
+   * word tells only how the last holder left, and reads 0 once it left
+   * cleanly), or, without a file, the registered one lives.
+   */
   #producersLeft(): boolean {
-    return super.producerAlive();
+    return this.roles !== undefined ? this.roles.held('producer') : super.producerAlive();
   }
 
   /**
@@ -815,7 +820,8 @@ export class MpscRing extends Queue {
     }
     // The parked read (async: asleep on the futex) looks again.
     if (skipped !== 0) unpark(ctl, READ_BLOCK, WAKE_ONE);
-    return left;
+    // The wait's verdict: no producer left and the last one died (its pid word stayed), not left cleanly.
+    return left || super.producerAlive();
   }
 
   // ---- select's look (queue.ts) ----

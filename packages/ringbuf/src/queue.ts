@@ -1311,15 +1311,20 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * how the last holder left (closed: wait; died: PEER_DEAD), not on the
    * order in which the others registered. A newcomer's registration stays:
    * it takes the lock before it stores its word, so it is either seen
-   * holding (nothing is cleared) or stores after the load below (the CAS
-   * fails, or its store comes after it).
+   * holding (nothing is cleared) or stores after the load below: the CAS
+   * fails, or its store comes after it, or (the same id as the one read:
+   * this process registering again) the lock is seen held after the CAS,
+   * which puts the word back.
    */
   #withdraw(ctl: Int32Array, role: Role, pidIndex: number): void {
     // Observes the last registration (a registrant stores its word after it took its lock).
     const registered = Atomics.load(ctl, pidIndex);
     if (registered === 0 || this.roles!.held(role)) return;
-    // Withdraws it only if unchanged since the load: a newcomer's word stays.
-    Atomics.compareExchange(ctl, pidIndex, registered, 0);
+    // Withdraws it only if unchanged since the load: another newcomer's word stays.
+    if (Atomics.compareExchange(ctl, pidIndex, registered, 0) !== registered || !this.roles!.held(role)) return;
+    // A newcomer with the same id (this process again) took the lock and stored its word between the check
+    // and the CAS: its registration is put back, unless yet another one stored its word since.
+    Atomics.compareExchange(ctl, pidIndex, 0, registered);
   }
 
   /**

@@ -13,6 +13,7 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { describeRing, MpscRing, select, selectSync, SpscRing } from '../src/index.js';
 import { FIXTURE_PATH, message, type MpscPeerConfig } from './fixtures/mpsc-peer.js';
 import { memfdUnavailable } from './helpers.js';
+import * as L from '../src/layout.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -217,6 +218,22 @@ describe('MpscRing with producer processes and threads', function () {
       producer.close();
       sabRing.close();
     }
+  });
+
+  // Regression (a reviewer's find): once the last producer's close() withdrew the pid word, "no producer may
+  // still write" was read from that word (0: none registered yet, so one may come), and a claim whose
+  // claimer died before writing its header was never skipped: the ring was stuck for good.
+  it('a claim whose header was never written is skipped once the last producer closed cleanly, and what was committed after it arrives', async function () {
+    // A claimer that died between its tail CAS and its header store: 16 bytes claimed, LENGTH still 0.
+    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+    Atomics.add(ctl, L.PRODUCER_POSITION_I32, 16);
+    const producer = start({ role: 'producer', id: 1, count: 1 });
+    await producer.next('done');
+    await producer.exited; // it closed (withdrawing the pid word) and exited: no producer holds the lock
+    assert.equal(Atomics.load(ctl, L.PRODUCER_PID_I32), 0, 'the last producer left cleanly');
+    const got = await ring.read({ timeoutMs: 3000, peerTimeoutMs: 100 });
+    assert.deepEqual([...got], [...message(1, 0)]);
+    assert.equal(ring.unblockedRecords, 1);
   });
 
   it("a waiting read skips a dead claimer's record too (parked on the futex); PEER_DEAD once no producer is left", async function () {
