@@ -820,8 +820,9 @@ export class MpscRing extends Queue {
     }
     // The parked read (async: asleep on the futex) looks again.
     if (skipped !== 0) unpark(ctl, READ_BLOCK, WAKE_ONE);
-    // The wait's verdict: no producer left and the last one died (its pid word stayed), not left cleanly.
-    return left || super.producerAlive();
+    // The wait's verdict: no producer left and the last one died (its pid word stayed), not left cleanly. Without
+    // a file, `left` is that verdict already (the pid words alone tell).
+    return left || (this.roles !== undefined && super.producerAlive());
   }
 
   // ---- select's look (queue.ts) ----
