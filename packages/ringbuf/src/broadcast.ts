@@ -16,12 +16,17 @@
  *  - A publisher that let go (detach()) or died leaves the Broadcast to the
  *    next create() of the same capacity, subscribers and lossless, which
  *    takes it over (resumePoint): it resumes from a quiescent snapshot, P =
- *    INTENT and K = COUNT, and the subscribers read on. create() lays out a
- *    new Broadcast only where none is, or nobody else holds the one there
- *    (the HOLDER lock; without a file, a live subscriber slot); while
- *    subscribers hold one it cannot take over (other options, closed by its
- *    publisher, a record left half-written by a dead one) it throws, having
- *    written nothing. A closed Broadcast is never reopened under them.
+ *    INTENT and K = COUNT, and the subscribers read on. A predecessor that
+ *    died in the middle of a record left no quiescent snapshot: the new one
+ *    repairs the counters by a jump past every cursor (lossy at once,
+ *    lossless once every subscriber has read up to the tail), so each
+ *    subscriber resettles there, counting what it skipped in `lost`.
+ *    create() lays out a new Broadcast only where none is, or nobody else
+ *    holds the one there (the HOLDER lock; without a file, a live
+ *    subscriber slot); while subscribers hold one it cannot take over
+ *    (other options, closed by its publisher, impossible counters) it
+ *    throws, having written nothing. A closed Broadcast is never reopened
+ *    under them.
  *  - Any number of subscribers (Broadcast.subscribe), each used by one
  *    thread: tryRead, readSync, read, for await, messages(), drain,
  *    readable(), close(). A subscriber starts at the next message published
@@ -42,6 +47,13 @@
  *    counters (three words each, see broadcast-layout.ts).
  *  - TAIL <= INTENT <= TAIL + one record; INTENT == TAIL when no record is
  *    being written. COUNT is the number of records ending at or before INTENT.
+ *  - A publisher that died between its INTENT and TAIL stores leaves them
+ *    apart for good. Its successor repairs them (HalfWritten, #jump): INTENT,
+ *    COUNT and TAIL move together to J, more than a ring past every
+ *    cursor, never back, so no subscriber reads a byte the dead record
+ *    wrote; COUNT keeps the dead record if its store was made (then every
+ *    subscriber counts it lost). Lossless jumps only once every live
+ *    CURSOR is the tail, so no published record is skipped.
  *  - Per record the publisher stores INTENT, then COUNT, then writes the
  *    bytes, then stores TAIL. Bytes at position x are rewritten only once
  *    INTENT > x + CAPACITY: a subscriber at cursor c whose copy is followed
@@ -211,14 +223,20 @@ function publisherLives(buffer: ArrayBuffer | SharedArrayBuffer, base: number, p
 function store64(ctl: Int32Array, c: B.Counter64, value: number, previous: number): void {
   const hi = Math.floor(value / TWO32);
   if (hi !== Math.floor(previous / TWO32)) {
-    // Readers load HI2, LO, HI1: a reader that sees the new HI1 after an old HI2 retries.
-    Atomics.store(ctl, c.hi1, hi);
-    Atomics.store(ctl, c.lo, value | 0);
-    Atomics.store(ctl, c.hi2, hi);
+    storeAll64(ctl, c, value);
   } else {
     // The low word alone: the publication of the new value.
     Atomics.store(ctl, c.lo, value | 0);
   }
+}
+
+/** Stores all three words of a 64-bit counter (a crossing of its high word, or a repair of torn words): HI1, LO, HI2. */
+function storeAll64(ctl: Int32Array, c: B.Counter64, value: number): void {
+  const hi = Math.floor(value / TWO32);
+  // Readers load HI2, LO, HI1: one that sees the new HI1 after an old HI2 (or the reverse) retries.
+  Atomics.store(ctl, c.hi1, hi);
+  Atomics.store(ctl, c.lo, value | 0);
+  Atomics.store(ctl, c.hi2, hi);
 }
 
 /** Loads a 64-bit counter (HI2, LO, HI1; equal high words make a value it held), or NaN while a writer is between its stores. */
@@ -307,22 +325,74 @@ function slotOwnerAlive(ctl: Int32Array, s: number, owner: number, threads: bool
 }
 
 /**
+ * What a new publisher found where its predecessor died in the middle of a
+ * record (docs/LAYOUT.md, "A record left half-written: the repair"): the
+ * exact tail, the count, and the position it jumps to.
+ */
+interface HalfWritten {
+  /** T: the position after the last published record (exact). */
+  tail: number;
+  /** c: COUNT as the dead publisher left it: the records published, or one more (its record counted, never published). */
+  count: number;
+  /** J: the start of the lap after the one the half-written record can reach; every cursor is more than a ring behind it. */
+  jump: number;
+}
+
+/**
+ * Reads the counters a publisher that died between its INTENT store and
+ * its TAIL store left (raw words, no retry: the caller holds the role, so
+ * nobody writes them), or undefined if they are impossible (no correct
+ * publisher leaves them so). A 64-bit counter whose two high words differ
+ * was crossing 2^32 when its writer died: HI1 is the new high word, HI2
+ * the old one.
+ */
+function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined {
+  const t = Atomics.load(ctl, B.TAIL_I32) >>> 0; // stable: we hold the role (as the six loads below)
+  const lo = Atomics.load(ctl, B.INTENT.lo) >>> 0;
+  const hi1 = Atomics.load(ctl, B.INTENT.hi1) >>> 0;
+  const hi2 = Atomics.load(ctl, B.INTENT.hi2) >>> 0;
+  let tail: number;
+  if (hi1 === hi2) {
+    const intent = hi1 * TWO32 + lo;
+    tail = intent - ((lo - t) >>> 0);
+    // The dead record (padding included) reaches at most a ring and a half past the tail.
+    if (tail < 0 || intent - tail > capacity + capacity / 2) return undefined;
+  } else {
+    if (hi1 !== hi2 + 1) return undefined;
+    tail = hi2 * TWO32 + t; // INTENT was crossing 2^32 from the tail's value, whose high word HI2 still holds
+  }
+  const clo = Atomics.load(ctl, B.COUNT.lo) >>> 0;
+  const chi1 = Atomics.load(ctl, B.COUNT.hi1) >>> 0;
+  const chi2 = Atomics.load(ctl, B.COUNT.hi2) >>> 0;
+  let count: number;
+  if (chi1 === chi2) count = chi1 * TWO32 + clo;
+  else if (chi1 === chi2 + 1)
+    count = chi1 * TWO32; // crossing 2^32 by one: the new count's low word is 0
+  else return undefined;
+  // Every record takes at least 8 bytes: COUNT (the dead record perhaps included) fits below the tail.
+  if (!Number.isSafeInteger(tail + 2 * capacity) || tail % 8 !== 0 || count * 8 > tail + 8) return undefined;
+  return { tail, count, jump: (Math.floor(tail / capacity) + 2) * capacity };
+}
+
+/**
  * Create's look at what `base` already holds, once this create holds the
  * publisher role (docs/LAYOUT.md, "Publisher, step by step"): the snapshot
- * a new publisher resumes from (P = INTENT, K = COUNT), or undefined to lay
- * out a new Broadcast. It resumes a Broadcast of the same capacity,
- * subscribers and mode that is not closed and has no record in flight, so
- * its subscribers go on with `received + lost` exact, unless nobody else
- * holds it (`heldBefore` false: this create could hold the HOLDER lock
- * exclusively, which it keeps until the ring is laid out): then, as where
- * there is no Broadcast (no MAGIC, another kind or version, an impossible
- * header), a new one is laid out. Without a file (`heldBefore` undefined)
- * it resumes whenever it can, since a lossy subscriber without a slot is
- * not seen; what it cannot resume, it lays out anew only if no live
- * subscriber slot is seen. Otherwise a typed error, touching nothing: other options
- * (ERR_SHMRING_INVALID_ARGUMENT), closed by its publisher (ERR_SHMRING_CLOSED:
- * a closed Broadcast is not reopened under its subscribers), or a record
- * its publisher died in the middle of (ERR_SHMRING_CORRUPT).
+ * a new publisher resumes from (P = INTENT, K = COUNT), what a predecessor
+ * that died in the middle of a record left (the repair), or undefined to
+ * lay out a new Broadcast. It resumes a Broadcast of the same capacity,
+ * subscribers and mode that is not closed, so its subscribers go on with
+ * `received + lost` exact, unless nobody else holds it (`heldBefore`
+ * false: this create could hold the HOLDER lock exclusively, which it
+ * keeps until the ring is laid out): then, as where there is no Broadcast
+ * (no MAGIC, another kind or version, an impossible header), a new one is
+ * laid out. Without a file (`heldBefore` undefined) it resumes whenever it
+ * can, since a lossy subscriber without a slot is not seen; what it cannot
+ * resume, it lays out anew only if no live subscriber slot is seen.
+ * Otherwise a typed error, touching nothing: other options
+ * (ERR_SHMRING_INVALID_ARGUMENT), closed by its publisher
+ * (ERR_SHMRING_CLOSED: a closed Broadcast is not reopened under its
+ * subscribers), or counters no correct publisher leaves
+ * (ERR_SHMRING_CORRUPT).
  */
 function resumePoint(
   buffer: ArrayBuffer | SharedArrayBuffer,
@@ -330,7 +400,7 @@ function resumePoint(
   g: Geometry,
   heldBefore: boolean | undefined,
   where: string,
-): Snapshot | undefined {
+): Snapshot | HalfWritten | undefined {
   let found: Geometry;
   try {
     found = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
@@ -344,6 +414,7 @@ function resumePoint(
   const mode = ctl[B.MODE_I32]!; // written before MAGIC (readHeader loaded it), never again
   const s: Snapshot = { intent: 0, tail: 0, count: 0, latest: 0 };
   let refusal: ShmringError;
+  let repair: HalfWritten | undefined;
   // Observes a publisher's close() (its Atomics.or of FLAGS): the end its subscribers are told of.
   if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
     refusal = new ShmringError(
@@ -360,21 +431,32 @@ function resumePoint(
         `a new publisher takes it over with those options (not ${shape(g.capacity, g.slotSize, g.mode)}), ` +
         'or creates this one once they have closed, or in another region',
     );
-  } else if (!takeSnapshot(ctl, s) || !Number.isSafeInteger(s.intent) || s.intent % 8 !== 0 || s.count * 8 > s.intent) {
-    refusal = new ShmringError(
-      ErrorCodes.CORRUPT,
-      `Broadcast.create: the previous publisher of ${where} left a record half-written (it died in the middle of it), ` +
-        'or its counters are impossible; a new publisher cannot resume it: close its subscribers, then create the Broadcast anew',
-    );
+  } else if (takeSnapshot(ctl, s)) {
+    if (Number.isSafeInteger(s.intent) && s.intent % 8 === 0 && s.count * 8 <= s.intent) {
+      // Resumable: taken over, even without a file, where a lossy subscriber without a slot is not seen
+      // (a new layout would have it read payload bytes as headers).
+      return s;
+    }
+    refusal = impossibleCounters(where);
+  } else if ((repair = halfWritten(ctl, g.capacity)) !== undefined) {
+    // We hold the role and there is no quiescent snapshot: the previous publisher died in the middle of a
+    // record. Repaired by the new publisher (a jump past every cursor), so its subscribers read on.
+    return repair;
   } else {
-    // Resumable: taken over, even without a file, where a lossy subscriber without a slot is not seen
-    // (a new layout would have it read payload bytes as headers).
-    return s;
+    refusal = impossibleCounters(where);
   }
   // Without a file: nobody seen holding it (no live subscriber slot), a new one; a slotless lossy
   // subscriber of a Broadcast that cannot be taken over is not seen (README).
   if (heldBefore === undefined && !liveSubscriber(ctl, found.slotSize)) return undefined;
   throw refusal;
+}
+
+function impossibleCounters(where: string): ShmringError {
+  return new ShmringError(
+    ErrorCodes.CORRUPT,
+    `Broadcast.create: the counters of ${where} are impossible (no publisher, live or dead, leaves them so: something else ` +
+      'wrote there); a new publisher cannot resume it: close its subscribers, then create the Broadcast anew',
+  );
 }
 
 export class Broadcast {
@@ -399,12 +481,17 @@ export class Broadcast {
    * capacity, subscribers and lossless whose publisher let go of it
    * (detach()) or died, this publisher takes it over: it goes on after the
    * last record published, and the subscribers read on, their `received +
-   * lost` exact. Otherwise it lays out an empty one. ERR_SHMRING_BUSY,
+   * lost` exact. A publisher that died in the middle of a record is
+   * repaired: this one jumps past every subscriber's cursor (lossy at once;
+   * lossless at its first write, once every live subscriber has read all
+   * that was published), and each subscriber counts what it skipped in
+   * `lost`, the dead publisher's record included if it was counted in
+   * `published`. Otherwise it lays out an empty one. ERR_SHMRING_BUSY,
    * touching nothing, if a live publisher holds the Broadcast there; while
    * subscribers hold one that cannot be taken over, a typed error, touching
    * nothing (other options: ERR_SHMRING_INVALID_ARGUMENT; closed by its
-   * publisher: ERR_SHMRING_CLOSED; left half-written by a publisher that
-   * died: ERR_SHMRING_CORRUPT).
+   * publisher: ERR_SHMRING_CLOSED; counters no publisher leaves:
+   * ERR_SHMRING_CORRUPT).
    */
   static create(region: Region, options: BroadcastOptions): BroadcastPublisher {
     checkOptionsObject(options, 'Broadcast.create', CREATE_OPTION_NAMES);
@@ -451,7 +538,7 @@ export class Broadcast {
       dataOffset,
       mode: lossless ? B.MODE_LOSSLESS : B.MODE_LOSSY,
     };
-    let resume: Snapshot | undefined;
+    let resume: Snapshot | HalfWritten | undefined;
     try {
       resume = resumePoint(buffer, base, g, heldBefore, ringWhere(region, base, 'Broadcast'));
     } catch (err) {
@@ -552,6 +639,8 @@ export class BroadcastPublisher extends BroadcastEnd {
   #slowest = 0;
   /** Lossless: when (performance.now()) a tryWrite that finds the ring full next frees dead subscribers' slots; Infinity while not full. */
   #sweepAt = Infinity;
+  /** Lossless: a repair waiting for every subscriber to read up to the tail (docs/LAYOUT.md, "A record left half-written"). */
+  #repair: HalfWritten | undefined;
   #peerTimeoutMs = DEFAULT_PEER_TIMEOUT_MS;
 
   /**
@@ -578,16 +667,70 @@ export class BroadcastPublisher extends BroadcastEnd {
     roles: Roles | undefined,
     region: Region,
     site: RingSite,
-    resume: Snapshot | undefined,
+    resume: Snapshot | HalfWritten | undefined,
   ) {
     super(buffer, base, g, lossless, roles, region, site);
     this.registerProducer(); // the lock is ours already (create); stores the pid words for inspect
-    if (resume !== undefined) {
+    if (resume === undefined) return;
+    this.#slowest = -Infinity; // lossless: the slots are scanned before the first record
+    this.#count = resume.count;
+    if ('jump' in resume) {
+      // The predecessor died in the middle of a record: the repair (docs/LAYOUT.md, "A record left
+      // half-written"). Lossy at once; lossless once every subscriber has read up to the tail (#repaired).
+      this.#tail = resume.tail;
+      this.#repair = resume;
+      if (!lossless) this.#jump();
+    } else {
       // A takeover (docs/LAYOUT.md, "Publisher, step by step"): P and K from the snapshot create took holding the role.
       this.#tail = resume.intent;
-      this.#count = resume.count;
-      this.#slowest = -Infinity; // lossless: the slots are scanned before the first record
     }
+  }
+
+  /**
+   * The repair's stores: INTENT, COUNT (all three words each: the dead
+   * publisher may have left them torn), then TAIL at the jump target. Every
+   * subscriber's cursor is then more than a ring behind the tail: at its
+   * next read it finds itself lapped and resettles at the tail, counting
+   * in `lost` what it skipped (the dead record, if COUNT counted it).
+   */
+  #jump(): void {
+    const ctl = this.ctl;
+    const { jump, count } = this.#repair!;
+    // INTENT first, SYNC POINT with a subscriber's lap check: a copy in progress is dropped (INTENT - cursor > CAPACITY).
+    storeAll64(ctl, B.INTENT, jump);
+    // COUNT before TAIL, as in a record's step 2: a quiescent snapshot (INTENT == TAIL) sees the count of its tail.
+    storeAll64(ctl, B.COUNT, count);
+    // TAIL, SYNC POINT with a subscriber's load of TAIL: the jump is visible, the counters quiescent again.
+    Atomics.store(ctl, B.TAIL_I32, jump | 0);
+    this.#tail = jump;
+    this.#repair = undefined;
+    this.#slowest = -Infinity; // lossless: wait for the subscribers' cursor stores at the jump before the first record
+    unpark(ctl, READ_BLOCK, WAKE_ALL); // parked subscribers resettle now
+  }
+
+  /**
+   * Lossless, a repair pending: whether every live subscriber has read up
+   * to the tail, so the jump skips no published record; then it jumps.
+   * Until then, once the wait has lasted peerTimeoutMs (then every quarter
+   * of it), frees dead subscribers' slots first, as a full ring does.
+   */
+  #repaired(): boolean {
+    if (!this.#caughtUp() && !(this.#sweepDue() && this.#freeDeadSlots() && this.#caughtUp())) return false;
+    this.#sweepAt = Infinity;
+    this.#jump();
+    return true;
+  }
+
+  /** Whether every owned slot's CURSOR is the tail. */
+  #caughtUp(): boolean {
+    const ctl = this.ctl;
+    const tail = this.#tail | 0;
+    for (let i = 0; i < this.subscribers; i++) {
+      const s = B.slotOffset(i) / 4;
+      // Observes a subscriber's slot and progress, as #room does: a live owner's CURSOR, stored once it is done with the bytes.
+      if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) !== 0 && Atomics.load(ctl, s + B.SLOT_CURSOR_I32) !== tail) return false;
+    }
+    return true;
   }
 
   /** Records published to this Broadcast so far (by a publisher that took it over: its predecessors' included). */
@@ -612,6 +755,7 @@ export class BroadcastPublisher extends BroadcastEnd {
     if (ctl.length === 0) throw this.closedError();
     const length = bytes.length;
     if (length > this.maxMessageLength) throw this.tooLarge(length, 'Broadcast.tryWrite');
+    if (this.#repair !== undefined && !this.#repaired()) return false;
     const size = L.recordSize(length);
     const position = this.#tail;
     let index = position % this.capacity;
@@ -674,11 +818,16 @@ export class BroadcastPublisher extends BroadcastEnd {
    * then a clock read per call, no lock test and no /proc read.
    */
   #unblock(end: number): boolean {
+    return this.#sweepDue() && this.#freeDeadSlots() && this.#room(end);
+  }
+
+  /** Whether the ring (or a pending repair) has held the publisher back for peerTimeoutMs, then every quarter of it. */
+  #sweepDue(): boolean {
     const now = performance.now();
     if (this.#sweepAt === Infinity) this.#sweepAt = now + this.peerTimeoutMs;
     if (now < this.#sweepAt) return false;
     this.#sweepAt = now + this.peerTimeoutMs / 4;
-    return this.#freeDeadSlots() && this.#room(end);
+    return true;
   }
 
   /**
@@ -764,6 +913,7 @@ export class BroadcastPublisher extends BroadcastEnd {
   /** Lossy: always (the publisher never waits). Lossless: the slowest live subscriber leaves room for the record. */
   protected writeReady(length: number): boolean {
     if (this.closedFlag() || !this.lossless) return true;
+    if (this.#repair !== undefined && !this.#repaired()) return false;
     const size = L.recordSize(length);
     const toEnd = this.capacity - (this.#tail % this.capacity);
     return this.#room(this.#tail + (size <= toEnd ? size : toEnd + size)); // the end tryWrite would give the record

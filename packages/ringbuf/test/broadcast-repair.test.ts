@@ -1,0 +1,346 @@
+/**
+ * A Broadcast publisher that died in the middle of a record (between its
+ * INTENT store and its TAIL store) leaves no quiescent snapshot. The next
+ * publisher repairs it (docs/LAYOUT.md, "A record left half-written: the
+ * repair") instead of refusing: it jumps past every subscriber's cursor,
+ * lossy at once, lossless once every live subscriber has read all that was
+ * published. Subscribers read on, nothing torn, none of the dead record's
+ * bytes handed out, `received + lost` equal to what `published` says.
+ *
+ * Deterministic: the counters and bytes a publisher killed after each step
+ * of a record leaves, written here, and the words torn while a 64-bit
+ * counter crosses 2^32. Then real publisher processes SIGKILLed at random
+ * moments while they publish as fast as they can, each replaced by the next.
+ */
+import { strict as assert } from 'node:assert';
+import { fileURLToPath } from 'node:url';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
+import * as L from '../src/layout.js';
+import * as B from '../src/broadcast-layout.js';
+import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
+import { broadcastPayload, Tally, type SubscriberReport } from './fixtures/broadcast-peer.js';
+import { LinePeer } from './helpers.js';
+
+const SUBSCRIBER = fileURLToPath(new URL('./fixtures/broadcast-peer.js', import.meta.url));
+const RACER = fileURLToPath(new URL('./fixtures/broadcast-racer.js', import.meta.url));
+const CAPACITY = 4096;
+const TWO32 = 2 ** 32;
+
+/** The step of a record after which the publisher is killed (docs/LAYOUT.md, "Publisher, step by step"). */
+const STEPS = ['INTENT stored', 'COUNT stored', 'bytes written', 'LATEST stored'] as const;
+
+/** The control words of the Broadcast at the start of `region` (16 slots). */
+function controlOf(region: Region): Int32Array {
+  return new Int32Array(region.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+}
+
+function load64(ctl: Int32Array, c: B.Counter64): number {
+  return (Atomics.load(ctl, c.hi1) >>> 0) * TWO32 + (Atomics.load(ctl, c.lo) >>> 0);
+}
+
+function set64(ctl: Int32Array, c: B.Counter64, value: number): void {
+  Atomics.store(ctl, c.hi1, Math.floor(value / TWO32));
+  Atomics.store(ctl, c.lo, value | 0);
+  Atomics.store(ctl, c.hi2, Math.floor(value / TWO32));
+}
+
+/**
+ * Leaves the counters and bytes as a publisher killed after `steps` steps
+ * (1 to 4) of a 120-byte record at the tail leaves them (with a padding
+ * record first where it wraps). The payload bytes, written at step 3, are
+ * 0xab: read as a header, a record of an impossible length.
+ */
+function dieInRecord(region: Region, steps: number): void {
+  const ctl = controlOf(region);
+  const tail = load64(ctl, B.INTENT); // quiescent: INTENT is the exact tail
+  const index = tail % CAPACITY;
+  const size = L.recordSize(112);
+  const end = tail + (size <= CAPACITY - index ? size : CAPACITY - index + size);
+  set64(ctl, B.INTENT, end);
+  if (steps >= 2) set64(ctl, B.COUNT, load64(ctl, B.COUNT) + 1);
+  if (steps >= 3) {
+    const data = new Uint8Array(region.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), CAPACITY);
+    data.fill(0xab, index, Math.min(CAPACITY, index + size));
+    if (size > CAPACITY - index) data.fill(0xab, 0, size);
+  }
+  if (steps >= 4) Atomics.store(ctl, B.LATEST_I32, tail | 0);
+}
+
+/** Whether the counters are quiescent (INTENT == TAIL, no record in flight). */
+function quiescent(region: Region): boolean {
+  const ctl = controlOf(region);
+  return load64(ctl, B.INTENT) % TWO32 === Atomics.load(ctl, B.TAIL_I32) >>> 0;
+}
+
+/** Reads everything published to `sub` now, checking each message with `tally`. */
+function readNow(sub: BroadcastSubscriber, tally: Tally): number {
+  let n = 0;
+  for (let m = sub.tryRead(); m !== null; m = sub.tryRead()) {
+    tally.see(m, sub.lastType);
+    n++;
+  }
+  return n;
+}
+
+function publish(pub: BroadcastPublisher, count: number): void {
+  for (let k = 0; k < count; k++) {
+    const i = pub.published;
+    assert.ok(pub.tryWrite(broadcastPayload(i), i & 0xffff), `record ${i} fits`);
+  }
+}
+
+/** Publishes `count` records, each read by every subscriber before the next (so a lossy one is never lapped, a lossless ring never full). */
+function pump(pub: BroadcastPublisher, count: number, ...readers: [BroadcastSubscriber, Tally][]): void {
+  for (let k = 0; k < count; k++) {
+    publish(pub, 1);
+    for (const [sub, tally] of readers) readNow(sub, tally);
+  }
+}
+
+/** Where the next record starts in the data area. */
+function tailIndex(region: Region): number {
+  return load64(controlOf(region), B.INTENT) % CAPACITY;
+}
+
+function whole(r: SubscriberReport, published: number, what: string): void {
+  assert.equal(r.torn, 0, `${what}: torn messages`);
+  assert.equal(r.disorder, 0, `${what}: a gap that \`lost\` did not count, or a message out of order`);
+  assert.equal(r.received + r.lost, published, `${what}: received + lost = published`);
+}
+
+describe('Broadcast: a new publisher repairs a record its dead predecessor left half-written', function () {
+  this.timeout(120_000);
+  let name: string;
+  let region: Region;
+  const peers: LinePeer[] = [];
+  const closeables: { close(): void }[] = [];
+
+  beforeEach(function () {
+    name = `shmring-bcast-repair-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+    region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY }) });
+  });
+
+  afterEach(async function () {
+    await Promise.all(peers.splice(0).map((p) => p.kill()));
+    for (const c of closeables.splice(0)) c.close();
+    region.close();
+    region.unlink();
+  });
+
+  function create(lossless: boolean): BroadcastPublisher {
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless });
+    closeables.push(pub);
+    return pub;
+  }
+
+  function subscribe(): [BroadcastSubscriber, Tally] {
+    const sub = Broadcast.subscribe(region);
+    closeables.push(sub);
+    return [sub, new Tally(sub)];
+  }
+
+  STEPS.forEach((step, s) => {
+    for (const wrap of [false, true]) {
+      it(`lossy, killed with ${step}${wrap ? ', the record wrapping' : ''}: subscribers skip to the new tail, nothing torn, the dead record counted lost iff COUNT counted it`, function () {
+        const first = create(false);
+        const [behind, behindTally] = subscribe();
+        const [current, currentTally] = subscribe();
+        // Until the dead 120-byte record (written next) would fit before the end of the data area, or wrap;
+        // `behind` keeps 5 records unread, `current` none.
+        while (first.published < 14 || tailIndex(region) + 120 > CAPACITY !== wrap) {
+          pump(first, 1, [current, currentTally]);
+          if (behindTally.received < first.published - 5) behindTally.see(behind.tryRead()!, behind.lastType);
+        }
+        first.detach();
+        dieInRecord(region, s + 1);
+        const counted = first.published + (s >= 1 ? 1 : 0);
+
+        const second = create(false);
+        assert.equal(second.published, counted, 'COUNT as the dead publisher left it');
+        assert.ok(quiescent(region), 'repaired at once: a quiescent snapshot again');
+        assert.equal(readNow(behind, behindTally), 0, 'the unread records are skipped (lossy), counted');
+        assert.equal(readNow(current, currentTally), 0);
+        pump(second, 300, [behind, behindTally], [current, currentTally]); // laps of the ring past the dead record's bytes
+        whole(behindTally.report(), second.published, 'behind');
+        whole(currentTally.report(), second.published, 'caught up');
+        assert.equal(current.lost, s >= 1 ? 1 : 0, 'a caught-up subscriber loses only the dead record, if it was counted');
+        const [late, lateTally] = subscribe();
+        publish(second, 3);
+        assert.equal(readNow(late, lateTally), 3, 'a subscriber that joins after the repair gets what follows');
+      });
+    }
+  });
+
+  it('lossy: counters torn while INTENT and COUNT crossed 2^32 (HI1 = HI2 + 1) are repaired', function () {
+    const first = create(false);
+    subscribe(); // holds the Broadcast (so create takes it over) and never reads
+    // A consistent state of a long-lived Broadcast, 16 bytes before a position of 9 x 2^32, 2^32 - 1 records in.
+    const tail = 9 * TWO32 - 16;
+    const ctl = controlOf(region);
+    set64(ctl, B.INTENT, tail);
+    set64(ctl, B.COUNT, TWO32 - 1);
+    Atomics.store(ctl, B.LATEST_I32, (tail - 64) | 0);
+    Atomics.store(ctl, B.TAIL_I32, tail | 0);
+    first.detach();
+    const second = create(false); // resumes there
+    assert.equal(second.published, TWO32 - 1);
+    const [sub, tally] = subscribe();
+    second.detach();
+    // Killed crossing: INTENT's HI1 and COUNT's HI1 and LO stored, neither HI2.
+    Atomics.store(ctl, B.INTENT.hi1, 9);
+    Atomics.store(ctl, B.INTENT.lo, 200);
+    Atomics.store(ctl, B.COUNT.hi1, 1);
+    Atomics.store(ctl, B.COUNT.lo, 0);
+    const third = create(false);
+    assert.equal(third.published, TWO32, 'the crossing count: the dead record counted');
+    assert.ok(quiescent(region));
+    assert.deepEqual([Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2)], [9, 9], 'both high words rewritten');
+    assert.equal(readNow(sub, tally), 0, 'resettled at the jump');
+    publish(third, 5);
+    assert.equal(readNow(sub, tally), 5);
+    whole(tally.report(), 6, 'across 2^32');
+    assert.equal(sub.lost, 1, 'the dead record, counted lost');
+  });
+
+  STEPS.forEach((step, s) => {
+    it(`lossless, killed with ${step}: the new publisher waits until every subscriber has read all that was published, then jumps`, function () {
+      const first = create(true);
+      const [sub, tally] = subscribe();
+      publish(first, 20);
+      for (let k = 0; k < 5; k++) tally.see(sub.tryRead()!, sub.lastType);
+      first.detach();
+      dieInRecord(region, s + 1);
+      const counted = first.published + (s >= 1 ? 1 : 0);
+
+      const second = create(true);
+      assert.equal(second.published, counted);
+      assert.equal(sub.lost, 0);
+      assert.ok(!quiescent(region), 'no jump while a subscriber has records to read');
+      assert.equal(second.tryWrite(broadcastPayload(counted), counted & 0xffff), false, 'full until then');
+      assert.equal(readNow(sub, tally), 15, 'every record published before the death is read');
+      assert.equal(second.tryWrite(broadcastPayload(counted), counted & 0xffff), false, 'the jump; the subscriber resettles first');
+      assert.ok(quiescent(region), 'jumped');
+      assert.equal(readNow(sub, tally), 0);
+      pump(second, 300, [sub, tally]);
+      whole(tally.report(), second.published, 'lossless');
+      assert.equal(sub.lost, s >= 1 ? 1 : 0, 'nothing lost but the dead record, if COUNT counted it');
+    });
+  });
+
+  it('lossless, without subscribers (a SharedArrayBuffer, where create takes over whatever it can): the first write jumps and publishes', function () {
+    const sab = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    const first = Broadcast.create(sab, { capacity: CAPACITY, lossless: true });
+    publish(first, 3);
+    first.detach();
+    dieInRecord(sab, 3);
+    const second = Broadcast.create(sab, { capacity: CAPACITY, lossless: true });
+    assert.equal(second.published, 4);
+    assert.ok(!quiescent(sab));
+    assert.ok(second.tryWrite(new Uint8Array(8)));
+    assert.ok(quiescent(sab));
+    assert.equal(second.published, 5);
+    second.close();
+    sab.close();
+  });
+
+  it('lossless: a SIGKILLed subscriber holding unread records is dropped after peerTimeoutMs, then the waiting write jumps', async function () {
+    const first = create(true);
+    publish(first, 3);
+    const holder = new LinePeer(SUBSCRIBER, [name, 'hold']);
+    peers.push(holder);
+    await holder.line('ready');
+    publish(first, 4); // unread by the holder
+    first.detach();
+    dieInRecord(region, 2);
+    const second = create(true);
+    const written = second.write(new Uint8Array(8), { peerTimeoutMs: 200 });
+    let settled = false;
+    void written.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(settled, false, 'a live subscriber with unread records is waited for');
+    await holder.kill();
+    const t0 = performance.now();
+    await written;
+    assert.ok(performance.now() - t0 < 5_000, 'the write went on once the holder was dead');
+    assert.equal(second.published, 9);
+  });
+
+  it('counters no publisher leaves (INTENT far past TAIL) are ERR_SHMRING_CORRUPT while subscribers hold the Broadcast, touching nothing', function () {
+    const first = create(false);
+    const [sub] = subscribe();
+    assert.ok(first.tryWrite(new Uint8Array([1])));
+    first.detach();
+    const ctl = controlOf(region);
+    const intent = load64(ctl, B.INTENT);
+    set64(ctl, B.INTENT, intent + 4 * CAPACITY);
+    const words = (): number[] => [...ctl.subarray(B.TAIL_I32, B.TAIL_I32 + 1), ...ctl.subarray(B.INTENT.lo, B.LATEST_I32 + 1)];
+    const before = words();
+    assert.throws(
+      () => Broadcast.create(region, { capacity: CAPACITY }),
+      (err: ShmringError) => err.code === ErrorCodes.CORRUPT && /counters of .* are impossible/.test(err.message),
+    );
+    assert.deepEqual(words(), before, 'the refusal touched nothing');
+    set64(ctl, B.INTENT, intent);
+    assert.deepEqual([...sub.tryRead()!], [1]);
+    sub.close();
+    assert.equal(create(false).published, 0, 'nobody holds it: a new Broadcast');
+  });
+
+  for (const lossless of [false, true]) {
+    const mode = lossless ? 'lossless' : 'lossy';
+    it(`${mode}: publisher processes SIGKILLed at random moments, each replaced: subscribers here and in a child lose nothing uncounted`, async function () {
+      // A ring of 1 MiB: a racer publishes for milliseconds before a lossless one waits for the subscribers.
+      const capacity = 1 << 20;
+      const big = Region.create({ backing: 'posix', name: `${name}-big`, size: Broadcast.regionSize({ capacity }) });
+      closeables.push({
+        close: () => {
+          big.close();
+          big.unlink();
+        },
+      });
+      Broadcast.create(big, { capacity, lossless }).detach();
+      const here = Broadcast.subscribe(big);
+      closeables.unshift(here);
+      const tally = new Tally(here);
+      const reading = (async () => {
+        // A gap between publishers longer than a check period ends a wait with ERR_SHMRING_PEER_DEAD: read on.
+        for (;;) {
+          try {
+            for await (const m of here.messages({ peerTimeoutMs: 600_000 })) tally.see(m, here.lastType);
+            return;
+          } catch (err) {
+            if ((err as ShmringError).code !== ErrorCodes.PEER_DEAD) throw err;
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+      })();
+      const child = new LinePeer(SUBSCRIBER, [`${name}-big`, 'survivor']);
+      peers.push(child);
+      await child.line('ready');
+      let midRecord = 0;
+      let rounds = 0;
+      // Until three kills landed in the middle of a record (lossy: most do; lossless: about one in six, the
+      // racer mostly waiting for the subscribers), at most 60 rounds.
+      for (; rounds < 60 && midRecord < 3; rounds++) {
+        const racer = new LinePeer(RACER, [`${name}-big`, String(capacity), String(lossless), '2000']);
+        peers.push(racer);
+        await racer.line('publishing');
+        await new Promise((r) => setTimeout(r, Math.random() * 4));
+        await racer.kill();
+        if (!quiescent(big)) midRecord++;
+      }
+      assert.ok(midRecord >= 3, `${midRecord} of ${rounds} kills landed in the middle of a record`);
+      console.log(`      (${mode}: ${midRecord} of ${rounds} kills landed in the middle of a record)`);
+      const last = Broadcast.create(big, { capacity, lossless });
+      for (let k = 0; k < 100; k++) {
+        const i = last.published;
+        if (!last.tryWrite(broadcastPayload(i), i & 0xffff)) await last.write(broadcastPayload(i), { type: i & 0xffff });
+      }
+      last.close();
+      await reading;
+      whole(tally.report(), last.published, 'this thread');
+      whole(JSON.parse(await child.line('{')) as SubscriberReport, last.published, 'the child');
+      if (lossless) assert.ok(tally.report().lost <= midRecord, 'lossless: nothing lost but the dead records');
+    });
+  }
+});
