@@ -334,7 +334,13 @@ interface HalfWritten {
   tail: number;
   /** c: COUNT as the dead publisher left it: the records published, or one more (its record counted, never published). */
   count: number;
-  /** J: the start of the lap after the one the half-written record can reach; every cursor is more than a ring behind it. */
+  /**
+   * J: the start of the lap after the one the half-written record can
+   * reach; every cursor is more than a ring behind it. Or T itself, where
+   * the predecessor died inside its INTENT store (its high words torn): no
+   * reader ever saw that INTENT, no byte of the record was written, so
+   * INTENT goes back to T and nothing is skipped.
+   */
   jump: number;
 }
 
@@ -352,7 +358,8 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   const hi1 = Atomics.load(ctl, B.INTENT.hi1) >>> 0;
   const hi2 = Atomics.load(ctl, B.INTENT.hi2) >>> 0;
   let tail: number;
-  if (hi1 === hi2) {
+  const inStep1 = hi1 !== hi2; // died inside its INTENT store, crossing 2^32: before COUNT and before any byte
+  if (!inStep1) {
     const intent = hi1 * TWO32 + lo;
     tail = intent - ((lo - t) >>> 0);
     // The dead record (padding included) reaches at most a ring and a half past the tail.
@@ -365,13 +372,16 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   const chi1 = Atomics.load(ctl, B.COUNT.hi1) >>> 0;
   const chi2 = Atomics.load(ctl, B.COUNT.hi2) >>> 0;
   let count: number;
-  if (chi1 === chi2) count = chi1 * TWO32 + clo;
-  else if (chi1 === chi2 + 1)
+  if (chi1 === chi2) {
+    count = chi1 * TWO32 + clo;
+  } else if (chi1 === chi2 + 1 && !inStep1) {
     count = chi1 * TWO32; // crossing 2^32 by one: the new count's low word is 0
-  else return undefined;
+  } else {
+    return undefined; // COUNT is stored after INTENT: both torn is impossible
+  }
   // Every record takes at least 8 bytes: COUNT (the dead record perhaps included) fits below the tail.
-  if (!Number.isSafeInteger(tail + 2 * capacity) || tail % 8 !== 0 || count * 8 > tail + 8) return undefined;
-  return { tail, count, jump: (Math.floor(tail / capacity) + 2) * capacity };
+  if (!Number.isSafeInteger(tail + 2 * capacity) || tail % 8 !== 0 || count * 8 > tail + (inStep1 ? 0 : 8)) return undefined;
+  return { tail, count, jump: inStep1 ? tail : (Math.floor(tail / capacity) + 2) * capacity };
 }
 
 /**
@@ -679,7 +689,10 @@ export class BroadcastPublisher extends BroadcastEnd {
       // half-written"). Lossy at once; lossless once every subscriber has read up to the tail (#repaired).
       this.#tail = resume.tail;
       this.#repair = resume;
-      if (!lossless) this.#jump();
+      // Lossless waits (#repaired) unless INTENT only goes back to the tail, which skips nothing.
+      if (!lossless || resume.jump === resume.tail) this.#jump();
+      // Lossless: parked subscribers look again; one still joining refreshes its provisional CURSOR to the tail.
+      else unpark(this.ctl, READ_BLOCK, WAKE_ALL);
     } else {
       // A takeover (docs/LAYOUT.md, "Publisher, step by step"): P and K from the snapshot create took holding the role.
       this.#tail = resume.intent;
@@ -1021,7 +1034,19 @@ export class BroadcastSubscriber extends BroadcastEnd {
   #settle(lapped: boolean): boolean {
     const ctl = this.ctl;
     const snap = this.#snapshot;
-    if (!takeSnapshot(ctl, snap)) return false;
+    if (!takeSnapshot(ctl, snap)) {
+      if (!lapped && this.#slot >= 0) {
+        // Still joining: our provisional CURSOR follows TAIL (we start at a later snapshot's tail, so the
+        // bytes before it are not ours to read). A lossless publisher repairing a dead one's record waits for
+        // every CURSOR to reach the tail: without this, a joiner that cannot settle until then would hold it for ever.
+        const tail = Atomics.load(ctl, B.TAIL_I32);
+        // Publishes the provisional cursor (a position we will not read before); woken, a parked repair looks again.
+        if (Atomics.exchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_CURSOR_I32, tail) !== tail && this.lossless) {
+          unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+        }
+      }
+      return false;
+    }
     const { intent, tail, count, latest } = snap;
     if (!lapped) {
       this.#pending = false;
@@ -1104,6 +1129,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
   #lapped(): boolean {
     // SYNC POINT with the publisher's INTENT store, which precedes any overwrite.
     const intent = load64(this.ctl, B.INTENT);
+    // NaN: a publisher held up inside a crossing of 2^32. Lossy, that may be a lap; lossless, the publisher
+    // never overwrites what a subscriber has not read (the jump of a repair is seen in TAIL, by #locate).
+    if (Number.isNaN(intent)) return !this.lossless;
     return !(intent - this.#cursor <= this.capacity);
   }
 
