@@ -334,13 +334,7 @@ interface HalfWritten {
   tail: number;
   /** c: COUNT as the dead publisher left it: the records published, or one more (its record counted, never published). */
   count: number;
-  /**
-   * J: the start of the lap after the one the half-written record can
-   * reach; every cursor is more than a ring behind it. Or T itself, where
-   * the predecessor died inside its INTENT store (its high words torn): no
-   * reader ever saw that INTENT, no byte of the record was written, so
-   * INTENT goes back to T and nothing is skipped.
-   */
+  /** J: the start of the lap after the one the half-written record can reach; every cursor is more than a ring behind it. */
   jump: number;
 }
 
@@ -350,7 +344,9 @@ interface HalfWritten {
  * nobody writes them), or undefined if they are impossible (no correct
  * publisher leaves them so). A 64-bit counter whose two high words differ
  * was crossing 2^32 when its writer died: HI1 is the new high word, HI2
- * the old one.
+ * the old one. The writer may also have been a previous repair's, killed
+ * in the middle of its jump: its INTENT is then J, or torn on the way to
+ * it, and the same T gives the same J, so this repair completes that one.
  */
 function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined {
   const t = Atomics.load(ctl, B.TAIL_I32) >>> 0; // stable: we hold the role (as the six loads below)
@@ -358,15 +354,17 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   const hi1 = Atomics.load(ctl, B.INTENT.hi1) >>> 0;
   const hi2 = Atomics.load(ctl, B.INTENT.hi2) >>> 0;
   let tail: number;
-  const inStep1 = hi1 !== hi2; // died inside its INTENT store, crossing 2^32: before COUNT and before any byte
-  if (!inStep1) {
+  if (hi1 === hi2) {
     const intent = hi1 * TWO32 + lo;
     tail = intent - ((lo - t) >>> 0);
-    // The dead record (padding included) reaches at most a ring and a half past the tail.
-    if (tail < 0 || intent - tail > capacity + capacity / 2) return undefined;
+    // A record and its padding reach at most a ring and a half past the tail, a repair's jump two rings.
+    if (tail < 0 || intent - tail > 2 * capacity) return undefined;
   } else {
-    if (hi1 !== hi2 + 1) return undefined;
-    tail = hi2 * TWO32 + t; // INTENT was crossing 2^32 from the tail's value, whose high word HI2 still holds
+    // Torn while crossing 2^32 from a value whose high word HI2 still holds: the tail (a record's INTENT
+    // store), or a dead record's end, never more than a ring and a half past the tail (a jump's). Either
+    // way the tail is within two rings below the crossing, so its high word is HI2.
+    if (hi1 !== hi2 + 1 || TWO32 - t > 2 * capacity) return undefined;
+    tail = hi2 * TWO32 + t;
   }
   const clo = Atomics.load(ctl, B.COUNT.lo) >>> 0;
   const chi1 = Atomics.load(ctl, B.COUNT.hi1) >>> 0;
@@ -374,14 +372,14 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   let count: number;
   if (chi1 === chi2) {
     count = chi1 * TWO32 + clo;
-  } else if (chi1 === chi2 + 1 && !inStep1) {
+  } else if (chi1 === chi2 + 1) {
     count = chi1 * TWO32; // crossing 2^32 by one: the new count's low word is 0
   } else {
-    return undefined; // COUNT is stored after INTENT: both torn is impossible
+    return undefined;
   }
   // Every record takes at least 8 bytes: COUNT (the dead record perhaps included) fits below the tail.
-  if (!Number.isSafeInteger(tail + 2 * capacity) || tail % 8 !== 0 || count * 8 > tail + (inStep1 ? 0 : 8)) return undefined;
-  return { tail, count, jump: inStep1 ? tail : (Math.floor(tail / capacity) + 2) * capacity };
+  if (!Number.isSafeInteger(tail + 2 * capacity) || tail % 8 !== 0 || count * 8 > tail + 8) return undefined;
+  return { tail, count, jump: (Math.floor(tail / capacity) + 2) * capacity };
 }
 
 /**
@@ -689,8 +687,7 @@ export class BroadcastPublisher extends BroadcastEnd {
       // half-written"). Lossy at once; lossless once every subscriber has read up to the tail (#repaired).
       this.#tail = resume.tail;
       this.#repair = resume;
-      // Lossless waits (#repaired) unless INTENT only goes back to the tail, which skips nothing.
-      if (!lossless || resume.jump === resume.tail) this.#jump();
+      if (!lossless) this.#jump();
       // Lossless: parked subscribers look again; one still joining refreshes its provisional CURSOR to the tail.
       else unpark(this.ctl, READ_BLOCK, WAKE_ALL);
     } else {

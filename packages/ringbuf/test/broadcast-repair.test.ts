@@ -66,10 +66,11 @@ function dieInRecord(region: Region, steps: number): void {
   if (steps >= 4) Atomics.store(ctl, B.LATEST_I32, tail | 0);
 }
 
-/** Whether the counters are quiescent (INTENT == TAIL, no record in flight). */
+/** Whether the counters are quiescent (INTENT whole and equal to TAIL: no record in flight). */
 function quiescent(region: Region): boolean {
   const ctl = controlOf(region);
-  return load64(ctl, B.INTENT) % TWO32 === Atomics.load(ctl, B.TAIL_I32) >>> 0;
+  const whole = Atomics.load(ctl, B.INTENT.hi1) === Atomics.load(ctl, B.INTENT.hi2);
+  return whole && load64(ctl, B.INTENT) % TWO32 === Atomics.load(ctl, B.TAIL_I32) >>> 0;
 }
 
 /** Reads everything published to `sub` now, checking each message with `tally`. */
@@ -227,33 +228,68 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     });
   });
 
-  it('lossless, killed inside its INTENT store crossing 2^32 (HI1 = HI2 + 1): INTENT goes back to the tail, nothing skipped, nothing counted lost', function () {
-    const first = create(true);
+  /**
+   * A publisher of a long-lived Broadcast: its counters at `position` with `count` records before it,
+   * resumed by create, and a subscriber that joined there (it holds the Broadcast).
+   */
+  function startAt(lossless: boolean, position: number, count: number): [BroadcastPublisher, BroadcastSubscriber, Tally] {
+    const first = create(lossless);
     const ctl = controlOf(region);
-    // A consistent state of a long-lived Broadcast, 1,000 records in, 80 bytes before a position of 9 x 2^32.
-    const start = 9 * TWO32 - 80;
-    set64(ctl, B.INTENT, start);
-    set64(ctl, B.COUNT, 1000);
-    Atomics.store(ctl, B.LATEST_I32, (start - 64) | 0);
-    Atomics.store(ctl, B.TAIL_I32, start | 0);
-    const [sub, tally] = subscribe(); // joins there, and holds the Broadcast
+    set64(ctl, B.INTENT, position);
+    set64(ctl, B.COUNT, count);
+    Atomics.store(ctl, B.LATEST_I32, (position - 64) | 0);
+    Atomics.store(ctl, B.TAIL_I32, position | 0);
+    const [sub, tally] = subscribe();
     first.detach();
-    const resumed = create(true);
-    publish(resumed, 1); // unread when the publisher dies
-    const before = resumed.published;
-    resumed.detach();
+    return [create(lossless), sub, tally];
+  }
+
+  it('lossless, killed inside its INTENT store crossing 2^32 (HI1 = HI2 + 1): the subscriber reads every record (a torn INTENT is no lap), then the jump', function () {
+    const [pub, sub, tally] = startAt(true, 9 * TWO32 - 80, 1000);
+    publish(pub, 1); // unread when the publisher dies
+    const before = pub.published;
+    pub.detach();
+    const ctl = controlOf(region);
     const t = load64(ctl, B.INTENT);
     assert.ok(t < 9 * TWO32 && t + 120 > 9 * TWO32, 'the next record crosses 9 x 2^32');
     Atomics.store(ctl, B.INTENT.hi1, 9); // killed after its HI1 store, before LO and HI2
     const second = create(true);
-    assert.ok(quiescent(region), 'INTENT restored at once: a lossless successor need not wait, as nothing is skipped');
-    assert.deepEqual([Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2)], [8, 8]);
-    assert.equal(second.published, before, 'COUNT untouched: the dead record was not counted yet');
-    assert.equal(readNow(sub, tally), 1, 'the record published before the death is read');
+    assert.equal(second.published, before, 'COUNT untouched: the dead record was not counted');
+    assert.ok(!quiescent(region), 'no jump while the subscriber has a record to read');
+    assert.equal(readNow(sub, tally), 1, 'the record published before the death is read, INTENT torn as it is');
+    assert.equal(second.tryWrite(new Uint8Array(8)), false, 'the jump; the subscriber resettles first');
+    assert.deepEqual([Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2)], [9, 9], 'INTENT whole again');
+    assert.equal(readNow(sub, tally), 0);
     pump(second, 5, [sub, tally]);
-    whole(tally.report(), second.published - 1000, 'across the restored INTENT');
-    assert.equal(sub.lost, 0);
+    whole(tally.report(), second.published - 1000, 'across the crossing');
+    assert.equal(sub.lost, 0, 'nothing lost: the dead record was not counted');
   });
+
+  for (const crossing of [false, true]) {
+    it(`lossy, a repairing publisher killed in its own jump (INTENT ${crossing ? 'torn on its way across 9 x 2^32' : 'at the target'}, TAIL not yet): the next one completes the same jump`, function () {
+      // The tail 512 bytes before the end of the ring's last lap below 9 x 2^32 - CAPACITY: the jump lands on 9 x 2^32.
+      const start = crossing ? 9 * TWO32 - CAPACITY - 512 : 5 * CAPACITY + 1024;
+      const [pub, sub, tally] = startAt(false, start, 1000);
+      publish(pub, 1);
+      readNow(sub, tally);
+      pub.detach();
+      const ctl = controlOf(region);
+      const tail = load64(ctl, B.INTENT);
+      const jump = (Math.floor(tail / CAPACITY) + 2) * CAPACITY;
+      assert.equal(crossing, jump === 9 * TWO32);
+      dieInRecord(region, 3); // the dead record
+      if (crossing)
+        Atomics.store(ctl, B.INTENT.hi1, 9); // the repair killed after its first store (HI1) of INTENT = J
+      else set64(ctl, B.INTENT, jump); // ... after its whole INTENT store
+      const next = create(false);
+      assert.ok(quiescent(region), 'repaired');
+      assert.equal(load64(ctl, B.INTENT), jump, 'the same jump');
+      assert.equal(readNow(sub, tally), 0);
+      pump(next, 20, [sub, tally]);
+      whole(tally.report(), next.published - 1000, 'across two repairs');
+      assert.equal(sub.lost, 1, 'the dead record (its COUNT store made), counted lost');
+    });
+  }
 
   it('lossless: a subscriber still joining (its provisional CURSOR behind the tail) moves it to the tail at its next look, so the repair goes on', function () {
     const first = create(true);
@@ -356,8 +392,10 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
   for (const lossless of [false, true]) {
     const mode = lossless ? 'lossless' : 'lossy';
     it(`${mode}: publisher processes SIGKILLed at random moments, each replaced: subscribers here and in a child lose nothing uncounted`, async function () {
-      // A ring of 1 MiB: a racer publishes for milliseconds before a lossless one waits for the subscribers.
-      const capacity = 1 << 20;
+      // A lossless racer publishes 16 MiB (about a thousand long records, milliseconds) before it waits for
+      // the subscribers; a lossy one never waits.
+      const capacity = lossless ? 1 << 24 : 1 << 20;
+      const killWithinUs = lossless ? 2000 : 400;
       const big = Region.create({ backing: 'posix', name: `${name}-big`, size: Broadcast.regionSize({ capacity }) });
       closeables.push({
         close: () => {
@@ -387,9 +425,15 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       let midRecord = 0;
       let rounds = 0;
       // Until five kills landed in the middle of a record (most do), at most 40 rounds; each racer kills itself
-      // up to 0.4 ms after its first record begins (a 1 MiB ring takes 64 long records before lossless waits).
+      // a random moment into publishing, before a lossless one fills its ring.
       for (; rounds < 40 && midRecord < 5; rounds++) {
-        const racer = new LinePeer(RACER, [`${name}-big`, String(capacity), String(lossless), '2000', String(Math.random() * 400)]);
+        const racer = new LinePeer(RACER, [
+          `${name}-big`,
+          String(capacity),
+          String(lossless),
+          '2000',
+          String(Math.random() * killWithinUs),
+        ]);
         peers.push(racer);
         await racer.exited;
         assert.equal(racer.child.signalCode, 'SIGKILL', `the racer killed itself (stderr: ${racer.stderr})`);
