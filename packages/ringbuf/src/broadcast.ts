@@ -710,6 +710,10 @@ export class BroadcastPublisher extends BroadcastEnd {
     storeAll64(ctl, B.INTENT, jump);
     // COUNT before TAIL, as in a record's step 2: a quiescent snapshot (INTENT == TAIL) sees the count of its tail.
     storeAll64(ctl, B.COUNT, count);
+    // LATEST at the jump, before TAIL: a lapped subscriber's snapshot then finds no newest record (LATEST == TAIL)
+    // and resumes at the tail. Left as it was, a second jump with no record between could put it more than
+    // 2^32 behind (four and a half rings of 2^30), and a subscriber would resume at a made-up record.
+    Atomics.store(ctl, B.LATEST_I32, jump | 0);
     // TAIL, SYNC POINT with a subscriber's load of TAIL: the jump is visible, the counters quiescent again.
     Atomics.store(ctl, B.TAIL_I32, jump | 0);
     this.#tail = jump;

@@ -291,6 +291,40 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     });
   }
 
+  it('lossy, capacity 2^30: two repairs with no record between them leave no stale LATEST (a subscriber resumes at the tail, not at a made-up record)', function () {
+    const C = 2 ** 30;
+    const sab = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: C }) });
+    const ctl = controlOf(sab);
+    const first = Broadcast.create(sab, { capacity: C });
+    set64(ctl, B.INTENT, 3 * C - 64);
+    set64(ctl, B.COUNT, 1000);
+    Atomics.store(ctl, B.LATEST_I32, (3 * C - 192) | 0);
+    Atomics.store(ctl, B.TAIL_I32, (3 * C - 64) | 0);
+    const sub = Broadcast.subscribe(sab); // joins at 3C - 64
+    first.detach();
+    const second = Broadcast.create(sab, { capacity: C });
+    assert.ok(second.tryWrite(new Uint8Array(120), 1)); // wraps: padding at C - 64, the record at 0; LATEST = 3C - 64
+    assert.equal(sub.tryRead()?.length, 120);
+    second.detach();
+    // Killed in a record (counted) at 3C + 128, repaired by a jump to 5C; killed again in the next publisher's
+    // first record (counted), repaired by a jump to 7C. LATEST, had it stayed at 3C - 64, would be 4C + 64
+    // behind the tail: more than 2^32, so a lapped subscriber's 32-bit distance to it would look like a ring's.
+    set64(ctl, B.INTENT, 3 * C + 256);
+    set64(ctl, B.COUNT, 1002);
+    Broadcast.create(sab, { capacity: C }).detach();
+    set64(ctl, B.INTENT, 5 * C + 128);
+    set64(ctl, B.COUNT, 1003);
+    const third = Broadcast.create(sab, { capacity: C });
+    assert.equal(load64(ctl, B.INTENT), 7 * C);
+    assert.equal(sub.tryRead(), null, 'nothing after the jumps');
+    assert.deepEqual([sub.position, sub.lost], [7 * C, 2], 'resumed at the tail; both dead records counted lost');
+    assert.ok(third.tryWrite(new Uint8Array(8), 2));
+    assert.equal(sub.tryRead()?.length, 8);
+    third.close();
+    sub.close();
+    sab.close();
+  });
+
   it('lossless: a subscriber still joining (its provisional CURSOR behind the tail) moves it to the tail at its next look, so the repair goes on', function () {
     const first = create(true);
     const [sub, tally] = subscribe();
