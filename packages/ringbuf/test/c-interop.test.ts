@@ -29,7 +29,11 @@
  * room, and stores its head after each padding it zeroes. A Broadcast: a
  * Node publisher read by C subscribers and a C publisher read by Node, lossy
  * (received + lost == published, nothing torn) and lossless (everything),
- * each side parking on the other; a pausing C publisher waking Node.
+ * each side parking on the other; a pausing C publisher waking Node; a C
+ * publisher taking over from a Node publisher that died in the middle of
+ * a record (counters torn, garbage at the tail): it repairs the counters
+ * and jumps a lap ahead, lossy at once, lossless once the Node subscriber
+ * has read every record published before the death.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -50,6 +54,7 @@ import {
   MpscRing,
   SpscRing,
 } from '../src/index.js';
+import * as B from '../src/broadcast-layout.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
 import { Roles } from '../src/roles.js';
 import {
@@ -1105,6 +1110,291 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       );
       assert.equal(stats.pauses, PAUSES, 'pauses that ended with Node parked');
       assert.ok(stats.pauseWakes >= PAUSES * 0.75, `the C FUTEX_WAKE found Node asleep after only ${stats.pauseWakes} of ${PAUSES} pauses`);
+    });
+
+    /*
+     * "A record left half-written: the repair". A Node publisher publishes
+     * records (record k is message k of the pattern) that a Node subscriber
+     * reads along, all but the last UNREAD; it lets go of the role, and the
+     * test leaves the counters as a publisher killed in the middle of the
+     * next record R leaves them (INTENT past TAIL by R's extent, COUNT
+     * counting R or not, high words torn where R crosses a multiple of
+     * 2^32), with garbage where R's bytes would be. ring_peer bcast-publish
+     * takes the role over: it must repair, not refuse (the peer before the
+     * repair exited 4, corrupt), and jump to J, the start of the lap after
+     * next.
+     */
+    const REPAIR_CAPACITY = 4096;
+    /** Records the Node subscriber has not read when the publisher dies. */
+    const UNREAD = 6;
+    const TWO32 = 2 ** 32;
+    const recordSize = (payload: number): number => (payload + 8 + 7) & ~7;
+    /** The end of a record of `size` bytes written at position `at` (after the padding, if it wraps). */
+    const recordEnd = (at: number, size: number): number => {
+      const toEnd = REPAIR_CAPACITY - (at % REPAIR_CAPACITY);
+      return at + (size <= toEnd ? size : toEnd + size);
+    };
+    /** A 64-bit counter (B.INTENT, B.COUNT) whole; fails if its high words are torn. */
+    const counter = (ctl: Int32Array, c: B.Counter64): number => {
+      const [hi1, lo, hi2] = [Atomics.load(ctl, c.hi1) >>> 0, Atomics.load(ctl, c.lo) >>> 0, Atomics.load(ctl, c.hi2) >>> 0];
+      assert.equal(hi1, hi2, 'a torn counter');
+      return hi1 * TWO32 + lo;
+    };
+    const setCounter = (ctl: Int32Array, c: B.Counter64, value: number): void => {
+      Atomics.store(ctl, c.hi1, Math.floor(value / TWO32) | 0);
+      Atomics.store(ctl, c.lo, (value % TWO32) | 0);
+      Atomics.store(ctl, c.hi2, Math.floor(value / TWO32) | 0);
+    };
+
+    interface Death {
+      title: string;
+      /** Records the Node publisher writes before it dies. */
+      records: number;
+      /**
+       * Near 2^35: the Broadcast starts (its counters set before anyone subscribes) where the records end just
+       * before 9 * 2^32, R crossing it, and R is record 2^32 - 1 (its count crosses 2^32). Otherwise at 0.
+       */
+      high?: boolean;
+      /**
+       * Lossless: the records the subscriber has not read when the publisher dies (default UNREAD). With INTENT's
+       * high words torn no subscriber passes its lap check (its 64-bit load of INTENT keeps failing), so none can
+       * read them, and the repair, which waits until every one has, would wait forever: 0 there.
+       */
+      unreadLossless?: number;
+      /** Leaves the counters as the publisher died them, R ending at `intent`: returns c, the count the repair must find. */
+      kill(ctl: Int32Array, tail: number, intent: number, count: number, lossless: boolean): number;
+    }
+
+    /** Where records base .. base + records - 1 start so that the next, R, crosses 9 * 2^32 (R pads to it or spans it). */
+    const highStart = (base: number, records: number): number => {
+      for (let start = 9 * TWO32 - 4 * REPAIR_CAPACITY; start < 9 * TWO32; start += 8) {
+        let at = start;
+        for (let k = base; k < base + records; k++) at = recordEnd(at, recordSize(patternLength(k)));
+        if (at < 9 * TWO32 && recordEnd(at, recordSize(patternLength(base + records))) >= 9 * TWO32) return start;
+      }
+      throw new Error(`no start puts record ${base + records} across 9 * 2^32`);
+    };
+    const DEATHS: Death[] = [
+      {
+        title: 'after its INTENT store (COUNT not bumped)',
+        records: 60,
+        kill(ctl, _tail, intent, count) {
+          Atomics.store(ctl, B.INTENT.lo, intent | 0);
+          return count;
+        },
+      },
+      {
+        title: 'after its INTENT and COUNT stores (R counted, and lost)',
+        records: 60,
+        kill(ctl, _tail, intent, count) {
+          Atomics.store(ctl, B.INTENT.lo, intent | 0);
+          Atomics.store(ctl, B.COUNT.lo, (count + 1) | 0);
+          return count + 1;
+        },
+      },
+      {
+        title: 'while INTENT crossed 9 * 2^32 (HI1 = HI2 + 1)',
+        records: 100,
+        high: true,
+        unreadLossless: 0,
+        kill(ctl, tail, intent, count, lossless) {
+          assert.equal(Math.floor(intent / TWO32), Math.floor(tail / TWO32) + 1, 'R crosses a high word');
+          Atomics.store(ctl, B.INTENT.hi1, Math.floor(intent / TWO32) | 0);
+          // Lossless: killed right after the HI1 store (LO still the tail's); lossy: after the LO store too.
+          if (!lossless) Atomics.store(ctl, B.INTENT.lo, intent | 0);
+          return count;
+        },
+      },
+      {
+        title: 'while COUNT crossed 2^32 (HI1 = HI2 + 1; INTENT past 9 * 2^32, whole)',
+        records: 100,
+        high: true,
+        kill(ctl, _tail, intent, count, lossless) {
+          assert.equal(count, TWO32 - 1, 'R is record 2^32 - 1');
+          setCounter(ctl, B.INTENT, intent);
+          Atomics.store(ctl, B.COUNT.hi1, 1);
+          // Lossless: killed right after the HI1 store (LO still 2^32 - 1); lossy: after the LO store too.
+          if (!lossless) Atomics.store(ctl, B.COUNT.lo, 0);
+          return count + 1;
+        },
+      },
+    ];
+
+    for (const lossless of [false, true]) {
+      for (const death of DEATHS) {
+        const mode = lossless ? 'lossless' : 'lossy';
+        const when = lossless ? 'only once the Node subscriber has read every record published before the death' : 'at once';
+        it(`a ${mode} C publisher repairs a record its dead predecessor left half-written ${death.title}: it jumps ${when}; nothing torn, received + lost exact`, async () => {
+          const publisher = create(lossless, REPAIR_CAPACITY);
+          const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+          const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
+          let pub = publisher;
+          let base = 0;
+          const records = death.records;
+          const unread = lossless ? (death.unreadLossless ?? UNREAD) : UNREAD;
+          let position = 0;
+          if (death.high) {
+            // An empty Broadcast whose counters say that `base` records were published up to `position`: a quiescent
+            // snapshot (INTENT == TAIL, LATEST there too: no newest record) that the subscriber joins and a create takes over.
+            base = TWO32 - 1 - records; // so that R, record base + records, is record 2^32 - 1
+            position = highStart(base, records);
+            setCounter(ctl, B.INTENT, position);
+            setCounter(ctl, B.COUNT, base);
+            Atomics.store(ctl, B.LATEST_I32, position | 0);
+            Atomics.store(ctl, B.TAIL_I32, position | 0);
+          }
+          const sub = subscribe();
+          if (death.high) {
+            publisher.detach();
+            pub = Broadcast.create(region!, { capacity: REPAIR_CAPACITY, lossless }); // takes over: P and K from the snapshot
+            closeables.push(pub);
+          }
+          const failed = new AbortController().signal;
+          /** Reads one record, checked against the pattern of its number (the subscriber joined at record `base`). */
+          const readOne = async (signal: AbortSignal): Promise<void> => {
+            const message = await readOrWait(sub, signal);
+            assert.equal(mismatch(message, sub.lastType, base + sub.received + sub.lost - 1), null);
+          };
+          const scratch = new Uint8Array(MAX_LENGTH);
+          for (let i = 0; i < records; i++) {
+            const k = base + i;
+            assert.equal(pub.tryWrite(patternMessage(scratch, k), patternType(k)), true);
+            position = recordEnd(position, recordSize(patternLength(k)));
+            while (i + 1 - sub.received > unread) await readOne(failed);
+          }
+          pub.detach();
+          // The tail the records left, and R (record base + records) as its publisher was writing it.
+          const tail = position;
+          const count = base + records;
+          assert.deepEqual(
+            [counter(ctl, B.INTENT), Atomics.load(ctl, B.TAIL_I32) >>> 0, counter(ctl, B.COUNT)],
+            [tail, tail % TWO32, count],
+          );
+          const rSize = recordSize(patternLength(count));
+          const intent = recordEnd(tail, rSize);
+          const c = death.kill(ctl, tail, intent, count, lossless);
+          // R's bytes: garbage (headers no publisher writes) from the tail to R's end, wrapping.
+          for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
+          const jump = (Math.floor(tail / REPAIR_CAPACITY) + 2) * REPAIR_CAPACITY;
+          const torn = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2].map((i) =>
+            Atomics.load(ctl, i),
+          );
+          const before = sub.received;
+          assert.equal(before, records - unread);
+
+          const n = lossless ? 2_000 : 20;
+          const peer = lossless
+            ? runPeer(binary, ['bcast-publish', regionPath, String(n), '--park'])
+            : runPeer(binary, ['bcast-publish', regionPath, String(n), '--start-parked']); // its records wait for Node in read()
+          peers = [peer];
+          if (lossless && unread > 0) {
+            // The C publisher must wait for the subscriber's unread records: nothing stored, nothing jumped.
+            await sleep(300);
+            assert.equal(peer.child.exitCode, null, `the lossless C publisher exited before the subscriber read on: ${peer.stdout}`);
+            const now = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2].map((i) =>
+              Atomics.load(ctl, i),
+            );
+            assert.deepEqual(now, torn, 'the lossless C publisher jumped before the subscriber read every record');
+          } else if (!lossless) {
+            // Lossy: the jump comes at once; the subscriber reads only after it (its records from before are lost).
+            await waitFor(() => peer.stdout.includes('repairTail') || peer.child.exitCode !== null, 'the C publisher repaired');
+            if (!peer.stdout.includes('repairTail'))
+              assert.fail(`the C publisher exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+          }
+          const total = c + n - base; // records published since the subscriber joined, R among them if counted
+          while (sub.received + sub.lost < total) await readOne(peer.failed);
+          const { code, stderr, stdout } = await peer.done;
+          assert.equal(code, 0, stderr);
+          const repair = JSON.parse(stdout.split('\n').find((line) => line.includes('repairTail')) ?? '{}');
+          assert.deepEqual(repair, { repairTail: tail, repairCount: c, jump }, 'what ring_peer found and where it jumped');
+          console.log(`      Node received ${sub.received}, lost ${sub.lost}; the C publisher jumped from ${tail} to ${jump}, count ${c}`);
+          // Lossless: every record from before the death, then R if it was counted (lost), then all the C publisher's.
+          // Lossy: the unread ones are lost with R (if counted); the C publisher's come after the subscriber resettled at J.
+          const lost = (lossless ? 0 : unread) + (c - count);
+          assert.deepEqual([sub.received, sub.lost], [before + (lossless ? unread : 0) + n, lost]);
+          assert.equal(sub.tryRead(), null, 'the C publisher published more than it was asked');
+          assert.equal(counter(ctl, B.COUNT), c + n);
+        });
+      }
+    }
+
+    it('a C publisher still refuses counters no dead publisher leaves (exit 4, corrupt), having written nothing', async () => {
+      const EXIT_CORRUPT = 4;
+      const publisher = create(false, REPAIR_CAPACITY);
+      const sub = subscribe();
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let k = 0; k < 10; k++) assert.equal(publisher.tryWrite(patternMessage(scratch, k), patternType(k)), true);
+      publisher.detach();
+      const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+      const words = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2, B.LATEST_I32];
+      const quiescent = words.map((i) => Atomics.load(ctl, i));
+      const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
+      const impossible: [string, () => void][] = [
+        ['INTENT more than CAPACITY * 3 / 2 past TAIL', () => Atomics.store(ctl, B.INTENT.lo, tail + 2 * REPAIR_CAPACITY)],
+        [
+          'an INTENT smaller than its distance from TAIL (T < 0)',
+          () => {
+            Atomics.store(ctl, B.INTENT.lo, 16);
+            Atomics.store(ctl, B.TAIL_I32, -16);
+          },
+        ],
+        [
+          'a tail that is not a multiple of 8',
+          () => {
+            Atomics.store(ctl, B.TAIL_I32, tail + 4);
+            Atomics.store(ctl, B.INTENT.lo, tail + 20);
+          },
+        ],
+        [
+          'more records than 8-byte records fit before the tail, and one',
+          () => {
+            Atomics.store(ctl, B.INTENT.lo, tail + 16);
+            Atomics.store(ctl, B.COUNT.lo, tail / 8 + 2);
+          },
+        ],
+        [
+          "INTENT's high words two apart",
+          () => {
+            Atomics.store(ctl, B.INTENT.hi1, 2);
+            Atomics.store(ctl, B.INTENT.lo, tail + 16);
+          },
+        ],
+        [
+          "COUNT's high words two apart",
+          () => {
+            Atomics.store(ctl, B.INTENT.lo, tail + 16);
+            Atomics.store(ctl, B.COUNT.hi1, 2);
+          },
+        ],
+      ];
+      const restore = (): void => {
+        for (const [j, i] of words.entries()) Atomics.store(ctl, i, quiescent[j]!);
+      };
+      for (const [what, kill] of impossible) {
+        restore();
+        kill();
+        const left = words.map((i) => Atomics.load(ctl, i));
+        const peer = runPeer(binary, ['bcast-publish', regionPath, '10']);
+        peers = [peer];
+        const { code, stderr } = await peer.done;
+        assert.equal(code, EXIT_CORRUPT, `${what}: ${stderr}`);
+        assert.match(stderr, /impossible counters/, what);
+        assert.deepEqual(
+          words.map((i) => Atomics.load(ctl, i)),
+          left,
+          `${what}: the C publisher wrote to the counters`,
+        );
+      }
+      // Made quiescent again, the Broadcast is taken over as it was: the subscriber reads on.
+      restore();
+      const peer = runPeer(binary, ['bcast-publish', regionPath, '10']);
+      peers = [peer];
+      assert.equal((await peer.done).code, 0);
+      while (sub.received + sub.lost < 20) {
+        const message = await readOrWait(sub, peer.failed);
+        assert.equal(mismatch(message, sub.lastType, sub.received + sub.lost - 1), null);
+      }
+      assert.deepEqual([sub.received, sub.lost], [20, 0]);
     });
   });
 });

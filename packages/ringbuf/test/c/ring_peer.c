@@ -27,7 +27,14 @@
  *   bcast-publish  take a Broadcast's publisher role (let go by the one that created it)
  *                  and publish COUNT records: record k (k records before it, since the
  *                  Broadcast's creation) is message k of the pattern. Lossless: waits for
- *                  the slowest subscriber as a producer waits on a full ring
+ *                  the slowest subscriber as a producer waits on a full ring. A record its
+ *                  dead predecessor left half-written (no quiescent snapshot) it repairs
+ *                  ("A record left half-written: the repair"): from the raw counters, the
+ *                  tail T and count c (impossible ones: exit 4), then a jump to the start
+ *                  of the lap after next, J, which every subscriber reads as a lap (it
+ *                  loses what it had not read); lossy at once, lossless only once every
+ *                  live subscriber has read up to T (waiting as on a full ring). Prints
+ *                  {"repairTail","repairCount","jump"} as one JSON line when it jumps
  *   bcast-subscribe join a Broadcast as a subscriber (taking a slot; lossless: one is
  *                  required) and read until records 0 .. COUNT-1 are accounted for,
  *                  received or (lossy) lost, checking each record k received against
@@ -52,7 +59,7 @@
  *                    each pause then ends with a wake-up of a parked reader;
  *                    (bcast-subscribe) after every N records received, sleep D ms
  *                    (so that a lossy publisher laps it)
- *   --start-parked   (spsc/mpmc/mpsc producers and consumers) before the first
+ *   --start-parked   (spsc/mpmc/mpsc producers and consumers, bcast-publish) before the first
  *                    message, wait until the Node side has announced itself
  *                    parked (a reader in the read wait block, a writer in the
  *                    write one), and 1 ms more: the first publication or
@@ -1065,24 +1072,129 @@ static int bcast_snapshot(const struct ring *r, struct snapshot *q) {
 }
 
 struct bcast_publisher {
-    uint64_t position;        /* P: the tail, exact */
-    uint64_t count;           /* K: records published */
+    uint64_t position;        /* P: the tail, exact (repair pending: T, the tail the dead publisher left) */
+    uint64_t count;           /* K: records published (repair pending: c, which may count the dead record) */
     int64_t slowest;          /* lossless: the slowest cursor of the last scan (valid once scanned) */
     int scanned;
+    int repair;               /* lossless: the repair's jump is still to be made, once every live cursor is at T */
+    uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach */
     struct message *message;
 };
 
-/* The publisher takes over from the one that created the Broadcast (and let go of it): P and K from a snapshot. */
+/* "Counters", written whole: HI1, LO, HI2 whatever the previous value (a dead publisher may have left them torn). */
+static void store64_whole(const struct ring *r, size_t counter, uint64_t value) {
+    uint32_t hi = (uint32_t)(value >> 32);
+    /* Readers load HI2, LO, HI1: one that sees our HI1 but an older HI2 retries. seq_cst, as store64. */
+    atomic_store_explicit(counter_word(r, counter, COUNTER_HI1), hi, memory_order_seq_cst);
+    atomic_store_explicit(counter_word(r, counter, COUNTER_LO), (uint32_t)value, memory_order_seq_cst);
+    atomic_store_explicit(counter_word(r, counter, COUNTER_HI2), hi, memory_order_seq_cst);
+}
+
+/*
+ * "A record left half-written: the repair", steps 1 and 2: the exact tail T and the count c from the raw
+ * words (one load each, no retry: we hold the role, so nobody writes them), and the jump target J. The
+ * predecessor died between its INTENT store (step 1 of a record R) and its TAIL store (step 5): T is the
+ * tail before R, c is K or K + 1 (R counted). Counters no publisher leaves are corruption, as before.
+ */
+static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *p) {
+    /* Each observes what the dead publisher left (its stores came before its death, and so before the
+     * PRODUCER lock we took); nothing changes them now, so the order of these loads does not matter. */
+    uint32_t t = atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst);
+    uint32_t intent_lo = atomic_load_explicit(counter_word(r, OFF_INTENT, COUNTER_LO), memory_order_seq_cst);
+    uint32_t intent_hi1 = atomic_load_explicit(counter_word(r, OFF_INTENT, COUNTER_HI1), memory_order_seq_cst);
+    uint32_t intent_hi2 = atomic_load_explicit(counter_word(r, OFF_INTENT, COUNTER_HI2), memory_order_seq_cst);
+    uint32_t count_lo = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_LO), memory_order_seq_cst);
+    uint32_t count_hi1 = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_HI1), memory_order_seq_cst);
+    uint32_t count_hi2 = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_HI2), memory_order_seq_cst);
+    uint64_t tail;
+    int valid;
+    if (intent_hi1 == intent_hi2) {
+        /* INTENT whole: I, and T = I - (INTENT_LO - t) mod 2^32, which R's extent bounds (and T >= 0). */
+        uint64_t intent = (uint64_t)intent_hi1 << 32 | intent_lo;
+        uint32_t ahead = intent_lo - t;
+        valid = ahead <= intent && ahead <= r->capacity + r->capacity / 2;
+        tail = intent - ahead;
+    } else {
+        /* Died while INTENT crossed 2^32 (HI1 stored, HI2 not yet): T has the old high word, HI2's. */
+        valid = intent_hi1 == intent_hi2 + 1 && intent_hi2 != UINT32_MAX;
+        tail = (uint64_t)intent_hi2 << 32 | t;
+    }
+    uint64_t count;
+    if (count_hi1 == count_hi2) {
+        count = (uint64_t)count_hi1 << 32 | count_lo;
+    } else {
+        /* Died while COUNT crossed 2^32: the value being stored, K + 1, is HI1 * 2^32 exactly. */
+        valid = valid && count_hi1 == count_hi2 + 1;
+        count = (uint64_t)count_hi1 << 32;
+    }
+    /* c * 8 <= T + 8: every record takes 8 bytes at least, and R may be counted. */
+    valid = valid && (tail & 7) == 0 && count <= tail / 8 + 1;
+    if (!valid) {
+        die(EXIT_CORRUPT, "the previous publisher left impossible counters: TAIL=%u INTENT=(%u, %u, %u) COUNT=(%u, %u, %u)", t,
+            intent_hi1, intent_lo, intent_hi2, count_hi1, count_lo, count_hi2);
+    }
+    p->position = tail;
+    p->count = count;
+    /* Step 2: J - C > CAPACITY for every cursor C <= T, and no byte R wrote lies at or after J. */
+    p->jump = (tail / r->capacity + 2) * r->capacity;
+}
+
+/*
+ * "The repair", steps 3 and 4: the stores that leave a quiescent snapshot at J (INTENT == TAIL == J, COUNT == c;
+ * LATEST as it was, more than a ring behind J), then one wake for every parked subscriber. Each subscriber, at
+ * its next read, finds itself lapped and resumes at J, counting what it had not read (and R, if counted) lost.
+ */
+static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
+    /* INTENT first, all three words: a subscriber copying a record from before J now fails its lap check
+     * (J is more than a ring ahead of its cursor), and no snapshot is quiescent until TAIL follows. */
+    store64_whole(r, OFF_INTENT, p->jump);
+    /* COUNT, all three words, before TAIL: the quiescent snapshot at J sees c. */
+    store64_whole(r, OFF_COUNT, p->count);
+    /* TAIL = J publishes the snapshot (release: the counters above); seq_cst for unpark's load of READ_WAITERS. */
+    atomic_store_explicit(word(r, OFF_TAIL), (uint32_t)p->jump, memory_order_seq_cst);
+    unpark(r, OFF_READ_WAITERS, INT_MAX); /* every parked subscriber: each has a lap to settle */
+    printf("{\"repairTail\":%llu,\"repairCount\":%llu,\"jump\":%llu}\n", (unsigned long long)p->position,
+        (unsigned long long)p->count, (unsigned long long)p->jump);
+    fflush(stdout);
+    p->position = p->jump;
+    p->repair = 0;
+    p->scanned = 0; /* lossless: the cursors are J - T behind now (full) until the subscribers resettle at J */
+}
+
+/*
+ * The publisher takes over from the one that created the Broadcast (and let go of it): P and K from a snapshot.
+ * No quiescent snapshot: the previous publisher died in the middle of a record, and we repair ("A record left
+ * half-written: the repair"): lossy, the jump at once; lossless, once every live subscriber has read up to T.
+ */
 static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
     attach(r, KIND_BROADCAST);
     if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
     take_role(r, 1, 1); /* one publisher: the PRODUCER byte, exclusive */
+    p->scanned = 0;
+    p->repair = 0;
     struct snapshot q;
     /* We hold the role: a record in flight now is one a dead publisher left half-written. */
-    if (!bcast_snapshot(r, &q)) die(EXIT_CORRUPT, "the previous publisher left a record half-written (INTENT is not TAIL)");
-    p->position = q.intent;
-    p->count = q.count;
-    p->scanned = 0;
+    if (bcast_snapshot(r, &q)) {
+        p->position = q.intent;
+        p->count = q.count;
+        return;
+    }
+    bcast_repair_counters(r, p);
+    if (r->mode == MODE_LOSSY) bcast_jump(r, p); /* a lossy publisher never waits */
+    else p->repair = 1; /* bcast_try_write jumps once the subscribers are at T */
+}
+
+/* "The repair", step 4: whether every slot with OWNER != 0 has CURSOR == T (every live subscriber has read up to T). */
+static int bcast_repair_ready(const struct ring *r, const struct bcast_publisher *p) {
+    for (uint32_t i = 0; i < r->slot_size; i++) {
+        size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
+        /* Observes a subscriber's OWNER store (after its CURSOR): set means its CURSOR counts. */
+        if (atomic_load_explicit(word(r, slot + SUB_OWNER), memory_order_acquire) == 0) continue;
+        /* Observes the subscriber's progress: it stores CURSOR once done with the bytes before it; a newcomer's
+         * provisional cursor is TAIL, T. Never after T (nothing is published past it), so equal means read up to T. */
+        if (atomic_load_explicit(word(r, slot + SUB_CURSOR), memory_order_acquire) != (uint32_t)p->position) return 0;
+    }
+    return 1;
 }
 
 /* "Lossless": whether a record ending at `end` laps no live subscriber; rescans the slots when the last scan says full. */
@@ -1106,6 +1218,11 @@ static int bcast_room(const struct ring *r, struct bcast_publisher *p, uint64_t 
 /* "Publisher, step by step": 1 published, 0 (lossless) full. */
 static int bcast_try_write(struct ring *r, void *arg) {
     struct bcast_publisher *p = arg;
+    /* Lossless, the repair pending: full (wait, as for room) until no live subscriber has a record before T to read. */
+    if (p->repair) {
+        if (!bcast_repair_ready(r, p)) return 0;
+        bcast_jump(r, p);
+    }
     const struct message *m = p->message;
     uint32_t size = record_size(m->length);
     uint32_t index = (uint32_t)(p->position & (r->capacity - 1));
