@@ -33,7 +33,13 @@
  * publisher taking over from a Node publisher that died in the middle of
  * a record (counters torn, garbage at the tail): it repairs the counters
  * and jumps a lap ahead, lossy at once, lossless once the Node subscriber
- * has read every record published before the death.
+ * has read every record published before the death; or, the publisher
+ * killed inside its INTENT store (high words torn), puts INTENT back at
+ * once with no jump, nothing lost. A lossless C publisher's takeover wakes
+ * a parked Node subscriber still joining, so its CURSOR follows TAIL; a
+ * lossless C subscriber whose join finds no snapshot moves its slot's
+ * CURSOR to TAIL (so a Node publisher's repair goes on), and hands out
+ * records while INTENT's high words stay torn.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -1122,7 +1128,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
      * 2^32), with garbage where R's bytes would be. ring_peer bcast-publish
      * takes the role over: it must repair, not refuse (the peer before the
      * repair exited 4, corrupt), and jump to J, the start of the lap after
-     * next.
+     * next; or, INTENT's high words torn (R's publisher died inside its
+     * INTENT store: nobody loaded that INTENT, nothing of R was written),
+     * put INTENT back to the tail at once, lossy or lossless, with no jump.
      */
     const REPAIR_CAPACITY = 4096;
     /** Records the Node subscriber has not read when the publisher dies. */
@@ -1155,12 +1163,8 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
        * before 9 * 2^32, R crossing it, and R is record 2^32 - 1 (its count crosses 2^32). Otherwise at 0.
        */
       high?: boolean;
-      /**
-       * Lossless: the records the subscriber has not read when the publisher dies (default UNREAD). With INTENT's
-       * high words torn no subscriber passes its lap check (its 64-bit load of INTENT keeps failing), so none can
-       * read them, and the repair, which waits until every one has, would wait forever: 0 there.
-       */
-      unreadLossless?: number;
+      /** INTENT's high words torn: the repair puts INTENT back to the tail at once, with no jump (nothing lost). */
+      torn?: boolean;
       /** Leaves the counters as the publisher died them, R ending at `intent`: returns c, the count the repair must find. */
       kill(ctl: Int32Array, tail: number, intent: number, count: number, lossless: boolean): number;
     }
@@ -1196,7 +1200,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         title: 'while INTENT crossed 9 * 2^32 (HI1 = HI2 + 1)',
         records: 100,
         high: true,
-        unreadLossless: 0,
+        torn: true,
         kill(ctl, tail, intent, count, lossless) {
           assert.equal(Math.floor(intent / TWO32), Math.floor(tail / TWO32) + 1, 'R crosses a high word');
           Atomics.store(ctl, B.INTENT.hi1, Math.floor(intent / TWO32) | 0);
@@ -1223,15 +1227,16 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     for (const lossless of [false, true]) {
       for (const death of DEATHS) {
         const mode = lossless ? 'lossless' : 'lossy';
-        const when = lossless ? 'only once the Node subscriber has read every record published before the death' : 'at once';
-        it(`a ${mode} C publisher repairs a record its dead predecessor left half-written ${death.title}: it jumps ${when}; nothing torn, received + lost exact`, async () => {
+        const when = death.torn
+          ? 'it puts INTENT back to the tail at once, no jump, and the subscriber reads every record (lost 0)'
+          : `it jumps ${lossless ? 'only once the Node subscriber has read every record published before the death' : 'at once'}`;
+        it(`a ${mode} C publisher repairs a record its dead predecessor left half-written ${death.title}: ${when}; nothing torn, received + lost exact`, async () => {
           const publisher = create(lossless, REPAIR_CAPACITY);
           const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
           const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
           let pub = publisher;
           let base = 0;
           const records = death.records;
-          const unread = lossless ? (death.unreadLossless ?? UNREAD) : UNREAD;
           let position = 0;
           if (death.high) {
             // An empty Broadcast whose counters say that `base` records were published up to `position`: a quiescent
@@ -1260,7 +1265,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
             const k = base + i;
             assert.equal(pub.tryWrite(patternMessage(scratch, k), patternType(k)), true);
             position = recordEnd(position, recordSize(patternLength(k)));
-            while (i + 1 - sub.received > unread) await readOne(failed);
+            while (i + 1 - sub.received > UNREAD) await readOne(failed);
           }
           pub.detach();
           // The tail the records left, and R (record base + records) as its publisher was writing it.
@@ -1275,31 +1280,46 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           const c = death.kill(ctl, tail, intent, count, lossless);
           // R's bytes: garbage (headers no publisher writes) from the tail to R's end, wrapping.
           for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
-          const jump = (Math.floor(tail / REPAIR_CAPACITY) + 2) * REPAIR_CAPACITY;
-          const torn = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2].map((i) =>
+          // Torn INTENT: no jump (ring_peer reports the tail as its "jump").
+          const jump = death.torn ? tail : (Math.floor(tail / REPAIR_CAPACITY) + 2) * REPAIR_CAPACITY;
+          const left = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2].map((i) =>
             Atomics.load(ctl, i),
           );
           const before = sub.received;
-          assert.equal(before, records - unread);
+          assert.equal(before, records - UNREAD);
 
           const n = lossless ? 2_000 : 20;
-          const peer = lossless
-            ? runPeer(binary, ['bcast-publish', regionPath, String(n), '--park'])
-            : runPeer(binary, ['bcast-publish', regionPath, String(n), '--start-parked']); // its records wait for Node in read()
+          // Lossy, or INTENT torn: its records wait for Node parked in read(), so the repair's stores can be seen alone.
+          const peer = runPeer(binary, [
+            'bcast-publish',
+            regionPath,
+            String(n),
+            ...(lossless ? ['--park'] : []),
+            ...(!lossless || death.torn ? ['--start-parked'] : []),
+          ]);
           peers = [peer];
-          if (lossless && unread > 0) {
+          if (lossless && !death.torn) {
             // The C publisher must wait for the subscriber's unread records: nothing stored, nothing jumped.
             await sleep(300);
             assert.equal(peer.child.exitCode, null, `the lossless C publisher exited before the subscriber read on: ${peer.stdout}`);
             const now = [B.INTENT.hi1, B.INTENT.lo, B.INTENT.hi2, B.TAIL_I32, B.COUNT.hi1, B.COUNT.lo, B.COUNT.hi2].map((i) =>
               Atomics.load(ctl, i),
             );
-            assert.deepEqual(now, torn, 'the lossless C publisher jumped before the subscriber read every record');
-          } else if (!lossless) {
+            assert.deepEqual(now, left, 'the lossless C publisher jumped before the subscriber read every record');
+          } else {
             // Lossy: the jump comes at once; the subscriber reads only after it (its records from before are lost).
+            // INTENT torn, lossy or lossless: INTENT back to the tail at once, before the subscriber reads on.
             await waitFor(() => peer.stdout.includes('repairTail') || peer.child.exitCode !== null, 'the C publisher repaired');
             if (!peer.stdout.includes('repairTail'))
               assert.fail(`the C publisher exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+          }
+          if (death.torn) {
+            // Whole again, TAIL and COUNT as the death left them (no jump): the subscriber reads its unread records on.
+            assert.deepEqual(
+              [counter(ctl, B.INTENT), Atomics.load(ctl, B.TAIL_I32) >>> 0, counter(ctl, B.COUNT)],
+              [tail, tail % TWO32, c],
+              'the counters once INTENT is put back',
+            );
           }
           const total = c + n - base; // records published since the subscriber joined, R among them if counted
           while (sub.received + sub.lost < total) await readOne(peer.failed);
@@ -1310,13 +1330,155 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           console.log(`      Node received ${sub.received}, lost ${sub.lost}; the C publisher jumped from ${tail} to ${jump}, count ${c}`);
           // Lossless: every record from before the death, then R if it was counted (lost), then all the C publisher's.
           // Lossy: the unread ones are lost with R (if counted); the C publisher's come after the subscriber resettled at J.
-          const lost = (lossless ? 0 : unread) + (c - count);
-          assert.deepEqual([sub.received, sub.lost], [before + (lossless ? unread : 0) + n, lost]);
+          // INTENT torn: no jump, R not counted: every record, lossy or lossless.
+          const kept = lossless || death.torn === true;
+          const lost = (kept ? 0 : UNREAD) + (c - count);
+          assert.deepEqual([sub.received, sub.lost], [before + (kept ? UNREAD : 0) + n, lost]);
           assert.equal(sub.tryRead(), null, 'the C publisher published more than it was asked');
           assert.equal(counter(ctl, B.COUNT), c + n);
         });
       }
     }
+
+    /** ctl's index of the slot a subscriber took (the only one with OWNER set), once it has taken it. */
+    const takenSlot = (ctl: Int32Array): number => {
+      const taken = Array.from({ length: B.DEFAULT_SUBSCRIBERS }, (_, i) => B.slotOffset(i) / 4).filter(
+        (s) => Atomics.load(ctl, s + B.SLOT_OWNER_I32) !== 0,
+      );
+      assert.equal(taken.length, 1, 'one subscriber slot taken');
+      return taken[0]!;
+    };
+
+    it('a lossless C subscriber joining while a dead publisher left no snapshot moves its slot CURSOR to TAIL at each vain try: a Node publisher repairing the record, parked until every CURSOR is at the tail, goes on', async () => {
+      const publisher = create(true, REPAIR_CAPACITY);
+      const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+      const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      const records = 10;
+      let tail = 0;
+      for (let k = 0; k < records; k++) {
+        assert.equal(publisher.tryWrite(patternMessage(scratch, k), patternType(k)), true);
+        tail = recordEnd(tail, recordSize(patternLength(k)));
+      }
+      publisher.detach();
+      // Killed after its INTENT store of the next record (R): no quiescent snapshot, garbage at the tail.
+      const intent = recordEnd(tail, recordSize(patternLength(records)));
+      Atomics.store(ctl, B.INTENT.lo, intent | 0);
+      for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
+      const m = 100; // more than a ring of records: the Node publisher waits for the C subscriber's reads too
+      const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(records + m)]);
+      peers = [peer];
+      await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber took its slot');
+      if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+      await waitFor(() => Atomics.load(ctl, READ_WAITERS_I32) !== 0, 'the C subscriber parked, its join pending');
+      // As if it had taken its slot before the dead publisher's records: its provisional CURSOR behind the tail.
+      const slot = takenSlot(ctl);
+      Atomics.store(ctl, slot + B.SLOT_CURSOR_I32, 0);
+      // The Node publisher's repair waits until every CURSOR is at the tail, then jumps: only the C subscriber, woken
+      // (or napping out) and trying its join again, moves its CURSOR there (the peer before this rule left it behind).
+      const pub = Broadcast.create(region!, { capacity: REPAIR_CAPACITY, lossless: true });
+      closeables.push(pub);
+      for (let k = records; k < records + m; k++) await writeOrWait(pub, patternMessage(scratch, k), patternType(k), peer.failed);
+      const r = await reportOf(peer);
+      assert.deepEqual([r.first, r.received, r.lost], [records, m, 0], 'the C subscriber joined at the jump and read every record');
+      assert.equal(counter(ctl, B.COUNT), records + m);
+    });
+
+    it("a lossless C publisher that takes over a dead publisher's record wakes the parked subscribers at once: a Node subscriber still joining (its CURSOR behind the tail) looks again and moves its CURSOR to TAIL, so the repair goes on", async () => {
+      const publisher = create(true, REPAIR_CAPACITY);
+      const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+      const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      const records = 10;
+      let tail = 0;
+      for (let k = 0; k < records; k++) {
+        assert.equal(publisher.tryWrite(patternMessage(scratch, k), patternType(k)), true);
+        tail = recordEnd(tail, recordSize(patternLength(k)));
+      }
+      publisher.detach();
+      // Killed after its INTENT store of the next record (R): no quiescent snapshot, garbage at the tail.
+      const intent = recordEnd(tail, recordSize(patternLength(records)));
+      Atomics.store(ctl, B.INTENT.lo, intent | 0);
+      for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
+      const sub = subscribe(); // its join finds no snapshot: pending
+      const slot = takenSlot(ctl);
+      // Parked at once, and no peer checks: only a wake makes it try its join again.
+      const stop = new AbortController();
+      const first = sub.read({ timeoutMs: WAIT_MS, peerTimeoutMs: Infinity, spin: 0, poll: 0, signal: stop.signal });
+      await waitFor(() => Atomics.load(ctl, READ_WAITERS_I32) !== 0, 'the Node subscriber parked, its join pending');
+      // As if it had taken its slot before the dead publisher's records: its provisional CURSOR behind the tail.
+      Atomics.store(ctl, slot + B.SLOT_CURSOR_I32, 0);
+      const n = 100; // more than a ring of records: the C publisher waits for the subscriber's reads too
+      const peer = runPeer(binary, ['bcast-publish', regionPath, String(n), '--park']);
+      peers = [peer];
+      peer.failed.addEventListener('abort', () => stop.abort(peer.failed.reason));
+      // The C publisher's wake at its takeover: the subscriber moves its CURSOR to TAIL (the repair's wait ends), then
+      // joins at the jump and gets the C publisher's first record, record `records` (R was not counted).
+      const message = await first;
+      assert.equal(mismatch(message, sub.lastType, records), null);
+      while (sub.received < n) {
+        const next = await readOrWait(sub, peer.failed);
+        assert.equal(mismatch(next, sub.lastType, records + sub.received - 1), null);
+      }
+      const { code, stderr, stdout } = await peer.done;
+      assert.equal(code, 0, stderr);
+      const jump = (Math.floor(tail / REPAIR_CAPACITY) + 2) * REPAIR_CAPACITY;
+      const repair = JSON.parse(stdout.split('\n').find((line) => line.includes('repairTail')) ?? '{}');
+      assert.deepEqual(repair, { repairTail: tail, repairCount: records, jump }, 'what ring_peer found and where it jumped');
+      assert.deepEqual([sub.received, sub.lost], [n, 0]);
+    });
+
+    it("a lossless C subscriber hands out the records before the tail while INTENT's high words stay torn (its lap check cannot load INTENT: no lap), and reads on once a Node publisher puts INTENT back", async () => {
+      const publisher = create(true, REPAIR_CAPACITY);
+      const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
+      const scratch = new Uint8Array(MAX_LENGTH);
+      /** Record 0 read before the death, 1 .. records - 1 after it (INTENT torn); then m from a new publisher. */
+      const records = 4;
+      const m = 3;
+      // Counters near 9 * 2^32 (0 records), so that record `records` (R) crosses it: a quiescent snapshot the C
+      // subscriber joins, and a new publisher takes over.
+      let position = highStart(0, records);
+      setCounter(ctl, B.INTENT, position);
+      setCounter(ctl, B.COUNT, 0);
+      Atomics.store(ctl, B.LATEST_I32, position | 0);
+      Atomics.store(ctl, B.TAIL_I32, position | 0);
+      // After each record it receives the C subscriber sleeps 200 ms: records 1 .. 3 and the death come in its first sleep.
+      const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(records + m), '--pause-every', '1', '--pause-ms', '200']);
+      peers = [peer];
+      await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber joined');
+      if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+      const slot = takenSlot(ctl);
+      assert.equal(Atomics.load(ctl, slot + B.SLOT_CURSOR_I32) >>> 0, position % TWO32, 'the C subscriber joined at the tail');
+      publisher.detach();
+      const first = Broadcast.create(region!, { capacity: REPAIR_CAPACITY, lossless: true }); // takes over: the C subscriber holds it
+      closeables.push(first);
+      const cursor = (): number => Atomics.load(ctl, slot + B.SLOT_CURSOR_I32) >>> 0;
+      assert.equal(first.tryWrite(patternMessage(scratch, 0), patternType(0)), true);
+      position = recordEnd(position, recordSize(patternLength(0)));
+      await waitFor(() => cursor() === position % TWO32, 'the C subscriber read record 0');
+      for (let k = 1; k < records; k++) {
+        assert.equal(first.tryWrite(patternMessage(scratch, k), patternType(k)), true);
+        position = recordEnd(position, recordSize(patternLength(k)));
+      }
+      first.detach();
+      // Killed inside its INTENT store of R, after HI1 and LO: the high words torn for good.
+      const tail = position;
+      const intent = recordEnd(tail, recordSize(patternLength(records)));
+      assert.equal(Math.floor(intent / TWO32), Math.floor(tail / TWO32) + 1, 'R crosses a high word');
+      Atomics.store(ctl, B.INTENT.hi1, Math.floor(intent / TWO32) | 0);
+      Atomics.store(ctl, B.INTENT.lo, intent | 0);
+      assert.notEqual(cursor(), tail % TWO32, 'the C subscriber read records 1 .. 3 before the death');
+      // Lossless, a lap check whose INTENT load fails is no lap (a lossless publisher overwrites no unread byte).
+      await waitFor(() => cursor() === tail % TWO32, 'the C subscriber read every record published before the death');
+      assert.notEqual(Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2), 'INTENT still torn');
+      // A new publisher puts INTENT back to the tail (no jump) and publishes on.
+      const pub = Broadcast.create(region!, { capacity: REPAIR_CAPACITY, lossless: true });
+      closeables.push(pub);
+      assert.equal(counter(ctl, B.INTENT), tail);
+      for (let k = records; k < records + m; k++) await writeOrWait(pub, patternMessage(scratch, k), patternType(k), peer.failed);
+      const r = await reportOf(peer);
+      assert.deepEqual([r.first, r.received, r.lost], [0, records + m, 0], 'the C subscriber read every record');
+    });
 
     it('a C publisher still refuses counters no dead publisher leaves (exit 4, corrupt), having written nothing', async () => {
       const EXIT_CORRUPT = 4;
@@ -1364,6 +1526,23 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           () => {
             Atomics.store(ctl, B.INTENT.lo, tail + 16);
             Atomics.store(ctl, B.COUNT.hi1, 2);
+          },
+        ],
+        [
+          // T = 8 * 2^32 + TAIL and c = 2^32 would fit (c * 8 <= T); but COUNT is stored after INTENT.
+          "INTENT's and COUNT's high words both torn",
+          () => {
+            Atomics.store(ctl, B.INTENT.hi1, 9);
+            Atomics.store(ctl, B.INTENT.hi2, 8);
+            Atomics.store(ctl, B.COUNT.hi1, 1);
+          },
+        ],
+        [
+          // Died inside its INTENT store, so before its COUNT store: c * 8 <= T, without the 8 of a counted R.
+          "INTENT's high words torn, and one more record than 8-byte records fit before the tail",
+          () => {
+            Atomics.store(ctl, B.INTENT.hi1, 1);
+            Atomics.store(ctl, B.COUNT.lo, tail / 8 + 1);
           },
         ],
       ];

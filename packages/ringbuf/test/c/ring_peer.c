@@ -30,16 +30,21 @@
  *                  the slowest subscriber as a producer waits on a full ring. A record its
  *                  dead predecessor left half-written (no quiescent snapshot) it repairs
  *                  ("A record left half-written: the repair"): from the raw counters, the
- *                  tail T and count c (impossible ones: exit 4), then a jump to the start
- *                  of the lap after next, J, which every subscriber reads as a lap (it
- *                  loses what it had not read); lossy at once, lossless only once every
- *                  live subscriber has read up to T (waiting as on a full ring). Prints
- *                  {"repairTail","repairCount","jump"} as one JSON line when it jumps
+ *                  tail T and count c (impossible ones: exit 4). INTENT's high words torn
+ *                  (it died inside its INTENT store): INTENT = T again at once, no jump,
+ *                  nothing lost. Otherwise a jump to the start of the lap after next, J,
+ *                  which every subscriber reads as a lap (it loses what it had not read);
+ *                  lossy at once, lossless only once every live subscriber has read up to
+ *                  T (waiting as on a full ring, having woken the parked subscribers so a
+ *                  joiner's provisional cursor follows TAIL). Prints
+ *                  {"repairTail","repairCount","jump"} as one JSON line when it repairs
+ *                  ("jump" = "repairTail": INTENT was torn, no jump)
  *   bcast-subscribe join a Broadcast as a subscriber (taking a slot; lossless: one is
  *                  required) and read until records 0 .. COUNT-1 are accounted for,
  *                  received or (lossy) lost, checking each record k received against
- *                  message k; prints "joined" once it has its cursor, then
- *                  {"first","received","lost","parksWoken"} as one JSON line
+ *                  message k; prints "joined" once it holds its slot (its cursor may wait
+ *                  for a quiescent snapshot: until then its slot's CURSOR follows TAIL),
+ *                  then {"first","received","lost","parksWoken"} as one JSON line
  * options:
  *   --id P           (producers) message i has type i % 7 + 7 * P, so a consumer can tell
  *                    the producers of a MpscRing or MpmcQueue apart (default 0)
@@ -1077,7 +1082,8 @@ struct bcast_publisher {
     int64_t slowest;          /* lossless: the slowest cursor of the last scan (valid once scanned) */
     int scanned;
     int repair;               /* lossless: the repair's jump is still to be made, once every live cursor is at T */
-    uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach */
+    uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach;
+                                 T itself where INTENT was torn (the predecessor died inside its INTENT store): no jump */
     struct message *message;
 };
 
@@ -1091,10 +1097,11 @@ static void store64_whole(const struct ring *r, size_t counter, uint64_t value) 
 }
 
 /*
- * "A record left half-written: the repair", steps 1 and 2: the exact tail T and the count c from the raw
+ * "A record left half-written: the repair", steps 1 to 3: the exact tail T and the count c from the raw
  * words (one load each, no retry: we hold the role, so nobody writes them), and the jump target J. The
  * predecessor died between its INTENT store (step 1 of a record R) and its TAIL store (step 5): T is the
- * tail before R, c is K or K + 1 (R counted). Counters no publisher leaves are corruption, as before.
+ * tail before R, c is K or K + 1 (R counted). INTENT's high words torn, it died inside step 1, before
+ * COUNT and any byte of R: c is K, and J is T (no jump). Counters no publisher leaves are corruption.
  */
 static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *p) {
     /* Each observes what the dead publisher left (its stores came before its death, and so before the
@@ -1108,14 +1115,15 @@ static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *
     uint32_t count_hi2 = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_HI2), memory_order_seq_cst);
     uint64_t tail;
     int valid;
-    if (intent_hi1 == intent_hi2) {
+    int torn = intent_hi1 != intent_hi2; /* died inside its INTENT store (step 1): COUNT and R's bytes untouched */
+    if (!torn) {
         /* INTENT whole: I, and T = I - (INTENT_LO - t) mod 2^32, which R's extent bounds (and T >= 0). */
         uint64_t intent = (uint64_t)intent_hi1 << 32 | intent_lo;
         uint32_t ahead = intent_lo - t;
         valid = ahead <= intent && ahead <= r->capacity + r->capacity / 2;
         tail = intent - ahead;
     } else {
-        /* Died while INTENT crossed 2^32 (HI1 stored, HI2 not yet): T has the old high word, HI2's. */
+        /* Died while INTENT crossed 2^32 (HI1 stored, perhaps LO, HI2 not yet): T has the old high word, HI2's. */
         valid = intent_hi1 == intent_hi2 + 1 && intent_hi2 != UINT32_MAX;
         tail = (uint64_t)intent_hi2 << 32 | t;
     }
@@ -1123,24 +1131,56 @@ static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *
     if (count_hi1 == count_hi2) {
         count = (uint64_t)count_hi1 << 32 | count_lo;
     } else {
-        /* Died while COUNT crossed 2^32: the value being stored, K + 1, is HI1 * 2^32 exactly. */
-        valid = valid && count_hi1 == count_hi2 + 1;
+        /* Died while COUNT crossed 2^32 (step 2): the value being stored, K + 1, is HI1 * 2^32 exactly. COUNT is
+         * stored after INTENT, so INTENT is whole then: both torn is no publisher's doing. */
+        valid = valid && !torn && count_hi1 == count_hi2 + 1;
         count = (uint64_t)count_hi1 << 32;
     }
-    /* c * 8 <= T + 8: every record takes 8 bytes at least, and R may be counted. */
-    valid = valid && (tail & 7) == 0 && count <= tail / 8 + 1;
+    /* c * 8 <= T + 8: every record takes 8 bytes at least, and R may be counted (not when INTENT is torn: c * 8 <= T). */
+    valid = valid && (tail & 7) == 0 && count <= tail / 8 + (torn ? 0 : 1);
     if (!valid) {
         die(EXIT_CORRUPT, "the previous publisher left impossible counters: TAIL=%u INTENT=(%u, %u, %u) COUNT=(%u, %u, %u)", t,
             intent_hi1, intent_lo, intent_hi2, count_hi1, count_lo, count_hi2);
     }
     p->position = tail;
     p->count = count;
-    /* Step 2: J - C > CAPACITY for every cursor C <= T, and no byte R wrote lies at or after J. */
-    p->jump = (tail / r->capacity + 2) * r->capacity;
+    /* Step 3: J - C > CAPACITY for every cursor C <= T, and no byte R wrote lies at or after J. Torn: T (step 2). */
+    p->jump = torn ? tail : (tail / r->capacity + 2) * r->capacity;
+}
+
+/* The repair's report: {"repairTail","repairCount","jump"} ("jump" = "repairTail": INTENT was torn, no jump). */
+static void bcast_report_repair(const struct bcast_publisher *p) {
+    printf("{\"repairTail\":%llu,\"repairCount\":%llu,\"jump\":%llu}\n", (unsigned long long)p->position,
+        (unsigned long long)p->count, (unsigned long long)p->jump);
+    fflush(stdout);
 }
 
 /*
- * "The repair", steps 3 and 4: the stores that leave a quiescent snapshot at J (INTENT == TAIL == J, COUNT == c;
+ * "The repair", step 2: INTENT's high words torn, the predecessor died inside its INTENT store (crossing 2^32).
+ * No reader ever loaded that INTENT (a 64-bit load retries while the high words differ), and neither COUNT nor
+ * a byte of R was written: INTENT goes back to T, and we go on from P = T, K = c, lossy or lossless, with no
+ * jump, so nothing is skipped.
+ */
+static void bcast_restore_intent(const struct ring *r, struct bcast_publisher *p) {
+    uint32_t hi = (uint32_t)(p->position >> 32); /* T's high word: HI2's, which the predecessor had not replaced */
+    /* INTENT = T, all three words; TAIL (T's low word) and COUNT (c) are as the predecessor left them, so these
+     * stores alone make the snapshot quiescent again. LO first: the high words stay torn meanwhile, so if we are
+     * killed here our successor finds the same T. (HI1 first would leave (HI2, R's LO) whole, from which a successor
+     * would compute a tail 2^32 behind T.) A reader that loads LO before this store and HI1 after the next may still
+     * see that value once: never a lap (the lap check is signed), never quiescent (its LO is not TAIL's). */
+    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_LO), (uint32_t)p->position, memory_order_seq_cst);
+    /* HI1 = HI2: INTENT is whole again, and is T. */
+    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_HI1), hi, memory_order_seq_cst);
+    /* HI2 holds T's high word already; stored all the same (the repair writes all three words). */
+    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_HI2), hi, memory_order_seq_cst);
+    /* A subscriber whose snapshot found INTENT torn parked without a TAIL store to come: it looks again now
+     * (seq_cst, after our INTENT stores, for unpark's load of READ_WAITERS). */
+    unpark(r, OFF_READ_WAITERS, INT_MAX);
+    bcast_report_repair(p);
+}
+
+/*
+ * "The repair", steps 4 and 5: the stores that leave a quiescent snapshot at J (INTENT == TAIL == J, COUNT == c;
  * LATEST as it was, more than a ring behind J), then one wake for every parked subscriber. Each subscriber, at
  * its next read, finds itself lapped and resumes at J, counting what it had not read (and R, if counted) lost.
  */
@@ -1153,9 +1193,7 @@ static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
     /* TAIL = J publishes the snapshot (release: the counters above); seq_cst for unpark's load of READ_WAITERS. */
     atomic_store_explicit(word(r, OFF_TAIL), (uint32_t)p->jump, memory_order_seq_cst);
     unpark(r, OFF_READ_WAITERS, INT_MAX); /* every parked subscriber: each has a lap to settle */
-    printf("{\"repairTail\":%llu,\"repairCount\":%llu,\"jump\":%llu}\n", (unsigned long long)p->position,
-        (unsigned long long)p->count, (unsigned long long)p->jump);
-    fflush(stdout);
+    bcast_report_repair(p);
     p->position = p->jump;
     p->repair = 0;
     p->scanned = 0; /* lossless: the cursors are J - T behind now (full) until the subscribers resettle at J */
@@ -1164,7 +1202,8 @@ static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
 /*
  * The publisher takes over from the one that created the Broadcast (and let go of it): P and K from a snapshot.
  * No quiescent snapshot: the previous publisher died in the middle of a record, and we repair ("A record left
- * half-written: the repair"): lossy, the jump at once; lossless, once every live subscriber has read up to T.
+ * half-written: the repair"): INTENT torn, INTENT = T at once and no jump; otherwise, lossy, the jump at once;
+ * lossless, once every live subscriber has read up to T.
  */
 static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
     attach(r, KIND_BROADCAST);
@@ -1180,18 +1219,26 @@ static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
         return;
     }
     bcast_repair_counters(r, p);
-    if (r->mode == MODE_LOSSY) bcast_jump(r, p); /* a lossy publisher never waits */
-    else p->repair = 1; /* bcast_try_write jumps once the subscribers are at T */
+    if (p->jump == p->position) {
+        bcast_restore_intent(r, p); /* step 2: nothing was overwritten, nobody saw the intent */
+    } else if (r->mode == MODE_LOSSY) {
+        bcast_jump(r, p); /* step 4: a lossy publisher never waits */
+    } else {
+        p->repair = 1; /* step 5: bcast_try_write jumps once the subscribers are at T */
+        /* Parked subscribers look again: one still joining moves its provisional CURSOR to TAIL, which the wait needs. */
+        unpark(r, OFF_READ_WAITERS, INT_MAX);
+    }
 }
 
-/* "The repair", step 4: whether every slot with OWNER != 0 has CURSOR == T (every live subscriber has read up to T). */
+/* "The repair", step 5: whether every slot with OWNER != 0 has CURSOR == T (every live subscriber has read up to T). */
 static int bcast_repair_ready(const struct ring *r, const struct bcast_publisher *p) {
     for (uint32_t i = 0; i < r->slot_size; i++) {
         size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
         /* Observes a subscriber's OWNER store (after its CURSOR): set means its CURSOR counts. */
         if (atomic_load_explicit(word(r, slot + SUB_OWNER), memory_order_acquire) == 0) continue;
-        /* Observes the subscriber's progress: it stores CURSOR once done with the bytes before it; a newcomer's
-         * provisional cursor is TAIL, T. Never after T (nothing is published past it), so equal means read up to T. */
+        /* Observes the subscriber's progress: it stores CURSOR once done with the bytes before it; one still joining
+         * moves its provisional cursor to TAIL, T, at each vain snapshot. Never after T (nothing is published past
+         * it), so equal means read up to T. */
         if (atomic_load_explicit(word(r, slot + SUB_CURSOR), memory_order_acquire) != (uint32_t)p->position) return 0;
     }
     return 1;
@@ -1274,10 +1321,25 @@ static void bcast_store_cursor(const struct ring *r, const struct bcast_subscrib
     if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
 }
 
-/* Join (`lapped` 0) or resume after a lap at the newest record, counting the skipped ones: 0 while a record is in flight. */
+/*
+ * Join (`lapped` 0) or resume after a lap at the newest record, counting the skipped ones: 0 while a record is in
+ * flight (or its publisher died in it). A join that fails moves its slot's provisional CURSOR to TAIL ("the repair":
+ * we start at a later snapshot's tail, so the bytes before TAIL are not ours to read), so that a lossless publisher
+ * repairing a dead one's record, which waits for every CURSOR to reach the tail, is not held back by us for ever.
+ */
 static int bcast_settle(const struct ring *r, struct bcast_subscriber *s, int lapped) {
     struct snapshot q;
-    if (!bcast_snapshot(r, &q)) return 0;
+    if (!bcast_snapshot(r, &q)) {
+        if (!lapped && s->slot >= 0) {
+            /* Observes the publisher's TAIL store (or what a dead one left): a position we will not read before. */
+            uint32_t tail = atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst);
+            /* Publishes it as our provisional cursor; seq_cst for unpark's load of WRITE_WAITERS. The old value tells
+             * whether it moved: only then can a parked repair have something new to see. */
+            uint32_t was = atomic_exchange_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_CURSOR), tail, memory_order_seq_cst);
+            if (was != tail && r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+        }
+        return 0;
+    }
     uint32_t back = q.tail - q.latest; /* from the newest record's start to the tail */
     if (!lapped) {
         s->pending = 0;
@@ -1373,8 +1435,13 @@ static int bcast_try_read(struct ring *r, void *arg) {
         /* The copy stays before the lap check. */
         atomic_thread_fence(memory_order_acquire);
         uint64_t intent;
-        /* Observes INTENT, stored before the publisher rewrites anything: at most a ring ahead of C, the copy is whole. */
-        if (!load64(r, OFF_INTENT, &intent) || intent - s->cursor > r->capacity) {
+        /* Observes INTENT, stored before the publisher rewrites anything: at most a ring ahead of C, the copy is whole.
+         * Signed, as the spec's "INTENT - C > CAPACITY": an INTENT behind C (a repair restoring a torn one passes
+         * through such a value) rewrote nothing. Its high words torn for good (a publisher held up, or dead, inside a
+         * crossing of 2^32): lossy, maybe a lap; lossless, never, since that publisher overwrites no unread byte (the
+         * jump of a repair shows in TAIL), so the record is handed out. */
+        int torn = !load64(r, OFF_INTENT, &intent);
+        if (torn ? r->mode == MODE_LOSSY : intent > s->cursor + r->capacity) {
             if (!bcast_settle(r, s, 1)) return 0;
             continue;
         }
