@@ -30,15 +30,15 @@
  *                  the slowest subscriber as a producer waits on a full ring. A record its
  *                  dead predecessor left half-written (no quiescent snapshot) it repairs
  *                  ("A record left half-written: the repair"): from the raw counters, the
- *                  tail T and count c (impossible ones: exit 4). INTENT's high words torn
- *                  (it died inside its INTENT store): INTENT = T again at once, no jump,
- *                  nothing lost. Otherwise a jump to the start of the lap after next, J,
- *                  which every subscriber reads as a lap (it loses what it had not read);
+ *                  tail T and count c (impossible ones: exit 4), INTENT's high words torn
+ *                  or not; then a jump to the start of the lap after next, J, which
+ *                  every subscriber reads as a lap (it loses what it had not read). A
+ *                  previous repair killed in its own jump left the same T, c and J: its
+ *                  jump is completed. The jump is made
  *                  lossy at once, lossless only once every live subscriber has read up to
  *                  T (waiting as on a full ring, having woken the parked subscribers so a
  *                  joiner's provisional cursor follows TAIL). Prints
  *                  {"repairTail","repairCount","jump"} as one JSON line when it repairs
- *                  ("jump" = "repairTail": INTENT was torn, no jump)
  *   bcast-subscribe join a Broadcast as a subscriber (taking a slot; lossless: one is
  *                  required) and read until records 0 .. COUNT-1 are accounted for,
  *                  received or (lossy) lost, checking each record k received against
@@ -1082,8 +1082,7 @@ struct bcast_publisher {
     int64_t slowest;          /* lossless: the slowest cursor of the last scan (valid once scanned) */
     int scanned;
     int repair;               /* lossless: the repair's jump is still to be made, once every live cursor is at T */
-    uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach;
-                                 T itself where INTENT was torn (the predecessor died inside its INTENT store): no jump */
+    uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach */
     struct message *message;
 };
 
@@ -1100,8 +1099,10 @@ static void store64_whole(const struct ring *r, size_t counter, uint64_t value) 
  * "A record left half-written: the repair", steps 1 to 3: the exact tail T and the count c from the raw
  * words (one load each, no retry: we hold the role, so nobody writes them), and the jump target J. The
  * predecessor died between its INTENT store (step 1 of a record R) and its TAIL store (step 5): T is the
- * tail before R, c is K or K + 1 (R counted). INTENT's high words torn, it died inside step 1, before
- * COUNT and any byte of R: c is K, and J is T (no jump). Counters no publisher leaves are corruption.
+ * tail before R, c is K or K + 1 (R counted). Or it was a repair killed in its own jump, after some of its
+ * INTENT (J) and COUNT (c) stores: the same T and c, so the same J, and we complete that jump. A torn
+ * INTENT (either death, crossing 2^32) gets the same jump: nobody loaded it, and the jump stores it whole.
+ * Counters no publisher leaves are corruption.
  */
 static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *p) {
     /* Each observes what the dead publisher left (its stores came before its death, and so before the
@@ -1113,70 +1114,49 @@ static void bcast_repair_counters(const struct ring *r, struct bcast_publisher *
     uint32_t count_lo = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_LO), memory_order_seq_cst);
     uint32_t count_hi1 = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_HI1), memory_order_seq_cst);
     uint32_t count_hi2 = atomic_load_explicit(counter_word(r, OFF_COUNT, COUNTER_HI2), memory_order_seq_cst);
+    uint64_t reach = 2 * (uint64_t)r->capacity; /* a record and its padding reach 3/2 CAPACITY past the tail, a jump 2 */
     uint64_t tail;
     int valid;
-    int torn = intent_hi1 != intent_hi2; /* died inside its INTENT store (step 1): COUNT and R's bytes untouched */
-    if (!torn) {
-        /* INTENT whole: I, and T = I - (INTENT_LO - t) mod 2^32, which R's extent bounds (and T >= 0). */
+    if (intent_hi1 == intent_hi2) {
+        /* INTENT whole: I, and T = I - (INTENT_LO - t) mod 2^32, valid if T >= 0 and I - T <= 2 CAPACITY. */
         uint64_t intent = (uint64_t)intent_hi1 << 32 | intent_lo;
         uint32_t ahead = intent_lo - t;
-        valid = ahead <= intent && ahead <= r->capacity + r->capacity / 2;
+        valid = ahead <= intent && ahead <= reach;
         tail = intent - ahead;
     } else {
-        /* Died while INTENT crossed 2^32 (HI1 stored, perhaps LO, HI2 not yet): T has the old high word, HI2's. */
-        valid = intent_hi1 == intent_hi2 + 1 && intent_hi2 != UINT32_MAX;
+        /* Torn while crossing 2^32 (HI1 the new high word, HI2 the old): from the tail (a record's step 1) or from a
+         * dead record's end (a jump's), so T is within 2 CAPACITY below the crossing and has HI2's high word. Valid
+         * if HI1 = HI2 + 1 (in 64 bits: no wrap) and 2^32 - t <= 2 CAPACITY. */
+        valid = (uint64_t)intent_hi1 == (uint64_t)intent_hi2 + 1 && (UINT64_C(1) << 32) - t <= reach;
         tail = (uint64_t)intent_hi2 << 32 | t;
     }
     uint64_t count;
     if (count_hi1 == count_hi2) {
         count = (uint64_t)count_hi1 << 32 | count_lo;
     } else {
-        /* Died while COUNT crossed 2^32 (step 2): the value being stored, K + 1, is HI1 * 2^32 exactly. COUNT is
-         * stored after INTENT, so INTENT is whole then: both torn is no publisher's doing. */
-        valid = valid && !torn && count_hi1 == count_hi2 + 1;
+        /* Torn while COUNT crossed 2^32 (a record's step 2, or a jump's COUNT store), INTENT torn or not: the value
+         * being stored is HI1 * 2^32 exactly. Valid if HI1 = HI2 + 1 (in 64 bits: no wrap). */
+        valid = valid && (uint64_t)count_hi1 == (uint64_t)count_hi2 + 1;
         count = (uint64_t)count_hi1 << 32;
     }
-    /* c * 8 <= T + 8: every record takes 8 bytes at least, and R may be counted (not when INTENT is torn: c * 8 <= T). */
-    valid = valid && (tail & 7) == 0 && count <= tail / 8 + (torn ? 0 : 1);
+    /* T a multiple of 8, and c * 8 <= T + 8 (every record takes 8 bytes at least, and R may be counted), as
+     * c <= T / 8 + 1 (no overflow). Not in the spec: J must fit in 64 bits (TypeScript: a safe integer). */
+    valid = valid && (tail & 7) == 0 && count <= tail / 8 + 1 && tail <= UINT64_MAX - reach;
     if (!valid) {
         die(EXIT_CORRUPT, "the previous publisher left impossible counters: TAIL=%u INTENT=(%u, %u, %u) COUNT=(%u, %u, %u)", t,
             intent_hi1, intent_lo, intent_hi2, count_hi1, count_lo, count_hi2);
     }
     p->position = tail;
     p->count = count;
-    /* Step 3: J - C > CAPACITY for every cursor C <= T, and no byte R wrote lies at or after J. Torn: T (step 2). */
-    p->jump = torn ? tail : (tail / r->capacity + 2) * r->capacity;
+    /* Step 3: J - C > CAPACITY for every cursor C <= T, and no byte R wrote lies at or after J. */
+    p->jump = (tail / r->capacity + 2) * r->capacity;
 }
 
-/* The repair's report: {"repairTail","repairCount","jump"} ("jump" = "repairTail": INTENT was torn, no jump). */
+/* The repair's report: {"repairTail","repairCount","jump"}. */
 static void bcast_report_repair(const struct bcast_publisher *p) {
     printf("{\"repairTail\":%llu,\"repairCount\":%llu,\"jump\":%llu}\n", (unsigned long long)p->position,
         (unsigned long long)p->count, (unsigned long long)p->jump);
     fflush(stdout);
-}
-
-/*
- * "The repair", step 2: INTENT's high words torn, the predecessor died inside its INTENT store (crossing 2^32).
- * No reader ever loaded that INTENT (a 64-bit load retries while the high words differ), and neither COUNT nor
- * a byte of R was written: INTENT goes back to T, and we go on from P = T, K = c, lossy or lossless, with no
- * jump, so nothing is skipped.
- */
-static void bcast_restore_intent(const struct ring *r, struct bcast_publisher *p) {
-    uint32_t hi = (uint32_t)(p->position >> 32); /* T's high word: HI2's, which the predecessor had not replaced */
-    /* INTENT = T, all three words; TAIL (T's low word) and COUNT (c) are as the predecessor left them, so these
-     * stores alone make the snapshot quiescent again. LO first: the high words stay torn meanwhile, so if we are
-     * killed here our successor finds the same T. (HI1 first would leave (HI2, R's LO) whole, from which a successor
-     * would compute a tail 2^32 behind T.) A reader that loads LO before this store and HI1 after the next may still
-     * see that value once: never a lap (the lap check is signed), never quiescent (its LO is not TAIL's). */
-    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_LO), (uint32_t)p->position, memory_order_seq_cst);
-    /* HI1 = HI2: INTENT is whole again, and is T. */
-    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_HI1), hi, memory_order_seq_cst);
-    /* HI2 holds T's high word already; stored all the same (the repair writes all three words). */
-    atomic_store_explicit(counter_word(r, OFF_INTENT, COUNTER_HI2), hi, memory_order_seq_cst);
-    /* A subscriber whose snapshot found INTENT torn parked without a TAIL store to come: it looks again now
-     * (seq_cst, after our INTENT stores, for unpark's load of READ_WAITERS). */
-    unpark(r, OFF_READ_WAITERS, INT_MAX);
-    bcast_report_repair(p);
 }
 
 /*
@@ -1202,8 +1182,8 @@ static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
 /*
  * The publisher takes over from the one that created the Broadcast (and let go of it): P and K from a snapshot.
  * No quiescent snapshot: the previous publisher died in the middle of a record, and we repair ("A record left
- * half-written: the repair"): INTENT torn, INTENT = T at once and no jump; otherwise, lossy, the jump at once;
- * lossless, once every live subscriber has read up to T.
+ * half-written: the repair"), or complete the jump of a repair that died in it: lossy, the jump at once; lossless,
+ * once every live subscriber has read up to T.
  */
 static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
     attach(r, KIND_BROADCAST);
@@ -1219,9 +1199,7 @@ static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
         return;
     }
     bcast_repair_counters(r, p);
-    if (p->jump == p->position) {
-        bcast_restore_intent(r, p); /* step 2: nothing was overwritten, nobody saw the intent */
-    } else if (r->mode == MODE_LOSSY) {
+    if (r->mode == MODE_LOSSY) {
         bcast_jump(r, p); /* step 4: a lossy publisher never waits */
     } else {
         p->repair = 1; /* step 5: bcast_try_write jumps once the subscribers are at T */
@@ -1436,8 +1414,8 @@ static int bcast_try_read(struct ring *r, void *arg) {
         atomic_thread_fence(memory_order_acquire);
         uint64_t intent;
         /* Observes INTENT, stored before the publisher rewrites anything: at most a ring ahead of C, the copy is whole.
-         * Signed, as the spec's "INTENT - C > CAPACITY": an INTENT behind C (a repair restoring a torn one passes
-         * through such a value) rewrote nothing. Its high words torn for good (a publisher held up, or dead, inside a
+         * Not modulo 2^64, as the spec's "INTENT - C > CAPACITY": an INTENT behind C would have rewritten nothing
+         * (no publisher stores one). Its high words torn for good (a publisher held up, or dead, inside a
          * crossing of 2^32): lossy, maybe a lap; lossless, never, since that publisher overwrites no unread byte (the
          * jump of a repair shows in TAIL), so the record is handed out. */
         int torn = !load64(r, OFF_INTENT, &intent);
