@@ -693,6 +693,9 @@ export class BroadcastPublisher extends BroadcastEnd {
     } else {
       // A takeover (docs/LAYOUT.md, "Publisher, step by step"): P and K from the snapshot create took holding the role.
       this.#tail = resume.intent;
+      // Parked subscribers look again: a predecessor killed between a TAIL store and its wake (a record's, or a
+      // repair's jump, which a lossless successor cannot publish past until they resettle) left them asleep.
+      unpark(this.ctl, READ_BLOCK, WAKE_ALL);
     }
   }
 

@@ -325,6 +325,31 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     sab.close();
   });
 
+  it('lossless: a repair killed between its TAIL store and its wake: the next publisher wakes the parked subscribers, so they resettle and it publishes', async function () {
+    const first = create(true);
+    const [sub, tally] = subscribe();
+    pump(first, 3, [sub, tally]);
+    first.detach();
+    const parked = sub.read({ peerTimeoutMs: Infinity }); // nothing to read: it parks
+    await new Promise((r) => setTimeout(r, 50));
+    // A repair's jump, all its stores made, killed before its wake.
+    const ctl = controlOf(region);
+    const jump = (Math.floor(load64(ctl, B.INTENT) / CAPACITY) + 2) * CAPACITY;
+    set64(ctl, B.INTENT, jump);
+    Atomics.store(ctl, B.LATEST_I32, jump);
+    Atomics.store(ctl, B.TAIL_I32, jump);
+    const second = create(true);
+    const written = second.write(broadcastPayload(3), { type: 3 });
+    const outcome = await Promise.race([
+      Promise.all([written, parked]).then(([, m]) => m),
+      new Promise<undefined>((r) => setTimeout(r, 3_000, undefined)),
+    ]);
+    assert.ok(outcome !== undefined, 'the subscriber resettled and the write went through');
+    tally.see(outcome, sub.lastType);
+    whole(tally.report(), second.published, 'across the unfinished repair');
+    assert.equal(sub.lost, 0);
+  });
+
   it('lossless: a subscriber still joining (its provisional CURSOR behind the tail) moves it to the tail at its next look, so the repair goes on', function () {
     const first = create(true);
     const [sub, tally] = subscribe();

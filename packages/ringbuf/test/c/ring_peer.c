@@ -1170,6 +1170,9 @@ static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
     store64_whole(r, OFF_INTENT, p->jump);
     /* COUNT, all three words, before TAIL: the quiescent snapshot at J sees c. */
     store64_whole(r, OFF_COUNT, p->count);
+    /* LATEST = J before TAIL: a lapped subscriber's snapshot finds no newest record (LATEST == TAIL) and resumes
+     * at J; left where it was, two jumps with no record between could put it more than 2^32 behind. */
+    atomic_store_explicit(word(r, OFF_LATEST), (uint32_t)p->jump, memory_order_seq_cst);
     /* TAIL = J publishes the snapshot (release: the counters above); seq_cst for unpark's load of READ_WAITERS. */
     atomic_store_explicit(word(r, OFF_TAIL), (uint32_t)p->jump, memory_order_seq_cst);
     unpark(r, OFF_READ_WAITERS, INT_MAX); /* every parked subscriber: each has a lap to settle */
@@ -1196,6 +1199,9 @@ static void bcast_publisher_attach(struct ring *r, struct bcast_publisher *p) {
     if (bcast_snapshot(r, &q)) {
         p->position = q.intent;
         p->count = q.count;
+        /* Parked subscribers look again: a predecessor killed between a TAIL store and its wake (a record's, or a
+         * repair's jump, which a lossless successor cannot publish past until they resettle) left them asleep. */
+        unpark(r, OFF_READ_WAITERS, INT_MAX);
         return;
     }
     bcast_repair_counters(r, p);
