@@ -454,6 +454,21 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         assert.equal(inspect(regionPath)!.producer?.alive, false);
       });
 
+      it(`a C producer of ${kind.title} that exits cleanly lets go of its role: a parked Node reader waits for the next one (not PEER_DEAD), and inspect shows no producer`, async () => {
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, '3']);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, 0, stderr);
+        for (let i = 0; i < 3; i++) assert.equal(mismatch(ring.tryRead()!, ring.lastType, i), null);
+        const ctl = new Int32Array(region!.buffer, 0, PRODUCER_PID_I32 + 1);
+        assert.equal(Atomics.load(ctl, PRODUCER_PID_I32), 0, 'the pid word withdrawn ("Letting go")');
+        assert.equal(inspect(regionPath)!.producer, undefined);
+        // A peer check every 12.5 ms for 400 ms: a word left behind would read as a dead producer at the first.
+        await assert.rejects(ring.read({ peerTimeoutMs: 50, timeoutMs: 400 }), { code: ErrorCodes.TIMEOUT });
+        // And the next producer is read as the first was.
+        peer = runPeer(binary, [`${kind.command}-produce`, regionPath, '3']);
+        assert.equal((await peer.done).code, 0);
+      });
+
       it(`a C consumer of ${kind.title} waits while the HOLDER lock is held exclusively (unlink-stale's check and unlink), then attaches and reads`, async () => {
         ring.detach(); // nobody holds the ring: it may be taken exclusively
         const fd = fs.openSync(regionPath, 'r+');

@@ -84,7 +84,11 @@
  * It holds the ring and its role as "Liveness" says: open file description
  * locks on the region's file, taken through an fd of its own, which the
  * kernel drops when it exits (a Broadcast's HOLDER lock before it reads the
- * header, waiting while a creator lays the ring out). In a System V segment (no file) a LatestValue
+ * header, waiting while a creator lays the ring out). At a clean exit it lets
+ * go of its roles ("Letting go"): its locks go with its descriptor, then it
+ * withdraws the pid word of a role nobody holds any more, so a Node side
+ * parked on the ring waits for the next peer instead of reporting a death
+ * (an exit by die(), or a kill, leaves the word: a death). In a System V segment (no file) a LatestValue
  * writer takes WRITER_TOKEN with its pid and start time ("The writer role").
  *
  * Exit status: 0 all good; 1 a message broke the pattern; 2 bad usage or a
@@ -348,6 +352,9 @@ static int lock_byte(const struct ring *r, off_t byte, short type) {
     return fcntl(r->fd, F_OFD_SETLK, &l);
 }
 
+/* The roles this peer took (take_role): given back at a clean exit ("Letting go", let_go). */
+static int took_producer, took_consumer;
+
 /*
  * "Liveness": takes a role (its lock first, exclusive for an SpscRing and
  * shared for a MpmcQueue; then the pid words, start time 0 = not recorded).
@@ -361,6 +368,50 @@ static void take_role(const struct ring *r, int producer, int exclusive) {
     /* The start time before the pid, and both after the lock: whoever sees the pid finds the lock held. */
     atomic_store_explicit(word(r, producer ? OFF_PRODUCER_START : OFF_CONSUMER_START), 0, memory_order_seq_cst);
     atomic_store_explicit(word(r, producer ? OFF_PRODUCER_PID : OFF_CONSUMER_PID), (uint32_t)getpid(), memory_order_seq_cst);
+    if (producer) took_producer = 1;
+    else took_consumer = 1;
+}
+
+/* Whether any open file description holds `byte` of the file `fd` is open on (F_OFD_GETLK; `fd` itself holds nothing). */
+static int byte_held(int fd, off_t byte) {
+    struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1, .l_pid = 0 };
+    if (fcntl(fd, F_OFD_GETLK, &l) != 0) die(EXIT_USAGE, "fcntl(F_OFD_GETLK): %s", strerror(errno));
+    return l.l_type != F_UNLCK;
+}
+
+/*
+ * "Letting go", for one role, once our locks are released: withdraws its pid word if nobody holds the role any
+ * more, so a peer parked on the ring waits for the next holder instead of taking our clean exit for a death.
+ * `probe` is a descriptor of the ring's file that holds no lock (for F_OFD_GETLK).
+ */
+static void withdraw_role(const struct ring *r, int probe, off_t lock, size_t pid_word) {
+    /* Observes the last registration (a registrant stores its word after it took its lock). */
+    uint32_t seen = atomic_load_explicit(word(r, pid_word), memory_order_seq_cst);
+    if (seen == 0 || byte_held(probe, lock)) return;
+    /* Withdraws it only if unchanged since the load: a newcomer's word (stored after our load) stays. */
+    uint32_t expected = seen;
+    if (!atomic_compare_exchange_strong_explicit(word(r, pid_word), &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return;
+    if (!byte_held(probe, lock)) return;
+    /* A newcomer with the id we read took the lock and stored its word between our look and our CAS: put it back,
+     * unless yet another one stored its word since. */
+    expected = 0;
+    atomic_compare_exchange_strong_explicit(word(r, pid_word), &expected, seen, memory_order_seq_cst, memory_order_seq_cst);
+}
+
+/*
+ * "Letting go" at a clean exit: our role locks first, then the roles' pid words. The locks are unlocked
+ * explicitly: closing our descriptor would not release them, as our mapping of the region still refers to the
+ * same open file description (munmap, after the words, lets go of the rest).
+ */
+static void let_go(struct ring *r, const char *path) {
+    if (took_producer) lock_byte(r, LOCK_PRODUCER, F_UNLCK);
+    if (took_consumer) lock_byte(r, LOCK_CONSUMER, F_UNLCK);
+    if (!took_producer && !took_consumer) return;
+    int probe = open(path, O_RDONLY | O_CLOEXEC);
+    if (probe < 0) return; /* unlinked meanwhile: nobody can attach by name to wait for us */
+    if (took_producer) withdraw_role(r, probe, LOCK_PRODUCER, OFF_PRODUCER_PID);
+    if (took_consumer) withdraw_role(r, probe, LOCK_CONSUMER, OFF_CONSUMER_PID);
+    close(probe);
 }
 
 /*
@@ -1822,8 +1873,9 @@ int main(int argc, char **argv) {
         }
         shmdt(r.base);
     } else {
+        let_go(&r, argv[2]);
         munmap(r.base, r.region_size);
-        close(r.fd); /* releases our locks */
+        close(r.fd); /* with the mapping gone, the last reference: the HOLDER and name locks go */
     }
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
