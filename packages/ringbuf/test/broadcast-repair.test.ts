@@ -172,6 +172,36 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     }
   });
 
+  for (const verb of ['drain', 'readSync', 'read'] as const) {
+    it(`lossy, a subscriber reading with ${verb}() across the repair: lapped by the jump, it resumes at the newest record, whole, and reads on in order`, async function () {
+      const first = create(false);
+      const [sub, tally] = subscribe();
+      publish(first, 10); // unread at the death
+      first.detach();
+      dieInRecord(region, 3);
+      const second = create(false);
+      publish(second, 5);
+      const take = async (): Promise<void> => {
+        if (verb === 'drain') {
+          sub.drain((data, offset, length, type) => tally.see(data.subarray(offset, offset + length), type));
+        } else {
+          // The newest record: the subscriber resumes there, lapped by the jump and the five records after it.
+          const m = verb === 'read' ? await sub.read({ timeoutMs: 5_000 }) : sub.readSync({ timeoutMs: 5_000 });
+          tally.see(m, sub.lastType);
+        }
+      };
+      await take();
+      whole(tally.report(), second.published, verb);
+      assert.deepEqual(
+        [tally.report().received, tally.report().last],
+        [1, second.published - 1],
+        'the newest record, as any lapped subscriber',
+      );
+      pump(second, 3, [sub, tally]);
+      whole(tally.report(), second.published, verb);
+    });
+  }
+
   it('lossy: COUNT torn while it crossed 2^32 (HI1 = HI2 + 1), INTENT past 9 x 2^32: repaired, the dead record counted', function () {
     const first = create(false);
     subscribe(); // holds the Broadcast (so create takes it over) and never reads
