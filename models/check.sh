@@ -154,6 +154,17 @@ check broadcast broadcast-lossy-mutant-1    reject "-DNSUBS=2 -DMUTANT=1"       
 check broadcast broadcast-lossy-mutant-2    reject "-DNSUBS=2 -DMUTANT=2"           "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-leave    pass   "-DNSUBS=2 -DLOSSLESS=1 -DLEAVE=1" "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast broadcast-lossless-mutant-3 reject "-DNSUBS=2 -DLOSSLESS=1 -DMUTANT=3" "$SAFETY_CC" "$SAFETY_RUN"
+# A publisher death (-DDIE=1): the first publisher may die after any store of a record; its successor
+# resumes from a quiescent snapshot or repairs the counters (the jump). Lossy, and lossless with a leave.
+check broadcast broadcast-die-lossy              pass   "-DNSUBS=2 -DDIE=1"                                 "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die-lossy-mutant-4     reject "-DNSUBS=2 -DDIE=1 -DMUTANT=4"                      "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die-lossy-mutant-5     reject "-DNSUBS=2 -DDIE=1 -DMUTANT=5"                      "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die-lossless-leave     pass   "-DNSUBS=2 -DDIE=1 -DLOSSLESS=1 -DLEAVE=1"           "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die-lossless-mutant-6  reject "-DNSUBS=2 -DDIE=1 -DLOSSLESS=1 -DLEAVE=1 -DMUTANT=6" "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die-lossless-mutant-7  reject "-DNSUBS=2 -DDIE=1 -DLOSSLESS=1 -DLEAVE=1 -DMUTANT=7" "$SAFETY_CC" "$SAFETY_RUN"
+# Two deaths, the second possibly inside the repair's own stores: the next publisher completes the jump.
+check broadcast broadcast-die2-lossy             pass   "-DNSUBS=2 -DDIE=2 -DMSGS=3"                        "$SAFETY_CC" "$SAFETY_RUN"
+check broadcast broadcast-die2-lossless          pass   "-DNSUBS=2 -DDIE=2 -DMSGS=3 -DLOSSLESS=1"            "$SAFETY_CC" "$SAFETY_RUN"
 
 # ---- Broadcast slots without a file (broadcast-slots.pml) ----
 # Two claimants (claim, register, maybe leave, maybe die at any step) against a publisher's three sweeps.
