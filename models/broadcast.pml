@@ -104,6 +104,9 @@
  *   6  (DIE, lossless) the repair jumps without waiting for the cursors: a
  *      subscriber behind T is lapped, losing records that were published
  *      (lost > rcounted).
+ *   8  (DIE=2) the repair's first bound, INTENT at most CAP + CAP/2 past
+ *      the tail: a jump interrupted after its INTENT store is refused
+ *      ("Found" below).
  *   7  (DIE, lossless) a joiner that finds no valid snapshot keeps the
  *      provisional CURSOR it stored first (the repair as first specified):
  *      a deadlock (invalid end state). The joiner loaded TAIL = 0 and
@@ -244,7 +247,11 @@ takeover:
         * past the tail: a record reaches less, an interrupted jump J = (T / CAP + 2) x CAP up to that). */
        T = tail;
        c = count;
+#if MUTANT == 8
+       assert(intent - T > 0 && intent - T <= CAP + CAP / 2);   /* the first bound: refuses an interrupted jump */
+#else
        assert(intent - T > 0 && intent - T <= 2 * CAP);
+#endif
        assert(c <= T + 1);                    /* c x 8 <= T + 8, in cells */
        assert(c == K || c == K + 1);          /* the records published, or R counted too */
        if :: c == K + 1 -> rcounted++ :: else fi;

@@ -49,7 +49,7 @@
  *    being written. COUNT is the number of records ending at or before INTENT.
  *  - A publisher that died between its INTENT and TAIL stores leaves them
  *    apart for good. Its successor repairs them (HalfWritten, #jump): INTENT,
- *    COUNT and TAIL move together to J, more than a ring past every
+ *    COUNT, LATEST and TAIL move together to J, more than a ring past every
  *    cursor, never back, so no subscriber reads a byte the dead record
  *    wrote; COUNT keeps the dead record if its store was made (then every
  *    subscriber counts it lost). Lossless jumps only once every live
@@ -701,7 +701,8 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   /**
    * The repair's stores: INTENT, COUNT (all three words each: the dead
-   * publisher may have left them torn), then TAIL at the jump target. Every
+   * publisher may have left them torn), LATEST, then TAIL at the jump
+   * target, and a wake for every parked subscriber. Every
    * subscriber's cursor is then more than a ring behind the tail: at its
    * next read it finds itself lapped and resettles at the tail, counting
    * in `lost` what it skipped (the dead record, if COUNT counted it).
@@ -1018,6 +1019,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
       }
       this.#slot = i;
       this.#token = token;
+      // Lossless: a publisher parked on the slot's previous (dead) owner looks again, now that our provisional
+      // cursor replaced its stale one, instead of at its next check period.
+      if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
     }
     if (this.#slot < 0 && this.lossless) {
       throw new ShmringError(

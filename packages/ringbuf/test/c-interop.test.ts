@@ -1319,9 +1319,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           if (!lossless) {
             // Whole again, at J: the jump's stores, before the subscriber reads on.
             assert.deepEqual(
-              [counter(ctl, B.INTENT), Atomics.load(ctl, B.TAIL_I32) >>> 0, counter(ctl, B.COUNT)],
-              [jump, jump % TWO32, c],
-              'the counters once the lossy C publisher jumped',
+              [counter(ctl, B.INTENT), Atomics.load(ctl, B.TAIL_I32) >>> 0, counter(ctl, B.COUNT), Atomics.load(ctl, B.LATEST_I32) >>> 0],
+              [jump, jump % TWO32, c, jump % TWO32],
+              'the counters once the lossy C publisher jumped (LATEST == TAIL: no newest record)',
             );
           }
           const total = c + n - base; // records published since the subscriber joined, R among them if counted
@@ -1577,7 +1577,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       Atomics.store(ctl, B.LATEST_I32, position | 0);
       Atomics.store(ctl, B.TAIL_I32, position | 0);
       // After each record it receives the C subscriber sleeps 200 ms: records 1 .. 3 and the death come in its first sleep.
-      const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(records + m), '--pause-every', '1', '--pause-ms', '200']);
+      const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(records + m), '--pause-every', '1', '--pause-ms', '1000']);
       peers = [peer];
       await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber joined');
       if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);

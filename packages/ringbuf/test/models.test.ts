@@ -1,6 +1,8 @@
 /**
  * The Promela models of models/ (SpscRing publication, the waiting
- * protocol, MpmcQueue), checked by spin through models/check.sh: each model
+ * protocol, MpmcQueue, LatestValue, Broadcast and the repair of a record its
+ * dead publisher left half-written, Broadcast slots, MpscRing), checked by
+ * spin through models/check.sh: each model
  * must verify with no error and each of its mutants (one ordering swapped)
  * must be rejected, so the check is known to be able to fail. Skipped, with
  * the reason printed, where spin or a C compiler is missing (CI installs
@@ -67,6 +69,10 @@ describe('models: the ring protocols model-checked with spin', function () {
 
   it('Broadcast never hands out a torn record, counts received + lost exactly, and never laps a lossless subscriber (and spin rejects each swapped ordering)', async () => {
     await verifies('broadcast');
+  });
+
+  it('Broadcast survives its publisher dying after any store of a record, and a second death inside the repair: nothing torn, received + lost exact, no deadlock (and spin rejects each mutant)', async () => {
+    await verifies('broadcast-repair');
   });
 
   it('a Broadcast sweep without a file never frees the slot of a live subscriber caught between its claim and its pid words (and spin rejects the claim as it was)', async () => {

@@ -382,7 +382,7 @@ static int byte_held(int fd, off_t byte) {
 /*
  * "Letting go", for one role, once our locks are released: withdraws its pid word if nobody holds the role any
  * more, so a peer parked on the ring waits for the next holder instead of taking our clean exit for a death.
- * `probe` is a descriptor of the ring's file that holds no lock (for F_OFD_GETLK).
+ * `probe` is a descriptor of the ring's file whose open file description does not hold the role (F_OFD_GETLK).
  */
 static void withdraw_role(const struct ring *r, int probe, off_t lock, size_t pid_word) {
     /* Observes the last registration (a registrant stores its word after it took its lock). */
@@ -403,15 +403,13 @@ static void withdraw_role(const struct ring *r, int probe, off_t lock, size_t pi
  * explicitly: closing our descriptor would not release them, as our mapping of the region still refers to the
  * same open file description (munmap, after the words, lets go of the rest).
  */
-static void let_go(struct ring *r, const char *path) {
+static void let_go(const struct ring *r) {
     if (took_producer) lock_byte(r, LOCK_PRODUCER, F_UNLCK);
     if (took_consumer) lock_byte(r, LOCK_CONSUMER, F_UNLCK);
-    if (!took_producer && !took_consumer) return;
-    int probe = open(path, O_RDONLY | O_CLOEXEC);
-    if (probe < 0) return; /* unlinked meanwhile: nobody can attach by name to wait for us */
-    if (took_producer) withdraw_role(r, probe, LOCK_PRODUCER, OFF_PRODUCER_PID);
-    if (took_consumer) withdraw_role(r, probe, LOCK_CONSUMER, OFF_CONSUMER_PID);
-    close(probe);
+    /* Our own descriptor asks for the others: F_OFD_GETLK reports only locks of other open file descriptions,
+     * and ours no longer holds the role bytes. */
+    if (took_producer) withdraw_role(r, r->fd, LOCK_PRODUCER, OFF_PRODUCER_PID);
+    if (took_consumer) withdraw_role(r, r->fd, LOCK_CONSUMER, OFF_CONSUMER_PID);
 }
 
 /*
@@ -1211,8 +1209,8 @@ static void bcast_report_repair(const struct bcast_publisher *p) {
 }
 
 /*
- * "The repair", steps 4 and 5: the stores that leave a quiescent snapshot at J (INTENT == TAIL == J, COUNT == c;
- * LATEST as it was, more than a ring behind J), then one wake for every parked subscriber. Each subscriber, at
+ * "The repair", steps 4 and 5: the stores that leave a quiescent snapshot at J (INTENT == TAIL == LATEST == J,
+ * COUNT == c: LATEST == TAIL says there is no newest record), then one wake for every parked subscriber. Each subscriber, at
  * its next read, finds itself lapped and resumes at J, counting what it had not read (and R, if counted) lost.
  */
 static void bcast_jump(const struct ring *r, struct bcast_publisher *p) {
@@ -1873,7 +1871,7 @@ int main(int argc, char **argv) {
         }
         shmdt(r.base);
     } else {
-        let_go(&r, argv[2]);
+        let_go(&r);
         munmap(r.base, r.region_size);
         close(r.fd); /* with the mapping gone, the last reference: the HOLDER and name locks go */
     }
