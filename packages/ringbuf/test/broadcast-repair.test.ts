@@ -484,7 +484,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       // A lossless racer publishes 16 MiB (about a thousand long records, milliseconds) before it waits for
       // the subscribers; a lossy one never waits.
       const capacity = lossless ? 1 << 24 : 1 << 20;
-      const killWithinUs = lossless ? 2000 : 400;
+      const killWithinUs = lossless ? 2000 : 800; // after the first record: a lossy racer publishes 2,000 for 2-4 ms
       const big = Region.create({ backing: 'posix', name: `${name}-big`, size: Broadcast.regionSize({ capacity }) });
       closeables.push({
         close: () => {
@@ -513,13 +513,13 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       await child.line('ready');
       let midRecord = 0;
       let rounds = 0;
-      // Until five kills landed in the middle of a record (most do), at most 40 rounds; each racer kills itself
-      // a random moment into publishing, before a lossless one fills its ring.
+      // Until five kills landed in the middle of a record (most do), at most 60 rounds; each racer kills itself
+      // up to 0.8 ms (lossy) or 2 ms (lossless, which fills its 16 MiB ring in about 4 ms) after its first record.
       const counters = (): string =>
         controlOf(big)
           .subarray(B.INTENT.lo, B.LATEST_I32 + 1)
           .join();
-      for (; rounds < 40 && midRecord < 5; rounds++) {
+      for (; rounds < 60 && midRecord < 5; rounds++) {
         const before = counters();
         const racer = new LinePeer(RACER, [
           `${name}-big`,
