@@ -1483,7 +1483,11 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       return taken[0]!;
     };
 
-    it('a lossless C subscriber joining while a dead publisher left no snapshot moves its slot CURSOR to TAIL at each vain try: a Node publisher repairing the record, parked until every CURSOR is at the tail, goes on', async () => {
+    /**
+     * A lossless Node publisher that published records 0 .. 9 of the pattern, then died after its INTENT store
+     * of record 10 (no quiescent snapshot, garbage at the tail): the control words, a scratch buffer, 10, and the tail.
+     */
+    const losslessPublisherDied = (): { ctl: Int32Array; scratch: Uint8Array; records: number; tail: number } => {
       const publisher = create(true, REPAIR_CAPACITY);
       const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
       const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
@@ -1495,10 +1499,14 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         tail = recordEnd(tail, recordSize(patternLength(k)));
       }
       publisher.detach();
-      // Killed after its INTENT store of the next record (R): no quiescent snapshot, garbage at the tail.
       const intent = recordEnd(tail, recordSize(patternLength(records)));
       Atomics.store(ctl, B.INTENT.lo, intent | 0);
       for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
+      return { ctl, scratch, records, tail };
+    };
+
+    it('a lossless C subscriber joining while a dead publisher left no snapshot moves its slot CURSOR to TAIL at each vain try: a Node publisher repairing the record, parked until every CURSOR is at the tail, goes on', async () => {
+      const { ctl, scratch, records } = losslessPublisherDied();
       const m = 100; // more than a ring of records: the Node publisher waits for the C subscriber's reads too
       const peer = runPeer(binary, ['bcast-subscribe', regionPath, String(records + m)]);
       peers = [peer];
@@ -1519,21 +1527,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     });
 
     it("a lossless C publisher that takes over a dead publisher's record wakes the parked subscribers at once: a Node subscriber still joining (its CURSOR behind the tail) looks again and moves its CURSOR to TAIL, so the repair goes on", async () => {
-      const publisher = create(true, REPAIR_CAPACITY);
-      const ctl = new Int32Array(region!.buffer, 0, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS) / 4);
-      const data = new Uint8Array(region!.buffer, B.broadcastDataOffset(B.DEFAULT_SUBSCRIBERS), REPAIR_CAPACITY);
-      const scratch = new Uint8Array(MAX_LENGTH);
-      const records = 10;
-      let tail = 0;
-      for (let k = 0; k < records; k++) {
-        assert.equal(publisher.tryWrite(patternMessage(scratch, k), patternType(k)), true);
-        tail = recordEnd(tail, recordSize(patternLength(k)));
-      }
-      publisher.detach();
-      // Killed after its INTENT store of the next record (R): no quiescent snapshot, garbage at the tail.
-      const intent = recordEnd(tail, recordSize(patternLength(records)));
-      Atomics.store(ctl, B.INTENT.lo, intent | 0);
-      for (let at = tail; at < intent; at++) data[at % REPAIR_CAPACITY] = 0xa7;
+      const { ctl, records, tail } = losslessPublisherDied();
       const sub = subscribe(); // its join finds no snapshot: pending
       const slot = takenSlot(ctl);
       // Parked at once, and no peer checks: only a wake makes it try its join again.
