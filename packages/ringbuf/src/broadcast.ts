@@ -733,21 +733,9 @@ export class BroadcastPublisher extends BroadcastEnd {
    * of it), frees dead subscribers' slots first, as a full ring does.
    */
   #repaired(): boolean {
-    if (!this.#caughtUp() && !(this.#sweepDue() && this.#freeDeadSlots() && this.#caughtUp())) return false;
+    if (this.#lag() !== 0 && !(this.#sweepDue() && this.#freeDeadSlots() && this.#lag() === 0)) return false;
     this.#sweepAt = Infinity;
     this.#jump();
-    return true;
-  }
-
-  /** Whether every owned slot's CURSOR is the tail. */
-  #caughtUp(): boolean {
-    const ctl = this.ctl;
-    const tail = this.#tail | 0;
-    for (let i = 0; i < this.subscribers; i++) {
-      const s = B.slotOffset(i) / 4;
-      // Observes a subscriber's slot and progress, as #room does: a live owner's CURSOR, stored once it is done with the bytes.
-      if (Atomics.load(ctl, s + B.SLOT_OWNER_I32) !== 0 && Atomics.load(ctl, s + B.SLOT_CURSOR_I32) !== tail) return false;
-    }
     return true;
   }
 
@@ -809,8 +797,16 @@ export class BroadcastPublisher extends BroadcastEnd {
 
   /** Lossless: whether a record ending at `end` laps no live subscriber; rescans the table when the cached bound says full. */
   #room(end: number): boolean {
-    const ctl = this.ctl;
     if (end - this.#slowest <= this.capacity) return true;
+    this.#slowest = this.#tail - this.#lag();
+    if (end - this.#slowest > this.capacity) return false;
+    this.#sweepAt = Infinity; // not full (any more): #unblock's clock starts again at the next full ring
+    return true;
+  }
+
+  /** How far (bytes) the slowest owned slot's CURSOR is behind the tail: 0 when every subscriber has read everything. */
+  #lag(): number {
+    const ctl = this.ctl;
     let lag = 0;
     for (let i = 0; i < this.subscribers; i++) {
       const s = B.slotOffset(i) / 4;
@@ -823,10 +819,7 @@ export class BroadcastPublisher extends BroadcastEnd {
       // More than CAPACITY behind: a newcomer's provisional cursor (it moves to the tail at once); wait for it.
       if (behind > lag) lag = behind;
     }
-    this.#slowest = this.#tail - lag;
-    if (end - this.#slowest > this.capacity) return false;
-    this.#sweepAt = Infinity; // not full (any more): #unblock's clock starts again at the next full ring
-    return true;
+    return lag;
   }
 
   /**
