@@ -19,7 +19,7 @@ import * as L from '../src/layout.js';
 import * as B from '../src/broadcast-layout.js';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
 import { broadcastPayload, Tally, type SubscriberReport } from './fixtures/broadcast-peer.js';
-import { LinePeer } from './helpers.js';
+import { assertCounted, BroadcastPerTest, LinePeer } from './helpers.js';
 
 const SUBSCRIBER = fileURLToPath(new URL('./fixtures/broadcast-peer.js', import.meta.url));
 const RACER = fileURLToPath(new URL('./fixtures/broadcast-racer.js', import.meta.url));
@@ -103,40 +103,13 @@ function tailIndex(region: Region): number {
   return load64(controlOf(region), B.INTENT) % CAPACITY;
 }
 
-function whole(r: SubscriberReport, published: number, what: string): void {
-  assert.equal(r.torn, 0, `${what}: torn messages`);
-  assert.equal(r.disorder, 0, `${what}: a gap that \`lost\` did not count, or a message out of order`);
-  assert.equal(r.received + r.lost, published, `${what}: received + lost = published`);
-}
-
 describe('Broadcast: a new publisher repairs a record its dead predecessor left half-written', function () {
   this.timeout(120_000);
-  let name: string;
-  let region: Region;
-  const peers: LinePeer[] = [];
-  const closeables: { close(): void }[] = [];
-
-  beforeEach(function () {
-    name = `shmring-bcast-repair-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-    region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: CAPACITY }) });
-  });
-
-  afterEach(async function () {
-    await Promise.all(peers.splice(0).map((p) => p.kill()));
-    for (const c of closeables.splice(0)) c.close();
-    region.close();
-    region.unlink();
-  });
-
-  function create(lossless: boolean): BroadcastPublisher {
-    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless });
-    closeables.push(pub);
-    return pub;
-  }
+  const t = new BroadcastPerTest('shmring-bcast-repair', CAPACITY);
+  const create = (lossless: boolean): BroadcastPublisher => t.create(lossless);
 
   function subscribe(): [BroadcastSubscriber, Tally] {
-    const sub = Broadcast.subscribe(region);
-    closeables.push(sub);
+    const sub = t.subscribe();
     return [sub, new Tally(sub)];
   }
 
@@ -148,22 +121,22 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
         const [current, currentTally] = subscribe();
         // Until the dead 120-byte record (written next) would fit before the end of the data area, or wrap;
         // `behind` keeps 5 records unread, `current` none.
-        while (first.published < 14 || tailIndex(region) + 120 > CAPACITY !== wrap) {
+        while (first.published < 14 || tailIndex(t.region) + 120 > CAPACITY !== wrap) {
           pump(first, 1, [current, currentTally]);
           if (behindTally.received < first.published - 5) behindTally.see(behind.tryRead()!, behind.lastType);
         }
         first.detach();
-        dieInRecord(region, s + 1);
+        dieInRecord(t.region, s + 1);
         const counted = first.published + (s >= 1 ? 1 : 0);
 
         const second = create(false);
         assert.equal(second.published, counted, 'COUNT as the dead publisher left it');
-        assert.ok(quiescent(region), 'repaired at once: a quiescent snapshot again');
+        assert.ok(quiescent(t.region), 'repaired at once: a quiescent snapshot again');
         assert.equal(readNow(behind, behindTally), 0, 'the unread records are skipped (lossy), counted');
         assert.equal(readNow(current, currentTally), 0);
         pump(second, 300, [behind, behindTally], [current, currentTally]); // laps of the ring past the dead record's bytes
-        whole(behindTally.report(), second.published, 'behind');
-        whole(currentTally.report(), second.published, 'caught up');
+        assertCounted(behindTally.report(), second.published, 'behind');
+        assertCounted(currentTally.report(), second.published, 'caught up');
         assert.equal(current.lost, s >= 1 ? 1 : 0, 'a caught-up subscriber loses only the dead record, if it was counted');
         const [late, lateTally] = subscribe();
         publish(second, 3);
@@ -178,7 +151,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       const [sub, tally] = subscribe();
       publish(first, 10); // unread at the death
       first.detach();
-      dieInRecord(region, 3);
+      dieInRecord(t.region, 3);
       const second = create(false);
       publish(second, 5);
       const take = async (): Promise<void> => {
@@ -191,14 +164,14 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
         }
       };
       await take();
-      whole(tally.report(), second.published, verb);
+      assertCounted(tally.report(), second.published, verb);
       assert.deepEqual(
         [tally.report().received, tally.report().last],
         [1, second.published - 1],
         'the newest record, as any lapped subscriber',
       );
       pump(second, 3, [sub, tally]);
-      whole(tally.report(), second.published, verb);
+      assertCounted(tally.report(), second.published, verb);
     });
   }
 
@@ -207,7 +180,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     subscribe(); // holds the Broadcast (so create takes it over) and never reads
     // A consistent state of a long-lived Broadcast, 16 bytes before a position of 9 x 2^32, 2^32 - 1 records in.
     const tail = 9 * TWO32 - 16;
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     set64(ctl, B.INTENT, tail);
     set64(ctl, B.COUNT, TWO32 - 1);
     Atomics.store(ctl, B.LATEST_I32, (tail - 64) | 0);
@@ -224,12 +197,12 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     Atomics.store(ctl, B.COUNT.lo, 0);
     const third = create(false);
     assert.equal(third.published, TWO32, 'the crossing count: the dead record counted');
-    assert.ok(quiescent(region));
+    assert.ok(quiescent(t.region));
     assert.deepEqual([Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2)], [9, 9], 'both high words rewritten');
     assert.equal(readNow(sub, tally), 0, 'resettled at the jump');
     publish(third, 5);
     assert.equal(readNow(sub, tally), 5);
-    whole(tally.report(), 6, 'across 2^32');
+    assertCounted(tally.report(), 6, 'across 2^32');
     assert.equal(sub.lost, 1, 'the dead record, counted lost');
   });
 
@@ -240,20 +213,20 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       publish(first, 20);
       for (let k = 0; k < 5; k++) tally.see(sub.tryRead()!, sub.lastType);
       first.detach();
-      dieInRecord(region, s + 1);
+      dieInRecord(t.region, s + 1);
       const counted = first.published + (s >= 1 ? 1 : 0);
 
       const second = create(true);
       assert.equal(second.published, counted);
       assert.equal(sub.lost, 0);
-      assert.ok(!quiescent(region), 'no jump while a subscriber has records to read');
+      assert.ok(!quiescent(t.region), 'no jump while a subscriber has records to read');
       assert.equal(second.tryWrite(broadcastPayload(counted), counted & 0xffff), false, 'full until then');
       assert.equal(readNow(sub, tally), 15, 'every record published before the death is read');
       assert.equal(second.tryWrite(broadcastPayload(counted), counted & 0xffff), false, 'the jump; the subscriber resettles first');
-      assert.ok(quiescent(region), 'jumped');
+      assert.ok(quiescent(t.region), 'jumped');
       assert.equal(readNow(sub, tally), 0);
       pump(second, 300, [sub, tally]);
-      whole(tally.report(), second.published, 'lossless');
+      assertCounted(tally.report(), second.published, 'lossless');
       assert.equal(sub.lost, s >= 1 ? 1 : 0, 'nothing lost but the dead record, if COUNT counted it');
     });
   });
@@ -264,7 +237,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
    */
   function startAt(lossless: boolean, position: number, count: number): [BroadcastPublisher, BroadcastSubscriber, Tally] {
     const first = create(lossless);
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     set64(ctl, B.INTENT, position);
     set64(ctl, B.COUNT, count);
     Atomics.store(ctl, B.LATEST_I32, (position - 64) | 0);
@@ -279,19 +252,19 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     publish(pub, 1); // unread when the publisher dies
     const before = pub.published;
     pub.detach();
-    const ctl = controlOf(region);
-    const t = load64(ctl, B.INTENT);
-    assert.ok(t < 9 * TWO32 && t + 120 > 9 * TWO32, 'the next record crosses 9 x 2^32');
+    const ctl = controlOf(t.region);
+    const tail = load64(ctl, B.INTENT);
+    assert.ok(tail < 9 * TWO32 && tail + 120 > 9 * TWO32, 'the next record crosses 9 x 2^32');
     Atomics.store(ctl, B.INTENT.hi1, 9); // killed after its HI1 store, before LO and HI2
     const second = create(true);
     assert.equal(second.published, before, 'COUNT untouched: the dead record was not counted');
-    assert.ok(!quiescent(region), 'no jump while the subscriber has a record to read');
+    assert.ok(!quiescent(t.region), 'no jump while the subscriber has a record to read');
     assert.equal(readNow(sub, tally), 1, 'the record published before the death is read, INTENT torn as it is');
     assert.equal(second.tryWrite(new Uint8Array(8)), false, 'the jump; the subscriber resettles first');
     assert.deepEqual([Atomics.load(ctl, B.INTENT.hi1), Atomics.load(ctl, B.INTENT.hi2)], [9, 9], 'INTENT whole again');
     assert.equal(readNow(sub, tally), 0);
     pump(second, 5, [sub, tally]);
-    whole(tally.report(), second.published - 1000, 'across the crossing');
+    assertCounted(tally.report(), second.published - 1000, 'across the crossing');
     assert.equal(sub.lost, 0, 'nothing lost: the dead record was not counted');
   });
 
@@ -303,20 +276,20 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       publish(pub, 1);
       readNow(sub, tally);
       pub.detach();
-      const ctl = controlOf(region);
+      const ctl = controlOf(t.region);
       const tail = load64(ctl, B.INTENT);
       const jump = (Math.floor(tail / CAPACITY) + 2) * CAPACITY;
       assert.equal(crossing, jump === 9 * TWO32);
-      dieInRecord(region, 3); // the dead record
+      dieInRecord(t.region, 3); // the dead record
       if (crossing)
         Atomics.store(ctl, B.INTENT.hi1, 9); // the repair killed after its first store (HI1) of INTENT = J
       else set64(ctl, B.INTENT, jump); // ... after its whole INTENT store
       const next = create(false);
-      assert.ok(quiescent(region), 'repaired');
+      assert.ok(quiescent(t.region), 'repaired');
       assert.equal(load64(ctl, B.INTENT), jump, 'the same jump');
       assert.equal(readNow(sub, tally), 0);
       pump(next, 20, [sub, tally]);
-      whole(tally.report(), next.published - 1000, 'across two repairs');
+      assertCounted(tally.report(), next.published - 1000, 'across two repairs');
       assert.equal(sub.lost, 1, 'the dead record (its COUNT store made), counted lost');
     });
   }
@@ -363,7 +336,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     const parked = sub.read({ peerTimeoutMs: Infinity }); // nothing to read: it parks
     await new Promise((r) => setTimeout(r, 50));
     // A repair's jump, all its stores made, killed before its wake.
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     const jump = (Math.floor(load64(ctl, B.INTENT) / CAPACITY) + 2) * CAPACITY;
     set64(ctl, B.INTENT, jump);
     Atomics.store(ctl, B.LATEST_I32, jump);
@@ -376,7 +349,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     ]);
     assert.ok(outcome !== undefined, 'the subscriber resettled and the write went through');
     tally.see(outcome, sub.lastType);
-    whole(tally.report(), second.published, 'across the unfinished repair');
+    assertCounted(tally.report(), second.published, 'across the unfinished repair');
     assert.equal(sub.lost, 0);
   });
 
@@ -385,9 +358,9 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     const [sub, tally] = subscribe();
     pump(first, 10, [sub, tally]);
     first.detach();
-    dieInRecord(region, 2);
+    dieInRecord(t.region, 2);
     const [joiner, joinerTally] = subscribe(); // no quiescent snapshot: it cannot settle yet
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     // As a subscriber that joined during an earlier record and has not looked since: its CURSOR behind the tail.
     let slot = 0;
     while (Atomics.load(ctl, B.slotOffset(slot) / 4 + B.SLOT_CURSOR_I32) !== Atomics.load(ctl, B.TAIL_I32) || slot === 0) slot++;
@@ -397,13 +370,13 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     assert.equal(next(), false, 'the joiner is waited for');
     assert.equal(readNow(joiner, joinerTally), 0, 'its look: nothing to read, CURSOR moved to the tail');
     assert.equal(next(), false, 'the jump; both resettle first');
-    assert.ok(quiescent(region));
+    assert.ok(quiescent(t.region));
     readNow(sub, tally);
     readNow(joiner, joinerTally);
     assert.equal(next(), true);
     assert.equal(readNow(joiner, joinerTally), 1);
     assert.equal(readNow(sub, tally), 1);
-    whole(tally.report(), second.published, 'the settled subscriber');
+    assertCounted(tally.report(), second.published, 'the settled subscriber');
     assert.deepEqual([joiner.received, joiner.lost], [1, 0], 'the joiner starts after the jump');
   });
 
@@ -411,12 +384,12 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     const pub = create(true);
     const [sub, tally] = subscribe();
     publish(pub, 3);
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     const hi = Atomics.load(ctl, B.INTENT.hi1);
     Atomics.store(ctl, B.INTENT.hi1, hi + 1); // as the live publisher's HI1 store, its LO and HI2 stores to come
     assert.equal(readNow(sub, tally), 3, 'the lossless publisher never overwrites unread records: no lap to fear');
     Atomics.store(ctl, B.INTENT.hi1, hi);
-    whole(tally.report(), 3, 'lossless');
+    assertCounted(tally.report(), 3, 'lossless');
   });
 
   it('lossless, without subscribers (a SharedArrayBuffer, where create takes over whatever it can): the first write jumps and publishes', function () {
@@ -438,12 +411,12 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
   it('lossless: a SIGKILLed subscriber holding unread records is dropped after peerTimeoutMs, then the waiting write jumps', async function () {
     const first = create(true);
     publish(first, 3);
-    const holder = new LinePeer(SUBSCRIBER, [name, 'hold']);
-    peers.push(holder);
+    const holder = new LinePeer(SUBSCRIBER, [t.name, 'hold']);
+    t.peer(holder);
     await holder.line('ready');
     publish(first, 4); // unread by the holder
     first.detach();
-    dieInRecord(region, 2);
+    dieInRecord(t.region, 2);
     const second = create(true);
     const written = second.write(new Uint8Array(8), { peerTimeoutMs: 200 });
     let settled = false;
@@ -462,13 +435,13 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     const [sub] = subscribe();
     assert.ok(first.tryWrite(new Uint8Array([1])));
     first.detach();
-    const ctl = controlOf(region);
+    const ctl = controlOf(t.region);
     const intent = load64(ctl, B.INTENT);
     set64(ctl, B.INTENT, intent + 4 * CAPACITY);
     const words = (): number[] => [...ctl.subarray(B.TAIL_I32, B.TAIL_I32 + 1), ...ctl.subarray(B.INTENT.lo, B.LATEST_I32 + 1)];
     const before = words();
     assert.throws(
-      () => Broadcast.create(region, { capacity: CAPACITY }),
+      () => Broadcast.create(t.region, { capacity: CAPACITY }),
       (err: ShmringError) => err.code === ErrorCodes.CORRUPT && /counters of .* are impossible/.test(err.message),
     );
     assert.deepEqual(words(), before, 'the refusal touched nothing');
@@ -485,8 +458,8 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       // the subscribers; a lossy one never waits.
       const capacity = lossless ? 1 << 24 : 1 << 20;
       const killWithinUs = lossless ? 2000 : 800; // after the first record: a lossy racer publishes 2,000 for 2-4 ms
-      const big = Region.create({ backing: 'posix', name: `${name}-big`, size: Broadcast.regionSize({ capacity }) });
-      closeables.push({
+      const big = Region.create({ backing: 'posix', name: `${t.name}-big`, size: Broadcast.regionSize({ capacity }) });
+      t.track({
         close: () => {
           big.close();
           big.unlink();
@@ -494,7 +467,7 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       });
       Broadcast.create(big, { capacity, lossless }).detach();
       const here = Broadcast.subscribe(big);
-      closeables.unshift(here);
+      t.track(here, true);
       const tally = new Tally(here);
       const reading = (async () => {
         // A gap between publishers longer than a check period ends a wait with ERR_SHMRING_PEER_DEAD: read on.
@@ -508,8 +481,8 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
           }
         }
       })();
-      const child = new LinePeer(SUBSCRIBER, [`${name}-big`, 'survivor']);
-      peers.push(child);
+      const child = new LinePeer(SUBSCRIBER, [`${t.name}-big`, 'survivor']);
+      t.peer(child);
       await child.line('ready');
       let midRecord = 0;
       let rounds = 0;
@@ -522,13 +495,13 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       for (; rounds < 60 && midRecord < 5; rounds++) {
         const before = counters();
         const racer = new LinePeer(RACER, [
-          `${name}-big`,
+          `${t.name}-big`,
           String(capacity),
           String(lossless),
           '2000',
           String(Math.random() * killWithinUs),
         ]);
-        peers.push(racer);
+        t.peer(racer);
         await racer.exited;
         assert.equal(racer.child.signalCode, 'SIGKILL', `the racer killed itself (stderr: ${racer.stderr})`);
         // Counted only if this racer left it so (a lossless racer killed while it still waited to complete the
@@ -544,8 +517,8 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
       }
       last.close();
       await reading;
-      whole(tally.report(), last.published, 'this thread');
-      whole(JSON.parse(await child.line('{')) as SubscriberReport, last.published, 'the child');
+      assertCounted(tally.report(), last.published, 'this thread');
+      assertCounted(JSON.parse(await child.line('{')) as SubscriberReport, last.published, 'the child');
       if (lossless) assert.ok(tally.report().lost <= midRecord, 'lossless: nothing lost but the dead records');
     });
   }

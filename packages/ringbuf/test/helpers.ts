@@ -1,6 +1,9 @@
 /** Small pieces the ring tests share. */
+import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Region, type ShmringError } from '@shmring/core';
+import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
+import type { SubscriberReport } from './fixtures/broadcast-peer.js';
 
 /** `length` pseudo-random bytes from `seed` (xorshift32): the same seed gives the same bytes. */
 export function randomBytes(seed: number, length: number): Uint8Array {
@@ -83,4 +86,74 @@ export class LinePeer {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     await this.exited;
   }
+}
+
+/**
+ * What a Broadcast test that works on one POSIX-named region needs from
+ * test to test: before each, a fresh region of `capacity` bytes of data
+ * named `<prefix>-<pid>-<random>`; after each, the peers it started
+ * killed, the rings it opened closed, the region closed and unlinked.
+ */
+export class BroadcastPerTest {
+  #name = '';
+  #region: Region | undefined;
+  readonly #peers: LinePeer[] = [];
+  readonly #closeables: { close(): void }[] = [];
+
+  constructor(
+    prefix: string,
+    readonly capacity: number,
+  ) {
+    beforeEach(() => {
+      this.#name = `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+      this.#region = Region.create({ backing: 'posix', name: this.#name, size: Broadcast.regionSize({ capacity }) });
+    });
+    afterEach(async () => {
+      await Promise.all(this.#peers.splice(0).map((p) => p.kill()));
+      for (const c of this.#closeables.splice(0)) c.close();
+      this.#region?.close();
+      this.#region?.unlink();
+      this.#region = undefined;
+    });
+  }
+
+  /** This test's region's POSIX name. */
+  get name(): string {
+    return this.#name;
+  }
+
+  get region(): Region {
+    assert.ok(this.#region, 'BroadcastPerTest: no region outside a test');
+    return this.#region;
+  }
+
+  /** `c`, closed after the test; `first`: before what was tracked earlier. */
+  track<T extends { close(): void }>(c: T, first = false): T {
+    if (first) this.#closeables.unshift(c);
+    else this.#closeables.push(c);
+    return c;
+  }
+
+  /** `p`, SIGKILLed (and reaped) after the test. */
+  peer(p: LinePeer): LinePeer {
+    this.#peers.push(p);
+    return p;
+  }
+
+  /** The publisher of this test's region (`Broadcast.create`), closed after the test. */
+  create(lossless: boolean): BroadcastPublisher {
+    return this.track(Broadcast.create(this.region, { capacity: this.capacity, lossless }));
+  }
+
+  /** A subscriber of this test's region, closed after the test. */
+  subscribe(): BroadcastSubscriber {
+    return this.track(Broadcast.subscribe(this.region));
+  }
+}
+
+/** A subscriber's tally when messages may be lost: none torn, none out of order, and `received + lost` what was published. */
+export function assertCounted(r: SubscriberReport, published: number, what: string): void {
+  assert.equal(r.torn, 0, `${what}: torn messages`);
+  assert.equal(r.disorder, 0, `${what}: a gap that \`lost\` did not count, or a message out of order`);
+  assert.equal(r.received + r.lost, published, `${what}: received + lost = published`);
 }
