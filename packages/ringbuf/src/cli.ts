@@ -64,14 +64,19 @@ function subscribers(r: RingInfo): string {
   const mode = b.lossless ? 'lossless' : 'lossy';
   const taken = `${r.name}: ${plural(b.subscribers.length, 'subscriber')} in ${plural(b.slots, 'slot')} (${mode}`;
   const unlisted = b.lossless ? ')' : ': a subscriber that found no free slot is not listed)';
-  if (b.subscribers.length === 0) return `${taken}${unlisted}`;
+  const half =
+    b.halfWritten === undefined
+      ? ''
+      : `\n${r.name}: a record its dead publisher left half-written (INTENT ${b.halfWritten.intent}, TAIL ${r.producerPosition}): ` +
+        'subscribers read up to TAIL; the next Broadcast.create repairs it';
+  if (b.subscribers.length === 0) return `${taken}${unlisted}${half}`;
   const rows = [['  slot', 'pid', 'cursor', 'lag']];
   for (const s of b.subscribers) {
     // More than the ring behind (lossy): its next read jumps forward and counts what it missed.
     const lapped = s.lag > r.capacity ? ' (lapped)' : '';
     rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}`, `${s.cursor}`, `${s.lag} B${lapped}`]);
   }
-  return `${taken}${unlisted}\n${columns(rows)}`;
+  return `${taken}${unlisted}${half}\n${columns(rows)}`;
 }
 
 /** Rows as columns two spaces apart. */

@@ -139,6 +139,16 @@ export interface BroadcastInfo {
    * marks it "lapped").
    */
   subscribers: { slot: number; pid: number; alive: boolean; cursor: number; lag: number }[];
+  /**
+   * Where INTENT says the record being written ends (low 32 bits), when it
+   * is not the tail and no live publisher is writing it: a record its
+   * publisher left half-written when it died. The next Broadcast.create
+   * repairs it (docs/LAYOUT.md, "A record left half-written: the repair");
+   * until then subscribers read what was published before it. Absent when
+   * the counters are quiescent, or a live publisher (or one inspect cannot
+   * judge) may be in the middle of a record.
+   */
+  halfWritten?: { intent: number };
 }
 
 function processInfo(ctl: Int32Array, pidIndex: number, startIndex: number, locked?: boolean): ProcessInfo | undefined {
@@ -228,6 +238,13 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   const consumer = roleInfo(region, ctl, 'consumer', held);
   if (producer) info.producer = producer;
   if (consumer) info.consumer = consumer;
+  if (info.broadcast !== undefined && (producer === undefined || producer.alive === false)) {
+    const counters = new Int32Array(region.buffer, 0, B.SLOTS_OFFSET / 4); // in the region: describeBroadcast checked
+    // Observes the counters a dead (or departed) publisher left: stable, nobody else writes them.
+    const intent = Atomics.load(counters, B.INTENT.lo) >>> 0;
+    const whole = Atomics.load(counters, B.INTENT.hi1) === Atomics.load(counters, B.INTENT.hi2);
+    if (intent !== info.producerPosition || !whole) info.broadcast.halfWritten = { intent };
+  }
   return info;
 }
 

@@ -628,6 +628,43 @@ describe('inspect, listRings and the shmring CLI', function () {
     }
   });
 
+  it('the CLI says a Broadcast record its dead publisher left half-written, until the next publisher repairs it', function () {
+    const name = uniqueName('bcast-half');
+    const region = Region.create({ backing: 'posix', name, size: Broadcast.regionSize({ capacity: 1024, subscribers: 2 }) });
+    try {
+      const pub = Broadcast.create(region, { capacity: 1024, subscribers: 2 });
+      const reader = Broadcast.subscribe(region);
+      assert.ok(pub.tryWrite(new Uint8Array(24))); // a record of 32 bytes: TAIL 32
+      const live = new Int32Array(region.buffer, 0, B.broadcastDataOffset(2) / 4);
+      // A live publisher between its INTENT and TAIL stores is writing a record, not leaving one half-written.
+      Atomics.store(live, B.INTENT.lo, 64);
+      assert.equal(inspect(name)!.broadcast!.halfWritten, undefined, 'a live publisher may be in the middle of a record');
+      Atomics.store(live, B.INTENT.lo, 32);
+      pub.detach(); // as a publisher killed mid-record leaves it: its role let go, INTENT past TAIL
+      assert.equal(inspect(name)!.broadcast!.halfWritten, undefined, 'quiescent: INTENT is TAIL');
+      Atomics.store(live, B.INTENT.lo, 64);
+
+      const text = cli('inspect', name);
+      assert.equal(text.status, 0, text.stderr);
+      const section = text.stdout.trimEnd().split('\n\n')[1]!.split('\n');
+      assert.equal(
+        section[1],
+        `${name}: a record its dead publisher left half-written (INTENT 64, TAIL 32): subscribers read up to TAIL; the next Broadcast.create repairs it`,
+      );
+      assert.deepEqual((JSON.parse(cli('inspect', name, '--json').stdout) as RingInfo).broadcast!.halfWritten, { intent: 64 });
+
+      const next = Broadcast.create(region, { capacity: 1024, subscribers: 2 }); // the repair: a jump, quiescent again
+      assert.equal(inspect(name)!.broadcast!.halfWritten, undefined, 'repaired');
+      assert.ok(next.tryWrite(new Uint8Array(8)));
+      assert.equal(reader.tryRead()?.length, 8, 'the subscriber reads on past the jump');
+      assert.deepEqual([reader.received, reader.lost], [1, 1], 'the record published before the death, unread, counted lost (lossy)');
+      next.close();
+      reader.close();
+    } finally {
+      region.unlink();
+    }
+  });
+
   it('an attach that opened a name just before unlink-stale removed it ends on the ring that has the name now', async function () {
     const name = uniqueName('overtaken');
     const file = `/dev/shm/${name}`;
