@@ -14,7 +14,7 @@
  * that blocks its own thread, so its other end is a worker.
  */
 import { strict as assert } from 'node:assert';
-import { channelPair, RemoteError } from '../src/index.js';
+import { channelPair, type CodecOption, RemoteError } from '../src/index.js';
 import {
   endsPerTest,
   transports,
@@ -448,6 +448,43 @@ describe('requests', function () {
         await sleep(10);
         a.close();
         await rejectsWith(pending, 'ERR_SHMRING_CLOSED', 'closed before the reply');
+      });
+    });
+
+    describe(`over a ${transportTitle(transport)}, a codec that calls back`, function () {
+      /** Called (once) by the next decode on either end, before it decodes. */
+      let onDecode: (() => void) | undefined;
+      const codec: CodecOption = {
+        encode: (value) => Buffer.from(JSON.stringify(value)),
+        decode: (bytes) => {
+          const hook = onDecode;
+          onDecode = undefined;
+          hook?.();
+          return JSON.parse(Buffer.from(bytes).toString()) as unknown;
+        },
+      };
+      const ends = endsPerTest(transport, { capacity: 4096, codec });
+
+      // handle() takes what the other side published at once; from inside the end's own drain that take is
+      // refused (ERR_SHMRING_BUSY) and left to the drain, so the requests behind this one are not handled first.
+      it("a handler registered from inside the codec's decode of a request (the end's drain re-entered) is handed every request in arrival order", async function () {
+        const { a, b } = ends;
+        const order: unknown[] = [];
+        const received = b.receive(); // so b's pump takes what comes, in batches
+        const kept = [0, 1, 2, 3, 4].map((v) => a.request(v)); // taken, and kept until a handler comes
+        await sleep(50);
+        onDecode = () =>
+          b.handle((value) => {
+            order.push(value);
+            return value;
+          });
+        const later = [5, 6, 7, 8, 9].map((v) => a.request(v)); // published at once: 6 to 9 behind the one decoded
+        const values = Array.from({ length: 10 }, (_, i) => i);
+        assert.deepEqual(await Promise.all([...kept, ...later]), values);
+        assert.equal(onDecode, undefined, 'the decode hook ran');
+        assert.deepEqual(order, values);
+        await a.send('the value b waits for');
+        assert.equal(await received, 'the value b waits for');
       });
     });
   }
