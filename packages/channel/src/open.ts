@@ -39,6 +39,18 @@ export function layOutChannel(region: Region, codec: ChannelCodec, capacity: num
   publishChannelHeader(region.buffer);
 }
 
+/**
+ * Ends both rings of the channel laid out in `region` (their CLOSED
+ * flags), for a server that closes while a client is still opening its
+ * end: that end then ends as after close() (ERR_SHMRING_CLOSED), not as
+ * after a crash (ERR_SHMRING_PEER_DEAD), once the link goes.
+ */
+export function closeChannelRings(region: Region, what: string): void {
+  const g = readChannelHeader(region.buffer, what);
+  SpscRing.attach(region, { offset: g.aOffset }).close();
+  SpscRing.attach(region, { offset: g.bOffset }).close();
+}
+
 /** The creator's end: it writes ring A and reads ring B. */
 export function creatorEnd(region: Region, codec: ChannelCodec, link: Link, what: string, poll: number | undefined): Channel {
   const g = readChannelHeader(region.buffer, what);
@@ -69,6 +81,15 @@ export function openerEnd(
 ): Channel {
   const buffer = region.buffer;
   const g = readChannelHeader(buffer, source);
+  // Claimed before the codec is checked: an opening that fails ends the pair, and a second try must not
+  // get a channel on its closed rings.
+  if (!claimOpenerEnd(buffer)) {
+    throw new ShmringError(
+      ErrorCodes.BUSY,
+      `${source} was opened already (an opening that failed, on a codec mismatch, ends the pair too); ` +
+        'each handle opens one channel end (make a channelPair per worker)',
+    );
+  }
   const inRing = SpscRing.attach(region, { offset: g.aOffset });
   const outRing = SpscRing.attach(region, { offset: g.bOffset });
   try {
@@ -77,12 +98,6 @@ export function openerEnd(
     inRing.close();
     outRing.close();
     throw err;
-  }
-  if (!claimOpenerEnd(buffer)) {
-    throw new ShmringError(
-      ErrorCodes.BUSY,
-      `${source} was opened already; each handle opens one channel end (make a channelPair per worker)`,
-    );
   }
   return new Channel({ release: regionRelease(region), codec, link, what, poll, idleReads: idleReadsOf(region), in: inRing, out: outRing });
 }

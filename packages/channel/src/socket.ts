@@ -34,7 +34,7 @@ import { channelRegionSize } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
 import { checkCapacity, checkOptions, checkPoll, checkSignal, checkTimeout, OptionNames } from './options.js';
-import { creatorEnd, layOutChannel, openerEnd } from './open.js';
+import { closeChannelRings, creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
   /**
@@ -480,20 +480,21 @@ function socketAcceptor(
   handoverTimeoutMs: number,
 ): Acceptor {
   let accepted = 0;
-  // Connections in the handover (not yet channels): server.close() waits for every connection to end,
-  // so stop() ends these itself.
-  const handing = new Set<net.Socket>();
+  // Connections in the handover (not yet channels), with their regions once laid out: server.close()
+  // waits for every connection to end, so stop() ends these itself.
+  const handing = new Map<net.Socket, Region | undefined>();
   const accept = async (
     socket: net.Socket,
     adopt: (channel: Channel) => void,
     fail: (error: Error) => void,
     closing: () => boolean,
   ): Promise<void> => {
-    handing.add(socket);
+    handing.set(socket, undefined);
     let region: Region | undefined;
     try {
       region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(capacity) });
       layOutChannel(region, codec, capacity);
+      handing.set(socket, region);
       await sendRegion(socket, region);
       await clientReady(socket, handoverTimeoutMs);
       if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
@@ -526,7 +527,12 @@ function socketAcceptor(
             // Like Node's own removal of the path: nothing to do about a file this process cannot remove.
           }
         }
-        for (const socket of handing) socket.destroy();
+        for (const [socket, region] of handing) {
+          // A client that opened its end already (connect() resolved: its READY not read yet) sees
+          // the rings closed when the socket goes: a clean end, ERR_SHMRING_CLOSED, not PEER_DEAD.
+          if (region !== undefined) closeChannelRings(region, `a channel of ${path}`);
+          socket.destroy();
+        }
         server.close(() => resolve());
       }),
   };

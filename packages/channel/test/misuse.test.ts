@@ -290,13 +290,18 @@ describe('misuse', function () {
       }
     });
 
-    it("openChannel() with another codec than channelPair's fails with ERR_SHMRING_CODEC_MISMATCH; the creator's end ends cleanly", async function () {
-      const [a, handle] = channelPair({ codec: 'json', capacity: 4096 });
-      const pending = a.receive();
-      throwsWith(() => openChannel(handle), 'ERR_SHMRING_CODEC_MISMATCH');
-      throwsWith(() => openChannel(handle, { codec: { encode: () => new Uint8Array(), decode: () => 1 } }), 'ERR_SHMRING_CODEC_MISMATCH');
-      await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
-      assert.equal((await settledWithin(a.closed, 5000)).status, 'fulfilled');
+    it("openChannel() with another codec than channelPair's fails with ERR_SHMRING_CODEC_MISMATCH; the creator's end ends cleanly; the handle is spent (ERR_SHMRING_BUSY)", async function () {
+      const custom = { encode: () => new Uint8Array(), decode: () => 1 };
+      for (const codec of [undefined, custom]) {
+        const [a, handle] = channelPair({ codec: 'json', capacity: 4096 });
+        const pending = a.receive();
+        throwsWith(() => openChannel(handle, codec === undefined ? undefined : { codec }), 'ERR_SHMRING_CODEC_MISMATCH');
+        await rejectsWith(pending, 'ERR_SHMRING_CLOSED');
+        assert.equal((await settledWithin(a.closed, 5000)).status, 'fulfilled');
+        // Regression: a second try with the right codec returned a channel on the closed rings.
+        const busy = throwsWith(() => openChannel(handle, { codec: 'json' }), 'ERR_SHMRING_BUSY');
+        assert.match(busy.message, /ends the pair/);
+      }
     });
   });
 

@@ -508,6 +508,25 @@ describe('server', function () {
       assert.equal(fs.existsSync(p), false);
     });
 
+    // Regression: a client whose connect() had resolved before the server read its READY was hung up on
+    // with the rings open, and took the server's close for its death.
+    it("server.close() right after a client's connect() resolved, before the server announced that channel: the client sees a clean close (ERR_SHMRING_CLOSED), not PEER_DEAD", async function () {
+      for (let round = 0; round < 5; round++) {
+        const p = dir.path();
+        const server = await listen(p, { capacity: 4096 });
+        let announced = 0;
+        server.on('channel', () => announced++);
+        const client = await connect(p);
+        const closed = closeEvent(client);
+        await server.close();
+        if (announced !== 0) continue; // the server got to the READY first: the other test's case
+        assert.equal(await closed, undefined, 'the close event carries no error: a clean close');
+        await rejectsWith(client.request('x'), 'ERR_SHMRING_CLOSED');
+        return;
+      }
+      assert.fail('the server announced the channel before close() in every round');
+    });
+
     it("a client that does not open its end within handoverTimeoutMs is dropped, without an 'error', and the server goes on serving", async function () {
       const p = dir.path();
       const server = await listen(p, { capacity: 4096, handoverTimeoutMs: 100 });
