@@ -56,22 +56,21 @@ const MAX_POLL = 1_000_000;
  * between event-loop turns before it parks.
  */
 export function checkPoll(poll: unknown, verb: string): number | undefined {
-  if (poll === undefined) return undefined;
-  // A wrong type is a TypeError, a number out of range a RangeError (docs/ERRORS.md); a string is shown
-  // quoted, so that poll: '5' does not read as the number 5.
-  if (typeof poll !== 'number') {
-    throw new ShmringTypeError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${shown(poll)}`,
-    );
+  return poll === undefined ? undefined : checkNumberIn(poll, verb, 'poll', 'microseconds', 0, MAX_POLL);
+}
+
+/**
+ * Checks a number option that must lie in [min, max]: a wrong type is a
+ * TypeError, a number out of range (or NaN) a RangeError (docs/ERRORS.md);
+ * a string is shown quoted, so that poll: '5' does not read as the number 5.
+ */
+export function checkNumberIn(value: unknown, verb: string, name: string, unit: string, min: number, max: number): number {
+  const expected = `${verb}: ${name} must be a number of ${unit} in [${min}, ${max}]`;
+  if (typeof value !== 'number') throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${expected}, got ${shown(value)}`);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${expected}, got ${String(value)}`);
   }
-  if (!Number.isFinite(poll) || poll < 0 || poll > MAX_POLL) {
-    throw new ShmringRangeError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: poll must be a number of microseconds in [0, ${MAX_POLL}], got ${String(poll)}`,
-    );
-  }
-  return poll;
+  return value;
 }
 
 /** Checks an AbortSignal option. */

@@ -470,13 +470,20 @@ describe('misuse', function () {
           ['poll', () => listen(dir.path(), { poll: '5' as never })],
           ['poll', () => channelPair({ poll: '5' as never })],
           ['capacity', () => channelPair({ capacity: '64' as never })],
+          // Checked before any connection is tried (nothing listens on port 1).
+          ['heartbeatMs', () => connect('nats://127.0.0.1:1/misuse', { heartbeatMs: '5' as never })],
+          ['heartbeatMs', () => listen('nats://127.0.0.1:1/misuse', { heartbeatMs: '5' as never })],
         ];
         for (const [name, make] of typeErrors) {
           const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
           assert.ok(err instanceof TypeError, `${name}: ${err.name}, not a TypeError: ${err.message}`);
           assert.match(err.message, new RegExp(`${name}.*got "(5|64)"`), err.message);
         }
-        for (const make of [() => p.a.request(1, { timeoutMs: -5 }), () => listen(dir.path(), { poll: -5 })]) {
+        for (const make of [
+          () => p.a.request(1, { timeoutMs: -5 }),
+          () => listen(dir.path(), { poll: -5 }),
+          () => connect('nats://127.0.0.1:1/misuse', { heartbeatMs: -5 }),
+        ]) {
           const err = await failsWith(make, 'ERR_SHMRING_INVALID_ARGUMENT');
           assert.ok(err instanceof RangeError, `${err.name}: ${err.message}`);
           assert.match(err.message, /got -5$/);

@@ -6,11 +6,11 @@
  * answers with its own, and from then on each end publishes to the other's
  * inbox (transport.ts). Nothing but the handshake uses the listen subject.
  */
-import { ErrorCodes, MAX_TIMER_MS, ShmringError, ShmringRangeError, abortError } from '@shmring/core';
+import { ErrorCodes, MAX_TIMER_MS, ShmringError, abortError } from '@shmring/core';
 import type { Msg, NatsConnection } from 'nats';
 import { Channel } from '../channel.js';
 import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
-import { checkSignal, checkTimeout } from '../options.js';
+import { checkNumberIn, checkSignal, checkTimeout } from '../options.js';
 import { ChannelServer, type Acceptor, type ConnectOptions, type ListenOptions } from '../socket.js';
 import { parseNatsAddress, type NatsAddress } from './address.js';
 import { closeNats, loadNats, loopHold, openNats } from './connection.js';
@@ -37,14 +37,7 @@ interface Welcome {
 }
 
 function checkBeat(beatMs: unknown, verb: string): number {
-  if (beatMs === undefined) return DEFAULT_BEAT_MS;
-  if (typeof beatMs !== 'number' || !Number.isFinite(beatMs) || beatMs < 10 || beatMs > 3_600_000) {
-    throw new ShmringRangeError(
-      ErrorCodes.INVALID_ARGUMENT,
-      `${verb}: heartbeatMs must be a number of ms in [10, 3600000], got ${String(beatMs)}`,
-    );
-  }
-  return beatMs;
+  return beatMs === undefined ? DEFAULT_BEAT_MS : checkNumberIn(beatMs, verb, 'heartbeatMs', 'ms', 10, 3_600_000);
 }
 
 const encoder = new TextEncoder();
