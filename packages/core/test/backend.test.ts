@@ -5,7 +5,7 @@
  * a memfd as fd 3 and load the same backend (SHMRING_BACKEND).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -88,6 +88,24 @@ const kinds = availableBackends();
 describe('the native backends', () => {
   it('include koffi, which needs nothing built', () => {
     assert.ok(kinds.includes('koffi'), `available: ${kinds.join(', ')}`);
+  });
+
+  it('a misspelt SHMRING_BACKEND or SHMRING_ASYNC_WAIT is ERR_SHMRING_NO_BACKEND naming the value, at the first use, whichever backend', () => {
+    const code = `const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+      try { Region.create({ backing: 'memfd', size: 4096 }).close(); console.log('ok'); }
+      catch (err) { console.log(err.code + ' ' + err.message); }`;
+    const run = (env: Record<string, string>): string =>
+      spawnSync(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, ...env }, encoding: 'utf8' }).stdout.trim();
+    assert.equal(run({ SHMRING_BACKEND: 'adon' }), "ERR_SHMRING_NO_BACKEND SHMRING_BACKEND=adon is not a backend; use 'addon' or 'koffi'");
+    for (const backend of kinds) {
+      // Regression: the addon refused it only at the first async wait, with Node's ERR_OUT_OF_RANGE; koffi ignored it.
+      assert.match(
+        run({ SHMRING_BACKEND: backend, SHMRING_ASYNC_WAIT: 'io-uring' }),
+        /^ERR_SHMRING_NO_BACKEND SHMRING_ASYNC_WAIT=io-uring is not a way/,
+      );
+      for (const way of ['auto', 'threads'])
+        assert.equal(run({ SHMRING_BACKEND: backend, SHMRING_ASYNC_WAIT: way }), 'ok', `${backend}, ${way}`);
+    }
   });
 });
 

@@ -60,9 +60,20 @@ export function availableBackends(): BackendKind[] {
   return kinds;
 }
 
-/** The backend in use: SHMRING_BACKEND if set, else the addon, else koffi. */
+/** What SHMRING_ASYNC_WAIT may say (the addon's ways to wait; koffi has one, and ignores it). */
+const ASYNC_WAYS = ['', 'auto', 'io_uring', 'futex_waitv', 'threads'];
+
+/** The backend in use: SHMRING_BACKEND if set, else the addon, else koffi; SHMRING_ASYNC_WAIT checked first. */
 export function backend(): NativeBackend {
   if (current) return current;
+  const way = process.env.SHMRING_ASYNC_WAIT;
+  // The addon reads it at the first async wait; a misspelt value is said here, as SHMRING_BACKEND's is, for either backend.
+  if (way !== undefined && !ASYNC_WAYS.includes(way)) {
+    throw new ShmringError(
+      ErrorCodes.NO_BACKEND,
+      `SHMRING_ASYNC_WAIT=${way} is not a way to wait; use io_uring, futex_waitv, threads or auto (or unset it)`,
+    );
+  }
   const forced = process.env.SHMRING_BACKEND;
   if (forced === 'addon' || forced === 'koffi') {
     current = loadBackend(forced);
