@@ -20,7 +20,7 @@ export function startTimeOf(pid: number): number {
   return start;
 }
 
-/** Start times read during the current onePass (pid → start time), or undefined outside one. */
+/** Start times read during the current onePass (pid → start time; -tid → a thread's of this process), or undefined outside one. */
 let memo: Map<number, number> | undefined;
 
 /**
@@ -85,9 +85,19 @@ export function ownThread(): { id: number; start: number } {
   return ownThreadId;
 }
 
-/** Start time of thread `tid` of this process, or -1 if this process has no such thread (or it is a zombie). */
+/**
+ * Start time of thread `tid` of this process, or -1 if this process has no
+ * such thread (or it is a zombie). Memoized in a onePass as startTimeOf
+ * is, under -tid (ids are positive): a worker peer of a thousand rings is
+ * read once a pass, not a thousand times.
+ */
 function threadStartTime(tid: number): number {
-  return Number.isInteger(tid) && tid > 0 ? readStartTime(tid, `/proc/self/task/${tid}`) : -1;
+  if (!(Number.isInteger(tid) && tid > 0)) return -1;
+  const known = memo?.get(-tid);
+  if (known !== undefined) return known;
+  const start = readStartTime(tid, `/proc/self/task/${tid}`);
+  memo?.set(-tid, start);
+  return start;
 }
 
 /**

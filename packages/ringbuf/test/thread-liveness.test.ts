@@ -7,10 +7,13 @@
  */
 import { strict as assert } from 'node:assert';
 import { once } from 'node:events';
+import fs from 'node:fs'; // the module object: its readFileSync can be replaced (the namespace follows, syncBuiltinESMExports)
+import { syncBuiltinESMExports } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { waitCounters } from '../src/waiting.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
 const CAPACITY = 1024;
@@ -50,6 +53,47 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
       await worker.terminate();
       ping.ring.close();
       pong.ring.close();
+    }
+  });
+
+  // Regression: the start time of a worker peer was memoized for processes only, so each pass read
+  // /proc/self/task/<tid>/stat once per ring: 1000 idle reads on a worker's rings cost 20% of a CPU.
+  it("a pass of the dead-peer checks reads a worker peer's /proc entry once, however many of its rings have a read parked", async function () {
+    const N = 100;
+    const rings = Array.from({ length: N }, () => sabRing());
+    const worker = new Worker(
+      `const { workerData, parentPort } = await import('node:worker_threads');
+       const { Region } = await import(${JSON.stringify(import.meta.resolve('@shmring/core'))});
+       const { SpscRing } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+       const rings = workerData.map((sab) => SpscRing.attach(Region.fromSharedArrayBuffer(sab)));
+       for (const ring of rings) ring.tryWrite(new Uint8Array([1])); // takes each producer role: this thread registers
+       parentPort.postMessage('registered');
+       parentPort.once('message', () => { for (const ring of rings) ring.tryWrite(new Uint8Array([2])); parentPort.postMessage('written'); });`,
+      { eval: true, workerData: rings.map((r) => r.sab) },
+    );
+    const realRead = fs.readFileSync;
+    let taskReads = 0;
+    try {
+      await once(worker, 'message');
+      for (const r of rings) assert.deepEqual([...r.ring.tryRead()!], [1]);
+      fs.readFileSync = ((file: fs.PathOrFileDescriptor, ...rest: unknown[]): unknown => {
+        if (String(file).includes('/task/')) taskReads++;
+        return (realRead as (...args: unknown[]) => unknown)(file, ...rest);
+      }) as typeof fs.readFileSync;
+      syncBuiltinESMExports();
+      const before = waitCounters.asyncParks;
+      const reads = rings.map((r) => r.ring.read({ peerTimeoutMs: 400 })); // a pass every 100 ms
+      await new Promise((r) => setTimeout(r, 650));
+      assert.equal(waitCounters.asyncParks - before, N, 'every read parked');
+      worker.postMessage('write');
+      for (const got of await Promise.all(reads)) assert.deepEqual([...got], [2]);
+      // 6 passes or so, and the stamps of the rings' own registrations; per ring per pass (600 or so) without the memo.
+      assert.ok(taskReads <= 20, `${taskReads} reads of /proc/self/task/<tid>/stat for ${N} parked reads over 650 ms`);
+    } finally {
+      fs.readFileSync = realRead;
+      syncBuiltinESMExports();
+      await worker.terminate();
+      for (const r of rings) r.ring.close();
     }
   });
 
