@@ -24,18 +24,46 @@ export function startTimeOf(pid: number): number {
 let memo: Map<number, number> | undefined;
 
 /**
- * Runs `checks` with startTimeOf memoized per pid: the many liveness checks
- * of one pass (the watchdog's tick over every parked wait) read
- * /proc/<pid>/stat once per process, not once per wait.
+ * Runs `checks` with startTimeOf memoized per pid (and a thread's per tid),
+ * and with what seenHolding answers collected: the many liveness checks of
+ * one pass (the watchdog's tick over every parked wait) read
+ * /proc/<pid>/stat once per process, not once per wait, and ask a role lock
+ * about once per registrant.
  */
 export function onePass(checks: () => void): void {
   const outer = memo;
+  const outerHeld = heldSeen;
   memo ??= new Map();
+  heldSeen ??= new Set();
   try {
     checks();
   } finally {
     memo = outer;
+    heldSeen = outerHeld;
   }
+}
+
+/** Registrants (role, id and start-time words) whose role lock a check of the current onePass found held; undefined outside one. */
+let heldSeen: Set<string> | undefined;
+
+/**
+ * Whether a check of the current onePass found the registrant named by
+ * `key` (holdingKey: a role and the id and start-time words) holding that
+ * role of another ring: the same process, unless another PID namespace
+ * reused both the id and the start tick. Always false outside a pass.
+ */
+export function seenHolding(key: string): boolean {
+  return heldSeen?.has(key) === true;
+}
+
+/** Records, for the rest of the current onePass, that the registrant named by `key` holds its role of a ring. */
+export function noteHolding(key: string): void {
+  heldSeen?.add(key);
+}
+
+/** The key of seenHolding and noteHolding for the registrant (`id`, `start`) of `role`. */
+export function holdingKey(role: string, id: number, start: number): string {
+  return `${role} ${id} ${start}`;
 }
 
 function readStartTime(pid: number, dir = `/proc/${pid}`): number {

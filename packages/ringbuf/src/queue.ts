@@ -38,7 +38,16 @@ import {
   type Region,
 } from '@shmring/core';
 import * as L from './layout.js';
-import { ownStartTime, ownThread, registerInWord, registrantAlive, type Registrant } from './liveness.js';
+import {
+  holdingKey,
+  noteHolding,
+  ownStartTime,
+  ownThread,
+  registerInWord,
+  registrantAlive,
+  seenHolding,
+  type Registrant,
+} from './liveness.js';
 import { CallLine } from './call-line.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import type { Role, Roles } from './roles.js';
@@ -48,6 +57,7 @@ import {
   timedOut,
   unparkAll,
   WaitStop,
+  waitCounters,
   type PeerGone,
   type QueuedOptions,
   type Settle,
@@ -437,6 +447,14 @@ function afterQueue<O extends WaitOptions>(options: O | undefined, waitedMs: num
   return { ...options, ...left } as O;
 }
 
+/**
+ * In a watchdog pass, a wait whose registrant was seen holding the role of
+ * another ring asks its own ring's lock every LOCK_CHECK_EVERY-th pass
+ * (registeredAlive): with the default check period (a quarter of
+ * peerTimeoutMs), once per peerTimeoutMs.
+ */
+const LOCK_CHECK_EVERY = 4;
+
 export abstract class Queue implements AsyncIterable<Uint8Array> {
   static {
     acts = (queue, role) => queue.#acts(role);
@@ -663,8 +681,30 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     // Observes the peer's registration (its pid word is stored after its lock is taken and its start time stored).
     const pid = Atomics.load(ctl, pidIndex);
     if (pid === 0) return true;
-    if (this.roles !== undefined) return this.roles.held(role);
-    return registrantAlive(pid, Atomics.load(ctl, startIndex), ctl.buffer instanceof SharedArrayBuffer);
+    // Observes the registrant's start time (stored before its pid word).
+    const start = Atomics.load(ctl, startIndex);
+    if (this.roles === undefined) return registrantAlive(pid, start, ctl.buffer instanceof SharedArrayBuffer);
+    // A watchdog pass over many parked waits asks one lock per registrant, not one per ring (a system call
+    // each): a registrant seen holding this role of another ring in this pass is taken as alive. Its words
+    // could name another process (an id and start tick reused in another PID namespace), so this ring's own
+    // lock is asked one pass in LOCK_CHECK_EVERY all the same: such a death is noticed a few passes late, never missed.
+    const key = this.#holdingKey(role, pid, start);
+    if (seenHolding(key) && ++this.#locksNotAsked % LOCK_CHECK_EVERY !== 0) return true;
+    waitCounters.peerLocks++;
+    const held = this.roles.held(role);
+    if (held) noteHolding(key);
+    return held;
+  }
+
+  /** Lock checks registeredAlive left out (seenHolding) on this object; every LOCK_CHECK_EVERY-th is asked. */
+  #locksNotAsked = 0;
+  /** The last holdingKey made, and what it was made of: a parked wait asks for the same one pass after pass. */
+  #heldKey = { role: '', pid: 0, start: 0, key: '' };
+
+  #holdingKey(role: Role, pid: number, start: number): string {
+    const k = this.#heldKey;
+    if (k.role !== role || k.pid !== pid || k.start !== start) this.#heldKey = { role, pid, start, key: holdingKey(role, pid, start) };
+    return this.#heldKey.key;
   }
 
   /**

@@ -124,9 +124,11 @@ const MIN_CHECK_MS = 1;
  * of the Sync verbs (one per nap: a parked Sync wait naps at least once);
  * `woken`, futex waits of either kind that ended woken ('ok', not timed out
  * and not 'not-equal'); `wakes`, unpark() calls that found a parked side
- * and woke it (one futex wake each, for however many sleepers).
+ * and woke it (one futex wake each, for however many sleepers);
+ * `peerLocks`, role locks asked whether a peer lives (one system call
+ * each: Queue.registeredAlive).
  */
-export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0, woken: 0, wakes: 0 };
+export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0, woken: 0, wakes: 0, peerLocks: 0 };
 
 /**
  * How often (ms) a parked wait looks at its peer: a quarter of the peer
