@@ -26,6 +26,8 @@ export const ErrorCodes = {
   READ_ONLY: 'ERR_SHMRING_READ_ONLY',
   /** The native addon is not built and the koffi fallback could not load either. */
   NO_BACKEND: 'ERR_SHMRING_NO_BACKEND',
+  /** The koffi backend has as many async waits pending as koffi allows (4096). */
+  TOO_MANY_WAITS: 'ERR_SHMRING_TOO_MANY_WAITS',
   /** receiveRegion: the peer closed the socket, or sent a message without an fd. */
   NO_FD: 'ERR_SHMRING_NO_FD',
   /** A wait was aborted through its AbortSignal. */

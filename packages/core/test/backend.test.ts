@@ -754,6 +754,40 @@ for (const kind of kinds) {
         assert.equal(await wait.promise, 0);
       });
 
+      if (kind === 'koffi') {
+        // Regression: past koffi's cap the call threw koffi's own untyped Error.
+        it("refuses a wait past koffi's 4096 pending async calls with ERR_SHMRING_TOO_MANY_WAITS, and takes one again once a wait settles", async () => {
+          const buffer = map(open());
+          const waits = [];
+          try {
+            let refusal: (Error & { code?: string }) | undefined;
+            // koffi counts its calls as its pool takes them: the cap is reached at 4096 pending, give or take.
+            while (refusal === undefined && waits.length < 4200) {
+              try {
+                waits.push(b.futexWaitAsync(buffer, 0, 0, Infinity));
+              } catch (err) {
+                refusal = err as Error;
+              }
+            }
+            assert.ok(waits.length >= 4000, `refused at ${waits.length} pending waits`);
+            assert.equal(refusal?.code, 'ERR_SHMRING_TOO_MANY_WAITS', String(refusal?.stack ?? `no refusal at ${waits.length}`));
+            assert.match(refusal.message, /use the addon/);
+            waits.pop()!.cancel();
+            await until(() => {
+              try {
+                waits.push(b.futexWaitAsync(buffer, 0, 0, Infinity));
+                return true;
+              } catch {
+                return false; // the cancelled call's pool thread has not returned yet
+              }
+            }, 'a slot freed by the cancelled wait');
+          } finally {
+            for (const w of waits) w.cancel();
+            await Promise.all(waits.map((w) => w.promise));
+          }
+        });
+      }
+
       it('resolves 0 promptly when cancelled, and ignores a second cancel', async () => {
         const buffer = map(open());
         const wait = b.futexWaitAsync(buffer, 0, 0, Infinity);

@@ -71,6 +71,7 @@ import * as util from 'node:util';
 import * as v8 from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import type * as Koffi from 'koffi';
+import { ErrorCodes, ShmringError } from '../errors.js';
 import type { AsyncWait, NativeBackend } from './backend.js';
 
 type WaitResult = 0 | 1 | 2;
@@ -380,16 +381,26 @@ class KoffiWait implements AsyncWait {
     // The pool thread blocks in the kernel on word.address; `this` (and so
     // word.owner, the buffer) stays reachable from koffi's callback until
     // it returns, so GC cannot unmap the word under the thread.
-    backend.native.futexWaitFixed.async(
-      backend.sysFutex,
-      this.word.address,
-      FUTEX_WAIT_BITSET,
-      this.expected,
-      this.sliceEnd,
-      0,
-      FUTEX_BITSET_MATCH_ANY,
-      (err: unknown, ret: number) => this.returned(err, ret),
-    );
+    try {
+      backend.native.futexWaitFixed.async(
+        backend.sysFutex,
+        this.word.address,
+        FUTEX_WAIT_BITSET,
+        this.expected,
+        this.sliceEnd,
+        0,
+        FUTEX_BITSET_MATCH_ANY,
+        (err: unknown, ret: number) => this.returned(err, ret),
+      );
+    } catch (err) {
+      if (!/too many asynchronous calls/i.test((err as Error).message)) throw err;
+      throw new ShmringError(
+        ErrorCodes.TOO_MANY_WAITS,
+        `the koffi backend has ${MAX_ASYNC_CALLS} async waits on mapped regions pending, as many as koffi allows: ` +
+          'settle some first (their timeoutMs, signal, or close()), or use the addon, whose waits have no such limit',
+        { cause: err },
+      );
+    }
     this.inFlight = true;
     if (this.word.mapping) this.word.mapping.inFlight += 1;
   }
