@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import type { NativeBackend } from '../src/native/backend.js';
+import { saidWhatToDo } from '../src/native/info.js';
 import { availableBackends, loadBackend, type BackendKind } from '../src/native/loader.js';
 import { uniqueName } from './helpers.js';
 
@@ -88,6 +89,28 @@ const kinds = availableBackends();
 describe('the native backends', () => {
   it('include koffi, which needs nothing built', () => {
     assert.ok(kinds.includes('koffi'), `available: ${kinds.join(', ')}`);
+  });
+
+  it('an error of a way to wait the kernel refuses says what to do, and keeps its code, errno and syscall', () => {
+    const sysError = (syscall: string, code: string, errno: number): NodeJS.ErrnoException =>
+      Object.assign(new Error(`${syscall} failed (${code})`), { syscall, code, errno });
+    const before = process.env.SHMRING_ASYNC_WAIT;
+    try {
+      process.env.SHMRING_ASYNC_WAIT = 'io_uring';
+      const refused = saidWhatToDo(sysError('io_uring_setup', 'EPERM', 1)) as NodeJS.ErrnoException;
+      assert.deepEqual([refused.code, refused.errno, refused.syscall], ['EPERM', 1, 'io_uring_setup']);
+      assert.match(refused.message, /^io_uring_setup failed \(EPERM\); SHMRING_ASYNC_WAIT=io_uring forces .*unset it \(or set auto\)/);
+      delete process.env.SHMRING_ASYNC_WAIT;
+      const old = saidWhatToDo(sysError('futex_waitv', 'ENOSYS', 38)) as Error;
+      assert.match(old.message, /needs futex_waitv, Linux 5\.16 or later: use select\(\) on the event loop/);
+      const other = sysError('mmap', 'ENOMEM', 12);
+      assert.equal((saidWhatToDo(other) as Error).message, 'mmap failed (ENOMEM)', 'other errors are left as they are');
+      const plain = new RangeError('not a system call');
+      assert.equal(saidWhatToDo(plain), plain);
+    } finally {
+      if (before === undefined) delete process.env.SHMRING_ASYNC_WAIT;
+      else process.env.SHMRING_ASYNC_WAIT = before;
+    }
   });
 
   it('a misspelt SHMRING_BACKEND or SHMRING_ASYNC_WAIT is ERR_SHMRING_NO_BACKEND naming the value, at the first use, whichever backend', () => {

@@ -14,7 +14,31 @@ export function backendKind(): 'addon' | 'koffi' {
  * 'libuv-threadpool' (the koffi backend). SHMRING_ASYNC_WAIT forces one.
  */
 export function asyncWaitKind(): AsyncWaitKind {
-  return backend().asyncWaitKind();
+  try {
+    return backend().asyncWaitKind();
+  } catch (err) {
+    throw saidWhatToDo(err);
+  }
+}
+
+/**
+ * A system call's error from the wait machinery, with what to do appended
+ * to its message where the kernel refused the way to wait (its code, errno
+ * and syscall stay): SHMRING_ASYNC_WAIT forced a way this kernel refuses
+ * (io_uring disabled, a seccomp profile; futex_waitv before Linux 5.16),
+ * or a futex_waitv wait (selectSync) on a kernel without it.
+ */
+export function saidWhatToDo(err: unknown): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.syscall !== 'string' || typeof e.message !== 'string') return err;
+  const forced = process.env.SHMRING_ASYNC_WAIT;
+  if (forced !== undefined && forced !== '' && forced !== 'auto' && /^(io_uring|futex_waitv)/.test(e.syscall)) {
+    e.message += `; SHMRING_ASYNC_WAIT=${forced} forces this way to wait, which this kernel refuses: unset it (or set auto) to take the first way that works`;
+  } else if (e.syscall === 'futex_waitv' && e.code === 'ENOSYS') {
+    e.message +=
+      '; waiting on several words at once (selectSync, waitAny) needs futex_waitv, Linux 5.16 or later: use select() on the event loop instead';
+  }
+  return err;
 }
 
 /**
@@ -35,10 +59,18 @@ export const nativeFutex = {
     targets: ReadonlyArray<{ buffer: ArrayBuffer | SharedArrayBuffer; byteOffset: number; expected: number }>,
     timeoutMs: number,
   ): number {
-    return backend().futexWaitAny(targets, timeoutMs);
+    try {
+      return backend().futexWaitAny(targets, timeoutMs);
+    } catch (err) {
+      throw saidWhatToDo(err);
+    }
   },
   /** `ref` false: the pending wait does not keep the event loop alive (not on the koffi backend). */
   waitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number, ref = true): AsyncWait {
-    return backend().futexWaitAsync(buffer, byteOffset, expected, timeoutMs, ref);
+    try {
+      return backend().futexWaitAsync(buffer, byteOffset, expected, timeoutMs, ref);
+    } catch (err) {
+      throw saidWhatToDo(err);
+    }
   },
 };
