@@ -58,7 +58,8 @@ function loadNative() {
   }
   throw new Error(
     `@shmring/shm-sys found no addon for ${target} (${failures.join('; ')}); ` +
-      `install @shmring/shm-sys-${target}, or build it with \`napi build --platform --release\` in crates/shm-sys`,
+      `install @shmring/shm-sys-${target} (the prebuilt addon, an optional dependency of @shmring/shm-sys), ` +
+      'or build it with cargo (`pnpm build` in the shmring workspace)',
   );
 }
 

@@ -20,12 +20,10 @@ const loaded = new Map<string, NativeBackend>();
 
 export type BackendKind = NativeBackend['kind'];
 
-/** What makes each backend loadable, for the error that says it is not. */
+/** What makes each backend loadable, for the error that says it is not (@shmring/shm-sys's own error says it for the addon). */
 const HOW_TO_GET: Record<BackendKind, string> = {
-  addon:
-    'install the prebuilt addon (@shmring/shm-sys-linux-x64-gnu, an optional dependency of @shmring/shm-sys), ' +
-    'or build it with cargo (`pnpm build` in the workspace)',
-  koffi: 'install koffi next to @shmring/core (`npm install koffi`), the fallback where no prebuilt addon fits',
+  addon: '',
+  koffi: '; install koffi next to @shmring/core (`npm install koffi`), the fallback where no prebuilt addon fits',
 };
 
 /** Loads one backend by kind; throws ERR_SHMRING_NO_BACKEND with the reason when it cannot. */
@@ -38,7 +36,7 @@ export function loadBackend(kind: BackendKind): NativeBackend {
   } catch (cause) {
     throw new ShmringError(
       ErrorCodes.NO_BACKEND,
-      `the ${kind} backend could not be loaded (${(cause as Error).message}); ${HOW_TO_GET[kind]}`,
+      `the ${kind} backend could not be loaded (${String((cause as Error).message).split('\n')[0]})${HOW_TO_GET[kind]}`,
       { cause },
     );
   }
