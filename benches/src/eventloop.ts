@@ -629,7 +629,7 @@ function threadCount(): number {
 
 /**
  * `reads` reads pending in this process, with nothing arriving: on as many
- * rings (memfd regions; nobody writes), or on as many connected Unix sockets
+ * rings (memfd regions; a producer registered on each writes nothing more), or on as many connected Unix sockets
  * (both ends in this process; nobody writes). Counts the threads before and
  * after, the CPU over `cpuMs`, then the event-loop delay over `probeMs`.
  */
@@ -675,11 +675,17 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
   } else {
     const capacity = 1024;
     const size = SpscRing.regionSize({ capacity });
-    const rings: { region: Region; ring: SpscRing }[] = [];
+    const rings: { region: Region; ring: SpscRing; producer: SpscRing }[] = [];
     try {
       for (let i = 0; i < p.reads; i++) {
         const region = Region.create({ backing: 'memfd', size });
-        rings.push({ region, ring: SpscRing.create(region, { capacity }) });
+        const ring = SpscRing.create(region, { capacity });
+        // A live producer registered on each (another object, so another lock-holding file description):
+        // the dead-peer checks ask its lock, as they ask a producer process's.
+        const producer = SpscRing.attach(region);
+        producer.tryWrite(new Uint8Array(1));
+        ring.tryRead();
+        rings.push({ region, ring, producer });
       }
     } catch (err) {
       firstError ??= `creating ring ${rings.length + 1}: ${(err as Error).message}`;
@@ -696,8 +702,9 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
       );
     }
     cleanups.push(() => {
-      for (const { ring, region } of rings) {
+      for (const { ring, producer, region } of rings) {
         ring.close();
+        producer.close();
         region.close();
       }
     });
@@ -722,7 +729,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     const what =
       who.id === 'socket'
         ? `${p.reads} connected Unix sockets (both ends here), each with a 'data' listener`
-        : `${p.reads} rings, one read() pending on each`;
+        : `${p.reads} rings, one read() pending on each, a live producer registered on each (its role lock asked by the dead-peer checks)`;
     const note = `${what}; ${pending} still pending at the end${firstError ? ` (first error: ${firstError})` : ''}; threads: ${before} before, ${during} after ${p.settleMs} ms`;
     const delayNote =
       `probe: ${delay.count} callbacks over ${p.probeMs} ms (${delay.voided} more dropped: the probe was held up); ` +
