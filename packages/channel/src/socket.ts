@@ -876,6 +876,15 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
   } catch (err) {
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ECONNRESET' || e.code === 'EPIPE') {
+      // The server's end went away before or during the handover: it died (or closed) with this connection queued.
+      throw pathError(
+        e,
+        path,
+        'connect to',
+        'the server went away before handing over a channel (it exited or crashed meanwhile?); try again',
+      );
+    }
     if (e.syscall === 'connect' || e.code === 'ENOENT' || e.code === 'ECONNREFUSED') throw pathError(e, path, 'connect to');
     if (e.code === ErrorCodes.TIMEOUT) {
       throw new ShmringError(
@@ -887,7 +896,7 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
     if (e.code === ErrorCodes.NO_FD) {
       throw new ShmringError(
         ErrorCodes.NO_FD,
-        `connect to ${path}: the server hung up without handing over a channel (is it a @shmring/channel server?)`,
+        `connect to ${path}: the server hung up without handing over a channel (it exited meanwhile, or it is not a @shmring/channel server)`,
         { cause: err },
       );
     }

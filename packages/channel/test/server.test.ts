@@ -680,6 +680,22 @@ describe('server', function () {
         rude.close();
       }
     });
+
+    // Regression: a server killed with connections still in its queue reset them, and connect() rejected
+    // with a bare ECONNRESET from recvmsg, naming no path (an outside tester: 307 of 5,588 connects).
+    it('rejects with ECONNRESET naming the path and saying to try again when the server goes away with the connection queued', async function () {
+      for (let round = 0; round < 3; round++) {
+        const p = dir.path();
+        const server = net.createServer();
+        server.listen(p);
+        await once(server, 'listening');
+        const pending = connect(p); // its connect(2) is made now: queued, never accepted
+        server.close(); // the queued connection is reset
+        const err = (await rejectsWith(pending, 'ECONNRESET', p)) as Error & { path?: string };
+        assert.match(err.message, /went away before handing over a channel .*try again/);
+        assert.equal(err.path, p);
+      }
+    });
   });
 
   describe('relative paths', function () {
