@@ -157,13 +157,13 @@ describe('waitAsync on every async wait path', function () {
     for (const line of figures) console.log(`      ${line}`);
   });
 
-  it('rejects an unknown SHMRING_ASYNC_WAIT with a RangeError instead of picking a path', async function () {
+  it('rejects an unknown SHMRING_ASYNC_WAIT with ERR_SHMRING_NO_BACKEND instead of picking a path', async function () {
     needsAddon(this, 'io_uring');
     const run = runPeer(PATHS[0]!, ['kind'], undefined, { SHMRING_ASYNC_WAIT: 'carrier-pigeon' });
     const { code, stderr } = await run.done;
     assert.notEqual(code, 0);
-    assert.match(stderr, /RangeError/);
-    assert.match(stderr, /SHMRING_ASYNC_WAIT=carrier-pigeon/);
+    assert.match(stderr, /ERR_SHMRING_NO_BACKEND/);
+    assert.match(stderr, /SHMRING_ASYNC_WAIT=carrier-pigeon is not a way to wait/);
   });
 
   if (DEFAULT.kind === 'io_uring') {
