@@ -530,7 +530,11 @@ function socketAcceptor(
         for (const [socket, region] of handing) {
           // A client that opened its end already (connect() resolved: its READY not read yet) sees
           // the rings closed when the socket goes: a clean end, ERR_SHMRING_CLOSED, not PEER_DEAD.
-          if (region !== undefined) closeChannelRings(region, `a channel of ${path}`);
+          try {
+            if (region !== undefined) closeChannelRings(region, `a channel of ${path}`);
+          } catch {
+            // A region that cannot be read is a hang-up like any other: the socket goes all the same.
+          }
           socket.destroy();
         }
         server.close(() => resolve());
