@@ -240,8 +240,9 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   if (consumer) info.consumer = consumer;
   if (info.broadcast !== undefined && (producer === undefined || producer.alive === false)) {
     const counters = new Int32Array(region.buffer, 0, B.SLOTS_OFFSET / 4); // in the region: describeBroadcast checked
-    // Observes the counters a dead (or departed) publisher left: stable, nobody else writes them.
+    // Observes INTENT's low word as a dead (or departed) publisher left it: stable, nobody else writes it.
     const intent = Atomics.load(counters, B.INTENT.lo) >>> 0;
+    // Observes INTENT's two high words: unequal, a store crossing 2^32 that its publisher did not finish.
     const whole = Atomics.load(counters, B.INTENT.hi1) === Atomics.load(counters, B.INTENT.hi2);
     if (intent !== info.producerPosition || !whole) info.broadcast.halfWritten = { intent };
   }
