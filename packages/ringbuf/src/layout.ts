@@ -7,6 +7,8 @@
  *   | header |producer|consumer|  read  | write  | data area                  |
  *   |        |position|position|  wait  |  wait  | SpscRing: capacity bytes   |
  *   |        |        |        |        |        | MpmcQueue: capacity slots  |
+ *   |        |        |        |        |        | (other kinds: their layout |
+ *   |        |        |        |        |        |  modules, below)           |
  *   +--------+--------+--------+--------+--------+----------------------------+
  *
  * Every block is 128 bytes (two 64-byte lines: the adjacent-line prefetcher
@@ -16,12 +18,13 @@
  * Header (written once by the creator, MAGIC last, except FLAGS and the pid words):
  *   0  MAGIC            u32  'SHMR' (0x524D4853) — stored last: a ring is complete once MAGIC reads right
  *   4  VERSION          u32  LAYOUT_VERSION
- *   8  KIND             u32  1 = SpscRing, 2 = MpmcQueue
- *   12 FLAGS            u32  bit 0: closed (by either side; Atomics)
+ *   8  KIND             u32  1 = SpscRing, 2 = MpmcQueue, 3 = LatestValue (latest-layout.ts),
+ *                            4 = MpscRing (mpsc-layout.ts), 5 = Broadcast (broadcast-layout.ts)
+ *   12 FLAGS            u32  bit 0: closed (Atomics; who may close depends on the kind: LAYOUT.md, "The closed flag")
  *   16 CAPACITY         u32  SpscRing: data bytes (power of two); MpmcQueue: slots (power of two)
  *   20 SLOT_SIZE        u32  MpmcQueue: largest payload of a slot; SpscRing: 0
  *   24 SLOT_STRIDE      u32  MpmcQueue: bytes from one slot to the next; SpscRing: 0
- *   28 DATA_OFFSET      u32  byte offset of the data area (640)
+ *   28 DATA_OFFSET      u32  byte offset of the data area (640; a Broadcast's: after its subscriber slots)
  *   32 RING_SIZE_LO     u32  bytes the ring occupies from offset 0, low 32 bits
  *   36 RING_SIZE_HI     u32  … high bits
  *   40 CREATOR_PID      i32  pid of the creating process
@@ -30,13 +33,15 @@
  *   52 CREATOR_START    u32  start time of those processes (clock ticks since
  *   56 PRODUCER_START   u32    boot, /proc/<pid>/stat field 22, low 32 bits),
  *   60 CONSUMER_START   u32    so that a reused pid is not taken for the peer
- *   64 .. 127           reserved, zero
+ *   64 per kind         u32  LatestValue: WRITER_TOKEN; Broadcast: MODE; the others: 0
+ *   68 .. 127           reserved, zero
  *
  * Locks (docs/LAYOUT.md, "Liveness"): open file description locks on bytes
  * of the region's file, counted from where the ring starts; never data:
  *   +0  HOLDER    shared, by every object attached to the ring
- *   +44 PRODUCER  by the producer (SpscRing: exclusive; MpmcQueue: shared)
- *   +48 CONSUMER  by the consumer (the same)
+ *   +44 PRODUCER  by the producer (SpscRing, LatestValue's writer, Broadcast's publisher: exclusive;
+ *                 MpmcQueue, MpscRing: shared)
+ *   +48 CONSUMER  by the consumer (SpscRing, MpscRing: exclusive; MpmcQueue: shared)
  *
  * Wait blocks: [WAITERS i32, SIGNAL i32], the rest reserved (zero). READ_WAIT
  * is for readers parked on an empty ring, WRITE_WAIT for writers parked on a
