@@ -33,14 +33,74 @@ let memo: Map<number, number> | undefined;
 export function onePass(checks: () => void): void {
   const outer = memo;
   const outerHeld = heldSeen;
+  const outerAttached = attachedSeen;
   memo ??= new Map();
   heldSeen ??= new Set();
+  attachedSeen ??= new Map();
   try {
     checks();
   } finally {
     memo = outer;
     heldSeen = outerHeld;
+    attachedSeen = outerAttached;
   }
+}
+
+/** What othersAttached answered in the current onePass, by segment id; undefined outside one. */
+let attachedSeen: Map<number, boolean> | undefined;
+
+/**
+ * Whether a process other than this one has System V segment `id`
+ * attached: the segment's attach count (`nattch` in /proc/sysvipc/shm,
+ * which the kernel keeps across PID namespaces, and which a process that
+ * exits or dies leaves) beyond this process's own attaches (its mappings
+ * of the segment that start at the segment's first byte, in
+ * /proc/self/maps: every thread's). False if either cannot be read.
+ * Memoized in a onePass.
+ */
+export function othersAttached(id: number): boolean {
+  const known = attachedSeen?.get(id);
+  if (known !== undefined) return known;
+  const others = attachCount(id) - ownAttaches(id) > 0;
+  attachedSeen?.set(id, others);
+  return others;
+}
+
+/** Segment `id`'s attach count (/proc/sysvipc/shm), 0 if it cannot be read. */
+function attachCount(id: number): number {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/sysvipc/shm', 'latin1');
+  } catch {
+    return 0;
+  }
+  const [header, ...rows] = text.split('\n');
+  const columns = header?.trim().split(/\s+/) ?? [];
+  const idAt = columns.indexOf('shmid');
+  const countAt = columns.indexOf('nattch');
+  if (idAt < 0 || countAt < 0) return 0;
+  for (const row of rows) {
+    const cells = row.trim().split(/\s+/);
+    if (Number(cells[idAt]) === id) return Number(cells[countAt]) || 0;
+  }
+  return 0;
+}
+
+/** This process's attaches of segment `id`: its mappings of it at offset 0 (a split mapping counts once), Infinity if unreadable. */
+function ownAttaches(id: number): number {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return Infinity;
+  }
+  let count = 0;
+  for (const line of text.split('\n')) {
+    // address perms offset dev inode path: a System V mapping's inode is the segment's id, its path /SYSV<key>.
+    const [, , offset, , inode, path] = line.split(/\s+/);
+    if (path?.startsWith('/SYSV') && Number(inode) === id && Number.parseInt(offset ?? '', 16) === 0) count++;
+  }
+  return count;
 }
 
 /** Registrants (role, id and start-time words) whose role lock a check of the current onePass found held; undefined outside one. */

@@ -366,6 +366,11 @@ export class MpmcQueue extends Queue {
     super.registerConsumer(false);
   }
 
+  /** Both roles are shared: any number of producers and consumers. */
+  protected override sharedRole(): boolean {
+    return true;
+  }
+
   /**
    * A parked reader's check: skips every slot that a dead producer claimed
    * and never published, then says whether a producer is left (false:

@@ -88,7 +88,7 @@ import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { isAlive, ownThread } from './liveness.js';
-import { Roles } from './roles.js';
+import { type Role, Roles } from './roles.js';
 import { checkPeerTimeout, unpark } from './waiting.js';
 
 export interface MpscOptions {
@@ -309,6 +309,11 @@ export class MpscRing extends Queue {
 
   protected override registerProducer(): void {
     super.registerProducer(false); // shared: any number of producers; the pid words name the last one
+  }
+
+  /** The producers' role is shared; the consumer's is not. */
+  protected override sharedRole(role: Role): boolean {
+    return role === 'producer';
   }
 
   /**

@@ -41,6 +41,7 @@ import * as L from './layout.js';
 import {
   holdingKey,
   noteHolding,
+  othersAttached,
   ownStartTime,
   ownThread,
   registerInWord,
@@ -312,10 +313,17 @@ export interface RingSite {
   readonly where: string;
   /** The end of an error's sentence that says how to see who holds the ring (inspectHint), as of the error. */
   readonly look: () => string;
+  /** The System V segment's id of a ring in one (no role locks), for othersAttached. */
+  readonly sysvId?: number | undefined;
 }
 
 export function ringSite(region: Region, base: number, roles: Roles | undefined): RingSite {
-  return { place: claimPlace(region, base, roles), where: ringWhere(region, base), look: () => inspectHint(region, base) };
+  return {
+    place: claimPlace(region, base, roles),
+    where: ringWhere(region, base),
+    look: () => inspectHint(region, base),
+    sysvId: roles === undefined && region.backing === 'sysv' ? region.id : undefined,
+  };
 }
 
 /**
@@ -506,6 +514,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     this.#place = site.place;
     this.#where = site.where;
     this.#look = site.look;
+    this.#sysvId = site.sysvId;
     // A role lock's holder is a process; a pid word's registrant (no file to lock) is a thread: in a
     // SharedArrayBuffer, a thread of this process (a worker), elsewhere (System V) a thread or process.
     this.#peerNoun = roles !== undefined ? 'process' : ctl.buffer instanceof SharedArrayBuffer ? 'thread' : 'thread or process';
@@ -683,7 +692,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (pid === 0) return true;
     // Observes the registrant's start time (stored before its pid word).
     const start = Atomics.load(ctl, startIndex);
-    if (this.roles === undefined) return registrantAlive(pid, start, ctl.buffer instanceof SharedArrayBuffer);
+    if (this.roles === undefined) {
+      if (registrantAlive(pid, start, ctl.buffer instanceof SharedArrayBuffer)) return true;
+      // In a System V segment a shared role's words name only its last registrant: while another process
+      // still has the segment attached, it may be one of the others (the kernel's count; a dead process
+      // detaches). Where nothing tells, the words decide.
+      return this.#sysvId !== undefined && this.sharedRole(role) && othersAttached(this.#sysvId);
+    }
     // A watchdog pass over many parked waits asks one lock per registrant, not one per ring (a system call
     // each): a registrant seen holding this role of another ring in this pass is taken as alive. Its words
     // could name another process (an id and start tick reused in another PID namespace), so this ring's own
@@ -694,6 +709,18 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const held = this.roles.held(role);
     if (held) noteHolding(key);
     return held;
+  }
+
+  /** The System V segment of a ring in one (RingSite.sysvId). */
+  readonly #sysvId: number | undefined;
+
+  /**
+   * Whether `role` is shared (any number of live holders): MpmcQueue's
+   * roles, an MpscRing's producers. In a ring without locks its words name
+   * one registrant of many.
+   */
+  protected sharedRole(_role: Role): boolean {
+    return false;
   }
 
   /** Lock checks registeredAlive left out (seenHolding) on this object; every LOCK_CHECK_EVERY-th is asked. */

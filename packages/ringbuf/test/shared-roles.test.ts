@@ -13,30 +13,74 @@
  */
 import { strict as assert } from 'node:assert';
 import { ErrorCodes, Region } from '@shmring/core';
-import { MpscRing } from '../src/index.js';
+import { MpmcQueue, MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { LinePeer } from './helpers.js';
 
 const CAPACITY = 4096;
 
-/** A child process that joins the MpscRing in segment `key` as a producer, writes [7], says 'ready' and stays. */
-function childProducer(key: number): LinePeer {
+/** A child process that joins the `kind` ring in segment `key` as a producer, writes [`byte`], says 'ready' and stays. */
+function childProducer(key: number, kind: 'MpscRing' | 'MpmcQueue' = 'MpscRing', byte = 7): LinePeer {
   const core = import.meta.resolve('@shmring/core');
   const ringbuf = new URL('../src/index.js', import.meta.url).href;
   const script = `
     import { Region } from ${JSON.stringify(core)};
-    import { MpscRing } from ${JSON.stringify(ringbuf)};
-    MpscRing.attach(Region.open({ backing: 'sysv', key: ${key} })).tryWrite(new Uint8Array([7]));
+    import { ${kind} } from ${JSON.stringify(ringbuf)};
+    ${kind}.attach(Region.open({ backing: 'sysv', key: ${key} })).tryWrite(new Uint8Array([${byte}]));
     console.log('ready');
     setTimeout(() => {}, 60000);`;
   return new LinePeer('--input-type=module', ['-e', script]);
 }
 
+const randomKey = (): number => (0x5c00_0000 | Math.floor(Math.random() * 0x00ff_ffff)) >>> 0;
+
+// An outside tester: the words named the last producer to join, and its death ended the consumer's read
+// with PEER_DEAD while another producer process lived and wrote on (into a ring nobody read any more).
+describe('Shared roles in a System V segment: the death of the producer the words name', function () {
+  this.timeout(60_000);
+
+  for (const kind of ['MpscRing', 'MpmcQueue'] as const) {
+    it(`${kind}: the consumer keeps waiting while another producer process has the segment attached, then PEER_DEAD once it is gone too`, async () => {
+      const key = randomKey();
+      const Kind = kind === 'MpscRing' ? MpscRing : MpmcQueue;
+      const options = kind === 'MpscRing' ? { capacity: CAPACITY } : { capacity: 64, slotSize: 64 };
+      const region = Region.create({ backing: 'sysv', key, size: Kind.regionSize(options as never) });
+      const consumer = Kind.create(region, options as never);
+      const first = childProducer(key, kind, 1);
+      let last: LinePeer | undefined;
+      try {
+        await first.line('ready');
+        last = childProducer(key, kind, 2);
+        await last.line('ready');
+        const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+        assert.equal(Atomics.load(ctl, L.PRODUCER_PID_I32), last.child.pid, 'the words name the last to join');
+        await last.kill();
+        assert.deepEqual([...(await consumer.read())!, ...(await consumer.read())!], [1, 2]);
+        await assert.rejects(
+          consumer.read({ timeoutMs: 600, peerTimeoutMs: 100 }),
+          { code: ErrorCodes.TIMEOUT },
+          'the first producer still lives: no death',
+        );
+        await first.kill();
+        const t0 = performance.now();
+        await assert.rejects(consumer.read({ timeoutMs: 5000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
+        assert.ok(performance.now() - t0 < 4000, 'the death is seen at a check period, not at the timeout');
+      } finally {
+        consumer.close();
+        await last?.kill();
+        await first.kill();
+        region.unlink();
+        region.close();
+      }
+    });
+  }
+});
+
 describe('MpscRing producers in a System V segment: the shared producer words', function () {
   this.timeout(60_000);
 
   it("one producer's close() hands the words back to the producer it replaced: the consumer sees that one live, then dead", async () => {
-    const key = (0x5c00_0000 | Math.floor(Math.random() * 0x00ff_ffff)) >>> 0;
+    const key = randomKey();
     const region = Region.create({ backing: 'sysv', key, size: MpscRing.regionSize({ capacity: CAPACITY }) });
     const peer = childProducer(key);
     try {
