@@ -224,6 +224,20 @@ function editDistance(a: string, b: string): number {
 }
 
 /**
+ * Checks a boolean option: undefined is `fallback`, true and false are
+ * themselves, anything else (1, 'true') a coded TypeError naming it and
+ * `verb`: read as truthy or as `=== true`, such a value would silently
+ * turn a check off (`requireSealed: 1`) or a default around.
+ */
+export function checkBoolean(name: string, value: unknown, verb: string, fallback = false): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ${name}=${shown(value)} must be a boolean (true or false)`);
+  }
+  return value;
+}
+
+/**
  * Checks that `value` is an integer in [min, max]; throws a coded
  * RangeError/TypeError naming it, and the verb that was given it when
  * `verb` says (`Region.create: size=-1 is out of range …`).

@@ -42,9 +42,11 @@ import {
   ShmringError,
   ShmringRangeError,
   ShmringTypeError,
+  checkBoolean,
   checkInteger,
   checkOptionNames,
   fileKind,
+  shown,
   onObject,
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
@@ -98,6 +100,7 @@ export interface CreateOptions {
 const CREATE_OPTION_NAMES: readonly string[] = ['backing', 'size', 'name', 'path', 'key', 'mode', 'exclusive', 'hugePages', 'unlinkOnExit'];
 const OPEN_OPTION_NAMES: readonly string[] = ['backing', 'name', 'path', 'key', 'id', 'readOnly'];
 const FROM_FD_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed'];
+const SYNC_OPTION_NAMES: readonly string[] = ['async'];
 const SNAPSHOT_OPTION_NAMES: readonly string[] = ['size', 'name'];
 
 /** Names to remove at exit, by backing. */
@@ -540,7 +543,7 @@ let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object:
 export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${fd}`): Region {
   return withFd(fd, () => {
     try {
-      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
+      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object); // checked by the callers (checkFromFdOptions)
     } catch (err) {
       failOn(err, 'Region.fromFd of', { object }, (code) =>
         code === 'EPERM' && writeSealed(fd)
@@ -600,6 +603,8 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.create needs an options object');
     }
     checkOptionNames(options, CREATE_OPTION_NAMES, 'Region.create');
+    checkBoolean('exclusive', options.exclusive, 'Region.create', true);
+    checkBoolean('unlinkOnExit', options.unlinkOnExit, 'Region.create');
     const requested = checkSize(options.size, 'Region.create');
     const hugePages = checkHugePages(options);
     const pool = hugePages ? hugePagePool() : undefined;
@@ -774,7 +779,7 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
     }
     checkOptionNames(options, OPEN_OPTION_NAMES, 'Region.open');
-    const readOnly = options.readOnly === true;
+    const readOnly = checkBoolean('readOnly', options.readOnly, 'Region.open');
     const flags = (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK;
     switch (options.backing) {
       case 'posix': {
@@ -823,7 +828,12 @@ export class Region {
    */
   static fromFd(fd: number, options: FromFdOptions = {}): Region {
     checkInteger('fd', fd, 0, 2 ** 31 - 1, 'Region.fromFd');
-    if (options !== null && typeof options === 'object') checkOptionNames(options, FROM_FD_OPTION_NAMES, 'Region.fromFd');
+    if (options === null || typeof options !== 'object') {
+      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Region.fromFd: options=${shown(options)} must be an object`);
+    }
+    checkOptionNames(options, FROM_FD_OPTION_NAMES, 'Region.fromFd');
+    checkBoolean('readOnly', options.readOnly, 'Region.fromFd');
+    checkBoolean('requireSealed', options.requireSealed, 'Region.fromFd');
     let own: number;
     try {
       own = backend().dup(fd);
@@ -976,8 +986,10 @@ export class Region {
     if (options === null || typeof options !== 'object') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'region.sync: options must be an object');
     }
+    checkOptionNames(options, SYNC_OPTION_NAMES, 'region.sync');
+    const async = checkBoolean('async', options.async, 'region.sync');
     const fd = this.fd; // throws ERR_SHMRING_CLOSED for a closed region
-    if (this.backing !== 'file' || options.async === true) return;
+    if (this.backing !== 'file' || async) return;
     try {
       await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
     } catch (err) {

@@ -14,7 +14,16 @@
  */
 import { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, abortError, checkOptionNames, shown } from './errors.js';
+import {
+  ErrorCodes,
+  ShmringError,
+  ShmringRangeError,
+  ShmringTypeError,
+  abortError,
+  checkBoolean,
+  checkOptionNames,
+  shown,
+} from './errors.js';
 import { backend } from './native/loader.js';
 import { adoptFd, Region } from './region.js';
 
@@ -58,14 +67,8 @@ function checkReceiveOptions(options: unknown): asserts options is ReceiveOption
   }
   checkOptionNames(options, RECEIVE_OPTION_NAMES, 'receiveRegion');
   const { readOnly, requireSealed, timeoutMs, signal } = options as Record<string, unknown>;
-  for (const [name, value] of [
-    ['readOnly', readOnly],
-    ['requireSealed', requireSealed],
-  ] as const) {
-    if (value !== undefined && typeof value !== 'boolean') {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: ${name}=${shown(value)} must be a boolean`);
-    }
-  }
+  checkBoolean('readOnly', readOnly, 'receiveRegion');
+  checkBoolean('requireSealed', requireSealed, 'receiveRegion');
   if (timeoutMs !== undefined) {
     if (typeof timeoutMs !== 'number') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: timeoutMs=${shown(timeoutMs)} must be a number of ms`);

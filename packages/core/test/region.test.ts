@@ -420,6 +420,42 @@ describe('Region', () => {
           assert.throws(() => Region.create({ backing: 'memfd', size: '4096' as unknown as number }), TypeError);
         });
 
+        // An outside tester: read as `=== true`, requireSealed: 1 let an unsealed, writable memfd through.
+        it('refuses a boolean option that is not a boolean (requireSealed: 1 must not skip the seal check), and region.sync a misspelt option', async () => {
+          const name = uniqueName('bool');
+          const posix = Region.create({ backing: 'posix', name, size: 4096 });
+          const memfd = Region.create({ backing: 'memfd', size: 4096 });
+          const typed = (option: string) => ({
+            name: 'TypeError',
+            code: 'ERR_SHMRING_INVALID_ARGUMENT',
+            message: new RegExp(`${option}=.* must be a boolean`),
+          });
+          try {
+            assert.throws(() => Region.fromFd(memfd.fd, { requireSealed: 1 as unknown as boolean }), typed('requireSealed'));
+            assert.throws(() => Region.fromFd(memfd.fd, { readOnly: 'true' as unknown as boolean }), typed('readOnly'));
+            assert.throws(() => Region.fromFd(memfd.fd, 5 as never), {
+              code: 'ERR_SHMRING_INVALID_ARGUMENT',
+              message: /options=5 must be an object/,
+            });
+            assert.throws(() => Region.open({ backing: 'posix', name, readOnly: 1 as unknown as boolean }), typed('readOnly'));
+            for (const option of ['exclusive', 'unlinkOnExit']) {
+              assert.throws(() => Region.create({ backing: 'posix', name, size: 4096, [option]: 'false' } as CreateOptions), typed(option));
+            }
+            await assert.rejects(memfd.sync({ asnyc: true } as never), {
+              code: 'ERR_SHMRING_INVALID_ARGUMENT',
+              message: /unknown option "asnyc" \(did you mean "async"\?\)/,
+            });
+            await assert.rejects(memfd.sync({ async: 1 as unknown as boolean }), typed('async'));
+            const readOnly = Region.open({ backing: 'posix', name, readOnly: true });
+            assert.equal(readOnly.readOnly, true);
+            readOnly.close();
+          } finally {
+            memfd.close();
+            posix.unlink();
+            posix.close();
+          }
+        });
+
         it('fails with EBADF for an fd that is not open', () => {
           assert.throws(() => Region.fromFd(987654), { code: 'EBADF' });
         });
