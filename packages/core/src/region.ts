@@ -349,12 +349,19 @@ function openNamed(open: () => number, described: Described): number {
  * sees the first's size (without the lock, the smaller size could land
  * last). Even the exclusive creator takes it: an `exclusive: false` peer
  * may have opened and grown the object between its creation and now.
+ *
+ * A new object (empty, and this user's) gets exactly `mode` before it
+ * grows: open(2) and shm_open(3) narrow the mode by the process's umask
+ * (0644 for 0666 under the usual 022), where shmget(2), for a System V
+ * segment, does not. A mode asked for is the mode the object has.
  */
-function sizeFor(fd: number, size: number, what: string): number {
+function sizeFor(fd: number, size: number, what: string, mode: number): number {
   mappableStat(fd, what); // a FIFO or a directory that had the name: nothing to size
   const locked = lockForSizing(fd, what);
   try {
-    const existing = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    const existing = stat.size;
+    if (existing === 0 && stat.uid === process.geteuid?.() && (stat.mode & 0o7777) !== mode) fs.fchmodSync(fd, mode);
     if (existing >= size) {
       checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`);
       return existing;
@@ -648,7 +655,7 @@ export class Region {
           );
           region = withFd(
             fd,
-            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object), false, { name }),
+            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object, mode), false, { name }),
             exclusive ? () => backend().shmUnlink(name) : undefined,
           );
         } catch (err) {
@@ -672,7 +679,7 @@ export class Region {
           );
           region = withFd(
             fd,
-            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object), false, { path }),
+            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object, mode), false, { path }),
             exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
           );
         } catch (err) {

@@ -456,6 +456,27 @@ describe('Region', () => {
           }
         });
 
+        // An outside tester: under the usual umask 022, mode 0o666 made 0644 posix and file objects, 0666 sysv ones.
+        it('gives a new posix or file object exactly the mode asked, whatever the umask, and leaves an existing one its own', () => {
+          const name = uniqueName('mode');
+          const file = path.join(os.tmpdir(), uniqueName('mode'));
+          const umask = process.umask(0o022);
+          const made: Region[] = [];
+          try {
+            made.push(Region.create({ backing: 'posix', name, size: 64, mode: 0o666 }));
+            assert.equal(fs.statSync(`/dev/shm/${name}`).mode & 0o777, 0o666);
+            made.push(Region.create({ backing: 'file', path: file, size: 64, mode: 0o660, exclusive: false }));
+            assert.equal(fs.statSync(file).mode & 0o777, 0o660);
+            made.push(Region.create({ backing: 'file', path: file, size: 64, mode: 0o600, exclusive: false }));
+            assert.equal(fs.statSync(file).mode & 0o777, 0o660, 'an existing object keeps its mode');
+          } finally {
+            process.umask(umask);
+            for (const region of made) region.close();
+            fs.rmSync(file, { force: true });
+            fs.rmSync(`/dev/shm/${name}`, { force: true });
+          }
+        });
+
         it('fails with EBADF for an fd that is not open', () => {
           assert.throws(() => Region.fromFd(987654), { code: 'EBADF' });
         });
