@@ -338,6 +338,30 @@ function openNamed(open: () => number, described: Described): number {
 }
 
 /**
+ * What an adopted fd (Region.fromFd, receiveRegion) maps, from the link
+ * /proc/self/fd/<fd>: a memfd ('/memfd:<label> (deleted)'), a POSIX
+ * object ('/dev/shm/<name>', its name), or a file (its path). Only a
+ * tmpfs file supports seals (`sealable`): a memfd, a POSIX object, or a
+ * file of another tmpfs. A name or path that was unlinked since, or that
+ * the link cannot give, stays undefined, and unlink() then has nothing to
+ * remove.
+ */
+function fdIdentity(fd: number, sealable: boolean): { backing: 'memfd' | 'posix' | 'file'; name?: string; path?: string } {
+  let link: string | undefined;
+  try {
+    link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    // no /proc: a sealable fd is taken for a memfd, as one most often is
+  }
+  if (link === undefined) return { backing: sealable ? 'memfd' : 'file' };
+  if (sealable && link.startsWith('/memfd:')) return { backing: 'memfd' };
+  const linked = link.endsWith(' (deleted)') ? undefined : link;
+  const inShm = /^\/dev\/shm\/([^/]+)$/.exec(link.replace(/ \(deleted\)$/, ''));
+  if (sealable && inShm !== null) return linked === undefined ? { backing: 'posix' } : { backing: 'posix', name: `/${inShm[1]}` };
+  return linked === undefined ? { backing: 'file' } : { backing: 'file', path: linked };
+}
+
+/**
  * Sizes a posix or file object that Region.create opened and returns the
  * size to map. An object is never shrunk: other processes may have it
  * mapped, and a page cut off under them raises SIGBUS at their next touch.
@@ -870,9 +894,9 @@ export class Region {
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
-    // An fd that supports seals is a memfd; anything else we treat as a file. A sealed one maps read-only:
-    // a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
-    return Region.#map(seals === undefined ? 'file' : 'memfd', fd, size, readOnly || requireSealed, {});
+    // A sealed one maps read-only: a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
+    const { backing, ...names } = fdIdentity(fd, seals !== undefined);
+    return Region.#map(backing, fd, size, readOnly || requireSealed, names);
   }
 
   static {
@@ -1048,6 +1072,8 @@ export class Region {
    */
   unlink(): void {
     if (this.backing !== 'posix' && this.backing !== 'file' && this.backing !== 'sysv') return;
+    // Adopted from an fd whose name was unlinked, or that no link named: nothing to remove.
+    if ((this.backing === 'posix' && this.name === undefined) || (this.backing === 'file' && this.path === undefined)) return;
     try {
       if (this.backing === 'sysv') {
         unlinkAtExit.delete(`sysv:${this.id}`);

@@ -477,6 +477,38 @@ describe('Region', () => {
           }
         });
 
+        // An outside tester: the fd of a POSIX object came back as a 'memfd' region, whose unlink() did nothing.
+        it('fromFd tells what the fd maps: a POSIX object by its name (unlink removes it), a memfd, a file by its path', () => {
+          const name = uniqueName('fromfd');
+          const file = path.join(os.tmpdir(), uniqueName('fromfd'));
+          const posix = Region.create({ backing: 'posix', name, size: 4096 });
+          const memfd = Region.create({ backing: 'memfd', size: 4096 });
+          const onDisk = Region.create({ backing: 'file', path: file, size: 4096 });
+          const adopted: Region[] = [];
+          const adopt = (fd: number) => {
+            const region = Region.fromFd(fd);
+            adopted.push(region);
+            return region;
+          };
+          try {
+            const a = adopt(posix.fd);
+            assert.deepEqual([a.backing, a.name, a.path], ['posix', `/${name}`, undefined]);
+            const m = adopt(memfd.fd);
+            assert.deepEqual([m.backing, m.name], ['memfd', undefined]);
+            const f = adopt(onDisk.fd);
+            assert.deepEqual([f.backing, f.path], ['file', file]);
+            a.unlink();
+            assert.equal(fs.existsSync(`/dev/shm/${name}`), false, 'unlink() of the adopted region removed the name');
+            const gone = adopt(posix.fd);
+            assert.deepEqual([gone.backing, gone.name], ['posix', undefined], 'an unlinked object has no name left');
+            gone.unlink(); // nothing to remove: no error
+          } finally {
+            for (const region of [...adopted, posix, memfd, onDisk]) region.close();
+            fs.rmSync(file, { force: true });
+            fs.rmSync(`/dev/shm/${name}`, { force: true });
+          }
+        });
+
         it('fails with EBADF for an fd that is not open', () => {
           assert.throws(() => Region.fromFd(987654), { code: 'EBADF' });
         });
