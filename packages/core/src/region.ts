@@ -192,20 +192,20 @@ const SHM_HUGETLB = 0o4000;
 const MAX_SYSV_ID = 2 ** 31 - 1;
 
 /** Checks a System V key and returns it as ipcs prints it (unsigned); 0 (IPC_PRIVATE) is refused. */
-function sysvKey(key: unknown): number {
+function sysvKey(key: unknown, verb: string): number {
   if (typeof key !== 'number' || !Number.isInteger(key)) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `key must be an integer System V IPC key (such as 0x73680001), got ${typeof key === 'string' ? JSON.stringify(key) : String(key)}`,
+      `${verb}: key must be an integer System V IPC key (such as 0x73680001), got ${typeof key === 'string' ? JSON.stringify(key) : String(key)}`,
     );
   }
   if (key < -(2 ** 31) || key > 0xffff_ffff) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `key=${key} is out of range [-2147483648, 4294967295]`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: key=${key} is out of range [-2147483648, 4294967295]`);
   }
   if (key === 0) {
     throw new ShmringRangeError(
       ErrorCodes.INVALID_ARGUMENT,
-      'key=0 is IPC_PRIVATE: omit key to create a private segment, which others open by its id',
+      `${verb}: key=0 is IPC_PRIVATE: omit key to create a private segment, which others open by its id`,
     );
   }
   return key >>> 0;
@@ -282,12 +282,12 @@ function allocateShared(size: number): SharedArrayBuffer {
  * fstat of an fd about to be mapped; a pipe, socket, terminal or directory
  * has no bytes to map (its size 0 would read as "empty"): INVALID_ARGUMENT.
  */
-function mappableStat(fd: number, object: string): fs.Stats {
+function mappableStat(fd: number, object: string, verb: string): fs.Stats {
   const stat = fs.fstatSync(fd);
   if (!stat.isFile()) {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,
-      `${object} is ${fileKind(stat)}, not shared memory: only a memfd, a POSIX shared memory object or a regular file can be mapped`,
+      `${verb} ${object}: it is ${fileKind(stat)}, not shared memory: only a memfd, a POSIX shared memory object or a regular file can be mapped`,
     );
   }
   return stat;
@@ -380,7 +380,7 @@ function fdIdentity(fd: number, sealable: boolean): { backing: 'memfd' | 'posix'
  * segment, does not. A mode asked for is the mode the object has.
  */
 function sizeFor(fd: number, size: number, what: string, mode: number): number {
-  mappableStat(fd, what); // a FIFO or a directory that had the name: nothing to size
+  mappableStat(fd, what, 'Region.create of'); // a FIFO or a directory that had the name: nothing to size
   const locked = lockForSizing(fd, what);
   try {
     const stat = fs.fstatSync(fd);
@@ -428,6 +428,17 @@ function checkMappable(size: number, what: string, object: string): void {
 
 function checkMode(mode: unknown): number {
   return mode === undefined ? 0o600 : checkInteger('mode', mode, 0, 0o7777, 'Region.create');
+}
+
+/** The advice for a 'file' region's path that names a directory. */
+const IS_A_DIRECTORY = 'it is a directory: give the path of a file (one in that directory, say)';
+
+function isDirectory(path: string): boolean {
+  try {
+    return fs.statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function checkPath(path: unknown, verb: string): string {
@@ -708,7 +719,8 @@ export class Region {
           );
         } catch (err) {
           failOn(err, 'Region.create of', describeFile(path), (code) => {
-            if (code === 'EEXIST') return existsHint(nodePath.resolve(path));
+            if (code === 'EEXIST') return isDirectory(path) ? IS_A_DIRECTORY : existsHint(nodePath.resolve(path));
+            if (code === 'EISDIR') return IS_A_DIRECTORY;
             if (code === 'ENOENT') return 'its directory does not exist: create the directory first';
             return undefined;
           });
@@ -730,7 +742,7 @@ export class Region {
    * segment this call created is removed again if it cannot be attached.
    */
   static #createSysv(options: CreateOptions, size: number, hugePages: boolean, pool: HugePagePool | undefined): Region {
-    const key = options.key === undefined ? undefined : sysvKey(options.key);
+    const key = options.key === undefined ? undefined : sysvKey(options.key, 'Region.create');
     const exclusive = key === undefined || options.exclusive !== false;
     const mode = checkInteger('mode', options.mode ?? 0o600, 0, 0o777, 'Region.create');
     if (hugePages && pool === undefined) throw noHugePages('Region.create of', describeSysv(key, undefined).object, size, pool);
@@ -772,7 +784,7 @@ export class Region {
     if (options.key === undefined && options.id === undefined) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, "Region.open of a 'sysv' segment needs its key or its id");
     }
-    const key = options.key === undefined ? undefined : sysvKey(options.key);
+    const key = options.key === undefined ? undefined : sysvKey(options.key, 'Region.open');
     let id = options.id === undefined ? undefined : checkSysvId(options.id, 'Region.open');
     try {
       id ??= backend().shmGet(key!, 0, 0);
@@ -832,7 +844,11 @@ export class Region {
           return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object), readOnly, { path }));
         } catch (err) {
           failOn(err, 'Region.open of', describeFile(path), (code) =>
-            code === 'ENOENT' ? 'no such file: create it first (Region.create), or check the path' : undefined,
+            code === 'ENOENT'
+              ? 'no such file: create it first (Region.create), or check the path'
+              : code === 'EISDIR'
+                ? IS_A_DIRECTORY
+                : undefined,
           );
         }
       }
@@ -890,7 +906,7 @@ export class Region {
           : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
       );
     }
-    const size = Region.#existingSize(fd, object);
+    const size = Region.#existingSize(fd, object, 'Region.fromFd of');
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
@@ -966,8 +982,8 @@ export class Region {
     return new Region({ backing: 'sab', size: sab.byteLength, fd: -1, buffer: sab });
   }
 
-  static #existingSize(fd: number, object: string): number {
-    const stat = mappableStat(fd, object);
+  static #existingSize(fd: number, object: string, verb = 'Region.open of'): number {
+    const stat = mappableStat(fd, object, verb);
     if (stat.size === 0) {
       throw new ShmringError(
         ErrorCodes.REGION_TOO_SMALL,

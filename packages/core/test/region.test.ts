@@ -287,7 +287,7 @@ describe('Region', () => {
                 () => Region.fromFd(fd),
                 (err: Error) => {
                   assert.equal((err as { code?: string }).code, 'ERR_SHMRING_INVALID_ARGUMENT');
-                  assert.ok(err.message.startsWith(`fd ${fd} is ${kind}, not shared memory`), err.message);
+                  assert.ok(err.message.startsWith(`Region.fromFd of fd ${fd}: it is ${kind}, not shared memory`), err.message);
                   return true;
                 },
               );
@@ -295,7 +295,7 @@ describe('Region', () => {
             assert.throws(
               () => Region.open({ backing: 'file', path: '/dev/null' }),
               (err: Error) => {
-                assert.ok(err.message.includes("file '/dev/null' is a character device"), err.message);
+                assert.ok(err.message.includes("Region.open of file '/dev/null': it is a character device"), err.message);
                 return true;
               },
             );

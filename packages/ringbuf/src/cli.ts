@@ -169,7 +169,7 @@ function main(argv: string[]): number {
     if (target !== undefined) checkTarget(target);
     const rings = values.all ? listRings() : [inspect(target!)].filter((r): r is RingInfo => r !== undefined);
     if (!values.all && rings.length === 0) {
-      console.error(`shmring: ${target} holds no ring`);
+      console.error(`shmring: ${target} holds no ring (no ring header: not a ring, or one not created yet) (ERR_SHMRING_NOT_A_RING)`);
       return 1;
     }
     if (!values.json && rings.length === 0) {

@@ -16,7 +16,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, Region, ShmringError, ShmringTypeError } from '@shmring/core';
+import {
+  ErrorCodes,
+  heldByAnyone,
+  lockFileByte,
+  NAME_LOCK_BYTE,
+  namesObject,
+  Region,
+  ShmringError,
+  ShmringTypeError,
+  shown,
+} from '@shmring/core';
 import * as L from './layout.js';
 import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
@@ -442,6 +452,12 @@ function openReadOnly(target: string): Region {
  * in every PID namespace.
  */
 export function inspect(target: string): RingInfo | undefined {
+  if (typeof target !== 'string' || target.length === 0) {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `inspect: target=${shown(target)} must be a POSIX name, a path, 'sysv:<key>' or 'sysv-id:<id>' (a non-empty string)`,
+    );
+  }
   return examine(target).info;
 }
 

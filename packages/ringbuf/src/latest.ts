@@ -153,7 +153,7 @@ function checkVersion(version: unknown, verb: string): number {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: sinceVersion=${shown(version)} must be an integer >= 0`);
   }
   if (version < 0 || !Number.isSafeInteger(version)) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: sinceVersion=${version} must be an integer >= 0`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: sinceVersion=${version} must be an integer in [0, 2^53 - 1]`);
   }
   return version;
 }

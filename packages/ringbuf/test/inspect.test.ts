@@ -312,6 +312,17 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.throws(() => inspect(uniqueName('none')), { code: 'ENOENT' });
   });
 
+  // An outside tester: inspect(undefined) threw "Cannot read properties of undefined", with no code.
+  it('inspect refuses a target that is not a non-empty string with a coded TypeError', function () {
+    for (const target of [undefined, null, 42, {}, '']) {
+      assert.throws(
+        () => inspect(target as string),
+        { name: 'TypeError', code: 'ERR_SHMRING_INVALID_ARGUMENT', message: /^inspect: target=.* must be a POSIX name/ },
+        String(target),
+      );
+    }
+  });
+
   it('listRings() includes the POSIX rings (and no non-ring); listRings(dir) the file one', function () {
     const rings = listRings();
     const names = rings.map((r) => r.name);
@@ -422,7 +433,7 @@ describe('inspect, listRings and the shmring CLI', function () {
   it('the CLI exits 1 for a name holding no ring (or nothing at all)', function () {
     const empty = cli('inspect', emptyName);
     assert.equal(empty.status, 1);
-    assert.match(empty.stderr, /holds no ring/);
+    assert.match(empty.stderr, /holds no ring .*\(ERR_SHMRING_NOT_A_RING\)\n$/);
     assert.equal(empty.stdout, '');
     const emptyJson = cli('inspect', emptyName, '--json');
     assert.equal(emptyJson.status, 1);
