@@ -28,6 +28,7 @@ import {
   shown,
 } from '@shmring/core';
 import * as L from './layout.js';
+import { sysvSegments } from './sysv-segments.js';
 import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
@@ -479,38 +480,6 @@ function examine(target: string): { info: RingInfo | undefined; object?: string 
   } finally {
     region.close();
   }
-}
-
-/** One row of /proc/sysvipc/shm: what listing and staleness need. */
-interface Segment {
-  key: number;
-  id: number;
-  size: number;
-  /** How many attaches the segment has now (shm_nattch), every process's and every PID namespace's. */
-  attached: number;
-}
-
-/** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
-function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(table, 'utf8');
-  } catch {
-    return []; // no System V IPC in this kernel
-  }
-  const [header, ...rows] = text.trim().split('\n');
-  const columns = header?.trim().split(/\s+/) ?? [];
-  const at = (name: string) => columns.indexOf(name);
-  const [keyAt, idAt, sizeAt, attachedAt] = [at('key'), at('shmid'), at('size'), at('nattch')];
-  if (keyAt < 0 || idAt < 0 || sizeAt < 0 || attachedAt < 0) return [];
-  return rows
-    .map((row) => row.trim().split(/\s+/))
-    .map((cells) => ({
-      key: Number(cells[keyAt]) >>> 0,
-      id: Number(cells[idAt]),
-      size: Number(cells[sizeAt]),
-      attached: Number(cells[attachedAt]),
-    }));
 }
 
 /** Every ring in a System V segment this process can attach (read-only). */

@@ -6,6 +6,7 @@
  * at that time.
  */
 import * as fs from 'node:fs';
+import { ownAttaches, sysvSegments } from './sysv-segments.js';
 
 /**
  * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
@@ -61,46 +62,10 @@ let attachedSeen: Map<number, boolean> | undefined;
 export function othersAttached(id: number): boolean {
   const known = attachedSeen?.get(id);
   if (known !== undefined) return known;
-  const others = attachCount(id) - ownAttaches(id) > 0;
+  const attached = sysvSegments().find((segment) => segment.id === id)?.attached ?? 0;
+  const others = attached - ownAttaches(id) > 0;
   attachedSeen?.set(id, others);
   return others;
-}
-
-/** Segment `id`'s attach count (/proc/sysvipc/shm), 0 if it cannot be read. */
-function attachCount(id: number): number {
-  let text: string;
-  try {
-    text = fs.readFileSync('/proc/sysvipc/shm', 'latin1');
-  } catch {
-    return 0;
-  }
-  const [header, ...rows] = text.split('\n');
-  const columns = header?.trim().split(/\s+/) ?? [];
-  const idAt = columns.indexOf('shmid');
-  const countAt = columns.indexOf('nattch');
-  if (idAt < 0 || countAt < 0) return 0;
-  for (const row of rows) {
-    const cells = row.trim().split(/\s+/);
-    if (Number(cells[idAt]) === id) return Number(cells[countAt]) || 0;
-  }
-  return 0;
-}
-
-/** This process's attaches of segment `id`: its mappings of it at offset 0 (a split mapping counts once), Infinity if unreadable. */
-function ownAttaches(id: number): number {
-  let text: string;
-  try {
-    text = fs.readFileSync('/proc/self/maps', 'latin1');
-  } catch {
-    return Infinity;
-  }
-  let count = 0;
-  for (const line of text.split('\n')) {
-    // address perms offset dev inode path: a System V mapping's inode is the segment's id, its path /SYSV<key>.
-    const [, , offset, , inode, path] = line.split(/\s+/);
-    if (path?.startsWith('/SYSV') && Number(inode) === id && Number.parseInt(offset ?? '', 16) === 0) count++;
-  }
-  return count;
 }
 
 /** Registrants (role, id and start-time words) whose role lock a check of the current onePass found held; undefined outside one. */

@@ -1,0 +1,61 @@
+/**
+ * The System V shared memory segments of this IPC namespace, as the
+ * kernel lists them (/proc/sysvipc/shm), and this process's own attaches
+ * of one (/proc/self/maps): what inspect lists and judges stale, and what
+ * a ring without locks in a segment asks about other processes
+ * (liveness.ts, othersAttached).
+ */
+import * as fs from 'node:fs';
+
+/** One row of /proc/sysvipc/shm: what listing and staleness need. */
+export interface Segment {
+  key: number;
+  id: number;
+  size: number;
+  /** How many attaches the segment has now (shm_nattch), every process's and every PID namespace's. */
+  attached: number;
+}
+
+/** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
+export function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(table, 'utf8');
+  } catch {
+    return []; // no System V IPC in this kernel
+  }
+  const [header, ...rows] = text.trim().split('\n');
+  const columns = header?.trim().split(/\s+/) ?? [];
+  const at = (name: string) => columns.indexOf(name);
+  const [keyAt, idAt, sizeAt, attachedAt] = [at('key'), at('shmid'), at('size'), at('nattch')];
+  if (keyAt < 0 || idAt < 0 || sizeAt < 0 || attachedAt < 0) return [];
+  return rows
+    .map((row) => row.trim().split(/\s+/))
+    .map((cells) => ({
+      key: Number(cells[keyAt]) >>> 0,
+      id: Number(cells[idAt]),
+      size: Number(cells[sizeAt]),
+      attached: Number(cells[attachedAt]),
+    }));
+}
+
+/**
+ * This process's attaches of segment `id` (every thread's): its mappings
+ * of it that start at the segment's first byte in /proc/self/maps (a
+ * mapping split in two counts once), Infinity if the file cannot be read.
+ */
+export function ownAttaches(id: number): number {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return Infinity;
+  }
+  let count = 0;
+  for (const line of text.split('\n')) {
+    // address perms offset dev inode path: a System V mapping's inode is the segment's id, its path /SYSV<key>.
+    const [, , offset, , inode, path] = line.split(/\s+/);
+    if (path?.startsWith('/SYSV') && Number(inode) === id && Number.parseInt(offset ?? '', 16) === 0) count++;
+  }
+  return count;
+}
