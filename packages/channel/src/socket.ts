@@ -15,6 +15,7 @@ import net from 'node:net';
 import nodePath from 'node:path';
 import {
   clearTimer,
+  abortError,
   ErrorCodes,
   fileKind,
   lockFileByte,
@@ -382,40 +383,56 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
    * The channels as clients connect, until the server closes. Its 'channel'
    * listener is what makes the server keep the channels that come while it
    * iterates; after a break, the next ones are closed, as with no listener.
+   * return() (a `break`) ends it at once: a pending next() resolves done,
+   * and a client that connects after it gets a closed channel. next()
+   * calls are served in call order.
    */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Channel, void, undefined> {
-    // Each with whether some other 'channel' listener got it too.
+  [Symbol.asyncIterator](): AsyncIterableIterator<Channel> & Required<Pick<AsyncIterator<Channel>, 'return'>> {
+    const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    // Channels that came and no next() took yet, each with whether some other 'channel' listener got it too.
     const ready: Array<{ channel: Channel; shared: boolean }> = [];
-    let wake: (() => void) | undefined;
+    // next() calls waiting for a channel, in call order.
+    const waiting: Array<(result: IteratorResult<Channel>) => void> = [];
+    let listening = false;
+    let finished = false;
     const onChannel = (channel: Channel): void => {
-      ready.push({ channel, shared: this.listenerCount('channel') > 1 });
-      wake?.();
+      const take = waiting.shift();
+      if (take !== undefined) take({ done: false, value: channel });
+      else ready.push({ channel, shared: this.listenerCount('channel') > 1 });
     };
-    const onClose = (): void => wake?.();
-    this.on('channel', onChannel);
-    this.on('close', onClose);
-    try {
-      for (;;) {
-        // Closing first: the channels still in `ready` were closed by close() (or will be, by the finally
-        // below), and a loop that yielded them after close() would hand its body dead channels.
-        if (this.#closing !== undefined) return;
-        const next = ready.shift();
-        if (next !== undefined) {
-          yield next.channel;
-          continue;
-        }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-        wake = undefined;
-      }
-    } finally {
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
       this.off('channel', onChannel);
-      this.off('close', onClose);
-      // Channels that came for this iteration and that it will not yield now: unless another listener
-      // got them, nobody can reach them.
-      for (const { channel, shared } of ready) if (!shared) channel.close();
-    }
+      this.off('close', finish);
+      // Channels that came for this iteration and that it will not hand out: unless another listener got
+      // them, nobody can reach them.
+      for (const { channel, shared } of ready.splice(0)) if (!shared) channel.close();
+      for (const take of waiting.splice(0)) take(DONE);
+    };
+    const iterator: AsyncIterableIterator<Channel> & Required<Pick<AsyncIterator<Channel>, 'return'>> = {
+      next: (): Promise<IteratorResult<Channel>> => {
+        // Closing first: the channels still in `ready` were closed by close(), and a loop handed them after
+        // close() would get dead channels.
+        if (this.#closing !== undefined) finish();
+        if (finished) return Promise.resolve(DONE);
+        if (!listening) {
+          // From the first next(), as a for await starts: only then does the server keep channels for it.
+          listening = true;
+          this.on('channel', onChannel);
+          this.on('close', finish);
+        }
+        const next = ready.shift();
+        if (next !== undefined) return Promise.resolve({ done: false, value: next.channel });
+        return new Promise((resolve) => waiting.push(resolve));
+      },
+      return: (): Promise<IteratorResult<Channel>> => {
+        finish();
+        return Promise.resolve(DONE);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   /**
@@ -867,6 +884,8 @@ function nameBeside(path: string): string | undefined {
 export async function connect(path: string, options: ConnectOptions = {}): Promise<Channel> {
   checkPath(path, 'connect');
   checkOptions(options, OptionNames.connect, 'connect');
+  // A signal aborted already wins over whatever connecting would meet (no server at the path, say), as in Node's own APIs.
+  if (checkSignal(options?.signal, 'connect')?.aborted) throw abortError(options.signal!);
   if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).connectNats(path, options);
   const codec = resolveCodec(options?.codec);
   const poll = checkPoll(options?.poll, 'connect');

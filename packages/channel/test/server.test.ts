@@ -595,6 +595,51 @@ describe('server', function () {
       }
     });
 
+    // An outside tester: the iterator was an async generator, whose return() waited behind the pending next()
+    // until a client came, and that client's channel went to the abandoned next(), answered by nobody.
+    it('return() with a next() waiting for a client ends both at once; the next client gets a closed channel', async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      try {
+        const it = server[Symbol.asyncIterator]();
+        const pending = it.next();
+        await sleep(50);
+        assert.deepEqual(await settledWithin(it.return(), 200), { status: 'fulfilled', value: { done: true, value: undefined } });
+        assert.deepEqual(
+          await settledWithin(pending, 200),
+          { status: 'fulfilled', value: { done: true, value: undefined } },
+          'the waiting next() resolves done',
+        );
+        const late = await connect(p);
+        await rejectsSoon(late.request('after return()'), 'ERR_SHMRING_CLOSED');
+        assert.deepEqual(await it.next(), { done: true, value: undefined });
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('two next() calls waiting get the next two clients, in call order', async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096 });
+      try {
+        const it = server[Symbol.asyncIterator]();
+        const [one, two] = [it.next(), it.next()];
+        const a = await connect(p);
+        const first = await one;
+        assert.equal(first.done, false);
+        first.value!.handle(() => 'one');
+        const b = await connect(p);
+        const second = await two;
+        second.value!.handle(() => 'two');
+        assert.deepEqual([await a.request(0), await b.request(0)], ['one', 'two']);
+        await it.return();
+        a.close();
+        b.close();
+      } finally {
+        await server.close();
+      }
+    });
+
     it('the channels a for await had not yielded yet when it broke out are closed; the one it yielded goes on', async function () {
       const p = dir.path();
       const server = await listen(p, { capacity: 4096 });
@@ -663,6 +708,20 @@ describe('server', function () {
       } finally {
         for (const s of sockets) s.destroy();
         silent.close();
+      }
+    });
+
+    // An outside tester: with no server at the path, an aborted signal lost to ENOENT or ECONNREFUSED.
+    it('a signal aborted before the call wins whatever the path: no server, not a socket, a nats:// address', async function () {
+      const reason = new Error('gave up before connecting');
+      const signal = AbortSignal.abort(reason);
+      for (const target of [dir.path(), nodePath.dirname(dir.path()), 'nats://127.0.0.1:1/x.y']) {
+        await assert.rejects(connect(target, { signal }), (err: Error & { code?: string }) => {
+          assert.equal(err.name, 'AbortError', `${target}: ${err.message}`);
+          assert.equal(err.code, 'ABORT_ERR');
+          assert.equal(err.cause, reason);
+          return true;
+        });
       }
     });
 

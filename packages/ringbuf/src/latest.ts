@@ -464,8 +464,12 @@ export class LatestValue {
     return this.#changed(sinceVersion, options, 'LatestValue.changed');
   }
 
-  /** changed(), as `verb` (changed, or updates waiting for its next item) names itself in its errors. */
-  async #changed(sinceVersion: number, options: ChangedOptions | undefined, verb: string): Promise<LatestRead> {
+  /**
+   * changed(), as `verb` (changed, or updates waiting for its next item)
+   * names itself in its errors; `stop` (updates: its iterator's return())
+   * ends the wait as close() does.
+   */
+  async #changed(sinceVersion: number, options: ChangedOptions | undefined, verb: string, stop = new WaitStop()): Promise<LatestRead> {
     const since = checkVersion(sinceVersion, verb);
     checkWaitOptions(options, verb, CHANGED_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError(verb);
@@ -474,8 +478,7 @@ export class LatestValue {
       this.#pollPacer.gotAtOnce();
       return now;
     }
-    const stop = new WaitStop(); // close() ends this wait with it
-    this.#waits.add(stop);
+    this.#waits.add(stop); // close() ends this wait with it
     try {
       return await parkAsync(
         this.#ctl,
@@ -520,20 +523,58 @@ export class LatestValue {
   /**
    * Each new version, in order, as { version, value, type, skipped }: a
    * reader slower than the writer gets the newest value and `skipped` counts
-   * the versions it missed since its previous item (or `since`).
+   * the versions it missed since its previous item (or `since`). Wrong
+   * options reject the first next(); an error ends the iteration (the
+   * next() it ends rejects with it). return() (a `break`) ends it at once:
+   * a pending next() resolves done and its wait is cancelled, so nothing is
+   * left to keep the process alive. next() calls are served in call order.
    */
-  async *updates(options: UpdatesOptions = {}): AsyncGenerator<LatestUpdate, void, undefined> {
-    // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
-    checkWaitOptions(options, 'LatestValue.updates', UPDATES_OPTIONS);
-    const { since, ...wait } = options;
-    let last =
-      since === undefined ? Math.max(0, this.#readAs('LatestValue.updates').version - 1) : checkVersion(since, 'LatestValue.updates');
-    for (;;) {
-      let next = this.#readAs('LatestValue.updates');
-      while (next.version <= last) next = await this.#changed(next.version, wait, 'LatestValue.updates');
-      yield { version: next.version, value: next.value, type: next.type, skipped: next.version - last - 1 };
-      last = next.version;
-    }
+  updates(options: UpdatesOptions = {}): AsyncIterableIterator<LatestUpdate> & Required<Pick<AsyncIterator<LatestUpdate>, 'return'>> {
+    const verb = 'LatestValue.updates';
+    const stop = new WaitStop(); // return() ends the pending wait with it
+    const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    let finished = false;
+    let wait: ChangedOptions = {};
+    /** The version of the last item (or `since`); undefined until the first next() checked the options. */
+    let last: number | undefined;
+    const step = async (): Promise<IteratorResult<LatestUpdate>> => {
+      if (finished) return DONE;
+      try {
+        if (last === undefined) {
+          // Options that are not an object are a TypeError too (destructuring a number or a string would take nothing).
+          checkWaitOptions(options, verb, UPDATES_OPTIONS);
+          const { since, ...rest } = options;
+          wait = rest;
+          last = since === undefined ? Math.max(0, this.#readAs(verb).version - 1) : checkVersion(since, verb);
+        }
+        let next = this.#readAs(verb);
+        while (next.version <= last) next = await this.#changed(next.version, wait, verb, stop);
+        if (finished) return DONE; // return() came while the item was on its way: it is not handed out
+        const item = { version: next.version, value: next.value, type: next.type, skipped: next.version - last - 1 };
+        last = next.version;
+        return { done: false, value: item };
+      } catch (err) {
+        if (finished) return DONE; // return() ended the wait
+        finished = true;
+        throw err;
+      }
+    };
+    /** The next() calls, one after the other. */
+    let line: Promise<unknown> = Promise.resolve();
+    const iterator: AsyncIterableIterator<LatestUpdate> & Required<Pick<AsyncIterator<LatestUpdate>, 'return'>> = {
+      next: () => {
+        const result = line.then(step);
+        line = result.catch(() => undefined);
+        return result;
+      },
+      return: () => {
+        finished = true;
+        stop.stop();
+        return Promise.resolve(DONE);
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
   }
 
   // ---- both ----

@@ -3,6 +3,7 @@
  * updates), the writer role, and typed errors for bad input.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { ErrorCodes, Region, ShmringRangeError, ShmringTypeError, type ShmringError } from '@shmring/core';
 import { describeRing, LatestValue, SpscRing } from '../src/index.js';
 import { waitCounters } from '../src/waiting.js';
@@ -157,6 +158,39 @@ for (const backing of ['sab', 'memfd'] as const) {
       const u = (await it.next()).value!;
       assert.deepEqual([u.version, u.skipped], [7, 5]);
       await it.return();
+    });
+
+    // An outside tester: updates() was an async generator, whose return() waited behind the pending next()
+    // (for the next publish, for ever if none came), and the process did not exit.
+    it('updates(): return() with a next() waiting ends both at once, and the wait no longer holds the process', async function () {
+      const it = other.updates({ since: 0 });
+      lv.publish(new Uint8Array([1]));
+      assert.equal((await it.next()).value?.version, 1);
+      const pending = it.next();
+      await sleep(50);
+      const t0 = performance.now();
+      assert.deepEqual(await it.return(), { done: true, value: undefined });
+      assert.deepEqual(await pending, { done: true, value: undefined }, 'the waiting next() resolves done');
+      assert.ok(performance.now() - t0 < 200);
+      lv.publish(new Uint8Array([2]));
+      assert.deepEqual(await it.next(), { done: true, value: undefined }, 'nothing after return()');
+      if (backing === 'memfd') {
+        const script = `
+          const { Region } = await import(${JSON.stringify(import.meta.resolve('@shmring/core'))});
+          const { LatestValue } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+          const region = Region.create({ backing: 'memfd', size: LatestValue.regionSize({ maxSize: 8 }) });
+          const lv = LatestValue.create(region, { maxSize: 8 });
+          lv.publish(new Uint8Array([1]));
+          const it = lv.updates();
+          await it.next();
+          void it.next();
+          await new Promise((r) => setTimeout(r, 50));
+          await it.return();
+          console.log('returned');`;
+        const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+        assert.equal(child.signal, null, 'the process exits by itself once return() ended the wait');
+        assert.equal(child.stdout.trim(), 'returned', child.stderr);
+      }
     });
 
     it('updates() starts with the current value by default, and after `since` when given', async function () {
