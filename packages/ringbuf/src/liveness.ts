@@ -47,6 +47,11 @@ export function onePass(checks: () => void): void {
   }
 }
 
+/** Whether a onePass is running: its memo makes a process's liveness one read of /proc per pass. */
+export function inOnePass(): boolean {
+  return memo !== undefined;
+}
+
 /** What othersAttached answered in the current onePass, by segment id; undefined outside one. */
 let attachedSeen: Map<number, boolean> | undefined;
 

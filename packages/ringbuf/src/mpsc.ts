@@ -574,10 +574,12 @@ export class MpscRing extends Queue {
    * Whether any producer may still write, for taking back or skipping a
    * claim: someone holds the PRODUCER lock (what the kernel says; the pid
    * word tells only how the last holder left, and reads 0 once it left
-   * cleanly), or, without a file, the registered one lives.
+   * cleanly; in a watchdog pass a live registrant in it answers three
+   * passes in four: sharedRoleHeld), or, without a file, the registered
+   * one lives.
    */
   #producersLeft(): boolean {
-    return this.roles !== undefined ? this.roles.held('producer') : super.producerAlive();
+    return this.roles !== undefined ? this.sharedRoleHeld('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32) : super.producerAlive();
   }
 
   /**

@@ -40,6 +40,8 @@ import {
 import * as L from './layout.js';
 import {
   holdingKey,
+  inOnePass,
+  isAlive,
   noteHolding,
   othersAttached,
   ownStartTime,
@@ -709,6 +711,28 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     const held = this.roles.held(role);
     if (held) noteHolding(key);
     return held;
+  }
+
+  /**
+   * Whether anyone holds shared `role` (MpscRing's producers) of a ring with
+   * role locks: its lock, asked of the kernel. In a watchdog pass (many
+   * parked waits) a live registrant in the role's words (alive by /proc,
+   * read once a pass per process) stands for the answer, and the lock is
+   * asked one pass in LOCK_CHECK_EVERY: the words name the last to
+   * register, who may have left while another held the role (the words
+   * stay then), so a death of that other is seen a few passes late, never
+   * missed. Outside a pass (/proc would cost more than the lock) and for a
+   * registrant /proc cannot judge (another PID namespace), the lock.
+   */
+  protected sharedRoleHeld(role: Role, pidIndex: number, startIndex: number): boolean {
+    if (inOnePass()) {
+      // Observes the last registration (stored after its lock was taken) and its start time (stored before it).
+      const pid = Atomics.load(this.ctl, pidIndex);
+      const start = Atomics.load(this.ctl, startIndex);
+      if (pid > 0 && isAlive(pid, start) && ++this.#locksNotAsked % LOCK_CHECK_EVERY !== 0) return true;
+    }
+    waitCounters.peerLocks++;
+    return this.roles!.held(role);
   }
 
   /** The System V segment of a ring in one (RingSite.sysvId). */
