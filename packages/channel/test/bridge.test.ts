@@ -18,7 +18,7 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { connect, headers, type Msg } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
-import { defaultConsumer } from '../src/bridge/bridge.js';
+import { CONSUMER_INACTIVE_MS, defaultConsumer } from '../src/bridge/bridge.js';
 import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
 import { TestRings } from './bridge-rings.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
@@ -334,8 +334,14 @@ describe('bridge', function () {
       const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
       try {
         const names: string[] = [];
-        for await (const info of (await nc.jetstreamManager()).consumers.list(stream)) names.push(info.name);
+        const thresholds: unknown[] = [];
+        for await (const info of (await nc.jetstreamManager()).consumers.list(stream)) {
+          names.push(info.name);
+          thresholds.push(info.config.inactive_threshold);
+        }
         assert.deepEqual(names, [`shmring-bridge-${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-${b.name}`]);
+        // An outside tester: each run of examples/two-hosts (a ring per process) left a consumer for ever.
+        assert.deepEqual(thresholds, [CONSUMER_INACTIVE_MS * 1e6], 'the server removes it once its bridge is gone for good');
       } finally {
         await nc.close();
       }

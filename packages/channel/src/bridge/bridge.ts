@@ -95,6 +95,14 @@ const BATCH = 512;
 const RETRY_MS = 250;
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 const ACK_WAIT_MS = 30_000;
+/**
+ * How long the server keeps a NATS → ring bridge's durable consumer once
+ * nothing pulls from it (JetStream's inactive_threshold): a bridge makes its
+ * consumer again from its marker at every start, so one whose bridge went
+ * for good (a ring named after a process, a host renamed) is removed by the
+ * server instead of staying, with its pending count, for ever.
+ */
+export const CONSUMER_INACTIVE_MS = 60 * 60_000;
 /** ms an aborted ring → JetStream bridge, connected, waits for its batch's acknowledgements (as closeNats for its flush). */
 const ABORT_ACK_MS = 1000;
 /**
@@ -1050,6 +1058,7 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
       ack_policy: ctx.nats.AckPolicy.Explicit,
       ack_wait: ctx.nats.nanos(ACK_WAIT_MS),
       max_ack_pending: BATCH,
+      inactive_threshold: ctx.nats.nanos(CONSUMER_INACTIVE_MS),
       filter_subject: ctx.address.subject,
       ...(committed > 0
         ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
