@@ -157,6 +157,32 @@ describe('channels over NATS', function () {
       }
     });
 
+    // An outside tester: a peer beating every 300 ms, silent, was judged only at this end's own 1000 ms
+    // ticks, so its end came after some 1800 ms where the README promises 4 of its periods (1200 ms).
+    // (Run on the old code, this test passes about one time in ten: when this end's tick happens to fall in time.)
+    it('silent, beating faster than this end: judged at its own pace, within 4 of its periods', async function () {
+      const address = nats.url(uniqueSubject('pace'));
+      // This end's ticks 5 s apart: judged only at them, the silence would mostly be seen seconds late.
+      const server = await listen(address, { heartbeatMs: 5000 });
+      const accepted = once(server, 'channel') as Promise<[Channel]>;
+      const peer = startPeer({ role: 'client', path: address, heartbeatMs: 200 });
+      try {
+        await peer.next('connected');
+        const [channel] = await accepted;
+        const ended = closeEvent(channel);
+        const stoppedAt = performance.now();
+        process.kill(peer.pid, 'SIGSTOP');
+        const error = await ended;
+        const took = performance.now() - stoppedAt;
+        assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
+        assert.match(error!.message, /its heartbeat is every 200 ms/);
+        assert.ok(took < 4 * 200 + 150, `noticed after ${took.toFixed(0)} ms (bound: 4 of its 200 ms heartbeats)`);
+      } finally {
+        process.kill(peer.pid, 'SIGCONT');
+        await server.close();
+      }
+    });
+
     it('a clean close() of the peer ends the channel cleanly (no error), after every value it sent', async function () {
       const address = nats.url(uniqueSubject('clean'));
       const server = await listen(address, { heartbeatMs: BEAT_MS });

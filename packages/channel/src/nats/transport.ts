@@ -98,6 +98,10 @@ export class NatsEnd implements RecordSource, RecordSink {
   readonly #what: string;
   readonly #sub: Subscription;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** ms between the timer's ticks: the shorter of the two heartbeats, so the peer's silence is judged at its own pace. */
+  #tickMs = DEFAULT_BEAT_MS;
+  /** Date.now() of this end's last heartbeat sent. */
+  #lastBeat = 0;
   readonly #queue: Record[] = [];
   #head = 0;
   /** performance.now() of the first write since the event loop last turned; -1 once it has turned (#turned). */
@@ -160,7 +164,11 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#peerBeatMs = peerBeatMs;
     this.#lastHeard = Date.now();
     if (this.#ended) return;
-    this.#timer = setInterval(() => this.#beat(), this.#beatMs);
+    // A peer that beats faster than this end is judged at its pace (within DEAD_AFTER_BEATS + 1 of its
+    // periods), not at the next of this end's slower beats; this end still beats at its own period.
+    this.#tickMs = Math.min(this.#beatMs, peerBeatMs);
+    this.#lastBeat = Date.now();
+    this.#timer = setInterval(() => this.#tick(), this.#tickMs);
     this.#timer.unref();
     // Back from an outage, the peer hears from this end at once, not up to a period later: the outage
     // then eats into its silence bound only for as long as it lasted.
@@ -340,14 +348,30 @@ export class NatsEnd implements RecordSource, RecordSink {
     }
   }
 
+  /** The timer: ends a peer silent too long; beats once this end's period has passed since its last beat. */
+  #tick(): void {
+    if (this.#ended || this.#endIfSilent()) return;
+    // Half a tick early is on time: the timer's ticks drift by a little each.
+    if (Date.now() - this.#lastBeat >= this.#beatMs - this.#tickMs / 2) this.#sendBeat();
+  }
+
+  /** Beats now (back from an outage, or first news after one), unless the peer has been silent too long. */
   #beat(): void {
-    if (this.#ended) return;
-    const silent = Date.now() - this.#lastHeard;
-    if (silent > DEAD_AFTER_BEATS * this.#peerBeatMs) {
-      this.#end(`nothing came from it for ${silent} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
-      return;
-    }
+    if (this.#ended || this.#endIfSilent()) return;
+    this.#sendBeat();
+  }
+
+  #sendBeat(): void {
+    this.#lastBeat = Date.now();
     this.#control('beat', this.#inbox);
+  }
+
+  /** Ends the link (true) if nothing came from the peer for DEAD_AFTER_BEATS of its periods. */
+  #endIfSilent(): boolean {
+    const silent = Date.now() - this.#lastHeard;
+    if (silent <= DEAD_AFTER_BEATS * this.#peerBeatMs) return false;
+    this.#end(`nothing came from it for ${silent} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
+    return true;
   }
 
   // ---- the link ----
