@@ -490,12 +490,44 @@ export function listSysvRings(): RingInfo[] {
     try {
       const info = inspect(`sysv-id:${id}`);
       if (info) rings.push({ ...info, name: sysvTarget(key, id) });
-    } catch {
-      // not readable by us, or removed meanwhile: not ours to report
+    } catch (err) {
+      // not readable by us, or removed meanwhile: not ours to report (passedOver)
+      if (!passedOver(err)) throw err;
     }
   }
   return rings;
 }
+
+/**
+ * Whether a listing passes over an object it could not inspect: one it
+ * may not read (EACCES, EPERM), one removed meanwhile (ENOENT; EINVAL or
+ * EIDRM for a System V id), or one that is no ring to map (a file too
+ * small, empty, busy sizing). ERR_SHMRING_NO_BACKEND (nothing can be
+ * mapped at all), out of fds or memory, and the like are the listing's
+ * own failure: passed over, they would report a machine with no rings.
+ */
+function passedOver(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && PASSED_OVER.has(code);
+}
+
+const PASSED_OVER = new Set<string>([
+  'EACCES',
+  'EPERM',
+  'ENOENT',
+  'EINVAL',
+  'EIDRM',
+  'ELOOP',
+  'ENXIO',
+  'EISDIR',
+  ErrorCodes.REGION_TOO_SMALL,
+  ErrorCodes.NOT_A_RING,
+  ErrorCodes.INVALID_ARGUMENT,
+  ErrorCodes.CORRUPT,
+  ErrorCodes.VERSION_MISMATCH,
+  ErrorCodes.WRONG_KIND,
+  ErrorCodes.BUSY,
+]);
 
 /**
  * Every ring among the POSIX shared memory objects (/dev/shm) this process
@@ -522,8 +554,10 @@ function listDir(dir: string): FoundRing[] {
     try {
       const { info, object } = examine(target);
       if (info) rings.push({ info, object: object! });
-    } catch {
-      // not readable by us, or vanished meanwhile: not ours to report
+    } catch (err) {
+      // Not readable by us, or vanished meanwhile: not ours to report. Anything else (no backend to map
+      // with, above all) would make every ring look absent: it is the listing's error.
+      if (!passedOver(err)) throw err;
     }
   }
   return rings;

@@ -27,7 +27,12 @@ function uniqueName(tag: string): string {
 }
 
 function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return cliWith({}, ...args);
+}
+
+/** cli() with `env` added to this process's environment. */
+function cliWith(env: NodeJS.ProcessEnv, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, ...env } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -428,6 +433,26 @@ describe('inspect, listRings and the shmring CLI', function () {
     const names = JSON.parse(stale.stdout) as string[];
     assert.ok(Array.isArray(names) && names.every((n) => typeof n === 'string'));
     assert.ok(!names.includes(spscName) && !names.includes(mpmcName), 'a live ring was called stale');
+  });
+
+  // An outside tester: with no backend that loads, --all said "no rings" and unlink-stale "no stale rings",
+  // both exiting 0, over a /dev/shm that held rings: each object's ERR_SHMRING_NO_BACKEND was passed over.
+  it('listing with no backend to map with fails with ERR_SHMRING_NO_BACKEND instead of reporting no rings', function () {
+    const name = uniqueName('nobackend');
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 1024 }) });
+    try {
+      SpscRing.create(region, { capacity: 1024 }).close(); // a stale ring in /dev/shm: there is something to list
+      for (const args of [['inspect', '--all'], ['unlink-stale', '--dry-run'], ['unlink-stale']]) {
+        const r = cliWith({ SHMRING_BACKEND: 'no-such-backend' }, ...args);
+        assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, /ERR_SHMRING_NO_BACKEND/, args.join(' '));
+        assert.doesNotMatch(r.stdout, /no (stale )?rings/, args.join(' '));
+      }
+      assert.ok(fs.existsSync(`/dev/shm/${name}`), 'nothing was removed');
+    } finally {
+      region.unlink();
+      region.close();
+    }
   });
 
   it('the CLI exits 1 for a name holding no ring (or nothing at all)', function () {
