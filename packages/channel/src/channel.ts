@@ -40,7 +40,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { copyBytes, type ChannelCodec } from './codec.js';
+import { copyBytes, type ChannelCodec, type CodecName } from './codec.js';
 import { checkOptions, checkSignal, checkTimeout, OptionNames } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
@@ -63,7 +63,12 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
 }
 
-export type Handler = (value: unknown, context: HandlerContext) => unknown;
+/**
+ * A request handler. The value is what the other side sent, decoded: `V`
+ * is what the handler takes it for (nothing checks it; `unknown` by
+ * default), e.g. `handle((text: string) => text.toUpperCase())`.
+ */
+export type Handler<V = unknown> = (value: V, context: HandlerContext) => unknown;
 
 /** Values received and not yet asked for, beyond which the pump stops taking records for them. */
 const INBOX_HIGH_WATER = 1024;
@@ -99,7 +104,7 @@ class Undecodable {
 }
 
 /** What an iterator's next() resolves with once the channel has ended cleanly. */
-const DONE_RESULT: IteratorResult<unknown> = Object.freeze({ value: undefined, done: true });
+const DONE_RESULT: IteratorReturnResult<undefined> = Object.freeze({ value: undefined, done: true });
 
 /** The state of one messages() iterator: ended once it returned done or threw. */
 interface Iteration {
@@ -455,7 +460,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   }
 
   /** The codec both ends use. */
-  get codec(): string {
+  get codec(): CodecName {
     return this.#codec.name;
   }
 
@@ -655,8 +660,11 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   // ---- receiving ----
 
-  /** The next value the other side sent. Rejects with ERR_SHMRING_CLOSED once the channel has ended and every value was taken. */
-  receive(options?: ReceiveOptions): Promise<unknown> {
+  /**
+   * The next value the other side sent. Rejects with ERR_SHMRING_CLOSED once the channel has ended and every value was taken.
+   * `T` is what the caller takes the value for (nothing checks it): `await channel.receive<Order>()`.
+   */
+  receive<T = unknown>(options?: ReceiveOptions): Promise<T> {
     let signal: AbortSignal | undefined;
     try {
       checkOptions(options, OptionNames.receive, 'receive');
@@ -664,18 +672,18 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.#next(signal, undefined);
+    return this.#next(signal, undefined) as Promise<T>;
   }
 
   /** The values the other side sends, until the channel ends (a dead peer throws ERR_SHMRING_PEER_DEAD). */
-  messages(options: ReceiveOptions = {}): AsyncIterableIterator<unknown> {
+  messages<T = unknown>(options: ReceiveOptions = {}): AsyncIterableIterator<T> {
     checkOptions(options, OptionNames.receive, 'messages');
     const signal = checkSignal(options?.signal, 'messages');
     // A hand-made iterator, not an async generator: one promise per value (the one next() returns,
     // settled with the IteratorResult itself), no generator machinery.
     const iteration: Iteration = { finished: false };
-    const iterator: AsyncIterableIterator<unknown> = {
-      next: () => (iteration.finished ? Promise.resolve(DONE_RESULT) : this.#next(signal, iteration)) as Promise<IteratorResult<unknown>>,
+    const iterator: AsyncIterableIterator<T> = {
+      next: () => (iteration.finished ? Promise.resolve(DONE_RESULT) : this.#next(signal, iteration)) as Promise<IteratorResult<T>>,
       return: () => {
         this.#finishIteration(iteration);
         return Promise.resolve(DONE_RESULT);
@@ -772,8 +780,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   // ---- requests ----
 
-  /** Sends `value` as a request and resolves with the other side's reply. */
-  request(value: unknown, options?: RequestOptions): Promise<unknown> {
+  /**
+   * Sends `value` as a request and resolves with the other side's reply;
+   * `R` is what the caller takes the reply for (nothing checks it):
+   * `await channel.request<string>('hello')`.
+   */
+  request<R = unknown>(value: unknown, options?: RequestOptions): Promise<R> {
     if (!this.#open) return Promise.reject(this.#endedError('request'));
     let timeoutMs: number | undefined;
     let signal: AbortSignal | undefined;
@@ -843,7 +855,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
    * (or what it resolves to) is the reply; what it throws reaches the caller
    * with its message and code. One handler per channel.
    */
-  handle(handler: Handler): void {
+  handle<V = unknown>(handler: Handler<V>): void {
     if (typeof handler !== 'function') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `handle: the handler must be a function, got ${typeof handler}`);
     }
@@ -854,7 +866,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         `${this.#what} already has a request handler; a channel has one (dispatch inside it)`,
       );
     }
-    this.#handler = handler;
+    this.#handler = handler as Handler; // V is the caller's word for what comes: nothing here depends on it
     this.#hold();
     // A request its caller gave up on (timeout, abort) while it waited for this handler is not handed
     // to it: the CANCELs published so far are taken first. The requests among them go to #calls, after

@@ -22,9 +22,12 @@ export interface Codec {
 export type CodecOption = 'structured-clone' | 'json' | 'bytes' | Codec;
 
 /** A codec as the channel uses it. */
+/** What `channel.codec` says: the codec both ends use ('custom': one given as an object). */
+export type CodecName = 'structured-clone' | 'json' | 'bytes' | 'custom';
+
 export interface ChannelCodec {
   readonly id: number;
-  readonly name: string;
+  readonly name: CodecName;
   /** Buffers bypass the codec (sent as RAW records) when this is true. */
   readonly rawBuffers: boolean;
   /**

@@ -128,7 +128,8 @@ function pathError(err: NodeJS.ErrnoException, path: string, what: 'listen on' |
   const code = typeof err.code === 'string' ? err.code : ErrorCodes.INVALID_ARGUMENT;
   const hint = `: ${reason ?? fileHint(code, path, what) ?? err.message}`;
   const error = new ShmringError(code, `${what} ${path} failed (${code})${hint}`, { cause: err });
-  Object.assign(error, { errno: err.errno, syscall: err.syscall, path });
+  // errno positive (os.constants.errno's), as every shmring error carries it; Node's own carry libuv's negated one.
+  Object.assign(error, { errno: typeof err.errno === 'number' ? Math.abs(err.errno) : err.errno, syscall: err.syscall, path });
   return error;
 }
 

@@ -14,9 +14,10 @@
  * that blocks its own thread, so its other end is a worker.
  */
 import { strict as assert } from 'node:assert';
-import { channelPair, type CodecOption, RemoteError } from '../src/index.js';
+import { channelPair, type CodecName, type CodecOption, RemoteError } from '../src/index.js';
 import {
   endsPerTest,
+  pairEnds,
   transports,
   transportTitle,
   rejectsWith,
@@ -488,6 +489,31 @@ describe('requests', function () {
       });
     });
   }
+
+  // An outside tester's strict TypeScript program: handle((text: string) => …) did not compile (the handler
+  // had to take unknown), nor `const r: string = await request(…)`, and channel.codec was a plain string.
+  // This test is first of all its types: the suite does not compile if they regress.
+  it('types: a handler names what it takes, request, receive and messages what they expect, codec one of four names', async function () {
+    const ends = pairEnds({ capacity: 4096 });
+    try {
+      ends.b.handle((text: string) => text.toUpperCase());
+      const reply: string = await ends.a.request<string>('hello');
+      assert.equal(reply, 'HELLO');
+      await ends.b.send({ sku: 'A-1', qty: 2 });
+      const order: { sku: string; qty: number } = await ends.a.receive<{ sku: string; qty: number }>();
+      assert.deepEqual(order, { sku: 'A-1', qty: 2 });
+      await ends.b.send(7);
+      for await (const n of ends.a.messages<number>()) {
+        const doubled: number = n * 2;
+        assert.equal(doubled, 14);
+        break;
+      }
+      const codec: CodecName = ends.a.codec;
+      assert.equal(codec, 'structured-clone');
+    } finally {
+      await ends.dispose();
+    }
+  });
 
   it("the only reply due goes out at once, not at the end of its handler's turn", async function () {
     // The worker's handler answers synchronously, then a microtask of the same turn blocks its thread

@@ -821,6 +821,11 @@ describe('server', function () {
       const p = dir.path('missing/x.sock');
       const err = await rejectsWith(connect(p), 'ENOENT', p);
       assert.match(err.message, new RegExp(`the directory ${dir.path('missing')} does not exist, so no server listens there`));
+      // An outside tester: Region.open's ENOENT carried errno 2, connect's -2 (libuv's), where ERRORS.md says positive.
+      assert.deepEqual(
+        [(err as { errno?: number }).errno, (err as { syscall?: string }).syscall, (err as { path?: string }).path],
+        [2, 'connect', p],
+      );
     });
 
     it('listen() and connect() under a regular file say that it is not a directory (ENOTDIR)', async function () {

@@ -74,9 +74,17 @@ export const ErrorCodes = {
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
-/** An error of shmring itself, with a stable `code`. */
+/**
+ * An error of shmring itself, with a stable `code`. One that a system call
+ * failed with (`code` its errno name) carries, as Node's fs errors do,
+ * `errno` (positive: os.constants.errno's) and `syscall`, and `path` where
+ * a name or a file was involved; the others leave them undefined.
+ */
 export class ShmringError extends Error {
   readonly code: string;
+  declare readonly errno?: number;
+  declare readonly syscall?: string;
+  declare readonly path?: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'ShmringError';

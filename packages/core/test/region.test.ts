@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { Region, sendRegion, receiveRegion, type CreateOptions } from '@shmring/core';
+import { Region, sendRegion, receiveRegion, ShmringError, type CreateOptions } from '@shmring/core';
 import { SIZING_LOCK_BYTE } from '../src/locks.js';
 import { availableBackends, backend } from '../src/native/loader.js';
 import { PEER, runNode, uniqueName, withBackend } from './helpers.js';
@@ -194,9 +194,12 @@ describe('Region', () => {
           const name = uniqueName('missing');
           assert.throws(
             () => Region.open({ backing: 'posix', name }),
-            (err: Error & Record<string, unknown>) => {
-              assert.equal(err.code, 'ENOENT');
-              assert.equal(err.syscall, 'shm_open');
+            (err: ShmringError) => {
+              // Typed: ShmringError declares what a failed system call leaves on it (an outside tester's strict
+              // TypeScript program could not read errno, syscall or path).
+              assert.ok(err instanceof ShmringError);
+              const { code, errno, syscall, path: where }: { code: string; errno?: number; syscall?: string; path?: string } = err;
+              assert.deepEqual([code, errno, syscall, where], ['ENOENT', 2, 'shm_open', `/dev/shm/${name}`]);
               assert.ok(err.message.includes(`'${name}'`), err.message);
               assert.ok(err.message.includes('create it first'), err.message);
               return true;
