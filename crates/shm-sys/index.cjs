@@ -49,17 +49,23 @@ function loadNative() {
   }
   const candidates = [`./shm-sys.${target}.node`, `@shmring/shm-sys-${target}`];
   const failures = [];
+  // An addon that is there but does not load (an older glibc than it was built against: 2.34) is not
+  // fixed by installing it again.
+  let foundButFailed = false;
   for (const candidate of candidates) {
     try {
       return require(candidate);
     } catch (cause) {
       failures.push(`${candidate}: ${firstLine(cause)}`);
+      if (cause?.code !== 'MODULE_NOT_FOUND') foundButFailed = true;
     }
   }
   throw new Error(
     `@shmring/shm-sys found no addon for ${target} (${failures.join('; ')}); ` +
-      `install @shmring/shm-sys-${target} (the prebuilt addon, an optional dependency of @shmring/shm-sys), ` +
-      'or build it with cargo (`pnpm build` in the shmring workspace)',
+      (foundButFailed
+        ? 'the prebuilt addon is installed but does not load here (it needs glibc 2.34 or later): use koffi instead (npm install koffi), or build the addon with cargo'
+        : `install @shmring/shm-sys-${target} (the prebuilt addon, an optional dependency of @shmring/shm-sys), ` +
+          'or build it with cargo (`pnpm build` in the shmring workspace)'),
   );
 }
 

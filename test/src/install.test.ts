@@ -234,6 +234,7 @@ describe('the packed packages, installed with npm into an empty folder', functio
       assert.ok(pkg.engines.node, `${name}: engines.node`);
       assert.ok(!pkg.private, `${name} is private`);
       assert.doesNotMatch(text, /workspace:/, `${name} still names a workspace version`);
+      assert.ok(fs.existsSync(path.join(app, 'node_modules', name, 'LICENSE')), `${name} ships no LICENSE`);
       if (name !== PLATFORM_PACKAGE) assert.ok(pkg.exports['.'].types, `${name}: exports['.'] has no types`);
     }
     const platform = JSON.parse(fs.readFileSync(path.join(ROOT, 'crates/shm-sys/npm/linux-x64-gnu/package.json'), 'utf8'));
@@ -284,6 +285,28 @@ describe('the packed packages, installed with npm into an empty folder', functio
       assert.ok(!fs.existsSync(`/dev/shm/${name}`), 'the consumer did not unlink the ring');
     } finally {
       producer.process.kill('SIGKILL');
+    }
+  });
+
+  // An outside tester: require() failed with ERR_PACKAGE_PATH_NOT_EXPORTED ("No exports main defined"), which
+  // reads like a broken package, on every Node, even where require() of an ES module works.
+  it('require() of each package: an ES module, so loaded where Node requires ES modules, else ERR_REQUIRE_ESM', function () {
+    const probe = (flags: string[], name: string): string =>
+      run(
+        'node',
+        [
+          ...flags,
+          '-e',
+          `try { console.log(Object.keys(require(${JSON.stringify(name)})).length > 0 ? 'loaded' : 'empty'); } catch (e) { console.log(e.code); }`,
+        ],
+        app,
+      ).stdout.trim();
+    const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+    for (const name of ['@shmring/core', '@shmring/futex', '@shmring/ringbuf', '@shmring/channel']) {
+      assert.ok(['loaded', 'ERR_REQUIRE_ESM'].includes(probe([], name)), `${name}: ${probe([], name)}`);
+      // Node 20.17 and later load an ES module with require() behind this flag (22.12 and later without it).
+      if (major > 20 || (major === 20 && minor >= 17))
+        assert.equal(probe(['--experimental-require-module', '--no-warnings'], name), 'loaded', name);
     }
   });
 

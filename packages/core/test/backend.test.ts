@@ -12,6 +12,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { NativeBackend } from '../src/native/backend.js';
 import { saidWhatToDo } from '../src/native/info.js';
@@ -983,3 +984,40 @@ for (const kind of kinds) {
     });
   });
 }
+
+// An outside tester: where the platform package is installed but its addon does not load (an older glibc
+// than the 2.34 it needs), the loader still said to install that package.
+describe("@shmring/shm-sys's loader", () => {
+  const loader = path.resolve(fileURLToPath(import.meta.url), '../../../../../crates/shm-sys/index.cjs');
+
+  /** Runs a copy of the loader in a directory with `files`; what its error says (or 'loaded'). */
+  function loadIn(files: Record<string, string>): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-loader-'));
+    try {
+      fs.copyFileSync(loader, path.join(dir, 'index.cjs'));
+      for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
+      const r = spawnSync(
+        process.execPath,
+        [
+          '-e',
+          `try { require(${JSON.stringify(path.join(dir, 'index.cjs'))}); console.log('loaded'); } catch (e) { console.log(e.message); }`,
+        ],
+        // Without NODE_PATH: pnpm's bin shims (mocha's) set it to the workspace's modules, where the platform package is.
+        { encoding: 'utf8', env: { ...process.env, NODE_PATH: '' } },
+      );
+      return r.stdout.trim();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('says to install the platform package where none is found', function () {
+    assert.match(loadIn({}), /found no addon for linux-x64-gnu .*; install @shmring\/shm-sys-linux-x64-gnu/);
+  });
+
+  it('says to use koffi, not to install it again, where an addon is found but does not load', function () {
+    const said = loadIn({ 'shm-sys.linux-x64-gnu.node': 'not an ELF file' });
+    assert.match(said, /is installed but does not load here \(it needs glibc 2\.34 or later\): use koffi instead \(npm install koffi\)/);
+    assert.doesNotMatch(said, /install @shmring\/shm-sys-linux-x64-gnu \(/);
+  });
+});
