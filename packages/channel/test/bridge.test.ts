@@ -492,6 +492,45 @@ describe('bridge', function () {
     }
   });
 
+  // An outside tester: a header 'abc', '-1' or '4294967296', or one named in lower case, went into the ring as
+  // type 0 without a word.
+  it('NATS → ring: the type header is read whatever its case; one that is not a type goes in as 0, said once', async function () {
+    const b = rings.make();
+    const subject = uniqueSubject('types');
+    const lines: string[] = [];
+    await new Promise<void>((ready, fail) => {
+      bridge(nats.url(subject), `shm:${b.name}`, { signal: controller.signal, onReady: ready, log: (l) => lines.push(l) }).catch(fail);
+    });
+    const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+    try {
+      const sent: Array<[string | undefined, string | undefined]> = [
+        ['shmring-type', '5'],
+        ['SHMRING-TYPE', '2147483647'],
+        ['Shmring-Type', 'abc'],
+        ['Shmring-Type', '-1'],
+        ['Shmring-Type', '4294967296'],
+        [undefined, undefined],
+      ];
+      for (const [name, value] of sent) {
+        const h = headers();
+        if (name !== undefined) h.set(name, value!);
+        nc.publish(subject, new Uint8Array([1]), name === undefined ? {} : { headers: h });
+      }
+      await nc.flush();
+      const types: number[] = [];
+      for (let i = 0; i < sent.length; i++) {
+        await b.ring.read({ timeoutMs: 10_000 });
+        types.push(b.ring.lastType);
+      }
+      assert.deepEqual(types, [5, 2147483647, 0, 0, 0, 0]);
+      const said = lines.filter((l) => /header that is not a type/.test(l));
+      assert.equal(said.length, 1, lines.join('\n'));
+      assert.match(said[0]!, new RegExp(`a message on '${subject}' has a Shmring-Type header that is not a type \\("abc"`));
+    } finally {
+      await nc.close();
+    }
+  });
+
   it('NATS → ring, the outage line says what core NATS loses meanwhile, not that the ring fills', async function () {
     await NatsServer.using(async (own) => {
       const b = rings.make();

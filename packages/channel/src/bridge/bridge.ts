@@ -51,7 +51,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
-import type { JetStreamClient, JsMsg, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
+import type { JetStreamClient, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkOptions, checkSignal, OptionNames } from '../options.js';
 import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
@@ -148,6 +148,8 @@ interface Context {
   log(line: string): void;
   /** Says and counts a NATS message too large for the ring (NATS → ring). */
   tooLarge(length: number, subject: string, ring: RingWriter, what: string): void;
+  /** The ring message type of a NATS message (NATS → ring): typeOf, saying once a header that is not a type. */
+  typeOf(headers: MsgHdrs | undefined, subject: string): number;
   /**
    * Whether a ring record of `length` bytes, with `headerBytes` of headers,
    * fits the server's max_payload (ring → NATS); when it does not, says and
@@ -277,6 +279,7 @@ function watchConnection(
   };
   signal.addEventListener('abort', onAbort, { once: true });
   let oversized = 0;
+  let saidBadType = false;
   return {
     nats,
     nc,
@@ -290,6 +293,19 @@ function watchConnection(
     },
     trouble: new Trouble(log),
     log,
+    typeOf: (headers, subject) => {
+      const type = typeOf(headers, nats.Match.IgnoreCase);
+      if (type >= 0) return type;
+      if (!saidBadType) {
+        saidBadType = true;
+        log(
+          `shmring bridge: a message on '${subject}' has a ${TYPE_HEADER} header that is not a type ` +
+            `(${JSON.stringify(headers?.get(TYPE_HEADER, nats.Match.IgnoreCase))}; a type is an integer in [0, 2147483647]): ` +
+            'it goes into the ring as type 0, as a message without the header does (said once; fix the publisher)',
+        );
+      }
+      return 0;
+    },
     tooLarge: (length, subject, ring, what) => {
       dropped++;
       log(
@@ -463,10 +479,17 @@ function encodedLength(headers: MsgHdrs | undefined): number {
  */
 const HEADER_ROOM = 64;
 
-/** The ring message type a NATS message carries (0 when it has none: a plain NATS client's message). */
-function typeOf(headers: MsgHdrs | undefined): number {
-  const value = Number(headers?.get(TYPE_HEADER) || 0);
-  return Number.isInteger(value) && value >= 0 && value <= 0x7fffffff ? value : 0;
+/**
+ * The ring message type a NATS message carries: 0 when it has none (a
+ * plain NATS client's message), -1 when its header is not a type (not a
+ * decimal integer in [0, 2^31 - 1]). The header's name is matched with
+ * `match` (Context.typeOf: whatever its case, as HTTP's header names).
+ */
+function typeOf(headers: MsgHdrs | undefined, match: MatchKind): number {
+  const text = headers?.get(TYPE_HEADER, match) ?? '';
+  if (text === '') return 0;
+  const value = Number(text);
+  return /^\d+$/.test(text) && value <= 0x7fffffff ? value : -1;
 }
 
 const turnOfTheLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -906,7 +929,8 @@ async function coreToRing(ctx: Context, ring: RingWriter): Promise<void> {
     await orAbort(nc.flush(), signal); // the server has the subscription
     ctx.ready();
     for await (const msg of sub) {
-      if (!(await writeMessage(ring, msg.data, typeOf(msg.headers), signal))) ctx.tooLarge(msg.data.length, msg.subject, ring, 'dropped');
+      if (!(await writeMessage(ring, msg.data, ctx.typeOf(msg.headers, msg.subject), signal)))
+        ctx.tooLarge(msg.data.length, msg.subject, ring, 'dropped');
     }
   } finally {
     signal.removeEventListener('abort', stop);
@@ -1094,7 +1118,7 @@ async function deliver(ctx: Context, ring: RingWriter, marker: Marker, msg: JsMs
   Atomics.store(marker.i32, AT_I32, ring.writePosition | 0);
   marker.f64[INTENT] = seq;
   // Too large, nothing is written (the producer position stays at AT: a crash now is not taken for a write).
-  const written = await writeMessage(ring, msg.data, typeOf(msg.headers), ctx.signal);
+  const written = await writeMessage(ring, msg.data, ctx.typeOf(msg.headers, msg.subject), ctx.signal);
   // Passed for good when too large: COMMITTED past it (a restarted consumer starts after it), term() (this one never redelivers it).
   marker.f64[COMMITTED] = seq;
   if (written) {
