@@ -492,6 +492,54 @@ describe('bridge', function () {
     }
   });
 
+  // An outside tester: shmring bridge exited 1 with ERR_SHMRING_CLOSED when the ring's producer closed it, the
+  // ordinary end of its stream.
+  for (const direction of ['ring → NATS', 'NATS → ring'] as const) {
+    it(`${direction}: the other side closing the ring ends the bridge cleanly (it resolves, says so), ring → NATS after sending all`, async function () {
+      const a = rings.make();
+      const subject = uniqueSubject('ends');
+      const lines: string[] = [];
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const N = 1000;
+        let received = 0;
+        const sub = nc.subscribe(subject);
+        const counting = (async () => {
+          for await (const _ of sub) if (++received === N) break;
+        })();
+        await nc.flush();
+        let running!: Promise<void>;
+        const [from, to] = direction === 'ring → NATS' ? [`shm:${a.name}`, nats.url(subject)] : [nats.url(subject), `shm:${a.name}`];
+        await new Promise<void>((ready, fail) => {
+          running = bridge(from, to, { signal: controller.signal, onReady: ready, log: (l) => lines.push(l) });
+          running.catch(fail);
+        });
+        if (direction === 'ring → NATS') {
+          await produce(a.ring, N, controller.signal);
+          a.ring.close(); // the producer is done
+          await running; // resolves: no ERR_SHMRING_CLOSED
+          await Promise.race([counting, sleep(10_000)]);
+          assert.equal(received, N, 'everything the ring held went out before the bridge ended');
+          assert.ok(
+            lines.some((l) => /was closed by its producer and everything in it went to/.test(l)),
+            lines.join('\n'),
+          );
+        } else {
+          a.ring.close(); // the consumer stops
+          nc.publish(subject, message(0)); // the bridge meets the closed ring at its next write
+          await running;
+          assert.ok(
+            lines.some((l) => /was closed by its consumer: the bridge ends/.test(l)),
+            lines.join('\n'),
+          );
+        }
+        sub.unsubscribe();
+      } finally {
+        await nc.close();
+      }
+    });
+  }
+
   // An outside tester: a header 'abc', '-1' or '4294967296', or one named in lower case, went into the ring as
   // type 0 without a word.
   it('NATS → ring: the type header is read whatever its case; one that is not a type goes in as 0, said once', async function () {

@@ -234,7 +234,22 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
       else await jetStreamToRing(ctx, ring as RingWriter, address.jetstream);
     }
   } catch (err) {
-    if (!signal.aborted) throw err;
+    if (signal.aborted) return;
+    // This side never closes the ring before the finally below: ERR_SHMRING_CLOSED from it is the other side's
+    // close, the stream's end (drained first, when the bridge reads it), not a failure.
+    if (err instanceof ShmringError && err.code === ErrorCodes.CLOSED) {
+      log(
+        source.kind === 'shm'
+          ? `shmring bridge: shm:${ringName} was closed by its producer and everything in it went to '${address.subject}': the bridge ends`
+          : `shmring bridge: shm:${ringName} was closed by its consumer: the bridge ends (${
+              address.jetstream === undefined
+                ? `what is published to '${address.subject}' from now on is not taken`
+                : `the stream '${address.jetstream}' keeps what the ring did not take`
+            })`,
+      );
+      return;
+    }
+    throw err;
   } finally {
     // A long-lived signal keeps no listener of a bridge that ended.
     ctx?.dispose();

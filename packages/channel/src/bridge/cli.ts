@@ -19,7 +19,8 @@ export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
                the command parks its thread on the ring; into a ring 50, between event-loop turns)
   -h, --help   this usage, on stdout
   says "running" on stderr once it holds its role in the ring and NATS is connected; runs until
-  SIGINT or SIGTERM; says on stderr when NATS goes away and comes back`;
+  SIGINT or SIGTERM, or until the other side of the ring closes it (then says so and exits 0,
+  what the ring held sent first); says on stderr when NATS goes away and comes back`;
 
 /** Runs the bridge until SIGINT/SIGTERM; resolves with the exit code. */
 export async function main(argv: string[]): Promise<number> {

@@ -280,7 +280,10 @@ function writes(
   return {
     name,
     maxMessageLength: ring.maxMessageLength,
-    tryWrite: (bytes, type) => ring.tryWrite(bytes, type),
+    // A ring its consumer closed takes nothing more: an SpscRing's tryWrite does not look at the flag, and what
+    // it wrote there nobody would read (a JetStream bridge would acknowledge it, lost). false: write() then
+    // throws the close (ERR_SHMRING_CLOSED), which ends the bridge.
+    tryWrite: (bytes, type) => !ring.closed && ring.tryWrite(bytes, type),
     write: (bytes, type, signal) =>
       ring.write(
         bytes,
