@@ -104,18 +104,33 @@ describe('channels over NATS', function () {
   describe('a peer that dies', function () {
     const BEAT_MS = 100;
 
-    async function serverWithPeer(): Promise<{
+    /** A server (heartbeat `serverBeatMs`) and its channel to a peer process (heartbeat `peerBeatMs`). */
+    async function serverWithPeer(
+      serverBeatMs = BEAT_MS,
+      peerBeatMs = BEAT_MS,
+    ): Promise<{
       server: Awaited<ReturnType<typeof listen>>;
       channel: Channel;
       peer: ReturnType<typeof startPeer>;
     }> {
       const address = nats.url(uniqueSubject('peer'));
-      const server = await listen(address, { heartbeatMs: BEAT_MS });
+      const server = await listen(address, { heartbeatMs: serverBeatMs });
       const accepted = once(server, 'channel') as Promise<[Channel]>;
-      const peer = startPeer({ role: 'client', path: address, heartbeatMs: BEAT_MS });
+      const peer = startPeer({ role: 'client', path: address, heartbeatMs: peerBeatMs });
       await peer.next('connected');
       const [channel] = await accepted;
       return { server, channel, peer };
+    }
+
+    /** SIGSTOPs the peer (its connection stays open): how `channel` ends, and how long after. */
+    async function stopPeer(channel: Channel, peer: ReturnType<typeof startPeer>): Promise<{ error: Error; took: number }> {
+      const ended = closeEvent(channel);
+      const stoppedAt = performance.now();
+      process.kill(peer.pid, 'SIGSTOP');
+      const error = await ended;
+      const took = performance.now() - stoppedAt;
+      assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
+      return { error: error!, took };
     }
 
     it('SIGKILLed: its channel ends with ERR_SHMRING_PEER_DEAD within one heartbeat and a round trip; a pending request rejects with it', async function () {
@@ -142,13 +157,8 @@ describe('channels over NATS', function () {
     it('silent (SIGSTOPped, its connection still open): its channel ends with ERR_SHMRING_PEER_DEAD after 3 missed heartbeats', async function () {
       const { server, channel, peer } = await serverWithPeer();
       try {
-        const ended = closeEvent(channel);
-        const stoppedAt = performance.now();
-        process.kill(peer.pid, 'SIGSTOP');
-        const error = await ended;
-        const took = performance.now() - stoppedAt;
-        assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
-        assert.match(error!.message, /nothing came from it/);
+        const { error, took } = await stopPeer(channel, peer);
+        assert.match(error.message, /nothing came from it/);
         assert.ok(took >= BEAT_MS * 2, `noticed after ${took.toFixed(0)} ms: too early for ${BEAT_MS} ms heartbeats`);
         assert.ok(took < BEAT_MS * 5 + 500, `noticed after ${took.toFixed(0)} ms (bound: 4 heartbeats of ${BEAT_MS} ms)`);
       } finally {
@@ -161,21 +171,11 @@ describe('channels over NATS', function () {
     // ticks, so its end came after some 1800 ms where the README promises 4 of its periods (1200 ms).
     // (Run on the old code, this test passes about one time in ten: when this end's tick happens to fall in time.)
     it('silent, beating faster than this end: judged at its own pace, within 4 of its periods', async function () {
-      const address = nats.url(uniqueSubject('pace'));
       // This end's ticks 5 s apart: judged only at them, the silence would mostly be seen seconds late.
-      const server = await listen(address, { heartbeatMs: 5000 });
-      const accepted = once(server, 'channel') as Promise<[Channel]>;
-      const peer = startPeer({ role: 'client', path: address, heartbeatMs: 200 });
+      const { server, channel, peer } = await serverWithPeer(5000, 200);
       try {
-        await peer.next('connected');
-        const [channel] = await accepted;
-        const ended = closeEvent(channel);
-        const stoppedAt = performance.now();
-        process.kill(peer.pid, 'SIGSTOP');
-        const error = await ended;
-        const took = performance.now() - stoppedAt;
-        assert.equal((error as { code?: string } | undefined)?.code, ErrorCodes.PEER_DEAD, String(error));
-        assert.match(error!.message, /its heartbeat is every 200 ms/);
+        const { error, took } = await stopPeer(channel, peer);
+        assert.match(error.message, /its heartbeat is every 200 ms/);
         assert.ok(took < 4 * 200 + 150, `noticed after ${took.toFixed(0)} ms (bound: 4 of its 200 ms heartbeats)`);
       } finally {
         process.kill(peer.pid, 'SIGCONT');
