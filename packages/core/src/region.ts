@@ -585,7 +585,8 @@ let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object:
 export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${fd}`): Region {
   return withFd(fd, () => {
     try {
-      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object); // checked by the callers (checkFromFdOptions)
+      // The options are checked by the callers (Region.fromFd, receiveRegion).
+      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
     } catch (err) {
       failOn(err, 'Region.fromFd of', { object }, (code) =>
         code === 'EPERM' && writeSealed(fd)
