@@ -9,6 +9,7 @@ export {
   ShmringRangeError,
   ShmringTypeError,
   abortError,
+  checkBoolean,
   checkInteger,
   checkOptionNames,
   fileKind,

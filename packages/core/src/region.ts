@@ -222,11 +222,7 @@ function checkSysvId(id: unknown, verb: string): number {
 
 /** Checks `hugePages` and that the backing offers them. */
 function checkHugePages(options: CreateOptions): boolean {
-  const { hugePages } = options;
-  if (hugePages === undefined || hugePages === false) return false;
-  if (hugePages !== true) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Region.create: hugePages must be a boolean, got ${String(hugePages)}`);
-  }
+  if (!checkBoolean('hugePages', options.hugePages, 'Region.create')) return false;
   if (options.backing !== 'memfd' && options.backing !== 'sysv') {
     throw new ShmringTypeError(
       ErrorCodes.INVALID_ARGUMENT,

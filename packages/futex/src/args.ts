@@ -2,7 +2,7 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
+import { checkBoolean, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
  * A futex word: an Int32Array and an index inside it (`what` names the call
@@ -130,9 +130,7 @@ export function checkSignal(signal: unknown, verb: string): void {
 
 /** The `ref` of an asynchronous wait (`verb` names it): a boolean, true by default. */
 export function checkRef(ref: unknown, verb: string): void {
-  if (typeof ref !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref must be a boolean, got ${typeof ref}`);
-  }
+  checkBoolean('ref', ref, verb, true); // the callers' parameter defaults to true
 }
 
 /** Words over a SharedArrayBuffer wait with Atomics; others with the native futex. */

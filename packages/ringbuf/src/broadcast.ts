@@ -98,7 +98,7 @@
  * fences (docs/LAYOUT.md).
  */
 import type { Readable, Writable } from 'node:stream';
-import { ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { checkBoolean, ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
 import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
@@ -505,10 +505,7 @@ export class Broadcast {
     checkOptionsObject(options, 'Broadcast.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, B.BROADCAST_MIN_CAPACITY, L.MAX_CAPACITY, 'Broadcast.create');
     const subscribers = checkSubscribers(options.subscribers, 'Broadcast.create');
-    const lossless = options.lossless ?? false;
-    if (typeof lossless !== 'boolean') {
-      throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `Broadcast.create: lossless=${shown(lossless)} must be a boolean`);
-    }
+    const lossless = checkBoolean('lossless', options.lossless, 'Broadcast.create');
     if (lossless && subscribers === 0) {
       // Every lossless subscriber needs a slot (the publisher waits for the cursors there): none could ever subscribe.
       throw new ShmringRangeError(

@@ -24,6 +24,7 @@ import * as fs from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import {
   abortError,
+  checkBoolean,
   checkOptionNames,
   clearTimer,
   ErrorCodes,
@@ -199,9 +200,7 @@ function explainWaitOptions(options: WriteOptions, verb: string, known: OptionNa
   checkTime(verb, 'spin', options.spin, 'µs', false); // Infinity would spin past timeoutMs, abort and a dead peer
   checkTime(verb, 'poll', options.poll, 'µs', true);
   checkSignal(verb, options.signal);
-  if (options.ref !== undefined && typeof options.ref !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: ref=${shown(options.ref)} must be a boolean`);
-  }
+  checkBoolean('ref', options.ref, verb);
   if (options.type !== undefined) checkType(options.type, verb);
 }
 
@@ -242,9 +241,7 @@ function checkStreamOptions(options: unknown, verb: string, names: readonly stri
     if (highWaterMark < 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: highWaterMark=${highWaterMark} ${rule}`);
   }
   checkSignal(verb, signal);
-  if (closeOnFinish !== undefined && typeof closeOnFinish !== 'boolean') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: closeOnFinish=${shown(closeOnFinish)} must be a boolean`);
-  }
+  checkBoolean('closeOnFinish', closeOnFinish, verb);
 }
 
 /**
