@@ -500,6 +500,17 @@ describe('Region', () => {
             assert.deepEqual([m.backing, m.name], ['memfd', undefined]);
             const f = adopt(onDisk.fd);
             assert.deepEqual([f.backing, f.path], ['file', file]);
+            // A file of a tmpfs that is not a POSIX object (a directory under /dev/shm): it supports seals as a
+            // memfd does, but it is a file, with a path.
+            const tmpfsDir = fs.mkdtempSync('/dev/shm/shmring-fromfd-');
+            try {
+              const tmpfsFile = Region.create({ backing: 'file', path: path.join(tmpfsDir, 'f'), size: 4096 });
+              adopted.push(tmpfsFile);
+              const t = adopt(tmpfsFile.fd);
+              assert.deepEqual([t.backing, t.path], ['file', path.join(tmpfsDir, 'f')]);
+            } finally {
+              fs.rmSync(tmpfsDir, { recursive: true, force: true });
+            }
             a.unlink();
             assert.equal(fs.existsSync(`/dev/shm/${name}`), false, 'unlink() of the adopted region removed the name');
             const gone = adopt(posix.fd);

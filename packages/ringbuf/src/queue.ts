@@ -723,8 +723,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    */
   protected sharedRoleHeld(role: Role, pidIndex: number, startIndex: number): boolean {
     if (inOnePass()) {
-      // Observes the last registration (stored after its lock was taken) and its start time (stored before it).
+      // Observes the last registration (its pid word, stored after its lock was taken).
       const pid = Atomics.load(this.ctl, pidIndex);
+      // Observes that registrant's start time (stored before its pid word, so it matches the pid read above).
       const start = Atomics.load(this.ctl, startIndex);
       if (pid > 0 && isAlive(pid, start) && ++this.#locksNotAsked % LOCK_CHECK_EVERY !== 0) return true;
     }
