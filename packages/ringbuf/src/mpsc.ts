@@ -110,6 +110,30 @@ export interface MpscAttachOptions extends AttachOptions {
   peerTimeoutMs?: number;
 }
 
+/** Records (and paddings) up to this many bytes are zeroed by word stores, larger ones by fill() (#zero). */
+const ZERO_BY_WORDS = 256;
+
+/** #data64 of a closed ring. */
+const CLOSED_F64 = new Float64Array(0);
+
+/**
+ * Zeroes `size` bytes at `index` of the data area (`data`, and `data64`
+ * over the same bytes; both multiples of 8: records and paddings are
+ * 8-aligned). Up to ZERO_BY_WORDS bytes, one float64 store of +0 (all bits
+ * clear) per word: TypedArray fill() is a call costing 17 ns for a 72-byte
+ * record of a region and 38 ns over a SharedArrayBuffer (which it fills
+ * byte by byte), where the stores take 6 ns; beyond it fill() is faster in
+ * a region (a memset).
+ */
+function zero(data: Uint8Array, data64: Float64Array, index: number, size: number): void {
+  if (size > ZERO_BY_WORDS) {
+    data.fill(0, index, index + size);
+    return;
+  }
+  const end = (index + size) >> 3;
+  for (let i = index >> 3; i < end; i++) data64[i] = 0;
+}
+
 /** One consumer: a commit wakes at most one parked reader. */
 const WAKE_ONE = 1;
 /** Room freed may let any of the parked producers through (their records differ in size): wake them all. */
@@ -159,6 +183,8 @@ export class MpscRing extends Queue {
   /** The data area. claim() and drain() give offsets into it. */
   data: Uint8Array;
   #data32: Int32Array;
+  /** The data area as float64 words, for zeroing small records (#zero). */
+  #data64: Float64Array;
   /** This object made the ring (MpscRing.create): its close() ends the ring even if it never read (close()). */
   readonly #created: boolean;
   readonly #mask: number;
@@ -213,6 +239,7 @@ export class MpscRing extends Queue {
     this.#mask = capacity - 1;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
+    this.#data64 = new Float64Array(buffer, base + L.DATA_OFFSET, capacity / 8);
     // Both positions, as a pair that held at one instant (producers and a consumer may be moving them), to
     // check the ring; the head is looked at again when this object takes the consumer role (#takeConsumer):
     // another consumer may read until then.
@@ -521,7 +548,7 @@ export class MpscRing extends Queue {
         throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
       }
       if (type === L.PADDING_TYPE) {
-        this.data.fill(0, index, index + size);
+        zero(this.data, this.#data64, index, size);
         this.#head = (head + size) | 0;
         // Each zeroed padding's room is released at once (LAYOUT.md, MUST): zeroed and not released, it would read
         // as a claim whose header is not written yet to a next consumer, this one killed before its next store.
@@ -608,7 +635,7 @@ export class MpscRing extends Queue {
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
   #skip(index: number, size: number): void {
-    this.data.fill(0, index, index + size);
+    zero(this.data, this.#data64, index, size);
     this.#stuckAt = -1;
     this.unblockedRecords++;
     this.#release((this.#head + size) | 0, this.ctl);
@@ -679,7 +706,7 @@ export class MpscRing extends Queue {
     const size = (this.#nextEnd - this.#head) >>> 0;
     const message = copyOut(this.data, index + M.MPSC_RECORD_HEADER, this.#nextLength);
     this.lastType = this.#nextType;
-    this.data.fill(0, index, index + size);
+    zero(this.data, this.#data64, index, size);
     this.#release(this.#nextEnd, ctl);
     return message;
   }
@@ -711,6 +738,7 @@ export class MpscRing extends Queue {
     if (!this.isConsumer) this.#takeConsumer();
     this.#lookedOnly = false;
     const data = this.data;
+    const data64 = this.#data64;
     const start = this.#head;
     let count = 0;
     this.draining = true; // the record in hand is zeroed and released once its handler returns
@@ -731,7 +759,7 @@ export class MpscRing extends Queue {
           handler(data, index + M.MPSC_RECORD_HEADER, this.#nextLength, this.#nextType);
         } finally {
           if (ctl.length !== 0) {
-            data.fill(0, index, index + size);
+            zero(data, data64, index, size);
             // Zeroed and not released, the record would read as a claim whose header is not written yet to a
             // next consumer (this one killed in a later handler), and hold the head while any producer lives.
             this.#storeHead(ctl, this.#head);
@@ -933,5 +961,6 @@ export class MpscRing extends Queue {
   protected dropViews(): void {
     this.data = CLOSED_U8;
     this.#data32 = CLOSED_I32;
+    this.#data64 = CLOSED_F64;
   }
 }
