@@ -123,6 +123,11 @@ for close in 0 1; do
   done
 done
 check waiting waiting-close-mutant-4 reject "-DCLOSE=1 -DMUTANT=4" "$SAFETY_CC" "$SAFETY_RUN"
+# An observer (a select or waitReadable that takes nothing) sharing the READ block: it passes its wake-up on.
+check waiting waiting-observer              pass   "-DCLOSE=1 -DOBSERVER=1"            "$SAFETY_CC" "$SAFETY_RUN"
+check waiting waiting-observer-ltl          pass   "-DCLOSE=1 -DOBSERVER=1"            "$LTL_CC"    "$LTL_RUN -N no_lost_wakeup"
+check waiting waiting-observer-mutant-5     reject "-DCLOSE=1 -DOBSERVER=1 -DMUTANT=5" "$SAFETY_CC" "$SAFETY_RUN"
+check waiting waiting-observer-mutant-5-ltl reject "-DCLOSE=1 -DOBSERVER=1 -DMUTANT=5" "$LTL_CC"    "$LTL_RUN -N no_lost_wakeup"
 
 # ---- MpmcQueue (mpmc.pml) ----
 # Exactly once with three producers; per-producer order with two producers of two messages each.

@@ -36,6 +36,14 @@
  *  3  the sleeper announces itself (WAITERS) after its re-check
  *  4  (with -DCLOSE) a reader that finds the ring empty and then sees the
  *     closed flag ends without reading once more
+ *  5  (with -DOBSERVER) the observer does not pass its wake-up on
+ *
+ * With -DOBSERVER=1 (and -DCLOSE=1, which ends the observer's wait once
+ * the messages are taken), a second sleeper shares the READ block: an
+ * observer (a select, a waitReadable: LAYOUT.md, "A sleeper that takes
+ * nothing passes its wake-up on") that parks until a message is there or
+ * the ring is closed, takes nothing, and then passes its wake-up on. A
+ * FUTEX_WAKE of one then dequeues either sleeper, as the kernel may.
  */
 
 #ifndef K
@@ -50,6 +58,9 @@
 #ifndef CLOSE
 #define CLOSE 0
 #endif
+#ifndef OBSERVER
+#define OBSERVER 0
+#endif
 
 #define RD 0              /* READ wait block: readers parked on an empty ring */
 #define WR 1              /* WRITE wait block: writers parked on a full ring */
@@ -61,8 +72,9 @@ bit FLAGS = 0;            /* FLAG_CLOSED */
 byte WAITERS[2];
 byte SIGNAL[2];
 
-/* The kernel: who is queued on each block's SIGNAL word (one sleeper per block). */
+/* The kernel: who is queued on each block's SIGNAL word (the reader or the writer; and the observer on READ). */
 bit queued[2];
+bit oqueued = 0;
 
 byte received = 0;
 
@@ -77,9 +89,13 @@ inline futex_wait(b, s) {
   (queued[b] == 0)
 }
 
-/* futex(&SIGNAL[b], FUTEX_WAKE, n): dequeues whoever is queued. */
+/* futex(&SIGNAL[b], FUTEX_WAKE, 1): dequeues one of the sleepers queued, whichever the kernel picks. */
 inline futex_wake(b) {
-  queued[b] = 0
+  if
+  :: queued[b] -> queued[b] = 0
+  :: b == RD && oqueued -> oqueued = 0
+  :: else -> skip
+  fi
 }
 
 /* unpark(ctl, block, 1): after every publication. */
@@ -93,10 +109,16 @@ inline unpark(b) {
   fi
 }
 
-/* unparkAll(ctl, block): close(), unconditionally. */
+/* unparkAll(ctl, block): close(), unconditionally, every sleeper (n = INT_MAX). */
 inline unpark_all(b) {
   SIGNAL[b]++;
-  futex_wake(b)
+  atomic {
+    queued[b] = 0;
+    if
+    :: b == RD -> oqueued = 0
+    :: else
+    fi
+  }
 }
 
 /* ---- the reader: SpscRing tryRead and Queue#readAttempt ---- */
@@ -240,10 +262,53 @@ proctype Writer() {
 #endif
 }
 
+#if OBSERVER
+/*
+ * A sleeper that takes nothing (select, waitReadable) on the READ block:
+ * parks until a message is there or the ring is closed, then passes its
+ * wake-up on if it slept (select.ts handOn, waiting.ts passOn).
+ */
+proctype Observer() {
+  byte seen, w;
+  bit ready = 0, slept = 0;
+  do
+  :: seen = SIGNAL[RD];
+    WAITERS[RD]++;
+    ready = (PRODUCER_POSITION != CONSUMER_POSITION || FLAGS);   /* the re-check: readable, or closed */
+    if
+    :: !ready ->
+      atomic {
+        if
+        :: SIGNAL[RD] == seen -> oqueued = 1
+        :: else
+        fi
+      };
+      (oqueued == 0);
+      slept = 1
+    :: else
+    fi;
+    WAITERS[RD]--;
+    if
+    :: ready -> break
+    :: else
+    fi
+  od;
+#if MUTANT != 5
+  if
+  :: slept && PRODUCER_POSITION != CONSUMER_POSITION -> unpark(RD)   /* passOn: after withdrawing */
+  :: else
+  fi
+#endif
+}
+#endif
+
 init {
   atomic {
     run Reader();
     run Writer()
+#if OBSERVER
+    ; run Observer()
+#endif
   }
 }
 

@@ -1110,6 +1110,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     },
   };
 
+  /** How a parked waitReadable settles: as #settleDone; it took nothing, so it passes its wake-up on. */
+  readonly #settleReadable: Settle<true, void> = {
+    ok: () => undefined,
+    err: (err) => {
+      throw this.#failure(err);
+    },
+    takesNothing: true,
+  };
+
   /** How a parked read settles (#failure, as #settleDone). */
   readonly #settleRead: Settle<Uint8Array, Uint8Array> = {
     ok: (message) => message,
@@ -1194,7 +1203,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       this.#producerAlive,
       this.#readPoll,
       undefined,
-      this.#settleDone,
+      this.#settleReadable,
       this.#producerGone,
     );
   }

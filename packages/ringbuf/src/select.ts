@@ -66,7 +66,7 @@ import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type Wai
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { checkWaitOptions, isDetachedAccess, optionNames, Queue, READ_BLOCK, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
-import { checkPeriodOf, deadlineOf, NATIVE_WAITER, timedOut, unpark, type WaitBlock } from './waiting.js';
+import { checkPeriodOf, deadlineOf, NATIVE_WAITER, passOn, timedOut, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -379,18 +379,19 @@ function peerDead(call: Call, what: string): SelectPeerDeadError {
 }
 
 /**
- * After a wait that slept: the publications that woke it may have been meant
- * for another sleeper too (a publisher wakes one), and this select returns
- * one entry only. For every other ready word with sleepers left, pass a
- * wake-up on, so a parked reader of an MpmcQueue is not left asleep beside
- * a message because this select took its wake-up and chose another queue.
+ * After a wait that slept: the publication that woke it may have been meant
+ * for another sleeper too (a publisher wakes one), and a select takes
+ * nothing itself. For every ready word with sleepers left, the chosen
+ * queue's own included, pass a wake-up on, so a parked read() of that
+ * queue (of this object, of another in another thread or process) or a
+ * parked reader of another MpmcQueue is not left asleep beside a message
+ * because this select took its wake-up. A sleeper so woken for nothing
+ * (the select's caller took the message first) re-checks and parks again.
  */
-function handOn(call: Call, words: readonly Word[], index: number): void {
-  const mine = call.probes[index]!;
+function handOn(call: Call, words: readonly Word[]): void {
   for (const w of words) {
-    if (sameWord(w, mine)) continue; // the chosen queue's own word
     if (!call.probes.some((p) => p.ctl === w.ctl && p.block === w.block && ready(p))) continue;
-    unpark(w.ctl, w.block, 1); // one load when nobody else sleeps there
+    passOn(w.ctl, w.block); // one load when nobody else sleeps there
   }
 }
 
@@ -450,7 +451,7 @@ function* parkSteps(
       for (let k = 0; k < announced; k++) Atomics.sub(words[k]!.ctl, words[k]!.block.waiters, words[k]!.unit);
     }
     if (i >= 0) {
-      if (slept) handOn(call, words, i);
+      if (slept) handOn(call, words);
       return i;
     }
   }

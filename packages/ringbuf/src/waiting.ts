@@ -204,15 +204,31 @@ let wokeSinceWait = false;
 
 /** Wakes the sleepers of `block`, if any. Publishers call it after every publication. */
 export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
+  if (wakeAnnounced(ctl, block, count)) wokeSinceWait = true;
+}
+
+/** Wakes up to `count` sleepers of `block` if any is announced; returns whether one was. */
+function wakeAnnounced(ctl: Int32Array, block: WaitBlock, count: number): boolean {
   // Observes park()'s announcement; pairs with the sleeper's add(WAITERS) + re-check.
   const waiters = Atomics.load(ctl, block.waiters);
-  if (waiters !== 0) {
-    // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
-    Atomics.add(ctl, block.signal, 1);
-    wakeSleepers(ctl, block, waiters, count);
-    wokeSinceWait = true;
-    waitCounters.wakes++;
-  }
+  if (waiters === 0) return false;
+  // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
+  Atomics.add(ctl, block.signal, 1);
+  wakeSleepers(ctl, block, waiters, count);
+  waitCounters.wakes++;
+  return true;
+}
+
+/**
+ * Passes a wake-up on to one other sleeper of `block`, if any is announced.
+ * For a wait that slept and takes nothing (select, waitReadable): the
+ * publisher woke one sleeper, maybe this one in place of a reader that
+ * would have taken the message (LAYOUT.md, "Waiting"). Called after this
+ * wait withdrew its own announcement. Not a wake-up of the peer: the poll
+ * pacing (wokeSinceWait) does not count it.
+ */
+export function passOn(ctl: Int32Array, block: WaitBlock): void {
+  wakeAnnounced(ctl, block, 1); // the others' announcements: ours is withdrawn
 }
 
 /** Bumps the signal and wakes everyone, unconditionally (close). */
@@ -386,6 +402,12 @@ export class WaitStop {
 export interface Settle<T, R> {
   ok(result: T): R;
   err(error: unknown): R;
+  /**
+   * The wait takes nothing (waitReadable): once it has slept and its
+   * condition holds, it passes a wake-up on (passOn) to whoever else sleeps
+   * on its block.
+   */
+  readonly takesNothing?: boolean;
 }
 
 /** The identity Settle: the result as is, a failure rethrown. */
@@ -527,6 +549,8 @@ class AsyncPark<T, R> implements Watched {
   #failure: unknown;
   #watching = false;
   #onAbort: (() => void) | undefined;
+  /** A futex wait of this park has started: a publisher's wake-up may have gone to it. */
+  #slept = false;
 
   constructor(
     readonly ctl: Int32Array,
@@ -615,6 +639,7 @@ class AsyncPark<T, R> implements Watched {
         if (this.#ending === undefined) {
           if (!this.#watching) this.#watch();
           waitCounters.asyncWaits++;
+          this.#slept = true;
           this.#pending = startWait(ctl, block.signal, seen, left, this.options?.ref !== false);
           this.#pending.promise.then(this.#completed, this.#completed);
           return; // stays announced until the wait completes
@@ -648,6 +673,7 @@ class AsyncPark<T, R> implements Watched {
   #settleWithdrawn(result: T): void {
     const failed = this.#withdraw();
     if (failed !== undefined) return this.#fail(failed);
+    if (this.#slept && this.settle.takesNothing === true) passOn(this.ctl, this.block);
     if (this.#watching) this.#unwatch();
     let value: R;
     try {
