@@ -272,7 +272,9 @@ function checkCall(
   }
   // Each option's type and range, with its class, before anything else; peerTimeoutMs as the queues' waits take it (0 included).
   checkWaitOptions(options, what, known);
-  const probes = entries.map((entry, i) => probeOf(entry, i, what));
+  // Index by index, not map(): a hole of a sparse array is an entry too (undefined, refused by name).
+  const probes: Probe[] = [];
+  for (let i = 0; i < entries.length; i++) probes.push(probeOf(entries[i]!, i, what));
   const started = performance.now();
   const deadline = deadlineOf(options, started);
   return { probes, started, deadline, checkMs: checkPeriodOf(options) };

@@ -565,6 +565,12 @@ describe('select', () => {
       );
       const ring = makeRing('sab', 'spsc');
       try {
+        // A hole of a sparse array is an entry (undefined), named by its index; map() would have skipped it.
+        const sparse = [, ring.queue] as SelectEntry[];
+        const namesHole = (err: unknown): boolean =>
+          err instanceof ShmringTypeError && err.code === ErrorCodes.INVALID_ARGUMENT && /entries\[0\]/.test(err.message);
+        assert.throws(() => selectSync(sparse), namesHole);
+        await assert.rejects(select(sparse), namesHole);
         assert.throws(
           () => selectSync([{ queue: ring.queue, write: -1 }]),
           (err) => err instanceof ShmringRangeError,
