@@ -47,7 +47,7 @@ import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Reg
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
 import { checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { checkType, checkWaitOptions, claimPlace, optionNames, shown } from './queue.js';
+import { checkType, checkWaitOptions, claimPlace, optionNames, ringWhere, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
 import { Roles } from './roles.js';
@@ -211,18 +211,23 @@ export class LatestValue {
     return V.latestSize(checkMaxSize(options?.maxSize, 'LatestValue.regionSize'));
   }
 
-  /** Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there. */
+  /**
+   * Lays out a LatestValue at the start of `region` (or at `offset`), version 0, overwriting what is there,
+   * unless an object is attached to one there: ERR_SHMRING_BUSY (in a region that takes locks: POSIX, file, memfd).
+   */
   static create(region: Region, options: LatestOptions): LatestValue {
     checkOptionsObject(options, 'LatestValue.create', CREATE_OPTION_NAMES);
     const maxSize = checkMaxSize(options?.maxSize, 'LatestValue.create');
     const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
-    const roles = Roles.hold(region, base, 'LatestValue.create'); // before MAGIC: never seen unheld once it exists
+    // Before MAGIC (never seen unheld once it exists), exclusive until it is laid out.
+    const roles = Roles.holdToCreate(region, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
     const ctl = unpublish(buffer, base);
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
     writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
+    roles?.share(); // laid out: others may attach
     return new LatestValue(region, buffer, base, maxSize, roles);
   }
 

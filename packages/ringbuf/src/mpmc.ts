@@ -43,7 +43,18 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import { checkCapacity, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
+import {
+  CLOSED_I32,
+  CLOSED_U8,
+  Queue,
+  READ_BLOCK,
+  WRITE_BLOCK,
+  checkDrain,
+  checkType,
+  ringSite,
+  ringWhere,
+  type RingSite,
+} from './queue.js';
 import type { DrainHandler } from './spsc.js';
 import { isAlive, isThreadAlive, ownThread } from './liveness.js';
 import { copyOut } from './copy.js';
@@ -136,18 +147,23 @@ export class MpmcQueue extends Queue {
     return L.mpmcRingSize(capacity, slotSize);
   }
 
-  /** Creates an empty queue at the start of `region` (overwriting what is there). */
+  /**
+   * Creates an empty queue at the start of `region`, overwriting what is there, unless an object is
+   * attached to a queue there: ERR_SHMRING_BUSY (in a region that takes locks: POSIX, file, memfd).
+   */
   static create(region: Region, options: MpmcOptions): MpmcQueue {
     const [capacity, slotSize] = MpmcQueue.#check(options, 'MpmcQueue.create');
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
-    const roles = Roles.hold(region, 0, 'MpmcQueue.create'); // before MAGIC: the queue is never seen unheld (stale) once it exists
+    // Before MAGIC (the queue is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    const roles = Roles.holdToCreate(region, 0, 'MpmcQueue.create', ringWhere(region, 0, 'queue'));
     const ctl = unpublish(buffer);
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
     for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
     writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
+    roles?.share(); // laid out: others may attach
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 

@@ -81,6 +81,7 @@ import {
   checkDrain,
   checkType,
   ringSite,
+  ringWhere,
   type RingSite,
   type WaitOptions,
 } from './queue.js';
@@ -259,7 +260,10 @@ export class MpscRing extends Queue {
     return M.mpscRingSize(checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.regionSize'));
   }
 
-  /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
+  /**
+   * Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there, unless an
+   * object is attached to a ring there: ERR_SHMRING_BUSY (in a region that takes locks: POSIX, file, memfd).
+   */
   static create(region: Region, options: MpscOptions): MpscRing {
     checkOptionsObject(options, 'MpscRing.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, M.MPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'MpscRing.create');
@@ -267,11 +271,13 @@ export class MpscRing extends Queue {
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
     const ringSize = M.mpscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
-    const roles = Roles.hold(region, base, 'MpscRing.create'); // before MAGIC: the ring is never seen unheld (stale) once it exists
+    // Before MAGIC (the ring is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    const roles = Roles.holdToCreate(region, base, 'MpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    roles?.share(); // laid out: others may attach
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 

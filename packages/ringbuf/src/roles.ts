@@ -75,6 +75,27 @@ export class Roles {
     return { roles: new Roles(locks, region, base), alone };
   }
 
+  /**
+   * Holds the ring at `base` of `region` for a create() that lays out a new
+   * ring there: exclusively, so nobody attaches meanwhile (the caller
+   * share()s once the header is written). Throws ERR_SHMRING_BUSY if any
+   * other object, in this process or another, holds it: a ring is attached
+   * there, and laying out a new one would wipe what it holds under its
+   * sides. undefined where the region cannot take locks (System V, a
+   * SharedArrayBuffer): there create() cannot tell, and overwrites.
+   * `where` names the ring (queue.ts ringWhere).
+   */
+  static holdToCreate(region: Region, base: number, what: string, where: string): Roles | undefined {
+    const holding = Roles.holdFirst(region, base, what);
+    if (holding === undefined || holding.alone) return holding?.roles;
+    holding.roles.release();
+    throw new ShmringError(
+      ErrorCodes.BUSY,
+      `${what}: ${where} is in use (another object, in this process or another, is attached to it); ` +
+        'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first',
+    );
+  }
+
   /** After holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */
   share(): void {
     this.#locks.lock(this.#base + L.HOLDER_LOCK_OFFSET, true);

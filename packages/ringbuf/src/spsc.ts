@@ -70,7 +70,18 @@ import {
   unpublish,
   writeHeader,
 } from './header.js';
-import { CLOSED_I32, CLOSED_U8, Queue, READ_BLOCK, WRITE_BLOCK, checkDrain, checkType, ringSite, type RingSite } from './queue.js';
+import {
+  CLOSED_I32,
+  CLOSED_U8,
+  Queue,
+  READ_BLOCK,
+  WRITE_BLOCK,
+  checkDrain,
+  checkType,
+  ringSite,
+  ringWhere,
+  type RingSite,
+} from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { Roles } from './roles.js';
@@ -188,18 +199,23 @@ export class SpscRing extends Queue {
     return L.spscRingSize(checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.regionSize'));
   }
 
-  /** Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there. */
+  /**
+   * Creates an empty ring at the start of `region` (or at `offset`), overwriting what is there, unless an
+   * object is attached to a ring there: ERR_SHMRING_BUSY (in a region that takes locks: POSIX, file, memfd).
+   */
   static create(region: Region, options: SpscOptions): SpscRing {
     checkOptionsObject(options, 'SpscRing.create', CREATE_OPTION_NAMES);
     const capacity = checkCapacity(options?.capacity, L.SPSC_MIN_CAPACITY, L.MAX_CAPACITY, 'SpscRing.create');
     const base = checkOffset(options.offset, 'SpscRing.create');
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
-    const roles = Roles.hold(region, base, 'SpscRing.create'); // before MAGIC: the ring is never seen unheld (stale) once it exists
+    // Before MAGIC (the ring is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    const roles = Roles.holdToCreate(region, base, 'SpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
     writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    roles?.share(); // laid out: others may attach
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
