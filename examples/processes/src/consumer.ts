@@ -12,8 +12,14 @@ import * as net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Region, receiveRegion } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
+import { endWithParent, failWith } from './lifeline.js';
 
 const [how, where] = process.argv.slice(2);
+if ((how !== 'posix' && how !== 'memfd') || where === undefined) {
+  console.error('usage: node consumer.js posix <name> | memfd <socket path>');
+  process.exit(2);
+}
+endWithParent('consumer', () => {});
 
 /** Retries `attempt` while the producer has not created its side yet. */
 async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
@@ -31,31 +37,35 @@ async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
   }
 }
 
-const region =
-  how === 'posix'
-    ? await retry(() => {
-        const opened = Region.open({ backing: 'posix', name: where! });
-        opened.unlink(); // mapped now: the name in /dev/shm can go
-        return opened;
-      })
-    : await retry(async () => {
-        const socket = net.connect({ path: where! });
-        socket.pause();
-        try {
-          return await receiveRegion(socket, { timeoutMs: 10_000 });
-        } finally {
-          socket.destroy();
-        }
-      });
-const ring = await retry(() => SpscRing.attach(region));
+try {
+  const region =
+    how === 'posix'
+      ? await retry(() => {
+          const opened = Region.open({ backing: 'posix', name: where });
+          opened.unlink(); // mapped now: the name in /dev/shm can go
+          return opened;
+        })
+      : await retry(async () => {
+          const socket = net.connect({ path: where });
+          socket.pause();
+          try {
+            return await receiveRegion(socket, { timeoutMs: 10_000 });
+          } finally {
+            socket.destroy();
+          }
+        });
+  const ring = await retry(() => SpscRing.attach(region));
 
-const decoder = new TextDecoder();
-let received = 0;
-let outOfOrder = 0;
-for await (const message of ring) {
-  const seq = Number(decoder.decode(message).split(':', 1)[0]);
-  if (seq !== received || ring.lastType !== seq % 3) outOfOrder++;
-  received++;
+  const decoder = new TextDecoder();
+  let received = 0;
+  let outOfOrder = 0;
+  for await (const message of ring) {
+    const seq = Number(decoder.decode(message).split(':', 1)[0]);
+    if (seq !== received || ring.lastType !== seq % 3) outOfOrder++;
+    received++;
+  }
+  region.close();
+  console.log(JSON.stringify({ received, outOfOrder }));
+} catch (err) {
+  failWith('consumer', err);
 }
-region.close();
-console.log(JSON.stringify({ received, outOfOrder }));

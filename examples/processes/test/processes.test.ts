@@ -1,10 +1,72 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { exchange } from '../src/main.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+/** The pids of the children of main.js `pid` (their arguments carry its pid), with their scripts. */
+function childrenOf(pid: number): { pid: number; script: string }[] {
+  const found: { pid: number; script: string }[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const script = argv.find((a) => a.endsWith('producer.js') || a.endsWith('consumer.js'));
+    if (script !== undefined && argv.some((a) => a.includes(`shmring-example-${pid}-`))) found.push({ pid: Number(entry), script });
+  }
+  return found;
+}
+
+/** Names in /dev/shm and socket files in the temporary directory that main.js `pid` made. */
+function leftovers(pid: number): string[] {
+  const mine = (f: string): boolean => f.startsWith(`shmring-example-${pid}-`);
+  return [...fs.readdirSync('/dev/shm').filter(mine), ...fs.readdirSync(os.tmpdir()).filter(mine)];
+}
+
+/**
+ * Starts main.js and waits until both children of its `phase` run: for the posix run (the first), a count
+ * that keeps it busy for minutes; for the memfd run, one whose posix run is over within seconds.
+ */
+async function busyMain(phase: 'posix' | 'memfd'): Promise<{ main: ReturnType<typeof spawn>; stderr: () => string }> {
+  const main = spawn(process.execPath, [MAIN, phase === 'posix' ? '100000000' : '2000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  main.stderr!.on('data', (d: Buffer) => (err += d));
+  const inPhase = (k: { pid: number }): boolean => {
+    try {
+      return fs.readFileSync(`/proc/${k.pid}/cmdline`, 'utf8').includes(`\0${phase}\0`);
+    } catch {
+      return false; // gone meanwhile
+    }
+  };
+  for (let i = 0; i < 2000; i++) {
+    const kids = childrenOf(main.pid!);
+    if (kids.length === 2 && kids.every(inPhase)) return { main, stderr: () => err };
+    await sleep(10);
+  }
+  main.kill('SIGKILL');
+  throw new Error(`main.js did not reach its ${phase} run within 20 s: ${err}`);
+}
+
+/** Waits up to `ms` for every child of main.js `pid` to be gone; returns those left. */
+async function childrenGone(pid: number, ms: number): Promise<{ pid: number; script: string }[]> {
+  const until = Date.now() + ms;
+  let left = childrenOf(pid);
+  while (left.length > 0 && Date.now() < until) {
+    await sleep(25);
+    left = childrenOf(pid);
+  }
+  for (const k of left) process.kill(k.pid, 'SIGKILL');
+  return left;
+}
 
 describe('examples/processes', () => {
   it('delivers every message in order between processes that meet by a POSIX name', async () => {
@@ -40,6 +102,34 @@ describe('examples/processes', () => {
       assert.equal(r.stdout, '');
       assert.match(r.stderr, /^usage: node main\.js \[count\]: .*non-negative integer/);
       assert.ok(r.stderr.includes(`got '${bad}'`), r.stderr);
+    }
+  });
+
+  describe('when a process of the example dies', function () {
+    this.timeout(30_000);
+
+    it('a consumer SIGKILLed early stops the producer: main.js exits 1 naming the signal, and no process, name or socket file is left', async () => {
+      const { main, stderr } = await busyMain('posix');
+      const consumer = childrenOf(main.pid!).find((k) => k.script.endsWith('consumer.js'))!;
+      process.kill(consumer.pid, 'SIGKILL');
+      const [code] = await once(main, 'exit');
+      assert.equal(code, 1);
+      assert.match(stderr(), /main\.js: consumer\.js was killed by SIGKILL/);
+      assert.deepEqual(await childrenGone(main.pid!, 3000), []);
+      assert.deepEqual(leftovers(main.pid!), []);
+    });
+
+    for (const phase of ['posix', 'memfd'] as const) {
+      for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+        it(`main.js ${signal === 'SIGKILL' ? 'SIGKILLed' : 'sent SIGTERM'} in its ${phase} run: both children stop and leave no name or socket file`, async () => {
+          const { main } = await busyMain(phase);
+          assert.equal(childrenOf(main.pid!).length, 2, 'both children run');
+          main.kill(signal);
+          await once(main, 'exit');
+          assert.deepEqual(await childrenGone(main.pid!, 3000), []);
+          assert.deepEqual(leftovers(main.pid!), []);
+        });
+      }
     }
   });
 });

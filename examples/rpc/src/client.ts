@@ -23,16 +23,30 @@ function order(id: number): Order {
   return { id, sku, quantity: 1 + ((id * 37) % 250), tier: id % 3 === 0 ? 'trade' : 'retail' };
 }
 
+/** Errors that end the run: the channel is gone (no later request can be answered), or the server is not answering. */
+const FATAL = new Set(['ERR_SHMRING_PEER_DEAD', 'ERR_SHMRING_CLOSED', 'ERR_SHMRING_TIMEOUT']);
+
+/** The run ended early: `answered` of the requests were answered before `cause`. */
+export class RunStopped extends Error {
+  constructor(
+    readonly answered: number,
+    cause: Error & { code?: string },
+  ) {
+    super(`${cause.message}${cause.code === undefined ? '' : ` (${cause.code})`}`, { cause });
+  }
+}
+
 export async function run(channel: Channel, requests: number, inFlight: number): Promise<RunResult> {
   const latencies = new Float64Array(requests);
   const refused: Record<string, number> = {};
   let priced = 0;
   let wrong = 0;
   let next = 0;
+  let failure: (Error & { code?: string }) | undefined;
 
   // `inFlight` loops, each with one request outstanding: the channel matches replies to requests by id.
   async function loop(): Promise<void> {
-    while (next < requests) {
+    while (next < requests && failure === undefined) {
       const id = next++;
       const o = order(id);
       const started = performance.now();
@@ -42,6 +56,10 @@ export async function run(channel: Channel, requests: number, inFlight: number):
         if (q.id !== o.id || q.sku !== o.sku || q.totalCents !== q.unitCents * o.quantity - q.discountCents) wrong++;
       } catch (err) {
         const code = (err as { code?: string }).code ?? 'unknown';
+        if (FATAL.has(code)) {
+          failure ??= err as Error; // the others stop at their next request
+          return;
+        }
         refused[code] = (refused[code] ?? 0) + 1;
       }
       latencies[id] = (performance.now() - started) * 1000;
@@ -51,6 +69,9 @@ export async function run(channel: Channel, requests: number, inFlight: number):
   const started = performance.now();
   await Promise.all(Array.from({ length: Math.min(inFlight, requests) }, loop));
   const ms = performance.now() - started;
+  if (failure !== undefined) {
+    throw new RunStopped(priced + Object.values(refused).reduce((a, b) => a + b, 0), failure);
+  }
   return { requests, priced, refused, wrong, ms, latencies: latencies.sort() };
 }
 

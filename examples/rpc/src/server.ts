@@ -3,7 +3,8 @@
  * client's requests with a quote. An unknown SKU makes the handler throw an
  * error with code UNKNOWN_SKU, which the caller gets as a RemoteError with
  * that code. On SIGTERM or SIGINT it closes the server (which closes its
- * channels and removes the socket path), prints a summary and exits.
+ * channels and removes the socket path), prints a summary and exits; the
+ * same when main.js, which started it, ends.
  *
  *   node examples/rpc/dist/src/server.js <socket path>    prints "listening <path>" once ready
  */
@@ -16,7 +17,14 @@ if (socketPath === undefined) {
   process.exit(2);
 }
 
-const server = await listen(socketPath);
+let server: Awaited<ReturnType<typeof listen>>;
+try {
+  server = await listen(socketPath);
+} catch (err) {
+  const e = err as { message?: string; code?: string };
+  console.error(`server: ${e.message}${e.code === undefined ? '' : ` (${e.code})`}`);
+  process.exit(1);
+}
 let clients = 0;
 let priced = 0;
 let refused = 0;
@@ -35,11 +43,18 @@ server.on('channel', (channel: Channel) => {
   });
 });
 
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    void server.close().then(() => {
-      console.log(`server: ${clients} client${clients === 1 ? '' : 's'}, ${priced} orders priced, ${refused} refused`);
-    });
+let stopping = false;
+function stop(): void {
+  if (stopping) return;
+  stopping = true;
+  void server.close().then(() => {
+    console.log(`server: ${clients} client${clients === 1 ? '' : 's'}, ${priced} orders priced, ${refused} refused`);
   });
 }
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, stop);
+// Started by main.js with an IPC channel: it closes when main.js ends, however it ends (even SIGKILL), and the
+// server stops with it rather than listen for ever. (Unref'd: the channel alone keeps nothing alive.)
+process.channel?.unref();
+process.once('disconnect', stop);
+if (process.send !== undefined && !process.connected) stop(); // main.js was gone before this listener was set
 console.log(`listening ${socketPath}`);

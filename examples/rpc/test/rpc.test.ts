@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -16,6 +18,25 @@ function runMain(args: string[]): Promise<{ code: number | null; out: string }> 
     child.on('close', (code) => resolve({ code, out }));
   });
 }
+
+/** Starts main.js on a run long enough to be interrupted; resolves once it printed the server's pid. */
+function busyMain(socketPath: string): Promise<{ main: ReturnType<typeof spawn>; serverPid: number; stderr: () => string }> {
+  const main = spawn(process.execPath, [MAIN, '100000000', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  main.stderr!.on('data', (d: Buffer) => (err += d));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    main.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      const m = /^pricing server: pid (\d+)/m.exec(out);
+      if (m) resolve({ main, serverPid: Number(m[1]), stderr: () => err });
+    });
+    main.once('exit', () => reject(new Error(`main.js ended early: ${err}`)));
+  });
+}
+
+const alive = (pid: number): boolean =>
+  fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
 
 describe('examples/rpc', () => {
   it('prices every order across two processes, reports throughput and latency, and leaves nothing behind', async () => {
@@ -44,10 +65,10 @@ describe('examples/rpc', () => {
     try {
       const three = await runMain(['3', path.join(dir, 'three.sock')]);
       assert.equal(three.code, 0, three.out);
-      assert.match(three.out, /^client: 3 requests, 64 in flight: 3 priced, refused: none, 0 wrong$/m);
+      assert.match(three.out, /^client: 3 requests, 3 in flight: 3 priced, refused: none, 0 wrong$/m);
       const none = await runMain(['0', path.join(dir, 'none.sock')]);
       assert.equal(none.code, 0, none.out);
-      assert.match(none.out, /^client: 0 requests, 64 in flight: 0 priced, refused: none, 0 wrong$/m);
+      assert.match(none.out, /^client: 0 requests, 0 in flight: 0 priced, refused: none, 0 wrong$/m);
       assert.match(none.out, /^latency µs: none \(no requests\)$/m);
       assert.doesNotMatch(none.out, /NaN/);
     } finally {
@@ -59,6 +80,48 @@ describe('examples/rpc', () => {
       assert.equal(r.stdout, '', 'no server is started');
       assert.match(r.stderr, /^usage: node main\.js \[requests\] \[socket path\]: .*non-negative integer/);
       assert.ok(r.stderr.includes(`got '${bad}'`), r.stderr);
+    }
+  });
+
+  describe('when a process of the example dies', function () {
+    this.timeout(30_000);
+
+    it('a server SIGKILLed mid-run stops the client at once: main.js exits 1 saying how many requests were answered and how the server ended', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-rpc-test-'));
+      try {
+        const { main, serverPid, stderr } = await busyMain(path.join(dir, 'killed.sock'));
+        await sleep(300);
+        const t0 = performance.now();
+        process.kill(serverPid, 'SIGKILL');
+        const [code] = (await once(main, 'exit')) as [number | null];
+        assert.equal(code, 1);
+        assert.ok(performance.now() - t0 < 5000, `main.js took ${performance.now() - t0} ms to stop`);
+        assert.match(
+          stderr(),
+          /^main\.js: stopped after [\d,]+ of 100,000,000 requests were answered: .*\(ERR_SHMRING_PEER_DEAD\); the server was killed by SIGKILL$/m,
+        );
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+      it(`main.js ${signal === 'SIGKILL' ? 'SIGKILLed' : 'sent SIGTERM'} mid-run: the server stops and removes its socket path`, async () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-rpc-test-'));
+        const socketPath = path.join(dir, 'orphan.sock');
+        try {
+          const { main, serverPid } = await busyMain(socketPath);
+          await sleep(200);
+          main.kill(signal);
+          for (let i = 0; i < 120 && alive(serverPid); i++) await sleep(25);
+          const left = alive(serverPid);
+          if (left) process.kill(serverPid, 'SIGKILL');
+          assert.equal(left, false, 'the server outlived main.js by 3 s');
+          assert.equal(fs.existsSync(socketPath), false, 'the server removed its socket path');
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+      });
     }
   });
 });
