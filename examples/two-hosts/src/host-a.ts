@@ -8,6 +8,7 @@
  *   node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]
  */
 import { bridge } from '@shmring/channel';
+import { stopOnEnd, endingOf } from './lifeline.js';
 import { createRing, END, end, isRun, newRun, order } from './orders.js';
 
 const [url, countArg = '100000', run = newRun()] = process.argv.slice(2);
@@ -19,36 +20,45 @@ if (url === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number
 }
 const count = Number(countArg);
 
-const { name, region, ring } = createRing('a');
 const stop = new AbortController();
+stopOnEnd(stop);
+let created: ReturnType<typeof createRing> | undefined;
 let unlinked = false;
 try {
+  created = createRing('a');
+  const { name, region, ring } = created;
   let onReady!: () => void;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   // The bridge is the ring's consumer: it drains it in batches and publishes each record, its type in a header.
   const bridged = bridge(`shm:${name}`, url, { signal: stop.signal, onReady });
   await Promise.race([ready, bridged]);
+  stop.signal.throwIfAborted(); // stopped while the bridge was connecting
   region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
   unlinked = true;
   const started = performance.now();
+  const signal = stop.signal;
   for (let seq = 0; seq < count; seq++) {
     const message = order(run, seq);
     // write() waits (without blocking the event loop) while the ring is full: NATS is slow or away.
-    if (!ring.tryWrite(message, seq % 3)) await ring.write(message, { type: seq % 3, peerTimeoutMs: Infinity });
+    if (!ring.tryWrite(message, seq % 3)) await ring.write(message, { type: seq % 3, peerTimeoutMs: Infinity, signal });
   }
-  await ring.write(end(run), { type: END, peerTimeoutMs: Infinity });
+  await ring.write(end(run), { type: END, peerTimeoutMs: Infinity, signal });
   // The bridge has taken everything once the ring is empty; stopping it flushes what it published.
-  while (ring.size > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  while (ring.size > 0) {
+    signal.throwIfAborted();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
   stop.abort();
   await bridged;
   console.log(JSON.stringify({ host: 'A', run, sent: count, ms: Math.round(performance.now() - started) }));
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
-  const e = err as { code?: string; message: string };
-  console.error(`host A: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
-  process.exitCode = 1;
+  console.error(`host A: ${endingOf(err, stop)}`);
+  process.exitCode ||= 1;
 } finally {
   stop.abort();
-  if (!unlinked) region.unlink(); // the bridge never got going
-  region.close();
+  if (created !== undefined) {
+    if (!unlinked) created.region.unlink(); // the bridge never got going
+    created.region.close();
+  }
 }

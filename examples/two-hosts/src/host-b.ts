@@ -13,6 +13,7 @@
  */
 import { bridge } from '@shmring/channel';
 import { Region } from '@shmring/core';
+import { endingOf, stopOnEnd } from './lifeline.js';
 import { createRing, END, isRun, parse } from './orders.js';
 
 const [url, timeoutArg = '600', wanted] = process.argv.slice(2);
@@ -29,15 +30,20 @@ if (
 }
 const timeoutMs = Number(timeoutArg) * 1000;
 
-const { name, region, ring } = createRing('b');
 const stop = new AbortController();
+stopOnEnd(stop);
+let created: ReturnType<typeof createRing> | undefined;
+let bridged: Promise<void> | undefined;
 let unlinked = false;
 try {
+  created = createRing('b');
+  const { name, region, ring } = created;
   let onReady!: () => void;
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   // The bridge is a producer of the ring: it writes each NATS message, waiting for room when the ring is full.
-  const bridged = bridge(url, `shm:${name}`, { signal: stop.signal, onReady });
+  bridged = bridge(url, `shm:${name}`, { signal: stop.signal, onReady });
   await Promise.race([ready, bridged]);
+  stop.signal.throwIfAborted(); // stopped while the bridge was connecting
   region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
   unlinked = true;
   console.log('ready');
@@ -48,7 +54,7 @@ try {
   let started = 0;
   for (;;) {
     // Each wait: up to `timeoutMs` for the next message (ERR_SHMRING_TIMEOUT after it).
-    const message = await ring.read({ timeoutMs, peerTimeoutMs: Infinity });
+    const message = await ring.read({ timeoutMs, peerTimeoutMs: Infinity, signal: stop.signal });
     const { run: of, seq } = parse(message);
     run ??= of;
     if (of !== run) {
@@ -65,14 +71,17 @@ try {
   console.log(JSON.stringify({ host: 'B', run, received, outOfOrder, skipped, ms: Math.round(performance.now() - started) }));
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
-  const e = err as { code?: string; message: string };
-  console.error(`host B: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}`);
-  process.exitCode = 1;
+  console.error(`host B: ${endingOf(err, stop)}`);
+  process.exitCode ||= 1;
 } finally {
   stop.abort();
-  if (!unlinked) region.unlink(); // the bridge never got going
-  region.close();
-  removeMarker(`${name}.jsbridge`);
+  if (created !== undefined) {
+    // Stopped early: the aborted bridge writes its marker no more once it has ended (at most 2 s).
+    await Promise.race([bridged?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    if (!unlinked) created.region.unlink(); // the bridge never got going
+    created.region.close();
+    removeMarker(`${created.name}.jsbridge`);
+  }
 }
 
 /**

@@ -8,7 +8,7 @@
  *   node examples/two-hosts/dist/src/main.js [count] [nats://host:port/<subject>]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newRun } from './orders.js';
@@ -26,19 +26,49 @@ export function natsServerBinary(): string | undefined {
   return undefined;
 }
 
-/** A nats-server on a port the kernel picks (`-p -1`), read from its log line; stop() ends it. */
-export async function startNatsServer(
-  options: { jetstreamDir?: string } = {},
-): Promise<{ url: (subject: string) => string; child: ChildProcess; stop: () => Promise<void> }> {
+/**
+ * Runs nats-server ("$0" "$@") until this process's pipe to it closes: when
+ * stop() ends the pipe, and when this process ends however it ends (SIGKILL
+ * too), the watcher in the background kills the server. The shell exits
+ * with the server's status (128 + its signal's number if a signal ended it).
+ * A background job of a script ignores SIGINT, so a Ctrl-C reaches the
+ * server through the trap. (Node cannot ask the kernel to kill a child with
+ * its parent: this is the pipe's way of doing it.)
+ */
+const TIED_TO_PARENT = [
+  '"$0" "$@" & server=$!',
+  "trap 'kill $server 2>/dev/null' INT TERM HUP",
+  // A background job's stdin is /dev/null unless redirected: the watcher reads the pipe through fd 3.
+  'exec 3<&0',
+  '(read -r _ <&3; kill $server 2>/dev/null) &',
+  'while :; do wait $server; status=$?; kill -0 $server 2>/dev/null || exit $status; done',
+].join('\n');
+
+/** How a nats-server run by TIED_TO_PARENT ended, from its shell's exit code. */
+function natsEnding(code: number | null, signal: NodeJS.Signals | null): string {
+  if (signal !== null) return `was killed by ${signal} (its shell was)`;
+  const name = code !== null && code > 128 ? Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0] : undefined;
+  return name !== undefined ? `was killed by ${name}` : `exited with ${code}`;
+}
+
+/** A nats-server on a port the kernel picks (`-p -1`), read from its log line; stop() ends it; `ended` says how it ended. */
+export async function startNatsServer(options: { jetstreamDir?: string } = {}): Promise<{
+  url: (subject: string) => string;
+  child: ChildProcess;
+  stop: () => Promise<void>;
+  ended: Promise<string>;
+}> {
   const binary = natsServerBinary();
   if (binary === undefined) throw new Error(NATS_MISSING);
   const js = options.jetstreamDir === undefined ? [] : ['-js', '-sd', options.jetstreamDir];
-  const child = spawn(binary, ['-a', '127.0.0.1', '-p', '-1', ...js], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('/bin/sh', ['-c', TIED_TO_PARENT, binary, '-a', '127.0.0.1', '-p', '-1', ...js], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  const ended = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(natsEnding(code, signal))));
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    await exited;
+    child.stdin!.end(); // the watcher kills the server; the shell exits with it
+    await ended;
   };
   try {
     const port = await new Promise<number>((resolve, reject) => {
@@ -52,13 +82,13 @@ export async function startNatsServer(
           resolve(Number(m[1]));
         }
       });
-      child.once('exit', (code) => {
+      void ended.then((how) => {
         clearTimeout(timer);
-        reject(new Error(`nats-server exited with ${code}: ${log}`));
+        reject(new Error(`nats-server ${how}: ${log}`));
       });
     });
     child.stderr!.resume();
-    return { url: (subject) => `nats://127.0.0.1:${port}/${subject}`, child, stop };
+    return { url: (subject) => `nats://127.0.0.1:${port}/${subject}`, child, stop, ended };
   } catch (err) {
     await stop();
     throw err;
@@ -71,7 +101,8 @@ function host(
   args: string[],
   onLine: (line: string) => void = () => undefined,
 ): { child: ChildProcess; done: Promise<string> } {
-  const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The IPC channel is the host's lifeline: it closes when this process ends, and the host stops (lifeline.ts).
+  const child = spawn(process.execPath, [path.join(here, script), ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     err += chunk;
@@ -124,7 +155,8 @@ export async function exchange(url: string, count: number): Promise<Outcome> {
     const sb = last(outB);
     return { sent: sa.sent!, received: sb.received!, outOfOrder: sb.outOfOrder!, ms: performance.now() - started };
   } finally {
-    for (const child of [a?.child, b.child]) if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    // A host still running (the other failed) stops, and removes its ring's name and its bridge's marker.
+    for (const child of [a?.child, b.child]) if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   }
 }
 
@@ -139,15 +171,30 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = Number(countArg);
   const given = process.argv[3];
   const server = given === undefined ? await startNatsServer() : undefined;
+  /** Ends this process: the nats-server it started stops; the hosts see their lifeline close, stop and clean up. */
+  let ending = false;
+  const end = async (code: number, message?: string): Promise<void> => {
+    if (ending) return; // a signal's end stops the server, whose exit must not end the run again
+    ending = true;
+    if (message !== undefined) console.error(`main.js: ${message}`);
+    await server?.stop();
+    process.exit(code);
+  };
+  process.once('SIGINT', () => void end(130));
+  process.once('SIGTERM', () => void end(143));
+  // The nats-server this process started dying ends the run at once (the hosts would wait for it for a minute).
+  const serverDied = new Promise<never>((_, reject) => {
+    void server?.ended.then((how) => reject(new Error(`the nats-server main.js started ${how}`)));
+  });
   try {
     const url = given ?? server!.url('orders');
-    const r = await exchange(url, count);
+    const r = await Promise.race([exchange(url, count), serverDied]);
     console.log(
       `${url}: host A sent ${r.sent} orders, host B received ${r.received}, ${r.outOfOrder} out of order, ` +
         `${r.ms.toFixed(0)} ms (${Math.round((r.received * 1000) / r.ms).toLocaleString('en')} orders/s)`,
     );
-    if (r.received !== r.sent || r.outOfOrder !== 0) process.exitCode = 1;
-  } finally {
-    await server?.stop();
+    await end(r.received !== r.sent || r.outOfOrder !== 0 ? 1 : 0);
+  } catch (err) {
+    await end(1, (err as Error).message);
   }
 }

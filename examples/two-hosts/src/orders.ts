@@ -13,9 +13,14 @@ import { SpscRing } from '@shmring/ringbuf';
 export const CAPACITY = 1 << 20;
 export const END = 9;
 
-/** A fresh POSIX-named ring for a bridge to open by name (`shm:<name>`). */
+/**
+ * A fresh POSIX-named ring for a bridge to open by name (`shm:<name>`). Its
+ * name carries the pid and a random part: a name that a host killed before
+ * it removed it left behind never stands in the way of a later host that
+ * got the same pid.
+ */
 export function createRing(role: 'a' | 'b'): { name: string; region: Region; ring: SpscRing } {
-  const name = `shmring-two-hosts-${role}-${process.pid}`;
+  const name = `shmring-two-hosts-${role}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: CAPACITY }) });
   try {
     return { name, region, ring: SpscRing.create(region, { capacity: CAPACITY }) };

@@ -1,12 +1,77 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { exchange, NATS_MISSING, natsServerBinary, startNatsServer } from '../src/main.js';
 
 const script = (name: string): string => fileURLToPath(new URL(`../src/${name}`, import.meta.url));
+
+/** The processes descended from `pid` (from each /proc/<pid>/stat's parent field), with their command lines. */
+function descendants(pid: number): { pid: number; cmd: string }[] {
+  const parent = new Map<number, number>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      parent.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: { pid: number; cmd: string }[] = [];
+  const walk = (of: number): void => {
+    for (const [child, ppid] of parent) {
+      if (ppid !== of) continue;
+      let cmd = '';
+      try {
+        cmd = fs.readFileSync(`/proc/${child}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      } catch {
+        continue;
+      }
+      found.push({ pid: child, cmd });
+      walk(child);
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+
+/** main.js on a run long enough to be interrupted, once host A and host B both run; with everything it started. */
+async function busyMain(): Promise<{ main: ReturnType<typeof spawn>; started: { pid: number; cmd: string }[]; stderr: () => string }> {
+  const main = spawn(process.execPath, [script('main.js'), '100000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  main.stderr!.on('data', (d: Buffer) => (err += d));
+  for (let i = 0; i < 1000; i++) {
+    const started = descendants(main.pid!);
+    if (started.some((p) => p.cmd.includes('host-a.js')) && started.some((p) => p.cmd.includes('host-b.js'))) {
+      await sleep(300); // host A writes, the bridges move
+      return { main, started: descendants(main.pid!), stderr: () => err };
+    }
+    await sleep(10);
+  }
+  main.kill('SIGKILL');
+  throw new Error(`main.js did not start both hosts within 10 s: ${err}`);
+}
+
+/** Waits up to 5 s for `pids` to end; SIGKILLs and returns those left. */
+async function ended(pids: { pid: number; cmd: string }[]): Promise<string[]> {
+  for (let i = 0; i < 200 && pids.some((p) => alive(p.pid)); i++) await sleep(25);
+  const left = pids.filter((p) => alive(p.pid));
+  for (const p of left) process.kill(p.pid, 'SIGKILL');
+  return left.map((p) => p.cmd);
+}
 
 describe('examples/two-hosts', function () {
   this.timeout(120_000);
@@ -81,6 +146,54 @@ describe('examples/two-hosts', function () {
         assert.equal(r.stdout, '', `${name} ${bad}`);
         assert.match(r.stderr, usage, `${name} ${bad}`);
       }
+    }
+  });
+
+  it('main.js SIGKILLed mid-run: both hosts and the nats-server it started end, and nothing is left in /dev/shm', async () => {
+    const shmBefore = new Set(fs.readdirSync('/dev/shm'));
+    const { main, started } = await busyMain();
+    assert.ok(
+      started.some((p) => p.cmd.startsWith('nats-server ') || p.cmd.includes('/nats-server ')),
+      JSON.stringify(started),
+    );
+    main.kill('SIGKILL');
+    assert.deepEqual(await ended(started), [], 'outlived main.js by 5 s');
+    const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
+    assert.deepEqual(added, []);
+  });
+
+  it('the nats-server main.js started dying ends the run at once, saying so; the hosts end too', async () => {
+    const { main, started, stderr } = await busyMain();
+    const server = started.find((p) => p.cmd.startsWith('nats-server ') || p.cmd.includes('/nats-server '))!;
+    const t0 = performance.now();
+    process.kill(server.pid, 'SIGKILL');
+    const [code] = (await once(main, 'exit')) as [number | null];
+    assert.equal(code, 1);
+    assert.ok(performance.now() - t0 < 5000, `main.js took ${performance.now() - t0} ms`);
+    assert.match(stderr(), /^main\.js: the nats-server main\.js started was killed by SIGKILL$/m);
+    assert.deepEqual(await ended(started), []);
+  });
+
+  it('host B interrupted (SIGINT) while its bridge is still connecting says so, exits 130 and removes its ring', async () => {
+    const shmBefore = new Set(fs.readdirSync('/dev/shm'));
+    // A server that accepts and never answers: the bridge stays connecting.
+    const silent = (await import('node:net')).createServer(() => undefined);
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    try {
+      const port = (silent.address() as { port: number }).port;
+      const host = spawn(process.execPath, [script('host-b.js'), `nats://127.0.0.1:${port}/orders`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      host.stderr!.on('data', (d: Buffer) => (err += d));
+      await sleep(1000);
+      host.kill('SIGINT');
+      const [code] = (await once(host, 'exit')) as [number | null];
+      assert.equal(code, 130, err);
+      assert.match(err, /^host B: interrupted \(SIGINT\); stopped$/m);
+      const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
+      assert.deepEqual(added, []);
+    } finally {
+      silent.close();
     }
   });
 });
