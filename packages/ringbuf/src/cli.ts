@@ -39,13 +39,35 @@ function table(rings: RingInfo[]): string {
   for (const r of rings) {
     const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
     const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion}` : `${r.used} B`;
-    const state = r.damaged !== undefined ? 'damaged' : r.closed ? 'closed' : isStale(r) ? 'stale' : 'open';
+    const state = r.damaged !== undefined ? 'damaged' : r.closed ? 'closed' : isStale(r) ? 'stale' : `open${openBecause(r)}`;
     // A Broadcast has no consumer: its subscribers, each in a slot, are listed under the table.
     const consumer = r.broadcast === undefined ? who(r.consumer) : plural(r.broadcast.subscribers.length, 'subscriber');
-    rows.push([r.name, r.kind, capacity, used, who(r.producer), consumer, who(r.creator), state]);
+    rows.push([shownName(r.name), r.kind, capacity, used, who(r.producer), consumer, who(r.creator), state]);
   }
   const sections = rings.map((r) => `${damage(r)}${inFlight(r)}${subscribers(r)}`).filter((text) => text !== '');
   return [columns(rows), ...sections].join('\n\n');
+}
+
+/**
+ * A ring's name as a line of plain output shows it: as it is when it is
+ * printable and has no space, else quoted with its escapes (JSON), so a
+ * name with a newline or a space never reads as two rings or two columns.
+ */
+function shownName(name: string): string {
+  return /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+}
+
+/**
+ * Why an open ring whose pids the table shows dead (or none) is open all
+ * the same: another process has it open by name (a Region.open, not
+ * attached), or attached (an object of a process the pid words do not name).
+ */
+function openBecause(r: RingInfo): string {
+  const anyAlive = [r.creator, r.producer, r.consumer].some((p) => p !== undefined && p.alive !== false);
+  if (anyAlive || r.broadcast !== undefined) return '';
+  if (r.held === true) return ' (attached by a process the table does not name)';
+  if (r.openByName === true) return ' (open by name: a Region.open, not attached)';
+  return '';
 }
 
 function plural(n: number, noun: string): string {
@@ -54,7 +76,7 @@ function plural(n: number, noun: string): string {
 
 /** Why a damaged ring's attach would fail, under the table; '' for a sound one. */
 function damage(r: RingInfo): string {
-  return r.damaged === undefined ? '' : `${r.name}: damaged, an attach would fail with ${r.damaged.code}: ${r.damaged.message}`;
+  return r.damaged === undefined ? '' : `${shownName(r.name)}: damaged, an attach would fail with ${r.damaged.code}: ${r.damaged.message}`;
 }
 
 /** A Broadcast's subscriber slots (cursor, lag, liveness), under the table; '' for other kinds. */
@@ -62,12 +84,12 @@ function subscribers(r: RingInfo): string {
   const b = r.broadcast;
   if (b === undefined) return '';
   const mode = b.lossless ? 'lossless' : 'lossy';
-  const taken = `${r.name}: ${plural(b.subscribers.length, 'subscriber')} in ${plural(b.slots, 'slot')} (${mode}`;
+  const taken = `${shownName(r.name)}: ${plural(b.subscribers.length, 'subscriber')} in ${plural(b.slots, 'slot')} (${mode}`;
   const unlisted = b.lossless ? ')' : ': a subscriber that found no free slot is not listed)';
   const half =
     b.halfWritten === undefined
       ? ''
-      : `\n${r.name}: a record its dead publisher left half-written (INTENT ${b.halfWritten.intent}, TAIL ${r.producerPosition}): ` +
+      : `\n${shownName(r.name)}: a record its dead publisher left half-written (INTENT ${b.halfWritten.intent}, TAIL ${r.producerPosition}): ` +
         'subscribers read up to TAIL; the next Broadcast.create repairs it';
   if (b.subscribers.length === 0) return `${taken}${unlisted}${half}`;
   const rows = [['  slot', 'pid', 'cursor', 'lag']];
@@ -106,7 +128,7 @@ function inFlight(r: RingInfo): string {
     ]);
   }
   const n = claims.length;
-  return `${r.name}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first)\n${columns(rows)}`;
+  return `${shownName(r.name)}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first)\n${columns(rows)}`;
 }
 
 /** Bad usage: what was wrong and the usage on stderr, exit 2. Thrown before anything is looked at or removed. */
@@ -138,8 +160,9 @@ function parse<const O extends Record<string, { type: 'boolean'; short?: string 
 
 const HELP = { type: 'boolean', short: 'h' } as const;
 
-/** A malformed System V target (`sysv:12abc`) is bad usage, not a POSIX name to look for. */
+/** An empty target, or a malformed System V one (`sysv:12abc`), is bad usage, not a POSIX name to look for. */
 function checkTarget(target: string): void {
+  if (target === '') throw new UsageError('shmring inspect: the target is empty: give a POSIX name, a path, sysv:KEY or sysv-id:ID');
   try {
     sysvTargetOf(target);
   } catch (err) {
@@ -194,7 +217,7 @@ function main(argv: string[]): number {
         console.error(`shmring: ${error.message}`); // the message names the code
       },
     });
-    console.log(values.json ? JSON.stringify(removed) : removed.length ? removed.join('\n') : 'no stale rings');
+    console.log(values.json ? JSON.stringify(removed) : removed.length ? removed.map(shownName).join('\n') : 'no stale rings');
     return skipped > 0 ? 1 : 0; // the others were removed; those left are said on stderr
   }
   throw new UsageError(`shmring: unknown command '${command}'`);

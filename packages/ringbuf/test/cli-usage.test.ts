@@ -65,6 +65,14 @@ describe('the shmring CLI: usage', function () {
     }
   });
 
+  it('refuses an empty target with exit 2 and its usage, as other bad usage', function () {
+    const r = cli('inspect', '');
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.split('\n')[0]!, /^shmring inspect: the target is empty: give a POSIX name, a path, sysv:KEY or sysv-id:ID$/);
+    assert.match(r.stderr, /usage: shmring/);
+    assert.equal(r.stdout, '');
+  });
+
   it('refuses a malformed System V target with exit 2, naming it and the accepted forms, instead of looking for a POSIX name', function () {
     for (const target of ['sysv:12abc', 'sysv:', 'sysv:-1', 'sysv:0', 'sysv:4294967296', 'sysv-id:-5', 'sysv-id:1.5', 'SYSV-ID:x']) {
       const r = cli('inspect', target);

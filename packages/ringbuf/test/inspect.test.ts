@@ -385,6 +385,40 @@ describe('inspect, listRings and the shmring CLI', function () {
     }
   });
 
+  it('the CLI quotes a name with a newline or a space (one row, one line), in its table and in unlink-stale --dry-run', async function () {
+    const name = `${uniqueName('odd')}\n${uniqueName('fake')} x`;
+    const child = new Peer({ role: 'create-ring', backing: 'posix', name, unlinkOnExit: false, then: 'block' });
+    try {
+      await child.next('ready');
+      const table = cli('inspect', name).stdout.trimEnd().split('\n');
+      assert.equal(table.length, 2, table.join('\n'));
+      assert.ok(table[1]!.startsWith(`${JSON.stringify(name)} `), table[1]);
+      await child.kill();
+      const stale = cli('unlink-stale', '--dry-run').stdout.split('\n');
+      assert.ok(stale.includes(JSON.stringify(name)), stale.join('\n'));
+      assert.ok(!stale.some((line) => line.startsWith(uniqueName('fake').slice(0, 20))), 'no line is half a name');
+    } finally {
+      child.child.kill('SIGKILL');
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
+  it('the CLI says why a ring whose pids are all dead is open: another process has it open by name', async function () {
+    const name = uniqueName('byname');
+    const child = new Peer({ role: 'create-ring', backing: 'posix', name, unlinkOnExit: false, then: 'block' });
+    let holder: Region | undefined;
+    try {
+      await child.next('ready');
+      await child.kill();
+      holder = Region.open({ backing: 'posix', name }); // open by name, not attached
+      assert.equal(row(cli('inspect', name).stdout, name).at(-1), 'open (open by name: a Region.open, not attached)');
+    } finally {
+      holder?.close();
+      child.child.kill('SIGKILL');
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
   it('the CLI shows the creator of a live ring created in another PID namespace (unshare) as unknown, not dead, and the ring open', async function () {
     const why = unshareRefused();
     if (why !== undefined) {
