@@ -90,7 +90,7 @@ function subscribers(r: RingInfo): string {
     b.halfWritten === undefined
       ? ''
       : `\n${shownName(r.name)}: a record its dead publisher left half-written (INTENT ${b.halfWritten.intent}, TAIL ${r.producerPosition}): ` +
-        'subscribers read up to TAIL; the next Broadcast.create repairs it';
+        'subscribers read up to TAIL, a lapped one nothing until then; the next Broadcast.create repairs it';
   if (b.subscribers.length === 0) return `${taken}${unlisted}${half}`;
   const rows = [['  slot', 'pid', 'cursor', 'lag']];
   for (const s of b.subscribers) {

@@ -719,7 +719,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       const section = text.stdout.trimEnd().split('\n\n')[1]!.split('\n');
       assert.equal(
         section[1],
-        `${name}: a record its dead publisher left half-written (INTENT 64, TAIL 32): subscribers read up to TAIL; the next Broadcast.create repairs it`,
+        `${name}: a record its dead publisher left half-written (INTENT 64, TAIL 32): subscribers read up to TAIL, a lapped one nothing until then; the next Broadcast.create repairs it`,
       );
       assert.deepEqual((JSON.parse(cli('inspect', name, '--json').stdout) as RingInfo).broadcast!.halfWritten, { intent: 64 });
 
