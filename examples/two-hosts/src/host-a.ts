@@ -14,7 +14,7 @@ import { createRing, END, end, isRun, newRun, order } from './orders.js';
 const [url, countArg = '100000', run = newRun()] = process.argv.slice(2);
 if (url === undefined || !/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg)) || !isRun(run)) {
   console.error(
-    'usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]: count is a non-negative integer, run up to 16 hex digits',
+    'usage: node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]: count is a non-negative integer up to 2^53 - 1, run up to 16 hex digits',
   );
   process.exit(2);
 }

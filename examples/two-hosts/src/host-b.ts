@@ -20,11 +20,12 @@ const [url, timeoutArg = '600', wanted] = process.argv.slice(2);
 if (
   url === undefined ||
   !/^\d+$/.test(timeoutArg) ||
+  Number(timeoutArg) === 0 ||
   !Number.isSafeInteger(Number(timeoutArg) * 1000) ||
   (wanted !== undefined && !isRun(wanted))
 ) {
   console.error(
-    'usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s] [run]: the timeout is a non-negative integer, run up to 16 hex digits',
+    'usage: node host-b.js nats://host:port/<subject>[?jetstream=<stream>] [timeout s] [run]: the timeout is a positive integer (seconds each read may wait), run up to 16 hex digits',
   );
   process.exit(2);
 }

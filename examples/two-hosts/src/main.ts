@@ -164,7 +164,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const countArg = process.argv[2] ?? '100000';
   if (!/^\d+$/.test(countArg) || !Number.isSafeInteger(Number(countArg))) {
     console.error(
-      `usage: node main.js [count] [nats://host:port/<subject>]: count is the number of orders, a non-negative integer; got '${countArg}'`,
+      `usage: node main.js [count] [nats://host:port/<subject>]: count is the number of orders, a non-negative integer up to 2^53 - 1; got '${countArg}'`,
     );
     process.exit(2);
   }

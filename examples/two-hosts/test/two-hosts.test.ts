@@ -137,10 +137,10 @@ describe('examples/two-hosts', function () {
     const runs: [string, string[], RegExp][] = [
       ['main.js', [], /^usage: node main\.js \[count\] \[nats:\/\/host:port\/<subject>\]: .*non-negative integer/],
       ['host-a.js', ['nats://127.0.0.1:1/x'], /^usage: node host-a\.js .*\[count\] \[run\]: count is a non-negative integer/],
-      ['host-b.js', ['nats://127.0.0.1:1/x'], /^usage: node host-b\.js .*\[timeout s\] \[run\]: the timeout is a non-negative integer/],
+      ['host-b.js', ['nats://127.0.0.1:1/x'], /^usage: node host-b\.js .*\[timeout s\] \[run\]: the timeout is a positive integer/],
     ];
     for (const [name, args, usage] of runs) {
-      for (const bad of ['abc', '-5']) {
+      for (const bad of ['abc', '-5', ...(name === 'host-b.js' ? ['0'] : [])]) {
         const r = spawnSync(process.execPath, [script(name), ...args, bad], { encoding: 'utf8' });
         assert.equal(r.status, 2, `${name} ${bad}: ${r.stderr}`);
         assert.equal(r.stdout, '', `${name} ${bad}`);

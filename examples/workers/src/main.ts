@@ -59,7 +59,7 @@ export async function pipeline(count: number): Promise<{ received: number; wrong
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const count = process.argv[2] ?? '200000';
   if (!/^\d+$/.test(count) || !Number.isSafeInteger(Number(count))) {
-    console.error(`usage: node main.js [count]: count is the number of values, a non-negative integer; got '${count}'`);
+    console.error(`usage: node main.js [count]: count is the number of values, a non-negative integer up to 2^53 - 1; got '${count}'`);
     process.exit(2);
   }
   const r = await pipeline(Number(count));
