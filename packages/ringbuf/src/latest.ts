@@ -221,13 +221,14 @@ export class LatestValue {
     const base = checkOffset(options.offset, 'LatestValue.create');
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
-    // Before MAGIC (never seen unheld once it exists), exclusive until it is laid out.
+    // Before MAGIC (never seen unheld once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
     const ctl = unpublish(buffer, base);
+    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
+    roles?.share();
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
     writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
-    roles?.share(); // laid out: others may attach
     return new LatestValue(region, buffer, base, maxSize, roles);
   }
 
@@ -236,8 +237,10 @@ export class LatestValue {
     checkOptionsObject(options, 'LatestValue.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options.offset, 'LatestValue.attach');
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
-    const { capacity } = readHeader(buffer, V.KIND_LATEST, base, undefined, region);
-    return new LatestValue(region, buffer, base, capacity, Roles.hold(region, base, 'LatestValue.attach'));
+    return Roles.holdToAttach(region, base, 'LatestValue.attach', (roles) => {
+      const { capacity } = readHeader(buffer, V.KIND_LATEST, base, undefined, region);
+      return new LatestValue(region, buffer, base, capacity, roles);
+    });
   }
 
   // ---- writer ----

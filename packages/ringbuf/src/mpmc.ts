@@ -155,24 +155,26 @@ export class MpmcQueue extends Queue {
     const [capacity, slotSize] = MpmcQueue.#check(options, 'MpmcQueue.create');
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
-    // Before MAGIC (the queue is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    // Before MAGIC (the queue is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, 0, 'MpmcQueue.create', ringWhere(region, 0, 'queue'));
     const ctl = unpublish(buffer);
+    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
+    roles?.share();
     const stride32 = L.slotStride(slotSize) / 4;
     const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
     for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
     // writeHeader's store of MAGIC publishes these sequences too.
     writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
-    roles?.share(); // laid out: others may attach
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
-    const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC, 0, undefined, region);
-    const roles = Roles.hold(region, 0, 'MpmcQueue.attach');
-    return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
+    return Roles.holdToAttach(region, 0, 'MpmcQueue.attach', (roles) => {
+      const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC, 0, undefined, region);
+      return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
+    });
   }
 
   /** Messages published and not yet claimed by a consumer (a snapshot, clamped to [0, capacity]). */

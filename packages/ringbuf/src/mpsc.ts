@@ -271,13 +271,14 @@ export class MpscRing extends Queue {
     const peerTimeoutMs = checkPeerTimeout(options.peerTimeoutMs, 'MpscRing.create');
     const ringSize = M.mpscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
-    // Before MAGIC (the ring is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, base, 'MpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
+    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
+    roles?.share();
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    roles?.share(); // laid out: others may attach
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 
@@ -287,9 +288,10 @@ export class MpscRing extends Queue {
     const base = checkOffset(options?.offset, 'MpscRing.attach');
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
-    const { capacity } = readHeader(buffer, M.KIND_MPSC, base, undefined, region);
-    const roles = Roles.hold(region, base, 'MpscRing.attach');
-    return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
+    return Roles.holdToAttach(region, base, 'MpscRing.attach', (roles) => {
+      const { capacity } = readHeader(buffer, M.KIND_MPSC, base, undefined, region);
+      return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
+    });
   }
 
   /** Bytes claimed (committed or not) and not yet consumed (a snapshot). */

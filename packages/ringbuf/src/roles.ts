@@ -77,13 +77,15 @@ export class Roles {
 
   /**
    * Holds the ring at `base` of `region` for a create() that lays out a new
-   * ring there: exclusively, so nobody attaches meanwhile (the caller
-   * share()s once the header is written). Throws ERR_SHMRING_BUSY if any
-   * other object, in this process or another, holds it: a ring is attached
-   * there, and laying out a new one would wipe what it holds under its
-   * sides. undefined where the region cannot take locks (System V, a
-   * SharedArrayBuffer): there create() cannot tell, and overwrites.
-   * `where` names the ring (queue.ts ringWhere).
+   * ring there: exclusively, which it gets only if no other object, in this
+   * process or another, holds it; else throws ERR_SHMRING_BUSY (a ring is
+   * attached there, and laying out a new one would wipe what it holds under
+   * its sides). The caller share()s as soon as it has unpublished the old
+   * header (MAGIC 0): from then on an attach finds no ring there until the
+   * new MAGIC, and another create finds it held; a long lay-out (zeroing a
+   * large data area) keeps nobody waiting. undefined where the region cannot
+   * take locks (System V, a SharedArrayBuffer): there create() cannot tell,
+   * and overwrites. `where` names the ring (queue.ts ringWhere).
    */
   static holdToCreate(region: Region, base: number, what: string, where: string): Roles | undefined {
     const holding = Roles.holdFirst(region, base, what);
@@ -91,9 +93,26 @@ export class Roles {
     holding.roles.release();
     throw new ShmringError(
       ErrorCodes.BUSY,
-      `${what}: ${where} is in use (another object, in this process or another, is attached to it); ` +
+      `${what}: ${where} is in use (another object, in this process or another, is attached to it or creating it); ` +
         'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first',
     );
+  }
+
+  /**
+   * An attach's hold: holds the ring (as hold()), and only then runs `look`
+   * (its read of the header, its view of the ring), so that no create()
+   * lays a new ring out between the look and the hold (create takes the
+   * HOLDER exclusively, which a held ring refuses). Releases the hold if
+   * `look` throws.
+   */
+  static holdToAttach<T>(region: Region, base: number, what: string, look: (roles: Roles | undefined) => T): T {
+    const roles = Roles.hold(region, base, what);
+    try {
+      return look(roles);
+    } catch (err) {
+      roles?.release();
+      throw err;
+    }
   }
 
   /** After holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */

@@ -209,13 +209,14 @@ export class SpscRing extends Queue {
     const base = checkOffset(options.offset, 'SpscRing.create');
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
-    // Before MAGIC (the ring is never seen unheld, stale, once it exists), exclusive until it is laid out.
+    // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, base, 'SpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
+    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
+    roles?.share();
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
     writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    roles?.share(); // laid out: others may attach
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 
@@ -224,9 +225,10 @@ export class SpscRing extends Queue {
     checkOptionsObject(options, 'SpscRing.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options?.offset, 'SpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
-    const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);
-    const roles = Roles.hold(region, base, 'SpscRing.attach');
-    return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
+    return Roles.holdToAttach(region, base, 'SpscRing.attach', (roles) => {
+      const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);
+      return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
+    });
   }
 
   /**

@@ -150,4 +150,63 @@ describe('create() over a ring an object is attached to', function () {
       fs.rmSync(file, { force: true });
     }
   });
+
+  it("an attach racing another process's creates never builds its object from the header of the ring it replaced", async function () {
+    const name = `shmring-create-race-${process.pid}`;
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 4096 }) });
+    try {
+      SpscRing.create(region, { capacity: 4096 }).close();
+      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+      const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      // The creator lays out rings of two capacities in turn for 2 s, refused while an attach holds the ring.
+      const creator = spawn(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { Region } from ${core};
+           import { SpscRing } from ${ringbuf};
+           const region = Region.open({ backing: 'posix', name: ${JSON.stringify(name)} });
+           let made = 0;
+           for (const until = performance.now() + 2000, i = { n: 0 }; performance.now() < until; i.n++) {
+             try { SpscRing.create(region, { capacity: i.n % 2 ? 1024 : 4096 }).close(); made++; }
+             catch (err) { if (err.code !== 'ERR_SHMRING_BUSY') throw err; }
+           }
+           console.log(made);`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      creator.stdout!.on('data', (d: Buffer) => (out += d));
+      const exited = once(creator, 'exit');
+      let consistent = 0;
+      let stale = 0;
+      let running = true;
+      void exited.then(() => (running = false));
+      while (running) {
+        let a: SpscRing;
+        try {
+          a = SpscRing.attach(region);
+        } catch (err) {
+          if ((err as ShmringError).code !== ErrorCodes.NOT_A_RING) throw err; // caught between unpublish and MAGIC
+          await new Promise((resolve) => setImmediate(resolve));
+          continue;
+        }
+        // While `a` holds the ring no create can replace it: this header is the one `a` should have read.
+        const b = SpscRing.attach(region);
+        if (b.capacity === a.capacity) consistent++;
+        else stale++;
+        b.close();
+        a.close();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const [code] = (await exited) as [number | null];
+      assert.equal(code, 0);
+      assert.equal(stale, 0, `${stale} objects built from a replaced ring's header (${consistent} consistent)`);
+      assert.ok(consistent > 0 && Number(out) > 0, `${consistent} attaches, ${out.trim()} creates: the race was run`);
+    } finally {
+      region.unlink();
+      region.close();
+    }
+  });
 });
