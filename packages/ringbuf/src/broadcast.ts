@@ -159,8 +159,12 @@ export interface SubscribeOptions {
 const TWO32 = 2 ** 32;
 /** Subscribers parked on an empty ring: all of them wake at each publication. */
 const WAKE_ALL = 0x7fffffff;
-/** The one publisher parked on a full (lossless) ring. */
-const WAKE_ONE = 1;
+/**
+ * The publisher's side parked on a full (lossless) ring: its write, and
+ * selects on room for other lengths, so every one of them (one that finds
+ * too little room parks again without passing anything on).
+ */
+const WAKE_WRITERS = 0x7fffffff;
 /** Tries at a 64-bit read or a quiescent snapshot before saying "not now". */
 const SNAPSHOT_TRIES = 64;
 
@@ -875,7 +879,7 @@ export class BroadcastPublisher extends BroadcastEnd {
         if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
           freed = true;
           this.#slowest = -Infinity; // rescan before the next record
-          unpark(ctl, WRITE_BLOCK, WAKE_ONE); // our own parked write (a Promise wait sleeps until woken) tries again
+          unpark(ctl, WRITE_BLOCK, WAKE_WRITERS); // our own parked write (a Promise wait sleeps until woken) tries again
         }
       }
     }
@@ -1011,7 +1015,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
       this.#token = token;
       // Lossless: a publisher parked on the slot's previous (dead) owner looks again, now that our provisional
       // cursor replaced its stale one, instead of at its next check period.
-      if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+      if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_WRITERS);
     }
     if (this.#slot < 0 && this.lossless) {
       throw new ShmringError(
@@ -1040,7 +1044,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
         const tail = Atomics.load(ctl, B.TAIL_I32);
         // Publishes the provisional cursor (a position we will not read before); woken, a parked repair looks again.
         if (Atomics.exchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_CURSOR_I32, tail) !== tail && this.lossless) {
-          unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+          unpark(ctl, WRITE_BLOCK, WAKE_WRITERS);
         }
       }
       return false;
@@ -1073,7 +1077,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     if (this.#slot < 0) return;
     // Publishes our progress to the publisher (it frees the bytes before the cursor); the bytes were read before.
     Atomics.store(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_CURSOR_I32, this.#cursor | 0);
-    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_WRITERS);
   }
 
   /**
@@ -1282,7 +1286,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
     // Frees the slot if it is still ours (a publisher may have freed it, judging us dead); after drain()'s last
     // cursor store. A lossless publisher parked on our cursor re-scans and goes on.
     Atomics.compareExchange(ctl, B.slotOffset(this.#slot) / 4 + B.SLOT_OWNER_I32, this.#token, 0);
-    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    if (this.lossless) unpark(ctl, WRITE_BLOCK, WAKE_WRITERS);
     this.#slot = -1;
   }
 

@@ -112,8 +112,15 @@ export interface AttachOptions {
 /** The handler drain() calls: the record is `data[offset .. offset + length)`; valid only during the call. */
 export type DrainHandler = (data: Uint8Array, offset: number, length: number, type: number) => void;
 
-/** Wake at most one parked side: SPSC has one reader and one writer. */
+/**
+ * A publication wakes one parked reader: the one that takes it, or a select
+ * / waitReadable that passes the wake-up on (passOn). Room wakes every
+ * parked writer (WAKE_ALL): they may wait for different amounts of it (a
+ * write for its message, a select for another length), and one that finds
+ * too little parks again without passing anything on.
+ */
 const WAKE_ONE = 1;
+const WAKE_ALL = 0x7fffffff;
 const NO_PADDING = -1;
 const NO_DEFERRED = -1;
 
@@ -547,7 +554,7 @@ export class SpscRing extends Queue {
     this.#releasedPosition = position;
     // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
-    unpark(ctl, WRITE_BLOCK, WAKE_ONE);
+    unpark(ctl, WRITE_BLOCK, WAKE_ALL);
   }
 
   /**

@@ -689,7 +689,7 @@ static int spsc_try_read(struct ring *r, void *arg) {
     s->position += skip + record_size(payload);
     /* Frees the space (we are done with its bytes); seq_cst for unpark's load of WRITE_WAITERS. */
     atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->position, memory_order_seq_cst);
-    unpark(r, OFF_WRITE_WAITERS, 1);
+    unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every writer: they may wait for different amounts of room */
     return 1;
 }
 
@@ -1351,7 +1351,7 @@ static void bcast_store_cursor(const struct ring *r, const struct bcast_subscrib
     if (s->slot < 0) return;
     /* Publishes our progress (release: we are done with the bytes before it); seq_cst for unpark's load of WRITE_WAITERS. */
     atomic_store_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_CURSOR), (uint32_t)s->cursor, memory_order_seq_cst);
-    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every writer (room) */
 }
 
 /*
@@ -1369,7 +1369,7 @@ static int bcast_settle(const struct ring *r, struct bcast_subscriber *s, int la
             /* Publishes it as our provisional cursor; seq_cst for unpark's load of WRITE_WAITERS. The old value tells
              * whether it moved: only then can a parked repair have something new to see. */
             uint32_t was = atomic_exchange_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_CURSOR), tail, memory_order_seq_cst);
-            if (was != tail && r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+            if (was != tail && r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, INT_MAX);
         }
         return 0;
     }
@@ -1425,7 +1425,7 @@ static void bcast_leave(const struct ring *r, struct bcast_subscriber *s) {
     uint32_t token = s->token;
     /* Frees the slot, unless a publisher freed it (taking us for dead) and a newcomer took it. */
     atomic_compare_exchange_strong_explicit(word(r, BCAST_SLOTS + (size_t)s->slot * BLOCK + SUB_OWNER), &token, 0, memory_order_seq_cst, memory_order_relaxed);
-    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, 1);
+    if (r->mode == MODE_LOSSLESS) unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every writer (room) */
     s->slot = -1;
 }
 
