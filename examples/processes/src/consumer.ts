@@ -19,7 +19,16 @@ if ((how !== 'posix' && how !== 'memfd') || where === undefined) {
   console.error('usage: node consumer.js posix <name> | memfd <socket path>');
   process.exit(2);
 }
-endWithParent('consumer', () => {});
+// Stopped early in posix mode, it removes the name the producer made if it is still there: the producer may
+// be done and gone (a small count) before this process opened it.
+endWithParent('consumer', () => {
+  if (how !== 'posix') return;
+  try {
+    Region.open({ backing: 'posix', name: where }).unlink();
+  } catch {
+    // Not there (never made, or unlinked already).
+  }
+});
 
 /** Retries `attempt` while the producer has not created its side yet. */
 async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {

@@ -37,7 +37,7 @@ function leftovers(pid: number): string[] {
  * that keeps it busy for minutes; for the memfd run, one whose posix run is over within seconds.
  */
 async function busyMain(phase: 'posix' | 'memfd'): Promise<{ main: ReturnType<typeof spawn>; stderr: () => string }> {
-  const main = spawn(process.execPath, [MAIN, phase === 'posix' ? '100000000' : '2000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const main = spawn(process.execPath, [MAIN, phase === 'posix' ? '100000000' : '1000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   main.stderr!.on('data', (d: Buffer) => (err += d));
   const inPhase = (k: { pid: number }): boolean => {

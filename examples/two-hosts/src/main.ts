@@ -30,7 +30,8 @@ export function natsServerBinary(): string | undefined {
  * Runs nats-server ("$0" "$@") until this process's pipe to it closes: when
  * stop() ends the pipe, and when this process ends however it ends (SIGKILL
  * too), the watcher in the background kills the server. The shell exits
- * with the server's status (128 + its signal's number if a signal ended it).
+ * with the server's status (128 + its signal's number if a signal ended it),
+ * after it has ended the watcher.
  * A background job of a script ignores SIGINT, so a Ctrl-C reaches the
  * server through the trap. (Node cannot ask the kernel to kill a child with
  * its parent: this is the pipe's way of doing it.)
@@ -40,8 +41,14 @@ const TIED_TO_PARENT = [
   "trap 'kill $server 2>/dev/null' INT TERM HUP",
   // A background job's stdin is /dev/null unless redirected: the watcher reads the pipe through fd 3.
   'exec 3<&0',
-  '(read -r _ <&3; kill $server 2>/dev/null) &',
-  'while :; do wait $server; status=$?; kill -0 $server 2>/dev/null || exit $status; done',
+  '(read -r _ <&3; kill $server 2>/dev/null) & watcher=$!',
+  'exec 3<&-',
+  // wait returns early (over 128) when a trapped signal comes: wait again while the server lives.
+  'wait $server; status=$?',
+  'while [ $status -gt 128 ] && kill -0 $server 2>/dev/null; do wait $server; status=$?; done',
+  // The server is gone: so goes its watcher, which must not kill a pid that may be another process's by now.
+  'kill $watcher 2>/dev/null',
+  'exit $status',
 ].join('\n');
 
 /** How a nats-server run by TIED_TO_PARENT ended, from its shell's exit code. */

@@ -50,11 +50,12 @@ function table(rings: RingInfo[]): string {
 
 /**
  * A ring's name as a line of plain output shows it: as it is when it is
- * printable and has no space, else quoted with its escapes (JSON), so a
- * name with a newline or a space never reads as two rings or two columns.
+ * printable, has no space and does not start with a quote, else quoted with
+ * its escapes (JSON), so a name with a newline or a space never reads as two
+ * rings or two columns, nor a quoted name as another.
  */
 function shownName(name: string): string {
-  return /^[\x21-\x7e]+$/.test(name) ? name : JSON.stringify(name);
+  return /^[\x21\x23-\x7e][\x21-\x7e]*$/.test(name) ? name : JSON.stringify(name);
 }
 
 /**
