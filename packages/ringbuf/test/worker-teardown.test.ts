@@ -41,4 +41,56 @@ describe('rings of a worker that ends without close()', function () {
       assert.ok((end as number) <= (start as number), `fds: ${String(start)} before 8 workers, ${String(end)} after`);
     });
   }
+
+  // An outside tester: under koffi a cancelled wait settled at once while its pool thread was still out, and a
+  // worker terminated (or exiting) once every read had rejected then aborted the whole process (exit 134).
+  for (const ending of ['terminate', 'exit'] as const) {
+    it(`koffi: a worker whose reads were ended by close() and awaited may ${ending === 'terminate' ? 'be terminated' : 'call process.exit()'} at once: the process lives, 6 times over`, async function () {
+      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+      const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      const worker = `
+        const { parentPort } = require('node:worker_threads');
+        Promise.all([import(${core}), import(${ringbuf})]).then(async ([{ Region }, { SpscRing }]) => {
+          const rings = [];
+          for (let i = 0; i < 3; i++) {
+            const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 64 }) });
+            rings.push({ region, ring: SpscRing.create(region, { capacity: 64 }) });
+          }
+          const reads = rings.map(({ ring }) => ring.read({ poll: 0 }).catch((err) => err.code));
+          parentPort.postMessage('parked');
+          parentPort.once('message', async () => {
+            for (const { ring, region } of rings) { ring.close(); region.close(); }
+            const codes = await Promise.all(reads);
+            parentPort.postMessage(codes.join(','));
+            if (${JSON.stringify(ending)} === 'exit') process.exit(0);
+            setInterval(() => {}, 1000);
+          });
+        });`;
+      const script = `
+        import { Worker } from 'node:worker_threads';
+        import { once } from 'node:events';
+        for (let i = 0; i < 6; i++) {
+          const w = new Worker(${JSON.stringify(worker)}, { eval: true, execArgv: [] }); // CommonJS, not this --input-type
+          await once(w, 'message');
+          await new Promise((r) => setTimeout(r, 50 + 100 * Math.random())); // the pool threads are in the kernel
+          w.postMessage('close');
+          const [codes] = await once(w, 'message');
+          if (codes !== 'ERR_SHMRING_CLOSED,ERR_SHMRING_CLOSED,ERR_SHMRING_CLOSED') throw new Error(codes);
+          if (${JSON.stringify(ending)} === 'terminate') await w.terminate();
+          else await once(w, 'exit');
+        }
+        console.log('lived');`;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, SHMRING_BACKEND: 'koffi' },
+      });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d));
+      child.stderr.on('data', (d: Buffer) => (err += d));
+      const [code] = (await once(child, 'close')) as [number | null];
+      assert.equal(code, 0, err);
+      assert.equal(out.trim(), 'lived');
+    });
+  }
 });

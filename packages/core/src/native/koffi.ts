@@ -42,8 +42,10 @@
  *    wakes for the others, which re-check) and repeats the wake until the
  *    pool thread has returned, since the first wake can land before the
  *    thread is in the kernel. Until then the native call keeps the loop
- *    alive, briefly. A wait that nobody awaits any more but that was never
- *    cancelled keeps the loop alive until it is woken or times out.
+ *    alive, briefly; in a worker, the wait's promise is not settled until
+ *    then: once it is, no call of it is left in the pool. A wait that nobody awaits any more
+ *    but that was never cancelled keeps the loop alive until it is woken
+ *    or times out.
  *  - **Exit.** libuv joins its pool threads when the process exits, so a
  *    thread asleep in FUTEX_WAIT would hang `process.exit()`. An 'exit'
  *    listener therefore cancels every pending wait, and a pool thread never
@@ -63,7 +65,9 @@
  *    async waits is pending, koffi aborts the whole process: the wait's
  *    completion runs during the worker's teardown, calling into JS fails
  *    there, and koffi's node-addon-api build turns that into a fatal error.
- *    In a worker, cancel pending waits before it ends, or use the addon.
+ *    In a worker, end pending waits (close, abort) and let their promises
+ *    settle before it ends (a cancelled wait settles only once its pool
+ *    call has returned, so that is enough), or use the addon.
  */
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
@@ -341,6 +345,8 @@ class KoffiWait implements AsyncWait {
   private resolve!: (value: WaitResult) => void;
   private reject!: (reason: unknown) => void;
   private settled = false;
+  /** cancel() was called: the wait settles 'ok' once its call has returned. */
+  private cancelled = false;
   private inFlight = false;
   private kickDelayMs = 1;
   private kickTimer: NodeJS.Timeout | undefined;
@@ -368,10 +374,20 @@ class KoffiWait implements AsyncWait {
     this.backend.pendingWaits.add(this);
   }
 
+  /**
+   * Ends the wait ('ok'). In a worker its promise settles only once the
+   * pool call has returned: a worker may end as soon as every wait of it
+   * has settled, and koffi aborts the process if a call of a worker that
+   * ended returns (module comment, "Workers"). The kicks bring a sleeping
+   * thread back within a few ms, but a call still queued for a pool thread
+   * (more waits pending than the pool has threads) may take up to a slice
+   * to run. The main thread has no such teardown: its wait settles at once.
+   */
   cancel(): void {
-    if (this.settled) return;
-    this.settle(0);
+    if (this.settled || this.cancelled) return;
+    this.cancelled = true;
     if (this.inFlight) this.kick();
+    if (!this.inFlight || isMainThread) this.settle(0);
   }
 
   private issue(): void {
@@ -411,8 +427,8 @@ class KoffiWait implements AsyncWait {
     const mapping = this.word.mapping;
     if (mapping) mapping.inFlight -= 1;
     try {
-      if (this.settled) {
-        // Cancelled: nothing to deliver. But a publisher that wakes one sleeper
+      if (this.cancelled) {
+        // Cancelled: settles now if it has not yet (a worker's), 'ok', with nothing to deliver. But a publisher that wakes one sleeper
         // (unpark's WAKE_ONE) may have picked this thread instead of a live
         // waiter on the same word (a later select's, in this or another
         // process), whom nothing else would wake before its slice ends. So a
@@ -426,6 +442,7 @@ class KoffiWait implements AsyncWait {
         // The word is still mapped: a mapping closed meanwhile is unmapped, at
         // the earliest, by the finally below.
         if (!err && ret >= 0 && this.backend.probeWord(this.word, this.expected) === 1) this.backend.wakeAddress(this.word.address, 1);
+        this.settle(0);
         return;
       }
       if (err) throw err;
