@@ -14,18 +14,20 @@ import { backendKind } from '@shmring/core';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/worker-teardown.js', import.meta.url));
 
-async function run(how: string): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [FIXTURE, how], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, SHMRING_BACKEND: backendKind() },
-  });
+/** Runs node with `args` on `backend`; asserts it exits 0 (its stderr says why not) and returns its stdout. */
+async function node(args: string[], backend: string): Promise<string> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SHMRING_BACKEND: backend } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));
   child.stderr.on('data', (d: Buffer) => (stderr += d));
   const [code] = (await once(child, 'close')) as [number | null];
   assert.equal(code, 0, stderr);
-  return JSON.parse(stdout) as Record<string, unknown>;
+  return stdout;
+}
+
+async function run(how: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await node([FIXTURE, how], backendKind())) as Record<string, unknown>;
 }
 
 describe('rings of a worker that ends without close()', function () {
@@ -80,17 +82,7 @@ describe('rings of a worker that ends without close()', function () {
           else await once(w, 'exit');
         }
         console.log('lived');`;
-      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, SHMRING_BACKEND: 'koffi' },
-      });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d));
-      child.stderr.on('data', (d: Buffer) => (err += d));
-      const [code] = (await once(child, 'close')) as [number | null];
-      assert.equal(code, 0, err);
-      assert.equal(out.trim(), 'lived');
+      assert.equal((await node(['--input-type=module', '-e', script], 'koffi')).trim(), 'lived');
     });
   }
 });
