@@ -222,7 +222,7 @@ export class LatestValue {
     const size = V.latestSize(maxSize);
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
     // Before MAGIC (never seen unheld once it exists); exclusive while nobody else holds it.
-    const roles = Roles.holdToCreate(region, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
+    const roles = Roles.holdToCreate(region, buffer, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
     const ctl = unpublish(buffer, base);
     // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
     roles?.share();

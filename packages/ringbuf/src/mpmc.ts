@@ -156,7 +156,7 @@ export class MpmcQueue extends Queue {
     const ringSize = L.mpmcRingSize(capacity, slotSize);
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
     // Before MAGIC (the queue is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
-    const roles = Roles.holdToCreate(region, 0, 'MpmcQueue.create', ringWhere(region, 0, 'queue'));
+    const roles = Roles.holdToCreate(region, buffer, 0, 'MpmcQueue.create', ringWhere(region, 0, 'queue'));
     const ctl = unpublish(buffer);
     // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
     roles?.share();

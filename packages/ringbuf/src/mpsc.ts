@@ -272,7 +272,7 @@ export class MpscRing extends Queue {
     const ringSize = M.mpscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
-    const roles = Roles.holdToCreate(region, base, 'MpscRing.create', ringWhere(region, base));
+    const roles = Roles.holdToCreate(region, buffer, base, 'MpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
     // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
     roles?.share();

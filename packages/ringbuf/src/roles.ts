@@ -76,25 +76,47 @@ export class Roles {
   }
 
   /**
-   * Holds the ring at `base` of `region` for a create() that lays out a new
-   * ring there: exclusively, which it gets only if no other object, in this
-   * process or another, holds it; else throws ERR_SHMRING_BUSY (a ring is
-   * attached there, and laying out a new one would wipe what it holds under
-   * its sides). The caller share()s as soon as it has unpublished the old
-   * header (MAGIC 0): from then on an attach finds no ring there until the
-   * new MAGIC, and another create finds it held; a long lay-out (zeroing a
-   * large data area) keeps nobody waiting. undefined where the region cannot
+   * Holds the ring at `base` of `region` (in `buffer`, its mapping) for a
+   * create() that lays out a new ring there: exclusively, which it gets only
+   * once no other object, in this process or another, holds it.
+   *
+   * While no ring is published there (MAGIC does not read right), whoever
+   * holds it is an attach that looks, finds no ring and lets go (a consumer
+   * retrying until the producer has created its ring), or another create
+   * laying one out: it waits for them (up to HOLDER_WAIT_MS), and throws
+   * ERR_SHMRING_BUSY if a ring appears meanwhile. While a ring is published
+   * there, its holders are attached to it, and laying out a new one would
+   * wipe what it holds under them: ERR_SHMRING_BUSY at once.
+   *
+   * The caller share()s as soon as it has unpublished the old header
+   * (MAGIC 0): from then on an attach finds no ring there until the new
+   * MAGIC, and another create waits for it; a long lay-out (zeroing a large
+   * data area) keeps nobody waiting long. undefined where the region cannot
    * take locks (System V, a SharedArrayBuffer): there create() cannot tell,
    * and overwrites. `where` names the ring (queue.ts ringWhere).
    */
-  static holdToCreate(region: Region, base: number, what: string, where: string): Roles | undefined {
-    const holding = Roles.holdFirst(region, base, what);
-    if (holding === undefined || holding.alone) return holding?.roles;
-    holding.roles.release();
+  static holdToCreate(region: Region, buffer: ArrayBufferLike, base: number, what: string, where: string): Roles | undefined {
+    const locks = FileLocks.open(region);
+    if (locks === undefined) return undefined;
+    const byte = base + L.HOLDER_LOCK_OFFSET;
+    const magic = new Int32Array(buffer, base, L.MAGIC_I32 + 1);
+    let published = false;
+    const decided = retryFor(HOLDER_WAIT_MS, () => {
+      if (locks.lock(byte, false)) return true;
+      // Observes the creator's final store of MAGIC (writeHeader) or its retraction (unpublish): a ring
+      // published there has attached holders, not passing ones.
+      published = Atomics.load(magic, L.MAGIC_I32) === L.MAGIC;
+      return published;
+    });
+    if (decided && !published) return new Roles(locks, region, base);
+    locks.release();
     throw new ShmringError(
       ErrorCodes.BUSY,
-      `${what}: ${where} is in use (another object, in this process or another, is attached to it or creating it); ` +
-        'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first',
+      published
+        ? `${what}: ${where} is in use (another object, in this process or another, is attached to it); ` +
+            'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first'
+        : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there (another create ` +
+            'laying one out, stopped half-way?); try again, or look with shmring inspect',
     );
   }
 

@@ -217,7 +217,7 @@ export class SpscRing extends Queue {
     const ringSize = L.spscRingSize(capacity);
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
-    const roles = Roles.holdToCreate(region, base, 'SpscRing.create', ringWhere(region, base));
+    const roles = Roles.holdToCreate(region, buffer, base, 'SpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
     // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
     roles?.share();

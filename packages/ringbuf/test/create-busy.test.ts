@@ -151,6 +151,99 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
+  /** Starts a process that holds the HOLDER byte of the ring in `file` shared (as an attach does while it reads the header) for `ms`. */
+  async function holderFor(file: string, ms: number): Promise<ReturnType<typeof spawn>> {
+    const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { FileLocks, Region } from ${core};
+         const locks = FileLocks.open(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
+         if (!locks.lock(0, true)) throw new Error('HOLDER not taken');
+         console.log('held');
+         setTimeout(() => locks.release(), ${ms});`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await once(child.stdout!, 'data');
+    return child;
+  }
+
+  it('create() where no ring is published waits for an attach that holds the ring while it finds none (a consumer retrying), and succeeds', async function () {
+    const file = path.join(dir, 'probed');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    let child: ReturnType<typeof spawn> | undefined;
+    try {
+      child = await holderFor(file, 300);
+      const started = performance.now();
+      const ring = SpscRing.create(region, { capacity: 1024 }); // before: ERR_SHMRING_BUSY at once
+      const waited = performance.now() - started;
+      ring.close();
+      assert.ok(waited > 100 && waited < 1_900, `create() waited ${waited.toFixed(0)} ms for the holder to let go (300 ms)`);
+    } finally {
+      child?.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('create() where a ring is published and held refuses at once (ERR_SHMRING_BUSY), without waiting for the holder', async function () {
+    const file = path.join(dir, 'held-published');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    try {
+      SpscRing.create(region, { capacity: 1024 }).close();
+      const child = await holderFor(file, 3_000);
+      const started = performance.now();
+      assert.throws(() => SpscRing.create(region, { capacity: 1024 }), isBusy);
+      const waited = performance.now() - started;
+      child.kill();
+      await once(child, 'exit');
+      assert.ok(waited < 500, `refused after ${waited.toFixed(0)} ms`);
+    } finally {
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('a producer that creates its ring while a consumer process retries attach() in a tight loop is never refused', async function () {
+    const core = JSON.stringify(import.meta.resolve('@shmring/core'));
+    const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+    for (let round = 0; round < 10; round++) {
+      const file = path.join(dir, `retried-${round}`);
+      const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+      let consumer: ReturnType<typeof spawn> | undefined;
+      try {
+        consumer = spawn(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `import { Region } from ${core};
+             import { SpscRing } from ${ringbuf};
+             const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+             console.log('probing');
+             for (let tries = 0; ; tries++) {
+               try { SpscRing.attach(region).close(); break; }
+               catch (err) { if (err.code !== 'ERR_SHMRING_NOT_A_RING') throw err; }
+             }`,
+          ],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        );
+        await once(consumer.stdout!, 'data');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        SpscRing.create(region, { capacity: 1024 }).close(); // before: ERR_SHMRING_BUSY whenever a probe held the ring
+        const [code] = (await once(consumer, 'exit')) as [number | null];
+        assert.equal(code, 0, 'the consumer attached once the ring was there');
+      } finally {
+        consumer?.kill(); // refused, the create leaves it probing for ever
+        region.close();
+        fs.rmSync(file, { force: true });
+      }
+    }
+  });
+
   it("an attach racing another process's creates never builds its object from the header of the ring it replaced", async function () {
     const name = `shmring-create-race-${process.pid}`;
     const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 4096 }) });
