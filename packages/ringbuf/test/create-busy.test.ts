@@ -207,6 +207,30 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
+  it('create() where no ring is published and the holder does not let go gives up after 2 s with ERR_SHMRING_BUSY that says so', async function () {
+    const file = path.join(dir, 'held-unpublished');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    let child: ReturnType<typeof spawn> | undefined;
+    try {
+      child = await holderFor(file, 10_000);
+      const started = performance.now();
+      assert.throws(
+        () => SpscRing.create(region, { capacity: 1024 }),
+        (err: unknown) =>
+          err instanceof ShmringError &&
+          err.code === ErrorCodes.BUSY &&
+          /has been held for 2000 ms while no ring was published there/.test(err.message) &&
+          err.message.includes(file),
+      );
+      const waited = performance.now() - started;
+      assert.ok(waited >= 1_900 && waited < 5_000, `gave up after ${waited.toFixed(0)} ms`);
+    } finally {
+      child?.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   it('a producer that creates its ring while a consumer process retries attach() in a tight loop is never refused', async function () {
     const core = JSON.stringify(import.meta.resolve('@shmring/core'));
     const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
