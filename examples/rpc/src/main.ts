@@ -77,6 +77,7 @@ for (const [signal, code] of [
 try {
   console.log(`pricing server: pid ${server.pid}, ${socketPath}`);
   const channel = await connect(socketPath, { timeoutMs: 10_000 });
+  console.log(`client: connected, sending ${fmt(requests)} requests`);
   const r = await run(channel, requests, IN_FLIGHT);
   channel.close();
   await channel.closed;

@@ -19,7 +19,7 @@ function runMain(args: string[]): Promise<{ code: number | null; out: string }> 
   });
 }
 
-/** Starts main.js on a run long enough to be interrupted; resolves once it printed the server's pid. */
+/** Starts main.js on a run long enough to be interrupted; resolves once it printed the server's pid and its client connected. */
 function busyMain(socketPath: string): Promise<{ main: ReturnType<typeof spawn>; serverPid: number; stderr: () => string }> {
   const main = spawn(process.execPath, [MAIN, '100000000', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
@@ -29,14 +29,20 @@ function busyMain(socketPath: string): Promise<{ main: ReturnType<typeof spawn>;
     main.stdout!.on('data', (d: Buffer) => {
       out += d;
       const m = /^pricing server: pid (\d+)/m.exec(out);
-      if (m) resolve({ main, serverPid: Number(m[1]), stderr: () => err });
+      // Once the client is connected: killed before, the server would fail the connect, not the run.
+      if (m && /^client: connected/m.test(out)) resolve({ main, serverPid: Number(m[1]), stderr: () => err });
     });
     main.once('exit', () => reject(new Error(`main.js ended early: ${err}`)));
   });
 }
 
-const alive = (pid: number): boolean =>
-  fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+const alive = (pid: number): boolean => {
+  try {
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false; // reaped meanwhile
+  }
+};
 
 describe('examples/rpc', () => {
   it('prices every order across two processes, reports throughput and latency, and leaves nothing behind', async () => {

@@ -185,7 +185,8 @@ describe('examples/two-hosts', function () {
       const host = spawn(process.execPath, [script('host-b.js'), `nats://127.0.0.1:${port}/orders`], { stdio: ['ignore', 'pipe', 'pipe'] });
       let err = '';
       host.stderr!.on('data', (d: Buffer) => (err += d));
-      await sleep(1000);
+      // Its bridge reached the server: host B is connecting, its SIGINT handler in place (set before the bridge starts).
+      await once(silent, 'connection');
       host.kill('SIGINT');
       const [code] = (await once(host, 'exit')) as [number | null];
       assert.equal(code, 130, err);

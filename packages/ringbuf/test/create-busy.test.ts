@@ -151,8 +151,11 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
-  /** Starts a process that holds the HOLDER byte of the ring in `file` shared (as an attach does while it reads the header) for `ms`. */
-  async function holderFor(file: string, ms: number): Promise<ReturnType<typeof spawn>> {
+  /**
+   * Starts a process that holds the HOLDER byte of the ring in `file` shared (as an attach does while it
+   * reads the header) for `ms`, then prints when it let go (Date.now()). Resolves once it holds it.
+   */
+  async function holderFor(file: string, ms: number): Promise<{ child: ReturnType<typeof spawn>; releasedAt: () => Promise<number> }> {
     const core = JSON.stringify(import.meta.resolve('@shmring/core'));
     const child = spawn(
       process.execPath,
@@ -163,27 +166,35 @@ describe('create() over a ring an object is attached to', function () {
          const locks = FileLocks.open(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
          if (!locks.lock(0, true)) throw new Error('HOLDER not taken');
          console.log('held');
-         setTimeout(() => locks.release(), ${ms});`,
+         setTimeout(() => { locks.release(); console.log('released ' + Date.now()); }, ${ms});`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    await once(child.stdout!, 'data');
-    return child;
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    while (!out.includes('held')) await once(child.stdout!, 'data');
+    const releasedAt = async (): Promise<number> => {
+      while (!/released \d+\n/.test(out)) await once(child.stdout!, 'data');
+      return Number(/released (\d+)/.exec(out)![1]);
+    };
+    return { child, releasedAt };
   }
 
   it('create() where no ring is published waits for an attach that holds the ring while it finds none (a consumer retrying), and succeeds', async function () {
     const file = path.join(dir, 'probed');
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-    let child: ReturnType<typeof spawn> | undefined;
+    let holder: Awaited<ReturnType<typeof holderFor>> | undefined;
     try {
-      child = await holderFor(file, 300);
+      holder = await holderFor(file, 300);
       const started = performance.now();
       const ring = SpscRing.create(region, { capacity: 1024 }); // before: ERR_SHMRING_BUSY at once
+      const returnedAt = Date.now();
       const waited = performance.now() - started;
       ring.close();
-      assert.ok(waited > 100 && waited < 1_900, `create() waited ${waited.toFixed(0)} ms for the holder to let go (300 ms)`);
+      assert.ok(returnedAt >= (await holder.releasedAt()), 'create() returned only once the holder had let go');
+      assert.ok(waited < 1_900, `create() waited ${waited.toFixed(0)} ms for a holder that let go after 300 ms`);
     } finally {
-      child?.kill();
+      holder?.child.kill();
       region.close();
       fs.rmSync(file, { force: true });
     }
@@ -194,7 +205,7 @@ describe('create() over a ring an object is attached to', function () {
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
     try {
       SpscRing.create(region, { capacity: 1024 }).close();
-      const child = await holderFor(file, 3_000);
+      const { child } = await holderFor(file, 3_000);
       const started = performance.now();
       assert.throws(() => SpscRing.create(region, { capacity: 1024 }), isBusy);
       const waited = performance.now() - started;
@@ -212,7 +223,7 @@ describe('create() over a ring an object is attached to', function () {
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
     let child: ReturnType<typeof spawn> | undefined;
     try {
-      child = await holderFor(file, 10_000);
+      ({ child } = await holderFor(file, 10_000));
       const started = performance.now();
       assert.throws(
         () => SpscRing.create(region, { capacity: 1024 }),

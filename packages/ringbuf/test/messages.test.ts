@@ -227,7 +227,8 @@ describe('messages(): the async iterator with wait options', function () {
       const end = await within(5000, pending, 'next() after the producer died');
       assert.equal(end.error?.code, ErrorCodes.PEER_DEAD);
       const took = end.at - killedAt;
-      assert.ok(took < 600, `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
+      // Bounded loosely for a loaded machine (the watchdog's period, the reaping of the child); not taken for dead, it would never end.
+      assert.ok(took < 1000, `PEER_DEAD came ${took.toFixed(0)} ms after the kill`);
       assert.deepEqual(await it.next(), { done: true, value: undefined });
     } finally {
       producer.child.kill('SIGKILL');
