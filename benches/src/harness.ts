@@ -347,6 +347,19 @@ export function framer(onFrame: (frame: Buffer) => void): (chunk: Buffer) => voi
  * measuring (no allocation, no native call in the timed loop) and turned
  * into a perf_hooks histogram afterwards.
  */
+/**
+ * The ending of a program of its own (idle-cold.ts, select-many.ts): prints
+ * its result as one line of JSON and its Markdown table, and with an `out`
+ * directory writes them to <out>/<name>.json and .md.
+ */
+export function emitResults(name: string, result: object, md: string, out: string | undefined): void {
+  process.stdout.write(`${JSON.stringify(result)}\n${md}`);
+  if (out === undefined) return;
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  fs.writeFileSync(path.join(out, `${name}.md`), md);
+}
+
 export class Samples {
   readonly #ns: Float64Array;
   #count = 0;

@@ -14,14 +14,12 @@
  * to <dir>/idle-cold.json and .md with --out. The ratio of the two gaps says
  * how much of an idle request is paid for running on a CPU that slept.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { checkOrder, order } from './channel-common.js';
 import { ChannelRpc, closeAll, JsonSocketRpc, type Rpc } from './channel.js';
-import { percentiles, Samples } from './harness.js';
+import { emitResults, percentiles, Samples } from './harness.js';
 
 const BLOCK = 50;
 const GAPS = ['asleep', 'busy'] as const;
@@ -77,12 +75,7 @@ async function main(): Promise<void> {
     ...rows.map((r) => `| ${r.gap} | ${r.channelP50Us} | ${r.jsonSocketP50Us} | ${r.ratio}× |`),
     '',
   ].join('\n');
-  process.stdout.write(`${JSON.stringify(result)}\n${md}`);
-  if (values.out !== undefined) {
-    fs.mkdirSync(values.out, { recursive: true });
-    fs.writeFileSync(path.join(values.out, 'idle-cold.json'), `${JSON.stringify(result, null, 2)}\n`);
-    fs.writeFileSync(path.join(values.out, 'idle-cold.md'), md);
-  }
+  emitResults('idle-cold', result, md, values.out);
 }
 
 await main();

@@ -332,25 +332,34 @@ interface Word {
   readonly block: WaitBlock;
   /** What this waiter adds to WAITERS: 1, or NATIVE_WAITER (a futex_waitv waiter on a SharedArrayBuffer). */
   readonly unit: number;
+  /** The probes that wait on this word (two objects over one ring, or a ring's read and write side blocks that coincide). */
+  readonly probes: Probe[];
   /** The SIGNAL snapshot of this round. */
   seen: number;
 }
 
-/** Whether two (ctl, block) pairs name one SIGNAL word: the same memory, the same byte (two objects over one ring do). */
-function sameWord(
-  a: { readonly ctl: Int32Array; readonly block: WaitBlock },
-  b: { readonly ctl: Int32Array; readonly block: WaitBlock },
-): boolean {
-  return a.ctl.buffer === b.ctl.buffer && a.ctl.byteOffset + a.block.signal * 4 === b.ctl.byteOffset + b.block.signal * 4;
-}
-
-/** The distinct wait words of the probes (two objects over one ring share theirs). */
+/**
+ * The distinct wait words of the probes: two probes name one SIGNAL word
+ * when they share its memory and byte (two objects over one ring do).
+ * Linear in the number of probes (a select may have thousands).
+ */
 function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
   const words: Word[] = [];
+  // Per buffer: the words seen, by the byte offset of their SIGNAL in it.
+  const byBuffer = new Map<ArrayBufferLike, Map<number, Word>>();
   for (const p of probes) {
-    if (words.some((w) => sameWord(w, p))) continue;
+    const at = p.ctl.byteOffset + p.block.signal * 4;
+    let seen = byBuffer.get(p.ctl.buffer);
+    if (seen === undefined) byBuffer.set(p.ctl.buffer, (seen = new Map()));
+    const known = seen.get(at);
+    if (known !== undefined) {
+      known.probes.push(p);
+      continue;
+    }
     const unit = native && p.ctl.buffer instanceof SharedArrayBuffer ? NATIVE_WAITER : 1;
-    words.push({ ctl: p.ctl, block: p.block, unit, seen: 0 });
+    const word: Word = { ctl: p.ctl, block: p.block, unit, probes: [p], seen: 0 };
+    seen.set(at, word);
+    words.push(word);
   }
   return words;
 }
@@ -390,9 +399,9 @@ function peerDead(call: Call, what: string): SelectPeerDeadError {
  * because this select took its wake-up. A sleeper so woken for nothing
  * (the select's caller took the message first) re-checks and parks again.
  */
-function handOn(call: Call, words: readonly Word[]): void {
+function handOn(words: readonly Word[]): void {
   for (const w of words) {
-    if (!call.probes.some((p) => p.ctl === w.ctl && p.block === w.block && ready(p))) continue;
+    if (!w.probes.some(ready)) continue;
     passOn(w.ctl, w.block); // one load when nobody else sleeps there
   }
 }
@@ -453,7 +462,7 @@ function* parkSteps(
       for (let k = 0; k < announced; k++) Atomics.sub(words[k]!.ctl, words[k]!.block.waiters, words[k]!.unit);
     }
     if (i >= 0) {
-      if (slept) handOn(call, words);
+      if (slept) handOn(words);
       return i;
     }
   }
