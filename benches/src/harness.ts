@@ -343,11 +343,6 @@ export function framer(onFrame: (frame: Buffer) => void): (chunk: Buffer) => voi
 // ---- round-trip sampling ----
 
 /**
- * Round-trip samples, in nanoseconds, kept in a preallocated array while
- * measuring (no allocation, no native call in the timed loop) and turned
- * into a perf_hooks histogram afterwards.
- */
-/**
  * The ending of a program of its own (idle-cold.ts, select-many.ts): prints
  * its result as one line of JSON and its Markdown table, and with an `out`
  * directory writes them to <out>/<name>.json and .md.
@@ -360,6 +355,11 @@ export function emitResults(name: string, result: object, md: string, out: strin
   fs.writeFileSync(path.join(out, `${name}.md`), md);
 }
 
+/**
+ * Round-trip samples, in nanoseconds, kept in a preallocated array while
+ * measuring (no allocation, no native call in the timed loop) and turned
+ * into a perf_hooks histogram afterwards.
+ */
 export class Samples {
   readonly #ns: Float64Array;
   #count = 0;

@@ -180,9 +180,10 @@ describe('examples/two-hosts', function () {
     const silent = (await import('node:net')).createServer(() => undefined);
     silent.listen(0, '127.0.0.1');
     await once(silent, 'listening');
+    let host: ReturnType<typeof spawn> | undefined;
     try {
       const port = (silent.address() as { port: number }).port;
-      const host = spawn(process.execPath, [script('host-b.js'), `nats://127.0.0.1:${port}/orders`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      host = spawn(process.execPath, [script('host-b.js'), `nats://127.0.0.1:${port}/orders`], { stdio: ['ignore', 'pipe', 'pipe'] });
       let err = '';
       host.stderr!.on('data', (d: Buffer) => (err += d));
       // Its bridge reached the server: host B is connecting, its SIGINT handler in place (set before the bridge starts).
@@ -194,6 +195,7 @@ describe('examples/two-hosts', function () {
       const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
       assert.deepEqual(added, []);
     } finally {
+      host?.kill('SIGKILL'); // ended already, unless the test failed first
       silent.close();
     }
   });

@@ -83,10 +83,12 @@ export class Roles {
    * While no ring is published there (MAGIC does not read right), whoever
    * holds it is an attach that looks, finds no ring and lets go (a consumer
    * retrying until the producer has created its ring), or another create
-   * laying one out: it waits for them (up to HOLDER_WAIT_MS), and throws
-   * ERR_SHMRING_BUSY if a ring appears meanwhile. While a ring is published
-   * there, its holders are attached to it, and laying out a new one would
-   * wipe what it holds under them: ERR_SHMRING_BUSY at once.
+   * laying one out: it waits for them (up to HOLDER_WAIT_MS, blocking the
+   * thread), and throws ERR_SHMRING_BUSY if a ring appears meanwhile.
+   * While a ring is published there, its shared holders are attached to it
+   * (or looking at it), and laying out a new one would wipe what it holds
+   * under them: ERR_SHMRING_BUSY at once; an exclusive holder
+   * (unlink-stale, a Broadcast creator) is waited for, as above.
    *
    * The caller share()s as soon as it has unpublished the old header
    * (MAGIC 0): from then on an attach finds no ring there until the new
@@ -106,17 +108,22 @@ export class Roles {
       // Observes the creator's final store of MAGIC (writeHeader) or its retraction (unpublish): a ring
       // published there has attached holders, not passing ones.
       published = Atomics.load(magic, L.MAGIC_I32) === L.MAGIC;
-      return published;
+      if (!published) return false; // attaches that will let go, or another creator: wait
+      // Shared holders of a published ring are attached to it (or looking at it): refused. An exclusive
+      // one (unlink-stale removing it, a Broadcast creator laying it out) lets go soon: wait.
+      if (locks.lock(byte, true)) return true;
+      published = false;
+      return false;
     });
     if (decided && !published) return new Roles(locks, region, base);
     locks.release();
     throw new ShmringError(
       ErrorCodes.BUSY,
       published
-        ? `${what}: ${where} is in use (another object, in this process or another, is attached to it); ` +
+        ? `${what}: ${where} is in use (another object, in this process or another, is attached to it or looking at it); ` +
             'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first'
-        : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there (another create ` +
-            'laying one out, stopped half-way?); try again, or look with shmring inspect',
+        : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there (attaches retrying ` +
+            'without a pause, or another create laying one out, stopped half-way?); try again, or look with shmring inspect',
     );
   }
 

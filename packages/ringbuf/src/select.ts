@@ -332,7 +332,7 @@ interface Word {
   readonly block: WaitBlock;
   /** What this waiter adds to WAITERS: 1, or NATIVE_WAITER (a futex_waitv waiter on a SharedArrayBuffer). */
   readonly unit: number;
-  /** The probes that wait on this word (two objects over one ring, or a ring's read and write side blocks that coincide). */
+  /** The probes that wait on this word (several when entries are objects over one ring, or one object twice). */
   readonly probes: Probe[];
   /** The SIGNAL snapshot of this round. */
   seen: number;

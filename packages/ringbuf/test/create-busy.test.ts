@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, Region, ShmringError } from '@shmring/core';
-import { LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 
 interface Kind {
   name: string;
@@ -153,9 +153,14 @@ describe('create() over a ring an object is attached to', function () {
 
   /**
    * Starts a process that holds the HOLDER byte of the ring in `file` shared (as an attach does while it
-   * reads the header) for `ms`, then prints when it let go (Date.now()). Resolves once it holds it.
+   * reads the header), or `exclusive`ly (as unlink-stale does across its check and unlink), for `ms`, then
+   * prints when it let go (Date.now()). Resolves once it holds it.
    */
-  async function holderFor(file: string, ms: number): Promise<{ child: ReturnType<typeof spawn>; releasedAt: () => Promise<number> }> {
+  async function holderFor(
+    file: string,
+    ms: number,
+    exclusive = false,
+  ): Promise<{ child: ReturnType<typeof spawn>; releasedAt: () => Promise<number> }> {
     const core = JSON.stringify(import.meta.resolve('@shmring/core'));
     const child = spawn(
       process.execPath,
@@ -164,15 +169,19 @@ describe('create() over a ring an object is attached to', function () {
         '-e',
         `import { FileLocks, Region } from ${core};
          const locks = FileLocks.open(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
-         if (!locks.lock(0, true)) throw new Error('HOLDER not taken');
+         if (!locks.lock(0, ${!exclusive})) throw new Error('HOLDER not taken');
          console.log('held');
-         setTimeout(() => { locks.release(); console.log('released ' + Date.now()); }, ${ms});`,
+         setTimeout(() => { const at = Date.now(); locks.release(); console.log('released ' + at); }, ${ms});`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    while (!out.includes('held')) await once(child.stdout!, 'data');
+    const exited = once(child, 'exit').then(([code]) => {
+      throw new Error(`the holder exited (${code}) before it held the ring`);
+    });
+    exited.catch(() => undefined); // once it held, its exit is expected
+    while (!out.includes('held')) await Promise.race([once(child.stdout!, 'data'), exited]);
     const releasedAt = async (): Promise<number> => {
       while (!/released \d+\n/.test(out)) await once(child.stdout!, 'data');
       return Number(/released (\d+)/.exec(out)![1]);
@@ -203,16 +212,34 @@ describe('create() over a ring an object is attached to', function () {
   it('create() where a ring is published and held refuses at once (ERR_SHMRING_BUSY), without waiting for the holder', async function () {
     const file = path.join(dir, 'held-published');
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    let child: ReturnType<typeof spawn> | undefined;
     try {
       SpscRing.create(region, { capacity: 1024 }).close();
-      const { child } = await holderFor(file, 3_000);
+      ({ child } = await holderFor(file, 3_000));
       const started = performance.now();
       assert.throws(() => SpscRing.create(region, { capacity: 1024 }), isBusy);
       const waited = performance.now() - started;
-      child.kill();
-      await once(child, 'exit');
       assert.ok(waited < 500, `refused after ${waited.toFixed(0)} ms`);
     } finally {
+      child?.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('create() where a ring is published and held exclusively (unlink-stale removing it) waits for that holder, and succeeds', async function () {
+    const file = path.join(dir, 'held-exclusively');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    let holder: Awaited<ReturnType<typeof holderFor>> | undefined;
+    try {
+      SpscRing.create(region, { capacity: 1024 }).close();
+      holder = await holderFor(file, 300, true);
+      const ring = SpscRing.create(region, { capacity: 1024 }); // before: ERR_SHMRING_BUSY at once
+      const returnedAt = Date.now();
+      ring.close();
+      assert.ok(returnedAt >= (await holder.releasedAt()), 'create() returned only once the holder had let go');
+    } finally {
+      holder?.child.kill();
       region.close();
       fs.rmSync(file, { force: true });
     }
@@ -278,6 +305,31 @@ describe('create() over a ring an object is attached to', function () {
       }
     }
   });
+
+  for (const backing of ['memfd', 'file'] as const) {
+    it(`Broadcast.create over an SpscRing (${backing}) an object is attached to: ERR_SHMRING_BUSY, and the ring keeps what it holds`, function () {
+      const file = path.join(dir, 'broadcast-over-spsc');
+      const size = Math.max(SpscRing.regionSize({ capacity: 4096 }), Broadcast.regionSize({ capacity: 4096 }));
+      const region = backing === 'memfd' ? Region.create({ backing: 'memfd', size }) : Region.create({ backing: 'file', path: file, size });
+      try {
+        const consumer = SpscRing.create(region, { capacity: 4096 });
+        const producer = SpscRing.attach(region);
+        assert.ok(producer.tryWrite(new Uint8Array([7, 8, 9])));
+        producer.close(); // only the consumer stays attached: no producer role is held
+        assert.throws(
+          () => Broadcast.create(region, { capacity: 4096 }),
+          (err: unknown) =>
+            err instanceof ShmringError && err.code === ErrorCodes.BUSY && /holds no Broadcast but another ring/.test(err.message),
+        );
+        assert.deepEqual([...consumer.tryRead()!], [7, 8, 9], 'the refused create() changed nothing');
+        consumer.close();
+        Broadcast.create(region, { capacity: 4096 }).close(); // nobody attached: it lays out a Broadcast
+      } finally {
+        region.close();
+        fs.rmSync(file, { force: true });
+      }
+    });
+  }
 
   it("an attach racing another process's creates never builds its object from the header of the ring it replaced", async function () {
     const name = `shmring-create-race-${process.pid}`;
