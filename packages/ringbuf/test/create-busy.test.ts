@@ -8,13 +8,21 @@
  * cannot tell, and overwrites, as docs/LAYOUT.md says.)
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, Region, ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+
+const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
+const RINGBUF = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+
+/** Runs `source`, an ES module, in a child process; it imports @shmring/core from CORE and this package from RINGBUF. */
+function spawnModule(source: string, stdio: StdioOptions): ChildProcess {
+  return spawn(process.execPath, ['--input-type=module', '-e', source], { stdio });
+}
 
 interface Kind {
   name: string;
@@ -26,35 +34,27 @@ interface Kind {
   holds(region: Region): boolean;
 }
 
+/** SpscRing and MpscRing: the same verbs for this test. */
+function byteRing(ring: typeof SpscRing | typeof MpscRing): Kind {
+  return {
+    name: ring.name,
+    size: ring.regionSize({ capacity: 1024 }),
+    create: (region) => ring.create(region, { capacity: 1024 }),
+    fill: (q) => assert.ok((q as SpscRing | MpscRing).tryWrite(new Uint8Array([1, 2, 3]))),
+    holds: (region) => {
+      const reader = ring.attach(region);
+      try {
+        return reader.size > 0;
+      } finally {
+        reader.close();
+      }
+    },
+  };
+}
+
 const KINDS: Kind[] = [
-  {
-    name: 'SpscRing',
-    size: SpscRing.regionSize({ capacity: 1024 }),
-    create: (region) => SpscRing.create(region, { capacity: 1024 }),
-    fill: (ring) => assert.ok((ring as SpscRing).tryWrite(new Uint8Array([1, 2, 3]))),
-    holds: (region) => {
-      const reader = SpscRing.attach(region);
-      try {
-        return reader.size > 0;
-      } finally {
-        reader.close();
-      }
-    },
-  },
-  {
-    name: 'MpscRing',
-    size: MpscRing.regionSize({ capacity: 1024 }),
-    create: (region) => MpscRing.create(region, { capacity: 1024 }),
-    fill: (ring) => assert.ok((ring as MpscRing).tryWrite(new Uint8Array([1, 2, 3]))),
-    holds: (region) => {
-      const reader = MpscRing.attach(region);
-      try {
-        return reader.size > 0;
-      } finally {
-        reader.close();
-      }
-    },
-  },
+  byteRing(SpscRing),
+  byteRing(MpscRing),
   {
     name: 'MpmcQueue',
     size: MpmcQueue.regionSize({ capacity: 8, slotSize: 64 }),
@@ -124,21 +124,14 @@ describe('create() over a ring an object is attached to', function () {
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
     try {
       SpscRing.create(region, { capacity: 1024 }).close();
-      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
-      const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
-      const child = spawn(
-        process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `import { Region } from ${core};
-           import { SpscRing } from ${ringbuf};
+      const child = spawnModule(
+        `import { Region } from ${CORE};
+           import { SpscRing } from ${RINGBUF};
            const ring = SpscRing.attach(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
            ring.tryWrite(new Uint8Array([5]));
            console.log('attached');
            process.stdin.on('data', () => process.exit(0));`,
-        ],
-        { stdio: ['pipe', 'pipe', 'inherit'] },
+        ['pipe', 'pipe', 'inherit'],
       );
       await once(child.stdout!, 'data');
       assert.throws(() => SpscRing.create(region, { capacity: 1024 }), isBusy);
@@ -160,20 +153,14 @@ describe('create() over a ring an object is attached to', function () {
     file: string,
     ms: number,
     exclusive = false,
-  ): Promise<{ child: ReturnType<typeof spawn>; releasedAt: () => Promise<number> }> {
-    const core = JSON.stringify(import.meta.resolve('@shmring/core'));
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { FileLocks, Region } from ${core};
+  ): Promise<{ child: ChildProcess; releasedAt: () => Promise<number> }> {
+    const child = spawnModule(
+      `import { FileLocks, Region } from ${CORE};
          const locks = FileLocks.open(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
          if (!locks.lock(0, ${!exclusive})) throw new Error('HOLDER not taken');
          console.log('held');
          setTimeout(() => { const at = Date.now(); locks.release(); console.log('released ' + at); }, ${ms});`,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      ['ignore', 'pipe', 'inherit'],
     );
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
@@ -189,12 +176,34 @@ describe('create() over a ring an object is attached to', function () {
     return { child, releasedAt };
   }
 
-  it('create() where no ring is published waits for an attach that holds the ring while it finds none (a consumer retrying), and succeeds', async function () {
-    const file = path.join(dir, 'probed');
+  type Holder = Awaited<ReturnType<typeof holderFor>>;
+
+  /**
+   * Runs `body` with an SpscRing-sized file region `name` (an SpscRing published in it first if
+   * `published`) whose HOLDER another process holds for `ms` (holderFor); the holder is stopped and the
+   * region closed and removed however `body` ends.
+   */
+  async function withHolder(
+    name: string,
+    { published, ms, exclusive = false }: { published: boolean; ms: number; exclusive?: boolean },
+    body: (region: Region, holder: Holder, file: string) => Promise<void> | void,
+  ): Promise<void> {
+    const file = path.join(dir, name);
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-    let holder: Awaited<ReturnType<typeof holderFor>> | undefined;
+    let holder: Holder | undefined;
     try {
-      holder = await holderFor(file, 300);
+      if (published) SpscRing.create(region, { capacity: 1024 }).close();
+      holder = await holderFor(file, ms, exclusive);
+      await body(region, holder, file);
+    } finally {
+      holder?.child.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  }
+
+  it('create() where no ring is published waits for an attach that holds the ring while it finds none (a consumer retrying), and succeeds', () =>
+    withHolder('probed', { published: false, ms: 300 }, async (region, holder) => {
       const started = performance.now();
       const ring = SpscRing.create(region, { capacity: 1024 }); // before: ERR_SHMRING_BUSY at once
       const returnedAt = Date.now();
@@ -202,55 +211,26 @@ describe('create() over a ring an object is attached to', function () {
       ring.close();
       assert.ok(returnedAt >= (await holder.releasedAt()), 'create() returned only once the holder had let go');
       assert.ok(waited < 1_900, `create() waited ${waited.toFixed(0)} ms for a holder that let go after 300 ms`);
-    } finally {
-      holder?.child.kill();
-      region.close();
-      fs.rmSync(file, { force: true });
-    }
-  });
+    }));
 
-  it('create() where a ring is published and held refuses at once (ERR_SHMRING_BUSY), without waiting for the holder', async function () {
-    const file = path.join(dir, 'held-published');
-    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-    let child: ReturnType<typeof spawn> | undefined;
-    try {
-      SpscRing.create(region, { capacity: 1024 }).close();
-      ({ child } = await holderFor(file, 3_000));
+  it('create() where a ring is published and held refuses at once (ERR_SHMRING_BUSY), without waiting for the holder', () =>
+    withHolder('held-published', { published: true, ms: 3_000 }, (region) => {
       const started = performance.now();
       assert.throws(() => SpscRing.create(region, { capacity: 1024 }), isBusy);
       const waited = performance.now() - started;
       assert.ok(waited < 500, `refused after ${waited.toFixed(0)} ms`);
-    } finally {
-      child?.kill();
-      region.close();
-      fs.rmSync(file, { force: true });
-    }
-  });
+    }));
 
-  it('create() where a ring is published and held exclusively (unlink-stale removing it) waits for that holder, and succeeds', async function () {
-    const file = path.join(dir, 'held-exclusively');
-    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-    let holder: Awaited<ReturnType<typeof holderFor>> | undefined;
-    try {
-      SpscRing.create(region, { capacity: 1024 }).close();
-      holder = await holderFor(file, 300, true);
+  it('create() where a ring is published and held exclusively (unlink-stale removing it) waits for that holder, and succeeds', () =>
+    withHolder('held-exclusively', { published: true, ms: 300, exclusive: true }, async (region, holder) => {
       const ring = SpscRing.create(region, { capacity: 1024 }); // before: ERR_SHMRING_BUSY at once
       const returnedAt = Date.now();
       ring.close();
       assert.ok(returnedAt >= (await holder.releasedAt()), 'create() returned only once the holder had let go');
-    } finally {
-      holder?.child.kill();
-      region.close();
-      fs.rmSync(file, { force: true });
-    }
-  });
+    }));
 
-  it('create() where no ring is published and the holder does not let go gives up after 2 s with ERR_SHMRING_BUSY that says so', async function () {
-    const file = path.join(dir, 'held-unpublished');
-    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-    let child: ReturnType<typeof spawn> | undefined;
-    try {
-      ({ child } = await holderFor(file, 10_000));
+  it('create() where no ring is published and the holder does not let go gives up after 2 s with ERR_SHMRING_BUSY that says so', () =>
+    withHolder('held-unpublished', { published: false, ms: 10_000 }, (region, _holder, file) => {
       const started = performance.now();
       assert.throws(
         () => SpscRing.create(region, { capacity: 1024 }),
@@ -262,36 +242,24 @@ describe('create() over a ring an object is attached to', function () {
       );
       const waited = performance.now() - started;
       assert.ok(waited >= 1_900 && waited < 5_000, `gave up after ${waited.toFixed(0)} ms`);
-    } finally {
-      child?.kill();
-      region.close();
-      fs.rmSync(file, { force: true });
-    }
-  });
+    }));
 
   it('a producer that creates its ring while a consumer process retries attach() in a tight loop is never refused', async function () {
-    const core = JSON.stringify(import.meta.resolve('@shmring/core'));
-    const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
     for (let round = 0; round < 10; round++) {
       const file = path.join(dir, `retried-${round}`);
       const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
-      let consumer: ReturnType<typeof spawn> | undefined;
+      let consumer: ChildProcess | undefined;
       try {
-        consumer = spawn(
-          process.execPath,
-          [
-            '--input-type=module',
-            '-e',
-            `import { Region } from ${core};
-             import { SpscRing } from ${ringbuf};
+        consumer = spawnModule(
+          `import { Region } from ${CORE};
+             import { SpscRing } from ${RINGBUF};
              const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
              console.log('probing');
              for (let tries = 0; ; tries++) {
                try { SpscRing.attach(region).close(); break; }
                catch (err) { if (err.code !== 'ERR_SHMRING_NOT_A_RING') throw err; }
              }`,
-          ],
-          { stdio: ['ignore', 'pipe', 'inherit'] },
+          ['ignore', 'pipe', 'inherit'],
         );
         await once(consumer.stdout!, 'data');
         await new Promise((resolve) => setTimeout(resolve, 20));
@@ -336,16 +304,10 @@ describe('create() over a ring an object is attached to', function () {
     const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 4096 }) });
     try {
       SpscRing.create(region, { capacity: 4096 }).close();
-      const core = JSON.stringify(import.meta.resolve('@shmring/core'));
-      const ringbuf = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
       // The creator lays out rings of two capacities in turn for 2 s, refused while an attach holds the ring.
-      const creator = spawn(
-        process.execPath,
-        [
-          '--input-type=module',
-          '-e',
-          `import { Region } from ${core};
-           import { SpscRing } from ${ringbuf};
+      const creator = spawnModule(
+        `import { Region } from ${CORE};
+           import { SpscRing } from ${RINGBUF};
            const region = Region.open({ backing: 'posix', name: ${JSON.stringify(name)} });
            let made = 0;
            for (const until = performance.now() + 2000, i = { n: 0 }; performance.now() < until; i.n++) {
@@ -353,8 +315,7 @@ describe('create() over a ring an object is attached to', function () {
              catch (err) { if (err.code !== 'ERR_SHMRING_BUSY') throw err; }
            }
            console.log(made);`,
-        ],
-        { stdio: ['ignore', 'pipe', 'inherit'] },
+        ['ignore', 'pipe', 'inherit'],
       );
       let out = '';
       creator.stdout!.on('data', (d: Buffer) => (out += d));
