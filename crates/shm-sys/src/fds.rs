@@ -86,49 +86,41 @@ pub fn close_all_of(owner: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::libc::cvt;
+    use crate::testfd::TestFd;
 
-    const F_GETFD: c_int = 1;
-
-    fn memfd() -> c_int {
-        // SAFETY: a valid NUL-terminated name; flags are memfd_create's.
-        cvt(unsafe { libc::memfd_create(c"fds-test".as_ptr(), libc::MFD_CLOEXEC) }, "memfd_create").unwrap()
-    }
-
-    fn is_open(fd: c_int) -> bool {
-        // SAFETY: F_GETFD takes no argument and touches no memory.
-        (unsafe { libc::fcntl(fd, F_GETFD) }) >= 0
+    fn memfd() -> TestFd {
+        TestFd::memfd(c"fds-test")
     }
 
     #[test]
     fn an_owner_closes_only_its_own_fds_and_only_once() {
         let (mine, theirs) = (new_owner(), new_owner());
         let (a, b, c) = (memfd(), memfd(), memfd());
-        record(mine, a);
-        record(mine, b);
-        record(theirs, c);
+        record(mine, a.fd);
+        record(mine, b.fd);
+        record(theirs, c.fd);
         // b is closed by its owner first: it must not be closed again.
-        assert!(forget(b));
-        libc::close_quietly(b);
+        assert!(forget(b.fd));
+        libc::close_quietly(b.fd);
         assert_eq!(close_all_of(mine), 1);
-        assert!(!is_open(a));
-        assert!(is_open(c));
+        assert!(!a.is_open());
+        assert!(c.is_open());
         // Nothing is left for `mine`; `theirs` keeps its fd until it goes.
         assert_eq!(close_all_of(mine), 0);
-        assert!(!forget(a));
+        assert!(!forget(a.fd));
         assert_eq!(close_all_of(theirs), 1);
-        assert!(!is_open(c));
+        assert!(!c.is_open());
     }
 
     #[test]
     fn a_number_the_kernel_gives_again_belongs_to_its_new_owner() {
         let (first, second) = (new_owner(), new_owner());
         let fd = memfd();
-        record(first, fd);
-        record(second, fd); // closed behind our back, then given to `second`
+        record(first, fd.fd);
+        record(second, fd.fd); // closed behind our back, then given to `second`
         assert_eq!(close_all_of(first), 0);
-        assert!(is_open(fd));
+        assert!(fd.is_open());
         assert_eq!(close_all_of(second), 1);
-        assert!(!is_open(fd));
+        assert!(!fd.is_open());
     }
 }

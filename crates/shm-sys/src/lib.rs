@@ -45,6 +45,8 @@ mod shm;
 mod socket;
 mod sys;
 mod sysv;
+#[cfg(test)]
+mod testfd;
 mod uring;
 mod uv;
 mod waits;

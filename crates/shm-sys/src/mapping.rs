@@ -118,19 +118,14 @@ impl Mapping {
 mod tests {
     use super::*;
 
+    use crate::testfd::TestFd;
+
     // Only the tests use these (values from the uapi headers, x86_64).
     const MAP_PRIVATE: c_int = 0x02;
     const MAP_ANONYMOUS: c_int = 0x20;
-    const F_GETFD: c_int = 1;
 
-    fn memfd() -> c_int {
-        // SAFETY: a valid NUL-terminated name; flags are memfd_create's.
-        cvt(unsafe { libc::memfd_create(c"mapping-test".as_ptr(), libc::MFD_CLOEXEC) }, "memfd_create").unwrap()
-    }
-
-    fn is_open(fd: c_int) -> bool {
-        // SAFETY: F_GETFD takes no argument and touches no memory.
-        (unsafe { libc::fcntl(fd, F_GETFD) }) >= 0
+    fn memfd() -> TestFd {
+        TestFd::memfd(c"mapping-test")
     }
 
     fn anonymous_page() -> usize {
@@ -144,9 +139,9 @@ mod tests {
     fn release_closes_the_owned_fd_once() {
         let fd = memfd();
         let mapping = Mapping::new(anonymous_page(), 4096);
-        mapping.own_fd(fd);
+        mapping.own_fd(fd.fd);
         mapping.release().unwrap();
-        assert!(!is_open(fd));
+        assert!(!fd.is_open());
         assert_eq!(mapping.close_fd(), Ok(false));
         assert_eq!(mapping.unmap(), Ok(false));
     }
@@ -156,7 +151,7 @@ mod tests {
         let fd = memfd();
         let mapping = Mapping::new(anonymous_page(), 4096);
         mapping.release().unwrap();
-        assert!(is_open(fd));
-        libc::close_quietly(fd);
+        assert!(fd.is_open());
+        libc::close_quietly(fd.fd);
     }
 }
