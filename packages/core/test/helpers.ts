@@ -1,4 +1,6 @@
+import assert from 'node:assert/strict';
 import { spawn, type StdioOptions } from 'node:child_process';
+import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { backend, useBackend, type BackendKind } from '../src/native/loader.js';
 
@@ -45,4 +47,28 @@ export function withBackend(kind: BackendKind): void {
     useBackend(kind);
   });
   after(() => useBackend(previous));
+}
+
+/** The file an open fd refers to (device and inode), to tell later whether that fd was closed. */
+export function fileOf(fd: number): { dev: number; ino: number } {
+  const { dev, ino } = fs.fstatSync(fd);
+  return { dev, ino };
+}
+
+/**
+ * Asserts that `fd`, which referred to `file` (fileOf), was closed: the
+ * number refers to nothing (EBADF), or to another file. The kernel may give
+ * a closed number to another thread's open at once (a worker's, libuv's
+ * thread pool's), so "fstat fails" alone would be a test that can fail for
+ * no fault of the code.
+ */
+export function assertClosed(fd: number, file: { dev: number; ino: number }): void {
+  let now: fs.Stats;
+  try {
+    now = fs.fstatSync(fd);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'EBADF');
+    return;
+  }
+  assert.ok(now.ino !== file.ino || now.dev !== file.dev, `fd ${fd} is still open on the same file`);
 }
