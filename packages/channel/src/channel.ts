@@ -92,7 +92,7 @@ const DRAIN_BATCH = 32;
  * processes: 659–674 k requests/s, and 954 k–1.03 M publishing every 16,
  * benchmarks alternating in one session; 4, 8 and 32 did as well as 16).
  */
-const CORK_RECORDS = 16;
+export const CORK_RECORDS = 16;
 /** Largest part of a split value: far below a large ring's record limit, so that reading and writing overlap. */
 const SPLIT_CHUNK = 256 * 1024;
 /** Thrown by #onRecord to end a drain() batch after the record it is on. */
@@ -636,8 +636,11 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   #wroteCorked(): void {
     if (this.#corked && ++this.#corkedRecords === CORK_RECORDS) {
       this.#corkedRecords = 0;
-      this.#out.uncork();
-      this.#out.cork();
+      try {
+        this.#out.uncork();
+      } finally {
+        this.#out.cork(); // corked again whatever the publication's wake-up did: #uncork ends the turn's cork
+      }
     }
   }
 
