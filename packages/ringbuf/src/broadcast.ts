@@ -417,9 +417,9 @@ function resumePoint(
   try {
     found = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
   } catch (err) {
-    // Observes a creator's final store of MAGIC: a ring of another kind (or layout version) is published
-    // there, and others hold it: they are attached to it, and a new layout would wipe it under them.
-    if (heldBefore === true && Atomics.load(new Int32Array(buffer, base, L.MAGIC_I32 + 1), L.MAGIC_I32) === L.MAGIC) {
+    // A ring of another kind (or layout version) is published there, and others hold it: they are
+    // attached to it, and a new layout would wipe it under them.
+    if (heldBefore === true && L.ringPublished(buffer, base)) {
       throw new ShmringError(
         ErrorCodes.BUSY,
         `Broadcast.create: ${where} holds no Broadcast but another ring (${(err as Error).message}), and objects are attached ` +

@@ -230,3 +230,9 @@ export function mpmcRingSize(capacity: number, slotSize: number): number {
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
   throw new Error('shmring rings are little-endian and this platform is not');
 }
+
+/** Whether a ring of any kind is published at `base` of `buffer` now (a snapshot: MAGIC reads right). */
+export function ringPublished(buffer: ArrayBufferLike, base: number): boolean {
+  // Observes a creator's final store of MAGIC (writeHeader), or its retraction (unpublish).
+  return Atomics.load(new Int32Array(buffer, base + MAGIC_OFFSET, 1), 0) === MAGIC;
+}

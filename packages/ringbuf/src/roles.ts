@@ -101,29 +101,25 @@ export class Roles {
     const locks = FileLocks.open(region);
     if (locks === undefined) return undefined;
     const byte = base + L.HOLDER_LOCK_OFFSET;
-    const magic = new Int32Array(buffer, base, L.MAGIC_I32 + 1);
-    let published = false;
+    // Set when the place is taken for good: a ring is published there and attached (shared holders).
+    let refused = false;
     const decided = retryFor(HOLDER_WAIT_MS, () => {
       if (locks.lock(byte, false)) return true;
-      // Observes the creator's final store of MAGIC (writeHeader) or its retraction (unpublish): a ring
-      // published there has attached holders, not passing ones.
-      published = Atomics.load(magic, L.MAGIC_I32) === L.MAGIC;
-      if (!published) return false; // attaches that will let go, or another creator: wait
-      // Shared holders of a published ring are attached to it (or looking at it): refused. An exclusive
-      // one (unlink-stale removing it, a Broadcast creator laying it out) lets go soon: wait.
-      if (locks.lock(byte, true)) return true;
-      published = false;
-      return false;
+      // Holders of a place with no ring published are attaches that will let go, or another creator; an
+      // exclusive holder of a published ring is unlink-stale removing it or a Broadcast creator laying it
+      // out: all let go soon, so wait. Shared holders of a published ring are attached to it: refused.
+      refused = L.ringPublished(buffer, base) && locks.lock(byte, true);
+      return refused;
     });
-    if (decided && !published) return new Roles(locks, region, base);
+    if (decided && !refused) return new Roles(locks, region, base);
     locks.release();
     throw new ShmringError(
       ErrorCodes.BUSY,
-      published
+      refused
         ? `${what}: ${where} is in use (another object, in this process or another, is attached to it or looking at it); ` +
             'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first'
-        : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there (attaches retrying ` +
-            'without a pause, or another create laying one out, stopped half-way?); try again, or look with shmring inspect',
+        : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there, or exclusively ` +
+            '(attaches retrying without a pause, or another create or an unlink-stale stopped half-way?); try again, or look with shmring inspect',
     );
   }
 
