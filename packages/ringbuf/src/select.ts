@@ -330,8 +330,8 @@ function chosen(entries: readonly SelectEntry[], index: number): number {
 interface Word {
   readonly ctl: Int32Array;
   readonly block: WaitBlock;
-  /** What this waiter adds to WAITERS: 1, or NATIVE_WAITER (a futex_waitv waiter on a SharedArrayBuffer). */
-  readonly unit: number;
+  /** What this waiter adds to WAITERS: 1, or NATIVE_WAITER (a futex_waitv waiter on a SharedArrayBuffer); fixed by wordsToWait. */
+  unit: number;
   /** The probes that wait on this word (several when entries are objects over one ring, or one object twice). */
   readonly probes: Probe[];
   /** The SIGNAL snapshot of this round. */
@@ -342,8 +342,11 @@ interface Word {
  * The distinct wait words of the probes: two probes name one SIGNAL word
  * when they share its memory and byte (two objects over one ring do).
  * Linear in the number of probes (a select may have thousands).
+ * `nativeIfSeveral`: a blocking select, which waits on one word as
+ * readSync does (Atomics.wait on a SharedArrayBuffer) and on several in
+ * futex_waitv, whose waiters on a SharedArrayBuffer count NATIVE_WAITER.
  */
-function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
+function wordsToWait(probes: readonly Probe[], nativeIfSeveral: boolean): Word[] {
   const words: Word[] = [];
   // Per buffer: the words seen, by the byte offset of their SIGNAL in it.
   const byBuffer = new Map<ArrayBufferLike, Map<number, Word>>();
@@ -356,10 +359,12 @@ function wordsToWait(probes: readonly Probe[], native: boolean): Word[] {
       known.probes.push(p);
       continue;
     }
-    const unit = native && p.ctl.buffer instanceof SharedArrayBuffer ? NATIVE_WAITER : 1;
-    const word: Word = { ctl: p.ctl, block: p.block, unit, probes: [p], seen: 0 };
+    const word: Word = { ctl: p.ctl, block: p.block, unit: 1, probes: [p], seen: 0 };
     seen.set(at, word);
     words.push(word);
+  }
+  if (nativeIfSeveral && words.length > 1) {
+    for (const w of words) if (w.ctl.buffer instanceof SharedArrayBuffer) w.unit = NATIVE_WAITER;
   }
   return words;
 }
@@ -429,11 +434,11 @@ function* parkSteps(
   start: number,
   options: SelectOptions | undefined,
   what: string,
-  native: boolean,
+  blocking: boolean,
   napMs: number,
 ): Generator<Nap, number, NapResult> {
   const probes = call.probes;
-  const words = wordsToWait(probes, native);
+  const words = wordsToWait(probes, blocking);
   let slept = false;
   for (;;) {
     // Snapshots of every SIGNAL, each taken before its announcement (LAYOUT.md); pairs with unpark()'s add(SIGNAL).
@@ -509,8 +514,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
   let index = spinUntil > call.started ? spin(attempt, spinUntil) : undefined;
   if (index === undefined) {
     // One distinct word waits as readSync does (Atomics.wait on a SharedArrayBuffer); several, in futex_waitv.
-    const native = wordsToWait(call.probes, false).length > 1;
-    const steps = parkSteps(call, start, options, what, native, call.checkMs);
+    const steps = parkSteps(call, start, options, what, true, call.checkMs);
     let step = steps.next();
     while (!step.done) {
       const { words, ms } = step.value;
