@@ -10,10 +10,13 @@
  *             on a wrap: LEN[0] = -size (claimed), TYP[idx] = PAD,
  *             LEN[idx] = toEnd (padding committed), the record goes to 0;
  *             else LEN[idx] = -size; write TYP (the value) and the payload;
- *             CAS(LEN[idx], -size, +size) (commit). A shorter commit (a
- *             2-unit claim committed as 1 unit, SHORT) first makes the
- *             unit after the record a padding record (TYP = PAD, LEN = 1),
- *             then CAS(LEN[idx], -size, +1).
+ *             LEN[idx] = +size (commit: a release store, or a CAS from
+ *             -size; without take-backs, which only dead claimers suffer
+ *             and which are not modelled, the two are one step: the
+ *             assert below checks that nothing else wrote the header). A
+ *             shorter commit (a 2-unit claim committed as 1 unit, SHORT)
+ *             first makes the unit after the record a padding record
+ *             (TYP = PAD, LEN = 1), then commits LEN[idx] = +1.
  *   consumer: l = load(LEN[head]); l <= 0: nothing yet (blocks until it
  *             changes); read TYP and payload; zero the record's units;
  *             store(HEAD, head + l).
@@ -159,7 +162,7 @@ retry:
     fi;
 #endif
 #if MUTANT != 1
-    atomic { assert(LEN[idx] == NEG + size); LEN[idx] = committed };  /* CAS(LEN, -size, +committed): commit */
+    atomic { assert(LEN[idx] == NEG + size); LEN[idx] = committed };  /* commit: store (or CAS from -size) of +committed */
 #endif
     s++
   od

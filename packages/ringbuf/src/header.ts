@@ -7,7 +7,7 @@ import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
-import { KIND_MPSC, MPSC_MIN_CAPACITY, mpscRingSize } from './mpsc-layout.js';
+import { KIND_MPSC, MPSC_MIN_CAPACITY, MPSC_PID_NS_I32, mpscRingSize } from './mpsc-layout.js';
 import { regionWhere, shown } from './queue.js';
 
 export interface Geometry {
@@ -23,6 +23,8 @@ export interface Geometry {
   dataOffset?: number;
   /** Broadcast: header word 64 (MODE), written before MAGIC. */
   mode?: number;
+  /** MpscRing: header word 64 (PID_NS), written before MAGIC. */
+  pidNamespace?: number;
 }
 
 export const KIND_NAMES: Record<number, string> = {
@@ -122,6 +124,7 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   ctl[L.SLOT_STRIDE_I32] = g.slotStride;
   ctl[L.DATA_OFFSET_I32] = g.dataOffset ?? L.DATA_OFFSET;
   if (g.mode !== undefined) ctl[B.MODE_I32] = g.mode;
+  if (g.pidNamespace !== undefined) ctl[MPSC_PID_NS_I32] = g.pidNamespace;
   ctl[L.RING_SIZE_LO_I32] = g.ringSize >>> 0;
   ctl[L.RING_SIZE_HI_I32] = Math.floor(g.ringSize / 2 ** 32);
   ctl[L.CREATOR_START_I32] = ownStartTime();

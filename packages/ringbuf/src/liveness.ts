@@ -119,6 +119,27 @@ export function ownStartTime(): number {
   return ownStart;
 }
 
+let ownPidNamespace: number | undefined;
+
+/**
+ * This process's PID namespace: the inode of /proc/self/ns/pid (the kernel
+ * numbers namespaces below 2^32), or 0 where that cannot be read (no /proc).
+ * Two processes whose numbers are equal and not 0 see the same pids and
+ * thread ids. A process never changes its own PID namespace, so the answer
+ * is cached (per thread: module state).
+ */
+export function pidNamespace(): number {
+  if (ownPidNamespace === undefined) {
+    try {
+      const ino = fs.statSync('/proc/self/ns/pid').ino;
+      ownPidNamespace = Number.isSafeInteger(ino) && ino > 0 && ino <= 0xffffffff ? ino : 0;
+    } catch {
+      ownPidNamespace = 0;
+    }
+  }
+  return ownPidNamespace;
+}
+
 let ownThreadId: { id: number; start: number } | undefined;
 
 /**

@@ -24,6 +24,23 @@ import * as L from './layout.js';
 
 export const KIND_MPSC = 4;
 
+/**
+ * Header word 64 of an MpscRing: `PID_NS`, the PID namespace of its creator
+ * (liveness.pidNamespace(); 0: unknown), written before MAGIC. Thread ids
+ * in claim marks mean what they say only to a consumer in the namespace of
+ * the claimer.
+ */
+export const MPSC_PID_NS_OFFSET = L.HEADER_END;
+export const MPSC_PID_NS_I32 = MPSC_PID_NS_OFFSET / 4;
+/**
+ * FLAGS bit 1 of an MpscRing: a producer or consumer registered from a PID
+ * namespace other than PID_NS (or PID_NS, or its own, is unknown). Set once
+ * (an atomic OR at registration), never cleared. While it is set, the
+ * consumer judges a claimer by the PRODUCER lock alone (no process holds it:
+ * every claimer is gone), not by the thread id in its mark.
+ */
+export const FLAG_PID_NS_MIXED = 1 << 1;
+
 /** Int32 indices of a record's words, counted from the Int32 index of its header (as SpscRing's). */
 export const MPSC_LENGTH_I32 = L.RECORD_LENGTH_I32;
 export const MPSC_TYPE_I32 = L.RECORD_TYPE_I32;

@@ -34,8 +34,8 @@
  *    area starts zeroed. So a LENGTH of 0 at the head means "not claimed, or
  *    claimed and its header not yet written".
  *  - A record's TYPE and payload are written before the store of its
- *    positive LENGTH (the commit, a CAS from the negative claim), and read
- *    after the consumer observes that LENGTH. Only the consumer writes a
+ *    positive LENGTH (the commit: a store, or a CAS from the negative
+ *    claim), and read after the consumer observes that LENGTH. Only the consumer writes a
  *    committed record (to zero it), and releases its room right after:
  *    zeroed and not released, a record would read as a claim whose header
  *    is not written yet to a next consumer (this one killed meanwhile).
@@ -45,17 +45,21 @@
  *  - The consumer reads records in tail-claim order, so FIFO holds per
  *    producer; between producers the order is that of their claims.
  *  - A claimed record stuck at the head for peerTimeoutMs whose claimer is
- *    gone (its thread id, in TYPE while claimed, is not a live thread:
- *    /proc/<tid>, the pid of its process for a main thread; or no process
- *    holds the PRODUCER lock) is taken back by the consumer with a
- *    CAS of LENGTH from -length to 0, so a claimer that was in fact alive
- *    sees its commit CAS fail. A record whose header was never written
+ *    gone is taken back by the consumer with a CAS of LENGTH from -length
+ *    to 0. Gone: no process holds the PRODUCER lock, or, while every side
+ *    registered from the ring's PID namespace (FLAG_PID_NS_MIXED clear),
+ *    its thread id (in TYPE while claimed) is not a live thread
+ *    (/proc/<tid>; the pid of its process for a main thread). So a live
+ *    claimer is never judged gone, and may commit with a plain store; one
+ *    that commits with a CAS would see it fail if it were. A record whose header was never written
  *    (LENGTH 0, tail beyond it) is skipped only when no process holds the
  *    PRODUCER lock: then no claimer can write any more, and its extent is
  *    the zero words up to the next non-zero header.
  *  - Producers keep a cached head and re-read CONSUMER_POSITION only when
  *    the cache says full; the consumer keeps a cached tail for bounds
- *    checks only (it polls LENGTH, not the tail).
+ *    checks only (it polls LENGTH, not the tail), and takes a record a
+ *    little past it on trust until its next load of the tail, which checks
+ *    that the head is not past the tail (TRUST_RECORDS).
  *  - Anything read from shared memory is read once and bounds-checked; a
  *    value no correct peer writes is ERR_SHMRING_CORRUPT.
  */
@@ -88,7 +92,7 @@ import {
 import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
-import { isAlive, ownThread } from './liveness.js';
+import { isAlive, ownThread, pidNamespace } from './liveness.js';
 import { type Role, Roles } from './roles.js';
 import { checkPeerTimeout, unpark } from './waiting.js';
 
@@ -157,6 +161,37 @@ const MARK = ownThread().id;
  */
 const PLAIN_MARK = process.arch === 'x64';
 
+/**
+ * The word a plain commit (#publish) fences with: a locked instruction on a
+ * line of this thread's own. On x86-64 any locked instruction is a full
+ * barrier, so the commit store is visible before unpark's load of
+ * READ_WAITERS (the consumer announces itself, then looks at LENGTH: each
+ * side's store must precede its load), without the locked instruction
+ * on the record's line that a commit CAS is: that line is the one a
+ * caught-up consumer polls, and a CAS there waited for it (one producer to
+ * a caught-up consumer, benches/src/mpsc.ts: 6.4 M messages/s with the CAS,
+ * 9.3 M with the store and this fence, MpmcQueue 8.5 M beside them).
+ */
+const FENCE = new Int32Array(new SharedArrayBuffer(2 * L.CACHE_LINE), L.CACHE_LINE, 1);
+
+/**
+ * The consumer checks that a record lies within the claimed space (below the
+ * tail) against the tail it loaded last, and loads the tail again only for a
+ * record past it. A consumer that keeps up with its producers finds each
+ * record past it; loading the tail for each would take the tail's line from
+ * the producers once per record, and their next claim CAS waits for it
+ * (even once per 64 records cost a fifth of the rate of one producer to a
+ * caught-up consumer: benches/src/mpsc.ts, 6.7–7.1 M messages/s against
+ * 8.8–8.9 M never loading it). So a record that ends at most TRUST_BYTES
+ * (and an eighth of the ring) past the loaded tail is taken on trust, up to
+ * TRUST_RECORDS of them in a row, and the next load of the tail (a record
+ * past these bounds, a parked reader's peer check) checks them all at once:
+ * the head is not past the tail. A record a corrupt peer made longer than
+ * its claim is thus reported late (ERR_SHMRING_CORRUPT), never missed.
+ */
+const TRUST_RECORDS = 4096;
+const TRUST_BYTES = 1 << 20;
+
 function corrupt(what: string): ShmringError {
   return new ShmringError(
     ErrorCodes.CORRUPT,
@@ -212,6 +247,11 @@ export class MpscRing extends Queue {
   readonly #claim = new OpenClaim('MpscRing');
   #claimIndex = 0;
   #claimLength = 0;
+  /**
+   * Whether the open claim commits with a store (x86-64, every side in one
+   * PID namespace when it was claimed) rather than a CAS (#publish).
+   */
+  #plainCommit = false;
 
   // Consumer side: own head (only the consumer writes it), the tail as last seen (bounds checks).
   #head: number;
@@ -238,6 +278,7 @@ export class MpscRing extends Queue {
     this.maxMessageLength = M.mpscMaxMessage(capacity);
     this.#peerTimeoutMs = peerTimeoutMs;
     this.#mask = capacity - 1;
+    this.#trustBytes = Math.min(TRUST_BYTES, capacity / 8);
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
     this.#data64 = new Float64Array(buffer, base + L.DATA_OFFSET, capacity / 8);
@@ -278,7 +319,7 @@ export class MpscRing extends Queue {
     roles?.share();
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
-    writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize, pidNamespace: pidNamespace() });
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 
@@ -344,6 +385,24 @@ export class MpscRing extends Queue {
 
   protected override registerProducer(): void {
     super.registerProducer(false); // shared: any number of producers; the pid words name the last one
+    this.#noteNamespace(); // before this producer's first claim mark
+  }
+
+  /**
+   * Sets FLAG_PID_NS_MIXED unless this process is in the ring's PID
+   * namespace (PID_NS; both known). A side registers before its first claim
+   * mark (a producer) or its first look at a claimer (the consumer), so a
+   * consumer that observes a mark of a claimer from another namespace
+   * observes the flag too, and judges that claimer by the PRODUCER lock
+   * alone (#claimerGone): a thread id means nothing in another namespace.
+   */
+  #noteNamespace(): void {
+    const ctl = this.ctl;
+    const own = pidNamespace();
+    // PID_NS is written before MAGIC and never again (read once attached).
+    if (own !== 0 && own === ctl[M.MPSC_PID_NS_I32]! >>> 0) return;
+    // Publishes "sides in more than one namespace" before this side's claims or take-backs.
+    Atomics.or(ctl, L.FLAGS_I32, M.FLAG_PID_NS_MIXED);
   }
 
   /** The producers' role is shared; the consumer's is not. */
@@ -361,11 +420,13 @@ export class MpscRing extends Queue {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
     this.#claim.checkWrite(length, this.maxMessageLength, verb);
-    // Observes a close() by the consumer: producers stop at once.
-    if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
+    if (!this.isProducer) this.registerProducer();
+    // Observes a close() by the consumer (producers stop at once), and whether every side shares a namespace.
+    const flags = Atomics.load(ctl, L.FLAGS_I32);
+    if ((flags & L.FLAG_CLOSED) !== 0) {
       throw new ShmringError(ErrorCodes.CLOSED, `MpscRing: ${this.where} was closed by its consumer; nothing more can be written`);
     }
-    if (!this.isProducer) this.registerProducer();
+    this.#plainCommit = PLAIN_MARK && (flags & M.FLAG_PID_NS_MIXED) === 0;
     const capacity = this.capacity;
     const recordLength = M.mpscLength(length);
     const size = M.recordBytes(recordLength);
@@ -440,9 +501,16 @@ export class MpscRing extends Queue {
       data32[pad + M.MPSC_LENGTH_I32] = rest;
     }
     data32[at + M.MPSC_TYPE_I32] = type;
-    // Commits: publishes TYPE and payload (written before) to the consumer, which loads LENGTH first.
-    // A CAS, not a store: a consumer that took the record back from us (it believed us dead) made it 0.
-    if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, length) !== -this.#claimLength) {
+    if (this.#plainCommit) {
+      // Commits: publishes TYPE and payload (written before) to the consumer, which loads LENGTH first; a
+      // plain store, ordered after them by TSO (PLAIN_MARK). No consumer takes this claim back while this
+      // thread lives: every side was in this process's namespace when it claimed (a consumer from another
+      // one sets the flag and goes by the PRODUCER lock, which this process holds). The locked add on
+      // FENCE then orders the store before unpark's load of READ_WAITERS below.
+      data32[at + M.MPSC_LENGTH_I32] = length;
+      Atomics.add(FENCE, 0, 1);
+    } else if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, length) !== -this.#claimLength) {
+      // Commits with a CAS: a consumer that took the record back from us (it believed us dead) made it 0.
       throw new ShmringError(
         ErrorCodes.TIMEOUT,
         `MpscRing: this record was skipped by the consumer before its commit (it took more than the consumer's peerTimeoutMs and its producer looked dead); write it again`,
@@ -522,6 +590,7 @@ export class MpscRing extends Queue {
 
   protected override registerConsumer(): void {
     super.registerConsumer(true); // exclusive: a second live consumer is ERR_SHMRING_BUSY
+    this.#noteNamespace(); // before this consumer's first look at a claimer
   }
 
   /**
@@ -550,7 +619,7 @@ export class MpscRing extends Queue {
       if (
         length < M.MPSC_RECORD_HEADER ||
         length > this.capacity - index ||
-        !this.#within(head, size) ||
+        !this.#withinOrTrusted(head, size) ||
         (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))
       ) {
         throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
@@ -581,12 +650,44 @@ export class MpscRing extends Queue {
     return (claimed <= this.capacity && size <= claimed) || size <= this.#loadTail(head);
   }
 
+  /**
+   * #within, or past the tail last loaded by so little that the record is
+   * taken on trust (TRUST_RECORDS): the next load of the tail checks it.
+   */
+  #withinOrTrusted(head: number, size: number): boolean {
+    const claimed = (this.#cachedTail - head) >>> 0;
+    if (claimed <= this.capacity && size <= claimed) return true;
+    if (this.#trusted < TRUST_RECORDS && (head + size - this.#cachedTail) >>> 0 <= this.#trustBytes) {
+      this.#trusted++;
+      return true;
+    }
+    return size <= this.#loadTail(head);
+  }
+
+  /** Records taken on trust since the tail was last loaded (#withinOrTrusted). */
+  #trusted = 0;
+
+  /** How far past the loaded tail a record may end and be taken on trust: TRUST_BYTES, at most an eighth of the ring. */
+  readonly #trustBytes: number;
+
+  /**
+   * Loads the tail; returns how far it is ahead of `head` (the consumer's
+   * head, or one it looks from). ERR_SHMRING_CORRUPT if more than a lap:
+   * among other things, if a record taken on trust led the head past it.
+   */
   #loadTail(head: number): number {
     // Observes the latest claim (bounds only: what a record may span).
     const tail = Atomics.load(this.ctl, L.PRODUCER_POSITION_I32);
     const claimed = (tail - head) >>> 0;
-    if (claimed > this.capacity || (tail & 7) !== 0) throw corrupt(`producer position ${tail >>> 0} is outside the ring`);
+    if (claimed > this.capacity || (tail & 7) !== 0) {
+      throw corrupt(
+        this.#trusted === 0
+          ? `producer position ${tail >>> 0} is outside the ring`
+          : `the consumer position ${head >>> 0} is past the producer position ${tail >>> 0}: a record read since claimed more than was claimed`,
+      );
+    }
     this.#cachedTail = tail;
+    this.#trusted = 0;
     return claimed;
   }
 
@@ -636,9 +737,13 @@ export class MpscRing extends Queue {
 
   /** Whether the claimer of the record at Int32 index `at` (its LENGTH seen negative) can write no more. */
   #claimerGone(at: number): boolean {
+    if (!this.#producersLeft()) return true;
+    // Observes FLAG_PID_NS_MIXED: set by a claimer from another namespace before its mark (which the caller
+    // observed), or by this consumer when it registered. Then thread ids do not tell: a live producer holds the lock.
+    if ((Atomics.load(this.ctl, L.FLAGS_I32) & M.FLAG_PID_NS_MIXED) !== 0) return false;
     // The claimer's thread id, stored before its negative LENGTH (which the caller observed).
     const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
-    return !(this.#producersLeft() && claimer > 0 && isAlive(claimer, 0));
+    return !(claimer > 0 && isAlive(claimer, 0));
   }
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
@@ -694,6 +799,7 @@ export class MpscRing extends Queue {
     checkPositions(tail, head, this.capacity, this.where);
     this.#head = head;
     this.#cachedTail = tail;
+    this.#trusted = 0; // whatever this object took on trust before is behind that head, which is not past this tail
     // #stuckAt stays: a record a look saw stuck at this head (select, before the role was ours) has been stuck since.
   }
 
@@ -846,6 +952,8 @@ export class MpscRing extends Queue {
       const at = (Atomics.load(ctl, L.CONSUMER_POSITION_I32) & this.#mask) >> 2;
       if (Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32) >= 0 || !this.#becomeConsumer()) return true;
     }
+    // The records taken on trust (TRUST_RECORDS) are checked at each peer check at the latest.
+    if (this.#trusted !== 0) this.#loadTail(this.#head);
     const left = this.#producersLeft();
     let skipped = 0;
     for (;;) {

@@ -98,7 +98,7 @@ describe('fuzz: overwriting the memory of a live ring', function () {
       assert.ok(n(`attach-${kind}:ok`) > 0 && report.delivered > 0);
       if (kind === 'mpsc') {
         // A read between a claim and its commit met the claimed record at the head; and one took it back
-        // (its TYPE, the claimer's pid, rewritten to a dead one), whose commit then said so (TIMEOUT).
+        // (its TYPE, the claimer's thread id, rewritten to a dead one), and the commit after it went on.
         assert.ok(
           n('read-between:empty') > 0 && n('claim:taken-back') > 0,
           `no read between a claim and its commit took the claim back: ${codes}`,

@@ -12,7 +12,9 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
 import { describeRing, MpscRing, select, selectSync, SpscRing } from '../src/index.js';
 import { FIXTURE_PATH, message, type MpscPeerConfig } from './fixtures/mpsc-peer.js';
-import { memfdUnavailable } from './helpers.js';
+import { memfdUnavailable, UNSHARE, unshareRefused } from './helpers.js';
+import * as M from '../src/mpsc-layout.js';
+import { existsSync, readFileSync } from 'node:fs';
 import * as L from '../src/layout.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -29,8 +31,10 @@ class Peer {
   stderr = '';
   readonly exited: Promise<void>;
 
-  constructor(config: MpscPeerConfig, fd: number) {
-    this.child = spawn(process.execPath, [FIXTURE_PATH, JSON.stringify(config)], { stdio: ['ignore', 'pipe', 'pipe', fd] });
+  /** `prefix`: a command the fixture runs under (unshare). */
+  constructor(config: MpscPeerConfig, fd: number, prefix: string[] = []) {
+    const [command, ...args] = [...prefix, process.execPath, FIXTURE_PATH, JSON.stringify(config)];
+    this.child = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe', fd] });
     let buffered = '';
     this.child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();
@@ -106,8 +110,8 @@ describe('MpscRing with producer processes and threads', function () {
     region.close();
   });
 
-  const start = (config: MpscPeerConfig): Peer => {
-    const peer = new Peer(config, region.fd!);
+  const start = (config: MpscPeerConfig, prefix?: string[]): Peer => {
+    const peer = new Peer(config, region.fd!, prefix);
     peers.push(peer);
     return peer;
   };
@@ -292,6 +296,54 @@ describe('MpscRing with producer processes and threads', function () {
     assert.ok(performance.now() - t0 < 2000, `select took ${performance.now() - t0} ms`);
     assert.equal(ring.unblockedRecords, 1, "select's wait took the dead claim back itself");
     assert.deepEqual([...ring.tryRead()!], [...message(1, 0)]);
+    assert.equal(ring.unblockedRecords, 1);
+  });
+
+  /** The claim mark (LENGTH < 0) in the ring's data area, as Int32 index of its header. */
+  const markAt = (): number => {
+    const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
+    for (let at = 0; at < data32.length; at += 2) if (data32[at + M.MPSC_LENGTH_I32]! < 0) return at;
+    throw new Error('no claim in the ring');
+  };
+
+  /** A number no thread has in this PID namespace (a thread id from another one may be such a number here). */
+  const deadThreadId = (): number => {
+    const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+    for (let id = max - 1; id > 1; id--) if (!existsSync(`/proc/${id}`)) return id;
+    throw new Error('every thread id is taken');
+  };
+
+  it('a claimer in another PID namespace (unshare) makes thread ids untrusted: its stuck claim is skipped only once no producer holds the lock, whatever its mark names here', async function () {
+    const why = unshareRefused();
+    if (why !== undefined) {
+      console.log(`      (skipped: ${why})`);
+      this.skip();
+    }
+    const flags = (): number => Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
+    assert.equal(flags() & M.FLAG_PID_NS_MIXED, 0, 'one namespace so far');
+    const claimer = start({ role: 'claimer', id: 9 }, UNSHARE);
+    await claimer.next('claimed');
+    assert.notEqual(flags() & M.FLAG_PID_NS_MIXED, 0, 'the claimer from another namespace set the flag');
+    assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
+    // Its mark names its thread in its own namespace; here the number may name nothing (as this one does).
+    const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
+    data32[markAt() + M.MPSC_TYPE_I32] = deadThreadId();
+    await assert.rejects(ring.read({ timeoutMs: 600, peerTimeoutMs: 100 }), { code: ErrorCodes.TIMEOUT });
+    assert.equal(ring.unblockedRecords, 0, 'the claim of a live producer in another namespace was taken back');
+    await claimer.kill(); // no producer holds the lock any more
+    await assert.rejects(ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }), { code: ErrorCodes.PEER_DEAD });
+    assert.equal(ring.unblockedRecords, 1, 'the dead claim was skipped before the death was reported');
+  });
+
+  it('with every side in one PID namespace, a claim whose mark names no live thread is skipped while other producers live (what the flag turns off)', async function () {
+    const claimer = start({ role: 'claimer', id: 9 });
+    await claimer.next('claimed');
+    assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
+    const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
+    await producer.next('done');
+    const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
+    data32[markAt() + M.MPSC_TYPE_I32] = deadThreadId(); // the claimer lives, but its mark now says otherwise
+    assert.deepEqual([...(await ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }))], [...message(1, 0)]);
     assert.equal(ring.unblockedRecords, 1);
   });
 

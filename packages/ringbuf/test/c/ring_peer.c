@@ -130,6 +130,7 @@ enum {
     KIND_MPSC = 4,
     KIND_BROADCAST = 5,
     FLAG_CLOSED = 1,
+    FLAG_PID_NS_MIXED = 2,       /* MpscRing: a side registered from another PID namespace than PID_NS */
     BLOCK = 128,
 
     /* header fields */
@@ -148,6 +149,7 @@ enum {
     OFF_PRODUCER_START = 56,
     OFF_CONSUMER_START = 60,
     OFF_WRITER_TOKEN = 64,       /* LatestValue: the writer role where there is no file to lock */
+    OFF_PID_NS = 64,             /* MpscRing: the creator's PID namespace (inode of /proc/self/ns/pid), 0 unknown */
 
     /* lock bytes of the region's file ("Liveness"), from the ring's start */
     LOCK_HOLDER = 0,
@@ -350,6 +352,20 @@ static uint32_t slot_stride_of(uint32_t slot_size) {
 static int lock_byte(const struct ring *r, off_t byte, short type) {
     struct flock l = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1, .l_pid = 0 };
     return fcntl(r->fd, F_OFD_SETLK, &l);
+}
+
+/*
+ * MpscRing, "Unblock": sets FLAG_PID_NS_MIXED unless we are in the ring's PID namespace (PID_NS; both known).
+ * Called when we take a role, before our first claim mark or our first look at a claimer: a consumer that
+ * sees a mark of a claimer from another namespace then sees the flag, and judges it by the PRODUCER lock alone.
+ */
+static void mpsc_note_namespace(const struct ring *r) {
+    struct stat st;
+    uint32_t own = stat("/proc/self/ns/pid", &st) == 0 && st.st_ino <= UINT32_MAX ? (uint32_t)st.st_ino : 0;
+    /* PID_NS is written before MAGIC and never again. */
+    if (own != 0 && own == header_u32(r, OFF_PID_NS)) return;
+    /* Publishes "sides in more than one namespace" before our claims or take-backs. */
+    atomic_fetch_or_explicit(word(r, OFF_FLAGS), FLAG_PID_NS_MIXED, memory_order_seq_cst);
 }
 
 /* The roles this peer took (take_role): given back at a clean exit ("Letting go", let_go). */
@@ -992,7 +1008,11 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
     if (length < 0) {
         /* The claimer's id, stored before its negative LENGTH (observed by the caller's seq_cst load). */
         int32_t claimer = (int32_t)load_u32(r->data + index + RECORD_TYPE);
-        if (claimer_alive(claimer) && mpsc_producers_left(r)) return 0;
+        /* Observes FLAG_PID_NS_MIXED (a claimer from another namespace set it before its mark): thread ids then
+         * tell nothing, and only "no process holds the PRODUCER lock" lets us take a claim back. A producer
+         * in our namespace may commit with a plain store, so a live one must never lose its claim. */
+        int mixed = (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_PID_NS_MIXED) != 0;
+        if ((mixed || claimer_alive(claimer)) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
@@ -1552,6 +1572,7 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
         try_write = mpsc_try_write;
         arg = &q;
         take_role(r, 1, 0); /* any number of producers: the PRODUCER byte, shared */
+        mpsc_note_namespace(r);
     } else if (kind == KIND_BROADCAST) {
         bcast_publisher_attach(r, &b); /* takes the role */
         b.message = &m;
@@ -1605,6 +1626,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, const struct 
         attach(r, KIND_MPMC);
     }
     take_role(r, 0, kind != KIND_MPMC); /* one consumer (exclusive), but any number of a MpmcQueue's */
+    if (kind == KIND_MPSC) mpsc_note_namespace(r);
     uint64_t *next = calloc(producers, sizeof *next); /* per producer: the index of its next message */
     if (next == NULL) die(EXIT_USAGE, "out of memory");
     if (o->start_parked) wait_for_parked(r, OFF_WRITE_WAITERS, "writer");
