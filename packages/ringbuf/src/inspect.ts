@@ -124,6 +124,13 @@ export interface MpscInfo {
    * `ring.unblockedRecords`: the layout keeps no such count.)
    */
   inFlight: ClaimInfo[];
+  /**
+   * FLAG_PID_NS_MIXED: a producer or the consumer attached from another PID
+   * namespace than the ring's creator. The claimers' ids (`pid`, `alive`)
+   * are then looked up here, where they may name another thread or none,
+   * and the consumer skips a stuck claim only once no producer is left.
+   */
+  pidNamespacesMixed: boolean;
 }
 
 export interface ClaimInfo {
@@ -131,7 +138,7 @@ export interface ClaimInfo {
   position: number;
   /** The claimer's thread id (its process's pid for a main thread), from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
   pid: number;
-  /** Whether that pid is a live process here: what the consumer's unblock rule goes by (pid 0 counts as gone). */
+  /** Whether that pid is a live process here: what the consumer's unblock rule goes by (pid 0 counts as gone), unless pidNamespacesMixed. */
   alive: boolean;
   /** Payload bytes claimed; null while the header is not written yet. */
   length: number | null;
@@ -401,7 +408,9 @@ function describeMpsc(region: Region, info: RingInfo): void {
     }
     passed += size;
   }
-  info.mpsc = { inFlight };
+  // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace).
+  const flags = Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
+  info.mpsc = { inFlight, pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0 };
 }
 
 const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d{1,10})$/i;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import { Broadcast, inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
+import * as M from '../src/mpsc-layout.js';
 import * as B from '../src/broadcast-layout.js';
 import { listStale, removeStale } from '../src/inspect.js';
 import { Peer } from './fixtures/fault-peer.js';
@@ -579,6 +580,7 @@ describe('inspect, listRings and the shmring CLI', function () {
           { position: 40, pid: deadConsumerPid, alive: false, length: 20, recordBytes: 32 },
           { position: 72, pid: 0, alive: false, length: null, recordBytes: 16 },
         ],
+        pidNamespacesMixed: false,
       });
       const json = cli('inspect', name, '--json');
       assert.equal(json.status, 0, json.stderr);
@@ -598,6 +600,14 @@ describe('inspect, listRings and the shmring CLI', function () {
           ['40', `${deadConsumerPid} (dead)`, '20 B', '32 B'],
           ['72', '-', '? (header not written)', '16 B'],
         ],
+      );
+
+      // A side that attached from another PID namespace set FLAG_PID_NS_MIXED: the pids are not to be trusted here.
+      Atomics.or(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32, M.FLAG_PID_NS_MIXED);
+      assert.equal(inspect(name)!.mpsc!.pidNamespacesMixed, true);
+      assert.match(
+        cli('inspect', name).stdout,
+        /in flight \(claimed, not committed; the consumer waits at the first; sides in several PID namespaces: the pids may name other processes here\)/,
       );
 
       // Committed, a claim leaves the list; a ring with none in flight prints no section.
