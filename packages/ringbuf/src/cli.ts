@@ -129,7 +129,8 @@ function inFlight(r: RingInfo): string {
     ]);
   }
   const n = claims.length;
-  const mixed = r.mpsc?.pidNamespacesMixed === true ? '; sides in several PID namespaces: the pids may name other processes here' : '';
+  const mixed =
+    r.mpsc?.pidNamespacesMixed === true ? '; sides in several PID namespaces (or one unknown): the pids may name other processes here' : '';
   return `${shownName(r.name)}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first${mixed})\n${columns(rows)}`;
 }
 

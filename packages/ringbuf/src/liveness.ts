@@ -140,6 +140,66 @@ export function pidNamespace(): number {
   return ownPidNamespace;
 }
 
+/**
+ * Whether the proc mount at /proc, as /proc/self/mountinfo describes it,
+ * hides other users' processes (`hidepid` other than 0 or off). No proc
+ * mount at /proc counts as hiding: nothing there can be gone by.
+ */
+export function hidesProcesses(mountinfo: string): boolean {
+  for (const line of mountinfo.split('\n')) {
+    // "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>"
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (dash < 0 || fields[4] !== '/proc' || fields[dash + 1] !== 'proc') continue;
+    return (fields[dash + 3] ?? '')
+      .split(',')
+      .some((option) => option.startsWith('hidepid=') && option !== 'hidepid=0' && option !== 'hidepid=off');
+  }
+  return true;
+}
+
+let procComplete: boolean | undefined;
+
+/**
+ * Whether /proc lists every process of this process's PID namespace: it is
+ * that namespace's proc (its /proc/self is this process) and hides none
+ * (hidesProcesses). Cached: neither changes under a running process.
+ */
+export function procShowsAll(): boolean {
+  if (procComplete === undefined) {
+    try {
+      procComplete =
+        fs.readlinkSync('/proc/self') === String(process.pid) && !hidesProcesses(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+    } catch {
+      procComplete = false;
+    }
+  }
+  return procComplete;
+}
+
+/**
+ * Whether thread `tid` of this PID namespace has certainly exited: /proc
+ * lists every process here (procShowsAll) and /proc/<tid>/stat is missing
+ * (ENOENT, ESRCH) or shows a zombie (Z, X, x). Any doubt (another error,
+ * such as EMFILE or EACCES, or a /proc that may hide it) counts as alive:
+ * an MpscRing consumer takes a claim back on this answer, and a live
+ * claimer may commit with a plain store (mpsc.ts). Our own pid is alive;
+ * an id <= 0 names no thread.
+ */
+export function threadGone(tid: number): boolean {
+  if (tid <= 0) return true;
+  if (tid === process.pid || !procShowsAll()) return false;
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${tid}/stat`, 'latin1');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ESRCH';
+  }
+  const state = stat[stat.lastIndexOf(')') + 2]; // field 3; the command name (field 2) may hold parentheses
+  return state === 'Z' || state === 'X' || state === 'x';
+}
+
 let ownThreadId: { id: number; start: number } | undefined;
 
 /**

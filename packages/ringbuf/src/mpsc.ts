@@ -92,7 +92,7 @@ import {
 import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
-import { isAlive, ownThread, pidNamespace } from './liveness.js';
+import { ownThread, pidNamespace, threadGone } from './liveness.js';
 import { type Role, Roles } from './roles.js';
 import { checkPeerTimeout, unpark } from './waiting.js';
 
@@ -187,7 +187,11 @@ const FENCE = new Int32Array(new SharedArrayBuffer(2 * L.CACHE_LINE), L.CACHE_LI
  * TRUST_RECORDS of them in a row, and the next load of the tail (a record
  * past these bounds, a parked reader's peer check) checks them all at once:
  * the head is not past the tail. A record a corrupt peer made longer than
- * its claim is thus reported late (ERR_SHMRING_CORRUPT), never missed.
+ * its claim is thus reported late (ERR_SHMRING_CORRUPT), if the head is
+ * still past the tail then; if producers have claimed past it meanwhile, it
+ * goes unnoticed, as a longer LENGTH within the claimed space always did
+ * (the consumer zeroed and gave back room that was not its own: what a
+ * corrupt peer's write can do anywhere in the ring).
  */
 const TRUST_RECORDS = 4096;
 const TRUST_BYTES = 1 << 20;
@@ -252,6 +256,15 @@ export class MpscRing extends Queue {
    * PID namespace when it was claimed) rather than a CAS (#publish).
    */
   #plainCommit = false;
+  /**
+   * Whether "no producer is left" comes from the kernel (the PRODUCER lock
+   * of a region's file), or the ring's sides are threads of one process (a
+   * SharedArrayBuffer): then the consumer judges a live producer gone only
+   * on a thread id, which the flag and threadGone guard. A System V
+   * segment has neither (its pid words and attach count can be misread):
+   * its producers commit with the CAS.
+   */
+  readonly #lockedLiveness: boolean;
 
   // Consumer side: own head (only the consumer writes it), the tail as last seen (bounds checks).
   #head: number;
@@ -279,6 +292,7 @@ export class MpscRing extends Queue {
     this.#peerTimeoutMs = peerTimeoutMs;
     this.#mask = capacity - 1;
     this.#trustBytes = Math.min(TRUST_BYTES, capacity / 8);
+    this.#lockedLiveness = roles !== undefined || buffer instanceof SharedArrayBuffer;
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
     this.#data64 = new Float64Array(buffer, base + L.DATA_OFFSET, capacity / 8);
@@ -397,12 +411,16 @@ export class MpscRing extends Queue {
    * alone (#claimerGone): a thread id means nothing in another namespace.
    */
   #noteNamespace(): void {
-    const ctl = this.ctl;
+    if (this.#inRingNamespace()) return;
+    // Publishes "sides in more than one namespace" before this side's claims or take-backs.
+    Atomics.or(this.ctl, L.FLAGS_I32, M.FLAG_PID_NS_MIXED);
+  }
+
+  /** Whether this process is in the ring's PID namespace (PID_NS), both known. */
+  #inRingNamespace(): boolean {
     const own = pidNamespace();
     // PID_NS is written before MAGIC and never again (read once attached).
-    if (own !== 0 && own === ctl[M.MPSC_PID_NS_I32]! >>> 0) return;
-    // Publishes "sides in more than one namespace" before this side's claims or take-backs.
-    Atomics.or(ctl, L.FLAGS_I32, M.FLAG_PID_NS_MIXED);
+    return own !== 0 && own === this.ctl[M.MPSC_PID_NS_I32]! >>> 0;
   }
 
   /** The producers' role is shared; the consumer's is not. */
@@ -420,13 +438,16 @@ export class MpscRing extends Queue {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
     this.#claim.checkWrite(length, this.maxMessageLength, verb);
-    if (!this.isProducer) this.registerProducer();
     // Observes a close() by the consumer (producers stop at once), and whether every side shares a namespace.
-    const flags = Atomics.load(ctl, L.FLAGS_I32);
+    let flags = Atomics.load(ctl, L.FLAGS_I32);
     if ((flags & L.FLAG_CLOSED) !== 0) {
       throw new ShmringError(ErrorCodes.CLOSED, `MpscRing: ${this.where} was closed by its consumer; nothing more can be written`);
     }
-    this.#plainCommit = PLAIN_MARK && (flags & M.FLAG_PID_NS_MIXED) === 0;
+    if (!this.isProducer) {
+      this.registerProducer();
+      flags = Atomics.load(ctl, L.FLAGS_I32); // again: registering may have set FLAG_PID_NS_MIXED
+    }
+    this.#plainCommit = PLAIN_MARK && (flags & M.FLAG_PID_NS_MIXED) === 0 && this.#lockedLiveness;
     const capacity = this.capacity;
     const recordLength = M.mpscLength(length);
     const size = M.recordBytes(recordLength);
@@ -476,7 +497,7 @@ export class MpscRing extends Queue {
       // after TYPE's by TSO (LAYOUT.md asks for a release; JavaScript's only one is seq_cst, a locked
       // instruction that stalls on the line a caught-up consumer is polling: benches/src/mpsc.ts, one
       // producer). Until the consumer sees it, LENGTH reads 0, "header not yet written", nothing to read
-      // either; the commit CAS below orders it before everything after it.
+      // either; the commit below (a store after it, TSO; or a CAS) orders it before everything after it.
       if (PLAIN_MARK) data32[at + M.MPSC_LENGTH_I32] = -recordLength;
       else Atomics.store(data32, at + M.MPSC_LENGTH_I32, -recordLength);
     }
@@ -495,7 +516,7 @@ export class MpscRing extends Queue {
     const rest = M.recordBytes(this.#claimLength) - M.recordBytes(length);
     if (rest > 0) {
       // A shorter record: the claimed bytes after it become a padding record, which the consumer skips (and
-      // zeroes). Its header is written before the commit below, whose CAS publishes it with the record.
+      // zeroes). Its header is written before the commit below, which publishes it with the record.
       const pad = at + M.recordBytes(length) / 4;
       data32[pad + M.MPSC_TYPE_I32] = L.PADDING_TYPE;
       data32[pad + M.MPSC_LENGTH_I32] = rest;
@@ -729,7 +750,7 @@ export class MpscRing extends Queue {
     if (-length < M.MPSC_RECORD_HEADER || -length > this.capacity - index || !this.#within(this.#head, size)) {
       throw corrupt(`claimed record at ${index} has length ${-length}`);
     }
-    // Takes the record from its claimer: only one of this CAS and the claimer's commit CAS wins.
+    // Takes the record from its claimer: a claimer that commits with a CAS finds it failed (one with a store is never judged gone: #claimerGone).
     if (Atomics.compareExchange(this.#data32, at + M.MPSC_LENGTH_I32, length, 0) !== length) return false;
     this.#skip(index, size);
     return true;
@@ -739,11 +760,12 @@ export class MpscRing extends Queue {
   #claimerGone(at: number): boolean {
     if (!this.#producersLeft()) return true;
     // Observes FLAG_PID_NS_MIXED: set by a claimer from another namespace before its mark (which the caller
-    // observed), or by this consumer when it registered. Then thread ids do not tell: a live producer holds the lock.
-    if ((Atomics.load(this.ctl, L.FLAGS_I32) & M.FLAG_PID_NS_MIXED) !== 0) return false;
-    // The claimer's thread id, stored before its negative LENGTH (which the caller observed).
-    const claimer = this.#data32[at + M.MPSC_TYPE_I32]!;
-    return !(claimer > 0 && isAlive(claimer, 0));
+    // observed), or by this consumer when it registered. Then thread ids do not tell: a live producer holds
+    // the lock. A look of an object that has not registered yet goes by its own namespace too.
+    if ((Atomics.load(this.ctl, L.FLAGS_I32) & M.FLAG_PID_NS_MIXED) !== 0 || !this.#inRingNamespace()) return false;
+    // The claimer's thread id, stored before its negative LENGTH (which the caller observed); gone only if
+    // certainly so (threadGone: a live claimer may commit with a plain store).
+    return threadGone(this.#data32[at + M.MPSC_TYPE_I32]!);
   }
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */

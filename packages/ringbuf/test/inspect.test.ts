@@ -607,7 +607,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       assert.equal(inspect(name)!.mpsc!.pidNamespacesMixed, true);
       assert.match(
         cli('inspect', name).stdout,
-        /in flight \(claimed, not committed; the consumer waits at the first; sides in several PID namespaces: the pids may name other processes here\)/,
+        /in flight \(claimed, not committed; the consumer waits at the first; sides in several PID namespaces \(or one unknown\): the pids may name other processes here\)/,
       );
 
       // Committed, a claim leaves the list; a ring with none in flight prints no section.

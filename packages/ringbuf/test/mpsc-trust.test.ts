@@ -35,8 +35,8 @@ describe('MpscRing: records past the tail last loaded', function () {
     try {
       assert.equal(ring.tryRead()!.length, 40, 'taken on trust');
       const t0 = performance.now();
-      await assert.rejects(ring.read({ timeoutMs: 5_000, peerTimeoutMs: 40 }), { code: ErrorCodes.CORRUPT });
-      assert.ok(performance.now() - t0 < 2_000, 'reported at a peer check, not at the timeout');
+      await assert.rejects(ring.read({ timeoutMs: 20_000, peerTimeoutMs: 40 }), { code: ErrorCodes.CORRUPT });
+      assert.ok(performance.now() - t0 < 10_000, 'reported at a peer check (every 10 ms here), not at the timeout');
     } finally {
       ring.close();
       region.close();

@@ -338,6 +338,8 @@ describe('MpscRing with producer processes and threads', function () {
   it('with every side in one PID namespace, a claim whose mark names no live thread is skipped while other producers live (what the flag turns off)', async function () {
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
+    const flags = Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
+    assert.equal(flags & M.FLAG_PID_NS_MIXED, 0, 'one namespace (or /proc/self/ns/pid unreadable here)');
     assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
     const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
     await producer.next('done');

@@ -967,12 +967,52 @@ static int mpsc_producers_left(const struct ring *r) {
 }
 
 /*
- * "Unblock": the claimer's id (TYPE: a thread id, or a single-threaded process's pid) names a live thread in our
- * PID namespace: > 0 and /proc/<id>/stat there, its state neither Z nor X/x (Linux answers there for every thread
- * id). A zombie is dead: it will never commit, though kill(id, 0) still finds it. No start time: the mark has none.
+ * "Unblock": whether /proc lists every process of our PID namespace: its /proc/self is us, and the proc mount
+ * at /proc has no hidepid (other than 0 or off). Otherwise a missing /proc/<id> proves nothing.
  */
-static int claimer_alive(int32_t id) {
-    return id > 0 && process_alive((uint32_t)id, 0);
+static int proc_shows_all(void) {
+    char self[32], line[4096];
+    ssize_t n = readlink("/proc/self", self, sizeof self - 1);
+    if (n <= 0) return 0;
+    self[n] = '\0';
+    if (strtoul(self, NULL, 10) != (unsigned long)getpid()) return 0;
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL) return 0;
+    int shows = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        /* "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>" */
+        char *point = line;
+        for (int i = 0; i < 4 && point != NULL; i++) point = strchr(point, ' ') != NULL ? strchr(point, ' ') + 1 : NULL;
+        char *fs = strstr(line, " - proc ");
+        if (point == NULL || strncmp(point, "/proc ", 6) != 0 || fs == NULL) continue;
+        char *hide = strstr(fs, "hidepid=");
+        shows = hide == NULL || strncmp(hide, "hidepid=0", 9) == 0 || strncmp(hide, "hidepid=off", 11) == 0;
+        break;
+    }
+    fclose(f);
+    return shows;
+}
+
+/*
+ * "Unblock": the claimer's id (TYPE: a thread id, or a single-threaded process's pid) names no live thread in our
+ * PID namespace, certainly: it is <= 0, or /proc shows everything (proc_shows_all) and /proc/<id>/stat is missing
+ * (ENOENT, ESRCH) or shows state Z, X or x (Linux answers there for every thread id; a zombie will never commit,
+ * though kill(id, 0) still finds it). Any other failure to read it counts as alive: a live claimer may commit with
+ * a plain store. No start time: the mark has none.
+ */
+static int claimer_gone(int32_t id) {
+    if (id <= 0) return 1;
+    if (!proc_shows_all()) return 0;
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", id);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) return errno == ENOENT || errno == ESRCH;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
+    if (field == NULL || field[1] == '\0' || field[2] == '\0') return 0;
+    return field[2] == 'Z' || field[2] == 'X' || field[2] == 'x';
 }
 
 /* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
@@ -1012,7 +1052,7 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
          * tell nothing, and only "no process holds the PRODUCER lock" lets us take a claim back. A producer
          * in our namespace may commit with a plain store, so a live one must never lose its claim. */
         int mixed = (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_PID_NS_MIXED) != 0;
-        if ((mixed || claimer_alive(claimer)) && mpsc_producers_left(r)) return 0;
+        if ((mixed || !claimer_gone(claimer)) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {

@@ -1,0 +1,72 @@
+/**
+ * The MpscRing consumer takes a stuck claim back on the strength of
+ * threadGone(tid): a live claimer may commit with a plain store, so the
+ * verdict "gone" must be certain. It holds only where /proc lists every
+ * process of this namespace (procShowsAll: its /proc/self is this process,
+ * no hidepid) and /proc/<tid> is missing or a zombie; any other doubt is
+ * "alive".
+ */
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
+
+/** A line of /proc/self/mountinfo for a proc mount at /proc with `superOptions`. */
+const procLine = (superOptions: string): string =>
+  `25 30 0:23 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc ${superOptions}`;
+const otherLines = [
+  '30 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw',
+  '40 30 0:24 / /sys rw,nosuid shared:7 - sysfs sysfs rw,hidepid=2', // not proc: its options do not count
+];
+
+describe('threadGone: when a claimer is certainly gone', function () {
+  it('hidesProcesses reads the proc mount at /proc: hidepid 1, 2, invisible, noaccess hide; 0, off and none do not; no proc at /proc hides', function () {
+    for (const [options, hides] of [
+      ['rw', false],
+      ['rw,hidepid=0', false],
+      ['rw,hidepid=off', false],
+      ['rw,hidepid=1', true],
+      ['rw,hidepid=2,gid=5', true],
+      ['rw,hidepid=invisible', true],
+      ['rw,hidepid=noaccess', true],
+    ] as const) {
+      assert.equal(hidesProcesses([...otherLines, procLine(options)].join('\n')), hides, options);
+    }
+    assert.equal(hidesProcesses(otherLines.join('\n')), true, 'no proc mount at /proc');
+    // A proc mounted elsewhere (a container's view of another namespace) is not the one at /proc.
+    assert.equal(hidesProcesses([...otherLines, procLine('rw').replace(' /proc ', ' /mnt/proc ')].join('\n')), true);
+  });
+
+  it('this process, a live child and a thread id of ours are alive; an exited and reaped child, a zombie and ids <= 0 are gone', async function () {
+    if (!procShowsAll()) {
+      console.log('      (skipped: /proc here may hide processes: threadGone answers "alive" for every id)');
+      this.skip();
+    }
+    assert.equal(threadGone(process.pid), false);
+    assert.equal(threadGone(0), true);
+    assert.equal(threadGone(-5), true);
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      assert.equal(threadGone(child.pid!), false, 'a live child');
+      // A zombie: the child killed, not yet reaped (its 'exit' is what reaps it: look before the event loop runs).
+      child.kill('SIGKILL');
+      const deadline = Date.now() + 5_000;
+      let state = '';
+      while (Date.now() < deadline && !['Z', 'X', 'x', 'gone'].includes(state)) {
+        state = existsSync(`/proc/${child.pid}/stat`) ? readFileSync(`/proc/${child.pid}/stat`, 'latin1').split(') ')[1]![0]! : 'gone';
+      }
+      assert.equal(threadGone(child.pid!), true, `killed (state ${state})`);
+    } finally {
+      await new Promise((resolve) =>
+        child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve),
+      );
+    }
+    assert.equal(threadGone(child.pid!), true, 'reaped');
+    // A thread id of a live process that is not its pid: one of this process's own threads (libuv's, V8's).
+    const tasks = spawnSync('ls', [`/proc/${process.pid}/task`], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter((t) => t !== '');
+    const thread = tasks.map(Number).find((tid) => tid !== process.pid);
+    if (thread !== undefined) assert.equal(threadGone(thread), false, `thread ${thread} of this process`);
+  });
+});
