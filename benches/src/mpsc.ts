@@ -12,10 +12,11 @@
  * The full benchmark run (run.ts) runs it as a step of its own (mpscScenario).
  *
  * The rate with one producer is bistable on two cores: a consumer that
- * caught up polls the record its producer is writing and both slow to a
- * fraction; one that fell behind reads lines the producer is done with.
- * A run stays in the state it fell into, so each row is the median of the
- * repeats, and the table gives every repeat's rate.
+ * caught up polls the record its producer is writing and slows it; one
+ * that fell behind reads lines the producer is done with. A run stays in
+ * the state it fell into, so each row is the median of the repeats, and
+ * the table gives every repeat's rate (benches/README.md says what the
+ * caught-up consumer costs each kind).
  *
  * Prints JSON (one object with every row) then a Markdown table. On a
  * machine with fewer cores than producers + 1, the processes share cores,
