@@ -61,12 +61,15 @@ import {
   SpscRing,
 } from '../src/index.js';
 import * as B from '../src/broadcast-layout.js';
+import * as M from '../src/mpsc-layout.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
+import { deadThreadId } from './helpers.js';
 import { Roles } from '../src/roles.js';
 import {
   CONSUMER_PID_I32,
   CONSUMER_POSITION_I32,
   CONTROL_I32_LENGTH,
+  FLAGS_I32,
   HOLDER_LOCK_OFFSET,
   PRODUCER_PID_I32,
   READ_SIGNAL_I32,
@@ -928,6 +931,35 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const stats = await statsOf(consumer);
       assert.equal(stats.unblocked, 1, 'records the C consumer skipped');
       assert.equal(ring.size, 0);
+    });
+
+    it('a C consumer goes by the PRODUCER lock alone once FLAG_PID_NS_MIXED is set: a claim whose mark names no live thread here waits while a producer lives', async () => {
+      const PER = 20;
+      const PEER_TIMEOUT_MS = 200;
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER), '--peer-timeout-ms', String(PEER_TIMEOUT_MS), '--stats']);
+      const claimer = runNode([WRITER_PATH, regionPath, '0', '0', 'claim']);
+      peers = [consumer, claimer];
+      await waitFor(() => claimer.stdout.includes('claimed'), 'the Node producer claimed its record');
+      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - 8; // the record's header, 8 bytes before its payload
+      // As a side that attached from another PID namespace would; and the claim's mark rewritten to an id that
+      // names no thread here, as a thread id from that namespace may.
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      Atomics.or(ctl, FLAGS_I32, M.FLAG_PID_NS_MIXED);
+      new Int32Array(ring.data.buffer, ring.data.byteOffset, 4096 / 4)[(claimIndex >> 2) + M.MPSC_TYPE_I32] = deadThreadId();
+      // This process is a producer too (it holds the PRODUCER lock from its first write).
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
+      await sleep(3 * PEER_TIMEOUT_MS);
+      // Observes the C consumer's head (mpsc_release's seq_cst store): still at the claim.
+      assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32), claimIndex, 'the C consumer took a live claim back by its id');
+      // The last producers leave (the claimer dies, this process lets go of its role): the claim is skipped.
+      claimer.child.kill('SIGKILL');
+      await claimer.done;
+      ring.detach();
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, 0, stderr);
+      const stats = await statsOf(consumer);
+      assert.equal(stats.unblocked, 1, 'records the C consumer skipped');
     });
 
     it('a C producer that pauses until Node is parked in await read() on a MpscRing wakes it after every pause', async () => {

@@ -1,6 +1,7 @@
 /** Small pieces the ring tests share. */
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { Region, type ShmringError } from '@shmring/core';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
 import type { SubscriberReport } from './fixtures/broadcast-peer.js';
@@ -34,6 +35,13 @@ export function memfdUnavailable(): string | undefined {
 
 /** The command prefix that runs a child in a PID namespace of its own, as a container would. */
 export const UNSHARE = ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'];
+
+/** A number no thread has in this PID namespace (a thread id from another namespace may be such a number here). */
+export function deadThreadId(): number {
+  const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+  for (let id = max - 1; id > 1; id--) if (!existsSync(`/proc/${id}`)) return id;
+  throw new Error('every thread id is taken');
+}
 
 /** Why `unshare --pid --fork --mount-proc` cannot run here, or undefined if it can. */
 export function unshareRefused(): string | undefined {

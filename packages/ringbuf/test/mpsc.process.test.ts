@@ -12,9 +12,8 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
 import { describeRing, MpscRing, select, selectSync, SpscRing } from '../src/index.js';
 import { FIXTURE_PATH, message, type MpscPeerConfig } from './fixtures/mpsc-peer.js';
-import { memfdUnavailable, UNSHARE, unshareRefused } from './helpers.js';
+import { deadThreadId, memfdUnavailable, UNSHARE, unshareRefused } from './helpers.js';
 import * as M from '../src/mpsc-layout.js';
-import { existsSync, readFileSync } from 'node:fs';
 import * as L from '../src/layout.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -304,13 +303,6 @@ describe('MpscRing with producer processes and threads', function () {
     const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
     for (let at = 0; at < data32.length; at += 2) if (data32[at + M.MPSC_LENGTH_I32]! < 0) return at;
     throw new Error('no claim in the ring');
-  };
-
-  /** A number no thread has in this PID namespace (a thread id from another one may be such a number here). */
-  const deadThreadId = (): number => {
-    const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
-    for (let id = max - 1; id > 1; id--) if (!existsSync(`/proc/${id}`)) return id;
-    throw new Error('every thread id is taken');
   };
 
   it('a claimer in another PID namespace (unshare) makes thread ids untrusted: its stuck claim is skipped only once no producer holds the lock, whatever its mark names here', async function () {
