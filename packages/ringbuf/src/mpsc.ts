@@ -35,8 +35,8 @@
  *    claimed and its header not yet written".
  *  - A record's TYPE and payload are written before the store of its
  *    positive LENGTH (the commit: a store, or a CAS from the negative
- *    claim), and read after the consumer observes that LENGTH. Only the consumer writes a
- *    committed record (to zero it), and releases its room right after:
+ *    claim), and read after the consumer observes that LENGTH. Only the
+ *    consumer writes a committed record (to zero it), and releases its room right after:
  *    zeroed and not released, a record would read as a claim whose header
  *    is not written yet to a next consumer (this one killed meanwhile).
  *  - Padding at the head is taken (zeroed and released) by every look for
@@ -48,10 +48,11 @@
  *    gone is taken back by the consumer with a CAS of LENGTH from -length
  *    to 0. Gone: no process holds the PRODUCER lock, or, while every side
  *    registered from the ring's PID namespace (FLAG_PID_NS_MIXED clear),
- *    its thread id (in TYPE while claimed) is not a live thread
- *    (/proc/<tid>; the pid of its process for a main thread). So a live
- *    claimer is never judged gone, and may commit with a plain store; one
- *    that commits with a CAS would see it fail if it were. A record whose header was never written
+ *    its thread id (in TYPE while claimed; the pid of its process for a
+ *    main thread) is certainly no live thread (liveness.threadGone: any
+ *    doubt is "alive"). So a live claimer is never judged gone, and may
+ *    commit with a plain store; one that commits with a CAS would see it
+ *    fail if it were. A record whose header was never written
  *    (LENGTH 0, tail beyond it) is skipped only when no process holds the
  *    PRODUCER lock: then no claimer can write any more, and its extent is
  *    the zero words up to the next non-zero header.
