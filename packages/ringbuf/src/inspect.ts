@@ -33,7 +33,7 @@ import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
-import { isAlive } from './liveness.js';
+import { isAlive, threadGone } from './liveness.js';
 import { checkPositions as checkMpscPositions } from './mpsc.js';
 import { checkPositions as checkSpscPositions } from './spsc.js';
 import { ringHeld } from './roles.js';
@@ -138,7 +138,7 @@ export interface ClaimInfo {
   position: number;
   /** The claimer's thread id (its process's pid for a main thread), from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
   pid: number;
-  /** Whether that pid is a live process here: what the consumer's unblock rule goes by (pid 0 counts as gone), unless pidNamespacesMixed. */
+  /** Whether that pid is a live thread here, as the consumer's unblock rule judges it (liveness.threadGone: any doubt is alive; pid 0 is gone), unless pidNamespacesMixed. */
   alive: boolean;
   /** Payload bytes claimed; null while the header is not written yet. */
   length: number | null;
@@ -249,7 +249,7 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   if (damaged !== undefined) info.damaged = damaged;
   // A damaged ring's slots or records may lie outside its region: not read.
   else if (kind === B.KIND_BROADCAST) describeBroadcast(region, ctl, info);
-  else if (kind === M.KIND_MPSC) describeMpsc(region, info);
+  else if (kind === M.KIND_MPSC) describeMpsc(region, ctl, info);
   if (held !== undefined) info.held = held;
   info.creator = unlockedInfo(ctl, L.CREATOR_PID_I32, L.CREATOR_START_I32, held) ?? { pid: 0, alive: false };
   const producer = roleInfo(region, ctl, 'producer', held);
@@ -369,7 +369,7 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
  * position to the producer position (docs/LAYOUT.md, "MpscRing (KIND 4)")
  * and lists the claimed ones. Read-only; bounded by the claimed bytes.
  */
-function describeMpsc(region: Region, info: RingInfo): void {
+function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
   const { capacity, producerPosition: tail, consumerPosition: head } = info;
   const claimed = (tail - head) >>> 0;
   if (
@@ -404,12 +404,12 @@ function describeMpsc(region: Region, info: RingInfo): void {
     if (length < 0) {
       // The claimer's thread id (stored before the negative LENGTH observed above).
       const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);
-      inFlight.push({ position, pid, alive: pid > 0 && isAlive(pid, 0), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+      inFlight.push({ position, pid, alive: !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
     }
     passed += size;
   }
   // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace).
-  const flags = Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
+  const flags = Atomics.load(ctl, L.FLAGS_I32);
   info.mpsc = { inFlight, pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0 };
 }
 

@@ -96,17 +96,29 @@ export function holdingKey(role: string, id: number, start: number): string {
   return `${role} ${id} ${start}`;
 }
 
-function readStartTime(pid: number, dir = `/proc/${pid}`): number {
+/**
+ * The fields of `<dir>/stat` from field 3 (the state) on, or the error
+ * code (ENOENT, …) if it cannot be read. The command name (field 2) may
+ * hold spaces and parentheses: the fields resume after the last ')'.
+ */
+function statFields(dir: string): string[] | string {
   let stat: string;
   try {
     stat = fs.readFileSync(`${dir}/stat`, 'latin1');
-  } catch {
-    return -1;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'EIO';
   }
-  // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = fields[0]; // field 3
-  if (state === 'Z' || state === 'X' || state === 'x') return -1;
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** A state (stat field 3) of a task that will never run again: zombie, dead. */
+function exited(state: string | undefined): boolean {
+  return state === 'Z' || state === 'X' || state === 'x';
+}
+
+function readStartTime(pid: number, dir = `/proc/${pid}`): number {
+  const fields = statFields(dir);
+  if (typeof fields === 'string' || exited(fields[0])) return -1;
   const ticks = fields[19]; // field 22 of the whole line
   return ticks === undefined ? -1 : Number(BigInt(ticks) & 0xffffffffn) | 0;
 }
@@ -189,15 +201,9 @@ export function procShowsAll(): boolean {
 export function threadGone(tid: number): boolean {
   if (tid <= 0) return true;
   if (tid === process.pid || !procShowsAll()) return false;
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${tid}/stat`, 'latin1');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' || code === 'ESRCH';
-  }
-  const state = stat[stat.lastIndexOf(')') + 2]; // field 3; the command name (field 2) may hold parentheses
-  return state === 'Z' || state === 'X' || state === 'x';
+  const fields = statFields(`/proc/${tid}`);
+  if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH';
+  return exited(fields[0]);
 }
 
 let ownThreadId: { id: number; start: number } | undefined;

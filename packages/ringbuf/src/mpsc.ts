@@ -641,7 +641,7 @@ export class MpscRing extends Queue {
       if (
         length < M.MPSC_RECORD_HEADER ||
         length > this.capacity - index ||
-        !this.#withinOrTrusted(head, size) ||
+        !this.#within(head, size, true) ||
         (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))
       ) {
         throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
@@ -666,27 +666,23 @@ export class MpscRing extends Queue {
   #nextType = 0;
   #nextEnd = 0;
 
-  /** Whether `size` bytes from `head` lie within the claimed space, re-reading the tail only when the cached one says no. */
-  #within(head: number, size: number): boolean {
-    const claimed = (this.#cachedTail - head) >>> 0;
-    return (claimed <= this.capacity && size <= claimed) || size <= this.#loadTail(head);
-  }
-
   /**
-   * #within, or past the tail last loaded by so little that the record is
-   * taken on trust (TRUST_RECORDS): the next load of the tail checks it.
+   * Whether `size` bytes from `head` lie within the claimed space, re-reading
+   * the tail only when the cached one says no; with `trust` (a record to
+   * read, not one to take back), a record past it by little is taken on
+   * trust instead (TRUST_RECORDS): the next load of the tail checks it.
    */
-  #withinOrTrusted(head: number, size: number): boolean {
+  #within(head: number, size: number, trust = false): boolean {
     const claimed = (this.#cachedTail - head) >>> 0;
     if (claimed <= this.capacity && size <= claimed) return true;
-    if (this.#trusted < TRUST_RECORDS && (head + size - this.#cachedTail) >>> 0 <= this.#trustBytes) {
+    if (trust && this.#trusted < TRUST_RECORDS && (head + size - this.#cachedTail) >>> 0 <= this.#trustBytes) {
       this.#trusted++;
       return true;
     }
     return size <= this.#loadTail(head);
   }
 
-  /** Records taken on trust since the tail was last loaded (#withinOrTrusted). */
+  /** Records taken on trust since the tail was last loaded (#within). */
   #trusted = 0;
 
   /** How far past the loaded tail a record may end and be taken on trust: TRUST_BYTES, at most an eighth of the ring. */

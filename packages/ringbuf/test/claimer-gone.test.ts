@@ -9,7 +9,11 @@
 import { strict as assert } from 'node:assert';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
+import { MpscRing } from '../src/index.js';
+import * as M from '../src/mpsc-layout.js';
+import { deadThreadId } from './helpers.js';
 
 /** A line of /proc/self/mountinfo for a proc mount at /proc with `superOptions`. */
 const procLine = (superOptions: string): string =>
@@ -68,5 +72,28 @@ describe('threadGone: when a claimer is certainly gone', function () {
       .filter((t) => t !== '');
     const thread = tasks.map(Number).find((tid) => tid !== process.pid);
     if (thread !== undefined) assert.equal(threadGone(thread), false, `thread ${thread} of this process`);
+  });
+
+  it("a System V MpscRing's producer commits with the CAS (no lock to go by): a claim taken back on a mark that names no live thread reports ERR_SHMRING_TIMEOUT", function () {
+    if (!procShowsAll()) {
+      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
+      this.skip();
+    }
+    using region = Region.create({ backing: 'sysv', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+    const producer = MpscRing.attach(region);
+    try {
+      const offset = producer.claim(8);
+      // The mark names no live thread now (as a corrupt peer, or a misjudged id, would leave it).
+      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+      data32[(offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32] = deadThreadId();
+      assert.equal(consumer.tryRead(), null);
+      assert.equal(consumer.unblockedRecords, 1, 'taken back');
+      // A plain store would land in the room given back; the CAS finds the claim gone and says so.
+      assert.throws(() => producer.commit(offset), { code: ErrorCodes.TIMEOUT });
+    } finally {
+      producer.close();
+      consumer.close();
+    }
   });
 });

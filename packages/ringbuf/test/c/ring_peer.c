@@ -809,18 +809,33 @@ static int mpmc_try_read(struct ring *r, void *arg) {
  * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
  * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
  */
-static int start_time_of(uint32_t pid, uint32_t *start) {
-    char path[64], text[1024];
+/*
+ * /proc/<pid>/stat from field 3 (the state) on, into `text`: NULL with errno set if it cannot be read (or
+ * is cut short). The command name (field 2) may hold spaces and parentheses: the fields resume after the last ')'.
+ */
+static char *stat_fields(uint32_t pid, char *text, size_t size) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
     FILE *f = fopen(path, "re");
-    if (f == NULL) return 0;
-    size_t n = fread(text, 1, sizeof text - 1, f);
+    if (f == NULL) return NULL;
+    size_t n = fread(text, 1, size - 1, f);
     fclose(f);
     text[n] = '\0';
-    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
-    if (field == NULL || field[1] == '\0') return 0;
-    field += 2; /* field 3, the state */
-    if (*field == 'Z' || *field == 'X' || *field == 'x') return 0;
+    char *field = strrchr(text, ')');
+    if (field == NULL || field[1] == '\0' || field[2] == '\0') {
+        errno = EIO;
+        return NULL;
+    }
+    return field + 2;
+}
+
+/* A state (stat field 3) of a task that will never run again: zombie, dead. */
+static int exited(char state) { return state == 'Z' || state == 'X' || state == 'x'; }
+
+static int start_time_of(uint32_t pid, uint32_t *start) {
+    char text[1024];
+    char *field = stat_fields(pid, text, sizeof text);
+    if (field == NULL || exited(*field)) return 0;
     for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
     if (field == NULL) return 0;
     *start = (uint32_t)strtoull(field + 1, NULL, 10);
@@ -1003,16 +1018,10 @@ static int proc_shows_all(void) {
 static int claimer_gone(int32_t id) {
     if (id <= 0) return 1;
     if (!proc_shows_all()) return 0;
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", id);
-    FILE *f = fopen(path, "re");
-    if (f == NULL) return errno == ENOENT || errno == ESRCH;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *field = strrchr(text, ')'); /* the command name may hold spaces and parentheses */
-    if (field == NULL || field[1] == '\0' || field[2] == '\0') return 0;
-    return field[2] == 'Z' || field[2] == 'X' || field[2] == 'x';
+    char text[1024];
+    char *field = stat_fields((uint32_t)id, text, sizeof text);
+    if (field == NULL) return errno == ENOENT || errno == ESRCH;
+    return exited(*field);
 }
 
 /* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
