@@ -627,6 +627,8 @@ for (const kind of kinds) {
         `,
           { eval: true, workerData: { sab, kind, loader: LOADER_URL } },
         );
+        // Listened for at once: the worker posts and exits in one go, maybe before an await here resumes.
+        const exited = once(worker, 'exit');
         const result = new Promise<number>((resolve, reject) => {
           worker.once('message', resolve);
           worker.once('error', reject);
@@ -634,7 +636,7 @@ for (const kind of kinds) {
         // A wake of one word finds the worker only once it sleeps in futex_waitv.
         assert.equal(await wakeSleeper(sab, 127 * 64), 1);
         assert.equal(await result, 127);
-        await once(worker, 'exit');
+        await exited;
       });
 
       it('returns -1 at once when a word does not hold its expected value, whichever it is', () => {
@@ -681,10 +683,11 @@ for (const kind of kinds) {
         `,
           { eval: true, workerData: { sab, kind, loader: LOADER_URL } },
         );
+        const exited = once(worker, 'exit'); // at once: the worker posts and exits in one go
         const result = new Promise<number>((resolve) => worker.once('message', resolve));
         assert.equal(await wakeSleeper(sab, 128), 1);
         assert.equal(await result, 1);
-        await once(worker, 'exit');
+        await exited;
         // Both kinds of memory in one list.
         Atomics.store(new Int32Array(sab), 0, 5);
         assert.equal(

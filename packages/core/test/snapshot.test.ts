@@ -156,8 +156,9 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
       `,
         { eval: true, workerData: { fd: region.fd } },
       );
+      const exited = once(worker, 'exit'); // at once: the worker posts and exits in one go
       const [reply] = (await once(worker, 'message')) as [Record<string, unknown>];
-      await once(worker, 'exit');
+      await exited;
       assert.deepEqual(reply, { text: 'for the worker', readOnly: true });
     } finally {
       region.close();

@@ -75,11 +75,12 @@ describe('rings of a worker that ends without close()', function () {
           const w = new Worker(${JSON.stringify(worker)}, { eval: true, execArgv: [] }); // CommonJS, not this --input-type
           await once(w, 'message');
           await new Promise((r) => setTimeout(r, 50 + 100 * Math.random())); // the pool threads are in the kernel
+          const exited = once(w, 'exit'); // at once: after its answer the worker may exit before an await here resumes
           w.postMessage('close');
           const [codes] = await once(w, 'message');
           if (codes !== 'ERR_SHMRING_CLOSED,ERR_SHMRING_CLOSED,ERR_SHMRING_CLOSED') throw new Error(codes);
           if (${JSON.stringify(ending)} === 'terminate') await w.terminate();
-          else await once(w, 'exit');
+          else await exited;
         }
         console.log('lived');`;
       assert.equal((await node(['--input-type=module', '-e', script], 'koffi')).trim(), 'lived');
