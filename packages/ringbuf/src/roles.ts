@@ -69,8 +69,9 @@ export class Roles {
     const byte = base + L.HOLDER_LOCK_OFFSET;
     let alone = false;
     waitForHolder(locks, what, () => {
-      alone = locks.lock(byte, false);
-      return alone || locks.lock(byte, true);
+      const got = lockHolder(locks, byte);
+      alone = got === 'alone';
+      return got !== 'none';
     });
     return { roles: new Roles(locks, region, base), alone };
   }
@@ -104,12 +105,13 @@ export class Roles {
     // Set when the place is taken for good: a ring is published there and attached (shared holders).
     let refused = false;
     const decided = retryFor(HOLDER_WAIT_MS, () => {
-      if (locks.lock(byte, false)) return true;
       // Holders of a place with no ring published are attaches that will let go, or another creator; an
       // exclusive holder of a published ring is unlink-stale removing it or a Broadcast creator laying it
       // out: all let go soon, so wait. Shared holders of a published ring are attached to it: refused.
-      refused = L.ringPublished(buffer, base) && locks.lock(byte, true);
-      return refused;
+      const published = L.ringPublished(buffer, base);
+      const got = published ? lockHolder(locks, byte) : locks.lock(byte, false) ? 'alone' : 'none';
+      refused = got === 'shared';
+      return got !== 'none';
     });
     if (decided && !refused) return new Roles(locks, region, base);
     locks.release();
@@ -176,6 +178,22 @@ export class Roles {
 
 /** How long hold / holdFirst wait for an exclusive HOLDER (unlink-stale, a creator laying out: microseconds of work) before giving up. */
 const HOLDER_WAIT_MS = 2_000;
+
+/**
+ * One try at the HOLDER byte at `byte`: 'alone' when this description now
+ * holds it exclusively (nobody else holds it), 'shared' when it holds it
+ * shared beside other shared holders, 'none' (taking nothing) while
+ * another description holds it exclusively. An exclusive holder that lets
+ * go between the exclusive and the shared try leaves this one holding it
+ * shared, perhaps alone: so the shared lock is tried again as exclusive
+ * (OFD locks convert in place, and a failed conversion keeps the shared
+ * lock), which tells the two apart.
+ */
+function lockHolder(locks: FileLocks, byte: number): 'alone' | 'shared' | 'none' {
+  if (locks.lock(byte, false)) return 'alone';
+  if (!locks.lock(byte, true)) return 'none';
+  return locks.lock(byte, false) ? 'alone' : 'shared';
+}
 
 /** Calls `take` until it returns true (retryFor); ERR_SHMRING_BUSY (the locks released) after HOLDER_WAIT_MS. */
 function waitForHolder(locks: FileLocks, what: string, take: () => boolean): void {

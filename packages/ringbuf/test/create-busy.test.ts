@@ -229,6 +229,30 @@ describe('create() over a ring an object is attached to', function () {
       assert.ok(returnedAt >= (await holder.releasedAt()), 'create() returned only once the holder had let go');
     }));
 
+  it('create() beside a process that takes and lets go of a published ring exclusively, over and over, is never refused', async function () {
+    // The holder lets go between create()'s exclusive and shared tries now and then: before, the shared try
+    // then succeeded and create() took it for an attached object (ERR_SHMRING_BUSY, "is in use").
+    const file = path.join(dir, 'flickering');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    const flicker = spawnModule(
+      `import { FileLocks, Region } from ${CORE};
+         const locks = FileLocks.open(Region.open({ backing: 'file', path: ${JSON.stringify(file)} }));
+         const spin = (ms) => { const until = performance.now() + ms; while (performance.now() < until); };
+         console.log('flickering');
+         for (;;) { if (locks.lock(0, false)) { spin(0.02); locks.unlock(0); } spin(0.01); }`,
+      ['ignore', 'pipe', 'inherit'],
+    );
+    try {
+      SpscRing.create(region, { capacity: 1024 }).close(); // published from here on
+      await once(flicker.stdout!, 'data');
+      for (let round = 0; round < 2_000; round++) SpscRing.create(region, { capacity: 1024 }).close();
+    } finally {
+      flicker.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   it('create() where no ring is published and the holder does not let go gives up after 2 s with ERR_SHMRING_BUSY that says so', () =>
     withHolder('held-unpublished', { published: false, ms: 10_000 }, (region, _holder, file) => {
       const started = performance.now();
