@@ -4,7 +4,7 @@
 # at least 1. See models/README.md.
 #
 #   models/check.sh                  every model and mutant
-#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast, broadcast-repair, broadcast-slots, mpsc;
+#   models/check.sh spsc waiting     only those models (spsc, waiting, mpmc, latest, broadcast, broadcast-repair, broadcast-slots, mpsc, light-commit;
 #                                    broadcast-repair: broadcast.pml's publisher deaths, a group of their own)
 #
 # Needs spin (Debian's `spin` package) and a C compiler. Prints one line per
@@ -195,6 +195,15 @@ check mpsc mpsc-3p-short-mutant-4  reject "-DNP=3 -DMSGS=1 -DSHORT=1 -DMUTANT=4"
 for m in 1 2 3; do
   check mpsc "mpsc-3p-mutant-$m"      reject "-DNP=3 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
   check mpsc "mpsc-2p-fifo-mutant-$m" reject "-DNP=2 -DMSGS=3 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
+done
+
+# ---- MpscRing commits without a fence (light-commit.pml) ----
+# Light producers (store buffers flushed by the consumer's membarrier), and a fenced one beside them.
+check light-commit light-commit-2p         pass   "-DNP=2 -DMSGS=2"            "$SAFETY_CC" "$SAFETY_RUN"
+check light-commit light-commit-3p         pass   "-DNP=3 -DMSGS=1"            "$SAFETY_CC" "$SAFETY_RUN"
+check light-commit light-commit-3p-fenced  pass   "-DNP=3 -DMSGS=1 -DFENCED=1" "$SAFETY_CC" "$SAFETY_RUN"
+for m in 1 2 3; do
+  check light-commit "light-commit-2p-mutant-$m" reject "-DNP=2 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
 done
 
 if [ "$failures" -ne 0 ]; then

@@ -142,6 +142,7 @@ const backend = Object.freeze({
     for (const { buffer, byteOffset, expected } of targets) list.push(futexTarget(buffer), byteOffset, expected);
     return native.futexWaitAny(list, timeoutMs);
   },
+  membarrier: native.membarrier,
   asyncWaitKind() {
     return native.asyncWaitKind();
   },

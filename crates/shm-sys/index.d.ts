@@ -190,6 +190,15 @@ declare namespace backend {
     futexWake(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, count: number): number;
 
     /**
+     * membarrier(cmd, 0, 0) (Linux; the expedited global commands since
+     * 4.16): the command's result, a bit mask for MEMBARRIER_CMD_QUERY (0),
+     * else 0. A refusal throws its errno (EINVAL: not supported; EPERM: the
+     * process did not register; ENOSYS: no membarrier). `cmd`: an integer
+     * >= 0, else RangeError.
+     */
+    membarrier(cmd: number): number;
+
+    /**
      * `futex_waitv` (Linux >= 5.16) on up to 128 words at once, blocking the
      * calling thread: the index of the word woken (possibly spuriously), -1
      * when some word did not hold its expected value when the wait began

@@ -7,6 +7,9 @@
 //!  - `futexWaitAny(list, timeoutMs)` blocks on several words at once
 //!    (`futex_waitv`); `list` is flat: buffer, byteOffset, expected, ...
 //!  - `futexWake(buffer, byteOffset, count)` returns how many were woken.
+//!  - `membarrier(cmd)` runs membarrier(2) with that command: the
+//!    asymmetric fence of an MpscRing consumer that parks (see
+//!    packages/ringbuf/src/heavy-fence.ts).
 //!  - `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id)` returns a
 //!    Promise of the same 0 / 1 / 2 without blocking: the env's io_uring
 //!    reactor waits (reactor.rs), or where io_uring is not available a
@@ -162,6 +165,17 @@ pub fn futex_wake(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: word is inside the live buffer argument.
     let woken = unsafe { sys::wake(word, count) }?;
     env.int32(woken)
+}
+
+/// `membarrier(cmd): number` — membarrier(cmd, 0, 0) (`cmd` an int32);
+/// the errno of a refusal (EINVAL, EPERM, ENOSYS) is thrown.
+pub fn membarrier(env: Env, info: napi_callback_info) -> JsResult {
+    let [cmd] = env.args::<1>(info)?;
+    let cmd = env.number(cmd, "cmd")?;
+    if !(0.0..=i32::MAX as f64).contains(&cmd) || cmd.fract() != 0.0 {
+        return Err(Throw::Range(format!("cmd={cmd} must be a membarrier command (an integer >= 0)")));
+    }
+    env.int32(sys::membarrier(cmd as i32)?)
 }
 
 /// `futexWaitAny(list, timeoutMs): number` — `list` is flat (buffer,

@@ -75,6 +75,7 @@ js_fn! {
     js_futex_wait => futex::futex_wait;
     js_futex_wake => futex::futex_wake;
     js_futex_wait_any => futex::futex_wait_any;
+    js_membarrier => futex::membarrier;
     js_async_wait_kind => futex::async_wait_kind;
     js_futex_wait_start => futex::futex_wait_start;
     js_futex_wait_cancel => futex::futex_wait_cancel;
@@ -83,7 +84,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 24] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 25] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -103,6 +104,7 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 24] = [
     (c"futexWait", Some(js_futex_wait)),
     (c"futexWake", Some(js_futex_wake)),
     (c"futexWaitAny", Some(js_futex_wait_any)),
+    (c"membarrier", Some(js_membarrier)),
     (c"asyncWaitKind", Some(js_async_wait_kind)),
     (c"futexWaitStart", Some(js_futex_wait_start)),
     (c"futexWaitCancel", Some(js_futex_wait_cancel)),

@@ -262,6 +262,8 @@ pub const SYS_FUTEX: c_long = 202;
 pub const FUTEX_WAKE: c_int = 1;
 pub const FUTEX_WAIT_BITSET: c_int = 9;
 pub const FUTEX_BITSET_MATCH_ANY: u32 = 0xffff_ffff;
+// membarrier(2) (Linux >= 4.16 for the expedited global commands)
+pub const SYS_MEMBARRIER: c_long = 324;
 // futex_waitv(2) (Linux >= 5.16): FUTEX2_SIZE_U32, without FUTEX2_PRIVATE
 // (the words are shared across processes); at most FUTEX_WAITV_MAX words.
 pub const SYS_FUTEX_WAITV: c_long = 449;

@@ -126,6 +126,15 @@ pub unsafe fn wake(word: usize, count: i32) -> Result<i32, SysError> {
     cvt(ret as i64, "futex").map(|n| n as i32)
 }
 
+/// membarrier(`cmd`, 0, 0): the command's result (a bit mask for
+/// MEMBARRIER_CMD_QUERY, else 0).
+pub fn membarrier(cmd: i32) -> Result<i32, SysError> {
+    // SAFETY: membarrier takes no pointer; any command number is safe to
+    // pass (an unknown one fails with EINVAL).
+    let ret = unsafe { libc::syscall(libc::SYS_MEMBARRIER, cmd as c_long, 0 as c_long, 0 as c_long) };
+    cvt(ret as i64, "membarrier").map(|n| n as i32)
+}
+
 /// The absolute CLOCK_MONOTONIC deadline `timeout_ms` from now, or `None`
 /// for "forever": NaN, negative, infinite or absurdly long timeouts.
 pub fn deadline_after(timeout_ms: f64) -> Option<timespec> {

@@ -17,6 +17,7 @@ export {
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
+export { membarrier } from './native/membarrier.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
 export { FileLocks, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor } from './locks.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';

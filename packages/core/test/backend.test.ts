@@ -573,6 +573,31 @@ for (const kind of kinds) {
       });
     });
 
+    describe('membarrier', () => {
+      it('answers MEMBARRIER_CMD_QUERY with the commands this kernel has, the expedited global fence among them here', () => {
+        const supported = b.membarrier(0);
+        assert.ok(Number.isInteger(supported) && supported >= 0);
+        // GLOBAL_EXPEDITED and its registration (Linux >= 4.16): what MpscRing's light producers rely on.
+        if ((supported & 0b110) !== 0b110) return; // an older kernel: nothing more to check here
+        assert.equal(b.membarrier(1 << 2), 0, 'REGISTER_GLOBAL_EXPEDITED');
+        assert.equal(b.membarrier(1 << 1), 0, 'GLOBAL_EXPEDITED');
+      });
+
+      it('throws the errno of a command the kernel refuses, and RangeError for one that is no command', () => {
+        assert.throws(
+          () => b.membarrier(1 << 30),
+          (err: NodeJS.ErrnoException) => err.code === 'EINVAL' && err.syscall === 'membarrier' && /membarrier failed/.test(err.message),
+        );
+        for (const bad of [-1, 1.5, Number.NaN, 2 ** 31]) {
+          assert.throws(
+            () => b.membarrier(bad),
+            (err: NodeJS.ErrnoException) => err instanceof RangeError && err.code === 'ERR_OUT_OF_RANGE',
+            String(bad),
+          );
+        }
+      });
+    });
+
     describe('futexWaitAny (futex_waitv)', () => {
       /** `n` targets on words 64 bytes apart (one per cache line) of `buffer`, all expecting 0. */
       const targets = (buffer: ArrayBuffer | SharedArrayBuffer, n: number, first = 0) =>

@@ -40,6 +40,19 @@ export const MPSC_PID_NS_I32 = MPSC_PID_NS_OFFSET / 4;
  * every claimer is gone), not by the thread id in its mark.
  */
 export const FLAG_PID_NS_MIXED = 1 << 1;
+/**
+ * FLAGS bit 2 of an MpscRing: some producer commits without a store-load
+ * fence (its LENGTH store may still be in its CPU's store buffer when it
+ * loads READ_WAITERS), relying on membarrier(2): it registered its process
+ * for MEMBARRIER_CMD_GLOBAL_EXPEDITED and set this bit (an atomic OR)
+ * before its first such commit. Never cleared. While it is set, a consumer
+ * that parks calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) after its
+ * announcement in READ_WAITERS and before its re-check, or, where that is
+ * refused, sleeps at most LIGHT_NAP_MS at a time.
+ */
+export const FLAG_LIGHT_COMMITS = 1 << 2;
+/** The longest sleep of a parked consumer that cannot call membarrier while FLAG_LIGHT_COMMITS is set. */
+export const LIGHT_NAP_MS = 1;
 
 /** Int32 indices of a record's words, counted from the Int32 index of its header (as SpscRing's). */
 export const MPSC_LENGTH_I32 = L.RECORD_LENGTH_I32;

@@ -61,10 +61,15 @@
  *    checks only (it polls LENGTH, not the tail), and takes a record a
  *    little past it on trust until its next load of the tail, which checks
  *    that the head is not past the tail (TRUST_RECORDS).
+ *  - A commit is followed by a full fence before the load of READ_WAITERS
+ *    (the CAS, or the locked add on FENCE), except a light producer's
+ *    (membarrier registered, FLAG_LIGHT_COMMITS set before its first
+ *    commit): then a consumer that parks fences for it, with membarrier
+ *    between its announcement and its re-check (MPSC_READ_BLOCK).
  *  - Anything read from shared memory is read once and bounds-checked; a
  *    value no correct peer writes is ERR_SHMRING_CORRUPT.
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { ErrorCodes, membarrier, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
 import {
@@ -95,7 +100,7 @@ import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { ownThread, pidNamespace, threadGone } from './liveness.js';
 import { type Role, Roles } from './roles.js';
-import { checkPeerTimeout, unpark } from './waiting.js';
+import { checkPeerTimeout, unpark, type WaitBlock } from './waiting.js';
 
 export interface MpscOptions {
   /** Bytes of the data area: a power of two in [64, 2^30]. */
@@ -176,6 +181,26 @@ const PLAIN_MARK = process.arch === 'x64';
 const FENCE = new Int32Array(new SharedArrayBuffer(2 * L.CACHE_LINE), L.CACHE_LINE, 1);
 
 /**
+ * The READ wait block of an MpscRing: a consumer about to park asks, after
+ * its announcement in READ_WAITERS, whether a producer commits without a
+ * fence (FLAG_LIGHT_COMMITS), and if so makes every registered producer's
+ * thread fence (membarrier.heavy()) before its re-check: a commit still in
+ * a producer's store buffer is then visible to the re-check, or that
+ * producer's load of READ_WAITERS comes after the fence and sees the
+ * announcement. Where membarrier is refused here, the sleep is cut to
+ * LIGHT_NAP_MS, so a wake-up missed costs that at most.
+ */
+const MPSC_READ_BLOCK: WaitBlock = {
+  ...READ_BLOCK,
+  afterAnnounce(ctl: Int32Array): number {
+    // Observes FLAG_LIGHT_COMMITS after our announcement (seq_cst add before it): a producer that sets it later
+    // (its seq_cst OR, before its first light commit) then loads READ_WAITERS after that OR, and sees us.
+    if ((Atomics.load(ctl, L.FLAGS_I32) & M.FLAG_LIGHT_COMMITS) === 0) return Infinity;
+    return membarrier.heavy() ? Infinity : M.LIGHT_NAP_MS;
+  },
+};
+
+/**
  * The consumer checks that a record lies within the claimed space (below the
  * tail) against the tail it loaded last, and loads the tail again only for a
  * record past it. A consumer that keeps up with its producers finds each
@@ -249,6 +274,7 @@ export class MpscRing extends Queue {
 
   // Producer side: the head as last seen, and the open claim.
   #cachedHead = 0;
+  override readonly readBlock: WaitBlock = MPSC_READ_BLOCK;
   readonly #claim = new OpenClaim('MpscRing');
   #claimIndex = 0;
   #claimLength = 0;
@@ -257,6 +283,12 @@ export class MpscRing extends Queue {
    * PID namespace when it was claimed) rather than a CAS (#publish).
    */
   #plainCommit = false;
+  /**
+   * Whether a plain commit leaves out its fence (FENCE): this process is
+   * registered for membarrier's expedited global fence, and this producer
+   * set FLAG_LIGHT_COMMITS, so a parking consumer fences for it (MPSC_READ_BLOCK).
+   */
+  #light = false;
   /**
    * Whether "no producer is left" comes from the kernel (the PRODUCER lock
    * of a region's file), or the ring's sides are threads of one process (a
@@ -401,6 +433,12 @@ export class MpscRing extends Queue {
   protected override registerProducer(): void {
     super.registerProducer(false); // shared: any number of producers; the pid words name the last one
     this.#noteNamespace(); // before this producer's first claim mark
+    if (PLAIN_MARK && membarrier.register()) {
+      // Publishes "commits without a fence" before this producer's first such commit: a consumer that announces
+      // itself and then misses it has announced before this OR, so our loads of READ_WAITERS after it see that.
+      Atomics.or(this.ctl, L.FLAGS_I32, M.FLAG_LIGHT_COMMITS);
+      this.#light = true;
+    }
   }
 
   /**
@@ -528,9 +566,10 @@ export class MpscRing extends Queue {
       // plain store, ordered after them by TSO (PLAIN_MARK). No consumer takes this claim back while this
       // thread lives: every side was in this process's namespace when it claimed (a consumer from another
       // one sets the flag and goes by the PRODUCER lock, which this process holds). The locked add on
-      // FENCE then orders the store before unpark's load of READ_WAITERS below.
+      // FENCE then orders the store before unpark's load of READ_WAITERS below; a light producer leaves it to
+      // a parking consumer's membarrier (MPSC_READ_BLOCK).
       data32[at + M.MPSC_LENGTH_I32] = length;
-      Atomics.add(FENCE, 0, 1);
+      if (!this.#light) Atomics.add(FENCE, 0, 1);
     } else if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, length) !== -this.#claimLength) {
       // Commits with a CAS: a consumer that took the record back from us (it believed us dead) made it 0.
       throw new ShmringError(

@@ -469,6 +469,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** The type of the message tryRead / readSync / read / the iterator returned last. */
   lastType = 0;
+  /** @internal The wait block a reader of this kind parks in (MpscRing's adds what its producers ask of a sleeper). */
+  readonly readBlock: WaitBlock = READ_BLOCK;
   /** Control words (header and blocks); length 0 once this side or its region is closed. */
   protected ctl: Int32Array;
   readonly #kind: string;
@@ -972,7 +974,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     try {
       return parkSync(
         this.ctl,
-        READ_BLOCK,
+        this.readBlock,
         this.#readAttemptFn,
         options,
         this.#names.readSync,
@@ -1165,7 +1167,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return this.#readLine.wait(
       parkAsync(
         this.ctl,
-        READ_BLOCK,
+        this.readBlock,
         this.#readAttemptFn,
         options,
         this.#names.read,
@@ -1196,7 +1198,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     }
     return parkAsync(
       this.ctl,
-      READ_BLOCK,
+      this.readBlock,
       this.#readableAttemptFn,
       options,
       this.#names.waitReadable,

@@ -65,8 +65,8 @@ import {
 import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
-import { checkWaitOptions, isDetachedAccess, optionNames, Queue, READ_BLOCK, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
-import { checkPeriodOf, deadlineOf, NATIVE_WAITER, passOn, timedOut, type WaitBlock } from './waiting.js';
+import { checkWaitOptions, isDetachedAccess, optionNames, Queue, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
+import { afterAnnouncing, checkPeriodOf, deadlineOf, NATIVE_WAITER, passOn, timedOut, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -238,7 +238,7 @@ function probeOf(entry: SelectEntry, index: number, what: string): Probe {
       `${what}: entries[${index}] asks for room for ${length} bytes; the queue's largest message is ${largest}`,
     );
   }
-  const probe: Probe = { queue: q, ctl, write, length, block: write ? WRITE_BLOCK : READ_BLOCK };
+  const probe: Probe = { queue: q, ctl, write, length, block: write ? WRITE_BLOCK : q.readBlock };
   if (write) probes.write = probe;
   else probes.read = probe;
   return probe;
@@ -451,11 +451,13 @@ function* parkSteps(
         Atomics.add(w.ctl, w.block.waiters, w.unit);
         announced++;
       }
+      let longest = Infinity;
+      for (const w of words) longest = Math.min(longest, afterAnnouncing(w.ctl, w.block));
       i = scan(probes, start, what); // the re-check of every entry, after every announcement
       if (i < 0) {
         const left = call.deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        const result = yield { words, ms: Math.min(left, napMs) };
+        const result = yield { words, ms: Math.min(left, napMs, longest) };
         slept = true;
         if (result === PEER_GONE) {
           i = scan(probes, start, what); // what the dead peer published before it died

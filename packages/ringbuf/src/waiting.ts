@@ -165,6 +165,19 @@ function peerDead(what: string): ShmringError {
 export interface WaitBlock {
   readonly waiters: number;
   readonly signal: number;
+  /**
+   * Run by a sleeper right after it announced itself in `waiters`, before
+   * its re-check: what the ring's publishers ask of it besides (an
+   * MpscRing's consumer: the heavy side of membarrier when a producer
+   * commits without a fence). Returns the longest this round may sleep,
+   * in ms (Infinity: until woken, as the protocol gives it).
+   */
+  readonly afterAnnounce?: (ctl: Int32Array) => number;
+}
+
+/** The longest sleep `block` allows after this announcement (WaitBlock.afterAnnounce). */
+export function afterAnnouncing(ctl: Int32Array, block: WaitBlock): number {
+  return block.afterAnnounce === undefined ? Infinity : block.afterAnnounce(ctl);
 }
 
 /**
@@ -307,11 +320,12 @@ function* parkSteps<T>(
     Atomics.add(ctl, block.waiters, 1);
     let result: T | undefined;
     try {
+      const longest = afterAnnouncing(ctl, block);
       result = attempt(); // the re-check after announcing
       if (result === undefined) {
         const left = deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        if ((yield { seen, ms: Math.min(left, napMs) }) === PEER_GONE) {
+        if ((yield { seen, ms: Math.min(left, napMs, longest) }) === PEER_GONE) {
           result = attempt();
           if (result === undefined) throw gone(what);
         }
@@ -629,6 +643,7 @@ class AsyncPark<T, R> implements Watched {
     }
     let result: T | undefined;
     try {
+      const longest = afterAnnouncing(ctl, block);
       result = this.attempt(); // the re-check after announcing
       if (result === undefined) {
         let left = Infinity; // no clock read for a wait without timeoutMs
@@ -636,6 +651,7 @@ class AsyncPark<T, R> implements Watched {
           left = this.deadline - performance.now();
           if (left <= 0) throw timedOut(this.what, this.options);
         }
+        if (longest < left) left = longest; // a timed-out sleep goes round again: the next round re-checks
         if (this.#ending === undefined) {
           if (!this.#watching) this.#watch();
           waitCounters.asyncWaits++;

@@ -82,4 +82,8 @@ describe('models: the ring protocols model-checked with spin', function () {
   it('MpscRing with three producers delivers every message exactly once, complete and in order per producer (and spin rejects each swapped ordering)', async () => {
     await verifies('mpsc');
   });
+
+  it('a parked MpscRing consumer is woken by every commit of producers that leave their fence to its membarrier (and spin rejects each mutant)', async () => {
+    await verifies('light-commit');
+  });
 });

@@ -85,6 +85,8 @@ type AnyBuffer = ArrayBuffer | SharedArrayBuffer;
 
 /** SYS_futex: arch/x86/entry/syscalls/syscall_64.tbl, asm-generic/unistd.h. */
 const SYS_FUTEX: Partial<Record<string, number>> = { x64: 202, arm64: 98 };
+/** SYS_membarrier: arch/x86/entry/syscalls/syscall_64.tbl, asm-generic/unistd.h. */
+const SYS_MEMBARRIER: Partial<Record<string, number>> = { x64: 324, arm64: 283 };
 /** futex_waitv(2), Linux >= 5.16 (the same number on every architecture). */
 const SYS_FUTEX_WAITV = 449;
 const FUTEX2_SIZE_U32 = 0x02;
@@ -985,6 +987,15 @@ class KoffiBackend implements NativeBackend {
       if (errno === ETIMEDOUT) return 0;
       if (errno !== EINTR) throw this.sysError('futex', errno);
     }
+  }
+
+  membarrier(cmd: number): number {
+    if (!Number.isInteger(cmd) || cmd < 0 || cmd > 0x7fffffff) {
+      throw rangeError(`cmd=${String(cmd)} must be a membarrier command (an integer >= 0)`);
+    }
+    const result: number = this.native.syscall(SYS_MEMBARRIER[process.arch]!, 'int', cmd, 'unsigned int', 0, 'int', 0);
+    if (result < 0) throw this.sysError('membarrier', this.errno());
+    return result;
   }
 
   /** FUTEX_WAKE (shared) at an address known to be a mapped, aligned word. */

@@ -131,6 +131,9 @@ enum {
     KIND_BROADCAST = 5,
     FLAG_CLOSED = 1,
     FLAG_PID_NS_MIXED = 2,       /* MpscRing: a side registered from another PID namespace than PID_NS */
+    FLAG_LIGHT_COMMITS = 4,      /* MpscRing: a producer commits without a fence; a parking consumer calls membarrier */
+    LIGHT_NAP_MS = 1,            /* MpscRing: the longest sleep of a consumer whose membarrier is refused, while that is set */
+    MEMBARRIER_GLOBAL_EXPEDITED = 1 << 1, /* membarrier(2) command (linux/membarrier.h) */
     BLOCK = 128,
 
     /* header fields */
@@ -551,9 +554,17 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
         /* Orders the re-check's (acquire) loads after the announcement: pairs with the
            publisher's seq_cst store of its position followed by its load of WAITERS. */
         atomic_thread_fence(memory_order_seq_cst);
+        long nap_ms = NAP_MS;
+        /* Observes FLAG_LIGHT_COMMITS after the announcement (LAYOUT.md, MpscRing): a producer that commits without
+           a fence set it before its first such commit; membarrier then makes its commit visible to the re-check,
+           or its load of READ_WAITERS see our announcement. Refused: sleep LIGHT_NAP_MS at most. */
+        if (header_u32(r, OFF_KIND) == KIND_MPSC && waiters_offset == OFF_READ_WAITERS &&
+            (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_LIGHT_COMMITS) != 0 &&
+            syscall(SYS_membarrier, MEMBARRIER_GLOBAL_EXPEDITED, 0, 0) != 0)
+            nap_ms = LIGHT_NAP_MS;
         int result = attempt(r, arg); /* re-check after announcing */
         if (result == 0 && !closed(r)) {
-            struct timespec nap = { 0, NAP_MS * 1000000L };
+            struct timespec nap = { 0, nap_ms * 1000000L };
             /* 0, EAGAIN, EINTR, ETIMEDOUT: all mean re-check */
             if (futex(signal, FUTEX_WAIT, seen, &nap) == 0) stats.parks_woken++;
             else if (errno == EAGAIN) stats.parks_changed++;
