@@ -192,8 +192,9 @@ declare namespace backend {
     /**
      * membarrier(cmd, 0, 0) (Linux; the expedited global commands since
      * 4.16): the command's result, a bit mask for MEMBARRIER_CMD_QUERY (0),
-     * else 0. A refusal throws its errno (EINVAL: not supported; EPERM: the
-     * process did not register; ENOSYS: no membarrier). `cmd`: an integer
+     * else 0. A refusal throws its errno (EINVAL: a command this kernel does
+     * not have; EPERM: a private command before its registration, or a
+     * seccomp profile's refusal; ENOSYS: no membarrier). `cmd`: an integer
      * >= 0, else RangeError.
      */
     membarrier(cmd: number): number;

@@ -9,7 +9,7 @@
 //!  - `futexWake(buffer, byteOffset, count)` returns how many were woken.
 //!  - `membarrier(cmd)` runs membarrier(2) with that command: the
 //!    asymmetric fence of an MpscRing consumer that parks (see
-//!    packages/ringbuf/src/heavy-fence.ts).
+//!    packages/core/src/native/membarrier.ts).
 //!  - `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id)` returns a
 //!    Promise of the same 0 / 1 / 2 without blocking: the env's io_uring
 //!    reactor waits (reactor.rs), or where io_uring is not available a

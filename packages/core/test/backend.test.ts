@@ -574,20 +574,27 @@ for (const kind of kinds) {
     });
 
     describe('membarrier', () => {
-      it('answers MEMBARRIER_CMD_QUERY with the commands this kernel has, the expedited global fence among them here', () => {
-        const supported = b.membarrier(0);
-        assert.ok(Number.isInteger(supported) && supported >= 0);
+      /** MEMBARRIER_CMD_QUERY's answer, or undefined where the kernel or a seccomp profile refuses membarrier. */
+      const query = (): number | undefined => {
+        try {
+          return b.membarrier(0);
+        } catch (err) {
+          if (['ENOSYS', 'EPERM'].includes((err as NodeJS.ErrnoException).code!)) return undefined;
+          throw err;
+        }
+      };
+
+      it('answers MEMBARRIER_CMD_QUERY with the commands this kernel has, the expedited global fence among them here', function () {
+        const supported = query();
+        if (supported === undefined) this.skip(); // no membarrier here: shmring fences without it
+        assert.ok(Number.isInteger(supported) && supported! >= 0);
         // GLOBAL_EXPEDITED and its registration (Linux >= 4.16): what MpscRing's light producers rely on.
-        if ((supported & 0b110) !== 0b110) return; // an older kernel: nothing more to check here
+        if ((supported! & 0b110) !== 0b110) return; // an older kernel: nothing more to check here
         assert.equal(b.membarrier(1 << 2), 0, 'REGISTER_GLOBAL_EXPEDITED');
         assert.equal(b.membarrier(1 << 1), 0, 'GLOBAL_EXPEDITED');
       });
 
-      it('throws the errno of a command the kernel refuses, and RangeError for one that is no command', () => {
-        assert.throws(
-          () => b.membarrier(1 << 30),
-          (err: NodeJS.ErrnoException) => err.code === 'EINVAL' && err.syscall === 'membarrier' && /membarrier failed/.test(err.message),
-        );
+      it('throws the errno of a command the kernel refuses, and RangeError for one that is no command', function () {
         for (const bad of [-1, 1.5, Number.NaN, 2 ** 31]) {
           assert.throws(
             () => b.membarrier(bad),
@@ -595,6 +602,11 @@ for (const kind of kinds) {
             String(bad),
           );
         }
+        if (query() === undefined) this.skip(); // no membarrier here: every command is refused alike
+        assert.throws(
+          () => b.membarrier(1 << 30),
+          (err: NodeJS.ErrnoException) => err.code === 'EINVAL' && err.syscall === 'membarrier' && /membarrier failed/.test(err.message),
+        );
       });
     });
 

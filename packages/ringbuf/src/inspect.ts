@@ -131,6 +131,12 @@ export interface MpscInfo {
    * and the consumer skips a stuck claim only once no producer is left.
    */
   pidNamespacesMixed: boolean;
+  /**
+   * FLAG_LIGHT_COMMITS: a producer commits without a fence, and a consumer
+   * that parks calls membarrier(2) for it (or, where that is refused,
+   * sleeps 1 ms at a time): docs/LAYOUT.md, "Parking beside light commits".
+   */
+  lightCommits: boolean;
 }
 
 export interface ClaimInfo {
@@ -408,9 +414,14 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     }
     passed += size;
   }
-  // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace).
+  // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace) and
+  // FLAG_LIGHT_COMMITS (set once, by a producer that commits without a fence).
   const flags = Atomics.load(ctl, L.FLAGS_I32);
-  info.mpsc = { inFlight, pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0 };
+  info.mpsc = {
+    inFlight,
+    pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0,
+    lightCommits: (flags & M.FLAG_LIGHT_COMMITS) !== 0,
+  };
 }
 
 const SYSV_KEY = /^sysv:(0x[0-9a-f]{1,8}|\d{1,10})$/i;

@@ -64,8 +64,9 @@
  *  - A commit is followed by a full fence before the load of READ_WAITERS
  *    (the CAS, or the locked add on FENCE), except a light producer's
  *    (membarrier registered, FLAG_LIGHT_COMMITS set before its first
- *    commit): then a consumer that parks fences for it, with membarrier
- *    between its announcement and its re-check (MPSC_READ_BLOCK).
+ *    commit without a fence): then a consumer that parks fences for it,
+ *    with membarrier between its announcement and its re-check
+ *    (MPSC_READ_BLOCK).
  *  - Anything read from shared memory is read once and bounds-checked; a
  *    value no correct peer writes is ERR_SHMRING_CORRUPT.
  */
@@ -188,15 +189,14 @@ const FENCE = new Int32Array(new SharedArrayBuffer(2 * L.CACHE_LINE), L.CACHE_LI
  * a producer's store buffer is then visible to the re-check, or that
  * producer's load of READ_WAITERS comes after the fence and sees the
  * announcement. Where membarrier is refused here, the sleep is cut to
- * LIGHT_NAP_MS, so a wake-up missed costs that at most.
+ * LIGHT_NAP_MS, so a wake-up missed costs that at most (waiting.ts fenceIfAsked).
  */
 const MPSC_READ_BLOCK: WaitBlock = {
   ...READ_BLOCK,
-  afterAnnounce(ctl: Int32Array): number {
+  asksHeavyFence(ctl: Int32Array): boolean {
     // Observes FLAG_LIGHT_COMMITS after our announcement (seq_cst add before it): a producer that sets it later
     // (its seq_cst OR, before its first light commit) then loads READ_WAITERS after that OR, and sees us.
-    if ((Atomics.load(ctl, L.FLAGS_I32) & M.FLAG_LIGHT_COMMITS) === 0) return Infinity;
-    return membarrier.heavy() ? Infinity : M.LIGHT_NAP_MS;
+    return (Atomics.load(ctl, L.FLAGS_I32) & M.FLAG_LIGHT_COMMITS) !== 0;
   },
 };
 
@@ -284,9 +284,15 @@ export class MpscRing extends Queue {
    */
   #plainCommit = false;
   /**
-   * Whether a plain commit leaves out its fence (FENCE): this process is
-   * registered for membarrier's expedited global fence, and this producer
-   * set FLAG_LIGHT_COMMITS, so a parking consumer fences for it (MPSC_READ_BLOCK).
+   * Whether this producer may leave out a plain commit's fence (FENCE):
+   * x86-64, and this process is registered for membarrier's expedited
+   * global fence (decided when it registers as a producer).
+   */
+  #mayGoLight = false;
+  /**
+   * Whether a plain commit leaves out its fence: #mayGoLight, and this
+   * producer set FLAG_LIGHT_COMMITS (at its first plain commit's claim), so
+   * a parking consumer fences for it (MPSC_READ_BLOCK).
    */
   #light = false;
   /**
@@ -433,12 +439,7 @@ export class MpscRing extends Queue {
   protected override registerProducer(): void {
     super.registerProducer(false); // shared: any number of producers; the pid words name the last one
     this.#noteNamespace(); // before this producer's first claim mark
-    if (PLAIN_MARK && membarrier.register()) {
-      // Publishes "commits without a fence" before this producer's first such commit: a consumer that announces
-      // itself and then misses it has announced before this OR, so our loads of READ_WAITERS after it see that.
-      Atomics.or(this.ctl, L.FLAGS_I32, M.FLAG_LIGHT_COMMITS);
-      this.#light = true;
-    }
+    this.#mayGoLight = PLAIN_MARK && membarrier.register();
   }
 
   /**
@@ -487,6 +488,13 @@ export class MpscRing extends Queue {
       flags = Atomics.load(ctl, L.FLAGS_I32); // again: registering may have set FLAG_PID_NS_MIXED
     }
     this.#plainCommit = PLAIN_MARK && (flags & M.FLAG_PID_NS_MIXED) === 0 && this.#lockedLiveness;
+    if (this.#plainCommit && this.#mayGoLight && !this.#light) {
+      // Publishes "commits without a fence" before this producer's first such commit: a consumer that announces
+      // itself and then misses it has announced before this OR, so our loads of READ_WAITERS after it see that.
+      // Only a producer that commits plainly sets it (one whose commits are CASes never needs the consumer's fence).
+      Atomics.or(ctl, L.FLAGS_I32, M.FLAG_LIGHT_COMMITS);
+      this.#light = true;
+    }
     const capacity = this.capacity;
     const recordLength = M.mpscLength(length);
     const size = M.recordBytes(recordLength);
@@ -569,7 +577,7 @@ export class MpscRing extends Queue {
       // FENCE then orders the store before unpark's load of READ_WAITERS below; a light producer leaves it to
       // a parking consumer's membarrier (MPSC_READ_BLOCK).
       data32[at + M.MPSC_LENGTH_I32] = length;
-      if (!this.#light) Atomics.add(FENCE, 0, 1);
+      if (!this.#light) Atomics.add(FENCE, 0, 1); // (a light producer's flag was set at its claim, #reserve)
     } else if (Atomics.compareExchange(data32, at + M.MPSC_LENGTH_I32, -this.#claimLength, length) !== -this.#claimLength) {
       // Commits with a CAS: a consumer that took the record back from us (it believed us dead) made it 0.
       throw new ShmringError(

@@ -66,7 +66,7 @@ import { MAX_WAIT_ANY, wait, waitAny, waitAnyAsync, type WaitAnyResult, type Wai
 import { publishHeld } from './held.js';
 import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { checkWaitOptions, isDetachedAccess, optionNames, Queue, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
-import { afterAnnouncing, checkPeriodOf, deadlineOf, NATIVE_WAITER, passOn, timedOut, type WaitBlock } from './waiting.js';
+import { checkPeriodOf, deadlineOf, fenceIfAsked, NATIVE_WAITER, PeerChecks, passOn, timedOut, type WaitBlock } from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -451,8 +451,9 @@ function* parkSteps(
         Atomics.add(w.ctl, w.block.waiters, w.unit);
         announced++;
       }
-      let longest = Infinity;
-      for (const w of words) longest = Math.min(longest, afterAnnouncing(w.ctl, w.block));
+      let asked = false; // one heavy fence serves every ring: it is global
+      for (const w of words) asked ||= w.block.asksHeavyFence?.(w.ctl) === true;
+      const longest = fenceIfAsked(asked);
       i = scan(probes, start, what); // the re-check of every entry, after every announcement
       if (i < 0) {
         const left = call.deadline - performance.now();
@@ -517,6 +518,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
   if (index === undefined) {
     // One distinct word waits as readSync does (Atomics.wait on a SharedArrayBuffer); several, in futex_waitv.
     const steps = parkSteps(call, start, options, what, true, call.checkMs);
+    const checks = new PeerChecks(call.checkMs, call.deadline, performance.now());
     let step = steps.next();
     while (!step.done) {
       const { words, ms } = step.value;
@@ -529,7 +531,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
         } else {
           result = waitAny(targetsOf(words), ms);
         }
-        if (result === 'timed-out' && call.checkMs !== Infinity && deadEntry(call) >= 0) result = PEER_GONE;
+        if (result === 'timed-out' && checks.due() && deadEntry(call) >= 0) result = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally (withdraws), rethrows
         continue;

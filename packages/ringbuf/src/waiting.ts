@@ -25,6 +25,7 @@
 import {
   abortError,
   ErrorCodes,
+  membarrier,
   nativeFutex,
   ShmringError,
   ShmringRangeError,
@@ -35,6 +36,7 @@ import {
 } from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
+import { LIGHT_NAP_MS } from './mpsc-layout.js';
 import { POLL_SLICE_MICROS, pollUntil, spin, SPIN_MICROS_SYNC, TRY_MICROS_ASYNC, type PollPacer, type SpinPacer } from './pacing.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
@@ -166,18 +168,58 @@ export interface WaitBlock {
   readonly waiters: number;
   readonly signal: number;
   /**
-   * Run by a sleeper right after it announced itself in `waiters`, before
-   * its re-check: what the ring's publishers ask of it besides (an
-   * MpscRing's consumer: the heavy side of membarrier when a producer
-   * commits without a fence). Returns the longest this round may sleep,
-   * in ms (Infinity: until woken, as the protocol gives it).
+   * Asked by a sleeper right after it announced itself in `waiters`,
+   * before its re-check: whether a publisher of the ring leaves its
+   * store-load fence to the sleepers (an MpscRing's light producers,
+   * FLAG_LIGHT_COMMITS), so that this one must make every registered
+   * thread fence (membarrier.heavy()) before it re-checks.
    */
-  readonly afterAnnounce?: (ctl: Int32Array) => number;
+  readonly asksHeavyFence?: (ctl: Int32Array) => boolean;
 }
 
-/** The longest sleep `block` allows after this announcement (WaitBlock.afterAnnounce). */
+/**
+ * After a sleeper's announcements, before its re-check: the heavy fence if
+ * `asked` (a block's asksHeavyFence said so; one call serves every ring of
+ * a select). Returns the longest the sleeper may then sleep, in ms:
+ * Infinity (until woken), or LIGHT_NAP_MS where membarrier is refused, so
+ * that a wake-up missed costs that at most.
+ */
+export function fenceIfAsked(asked: boolean): number {
+  if (!asked || membarrier.heavy()) return Infinity;
+  return LIGHT_NAP_MS;
+}
+
+/**
+ * When a blocking wait whose sleep timed out looks at its peer: once
+ * `periodMs` has passed since its last look (sleeps cut to LIGHT_NAP_MS
+ * time out more often than that), and at its deadline (a peer found dead
+ * then is ERR_SHMRING_PEER_DEAD, not a timeout).
+ */
+export class PeerChecks {
+  #last: number;
+
+  constructor(
+    readonly periodMs: number,
+    readonly deadline: number,
+    now: number,
+  ) {
+    this.#last = now;
+  }
+
+  /** Whether to look now (after a sleep that timed out); if so, the period starts again. */
+  due(): boolean {
+    if (this.periodMs === Infinity) return false;
+    const now = performance.now();
+    // (half a ms of slack: a sleep of periodMs may end a hair early on the clock read here)
+    if (now - this.#last < this.periodMs - 0.5 && now < this.deadline) return false;
+    this.#last = now;
+    return true;
+  }
+}
+
+/** fenceIfAsked for a sleeper announced on `block` alone. */
 export function afterAnnouncing(ctl: Int32Array, block: WaitBlock): number {
-  return block.afterAnnounce === undefined ? Infinity : block.afterAnnounce(ctl);
+  return fenceIfAsked(block.asksHeavyFence?.(ctl) === true);
 }
 
 /**
@@ -366,6 +408,7 @@ export function parkSync<T>(
   let result = spinUntil > started ? spin(attempt, spinUntil) : undefined;
   if (result === undefined) {
     const checkMs = checkPeriodOf(options);
+    const checks = new PeerChecks(checkMs, deadline, performance.now());
     const steps = parkSteps(ctl, block, attempt, options, what, deadline, checkMs, gone);
     let step = steps.next();
     while (!step.done) {
@@ -374,7 +417,7 @@ export function parkSync<T>(
         waitCounters.syncNaps++;
         napped = wait(ctl, block.signal, step.value.seen, step.value.ms);
         if (napped === 'ok') waitCounters.woken++;
-        if (napped === 'timed-out' && checkMs !== Infinity && !peerAlive()) napped = PEER_GONE;
+        if (napped === 'timed-out' && checks.due() && !peerAlive()) napped = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally, rethrows
         continue;

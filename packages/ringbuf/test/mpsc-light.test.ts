@@ -77,47 +77,45 @@ describe('MpscRing: commits without a fence (FLAG_LIGHT_COMMITS, membarrier)', f
   });
 
   /** How the consumer waits for each message: every way a reader parks. */
+  const WAIT = { timeoutMs: 10_000, peerTimeoutMs: Infinity, spin: 0 } as const;
   const waits: Array<[string, (ring: MpscRing) => Promise<Uint8Array> | Uint8Array]> = [
-    ['read()', (r) => r.read({ timeoutMs: 20_000, spin: 0, poll: 0 })],
-    ['readSync()', (r) => r.readSync({ timeoutMs: 20_000, spin: 0 })],
+    ['read()', (r) => r.read({ ...WAIT, poll: 0 })],
+    ['readSync()', (r) => r.readSync(WAIT)],
     [
       'select()',
       async (r) => {
-        await select([r], { timeoutMs: 20_000, spin: 0 });
+        await select([r], WAIT);
         return r.tryRead()!;
       },
     ],
     [
       'selectSync()',
       (r) => {
-        selectSync([r], { timeoutMs: 20_000, spin: 0 });
+        selectSync([r], WAIT);
         return r.tryRead()!;
       },
     ],
   ];
 
   for (const [how, wait] of waits) {
-    it(`a consumer that waits with ${how} is woken by every commit of a light producer process (none waits out a lost wake-up)`, async function () {
+    it(`a consumer that waits with ${how} is woken by every commit of a light producer process, one message at a time`, async function () {
+      if (!membarrier.register()) this.skip(); // this kernel or its seccomp profile refuses membarrier: nothing is light here
       const COUNT = 3_000;
-      const peer = runPeer(region, { role: 'pacer', id: 7, count: COUNT, gapMicros: 40 });
-      let longest = 0;
+      const peer = runPeer(region, { role: 'pacer', id: 7, count: COUNT, gapMicros: 10 });
       for (let seq = 0; seq < COUNT; seq++) {
-        const started = performance.now();
-        const m = await wait(ring);
-        longest = Math.max(longest, performance.now() - started);
+        const m = await wait(ring); // a wake-up lost: ERR_SHMRING_TIMEOUT after 10 s (no peer checks wake it)
         const view = new DataView(m.buffer, m.byteOffset, m.byteLength);
         assert.equal(view.getUint32(4, true), seq, 'every message once, in order');
       }
       await peer;
-      // A wake-up lost leaves the consumer asleep until its timeout (20 s): no message comes later than this.
-      assert.ok(longest < 5_000, `a message waited ${longest.toFixed(0)} ms for its wake-up`);
+      assert.notEqual(flags(region) & M.FLAG_LIGHT_COMMITS, 0, 'the producer was a light one');
     });
   }
 
   /**
    * Runs a consumer child process with SHMRING_MEMBARRIER=off that takes
-   * what the ring holds, waits 100 ms on the empty ring (readSync, then read()) and reports how many
-   * times it slept (syncNaps, asyncWaits).
+   * what the ring holds, waits 500 ms on the empty ring (readSync, then
+   * read()) and reports how many times it slept (syncNaps, asyncWaits).
    */
   async function naps(): Promise<{ sync: number; async: number }> {
     const child = spawn(
@@ -131,9 +129,9 @@ describe('MpscRing: commits without a fence (FLAG_LIGHT_COMMITS, membarrier)', f
          const ring = MpscRing.attach(Region.fromFd(3));
          while (ring.tryRead() !== null); // what the producer left: the waits below find the ring empty
          const timedOut = (err) => { if (err.code !== 'ERR_SHMRING_TIMEOUT') throw err; };
-         try { ring.readSync({ timeoutMs: 100, spin: 0, peerTimeoutMs: Infinity }); } catch (err) { timedOut(err); }
+         try { ring.readSync({ timeoutMs: 500, spin: 0, peerTimeoutMs: Infinity }); } catch (err) { timedOut(err); }
          const sync = waitCounters.syncNaps;
-         await ring.read({ timeoutMs: 100, spin: 0, poll: 0, peerTimeoutMs: Infinity }).catch(timedOut);
+         await ring.read({ timeoutMs: 500, spin: 0, poll: 0, peerTimeoutMs: Infinity }).catch(timedOut);
          console.log(JSON.stringify({ sync, async: waitCounters.asyncWaits }));
          ring.detach();`,
       ],
@@ -153,7 +151,7 @@ describe('MpscRing: commits without a fence (FLAG_LIGHT_COMMITS, membarrier)', f
     await runPeer(region, { role: 'producer', id: 1, count: 1 }); // a light producer: sets the flag
     assert.notEqual(flags(region) & M.FLAG_LIGHT_COMMITS, 0);
     const after = await naps();
-    const least = 100 / M.LIGHT_NAP_MS / 4; // 100 ms of sleeps of 1 ms each, with room for a slow machine
+    const least = 500 / M.LIGHT_NAP_MS / 10; // 500 ms of sleeps of 1 ms each, with room for a slow machine
     assert.ok(after.sync >= least && after.async >= least, `sleeps cut to ${M.LIGHT_NAP_MS} ms: got ${JSON.stringify(after)}`);
   });
 });

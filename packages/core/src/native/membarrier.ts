@@ -26,8 +26,10 @@ const CMD_REGISTER_GLOBAL_EXPEDITED = 1 << 2;
 
 /** Whether this process registered for CMD_GLOBAL_EXPEDITED (undefined: not asked yet). */
 let registered: boolean | undefined;
-/** false once heavy() was refused: it is not asked again. */
+/** false once heavy() was refused for good (no membarrier, the command unknown or forbidden): it is not asked again. */
 let heavyWorks = true;
+/** The errors of a refusal for good; any other (ENOMEM, say) fails one call only. */
+const REFUSALS = new Set(['ENOSYS', 'EINVAL', 'EPERM']);
 
 /** SHMRING_MEMBARRIER=off, read once when this module loads. */
 const OFF = process.env.SHMRING_MEMBARRIER === 'off';
@@ -68,8 +70,10 @@ export const membarrier = {
     try {
       backend().membarrier(CMD_GLOBAL_EXPEDITED);
       return true;
-    } catch {
-      heavyWorks = false;
+    } catch (err) {
+      // No backend at all (ERR_SHMRING_NO_BACKEND: a SharedArrayBuffer-only program) is as final as a refusal.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === undefined || REFUSALS.has(code) || code.startsWith('ERR_')) heavyWorks = false;
       return false;
     }
   },
