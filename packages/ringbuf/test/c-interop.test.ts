@@ -48,7 +48,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asyncWaitKind, lockFileByte, NAME_LOCK_BYTE, Region } from '@shmring/core';
+import { asyncWaitKind, lockFileByte, membarrier, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import {
   Broadcast,
@@ -265,6 +265,8 @@ interface PeerStats {
   unblocked: number;
   /** ... after which the first FUTEX_WAKE found the reader asleep in the kernel. */
   pauseWakes: number;
+  /** MpscRing consumers: membarrier calls between an announcement and its re-check (FLAG_LIGHT_COMMITS set). */
+  heavyFences: number;
 }
 
 async function statsOf(peer: PeerRun): Promise<PeerStats> {
@@ -799,6 +801,25 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const wakes = signalCount(region!, WRITE_SIGNAL_I32);
       console.log(`      Node (this process) waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
       assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+    });
+
+    it('a C consumer parked beside a Node producer that commits without a fence calls membarrier before each re-check, and is woken by every commit', async function () {
+      if (process.arch !== 'x64' || !membarrier.register()) this.skip(); // no light producer here: Node fences its commits
+      const PER = 300;
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER), '--stats']);
+      peers = [consumer];
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < PER; i++) {
+        // A pause every 10 messages: the C consumer runs the ring dry and parks.
+        if (i % 10 === 0) await sleep(2);
+        await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
+      }
+      const stats = await statsOf(consumer); // it exits 0 once it read every message, each checked
+      const flags = Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), FLAGS_I32); // observes the producer's OR of the flag
+      assert.notEqual(flags & M.FLAG_LIGHT_COMMITS, 0, 'this process committed without a fence');
+      assert.ok(stats.heavyFences > 0 && stats.parksWoken + stats.parksChanged > 0, `the C consumer parked: ${JSON.stringify(stats)}`);
+      // A wake-up lost would show as a nap of NAP_MS (100 ms) that timed out with a message waiting.
+      assert.equal(stats.parksTimedOut, 0, `naps that timed out: ${JSON.stringify(stats)}`);
     });
 
     it('a C consumer skips the record of a Node producer SIGKILLed between claim and commit, after peerTimeoutMs and not while it lives, and gets every committed message in order', async () => {

@@ -511,6 +511,7 @@ static struct {
     uint64_t parks_woken;      /* our FUTEX_WAIT returned 0: someone woke us */
     uint64_t parks_changed;    /* our FUTEX_WAIT found the signal already bumped (EAGAIN) */
     uint64_t parks_timed_out;  /* our FUTEX_WAIT napped NAP_MS without a wake */
+    uint64_t heavy_fences;     /* MpscRing: our membarrier calls before a re-check (FLAG_LIGHT_COMMITS set) */
     uint64_t pauses;           /* --pause-every: pauses that ended with a parked reader */
     uint64_t pause_wakes;      /* ... after which the first FUTEX_WAKE woke someone asleep in the kernel */
 } stats;
@@ -559,9 +560,10 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
            a fence set it before its first such commit; membarrier then makes its commit visible to the re-check,
            or its load of READ_WAITERS see our announcement. Refused: sleep LIGHT_NAP_MS at most. */
         if (header_u32(r, OFF_KIND) == KIND_MPSC && waiters_offset == OFF_READ_WAITERS &&
-            (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_LIGHT_COMMITS) != 0 &&
-            syscall(SYS_membarrier, MEMBARRIER_GLOBAL_EXPEDITED, 0, 0) != 0)
-            nap_ms = LIGHT_NAP_MS;
+            (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_LIGHT_COMMITS) != 0) {
+            if (syscall(SYS_membarrier, MEMBARRIER_GLOBAL_EXPEDITED, 0, 0) == 0) stats.heavy_fences++;
+            else nap_ms = LIGHT_NAP_MS;
+        }
         int result = attempt(r, arg); /* re-check after announcing */
         if (result == 0 && !closed(r)) {
             struct timespec nap = { 0, nap_ms * 1000000L };
@@ -1959,10 +1961,10 @@ int main(int argc, char **argv) {
     }
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
-            "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu}\n",
+            "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu,\"heavyFences\":%llu}\n",
             (unsigned long long)stats.wakes, (unsigned long long)stats.woke_sleepers, (unsigned long long)stats.parks_woken,
             (unsigned long long)stats.parks_changed, (unsigned long long)stats.parks_timed_out, (unsigned long long)stats.pauses,
-            (unsigned long long)stats.pause_wakes, (unsigned long long)unblocked_records);
+            (unsigned long long)stats.pause_wakes, (unsigned long long)unblocked_records, (unsigned long long)stats.heavy_fences);
     }
     return 0;
 }
