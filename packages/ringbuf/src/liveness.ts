@@ -153,21 +153,26 @@ export function pidNamespace(): number {
 }
 
 /**
- * Whether the proc mount at /proc, as /proc/self/mountinfo describes it,
- * hides other users' processes (`hidepid` other than 0 or off). No proc
- * mount at /proc counts as hiding: nothing there can be gone by.
+ * Whether the mount at /proc, as /proc/self/mountinfo describes it, hides
+ * other users' processes (`hidepid` other than 0 or off). Of several
+ * mounts at /proc (a proc mounted over another: `unshare --mount-proc`) the
+ * last one listed is the one /proc shows. No mount at /proc, or one that is
+ * not proc, counts as hiding: nothing there can be gone by.
  */
 export function hidesProcesses(mountinfo: string): boolean {
+  let hides = true;
   for (const line of mountinfo.split('\n')) {
     // "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>"
     const fields = line.split(' ');
     const dash = fields.indexOf('-');
-    if (dash < 0 || fields[4] !== '/proc' || fields[dash + 1] !== 'proc') continue;
-    return (fields[dash + 3] ?? '')
-      .split(',')
-      .some((option) => option.startsWith('hidepid=') && option !== 'hidepid=0' && option !== 'hidepid=off');
+    if (dash < 0 || fields[4] !== '/proc') continue;
+    hides =
+      fields[dash + 1] !== 'proc' ||
+      (fields[dash + 3] ?? '')
+        .split(',')
+        .some((option) => option.startsWith('hidepid=') && option !== 'hidepid=0' && option !== 'hidepid=off');
   }
-  return true;
+  return hides;
 }
 
 let procComplete: boolean | undefined;

@@ -296,14 +296,15 @@ export class MpscRing extends Queue {
    */
   #light = false;
   /**
-   * Whether "no producer is left" comes from the kernel (the PRODUCER lock
-   * of a region's file), or the ring's sides are threads of one process (a
-   * SharedArrayBuffer): then the consumer judges a live producer gone only
-   * on a thread id, which the flag and threadGone guard. A System V
-   * segment has neither (its pid words and attach count can be misread):
-   * its producers commit with the CAS.
+   * Whether this object's commits may be plain stores while every side is
+   * in one PID namespace: x86-64 (PLAIN_MARK), and "no producer is left"
+   * comes from the kernel (the PRODUCER lock of a region's file) or the
+   * ring's sides are threads of one process (a SharedArrayBuffer), so the
+   * consumer judges a live producer gone only on a thread id, which the
+   * flag and threadGone guard. A System V segment has neither (its pid
+   * words and attach count can be misread): its producers commit with the CAS.
    */
-  readonly #lockedLiveness: boolean;
+  readonly #mayCommitPlainly: boolean;
 
   // Consumer side: own head (only the consumer writes it), the tail as last seen (bounds checks).
   #head: number;
@@ -331,7 +332,7 @@ export class MpscRing extends Queue {
     this.#peerTimeoutMs = peerTimeoutMs;
     this.#mask = capacity - 1;
     this.#trustBytes = Math.min(TRUST_BYTES, capacity / 8);
-    this.#lockedLiveness = roles !== undefined || buffer instanceof SharedArrayBuffer;
+    this.#mayCommitPlainly = PLAIN_MARK && (roles !== undefined || buffer instanceof SharedArrayBuffer);
     this.data = new Uint8Array(buffer, base + L.DATA_OFFSET, capacity);
     this.#data32 = new Int32Array(buffer, base + L.DATA_OFFSET, capacity / 4);
     this.#data64 = new Float64Array(buffer, base + L.DATA_OFFSET, capacity / 8);
@@ -487,8 +488,8 @@ export class MpscRing extends Queue {
       this.registerProducer();
       flags = Atomics.load(ctl, L.FLAGS_I32); // again: registering may have set FLAG_PID_NS_MIXED
     }
-    this.#plainCommit = PLAIN_MARK && (flags & M.FLAG_PID_NS_MIXED) === 0 && this.#lockedLiveness;
-    if (this.#plainCommit && this.#mayGoLight && !this.#light) {
+    this.#plainCommit = this.#mayCommitPlainly && (flags & M.FLAG_PID_NS_MIXED) === 0;
+    if (!this.#light && this.#plainCommit && this.#mayGoLight) {
       // Publishes "commits without a fence" before this producer's first such commit: a consumer that announces
       // itself and then misses it has announced before this OR, so our loads of READ_WAITERS after it see that.
       // Only a producer that commits plainly sets it (one whose commits are CASes never needs the consumer's fence).

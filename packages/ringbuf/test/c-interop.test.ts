@@ -839,7 +839,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const claimer = runNode([WRITER_PATH, regionPath, '0', String(PER), 'claim']);
       peers = [consumer, claimer];
       await waitFor(() => claimer.stdout.includes('claimed'), 'the Node producer claimed its record');
-      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - 8; // the record's header, 8 bytes before its payload
+      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - M.MPSC_RECORD_HEADER; // the record's header, before its payload
       // Producer 1 (this process) writes after the claim: everything behind it waits at the open claim.
       const failed = consumer.failed;
       const scratch = new Uint8Array(MAX_LENGTH);
@@ -961,7 +961,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const claimer = runNode([WRITER_PATH, regionPath, '0', '0', 'claim']);
       peers = [consumer, claimer];
       await waitFor(() => claimer.stdout.includes('claimed'), 'the Node producer claimed its record');
-      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - 8; // the record's header, 8 bytes before its payload
+      const claimIndex = Number(/claimed (\d+)/.exec(claimer.stdout)![1]) - M.MPSC_RECORD_HEADER; // the record's header, before its payload
       // As a side that attached from another PID namespace would; and the claim's mark rewritten to an id that
       // names no thread here, as a thread id from that namespace may.
       const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);

@@ -7,8 +7,8 @@
  * "alive".
  */
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
 import { MpscRing } from '../src/index.js';
@@ -39,6 +39,11 @@ describe('threadGone: when a claimer is certainly gone', function () {
     assert.equal(hidesProcesses(otherLines.join('\n')), true, 'no proc mount at /proc');
     // A proc mounted elsewhere (a container's view of another namespace) is not the one at /proc.
     assert.equal(hidesProcesses([...otherLines, procLine('rw').replace(' /proc ', ' /mnt/proc ')].join('\n')), true);
+    // Mounts stacked at /proc (unshare --mount-proc): the last one listed is the one /proc shows.
+    assert.equal(hidesProcesses([procLine('rw'), procLine('rw,hidepid=2')].join('\n')), true, 'hidepid on the top mount');
+    assert.equal(hidesProcesses([procLine('rw,hidepid=2'), procLine('rw')].join('\n')), false, 'hidepid only underneath');
+    const tmpfsOver = '26 25 0:30 / /proc rw shared:14 - tmpfs tmpfs rw';
+    assert.equal(hidesProcesses([procLine('rw'), tmpfsOver].join('\n')), true, 'no proc on top');
   });
 
   it('this process, a live child and a thread id of ours are alive; an exited and reaped child, a zombie and ids <= 0 are gone', async function () {
@@ -59,6 +64,8 @@ describe('threadGone: when a claimer is certainly gone', function () {
       while (Date.now() < deadline && !['Z', 'X', 'x', 'gone'].includes(state)) {
         state = existsSync(`/proc/${child.pid}/stat`) ? readFileSync(`/proc/${child.pid}/stat`, 'latin1').split(') ')[1]![0]! : 'gone';
       }
+      // Not reaped before the event loop runs (libuv reaps on SIGCHLD there): a zombie, which threadGone must judge gone.
+      assert.ok(['Z', 'X', 'x'].includes(state), `the killed child is a zombie (state ${state})`);
       assert.equal(threadGone(child.pid!), true, `killed (state ${state})`);
     } finally {
       await new Promise((resolve) =>
@@ -67,10 +74,9 @@ describe('threadGone: when a claimer is certainly gone', function () {
     }
     assert.equal(threadGone(child.pid!), true, 'reaped');
     // A thread id of a live process that is not its pid: one of this process's own threads (libuv's, V8's).
-    const tasks = spawnSync('ls', [`/proc/${process.pid}/task`], { encoding: 'utf8' })
-      .stdout.split('\n')
-      .filter((t) => t !== '');
-    const thread = tasks.map(Number).find((tid) => tid !== process.pid);
+    const thread = readdirSync(`/proc/${process.pid}/task`)
+      .map(Number)
+      .find((tid) => tid !== process.pid);
     if (thread !== undefined) assert.equal(threadGone(thread), false, `thread ${thread} of this process`);
   });
 

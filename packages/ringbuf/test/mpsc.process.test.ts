@@ -305,13 +305,15 @@ describe('MpscRing with producer processes and threads', function () {
     throw new Error('no claim in the ring');
   };
 
+  /** The ring's FLAGS word (observes the sides' ORs at registration). */
+  const flags = (): number => Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
+
   it('a claimer in another PID namespace (unshare) makes thread ids untrusted: its stuck claim is skipped only once no producer holds the lock, whatever its mark names here', async function () {
     const why = unshareRefused();
     if (why !== undefined) {
       console.log(`      (skipped: ${why})`);
       this.skip();
     }
-    const flags = (): number => Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
     assert.equal(flags() & M.FLAG_PID_NS_MIXED, 0, 'one namespace so far');
     const claimer = start({ role: 'claimer', id: 9 }, UNSHARE);
     await claimer.next('claimed');
@@ -330,8 +332,7 @@ describe('MpscRing with producer processes and threads', function () {
   it('with every side in one PID namespace, a claim whose mark names no live thread is skipped while other producers live (what the flag turns off)', async function () {
     const claimer = start({ role: 'claimer', id: 9 });
     await claimer.next('claimed');
-    const flags = Atomics.load(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.FLAGS_I32);
-    assert.equal(flags & M.FLAG_PID_NS_MIXED, 0, 'one namespace (or /proc/self/ns/pid unreadable here)');
+    assert.equal(flags() & M.FLAG_PID_NS_MIXED, 0, 'one namespace, whose PID_NS both sides read');
     assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
     const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
     await producer.next('done');

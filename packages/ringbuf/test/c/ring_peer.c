@@ -819,10 +819,6 @@ static int mpmc_try_read(struct ring *r, void *arg) {
 /* ---- liveness by /proc ("Liveness" in LAYOUT.md: where there is no lock to ask) ---- */
 
 /*
- * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
- * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
- */
-/*
  * /proc/<pid>/stat from field 3 (the state) on, into `text`: NULL with errno set if it cannot be read (or
  * is cut short). The command name (field 2) may hold spaces and parentheses: the fields resume after the last ')'.
  */
@@ -845,6 +841,10 @@ static char *stat_fields(uint32_t pid, char *text, size_t size) {
 /* A state (stat field 3) of a task that will never run again: zombie, dead. */
 static int exited(char state) { return state == 'Z' || state == 'X' || state == 'x'; }
 
+/*
+ * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
+ * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
+ */
 static int start_time_of(uint32_t pid, uint32_t *start) {
     char text[1024];
     char *field = stat_fields(pid, text, sizeof text);
@@ -995,8 +995,9 @@ static int mpsc_producers_left(const struct ring *r) {
 }
 
 /*
- * "Unblock": whether /proc lists every process of our PID namespace: its /proc/self is us, and the proc mount
- * at /proc has no hidepid (other than 0 or off). Otherwise a missing /proc/<id> proves nothing.
+ * "Unblock": whether /proc lists every process of our PID namespace: its /proc/self is us, and the mount at /proc
+ * (the last one listed there: a proc mounted over another) is proc with no hidepid (other than 0 or off).
+ * Otherwise a missing /proc/<id> proves nothing.
  */
 static int proc_shows_all(void) {
     char self[32], line[4096];
@@ -1011,11 +1012,11 @@ static int proc_shows_all(void) {
         /* "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>" */
         char *point = line;
         for (int i = 0; i < 4 && point != NULL; i++) point = strchr(point, ' ') != NULL ? strchr(point, ' ') + 1 : NULL;
+        if (point == NULL || strncmp(point, "/proc ", 6) != 0) continue;
         char *fs = strstr(line, " - proc ");
-        if (point == NULL || strncmp(point, "/proc ", 6) != 0 || fs == NULL) continue;
-        char *hide = strstr(fs, "hidepid=");
-        shows = hide == NULL || strncmp(hide, "hidepid=0", 9) == 0 || strncmp(hide, "hidepid=off", 11) == 0;
-        break;
+        char *hide = fs == NULL ? NULL : strstr(fs, "hidepid=");
+        /* no break: a later mount at /proc covers this one */
+        shows = fs != NULL && (hide == NULL || strncmp(hide, "hidepid=0", 9) == 0 || strncmp(hide, "hidepid=off", 11) == 0);
     }
     fclose(f);
     return shows;
