@@ -265,6 +265,8 @@ interface PeerStats {
   unblocked: number;
   /** ... after which the first FUTEX_WAKE found the reader asleep in the kernel. */
   pauseWakes: number;
+  /** bcast-publish, lossless: slots of dead subscribers it freed while the Broadcast was full. */
+  sweptSubscribers: number;
   /** MpscRing consumers: membarrier calls between an announcement and its re-check (FLAG_LIGHT_COMMITS set). */
   heavyFences: number;
 }
@@ -1125,6 +1127,31 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       );
       assert.deepEqual([sub.received, sub.lost], [RECORDS, 0]);
       assert.ok(stats.parksWoken + stats.parksChanged > 0, 'the C publisher never parked (or was never woken)');
+    });
+
+    it('a lossless C publisher frees the slots of subscribers SIGKILLed under it, within its check period, and goes on: the live Node subscriber reads every record', async () => {
+      const publisher = create(true);
+      const sub = subscribe();
+      // C subscribers that join (each holding its slot's lock byte, OWNER its token) and are killed before they read a record.
+      const doomed = await cSubscribers(RECORDS);
+      for (const peer of doomed) peer.child.kill('SIGKILL');
+      await Promise.all(doomed.map((peer) => peer.done));
+      publisher.detach();
+      // Hundreds of laps of the 4 KiB ring: the dead subscribers' cursors, still at 0, hold the publisher back at the first.
+      const count = 10_000;
+      const peer = runPeer(binary, ['bcast-publish', regionPath, String(count), '--park', '--stats', '--peer-timeout-ms', '400']);
+      peers.push(peer);
+      const started = performance.now();
+      await readRecords(sub, count, peer.failed);
+      const took = performance.now() - started;
+      const stats = await statsOf(peer);
+      console.log(
+        `      the C publisher freed ${stats.sweptSubscribers} dead subscribers' slots; ${count} records in ${took.toFixed(0)} ms`,
+      );
+      assert.deepEqual([sub.received, sub.lost], [count, 0]);
+      // Every C subscriber was killed; the slots of all SUBSCRIBERS of them held the publisher back until swept.
+      assert.equal(stats.sweptSubscribers, SUBSCRIBERS);
+      assert.ok(took < 5_000, `the publisher went on only after ${took.toFixed(0)} ms (its check period is 100 ms)`);
     });
 
     it('a C subscriber holds the HOLDER lock shared before it reads the header: it waits out a creator laying the Broadcast out, and a create that would lay it out anew sees it and wipes nothing', async () => {

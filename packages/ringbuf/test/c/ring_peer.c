@@ -27,7 +27,9 @@
  *   bcast-publish  take a Broadcast's publisher role (let go by the one that created it)
  *                  and publish COUNT records: record k (k records before it, since the
  *                  Broadcast's creation) is message k of the pattern. Lossless: waits for
- *                  the slowest subscriber as a producer waits on a full ring. A record its
+ *                  the slowest subscriber as a producer waits on a full ring, and frees
+ *                  the slots of dead subscribers every quarter of --peer-timeout-ms while
+ *                  it stays full ("Lossless"; --stats counts them). A record its
  *                  dead predecessor left half-written (no quiescent snapshot) it repairs
  *                  ("A record left half-written: the repair"): from the raw counters, the
  *                  tail T and count c (impossible ones: exit 4), INTENT's high words torn
@@ -52,7 +54,8 @@
  *                    COUNT from each, each producer's in order
  *   --peer-timeout-ms T  (mpsc-consume) a record claimed and not committed that blocks the head
  *                    for T ms (default 1000) is skipped once its claimer is gone, as LAYOUT.md's
- *                    "Unblock" says; --stats counts them ("unblocked")
+ *                    "Unblock" says; --stats counts them ("unblocked"). (bcast-publish, lossless)
+ *                    a full Broadcast looks for dead subscribers every T / 4 ms ("sweptSubscribers")
  *   --corrupt-at K   (producers) write message K with one wrong payload byte,
  *                    so a test can prove that the reader's check catches it
  *   --park           (producers) park on the write wait block's futex when the
@@ -512,6 +515,7 @@ static struct {
     uint64_t parks_changed;    /* our FUTEX_WAIT found the signal already bumped (EAGAIN) */
     uint64_t parks_timed_out;  /* our FUTEX_WAIT napped NAP_MS without a wake */
     uint64_t heavy_fences;     /* MpscRing: our membarrier calls before a re-check (FLAG_LIGHT_COMMITS set) */
+    uint64_t swept_subscribers; /* lossless Broadcast publisher: slots of dead subscribers freed while full */
     uint64_t pauses;           /* --pause-every: pauses that ended with a parked reader */
     uint64_t pause_wakes;      /* ... after which the first FUTEX_WAKE woke someone asleep in the kernel */
 } stats;
@@ -1215,6 +1219,9 @@ struct bcast_publisher {
     int scanned;
     int repair;               /* lossless: the repair's jump is still to be made, once every live cursor is at T */
     uint64_t jump;            /* J: where the repair resumes, the start of the lap after the one the dead record can reach */
+    double check_period;      /* lossless: seconds between sweeps for dead subscribers while full (a quarter of the peer timeout) */
+    double full_since;        /* lossless: when the ring was last found full after a record fitted (0: not full) */
+    double swept_at;          /* lossless: the last sweep while full */
     struct message *message;
 };
 
@@ -1378,6 +1385,43 @@ static int bcast_room(const struct ring *r, struct bcast_publisher *p, uint64_t 
     return (int64_t)end - p->slowest <= (int64_t)r->capacity;
 }
 
+/*
+ * "Lossless": frees the slots of dead subscribers: OWNER != 0 and nobody holds the slot's lock byte (F_OFD_GETLK;
+ * our own descriptor holds no slot), then CAS(OWNER, seen, 0): a newcomer that took the slot since (its lock, then
+ * its OWNER) keeps it. Returns how many were freed. (This peer's Broadcast sides need a file, as the publisher
+ * role is a lock byte: the rule without one, by PID and START, is not needed here.)
+ */
+static uint32_t bcast_sweep(const struct ring *r) {
+    uint32_t freed = 0;
+    for (uint32_t i = 0; i < r->slot_size; i++) {
+        size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
+        atomic_u32 *owner = word(r, slot + SUB_OWNER);
+        /* Observes a holder's OWNER store; a holder takes the slot's lock before it, so the lock is looked at after. */
+        uint32_t seen = atomic_load_explicit(owner, memory_order_acquire);
+        if (seen == 0 || byte_held(r->fd, (off_t)slot)) continue;
+        /* Frees the slot only if OWNER is still the dead holder's: its CURSOR stops counting from now on. */
+        if (atomic_compare_exchange_strong_explicit(owner, &seen, 0, memory_order_seq_cst, memory_order_relaxed)) freed++;
+    }
+    stats.swept_subscribers += freed;
+    return freed;
+}
+
+/*
+ * "Lossless", when full: once the ring has been full for a check period, and then every check period while it
+ * stays full, frees the slots of dead subscribers; after a sweep that freed one, the next room check rescans.
+ */
+static void bcast_full(const struct ring *r, struct bcast_publisher *p) {
+    double now = now_seconds();
+    if (p->full_since == 0) {
+        p->full_since = now;
+        p->swept_at = now;
+        return;
+    }
+    if (now - p->swept_at < p->check_period) return;
+    p->swept_at = now;
+    if (bcast_sweep(r) > 0) p->scanned = 0;
+}
+
 /* "Publisher, step by step": 1 published, 0 (lossless) full. */
 static int bcast_try_write(struct ring *r, void *arg) {
     struct bcast_publisher *p = arg;
@@ -1391,7 +1435,11 @@ static int bcast_try_write(struct ring *r, void *arg) {
     uint32_t index = (uint32_t)(p->position & (r->capacity - 1));
     uint32_t to_end = r->capacity - index;
     uint64_t end = p->position + (size <= to_end ? size : to_end + size);
-    if (r->mode == MODE_LOSSLESS && !bcast_room(r, p, end)) return 0;
+    if (r->mode == MODE_LOSSLESS && !bcast_room(r, p, end)) {
+        bcast_full(r, p);
+        return 0;
+    }
+    p->full_since = 0;
     /* 1. INTENT before any byte changes: a subscriber's lap check after its copy sees it. */
     store64(r, OFF_INTENT, end, p->position);
     /* 2. COUNT before TAIL: a quiescent snapshot (INTENT == TAIL) sees the count of its tail. */
@@ -1638,6 +1686,8 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
         mpsc_note_namespace(r);
     } else if (kind == KIND_BROADCAST) {
         bcast_publisher_attach(r, &b); /* takes the role */
+        b.check_period = (double)o->peer_timeout_ms / 4000;
+        b.full_since = 0;
         b.message = &m;
         try_write = bcast_try_write;
         arg = &b;
@@ -1962,10 +2012,11 @@ int main(int argc, char **argv) {
     }
     if (o.stats) {
         printf("{\"wakes\":%llu,\"wokeSleepers\":%llu,\"parksWoken\":%llu,\"parksChanged\":%llu,\"parksTimedOut\":%llu,"
-            "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu,\"heavyFences\":%llu}\n",
+            "\"pauses\":%llu,\"pauseWakes\":%llu,\"unblocked\":%llu,\"heavyFences\":%llu,\"sweptSubscribers\":%llu}\n",
             (unsigned long long)stats.wakes, (unsigned long long)stats.woke_sleepers, (unsigned long long)stats.parks_woken,
             (unsigned long long)stats.parks_changed, (unsigned long long)stats.parks_timed_out, (unsigned long long)stats.pauses,
-            (unsigned long long)stats.pause_wakes, (unsigned long long)unblocked_records, (unsigned long long)stats.heavy_fences);
+            (unsigned long long)stats.pause_wakes, (unsigned long long)unblocked_records, (unsigned long long)stats.heavy_fences,
+            (unsigned long long)stats.swept_subscribers);
     }
     return 0;
 }
