@@ -57,6 +57,38 @@ describe('MpscRing: records past the tail last loaded', function () {
     }
   });
 
+  it('at most 4096 records (TRUST_RECORDS) are taken on trust in a row, however small: the next one loads the tail and finds the head past it', function () {
+    // A ring large enough that 8-byte records stay within the byte bound (an eighth: 128 KiB) for 16,384 of them.
+    const capacity = 1 << 20;
+    const region = Region.create({ backing: 'sab', size: MpscRing.regionSize({ capacity }) });
+    const ring = MpscRing.create(region, { capacity });
+    try {
+      assert.ok(ring.tryWrite(Uint8Array.of(1, 2, 3)));
+      assert.deepEqual([...ring.tryRead()!], [1, 2, 3]); // the consumer has loaded the tail: 16
+      // 6000 empty records forged from 16 on (8 bytes each, TYPE 0 as the zeroed ring reads), none claimed.
+      const words = new Int32Array(ring.data.buffer, ring.data.byteOffset, capacity / 4);
+      for (let i = 0; i < 6000; i++) Atomics.store(words, (16 + i * M.MPSC_RECORD_HEADER) / 4 + M.MPSC_LENGTH_I32, M.MPSC_RECORD_HEADER);
+      let handed = 0;
+      assert.throws(
+        () => {
+          for (;;) {
+            assert.equal(ring.tryRead()!.length, 0);
+            handed++;
+          }
+        },
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, ErrorCodes.CORRUPT);
+          assert.match(err.message, /past the producer position/);
+          return true;
+        },
+      );
+      assert.equal(handed, 4096, 'records handed out on trust before the tail was loaded again');
+    } finally {
+      ring.close();
+      region.close();
+    }
+  });
+
   it('records taken on trust are checked at the next load of the tail: a record past the trust bounds finds the head past the tail', function () {
     const { ring, region } = forged(M.MPSC_RECORD_HEADER + 40); // ends at 64, the tail at 32
     try {
