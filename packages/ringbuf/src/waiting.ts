@@ -236,42 +236,47 @@ export const NATIVE_WAITER = 0x10000;
  * Wakes up to `count` sleepers of `block`'s SIGNAL, given the WAITERS the
  * caller loaded: on a SharedArrayBuffer, V8's sleepers (the low 16 bits)
  * with Atomics.notify and native ones (the high bits) with a native wake.
+ * Returns how many were asleep and woken (the kernel's or V8's count).
  */
-function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?: number): void {
-  if (!(ctl.buffer instanceof SharedArrayBuffer)) {
-    wake(ctl, block.signal, count);
-    return;
-  }
-  if ((waiters & (NATIVE_WAITER - 1)) !== 0) wake(ctl, block.signal, count);
+function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?: number): number {
+  if (!(ctl.buffer instanceof SharedArrayBuffer)) return wake(ctl, block.signal, count);
+  let woken = 0;
+  if ((waiters & (NATIVE_WAITER - 1)) !== 0) woken += wake(ctl, block.signal, count);
   if (waiters >= NATIVE_WAITER) {
     // The kernel's sleepers of the word (futex_waitv); the caller bumped SIGNAL before.
-    nativeFutex.wake(ctl.buffer as unknown as ArrayBuffer, ctl.byteOffset + block.signal * 4, count ?? 0x7fffffff);
+    woken += nativeFutex.wake(ctl.buffer as unknown as ArrayBuffer, ctl.byteOffset + block.signal * 4, count ?? 0x7fffffff);
   }
+  return woken;
 }
 
 /**
- * This thread woke a parked side (unpark found an announcement) since its
- * last Promise wait began. Such a wait does not poll by default: Linux tends
- * to run the woken thread on its waker's CPU, where polling would hold it
- * off (PollPacer).
+ * This thread woke a parked side (unpark found an announcement, and its
+ * wake found the side asleep) since its last Promise wait began. Such a
+ * wait does not poll by default: Linux tends to run the woken thread on its
+ * waker's CPU, where polling would hold it off (PollPacer). A wake that
+ * found nobody asleep does not count: the side announced is awake (it has
+ * not slept yet, or was woken and has not yet withdrawn its announcement,
+ * as an event-loop wait does only once its callback runs), and answers as
+ * a running peer does. (Counting those once kept a side whose peer was
+ * rarely asleep from polling: 64 requests in flight, two processes, each
+ * side woke a sleeper about once in 40 wakes.)
  */
 let wokeSinceWait = false;
 
 /** Wakes the sleepers of `block`, if any. Publishers call it after every publication. */
 export function unpark(ctl: Int32Array, block: WaitBlock, count: number): void {
-  if (wakeAnnounced(ctl, block, count)) wokeSinceWait = true;
+  if (wakeAnnounced(ctl, block, count) > 0) wokeSinceWait = true;
 }
 
-/** Wakes up to `count` sleepers of `block` if any is announced; returns whether one was. */
-function wakeAnnounced(ctl: Int32Array, block: WaitBlock, count: number): boolean {
+/** Wakes up to `count` sleepers of `block` if any is announced; returns how many were asleep (0 if none was announced). */
+function wakeAnnounced(ctl: Int32Array, block: WaitBlock, count: number): number {
   // Observes park()'s announcement; pairs with the sleeper's add(WAITERS) + re-check.
   const waiters = Atomics.load(ctl, block.waiters);
-  if (waiters === 0) return false;
+  if (waiters === 0) return 0;
   // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
   Atomics.add(ctl, block.signal, 1);
-  wakeSleepers(ctl, block, waiters, count);
   waitCounters.wakes++;
-  return true;
+  return wakeSleepers(ctl, block, waiters, count);
 }
 
 /**

@@ -318,6 +318,44 @@ describe('trying on the spot before parking (Promise verbs)', function () {
     region.close();
   }
 
+  it('a wake that finds the announced reader awake (announced, not asleep) does not count as waking a parked peer: the next wait still tries on the spot', async function () {
+    const regions = [0, 1].map(() => Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) }));
+    const [other, ring] = regions.map((region) => SpscRing.create(region, { capacity: 4096 }));
+    const otherCtl = new Int32Array(regions[0]!.buffer, 0, L.CONTROL_I32_LENGTH);
+    const m = new Uint8Array(8);
+    try {
+      const counter = counted(ring!);
+      await forgetWake();
+      // A reader of `other` that announced itself and is awake (as an event-loop wait is between its
+      // wake-up and its callback): this write bumps SIGNAL and calls FUTEX_WAKE, which finds nobody asleep.
+      Atomics.add(otherCtl, L.READ_WAITERS_I32, 1);
+      const wakesBefore = waitCounters.wakes;
+      other!.tryWrite(m);
+      Atomics.sub(otherCtl, L.READ_WAITERS_I32, 1);
+      assert.equal(waitCounters.wakes, wakesBefore + 1, 'the write did not wake the announced reader');
+      assert.notEqual(other!.tryRead(), null);
+      // This side has had no message: not sparse, and no peer parked was woken, so it tries on the spot.
+      let before = counter.calls;
+      const first = ring!.read({ timeoutMs: 5000 });
+      assert.ok(counter.calls - before >= 64, `the read made only ${counter.calls - before} attempts before parking`);
+      ring!.tryWrite(m);
+      await first;
+      // The contrast: a write that wakes a reader asleep (this thread's parked read of `other`) does count.
+      const parked = other!.read({ timeoutMs: 5000 });
+      assert.equal(Atomics.load(otherCtl, L.READ_WAITERS_I32), 1, 'the read of `other` did not park');
+      await sleep(20); // asleep in the kernel by now
+      other!.tryWrite(m);
+      before = counter.calls;
+      const second = ring!.read({ timeoutMs: 5000 });
+      assert.equal(counter.calls - before, 2, 'a read right after waking a parked peer tried on the spot');
+      ring!.tryWrite(m);
+      await Promise.all([second, parked]);
+    } finally {
+      for (const r of [other, ring]) r!.close();
+      for (const region of regions) region.close();
+    }
+  });
+
   it('a side whose messages come far apart parks without trying on the spot; a side with no message yet tries', async function () {
     const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
     const ring = SpscRing.create(region, { capacity: 4096 });
