@@ -402,22 +402,33 @@ static int byte_held(int fd, off_t byte) {
 }
 
 /*
+ * Clears `w` (a role's pid word, a Broadcast slot's OWNER) if it is set and nobody holds the lock byte `lock` that
+ * goes with it (F_OFD_GETLK through `probe`, a descriptor of the ring's file that does not hold that byte itself).
+ * Returns whether it did. Whoever sets the word takes the lock first, and may set it whatever it holds: so a
+ * newcomer between our look at the lock and our CAS makes the CAS fail, unless the word still held what we read
+ * (the newcomer's store not made yet, or the same value: a pid or token may repeat). So the lock is looked at
+ * again after a CAS that succeeded; held now, the word gets its value back, unless yet another store came since.
+ */
+static int clear_unheld(int probe, off_t lock, atomic_u32 *w) {
+    /* Observes the last store of the word (a holder makes it after it took the lock). */
+    uint32_t seen = atomic_load_explicit(w, memory_order_seq_cst);
+    if (seen == 0 || byte_held(probe, lock)) return 0;
+    /* Clears it only if unchanged since the load: a newcomer's store (after our load) stays. */
+    uint32_t expected = seen;
+    if (!atomic_compare_exchange_strong_explicit(w, &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return 0;
+    if (!byte_held(probe, lock)) return 1;
+    expected = 0;
+    atomic_compare_exchange_strong_explicit(w, &expected, seen, memory_order_seq_cst, memory_order_seq_cst);
+    return 0;
+}
+
+/*
  * "Letting go", for one role, once our locks are released: withdraws its pid word if nobody holds the role any
  * more, so a peer parked on the ring waits for the next holder instead of taking our clean exit for a death.
  * `probe` is a descriptor of the ring's file whose open file description does not hold the role (F_OFD_GETLK).
  */
 static void withdraw_role(const struct ring *r, int probe, off_t lock, size_t pid_word) {
-    /* Observes the last registration (a registrant stores its word after it took its lock). */
-    uint32_t seen = atomic_load_explicit(word(r, pid_word), memory_order_seq_cst);
-    if (seen == 0 || byte_held(probe, lock)) return;
-    /* Withdraws it only if unchanged since the load: a newcomer's word (stored after our load) stays. */
-    uint32_t expected = seen;
-    if (!atomic_compare_exchange_strong_explicit(word(r, pid_word), &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return;
-    if (!byte_held(probe, lock)) return;
-    /* A newcomer with the id we read took the lock and stored its word between our look and our CAS: put it back,
-     * unless yet another one stored its word since. */
-    expected = 0;
-    atomic_compare_exchange_strong_explicit(word(r, pid_word), &expected, seen, memory_order_seq_cst, memory_order_seq_cst);
+    clear_unheld(probe, lock, word(r, pid_word));
 }
 
 /*
@@ -1386,40 +1397,39 @@ static int bcast_room(const struct ring *r, struct bcast_publisher *p, uint64_t 
 }
 
 /*
- * "Lossless": frees the slots of dead subscribers: OWNER != 0 and nobody holds the slot's lock byte (F_OFD_GETLK;
- * our own descriptor holds no slot), then CAS(OWNER, seen, 0): a newcomer that took the slot since (its lock, then
- * its OWNER) keeps it. Returns how many were freed. (This peer's Broadcast sides need a file, as the publisher
- * role is a lock byte: the rule without one, by PID and START, is not needed here.)
+ * "Lossless": frees the slots of dead subscribers: OWNER != 0 and nobody holds the slot's lock byte (our own
+ * descriptor holds no slot), CAS(OWNER, seen, 0), and the lock looked at again (clear_unheld: a newcomer that took
+ * the slot in between keeps it, its token perhaps equal to the dead one's). Returns how many were freed. (This
+ * peer's Broadcast sides need a file, as the publisher role is a lock byte: the rule without one, by PID and
+ * START, is not needed here.)
  */
 static uint32_t bcast_sweep(const struct ring *r) {
     uint32_t freed = 0;
     for (uint32_t i = 0; i < r->slot_size; i++) {
         size_t slot = BCAST_SLOTS + (size_t)i * BLOCK;
-        atomic_u32 *owner = word(r, slot + SUB_OWNER);
-        /* Observes a holder's OWNER store; a holder takes the slot's lock before it, so the lock is looked at after. */
-        uint32_t seen = atomic_load_explicit(owner, memory_order_acquire);
-        if (seen == 0 || byte_held(r->fd, (off_t)slot)) continue;
-        /* Frees the slot only if OWNER is still the dead holder's: its CURSOR stops counting from now on. */
-        if (atomic_compare_exchange_strong_explicit(owner, &seen, 0, memory_order_seq_cst, memory_order_relaxed)) freed++;
+        freed += (uint32_t)clear_unheld(r->fd, (off_t)slot, word(r, slot + SUB_OWNER));
     }
     stats.swept_subscribers += freed;
     return freed;
 }
 
 /*
- * "Lossless", when full: once the ring has been full for a check period, and then every check period while it
- * stays full, frees the slots of dead subscribers; after a sweep that freed one, the next room check rescans.
+ * "Lossless", when full (or waiting for a repair's jump): once the ring has been full for a check period, and then
+ * every check period while it stays full, frees the slots of dead subscribers. Returns whether it freed any: the
+ * caller then looks again at once (a rescan: `scanned` is cleared), rather than after a nap.
  */
-static void bcast_full(const struct ring *r, struct bcast_publisher *p) {
+static int bcast_full(const struct ring *r, struct bcast_publisher *p) {
     double now = now_seconds();
     if (p->full_since == 0) {
         p->full_since = now;
         p->swept_at = now;
-        return;
+        return 0;
     }
-    if (now - p->swept_at < p->check_period) return;
+    if (now - p->swept_at < p->check_period) return 0;
     p->swept_at = now;
-    if (bcast_sweep(r) > 0) p->scanned = 0;
+    if (bcast_sweep(r) == 0) return 0;
+    p->scanned = 0;
+    return 1;
 }
 
 /* "Publisher, step by step": 1 published, 0 (lossless) full. */
@@ -1427,7 +1437,7 @@ static int bcast_try_write(struct ring *r, void *arg) {
     struct bcast_publisher *p = arg;
     /* Lossless, the repair pending: full (wait, as for room) until no live subscriber has a record before T to read. */
     if (p->repair) {
-        if (!bcast_repair_ready(r, p)) return 0;
+        if (!bcast_repair_ready(r, p) && (!bcast_full(r, p) || !bcast_repair_ready(r, p))) return 0;
         bcast_jump(r, p);
     }
     const struct message *m = p->message;
@@ -1435,10 +1445,7 @@ static int bcast_try_write(struct ring *r, void *arg) {
     uint32_t index = (uint32_t)(p->position & (r->capacity - 1));
     uint32_t to_end = r->capacity - index;
     uint64_t end = p->position + (size <= to_end ? size : to_end + size);
-    if (r->mode == MODE_LOSSLESS && !bcast_room(r, p, end)) {
-        bcast_full(r, p);
-        return 0;
-    }
+    if (r->mode == MODE_LOSSLESS && !bcast_room(r, p, end) && (!bcast_full(r, p) || !bcast_room(r, p, end))) return 0;
     p->full_since = 0;
     /* 1. INTENT before any byte changes: a subscriber's lap check after its copy sees it. */
     store64(r, OFF_INTENT, end, p->position);
@@ -1634,7 +1641,8 @@ struct options {
     int hang;              /* latest-publish: then stop in the middle of one more publish, until killed */
     uint32_t id;           /* producers: in each message's type */
     uint32_t producers;    /* consumers: how many producers write COUNT messages each */
-    long peer_timeout_ms;  /* mpsc-consume: how long an unpublished record may block the head before a dead claimer's is skipped */
+    long peer_timeout_ms;  /* mpsc-consume: how long an unpublished record may block the head before a dead claimer's is skipped;
+                            * bcast-publish (lossless): a quarter of it is the period of its sweeps for dead subscribers */
 };
 
 static void sleep_ms(double ms) {
