@@ -24,11 +24,11 @@
  * tenure its CAS ends (the claimant whose -id or token it replaced) is
  * dead. A claimant that stays alive keeps its slot until it leaves.
  *
- * Assumed, not modelled: claimants' tokens differ. broadcast.ts makes
- * them unique within a process ((pid & 0x7fff) << 16, counting up); two
- * processes of a 'sysv' region whose pids agree in those 15 bits could
- * draw the same token, and a sweep's CAS that frees one's slot could then
- * hit the other's (ABA). The claim order checked here is not about that.
+ * Assumed, not modelled: claimants' tokens differ. broadcast.ts counts
+ * them up from a random start in each thread: two subscribers, of two
+ * threads or processes, draw the same token with a chance of about one in
+ * 2^31, and a sweep's CAS that frees one's slot could then hit the
+ * other's (ABA). The claim order checked here is not about that.
  *
  * Mutants (-DMUTANT=n), each rejected:
  *   1  the claim CASes OWNER from 0 to the token and stores PID after it

@@ -97,6 +97,7 @@
  * plain accesses in program order around the atomic ones; a C peer uses
  * fences (docs/LAYOUT.md).
  */
+import { randomInt } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { checkBoolean, ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
@@ -169,11 +170,16 @@ const WAKE_WRITERS = 0x7fffffff;
 const SNAPSHOT_TRIES = 64;
 
 /**
- * Each subscriber's slot token: unique in the process, in [1, 2^31 - 1].
- * Positive, because a negative OWNER is a claimant still registering (its
- * id negated: see BroadcastSubscriber.join).
+ * Each subscriber's slot token, in [1, 2^31 - 1]: counting up in this
+ * thread from a random start, so that the tokens of live subscribers differ
+ * (in this thread for certain; across threads and processes but for a
+ * chance of about one in 2^31 per pair of subscribers; equal ones would let
+ * a sweep that judged one dead free the other's slot). Positive, because a
+ * negative OWNER is a claimant still registering (its id negated: see
+ * BroadcastSubscriber.join). A start from the pid, as before, gave every
+ * worker thread of a process the same tokens.
  */
-let nextToken = (process.pid & 0x7fff) << 16;
+let nextToken = randomInt(0x7fffffff);
 
 function corrupt(what: string): ShmringError {
   return new ShmringError(
@@ -883,14 +889,19 @@ export class BroadcastPublisher extends BroadcastEnd {
       // Without a file: a claimant still registering by its id (OWNER negative), else the slot's pid (in a
       // SharedArrayBuffer, thread id) and start time (stored before the token in OWNER).
       const alive = held ?? slotOwnerAlive(ctl, s, owner, ctl.buffer instanceof SharedArrayBuffer);
-      if (!alive) {
-        // Frees a dead subscriber's slot; fails harmlessly if a newcomer took it meanwhile.
-        if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) === owner) {
-          freed = true;
-          this.#slowest = -Infinity; // rescan before the next record
-          unpark(ctl, WRITE_BLOCK, WAKE_WRITERS); // our own parked write (a Promise wait sleeps until woken) tries again
-        }
+      // Frees a dead subscriber's slot; fails harmlessly if a newcomer replaced OWNER meanwhile.
+      if (alive || Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) !== owner) continue;
+      // With a file, a newcomer that took the slot's lock after our look replaces OWNER whatever it holds, so
+      // the CAS above succeeds if it has not yet, or if its token equals the dead one's (tokens need only
+      // differ from live subscribers'; the threads of one process count from the same start). Found held
+      // now: the slot is the newcomer's, and gets `owner` back (its token, or one its CAS will replace).
+      if (held !== undefined && heldByAnyone(this.region, this.base + B.slotOffset(i)) === true) {
+        Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, owner);
+        continue;
       }
+      freed = true;
+      this.#slowest = -Infinity; // rescan before the next record
+      unpark(ctl, WRITE_BLOCK, WAKE_WRITERS); // our own parked write (a Promise wait sleeps until woken) tries again
     }
     return freed;
   }

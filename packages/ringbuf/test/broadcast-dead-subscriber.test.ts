@@ -124,6 +124,34 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
     }
   });
 
+  it("subscribers of different threads hold different slot tokens, each thread's first one included (a sweep that judged one dead must not free the other's slot)", async function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true });
+    const workers = [0, 1].map(() => new Worker(FIXTURE, { workerData: { sab: region.buffer, part: 'hold', arg: 0 } }));
+    try {
+      // Each worker has just loaded the module: its subscriber takes that thread's first token.
+      await Promise.all(
+        workers.map(
+          (worker) =>
+            new Promise<void>((resolve, reject) => {
+              worker.once('message', () => resolve());
+              worker.once('error', reject);
+            }),
+        ),
+      );
+      const words = new Int32Array(region.buffer);
+      const owners = Array.from({ length: B.DEFAULT_SUBSCRIBERS }, (_, i) => Atomics.load(words, B.slotOffset(i) / 4 + B.SLOT_OWNER_I32));
+      const taken = owners.filter((owner) => owner !== 0);
+      assert.equal(taken.length, 2, `slots taken: ${owners.join(', ')}`);
+      assert.notEqual(taken[0], taken[1], 'two threads drew the same token');
+      for (const owner of taken) assert.ok(owner > 0, `a token out of [1, 2^31): ${owner}`);
+    } finally {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+      pub.close();
+      region.close();
+    }
+  });
+
   it('a subscriber caught between its slot claim and its pid words (a SharedArrayBuffer region) keeps its slot through a sweep while its thread lives, and loses it once the thread ends', async function () {
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
     const pub = Broadcast.create(region, { capacity: CAPACITY, lossless: true, subscribers: 1, peerTimeoutMs: PEER_TIMEOUT_MS });
