@@ -125,12 +125,22 @@ const MIN_CHECK_MS = 1;
  * wake-up); `polls`, Promise waits that polled; `syncNaps`, futex waits
  * of the Sync verbs (one per nap: a parked Sync wait naps at least once);
  * `woken`, futex waits of either kind that ended woken ('ok', not timed out
- * and not 'not-equal'); `wakes`, unpark() calls that found a parked side
- * and woke it (one futex wake each, for however many sleepers);
- * `peerLocks`, role locks asked whether a peer lives (one system call
- * each: Queue.registeredAlive).
+ * and not 'not-equal'); `wakes`, unpark() calls that found a side
+ * announced (one futex wake each, for however many sleepers, whether
+ * asleep or not); `sleepersWoken`, the sleepers those wakes found asleep
+ * (the kernel's or V8's count); `peerLocks`, role locks asked whether a
+ * peer lives (one system call each: Queue.registeredAlive).
  */
-export const waitCounters = { asyncParks: 0, asyncWaits: 0, polls: 0, syncNaps: 0, woken: 0, wakes: 0, peerLocks: 0 };
+export const waitCounters = {
+  asyncParks: 0,
+  asyncWaits: 0,
+  polls: 0,
+  syncNaps: 0,
+  woken: 0,
+  wakes: 0,
+  sleepersWoken: 0,
+  peerLocks: 0,
+};
 
 /**
  * How often (ms) a parked wait looks at its peer: a quarter of the peer
@@ -259,7 +269,9 @@ function wakeSleepers(ctl: Int32Array, block: WaitBlock, waiters: number, count?
  * as an event-loop wait does only once its callback runs), and answers as
  * a running peer does. (Counting those once kept a side whose peer was
  * rarely asleep from polling: 64 requests in flight, two processes, each
- * side woke a sleeper about once in 40 wakes.)
+ * side woke a sleeper about once in 40 wakes.) On the koffi backend a wait
+ * between two of its slices, or still queued for a pool thread, is not in
+ * the kernel either: it is judged awake, though it sleeps again at once.
  */
 let wokeSinceWait = false;
 
@@ -276,7 +288,9 @@ function wakeAnnounced(ctl: Int32Array, block: WaitBlock, count: number): number
   // Changes the word the sleepers wait on, so one that has not yet entered futex_wait will not sleep.
   Atomics.add(ctl, block.signal, 1);
   waitCounters.wakes++;
-  return wakeSleepers(ctl, block, waiters, count);
+  const woken = wakeSleepers(ctl, block, waiters, count);
+  waitCounters.sleepersWoken += woken;
+  return woken;
 }
 
 /**

@@ -319,39 +319,50 @@ describe('trying on the spot before parking (Promise verbs)', function () {
   }
 
   it('a wake that finds the announced reader awake (announced, not asleep) does not count as waking a parked peer: the next wait still tries on the spot', async function () {
-    const regions = [0, 1].map(() => Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) }));
-    const [other, ring] = regions.map((region) => SpscRing.create(region, { capacity: 4096 }));
+    const regions = [0, 1, 2].map(() => Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) }));
+    const [other, ring, third] = regions.map((region) => SpscRing.create(region, { capacity: 4096 }));
     const otherCtl = new Int32Array(regions[0]!.buffer, 0, L.CONTROL_I32_LENGTH);
     const m = new Uint8Array(8);
     try {
-      const counter = counted(ring!);
       await forgetWake();
       // A reader of `other` that announced itself and is awake (as an event-loop wait is between its
       // wake-up and its callback): this write bumps SIGNAL and calls FUTEX_WAKE, which finds nobody asleep.
       Atomics.add(otherCtl, L.READ_WAITERS_I32, 1);
-      const wakesBefore = waitCounters.wakes;
+      const before = { ...waitCounters };
       other!.tryWrite(m);
       Atomics.sub(otherCtl, L.READ_WAITERS_I32, 1);
-      assert.equal(waitCounters.wakes, wakesBefore + 1, 'the write did not wake the announced reader');
+      assert.deepEqual(
+        [waitCounters.wakes - before.wakes, waitCounters.sleepersWoken - before.sleepersWoken],
+        [1, 0],
+        'the write did not wake the announced reader, or found it asleep',
+      );
       assert.notEqual(other!.tryRead(), null);
-      // This side has had no message: not sparse, and no peer parked was woken, so it tries on the spot.
-      let before = counter.calls;
+      // `ring` has had no message (not hot, so not sparse), and no peer asleep was woken: it tries on the spot.
+      const counter = counted(ring!);
       const first = ring!.read({ timeoutMs: 5000 });
-      assert.ok(counter.calls - before >= 64, `the read made only ${counter.calls - before} attempts before parking`);
+      assert.ok(counter.calls >= 64, `the read made only ${counter.calls} attempts before parking`);
       ring!.tryWrite(m);
       await first;
-      // The contrast: a write that wakes a reader asleep (this thread's parked read of `other`) does count.
-      const parked = other!.read({ timeoutMs: 5000 });
-      assert.equal(Atomics.load(otherCtl, L.READ_WAITERS_I32), 1, 'the read of `other` did not park');
-      await sleep(20); // asleep in the kernel by now
-      other!.tryWrite(m);
-      before = counter.calls;
-      const second = ring!.read({ timeoutMs: 5000 });
-      assert.equal(counter.calls - before, 2, 'a read right after waking a parked peer tried on the spot');
-      ring!.tryWrite(m);
-      await Promise.all([second, parked]);
+      // The contrast: a write that wakes a reader asleep in the kernel (this thread's parked read of `other`)
+      // does count, and the next wait, on `third` (no message yet either), does not try on the spot.
+      for (let attempt = 0; ; attempt++) {
+        const parked = other!.read({ timeoutMs: 5000 });
+        await sleep(20); // asleep by now, most likely: the wake's count says
+        const asleep = waitCounters.sleepersWoken;
+        other!.tryWrite(m);
+        if (waitCounters.sleepersWoken > asleep) {
+          const thirdCounter = counted(third!);
+          const second = third!.read({ timeoutMs: 5000 });
+          assert.equal(thirdCounter.calls, 2, 'a read right after waking a parked peer tried on the spot');
+          third!.tryWrite(m);
+          await Promise.all([second, parked]);
+          break;
+        }
+        await parked;
+        assert.ok(attempt < 20, 'the parked read of `other` was never found asleep by the write');
+      }
     } finally {
-      for (const r of [other, ring]) r!.close();
+      for (const r of [other, ring, third]) r!.close();
       for (const region of regions) region.close();
     }
   });
