@@ -41,11 +41,11 @@ wanted() {
 
 # Whether pan's first error ($1) is a property the model states failing: one
 # of its assertions ("assertion violated (expr)"), a deadlock ("invalid end
-# state") or, in an LTL run, an acceptance cycle. pan's own checks, such as
-# "assertion violated - invalid array index", mean a broken model, not a
-# rejected mutant.
+# state") or, in an LTL run, an acceptance cycle or a never claim run to its
+# end ("end state in claim reached"). pan's own checks, such as "assertion
+# violated - invalid array index", mean a broken model, not a rejected mutant.
 violation() {
-  [[ "$1" =~ ^(assertion\ violated\ +[^-\ ]|invalid\ end\ state|acceptance\ cycle) ]]
+  [[ "$1" =~ ^(assertion\ violated\ +[^-\ ]|invalid\ end\ state|acceptance\ cycle|end\ state\ in\ claim\ reached) ]]
 }
 
 # check MODEL NAME EXPECT "SPIN_DEFINES" "CC_FLAGS" "RUN_FLAGS"
