@@ -1030,6 +1030,21 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       return sub;
     }
 
+    /**
+     * A C publisher that takes over a dead one's Broadcast and publishes `n` records: lossless, parking when full
+     * and sweeping dead subscribers' slots every 100 ms meanwhile; lossy, not before Node is parked in read().
+     */
+    function repairingPublisher(n: number, lossless: boolean): PeerRun {
+      const peer = runPeer(binary, [
+        'bcast-publish',
+        regionPath,
+        String(n),
+        ...(lossless ? ['--park', '--peer-timeout-ms', '400'] : ['--start-parked']),
+      ]);
+      peers.push(peer);
+      return peer;
+    }
+
     /** What bcast-subscribe printed last. */
     async function reportOf(peer: PeerRun): Promise<{ first: number; received: number; lost: number; parksWoken: number }> {
       const { code, stderr, stdout } = await peer.done;
@@ -1397,13 +1412,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
 
           const n = lossless ? 2_000 : 20;
           // Lossy: its records wait for Node parked in read(), so the repair's stores can be seen alone.
-          const peer = runPeer(binary, [
-            'bcast-publish',
-            regionPath,
-            String(n),
-            ...(lossless ? ['--park', '--peer-timeout-ms', '400'] : ['--start-parked']),
-          ]);
-          peers.push(peer);
+          const peer = repairingPublisher(n, lossless);
           if (lossless) {
             // The C publisher must wait for the subscriber's unread records: nothing stored, nothing jumped.
             await sleep(300);
@@ -1550,13 +1559,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           assert.equal(sub.received, JUMP_RECORDS - unread);
 
           const n = lossless ? 2_000 : 20;
-          const peer = runPeer(binary, [
-            'bcast-publish',
-            regionPath,
-            String(n),
-            ...(lossless ? ['--park', '--peer-timeout-ms', '400'] : ['--start-parked']),
-          ]);
-          peers.push(peer);
+          const peer = repairingPublisher(n, lossless);
           if (!lossless) {
             await waitFor(() => peer.stdout.includes('repairTail') || peer.child.exitCode !== null, 'the C publisher repaired');
             if (!peer.stdout.includes('repairTail'))
