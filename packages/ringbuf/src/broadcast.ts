@@ -893,8 +893,9 @@ export class BroadcastPublisher extends BroadcastEnd {
       if (alive || Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, owner, 0) !== owner) continue;
       // With a file, a newcomer that took the slot's lock after our look replaces OWNER whatever it holds, so
       // the CAS above succeeds if it has not yet, or if its token equals the dead one's (tokens need only
-      // differ from live subscribers'; the threads of one process count from the same start). Found held
-      // now: the slot is the newcomer's, and gets `owner` back (its token, or one its CAS will replace).
+      // differ from live subscribers': two may be equal, by a chance of 1 in 2^31 here, or two C peers of one
+      // pid). Found held now: the slot is the newcomer's, and gets `owner` back (its token, or one its CAS
+      // will replace; or, if the newcomer left again meanwhile, a dead one the next sweep frees).
       if (held !== undefined && heldByAnyone(this.region, this.base + B.slotOffset(i)) === true) {
         Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, owner);
         continue;
