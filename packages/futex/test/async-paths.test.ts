@@ -280,7 +280,7 @@ describe('waitAsync on every async wait path', function () {
             : path.kind === 'threads'
               ? 'one thread per wait'
               : `no more threads than libuv's pool (${UV_THREADPOOL_SIZE})`;
-      it(`holds ${many} pending waits on ${many} words with ${bound}${path.kind === 'libuv-threadpool' ? '' : ', costing under 1% of a CPU while idle (beside the same process with none pending)'}, and wakes every one`, async function () {
+      it(`holds ${many} pending waits on ${many} words with ${bound}${path.kind === 'libuv-threadpool' ? '' : ', costing under 1% of a CPU while idle (beside the same process before it started any)'}, and wakes every one`, async function () {
         this.timeout(60_000);
         interface Many {
           n: number;
@@ -301,12 +301,15 @@ describe('waitAsync on every async wait path', function () {
           runPeer(path, ['many', String(many)], undefined, { UV_THREADPOOL_SIZE: String(UV_THREADPOOL_SIZE) }),
         );
         const extra = r.threadsPending - r.threadsBefore;
-        // What the pending waits cost: the idle process's CPU with them, less its CPU with none (measured after
-        // they settled, on the same process): the target is the waits' cost, not V8's background work.
+        // What the pending waits cost: the idle process's CPU with them (and their waiter threads), less its CPU
+        // before it started any (the same process, as long): the target is the waits' cost, not V8's background
+        // work. Beside it, a loose ceiling on the whole.
         const waitsCpu = r.cpuPercent - r.baseCpuPercent;
+        if (path.kind !== 'libuv-threadpool')
+          assert.ok(r.cpuPercent < 3, `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending`);
         figures.push(
           `${path.kind}: ${r.n} pending waits: +${extra} threads (${r.threadsBefore} -> ${r.threadsPending}), ` +
-            `${r.cpuPercent.toFixed(2)}% CPU idle over 2 s (the same process with none pending: ${r.baseCpuPercent.toFixed(2)}%), loop delay p99 ${r.loopDelayP99Ms.toFixed(2)} ms (1 ms sampling), ` +
+            `${r.cpuPercent.toFixed(2)}% CPU idle over 2 s (the same process before any: ${r.baseCpuPercent.toFixed(2)}%), loop delay p99 ${r.loopDelayP99Ms.toFixed(2)} ms (1 ms sampling), ` +
             `started in ${r.startMs.toFixed(1)} ms, all woken and settled in ${r.settleMs.toFixed(1)} ms (${r.woken} found asleep)`,
         );
         if (path.kind === 'io_uring') {
@@ -333,7 +336,7 @@ describe('waitAsync on every async wait path', function () {
         } else if (path.kind === 'futex_waitv') {
           assert.ok(
             waitsCpu < 1,
-            `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending (${r.baseCpuPercent.toFixed(2)}% with none)`,
+            `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending (${r.baseCpuPercent.toFixed(2)}% before any)`,
           );
           // A lane's thread is one sleeper for its 127 words: the first wake of a lane finds it,
           // the next ones may find it re-arming; the words changed first, so every wait settles.
@@ -342,7 +345,7 @@ describe('waitAsync on every async wait path', function () {
         } else {
           assert.ok(
             waitsCpu < 1,
-            `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending (${r.baseCpuPercent.toFixed(2)}% with none)`,
+            `${r.cpuPercent.toFixed(2)}% of a CPU while ${r.n} waits were pending (${r.baseCpuPercent.toFixed(2)}% before any)`,
           );
           // Each wait was asleep in the kernel: one wake per word found exactly one sleeper.
           assert.equal(r.woken, r.n, 'waits found asleep in the kernel by one wake per word');
