@@ -417,6 +417,7 @@ static int clear_unheld(int probe, off_t lock, atomic_u32 *w) {
     uint32_t expected = seen;
     if (!atomic_compare_exchange_strong_explicit(w, &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return 0;
     if (!byte_held(probe, lock)) return 1;
+    /* A newcomer took the lock since our first look: puts `seen` back unless its own store (or another) came since. */
     expected = 0;
     atomic_compare_exchange_strong_explicit(w, &expected, seen, memory_order_seq_cst, memory_order_seq_cst);
     return 0;
