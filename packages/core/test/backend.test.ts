@@ -919,6 +919,35 @@ for (const kind of kinds) {
         assert.equal(stdout, '0,0');
       });
 
+      it('lets a child exit promptly once it cancels waits queued behind one pool thread', async () => {
+        // koffi: one pool thread, so 15 of the 16 calls are still queued when
+        // all are cancelled. Each must return as soon as the thread takes it,
+        // not sleep on its word until its wait's next kick. Cancelled last
+        // first, the kicks of each round run in that order too (timers of one
+        // expiry run in the order they were set), so each comes before the
+        // call it would free has started: a call that sleeps costs a round of
+        // kicks (up to 50 ms), about 0.5 s in all.
+        const child = runChild(
+          kind,
+          `
+          const sab = new SharedArrayBuffer(4 * 16);
+          const waits = [];
+          for (let i = 0; i < 16; i++) waits.push(b.futexWaitAsync(sab, 4 * i, 0, Infinity));
+          setTimeout(() => {
+            const cancelled = performance.now();
+            for (const wait of waits.reverse()) wait.cancel();
+            process.on('exit', () => process.stdout.write(String(Math.round(performance.now() - cancelled))));
+          }, 50);
+        `,
+          { killAfterMs: 20_000, env: { UV_THREADPOOL_SIZE: '1' } },
+        );
+        const { code, stdout, stderr, killed } = await child.done;
+        assert.equal(killed, false, 'the child had to be killed: cancelled waits kept its loop alive');
+        assert.equal(code, 0, stderr);
+        const ms = Number(stdout);
+        assert.ok(ms < 150, `the loop ended ${ms} ms after the waits were cancelled`);
+      });
+
       it('resolves 0, not 1, when the word changes after the call but before its thread sleeps', async () => {
         // One pool thread, held by the first wait: the second is still queued
         // (koffi) when its word changes and is woken. Equal at the call, so

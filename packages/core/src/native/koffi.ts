@@ -38,19 +38,23 @@
  *    the word is read, and if it still holds the expected value, a
  *    FUTEX_WAIT that cannot block tells ETIMEDOUT from an error (see
  *    `probeWord`, and why it passes on a wake it takes).
- *  - **Cancelling an async wait** wakes every waiter of the word (spurious
- *    wakes for the others, which re-check) and repeats the wake until the
- *    pool thread has returned, since the first wake can land before the
- *    thread is in the kernel. Until then the native call keeps the loop
- *    alive, briefly; in a worker, the wait's promise is not settled until
+ *  - **Cancelling an async wait** moves its deadline to the epoch, in the
+ *    timespec its call reads (koffi passes the ArrayBuffer's memory), so a
+ *    call still queued for a pool thread returns at once when it runs; and
+ *    it wakes every waiter of the word (spurious wakes for the others,
+ *    which re-check), repeating the wake until the pool thread has
+ *    returned, since a call that read its deadline before the change can
+ *    still be on its way into the kernel. Until then the native call keeps
+ *    the loop alive, briefly; in a worker, the wait's promise is not settled until
  *    then: once it is, no call of it is left in the pool. A wait that nobody awaits any more
  *    but that was never cancelled keeps the loop alive until it is woken
  *    or times out.
  *  - **Exit.** libuv joins its pool threads when the process exits, so a
  *    thread asleep in FUTEX_WAIT would hang `process.exit()`. An 'exit'
- *    listener therefore cancels every pending wait, and a pool thread never
- *    sleeps longer than ASYNC_SLICE_NS per call (the wait is re-issued until
- *    its own deadline), which bounds the delay a still-queued wait adds.
+ *    listener therefore cancels every pending wait (which empties the
+ *    pool's queue at once, above), and a pool thread never sleeps longer
+ *    than ASYNC_SLICE_NS per call (the wait is re-issued until its own
+ *    deadline), which bounds the delay a wait no cancel reached can add.
  *    The price: a long wait costs one pool round trip per second.
  *  - **Workers that end without close().** The addon closes what a
  *    worker leaves open (its fds, its rings' role-lock fds, its mappings)
@@ -381,13 +385,20 @@ class KoffiWait implements AsyncWait {
    * pool call has returned: a worker may end as soon as every wait of it
    * has settled, and koffi aborts the process if a call of a worker that
    * ended returns (module comment, "Workers"). The kicks bring a sleeping
-   * thread back within a few ms, but a call still queued for a pool thread
-   * (more waits pending than the pool has threads) may take up to a slice
-   * to run. The main thread has no such teardown: its wait settles at once.
+   * thread back within a few ms, and a call still queued for a pool thread
+   * (more waits pending than the pool has threads) returns as soon as a
+   * thread takes it, which waits that were not cancelled and hold every
+   * thread can delay by up to a slice. The main thread has no such
+   * teardown: its wait settles at once.
    */
   cancel(): void {
     if (this.settled || this.cancelled) return;
     this.cancelled = true;
+    // A call still queued for a pool thread then times out as soon as it runs (FUTEX_WAIT_BITSET's
+    // timeout is absolute), where it would sleep until a kick: with more waits than pool threads,
+    // cancelling them all (close(), the exit hook) took one kick interval per queued call. The
+    // kernel copies the timespec at the call's entry: a call that read it already is kicked.
+    writeTimespec(this.sliceEnd, 0n);
     if (this.inFlight) this.kick();
     if (!this.inFlight || isMainThread) this.settle(0);
   }
