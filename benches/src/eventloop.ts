@@ -637,6 +637,12 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
   const notes: string[] = [];
   await sleep(100); // Node's own start-up threads have started
   const before = threadCount();
+  // The process alone first, nothing pending: V8's and Node's own background work, which the busy
+  // host inflates; the CPU the reads cost is what they add to it (the socket column is the other baseline).
+  const aloneFrom = process.cpuUsage();
+  const aloneSince = performance.now();
+  await sleep(p.cpuMs);
+  const cpuAlone = cpuPercent(aloneFrom, aloneSince);
   let settled = 0;
   let firstError: string | undefined;
   const cleanups: (() => void)[] = [];
@@ -740,7 +746,14 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     return {
       records: [
         rec(name, who, 'extra threads', extra, 'threads', note),
-        rec(name, who, 'CPU %', cpuUsed, '%', `over ${p.cpuMs} ms from ${p.settleMs} ms after the reads started; ${note}`),
+        rec(
+          name,
+          who,
+          'CPU %',
+          cpuUsed,
+          '%',
+          `over ${p.cpuMs} ms from ${p.settleMs} ms after the reads started (the process alone before them: ${cpuAlone.toFixed(2)}%); ${note}`,
+        ),
         rec(name, who, 'event-loop delay p99', delay.p99, 'ns', delayNote),
       ],
       notes,

@@ -409,6 +409,16 @@ function eventLoopSection(records: BenchRecord[]): string | undefined {
     })
     .filter(Boolean);
   if (cpu.length > 0) notes.push(`CPU (% of one CPU) during the idle round trips: ${cpu.join('. ')}`);
+  const alone = ids
+    .map((id) => {
+      const x = loopRecord(records, 'pending', id, 'CPU %');
+      const before = x?.note?.match(/alone before them: ([\d.]+%)/)?.[1];
+      return x && before ? `${label(id).replace(/ \(.*\)$/, '')} ${x.value.toFixed(2)}% (alone ${before})` : undefined;
+    })
+    .filter(Boolean);
+  if (alone.length > 0) {
+    notes.push(`1000 pending reads, CPU (% of one CPU) beside the same process alone just before, nothing pending: ${alone.join(', ')}`);
+  }
   const kernel = wakeFloorNote(records);
   if (kernel !== undefined) notes.push(kernel);
   const beside = ids
