@@ -63,6 +63,7 @@ import {
 import * as B from '../src/broadcast-layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
+import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
 import { deadThreadId } from './helpers.js';
 import { Roles } from '../src/roles.js';
 import {
@@ -312,6 +313,17 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
 
   after(() => {
     if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+  });
+
+  it("the C peer reads /proc's mount as the TypeScript side does: hidepid, stacked mounts, no proc at /proc", () => {
+    // Both take a stuck MpscRing claim back only when /proc shows every process: they must agree on when it does.
+    for (const [i, { what, text, hides }] of MOUNTINFO_CASES.entries()) {
+      const file = path.join(workDir, `mountinfo-${i}`);
+      fs.writeFileSync(file, `${text}\n`);
+      const run = spawnSync(binary, ['mountinfo-hides', file], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(run.stdout.trim(), hides ? '1' : '0', what);
+    }
   });
 
   for (const kind of KINDS) {

@@ -13,37 +13,12 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
 import { MpscRing } from '../src/index.js';
 import * as M from '../src/mpsc-layout.js';
+import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
 import { deadThreadId } from './helpers.js';
-
-/** A line of /proc/self/mountinfo for a proc mount at /proc with `superOptions`. */
-const procLine = (superOptions: string): string =>
-  `25 30 0:23 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc ${superOptions}`;
-const otherLines = [
-  '30 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw',
-  '40 30 0:24 / /sys rw,nosuid shared:7 - sysfs sysfs rw,hidepid=2', // not proc: its options do not count
-];
 
 describe('threadGone: when a claimer is certainly gone', function () {
   it('hidesProcesses reads the proc mount at /proc: hidepid 1, 2, invisible, noaccess hide; 0, off and none do not; no proc at /proc hides', function () {
-    for (const [options, hides] of [
-      ['rw', false],
-      ['rw,hidepid=0', false],
-      ['rw,hidepid=off', false],
-      ['rw,hidepid=1', true],
-      ['rw,hidepid=2,gid=5', true],
-      ['rw,hidepid=invisible', true],
-      ['rw,hidepid=noaccess', true],
-    ] as const) {
-      assert.equal(hidesProcesses([...otherLines, procLine(options)].join('\n')), hides, options);
-    }
-    assert.equal(hidesProcesses(otherLines.join('\n')), true, 'no proc mount at /proc');
-    // A proc mounted elsewhere (a container's view of another namespace) is not the one at /proc.
-    assert.equal(hidesProcesses([...otherLines, procLine('rw').replace(' /proc ', ' /mnt/proc ')].join('\n')), true);
-    // Mounts stacked at /proc (unshare --mount-proc): the last one listed is the one /proc shows.
-    assert.equal(hidesProcesses([procLine('rw'), procLine('rw,hidepid=2')].join('\n')), true, 'hidepid on the top mount');
-    assert.equal(hidesProcesses([procLine('rw,hidepid=2'), procLine('rw')].join('\n')), false, 'hidepid only underneath');
-    const tmpfsOver = '26 25 0:30 / /proc rw shared:14 - tmpfs tmpfs rw';
-    assert.equal(hidesProcesses([procLine('rw'), tmpfsOver].join('\n')), true, 'no proc on top');
+    for (const { what, text, hides } of MOUNTINFO_CASES) assert.equal(hidesProcesses(text), hides, what);
   });
 
   it('this process, a live child and a thread id of ours are alive; an exited and reaped child, a zombie and ids <= 0 are gone', async function () {

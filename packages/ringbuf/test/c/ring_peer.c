@@ -1011,31 +1011,60 @@ static int mpsc_producers_left(const struct ring *r) {
 }
 
 /*
+ * Whether the mount at /proc, as the mountinfo lines of `f` list it, hides other users' processes: the last mount
+ * listed at /proc (a proc mounted over another) is not proc, or one of its super options is hidepid= other than
+ * 0 or off. No mount at /proc hides too: nothing there can be gone by.
+ */
+static int mounts_hide_processes(FILE *f) {
+    char line[4096];
+    int hides = 1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        /* "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>";
+         * a space inside a field is written \040, so " - " is the separator */
+        char *point = line;
+        for (int i = 0; i < 4 && point != NULL; i++) {
+            point = strchr(point, ' ');
+            if (point != NULL) point++;
+        }
+        if (point == NULL || strncmp(point, "/proc ", 6) != 0) continue;
+        char *separator = strstr(point, " - ");
+        if (separator == NULL) continue;
+        const char *type = separator + 3;
+        /* no break: a later mount at /proc covers this one */
+        if (strncmp(type, "proc ", 5) != 0) {
+            hides = 1;
+            continue;
+        }
+        const char *options = strchr(type + 5, ' '); /* after the source */
+        hides = 0;
+        for (const char *o = options == NULL ? "" : options + 1; *o != '\0';) {
+            size_t n = strcspn(o, ",");
+            if (n >= 8 && strncmp(o, "hidepid=", 8) == 0 && !(n == 9 && o[8] == '0') && !(n == 11 && strncmp(o + 8, "off", 3) == 0)) {
+                hides = 1;
+            }
+            o += n;
+            if (*o == ',') o++;
+        }
+    }
+    return hides;
+}
+
+/*
  * "Unblock": whether /proc lists every process of our PID namespace: its /proc/self is us, and the mount at /proc
- * (the last one listed there: a proc mounted over another) is proc with no hidepid (other than 0 or off).
- * Otherwise a missing /proc/<id> proves nothing.
+ * hides none (mounts_hide_processes). Otherwise a missing /proc/<id> proves nothing.
  */
 static int proc_shows_all(void) {
-    char self[32], line[4096];
+    char self[32];
     ssize_t n = readlink("/proc/self", self, sizeof self - 1);
     if (n <= 0) return 0;
     self[n] = '\0';
     if (strtoul(self, NULL, 10) != (unsigned long)getpid()) return 0;
     FILE *f = fopen("/proc/self/mountinfo", "re");
     if (f == NULL) return 0;
-    int shows = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        /* "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>" */
-        char *point = line;
-        for (int i = 0; i < 4 && point != NULL; i++) point = strchr(point, ' ') != NULL ? strchr(point, ' ') + 1 : NULL;
-        if (point == NULL || strncmp(point, "/proc ", 6) != 0) continue;
-        char *fs = strstr(line, " - proc ");
-        char *hide = fs == NULL ? NULL : strstr(fs, "hidepid=");
-        /* no break: a later mount at /proc covers this one */
-        shows = fs != NULL && (hide == NULL || strncmp(hide, "hidepid=0", 9) == 0 || strncmp(hide, "hidepid=off", 11) == 0);
-    }
+    int hides = mounts_hide_processes(f);
     fclose(f);
-    return shows;
+    return !hides;
 }
 
 /*
@@ -1962,7 +1991,15 @@ int main(int argc, char **argv) {
 
     const char *usage = "usage: ring_peer spsc-produce|spsc-consume|mpmc-produce|mpmc-consume|mpsc-produce|mpsc-consume|"
         "latest-publish|latest-read|bcast-publish|bcast-subscribe PATH COUNT "
-        "[--id P] [--producers N] [--peer-timeout-ms T] [--corrupt-at K] [--park] [--start-parked] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]";
+        "[--id P] [--producers N] [--peer-timeout-ms T] [--corrupt-at K] [--park] [--start-parked] [--pause-every N] [--pause-ms D] [--stats] [--linger S] [--hang]\n"
+        "   or: ring_peer mountinfo-hides FILE (prints 1 if the mountinfo lines in FILE hide processes at /proc, else 0)";
+    if (argc == 3 && strcmp(argv[1], "mountinfo-hides") == 0) {
+        FILE *f = fopen(argv[2], "re");
+        if (f == NULL) die(EXIT_USAGE, "%s: %s", argv[2], strerror(errno));
+        printf("%d\n", mounts_hide_processes(f));
+        fclose(f);
+        return 0;
+    }
     if (argc < 4) die(EXIT_USAGE, "%s", usage);
     const char *command = argv[1];
     uint64_t count = parse_count(argv[3], "COUNT");
