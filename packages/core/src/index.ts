@@ -19,6 +19,6 @@ export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
 export { membarrier } from './native/membarrier.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
-export { FileLocks, heldByAnyone, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor } from './locks.js';
+export { FileLocks, heldByAnyone, heldExclusively, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor } from './locks.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
 export type { Timer } from './timers.js';

@@ -132,6 +132,17 @@ export function heldByAnyone(region: Region, byte: number): boolean | undefined 
 }
 
 /**
+ * Whether an open file description, of any process, holds the byte at
+ * `byte` of the region's file exclusively (shared holders do not count);
+ * undefined where the question cannot be asked.
+ */
+export function heldExclusively(region: Region, byte: number): boolean | undefined {
+  if (!hasFile(region)) return undefined;
+  // The conflicting lock's type: an exclusive one excludes every shared one.
+  return backend().ofdTest(region.fd, byte, EXCLUSIVE) === EXCLUSIVE;
+}
+
+/**
  * An exclusive lock on the byte at `byte` of the file behind `fd`, on
  * `fd`'s own open file description (for a file no Region maps yet: a
  * creator sizing it). True if taken, false if another description holds

@@ -102,7 +102,17 @@ import type { Readable, Writable } from 'node:stream';
 import { checkBoolean, ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
-import { checkCapacity, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader, type Geometry } from './header.js';
+import {
+  checkCapacity,
+  checkOffset,
+  checkOptionsObject,
+  missingRing,
+  readHeader,
+  ringMemory,
+  unpublish,
+  writeHeader,
+  type Geometry,
+} from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -588,18 +598,14 @@ export class Broadcast {
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     // Held before the header is read: a create that finds nobody holding the ring lays out a new one only
     // while it holds it exclusively, so the header read here is the one this subscriber joins.
-    const roles = Roles.hold(region, base, 'Broadcast.subscribe');
-    let g: Geometry;
-    let mode: number;
-    try {
-      g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe', region);
+    const missing = (): Error | undefined => missingRing(buffer, base, 'Broadcast.subscribe', region);
+    const { g, mode, roles } = Roles.holdToAttach(region, base, 'Broadcast.subscribe', missing, (roles) => {
+      const g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe', region);
       const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
-      mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
+      const mode = ctl[B.MODE_I32]!; // written before MAGIC, never again
       if (mode !== B.MODE_LOSSY && mode !== B.MODE_LOSSLESS) throw corrupt(`MODE is ${mode}`);
-    } catch (err) {
-      roles?.release();
-      throw err;
-    }
+      return { g, mode, roles };
+    });
     const sub = new BroadcastSubscriber(buffer, base, g, mode === B.MODE_LOSSLESS, roles, region);
     try {
       sub.join();

@@ -135,6 +135,36 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
 }
 
 /**
+ * ERR_SHMRING_NOT_A_RING when no ring is published at `base` of `buffer`
+ * (too small for a header, or MAGIC does not read right), else undefined:
+ * the first look of readHeader, and of an attach before it holds the ring
+ * (Roles.holdToAttach).
+ */
+export function missingRing(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  base: number,
+  what: string,
+  region: Region | undefined,
+): ShmringError | undefined {
+  const where = (): string => (region === undefined ? 'the region' : regionWhere(region));
+  if (buffer.byteLength < base + L.DATA_OFFSET) {
+    return new ShmringError(
+      ErrorCodes.NOT_A_RING,
+      base === 0
+        ? `${what}: ${where()} (${buffer.byteLength} bytes) is smaller than a ring's header`
+        : `${what}: ${where()} (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
+    );
+  }
+  // Observes the creator's publication (writeHeader stores MAGIC last), or its retraction.
+  const magic = Atomics.load(new Int32Array(buffer, base + L.MAGIC_OFFSET, 1), 0);
+  if (magic === L.MAGIC) return undefined;
+  return new ShmringError(
+    ErrorCodes.NOT_A_RING,
+    `${what}: ${where()}${base === 0 ? '' : ` at offset ${base}`} does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
+  );
+}
+
+/**
  * Reads and checks the header of an existing ring of `kind` at `base`;
  * returns its geometry. `what` names the verb in the errors (by default
  * `<Kind>.attach`; Broadcast.create passes its own), and `region`, when
@@ -147,24 +177,10 @@ export function readHeader(
   what = `${KIND_NAMES[kind]}.attach`,
   region?: Region,
 ): Geometry {
+  const missing = missingRing(buffer, base, what, region);
+  if (missing !== undefined) throw missing;
   const place = (region === undefined ? 'the region' : regionWhere(region)) + (base === 0 ? '' : ` at offset ${base}`);
-  if (buffer.byteLength < base + L.DATA_OFFSET) {
-    throw new ShmringError(
-      ErrorCodes.NOT_A_RING,
-      base === 0
-        ? `${what}: ${place} (${buffer.byteLength} bytes) is smaller than a ring's header`
-        : `${what}: ${region === undefined ? 'the region' : regionWhere(region)} (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
-    );
-  }
   const ctl = new Int32Array(buffer, base, L.CONTROL_I32_LENGTH);
-  // Observes the creator's publication (writeHeader stores MAGIC last).
-  const magic = Atomics.load(ctl, L.MAGIC_I32);
-  if (magic !== L.MAGIC) {
-    throw new ShmringError(
-      ErrorCodes.NOT_A_RING,
-      `${what}: ${place} does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
-    );
-  }
   const version = ctl[L.VERSION_I32]!;
   if (version !== L.LAYOUT_VERSION) {
     throw new ShmringError(

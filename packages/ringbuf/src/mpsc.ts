@@ -78,6 +78,7 @@ import {
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
+  missingRing,
   readHeader,
   ringMemory,
   unpublish,
@@ -383,7 +384,8 @@ export class MpscRing extends Queue {
     const base = checkOffset(options?.offset, 'MpscRing.attach');
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
-    return Roles.holdToAttach(region, base, 'MpscRing.attach', (roles) => {
+    const missing = (): Error | undefined => missingRing(buffer, base, 'MpscRing.attach', region);
+    return Roles.holdToAttach(region, base, 'MpscRing.attach', missing, (roles) => {
       const { capacity } = readHeader(buffer, M.KIND_MPSC, base, undefined, region);
       return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
     });

@@ -65,6 +65,7 @@ import {
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
+  missingRing,
   readHeader,
   ringMemory,
   unpublish,
@@ -232,7 +233,8 @@ export class SpscRing extends Queue {
     checkOptionsObject(options, 'SpscRing.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options?.offset, 'SpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
-    return Roles.holdToAttach(region, base, 'SpscRing.attach', (roles) => {
+    const missing = (): Error | undefined => missingRing(buffer, base, 'SpscRing.attach', region);
+    return Roles.holdToAttach(region, base, 'SpscRing.attach', missing, (roles) => {
       const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);
       return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
     });

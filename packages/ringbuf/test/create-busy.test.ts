@@ -298,6 +298,90 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
+  it('an attach that finds no ring takes no lock, whatever the kind: a watcher process never sees the place held while attaches are retried back to back', async function () {
+    // Held only to be let go, the lock kept a create() out (it needs it exclusively): retried by a few
+    // processes, the attaches held it most of the time. The watcher asks the kernel (F_OFD_GETLK)
+    // in a loop; as a check that it can see, it must see the ring held once one is attached.
+    const attaches: [string, (region: Region) => { close(): void }, (region: Region) => { close(): void }][] = [
+      ['SpscRing', (r) => SpscRing.attach(r), (r) => SpscRing.create(r, { capacity: 1024 })],
+      ['MpscRing', (r) => MpscRing.attach(r), (r) => MpscRing.create(r, { capacity: 1024 })],
+      ['MpmcQueue', (r) => ({ close: () => MpmcQueue.attach(r).detach() }), (r) => MpmcQueue.create(r, { capacity: 8, slotSize: 64 })],
+      ['LatestValue', (r) => LatestValue.attach(r), (r) => LatestValue.create(r, { maxSize: 64 })],
+      ['Broadcast', (r) => Broadcast.subscribe(r), (r) => Broadcast.create(r, { capacity: 1024 })],
+    ];
+    const file = path.join(dir, 'watched');
+    const region = Region.create({ backing: 'file', path: file, size: 1 << 16 });
+    const watcher = spawnModule(
+      `import { heldByAnyone, Region } from ${CORE};
+       import { createInterface } from 'node:readline';
+       const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+       for await (const line of createInterface({ input: process.stdin })) {
+         const end = performance.now() + Number(line);
+         let looks = 0;
+         let held = 0;
+         while (performance.now() < end) {
+           looks++;
+           if (heldByAnyone(region, 0)) held++;
+         }
+         console.log(JSON.stringify({ looks, held }));
+       }`,
+      ['pipe', 'pipe', 'inherit'],
+    );
+    const lines = (async function* () {
+      let rest = '';
+      for await (const chunk of watcher.stdout!) {
+        rest += chunk;
+        for (let at = rest.indexOf('\n'); at >= 0; at = rest.indexOf('\n')) {
+          yield JSON.parse(rest.slice(0, at)) as { looks: number; held: number };
+          rest = rest.slice(at + 1);
+        }
+      }
+    })();
+    /** Runs `meanwhile` in a loop while the watcher looks for `ms`; what it saw. */
+    const watch = async (ms: number, meanwhile: () => void): Promise<{ looks: number; held: number }> => {
+      watcher.stdin!.write(`${ms}\n`);
+      const seen = lines.next();
+      const end = performance.now() + ms;
+      while (performance.now() < end) {
+        meanwhile();
+        await new Promise(setImmediate); // the pipe's answer gets through
+      }
+      return (await seen).value!;
+    };
+    try {
+      for (const [name, attach, create] of attaches) {
+        let refused = 0;
+        const empty = await watch(250, () => {
+          for (let i = 0; i < 50; i++) {
+            try {
+              attach(region).close();
+            } catch (err) {
+              assert.equal((err as ShmringError).code, ErrorCodes.NOT_A_RING, `${name}: ${(err as Error).message}`);
+              refused++;
+            }
+          }
+        });
+        assert.ok(refused > 0 && empty.looks > 100, `${name}: ${refused} attaches refused, ${empty.looks} looks`);
+        assert.equal(
+          empty.held,
+          0,
+          `${name}: the watcher saw the place held ${empty.held} times in ${empty.looks} while ${refused} attaches found no ring`,
+        );
+        const ring = create(region);
+        const attached = attach(region);
+        const full = await watch(50, () => {});
+        attached.close();
+        ring.close();
+        assert.ok(full.held > 0, `${name}: the watcher never saw an attached ring held (${full.looks} looks)`);
+        new Uint8Array(region.buffer).fill(0); // no ring for the next kind
+      }
+    } finally {
+      watcher.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   for (const backing of ['memfd', 'file'] as const) {
     it(`Broadcast.create over an SpscRing (${backing}) an object is attached to: ERR_SHMRING_BUSY, and the ring keeps what it holds`, function () {
       const file = path.join(dir, 'broadcast-over-spsc');
