@@ -150,7 +150,9 @@ export class Roles {
     look: (roles: Roles | undefined) => T,
   ): T {
     const none = missing();
-    if (none !== undefined && heldExclusively(region, base + L.HOLDER_LOCK_OFFSET) !== true) throw none;
+    // No ring, and no creator laying one out under an exclusive lock: none is coming; unless one came
+    // meanwhile (a creator stores MAGIC before its lock turns shared, so seen shared, it is there).
+    if (none !== undefined && heldExclusively(region, base + L.HOLDER_LOCK_OFFSET) !== true && missing() !== undefined) throw none;
     const roles = Roles.hold(region, base, what);
     try {
       return look(roles);

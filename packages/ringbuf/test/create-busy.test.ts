@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ErrorCodes, Region, ShmringError } from '@shmring/core';
+import { ErrorCodes, FileLocks, Region, ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 
 const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
@@ -305,7 +305,14 @@ describe('create() over a ring an object is attached to', function () {
     const attaches: [string, (region: Region) => { close(): void }, (region: Region) => { close(): void }][] = [
       ['SpscRing', (r) => SpscRing.attach(r), (r) => SpscRing.create(r, { capacity: 1024 })],
       ['MpscRing', (r) => MpscRing.attach(r), (r) => MpscRing.create(r, { capacity: 1024 })],
-      ['MpmcQueue', (r) => ({ close: () => MpmcQueue.attach(r).detach() }), (r) => MpmcQueue.create(r, { capacity: 8, slotSize: 64 })],
+      [
+        'MpmcQueue',
+        (r) => {
+          const q = MpmcQueue.attach(r);
+          return { close: () => q.detach() };
+        },
+        (r) => MpmcQueue.create(r, { capacity: 8, slotSize: 64 }),
+      ],
       ['LatestValue', (r) => LatestValue.attach(r), (r) => LatestValue.create(r, { maxSize: 64 })],
       ['Broadcast', (r) => Broadcast.subscribe(r), (r) => Broadcast.create(r, { capacity: 1024 })],
     ];
@@ -315,6 +322,7 @@ describe('create() over a ring an object is attached to', function () {
       `import { heldByAnyone, Region } from ${CORE};
        import { createInterface } from 'node:readline';
        const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+       console.log('"ready"');
        for await (const line of createInterface({ input: process.stdin })) {
          const end = performance.now() + Number(line);
          let looks = 0;
@@ -337,18 +345,20 @@ describe('create() over a ring an object is attached to', function () {
         }
       }
     })();
-    /** Runs `meanwhile` in a loop while the watcher looks for `ms`; what it saw. */
+    /** Runs `meanwhile` in a loop until the watcher, looking for `ms`, says what it saw. */
     const watch = async (ms: number, meanwhile: () => void): Promise<{ looks: number; held: number }> => {
       watcher.stdin!.write(`${ms}\n`);
-      const seen = lines.next();
-      const end = performance.now() + ms;
-      while (performance.now() < end) {
+      let seen: { looks: number; held: number } | undefined;
+      const answer = lines.next().then((r) => (seen = r.value!));
+      while (seen === undefined) {
         meanwhile();
         await new Promise(setImmediate); // the pipe's answer gets through
       }
-      return (await seen).value!;
+      await answer;
+      return seen;
     };
     try {
+      await lines.next(); // ready: it looks from the moment it reads a line
       for (const [name, attach, create] of attaches) {
         let refused = 0;
         const empty = await watch(250, () => {
@@ -369,14 +379,63 @@ describe('create() over a ring an object is attached to', function () {
         );
         const ring = create(region);
         const attached = attach(region);
+        ring.close(); // the attached object alone holds it now
         const full = await watch(50, () => {});
         attached.close();
-        ring.close();
         assert.ok(full.held > 0, `${name}: the watcher never saw an attached ring held (${full.looks} looks)`);
         new Uint8Array(region.buffer).fill(0); // no ring for the next kind
       }
     } finally {
       watcher.kill();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('Broadcast.subscribe where no ring is published yet waits while a creator holds the place exclusively, and joins the ring it lays out', async function () {
+    // The look before the lock gives up only where nobody holds it exclusively: a Broadcast creator
+    // lays a ring out under an exclusive lock, and a subscribe that comes meanwhile joins that ring.
+    const size = Broadcast.regionSize({ capacity: 1024 });
+    const scratch = Region.create({ backing: 'memfd', size });
+    const publisher = Broadcast.create(scratch, { capacity: 1024 });
+    const laidOut = new Uint8Array(scratch.buffer).slice(); // a Broadcast's header and slots, its publisher not closed
+    publisher.close();
+    scratch.close();
+    const file = path.join(dir, 'laid-out');
+    const region = Region.create({ backing: 'file', path: file, size });
+    const creator = FileLocks.open(region)!;
+    let subscriber: ChildProcess | undefined;
+    try {
+      assert.ok(creator.lock(0, false), 'the HOLDER lock, exclusively');
+      subscriber = spawnModule(
+        `import { Region } from ${CORE};
+         import { Broadcast } from ${RINGBUF};
+         const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+         console.log('subscribing');
+         try {
+           Broadcast.subscribe(region).close();
+           console.log('joined');
+         } catch (err) {
+           console.log(err.code);
+         }`,
+        ['ignore', 'pipe', 'inherit'],
+      );
+      let out = '';
+      subscriber.stdout!.on('data', (d: Buffer) => (out += d));
+      while (!out.includes('subscribing')) await new Promise((resolve) => setTimeout(resolve, 5));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // it has looked, found no ring, and waits for the lock
+      assert.equal(out, 'subscribing\n', 'the subscribe gave up while the place was held exclusively');
+      // Lays the ring out, MAGIC last, and lets go.
+      const bytes = new Uint8Array(region.buffer);
+      bytes.set(laidOut.subarray(4), 4);
+      Atomics.store(new Int32Array(region.buffer, 0, 1), 0, new Int32Array(laidOut.buffer, 0, 1)[0]!);
+      creator.release();
+      const [code] = (await once(subscriber, 'exit')) as [number | null];
+      assert.equal(code, 0);
+      assert.equal(out, 'subscribing\njoined\n');
+    } finally {
+      subscriber?.kill();
+      creator.release();
       region.close();
       fs.rmSync(file, { force: true });
     }
