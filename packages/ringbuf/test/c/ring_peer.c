@@ -1016,9 +1016,10 @@ static int mpsc_producers_left(const struct ring *r) {
  * 0 or off. No mount at /proc hides too: nothing there can be gone by.
  */
 static int mounts_hide_processes(FILE *f) {
-    char line[4096];
+    char *line = NULL;
+    size_t room = 0;
     int hides = 1;
-    while (fgets(line, sizeof line, f) != NULL) {
+    while (getline(&line, &room, f) >= 0) {
         line[strcspn(line, "\n")] = '\0';
         /* "<id> <parent> <dev> <root> <mount point> <options> [optional fields] - <type> <source> <super options>";
          * a space inside a field is written \040, so " - " is the separator */
@@ -1032,14 +1033,16 @@ static int mounts_hide_processes(FILE *f) {
         if (separator == NULL) continue;
         const char *type = separator + 3;
         /* no break: a later mount at /proc covers this one */
-        if (strncmp(type, "proc ", 5) != 0) {
+        if (strncmp(type, "proc", 4) != 0 || (type[4] != ' ' && type[4] != '\0')) {
             hides = 1;
             continue;
         }
-        const char *options = strchr(type + 5, ' '); /* after the source */
+        /* the super options: the field after the source, up to the next space */
+        const char *source = type[4] == ' ' ? type + 5 : "";
+        const char *options = strchr(source, ' ');
         hides = 0;
-        for (const char *o = options == NULL ? "" : options + 1; *o != '\0';) {
-            size_t n = strcspn(o, ",");
+        for (const char *o = options == NULL ? "" : options + 1; *o != '\0' && *o != ' ';) {
+            size_t n = strcspn(o, ", ");
             if (n >= 8 && strncmp(o, "hidepid=", 8) == 0 && !(n == 9 && o[8] == '0') && !(n == 11 && strncmp(o + 8, "off", 3) == 0)) {
                 hides = 1;
             }
@@ -1047,6 +1050,7 @@ static int mounts_hide_processes(FILE *f) {
             if (*o == ',') o++;
         }
     }
+    free(line);
     return hides;
 }
 
