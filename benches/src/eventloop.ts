@@ -630,19 +630,20 @@ function threadCount(): number {
 /**
  * `reads` reads pending in this process, with nothing arriving: on as many
  * rings (memfd regions; a producer registered on each writes nothing more), or on as many connected Unix sockets
- * (both ends in this process; nobody writes). Counts the threads before and
- * after, the CPU over `cpuMs`, then the event-loop delay over `probeMs`.
+ * (both ends in this process; nobody writes). First the CPU of the process
+ * alone over `cpuMs`; then counts the threads before and after the reads
+ * start, the CPU over `cpuMs`, then the event-loop delay over `probeMs`.
  */
 async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outcome> {
   const notes: string[] = [];
   await sleep(100); // Node's own start-up threads have started
-  const before = threadCount();
   // The process alone first, nothing pending: V8's and Node's own background work, which the busy
   // host inflates; the CPU the reads cost is what they add to it (the socket column is the other baseline).
   const aloneFrom = process.cpuUsage();
   const aloneSince = performance.now();
   await sleep(p.cpuMs);
   const cpuAlone = cpuPercent(aloneFrom, aloneSince);
+  const before = threadCount();
   let settled = 0;
   let firstError: string | undefined;
   const cleanups: (() => void)[] = [];

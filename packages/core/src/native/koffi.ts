@@ -147,7 +147,8 @@ const MAX_KICK_INTERVAL_MS = 50;
 /**
  * Longest single FUTEX_WAIT of a pool thread; longer waits are re-issued
  * from JS. libuv joins its pool threads at exit, so this bounds how long a
- * wait the exit hook cannot wake (one still queued) can delay process exit.
+ * wait no cancel reached (one started after the exit hook ran) can delay
+ * process exit.
  */
 const ASYNC_SLICE_NS = 1_000_000_000n;
 
@@ -397,7 +398,8 @@ class KoffiWait implements AsyncWait {
     // A call still queued for a pool thread then times out as soon as it runs (FUTEX_WAIT_BITSET's
     // timeout is absolute), where it would sleep until a kick: with more waits than pool threads,
     // cancelling them all (close(), the exit hook) took one kick interval per queued call. The
-    // kernel copies the timespec at the call's entry: a call that read it already is kicked.
+    // kernel copies the timespec at the call's entry: a call that read it already is kicked. A copy
+    // taken during these stores reads zero bytes where they landed: a valid time, never later than the old one.
     writeTimespec(this.sliceEnd, 0n);
     if (this.inFlight) this.kick();
     if (!this.inFlight || isMainThread) this.settle(0);
