@@ -224,11 +224,10 @@ export class LatestValue {
     // Before MAGIC (never seen unheld once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
     const ctl = unpublish(buffer, base);
-    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
-    roles?.share();
     // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
     new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
     writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
+    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
     return new LatestValue(region, buffer, base, maxSize, roles);
   }
 

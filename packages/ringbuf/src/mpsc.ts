@@ -370,11 +370,10 @@ export class MpscRing extends Queue {
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'MpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
-    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
-    roles?.share();
     // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
     new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
     writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize, pidNamespace: pidNamespace() });
+    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 

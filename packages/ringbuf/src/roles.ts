@@ -44,8 +44,8 @@ export class Roles {
    * where the region cannot take locks. Waits (up to HOLDER_WAIT_MS) while
    * another description holds it exclusively: unlink-stale across its
    * check and unlink (a ring attached without its HOLDER lock would look
-   * stale to it), or a Broadcast creator laying a ring out (holdFirst), so
-   * that a side that reads the header after holding reads it whole.
+   * stale to it), or a creator laying a ring out (holdToCreate, holdFirst),
+   * so that a side that reads the header after holding reads it whole.
    * `what` names the call for the ERR_SHMRING_BUSY that ends the wait.
    */
   static hold(region: Region, base: number, what: string): Roles | undefined {
@@ -84,19 +84,23 @@ export class Roles {
    * While no ring is published there (MAGIC does not read right), whoever
    * holds it is an attach that looks under the lock, finds no ring and lets
    * go (one of another implementation: this one's look first, holdToAttach),
-   * or another create laying one out: it waits for them (up to HOLDER_WAIT_MS, blocking the
-   * thread), and throws ERR_SHMRING_BUSY if a ring appears meanwhile.
-   * While a ring is published there, its shared holders are attached to it
-   * (or looking at it), and laying out a new one would wipe what it holds
-   * under them: ERR_SHMRING_BUSY at once; an exclusive holder
-   * (unlink-stale, a Broadcast creator) is waited for, as above.
+   * or a Broadcast subscriber waiting for its ring: it waits for them (up to
+   * HOLDER_WAIT_MS, blocking the thread), and throws ERR_SHMRING_BUSY if a
+   * ring appears meanwhile. While a ring is published there, its shared
+   * holders are attached to it (or looking at it), and laying out a new one
+   * would wipe what it holds under them: ERR_SHMRING_BUSY at once; an
+   * exclusive holder (unlink-stale, another creator laying a ring out) is
+   * waited for, as above.
    *
-   * The caller share()s as soon as it has unpublished the old header
-   * (MAGIC 0): from then on an attach finds no ring there until the new
-   * MAGIC, and another create waits for it; a long lay-out (zeroing a large
-   * data area) keeps nobody waiting long. undefined where the region cannot
-   * take locks (System V, a SharedArrayBuffer): there create() cannot tell,
-   * and overwrites. `where` names the ring (queue.ts ringWhere).
+   * The caller keeps it exclusively until it has stored the new MAGIC, then
+   * share()s: an attach that comes meanwhile waits for the ring (hold), and
+   * another create, a Broadcast's included (which takes the lock shared
+   * where others hold it), finds it laid out, published and held, and
+   * refuses. Shared any sooner, while MAGIC read 0, the lock let a
+   * Broadcast.create lay its ring out over the one being laid out, both
+   * creates succeeding. undefined where the region cannot take locks
+   * (System V, a SharedArrayBuffer): there create() cannot tell, and
+   * overwrites. `where` names the ring (queue.ts ringWhere).
    */
   static holdToCreate(region: Region, buffer: ArrayBufferLike, base: number, what: string, where: string): Roles | undefined {
     const locks = FileLocks.open(region);
@@ -105,9 +109,9 @@ export class Roles {
     // Set when the place is taken for good: a ring is published there and attached (shared holders).
     let refused = false;
     const decided = retryFor(HOLDER_WAIT_MS, () => {
-      // Holders of a place with no ring published are attaches that will let go, or another creator; an
-      // exclusive holder of a published ring is unlink-stale removing it or a Broadcast creator laying it
-      // out: all let go soon, so wait. Shared holders of a published ring are attached to it: refused.
+      // Shared holders of a place with no ring published are attaches that will let go; an exclusive
+      // holder is another creator laying a ring out (over the one published, if any), or unlink-stale
+      // removing it: all let go soon, so wait. Shared holders of a published ring are attached to it: refused.
       const published = L.ringPublished(buffer, base);
       const got = published ? lockHolder(locks, byte) : locks.lock(byte, false) ? 'alone' : 'none';
       refused = got === 'shared';
@@ -135,8 +139,8 @@ export class Roles {
    *
    * First, holding nothing, it asks `missing` whether a ring is published
    * there at all (header.ts missingRing): where none is and nobody holds
-   * the ring exclusively (a Broadcast creator laying one out, waited for
-   * as before), it throws that error without taking the lock. An attach
+   * the ring exclusively (a creator laying one out, waited for as before),
+   * it throws that error without taking the lock. An attach
    * that finds no ring would hold the lock only to let it go; attaches
    * retried back to back, by several processes, then held it most of the
    * time, and the create() they wait for, which needs it exclusively, with
@@ -221,7 +225,7 @@ function waitForHolder(locks: FileLocks, what: string, take: () => boolean): voi
   locks.release();
   throw new ShmringError(
     ErrorCodes.BUSY,
-    `${what}: another process has held the ring exclusively for ${HOLDER_WAIT_MS} ms (shmring unlink-stale, or a Broadcast creator ` +
+    `${what}: another process has held the ring exclusively for ${HOLDER_WAIT_MS} ms (shmring unlink-stale, or a creator ` +
       'laying it out, stopped half-way?); try again, or look with shmring inspect',
   );
 }

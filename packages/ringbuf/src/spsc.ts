@@ -220,11 +220,10 @@ export class SpscRing extends Queue {
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'SpscRing.create', ringWhere(region, base));
     const ctl = unpublish(buffer, base);
-    // Unpublished (MAGIC 0): an attach finds no ring here until MAGIC is stored again, another create finds it held.
-    roles?.share();
     // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
     new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
     writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 

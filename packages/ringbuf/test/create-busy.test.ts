@@ -392,6 +392,77 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
+  it('an MpscRing.create and a Broadcast.create racing on one place: one of them succeeds, and the ring there is its', async function () {
+    // The MpscRing's create zeroes 64 MiB: a Broadcast.create started meanwhile found the place held
+    // shared (MAGIC 0) and laid its ring out over the one being laid out; both succeeded. Each side
+    // keeps what it created until both have tried (one that closed first would leave the place free).
+    const capacity = 1 << 26;
+    const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : dir;
+    const file = path.join(shm, `shmring-create-race-${process.pid}`);
+    const region = Region.create({ backing: 'file', path: file, size: MpscRing.regionSize({ capacity }) });
+    let creator: ChildProcess | undefined;
+    let publisher: { close(): void } | undefined;
+    try {
+      creator = spawnModule(
+        `import { Region } from ${CORE};
+         import { MpscRing } from ${RINGBUF};
+         const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+         console.log('creating');
+         let result;
+         let ring;
+         try {
+           ring = MpscRing.create(region, { capacity: ${capacity} });
+           const producer = MpscRing.attach(region);
+           producer.tryWrite(new Uint8Array([7]));
+           result = { created: true, read: [...(ring.tryRead() ?? [])] };
+           producer.close();
+         } catch (err) {
+           result = { created: false, code: err.code };
+         }
+         console.log(JSON.stringify(result));
+         process.stdin.once('data', () => {
+           ring?.close();
+           process.exit(0);
+         });`,
+        ['pipe', 'pipe', 'inherit'],
+      );
+      let out = '';
+      creator.stdout!.on('data', (d: Buffer) => (out += d));
+      while (!out.includes('creating')) await new Promise((resolve) => setTimeout(resolve, 1));
+      let broadcast: { created: boolean; code?: string };
+      try {
+        publisher = Broadcast.create(region, { capacity: 1024 });
+        broadcast = { created: true };
+      } catch (err) {
+        broadcast = { created: false, code: (err as ShmringError).code };
+      }
+      while (out.split('\n').length < 3) await new Promise((resolve) => setTimeout(resolve, 1));
+      const mpsc = JSON.parse(out.split('\n')[1]!) as { created: boolean; code?: string; read?: number[] };
+      assert.equal(
+        Number(mpsc.created) + Number(broadcast.created),
+        1,
+        `MpscRing.create: ${JSON.stringify(mpsc)}; Broadcast.create: ${JSON.stringify(broadcast)}`,
+      );
+      const loser = mpsc.created ? broadcast : mpsc;
+      assert.equal(loser.code, ErrorCodes.BUSY);
+      if (mpsc.created) {
+        assert.deepEqual(mpsc.read, [7], 'the MpscRing works');
+        assert.throws(() => Broadcast.subscribe(region), { code: ErrorCodes.WRONG_KIND });
+      } else {
+        assert.throws(() => MpscRing.attach(region), { code: ErrorCodes.WRONG_KIND });
+        Broadcast.subscribe(region).close();
+      }
+      creator.stdin!.write('done\n');
+      const [code] = (await once(creator, 'exit')) as [number | null];
+      assert.equal(code, 0);
+    } finally {
+      creator?.kill();
+      publisher?.close();
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   it('Broadcast.subscribe where no ring is published yet waits while a creator holds the place exclusively, and joins the ring it lays out', async function () {
     // The look before the lock gives up only where nobody holds it exclusively: a Broadcast creator
     // lays a ring out under an exclusive lock, and a subscribe that comes meanwhile joins that ring.
