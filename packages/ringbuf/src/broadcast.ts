@@ -422,6 +422,15 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
  * subscribers), or counters no correct publisher leaves
  * (ERR_SHMRING_CORRUPT).
  */
+/** ERR_SHMRING_BUSY of a create that finds another kind of ring (`found`: readHeader's error) published and held. */
+function otherRingHeld(where: string, found: Error): ShmringError {
+  return new ShmringError(
+    ErrorCodes.BUSY,
+    `Broadcast.create: ${where} holds no Broadcast but another ring (${found.message}), and objects are attached ` +
+      'to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
+  );
+}
+
 function resumePoint(
   buffer: ArrayBuffer | SharedArrayBuffer,
   base: number,
@@ -435,13 +444,7 @@ function resumePoint(
   } catch (err) {
     // A ring of another kind (or layout version) is published there, and others hold it: they are
     // attached to it, and a new layout would wipe it under them.
-    if (heldBefore === true && L.ringPublished(buffer, base)) {
-      throw new ShmringError(
-        ErrorCodes.BUSY,
-        `Broadcast.create: ${where} holds no Broadcast but another ring (${(err as Error).message}), and objects are attached ` +
-          'to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
-      );
-    }
+    if (heldBefore === true && L.ringPublished(buffer, base)) throw otherRingHeld(where, err as Error);
     return undefined; // no Broadcast here to take over
   }
   const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(found.slotSize) / 4);
@@ -554,6 +557,16 @@ export class Broadcast {
     // Whether anybody else holds the ring (undefined: no file to ask).
     const heldBefore = holding === undefined ? undefined : !holding.alone;
     const site = ringSite(region, base, roles);
+    if (heldBefore === true && L.ringPublished(buffer, base)) {
+      // Refused before the publisher role is taken: its lock is the producer's (or writer's) of the ring of
+      // another kind held here, whose next write would find it taken (resumePoint's check, brought forward).
+      try {
+        readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
+      } catch (err) {
+        roles?.release();
+        throw otherRingHeld(ringWhere(region, base, 'Broadcast'), err as Error);
+      }
+    }
     if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
       roles?.release();
       throw new ShmringError(

@@ -50,7 +50,7 @@ import { checkOffset, checkOptionsObject, missingRing, readHeader, ringMemory, u
 import { checkType, checkWaitOptions, claimPlace, optionNames, ringWhere, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
-import { Roles } from './roles.js';
+import { layOut, Roles } from './roles.js';
 import { parkAsync, parkSync, unpark, WaitStop, type WaitBlock, type WaitOptions } from './waiting.js';
 
 /**
@@ -223,11 +223,12 @@ export class LatestValue {
     const buffer = ringMemory(region, base, size, 'LatestValue.create');
     // Before MAGIC (never seen unheld once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'LatestValue.create', ringWhere(region, base, 'LatestValue'));
-    const ctl = unpublish(buffer, base);
-    // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
-    new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
-    writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
-    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
+    layOut(roles, () => {
+      const ctl = unpublish(buffer, base);
+      // Both slots stable (SEQ 0) and empty; slot 0 holds version 0. Published by writeHeader's store of MAGIC.
+      new Int32Array(buffer, base + V.SLOTS_OFFSET, (2 * V.latestSlotStride(maxSize)) / 4).fill(0);
+      writeHeader(ctl, { kind: V.KIND_LATEST, capacity: maxSize, slotSize: 0, slotStride: V.latestSlotStride(maxSize), ringSize: size });
+    });
     return new LatestValue(region, buffer, base, maxSize, roles);
   }
 

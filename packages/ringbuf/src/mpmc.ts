@@ -58,7 +58,7 @@ import {
 import type { DrainHandler } from './spsc.js';
 import { isAlive, isThreadAlive, ownThread } from './liveness.js';
 import { copyOut } from './copy.js';
-import { Roles } from './roles.js';
+import { layOut, Roles } from './roles.js';
 import { unpark } from './waiting.js';
 
 /** The options of create and regionSize. */
@@ -157,13 +157,14 @@ export class MpmcQueue extends Queue {
     const buffer = ringMemory(region, 0, ringSize, 'MpmcQueue.create');
     // Before MAGIC (the queue is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, 0, 'MpmcQueue.create', ringWhere(region, 0, 'queue'));
-    const ctl = unpublish(buffer);
-    const stride32 = L.slotStride(slotSize) / 4;
-    const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
-    for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
-    // writeHeader's store of MAGIC publishes these sequences too.
-    writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
-    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
+    layOut(roles, () => {
+      const ctl = unpublish(buffer);
+      const stride32 = L.slotStride(slotSize) / 4;
+      const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
+      for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
+      // writeHeader's store of MAGIC publishes these sequences too.
+      writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
+    });
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 

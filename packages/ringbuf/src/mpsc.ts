@@ -101,7 +101,7 @@ import type { AttachOptions, DrainHandler } from './spsc.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
 import { ownThread, pidNamespace, threadGone } from './liveness.js';
-import { type Role, Roles } from './roles.js';
+import { layOut, type Role, Roles } from './roles.js';
 import { checkPeerTimeout, unpark, type WaitBlock } from './waiting.js';
 
 export interface MpscOptions {
@@ -369,11 +369,12 @@ export class MpscRing extends Queue {
     const buffer = ringMemory(region, base, ringSize, 'MpscRing.create');
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'MpscRing.create', ringWhere(region, base));
-    const ctl = unpublish(buffer, base);
-    // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
-    new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
-    writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize, pidNamespace: pidNamespace() });
-    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
+    layOut(roles, () => {
+      const ctl = unpublish(buffer, base);
+      // Free space reads LENGTH 0 (the invariant above); writeHeader's store of MAGIC publishes the zeroes.
+      new Uint8Array(buffer, base + L.DATA_OFFSET, capacity).fill(0);
+      writeHeader(ctl, { kind: M.KIND_MPSC, capacity, slotSize: 0, slotStride: 0, ringSize, pidNamespace: pidNamespace() });
+    });
     return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), true);
   }
 

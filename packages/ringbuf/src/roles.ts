@@ -8,10 +8,10 @@
  *    or attach until close, detach or its region's close). `inspect` calls
  *    a ring stale only when nobody holds it; `unlink-stale` holds it
  *    exclusively across its last check and the unlink, so that no attach
- *    completes in between (hold waits). A Broadcast's create that
- *    finds nobody attached holds it exclusively until it has laid the ring
- *    out (holdFirst, share), and its subscribers hold it before they read
- *    the header (hold), waiting meanwhile.
+ *    completes in between (hold waits). A create holds it exclusively
+ *    until it has laid the ring out (holdToCreate, share; a Broadcast's
+ *    only where it finds nobody attached: holdFirst), and the sides that
+ *    attach hold it before they read the header (hold), waiting meanwhile.
  *  - PRODUCER / CONSUMER byte: this object acts in that role. SpscRing
  *    takes it exclusive (one producer, one consumer: a second live one is
  *    ERR_SHMRING_BUSY); MpmcQueue shared (any number).
@@ -84,7 +84,9 @@ export class Roles {
    * While no ring is published there (MAGIC does not read right), whoever
    * holds it is an attach that looks under the lock, finds no ring and lets
    * go (one of another implementation: this one's look first, holdToAttach),
-   * or a Broadcast subscriber waiting for its ring: it waits for them (up to
+   * or a Broadcast subscriber waiting for its ring (the C peer's waits up
+   * to 5 s), or a Broadcast.create laying one out under a shared lock
+   * (others held it when it came): it waits for them (up to
    * HOLDER_WAIT_MS, blocking the thread), and throws ERR_SHMRING_BUSY if a
    * ring appears meanwhile. While a ring is published there, its shared
    * holders are attached to it (or looking at it), and laying out a new one
@@ -125,7 +127,8 @@ export class Roles {
         ? `${what}: ${where} is in use (another object, in this process or another, is attached to it or looking at it); ` +
             'creating one there would wipe what it holds: attach() to it instead, or close the objects attached to it first'
         : `${what}: ${where} has been held for ${HOLDER_WAIT_MS} ms while no ring was published there, or exclusively ` +
-            '(attaches that lock before they look, retried without a pause, or another create or an unlink-stale stopped half-way?); ' +
+            '(another create laying out a large ring; attaches that lock before they look, retried without a pause; ' +
+            'or a create or an unlink-stale stopped half-way?); ' +
             'try again, or look with shmring inspect',
     );
   }
@@ -157,7 +160,15 @@ export class Roles {
     // No ring, and no creator laying one out under an exclusive lock: none is coming; unless one came
     // meanwhile (a creator stores MAGIC before its lock turns shared, so seen shared, it is there).
     if (none !== undefined && heldExclusively(region, base + L.HOLDER_LOCK_OFFSET) !== true && missing() !== undefined) throw none;
-    const roles = Roles.hold(region, base, what);
+    let roles: Roles | undefined;
+    try {
+      roles = Roles.hold(region, base, what);
+    } catch (err) {
+      // Held exclusively for all that time (BUSY), and still no ring: a create laying out a large one
+      // (zeroing its data) is as likely as one stopped half-way, and an attach that finds no ring may try again.
+      if ((err as ShmringError).code === ErrorCodes.BUSY) throw missing() ?? err;
+      throw err;
+    }
     try {
       return look(roles);
     } catch (err) {
@@ -166,7 +177,7 @@ export class Roles {
     }
   }
 
-  /** After holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */
+  /** After holdToCreate, or holdFirst alone: the ring is laid out; others may attach (HOLDER exclusive becomes shared). */
   share(): void {
     this.#locks.lock(this.#base + L.HOLDER_LOCK_OFFSET, true);
   }
@@ -200,7 +211,12 @@ export class Roles {
   }
 }
 
-/** How long hold / holdFirst wait for an exclusive HOLDER (unlink-stale, a creator laying out: microseconds of work) before giving up. */
+/**
+ * How long hold, holdFirst and holdToCreate wait for an exclusive HOLDER
+ * before giving up: unlink-stale holds it for a few system calls, a create
+ * while it lays a ring out (milliseconds; zeroing a large MpscRing's data
+ * area, longer).
+ */
 const HOLDER_WAIT_MS = 2_000;
 
 /**
@@ -225,9 +241,27 @@ function waitForHolder(locks: FileLocks, what: string, take: () => boolean): voi
   locks.release();
   throw new ShmringError(
     ErrorCodes.BUSY,
-    `${what}: another process has held the ring exclusively for ${HOLDER_WAIT_MS} ms (shmring unlink-stale, or a creator ` +
-      'laying it out, stopped half-way?); try again, or look with shmring inspect',
+    `${what}: another process has held the ring exclusively for ${HOLDER_WAIT_MS} ms (a create laying out a large ring, ` +
+      'or a create or shmring unlink-stale stopped half-way?); try again, or look with shmring inspect',
   );
+}
+
+/**
+ * A create's lay-out, under the exclusive HOLDER lock of holdToCreate:
+ * runs `steps` (unpublish, the ring's own initialisation, writeHeader,
+ * whose MAGIC store publishes the ring), then makes the lock shared
+ * (share()), so that others may attach. If `steps` throws, lets go of the
+ * ring instead: an exclusive lock left behind would keep every attach and
+ * create out until GC or region.close().
+ */
+export function layOut(roles: Roles | undefined, steps: () => void): void {
+  try {
+    steps();
+  } catch (err) {
+    roles?.release();
+    throw err;
+  }
+  roles?.share();
 }
 
 /**

@@ -85,7 +85,7 @@ import {
 } from './queue.js';
 import { OpenClaim } from './claim.js';
 import { copyOut } from './copy.js';
-import { Roles } from './roles.js';
+import { layOut, Roles } from './roles.js';
 import { holdUntilWait, releaseHold } from './held.js';
 import { unpark } from './waiting.js';
 
@@ -219,11 +219,12 @@ export class SpscRing extends Queue {
     const buffer = ringMemory(region, base, ringSize, 'SpscRing.create');
     // Before MAGIC (the ring is never seen unheld, stale, once it exists); exclusive while nobody else holds it.
     const roles = Roles.holdToCreate(region, buffer, base, 'SpscRing.create', ringWhere(region, base));
-    const ctl = unpublish(buffer, base);
-    // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
-    new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
-    writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
-    roles?.share(); // laid out: others may attach (holdToCreate says why not before)
+    layOut(roles, () => {
+      const ctl = unpublish(buffer, base);
+      // Nothing is published at position 0 (whatever the region held before); writeHeader's MAGIC store publishes this too.
+      new Int32Array(buffer, base + L.DATA_OFFSET, 1)[L.RECORD_LENGTH_I32] = 0;
+      writeHeader(ctl, { kind: L.KIND_SPSC, capacity, slotSize: 0, slotStride: 0, ringSize });
+    });
     return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
   }
 

@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ErrorCodes, FileLocks, Region, ShmringError } from '@shmring/core';
+import { ErrorCodes, FileLocks, heldByAnyone, Region, ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
 
 const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
@@ -392,72 +392,111 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
-  it('an MpscRing.create and a Broadcast.create racing on one place: one of them succeeds, and the ring there is its', async function () {
-    // The MpscRing's create zeroes 64 MiB: a Broadcast.create started meanwhile found the place held
-    // shared (MAGIC 0) and laid its ring out over the one being laid out; both succeeded. Each side
-    // keeps what it created until both have tried (one that closed first would leave the place free).
-    const capacity = 1 << 26;
-    const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : dir;
-    const file = path.join(shm, `shmring-create-race-${process.pid}`);
-    const region = Region.create({ backing: 'file', path: file, size: MpscRing.regionSize({ capacity }) });
-    let creator: ChildProcess | undefined;
-    let publisher: { close(): void } | undefined;
-    try {
-      creator = spawnModule(
-        `import { Region } from ${CORE};
-         import { MpscRing } from ${RINGBUF};
-         const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
-         console.log('creating');
-         let result;
-         let ring;
-         try {
-           ring = MpscRing.create(region, { capacity: ${capacity} });
-           const producer = MpscRing.attach(region);
-           producer.tryWrite(new Uint8Array([7]));
-           result = { created: true, read: [...(ring.tryRead() ?? [])] };
-           producer.close();
-         } catch (err) {
-           result = { created: false, code: err.code };
-         }
-         console.log(JSON.stringify(result));
-         process.stdin.once('data', () => {
-           ring?.close();
-           process.exit(0);
-         });`,
-        ['pipe', 'pipe', 'inherit'],
-      );
-      let out = '';
-      creator.stdout!.on('data', (d: Buffer) => (out += d));
-      while (!out.includes('creating')) await new Promise((resolve) => setTimeout(resolve, 1));
-      let broadcast: { created: boolean; code?: string };
+  it('a Broadcast.create that comes while an MpscRing.create lays its ring out waits for it and refuses; the MpscRing is whole', async function () {
+    // The MpscRing's create zeroes 16 MiB. It used to make its lock shared once MAGIC read 0: a
+    // Broadcast.create that came then took it shared too, found no ring to take over, and laid its
+    // own out over the one being laid out; both succeeded. Each side keeps what it created until
+    // both have tried (one that closed first would leave the place free for the other).
+    const capacity = 1 << 24;
+    const file = path.join(dir, 'mpsc-broadcast-race');
+    const deadline = performance.now() + 20_000;
+    const until = async (what: string, done: () => boolean, child: ChildProcess): Promise<void> => {
+      while (!done()) {
+        if (child.exitCode !== null || child.signalCode !== null)
+          assert.fail(`the creator exited (${child.exitCode ?? child.signalCode}) before ${what}`);
+        if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    for (let round = 0; ; round++) {
+      let region: Region | undefined;
+      let creator: ChildProcess | undefined;
+      let publisher: { close(): void } | undefined;
       try {
-        publisher = Broadcast.create(region, { capacity: 1024 });
-        broadcast = { created: true };
-      } catch (err) {
-        broadcast = { created: false, code: (err as ShmringError).code };
-      }
-      while (out.split('\n').length < 3) await new Promise((resolve) => setTimeout(resolve, 1));
-      const mpsc = JSON.parse(out.split('\n')[1]!) as { created: boolean; code?: string; read?: number[] };
-      assert.equal(
-        Number(mpsc.created) + Number(broadcast.created),
-        1,
-        `MpscRing.create: ${JSON.stringify(mpsc)}; Broadcast.create: ${JSON.stringify(broadcast)}`,
-      );
-      const loser = mpsc.created ? broadcast : mpsc;
-      assert.equal(loser.code, ErrorCodes.BUSY);
-      if (mpsc.created) {
+        region = Region.create({ backing: 'file', path: file, size: MpscRing.regionSize({ capacity }) });
+        const magic = new Int32Array(region.buffer, 0, 1);
+        creator = spawnModule(
+          `import { Region } from ${CORE};
+           import { MpscRing } from ${RINGBUF};
+           const region = Region.open({ backing: 'file', path: ${JSON.stringify(file)} });
+           console.log('creating');
+           let result;
+           let ring;
+           try {
+             ring = MpscRing.create(region, { capacity: ${capacity} });
+             result = { created: true };
+           } catch (err) {
+             result = { created: false, code: err.code };
+           }
+           if (ring) {
+             const producer = MpscRing.attach(region);
+             producer.tryWrite(new Uint8Array([7]));
+             result.read = [...(ring.tryRead() ?? [])];
+             producer.close();
+           }
+           console.log(JSON.stringify(result));
+           process.stdin.once('data', () => {
+             ring?.close();
+             process.exit(0);
+           });`,
+          ['pipe', 'pipe', 'inherit'],
+        );
+        let out = '';
+        creator.stdout!.on('data', (d: Buffer) => (out += d));
+        await until('it starts', () => out.includes('creating'), creator);
+        // Caught laying out: the place held, no ring published yet. Looked for without yielding (the
+        // lay-out takes milliseconds); a ring published first means it was missed: another round.
+        let caught = false;
+        for (;;) {
+          const held = heldByAnyone(region, 0) === true;
+          const published = Atomics.load(magic, 0) !== 0; // observes the creator's MAGIC store
+          if (held && !published) caught = true;
+          if (caught || published || performance.now() > deadline) break;
+        }
+        let broadcast: { created: boolean; code?: string } | undefined;
+        if (caught) {
+          try {
+            publisher = Broadcast.create(region, { capacity: 1024 });
+            broadcast = { created: true };
+          } catch (err) {
+            broadcast = { created: false, code: (err as ShmringError).code };
+          }
+        }
+        await until('it says how its create went', () => out.split('\n').length >= 3, creator);
+        const mpsc = JSON.parse(out.split('\n')[1]!) as { created: boolean; code?: string; read?: number[] };
+        assert.equal(mpsc.created, true, JSON.stringify(mpsc));
         assert.deepEqual(mpsc.read, [7], 'the MpscRing works');
-        assert.throws(() => Broadcast.subscribe(region), { code: ErrorCodes.WRONG_KIND });
-      } else {
-        assert.throws(() => MpscRing.attach(region), { code: ErrorCodes.WRONG_KIND });
-        Broadcast.subscribe(region).close();
+        if (broadcast !== undefined) {
+          assert.deepEqual(broadcast, { created: false, code: ErrorCodes.BUSY }, 'the Broadcast.create that came during the lay-out');
+          assert.throws(() => Broadcast.subscribe(region!), { code: ErrorCodes.WRONG_KIND });
+        }
+        creator.stdin!.write('done\n');
+        const [code] = (await once(creator, 'exit')) as [number | null];
+        assert.equal(code, 0);
+        if (caught) break;
+        assert.ok(round < 20, 'never caught the MpscRing.create laying its ring out in 20 tries');
+      } finally {
+        creator?.kill();
+        publisher?.close();
+        region?.close();
+        fs.rmSync(file, { force: true });
       }
-      creator.stdin!.write('done\n');
-      const [code] = (await once(creator, 'exit')) as [number | null];
-      assert.equal(code, 0);
+    }
+  });
+
+  it('an attach that waits 2 s for a place held exclusively, with no ring published, reports ERR_SHMRING_NOT_A_RING (retry), not BUSY', () => {
+    // What a create laying out a large ring looks like from outside, for longer than an attach waits.
+    const file = path.join(dir, 'held-empty');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    const creator = FileLocks.open(region)!;
+    try {
+      assert.ok(creator.lock(0, false), 'the HOLDER lock, exclusively');
+      const started = performance.now();
+      assert.throws(() => SpscRing.attach(region), { code: ErrorCodes.NOT_A_RING });
+      const waited = performance.now() - started;
+      assert.ok(waited >= 1_900, `gave up after ${waited.toFixed(0)} ms: it did not wait for the holder`);
     } finally {
-      creator?.kill();
-      publisher?.close();
+      creator.release();
       region.close();
       fs.rmSync(file, { force: true });
     }
@@ -513,7 +552,7 @@ describe('create() over a ring an object is attached to', function () {
   });
 
   for (const backing of ['memfd', 'file'] as const) {
-    it(`Broadcast.create over an SpscRing (${backing}) an object is attached to: ERR_SHMRING_BUSY, and the ring keeps what it holds`, function () {
+    it(`Broadcast.create over an SpscRing (${backing}) an object is attached to: ERR_SHMRING_BUSY that says so, and the ring keeps what it holds`, function () {
       const file = path.join(dir, 'broadcast-over-spsc');
       const size = Math.max(SpscRing.regionSize({ capacity: 4096 }), Broadcast.regionSize({ capacity: 4096 }));
       const region = backing === 'memfd' ? Region.create({ backing: 'memfd', size }) : Region.create({ backing: 'file', path: file, size });
@@ -521,12 +560,16 @@ describe('create() over a ring an object is attached to', function () {
         const consumer = SpscRing.create(region, { capacity: 4096 });
         const producer = SpscRing.attach(region);
         assert.ok(producer.tryWrite(new Uint8Array([7, 8, 9])));
-        producer.close(); // only the consumer stays attached: no producer role is held
-        assert.throws(
-          () => Broadcast.create(region, { capacity: 4096 }),
-          (err: unknown) =>
-            err instanceof ShmringError && err.code === ErrorCodes.BUSY && /holds no Broadcast but another ring/.test(err.message),
-        );
+        // With the producer role held too (its lock is the one a Broadcast's publisher takes): refused for the
+        // ring that is there, before the role is taken, not for "a live publisher".
+        for (const producerHeld of [true, false]) {
+          if (!producerHeld) producer.close(); // only the consumer stays attached
+          assert.throws(
+            () => Broadcast.create(region, { capacity: 4096 }),
+            (err: unknown) =>
+              err instanceof ShmringError && err.code === ErrorCodes.BUSY && /holds no Broadcast but another ring/.test(err.message),
+          );
+        }
         assert.deepEqual([...consumer.tryRead()!], [7, 8, 9], 'the refused create() changed nothing');
         consumer.close();
         Broadcast.create(region, { capacity: 4096 }).close(); // nobody attached: it lays out a Broadcast
@@ -567,7 +610,9 @@ describe('create() over a ring an object is attached to', function () {
         try {
           a = SpscRing.attach(region);
         } catch (err) {
-          if ((err as ShmringError).code !== ErrorCodes.NOT_A_RING) throw err; // caught between unpublish and MAGIC
+          // Between its looks (holding nothing) one create published its ring, and the next took the place
+          // and unpublished it again: no ring either time. (A create that is laying out is waited for.)
+          if ((err as ShmringError).code !== ErrorCodes.NOT_A_RING) throw err;
           await new Promise((resolve) => setImmediate(resolve));
           continue;
         }

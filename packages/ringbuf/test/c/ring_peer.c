@@ -449,14 +449,15 @@ static void let_go(const struct ring *r) {
 /*
  * Takes the HOLDER lock shared, waiting (up to `deadline`) while another description holds it
  * exclusively ("Attaching to a ring", step 7): shmring unlink-stale, across its last check and its
- * unlink; or, for a Broadcast, whose sides take it before they read the header ("Publisher, step by
- * step"), a creator that found nobody holding the ring and is laying out a new one: the header is then
- * read only once it is whole, and from then on a create sees us holding the ring and does not lay it out again.
+ * unlink; or a creator laying out a new ring ("Creating a ring", steps 2 to 8; a Broadcast's, where it
+ * found nobody holding the ring: "Publisher, step by step"). A Broadcast's sides take it before they read
+ * the header, which they then read only once it is whole; from then on a create sees us holding the ring
+ * and does not lay it out again.
  */
 static void hold_shared_first(struct ring *r, double deadline) {
     while (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
         if (errno != EAGAIN && errno != EACCES) die(EXIT_USAGE, "fcntl(F_OFD_SETLK) of the holder byte: %s", strerror(errno));
-        if (now_seconds() > deadline) die(EXIT_BUSY, "another process has held the ring exclusively for 5 s (a creator stopped half-way?)");
+        if (now_seconds() > deadline) die(EXIT_BUSY, "another process has held the ring exclusively for 5 s (a create laying out a large ring, or one stopped half-way?)");
         sched_yield();
     }
 }
