@@ -84,8 +84,7 @@ export class Roles {
    * While no ring is published there (MAGIC does not read right), whoever
    * holds it is an attach that looks under the lock, finds no ring and lets
    * go (one of another implementation: this one's look first, holdToAttach),
-   * or a Broadcast subscriber waiting for its ring (the C peer's waits up
-   * to 5 s), or a Broadcast.create laying one out under a shared lock
+   * or a Broadcast.create laying one out under a shared lock
    * (others held it when it came): it waits for them (up to
    * HOLDER_WAIT_MS, blocking the thread), and throws ERR_SHMRING_BUSY if a
    * ring appears meanwhile. While a ring is published there, its shared

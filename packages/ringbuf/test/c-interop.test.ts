@@ -48,7 +48,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asyncWaitKind, lockFileByte, membarrier, NAME_LOCK_BYTE, Region } from '@shmring/core';
+import { asyncWaitKind, heldByAnyone, lockFileByte, membarrier, NAME_LOCK_BYTE, Region } from '@shmring/core';
 import { ErrorCodes } from '@shmring/core';
 import {
   Broadcast,
@@ -1184,6 +1184,28 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         freedAfter < 5_000,
         `the publisher went past its first lap only after ${freedAfter.toFixed(0)} ms (its check period is 100 ms)`,
       );
+    });
+
+    it('a C subscriber that comes before its Broadcast waits for it holding nothing, and joins the one laid out', async () => {
+      // Held while it waited, the lock kept out the create it waited for: any create but a Broadcast's gave up.
+      ({ regionPath, region } = fileRegion('bcast-early', Broadcast.regionSize({ capacity: 4096 })));
+      const peer = runPeer(binary, ['bcast-subscribe', regionPath, '10']);
+      peers.push(peer);
+      const until = performance.now() + 300;
+      while (performance.now() < until) {
+        assert.equal(heldByAnyone(region, 0), false, 'the C subscriber held the place while it waited for a ring');
+        await sleep(5);
+      }
+      assert.equal(peer.child.exitCode, null, `the C subscriber did not wait for its Broadcast: ${peer.stdout}`);
+      const publisher = Broadcast.create(region, { capacity: 4096 });
+      closeables.push(publisher);
+      await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber joined');
+      if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
+      assert.equal(heldByAnyone(region, 0), true, 'the C subscriber holds the Broadcast it joined');
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < 10; i++) assert.ok(publisher.tryWrite(patternMessage(scratch, i), patternType(i)));
+      const report = await reportOf(peer);
+      assert.deepEqual([report.received, report.lost], [10, 0]);
     });
 
     it('a C subscriber holds the HOLDER lock shared before it reads the header: it waits out a creator laying the Broadcast out, and a create that would lay it out anew sees it and wipes nothing', async () => {

@@ -466,12 +466,20 @@ static void hold_shared_first(struct ring *r, double deadline) {
 static void attach(struct ring *r, uint32_t kind) {
     /* The creator stores MAGIC last; give a creator that is still at work a moment. */
     double deadline = now_seconds() + 5;
-    /* A Broadcast: HOLDER first, so the header read below is not one a creator is laying out. */
-    if (kind == KIND_BROADCAST && r->fd >= 0) hold_shared_first(r, deadline);
     uint32_t magic;
+    /* Waits for MAGIC holding nothing: a lock held meanwhile would keep out the create it waits for. Observes
+     * the creator's MAGIC store (release), which publishes the header; a Broadcast's is read again below. */
     while ((magic = atomic_load_explicit(word(r, OFF_MAGIC), memory_order_acquire)) != MAGIC) {
         if (now_seconds() > deadline) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
         sched_yield();
+    }
+    if (kind == KIND_BROADCAST && r->fd >= 0) {
+        /* A Broadcast: HOLDER before the header is read, so it is not one a creator is laying out (a creator
+         * that found the ring unheld holds it exclusively until the new MAGIC: we wait for it here). Observes
+         * MAGIC again under the lock: a create that replaced the ring meanwhile stored it last. */
+        hold_shared_first(r, deadline);
+        magic = atomic_load_explicit(word(r, OFF_MAGIC), memory_order_acquire);
+        if (magic != MAGIC) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
     }
     uint32_t version = header_u32(r, OFF_VERSION);
     if (version != LAYOUT_VERSION) die(EXIT_USAGE, "layout version %u, this peer speaks %d", version, LAYOUT_VERSION);
