@@ -402,6 +402,15 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   return { tail, count, jump: (Math.floor(tail / capacity) + 2) * capacity };
 }
 
+/** ERR_SHMRING_BUSY of a create that finds another kind of ring (`found`: readHeader's error) published and held. */
+function otherRingHeld(where: string, found: Error): ShmringError {
+  return new ShmringError(
+    ErrorCodes.BUSY,
+    `Broadcast.create: ${where} holds no Broadcast but another ring (${found.message}), and objects are attached ` +
+      'to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
+  );
+}
+
 /**
  * Create's look at what `base` already holds, once this create holds the
  * publisher role (docs/LAYOUT.md, "Publisher, step by step"): the snapshot
@@ -422,15 +431,6 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
  * subscribers), or counters no correct publisher leaves
  * (ERR_SHMRING_CORRUPT).
  */
-/** ERR_SHMRING_BUSY of a create that finds another kind of ring (`found`: readHeader's error) published and held. */
-function otherRingHeld(where: string, found: Error): ShmringError {
-  return new ShmringError(
-    ErrorCodes.BUSY,
-    `Broadcast.create: ${where} holds no Broadcast but another ring (${found.message}), and objects are attached ` +
-      'to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
-  );
-}
-
 function resumePoint(
   buffer: ArrayBuffer | SharedArrayBuffer,
   base: number,
