@@ -103,10 +103,10 @@ import { checkBoolean, ErrorCodes, heldByAnyone, ShmringError, ShmringRangeError
 import * as L from './layout.js';
 import * as B from './broadcast-layout.js';
 import {
+  attachTo,
   checkCapacity,
   checkOffset,
   checkOptionsObject,
-  missingRing,
   readHeader,
   ringMemory,
   unpublish,
@@ -402,27 +402,19 @@ function halfWritten(ctl: Int32Array, capacity: number): HalfWritten | undefined
   return { tail, count, jump: (Math.floor(tail / capacity) + 2) * capacity };
 }
 
-/** ERR_SHMRING_BUSY of a create that finds another kind of ring (`found`: readHeader's error) published and held. */
-function otherRingHeld(where: string, found: Error): ShmringError {
-  return new ShmringError(
-    ErrorCodes.BUSY,
-    `Broadcast.create: ${where} holds no Broadcast but another ring (${found.message}), and objects are attached ` +
-      'to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
-  );
-}
-
 /**
- * Create's look at what `base` already holds, once this create holds the
- * publisher role (docs/LAYOUT.md, "Publisher, step by step"): the snapshot
+ * Create's look at what `base` already holds (`found`: the header it read,
+ * undefined where there is no Broadcast: no MAGIC, another kind or
+ * version, an impossible header), once this create holds the publisher
+ * role (docs/LAYOUT.md, "Publisher, step by step"): the snapshot
  * a new publisher resumes from (P = INTENT, K = COUNT), what a predecessor
  * that died in the middle of a record left (the repair), or undefined to
  * lay out a new Broadcast. It resumes a Broadcast of the same capacity,
  * subscribers and mode that is not closed, so its subscribers go on with
  * `received + lost` exact, unless nobody else holds it (`heldBefore`
  * false: this create could hold the HOLDER lock exclusively, which it
- * keeps until the ring is laid out): then, as where there is no Broadcast
- * (no MAGIC, another kind or version, an impossible header), a new one is
- * laid out. Without a file (`heldBefore` undefined) it resumes whenever it
+ * keeps until the ring is laid out): then, as where there is no Broadcast,
+ * a new one is laid out. Without a file (`heldBefore` undefined) it resumes whenever it
  * can, since a lossy subscriber without a slot is not seen; what it cannot
  * resume, it lays out anew only if no live subscriber slot is seen.
  * Otherwise a typed error, touching nothing: other options
@@ -437,16 +429,9 @@ function resumePoint(
   g: Geometry,
   heldBefore: boolean | undefined,
   where: string,
+  found: Geometry | undefined,
 ): Snapshot | HalfWritten | undefined {
-  let found: Geometry;
-  try {
-    found = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
-  } catch (err) {
-    // A ring of another kind (or layout version) is published there, and others hold it: they are
-    // attached to it, and a new layout would wipe it under them.
-    if (heldBefore === true && L.ringPublished(buffer, base)) throw otherRingHeld(where, err as Error);
-    return undefined; // no Broadcast here to take over
-  }
+  if (found === undefined) return undefined; // no Broadcast here to take over
   const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(found.slotSize) / 4);
   // Nobody else holds it (stale; only a file can tell): a new Broadcast, which no one can tell from the
   // old, and no dead subscriber's slot carried over for a new lossless publisher to wait out.
@@ -557,14 +542,21 @@ export class Broadcast {
     // Whether anybody else holds the ring (undefined: no file to ask).
     const heldBefore = holding === undefined ? undefined : !holding.alone;
     const site = ringSite(region, base, roles);
-    if (heldBefore === true && L.ringPublished(buffer, base)) {
-      // Refused before the publisher role is taken: its lock is the producer's (or writer's) of the ring of
-      // another kind held here, whose next write would find it taken (resumePoint's check, brought forward).
-      try {
-        readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
-      } catch (err) {
+    // What the place holds, read once, before the publisher role is taken. Nobody lays a ring out under a
+    // held HOLDER lock, so it stays what it is. A ring of another kind (or layout version) published and held
+    // by others is refused first: they are attached to it, a new layout would wipe it under them, and the
+    // role's lock is that ring's producer's (or writer's), whose next write would find it taken.
+    let found: Geometry | undefined;
+    try {
+      found = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.create');
+    } catch (err) {
+      if (heldBefore === true && L.ringPublished(buffer, base)) {
         roles?.release();
-        throw otherRingHeld(ringWhere(region, base, 'Broadcast'), err as Error);
+        throw new ShmringError(
+          ErrorCodes.BUSY,
+          `Broadcast.create: ${ringWhere(region, base, 'Broadcast')} holds no Broadcast but another ring (${(err as Error).message}), ` +
+            'and objects are attached to it; creating a Broadcast there would wipe it under them: close them first, or use another region',
+        );
       }
     }
     if (roles !== undefined ? !roles.take('producer', true) : publisherLives(buffer, base, site.place)) {
@@ -587,7 +579,7 @@ export class Broadcast {
     };
     let resume: Snapshot | HalfWritten | undefined;
     try {
-      resume = resumePoint(buffer, base, g, heldBefore, ringWhere(region, base, 'Broadcast'));
+      resume = resumePoint(buffer, base, g, heldBefore, ringWhere(region, base, 'Broadcast'), found);
     } catch (err) {
       roles?.release();
       throw err;
@@ -611,8 +603,7 @@ export class Broadcast {
     const buffer = ringMemory(region, base, 0, 'Broadcast.subscribe');
     // Held before the header is read: a create that finds nobody holding the ring lays out a new one only
     // while it holds it exclusively, so the header read here is the one this subscriber joins.
-    const missing = (): Error | undefined => missingRing(buffer, base, 'Broadcast.subscribe', region);
-    const { g, mode, roles } = Roles.holdToAttach(region, base, 'Broadcast.subscribe', missing, (roles) => {
+    const { g, mode, roles } = attachTo(region, buffer, base, 'Broadcast.subscribe', (roles) => {
       const g = readHeader(buffer, B.KIND_BROADCAST, base, 'Broadcast.subscribe', region);
       const ctl = new Int32Array(buffer, base, B.broadcastDataOffset(g.slotSize) / 4);
       const mode = ctl[B.MODE_I32]!; // written before MAGIC, never again

@@ -9,6 +9,7 @@ import * as B from './broadcast-layout.js';
 import { ownStartTime } from './liveness.js';
 import { KIND_MPSC, MPSC_MIN_CAPACITY, MPSC_PID_NS_I32, mpscRingSize } from './mpsc-layout.js';
 import { regionWhere, shown } from './queue.js';
+import { Roles } from './roles.js';
 
 export interface Geometry {
   kind: typeof L.KIND_SPSC | typeof L.KIND_MPMC | typeof KIND_LATEST | typeof B.KIND_BROADCAST | typeof KIND_MPSC;
@@ -155,13 +156,28 @@ export function missingRing(
         : `${what}: ${where()} (${buffer.byteLength} bytes) ends before a ring's header at offset ${base}`,
     );
   }
-  // Observes the creator's publication (writeHeader stores MAGIC last), or its retraction.
+  if (L.ringPublished(buffer, base)) return undefined;
+  // For the message only: what the word reads now (ringPublished's load decided).
   const magic = Atomics.load(new Int32Array(buffer, base + L.MAGIC_OFFSET, 1), 0);
-  if (magic === L.MAGIC) return undefined;
   return new ShmringError(
     ErrorCodes.NOT_A_RING,
     `${what}: ${where()}${base === 0 ? '' : ` at offset ${base}`} does not hold a ring (magic=0x${(magic >>> 0).toString(16)}); create one first`,
   );
+}
+
+/**
+ * An attach's hold of the ring at `base` of `region` (Roles.holdToAttach),
+ * looking first, holding nothing, for a ring published there (missingRing),
+ * then running `look` under the lock.
+ */
+export function attachTo<T>(
+  region: Region,
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  base: number,
+  what: string,
+  look: (roles: Roles | undefined) => T,
+): T {
+  return Roles.holdToAttach(region, base, what, () => missingRing(buffer, base, what, region), look);
 }
 
 /**

@@ -46,7 +46,7 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import * as V from './latest-layout.js';
-import { checkOffset, checkOptionsObject, missingRing, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { attachTo, checkOffset, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import { checkType, checkWaitOptions, claimPlace, optionNames, ringWhere, shown } from './queue.js';
 import { isAlive, isThreadAlive, ownStartTime, ownThread, registerInWord } from './liveness.js';
 import { PollPacer, SpinPacer } from './pacing.js';
@@ -237,8 +237,7 @@ export class LatestValue {
     checkOptionsObject(options, 'LatestValue.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options.offset, 'LatestValue.attach');
     const buffer = ringMemory(region, base, 0, 'LatestValue.attach');
-    const missing = (): Error | undefined => missingRing(buffer, base, 'LatestValue.attach', region);
-    return Roles.holdToAttach(region, base, 'LatestValue.attach', missing, (roles) => {
+    return attachTo(region, buffer, base, 'LatestValue.attach', (roles) => {
       const { capacity } = readHeader(buffer, V.KIND_LATEST, base, undefined, region);
       return new LatestValue(region, buffer, base, capacity, roles);
     });

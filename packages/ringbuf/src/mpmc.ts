@@ -42,7 +42,7 @@
  */
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, checkInteger, type Region } from '@shmring/core';
 import * as L from './layout.js';
-import { checkCapacity, checkOptionsObject, missingRing, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
+import { attachTo, checkCapacity, checkOptionsObject, readHeader, ringMemory, unpublish, writeHeader } from './header.js';
 import {
   CLOSED_I32,
   CLOSED_U8,
@@ -171,8 +171,7 @@ export class MpmcQueue extends Queue {
   /** Attaches to a queue another process or thread created in `region`. */
   static attach(region: Region): MpmcQueue {
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
-    const missing = (): Error | undefined => missingRing(buffer, 0, 'MpmcQueue.attach', region);
-    return Roles.holdToAttach(region, 0, 'MpmcQueue.attach', missing, (roles) => {
+    return attachTo(region, buffer, 0, 'MpmcQueue.attach', (roles) => {
       const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC, 0, undefined, region);
       return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
     });

@@ -74,11 +74,11 @@ import { ErrorCodes, membarrier, ShmringError, ShmringRangeError, ShmringTypeErr
 import * as L from './layout.js';
 import * as M from './mpsc-layout.js';
 import {
+  attachTo,
   checkCapacity,
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
-  missingRing,
   readHeader,
   ringMemory,
   unpublish,
@@ -384,8 +384,7 @@ export class MpscRing extends Queue {
     const base = checkOffset(options?.offset, 'MpscRing.attach');
     const peerTimeoutMs = checkPeerTimeout(options?.peerTimeoutMs, 'MpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'MpscRing.attach');
-    const missing = (): Error | undefined => missingRing(buffer, base, 'MpscRing.attach', region);
-    return Roles.holdToAttach(region, base, 'MpscRing.attach', missing, (roles) => {
+    return attachTo(region, buffer, base, 'MpscRing.attach', (roles) => {
       const { capacity } = readHeader(buffer, M.KIND_MPSC, base, undefined, region);
       return new MpscRing(buffer, base, capacity, peerTimeoutMs, roles, ringSite(region, base, roles), false);
     });

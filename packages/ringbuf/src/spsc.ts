@@ -61,11 +61,11 @@
 import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import {
+  attachTo,
   checkCapacity,
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
-  missingRing,
   readHeader,
   ringMemory,
   unpublish,
@@ -233,8 +233,7 @@ export class SpscRing extends Queue {
     checkOptionsObject(options, 'SpscRing.attach', ATTACH_OPTION_NAMES);
     const base = checkOffset(options?.offset, 'SpscRing.attach');
     const buffer = ringMemory(region, base, 0, 'SpscRing.attach');
-    const missing = (): Error | undefined => missingRing(buffer, base, 'SpscRing.attach', region);
-    return Roles.holdToAttach(region, base, 'SpscRing.attach', missing, (roles) => {
+    return attachTo(region, buffer, base, 'SpscRing.attach', (roles) => {
       const { capacity } = readHeader(buffer, L.KIND_SPSC, base, undefined, region);
       return new SpscRing(buffer, base, capacity, roles, ringSite(region, base, roles));
     });

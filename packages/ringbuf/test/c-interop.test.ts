@@ -1193,7 +1193,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       peers.push(peer);
       const until = performance.now() + 300;
       while (performance.now() < until) {
-        assert.equal(heldByAnyone(region, 0), false, 'the C subscriber held the place while it waited for a ring');
+        assert.equal(heldByAnyone(region, HOLDER_LOCK_OFFSET), false, 'the C subscriber held the place while it waited for a ring');
         await sleep(5);
       }
       assert.equal(peer.child.exitCode, null, `the C subscriber did not wait for its Broadcast: ${peer.stdout}`);
@@ -1201,7 +1201,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       closeables.push(publisher);
       await waitFor(() => peer.stdout.includes('joined') || peer.child.exitCode !== null, 'the C subscriber joined');
       if (!peer.stdout.includes('joined')) assert.fail(`the C subscriber exited with ${peer.child.exitCode}: ${(await peer.done).stderr}`);
-      assert.equal(heldByAnyone(region, 0), true, 'the C subscriber holds the Broadcast it joined');
+      assert.equal(heldByAnyone(region, HOLDER_LOCK_OFFSET), true, 'the C subscriber holds the Broadcast it joined');
       const scratch = new Uint8Array(MAX_LENGTH);
       for (let i = 0; i < 10; i++) assert.ok(publisher.tryWrite(patternMessage(scratch, i), patternType(i)));
       const report = await reportOf(peer);

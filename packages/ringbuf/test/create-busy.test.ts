@@ -15,6 +15,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, FileLocks, heldByAnyone, Region, ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
+import { layOut, Roles } from '../src/roles.js';
 
 const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
 const RINGBUF = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
@@ -329,7 +331,7 @@ describe('create() over a ring an object is attached to', function () {
          let held = 0;
          while (performance.now() < end) {
            looks++;
-           if (heldByAnyone(region, 0)) held++;
+           if (heldByAnyone(region, ${L.HOLDER_LOCK_OFFSET})) held++;
          }
          console.log(JSON.stringify({ looks, held }));
        }`,
@@ -414,7 +416,7 @@ describe('create() over a ring an object is attached to', function () {
       let publisher: { close(): void } | undefined;
       try {
         region = Region.create({ backing: 'file', path: file, size: MpscRing.regionSize({ capacity }) });
-        const magic = new Int32Array(region.buffer, 0, 1);
+        const magic = new Int32Array(region.buffer, L.MAGIC_OFFSET, 1);
         creator = spawnModule(
           `import { Region } from ${CORE};
            import { MpscRing } from ${RINGBUF};
@@ -448,7 +450,7 @@ describe('create() over a ring an object is attached to', function () {
         // lay-out takes milliseconds); a ring published first means it was missed: another round.
         let caught = false;
         for (;;) {
-          const held = heldByAnyone(region, 0) === true;
+          const held = heldByAnyone(region, L.HOLDER_LOCK_OFFSET) === true;
           const published = Atomics.load(magic, 0) !== 0; // observes the creator's MAGIC store
           if (held && !published) caught = true;
           if (caught || published || performance.now() > deadline) break;
@@ -484,13 +486,36 @@ describe('create() over a ring an object is attached to', function () {
     }
   });
 
+  it('a create whose lay-out throws lets go of the place it held exclusively: the next create is not kept out', () => {
+    const file = path.join(dir, 'lay-out-throws');
+    const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
+    try {
+      const roles = Roles.holdToCreate(region, region.buffer, 0, 'the test as a creator', 'the test ring');
+      assert.equal(heldByAnyone(region, L.HOLDER_LOCK_OFFSET), true, 'held while it lays out');
+      assert.throws(
+        () =>
+          layOut(roles, () => {
+            throw new Error('the lay-out failed');
+          }),
+        /the lay-out failed/,
+      );
+      assert.equal(heldByAnyone(region, L.HOLDER_LOCK_OFFSET), false, 'still held after the failed lay-out');
+      const started = performance.now();
+      SpscRing.create(region, { capacity: 1024 }).close();
+      assert.ok(performance.now() - started < 1_000, 'the next create waited for the lock');
+    } finally {
+      region.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   it('an attach that waits 2 s for a place held exclusively, with no ring published, reports ERR_SHMRING_NOT_A_RING (retry), not BUSY', () => {
     // What a create laying out a large ring looks like from outside, for longer than an attach waits.
     const file = path.join(dir, 'held-empty');
     const region = Region.create({ backing: 'file', path: file, size: SpscRing.regionSize({ capacity: 1024 }) });
     const creator = FileLocks.open(region)!;
     try {
-      assert.ok(creator.lock(0, false), 'the HOLDER lock, exclusively');
+      assert.ok(creator.lock(L.HOLDER_LOCK_OFFSET, false), 'the HOLDER lock, exclusively');
       const started = performance.now();
       assert.throws(() => SpscRing.attach(region), { code: ErrorCodes.NOT_A_RING });
       const waited = performance.now() - started;
@@ -516,7 +541,7 @@ describe('create() over a ring an object is attached to', function () {
     const creator = FileLocks.open(region)!;
     let subscriber: ChildProcess | undefined;
     try {
-      assert.ok(creator.lock(0, false), 'the HOLDER lock, exclusively');
+      assert.ok(creator.lock(L.HOLDER_LOCK_OFFSET, false), 'the HOLDER lock, exclusively');
       subscriber = spawnModule(
         `import { Region } from ${CORE};
          import { Broadcast } from ${RINGBUF};
@@ -537,8 +562,9 @@ describe('create() over a ring an object is attached to', function () {
       assert.equal(out, 'subscribing\n', 'the subscribe gave up while the place was held exclusively');
       // Lays the ring out, MAGIC last, and lets go.
       const bytes = new Uint8Array(region.buffer);
-      bytes.set(laidOut.subarray(4), 4);
-      Atomics.store(new Int32Array(region.buffer, 0, 1), 0, new Int32Array(laidOut.buffer, 0, 1)[0]!);
+      bytes.set(laidOut.subarray(L.VERSION_OFFSET), L.VERSION_OFFSET); // everything after MAGIC
+      // Publishes the copied header (MAGIC last, as a creator stores it).
+      Atomics.store(new Int32Array(region.buffer, L.MAGIC_OFFSET, 1), 0, new Int32Array(laidOut.buffer, L.MAGIC_OFFSET, 1)[0]!);
       creator.release();
       const [code] = (await once(subscriber, 'exit')) as [number | null];
       assert.equal(code, 0);
