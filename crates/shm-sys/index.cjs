@@ -7,8 +7,9 @@
  *    package `@shmring/shm-sys-<target>`,
  *  - turns a SharedArrayBuffer into a Uint8Array over it for the futex calls
  *    (Node 20's napi_get_arraybuffer_info rejects SharedArrayBuffers),
- *  - builds the `{ promise, cancel }` handle of futexWaitAsync around the
- *    native futexWaitStart / futexWaitCancel pair.
+ *  - builds the `{ promise, cancel }` handle of futexWaitAsync (and
+ *    futexWaitAnyAsync) around the native futexWaitStart (futexWaitAnyStart)
+ *    / futexWaitCancel pair.
  */
 
 /**
@@ -149,6 +150,13 @@ const backend = Object.freeze({
   futexWaitAsync(buffer, byteOffset, expected, timeoutMs, ref = true) {
     const id = ++lastWaitId;
     return new NativeWait(native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id, ref), id);
+  },
+  futexWaitAnyAsync(targets, timeoutMs, ref = true) {
+    // A fresh list: the native wait holds it (and through it the buffers) while it pends.
+    const list = [];
+    for (const { buffer, byteOffset, expected } of targets) list.push(futexTarget(buffer), byteOffset, expected);
+    const id = ++lastWaitId;
+    return new NativeWait(native.futexWaitAnyStart(list, timeoutMs, id, ref), id);
   },
   sendFd: native.sendFd,
   recvFd: native.recvFd,

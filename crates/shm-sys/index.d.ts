@@ -23,6 +23,13 @@ declare namespace backend {
 
   export type AsyncWaitKind = 'io_uring' | 'futex_waitv' | 'threads' | 'libuv-threadpool';
 
+  /** The handle of futexWaitAnyAsync: its promise (index woken, -1 not equal, -2 timed out), and cancel(). */
+  export interface AsyncWaitAny {
+    readonly promise: Promise<number>;
+    /** Ends the wait promptly with 0 (re-check every word); a no-op once the promise settled. */
+    cancel(): void;
+  }
+
   export interface AsyncWait {
     readonly promise: Promise<WaitResult>;
     /** Ends the wait promptly with 0 ('ok'); a no-op once the promise settled. */
@@ -240,6 +247,25 @@ declare namespace backend {
       timeoutMs: number,
       ref?: boolean,
     ): AsyncWait;
+
+    /**
+     * The wait of `futexWaitAny` without blocking the event loop, as one
+     * wait on up to 16384 words (MAX_WAIT_ANY_ASYNC), where async waits use
+     * io_uring (asyncWaitKind() 'io_uring'; TypeError otherwise): one
+     * kernel request per 128 words, not one per word, so that waiting on
+     * many words, and cancelling the wait, costs a few system calls.
+     * Resolves with the index of the word woken (possibly spuriously), -1
+     * when some word did not hold its expected value (at once when one
+     * already does not), -2 on timeout; cancel() resolves it with 0
+     * (callers re-check every word). A word it swallowed a wake of as it
+     * was cancelled gets that wake passed on. `ref` and the buffers as
+     * futexWaitAsync. Absent from the koffi backend.
+     */
+    futexWaitAnyAsync?(
+      targets: ReadonlyArray<{ buffer: ArrayBuffer | SharedArrayBuffer; byteOffset: number; expected: number }>,
+      timeoutMs: number,
+      ref?: boolean,
+    ): AsyncWaitAny;
 
     /**
      * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) on the Unix domain socket

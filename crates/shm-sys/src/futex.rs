@@ -15,6 +15,10 @@
 //!    reactor waits (reactor.rs), or where io_uring is not available a
 //!    futex_waitv lane (lanes.rs), or a pool thread (pool.rs); `futexWaitCancel(id)` settles it with 0 at once.
 //!    index.cjs builds the `{ promise, cancel }` handle from this pair.
+//!  - `futexWaitAnyStart(list, timeoutMs, id, ref)`: the Promise of
+//!    `futexWaitAny` (index, -1, -2), on any number of words up to
+//!    reactor::MAX_WAIT_ANY_WORDS, in the env's io_uring only; cancelled
+//!    by `futexWaitCancel(id)` as the others are.
 //!  - `asyncWaitKind()`: 'io_uring', 'futex_waitv' or 'threads', how this env's async
 //!    waits wait (decided at the first call or the first async wait).
 //!
@@ -34,6 +38,7 @@ use crate::lanes::{self, LaneWait};
 use crate::libc;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env, napi_value};
 use crate::pool::{self, Wait};
+use crate::reactor;
 use crate::sys::{self, AnyOutcome, NOT_EQUAL, TIMED_OUT, WOKEN, deadline_after};
 use crate::waits::{self, PendingWait, Waiter};
 
@@ -184,6 +189,32 @@ pub fn membarrier(env: Env, info: napi_callback_info) -> JsResult {
 /// is not told: re-check them all), -2 on timeout.
 pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
     let [list, timeout] = env.args::<2>(info)?;
+    let words = words_of(env, list, libc::FUTEX_WAITV_MAX)?;
+    let timeout = timeout_ms(env, timeout)?;
+    if timeout == 0.0 {
+        // As futexWait: answered from the words, without queueing on them.
+        return env.int32(if any_differs(&words) { -1 } else { -2 });
+    }
+    let deadline = deadline_after(timeout);
+    // SAFETY: every word lies inside a buffer held by `list`, an argument
+    // of this synchronous call (nothing can unmap it while JS is blocked).
+    match unsafe { sys::waitv(&words, deadline.as_ref()) }? {
+        AnyOutcome::Woken(index) => env.int32(index as i32),
+        AnyOutcome::NotEqual => env.int32(-1),
+        AnyOutcome::TimedOut => env.int32(-2),
+    }
+}
+
+/// Whether some word no longer holds its expected value (each an aligned
+/// u32 inside a buffer the caller holds).
+fn any_differs(words: &[(usize, u32)]) -> bool {
+    // SeqCst: the kernel's check; SAFETY: see above.
+    words.iter().any(|&(word, expected)| unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected)
+}
+
+/// The words of a flat list (buffer, byteOffset, expected, ...) of 1 to
+/// `most` triples: each word's address and expected value.
+fn words_of(env: Env, list: napi_value, most: usize) -> Result<Vec<(usize, u32)>, Throw> {
     let mut is_array = false;
     // SAFETY: out-pointer valid; env live.
     let st = unsafe { napi::napi_is_array(env.0, list, &mut is_array) };
@@ -196,11 +227,8 @@ pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
     let st = unsafe { napi::napi_get_array_length(env.0, list, &mut length) };
     env.check(st, "napi_get_array_length")?;
     let count = length as usize / 3;
-    if !length.is_multiple_of(3) || count == 0 || count > libc::FUTEX_WAITV_MAX {
-        return Err(Throw::Range(format!(
-            "list.length={length} must be 3 × n with 1 <= n <= {}",
-            libc::FUTEX_WAITV_MAX
-        )));
+    if !length.is_multiple_of(3) || count == 0 || count > most {
+        return Err(Throw::Range(format!("list.length={length} must be 3 × n with 1 <= n <= {most}")));
     }
     let element = |index: u32| -> Result<napi_value, Throw> {
         let mut value = ptr::null_mut();
@@ -215,33 +243,17 @@ pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
         let expected = expected_value(env, element(3 * i + 2)?)?;
         words.push((word, expected));
     }
-    let timeout = timeout_ms(env, timeout)?;
-    if timeout == 0.0 {
-        // As futexWait: answered from the words, without queueing on them.
-        // SeqCst: the kernel's check; SAFETY: each word is an aligned u32 inside a buffer held by `list`.
-        let moved = words
-            .iter()
-            .any(|&(word, expected)| unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst) != expected);
-        return env.int32(if moved { -1 } else { -2 });
-    }
-    let deadline = deadline_after(timeout);
-    // SAFETY: every word lies inside a buffer held by `list`, an argument
-    // of this synchronous call (nothing can unmap it while JS is blocked).
-    match unsafe { sys::waitv(&words, deadline.as_ref()) }? {
-        AnyOutcome::Woken(index) => env.int32(index as i32),
-        AnyOutcome::NotEqual => env.int32(-1),
-        AnyOutcome::TimedOut => env.int32(-2),
-    }
+    Ok(words)
 }
 
-/// A promise already resolved with `value`.
+/// A promise already resolved with `value` (as settle does: an i32).
 fn resolved(env: Env, value: u32) -> JsResult {
     let (mut deferred, mut promise) = (ptr::null_mut(), ptr::null_mut());
     // SAFETY: out-pointers valid; JS thread.
     let st = unsafe { napi::napi_create_promise(env.0, &mut deferred, &mut promise) };
     env.check(st, "napi_create_promise")?;
     // SAFETY: deferred was just created and is settled exactly once.
-    let st = unsafe { napi::napi_resolve_deferred(env.0, deferred, env.uint32(value)?) };
+    let st = unsafe { napi::napi_resolve_deferred(env.0, deferred, env.int32(value as i32)?) };
     env.check(st, "napi_resolve_deferred")?;
     Ok(promise)
 }
@@ -251,6 +263,34 @@ pub fn async_wait_kind(env: Env, _info: napi_callback_info) -> JsResult {
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
     env.string(state.async_mode(env)?.name())
+}
+
+/// Refuses a new async wait during env teardown (`in_teardown` names it), or with the id of one pending.
+fn check_new_wait(state: &EnvState, id: u64, in_teardown: &'static str) -> Result<(), Throw> {
+    if state.is_closing() {
+        return Err(Throw::Napi(in_teardown, napi::NAPI_OK));
+    }
+    if state.waits.contains(id) {
+        return Err(Throw::Range(format!("id={id} is already the id of a pending wait")));
+    }
+    Ok(())
+}
+
+/// A reference to `held` (kept while the wait pends) and a new promise with its deferred.
+fn promise_holding(env: Env, held: napi_value) -> Result<(napi::napi_ref, napi::napi_deferred, napi_value), Throw> {
+    let mut held_ref = ptr::null_mut();
+    // SAFETY: held is a live object of this env; out-pointer valid.
+    let st = unsafe { napi::napi_create_reference(env.0, held, 1, &mut held_ref) };
+    env.check(st, "napi_create_reference")?;
+    let (mut deferred, mut promise) = (ptr::null_mut(), ptr::null_mut());
+    // SAFETY: out-pointers valid; JS thread.
+    let st = unsafe { napi::napi_create_promise(env.0, &mut deferred, &mut promise) };
+    if let Err(err) = env.check(st, "napi_create_promise") {
+        // SAFETY: the reference was just created and is not stored anywhere.
+        unsafe { napi::napi_delete_reference(env.0, held_ref) };
+        return Err(err);
+    }
+    Ok((held_ref, deferred, promise))
 }
 
 /// `futexWaitStart(buffer, byteOffset, expected, timeoutMs, id, ref): Promise`.
@@ -266,12 +306,7 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     let id = env.integer(id, "id", 1.0, MAX_SAFE_INTEGER)? as u64;
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
-    if state.is_closing() {
-        return Err(Throw::Napi("futexWaitAsync during env teardown", napi::NAPI_OK));
-    }
-    if state.waits.contains(id) {
-        return Err(Throw::Range(format!("id={id} is already the id of a pending wait")));
-    }
+    check_new_wait(state, id, "futexWaitAsync during env teardown")?;
     // SeqCst: the same fast check the kernel makes; the kernel re-checks
     // atomically with going to sleep anyway.
     // SAFETY: word is an aligned u32 inside the live buffer argument.
@@ -287,18 +322,7 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
         state.tsfn(env, Some(call_js))?;
     }
 
-    let mut buffer_ref = ptr::null_mut();
-    // SAFETY: buffer is a live object of this env; out-pointer valid.
-    let st = unsafe { napi::napi_create_reference(env.0, buffer, 1, &mut buffer_ref) };
-    env.check(st, "napi_create_reference")?;
-    let (mut deferred, mut promise) = (ptr::null_mut(), ptr::null_mut());
-    // SAFETY: out-pointers valid; JS thread.
-    let st = unsafe { napi::napi_create_promise(env.0, &mut deferred, &mut promise) };
-    if let Err(err) = env.check(st, "napi_create_promise") {
-        // SAFETY: the reference was just created and is not stored anywhere.
-        unsafe { napi::napi_delete_reference(env.0, buffer_ref) };
-        return Err(err);
-    }
+    let (buffer_ref, deferred, promise) = promise_holding(env, buffer)?;
     let deadline = deadline_after(timeout);
     let started = match (mode, state.reactor()) {
         (AsyncMode::Ring, Some(reactor)) => reactor.wait(id, word, expected, deadline.as_ref()).map(|()| Waiter::Ring),
@@ -319,6 +343,51 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
             state.sync_loop_ref();
         }
         Err(err) => waits::settle_parts(env, deferred, buffer_ref, Err(err)),
+    }
+    Ok(promise)
+}
+
+/// `futexWaitAnyStart(list, timeoutMs, id, ref): Promise` — the wait of
+/// `futexWaitAny` without blocking, on up to MAX_WAIT_ANY_WORDS words, in
+/// the env's io_uring only (a TypeError where async waits wait otherwise:
+/// callers wait on each word instead). Resolves with the index of a word
+/// woken, -1 when some word differs (at once, when one already does), -2
+/// on timeout; `futexWaitCancel(id)` settles it with 0 ('woken': callers
+/// re-check). `list` is held while the wait pends: the caller must not
+/// change it.
+pub fn futex_wait_any_start(env: Env, info: napi_callback_info) -> JsResult {
+    let [list, timeout, id, keeps_alive] = env.args::<4>(info)?;
+    let keeps_alive = env.boolean(keeps_alive, "ref")?;
+    let words = words_of(env, list, reactor::MAX_WAIT_ANY_WORDS)?;
+    let timeout = timeout_ms(env, timeout)?;
+    let id = env.integer(id, "id", 1.0, MAX_SAFE_INTEGER)? as u64;
+    // SAFETY: JS thread, inside a callback of this env.
+    let state = unsafe { EnvState::current(env) }?;
+    check_new_wait(state, id, "futexWaitAnyStart during env teardown")?;
+    let (AsyncMode::Ring, Some(reactor)) = (state.async_mode(env)?, state.reactor()) else {
+        return Err(Throw::Type(
+            "futexWaitAnyStart needs io_uring async waits (asyncWaitKind() 'io_uring')".to_string(),
+        ));
+    };
+    // The same fast check the kernel makes (it re-checks atomically with queueing the waits anyway).
+    if any_differs(&words) {
+        return resolved(env, reactor::ANY_NOT_EQUAL);
+    }
+    if timeout == 0.0 {
+        return resolved(env, reactor::ANY_TIMED_OUT);
+    }
+    let (list_ref, deferred, promise) = promise_holding(env, list)?;
+    let deadline = deadline_after(timeout);
+    match reactor.wait_any(id, &words, deadline.as_ref()) {
+        Ok(()) => {
+            let addresses: Box<[usize]> = words.iter().map(|&(word, _)| word).collect();
+            let word = addresses[0];
+            let waiter = Waiter::RingAny(addresses);
+            // Nothing can deliver before this callback returns: completions are handled on this thread.
+            state.waits.insert(id, PendingWait { word, deferred, buffer_ref: list_ref, waiter, keeps_alive });
+            state.sync_loop_ref();
+        }
+        Err(err) => waits::settle_parts(env, deferred, list_ref, Err(err)),
     }
     Ok(promise)
 }

@@ -79,12 +79,13 @@ js_fn! {
     js_async_wait_kind => futex::async_wait_kind;
     js_futex_wait_start => futex::futex_wait_start;
     js_futex_wait_cancel => futex::futex_wait_cancel;
+    js_futex_wait_any_start => futex::futex_wait_any_start;
     js_send_fd => socket::send_fd;
     js_recv_fd => socket::recv_fd;
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 25] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 26] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -108,6 +109,7 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 25] = [
     (c"asyncWaitKind", Some(js_async_wait_kind)),
     (c"futexWaitStart", Some(js_futex_wait_start)),
     (c"futexWaitCancel", Some(js_futex_wait_cancel)),
+    (c"futexWaitAnyStart", Some(js_futex_wait_any_start)),
     (c"sendFd", Some(js_send_fd)),
     (c"recvFd", Some(js_recv_fd)),
 ];

@@ -122,6 +122,7 @@ pub const IOSQE_IO_LINK: u8 = 1 << 2;
 pub const IORING_OP_ASYNC_CANCEL: u8 = 14;
 pub const IORING_OP_LINK_TIMEOUT: u8 = 15;
 pub const IORING_OP_FUTEX_WAIT: u8 = 51;
+pub const IORING_OP_FUTEX_WAITV: u8 = 53;
 pub const IORING_TIMEOUT_ABS: u32 = 1 << 0;
 pub const MAP_POPULATE: c_int = 0x08000;
 

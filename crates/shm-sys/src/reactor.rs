@@ -19,6 +19,16 @@
 //!    its wake on (FUTEX_WAKE of one more waiter on the word). Cancels made
 //!    from JS reap at once (`deliver_now`), so the wake is passed on before
 //!    munmap can give the address to another mapping.
+//!  - `wait_any` waits on many words as one wait (select over many
+//!    queues): FUTEX_WAITV entries of up to FUTEX_WAITV_MAX words each
+//!    (user_data = the wait's id, GROUP, and the entry's chunk number), each
+//!    with its own linked timeout for a deadline. The first completion of
+//!    any chunk ends the wait (the index of the word woken, counted over
+//!    all chunks); the other chunks are cancelled at once, as `cancel`
+//!    does, and a chunk that completed with an index passes that word's
+//!    wake on. One kernel request per 128 words, not one per word: a cancel
+//!    walks the ring's list of pending futex requests, so cancelling a
+//!    thousand single waits costs a million steps.
 //!  - the poll callback reaps every completion, then hands the finished
 //!    waits to `deliver` inside one handle scope and one callback scope,
 //!    whose close runs the microtasks (the promise reactions) once.
@@ -36,7 +46,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr;
 
 use crate::delivery::Completion;
-use crate::libc::{self, SysError, timespec};
+use crate::libc::{self, SysError, futex_waitv, timespec};
 use crate::napi::{self, Env, Throw, napi_async_cleanup_hook_handle, napi_async_context, napi_env, napi_ref};
 use crate::sys::{self, NOT_EQUAL, TIMED_OUT, WOKEN};
 use crate::uring::{self, Ring};
@@ -49,6 +59,31 @@ pub type Deliver = fn(Env, &[Completion]);
 /// integers, < 2^53).
 const TAG_TIMEOUT: u64 = 1 << 62;
 const TAG_CANCEL: u64 = 1 << 61;
+/// user_data of a chunk of a `wait_any`: GROUP | chunk << CHUNK_SHIFT | id.
+const TAG_GROUP: u64 = 1 << 60;
+const CHUNK_SHIFT: u32 = 53;
+const ID_MASK: u64 = (1 << CHUNK_SHIFT) - 1;
+/// Most chunks of one `wait_any` (what fits between the id and TAG_GROUP).
+pub const MAX_CHUNKS: usize = 1 << (60 - CHUNK_SHIFT);
+/// Most words of one `wait_any`.
+pub const MAX_WAIT_ANY_WORDS: usize = MAX_CHUNKS * libc::FUTEX_WAITV_MAX;
+/// What a `wait_any` settles with when no word was woken (as futexWaitAny's -1 and -2).
+pub const ANY_NOT_EQUAL: u32 = -1i32 as u32;
+pub const ANY_TIMED_OUT: u32 = -2i32 as u32;
+
+/// A cancelled wait whose completion has not arrived yet: the wake it may
+/// have swallowed goes to its word (res 0), or to the word of its list
+/// that the completion names (a FUTEX_WAITV chunk's res, an index). The
+/// list is the one the kernel was given: kept until the completion, so it
+/// outlives the entry's submission whatever happens.
+enum Swallowed {
+    Word(usize),
+    AnyOf(Box<[futex_waitv]>),
+}
+
+/// The chunks of a pending `wait_any`, by chunk number: the list of each
+/// one still pending (None once completed).
+type Chunks = Vec<Option<Box<[futex_waitv]>>>;
 const SQ_ENTRIES: u32 = 64;
 /// Completions the kernel can post between two reaps before it keeps them
 /// aside (IORING_FEAT_NODROP: nothing is lost; `Ring::reap` flushes them).
@@ -62,8 +97,10 @@ pub struct Reactor {
     context: napi_async_context,
     resource: napi_ref,
     deliver: Deliver,
-    /// Cancelled waits whose completion has not arrived yet: id → word.
-    cancelled: RefCell<HashMap<u64, usize>>,
+    /// Cancelled waits (and chunks) whose completion has not arrived yet, by user_data.
+    cancelled: RefCell<HashMap<u64, Swallowed>>,
+    /// Pending `wait_any`s by id.
+    groups: RefCell<HashMap<u64, Chunks>>,
     /// Reused buffers of `completions`: the reaped entries, and the
     /// finished waits handed to `deliver` (no allocation per callback).
     scratch: RefCell<Vec<(u64, i32)>>,
@@ -115,6 +152,7 @@ impl Reactor {
             resource,
             deliver,
             cancelled: RefCell::new(HashMap::new()),
+            groups: RefCell::new(HashMap::new()),
             scratch: RefCell::new(Vec::new()),
             done: RefCell::new(Vec::new()),
         });
@@ -177,7 +215,85 @@ impl Reactor {
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return };
         if ring.push(uring::cancel_sqe(id, TAG_CANCEL | id)).and_then(|()| ring.submit()).is_ok() {
-            self.cancelled.borrow_mut().insert(id, word);
+            self.cancelled.borrow_mut().insert(id, Swallowed::Word(word));
+        }
+    }
+
+    /// Starts one async wait on every word of `words` while each holds its
+    /// expected value (at most MAX_WAIT_ANY_WORDS), until the absolute
+    /// CLOCK_MONOTONIC `deadline` if any. It settles with the index of a
+    /// word woken, ANY_NOT_EQUAL or ANY_TIMED_OUT.
+    pub fn wait_any(&self, id: u64, words: &[(usize, u32)], deadline: Option<&timespec>) -> Result<(), SysError> {
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else { return Err(SysError { errno: libc::EINVAL, syscall: "io_uring" }) };
+        let lists: Chunks = words
+            .chunks(libc::FUTEX_WAITV_MAX)
+            .map(|chunk| {
+                let list: Box<[futex_waitv]> = chunk
+                    .iter()
+                    .map(|&(word, expected)| futex_waitv {
+                        val: expected as u64,
+                        uaddr: word as u64,
+                        flags: libc::FUTEX2_SIZE_U32,
+                        reserved: 0,
+                    })
+                    .collect();
+                Some(list)
+            })
+            .collect();
+        debug_assert!(!lists.is_empty() && lists.len() <= MAX_CHUNKS);
+        let mut pushed = 0;
+        let mut result = Ok(());
+        for (k, list) in lists.iter().enumerate() {
+            let list = list.as_deref().unwrap_or_default();
+            let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
+            result = match deadline {
+                None => ring.push(uring::futex_waitv_sqe(list, user_data, false)),
+                // A chain must not straddle two submissions.
+                Some(deadline) => ring.submit().and_then(|()| {
+                    ring.push(uring::futex_waitv_sqe(list, user_data, true))?;
+                    ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | user_data))
+                }),
+            };
+            if result.is_err() {
+                break;
+            }
+            pushed = k + 1;
+        }
+        // The deadline and the lists are read by the kernel during this call (the lists stay in `groups`).
+        result = result.and_then(|()| ring.submit());
+        let mut lists = lists;
+        lists.truncate(pushed);
+        if result.is_err() {
+            // The chunks queued so far may run: they are cancelled as a
+            // wait_any whose caller gave up is (their lists kept until then).
+            self.cancel_chunks(ring, id, lists);
+        } else {
+            self.groups.borrow_mut().insert(id, lists);
+        }
+        result
+    }
+
+    /// Cancels the pending `wait_any` `id` (see the module docs).
+    pub fn cancel_any(&self, id: u64) {
+        let Some(chunks) = self.groups.borrow_mut().remove(&id) else { return };
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else { return };
+        self.cancel_chunks(ring, id, chunks);
+        let _ = ring.submit();
+    }
+
+    /// Queues a cancel of each chunk still pending; each one's list waits
+    /// in `cancelled` for its completion (see Swallowed).
+    fn cancel_chunks(&self, ring: &mut Ring, id: u64, chunks: Chunks) {
+        let mut cancelled = self.cancelled.borrow_mut();
+        for (k, list) in chunks.into_iter().enumerate() {
+            let Some(list) = list else { continue };
+            let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
+            // Queued even if the push fails (the entry may still be in the
+            // SQ): the list must outlive any chance of its submission.
+            let _ = ring.push(uring::cancel_sqe(user_data, TAG_CANCEL | user_data));
+            cancelled.insert(user_data, Swallowed::AnyOf(list));
         }
     }
 
@@ -206,7 +322,10 @@ impl Reactor {
     /// cells meanwhile, so `f` may reach the reactor again.
     fn reap_and(&self, f: impl FnOnce(&[Completion])) {
         let mut done = std::mem::take(&mut *self.done.borrow_mut());
-        self.completions(&mut done);
+        // A wait_any that ends cancels its other chunks: their completions
+        // (each may pass a swallowed wake on) are reaped before `f` runs,
+        // while the words are surely mapped.
+        while self.completions(&mut done) {}
         if !done.is_empty() {
             f(&done);
         }
@@ -214,40 +333,80 @@ impl Reactor {
         *self.done.borrow_mut() = done;
     }
 
-    /// Reaps the ring and appends its finished waits to `done`.
-    fn completions(&self, done: &mut Vec<Completion>) {
+    /// Reaps the ring and appends its finished waits to `done`. True when
+    /// it cancelled chunks of a wait_any that ended (reap again).
+    fn completions(&self, done: &mut Vec<Completion>) -> bool {
         let mut raw = std::mem::take(&mut *self.scratch.borrow_mut());
         if let Some(ring) = self.ring.borrow_mut().as_mut() {
             ring.reap(&mut raw);
         }
-        let mut cancelled = self.cancelled.borrow_mut();
-        for &(user_data, res) in &raw {
-            if user_data & (TAG_TIMEOUT | TAG_CANCEL) != 0 {
-                continue;
-            }
-            // Most callbacks have no cancelled wait: skip hashing the id.
-            let cancelled_word = if cancelled.is_empty() { None } else { cancelled.remove(&user_data) };
-            if let Some(word) = cancelled_word {
-                if res == 0 {
+        let mut ended: Vec<(u64, Chunks)> = Vec::new();
+        {
+            let mut cancelled = self.cancelled.borrow_mut();
+            for &(user_data, res) in &raw {
+                if user_data & (TAG_TIMEOUT | TAG_CANCEL) != 0 {
+                    continue;
+                }
+                // Most callbacks have no cancelled wait: skip hashing the id.
+                let swallowed = if cancelled.is_empty() { None } else { cancelled.remove(&user_data) };
+                if let Some(swallowed) = swallowed {
                     // Woken before the cancel took: pass the wake on. The
                     // word may be unmapped by now; FUTEX_WAKE then fails
                     // with EFAULT and touches nothing.
-                    // SAFETY: the kernel only hashes the address.
-                    let _ = unsafe { sys::wake(word, 1) };
+                    let word = match swallowed {
+                        Swallowed::Word(word) => (res == 0).then_some(word),
+                        Swallowed::AnyOf(list) => {
+                            usize::try_from(res).ok().and_then(|i| list.get(i)).map(|w| w.uaddr as usize)
+                        }
+                    };
+                    if let Some(word) = word {
+                        // SAFETY: the kernel only hashes the address.
+                        let _ = unsafe { sys::wake(word, 1) };
+                    }
+                    continue;
                 }
-                continue;
+                if user_data & TAG_GROUP != 0 {
+                    let id = user_data & ID_MASK;
+                    let k = ((user_data & !TAG_GROUP) >> CHUNK_SHIFT) as usize;
+                    let Some(mut chunks) = self.groups.borrow_mut().remove(&id) else { continue };
+                    if let Some(slot) = chunks.get_mut(k) {
+                        *slot = None; // this chunk is over: nothing of it to cancel
+                    }
+                    let base = (k * libc::FUTEX_WAITV_MAX) as u32;
+                    let outcome = match res {
+                        r if r >= 0 => Ok(base + r as u32),
+                        r if r == -libc::EAGAIN => Ok(ANY_NOT_EQUAL),
+                        r if r == -libc::ECANCELED => Ok(ANY_TIMED_OUT),
+                        r if r == -libc::EINTR => Ok(base), // a spurious wake-up: callers re-check
+                        r => Err(SysError { errno: -r, syscall: "io_uring FUTEX_WAITV" }),
+                    };
+                    done.push((id, outcome));
+                    ended.push((id, chunks));
+                    continue;
+                }
+                let outcome = match res {
+                    0 => Ok(WOKEN),
+                    r if r == -libc::EAGAIN => Ok(NOT_EQUAL),
+                    r if r == -libc::ECANCELED => Ok(TIMED_OUT),
+                    r if r == -libc::EINTR => Ok(WOKEN),
+                    r => Err(SysError { errno: -r, syscall: "io_uring FUTEX_WAIT" }),
+                };
+                done.push((user_data, outcome));
             }
-            let outcome = match res {
-                0 => Ok(WOKEN),
-                r if r == -libc::EAGAIN => Ok(NOT_EQUAL),
-                r if r == -libc::ECANCELED => Ok(TIMED_OUT),
-                r if r == -libc::EINTR => Ok(WOKEN),
-                r => Err(SysError { errno: -r, syscall: "io_uring FUTEX_WAIT" }),
-            };
-            done.push((user_data, outcome));
         }
         raw.clear();
         *self.scratch.borrow_mut() = raw;
+        if ended.is_empty() {
+            return false;
+        }
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else { return false };
+        let mut any = false;
+        for (id, chunks) in ended {
+            any |= chunks.iter().any(Option::is_some);
+            self.cancel_chunks(ring, id, chunks);
+        }
+        ring.submit().is_ok() && any
     }
 }
 
@@ -298,6 +457,7 @@ unsafe extern "C" fn teardown(remove: napi_async_cleanup_hook_handle, arg: *mut 
         let reactor = unsafe { &*arg.cast::<Reactor>() };
         drop(reactor.ring.borrow_mut().take()); // closes the fd: the kernel drops the waits
         reactor.cancelled.borrow_mut().clear();
+        reactor.groups.borrow_mut().clear();
         // SAFETY: the handle is live; from now on its data is the hook's
         // removal handle, which on_close needs.
         unsafe {

@@ -261,6 +261,24 @@ pub fn futex_wait_sqe(word: usize, expected: u32, user_data: u64, linked: bool) 
     }
 }
 
+/// A FUTEX_WAITV entry (Linux >= 6.7): sleeps while every word of `list`
+/// (at most FUTEX_WAITV_MAX; shared u32 words, FUTEX2_SIZE_U32 each)
+/// holds its value; completes with the index of a word woken, -EAGAIN when
+/// some word already differed, -ECANCELED when cancelled or its linked
+/// timeout fired. The kernel copies `list` when it prepares the entry
+/// (during the `io_uring_enter` that submits it): the caller keeps it
+/// alive until the entry is submitted.
+pub fn futex_waitv_sqe(list: &[libc::futex_waitv], user_data: u64, linked: bool) -> io_uring_sqe {
+    io_uring_sqe {
+        opcode: libc::IORING_OP_FUTEX_WAITV,
+        flags: if linked { libc::IOSQE_IO_LINK } else { 0 },
+        addr: list.as_ptr() as u64,
+        len: list.len() as u32,
+        user_data,
+        ..Default::default()
+    }
+}
+
 /// A LINK_TIMEOUT entry: cancels the entry linked before it at the absolute
 /// CLOCK_MONOTONIC time `*deadline` (read by the kernel during submission,
 /// so it must live until `submit` returns).
@@ -320,6 +338,42 @@ mod tests {
         ring.reap(&mut out);
         assert_eq!(out, vec![(42, 0)]);
         std::mem::forget(word);
+    }
+
+    #[test]
+    fn futex_waitv_completes_with_the_index_of_the_word_woken() {
+        let mut ring = Ring::new(8, 64).expect("io_uring_setup");
+        if !probe_futex_wait(&mut ring).expect("probe") {
+            return;
+        }
+        let words: Box<[AtomicU32]> = (0..3).map(|_| AtomicU32::new(5)).collect();
+        let list: Vec<libc::futex_waitv> = words
+            .iter()
+            .map(|w| libc::futex_waitv { val: 5, uaddr: w.as_ptr() as u64, flags: libc::FUTEX2_SIZE_U32, reserved: 0 })
+            .collect();
+        ring.push(futex_waitv_sqe(&list, 9, false)).expect("push");
+        ring.submit().expect("submit");
+        let mut out = Vec::new();
+        ring.reap(&mut out);
+        assert!(out.is_empty(), "completed before any wake: {out:?}");
+        let woken = words[2].as_ptr() as usize;
+        std::thread::spawn(move || {
+            // SAFETY: `words` outlives this thread (joined here).
+            unsafe { crate::sys::wake(woken, 1) }.expect("wake");
+        })
+        .join()
+        .expect("join");
+        ring.submit_and_wait().expect("wait");
+        ring.reap(&mut out);
+        assert_eq!(out, vec![(9, 2)]);
+
+        // A word that already differs: -EAGAIN at once.
+        words[1].store(6, Ordering::SeqCst);
+        ring.push(futex_waitv_sqe(&list, 10, false)).expect("push");
+        ring.submit_and_wait().expect("wait");
+        out.clear();
+        ring.reap(&mut out);
+        assert_eq!(out, vec![(10, -libc::EAGAIN)]);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::reactor::Reactor;
 pub enum Waiter {
     /// A FUTEX_WAIT entry of the env's io_uring.
     Ring,
+    /// FUTEX_WAITV entries of the env's io_uring (`futexWaitAnyStart`): the
+    /// words, whose first is also `PendingWait::word`.
+    RingAny(Box<[usize]>),
     /// A futex_waitv lane.
     Lane(Arc<LaneWait>),
     /// A thread of the pool.
@@ -26,11 +29,12 @@ pub enum Waiter {
 
 /// The JS-thread half of a pending `futexWaitAsync`.
 pub struct PendingWait {
-    /// Address of the futex word.
+    /// Address of the futex word (the first, for a wait on several).
     pub word: usize,
     /// Settles the promise returned to JS.
     pub deferred: napi_deferred,
-    /// Keeps the buffer (and so the mapping) alive while the wait pends.
+    /// Keeps the buffer (and so the mapping) alive while the wait pends:
+    /// the buffer, or for a wait on several words the list that holds theirs.
     pub buffer_ref: napi_ref,
     pub waiter: Waiter,
     /// The wait keeps the event loop alive while it pends (`ref`; false:
@@ -39,6 +43,14 @@ pub struct PendingWait {
 }
 
 impl PendingWait {
+    /// Whether the wait is on a word in `[start, start + len)`.
+    fn waits_in(&self, start: usize, len: usize) -> bool {
+        match &self.waiter {
+            Waiter::RingAny(words) => words.iter().any(|w| w.wrapping_sub(start) < len),
+            _ => self.word.wrapping_sub(start) < len,
+        }
+    }
+
     /// Makes sure nothing waits on the word for this entry any more (the
     /// word may be unmapped after this); does not settle the promise.
     pub fn stop(&self, id: u64, reactor: Option<&Reactor>) {
@@ -46,6 +58,11 @@ impl PendingWait {
             Waiter::Ring => {
                 if let Some(reactor) = reactor {
                     reactor.cancel(id, self.word);
+                }
+            }
+            Waiter::RingAny(_) => {
+                if let Some(reactor) = reactor {
+                    reactor.cancel_any(id);
                 }
             }
             Waiter::Lane(wait) => wait.stop(),
@@ -95,7 +112,7 @@ impl Registry {
     /// Takes every entry whose word lies in `[start, start + len)`.
     pub fn take_in_range(&self, start: usize, len: usize) -> Vec<(u64, PendingWait)> {
         let Ok(mut map) = self.map.try_borrow_mut() else { return Vec::new() };
-        let ids: Vec<u64> = map.iter().filter(|(_, p)| p.word.wrapping_sub(start) < len).map(|(id, _)| *id).collect();
+        let ids: Vec<u64> = map.iter().filter(|(_, p)| p.waits_in(start, len)).map(|(id, _)| *id).collect();
         let taken: Vec<(u64, PendingWait)> =
             ids.into_iter().filter_map(|id| map.remove(&id).map(|p| (id, p))).collect();
         for (_, pending) in &taken {
@@ -108,7 +125,7 @@ impl Registry {
     /// finalizer's munmap at env teardown.
     pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) {
         let Ok(map) = self.map.try_borrow() else { return };
-        for (id, pending) in map.iter().filter(|(_, p)| p.word.wrapping_sub(start) < len) {
+        for (id, pending) in map.iter().filter(|(_, p)| p.waits_in(start, len)) {
             pending.stop(*id, reactor);
         }
     }
@@ -130,8 +147,9 @@ pub fn settle(env: Env, pending: PendingWait, outcome: Result<u32, SysError>) {
 /// [`settle`] for a wait that never got a waiter (its start failed): the
 /// promise and the buffer reference alone.
 pub fn settle_parts(env: Env, deferred: napi_deferred, buffer_ref: napi_ref, outcome: Result<u32, SysError>) {
+    // A wait on several words settles with an index, or -1 / -2 (reactor::ANY_*): as i32.
     let value = match outcome {
-        Ok(result) => env.uint32(result),
+        Ok(result) => env.int32(result as i32),
         Err(err) => env.sys_error(err),
     };
     if let Ok(value) = value {

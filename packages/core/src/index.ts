@@ -16,7 +16,7 @@ export {
   shown,
 } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { asyncWaitKind, backendKind, nativeFutex } from './native/info.js';
+export { asyncWaitKind, backendKind, MAX_WAIT_ANY_ASYNC, nativeFutex } from './native/info.js';
 export { membarrier } from './native/membarrier.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
 export { FileLocks, heldByAnyone, heldExclusively, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor } from './locks.js';

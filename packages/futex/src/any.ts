@@ -24,6 +24,7 @@ import {
   abortError,
   ErrorCodes,
   MAX_TIMER_MS,
+  MAX_WAIT_ANY_ASYNC,
   nativeFutex,
   ShmringRangeError,
   ShmringTypeError,
@@ -90,7 +91,10 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
 }
 
 /**
- * waitAny for the event loop: never blocks it. One asynchronous wait per
+ * waitAny for the event loop: never blocks it. Where this thread's async
+ * waits use io_uring and no word is in a SharedArrayBuffer, one native
+ * wait on all the words (up to MAX_WAIT_ANY_ASYNC; see waitAllAtOnce).
+ * Otherwise one asynchronous wait per
  * word, as waitAsync of this package makes them; the first to settle
  * decides, and the others are cancelled at once (a native wait by its
  * cancel(); a SharedArrayBuffer wait by an Atomics.notify of its word,
@@ -107,6 +111,62 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
   checkSignal(signal, 'waitAnyAsync');
   checkRef(ref, 'waitAnyAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
+  return waitAllAtOnce(words, timeout, signal, ref) ?? waitEach(words, timeout, signal, ref);
+}
+
+/** The numbers of a native wait on several words, as waitAny's. */
+function resultOf(code: number): WaitAnyResult {
+  return code >= 0 ? code : code === -1 ? 'not-equal' : 'timed-out';
+}
+
+/**
+ * One native wait on every word (nativeFutex.waitAnyAsync: io_uring
+ * FUTEX_WAITV entries of 128 words), where this thread's async waits use
+ * io_uring and no word is in a SharedArrayBuffer (those are woken through
+ * V8: waitEach); undefined otherwise. A select over a thousand rings then
+ * costs a few system calls to start and to end, not a thousand each.
+ */
+function waitAllAtOnce(
+  words: readonly WaitTarget[],
+  timeout: number,
+  signal: AbortSignal | undefined,
+  ref: boolean,
+): Promise<WaitAnyResult> | undefined {
+  if (words.length < 2 || words.length > MAX_WAIT_ANY_ASYNC) return undefined;
+  const targets: { buffer: ArrayBuffer; byteOffset: number; expected: number }[] = [];
+  for (const [i32, index, expected] of words) {
+    if (isShared(i32)) return undefined;
+    targets.push({ buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4, expected: expected | 0 });
+  }
+  let pending: ReturnType<typeof nativeFutex.waitAnyAsync>;
+  try {
+    pending = nativeFutex.waitAnyAsync(targets, timeout, ref);
+  } catch (err) {
+    return Promise.reject(err); // as waitEach reports a wait that fails to start
+  }
+  if (pending === undefined) return undefined;
+  if (signal === undefined) return pending.promise.then(resultOf);
+  return new Promise<WaitAnyResult>((resolve, reject) => {
+    const onAbort = (): void => {
+      pending.cancel();
+      reject(abortError(signal));
+    };
+    watchAbort(signal, onAbort);
+    pending.promise.then(
+      (code) => {
+        unwatchAbort(signal, onAbort);
+        resolve(resultOf(code)); // a no-op after the abort's reject
+      },
+      (err: unknown) => {
+        unwatchAbort(signal, onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** One asynchronous wait per word; the first to settle decides, the others are cancelled. */
+function waitEach(words: readonly WaitTarget[], timeout: number, signal: AbortSignal | undefined, ref: boolean): Promise<WaitAnyResult> {
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;
     /** Cancels the wait of each word still pending (undefined: settled or never started). */

@@ -303,25 +303,34 @@ const SPIN_PACE = 2.5;
 /** Share of the waits after a long one that spin all the same (probes). */
 const SPIN_PROBE = 1 / 8;
 
-/** Attempts between two looks at the clock while spinning. */
+/** Looks at one queue's words between two looks at the clock while spinning (or polling). */
 const SPIN_CLOCK_EVERY = 64;
 
 /**
  * Calls `attempt` until it returns something other than undefined (returned)
- * or the clock (performance.now(), ms) passes `until` (undefined). Always
- * attempts at least SPIN_CLOCK_EVERY times: call it only with a budget.
+ * or the clock (performance.now(), ms) passes `until` (undefined). `cost`:
+ * how many queues one attempt looks at (a select's entries); the clock is
+ * read once per SPIN_CLOCK_EVERY looks, and after every attempt that costs
+ * that many or more. Always attempts at least once, and up to
+ * SPIN_CLOCK_EVERY times: call it only with a budget.
  */
-export function spin<T>(attempt: () => T | undefined, until: number): T | undefined {
-  for (let i = 1; ; i++) {
+export function spin<T>(attempt: () => T | undefined, until: number, cost = 1): T | undefined {
+  for (let unclocked = 0; ; ) {
     const result = attempt();
     if (result !== undefined) return result;
-    if (i % SPIN_CLOCK_EVERY === 0 && performance.now() >= until) return undefined;
+    unclocked += cost;
+    if (unclocked >= SPIN_CLOCK_EVERY) {
+      if (performance.now() >= until) return undefined;
+      unclocked = 0;
+    }
   }
 }
 
 /** A wait that polls: one attempt per turn of the event loop until `until`. */
 interface Poll {
   attempt: () => unknown;
+  /** Queues one attempt looks at (see spin). */
+  cost: number;
   until: number;
   signal: AbortSignal | undefined;
   stop: { readonly stopped: boolean } | undefined;
@@ -366,7 +375,7 @@ function tick(): void {
         poll.reject(err);
         continue;
       }
-      unclocked++;
+      unclocked += poll.cost;
       if (result !== undefined) {
         drop(i);
         poll.resolve(result);
@@ -379,7 +388,7 @@ function tick(): void {
     }
     if (polls.length === 0) break;
     if (unclocked >= SPIN_CLOCK_EVERY) {
-      // performance.now() allocates (in Node 20): read it once per SPIN_CLOCK_EVERY attempts.
+      // performance.now() allocates (in Node 20): read it once per SPIN_CLOCK_EVERY looks at a queue.
       now = performance.now();
       unclocked = 0;
       if (now >= sliceEnd) break;
@@ -402,6 +411,7 @@ function drop(i: number): void {
  * undefined). Rejects with what `attempt` throws, or an AbortError once
  * `signal` is aborted or `stop.stopped` is set (waiting.ts's WaitStop). Other callbacks run between two slices: the loop is
  * never held for longer than a slice (or one attempt of each polling wait).
+ * `cost`: how many queues one attempt looks at, as spin's.
  * A pending poll keeps the process alive (the immediate is ref'd).
  */
 export function pollUntil<T>(
@@ -409,9 +419,10 @@ export function pollUntil<T>(
   until: number,
   signal: AbortSignal | undefined,
   stop?: { readonly stopped: boolean },
+  cost = 1,
 ): Promise<T | undefined> {
   return new Promise<T | undefined>((resolve, reject) => {
-    polls.push({ attempt, until, signal, stop, resolve: resolve as (result: unknown) => void, reject });
+    polls.push({ attempt, cost, until, signal, stop, resolve: resolve as (result: unknown) => void, reject });
     if (!ticking) {
       ticking = true;
       setImmediate(tick);

@@ -406,8 +406,10 @@ function peerDead(call: Call, what: string): SelectPeerDeadError {
  */
 function handOn(words: readonly Word[]): void {
   for (const w of words) {
-    if (!w.probes.some(ready)) continue;
-    passOn(w.ctl, w.block); // one load when nobody else sleeps there
+    // Observes the other sleepers' announcements (ours are withdrawn), as passOn does; first, because it is
+    // one load on the line just written, where readiness reads the ring's other lines: most words have none.
+    if (Atomics.load(w.ctl, w.block.waiters) === 0 || !w.probes.some(ready)) continue;
+    passOn(w.ctl, w.block);
   }
 }
 
@@ -514,7 +516,8 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
   const spinMicros = options?.spin ?? spinPacer.spinMicros(SPIN_MICROS_SYNC);
   // The spin ends at the call's deadline at the latest: timeoutMs 0 does not spin (the first scan was its try).
   const spinUntil = Math.min(call.deadline, call.started + spinMicros / 1000);
-  let index = spinUntil > call.started ? spin(attempt, spinUntil) : undefined;
+  // From now, not from the start: a first scan of many entries may have used the spin up (no second one, then).
+  let index = spinUntil > performance.now() ? spin(attempt, spinUntil, call.probes.length) : undefined;
   if (index === undefined) {
     // One distinct word waits as readSync does (Atomics.wait on a SharedArrayBuffer); several, in futex_waitv.
     const steps = parkSteps(call, start, options, what, true, call.checkMs);
@@ -572,10 +575,12 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     const spinMicros = options?.spin ?? TRY_MICROS_ASYNC;
     // Neither the try nor the poll outlasts the call's deadline: timeoutMs 0 times out in the re-check after announcing.
     const spinUntil = Math.min(call.deadline, call.started + spinMicros / 1000);
-    let index = spinUntil > call.started ? spin(attempt, spinUntil) : undefined;
+    // Each attempt looks at every entry: the clock is read after fewer of them (one, over 64 entries or more).
+    // From now, as selectSync's: a first scan of many entries may have used the spin up.
+    let index = spinUntil > performance.now() ? spin(attempt, spinUntil, call.probes.length) : undefined;
     const pollUntilAt = Math.min(call.deadline, call.started + pollMicros / 1000);
     if (index === undefined && pollUntilAt > call.started) {
-      index = await pollUntil(attempt, pollUntilAt, signal);
+      index = await pollUntil(attempt, pollUntilAt, signal, undefined, call.probes.length);
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)

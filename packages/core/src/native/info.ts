@@ -1,3 +1,4 @@
+import type { AsyncWaitAny } from '@shmring/shm-sys';
 import type { AsyncWait, AsyncWaitKind } from './backend.js';
 import { backend } from './loader.js';
 
@@ -41,6 +42,12 @@ export function saidWhatToDo(err: unknown): unknown {
   return err;
 }
 
+/** Most words of one nativeFutex.waitAnyAsync (128 FUTEX_WAITV entries of 128). */
+export const MAX_WAIT_ANY_ASYNC = 16384;
+
+/** Whether this thread's async waits use io_uring (decided once per thread, at the first asking). */
+let ringWaits: boolean | undefined;
+
 /**
  * The native futex of the backend in use, on the 32-bit word at `byteOffset`
  * of a mapping's ArrayBuffer. Shared (not FUTEX_PRIVATE_FLAG), so it works
@@ -61,6 +68,27 @@ export const nativeFutex = {
   ): number {
     try {
       return backend().futexWaitAny(targets, timeoutMs);
+    } catch (err) {
+      throw saidWhatToDo(err);
+    }
+  },
+  /**
+   * One asynchronous wait on several words (index woken, -1 some word
+   * differed, -2 timed out; see NativeBackend.futexWaitAnyAsync), or
+   * undefined where this thread's async waits do not use io_uring (then
+   * wait on each word with waitAsync). At most MAX_WAIT_ANY_ASYNC words.
+   */
+  waitAnyAsync(
+    targets: ReadonlyArray<{ buffer: ArrayBuffer; byteOffset: number; expected: number }>,
+    timeoutMs: number,
+    ref = true,
+  ): AsyncWaitAny | undefined {
+    const b = backend();
+    if (b.futexWaitAnyAsync === undefined) return undefined;
+    ringWaits ??= asyncWaitKind() === 'io_uring';
+    if (!ringWaits) return undefined;
+    try {
+      return b.futexWaitAnyAsync(targets, timeoutMs, ref);
     } catch (err) {
       throw saidWhatToDo(err);
     }
