@@ -151,13 +151,17 @@ const backend = Object.freeze({
     const id = ++lastWaitId;
     return new NativeWait(native.futexWaitStart(futexTarget(buffer), byteOffset, expected, timeoutMs, id, ref), id);
   },
-  futexWaitAnyAsync(targets, timeoutMs, ref = true) {
-    // A fresh list: the native wait holds it (and through it the buffers) while it pends.
-    const list = [];
-    for (const { buffer, byteOffset, expected } of targets) list.push(futexTarget(buffer), byteOffset, expected);
-    const id = ++lastWaitId;
-    return new NativeWait(native.futexWaitAnyStart(list, timeoutMs, id, ref), id);
-  },
+  // Optional in the interface: absent from a build that predates it (callers then wait word by word).
+  futexWaitAnyAsync:
+    native.futexWaitAnyStart === undefined
+      ? undefined
+      : (targets, timeoutMs, ref = true) => {
+          // A fresh list: the native wait holds it (and through it the buffers) while it pends.
+          const list = [];
+          for (const { buffer, byteOffset, expected } of targets) list.push(futexTarget(buffer), byteOffset, expected);
+          const id = ++lastWaitId;
+          return new NativeWait(native.futexWaitAnyStart(list, timeoutMs, id, ref), id);
+        },
   sendFd: native.sendFd,
   recvFd: native.recvFd,
 });

@@ -193,13 +193,17 @@ impl EnvState {
     /// Before an explicit munmap: stop the waits on words of the mapping and
     /// resolve them with 0 (callers re-check their condition).
     pub fn settle_waits_in_range(&self, env: Env, start: usize, len: usize) {
-        for (id, pending) in self.waits.take_in_range(start, len) {
-            pending.stop(id, self.reactor());
-            waits::settle(env, pending, Ok(WOKEN));
+        let taken = self.waits.take_in_range(start, len);
+        for (id, pending) in &taken {
+            pending.stop(*id, self.reactor(), true);
         }
         if let Some(reactor) = self.reactor() {
-            // Passes on swallowed wakes while the words are still mapped.
+            // Passes on swallowed wakes while the words are still mapped
+            // (and, for a wait on several, held: settle lets go of them).
             reactor.deliver_now(env);
+        }
+        for (_, pending) in taken {
+            waits::settle(env, pending, Ok(WOKEN));
         }
         self.sync_loop_ref();
     }
@@ -296,8 +300,9 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
         let state = unsafe { &*arg.cast::<EnvState>() };
         state.closing.set(true);
         for (id, pending) in state.waits.drain() {
-            // The buffer is still referenced here, so the word is mapped.
-            pending.stop(id, state.reactor());
+            // The buffer is still referenced here, so the word is mapped;
+            // but nothing is reaped before the isolate goes.
+            pending.stop(id, state.reactor(), false);
             // SAFETY: the reference was created in this env and not yet
             // deleted. The deferred cannot be settled during teardown (no JS
             // may run); Node drops its promise with the isolate.

@@ -400,12 +400,13 @@ pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
     if let Some(pending) = state.waits.take(id) {
-        // The buffer is still referenced, so the word is mapped.
-        pending.stop(id, state.reactor());
-        waits::settle(env, pending, Ok(WOKEN));
+        // The buffer is still referenced, so the word is mapped, until
+        // settle lets go of it: after the reap that passes wakes on.
+        pending.stop(id, state.reactor(), true);
         if let Some(reactor) = state.reactor() {
             reactor.deliver_now(env);
         }
+        waits::settle(env, pending, Ok(WOKEN));
         state.sync_loop_ref();
     }
     env.undefined()

@@ -26,7 +26,7 @@
 //!    any chunk ends the wait (the index of the word woken, counted over
 //!    all chunks); the other chunks are cancelled at once, as `cancel`
 //!    does, and a chunk that completed with an index passes that word's
-//!    wake on. One kernel request per 128 words, not one per word: a cancel
+//!    wake on, and so does each of its words that changed (Swallowed). One kernel request per 128 words, not one per word: a cancel
 //!    walks the ring's list of pending futex requests, so cancelling a
 //!    thousand single waits costs a million steps.
 //!  - the poll callback reaps every completion, then hands the finished
@@ -44,6 +44,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::delivery::Completion;
 use crate::libc::{self, SysError, futex_waitv, timespec};
@@ -76,9 +77,35 @@ pub const ANY_TIMED_OUT: u32 = -2i32 as u32;
 /// that the completion names (a FUTEX_WAITV chunk's res, an index). The
 /// list is the one the kernel was given: kept until the completion, so it
 /// outlives the entry's submission whatever happens.
+///
+/// A FUTEX_WAITV entry can swallow more than the wake it reports: once a
+/// wake (or the cancel) has claimed it, its other words stay queued until
+/// its completion runs, and a FUTEX_WAKE of one waiter that meets one of
+/// them counts it as woken. So when its words are surely still mapped
+/// (`mapped`: the completion is reaped before anyone can unmap them), every
+/// word that no longer holds its expected value gets a wake passed on too
+/// (pass_on_changed).
 enum Swallowed {
     Word(usize),
-    AnyOf(Box<[futex_waitv]>),
+    AnyOf { list: Box<[futex_waitv]>, mapped: bool },
+}
+
+/// Passes a wake on to each word of `list` (but `except`) that no longer
+/// holds its expected value: a publisher changed it and may have woken
+/// this entry in place of another sleeper (see Swallowed).
+///
+/// # Safety
+/// Every word of `list` must be mapped.
+unsafe fn pass_on_changed(list: &[futex_waitv], except: Option<usize>) {
+    for (i, w) in list.iter().enumerate() {
+        // Observes a publisher's store to the word, made before its wake; SeqCst as the kernel's own check.
+        // SAFETY: mapped (caller contract), an aligned u32 (checked when the wait started).
+        let now = unsafe { &*(w.uaddr as *const AtomicU32) }.load(Ordering::SeqCst);
+        if Some(i) != except && u64::from(now) != w.val {
+            // SAFETY: the kernel only hashes the address.
+            let _ = unsafe { sys::wake(w.uaddr as usize, 1) };
+        }
+    }
 }
 
 /// The chunks of a pending `wait_any`, by chunk number: the list of each
@@ -247,18 +274,21 @@ impl Reactor {
         for (k, list) in lists.iter().enumerate() {
             let list = list.as_deref().unwrap_or_default();
             let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
+            // A chain must not straddle two submissions.
             result = match deadline {
                 None => ring.push(uring::futex_waitv_sqe(list, user_data, false)),
-                // A chain must not straddle two submissions.
-                Some(deadline) => ring.submit().and_then(|()| {
-                    ring.push(uring::futex_waitv_sqe(list, user_data, true))?;
-                    ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | user_data))
-                }),
+                Some(_) => ring.submit().and_then(|()| ring.push(uring::futex_waitv_sqe(list, user_data, true))),
             };
             if result.is_err() {
                 break;
             }
-            pushed = k + 1;
+            pushed = k + 1; // queued: from here on its list must outlive it
+            if let Some(deadline) = deadline {
+                result = ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | user_data));
+                if result.is_err() {
+                    break;
+                }
+            }
         }
         // The deadline and the lists are read by the kernel during this call (the lists stay in `groups`).
         result = result.and_then(|()| ring.submit());
@@ -266,35 +296,50 @@ impl Reactor {
         lists.truncate(pushed);
         if result.is_err() {
             // The chunks queued so far may run: they are cancelled as a
-            // wait_any whose caller gave up is (their lists kept until then).
-            self.cancel_chunks(ring, id, lists);
+            // wait_any whose caller gave up is (their lists kept until
+            // then). The caller lets go of the buffers: no value check.
+            self.cancel_chunks(ring, id, lists, false);
+            let _ = ring.submit();
         } else {
             self.groups.borrow_mut().insert(id, lists);
         }
         result
     }
 
-    /// Cancels the pending `wait_any` `id` (see the module docs).
-    pub fn cancel_any(&self, id: u64) {
+    /// Cancels the pending `wait_any` `id` (see the module docs). `mapped`:
+    /// its words stay mapped until the caller reaps (deliver_now), so the
+    /// cancelled chunks pass on the wakes they may have swallowed (see
+    /// Swallowed); false before a finalizer's munmap.
+    pub fn cancel_any(&self, id: u64, mapped: bool) {
         let Some(chunks) = self.groups.borrow_mut().remove(&id) else { return };
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return };
-        self.cancel_chunks(ring, id, chunks);
+        self.cancel_chunks(ring, id, chunks, mapped);
         let _ = ring.submit();
     }
 
-    /// Queues a cancel of each chunk still pending; each one's list waits
-    /// in `cancelled` for its completion (see Swallowed).
-    fn cancel_chunks(&self, ring: &mut Ring, id: u64, chunks: Chunks) {
-        let mut cancelled = self.cancelled.borrow_mut();
+    /// Queues a cancel of each chunk still pending (the caller submits);
+    /// each one's list waits in `cancelled` for its completion.
+    fn cancel_chunks(&self, ring: &mut Ring, id: u64, chunks: Chunks, mapped: bool) {
+        for user_data in Self::set_aside(&mut self.cancelled.borrow_mut(), id, chunks, mapped) {
+            // The list is kept even if the push fails (the entry may still
+            // be in the SQ): it must outlive any chance of its submission.
+            let _ = ring.push(uring::cancel_sqe(user_data, TAG_CANCEL | user_data));
+        }
+    }
+
+    /// Moves the lists of the chunks still pending into `cancelled`, so
+    /// that their completions, whenever they come (the same reap included),
+    /// pass their wakes on; returns their user_data, to cancel.
+    fn set_aside(cancelled: &mut HashMap<u64, Swallowed>, id: u64, chunks: Chunks, mapped: bool) -> Vec<u64> {
+        let mut pending = Vec::new();
         for (k, list) in chunks.into_iter().enumerate() {
             let Some(list) = list else { continue };
             let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
-            // Queued even if the push fails (the entry may still be in the
-            // SQ): the list must outlive any chance of its submission.
-            let _ = ring.push(uring::cancel_sqe(user_data, TAG_CANCEL | user_data));
-            cancelled.insert(user_data, Swallowed::AnyOf(list));
+            cancelled.insert(user_data, Swallowed::AnyOf { list, mapped });
+            pending.push(user_data);
         }
+        pending
     }
 
     /// Keeps the loop alive (or not) through the poll handle.
@@ -340,7 +385,8 @@ impl Reactor {
         if let Some(ring) = self.ring.borrow_mut().as_mut() {
             ring.reap(&mut raw);
         }
-        let mut ended: Vec<(u64, Chunks)> = Vec::new();
+        // Chunks of wait_anys that ended in this reap, to cancel.
+        let mut to_cancel: Vec<u64> = Vec::new();
         {
             let mut cancelled = self.cancelled.borrow_mut();
             for &(user_data, res) in &raw {
@@ -355,8 +401,13 @@ impl Reactor {
                     // with EFAULT and touches nothing.
                     let word = match swallowed {
                         Swallowed::Word(word) => (res == 0).then_some(word),
-                        Swallowed::AnyOf(list) => {
-                            usize::try_from(res).ok().and_then(|i| list.get(i)).map(|w| w.uaddr as usize)
+                        Swallowed::AnyOf { list, mapped } => {
+                            let woken = usize::try_from(res).ok().filter(|&i| i < list.len());
+                            if mapped {
+                                // SAFETY: `mapped` (see cancel_any); the entry is off every futex queue now.
+                                unsafe { pass_on_changed(&list, woken) };
+                            }
+                            woken.map(|i| list[i].uaddr as usize)
                         }
                     };
                     if let Some(word) = word {
@@ -369,8 +420,11 @@ impl Reactor {
                     let id = user_data & ID_MASK;
                     let k = ((user_data & !TAG_GROUP) >> CHUNK_SHIFT) as usize;
                     let Some(mut chunks) = self.groups.borrow_mut().remove(&id) else { continue };
-                    if let Some(slot) = chunks.get_mut(k) {
-                        *slot = None; // this chunk is over: nothing of it to cancel
+                    // This chunk is over: nothing of it to cancel. Its other words may have met wakes meant for
+                    // other sleepers after it was claimed (see Swallowed): pass those on. SAFETY: its words are
+                    // mapped: the pending wait holds their buffers until it is delivered, after this reap.
+                    if let Some(list) = chunks.get_mut(k).and_then(Option::take) {
+                        unsafe { pass_on_changed(&list, usize::try_from(res).ok()) };
                     }
                     let base = (k * libc::FUTEX_WAITV_MAX) as u32;
                     let outcome = match res {
@@ -381,7 +435,8 @@ impl Reactor {
                         r => Err(SysError { errno: -r, syscall: "io_uring FUTEX_WAITV" }),
                     };
                     done.push((id, outcome));
-                    ended.push((id, chunks));
+                    // The other chunks' completions, later in this reap or in the next, find their lists set aside.
+                    to_cancel.extend(Self::set_aside(&mut cancelled, id, chunks, true));
                     continue;
                 }
                 let outcome = match res {
@@ -396,17 +451,15 @@ impl Reactor {
         }
         raw.clear();
         *self.scratch.borrow_mut() = raw;
-        if ended.is_empty() {
+        if to_cancel.is_empty() {
             return false;
         }
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return false };
-        let mut any = false;
-        for (id, chunks) in ended {
-            any |= chunks.iter().any(Option::is_some);
-            self.cancel_chunks(ring, id, chunks);
+        for user_data in to_cancel {
+            let _ = ring.push(uring::cancel_sqe(user_data, TAG_CANCEL | user_data));
         }
-        ring.submit().is_ok() && any
+        ring.submit().is_ok()
     }
 }
 
@@ -482,4 +535,36 @@ unsafe extern "C" fn on_close(handle: *mut uv_handle_t) {
     drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(handle.cast::<u64>(), handle_words())) });
     // SAFETY: the handle given to teardown, removed once.
     unsafe { napi::napi_remove_async_cleanup_hook(remove) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn pass_on_changed_wakes_a_sleeper_of_each_changed_word_but_the_one_named() {
+        let words: Arc<[AtomicU32]> = (0..3).map(|_| AtomicU32::new(1)).collect();
+        let list: Vec<futex_waitv> = words
+            .iter()
+            .map(|w| futex_waitv { val: 1, uaddr: w.as_ptr() as u64, flags: libc::FUTEX2_SIZE_U32, reserved: 0 })
+            .collect();
+        // Words 1 and 2 changed (a publisher's stores); a thread sleeps on each, with a deadline.
+        words[1].store(2, Ordering::SeqCst);
+        words[2].store(2, Ordering::SeqCst);
+        let sleeper = |i: usize| {
+            let words = Arc::clone(&words);
+            std::thread::spawn(move || {
+                let deadline = sys::deadline_after(1000.0).expect("finite");
+                // SAFETY: `words` is held by this thread for the whole wait.
+                unsafe { sys::wait_until(words[i].as_ptr() as usize, 2, Some(&deadline), || false) }.expect("futex")
+            })
+        };
+        let (one, two) = (sleeper(1), sleeper(2));
+        std::thread::sleep(std::time::Duration::from_millis(50)); // both asleep in the kernel by now, most likely
+        // SAFETY: every word lives in `words`, held here.
+        unsafe { pass_on_changed(&list, Some(2)) };
+        assert_eq!(one.join().expect("join"), WOKEN, "the changed word's sleeper was not woken");
+        assert_eq!(two.join().expect("join"), TIMED_OUT, "the word named (its wake already reported) was woken again");
+    }
 }

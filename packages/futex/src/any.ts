@@ -9,8 +9,10 @@
  *    does not reach a thread blocked in the kernel (V8 keeps its own wait
  *    list). See docs/LAYOUT.md, "Waiting", for how publishers of a ring
  *    know that such a waiter sleeps on a SharedArrayBuffer word.
- *  - `waitAnyAsync` never blocks the event loop: one asynchronous wait per
- *    word (the native asynchronous futex wait on a mapping, Atomics.waitAsync
+ *  - `waitAnyAsync` never blocks the event loop: where async waits use
+ *    io_uring and no word is in a SharedArrayBuffer, one native wait on all
+ *    the words (waitAllAtOnce); otherwise one asynchronous wait per word
+ *    (the native asynchronous futex wait on a mapping, Atomics.waitAsync
  *    on a SharedArrayBuffer, exactly as waitAsync of this package), and the
  *    others are cancelled as soon as one settles. Woken as waitAsync is:
  *    by wake() of this package.

@@ -1,13 +1,13 @@
 /**
- * waitAnyAsync over many words of mapped regions: where async waits use
- * io_uring, one native wait covers them all (FUTEX_WAITV entries of 128
+ * waitAnyAsync over many words of mapped regions where async waits use
+ * io_uring: one native wait covers them all (FUTEX_WAITV entries of 128
  * words each), so these cases cross the entries' boundaries (words 127 /
- * 128, 255 / 256) and span several mappings. They hold on every other path
- * too (one wait per word), which the forced-fallback CI runs take; not
- * on the koffi backend's pool threads (skipped there).
+ * 128, 255 / 256) and span several mappings. Skipped on the other paths
+ * (the forced fallbacks, koffi), whose waiter threads may not be in the
+ * kernel yet when a case wakes (any.test.ts covers them).
  */
 import assert from 'node:assert/strict';
-import { asyncWaitKind, backendKind, MAX_WAIT_ANY_ASYNC, Region } from '@shmring/core';
+import { asyncWaitKind, backendKind, MAX_WAIT_ANY_ASYNC, nativeFutex, Region } from '@shmring/core';
 import { waitAnyAsync, waitAsync, wake, wakeNative, type WaitTarget } from '../src/index.js';
 
 /** Words per region: 100, so 300 words lie in three mappings. */
@@ -17,10 +17,8 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
   let regions: Region[] = [];
   let views: Int32Array[] = [];
   beforeEach(function () {
-    if (backendKind() === 'koffi') {
-      // Its waits run on libuv's pool (4 threads by default): most of 300 wait their turn outside the kernel,
-      // where a FUTEX_WAKE cannot find them, and may end spuriously when run (packages/core/README.md).
-      console.log('      SKIPPED: the koffi backend waits word by word on a few pool threads');
+    if (backendKind() !== 'addon' || asyncWaitKind() !== 'io_uring') {
+      console.log(`      SKIPPED: async waits use ${asyncWaitKind()} here, not io_uring's FUTEX_WAITV`);
       this.skip();
     }
     try {
@@ -41,16 +39,23 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
   const words = (count: number): WaitTarget[] =>
     Array.from({ length: count }, (_, k) => {
       const [i32, index] = at(k);
-      return [i32, index, Atomics.load(i32, index)] as const;
+      return [i32, index, Atomics.load(i32, index)] as const; // the snapshot a waiter takes
     });
   const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
   it('resolves with the index of the word woken, in the first, second and third group of 128 words', async () => {
+    // The one-wait path is there (where it is not, waitAnyAsync waits word by word and these cases prove less).
+    const probe = nativeFutex.waitAnyAsync(
+      words(2).map(([i32, index, expected]) => ({ buffer: i32.buffer as ArrayBuffer, byteOffset: index * 4, expected })),
+      0,
+    );
+    assert.ok(probe !== undefined, 'nativeFutex.waitAnyAsync is not available with io_uring waits');
+    assert.equal(await probe.promise, -2, 'a timeout of 0 over unchanged words');
     for (const k of [0, 127, 128, 255, 256, 299]) {
       const pending = waitAnyAsync(words(300), 5000);
       await tick(5);
       const [i32, index] = at(k);
-      Atomics.add(i32, index, 1); // the change a waker publishes before waking
+      Atomics.add(i32, index, 1); // the change a publisher makes before its wake
       wake(i32, index);
       assert.equal(await pending, k, `word ${k}`);
     }
@@ -59,7 +64,7 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
   it('is not-equal at once when any word differs, times out past its timeout, and rejects an abort', async () => {
     const stale = words(300);
     const [i32, index] = at(200);
-    Atomics.add(i32, index, 1);
+    Atomics.add(i32, index, 1); // makes the snapshot stale
     assert.equal(await waitAnyAsync(stale, 5000), 'not-equal');
     // Nothing changes the words: a wait may end spuriously ('ok': re-check), so a retry must time out.
     let result: unknown;
@@ -83,12 +88,31 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
     const many = waitAnyAsync(words(300), 5000, controller.signal).catch((err: Error) => err.name);
     await tick(5);
     const [i32, index] = at(150);
-    const single = waitAsync(i32, index, Atomics.load(i32, index), 2000);
+    const single = waitAsync(i32, index, Atomics.load(i32, index), 2000); // on the snapshot of the word
     await tick(5);
     assert.equal(wakeNative(i32, index, 1), 1, 'no sleeper was woken');
     controller.abort();
     assert.equal(await many, 'AbortError');
     assert.equal(await single, 'ok', 'the wake the aborted wait took was not passed on');
+  });
+
+  it('passes on the wakes of two of its entries that were woken in the same reap', async () => {
+    // Words 0 and 150 lie in different FUTEX_WAITV entries (0-127, 128-255), each queued before a plain wait
+    // on word 150. Two wakes of one waiter in one turn: each claims its entry. The first completion ends the
+    // wait; the second entry's wake must reach the plain wait, though it completes in the same reap.
+    const many = waitAnyAsync(words(300), 5000);
+    await tick(5);
+    const [i32, index] = at(150);
+    const single = waitAsync(i32, index, Atomics.load(i32, index), 2000); // on the snapshot of the word
+    await tick(5);
+    const [first, at0] = at(0);
+    Atomics.add(first, at0, 1); // a publisher's change, before its wake
+    Atomics.add(i32, index, 1); // the same, for the word of the other wake
+    assert.equal(wakeNative(first, at0, 1), 1);
+    assert.equal(wakeNative(i32, index, 1), 1);
+    const woken = await many;
+    assert.ok(woken === 0 || woken === 150, `woken at ${String(woken)}`);
+    assert.equal(await single, 'ok', "the second entry's wake was not passed on");
   });
 
   it('settles when a region of its words is closed under it, and leaves the others untouched', async () => {
@@ -99,11 +123,12 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
     assert.equal(typeof result, 'number', `settled with ${String(result)}`);
     // The other mappings still work: a new wait on them is woken as usual.
     const rest: WaitTarget[] = [];
+    // The snapshot a waiter takes, of the words still mapped.
     for (const i32 of [views[0]!, views[2]!]) for (let i = 0; i < PER_REGION; i++) rest.push([i32, i, Atomics.load(i32, i)]);
     const again = waitAnyAsync(rest, 5000);
     await tick(5);
     const [i32, index] = at(250);
-    Atomics.add(i32, index, 1);
+    Atomics.add(i32, index, 1); // a publisher's change, before its wake
     wake(i32, index);
     assert.equal(await again, 150);
   });
@@ -117,10 +142,10 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
         const list: WaitTarget[] = Array.from({ length: count }, (_, k) => [i32, k, 0] as const);
         const pending = waitAnyAsync(list, 10_000);
         await tick(20);
-        Atomics.store(i32, count - 1, 1);
+        Atomics.store(i32, count - 1, 1); // a publisher's change, before its wake
         wake(i32, count - 1);
         assert.equal(await pending, count - 1, `${count} words (${asyncWaitKind()})`);
-        Atomics.store(i32, count - 1, 0);
+        Atomics.store(i32, count - 1, 0); // back, for the next count's snapshot
       }
     } finally {
       big.close();

@@ -579,7 +579,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     // From now, as selectSync's: a first scan of many entries may have used the spin up.
     let index = spinUntil > performance.now() ? spin(attempt, spinUntil, call.probes.length) : undefined;
     const pollUntilAt = Math.min(call.deadline, call.started + pollMicros / 1000);
-    if (index === undefined && pollUntilAt > call.started) {
+    if (index === undefined && pollUntilAt > performance.now()) {
       index = await pollUntil(attempt, pollUntilAt, signal, undefined, call.probes.length);
     }
     index ??= await parkWatched(call, start, options, what);
