@@ -258,8 +258,8 @@ declare namespace backend {
      * when some word did not hold its expected value (at once when one
      * already does not), -2 on timeout; cancel() resolves it with 0
      * (callers re-check every word). Wakes it may have swallowed as it
-     * ended (the one its entries report, and one for each word that no
-     * longer holds its expected value) are passed on. `ref` and the buffers as
+     * ended (the one a cancelled entry reports, and one for each word that
+     * no longer holds its expected value) are passed on. `ref` and the buffers as
      * futexWaitAsync. Absent from the koffi backend.
      */
     futexWaitAnyAsync?(

@@ -14,7 +14,9 @@ use std::sync::{Mutex, MutexGuard};
 use crate::libc::SysError;
 use crate::napi::{self, napi_threadsafe_function};
 
-/// A finished wait: its id and outcome (0 / 1 / 2, or the error).
+/// A finished wait: its id and outcome (0 / 1 / 2; for a wait on several
+/// words the index woken, or reactor::ANY_NOT_EQUAL / ANY_TIMED_OUT, the
+/// bits of -1 / -2: settled as an i32), or the error.
 pub type Completion = (u64, Result<u32, SysError>);
 
 /// A threadsafe function handle that may be sent to waiter threads.

@@ -195,11 +195,11 @@ impl EnvState {
     pub fn settle_waits_in_range(&self, env: Env, start: usize, len: usize) {
         let taken = self.waits.take_in_range(start, len);
         for (id, pending) in &taken {
-            pending.stop(*id, self.reactor(), true);
+            pending.stop(*id, self.reactor());
         }
         if let Some(reactor) = self.reactor() {
             // Passes on swallowed wakes while the words are still mapped
-            // (and, for a wait on several, held: settle lets go of them).
+            // (and held: settle lets go of them).
             reactor.deliver_now(env);
         }
         for (_, pending) in taken {
@@ -300,9 +300,9 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
         let state = unsafe { &*arg.cast::<EnvState>() };
         state.closing.set(true);
         for (id, pending) in state.waits.drain() {
-            // The buffer is still referenced here, so the word is mapped;
-            // but nothing is reaped before the isolate goes.
-            pending.stop(id, state.reactor(), false);
+            // Only the kernel's queues matter now (the finalizers may have
+            // unmapped the words already; nothing reads them).
+            pending.stop(id, state.reactor());
             // SAFETY: the reference was created in this env and not yet
             // deleted. The deferred cannot be settled during teardown (no JS
             // may run); Node drops its promise with the isolate.

@@ -36,6 +36,7 @@ use crate::delivery::Completion;
 use crate::env::{AsyncMode, EnvState};
 use crate::lanes::{self, LaneWait};
 use crate::libc;
+use crate::memory;
 use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env, napi_value};
 use crate::pool::{self, Wait};
 use crate::reactor;
@@ -189,7 +190,7 @@ pub fn membarrier(env: Env, info: napi_callback_info) -> JsResult {
 /// is not told: re-check them all), -2 on timeout.
 pub fn futex_wait_any(env: Env, info: napi_callback_info) -> JsResult {
     let [list, timeout] = env.args::<2>(info)?;
-    let words = words_of(env, list, libc::FUTEX_WAITV_MAX)?;
+    let words = words_of(env, list, libc::FUTEX_WAITV_MAX, None)?;
     let timeout = timeout_ms(env, timeout)?;
     if timeout == 0.0 {
         // As futexWait: answered from the words, without queueing on them.
@@ -214,7 +215,14 @@ fn any_differs(words: &[(usize, u32)]) -> bool {
 
 /// The words of a flat list (buffer, byteOffset, expected, ...) of 1 to
 /// `most` triples: each word's address and expected value.
-fn words_of(env: Env, list: napi_value, most: usize) -> Result<Vec<(usize, u32)>, Throw> {
+/// With `mappings`, also whether every buffer is a mapping of ours
+/// (memory::is_mapping): false as soon as one is not.
+fn words_of(
+    env: Env,
+    list: napi_value,
+    most: usize,
+    mut mappings: Option<&mut bool>,
+) -> Result<Vec<(usize, u32)>, Throw> {
     let mut is_array = false;
     // SAFETY: out-pointer valid; env live.
     let st = unsafe { napi::napi_is_array(env.0, list, &mut is_array) };
@@ -239,7 +247,11 @@ fn words_of(env: Env, list: napi_value, most: usize) -> Result<Vec<(usize, u32)>
     };
     let mut words = Vec::with_capacity(count);
     for i in 0..count as u32 {
-        let word = word_address(env, element(3 * i)?, element(3 * i + 1)?)?;
+        let buffer = element(3 * i)?;
+        if let Some(all) = mappings.as_deref_mut() {
+            *all = *all && memory::is_mapping(env, buffer)?;
+        }
+        let word = word_address(env, buffer, element(3 * i + 1)?)?;
         let expected = expected_value(env, element(3 * i + 2)?)?;
         words.push((word, expected));
     }
@@ -358,7 +370,9 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
 pub fn futex_wait_any_start(env: Env, info: napi_callback_info) -> JsResult {
     let [list, timeout, id, keeps_alive] = env.args::<4>(info)?;
     let keeps_alive = env.boolean(keeps_alive, "ref")?;
-    let words = words_of(env, list, reactor::MAX_WAIT_ANY_WORDS)?;
+    // Whether the reactor may load the words while the wait is registered (see reactor::Swallowed).
+    let mut mappings = true;
+    let words = words_of(env, list, reactor::MAX_WAIT_ANY_WORDS, Some(&mut mappings))?;
     let timeout = timeout_ms(env, timeout)?;
     let id = env.integer(id, "id", 1.0, MAX_SAFE_INTEGER)? as u64;
     // SAFETY: JS thread, inside a callback of this env.
@@ -378,7 +392,7 @@ pub fn futex_wait_any_start(env: Env, info: napi_callback_info) -> JsResult {
     }
     let (list_ref, deferred, promise) = promise_holding(env, list)?;
     let deadline = deadline_after(timeout);
-    match reactor.wait_any(id, &words, deadline.as_ref()) {
+    match reactor.wait_any(id, &words, deadline.as_ref(), mappings) {
         Ok(()) => {
             let addresses: Box<[usize]> = words.iter().map(|&(word, _)| word).collect();
             let word = addresses[0];
@@ -402,7 +416,7 @@ pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
     if let Some(pending) = state.waits.take(id) {
         // The buffer is still referenced, so the word is mapped, until
         // settle lets go of it: after the reap that passes wakes on.
-        pending.stop(id, state.reactor(), true);
+        pending.stop(id, state.reactor());
         if let Some(reactor) = state.reactor() {
             reactor.deliver_now(env);
         }

@@ -214,6 +214,7 @@ unsafe extern "C" {
     /// glibc adds IPC_64 itself, so `buf` is the 64-bit `shmid_ds` above.
     pub fn shmctl(shmid: c_int, cmd: c_int, buf: *mut shmid_ds) -> c_int;
     pub fn clock_gettime(clock: c_int, tp: *mut timespec) -> c_int;
+    pub fn getpid() -> c_int;
     pub fn __errno_location() -> *mut c_int;
     /// The GNU variant (what the `strerror_r` symbol is in glibc): returns
     /// either `buf` or a static string, always NUL-terminated.
@@ -270,6 +271,9 @@ pub const SYS_MEMBARRIER: c_long = 324;
 pub const SYS_FUTEX_WAITV: c_long = 449;
 pub const FUTEX2_SIZE_U32: u32 = 0x02;
 pub const FUTEX_WAITV_MAX: usize = 128;
+// process_vm_readv(2): at most IOV_MAX iovecs per call
+pub const SYS_PROCESS_VM_READV: c_long = 310;
+pub const IOV_MAX: usize = 1024;
 // io_uring(7) (system call numbers of x86_64)
 pub const SYS_IO_URING_SETUP: c_long = 425;
 pub const SYS_IO_URING_ENTER: c_long = 426;

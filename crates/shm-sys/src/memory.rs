@@ -108,6 +108,20 @@ pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
     Ok(buffer)
 }
 
+/// Whether `value` is an ArrayBuffer made by `mmap` or `shmAttach` (live or
+/// detached): its memory stays mapped until `munmap` (or its finalizer),
+/// which stops the waits on it first.
+pub fn is_mapping(env: Env, value: napi::napi_value) -> Result<bool, Throw> {
+    if !env.is_arraybuffer(value)? {
+        return Ok(false);
+    }
+    let mut tagged = false;
+    // SAFETY: value is an object of this env; out-pointer valid.
+    let st = unsafe { napi::napi_check_object_type_tag(env.0, value, &MAPPING_TAG, &mut tagged) };
+    env.check(st, "napi_check_object_type_tag")?;
+    Ok(tagged)
+}
+
 /// The live mapping behind `buffer`: TypeError if it is not an ArrayBuffer
 /// made by `mmap` or `shmAttach`, `None` if it is ours but detached.
 fn mapping_of(env: Env, buffer: napi::napi_value) -> Result<Option<(*mut u8, usize)>, Throw> {

@@ -25,10 +25,12 @@
 //!    with its own linked timeout for a deadline. The first completion of
 //!    any chunk ends the wait (the index of the word woken, counted over
 //!    all chunks); the other chunks are cancelled at once, as `cancel`
-//!    does, and a chunk that completed with an index passes that word's
-//!    wake on, and so does each of its words that changed (Swallowed). One kernel request per 128 words, not one per word: a cancel
-//!    walks the ring's list of pending futex requests, so cancelling a
-//!    thousand single waits costs a million steps.
+//!    does: a cancelled chunk that completed with an index passes that
+//!    word's wake on. Every chunk that completes also passes one on to
+//!    each of its other words that changed (Swallowed). One kernel request
+//!    per 128 words, not one per word: a cancel walks the ring's list of
+//!    pending futex requests, so cancelling a thousand single waits costs
+//!    a million steps.
 //!  - the poll callback reaps every completion, then hands the finished
 //!    waits to `deliver` inside one handle scope and one callback scope,
 //!    whose close runs the microtasks (the promise reactions) once.
@@ -81,31 +83,55 @@ pub const ANY_TIMED_OUT: u32 = -2i32 as u32;
 /// A FUTEX_WAITV entry can swallow more than the wake it reports: once a
 /// wake (or the cancel) has claimed it, its other words stay queued until
 /// its completion runs, and a FUTEX_WAKE of one waiter that meets one of
-/// them counts it as woken. So when its words are surely still mapped
-/// (`mapped`: the completion is reaped before anyone can unmap them), every
-/// word that no longer holds its expected value gets a wake passed on too
-/// (pass_on_changed).
+/// them counts it as woken. So when an entry completes, each of its words
+/// that no longer holds its expected value gets a wake passed on too
+/// (pass_on_changed). `direct`: its words may be loaded, not just read
+/// through the kernel: they are all in mappings of ours (memory::
+/// is_mapping), and the completion is reaped while its wait holds them:
+/// before the wait is delivered (reap_and's loop), or before it is let go
+/// of (deliver_now from a cancel, from munmap). An entry whose completion
+/// comes later (a wake from another CPU claimed it just before its cancel)
+/// is read through the kernel, where an unmapped word is an error.
 enum Swallowed {
     Word(usize),
-    AnyOf { list: Box<[futex_waitv]>, mapped: bool },
+    AnyOf { list: Box<[futex_waitv]>, direct: bool },
 }
 
-/// Passes a wake on to each word of `list` (but `except`) that no longer
-/// holds its expected value: a publisher changed it and may have woken
-/// this entry in place of another sleeper (see Swallowed).
+/// Passes a wake on to each word of `list` (but `except`, whose wake the
+/// completion reports) that no longer holds its expected value: a
+/// publisher changed it and may have woken this entry in place of another
+/// sleeper (see Swallowed). Not `direct`: the words are read with
+/// sys::read_words, so a word unmapped by now reads as unchanged instead of
+/// faulting, and one whose address was mapped again at worst gets a
+/// spurious wake.
 ///
 /// # Safety
-/// Every word of `list` must be mapped.
-unsafe fn pass_on_changed(list: &[futex_waitv], except: Option<usize>) {
+/// `direct`: every word of `list` is mapped.
+unsafe fn pass_on_changed(list: &[futex_waitv], except: Option<usize>, direct: bool) {
+    let mut now: Vec<u32> = list.iter().map(|w| w.val as u32).collect();
+    // Each read observes the store of a publisher whose wake met this entry: it stored before its FUTEX_WAKE,
+    // which held the word's hash-bucket lock, which the entry's completion took after it to unqueue the word.
+    if direct {
+        for (n, w) in now.iter_mut().zip(list) {
+            // SeqCst, as the kernel's own check. SAFETY: mapped (caller contract), an aligned u32.
+            *n = unsafe { &*(w.uaddr as *const AtomicU32) }.load(Ordering::SeqCst);
+        }
+    } else {
+        let words: Vec<usize> = list.iter().map(|w| w.uaddr as usize).collect();
+        sys::read_words(&words, &mut now);
+    }
     for (i, w) in list.iter().enumerate() {
-        // Observes a publisher's store to the word, made before its wake; SeqCst as the kernel's own check.
-        // SAFETY: mapped (caller contract), an aligned u32 (checked when the wait started).
-        let now = unsafe { &*(w.uaddr as *const AtomicU32) }.load(Ordering::SeqCst);
-        if Some(i) != except && u64::from(now) != w.val {
+        if Some(i) != except && u64::from(now[i]) != w.val {
             // SAFETY: the kernel only hashes the address.
             let _ = unsafe { sys::wake(w.uaddr as usize, 1) };
         }
     }
+}
+
+/// A pending `wait_any`: its chunks, and whether its words may be loaded (Swallowed).
+struct Group {
+    chunks: Chunks,
+    direct: bool,
 }
 
 /// The chunks of a pending `wait_any`, by chunk number: the list of each
@@ -127,7 +153,7 @@ pub struct Reactor {
     /// Cancelled waits (and chunks) whose completion has not arrived yet, by user_data.
     cancelled: RefCell<HashMap<u64, Swallowed>>,
     /// Pending `wait_any`s by id.
-    groups: RefCell<HashMap<u64, Chunks>>,
+    groups: RefCell<HashMap<u64, Group>>,
     /// Reused buffers of `completions`: the reaped entries, and the
     /// finished waits handed to `deliver` (no allocation per callback).
     scratch: RefCell<Vec<(u64, i32)>>,
@@ -250,7 +276,14 @@ impl Reactor {
     /// expected value (at most MAX_WAIT_ANY_WORDS), until the absolute
     /// CLOCK_MONOTONIC `deadline` if any. It settles with the index of a
     /// word woken, ANY_NOT_EQUAL or ANY_TIMED_OUT.
-    pub fn wait_any(&self, id: u64, words: &[(usize, u32)], deadline: Option<&timespec>) -> Result<(), SysError> {
+    /// `mappings`: every word is in a mapping of ours (see Swallowed).
+    pub fn wait_any(
+        &self,
+        id: u64,
+        words: &[(usize, u32)],
+        deadline: Option<&timespec>,
+        mappings: bool,
+    ) -> Result<(), SysError> {
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return Err(SysError { errno: libc::EINVAL, syscall: "io_uring" }) };
         let lists: Chunks = words
@@ -296,32 +329,28 @@ impl Reactor {
         lists.truncate(pushed);
         if result.is_err() {
             // The chunks queued so far may run: they are cancelled as a
-            // wait_any whose caller gave up is (their lists kept until
-            // then). The caller lets go of the buffers: no value check.
-            self.cancel_chunks(ring, id, lists, false);
+            // wait_any whose caller gave up is (their lists kept until then).
+            self.cancel_chunks(ring, id, Group { chunks: lists, direct: false });
             let _ = ring.submit();
         } else {
-            self.groups.borrow_mut().insert(id, lists);
+            self.groups.borrow_mut().insert(id, Group { chunks: lists, direct: mappings });
         }
         result
     }
 
-    /// Cancels the pending `wait_any` `id` (see the module docs). `mapped`:
-    /// its words stay mapped until the caller reaps (deliver_now), so the
-    /// cancelled chunks pass on the wakes they may have swallowed (see
-    /// Swallowed); false before a finalizer's munmap.
-    pub fn cancel_any(&self, id: u64, mapped: bool) {
-        let Some(chunks) = self.groups.borrow_mut().remove(&id) else { return };
+    /// Cancels the pending `wait_any` `id` (see the module docs).
+    pub fn cancel_any(&self, id: u64) {
+        let Some(group) = self.groups.borrow_mut().remove(&id) else { return };
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return };
-        self.cancel_chunks(ring, id, chunks, mapped);
+        self.cancel_chunks(ring, id, group);
         let _ = ring.submit();
     }
 
     /// Queues a cancel of each chunk still pending (the caller submits);
     /// each one's list waits in `cancelled` for its completion.
-    fn cancel_chunks(&self, ring: &mut Ring, id: u64, chunks: Chunks, mapped: bool) {
-        for user_data in Self::set_aside(&mut self.cancelled.borrow_mut(), id, chunks, mapped) {
+    fn cancel_chunks(&self, ring: &mut Ring, id: u64, group: Group) {
+        for user_data in Self::set_aside(&mut self.cancelled.borrow_mut(), id, group) {
             // The list is kept even if the push fails (the entry may still
             // be in the SQ): it must outlive any chance of its submission.
             let _ = ring.push(uring::cancel_sqe(user_data, TAG_CANCEL | user_data));
@@ -331,12 +360,12 @@ impl Reactor {
     /// Moves the lists of the chunks still pending into `cancelled`, so
     /// that their completions, whenever they come (the same reap included),
     /// pass their wakes on; returns their user_data, to cancel.
-    fn set_aside(cancelled: &mut HashMap<u64, Swallowed>, id: u64, chunks: Chunks, mapped: bool) -> Vec<u64> {
+    fn set_aside(cancelled: &mut HashMap<u64, Swallowed>, id: u64, group: Group) -> Vec<u64> {
         let mut pending = Vec::new();
-        for (k, list) in chunks.into_iter().enumerate() {
+        for (k, list) in group.chunks.into_iter().enumerate() {
             let Some(list) = list else { continue };
             let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
-            cancelled.insert(user_data, Swallowed::AnyOf { list, mapped });
+            cancelled.insert(user_data, Swallowed::AnyOf { list, direct: group.direct });
             pending.push(user_data);
         }
         pending
@@ -369,8 +398,14 @@ impl Reactor {
         let mut done = std::mem::take(&mut *self.done.borrow_mut());
         // A wait_any that ends cancels its other chunks: their completions
         // (each may pass a swallowed wake on) are reaped before `f` runs,
-        // while the words are surely mapped.
+        // while the words are most likely still mapped.
         while self.completions(&mut done) {}
+        // What is still to come may come after its wait let go of its words.
+        for swallowed in self.cancelled.borrow_mut().values_mut() {
+            if let Swallowed::AnyOf { direct, .. } = swallowed {
+                *direct = false;
+            }
+        }
         if !done.is_empty() {
             f(&done);
         }
@@ -401,12 +436,10 @@ impl Reactor {
                     // with EFAULT and touches nothing.
                     let word = match swallowed {
                         Swallowed::Word(word) => (res == 0).then_some(word),
-                        Swallowed::AnyOf { list, mapped } => {
+                        Swallowed::AnyOf { list, direct } => {
                             let woken = usize::try_from(res).ok().filter(|&i| i < list.len());
-                            if mapped {
-                                // SAFETY: `mapped` (see cancel_any); the entry is off every futex queue now.
-                                unsafe { pass_on_changed(&list, woken) };
-                            }
+                            // The entry is off every futex queue now. SAFETY: `direct` (see Swallowed).
+                            unsafe { pass_on_changed(&list, woken, direct) };
                             woken.map(|i| list[i].uaddr as usize)
                         }
                     };
@@ -419,12 +452,12 @@ impl Reactor {
                 if user_data & TAG_GROUP != 0 {
                     let id = user_data & ID_MASK;
                     let k = ((user_data & !TAG_GROUP) >> CHUNK_SHIFT) as usize;
-                    let Some(mut chunks) = self.groups.borrow_mut().remove(&id) else { continue };
+                    let Some(mut group) = self.groups.borrow_mut().remove(&id) else { continue };
                     // This chunk is over: nothing of it to cancel. Its other words may have met wakes meant for
-                    // other sleepers after it was claimed (see Swallowed): pass those on. SAFETY: its words are
-                    // mapped: the pending wait holds their buffers until it is delivered, after this reap.
-                    if let Some(list) = chunks.get_mut(k).and_then(Option::take) {
-                        unsafe { pass_on_changed(&list, usize::try_from(res).ok()) };
+                    // other sleepers after it was claimed (see Swallowed): pass those on. SAFETY: `direct` means
+                    // mapped here: the wait is registered (it was in `groups`), holding its buffers.
+                    if let Some(list) = group.chunks.get_mut(k).and_then(Option::take) {
+                        unsafe { pass_on_changed(&list, usize::try_from(res).ok(), group.direct) };
                     }
                     let base = (k * libc::FUTEX_WAITV_MAX) as u32;
                     let outcome = match res {
@@ -436,7 +469,7 @@ impl Reactor {
                     };
                     done.push((id, outcome));
                     // The other chunks' completions, later in this reap or in the next, find their lists set aside.
-                    to_cancel.extend(Self::set_aside(&mut cancelled, id, chunks, true));
+                    to_cancel.extend(Self::set_aside(&mut cancelled, id, group));
                     continue;
                 }
                 let outcome = match res {
@@ -541,30 +574,46 @@ unsafe extern "C" fn on_close(handle: *mut uv_handle_t) {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
     fn pass_on_changed_wakes_a_sleeper_of_each_changed_word_but_the_one_named() {
+        for direct in [true, false] {
+            pass_on_changed_case(direct);
+        }
+    }
+
+    /// `direct`: the words loaded, else read through process_vm_readv.
+    fn pass_on_changed_case(direct: bool) {
         let words: Arc<[AtomicU32]> = (0..3).map(|_| AtomicU32::new(1)).collect();
         let list: Vec<futex_waitv> = words
             .iter()
             .map(|w| futex_waitv { val: 1, uaddr: w.as_ptr() as u64, flags: libc::FUTEX2_SIZE_U32, reserved: 0 })
             .collect();
-        // Words 1 and 2 changed (a publisher's stores); a thread sleeps on each, with a deadline.
+        // Words 1 and 2 changed (a publisher's stores); word 0 did not. A thread sleeps on each, with a deadline.
         words[1].store(2, Ordering::SeqCst);
         words[2].store(2, Ordering::SeqCst);
-        let sleeper = |i: usize| {
+        let sleeper = |i: usize, ms: f64| {
             let words = Arc::clone(&words);
             std::thread::spawn(move || {
-                let deadline = sys::deadline_after(1000.0).expect("finite");
+                let deadline = sys::deadline_after(ms).expect("finite");
+                let now = words[i].load(Ordering::SeqCst);
                 // SAFETY: `words` is held by this thread for the whole wait.
-                unsafe { sys::wait_until(words[i].as_ptr() as usize, 2, Some(&deadline), || false) }.expect("futex")
+                unsafe { sys::wait_until(words[i].as_ptr() as usize, now, Some(&deadline), || false) }.expect("futex")
             })
         };
-        let (one, two) = (sleeper(1), sleeper(2));
-        std::thread::sleep(std::time::Duration::from_millis(50)); // both asleep in the kernel by now, most likely
-        // SAFETY: every word lives in `words`, held here.
-        unsafe { pass_on_changed(&list, Some(2)) };
-        assert_eq!(one.join().expect("join"), WOKEN, "the changed word's sleeper was not woken");
+        let (zero, one, two) = (sleeper(0, 500.0), sleeper(1, 5000.0), sleeper(2, 500.0));
+        // Until word 1's sleeper is woken (it may not be asleep yet at the first call): never words 0 and 2.
+        for _ in 0..250 {
+            // SAFETY: every word lives in `words`, held here.
+            unsafe { pass_on_changed(&list, Some(2), direct) };
+            if one.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(one.join().expect("join"), WOKEN, "the changed word's sleeper was not woken (direct: {direct})");
+        assert_eq!(zero.join().expect("join"), TIMED_OUT, "a word that did not change was woken");
         assert_eq!(two.join().expect("join"), TIMED_OUT, "the word named (its wake already reported) was woken again");
     }
 }

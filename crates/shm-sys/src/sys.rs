@@ -114,6 +114,53 @@ pub unsafe fn waitv(words: &[(usize, u32)], deadline: Option<&timespec>) -> Resu
     }
 }
 
+/// Reads the u32 at each address of `words` into `out` (as long) without
+/// risking a fault: process_vm_readv(2) on this process, for which an
+/// address no longer mapped is an error (EFAULT), not a SIGSEGV. A word
+/// that cannot be read keeps what `out` held; so do all the words left
+/// when the call is refused (ENOSYS, or EPERM from a seccomp profile).
+/// Each word is one aligned 4-byte copy. Returns how many were read.
+pub fn read_words(words: &[usize], out: &mut [u32]) -> usize {
+    debug_assert_eq!(words.len(), out.len());
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    let (mut start, mut read) = (0, 0);
+    while start < words.len() {
+        let n = (words.len() - start).min(libc::IOV_MAX);
+        let local: Vec<libc::iovec> = out[start..start + n]
+            .iter_mut()
+            .map(|w| libc::iovec { iov_base: (w as *mut u32).cast(), iov_len: 4 })
+            .collect();
+        let remote: Vec<libc::iovec> =
+            words[start..start + n].iter().map(|&a| libc::iovec { iov_base: a as *mut _, iov_len: 4 }).collect();
+        // SAFETY: `local` points into `out`, live and writable; the kernel
+        // checks every remote address itself.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_PROCESS_VM_READV,
+                pid as c_long,
+                local.as_ptr() as c_long,
+                n as c_long,
+                remote.as_ptr() as c_long,
+                n as c_long,
+                0 as c_long,
+            )
+        };
+        if ret < 0 {
+            if libc::errno() != libc::EFAULT {
+                return read; // refused: nothing more to learn this way
+            }
+            start += 1; // the first word is not mapped
+            continue;
+        }
+        let got = ret as usize / 4;
+        read += got;
+        // A short read stops at a word that is not mapped: skip it.
+        start += if got < n { got + 1 } else { got };
+    }
+    read
+}
+
 /// FUTEX_WAKE up to `count` (> 0) waiters on `word`; returns how many woke.
 ///
 /// # Safety
@@ -197,5 +244,20 @@ mod tests {
             // SAFETY: both words outlive the call.
             assert_eq!(unsafe { waitv(&words, later.as_ref()) }, Ok(AnyOutcome::Woken(1)));
         });
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn read_words_reads_mapped_words_and_skips_an_unmapped_one() {
+        let words = [7u32, 8, 9];
+        // The page at address 4096 is never mapped (mmap_min_addr).
+        let addrs = [words.as_ptr() as usize, 4096, words[2..].as_ptr() as usize];
+        let mut out = [0, 42, 0];
+        assert_eq!(read_words(&addrs, &mut out), 2);
+        assert_eq!(out, [7, 42, 9]);
     }
 }

@@ -53,10 +53,7 @@ impl PendingWait {
 
     /// Makes sure nothing waits on the word for this entry any more (the
     /// word may be unmapped after this); does not settle the promise.
-    /// `mapped`: the words stay mapped until the caller has reaped the
-    /// reactor (deliver_now), which a wait on several words then uses to
-    /// pass on the wakes it may have swallowed (reactor.rs, Swallowed).
-    pub fn stop(&self, id: u64, reactor: Option<&Reactor>, mapped: bool) {
+    pub fn stop(&self, id: u64, reactor: Option<&Reactor>) {
         match &self.waiter {
             Waiter::Ring => {
                 if let Some(reactor) = reactor {
@@ -65,7 +62,7 @@ impl PendingWait {
             }
             Waiter::RingAny(_) => {
                 if let Some(reactor) = reactor {
-                    reactor.cancel_any(id, mapped);
+                    reactor.cancel_any(id);
                 }
             }
             Waiter::Lane(wait) => wait.stop(),
@@ -129,7 +126,7 @@ impl Registry {
     pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) {
         let Ok(map) = self.map.try_borrow() else { return };
         for (id, pending) in map.iter().filter(|(_, p)| p.waits_in(start, len)) {
-            pending.stop(*id, reactor, false); // a finalizer's munmap follows, with no reap before it
+            pending.stop(*id, reactor);
         }
     }
 

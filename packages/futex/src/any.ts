@@ -95,7 +95,7 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
 /**
  * waitAny for the event loop: never blocks it. Where this thread's async
  * waits use io_uring and no word is in a SharedArrayBuffer, one native
- * wait on all the words (up to MAX_WAIT_ANY_ASYNC; see waitAllAtOnce).
+ * wait on all the words (one per MAX_WAIT_ANY_ASYNC; see waitAllAtOnce).
  * Otherwise one asynchronous wait per
  * word, as waitAsync of this package makes them; the first to settle
  * decides, and the others are cancelled at once (a native wait by its
@@ -122,11 +122,13 @@ function resultOf(code: number): WaitAnyResult {
 }
 
 /**
- * One native wait on every word (nativeFutex.waitAnyAsync: io_uring
- * FUTEX_WAITV entries of 128 words), where this thread's async waits use
- * io_uring and no word is in a SharedArrayBuffer (those are woken through
- * V8: waitEach); undefined otherwise. A select over a thousand rings then
- * costs a few system calls to start and to end, not a thousand each.
+ * Native waits on all the words (nativeFutex.waitAnyAsync: io_uring
+ * FUTEX_WAITV entries of 128 words), one per MAX_WAIT_ANY_ASYNC words, where
+ * this thread's async waits use io_uring and no word is in a
+ * SharedArrayBuffer (those are woken through V8: waitEach); undefined
+ * otherwise. A select over a thousand rings then costs a few system calls
+ * to start and to end, not a thousand each. With several native waits the
+ * first to settle decides and the others are cancelled, as waitEach does.
  */
 function waitAllAtOnce(
   words: readonly WaitTarget[],
@@ -134,36 +136,50 @@ function waitAllAtOnce(
   signal: AbortSignal | undefined,
   ref: boolean,
 ): Promise<WaitAnyResult> | undefined {
-  if (words.length < 2 || words.length > MAX_WAIT_ANY_ASYNC) return undefined;
+  if (words.length < 2) return undefined;
   const targets: { buffer: ArrayBuffer; byteOffset: number; expected: number }[] = [];
   for (const [i32, index, expected] of words) {
     if (isShared(i32)) return undefined;
     targets.push({ buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4, expected: expected | 0 });
   }
-  let pending: ReturnType<typeof nativeFutex.waitAnyAsync>;
+  const waits: NonNullable<ReturnType<typeof nativeFutex.waitAnyAsync>>[] = [];
   try {
-    pending = nativeFutex.waitAnyAsync(targets, timeout, ref);
+    for (let at = 0; at < targets.length; at += MAX_WAIT_ANY_ASYNC) {
+      const pending = nativeFutex.waitAnyAsync(targets.slice(at, at + MAX_WAIT_ANY_ASYNC), timeout, ref);
+      if (pending === undefined) {
+        for (const w of waits) w.cancel(); // (none: whether async waits use io_uring is known at the first)
+        return undefined;
+      }
+      waits.push(pending);
+    }
   } catch (err) {
+    for (const w of waits) w.cancel();
     return Promise.reject(err); // as waitEach reports a wait that fails to start
   }
-  if (pending === undefined) return undefined;
-  if (signal === undefined) return pending.promise.then(resultOf);
+  if (waits.length === 1 && signal === undefined) return waits[0]!.promise.then(resultOf);
   return new Promise<WaitAnyResult>((resolve, reject) => {
-    const onAbort = (): void => {
-      pending.cancel();
-      reject(abortError(signal));
+    let settled = false;
+    const finish = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      if (signal !== undefined) unwatchAbort(signal, onAbort);
+      for (const w of waits) w.cancel(); // a no-op for the one that settled
+      return true;
     };
-    watchAbort(signal, onAbort);
-    pending.promise.then(
-      (code) => {
-        unwatchAbort(signal, onAbort);
-        resolve(resultOf(code)); // a no-op after the abort's reject
-      },
-      (err: unknown) => {
-        unwatchAbort(signal, onAbort);
-        reject(err);
-      },
-    );
+    const onAbort = (): void => {
+      if (finish()) reject(abortError(signal));
+    };
+    if (signal !== undefined) watchAbort(signal, onAbort);
+    for (let k = 0; k < waits.length; k++) {
+      waits[k]!.promise.then(
+        (code) => {
+          if (finish()) resolve(code >= 0 ? k * MAX_WAIT_ANY_ASYNC + code : resultOf(code));
+        },
+        (err: unknown) => {
+          if (finish()) reject(err);
+        },
+      );
+    }
   });
 }
 

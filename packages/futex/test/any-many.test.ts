@@ -97,8 +97,8 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
   });
 
   it('passes on the wakes of two of its entries that were woken in the same reap', async () => {
-    // Words 0 and 150 lie in different FUTEX_WAITV entries (0-127, 128-255), each queued before a plain wait
-    // on word 150. Two wakes of one waiter in one turn: each claims its entry. The first completion ends the
+    // Words 0 and 150 lie in different FUTEX_WAITV entries (0-127, 128-255); the second is queued before a
+    // plain wait on word 150. Two wakes of one waiter in one turn: each claims its entry. The first completion ends the
     // wait; the second entry's wake must reach the plain wait, though it completes in the same reap.
     const many = waitAnyAsync(words(300), 5000);
     await tick(5);
@@ -133,7 +133,7 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
     assert.equal(await again, 150);
   });
 
-  it(`takes up to MAX_WAIT_ANY_ASYNC (${MAX_WAIT_ANY_ASYNC}) words of one mapping, and more the word-by-word way`, async function () {
+  it(`takes MAX_WAIT_ANY_ASYNC (${MAX_WAIT_ANY_ASYNC}) words of one mapping in one native wait, and one more in two`, async function () {
     this.timeout(60_000);
     const big = Region.create({ backing: 'memfd', size: 4 * (MAX_WAIT_ANY_ASYNC + 8) });
     try {
