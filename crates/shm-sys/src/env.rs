@@ -212,6 +212,9 @@ impl EnvState {
     /// waits on the mapping any more; the cleanup hook drops the rest.
     pub fn stop_waits_in_range(&self, start: usize, len: usize) {
         self.waits.stop_in_range(start, len, self.reactor());
+        if let Some(reactor) = self.reactor() {
+            reactor.read_late_words_safely(); // nothing is reaped before the munmap
+        }
     }
 
     /// The env's threadsafe function, created (unref'd) on first use.

@@ -247,6 +247,8 @@ pub const O_CLOEXEC: c_int = 0o2000000;
 pub const PROT_READ: c_int = 0x1;
 pub const PROT_WRITE: c_int = 0x2;
 pub const MAP_SHARED: c_int = 0x01;
+#[cfg(test)]
+pub const MAP_ANONYMOUS: c_int = 0x20;
 // fcntl(2)
 pub const F_DUPFD_CLOEXEC: c_int = 1030;
 // fcntl(2) open file description locks (Linux >= 3.15)
@@ -286,6 +288,7 @@ pub const MSG_DONTWAIT: c_int = 0x40;
 pub const MSG_NOSIGNAL: c_int = 0x4000;
 pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
 // errno values the code branches on
+pub const EPERM: i32 = 1;
 pub const EINTR: i32 = 4;
 pub const EINVAL: i32 = 22;
 pub const EFAULT: i32 = 14;

@@ -110,7 +110,8 @@ pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
 
 /// Whether `value` is an ArrayBuffer made by `mmap` or `shmAttach` (live or
 /// detached): its memory stays mapped until `munmap` (or its finalizer),
-/// which stops the waits on it first.
+/// which stops the waits on it first (and makes the reactor read their
+/// words through the kernel from then on).
 pub fn is_mapping(env: Env, value: napi::napi_value) -> Result<bool, Throw> {
     if !env.is_arraybuffer(value)? {
         return Ok(false);

@@ -90,8 +90,9 @@ pub const ANY_TIMED_OUT: u32 = -2i32 as u32;
 /// is_mapping), and the completion is reaped while its wait holds them:
 /// before the wait is delivered (reap_and's loop), or before it is let go
 /// of (deliver_now from a cancel, from munmap). An entry whose completion
-/// comes later (a wake from another CPU claimed it just before its cancel)
-/// is read through the kernel, where an unmapped word is an error.
+/// comes later (a wake from another CPU claimed it just before its cancel),
+/// or one cancelled before a finalizer's munmap, is read through the
+/// kernel, where an unmapped word is an error (read_late_words_safely).
 enum Swallowed {
     Word(usize),
     AnyOf { list: Box<[futex_waitv]>, direct: bool },
@@ -338,6 +339,18 @@ impl Reactor {
         result
     }
 
+    /// The completions still to come of the chunks cancelled so far will
+    /// read their words through the kernel (see Swallowed): those words may
+    /// be unmapped before then. Called after every reap, and before a
+    /// finalizer's munmap (which no reap precedes).
+    pub fn read_late_words_safely(&self) {
+        for swallowed in self.cancelled.borrow_mut().values_mut() {
+            if let Swallowed::AnyOf { direct, .. } = swallowed {
+                *direct = false;
+            }
+        }
+    }
+
     /// Cancels the pending `wait_any` `id` (see the module docs).
     pub fn cancel_any(&self, id: u64) {
         let Some(group) = self.groups.borrow_mut().remove(&id) else { return };
@@ -382,9 +395,10 @@ impl Reactor {
     }
 
     /// Called from a JS call (futexWaitCancel, munmap) right after
-    /// `cancel`: the kernel has posted the cancelled waits' completions by
-    /// the time the submitting `io_uring_enter` returned (their task work
-    /// runs before it does), so a wake a cancelled wait swallowed is passed
+    /// `cancel`: the kernel has usually posted the cancelled waits'
+    /// completions by the time the submitting `io_uring_enter` returned
+    /// (their task work runs before it does; not when a waker on another
+    /// CPU claimed one first), so a wake a cancelled wait swallowed is passed
     /// on now, while its word is still mapped; any other finished wait is
     /// settled too (the poll callback would find the ring empty).
     pub fn deliver_now(&self, env: Env) {
@@ -401,11 +415,7 @@ impl Reactor {
         // while the words are most likely still mapped.
         while self.completions(&mut done) {}
         // What is still to come may come after its wait let go of its words.
-        for swallowed in self.cancelled.borrow_mut().values_mut() {
-            if let Swallowed::AnyOf { direct, .. } = swallowed {
-                *direct = false;
-            }
-        }
+        self.read_late_words_safely();
         if !done.is_empty() {
             f(&done);
         }
@@ -578,8 +588,10 @@ mod tests {
 
     #[test]
     fn pass_on_changed_wakes_a_sleeper_of_each_changed_word_but_the_one_named() {
-        for direct in [true, false] {
-            pass_on_changed_case(direct);
+        pass_on_changed_case(true);
+        let probe = AtomicU32::new(1);
+        if sys::read_words(&[probe.as_ptr() as usize], &mut [0]) == 1 {
+            pass_on_changed_case(false); // (where process_vm_readv is refused, only the direct loads pass wakes on)
         }
     }
 

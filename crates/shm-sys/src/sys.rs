@@ -10,6 +10,7 @@
 
 use std::ffi::c_long;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::libc::{self, SysError, cvt, futex_waitv, timespec};
 
@@ -114,14 +115,21 @@ pub unsafe fn waitv(words: &[(usize, u32)], deadline: Option<&timespec>) -> Resu
     }
 }
 
+/// process_vm_readv was refused once (read_words).
+static READ_REFUSED: AtomicBool = AtomicBool::new(false);
+
 /// Reads the u32 at each address of `words` into `out` (as long) without
 /// risking a fault: process_vm_readv(2) on this process, for which an
 /// address no longer mapped is an error (EFAULT), not a SIGSEGV. A word
 /// that cannot be read keeps what `out` held; so do all the words left
-/// when the call is refused (ENOSYS, or EPERM from a seccomp profile).
-/// Each word is one aligned 4-byte copy. Returns how many were read.
+/// when the call is refused (ENOSYS, or EPERM from a seccomp profile; then
+/// it is not tried again). Returns how many were read.
 pub fn read_words(words: &[usize], out: &mut [u32]) -> usize {
     debug_assert_eq!(words.len(), out.len());
+    // Relaxed: a hint that spares later calls a refused system call; any thread may set it.
+    if READ_REFUSED.load(Ordering::Relaxed) {
+        return 0;
+    }
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
     let (mut start, mut read) = (0, 0);
@@ -147,8 +155,12 @@ pub fn read_words(words: &[usize], out: &mut [u32]) -> usize {
             )
         };
         if ret < 0 {
-            if libc::errno() != libc::EFAULT {
-                return read; // refused: nothing more to learn this way
+            let errno = libc::errno();
+            if errno == libc::ENOSYS || errno == libc::EPERM {
+                READ_REFUSED.store(true, Ordering::Relaxed); // (see the load above)
+            }
+            if errno != libc::EFAULT {
+                return read; // nothing more to learn this way
             }
             start += 1; // the first word is not mapped
             continue;
@@ -251,13 +263,29 @@ mod tests {
 mod read_tests {
     use super::*;
 
+    /// The address of a page mapped and unmapped again: surely not mapped.
+    fn unmapped_page() -> usize {
+        // SAFETY: a fresh anonymous mapping, unmapped at once; only its address is kept.
+        unsafe {
+            let page =
+                libc::mmap(ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
+            assert_ne!(page as isize, -1, "mmap");
+            libc::munmap(page, 4096);
+            page as usize
+        }
+    }
+
     #[test]
-    fn read_words_reads_mapped_words_and_skips_an_unmapped_one() {
+    fn read_words_reads_mapped_words_and_skips_unmapped_ones() {
         let words = [7u32, 8, 9];
-        // The page at address 4096 is never mapped (mmap_min_addr).
-        let addrs = [words.as_ptr() as usize, 4096, words[2..].as_ptr() as usize];
-        let mut out = [0, 42, 0];
+        if read_words(&[words.as_ptr() as usize], &mut [0]) == 0 {
+            return; // process_vm_readv refused here (a seccomp profile): callers only lose the pass-on
+        }
+        let gone = unmapped_page();
+        // Unmapped first, in the middle, and last.
+        let addrs = [gone, words.as_ptr() as usize, gone + 4, words[2..].as_ptr() as usize, gone + 8];
+        let mut out = [41, 0, 42, 0, 43];
         assert_eq!(read_words(&addrs, &mut out), 2);
-        assert_eq!(out, [7, 42, 9]);
+        assert_eq!(out, [41, 7, 42, 9, 43]);
     }
 }

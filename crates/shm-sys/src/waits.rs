@@ -122,7 +122,7 @@ impl Registry {
     }
 
     /// Stops (without settling) the waits on words in the range: before a
-    /// finalizer's munmap at env teardown.
+    /// finalizer's munmap (after GC, or at env teardown).
     pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) {
         let Ok(map) = self.map.try_borrow() else { return };
         for (id, pending) in map.iter().filter(|(_, p)| p.waits_in(start, len)) {
