@@ -113,7 +113,44 @@ export function waitAnyAsync(words: readonly WaitTarget[], timeoutMs?: number, s
   checkSignal(signal, 'waitAnyAsync');
   checkRef(ref, 'waitAnyAsync');
   if (signal?.aborted) return Promise.reject(abortError(signal));
-  return waitAllAtOnce(words, timeout, signal, ref) ?? waitEach(words, timeout, signal, ref);
+  const wait = startWaitAny(words, timeout, ref);
+  if (signal === undefined) return wait.promise;
+  const onAbort = (): void => wait.stop(abortError(signal));
+  watchAbort(signal, onAbort);
+  const unwatch = (): void => unwatchAbort(signal, onAbort);
+  wait.promise.then(unwatch, unwatch);
+  return wait.promise;
+}
+
+/** A wait on several words that its starter can end: stop(reason) rejects its promise with `reason` (and ends every wait it made). */
+export interface StoppableWaitAny {
+  readonly promise: Promise<WaitAnyResult>;
+  stop(reason?: unknown): void;
+}
+
+/**
+ * waitAnyAsync without an AbortSignal: the caller ends the wait with
+ * stop() (its promise then rejects with the reason given, an AbortError by
+ * default). For a caller that would otherwise make an AbortController per
+ * wait: Node's EventTarget makes that, with its listener, cost some 5 µs,
+ * and 20 µs after an idle millisecond (select parks this way). The same
+ * arguments and checks as waitAnyAsync.
+ */
+export function waitAnyStoppable(words: readonly WaitTarget[], timeoutMs?: number, ref = true): StoppableWaitAny {
+  checkWords(words, 'waitAnyStoppable');
+  const timeout = timeoutOf(timeoutMs, 'waitAnyStoppable');
+  checkRef(ref, 'waitAnyStoppable');
+  return startWaitAny(words, timeout, ref);
+}
+
+/** The wait of waitAnyAsync / waitAnyStoppable, its arguments checked. */
+function startWaitAny(words: readonly WaitTarget[], timeout: number, ref: boolean): StoppableWaitAny {
+  let stop: (reason: unknown) => void = () => {};
+  const expose = (s: (reason: unknown) => void): void => {
+    stop = s;
+  };
+  const promise = waitAllAtOnce(words, timeout, ref, expose) ?? waitEach(words, timeout, ref, expose);
+  return { promise, stop: (reason = abortError()) => stop(reason) };
 }
 
 /** The numbers of a native wait on several words, as waitAny's. */
@@ -133,8 +170,8 @@ function resultOf(code: number): WaitAnyResult {
 function waitAllAtOnce(
   words: readonly WaitTarget[],
   timeout: number,
-  signal: AbortSignal | undefined,
   ref: boolean,
+  expose: (stop: (reason: unknown) => void) => void,
 ): Promise<WaitAnyResult> | undefined {
   if (words.length < 2) return undefined;
   const targets: { buffer: ArrayBuffer; byteOffset: number; expected: number }[] = [];
@@ -156,20 +193,17 @@ function waitAllAtOnce(
     for (const w of waits) w.cancel();
     return Promise.reject(err); // as waitEach reports a wait that fails to start
   }
-  if (waits.length === 1 && signal === undefined) return waits[0]!.promise.then(resultOf);
   return new Promise<WaitAnyResult>((resolve, reject) => {
     let settled = false;
     const finish = (): boolean => {
       if (settled) return false;
       settled = true;
-      if (signal !== undefined) unwatchAbort(signal, onAbort);
       for (const w of waits) w.cancel(); // a no-op for the one that settled
       return true;
     };
-    const onAbort = (): void => {
-      if (finish()) reject(abortError(signal));
-    };
-    if (signal !== undefined) watchAbort(signal, onAbort);
+    expose((reason) => {
+      if (finish()) reject(reason);
+    });
     for (let k = 0; k < waits.length; k++) {
       waits[k]!.promise.then(
         (code) => {
@@ -184,7 +218,12 @@ function waitAllAtOnce(
 }
 
 /** One asynchronous wait per word; the first to settle decides, the others are cancelled. */
-function waitEach(words: readonly WaitTarget[], timeout: number, signal: AbortSignal | undefined, ref: boolean): Promise<WaitAnyResult> {
+function waitEach(
+  words: readonly WaitTarget[],
+  timeout: number,
+  ref: boolean,
+  expose: (stop: (reason: unknown) => void) => void,
+): Promise<WaitAnyResult> {
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;
     /** Cancels the wait of each word still pending (undefined: settled or never started). */
@@ -195,7 +234,6 @@ function waitEach(words: readonly WaitTarget[], timeout: number, signal: AbortSi
       if (settled) return false;
       settled = true;
       if (keepAlive !== undefined) clearInterval(keepAlive);
-      if (signal !== undefined) unwatchAbort(signal, onAbort);
       for (let i = 0; i < n; i++) {
         const cancel = cancels[i];
         cancels[i] = undefined;
@@ -210,8 +248,7 @@ function waitEach(words: readonly WaitTarget[], timeout: number, signal: AbortSi
     const fail = (err: unknown): void => {
       if (finish()) reject(err);
     };
-    const onAbort = (): void => fail(abortError(signal));
-    if (signal !== undefined) watchAbort(signal, onAbort);
+    expose(fail);
     for (let i = 0; i < n && !settled; i++) {
       const [i32, index, expected] = words[i]!;
       if (isShared(i32)) {

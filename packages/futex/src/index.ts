@@ -132,4 +132,13 @@ function waitAsyncShared(
   });
 }
 
-export { waitAny, waitAnyAsync, wakeNative, MAX_WAIT_ANY, type WaitTarget, type WaitAnyResult } from './any.js';
+export {
+  waitAny,
+  waitAnyAsync,
+  waitAnyStoppable,
+  wakeNative,
+  MAX_WAIT_ANY,
+  type StoppableWaitAny,
+  type WaitTarget,
+  type WaitAnyResult,
+} from './any.js';

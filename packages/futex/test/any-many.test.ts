@@ -133,6 +133,26 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
     assert.equal(await again, 150);
   });
 
+  it('ends every one of its native waits when aborted, over more than MAX_WAIT_ANY_ASYNC words', async function () {
+    this.timeout(60_000);
+    const count = MAX_WAIT_ANY_ASYNC + 1; // two native waits: 16384 words, then one
+    const big = Region.create({ backing: 'memfd', size: 4 * (count + 8) });
+    try {
+      const i32 = new Int32Array(big.buffer);
+      const list: WaitTarget[] = Array.from({ length: count }, (_, k) => [i32, k, 0] as const);
+      const controller = new AbortController();
+      const pending = waitAnyAsync(list, 10_000, controller.signal);
+      await tick(20);
+      controller.abort();
+      await assert.rejects(pending, (err: Error) => err.name === 'AbortError');
+      // Nothing of it is left asleep in the kernel, in either native wait.
+      assert.equal(wakeNative(i32, 0), 0, 'the first native wait is still asleep on word 0');
+      assert.equal(wakeNative(i32, count - 1), 0, 'the second native wait is still asleep on its word');
+    } finally {
+      big.close();
+    }
+  });
+
   it(`takes MAX_WAIT_ANY_ASYNC (${MAX_WAIT_ANY_ASYNC}) words of one mapping in one native wait, and one more in two`, async function () {
     this.timeout(60_000);
     const big = Region.create({ backing: 'memfd', size: 4 * (MAX_WAIT_ANY_ASYNC + 8) });

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { backendKind, ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { MAX_WAIT_ANY, waitAny, waitAnyAsync, wake, wakeNative, type WaitTarget } from '../src/index.js';
+import { MAX_WAIT_ANY, waitAny, waitAnyAsync, waitAnyStoppable, wake, wakeNative, type WaitTarget } from '../src/index.js';
 import { runModule } from './helpers.js';
 
 const PEER = new URL('./fixtures/any-peer.js', import.meta.url);
@@ -98,6 +98,30 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
           String(aborted),
         );
         await assert.rejects(waitAnyAsync(words(2), 5000, controller.signal), (err: Error) => err.name === 'AbortError');
+      });
+
+      it('waitAnyStoppable: stop() rejects it with the reason given (an AbortError by default), leaving no wait asleep', async () => {
+        const stopped = waitAnyStoppable(words(3), 5000);
+        await new Promise((r) => setTimeout(r, 20));
+        stopped.stop();
+        await assert.rejects(stopped.promise, (err: ShmringError) => err.name === 'AbortError' && err.code === ErrorCodes.ABORTED);
+        if (backing === 'sab') {
+          assert.equal(Atomics.notify(i32, 0) + Atomics.notify(i32, 2), 0, 'a wait of it is still pending');
+        } else if (backendKind() === 'addon') {
+          assert.equal(wakeNative(i32, 0) + wakeNative(i32, 2), 0, 'a wait of it is still asleep in the kernel');
+        }
+        const reason = new Error('the caller moved on');
+        const again = waitAnyStoppable(words(3), 5000);
+        again.stop(reason);
+        again.stop(new Error('a second stop changes nothing'));
+        await assert.rejects(again.promise, (err: unknown) => err === reason);
+        // Settled first, a stop changes nothing either.
+        Atomics.store(i32, 1, 1); // a stale snapshot: settles 'not-equal' at once
+        const settled = waitAnyStoppable(words(3), 5000);
+        Atomics.store(i32, 1, 0); // (the words of the cases after this one start at 0)
+        const result = await settled.promise;
+        settled.stop();
+        assert.equal(result, 'not-equal');
       });
 
       it('waitAny (futex_waitv) in a worker returns the index woken by a native wake', async () => {
