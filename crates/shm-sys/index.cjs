@@ -104,10 +104,13 @@ class NativeWait {
   constructor(promise, id) {
     this.promise = promise;
     this.id = id;
+    /** What the first cancel() found (undefined: not cancelled yet). */
+    this.stopped = undefined;
   }
 
   cancel() {
-    native.futexWaitCancel(this.id);
+    this.stopped ??= native.futexWaitCancel(this.id);
+    return this.stopped;
   }
 }
 

@@ -26,14 +26,19 @@ declare namespace backend {
   /** The handle of futexWaitAnyAsync: its promise (index woken, -1 not equal, -2 timed out), and cancel(). */
   export interface AsyncWaitAny {
     readonly promise: Promise<number>;
-    /** Ends the wait promptly with 0 (re-check every word); a no-op once the promise settled. */
-    cancel(): void;
+    /**
+     * Ends the wait promptly with 0 (re-check every word), passing on a wake
+     * it took: true. False when the wait had ended on its own first: a no-op,
+     * and the promise keeps its outcome (an index woken is a wake this caller
+     * holds, to pass on if it drops it). Repeated calls return the first's answer.
+     */
+    cancel(): boolean;
   }
 
   export interface AsyncWait {
     readonly promise: Promise<WaitResult>;
-    /** Ends the wait promptly with 0 ('ok'); a no-op once the promise settled. */
-    cancel(): void;
+    /** Ends the wait promptly with 0 ('ok'): true; false once it had ended on its own (as AsyncWaitAny.cancel). */
+    cancel(): boolean;
   }
 
   /**

@@ -406,24 +406,27 @@ pub fn futex_wait_any_start(env: Env, info: napi_callback_info) -> JsResult {
     Ok(promise)
 }
 
-/// `futexWaitCancel(id): void` — stops the wait and resolves it with 0; a
-/// no-op for an unknown or settled id.
+/// `futexWaitCancel(id): boolean` — stops the wait and resolves it with 0
+/// (a wake it took is passed on): true. False for an id not pending (settled
+/// already, or unknown): a no-op; a settled wait's promise keeps its outcome.
 pub fn futex_wait_cancel(env: Env, info: napi_callback_info) -> JsResult {
     let [id] = env.args::<1>(info)?;
     let id = env.integer(id, "id", 0.0, MAX_SAFE_INTEGER)? as u64;
     // SAFETY: JS thread, inside a callback of this env.
     let state = unsafe { EnvState::current(env) }?;
-    if let Some(pending) = state.waits.take(id) {
-        // The buffer is still referenced, so the word is mapped, until
-        // settle lets go of it: after the reap that passes wakes on.
-        pending.stop(id, state.reactor());
-        if let Some(reactor) = state.reactor() {
-            reactor.deliver_now(env);
-        }
-        waits::settle(env, pending, Ok(WOKEN));
-        state.sync_loop_ref();
+    let Some(pending) = state.waits.take(id) else {
+        // Settled already (or cancelled before): its promise has its own outcome.
+        return env.bool(false);
+    };
+    // The buffer is still referenced, so the word is mapped, until
+    // settle lets go of it: after the reap that passes wakes on.
+    pending.stop(id, state.reactor());
+    if let Some(reactor) = state.reactor() {
+        reactor.deliver_now(env);
     }
-    env.undefined()
+    waits::settle(env, pending, Ok(WOKEN));
+    state.sync_loop_ref();
+    env.bool(true)
 }
 
 /// The threadsafe function's callback (waiter threads: lanes or pool):

@@ -120,6 +120,7 @@ unsafe extern "C" {
 
     pub fn napi_typeof(env: napi_env, value: napi_value, result: *mut napi_valuetype) -> napi_status;
     pub fn napi_get_undefined(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_get_boolean(env: napi_env, value: bool, result: *mut napi_value) -> napi_status;
     pub fn napi_get_value_double(env: napi_env, value: napi_value, result: *mut f64) -> napi_status;
     pub fn napi_get_value_bool(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_value_string_utf8(
@@ -401,6 +402,14 @@ impl Env {
         // SAFETY: out-pointer valid; env live.
         let st = unsafe { napi_get_undefined(self.0, &mut out) };
         self.check(st, "napi_get_undefined")?;
+        Ok(out)
+    }
+
+    pub fn bool(self, value: bool) -> JsResult {
+        let mut out = ptr::null_mut();
+        // SAFETY: out-pointer valid; env live.
+        let st = unsafe { napi_get_boolean(self.0, value, &mut out) };
+        self.check(st, "napi_get_boolean")?;
         Ok(out)
     }
 

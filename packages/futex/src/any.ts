@@ -33,7 +33,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, passOn, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -195,10 +195,12 @@ function waitAllAtOnce(
   }
   return new Promise<WaitAnyResult>((resolve, reject) => {
     let settled = false;
+    /** Per native wait: whether finish() stopped it (else it had ended on its own, and its outcome is real). */
+    const stopped: boolean[] = [];
     const finish = (): boolean => {
       if (settled) return false;
       settled = true;
-      for (const w of waits) w.cancel(); // a no-op for the one that settled
+      for (const w of waits) stopped.push(w.cancel()); // false for the one that settled
       return true;
     };
     expose((reason) => {
@@ -207,7 +209,9 @@ function waitAllAtOnce(
     for (let k = 0; k < waits.length; k++) {
       waits[k]!.promise.then(
         (code) => {
-          if (finish()) resolve(code >= 0 ? k * MAX_WAIT_ANY_ASYNC + code : resultOf(code));
+          const index = k * MAX_WAIT_ANY_ASYNC + code;
+          if (finish()) resolve(code >= 0 ? index : resultOf(code));
+          else if (code >= 0 && !stopped[k]) passOn(targets[index]!); // woken, but another decided first
         },
         (err: unknown) => {
           if (finish()) reject(err);
@@ -245,6 +249,7 @@ function waitEach(
       cancels[i] = undefined; // this word's wait is over: nothing to cancel
       if (finish()) resolve(result === 'ok' ? i : result);
     };
+
     const fail = (err: unknown): void => {
       if (finish()) reject(err);
     };
@@ -268,9 +273,18 @@ function waitEach(
         result.value.then((value) => settle(i, value), fail);
       } else {
         try {
-          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout, ref);
-          cancels[i] = () => pending.cancel();
-          pending.promise.then((code) => settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out'), fail);
+          const target = { buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4 };
+          const pending = nativeFutex.waitAsync(target.buffer, target.byteOffset, expected | 0, timeout, ref);
+          /** Whether finish() stopped this wait (false: it had ended on its own, and its outcome is real). */
+          let stopped = false;
+          cancels[i] = () => {
+            stopped = pending.cancel();
+          };
+          pending.promise.then((code) => {
+            // Woken, but another word decided first: the wake is not this caller's to drop.
+            if (settled && code === 0 && !stopped) passOn(target);
+            else settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out');
+          }, fail);
         } catch (err) {
           fail(err);
         }

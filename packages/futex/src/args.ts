@@ -2,7 +2,7 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
-import { checkBoolean, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
+import { checkBoolean, ErrorCodes, nativeFutex, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
  * A futex word: an Int32Array and an index inside it (`what` names the call
@@ -135,3 +135,18 @@ export function checkRef(ref: unknown, verb: string): void {
 
 /** Words over a SharedArrayBuffer wait with Atomics; others with the native futex. */
 export const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
+
+/**
+ * Hands a wake that a wait took, but whose caller no longer wants it (the
+ * race was decided by another word), to the word's next sleeper: a
+ * publisher that woke one waiter may have picked this one instead of a
+ * live one, who would sleep on. At worst a sleeper re-checks in vain. A
+ * word unmapped by now has nobody to hand it to.
+ */
+export function passOn(target: { buffer: ArrayBuffer; byteOffset: number }): void {
+  try {
+    nativeFutex.wake(target.buffer, target.byteOffset, 1);
+  } catch {
+    // closed meanwhile: no sleeper left on it in this mapping
+  }
+}

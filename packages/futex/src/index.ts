@@ -12,7 +12,7 @@
  * when the wait began), 'timed-out'.
  */
 import { abortError, MAX_TIMER_MS, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, passOn, timeoutOf } from './args.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
@@ -83,16 +83,21 @@ function waitAsyncNative(
   signal: AbortSignal | undefined,
   ref: boolean,
 ): Promise<WaitResult> {
-  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout, ref);
+  const target = { buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4 };
+  const pending = nativeFutex.waitAsync(target.buffer, target.byteOffset, expected, timeout, ref);
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
   return new Promise<WaitResult>((resolve, reject) => {
+    /** Aborted, and the wait had ended on its own first (cancel() found nothing to stop): its outcome is real. */
+    let abortedAfterEnd = false;
     const onAbort = (): void => {
-      pending.cancel();
+      abortedAfterEnd = !pending.cancel();
       reject(abortError(signal));
     };
     watchAbort(signal, onAbort);
     pending.promise.then((code) => {
       unwatchAbort(signal, onAbort);
+      // A wake the caller gave up before it heard of it goes to the word's next sleeper.
+      if (abortedAfterEnd && code === 0) passOn(target);
       resolve(RESULTS[code]!);
     }, reject);
   });

@@ -153,6 +153,32 @@ describe('@shmring/futex waitAnyAsync over many words', () => {
     }
   });
 
+  it('passes on the wake of a second native wait that ended in the same reap, over more than MAX_WAIT_ANY_ASYNC words', async function () {
+    this.timeout(60_000);
+    // Two native waits (words 0..16383, then 16384): both are woken in one turn, so both complete in one
+    // reap and settle before either's reaction runs. The first decides; the second's wake, taken before a
+    // plain wait on its word, must reach that plain wait, though its native wait had ended on its own.
+    const count = MAX_WAIT_ANY_ASYNC + 1;
+    const big = Region.create({ backing: 'memfd', size: 4 * (count + 8) });
+    try {
+      const i32 = new Int32Array(big.buffer);
+      const list: WaitTarget[] = Array.from({ length: count }, (_, k) => [i32, k, 0] as const);
+      const many = waitAnyAsync(list, 10_000);
+      await tick(20);
+      const last = count - 1;
+      const single = waitAsync(i32, last, 0, 2000); // queued after the second native wait
+      await tick(5);
+      Atomics.store(i32, 0, 1); // a publisher's change, before its wake
+      Atomics.store(i32, last, 1); // the same, for the word of the other wake
+      assert.equal(wakeNative(i32, 0, 1), 1);
+      assert.equal(wakeNative(i32, last, 1), 1);
+      assert.equal(await many, 0);
+      assert.equal(await single, 'ok', "the second native wait's wake was not passed on");
+    } finally {
+      big.close();
+    }
+  });
+
   it(`takes MAX_WAIT_ANY_ASYNC (${MAX_WAIT_ANY_ASYNC}) words of one mapping in one native wait, and one more in two`, async function () {
     this.timeout(60_000);
     const big = Region.create({ backing: 'memfd', size: 4 * (MAX_WAIT_ANY_ASYNC + 8) });

@@ -382,7 +382,8 @@ class KoffiWait implements AsyncWait {
   }
 
   /**
-   * Ends the wait ('ok'). In a worker its promise settles only once the
+   * Ends the wait ('ok'): true (also for a repeated call); false when it had
+   * settled on its own first, whose promise keeps its outcome. In a worker its promise settles only once the
    * pool call has returned: a worker may end as soon as every wait of it
    * has settled, and koffi aborts the process if a call of a worker that
    * ended returns (module comment, "Workers"). The kicks bring a sleeping
@@ -392,8 +393,9 @@ class KoffiWait implements AsyncWait {
    * thread can delay by up to a slice. The main thread has no such
    * teardown: its wait settles at once.
    */
-  cancel(): void {
-    if (this.settled || this.cancelled) return;
+  cancel(): boolean {
+    if (this.cancelled) return true;
+    if (this.settled) return false; // ended on its own: the promise has its outcome
     this.cancelled = true;
     // A call still queued for a pool thread then times out as soon as it runs (FUTEX_WAIT_BITSET's
     // timeout is absolute), where it would sleep until a kick: with more waits than pool threads,
@@ -403,6 +405,7 @@ class KoffiWait implements AsyncWait {
     writeTimespec(this.sliceEnd, 0n);
     if (this.inFlight) this.kick();
     if (!this.inFlight || isMainThread) this.settle(0);
+    return true;
   }
 
   private issue(): void {
@@ -1232,7 +1235,7 @@ class KoffiBackend implements NativeBackend {
 
 /** A wait that settled before any thread was involved. */
 function settledWait(value: WaitResult): AsyncWait {
-  return { promise: Promise.resolve(value), cancel() {} };
+  return { promise: Promise.resolve(value), cancel: () => false }; // ended on its own
 }
 
 let instance: KoffiBackend | undefined;
