@@ -580,7 +580,13 @@ function settleNow<T, R>(settle: Settle<T, R>, value: unknown, failed: boolean):
  */
 interface PendingWait {
   promise: Promise<WaitResult | number>;
-  cancel(): void;
+  /**
+   * Ends the wait early. False (a native wait's answer): it had ended on its
+   * own first, and its result, a wake-up perhaps, stands. Anything else: it
+   * was stopped (a wake-up it took was passed on by the backend, or by the
+   * notify that stops an Atomics wait, which wakes every sleeper of the word).
+   */
+  cancel(): unknown;
 }
 
 /** The native codes of 'ok' and 'timed-out'. */
@@ -627,6 +633,8 @@ class AsyncPark<T, R> implements Watched {
   #onAbort: (() => void) | undefined;
   /** A futex wait of this park has started: a publisher's wake-up may have gone to it. */
   #slept = false;
+  /** Ended from outside (#end) after its futex wait had completed on its own: a wake-up it took is ours to pass on. */
+  #endedAfterWait = false;
 
   constructor(
     readonly ctl: Int32Array,
@@ -686,7 +694,7 @@ class AsyncPark<T, R> implements Watched {
   #end(why: Ending): void {
     if (this.#ending !== undefined) return;
     this.#ending = why;
-    this.#pending?.cancel();
+    this.#endedAfterWait = this.#pending?.cancel() === false;
   }
 
   /** One round: announce, re-check, and either settle or start a futex wait. */
@@ -784,7 +792,10 @@ class AsyncPark<T, R> implements Watched {
       else if (completion === NATIVE_OK || completion === 'ok') waitCounters.woken++;
       if (result === undefined && completion !== NATIVE_TIMED_OUT && completion !== 'timed-out') result = this.attempt();
     } catch (err) {
-      this.#withdraw();
+      const closed = this.#withdraw();
+      // Ended (an abort, a stop) just after a publisher woke this wait, before it heard: it takes nothing, so
+      // the wake-up goes to whoever else sleeps on the block, as a wait that takes nothing passes it on.
+      if (closed === undefined && this.#endedAfterWait && completion === NATIVE_OK) passOn(this.ctl, this.block);
       return this.#fail(err);
     }
     if (result !== undefined) return this.#settleWithdrawn(result);

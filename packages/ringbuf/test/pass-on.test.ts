@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
-import { Region } from '@shmring/core';
+import { asyncWaitKind, backendKind, nativeFutex, Region } from '@shmring/core';
 import { MpscRing, SpscRing, select, type WaitOptions } from '../src/index.js';
 
 /** A read that is not passed its wake-up waits out this timeout (and the test fails with ERR_SHMRING_TIMEOUT). */
@@ -27,6 +27,7 @@ interface Ring {
   tryWrite(bytes: Uint8Array): boolean;
   read(options?: WaitOptions): Promise<Uint8Array>;
   waitReadable(options?: WaitOptions): Promise<void>;
+  tryRead(): Uint8Array | null;
   close(): void;
 }
 
@@ -82,6 +83,51 @@ describe('a wait that takes nothing passes its wake-up on', function () {
         }
       });
     }
+
+    it(`${kind.name}: a read() aborted after a publisher woke it, before it heard, passes the wake-up on to a waitReadable() parked after it`, async function () {
+      const { region, writer, reader } = kind.open();
+      const other = Region.create({ backing: 'memfd', size: 4096 });
+      try {
+        const controller = new AbortController();
+        // A raw native wait woken just before the ring's wake-up: where async waits use io_uring both complete
+        // in one reap, and its reaction aborts the read between the read's wait settling and its reaction.
+        const trigger = new Int32Array(other.buffer, 0, 1);
+        void nativeFutex.waitAsync(other.buffer as ArrayBuffer, 0, 0, 5000).promise.then(() => controller.abort());
+        const read = reader.read({ ...PARKED, signal: controller.signal }).then(
+          (message) => message,
+          (err: Error) => err,
+        );
+        await sleep(20);
+        const stopReadable = new AbortController();
+        const readable = reader.waitReadable({ ...PARKED, signal: stopReadable.signal }); // parks after the read
+        await sleep(20);
+        Atomics.store(trigger, 0, 1);
+        nativeFutex.wake(other.buffer as ArrayBuffer, 0, 1);
+        const t0 = performance.now();
+        writer.tryWrite(new Uint8Array([9])); // wakes one sleeper: the read, parked first
+        const outcome = await read;
+        if (outcome instanceof Uint8Array) {
+          // The read heard of its wake-up before the abort (waiter threads deliver one at a time): it has the message.
+          assert.ok(
+            backendKind() !== 'addon' || asyncWaitKind() !== 'io_uring',
+            'io_uring delivers both in one reap: the abort came first',
+          );
+          assert.deepEqual(outcome, new Uint8Array([9]));
+          stopReadable.abort();
+          await readable.catch(() => undefined);
+          return;
+        }
+        assert.equal(outcome.name, 'AbortError', String(outcome));
+        await readable;
+        assert.ok(performance.now() - t0 < 1000, `the waitReadable() took ${performance.now() - t0} ms`);
+        assert.deepEqual(reader.tryRead(), new Uint8Array([9]), 'the message is still there for the next read');
+      } finally {
+        writer.close();
+        reader.close();
+        region.close();
+        other.close();
+      }
+    });
 
     it(`${kind.name}: a read() parked beside an observer blocked in selectSync() in a worker gets the message at once`, async function () {
       const { region, writer, reader } = kind.open();
