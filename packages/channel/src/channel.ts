@@ -885,13 +885,20 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   /**
    * Answers the other side's requests: `handler(value, { signal })`'s result
    * (or what it resolves to) is the reply; what it throws reaches the caller
-   * with its message and code. One handler per channel.
+   * with its message and code. One handler per channel. On a channel the
+   * other side already ended (it closed, or died) it does nothing: no request
+   * can come, and a server loop that registers a handler on each channel it
+   * is handed must not fail because a client came and went at once. After
+   * this side's own close() it is a misuse: ERR_SHMRING_CLOSED.
    */
   handle<V = unknown>(handler: Handler<V>): void {
     if (typeof handler !== 'function') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `handle: the handler must be a function, got ${typeof handler}`);
     }
-    if (!this.#open) throw this.#endedError('handle');
+    if (!this.#open) {
+      if (this.#closedHere) throw this.#endedError('handle');
+      return;
+    }
     if (this.#handler !== undefined) {
       throw new ShmringError(
         ErrorCodes.HANDLER_EXISTS,

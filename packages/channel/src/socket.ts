@@ -366,7 +366,16 @@ export class ChannelServer extends EventEmitter implements AsyncIterable<Channel
         }
         this.#channels.add(channel);
         channel.once('close', () => this.#channels.delete(channel));
-        this.emit('channel', channel);
+        try {
+          this.emit('channel', channel);
+        } catch (err) {
+          // A listener threw: as from any emitter, the program hears of it as an uncaught exception
+          // (not swallowed by the accept loop, whose later connections go on), and the channel stays
+          // as the listener left it.
+          process.nextTick(() => {
+            throw err;
+          });
+        }
       },
       (err) => {
         if (this.listenerCount('error') > 0) this.emit('error', err);
@@ -509,6 +518,7 @@ function socketAcceptor(
   ): Promise<void> => {
     handing.set(socket, undefined);
     let region: Region | undefined;
+    let channel: Channel;
     try {
       region = Region.create({ backing: 'memfd', name: 'shmring-channel', size: channelRegionSize(capacity) });
       layOutChannel(region, codec, capacity);
@@ -516,16 +526,19 @@ function socketAcceptor(
       await sendRegion(socket, region);
       await clientReady(socket, handoverTimeoutMs);
       if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
-      adopt(creatorEnd(region, codec, socketLink(socket), `channel ${++accepted} of ${path}`, poll));
+      channel = creatorEnd(region, codec, socketLink(socket), `channel ${++accepted} of ${path}`, poll);
     } catch (err) {
       // A client that went away during the handover, was too slow, or a server out of fds: drop this one
       // connection. Only the last is the server's own failure; while it closes, none is.
       socket.destroy();
       region?.close();
       if (!closing() && !CLIENT_GONE.has((err as NodeJS.ErrnoException).code)) fail(err as Error);
+      return;
     } finally {
       handing.delete(socket);
     }
+    // Outside the try: from here on the channel owns the socket and the region.
+    adopt(channel);
   };
   return {
     start(adopt, fail, closing) {

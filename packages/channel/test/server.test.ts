@@ -487,6 +487,67 @@ describe('server', function () {
     assert.deepEqual(await Promise.all(clientCloses), [undefined, undefined, undefined]);
   });
 
+  it('a for await that registers a handler on each channel goes on when a client connects and leaves at once', async function () {
+    const p = dir.path();
+    const server = await listen(p, { capacity: 4096 });
+    let release!: () => void;
+    const busy = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let handed = 0;
+    const iteration = (async () => {
+      for await (const ch of server) {
+        ch.handle((v) => v); // a channel whose client already left: nothing to answer, no error
+        if (++handed === 1) await busy; // busy while the next client comes and goes
+      }
+      return 'ended';
+    })();
+    const first = await connect(p);
+    await waitUntil(() => handed === 1, 'the first channel');
+    const prober = await connect(p); // a health check: connects and leaves
+    prober.close();
+    await waitUntil(() => server.channels === 1, "the prober's channel to end on the server");
+    release();
+    await waitUntil(() => handed === 2, "the loop to reach the prober's channel");
+    const later = await connect(p);
+    assert.equal(await later.request('still served'), 'still served');
+    assert.equal(await first.request('and the first'), 'and the first');
+    first.close();
+    later.close();
+    await server.close();
+    assert.deepEqual(await settledWithin(iteration, 5000), { status: 'fulfilled', value: 'ended' });
+  });
+
+  it("a 'channel' listener that throws surfaces as an uncaught exception, and the channel it was handed keeps working", async function () {
+    const p = dir.path();
+    const server = await listen(p, { capacity: 4096 });
+    const uncaught: unknown[] = [];
+    // Instead of mocha's handler (which would fail this test): what the program would hear.
+    process.setUncaughtExceptionCaptureCallback((err) => uncaught.push(err));
+    try {
+      server.on('channel', (ch) => {
+        ch.handle((v) => v);
+        throw new Error('boom');
+      });
+      const client = await connect(p);
+      assert.equal(await client.request('answered'), 'answered');
+      await waitUntil(() => uncaught.length === 1, 'the uncaught exception');
+      assert.equal((uncaught[0] as Error).message, 'boom');
+      assert.equal(server.channels, 1);
+      const second = await connect(p); // the accept loop goes on
+      assert.equal(await second.request('again'), 'again');
+      const ended = closeEvent(client);
+      client.close();
+      await ended;
+      second.close();
+      await server.close(); // ends: the channels it had all closed
+      assert.equal(server.channels, 0);
+      assert.equal(uncaught.length, 2);
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+    }
+  });
+
   describe('the handover', function () {
     // Regression: server.close() waits for every connection to end, and one in the handover never did:
     // close() and a for await over the server never ended.
