@@ -537,7 +537,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       end = this.#codec.encodeInto!(value, out.data!, at, at + room);
     } catch (err) {
       out.abort!(at);
-      throw err; // ERR_SHMRING_ENCODE: nothing was sent
+      this.#claiming = false;
+      if (this.#queue.length > 0) this.#startWriter(); // what a getter sent before it threw
+      throw err; // ERR_SHMRING_ENCODE: nothing of this value was sent
     } finally {
       this.#claiming = false;
     }
@@ -674,6 +676,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           record.reject?.(error);
           // The rest of a split value cannot follow a record that was not written.
           for (const rest of this.#queue.drainAll()) rest.reject?.(error);
+          // Nor can anything else: the other side holds the first parts of a split value, or waits for a
+          // reply that was dropped. The channel ends with the failure (the other side's close ends it there).
+          if (this.#open && (err as ShmringError).code !== ErrorCodes.CLOSED) this.#end(error);
         }
       }
     } finally {

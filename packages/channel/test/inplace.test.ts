@@ -167,6 +167,28 @@ describe('values encoded in place in the ring', () => {
     }
   });
 
+  it('a getter that sends and then throws during an in-place encode: the outer send fails, the inner one still goes out', async () => {
+    const { a, b, dispose } = pairEnds({ capacity: CAPACITY });
+    try {
+      await a.send({ warm: 'up' });
+      assert.deepEqual(await b.receive(), { warm: 'up' });
+      let inner: Promise<void> | undefined;
+      const bad = {
+        get x(): number {
+          inner ??= a.send({ inner: true });
+          throw new Error('no');
+        },
+      };
+      await assert.rejects(a.send(bad), { code: 'ERR_SHMRING_ENCODE' });
+      // Nothing else is sent that would start the writer: the inner send must go out on its own.
+      const settled = await Promise.race([inner!.then(() => 'sent'), new Promise((r) => setTimeout(() => r('stuck'), 500))]);
+      assert.equal(settled, 'sent', 'the send made by the getter was left queued');
+      assert.deepEqual(await b.receive(), { inner: true });
+    } finally {
+      await dispose();
+    }
+  });
+
   for (const transport of ['pair', 'socket'] as const) {
     it(`${transport}: a Buffer that reaches a receive() already waiting is the value's own memory, untouched by later traffic`, async () => {
       const { a, b, dispose } = await ends(transport, { capacity: CAPACITY });
