@@ -14,12 +14,13 @@
 //!     module's hook) detach them and call their finalizers, which stop the
 //!     async waits on their words and munmap (memory.rs);
 //!  2. the reactor's async cleanup hook (registered at the first async
-//!     wait, io_uring mode) closes its ring and its poll handle
-//!     (reactor.rs);
+//!     wait, io_uring mode) closes its poll handle (reactor.rs);
 //!  3. [`env_cleanup`] stops every remaining async wait, deletes the
-//!     references those held and aborts the threadsafe function, so no
-//!     waiter thread calls into this env again; then closes the fds this
-//!     env opened and neither closed nor gave to a mapping (fds.rs);
+//!     references those held, closes the reactor's ring (after reaping the
+//!     stopped waits' completions, passing on the wakes they took) and
+//!     aborts the threadsafe function, so no waiter thread calls into this
+//!     env again; then closes the fds this env opened and neither closed
+//!     nor gave to a mapping (fds.rs);
 //!  4. Node finalizes the threadsafe function (its finalizer clears
 //!     `Delivery`; queued results are dropped through `call_js` with a null
 //!     env), then deletes the env and, with it, calls [`finalize_state`].
@@ -310,6 +311,9 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
             // deleted. The deferred cannot be settled during teardown (no JS
             // may run); Node drops its promise with the isolate.
             unsafe { napi::napi_delete_reference(state.env, pending.buffer_ref) };
+        }
+        if let Some(reactor) = state.reactor() {
+            reactor.close_ring(); // passes on the wakes the stopped waits took, then closes the ring
         }
         let tsfn = state.tsfn.replace(ptr::null_mut());
         // Taking it out of Delivery first means no waiter thread calls it

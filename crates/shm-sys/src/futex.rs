@@ -354,7 +354,9 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
             state.waits.insert(id, PendingWait { word, deferred, buffer_ref, waiter, keeps_alive });
             state.sync_loop_ref();
         }
-        Err(err) => waits::settle_parts(env, deferred, buffer_ref, Err(err)),
+        Err(err) => {
+            waits::settle_parts(env, deferred, buffer_ref, Err(err));
+        }
     }
     Ok(promise)
 }
@@ -401,7 +403,9 @@ pub fn futex_wait_any_start(env: Env, info: napi_callback_info) -> JsResult {
             state.waits.insert(id, PendingWait { word, deferred, buffer_ref: list_ref, waiter, keeps_alive });
             state.sync_loop_ref();
         }
-        Err(err) => waits::settle_parts(env, deferred, list_ref, Err(err)),
+        Err(err) => {
+            waits::settle_parts(env, deferred, list_ref, Err(err));
+        }
     }
     Ok(promise)
 }

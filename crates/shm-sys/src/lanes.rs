@@ -54,8 +54,9 @@ pub struct LaneWait {
     delivery: Arc<Delivery>,
     /// The lane holding it, set by `submit`.
     lane: Mutex<Option<Arc<Lane>>>,
-    /// Set by the lane's thread, under the lane's lock, when a FUTEX_WAKE
-    /// (not a change of the word) ended this wait.
+    /// Set by the lane's thread, under the lane's lock, when this wait
+    /// finished 'ok' (a FUTEX_WAKE reported for it, or its word moved): it
+    /// may hold a wake that stop() passes on.
     woken: AtomicBool,
 }
 
@@ -207,8 +208,10 @@ fn run(lane: &Arc<Lane>) {
                 // SeqCst: observes the store that made the word move on.
                 let moved = word.load(Ordering::SeqCst) != w.expected;
                 let by_wake = woken.is_some_and(|x| Arc::ptr_eq(x, w));
-                if by_wake && !moved {
-                    // Relaxed: read by stop() under the same lock.
+                if by_wake || moved {
+                    // Finished 'ok': it may hold a wake (the one reported, or one a publisher of its
+                    // moved word counted while this call was being woken by another), which stop()
+                    // passes on if JS never hears of it. Relaxed: read by stop() under the same lock.
                     w.woken.store(true, Ordering::Relaxed);
                 }
                 let result = if moved || by_wake {

@@ -37,10 +37,12 @@
 //!  - the poll handle keeps the loop alive only while waits are pending
 //!    (`set_ref`).
 //!
-//! Teardown is an async env cleanup hook: it stops polling, closes the
-//! ring (the kernel drops the waits still pending) and `uv_close`s the
-//! handle; the close callback frees the handle and tells Node the hook is
-//! done. Only the env's JS thread touches a reactor.
+//! Teardown is an async env cleanup hook: it stops polling and
+//! `uv_close`s the handle; the close callback frees the handle and tells
+//! Node the hook is done. The ring stays until env_cleanup has stopped
+//! every wait left, then `close_ring` reaps their completions, passing on
+//! the wakes they took, and closes it. Only the env's JS thread touches a
+//! reactor.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -148,6 +150,8 @@ pub struct Reactor {
     ring: RefCell<Option<Ring>>,
     handle: *mut uv_handle_t,
     refed: Cell<bool>,
+    /// The poll handle is live (until teardown closes it).
+    polling: Cell<bool>,
     context: napi_async_context,
     resource: napi_ref,
     deliver: Deliver,
@@ -202,6 +206,7 @@ impl Reactor {
             ring: RefCell::new(Some(ring)),
             handle,
             refed: Cell::new(true),
+            polling: Cell::new(true),
             context,
             resource,
             deliver,
@@ -268,9 +273,10 @@ impl Reactor {
     pub fn cancel(&self, id: u64, word: usize) {
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return };
-        if ring.push(uring::cancel_sqe(id, TAG_CANCEL | id)).and_then(|()| ring.submit()).is_ok() {
-            self.cancelled.borrow_mut().insert(id, Swallowed::Word(word));
-        }
+        // Kept whether or not the cancel reaches the kernel: the wait is there either way, and its
+        // completion, whenever it comes (woken, or at the ring's close), passes a wake it took on.
+        self.cancelled.borrow_mut().insert(id, Swallowed::Word(word));
+        let _ = ring.push(uring::cancel_sqe(id, TAG_CANCEL | id)).and_then(|()| ring.submit());
     }
 
     /// Starts one async wait on every word of `words` while each holds its
@@ -386,7 +392,7 @@ impl Reactor {
 
     /// Keeps the loop alive (or not) through the poll handle.
     pub fn set_ref(&self, want: bool) {
-        if want == self.refed.get() || self.ring.borrow().is_none() {
+        if want == self.refed.get() || !self.polling.get() {
             return;
         }
         // SAFETY: the handle is live until teardown, which empties `ring`.
@@ -403,6 +409,28 @@ impl Reactor {
     /// settled too (the poll callback would find the ring empty).
     pub fn deliver_now(&self, env: Env) {
         self.reap_and(|done| (self.deliver)(env, done));
+    }
+
+    /// Closes the ring at the env's teardown (env_cleanup), once every wait
+    /// left was stopped: their cancels are in, so no entry of ours sleeps
+    /// on a futex any more. Their completions are reaped first, so that a
+    /// wake one had taken (woken just before, its completion not yet
+    /// delivered) is passed on to the word's next sleeper; nothing is
+    /// delivered (no JS runs now). The words are read through the kernel
+    /// only: a finalizer may have unmapped them.
+    pub fn close_ring(&self) {
+        self.read_late_words_safely();
+        for group in self.groups.borrow_mut().values_mut() {
+            group.direct = false;
+        }
+        if let Some(ring) = self.ring.borrow_mut().as_mut() {
+            ring.get_events(); // the cancels' and the wakes' task work: their completions
+        }
+        let mut dropped = Vec::new();
+        while self.completions(&mut dropped) {}
+        drop(self.ring.borrow_mut().take()); // closes the fd
+        self.cancelled.borrow_mut().clear();
+        self.groups.borrow_mut().clear();
     }
 
     /// Reaps the ring, turns its completions into finished waits and, if
@@ -551,9 +579,9 @@ unsafe extern "C" fn teardown(remove: napi_async_cleanup_hook_handle, arg: *mut 
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: the reactor lives until finalize_state, after this hook.
         let reactor = unsafe { &*arg.cast::<Reactor>() };
-        drop(reactor.ring.borrow_mut().take()); // closes the fd: the kernel drops the waits
-        reactor.cancelled.borrow_mut().clear();
-        reactor.groups.borrow_mut().clear();
+        // The ring stays open until env_cleanup has stopped the waits left and passed on what they
+        // took (close_ring): only the handle goes now.
+        reactor.polling.set(false);
         // SAFETY: the handle is live; from now on its data is the hook's
         // removal handle, which on_close needs.
         unsafe {

@@ -150,16 +150,37 @@ impl Ring {
         Ok(())
     }
 
-    /// Hands the queued entries to the kernel (one `io_uring_enter`).
+    /// Hands the queued entries to the kernel (one `io_uring_enter`). On
+    /// failure the kernel took none of those left: they are taken back out
+    /// of the queue, so that no later submission hands over an entry whose
+    /// caller was told it failed (and may have dropped what it points to,
+    /// a timespec, a list).
     pub fn submit(&mut self) -> Result<(), SysError> {
         while self.unsubmitted > 0 {
             match self.enter(self.unsubmitted, 0, 0) {
                 Ok(n) => self.unsubmitted -= n.min(self.unsubmitted),
                 Err(err) if err.errno == libc::EINTR => continue,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    // SAFETY: sq_tail points into the live mapping.
+                    unsafe {
+                        // Relaxed load: only this thread writes the tail. Release store: as in push (the
+                        // kernel reads the tail only inside io_uring_enter, on this thread, so it never saw
+                        // these entries).
+                        let tail = (*self.sq_tail).load(Ordering::Relaxed);
+                        (*self.sq_tail).store(tail.wrapping_sub(self.unsubmitted), Ordering::Release);
+                    }
+                    self.unsubmitted = 0;
+                    return Err(err);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Lets the kernel post the completions it owes this thread (the task
+    /// work of waits woken or cancelled) before a reap that must see them.
+    pub fn get_events(&mut self) {
+        let _ = self.enter(0, 0, libc::IORING_ENTER_GETEVENTS);
     }
 
     /// `io_uring_enter(fd, to_submit, min_complete, flags)`.
@@ -337,6 +358,32 @@ mod tests {
         ring.submit_and_wait().expect("wait");
         ring.reap(&mut out);
         assert_eq!(out, vec![(42, 0)]);
+        std::mem::forget(word);
+    }
+
+    #[test]
+    fn a_failed_submission_takes_its_entries_back() {
+        let mut ring = Ring::new(8, 64).expect("io_uring_setup");
+        if !probe_futex_wait(&mut ring).expect("probe") {
+            return;
+        }
+        let word = Box::new(AtomicU32::new(3));
+        let addr = word.as_ptr() as usize;
+        ring.push(futex_wait_sqe(addr, 3, 77, false)).expect("push");
+        let fd = ring.fd;
+        ring.fd = -1; // io_uring_enter fails (EBADF), as it may under memory pressure (EAGAIN, ENOMEM)
+        assert!(ring.submit().is_err(), "a submission on a bad fd succeeded");
+        ring.fd = fd;
+        // The next submission hands over only the entry queued after the failure.
+        ring.push(futex_wait_sqe(addr, 3, 78, false)).expect("push");
+        ring.submit().expect("submit");
+        // SAFETY: `word` is live (leaked at the end).
+        let woken = unsafe { crate::sys::wake(addr, 2) }.expect("wake");
+        assert_eq!(woken, 1, "the entry whose submission failed went to the kernel after all");
+        ring.submit_and_wait().expect("wait");
+        let mut out = Vec::new();
+        ring.reap(&mut out);
+        assert_eq!(out, vec![(78, 0)]);
         std::mem::forget(word);
     }
 

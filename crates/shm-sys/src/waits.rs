@@ -13,6 +13,7 @@ use crate::libc::SysError;
 use crate::napi::{self, Env, napi_deferred, napi_ref};
 use crate::pool::Wait;
 use crate::reactor::Reactor;
+use crate::sys::{self, WOKEN};
 
 /// Who waits in the kernel on behalf of a pending wait.
 pub enum Waiter {
@@ -48,6 +49,25 @@ impl PendingWait {
         match &self.waiter {
             Waiter::RingAny(words) => words.iter().any(|w| w.wrapping_sub(start) < len),
             _ => self.word.wrapping_sub(start) < len,
+        }
+    }
+
+    /// Hands the wake `outcome` carries (woken: 0; for a wait on several
+    /// words, the index of the one woken) to the word's next sleeper: for an
+    /// outcome its promise could not deliver (the env is being torn down, so
+    /// no JS will ever hear of it). A publisher that woke one waiter may have
+    /// picked this one instead of a live sleeper in another thread or process.
+    /// A cancelled wait on several words settles with 0 too: at worst its
+    /// first word's next sleeper wakes for nothing and re-checks.
+    fn pass_on(&self, outcome: Result<u32, SysError>) {
+        let word = match (&self.waiter, outcome) {
+            (Waiter::RingAny(words), Ok(index)) => words.get(index as usize).copied(),
+            (_, Ok(WOKEN)) => Some(self.word),
+            _ => None,
+        };
+        if let Some(word) = word {
+            // SAFETY: the kernel only hashes the address (an unmapped one fails with EFAULT).
+            let _ = unsafe { sys::wake(word, 1) };
         }
     }
 
@@ -139,30 +159,36 @@ impl Registry {
 
 /// Settles a pending wait (already taken out of the registry) and drops its
 /// buffer reference. Failures are ignored: there is no JS caller to report
-/// them to.
+/// them to; but a wake the outcome carries is passed on when the promise
+/// cannot take it (JS can no longer run: the env's teardown delivers what
+/// its last turn of the loop reaps).
 pub fn settle(env: Env, pending: PendingWait, outcome: Result<u32, SysError>) {
-    settle_parts(env, pending.deferred, pending.buffer_ref, outcome);
+    if !settle_parts(env, pending.deferred, pending.buffer_ref, outcome) {
+        pending.pass_on(outcome);
+    }
 }
 
 /// [`settle`] for a wait that never got a waiter (its start failed): the
-/// promise and the buffer reference alone.
-pub fn settle_parts(env: Env, deferred: napi_deferred, buffer_ref: napi_ref, outcome: Result<u32, SysError>) {
+/// promise and the buffer reference alone. True when the promise was settled.
+pub fn settle_parts(env: Env, deferred: napi_deferred, buffer_ref: napi_ref, outcome: Result<u32, SysError>) -> bool {
     // A wait on several words settles with an index, or -1 / -2 (reactor::ANY_*): as i32.
     let value = match outcome {
         Ok(result) => env.int32(result as i32),
         Err(err) => env.sys_error(err),
     };
-    if let Ok(value) = value {
+    let settled = value.is_ok_and(|value| {
         // SAFETY: the deferred is settled exactly once: the caller owns it
         // (taken out of the registry, or never put in).
-        unsafe {
+        let st = unsafe {
             if outcome.is_ok() {
                 napi::napi_resolve_deferred(env.0, deferred, value)
             } else {
                 napi::napi_reject_deferred(env.0, deferred, value)
             }
         };
-    }
+        st == napi::NAPI_OK // napi_pending_exception where JS can no longer run
+    });
     // SAFETY: the reference belongs to this env and is deleted once.
     unsafe { napi::napi_delete_reference(env.0, buffer_ref) };
+    settled
 }
