@@ -314,4 +314,62 @@ describe('Broadcast: positions past 2^32', function () {
     pub.close();
     region.close();
   });
+
+  it('a subscriber lapped by exactly 2^32 bytes sees the lap, though TAIL (32 bits) reads as if it had caught up', async function () {
+    const capacity = 256;
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity, subscribers: 1 }) });
+    const pub = Broadcast.create(region, { capacity, subscribers: 1 }); // lays out the header; the writes below are by hand
+    const w = new Int32Array(region.buffer);
+    const data = new Uint8Array(region.buffer, B.broadcastDataOffset(1), capacity);
+    const data32 = new Int32Array(region.buffer, B.broadcastDataOffset(1), capacity / 4);
+    const put64 = (c: B.Counter64, v: number): void => {
+      Atomics.store(w, c.hi1, Math.floor(v / 2 ** 32));
+      Atomics.store(w, c.lo, v | 0);
+      Atomics.store(w, c.hi2, Math.floor(v / 2 ** 32));
+    };
+    let tail = 1024;
+    let count = 10;
+    put64(B.INTENT, tail);
+    put64(B.COUNT, count);
+    Atomics.store(w, B.TAIL_I32, tail);
+    const sub = Broadcast.subscribe(region);
+    assert.equal(sub.tryRead(), null);
+    // The publisher goes on through exactly 2^32 bytes: 2^27 records of 32 bytes, of which the ring holds the last.
+    const records = 2 ** 27;
+    const payload = randomBytes(7, 24);
+    const lapExactly = (type: number): void => {
+      const end = tail + 2 ** 32;
+      const newest = end - 32;
+      const index = newest % capacity;
+      data32[index / 4] = 8 + payload.length;
+      data32[index / 4 + 1] = type;
+      data.set(payload, index + 8);
+      put64(B.INTENT, end);
+      put64(B.COUNT, (count += records));
+      Atomics.store(w, B.LATEST_I32, newest | 0);
+      Atomics.store(w, B.TAIL_I32, end | 0); // the same 32 bits as the cursor's
+      tail = end;
+    };
+    // A poll looks at INTENT for such a lap every 64th time it finds nothing.
+    lapExactly(3);
+    let message: Uint8Array | null = null;
+    for (let polls = 0; polls < 64 && message === null; polls++) message = sub.tryRead();
+    assert.deepEqual(message, payload, 'the lapped subscriber found nothing to read in 64 polls');
+    assert.deepEqual([sub.lastType, sub.lost, sub.received], [3, records - 1, 1]);
+    assert.equal(sub.tryRead(), null);
+    // A wait for readability looks at once.
+    lapExactly(4);
+    await sub.waitReadable({ timeoutMs: 0 });
+    assert.deepEqual(sub.tryRead(), payload);
+    assert.deepEqual([sub.lastType, sub.lost, sub.received], [4, 2 * (records - 1), 2]);
+    // So does a poll once the publisher closed: received + lost is exact at the end.
+    lapExactly(5);
+    pub.close();
+    assert.deepEqual(sub.tryRead(), payload, 'the lap before the close was not seen');
+    assert.deepEqual([sub.lastType, sub.lost, sub.received], [5, 3 * (records - 1), 3]);
+    assert.equal(sub.tryRead(), null);
+    sub.close();
+    pub.close();
+    region.close();
+  });
 });

@@ -1622,8 +1622,14 @@ static int bcast_try_read(struct ring *r, void *arg) {
         /* Observes the publisher's TAIL store: the bytes below it are written. seq_cst: a parked reader's
          * re-check comes after its announcement in WAITERS. */
         uint32_t available = atomic_load_explicit(word(r, OFF_TAIL), memory_order_seq_cst) - (uint32_t)s->cursor;
-        if (available == 0) return 0;
-        if (available > r->capacity) { /* more than a ring ahead: lapped */
+        if (available == 0) {
+            /* Caught up, or (lossy) lapped by a multiple of 2^32 bytes, which only the 64-bit INTENT tells apart
+             * (torn for good: a publisher held up inside a crossing of 2^32, maybe a lap). */
+            uint64_t intent;
+            if (r->mode != MODE_LOSSY) return 0;
+            if (load64(r, OFF_INTENT, &intent) && intent <= s->cursor + r->capacity) return 0;
+        }
+        if (available == 0 || available > r->capacity) { /* a multiple of 2^32, or more than a ring ahead: lapped */
             if (!bcast_settle(r, s, 1)) return 0;
             continue;
         }
