@@ -337,15 +337,15 @@ export class RemoteError extends ShmringError {
   }
 }
 
-function remoteError(bytes: Uint8Array): Error {
+function remoteError(bytes: Uint8Array, what: string): Error {
   let parsed: { name?: unknown; message?: unknown; code?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as typeof parsed;
   } catch (err) {
-    return new ShmringError(ErrorCodes.DECODE, 'the other side answered with an error this end cannot read', { cause: err });
+    return new ShmringError(ErrorCodes.DECODE, `${what}: the other side answered with an error this end cannot read`, { cause: err });
   }
   if (parsed === null || typeof parsed !== 'object') {
-    return new ShmringError(ErrorCodes.DECODE, 'the other side answered with an error this end cannot read (not a JSON object)');
+    return new ShmringError(ErrorCodes.DECODE, `${what}: the other side answered with an error this end cannot read (not a JSON object)`);
   }
   const code = typeof parsed.code === 'string' ? parsed.code : ErrorCodes.REMOTE;
   const message = typeof parsed.message === 'string' ? parsed.message : 'the handler failed';
@@ -1189,7 +1189,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       }
       case F.ERROR: {
         const pending = this.#takeRequest(id);
-        if (pending !== undefined) pending.reject(remoteError(data.subarray(start, end)));
+        if (pending !== undefined) pending.reject(remoteError(data.subarray(start, end), this.#what));
         return;
       }
       case F.CANCEL: {
@@ -1219,7 +1219,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     try {
       return this.#codec.decode(data, start, end);
     } catch (err) {
-      return new Undecodable(err as Error);
+      // Made inside the pump, whose stack names no caller: the message names the channel.
+      const error = err as ShmringError;
+      if (error.code === ErrorCodes.DECODE) error.message = `${this.#what}: ${error.message}`;
+      return new Undecodable(error);
     }
   }
 

@@ -22,7 +22,12 @@ export interface ChannelHandle {
   readonly kind: typeof HANDLE_KIND;
   readonly buffer: SharedArrayBuffer;
   readonly port: MessagePort;
+  /** What errors call the channel, at both ends: `worker channel <n> of process <pid>`. */
+  readonly name?: string;
 }
+
+/** channelPair()s made by this thread, for their names. */
+let pairs = 0;
 
 export interface PairOptions {
   /** Bytes of each ring's data area (a power of two, 64 B .. 1 GiB). Default 1 MiB. */
@@ -58,8 +63,9 @@ export function channelPair(options: PairOptions = {}): [Channel, ChannelHandle]
   const region = Region.create({ backing: 'sab', size: channelRegionSize(capacity) });
   layOutChannel(region, codec, capacity);
   const { port1, port2 } = new MessageChannel();
-  const here = creatorEnd(region, codec, portLink(port1), 'worker channel', poll);
-  return [here, { kind: HANDLE_KIND, buffer: region.buffer as SharedArrayBuffer, port: port2 }];
+  const name = `worker channel ${++pairs} of process ${process.pid}`;
+  const here = creatorEnd(region, codec, portLink(port1), name, poll);
+  return [here, { kind: HANDLE_KIND, buffer: region.buffer as SharedArrayBuffer, port: port2, name }];
 }
 
 /** Opens the other end of a channelPair, in the thread that received its handle. Once per handle. */
@@ -82,7 +88,8 @@ export function openChannel(handle: ChannelHandle, options: OpenOptions = {}): C
   const poll = checkPoll(options?.poll, 'openChannel');
   const region = Region.fromSharedArrayBuffer(h.buffer);
   try {
-    return openerEnd(region, codec, portLink(h.port!), 'worker channel', 'the channelPair handle', poll);
+    const name = typeof h.name === 'string' ? h.name : 'worker channel';
+    return openerEnd(region, codec, portLink(h.port!), name, 'the channelPair handle', poll);
   } catch (err) {
     // The creator's end learns of the failure from its link (a codec mismatch
     // closed the rings: a clean end). A handle opened already keeps its port:

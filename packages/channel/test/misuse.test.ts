@@ -232,6 +232,23 @@ describe('misuse', function () {
       }
     });
 
+    it('both ends of a channelPair name it alike, and apart from every other pair: worker channel <n> of process <pid>', async function () {
+      const first = pairEnds({ capacity: 4096 });
+      const second = pairEnds({ capacity: 4096 });
+      try {
+        first.a.close();
+        const mine = (await rejectsWith(first.a.send(1), 'ERR_SHMRING_CLOSED')).message.split(':')[0]!;
+        assert.match(mine, new RegExp(`^worker channel \\d+ of process ${process.pid}$`));
+        const theirs = (await rejectsWith(first.b.receive(), 'ERR_SHMRING_CLOSED')).message;
+        assert.ok(theirs.startsWith(`${mine}:`), `the other end calls it "${theirs}"`);
+        second.a.close();
+        const other = (await rejectsWith(second.a.send(1), 'ERR_SHMRING_CLOSED')).message.split(':')[0]!;
+        assert.notEqual(other, mine);
+      } finally {
+        await Promise.all([first.dispose(), second.dispose()]);
+      }
+    });
+
     it('a custom codec whose decode throws: that receive rejects with ERR_SHMRING_DECODE, and the channel goes on', async function () {
       const codec: CodecOption = {
         encode: (v) => Buffer.from(JSON.stringify(v)),
@@ -250,7 +267,8 @@ describe('misuse', function () {
           s.client.send('after'),
         ];
         assert.equal(await s.serverSide.receive(), 'before');
-        await rejectsWith(s.serverSide.receive(), 'ERR_SHMRING_DECODE', 'poisoned');
+        // The error is made inside the channel's pump: its message names the channel (a server has many).
+        await rejectsWith(s.serverSide.receive(), 'ERR_SHMRING_DECODE', /^channel \d+ of .*poisoned/);
         await rejectsWith(s.serverSide.receive(), 'ERR_SHMRING_DECODE', 'poisoned');
         assert.equal(await s.serverSide.receive(), 'after');
         await Promise.all(sends);
@@ -260,7 +278,7 @@ describe('misuse', function () {
         const remote = await rejectsWith(s.client.request('poison'), 'ERR_SHMRING_DECODE');
         assert.ok(remote instanceof RemoteError);
         // A reply this side cannot decode.
-        await rejectsWith(s.client.request('reply poison'), 'ERR_SHMRING_DECODE');
+        await rejectsWith(s.client.request('reply poison'), 'ERR_SHMRING_DECODE', /^channel to .*poisoned/);
         assert.equal(await s.client.request('fine'), 'fine');
       } finally {
         await s.dispose();
