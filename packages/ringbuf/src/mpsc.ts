@@ -168,6 +168,8 @@ const MARK = ownThread().id;
  * producer's record back.
  */
 const PLAIN_MARK = process.arch === 'x64';
+/** A polling consumer's empty looks per look for a claim whose claimer died before its mark (#next). */
+const EMPTY_LOOKS_PER_CLAIM_CHECK = 64;
 
 /**
  * The word a plain commit (#publish) fences with: a locked instruction on a
@@ -314,6 +316,8 @@ export class MpscRing extends Queue {
   #stuckAt = -1;
   #stuckLength = 0;
   #stuckSince = 0;
+  /** TYPE of the record at #stuckAt when it was first seen stuck: its claimer's mark, unless a commit had begun. */
+  #stuckMark = 0;
   /** peerTimeoutMs of the waiting read in progress (undefined: this.peerTimeoutMs). */
   #waitPeerTimeout: number | undefined;
 
@@ -679,7 +683,13 @@ export class MpscRing extends Queue {
       // Observes the claimer's commit: TYPE and payload are read after it.
       const length = Atomics.load(data32, at + M.MPSC_LENGTH_I32);
       if (length <= 0) {
-        if (length < 0 && this.#stuck(head, length) && this.#takeBack(at, length)) continue;
+        if (length < 0 && this.#stuck(head, length, at) && this.#takeBack(at, length)) continue;
+        // LENGTH 0: nothing claimed yet, or a claim whose claimer died before its mark (the tail is past the
+        // head). Asked on every EMPTY_LOOKS_PER_CLAIM_CHECK-th empty look (a load of the producers' tail line):
+        // such a claim, stuck for the timeout with no producer left, is skipped, as a parked read's check does.
+        if (length === 0 && ++this.#emptyLooks % EMPTY_LOOKS_PER_CLAIM_CHECK === 0 && this.#headerlessStuck(head, at)) {
+          if (this.#skipHeaderless()) continue;
+        }
         return -1;
       }
       this.#stuckAt = -1;
@@ -763,12 +773,15 @@ export class MpscRing extends Queue {
    * it has read so for the stuck timeout (the waiting read's peerTimeoutMs,
    * or this.peerTimeoutMs) since this consumer first saw it so.
    */
-  #stuck(head: number, length: number): boolean {
+  #stuck(head: number, length: number, at: number): boolean {
     const now = performance.now();
     if (this.#stuckAt !== head || this.#stuckLength !== length) {
       this.#stuckAt = head;
       this.#stuckLength = length;
       this.#stuckSince = now;
+      // The claimer's mark, as first seen (after the LENGTH the caller loaded): #claimerGone goes by it only
+      // while TYPE still holds it.
+      this.#stuckMark = this.#data32[at + M.MPSC_TYPE_I32]!;
     }
     return now - this.#stuckSince >= (this.#waitPeerTimeout ?? this.peerTimeoutMs);
   }
@@ -810,8 +823,14 @@ export class MpscRing extends Queue {
     // the lock. A look of an object that has not registered yet goes by its own namespace too.
     if ((Atomics.load(this.ctl, L.FLAGS_I32) & M.FLAG_PID_NS_MIXED) !== 0 || !this.#inRingNamespace()) return false;
     // The claimer's thread id, stored before its negative LENGTH (which the caller observed); gone only if
-    // certainly so (threadGone: a live claimer may commit with a plain store).
-    return threadGone(this.#data32[at + M.MPSC_TYPE_I32]!);
+    // certainly so (threadGone: a live claimer may commit with a plain store). But a claimer that commits
+    // (or aborts) stores its record's TYPE (a type >= 0, or PADDING_TYPE) over the mark before the LENGTH
+    // that ends the claim: a TYPE that is no mark (marks are thread ids, > 0), or that is not the one this
+    // claim showed when first seen stuck, is a claimer at work, alive. (Without this a message type read as
+    // a thread id, 0 above all, took a live producer's record back between its two stores: lost.)
+    const mark = this.#data32[at + M.MPSC_TYPE_I32]!;
+    if (mark <= 0 || mark !== this.#stuckMark) return false;
+    return threadGone(mark);
   }
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
@@ -821,6 +840,15 @@ export class MpscRing extends Queue {
     this.unblockedRecords++;
     this.#release((this.#head + size) | 0, this.ctl);
   }
+
+  /** Whether a claim without a header (the tail past the head, LENGTH 0 at it) has sat at the head for the stuck timeout. */
+  #headerlessStuck(head: number, at: number): boolean {
+    if (this.#loadTail(head) === 0) return false;
+    return this.#stuck(head, 0, at);
+  }
+
+  /** Empty looks of #next (every EMPTY_LOOKS_PER_CLAIM_CHECK-th asks about a claim without a header). */
+  #emptyLooks = 0;
 
   /**
    * With no producer left: skips a record at the head whose claimer died
@@ -835,6 +863,9 @@ export class MpscRing extends Queue {
     if (Atomics.load(this.#data32, (index >> 2) + M.MPSC_LENGTH_I32) !== 0) return false;
     const claimed = this.#loadTail(head);
     if (claimed === 0) return false;
+    // After the tail load: a producer whose claim the tail holds took the PRODUCER lock before its CAS, so it
+    // is seen here (the caller's look, before the load, may have missed a newcomer preempted before its mark).
+    if (this.#producersLeft()) return false;
     const limit = Math.min(this.capacity, index + claimed);
     let end = index + M.MPSC_ALIGNMENT;
     // Each observes a header word of what follows; zero words belong to the dead claim.
@@ -1031,7 +1062,7 @@ export class MpscRing extends Queue {
       const length = Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32);
       if (length > 0) break;
       if (length < 0) {
-        if (!(this.#stuck(head, length) || !left) || !this.#takeBack(at, length)) break;
+        if (!(this.#stuck(head, length, at) || !left) || !this.#takeBack(at, length)) break;
       } else if (left || !this.#skipHeaderless()) {
         break;
       }
@@ -1068,7 +1099,7 @@ export class MpscRing extends Queue {
       }
       if (length < 0) {
         if (passed !== 0) this.#takePadding(); // its room, as tryRead gives it back, whatever the claim does
-        return this.#stuck(head, length) && this.#claimerGone(at);
+        return this.#stuck(head, length, at) && this.#claimerGone(at);
       }
       // A message, or a record no correct peer writes (tryRead reports it): ready either way. A padding
       // LENGTH past the end of the data area is one (its recordBytes could even wrap to a step of 0 round the ring).

@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
 import { MpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
 import { deadThreadId } from './helpers.js';
@@ -53,6 +54,66 @@ describe('threadGone: when a claimer is certainly gone', function () {
       .map(Number)
       .find((tid) => tid !== process.pid);
     if (thread !== undefined) assert.equal(threadGone(thread), false, `thread ${thread} of this process`);
+  });
+
+  it('a claim whose TYPE no longer holds the mark it showed when first seen is a claimer committing: never taken back, its message arrives', function () {
+    if (!procShowsAll()) {
+      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
+      this.skip();
+    }
+    // A memfd region: the producer commits with a plain store (x86-64), so a take-back it cannot see loses its message.
+    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+    const producer = MpscRing.attach(region);
+    try {
+      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+      const typeOf = (offset: number): number => (offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32;
+      // The consumer looks between the two stores of a commit: TYPE holds the message's type (0, the default), LENGTH the claim.
+      let offset = producer.claim(8);
+      data32[typeOf(offset)] = 0;
+      assert.equal(consumer.tryRead(), null);
+      assert.equal(consumer.unblockedRecords, 0, 'a claimer in its commit was judged gone: TYPE 0 read as a thread id');
+      producer.commit(offset);
+      assert.deepEqual(consumer.tryRead(), new Uint8Array(8));
+      // The same with a type that names no live thread, stored after the claim was first seen stuck (its mark: a live thread).
+      const type = deadThreadId();
+      offset = producer.claim(8);
+      assert.equal(consumer.tryRead(), null);
+      data32[typeOf(offset)] = type;
+      assert.equal(consumer.tryRead(), null);
+      assert.equal(consumer.unblockedRecords, 0, 'a claimer in its commit was judged gone: its message type read as a dead thread id');
+      producer.commit(offset, type);
+      assert.deepEqual(consumer.tryRead(), new Uint8Array(8));
+      assert.equal(consumer.lastType, type);
+    } finally {
+      producer.close();
+      consumer.close();
+    }
+  });
+
+  it('a polling consumer skips a claim whose claimer died before writing its header, once no producer is left', function () {
+    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+    try {
+      const ctl = new Int32Array(region.buffer);
+      // A producer claimed 16 bytes (its CAS of the tail) and died before its mark: LENGTH 0 at the head, the tail past it.
+      Atomics.add(ctl, L.PRODUCER_POSITION_I32, 16);
+      for (let polls = 0; polls < 200 && consumer.unblockedRecords === 0; polls++) assert.equal(consumer.tryRead(), null);
+      assert.equal(consumer.unblockedRecords, 1, 'tryRead never skipped the dead claim');
+      assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), 16);
+      // And a drain goes on from there.
+      const producer = MpscRing.attach(region);
+      try {
+        assert.equal(producer.tryWrite(new Uint8Array([1, 2])), true);
+        const got: number[][] = [];
+        assert.equal(consumer.drain((data, offset, length) => got.push([...data.subarray(offset, offset + length)])), 1);
+        assert.deepEqual(got, [[1, 2]]);
+      } finally {
+        producer.close();
+      }
+    } finally {
+      consumer.close();
+    }
   });
 
   it("a System V MpscRing's producer commits with the CAS (no lock to go by): a claim taken back on a mark that names no live thread reports ERR_SHMRING_TIMEOUT", function () {

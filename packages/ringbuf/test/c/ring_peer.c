@@ -896,6 +896,7 @@ struct mpsc {
     int stuck_valid;
     uint32_t stuck_at;
     int32_t stuck_length;
+    int32_t stuck_mark; /* TYPE when the record was first seen stuck: its claimer's mark, unless a commit had begun */
     double stuck_since;
     double peer_timeout;      /* seconds a record may stay unpublished at the head before a dead claimer's is skipped */
     uint64_t unblocked;       /* records skipped: their claimers died between claim and commit */
@@ -1098,13 +1099,15 @@ static int claimer_gone(int32_t id) {
 
 /* "Unblock": whether the record at the head, whose LENGTH reads `length` (<= 0), has read so for peer_timeout
  * since this consumer first saw it so (a new position or a new LENGTH starts the clock again). */
-static int mpsc_stuck(struct mpsc *s, int32_t length) {
+static int mpsc_stuck(const struct ring *r, struct mpsc *s, uint32_t index, int32_t length) {
     double now = now_seconds();
     if (!s->stuck_valid || s->stuck_at != s->head || s->stuck_length != length) {
         s->stuck_valid = 1;
         s->stuck_at = s->head;
         s->stuck_length = length;
         s->stuck_since = now;
+        /* After the LENGTH the caller loaded (seq_cst): the mark, or the TYPE of a commit under way. */
+        s->stuck_mark = (int32_t)load_u32(r->data + index + RECORD_TYPE);
     }
     return now - s->stuck_since >= s->peer_timeout;
 }
@@ -1133,7 +1136,11 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
          * tell nothing, and only "no process holds the PRODUCER lock" lets us take a claim back. A producer
          * in our namespace may commit with a plain store, so a live one must never lose its claim. */
         int mixed = (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_PID_NS_MIXED) != 0;
-        if ((mixed || !claimer_gone(claimer)) && mpsc_producers_left(r)) return 0;
+        /* A claimer that commits (or aborts) stores its record's TYPE (>= 0, or PADDING_TYPE) over its mark before
+         * the LENGTH that ends the claim: a TYPE that is no mark (marks are ids > 0), or not the one first seen, is
+         * a claimer at work, alive (else a message type read as an id takes a live claim back between its stores). */
+        int at_work = claimer <= 0 || claimer != s->stuck_mark;
+        if ((mixed || at_work || !claimer_gone(claimer)) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
@@ -1173,7 +1180,7 @@ static int mpsc_try_read(struct ring *r, void *arg) {
         int32_t length = (int32_t)atomic_load_explicit(record_length(r, index), memory_order_seq_cst);
         if (length <= 0) {
             /* Claimed and not committed, or nothing claimed: a claimer dead for peer_timeout is skipped ("Unblock"). */
-            if (mpsc_stuck(s, length) && mpsc_take_back(r, s, index, length)) {
+            if (mpsc_stuck(r, s, index, length) && mpsc_take_back(r, s, index, length)) {
                 start = s->head; /* released already */
                 continue;
             }
