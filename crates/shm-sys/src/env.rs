@@ -73,6 +73,8 @@ pub struct EnvState {
     pub fd_owner: u64,
     /// Live mappings made by `mmap` in this env, keyed by address.
     pub mappings: RefCell<HashMap<usize, Arc<Mapping>>>,
+    /// Mappings whose finalizer stopped waits at teardown: unmapped by env_cleanup, after close_ring.
+    deferred: RefCell<Vec<Arc<Mapping>>>,
     /// Pending async waits.
     pub waits: Registry,
     /// How async waits wait, decided at the first one.
@@ -97,6 +99,7 @@ impl EnvState {
             env: env.0,
             fd_owner: fds::new_owner(),
             mappings: RefCell::new(HashMap::new()),
+            deferred: RefCell::new(Vec::new()),
             waits: Registry::default(),
             mode: Cell::new(None),
             reactor: OnceCell::new(),
@@ -209,13 +212,24 @@ impl EnvState {
         self.sync_loop_ref();
     }
 
-    /// Before a finalizer's munmap (env teardown): only make sure nothing
-    /// waits on the mapping any more; the cleanup hook drops the rest.
-    pub fn stop_waits_in_range(&self, start: usize, len: usize) {
-        self.waits.stop_in_range(start, len, self.reactor());
+    /// Before a finalizer's munmap: make sure nothing waits on the mapping
+    /// any more; the cleanup hook drops the rest. True if it stopped any
+    /// wait: only at env teardown (a pending wait holds its buffer, so GC
+    /// never finalizes one), and then the munmap waits for env_cleanup
+    /// (`defer_release`), so that the wakes the stopped waits took can be
+    /// passed on to their words (close_ring) while those are still mapped.
+    pub fn stop_waits_in_range(&self, start: usize, len: usize) -> bool {
+        let stopped = self.waits.stop_in_range(start, len, self.reactor());
         if let Some(reactor) = self.reactor() {
             reactor.read_late_words_safely(); // nothing is reaped before the munmap
         }
+        stopped
+    }
+
+    /// Keeps `mapping` mapped until env_cleanup has passed on the wakes of
+    /// the waits stopped on it (see stop_waits_in_range).
+    pub fn defer_release(&self, mapping: Arc<Mapping>) {
+        self.deferred.borrow_mut().push(mapping);
     }
 
     /// The env's threadsafe function, created (unref'd) on first use.
@@ -314,6 +328,10 @@ unsafe extern "C" fn env_cleanup(arg: *mut c_void) {
         }
         if let Some(reactor) = state.reactor() {
             reactor.close_ring(); // passes on the wakes the stopped waits took, then closes the ring
+        }
+        // Their words are passed on to: the mappings the finalizers left mapped for it go now.
+        for mapping in state.deferred.borrow_mut().drain(..) {
+            let _ = mapping.release();
         }
         let tsfn = state.tsfn.replace(ptr::null_mut());
         // Taking it out of Delivery first means no waiter thread calls it

@@ -186,8 +186,10 @@ unsafe extern "C" fn finalize_mapping(env: napi_env, _data: *mut c_void, hint: *
             {
                 mappings.remove(&mapping.addr);
             }
-            if mapping.is_mapped() {
-                state.stop_waits_in_range(mapping.addr, mapping.len);
+            if mapping.is_mapped() && state.stop_waits_in_range(mapping.addr, mapping.len) {
+                // Teardown: unmapped once the stopped waits' wakes are passed on (env_cleanup).
+                state.defer_release(Arc::clone(&mapping));
+                return;
             }
         }
         let _ = mapping.release();

@@ -256,17 +256,23 @@ impl Reactor {
     pub fn wait(&self, id: u64, word: usize, expected: u32, deadline: Option<&timespec>) -> Result<(), SysError> {
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return Err(SysError { errno: libc::EINVAL, syscall: "io_uring" }) };
-        match deadline {
-            None => ring.push(uring::futex_wait_sqe(word, expected, id, false))?,
+        let mark = ring.mark();
+        let result = match deadline {
+            None => ring.push(uring::futex_wait_sqe(word, expected, id, false)),
             Some(deadline) => {
                 // A chain must not straddle two submissions.
-                ring.submit()?;
-                ring.push(uring::futex_wait_sqe(word, expected, id, true))?;
-                ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | id))?;
+                ring.submit()
+                    .and_then(|()| ring.push(uring::futex_wait_sqe(word, expected, id, true)))
+                    .and_then(|()| ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | id)))
             }
+        };
+        // The deadline is read by the kernel during this call. Failed: the caller settles the wait with the
+        // error and lets go of the deadline, so nothing of it may reach the kernel later.
+        let result = result.and_then(|()| ring.submit());
+        if result.is_err() {
+            ring.withdraw_to(mark);
         }
-        // The deadline is read by the kernel during this call.
-        ring.submit()
+        result
     }
 
     /// Cancels the wait `id` on `word` (see the module docs).
@@ -309,6 +315,9 @@ impl Reactor {
             })
             .collect();
         debug_assert!(!lists.is_empty() && lists.len() <= MAX_CHUNKS);
+        let mark = ring.mark();
+        // Where each chunk's entry went in the SQ (wrapping positions, from `mark`).
+        let mut positions: Vec<u32> = Vec::with_capacity(lists.len());
         let mut pushed = 0;
         let mut result = Ok(());
         for (k, list) in lists.iter().enumerate() {
@@ -316,9 +325,11 @@ impl Reactor {
             let user_data = TAG_GROUP | (k as u64) << CHUNK_SHIFT | id;
             // A chain must not straddle two submissions.
             result = match deadline {
-                None => ring.push(uring::futex_waitv_sqe(list, user_data, false)),
-                Some(_) => ring.submit().and_then(|()| ring.push(uring::futex_waitv_sqe(list, user_data, true))),
+                None => Ok(()),
+                Some(_) => ring.submit(),
             };
+            positions.push(ring.mark());
+            result = result.and_then(|()| ring.push(uring::futex_waitv_sqe(list, user_data, deadline.is_some())));
             if result.is_err() {
                 break;
             }
@@ -335,8 +346,16 @@ impl Reactor {
         let mut lists = lists;
         lists.truncate(pushed);
         if result.is_err() {
-            // The chunks queued so far may run: they are cancelled as a
-            // wait_any whose caller gave up is (their lists kept until then).
+            // The chunks the kernel was handed (by a submission before the one that failed, when the SQ filled
+            // up or a deadline's chain began) may run: they are cancelled as a wait_any whose caller gave up
+            // is (their lists kept until then). The others, and the deadline's timeouts, are withdrawn.
+            let handed = ring.submitted_to().wrapping_sub(mark);
+            for (list, position) in lists.iter_mut().zip(&positions) {
+                if position.wrapping_sub(mark) >= handed {
+                    *list = None;
+                }
+            }
+            ring.withdraw_to(mark);
             self.cancel_chunks(ring, id, Group { chunks: lists, direct: false });
             let _ = ring.submit();
         } else {
@@ -395,7 +414,7 @@ impl Reactor {
         if want == self.refed.get() || !self.polling.get() {
             return;
         }
-        // SAFETY: the handle is live until teardown, which empties `ring`.
+        // SAFETY: the handle is live until teardown, which clears `polling` first.
         unsafe { if want { uv::uv_ref(self.handle) } else { uv::uv_unref(self.handle) } };
         self.refed.set(want);
     }

@@ -151,30 +151,44 @@ impl Ring {
     }
 
     /// Hands the queued entries to the kernel (one `io_uring_enter`). On
-    /// failure the kernel took none of those left: they are taken back out
-    /// of the queue, so that no later submission hands over an entry whose
-    /// caller was told it failed (and may have dropped what it points to,
-    /// a timespec, a list).
+    /// failure the kernel took none of those left: they stay queued, for
+    /// the next submission, unless their caller withdraws them
+    /// (`withdraw_to`), as one whose operation failed must.
     pub fn submit(&mut self) -> Result<(), SysError> {
         while self.unsubmitted > 0 {
             match self.enter(self.unsubmitted, 0, 0) {
                 Ok(n) => self.unsubmitted -= n.min(self.unsubmitted),
                 Err(err) if err.errno == libc::EINTR => continue,
-                Err(err) => {
-                    // SAFETY: sq_tail points into the live mapping.
-                    unsafe {
-                        // Relaxed load: only this thread writes the tail. Release store: as in push (the
-                        // kernel reads the tail only inside io_uring_enter, on this thread, so it never saw
-                        // these entries).
-                        let tail = (*self.sq_tail).load(Ordering::Relaxed);
-                        (*self.sq_tail).store(tail.wrapping_sub(self.unsubmitted), Ordering::Release);
-                    }
-                    self.unsubmitted = 0;
-                    return Err(err);
-                }
+                Err(err) => return Err(err),
             }
         }
         Ok(())
+    }
+
+    /// The SQ tail now: a mark that `withdraw_to` takes the queue back to.
+    pub fn mark(&self) -> u32 {
+        // SAFETY: sq_tail points into the live mapping. Relaxed: only this thread writes it.
+        unsafe { (*self.sq_tail).load(Ordering::Relaxed) }
+    }
+
+    /// The SQ position up to which the kernel has been handed the entries
+    /// (those after it are still queued here).
+    pub fn submitted_to(&self) -> u32 {
+        self.mark().wrapping_sub(self.unsubmitted)
+    }
+
+    /// Takes the entries queued since `mark` and not handed to the kernel
+    /// yet back out of the queue (the kernel reads the tail only inside
+    /// io_uring_enter, on this thread: it never saw them). For an operation
+    /// whose submission failed: its caller is told so and may drop what its
+    /// entries point to (a timespec, a list), so none may reach the kernel
+    /// with a later submission. The entries queued before `mark` stay.
+    pub fn withdraw_to(&mut self, mark: u32) {
+        let tail = self.mark();
+        let withdrawn = tail.wrapping_sub(mark).min(self.unsubmitted);
+        // SAFETY: sq_tail points into the live mapping. Release: as in push.
+        unsafe { (*self.sq_tail).store(tail.wrapping_sub(withdrawn), Ordering::Release) };
+        self.unsubmitted -= withdrawn;
     }
 
     /// Lets the kernel post the completions it owes this thread (the task
@@ -362,18 +376,20 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_submission_takes_its_entries_back() {
+    fn a_failed_submission_withdrawn_to_its_mark_never_reaches_the_kernel() {
         let mut ring = Ring::new(8, 64).expect("io_uring_setup");
         if !probe_futex_wait(&mut ring).expect("probe") {
             return;
         }
         let word = Box::new(AtomicU32::new(3));
         let addr = word.as_ptr() as usize;
+        let mark = ring.mark();
         ring.push(futex_wait_sqe(addr, 3, 77, false)).expect("push");
         let fd = ring.fd;
         ring.fd = -1; // io_uring_enter fails (EBADF), as it may under memory pressure (EAGAIN, ENOMEM)
         assert!(ring.submit().is_err(), "a submission on a bad fd succeeded");
         ring.fd = fd;
+        ring.withdraw_to(mark);
         // The next submission hands over only the entry queued after the failure.
         ring.push(futex_wait_sqe(addr, 3, 78, false)).expect("push");
         ring.submit().expect("submit");

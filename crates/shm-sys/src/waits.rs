@@ -143,11 +143,15 @@ impl Registry {
 
     /// Stops (without settling) the waits on words in the range: before a
     /// finalizer's munmap (after GC, or at env teardown).
-    pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) {
-        let Ok(map) = self.map.try_borrow() else { return };
+    /// True if it stopped any.
+    pub fn stop_in_range(&self, start: usize, len: usize, reactor: Option<&Reactor>) -> bool {
+        let Ok(map) = self.map.try_borrow() else { return false };
+        let mut stopped = false;
         for (id, pending) in map.iter().filter(|(_, p)| p.waits_in(start, len)) {
             pending.stop(*id, reactor);
+            stopped = true;
         }
+        stopped
     }
 
     /// Takes every entry (env teardown).
