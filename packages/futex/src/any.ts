@@ -211,7 +211,10 @@ function waitAllAtOnce(
         (code) => {
           const index = k * MAX_WAIT_ANY_ASYNC + code;
           if (finish()) resolve(code >= 0 ? index : resultOf(code));
-          else if (code >= 0 && !stopped[k]) passOn(targets[index]!); // woken, but another decided first
+          else if (code >= 0 && !stopped[k] && index < words.length) {
+            const [i32, at, expected] = words[index]!;
+            passOn(i32, at, expected | 0); // woken, but another decided first
+          }
         },
         (err: unknown) => {
           if (finish()) reject(err);
@@ -273,8 +276,7 @@ function waitEach(
         result.value.then((value) => settle(i, value), fail);
       } else {
         try {
-          const target = { buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4 };
-          const pending = nativeFutex.waitAsync(target.buffer, target.byteOffset, expected | 0, timeout, ref);
+          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout, ref);
           /** Whether finish() stopped this wait (false: it had ended on its own, and its outcome is real). */
           let stopped = false;
           cancels[i] = () => {
@@ -282,7 +284,7 @@ function waitEach(
           };
           pending.promise.then((code) => {
             // Woken, but another word decided first: the wake is not this caller's to drop.
-            if (settled && code === 0 && !stopped) passOn(target);
+            if (settled && code === 0 && !stopped) passOn(i32, index, expected | 0);
             else settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out');
           }, fail);
         } catch (err) {

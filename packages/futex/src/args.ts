@@ -138,14 +138,20 @@ export const isShared = (i32: Int32Array): boolean => i32.buffer instanceof Shar
 
 /**
  * Hands a wake that a wait took, but whose caller no longer wants it (the
- * race was decided by another word), to the word's next sleeper: a
- * publisher that woke one waiter may have picked this one instead of a
- * live one, who would sleep on. At worst a sleeper re-checks in vain. A
- * word unmapped by now has nobody to hand it to.
+ * race was decided by another word, or the wait was aborted after it
+ * ended), to the next sleeper of `i32[index]`: a publisher that woke one
+ * waiter may have picked this one instead of a live one, who would sleep
+ * on. Only if the word no longer holds `expected`: a publisher changes it
+ * before its wake, and a wake of an unchanged word is a cancel's kick
+ * (koffi, waiter threads: they wake every sleeper of the word), which
+ * passed on would only end another wait for nothing. A word unmapped by
+ * now has nobody to hand it to.
  */
-export function passOn(target: { buffer: ArrayBuffer; byteOffset: number }): void {
+export function passOn(i32: Int32Array, index: number, expected: number): void {
   try {
-    nativeFutex.wake(target.buffer, target.byteOffset, 1);
+    // Observes the publisher's change, made before its wake.
+    if (Atomics.load(i32, index) === expected) return;
+    nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, 1);
   } catch {
     // closed meanwhile: no sleeper left on it in this mapping
   }

@@ -83,8 +83,7 @@ function waitAsyncNative(
   signal: AbortSignal | undefined,
   ref: boolean,
 ): Promise<WaitResult> {
-  const target = { buffer: i32.buffer as ArrayBuffer, byteOffset: i32.byteOffset + index * 4 };
-  const pending = nativeFutex.waitAsync(target.buffer, target.byteOffset, expected, timeout, ref);
+  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout, ref);
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
   return new Promise<WaitResult>((resolve, reject) => {
     /** Aborted, and the wait had ended on its own first (cancel() found nothing to stop): its outcome is real. */
@@ -97,7 +96,7 @@ function waitAsyncNative(
     pending.promise.then((code) => {
       unwatchAbort(signal, onAbort);
       // A wake the caller gave up before it heard of it goes to the word's next sleeper.
-      if (abortedAfterEnd && code === 0) passOn(target);
+      if (abortedAfterEnd && code === 0) passOn(i32, index, expected);
       resolve(RESULTS[code]!);
     }, reject);
   });
