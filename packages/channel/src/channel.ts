@@ -676,9 +676,6 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
           record.reject?.(error);
           // The rest of a split value cannot follow a record that was not written.
           for (const rest of this.#queue.drainAll()) rest.reject?.(error);
-          // Nor can anything else: the other side holds the first parts of a split value, or waits for a
-          // reply that was dropped. The channel ends with the failure (the other side's close ends it there).
-          if (this.#open && (err as ShmringError).code !== ErrorCodes.CLOSED) this.#end(error);
         }
       }
     } finally {
@@ -687,11 +684,18 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     }
   }
 
-  /** What a failed ring write means for the channel's user. */
+  /**
+   * What a failed ring write means for the channel's user. A failure other
+   * than the other side's close (a ring found corrupt, the koffi backend
+   * out of waits) ends the channel with it: the record it lost may be a part
+   * of a split value the other side holds the start of, or a reply its
+   * caller waits for, and nothing written after it would make sense there.
+   */
   #writeError(err: Error): Error {
     if ((err as ShmringError).code === ErrorCodes.CLOSED) {
       return new ShmringError(ErrorCodes.CLOSED, `${this.#what}: the other side closed the channel; nothing more can be sent`);
     }
+    this.#end(err); // (a no-op once ended)
     return err;
   }
 

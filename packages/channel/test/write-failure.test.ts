@@ -19,10 +19,15 @@ import { rejectsWith, settledWithin } from './helpers.js';
 const CAPACITY = 4096;
 
 /** An SpscRing producer whose writes that must wait fail once `failNext` is set (and never reach the ring). */
-function failingSink(ring: SpscRing): RecordSink & { failNext: boolean } {
+function failingSink(ring: SpscRing): RecordSink & { failNext: boolean; throwNext: boolean } {
   return {
     failNext: false,
+    throwNext: false,
     tryWrite(bytes: Uint8Array, type: number): boolean {
+      if (this.throwNext) {
+        this.throwNext = false;
+        throw new ShmringError(ErrorCodes.CORRUPT, 'a test ring reported corruption');
+      }
       return this.failNext ? false : ring.tryWrite(bytes, type); // full, as far as the writer can tell
     },
     write(bytes: Uint8Array, options: RecordWriteOptions): Promise<void> {
@@ -41,21 +46,52 @@ function failingSink(ring: SpscRing): RecordSink & { failNext: boolean } {
   };
 }
 
+/** Two channel ends over SharedArrayBuffer rings, `a` writing through a failingSink. */
+function ends(): { a: Channel; b: Channel; sink: ReturnType<typeof failingSink>; ab: SpscRing; dispose(): void } {
+  const regions = [0, 1].map(() => Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: CAPACITY }) }));
+  const [ab, ba] = regions.map((r) => SpscRing.create(r, { capacity: CAPACITY }));
+  const { port1, port2 } = new MessageChannel();
+  const codec = resolveCodec(undefined);
+  const sink = failingSink(ab!);
+  const common = { codec, poll: undefined, release: () => undefined };
+  const a = new Channel({ ...common, what: 'end a', link: portLink(port1), out: sink, in: SpscRing.attach(regions[1]!) });
+  const b = new Channel({ ...common, what: 'end b', link: portLink(port2), out: ba!, in: SpscRing.attach(regions[0]!) });
+  return {
+    a,
+    b,
+    sink,
+    ab: ab!,
+    dispose() {
+      a.close();
+      b.close();
+      port1.close();
+      port2.close();
+    },
+  };
+}
+
 describe('a channel whose write fails', function () {
+  it('ends with the failure when a write on the spot throws: a reply lost there leaves no caller waiting', async function () {
+    const { a, b, sink, dispose } = ends();
+    try {
+      a.handle((v) => v);
+      assert.equal(await b.request('before'), 'before');
+      sink.throwNext = true; // the reply's write
+      await rejectsWith(b.request('lost'), ErrorCodes.CLOSED);
+      await settledWithin(a.closed, 2000);
+      await rejectsWith(a.send('after'), ErrorCodes.CORRUPT);
+    } finally {
+      dispose();
+    }
+  });
+
   it('ends with the failure, mid split value: the other side sees the channel close, not a broken stream', async function () {
-    const regions = [0, 1].map(() => Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: CAPACITY }) }));
-    const [ab, ba] = regions.map((r) => SpscRing.create(r, { capacity: CAPACITY }));
-    const { port1, port2 } = new MessageChannel();
-    const codec = resolveCodec(undefined);
-    const sink = failingSink(ab!);
-    const common = { codec, poll: undefined, release: () => undefined };
-    const a = new Channel({ ...common, what: 'end a', link: portLink(port1), out: sink, in: SpscRing.attach(regions[1]!) });
-    const b = new Channel({ ...common, what: 'end b', link: portLink(port2), out: ba!, in: SpscRing.attach(regions[0]!) });
+    const { a, b, sink, ab, dispose } = ends();
     try {
       b.handle((v) => v);
       assert.equal(await a.request('before'), 'before');
       // A split value: its head goes out, then the next part's write fails.
-      const big = Buffer.alloc(3 * ab!.maxMessageLength, 7);
+      const big = Buffer.alloc(3 * ab.maxMessageLength, 7);
       const sending = a.send(big);
       sink.failNext = true;
       await rejectsWith(sending, ErrorCodes.CORRUPT);
@@ -65,10 +101,7 @@ describe('a channel whose write fails', function () {
       await rejectsWith(b.receive(), ErrorCodes.CLOSED);
       await settledWithin(b.closed, 2000);
     } finally {
-      a.close();
-      b.close();
-      port1.close();
-      port2.close();
+      dispose();
     }
   });
 });
