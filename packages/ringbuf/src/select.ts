@@ -27,11 +27,14 @@
  * Fairness: the entries are scanned in cyclic order from a start index, and
  * the first ready one wins. The start is one past the index returned last
  * for the same array (the cursor is kept per array object, weakly); for an
- * array never passed before, one past the index this thread's last
- * select / selectSync returned (mod the length). So a loop that selects
- * over the same entries is served round robin: an entry that stays ready is
- * returned at least once in every `entries.length` calls, however busy the
- * others are.
+ * array never passed before (a loop that writes `select([a, b])` makes a
+ * new one each call), one past the index returned last by a select whose
+ * entries began with the same queue (kept per queue object, weakly), mod
+ * the length. So a loop that selects over the same entries, in one array or
+ * in a new array of the same queues each time, is served round robin: an
+ * entry that stays ready is returned at least once in every
+ * `entries.length` calls, however busy the others are, and whatever other
+ * selects of the thread do meanwhile over lists that begin elsewhere.
  *
  * Waiting follows the parking protocol of docs/LAYOUT.md ("Waiting") on
  * every queue at once: for each distinct wait block take the SIGNAL
@@ -296,11 +299,14 @@ function ready(p: Probe): boolean {
 
 /** One past the index returned last, per entries array. */
 const cursors = new WeakMap<readonly SelectEntry[], number>();
-/** One past the index this thread's last select returned (for an array not seen before). */
-let threadCursor = 0;
+/** One past the index returned last, per the queue of the first entry (for an array not seen before). */
+const firstCursors = new WeakMap<Queue, number>();
+
+/** The queue of a select entry. */
+const queueOf = (entry: SelectEntry): Queue => (entry instanceof Queue ? entry : entry.queue);
 
 function startOf(entries: readonly SelectEntry[]): number {
-  return (cursors.get(entries) ?? threadCursor) % entries.length;
+  return (cursors.get(entries) ?? firstCursors.get(queueOf(entries[0]!)) ?? 0) % entries.length;
 }
 
 /**
@@ -321,7 +327,7 @@ function scan(probes: readonly Probe[], start: number, what: string): number {
 
 function chosen(entries: readonly SelectEntry[], index: number): number {
   cursors.set(entries, index + 1);
-  threadCursor = index + 1;
+  firstCursors.set(queueOf(entries[0]!), index + 1);
   return index;
 }
 
@@ -406,11 +412,47 @@ function peerDead(call: Call, what: string): SelectPeerDeadError {
  * (the select's caller took the message first) re-checks and parks again.
  */
 function handOn(words: readonly Word[]): void {
+  for (const w of words) handOnWord(w);
+}
+
+function handOnWord(w: Word): void {
+  // Observes the other sleepers' announcements (ours are withdrawn), as passOn does; first, because it is
+  // one load on the line just written, where readiness reads the ring's other lines: most words have none.
+  if (Atomics.load(w.ctl, w.block.waiters) === 0 || !w.probes.some(ready)) return;
+  passOn(w.ctl, w.block);
+}
+
+/**
+ * handOn for a select that slept and then fails (an entry closed or
+ * detached under it, a dead peer, its region closed): it takes nothing,
+ * so a wake-up it took goes on all the same. A word whose region is gone
+ * (its views detached: the look throws) has nobody to hand it to.
+ */
+function handOnFailing(words: readonly Word[]): void {
   for (const w of words) {
-    // Observes the other sleepers' announcements (ours are withdrawn), as passOn does; first, because it is
-    // one load on the line just written, where readiness reads the ring's other lines: most words have none.
-    if (Atomics.load(w.ctl, w.block.waiters) === 0 || !w.probes.some(ready)) continue;
-    passOn(w.ctl, w.block);
+    try {
+      handOnWord(w);
+    } catch {
+      // detached: its memory, and its sleepers' words, are gone
+    }
+  }
+}
+
+/**
+ * Withdraws the first `announced` announcements of `words`, each on its
+ * own: a region closed under the call detaches its views (that one's
+ * Atomics.sub throws, and its memory needs nothing more), and the others
+ * must still go, or their publishers would wake for nobody ever after.
+ */
+function withdraw(words: readonly Word[], announced: number): void {
+  for (let k = 0; k < announced; k++) {
+    const w = words[k]!;
+    try {
+      // Withdraws our announcement: its publishers stop waking us.
+      Atomics.sub(w.ctl, w.block.waiters, w.unit);
+    } catch {
+      // detached (the region was closed): nothing of it is left to withdraw from
+    }
   }
 }
 
@@ -448,6 +490,7 @@ function* parkSteps(
     for (const w of words) w.seen = Atomics.load(w.ctl, w.block.signal);
     let announced = 0;
     let i = -1;
+    let failed = true; // until the round ends without throwing
     try {
       // Announce on every queue; pairs with unpark()'s load(WAITERS): from here on, each publisher bumps its SIGNAL and wakes.
       for (const w of words) {
@@ -468,9 +511,11 @@ function* parkSteps(
           if (i < 0) throw peerDead(call, what);
         }
       }
+      failed = false;
     } finally {
       // Withdraw every announcement made (all of them, unless an add threw): publishers stop waking us.
-      for (let k = 0; k < announced; k++) Atomics.sub(words[k]!.ctl, words[k]!.block.waiters, words[k]!.unit);
+      withdraw(words, announced);
+      if (failed && slept) handOnFailing(words);
     }
     if (i >= 0) {
       if (slept) handOn(words);

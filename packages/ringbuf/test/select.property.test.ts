@@ -257,7 +257,7 @@ const totals = { runs: 0, selects: 0, immediate: 0, timedOut: 0, woken: 0, notFi
 /** Selects won by an entry of each kind, read and write. */
 const won: Record<string, number> = {};
 
-/** A ready queue outside every run, to set this thread's cursor to a known value. */
+/** A ready queue outside every run: a select over it must change nothing of a run's fairness state. */
 const anchor = (() => {
   const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 64 }) });
   const ring = SpscRing.create(region, { capacity: 64 });
@@ -270,10 +270,12 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
   const arrays: SelectEntry[][] = lists.map((list) =>
     list.map((e) => (e.write === undefined ? subjects[e.q]!.queue : { queue: subjects[e.q]!.writer, write: subjects[e.q]!.length(e) })),
   );
-  // The model of the fairness state: one past the last index, per array and for the thread.
+  // The model of the fairness state: one past the last index, per array and per the queue its first entry names.
   const cursors = new Map<number, number>();
-  assert.equal(selectSync([anchor]), 0);
-  let threadCursor = 1;
+  const firstCursors = new Map<Queue, number>();
+  const firstQueue = (list: EntrySpec[]): Queue =>
+    list[0]!.write === undefined ? subjects[list[0]!.q]!.queue : subjects[list[0]!.q]!.writer;
+  assert.equal(selectSync([anchor]), 0); // a select over other queues changes nothing here
   totals.runs++;
 
   const readyIndex = (list: EntrySpec[], start: number): number => {
@@ -305,7 +307,8 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
         totals.selects++;
         const list = lists[command.list]!;
         const entries = command.fresh ? [...arrays[command.list]!] : arrays[command.list]!;
-        const start = (command.fresh ? threadCursor : (cursors.get(command.list) ?? threadCursor)) % list.length;
+        const byFirst = firstCursors.get(firstQueue(list)) ?? 0;
+        const start = (command.fresh ? byFirst : (cursors.get(command.list) ?? byFirst)) % list.length;
         let expected = readyIndex(list, start);
         let got: number;
         if (expected >= 0) {
@@ -359,7 +362,7 @@ async function runScenario(queues: QueueSpec[], lists: EntrySpec[][], commands: 
         if (got !== start) totals.notFirst++;
         const winner = `${subjects[list[got]!.q]!.spec.kind} ${list[got]!.write === undefined ? 'read' : 'write'}`;
         won[winner] = (won[winner] ?? 0) + 1;
-        threadCursor = got + 1;
+        firstCursors.set(firstQueue(list), got + 1);
         if (!command.fresh) cursors.set(command.list, got + 1);
         checkAll(what);
         break;

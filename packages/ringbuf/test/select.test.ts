@@ -534,7 +534,24 @@ describe('select', () => {
       }
     });
 
-    it("a new array each call goes on from where this thread's last select stopped", async () => {
+    it('a new array of the same queues each call stays round robin while another select of the thread interleaves', async () => {
+      const rings = [0, 1, 2, 3].map(() => makeRing('sab', 'spsc'));
+      try {
+        const [a, b, c, d] = rings.map((r) => r.queue);
+        for (const q of [a, b, d]) q!.tryWrite(new Uint8Array(MESSAGE)); // c stays empty: [c, d] always returns 1
+        const seen: number[] = [];
+        for (let i = 0; i < 6; i++) {
+          seen.push(await select([a!, b!]));
+          assert.equal(await select([c!, d!]), 1);
+        }
+        assert.deepEqual(new Set(seen), new Set([0, 1]), `[a, b] returned ${seen.join(', ')}: b starved`);
+        for (let i = 1; i < seen.length; i++) assert.notEqual(seen[i], seen[i - 1], `not round robin: ${seen.join(', ')}`);
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('a new array each call goes on from where the last select of a list beginning with the same queue stopped', async () => {
       const rings = [0, 1].map(() => makeRing('sab', 'spsc'));
       try {
         for (const r of rings) r.queue.tryWrite(new Uint8Array(MESSAGE));
@@ -684,6 +701,48 @@ describe('select', () => {
         });
       } finally {
         closeAll([other]);
+      }
+    });
+
+    it('a pending select whose region is closed under it withdraws its announcements from every other ring', async function () {
+      needMemfd('memfd', this);
+      const ring = makeRing('memfd', 'spsc');
+      const other = makeRing('memfd', 'spsc');
+      try {
+        // The closed ring first: its withdrawal throws (a detached view), and must not stop the others'.
+        const pending = select([ring.queue, other.queue], { timeoutMs: 10_000 });
+        await sleep(50); // parked
+        assert.equal(waiters(other), 1);
+        ring.region.close();
+        await assert.rejects(pending, (err: ShmringError) => err.code === ErrorCodes.CLOSED);
+        assert.equal(waiters(other), 0, 'the announcement on the other ring was left behind');
+      } finally {
+        closeAll([other]);
+      }
+    });
+
+    it('a select that fails after a publisher woke it (an entry closed under it) passes the wake-up on to a read parked beside it', async function () {
+      needMemfd('memfd', this);
+      const a = makeRing('memfd', 'spsc');
+      const b = makeRing('memfd', 'spsc');
+      try {
+        const entries = [a.queue, b.queue];
+        // Once b is returned, the next select over the same array starts its scans at a.
+        assert.equal(b.queue.tryWrite(new Uint8Array([1])), true);
+        assert.equal(await select(entries), 1);
+        assert.deepEqual(b.queue.tryRead(), new Uint8Array([1]));
+        const pending = select(entries, { timeoutMs: 10_000 }).catch((err: ShmringError) => err.code);
+        await sleep(50); // parked first
+        const read = b.queue.read({ timeoutMs: 3000, poll: 0 });
+        await sleep(50); // parked after it
+        // One wake-up of one sleeper of b (the select's, first in the queue), then a closed before the select hears.
+        assert.equal(b.queue.tryWrite(new Uint8Array([2])), true);
+        a.queue.close();
+        assert.equal(await pending, ErrorCodes.CLOSED);
+        // Without the pass-on it gets the message only at its timeout's last look, 3 s on.
+        assert.deepEqual(await within(WOKEN_MS, read, 'the read parked beside the message'), new Uint8Array([2]));
+      } finally {
+        closeAll([a, b]);
       }
     });
 
