@@ -12,6 +12,10 @@ import { ownAttaches, sysvSegments } from './sysv-segments.js';
  * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
  * no such process runs. A zombie (state Z, dead but not yet reaped by its
  * parent) or a dying process (X) counts as gone: it will never write again.
+ * UNKNOWN_START where /proc cannot tell (EMFILE, ENFILE, EACCES, …): such a
+ * process counts as alive, as threadGone's doubt does. Judged dead on a
+ * failed read, a live peer was reported PEER_DEAD, had its role taken over,
+ * or its MpmcQueue slot skipped, the moment this process ran out of fds.
  */
 export function startTimeOf(pid: number): number {
   const known = memo?.get(pid);
@@ -116,19 +120,32 @@ function exited(state: string | undefined): boolean {
   return state === 'Z' || state === 'X' || state === 'x';
 }
 
+/** What readStartTime says of a process (thread) that /proc could not be asked about: alive, as far as anyone can tell. */
+export const UNKNOWN_START = -2;
+
 function readStartTime(pid: number, dir = `/proc/${pid}`): number {
   const fields = statFields(dir);
-  if (typeof fields === 'string' || exited(fields[0])) return -1;
+  if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH' ? -1 : UNKNOWN_START;
+  if (exited(fields[0])) return -1;
   const ticks = fields[19]; // field 22 of the whole line
-  return ticks === undefined ? -1 : Number(BigInt(ticks) & 0xffffffffn) | 0;
+  return ticks === undefined ? UNKNOWN_START : Number(BigInt(ticks) & 0xffffffffn) | 0;
 }
 
 let ownStart: number | undefined;
 
-/** This process's start time, as recorded in a ring. */
+/**
+ * This process's start time, as recorded in a ring; 0 (which the checks
+ * read as "compare the pid only") if /proc cannot tell it now (not kept:
+ * the next call asks again).
+ */
 export function ownStartTime(): number {
-  ownStart ??= startTimeOf(process.pid);
-  return ownStart;
+  ownStart ??= knownStart(startTimeOf(process.pid));
+  return ownStart ?? 0;
+}
+
+/** A start time to record for ourselves: undefined for one /proc could not tell. */
+function knownStart(start: number): number | undefined {
+  return start === UNKNOWN_START || start === -1 ? undefined : start;
 }
 
 let ownPidNamespace: number | undefined;
@@ -230,7 +247,7 @@ export function ownThread(): { id: number; start: number } {
     } catch {
       // no /proc/thread-self: the process's liveness stands for the thread's
     }
-    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : threadStartTime(tid) };
+    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : (knownStart(threadStartTime(tid)) ?? 0) };
   }
   return ownThreadId;
 }
@@ -260,7 +277,7 @@ export function isThreadAlive(tid: number, start: number): boolean {
   if (tid === process.pid) return true;
   const now = threadStartTime(tid);
   if (now === -1) return false;
-  return start === 0 || now === start;
+  return start === 0 || now === start || now === UNKNOWN_START;
 }
 
 /**
@@ -275,7 +292,7 @@ export function isAlive(pid: number, start: number): boolean {
   if (pid < 0) return false;
   const now = startTimeOf(pid);
   if (now === -1) return false;
-  return start === 0 || now === start;
+  return start === 0 || now === start || now === UNKNOWN_START;
 }
 
 /**

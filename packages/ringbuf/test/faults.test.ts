@@ -331,6 +331,34 @@ describe('faults: SIGKILLed peers', function () {
     }
   });
 
+  it('a process out of fds (EMFILE) cannot read /proc: its live peer still counts as alive', async function () {
+    // A child with few fds: it opens /dev/null until EMFILE, then asks about its parent (a live process).
+    const liveness = new URL('../src/liveness.js', import.meta.url).href;
+    const script = `
+      const fs = require('node:fs');
+      import(${JSON.stringify(liveness)}).then(({ isAlive, startTimeOf }) => {
+        const parentStart = startTimeOf(process.ppid);
+        const held = [];
+        try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+        let emfile = '';
+        try { fs.readFileSync('/proc/' + process.ppid + '/stat'); } catch (err) { emfile = err.code; }
+        const report = { emfile, parent: isAlive(process.ppid, parentStart), parentAny: isAlive(process.ppid, 0) };
+        for (const fd of held) fs.closeSync(fd);
+        report.after = isAlive(process.ppid, parentStart);
+        process.stdout.write(JSON.stringify(report));
+      });`;
+    const child = spawn('prlimit', ['--nofile=200:200', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    assert.equal(code, 0, `the child failed: ${out}`);
+    const report = JSON.parse(out) as { emfile: string; parent: boolean; parentAny: boolean; after: boolean };
+    assert.equal(report.emfile, 'EMFILE', 'the child did not run out of fds');
+    assert.equal(report.parent, true, 'a live parent counted as dead because /proc could not be read (EMFILE)');
+    assert.equal(report.parentAny, true);
+    assert.equal(report.after, true);
+  });
+
   describe('a producer killed between claim and commit loses only the uncommitted record', function () {
     const seeds = [101, 202, 303, 404, 505];
     for (const [i, seed] of seeds.entries()) {
