@@ -106,7 +106,10 @@ describe('threadGone: when a claimer is certainly gone', function () {
       try {
         assert.equal(producer.tryWrite(new Uint8Array([1, 2])), true);
         const got: number[][] = [];
-        assert.equal(consumer.drain((data, offset, length) => got.push([...data.subarray(offset, offset + length)])), 1);
+        assert.equal(
+          consumer.drain((data, offset, length) => got.push([...data.subarray(offset, offset + length)])),
+          1,
+        );
         assert.deepEqual(got, [[1, 2]]);
       } finally {
         producer.close();
