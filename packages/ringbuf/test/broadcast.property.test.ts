@@ -257,14 +257,15 @@ describe('Broadcast over hostile memory', function () {
 
 describe('Broadcast: positions past 2^32', function () {
   /**
-   * A publisher written from docs/LAYOUT.md alone (as a C peer would be),
-   * starting just below 2^32 bytes, so the 64-bit INTENT and the low-32-bit
-   * TAIL and LATEST cross the boundary while a subscriber reads and is lapped.
+   * A Broadcast of 256 bytes whose records the test writes by hand, as a
+   * publisher written from docs/LAYOUT.md alone (a C peer) would: the
+   * header laid out by create(), views of the words and the data area, and
+   * store64 of the layout for the 64-bit counters.
    */
-  it('a subscriber reads across the 2^32-byte boundary and counts a lap across it exactly', function () {
+  function handWritten() {
     const capacity = 256;
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity, subscribers: 1 }) });
-    const pub = Broadcast.create(region, { capacity, subscribers: 1 }); // lays out the header; the writes below are by hand
+    const pub = Broadcast.create(region, { capacity, subscribers: 1 });
     const w = new Int32Array(region.buffer);
     const data = new Uint8Array(region.buffer, B.broadcastDataOffset(1), capacity);
     const data32 = new Int32Array(region.buffer, B.broadcastDataOffset(1), capacity / 4);
@@ -273,6 +274,15 @@ describe('Broadcast: positions past 2^32', function () {
       Atomics.store(w, c.lo, v | 0);
       Atomics.store(w, c.hi2, Math.floor(v / 2 ** 32));
     };
+    return { capacity, region, pub, w, data, data32, put64 };
+  }
+
+  /**
+   * Starting just below 2^32 bytes, so the 64-bit INTENT and the low-32-bit
+   * TAIL and LATEST cross the boundary while a subscriber reads and is lapped.
+   */
+  it('a subscriber reads across the 2^32-byte boundary and counts a lap across it exactly', function () {
+    const { capacity, region, pub, w, data, data32, put64 } = handWritten();
     let tail = 2 ** 32 - 96;
     let count = 5000;
     put64(B.INTENT, tail);
@@ -316,17 +326,7 @@ describe('Broadcast: positions past 2^32', function () {
   });
 
   it('a subscriber lapped by exactly 2^32 bytes sees the lap, though TAIL (32 bits) reads as if it had caught up', async function () {
-    const capacity = 256;
-    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity, subscribers: 1 }) });
-    const pub = Broadcast.create(region, { capacity, subscribers: 1 }); // lays out the header; the writes below are by hand
-    const w = new Int32Array(region.buffer);
-    const data = new Uint8Array(region.buffer, B.broadcastDataOffset(1), capacity);
-    const data32 = new Int32Array(region.buffer, B.broadcastDataOffset(1), capacity / 4);
-    const put64 = (c: B.Counter64, v: number): void => {
-      Atomics.store(w, c.hi1, Math.floor(v / 2 ** 32));
-      Atomics.store(w, c.lo, v | 0);
-      Atomics.store(w, c.hi2, Math.floor(v / 2 ** 32));
-    };
+    const { capacity, region, pub, w, data, data32, put64 } = handWritten();
     let tail = 1024;
     let count = 10;
     put64(B.INTENT, tail);
