@@ -12,15 +12,18 @@
 //! Teardown order (Node runs cleanup hooks last-registered first):
 //!  1. the cleanup hooks of our external ArrayBuffers (registered after this
 //!     module's hook) detach them and call their finalizers, which stop the
-//!     async waits on their words and munmap (memory.rs);
+//!     async waits on their words and munmap (memory.rs), except a mapping
+//!     with waits stopped on it: that one waits for step 3
+//!     (`defer_release`), so that the wakes those waits took can still be
+//!     passed on to its words;
 //!  2. the reactor's async cleanup hook (registered at the first async
 //!     wait, io_uring mode) closes its poll handle (reactor.rs);
 //!  3. [`env_cleanup`] stops every remaining async wait, deletes the
 //!     references those held, closes the reactor's ring (after reaping the
-//!     stopped waits' completions, passing on the wakes they took) and
-//!     aborts the threadsafe function, so no waiter thread calls into this
-//!     env again; then closes the fds this env opened and neither closed
-//!     nor gave to a mapping (fds.rs);
+//!     stopped waits' completions, passing on the wakes they took), unmaps
+//!     the mappings step 1 left for it, and aborts the threadsafe function,
+//!     so no waiter thread calls into this env again; then closes the fds
+//!     this env opened and neither closed nor gave to a mapping (fds.rs);
 //!  4. Node finalizes the threadsafe function (its finalizer clears
 //!     `Delivery`; queued results are dropped through `call_js` with a null
 //!     env), then deletes the env and, with it, calls [`finalize_state`].

@@ -349,7 +349,7 @@ impl Reactor {
             // The chunks the kernel was handed (by a submission before the one that failed, when the SQ filled
             // up or a deadline's chain began) may run: they are cancelled as a wait_any whose caller gave up
             // is (their lists kept until then). The others, and the deadline's timeouts, are withdrawn.
-            let handed = ring.submitted_to().wrapping_sub(mark);
+            let handed = ring.handed_since(mark);
             for (list, position) in lists.iter_mut().zip(&positions) {
                 if position.wrapping_sub(mark) >= handed {
                     *list = None;

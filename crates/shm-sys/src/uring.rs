@@ -171,10 +171,13 @@ impl Ring {
         unsafe { (*self.sq_tail).load(Ordering::Relaxed) }
     }
 
-    /// The SQ position up to which the kernel has been handed the entries
-    /// (those after it are still queued here).
-    pub fn submitted_to(&self) -> u32 {
-        self.mark().wrapping_sub(self.unsubmitted)
+    /// How many of the entries queued since `mark` the kernel has been
+    /// handed (the first ones: it takes them in order). Entries queued
+    /// before `mark` and still here (a cancel whose submission failed) do
+    /// not count.
+    pub fn handed_since(&self, mark: u32) -> u32 {
+        let queued = self.mark().wrapping_sub(mark);
+        queued - self.unsubmitted.min(queued)
     }
 
     /// Takes the entries queued since `mark` and not handed to the kernel
@@ -389,6 +392,7 @@ mod tests {
         ring.fd = -1; // io_uring_enter fails (EBADF), as it may under memory pressure (EAGAIN, ENOMEM)
         assert!(ring.submit().is_err(), "a submission on a bad fd succeeded");
         ring.fd = fd;
+        assert_eq!(ring.handed_since(mark), 0);
         ring.withdraw_to(mark);
         // The next submission hands over only the entry queued after the failure.
         ring.push(futex_wait_sqe(addr, 3, 78, false)).expect("push");
@@ -401,6 +405,28 @@ mod tests {
         ring.reap(&mut out);
         assert_eq!(out, vec![(78, 0)]);
         std::mem::forget(word);
+    }
+
+    #[test]
+    fn handed_since_counts_none_of_the_entries_queued_before_the_mark() {
+        let mut ring = Ring::new(8, 64).expect("io_uring_setup");
+        let fd = ring.fd;
+        ring.fd = -1; // every io_uring_enter fails (EBADF) until restored
+        // A cancel whose submission failed: it stays queued, before the mark.
+        ring.push(cancel_sqe(5, 6)).expect("push");
+        assert!(ring.submit().is_err());
+        let mark = ring.mark();
+        ring.push(cancel_sqe(7, 8)).expect("push");
+        assert!(ring.submit().is_err());
+        assert_eq!(ring.handed_since(mark), 0, "an entry queued before the mark counted as handed (wrapped)");
+        ring.withdraw_to(mark);
+        assert_eq!(ring.unsubmitted, 1, "the entry before the mark was withdrawn too");
+        ring.fd = fd;
+        ring.submit().expect("submit"); // the older cancel goes now (and finds nothing: -ENOENT)
+        ring.submit_and_wait().expect("wait");
+        let mut out = Vec::new();
+        ring.reap(&mut out);
+        assert_eq!(out.iter().map(|&(user_data, _)| user_data).collect::<Vec<_>>(), vec![6]);
     }
 
     #[test]
