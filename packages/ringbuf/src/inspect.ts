@@ -144,7 +144,12 @@ export interface ClaimInfo {
   position: number;
   /** The claimer's thread id (its process's pid for a main thread), from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
   pid: number;
-  /** Whether that pid is a live thread here, as the consumer's unblock rule judges it (liveness.threadGone: any doubt is alive; pid 0 is gone), unless pidNamespacesMixed. */
+  /**
+   * Whether the claimer is alive, as the consumer's unblock rule judges it
+   * (liveness.threadGone: any doubt is alive), unless pidNamespacesMixed.
+   * A pid <= 0 is a claimer in its commit or abort (the record's type is
+   * stored over its mark before the LENGTH that ends the claim): alive.
+   */
   alive: boolean;
   /** Payload bytes claimed; null while the header is not written yet. */
   length: number | null;
@@ -410,7 +415,7 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     if (length < 0) {
       // The claimer's thread id (stored before the negative LENGTH observed above).
       const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);
-      inFlight.push({ position, pid, alive: !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+      inFlight.push({ position, pid, alive: pid <= 0 || !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
     }
     passed += size;
   }
