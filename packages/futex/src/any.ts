@@ -33,7 +33,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, passOn, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
 
 /** One word to wait on: `i32[index]`, while it holds `expected`. */
 export type WaitTarget = readonly [i32: Int32Array, index: number, expected: number];
@@ -90,6 +90,27 @@ export function wakeNative(i32: Int32Array, index: number, count = Infinity): nu
   const n = countOf(count, 'wakeNative');
   // Wakes the kernel's sleepers of this word; the caller stored the new value before.
   return nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, n);
+}
+
+/**
+ * Hands a wake that a wait took, but whose caller no longer wants it (the
+ * race was decided by another word, or the wait was aborted after it
+ * ended), to the next sleeper of `i32[index]`: a publisher that woke one
+ * waiter may have picked this one instead of a live one, who would sleep
+ * on. Only if the word no longer holds `expected`: a publisher changes it
+ * before its wake, and a wake of an unchanged word is a cancel's kick
+ * (koffi, waiter threads: they wake every sleeper of the word), which
+ * passed on would only end another wait for nothing. A word unmapped by
+ * now has nobody to hand it to.
+ */
+export function passOn(i32: Int32Array, index: number, expected: number): void {
+  try {
+    // Observes the publisher's change, made before its wake.
+    if (Atomics.load(i32, index) === expected) return;
+    wakeNative(i32, index, 1);
+  } catch {
+    // closed meanwhile: no sleeper left on it in this mapping
+  }
 }
 
 /**

@@ -2,7 +2,7 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
-import { checkBoolean, ErrorCodes, nativeFutex, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
+import { checkBoolean, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
  * A futex word: an Int32Array and an index inside it (`what` names the call
@@ -135,24 +135,3 @@ export function checkRef(ref: unknown, verb: string): void {
 
 /** Words over a SharedArrayBuffer wait with Atomics; others with the native futex. */
 export const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
-
-/**
- * Hands a wake that a wait took, but whose caller no longer wants it (the
- * race was decided by another word, or the wait was aborted after it
- * ended), to the next sleeper of `i32[index]`: a publisher that woke one
- * waiter may have picked this one instead of a live one, who would sleep
- * on. Only if the word no longer holds `expected`: a publisher changes it
- * before its wake, and a wake of an unchanged word is a cancel's kick
- * (koffi, waiter threads: they wake every sleeper of the word), which
- * passed on would only end another wait for nothing. A word unmapped by
- * now has nobody to hand it to.
- */
-export function passOn(i32: Int32Array, index: number, expected: number): void {
-  try {
-    // Observes the publisher's change, made before its wake.
-    if (Atomics.load(i32, index) === expected) return;
-    nativeFutex.wake(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, 1);
-  } catch {
-    // closed meanwhile: no sleeper left on it in this mapping
-  }
-}

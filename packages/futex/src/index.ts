@@ -12,7 +12,8 @@
  * when the wait began), 'timed-out'.
  */
 import { abortError, MAX_TIMER_MS, nativeFutex, unwatchAbort, watchAbort } from '@shmring/core';
-import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, passOn, timeoutOf } from './args.js';
+import { checkExpected, checkRef, checkSignal, checkWord, countOf, isShared, timeoutOf } from './args.js';
+import { passOn } from './any.js';
 
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
