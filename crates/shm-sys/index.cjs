@@ -132,6 +132,7 @@ const backend = Object.freeze({
   addSeals: native.addSeals,
   getSeals: native.getSeals,
   populate: native.populate,
+  allocate: native.allocate,
   shmGet: native.shmGet,
   shmAttach: native.shmAttach,
   shmRemove: native.shmRemove,

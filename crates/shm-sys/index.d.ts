@@ -157,6 +157,16 @@ declare namespace backend {
     populate(buffer: ArrayBuffer): void;
 
     /**
+     * fallocate(fd, 0, offset, length): reserves the file's blocks (a tmpfs
+     * file's pages) over that range now, growing the file if the range ends
+     * past its size, so that a file system too small for it (a container's
+     * 64 MiB /dev/shm) fails here (ENOSPC) instead of raising SIGBUS at the
+     * first touch of a page it cannot provide. EOPNOTSUPP where the file
+     * system cannot reserve. `length` at least 1.
+     */
+    allocate(fd: number, offset: number, length: number): void;
+
+    /**
      * shmget(key, size, flags): the id of a System V shared memory segment.
      * `key` is an integer in [-2^31, 2^32), taken modulo 2^32 as the C key_t
      * (0 is IPC_PRIVATE: a new segment reachable only by its id). `flags`:

@@ -69,6 +69,7 @@ js_fn! {
     js_add_seals => memory::add_seals;
     js_get_seals => memory::get_seals;
     js_populate => memory::populate;
+    js_allocate => memory::allocate;
     js_shm_get => sysv::shm_get;
     js_shm_attach => sysv::shm_attach;
     js_shm_remove => sysv::shm_remove;
@@ -85,7 +86,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 26] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 27] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -99,6 +100,7 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 26] = [
     (c"addSeals", Some(js_add_seals)),
     (c"getSeals", Some(js_get_seals)),
     (c"populate", Some(js_populate)),
+    (c"allocate", Some(js_allocate)),
     (c"shmGet", Some(js_shm_get)),
     (c"shmAttach", Some(js_shm_attach)),
     (c"shmRemove", Some(js_shm_remove)),

@@ -208,6 +208,7 @@ unsafe extern "C" {
     pub fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> isize;
     pub fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> isize;
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
+    pub fn fallocate(fd: c_int, mode: c_int, offset: off_t, len: off_t) -> c_int;
     pub fn shmget(key: key_t, size: usize, shmflg: c_int) -> c_int;
     pub fn shmat(shmid: c_int, shmaddr: *const c_void, shmflg: c_int) -> *mut c_void;
     pub fn shmdt(shmaddr: *const c_void) -> c_int;

@@ -1,4 +1,5 @@
-//! Mapping an fd into JS memory, unmapping it, and sealing memfds.
+//! Mapping an fd into JS memory, unmapping it, reserving a file's memory,
+//! and sealing memfds.
 //!
 //! `mmap(fd, length, writable, ownFd)` maps the fd MAP_SHARED and wraps the
 //! mapping in exactly one external ArrayBuffer (two ArrayBuffers over one
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use crate::env::EnvState;
 use crate::libc::{self, cvt};
 use crate::mapping::Mapping;
-use crate::napi::{self, Env, JsResult, Throw, napi_callback_info, napi_env};
+use crate::napi::{self, Env, JsResult, MAX_SAFE_INTEGER, Throw, napi_callback_info, napi_env};
 
 /// Tags the ArrayBuffers made by `mmap` and `shmAttach` (a random 128-bit value).
 const MAPPING_TAG: napi::napi_type_tag =
@@ -213,6 +214,29 @@ pub fn populate(env: Env, info: napi_callback_info) -> JsResult {
         // ours (checked above), page-aligned by mmap / shmat; the advice
         // only faults pages in and never changes their contents.
         match cvt(unsafe { libc::madvise(data.cast(), len, libc::MADV_POPULATE_WRITE) }, "madvise") {
+            Err(err) if err.errno == libc::EINTR => continue,
+            result => {
+                result?;
+                return env.undefined();
+            }
+        }
+    }
+}
+
+/// `allocate(fd, offset, length): void` — fallocate(fd, 0, offset, length):
+/// the file's blocks (a tmpfs file's pages) in that range are reserved now,
+/// growing the file if the range ends past it, so that a file system too
+/// small for it (a container's 64 MiB /dev/shm) fails here with ENOSPC
+/// instead of a SIGBUS at the first touch of a page it cannot provide.
+/// EOPNOTSUPP where the file system cannot reserve; EINTR is retried.
+pub fn allocate(env: Env, info: napi_callback_info) -> JsResult {
+    let [fd, offset, length] = env.args::<3>(info)?;
+    let fd = env.fd(fd, "fd")?;
+    let offset = env.integer(offset, "offset", 0.0, MAX_SAFE_INTEGER)?;
+    let length = env.integer(length, "length", 1.0, MAX_SAFE_INTEGER)?;
+    loop {
+        // SAFETY: plain integer arguments; no memory is involved.
+        match cvt(unsafe { libc::fallocate(fd, 0, offset, length) }, "fallocate") {
             Err(err) if err.errno == libc::EINTR => continue,
             result => {
                 result?;

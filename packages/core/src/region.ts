@@ -386,10 +386,27 @@ function sizeFor(fd: number, size: number, what: string, mode: number): number {
       checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`);
       return existing;
     }
-    fs.ftruncateSync(fd, size);
+    reserve(fd, size);
     return size;
   } finally {
     if (locked) unlockFileByte(fd, SIZING_LOCK_BYTE);
+  }
+}
+
+/**
+ * Grows the object behind `fd` to `size` bytes with its memory reserved
+ * (fallocate): a /dev/shm or disk too small for it fails here with ENOSPC.
+ * An ftruncate alone makes a sparse file that tmpfs does not count: the
+ * create succeeded, and the first touch of a page past the limit (Docker's
+ * /dev/shm is 64 MiB) killed the process with SIGBUS. A file system that
+ * cannot reserve (EOPNOTSUPP) gets the ftruncate.
+ */
+function reserve(fd: number, size: number): void {
+  try {
+    backend().allocate(fd, 0, size);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'EOPNOTSUPP') throw err;
+    fs.ftruncateSync(fd, size);
   }
 }
 
@@ -524,8 +541,12 @@ function commonHint(code: string): string | undefined {
     case 'ENFILE':
       return 'too many open files: close() the regions you no longer use, or raise the limit (ulimit -n)';
     case 'ENOMEM':
+      return 'out of memory: free some, or ask for a smaller size';
     case 'ENOSPC':
-      return 'out of memory or tmpfs space (/dev/shm): free some, or ask for a smaller size';
+      return (
+        'out of space on its file system (for /dev/shm, a tmpfs: `df -h /dev/shm`; a container gets 64 MiB ' +
+        'unless started with a larger --shm-size): free some, ask for a smaller size, or use a memfd region'
+      );
     case 'EACCES':
     case 'EPERM':
       return 'it belongs to another user or its mode forbids this: run as its owner, or have it created with a wider `mode`';

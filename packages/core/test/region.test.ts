@@ -33,6 +33,47 @@ describe('Region', () => {
         assert.equal(Atomics.load(i32, 1), 42);
       });
 
+      it('fails Region.create with ENOSPC, leaving nothing, where /dev/shm is too small for the region (no SIGBUS at the first touch)', function () {
+        // A private mount namespace whose /dev/shm is a 1 MiB tmpfs, as a container's 64 MiB one is for a larger ring.
+        const code = `
+          import * as fs from 'node:fs';
+          const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+          const out = {};
+          for (const [backing, where] of [['posix', { name: 'shmring-enospc' }], ['file', { path: '/dev/shm/shmring-enospc-file' }]]) {
+            try {
+              const region = Region.create({ backing, ...where, size: 4 << 20 });
+              new Uint8Array(region.buffer).fill(1); // every page touched: a sparse object dies of SIGBUS here
+              region.unlink();
+              region.close();
+              out[backing] = 'created';
+            } catch (err) {
+              out[backing] = err.code + (err.message.includes('--shm-size') ? ' with the hint' : '');
+            }
+          }
+          out.left = fs.readdirSync('/dev/shm');
+          console.log(JSON.stringify(out));`;
+        const asRoot = process.geteuid?.() === 0;
+        const child = spawnSync(
+          'unshare',
+          [
+            ...(asRoot ? [] : ['-r']),
+            '-m',
+            'sh',
+            '-c',
+            'mount -t tmpfs -o size=1m shmring-test /dev/shm && exec "$0" --input-type=module -e "$1"',
+            process.execPath,
+            code,
+          ],
+          { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 },
+        );
+        if (child.error !== undefined || (child.status !== 0 && child.signal === null && child.stdout === '')) {
+          console.log(`      (skipped: no private mount namespace with a tmpfs here: ${child.error?.message ?? child.stderr.trim()})`);
+          this.skip();
+        }
+        assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
+        assert.deepEqual(JSON.parse(child.stdout), { posix: 'ENOSPC with the hint', file: 'ENOSPC with the hint', left: [] }, child.stderr);
+      });
+
       it('lets two processes open one POSIX region by name', async () => {
         const name = uniqueName('posix');
         using region = Region.create({ backing: 'posix', name, size: 8192 });

@@ -280,6 +280,7 @@ function bindLibc(koffi: typeof Koffi) {
     mmap: func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
     munmap: func('int munmap(void *addr, size_t length)'),
     madvise: func('int madvise(void *addr, size_t length, int advice)'),
+    fallocate: func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
     shmget: func('int shmget(int key, size_t size, int shmflg)'),
     shmat: func('void *shmat(int shmid, void *shmaddr, int shmflg)'),
     shmdt: func('int shmdt(void *shmaddr)'),
@@ -778,6 +779,18 @@ class KoffiBackend implements NativeBackend {
       if (this.native.madvise(mapping.ptr, mapping.length, MADV_POPULATE_WRITE) >= 0) return;
       const errno = this.errno();
       if (errno !== EINTR) throw this.sysError('madvise', errno);
+    }
+  }
+
+  /** fallocate(fd, 0, offset, length) (see NativeBackend.allocate). */
+  allocate(fd: number, offset: number, length: number): void {
+    const file = checkFd(fd, 'fd');
+    const from = checkInteger(offset, 'offset', 0, Number.MAX_SAFE_INTEGER);
+    const bytes = checkInteger(length, 'length', 1, Number.MAX_SAFE_INTEGER);
+    for (;;) {
+      if (this.native.fallocate(file, 0, from, bytes) === 0) return;
+      const errno = this.errno();
+      if (errno !== EINTR) throw this.sysError('fallocate', errno);
     }
   }
 
