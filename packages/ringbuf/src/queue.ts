@@ -911,10 +911,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return isDetachedAccess(err) && this.ctl.length === 0 ? this.closedError() : err;
   }
 
+  /**
+   * A waiting write's attempt: the flag first, as at the write's start (LAYOUT.md "The closed flag"):
+   * a write woken by the room a consumer freed just before its close() fails, not writes after it.
+   */
   #writeAttempt(bytes: Uint8Array, type: number): true | undefined {
-    if (this.tryWrite(bytes, type)) return true;
     if (this.closed) this.#throwClosed();
-    return undefined;
+    return this.tryWrite(bytes, type) ? true : undefined;
   }
 
   /**

@@ -215,6 +215,28 @@ describe('edges: close() by an object that is both producer and consumer', funct
   });
 });
 
+describe('edges: a write waiting for room when the consumer closes', function () {
+  for (const kind of KINDS) {
+    it(`fails with ERR_SHMRING_CLOSED on a ${kind.name}, though the consumer freed room just before its close()`, async function () {
+      const region = Region.create({ backing: 'sab', size: kind.size });
+      const producer = kind.create(region);
+      const consumer = kind.attach(region);
+      fill(producer);
+      const write = outcome(producer.write(new Uint8Array([9]), { poll: 0 }));
+      await sleep(20); // parked on the full ring
+      assert.ok(consumer.tryRead() !== null); // room, and a wake-up for the parked write
+      consumer.close();
+      const { code, value } = await write;
+      assert.equal(
+        code,
+        ErrorCodes.CLOSED,
+        `the write ${code === undefined ? `succeeded (${String(value)})` : `failed with ${code}`} after the close`,
+      );
+      producer.close();
+    });
+  }
+});
+
 describe('edges: argument errors have the class and code docs/ERRORS.md gives them', function () {
   /** A bad option value, the class it gets, and the name its message must show. */
   const BAD_OPTIONS: { options: unknown; error: 'TypeError' | 'RangeError'; names: RegExp }[] = [

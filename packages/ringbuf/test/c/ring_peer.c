@@ -573,6 +573,9 @@ static void unpark(const struct ring *r, size_t waiters_offset, int count) {
 static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct ring *, void *), void *arg) {
     atomic_u32 *waiters = word(r, waiters_offset);
     atomic_u32 *signal = word(r, waiters_offset + 4);
+    /* A writer looks at the flag before each try: it fails once the flag is set, even where a consumer freed
+       room just before its close (LAYOUT.md "The closed flag"); a reader takes what was published before it. */
+    int writing = waiters_offset == OFF_WRITE_WAITERS;
     double deadline = now_seconds() + STALL_SECONDS;
     for (;;) {
         uint32_t seen = atomic_load_explicit(signal, memory_order_seq_cst);
@@ -589,7 +592,7 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
             if (syscall(SYS_membarrier, MEMBARRIER_GLOBAL_EXPEDITED, 0, 0) == 0) stats.heavy_fences++;
             else nap_ms = LIGHT_NAP_MS;
         }
-        int result = attempt(r, arg); /* re-check after announcing */
+        int result = writing && closed(r) ? 0 : attempt(r, arg); /* re-check after announcing */
         if (result == 0 && !closed(r)) {
             struct timespec nap = { 0, nap_ms * 1000000L };
             /* 0, EAGAIN, EINTR, ETIMEDOUT: all mean re-check */
@@ -599,18 +602,19 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
         }
         atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst); /* withdraw */
         if (result != 0) return result;
-        if (closed(r)) return attempt(r, arg); /* one more try after seeing the flag */
+        if (closed(r)) return writing ? 0 : attempt(r, arg); /* a reader's one more try after seeing the flag */
         if (now_seconds() > deadline) die(EXIT_STALLED, "no message for %d s while parked", STALL_SECONDS);
     }
 }
 
-/* Spins (with sched_yield) until `attempt` returns non-zero; exits after STALL_SECONDS. */
+/* A writer spins (with sched_yield) until `attempt` returns non-zero; exits once the ring is closed, or after STALL_SECONDS. */
 static int spin_yield(struct ring *r, int (*attempt)(struct ring *, void *), void *arg) {
     double deadline = 0;
     for (unsigned n = 0;; n++) {
+        /* The flag before each try: a writer fails once it is set (see park). */
+        if (closed(r)) die(EXIT_CLOSED, "the ring was closed by the other side");
         int result = attempt(r, arg);
         if (result != 0) return result;
-        if (closed(r)) die(EXIT_CLOSED, "the ring was closed by the other side");
         if (n < SPIN_ATTEMPTS) continue;
         sched_yield();
         if (deadline == 0) deadline = now_seconds() + STALL_SECONDS;
@@ -1771,7 +1775,7 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
             continue;
         }
         int done = 0;
-        for (int n = 0; n < SPIN_ATTEMPTS && !done; n++) done = try_write(r, arg);
+        for (int n = 0; n < SPIN_ATTEMPTS && !done && !closed(r); n++) done = try_write(r, arg);
         if (!done && !park(r, OFF_WRITE_WAITERS, try_write, arg)) {
             die(EXIT_CLOSED, "the ring was closed after %llu of %llu messages", (unsigned long long)i, (unsigned long long)count);
         }
