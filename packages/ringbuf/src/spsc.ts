@@ -393,8 +393,10 @@ export class SpscRing extends Queue {
    * message rate, at the cost of the batch's latency. What is held is
    * published earlier by close(), by a write that finds the ring full (so a
    * waiting write never waits on itself), and by any wait of this thread in
-   * a shmring verb (so a request held here cannot stall the reply this
-   * thread waits for). A producer that dies, or is dropped, while corked
+   * a shmring verb that starts while it is held (so a request held here
+   * cannot stall the reply this thread then waits for; a wait parked before
+   * does not publish it, or a background reply loop would end every batch).
+   * A producer that dies, or is dropped, while corked
    * takes what it holds with it.
    */
   cork(): void {
