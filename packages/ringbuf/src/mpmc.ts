@@ -434,6 +434,10 @@ export class MpmcQueue extends Queue {
     // Observes whether the slot of our position is still unpublished (its producer's store of position + 1 not made).
     if (!claimed || Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) !== position) return false;
     if (!this.#holderDead(slot)) return false;
+    // Observes the slot again, after the verdict: a producer that cleared its mark, published and then exited
+    // between our first load and its judging was found dead with its message there. Unpublished now, it stays
+    // so: the dead write nothing more.
+    if (Atomics.load(this.#data32, slot + L.SLOT_SEQUENCE_I32) !== position) return false;
     // Takes the position as a consumer would (only the winner frees the slot), and frees the slot unread.
     if (Atomics.compareExchange(ctl, L.CONSUMER_POSITION_I32, position, (position + 1) | 0) !== position) return false;
     this.#free(slot, position);
