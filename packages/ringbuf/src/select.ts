@@ -580,7 +580,8 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
         } else {
           result = waitAny(targetsOf(words), ms);
         }
-        if (result === 'timed-out' && checks.due() && deadEntry(call) >= 0) result = PEER_GONE;
+        // After any nap, as parkSync: wake-ups by other publications must not put the check off for ever.
+        if (checks.due() && deadEntry(call) >= 0) result = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally (withdraws), rethrows
         continue;

@@ -200,10 +200,11 @@ export function fenceIfAsked(asked: boolean): number {
 }
 
 /**
- * When a blocking wait whose sleep timed out looks at its peer: once
- * `periodMs` has passed since its last look (sleeps cut to LIGHT_NAP_MS
- * time out more often than that), and at its deadline (a peer found dead
- * then is ERR_SHMRING_PEER_DEAD, not a timeout).
+ * When a blocking wait looks at its peer after a sleep: once `periodMs` has
+ * passed since its last look (sleeps cut to LIGHT_NAP_MS, or woken by
+ * publications that were not its own, end more often than that), and at
+ * its deadline (a peer found dead then is ERR_SHMRING_PEER_DEAD, not a
+ * timeout).
  */
 export class PeerChecks {
   #last: number;
@@ -216,7 +217,7 @@ export class PeerChecks {
     this.#last = now;
   }
 
-  /** Whether to look now (after a sleep that timed out); if so, the period starts again. */
+  /** Whether to look now (after a sleep); if so, the period starts again. */
   due(): boolean {
     if (this.periodMs === Infinity) return false;
     const now = performance.now();
@@ -403,8 +404,9 @@ function* parkSteps<T>(
  * Parks the thread (futex / Atomics.wait) until `attempt` succeeds. For
  * workers and dedicated processes. Spins first (paced by `pacer`, or as
  * long as options.spin says, never past the deadline), then naps a quarter
- * of peerTimeoutMs at a time, asking `peerAlive()` after each nap that
- * timed out; `gone` makes the error of a peer found dead.
+ * of peerTimeoutMs at a time, asking `peerAlive()` after a nap (timed out or
+ * woken) once a check period has passed since it last asked; `gone` makes
+ * the error of a peer found dead.
  */
 export function parkSync<T>(
   ctl: Int32Array,
@@ -436,7 +438,9 @@ export function parkSync<T>(
         waitCounters.syncNaps++;
         napped = wait(ctl, block.signal, step.value.seen, step.value.ms);
         if (napped === 'ok') waitCounters.woken++;
-        if (napped === 'timed-out' && checks.due() && !peerAlive()) napped = PEER_GONE;
+        // Whatever ended the nap: a reader behind a slot a dead producer claimed is woken by every publication
+        // of the live ones and may never time out, yet only the check skips that slot.
+        if (checks.due() && !peerAlive()) napped = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally, rethrows
         continue;
