@@ -12,7 +12,8 @@ import { ownAttaches, sysvSegments } from './sysv-segments.js';
  * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
  * no such process runs. A zombie (state Z, dead but not yet reaped by its
  * parent) or a dying process (X) counts as gone: it will never write again.
- * UNKNOWN_START where /proc cannot tell (EMFILE, ENFILE, EACCES, …): such a
+ * UNKNOWN_START where /proc cannot tell (EMFILE, ENFILE, EACCES, …, and a
+ * missing entry where /proc may hide processes: procShowsAll): such a
  * process counts as alive, as threadGone's doubt does. Judged dead on a
  * failed read, a live peer was reported PEER_DEAD, had its role taken over,
  * or its MpmcQueue slot skipped, the moment this process ran out of fds.
@@ -20,7 +21,10 @@ import { ownAttaches, sysvSegments } from './sysv-segments.js';
 export function startTimeOf(pid: number): number {
   const known = memo?.get(pid);
   if (known !== undefined) return known;
-  const start = readStartTime(pid);
+  // Missing from a /proc that may hide it (hidepid, `ProtectProc=invisible`: another user's live process is
+  // ENOENT there; or no /proc at all) is doubt, not death: judged dead, a live MpmcQueue producer had its slot
+  // taken, a live LatestValue writer its role, and two wrote.
+  const start = readStartTime(pid, `/proc/${pid}`, procShowsAll() ? -1 : UNKNOWN_START);
   memo?.set(pid, start);
   return start;
 }
@@ -123,9 +127,10 @@ function exited(state: string | undefined): boolean {
 /** What readStartTime says of a process (thread) that /proc could not be asked about: alive, as far as anyone can tell. */
 export const UNKNOWN_START = -2;
 
-function readStartTime(pid: number, dir = `/proc/${pid}`): number {
+/** The start time in `dir`/stat; `missing` (-1: gone) where that is ENOENT or ESRCH. */
+function readStartTime(pid: number, dir = `/proc/${pid}`, missing = -1): number {
   const fields = statFields(dir);
-  if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH' ? -1 : UNKNOWN_START;
+  if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH' ? missing : UNKNOWN_START;
   if (exited(fields[0])) return -1;
   const ticks = fields[19]; // field 22 of the whole line
   return ticks === undefined ? UNKNOWN_START : Number(BigInt(ticks) & 0xffffffffn) | 0;

@@ -7,7 +7,7 @@
  * "alive".
  */
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
@@ -16,6 +16,35 @@ import * as L from '../src/layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
 import { deadThreadId } from './helpers.js';
+
+describe('isAlive: a process /proc may hide is alive', function () {
+  it('counts a process missing from a /proc that may hide it as alive (no /proc here: a tmpfs over it), not as dead', function () {
+    const code = `
+      const { isAlive, procShowsAll } = await import(${JSON.stringify(new URL('../src/liveness.js', import.meta.url).href)});
+      console.log(JSON.stringify({ showsAll: procShowsAll(), parent: isAlive(process.ppid, 0) }));`;
+    const asRoot = process.geteuid?.() === 0;
+    const child = spawnSync(
+      'unshare',
+      [
+        ...(asRoot ? [] : ['-r']),
+        '-m',
+        'sh',
+        '-c',
+        'mount -t tmpfs none /proc && exec "$0" --input-type=module -e "$1"',
+        process.execPath,
+        code,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    if (child.error !== undefined || child.status !== 0) {
+      console.log(`      (skipped: no private mount namespace here: ${child.error?.message ?? child.stderr.trim()})`);
+      this.skip();
+    }
+    // The live parent (this test) is ENOENT there, as another user's process is under hidepid: judged dead,
+    // its MpmcQueue slot was taken, its LatestValue writer role too.
+    assert.deepEqual(JSON.parse(child.stdout), { showsAll: false, parent: true });
+  });
+});
 
 describe('threadGone: when a claimer is certainly gone', function () {
   it('hidesProcesses reads the proc mount at /proc: hidepid 1, 2, invisible, noaccess hide; 0, off and none do not; no proc at /proc hides', function () {

@@ -872,22 +872,26 @@ static int exited(char state) { return state == 'Z' || state == 'X' || state == 
 
 /*
  * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
- * 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again.
+ * 1 then; 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again; -1 if /proc
+ * cannot tell (EACCES under hidepid=1, EMFILE, …).
  */
 static int start_time_of(uint32_t pid, uint32_t *start) {
     char text[1024];
     char *field = stat_fields(pid, text, sizeof text);
-    if (field == NULL || exited(*field)) return 0;
+    if (field == NULL) return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    if (exited(*field)) return 0;
     for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
     if (field == NULL) return 0;
     *start = (uint32_t)strtoull(field + 1, NULL, 10);
     return 1;
 }
 
-/* "Liveness": process (pid, start) is alive (start 0: any start time). */
+/* "Liveness": process (pid, start) is alive (start 0: any start time); one /proc cannot tell about (-1) is, as the
+   TypeScript side holds: taking a live writer's role would let two write. */
 static int process_alive(uint32_t pid, uint32_t start) {
     uint32_t now;
-    return start_time_of(pid, &now) && (start == 0 || now == start);
+    int known = start_time_of(pid, &now);
+    return known < 0 || (known == 1 && (start == 0 || now == start));
 }
 
 /* ---- MpscRing ("MpscRing (KIND 4)" in LAYOUT.md) ---- */
@@ -1947,7 +1951,7 @@ static int latest_try_read(struct ring *r, void *arg) {
 static void latest_take_token(const struct ring *r) {
     atomic_u32 *token = word(r, OFF_WRITER_TOKEN);
     uint32_t start;
-    if (!start_time_of(own_pid, &start)) die(EXIT_USAGE, "no /proc/%u/stat: cannot record our start time", own_pid);
+    if (start_time_of(own_pid, &start) != 1) die(EXIT_USAGE, "no /proc/%u/stat: cannot record our start time", own_pid);
     for (;;) {
         /* Observes the registration: 0 free, -pid being registered, else a pid whose start time was stored before it. */
         uint32_t holder = atomic_load_explicit(token, memory_order_seq_cst);
