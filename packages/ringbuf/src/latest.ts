@@ -296,9 +296,10 @@ export class LatestValue {
     } else {
       if (this.#roles !== undefined) {
         if (!this.#roles.take('producer', true)) throw this.#busy();
-      } else {
+      } else if (this.#token === 0) {
         // Threads of one process: the token is the writer's thread id, so a worker that
         // ended holding the role frees it (its id names no thread of this process any more).
+        // (Taken already, #token set, by a take that then found the slots corrupt: ours still.)
         const tid = ownThread().id;
         // Takes the role; pairs with close()'s CAS back to 0.
         const holder = Atomics.compareExchange(ctl, V.WRITER_TOKEN_I32, 0, tid);
@@ -314,15 +315,17 @@ export class LatestValue {
       Atomics.store(ctl, L.PRODUCER_START_I32, ownStartTime());
       Atomics.store(ctl, L.PRODUCER_PID_I32, process.pid);
     }
-    this.#writer = true;
     // Observes the previous writer's last step 4; its slot is stable (only the role holder writes slots).
     const published = Atomics.load(ctl, V.PUBLISHED_I32);
     const h = this.#slotI32(published & 1);
     const version = (ctl[h + V.VERSION_LO_I32]! >>> 0) + (ctl[h + V.VERSION_HI_I32]! >>> 0) * 2 ** 32;
     if (version >>> 0 !== published >>> 0 || !Number.isSafeInteger(version)) {
+      // Not the writer yet: each publish asks again (and fails while the slots stay so), never writing
+      // version 1 over a newer one. The role stays held until close().
       throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`);
     }
     this.#version = version;
+    this.#writer = true;
   }
 
   /**

@@ -6,6 +6,7 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { ErrorCodes, Region, ShmringRangeError, ShmringTypeError, type ShmringError } from '@shmring/core';
 import { describeRing, LatestValue, SpscRing } from '../src/index.js';
+import * as V from '../src/latest-layout.js';
 import { waitCounters } from '../src/waiting.js';
 
 const MAX = 256;
@@ -42,6 +43,23 @@ for (const backing of ['sab', 'memfd'] as const) {
       lv.close();
       other.close();
       region.close();
+    });
+
+    it('refuses every publish, not only the first, while the published slot contradicts PUBLISHED (CORRUPT)', function () {
+      lv.publish(new Uint8Array([1]));
+      lv.publish(new Uint8Array([2]));
+      lv.close();
+      const ctl = new Int32Array(region.buffer);
+      Atomics.store(ctl, V.PUBLISHED_I32, 6); // slot 0 holds version 2
+      const writer = LatestValue.attach(region);
+      try {
+        expectCode(() => writer.publish(new Uint8Array([3])), ErrorCodes.CORRUPT);
+        // Before, the first refusal left it a writer at version 0: the next publish wrote version 1.
+        expectCode(() => writer.publish(new Uint8Array([3])), ErrorCodes.CORRUPT);
+        assert.equal(Atomics.load(ctl, V.PUBLISHED_I32), 6, 'nothing published');
+      } finally {
+        writer.close();
+      }
     });
 
     it('reads version 0, an empty value of type 0, before any publish', function () {
