@@ -140,7 +140,8 @@ export interface FromFdOptions {
   readOnly?: boolean;
   /**
    * Accept only a memfd that no process can change any more: sealed
-   * against writing (F_SEAL_WRITE or F_SEAL_FUTURE_WRITE), shrinking and
+   * against writing (F_SEAL_WRITE: F_SEAL_FUTURE_WRITE alone still lets the
+   * sender write through a mapping it made before), shrinking and
    * growing; anything else is ERR_SHMRING_NOT_SEALED. An accepted region is
    * mapped read-only whatever `readOnly` says. Default false.
    */
@@ -160,14 +161,12 @@ const F_SEAL_SHRINK = 0x2;
 const F_SEAL_GROW = 0x4;
 const F_SEAL_WRITE = 0x8;
 const F_SEAL_FUTURE_WRITE = 0x10;
-/** What requireSealed asks of a region: no write (either seal), no shrink, no grow. */
+/**
+ * What requireSealed asks of a region: no write, no shrink, no grow. F_SEAL_WRITE, not F_SEAL_FUTURE_WRITE:
+ * that one refuses only new writable mappings, and the sender could go on writing through one it kept.
+ */
 function immutable(seals: number | undefined): boolean {
-  return (
-    seals !== undefined &&
-    (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0 &&
-    (seals & F_SEAL_SHRINK) !== 0 &&
-    (seals & F_SEAL_GROW) !== 0
-  );
+  return seals !== undefined && (seals & F_SEAL_WRITE) !== 0 && (seals & F_SEAL_SHRINK) !== 0 && (seals & F_SEAL_GROW) !== 0;
 }
 
 /** Largest region we map: far above any ring, far below what a size_t or a double can hold. */
@@ -921,7 +920,7 @@ export class Region {
         ErrorCodes.NOT_SEALED,
         seals === undefined
           ? `${object} is not a memfd: it cannot be sealed, and whoever can open its file can change it; ask the peer for a Region.snapshot()`
-          : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (or F_SEAL_FUTURE_WRITE), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
+          : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (F_SEAL_FUTURE_WRITE leaves the sender's own mappings writable), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
       );
     }
     const size = Region.#existingSize(fd, object, 'Region.fromFd of');

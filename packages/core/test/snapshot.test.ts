@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, receiveRegion, Region, sendRegion, ShmringError, ShmringTypeError } from '../src/index.js';
+import { backend } from '../src/native/loader.js';
 import { runNode, uniqueName } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/snapshot-peer.js', import.meta.url));
@@ -79,6 +80,25 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
       assert.equal(Buffer.from(region.buffer).toString(), 'sealed!!');
     } finally {
       region.close();
+    }
+  });
+
+  it('requireSealed refuses a memfd sealed with F_SEAL_FUTURE_WRITE alone: its sender can still write through a mapping it kept', function () {
+    const native = backend();
+    const fd = native.memfdCreate('shmring-future-write');
+    fs.ftruncateSync(fd, 4096);
+    const kept = native.mmap(fd, 4096, true, false); // the sender's writable mapping, made before the seal
+    try {
+      native.addSeals(fd, 0x10 | 0x2 | 0x4); // F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK | F_SEAL_GROW
+      new Uint8Array(kept)[0] = 1;
+      assert.equal(new Uint8Array(kept)[0], 1, 'the sender writes after the seal');
+      assert.throws(
+        () => Region.fromFd(fd, { requireSealed: true }),
+        (err: Error) => isNotSealed(err) && /F_SEAL_FUTURE_WRITE leaves/.test(err.message),
+      );
+    } finally {
+      native.munmap(kept);
+      native.close(fd);
     }
   });
 
