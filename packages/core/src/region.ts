@@ -923,10 +923,12 @@ export class Region {
           : `${object}: the memfd's seals (0x${seals.toString(16)}) still let a peer change it: it needs F_SEAL_WRITE (F_SEAL_FUTURE_WRITE leaves the sender's own mappings writable), F_SEAL_SHRINK and F_SEAL_GROW; ask the peer for a Region.snapshot()`,
       );
     }
-    const size = Region.#existingSize(fd, object, 'Region.fromFd of');
+    // The shrink seal first, then the size: a sender that shrank the file between a look at its size and
+    // the seal would leave a mapping past its end (SIGBUS at the first touch there).
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
     }
+    const size = Region.#existingSize(fd, object, 'Region.fromFd of');
     // A sealed one maps read-only: a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
     const { backing, ...names } = fdIdentity(fd, seals !== undefined);
     return Region.#map(backing, fd, size, readOnly || requireSealed, names);
