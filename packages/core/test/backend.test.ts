@@ -114,6 +114,40 @@ describe('the native backends', () => {
     }
   });
 
+  it('the koffi backend answers a futexWaitAny of timeout 0 from the words, with no system call (none queues where a wake-one could land)', () => {
+    const k = loadBackend('koffi') as NativeBackend & { native: { syscall: (...args: unknown[]) => number } };
+    const buffer = new SharedArrayBuffer(16);
+    const targets = [0, 4, 8].map((byteOffset) => ({ buffer, byteOffset, expected: 0 }));
+    const syscall = k.native.syscall;
+    let calls = 0;
+    k.native.syscall = (...args: unknown[]) => {
+      calls++;
+      return syscall(...args);
+    };
+    try {
+      assert.equal(k.futexWaitAny(targets, 0), -2, 'all equal: timed out');
+      Atomics.store(new Int32Array(buffer), 2, 1);
+      assert.equal(k.futexWaitAny(targets, 0), -1, 'one differs');
+      assert.equal(calls, 0, 'futex_waitv was called');
+    } finally {
+      k.native.syscall = syscall;
+    }
+  });
+
+  it('the koffi backend works where the application loaded a library through koffi first (koffi then refuses a new config)', () => {
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const code = `import { createRequire } from 'node:module';
+      createRequire(${JSON.stringify(index)})('koffi').load('libc.so.6'); // the application's own use of koffi
+      const { Region } = await import(${JSON.stringify(index)});
+      try { Region.create({ backing: 'memfd', size: 4096 }).close(); console.log('ok'); }
+      catch (err) { console.log(err.code + ' ' + err.message); }`;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', code], {
+      env: { ...process.env, SHMRING_BACKEND: 'koffi' },
+      encoding: 'utf8',
+    });
+    assert.equal(child.stdout.trim(), 'ok', child.stderr);
+  });
+
   it('a misspelt SHMRING_BACKEND or SHMRING_ASYNC_WAIT is ERR_SHMRING_NO_BACKEND naming the value, at the first use, whichever backend', () => {
     const code = `const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
       try { Region.create({ backing: 'memfd', size: 4096 }).close(); console.log('ok'); }

@@ -431,7 +431,7 @@ class KoffiWait implements AsyncWait {
       if (!/too many asynchronous calls/i.test((err as Error).message)) throw err;
       throw new ShmringError(
         ErrorCodes.TOO_MANY_WAITS,
-        `the koffi backend has ${MAX_ASYNC_CALLS} async waits on mapped regions pending, as many as koffi allows: ` +
+        `the koffi backend has ${asyncCallLimit} async waits on mapped regions pending, as many as koffi allows: ` +
           'settle some first (their timeoutMs, signal, or close()), or use the addon, whose waits have no such limit',
         { cause: err },
       );
@@ -1047,13 +1047,20 @@ class KoffiBackend implements NativeBackend {
     }
     const list = new ArrayBuffer(FUTEX_WAITV_SIZE * targets.length);
     const view = new DataView(list);
+    const timeout = checkTimeout(timeoutMs);
+    let differs = false;
     targets.forEach(({ buffer, byteOffset, expected }, i) => {
       const word = this.word(buffer, byteOffset);
-      view.setBigUint64(i * FUTEX_WAITV_SIZE, BigInt(checkExpected(expected) >>> 0), true);
+      const value = checkExpected(expected);
+      if (timeout === 0 && Atomics.load(word.i32, word.index) !== value) differs = true;
+      view.setBigUint64(i * FUTEX_WAITV_SIZE, BigInt(value >>> 0), true);
       view.setBigUint64(i * FUTEX_WAITV_SIZE + 8, word.address, true);
       view.setUint32(i * FUTEX_WAITV_SIZE + 16, FUTEX2_SIZE_U32, true);
     });
-    const deadlineNs = this.deadlineAfter(checkTimeout(timeoutMs));
+    // A wait that may not sleep answers from the words, as futexWait and the addon do: futex_waitv with an
+    // expired deadline would queue on every word for a moment, where a wake-one meant for a sleeper could land.
+    if (timeout === 0) return differs ? -1 : -2;
+    const deadlineNs = this.deadlineAfter(timeout);
     const deadline = deadlineNs === null ? null : writeTimespec(this.syncDeadline, deadlineNs);
     for (;;) {
       const index: number = this.native.syscall(
@@ -1200,7 +1207,8 @@ class KoffiBackend implements NativeBackend {
     new DataView(this.control).setInt32(this.cmsgAlign(this.cmsgHeaderSize), passed, true);
     this.prepareMsg(this.cmsgSpace(4));
     for (;;) {
-      if (this.native.sendmsg(sock, this.msg, MSG_NOSIGNAL) >= 0) return;
+      // Non-blocking, as the addon's (EAGAIN on a full socket buffer): a blocking socket must not hold the loop.
+      if (this.native.sendmsg(sock, this.msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
       const errno = this.errno();
       if (errno !== EINTR) throw this.sysError('sendmsg', errno);
     }
@@ -1255,6 +1263,8 @@ let instance: KoffiBackend | undefined;
 
 /** koffi's own maximum of pending async calls (see koffi's doc/misc.md). */
 const MAX_ASYNC_CALLS = 4096;
+/** The limit of pending async calls in effect: MAX_ASYNC_CALLS, or koffi's own where it could not be raised. */
+let asyncCallLimit = MAX_ASYNC_CALLS;
 
 /**
  * The koffi backend of this thread. Loads koffi and libc on the first call;
@@ -1265,7 +1275,18 @@ export function koffiBackend(): NativeBackend {
     const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
     // Every pending async wait is one koffi async call; its default cap (256)
     // is below what a process with a few hundred channels or rings waits on.
-    if ((koffi.config().max_async_calls ?? 0) < MAX_ASYNC_CALLS) koffi.config({ ...koffi.config(), max_async_calls: MAX_ASYNC_CALLS });
+    // koffi refuses a new config once any library is loaded through it (the application's own, say): the
+    // backend then works within the limit in effect, rather than not at all.
+    const config = koffi.config();
+    asyncCallLimit = config.max_async_calls ?? 0;
+    if (asyncCallLimit < MAX_ASYNC_CALLS) {
+      try {
+        koffi.config({ ...config, max_async_calls: MAX_ASYNC_CALLS });
+        asyncCallLimit = MAX_ASYNC_CALLS;
+      } catch {
+        // the limit stays koffi's; a wait past it is ERR_SHMRING_TOO_MANY_WAITS, with that number
+      }
+    }
     instance = new KoffiBackend(bindLibc(koffi));
   }
   return instance;
