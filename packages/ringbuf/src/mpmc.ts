@@ -384,6 +384,12 @@ export class MpmcQueue extends Queue {
     super.registerConsumer(false);
   }
 
+  protected override claimsPending(): boolean {
+    const ctl = this.ctl;
+    // Observes the claims of both sides: a position claimed by a producer and not yet by a reader.
+    return ((Atomics.load(ctl, L.PRODUCER_POSITION_I32) - Atomics.load(ctl, L.CONSUMER_POSITION_I32)) | 0) > 0;
+  }
+
   /** Both roles are shared: any number of producers and consumers. */
   protected override sharedRole(): boolean {
     return true;

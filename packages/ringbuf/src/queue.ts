@@ -812,7 +812,18 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
    * reports ERR_SHMRING_CLOSED).
    */
   protected readReady(): boolean {
-    return this.closedFlag() || this.recordReady();
+    return (this.closedFlag() && !this.claimsPending()) || this.recordReady();
+  }
+
+  /**
+   * Whether positions were claimed that no read has taken yet (MpmcQueue):
+   * after the closed flag, a read that finds nothing waits for them, since a
+   * producer that claimed before the close still publishes (or, dead, has
+   * its slot skipped by a parked reader's check). False for the other kinds,
+   * whose claims are their one producer's own.
+   */
+  protected claimsPending(): boolean {
+    return false;
   }
 
   /**
@@ -931,12 +942,13 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     return this.closed ? this.#lastRead() : undefined;
   };
 
-  /** #readAttemptFn found the ring empty and closed: the last message, or ERR_SHMRING_CLOSED. */
-  #lastRead(): Uint8Array {
+  /** #readAttemptFn found the ring empty and closed: the last message, undefined while claims are pending, or ERR_SHMRING_CLOSED. */
+  #lastRead(): Uint8Array | undefined {
     // The writer may have published its last message between our tryRead and
     // its close(); having seen the flag, one more read sees that message.
     const last = this.ctl.length === 0 ? null : this.tryRead();
     if (last !== null) return last;
+    if (this.ctl.length !== 0 && this.claimsPending()) return undefined;
     this.#throwClosed(true);
   }
 
@@ -1224,6 +1236,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     if (!this.closed) return undefined;
     // Having seen the flag, a message published before the close is visible: look once more.
     if (this.recordReady()) return true;
+    if (this.claimsPending()) return undefined;
     this.#throwClosed(true);
   };
 

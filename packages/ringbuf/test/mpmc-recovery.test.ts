@@ -120,4 +120,35 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
       region.close();
     }
   });
+
+  it('a close does not strand what was claimed before it: a reader waits for a slow producer’s slot, then reads the rest, then CLOSED', async function () {
+    const options = { capacity: 4, slotSize: 16 };
+    const region = Region.create({ backing: 'sab', size: MpmcQueue.regionSize(options) });
+    MpmcQueue.create(region, options);
+    const producer = MpmcQueue.attach(region);
+    const consumer = MpmcQueue.attach(region);
+    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+    const slot0 = new Int32Array(region.buffer, L.DATA_OFFSET, L.slotStride(options.slotSize) / 4);
+    Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1); // position 0: claimed by a producer still writing
+    assert.ok(producer.tryWrite(new Uint8Array([2]))); // position 1
+    producer.close();
+    let outcome: string | undefined;
+    const read = consumer.read({ timeoutMs: 5000 }).then(
+      (m) => (outcome = `message ${[...m]}`),
+      (err: { code?: string }) => (outcome = String(err.code)),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(outcome, undefined, 'the read ended before the slot claimed ahead of the close was published');
+    // The slow producer publishes position 0 and wakes the readers, as its tryWrite would.
+    new Uint8Array(region.buffer, L.DATA_OFFSET + L.slotPayload(0), 1)[0] = 1;
+    Atomics.store(slot0, L.SLOT_LENGTH_I32, 1);
+    Atomics.store(slot0, L.SLOT_SEQUENCE_I32, 1);
+    Atomics.add(ctl, L.READ_SIGNAL_I32, 1);
+    Atomics.notify(ctl, L.READ_SIGNAL_I32);
+    await read;
+    assert.equal(outcome, 'message 1');
+    assert.deepEqual([...(await consumer.read())], [2]);
+    await assert.rejects(consumer.read(), { code: 'ERR_SHMRING_CLOSED' });
+    consumer.close();
+  });
 });
