@@ -56,30 +56,46 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** A nats-server (with JetStream) whose max_payload is `maxPayload` (a configuration file: no flag sets it). */
-async function smallPayloadServer(
-  maxPayload: number,
-  children: ChildProcess[],
-): Promise<{ port: number; url: (subject: string, query?: string) => string; dispose: () => void }> {
-  const port = await freePort();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-nats-payload-'));
+interface ConfigServer {
+  port: number;
+  url: (subject: string, query?: string) => string;
+  /** Kills the server and waits for its exit (its port is free then), and removes its directory. */
+  stop: () => Promise<void>;
+  dispose: () => void;
+}
+
+/** A nats-server (with JetStream) run from a configuration file of `body` (what no flag sets), on `port` or a free one. */
+async function configServer(body: string, children: ChildProcess[], port?: number): Promise<ConfigServer> {
+  const at = port ?? (await freePort());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-nats-config-'));
   const config = path.join(dir, 'nats.conf');
-  fs.writeFileSync(config, `listen: "127.0.0.1:${port}"\nmax_payload: ${maxPayload}\njetstream { store_dir: "${dir}" }\n`);
+  fs.writeFileSync(config, `listen: "127.0.0.1:${at}"\n${body}\njetstream { store_dir: "${dir}" }\n`);
   const server = spawn(NATS_SERVER!, ['-c', config], { stdio: 'ignore' });
   children.push(server);
+  const exited = once(server, 'exit');
   const deadline = performance.now() + 10_000;
-  while (!(await accepts(port))) {
-    if (performance.now() > deadline) assert.fail(`nats-server (max_payload ${maxPayload}) did not start`);
+  while (!(await accepts(at))) {
+    if (performance.now() > deadline || server.exitCode !== null) assert.fail(`nats-server (${body}) did not start`);
     await sleep(20);
   }
-  return {
-    port,
-    url: (subject, query = '') => `nats://127.0.0.1:${port}/${subject}${query}`,
-    dispose: () => {
-      server.kill('SIGKILL');
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
+  const dispose = (): void => {
+    server.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
   };
+  return {
+    port: at,
+    url: (subject, query = '') => `nats://127.0.0.1:${at}/${subject}${query}`,
+    stop: async () => {
+      dispose();
+      await exited;
+    },
+    dispose,
+  };
+}
+
+/** A nats-server (with JetStream) whose max_payload is `maxPayload` (a configuration file: no flag sets it). */
+function smallPayloadServer(maxPayload: number, children: ChildProcess[]): Promise<ConfigServer> {
+  return configServer(`max_payload: ${maxPayload}`, children);
 }
 
 /** Unhandled rejections while `body` runs (and `settleMs` after it). */
@@ -388,6 +404,65 @@ describe('bridge faults', function () {
     const bytes = await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity });
     assert.deepEqual([...bytes], [5]);
     await jsm.streams.delete(stream);
+  });
+
+  describe('what the NATS server refuses', function () {
+    const users = (password: string, permissions = ''): string =>
+      `authorization { users = [ { user: "bridge", password: "${password}"${permissions} } ] }`;
+
+    it('ring → core NATS: credentials the server stops taking are retried, not given up: the bridge goes on once they match again', async function () {
+      const port = await freePort();
+      let own = await configServer(users('right'), children, port);
+      try {
+        const a = rings.make();
+        const subject = uniqueSubject('auth');
+        const { running, lines } = await started(`shm:${a.name}`, `nats://bridge:right@127.0.0.1:${port}/${subject}`, controller.signal);
+        let ended: string | undefined;
+        running.then(
+          () => (ended = 'resolved'),
+          (err: unknown) => (ended = String(err)),
+        );
+        await own.stop();
+        own = await configServer(users('changed'), children, port);
+        await sleep(1500); // reconnections refused: nats.js gives up for good after two by default
+        await own.stop();
+        own = await configServer(users('right'), children, port);
+        await waitUntil(() => lines.some((line) => line.includes('reconnected')) || ended !== undefined, 'the bridge to reconnect');
+        assert.equal(ended, undefined, `the bridge ended while its credentials did not match: ${JSON.stringify(lines)}`);
+        const other = await connect({ servers: `127.0.0.1:${port}`, user: 'bridge', pass: 'right' });
+        try {
+          const got: number[] = [];
+          other.subscribe(subject, { callback: (err, msg: Msg) => err === null && got.push(msg.data.length) });
+          await other.flush();
+          assert.ok(a.ring.tryWrite(new Uint8Array(7), 1));
+          await waitUntil(() => got.length === 1, 'the record written after the reconnection');
+          assert.deepEqual(got, [7]);
+        } finally {
+          await other.close();
+        }
+        controller.abort();
+        await running;
+      } finally {
+        own.dispose();
+      }
+    });
+
+    it('ring → core NATS: publishes the server refuses (no permission) are said, with the subject and a count, not lost in silence', async function () {
+      const own = await configServer(users('p', ', permissions: { publish: { deny: ["denied.>"] } }'), children);
+      try {
+        const a = rings.make();
+        const { running, lines } = await started(`shm:${a.name}`, `nats://bridge:p@127.0.0.1:${own.port}/denied.x`, controller.signal);
+        for (let i = 0; i < 3; i++) assert.ok(a.ring.tryWrite(new Uint8Array(4), 1));
+        await waitUntil(() => lines.some((line) => line.includes('PERMISSIONS_VIOLATION')), 'the refusal to be said');
+        const said = lines.filter((line) => line.includes('PERMISSIONS_VIOLATION'));
+        assert.equal(said.length, 1, JSON.stringify(said));
+        assert.match(said[0]!, /refused: PERMISSIONS_VIOLATION \(publish 'denied\.x'\), 1 time so far; each record refused is lost/);
+        controller.abort();
+        await running;
+      } finally {
+        await own.stop();
+      }
+    });
   });
 
   describe("a ring record larger than the server's max_payload", function () {

@@ -275,8 +275,24 @@ function watchConnection(
   let dropped = 0;
   const waiters: Array<() => void> = [];
   const reconnected = new Set<() => void>();
+  const refusals = new Map<string, number>();
   void (async () => {
     for await (const status of nc.status()) {
+      if (status.type === 'error') {
+        // What the server refuses it says only here: a publish it may not make (PERMISSIONS_VIOLATION) is
+        // dropped with no error to the publisher, and the flush succeeds. Said at the 1st, 10th, 100th, … time.
+        const context = (status as { permissionContext?: { operation?: string; subject?: string } }).permissionContext;
+        const what = `${String(status.data)}${context === undefined ? '' : ` (${context.operation} '${context.subject}')`}`;
+        const count = (refusals.get(what) ?? 0) + 1;
+        refusals.set(what, count);
+        if (Number.isInteger(Math.log10(count))) {
+          log(
+            `shmring bridge: the NATS server at ${address.server} refused: ${what}, ${count} time${count === 1 ? '' : 's'} so far; ` +
+              `${context?.operation === 'publish' ? 'each record refused is lost (the ring has given it back)' : 'nothing moves meanwhile'}: ` +
+              "grant the bridge's user that permission (or fix its credentials)",
+          );
+        }
+      }
       if (status.type === 'disconnect') outages++;
       if (status.type === 'disconnect' && !down) {
         down = true;

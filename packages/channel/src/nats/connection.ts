@@ -85,8 +85,8 @@ function endAttempt(attempt: Attempt, failed: boolean): void {
 
 /**
  * Connects to the server of `address`. Once connected the client reconnects
- * by itself for ever (every 250 ms); the first connection fails with
- * ERR_SHMRING_UNREACHABLE naming the server.
+ * by itself for ever (every 250 ms), after an authorization error too; the
+ * first connection fails with ERR_SHMRING_UNREACHABLE naming the server.
  */
 export async function openNats(address: NatsAddress, verb: string, options: OpenOptions): Promise<NatsConnection> {
   const nats = await loadNats();
@@ -96,6 +96,10 @@ export async function openNats(address: NatsAddress, verb: string, options: Open
     timeout: options.timeoutMs,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
+    // nats.js gives up for good after two authorization errors in a row (the server's credentials changed
+    // under a running bridge or channel): its status feed then just ends, and a bridge hung or returned as if
+    // done, a listen() server went quiet. Like any other outage, it is retried until fixed.
+    ignoreAuthErrorAbort: true,
     user: address.user,
     pass: address.pass,
   };
