@@ -13,6 +13,7 @@ import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
+import { connect as natsConnect } from 'nats';
 import { connect, listen, type Channel } from '../src/index.js';
 import { closeEvent, killAllPeers, rejectsWith, sleep, startPeer } from './helpers.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
@@ -97,6 +98,23 @@ describe('channels over NATS', function () {
         assert.equal(channels, 0);
       } finally {
         await server.close();
+      }
+    });
+    it('connect to a server whose welcome has a heartbeat of 0 ms rejects with ERR_SHMRING_NOT_A_CHANNEL (it would beat every ms and end at once)', async function () {
+      const subject = uniqueSubject('beat0');
+      const fake = await natsConnect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        fake.subscribe(subject, {
+          callback: (err, msg) => {
+            if (err !== null) return;
+            const hello = JSON.parse(new TextDecoder().decode(msg.data)) as { v: number; codec: number };
+            msg.respond(new TextEncoder().encode(JSON.stringify({ v: hello.v, codec: hello.codec, inbox: '_INBOX.fake', beatMs: 0 })));
+          },
+        });
+        await fake.flush();
+        await rejectsWith(connect(nats.url(subject), { timeoutMs: 5000 }), ErrorCodes.NOT_A_CHANNEL, /beatMs 0/);
+      } finally {
+        await fake.close();
       }
     });
   });

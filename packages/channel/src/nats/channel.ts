@@ -36,8 +36,16 @@ interface Welcome {
   beatMs?: number;
 }
 
+const MIN_BEAT_MS = 10;
+const MAX_BEAT_MS = 3_600_000;
+
 function checkBeat(beatMs: unknown, verb: string): number {
-  return beatMs === undefined ? DEFAULT_BEAT_MS : checkNumberIn(beatMs, verb, 'heartbeatMs', 'ms', 10, 3_600_000);
+  return beatMs === undefined ? DEFAULT_BEAT_MS : checkNumberIn(beatMs, verb, 'heartbeatMs', 'ms', MIN_BEAT_MS, MAX_BEAT_MS);
+}
+
+/** Whether a peer's beatMs (its HELLO or WELCOME) is one heartbeatMs could have set: 0 beat every ms and ended the channel at once. */
+function beatOk(beatMs: unknown): beatMs is number {
+  return typeof beatMs === 'number' && beatMs >= MIN_BEAT_MS && beatMs <= MAX_BEAT_MS;
 }
 
 const encoder = new TextEncoder();
@@ -60,7 +68,7 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
       hello === undefined ||
       hello.v !== PROTOCOL ||
       typeof hello.inbox !== 'string' ||
-      typeof hello.beatMs !== 'number' ||
+      !beatOk(hello.beatMs) ||
       msg.reply === undefined
     ) {
       return; // not a channel client: leave it to its timeout
@@ -128,6 +136,7 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   const signal = checkSignal(options?.signal, 'connect');
   if (signal?.aborted) throw abortError(signal);
   const nats = await loadNats();
+  const started = performance.now();
   const nc = await openNats(address, 'connect to', { timeoutMs, name: `shmring connect ${address.subject}`, signal });
   // The connection is this channel's alone: it keeps the process alive only while the channel is used.
   const hold = loopHold(nc);
@@ -142,7 +151,9 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     const hello: Hello = { v: PROTOCOL, codec: codec.id, inbox, beatMs };
-    const reply = await Promise.race([nc.request(address.subject, json(hello), { timeout: timeoutMs }), aborted]);
+    // timeoutMs bounds the whole connect: the handshake has what the connection left of it.
+    const left = Math.max(1, Math.ceil(timeoutMs - (performance.now() - started)));
+    const reply = await Promise.race([nc.request(address.subject, json(hello), { timeout: left }), aborted]);
     welcome = parseJson<Welcome>(reply.data);
     if (welcome?.v !== PROTOCOL || typeof welcome.codec !== 'number') {
       throw new ShmringError(
@@ -151,8 +162,14 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
       );
     }
     checkCodecMatch(codec, welcome.codec, `the server at ${address.text}`);
-    if (typeof welcome.inbox !== 'string' || typeof welcome.beatMs !== 'number') {
+    if (welcome.inbox === undefined && welcome.beatMs === undefined) {
       throw new ShmringError(ErrorCodes.CLOSED, `connect to ${address.text}: the server is closing`);
+    }
+    if (typeof welcome.inbox !== 'string' || !beatOk(welcome.beatMs)) {
+      throw new ShmringError(
+        ErrorCodes.NOT_A_CHANNEL,
+        `connect to ${address.text}: the server's welcome has inbox ${JSON.stringify(welcome.inbox)} and beatMs ${JSON.stringify(welcome.beatMs)} (a subject, and ms in [${MIN_BEAT_MS}, ${MAX_BEAT_MS}]): not a @shmring/channel server of this version`,
+      );
     }
   } catch (err) {
     end.link.close();
