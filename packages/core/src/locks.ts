@@ -26,7 +26,7 @@
  *    back to what they did before (pids).
  */
 import * as fs from 'node:fs';
-import { ErrorCodes, ShmringError } from './errors.js';
+import { ErrorCodes, onObject, ShmringError } from './errors.js';
 import { backend } from './native/loader.js';
 
 /** What these functions need of a Region (not imported: region.ts imports this module). */
@@ -34,6 +34,8 @@ interface Region {
   readonly backing: string;
   readonly closed: boolean;
   readonly fd: number;
+  readonly name?: string | undefined;
+  readonly path?: string | undefined;
 }
 
 /** ofdLock / ofdTest lock types. */
@@ -91,7 +93,18 @@ export class FileLocks {
     let fd: number;
     try {
       fd = backend().open(`/proc/self/fd/${region.fd}`, fs.constants.O_RDWR, 0);
-    } catch {
+    } catch (err) {
+      // Out of fds or memory is this moment's, not the region's: without locks the caller would fall back
+      // to the protocol of a region that has none (a LatestValue's WRITER_TOKEN, a Broadcast's slot CAS)
+      // beside objects that hold locks, and two writers could write. So it fails instead.
+      const code = (err as { code?: string }).code;
+      if (code === 'EMFILE' || code === 'ENFILE' || code === 'ENOMEM') {
+        const where = region.name ?? region.path;
+        throw onObject(err, 'taking the role locks of', `the ${region.backing} region${where === undefined ? '' : ` ${where}`}`, {
+          hint: () =>
+            'the process is out of file descriptors or memory: close the regions and rings it no longer uses, or raise the limit (ulimit -n), and try again',
+        });
+      }
       return undefined;
     }
     return new FileLocks(region, fd);

@@ -366,6 +366,48 @@ describe('faults: SIGKILLed peers', function () {
     assert.equal(report.after, true);
   });
 
+  it('a LatestValue attached while its process is out of fds (EMFILE) fails with EMFILE, never a writer beside the lock holder', async function () {
+    // The writer holds the role's lock; a second object, attached with no fd left for its own locks,
+    // fell back to the WRITER_TOKEN of lock-less regions, which the lock holder never looks at: both wrote.
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const core = import.meta.resolve('@shmring/core');
+    const script = `
+      const fs = require('node:fs');
+      Promise.all([import(${JSON.stringify(core)}), import(${JSON.stringify(index)})]).then(([{ Region }, { LatestValue }]) => {
+        const region = Region.create({ backing: 'memfd', size: LatestValue.regionSize({ maxSize: 64 }) });
+        const writer = LatestValue.create(region, { maxSize: 64 });
+        writer.publish(new Uint8Array([1]));
+        const held = [];
+        try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+        const report = {};
+        try {
+          const second = LatestValue.attach(region);
+          report.published = second.publish(new Uint8Array([2]));
+        } catch (err) {
+          report.code = err.code;
+          report.message = err.message;
+        }
+        for (const fd of held) fs.closeSync(fd);
+        process.stdout.write(JSON.stringify(report));
+      });`;
+    const child = spawn('prlimit', ['--nofile=200:200', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d));
+    const code = await new Promise<number | null | 'missing'>((resolve, reject) => {
+      child.on('exit', resolve);
+      child.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve('missing') : reject(err)));
+    });
+    if (code === 'missing') {
+      console.log('      (skipped: no prlimit (util-linux) to start a child with few fds)');
+      this.skip();
+    }
+    assert.equal(code, 0, `the child failed: ${out}`);
+    const report = JSON.parse(out) as { published?: number; code?: string; message?: string };
+    assert.equal(report.published, undefined, `a second writer published version ${report.published} beside the lock holder`);
+    assert.equal(report.code, 'EMFILE', report.message);
+    assert.match(report.message!, /taking the role locks of the memfd region: open failed: .*ulimit -n/);
+  });
+
   describe('a producer killed between claim and commit loses only the uncommitted record', function () {
     const seeds = [101, 202, 303, 404, 505];
     for (const [i, seed] of seeds.entries()) {
