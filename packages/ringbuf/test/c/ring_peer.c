@@ -768,9 +768,18 @@ static uint32_t spsc_resume(const struct ring *r, uint32_t stored, uint32_t cons
     }
 }
 
-static void spsc_attach(struct ring *r, struct spsc *s, int producer) {
+/* LAYOUT.md "Attaching", steps 1-6: the header, and both positions checked (the side's own is read when it takes its role). */
+static void spsc_attach(struct ring *r) {
     attach(r, KIND_SPSC);
     if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    spsc_check_positions(r, atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire),
+                         atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire));
+}
+
+/* Once take_role made the role ours (LAYOUT.md "Attaching", step 6): the position this side works from, read now,
+   not at attach: a position read before, under a live holder of the role, may be stale by then. */
+static void spsc_start(struct ring *r, struct spsc *s, int producer) {
+    /* Both observe the positions as the last holder of each role left them (acquire: its records before them). */
     uint32_t p = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
     uint32_t c = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
     spsc_check_positions(r, p, c);
@@ -1744,11 +1753,12 @@ static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct 
     void *arg = &m;
     uint64_t first = 0; /* the pattern index of the first message */
     if (kind == KIND_SPSC) {
-        spsc_attach(r, &s, 1);
+        spsc_attach(r);
         s.message = &m;
         try_write = spsc_try_write;
         arg = &s;
         take_role(r, 1, 1);
+        spsc_start(r, &s, 1);
     } else if (kind == KIND_MPSC) {
         mpsc_attach(r, &q);
         q.message = &m;
@@ -1798,7 +1808,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, const struct 
     int (*try_read)(struct ring *, void *) = mpmc_try_read;
     void *arg = &m;
     if (kind == KIND_SPSC) {
-        spsc_attach(r, &s, 0);
+        spsc_attach(r);
         s.message = &m;
         try_read = spsc_try_read;
         arg = &s;
@@ -1811,6 +1821,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, const struct 
         attach(r, KIND_MPMC);
     }
     take_role(r, 0, kind != KIND_MPMC); /* one consumer (exclusive), but any number of a MpmcQueue's */
+    if (kind == KIND_SPSC) spsc_start(r, &s, 0);
     if (kind == KIND_MPSC) mpsc_note_namespace(r);
     uint64_t *next = calloc(producers, sizeof *next); /* per producer: the index of its next message */
     if (next == NULL) die(EXIT_USAGE, "out of memory");
