@@ -463,6 +463,40 @@ function checkPath(path: unknown, verb: string): string {
   return path;
 }
 
+/** A file's identity: its device and inode. */
+interface ObjectId {
+  dev: number;
+  ino: number;
+}
+
+function objectOf(fd: number): ObjectId | undefined {
+  try {
+    const { dev, ino } = fs.fstatSync(fd);
+    return { dev, ino };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Throws ENOENT unless `path` still leads to `object`: the region's own name
+ * was removed (by hand, or another process's unlink) and a newer object,
+ * another process's, took it; unlinking that would pull it from under its
+ * users. (A rename in the instant between this look and the unlink is not
+ * caught.) Does nothing where the object is not known, or the path is gone
+ * (the unlink then says ENOENT itself).
+ */
+function stillNames(path: string, object: ObjectId | undefined): void {
+  if (object === undefined) return;
+  const now = fs.statSync(path, { throwIfNoEntry: false });
+  if (now === undefined || (now.dev === object.dev && now.ino === object.ino)) return;
+  throw Object.assign(new Error(`unlink failed: ${path} names another object now (ENOENT)`), {
+    code: 'ENOENT',
+    errno: 2,
+    syscall: 'unlink',
+  });
+}
+
 /** Runs `body` with `fd`; closes the fd (and runs `undo`) if it throws. */
 function withFd<T>(fd: number, body: (fd: number) => T, undo?: () => void): T {
   try {
@@ -633,6 +667,8 @@ export class Region {
   readonly readOnly: boolean;
   #fd: number;
   #buffer: ArrayBuffer | SharedArrayBuffer | undefined;
+  /** A 'posix' or 'file' region's object (device and inode), for unlink(): its name may lead elsewhere by then. */
+  readonly #object: ObjectId | undefined;
 
   private constructor(init: {
     backing: Backing;
@@ -654,6 +690,7 @@ export class Region {
     this.readOnly = init.readOnly ?? false;
     this.#fd = init.fd;
     this.#buffer = init.buffer;
+    this.#object = (init.backing === 'posix' || init.backing === 'file') && init.fd >= 0 ? objectOf(init.fd) : undefined;
   }
 
   /** Creates a new region. See the module comment for what each backing is. */
@@ -716,7 +753,13 @@ export class Region {
             return code === 'EINVAL' ? notAnObjectHint : undefined;
           });
         }
-        if (options.unlinkOnExit) removeAtExit(`posix:${name}`, () => backend().shmUnlink(name));
+        if (options.unlinkOnExit) {
+          const object = region.#object;
+          removeAtExit(`posix:${name}`, () => {
+            stillNames(`/dev/shm/${name.slice(1)}`, object);
+            backend().shmUnlink(name);
+          });
+        }
         return region;
       }
       case 'file': {
@@ -742,7 +785,13 @@ export class Region {
             return undefined;
           });
         }
-        if (options.unlinkOnExit) removeAtExit(`file:${path}`, () => fs.unlinkSync(path));
+        if (options.unlinkOnExit) {
+          const object = region.#object;
+          removeAtExit(`file:${path}`, () => {
+            stillNames(path, object);
+            fs.unlinkSync(path);
+          });
+        }
         return region;
       }
       default:
@@ -1115,15 +1164,17 @@ export class Region {
         backend().shmRemove(this.id!);
       } else if (this.backing === 'posix') {
         unlinkAtExit.delete(`posix:${this.name}`);
+        stillNames(`/dev/shm/${this.name!.slice(1)}`, this.#object);
         backend().shmUnlink(this.name!);
       } else {
         unlinkAtExit.delete(`file:${this.path}`);
+        stillNames(this.path!, this.#object);
         fs.unlinkSync(this.path!);
       }
     } catch (err) {
       failOn(err, 'region.unlink() of', this.#described(), (code) =>
         code === 'ENOENT' || code === 'EINVAL' || code === 'EIDRM'
-          ? 'it is gone already: unlinked before, by this region or by another process' +
+          ? 'it is gone already: unlinked before, by this region or by another process (its name may lead to a newer object now, which is left alone)' +
             (this.backing === 'sysv' ? ', and detached by every process' : '')
           : undefined,
       );

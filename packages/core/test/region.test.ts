@@ -669,6 +669,36 @@ describe('unlinkOnExit', () => {
     assert.ok(process.listenerCount('exit') <= before + 1, `${process.listenerCount('exit') - before} exit listeners were added`);
   });
 
+  it("leaves alone a newer object that took the name after this region's was removed: at exit, and at unlink()", () => {
+    const name = uniqueName('renamed');
+    const file = path.join(os.tmpdir(), `${uniqueName('renamed')}.region`);
+    const index = new URL('../src/index.js', import.meta.url).href;
+    // A child creates both with unlinkOnExit, someone removes their names, another creator takes them; the child exits.
+    const code = `
+      import * as fs from 'node:fs';
+      const { Region } = await import(${JSON.stringify(index)});
+      const ours = [Region.create({ backing: 'posix', name: ${JSON.stringify(name)}, size: 4096, unlinkOnExit: true }),
+        Region.create({ backing: 'file', path: ${JSON.stringify(file)}, size: 4096, unlinkOnExit: true })];
+      fs.rmSync('/dev/shm/${name}');
+      fs.rmSync(${JSON.stringify(file)});
+      const newer = [Region.create({ backing: 'posix', name: ${JSON.stringify(name)}, size: 4096 }),
+        Region.create({ backing: 'file', path: ${JSON.stringify(file)}, size: 4096 })];
+      // The POSIX one is left to the exit; the file's unlink() is called.
+      let said = 'unlinked';
+      try { ours[1].unlink(); } catch (err) { said = err.code; }
+      console.log(JSON.stringify(said));`;
+    try {
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' });
+      assert.equal(child.status, 0, child.stderr);
+      assert.equal(JSON.parse(child.stdout), 'ENOENT', "unlink() of the file's removed path");
+      assert.ok(fs.existsSync(`/dev/shm/${name}`), "the newer POSIX object's name was removed");
+      assert.ok(fs.existsSync(file), "the newer file's path was removed");
+    } finally {
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   it('removes the name when a SIGTERM handler calls process.exit()', async () => {
     const name = uniqueName('sigterm-handled');
     try {
