@@ -325,6 +325,32 @@ describe('bridge faults', function () {
       }
     });
 
+    it("ring → JetStream: a record larger than the stream's max_msg_size is dropped and said, and the records after it reach the stream", async function () {
+      const jsm = await nc.jetstreamManager();
+      const stream = `SMALL${process.pid}_${++rings.counter}`;
+      const subject = uniqueSubject('small-stream');
+      await jsm.streams.add({ name: stream, subjects: [subject], max_msg_size: 300 });
+      try {
+        const a = rings.make();
+        const { running, lines } = await started(`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`), controller.signal);
+        assert.ok(a.ring.tryWrite(new Uint8Array(1000), 1));
+        assert.ok(a.ring.tryWrite(new Uint8Array(10), 1));
+        // Released once the stream acknowledged the small one: both have left the ring then.
+        await waitUntil(() => a.ring.size === 0, 'the ring released past both records');
+        assert.equal((await jsm.streams.info(stream)).state.messages, 1, 'the small record in the stream');
+        const said = lines.filter((line) => line.includes('max_msg_size'));
+        assert.equal(said.length, 1, JSON.stringify(lines));
+        assert.match(
+          said[0]!,
+          new RegExp(`dropped a record of 1000 bytes .*shm:${a.name}.*the stream '${stream}'.*max_msg_size 300 bytes.*1 dropped so far`),
+        );
+        controller.abort();
+        await running;
+      } finally {
+        await jsm.streams.delete(stream);
+      }
+    });
+
     it('bridge() that fails leaves no abort listener on its (long-lived) signal', async function () {
       const jsm = await nc.jetstreamManager();
       const stream = `LISTEN${process.pid}_${++rings.counter}`;

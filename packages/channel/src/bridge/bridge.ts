@@ -802,15 +802,21 @@ function jetStreamError(err: unknown, ctx: Context, stream: string): unknown {
  * taken as it is: its messages come from other streams, on their subjects,
  * not from its own (a mirror has none).
  */
-async function ensureStream(ctx: Context, stream: string, publishing: boolean): Promise<void> {
+/**
+ * Checks (or makes) the stream the endpoint names; returns its max_msg_size
+ * (bytes, headers included) where it has one, else undefined.
+ */
+async function ensureStream(ctx: Context, stream: string, publishing: boolean): Promise<number | undefined> {
   const { address, signal } = ctx;
+  let maxMessage: number | undefined;
   try {
     const jsm = await orAbort(ctx.nc.jetstreamManager(), signal);
     let subjects: string[];
     try {
       const { config } = await orAbort(jsm.streams.info(stream), signal);
-      if (!publishing && (config.mirror != null || (config.sources?.length ?? 0) > 0)) return;
+      if (!publishing && (config.mirror != null || (config.sources?.length ?? 0) > 0)) return undefined;
       subjects = config.subjects ?? [];
+      if (config.max_msg_size !== undefined && config.max_msg_size > 0) maxMessage = config.max_msg_size;
     } catch (err) {
       if ((err as ApiError).api_error?.err_code !== STREAM_NOT_FOUND) throw err;
       try {
@@ -818,7 +824,7 @@ async function ensureStream(ctx: Context, stream: string, publishing: boolean): 
           jsm.streams.add({ name: stream, subjects: [address.subject], duplicate_window: ctx.nats.nanos(DUPLICATE_WINDOW_MS) }),
           signal,
         );
-        return;
+        return undefined;
       } catch (addErr) {
         if ((addErr as ApiError).api_error?.err_code !== SUBJECTS_OVERLAP) throw addErr;
         // Which stream has it, to say which one to name.
@@ -843,6 +849,7 @@ async function ensureStream(ctx: Context, stream: string, publishing: boolean): 
   } catch (err) {
     throw jetStreamError(err, ctx, stream);
   }
+  return maxMessage;
 }
 
 /** What a failed publish or consumer says, for the log (the cause's key: one line per cause). */
@@ -866,7 +873,17 @@ function describeFailure(err: unknown, ctx: Context, stream: string): string {
 
 async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): Promise<void> {
   const { nc, address, signal } = ctx;
-  await ensureStream(ctx, stream, true);
+  const streamMax = await ensureStream(ctx, stream, true);
+  let tooLargeForStream = 0;
+  /** Whether the stream takes a record of `bytes` with `headerBytes` of headers: one it refuses, retried, would block the ring for good. */
+  const fitsStream = (length: number, headerBytes: number): boolean => {
+    if (streamMax === undefined || length + headerBytes <= streamMax) return true;
+    tooLargeForStream++;
+    ctx.log(
+      `shmring bridge: dropped a record of ${length} bytes (${length + headerBytes} with its headers) from the ring shm:${ring.name}: larger than the stream '${stream}' takes (max_msg_size ${streamMax} bytes); ${tooLargeForStream} dropped so far (raise the stream's max_msg_size, or write smaller records)`,
+    );
+    return false;
+  };
   const js: JetStreamClient = nc.jetstream();
   const pool = new CopyPool();
   ring.hold();
@@ -886,7 +903,7 @@ async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): 
       ends.push(end);
       const headerBytes = encodedLength(h) + Buffer.byteLength(`Nats-Msg-Id: ${msgID}\r\nNats-Expected-Stream: ${stream}\r\n`);
       // Too large for the server: passed (released with the batch), as js.publish() would reject it at every retry.
-      if (!ctx.fitsPayload(bytes.length, headerBytes, ring)) acks.push(Promise.resolve());
+      if (!ctx.fitsPayload(bytes.length, headerBytes, ring) || !fitsStream(bytes.length, headerBytes)) acks.push(Promise.resolve());
       else acks.push(js.publish(address.subject, bytes, { headers: h, msgID, expect: { streamName: stream } }));
     });
     if (signal.aborted && acks.length === 0) break;
