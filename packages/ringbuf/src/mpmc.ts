@@ -81,6 +81,11 @@ export interface MpmcOptions {
  */
 const WAKE_ALL = 0x7fffffff;
 
+/** A polling side looks at a stuck slot's holder on every POLL_LOOK_EVERY-th empty (full) poll ... */
+const POLL_LOOK_EVERY = 64;
+/** ... and at most once per POLL_LOOK_MS: a parked side's check period at the default peerTimeoutMs. */
+const POLL_LOOK_MS = 250;
+
 export class MpmcQueue extends Queue {
   /** Number of slots. */
   readonly capacity: number;
@@ -311,8 +316,8 @@ export class MpmcQueue extends Queue {
     if (bytes.length > this.slotSize) throw this.tooLarge(bytes.length, 'MpmcQueue.tryWrite');
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();
-    const slot = this.#claimForWrite();
-    if (slot < 0) return false;
+    let slot = this.#claimForWrite();
+    if (slot < 0 && (!this.#pollLook(false) || (slot = this.#claimForWrite()) < 0)) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
     data32[slot + L.SLOT_OWNER_I32] = this.#self;
@@ -329,8 +334,8 @@ export class MpmcQueue extends Queue {
   /** Copies the next message out, or returns null if the queue is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    const slot = this.#claimForRead();
-    if (slot < 0) return null;
+    let slot = this.#claimForRead();
+    if (slot < 0 && (!this.#pollLook(true) || (slot = this.#claimForRead()) < 0)) return null;
     const position = this.#claimed;
     const start = L.slotPayload(slot);
     const message = copyOut(this.data, start, this.#length(slot, position));
@@ -354,8 +359,8 @@ export class MpmcQueue extends Queue {
     if (ctl.length === 0) throw this.closedError();
     let count = 0;
     while (count < max && this.ctl.length !== 0) {
-      const slot = this.#claimForRead();
-      if (slot < 0) break;
+      let slot = this.#claimForRead();
+      if (slot < 0 && (count > 0 || !this.#pollLook(true) || (slot = this.#claimForRead()) < 0)) break;
       const position = this.#claimed;
       const length = this.#length(slot, position);
       count++;
@@ -372,6 +377,36 @@ export class MpmcQueue extends Queue {
 
   /** Slots recovered from dead producers or consumers by this object (a count, for monitoring). */
   recoveredSlots = 0;
+
+  /** Empty (full) polls since this object last looked at the clock for #pollLook. */
+  #idlePolls = 0;
+  /** When #pollLook last looked at a stuck slot's holder (performance.now()). */
+  #lastPollLook = -Infinity;
+
+  /**
+   * A side that only polls (tryRead and drain, tryWrite) never parks, so no
+   * parked check took back the slot a dead producer claimed (a dead
+   * consumer held) ahead of it: the queue stayed empty (full) for it for
+   * good. Every POLL_LOOK_EVERY-th empty (full) poll, at most once per
+   * POLL_LOOK_MS, it looks as a parked side's check does. True if a slot
+   * was taken back (the caller claims again).
+   */
+  #pollLook(reading: boolean): boolean {
+    if (++this.#idlePolls % POLL_LOOK_EVERY !== 0) return false;
+    const now = performance.now();
+    if (now - this.#lastPollLook < POLL_LOOK_MS) return false;
+    this.#lastPollLook = now;
+    const before = this.recoveredSlots;
+    if (reading) {
+      while (this.#skipDeadClaim()) {
+        // the next position may be stuck too
+      }
+      if (this.recoveredSlots !== before) unpark(this.ctl, READ_BLOCK, WAKE_ALL); // other readers may go on too
+    } else {
+      this.#freeDeadHold();
+    }
+    return this.recoveredSlots !== before;
+  }
 
   // ---- dead sides (docs/LAYOUT.md, "Liveness" and "Slots") ----
 

@@ -151,4 +151,58 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
     await assert.rejects(consumer.read(), { code: 'ERR_SHMRING_CLOSED' });
     consumer.close();
   });
+
+  it('a consumer that only polls (tryRead, drain) skips a dead producer’s claim; a producer that only polls (tryWrite) frees a dead consumer’s slot', function () {
+    const options = { capacity: 4, slotSize: 16 };
+    const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
+    const producer = MpmcQueue.create(region, options);
+    const consumer = MpmcQueue.attach(region);
+    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+    const slot0 = new Int32Array(region.buffer, L.DATA_OFFSET, L.slotStride(options.slotSize) / 4);
+    const dead = deadPid();
+    /** Polls `poll` (no wait, no sleep) until it gives something, for at most 2 s; undefined if it never did. */
+    const pollFor = <T>(poll: () => T | null | false): T | undefined => {
+      const deadline = performance.now() + 2000;
+      while (performance.now() < deadline) {
+        const got = poll();
+        if (got !== null && got !== false) return got;
+      }
+      return undefined;
+    };
+    try {
+      // A producer died between its claim of position 0 and its publication; a live one published position 1.
+      Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
+      Atomics.store(slot0, L.SLOT_OWNER_I32, dead);
+      assert.ok(producer.tryWrite(new Uint8Array([1])));
+      assert.deepEqual([...(pollFor(() => consumer.tryRead()) ?? [])], [1], 'tryRead never got past the dead claim');
+      assert.equal(consumer.recoveredSlots, 1);
+      // drain, the same way: position 2 claimed by the dead producer, 3 published.
+      Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
+      const slot2 = new Int32Array(region.buffer, L.DATA_OFFSET + 2 * L.slotStride(options.slotSize), L.slotStride(options.slotSize) / 4);
+      Atomics.store(slot2, L.SLOT_OWNER_I32, dead);
+      assert.ok(producer.tryWrite(new Uint8Array([3])));
+      let drained: number[] = [];
+      assert.ok(pollFor(() => consumer.drain((data, offset, length) => (drained = [...data.subarray(offset, offset + length)])) > 0));
+      assert.deepEqual(drained, [3]);
+      // A consumer died holding the message of position 4 (taken, never freed); the queue is full for position 8.
+      for (let i = 4; i < 8; i++) assert.ok(producer.tryWrite(new Uint8Array([i])));
+      assert.equal(producer.tryWrite(new Uint8Array([8])), false, 'full');
+      Atomics.add(ctl, L.CONSUMER_POSITION_I32, 1); // position 4 taken ...
+      Atomics.store(slot0, L.SLOT_OWNER_I32, dead); // ... by a consumer now dead
+      assert.equal(
+        pollFor(() => producer.tryWrite(new Uint8Array([8]))),
+        true,
+        'tryWrite never got the dead consumer’s slot back',
+      );
+      assert.equal(producer.recoveredSlots, 1);
+      assert.deepEqual(
+        [5, 6, 7, 8].map(() => [...consumer.tryRead()!][0]),
+        [5, 6, 7, 8],
+      );
+    } finally {
+      producer.close();
+      consumer.close();
+      region.close();
+    }
+  });
 });
