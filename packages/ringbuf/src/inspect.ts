@@ -148,7 +148,9 @@ export interface ClaimInfo {
    * Whether the claimer is alive, as the consumer's unblock rule judges it
    * (liveness.threadGone: any doubt is alive), unless pidNamespacesMixed.
    * A pid <= 0 is a claimer in its commit or abort (the record's type is
-   * stored over its mark before the LENGTH that ends the claim): alive.
+   * stored over its mark before the LENGTH that ends the claim): alive; so
+   * is one that has not written the header yet (pid 0, length null): no
+   * one can tell.
    */
   alive: boolean;
   /** Payload bytes claimed; null while the header is not written yet. */
@@ -364,7 +366,10 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
     const pid = Atomics.load(words, s + B.SLOT_PID_I32);
     const locked = heldByAnyone(region, B.slotOffset(i)); // the slot's lock: undefined without a file
     const alive = locked ?? isAlive(pid, Atomics.load(words, s + B.SLOT_START_I32));
-    subscribers.push({ slot: i, pid, alive, cursor, lag: (info.producerPosition - cursor) >>> 0 });
+    // TAIL was read before this cursor: a subscriber that keeps up may be past it by now (at most a ring
+    // ahead), which is no lag, not a lap of 2^32 - 8 bytes.
+    const ahead = (cursor - info.producerPosition) >>> 0;
+    subscribers.push({ slot: i, pid, alive, cursor, lag: ahead <= info.capacity ? 0 : (info.producerPosition - cursor) >>> 0 });
   }
   info.broadcast = { lossless: ctl[B.MODE_I32] === B.MODE_LOSSLESS, slots, subscribers };
   // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.
@@ -404,7 +409,7 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
       let end = index + M.MPSC_ALIGNMENT;
       // Each observes a header word of what follows.
       while (end < index + left && Atomics.load(data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
-      inFlight.push({ position, pid: 0, alive: false, length: null, recordBytes: end - index });
+      inFlight.push({ position, pid: 0, alive: true, length: null, recordBytes: end - index });
       passed += end - index;
       continue;
     }
@@ -419,11 +424,15 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     }
     passed += size;
   }
+  // Observes the consumer's progress during the walk: it zeroes a record before it stores the head past it,
+  // so the walk met records read meanwhile as zero words (headerless claims); those are no claims.
+  const headNow = Atomics.load(ctl, L.CONSUMER_POSITION_I32) >>> 0;
+  const stillClaimed = inFlight.filter((claim) => ((claim.position - headNow) | 0) >= 0);
   // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace) and
   // FLAG_LIGHT_COMMITS (set once, by a producer that commits without a fence).
   const flags = Atomics.load(ctl, L.FLAGS_I32);
   info.mpsc = {
-    inFlight,
+    inFlight: stillClaimed,
     pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0,
     lightCommits: (flags & M.FLAG_LIGHT_COMMITS) !== 0,
   };

@@ -578,7 +578,7 @@ describe('inspect, listRings and the shmring CLI', function () {
         inFlight: [
           { position: 0, pid: process.pid, alive: true, length: 10, recordBytes: 24 },
           { position: 40, pid: deadConsumerPid, alive: false, length: 20, recordBytes: 32 },
-          { position: 72, pid: 0, alive: false, length: null, recordBytes: 16 },
+          { position: 72, pid: 0, alive: true, length: null, recordBytes: 16 },
         ],
         pidNamespacesMixed: false,
         // Set by the first claim to be committed plainly where membarrier works (x86-64): a's.
@@ -679,6 +679,34 @@ describe('inspect, listRings and the shmring CLI', function () {
           [1, deadPid, false, 0, 56],
         ],
       );
+      reader.close();
+      pub.close();
+    } finally {
+      region.unlink();
+    }
+  });
+
+  it('a Broadcast subscriber past the TAIL inspect read first (it keeps up) shows lag 0, not a lap of 2^32 bytes', function () {
+    const name = uniqueName('bcast-ahead');
+    const region = Region.create({
+      backing: 'posix',
+      name,
+      size: Broadcast.regionSize({ capacity: 1024, subscribers: 2 }),
+    });
+    try {
+      const pub = Broadcast.create(region, { capacity: 1024, subscribers: 2, lossless: true });
+      const reader = Broadcast.subscribe(region);
+      for (let i = 0; i < 4; i++) assert.ok(pub.tryWrite(new Uint8Array(24)));
+      // What a racing inspect sees: TAIL loaded first (128), the cursor after the subscriber read on past it.
+      const words = new Int32Array(region.buffer, 0, B.broadcastDataOffset(2) / 4);
+      Atomics.store(words, B.slotOffset(0) / 4 + B.SLOT_CURSOR_I32, 128 + 32);
+      const info = inspect(name)!;
+      assert.deepEqual(
+        info.broadcast!.subscribers.map((sub) => [sub.cursor, sub.lag]),
+        [[160, 0]],
+      );
+      assert.equal(info.used, 0);
+      assert.doesNotMatch(cli('inspect', name).stdout, /lapped/);
       reader.close();
       pub.close();
     } finally {
