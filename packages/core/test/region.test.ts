@@ -699,6 +699,26 @@ describe('unlinkOnExit', () => {
     }
   });
 
+  it("keeps the newer object's own unlinkOnExit when unlink() of the older one finds the name taken", () => {
+    const name = uniqueName('taken');
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const code = `
+      import * as fs from 'node:fs';
+      const { Region } = await import(${JSON.stringify(index)});
+      const older = Region.create({ backing: 'posix', name: ${JSON.stringify(name)}, size: 4096, unlinkOnExit: true });
+      fs.rmSync('/dev/shm/${name}');
+      Region.create({ backing: 'posix', name: ${JSON.stringify(name)}, size: 4096, unlinkOnExit: true });
+      try { older.unlink(); } catch (err) { console.log(err.code); }`;
+    try {
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8' });
+      assert.equal(child.status, 0, child.stderr);
+      assert.equal(child.stdout.trim(), 'ENOENT');
+      assert.equal(fs.existsSync(`/dev/shm/${name}`), false, "the newer region's unlinkOnExit was dropped by the older one's unlink()");
+    } finally {
+      fs.rmSync(`/dev/shm/${name}`, { force: true });
+    }
+  });
+
   it('removes the name when a SIGTERM handler calls process.exit()', async () => {
     const name = uniqueName('sigterm-handled');
     try {
