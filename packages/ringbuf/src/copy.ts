@@ -9,7 +9,8 @@
  *
  * A slab is marked untransferable (worker_threads.markAsUntransferable, as
  * Node marks its Buffer pool): a message's buffer put in a transfer list
- * (postMessage, structuredClone) is copied, not detached. Detached, it
+ * (postMessage, structuredClone) is copied (Node 20) or refused with a
+ * DataCloneError (Node 21 and later), never detached. Detached, it
  * emptied every other message carved from it, and every later copyOut
  * threw a TypeError at the detached slab, the same message again at each
  * read, since a read that throws releases nothing.

@@ -34,12 +34,16 @@ describe('a message read is a copy of its own', function () {
     ],
   ];
   for (const [how, transfer] of transfers) {
-    it(`keeps the other messages whole when a 100-byte message's buffer is transferred (${how}), and reads go on`, function () {
+    it(`keeps the other messages whole when a 100-byte message's buffer is put in a transfer list (${how}), and reads go on`, function () {
       const q = ring();
       for (const n of [1, 2, 3]) assert.ok(q.tryWrite(message(n)));
       const first = q.tryRead()!;
       const second = q.tryRead()!;
-      transfer(first);
+      try {
+        transfer(first); // Node 20 copies a buffer marked untransferable ...
+      } catch (err) {
+        assert.equal((err as Error).name, 'DataCloneError', String(err)); // ... Node 21 and later refuse it
+      }
       assert.deepEqual([first.length, second.length], [100, 100], 'a message emptied by the transfer of another');
       assert.deepEqual(second, message(2));
       assert.deepEqual(q.tryRead(), message(3), 'the read after the transfer');
