@@ -602,7 +602,16 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
         }
         atomic_fetch_sub_explicit(waiters, 1, memory_order_seq_cst); /* withdraw */
         if (result != 0) return result;
-        if (closed(r)) return writing ? 0 : attempt(r, arg); /* a reader's one more try after seeing the flag */
+        if (closed(r)) {
+            if (writing) return 0;
+            int last = attempt(r, arg); /* a reader's one more try after seeing the flag */
+            /* LAYOUT.md "The closed flag": in a MpmcQueue a position claimed and not yet read is still to come
+               (observes the latest claims of both sides; acquire, as the reader's other position loads). */
+            if (last != 0 || header_u32(r, OFF_KIND) != KIND_MPMC ||
+                (int32_t)(atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire) -
+                          atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire)) <= 0)
+                return last;
+        }
         if (now_seconds() > deadline) die(EXIT_STALLED, "no message for %d s while parked", STALL_SECONDS);
     }
 }
@@ -879,6 +888,8 @@ static char *stat_fields(uint32_t pid, char *text, size_t size) {
 /* A state (stat field 3) of a task that will never run again: zombie, dead. */
 static int exited(char state) { return state == 'Z' || state == 'X' || state == 'x'; }
 
+static int proc_shows_all(void);
+
 /*
  * "Liveness": the start time of process `pid` (field 22 of /proc/<pid>/stat, low 32 bits) into *start;
  * 1 then; 0 if no such process runs, or it is a zombie (Z) or dying (X, x): it will never write again; -1 if /proc
@@ -887,7 +898,8 @@ static int exited(char state) { return state == 'Z' || state == 'X' || state == 
 static int start_time_of(uint32_t pid, uint32_t *start) {
     char text[1024];
     char *field = stat_fields(pid, text, sizeof text);
-    if (field == NULL) return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    /* Missing from a /proc that may hide it (hidepid, no /proc of ours): doubt, as an unreadable one. */
+    if (field == NULL) return (errno == ENOENT || errno == ESRCH) && proc_shows_all() ? 0 : -1;
     if (exited(*field)) return 0;
     for (int i = 3; i < 22 && field != NULL; i++) field = strchr(field + 1, ' ');
     if (field == NULL) return 0;
@@ -925,15 +937,21 @@ static uint32_t own_pid;
 static uint32_t align8(uint32_t length) { return (length + 7) & ~UINT32_C(7); }
 
 /* Both positions multiples of 8 and 0 <= tail - head <= CAPACITY; the consumer starts at the head. */
-static void mpsc_attach(struct ring *r, struct mpsc *s) {
-    attach(r, KIND_MPSC);
-    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+/* The positions as a side starts from them: at attach, and a consumer's again once take_role made the role its own
+   (LAYOUT.md "Attaching", step 6: a head read before may be stale by then, a previous consumer having read on). */
+static void mpsc_load_positions(struct ring *r, struct mpsc *s) {
     /* Observes the consumer's last release (the zeroed bytes before it) and the latest claim. */
     s->head = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
     s->cached_tail = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
     if (((s->head | s->cached_tail) & 7) != 0 || s->cached_tail - s->head > r->capacity) {
         die(EXIT_CORRUPT, "positions producer=%u consumer=%u are inconsistent", s->cached_tail, s->head);
     }
+}
+
+static void mpsc_attach(struct ring *r, struct mpsc *s) {
+    attach(r, KIND_MPSC);
+    if (spsc_max_message(r) < PATTERN_MAX_LENGTH) die(EXIT_USAGE, "capacity=%u is too small for the pattern", r->capacity);
+    mpsc_load_positions(r, s);
 }
 
 /* "Producer: claim, commit, abort": 1 written, 0 full. */
@@ -1822,6 +1840,7 @@ static void consume(struct ring *r, uint32_t kind, uint64_t count, const struct 
     }
     take_role(r, 0, kind != KIND_MPMC); /* one consumer (exclusive), but any number of a MpmcQueue's */
     if (kind == KIND_SPSC) spsc_start(r, &s, 0);
+    if (kind == KIND_MPSC) mpsc_load_positions(r, &q);
     if (kind == KIND_MPSC) mpsc_note_namespace(r);
     uint64_t *next = calloc(producers, sizeof *next); /* per producer: the index of its next message */
     if (next == NULL) die(EXIT_USAGE, "out of memory");
