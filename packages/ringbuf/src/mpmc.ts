@@ -24,7 +24,8 @@
  *  - OWNER holds the pid (in a SharedArrayBuffer queue: the thread id) of
  *    the side that won the slot's CAS until it is done
  *    with the slot (0 otherwise). A parked side whose check period passes
- *    without progress looks at the OWNER of the slot it waits on; if that
+ *    without progress (and a side that only polls, every 64th empty or full
+ *    poll, at most every 250 ms: #pollLook) looks at the OWNER of the slot it waits on; if that
  *    process is dead it recovers the slot (a slot without an OWNER, or with
  *    a live one, is never taken, however long it is held): a reader skips
  *    each unpublished slot (the dead producer's message never existed), a

@@ -57,8 +57,8 @@ export interface WaitOptions {
    * How soon a wait notices that the process on the other side died (in a
    * SharedArrayBuffer ring: the thread, a worker that ended)
    * (ERR_SHMRING_PEER_DEAD), in milliseconds. Default 1000; Infinity never
-   * checks (and a parked MpmcQueue side then never recovers the slots of dead
-   * peers). Parked Promise waits are checked by one timer per thread, every
+   * checks (a parked MpmcQueue side then recovers the slots of dead peers
+   * only through its tries' own occasional look, MpmcQueue's #pollLook). Parked Promise waits are checked by one timer per thread, every
    * quarter of the shortest peerTimeoutMs among them; Sync waits nap for a
    * quarter of it and check between naps.
    */
