@@ -33,7 +33,7 @@ import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
-import { isAlive, threadGone } from './liveness.js';
+import { isAlive, othersAttached, threadGone } from './liveness.js';
 import { checkPositions as checkMpscPositions } from './mpsc.js';
 import { checkPositions as checkSpscPositions } from './spsc.js';
 import { ringHeld } from './roles.js';
@@ -691,14 +691,13 @@ export function removeStale(found: { info: RingInfo; object?: string }, dir = '/
   }
   if (now.info === undefined || !isStale(now.info) || now.object !== found.object) return false;
   try {
-    if (info.sysvId !== undefined) removeSegment(info.sysvId);
-    else return unlinkLocked(info.name.includes('/') ? info.name : path.join(dir, info.name), found.object!);
+    if (info.sysvId !== undefined) return removeSegment(info.sysvId);
+    return unlinkLocked(info.name.includes('/') ? info.name : path.join(dir, info.name), found.object!);
   } catch (err) {
     // Gone meanwhile: ENOENT for a name, EINVAL / EIDRM for a segment id.
     if (!['ENOENT', 'EINVAL', 'EIDRM'].includes((err as { code?: string }).code ?? '')) throw err;
     return false;
   }
-  return true;
 }
 
 /**
@@ -718,7 +717,10 @@ function unlinkLocked(file: string, object: string): boolean {
     const code = (err as { code?: string }).code;
     if (code === 'ENOENT') return false;
     if (code !== 'EACCES' && code !== 'EPERM') throw err;
-    fs.unlinkSync(file); // read-only to us: no exclusive lock to take (see above)
+    // Read-only to us: no exclusive lock to take (see above). Still the object found stale, at least.
+    const st = fs.lstatSync(file, { bigint: true, throwIfNoEntry: false });
+    if (st === undefined || `${st.dev}:${st.ino}` !== object) return false;
+    fs.unlinkSync(file);
     return true;
   }
   try {
@@ -735,11 +737,17 @@ function unlinkLocked(file: string, object: string): boolean {
   }
 }
 
-/** Marks System V segment `id` for removal (through a read-only attach, which IPC_RMID does not need). */
-function removeSegment(id: number): void {
+/**
+ * Marks System V segment `id` for removal (through a read-only attach, which IPC_RMID does not need), if
+ * nobody but this attach holds it now: a process may have attached since removeStale's examine (System V
+ * has no locks; this narrows that window to two system calls). False if someone did.
+ */
+function removeSegment(id: number): boolean {
   const region = Region.open({ backing: 'sysv', id, readOnly: true });
   try {
+    if (othersAttached(id)) return false;
     region.unlink();
+    return true;
   } finally {
     region.close();
   }
