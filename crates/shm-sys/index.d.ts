@@ -293,7 +293,9 @@ declare namespace backend {
     /**
      * recvmsg(MSG_DONTWAIT | MSG_CMSG_CLOEXEC): the received fd (>= 0); -1 if
      * nothing is waiting yet (EAGAIN); -2 if the peer closed the connection
-     * (EOF); -3 if a message arrived without an fd.
+     * (EOF); -3 if a message arrived without an fd; -4 if one arrived with
+     * an fd the kernel could not install here (MSG_CTRUNC: this process is
+     * out of fds, or a security module refused it; the fd is gone).
      */
     recvFd(socketFd: number): number;
   }

@@ -288,6 +288,8 @@ pub const SCM_RIGHTS: c_int = 1;
 pub const MSG_DONTWAIT: c_int = 0x40;
 pub const MSG_NOSIGNAL: c_int = 0x4000;
 pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+/// recvmsg(2) flag: control data was discarded (an fd the kernel could not install here).
+pub const MSG_CTRUNC: c_int = 0x8;
 // errno values the code branches on
 pub const EPERM: i32 = 1;
 pub const EINTR: i32 = 4;

@@ -42,6 +42,8 @@ struct Control<const N: usize>([u8; N]);
 const RECV_NOTHING_YET: i32 = -1;
 const RECV_EOF: i32 = -2;
 const RECV_NO_FD: i32 = -3;
+/// A message came with an fd the kernel could not install in this process (MSG_CTRUNC: out of fds, or refused).
+const RECV_FD_LOST: i32 = -4;
 
 /// `sendFd(socketFd, fd): void`.
 pub fn send_fd(env: Env, info: napi_callback_info) -> JsResult {
@@ -110,6 +112,8 @@ pub fn recv_fd(env: Env, info: napi_callback_info) -> JsResult {
     let fd = take_fds(&control.0[..msg.msg_controllen.min(RECV_SPACE)]);
     match fd {
         Some(fd) => crate::env::opened(env, fd),
+        // The kernel dropped the fd it could not install (EMFILE, a security module) and said so in the flags.
+        None if msg.msg_flags & libc::MSG_CTRUNC != 0 => env.int32(RECV_FD_LOST),
         None if received == 0 => env.int32(RECV_EOF),
         None => env.int32(RECV_NO_FD),
     }

@@ -196,6 +196,13 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
     if (received === -2) throw new ShmringError(ErrorCodes.NO_FD, 'the peer closed the socket before sending a region');
     if (received === -3)
       throw new ShmringError(ErrorCodes.NO_FD, 'the peer sent a message without a file descriptor; is it calling sendRegion?');
+    if (received === -4) {
+      throw new ShmringError(
+        ErrorCodes.NO_FD,
+        'the region arrived, but the kernel could not give its file descriptor to this process (MSG_CTRUNC): it is probably out of fds; ' +
+          'close the regions it no longer uses, or raise the limit (ulimit -n), and have the peer send it again',
+      );
+    }
     if (performance.now() >= deadline) {
       throw new ShmringError(ErrorCodes.TIMEOUT, `no region arrived within timeoutMs=${timeoutMs}`);
     }

@@ -5,6 +5,7 @@
  * while it waits ends with ERR_SHMRING_CLOSED, never a raw EBADF.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -103,4 +104,43 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
       client.destroy();
     }
   });
+
+  for (const kind of ['addon', 'koffi']) {
+    it(`receiveRegion in a process out of fds says so (MSG_CTRUNC), not that the peer sent no fd (${kind})`, function () {
+      const index = new URL('../src/index.js', import.meta.url).href;
+      const code = `
+        import * as fs from 'node:fs';
+        import * as net from 'node:net';
+        const { Region, sendRegion, receiveRegion } = await import(${JSON.stringify(index)});
+        const sock = ${JSON.stringify(path.join(os.tmpdir(), `${uniqueName('ctrunc')}.sock`))};
+        const accepted = new Promise((resolve) => net.createServer({ pauseOnConnect: true }, resolve).listen(sock));
+        await new Promise((r) => setTimeout(r, 50));
+        const client = net.connect(sock);
+        const peer = await accepted;
+        const region = Region.create({ backing: 'memfd', size: 4096 });
+        const held = [];
+        try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+        await sendRegion(client, region);
+        let said;
+        try { (await receiveRegion(peer, { timeoutMs: 5000 })).close(); said = 'received'; } catch (err) { said = err.code + ': ' + err.message; }
+        for (const fd of held) fs.closeSync(fd);
+        fs.rmSync(sock, { force: true });
+        console.log(said);
+        process.exit(0);`;
+      const child = spawnSync('prlimit', ['--nofile=200:200', process.execPath, '--input-type=module', '-e', code], {
+        encoding: 'utf8',
+        env: { ...process.env, SHMRING_BACKEND: kind },
+        timeout: 30_000,
+      });
+      if ((child.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+        console.log('      (skipped: no prlimit (util-linux) to start a child with few fds)');
+        this.skip();
+      }
+      assert.equal(child.status, 0, child.stderr);
+      assert.match(
+        child.stdout.trim(),
+        /^ERR_SHMRING_NO_FD: the region arrived, but the kernel could not give its file descriptor .*out of fds/,
+      );
+    });
+  }
 });

@@ -134,6 +134,7 @@ const SCM_RIGHTS = 1;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x4000_0000;
+const MSG_CTRUNC = 0x8;
 /** Room for this many fds in one received SCM_RIGHTS message (extras are closed). */
 const MAX_RECEIVED_FDS = 16;
 
@@ -1229,6 +1230,8 @@ class KoffiBackend implements NativeBackend {
     const [first, ...extra] = fds;
     for (const fd of extra) this.native.close(fd); // more fds than we asked for: do not leak them
     if (first !== undefined) return this.opened(first);
+    const { msg_flags: flags } = this.native.koffi.decode(this.msg, 0, this.native.msghdr) as { msg_flags: number };
+    if ((flags & MSG_CTRUNC) !== 0) return -4; // an fd the kernel could not install here (see NativeBackend.recvFd)
     return received === 0 ? -2 : -3;
   }
 
