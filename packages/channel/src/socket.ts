@@ -909,7 +909,8 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
   let region: Region;
   try {
     // Called in the same tick as net.connect: receiveRegion pauses the socket before it reads.
-    region = await receiveRegion(socket, { timeoutMs, signal });
+    // Fixed size: a server that sent a region it could shrink could kill this process (SIGBUS); ours are sealed.
+    region = await receiveRegion(socket, { timeoutMs, signal, requireFixedSize: true });
   } catch (err) {
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
@@ -927,6 +928,13 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
       throw new ShmringError(
         ErrorCodes.TIMEOUT,
         `connect to ${path}: the server did not hand over a channel within timeoutMs=${timeoutMs}`,
+        { cause: err },
+      );
+    }
+    if (e.code === ErrorCodes.NOT_SEALED) {
+      throw new ShmringError(
+        ErrorCodes.NOT_A_CHANNEL,
+        `connect to ${path}: the server sent a region it can still shrink under this process (${e.message}); a @shmring/channel server sends a memfd sealed against that: is it one?`,
         { cause: err },
       );
     }

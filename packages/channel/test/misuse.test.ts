@@ -14,6 +14,10 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import net from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
+import { Region, sendRegion } from '@shmring/core';
+import { resolveCodec } from '../src/codec.js';
+import { channelRegionSize } from '../src/layout.js';
+import { layOutChannel } from '../src/open.js';
 import {
   channelPair,
   connect,
@@ -645,6 +649,29 @@ describe('misuse', function () {
         assert.ok(fs.lstatSync(dir.path('dead')).isSocket());
         await rejectsWith(connect(dir.path('dead')), 'ECONNREFUSED', dir.path('dead'));
       } finally {
+        dir.remove();
+      }
+    });
+  });
+
+  describe('connect() to a server that sends a region it can shrink', function () {
+    it('refuses it with ERR_SHMRING_NOT_A_CHANNEL naming the path: a truncate would kill this process (SIGBUS)', async function () {
+      const dir = new TmpDir();
+      const p = dir.path('shrinker');
+      const name = `shmring-shrinker-${process.pid}`;
+      // A well-formed channel region, but in a POSIX object (no seals): its sender could ftruncate it to 0.
+      const region = Region.create({ backing: 'posix', name, size: channelRegionSize(4096) });
+      region.unlink();
+      layOutChannel(region, resolveCodec(undefined), 4096);
+      const server = net.createServer((peer) => void sendRegion(peer, region).catch(() => peer.destroy()));
+      server.listen(p);
+      await once(server, 'listening');
+      try {
+        const err = await rejectsWith(connect(p, { timeoutMs: 5000 }), 'ERR_SHMRING_NOT_A_CHANNEL', p);
+        assert.match(err.message, /can still shrink/);
+      } finally {
+        server.close();
+        region.close();
         dir.remove();
       }
     });

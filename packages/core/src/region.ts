@@ -99,7 +99,7 @@ export interface CreateOptions {
 /** The options each constructor takes; any other name is refused (checkOptionNames). */
 const CREATE_OPTION_NAMES: readonly string[] = ['backing', 'size', 'name', 'path', 'key', 'mode', 'exclusive', 'hugePages', 'unlinkOnExit'];
 const OPEN_OPTION_NAMES: readonly string[] = ['backing', 'name', 'path', 'key', 'id', 'readOnly'];
-const FROM_FD_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed'];
+const FROM_FD_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed', 'requireFixedSize'];
 const SYNC_OPTION_NAMES: readonly string[] = ['async'];
 const SNAPSHOT_OPTION_NAMES: readonly string[] = ['size', 'name'];
 
@@ -146,6 +146,14 @@ export interface FromFdOptions {
    * mapped read-only whatever `readOnly` says. Default false.
    */
   requireSealed?: boolean;
+  /**
+   * Accept only a memfd sealed against shrinking (the seal is added if the
+   * memfd allows it): anything else, a memfd that forbids sealing or a
+   * file, is ERR_SHMRING_NOT_SEALED. Its sender cannot then make this
+   * process fault (SIGBUS) by truncating it: the choice for a peer that
+   * is not trusted with this process's life. Default false.
+   */
+  requireFixedSize?: boolean;
 }
 
 export interface SnapshotOptions {
@@ -630,7 +638,7 @@ function writeSealed(fd: number): boolean {
 }
 
 /** Region.#adopt, handed out by Region's static block (adoptFd needs the private constructor's path). */
-let adoptFdImpl: (fd: number, readOnly: boolean, requireSealed: boolean, object: string) => Region;
+let adoptFdImpl: (fd: number, options: FromFdOptions, object: string) => Region;
 
 /**
  * Maps an fd that nobody else holds (received by receiveRegion, or the
@@ -641,7 +649,7 @@ export function adoptFd(fd: number, options: FromFdOptions = {}, object = `fd ${
   return withFd(fd, () => {
     try {
       // The options are checked by the callers (Region.fromFd, receiveRegion).
-      return adoptFdImpl(fd, options.readOnly === true, options.requireSealed === true, object);
+      return adoptFdImpl(fd, options, object);
     } catch (err) {
       failOn(err, 'Region.fromFd of', { object }, (code) =>
         code === 'EPERM' && writeSealed(fd)
@@ -952,6 +960,7 @@ export class Region {
     checkOptionNames(options, FROM_FD_OPTION_NAMES, 'Region.fromFd');
     checkBoolean('readOnly', options.readOnly, 'Region.fromFd');
     checkBoolean('requireSealed', options.requireSealed, 'Region.fromFd');
+    checkBoolean('requireFixedSize', options.requireFixedSize, 'Region.fromFd');
     let own: number;
     try {
       own = backend().dup(fd);
@@ -962,7 +971,9 @@ export class Region {
   }
 
   /** Maps `fd` and owns it from the start (see adoptFd). */
-  static #adopt(fd: number, readOnly: boolean, requireSealed: boolean, object: string): Region {
+  static #adopt(fd: number, options: FromFdOptions, object: string): Region {
+    const readOnly = options.readOnly === true;
+    const requireSealed = options.requireSealed === true;
     let seals: number | undefined;
     try {
       seals = backend().getSeals(fd);
@@ -981,6 +992,15 @@ export class Region {
     // the seal would leave a mapping past its end (SIGBUS at the first touch there).
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
       backend().addSeals(fd, F_SEAL_SHRINK);
+      seals |= F_SEAL_SHRINK;
+    }
+    if (options.requireFixedSize === true && (seals === undefined || (seals & F_SEAL_SHRINK) === 0)) {
+      throw new ShmringError(
+        ErrorCodes.NOT_SEALED,
+        seals === undefined
+          ? `${object} is not a memfd: whoever can open its file can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd`
+          : `${object}: the memfd forbids sealing (seals 0x${seals.toString(16)}, no F_SEAL_SHRINK): its sender can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer create it with MFD_ALLOW_SEALING (Region.create does)`,
+      );
     }
     const size = Region.#existingSize(fd, object, 'Region.fromFd of');
     // A sealed one maps read-only: a writable shared mapping of it is refused (EPERM), and nobody may write it anyway.
@@ -989,7 +1009,7 @@ export class Region {
   }
 
   static {
-    adoptFdImpl = (fd, readOnly, requireSealed, object) => Region.#adopt(fd, readOnly, requireSealed, object);
+    adoptFdImpl = (fd, options, object) => Region.#adopt(fd, options, object);
   }
 
   /**

@@ -36,6 +36,8 @@ export interface ReceiveOptions {
    * read-only. Default false.
    */
   requireSealed?: boolean;
+  /** Accept only a memfd sealed against shrinking (see FromFdOptions.requireFixedSize). Default false. */
+  requireFixedSize?: boolean;
   /** Give up after this many milliseconds (ERR_SHMRING_TIMEOUT). Default: wait forever. */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -59,16 +61,17 @@ function checkSocket(socket: unknown, verb: string): asserts socket is Socket {
  * ERR_SHMRING_INVALID_ARGUMENT and naming the option (as the rings' waits do).
  */
 /** The options receiveRegion takes; any other name is refused (a `timeout` would never time out). */
-const RECEIVE_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed', 'timeoutMs', 'signal'];
+const RECEIVE_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed', 'requireFixedSize', 'timeoutMs', 'signal'];
 
 function checkReceiveOptions(options: unknown): asserts options is ReceiveOptions {
   if (options === null || typeof options !== 'object') {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: options=${shown(options)} must be an object`);
   }
   checkOptionNames(options, RECEIVE_OPTION_NAMES, 'receiveRegion');
-  const { readOnly, requireSealed, timeoutMs, signal } = options as Record<string, unknown>;
+  const { readOnly, requireSealed, requireFixedSize, timeoutMs, signal } = options as Record<string, unknown>;
   checkBoolean('readOnly', readOnly, 'receiveRegion');
   checkBoolean('requireSealed', requireSealed, 'receiveRegion');
+  checkBoolean('requireFixedSize', requireFixedSize, 'receiveRegion');
   if (timeoutMs !== undefined) {
     if (typeof timeoutMs !== 'number') {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `receiveRegion: timeoutMs=${shown(timeoutMs)} must be a number of ms`);
@@ -189,7 +192,11 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
     if (received >= 0) {
       return adoptFd(
         received,
-        { readOnly: options.readOnly === true, requireSealed: options.requireSealed === true },
+        {
+          readOnly: options.readOnly === true,
+          requireSealed: options.requireSealed === true,
+          requireFixedSize: options.requireFixedSize === true,
+        },
         `the region received (fd ${received})`,
       );
     }

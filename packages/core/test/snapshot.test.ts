@@ -83,6 +83,26 @@ describe('sealed snapshots (Region.snapshot, requireSealed)', function () {
     }
   });
 
+  it('requireFixedSize takes a memfd (sealing it against shrinking) and refuses a file its peer could shrink, with ERR_SHMRING_NOT_SEALED', function () {
+    const memfd = Region.create({ backing: 'memfd', size: 4096 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-fixed-'));
+    const file = Region.create({ backing: 'file', path: path.join(dir, 'f'), size: 4096 });
+    try {
+      const taken = Region.fromFd(memfd.fd, { requireFixedSize: true });
+      assert.equal(taken.size, 4096);
+      taken.close();
+      assert.throws(
+        () => Region.fromFd(file.fd, { requireFixedSize: true }),
+        (err: Error) => isNotSealed(err) && /can shrink it, and this process would fault/.test(err.message),
+      );
+      assert.throws(() => Region.fromFd(memfd.fd, { requireFixedSize: 1 as unknown as boolean }), { code: ErrorCodes.INVALID_ARGUMENT });
+    } finally {
+      memfd.close();
+      file.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('requireSealed refuses a memfd sealed with F_SEAL_FUTURE_WRITE alone: its sender can still write through a mapping it kept', function () {
     const native = backend();
     const fd = native.memfdCreate('shmring-future-write');
