@@ -111,6 +111,12 @@ export function readChannelHeader(buffer: ArrayBuffer | SharedArrayBuffer, what:
   return g;
 }
 
+/** Whether an opener took its end (claimOpenerEnd): the creator's check that its client did, before it announces the channel. */
+export function openerEndTaken(buffer: ArrayBuffer | SharedArrayBuffer): boolean {
+  // Observes the opener's CAS (it precedes the client's READY byte, which the creator received before asking).
+  return Atomics.load(new Int32Array(buffer, 0, HEADER_I32_LENGTH), OPENED_I32) === 1;
+}
+
 /** Takes the opener's end; false if another opener has it already. */
 export function claimOpenerEnd(buffer: ArrayBuffer | SharedArrayBuffer): boolean {
   // One CAS decides between two openers of the same region; nothing is published with it.

@@ -31,7 +31,7 @@ import {
 } from '@shmring/core';
 import type { Channel } from './channel.js';
 import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
-import { channelRegionSize } from './layout.js';
+import { channelRegionSize, openerEndTaken } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
 import { checkCapacity, checkOptions, checkPoll, checkSignal, checkTimeout, OptionNames } from './options.js';
@@ -258,7 +258,17 @@ function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
  * listen(), a client that gave up or crashed) or was too slow: nothing the
  * server's user can act on, so no 'error'.
  */
-const CLIENT_GONE = new Set<string | undefined>(['EPIPE', 'ECONNRESET', ErrorCodes.NO_FD, ErrorCodes.TIMEOUT]);
+const CLIENT_GONE = new Set<string | undefined>([
+  'EPIPE',
+  'ECONNRESET',
+  ErrorCodes.NO_FD,
+  ErrorCodes.TIMEOUT,
+  // A client that wrote over the channel header it was handed (the creator reads it again when it opens its end):
+  // that client's fault, not the server's.
+  ErrorCodes.CORRUPT,
+  ErrorCodes.VERSION_MISMATCH,
+  ErrorCodes.NOT_A_CHANNEL,
+]);
 
 /**
  * What a connection to the socket file at `path` says of it: 'live' if a
@@ -526,6 +536,8 @@ function socketAcceptor(
       await sendRegion(socket, region);
       await clientReady(socket, handoverTimeoutMs);
       if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
+      // Any byte woke clientReady: a client that sent one without opening its end (nc -U, say) is no channel.
+      if (!openerEndTaken(region.buffer)) throw new ShmringError(ErrorCodes.NO_FD, 'the client sent its byte without opening its end');
       channel = creatorEnd(region, codec, socketLink(socket), `channel ${++accepted} of ${path}`, poll);
     } catch (err) {
       // A client that went away during the handover, was too slow, or a server out of fds: drop this one

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import nodePath from 'node:path';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
-import { lockFileByte } from '@shmring/core';
+import { lockFileByte, receiveRegion } from '@shmring/core';
 import { connect, listen, type Channel } from '../src/index.js';
 import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
 
@@ -337,6 +337,50 @@ describe('server', function () {
         other.close();
       }
     });
+
+    for (const [what, misbehave] of [
+      ['sends its byte without opening its end (nc -U, say)', (_words: Int32Array) => {}],
+      [
+        'writes over the channel header it was handed, then opens',
+        (words: Int32Array) => {
+          Atomics.store(words, 6, 1); // OPENED, as an opener's claim
+          Atomics.store(words, 1, 99); // VERSION
+        },
+      ],
+    ] as const) {
+      it(`a client that ${what} is dropped: no 'channel', no 'error', and the server goes on`, async function () {
+        const p = dir.path();
+        const server = await listen(p, { capacity: 4096 });
+        const errors: Error[] = [];
+        let channels = 0;
+        server.on('error', (err: Error) => errors.push(err));
+        server.on('channel', (ch: Channel) => {
+          channels++;
+          ch.handle((v) => v);
+        });
+        try {
+          const raw = net.connect(p);
+          const region = await receiveRegion(raw, { timeoutMs: 5000 });
+          misbehave(new Int32Array(region.buffer, 0, 8));
+          raw.write(Buffer.from([1]));
+          await sleep(200);
+          assert.equal(channels, 0, 'a channel was announced for it');
+          raw.destroy();
+          region.close();
+          const client = await connect(p);
+          assert.equal(await client.request('after'), 'after');
+          client.close();
+          await client.closed;
+          assert.equal(channels, 1);
+          assert.deepEqual(
+            errors.map((e) => `${(e as { code?: string }).code}: ${e.message}`),
+            [],
+          );
+        } finally {
+          await server.close();
+        }
+      });
+    }
 
     // Regression: the live server took that check (a connection, hung up at once) for a failed handover
     // and emitted 'error' (ECONNRESET) for it.
