@@ -193,10 +193,11 @@ const EMPTY_LOOKS_PER_LAP_CHECK = 64;
  */
 let nextToken = randomInt(0x7fffffff);
 
-function corrupt(what: string): ShmringError {
+function corrupt(what: string, where?: string): ShmringError {
   return new ShmringError(
     ErrorCodes.CORRUPT,
-    `Broadcast: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+    `Broadcast: ${what}${where === undefined ? '' : ` in ${where}`}; the ring's memory was overwritten by something that is not a correct peer: ` +
+      'stop the processes that use it, and create the ring again',
   );
 }
 
@@ -1088,7 +1089,10 @@ export class BroadcastSubscriber extends BroadcastEnd {
     if (!lapped) {
       this.#pending = false;
     } else if (intent < this.#cursor || count < this.#number) {
-      throw corrupt(`the tail (${intent}, record ${count}) is behind a subscriber's cursor (${this.#cursor}, record ${this.#number})`);
+      throw corrupt(
+        `the tail (${intent}, record ${count}) is behind a subscriber's cursor (${this.#cursor}, record ${this.#number})`,
+        this.where,
+      );
     } else {
       // Lapped: resume at the newest record (its start is at most a ring before the tail), counting the skipped ones.
       const back = (tail - latest) >>> 0;
@@ -1204,7 +1208,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
         if (!this.#settle(true)) return null;
         continue;
       }
-      if (message === null) throw corrupt(`a record at position ${this.#cursor} has an impossible header`);
+      if (message === null) throw corrupt(`a record at position ${this.#cursor} has an impossible header`, this.where);
       this.lastType = this.#type;
       this.#advance();
       this.#storeCursor(ctl);
@@ -1251,7 +1255,7 @@ export class BroadcastSubscriber extends BroadcastEnd {
           if (!this.#settle(true)) break;
           continue;
         }
-        if (this.#bad) throw corrupt(`a record at position ${this.#cursor} has an impossible header`);
+        if (this.#bad) throw corrupt(`a record at position ${this.#cursor} has an impossible header`, this.where);
         const length = this.#length,
           type = this.#type;
         this.#advance();

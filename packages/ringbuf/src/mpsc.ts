@@ -225,10 +225,11 @@ const MPSC_READ_BLOCK: WaitBlock = {
 const TRUST_RECORDS = 4096;
 const TRUST_BYTES = 1 << 20;
 
-function corrupt(what: string): ShmringError {
+function corrupt(what: string, where?: string): ShmringError {
   return new ShmringError(
     ErrorCodes.CORRUPT,
-    `MpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+    `MpscRing: ${what}${where === undefined ? '' : ` in ${where}`}; the ring's memory was overwritten by something that is not a correct peer: ` +
+      'stop the processes that use it, and create the ring again',
   );
 }
 
@@ -516,14 +517,14 @@ export class MpscRing extends Queue {
       if (capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
         // Observes the consumer's release (zeroed space before it); only when the cached head says full.
         const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
-        if ((head & 7) !== 0) throw corrupt(`consumer position ${head >>> 0} is not a multiple of 8`);
+        if ((head & 7) !== 0) throw corrupt(`consumer position ${head >>> 0} is not a multiple of 8`, this.where);
         const used = (tail - head) >>> 0;
         if (used > capacity) {
           // Our tail is older than the head we just read (others claimed, the consumer consumed): retry.
           // Observes the latest claim again: if nobody claimed since our load, our tail was current when
           // the head was read, so no correct consumer wrote that head (and retrying would spin forever).
           if (Atomics.load(ctl, L.PRODUCER_POSITION_I32) === tail) {
-            throw corrupt(`consumer position ${head >>> 0} is outside the ring (producer ${tail >>> 0})`);
+            throw corrupt(`consumer position ${head >>> 0} is outside the ring (producer ${tail >>> 0})`, this.where);
           }
           continue;
         }
@@ -703,7 +704,7 @@ export class MpscRing extends Queue {
         !this.#within(head, size, true) ||
         (type !== L.PADDING_TYPE && (type < 0 || length - M.MPSC_RECORD_HEADER > this.maxMessageLength))
       ) {
-        throw corrupt(`record at ${index} claims length ${length} and type ${type}`);
+        throw corrupt(`record at ${index} claims length ${length} and type ${type}`, this.where);
       }
       if (type === L.PADDING_TYPE) {
         zero(this.data, this.#data64, index, size);
@@ -761,6 +762,7 @@ export class MpscRing extends Queue {
         this.#trusted === 0
           ? `producer position ${tail >>> 0} is outside the ring`
           : `the consumer position ${head >>> 0} is past the producer position ${tail >>> 0}: a record read since claimed more than was claimed`,
+        this.where,
       );
     }
     this.#cachedTail = tail;
@@ -807,7 +809,7 @@ export class MpscRing extends Queue {
     const size = M.recordBytes(-length);
     const index = at << 2;
     if (-length < M.MPSC_RECORD_HEADER || -length > this.capacity - index || !this.#within(this.#head, size)) {
-      throw corrupt(`claimed record at ${index} has length ${-length}`);
+      throw corrupt(`claimed record at ${index} has length ${-length}`, this.where);
     }
     // Takes the record from its claimer: a claimer that commits with a CAS finds it failed (one with a store is never judged gone: #claimerGone).
     if (Atomics.compareExchange(this.#data32, at + M.MPSC_LENGTH_I32, length, 0) !== length) return false;

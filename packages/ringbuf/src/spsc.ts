@@ -125,10 +125,11 @@ const WAKE_ALL = 0x7fffffff;
 const NO_PADDING = -1;
 const NO_DEFERRED = -1;
 
-function corrupt(what: string): ShmringError {
+function corrupt(what: string, where?: string): ShmringError {
   return new ShmringError(
     ErrorCodes.CORRUPT,
-    `SpscRing: ${what}; the ring's memory was overwritten by something that is not a correct peer`,
+    `SpscRing: ${what}${where === undefined ? '' : ` in ${where}`}; the ring's memory was overwritten by something that is not a correct peer: ` +
+      'stop the processes that use it, and create the ring again',
   );
 }
 
@@ -278,7 +279,8 @@ export class SpscRing extends Queue {
       // Observes the consumer's latest release (its Atomics.store of CONSUMER_POSITION): it is done with those bytes.
       const consumer = Atomics.load(this.ctl, L.CONSUMER_POSITION_I32);
       const used = (position - consumer) >>> 0;
-      if (used > this.capacity || (consumer & 7) !== 0) throw corrupt(`consumer position ${consumer >>> 0} is outside the ring`);
+      if (used > this.capacity || (consumer & 7) !== 0)
+        throw corrupt(`consumer position ${consumer >>> 0} is outside the ring`, this.where);
       this.#cachedConsumerPosition = consumer;
       if (this.capacity - used < needed) {
         if (this.#deferredI32 !== NO_DEFERRED) this.flush(); // corked and full: the consumer must see the batch to free room
@@ -321,7 +323,7 @@ export class SpscRing extends Queue {
           : length < L.RECORD_HEADER || length - L.RECORD_HEADER > this.maxMessageLength || type < 0 || index + size > this.capacity;
       position = (position + size) | 0;
       if (bad || (position - consumer) >>> 0 > this.capacity - L.RECORD_RESERVE) {
-        throw corrupt(`record at ${index} (length ${length}, type ${type}) does not continue the published records`);
+        throw corrupt(`record at ${index} (length ${length}, type ${type}) does not continue the published records`, this.where);
       }
     }
     this.#producerPosition = position;
@@ -516,7 +518,7 @@ export class SpscRing extends Queue {
     let skipped = 0;
     if (type === L.PADDING_TYPE) {
       skipped = this.capacity - index;
-      if (length !== skipped) throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped})`);
+      if (length !== skipped) throw corrupt(`padding record at ${index} has length ${length} (expected ${skipped})`, this.where);
       index = 0;
       // Observes the record after the padding: the producer stored its LENGTH before the padding's, which we saw.
       length = Atomics.load(data32, L.RECORD_LENGTH_I32);
@@ -534,6 +536,7 @@ export class SpscRing extends Queue {
     ) {
       throw corrupt(
         `record at ${index} claims length ${length} and type ${type} (${(position - this.#releasedPosition) >>> 0} bytes taken before it)`,
+        this.where,
       );
     }
     this.#nextLength = payload;

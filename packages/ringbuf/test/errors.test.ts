@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
 import * as L from '../src/layout.js';
@@ -156,6 +158,29 @@ describe('ring errors (docs/ERRORS.md)', () => {
       { code: 'ERR_SHMRING_CLOSED', message: /attach a new one to go on$/ },
       'the other kinds attach one',
     );
+  });
+
+  it('names the ring, and says what to do, in the ERR_SHMRING_CORRUPT of a record no correct peer writes (SpscRing, MpscRing)', () => {
+    for (const kind of ['SpscRing', 'MpscRing'] as const) {
+      const path = `${os.tmpdir()}/shmring-corrupt-${process.pid}-${kind}`;
+      const Ring = kind === 'SpscRing' ? SpscRing : MpscRing;
+      const region = Region.create({ backing: 'file', path, size: Ring.regionSize({ capacity: 256 }) });
+      try {
+        const ring = Ring.create(region, { capacity: 256 });
+        assert.ok(ring.tryWrite(new Uint8Array(8)));
+        // The record's LENGTH, overwritten with one larger than the ring.
+        new Int32Array(region.buffer, L.DATA_OFFSET, 64)[L.RECORD_LENGTH_I32] = 4096;
+        assert.throws(
+          () => ring.tryRead(),
+          (err: ShmringError) =>
+            err.code === ErrorCodes.CORRUPT && err.message.includes(`file '${path}'`) && /create the ring again/.test(err.message),
+        );
+        ring.close();
+      } finally {
+        region.close();
+        fs.rmSync(path, { force: true });
+      }
+    }
   });
 
   it('rejects a region too small for the ring', () => {
