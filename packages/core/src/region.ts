@@ -377,18 +377,19 @@ function fdIdentity(fd: number, sealable: boolean): { backing: 'memfd' | 'posix'
  * last). Even the exclusive creator takes it: an `exclusive: false` peer
  * may have opened and grown the object between its creation and now.
  *
- * A new object (empty, and this user's) gets exactly `mode` before it
- * grows: open(2) and shm_open(3) narrow the mode by the process's umask
- * (0644 for 0666 under the usual 022), where shmget(2), for a System V
- * segment, does not. A mode asked for is the mode the object has.
+ * An object this create made (`mode` given: see openCreating) gets exactly
+ * `mode` before it grows: open(2) and shm_open(3) narrow the mode by the
+ * process's umask (0644 for 0666 under the usual 022), where shmget(2), for
+ * a System V segment, does not. A mode asked for is the mode the object
+ * has; an object found there keeps its own (`mode` undefined).
  */
-function sizeFor(fd: number, size: number, what: string, mode: number): number {
+function sizeFor(fd: number, size: number, what: string, mode: number | undefined): number {
   mappableStat(fd, what, 'Region.create of'); // a FIFO or a directory that had the name: nothing to size
   const locked = lockForSizing(fd, what);
   try {
     const stat = fs.fstatSync(fd);
     const existing = stat.size;
-    if (existing === 0 && stat.uid === process.geteuid?.() && (stat.mode & 0o7777) !== mode) fs.fchmodSync(fd, mode);
+    if (mode !== undefined && (stat.mode & 0o7777) !== mode) fs.fchmodSync(fd, mode);
     if (existing >= size) {
       checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`);
       return existing;
@@ -419,6 +420,30 @@ function reserve(fd: number, size: number): void {
     const code = (err as { code?: string }).code;
     if (code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EINVAL') throw err;
     fs.ftruncateSync(fd, size);
+  }
+}
+
+/**
+ * Opens the object `open` names (its flags: O_CREAT | O_EXCL, or none),
+ * creating it if it does not exist; `created` says which. With `exclusive`
+ * only a new one will do (EEXIST otherwise). Without it: create, and on
+ * EEXIST open the one there, and again if that went meanwhile (ENOENT).
+ * Only the creator gives an object its mode: an existing one keeps its own
+ * (a group-shared file's 0660 stayed 0600 after an exclusive: false
+ * create that found it empty, shutting its group out).
+ */
+function openCreating(open: (extra: number) => number, exclusive: boolean): { fd: number; created: boolean } {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { fd: open(O_CREAT | O_EXCL), created: true };
+    } catch (err) {
+      if (exclusive || (err as { code?: string }).code !== 'EEXIST') throw err;
+    }
+    try {
+      return { fd: open(0), created: false };
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT' || attempt === NAME_ATTEMPTS) throw err;
+    }
   }
 }
 
@@ -751,13 +776,15 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = openNamed(
-            () => backend().shmOpen(name, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode),
-            describePosix(name),
-          );
+          let created = exclusive;
+          const fd = openNamed(() => {
+            const opened = openCreating((extra) => backend().shmOpen(name, O_RDWR | O_NONBLOCK | extra, mode), exclusive);
+            created = opened.created;
+            return opened.fd;
+          }, describePosix(name));
           region = withFd(
             fd,
-            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object, mode), false, { name }),
+            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object, created ? mode : undefined), false, { name }),
             exclusive ? () => backend().shmUnlink(name) : undefined,
           );
         } catch (err) {
@@ -781,13 +808,15 @@ export class Region {
         const mode = checkMode(options.mode);
         let region: Region;
         try {
-          const fd = openNamed(
-            () => backend().open(path, O_RDWR | O_CREAT | O_NONBLOCK | (exclusive ? O_EXCL : 0), mode),
-            describeFile(path),
-          );
+          let created = exclusive;
+          const fd = openNamed(() => {
+            const opened = openCreating((extra) => backend().open(path, O_RDWR | O_NONBLOCK | extra, mode), exclusive);
+            created = opened.created;
+            return opened.fd;
+          }, describeFile(path));
           region = withFd(
             fd,
-            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object, mode), false, { path }),
+            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object, created ? mode : undefined), false, { path }),
             exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
           );
         } catch (err) {

@@ -514,6 +514,17 @@ describe('Region', () => {
             assert.equal(fs.statSync(file).mode & 0o777, 0o660);
             made.push(Region.create({ backing: 'file', path: file, size: 64, mode: 0o600, exclusive: false }));
             assert.equal(fs.statSync(file).mode & 0o777, 0o660, 'an existing object keeps its mode');
+            // An existing empty one too: a group-shared file made by hand (touch; chmod 660), sized by the create.
+            const empty = path.join(os.tmpdir(), uniqueName('mode-empty'));
+            fs.writeFileSync(empty, '');
+            fs.chmodSync(empty, 0o640);
+            try {
+              made.push(Region.create({ backing: 'file', path: empty, size: 64, exclusive: false }));
+              assert.equal(fs.statSync(empty).mode & 0o777, 0o640, 'an existing empty object keeps its mode');
+              assert.equal(fs.statSync(empty).size, 64);
+            } finally {
+              fs.rmSync(empty, { force: true });
+            }
           } finally {
             process.umask(umask);
             for (const region of made) region.close();
