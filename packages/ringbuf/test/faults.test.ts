@@ -114,6 +114,26 @@ async function kill(peer: Peer): Promise<number> {
   return peer.kill();
 }
 
+/**
+ * Runs `script` (CommonJS) in a child process limited to 200 fds (prlimit) and resolves with what it printed once it
+ * exited 0; skips the test where prlimit is missing.
+ */
+async function withFewFds(script: string, test: Mocha.Context): Promise<string> {
+  const child = spawn('prlimit', ['--nofile=200:200', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d));
+  const code = await new Promise<number | null | 'missing'>((resolve, reject) => {
+    child.on('exit', resolve);
+    child.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve('missing') : reject(err)));
+  });
+  if (code === 'missing') {
+    console.log('      (skipped: no prlimit (util-linux) to start a child with few fds)');
+    test.skip();
+  }
+  assert.equal(code, 0, `the child failed: ${out}`);
+  return out;
+}
+
 describe('faults: SIGKILLed peers', function () {
   this.timeout(60_000);
 
@@ -347,18 +367,7 @@ describe('faults: SIGKILLed peers', function () {
         report.after = isAlive(process.ppid, parentStart);
         process.stdout.write(JSON.stringify(report));
       });`;
-    const child = spawn('prlimit', ['--nofile=200:200', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d));
-    const code = await new Promise<number | null | 'missing'>((resolve, reject) => {
-      child.on('exit', resolve);
-      child.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve('missing') : reject(err)));
-    });
-    if (code === 'missing') {
-      console.log('      (skipped: no prlimit (util-linux) to start a child with few fds)');
-      this.skip();
-    }
-    assert.equal(code, 0, `the child failed: ${out}`);
+    const out = await withFewFds(script, this);
     const report = JSON.parse(out) as { emfile: string; parent: boolean; parentAny: boolean; after: boolean };
     assert.equal(report.emfile, 'EMFILE', 'the child did not run out of fds');
     assert.equal(report.parent, true, 'a live parent counted as dead because /proc could not be read (EMFILE)');
@@ -390,18 +399,7 @@ describe('faults: SIGKILLed peers', function () {
         for (const fd of held) fs.closeSync(fd);
         process.stdout.write(JSON.stringify(report));
       });`;
-    const child = spawn('prlimit', ['--nofile=200:200', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d));
-    const code = await new Promise<number | null | 'missing'>((resolve, reject) => {
-      child.on('exit', resolve);
-      child.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? resolve('missing') : reject(err)));
-    });
-    if (code === 'missing') {
-      console.log('      (skipped: no prlimit (util-linux) to start a child with few fds)');
-      this.skip();
-    }
-    assert.equal(code, 0, `the child failed: ${out}`);
+    const out = await withFewFds(script, this);
     const report = JSON.parse(out) as { published?: number; code?: string; message?: string };
     assert.equal(report.published, undefined, `a second writer published version ${report.published} beside the lock holder`);
     assert.equal(report.code, 'EMFILE', report.message);

@@ -22,16 +22,34 @@ function deadPid(): number {
   return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
 }
 
+/** A MpmcQueue of `capacity` 16-byte slots in a memfd region: the creating object, a second one, its control words, and slot i's words. */
+function queue(capacity: number): {
+  region: Region;
+  first: MpmcQueue;
+  second: MpmcQueue;
+  ctl: Int32Array;
+  slot: (i: number) => Int32Array;
+} {
+  const options = { capacity, slotSize: 16 };
+  const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
+  const first = MpmcQueue.create(region, options);
+  const second = MpmcQueue.attach(region);
+  const stride = L.slotStride(options.slotSize);
+  return {
+    region,
+    first,
+    second,
+    ctl: new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH),
+    slot: (i) => new Int32Array(region.buffer, L.DATA_OFFSET + i * stride, stride / 4),
+  };
+}
+
 describe('MpmcQueue: a parked reader recovering a dead producer’s slot', function () {
   this.timeout(10_000);
 
   it('keeps the message of a producer that published and exited while the reader judged it', async function () {
-    const options = { capacity: 4, slotSize: 16 };
-    const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
-    const consumer = MpmcQueue.create(region, options);
-    const producer = MpmcQueue.attach(region);
-    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-    const slot0 = new Int32Array(region.buffer, L.DATA_OFFSET, L.slotStride(options.slotSize) / 4);
+    const { region, first: consumer, second: producer, ctl, slot } = queue(4);
+    const slot0 = slot(0);
     const pid = deadPid();
     // A producer claimed position 0 and marked the slot, as a live one does before it writes.
     Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
@@ -158,12 +176,8 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
   });
 
   it('a consumer that only polls (tryRead, drain) skips a dead producer’s claim; a producer that only polls (tryWrite) frees a dead consumer’s slot', function () {
-    const options = { capacity: 4, slotSize: 16 };
-    const region = Region.create({ backing: 'memfd', size: MpmcQueue.regionSize(options) });
-    const producer = MpmcQueue.create(region, options);
-    const consumer = MpmcQueue.attach(region);
-    const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-    const slot0 = new Int32Array(region.buffer, L.DATA_OFFSET, L.slotStride(options.slotSize) / 4);
+    const { region, first: producer, second: consumer, ctl, slot } = queue(4);
+    const slot0 = slot(0);
     const dead = deadPid();
     /** Polls `poll` (no wait, no sleep) until it gives something, for at most 2 s; undefined if it never did. */
     const pollFor = <T>(poll: () => T | null | false): T | undefined => {
@@ -183,7 +197,7 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
       assert.equal(consumer.recoveredSlots, 1);
       // drain, the same way: position 2 claimed by the dead producer, 3 published.
       Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
-      const slot2 = new Int32Array(region.buffer, L.DATA_OFFSET + 2 * L.slotStride(options.slotSize), L.slotStride(options.slotSize) / 4);
+      const slot2 = slot(2);
       Atomics.store(slot2, L.SLOT_OWNER_I32, dead);
       assert.ok(producer.tryWrite(new Uint8Array([3])));
       let drained: number[] = [];
