@@ -83,7 +83,8 @@ pub fn send_fd(env: Env, info: napi_callback_info) -> JsResult {
 }
 
 /// `recvFd(socketFd): number` — the received fd (close-on-exec), or -1
-/// nothing yet (EAGAIN), -2 EOF, -3 a message without an fd.
+/// nothing yet (EAGAIN), -2 EOF, -3 a message without an fd, -4 a message
+/// whose fd the kernel could not install here (MSG_CTRUNC).
 pub fn recv_fd(env: Env, info: napi_callback_info) -> JsResult {
     let [socket] = env.args::<1>(info)?;
     let socket = env.fd(socket, "socketFd")?;

@@ -268,6 +268,10 @@ const CLIENT_GONE = new Set<string | undefined>([
   ErrorCodes.CORRUPT,
   ErrorCodes.VERSION_MISMATCH,
   ErrorCodes.NOT_A_CHANNEL,
+  // ... or over a ring's header in it (the creator attaches both rings when it opens its end).
+  ErrorCodes.NOT_A_RING,
+  ErrorCodes.WRONG_KIND,
+  ErrorCodes.REGION_TOO_SMALL,
 ]);
 
 /**
@@ -949,6 +953,9 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
         `connect to ${path}: the server sent a region it can still shrink under this process (${e.message}); a @shmring/channel server sends a memfd sealed against that: is it one?`,
         { cause: err },
       );
+    }
+    if (e.code === ErrorCodes.NO_FD && /MSG_CTRUNC/.test(e.message)) {
+      throw new ShmringError(ErrorCodes.NO_FD, `connect to ${path}: ${e.message}`, { cause: err }); // this process's fds, not the server
     }
     if (e.code === ErrorCodes.NO_FD) {
       throw new ShmringError(

@@ -347,6 +347,13 @@ describe('server', function () {
           Atomics.store(words, 1, 99); // VERSION
         },
       ],
+      [
+        "zeroes ring A's header it was handed, then opens",
+        (words: Int32Array) => {
+          Atomics.store(words, 6, 1); // OPENED
+          Atomics.store(new Int32Array(words.buffer, 128, 1), 0, 0); // ring A's MAGIC (ring A starts at byte 128)
+        },
+      ],
     ] as const) {
       it(`a client that ${what} is dropped: no 'channel', no 'error', and the server goes on`, async function () {
         const p = dir.path();

@@ -28,7 +28,7 @@ export const ErrorCodes = {
   NO_BACKEND: 'ERR_SHMRING_NO_BACKEND',
   /** The koffi backend has as many async waits pending as koffi allows (4096). */
   TOO_MANY_WAITS: 'ERR_SHMRING_TOO_MANY_WAITS',
-  /** receiveRegion: the peer closed the socket, or sent a message without an fd. */
+  /** receiveRegion: the peer closed the socket, or sent a message without an fd, or this process could not take the fd (out of fds). */
   NO_FD: 'ERR_SHMRING_NO_FD',
   /** A wait was aborted through its AbortSignal. */
   ABORTED: 'ABORT_ERR',

@@ -442,7 +442,10 @@ function openCreating(open: (extra: number) => number, exclusive: boolean): { fd
     try {
       return { fd: open(0), created: false };
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ENOENT' || attempt === NAME_ATTEMPTS) throw err;
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+      // EEXIST, then ENOENT, again and again: a symbolic link to nothing (O_EXCL never follows one). O_CREAT
+      // alone makes its target, as it did before; whether it was this call that made it, nothing tells.
+      if (attempt === NAME_ATTEMPTS) return { fd: open(O_CREAT), created: false };
     }
   }
 }
@@ -1028,7 +1031,7 @@ export class Region {
         ErrorCodes.NOT_SEALED,
         seals === undefined
           ? `${object} is not a memfd: whoever can open its file can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd`
-          : `${object}: the memfd forbids sealing (seals 0x${seals.toString(16)}, no F_SEAL_SHRINK): its sender can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer create it with MFD_ALLOW_SEALING (Region.create does)`,
+          : `${object} cannot be sealed against shrinking (seals 0x${seals.toString(16)}: a memfd made without MFD_ALLOW_SEALING, or a POSIX object or tmpfs file): its sender can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd made with MFD_ALLOW_SEALING (Region.create's)`,
       );
     }
     const size = Region.#existingSize(fd, object, 'Region.fromFd of');

@@ -514,6 +514,17 @@ describe('Region', () => {
             assert.equal(fs.statSync(file).mode & 0o777, 0o660);
             made.push(Region.create({ backing: 'file', path: file, size: 64, mode: 0o600, exclusive: false }));
             assert.equal(fs.statSync(file).mode & 0o777, 0o660, 'an existing object keeps its mode');
+            // A symbolic link to nothing: exclusive: false makes its target, as open(O_CREAT) does.
+            const target = path.join(os.tmpdir(), uniqueName('mode-target'));
+            const link = path.join(os.tmpdir(), uniqueName('mode-link'));
+            fs.symlinkSync(target, link);
+            try {
+              made.push(Region.create({ backing: 'file', path: link, size: 64, exclusive: false }));
+              assert.equal(fs.statSync(target).size, 64, 'the link target was made');
+            } finally {
+              fs.rmSync(link, { force: true });
+              fs.rmSync(target, { force: true });
+            }
             // An existing empty one too: a group-shared file made by hand (touch; chmod 660), sized by the create.
             const empty = path.join(os.tmpdir(), uniqueName('mode-empty'));
             fs.writeFileSync(empty, '');
