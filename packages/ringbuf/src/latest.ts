@@ -131,8 +131,11 @@ function regionLabel(region: Region, base: number): string {
   return `the ${region.backing} region${named === undefined ? '' : ` ${named}`}${base === 0 ? '' : ` at offset ${base}`}`;
 }
 
-function corrupt(what: string): ShmringError {
-  return new ShmringError(ErrorCodes.CORRUPT, `LatestValue: ${what}; the region was overwritten by something that is not a correct writer`);
+function corrupt(what: string, where: string): ShmringError {
+  return new ShmringError(
+    ErrorCodes.CORRUPT,
+    `LatestValue: ${what} in ${where}; the region was overwritten by something that is not a correct writer: stop the processes that use it, and create the value again`,
+  );
 }
 
 function checkMaxSize(maxSize: unknown, verb: string): number {
@@ -322,7 +325,7 @@ export class LatestValue {
     if (version >>> 0 !== published >>> 0 || !Number.isSafeInteger(version)) {
       // Not the writer yet: each publish asks again (and fails while the slots stay so), never writing
       // version 1 over a newer one. The role stays held until close().
-      throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`);
+      throw corrupt(`slot ${published & 1} holds version ${version} but PUBLISHED is ${published >>> 0}`, this.#where);
     }
     this.#version = version;
     this.#writer = true;
@@ -439,7 +442,7 @@ export class LatestValue {
         // SYNC POINT with publish() step 1: unchanged means no write began during the copy.
         stable = Atomics.load(ctl, h + V.SEQ_I32) === seq;
         if (stable && lo === published) {
-          if (value === undefined || type < 0) throw corrupt(`slot ${slot} holds length=${length}, type=${type}`);
+          if (value === undefined || type < 0) throw corrupt(`slot ${slot} holds length=${length}, type=${type}`, this.#where);
           const result: LatestRead = Object.freeze({ version: (lo >>> 0) + hi * 2 ** 32, value, type });
           this.#cached = result;
           this.#cachedPublished = published;
@@ -451,7 +454,7 @@ export class LatestValue {
       // Lapped: the writer began version PUBLISHED + 2 in this slot, so PUBLISHED has moved on by now.
       const again = Atomics.load(ctl, V.PUBLISHED_I32);
       if (again === published && (stable || (seq & 1) !== 0)) {
-        throw corrupt(`the published slot ${slot} does not hold version ${published >>> 0} (SEQ=${seq >>> 0})`);
+        throw corrupt(`the published slot ${slot} does not hold version ${published >>> 0} (SEQ=${seq >>> 0})`, this.#where);
       }
       published = again;
     }

@@ -265,7 +265,7 @@ export class MpmcQueue extends Queue {
     if (position === stale) {
       throw new ShmringError(
         ErrorCodes.CORRUPT,
-        `MpmcQueue: the slot of position ${stale >>> 0} has a sequence ahead of the position; the queue's memory was overwritten`,
+        `MpmcQueue: the slot of position ${stale >>> 0} in ${this.where} has a sequence ahead of the position; the queue's memory was overwritten by something that is not a correct peer: stop the processes that use it, and create the queue again`,
       );
     }
     return position;
@@ -299,7 +299,7 @@ export class MpmcQueue extends Queue {
       this.#free(slot, position);
       throw new ShmringError(
         ErrorCodes.CORRUPT,
-        `MpmcQueue: slot of position ${position >>> 0} claims length ${length} (slotSize=${this.slotSize}) and type ${type}; the message is dropped`,
+        `MpmcQueue: slot of position ${position >>> 0} in ${this.where} claims length ${length} (slotSize=${this.slotSize}) and type ${type}; the message is dropped (a peer that is not correct wrote it)`,
       );
     }
     return length;

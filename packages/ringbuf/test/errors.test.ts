@@ -160,7 +160,7 @@ describe('ring errors (docs/ERRORS.md)', () => {
     );
   });
 
-  it('names the ring, and says what to do, in the ERR_SHMRING_CORRUPT of a record no correct peer writes (SpscRing, MpscRing)', () => {
+  it('names the ring, and says what to do, in the ERR_SHMRING_CORRUPT of a record no correct peer writes (SpscRing, MpscRing, MpmcQueue)', () => {
     for (const kind of ['SpscRing', 'MpscRing'] as const) {
       const path = `${os.tmpdir()}/shmring-corrupt-${process.pid}-${kind}`;
       const Ring = kind === 'SpscRing' ? SpscRing : MpscRing;
@@ -180,6 +180,21 @@ describe('ring errors (docs/ERRORS.md)', () => {
         region.close();
         fs.rmSync(path, { force: true });
       }
+    }
+    const path = `${os.tmpdir()}/shmring-corrupt-${process.pid}-MpmcQueue`;
+    const region = Region.create({ backing: 'file', path, size: MpmcQueue.regionSize({ capacity: 4, slotSize: 16 }) });
+    try {
+      const queue = MpmcQueue.create(region, { capacity: 4, slotSize: 16 });
+      assert.ok(queue.tryWrite(new Uint8Array(8)));
+      new Int32Array(region.buffer, L.DATA_OFFSET, 16)[L.SLOT_LENGTH_I32] = 4096; // slot 0's LENGTH, past slotSize
+      assert.throws(
+        () => queue.tryRead(),
+        (err: ShmringError) => err.code === ErrorCodes.CORRUPT && err.message.includes(`file '${path}'`),
+      );
+      queue.close();
+    } finally {
+      region.close();
+      fs.rmSync(path, { force: true });
     }
   });
 
