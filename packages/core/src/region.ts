@@ -788,7 +788,10 @@ export class Region {
           region = withFd(
             fd,
             () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object, created ? mode : undefined), false, { name }),
-            exclusive ? () => backend().shmUnlink(name) : undefined,
+            // What this create made goes if it fails (sizing out of space, say); one found there stays.
+            () => {
+              if (created) backend().shmUnlink(name);
+            },
           );
         } catch (err) {
           failOn(err, 'Region.create of', describePosix(name), (code) => {
@@ -820,7 +823,9 @@ export class Region {
           region = withFd(
             fd,
             () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object, created ? mode : undefined), false, { path }),
-            exclusive ? () => fs.rmSync(path, { force: true }) : undefined,
+            () => {
+              if (created) fs.rmSync(path, { force: true });
+            },
           );
         } catch (err) {
           failOn(err, 'Region.create of', describeFile(path), (code) => {

@@ -39,7 +39,8 @@ describe('Region', () => {
           import * as fs from 'node:fs';
           const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
           const out = {};
-          for (const [backing, where] of [['posix', { name: 'shmring-enospc' }], ['file', { path: '/dev/shm/shmring-enospc-file' }]]) {
+          for (const [backing, where] of [['posix', { name: 'shmring-enospc' }], ['file', { path: '/dev/shm/shmring-enospc-file' }],
+              ['posix', { name: 'shmring-enospc-shared', exclusive: false }]]) {
             try {
               const region = Region.create({ backing, ...where, size: 4 << 20 });
               new Uint8Array(region.buffer).fill(1); // every page touched: a sparse object dies of SIGBUS here
@@ -47,7 +48,7 @@ describe('Region', () => {
               region.close();
               out[backing] = 'created';
             } catch (err) {
-              out[backing] = err.code + (err.message.includes('--shm-size') ? ' with the hint' : '');
+              out[backing + (where.exclusive === false ? ', exclusive: false' : '')] = err.code + (err.message.includes('--shm-size') ? ' with the hint' : '');
             }
           }
           out.left = fs.readdirSync('/dev/shm');
@@ -71,7 +72,11 @@ describe('Region', () => {
           this.skip();
         }
         assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
-        assert.deepEqual(JSON.parse(child.stdout), { posix: 'ENOSPC with the hint', file: 'ENOSPC with the hint', left: [] }, child.stderr);
+        assert.deepEqual(
+          JSON.parse(child.stdout),
+          { posix: 'ENOSPC with the hint', file: 'ENOSPC with the hint', 'posix, exclusive: false': 'ENOSPC with the hint', left: [] },
+          child.stderr,
+        );
       });
 
       it('lets two processes open one POSIX region by name', async () => {
