@@ -21,12 +21,12 @@ export const CHANNEL_MAGIC = 0x4e414843; // 'CHAN' as little-endian bytes
 export const CHANNEL_VERSION = 1;
 
 const MAGIC_I32 = 0;
-const VERSION_I32 = 1;
+export const VERSION_I32 = 1;
 const CODEC_I32 = 2;
 const CAPACITY_I32 = 3;
 const A_OFFSET_I32 = 4;
 const B_OFFSET_I32 = 5;
-const OPENED_I32 = 6;
+export const OPENED_I32 = 6;
 const HEADER_I32_LENGTH = 7;
 
 /** Bytes of the channel header; ring A starts here. */

@@ -18,6 +18,7 @@ import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { lockFileByte, receiveRegion } from '@shmring/core';
 import { connect, listen, type Channel } from '../src/index.js';
+import { HEADER_SIZE, OPENED_I32, VERSION_I32 } from '../src/layout.js';
 import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
 
 const CLIENTS = 200;
@@ -343,15 +344,15 @@ describe('server', function () {
       [
         'writes over the channel header it was handed, then opens',
         (words: Int32Array) => {
-          Atomics.store(words, 6, 1); // OPENED, as an opener's claim
-          Atomics.store(words, 1, 99); // VERSION
+          Atomics.store(words, OPENED_I32, 1); // as an opener's claim
+          Atomics.store(words, VERSION_I32, 99);
         },
       ],
       [
         "zeroes ring A's header it was handed, then opens",
         (words: Int32Array) => {
-          Atomics.store(words, 6, 1); // OPENED
-          Atomics.store(new Int32Array(words.buffer, 128, 1), 0, 0); // ring A's MAGIC (ring A starts at byte 128)
+          Atomics.store(words, OPENED_I32, 1);
+          Atomics.store(new Int32Array(words.buffer, HEADER_SIZE, 1), 0, 0); // ring A's MAGIC (ring A starts after the header)
         },
       ],
     ] as const) {

@@ -1053,6 +1053,7 @@ class KoffiBackend implements NativeBackend {
     targets.forEach(({ buffer, byteOffset, expected }, i) => {
       const word = this.word(buffer, byteOffset);
       const value = checkExpected(expected);
+      // Observes the word as a waiter's check does (a publisher changes it before its wake): timeout 0 answers from it.
       if (timeout === 0 && Atomics.load(word.i32, word.index) !== value) differs = true;
       view.setBigUint64(i * FUTEX_WAITV_SIZE, BigInt(value >>> 0), true);
       view.setBigUint64(i * FUTEX_WAITV_SIZE + 8, word.address, true);
