@@ -952,9 +952,24 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     this.#throwClosed(true);
   }
 
-  /** A drain() of this object took records without waiting: its readers are busy now (PollPacer). */
+  /**
+   * A parked waitReadable() of this object resolved, and no drain() has
+   * taken records since: the next drain takes what that wait announced.
+   */
+  #readAnnounced = false;
+
+  /**
+   * A drain() of this object took records: its readers are busy now
+   * (PollPacer), unless the drain takes what a parked waitReadable()
+   * announced. That drain completes the wait, whose length the pacer keeps:
+   * a side that waits long between messages (a server's pump between
+   * requests 1 ms apart) must not be judged busy by the drain that follows
+   * each wake-up, or its next wait polls in vain, holding the CPU the peer
+   * it just answered is often woken on.
+   */
   protected drained(): void {
-    this.#readPoll.gotAtOnce();
+    if (this.#readAnnounced) this.#readAnnounced = false;
+    else this.#readPoll.gotAtOnce();
   }
 
   /** Writes one message, parking the thread while the ring is full. Throws ERR_SHMRING_CLOSED once closed. */
@@ -1129,7 +1144,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** How a parked waitReadable settles: as #settleDone; it took nothing, so it passes its wake-up on. */
   readonly #settleReadable: Settle<true, void> = {
-    ok: () => undefined,
+    ok: () => {
+      this.#readAnnounced = true;
+    },
     err: (err) => {
       throw this.#failure(err);
     },
@@ -1204,6 +1221,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   waitReadable(options?: WaitOptions): Promise<void> {
     try {
       if (options !== undefined) checkWaitOptions(options, this.#names.waitReadable, READ_OPTIONS);
+      this.#readAnnounced = false;
       if (this.#readableAttemptFn() !== undefined) {
         this.#readPoll.gotAtOnce();
         return RESOLVED;

@@ -420,4 +420,45 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
       region.close();
     }
   });
+
+  it('the drain that takes what a parked waitReadable announced is part of that wait: after a long wait, the next wait parks at once', async function () {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    try {
+      const m = new Uint8Array(8);
+      await warm(ring); // hot: without the rule below, every wait after a drain would poll
+      // A server's pump: park until a request comes (20 ms: far more than 8 poll windows), take it, wait again.
+      const readable = ring.waitReadable({ spin: 0, poll: 0 });
+      setTimeout(() => ring.tryWrite(m), 20);
+      await readable;
+      assert.equal(
+        ring.drain(() => {}),
+        1,
+      );
+      const before = { ...waitCounters };
+      const next = ring.waitReadable({ spin: 0, timeoutMs: 5000 });
+      assert.equal(waitCounters.polls, before.polls, 'the wait after the announced drain polled: that drain counted as busy');
+      assert.equal(waitCounters.asyncParks, before.asyncParks + 1, 'it parked at once');
+      ring.tryWrite(m);
+      await next;
+      // A second drain (records the wait did not announce) is a busy reader again: the next wait polls.
+      assert.equal(
+        ring.drain(() => {}),
+        1,
+      );
+      ring.tryWrite(m);
+      assert.equal(
+        ring.drain(() => {}),
+        1,
+      );
+      const polls = waitCounters.polls;
+      const third = ring.waitReadable({ spin: 0, timeoutMs: 5000 });
+      assert.equal(waitCounters.polls, polls + 1, 'a drain of records no wait announced did not count as busy');
+      ring.tryWrite(m);
+      await third;
+    } finally {
+      ring.close();
+      region.close();
+    }
+  });
 });
