@@ -174,8 +174,13 @@ export class MpmcQueue extends Queue {
     return new MpmcQueue(buffer, capacity, slotSize, roles, ringSite(region, 0, roles));
   }
 
-  /** Attaches to a queue another process or thread created in `region`. */
-  static attach(region: Region): MpmcQueue {
+  /**
+   * Attaches to a queue another process or thread created in `region`. It
+   * takes no options (an MpmcQueue always starts at offset 0): any given
+   * are refused, as the other kinds refuse unknown ones.
+   */
+  static attach(region: Region, options?: Record<string, never>): MpmcQueue {
+    checkOptionsObject(options, 'MpmcQueue.attach', []);
     const buffer = ringMemory(region, 0, 0, 'MpmcQueue.attach');
     return attachTo(region, buffer, 0, 'MpmcQueue.attach', (roles) => {
       const { capacity, slotSize } = readHeader(buffer, L.KIND_MPMC, 0, undefined, region);

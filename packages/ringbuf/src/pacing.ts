@@ -17,7 +17,7 @@
  * Module state (the default poll window, the list of polling waits) is per
  * thread.
  */
-import { abortError, ErrorCodes, ShmringRangeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
 
 /**
  * How long (µs) a blocking call keeps retrying before it parks. Waking a
@@ -58,7 +58,10 @@ let defaultPoll = DEFAULT_POLL_MICROS;
 
 /** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout). */
 function checkPoll(micros: unknown): number {
-  if (typeof micros !== 'number' || Number.isNaN(micros) || micros < 0) {
+  if (typeof micros !== 'number') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
+  }
+  if (Number.isNaN(micros) || micros < 0) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
   }
   return micros;

@@ -264,11 +264,12 @@ export class SpscRing extends Queue {
    */
   #reserve(length: number, verb: 'claim' | 'tryWrite'): number {
     if (this.ctl.length === 0) throw this.closedError();
+    // Arguments first: a call that fails them must not take (and keep) the producer role.
+    this.#claim.checkWrite(length, this.maxMessageLength, verb);
     if (!this.isProducer) {
       this.registerProducer();
       this.#resume();
     }
-    this.#claim.checkWrite(length, this.maxMessageLength, verb);
     const size = L.recordSize(length);
     const position = this.#producerPosition;
     const index = position & this.#mask;

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
-import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync } from '../src/index.js';
+import { Broadcast, LatestValue, MpmcQueue, MpscRing, SpscRing, select, selectSync, setDefaultPoll } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { startWorker } from './fixtures/waiting-peer.js';
 
@@ -339,6 +339,34 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.throws(() => ring.readSync({ timeoutMs: 0, spinn: 1 } as never), refused(/"spinn" \(did you mean "spin"\?\)/));
     assert.ok(ring.tryWrite(new Uint8Array([1])));
     assert.deepEqual([...ring.readSync(options)], [1], 'the ring was left as it was');
+  });
+
+  it('MpmcQueue.attach refuses any option (it has none; an offset would be ignored), as the other kinds refuse unknown ones', () => {
+    const region = sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 }));
+    MpmcQueue.create(region, { capacity: 4, slotSize: 8 });
+    assert.throws(
+      () => MpmcQueue.attach(region, { offset: 4096 } as never),
+      (err: ShmringError) => err.code === 'ERR_SHMRING_INVALID_ARGUMENT' && /^MpmcQueue\.attach: unknown option "offset"/.test(err.message),
+    );
+    assert.throws(() => MpmcQueue.attach(region, 5 as never), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
+    MpmcQueue.attach(region, {}).close();
+  });
+
+  it('setDefaultPoll refuses a value that is not a number with a TypeError, a negative or NaN one with a RangeError', () => {
+    assert.throws(() => setDefaultPoll('5' as never), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
+    assert.throws(() => setDefaultPoll(-1), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' });
+    assert.throws(() => setDefaultPoll(Number.NaN), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' });
+  });
+
+  it('a tryWrite or claim that fails its arguments does not take the producer role: the real producer attaches and writes after it', () => {
+    const { region } = spsc(256); // the creator neither writes nor reads: both roles are free
+    const stray = SpscRing.attach(region);
+    assert.throws(() => stray.tryWrite(new Uint8Array(1024)), { code: 'ERR_SHMRING_MESSAGE_TOO_LARGE' });
+    assert.throws(() => stray.claim(-1), { code: 'ERR_SHMRING_INVALID_ARGUMENT' });
+    const producer = SpscRing.attach(region);
+    assert.ok(producer.tryWrite(new Uint8Array([7])), 'the real producer could not write');
+    producer.close();
+    stray.close();
   });
 
   it('refuses the options a waiting verb does not use: type on a read, poll and ref on a Sync verb, peerTimeoutMs on a LatestValue wait', async () => {
