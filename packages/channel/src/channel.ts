@@ -745,6 +745,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
 
   /** The next value (receive), or the next IteratorResult of `iteration`. */
   #next(signal: AbortSignal | undefined, iteration: Iteration | undefined): Promise<unknown> {
+    // An aborted signal wins over a value kept here, as in Node's own APIs: the value stays for the next receive.
+    if (signal?.aborted) return this.#fail(iteration, abortError(signal));
     if (this.#inbox.length > 0) {
       const value = this.#inbox.shift();
       if (this.#inbox.length < INBOX_HIGH_WATER) this.#kick();
@@ -758,7 +760,6 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       }
       return this.#fail(iteration, this.#endedError('receive'));
     }
-    if (signal?.aborted) return this.#fail(iteration, abortError(signal));
     return new Promise((resolve, reject) => {
       const receiver: Receiver = { resolve, reject, iteration, signal, onAbort: undefined };
       if (signal !== undefined) {
@@ -1339,7 +1340,9 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.emit('close', this.#endError);
     };
     const released = this.#releaseTransport();
-    if (released === undefined) finished();
+    // Never from inside close() itself: `ch.close(); await once(ch, 'close')` must see the event, and a
+    // listener that throws must not throw out of close().
+    if (released === undefined) process.nextTick(finished);
     else released.then(finished, finished);
   }
 }

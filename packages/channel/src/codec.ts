@@ -186,7 +186,9 @@ function custom(user: Codec): ChannelCodec {
     id: CODEC_CUSTOM,
     name: 'custom',
     rawBuffers: false,
-    lastOwned: true,
+    // The user's encode() may hand back a buffer it reuses (or the value itself): a record that must
+    // wait for room, or a split value, is copied, as the scratch buffer of structured clone is.
+    lastOwned: false,
     encode(value) {
       let bytes: unknown;
       try {

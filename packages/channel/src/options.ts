@@ -47,6 +47,19 @@ export function checkCapacity(capacity: unknown, verb: string): number {
   return capacity;
 }
 
+/** The range of heartbeatMs (NATS channels): 10 ms to an hour. */
+export const MIN_BEAT_MS = 10;
+export const MAX_BEAT_MS = 3_600_000;
+
+/**
+ * Checks a heartbeatMs option: undefined (the default) or ms in
+ * [MIN_BEAT_MS, MAX_BEAT_MS]. Checked on every path, though only NATS
+ * channels beat: a wrong value is refused wherever it is given.
+ */
+export function checkHeartbeat(beatMs: unknown, verb: string): number | undefined {
+  return beatMs === undefined ? undefined : checkNumberIn(beatMs, verb, 'heartbeatMs', 'ms', MIN_BEAT_MS, MAX_BEAT_MS);
+}
+
 /** Longest poll window a channel accepts (µs): past a second, park. */
 const MAX_POLL = 1_000_000;
 

@@ -34,7 +34,7 @@ import { resolveCodec, type ChannelCodec, type CodecOption } from './codec.js';
 import { channelRegionSize, openerEndTaken } from './layout.js';
 import { socketLink } from './link.js';
 import { isNatsEndpoint } from './nats/address.js';
-import { checkCapacity, checkOptions, checkPoll, checkSignal, checkTimeout, OptionNames } from './options.js';
+import { checkCapacity, checkHeartbeat, checkOptions, checkPoll, checkSignal, checkTimeout, OptionNames } from './options.js';
 import { closeChannelRings, creatorEnd, layOutChannel, openerEnd } from './open.js';
 
 export interface ListenOptions {
@@ -605,11 +605,14 @@ const noop = (): void => {};
 export async function listen(path: string, options: ListenOptions = {}): Promise<ChannelServer> {
   checkPath(path, 'listen');
   checkOptions(options, OptionNames.listen, 'listen');
-  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).listenNats(path, options);
-  const codec = resolveCodec(options?.codec);
+  // Every option is checked on every path, including those only one transport uses (capacity, poll and
+  // handoverTimeoutMs mean nothing over NATS, heartbeatMs nothing on a socket path): a bad one is refused.
   const capacity = checkCapacity(options?.capacity, 'listen');
   const poll = checkPoll(options?.poll, 'listen');
   const handoverTimeoutMs = checkTimeout(options?.handoverTimeoutMs, 'listen', 'handoverTimeoutMs') ?? DEFAULT_HANDOVER_TIMEOUT_MS;
+  checkHeartbeat(options?.heartbeatMs, 'listen');
+  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).listenNats(path, options);
+  const codec = resolveCodec(options?.codec);
   const where = socketPathOf(path);
   // One at a time per path: two listen() calls that both found the same stale socket file would both
   // replace it, and one would listen on a file the other had removed, unreachable. In turn, the second
@@ -916,10 +919,12 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
   checkOptions(options, OptionNames.connect, 'connect');
   // A signal aborted already wins over whatever connecting would meet (no server at the path, say), as in Node's own APIs.
   if (checkSignal(options?.signal, 'connect')?.aborted) throw abortError(options.signal!);
-  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).connectNats(path, options);
-  const codec = resolveCodec(options?.codec);
+  // As listen's: every option checked on every path (poll means nothing over NATS, heartbeatMs nothing here).
   const poll = checkPoll(options?.poll, 'connect');
   const timeoutMs = checkTimeout(options?.timeoutMs, 'connect');
+  checkHeartbeat(options?.heartbeatMs, 'connect');
+  if (isNatsEndpoint(path)) return (await import('./nats/channel.js')).connectNats(path, options);
+  const codec = resolveCodec(options?.codec);
   const signal = checkSignal(options?.signal, 'connect');
   const socket = net.connect({ path });
   let region: Region;

@@ -217,6 +217,34 @@ describe('misuse', function () {
       }
     });
 
+    it("a custom codec that reuses its output buffer: values queued behind a full ring, and split ones, arrive as they were sent", async function () {
+      // One buffer for every encode: a record the channel kept by reference would change under it.
+      const out = new Uint8Array(3000);
+      const codec: CodecOption = {
+        encode: (v) => {
+          const n = v as number;
+          out.fill(n & 0xff);
+          return out.subarray(0, n);
+        },
+        // What arrived: its length, and whether every byte is the one its encode wrote (n & 0xff).
+        decode: (bytes) => [bytes.length, bytes.every((b) => b === (bytes.length & 0xff))],
+      };
+      const p = pairEnds({ capacity: 1024, codec }); // records of at most 504 bytes: 2000 and 3000 are split
+      try {
+        const sizes = [400, 401, 402, 403, 2000, 404, 3000, 405];
+        const sent = sizes.map((n) => p.a.send(n)); // the ring fills: the later ones wait in the queue
+        const got: unknown[] = [];
+        for (let i = 0; i < sizes.length; i++) got.push(await p.b.receive());
+        await Promise.all(sent);
+        assert.deepEqual(
+          got,
+          sizes.map((n) => [n, true]),
+        );
+      } finally {
+        await p.dispose();
+      }
+    });
+
     it('json takes a live Proxy as JSON.stringify does; a revoked one, and any Proxy under the bytes codec or returned by a custom encode, is ERR_SHMRING_ENCODE', async function () {
       const revocable = Proxy.revocable({}, {});
       revocable.revoke();
@@ -327,6 +355,35 @@ describe('misuse', function () {
     });
   });
 
+  describe('close and abort timing', function () {
+    it("close() emits 'close' after it returns, also when nothing was pending (no pump running): a listener added right after close() sees it", async function () {
+      const p = pairEnds({ capacity: 4096, poll: 100 }); // a poll window: no idle read, so nothing runs on a quiet channel
+      try {
+        p.a.close();
+        const closed = await settledWithin(once(p.a, 'close'), 2000);
+        assert.equal(closed.status, 'fulfilled', "'close' was emitted inside close(), before anyone could listen");
+      } finally {
+        await p.dispose();
+      }
+    });
+
+    it('receive() with an aborted signal rejects with an AbortError even when a value is kept; that value goes to the next receive', async function () {
+      const p = pairEnds({ capacity: 4096 });
+      try {
+        await p.b.send(1);
+        await p.b.send(2);
+        assert.equal(await p.a.receive(), 1); // the pump took both: 2 is kept
+        const aborted = AbortSignal.abort();
+        const err = await rejectsWith(p.a.receive({ signal: aborted }), 'ABORT_ERR');
+        assert.equal(err.name, 'AbortError');
+        await assert.rejects(p.a.messages({ signal: aborted }).next(), { name: 'AbortError' });
+        assert.equal(await p.a.receive(), 2);
+      } finally {
+        await p.dispose();
+      }
+    });
+  });
+
   describe('bad options and arguments', function () {
     it('a capacity that is not a power of two in [64, 2^30] is ERR_SHMRING_INVALID_ARGUMENT (listen, channelPair)', async function () {
       const dir = new TmpDir();
@@ -433,6 +490,31 @@ describe('misuse', function () {
 
         // A nats:// address is no socket path: no such limit (this one fails for its wildcard instead).
         await rejectsWith(listen(`nats://127.0.0.1:4222/${'s'.repeat(150)}.>`), 'ERR_SHMRING_INVALID_ENDPOINT');
+      } finally {
+        dir.remove();
+      }
+    });
+
+    it('options one transport ignores are checked on both: capacity, poll and handoverTimeoutMs on nats://, heartbeatMs on a socket path', async function () {
+      const dir = new TmpDir();
+      try {
+        // No NATS server is needed: a bad option is refused before anything connects.
+        const nats = 'nats://127.0.0.1:1/orders';
+        for (const [verb, options] of [
+          ['listen', { capacity: 3 }],
+          ['listen', { poll: -1 }],
+          ['listen', { handoverTimeoutMs: Number.NaN }],
+          ['connect', { poll: '5' }],
+        ] as const) {
+          const made = verb === 'listen' ? listen(nats, options as never) : connect(nats, options as never);
+          await rejectsWith(made, 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+        for (const heartbeatMs of [0, 5, Number.NaN, '1000', 7_200_000]) {
+          const err = await rejectsWith(listen(dir.path(), { heartbeatMs: heartbeatMs as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
+          assert.match(err.message, /heartbeatMs/);
+          await rejectsWith(connect(dir.path(), { heartbeatMs: heartbeatMs as number }), 'ERR_SHMRING_INVALID_ARGUMENT');
+        }
+        assert.deepEqual(fs.readdirSync(dir.dir), [], 'a listen with a bad option bound its path');
       } finally {
         dir.remove();
       }

@@ -10,7 +10,7 @@ import { ErrorCodes, MAX_TIMER_MS, ShmringError, abortError } from '@shmring/cor
 import type { Msg, NatsConnection } from 'nats';
 import { Channel } from '../channel.js';
 import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
-import { checkNumberIn, checkSignal, checkTimeout } from '../options.js';
+import { checkHeartbeat, checkSignal, checkTimeout, MAX_BEAT_MS, MIN_BEAT_MS } from '../options.js';
 import { ChannelServer, type Acceptor, type ConnectOptions, type ListenOptions } from '../socket.js';
 import { parseNatsAddress, type NatsAddress } from './address.js';
 import { closeNats, loadNats, loopHold, openNats } from './connection.js';
@@ -36,11 +36,8 @@ interface Welcome {
   beatMs?: number;
 }
 
-const MIN_BEAT_MS = 10;
-const MAX_BEAT_MS = 3_600_000;
-
 function checkBeat(beatMs: unknown, verb: string): number {
-  return beatMs === undefined ? DEFAULT_BEAT_MS : checkNumberIn(beatMs, verb, 'heartbeatMs', 'ms', MIN_BEAT_MS, MAX_BEAT_MS);
+  return checkHeartbeat(beatMs, verb) ?? DEFAULT_BEAT_MS;
 }
 
 /** Whether a peer's beatMs (its HELLO or WELCOME) is one heartbeatMs could have set: 0 beat every ms and ended the channel at once. */
