@@ -171,7 +171,14 @@ export function fileKind(stat: fs.Stats | fs.BigIntStats): string {
 
 /** A value as an error message shows it: strings quoted, so `'5'` does not read as the number 5. */
 export function shown(value: unknown): string {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`; // 0n, not 0: the type is what is wrong
+  try {
+    return String(value);
+  } catch {
+    // An object String() cannot convert (null prototype, a throwing toString): the message must not throw.
+    return Object.prototype.toString.call(value);
+  }
 }
 
 /**

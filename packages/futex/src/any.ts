@@ -49,9 +49,12 @@ function checkWords(words: readonly WaitTarget[], what: string): void {
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${what}: words must be an array of [Int32Array, index, expected]`);
   }
   if (words.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: needs at least one word`);
-  for (const word of words) {
-    checkWord(word?.[0] as Int32Array, word?.[1] as number, what);
-    checkExpected(word[2], what);
+  for (let k = 0; k < words.length; k++) {
+    const word = words[k];
+    // In a long list, which entry is wrong is half of what the caller needs to know.
+    const where = words.length > 1 ? `${what} (words[${k}])` : what;
+    checkWord(word?.[0] as Int32Array, word?.[1] as number, where);
+    checkExpected(word![2], where);
   }
 }
 
@@ -166,6 +169,13 @@ export function waitAnyStoppable(words: readonly WaitTarget[], timeoutMs?: numbe
 
 /** The wait of waitAnyAsync / waitAnyStoppable, its arguments checked. */
 function startWaitAny(words: readonly WaitTarget[], timeout: number, ref: boolean): StoppableWaitAny {
+  if (timeout === 0) {
+    // Nothing is to sleep: answer from the words, as waitAny's kernel compare of them all does. (Waits
+    // started on each would all settle at once, and the first word's 'timed-out' would hide a later
+    // word that differs.)
+    const differs = words.some(([i32, index, expected]) => Atomics.load(i32, index) !== (expected | 0));
+    return { promise: Promise.resolve(differs ? 'not-equal' : 'timed-out'), stop: () => {} };
+  }
   let stop: (reason: unknown) => void = () => {};
   const expose = (s: (reason: unknown) => void): void => {
     stop = s;
@@ -245,7 +255,17 @@ function waitAllAtOnce(
   });
 }
 
-/** One asynchronous wait per word; the first to settle decides, the others are cancelled. */
+/**
+ * One asynchronous wait per word; the first to settle decides, the others
+ * are cancelled. A word woken while it still holds its expected value is
+ * waited on again (for what is left of the timeout) instead of deciding:
+ * that wake is another wait's cancel (an Atomics.notify of a
+ * SharedArrayBuffer word, a koffi or waiter-thread kick of a mapped one:
+ * both wake every sleeper of the word), not a publication, which changes
+ * the word before it wakes (passOn's rule). Settling on it would make the
+ * woken caller's own cancels wake the canceller in turn: two waits that
+ * share two words woke each other for ever, at 100% of a CPU.
+ */
 function waitEach(
   words: readonly WaitTarget[],
   timeout: number,
@@ -254,6 +274,9 @@ function waitEach(
 ): Promise<WaitAnyResult> {
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;
+    const deadline = performance.now() + timeout; // Infinity without a timeout
+    /** What is left of the timeout for a wait started now (at least 1 ms: 0 would not sleep). */
+    const left = (): number => (timeout === Infinity ? Infinity : Math.max(1, deadline - performance.now()));
     /** Cancels the wait of each word still pending (undefined: settled or never started). */
     const cancels: ((() => void) | undefined)[] = new Array(n);
     let settled = false;
@@ -277,15 +300,25 @@ function waitEach(
     const fail = (err: unknown): void => {
       if (finish()) reject(err);
     };
-    expose(fail);
-    for (let i = 0; i < n && !settled; i++) {
+    /** Whether a wake of word i is another wait's cancel: the word still holds its expected value (see above). */
+    const kicked = (i: number): boolean => {
+      const [i32, index, expected] = words[i]!;
+      try {
+        // Observes the publisher's change, made before its wake.
+        return !settled && Atomics.load(i32, index) === (expected | 0) && deadline - performance.now() > 0;
+      } catch {
+        return false; // closed meanwhile: let the wake decide, the caller re-checks
+      }
+    };
+    /** Starts the wait of word i (again, after a kick); false once the race is decided. */
+    const arm = (i: number): boolean => {
       const [i32, index, expected] = words[i]!;
       if (isShared(i32)) {
         // The check-and-sleep of Atomics.wait, resolved by V8 when notified or timed out.
-        const result = Atomics.waitAsync(i32, index, expected | 0, timeout);
+        const result = Atomics.waitAsync(i32, index, expected | 0, left());
         if (!result.async) {
-          settle(i, result.value); // 'not-equal' (or 'timed-out' for a timeout of 0): decided already
-          break;
+          settle(i, result.value); // 'not-equal': decided already
+          return false;
         }
         // V8's waitAsync holds nothing that keeps Node's loop alive: a ref'd
         // timer does, for exactly as long as the wait is pending (none for `ref` false).
@@ -294,10 +327,13 @@ function waitEach(
         // must not stay behind: a publisher's notify(count = 1) could pick it
         // instead of a live sleeper, whose wake-up would then be lost.
         cancels[i] = () => Atomics.notify(i32, index);
-        result.value.then((value) => settle(i, value), fail);
+        result.value.then((value) => {
+          if (value === 'ok' && kicked(i)) arm(i);
+          else settle(i, value);
+        }, fail);
       } else {
         try {
-          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, timeout, ref);
+          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, left(), ref);
           /** Whether finish() stopped this wait (false: it had ended on its own, and its outcome is real). */
           let stopped = false;
           cancels[i] = () => {
@@ -306,12 +342,17 @@ function waitEach(
           pending.promise.then((code) => {
             // Woken, but another word decided first: the wake is not this caller's to drop.
             if (settled && code === 0 && !stopped) passOn(i32, index, expected | 0);
+            else if (code === 0 && kicked(i)) arm(i);
             else settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out');
           }, fail);
         } catch (err) {
           fail(err);
+          return false;
         }
       }
-    }
+      return !settled;
+    };
+    expose(fail);
+    for (let i = 0; i < n && arm(i); i++);
   });
 }

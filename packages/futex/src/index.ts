@@ -84,7 +84,14 @@ function waitAsyncNative(
   signal: AbortSignal | undefined,
   ref: boolean,
 ): Promise<WaitResult> {
-  const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout, ref);
+  let pending: ReturnType<typeof nativeFutex.waitAsync>;
+  try {
+    pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected, timeout, ref);
+  } catch (err) {
+    // A wait that cannot start (koffi out of waits, io_uring refused, the env going away): a rejection, as
+    // waitAnyAsync's, not a throw out of a function that returns a promise.
+    return Promise.reject(err);
+  }
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
   return new Promise<WaitResult>((resolve, reject) => {
     /** Aborted, and the wait had ended on its own first (cancel() found nothing to stop): its outcome is real. */
@@ -99,7 +106,11 @@ function waitAsyncNative(
       // A wake the caller gave up before it heard of it goes to the word's next sleeper.
       if (abortedAfterEnd && code === 0) passOn(i32, index, expected);
       resolve(RESULTS[code]!);
-    }, reject);
+    }, (err: unknown) => {
+      // The signal no longer holds this wait (nor, through onAbort, its word's buffer).
+      unwatchAbort(signal, onAbort);
+      reject(err);
+    });
   });
 }
 

@@ -100,6 +100,46 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
         await assert.rejects(waitAnyAsync(words(2), 5000, controller.signal), (err: Error) => err.name === 'AbortError');
       });
 
+      it('waitAnyAsync with a timeout of 0 answers from all the words: not-equal when any differs, a later one too; timed-out when none does', async () => {
+        assert.equal(await waitAnyAsync(words(3), 0), 'timed-out');
+        Atomics.store(i32, 2, 5); // the last word: every earlier one would time out at once
+        assert.equal(await waitAnyAsync(words(3), 0), 'not-equal');
+        assert.equal(waitAny(words(3), 0), 'not-equal', 'waitAny says the same');
+        Atomics.store(i32, 2, 0);
+      });
+
+      it("two waitAnyAsync loops sharing two words do not wake each other for ever: another wait's cancel is not a publication", async () => {
+        // Each loop waits on the two shared words and a word of its own, as two select()s over two common
+        // queues do; a cancel that wakes every sleeper of a word (Atomics.notify, koffi's kick) must not
+        // count as a wake-up of the other loop, whose own cancels would then wake the first, and so on.
+        const rounds = [0, 0];
+        let stop = false;
+        const loop = async (me: number, own: number): Promise<void> => {
+          while (!stop) {
+            const list: WaitTarget[] = [0, 1, own].map((k) => [i32, k, Atomics.load(i32, k)] as const);
+            await waitAnyAsync(list, 400);
+            rounds[me]!++;
+          }
+        };
+        const loops = [loop(0, 2), loop(1, 3)];
+        await new Promise((r) => setTimeout(r, 50));
+        Atomics.add(i32, 2, 1); // a publication on the first loop's own word
+        if (backing === 'sab') wake(i32, 2);
+        else wakeNative(i32, 2);
+        await new Promise((r) => setTimeout(r, 300));
+        stop = true;
+        Atomics.add(i32, 0, 1); // ends both loops' last waits
+        if (backing === 'sab') wake(i32, 0);
+        else wakeNative(i32, 0);
+        await Promise.all(loops);
+        // The publication wakes the first loop once; its cancels may wake the second once or twice; 400 ms
+        // timeouts add at most one round each. Woken by each other's cancels, each made thousands.
+        assert.ok(rounds[0]! <= 4 && rounds[1]! <= 4, `rounds ${rounds.join(', ')}`);
+        assert.ok(rounds[0]! >= 1, 'the publication did not wake the first loop');
+        Atomics.store(i32, 0, 0);
+        Atomics.store(i32, 2, 0);
+      });
+
       it('waitAnyStoppable: stop() rejects it with the reason given (an AbortError by default), leaving no wait asleep', async () => {
         const stopped = waitAnyStoppable(words(3), 5000);
         await new Promise((r) => setTimeout(r, 20));

@@ -57,6 +57,16 @@ describe('@shmring/futex argument checks', () => {
     i32[0] = 0;
   });
 
+  it('shows a BigInt as 0n, an object String() cannot convert without throwing, and names the entry of a list that is wrong', () => {
+    assert.throws(() => wait(i32, 0n as unknown as number, 0), (err: Error) => /index=0n must be an integer/.test(err.message));
+    assert.throws(
+      () => wait(i32, 0, 0, Object.create(null) as number),
+      (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /timeoutMs=\[object Object\]/.test(err.message),
+    );
+    const many: WaitTarget[] = Array.from({ length: 5 }, (_, k) => [i32, k === 3 ? 9 : 0, 0] as const);
+    assert.throws(() => waitAnyAsync(many, 0), (err: Error) => err.message.startsWith('waitAnyAsync (words[3]): index=9'));
+  });
+
   it('names the call and quotes a string in an index or count that is wrong: index="0" is not the number 0', () => {
     assert.throws(() => wait(i32, '0' as unknown as number, 0, 0), invalid(TypeError, 'wait', 'index'));
     assert.throws(() => wait(i32, '0' as unknown as number, 0, 0), { message: /^wait: index="0" must be an integer/ });

@@ -299,6 +299,37 @@ describe('@shmring/futex', () => {
     });
   });
 
+  describe('a wait that cannot start', () => {
+    it("waitAsync rejects (it does not throw) past koffi's cap of pending waits, as waitAnyAsync does", () => {
+      // In a child on koffi: 4096 pending waits hold its calls (killed at the end: koffi aborts a process
+      // that exits under them).
+      const child = runModule(
+        ['waitAsync'],
+        `
+        const region = Region.create({ backing: 'memfd', size: 4096 });
+        const i32 = new Int32Array(region.buffer, 0, 4);
+        let threw;
+        let rejected;
+        for (let i = 0; i < 4200 && threw === undefined; i++) {
+          try {
+            waitAsync(i32, 0, 0).catch((err) => (rejected ??= err.code));
+          } catch (err) {
+            threw = err.code;
+          }
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        process.stdout.write(JSON.stringify({ threw, rejected }));
+        process.kill(process.pid, 'SIGKILL');
+      `,
+        { SHMRING_BACKEND: 'koffi' },
+      );
+      assert.ok(child.stdout.startsWith('{'), `${child.signal}: ${child.stderr}`);
+      const r = JSON.parse(child.stdout) as { threw?: string; rejected?: string };
+      assert.equal(r.threw, undefined, 'waitAsync threw at the cap instead of rejecting');
+      assert.equal(r.rejected, 'ERR_SHMRING_TOO_MANY_WAITS');
+    });
+  });
+
   describe('bad input', () => {
     it('rejects a ref that is not a boolean, with a typed error', () => {
       const i32 = new Int32Array(new SharedArrayBuffer(8));
