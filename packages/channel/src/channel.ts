@@ -1271,7 +1271,8 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#end(
       clean
         ? undefined
-        : new ShmringError(ErrorCodes.PEER_DEAD, `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`),
+        : (this.#link.error ??
+            new ShmringError(ErrorCodes.PEER_DEAD, `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`)),
     );
   }
 

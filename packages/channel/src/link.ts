@@ -15,6 +15,12 @@ import type { MessagePort } from 'node:worker_threads';
 export interface Link {
   /** How the peer's end shows up in an error ("its socket closed"). */
   readonly ending: string;
+  /**
+   * Why the link ended when that was not the peer's death (a transport that
+   * lost records: ERR_SHMRING_MESSAGE_LOST); the channel ends with it in
+   * place of ERR_SHMRING_PEER_DEAD. Undefined for a socket or a port.
+   */
+  readonly error?: Error | undefined;
   /** Calls `onEnd` once, when the other end goes away (or close() is called). */
   watch(onEnd: () => void): void;
   /** Ends this side of the link; the peer's watch fires. */

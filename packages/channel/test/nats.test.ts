@@ -235,6 +235,94 @@ describe('channels over NATS', function () {
     });
   });
 
+  describe('records lost in transit (core NATS is at most once)', function () {
+    const BEAT_MS = 200;
+
+    /**
+     * A channel, and a third connection that watches every message of the
+     * server: it learns the server end's inbox (where the client's records
+     * go) and the header values of the client's records, to forge one.
+     */
+    async function watched(tag: string) {
+      const address = nats.url(uniqueSubject(tag));
+      const server = await listen(address, { heartbeatMs: BEAT_MS });
+      const spy = await natsConnect({ servers: `127.0.0.1:${nats.port}` });
+      const seen: { subject: string; type: string; seq: string }[] = [];
+      spy.subscribe('_INBOX.>', {
+        callback: (_err, msg) => {
+          const type = msg.headers?.get('Shmring-Type');
+          if (type) seen.push({ subject: msg.subject, type, seq: msg.headers!.get('Shmring-Seq') });
+        },
+      });
+      await spy.flush();
+      const accepted = once(server, 'channel') as Promise<[Channel]>;
+      const client = await connect(address, { heartbeatMs: BEAT_MS });
+      const [channel] = await accepted;
+      await client.send('first');
+      assert.equal(await channel.receive(), 'first');
+      await spy.flush();
+      const first = seen.find((m) => m.seq === '0');
+      assert.ok(first !== undefined, `the spy saw no record numbered 0: ${JSON.stringify(seen)}`);
+      const { headers } = await import('nats');
+      /** Publishes to the server end's inbox, as the client end would, with these headers. */
+      const forge = async (fields: Record<string, string>): Promise<void> => {
+        const h = headers();
+        for (const [k, v] of Object.entries(fields)) h.set(k, v);
+        spy.publish(first.subject, new Uint8Array(0), { headers: h });
+        await spy.flush();
+      };
+      return { server, client, channel, spy, first, forge };
+    }
+
+    it('a record that comes after a gap ends both channels with ERR_SHMRING_MESSAGE_LOST, after what came before it; a pending request rejects with it', async function () {
+      const { server, client, channel, spy, first, forge } = await watched('lost-record');
+      const clientClosed = closeEvent(client);
+      try {
+        const pending = client.request('never answered'); // record 1: no handler on the server, it waits there
+        const pendingRejected = rejectsWith(pending, ErrorCodes.MESSAGE_LOST); // attached now: it rejects before the loop ends
+        await client.send('second'); // record 2
+        await sleep(50);
+        await forge({ 'Shmring-Type': first.type, 'Shmring-Seq': '5' }); // records 3 and 4 "lost"
+        await client.send('after the gap'); // record 3 comes after the forged 5: never delivered
+        const got: unknown[] = [];
+        const error = await (async () => {
+          try {
+            for await (const v of channel) got.push(v);
+          } catch (err) {
+            return err as Error & { code?: string };
+          }
+          return undefined;
+        })();
+        assert.deepEqual(got, ['second'], 'what came before the gap, in order, and nothing after it');
+        assert.equal(error?.code, ErrorCodes.MESSAGE_LOST, String(error));
+        assert.match(error!.message, /2 records from the other side went missing in transit \(record 3 was due, record 5 came\)/);
+        const rejected = await pendingRejected;
+        assert.match(rejected.message, /found records of this end's lost in transit/);
+        assert.equal(((await clientClosed) as { code?: string } | undefined)?.code, ErrorCodes.MESSAGE_LOST);
+      } finally {
+        client.close();
+        await server.close();
+        await spy.close();
+      }
+    });
+
+    it('a heartbeat counting records that never came ends the channel within a heartbeat: a lost last request does not hang', async function () {
+      const { server, client, channel, spy, forge } = await watched('lost-tail');
+      try {
+        // Waits for a record that "was sent and lost" (the rejection handled from the start).
+        const receiving = rejectsWith(channel.receive(), ErrorCodes.MESSAGE_LOST);
+        await forge({ 'Shmring-Control': 'beat', 'Shmring-Seq': '2' }); // the client "sent" records 1 too
+        const error = await receiving;
+        assert.match(error.message, /1 record from the other side went missing in transit \(record 1 was due, a message counting 2 came\)/);
+        await rejectsWith(client.request('x'), ErrorCodes.MESSAGE_LOST);
+      } finally {
+        client.close();
+        await server.close();
+        await spy.close();
+      }
+    });
+  });
+
   describe('a sender that never waits', function () {
     it('await send() in a loop for 1.5 s lets timers run, and neither live end is taken for dead (100 ms heartbeats)', async function () {
       const BEAT_MS = 100;

@@ -70,6 +70,8 @@ export const ErrorCodes = {
   NO_SERVER: 'ERR_SHMRING_NO_SERVER',
   /** requireSealed: the region's file could still be changed by a peer (not sealed against writing, shrinking and growing). */
   NOT_SEALED: 'ERR_SHMRING_NOT_SEALED',
+  /** A channel over core NATS (at most once) lost records in transit: it ends, since what came after may depend on them. */
+  MESSAGE_LOST: 'ERR_SHMRING_MESSAGE_LOST',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -27,6 +27,19 @@
  * A clean close() publishes a CLOSE control message, which comes after
  * every record sent before it.
  *
+ * Loss: core NATS delivers at most once, and a connection loss (a server
+ * restart, a slow consumer cut off) drops what was in flight. Each record
+ * carries its number (SEQ_HEADER: 0, 1, 2, … per end), and each heartbeat
+ * and CLOSE the count sent before it, so the receiving end sees a gap at
+ * the next record, heartbeat or CLOSE, within one heartbeat period at the
+ * latest. It then hands out what came before the gap, ends the channel
+ * with ERR_SHMRING_MESSAGE_LOST, and tells the peer (a CLOSE with the
+ * reason 'lost'), whose channel ends with it too: a lost request would
+ * otherwise leave its caller waiting for ever (without a timeout), a lost
+ * part of a split value would corrupt it, and values after a lost one would
+ * be delivered as if nothing had happened. A message without the header (a
+ * peer that does not number its records) is not checked.
+ *
  * Threading: one thread, the Channel's.
  */
 import { abortError, ErrorCodes, ShmringError } from '@shmring/core';
@@ -41,6 +54,10 @@ import { type ConnectionWatch, watchConnection } from './connection.js';
 export const TYPE_HEADER = 'Shmring-Type';
 /** Header of the transport's own messages: 'beat' or 'close'. */
 const CONTROL_HEADER = 'Shmring-Control';
+/** A record's number (decimal, from 0 per end); on a beat or CLOSE, the number of records sent before it. */
+export const SEQ_HEADER = 'Shmring-Seq';
+/** On a CLOSE: why this end closed, when not by its user ('lost': it saw records of the peer's go missing). */
+const REASON_HEADER = 'Shmring-Reason';
 /** A peer silent for this many of its heartbeat periods is dead. */
 export const DEAD_AFTER_BEATS = 3;
 export const DEFAULT_BEAT_MS = 1000;
@@ -88,6 +105,12 @@ export class NatsEnd implements RecordSource, RecordSink {
   /** The peer's liveness, for the Channel. */
   readonly link: Link;
   #ending = 'its NATS connection ended';
+  /** Why the link ended, when not the peer's death (records lost): Link.error. */
+  #error: ShmringError | undefined;
+  /** Records published by this end (the next one's number). */
+  #sent = 0;
+  /** The number of the next record expected from the peer. */
+  #expected = 0;
 
   readonly #nc: NatsConnection;
   readonly #headers: HeadersFn;
@@ -147,6 +170,9 @@ export class NatsEnd implements RecordSource, RecordSink {
       get ending() {
         return end.#ending;
       },
+      get error() {
+        return end.#error;
+      },
       watch: (onEnd) => {
         this.#onEnd = onEnd;
         // An idle channel keeps no process alive (the Channel holds the link while someone waits).
@@ -196,8 +222,20 @@ export class NatsEnd implements RecordSource, RecordSink {
       if (this.#peer !== '') this.#beat();
     }
     const control = h?.get(CONTROL_HEADER);
+    // Records, beats and CLOSE alike: the count must match what came (a beat's or CLOSE's is what was sent before it).
+    if (!this.#inSequence(h?.get(SEQ_HEADER), control === undefined || control === '')) return;
     if (control === 'beat') return;
     if (control === 'close') {
+      if (h?.get(REASON_HEADER) === 'lost') {
+        this.#error = new ShmringError(
+          ErrorCodes.MESSAGE_LOST,
+          `${this.#what}: the other side found records of this end's lost in transit (core NATS delivers at most once: ` +
+            'a connection loss drops what is in flight) and ended the channel; open a new one, and use requests with timeoutMs ' +
+            '(or a JetStream bridge) where every message must arrive',
+        );
+        this.#end('it lost records');
+        return;
+      }
       this.closed = true;
       this.#end('it closed');
       return;
@@ -217,6 +255,36 @@ export class NatsEnd implements RecordSource, RecordSink {
         reader.resolve();
       }
     }
+  }
+
+  /**
+   * Checks a message's number (`seq`, the header's text; '' when absent: not
+   * checked) against what came before: a record's must be the next
+   * expected, a beat's or CLOSE's (`record` false) the count of records
+   * sent before it. False when records went missing: the link then ends
+   * with ERR_SHMRING_MESSAGE_LOST (after the records that came are taken),
+   * the peer is told, and nothing more is taken.
+   */
+  #inSequence(seq: string | undefined, record: boolean): boolean {
+    if (seq === undefined || seq === '') return true;
+    const n = Number(seq);
+    if (record ? n === this.#expected : n === this.#expected || !Number.isSafeInteger(n)) {
+      if (record) this.#expected++;
+      return true;
+    }
+    const lost = n - this.#expected;
+    const what =
+      lost > 0
+        ? `${lost} record${lost === 1 ? '' : 's'} from the other side went missing in transit (record ${this.#expected} was due, ${record ? `record ${n}` : `a message counting ${n}`} came)`
+        : `a record of the other side came twice or out of order (record ${this.#expected} was due, record ${n} came)`;
+    this.#error = new ShmringError(
+      ErrorCodes.MESSAGE_LOST,
+      `${this.#what}: ${what}; core NATS delivers at most once (a connection loss drops what is in flight), and the channel ` +
+        'ends rather than go on without them; open a new one, and use requests with timeoutMs (or a JetStream bridge) where every message must arrive',
+    );
+    this.#control('close', undefined, 'lost'); // the peer's channel ends too, not as a clean close
+    this.#end('records went missing');
+    return false;
   }
 
   #shift(): Record | undefined {
@@ -319,9 +387,11 @@ export class NatsEnd implements RecordSource, RecordSink {
   tryWrite(bytes: Uint8Array, type: number): boolean {
     const h = this.#headers();
     h.set(TYPE_HEADER, String(type));
+    h.set(SEQ_HEADER, String(this.#sent));
     // The client keeps a reference until it flushes: the Channel may reuse its bytes at once.
     // A request carries this end's inbox as its reply subject, so a peer that is gone gets "no responders" back.
     this.#publish(new Uint8Array(bytes), h, (type & F.KIND_MASK) === F.REQUEST ? this.#inbox : undefined);
+    this.#sent++; // only once published: a publish that threw sent nothing
     return true;
   }
 
@@ -338,9 +408,11 @@ export class NatsEnd implements RecordSource, RecordSink {
   cork(): void {}
   uncork(): void {}
 
-  #control(what: 'beat' | 'close', reply: string | undefined): void {
+  #control(what: 'beat' | 'close', reply: string | undefined, reason?: 'lost'): void {
     const h = this.#headers();
     h.set(CONTROL_HEADER, what);
+    h.set(SEQ_HEADER, String(this.#sent)); // what the peer should have had by now
+    if (reason !== undefined) h.set(REASON_HEADER, reason);
     try {
       this.#publish(new Uint8Array(0), h, reply);
     } catch {
