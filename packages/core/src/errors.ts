@@ -179,7 +179,11 @@ export function shown(value: unknown): string {
     return String(value);
   } catch {
     // An object String() cannot convert (null prototype, a throwing toString): the message must not throw.
-    return Object.prototype.toString.call(value);
+    try {
+      return Object.prototype.toString.call(value);
+    } catch {
+      return `[${typeof value}]`; // a revoked Proxy, or one whose traps throw
+    }
   }
 }
 

@@ -51,10 +51,17 @@ function checkWords(words: readonly WaitTarget[], what: string): void {
   if (words.length === 0) throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${what}: needs at least one word`);
   for (let k = 0; k < words.length; k++) {
     const word = words[k];
-    // In a long list, which entry is wrong is half of what the caller needs to know.
-    const where = words.length > 1 ? `${what} (words[${k}])` : what;
-    checkWord(word?.[0] as Int32Array, word?.[1] as number, where);
-    checkExpected(word![2], where);
+    try {
+      checkWord(word?.[0] as Int32Array, word?.[1] as number, what);
+      checkExpected(word![2], what);
+    } catch (err) {
+      // In a long list, which entry is wrong is half of what the caller needs to know (named only on failure:
+      // select checks its words at every park).
+      if (words.length > 1 && err instanceof Error && err.message.startsWith(`${what}: `)) {
+        err.message = `${what} (words[${k}]): ${err.message.slice(what.length + 2)}`;
+      }
+      throw err;
+    }
   }
 }
 
@@ -125,7 +132,9 @@ export function passOn(i32: Int32Array, index: number, expected: number): void {
  * decides, and the others are cancelled at once (a native wait by its
  * cancel(); a SharedArrayBuffer wait by an Atomics.notify of its word,
  * which also wakes that word's other sleepers of this process spuriously:
- * they re-check, as every waiter does). The pending Promise keeps the
+ * a plain waitAsync re-checks, as every waiter does, and a waitAnyAsync of
+ * this mode waits again while the word is unchanged, see waitEach; the
+ * io_uring mode has no such kicks, and any wake ends it). The pending Promise keeps the
  * process alive unless `ref` is false (as waitAsync's `ref`; the koffi
  * backend cannot let go for a mapped region's word); once it settles
  * nothing is left behind. An aborted `signal` rejects it with an AbortError.
@@ -275,8 +284,10 @@ function waitEach(
   return new Promise<WaitAnyResult>((resolve, reject) => {
     const n = words.length;
     const deadline = performance.now() + timeout; // Infinity without a timeout
-    /** What is left of the timeout for a wait started now (at least 1 ms: 0 would not sleep). */
-    const left = (): number => (timeout === Infinity ? Infinity : Math.max(1, deadline - performance.now()));
+    /** What is left of the timeout for a wait started again after a kick (0 or less: it times out at once). */
+    const left = (): number => (timeout === Infinity ? Infinity : Math.max(0, deadline - performance.now()));
+    /** The first round of waits takes the caller's timeout as it is: no clock read per word. */
+    let first = true;
     /** Cancels the wait of each word still pending (undefined: settled or never started). */
     const cancels: ((() => void) | undefined)[] = new Array(n);
     let settled = false;
@@ -315,7 +326,7 @@ function waitEach(
       const [i32, index, expected] = words[i]!;
       if (isShared(i32)) {
         // The check-and-sleep of Atomics.wait, resolved by V8 when notified or timed out.
-        const result = Atomics.waitAsync(i32, index, expected | 0, left());
+        const result = Atomics.waitAsync(i32, index, expected | 0, first ? timeout : left());
         if (!result.async) {
           settle(i, result.value); // 'not-equal': decided already
           return false;
@@ -333,7 +344,13 @@ function waitEach(
         }, fail);
       } else {
         try {
-          const pending = nativeFutex.waitAsync(i32.buffer as ArrayBuffer, i32.byteOffset + index * 4, expected | 0, left(), ref);
+          const pending = nativeFutex.waitAsync(
+            i32.buffer as ArrayBuffer,
+            i32.byteOffset + index * 4,
+            expected | 0,
+            first ? timeout : left(),
+            ref,
+          );
           /** Whether finish() stopped this wait (false: it had ended on its own, and its outcome is real). */
           let stopped = false;
           cancels[i] = () => {
@@ -354,5 +371,6 @@ function waitEach(
     };
     expose(fail);
     for (let i = 0; i < n && arm(i); i++);
+    first = false;
   });
 }

@@ -112,6 +112,8 @@ describe('@shmring/futex waitAny / waitAnyAsync', () => {
         // Each loop waits on the two shared words and a word of its own, as two select()s over two common
         // queues do; a cancel that wakes every sleeper of a word (Atomics.notify, koffi's kick) must not
         // count as a wake-up of the other loop, whose own cancels would then wake the first, and so on.
+        // (On a memfd with io_uring waits all words are one native wait, whose cancel wakes nobody: there
+        // this checks that that mode has no such loop either; koffi and the thread paths take the other.)
         const rounds = [0, 0];
         let stop = false;
         const loop = async (me: number, own: number): Promise<void> => {

@@ -63,6 +63,12 @@ describe('@shmring/futex argument checks', () => {
       () => wait(i32, 0, 0, Object.create(null) as number),
       (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /timeoutMs=\[object Object\]/.test(err.message),
     );
+    const revoked = Proxy.revocable({}, {});
+    revoked.revoke();
+    assert.throws(
+      () => wait(i32, 0, 0, revoked.proxy as unknown as number),
+      (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /timeoutMs=\[object\]/.test(err.message),
+    );
     const many: WaitTarget[] = Array.from({ length: 5 }, (_, k) => [i32, k === 3 ? 9 : 0, 0] as const);
     assert.throws(() => waitAnyAsync(many, 0), (err: Error) => err.message.startsWith('waitAnyAsync (words[3]): index=9'));
   });

@@ -300,13 +300,19 @@ describe('@shmring/futex', () => {
   });
 
   describe('a wait that cannot start', () => {
-    it("waitAsync rejects (it does not throw) past koffi's cap of pending waits, as waitAnyAsync does", () => {
+    it("waitAsync rejects (it does not throw) past koffi's cap of pending waits, as waitAnyAsync does", function () {
       // In a child on koffi: 4096 pending waits hold its calls (killed at the end: koffi aborts a process
       // that exits under them).
       const child = runModule(
         ['waitAsync'],
         `
-        const region = Region.create({ backing: 'memfd', size: 4096 });
+        let region;
+        try {
+          region = Region.create({ backing: 'memfd', size: 4096 });
+        } catch (err) {
+          process.stdout.write(JSON.stringify({ skip: err.message }));
+          process.exit(0);
+        }
         const i32 = new Int32Array(region.buffer, 0, 4);
         let threw;
         let rejected;
@@ -324,7 +330,11 @@ describe('@shmring/futex', () => {
         { SHMRING_BACKEND: 'koffi' },
       );
       assert.ok(child.stdout.startsWith('{'), `${child.signal}: ${child.stderr}`);
-      const r = JSON.parse(child.stdout) as { threw?: string; rejected?: string };
+      const r = JSON.parse(child.stdout) as { threw?: string; rejected?: string; skip?: string };
+      if (r.skip !== undefined) {
+        console.log(`      (skipped: no memfd region: ${r.skip})`);
+        this.skip();
+      }
       assert.equal(r.threw, undefined, 'waitAsync threw at the cap instead of rejecting');
       assert.equal(r.rejected, 'ERR_SHMRING_TOO_MANY_WAITS');
     });

@@ -17,7 +17,7 @@
  * Module state (the default poll window, the list of polling waits) is per
  * thread.
  */
-import { abortError, ErrorCodes, ShmringRangeError, ShmringTypeError } from '@shmring/core';
+import { abortError, ErrorCodes, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
  * How long (µs) a blocking call keeps retrying before it parks. Waking a
@@ -59,7 +59,7 @@ let defaultPoll = DEFAULT_POLL_MICROS;
 /** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout). */
 function checkPoll(micros: unknown): number {
   if (typeof micros !== 'number') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `poll=${shown(micros)} must be a number of microseconds >= 0`);
   }
   if (Number.isNaN(micros) || micros < 0) {
     throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
@@ -164,7 +164,9 @@ export function getDefaultPoll(): number {
  * 75 ns with 64). A side that slows down is measured again at the end of
  * the period it slowed down in, and any wait starts over. A drain() that
  * took records, and a select() that found one at once, count as calls found
- * at once.
+ * at once; but not the drain right after a waitReadable() that waited
+ * (queue.ts, drained()): it takes what that wait announced, and the wait's
+ * own length, which got() recorded, is what the pacer must judge by.
  *
  * An explicit `poll` option polls as long as it says, always.
  */

@@ -953,14 +953,15 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * A parked waitReadable() of this object resolved, and no drain() has
-   * taken records since: the next drain takes what that wait announced.
+   * A waitReadable() of this object that did not find its record at once
+   * (it spun, polled or parked) resolved, and no drain() has taken records
+   * since: the next drain takes what that wait announced.
    */
   #readAnnounced = false;
 
   /**
    * A drain() of this object took records: its readers are busy now
-   * (PollPacer), unless the drain takes what a parked waitReadable()
+   * (PollPacer), unless the drain takes what a waitReadable() that waited
    * announced. That drain completes the wait, whose length the pacer keeps:
    * a side that waits long between messages (a server's pump between
    * requests 1 ms apart) must not be judged busy by the drain that follows

@@ -424,12 +424,15 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
   it('the drain that takes what a parked waitReadable announced is part of that wait: after a long wait, the next wait parks at once', async function () {
     const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
     const ring = SpscRing.create(region, { capacity: 4096 });
+    // A 2 ms window: a side is sparse past 8 windows (16 ms), so a stall of this thread (GC, preemption)
+    // shorter than that between the drains and the last wait below does not make it look sparse.
+    const previous = setDefaultPoll(2000);
     try {
       const m = new Uint8Array(8);
       await warm(ring); // hot: without the rule below, every wait after a drain would poll
-      // A server's pump: park until a request comes (20 ms: far more than 8 poll windows), take it, wait again.
+      // A server's pump: park until a request comes (60 ms: far more than 8 poll windows), take it, wait again.
       const readable = ring.waitReadable({ spin: 0, poll: 0 });
-      setTimeout(() => ring.tryWrite(m), 20);
+      setTimeout(() => ring.tryWrite(m), 60);
       await readable;
       assert.equal(
         ring.drain(() => {}),
@@ -457,6 +460,7 @@ describe('cooperative polling: a drain tells the reader side it is busy', functi
       ring.tryWrite(m);
       await third;
     } finally {
+      setDefaultPoll(previous);
       ring.close();
       region.close();
     }
