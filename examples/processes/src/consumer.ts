@@ -5,7 +5,7 @@
  * then is it sure to need the name no more (the producer may be done and
  * gone before the consumer opens it).
  *
- *   node consumer.js posix <name>     open the ring by POSIX name (waits for it to appear)
+ *   node consumer.js posix <name>     open the ring by POSIX name (waits about 5 s for it to appear, then fails)
  *   node consumer.js memfd <socket>   receive the ring's memfd over a Unix socket
  */
 import * as net from 'node:net';
@@ -30,7 +30,10 @@ endWithParent('consumer', () => {
   }
 });
 
-/** Retries `attempt` while the producer has not created its side yet. */
+/**
+ * Retries `attempt` while the producer has not created its side yet, for about 5 s (some 500 tries, 10 ms
+ * apart); then it throws the last error (a producer that never came, or died before it made its side).
+ */
 async function retry<T>(attempt: () => T | Promise<T>): Promise<T> {
   for (let tries = 0; ; tries++) {
     try {

@@ -21,7 +21,8 @@ export function endWithParent(who: string, cleanup: () => void): void {
   process.once('disconnect', () => end('main.js is gone', 1));
   // Gone already, while this process was loading its modules: the event came before the listener.
   if (process.send !== undefined && !process.connected) end('main.js is gone', 1);
-  process.once('SIGINT', () => end(undefined, 130)); // Ctrl-C: the whole group gets it, and main.js says so
+  // Ctrl-C: the whole group gets it, and main.js says so (its SIGINT handler, main.ts): one line, not three.
+  process.once('SIGINT', () => end(undefined, 130));
   process.once('SIGTERM', () => end('terminated (SIGTERM)', 143));
 }
 

@@ -56,13 +56,25 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     );
     process.exit(2);
   }
-  // Signalled, end at once: the children see their lifeline close, stop and clean up.
-  process.once('SIGINT', () => process.exit(130));
-  process.once('SIGTERM', () => process.exit(143));
+  // Signalled, say so and end at once: the children see their lifeline close, stop and clean up. (On Ctrl-C the
+  // children get SIGINT too and stay quiet: this is the one line that says why the run stopped.)
+  process.once('SIGINT', () => {
+    console.error('main.js: interrupted (SIGINT); stopped');
+    process.exit(130);
+  });
+  process.once('SIGTERM', () => {
+    console.error('main.js: terminated (SIGTERM); stopped');
+    process.exit(143);
+  });
   try {
     for (const how of ['posix', 'memfd'] as const) {
       const r = await exchange(how, count);
       console.log(`${how}: ${r.received} messages, ${r.outOfOrder} out of order, ${r.ms.toFixed(0)} ms`);
+      // A run that lost or reordered messages fails, and the next run still goes (its result is worth seeing too).
+      if (r.received !== Number(count) || r.outOfOrder !== 0) {
+        console.error(`main.js: ${how}: ${r.received} of ${count} messages came, ${r.outOfOrder} out of order`);
+        process.exitCode = 1;
+      }
     }
   } catch (err) {
     console.error(`main.js: ${(err as Error).message}`);

@@ -120,12 +120,19 @@ describe('examples/processes', () => {
     });
 
     for (const phase of ['posix', 'memfd'] as const) {
-      for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
-        it(`main.js ${signal === 'SIGKILL' ? 'SIGKILLed' : 'sent SIGTERM'} in its ${phase} run: both children stop and leave no name or socket file`, async () => {
-          const { main } = await busyMain(phase);
+      // How main.js ends on each: SIGKILL leaves it no word; on the others it says why it stopped, in one line.
+      for (const [signal, exitCode, line] of [
+        ['SIGKILL', null, undefined],
+        ['SIGTERM', 143, /^main\.js: terminated \(SIGTERM\); stopped$/m],
+        ['SIGINT', 130, /^main\.js: interrupted \(SIGINT\); stopped$/m],
+      ] as const) {
+        it(`main.js ${signal === 'SIGKILL' ? 'SIGKILLed' : `sent ${signal} (says so)`} in its ${phase} run: both children stop and leave no name or socket file`, async () => {
+          const { main, stderr } = await busyMain(phase);
           assert.equal(childrenOf(main.pid!).length, 2, 'both children run');
           main.kill(signal);
-          await once(main, 'exit');
+          const [code] = (await once(main, 'exit')) as [number | null];
+          assert.equal(code, exitCode);
+          if (line !== undefined) assert.match(stderr(), line);
           assert.deepEqual(await childrenGone(main.pid!, 3000), []);
           assert.deepEqual(leftovers(main.pid!), []);
         });

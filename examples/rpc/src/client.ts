@@ -3,14 +3,18 @@
  * outstanding at any time, each timed from request() to its reply.
  */
 import type { Channel } from '@shmring/channel';
-import { SKUS, type Order, type Quote } from './pricing.js';
+import { isDeepStrictEqual } from 'node:util';
+import { price, SKUS, type Order, type Quote } from './pricing.js';
 
 export interface RunResult {
   requests: number;
   priced: number;
   /** Refused orders by error code. */
   refused: Record<string, number>;
-  /** Quotes that do not match their order. */
+  /**
+   * Answers that disagree with price() (pricing.ts): a quote with another price, or a refusal of an order it
+   * prices (or with another code than the one it throws).
+   */
   wrong: number;
   ms: number;
   /** Microseconds per request, sorted. */
@@ -21,6 +25,15 @@ function order(id: number): Order {
   // One order in 100 asks for a SKU the server does not sell.
   const sku = id % 100 === 99 ? 'GIZMO-9' : SKUS[id % SKUS.length]!;
   return { id, sku, quantity: 1 + ((id * 37) % 250), tier: id % 3 === 0 ? 'trade' : 'retail' };
+}
+
+/** What the server should answer to `o`: price()'s quote, or the code of the error price() throws (UNKNOWN_SKU). */
+function expected(o: Order): Quote | string {
+  try {
+    return price(o);
+  } catch (err) {
+    return (err as { code?: string }).code ?? 'unknown';
+  }
 }
 
 /** Errors that end the run: the channel is gone (no later request can be answered), or the server is not answering. */
@@ -53,7 +66,8 @@ export async function run(channel: Channel, requests: number, inFlight: number):
       try {
         const q = (await channel.request(o, { timeoutMs: 10_000 })) as Quote;
         priced++;
-        if (q.id !== o.id || q.sku !== o.sku || q.totalCents !== q.unitCents * o.quantity - q.discountCents) wrong++;
+        // Against the catalog, not the quote's own fields: a quote can add up and still carry a wrong unit price or discount.
+        if (!isDeepStrictEqual(q, expected(o))) wrong++;
       } catch (err) {
         const code = (err as { code?: string }).code ?? 'unknown';
         if (FATAL.has(code)) {
@@ -61,6 +75,7 @@ export async function run(channel: Channel, requests: number, inFlight: number):
           return;
         }
         refused[code] = (refused[code] ?? 0) + 1;
+        if (code !== expected(o)) wrong++; // a refusal of an order price() prices, or with another code
       }
       latencies[id] = (performance.now() - started) * 1000;
     }

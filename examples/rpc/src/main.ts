@@ -4,11 +4,14 @@
  * N orders with 64 in flight, prints throughput and latency, then closes the
  * channel and stops the server. If the server dies, the run stops at once
  * and says so; if this process ends, however it ends, the server stops too
- * (its IPC channel closes) and removes its socket path.
+ * (its IPC channel closes) and removes its socket path. A server that could
+ * not remove it (killed by SIGKILL, crashed) leaves it to this process, which
+ * removes it once the server has ended. A run with a wrong answer exits 1.
  *
  *   node examples/rpc/dist/src/main.js [requests] [socket path]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -51,9 +54,17 @@ function startServer(lines: string[]): Promise<ChildProcess> {
   });
 }
 
-/** Resolves once the child has exited and its stdout is read to the end. */
+/**
+ * Resolves once the server has exited and its stdout is read to the end, and its socket path is gone: a server that
+ * ends cleanly removes it itself, one killed by SIGKILL (or crashed) cannot, and the file would stay.
+ */
 function closed(child: ChildProcess): Promise<Ending> {
-  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve) =>
+    child.once('close', (code, signal) => {
+      fs.rmSync(socketPath, { force: true });
+      resolve({ code, signal });
+    }),
+  );
 }
 
 function fail(message: string): never {
@@ -74,6 +85,7 @@ for (const [signal, code] of [
     process.exit(code);
   });
 }
+let failed: string | undefined; // what was wrong with a run that ended
 try {
   console.log(`pricing server: pid ${server.pid}, ${socketPath}`);
   const channel = await connect(socketPath, { timeoutMs: 10_000 });
@@ -93,6 +105,11 @@ try {
   const us = (p: number): string => fmt(percentile(r.latencies, p));
   if (r.latencies.length === 0) console.log('latency µs: none (no requests)');
   else console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies[r.latencies.length - 1]!)}`);
+  // A run with wrong answers is a failed run, however fast it was (the server is stopped and heard from first).
+  const answered = r.priced + Object.values(r.refused).reduce((a, b) => a + b, 0);
+  if (r.wrong !== 0 || answered !== requests) {
+    failed = `${fmt(answered)} of ${fmt(requests)} requests answered, ${fmt(r.wrong)} of the answers wrong`;
+  }
 } catch (err) {
   server.kill('SIGTERM');
   // How the server ended, if it did (a server that died is why the run stopped).
@@ -105,3 +122,4 @@ server.kill('SIGTERM');
 const ending = await serverClosed;
 for (const line of serverLines) console.log(line);
 if (ending.code !== 0) fail(`the server ${said(ending)}`);
+if (failed !== undefined) fail(failed);

@@ -47,9 +47,16 @@ let stopping = false;
 function stop(): void {
   if (stopping) return;
   stopping = true;
-  void server.close().then(() => {
-    console.log(`server: ${clients} client${clients === 1 ? '' : 's'}, ${priced} orders priced, ${refused} refused`);
-  });
+  void server.close().then(
+    () => console.log(`server: ${clients} client${clients === 1 ? '' : 's'}, ${priced} orders priced, ${refused} refused`),
+    (err: unknown) => {
+      // Not closed cleanly (the socket path may be left, a channel not ended): say so, and exit with 1 for main.js
+      // to see; what is left of the server would otherwise keep the process (and main.js, waiting for it) alive.
+      const e = err as { message?: string; code?: string };
+      console.error(`server: close failed: ${e.message ?? String(err)}${e.code === undefined ? '' : ` (${e.code})`}`);
+      process.exit(1);
+    },
+  );
 }
 for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, stop);
 // Started by main.js with an IPC channel: it closes when main.js ends, however it ends (even SIGKILL), and the

@@ -6,6 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import type { Channel } from '@shmring/channel';
+import { run } from '../src/client.js';
+import { price, type Order, type Quote } from '../src/pricing.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -89,13 +92,30 @@ describe('examples/rpc', () => {
     }
   });
 
+  it('counts as wrong a quote that adds up but disagrees with the catalog, and a refusal of an order the catalog prices', async () => {
+    // A server stand-in with bugs: order 1 gets a unit price a cent too high, order 2 a cent more discount (each quote
+    // adds up: total = unit × quantity − discount), order 4 is refused as UNKNOWN_SKU though its SKU is sold.
+    const buggy = {
+      request: async (o: Order): Promise<Quote> => {
+        const q = price(o); // throws UNKNOWN_SKU for the SKU nobody sells, as the server does
+        if (o.id === 1) return { ...q, unitCents: q.unitCents + 1, totalCents: q.totalCents + o.quantity };
+        if (o.id === 2) return { ...q, discountCents: q.discountCents + 1, totalCents: q.totalCents - 1 };
+        if (o.id === 4) throw Object.assign(new Error(`no such SKU: ${o.sku}`), { code: 'UNKNOWN_SKU' });
+        return q;
+      },
+    } as unknown as Channel;
+    const r = await run(buggy, 200, 8);
+    assert.deepEqual({ priced: r.priced, refused: r.refused, wrong: r.wrong }, { priced: 197, refused: { UNKNOWN_SKU: 3 }, wrong: 3 });
+  });
+
   describe('when a process of the example dies', function () {
     this.timeout(30_000);
 
-    it('a server SIGKILLed mid-run stops the client at once: main.js exits 1 saying how many requests were answered and how the server ended', async () => {
+    it('a server SIGKILLed mid-run stops the client at once: main.js exits 1 saying how many requests were answered and how the server ended, and removes the socket path it left', async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-rpc-test-'));
+      const socketPath = path.join(dir, 'killed.sock');
       try {
-        const { main, serverPid, stderr } = await busyMain(path.join(dir, 'killed.sock'));
+        const { main, serverPid, stderr } = await busyMain(socketPath);
         await sleep(300);
         const t0 = performance.now();
         process.kill(serverPid, 'SIGKILL');
@@ -106,6 +126,7 @@ describe('examples/rpc', () => {
           stderr(),
           /^main\.js: stopped after [\d,]+ of 100,000,000 requests were answered: .*\(ERR_SHMRING_PEER_DEAD\); the server was killed by SIGKILL$/m,
         );
+        assert.equal(fs.existsSync(socketPath), false, 'main.js removes the socket path the killed server could not');
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }

@@ -42,7 +42,7 @@ try {
     // write() waits (without blocking the event loop) while the ring is full: NATS is slow or away.
     if (!ring.tryWrite(message, seq % 3)) await ring.write(message, { type: seq % 3, peerTimeoutMs: Infinity, signal });
   }
-  await ring.write(end(run), { type: END, peerTimeoutMs: Infinity, signal });
+  await ring.write(end(run, count), { type: END, peerTimeoutMs: Infinity, signal });
   // The bridge has taken everything once the ring is empty; stopping it flushes what it published.
   while (ring.size > 0) {
     signal.throwIfAborted();

@@ -3,7 +3,10 @@
  * process's event loop; the command adds `dedicated`) moves the NATS
  * subject's messages into a ring of its own, which this process reads
  * until the END message, checking that every order came, in order, with
- * its type. Prints `ready` once subscribed, then a one-line JSON summary.
+ * its type, and as many as END says host A sent (orders lost just before
+ * END leave no gap to see). Prints `ready` once subscribed, then a one-line
+ * JSON summary; exits 1, saying on stderr what was missing or out of order,
+ * when the run did not all come in order.
  * Given a run id (host A's), it passes over the messages of other runs (a
  * JetStream stream keeps earlier runs, and a new consumer gets them first)
  * and counts them as `skipped`; without one it checks the first run that
@@ -53,23 +56,34 @@ try {
   let outOfOrder = 0;
   let skipped = 0;
   let started = 0;
+  let sent: number;
   for (;;) {
     // Each wait: up to `timeoutMs` for the next message (ERR_SHMRING_TIMEOUT after it).
     const message = await ring.read({ timeoutMs, peerTimeoutMs: Infinity, signal: stop.signal });
-    const { run: of, seq } = parse(message);
+    const { run: of, n } = parse(message);
     run ??= of;
     if (of !== run) {
       skipped++; // another run's, END included
       continue;
     }
     if (received === 0) started = performance.now();
-    if (ring.lastType === END) break;
-    if (seq !== received || ring.lastType !== received % 3) outOfOrder++;
+    if (ring.lastType === END) {
+      sent = n; // the count of orders host A sent
+      break;
+    }
+    if (n !== received || ring.lastType !== received % 3) outOfOrder++;
     received++;
   }
   stop.abort();
   await bridged;
-  console.log(JSON.stringify({ host: 'B', run, received, outOfOrder, skipped, ms: Math.round(performance.now() - started) }));
+  const missing = Math.max(0, sent - received);
+  const ms = Math.round(performance.now() - started);
+  console.log(JSON.stringify({ host: 'B', run, sent, received, missing, outOfOrder, skipped, ms }));
+  const fault = faultOf(run!, sent, received, outOfOrder);
+  if (fault !== undefined) {
+    console.error(`host B: ${fault}`);
+    process.exitCode = 1;
+  }
 } catch (err) {
   // A typed error (ERR_SHMRING_UNREACHABLE, ERR_SHMRING_INVALID_ENDPOINT, …) names the address.
   console.error(`host B: ${endingOf(err, stop)}`);
@@ -83,6 +97,18 @@ try {
     created.region.close();
     removeMarker(`${created.name}.jsbridge`);
   }
+}
+
+/** What went wrong with run `run`, which END says sent `sent` orders, of which `received` came; undefined if nothing did. */
+function faultOf(run: string, sent: number, received: number, outOfOrder: number): string | undefined {
+  if (Number.isNaN(sent)) return `run ${run}: its END carries no count of orders (from a host A older than this host B?)`;
+  if (received === sent && outOfOrder === 0) return undefined;
+  // In order, the orders that came are 0 … received - 1: those lost are the last ones before END.
+  if (received < sent && outOfOrder === 0) {
+    const lost = sent - received === 1 ? `order ${received} is` : `orders ${received} to ${sent - 1} are`;
+    return `run ${run}: host A sent ${sent} orders, ${received} came: ${lost} missing`;
+  }
+  return `run ${run}: host A sent ${sent} orders, ${received} came, ${outOfOrder} out of order`;
 }
 
 /**

@@ -2,9 +2,9 @@
  * What the two hosts agree on: the ring each keeps (its capacity, a POSIX
  * name of its own), the orders (a sequence number and some text, the
  * message type seq % 3), and the last message, of type END, that tells host
- * B the stream is over. Each message carries its run's id: a JetStream
- * stream keeps earlier runs on the subject, and host B, given the run's id,
- * checks that run and passes over the others.
+ * B the run is over and how many orders it sent. Each message carries its
+ * run's id: a JetStream stream keeps earlier runs on the subject, and host
+ * B, given the run's id, checks that run and passes over the others.
  */
 import { randomBytes } from 'node:crypto';
 import { Region } from '@shmring/core';
@@ -48,13 +48,19 @@ export function order(run: string, seq: number): Uint8Array {
   return encoder.encode(`${run}:${seq}:order from host A (pid ${process.pid})`);
 }
 
-/** The END message of `run`. */
-export function end(run: string): Uint8Array {
-  return encoder.encode(run);
+/**
+ * The END message of `run`, which sent `count` orders (`<run>:<count>`): with the count, host B sees orders lost
+ * just before END too, not only gaps between orders that came.
+ */
+export function end(run: string, count: number): Uint8Array {
+  return encoder.encode(`${run}:${count}`);
 }
 
-/** The run and the sequence number of an order (seq NaN for END). */
-export function parse(message: Uint8Array): { run: string; seq: number } {
-  const [run = '', seq] = decoder.decode(message).split(':', 2);
-  return { run, seq: Number(seq) };
+/**
+ * The run of a message, and its number: an order's sequence number, or in END (its type says which) the count of
+ * orders the run sent. NaN where the number is missing or not one.
+ */
+export function parse(message: Uint8Array): { run: string; n: number } {
+  const [run = '', n] = decoder.decode(message).split(':', 2);
+  return { run, n: /^\d+$/.test(n ?? '') ? Number(n) : Number.NaN };
 }

@@ -6,7 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { bridge } from '@shmring/channel';
 import { exchange, NATS_MISSING, natsServerBinary, startNatsServer } from '../src/main.js';
+import { createRing, END, end, newRun, order } from '../src/orders.js';
 
 const script = (name: string): string => fileURLToPath(new URL(`../src/${name}`, import.meta.url));
 
@@ -109,6 +111,56 @@ describe('examples/two-hosts', function () {
     } finally {
       await server.stop();
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('host B exits 1 naming the orders lost just before END, which leave no gap among those that came', async () => {
+    const server = await startNatsServer();
+    const url = server.url('two-hosts.lost');
+    const run = newRun();
+    const b = spawn(process.execPath, [script('host-b.js'), url, '60', run], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(b, 'close') as Promise<[number | null]>;
+    let out = '';
+    let err = '';
+    b.stderr!.on('data', (d: Buffer) => (err += d));
+    const ready = new Promise<void>((resolve, reject) => {
+      b.stdout!.on('data', (d: Buffer) => {
+        out += d;
+        if (/^ready$/m.test(out)) resolve(); // subscribed: what is published from now on reaches it
+      });
+      void exited.then(() => reject(new Error(`host-b.js exited before it was ready: ${err}`)));
+    });
+    const stop = new AbortController();
+    let created: ReturnType<typeof createRing> | undefined;
+    try {
+      await ready;
+      // Host A's part by hand (host-a.ts): orders 0 to 4, then an END saying 8 were sent, as if 5 to 7 were lost on the way.
+      created = createRing('a');
+      let onReady!: () => void;
+      const bridgeReady = new Promise<void>((resolve) => (onReady = resolve));
+      const bridged = bridge(`shm:${created.name}`, url, { signal: stop.signal, onReady });
+      await Promise.race([bridgeReady, bridged]);
+      for (let seq = 0; seq < 5; seq++) assert.ok(created.ring.tryWrite(order(run, seq), seq % 3));
+      assert.ok(created.ring.tryWrite(end(run, 8), END));
+      while (created.ring.size > 0) await sleep(5); // the bridge has published them all
+      stop.abort();
+      await bridged;
+      const [code] = await exited;
+      assert.equal(code, 1, err);
+      const summary = JSON.parse(out.trim().split('\n').pop()!) as Record<string, unknown>;
+      assert.deepEqual(
+        { sent: summary.sent, received: summary.received, missing: summary.missing, outOfOrder: summary.outOfOrder },
+        { sent: 8, received: 5, missing: 3, outOfOrder: 0 },
+      );
+      assert.match(err, new RegExp(`^host B: run ${run}: host A sent 8 orders, 5 came: orders 5 to 7 are missing$`, 'm'));
+    } finally {
+      stop.abort();
+      b.kill('SIGKILL'); // ended already, unless the test failed first
+      if (created !== undefined) {
+        created.region.unlink();
+        created.region.close();
+      }
+      await server.stop();
     }
   });
 

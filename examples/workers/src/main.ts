@@ -13,26 +13,40 @@ import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { channelPair, openChannel, type ChannelHandle } from '@shmring/channel';
-import type { Item } from './stage.js';
+import type { Item, StageData, Step } from './stage.js';
 
 const STAGE = new URL('./stage.js', import.meta.url);
 
+/**
+ * For tests only: makes one stage throw, as a stage with a bug would, on the value whose sequence number is `seq`;
+ * the test checks that pipeline() then rejects with that error.
+ */
+export interface FailAt {
+  step: Step;
+  seq: number;
+}
+
 /** Starts a stage that writes to `output`; resolves with the stage and the handle of its input. */
-async function stage(step: 'square' | 'increment', output: ChannelHandle): Promise<{ worker: Worker; input: ChannelHandle }> {
-  const worker = new Worker(STAGE, { workerData: { output, step }, transferList: [output.port] });
+async function stage(step: Step, output: ChannelHandle, failAt: FailAt | undefined): Promise<{ worker: Worker; input: ChannelHandle }> {
+  const failAtSeq = failAt?.step === step ? failAt.seq : undefined;
+  const worker = new Worker(STAGE, { workerData: { output, step, failAtSeq } satisfies StageData, transferList: [output.port] });
   const [input] = (await once(worker, 'message')) as [ChannelHandle];
   return { worker, input };
 }
 
-export async function pipeline(count: number): Promise<{ received: number; wrong: number; ms: number }> {
+/**
+ * Sends `count` values through the pipeline; resolves with what came back. Rejects with the error of the part that
+ * failed (a stage's own error rather than the peer deaths it causes down the line).
+ */
+export async function pipeline(count: number, options: { failAt?: FailAt } = {}): Promise<{ received: number; wrong: number; ms: number }> {
   const [fromB, forB] = channelPair({ capacity: 1 << 16 });
-  const b = await stage('increment', forB);
-  const a = await stage('square', b.input);
+  const b = await stage('increment', forB, options.failAt);
+  const a = await stage('square', b.input, options.failAt);
   const toA = openChannel(a.input);
   const exited = [a.worker, b.worker].map(
     (w) =>
       new Promise<void>((resolve, reject) => {
-        w.once('error', reject);
+        w.once('error', reject); // what the stage threw
         w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
       }),
   );
@@ -46,13 +60,21 @@ export async function pipeline(count: number): Promise<{ received: number; wrong
   })();
   let received = 0;
   let wrong = 0;
-  for await (const value of fromB) {
-    const { seq, x } = value as Item;
-    if (seq !== received || x !== seq * seq + 1) wrong++;
-    received++;
+  const consuming = (async () => {
+    for await (const value of fromB) {
+      const { seq, x } = value as Item;
+      if (seq !== received || x !== seq * seq + 1) wrong++;
+      received++;
+    }
+  })();
+  // Every part gets its handler now, not after the others are done: a stage that throws would otherwise be an
+  // unhandled rejection, which ends the process. When one part fails the others follow, each seeing its peer
+  // die (ERR_SHMRING_PEER_DEAD) in turn; the error to report is the first that is not such a knock-on.
+  const failures: unknown[] = [];
+  await Promise.all([...exited, producing, consuming].map((part) => part.catch((err: unknown) => void failures.push(err))));
+  if (failures.length > 0) {
+    throw failures.find((err) => (err as { code?: string }).code !== 'ERR_SHMRING_PEER_DEAD') ?? failures[0];
   }
-  await producing;
-  await Promise.all(exited);
   return { received, wrong, ms: performance.now() - started };
 }
 
@@ -62,6 +84,16 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.error(`usage: node main.js [count]: count is the number of values, a non-negative integer up to 2^53 - 1; got '${count}'`);
     process.exit(2);
   }
-  const r = await pipeline(Number(count));
-  console.log(`${r.received} values through main → A → B → main, ${r.wrong} wrong, ${r.ms.toFixed(0)} ms`);
+  try {
+    const r = await pipeline(Number(count));
+    console.log(`${r.received} values through main → A → B → main, ${r.wrong} wrong, ${r.ms.toFixed(0)} ms`);
+    if (r.received !== Number(count) || r.wrong !== 0) {
+      console.error(`main.js: ${r.received} of ${count} values came back, ${r.wrong} of them wrong`);
+      process.exitCode = 1;
+    }
+  } catch (err) {
+    const e = err as { message?: string; code?: string };
+    console.error(`main.js: ${e.message ?? String(err)}${e.code === undefined ? '' : ` (${e.code})`}`);
+    process.exitCode = 1;
+  }
 }

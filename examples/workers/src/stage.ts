@@ -15,13 +15,23 @@ export interface Item {
   x: number;
 }
 
-const { output: outputHandle, step } = workerData as { output: ChannelHandle; step: 'square' | 'increment' };
+export type Step = 'square' | 'increment';
+
+/** What main passes a stage: the channel it writes to, its step, and (tests only, main.ts's FailAt) the seq it throws on. */
+export interface StageData {
+  output: ChannelHandle;
+  step: Step;
+  failAtSeq: number | undefined;
+}
+
+const { output: outputHandle, step, failAtSeq } = workerData as StageData;
 const [input, inputHandle] = channelPair({ capacity: 1 << 16 });
 parentPort!.postMessage(inputHandle, [inputHandle.port]);
 const output = openChannel(outputHandle);
 
 for await (const value of input) {
   const { seq, x } = value as Item;
+  if (seq === failAtSeq) throw new Error(`stage ${step}: failing on seq ${seq}, as the test asked (failAt)`);
   await output.send({ seq, x: step === 'square' ? x * x : x + 1 });
 }
 output.close();
