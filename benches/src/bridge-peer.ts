@@ -10,9 +10,10 @@
  *             SHMRING_BRIDGE_NODE_ARGS='--cpu-prof …' writes its profile).
  *   publish   (child_process.fork) the baseline: the nats client alone publishing
  *             one message of `size` bytes from memory, again and again, with the
- *             bridge's header (`Shmring-Type`, one headers object reused), in
- *             batches of `batch` publishes followed by one flush, as the bridge
- *             does. 'run' starts the loop, 'stop' stops it and is answered with
+ *             bridge's header (`Shmring-Type`, encoded once, as the bridge's are), in
+ *             batches of `batch` publishes, each followed by its flush, the loop
+ *             waiting for the previous batch's flush before the next batch, as the
+ *             bridge does. 'run' starts the loop, 'stop' stops it and is answered with
  *             { published }; 'exit' closes the connection and ends the process.
  *   hop       (child_process.fork) the latency row's floor: the consumer of the ring `ring`
  *             (a POSIX name) parked as the dedicated bridge parks (readSync, no spin, in
@@ -30,7 +31,7 @@ import { randomFillSync } from 'node:crypto';
 import { bridge } from '@shmring/channel';
 import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
-import { connect, headers } from 'nats';
+import { connect, headers, type MsgHdrs } from 'nats';
 import { exitWithParent } from './harness.js';
 
 const role = process.argv[2];
@@ -57,21 +58,42 @@ async function runBridge(): Promise<void> {
   await bridge(options.from!, options.to!, { signal: stop.signal, onReady: ready, poll: options.poll, dedicated: options.dedicated });
 }
 
+/**
+ * publish()'s options with the bridge's `Shmring-Type` header, made and encoded once, as the bridge's
+ * TypeHeaders does (packages/channel/src/bridge/bridge.ts): the client asks the headers for their bytes on
+ * each publish, and gets the ones encoded here.
+ */
+function onceEncodedHeaders(): { headers: MsgHdrs } {
+  const h = headers();
+  h.set('Shmring-Type', '1');
+  const encodable = h as MsgHdrs & { encode?: () => Uint8Array };
+  if (typeof encodable.encode === 'function') {
+    const bytes = encodable.encode();
+    encodable.encode = () => bytes;
+  }
+  return { headers: h };
+}
+
 async function publisher(): Promise<void> {
   const nc = await connect({ servers: options.server!, name: 'shmring bench baseline publisher' });
   const payload = randomFillSync(new Uint8Array(options.size!));
-  const h = headers();
-  h.set('Shmring-Type', '1');
+  const withHeader = onceEncodedHeaders();
   const batch = options.batch!;
   let running = false;
   let published = 0;
   let loop: Promise<void> = Promise.resolve();
+  // As the bridge's ringToCore: each batch's flush is started right after the batch, and the loop waits for
+  // the previous batch's flush, not this one's, so one batch travels while the next is published.
   const run = async (): Promise<void> => {
+    let previous: Promise<unknown> = Promise.resolve();
     while (running) {
-      for (let i = 0; i < batch; i++) nc.publish(options.subject!, payload, { headers: h });
+      for (let i = 0; i < batch; i++) nc.publish(options.subject!, payload, withHeader);
       published += batch;
-      await nc.flush();
+      const flushed = nc.flush();
+      await previous;
+      previous = flushed.catch(() => undefined);
     }
+    await previous; // 'stop' answers once the server has every batch
   };
   process.on('message', (m: string) => {
     if (m === 'run' && !running) {

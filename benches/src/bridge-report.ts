@@ -129,7 +129,7 @@ export function bridgeSection(records: BenchRecord[]): string | undefined {
     "**Ring → NATS bridge** (`bridge('shm:<ring>', 'nats://…')`, the function behind `shmring bridge`, in a process of its own) " +
     'against the `nats` client alone, both talking to a nats-server the scenario starts on loopback; core NATS, no subscriber for the rates. ' +
     'Throughput: this process keeps a ring full (room for 256 messages, at least 1 MiB) and the bridge drains it into a subject; the baseline process ' +
-    `publishes the same message from memory, with the bridge's \`Shmring-Type\` header, ${BRIDGE_BATCH} publishes per flush as the bridge does; ` +
+    `publishes the same message from memory, with the bridge's \`Shmring-Type\` header (encoded once, as the bridge's), ${BRIDGE_BATCH} publishes per flush, waiting for the previous batch's flush (not this one's) before the next batch, as the bridge does; ` +
     "both counted by nats-server (`/varz`), in blocks that alternate, a rate being the median of the blocks'. " +
     'Latency: a source process sends one 64-byte message per ms (every side parks in between), into a ring that a bridge process drains, or `publish`ed ' +
     'itself; a subscription in a third process takes `process.hrtime` at arrival less the stamp the source put in the message (one clock for all processes). ' +

@@ -10,8 +10,9 @@
  *            process writes a ring (tryWrite, and write() when it is full: the ring
  *            stays full, so the bridge is what limits) that a bridge process
  *            (bridge-peer.ts) drains into a subject; nats: a process publishing the
- *            same message from memory with the nats client, with the bridge's header,
- *            in batches of BRIDGE_BATCH publishes and one flush (what the bridge does
+ *            same message from memory with the nats client, with the bridge's header
+ *            encoded once, in batches of BRIDGE_BATCH publishes and one flush, waiting
+ *            for the previous batch's flush before the next batch (what the bridge does
  *            per batch). Nobody subscribes: the rate is what the server takes in,
  *            read from its /varz before and after each block, so both contenders are
  *            counted in the same way. Blocks alternate between the contenders, the
@@ -36,7 +37,7 @@ import { Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { connect, type Msg, type NatsConnection } from 'nats';
 import { processCpuNs } from './channel.js';
-import { percentiles, Samples, startPeer, type Peer } from './harness.js';
+import { droppedNote, percentiles, Samples, startPeer, type Peer } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
 import { BenchNats, NATS_MISSING } from './nats-server.js';
 
@@ -271,7 +272,7 @@ async function tputSize(nats: BenchNats, size: number, p: BridgeParams['tput']):
       const transport = c.id === 'bridge' ? 'ring → bridge → nats-server' : 'nats client alone, publishing from memory';
       const note =
         `median of ${c.rates.length} blocks of ${p.blockMs} ms interleaved with the other's (${fmtRange(c.rates)} msg/s), ` +
-        `counted by nats-server (/varz in_msgs)${c.id === 'bridge' ? `; a ring of ${sizeLabel(capacity)} kept full` : `; ${BRIDGE_BATCH} publishes per flush`}; ` +
+        `counted by nats-server (/varz in_msgs)${c.id === 'bridge' ? `; a ring of ${sizeLabel(capacity)} kept full` : `; ${BRIDGE_BATCH} publishes per flush, the previous batch's flush awaited before the next batch, as the bridge does`}; ` +
         `CPU of the ${c.id === 'bridge' ? 'bridge' : 'publisher'} process: ${(c.cpuNs / c.msgs / 1000).toFixed(2)} µs per message`;
       return [
         rec(`bridge.tput.${c.id}`, transport, size, 'messages/s', rate, 'msg/s', note),
@@ -420,7 +421,7 @@ async function latencyRow(p: BridgeParams['latency']): Promise<Outcome> {
         `one ${LATENCY_SIZE}-byte message every ${p.gapMs} ms (setTimeout) from a source process, ${id === 'nats' ? 'published' : 'written into the ring'}; ` +
         `${q.count} messages in ${p.blocks} blocks of ${p.perBlock}, interleaved with the others'; ` +
         `process.hrtime at arrival in the ${id === 'ring-hop' ? "reader's" : "subscriber's"} process less the source's stamp` +
-        `${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}`;
+        `${arrivals[id].gaps > 0 ? `; ${arrivals[id].gaps} gaps in the sequence` : ''}${droppedNote(q)}`;
       for (const metric of ['p50', 'p99', 'p99.9', 'max', 'mean'] as const) {
         records.push(rec(`bridge.latency.${id}`, transports[id], LATENCY_SIZE, metric, Math.round(q[metric]), 'ns', note));
       }

@@ -51,7 +51,7 @@ import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { channelPair, connect, type Channel } from '@shmring/channel';
 import { BULK_PROBE_AT, BULK_SIZE, checkOrder, IDLE_POLL_US, lines, order } from './channel-common.js';
 import { mechanism, mechanismLabel } from './eventloop-common.js';
-import { percentiles, Samples, startPeer, track, type Peer } from './harness.js';
+import { droppedNote, percentiles, Samples, startPeer, track, type Peer } from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
 
 const PEER = new URL('./channel-peer.js', import.meta.url).pathname;
@@ -466,6 +466,7 @@ async function backToBackRow(p: Blocks, mech: string): Promise<Outcome> {
   const records: Measurement[] = [];
   for (const c of contenders) {
     const r = percentiles(samples.get(c)!);
+    // Samples past B2B_SAMPLES are not kept (r.dropped): the round trips counted then exceed those timed.
     const timed = r.count < c.total ? ` (the first ${r.count} timed)` : '';
     const note =
       `one request at a time, the next sent when the reply came (a time includes making the value and checking the reply); ` +
@@ -534,7 +535,7 @@ async function idleRow(p: ChannelParams['idle'], mech: string): Promise<Outcome>
         : '';
     const note =
       `${r.count} requests, each after await setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the others'; ${polling}` +
-      `p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}`;
+      `p99.9 ${fmtUs(r['p99.9'])}, max ${fmtUs(r.max)}; ${c.cpuNote('server')}${droppedNote(r)}`;
     const metrics: Metric[] = ['p50', 'p99', 'mean'];
     for (const metric of metrics)
       records.push(rec(`channel.idle.${c.id}`, c.label, ORDER_BYTES, metric, r[metric as 'p50'], 'ns', note, mech));

@@ -76,7 +76,18 @@ import {
   type LoopWaitOptions,
   type Mechanism,
 } from './eventloop-common.js';
-import { accepted, percentiles, ringRegion, Samples, socketPair, stamp, stampAt, startPeer, type Percentiles } from './harness.js';
+import {
+  accepted,
+  droppedNote,
+  percentiles,
+  ringRegion,
+  Samples,
+  socketPair,
+  stamp,
+  stampAt,
+  startPeer,
+  type Percentiles,
+} from './harness.js';
 import type { Measurement, Metric } from './measurement.js';
 
 const SIZE = 64;
@@ -457,7 +468,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       const rtt = percentiles(c.samples);
       const note =
         `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pair's, ` +
-        `on the idle row's pair once it had made ${p.warm} more; ${c.cpuNote()}`;
+        `on the idle row's pair once it had made ${p.warm} more; ${c.cpuNote()}${droppedNote(rtt)}`;
       warmRecords.push(rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note));
     }
     for (const c of contenders) {
@@ -482,7 +493,8 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       if (pinFailure !== undefined || rtt.count === 0) continue; // left out: see the outcome's note
       const note =
         `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'; ` +
-        `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread; no CPU figure: the blocks include the taskset calls)`;
+        `during its blocks the client on CPU ${cpus!.client}, the echo on CPU ${cpus!.echo} (taskset, every thread; no CPU figure: the blocks include the taskset calls)` +
+        droppedNote(rtt);
       records.push(rec(c.name, c.who, 'p50', rtt.p50, 'ns', note), rec(c.name, c.who, 'p99', rtt.p99, 'ns', note));
       continue;
     }
@@ -490,7 +502,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
       c.row === 'idle-poll'
         ? `; { poll: ${POLL_MICROS} } on every wait${pollFound ? '' : ' (not detected in this build: an invalid poll was accepted; the option may not exist yet)'}`
         : '';
-    const note = `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'${poll}; ${c.cpuNote()}`;
+    const note = `${rtt.count} round trips, each after setTimeout(1), in blocks of ${IDLE_BLOCK} interleaved with the other pairs'${poll}; ${c.cpuNote()}${droppedNote(rtt)}`;
     records.push(
       rec(c.name, c.who, 'p50', rtt.p50, 'ns', note),
       rec(c.name, c.who, 'p99', rtt.p99, 'ns', note),
@@ -502,7 +514,7 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
         c.delay!.p99,
         'ns',
         `probe: ${c.delay!.count} callbacks during ${p.probed} more such round trips (${c.delay!.voided} more dropped: the probe was held up); ` +
-          `p50 ${us(c.delay!.p50)}, max ${us(c.delay!.max)}`,
+          `p50 ${us(c.delay!.p50)}, max ${us(c.delay!.max)}${droppedNote(c.delay!)}`,
       ),
     );
     const echo = c.report.delay as (Percentiles & { voided: number }) | undefined;
@@ -514,7 +526,8 @@ async function idleRows(who: Who, p: EventLoopParams['idle']): Promise<Measureme
           'echo event-loop delay p99',
           echo.p99,
           'ns',
-          `the echo's own probe: ${echo.count} callbacks during the same round trips (${echo.voided} dropped); p50 ${us(echo.p50)}, max ${us(echo.max)}`,
+          `the echo's own probe: ${echo.count} callbacks during the same round trips (${echo.voided} dropped); p50 ${us(echo.p50)}, max ${us(echo.max)}` +
+            droppedNote(echo),
         ),
       );
     }
@@ -556,7 +569,7 @@ async function backToBackRows(who: Who, p: EventLoopParams['b2b']): Promise<Meas
   }
   return contenders.flatMap((c) => {
     const rtt = percentiles(c.samples);
-    const note = `${rtt.count} round trips in blocks of ${BLOCK_MS} ms interleaved with the other pair's, after ${p.warmupMs} ms of warm-up`;
+    const note = `${rtt.count} round trips in blocks of ${BLOCK_MS} ms interleaved with the other pair's, after ${p.warmupMs} ms of warm-up${droppedNote(rtt)}`;
     return [
       rec(c.name, c.who, 'p50', rtt.p50, 'ns', note),
       rec(c.name, c.who, 'p99', rtt.p99, 'ns', note),
@@ -740,7 +753,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     const note = `${what}; ${pending} still pending at the end${firstError ? ` (first error: ${firstError})` : ''}; threads: ${before} before, ${during} after ${p.settleMs} ms`;
     const delayNote =
       `probe: ${delay.count} callbacks over ${p.probeMs} ms (${delay.voided} more dropped: the probe was held up); ` +
-      `p50 ${us(delay.p50)}, max ${us(delay.max)}; ` +
+      `p50 ${us(delay.p50)}, max ${us(delay.max)}${droppedNote(delay)}; ` +
       `monitorEventLoopDelay (resolution 20 ms) p99 of the interval minus 20 ms: ${us(monitor.percentile(99) - 20e6)}`;
     if (firstError) notes.push(`${who.label}: 1000 pending reads: ${firstError}`);
     const name = `loop.pending.${who.id}`;

@@ -93,7 +93,7 @@ export async function floorStream(sizes: number[], ms: number): Promise<{ record
     const r = await runFloor(['stream', String(size), String(capacity), String(ms)]);
     const rate = Math.round(Number(r.messagesPerSecond));
     const note =
-      `the SpscRing layout in C (release store per record, consumer reads in place), ${capacity >> 20} MiB ring, ` +
+      `the SpscRing layout in C (release store per record; the consumer reads in place the sequence number and one word of each cache line of the payload), ${capacity >> 20} MiB ring, ` +
       `${r.pinned ? 'pinned to CPUs 0 and 1' : 'not pinned'}`;
     records.push(
       {

@@ -358,23 +358,32 @@ export function emitResults(name: string, result: object, md: string, out: strin
 /**
  * Round-trip samples, in nanoseconds, kept in a preallocated array while
  * measuring (no allocation, no native call in the timed loop) and turned
- * into a perf_hooks histogram afterwards.
+ * into a perf_hooks histogram afterwards. Samples past the capacity are not
+ * kept but counted (`dropped`), and percentiles() passes the count on: a
+ * row's note says so with droppedNote().
  */
 export class Samples {
   readonly #ns: Float64Array;
   #count = 0;
+  #dropped = 0;
 
   constructor(capacity: number) {
     this.#ns = new Float64Array(capacity);
   }
 
-  /** Records one sample given in milliseconds (performance.now() differences). */
+  /** Records one sample given in milliseconds (performance.now() differences); past the capacity, counts it dropped. */
   addMs(ms: number): void {
     if (this.#count < this.#ns.length) this.#ns[this.#count++] = ms * 1e6;
+    else this.#dropped++;
   }
 
   get count(): number {
     return this.#count;
+  }
+
+  /** Samples offered once the array was full: not kept, so the figures are of the first `count`. */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   histogram(): RecordableHistogram {
@@ -398,11 +407,27 @@ export interface Percentiles {
   max: number;
   mean: number;
   count: number;
+  /** Samples not kept, past the capacity (Samples.dropped). */
+  dropped: number;
 }
 
 export function percentiles(samples: Samples): Percentiles {
   const h = samples.histogram();
-  return { p50: h.percentile(50), p99: h.percentile(99), 'p99.9': h.percentile(99.9), max: h.max, mean: samples.meanNs(), count: h.count };
+  return {
+    p50: h.percentile(50),
+    p99: h.percentile(99),
+    'p99.9': h.percentile(99.9),
+    max: h.max,
+    mean: samples.meanNs(),
+    count: h.count,
+    dropped: samples.dropped,
+  };
+}
+
+/** For a row's note: '' when every sample was kept, else how many were not ('; …', to append). */
+export function droppedNote(p: { count: number; dropped?: number }): string {
+  if (!p.dropped) return '';
+  return `; ${p.dropped} more samples were not kept (the array holds ${p.count}): the figures are of the first ${p.count}`;
 }
 
 // ---- the demo's loops ----
@@ -517,11 +542,42 @@ export function formatRate(perSecond: number): string {
   return perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)} M/s` : `${(perSecond / 1e3).toFixed(1)} k/s`;
 }
 
+/** Bytes of a cache line (x86-64, and the arm64 cores Node runs on): LineSum reads one word of each. */
+const CACHE_LINE = 64;
+
+/**
+ * A consumer's read of a payload in place: one 32-bit word of each 64-byte
+ * cache line that `data[offset, offset + length)` occupies (the lines are the
+ * buffer's: a region is page-aligned), summed. What moves a record's bytes
+ * to the reading CPU without copying them; keep the sum and use it at the
+ * end (report it), so that the JIT cannot drop the reads.
+ */
+export class LineSum {
+  sum = 0;
+  #data: Uint8Array | undefined;
+  #words: Int32Array<ArrayBufferLike> = new Int32Array(0);
+
+  add(data: Uint8Array, offset: number, length: number): void {
+    if (data !== this.#data) {
+      this.#data = data;
+      this.#words = new Int32Array(data.buffer, 0, data.buffer.byteLength >> 2);
+    }
+    const words = this.#words;
+    const end = data.byteOffset + offset + length;
+    let sum = this.sum;
+    // The word holding byte `at` lies in at's line; from the first byte, then the start of each next line.
+    for (let at = data.byteOffset + offset; at < end; at = (at | (CACHE_LINE - 1)) + 1) sum = (sum + words[at >> 2]!) | 0;
+    this.sum = sum;
+  }
+}
+
 /**
  * The consumer side of a throughput stream, in a process or a worker: counts
  * the messages of `ring` ('copy': tryRead; else drain in place) until it is
- * closed and drained, checking each one's sequence stamp. Calls `ready` once
- * set up; returns the count, the stamps out of order and the meter's rates.
+ * closed and drained, checking each one's sequence stamp. In place, it also
+ * reads one word of each cache line of the payload (LineSum). Calls `ready`
+ * once set up; returns the count, the stamps out of order, that sum (0 for
+ * 'copy', whose tryRead copies every byte out) and the meter's rates.
  */
 export function countRing(
   ring: SpscRing | MpmcQueue,
@@ -535,6 +591,7 @@ export function countRing(
   const meter = new Meter(options.warmupMs ?? 0, options.size);
   let count = 0;
   let bad = 0;
+  let lineSum = 0;
   ready();
   if (options.mode === 'copy') {
     for (;;) {
@@ -549,8 +606,12 @@ export function countRing(
       meter.check(count);
     }
   } else {
+    // The payload is read where it lies: one 32-bit word of each cache line it occupies (lineSum), so that every
+    // line of it comes to this process, as a copy out of the ring would bring it; the sum is reported.
+    const lines = new LineSum();
     const onRecord = (data: Uint8Array, offset: number, length: number): void => {
       if (length >= 4 && stampAt(data, offset) !== count >>> 0) bad++;
+      lines.add(data, offset, length);
       count++;
     };
     for (;;) {
@@ -561,8 +622,9 @@ export function countRing(
         meter.check(count);
       }
     }
+    lineSum = lines.sum;
   }
-  return { count, bad, ...meter.finish(count) };
+  return { count, bad, lineSum, ...meter.finish(count) };
 }
 
 /**

@@ -3,7 +3,7 @@
  * metric). The runner adds the ratios to the baselines measured in the same
  * run (report.ts).
  */
-import type { Percentiles } from './harness.js';
+import { droppedNote, type Percentiles } from './harness.js';
 
 export type Metric =
   | 'p50'
@@ -38,8 +38,10 @@ export interface Measurement {
 }
 
 /** The five latency records of a round-trip scenario. */
-export function latencyRecords(name: string, transport: string, messageSize: number, p: Percentiles, note?: string): Measurement[] {
+export function latencyRecords(name: string, transport: string, messageSize: number, p: Percentiles, given?: string): Measurement[] {
   const metrics = ['p50', 'p99', 'p99.9', 'max', 'mean'] as const;
+  const dropped = droppedNote(p).replace(/^; /, '');
+  const note = given && dropped ? `${given}; ${dropped}` : given || dropped;
   return metrics.map((metric) => ({
     name,
     transport,

@@ -5,7 +5,11 @@
  * the consumer, draining in place (drain), and counts messages per second
  * over the steady state (after a warm-up), checking that every producer's
  * sequence arrives in order with nothing lost. Both kinds run in the same
- * invocation, alternately, so their ratio is measured under the same load.
+ * invocation, alternately (which goes first alternates from one pair of runs
+ * to the next), so their ratio is measured under the same load. The rate is
+ * the messages counted between two clock readings over the time between
+ * them. Producers are tracked (killed when this process exits) and spin
+ * under a Watchdog (they exit when this process is gone).
  *
  *   node benches/dist/mpsc.js [--duration-ms 2000] [--warmup-ms 300] [--size 64] [--repeats 5] [--producers 1,2,4]
  *
@@ -24,7 +28,7 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { isMain } from './harness.js';
+import { isMain, track, Watchdog } from './harness.js';
 import { Region } from '@shmring/core';
 import { MpmcQueue, MpscRing } from '@shmring/ringbuf';
 import type { Measurement } from './measurement.js';
@@ -38,10 +42,15 @@ function attach(kind: Kind, region: Region): MpscRing | MpmcQueue {
   return kind === 'MpscRing' ? MpscRing.attach(region) : MpmcQueue.attach(region);
 }
 
-// ---- producer process: node mpsc.js producer <kind> <id> <size> ----
+// ---- producer process: node mpsc.js producer <kind> <id> <size> <limitMs> ----
 
-function producer(kind: Kind, id: number, size: number): void {
+/** ms a producer may run past the consumer's warm-up and measurement before its Watchdog ends it. */
+const PRODUCER_SLACK_MS = 60_000;
+
+function producer(kind: Kind, id: number, size: number, limitMs: number): void {
   const queue = attach(kind, Region.fromFd(3));
+  // Orphaned (the consumer died without closing the queue), or past its time: the producer ends itself.
+  const watchdog = new Watchdog(`mpsc producer ${id}`, limitMs);
   const message = new Uint8Array(size);
   const view = new DataView(message.buffer);
   view.setUint32(0, id, true);
@@ -53,12 +62,16 @@ function producer(kind: Kind, id: number, size: number): void {
     try {
       while (!queue.tryWrite(message)) {
         if ((++spins & 0x3ff) === 0 && queue.closed) return;
+        watchdog.tick();
       }
     } catch {
       return; // ERR_SHMRING_CLOSED: the consumer is done
     }
     seq++;
-    if ((seq & 0xfff) === 0 && queue.closed) return;
+    if ((seq & 0xfff) === 0) {
+      if (queue.closed) return;
+      watchdog.check();
+    }
   }
 }
 
@@ -86,10 +99,13 @@ async function run(kind: Kind, producers: number, size: number, durationMs: numb
     kind === 'MpscRing'
       ? MpscRing.create(region, { capacity: MPSC_CAPACITY })
       : MpmcQueue.create(region, { capacity: MPSC_CAPACITY / 128, slotSize: size });
+  const limitMs = warmupMs + durationMs + PRODUCER_SLACK_MS;
   const children = Array.from({ length: producers }, (_, id) =>
-    spawn(process.execPath, [SELF, 'producer', kind, String(id), String(size)], {
-      stdio: ['ignore', 'pipe', 'inherit', region.fd!],
-    }),
+    track(
+      spawn(process.execPath, [SELF, 'producer', kind, String(id), String(size), String(limitMs)], {
+        stdio: ['ignore', 'pipe', 'inherit', region.fd!],
+      }),
+    ),
   );
   await Promise.all(children.map((c) => new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()))));
   const next = new Array<number>(producers).fill(0);
@@ -106,14 +122,20 @@ async function run(kind: Kind, producers: number, size: number, durationMs: numb
   const start = performance.now();
   const measureFrom = start + warmupMs;
   const end = measureFrom + durationMs;
+  // The count and the clock are read together, after a drain: the rate is the count's growth over the time between.
   let atMeasure = -1;
+  let measureStart = start;
   let now = start;
   while (now < end) {
     if (queue.drain(onRecord, 4096) > 0) drains++;
     now = performance.now();
-    if (atMeasure < 0 && now >= measureFrom) atMeasure = count;
+    if (atMeasure < 0 && now >= measureFrom) {
+      atMeasure = count;
+      measureStart = now;
+    }
   }
   const measured = count - atMeasure;
+  const measuredMs = now - measureStart;
   queue.close();
   await Promise.all(
     children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null ? resolve() : c.once('exit', () => resolve())))),
@@ -124,7 +146,7 @@ async function run(kind: Kind, producers: number, size: number, durationMs: numb
     kind,
     producers,
     size,
-    messagesPerSecond: Math.round(measured / (durationMs / 1000)),
+    messagesPerSecond: Math.round(measured / (measuredMs / 1000)),
     checked: count,
     recordsPerDrain: Math.round((count / Math.max(drains, 1)) * 10) / 10,
   };
@@ -138,14 +160,20 @@ export interface MpscParams {
   producers: number[];
 }
 
-/** Every row: per producer count, MpscRing and MpmcQueue, each the median of `repeats` alternating runs. */
+/**
+ * Every row: per producer count, MpscRing and MpmcQueue, each the median of `repeats` alternating runs; which
+ * kind goes first alternates from one pair of runs to the next, across producer counts too (so that a single
+ * repeat per count, as --quick runs, does not always start with the same kind).
+ */
 async function measureAll(params: MpscParams): Promise<Row[]> {
   const { durationMs, warmupMs, size, repeats, producers: counts } = params;
   const rows: Row[] = [];
+  let pair = 0;
   for (const producers of counts) {
     const runs: Record<Kind, Row[]> = { MpscRing: [], MpmcQueue: [] };
     for (let r = 0; r < repeats; r++) {
-      for (const kind of KINDS) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
+      const order = pair++ % 2 === 0 ? KINDS : ([...KINDS].reverse() as Kind[]);
+      for (const kind of order) runs[kind].push(await run(kind, producers, size, durationMs, warmupMs));
     }
     for (const kind of KINDS) {
       const sorted = [...runs[kind]].sort((a, b) => a.messagesPerSecond - b.messagesPerSecond);
@@ -177,7 +205,7 @@ export async function mpscScenario(params: MpscParams): Promise<{ records: Measu
     metric: 'messages/s',
     value: row.messagesPerSecond,
     unit: 'msg/s',
-    note: `${params.repeats === 1 ? 'one run' : `median of ${params.repeats} runs`} of ${params.durationMs} ms; runs (M msg/s): ${eachRate(row)}; records per drain: ${row.recordsPerDrain}`,
+    note: `${params.repeats === 1 ? 'one run' : `median of ${params.repeats} runs`} of ${params.durationMs} ms (the kinds alternating, each first in turn; a rate over the measured time between its two counts); runs (M msg/s): ${eachRate(row)}; records per drain: ${row.recordsPerDrain}`,
   }));
   return { records, notes: [] };
 }
@@ -215,6 +243,7 @@ async function main(): Promise<void> {
 
 // A producer process, the program run by itself, or a module of the runner's scenario (which calls mpscScenario).
 if (isMain(SELF)) {
-  if (process.argv[2] === 'producer') producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]));
+  if (process.argv[2] === 'producer')
+    producer(process.argv[3] as Kind, Number(process.argv[4]), Number(process.argv[5]), Number(process.argv[6]));
   else await main();
 }

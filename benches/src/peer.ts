@@ -12,7 +12,7 @@
  *   ring-count       throughput consumer of ring 3: { mode: 'copy' (tryRead) | 'zero-copy' (drain) }
  *   mpmc-count       throughput consumer of MpmcQueue 3 (drain)
  *   ring-echo        ping-pong: read ring 3, write the same bytes to ring 4, spinning (tryRead / tryWrite)
- *   ring-echo-zc     the same with drain and claim/commit, spinning
+ *   ring-echo-zc     the same with drain and claim/commit, spinning: each message copied whole from ring 3 into the claim in ring 4
  *   ring-echo-sync   the same, parking in readSync / writeSync (futex)
  *   ring-echo-async  the same with for await and write() on the event loop
  *   ring-echo-async-read  the same with read() and write() on the event loop
@@ -95,13 +95,8 @@ function ringEchoZeroCopy(): void {
   const onRecord = (data: Uint8Array, offset: number, length: number): void => {
     let at: number;
     while ((at = outbound.claim(length)) < 0) watchdog.tick();
-    // The reply carries the same sequence number; the rest of the payload is left as the claim found it.
-    if (length >= 4) {
-      out[at] = data[offset]!;
-      out[at + 1] = data[offset + 1]!;
-      out[at + 2] = data[offset + 2]!;
-      out[at + 3] = data[offset + 3]!;
-    }
+    // The reply is the whole message, copied from where it lies in the inbound ring into the claimed room.
+    out.set(data.subarray(offset, offset + length), at);
     outbound.commit(at);
   };
   ready();

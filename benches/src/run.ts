@@ -7,7 +7,7 @@
  *
  *   node benches/dist/run.js [--quick] [--only <regexp>] [--out <dir>] [--wait-idle <s>] [--update-readme]
  *
- *   --quick          fewer iterations and sizes (every transport still runs); under a minute
+ *   --quick          fewer iterations and sizes (every transport still runs): a smoke run, a fraction of the full run's time
  *   --only <re>      only the scenarios whose id matches (e.g. 'rtt\.proc|floor')
  *   --out <dir>      where to write (default benches/results)
  *   --wait-idle <s>  before each scenario, wait (up to <s> seconds in all) while other
@@ -41,6 +41,7 @@ import { CHANNEL_ROWS, type ChannelParams } from './channel.js';
 import { LOOP_TRANSPORTS, MECHANISM_ENV, type EventLoopParams } from './eventloop.js';
 import type { Measurement } from './measurement.js';
 import type { MpscParams } from './mpsc.js';
+import { socketBatch } from './throughput.js';
 import { latencySvg, markdown, markdownBody, sizeLabel, targets, withRatios, type Machine, type Run } from './report.js';
 import type { Kind } from './scenario.js';
 
@@ -153,6 +154,8 @@ function plan(quick: boolean): Step[] {
       'tput.proc.unix-socket',
       'tput.proc.unix-socket-unbatched',
     ]) {
+      // Where a batch holds one frame (64 KiB, 1 MiB), the batched stream is one write per message: its note says so.
+      if (name === 'tput.proc.unix-socket-unbatched' && socketBatch(size) === 1) continue;
       steps.push({ kind: 'tput-proc', name, params: { size, ...stream } });
     }
   }
@@ -197,12 +200,13 @@ function plan(quick: boolean): Step[] {
   for (const row of BRIDGE_ROWS) steps.push({ kind: 'bridge', name: `bridge.${row}`, params: { ...bridge } });
   // Many to one and one to many (mpsc.ts, broadcast.ts): MpscRing beside MpmcQueue with 1, 2 and 4 producer
   // processes, the median of alternating runs (the rate with one producer is bistable: mpsc.ts); Broadcast's
-  // publisher beside an SpscRing's producer. About 45 s and 15 s; about 5 s and 4 s quick.
+  // publisher beside an SpscRing's producer, each row after a warm-up, the median of 3 runs in alternating
+  // order (one run of each, quick). About 45 s and 40 s; about 5 s each quick.
   const mpsc: MpscParams = quick
     ? { durationMs: 200, warmupMs: 100, size: 64, repeats: 1, producers: [1, 2, 4] }
     : { durationMs: 1000, warmupMs: 300, size: 64, repeats: 5, producers: [1, 2, 4] };
   steps.push({ kind: 'mpsc', name: 'mpsc', params: { ...mpsc } });
-  const broadcast: BroadcastParams = { messages: quick ? 200_000 : 1_000_000, subscribers: [1, 2, 4] };
+  const broadcast: BroadcastParams = { messages: quick ? 200_000 : 1_000_000, subscribers: [1, 2, 4], repeats: quick ? 1 : 3 };
   steps.push({ kind: 'broadcast', name: 'broadcast', params: { ...broadcast } });
   steps.push({ kind: 'micro', name: 'micro', params: { quick } });
   steps.push({ kind: 'latest', name: 'latest', params: { quick } }); // LatestValue (latest.ts): ~10 s, ~4 s quick
@@ -380,7 +384,7 @@ function updateReadme(run: Run): void {
   const b = text.indexOf(close);
   if (a < 0 || b < a) throw new Error(`benches/README.md has no ${open} … ${close} section`);
   const body =
-    `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a smoke run under a minute). ` +
+    `\nReproduce with \`npx -y pnpm@10 bench\` (about ${Math.ceil(run.seconds / 60)} min here; \`--quick\` for a shorter smoke run). ` +
     'Results: [latest.md](results/latest.md), [latest.json](results/latest.json), ' +
     'chart [latency.svg](results/latency.svg). Run nothing else meanwhile: spinning pairs need both cores. ' +
     'On a virtual machine the figures move from run to run (the host schedules the vCPUs): compare ratios within one run.\n\n' +

@@ -11,7 +11,10 @@
  *
  *   node benches/dist/select-many.js [--rounds N] [--out dir]   (default 200 rounds per size)
  *
- * `poll: 0` everywhere: every round parks. Sizes alternate round by round.
+ * `poll: 0` everywhere: every round parks. Each round runs every row once,
+ * the order rotating by one row from round to round (so no row always
+ * follows the same one, the 1000-ring select's clean-up included), and
+ * each timed park starts after SETTLE_MS of sleep.
  * Prints JSON (one object) and a Markdown table, and writes them to
  * <dir>/select-many.json and .md with --out.
  */
@@ -24,6 +27,8 @@ import { emitResults, percentiles, Samples } from './harness.js';
 
 const SIZES = [1, 10, 100, 1000] as const;
 const CAPACITY = 4096;
+/** ms slept before each timed park: what the previous round left (its cancellations, their callbacks) is done by then. */
+const SETTLE_MS = 3;
 
 interface Rings {
   readonly readers: SpscRing[];
@@ -42,8 +47,9 @@ function makeRings(n: number): Rings {
   return rings;
 }
 
-/** One round: park (call → pending), 2 ms parked, wake (tryWrite → answer). `target` gets the message. */
+/** One round: a settle, park (call → pending), 2 ms parked, wake (tryWrite → answer). `target` gets the message. */
 async function round(rings: Rings, target: number, useSelect: boolean, park: Samples, wake: Samples): Promise<void> {
+  await sleep(SETTLE_MS);
   const t0 = performance.now();
   const pending: Promise<unknown> = useSelect ? select(rings.readers, { poll: 0 }) : rings.readers[0]!.read({ poll: 0 });
   park.addMs(performance.now() - t0);
@@ -73,7 +79,8 @@ async function main(): Promise<void> {
     // A warm-up round each, not counted.
     for (const r of rows) await round(rings.get(r.n as (typeof SIZES)[number])!, 0, r.select, new Samples(1), new Samples(1));
     for (let k = 0; k < rounds; k++) {
-      for (let i = 0; i < rows.length; i++) {
+      for (let j = 0; j < rows.length; j++) {
+        const i = (k + j) % rows.length; // the order rotates: round k starts with row k mod the rows
         const r = rows[i]!;
         await round(rings.get(r.n as (typeof SIZES)[number])!, r.select ? (k * 7919) % r.n : 0, r.select, park[i]!, wake[i]!);
       }
@@ -99,7 +106,7 @@ async function main(): Promise<void> {
   const md = [
     `# select-many (${result.date.slice(0, 10)}, ${result.cpus} CPUs, ${rounds} rounds per row, benches/src/select-many.ts)`,
     '',
-    'Async `select()` over N idle SpscRings (memfd, `poll: 0`): park = the call until its Promise is pending; wake = a `tryWrite()` into one of them until the select answers. Baseline: one parked `read()`, in the same rounds.',
+    `Async \`select()\` over N idle SpscRings (memfd, \`poll: 0\`): park = the call until its Promise is pending; wake = a \`tryWrite()\` into one of them until the select answers. Baseline: one parked \`read()\`, in the same rounds. Every row once a round, the order rotating from round to round; ${SETTLE_MS} ms asleep before each park.`,
     '',
     '| | park p50 µs | park p99 µs | wake p50 µs | wake p99 µs | park ÷ read() | wake ÷ read() |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
