@@ -56,14 +56,17 @@ export function roundToHugePages(size: number, pool: HugePagePool): number {
 /**
  * True when `err` (from creating, mapping or populating a huge-page region)
  * means the pool could not provide the pages: ENOMEM / ENOSPC from mmap,
- * shmget or madvise, EFAULT from madvise (a fault that would SIGBUS),
- * ENOENT from memfd_create (no hugetlbfs for the default size).
+ * ENOMEM from shmget or madvise, EFAULT from madvise (a fault that would
+ * SIGBUS), ENOENT from memfd_create (no hugetlbfs for the default size).
+ * ENOSPC from shmget is the segment limits (kernel.shmmni, shmall), not
+ * the pool: it keeps its own error and hint.
  */
 export function isHugePageShortage(err: unknown): boolean {
   const { code, syscall } = (err ?? {}) as { code?: unknown; syscall?: unknown };
   if (syscall === 'memfd_create') return code === 'ENOENT';
   if (syscall === 'madvise') return code === 'ENOMEM' || code === 'EFAULT';
-  return (syscall === 'mmap' || syscall === 'shmget') && (code === 'ENOMEM' || code === 'ENOSPC');
+  if (syscall === 'shmget') return code === 'ENOMEM';
+  return syscall === 'mmap' && (code === 'ENOMEM' || code === 'ENOSPC');
 }
 
 /**

@@ -501,7 +501,22 @@ function checkPath(path: unknown, verb: string): string {
       `${verb}: path must be a non-empty string for the 'file' backing, got ${String(path)}`,
     );
   }
+  if (path.includes('\0')) {
+    // The kernel would read the path up to the NUL: another file than the one named.
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: path ${JSON.stringify(path)} must not contain a NUL character`);
+  }
   return path;
+}
+
+/** Checks a memfd's label (shown in /proc/<pid>/fd): a string without NUL, at most what memfd_create takes. */
+function checkLabel(label: unknown, verb: string): string {
+  if (typeof label !== 'string') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: a memfd's name must be a string, got ${typeof label}`);
+  }
+  if (label.includes('\0')) {
+    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: a memfd's name ${JSON.stringify(label)} must not contain a NUL character`);
+  }
+  return label;
 }
 
 /** A file's identity: its device and inode. */
@@ -751,8 +766,7 @@ export class Region {
       case 'sab':
         return Region.fromSharedArrayBuffer(allocateShared(size));
       case 'memfd': {
-        const label = options.name ?? 'shmring';
-        if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+        const label = checkLabel(options.name ?? 'shmring', 'Region.create');
         const described = { object: `memfd '${label}'` };
         if (hugePages && pool === undefined) throw noHugePages('Region.create of', described.object, size, pool);
         try {
@@ -1079,8 +1093,7 @@ export class Region {
     if (bytes !== undefined && bytes.length > size) {
       throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `Region.snapshot: ${bytes.length} bytes do not fit size=${size}`);
     }
-    const label = options.name ?? 'shmring-snapshot';
-    if (typeof label !== 'string') throw new ShmringTypeError(ErrorCodes.INVALID_NAME, 'name must be a string');
+    const label = checkLabel(options.name ?? 'shmring-snapshot', 'Region.snapshot');
     let fd: number;
     try {
       fd = backend().memfdCreate(label);

@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from '@shmring/core';
+import { isHugePageShortage } from '../src/hugepages.js';
 import { availableBackends } from '../src/native/loader.js';
 import { PEER, withBackend } from './helpers.js';
 import { SYSV_PEER, assertEchoes, hugePool, openFds, ownSegments } from './segments.js';
@@ -135,3 +136,16 @@ for (const kind of availableBackends()) {
     });
   });
 }
+
+describe('which errors mean the huge page pool is short', () => {
+  it("counts ENOMEM from shmget, mmap and madvise, not shmget's ENOSPC (the segment limits: kernel.shmmni, shmall)", () => {
+    const e = (syscall: string, code: string) => ({ syscall, code });
+    assert.equal(isHugePageShortage(e('shmget', 'ENOMEM')), true);
+    assert.equal(isHugePageShortage(e('shmget', 'ENOSPC')), false, 'a full segment table is not a short pool');
+    assert.equal(isHugePageShortage(e('mmap', 'ENOMEM')), true);
+    assert.equal(isHugePageShortage(e('mmap', 'ENOSPC')), true);
+    assert.equal(isHugePageShortage(e('madvise', 'EFAULT')), true);
+    assert.equal(isHugePageShortage(e('memfd_create', 'ENOENT')), true);
+    assert.equal(isHugePageShortage(e('shmget', 'EPERM')), false);
+  });
+});

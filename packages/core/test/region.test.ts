@@ -448,6 +448,26 @@ describe('Region', () => {
           }
         });
 
+        it('rejects a NUL in a file path or a memfd name with a typed error (the kernel would read another name), creating nothing', () => {
+          const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-nul-'));
+          try {
+            assert.throws(() => Region.create({ backing: 'file', path: path.join(dir, 'a\0b'), size: 4096 }), {
+              code: 'ERR_SHMRING_INVALID_ARGUMENT',
+              name: 'TypeError',
+              message: /must not contain a NUL character/,
+            });
+            assert.deepEqual(fs.readdirSync(dir), [], 'a file was made at the path cut at the NUL');
+          } finally {
+            fs.rmSync(dir, { recursive: true, force: true });
+          }
+          for (const make of [
+            () => Region.create({ backing: 'memfd', name: 'a\0b', size: 4096 }),
+            () => Region.snapshot(new Uint8Array(8), { name: 'a\0b' }),
+          ]) {
+            assert.throws(make, { code: 'ERR_SHMRING_INVALID_NAME', name: 'TypeError', message: /must not contain a NUL character/ });
+          }
+        });
+
         it('rejects an unknown backing', () => {
           assert.throws(() => Region.create({ backing: 'tmp' as 'sab', size: 10 }), {
             code: 'ERR_SHMRING_INVALID_BACKING',
