@@ -422,6 +422,21 @@ export class MpscRing extends Queue {
     }
   }
 
+  /**
+   * Space claimed that the consumer has not taken yet (Queue.claimsPending):
+   * after the closed flag, which a close() by the creator sets too, a read
+   * that finds nothing at the head waits for it, as an MpmcQueue's does: a
+   * producer that claimed before the close still commits (then the records
+   * committed behind its claim are read too), and a dead one's claim is
+   * taken back by the consumer's peer check. One whose claimer died before
+   * marking it (headerless) is skipped only once no producer is left.
+   */
+  protected override claimsPending(): boolean {
+    const ctl = this.ctl;
+    // Observes the latest claim and the consumer's last release (#release): equal when nothing is claimed unread.
+    return Atomics.load(ctl, L.PRODUCER_POSITION_I32) !== Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+  }
+
   /** Lets go of the ring (Queue.detach); a claim still open is aborted first. */
   override detach(): void {
     this.#giveUpClaim();
@@ -1049,9 +1064,12 @@ export class MpscRing extends Queue {
     if (this.draining) return true; // a wait in a drain handler: the head is past the record in hand, not released
     if (!this.isConsumer) {
       // A wait that has not read yet (select, waitReadable) takes the role only to take back a claim at the
-      // head, and not if another object holds it (that one does). Observes the header at the stored head.
+      // head (or behind the padding of a claim that wrapped), and not if another object holds it (that one
+      // does). Observes the header at the stored head.
       const at = (Atomics.load(ctl, L.CONSUMER_POSITION_I32) & this.#mask) >> 2;
-      if (Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32) >= 0 || !this.#becomeConsumer()) return true;
+      const length = Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32);
+      const padding = length > 0 && this.#data32[at + M.MPSC_TYPE_I32] === L.PADDING_TYPE;
+      if ((length >= 0 && !padding) || !this.#becomeConsumer()) return true;
     }
     // The records taken on trust (TRUST_RECORDS) are checked at each peer check at the latest.
     if (this.#trusted !== 0) this.#loadTail(this.#head);
@@ -1062,7 +1080,15 @@ export class MpscRing extends Queue {
       const at = (head & this.#mask) >> 2;
       // Observes the header at the head (a commit, a claim, or nothing yet).
       const length = Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32);
-      if (length > 0) break;
+      if (length > 0) {
+        // The padding a claim that wraps commits at once, without a wake-up: the claim at 0 behind it may be
+        // a dead producer's, which this check is here to take back (a parked read never looks past padding
+        // unless something wakes it). Anything else is a message for the read.
+        if (this.#data32[at + M.MPSC_TYPE_I32] !== L.PADDING_TYPE) break;
+        this.#takePadding(); // validates the padding (ERR_SHMRING_CORRUPT) and gives its room back
+        if (this.#head === head) break;
+        continue;
+      }
       if (length < 0) {
         if (!(this.#stuck(head, length, at) || !left) || !this.#takeBack(at, length)) break;
       } else if (left || !this.#skipHeaderless()) {

@@ -120,6 +120,40 @@ describe('threadGone: when a claimer is certainly gone', function () {
     }
   });
 
+  it('a parked read takes back a dead claim that wrapped (behind the padding it committed at once), without a wake-up', async function () {
+    if (!procShowsAll()) {
+      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
+      this.skip();
+    }
+    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 40 });
+    const producer = MpscRing.attach(region);
+    const other = MpscRing.attach(region);
+    try {
+      // Head and tail near the end of the data area: the next claim of 300 bytes wraps.
+      for (let i = 0; i < 2; i++) {
+        assert.equal(producer.tryWrite(new Uint8Array(400)), true);
+        assert.equal(consumer.tryRead()?.length, 400);
+      }
+      const reading = consumer.read(); // parks: nothing is there
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      // The producer claims (padding committed at the old index, its claim marked at 0) and dies: its mark
+      // names a thread that does not exist.
+      assert.equal(producer.claim(300), M.MPSC_RECORD_HEADER);
+      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+      data32[M.MPSC_TYPE_I32] = deadThreadId();
+      // Several peer checks (every 10 ms), and the claim stuck for longer than 40 ms: taken back while parked.
+      for (let i = 0; i < 100 && consumer.unblockedRecords === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(consumer.unblockedRecords, 1, 'the parked read never looked past the padding at its head');
+      assert.equal(other.tryWrite(new Uint8Array([9])), true);
+      assert.deepEqual(await reading, new Uint8Array([9]));
+    } finally {
+      other.close();
+      producer.close(); // aborts its claim: it writes over space the consumer took back, read by nobody now
+      consumer.close();
+    }
+  });
+
   it('a polling consumer skips a claim whose claimer died before writing its header, once no producer is left', function () {
     using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
     const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });

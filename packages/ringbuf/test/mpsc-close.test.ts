@@ -70,6 +70,27 @@ describe('MpscRing.close()', () => {
     assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
   });
 
+  it("a close by the creator (not the consumer) loses nothing claimed before it: the consumer reads a claim committed after the close, and what follows it", async () => {
+    const r = region();
+    const creator = MpscRing.create(r, { capacity: CAPACITY });
+    const consumer = MpscRing.attach(r);
+    const p = MpscRing.attach(r);
+    const q = MpscRing.attach(r);
+    assert.equal(consumer.tryRead(), null); // the consumer role
+    const offset = p.claim(1); // claimed before the close, committed after it
+    assert.equal(q.tryWrite(Uint8Array.of(2)), true); // committed before the close, behind p's claim
+    creator.close();
+    assert.throws(() => q.tryWrite(Uint8Array.of(3)), { code: ErrorCodes.CLOSED }, 'no claim after the close');
+    const first = consumer.read({ timeoutMs: 5000 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    p.data[offset] = 1;
+    p.commit(offset);
+    assert.deepEqual([...(await first)], [1], "the close ended the read before p's commit: p's and q's messages were lost");
+    assert.deepEqual([...(await consumer.read({ timeoutMs: 5000 }))], [2]);
+    await assert.rejects(consumer.read({ timeoutMs: 5000 }), { code: ErrorCodes.CLOSED });
+    for (const x of [p, q, consumer]) x.close();
+  });
+
   it('an attached object whose wait took padding at the head (and with it the consumer role) lets go on close(): the ring goes on', async () => {
     const r = region();
     MpscRing.create(r, { capacity: CAPACITY }).detach();

@@ -605,12 +605,14 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
         if (closed(r)) {
             if (writing) return 0;
             int last = attempt(r, arg); /* a reader's one more try after seeing the flag */
-            /* LAYOUT.md "The closed flag": in a MpmcQueue a position claimed and not yet read is still to come
-               (observes the latest claims of both sides; acquire, as the reader's other position loads). */
-            if (last != 0 || header_u32(r, OFF_KIND) != KIND_MPMC ||
-                (int32_t)(atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire) -
-                          atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire)) <= 0)
-                return last;
+            /* LAYOUT.md "The closed flag": in a MpmcQueue a position claimed and not yet read is still to come,
+               and in a MpscRing space claimed unread ("Roles and closing": the creator may close it) (observes
+               the latest claims of both sides; acquire, as the reader's other position loads). */
+            uint32_t kind = header_u32(r, OFF_KIND);
+            uint32_t producer = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
+            uint32_t consumer = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+            int pending = kind == KIND_MPMC ? (int32_t)(producer - consumer) > 0 : kind == KIND_MPSC ? producer != consumer : 0;
+            if (last != 0 || !pending) return last;
         }
         if (now_seconds() > deadline) die(EXIT_STALLED, "no message for %d s while parked", STALL_SECONDS);
     }
