@@ -206,8 +206,10 @@ impl EnvState {
         }
         if let Some(reactor) = self.reactor() {
             // Passes on swallowed wakes while the words are still mapped
-            // (and held: settle lets go of them).
+            // (and held: settle lets go of them); and those of completions
+            // that have not come yet, for a word that moved.
             reactor.deliver_now(env);
+            reactor.pass_on_moved_in_range(start, len);
         }
         for (_, pending) in taken {
             waits::settle(env, pending, Ok(WOKEN));

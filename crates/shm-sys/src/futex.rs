@@ -337,9 +337,13 @@ pub fn futex_wait_start(env: Env, info: napi_callback_info) -> JsResult {
     let (buffer_ref, deferred, promise) = promise_holding(env, buffer)?;
     let deadline = deadline_after(timeout);
     let started = match (mode, state.reactor()) {
-        (AsyncMode::Ring, Some(reactor)) => reactor.wait(id, word, expected, deadline.as_ref()).map(|()| Waiter::Ring),
+        (AsyncMode::Ring, Some(reactor)) => {
+            reactor.wait(id, word, expected, deadline.as_ref()).map(|()| Waiter::Ring(expected))
+        }
         (AsyncMode::Lanes, _) => {
-            let wait = Arc::new(LaneWait::new(id, word, expected, deadline, Arc::clone(&state.delivery)));
+            // Only a word in a mapping of ours is loaded directly by the lane's thread (lanes.rs).
+            let direct = memory::is_mapping(env, buffer)?;
+            let wait = Arc::new(LaneWait::new(id, word, expected, deadline, direct, Arc::clone(&state.delivery)));
             lanes::submit(Arc::clone(&wait)).map(|()| Waiter::Lane(wait))
         }
         _ => {

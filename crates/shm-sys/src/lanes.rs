@@ -15,7 +15,11 @@
 //!    removes the wait under that lock, so once `stop` returns, the word
 //!    may be unmapped (the kernel reading an unmapped word in a later
 //!    futex_waitv fails it with EFAULT, which the thread treats as "rebuild
-//!    the list");
+//!    the list"). It loads the word itself only when it is `direct`, in a
+//!    mapping of ours (memory::is_mapping), whose munmap stops its waits
+//!    first; any other (a plain ArrayBuffer's, which can be transferred away
+//!    or shrunk while its wait is listed) is read through the kernel
+//!    (sys::read_words), where memory gone is an error, not a SIGSEGV;
 //!  - whoever changes a lane's list bumps the control word and wakes it,
 //!    after the change, so the thread's next futex_waitv either sees the new
 //!    control value (EAGAIN) or is woken: it never sleeps on a stale list;
@@ -51,6 +55,8 @@ pub struct LaneWait {
     pub word: usize,
     pub expected: u32,
     pub deadline: Option<timespec>,
+    /// The word is in a mapping of ours (see the invariants): the lane's thread may load it directly.
+    direct: bool,
     delivery: Arc<Delivery>,
     /// The lane holding it, set by `submit`.
     lane: Mutex<Option<Arc<Lane>>>,
@@ -95,8 +101,44 @@ pub fn available() -> bool {
 }
 
 impl LaneWait {
-    pub fn new(id: u64, word: usize, expected: u32, deadline: Option<timespec>, delivery: Arc<Delivery>) -> Self {
-        LaneWait { id, word, expected, deadline, delivery, lane: Mutex::new(None), woken: AtomicBool::new(false) }
+    pub fn new(
+        id: u64,
+        word: usize,
+        expected: u32,
+        deadline: Option<timespec>,
+        direct: bool,
+        delivery: Arc<Delivery>,
+    ) -> Self {
+        LaneWait {
+            id,
+            word,
+            expected,
+            deadline,
+            direct,
+            delivery,
+            lane: Mutex::new(None),
+            woken: AtomicBool::new(false),
+        }
+    }
+
+    /// The word's value now (SeqCst), loaded directly or through the kernel (see the invariants).
+    fn current(&self) -> u32 {
+        if !self.direct {
+            let mut now = [self.expected];
+            if sys::read_words(&[self.word], &mut now) == 1 {
+                return now[0];
+            }
+            if !sys::reads_refused() {
+                // The word's memory is gone: ended as moved ('ok'), its caller re-checks (and finds its view gone).
+                return !self.expected;
+            }
+            // process_vm_readv refused (a seccomp profile): loaded as before, since a moved word that is
+            // never seen to move would spin the lane (futex_waitv fails at once).
+        }
+        // SAFETY: a mapping of ours, and the caller holds the lane's lock with the wait listed (or is stop(),
+        // whose caller still holds the buffer): mapped. Not direct (process_vm_readv refused): the caller's
+        // buffer, listed, as above; only one transferred away or shrunk meanwhile could fault.
+        unsafe { &*(self.word as *const AtomicU32) }.load(Ordering::SeqCst)
     }
 
     /// Takes the wait out of its lane: when this returns, the lane's thread
@@ -113,6 +155,15 @@ impl LaneWait {
         };
         if removed {
             lane.poke();
+            // A publisher may have woken this wait's entry in the lane's futex_waitv an instant ago, before
+            // the lane's thread looked: that thread would pass the wake on only later, maybe after our
+            // caller unmapped the word (munmap, teardown), where a FUTEX_WAKE finds nobody. A word that
+            // moved is passed on now, while it is mapped; a second wake later is at worst spurious.
+            // SeqCst: observes the publisher's store, made before its wake.
+            if self.current() != self.expected {
+                // SAFETY: the kernel only hashes the address.
+                let _ = unsafe { sys::wake(self.word, 1) };
+            }
         } else if woken {
             // Finished by a wake whose result JS will now never see: the
             // wake may have been meant for another waiter of the word.
@@ -202,11 +253,9 @@ fn run(lane: &Arc<Lane>) {
                 forward = Some(w.word);
             }
             waits.retain(|w| {
-                // SAFETY: the wait is in the list, under the lock: its word
-                // is mapped (see the invariants).
-                let word = unsafe { &*(w.word as *const AtomicU32) };
-                // SeqCst: observes the store that made the word move on.
-                let moved = word.load(Ordering::SeqCst) != w.expected;
+                // The wait is in the list, under the lock (see the invariants). SeqCst: observes the store
+                // that made the word move on.
+                let moved = w.current() != w.expected;
                 let by_wake = woken.is_some_and(|x| Arc::ptr_eq(x, w));
                 if by_wake || moved {
                     // Finished 'ok': it may hold a wake (the one reported, or one a publisher of its

@@ -96,7 +96,7 @@ pub const ANY_TIMED_OUT: u32 = -2i32 as u32;
 /// or one cancelled before a finalizer's munmap, is read through the
 /// kernel, where an unmapped word is an error (read_late_words_safely).
 enum Swallowed {
-    Word(usize),
+    Word { word: usize, expected: u32 },
     AnyOf { list: Box<[futex_waitv]>, direct: bool },
 }
 
@@ -275,13 +275,13 @@ impl Reactor {
         result
     }
 
-    /// Cancels the wait `id` on `word` (see the module docs).
-    pub fn cancel(&self, id: u64, word: usize) {
+    /// Cancels the wait `id` on `word`, which it expected to hold `expected` (see the module docs).
+    pub fn cancel(&self, id: u64, word: usize, expected: u32) {
         let mut ring = self.ring.borrow_mut();
         let Some(ring) = ring.as_mut() else { return };
         // Kept whether or not the cancel reaches the kernel: the wait is there either way, and its
         // completion, whenever it comes (woken, or at the ring's close), passes a wake it took on.
-        self.cancelled.borrow_mut().insert(id, Swallowed::Word(word));
+        self.cancelled.borrow_mut().insert(id, Swallowed::Word { word, expected });
         let _ = ring.push(uring::cancel_sqe(id, TAG_CANCEL | id)).and_then(|()| ring.submit());
     }
 
@@ -430,6 +430,29 @@ impl Reactor {
         self.reap_and(|done| (self.deliver)(env, done));
     }
 
+    /// Before the munmap of `[start, start + len)`, after deliver_now: a
+    /// cancelled wait on a word there whose completion has not come yet (a
+    /// wake on another CPU claimed it just before its cancel, and its task
+    /// work is not queued yet) may hold a wake, which its completion would
+    /// pass on only after the munmap, where a FUTEX_WAKE finds nobody. A
+    /// word that moved is passed on now, while it is mapped; the later one
+    /// is at worst spurious.
+    pub fn pass_on_moved_in_range(&self, start: usize, len: usize) {
+        for swallowed in self.cancelled.borrow().values() {
+            if let Swallowed::Word { word, expected } = *swallowed
+                && word.wrapping_sub(start) < len
+            {
+                // SeqCst: observes the publisher's store, made before its wake. SAFETY: the caller's mapping,
+                // not unmapped yet; an aligned u32 (a wait's word).
+                let now = unsafe { &*(word as *const AtomicU32) }.load(Ordering::SeqCst);
+                if now != expected {
+                    // SAFETY: the kernel only hashes the address.
+                    let _ = unsafe { sys::wake(word, 1) };
+                }
+            }
+        }
+    }
+
     /// Closes the ring at the env's teardown (env_cleanup), once every wait
     /// left was stopped: their cancels are in, so no entry of ours sleeps
     /// on a futex any more. Their completions are reaped first, so that a
@@ -492,7 +515,7 @@ impl Reactor {
                     // word may be unmapped by now; FUTEX_WAKE then fails
                     // with EFAULT and touches nothing.
                     let word = match swallowed {
-                        Swallowed::Word(word) => (res == 0).then_some(word),
+                        Swallowed::Word { word, .. } => (res == 0).then_some(word),
                         Swallowed::AnyOf { list, direct } => {
                             let woken = usize::try_from(res).ok().filter(|&i| i < list.len());
                             // The entry is off every futex queue now. SAFETY: `direct` (see Swallowed).

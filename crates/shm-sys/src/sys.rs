@@ -118,6 +118,13 @@ pub unsafe fn waitv(words: &[(usize, u32)], deadline: Option<&timespec>) -> Resu
 /// process_vm_readv was refused once (read_words).
 static READ_REFUSED: AtomicBool = AtomicBool::new(false);
 
+/// Whether read_words can no longer read anything (process_vm_readv refused): a word it left unread is
+/// then not known to be gone.
+pub fn reads_refused() -> bool {
+    // Relaxed: a hint, as in read_words.
+    READ_REFUSED.load(Ordering::Relaxed)
+}
+
 /// Reads the u32 at each address of `words` into `out` (as long) without
 /// risking a fault: process_vm_readv(2) on this process, for which an
 /// address no longer mapped is an error (EFAULT), not a SIGSEGV. A word

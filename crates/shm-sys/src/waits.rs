@@ -17,8 +17,8 @@ use crate::sys::{self, WOKEN};
 
 /// Who waits in the kernel on behalf of a pending wait.
 pub enum Waiter {
-    /// A FUTEX_WAIT entry of the env's io_uring.
-    Ring,
+    /// A FUTEX_WAIT entry of the env's io_uring, and the value its word was expected to hold.
+    Ring(u32),
     /// FUTEX_WAITV entries of the env's io_uring (`futexWaitAnyStart`): the
     /// words, whose first is also `PendingWait::word`.
     RingAny(Box<[usize]>),
@@ -75,9 +75,9 @@ impl PendingWait {
     /// word may be unmapped after this); does not settle the promise.
     pub fn stop(&self, id: u64, reactor: Option<&Reactor>) {
         match &self.waiter {
-            Waiter::Ring => {
+            Waiter::Ring(expected) => {
                 if let Some(reactor) = reactor {
-                    reactor.cancel(id, self.word);
+                    reactor.cancel(id, self.word, *expected);
                 }
             }
             Waiter::RingAny(_) => {

@@ -340,6 +340,47 @@ describe('@shmring/futex', () => {
     });
   });
 
+  describe('a word whose memory goes away while its wait pends', () => {
+    it("the futex_waitv lanes read a plain ArrayBuffer's word through the kernel: a buffer shrunk under its wait does not crash the process", function () {
+      // A resizable ArrayBuffer shrunk to 0 gives its pages back: a lane that loaded the word itself would fault
+      // (SIGSEGV) at its next look, which any other wait's start or cancel causes.
+      if (backendKind() !== 'addon') {
+        console.log('      (skipped: the Rust addon is not built here (no cargo): the lanes are its)');
+        this.skip();
+      }
+      const child = runModule(
+        ['waitAsync'],
+        `
+        const rab = new ArrayBuffer(4096, { maxByteLength: 1 << 20 });
+        const pending = waitAsync(new Int32Array(rab, 0, 4), 0, 0, 2000).catch((err) => err.code);
+        rab.resize(0);
+        let region;
+        try {
+          region = Region.create({ backing: 'memfd', size: 4096 });
+        } catch (err) {
+          process.stdout.write(JSON.stringify({ skip: err.message }));
+          process.exit(0);
+        }
+        const controller = new AbortController();
+        const other = waitAsync(new Int32Array(region.buffer, 0, 4), 0, 0, 5000, controller.signal).catch(() => 'aborted');
+        controller.abort(); // the lane looks at its list again
+        await other;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        process.stdout.write(JSON.stringify({ alive: true }));
+        process.exit(0);
+      `,
+        { SHMRING_ASYNC_WAIT: 'futex_waitv' },
+      );
+      assert.ok(child.stdout.startsWith('{'), `killed by ${child.signal}, exit ${child.status}: ${child.stderr}`);
+      const r = JSON.parse(child.stdout) as { alive?: boolean; skip?: string };
+      if (r.skip !== undefined) {
+        console.log(`      (skipped: no memfd region: ${r.skip})`);
+        this.skip();
+      }
+      assert.equal(r.alive, true);
+    });
+  });
+
   describe('bad input', () => {
     it('rejects a ref that is not a boolean, with a typed error', () => {
       const i32 = new Int32Array(new SharedArrayBuffer(8));
