@@ -293,6 +293,17 @@ interface Snapshot {
  * bits). False while the publisher stays in the middle of a record (or
  * died there: a publisher that holds the role then finds it for good).
  */
+/**
+ * Whether a snapshot's counters are ones a publisher leaves: positions are
+ * exact integers (below 2^53) and multiples of 8, and every record took at
+ * least 8 bytes. Anything else was written by something else; used as is,
+ * an inexact cursor could stop advancing (cursor + size rounding back to
+ * the same double) and hand out one record for ever.
+ */
+function plausible(s: Snapshot): boolean {
+  return Number.isSafeInteger(s.intent) && s.intent % 8 === 0 && Number.isSafeInteger(s.count) && s.count * 8 <= s.intent;
+}
+
 function takeSnapshot(ctl: Int32Array, s: Snapshot): boolean {
   for (let i = 0; i < SNAPSHOT_TRIES; i++) {
     const intent = load64(ctl, B.INTENT);
@@ -460,7 +471,7 @@ function resumePoint(
         'or creates this one once they have closed, or in another region',
     );
   } else if (takeSnapshot(ctl, s)) {
-    if (Number.isSafeInteger(s.intent) && s.intent % 8 === 0 && s.count * 8 <= s.intent) {
+    if (plausible(s)) {
       // Resumable: taken over, even without a file, where a lossy subscriber without a slot is not seen
       // (a new layout would have it read payload bytes as headers).
       return s;
@@ -1086,6 +1097,9 @@ export class BroadcastSubscriber extends BroadcastEnd {
       return false;
     }
     const { intent, tail, count, latest } = snap;
+    if (!plausible(snap)) {
+      throw corrupt(`the tail (${intent}, record ${count}) is not a position and count a publisher leaves`, this.where);
+    }
     if (!lapped) {
       this.#pending = false;
     } else if (intent < this.#cursor || count < this.#number) {

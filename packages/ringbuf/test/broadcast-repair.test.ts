@@ -175,6 +175,28 @@ describe('Broadcast: a new publisher repairs a record its dead predecessor left 
     });
   }
 
+  it('a subscriber refuses counters no publisher leaves (INTENT past 2^53) with ERR_SHMRING_CORRUPT, rather than read on from them', function () {
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY }) });
+    const pub = Broadcast.create(region, { capacity: CAPACITY });
+    const sub = Broadcast.subscribe(region);
+    try {
+      for (let i = 0; i < 3; i++) assert.ok(pub.tryWrite(new Uint8Array([i])));
+      for (let i = 0; i < 3; i++) assert.deepEqual([...sub.tryRead()!], [i]);
+      const ctl = controlOf(region);
+      // The same low word (TAIL still matches), a high word that puts INTENT past 2^53: written by something else.
+      const tail = load64(ctl, B.INTENT);
+      set64(ctl, B.INTENT, (2 ** 21 + 1) * TWO32 + tail);
+      assert.ok(pub.tryWrite(new Uint8Array([3]))); // the publisher stores the low word alone (its high one unchanged)
+      assert.throws(
+        () => sub.tryRead(),
+        (err: ShmringError) => err.code === ErrorCodes.CORRUPT && /not a position and count a publisher leaves/.test(err.message),
+      );
+    } finally {
+      sub.close();
+      pub.close();
+    }
+  });
+
   it('lossy: COUNT torn while it crossed 2^32 (HI1 = HI2 + 1), INTENT past 9 x 2^32: repaired, the dead record counted', function () {
     const first = create(false);
     subscribe(); // holds the Broadcast (so create takes it over) and never reads
