@@ -1272,7 +1272,10 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       clean
         ? undefined
         : (this.#link.error ??
-            new ShmringError(ErrorCodes.PEER_DEAD, `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`)),
+            new ShmringError(
+              ErrorCodes.PEER_DEAD,
+              `${this.#what}: the other side died (${this.#link.ending} without closing the channel)`,
+            )),
     );
   }
 

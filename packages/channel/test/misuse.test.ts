@@ -217,7 +217,7 @@ describe('misuse', function () {
       }
     });
 
-    it("a custom codec that reuses its output buffer: values queued behind a full ring, and split ones, arrive as they were sent", async function () {
+    it('a custom codec that reuses its output buffer: values queued behind a full ring, and split ones, arrive as they were sent', async function () {
       // One buffer for every encode: a record the channel kept by reference would change under it.
       const out = new Uint8Array(3000);
       const codec: CodecOption = {

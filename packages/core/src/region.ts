@@ -514,7 +514,10 @@ function checkLabel(label: unknown, verb: string): string {
     throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: a memfd's name must be a string, got ${typeof label}`);
   }
   if (label.includes('\0')) {
-    throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: a memfd's name ${JSON.stringify(label)} must not contain a NUL character`);
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_NAME,
+      `${verb}: a memfd's name ${JSON.stringify(label)} must not contain a NUL character`,
+    );
   }
   return label;
 }

@@ -101,16 +101,19 @@ function waitAsyncNative(
       reject(abortError(signal));
     };
     watchAbort(signal, onAbort);
-    pending.promise.then((code) => {
-      unwatchAbort(signal, onAbort);
-      // A wake the caller gave up before it heard of it goes to the word's next sleeper.
-      if (abortedAfterEnd && code === 0) passOn(i32, index, expected);
-      resolve(RESULTS[code]!);
-    }, (err: unknown) => {
-      // The signal no longer holds this wait (nor, through onAbort, its word's buffer).
-      unwatchAbort(signal, onAbort);
-      reject(err);
-    });
+    pending.promise.then(
+      (code) => {
+        unwatchAbort(signal, onAbort);
+        // A wake the caller gave up before it heard of it goes to the word's next sleeper.
+        if (abortedAfterEnd && code === 0) passOn(i32, index, expected);
+        resolve(RESULTS[code]!);
+      },
+      (err: unknown) => {
+        // The signal no longer holds this wait (nor, through onAbort, its word's buffer).
+        unwatchAbort(signal, onAbort);
+        reject(err);
+      },
+    );
   });
 }
 

@@ -58,7 +58,10 @@ describe('@shmring/futex argument checks', () => {
   });
 
   it('shows a BigInt as 0n, an object String() cannot convert without throwing, and names the entry of a list that is wrong', () => {
-    assert.throws(() => wait(i32, 0n as unknown as number, 0), (err: Error) => /index=0n must be an integer/.test(err.message));
+    assert.throws(
+      () => wait(i32, 0n as unknown as number, 0),
+      (err: Error) => /index=0n must be an integer/.test(err.message),
+    );
     assert.throws(
       () => wait(i32, 0, 0, Object.create(null) as number),
       (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /timeoutMs=\[object Object\]/.test(err.message),
@@ -70,7 +73,10 @@ describe('@shmring/futex argument checks', () => {
       (err: Error & { code?: string }) => err.code === ErrorCodes.INVALID_ARGUMENT && /timeoutMs=\[object\]/.test(err.message),
     );
     const many: WaitTarget[] = Array.from({ length: 5 }, (_, k) => [i32, k === 3 ? 9 : 0, 0] as const);
-    assert.throws(() => waitAnyAsync(many, 0), (err: Error) => err.message.startsWith('waitAnyAsync (words[3]): index=9'));
+    assert.throws(
+      () => waitAnyAsync(many, 0),
+      (err: Error) => err.message.startsWith('waitAnyAsync (words[3]): index=9'),
+    );
   });
 
   it('names the call and quotes a string in an index or count that is wrong: index="0" is not the number 0', () => {

@@ -70,7 +70,7 @@ describe('MpscRing.close()', () => {
     assert.throws(() => producer.tryWrite(Uint8Array.of(2)), { code: ErrorCodes.CLOSED });
   });
 
-  it("a close by the creator (not the consumer) loses nothing claimed before it: the consumer reads a claim committed after the close, and what follows it", async () => {
+  it('a close by the creator (not the consumer) loses nothing claimed before it: the consumer reads a claim committed after the close, and what follows it', async () => {
     const r = region();
     const creator = MpscRing.create(r, { capacity: CAPACITY });
     const consumer = MpscRing.attach(r);
