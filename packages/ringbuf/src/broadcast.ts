@@ -288,12 +288,6 @@ interface Snapshot {
 }
 
 /**
- * Takes a quiescent snapshot into `s` (INTENT, TAIL, COUNT, LATEST, INTENT
- * again; valid if the two intents are equal and TAIL is INTENT's low 32
- * bits). False while the publisher stays in the middle of a record (or
- * died there: a publisher that holds the role then finds it for good).
- */
-/**
  * Whether a snapshot's counters are ones a publisher leaves: positions are
  * exact integers (below 2^53) and multiples of 8, and every record took at
  * least 8 bytes. Anything else was written by something else; used as is,
@@ -304,6 +298,12 @@ function plausible(s: Snapshot): boolean {
   return Number.isSafeInteger(s.intent) && s.intent % 8 === 0 && Number.isSafeInteger(s.count) && s.count * 8 <= s.intent;
 }
 
+/**
+ * Takes a quiescent snapshot into `s` (INTENT, TAIL, COUNT, LATEST, INTENT
+ * again; valid if the two intents are equal and TAIL is INTENT's low 32
+ * bits). False while the publisher stays in the middle of a record (or
+ * died there: a publisher that holds the role then finds it for good).
+ */
 function takeSnapshot(ctl: Int32Array, s: Snapshot): boolean {
   for (let i = 0; i < SNAPSHOT_TRIES; i++) {
     const intent = load64(ctl, B.INTENT);

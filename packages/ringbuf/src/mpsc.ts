@@ -434,7 +434,11 @@ export class MpscRing extends Queue {
   protected override claimsPending(): boolean {
     const ctl = this.ctl;
     // Observes the latest claim and the consumer's last release (#release): equal when nothing is claimed unread.
-    return Atomics.load(ctl, L.PRODUCER_POSITION_I32) !== Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+    const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    // Positions no producer leaves would keep a read waiting for ever: ERR_SHMRING_CORRUPT instead.
+    checkPositions(tail, head, this.capacity, this.where);
+    return tail !== head;
   }
 
   /** Lets go of the ring (Queue.detach); a claim still open is aborted first. */
@@ -500,11 +504,10 @@ export class MpscRing extends Queue {
     const ctl = this.ctl;
     if (ctl.length === 0) throw this.closedError();
     this.#claim.checkWrite(length, this.maxMessageLength, verb);
-    // Observes a close() by the consumer (producers stop at once), and whether every side shares a namespace.
+    // Observes a close() by the consumer or the creator (producers stop at once), and whether every side shares
+    // a namespace.
     let flags = Atomics.load(ctl, L.FLAGS_I32);
-    if ((flags & L.FLAG_CLOSED) !== 0) {
-      throw new ShmringError(ErrorCodes.CLOSED, `MpscRing: ${this.where} was closed by its consumer; nothing more can be written`);
-    }
+    if ((flags & L.FLAG_CLOSED) !== 0) throw this.#closedForWriters();
     if (!this.isProducer) {
       this.registerProducer();
       flags = Atomics.load(ctl, L.FLAGS_I32); // again: registering may have set FLAG_PID_NS_MIXED
@@ -572,7 +575,26 @@ export class MpscRing extends Queue {
     }
     this.#claimIndex = at;
     this.#claimLength = recordLength;
+    // Observes a close() that came after the check above (between it and our CAS): a consumer that saw the flag
+    // and then no claim pending (its load of PRODUCER_POSITION before our CAS) has ended, so this claim must not
+    // be committed. Seq_cst, as the consumer's loads: either it sees our claim and waits for it, or we see the
+    // flag here. Aborted (published as padding, which a consumer waiting for it takes), then refused.
+    if ((Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0) {
+      try {
+        this.#publish(L.PADDING_TYPE);
+      } catch {
+        // Taken back already (a CAS commit that found it gone): nothing of ours is left there either way.
+      }
+      throw this.#closedForWriters();
+    }
     return at;
+  }
+
+  #closedForWriters(): ShmringError {
+    return new ShmringError(
+      ErrorCodes.CLOSED,
+      `MpscRing: ${this.where} was closed (by its consumer, or by its creator); nothing more can be written`,
+    );
   }
 
   /**

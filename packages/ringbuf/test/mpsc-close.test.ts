@@ -91,6 +91,29 @@ describe('MpscRing.close()', () => {
     for (const x of [p, q, consumer]) x.close();
   });
 
+  it("a write whose check of the flag came before the creator's close, and its claim after the consumer saw the end, is refused, not reported written", () => {
+    const r = region();
+    const creator = MpscRing.create(r, { capacity: CAPACITY });
+    const consumer = MpscRing.attach(r);
+    const producer = MpscRing.attach(r);
+    assert.equal(consumer.tryRead(), null); // the consumer role
+    // The producer's first write checks the flag, then registers (a lock: a system call) before it claims. In
+    // between: the creator closes, and the consumer, finding nothing claimed, reports the end.
+    const proto = Object.getPrototypeOf(producer) as { registerProducer: (this: unknown) => void };
+    const register = proto.registerProducer;
+    (producer as unknown as { registerProducer: () => void }).registerProducer = function (this: unknown) {
+      creator.close();
+      assert.throws(() => consumer.readSync({ timeoutMs: 0 }), { code: ErrorCodes.CLOSED });
+      register.call(this);
+    };
+    assert.throws(
+      () => producer.tryWrite(Uint8Array.of(1)),
+      { code: ErrorCodes.CLOSED },
+      'a message nobody will read was reported written',
+    );
+    for (const x of [producer, consumer]) x.close();
+  });
+
   it('an attached object whose wait took padding at the head (and with it the consumer role) lets go on close(): the ring goes on', async () => {
     const r = region();
     MpscRing.create(r, { capacity: CAPACITY }).detach();
@@ -118,7 +141,8 @@ describe('MpscRing.close()', () => {
     // The error names the ring (its region, as every ERR_SHMRING_CLOSED does) and who closed it.
     assert.throws(() => producer.tryWrite(Uint8Array.of(2)), {
       code: ErrorCodes.CLOSED,
-      message: /^MpscRing: the ring in a memfd region \(fd \d+ of pid \d+\) was closed by its consumer; nothing more can be written$/,
+      message:
+        /^MpscRing: the ring in a memfd region \(fd \d+ of pid \d+\) was closed \(by its consumer, or by its creator\); nothing more can be written$/,
     });
   });
 });

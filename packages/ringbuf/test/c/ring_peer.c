@@ -1002,9 +1002,11 @@ static int mpsc_try_write(struct ring *r, void *arg) {
         /* Commits the padding (its TYPE written before): the consumer skips it to the record at 0. */
         atomic_store_explicit(record_length(r, index), to_end, memory_order_release);
     }
-    /* 5. The payload, TYPE, then the commit. */
-    memcpy(r->data + at + RECORD_HEADER, m->bytes, m->length);
-    store_u32(r->data + at + RECORD_TYPE, (uint32_t)m->type);
+    /* 5. The payload, TYPE, then the commit; but a close that came after our check of the flag (LAYOUT.md,
+     *    "Roles and closing": seq_cst, as the consumer's loads) gets the claim as padding, and the write fails. */
+    int closing = closed(r);
+    if (!closing) memcpy(r->data + at + RECORD_HEADER, m->bytes, m->length);
+    store_u32(r->data + at + RECORD_TYPE, closing ? (uint32_t)PADDING_TYPE : (uint32_t)m->type);
     uint32_t claimed = (uint32_t)-(int32_t)length;
     /* Commits: publishes TYPE and payload (release) to the consumer, which loads LENGTH first; seq_cst for
      * unpark's load of READ_WAITERS. A CAS: a consumer that took the record back from us made it 0. */
@@ -1012,6 +1014,7 @@ static int mpsc_try_write(struct ring *r, void *arg) {
         die(EXIT_TAKEN, "the consumer took back our record at %u before its commit (LENGTH %d)", at, (int32_t)claimed);
     }
     unpark(r, OFF_READ_WAITERS, 1); /* 6. the one consumer */
+    if (closing) die(EXIT_CLOSED, "the ring was closed by the other side");
     return 1;
 }
 
