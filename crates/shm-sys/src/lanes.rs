@@ -121,24 +121,20 @@ impl LaneWait {
         }
     }
 
-    /// The word's value now (SeqCst), loaded directly or through the kernel (see the invariants).
-    fn current(&self) -> u32 {
-        if !self.direct {
-            let mut now = [self.expected];
-            if sys::read_words(&[self.word], &mut now) == 1 {
-                return now[0];
-            }
-            if !sys::reads_refused() {
-                // The word's memory is gone: ended as moved ('ok'), its caller re-checks (and finds its view gone).
-                return !self.expected;
-            }
-            // process_vm_readv refused (a seccomp profile): loaded as before, since a moved word that is
-            // never seen to move would spin the lane (futex_waitv fails at once).
+    /// The word's value now (SeqCst): loaded directly if it is `direct`, else read through the kernel (see the
+    /// invariants); a word whose memory is gone reads as moved (its wait ends 'ok', its caller re-checks and
+    /// finds its view gone). None where the kernel refuses the read (a seccomp profile): nothing is known.
+    fn current(&self) -> Option<u32> {
+        if self.direct {
+            // SAFETY: a mapping of ours, and the caller holds the lane's lock with the wait listed (or is stop(),
+            // whose caller still holds the buffer): mapped.
+            return Some(unsafe { &*(self.word as *const AtomicU32) }.load(Ordering::SeqCst));
         }
-        // SAFETY: a mapping of ours, and the caller holds the lane's lock with the wait listed (or is stop(),
-        // whose caller still holds the buffer): mapped. Not direct (process_vm_readv refused): the caller's
-        // buffer, listed, as above; only one transferred away or shrunk meanwhile could fault.
-        unsafe { &*(self.word as *const AtomicU32) }.load(Ordering::SeqCst)
+        match sys::read_word(self.word) {
+            Ok(value) => Some(value),
+            Err(libc::EFAULT) => Some(!self.expected),
+            Err(_) => None,
+        }
     }
 
     /// Takes the wait out of its lane: when this returns, the lane's thread
@@ -159,8 +155,9 @@ impl LaneWait {
             // the lane's thread looked: that thread would pass the wake on only later, maybe after our
             // caller unmapped the word (munmap, teardown), where a FUTEX_WAKE finds nobody. A word that
             // moved is passed on now, while it is mapped; a second wake later is at worst spurious.
-            // SeqCst: observes the publisher's store, made before its wake.
-            if self.current() != self.expected {
+            // SeqCst: observes the publisher's store, made before its wake. Not known (reads refused): left to
+            // the lane's thread, as before.
+            if self.current().is_some_and(|now| now != self.expected) {
                 // SAFETY: the kernel only hashes the address.
                 let _ = unsafe { sys::wake(self.word, 1) };
             }
@@ -254,8 +251,14 @@ fn run(lane: &Arc<Lane>) {
             }
             waits.retain(|w| {
                 // The wait is in the list, under the lock (see the invariants). SeqCst: observes the store
-                // that made the word move on.
-                let moved = w.current() != w.expected;
+                // that made the word move on. Reads refused (a seccomp profile): loaded as before, since a
+                // moved word never seen to move would spin the lane (futex_waitv fails at once); only a
+                // buffer transferred away or shrunk meanwhile could fault then.
+                let value = w.current().unwrap_or_else(|| {
+                    // SAFETY: listed, under the lock (see the invariants); the caller's buffer.
+                    unsafe { &*(w.word as *const AtomicU32) }.load(Ordering::SeqCst)
+                });
+                let moved = value != w.expected;
                 let by_wake = woken.is_some_and(|x| Arc::ptr_eq(x, w));
                 if by_wake || moved {
                     // Finished 'ok': it may hold a wake (the one reported, or one a publisher of its

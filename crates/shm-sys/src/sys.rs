@@ -118,13 +118,6 @@ pub unsafe fn waitv(words: &[(usize, u32)], deadline: Option<&timespec>) -> Resu
 /// process_vm_readv was refused once (read_words).
 static READ_REFUSED: AtomicBool = AtomicBool::new(false);
 
-/// Whether read_words can no longer read anything (process_vm_readv refused): a word it left unread is
-/// then not known to be gone.
-pub fn reads_refused() -> bool {
-    // Relaxed: a hint, as in read_words.
-    READ_REFUSED.load(Ordering::Relaxed)
-}
-
 /// Reads the u32 at each address of `words` into `out` (as long) without
 /// risking a fault: process_vm_readv(2) on this process, for which an
 /// address no longer mapped is an error (EFAULT), not a SIGSEGV. A word
@@ -178,6 +171,34 @@ pub fn read_words(words: &[usize], out: &mut [u32]) -> usize {
         start += if got < n { got + 1 } else { got };
     }
     read
+}
+
+/// Reads the u32 at `word` without risking a fault (process_vm_readv, as
+/// read_words): the value, or the errno (EFAULT: the memory is gone; any
+/// other: the read is refused here, and nothing is known).
+pub fn read_word(word: usize) -> Result<u32, i32> {
+    let mut value = 0u32;
+    let local = libc::iovec { iov_base: (&mut value as *mut u32).cast(), iov_len: 4 };
+    let remote = libc::iovec { iov_base: word as *mut _, iov_len: 4 };
+    // SAFETY: `local` points at `value`, live and writable; the kernel checks the remote address itself.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_PROCESS_VM_READV,
+            libc::getpid() as c_long,
+            &local as *const libc::iovec as c_long,
+            1,
+            &remote as *const libc::iovec as c_long,
+            1,
+            0,
+        )
+    };
+    if ret == 4 {
+        Ok(value)
+    } else if ret < 0 {
+        Err(libc::errno())
+    } else {
+        Err(libc::EFAULT)
+    }
 }
 
 /// FUTEX_WAKE up to `count` (> 0) waiters on `word`; returns how many woke.

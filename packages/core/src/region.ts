@@ -508,7 +508,7 @@ function checkPath(path: unknown, verb: string): string {
   return path;
 }
 
-/** Checks a memfd's label (shown in /proc/<pid>/fd): a string without NUL, at most what memfd_create takes. */
+/** Checks a memfd's label (shown in /proc/<pid>/fd): a string without NUL (memfd_create refuses one over 249 bytes: EINVAL). */
 function checkLabel(label: unknown, verb: string): string {
   if (typeof label !== 'string') {
     throw new ShmringTypeError(ErrorCodes.INVALID_NAME, `${verb}: a memfd's name must be a string, got ${typeof label}`);
