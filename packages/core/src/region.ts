@@ -792,74 +792,39 @@ export class Region {
         return Region.#createSysv(options, size, hugePages, pool);
       case 'posix': {
         const name = posixName(options.name, 'Region.create');
-        const exclusive = options.exclusive !== false;
-        const mode = checkMode(options.mode);
-        let region: Region;
-        try {
-          let created = exclusive;
-          const fd = openNamed(() => {
-            const opened = openCreating((extra) => backend().shmOpen(name, O_RDWR | O_NONBLOCK | extra, mode), exclusive);
-            created = opened.created;
-            return opened.fd;
-          }, describePosix(name));
-          region = withFd(
-            fd,
-            () => Region.#map('posix', fd, sizeFor(fd, size, describePosix(name).object, created ? mode : undefined), false, { name }),
-            // What this create made goes if it fails (sizing out of space, say); one found there stays.
-            () => {
-              if (created) backend().shmUnlink(name);
-            },
-          );
-        } catch (err) {
-          failOn(err, 'Region.create of', describePosix(name), (code) => {
+        return Region.#createNamed(options, size, {
+          backing: 'posix',
+          names: { name },
+          described: describePosix(name),
+          open: (flags, mode) => backend().shmOpen(name, flags, mode),
+          remove: () => backend().shmUnlink(name),
+          unlink: () => backend().shmUnlink(name),
+          hint: (code) => {
             if (code === 'EEXIST') return existsHint(name.slice(1));
             return code === 'EINVAL' ? notAnObjectHint : undefined;
-          });
-        }
-        if (options.unlinkOnExit) {
-          const object = region.#object;
-          removeAtExit(`posix:${name}`, () => {
-            stillNames(`/dev/shm/${name.slice(1)}`, object);
-            backend().shmUnlink(name);
-          });
-        }
-        return region;
+          },
+          exitKey: `posix:${name}`,
+          exitPath: `/dev/shm/${name.slice(1)}`,
+        });
       }
       case 'file': {
         const path = checkPath(options.path, 'Region.create');
-        const exclusive = options.exclusive !== false;
-        const mode = checkMode(options.mode);
-        let region: Region;
-        try {
-          let created = exclusive;
-          const fd = openNamed(() => {
-            const opened = openCreating((extra) => backend().open(path, O_RDWR | O_NONBLOCK | extra, mode), exclusive);
-            created = opened.created;
-            return opened.fd;
-          }, describeFile(path));
-          region = withFd(
-            fd,
-            () => Region.#map('file', fd, sizeFor(fd, size, describeFile(path).object, created ? mode : undefined), false, { path }),
-            () => {
-              if (created) fs.rmSync(path, { force: true });
-            },
-          );
-        } catch (err) {
-          failOn(err, 'Region.create of', describeFile(path), (code) => {
+        return Region.#createNamed(options, size, {
+          backing: 'file',
+          names: { path },
+          described: describeFile(path),
+          open: (flags, mode) => backend().open(path, flags, mode),
+          remove: () => fs.rmSync(path, { force: true }),
+          unlink: () => fs.unlinkSync(path),
+          hint: (code) => {
             if (code === 'EEXIST') return isDirectory(path) ? IS_A_DIRECTORY : existsHint(nodePath.resolve(path));
             if (code === 'EISDIR') return IS_A_DIRECTORY;
             if (code === 'ENOENT') return 'its directory does not exist: create the directory first';
             return undefined;
-          });
-        }
-        if (options.unlinkOnExit) {
-          const object = region.#object;
-          removeAtExit(`file:${path}`, () => {
-            stillNames(path, object);
-            fs.unlinkSync(path);
-          });
-        }
-        return region;
+          },
+          exitKey: `file:${path}`,
+          exitPath: path,
+        });
       }
       default:
         throw new ShmringTypeError(
@@ -1064,6 +1029,62 @@ export class Region {
 
   static {
     adoptFdImpl = (fd, options, object) => Region.#adopt(fd, options, object);
+  }
+
+  /**
+   * Region.create of a named object (a POSIX shared memory object or a
+   * file): opens it exclusively, or creating it if need be
+   * (`exclusive: false`; the mode only on one this call made), sizes and
+   * maps it; a failure removes what this call made, never what it found;
+   * `unlinkOnExit` removes the name at exit if it still leads to this object.
+   */
+  static #createNamed(
+    options: CreateOptions,
+    size: number,
+    named: {
+      backing: 'posix' | 'file';
+      names: { name?: string; path?: string };
+      described: Described;
+      open: (flags: number, mode: number) => number;
+      /** Removes what a failed create made (quietly). */
+      remove: () => void;
+      /** Removes the name at exit (unlinkOnExit). */
+      unlink: () => void;
+      hint: (code: string) => string | undefined;
+      exitKey: string;
+      exitPath: string;
+    },
+  ): Region {
+    const exclusive = options.exclusive !== false;
+    const mode = checkMode(options.mode);
+    const { described } = named;
+    let region: Region;
+    try {
+      let created = exclusive;
+      const fd = openNamed(() => {
+        const opened = openCreating((extra) => named.open(O_RDWR | O_NONBLOCK | extra, mode), exclusive);
+        created = opened.created;
+        return opened.fd;
+      }, described);
+      region = withFd(
+        fd,
+        () => Region.#map(named.backing, fd, sizeFor(fd, size, described.object, created ? mode : undefined), false, named.names),
+        // What this create made goes if it fails (sizing out of space, say); one found there stays.
+        () => {
+          if (created) named.remove();
+        },
+      );
+    } catch (err) {
+      failOn(err, 'Region.create of', described, named.hint);
+    }
+    if (options.unlinkOnExit) {
+      const object = region.#object;
+      removeAtExit(named.exitKey, () => {
+        stillNames(named.exitPath, object);
+        named.unlink();
+      });
+    }
+    return region;
   }
 
   /**
