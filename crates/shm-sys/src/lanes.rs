@@ -126,8 +126,9 @@ impl LaneWait {
     /// finds its view gone). None where the kernel refuses the read (a seccomp profile): nothing is known.
     fn current(&self) -> Option<u32> {
         if self.direct {
-            // SAFETY: a mapping of ours, and the caller holds the lane's lock with the wait listed (or is stop(),
-            // whose caller still holds the buffer): mapped.
+            // SeqCst: observes the publisher's store, made before its wake. SAFETY: a mapping of ours, and the
+            // caller holds the lane's lock with the wait listed (or is stop(), whose caller still holds the
+            // buffer): mapped.
             return Some(unsafe { &*(self.word as *const AtomicU32) }.load(Ordering::SeqCst));
         }
         match sys::read_word(self.word) {

@@ -15,7 +15,7 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { connect as natsConnect } from 'nats';
 import { connect, listen, type Channel } from '../src/index.js';
-import { closeEvent, killAllPeers, rejectsWith, sleep, startPeer } from './helpers.js';
+import { closeEvent, killAllPeers, rejectsWith, sleep, startPeer, waitUntil } from './helpers.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
 
 describe('channels over NATS', function () {
@@ -271,17 +271,18 @@ describe('channels over NATS', function () {
         spy.publish(first.subject, new Uint8Array(0), { headers: h });
         await spy.flush();
       };
-      return { server, client, channel, spy, first, forge };
+      return { server, client, channel, spy, first, forge, seen };
     }
 
     it('a record that comes after a gap ends both channels with ERR_SHMRING_MESSAGE_LOST, after what came before it; a pending request rejects with it', async function () {
-      const { server, client, channel, spy, first, forge } = await watched('lost-record');
+      const { server, client, channel, spy, first, forge, seen } = await watched('lost-record');
       const clientClosed = closeEvent(client);
       try {
         const pending = client.request('never answered'); // record 1: no handler on the server, it waits there
         const pendingRejected = rejectsWith(pending, ErrorCodes.MESSAGE_LOST); // attached now: it rejects before the loop ends
         await client.send('second'); // record 2
-        await sleep(50);
+        // Routed by the server (to the spy, and so to the server end before anything the spy sends after).
+        await waitUntil(() => seen.some((m) => m.seq === '2'), 'the spy to see record 2');
         await forge({ 'Shmring-Type': first.type, 'Shmring-Seq': '5' }); // records 3 and 4 "lost"
         await client.send('after the gap'); // record 3 comes after the forged 5: never delivered
         const got: unknown[] = [];

@@ -299,6 +299,25 @@ describe('@shmring/futex', () => {
     });
   });
 
+  /** A child's lines that make `region`, a memfd of 4096 bytes, or report that it cannot (see reportOf). */
+  const MEMFD_OR_SKIP = `let region;
+        try {
+          region = Region.create({ backing: 'memfd', size: 4096 });
+        } catch (err) {
+          process.stdout.write(JSON.stringify({ skip: err.message }));
+          process.exit(0);
+        }`;
+
+  /** A child's JSON report; skips the test if the child could not make its memfd (MEMFD_OR_SKIP). */
+  function reportOf<T>(context: Mocha.Context, stdout: string): T {
+    const r = JSON.parse(stdout) as T & { skip?: string };
+    if (r.skip !== undefined) {
+      console.log(`      (skipped: no memfd region: ${r.skip})`);
+      context.skip();
+    }
+    return r;
+  }
+
   describe('a wait that cannot start', () => {
     it("waitAsync rejects (it does not throw) past koffi's cap of pending waits, as waitAnyAsync does", function () {
       // In a child on koffi: 4096 pending waits hold its calls (killed at the end: koffi aborts a process
@@ -306,13 +325,7 @@ describe('@shmring/futex', () => {
       const child = runModule(
         ['waitAsync'],
         `
-        let region;
-        try {
-          region = Region.create({ backing: 'memfd', size: 4096 });
-        } catch (err) {
-          process.stdout.write(JSON.stringify({ skip: err.message }));
-          process.exit(0);
-        }
+        ${MEMFD_OR_SKIP}
         const i32 = new Int32Array(region.buffer, 0, 4);
         let threw;
         let rejected;
@@ -330,11 +343,7 @@ describe('@shmring/futex', () => {
         { SHMRING_BACKEND: 'koffi' },
       );
       assert.ok(child.stdout.startsWith('{'), `${child.signal}: ${child.stderr}`);
-      const r = JSON.parse(child.stdout) as { threw?: string; rejected?: string; skip?: string };
-      if (r.skip !== undefined) {
-        console.log(`      (skipped: no memfd region: ${r.skip})`);
-        this.skip();
-      }
+      const r = reportOf<{ threw?: string; rejected?: string }>(this, child.stdout);
       assert.equal(r.threw, undefined, 'waitAsync threw at the cap instead of rejecting');
       assert.equal(r.rejected, 'ERR_SHMRING_TOO_MANY_WAITS');
     });
@@ -355,13 +364,7 @@ describe('@shmring/futex', () => {
         let refused;
         const pending = waitAsync(new Int32Array(rab, 0, 4), 0, 0, 2000).catch((err) => (refused = err.code));
         rab.resize(0);
-        let region;
-        try {
-          region = Region.create({ backing: 'memfd', size: 4096 });
-        } catch (err) {
-          process.stdout.write(JSON.stringify({ skip: err.message }));
-          process.exit(0);
-        }
+        ${MEMFD_OR_SKIP}
         const controller = new AbortController();
         const other = waitAsync(new Int32Array(region.buffer, 0, 4), 0, 0, 5000, controller.signal).catch(() => 'aborted');
         controller.abort(); // the lane looks at its list again
@@ -373,11 +376,7 @@ describe('@shmring/futex', () => {
         { SHMRING_ASYNC_WAIT: 'futex_waitv' },
       );
       assert.ok(child.stdout.startsWith('{'), `killed by ${child.signal}, exit ${child.status}: ${child.stderr}`);
-      const r = JSON.parse(child.stdout) as { alive?: boolean; skip?: string; refused?: string };
-      if (r.skip !== undefined) {
-        console.log(`      (skipped: no memfd region: ${r.skip})`);
-        this.skip();
-      }
+      const r = reportOf<{ alive?: boolean; refused?: string }>(this, child.stdout);
       if (r.refused !== undefined) {
         // No lane took the wait (futex_waitv missing or refused here): nothing of the lanes was tested.
         console.log(`      (skipped: the futex_waitv lanes are not available here: ${r.refused})`);

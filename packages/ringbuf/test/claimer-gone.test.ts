@@ -17,6 +17,14 @@ import * as M from '../src/mpsc-layout.js';
 import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
 import { deadThreadId } from './helpers.js';
 
+/** Skips a test whose claimer must be judged gone: where /proc may hide processes, no mark ever is. */
+function needProcShowingAll(context: Mocha.Context): void {
+  if (!procShowsAll()) {
+    console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
+    context.skip();
+  }
+}
+
 describe('isAlive: a process /proc may hide is alive', function () {
   it('counts a process missing from a /proc that may hide it as alive (no /proc here: a tmpfs over it), not as dead', function () {
     const code = `
@@ -86,10 +94,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
   });
 
   it('a claim whose TYPE no longer holds the mark it showed when first seen is a claimer committing: never taken back, its message arrives', function () {
-    if (!procShowsAll()) {
-      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
-      this.skip();
-    }
+    needProcShowingAll(this);
     // A memfd region: the producer commits with a plain store (x86-64), so a take-back it cannot see loses its message.
     using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
     const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
@@ -121,10 +126,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
   });
 
   it('a parked read takes back a dead claim that wrapped (behind the padding it committed at once), without a wake-up', async function () {
-    if (!procShowsAll()) {
-      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
-      this.skip();
-    }
+    needProcShowingAll(this);
     using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
     const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 40 });
     const producer = MpscRing.attach(region);
@@ -183,10 +185,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
   });
 
   it("a System V MpscRing's producer commits with the CAS (no lock to go by): a claim taken back on a mark that names no live thread reports ERR_SHMRING_TIMEOUT", function () {
-    if (!procShowsAll()) {
-      console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
-      this.skip();
-    }
+    needProcShowingAll(this);
     using region = Region.create({ backing: 'sysv', size: MpscRing.regionSize({ capacity: 1024 }) });
     const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
     const producer = MpscRing.attach(region);
