@@ -201,6 +201,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
     } finally {
       producer.close();
       consumer.close();
+      region.unlink(); // a System V segment outlives its processes otherwise (IPC_PRIVATE: nobody else can remove it)
     }
   });
 });
