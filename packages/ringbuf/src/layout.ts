@@ -33,8 +33,9 @@
  *   52 CREATOR_START    u32  start time of those processes (clock ticks since
  *   56 PRODUCER_START   u32    boot, /proc/<pid>/stat field 22, low 32 bits),
  *   60 CONSUMER_START   u32    so that a reused pid is not taken for the peer
- *   64 per kind         u32  LatestValue: WRITER_TOKEN; Broadcast: MODE; the others: 0
- *   68 .. 127           reserved, zero
+ *   64 per kind         u32  LatestValue: WRITER_TOKEN; Broadcast: MODE; MpscRing: PID_NS; the others: 0
+ *   68 per kind         u32  MpscRing: HEAD_EPOCH (mpsc-layout.ts); the others: 0
+ *   72 .. 127           reserved, zero
  *
  * Locks (docs/LAYOUT.md, "Liveness"): open file description locks on bytes
  * of the region's file, counted from where the ring starts; never data:

@@ -204,6 +204,20 @@ const MPSC_READ_BLOCK: WaitBlock = {
 };
 
 /**
+ * The consumer, before it stores `head` as CONSUMER_POSITION: raises
+ * HEAD_EPOCH if that moves the head into another 2^30-byte window
+ * (mpsc-layout.ts), so a producer's cached head can be told apart from one
+ * 2^32 bytes older.
+ */
+function countWindow(ctl: Int32Array, head: number): void {
+  // The head this consumer stored last (it is the only writer of the word): a load of its own line.
+  if ((ctl[L.CONSUMER_POSITION_I32]! ^ head) >>> M.HEAD_EPOCH_SHIFT === 0) return;
+  // Publishes "the head leaves its window" before the store that moves it (the caller's, after this): a producer
+  // that still loads the old count after its tail has a cached head at most one window behind the head it could see.
+  Atomics.add(ctl, M.MPSC_HEAD_EPOCH_I32, 1);
+}
+
+/**
  * The consumer checks that a record lies within the claimed space (below the
  * tail) against the tail it loaded last, and loads the tail again only for a
  * record past it. A consumer that keeps up with its producers finds each
@@ -276,8 +290,9 @@ export class MpscRing extends Queue {
     this.#peerTimeoutMs = checkPeerTimeout(ms, 'MpscRing.peerTimeoutMs');
   }
 
-  // Producer side: the head as last seen, and the open claim.
+  // Producer side: the head as last seen, HEAD_EPOCH as loaded before it (-1: none yet), and the open claim.
   #cachedHead = 0;
+  #cachedEpoch = -1;
   override readonly readBlock: WaitBlock = MPSC_READ_BLOCK;
   readonly #claim = new OpenClaim('MpscRing');
   #claimIndex = 0;
@@ -532,8 +547,12 @@ export class MpscRing extends Queue {
       index = tail & this.#mask;
       toEnd = capacity - index;
       const needed = size <= toEnd ? size : toEnd + size;
-      if (capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
-        // Observes the consumer's release (zeroed space before it); only when the cached head says full.
+      // Observes the consumer's count of head windows, after the tail: the same count as before our cached head
+      // was read means that head is less than 2^31 behind, so `tail - cachedHead` below does not wrap to a small
+      // number (mpsc-layout.ts, HEAD_EPOCH). A line the consumer writes once per GiB: a load that hits.
+      const epoch = Atomics.load(ctl, M.MPSC_HEAD_EPOCH_I32);
+      if (epoch !== this.#cachedEpoch || capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
+        // Observes the consumer's release (zeroed space before it); only when the cached head says full or is old.
         const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
         if ((head & 7) !== 0) throw corrupt(`consumer position ${head >>> 0} is not a multiple of 8`, this.where);
         const used = (tail - head) >>> 0;
@@ -547,6 +566,7 @@ export class MpscRing extends Queue {
           continue;
         }
         this.#cachedHead = head;
+        this.#cachedEpoch = epoch; // loaded before the head
         if (capacity - used < needed) return -1;
       }
       // Claims [tail, tail + needed): only the winner writes there until it commits.
@@ -916,6 +936,7 @@ export class MpscRing extends Queue {
   /** Releases the consumed bytes (zeroed before) to the producers, through `ctl` (drain passes the view it started with). */
   #release(head: number, ctl: Int32Array): void {
     this.#head = head;
+    countWindow(ctl, head);
     // Publishes the freed (zeroed) space to the producers; pairs with their load of CONSUMER_POSITION.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
@@ -1036,6 +1057,7 @@ export class MpscRing extends Queue {
    * store (PLAIN_MARK), ordered after the zeroing stores by the hardware.
    */
   #storeHead(ctl: Int32Array, head: number): void {
+    countWindow(ctl, head);
     // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
     if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
     else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);

@@ -73,6 +73,7 @@ import {
   FLAGS_I32,
   HOLDER_LOCK_OFFSET,
   PRODUCER_PID_I32,
+  PRODUCER_POSITION_I32,
   READ_SIGNAL_I32,
   READ_WAITERS_I32,
   WRITE_SIGNAL_I32,
@@ -815,6 +816,82 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       const wakes = signalCount(region!, WRITE_SIGNAL_I32);
       console.log(`      Node (this process) waited ${nodeWaits} times; the C consumer signalled parked writers ${wakes} times`);
       assert.ok(nodeWaits > 0 && wakes > 0, `Node waited ${nodeWaits} times, the C consumer signalled ${wakes} times`);
+    });
+
+    /** Both positions moved to `position` while nothing is unread, as traffic that never crossed a 2^30-byte window leaves them. */
+    const skipTo = (position: number): void => {
+      const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32), Atomics.load(ctl, PRODUCER_POSITION_I32), 'nothing unread');
+      Atomics.store(ctl, PRODUCER_POSITION_I32, position | 0);
+      Atomics.store(ctl, CONSUMER_POSITION_I32, position | 0);
+    };
+    const headEpoch = (): number => Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), M.MPSC_HEAD_EPOCH_I32);
+
+    it('a C consumer whose head enters another 2^30-byte window raises HEAD_EPOCH before it stores that head', async () => {
+      skipTo(2 ** 30 - 1024);
+      const PER = 100; // 100 records of up to 208 bytes: past the boundary, within the 4096-byte ring's laps
+      const consumer = runPeer(binary, ['mpsc-consume', regionPath, String(PER)]);
+      peers = [consumer];
+      const scratch = new Uint8Array(MAX_LENGTH);
+      for (let i = 0; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
+      const { code, stderr } = await consumer.done;
+      assert.equal(code, 0, stderr);
+      assert.ok(Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), CONSUMER_POSITION_I32) > 2 ** 30, 'the head crossed');
+      assert.equal(headEpoch(), 1, 'one window entered');
+    });
+
+    it('a C producer idle while 2^32 - CAPACITY bytes went through finds the full ring full (HEAD_EPOCH), and overwrites nothing unread', async () => {
+      const CAPACITY = 4096;
+      // Message 0, then a pause that ends only once a reader is announced parked (the test forges that below).
+      const producer = runPeer(binary, ['mpsc-produce', regionPath, '2', '--pause-every', '1', '--pause-ms', '1']);
+      peers = [producer];
+      const readFresh = (): Uint8Array | null => {
+        const consumer = MpscRing.attach(region!);
+        try {
+          return consumer.tryRead();
+        } finally {
+          consumer.detach();
+        }
+      };
+      let first: Uint8Array | null = null;
+      for (const t0 = Date.now(); first === null && Date.now() - t0 < WAIT_MS; first = readFresh()) await sleep(1);
+      assert.ok(first !== null, 'message 0 of the C producer');
+      // The C producer cached the head, 0. Three window crossings, each a record a consumer reads across a boundary.
+      const busy = MpscRing.attach(region!);
+      try {
+        for (let w = 1; w <= 3; w++) {
+          skipTo(w * 2 ** 30 - 64);
+          assert.ok(busy.tryWrite(new Uint8Array(100).fill(w), 0));
+          assert.deepEqual(readFresh(), new Uint8Array(100).fill(w));
+        }
+        assert.equal(headEpoch(), 3);
+        // A full ring from 2^32 - CAPACITY: the tail wraps to 0, the C producer's cached head.
+        skipTo(2 ** 32 - CAPACITY);
+        let sent = 0;
+        while (busy.tryWrite(Uint8Array.of(sent & 255, sent >> 8), 5)) sent++;
+        assert.equal(sent, CAPACITY / 16);
+        const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+        assert.equal(Atomics.load(ctl, PRODUCER_POSITION_I32), 0);
+        // A reader "parked": the C producer writes message 1 now, into a full ring, and must wait for room.
+        Atomics.store(ctl, READ_WAITERS_I32, 1);
+        await sleep(100);
+        Atomics.store(ctl, READ_WAITERS_I32, 0);
+        const consumer = MpscRing.attach(region!);
+        try {
+          for (let i = 0; i < sent; i++) {
+            const m = consumer.tryRead();
+            assert.deepEqual(m === null ? null : [...m, consumer.lastType], [i & 255, i >> 8, 5], `record ${i} of the full ring`);
+          }
+          const last = await readOrWait(consumer, producer.failed);
+          assert.equal(mismatch(last, consumer.lastType, 1), null);
+        } finally {
+          consumer.detach();
+        }
+      } finally {
+        busy.close();
+      }
+      const { code, stderr } = await producer.done;
+      assert.equal(code, 0, stderr);
     });
 
     it('a C consumer parked beside a Node producer that commits without a fence calls membarrier before each re-check, and is woken by every commit', async function () {

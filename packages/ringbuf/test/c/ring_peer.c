@@ -156,6 +156,8 @@ enum {
     OFF_CONSUMER_START = 60,
     OFF_WRITER_TOKEN = 64,       /* LatestValue: the writer role where there is no file to lock */
     OFF_PID_NS = 64,             /* MpscRing: the creator's PID namespace (inode of /proc/self/ns/pid), 0 unknown */
+    OFF_HEAD_EPOCH = 68,         /* MpscRing: the consumer's count of the 2^30-byte windows its head entered */
+    HEAD_EPOCH_SHIFT = 30,
 
     /* lock bytes of the region's file ("Liveness"), from the ring's start */
     LOCK_HOLDER = 0,
@@ -921,6 +923,8 @@ static int process_alive(uint32_t pid, uint32_t start) {
 
 struct mpsc {
     uint32_t head;            /* consumer: own position (its only writer); producer: the head as last seen */
+    uint32_t head_epoch;      /* producer: HEAD_EPOCH as loaded before `head` */
+    int head_epoch_seen;      /* producer: head_epoch holds one */
     uint32_t cached_tail;     /* consumer: the tail as last seen, for bounds checks only (it polls LENGTH) */
     struct message *message;  /* to write, or filled by a read */
     /* consumer, "Unblock": the record at the head being timed (its position, the LENGTH seen there, since when) */
@@ -965,14 +969,18 @@ static int mpsc_try_write(struct ring *r, void *arg) {
     atomic_u32 *shared_tail = word(r, OFF_PRODUCER_POSITION);
     uint32_t tail, index, to_end, claim;
     for (;;) {
-        /* 1. Observes the latest claim of any producer; a stale value only fails the CAS of step 3. */
-        tail = atomic_load_explicit(shared_tail, memory_order_relaxed);
+        /* 1. Observes the latest claim of any producer; a stale value only fails the CAS of step 3. Acquire:
+         *    HEAD_EPOCH is loaded after it. */
+        tail = atomic_load_explicit(shared_tail, memory_order_acquire);
         index = tail & (r->capacity - 1);
         to_end = r->capacity - index;
         claim = size <= to_end ? size : to_end + size;
-        /* 2. Room, by the cached head first (more than CAPACITY behind the tail: too old to say). */
+        /* 2. Room, by the cached head first (more than CAPACITY behind the tail: too old to say). Observes the
+         *    consumer's count of head windows: the count loaded before the cached head means that head is less
+         *    than 2^31 behind, so tail - head did not wrap (LAYOUT.md, HEAD_EPOCH). */
+        uint32_t epoch = atomic_load_explicit(word(r, OFF_HEAD_EPOCH), memory_order_acquire);
         uint32_t used = tail - s->head;
-        if (used > r->capacity || r->capacity - used < claim) {
+        if (!s->head_epoch_seen || epoch != s->head_epoch || used > r->capacity || r->capacity - used < claim) {
             /* Observes the consumer's release: the bytes before the head are read and zeroed. */
             uint32_t head = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
             if ((head & 7) != 0) die(EXIT_CORRUPT, "consumer position %u is not a multiple of 8", head);
@@ -986,6 +994,8 @@ static int mpsc_try_write(struct ring *r, void *arg) {
                 continue;
             }
             s->head = head;
+            s->head_epoch = epoch; /* loaded before the head */
+            s->head_epoch_seen = 1;
             if (r->capacity - used < claim) return 0;
         }
         /* 3. Claims [tail, tail + claim): only the winner writes there until it commits. It publishes
@@ -1038,8 +1048,14 @@ static void mpsc_zero(const struct ring *r, uint32_t index, uint32_t size) {
 
 /* Step 4's release: stored after each record zeroed (padding included), before another is read or handed out. */
 static void mpsc_store_head(const struct ring *r, const struct mpsc *s) {
+    atomic_u32 *position = word(r, OFF_CONSUMER_POSITION);
+    /* The head we stored last (we are the word's only writer). Into another 2^30-byte window: publishes that to
+     * the producers' HEAD_EPOCH check before the store that moves it there. */
+    if (((atomic_load_explicit(position, memory_order_relaxed) ^ s->head) >> HEAD_EPOCH_SHIFT) != 0) {
+        atomic_fetch_add_explicit(word(r, OFF_HEAD_EPOCH), 1, memory_order_seq_cst);
+    }
     /* Publishes the freed (read, zeroed) space to the producers; seq_cst for unpark's load of WRITE_WAITERS. */
-    atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->head, memory_order_seq_cst);
+    atomic_store_explicit(position, s->head, memory_order_seq_cst);
 }
 
 /* Step 5: after one or more head stores. */
@@ -1770,7 +1786,7 @@ static void pause_for_reader(const struct ring *r, long ms) {
 static void produce(struct ring *r, uint32_t kind, uint64_t count, const struct options *o) {
     struct message m;
     struct spsc s;
-    struct mpsc q;
+    struct mpsc q = { 0 };
     struct bcast_publisher b;
     int (*try_write)(struct ring *, void *) = mpmc_try_write;
     void *arg = &m;
