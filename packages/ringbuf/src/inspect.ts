@@ -142,12 +142,12 @@ export interface MpscInfo {
 export interface ClaimInfo {
   /** The record's position (u32, as producerPosition). */
   position: number;
-  /** The claimer's thread id (its process's pid for a main thread), from the record's TYPE while claimed (in its PID namespace); 0: it gave none, or has not written the header yet. */
+  /** The claimer's thread id (its process's pid for a main thread), from the record's mark while claimed (in its PID namespace); 0: it is committing (its TYPE is no mark any more), or has not written the header yet. */
   pid: number;
   /**
    * Whether the claimer is alive, as the consumer's unblock rule judges it
    * (liveness.threadGone: any doubt is alive), unless pidNamespacesMixed.
-   * A pid <= 0 is a claimer in its commit or abort (the record's type is
+   * pid 0 is a claimer in its commit or abort (the record's type is
    * stored over its mark before the LENGTH that ends the claim): alive; so
    * is one that has not written the header yet (pid 0, length null): no
    * one can tell.
@@ -418,9 +418,9 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     const size = M.recordBytes(magnitude);
     if (size > left) break;
     if (length < 0) {
-      // The claimer's thread id (stored before the negative LENGTH observed above).
-      const pid = Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32);
-      inFlight.push({ position, pid, alive: pid <= 0 || !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+      // The claimer's mark (stored before the negative LENGTH observed above), or the TYPE of its commit under way.
+      const pid = M.markedThread(Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32));
+      inFlight.push({ position, pid, alive: pid === 0 || !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
     }
     passed += size;
   }

@@ -12,8 +12,8 @@
  *   +0 LENGTH i32  0: free (never claimed since the consumer zeroed it);
  *                  -(8 + payload bytes): claimed, not committed;
  *                  +(8 + payload bytes): committed (readable)
- *   +4 TYPE   i32  while claimed: the claimer's pid (for the dead-claimer check);
- *                  committed: the message type (>= 0), or PADDING_TYPE
+ *   +4 TYPE   i32  while claimed: the claimer's mark, ~tid (<= -2: claimMark);
+ *                  committed: the message type (>= 0), or PADDING_TYPE (-1)
  *   +8 payload, then zero to seven bytes of alignment
  * A record takes recordBytes(LENGTH) = LENGTH rounded up to 8 and never
  * straddles the end of the data area; a padding record (TYPE = PADDING_TYPE,
@@ -69,6 +69,22 @@ export const FLAG_PID_NS_MIXED = 1 << 1;
 export const FLAG_LIGHT_COMMITS = 1 << 2;
 /** The longest sleep of a parked consumer that cannot call membarrier while FLAG_LIGHT_COMMITS is set. */
 export const LIGHT_NAP_MS = 1;
+
+/**
+ * A claim's mark in TYPE: the claiming thread's id (Linux's tid, > 0)
+ * bitwise negated, -1 - tid, so <= -2: never a message type (>= 0) nor
+ * PADDING_TYPE (-1), which a claimer stores over its mark when it commits
+ * or aborts. A consumer that reads TYPE beside a negative LENGTH tells a
+ * claimer still claiming from one in its commit by the sign alone.
+ */
+export function claimMark(tid: number): number {
+  return ~tid;
+}
+
+/** The thread id a TYPE word names if it is a claim mark (claimMark), else 0 (a type or padding being committed). */
+export function markedThread(type: number): number {
+  return type <= -2 ? ~type : 0;
+}
 
 /** Int32 indices of a record's words, counted from the Int32 index of its header (as SpscRing's). */
 export const MPSC_LENGTH_I32 = L.RECORD_LENGTH_I32;

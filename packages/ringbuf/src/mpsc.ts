@@ -48,8 +48,9 @@
  *    gone is taken back by the consumer with a CAS of LENGTH from -length
  *    to 0. Gone: no process holds the PRODUCER lock, or, while every side
  *    registered from the ring's PID namespace (FLAG_PID_NS_MIXED clear),
- *    its thread id (in TYPE while claimed; the pid of its process for a
- *    main thread) is certainly no live thread (liveness.threadGone: any
+ *    its thread id (its mark in TYPE while claimed, negated so that no
+ *    message type reads as one; the pid of its process for a main
+ *    thread) is certainly no live thread (liveness.threadGone: any
  *    doubt is "alive"). So a live claimer is never judged gone, and may
  *    commit with a plain store; one that commits with a CAS would see it
  *    fail if it were. A record whose header was never written
@@ -155,10 +156,11 @@ const WAKE_ALL = 0x7fffffff;
  * The claimer's mark in TYPE while a record is claimed: this thread's id
  * (its tid; the pid for the main thread, and Linux's tids share the pid
  * number space, so /proc/<tid> answers for a thread as /proc/<pid> does
- * for a process). A worker thread terminated with a claim open is then a
- * dead claimer although its process lives on. Module state is per thread.
+ * for a process), negated (M.claimMark), so no message type reads as one.
+ * A worker thread terminated with a claim open is then a dead claimer
+ * although its process lives on. Module state is per thread.
  */
-const MARK = ownThread().id;
+const MARK = M.claimMark(ownThread().id);
 /**
  * Whether the claim mark's LENGTH store (#reserve), and drain's release of
  * each record but the batch's last, may be plain stores: only where the
@@ -884,12 +886,14 @@ export class MpscRing extends Queue {
     // The claimer's thread id, stored before its negative LENGTH (which the caller observed); gone only if
     // certainly so (threadGone: a live claimer may commit with a plain store). But a claimer that commits
     // (or aborts) stores its record's TYPE (a type >= 0, or PADDING_TYPE) over the mark before the LENGTH
-    // that ends the claim: a TYPE that is no mark (marks are thread ids, > 0), or that is not the one this
-    // claim showed when first seen stuck, is a claimer at work, alive. (Without this a message type read as
-    // a thread id, 0 above all, took a live producer's record back between its two stores: lost.)
+    // that ends the claim: a TYPE that is no mark (marks are negated thread ids, <= -2), or that is not the one
+    // this claim showed when first seen stuck, is a claimer at work, alive. (Marks that were thread ids as
+    // they are, > 0, let a message type seen in the claim's first look, or 0, pass for a dead thread's id,
+    // and a live producer's record was taken back between its two stores: lost.)
     const mark = this.#data32[at + M.MPSC_TYPE_I32]!;
-    if (mark <= 0 || mark !== this.#stuckMark) return false;
-    return threadGone(mark);
+    const tid = M.markedThread(mark);
+    if (tid === 0 || mark !== this.#stuckMark) return false;
+    return threadGone(tid);
   }
 
   /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */

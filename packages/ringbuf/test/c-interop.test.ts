@@ -1057,7 +1057,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       // names no thread here, as a thread id from that namespace may.
       const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
       Atomics.or(ctl, FLAGS_I32, M.FLAG_PID_NS_MIXED);
-      new Int32Array(ring.data.buffer, ring.data.byteOffset, 4096 / 4)[(claimIndex >> 2) + M.MPSC_TYPE_I32] = deadThreadId();
+      new Int32Array(ring.data.buffer, ring.data.byteOffset, 4096 / 4)[(claimIndex >> 2) + M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
       // This process is a producer too (it holds the PRODUCER lock from its first write).
       const scratch = new Uint8Array(MAX_LENGTH);
       for (let i = 0; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);

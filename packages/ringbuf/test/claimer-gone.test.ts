@@ -125,6 +125,31 @@ describe('threadGone: when a claimer is certainly gone', function () {
     }
   });
 
+  it('a claim whose TYPE already holds its message type when first seen (a claimer between its TYPE and LENGTH stores) is never taken back, whatever thread id the type equals', function () {
+    needProcShowingAll(this);
+    // A memfd region: the producer commits with a plain store (x86-64), so a take-back it cannot see loses its message.
+    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+    const producer = MpscRing.attach(region);
+    try {
+      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+      // A message type equal to a thread id no live thread has, and 0: stored over the mark before the consumer's first look.
+      for (const type of [deadThreadId(), 0]) {
+        const offset = producer.claim(8);
+        data32[(offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32] = type;
+        assert.equal(consumer.tryRead(), null, `type ${type}: nothing committed yet`);
+        assert.equal(consumer.tryRead(), null, `type ${type}: still nothing`);
+        assert.equal(consumer.unblockedRecords, 0, `type ${type}: a claimer in its commit was judged gone`);
+        producer.commit(offset, type);
+        assert.deepEqual(consumer.tryRead(), new Uint8Array(8), `type ${type}: its message`);
+        assert.equal(consumer.lastType, type);
+      }
+    } finally {
+      producer.close();
+      consumer.close();
+    }
+  });
+
   it('a parked read takes back a dead claim that wrapped (behind the padding it committed at once), without a wake-up', async function () {
     needProcShowingAll(this);
     using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
@@ -143,7 +168,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
       // names a thread that does not exist.
       assert.equal(producer.claim(300), M.MPSC_RECORD_HEADER);
       const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
-      data32[M.MPSC_TYPE_I32] = deadThreadId();
+      data32[M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
       // Several peer checks (every 10 ms), and the claim stuck for longer than 40 ms: taken back while parked.
       for (let i = 0; i < 100 && consumer.unblockedRecords === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
       assert.equal(consumer.unblockedRecords, 1, 'the parked read never looked past the padding at its head');
@@ -193,7 +218,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
       const offset = producer.claim(8);
       // The mark names no live thread now (as a corrupt peer, or a misjudged id, would leave it).
       const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
-      data32[(offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32] = deadThreadId();
+      data32[(offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
       assert.equal(consumer.tryRead(), null);
       assert.equal(consumer.unblockedRecords, 1, 'taken back');
       // A plain store would land in the room given back; the CAS finds the claim gone and says so.

@@ -23,6 +23,7 @@ import { ErrorCodes, membarrier, Region } from '@shmring/core';
 import { Broadcast, SpscRing } from '../src/index.js';
 import * as B from '../src/broadcast-layout.js';
 import * as L from '../src/layout.js';
+import * as M from '../src/mpsc-layout.js';
 import { procShowsAll } from '../src/liveness.js';
 import { Peer } from './fixtures/fault-peer.js';
 import { deadThreadId } from './helpers.js';
@@ -311,10 +312,10 @@ describe('MpscRing: a record LENGTH near 2^31 at the head', function () {
       console.log('      (skipped: /proc here may hide processes: no mark is ever judged gone)');
       this.skip();
     }
-    // TYPE: a thread id that names no live thread, a dead claimer's mark, so the record is a candidate for the take-back
-    // at once (peerTimeoutMs 0). (TYPE 0 would be a claimer in its commit: alive.)
+    // TYPE: the mark of a thread id that names no live thread, a dead claimer's, so the record is a candidate for the
+    // take-back at once (peerTimeoutMs 0). (TYPE >= -1 would be a claimer in its commit: alive.)
     const result = await inWorker(
-      [-0x80000000, deadThreadId()],
+      [-0x80000000, M.claimMark(deadThreadId())],
       `async (ring, data32, ctl) => {
       let read = 'no error';
       try { ring.tryRead(); } catch (err) { read = err.code; }

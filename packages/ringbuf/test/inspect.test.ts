@@ -567,7 +567,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       c.claim(20); // position 40: claimed, not committed (32 bytes)
       // A claimer that died: its pid (TYPE, while claimed) names a process that has exited.
       const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
-      data32[(40 + L.RECORD_TYPE_OFFSET) / 4] = deadConsumerPid;
+      data32[(40 + L.RECORD_TYPE_OFFSET) / 4] = M.claimMark(deadConsumerPid);
       // A claimer that died between its claim (the tail's CAS) and its header store: 16 bytes claimed, LENGTH still 0.
       Atomics.add(new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH), L.PRODUCER_POSITION_I32, 16);
 

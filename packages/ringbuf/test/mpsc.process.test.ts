@@ -321,7 +321,7 @@ describe('MpscRing with producer processes and threads', function () {
     assert.deepEqual([...ring.tryRead()!], [...message(9, 0)]);
     // Its mark names its thread in its own namespace; here the number may name nothing (as this one does).
     const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
-    data32[markAt() + M.MPSC_TYPE_I32] = deadThreadId();
+    data32[markAt() + M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
     await assert.rejects(ring.read({ timeoutMs: 600, peerTimeoutMs: 100 }), { code: ErrorCodes.TIMEOUT });
     assert.equal(ring.unblockedRecords, 0, 'the claim of a live producer in another namespace was taken back');
     await claimer.kill(); // no producer holds the lock any more
@@ -337,7 +337,7 @@ describe('MpscRing with producer processes and threads', function () {
     const producer = start({ role: 'producer', id: 1, count: 1, hold: true });
     await producer.next('done');
     const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.capacity / 4);
-    data32[markAt() + M.MPSC_TYPE_I32] = deadThreadId(); // the claimer lives, but its mark now says otherwise
+    data32[markAt() + M.MPSC_TYPE_I32] = M.claimMark(deadThreadId()); // the claimer lives, but its mark now says otherwise
     assert.deepEqual([...(await ring.read({ timeoutMs: 10_000, peerTimeoutMs: 100 }))], [...message(1, 0)]);
     assert.equal(ring.unblockedRecords, 1);
   });

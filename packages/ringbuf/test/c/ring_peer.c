@@ -1003,9 +1003,10 @@ static int mpsc_try_write(struct ring *r, void *arg) {
         if (atomic_compare_exchange_weak_explicit(shared_tail, &tail, tail + claim, memory_order_seq_cst, memory_order_relaxed)) break;
     }
     uint32_t at = size <= to_end ? index : 0;
-    /* 4. "Claimed by own_pid": TYPE, then the negative LENGTH (release: publishes the pid to the consumer's
-     *    stuck-record check). On a wrap the record at 0 first, then the padding before the end. */
-    store_u32(r->data + at + RECORD_TYPE, own_pid);
+    /* 4. "Claimed by us": TYPE = our mark, ~tid (<= -2: no message type reads as one; we are single-threaded, so
+     *    our tid is our pid), then the negative LENGTH (release: publishes the mark to the consumer's stuck-record
+     *    check). On a wrap the record at 0 first, then the padding before the end. */
+    store_u32(r->data + at + RECORD_TYPE, ~own_pid);
     atomic_store_explicit(record_length(r, at), (uint32_t)-(int32_t)length, memory_order_release);
     if (size > to_end) {
         store_u32(r->data + index + RECORD_TYPE, (uint32_t)PADDING_TYPE);
@@ -1186,17 +1187,17 @@ static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint
  */
 static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_t length) {
     if (length < 0) {
-        /* The claimer's id, stored before its negative LENGTH (observed by the caller's seq_cst load). */
+        /* The claimer's mark (~tid), stored before its negative LENGTH (observed by the caller's seq_cst load). */
         int32_t claimer = (int32_t)load_u32(r->data + index + RECORD_TYPE);
         /* Observes FLAG_PID_NS_MIXED (a claimer from another namespace set it before its mark): thread ids then
          * tell nothing, and only "no process holds the PRODUCER lock" lets us take a claim back. A producer
          * in our namespace may commit with a plain store, so a live one must never lose its claim. */
         int mixed = (atomic_load_explicit(word(r, OFF_FLAGS), memory_order_seq_cst) & FLAG_PID_NS_MIXED) != 0;
         /* A claimer that commits (or aborts) stores its record's TYPE (>= 0, or PADDING_TYPE) over its mark before
-         * the LENGTH that ends the claim: a TYPE that is no mark (marks are ids > 0), or not the one first seen, is
-         * a claimer at work, alive (else a message type read as an id takes a live claim back between its stores). */
-        int at_work = claimer <= 0 || claimer != s->stuck_mark;
-        if ((mixed || at_work || !claimer_gone(claimer)) && mpsc_producers_left(r)) return 0;
+         * the LENGTH that ends the claim: a TYPE that is no mark (marks are ~tid, <= -2), or not the one first seen,
+         * is a claimer at work, alive (else a message type read as an id takes a live claim back between its stores). */
+        int at_work = claimer > -2 || claimer != s->stuck_mark;
+        if ((mixed || at_work || !claimer_gone(~claimer)) && mpsc_producers_left(r)) return 0;
         uint32_t claimed = (uint32_t)0 - (uint32_t)length; /* |LENGTH|, without int32 overflow */
         uint32_t size = align8(claimed);
         if (claimed < RECORD_HEADER || index + size > r->capacity || !mpsc_within(r, s, size)) {
