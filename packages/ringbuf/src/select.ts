@@ -255,6 +255,8 @@ interface Call {
   readonly deadline: number;
   /** How often (ms) a parked call looks at the peers: a quarter of peerTimeoutMs, in [1, 1000]; Infinity: never. */
   readonly checkMs: number;
+  /** The entry a peer check found dead (deadEntry), for peerDead: a second look might find its peer replaced, or another. */
+  dead: number;
 }
 
 function checkCall(
@@ -281,7 +283,7 @@ function checkCall(
   for (let i = 0; i < entries.length; i++) probes.push(probeOf(entries[i]!, i, what));
   const started = performance.now();
   const deadline = deadlineOf(options, started);
-  return { probes, started, deadline, checkMs: checkPeriodOf(options) };
+  return { probes, started, deadline, checkMs: checkPeriodOf(options), dead: -1 };
 }
 
 // ---- readiness: each kind reads its own words (readReady / writeReady, queue.ts) ----
@@ -394,7 +396,7 @@ function deadEntry(call: Call): number {
 
 /** ERR_SHMRING_PEER_DEAD for the entry whose peer is gone: the queue's own error (naming its ring), prefixed with the entry, and its `index`. */
 function peerDead(call: Call, what: string): SelectPeerDeadError {
-  const index = Math.max(0, deadEntry(call));
+  const index = call.dead;
   const p = call.probes[index]!;
   const err = p.queue['peerDeadError'](`${what}: entry ${index}`, !p.write) as SelectPeerDeadError;
   err.index = index;
@@ -486,12 +488,14 @@ function* parkSteps(
   const words = wordsToWait(probes, blocking);
   let slept = false;
   for (;;) {
-    // Snapshots of every SIGNAL, each taken before its announcement (LAYOUT.md); pairs with unpark()'s add(SIGNAL).
-    for (const w of words) w.seen = Atomics.load(w.ctl, w.block.signal);
     let announced = 0;
     let i = -1;
     let failed = true; // until the round ends without throwing
     try {
+      // Snapshots of every SIGNAL, each taken before its announcement (LAYOUT.md); pairs with unpark()'s add(SIGNAL).
+      // In the try: a region closed under a select that slept detaches its views here too, and the wake-up the
+      // last round took must still go on (finally).
+      for (const w of words) w.seen = Atomics.load(w.ctl, w.block.signal);
       // Announce on every queue; pairs with unpark()'s load(WAITERS): from here on, each publisher bumps its SIGNAL and wakes.
       for (const w of words) {
         Atomics.add(w.ctl, w.block.waiters, w.unit);
@@ -581,7 +585,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
           result = waitAny(targetsOf(words), ms);
         }
         // After any nap, as parkSync: wake-ups by other publications must not put the check off for ever.
-        if (checks.due() && deadEntry(call) >= 0) result = PEER_GONE;
+        if (checks.due() && (call.dead = deadEntry(call)) >= 0) result = PEER_GONE;
       } catch (err) {
         step = steps.throw(err); // runs the generator's finally (withdraws), rethrows
         continue;
@@ -667,7 +671,8 @@ async function parkWatched(call: Call, start: number, options: SelectOptions | u
           watchSlot: -1,
           check(): void {
             try {
-              if (deadEntry(call) < 0) return;
+              call.dead = deadEntry(call);
+              if (call.dead < 0) return;
               gone = true;
             } catch (err) {
               failure = err;

@@ -746,6 +746,31 @@ describe('select', () => {
       }
     });
 
+    it('a select that fails after a publisher woke it (the region of another entry closed under it, its wait let go of at the unmap) passes the wake-up on to a read parked beside it', async function () {
+      needMemfd('memfd', this);
+      const a = makeRing('memfd', 'spsc');
+      const b = makeRing('memfd', 'spsc');
+      try {
+        const entries = [a.queue, b.queue];
+        // Once b is returned, the next select over the same array starts its scans at a.
+        assert.equal(b.queue.tryWrite(new Uint8Array([1])), true);
+        assert.equal(await select(entries), 1);
+        assert.deepEqual(b.queue.tryRead(), new Uint8Array([1]));
+        const pending = select(entries, { timeoutMs: 10_000 }).catch((err: ShmringError) => err.code);
+        await sleep(50); // parked first
+        const read = b.queue.read({ timeoutMs: 3000, poll: 0 });
+        await sleep(50); // parked after it
+        // One wake-up of one sleeper of b (the select's, first in the queue), then a's memory unmapped before the select hears.
+        assert.equal(b.queue.tryWrite(new Uint8Array([2])), true);
+        a.region.close();
+        assert.equal(await pending, ErrorCodes.CLOSED);
+        // Without the pass-on it gets the message only at its timeout's last look, 3 s on.
+        assert.deepEqual(await within(WOKEN_MS, read, 'the read parked beside the message'), new Uint8Array([2]));
+      } finally {
+        closeAll([a, b]);
+      }
+    });
+
     it('each wrong option: its class and ERR_SHMRING_INVALID_ARGUMENT, naming it, from select and selectSync alike', async () => {
       const rings = [makeRing('sab', 'spsc')];
       try {
@@ -955,6 +980,29 @@ describe('select', () => {
         assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
         assert.throws(() => selectSync(entries, { peerTimeoutMs: 100, timeoutMs: 5000 }), isDead);
         for (const r of rings) assert.equal(waiters(r), 0);
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('ERR_SHMRING_PEER_DEAD names the entry the peer check found dead, even when a second look finds its peer back (select and selectSync)', async function () {
+      const rings = [makeRing('sab', 'spsc'), makeRing('sab', 'spsc')];
+      try {
+        const entries = rings.map((r) => r.queue);
+        const second = entries[1] as unknown as { producerAlive?: () => boolean };
+        for (const verb of ['select', 'selectSync'] as const) {
+          let looks = 0;
+          second.producerAlive = () => ++looks > 1; // gone at the first look only (a replacement registered since)
+          const isEntry1 = (err: unknown): boolean =>
+            (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 1 && /entry 1/.test(String(err));
+          try {
+            if (verb === 'select') await assert.rejects(select(entries, { peerTimeoutMs: 8, timeoutMs: 5000 }), isEntry1, verb);
+            else assert.throws(() => selectSync(entries, { peerTimeoutMs: 8, timeoutMs: 5000 }), isEntry1, verb);
+          } finally {
+            delete second.producerAlive;
+          }
+          assert.ok(looks >= 1, `${verb}: the check looked`);
+        }
       } finally {
         closeAll(rings);
       }
