@@ -208,6 +208,9 @@ check mpsc mpsc-2p-cap8            pass   "-DNP=2 -DMSGS=2 -DCAP=8" "$SAFETY_CC"
 check mpsc mpsc-3p-short           pass   "-DNP=3 -DMSGS=1 -DSHORT=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpsc mpsc-2p-fifo-short      pass   "-DNP=2 -DMSGS=3 -DSHORT=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpsc mpsc-3p-short-mutant-4  reject "-DNP=3 -DMSGS=1 -DSHORT=1 -DMUTANT=4" "$SAFETY_CC" "$SAFETY_RUN"
+# The unblock rule against live claimers: no take-back of a live claim, however the consumer's looks fall.
+check mpsc mpsc-2p-takeback          pass   "-DNP=2 -DMSGS=2 -DTAKEBACK=1" "$SAFETY_CC" "$SAFETY_RUN"
+check mpsc mpsc-2p-takeback-mutant-5 reject "-DNP=2 -DMSGS=2 -DTAKEBACK=1 -DMUTANT=5" "$SAFETY_CC" "$SAFETY_RUN"
 for m in 1 2 3; do
   check mpsc "mpsc-3p-mutant-$m"      reject "-DNP=3 -DMSGS=1 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
   check mpsc "mpsc-2p-fifo-mutant-$m" reject "-DNP=2 -DMSGS=3 -DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"

@@ -11,15 +11,23 @@
  *             LEN[idx] = toEnd (padding committed), the record goes to 0;
  *             else LEN[idx] = -size; write TYP (the value) and the payload;
  *             LEN[idx] = +size (commit: a release store, or a CAS from
- *             -size; without take-backs, which only dead claimers suffer
- *             and which are not modelled, the two are one step: the
- *             assert below checks that nothing else wrote the header). A
+ *             -size; the two are one step: the assert below checks that
+ *             nothing else wrote the header, a take-back included). A
  *             shorter commit (a 2-unit claim committed as 1 unit, SHORT)
  *             first makes the unit after the record a padding record
  *             (TYP = PAD, LEN = 1), then commits LEN[idx] = +1.
  *   consumer: l = load(LEN[head]); l <= 0: nothing yet (blocks until it
  *             changes); read TYP and payload; zero the record's units;
- *             store(HEAD, head + l).
+ *             store(HEAD, head + l). With TAKEBACK, a claim (l < 0) is
+ *             also timed: its TYP when first seen is kept (stuck mark);
+ *             at any later look (the timeout passed) the consumer reads
+ *             TYP again and, if it is a mark, the one first seen, and its
+ *             thread is gone, takes the record back (CAS of LEN from l to
+ *             0). Every producer here lives, and the thread-id test is
+ *             exact for marks (a live claimer's mark is alive), so no
+ *             take-back may ever happen: one is an assertion failure.
+ *             Marks are ~tid (MARK(p) here, outside the message values);
+ *             a value that is no live thread's mark counts as gone.
  *
  * Abstractions (see models/README.md): one unit is 8 bytes; CAP units; a
  * record is 1 unit (header only, its value in TYP) or 2 (header and one
@@ -41,6 +49,10 @@
  *  2  the consumer stores HEAD before zeroing the record
  *  3  the producer claims with a load and a store of TAIL, not a CAS
  *  4  a shorter commit leaves the rest of its claim without a padding record
+ *  5  (TAKEBACK) marks are thread ids as they are, > 0: any TYP > 0 but
+ *     padding reads as a mark (the encoding before marks were negated), so
+ *     a message value first seen between its claimer's TYP and LENGTH
+ *     stores passes for a dead thread's id
  */
 
 #ifndef CAP
@@ -58,6 +70,9 @@
 #ifndef SHORT
 #define SHORT 0           /* 1: a producer may commit a 2-unit claim as 1 unit (commit with a length) */
 #endif
+#ifndef TAKEBACK
+#define TAKEBACK 0        /* 1: the consumer applies the unblock rule to the claims it finds at its head */
+#endif
 
 #define MASK (CAP - 1)
 #define PMOD (4 * CAP)
@@ -65,7 +80,13 @@
 #define INIT (PMOD - 3)
 #define TOTAL (NP * MSGS)
 #define PAD 15            /* PADDING_TYPE */
-#define MARK 14           /* the claimer's pid in TYP while claimed */
+#define MARK(p) (100 + (p))  /* producer p's claim mark in TYP while claimed (~tid: no message value) */
+#if MUTANT == 5
+#define ISMARK(x) ((x) > 0 && (x) != PAD)      /* marks as thread ids: a message value reads as one */
+#else
+#define ISMARK(x) ((x) >= 100)                 /* marks only: ~tid <= -2, apart from types and PADDING_TYPE */
+#endif
+#define GONE(x) ((x) < 100 || (x) >= 100 + NP)  /* no live producer's mark: the thread test says gone */
 #define NEG 8             /* LEN >= NEG: claimed, size LEN - NEG (a negative LENGTH) */
 #define SIZE(p, s) (1 + (((p) + (s)) % 2))
 #define VALUE(p, s) ((p) * MSGS + (s) + 1)
@@ -132,13 +153,13 @@ retry:
     od;
     if
     :: size > toEnd ->
-      TYP[0] = MARK;
+      TYP[0] = MARK(p);
       LEN[0] = NEG + size;                            /* claimed, at 0 */
       TYP[idx] = PAD;
       LEN[idx] = toEnd;                               /* commit the padding */
       idx = 0
     :: else ->
-      TYP[idx] = MARK;
+      TYP[idx] = MARK(p);
       LEN[idx] = NEG + size                           /* claimed */
     fi;
 #if MUTANT == 1
@@ -170,13 +191,41 @@ retry:
 
 proctype Consumer() {
   byte head = INIT, idx, l, ty, pv, p, s, u;
+#if TAKEBACK
+  byte stuckAt = PMOD, stuckLen, stuckMark, mk;   /* the claim being timed (PMOD: none) */
+#endif
   do
   :: received == TOTAL -> break
   :: else ->
     idx = head & MASK;
     l = LEN[idx];                                     /* load(LEN): observe the commit */
     if
+#if TAKEBACK
+    :: l >= NEG ->
+      if
+      :: stuckAt != head || stuckLen != l ->
+        stuckAt = head; stuckLen = l; stuckMark = TYP[idx]  /* first seen stuck: TYP after LEN */
+      :: else -> skip
+      fi;
+      if
+      :: (LEN[idx] != l)                              /* wait for the commit ... */
+      :: true ->                                      /* ... or the timeout passed: the unblock rule */
+        mk = TYP[idx];
+        if
+        :: ISMARK(mk) && mk == stuckMark && GONE(mk) ->
+          atomic {                                    /* CAS(LEN, l, 0): take the record back */
+            if
+            :: LEN[idx] == l -> assert(false)         /* a live claimer's record taken back: lost */
+            :: else -> skip
+            fi
+          }
+        :: else -> skip                               /* a claimer at work, or alive */
+        fi
+      fi
+    :: l == 0 -> (LEN[idx] != l)                      /* nothing claimed yet: wait for it */
+#else
     :: l == 0 || l >= NEG -> (LEN[idx] != l)         /* nothing committed yet: wait for it */
+#endif
     :: else ->
       assert(idx + l <= CAP && l <= USED(TAIL, head));  /* the bounds checks never fire */
       ty = TYP[idx];
