@@ -16,7 +16,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes } from '@shmring/core';
+import { ErrorCodes, Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
 import { connect, type Msg, type NatsConnection } from 'nats';
 import { bridge } from '../src/index.js';
 import { subjectMatches } from '../src/bridge/bridge.js';
@@ -255,6 +256,47 @@ describe('bridge faults', function () {
         assert.ok(stored >= 2, `the stream has ${stored} messages`);
         assert.equal(a.ring.size, (N - stored) * 24, `the stream has ${stored} of ${N} records; the ring still holds ${a.ring.size / 24}`);
       } finally {
+        await jsm.streams.delete(stream).catch(() => {});
+      }
+    });
+  });
+
+  describe('JetStream message ids', function () {
+    it('ring → JetStream: a ring laid out again in the same file names its records anew (CREATION_ID): the stream keeps the records of both', async function () {
+      const a = rings.make();
+      const stream = `IDS${process.pid}_${++rings.counter}`;
+      const subject = uniqueSubject('ids');
+      const jsm = await nc.jetstreamManager();
+      const ids: string[] = [];
+      const sub = nc.subscribe(subject, { callback: (_err, m) => ids.push(m.headers?.get('Nats-Msg-Id') ?? '(none)') });
+      await nc.flush();
+      const again = Region.open({ backing: 'posix', name: a.name });
+      try {
+        const bridgeFive = async (ring: SpscRing): Promise<void> => {
+          const own = new AbortController();
+          const { running } = await started(`shm:${a.name}`, nats.url(subject, `?jetstream=${stream}`), own.signal);
+          for (let i = 0; i < 5; i++) assert.ok(ring.tryWrite(new Uint8Array(10), 1));
+          await waitUntil(() => ring.size === 0, 'the stream acknowledged the five (the bridge released them)');
+          own.abort();
+          await running;
+        };
+        await bridgeFive(a.ring);
+        a.ring.detach();
+        // The same file (inode), laid out again: its positions start at 0 again.
+        const ring = SpscRing.create(again, { capacity: CAPACITY });
+        await bridgeFive(ring);
+        ring.detach();
+        await waitUntil(() => ids.length === 10, 'ten messages on the subject');
+        const [first, second] = [ids.slice(0, 5), ids.slice(5)];
+        const counts = (list: string[]): string[] => list.map((id) => id.slice(id.lastIndexOf(':') + 1));
+        assert.deepEqual(counts(first), ['24', '48', '72', '96', '120'], 'named by the bytes consumed since the creation');
+        assert.deepEqual(counts(second), counts(first));
+        const identity = (id: string): string => id.slice(0, id.lastIndexOf(':'));
+        assert.notEqual(identity(second[0]!), identity(first[0]!), `the second ring's ids are the first's: ${second[0]}`);
+        assert.equal((await jsm.streams.info(stream)).state.messages, 10, 'the stream dropped records of the second ring as duplicates');
+      } finally {
+        sub.unsubscribe();
+        again.close();
         await jsm.streams.delete(stream).catch(() => {});
       }
     });

@@ -3,6 +3,7 @@
  * SpscRing and MpmcQueue, which differ only in the geometry they store.
  */
 import { checkOptionNames, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { randomInt } from 'node:crypto';
 import * as L from './layout.js';
 import { KIND_LATEST, latestSize, latestSlotStride, MAX_VALUE_SIZE } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
@@ -130,6 +131,7 @@ export function writeHeader(ctl: Int32Array, g: Geometry): void {
   ctl[L.RING_SIZE_HI_I32] = Math.floor(g.ringSize / 2 ** 32);
   ctl[L.CREATOR_START_I32] = ownStartTime();
   ctl[L.CREATOR_PID_I32] = process.pid;
+  ctl[L.CREATION_ID_I32] = randomInt(1, 2 ** 32) | 0;
   // Publishes every header field above (and the slots the caller initialised
   // before calling us) to a peer that attaches: attach loads MAGIC first.
   Atomics.store(ctl, L.MAGIC_I32, L.MAGIC);
@@ -332,4 +334,34 @@ function passes(check: PositionCheck, producer: number, consumer: number, capaci
   } catch {
     return false;
   }
+}
+
+/**
+ * A consumer of an SpscRing or a MpscRing, before it stores `head` as
+ * CONSUMER_POSITION: raises HEAD_EPOCH if that moves the head into another
+ * 2^30-byte window (layout.ts), so positions 2^32 bytes apart can be told
+ * apart (a producer's cached head, the bridge's record names).
+ */
+export function countHeadWindow(ctl: Int32Array, head: number): void {
+  // The head stored last (the consumer is the word's only writer): a load of a line it wrote itself.
+  if ((ctl[L.CONSUMER_POSITION_I32]! ^ head) >>> L.HEAD_EPOCH_SHIFT === 0) return;
+  // Publishes "the head leaves its window" before the caller's store that moves it: a producer that still loads
+  // the old count after its tail has a cached head at most one window behind the head it could see.
+  Atomics.add(ctl, L.HEAD_EPOCH_I32, 1);
+}
+
+/**
+ * Bytes consumed since the ring was created up to `position`, a u32
+ * position at most CAPACITY past `released` (the head this consumer stored
+ * last): the windows HEAD_EPOCH counts, and the position within its
+ * window. As the consumers kept HEAD_EPOCH: one that died between its raise
+ * and its store left it one ahead, which is read as such.
+ */
+export function headCount(ctl: Int32Array, released: number, position: number): number {
+  // Observes the windows the head entered (each raise before the store that entered one); the head's own is released.
+  const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32) >>> 0;
+  const lag = ((released >>> L.HEAD_EPOCH_SHIFT) - epoch) & 3; // 0, or 3: the count one ahead of the stored head
+  const headWindow = lag === 3 && epoch > 0 ? epoch - 1 : epoch + lag;
+  const ahead = ((position >>> L.HEAD_EPOCH_SHIFT) - (released >>> L.HEAD_EPOCH_SHIFT)) & 3; // 0 or 1
+  return (headWindow + ahead) * 2 ** L.HEAD_EPOCH_SHIFT + (position & (2 ** L.HEAD_EPOCH_SHIFT - 1));
 }

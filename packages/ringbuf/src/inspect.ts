@@ -77,6 +77,8 @@ export interface RingInfo {
   used: number;
   producerPosition: number;
   consumerPosition: number;
+  /** CREATION_ID: a random number the ring's creator drew (0: none), other in a ring laid out again in the same memory. */
+  creationId: number;
   closed: boolean;
   /**
    * Whether any ring object of any process is attached to the ring now
@@ -244,6 +246,8 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
     used: Math.min(Math.max((producerPosition - consumerPosition) | 0, 0), capacity),
     producerPosition,
     consumerPosition,
+    // Written before MAGIC (loaded above) and never again.
+    creationId: ctl[L.CREATION_ID_I32]! >>> 0,
     // Observes a close() by either side.
     closed: (Atomics.load(ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0,
     creator: { pid: 0, alive: false }, // below, once `held` is known
@@ -298,6 +302,7 @@ function truncatedHeader(buffer: ArrayBuffer | SharedArrayBuffer, name: string, 
     used: 0,
     producerPosition: 0,
     consumerPosition: 0,
+    creationId: words.length > L.CREATION_ID_I32 ? words[L.CREATION_ID_I32]! >>> 0 : 0,
     closed: false,
     creator: { pid: 0, alive: false },
     readersWaiting: 0,

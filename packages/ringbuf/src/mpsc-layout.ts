@@ -33,22 +33,6 @@ export const KIND_MPSC = 4;
 export const MPSC_PID_NS_OFFSET = L.HEADER_END;
 export const MPSC_PID_NS_I32 = MPSC_PID_NS_OFFSET / 4;
 /**
- * Header word 68 of an MpscRing: `HEAD_EPOCH` (u32, wraps), raised by one
- * (an atomic add) by the consumer before each store of CONSUMER_POSITION
- * that changes bits HEAD_EPOCH_SHIFT and up of the head it replaces (the
- * head enters another 2^30-byte window). A producer that checks room
- * against a cached head loads it after the tail and re-reads
- * CONSUMER_POSITION when it differs from the count it loaded before its
- * cached head: unchanged, the head has entered at most one window since, so
- * the cached head is less than 2^31 bytes behind and `tail - cached head`
- * modulo 2^32 is the true distance. Without it, a producer idle while 4 GiB
- * passed could read a full ring as having room (the difference wrapped).
- */
-export const MPSC_HEAD_EPOCH_OFFSET = MPSC_PID_NS_OFFSET + 4;
-export const MPSC_HEAD_EPOCH_I32 = MPSC_HEAD_EPOCH_OFFSET / 4;
-/** log2 of the 2^30-byte windows HEAD_EPOCH counts the head into (CAPACITY <= 2^30, so one head store crosses at most one boundary). */
-export const HEAD_EPOCH_SHIFT = 30;
-/**
  * FLAGS bit 1 of an MpscRing: a producer or consumer registered from a PID
  * namespace other than PID_NS (or PID_NS, or its own, is unknown). Set once
  * (an atomic OR at registration), never cleared. While it is set, the

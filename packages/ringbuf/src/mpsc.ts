@@ -80,6 +80,7 @@ import {
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
+  countHeadWindow,
   readHeader,
   ringMemory,
   unpublish,
@@ -204,20 +205,6 @@ const MPSC_READ_BLOCK: WaitBlock = {
     return (Atomics.load(ctl, L.FLAGS_I32) & M.FLAG_LIGHT_COMMITS) !== 0;
   },
 };
-
-/**
- * The consumer, before it stores `head` as CONSUMER_POSITION: raises
- * HEAD_EPOCH if that moves the head into another 2^30-byte window
- * (mpsc-layout.ts), so a producer's cached head can be told apart from one
- * 2^32 bytes older.
- */
-function countWindow(ctl: Int32Array, head: number): void {
-  // The head this consumer stored last (it is the only writer of the word): a load of its own line.
-  if ((ctl[L.CONSUMER_POSITION_I32]! ^ head) >>> M.HEAD_EPOCH_SHIFT === 0) return;
-  // Publishes "the head leaves its window" before the store that moves it (the caller's, after this): a producer
-  // that still loads the old count after its tail has a cached head at most one window behind the head it could see.
-  Atomics.add(ctl, M.MPSC_HEAD_EPOCH_I32, 1);
-}
 
 /**
  * The consumer checks that a record lies within the claimed space (below the
@@ -551,8 +538,8 @@ export class MpscRing extends Queue {
       const needed = size <= toEnd ? size : toEnd + size;
       // Observes the consumer's count of head windows, after the tail: the same count as before our cached head
       // was read means that head is less than 2^31 behind, so `tail - cachedHead` below does not wrap to a small
-      // number (mpsc-layout.ts, HEAD_EPOCH). A line the consumer writes once per GiB: a load that hits.
-      const epoch = Atomics.load(ctl, M.MPSC_HEAD_EPOCH_I32);
+      // number (layout.ts, HEAD_EPOCH). A line the consumer writes once per GiB: a load that hits.
+      const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32);
       if (epoch !== this.#cachedEpoch || capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
         // Observes the consumer's release (zeroed space before it); only when the cached head says full or is old.
         const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
@@ -940,7 +927,7 @@ export class MpscRing extends Queue {
   /** Releases the consumed bytes (zeroed before) to the producers, through `ctl` (drain passes the view it started with). */
   #release(head: number, ctl: Int32Array): void {
     this.#head = head;
-    countWindow(ctl, head);
+    countHeadWindow(ctl, head);
     // Publishes the freed (zeroed) space to the producers; pairs with their load of CONSUMER_POSITION.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
@@ -1061,7 +1048,7 @@ export class MpscRing extends Queue {
    * store (PLAIN_MARK), ordered after the zeroing stores by the hardware.
    */
   #storeHead(ctl: Int32Array, head: number): void {
-    countWindow(ctl, head);
+    countHeadWindow(ctl, head);
     // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
     if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
     else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);

@@ -37,7 +37,9 @@
  *    record that wraps is published completely at index 0 (its LENGTH
  *    included) before the padding's LENGTH, which publishes both.
  *  - The consumer writes nothing in the data area: it frees space with its
- *    CONSUMER_POSITION store only (so holdReads / rewindReads just move it).
+ *    CONSUMER_POSITION store only (so holdReads / rewindReads just move it),
+ *    raising HEAD_EPOCH before a store whose head enters another 2^30-byte
+ *    window (readCount counts bytes past 2^32 by it).
  *  - PRODUCER_POSITION is stored after each publication: it is never past
  *    the published records, and at most one publication (one corked batch)
  *    behind them; the consumer may be ahead of it by that much. size,
@@ -66,6 +68,8 @@ import {
   checkOffset,
   checkOptionsObject,
   checkStablePositions,
+  countHeadWindow,
+  headCount,
   readHeader,
   ringMemory,
   unpublish,
@@ -559,6 +563,7 @@ export class SpscRing extends Queue {
 
   #storeConsumer(position: number, ctl: Int32Array): void {
     this.#releasedPosition = position;
+    countHeadWindow(ctl, position);
     // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
@@ -662,6 +667,18 @@ export class SpscRing extends Queue {
   /** Consumer: the end of the last record taken (a u32 position; read it after taking a record, for releaseReads). */
   get readPosition(): number {
     return this.#consumerPosition >>> 0;
+  }
+
+  /**
+   * Consumer: readPosition counted in bytes since the ring was created, not
+   * modulo 2^32 (exact up to 2^53 bytes), by the windows of 2^30 bytes the
+   * consumers counted in the ring (HEAD_EPOCH, docs/LAYOUT.md). Names a
+   * record across consumers and lapses of 2^32 bytes: the NATS bridge's
+   * message ids.
+   */
+  get readCount(): number {
+    if (this.ctl.length === 0) throw this.closedError();
+    return headCount(this.ctl, this.#releasedPosition, this.#consumerPosition);
   }
 
   /** Producer: the end of the last record written (a u32 position; published unless corked). */

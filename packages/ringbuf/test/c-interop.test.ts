@@ -71,6 +71,7 @@ import {
   CONSUMER_POSITION_I32,
   CONTROL_I32_LENGTH,
   FLAGS_I32,
+  HEAD_EPOCH_I32,
   HOLDER_LOCK_OFFSET,
   PRODUCER_PID_I32,
   PRODUCER_POSITION_I32,
@@ -567,6 +568,32 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         });
       }
 
+      if (kind.command === 'spsc') {
+        it('a C consumer of an SpscRing raises HEAD_EPOCH before the head store that enters another 2^30-byte window, and a Node consumer after it counts past 2^30 (readCount)', async () => {
+          const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+          // Both positions just below 2^30 while nothing is unread, as traffic that crossed no window leaves them.
+          ring.detach();
+          Atomics.store(ctl, PRODUCER_POSITION_I32, 2 ** 30 - 1024);
+          Atomics.store(ctl, CONSUMER_POSITION_I32, 2 ** 30 - 1024);
+          ring = SpscRing.attach(region!);
+          peer = runPeer(binary, ['spsc-consume', regionPath, '100']);
+          await writePattern(ring, 100, peer);
+          const { code, stderr } = await peer.done;
+          assert.equal(code, 0, stderr);
+          const head = Atomics.load(ctl, CONSUMER_POSITION_I32);
+          assert.ok(head > 2 ** 30, 'the C consumer crossed');
+          assert.equal(Atomics.load(ctl, HEAD_EPOCH_I32), 1, 'one window entered, counted once');
+          const reader = SpscRing.attach(region!);
+          try {
+            assert.ok((ring as SpscRing).tryWrite(Uint8Array.of(1, 2, 3)));
+            assert.deepEqual(reader.tryRead(), Uint8Array.of(1, 2, 3));
+            assert.equal(reader.readCount, head + 16, 'bytes consumed since creation');
+          } finally {
+            reader.detach();
+          }
+        });
+      }
+
       it(`Node's check catches a wrong byte in ${kind.title} message from C`, async () => {
         peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(SHORT_COUNT), '--corrupt-at', String(CORRUPT_AT)]);
         const wrong = await readPattern(ring, SHORT_COUNT, peer);
@@ -825,7 +852,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       Atomics.store(ctl, PRODUCER_POSITION_I32, position | 0);
       Atomics.store(ctl, CONSUMER_POSITION_I32, position | 0);
     };
-    const headEpoch = (): number => Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), M.MPSC_HEAD_EPOCH_I32);
+    const headEpoch = (): number => Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), HEAD_EPOCH_I32);
 
     it('a C consumer whose head enters another 2^30-byte window raises HEAD_EPOCH before it stores that head', async () => {
       skipTo(2 ** 30 - 1024);

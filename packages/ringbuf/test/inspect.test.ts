@@ -11,7 +11,18 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lockFileByte, membarrier, NAME_LOCK_BYTE, Region } from '@shmring/core';
-import { Broadcast, inspect, isStale, listRings, MpmcQueue, MpscRing, SpscRing, type ProcessInfo, type RingInfo } from '../src/index.js';
+import {
+  Broadcast,
+  describeRing,
+  inspect,
+  isStale,
+  listRings,
+  MpmcQueue,
+  MpscRing,
+  SpscRing,
+  type ProcessInfo,
+  type RingInfo,
+} from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as M from '../src/mpsc-layout.js';
 import * as B from '../src/broadcast-layout.js';
@@ -111,6 +122,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       used: 32 + 40,
       producerPosition: 24 + 32 + 40,
       consumerPosition: 24,
+      creationId: info.creationId,
       closed: false,
       held: true,
       openByName: true, // this process has the region open by name (the fixture)
@@ -122,6 +134,18 @@ describe('inspect, listRings and the shmring CLI', function () {
       regionSize: spscRegion.size,
     } satisfies RingInfo);
     assert.equal(isStale(info), false);
+  });
+
+  it("inspect reports the creator's CREATION_ID: a random number, not 0, another for a ring laid out again in the same memory", function () {
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 64 }) });
+    const ids = new Set<number>();
+    for (let i = 0; i < 4; i++) {
+      SpscRing.create(region, { capacity: 64 }).detach();
+      const id = describeRing(region, 'x')!.creationId;
+      assert.ok(Number.isInteger(id) && id > 0 && id < 2 ** 32, `creationId ${id}`);
+      ids.add(id);
+    }
+    assert.equal(ids.size, 4, 'each creation drew its own');
   });
 
   it('inspect sees a parked reader and a new consumer', async function () {
@@ -155,6 +179,7 @@ describe('inspect, listRings and the shmring CLI', function () {
       used: 3,
       producerPosition: 5,
       consumerPosition: 2,
+      creationId: info.creationId,
       closed: false,
       held: true,
       openByName: true,

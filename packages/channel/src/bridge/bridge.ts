@@ -899,7 +899,9 @@ async function ringToJetStream(ctx: Context, ring: RingReader, stream: string): 
       // A header of its own: js.publish() adds the message id and the stream to it (never a cached TypeHeaders one).
       const h = ctx.nats.headers();
       h.set(TYPE_HEADER, String(type));
-      const msgID = `${ring.identity}:${end}`;
+      // The record's end counted since the ring's creation: unlike the u32 position, it does not come round again
+      // after 4 GiB (when the stream, within its duplicate window, would drop a new record as a duplicate: lost).
+      const msgID = `${ring.identity}:${ring.readCount}`;
       ends.push(end);
       const headerBytes = encodedLength(h) + Buffer.byteLength(`Nats-Msg-Id: ${msgID}\r\nNats-Expected-Stream: ${stream}\r\n`);
       // Too large for the server: passed (released with the batch), as js.publish() would reject it at every retry.

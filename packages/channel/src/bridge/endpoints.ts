@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import { ErrorCodes, Region, type ShmringError, ShmringTypeError } from '@shmring/core';
-import { MpscRing, SpscRing, type DrainHandler } from '@shmring/ringbuf';
+import { describeRing, MpscRing, SpscRing, type DrainHandler } from '@shmring/ringbuf';
 import { isNatsEndpoint, parseNatsAddress, type NatsAddress } from '../nats/address.js';
 
 export type Endpoint = { kind: 'shm'; name: string; text: string } | { kind: 'nats'; address: NatsAddress; text: string };
@@ -52,7 +52,11 @@ export interface RingReader {
    * taken is gone, and drain's view is valid only during its handler.
    */
   readonly holds: boolean;
-  /** A stable identity of this ring object (a ring made anew under the same name gets another). */
+  /**
+   * A stable identity of this ring object: its name, its file's inode and
+   * its creator's CREATION_ID, so a ring made anew under the same name, or
+   * laid out again in the same file, gets another.
+   */
   readonly identity: string;
   /** Bytes of the largest record the ring takes. */
   readonly maxMessageLength: number;
@@ -65,8 +69,10 @@ export interface RingReader {
   /** Parks the thread until the next record and takes it, or returns null after `timeoutMs` (the event loop waits meanwhile). */
   readSync(timeoutMs: number): Uint8Array | null;
   readonly lastType: number;
-  /** The end of the last record taken (names it for deduplication; releases up to it). */
+  /** The end of the last record taken (releases up to it). */
   readonly readPosition: number;
+  /** readPosition counted since the ring was created, past 2^32 (SpscRing.readCount): names the record for deduplication. */
+  readonly readCount: number;
   /** Keeps taken records in the ring until release(). */
   hold(): void;
   release(position: number): void;
@@ -150,7 +156,9 @@ export function openReader(name: string, poll?: number): RingReader {
     const ring = attachRing(region);
     takeConsumer(ring);
     const stat = fs.fstatSync(region.fd);
-    const identity = `${name}.${stat.ino}`;
+    // The creator's random CREATION_ID (as inspect reads it): a ring laid out again in the same file starts its
+    // positions and counts at 0 again, and must not reuse the old one's message ids.
+    const identity = `${name}.${stat.ino}.${describeRing(region, name)?.creationId ?? 0}`;
     if (ring instanceof MpscRing) return mpscReader(name, identity, region, ring, poll);
     return {
       name,
@@ -185,6 +193,9 @@ export function openReader(name: string, poll?: number): RingReader {
       },
       get readPosition() {
         return ring.readPosition;
+      },
+      get readCount() {
+        return ring.readCount;
       },
       hold: () => ring.holdReads(),
       release: (position) => ring.releaseReads(position),
@@ -261,6 +272,7 @@ function mpscReader(name: string, identity: string, region: Region, ring: MpscRi
     },
     // Nothing names a record of an MpscRing for release: the bridge releases nothing (holds is false).
     readPosition: 0,
+    readCount: 0,
     hold: () => unsupported('holdReads'),
     release: () => unsupported('releaseReads'),
     rewind: () => unsupported('rewindReads'),

@@ -156,7 +156,7 @@ enum {
     OFF_CONSUMER_START = 60,
     OFF_WRITER_TOKEN = 64,       /* LatestValue: the writer role where there is no file to lock */
     OFF_PID_NS = 64,             /* MpscRing: the creator's PID namespace (inode of /proc/self/ns/pid), 0 unknown */
-    OFF_HEAD_EPOCH = 68,         /* MpscRing: the consumer's count of the 2^30-byte windows its head entered */
+    OFF_HEAD_EPOCH = 68,         /* SpscRing, MpscRing: the consumers' count of the 2^30-byte windows the head entered */
     HEAD_EPOCH_SHIFT = 30,
 
     /* lock bytes of the region's file ("Liveness"), from the ring's start */
@@ -663,6 +663,21 @@ static void check_message(const uint8_t *bytes, uint32_t length, int32_t type, u
     }
 }
 
+/*
+ * A consumer's store of its head (SpscRing, MpscRing): HEAD_EPOCH raised first if the head enters another 2^30-byte
+ * window, then CONSUMER_POSITION (seq_cst: publishes the freed space, and orders it before unpark's load of
+ * WRITE_WAITERS).
+ */
+static void store_head(const struct ring *r, uint32_t head) {
+    atomic_u32 *position = word(r, OFF_CONSUMER_POSITION);
+    /* The head we stored last (we are the word's only writer). Into another window: publishes that to the
+     * producers' HEAD_EPOCH check before the store that moves it there. */
+    if (((atomic_load_explicit(position, memory_order_relaxed) ^ head) >> HEAD_EPOCH_SHIFT) != 0) {
+        atomic_fetch_add_explicit(word(r, OFF_HEAD_EPOCH), 1, memory_order_seq_cst);
+    }
+    atomic_store_explicit(position, head, memory_order_seq_cst);
+}
+
 /* ---- SpscRing ---- */
 
 struct spsc {
@@ -758,8 +773,8 @@ static int spsc_try_read(struct ring *r, void *arg) {
     s->message->type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
     memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
     s->position += skip + record_size(payload);
-    /* Frees the space (we are done with its bytes); seq_cst for unpark's load of WRITE_WAITERS. */
-    atomic_store_explicit(word(r, OFF_CONSUMER_POSITION), s->position, memory_order_seq_cst);
+    /* Frees the space (we are done with its bytes). */
+    store_head(r, s->position);
     unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every writer: they may wait for different amounts of room */
     return 1;
 }
@@ -1049,14 +1064,7 @@ static void mpsc_zero(const struct ring *r, uint32_t index, uint32_t size) {
 
 /* Step 4's release: stored after each record zeroed (padding included), before another is read or handed out. */
 static void mpsc_store_head(const struct ring *r, const struct mpsc *s) {
-    atomic_u32 *position = word(r, OFF_CONSUMER_POSITION);
-    /* The head we stored last (we are the word's only writer). Into another 2^30-byte window: publishes that to
-     * the producers' HEAD_EPOCH check before the store that moves it there. */
-    if (((atomic_load_explicit(position, memory_order_relaxed) ^ s->head) >> HEAD_EPOCH_SHIFT) != 0) {
-        atomic_fetch_add_explicit(word(r, OFF_HEAD_EPOCH), 1, memory_order_seq_cst);
-    }
-    /* Publishes the freed (read, zeroed) space to the producers; seq_cst for unpark's load of WRITE_WAITERS. */
-    atomic_store_explicit(position, s->head, memory_order_seq_cst);
+    store_head(r, s->head); /* publishes the freed (read, zeroed) space to the producers */
 }
 
 /* Step 5: after one or more head stores. */
