@@ -34,9 +34,8 @@
  *   56 PRODUCER_START   u32    boot, /proc/<pid>/stat field 22, low 32 bits),
  *   60 CONSUMER_START   u32    so that a reused pid is not taken for the peer
  *   64 per kind         u32  LatestValue: WRITER_TOKEN; Broadcast: MODE; MpscRing: PID_NS; the others: 0
- *   68 HEAD_EPOCH       u32  SpscRing, MpscRing: windows the head entered (below); the others: 0
- *   72 CREATION_ID      u32  a random number of the creator's, not 0 (below)
- *   76 .. 127           reserved, zero
+ *   68 CREATION_ID      u32  a random number of the creator's, not 0 (below)
+ *   72 .. 127           reserved, zero
  *
  * Locks (docs/LAYOUT.md, "Liveness"): open file description locks on bytes
  * of the region's file, counted from where the ring starts; never data:
@@ -114,33 +113,12 @@ export const CONSUMER_START_OFFSET = PRODUCER_START_OFFSET + 4;
 export const HEADER_END = CONSUMER_START_OFFSET + 4;
 
 /**
- * Header word 68 of an SpscRing and a MpscRing: `HEAD_EPOCH` (u32, wraps),
- * raised by one (an atomic add) by the consumer before each store of
- * CONSUMER_POSITION that changes bits HEAD_EPOCH_SHIFT and up of the head
- * it replaces (the head enters another 2^30-byte window). It tells
- * positions 2^32 bytes apart from each other:
- *  - a MpscRing producer that checks room against a cached head loads it
- *    after the tail and re-reads CONSUMER_POSITION when it differs from
- *    the count it loaded before its cached head: unchanged, the head has
- *    entered at most one window since, so the cached head is less than
- *    2^31 bytes behind and `tail - cached head` modulo 2^32 is the true
- *    distance (a producer idle while 4 GiB passed would otherwise read a
- *    full ring as having room);
- *  - a consumer counts the bytes consumed since the ring was created
- *    (headCount), which the NATS bridge names records by.
- * The word at byte 64 (HEADER_END) is the per-kind one.
- */
-export const HEAD_EPOCH_OFFSET = HEADER_END + 4;
-export const HEAD_EPOCH_I32 = HEAD_EPOCH_OFFSET / 4;
-/** log2 of the windows HEAD_EPOCH counts (CAPACITY <= 2^30, so one head store crosses at most one boundary). */
-export const HEAD_EPOCH_SHIFT = 30;
-/**
- * Header word 72, every kind: `CREATION_ID` (u32), a random number its
+ * Header word 68, every kind: `CREATION_ID` (u32), a random number its
  * creator drew, not 0 (0: a creator that drew none), written before MAGIC.
  * A ring laid out again in the same memory starts its positions from 0
  * again; this tells it from the one before (the NATS bridge's message ids).
  */
-export const CREATION_ID_OFFSET = HEAD_EPOCH_OFFSET + 4;
+export const CREATION_ID_OFFSET = HEADER_END + 4;
 export const CREATION_ID_I32 = CREATION_ID_OFFSET / 4;
 
 // Lock bytes of the file (see Locks above): where each lock sits, from the ring's start.
@@ -152,6 +130,27 @@ export const CONSUMER_LOCK_OFFSET = CONSUMER_PID_OFFSET;
 export const HEADER_BLOCK = 0;
 /** Producer position (SpscRing: bytes ever written; MpmcQueue: enqueue position). */
 export const PRODUCER_POSITION_OFFSET = HEADER_BLOCK + BLOCK;
+/**
+ * SpscRing and MpscRing: `HEAD_EPOCH` (u32, wraps), beside the producer
+ * position, in the line a producer loads for every message (the consumer
+ * writes it once per 2^30 bytes), raised by one (an atomic add) by the
+ * consumer before each store of CONSUMER_POSITION that changes bits
+ * HEAD_EPOCH_SHIFT and up of the head it replaces (the head enters another
+ * 2^30-byte window). It tells positions 2^32 bytes apart from each other:
+ *  - a MpscRing producer that checks room against a cached head loads it
+ *    after the tail and re-reads CONSUMER_POSITION when it differs from
+ *    the count it loaded before its cached head: unchanged, the head has
+ *    entered at most one window since, so the cached head is less than
+ *    2^31 bytes behind and `tail - cached head` modulo 2^32 is the true
+ *    distance (a producer idle while 4 GiB passed would otherwise read a
+ *    full ring as having room);
+ *  - a consumer counts the bytes consumed since the ring was created
+ *    (headCount), which the NATS bridge names records by.
+ */
+export const HEAD_EPOCH_OFFSET = PRODUCER_POSITION_OFFSET + 4;
+export const HEAD_EPOCH_I32 = HEAD_EPOCH_OFFSET / 4;
+/** log2 of the windows HEAD_EPOCH counts (CAPACITY <= 2^30, so one head store crosses at most one boundary). */
+export const HEAD_EPOCH_SHIFT = 30;
 /** Consumer position (SpscRing: bytes ever consumed; MpmcQueue: dequeue position). */
 export const CONSUMER_POSITION_OFFSET = PRODUCER_POSITION_OFFSET + BLOCK;
 /** Readers parked on an empty ring: their count, then the signal word they sleep on. */

@@ -156,8 +156,6 @@ enum {
     OFF_CONSUMER_START = 60,
     OFF_WRITER_TOKEN = 64,       /* LatestValue: the writer role where there is no file to lock */
     OFF_PID_NS = 64,             /* MpscRing: the creator's PID namespace (inode of /proc/self/ns/pid), 0 unknown */
-    OFF_HEAD_EPOCH = 68,         /* SpscRing, MpscRing: the consumers' count of the 2^30-byte windows the head entered */
-    HEAD_EPOCH_SHIFT = 30,
 
     /* lock bytes of the region's file ("Liveness"), from the ring's start */
     LOCK_HOLDER = 0,
@@ -166,6 +164,8 @@ enum {
 
     /* one hot word (or one wait pair) per 128-byte block */
     OFF_PRODUCER_POSITION = 1 * BLOCK,
+    OFF_HEAD_EPOCH = 1 * BLOCK + 4,  /* SpscRing, MpscRing: the consumers' count of the 2^30-byte windows the head entered */
+    HEAD_EPOCH_SHIFT = 30,
     OFF_CONSUMER_POSITION = 2 * BLOCK,
     OFF_READ_WAITERS = 3 * BLOCK,
     OFF_READ_SIGNAL = 3 * BLOCK + 4,
