@@ -167,7 +167,12 @@ export class MpmcQueue extends Queue {
       const ctl = unpublish(buffer);
       const stride32 = L.slotStride(slotSize) / 4;
       const slots = new Int32Array(buffer, L.DATA_OFFSET, capacity * stride32);
-      for (let i = 0; i < capacity; i++) slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
+      for (let i = 0; i < capacity; i++) {
+        slots[i * stride32 + L.SLOT_SEQUENCE_I32] = i; // slot i is free for position i
+        // No holder: an OWNER left by a queue laid out here before would name its process, and a live holder
+        // that does not mark (a C peer) could have its slot taken for that process's once it died.
+        slots[i * stride32 + L.SLOT_OWNER_I32] = 0;
+      }
       // writeHeader's store of MAGIC publishes these sequences too.
       writeHeader(ctl, { kind: L.KIND_MPMC, capacity, slotSize, slotStride: L.slotStride(slotSize), ringSize });
     });

@@ -175,6 +175,39 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
     consumer.close();
   });
 
+  it('a queue laid out again over an old one clears the OWNER words: a live producer that does not mark (as the C peer) keeps its claim when the old owner is dead', function () {
+    const options = { capacity: 4, slotSize: 16 };
+    const { region, first, second, ctl, slot } = queue(4);
+    try {
+      // The old queue's slots name a process that is gone by now.
+      const dead = deadPid();
+      for (let i = 0; i < 4; i++) Atomics.store(slot(i), L.SLOT_OWNER_I32, dead);
+      first.detach();
+      second.detach();
+      MpmcQueue.create(region, options).detach();
+      for (let i = 0; i < 4; i++) assert.equal(Atomics.load(slot(i), L.SLOT_OWNER_I32), 0, `slot ${i}'s OWNER`);
+      // A producer that claims position 0 and leaves OWNER alone, slow to publish.
+      Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
+      const consumer = MpmcQueue.attach(region);
+      try {
+        const until = performance.now() + 300; // past the dead-holder looks of a polling consumer (#pollLook)
+        while (performance.now() < until) assert.equal(consumer.tryRead(), null, 'the live claim was skipped');
+        assert.equal(consumer.recoveredSlots, 0);
+        // It publishes: length, type, payload, then SEQUENCE = position + 1.
+        const words = slot(0);
+        words[L.SLOT_LENGTH_I32] = 1;
+        words[L.SLOT_TYPE_I32] = 3;
+        new Uint8Array(words.buffer, words.byteOffset + L.SLOT_HEADER, 1)[0] = 42;
+        Atomics.store(words, L.SLOT_SEQUENCE_I32, 1);
+        assert.deepEqual(consumer.tryRead(), Uint8Array.of(42));
+      } finally {
+        consumer.detach();
+      }
+    } finally {
+      region.close();
+    }
+  });
+
   it('a consumer that only polls (tryRead, drain) skips a dead producer’s claim; a producer that only polls (tryWrite) frees a dead consumer’s slot', function () {
     const { region, first: producer, second: consumer, ctl, slot } = queue(4);
     const slot0 = slot(0);
