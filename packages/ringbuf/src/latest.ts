@@ -451,13 +451,29 @@ export class LatestValue {
           return result;
         }
       }
-      // Lapped: the writer began version PUBLISHED + 2 in this slot, so PUBLISHED has moved on by now.
+      // Lapped: the writer began version PUBLISHED + 2 in this slot, so PUBLISHED has moved on by now (it stores
+      // PUBLISHED before it begins the next version in the other slot, and that one before this slot's next).
+      // Unmoved, the published slot is being rewritten, or holds another version: no correct writer does either
+      // (and looping on until it stops would never end against one that goes on).
       const again = Atomics.load(ctl, V.PUBLISHED_I32);
-      if (again === published && (stable || (seq & 1) !== 0)) {
+      if (again === published) {
         throw corrupt(`the published slot ${slot} does not hold version ${published >>> 0} (SEQ=${seq >>> 0})`, this.#where);
       }
       published = again;
     }
+  }
+
+  /**
+   * changed()'s and changedSync()'s first look: read() if the version
+   * differs from `since` in full (the low 32 bits, then the whole version
+   * where they are equal: `since` may be 2^32 away from it); after it,
+   * every publish changes the low bits.
+   */
+  #changedFirst(since: number, verb: string): LatestRead | undefined {
+    const now = this.#changedAttempt(since, verb);
+    if (now !== undefined) return now;
+    const read = this.read();
+    return read.version !== since ? read : undefined;
   }
 
   /** changed()'s and changedSync()'s attempt (`verb`'s): read() once PUBLISHED differs from `since` (low 32 bits). */
@@ -487,7 +503,7 @@ export class LatestValue {
     const since = checkVersion(sinceVersion, verb);
     checkWaitOptions(options, verb, CHANGED_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError(verb);
-    const now = this.#changedAttempt(since, verb);
+    const now = this.#changedFirst(since, verb);
     if (now !== undefined) {
       this.#pollPacer.gotAtOnce();
       return now;
@@ -517,7 +533,7 @@ export class LatestValue {
     const since = checkVersion(sinceVersion, 'LatestValue.changedSync');
     checkWaitOptions(options, 'LatestValue.changedSync', CHANGED_SYNC_OPTIONS);
     if (this.#ctl.length === 0) throw this.#closedError('LatestValue.changedSync');
-    const now = this.#changedAttempt(since, 'LatestValue.changedSync');
+    const now = this.#changedFirst(since, 'LatestValue.changedSync');
     if (now !== undefined) return now;
     try {
       return parkSync(

@@ -62,6 +62,45 @@ for (const backing of ['sab', 'memfd'] as const) {
       }
     });
 
+    it('changed() and changedSync() resolve at once for a sinceVersion 2^32 away from the version (equal low 32 bits)', async function () {
+      lv.publish(new Uint8Array([1]));
+      assert.equal((await other.changed(1 + 2 ** 32, { timeoutMs: 2000 })).version, 1);
+      assert.equal(other.changedSync(1 + 2 ** 32, { timeoutMs: 2000 }).version, 1);
+      await rejectsCode(other.changed(1, { timeoutMs: 20 }), ErrorCodes.TIMEOUT); // the same version: it waits
+    });
+
+    it('read() reports a published slot rewritten under it (SEQ changing, PUBLISHED not) as CORRUPT, not a read that never ends', async function () {
+      if (backing !== 'sab') this.skip(); // the rewriting thread needs the memory: a SharedArrayBuffer
+      lv.publish(new Uint8Array([1]));
+      const seqI32 = V.slotOffset(MAX, 1) / 4 + V.SEQ_I32; // version 1's slot
+      const { Worker } = await import('node:worker_threads');
+      const flag = new Int32Array(new SharedArrayBuffer(4));
+      // A misbehaving writer: bumps the published slot's SEQ by 2 (even: "whole") for ever, PUBLISHED unchanged.
+      const worker = new Worker(
+        `const { workerData } = require('node:worker_threads');
+         const ctl = new Int32Array(workerData.sab); const flag = new Int32Array(workerData.flag);
+         Atomics.store(flag, 0, 1);
+         while (Atomics.load(flag, 0) === 1) Atomics.add(ctl, workerData.seqI32, 2);`,
+        { eval: true, workerData: { sab: region.buffer, flag: flag.buffer, seqI32 } },
+      );
+      try {
+        while (Atomics.load(flag, 0) !== 1) await new Promise((r) => setTimeout(r, 1));
+        let corrupt = 0;
+        for (let i = 0; i < 200 && corrupt === 0; i++) {
+          try {
+            assert.equal(other.read().version, 1);
+          } catch (err) {
+            assert.equal((err as ShmringError).code, ErrorCodes.CORRUPT, String(err));
+            corrupt++;
+          }
+        }
+        assert.ok(corrupt > 0, 'no read saw the slot change under it');
+      } finally {
+        Atomics.store(flag, 0, 0);
+        await worker.terminate();
+      }
+    });
+
     it('reads version 0, an empty value of type 0, before any publish', function () {
       assert.deepEqual({ ...other.read(), value: [...other.read().value] }, { version: 0, value: [], type: 0 });
     });
