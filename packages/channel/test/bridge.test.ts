@@ -492,6 +492,44 @@ describe('bridge', function () {
     }
   });
 
+  it('a log that throws does not stop the bridge: across an outage it reconnects and drains the ring, and each throw is a process warning', async function () {
+    const own = await NatsServer.start();
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === 'ShmringBridgeWarning') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    try {
+      const a = rings.make();
+      const running = new Promise<void>((ready, fail) => {
+        bridge(`shm:${a.name}`, own.url(uniqueSubject('badlog')), {
+          signal: controller.signal,
+          onReady: ready,
+          log: () => {
+            throw new Error('log broke');
+          },
+        }).catch(fail);
+      });
+      await running;
+      await own.stop();
+      await waitUntil(() => warnings.length > 0, 'the warning of the outage line');
+      let written = 0;
+      while (a.ring.tryWrite(message(written), 0)) written++;
+      await own.restart();
+      // Once reconnected (the line said after the wake-ups, its throw a warning too), the bridge drains the ring.
+      await waitUntil(() => a.ring.tryWrite(message(written), 0), 'the ring to drain once NATS is back', 15_000);
+      await waitUntil(() => warnings.some((w) => w.includes('reconnected')), 'the reconnection line, as a warning');
+      assert.ok(
+        warnings.every((w) => w.includes('log broke')),
+        JSON.stringify(warnings),
+      );
+    } finally {
+      process.off('warning', onWarning);
+      controller.abort();
+      await own.dispose();
+    }
+  });
+
   // An outside tester: shmring bridge exited 1 with ERR_SHMRING_CLOSED when the ring's producer closed it, the
   // ordinary end of its stream.
   for (const direction of ['ring → NATS', 'NATS → ring'] as const) {
@@ -709,15 +747,36 @@ describe('bridge', function () {
       });
     }
 
-    for (const poll of [-1, Number.NaN, '50'] as const) {
-      it(`bridge(…, { poll: ${String(poll)} }) rejects with ERR_SHMRING_INVALID_ARGUMENT naming poll`, async function () {
+    for (const [poll, Class] of [
+      [-1, RangeError],
+      [Number.NaN, RangeError],
+      [Infinity, RangeError],
+      ['50', TypeError],
+    ] as const) {
+      it(`bridge(…, { poll: ${typeof poll === 'string' ? JSON.stringify(poll) : String(poll)} }) rejects with ERR_SHMRING_INVALID_ARGUMENT naming poll, a ${Class.name}`, async function () {
         const a = rings.make();
         const err = await rejectsWith(
           bridge(`shm:${a.name}`, 'nats://127.0.0.1:4222/x', { poll: poll as number }),
           ErrorCodes.INVALID_ARGUMENT,
-          `poll=${String(poll)}`,
+          'poll',
         );
-        assert.ok(err instanceof RangeError, `${err.name}: a RangeError`);
+        assert.ok(err instanceof Class, `${err.name}: a ${Class.name}`);
+      });
+    }
+
+    for (const [name, value] of [
+      ['dedicated', 'true'],
+      ['dedicated', 1],
+      ['onReady', 123],
+    ] as const) {
+      it(`bridge(…, { ${name}: ${JSON.stringify(value)} }) rejects with a TypeError (ERR_SHMRING_INVALID_ARGUMENT) naming it, before it connects`, async function () {
+        const a = rings.make();
+        const err = await rejectsWith(
+          bridge(`shm:${a.name}`, 'nats://127.0.0.1:1/x', { [name]: value } as never),
+          ErrorCodes.INVALID_ARGUMENT,
+          name,
+        );
+        assert.ok(err instanceof TypeError, `${err.name}: a TypeError`);
       });
     }
 

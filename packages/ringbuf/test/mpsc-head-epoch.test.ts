@@ -12,7 +12,6 @@ import { strict as assert } from 'node:assert';
 import { Region } from '@shmring/core';
 import { MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
-import * as M from '../src/mpsc-layout.js';
 
 const CAPACITY = 256;
 const WINDOW = 2 ** 30;

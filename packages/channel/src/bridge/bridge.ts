@@ -50,9 +50,9 @@
  */
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { ErrorCodes, Region, ShmringError, ShmringRangeError, ShmringTypeError, abortError } from '@shmring/core';
+import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError, checkBoolean } from '@shmring/core';
 import type { JetStreamClient, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
-import { checkOptions, checkSignal, OptionNames } from '../options.js';
+import { checkOptions, checkPoll, checkSignal, OptionNames } from '../options.js';
 import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
@@ -191,12 +191,23 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
   const { source, target } = bridgeEnds(from, to);
   checkOptions(options, OptionNames.bridge, 'bridge');
   const signal = checkSignal(options?.signal, 'bridge') ?? new AbortController().signal;
-  const log = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  if (typeof log !== 'function')
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof log}`);
-  const poll = options?.poll;
-  if (poll !== undefined && !(typeof poll === 'number' && poll >= 0)) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `bridge: poll=${String(poll)} must be a number of microseconds >= 0`);
+  const userLog = options?.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (typeof userLog !== 'function')
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: log must be a function, got ${typeof userLog}`);
+  // A log that throws must not stop the bridge, nor leave a loop that said something half done (a reconnection
+  // whose waiters were not woken yet): its error becomes a process warning.
+  const log = (line: string): void => {
+    try {
+      userLog(line);
+    } catch (err) {
+      process.emitWarning(`shmring bridge: options.log threw (${String(err)}) on the line: ${line}`, 'ShmringBridgeWarning');
+    }
+  };
+  const poll = checkPoll(options?.poll, 'bridge');
+  const dedicated = checkBoolean('dedicated', options?.dedicated, 'bridge');
+  const onReady = options?.onReady;
+  if (onReady !== undefined && typeof onReady !== 'function') {
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `bridge: onReady must be a function, got ${typeof onReady}`);
   }
   const address = source.kind === 'nats' ? source.address : (target as { address: NatsAddress }).address;
   if (signal.aborted) return;
@@ -224,7 +235,7 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
         : address.jetstream === undefined
           ? `what is published to '${address.subject}' meanwhile is lost: core NATS keeps nothing for a subscriber away`
           : `the stream '${address.jetstream}' keeps the messages meanwhile`;
-    ctx = watchConnection(nats, nc, address, signal, log, options?.onReady, options?.dedicated === true, meanwhile);
+    ctx = watchConnection(nats, nc, address, signal, log, onReady, dedicated, meanwhile);
     if (source.kind === 'shm') {
       warnPayload(ctx, ring as RingReader, log);
       if (address.jetstream === undefined) await ringToCore(ctx, ring as RingReader);
@@ -299,12 +310,12 @@ function watchConnection(
         log(`shmring bridge: lost the NATS server at ${address.server}; reconnecting (${meanwhile})`);
       } else if (status.type === 'reconnect' && down) {
         down = false;
-        log(`shmring bridge: reconnected to the NATS server at ${address.server}`);
         for (const wake of waiters.splice(0)) wake();
         for (const listener of reconnected) listener();
+        log(`shmring bridge: reconnected to the NATS server at ${address.server}`);
       }
     }
-  })();
+  })().catch((err: unknown) => log(`shmring bridge: stopped watching the connection to ${address.server}: ${String(err)}`));
   const onAbort = (): void => {
     for (const wake of waiters.splice(0)) wake();
   };
