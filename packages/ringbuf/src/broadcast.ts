@@ -1110,6 +1110,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
     } else {
       // Lapped: resume at the newest record (its start is at most a ring before the tail), counting the skipped ones.
       const back = (tail - latest) >>> 0;
+      // A record starts at a multiple of 8: a LATEST that says otherwise would put the cursor between words.
+      if ((back & 7) !== 0) throw corrupt(`the newest record starts at ${latest >>> 0}, not a multiple of 8`, this.where);
       if (count - 1 >= this.#number && back > 0 && back <= this.capacity && intent - back >= this.#cursor) {
         this.lost += count - 1 - this.#number;
         this.#cursor = intent - back;

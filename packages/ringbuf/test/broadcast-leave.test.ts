@@ -32,6 +32,26 @@ describe('Broadcast: a subscriber leaving, and a lap in flight', function () {
     });
   }
 
+  it('a lapped subscriber refuses a LATEST that is no record start (not a multiple of 8): ERR_SHMRING_CORRUPT, its cursor left alone', function () {
+    const options = { capacity: CAPACITY, subscribers: 1 };
+    const region = Region.create({ backing: 'sab', size: Broadcast.regionSize(options) });
+    const publisher = Broadcast.create(region, options);
+    const subscriber = Broadcast.subscribe(region);
+    try {
+      for (let i = 0; i < 40; i++) assert.ok(publisher.tryWrite(new Uint8Array(32))); // 1,600 bytes: a lap and more
+      const ctl = new Int32Array(region.buffer, 0, B.COUNTERS_OFFSET / 4 + 16);
+      const tail = Atomics.load(ctl, B.TAIL_I32);
+      Atomics.store(ctl, B.LATEST_I32, (tail - 36) | 0); // a record of 40 bytes ends at the tail: it starts at tail - 40
+      assert.throws(() => subscriber.tryRead(), { code: ErrorCodes.CORRUPT });
+      Atomics.store(ctl, B.LATEST_I32, (tail - 40) | 0);
+      assert.deepEqual(subscriber.tryRead(), new Uint8Array(32), 'the newest record, once LATEST names its start');
+    } finally {
+      subscriber.close();
+      publisher.close();
+      region.close();
+    }
+  });
+
   it('a lapped subscriber whose lap cannot be settled (the publisher died in the middle of a record) is not readable: its wait parks', async function () {
     const options = { capacity: CAPACITY, subscribers: 1 };
     const region = Region.create({ backing: 'sab', size: Broadcast.regionSize(options) });

@@ -1333,7 +1333,15 @@ static int bcast_snapshot(const struct ring *r, struct snapshot *q) {
         if (!load64(r, OFF_COUNT, &q->count)) continue;
         q->latest = atomic_load_explicit(word(r, OFF_LATEST), memory_order_seq_cst);
         /* Unchanged: no record began between the two INTENT loads, so COUNT is that of the tail. */
-        if (load64(r, OFF_INTENT, &again) && again == q->intent && q->tail == (uint32_t)q->intent) return 1;
+        if (load64(r, OFF_INTENT, &again) && again == q->intent && q->tail == (uint32_t)q->intent) {
+            /* Plausible ("Snapshot"): records start and end at multiples of 8, and each takes at least 8 bytes. A
+             * position between words would have us write (or read) a header past the data area's end. */
+            if (q->intent % 8 != 0 || q->count > q->intent / 8 || (uint32_t)(q->tail - q->latest) % 8 != 0) {
+                die(EXIT_CORRUPT, "snapshot INTENT=%llu COUNT=%llu LATEST=%u is no state a publisher leaves",
+                    (unsigned long long)q->intent, (unsigned long long)q->count, q->latest);
+            }
+            return 1;
+        }
     }
     return 0;
 }
