@@ -338,28 +338,48 @@ function passes(check: PositionCheck, producer: number, consumer: number, capaci
 
 /**
  * A consumer of an SpscRing or a MpscRing, before it stores `head` as
- * CONSUMER_POSITION: raises HEAD_EPOCH if that moves the head into another
- * 2^30-byte window (layout.ts), so positions 2^32 bytes apart can be told
- * apart (a producer's cached head, the bridge's record names).
+ * CONSUMER_POSITION in place of `stored` (the head it stored last, or took
+ * over): raises HEAD_EPOCH if that moves the head into another 2^30-byte
+ * window (layout.ts), so positions 2^32 bytes apart can be told apart (a
+ * producer's cached head, readCount). Returns the raise, 1 or 0: the
+ * consumer keeps its own count (it is the word's only writer meanwhile).
  */
-export function countHeadWindow(ctl: Int32Array, head: number): void {
-  // The head stored last (the consumer is the word's only writer): a load of a line it wrote itself.
-  if ((ctl[L.CONSUMER_POSITION_I32]! ^ head) >>> L.HEAD_EPOCH_SHIFT === 0) return;
+export function countHeadWindow(ctl: Int32Array, stored: number, head: number): number {
+  if ((stored ^ head) >>> L.HEAD_EPOCH_SHIFT === 0) return 0;
   // Publishes "the head leaves its window" before the caller's store that moves it: a producer that still loads
   // the old count after its tail has a cached head at most one window behind the head it could see.
   Atomics.add(ctl, L.HEAD_EPOCH_I32, 1);
+  return 1;
+}
+
+/**
+ * A consumer taking its role, at `head` (the head it takes over): returns
+ * HEAD_EPOCH, first raised (never lowered) so that its two low bits name
+ * the head's window where a consumer that did not keep it left it behind:
+ * 0 on a ring laid out before HEAD_EPOCH existed (or whose consumers never
+ * raised it), or 1 or 2 windows behind. One ahead (three behind, the count
+ * not 0) is a consumer that died between its raise and its head store, and
+ * stays so: headCount reads it. Raising only keeps the producers' check
+ * sound (a raise makes them re-read the head, nothing more).
+ */
+export function takeHeadEpoch(ctl: Int32Array, head: number): number {
+  // Observes the previous consumers' raises (each before its head store, which the caller loaded).
+  const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32) >>> 0;
+  const lag = ((head >>> L.HEAD_EPOCH_SHIFT) - epoch) & 3;
+  if (lag === 0 || (lag === 3 && epoch !== 0)) return epoch;
+  // Publishes the count the head's window needs, before this consumer's first head store.
+  return (Atomics.add(ctl, L.HEAD_EPOCH_I32, lag) + lag) >>> 0;
 }
 
 /**
  * Bytes consumed since the ring was created up to `position`, a u32
- * position at most CAPACITY past `released` (the head this consumer stored
- * last): the windows HEAD_EPOCH counts, and the position within its
- * window. As the consumers kept HEAD_EPOCH: one that died between its raise
- * and its store left it one ahead, which is read as such.
+ * position at most CAPACITY past `released` (the head stored last), by
+ * `epoch` (HEAD_EPOCH as the consumer keeps it: takeHeadEpoch, then its
+ * raises): the head's window is the one `released` names modulo 4, the
+ * count's own or, where the count is one ahead (a consumer died between
+ * its raise and its store), the one before.
  */
-export function headCount(ctl: Int32Array, released: number, position: number): number {
-  // Observes the windows the head entered (each raise before the store that entered one); the head's own is released.
-  const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32) >>> 0;
+export function headCount(epoch: number, released: number, position: number): number {
   const lag = ((released >>> L.HEAD_EPOCH_SHIFT) - epoch) & 3; // 0, or 3: the count one ahead of the stored head
   const headWindow = lag === 3 && epoch > 0 ? epoch - 1 : epoch + lag;
   const ahead = ((position >>> L.HEAD_EPOCH_SHIFT) - (released >>> L.HEAD_EPOCH_SHIFT)) & 3; // 0 or 1

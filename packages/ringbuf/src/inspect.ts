@@ -407,7 +407,7 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     const position = (head + passed) >>> 0;
     const index = position & (capacity - 1);
     const left = Math.min(claimed - passed, capacity - index); // a record never straddles the end
-    // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's thread id stored before it in TYPE), or nothing yet.
+    // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's mark, the negated thread id, stored before it in TYPE), or nothing yet.
     const length = Atomics.load(data32, (index >> 2) + M.MPSC_LENGTH_I32);
     if (length === 0) {
       // Claimed, header not written yet: its extent is the zero words up to the next header (as the consumer's skip counts it).

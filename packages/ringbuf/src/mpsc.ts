@@ -82,6 +82,7 @@ import {
   checkStablePositions,
   countHeadWindow,
   readHeader,
+  takeHeadEpoch,
   ringMemory,
   unpublish,
   writeHeader,
@@ -314,8 +315,9 @@ export class MpscRing extends Queue {
    */
   readonly #mayCommitPlainly: boolean;
 
-  // Consumer side: own head (only the consumer writes it), the tail as last seen (bounds checks).
+  // Consumer side: own head (only the consumer writes it), the head it stored last, the tail as last seen (bounds checks).
   #head: number;
+  #storedHead = 0;
   #cachedTail: number;
   /** The stuck record being timed: its position, the LENGTH seen there, and since when (performance.now()). */
   #stuckAt = -1;
@@ -870,7 +872,7 @@ export class MpscRing extends Queue {
     // observed), or by this consumer when it registered. Then thread ids do not tell: a live producer holds
     // the lock. A look of an object that has not registered yet goes by its own namespace too.
     if ((Atomics.load(this.ctl, L.FLAGS_I32) & M.FLAG_PID_NS_MIXED) !== 0 || !this.#inRingNamespace()) return false;
-    // The claimer's thread id, stored before its negative LENGTH (which the caller observed); gone only if
+    // The claimer's mark (its negated thread id), stored before its negative LENGTH (which the caller observed); gone only if
     // certainly so (threadGone: a live claimer may commit with a plain store). But a claimer that commits
     // (or aborts) stores its record's TYPE (a type >= 0, or PADDING_TYPE) over the mark before the LENGTH
     // that ends the claim: a TYPE that is no mark (marks are negated thread ids, <= -2), or that is not the one
@@ -927,7 +929,8 @@ export class MpscRing extends Queue {
   /** Releases the consumed bytes (zeroed before) to the producers, through `ctl` (drain passes the view it started with). */
   #release(head: number, ctl: Int32Array): void {
     this.#head = head;
-    countHeadWindow(ctl, head);
+    countHeadWindow(ctl, this.#storedHead, head);
+    this.#storedHead = head;
     // Publishes the freed (zeroed) space to the producers; pairs with their load of CONSUMER_POSITION.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
@@ -948,6 +951,8 @@ export class MpscRing extends Queue {
     const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
     checkPositions(tail, head, this.capacity, this.where);
     this.#head = head;
+    this.#storedHead = head;
+    takeHeadEpoch(ctl, head); // producers need only its raises; this consumer keeps no count of its own
     this.#cachedTail = tail;
     this.#trusted = 0; // whatever this object took on trust before is behind that head, which is not past this tail
     // #stuckAt stays: a record a look saw stuck at this head (select, before the role was ours) has been stuck since.
@@ -1048,7 +1053,8 @@ export class MpscRing extends Queue {
    * store (PLAIN_MARK), ordered after the zeroing stores by the hardware.
    */
   #storeHead(ctl: Int32Array, head: number): void {
-    countHeadWindow(ctl, head);
+    countHeadWindow(ctl, this.#storedHead, head);
+    this.#storedHead = head;
     // Publishes the room before `head` (zeroed first); pairs with the producers' load of CONSUMER_POSITION.
     if (PLAIN_MARK) ctl[L.CONSUMER_POSITION_I32] = head;
     else Atomics.store(ctl, L.CONSUMER_POSITION_I32, head);

@@ -70,6 +70,7 @@ import {
   checkStablePositions,
   countHeadWindow,
   headCount,
+  takeHeadEpoch,
   readHeader,
   ringMemory,
   unpublish,
@@ -562,8 +563,8 @@ export class SpscRing extends Queue {
   }
 
   #storeConsumer(position: number, ctl: Int32Array): void {
+    this.#headEpoch = (this.#headEpoch + countHeadWindow(ctl, this.#releasedPosition, position)) >>> 0;
     this.#releasedPosition = position;
-    countHeadWindow(ctl, position);
     // Publishes the freed space to the producer; pairs with its load of CONSUMER_POSITION. Bytes were read before it.
     Atomics.store(ctl, L.CONSUMER_POSITION_I32, position);
     unpark(ctl, WRITE_BLOCK, WAKE_ALL);
@@ -585,7 +586,11 @@ export class SpscRing extends Queue {
     checkPositions(Atomics.load(ctl, L.PRODUCER_POSITION_I32), consumer, this.capacity, this.where);
     this.#consumerPosition = consumer;
     this.#releasedPosition = consumer;
+    this.#headEpoch = takeHeadEpoch(ctl, consumer);
   }
+
+  /** Consumer: HEAD_EPOCH as this consumer keeps it (taken with the role, raised by its own stores). */
+  #headEpoch = 0;
 
   /** Copies the next message out, or returns null if the ring is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
@@ -677,8 +682,14 @@ export class SpscRing extends Queue {
    * message ids.
    */
   get readCount(): number {
-    if (this.ctl.length === 0) throw this.closedError();
-    return headCount(this.ctl, this.#releasedPosition, this.#consumerPosition);
+    const ctl = this.ctl;
+    if (ctl.length === 0) throw this.closedError();
+    if (this.isConsumer) return headCount(this.#headEpoch, this.#releasedPosition, this.#consumerPosition);
+    // Not the consumer (yet): the count of the head stored now. Observes the consumers' raises, then a head store
+    // that came after them.
+    const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32) >>> 0;
+    const head = Atomics.load(ctl, L.CONSUMER_POSITION_I32);
+    return headCount(epoch, head, head);
   }
 
   /** Producer: the end of the last record written (a u32 position; published unless corked). */

@@ -84,4 +84,55 @@ describe('SpscRing: HEAD_EPOCH and readCount', function () {
       region.close();
     }
   });
+
+  it('a consumer taking a ring whose HEAD_EPOCH was not kept (0, its head in window 3) brings it up to the head: readCount goes on past 2^32, never back', function () {
+    const { region, ctl, producer, consumer } = ringAt(4 * WINDOW - 128); // window 3, HEAD_EPOCH 0: laid out before it existed
+    try {
+      assert.ok(producer.tryWrite(new Uint8Array(56)));
+      assert.ok(consumer.tryRead() !== null);
+      assert.equal(Atomics.load(ctl, L.HEAD_EPOCH_I32), 3, "raised to the head's window when it took the role");
+      assert.equal(consumer.readCount, 4 * WINDOW - 64);
+      assert.ok(producer.tryWrite(new Uint8Array(56)));
+      assert.ok(consumer.tryRead() !== null);
+      assert.equal(consumer.readCount, 4 * WINDOW, 'past 2^32, not back to 0');
+      assert.equal(Atomics.load(ctl, L.HEAD_EPOCH_I32), 4);
+    } finally {
+      producer.detach();
+      consumer.detach();
+      region.close();
+    }
+  });
+
+  it('a HEAD_EPOCH one ahead (a consumer died between its raise and its head store) counts the same bytes, and stays one ahead', function () {
+    const { region, ctl, producer, consumer } = ringAt(2 * WINDOW - 128); // window 1
+    try {
+      Atomics.store(ctl, L.HEAD_EPOCH_I32, 2); // raised for window 2, the head store never made
+      assert.ok(producer.tryWrite(new Uint8Array(56)));
+      assert.ok(consumer.tryRead() !== null);
+      assert.equal(consumer.readCount, 2 * WINDOW - 64);
+      assert.ok(producer.tryWrite(new Uint8Array(56)));
+      assert.ok(consumer.tryRead() !== null);
+      assert.equal(consumer.readCount, 2 * WINDOW, 'one window on, counted once');
+      assert.equal(Atomics.load(ctl, L.HEAD_EPOCH_I32), 3);
+    } finally {
+      producer.detach();
+      consumer.detach();
+      region.close();
+    }
+  });
+
+  it('readCount of an object that is not the consumer: the count of the head stored now', function () {
+    const { region, producer, consumer } = ringAt(WINDOW - 64);
+    const observer = SpscRing.attach(region);
+    try {
+      assert.ok(producer.tryWrite(new Uint8Array(56)));
+      assert.ok(consumer.tryRead() !== null);
+      assert.equal(observer.readCount, WINDOW);
+    } finally {
+      observer.detach();
+      producer.detach();
+      consumer.detach();
+      region.close();
+    }
+  });
 });

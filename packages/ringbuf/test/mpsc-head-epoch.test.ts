@@ -2,7 +2,7 @@
  * An MpscRing producer checks room against a cached head, and positions are
  * 32-bit: a producer idle while others moved nearly 4 GiB through the ring
  * would find `tail - cached head` wrapped to a small number and take a full
- * ring for an empty one. HEAD_EPOCH (mpsc-layout.ts) tells it its cache is
+ * ring for an empty one. HEAD_EPOCH (layout.ts) tells it its cache is
  * that old. The gigabytes are skipped here by moving both positions forward
  * within a 2^30-byte window while nothing is unread (as traffic that never
  * crossed a window boundary would leave them); every crossing is made by a
