@@ -25,6 +25,25 @@ function needProcShowingAll(context: Mocha.Context): void {
   }
 }
 
+/**
+ * A memfd MpscRing of 1024 bytes whose consumer takes a stuck claim back at once (peerTimeoutMs 0), its producer
+ * (committing with a plain store on x86-64, so a take-back it cannot see loses its message), and the Int32 index of
+ * the TYPE word of the record whose payload is at `offset`.
+ */
+function plainCommitRing(): {
+  region: Region;
+  consumer: MpscRing;
+  producer: MpscRing;
+  data32: Int32Array;
+  typeOf: (offset: number) => number;
+} {
+  const region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+  const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+  const producer = MpscRing.attach(region);
+  const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+  return { region, consumer, producer, data32, typeOf: (offset) => (offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32 };
+}
+
 describe('isAlive: a process /proc may hide is alive', function () {
   it('counts a process missing from a /proc that may hide it as alive (no /proc here: a tmpfs over it), not as dead', function () {
     const code = `
@@ -95,13 +114,8 @@ describe('threadGone: when a claimer is certainly gone', function () {
 
   it('a claim whose TYPE no longer holds the mark it showed when first seen is a claimer committing: never taken back, its message arrives', function () {
     needProcShowingAll(this);
-    // A memfd region: the producer commits with a plain store (x86-64), so a take-back it cannot see loses its message.
-    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
-    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
-    const producer = MpscRing.attach(region);
+    const { region, consumer, producer, data32, typeOf } = plainCommitRing();
     try {
-      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
-      const typeOf = (offset: number): number => (offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32;
       // The consumer looks between the two stores of a commit: TYPE holds the message's type (0, the default), LENGTH the claim.
       let offset = producer.claim(8);
       data32[typeOf(offset)] = 0;
@@ -122,21 +136,18 @@ describe('threadGone: when a claimer is certainly gone', function () {
     } finally {
       producer.close();
       consumer.close();
+      region.close();
     }
   });
 
   it('a claim whose TYPE already holds its message type when first seen (a claimer between its TYPE and LENGTH stores) is never taken back, whatever thread id the type equals', function () {
     needProcShowingAll(this);
-    // A memfd region: the producer commits with a plain store (x86-64), so a take-back it cannot see loses its message.
-    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
-    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
-    const producer = MpscRing.attach(region);
+    const { region, consumer, producer, data32, typeOf } = plainCommitRing();
     try {
-      const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
       // A message type equal to a thread id no live thread has, and 0: stored over the mark before the consumer's first look.
       for (const type of [deadThreadId(), 0]) {
         const offset = producer.claim(8);
-        data32[(offset - M.MPSC_RECORD_HEADER) / 4 + M.MPSC_TYPE_I32] = type;
+        data32[typeOf(offset)] = type;
         assert.equal(consumer.tryRead(), null, `type ${type}: nothing committed yet`);
         assert.equal(consumer.tryRead(), null, `type ${type}: still nothing`);
         assert.equal(consumer.unblockedRecords, 0, `type ${type}: a claimer in its commit was judged gone`);
@@ -147,6 +158,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
     } finally {
       producer.close();
       consumer.close();
+      region.close();
     }
   });
 

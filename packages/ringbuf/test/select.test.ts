@@ -721,55 +721,35 @@ describe('select', () => {
       }
     });
 
-    it('a select that fails after a publisher woke it (an entry closed under it) passes the wake-up on to a read parked beside it', async function () {
-      needMemfd('memfd', this);
-      const a = makeRing('memfd', 'spsc');
-      const b = makeRing('memfd', 'spsc');
-      try {
-        const entries = [a.queue, b.queue];
-        // Once b is returned, the next select over the same array starts its scans at a.
-        assert.equal(b.queue.tryWrite(new Uint8Array([1])), true);
-        assert.equal(await select(entries), 1);
-        assert.deepEqual(b.queue.tryRead(), new Uint8Array([1]));
-        const pending = select(entries, { timeoutMs: 10_000 }).catch((err: ShmringError) => err.code);
-        await sleep(50); // parked first
-        const read = b.queue.read({ timeoutMs: 3000, poll: 0 });
-        await sleep(50); // parked after it
-        // One wake-up of one sleeper of b (the select's, first in the queue), then a closed before the select hears.
-        assert.equal(b.queue.tryWrite(new Uint8Array([2])), true);
-        a.queue.close();
-        assert.equal(await pending, ErrorCodes.CLOSED);
-        // Without the pass-on it gets the message only at its timeout's last look, 3 s on.
-        assert.deepEqual(await within(WOKEN_MS, read, 'the read parked beside the message'), new Uint8Array([2]));
-      } finally {
-        closeAll([a, b]);
-      }
-    });
-
-    it('a select that fails after a publisher woke it (the region of another entry closed under it, its wait let go of at the unmap) passes the wake-up on to a read parked beside it', async function () {
-      needMemfd('memfd', this);
-      const a = makeRing('memfd', 'spsc');
-      const b = makeRing('memfd', 'spsc');
-      try {
-        const entries = [a.queue, b.queue];
-        // Once b is returned, the next select over the same array starts its scans at a.
-        assert.equal(b.queue.tryWrite(new Uint8Array([1])), true);
-        assert.equal(await select(entries), 1);
-        assert.deepEqual(b.queue.tryRead(), new Uint8Array([1]));
-        const pending = select(entries, { timeoutMs: 10_000 }).catch((err: ShmringError) => err.code);
-        await sleep(50); // parked first
-        const read = b.queue.read({ timeoutMs: 3000, poll: 0 });
-        await sleep(50); // parked after it
-        // One wake-up of one sleeper of b (the select's, first in the queue), then a's memory unmapped before the select hears.
-        assert.equal(b.queue.tryWrite(new Uint8Array([2])), true);
-        a.region.close();
-        assert.equal(await pending, ErrorCodes.CLOSED);
-        // Without the pass-on it gets the message only at its timeout's last look, 3 s on.
-        assert.deepEqual(await within(WOKEN_MS, read, 'the read parked beside the message'), new Uint8Array([2]));
-      } finally {
-        closeAll([a, b]);
-      }
-    });
+    for (const what of ['queue', 'region'] as const) {
+      const how =
+        what === 'queue' ? 'an entry closed under it' : 'the region of another entry closed under it, its wait let go of at the unmap';
+      it(`a select that fails after a publisher woke it (${how}) passes the wake-up on to a read parked beside it`, async function () {
+        needMemfd('memfd', this);
+        const a = makeRing('memfd', 'spsc');
+        const b = makeRing('memfd', 'spsc');
+        try {
+          const entries = [a.queue, b.queue];
+          // Once b is returned, the next select over the same array starts its scans at a.
+          assert.equal(b.queue.tryWrite(new Uint8Array([1])), true);
+          assert.equal(await select(entries), 1);
+          assert.deepEqual(b.queue.tryRead(), new Uint8Array([1]));
+          const pending = select(entries, { timeoutMs: 10_000 }).catch((err: ShmringError) => err.code);
+          await sleep(50); // parked first
+          const read = b.queue.read({ timeoutMs: 3000, poll: 0 });
+          await sleep(50); // parked after it
+          // One wake-up of one sleeper of b (the select's, first in the queue), then a closed before the select hears.
+          assert.equal(b.queue.tryWrite(new Uint8Array([2])), true);
+          if (what === 'queue') a.queue.close();
+          else a.region.close();
+          assert.equal(await pending, ErrorCodes.CLOSED);
+          // Without the pass-on it gets the message only at its timeout's last look, 3 s on.
+          assert.deepEqual(await within(WOKEN_MS, read, 'the read parked beside the message'), new Uint8Array([2]));
+        } finally {
+          closeAll([a, b]);
+        }
+      });
+    }
 
     it('each wrong option: its class and ERR_SHMRING_INVALID_ARGUMENT, naming it, from select and selectSync alike', async () => {
       const rings = [makeRing('sab', 'spsc')];
