@@ -302,6 +302,7 @@ function truncatedHeader(buffer: ArrayBuffer | SharedArrayBuffer, name: string, 
     used: 0,
     producerPosition: 0,
     consumerPosition: 0,
+    // Written before MAGIC (loaded above) and never again; 0 where the region ends before it.
     creationId: words.length > L.CREATION_ID_I32 ? words[L.CREATION_ID_I32]! >>> 0 : 0,
     closed: false,
     creator: { pid: 0, alive: false },

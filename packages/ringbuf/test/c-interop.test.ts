@@ -64,7 +64,7 @@ import * as B from '../src/broadcast-layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { WRITER_PATH } from './fixtures/c-interop-mpsc-writer.js';
 import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
-import { deadThreadId } from './helpers.js';
+import { deadThreadId, skipPositions } from './helpers.js';
 import { Roles } from '../src/roles.js';
 import {
   CONSUMER_PID_I32,
@@ -573,13 +573,13 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
           // Both positions just below 2^30 while nothing is unread, as traffic that crossed no window leaves them.
           ring.detach();
-          Atomics.store(ctl, PRODUCER_POSITION_I32, 2 ** 30 - 1024);
-          Atomics.store(ctl, CONSUMER_POSITION_I32, 2 ** 30 - 1024);
+          skipPositions(ctl, 2 ** 30 - 1024);
           ring = SpscRing.attach(region!);
           peer = runPeer(binary, ['spsc-consume', regionPath, '100']);
           await writePattern(ring, 100, peer);
           const { code, stderr } = await peer.done;
           assert.equal(code, 0, stderr);
+          // Observe the exited C consumer's last head store, and its raises before it.
           const head = Atomics.load(ctl, CONSUMER_POSITION_I32);
           assert.ok(head > 2 ** 30, 'the C consumer crossed');
           assert.equal(Atomics.load(ctl, HEAD_EPOCH_I32), 1, 'one window entered, counted once');
@@ -848,10 +848,11 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     /** Both positions moved to `position` while nothing is unread, as traffic that never crossed a 2^30-byte window leaves them. */
     const skipTo = (position: number): void => {
       const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+      // Observe the last consumer's release and the last claim (the C producer is paused, the readers detached).
       assert.equal(Atomics.load(ctl, CONSUMER_POSITION_I32), Atomics.load(ctl, PRODUCER_POSITION_I32), 'nothing unread');
-      Atomics.store(ctl, PRODUCER_POSITION_I32, position | 0);
-      Atomics.store(ctl, CONSUMER_POSITION_I32, position | 0);
+      skipPositions(ctl, position);
     };
+    // Observes the consumers' raises (each before its head store; read after the consumer finished).
     const headEpoch = (): number => Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), HEAD_EPOCH_I32);
 
     it('a C consumer whose head enters another 2^30-byte window raises HEAD_EPOCH before it stores that head', async () => {
@@ -863,6 +864,7 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
       for (let i = 0; i < PER; i++) await writeOrWait(ring, patternMessage(scratch, i), patternType(i), consumer.failed);
       const { code, stderr } = await consumer.done;
       assert.equal(code, 0, stderr);
+      // Observes the exited C consumer's last head store.
       assert.ok(Atomics.load(new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH), CONSUMER_POSITION_I32) > 2 ** 30, 'the head crossed');
       assert.equal(headEpoch(), 1, 'one window entered');
     });
@@ -898,8 +900,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         while (busy.tryWrite(Uint8Array.of(sent & 255, sent >> 8), 5)) sent++;
         assert.equal(sent, CAPACITY / 16);
         const ctl = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
-        assert.equal(Atomics.load(ctl, PRODUCER_POSITION_I32), 0);
-        // A reader "parked": the C producer writes message 1 now, into a full ring, and must wait for room.
+        assert.equal(Atomics.load(ctl, PRODUCER_POSITION_I32), 0); // observes this thread's last claim
+        // Publishes a reader "parked" to the C producer's pause (it loads READ_WAITERS): it writes message 1 now, into
+        // a full ring, and must wait for room. Then withdrawn, before a real reader announces itself.
         Atomics.store(ctl, READ_WAITERS_I32, 1);
         await sleep(100);
         Atomics.store(ctl, READ_WAITERS_I32, 0);

@@ -6,11 +6,15 @@
  * before a window boundary are skipped by moving both positions forward
  * while nothing is unread (as traffic that crossed no boundary leaves
  * them); every crossing is made by the consumer reading a real record.
+ * Each Atomics.load of HEAD_EPOCH below observes the raises of this
+ * thread's own reads just before it; each store forges a state no side is
+ * running over.
  */
 import { strict as assert } from 'node:assert';
 import { Region } from '@shmring/core';
 import { SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { skipPositions } from './helpers.js';
 
 const CAPACITY = 1024;
 const WINDOW = 2 ** 30;
@@ -19,8 +23,7 @@ function ringAt(position: number): { region: Region; ctl: Int32Array; producer: 
   const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: CAPACITY }) });
   SpscRing.create(region, { capacity: CAPACITY }).detach();
   const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
-  Atomics.store(ctl, L.PRODUCER_POSITION_I32, position | 0);
-  Atomics.store(ctl, L.CONSUMER_POSITION_I32, position | 0);
+  skipPositions(ctl, position);
   return { region, ctl, producer: SpscRing.attach(region), consumer: SpscRing.attach(region) };
 }
 
@@ -39,8 +42,7 @@ describe('SpscRing: HEAD_EPOCH and readCount', function () {
         // past its position), then 4 records of 64 bytes across it, by new sides.
         const below = w * WINDOW - 128;
         new Uint8Array(region.buffer, L.DATA_OFFSET, CAPACITY).fill(0);
-        Atomics.store(ctl, L.PRODUCER_POSITION_I32, below | 0);
-        Atomics.store(ctl, L.CONSUMER_POSITION_I32, below | 0);
+        skipPositions(ctl, below);
         const p = SpscRing.attach(region);
         const c = SpscRing.attach(region);
         try {

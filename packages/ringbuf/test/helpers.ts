@@ -4,6 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Region, type ShmringError } from '@shmring/core';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
+import * as L from '../src/layout.js';
 import type { SubscriberReport } from './fixtures/broadcast-peer.js';
 
 /** `length` pseudo-random bytes from `seed` (xorshift32): the same seed gives the same bytes. */
@@ -37,6 +38,19 @@ export function memfdUnavailable(): string | undefined {
 export const UNSHARE = ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child'];
 
 /** A number no thread has in this PID namespace (a thread id from another namespace may be such a number here). */
+/**
+ * Moves both positions of the ring whose control words are `ctl` to
+ * `position` while nothing is unread, as traffic that crossed no 2^30-byte
+ * window boundary would leave them (the HEAD_EPOCH tests skip gigabytes so).
+ * Only while no side runs: the sides that use the ring after are attached
+ * (or take their roles) after it.
+ */
+export function skipPositions(ctl: Int32Array, position: number): void {
+  // Publishes the forged positions to the sides that take their roles after (they load both then).
+  Atomics.store(ctl, L.PRODUCER_POSITION_I32, position | 0);
+  Atomics.store(ctl, L.CONSUMER_POSITION_I32, position | 0);
+}
+
 export function deadThreadId(): number {
   const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
   for (let id = max - 1; id > 1; id--) if (!existsSync(`/proc/${id}`)) return id;

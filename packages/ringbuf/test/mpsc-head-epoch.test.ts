@@ -6,12 +6,14 @@
  * that old. The gigabytes are skipped here by moving both positions forward
  * within a 2^30-byte window while nothing is unread (as traffic that never
  * crossed a window boundary would leave them); every crossing is made by a
- * real consumer reading a real record.
+ * real consumer reading a real record. Each Atomics.load below observes
+ * what this thread's own calls just stored.
  */
 import { strict as assert } from 'node:assert';
 import { Region } from '@shmring/core';
 import { MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
+import { skipPositions } from './helpers.js';
 
 const CAPACITY = 256;
 const WINDOW = 2 ** 30;
@@ -39,16 +41,14 @@ describe('MpscRing: a producer whose cached head is 2^32 bytes old', function ()
       for (let w = 1; w <= 3; w++) {
         assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), Atomics.load(ctl, L.PRODUCER_POSITION_I32), 'nothing unread');
         const below = (w * WINDOW - 64) | 0;
-        Atomics.store(ctl, L.PRODUCER_POSITION_I32, below);
-        Atomics.store(ctl, L.CONSUMER_POSITION_I32, below);
+        skipPositions(ctl, below);
         assert.ok(busy.tryWrite(new Uint8Array(100).fill(w)));
         assert.deepEqual([...readOne()], [...new Uint8Array(100).fill(w)]);
         assert.equal(Atomics.load(ctl, L.HEAD_EPOCH_I32), w, `the consumer counted crossing ${w}`);
       }
       // 2^32 - CAPACITY bytes after the idle producer's cache: the busy one fills the ring from there.
       const start = (2 ** 32 - CAPACITY) | 0;
-      Atomics.store(ctl, L.PRODUCER_POSITION_I32, start);
-      Atomics.store(ctl, L.CONSUMER_POSITION_I32, start);
+      skipPositions(ctl, start);
       const sent: number[] = [];
       for (let i = 0; busy.tryWrite(Uint8Array.of(i, i, i)); i++) sent.push(i);
       assert.equal(sent.length, CAPACITY / 16, 'filled with 16-byte records');
@@ -82,8 +82,7 @@ describe('MpscRing: a producer whose cached head is 2^32 bytes old', function ()
     const producer = MpscRing.attach(region);
     try {
       const below = (WINDOW - 32) | 0; // a 64-byte record wraps: padding of 32 first, and the crossing is the padding's
-      Atomics.store(ctl, L.PRODUCER_POSITION_I32, below);
-      Atomics.store(ctl, L.CONSUMER_POSITION_I32, below);
+      skipPositions(ctl, below);
       assert.ok(producer.tryWrite(new Uint8Array(56)));
       assert.ok(producer.tryWrite(new Uint8Array(56)));
       let handed = 0;
