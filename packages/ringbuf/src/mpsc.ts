@@ -540,7 +540,7 @@ export class MpscRing extends Queue {
       const needed = size <= toEnd ? size : toEnd + size;
       // Observes the consumer's count of head windows, after the tail: the same count as before our cached head
       // was read means that head is less than 2^31 behind, so `tail - cachedHead` below does not wrap to a small
-      // number (layout.ts, HEAD_EPOCH). A line the consumer writes once per GiB: a load that hits.
+      // number (layout.ts, HEAD_EPOCH). In the tail's line, just loaded, which the consumer writes once per GiB.
       const epoch = Atomics.load(ctl, L.HEAD_EPOCH_I32);
       if (epoch !== this.#cachedEpoch || capacity - ((tail - this.#cachedHead) >>> 0) < needed) {
         // Observes the consumer's release (zeroed space before it); only when the cached head says full or is old.
