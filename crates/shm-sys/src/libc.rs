@@ -246,6 +246,8 @@ pub const MADV_POPULATE_WRITE: c_int = 23;
 pub const O_CLOEXEC: c_int = 0o2000000;
 // mmap(2)
 pub const PROT_READ: c_int = 0x1;
+#[cfg(test)]
+pub const PROT_NONE: c_int = 0x0;
 pub const PROT_WRITE: c_int = 0x2;
 pub const MAP_SHARED: c_int = 0x01;
 #[cfg(test)]

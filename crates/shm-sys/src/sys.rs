@@ -292,14 +292,25 @@ mod read_tests {
     use super::*;
 
     /// The address of a page mapped and unmapped again: surely not mapped.
-    fn unmapped_page() -> usize {
-        // SAFETY: a fresh anonymous mapping, unmapped at once; only its address is kept.
-        unsafe {
-            let page =
-                libc::mmap(ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
+    /// A page no read may reach: mapped PROT_NONE (not unmapped, whose address a test running beside this one
+    /// could map again meanwhile: the read would then find it). Unmapped when dropped.
+    struct NoAccessPage(usize);
+
+    impl NoAccessPage {
+        fn new() -> NoAccessPage {
+            // SAFETY: a fresh anonymous mapping nobody touches; only its address is used.
+            let page = unsafe {
+                libc::mmap(ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            };
             assert_ne!(page as isize, -1, "mmap");
-            libc::munmap(page, 4096);
-            page as usize
+            NoAccessPage(page as usize)
+        }
+    }
+
+    impl Drop for NoAccessPage {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in new(), of that length.
+            unsafe { libc::munmap(self.0 as *mut _, 4096) };
         }
     }
 
@@ -309,8 +320,9 @@ mod read_tests {
         if read_words(&[words.as_ptr() as usize], &mut [0]) == 0 {
             return; // process_vm_readv refused here (a seccomp profile): callers only lose the pass-on
         }
-        let gone = unmapped_page();
-        // Unmapped first, in the middle, and last.
+        let page = NoAccessPage::new();
+        let gone = page.0;
+        // Unreadable first, in the middle, and last.
         let addrs = [gone, words.as_ptr() as usize, gone + 4, words[2..].as_ptr() as usize, gone + 8];
         let mut out = [41, 0, 42, 0, 43];
         assert_eq!(read_words(&addrs, &mut out), 2);
