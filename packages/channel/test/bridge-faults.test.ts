@@ -16,10 +16,10 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, Region } from '@shmring/core';
+import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { connect, type Msg, type NatsConnection } from 'nats';
-import { bridge } from '../src/index.js';
+import { bridge, listen } from '../src/index.js';
 import { subjectMatches } from '../src/bridge/bridge.js';
 import { rejectsWith, sleep, waitUntil } from './helpers.js';
 import { TestRings } from './bridge-rings.js';
@@ -527,6 +527,61 @@ describe('bridge faults', function () {
         assert.match(said[0]!, /refused: PERMISSIONS_VIOLATION \(publish 'denied\.x'\), 1 time so far; each record refused is lost/);
         controller.abort();
         await running;
+      } finally {
+        await own.stop();
+      }
+    });
+    it('core NATS → ring: a subscription the server refuses (no permission) rejects with ERR_SHMRING_NOT_PERMITTED naming the subject', async function () {
+      const own = await configServer(users('p', ', permissions: { subscribe: { deny: ["denied.>"] } }'), children);
+      try {
+        const b = rings.make();
+        const lines: string[] = [];
+        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/denied.x`, `shm:${b.name}`, {
+          signal: controller.signal,
+          log: (line) => lines.push(line),
+        }).then(
+          () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
+          (e: unknown) => e as ShmringError,
+        );
+        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
+        assert.match(err.message, /subscribe to 'denied\.x'/);
+        assert.match(err.message, /permission/);
+      } finally {
+        await own.stop();
+      }
+    });
+
+    it('listen over NATS on a subject the server does not let it subscribe to rejects with ERR_SHMRING_NOT_PERMITTED naming the subject', async function () {
+      const own = await configServer(users('p', ', permissions: { subscribe: { deny: ["denied.>"] } }'), children);
+      try {
+        const err = await listen(`nats://bridge:p@127.0.0.1:${own.port}/denied.x`).then(
+          async (server) => {
+            await server.close();
+            return assert.fail('listen resolved');
+          },
+          (e: unknown) => e as ShmringError,
+        );
+        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
+        assert.match(err.message, /listen on nats:\/\/.*subscribe to 'denied\.x'/);
+      } finally {
+        await own.stop();
+      }
+    });
+
+    it('NATS → JetStream → ring: a consumer the server refuses (no permission for the JetStream API) rejects with ERR_SHMRING_NOT_PERMITTED', async function () {
+      const own = await configServer(users('p', ', permissions: { publish: { deny: ["$JS.API.>"] } }'), children);
+      try {
+        const b = rings.make();
+        const lines: string[] = [];
+        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/js.x?jetstream=DENIED${process.pid}`, `shm:${b.name}`, {
+          signal: controller.signal,
+          log: (line) => lines.push(line),
+        }).then(
+          () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
+          (e: unknown) => e as ShmringError,
+        );
+        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
+        assert.match(err.message, /\$JS\.API/);
       } finally {
         await own.stop();
       }

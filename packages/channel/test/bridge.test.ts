@@ -318,12 +318,30 @@ describe('bridge', function () {
 
   describe('JetStream consumers of bridges on several hosts', function () {
     it('the default consumer name holds the host and the ring, in the characters JetStream takes, at most 128 of them', function () {
-      assert.equal(defaultConsumer('orders', 'host-a.example.com'), 'shmring-bridge-host-a_example_com-orders');
+      assert.equal(defaultConsumer('orders', 'hosta'), 'shmring-bridge-hosta-orders');
+      assert.match(defaultConsumer('orders', 'host-a.example.com'), /^shmring-bridge-host-a_example_com-orders-[0-9a-f]{16}$/);
       assert.notEqual(defaultConsumer('orders', 'host-a'), defaultConsumer('orders', 'host-b'));
       const long = (host: string): string => defaultConsumer('r'.repeat(250), host);
       assert.equal(long('a').length, 128);
       assert.match(long('a'), /^[A-Za-z0-9_-]+$/);
       assert.notEqual(long('a'), long('b'), 'two hosts with long ring names still differ');
+    });
+
+    it('two bridges whose host and ring would spell the same default consumer name get different names', function () {
+      // Replaced characters: rings orders.eu and orders_eu on one host.
+      assert.notEqual(defaultConsumer('orders.eu', 'hosta'), defaultConsumer('orders_eu', 'hosta'));
+      assert.notEqual(defaultConsumer('orders', 'host.a'), defaultConsumer('orders', 'host_a'));
+      // Where the host ends: host web-1 with ring orders, host web with ring 1-orders.
+      assert.notEqual(defaultConsumer('orders', 'web-1'), defaultConsumer('1-orders', 'web'));
+      for (const [ring, host] of [
+        ['orders.eu', 'hosta'],
+        ['orders', 'web-1'],
+        ['1-orders', 'web'],
+      ] as const) {
+        const name = defaultConsumer(ring, host);
+        assert.match(name, /^[A-Za-z0-9_-]+$/);
+        assert.ok(name.length <= 128);
+      }
     });
 
     it('a bridge without consumer= names its durable consumer after its host and its ring', async function () {

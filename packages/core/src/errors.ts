@@ -72,6 +72,8 @@ export const ErrorCodes = {
   NOT_SEALED: 'ERR_SHMRING_NOT_SEALED',
   /** A channel over core NATS (at most once) lost records in transit: it ends, since what came after may depend on them. */
   MESSAGE_LOST: 'ERR_SHMRING_MESSAGE_LOST',
+  /** The NATS server refused this user an operation it needs (a subscription, a publish to the JetStream API): grant it. */
+  NOT_PERMITTED: 'ERR_SHMRING_NOT_PERMITTED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -53,7 +53,7 @@ import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError, checkBoolean } from '@shmring/core';
 import type { JetStreamClient, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkOptions, checkPoll, checkSignal, OptionNames } from '../options.js';
-import { closeNats, isConnected, loadNats, openNats } from '../nats/connection.js';
+import { closeNats, isConnected, loadNats, openNats, refusalError } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
 import { TYPE_HEADER } from '../nats/transport.js';
 import type { DrainHandler } from '@shmring/ringbuf';
@@ -260,7 +260,9 @@ export async function bridge(from: string, to: string, options: BridgeOptions = 
       );
       return;
     }
-    throw err;
+    // A subscription (or a JetStream API call) the server does not permit this user: nothing will move until
+    // its permissions change, and nats.js has closed the subscription. Said as such, not as the raw NatsError.
+    throw refusalError(err, `bridge ${source.text} → ${target.text}`, address.server);
   } finally {
     // A long-lived signal keeps no listener of a bridge that ended.
     ctx?.dispose();
@@ -1078,11 +1080,16 @@ const CONSUMER_NAME_MAX = 128;
  * host is in it because two hosts bridge one stream into rings of one name
  * (each its own `shm:orders`): with one consumer between them, each bridge
  * deletes the other's at its start and each ring gets part of the stream.
+ * Where that spelling could name two bridges (a character replaced, so
+ * rings `orders.eu` and `orders_eu` would meet; a '-' in the host, so host
+ * `web-1` with ring `orders` and host `web` with ring `1-orders` would),
+ * or where it is too long, a hash of the exact host and ring ends it.
  */
 export function defaultConsumer(ring: string, host: string): string {
   const clean = (text: string): string => text.replace(/[^A-Za-z0-9_-]/g, '_');
   const name = `shmring-bridge-${clean(host)}-${clean(ring)}`;
-  if (name.length <= CONSUMER_NAME_MAX) return name;
+  const ambiguous = clean(host) !== host || clean(ring) !== ring || host.includes('-');
+  if (!ambiguous && name.length <= CONSUMER_NAME_MAX) return name;
   const hash = createHash('sha256').update(`${host}\0${ring}`).digest('hex').slice(0, 16);
   return `${name.slice(0, CONSUMER_NAME_MAX - hash.length - 1)}-${hash}`;
 }

@@ -13,7 +13,7 @@ import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
 import { checkHeartbeat, checkSignal, checkTimeout, MAX_BEAT_MS, MIN_BEAT_MS } from '../options.js';
 import { ChannelServer, type Acceptor, type ConnectOptions, type ListenOptions } from '../socket.js';
 import { parseNatsAddress, type NatsAddress } from './address.js';
-import { closeNats, loadNats, loopHold, openNats } from './connection.js';
+import { closeNats, loadNats, loopHold, openNats, refusalError } from './connection.js';
 import { DEFAULT_BEAT_MS, NatsEnd } from './transport.js';
 
 type NatsModule = Awaited<ReturnType<typeof loadNats>>;
@@ -98,7 +98,7 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
       const sub = nc.subscribe(address.subject, {
         queue: QUEUE_GROUP,
         callback: (err, msg) => {
-          if (err !== null) fail(err);
+          if (err !== null) fail(refusalError(err, `listen on ${address.text}`, address.server) as Error);
           else accept(msg, adopt, closing);
         },
       });
@@ -118,8 +118,22 @@ export async function listenNats(endpoint: string, options: ListenOptions): Prom
   const nats = await loadNats();
   const nc = await openNats(address, 'listen on', { timeoutMs: DEFAULT_CONNECT_TIMEOUT_MS, name: `shmring listen ${address.subject}` });
   const server = new ChannelServer(natsAcceptor(nats, nc, address, codec, beatMs), address.text);
-  // The subscription is registered with the server before listen() resolves.
-  await nc.flush();
+  // The subscription is registered with the server before listen() resolves; a server that refuses it
+  // (ERR_SHMRING_NOT_PERMITTED) says so before its answer to the flush.
+  let refused: Error | undefined;
+  const onError = (err: Error): void => {
+    refused ??= err;
+  };
+  server.on('error', onError);
+  try {
+    await nc.flush();
+  } finally {
+    server.off('error', onError);
+  }
+  if (refused !== undefined) {
+    await server.close();
+    throw refused;
+  }
   return server;
 }
 

@@ -137,6 +137,25 @@ export async function openNats(address: NatsAddress, verb: string, options: Open
   }
 }
 
+/**
+ * What the NATS server's refusal of an operation (nats.js's
+ * PERMISSIONS_VIOLATION: a subscription, or a publish, to a subject this
+ * connection's user may not use) means to `what` (e.g. "bridge nats://…"):
+ * ERR_SHMRING_NOT_PERMITTED naming the operation, the subject and the
+ * server. Any other error is returned as it is.
+ */
+export function refusalError(err: unknown, what: string, server: string): unknown {
+  if ((err as { code?: unknown } | undefined)?.code !== 'PERMISSIONS_VIOLATION') return err;
+  const context = (err as { permissionContext?: { operation?: string; subject?: string } }).permissionContext;
+  const operation = context?.operation === 'subscription' ? 'subscribe to' : context?.operation === 'publish' ? 'publish to' : 'use';
+  const subject = context?.subject === undefined ? 'a subject it needs' : `'${context.subject}'`;
+  return new ShmringError(
+    ErrorCodes.NOT_PERMITTED,
+    `${what}: the NATS server at ${server} does not permit this user to ${operation} ${subject}; grant that permission in the server's authorization (or connect as a user who has it)`,
+    { cause: err },
+  );
+}
+
 /** Flushes what was published (for at most `timeoutMs`: never hangs on a lost server), then closes. */
 export async function closeNats(nc: NatsConnection, timeoutMs = 1000): Promise<void> {
   if (nc.isClosed()) return;
