@@ -77,6 +77,8 @@ import {
   PRODUCER_POSITION_I32,
   READ_SIGNAL_I32,
   READ_WAITERS_I32,
+  RECORD_TYPE_I32,
+  SLOT_TYPE_OFFSET,
   WRITE_SIGNAL_I32,
   WRITE_WAITERS_I32,
 } from '../src/layout.js';
@@ -92,6 +94,8 @@ const CORRUPT_AT = 1_001;
 const WAIT_MS = 20_000;
 /** ring_peer's exit status for a message that breaks the pattern. */
 const EXIT_MISMATCH = 1;
+/** ring_peer's exit status for a ring whose memory breaks LAYOUT.md. */
+const EXIT_CORRUPT = 4;
 /** ring_peer's exit status for a role another live peer holds. */
 const EXIT_BUSY = 6;
 /** The paused runs: messages, and a pause (until the other side is asleep) after every PAUSE_EVERY of them. */
@@ -134,6 +138,8 @@ interface Kind {
   regionSize: number;
   create(region: Region): Ring;
   attach(region: Region): Ring;
+  /** Int32 index, in the ring's `data`, of the TYPE word of the first message written to a fresh ring. */
+  firstTypeI32: number;
 }
 
 const KINDS: Kind[] = [
@@ -144,6 +150,7 @@ const KINDS: Kind[] = [
     regionSize: SpscRing.regionSize({ capacity: 4096 }),
     create: (region) => SpscRing.create(region, { capacity: 4096 }),
     attach: (region) => SpscRing.attach(region),
+    firstTypeI32: RECORD_TYPE_I32,
   },
   {
     title: 'a MpmcQueue',
@@ -151,6 +158,7 @@ const KINDS: Kind[] = [
     regionSize: MpmcQueue.regionSize({ capacity: 64, slotSize: 200 }),
     create: (region) => MpmcQueue.create(region, { capacity: 64, slotSize: 200 }),
     attach: (region) => MpmcQueue.attach(region),
+    firstTypeI32: SLOT_TYPE_OFFSET / 4,
   },
 ];
 
@@ -598,6 +606,17 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         peer = runPeer(binary, [`${kind.command}-produce`, regionPath, String(SHORT_COUNT), '--corrupt-at', String(CORRUPT_AT)]);
         const wrong = await readPattern(ring, SHORT_COUNT, peer);
         assert.match(wrong ?? 'no mismatch found', new RegExp(`^message ${CORRUPT_AT}: byte \\d+ is`));
+      });
+
+      it(`the C consumer refuses ${kind.title} message of negative type as corrupt (exit 4), not as a pattern mismatch`, async () => {
+        assert.ok(ring.tryWrite(patternMessage(new Uint8Array(MAX_LENGTH), 0), patternType(0)));
+        // What no writer stores (tryWrite refuses a negative type): a stray write, or a hostile peer.
+        const data32 = new Int32Array(ring.data.buffer, ring.data.byteOffset, ring.data.byteLength / 4);
+        data32[kind.firstTypeI32] = -5;
+        peer = runPeer(binary, [`${kind.command}-consume`, regionPath, '1']);
+        const { code, stderr } = await peer.done;
+        assert.equal(code, EXIT_CORRUPT, stderr);
+        assert.match(stderr, /type -5/);
       });
 
       it(`the C consumer exits with a failure on a wrong byte in ${kind.title} message from Node`, async () => {
@@ -1864,7 +1883,6 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
     });
 
     it('a C publisher still refuses counters no dead publisher leaves (exit 4, corrupt), having written nothing', async () => {
-      const EXIT_CORRUPT = 4;
       const publisher = create(false, REPAIR_CAPACITY);
       const sub = subscribe();
       const scratch = new Uint8Array(MAX_LENGTH);

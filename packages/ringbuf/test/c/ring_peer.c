@@ -768,9 +768,11 @@ static int spsc_try_read(struct ring *r, void *arg) {
         die(EXIT_CORRUPT, "record at %u has length %u", index, length);
     }
     uint32_t payload = length - RECORD_HEADER;
+    int32_t type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+    if (type < 0) die(EXIT_CORRUPT, "record at %u has type %d (negative: not a message's)", index, type);
     if (payload > PATTERN_MAX_LENGTH) die(EXIT_MISMATCH, "record of length %u is longer than any message of the pattern", payload);
     s->message->length = payload;
-    s->message->type = (int32_t)load_u32(r->data + index + RECORD_TYPE);
+    s->message->type = type;
     memcpy(s->message->bytes, r->data + index + RECORD_HEADER, payload);
     s->position += skip + record_size(payload);
     /* Frees the space (we are done with its bytes). */
@@ -869,16 +871,18 @@ static int mpmc_try_read(struct ring *r, void *arg) {
     unsigned char *slot = mpmc_claim(r, OFF_CONSUMER_POSITION, 1, &position);
     if (slot == NULL) return 0;
     uint32_t length = load_u32(slot + SLOT_LENGTH);
-    int bad = length > r->slot_size || length > PATTERN_MAX_LENGTH;
+    int32_t type = (int32_t)load_u32(slot + SLOT_TYPE);
+    int corrupt = length > r->slot_size || type < 0;
+    int bad = corrupt || length > PATTERN_MAX_LENGTH;
     if (!bad) {
         m->length = length;
-        m->type = (int32_t)load_u32(slot + SLOT_TYPE);
+        m->type = type;
         memcpy(m->bytes, slot + SLOT_HEADER, length);
     }
     /* Frees the slot for the producer one lap later (its bytes are read); seq_cst for unpark. */
     atomic_store_explicit(mpmc_sequence(slot), position + r->capacity, memory_order_seq_cst);
     unpark(r, OFF_WRITE_WAITERS, INT_MAX); /* every sleeper, as above */
-    if (bad) die(length > r->slot_size ? EXIT_CORRUPT : EXIT_MISMATCH, "slot of position %u claims length %u (slotSize=%u)", position, length, r->slot_size);
+    if (bad) die(corrupt ? EXIT_CORRUPT : EXIT_MISMATCH, "slot of position %u claims length %u and type %d (slotSize=%u)", position, length, type, r->slot_size);
     return 1;
 }
 
