@@ -885,11 +885,15 @@ export class MpscRing extends Queue {
     return threadGone(tid);
   }
 
-  /** Consumes `size` bytes at `index` unread (a record taken back from a dead claimer), and releases them. */
-  #skip(index: number, size: number): void {
+  /**
+   * Consumes `size` bytes at `index` unread (a record taken back from a dead
+   * claimer), and releases them; `record` false: the padding part of a claim
+   * that wrapped, whose record (at 0) is counted when it is skipped.
+   */
+  #skip(index: number, size: number, record = true): void {
     zero(this.data, this.#data64, index, size);
     this.#stuckAt = -1;
-    this.unblockedRecords++;
+    if (record) this.unblockedRecords++;
     this.#release((this.#head + size) | 0, this.ctl);
   }
 
@@ -922,7 +926,11 @@ export class MpscRing extends Queue {
     let end = index + M.MPSC_ALIGNMENT;
     // Each observes a header word of what follows; zero words belong to the dead claim.
     while (end < limit && Atomics.load(this.#data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
-    this.#skip(index, end - index);
+    // Zeros to the end of the data area with the claimed space going on at 0: the padding of a claim that wrapped
+    // (its claimer died before it wrote the padding's header; its record at 0 is skipped next, and counted then).
+    // Taken so too is a headerless claim that ended exactly at the end, followed by a second dead claim at 0:
+    // the two are then counted as one.
+    this.#skip(index, end - index, !(end === this.capacity && index + claimed > this.capacity));
     return true;
   }
 

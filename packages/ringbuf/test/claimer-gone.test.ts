@@ -221,6 +221,42 @@ describe('threadGone: when a claimer is certainly gone', function () {
     }
   });
 
+  for (const died of ['before any header', 'after marking its record at 0'] as const) {
+    it(`a dead claim that wrapped (its claimer died ${died}) is skipped whole and counted once`, function () {
+      if (died !== 'before any header') needProcShowingAll(this);
+      using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+      const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+      try {
+        // Head and tail near the end of the data area, with no producer left.
+        const producer = MpscRing.attach(region);
+        for (let i = 0; i < 2; i++) {
+          assert.equal(producer.tryWrite(new Uint8Array(400)), true);
+          assert.equal(consumer.tryRead()?.length, 400);
+        }
+        producer.close();
+        const ctl = new Int32Array(region.buffer);
+        const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
+        // A claim of 300 bytes from there wraps: the padding to the end and the record at 0, one CAS of the tail.
+        const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+        const record = M.mpscLength(300);
+        const needed = 1024 - (tail & 1023) + M.recordBytes(record);
+        Atomics.add(ctl, L.PRODUCER_POSITION_I32, needed);
+        if (died !== 'before any header') {
+          // The mark at 0 (a thread that no longer exists) and the claim's negative LENGTH; not the padding's header.
+          data32[M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
+          Atomics.store(data32, M.MPSC_LENGTH_I32, -record);
+        }
+        for (let polls = 0; polls < 1000 && Atomics.load(ctl, L.CONSUMER_POSITION_I32) !== tail + needed; polls++) {
+          assert.equal(consumer.tryRead(), null);
+        }
+        assert.equal(Atomics.load(ctl, L.CONSUMER_POSITION_I32), tail + needed, 'the consumer never got past the dead claim');
+        assert.equal(consumer.unblockedRecords, 1, 'one claim, one record skipped');
+      } finally {
+        consumer.close();
+      }
+    });
+  }
+
   it("a System V MpscRing's producer commits with the CAS (no lock to go by): a claim taken back on a mark that names no live thread reports ERR_SHMRING_TIMEOUT", function () {
     needProcShowingAll(this);
     using region = Region.create({ backing: 'sysv', size: MpscRing.regionSize({ capacity: 1024 }) });

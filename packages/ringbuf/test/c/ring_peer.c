@@ -1181,12 +1181,13 @@ static int mpsc_stuck(const struct ring *r, struct mpsc *s, uint32_t index, int3
     return now - s->stuck_since >= s->peer_timeout;
 }
 
-/* Consumes `size` bytes at `index` unread (a dead claimer's record, taken back) and releases them. */
-static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint32_t size) {
+/* Consumes `size` bytes at `index` unread (a dead claimer's record, taken back) and releases them; `record` 0:
+ * the padding part of a claim that wrapped, whose record (at 0) is counted when it is skipped. */
+static void mpsc_skip(const struct ring *r, struct mpsc *s, uint32_t index, uint32_t size, int record) {
     mpsc_zero(r, index, size);
     s->head += size;
     s->stuck_valid = 0;
-    s->unblocked++;
+    if (record) s->unblocked++;
     mpsc_release(r, s);
 }
 
@@ -1218,7 +1219,7 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
         uint32_t expected = (uint32_t)length;
         /* Takes the record from its claimer: only one of this CAS and the claimer's commit CAS wins. */
         if (!atomic_compare_exchange_strong_explicit(record_length(r, index), &expected, 0, memory_order_seq_cst, memory_order_seq_cst)) return 0;
-        mpsc_skip(r, s, index, size);
+        mpsc_skip(r, s, index, size, 1);
         return 1;
     }
     /* Observes the latest claim: whether anything is claimed at the head, and how far the dead claims reach. */
@@ -1230,7 +1231,9 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
     uint32_t end = index + RECORD_HEADER;
     /* Each observes a header word of what follows (no producer is left to write one); zero words belong to the dead claim. */
     while (end < limit && atomic_load_explicit(record_length(r, end), memory_order_acquire) == 0) end += RECORD_HEADER;
-    mpsc_skip(r, s, index, end - index);
+    /* Zeros to the end with the claimed space going on at 0: a wrapped claim's padding, not a record of its own
+     * (a headerless claim ending exactly there, followed by a second dead claim at 0, is counted as one with it). */
+    mpsc_skip(r, s, index, end - index, !(end == r->capacity && index + claimed > r->capacity));
     return 1;
 }
 
