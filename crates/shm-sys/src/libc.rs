@@ -217,6 +217,9 @@ unsafe extern "C" {
     pub fn clock_gettime(clock: c_int, tp: *mut timespec) -> c_int;
     pub fn getpid() -> c_int;
     pub fn __errno_location() -> *mut c_int;
+    /// Looks a symbol up at run time (`handle` RTLD_DEFAULT: every object loaded): for the functions some C
+    /// libraries lack, which a declaration here would make the addon fail to load on.
+    pub fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
     /// The GNU variant (what the `strerror_r` symbol is in glibc): returns
     /// either `buf` or a static string, always NUL-terminated.
     #[cfg(target_env = "gnu")]
@@ -339,6 +342,30 @@ pub fn cvt<T: MinusOne>(ret: T, syscall: &'static str) -> Result<T, SysError> {
     if ret == T::MINUS_ONE { Err(SysError { errno: errno(), syscall }) } else { Ok(ret) }
 }
 
+/// `RTLD_DEFAULT` for dlsym (glibc and musl: a null handle).
+pub const RTLD_DEFAULT: *mut c_void = std::ptr::null_mut();
+
+/// The C library's name for an errno value ("EIDRM"), where it has
+/// `strerrorname_np` (glibc 2.32 and later), looked up at run time; None
+/// otherwise, or for a value it does not know.
+pub fn errno_symbol(errnum: i32) -> Option<String> {
+    type StrerrornameNp = unsafe extern "C" fn(c_int) -> *const c_char;
+    static LOOKUP: std::sync::OnceLock<Option<StrerrornameNp>> = std::sync::OnceLock::new();
+    let f = LOOKUP.get_or_init(|| {
+        // SAFETY: a NUL-terminated symbol name; a null result means the C library lacks it.
+        let found = unsafe { dlsym(RTLD_DEFAULT, c"strerrorname_np".as_ptr()) };
+        // SAFETY: glibc's strerrorname_np has exactly this signature: const char *(int).
+        (!found.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, StrerrornameNp>(found) })
+    });
+    // SAFETY: strerrorname_np returns a static NUL-terminated string, or null for an unknown value.
+    let name = unsafe { f.as_ref()?(errnum) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: checked non-null; static and NUL-terminated.
+    Some(unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
 /// strerror for an errno value (thread-safe).
 pub fn strerror(errnum: i32) -> String {
     let mut buf = [0 as c_char; 256];
@@ -394,5 +421,15 @@ mod tests {
         assert_eq!(offset_of!(shmid_ds, shm_segsz), 48);
         assert_eq!(offset_of!(shmid_ds, shm_cpid), 80);
         assert_eq!(offset_of!(shmid_ds, shm_nattch), 88);
+    }
+
+    #[test]
+    #[cfg(target_env = "gnu")]
+    fn errno_symbol_names_the_errnos_libuv_does_not() {
+        // glibc 2.32 and later has strerrorname_np; these are values libuv has no name for.
+        assert_eq!(errno_symbol(43).as_deref(), Some("EIDRM"));
+        assert_eq!(errno_symbol(122).as_deref(), Some("EDQUOT"));
+        assert_eq!(errno_symbol(37).as_deref(), Some("ENOLCK"));
+        assert_eq!(errno_symbol(100_000), None);
     }
 }

@@ -38,15 +38,20 @@ unsafe extern "C" {
     pub fn uv_err_name_r(err: c_int, buf: *mut c_char, buflen: usize) -> *mut c_char;
 }
 
-/// The errno name Node uses for `errno` (positive), or `E<errno>` when
-/// libuv has no name for it.
+/// The errno name Node uses for `errno` (positive): libuv's, as
+/// `util.getSystemErrorName` gives it; for the values libuv has no name
+/// for (EIDRM, EDQUOT, ENOLCK, ESTALE, …) the C library's, as
+/// `os.constants.errno` has them; `E<errno>` where neither has one.
 pub fn errno_name(errno: i32) -> String {
     let mut buf = [0 as c_char; 64];
     // SAFETY: buf is 64 writable bytes; uv_err_name_r NUL-terminates it.
     unsafe { uv_err_name_r(-errno, buf.as_mut_ptr(), buf.len()) };
     // SAFETY: NUL-terminated by uv_err_name_r.
     let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
-    if name.starts_with('E') && !name.contains(' ') { name } else { format!("E{errno}") }
+    if name.starts_with('E') && !name.contains(' ') {
+        return name;
+    }
+    crate::libc::errno_symbol(errno).filter(|n| n.starts_with('E')).unwrap_or_else(|| format!("E{errno}"))
 }
 
 /// The `data` member of a handle (its first field in every libuv handle).

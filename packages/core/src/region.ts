@@ -418,7 +418,7 @@ function reserve(fd: number, size: number): void {
     // Where fallocate cannot be had: a file system without it (EOPNOTSUPP, some EINVAL), a seccomp filter or a
     // sandbox kernel (ENOSYS). ENOSPC, EFBIG and the rest are the answer.
     const code = (err as { code?: string }).code;
-    if (code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EINVAL') throw err;
+    if (code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EINVAL') throw err;
     fs.ftruncateSync(fd, size);
   }
 }

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { NativeBackend } from '../src/native/backend.js';
 import { saidWhatToDo } from '../src/native/info.js';
+import { errnoName } from '../src/native/koffi.js';
 import { availableBackends, loadBackend, type BackendKind } from '../src/native/loader.js';
 import { assertClosed, fileOf, uniqueName } from './helpers.js';
 
@@ -112,6 +113,14 @@ describe('the native backends', () => {
       if (before === undefined) delete process.env.SHMRING_ASYNC_WAIT;
       else process.env.SHMRING_ASYNC_WAIT = before;
     }
+  });
+
+  it("the koffi backend's errors name an errno libuv has no name for as os.constants.errno does (EIDRM, EDQUOT), as the addon's do", () => {
+    assert.equal(errnoName(os.constants.errno.EIDRM), 'EIDRM');
+    assert.equal(errnoName(os.constants.errno.EDQUOT), 'EDQUOT');
+    assert.equal(errnoName(os.constants.errno.ENOENT), 'ENOENT');
+    assert.equal(errnoName(os.constants.errno.EOPNOTSUPP), 'ENOTSUP', "libuv's name first, as Node's own errors have it");
+    assert.equal(errnoName(100_000), 'E100000');
   });
 
   it('the koffi backend answers a futexWaitAny of timeout 0 from the words, with no system call (none queues where a wake-one could land)', () => {

@@ -79,6 +79,47 @@ describe('Region', () => {
         );
       });
 
+      it('creates a file region where the file system has no fallocate (EOPNOTSUPP, which Node names ENOTSUP): sized by ftruncate', function () {
+        // A private mount namespace with a ramfs, which has no fallocate, mounted on an empty directory.
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-ramfs-'));
+        try {
+          const code = `
+            const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+            try {
+              const region = Region.create({ backing: 'file', path: process.argv[1] + '/ring', size: 64 << 10 });
+              new Uint8Array(region.buffer).fill(7);
+              console.log(JSON.stringify({ size: region.size }));
+              region.unlink();
+              region.close();
+            } catch (err) {
+              console.log(JSON.stringify({ code: err.code, message: err.message }));
+            }`;
+          const asRoot = process.geteuid?.() === 0;
+          const child = spawnSync(
+            'unshare',
+            [
+              ...(asRoot ? [] : ['-r']),
+              '-m',
+              'sh',
+              '-c',
+              'mount -t ramfs shmring-test "$1" && exec "$0" --input-type=module -e "$2" "$1"',
+              process.execPath,
+              dir,
+              code,
+            ],
+            { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 },
+          );
+          if (child.error !== undefined || (child.status !== 0 && child.signal === null && child.stdout === '')) {
+            console.log(`      (skipped: no private mount namespace with a ramfs here: ${child.error?.message ?? child.stderr.trim()})`);
+            this.skip();
+          }
+          assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
+          assert.deepEqual(JSON.parse(child.stdout), { size: 64 << 10 }, child.stderr);
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+      });
+
       it('lets two processes open one POSIX region by name', async () => {
         const name = uniqueName('posix');
         using region = Region.create({ backing: 'posix', name, size: 8192 });

@@ -155,10 +155,17 @@ const ASYNC_SLICE_NS = 1_000_000_000n;
 
 // ---- errors ----
 
-/** errno → the name Node reports (libuv's, as the addon's errors do); `E<n>` where it has none. */
-function errnoName(errno: number): string {
+/** errno → name, for the values libuv has no name for (EIDRM, EDQUOT, ENOLCK, …): os.constants.errno reversed. */
+const errnoNames = new Map(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+/**
+ * errno → the name Node reports (libuv's, as the addon's errors do); where
+ * libuv has none, os.constants.errno's (the addon asks the C library,
+ * which has the same names); `E<n>` where neither has one.
+ */
+export function errnoName(errno: number): string {
   const name = util.getSystemErrorName(-errno);
-  return /^E[A-Z0-9]+$/.test(name) ? name : `E${errno}`;
+  return /^E[A-Z0-9]+$/.test(name) ? name : (errnoNames.get(errno) ?? `E${errno}`);
 }
 
 function typeError(message: string): TypeError {
