@@ -227,7 +227,17 @@ const NAME_WAIT_MS = 2_000;
 export function holdName(fd: number, path: string, object: string): boolean {
   const what = `${object}: another process (shmring unlink-stale?) has held its name lock exclusively`;
   if (!waitForFileByte(fd, NAME_LOCK_BYTE, true, NAME_WAIT_MS, what)) return true;
-  return namesObject(fd, path, true); // a file path given as a symbolic link names what it leads to
+  // A file path given as a symbolic link names what it leads to; one that leads to an object without a name
+  // (/proc/<pid>/fd/<n> of a memfd, or of a file unlinked while open) has no name for unlink-stale to remove.
+  return namesObject(fd, path, true) || reachesNameless(fd, path);
+}
+
+/** Whether `path` (a /proc/<pid>/fd/<n> link) leads to the object open on `fd`, which has no name (st_nlink 0). */
+function reachesNameless(fd: number, path: string): boolean {
+  const mine = fs.fstatSync(fd, { bigint: true });
+  if (mine.nlink !== 0n) return false;
+  const reached = fs.statSync(path, { bigint: true, throwIfNoEntry: false });
+  return reached !== undefined && reached.dev === mine.dev && reached.ino === mine.ino;
 }
 
 /**

@@ -270,6 +270,20 @@ describe('inspect, listRings and the shmring CLI', function () {
     assert.deepEqual(info.creator, { pid: process.pid, alive: true });
   });
 
+  it('inspect and the CLI describe a memfd ring by its /proc/<pid>/fd/<n> link (no name to guard)', function () {
+    using region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    assert.ok(ring.tryWrite(new Uint8Array(10)));
+    const link = `/proc/${process.pid}/fd/${region.fd}`;
+    const info = inspect(link);
+    assert.equal(info?.kind, 'SpscRing');
+    assert.equal(info?.used, 24);
+    const r = cli('inspect', link);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /SpscRing/);
+    ring.close();
+  });
+
   it('inspect and the CLI call a truncated ring or an impossible header damaged, with what an attach would fail with', function () {
     const own = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-damaged-')); // not `dir`: listRings(dir) lists it
     const truncated = path.join(own, 'truncated');
