@@ -40,7 +40,7 @@ import {
   unwatchAbort,
   watchAbort,
 } from '@shmring/core';
-import { copyBytes, type ChannelCodec, type CodecName } from './codec.js';
+import { copyBytes, ENCODE_NOT_FAST, type ChannelCodec, type CodecName } from './codec.js';
 import { checkOptions, checkSignal, checkTimeout, OptionNames } from './options.js';
 import * as F from './frames.js';
 import type { Link } from './link.js';
@@ -103,6 +103,10 @@ const FULL_BATCHES_PER_TURN = 8;
 const IN_PLACE_MIN = 256;
 const EMPTY = new Uint8Array(0);
 const RESOLVED: Promise<void> = Promise.resolve();
+/** #writeInPlace: no room for the guess, or the value was larger: encode() it, fast path included. */
+const NO_ROOM = Symbol('no room');
+/** #writeInPlace: the value is not for the fast path: encode() it without trying that again. */
+const NOT_FAST = Symbol('not fast');
 const noop = (): void => {};
 /** Ring waits of a channel never look at pids: the link says when the peer is gone. */
 const NO_PID_CHECKS = Infinity;
@@ -497,11 +501,13 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       bytes = value;
       flags = F.RAW;
     } else {
+      let notFast = false;
       if (this.#inPlace && this.#lastSize <= this.#max && this.#queue.length === 0 && !this.#writing && !this.#claiming) {
         const written = this.#writeInPlace(F.frameType(kind, id), value);
-        if (written !== undefined) return written;
+        if (written !== NO_ROOM && written !== NOT_FAST) return written;
+        notFast = written === NOT_FAST;
       }
-      bytes = this.#codec.encode(value);
+      bytes = this.#codec.encode(value, notFast);
       owned = this.#codec.lastOwned;
       this.#lastSize = bytes.length;
     }
@@ -514,12 +520,12 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
   /**
    * Encodes `value` straight into claimed room of the ring (the codec's
    * encodeInto) and commits it with its length: no scratch buffer, no view,
-   * no copy. Undefined when that cannot be done (no room for the guess, a
-   * value the fast path does not take, or larger than the guess): the caller
-   * then encodes as usual. Only while nothing waits to be written, so the
-   * order of records holds.
+   * no copy. NO_ROOM when that cannot be done (no room for the guess, or a
+   * value larger than the guess), NOT_FAST for a value the fast path does
+   * not take: the caller then encodes as usual. Only while nothing waits to
+   * be written, so the order of records holds.
    */
-  #writeInPlace(type: number, value: unknown): Promise<void> | undefined {
+  #writeInPlace(type: number, value: unknown): Promise<void> | typeof NO_ROOM | typeof NOT_FAST {
     const out = this.#out;
     // Twice the last value's encoding (values of a stream tend to be alike), within what one record holds.
     const room = Math.min(this.#max, Math.max(IN_PLACE_MIN, 2 * this.#lastSize));
@@ -530,7 +536,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     } catch (err) {
       return Promise.reject(this.#writeError(err as Error));
     }
-    if (at < 0) return undefined;
+    if (at < 0) return NO_ROOM;
     let end: number;
     this.#claiming = true;
     try {
@@ -546,7 +552,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (end < 0) {
       out.abort!(at);
       if (this.#queue.length > 0) this.#startWriter(); // what a getter of the value sent meanwhile
-      return undefined;
+      return end === ENCODE_NOT_FAST ? NOT_FAST : NO_ROOM;
     }
     out.commit!(at, type, end - at);
     this.#wroteCorked();

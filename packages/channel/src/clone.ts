@@ -201,9 +201,12 @@ class Writer {
 
   array(a: unknown[], depth: number): void {
     const length = a.length;
-    // Object.keys counts indices and named properties alike: equal to the
-    // length only for an array with no holes and nothing else on it.
-    if (length > MAX_ARRAY || Object.getPrototypeOf(a) !== Array.prototype || Object.keys(a).length !== length) throw BAIL;
+    if (length > MAX_ARRAY || Object.getPrototypeOf(a) !== Array.prototype) throw BAIL;
+    // Object.keys lists the indices first, ascending, then the named properties: `length` keys of which the
+    // last is index length - 1 are exactly the indices 0 .. length - 1, no hole and nothing else on the array
+    // (a count alone let a named property stand in for a hole: [1, , 3] with a.tag came out [1, undefined, 3]).
+    const keys = Object.keys(a);
+    if (keys.length !== length || (length > 0 && keys[length - 1] !== String(length - 1))) throw BAIL;
     this.reserve(1);
     this.buf[this.pos++] = TAG_BEGIN_DENSE_ARRAY;
     this.varint(length);
@@ -353,10 +356,14 @@ class Reader {
     switch (tag) {
       case TAG_INT32: {
         const z = this.varint();
+        if (z > 0xffffffff) throw BAIL; // no zigzag int32
         return (z >>> 1) ^ -(z & 1);
       }
-      case TAG_UINT32:
-        return this.varint();
+      case TAG_UINT32: {
+        const u = this.varint();
+        if (u > 0xffffffff) throw BAIL; // no uint32: v8.deserialize says what it makes of it
+        return u;
+      }
       case TAG_DOUBLE: {
         if (this.pos + 8 > this.end) throw BAIL;
         const d = this.buf.readDoubleLE(this.pos);
@@ -389,7 +396,7 @@ class Reader {
   text(encoding: 'latin1' | 'ucs2' | 'utf8'): string {
     const length = this.varint();
     const start = this.pos;
-    if (start + length > this.end) throw BAIL;
+    if (start + length > this.end || (encoding === 'ucs2' && (length & 1) !== 0)) throw BAIL; // UTF-16: whole code units
     this.pos = start + length;
     if (encoding !== 'latin1') return this.buf.toString(encoding, start, start + length);
     if (length > CACHED_STRING) return (this.buf as unknown as SliceMethods).latin1Slice(start, start + length);
@@ -435,8 +442,9 @@ class Reader {
       const key = this.value();
       if (typeof key !== 'string' && typeof key !== 'number') throw BAIL;
       const value = this.value();
-      if (key === '__proto__') {
-        // An own property, as V8 defines it, not the prototype setter.
+      if (typeof key === 'string' && PROTOTYPE_KEYS.has(key)) {
+        // An own property, as V8 defines it: not the prototype setter of __proto__, nor an assignment that a
+        // read-only Object.prototype.toString (frozen intrinsics) refuses or a setter put there intercepts.
         Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
       } else {
         o[key] = value;
@@ -454,6 +462,9 @@ class Reader {
     return a;
   }
 }
+
+/** The names of Object.prototype's own properties (__proto__ among them), as the decoder's objects inherit them. */
+const PROTOTYPE_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype));
 
 /** Latin-1 strings up to this many bytes go through the cache. */
 const CACHED_STRING = 24;

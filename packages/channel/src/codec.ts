@@ -33,9 +33,12 @@ export interface ChannelCodec {
   /**
    * Encodes `value`. The bytes may be a scratch buffer that the next encode()
    * (of any channel of this thread) overwrites: `lastOwned` says whether the
-   * bytes of the last call are the caller's to keep.
+   * bytes of the last call are the caller's to keep. `notFast`: encodeInto
+   * just answered ENCODE_NOT_FAST for this value, so a codec with a fast path
+   * goes straight to its general one (a getter of the value is not read a
+   * third time).
    */
-  encode(value: unknown): Uint8Array;
+  encode(value: unknown, notFast?: boolean): Uint8Array;
   readonly lastOwned: boolean;
   /**
    * Encodes `value` straight into `data[start, end)` (claimed ring space),
@@ -111,9 +114,9 @@ const structured: ChannelCodec = {
   name: 'structured-clone',
   rawBuffers: true,
   lastOwned: true,
-  encode(value) {
+  encode(value, notFast) {
     try {
-      const fast = fastEncode(value);
+      const fast = notFast === true ? undefined : fastEncode(value);
       (this as { lastOwned: boolean }).lastOwned = fast === undefined;
       return fast ?? v8.serialize(value);
     } catch (err) {

@@ -107,9 +107,59 @@ describe('structured-clone fast path (clone.ts)', () => {
       constructor(readonly x = 1) {}
     }
     // eslint-disable-next-line no-sparse-arrays
-    for (const value of [{ x: shared, y: shared }, cyclic, [1, , 3], Object.assign([1], { extra: 2 }), new Point(), new Map(), 1n]) {
-      assert.equal(fastEncode(value), undefined);
+    // A hole and a named property together: as many keys as elements, yet not a dense array.
+    const holeAndTag = Object.assign([1, , 3], { tag: 'x' });
+    const deletedAndTag = Object.assign([1, 2], { tag: 'x' });
+    delete deletedAndTag[0];
+    for (const value of [
+      { x: shared, y: shared },
+      cyclic,
+      [1, , 3],
+      Object.assign([1], { extra: 2 }),
+      holeAndTag,
+      deletedAndTag,
+      new Point(),
+      new Map(),
+      1n,
+    ]) {
+      assert.equal(fastEncode(value), undefined, `taken on the fast path: ${String(value)}`);
     }
+  });
+
+  it('sends an array with both a hole and a named property as v8 does: the hole and the property kept', () => {
+    const value = Object.assign([1, , 3], { tag: 'x' });
+    const encoded = fastEncode(value) ?? v8.serialize(value);
+    const back = fastDecode(encoded, 0, encoded.length) as unknown[] & { tag?: string };
+    assert.equal(1 in back, false, 'the hole came back as an element');
+    assert.equal(back.tag, 'x');
+    assert.equal(back.length, 3);
+  });
+
+  it("decodes an object's keys named like Object.prototype's properties as own properties, also with frozen intrinsics", () => {
+    const value = { constructor: 1, toString: 'x', hasOwnProperty: null, __proto__x: 2 };
+    const encoded = fastEncode(value)!;
+    const frozen = Object.getOwnPropertyDescriptor(Object.prototype, 'toString')!;
+    // What --frozen-intrinsics (or SES lockdown) makes of it: an assignment over it throws in strict code.
+    Object.defineProperty(Object.prototype, 'toString', { ...frozen, writable: false });
+    try {
+      assert.deepEqual(fastDecode(encoded, 0, encoded.length), v8.deserialize(Buffer.from(encoded)));
+    } finally {
+      Object.defineProperty(Object.prototype, 'toString', frozen);
+    }
+  });
+
+  it('hands malformed strings and integers to v8.deserialize (its error), not a shortened or widened value', () => {
+    const header = v8.serialize(null).subarray(0, -1);
+    const odd = Buffer.concat([header, Buffer.from([0x63, 3, 0x41, 0, 0x42])]); // a two-byte string of 3 bytes
+    assert.throws(() => fastDecode(odd, 0, odd.length));
+    const wide = Buffer.concat([header, Buffer.from([0x55, 0xff, 0xff, 0xff, 0xff, 0x7f])]); // a uint32 of 35 bits
+    let got: unknown;
+    try {
+      got = fastDecode(wide, 0, wide.length);
+    } catch {
+      got = 'threw';
+    }
+    assert.ok(got === 'threw' || (typeof got === 'number' && got <= 0xffffffff), `decoded ${String(got)}`);
   });
 
   it('decodes at an offset inside a larger buffer (a record inside the ring)', () => {

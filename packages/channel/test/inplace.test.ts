@@ -149,6 +149,28 @@ describe('values encoded in place in the ring', () => {
     }
   });
 
+  it('a getter of a value the fast path gives up on (a Date in it) is read at most twice: in place, then by v8.serialize', async () => {
+    const { a, b, dispose } = pairEnds({ capacity: CAPACITY });
+    try {
+      await a.send({ warm: 'up' }); // the claim's guess is known
+      assert.deepEqual(await b.receive(), { warm: 'up' });
+      let reads = 0;
+      const value = {
+        get seq(): number {
+          return ++reads;
+        },
+        at: new Date(0),
+      };
+      await a.send(value);
+      const got = (await b.receive()) as { seq: number; at: Date };
+      assert.equal(reads, 2, 'the in-place attempt, then v8.serialize (once there was a second fast attempt between them)');
+      assert.equal(got.seq, 2);
+      assert.deepEqual(got.at, new Date(0));
+    } finally {
+      await dispose();
+    }
+  });
+
   it('a getter that throws during an in-place encode: ERR_SHMRING_ENCODE, nothing sent, the channel goes on', async () => {
     const { a, b, dispose } = pairEnds({ capacity: CAPACITY });
     try {
