@@ -507,7 +507,11 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         if (written !== NO_ROOM && written !== NOT_FAST) return written;
         notFast = written === NOT_FAST;
       }
-      bytes = this.#codec.encode(value, notFast);
+      try {
+        bytes = this.#codec.encode(value, notFast);
+      } catch (err) {
+        throw this.#encodeFailed(err);
+      }
       owned = this.#codec.lastOwned;
       this.#lastSize = bytes.length;
     }
@@ -545,7 +549,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       out.abort!(at);
       this.#claiming = false;
       if (this.#queue.length > 0) this.#startWriter(); // what a getter sent before it threw
-      throw err; // ERR_SHMRING_ENCODE: nothing of this value was sent
+      throw this.#encodeFailed(err); // ERR_SHMRING_ENCODE: nothing of this value was sent
     } finally {
       this.#claiming = false;
     }
@@ -1163,9 +1167,20 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       const total =
         (data[offset]! | (data[offset + 1]! << 8) | (data[offset + 2]! << 16)) +
         data[offset + 3]! * 2 ** 24 +
-        (data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) * 2 ** 32;
+        ((data[offset + 4]! | (data[offset + 5]! << 8) | (data[offset + 6]! << 16) | (data[offset + 7]! << 24)) >>> 0) * 2 ** 32;
       if (total === 0 || total > bufferConstants.MAX_LENGTH) throw this.#corrupt(`a split value claims ${total} bytes`);
-      this.#partial = { type: type & ~F.SPLIT, buffer: Buffer.allocUnsafe(total), filled: 0 };
+      let buffer: Buffer;
+      try {
+        buffer = Buffer.allocUnsafe(total);
+      } catch (err) {
+        // V8's "Array buffer allocation failed" is a RangeError without a code.
+        throw new ShmringError(
+          'ENOMEM',
+          `${this.#what}: the other side sent a value of ${total} bytes, which this process cannot allocate (${(err as Error).message}); send smaller values, or give this process more memory`,
+          { cause: err },
+        );
+      }
+      this.#partial = { type: type & ~F.SPLIT, buffer, filled: 0 };
       throw END_BATCH;
     }
     this.#deliver(type, data, offset, offset + length, false);
@@ -1248,6 +1263,14 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
       this.#serve(calls[i] as number, calls[i + 1]);
     }
     this.#callsLeft = 0;
+  }
+
+  /** A codec's ERR_SHMRING_ENCODE, its message headed by this channel's name (as decode errors are); anything else as it is. */
+  #encodeFailed(err: unknown): unknown {
+    if (err instanceof ShmringError && err.code === ErrorCodes.ENCODE && !err.message.startsWith(this.#what)) {
+      err.message = `${this.#what}: ${err.message}`;
+    }
+    return err;
   }
 
   #corrupt(what: string): ShmringError {

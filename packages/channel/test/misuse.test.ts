@@ -116,8 +116,9 @@ describe('misuse', function () {
           },
         ];
         for (const v of unencodable) {
-          await rejectsWith(a.send(v), 'ERR_SHMRING_ENCODE');
-          await rejectsWith(a.request(v), 'ERR_SHMRING_ENCODE');
+          // Named by the channel it failed on, as a decode error is.
+          await rejectsWith(a.send(v), 'ERR_SHMRING_ENCODE', /channel .*: the channel's structured-clone codec cannot encode/);
+          await rejectsWith(a.request(v), 'ERR_SHMRING_ENCODE', /channel .*: the channel's structured-clone codec cannot encode/);
         }
         await a.send('intact');
         assert.equal(await b.receive(), 'intact', 'the first value to arrive must be the next good one');

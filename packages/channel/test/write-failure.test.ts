@@ -12,6 +12,7 @@ import { ErrorCodes, Region, ShmringError } from '@shmring/core';
 import { SpscRing } from '@shmring/ringbuf';
 import { Channel } from '../src/channel.js';
 import { resolveCodec } from '../src/codec.js';
+import * as F from '../src/frames.js';
 import { portLink } from '../src/link.js';
 import type { RecordSink, RecordWriteOptions } from '../src/transport.js';
 import { rejectsWith, settledWithin } from './helpers.js';
@@ -100,6 +101,21 @@ describe('a channel whose write fails', function () {
       // The other side ends as after a close: no half value, no complaint about the stream.
       await rejectsWith(b.receive(), ErrorCodes.CLOSED);
       await settledWithin(b.closed, 2000);
+    } finally {
+      dispose();
+    }
+  });
+});
+
+describe('a channel fed a split value no channel end writes', function () {
+  it('a length prefix past 2^63 (its top byte 0x80 or more) ends the channel with ERR_SHMRING_CORRUPT, not a RangeError', async function () {
+    const { b, ab, dispose } = ends();
+    try {
+      const prefix = new Uint8Array(F.SPLIT_PREFIX);
+      prefix[0] = 16;
+      prefix[7] = 0x80; // read as a signed high word, the total came out negative and reached Buffer.allocUnsafe
+      assert.ok(ab.tryWrite(prefix, F.frameType(F.SEND, 0, F.SPLIT)));
+      await rejectsWith(b.receive(), ErrorCodes.CORRUPT);
     } finally {
       dispose();
     }
