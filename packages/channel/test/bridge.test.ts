@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
-import { connect, headers, type Msg } from 'nats';
+import { connect, headers, type Msg, type RetentionPolicy } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
 import { CONSUMER_INACTIVE_MS, defaultConsumer } from '../src/bridge/bridge.js';
@@ -444,6 +444,36 @@ describe('bridge', function () {
         await nc.close();
       }
     });
+
+    for (const retention of ['interest', 'workqueue'] as const) {
+      it(`${retention === 'interest' ? 'an' : 'a'} ${retention} stream: what is published while the bridge is away comes into the ring when it starts again, once, in order`, async function () {
+        const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+        try {
+          const jsm = await nc.jetstreamManager();
+          const js = nc.jetstream();
+          const b = rings.make();
+          const stream = `MR${process.pid}_${rings.counter}`;
+          const subject = uniqueSubject('retention');
+          await jsm.streams.add({ name: stream, subjects: [subject], retention: retention as RetentionPolicy });
+          const url = nats.url(subject, `?jetstream=${stream}`);
+          await bridgeInto(url, b, 0); // its consumer made: an interest stream keeps nothing nobody wants
+          for (let i = 0; i < 20; i++) await js.publish(subject, message(i));
+          await bridgeInto(url, b, 20);
+          // Away: an interest stream kept these for the bridge's consumer (its delete at the next start dropped them);
+          // a work queue takes no consumer that starts after a sequence (the next start stalled, for ever).
+          for (let i = 20; i < 40; i++) await js.publish(subject, message(i));
+          await bridgeInto(url, b, 20, 20);
+          for (let i = 40; i < 45; i++) await js.publish(subject, message(i));
+          await bridgeInto(url, b, 5, 40);
+          assert.equal(b.ring.tryRead(), null, 'a message came again');
+          const consumers: string[] = [];
+          for await (const info of jsm.consumers.list(stream)) consumers.push(info.name);
+          assert.equal(consumers.length, 1, `the bridge's consumers: ${consumers.join(', ')}`);
+        } finally {
+          await nc.close();
+        }
+      });
+    }
 
     it("a marker that records no stream (an older bridge upgraded in place) is taken as the stream's: the bridge goes on after it, replaying nothing", async function () {
       const nc = await connect({ servers: `127.0.0.1:${nats.port}` });

@@ -51,7 +51,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError, checkBoolean } from '@shmring/core';
-import type { JetStreamClient, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
+import type { JetStreamClient, JetStreamManager, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
 import { checkOptions, checkPoll, checkSignal, OptionNames } from '../options.js';
 import { closeNats, isConnected, loadNats, openNats, refusalError } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
@@ -1130,8 +1130,8 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
   {
     const jsm = await orAbort(nc.jetstreamManager(), signal);
     // Asked at each start: the stream may have been deleted and made again (sequences from 1) while the bridge waited.
-    const { created } = await orAbort(jsm.streams.info(stream), signal);
-    const reset = adoptMarker(marker, streamIdentity(stream, created, ctx.address.subject));
+    const info = await orAbort(jsm.streams.info(stream), signal);
+    const reset = adoptMarker(marker, streamIdentity(stream, info.created, ctx.address.subject));
     if (reset !== undefined) {
       ctx.log(
         `shmring bridge: the progress marker /dev/shm/${ring.name}.jsbridge was for other messages ` +
@@ -1140,24 +1140,41 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
       );
     }
     const committed = marker.f64[COMMITTED]!;
-    // The consumer restarts after the last message the ring holds: nothing
-    // delivered to a bridge that died is waited for (ack wait) or reordered.
-    await orAbort(jsm.consumers.delete(stream, durable), signal).catch((err: unknown) => {
-      if (signal.aborted) throw err;
-    });
-    const adding = jsm.consumers.add(stream, {
-      durable_name: durable,
-      ack_policy: ctx.nats.AckPolicy.Explicit,
-      ack_wait: ctx.nats.nanos(ACK_WAIT_MS),
+    const { AckPolicy, DeliverPolicy, RetentionPolicy, nanos } = ctx.nats;
+    const retention = info.config.retention;
+    // The consumer starts right after the last message the ring holds: nothing delivered to a bridge that died
+    // is waited for (ack wait) or reordered. A work queue keeps only what no consumer acknowledged, from its
+    // first message on (and takes no other start): all of it, what the ring has acknowledged again below.
+    const start =
+      committed > 0 && retention !== RetentionPolicy.Workqueue
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
+        : { deliver_policy: DeliverPolicy.All };
+    const config = {
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(ACK_WAIT_MS),
       max_ack_pending: BATCH,
-      inactive_threshold: ctx.nats.nanos(CONSUMER_INACTIVE_MS),
       filter_subject: ctx.address.subject,
-      ...(committed > 0
-        ? { deliver_policy: ctx.nats.DeliverPolicy.StartSequence, opt_start_seq: committed + 1 }
-        : { deliver_policy: ctx.nats.DeliverPolicy.All }),
-    });
-    await orAbort(adding, signal);
-    const consumer = await orAbort(nc.jetstream().consumers.get(stream, durable), signal);
+      // Only where the stream keeps its messages whatever the consumers do: deleted by the server, the consumer of
+      // an interest stream would take with it every message it had not acknowledged, that of a work queue is
+      // harmless but a bridge blocked on a full ring for the threshold loses it under it. Those stay (delete them
+      // with `nats consumer rm` once their bridge is gone for good).
+      ...(retention === RetentionPolicy.Limits ? { inactive_threshold: nanos(CONSUMER_INACTIVE_MS) } : {}),
+      ...start,
+    };
+    let name = durable;
+    if (retention === RetentionPolicy.Interest) {
+      // Deleting the consumer first would drop every message no other consumer wants: the one this start makes
+      // (under the other of two names) holds them before the old one goes.
+      const other = `${durable}-b`;
+      const old = (await consumerExists(jsm, stream, durable, signal)) ? durable : other;
+      name = old === durable ? other : durable;
+      await orAbort(jsm.consumers.add(stream, { ...config, durable_name: name }), signal);
+      await deleteConsumer(jsm, stream, old, signal);
+    } else {
+      await deleteConsumer(jsm, stream, durable, signal);
+      await orAbort(jsm.consumers.add(stream, { ...config, durable_name: name }), signal);
+    }
+    const consumer = await orAbort(nc.jetstream().consumers.get(stream, name), signal);
     // A stream or consumer deleted while it runs ends consume() (which would look for it again, silently, for ever):
     // jetStreamToRing says it once and starts the consumer again every RETRY_MS, until the stream is back.
     const messages = await orAbort(consumer.consume({ max_messages: BATCH, abort_on_missing_resource: true }), signal);
@@ -1174,6 +1191,34 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
       forget();
       signal.removeEventListener('abort', stop);
     }
+  }
+}
+
+/** Whether the stream has a consumer of that name. */
+async function consumerExists(jsm: JetStreamManager, stream: string, name: string, signal: AbortSignal): Promise<boolean> {
+  try {
+    await orAbort(jsm.consumers.info(stream, name), signal);
+    return true;
+  } catch (err) {
+    if ((err as ApiError).api_error?.err_code === CONSUMER_NOT_FOUND) return false;
+    throw err;
+  }
+}
+
+/**
+ * Deletes the consumer if it is there. Any failure but "not found" is
+ * thrown (the caller starts again): a consumer left in place would be taken
+ * as it is by the add that follows (the same configuration), and the
+ * messages it had delivered to the connection just lost would come again
+ * only after its ack wait, behind later ones, which the ring would have
+ * taken already: skipped as in the ring, lost.
+ */
+async function deleteConsumer(jsm: JetStreamManager, stream: string, name: string, signal: AbortSignal): Promise<void> {
+  try {
+    await orAbort(jsm.consumers.delete(stream, name), signal);
+  } catch (err) {
+    if (!signal.aborted && (err as ApiError).api_error?.err_code === CONSUMER_NOT_FOUND) return;
+    throw err;
   }
 }
 
