@@ -172,6 +172,24 @@ describe('channels over NATS', function () {
       }
     });
 
+    it('alive while the wall clock is stepped (NTP, date -s): a jump of Date.now() by minutes either way ends no channel', async function () {
+      const { server, channel } = await serverWithPeer();
+      const realNow = Date.now;
+      let ended: unknown;
+      channel.once('close', (err?: unknown) => (ended = err ?? 'closed'));
+      try {
+        for (const step of [10 * 60_000, -20 * 60_000]) {
+          Date.now = () => realNow() + step;
+          await new Promise((resolve) => setTimeout(resolve, BEAT_MS * 6)); // six of its heartbeats
+          assert.equal(ended, undefined, `the channel ended after a clock step of ${step / 60_000} min: ${String(ended)}`);
+          assert.equal(await channel.request('ping', { timeoutMs: 5000 }), 'ping');
+        }
+      } finally {
+        Date.now = realNow;
+        await server.close();
+      }
+    });
+
     it('silent (SIGSTOPped, its connection still open): its channel ends with ERR_SHMRING_PEER_DEAD after 3 missed heartbeats', async function () {
       const { server, channel, peer } = await serverWithPeer();
       try {

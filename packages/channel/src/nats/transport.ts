@@ -123,8 +123,8 @@ export class NatsEnd implements RecordSource, RecordSink {
   #timer: ReturnType<typeof setInterval> | undefined;
   /** ms between the timer's ticks: the shorter of the two heartbeats, so the peer's silence is judged at its own pace. */
   #tickMs = DEFAULT_BEAT_MS;
-  /** Date.now() of this end's last heartbeat sent. */
-  #lastBeat = 0;
+  /** performance.now() of this end's last heartbeat sent. */
+  #lastBeat = -Infinity;
   readonly #queue: Record[] = [];
   #head = 0;
   /** performance.now() of the first write since the event loop last turned; -1 once it has turned (#turned). */
@@ -140,7 +140,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   };
   /** A handler of drain() is running: a drain from it would hand out the records after the one in hand first. */
   #draining = false;
-  #lastHeard = Date.now();
+  #lastHeard = performance.now();
   readonly #watch: ConnectionWatch;
   /** The connection's drops when the peer was last heard from (or when this end was made). */
   #heardAtDrop: number;
@@ -188,12 +188,12 @@ export class NatsEnd implements RecordSource, RecordSink {
   pair(peer: string, peerBeatMs: number): void {
     this.#peer = peer;
     this.#peerBeatMs = peerBeatMs;
-    this.#lastHeard = Date.now();
+    this.#lastHeard = performance.now();
     if (this.#ended) return;
     // A peer that beats faster than this end is judged at its pace (within DEAD_AFTER_BEATS + 1 of its
     // periods), not at the next of this end's slower beats; this end still beats at its own period.
     this.#tickMs = Math.min(this.#beatMs, peerBeatMs);
-    this.#lastBeat = Date.now();
+    this.#lastBeat = performance.now();
     this.#timer = setInterval(() => this.#tick(), this.#tickMs);
     this.#timer.unref();
     // Back from an outage, the peer hears from this end at once, not up to a period later: the outage
@@ -213,7 +213,7 @@ export class NatsEnd implements RecordSource, RecordSink {
       this.#end(`its NATS subscription is gone (the server answered "no responders")`);
       return;
     }
-    this.#lastHeard = Date.now();
+    this.#lastHeard = performance.now();
     if (this.#heardAtDrop !== this.#watch.drops) {
       this.#heardAtDrop = this.#watch.drops;
       // The first news from the peer since our connection came back: the peer is back too, and what this
@@ -424,7 +424,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   #tick(): void {
     if (this.#ended || this.#endIfSilent()) return;
     // Half a tick early is on time: the timer's ticks drift by a little each.
-    if (Date.now() - this.#lastBeat >= this.#beatMs - this.#tickMs / 2) this.#sendBeat();
+    if (performance.now() - this.#lastBeat >= this.#beatMs - this.#tickMs / 2) this.#sendBeat();
   }
 
   /** Beats now (back from an outage, or first news after one), unless the peer has been silent too long. */
@@ -434,13 +434,13 @@ export class NatsEnd implements RecordSource, RecordSink {
   }
 
   #sendBeat(): void {
-    this.#lastBeat = Date.now();
+    this.#lastBeat = performance.now();
     this.#control('beat', this.#inbox);
   }
 
   /** Ends the link (true) if nothing came from the peer for DEAD_AFTER_BEATS of its periods. */
   #endIfSilent(): boolean {
-    const silent = Date.now() - this.#lastHeard;
+    const silent = performance.now() - this.#lastHeard;
     if (silent <= DEAD_AFTER_BEATS * this.#peerBeatMs) return false;
     this.#end(`nothing came from it for ${silent} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
     return true;
