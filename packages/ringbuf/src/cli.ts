@@ -37,8 +37,9 @@ function who(p: ProcessInfo | undefined): string {
 function table(rings: RingInfo[]): string {
   const rows = [['name', 'kind', 'capacity', 'used', 'producer', 'consumer', 'creator', 'state']];
   for (const r of rings) {
-    const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize} B` : `${r.capacity} B`;
-    const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion}` : `${r.used} B`;
+    // A ring cut short has neither its slot size nor its version (truncatedHeader): '?' for them.
+    const capacity = r.kind === 'MpmcQueue' ? `${r.capacity}x${r.slotSize ?? '?'} B` : `${r.capacity} B`;
+    const used = r.kind === 'MpmcQueue' ? `${r.used} msgs` : r.kind === 'LatestValue' ? `v${r.latestVersion ?? '?'}` : `${r.used} B`;
     const state = r.damaged !== undefined ? 'damaged' : r.closed ? 'closed' : isStale(r) ? 'stale' : `open${openBecause(r)}`;
     // A Broadcast has no consumer: its subscribers, each in a slot, are listed under the table.
     const consumer = r.broadcast === undefined ? who(r.consumer) : plural(r.broadcast.subscribers.length, 'subscriber');

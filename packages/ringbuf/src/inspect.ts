@@ -339,8 +339,13 @@ function headerFault(buffer: ArrayBuffer | SharedArrayBuffer, kind: number, info
     readHeader(buffer, kind as Parameters<typeof readHeader>[1], 0, 'attach');
     if (kind === L.KIND_SPSC || kind === M.KIND_MPSC) {
       // The attach's own check, on a pair of positions that held at one instant: a live ring is not damaged.
+      // That pair is the one shown: the first loads may straddle a move of the consumer past the tail read
+      // before it (inspect preempted between them), which reads as a lap and hid an MpscRing's claims.
       const ctl = new Int32Array(buffer, 0, L.DATA_OFFSET / 4);
-      checkStablePositions(ctl, info.capacity, kind === L.KIND_SPSC ? checkSpscPositions : checkMpscPositions);
+      const [producer, consumer] = checkStablePositions(ctl, info.capacity, kind === L.KIND_SPSC ? checkSpscPositions : checkMpscPositions);
+      info.producerPosition = producer >>> 0;
+      info.consumerPosition = consumer >>> 0;
+      info.used = Math.min(Math.max((producer - consumer) | 0, 0), info.capacity);
     }
     return undefined;
   } catch (err) {
@@ -372,10 +377,13 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
     const pid = Atomics.load(words, s + B.SLOT_PID_I32);
     const locked = heldByAnyone(region, B.slotOffset(i)); // the slot's lock: undefined without a file
     const alive = locked ?? isAlive(pid, Atomics.load(words, s + B.SLOT_START_I32));
-    // TAIL was read before this cursor: a subscriber that keeps up may be past it by now (at most a ring
-    // ahead), which is no lag, not a lap of 2^32 - 8 bytes.
-    const ahead = (cursor - info.producerPosition) >>> 0;
-    subscribers.push({ slot: i, pid, alive, cursor, lag: ahead <= info.capacity ? 0 : (info.producerPosition - cursor) >>> 0 });
+    // Observes TAIL after the cursor, which a subscriber that reads only what was published has not passed: the
+    // lag is no lap of 2^32 bytes. (TAIL as read at the top may be far behind by now: a publisher can move more
+    // than a ring past it while this loop makes its system calls for the earlier slots.) A cursor ahead of it
+    // all the same (a subscriber's own view of a record, a hostile one) reads as keeping up, not lapped.
+    const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
+    const ahead = (cursor - tail) >>> 0;
+    subscribers.push({ slot: i, pid, alive, cursor, lag: ahead <= info.capacity ? 0 : (tail - cursor) >>> 0 });
   }
   info.broadcast = { lossless: ctl[B.MODE_I32] === B.MODE_LOSSLESS, slots, subscribers };
   // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.

@@ -6,7 +6,7 @@
  * at that time.
  */
 import * as fs from 'node:fs';
-import { ownAttaches, sysvSegments } from './sysv-segments.js';
+import { ownAttaches, readSegments } from './sysv-segments.js';
 
 /**
  * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
@@ -69,14 +69,17 @@ let attachedSeen: Map<number, boolean> | undefined;
  * which the kernel keeps across PID namespaces, and which a process that
  * exits or dies leaves) beyond this process's own attaches (its mappings
  * of the segment that start at the segment's first byte, in
- * /proc/self/maps: every thread's). False if either cannot be read.
+ * /proc/self/maps: every thread's). True if either cannot be read (out of
+ * fds, say): doubt is "someone may be attached", never a death.
  * Memoized in a onePass.
  */
-export function othersAttached(id: number): boolean {
+export function othersAttached(id: number, table?: string): boolean {
   const known = attachedSeen?.get(id);
   if (known !== undefined) return known;
-  const attached = sysvSegments().find((segment) => segment.id === id)?.attached ?? 0;
-  const others = attached - ownAttaches(id) > 0;
+  const segments = readSegments(table);
+  const own = ownAttaches(id);
+  const attached = segments?.find((segment) => segment.id === id)?.attached ?? 0;
+  const others = segments === undefined || own === Infinity || attached - own > 0;
   attachedSeen?.set(id, others);
   return others;
 }

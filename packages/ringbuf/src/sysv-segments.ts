@@ -18,11 +18,20 @@ export interface Segment {
 
 /** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
 export function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
+  return readSegments(table) ?? [];
+}
+
+/**
+ * sysvSegments, or undefined where the table exists and cannot be read
+ * (EMFILE, ENFILE, EACCES, …): nothing can be said of any segment then. No
+ * table at all (ENOENT: no System V IPC in this kernel) is no segments.
+ */
+export function readSegments(table = '/proc/sysvipc/shm'): Segment[] | undefined {
   let text: string;
   try {
     text = fs.readFileSync(table, 'utf8');
-  } catch {
-    return []; // no System V IPC in this kernel
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? [] : undefined;
   }
   const [header, ...rows] = text.trim().split('\n');
   const columns = header?.trim().split(/\s+/) ?? [];

@@ -16,6 +16,7 @@ import {
   describeRing,
   inspect,
   isStale,
+  LatestValue,
   listRings,
   MpmcQueue,
   MpscRing,
@@ -312,6 +313,20 @@ describe('inspect, listRings and the shmring CLI', function () {
     fs.copyFileSync(corrupt, short);
     fs.truncateSync(short, 100);
     assert.equal(inspect(short)?.damaged?.code, 'ERR_SHMRING_REGION_TOO_SMALL');
+    // A MpmcQueue and a LatestValue cut inside their header: no slot size, no version to show.
+    for (const [kind, made] of [
+      ['MpmcQueue', (r: Region) => MpmcQueue.create(r, { capacity: 4, slotSize: 64 })],
+      ['LatestValue', (r: Region) => LatestValue.create(r, { maxSize: 64 })],
+    ] as const) {
+      const cut = path.join(own, `cut-${kind}`);
+      const r = Region.create({ backing: 'file', path: cut, size: 1 << 16 });
+      made(r);
+      r.close();
+      fs.truncateSync(cut, 100);
+      const shown = cli('inspect', cut);
+      assert.equal(row(shown.stdout, cut).at(-1), 'damaged', shown.stdout);
+      assert.doesNotMatch(shown.stdout, /undefined/, `${kind}: ${shown.stdout}`);
+    }
     for (const [word, value, code] of [
       [L.KIND_I32, 9, 'ERR_SHMRING_CORRUPT'],
       [B.MODE_I32, 7, 'ERR_SHMRING_CORRUPT'],

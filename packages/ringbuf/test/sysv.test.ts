@@ -18,7 +18,7 @@ import { wake } from '@shmring/futex';
 import { inspect, isStale, LatestValue, listRings, SpscRing, unlinkStale, type RingInfo } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as V from '../src/latest-layout.js';
-import { isAlive, ownStartTime } from '../src/liveness.js';
+import { isAlive, othersAttached, ownStartTime } from '../src/liveness.js';
 import { latestPayload } from './fixtures/latest-values.js';
 import { message } from './fixtures/sysv-ring-peer.js';
 import { LinePeer, UNSHARE, unshareRefused } from './helpers.js';
@@ -223,6 +223,20 @@ describe('rings in System V segments', function () {
       assert.equal(inspect(target(key))?.producer?.alive, undefined);
     } finally {
       region.unlink();
+    }
+  });
+
+  it('takes a segment whose attach table cannot be read (out of fds, say) as attached by others: doubt is never a death', () => {
+    const region = Region.create({ backing: 'sysv', size: 4096 });
+    try {
+      assert.equal(othersAttached(region.id!), false, 'only this process has it attached');
+      // A table read that fails for another reason than its absence (here EISDIR, as EMFILE would).
+      assert.equal(othersAttached(region.id!, '/proc'), true);
+      // No table at all: no System V IPC here, so nobody is attached.
+      assert.equal(othersAttached(region.id!, '/proc/no-such-table'), false);
+    } finally {
+      region.unlink();
+      region.close();
     }
   });
 
