@@ -505,7 +505,9 @@ function checkPath(path: unknown, verb: string): string {
     // The kernel would read the path up to the NUL: another file than the one named.
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: path ${JSON.stringify(path)} must not contain a NUL character`);
   }
-  return path;
+  // Resolved against the working directory of this call: unlink() and unlinkOnExit remove this file, whatever
+  // the directory is by then (a relative path would name another one after a process.chdir()).
+  return nodePath.resolve(path);
 }
 
 /** Checks a memfd's label (shown in /proc/<pid>/fd): a string without NUL (memfd_create refuses one over 249 bytes: EINVAL). */
@@ -713,7 +715,7 @@ export class Region {
   readonly size: number;
   /** The POSIX name (with its leading '/'), for 'posix' regions. */
   readonly name: string | undefined;
-  /** The file's path, for 'file' regions. */
+  /** The file's path, for 'file' regions: absolute (a relative one is resolved against the working directory of the create or open). */
   readonly path: string | undefined;
   /**
    * 'sysv': the key it was created or opened with, unsigned (as `ipcs -m`
@@ -845,8 +847,18 @@ export class Region {
     const mode = checkInteger('mode', options.mode ?? 0o600, 0, 0o777, 'Region.create');
     if (hugePages && pool === undefined) throw noHugePages('Region.create of', describeSysv(key, undefined).object, size, pool);
     let id: number;
+    // Whether this call made the segment: without `exclusive` it may take one that is there (EEXIST on the
+    // exclusive try, then the plain one), which a failure here must leave alone.
+    let created = true;
+    const flags = IPC_CREAT | mode | (hugePages ? SHM_HUGETLB : 0);
     try {
-      id = backend().shmGet(key ?? 0, size, IPC_CREAT | (exclusive ? IPC_EXCL : 0) | mode | (hugePages ? SHM_HUGETLB : 0));
+      try {
+        id = backend().shmGet(key ?? 0, size, flags | IPC_EXCL);
+      } catch (err) {
+        if (exclusive || (err as { code?: string }).code !== 'EEXIST') throw err;
+        created = false;
+        id = backend().shmGet(key ?? 0, size, flags);
+      }
     } catch (err) {
       const described = describeSysv(key, undefined);
       if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
@@ -858,8 +870,8 @@ export class Region {
       region = new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, ...(key === undefined ? {} : { key }) });
       if (hugePages) Region.#populate(region);
     } catch (err) {
-      // Created by this call (exclusive): nobody else can have it yet, so it goes.
-      if (exclusive) {
+      // Made by this call (with `exclusive: false` too, when nobody had the key): it goes.
+      if (created) {
         try {
           backend().shmRemove(id);
         } catch {

@@ -137,6 +137,27 @@ describe('Region', () => {
         assert.equal(fs.existsSync(`/dev/shm/${name}`), false);
       });
 
+      it('takes a relative file path against the working directory of the create: unlink() after a chdir() removes that file', () => {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-relative-'));
+        const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-elsewhere-'));
+        const cwd = process.cwd();
+        try {
+          process.chdir(dir);
+          const region = Region.create({ backing: 'file', path: 'ring', size: 4096 });
+          assert.equal(region.path, path.join(fs.realpathSync(dir), 'ring'));
+          process.chdir(elsewhere);
+          fs.writeFileSync('ring', 'not the region'); // what the relative path names now
+          region.unlink();
+          region.close();
+          assert.equal(fs.existsSync(path.join(dir, 'ring')), false, 'the region file stayed');
+          assert.equal(fs.readFileSync(path.join(elsewhere, 'ring'), 'utf8'), 'not the region');
+        } finally {
+          process.chdir(cwd);
+          fs.rmSync(dir, { recursive: true, force: true });
+          fs.rmSync(elsewhere, { recursive: true, force: true });
+        }
+      });
+
       it('keeps the bytes of a file region after close and reopen', () => {
         const file = path.join(os.tmpdir(), uniqueName('file'));
         try {

@@ -7,7 +7,7 @@
  * is read from /proc/sysvipc/shm.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import * as net from 'node:net';
 import { Region, sendRegion } from '@shmring/core';
@@ -126,6 +126,33 @@ for (const kind of availableBackends()) {
       } finally {
         region.unlink();
       }
+    });
+
+    it('removes the segment it made with exclusive: false (nobody had the key) when it cannot attach it', function () {
+      // A user namespace: its root has no CAP_IPC_OWNER over this IPC namespace, so a segment of mode 0444 cannot
+      // be attached for writing (EACCES), as for any user who is not root.
+      const key = uniqueKey();
+      const code = `
+        const { Region } = await import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)});
+        try {
+          Region.create({ backing: 'sysv', size: 4096, key: ${key}, exclusive: false, mode: 0o444 });
+          console.log('created');
+        } catch (err) {
+          console.log(err.code);
+        }`;
+      const child = spawnSync('unshare', ['-r', process.execPath, '--input-type=module', '-e', code], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      if (child.error !== undefined || (child.status !== 0 && child.stdout === '')) {
+        console.log(`      (skipped: no user namespace here: ${child.error?.message ?? child.stderr.trim()})`);
+        this.skip();
+      }
+      const left = [...segments().values()].filter((segment) => segment.key === key);
+      for (const segment of left) backend().shmRemove(segment.id);
+      assert.equal(child.stdout.trim(), 'EACCES', child.stderr);
+      assert.deepEqual(left, [], 'the segment it made stayed');
     });
 
     it("leaves a closed region's old views empty and closes idempotently", () => {
