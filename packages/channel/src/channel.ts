@@ -928,9 +928,11 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     this.#handler = handler as Handler; // V is the caller's word for what comes: nothing here depends on it
     this.#hold();
     // A request its caller gave up on (timeout, abort) while it waited for this handler is not handed
-    // to it: the CANCELs published so far are taken first. The requests among them go to #calls, after
-    // the older ones waiting here, and all are handed out in arrival order.
-    if (this.#unhandled.length > 0 && !this.#takePublished()) return;
+    // to it: the CANCELs published so far are taken first, also when none of its requests was taken yet
+    // (the pump would take them in batches and hand each batch out before the CANCELs behind it). The
+    // requests among them go to #calls, after the older ones waiting here, and all are handed out in
+    // arrival order.
+    if (!this.#takePublished()) return;
     const calls: unknown[] = [];
     for (const [id, value] of this.#unhandled) calls.push(id, value);
     this.#unhandled = [];

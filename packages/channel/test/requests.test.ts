@@ -372,6 +372,22 @@ describe('requests', function () {
         assert.deepEqual(seen, ['kept', 'later']);
       });
 
+      it('requests whose callers gave up while a value waited to be received are never handed to the handler registered after', async function () {
+        const { a, b } = ends;
+        await a.send('a value first'); // what an idle read of b takes; nothing more is taken while it waits
+        const given = Array.from({ length: 40 }, (_, i) => a.request(`gave up ${i}`, { timeoutMs: 50 }));
+        for (const request of given) await rejectsWith(request, 'ERR_SHMRING_TIMEOUT');
+        await sleep(100); // the CANCELs reach the other side
+        const seen: unknown[] = [];
+        b.handle((value) => {
+          seen.push(value);
+          return `answer to ${String(value)}`;
+        });
+        assert.equal(await a.request('later'), 'answer to later');
+        assert.deepEqual(seen, ['later'], 'requests given up on were handed to the handler (in batches, before their CANCELs)');
+        assert.equal(await b.receive(), 'a value first');
+      });
+
       // Regression: with a receive (or a request) pending on the handler-less side, its pump took every
       // record, and kept every request in memory (40,000 of 4 KB: 6 -> 170 MB of heap) with no
       // back-pressure to the sender.
