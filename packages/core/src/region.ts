@@ -50,7 +50,7 @@ import {
   onObject,
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
-import { holdName, releaseLocksOf, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
+import { holdName, releaseLocksOf, retryFor, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -452,6 +452,13 @@ function openCreating(open: (extra: number) => number, exclusive: boolean): { fd
 
 /** How long Region.create waits for another creator's sizing (a few system calls) before it gives up. */
 const SIZING_WAIT_MS = 10_000;
+
+/**
+ * How long Region.open looks at an empty object before it says so: its
+ * creator may be between its open and its sizing lock (a few system calls,
+ * unless it was preempted there).
+ */
+const EMPTY_WAIT_MS = 20;
 
 /**
  * Takes the sizing lock (locks.ts, SIZING_LOCK_BYTE) on `fd`, waiting
@@ -939,7 +946,9 @@ export class Region {
         const name = posixName(options.name, 'Region.open');
         try {
           const fd = openNamed(() => backend().shmOpen(name, flags, 0), describePosix(name));
-          return withFd(fd, () => Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object), readOnly, { name }));
+          return withFd(fd, () =>
+            Region.#map('posix', fd, Region.#existingSize(fd, describePosix(name).object, undefined, true), readOnly, { name }),
+          );
         } catch (err) {
           failOn(err, 'Region.open of', describePosix(name), (code) => {
             if (code === 'ENOENT') return 'nothing has that name: create it first (Region.create), or check the name (ls /dev/shm)';
@@ -951,7 +960,9 @@ export class Region {
         const path = checkPath(options.path, 'Region.open');
         try {
           const fd = openNamed(() => backend().open(path, flags, 0), describeFile(path));
-          return withFd(fd, () => Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object), readOnly, { path }));
+          return withFd(fd, () =>
+            Region.#map('file', fd, Region.#existingSize(fd, describeFile(path).object, undefined, true), readOnly, { path }),
+          );
         } catch (err) {
           failOn(err, 'Region.open of', describeFile(path), (code) =>
             code === 'ENOENT'
@@ -1161,8 +1172,22 @@ export class Region {
     return new Region({ backing: 'sab', size: sab.byteLength, fd: -1, buffer: sab });
   }
 
-  static #existingSize(fd: number, object: string, verb = 'Region.open of'): number {
-    const stat = mappableStat(fd, object, verb);
+  static #existingSize(fd: number, object: string, verb = 'Region.open of', byName = false): number {
+    let stat = mappableStat(fd, object, verb);
+    if (byName) {
+      // A creator sizing the object (Region.create holds SIZING_LOCK_BYTE exclusively from before its size
+      // check to after its fallocate) is waited for: the size is read once it is done, not mid-way (0, or a
+      // part of it where the file system grows the file as it allocates). One caught between its open and
+      // that lock shows size 0 for a few system calls: looked at again for a moment before "empty" is said.
+      const settled = (): fs.Stats => {
+        const what = `${verb} ${object}: its creator (stopped in the middle?) has been sizing it`;
+        if (waitForFileByte(fd, SIZING_LOCK_BYTE, true, SIZING_WAIT_MS, what)) unlockFileByte(fd, SIZING_LOCK_BYTE);
+        return fs.fstatSync(fd);
+      };
+      stat = settled();
+      // Growing meanwhile: its creator holds the lock by now, or is done.
+      if (stat.size === 0 && retryFor(EMPTY_WAIT_MS, () => fs.fstatSync(fd).size > 0)) stat = settled();
+    }
     if (stat.size === 0) {
       throw new ShmringError(
         ErrorCodes.REGION_TOO_SMALL,

@@ -890,6 +890,32 @@ describe('Region sizes this Node cannot map, and objects reused with exclusive: 
         }
       });
 
+      it('an open of a name whose creator is still sizing it waits for the size, rather than failing on an empty object', async function () {
+        this.timeout(20_000);
+        for (const lockFirst of [true, false]) {
+          const name = uniqueName('opening');
+          // A creator between its O_EXCL open and its fallocate: holding the sizing lock, or (a few system calls
+          // earlier) not yet.
+          const fd = fs.openSync(`/dev/shm/${name}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+          try {
+            if (lockFirst) assert.ok(backend().ofdLock(fd, SIZING_LOCK_BYTE, 1), 'took the sizing lock');
+            const child = spawn(process.execPath, [PEER, 'open-size', name], { stdio: ['ignore', 'pipe', 'inherit'] });
+            const exited = once(child, 'exit');
+            let out = '';
+            child.stdout.on('data', (d: Buffer) => (out += d));
+            await new Promise((resolve) => setTimeout(resolve, lockFirst ? 300 : 20));
+            assert.equal(out, '', `the open ended before the object was sized (${lockFirst ? 'locked' : 'not locked yet'})`);
+            fs.ftruncateSync(fd, 8192);
+            if (lockFirst) backend().ofdLock(fd, SIZING_LOCK_BYTE, 2);
+            await exited;
+            assert.equal(out, 'opened 8192', lockFirst ? 'sizing lock held' : 'before the sizing lock');
+          } finally {
+            fs.closeSync(fd);
+            fs.rmSync(`/dev/shm/${name}`, { force: true });
+          }
+        }
+      });
+
       it("create with exclusive: false never shrinks an existing POSIX object or file: the other holders' pages stay", () => {
         const name = uniqueName('noshrink');
         const file = path.join(os.tmpdir(), `${uniqueName('noshrink')}.region`);

@@ -599,6 +599,8 @@ function listDir(dir: string): FoundRing[] {
     if (!entry.isFile()) continue;
     // A name that reads as a System V target (sysv:…) is looked at by its path, as a user must give it.
     const target = dir === '/dev/shm' && !SYSV_PREFIX.test(entry.name) ? entry.name : path.join(dir, entry.name);
+    // Empty: no ring, or one whose creator has not sized it yet (Region.open would wait a moment for that).
+    if (fs.statSync(path.join(dir, entry.name), { throwIfNoEntry: false })?.size === 0) continue;
     try {
       const { info, object } = examine(target);
       if (info) rings.push({ info, object: object! });
