@@ -258,19 +258,28 @@ impl Reactor {
         let Some(ring) = ring.as_mut() else { return Err(SysError { errno: libc::EINVAL, syscall: "io_uring" }) };
         let mark = ring.mark();
         let result = match deadline {
-            None => ring.push(uring::futex_wait_sqe(word, expected, id, false)),
+            None => ring.push(uring::futex_wait_sqe(word, expected, id, false)).and_then(|()| ring.submit()),
             Some(deadline) => {
-                // A chain must not straddle two submissions.
+                // A chain must not straddle two submissions: what was queued before goes first, then the chain
+                // in one io_uring_enter, whole or an error.
                 ring.submit()
                     .and_then(|()| ring.push(uring::futex_wait_sqe(word, expected, id, true)))
                     .and_then(|()| ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | id)))
+                    .and_then(|()| ring.submit_whole())
             }
         };
         // The deadline is read by the kernel during this call. Failed: the caller settles the wait with the
         // error and lets go of the deadline, so nothing of it may reach the kernel later.
-        let result = result.and_then(|()| ring.submit());
         if result.is_err() {
+            // Handed to the kernel all the same: the FUTEX_WAIT of a chain the kernel cut short, which it queues
+            // without its timeout. Left there, it could take a wake meant for another sleeper, unseen: it is
+            // cancelled as the wait of a caller that gave up is, and a wake it took is passed on.
+            let handed = ring.handed_since(mark) > 0;
             ring.withdraw_to(mark);
+            if handed {
+                self.cancelled.borrow_mut().insert(id, Swallowed::Word { word, expected });
+                let _ = ring.push(uring::cancel_sqe(id, TAG_CANCEL | id)).and_then(|()| ring.submit());
+            }
         }
         result
     }

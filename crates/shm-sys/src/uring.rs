@@ -165,6 +165,27 @@ impl Ring {
         Ok(())
     }
 
+    /// Submits what is queued in one `io_uring_enter`, or fails: EAGAIN when
+    /// the kernel took only the first entries (it stops where it cannot
+    /// allocate a request, and queues a linked chain cut short there on its
+    /// own, without the rest of it); `handed_since` then says how many.
+    pub fn submit_whole(&mut self) -> Result<(), SysError> {
+        loop {
+            match self.enter(self.unsubmitted, 0, 0) {
+                Ok(n) if n >= self.unsubmitted => {
+                    self.unsubmitted = 0;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.unsubmitted -= n;
+                    return Err(SysError { errno: libc::EAGAIN, syscall: "io_uring_enter" });
+                }
+                Err(err) if err.errno == libc::EINTR => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// The SQ tail now: a mark that `withdraw_to` takes the queue back to.
     pub fn mark(&self) -> u32 {
         // SAFETY: sq_tail points into the live mapping. Relaxed: only this thread writes it.
