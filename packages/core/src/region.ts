@@ -1032,16 +1032,26 @@ export class Region {
     }
     // The shrink seal first, then the size: a sender that shrank the file between a look at its size and
     // the seal would leave a mapping past its end (SIGBUS at the first touch there).
+    // A memfd handed over read-only (an fd opened O_RDONLY, as /proc/<pid>/fd/<n> of it can be) takes no seal
+    // from us (EPERM: adding seals needs an fd open for writing): mapped as it is, unless a fixed size is required.
+    let readOnlyFd = false;
     if (seals !== undefined && (seals & F_SEAL_SHRINK) === 0 && (seals & F_SEAL_SEAL) === 0) {
-      backend().addSeals(fd, F_SEAL_SHRINK);
-      seals |= F_SEAL_SHRINK;
+      try {
+        backend().addSeals(fd, F_SEAL_SHRINK);
+        seals |= F_SEAL_SHRINK;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EPERM') throw err;
+        readOnlyFd = true;
+      }
     }
     if (options.requireFixedSize === true && (seals === undefined || (seals & F_SEAL_SHRINK) === 0)) {
       throw new ShmringError(
         ErrorCodes.NOT_SEALED,
         seals === undefined
           ? `${object} is not a memfd: whoever can open its file can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd`
-          : `${object} cannot be sealed against shrinking (seals 0x${seals.toString(16)}: a memfd made without MFD_ALLOW_SEALING, or a POSIX object or tmpfs file): its sender can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd made with MFD_ALLOW_SEALING (Region.create's)`,
+          : readOnlyFd
+            ? `${object} is a memfd open read-only here, so this process cannot seal it against shrinking (EPERM), and its sender still can shrink it (this process would fault, SIGBUS, on the pages cut off); have the peer seal it (F_SEAL_SHRINK) before it sends it, or send an fd open for writing`
+            : `${object} cannot be sealed against shrinking (seals 0x${seals.toString(16)}: a memfd made without MFD_ALLOW_SEALING, or a POSIX object or tmpfs file): its sender can shrink it, and this process would fault (SIGBUS) on the pages cut off; have the peer send a memfd made with MFD_ALLOW_SEALING (Region.create's)`,
       );
     }
     const size = Region.#existingSize(fd, object, 'Region.fromFd of');

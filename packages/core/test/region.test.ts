@@ -193,6 +193,28 @@ describe('Region', () => {
         assert.equal(fs.fstatSync(original.fd).size, 4096);
       });
 
+      it('maps a memfd handed over read-only (an fd opened O_RDONLY), which it cannot seal; requireFixedSize says why', () => {
+        const fd = backend().memfdCreate(uniqueName('readonly-fd'));
+        try {
+          fs.ftruncateSync(fd, 4096);
+          fs.writeSync(fd, Uint8Array.of(42), 0, 1, 100);
+          const readOnlyFd = fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY);
+          try {
+            using region = Region.fromFd(readOnlyFd, { readOnly: true });
+            assert.equal(region.size, 4096);
+            assert.equal(new Uint8Array(region.buffer)[100], 42);
+            assert.throws(() => Region.fromFd(readOnlyFd, { readOnly: true, requireFixedSize: true }), {
+              code: 'ERR_SHMRING_NOT_SEALED',
+              message: /open read-only here, so this process cannot seal it/,
+            });
+          } finally {
+            fs.closeSync(readOnlyFd);
+          }
+        } finally {
+          fs.closeSync(fd);
+        }
+      });
+
       it("leaves a closed region's old views empty instead of faulting", () => {
         const region = Region.create({ backing: 'memfd', size: 4096 });
         const view = new Uint8Array(region.buffer);
