@@ -1251,10 +1251,21 @@ export class Region {
     const async = checkBoolean('async', options.async, 'region.sync');
     const fd = this.fd; // throws ERR_SHMRING_CLOSED for a closed region
     if (this.backing !== 'file' || async) return;
+    // A duplicate of the fd, its own until the sync is done: a close() of the region meanwhile (sync() then
+    // close() at once, say) closes the region's fd, and the thread pool would sync a closed fd (EBADF) or
+    // whatever file reused its number. The same open file: its dirty pages are the region's.
+    let own: number;
     try {
-      await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      own = backend().dup(fd);
     } catch (err) {
       failOn(err, 'region.sync() of', this.#described(fd));
+    }
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(own, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      failOn(err, 'region.sync() of', this.#described(fd));
+    } finally {
+      backend().close(own);
     }
   }
 

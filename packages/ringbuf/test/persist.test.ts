@@ -257,4 +257,15 @@ describe('an SpscRing in a file region survives the death of both sides', functi
     await memory.sync();
     memory.close();
   });
+
+  it("region.sync() then close() at once: the sync completes on the region's file (its own fd), not EBADF or another file", async () => {
+    for (let i = 0; i < 50; i++) {
+      const region = Region.open({ backing: 'file', path: file });
+      new Uint8Array(region.buffer)[region.size - 1] = i;
+      const syncing = region.sync();
+      region.close(); // the region's fd goes now, before the thread pool gets to the sync
+      await syncing;
+      assert.equal(fs.readFileSync(file)[fs.statSync(file).size - 1], i);
+    }
+  });
 });
