@@ -22,6 +22,7 @@ import {
   abortError,
   checkBoolean,
   checkOptionNames,
+  onObject,
   shown,
 } from './errors.js';
 import { backend } from './native/loader.js';
@@ -123,7 +124,7 @@ function socketFd(socket: Socket, verb: string): number {
 }
 
 async function connected(socket: Socket, verb: string): Promise<void> {
-  if (!socket.connecting) return;
+  if (!socket.connecting) return unixOnly(socket, verb);
   await new Promise<void>((resolve, reject) => {
     const done = (): void => {
       socket.off('connect', onConnect);
@@ -147,6 +148,21 @@ async function connected(socket: Socket, verb: string): Promise<void> {
     socket.once('error', onError);
     socket.once('close', onClose);
   });
+  unixOnly(socket, verb);
+}
+
+/**
+ * An fd passes over a Unix domain socket only: TCP ignores SCM_RIGHTS, so
+ * sendRegion over it sent a byte and no region, and the peer's
+ * receiveRegion failed with "a message without a file descriptor".
+ */
+function unixOnly(socket: Socket, verb: string): void {
+  if (typeof socket.remotePort === 'number' || typeof socket.localPort === 'number') {
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: the socket is a TCP socket (${socket.remoteAddress}:${socket.remotePort}); a region's fd passes only over a Unix domain socket: net.connect(path), a server's net.createServer().listen(path), or a socketpair`,
+    );
+  }
 }
 
 /** Sends `region`'s fd over a connected Unix domain socket. */
@@ -171,7 +187,22 @@ export async function sendRegion(socket: Socket, region: Region): Promise<void> 
     );
   }
   await connected(socket, 'sendRegion');
-  backend().sendFd(socketFd(socket, 'sendRegion'), region.fd);
+  try {
+    backend().sendFd(socketFd(socket, 'sendRegion'), region.fd);
+  } catch (err) {
+    throw onObject(err, 'sendRegion over', 'the socket', { hint: sendHint });
+  }
+}
+
+/** What a failed sendmsg(2) of an fd means to the caller. */
+function sendHint(code: string): string | undefined {
+  if (code === 'EINVAL' || code === 'EOPNOTSUPP' || code === 'ENOTSUP') {
+    return 'an fd passes only over a Unix domain socket (net.connect(path), a socketpair): not TCP';
+  }
+  if (code === 'EAGAIN') return 'the socket buffer is full: the peer is not reading; send again once it drains';
+  if (code === 'EPIPE' || code === 'ECONNRESET' || code === 'ENOTCONN') return 'the peer closed the socket: nothing was sent';
+  if (code === 'ETOOMANYREFS') return 'too many fds are in flight to a peer that does not receive them (receiveRegion)';
+  return undefined;
 }
 
 /** Waits for a region's fd on a Unix domain socket and maps it. */
@@ -187,7 +218,14 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
     if (signal?.aborted) throw abortError(signal);
     // Looked up before every poll, in the same tick as recvmsg: a socket destroyed while we slept has
     // no fd any more (and its number may be another file's by now), which socketFd reports as CLOSED.
-    const received = backend().recvFd(socketFd(socket, 'receiveRegion'));
+    let received: number;
+    try {
+      received = backend().recvFd(socketFd(socket, 'receiveRegion'));
+    } catch (err) {
+      throw onObject(err, 'receiveRegion over', 'the socket', {
+        hint: (code) => (code === 'ECONNRESET' ? 'the peer closed the socket before sending a region' : undefined),
+      });
+    }
     // The received fd is ours alone: the region owns it (and closes it if it cannot be mapped).
     if (received >= 0) {
       return adoptFd(

@@ -7,6 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { once } from 'node:events';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -91,6 +92,47 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
     await assert.rejects(within(received, 5000), { code: ErrorCodes.CLOSED });
   });
 
+  it('sendRegion and receiveRegion refuse a TCP socket (TCP drops the fd: a byte went, no region) with a TypeError saying why', async () => {
+    const tcp = net.createServer((peer) => peers.push(peer));
+    await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((tcp.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      using region = Region.create({ backing: 'memfd', size: 4096 });
+      for (const verb of ['sendRegion', 'receiveRegion'] as const) {
+        const call = verb === 'sendRegion' ? sendRegion(client, region) : receiveRegion(client, { timeoutMs: 1000 });
+        await assert.rejects(call, (err: Error & { code?: string }) => {
+          assert.equal(err.name, 'TypeError', String(err));
+          assert.equal(err.code, ErrorCodes.INVALID_ARGUMENT);
+          assert.match(err.message, new RegExp(`^${verb}: the socket is a TCP socket .*Unix domain socket`));
+          return true;
+        });
+      }
+    } finally {
+      client.destroy();
+      tcp.close();
+    }
+  });
+
+  it('sendRegion to a peer that closed fails with a ShmringError naming the socket, its errno and what happened', async () => {
+    const client = net.connect({ path: sock, allowHalfOpen: true });
+    await once(client, 'connect');
+    while (peers.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    const ended = once(client, 'end');
+    peers[0]!.destroy();
+    await ended; // the peer has closed its end: a sendmsg now fails
+    try {
+      using region = Region.create({ backing: 'memfd', size: 4096 });
+      await assert.rejects(sendRegion(client, region), (err: Error & { code?: string; syscall?: string }) => {
+        assert.equal(err.name, 'ShmringError', String(err));
+        assert.ok(['EPIPE', 'ECONNRESET'].includes(err.code!), String(err));
+        assert.match(err.message, /^sendRegion over the socket: sendmsg failed: .*the peer closed the socket: nothing was sent/);
+        return true;
+      });
+    } finally {
+      client.destroy();
+    }
+  });
+
   it('sendRegion refuses a region that is not a Region, and a socket that is not a net.Socket, with a TypeError naming it', async () => {
     const client = net.connect(sock);
     const region = Region.create({ backing: 'memfd', size: 4096 });
@@ -112,7 +154,8 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
       const index = new URL('../src/index.js', import.meta.url).href;
       const code = `
         import * as fs from 'node:fs';
-        import * as net from 'node:net';
+        import { once } from 'node:events';
+import * as net from 'node:net';
         const { Region, sendRegion, receiveRegion } = await import(${JSON.stringify(index)});
         const sock = ${JSON.stringify(path.join(os.tmpdir(), `${uniqueName('ctrunc')}.sock`))};
         const accepted = new Promise((resolve) => net.createServer({ pauseOnConnect: true }, resolve).listen(sock));
