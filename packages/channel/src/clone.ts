@@ -48,6 +48,9 @@ const HEADER_LENGTH = 2;
 const HEADER_VERSION = HEADER[1]!;
 const FAST = HEADER.length === HEADER_LENGTH && HEADER[0] === TAG_VERSION;
 
+/** Largest encoding the fast path writes into its scratch buffer (1 MiB). */
+export const SCRATCH_MAX = 1 << 20;
+
 /** Objects and arrays one value may hold on the fast path. */
 const MAX_OBJECTS = 64;
 /** Nesting depth on the fast path. */
@@ -92,7 +95,10 @@ class Writer {
   reserve(n: number): void {
     if (this.pos + n <= this.limit) return;
     if (this.fixed) throw NO_ROOM;
-    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    // The scratch buffer lives as long as the thread: a value larger than SCRATCH_MAX (a long string) goes to
+    // v8.serialize, whose buffer goes with the value, instead of keeping that much memory for good.
+    if (this.pos + n > SCRATCH_MAX) throw BAIL;
+    const bigger = Buffer.allocUnsafe(Math.min(SCRATCH_MAX, Math.max(this.buf.length * 2, this.pos + n)));
     this.buf.copy(bigger, 0, 0, this.pos);
     this.scratch = this.buf = bigger;
     this.limit = bigger.length;

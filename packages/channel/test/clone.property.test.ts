@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
 import v8 from 'node:v8';
 import fc from 'fast-check';
-import { fastDecode, fastEncode } from '../src/clone.js';
+import { fastDecode, fastEncode, SCRATCH_MAX } from '../src/clone.js';
 
 /**
  * Equal as structured clones: deep-equal, or (for what isDeepStrictEqual
@@ -124,6 +124,16 @@ describe('structured-clone fast path (clone.ts)', () => {
     ]) {
       assert.equal(fastEncode(value), undefined, `taken on the fast path: ${String(value)}`);
     }
+  });
+
+  it('leaves a value whose encoding passes SCRATCH_MAX (1 MiB) to v8.serialize: the scratch buffer, kept for the thread, never grows past it', () => {
+    const big = 'x'.repeat(SCRATCH_MAX + 1);
+    assert.equal(fastEncode(big), undefined);
+    assert.equal(fastEncode({ list: [big] }), undefined);
+    const underLimit = 'y'.repeat(SCRATCH_MAX - 64);
+    const encoded = fastEncode(underLimit)!;
+    assert.ok(encoded.buffer.byteLength <= SCRATCH_MAX, `a scratch buffer of ${encoded.buffer.byteLength} bytes`);
+    assert.equal(fastDecode(encoded, 0, encoded.length), underLimit);
   });
 
   it('sends an array with both a hole and a named property as v8 does: the hole and the property kept', () => {
