@@ -33,7 +33,7 @@ import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
 import { KIND_LATEST } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
-import { isAlive, othersAttached, threadGone } from './liveness.js';
+import { isAlive, othersAttached, pidNamespace, threadGone } from './liveness.js';
 import { checkPositions as checkMpscPositions } from './mpsc.js';
 import { checkPositions as checkSpscPositions } from './spsc.js';
 import { ringHeld } from './roles.js';
@@ -152,9 +152,11 @@ export interface ClaimInfo {
    * pid 0 is a claimer in its commit or abort (the record's type is
    * stored over its mark before the LENGTH that ends the claim): alive; so
    * is one that has not written the header yet (pid 0, length null): no
-   * one can tell.
+   * one can tell. Undefined (unknown) where this inspect runs in another
+   * PID namespace than the ring's (or either is unknown): the id names no
+   * thread here, or another one.
    */
-  alive: boolean;
+  alive: boolean | undefined;
   /** Payload bytes claimed; null while the header is not written yet. */
   length: number | null;
   /** Bytes the record takes in the ring (header included, rounded up to 8; a headerless claim: the zero words up to the next header). */
@@ -411,6 +413,11 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     return; // a header or positions no correct peer writes: nothing more to show
   }
   const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
+  // A claimer's mark is a thread id in the ring's PID namespace (the creator's, written before MAGIC, which
+  // describe() observed): looked up in this inspect's /proc only where that is the same, and known, one, as
+  // the consumer does (else it names no thread here, or another one: unknown). FLAG_PID_NS_MIXED: below.
+  const ringNamespace = ctl[M.MPSC_PID_NS_I32]! >>> 0;
+  const ownNamespace = ringNamespace !== 0 && ringNamespace === pidNamespace();
   const inFlight: ClaimInfo[] = [];
   for (let passed = 0; passed < claimed; ) {
     const position = (head + passed) >>> 0;
@@ -434,7 +441,8 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     if (length < 0) {
       // The claimer's mark (stored before the negative LENGTH observed above), or the TYPE of its commit under way.
       const pid = M.markedThread(Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32));
-      inFlight.push({ position, pid, alive: pid === 0 || !threadGone(pid), length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+      const alive = pid === 0 ? true : ownNamespace ? !threadGone(pid) : undefined;
+      inFlight.push({ position, pid, alive, length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
     }
     passed += size;
   }

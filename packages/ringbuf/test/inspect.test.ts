@@ -666,6 +666,21 @@ describe('inspect, listRings and the shmring CLI', function () {
         /in flight \(claimed, not committed; the consumer waits at the first; sides in several PID namespaces \(or one unknown\): the pids may name other processes here\)/,
       );
 
+      // A ring made in another PID namespace than this inspect's: its marks name no thread here (unknown, not dead).
+      const ctl = new Int32Array(region.buffer, 0, L.CONTROL_I32_LENGTH);
+      const ringNamespace = ctl[M.MPSC_PID_NS_I32]!;
+      ctl[M.MPSC_PID_NS_I32] = ringNamespace ^ 1;
+      assert.deepEqual(
+        inspect(name)!.mpsc!.inFlight.map((claim) => [claim.pid, claim.alive]),
+        [
+          [process.pid, undefined],
+          [deadConsumerPid, undefined],
+          [0, true],
+        ],
+      );
+      assert.match(cli('inspect', name).stdout, new RegExp(`${deadConsumerPid} \\(unknown\\)`));
+      ctl[M.MPSC_PID_NS_I32] = ringNamespace;
+
       // Committed, a claim leaves the list; a ring with none in flight prints no section.
       a.commit(claimA);
       assert.deepEqual(
