@@ -474,6 +474,31 @@ describe('bridge faults', function () {
     await jsm.streams.delete(stream);
   });
 
+  it('JetStream → ring: its consumer removed under the running bridge (by hand, or by the server when idle) is made again, and nothing is lost', async function () {
+    const b = rings.make();
+    const stream = `CDEL${process.pid}_${++rings.counter}`;
+    const subject = uniqueSubject('consumer-gone');
+    const { lines } = await started(nats.url(subject, `?jetstream=${stream}`), `shm:${b.name}`, controller.signal);
+    const jsm = await nc.jetstreamManager();
+    const js = nc.jetstream();
+    await js.publish(subject, new Uint8Array([1]));
+    assert.deepEqual([...(await b.ring.read({ signal: AbortSignal.timeout(5000), peerTimeoutMs: Infinity }))], [1]);
+    const consumers: string[] = [];
+    for await (const info of jsm.consumers.list(stream)) consumers.push(info.name);
+    assert.equal(consumers.length, 1);
+    await jsm.consumers.delete(stream, consumers[0]!);
+    await js.publish(subject, new Uint8Array([2]));
+    assert.deepEqual([...(await b.ring.read({ signal: AbortSignal.timeout(10_000), peerTimeoutMs: Infinity }))], [2]);
+    assert.equal(b.ring.tryRead(), null, 'a message came again');
+    const said = lines.filter((line) => line.includes('does not exist any more'));
+    assert.equal(said.length, 1, JSON.stringify(lines));
+    assert.match(
+      said[0]!,
+      /removed by the server after 60 min without a pull while the ring stayed full\); the bridge makes its consumer again/,
+    );
+    await jsm.streams.delete(stream);
+  });
+
   describe('what the NATS server refuses', function () {
     const users = (password: string, permissions = ''): string =>
       `authorization { users = [ { user: "bridge", password: "${password}"${permissions} } ] }`;

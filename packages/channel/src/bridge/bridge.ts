@@ -873,7 +873,9 @@ function describeFailure(err: unknown, ctx: Context, stream: string): string {
       return `no stream takes subject '${ctx.address.subject}' any more (NATS: no responders; was the stream '${stream}' deleted or its subjects changed?)`;
     case 'missing':
       // One cause whichever of the stream or the consumer the server names first (its consumer goes with a stream).
-      return `the stream '${stream}' or the bridge's consumer on it does not exist any more (deleted?); make the stream again`;
+      // The consumer alone may be gone while the stream is there: on a limits stream the server removes one that
+      // nobody pulled from for CONSUMER_INACTIVE_MS, which a bridge blocked on a full ring for that long does not.
+      return `the stream '${stream}' or the bridge's consumer on it does not exist any more (the stream deleted, or the consumer deleted, or removed by the server after ${CONSUMER_INACTIVE_MS / 60_000} min without a pull while the ring stayed full); the bridge makes its consumer again, once the stream is there`;
     case 'timeout':
       return 'JetStream did not answer in time';
     case 'noJetStream':
