@@ -9,8 +9,8 @@ import * as fs from 'node:fs';
 import { ownAttaches, readSegments } from './sysv-segments.js';
 
 /**
- * Start time of `pid` (low 32 bits of its clock ticks since boot), or -1 if
- * no such process runs. A zombie (state Z, dead but not yet reaped by its
+ * Start time of `pid` (low 32 bits of its clock ticks since boot, as an
+ * int32, as the rings record it), or GONE if no such process runs. A zombie (state Z, dead but not yet reaped by its
  * parent) or a dying process (X) counts as gone: it will never write again.
  * UNKNOWN_START where /proc cannot tell (EMFILE, ENFILE, EACCES, …, and a
  * missing entry where /proc may hide processes: procShowsAll): such a
@@ -24,7 +24,7 @@ export function startTimeOf(pid: number): number {
   // Missing from a /proc that may hide it (hidepid, `ProtectProc=invisible`: another user's live process is
   // ENOENT there; or no /proc at all) is doubt, not death: judged dead, a live MpmcQueue producer had its slot
   // taken, a live LatestValue writer its role, and two wrote.
-  const start = readStartTime(pid, `/proc/${pid}`, procShowsAll() ? -1 : UNKNOWN_START);
+  const start = readStartTime(pid, `/proc/${pid}`, procShowsAll() ? GONE : UNKNOWN_START);
   memo?.set(pid, start);
   return start;
 }
@@ -127,14 +127,22 @@ function exited(state: string | undefined): boolean {
   return state === 'Z' || state === 'X' || state === 'x';
 }
 
-/** What readStartTime says of a process (thread) that /proc could not be asked about: alive, as far as anyone can tell. */
-export const UNKNOWN_START = -2;
+/**
+ * What startTimeOf says of a process (thread) that is not running. Outside
+ * the int32 range of start times, as UNKNOWN_START is: as -1 and -2 they
+ * were the start times of processes whose low 32 bits of ticks happened to
+ * be 0xffffffff or 0xfffffffe, judged gone (or unknown) by every check.
+ */
+export const GONE = 2 ** 32;
 
-/** The start time in `dir`/stat; `missing` (-1: gone) where that is ENOENT or ESRCH. */
-function readStartTime(pid: number, dir = `/proc/${pid}`, missing = -1): number {
+/** What readStartTime says of a process (thread) that /proc could not be asked about: alive, as far as anyone can tell. */
+export const UNKNOWN_START = 2 ** 32 + 1;
+
+/** The start time in `dir`/stat; `missing` (GONE) where that is ENOENT or ESRCH. */
+export function readStartTime(pid: number, dir = `/proc/${pid}`, missing = GONE): number {
   const fields = statFields(dir);
   if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH' ? missing : UNKNOWN_START;
-  if (exited(fields[0])) return -1;
+  if (exited(fields[0])) return GONE;
   const ticks = fields[19]; // field 22 of the whole line
   return ticks === undefined ? UNKNOWN_START : Number(BigInt(ticks) & 0xffffffffn) | 0;
 }
@@ -153,7 +161,7 @@ export function ownStartTime(): number {
 
 /** A start time to record for ourselves: undefined for one /proc could not tell. */
 function knownStart(start: number): number | undefined {
-  return start === UNKNOWN_START || start === -1 ? undefined : start;
+  return start === UNKNOWN_START || start === GONE ? undefined : start;
 }
 
 let ownPidNamespace: number | undefined;
@@ -261,13 +269,13 @@ export function ownThread(): { id: number; start: number } {
 }
 
 /**
- * Start time of thread `tid` of this process, or -1 if this process has no
+ * Start time of thread `tid` of this process, or GONE if this process has no
  * such thread (or it is a zombie). Memoized in a onePass as startTimeOf
  * is, under -tid (ids are positive): a worker peer of a thousand rings is
  * read once a pass, not a thousand times.
  */
 function threadStartTime(tid: number): number {
-  if (!(Number.isInteger(tid) && tid > 0)) return -1;
+  if (!(Number.isInteger(tid) && tid > 0)) return GONE;
   const known = memo?.get(-tid);
   if (known !== undefined) return known;
   const start = readStartTime(tid, `/proc/self/task/${tid}`);
@@ -284,7 +292,7 @@ function threadStartTime(tid: number): number {
 export function isThreadAlive(tid: number, start: number): boolean {
   if (tid === process.pid) return true;
   const now = threadStartTime(tid);
-  if (now === -1) return false;
+  if (now === GONE) return false;
   return start === 0 || now === start || now === UNKNOWN_START;
 }
 
@@ -299,7 +307,7 @@ export function isAlive(pid: number, start: number): boolean {
   if (pid === process.pid) return start === 0 || start === ownStartTime();
   if (pid < 0) return false;
   const now = startTimeOf(pid);
-  if (now === -1) return false;
+  if (now === GONE) return false;
   return start === 0 || now === start || now === UNKNOWN_START;
 }
 

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { ErrorCodes, Region, type ShmringError } from '@shmring/core';
 import { inspect, isStale, MpmcQueue, SpscRing, unlinkStale, type WaitOptions } from '../src/index.js';
 import * as L from '../src/layout.js';
-import { isAlive, startTimeOf } from '../src/liveness.js';
+import { GONE, isAlive, readStartTime, startTimeOf, UNKNOWN_START } from '../src/liveness.js';
 import { Peer, type FaultConfig, type RegionRef } from './fixtures/fault-peer.js';
 import { Checker, fillPayload, messageLength, messageType, type TrafficPlan } from './fixtures/traffic.js';
 
@@ -327,13 +327,34 @@ describe('faults: SIGKILLed peers', function () {
     });
   });
 
+  it('a start time whose low 32 bits read as -1 or -2 (an int32) is a start time, not "gone" or "unknown"', function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-stat-'));
+    try {
+      for (const [ticks, recorded] of [
+        [2 ** 32 - 1, -1],
+        [2 ** 32 - 2, -2],
+        [5 * 2 ** 32 + 7, 7],
+      ]) {
+        // /proc/<pid>/stat: pid (comm) state, then fields 4..52; field 22 is the start time.
+        const fields = Array.from({ length: 49 }, (_, i) => (i === 18 ? String(ticks) : '0'));
+        fs.writeFileSync(path.join(dir, 'stat'), `4242 (a (b) c) S ${fields.join(' ')}\n`);
+        const start = readStartTime(4242, dir);
+        assert.equal(start, recorded);
+        assert.notEqual(start, GONE);
+        assert.notEqual(start, UNKNOWN_START);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the pid rule (no lock to ask: sysv, sab) counts a real unreaped child, a zombie, as dead', function () {
     const child = spawn('sleep', ['60'], { stdio: 'ignore' });
     const pid = child.pid!;
     try {
       // Everything below is synchronous: the event loop, which reaps children (libuv), never runs until the end.
       const start = startTimeOf(pid);
-      assert.notEqual(start, -1, 'the child runs');
+      assert.notEqual(start, GONE, 'the child runs');
       assert.equal(isAlive(pid, start), true);
       process.kill(pid, 'SIGKILL');
       totals.kills++;
@@ -342,7 +363,7 @@ describe('faults: SIGKILLed peers', function () {
         assert.ok(performance.now() < deadline, `the killed child never became a zombie (state ${processState(pid)})`);
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
       }
-      assert.equal(startTimeOf(pid), -1, 'a zombie has no start time to match');
+      assert.equal(startTimeOf(pid), GONE, 'a zombie has no start time to match');
       assert.equal(isAlive(pid, start), false, 'a zombie with the recorded start time counts as dead');
       assert.equal(isAlive(pid, 0), false, 'a zombie counts as dead without a start time too');
       assert.equal(processState(pid), 'Z', 'still unreaped when asked');
