@@ -50,7 +50,7 @@ import {
   onObject,
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
-import { holdName, releaseLocksOf, retryFor, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
+import { holdName, lockFileByte, releaseLocksOf, retryFor, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -458,7 +458,7 @@ const SIZING_WAIT_MS = 10_000;
  * creator may be between its open and its sizing lock (a few system calls,
  * unless it was preempted there).
  */
-const EMPTY_WAIT_MS = 20;
+const EMPTY_WAIT_MS = 100;
 
 /**
  * Takes the sizing lock (locks.ts, SIZING_LOCK_BYTE) on `fd`, waiting
@@ -1195,8 +1195,14 @@ export class Region {
         return fs.fstatSync(fd);
       };
       stat = settled();
-      // Growing meanwhile: its creator holds the lock by now, or is done.
-      if (stat.size === 0 && retryFor(EMPTY_WAIT_MS, () => fs.fstatSync(fd).size > 0)) stat = settled();
+      // Empty: its creator may be between its open and its lock. Sized meanwhile, or sizing now (it holds the
+      // lock: a large fallocate sets the size only at its end), it is waited for again.
+      const sizingNow = (): boolean => {
+        const got = lockFileByte(fd, SIZING_LOCK_BYTE, true);
+        if (got === true) unlockFileByte(fd, SIZING_LOCK_BYTE);
+        return got === false;
+      };
+      if (stat.size === 0 && retryFor(EMPTY_WAIT_MS, () => fs.fstatSync(fd).size > 0 || sizingNow())) stat = settled();
     }
     if (stat.size === 0) {
       throw new ShmringError(

@@ -925,12 +925,19 @@ describe('Region sizes this Node cannot map, and objects reused with exclusive: 
             const exited = once(child, 'exit');
             let out = '';
             child.stdout.on('data', (d: Buffer) => (out += d));
-            await new Promise((resolve) => setTimeout(resolve, lockFirst ? 300 : 20));
-            assert.equal(out, '', `the open ended before the object was sized (${lockFirst ? 'locked' : 'not locked yet'})`);
+            while (!out.includes('opening\n')) await new Promise((resolve) => setTimeout(resolve, 1));
+            // Not locked yet: the creator takes its lock a moment later, while the open looks at the empty object (for
+            // up to 100 ms), and sizes it only at the end of a long fallocate.
+            if (!lockFirst) {
+              await new Promise((resolve) => setTimeout(resolve, 10));
+              assert.ok(backend().ofdLock(fd, SIZING_LOCK_BYTE, 1), 'took the sizing lock');
+            }
+            await new Promise((resolve) => setTimeout(resolve, 300)); // a long fallocate: the size comes at its end
+            assert.equal(out, 'opening\n', `the open ended before the object was sized (${lockFirst ? 'locked' : 'not locked yet'})`);
             fs.ftruncateSync(fd, 8192);
-            if (lockFirst) backend().ofdLock(fd, SIZING_LOCK_BYTE, 2);
+            backend().ofdLock(fd, SIZING_LOCK_BYTE, 2);
             await exited;
-            assert.equal(out, 'opened 8192', lockFirst ? 'sizing lock held' : 'before the sizing lock');
+            assert.equal(out, 'opening\nopened 8192', lockFirst ? 'sizing lock held' : 'before the sizing lock');
           } finally {
             fs.closeSync(fd);
             fs.rmSync(`/dev/shm/${name}`, { force: true });
