@@ -15,10 +15,10 @@ import { once } from 'node:events';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, Region } from '@shmring/core';
-import { connect, headers, type Msg, type RetentionPolicy } from 'nats';
+import { AckPolicy, connect, DeliverPolicy, headers, type Msg, type RetentionPolicy } from 'nats';
 import type { SpscRing } from '@shmring/ringbuf';
 import { bridge } from '../src/index.js';
-import { CONSUMER_INACTIVE_MS, defaultConsumer } from '../src/bridge/bridge.js';
+import { CONSUMER_INACTIVE_MS, CONSUMER_TAG, defaultConsumer } from '../src/bridge/bridge.js';
 import { randomBytes, rejectsWith, sleep, waitUntil } from './helpers.js';
 import { TestRings } from './bridge-rings.js';
 import { freePort, NatsServer, sharedNats, skipWithoutNats, uniqueSubject } from './nats-server.js';
@@ -474,6 +474,55 @@ describe('bridge', function () {
         }
       });
     }
+
+    it("an interest stream with both of the bridge's consumers left (stopped between its add and its delete): it starts again, nothing lost; another's consumer under its name is refused, not deleted", async function () {
+      const nc = await connect({ servers: `127.0.0.1:${nats.port}` });
+      try {
+        const jsm = await nc.jetstreamManager();
+        const js = nc.jetstream();
+        const b = rings.make();
+        const stream = `MI${process.pid}_${rings.counter}`;
+        const subject = uniqueSubject('interest');
+        await jsm.streams.add({ name: stream, subjects: [subject], retention: 'interest' as RetentionPolicy });
+        const url = nats.url(subject, `?jetstream=${stream}`);
+        const durable = defaultConsumer(b.name, hostname());
+        await bridgeInto(url, b, 0); // makes `durable`
+        for (let i = 0; i < 10; i++) await js.publish(subject, message(i));
+        await bridgeInto(url, b, 10); // makes `durable-b`, deletes `durable`
+        // What a bridge stopped between its add and its delete leaves: both, the second one behind.
+        await jsm.consumers.add(stream, {
+          durable_name: durable,
+          description: `${CONSUMER_TAG} ${durable}`,
+          ack_policy: AckPolicy.Explicit,
+          filter_subject: subject,
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: 3,
+        });
+        for (let i = 10; i < 20; i++) await js.publish(subject, message(i));
+        await bridgeInto(url, b, 10, 10);
+        assert.equal(b.ring.tryRead(), null, 'a message came again');
+        const names: string[] = [];
+        for await (const info of jsm.consumers.list(stream)) names.push(info.name);
+        assert.equal(names.length, 1, names.join(', '));
+        // Another's consumer under the name this bridge takes next: refused, and left alone.
+        const next = names[0] === durable ? `${durable}-b` : durable;
+        await jsm.consumers.add(stream, {
+          durable_name: next,
+          ack_policy: AckPolicy.Explicit,
+          filter_subject: subject,
+          description: 'someone else',
+        });
+        await assert.rejects(bridge(url, `shm:${b.name}`, { signal: controller.signal }), (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'ERR_SHMRING_INVALID_ENDPOINT', String(err));
+          assert.match(err.message, new RegExp(`consumer '${next}' that is not this bridge's`));
+          return true;
+        });
+        assert.ok((await jsm.consumers.info(stream, next)).config.description === 'someone else', 'the other consumer was deleted');
+        await jsm.streams.delete(stream);
+      } finally {
+        await nc.close();
+      }
+    });
 
     it("a marker that records no stream (an older bridge upgraded in place) is taken as the stream's: the bridge goes on after it, replaying nothing", async function () {
       const nc = await connect({ servers: `127.0.0.1:${nats.port}` });

@@ -51,7 +51,16 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { ErrorCodes, Region, ShmringError, ShmringTypeError, abortError, checkBoolean } from '@shmring/core';
-import type { JetStreamClient, JetStreamManager, JsMsg, Match as MatchKind, MsgHdrs, NatsConnection, PublishOptions } from 'nats';
+import type {
+  ConsumerInfo,
+  JetStreamClient,
+  JetStreamManager,
+  JsMsg,
+  Match as MatchKind,
+  MsgHdrs,
+  NatsConnection,
+  PublishOptions,
+} from 'nats';
 import { checkOptions, checkPoll, checkSignal, OptionNames } from '../options.js';
 import { closeNats, isConnected, loadNats, openNats, refusalError } from '../nats/connection.js';
 import type { NatsAddress } from '../nats/address.js';
@@ -103,6 +112,8 @@ const ACK_WAIT_MS = 30_000;
  * server instead of staying, with its pending count, for ever.
  */
 export const CONSUMER_INACTIVE_MS = 60 * 60_000;
+/** How the description of a consumer a NATS → ring bridge made begins; its durable name follows. */
+export const CONSUMER_TAG = 'shmring bridge consumer';
 /** ms an aborted ring → JetStream bridge, connected, waits for its batch's acknowledgements (as closeNats for its flush). */
 const ABORT_ACK_MS = 1000;
 /**
@@ -1163,18 +1174,46 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
       ...(retention === RetentionPolicy.Limits ? { inactive_threshold: nanos(CONSUMER_INACTIVE_MS) } : {}),
       ...start,
     };
+    // Marks the consumers this bridge makes (description: nats-server 2.9 has no metadata), so that it never
+    // takes or deletes another's on an interest stream, where it takes turns between two names.
+    const tag = `${CONSUMER_TAG} ${durable}`;
     let name = durable;
     if (retention === RetentionPolicy.Interest) {
       // Deleting the consumer first would drop every message no other consumer wants: the one this start makes
       // (under the other of two names) holds them before the old one goes.
-      const other = `${durable}-b`;
-      const old = (await consumerExists(jsm, stream, durable, signal)) ? durable : other;
-      name = old === durable ? other : durable;
-      await orAbort(jsm.consumers.add(stream, { ...config, durable_name: name }), signal);
-      await deleteConsumer(jsm, stream, old, signal);
+      const alternate = `${durable}-b`;
+      const whose = async (n: string): Promise<'absent' | 'mine' | 'foreign'> => {
+        const info = await consumerInfo(jsm, stream, n, signal);
+        if (info === undefined) return 'absent';
+        const description = info.config.description ?? '';
+        // One without a description under the first name: made by a bridge from before the tag.
+        return description === tag || (description === '' && n === durable) ? 'mine' : 'foreign';
+      };
+      const first = await whose(durable);
+      let second = await whose(alternate);
+      for (const [n, state] of [
+        [durable, first],
+        [alternate, second],
+      ] as const) {
+        if (state === 'foreign') {
+          throw new ShmringError(
+            ErrorCodes.INVALID_ENDPOINT,
+            `bridge ${ctx.address.text}: the interest stream '${stream}' has a consumer '${n}' that is not this bridge's; on an interest stream the bridge takes turns between '${durable}' and '${alternate}': give it another name with &consumer=`,
+          );
+        }
+      }
+      // Both left (a bridge stopped between its add and its delete): the second goes, the first holds the messages.
+      if (first === 'mine' && second === 'mine') {
+        await deleteConsumer(jsm, stream, alternate, signal);
+        second = 'absent';
+      }
+      name = first === 'mine' ? alternate : durable;
+      await orAbort(jsm.consumers.add(stream, { ...config, description: tag, durable_name: name }), signal);
+      const old = first === 'mine' ? durable : second === 'mine' ? alternate : undefined;
+      if (old !== undefined) await deleteConsumer(jsm, stream, old, signal);
     } else {
       await deleteConsumer(jsm, stream, durable, signal);
-      await orAbort(jsm.consumers.add(stream, { ...config, durable_name: name }), signal);
+      await orAbort(jsm.consumers.add(stream, { ...config, description: tag, durable_name: name }), signal);
     }
     const consumer = await orAbort(nc.jetstream().consumers.get(stream, name), signal);
     // A stream or consumer deleted while it runs ends consume() (which would look for it again, silently, for ever):
@@ -1196,13 +1235,12 @@ async function consumeOnce(ctx: Context, ring: RingWriter, stream: string, durab
   }
 }
 
-/** Whether the stream has a consumer of that name. */
-async function consumerExists(jsm: JetStreamManager, stream: string, name: string, signal: AbortSignal): Promise<boolean> {
+/** The stream's consumer of that name, or undefined. */
+async function consumerInfo(jsm: JetStreamManager, stream: string, name: string, signal: AbortSignal): Promise<ConsumerInfo | undefined> {
   try {
-    await orAbort(jsm.consumers.info(stream, name), signal);
-    return true;
+    return await orAbort(jsm.consumers.info(stream, name), signal);
   } catch (err) {
-    if ((err as ApiError).api_error?.err_code === CONSUMER_NOT_FOUND) return false;
+    if ((err as ApiError).api_error?.err_code === CONSUMER_NOT_FOUND) return undefined;
     throw err;
   }
 }
