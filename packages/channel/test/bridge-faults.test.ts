@@ -593,6 +593,25 @@ describe('bridge faults', function () {
       }
     });
 
+    it('NATS → JetStream → ring: a consumer call the server refuses after the stream checks (deleting its consumer) ends the bridge with ERR_SHMRING_NOT_PERMITTED, not retries for ever', async function () {
+      const own = await configServer(users('p', ', permissions: { publish: { deny: ["$JS.API.CONSUMER.DELETE.>"] } }'), children);
+      try {
+        const b = rings.make();
+        const lines: string[] = [];
+        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/js.y?jetstream=NODEL${process.pid}`, `shm:${b.name}`, {
+          signal: AbortSignal.timeout(10_000),
+          log: (line) => lines.push(line),
+        }).then(
+          () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
+          (e: unknown) => e as ShmringError,
+        );
+        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', `${String(err)}; log: ${JSON.stringify(lines)}`);
+        assert.match(err.message, /CONSUMER\.DELETE/);
+      } finally {
+        await own.stop();
+      }
+    });
+
     it('NATS → JetStream → ring: a consumer the server refuses (no permission for the JetStream API) rejects with ERR_SHMRING_NOT_PERMITTED', async function () {
       const own = await configServer(users('p', ', permissions: { publish: { deny: ["$JS.API.>"] } }'), children);
       try {

@@ -1120,8 +1120,11 @@ async function jetStreamToRing(ctx: Context, ring: RingWriter, stream: string): 
       try {
         await consumeOnce(ctx, ring, stream, durable, marker);
       } catch (err) {
-        // The ring's own errors (closed, corrupt) end the bridge; NATS's are retried, and said once per cause.
+        // The ring's own errors (closed, corrupt) end the bridge; NATS's are retried, and said once per cause; a
+        // JetStream API call the server does not permit this user (a consumer's info, add, delete) ends it, as at its start.
         if (signal.aborted || err instanceof ShmringError || err instanceof RangeError) throw err;
+        if ((err as { code?: unknown }).code === 'PERMISSIONS_VIOLATION')
+          throw refusalError(err, `bridge ${ctx.address.text}`, ctx.address.server);
         if (ctx.outages === outages && isConnected(ctx.nc)) {
           const reason = describeFailure(err, ctx, stream);
           ctx.trouble.fail(
