@@ -6,6 +6,7 @@
  * at that time.
  */
 import * as fs from 'node:fs';
+import { isMainThread, threadId } from 'node:worker_threads';
 import { ownAttaches, readSegments } from './sysv-segments.js';
 
 /**
@@ -238,13 +239,17 @@ export function procShowsAll(): boolean {
  */
 export function threadGone(tid: number): boolean {
   if (tid <= 0) return true;
-  if (tid === process.pid || !procShowsAll()) return false;
+  // An id of ownThread's own (no /proc/thread-self to tell the tid): nothing says it is gone.
+  if (tid === process.pid || tid >= UNNAMED_THREAD_BASE || !procShowsAll()) return false;
   const fields = statFields(`/proc/${tid}`);
   if (typeof fields === 'string') return fields === 'ENOENT' || fields === 'ESRCH';
   return exited(fields[0]);
 }
 
 let ownThreadId: { id: number; start: number } | undefined;
+
+/** Where the ids of worker threads begin when /proc/thread-self cannot tell their tids (see ownThread). */
+const UNNAMED_THREAD_BASE = 2 ** 30;
 
 /**
  * This thread's id (its tid: Linux's threads share the pid number space,
@@ -256,16 +261,24 @@ let ownThreadId: { id: number; start: number } | undefined;
  * thread. Module state is per thread, so each thread caches its own.
  */
 export function ownThread(): { id: number; start: number } {
-  if (ownThreadId === undefined) {
-    let tid = process.pid;
-    try {
-      tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-    } catch {
-      // no /proc/thread-self: the process's liveness stands for the thread's
-    }
-    ownThreadId = { id: tid, start: tid === process.pid ? ownStartTime() : (knownStart(threadStartTime(tid)) ?? 0) };
+  if (ownThreadId !== undefined) return ownThreadId;
+  let tid = 0;
+  try {
+    tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    // no /proc/thread-self (no /proc, or a kernel before 3.17): below
   }
-  return ownThreadId;
+  if (!(Number.isSafeInteger(tid) && tid > 0)) {
+    // The main thread is the pid; a worker gets an id of its own that no Linux thread has (their ids are below
+    // 2^22), so that two threads never pass for one: with the pid for every thread, a worker took a role the
+    // main thread held (two producers on one SpscRing). With no /proc to ask about it, it counts as alive.
+    tid = isMainThread ? process.pid : UNNAMED_THREAD_BASE + threadId;
+  }
+  const start = tid === process.pid ? ownStartTime() : (knownStart(threadStartTime(tid)) ?? 0);
+  const own = { id: tid, start };
+  // An unknown start (/proc unreadable now: EMFILE) is not kept: the next call asks again.
+  if (start !== 0) ownThreadId = own;
+  return own;
 }
 
 /**
@@ -290,7 +303,7 @@ function threadStartTime(tid: number): number {
  * process has that number). The main thread's id is the pid: alive.
  */
 export function isThreadAlive(tid: number, start: number): boolean {
-  if (tid === process.pid) return true;
+  if (tid === process.pid || tid >= UNNAMED_THREAD_BASE) return true; // the latter: see threadGone
   const now = threadStartTime(tid);
   if (now === GONE) return false;
   return start === 0 || now === start || now === UNKNOWN_START;
@@ -304,7 +317,11 @@ export function isThreadAlive(tid: number, start: number): boolean {
  */
 export function isAlive(pid: number, start: number): boolean {
   if (pid === 0) return true;
-  if (pid === process.pid) return start === 0 || start === ownStartTime();
+  if (pid === process.pid) {
+    // Our own start time unknown (/proc unreadable now: EMFILE): doubt, so alive, not another process of our pid.
+    const own = ownStartTime();
+    return start === 0 || own === 0 || start === own;
+  }
   if (pid < 0) return false;
   const now = startTimeOf(pid);
   if (now === GONE) return false;

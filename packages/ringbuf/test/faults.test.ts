@@ -396,6 +396,26 @@ describe('faults: SIGKILLed peers', function () {
     assert.equal(report.after, true);
   });
 
+  it('a process out of fds (EMFILE) before it ever read its own start time: its own registrations still count as alive', async function () {
+    const liveness = new URL('../src/liveness.js', import.meta.url).href;
+    const script = `
+      const fs = require('node:fs');
+      import(${JSON.stringify(liveness)}).then(({ isAlive, ownThread }) => {
+        const held = [];
+        try { for (;;) held.push(fs.openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+        // A registration of this process with its start time (as another thread of it wrote it): ours, alive.
+        const report = { own: isAlive(process.pid, 12345), threadStart: ownThread().start };
+        for (const fd of held) fs.closeSync(fd);
+        report.threadStartAfter = ownThread().start;
+        process.stdout.write(JSON.stringify(report));
+      });`;
+    const out = await withFewFds(script, this);
+    const report = JSON.parse(out) as { own: boolean; threadStart: number; threadStartAfter: number };
+    assert.equal(report.own, true, 'this process judged its own registration dead because it could not read its start time');
+    assert.equal(report.threadStart, 0, 'unknown while out of fds');
+    assert.notEqual(report.threadStartAfter, 0, 'the unknown start time was kept: never asked again');
+  });
+
   it('a LatestValue attached while its process is out of fds (EMFILE) fails with EMFILE, never a writer beside the lock holder', async function () {
     // The writer holds the role's lock; a second object, attached with no fd left for its own locks,
     // fell back to the WRITER_TOKEN of lock-less regions, which the lock holder never looks at: both wrote.

@@ -6,6 +6,7 @@
  * lives on.
  */
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs'; // the module object: its readFileSync can be replaced (the namespace follows, syncBuiltinESMExports)
 import { syncBuiltinESMExports } from 'node:module';
@@ -269,5 +270,41 @@ describe('SharedArrayBuffer rings: a worker that ends is a dead peer', function 
       await worker.terminate();
       publisher.close();
     }
+  });
+});
+
+describe('threads told apart without /proc', function () {
+  it('a worker does not take the producer role of a SharedArrayBuffer ring the main thread holds, where /proc is not mounted', function () {
+    // A private mount namespace without /proc: /proc/thread-self cannot tell the threads' ids. With the pid
+    // for every thread, the worker's role check took the main thread's registration for its own: two producers.
+    const core = new URL('../../../core/dist/src/index.js', import.meta.url).href;
+    const index = new URL('../src/index.js', import.meta.url).href;
+    const code = `
+      import * as fs from 'node:fs';
+      import { Worker } from 'node:worker_threads';
+      const { Region } = await import(${JSON.stringify(core)});
+      const { SpscRing } = await import(${JSON.stringify(index)});
+      if (fs.existsSync('/proc/self')) throw new Error('/proc is mounted');
+      const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+      const ring = SpscRing.create(region, { capacity: 4096 });
+      ring.tryWrite(new Uint8Array(1)); // the producer role is the main thread's
+      const worker = new Worker(\`
+        const { workerData, parentPort } = require('node:worker_threads');
+        Promise.all([import(\${JSON.stringify(${JSON.stringify(core)})}), import(\${JSON.stringify(${JSON.stringify(index)})})]).then(([{ Region }, { SpscRing }]) => {
+          const ring = SpscRing.attach(Region.fromSharedArrayBuffer(workerData));
+          try { ring.tryWrite(new Uint8Array(1)); parentPort.postMessage('wrote'); } catch (err) { parentPort.postMessage(err.code); }
+        });\`, { eval: true, workerData: region.buffer, execArgv: [] });
+      worker.on('message', (m) => { console.log(m); process.exit(0); });`;
+    const asRoot = process.geteuid?.() === 0;
+    const child = spawnSync(
+      'unshare',
+      [...(asRoot ? [] : ['-r']), '-m', 'sh', '-c', 'umount -l /proc && exec "$0" --input-type=module -e "$1"', process.execPath, code],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    if (child.error !== undefined || (child.status !== 0 && child.stdout === '')) {
+      console.log(`      (skipped: no mount namespace without /proc here: ${child.error?.message ?? child.stderr.trim()})`);
+      this.skip();
+    }
+    assert.equal(child.stdout.trim(), ErrorCodes.BUSY, child.stderr);
   });
 });
