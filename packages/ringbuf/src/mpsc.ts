@@ -926,11 +926,13 @@ export class MpscRing extends Queue {
     let end = index + M.MPSC_ALIGNMENT;
     // Each observes a header word of what follows; zero words belong to the dead claim.
     while (end < limit && Atomics.load(this.#data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
-    // Zeros to the end of the data area with the claimed space going on at 0: the padding of a claim that wrapped
-    // (its claimer died before it wrote the padding's header; its record at 0 is skipped next, and counted then).
-    // Taken so too is a headerless claim that ended exactly at the end, followed by a second dead claim at 0:
-    // the two are then counted as one.
-    this.#skip(index, end - index, !(end === this.capacity && index + claimed > this.capacity));
+    // Zeros to the end of the data area with the claimed space going on at 0, where no record is committed: the
+    // padding of a claim that wrapped (its claimer died before it wrote the padding's header, which it writes
+    // before it commits its record at 0; that record is skipped next, and counted then). A committed record at 0
+    // (observed: its LENGTH) belongs to another claim, and the run is a dead claim of its own. Taken for padding
+    // too is a headerless claim that ended exactly at the end followed by a second dead claim at 0: counted as one.
+    const padding = end === this.capacity && index + claimed > this.capacity && Atomics.load(this.#data32, M.MPSC_LENGTH_I32) <= 0;
+    this.#skip(index, end - index, !padding);
     return true;
   }
 

@@ -257,6 +257,31 @@ describe('threadGone: when a claimer is certainly gone', function () {
     });
   }
 
+  it('a dead headerless claim that ended exactly at the end of the data area, a record committed at 0 behind it: counted, and the record read', function () {
+    using region = Region.create({ backing: 'memfd', size: MpscRing.regionSize({ capacity: 1024 }) });
+    const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
+    try {
+      const producer = MpscRing.attach(region);
+      for (let i = 0; i < 2; i++) {
+        assert.equal(producer.tryWrite(new Uint8Array(400)), true);
+        assert.equal(consumer.tryRead()?.length, 400);
+      }
+      const ctl = new Int32Array(region.buffer);
+      // A claimer took exactly the rest of the data area (one CAS of the tail) and died before its header.
+      const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
+      Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1024 - (tail & 1023));
+      // Another producer's record at 0, committed; then no producer is left.
+      assert.equal(producer.tryWrite(Uint8Array.of(7, 7)), true);
+      producer.close();
+      let got: Uint8Array | null = null;
+      for (let polls = 0; polls < 1000 && got === null; polls++) got = consumer.tryRead();
+      assert.deepEqual(got, Uint8Array.of(7, 7));
+      assert.equal(consumer.unblockedRecords, 1, "the dead claim before it, taken for a wrapped claim's padding, went uncounted");
+    } finally {
+      consumer.close();
+    }
+  });
+
   it("a System V MpscRing's producer commits with the CAS (no lock to go by): a claim taken back on a mark that names no live thread reports ERR_SHMRING_TIMEOUT", function () {
     needProcShowingAll(this);
     using region = Region.create({ backing: 'sysv', size: MpscRing.regionSize({ capacity: 1024 }) });

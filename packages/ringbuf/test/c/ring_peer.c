@@ -1231,9 +1231,13 @@ static int mpsc_take_back(struct ring *r, struct mpsc *s, uint32_t index, int32_
     uint32_t end = index + RECORD_HEADER;
     /* Each observes a header word of what follows (no producer is left to write one); zero words belong to the dead claim. */
     while (end < limit && atomic_load_explicit(record_length(r, end), memory_order_acquire) == 0) end += RECORD_HEADER;
-    /* Zeros to the end with the claimed space going on at 0: a wrapped claim's padding, not a record of its own
-     * (a headerless claim ending exactly there, followed by a second dead claim at 0, is counted as one with it). */
-    mpsc_skip(r, s, index, end - index, !(end == r->capacity && index + claimed > r->capacity));
+    /* Zeros to the end with the claimed space going on at 0, where no record is committed (observed: LENGTH at 0):
+     * a wrapped claim's padding, not a record of its own (its claimer writes the padding's header before it commits
+     * its record at 0). A headerless claim ending exactly there, followed by a second dead claim at 0, is counted
+     * as one with it. */
+    int padding = end == r->capacity && index + claimed > r->capacity
+        && (int32_t)atomic_load_explicit(record_length(r, 0), memory_order_acquire) <= 0;
+    mpsc_skip(r, s, index, end - index, !padding);
     return 1;
 }
 
