@@ -344,7 +344,11 @@ impl Reactor {
             }
             pushed = k + 1; // queued: from here on its list must outlive it
             if let Some(deadline) = deadline {
-                result = ring.push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | user_data));
+                // The chain in one io_uring_enter, whole or an error (as `wait`'s): the kernel queues one it cut
+                // short without its timeout. Its FUTEX_WAITV, handed all the same, is cancelled below.
+                result = ring
+                    .push(uring::link_timeout_sqe(deadline, TAG_TIMEOUT | user_data))
+                    .and_then(|()| ring.submit_whole());
                 if result.is_err() {
                     break;
                 }
