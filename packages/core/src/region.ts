@@ -512,9 +512,10 @@ function checkPath(path: unknown, verb: string): string {
     // The kernel would read the path up to the NUL: another file than the one named.
     throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${verb}: path ${JSON.stringify(path)} must not contain a NUL character`);
   }
-  // Resolved against the working directory of this call: unlink() and unlinkOnExit remove this file, whatever
-  // the directory is by then (a relative path would name another one after a process.chdir()).
-  return nodePath.resolve(path);
+  // Made absolute against the working directory of this call: unlink() and unlinkOnExit remove this file,
+  // whatever the directory is by then (a relative path would name another one after a process.chdir()). Not
+  // normalized (nodePath.resolve would drop `link/..` by its text, where the kernel follows the link first).
+  return nodePath.isAbsolute(path) ? path : `${process.cwd()}/${path}`;
 }
 
 /** Checks a memfd's label (shown in /proc/<pid>/fd): a string without NUL (memfd_create refuses one over 249 bytes: EINVAL). */
@@ -859,12 +860,22 @@ export class Region {
     let created = true;
     const flags = IPC_CREAT | mode | (hugePages ? SHM_HUGETLB : 0);
     try {
-      try {
-        id = backend().shmGet(key ?? 0, size, flags | IPC_EXCL);
-      } catch (err) {
-        if (exclusive || (err as { code?: string }).code !== 'EEXIST') throw err;
-        created = false;
-        id = backend().shmGet(key ?? 0, size, flags);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          id = backend().shmGet(key ?? 0, size, flags | IPC_EXCL);
+          break;
+        } catch (err) {
+          if (exclusive || (err as { code?: string }).code !== 'EEXIST') throw err;
+        }
+        // The key's segment, without IPC_CREAT: removed since (ENOENT), the exclusive create is tried again, so
+        // that `created` always says who made the segment.
+        try {
+          id = backend().shmGet(key ?? 0, size, flags & ~IPC_CREAT);
+          created = false;
+          break;
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'ENOENT' || attempt === NAME_ATTEMPTS) throw err;
+        }
       }
     } catch (err) {
       const described = describeSysv(key, undefined);

@@ -151,6 +151,16 @@ describe('Region', () => {
           region.close();
           assert.equal(fs.existsSync(path.join(dir, 'ring')), false, 'the region file stayed');
           assert.equal(fs.readFileSync(path.join(elsewhere, 'ring'), 'utf8'), 'not the region');
+          // `link/..` where link is a symbolic link to a directory: the kernel's `..` is that directory's parent.
+          process.chdir(dir);
+          fs.mkdirSync(path.join(dir, 'x', 'y'), { recursive: true });
+          fs.symlinkSync(path.join(dir, 'x', 'y'), path.join(dir, 'link'));
+          const linked = Region.create({ backing: 'file', path: 'link/../ring2', size: 4096 });
+          assert.ok(fs.existsSync(path.join(dir, 'x', 'ring2')), 'made where the kernel put it');
+          process.chdir(elsewhere);
+          linked.unlink();
+          linked.close();
+          assert.equal(fs.existsSync(path.join(dir, 'x', 'ring2')), false, 'unlink() looked elsewhere');
         } finally {
           process.chdir(cwd);
           fs.rmSync(dir, { recursive: true, force: true });
