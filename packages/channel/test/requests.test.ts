@@ -377,7 +377,7 @@ describe('requests', function () {
         await a.send('a value first'); // what an idle read of b takes; nothing more is taken while it waits
         const given = Array.from({ length: 40 }, (_, i) => a.request(`gave up ${i}`, { timeoutMs: 50 }));
         for (const request of given) await rejectsWith(request, 'ERR_SHMRING_TIMEOUT');
-        await sleep(100); // the CANCELs reach the other side
+        await sleep(transport === 'nats' ? 500 : 100); // the CANCELs reach the other side (through nats-server: later)
         const seen: unknown[] = [];
         b.handle((value) => {
           seen.push(value);

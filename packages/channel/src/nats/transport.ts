@@ -442,7 +442,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   #endIfSilent(): boolean {
     const silent = performance.now() - this.#lastHeard;
     if (silent <= DEAD_AFTER_BEATS * this.#peerBeatMs) return false;
-    this.#end(`nothing came from it for ${silent} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
+    this.#end(`nothing came from it for ${Math.round(silent)} ms (its heartbeat is every ${this.#peerBeatMs} ms)`);
     return true;
   }
 
