@@ -7,7 +7,8 @@
  *   channel-echo   listen(socketPath, { poll }); every channel: ch.handle(async (v) => v)
  *   json-echo      a net server at socketPath speaking newline-delimited JSON:
  *                  {"id":n,"params":v} → {"id":n,"result":v} from the same async
- *                  handler, one socket.write per reply
+ *                  handler, one socket.write per reply (options.corked: the replies
+ *                  of one event-loop turn corked into one)
  *   ipc-echo       (child_process.fork, serialization 'advanced') {id, params}
  *                  → process.send({id, result}) from the same async handler
  *   channel-sink   listen(socketPath); every channel: for await over its values,
@@ -24,7 +25,7 @@ import { exitWithParent, framer } from './harness.js';
 
 const role = process.argv[2];
 /** `poll` (µs): the poll option of the channel roles' listen(); absent, the channel's default. */
-const options = JSON.parse(process.argv[3] ?? '{}') as { socketPath?: string; probe?: number; poll?: number };
+const options = JSON.parse(process.argv[3] ?? '{}') as { socketPath?: string; probe?: number; poll?: number; corked?: boolean };
 
 function ready(): void {
   process.stdout.write('ready\n');
@@ -56,13 +57,26 @@ async function netServer(serve: (socket: net.Socket) => void): Promise<void> {
 
 function jsonEcho(socket: net.Socket): void {
   socket.setEncoding('utf8');
+  // corked: the replies of one turn go out in one write (socket.cork at the first, uncork on nextTick).
+  let holding = false;
+  const send = (text: string): void => {
+    if (options.corked === true && !holding) {
+      holding = true;
+      socket.cork();
+      process.nextTick(() => {
+        holding = false;
+        socket.uncork();
+      });
+    }
+    socket.write(text);
+  };
   socket.on(
     'data',
     lines((line) => {
       const { id, params } = JSON.parse(line) as { id: number; params: unknown };
       echoHandler(params).then(
-        (result) => socket.write(`${JSON.stringify({ id, result })}\n`),
-        (err: Error) => socket.write(`${JSON.stringify({ id, error: { message: err.message } })}\n`),
+        (result) => send(`${JSON.stringify({ id, result })}\n`),
+        (err: Error) => send(`${JSON.stringify({ id, error: { message: err.message } })}\n`),
       );
     }),
   );

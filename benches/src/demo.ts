@@ -109,7 +109,7 @@ async function main(): Promise<void> {
   console.log('');
   for (const row of rows) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
   console.log(
-    `\nStreaming: the ring publishes once per ${STREAM_BATCH} messages (cork/uncork), the socket writes ~64 KiB batches; round trips: both spin on one message in flight.`,
+    `\nStreaming: the ring publishes once per ${STREAM_BATCH} messages (cork/uncork), the socket writes ~64 KiB batches; round trips: one message in flight, the ring's sides spinning (tryWrite/tryRead), the socket's waiting in the event loop as a socket program does (rates and percentiles over ${MESSAGES.toLocaleString('en')} / ${SOCKET_MESSAGES.toLocaleString('en')} messages and ${ROUND_TRIPS.toLocaleString('en')} / ${Math.min(ROUND_TRIPS, 20_000).toLocaleString('en')} round trips: the socket's are fewer, to keep the demo short).`,
   );
   const load = os.loadavg()[0]!;
   const cores = os.availableParallelism();
