@@ -56,13 +56,14 @@ export const DEFAULT_POLL_MICROS = 50;
 
 let defaultPoll = DEFAULT_POLL_MICROS;
 
-/** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout). */
-function checkPoll(micros: unknown): number {
+/** Checks a poll window (µs): a number >= 0 (Infinity polls until the wait's timeout); `verb` heads a setter's error. */
+function checkPoll(micros: unknown, verb?: string): number {
+  const head = verb === undefined ? '' : `${verb}: `;
   if (typeof micros !== 'number') {
-    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `poll=${shown(micros)} must be a number of microseconds >= 0`);
+    throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${head}poll=${shown(micros)} must be a number of microseconds >= 0`);
   }
   if (Number.isNaN(micros) || micros < 0) {
-    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `poll=${String(micros)} must be a number of microseconds >= 0`);
+    throw new ShmringRangeError(ErrorCodes.INVALID_ARGUMENT, `${head}poll=${String(micros)} must be a number of microseconds >= 0`);
   }
   return micros;
 }
@@ -74,7 +75,7 @@ function checkPoll(micros: unknown): number {
  */
 export function setDefaultPoll(micros: number): number {
   const previous = defaultPoll;
-  defaultPoll = checkPoll(micros);
+  defaultPoll = checkPoll(micros, 'setDefaultPoll');
   return previous;
 }
 

@@ -561,10 +561,19 @@ export function parkAsync<T, R = T>(
   const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone);
   if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
-  return pollUntil(attempt, pollUntilAt, options?.signal, stop).then(
-    (polled) => (polled === undefined ? park.start() : park.got(polled)),
-    (err: unknown) => park.settle.err(err),
-  );
+  // A poll asks about the peer as a parked wait's watchdog does, once a check period (a quarter of
+  // peerTimeoutMs): a window longer than that (poll: Infinity, until the timeout) would poll on for a dead peer.
+  // Gone, the wait parks, and its first check says so (after a last look at what the peer published).
+  const checkMs = park.periodMs;
+  const pollWindow = (): Promise<R> =>
+    pollUntil(attempt, Math.min(pollUntilAt, performance.now() + checkMs), options?.signal, stop).then(
+      (polled) => {
+        if (polled !== undefined) return park.got(polled);
+        return performance.now() < pollUntilAt && peerAlive() ? pollWindow() : park.start();
+      },
+      (err: unknown) => park.settle.err(err),
+    );
+  return pollWindow();
 }
 
 /** A promise settled now through `settle` (which may throw: then rejected). */

@@ -353,9 +353,22 @@ describe('ring errors (docs/ERRORS.md)', () => {
   });
 
   it('setDefaultPoll refuses a value that is not a number with a TypeError, a negative or NaN one with a RangeError', () => {
-    assert.throws(() => setDefaultPoll('5' as never), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' });
-    assert.throws(() => setDefaultPoll(-1), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' });
-    assert.throws(() => setDefaultPoll(Number.NaN), { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'RangeError' });
+    // Named by the function called: the caller gave no `poll` option.
+    assert.throws(() => setDefaultPoll('5' as never), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      name: 'TypeError',
+      message: /^setDefaultPoll: poll="5"/,
+    });
+    assert.throws(() => setDefaultPoll(-1), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      name: 'RangeError',
+      message: /^setDefaultPoll: poll=-1/,
+    });
+    assert.throws(() => setDefaultPoll(Number.NaN), {
+      code: 'ERR_SHMRING_INVALID_ARGUMENT',
+      name: 'RangeError',
+      message: /^setDefaultPoll: /,
+    });
   });
 
   it('a tryWrite or claim that fails its arguments does not take the producer role: the real producer attaches and writes after it', () => {

@@ -9,7 +9,9 @@
  * so an interval's delay is what exceeds the timer's resolution.
  */
 import { strict as assert } from 'node:assert';
+import { once } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
 import { getDefaultPoll, setDefaultPoll, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
@@ -98,6 +100,29 @@ describe('cooperative polling (Promise verbs)', function () {
     }
     console.log(`      event-loop delay while polling: ${tries.join('; ')}`);
     assert.ok(passed, `event-loop delay while polling: ${tries.join('; ')}`);
+  });
+
+  it('poll: Infinity still notices a dead producer (ERR_SHMRING_PEER_DEAD within peerTimeoutMs or so), not polling for ever', async function () {
+    this.timeout(20_000);
+    const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    try {
+      // A worker is the producer: it writes one message and ends without closing (a dead peer, as if killed).
+      const worker = new Worker(
+        `const { workerData } = require('node:worker_threads');
+         Promise.all([import(${JSON.stringify(new URL('../../../core/dist/src/index.js', import.meta.url).href)}), import(${JSON.stringify(new URL('../src/index.js', import.meta.url).href)})]).then(([{ Region }, { SpscRing }]) => {
+           SpscRing.attach(Region.fromSharedArrayBuffer(workerData)).tryWrite(new Uint8Array([1]));
+         });`,
+        { eval: true, workerData: region.buffer, execArgv: [] },
+      );
+      assert.deepEqual(await ring.read({ timeoutMs: 10_000 }), new Uint8Array([1])); // a hot side: its next wait polls
+      await once(worker, 'exit');
+      const started = performance.now();
+      await assert.rejects(ring.read({ poll: Infinity, peerTimeoutMs: 200 }), { code: ErrorCodes.PEER_DEAD });
+      assert.ok(performance.now() - started < 5000, `noticed after ${(performance.now() - started).toFixed(0)} ms`);
+    } finally {
+      ring.close();
+    }
   });
 
   it('parks at once with poll: 0, even on a hot side', async function () {
