@@ -50,6 +50,7 @@ import {
   onObject,
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
+import { runBeforeUnmap } from './unmap.js';
 import { holdName, lockFileByte, releaseLocksOf, retryFor, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
 import { backend } from './native/loader.js';
 
@@ -1310,6 +1311,7 @@ export class Region {
     this.#buffer = undefined;
     if (this.backing === 'sab') return;
     releaseLocksOf(this); // the rings' role locks on this file go with it
+    runBeforeUnmap(buffer); // what this thread's waits parked on it must write first (unmap.ts)
     const fd = this.#fd;
     this.#fd = -1;
     try {

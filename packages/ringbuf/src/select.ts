@@ -58,6 +58,7 @@
  */
 import {
   abortError,
+  beforeUnmap,
   checkOptionNames,
   ErrorCodes,
   ShmringError,
@@ -345,6 +346,30 @@ interface Word {
   readonly probes: Probe[];
   /** The SIGNAL snapshot of this round. */
   seen: number;
+  /** An async select's hook for its region's close, while announced (see announce). */
+  forget?: (() => void) | undefined;
+  /** The announcement was withdrawn by that hook, the memory still mapped. */
+  withdrawnAtUnmap?: boolean;
+}
+
+/**
+ * Announces on `w`. An async select's announcement is withdrawn by the
+ * region's close() if that comes first, while its memory is still there
+ * (core's beforeUnmap): learnt of only once close() has returned, the
+ * withdrawal could no longer reach the memory, and the word stayed one too
+ * high for good (a futex wake for nobody at every later publication). A
+ * blocking select's thread cannot close its regions meanwhile.
+ */
+function announce(w: Word, blocking: boolean): void {
+  // Announce on this queue; pairs with unpark()'s load(WAITERS): from here on, its publishers bump its SIGNAL and wake.
+  Atomics.add(w.ctl, w.block.waiters, w.unit);
+  if (blocking) return;
+  w.forget = beforeUnmap(w.ctl.buffer, () => {
+    w.forget = undefined;
+    // Withdraws our announcement while the memory is still mapped (the unmap settles this select next).
+    Atomics.sub(w.ctl, w.block.waiters, w.unit);
+    w.withdrawnAtUnmap = true;
+  });
 }
 
 /**
@@ -449,6 +474,12 @@ function handOnFailing(words: readonly Word[]): void {
 function withdraw(words: readonly Word[], announced: number): void {
   for (let k = 0; k < announced; k++) {
     const w = words[k]!;
+    w.forget?.();
+    w.forget = undefined;
+    if (w.withdrawnAtUnmap === true) {
+      w.withdrawnAtUnmap = false; // by the close, before the unmap
+      continue;
+    }
     try {
       // Withdraws our announcement: its publishers stop waking us.
       Atomics.sub(w.ctl, w.block.waiters, w.unit);
@@ -498,7 +529,7 @@ function* parkSteps(
       for (const w of words) w.seen = Atomics.load(w.ctl, w.block.signal);
       // Announce on every queue; pairs with unpark()'s load(WAITERS): from here on, each publisher bumps its SIGNAL and wakes.
       for (const w of words) {
-        Atomics.add(w.ctl, w.block.waiters, w.unit);
+        announce(w, blocking);
         announced++;
       }
       let asked = false; // one heavy fence serves every ring: it is global

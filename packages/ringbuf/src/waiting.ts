@@ -24,6 +24,7 @@
  */
 import {
   abortError,
+  beforeUnmap,
   ErrorCodes,
   membarrier,
   nativeFutex,
@@ -724,6 +725,8 @@ class AsyncPark<T, R> implements Watched {
     } catch (err) {
       return this.#fail(err); // a detached view: the region was closed
     }
+    // Withdrawn by the region's close() if that comes first, while the memory is still there (core's unmap.ts).
+    this.#forgetUnmap = beforeUnmap(ctl.buffer, this.#atUnmap);
     let result: T | undefined;
     try {
       const longest = afterAnnouncing(ctl, block);
@@ -759,7 +762,15 @@ class AsyncPark<T, R> implements Watched {
    * ERR_SHMRING_CLOSED); returns that error, or undefined.
    */
   #withdraw(): unknown {
+    this.#forgetUnmap?.();
+    this.#forgetUnmap = undefined;
     try {
+      if (this.#withdrawnAtUnmap) {
+        this.#withdrawnAtUnmap = false;
+        // Withdrawn already, before the unmap: the view is detached now, and this throws as a withdrawal would.
+        Atomics.load(this.ctl, this.block.waiters);
+        return undefined;
+      }
       // Withdraw the announcement: publishers stop bumping SIGNAL for us.
       Atomics.sub(this.ctl, this.block.waiters, 1);
       return undefined;
@@ -767,6 +778,19 @@ class AsyncPark<T, R> implements Watched {
       return err;
     }
   }
+
+  /** Forgets #atUnmap (beforeUnmap's answer), while announced. */
+  #forgetUnmap: (() => void) | undefined;
+  /** The announcement was withdrawn by #atUnmap. */
+  #withdrawnAtUnmap = false;
+
+  /** The region is being closed under this announced wait: withdraws while the memory is there. */
+  readonly #atUnmap = (): void => {
+    this.#forgetUnmap = undefined;
+    // Withdraw the announcement, the memory still mapped: the close's unmap comes next (settling this wait).
+    Atomics.sub(this.ctl, this.block.waiters, 1);
+    this.#withdrawnAtUnmap = true;
+  };
 
   /** Withdraws, then settles with `result` (or the withdrawal's failure). */
   #settleWithdrawn(result: T): void {

@@ -5,6 +5,9 @@
  * once), and when a Promise wait polls (PollPacer's decisions).
  */
 import assert from 'node:assert/strict';
+import { ErrorCodes, Region } from '@shmring/core';
+import { select, SpscRing } from '../src/index.js';
+import * as L from '../src/layout.js';
 import { getDefaultPoll, PollPacer, SpinPacer } from '../src/pacing.js';
 import { parkSync, type WaitBlock } from '../src/waiting.js';
 
@@ -234,5 +237,59 @@ describe('waiting: when a Promise wait polls (PollPacer)', () => {
     assert.equal(poller(true, 1).pollMicros(0, false, 0), 0);
     assert.equal(poller(true, 1).pollMicros(300, true, 0), 300);
     assert.equal(poller(true, 1000).pollMicros(300, false, 0), 300);
+  });
+});
+
+describe('waiting: a region closed under a parked Promise wait', () => {
+  it('withdraws the wait from WAITERS before the memory goes: a later producer of the ring pays no wake-up for it', async () => {
+    const capacity = 4096;
+    const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity }) });
+    SpscRing.create(region, { capacity });
+    // Another mapping of the same memory, as another process has it: what stays in the shared words.
+    const other = Region.fromFd(region.fd);
+    try {
+      const reader = SpscRing.attach(region);
+      const read = reader.read({ poll: 0 }); // parks at once: announced in READ_WAITERS
+      const shared = new Int32Array(other.buffer, 0, L.CONTROL_I32_LENGTH);
+      for (let i = 0; i < 200 && Atomics.load(shared, L.READ_WAITERS_I32) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(Atomics.load(shared, L.READ_WAITERS_I32), 1, 'the read parked');
+      region.close();
+      await assert.rejects(read, { code: ErrorCodes.CLOSED });
+      // Observes the withdrawal made for the closed region (in the memory the other mapping sees).
+      assert.equal(Atomics.load(shared, L.READ_WAITERS_I32), 0, 'the closed wait stayed announced');
+    } finally {
+      other.close();
+    }
+  });
+});
+
+describe('select: a region closed under a parked async select', () => {
+  it("withdraws the select's announcement on that ring before its memory goes, and the others' as ever", async () => {
+    const capacity = 4096;
+    const regions = [0, 1].map(() => Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity }) }));
+    const others = regions.map((r) => Region.fromFd(r.fd));
+    try {
+      const rings = regions.map((r) => SpscRing.create(r, { capacity }));
+      const selected = select(rings, { poll: 0 });
+      const shared = others.map((o) => new Int32Array(o.buffer, 0, L.CONTROL_I32_LENGTH));
+      for (let i = 0; i < 200 && shared.some((w) => Atomics.load(w, L.READ_WAITERS_I32) === 0); i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.deepEqual(
+        shared.map((w) => Atomics.load(w, L.READ_WAITERS_I32)),
+        [1, 1],
+        'the select parked on both',
+      );
+      regions[0]!.close();
+      await assert.rejects(selected, { code: ErrorCodes.CLOSED });
+      // Observe both words as the other mappings see them: nothing left announced on either ring.
+      assert.deepEqual(
+        shared.map((w) => Atomics.load(w, L.READ_WAITERS_I32)),
+        [0, 0],
+      );
+    } finally {
+      for (const o of others) o.close();
+      regions[1]!.close();
+    }
   });
 });
