@@ -22,4 +22,5 @@ export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
 export { FileLocks, heldByAnyone, heldExclusively, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor } from './locks.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
 export { beforeUnmap } from './unmap.js';
+export type { UnmapHook } from './unmap.js';
 export type { Timer } from './timers.js';

@@ -7,38 +7,59 @@
  * reach the memory: the word stayed one too high for good, and every later
  * publication of the ring paid a futex wake for a sleeper that was gone.
  *
- * Per thread (module state), keyed by the ArrayBuffer the region maps: a
- * region's memory is unmapped by the thread whose Region object closes it.
+ * Per thread (module state): a region's memory is unmapped by the thread
+ * whose Region object closes it. The hooks are one array, so that taking
+ * one on and letting it go costs an entry each (an async select over a
+ * thousand rings does both a thousand times a round); a close walks it.
  */
 
-const hooks = new WeakMap<ArrayBufferLike, Set<() => void>>();
+/** A hook taken on by beforeUnmap; `forget()` lets it go. */
+export interface UnmapHook {
+  forget(): void;
+}
+
+class Entry<A> implements UnmapHook {
+  index = -1;
+
+  constructor(
+    readonly buffer: ArrayBufferLike,
+    readonly run: (arg: A) => void,
+    readonly arg: A,
+  ) {}
+
+  forget(): void {
+    const i = this.index;
+    if (i < 0) return;
+    this.index = -1;
+    const last = entries.pop()!;
+    if (last !== (this as Entry<unknown>)) {
+      entries[i] = last;
+      last.index = i;
+    }
+  }
+}
+
+const entries: Entry<unknown>[] = [];
 
 /**
- * Runs `hook` when the region whose memory `buffer` is gets closed, before
- * its memory goes; returns what forgets it again (call it once the hook is
- * not needed any more). A hook that throws does not stop the others.
+ * Calls `run(arg)` when the region whose memory `buffer` is gets closed,
+ * before its memory goes (once; a hook that throws does not stop the
+ * others). forget() the hook once it is not needed any more.
  */
-export function beforeUnmap(buffer: ArrayBufferLike, hook: () => void): () => void {
-  let set = hooks.get(buffer);
-  if (set === undefined) {
-    set = new Set();
-    hooks.set(buffer, set);
-  }
-  set.add(hook);
-  const forSet = set;
-  return () => {
-    forSet.delete(hook);
-  };
+export function beforeUnmap<A>(buffer: ArrayBufferLike, run: (arg: A) => void, arg: A): UnmapHook {
+  const entry = new Entry(buffer, run, arg);
+  entry.index = entries.length;
+  entries.push(entry as Entry<unknown>);
+  return entry;
 }
 
 /** Region.close(): runs (and forgets) the hooks of `buffer`. */
 export function runBeforeUnmap(buffer: ArrayBufferLike): void {
-  const set = hooks.get(buffer);
-  if (set === undefined) return;
-  hooks.delete(buffer);
-  for (const hook of set) {
+  const due = entries.filter((entry) => entry.buffer === buffer);
+  for (const entry of due) {
+    entry.forget();
     try {
-      hook();
+      entry.run(entry.arg);
     } catch {
       // one hook's failure leaves the others their turn; the memory goes either way
     }

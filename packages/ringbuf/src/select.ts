@@ -66,6 +66,7 @@ import {
   ShmringTypeError,
   unwatchAbort,
   watchAbort,
+  type UnmapHook,
 } from '@shmring/core';
 import { MAX_WAIT_ANY, type StoppableWaitAny, wait, waitAny, waitAnyStoppable, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
@@ -347,7 +348,7 @@ interface Word {
   /** The SIGNAL snapshot of this round. */
   seen: number;
   /** An async select's hook for its region's close, while announced (see announce). */
-  forget?: (() => void) | undefined;
+  unmapHook?: UnmapHook | undefined;
   /** The announcement was withdrawn by that hook, the memory still mapped. */
   withdrawnAtUnmap?: boolean;
 }
@@ -364,12 +365,15 @@ function announce(w: Word, blocking: boolean): void {
   // Announce on this queue; pairs with unpark()'s load(WAITERS): from here on, its publishers bump its SIGNAL and wake.
   Atomics.add(w.ctl, w.block.waiters, w.unit);
   if (blocking) return;
-  w.forget = beforeUnmap(w.ctl.buffer, () => {
-    w.forget = undefined;
-    // Withdraws our announcement while the memory is still mapped (the unmap settles this select next).
-    Atomics.sub(w.ctl, w.block.waiters, w.unit);
-    w.withdrawnAtUnmap = true;
-  });
+  w.unmapHook = beforeUnmap(w.ctl.buffer, withdrawAtUnmap, w);
+}
+
+/** beforeUnmap's hook of an announced word: withdraws while the memory is still mapped (the unmap settles the select next). */
+function withdrawAtUnmap(w: Word): void {
+  w.unmapHook = undefined;
+  // Withdraws our announcement: its publishers stop waking us.
+  Atomics.sub(w.ctl, w.block.waiters, w.unit);
+  w.withdrawnAtUnmap = true;
 }
 
 /**
@@ -474,8 +478,8 @@ function handOnFailing(words: readonly Word[]): void {
 function withdraw(words: readonly Word[], announced: number): void {
   for (let k = 0; k < announced; k++) {
     const w = words[k]!;
-    w.forget?.();
-    w.forget = undefined;
+    w.unmapHook?.forget();
+    w.unmapHook = undefined;
     if (w.withdrawnAtUnmap === true) {
       w.withdrawnAtUnmap = false; // by the close, before the unmap
       continue;

@@ -34,6 +34,7 @@ import {
   shown,
   unwatchAbort,
   watchAbort,
+  type UnmapHook,
 } from '@shmring/core';
 import { wait, waitAsync, wake, type WaitResult } from '@shmring/futex';
 import { publishHeld } from './held.js';
@@ -603,6 +604,13 @@ interface PendingWait {
   cancel(): unknown;
 }
 
+/** beforeUnmap's hook of an announced AsyncPark: the region is being closed under it; withdraws while the memory is there. */
+function withdrawParkAtUnmap(park: AsyncPark<unknown, unknown>): void {
+  // Withdraw the announcement, the memory still mapped: the close's unmap comes next (settling the wait).
+  Atomics.sub(park.ctl, park.block.waiters, 1);
+  park.withdrawnAtUnmap = true;
+}
+
 /** The native codes of 'ok' and 'timed-out'. */
 const NATIVE_OK = 0;
 const NATIVE_TIMED_OUT = 2;
@@ -726,7 +734,7 @@ class AsyncPark<T, R> implements Watched {
       return this.#fail(err); // a detached view: the region was closed
     }
     // Withdrawn by the region's close() if that comes first, while the memory is still there (core's unmap.ts).
-    this.#forgetUnmap = beforeUnmap(ctl.buffer, this.#atUnmap);
+    this.#unmapHook = beforeUnmap(ctl.buffer, withdrawParkAtUnmap, this as AsyncPark<unknown, unknown>);
     let result: T | undefined;
     try {
       const longest = afterAnnouncing(ctl, block);
@@ -762,11 +770,11 @@ class AsyncPark<T, R> implements Watched {
    * ERR_SHMRING_CLOSED); returns that error, or undefined.
    */
   #withdraw(): unknown {
-    this.#forgetUnmap?.();
-    this.#forgetUnmap = undefined;
+    this.#unmapHook?.forget();
+    this.#unmapHook = undefined;
     try {
-      if (this.#withdrawnAtUnmap) {
-        this.#withdrawnAtUnmap = false;
+      if (this.withdrawnAtUnmap) {
+        this.withdrawnAtUnmap = false;
         // Withdrawn already, before the unmap: the view is detached now, and this throws as a withdrawal would.
         Atomics.load(this.ctl, this.block.waiters);
         return undefined;
@@ -779,18 +787,10 @@ class AsyncPark<T, R> implements Watched {
     }
   }
 
-  /** Forgets #atUnmap (beforeUnmap's answer), while announced. */
-  #forgetUnmap: (() => void) | undefined;
-  /** The announcement was withdrawn by #atUnmap. */
-  #withdrawnAtUnmap = false;
-
-  /** The region is being closed under this announced wait: withdraws while the memory is there. */
-  readonly #atUnmap = (): void => {
-    this.#forgetUnmap = undefined;
-    // Withdraw the announcement, the memory still mapped: the close's unmap comes next (settling this wait).
-    Atomics.sub(this.ctl, this.block.waiters, 1);
-    this.#withdrawnAtUnmap = true;
-  };
+  /** The hook of the region's close (beforeUnmap), while announced. */
+  #unmapHook: UnmapHook | undefined;
+  /** The announcement was withdrawn by withdrawParkAtUnmap. */
+  withdrawnAtUnmap = false;
 
   /** Withdraws, then settles with `result` (or the withdrawal's failure). */
   #settleWithdrawn(result: T): void {
