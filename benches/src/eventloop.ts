@@ -668,6 +668,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
   const cpuAlone = cpuPercent(aloneFrom, aloneSince);
   const before = threadCount();
   let settled = 0;
+  let started = 0; // reads (or sockets) set up
   let firstError: string | undefined;
   const cleanups: (() => void)[] = [];
   if (who.id === 'socket') {
@@ -693,6 +694,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
         const client = net.connect({ path: socketPath });
         client.on('data', () => settled++); // the pending read: nothing comes
         clients.push(client);
+        started = clients.length;
         await new Promise<void>((resolve, reject) => {
           client.once('connect', resolve);
           client.once('error', reject);
@@ -720,6 +722,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     } catch (err) {
       firstError ??= `creating ring ${rings.length + 1}: ${(err as Error).message}`;
     }
+    started = rings.length;
     for (const { ring } of rings) {
       ring.read().then(
         () => settled++,
@@ -755,7 +758,7 @@ async function pendingRow(who: Who, p: EventLoopParams['pending']): Promise<Outc
     const delay = probe.stop();
     monitor.disable();
     if (!delay) throw new Error('the event-loop delay probe delivered nothing');
-    const pending = p.reads - settled;
+    const pending = started - settled;
     const what =
       who.id === 'socket'
         ? `${p.reads} connected Unix sockets (both ends here), each with a 'data' listener`

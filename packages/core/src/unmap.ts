@@ -57,6 +57,7 @@ export function beforeUnmap<A>(buffer: ArrayBufferLike, run: (arg: A) => void, a
 export function runBeforeUnmap(buffer: ArrayBufferLike): void {
   const due = entries.filter((entry) => entry.buffer === buffer);
   for (const entry of due) {
+    if (entry.index < 0) continue; // forgotten by a hook that ran before it
     entry.forget();
     try {
       entry.run(entry.arg);

@@ -368,7 +368,9 @@ export class LatestValue {
    */
   #holderLives(holder: number, start: number, who: { id: number; start: number }): boolean {
     if (Math.abs(holder) !== who.id) return holder < 0 ? isAlive(-holder, 0) : isAlive(holder, start);
-    if (holder < 0 || start !== who.start) return false;
+    // Another start time is a dead thread whose id came back to us, unless either was unknown (0: /proc
+    // unreadable when it was taken, EMFILE): then it may be this very thread, and its objects decide.
+    if (holder < 0 || (start !== who.start && start !== 0 && who.start !== 0)) return false;
     if (this.#place === undefined) return true; // cannot tell our objects apart: refuse rather than share the role
     const sibling = tokenWriters.get(this.#place)?.deref();
     return sibling === undefined ? false : sibling.#holdsRole();

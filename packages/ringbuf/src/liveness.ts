@@ -270,9 +270,11 @@ export function ownThread(): { id: number; start: number } {
   }
   if (!(Number.isSafeInteger(tid) && tid > 0)) {
     // The main thread is the pid; a worker gets an id of its own that no Linux thread has (their ids are below
-    // 2^22), so that two threads never pass for one: with the pid for every thread, a worker took a role the
-    // main thread held (two producers on one SpscRing). With no /proc to ask about it, it counts as alive.
-    tid = isMainThread ? process.pid : UNNAMED_THREAD_BASE + threadId;
+    // 2^22), from its process's pid and its threadId, so that two threads never pass for one, of this process
+    // or of another: with the pid for every thread, a worker took a role the main thread held (two producers on
+    // one SpscRing). With no /proc to ask about it, every side counts it alive (isAlive, isThreadAlive,
+    // threadGone). (A process running more than 256 workers at once may give two of them one id.)
+    tid = isMainThread ? process.pid : UNNAMED_THREAD_BASE + (process.pid % 2 ** 22) * 2 ** 8 + (threadId % 2 ** 8);
   }
   const start = tid === process.pid ? ownStartTime() : (knownStart(threadStartTime(tid)) ?? 0);
   const own = { id: tid, start };
@@ -323,6 +325,7 @@ export function isAlive(pid: number, start: number): boolean {
     return start === 0 || own === 0 || start === own;
   }
   if (pid < 0) return false;
+  if (pid >= UNNAMED_THREAD_BASE) return true; // a worker without /proc/thread-self (ownThread): nothing says it is gone
   const now = startTimeOf(pid);
   if (now === GONE) return false;
   return start === 0 || now === start || now === UNKNOWN_START;

@@ -70,9 +70,19 @@ import {
 } from '@shmring/core';
 import { MAX_WAIT_ANY, type StoppableWaitAny, wait, waitAny, waitAnyStoppable, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
-import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
+import { PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { checkWaitOptions, isDetachedAccess, optionNames, Queue, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
-import { checkPeriodOf, deadlineOf, fenceIfAsked, NATIVE_WAITER, PeerChecks, passOn, timedOut, type WaitBlock } from './waiting.js';
+import {
+  checkPeriodOf,
+  deadlineOf,
+  fenceIfAsked,
+  NATIVE_WAITER,
+  PeerChecks,
+  passOn,
+  pollThenPark,
+  timedOut,
+  type WaitBlock,
+} from './waiting.js';
 import { unwatch, watch, type Watched } from './watchdog.js';
 
 /** A queue (ready to read), or a queue with the length of a message to write (room for it). */
@@ -666,7 +676,9 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     let index = spinUntil > performance.now() ? spin(attempt, spinUntil, call.probes.length) : undefined;
     const pollUntilAt = Math.min(call.deadline, call.started + pollMicros / 1000);
     if (index === undefined && pollUntilAt > performance.now()) {
-      index = await pollUntil(attempt, pollUntilAt, signal, undefined, call.probes.length);
+      // In windows of the check period, asking about the peers between them (a long poll would poll on for a
+      // dead one); one gone ends the poll, and the park's first check reports it.
+      index = await pollThenPark(attempt, pollUntilAt, call.checkMs, () => deadEntry(call) < 0, signal, undefined, call.probes.length);
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)

@@ -563,19 +563,36 @@ export function parkAsync<T, R = T>(
   const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone);
   if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
-  // A poll asks about the peer as a parked wait's watchdog does, once a check period (a quarter of
-  // peerTimeoutMs): a window longer than that (poll: Infinity, until the timeout) would poll on for a dead peer.
-  // Gone, the wait parks, and its first check says so (after a last look at what the peer published).
-  const checkMs = park.periodMs;
-  const pollWindow = (): Promise<R> =>
-    pollUntil(attempt, Math.min(pollUntilAt, performance.now() + checkMs), options?.signal, stop).then(
-      (polled) => {
-        if (polled !== undefined) return park.got(polled);
-        return performance.now() < pollUntilAt && peerAlive() ? pollWindow() : park.start();
-      },
-      (err: unknown) => park.settle.err(err),
-    );
-  return pollWindow();
+  return pollThenPark(attempt, pollUntilAt, park.periodMs, peerAlive, options?.signal, stop).then(
+    (polled) => (polled === undefined ? park.start() : park.got(polled)),
+    (err: unknown) => park.settle.err(err),
+  );
+}
+
+/**
+ * pollUntil `until`, in windows of `checkMs` at most: between two, it asks
+ * `peerAlive()` as a parked wait's watchdog does once a check period (a
+ * quarter of peerTimeoutMs), and a window longer than that (poll: Infinity,
+ * until the timeout) would otherwise poll on for a dead peer. Undefined
+ * when the window is over or the peer is gone (the caller parks, and its
+ * first check says so, after a last look at what the peer published);
+ * rejects with what `attempt` or `peerAlive` throws, or an abort. One
+ * promise however many windows.
+ */
+export async function pollThenPark<T>(
+  attempt: () => T | undefined,
+  until: number,
+  checkMs: number,
+  peerAlive: () => boolean,
+  signal: AbortSignal | undefined,
+  stop?: WaitStop,
+  cost = 1,
+): Promise<T | undefined> {
+  for (;;) {
+    const polled = await pollUntil(attempt, Math.min(until, performance.now() + checkMs), signal, stop, cost);
+    if (polled !== undefined) return polled;
+    if (performance.now() >= until || !peerAlive()) return undefined;
+  }
 }
 
 /** A promise settled now through `settle` (which may throw: then rejected). */

@@ -13,7 +13,7 @@ import { once } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, Region } from '@shmring/core';
-import { getDefaultPoll, setDefaultPoll, SpscRing } from '../src/index.js';
+import { getDefaultPoll, select, setDefaultPoll, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { DEFAULT_POLL_MICROS } from '../src/pacing.js';
 import { waitCounters } from '../src/waiting.js';
@@ -102,7 +102,7 @@ describe('cooperative polling (Promise verbs)', function () {
     assert.ok(passed, `event-loop delay while polling: ${tries.join('; ')}`);
   });
 
-  it('poll: Infinity still notices a dead producer (ERR_SHMRING_PEER_DEAD within peerTimeoutMs or so), not polling for ever', async function () {
+  it('poll: Infinity still notices a dead producer (ERR_SHMRING_PEER_DEAD within peerTimeoutMs or so), not polling for ever: read() and select()', async function () {
     this.timeout(20_000);
     const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
     const ring = SpscRing.create(region, { capacity: 4096 });
@@ -117,9 +117,14 @@ describe('cooperative polling (Promise verbs)', function () {
       );
       assert.deepEqual(await ring.read({ timeoutMs: 10_000 }), new Uint8Array([1])); // a hot side: its next wait polls
       await once(worker, 'exit');
-      const started = performance.now();
-      await assert.rejects(ring.read({ poll: Infinity, peerTimeoutMs: 200 }), { code: ErrorCodes.PEER_DEAD });
-      assert.ok(performance.now() - started < 5000, `noticed after ${(performance.now() - started).toFixed(0)} ms`);
+      for (const [what, waiting] of [
+        ['read', () => ring.read({ poll: Infinity, peerTimeoutMs: 200 })],
+        ['select', () => select([ring], { poll: Infinity, peerTimeoutMs: 200 })],
+      ] as const) {
+        const started = performance.now();
+        await assert.rejects(waiting(), { code: ErrorCodes.PEER_DEAD }, what);
+        assert.ok(performance.now() - started < 5000, `${what}: noticed after ${(performance.now() - started).toFixed(0)} ms`);
+      }
     } finally {
       ring.close();
     }
