@@ -556,24 +556,33 @@ describe('bridge faults', function () {
         await own.stop();
       }
     });
-    it('core NATS → ring: a subscription the server refuses (no permission) rejects with ERR_SHMRING_NOT_PERMITTED naming the subject', async function () {
-      const own = await configServer(users('p', ', permissions: { subscribe: { deny: ["denied.>"] } }'), children);
+    /**
+     * What bridge(`path` on a server whose user "bridge" has `permissions`, into a ring) ends with: it must end
+     * with an error, which is returned; the server is stopped after.
+     */
+    async function bridgeRefused(permissions: string, path: string): Promise<ShmringError & { lines: string[] }> {
+      const own = await configServer(users('p', `, permissions: ${permissions}`), children);
       try {
         const b = rings.make();
         const lines: string[] = [];
-        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/denied.x`, `shm:${b.name}`, {
-          signal: controller.signal,
+        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/${path}`, `shm:${b.name}`, {
+          signal: AbortSignal.timeout(10_000),
           log: (line) => lines.push(line),
         }).then(
           () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
           (e: unknown) => e as ShmringError,
         );
-        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
-        assert.match(err.message, /subscribe to 'denied\.x'/);
-        assert.match(err.message, /permission/);
+        return Object.assign(err, { lines });
       } finally {
         await own.stop();
       }
+    }
+
+    it('core NATS → ring: a subscription the server refuses (no permission) rejects with ERR_SHMRING_NOT_PERMITTED naming the subject', async function () {
+      const err = await bridgeRefused('{ subscribe: { deny: ["denied.>"] } }', 'denied.x');
+      assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
+      assert.match(err.message, /subscribe to 'denied\.x'/);
+      assert.match(err.message, /permission/);
     });
 
     it('listen over NATS on a subject the server does not let it subscribe to rejects with ERR_SHMRING_NOT_PERMITTED naming the subject', async function () {
@@ -594,41 +603,15 @@ describe('bridge faults', function () {
     });
 
     it('NATS → JetStream → ring: a consumer call the server refuses after the stream checks (deleting its consumer) ends the bridge with ERR_SHMRING_NOT_PERMITTED, not retries for ever', async function () {
-      const own = await configServer(users('p', ', permissions: { publish: { deny: ["$JS.API.CONSUMER.DELETE.>"] } }'), children);
-      try {
-        const b = rings.make();
-        const lines: string[] = [];
-        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/js.y?jetstream=NODEL${process.pid}`, `shm:${b.name}`, {
-          signal: AbortSignal.timeout(10_000),
-          log: (line) => lines.push(line),
-        }).then(
-          () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
-          (e: unknown) => e as ShmringError,
-        );
-        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', `${String(err)}; log: ${JSON.stringify(lines)}`);
-        assert.match(err.message, /CONSUMER\.DELETE/);
-      } finally {
-        await own.stop();
-      }
+      const err = await bridgeRefused('{ publish: { deny: ["$JS.API.CONSUMER.DELETE.>"] } }', `js.y?jetstream=NODEL${process.pid}`);
+      assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', `${String(err)}; log: ${JSON.stringify(err.lines)}`);
+      assert.match(err.message, /CONSUMER\.DELETE/);
     });
 
     it('NATS → JetStream → ring: a consumer the server refuses (no permission for the JetStream API) rejects with ERR_SHMRING_NOT_PERMITTED', async function () {
-      const own = await configServer(users('p', ', permissions: { publish: { deny: ["$JS.API.>"] } }'), children);
-      try {
-        const b = rings.make();
-        const lines: string[] = [];
-        const err = await bridge(`nats://bridge:p@127.0.0.1:${own.port}/js.x?jetstream=DENIED${process.pid}`, `shm:${b.name}`, {
-          signal: controller.signal,
-          log: (line) => lines.push(line),
-        }).then(
-          () => assert.fail(`the bridge ended without an error: ${JSON.stringify(lines)}`),
-          (e: unknown) => e as ShmringError,
-        );
-        assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
-        assert.match(err.message, /\$JS\.API/);
-      } finally {
-        await own.stop();
-      }
+      const err = await bridgeRefused('{ publish: { deny: ["$JS.API.>"] } }', `js.x?jetstream=DENIED${process.pid}`);
+      assert.equal(err.code, 'ERR_SHMRING_NOT_PERMITTED', String(err));
+      assert.match(err.message, /\$JS\.API/);
     });
   });
 

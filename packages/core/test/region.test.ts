@@ -13,6 +13,43 @@ import { assertClosed, fileOf, PEER, runNode, uniqueName, withBackend } from './
 
 const kinds = availableBackends();
 
+/**
+ * Runs `code` (an ES module; `args` its process.argv[1..]) in a node process
+ * of a private mount namespace where `mount` (a shell command) ran first;
+ * skips the test (saying so) where no such namespace can be had here. The
+ * child's stdout, stderr and status; asserts it was not killed by a signal.
+ */
+function withMount(
+  test: Mocha.Context,
+  mount: string,
+  what: string,
+  code: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): { stdout: string; stderr: string; status: number | null } {
+  const asRoot = process.geteuid?.() === 0;
+  const child = spawnSync(
+    'unshare',
+    [
+      ...(asRoot ? [] : ['-r']),
+      '-m',
+      'sh',
+      '-c',
+      `${mount} && code="$1" && shift && exec "$0" --input-type=module -e "$code" "$@"`,
+      process.execPath,
+      code,
+      ...args,
+    ],
+    { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 },
+  );
+  if (child.error !== undefined || (child.status !== 0 && child.signal === null && child.stdout === '')) {
+    console.log(`      (skipped: no private mount namespace with ${what} here: ${child.error?.message ?? child.stderr.trim()})`);
+    test.skip();
+  }
+  assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
+  return child;
+}
+
 describe('Region', () => {
   it('has at least the koffi backend available', () => {
     assert.ok(kinds.includes('koffi'), `available: ${kinds.join(', ')}`);
@@ -53,25 +90,7 @@ describe('Region', () => {
           }
           out.left = fs.readdirSync('/dev/shm');
           console.log(JSON.stringify(out));`;
-        const asRoot = process.geteuid?.() === 0;
-        const child = spawnSync(
-          'unshare',
-          [
-            ...(asRoot ? [] : ['-r']),
-            '-m',
-            'sh',
-            '-c',
-            'mount -t tmpfs -o size=1m shmring-test /dev/shm && exec "$0" --input-type=module -e "$1"',
-            process.execPath,
-            code,
-          ],
-          { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 },
-        );
-        if (child.error !== undefined || (child.status !== 0 && child.signal === null && child.stdout === '')) {
-          console.log(`      (skipped: no private mount namespace with a tmpfs here: ${child.error?.message ?? child.stderr.trim()})`);
-          this.skip();
-        }
-        assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
+        const child = withMount(this, 'mount -t tmpfs -o size=1m shmring-test /dev/shm', 'a tmpfs', code, [], env);
         assert.deepEqual(
           JSON.parse(child.stdout),
           { posix: 'ENOSPC with the hint', file: 'ENOSPC with the hint', 'posix, exclusive: false': 'ENOSPC with the hint', left: [] },
@@ -94,26 +113,7 @@ describe('Region', () => {
             } catch (err) {
               console.log(JSON.stringify({ code: err.code, message: err.message }));
             }`;
-          const asRoot = process.geteuid?.() === 0;
-          const child = spawnSync(
-            'unshare',
-            [
-              ...(asRoot ? [] : ['-r']),
-              '-m',
-              'sh',
-              '-c',
-              'mount -t ramfs shmring-test "$1" && exec "$0" --input-type=module -e "$2" "$1"',
-              process.execPath,
-              dir,
-              code,
-            ],
-            { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 },
-          );
-          if (child.error !== undefined || (child.status !== 0 && child.signal === null && child.stdout === '')) {
-            console.log(`      (skipped: no private mount namespace with a ramfs here: ${child.error?.message ?? child.stderr.trim()})`);
-            this.skip();
-          }
-          assert.equal(child.signal, null, `the child died of ${child.signal}: ${child.stderr}`);
+          const child = withMount(this, `mount -t ramfs shmring-test '${dir}'`, 'a ramfs', code, [dir], env);
           assert.deepEqual(JSON.parse(child.stdout), { size: 64 << 10 }, child.stderr);
         } finally {
           fs.rmSync(dir, { recursive: true, force: true });

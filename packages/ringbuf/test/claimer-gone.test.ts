@@ -30,6 +30,18 @@ function needProcShowingAll(context: Mocha.Context): void {
  * (committing with a plain store on x86-64, so a take-back it cannot see loses its message), and the Int32 index of
  * the TYPE word of the record whose payload is at `offset`.
  */
+/**
+ * Moves both positions of a fresh MpscRing of capacity 1024 near the end of
+ * its data area (two records of 400 bytes written and read: 816), so that
+ * the next claim of more than 200 bytes wraps.
+ */
+function nearTheEnd(producer: MpscRing, consumer: MpscRing): void {
+  for (let i = 0; i < 2; i++) {
+    assert.equal(producer.tryWrite(new Uint8Array(400)), true);
+    assert.equal(consumer.tryRead()?.length, 400);
+  }
+}
+
 function plainCommitRing(): {
   region: Region;
   consumer: MpscRing;
@@ -170,10 +182,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
     const other = MpscRing.attach(region);
     try {
       // Head and tail near the end of the data area: the next claim of 300 bytes wraps.
-      for (let i = 0; i < 2; i++) {
-        assert.equal(producer.tryWrite(new Uint8Array(400)), true);
-        assert.equal(consumer.tryRead()?.length, 400);
-      }
+      nearTheEnd(producer, consumer);
       const reading = consumer.read(); // parks: nothing is there
       await new Promise((resolve) => setTimeout(resolve, 5));
       // The producer claims (padding committed at the old index, its claim marked at 0) and dies: its mark
@@ -229,10 +238,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
       try {
         // Head and tail near the end of the data area, with no producer left.
         const producer = MpscRing.attach(region);
-        for (let i = 0; i < 2; i++) {
-          assert.equal(producer.tryWrite(new Uint8Array(400)), true);
-          assert.equal(consumer.tryRead()?.length, 400);
-        }
+        nearTheEnd(producer, consumer);
         producer.close();
         const ctl = new Int32Array(region.buffer);
         const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
@@ -262,10 +268,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
     const consumer = MpscRing.create(region, { capacity: 1024, peerTimeoutMs: 0 });
     try {
       const producer = MpscRing.attach(region);
-      for (let i = 0; i < 2; i++) {
-        assert.equal(producer.tryWrite(new Uint8Array(400)), true);
-        assert.equal(consumer.tryRead()?.length, 400);
-      }
+      nearTheEnd(producer, consumer);
       const ctl = new Int32Array(region.buffer);
       // A claimer took exactly the rest of the data area (one CAS of the tail) and died before its header.
       const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
