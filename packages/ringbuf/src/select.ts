@@ -70,7 +70,7 @@ import {
 } from '@shmring/core';
 import { MAX_WAIT_ANY, type StoppableWaitAny, wait, waitAny, waitAnyStoppable, type WaitAnyResult, type WaitTarget } from '@shmring/futex';
 import { publishHeld } from './held.js';
-import { PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
+import { pollUntil, PollPacer, spin, SPIN_MICROS_SYNC, SpinPacer, TRY_MICROS_ASYNC } from './pacing.js';
 import { checkWaitOptions, isDetachedAccess, optionNames, Queue, shown, WRITE_BLOCK, type OptionNames } from './queue.js';
 import {
   checkPeriodOf,
@@ -678,7 +678,10 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     if (index === undefined && pollUntilAt > performance.now()) {
       // In windows of the check period, asking about the peers between them (a long poll would poll on for a
       // dead one); one gone ends the poll, and the park's first check reports it.
-      index = await pollThenPark(attempt, pollUntilAt, call.checkMs, () => deadEntry(call) < 0, signal, undefined, call.probes.length);
+      index =
+        pollUntilAt - call.started <= call.checkMs
+          ? await pollUntil(attempt, pollUntilAt, signal, undefined, call.probes.length)
+          : await pollThenPark(attempt, pollUntilAt, call.checkMs, () => deadEntry(call) < 0, signal, undefined, call.probes.length);
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)

@@ -563,7 +563,13 @@ export function parkAsync<T, R = T>(
   const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone);
   if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
-  return pollThenPark(attempt, pollUntilAt, park.periodMs, peerAlive, options?.signal, stop).then(
+  // A window within one check period (the default 50 µs, say: every hot message's wait) is one pollUntil, no
+  // loop and no promise of its own; a longer one asks about the peer between windows.
+  const polled =
+    pollUntilAt - started <= park.periodMs
+      ? pollUntil(attempt, pollUntilAt, options?.signal, stop)
+      : pollThenPark(attempt, pollUntilAt, park.periodMs, peerAlive, options?.signal, stop);
+  return polled.then(
     (polled) => (polled === undefined ? park.start() : park.got(polled)),
     (err: unknown) => park.settle.err(err),
   );

@@ -78,7 +78,7 @@ import {
   READ_SIGNAL_I32,
   READ_WAITERS_I32,
   RECORD_TYPE_I32,
-  SLOT_TYPE_OFFSET,
+  SLOT_TYPE_I32,
   WRITE_SIGNAL_I32,
   WRITE_WAITERS_I32,
 } from '../src/layout.js';
@@ -158,7 +158,7 @@ const KINDS: Kind[] = [
     regionSize: MpmcQueue.regionSize({ capacity: 64, slotSize: 200 }),
     create: (region) => MpmcQueue.create(region, { capacity: 64, slotSize: 200 }),
     attach: (region) => MpmcQueue.attach(region),
-    firstTypeI32: SLOT_TYPE_OFFSET / 4,
+    firstTypeI32: SLOT_TYPE_I32,
   },
 ];
 

@@ -243,15 +243,19 @@ describe('threadGone: when a claimer is certainly gone', function () {
         const ctl = new Int32Array(region.buffer);
         const data32 = new Int32Array(consumer.data.buffer, consumer.data.byteOffset, 1024 / 4);
         // A claim of 300 bytes from there wraps: the padding to the end and the record at 0, one CAS of the tail.
+        // Observes the tail the producer's claims left (no producer is left to move it).
         const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
         const record = M.mpscLength(300);
         const needed = 1024 - (tail & 1023) + M.recordBytes(record);
+        // The dead claimer's CAS of the tail, as an add: nobody else claims meanwhile.
         Atomics.add(ctl, L.PRODUCER_POSITION_I32, needed);
         if (died !== 'before any header') {
           // The mark at 0 (a thread that no longer exists) and the claim's negative LENGTH; not the padding's header.
           data32[M.MPSC_TYPE_I32] = M.claimMark(deadThreadId());
+          // Publishes "claimed by the mark" (TYPE written before), as the claimer's store does.
           Atomics.store(data32, M.MPSC_LENGTH_I32, -record);
         }
+        // Each observes the consumer's release of the head past what it skipped.
         for (let polls = 0; polls < 1000 && Atomics.load(ctl, L.CONSUMER_POSITION_I32) !== tail + needed; polls++) {
           assert.equal(consumer.tryRead(), null);
         }
@@ -271,6 +275,7 @@ describe('threadGone: when a claimer is certainly gone', function () {
       nearTheEnd(producer, consumer);
       const ctl = new Int32Array(region.buffer);
       // A claimer took exactly the rest of the data area (one CAS of the tail) and died before its header.
+      // Observes the tail the claims left; then the dead claimer's CAS of it, as an add (nobody else claims meanwhile).
       const tail = Atomics.load(ctl, L.PRODUCER_POSITION_I32);
       Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1024 - (tail & 1023));
       // Another producer's record at 0, committed; then no producer is left.

@@ -251,6 +251,7 @@ describe('waiting: a region closed under a parked Promise wait', () => {
       const reader = SpscRing.attach(region);
       const read = reader.read({ poll: 0 }); // parks at once: announced in READ_WAITERS
       const shared = new Int32Array(other.buffer, 0, L.CONTROL_I32_LENGTH);
+      // Each observes the reader's announcement (its add to READ_WAITERS as it parks).
       for (let i = 0; i < 200 && Atomics.load(shared, L.READ_WAITERS_I32) === 0; i++) await new Promise((r) => setTimeout(r, 5));
       assert.equal(Atomics.load(shared, L.READ_WAITERS_I32), 1, 'the read parked');
       region.close();
@@ -272,6 +273,7 @@ describe('select: a region closed under a parked async select', () => {
       const rings = regions.map((r) => SpscRing.create(r, { capacity }));
       const selected = select(rings, { poll: 0 });
       const shared = others.map((o) => new Int32Array(o.buffer, 0, L.CONTROL_I32_LENGTH));
+      // Each observes the select's announcements (its adds to READ_WAITERS as it parks).
       for (let i = 0; i < 200 && shared.some((w) => Atomics.load(w, L.READ_WAITERS_I32) === 0); i++) {
         await new Promise((r) => setTimeout(r, 5));
       }
