@@ -747,6 +747,9 @@ class AsyncPark<T, R> implements Watched {
     const { ctl, block } = this;
     const signal = this.options?.signal;
     if (signal?.aborted) return this.#fail(abortError(signal));
+    // A stop() made after the poll's last look and before this park registered (`stop.parked`) found
+    // nothing to end: parked now, the wait would sleep for a return() already made, and take a message for it.
+    if (this.stop?.stopped) return this.#fail(abortError());
     let seen: number;
     try {
       // Snapshot of SIGNAL taken before announcing (see the protocol above).

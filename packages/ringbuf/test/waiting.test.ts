@@ -9,7 +9,7 @@ import { ErrorCodes, Region } from '@shmring/core';
 import { select, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { getDefaultPoll, PollPacer, SpinPacer } from '../src/pacing.js';
-import { parkSync, type WaitBlock } from '../src/waiting.js';
+import { parkAsync, parkSync, WaitStop, type WaitBlock } from '../src/waiting.js';
 
 const BLOCK: WaitBlock = { waiters: 0, signal: 1 };
 /** Naps of peerTimeoutMs / 4 = 10 ms: each failed attempt after announcing costs one. */
@@ -293,5 +293,42 @@ describe('select: a region closed under a parked async select', () => {
       for (const o of others) o.close();
       regions[1]!.close();
     }
+  });
+});
+
+describe('waiting: a stop between the poll and the park', () => {
+  it("a stop() made after a polling wait's last look, before it parked, ends the wait instead of leaving it asleep", async () => {
+    const ctl = new Int32Array(new SharedArrayBuffer(8));
+    const stop = new WaitStop();
+    // Nothing ever arrives. Each look queues a stop, as a return() of messages() made right after it would.
+    const attempt = (): true | undefined => {
+      queueMicrotask(() => stop.stop());
+      return undefined;
+    };
+    const wait = parkAsync(
+      ctl,
+      BLOCK,
+      attempt,
+      { poll: 2000, spin: 0, peerTimeoutMs: Infinity },
+      'test wait',
+      () => true,
+      new PollPacer(),
+      stop,
+    );
+    // The thread is busy past the poll's 2 ms window: its first look is its last one, and the stop that look
+    // queues runs after the poll has ended and before the park starts.
+    const busyUntil = performance.now() + 5;
+    while (performance.now() < busyUntil);
+    const outcome = await Promise.race([
+      wait.then(
+        () => 'settled with a result',
+        (err: Error) => err.name,
+      ),
+      new Promise((resolve) => setTimeout(resolve, 500, 'still parked after 500 ms')),
+    ]);
+    assert.equal(outcome, 'AbortError');
+    // Its announcement is withdrawn: a publisher would not pay a wake-up for it.
+    // Observes the wait's withdrawal (its Atomics.sub, made as it settled).
+    assert.equal(Atomics.load(ctl, BLOCK.waiters), 0);
   });
 });
