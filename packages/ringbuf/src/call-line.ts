@@ -15,8 +15,9 @@
  *    in `#queued`, in call order.
  *  - A queued call starts only once the promise of the waiting one has
  *    settled (a reaction of that promise, attached before the caller gets
- *    it, starts the queue): the promises of a side's calls settle in call
- *    order too, so code that awaits them sees them in that order.
+ *    it, starts the queue a microtask later, after the caller's own await
+ *    has resumed): the promises of a side's calls settle in call order too,
+ *    so code that awaits them sees them in that order.
  *  - A started call either settles at once (it found room or a message) or
  *    waits: it calls wait() with its promise before handing it out.
  *
@@ -63,9 +64,20 @@ export class CallLine {
     };
   }
 
-  /** The waiting call settled: the queued calls start, in order, until one waits or none is left. */
+  /**
+   * The waiting call settled: the queued calls start a microtask later. The
+   * caller's own `await` of the settled call resumes first (its reaction
+   * was attached after ours): started at once, the next read would take its
+   * message, and set the object's lastType, before that caller looked at
+   * the type of the message it got.
+   */
   readonly #leave = (): void => {
     this.#busy = false;
+    if (this.#queued.length !== 0) void RESOLVED.then(this.#startQueued);
+  };
+
+  /** The queued calls start, in order, until one waits or none is left. */
+  readonly #startQueued = (): void => {
     while (!this.#busy) {
       const start = this.#queued.shift();
       if (start === undefined) return;
@@ -73,3 +85,5 @@ export class CallLine {
     }
   };
 }
+
+const RESOLVED = Promise.resolve();

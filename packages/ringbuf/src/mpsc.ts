@@ -1081,13 +1081,22 @@ export class MpscRing extends Queue {
     }
   }
 
-  override async read(options?: WaitOptions): Promise<Uint8Array> {
-    this.#waitPeerTimeout = options?.peerTimeoutMs;
-    try {
-      return await super.read(options);
-    } finally {
-      this.#waitPeerTimeout = undefined;
-    }
+  /**
+   * The read's own promise, not an async wrapper's: a wrapper resumed its
+   * caller ticks after the read settled, by when a read queued behind it
+   * had taken the next message (and set lastType). The latest read made with
+   * a peerTimeoutMs sets the stuck timeout until it settles.
+   */
+  override read(options?: WaitOptions): Promise<Uint8Array> {
+    const timeout = options?.peerTimeoutMs;
+    if (timeout === undefined) return super.read(options);
+    this.#waitPeerTimeout = timeout;
+    const read = super.read(options);
+    const done = (): void => {
+      if (this.#waitPeerTimeout === timeout) this.#waitPeerTimeout = undefined;
+    };
+    void read.then(done, done);
+    return read;
   }
 
   /** The iterator's peerTimeoutMs bounds a stuck record while each of its reads is pending. */

@@ -79,6 +79,18 @@ describe('Promise verbs of one object are served in call order', () => {
       assert.deepEqual(got, range(60));
     });
 
+    it(`${kind}: lastType after awaiting a read() is the type of that read's message, not of the one a queued read took next`, async () => {
+      const { writer, reader } = make();
+      const first = reader.read({ timeoutMs: 10_000 });
+      const second = reader.read({ timeoutMs: 10_000 });
+      assert.equal(writer.tryWrite(Uint8Array.of(1), 1), true);
+      assert.equal(writer.tryWrite(Uint8Array.of(2), 2), true);
+      assert.deepEqual([...(await first)], [1]);
+      assert.equal(reader.lastType, 1, "the queued read started before this await resumed, and took message 2's type");
+      assert.deepEqual([...(await second)], [2]);
+      assert.equal(reader.lastType, 2);
+    });
+
     it(`${kind}: read()s made while others wait get the messages in call order`, async () => {
       const { writer, reader } = make();
       const reads = range(4).map(() => reader.read({ timeoutMs: 10_000 }));
