@@ -95,7 +95,8 @@ function checkBytes(bytes: unknown, what: string): void {
  * `verb` says (`SpscRing.tryWrite: type=-1 …`).
  */
 export function checkType(type: number, verb: string): void {
-  if (type >>> 0 !== type || type > L.MAX_TYPE) {
+  // typeof first: `>>>` throws V8's own TypeError on a BigInt or a Symbol.
+  if (typeof type !== 'number' || type >>> 0 !== type || type > L.MAX_TYPE) {
     const who = `${verb}: `;
     if (typeof type !== 'number' || !Number.isInteger(type)) {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, `${who}type=${shown(type)} must be an integer in [0, ${L.MAX_TYPE}]`);
@@ -141,7 +142,7 @@ export function checkWaitOptions(options: WriteOptions | undefined, verb: string
       (poll === undefined || (typeof poll === 'number' && poll >= 0)) &&
       (signal === undefined || signal instanceof AbortSignal) &&
       (ref === undefined || typeof ref === 'boolean') &&
-      (type === undefined || (type >>> 0 === type && type <= L.MAX_TYPE))
+      (type === undefined || (typeof type === 'number' && type >>> 0 === type && type <= L.MAX_TYPE))
     ) {
       // The names of an object seen last time are not walked again: walking them cost 50-75 ns a call
       // (write + readSync with one options object: 154-193 ns a pair without, 277-376 with, in one run).
@@ -1127,6 +1128,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
           leave();
           cancelWith(timedOut(what, options));
         }, timeoutMs);
+        // ref false: a call waiting in the line holds the process no more than a parked one does.
+        if (options?.ref === false) timer?.unref();
       }
       if (stop !== undefined) stop.queued.add(onStop);
     });

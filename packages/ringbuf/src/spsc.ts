@@ -60,7 +60,7 @@
  *    is what is used (a peer may rewrite the word meanwhile); a value no
  *    correct peer writes is ERR_SHMRING_CORRUPT.
  */
-import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, type Region } from '@shmring/core';
+import { ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown, type Region } from '@shmring/core';
 import * as L from './layout.js';
 import {
   attachTo,
@@ -704,9 +704,16 @@ export class SpscRing extends Queue {
    */
   releaseReads(position: number): void {
     if (this.ctl.length === 0) throw this.closedError();
+    // Before any arithmetic: a BigInt would throw V8's own TypeError from the subtraction.
+    if (typeof position !== 'number') {
+      throw new ShmringTypeError(
+        ErrorCodes.INVALID_ARGUMENT,
+        `SpscRing.releaseReads: position=${shown(position)} must be a number (a readPosition)`,
+      );
+    }
     const ahead = (this.#consumerPosition - this.#releasedPosition) >>> 0;
     const step = (position - this.#releasedPosition) >>> 0;
-    if (typeof position !== 'number' || !Number.isInteger(position) || step > ahead || (position & 7) !== 0) {
+    if (!Number.isInteger(position) || step > ahead || (position & 7) !== 0) {
       throw new ShmringRangeError(
         ErrorCodes.INVALID_ARGUMENT,
         `SpscRing.releaseReads: position=${String(position)} is not between the released position ${this.#releasedPosition >>> 0} and the read position ${this.#consumerPosition >>> 0}`,

@@ -88,6 +88,21 @@ describe('ring errors (docs/ERRORS.md)', () => {
     assert.equal(ring.tryRead(), null);
   });
 
+  it("rejects a BigInt or Symbol message type, or a BigInt readPosition, with the library's own error, not V8's", async () => {
+    const { ring } = spsc();
+    const typed = { code: 'ERR_SHMRING_INVALID_ARGUMENT', name: 'TypeError' };
+    for (const type of [1n, Symbol('type')] as unknown as number[]) {
+      assert.throws(() => ring.tryWrite(new Uint8Array(1), type), typed, 'tryWrite');
+      assert.throws(() => ring.writeSync(new Uint8Array(1), { type }), typed, 'writeSync');
+      await assert.rejects(ring.write(new Uint8Array(1), { type }), typed, 'write');
+      const claimed = ring.claim(1);
+      assert.throws(() => ring.commit(claimed, type), typed, 'commit');
+      ring.abort(claimed);
+    }
+    assert.equal(ring.size, 0, 'nothing was written');
+    assert.throws(() => ring.releaseReads(8n as unknown as number), { ...typed, message: /SpscRing\.releaseReads: position=8n/ });
+  });
+
   it('names the verb and its class in the error of a bad message type, whichever verb was given it', async () => {
     const { ring } = spsc();
     const queue = MpmcQueue.create(sab(MpmcQueue.regionSize({ capacity: 4, slotSize: 8 })), { capacity: 4, slotSize: 8 });

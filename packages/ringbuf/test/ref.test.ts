@@ -96,4 +96,25 @@ describe('a parked Promise read with ref: false', function () {
       checkRef(this, backing, (ref) => parkedSelect(backing, ref), 'selected 1', 'select');
     });
   }
+
+  it('a read with ref: false queued behind another, its timeoutMs still running, lets the process exit too', () => {
+    const started = performance.now();
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Region } from ${CORE};
+         import { SpscRing } from ${RINGBUF};
+         const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) });
+         const ring = SpscRing.create(region, { capacity: 4096 });
+         ring.read({ ref: false }).catch(() => {});
+         ring.read({ ref: false, timeoutMs: 20_000 }).catch((err) => console.log(err.code));`,
+      ],
+      { encoding: 'utf8', timeout: 15_000 },
+    );
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), '', "the queued read's timer kept the process alive until it timed out");
+    assert.ok(performance.now() - started < 10_000, 'the child outlived its reads');
+  });
 });
