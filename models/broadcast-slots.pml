@@ -11,8 +11,10 @@
  * The model: one slot (OWNER, PID; START goes with PID and is left out),
  * NCLAIM claimants with ids 1..NCLAIM and tokens 10 + id, and a publisher
  * that sweeps the slot SWEEPS times. A claimant tries once to claim the
- * slot: CAS(OWNER, 0, -id) ("registering"), PID = id, CAS(OWNER, -id,
- * token); holding it, it may leave (CAS(OWNER, token, 0), PID stays). It
+ * slot: it loads OWNER; taken, it judges that owner as a sweep does and
+ * goes away if it lives; then CAS(OWNER, seen, -id) ("registering": from
+ * 0, or from the dead owner), PID = id, CAS(OWNER, -id, token); holding
+ * it, it may leave (CAS(OWNER, token, 0), PID stays). It
  * may die after any step, for good (alive[id] = false). PID 0 names
  * nobody, which a sweep takes for dead (a SharedArrayBuffer's rule: no
  * such thread). A sweep loads OWNER; 0: nothing; negative: dead if that
@@ -20,9 +22,10 @@
  * seen, 0). Each step is atomic, in program order (Atomics are
  * sequentially consistent).
  *
- * Claim (assert): a sweep frees a slot only from a dead claimant: the
- * tenure its CAS ends (the claimant whose -id or token it replaced) is
- * dead. A claimant that stays alive keeps its slot until it leaves.
+ * Claim (assert): a sweep frees a slot, and a claimant takes a taken one,
+ * only from a dead claimant: the tenure its CAS ends (the claimant whose
+ * -id or token it replaced) is dead. A claimant that stays alive keeps its
+ * slot until it leaves.
  *
  * Assumed, not modelled: claimants' tokens differ. broadcast.ts counts
  * them up from a random start in each thread: two subscribers, of two
@@ -37,6 +40,9 @@
  *      died), judges the live claimant dead and frees its slot.
  *   2  the sweep judges a negative OWNER by PID too, not by its id: the
  *      same wrong judgment, from the other side.
+ *   3  a claimant judges a taken slot's negative OWNER by PID too: the
+ *      same wrong judgment, by a newcomer that then takes the live
+ *      claimant's slot.
  */
 
 #ifndef MUTANT
@@ -60,13 +66,25 @@ bool alive[NCLAIM + 1];
 #define MAY_DIE if :: skip :: alive[id] = false; goto out fi
 
 proctype Claimant(byte id) {
+  short o;
+  byte p;
   /* Claim: one try, at any moment (a late try may come after another claimant left). */
+  o = owner;
+  if
+  :: o == 0 -> skip
+#if MUTANT == 3
+  :: o != 0 -> p = slotpid; if :: p == 0 || !alive[p] -> skip :: else -> goto out fi
+#else
+  :: o < 0 -> if :: !alive[-o] -> skip :: else -> goto out fi
+  :: o > 0 -> p = slotpid; if :: p == 0 || !alive[p] -> skip :: else -> goto out fi
+#endif
+  fi;
   atomic {
     if
 #if MUTANT == 1
-    :: owner == 0 -> owner = TOKEN(id)
+    :: owner == 0 && o == 0 -> owner = TOKEN(id)
 #else
-    :: owner == 0 -> owner = -id
+    :: owner == o -> assert(o == 0 || !alive[ID_OF(o)]); owner = -id
 #endif
     :: else -> goto out
     fi

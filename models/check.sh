@@ -192,10 +192,10 @@ check broadcast@broadcast-repair broadcast-die2-lossless          pass   "-DNSUB
 check broadcast@broadcast-repair broadcast-die2-lossy-mutant-8    reject "-DNSUBS=2 -DDIE=2 -DMSGS=3 -DMUTANT=8"             "$SAFETY_CC" "$SAFETY_RUN"
 
 # ---- Broadcast slots without a file (broadcast-slots.pml) ----
-# Two claimants (claim, register, maybe leave, maybe die at any step) against a publisher's three sweeps.
+# Two claimants (claim, from a dead owner too; register, maybe leave, maybe die at any step) against a publisher's three sweeps.
 check broadcast-slots broadcast-slots          pass   ""            "$SAFETY_CC" "$SAFETY_RUN"
 check broadcast-slots broadcast-slots-3c       pass   "-DNCLAIM=3"  "$SAFETY_CC" "$SAFETY_RUN"
-for m in 1 2; do
+for m in 1 2 3; do
   check broadcast-slots "broadcast-slots-mutant-$m" reject "-DMUTANT=$m" "$SAFETY_CC" "$SAFETY_RUN"
 done
 

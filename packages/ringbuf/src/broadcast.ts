@@ -359,6 +359,28 @@ function slotOwnerAlive(ctl: Int32Array, s: number, owner: number, threads: bool
 }
 
 /**
+ * Without a file to lock: claims the subscriber slot at Int32 index `s` for
+ * `id` by a CAS of OWNER to the id negated ("registering": a sweep that
+ * sees the slot before its START and PID stores judges the claimant by
+ * that id, alive, never by a previous owner's words), from 0 or from an
+ * owner found dead as a lossless publisher's sweep judges it. A slot a
+ * dead subscriber (a terminated worker) left would otherwise stay taken
+ * until a lossless publisher, parked on a full ring, swept it, and for
+ * ever under a lossy one (which never sweeps): later subscribers found
+ * the table full. False if a live subscriber holds it.
+ */
+function claimSlotWithoutFile(ctl: Int32Array, s: number, id: number): boolean {
+  const threads = ctl.buffer instanceof SharedArrayBuffer;
+  for (let expected = 0; ; ) {
+    // Takes the slot from `expected` (0, or the dead owner judged below); returns the owner found instead.
+    const seen = Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, expected, -id);
+    if (seen === expected) return true;
+    if (seen !== 0 && slotOwnerAlive(ctl, s, seen, threads)) return false;
+    expected = seen; // freed meanwhile (0), or an owner that died: try to take it from that one
+  }
+}
+
+/**
  * What a new publisher found where its predecessor died in the middle of a
  * record (docs/LAYOUT.md, "A record left half-written: the repair"): the
  * exact tail, the count, and the position it jumps to.
@@ -1036,10 +1058,8 @@ export class BroadcastSubscriber extends BroadcastEnd {
       if (this.roles !== undefined) {
         // The slot's lock, exclusive, on the description our HOLDER lock is on: held means a live subscriber has the slot.
         if (!this.roles.lockByte(B.slotOffset(i))) continue;
-      } else if (Atomics.compareExchange(ctl, s + B.SLOT_OWNER_I32, 0, -who.id) !== 0) {
-        // No file: the claim is our id negated ("registering"), so a sweep that sees the slot before our
-        // START and PID stores judges us by that id (alive), never by a previous owner's words. Taken: next.
-        continue;
+      } else if (!claimSlotWithoutFile(ctl, s, who.id)) {
+        continue; // a live subscriber's
       }
       // Information for inspect and the fallback liveness check: start time before pid, both before the token.
       Atomics.store(ctl, s + B.SLOT_START_I32, who.start);

@@ -222,6 +222,38 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
     pub.close();
     region.close();
   });
+  for (const lossless of [true, false]) {
+    it(`a terminated subscriber worker's slot goes to the next subscriber, with no publication to sweep it (${lossless ? 'lossless' : 'lossy'}, a SharedArrayBuffer region)`, async function () {
+      const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
+      const pub = Broadcast.create(region, { capacity: CAPACITY, lossless, subscribers: 1 });
+      const worker = new Worker(FIXTURE, { workerData: { sab: region.buffer, part: 'hold', arg: 0 } });
+      const owner = new Int32Array(region.buffer, B.slotOffset(0) + 4 * B.SLOT_OWNER_I32, 1);
+      let sub: BroadcastSubscriber | undefined;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          worker.once('message', () => resolve());
+          worker.once('error', reject);
+        });
+        // Observes the worker's claim of the only slot (its token, stored last).
+        const workers = Atomics.load(owner, 0);
+        assert.notEqual(workers, 0, "the worker's subscriber took the slot");
+        if (lossless) assert.throws(() => Broadcast.subscribe(region), { code: ErrorCodes.BUSY }, 'a live worker holds the only slot');
+        await worker.terminate();
+        // Nothing published since: no sweep of a parked publisher freed the slot.
+        sub = Broadcast.subscribe(region);
+        // Observes our own subscriber's token in the slot.
+        const ours = Atomics.load(owner, 0);
+        assert.ok(ours !== 0 && ours !== workers, `the slot still holds the ended worker's token ${workers}`);
+        assert.equal(pub.tryWrite(Uint8Array.of(7)), true);
+        assert.deepEqual([...sub.tryRead()!], [7]);
+      } finally {
+        await worker.terminate();
+        sub?.close();
+        pub.close();
+        region.close();
+      }
+    });
+  }
 });
 
 /**
