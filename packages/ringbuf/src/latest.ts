@@ -186,6 +186,8 @@ export class LatestValue {
   #cachedPublished = 0;
   #cachedSeqI32 = 0;
   #cachedSeq = 0;
+  /** VERSION_HI of the cached read (as an int32, as the word reads). */
+  #cachedHi = 0;
   readonly #spinPacer = new SpinPacer();
   readonly #pollPacer = new PollPacer();
   /** One per pending changed() of this object that did not settle at once (updates() waits in changed()): close() ends them. */
@@ -412,8 +414,16 @@ export class LatestValue {
     if (ctl.length === 0) throw this.#closedError('LatestValue.read');
     // SYNC POINT with publish() step 4: which slot holds the newest value.
     const published = Atomics.load(ctl, V.PUBLISHED_I32);
-    // Unchanged since our last read if PUBLISHED and that slot's SEQ (pairs with step 1) read as then.
-    if (published === this.#cachedPublished && Atomics.load(ctl, this.#cachedSeqI32) === this.#cachedSeq && this.#cached) {
+    // Unchanged since our last read if PUBLISHED and that slot's SEQ (pairs with step 1) read as then, and
+    // its VERSION_HI: exactly 2^32 publishes later PUBLISHED (the low 32 bits) and SEQ (2^31 rewrites of +2)
+    // read as then too. VERSION_HI is written between SEQ's odd and even stores: with SEQ even and as then,
+    // this plain load sees the high word of the version whose SEQ that is.
+    if (
+      published === this.#cachedPublished &&
+      Atomics.load(ctl, this.#cachedSeqI32) === this.#cachedSeq &&
+      ctl[this.#cachedSeqI32 - V.SEQ_I32 + V.VERSION_HI_I32] === this.#cachedHi &&
+      this.#cached
+    ) {
       return this.#cached;
     }
     return this.#readSlot(published);
@@ -450,6 +460,7 @@ export class LatestValue {
           this.#cachedPublished = published;
           this.#cachedSeqI32 = h + V.SEQ_I32;
           this.#cachedSeq = seq;
+          this.#cachedHi = hi | 0;
           return result;
         }
       }

@@ -45,6 +45,21 @@ for (const backing of ['sab', 'memfd'] as const) {
       region.close();
     });
 
+    it("read() after exactly 2^32 publishes returns the new version, not the one it cached (PUBLISHED's low bits and SEQ read as then)", function () {
+      lv.publish(new Uint8Array([1]));
+      assert.equal(other.read().version, 1); // `other` caches version 1
+      // What 2^32 more publishes leave: PUBLISHED's low 32 bits and slot 1's SEQ (2^31 rewrites of +2) as they
+      // were, its VERSION_HI one more. Written by hand while SEQ is odd, as a writer would.
+      const ctl = new Int32Array(region.buffer);
+      const slot = V.slotOffset(MAX, 1) / 4;
+      // Observes the slot's SEQ (even: version 1 whole); the stores below pose as the writer's step 1 to 3.
+      const seq = Atomics.load(ctl, slot + V.SEQ_I32);
+      Atomics.store(ctl, slot + V.SEQ_I32, seq + 1);
+      ctl[slot + V.VERSION_HI_I32] = 1;
+      Atomics.store(ctl, slot + V.SEQ_I32, seq);
+      assert.equal(other.read().version, 2 ** 32 + 1, 'the cached version 1 was returned');
+    });
+
     it('refuses every publish, not only the first, while the published slot contradicts PUBLISHED (CORRUPT)', function () {
       lv.publish(new Uint8Array([1]));
       lv.publish(new Uint8Array([2]));
