@@ -224,9 +224,12 @@ const DEFAULT_HANDOVER_TIMEOUT_MS = 10_000;
 /**
  * Waits for the client's READY byte. A client that leaves first (a probe by
  * a second listen(), a codec mismatch, a crash), or stays silent for
- * `timeoutMs`, never becomes a channel.
+ * `timeoutMs`, never becomes a channel. At the timeout, a client that has
+ * `opened()` its end counts as ready: its byte may be waiting unread (the
+ * server's loop held up past the timeout: expired timers run before the
+ * loop polls for I/O), and its connect() has resolved.
  */
-function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
+function clientReady(socket: net.Socket, timeoutMs: number, opened: () => boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     let timer: Timer | undefined;
     const done = (err?: Error): void => {
@@ -247,7 +250,11 @@ function clientReady(socket: net.Socket, timeoutMs: number): Promise<void> {
     socket.on('error', done);
     socket.resume();
     const onTimeout = (): void =>
-      done(new ShmringError(ErrorCodes.TIMEOUT, `the client did not open its end within handoverTimeoutMs=${timeoutMs}`));
+      done(
+        opened()
+          ? undefined
+          : new ShmringError(ErrorCodes.TIMEOUT, `the client did not open its end within handoverTimeoutMs=${timeoutMs}`),
+      );
     // Unref'd: the listening server keeps the process alive, not a client's handover.
     timer = startTimer(onTimeout, timeoutMs)?.unref();
   });
@@ -538,7 +545,8 @@ function socketAcceptor(
       layOutChannel(region, codec, capacity);
       handing.set(socket, region);
       await sendRegion(socket, region);
-      await clientReady(socket, handoverTimeoutMs);
+      const sent = region;
+      await clientReady(socket, handoverTimeoutMs, () => openerEndTaken(sent.buffer));
       if (closing()) throw new ShmringError(ErrorCodes.CLOSED, 'the server closed during the handover');
       // Any byte woke clientReady: a client that sent one without opening its end (nc -U, say) is no channel.
       if (!openerEndTaken(region.buffer)) throw new ShmringError(ErrorCodes.NO_FD, 'the client sent its byte without opening its end');
@@ -546,7 +554,7 @@ function socketAcceptor(
     } catch (err) {
       // A client that went away during the handover, was too slow, or a server out of fds: drop this one
       // connection. Only the last is the server's own failure; while it closes, none is.
-      socket.destroy();
+      dropHandover(socket, region, path);
       region?.close();
       if (!closing() && !CLIENT_GONE.has((err as NodeJS.ErrnoException).code)) fail(err as Error);
       return;
@@ -574,19 +582,26 @@ function socketAcceptor(
             // Like Node's own removal of the path: nothing to do about a file this process cannot remove.
           }
         }
-        for (const [socket, region] of handing) {
-          // A client that opened its end already (connect() resolved: its READY not read yet) sees
-          // the rings closed when the socket goes: a clean end, ERR_SHMRING_CLOSED, not PEER_DEAD.
-          try {
-            if (region !== undefined) closeChannelRings(region, `a channel of ${path}`);
-          } catch {
-            // A region that cannot be read is a hang-up like any other: the socket goes all the same.
-          }
-          socket.destroy();
-        }
+        for (const [socket, region] of handing) dropHandover(socket, region, path);
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Ends a connection whose handover will not make a channel (a server
+ * closing, a client too slow or gone). A client that opened its end all the
+ * same (its connect() resolved, or resolves: it opened after a timeout)
+ * sees the rings closed when the socket goes: a clean end,
+ * ERR_SHMRING_CLOSED, not ERR_SHMRING_PEER_DEAD from a live server.
+ */
+function dropHandover(socket: net.Socket, region: Region | undefined, path: string): void {
+  try {
+    if (region !== undefined) closeChannelRings(region, `a channel of ${path}`);
+  } catch {
+    // A region not laid out yet, or that cannot be read: a hang-up like any other, the socket goes all the same.
+  }
+  socket.destroy();
 }
 
 /**

@@ -17,8 +17,9 @@ import nodePath from 'node:path';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { lockFileByte, receiveRegion } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
 import { connect, listen, type Channel } from '../src/index.js';
-import { HEADER_SIZE, OPENED_I32, VERSION_I32 } from '../src/layout.js';
+import { HEADER_SIZE, OPENED_I32, readChannelHeader, VERSION_I32 } from '../src/layout.js';
 import { closeEvent, killAllPeers, rejectsWith, settledWithin, sleep, startPeer, TmpDir, waitUntil } from './helpers.js';
 
 const CLIENTS = 200;
@@ -662,6 +663,57 @@ describe('server', function () {
         client.close();
         await client.closed;
         assert.deepEqual(errors, []);
+      } finally {
+        await server.close();
+      }
+    });
+    it("a client that opened its end while the server's loop was held up past handoverTimeoutMs becomes a channel, not a dropped one", async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096, handoverTimeoutMs: 50 });
+      const announced: Channel[] = [];
+      server.on('channel', (ch: Channel) => {
+        announced.push(ch);
+        ch.handle((v) => v);
+      });
+      try {
+        const client = await connect(p); // its end opened, its byte sent: the server's timer runs
+        // The loop held up past the timeout (a long synchronous callback): when it turns again, the expired
+        // timer runs before the poll that would read the client's byte.
+        const until = performance.now() + 150;
+        while (performance.now() < until);
+        assert.equal(await client.request('served', { timeoutMs: 5000 }), 'served', 'the server dropped the client');
+        assert.equal(announced.length, 1);
+        client.close();
+        await client.closed;
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('a client dropped for opening its end too late sees the channel closed (ERR_SHMRING_CLOSED), not a dead server', async function () {
+      const p = dir.path();
+      const server = await listen(p, { capacity: 4096, handoverTimeoutMs: 50 });
+      try {
+        const raw = net.connect(p);
+        raw.on('error', () => {});
+        raw.pause(); // the fd waits unread: this client is slow to take it
+        await once(raw, 'connect');
+        await sleep(150); // past the timeout: the server dropped the connection
+        const region = await receiveRegion(raw, { requireFixedSize: true });
+        try {
+          const header = new Int32Array(region.buffer, 0, HEADER_SIZE / 4);
+          assert.equal(Atomics.load(header, VERSION_I32), 1, 'the channel header is laid out');
+          // What the opener's end would find: both rings closed by the server, as at server.close().
+          const g = readChannelHeader(region.buffer, 'test');
+          for (const offset of [g.aOffset, g.bOffset]) {
+            const ring = SpscRing.attach(region, { offset });
+            assert.equal(ring.closed, true, `the ring at ${offset} is open: the client would see a dead peer`);
+            ring.close();
+          }
+        } finally {
+          region.close();
+          raw.destroy();
+        }
       } finally {
         await server.close();
       }
