@@ -513,6 +513,11 @@ export class MpmcQueue extends Queue {
     // Observes the holder's mark (the consumer's store of its pid right after its CAS).
     const owner = Atomics.load(data32, slot + L.SLOT_OWNER_I32);
     if (owner === 0 || this.#ownerAlive(owner)) return;
+    // Observes the slot again, after the verdict: still `held`'s, so `owner` is its dead consumer's mark. Between
+    // our first loads and the OWNER load a live consumer may have freed the slot and a producer claimed `position`
+    // and marked it, then died: taken from that one, the slot read free (OWNER 0) at a position already claimed, which
+    // no reader would ever skip (a claim with no mark is never taken) and no writer ever reach: the queue stalled.
+    if (Atomics.load(data32, slot + L.SLOT_SEQUENCE_I32) !== ((held + 1) | 0)) return;
     // Takes the slot from its dead holder: one recovering writer wins, and nobody clears a later holder's mark.
     if (Atomics.compareExchange(data32, slot + L.SLOT_OWNER_I32, owner, 0) !== owner) return;
     // Frees the slot for the producer of `position`, as its dead consumer would have; pairs with #claimForWrite's load.

@@ -257,4 +257,53 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
       region.close();
     }
   });
+  it("a writer recovering a dead consumer's slot leaves it alone when, while it judged the mark, the slot was freed and claimed by a producer that died: that claim is still skipped", function () {
+    const { region, first: producer, second: consumer, ctl, slot } = queue(4);
+    const slot0 = slot(0);
+    const dead = deadPid();
+    const readFileSync = fs.readFileSync;
+    let judged = 0;
+    try {
+      for (let i = 0; i < 4; i++) assert.ok(producer.tryWrite(new Uint8Array([i])));
+      // A consumer took position 0 (its message still in slot 0), and the writer's first looks see that.
+      Atomics.add(ctl, L.CONSUMER_POSITION_I32, 1);
+      // Its OWNER load comes after a live consumer freed the slot for position 4 and producer `dead` claimed
+      // position 4 and marked it: it reads that producer's mark, and judges it dead.
+      Atomics.store(slot0, L.SLOT_OWNER_I32, dead);
+      fs.readFileSync = ((file: unknown, ...rest: unknown[]) => {
+        if (file === `/proc/${dead}/stat` && judged++ === 0) {
+          // What came between the writer's looks at SEQ and at OWNER: the free (SEQ = 4), the claim of 4.
+          Atomics.store(slot0, L.SLOT_SEQUENCE_I32, 4);
+          Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
+        }
+        return (readFileSync as (...args: unknown[]) => unknown)(file, ...rest);
+      }) as typeof fs.readFileSync;
+      syncBuiltinESMExports();
+      // A writer that only polls looks at a dead consumer's slot now and then (as a parked one's check does).
+      const deadline = performance.now() + 2000;
+      while (judged === 0 && performance.now() < deadline) {
+        assert.equal(producer.tryWrite(new Uint8Array([9])), false, 'full: position 5 is slot 1, still holding message 1');
+      }
+      assert.ok(judged > 0, "the writer never judged the slot's mark");
+      assert.equal(producer.recoveredSlots, 0, "the writer took the slot from the dead producer's claim");
+      // Messages 1-3, then position 4: the dead producer's claim, skipped; then what a live producer writes next.
+      assert.deepEqual(
+        [1, 2, 3].map(() => [...consumer.readSync({ timeoutMs: 2000 })][0]),
+        [1, 2, 3],
+      );
+      assert.ok(producer.tryWrite(new Uint8Array([5])));
+      assert.deepEqual(
+        [...consumer.readSync({ timeoutMs: 3000, peerTimeoutMs: 40 })],
+        [5],
+        'the dead claim of position 4 stalled the queue',
+      );
+      assert.equal(consumer.recoveredSlots, 1);
+    } finally {
+      fs.readFileSync = readFileSync;
+      syncBuiltinESMExports();
+      producer.close();
+      consumer.close();
+      region.close();
+    }
+  });
 });
