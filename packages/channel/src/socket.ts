@@ -984,7 +984,16 @@ export async function connect(path: string, options: ConnectOptions = {}): Promi
         { cause: err },
       );
     }
-    throw err;
+    if (e.code === 'EPERM' || e.code === 'EACCES' || e.code === 'EINVAL') {
+      // mmap refused the region read-write: a memfd sealed against writes (a snapshot), or one of size 0.
+      throw new ShmringError(
+        ErrorCodes.NOT_A_CHANNEL,
+        `connect to ${path}: the server sent a region this process cannot map for reading and writing (${e.message}); a @shmring/channel server sends a writable memfd: is it one?`,
+        { cause: err },
+      );
+    }
+    // Out of fds or memory, say: this process's condition, said with the path it met it at.
+    throw pathError(e, path, 'connect to', e.message);
   }
   try {
     const channel = openerEnd(region, codec, socketLink(socket), `channel to ${path}`, `the server at ${path}`, poll);

@@ -760,6 +760,25 @@ describe('misuse', function () {
     });
   });
 
+  describe('connect() to a server that sends a region it cannot map writable', function () {
+    it('refuses a write-sealed memfd (a snapshot) with ERR_SHMRING_NOT_A_CHANNEL naming the path, not a bare EPERM', async function () {
+      const dir = new TmpDir();
+      const p = dir.path('sealed');
+      const region = Region.snapshot(new Uint8Array(channelRegionSize(4096)));
+      const server = net.createServer((peer) => void sendRegion(peer, region).catch(() => peer.destroy()));
+      server.listen(p);
+      await once(server, 'listening');
+      try {
+        const err = await rejectsWith(connect(p, { timeoutMs: 5000 }), 'ERR_SHMRING_NOT_A_CHANNEL', p);
+        assert.match(err.message, /cannot map for reading and writing/);
+      } finally {
+        server.close();
+        region.close();
+        dir.remove();
+      }
+    });
+  });
+
   describe('fds', function () {
     it('50 connect/close cycles give back every fd (and so do failed connects)', async function () {
       const dir = new TmpDir();
