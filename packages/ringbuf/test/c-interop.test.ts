@@ -79,6 +79,7 @@ import {
   READ_WAITERS_I32,
   RECORD_TYPE_I32,
   SLOT_TYPE_I32,
+  VERSION_I32,
   WRITE_SIGNAL_I32,
   WRITE_WAITERS_I32,
 } from '../src/layout.js';
@@ -94,6 +95,8 @@ const CORRUPT_AT = 1_001;
 const WAIT_MS = 20_000;
 /** ring_peer's exit status for a message that breaks the pattern. */
 const EXIT_MISMATCH = 1;
+/** ring_peer's exit status for a ring it refuses to work with (not a ring, another layout version or kind). */
+const EXIT_USAGE = 2;
 /** ring_peer's exit status for a ring whose memory breaks LAYOUT.md. */
 const EXIT_CORRUPT = 4;
 /** ring_peer's exit status for a role another live peer holds. */
@@ -513,6 +516,26 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         await writePattern(ring, SHORT_COUNT, peer);
         const { code, stderr } = await peer.done;
         assert.equal(code, 0, stderr);
+      });
+
+      it(`a C consumer of ${kind.title} reads the header only under the HOLDER lock: a ring laid out again while it waited for the lock is the one it judges`, async () => {
+        ring.detach(); // nobody holds the ring: a creator may take it exclusively and lay a ring out again
+        const fd = fs.openSync(regionPath, 'r+');
+        try {
+          assert.equal(lockFileByte(fd, HOLDER_LOCK_OFFSET), true, 'somebody else holds the ring');
+          peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(SHORT_COUNT)]);
+          await sleep(300); // it found MAGIC and waits for the lock
+          // As a creator holding HOLDER exclusively lays a new ring out, here one of layout version 1, which the
+          // peer must refuse. MAGIC stays: one store of VERSION under the lock is the whole change it can see.
+          const header = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+          // Publishes the new header word before the lock goes (the unlock below orders it for the peer).
+          Atomics.store(header, VERSION_I32, 1);
+        } finally {
+          fs.closeSync(fd); // lets go of the lock
+        }
+        const { code, stderr } = await peer.done;
+        assert.equal(code, EXIT_USAGE, `the C consumer read the header before the lock (exit ${code}): ${stderr}`);
+        assert.match(stderr, /layout version 1/);
       });
 
       it(`a C consumer of ${kind.title} that opened its name just before unlink-stale removed it opens the name again and reads the ring that has it now`, async () => {

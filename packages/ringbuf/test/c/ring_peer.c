@@ -452,9 +452,9 @@ static void let_go(const struct ring *r) {
  * Takes the HOLDER lock shared, waiting (up to `deadline`) while another description holds it
  * exclusively ("Attaching to a ring", step 7): shmring unlink-stale, across its last check and its
  * unlink; or a creator laying out a new ring ("Creating a ring", steps 2 to 8; a Broadcast's, where it
- * found nobody holding the ring: "Publisher, step by step"). A Broadcast's sides take it before they read
- * the header, which they then read only once it is whole; from then on a create sees us holding the ring
- * and does not lay it out again.
+ * found nobody holding the ring: "Publisher, step by step"). Every side takes it before it reads the
+ * header, which it then reads only once it is whole; from then on a create sees us holding the ring and
+ * does not lay it out again.
  */
 static void hold_shared_first(struct ring *r, double deadline) {
     while (lock_byte(r, LOCK_HOLDER, F_RDLCK) != 0) {
@@ -475,10 +475,12 @@ static void attach(struct ring *r, uint32_t kind) {
         if (now_seconds() > deadline) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
         sched_yield();
     }
-    if (kind == KIND_BROADCAST && r->fd >= 0) {
-        /* A Broadcast: HOLDER before the header is read, so it is not one a creator is laying out (a creator
-         * that found the ring unheld holds it exclusively until the new MAGIC: we wait for it here). Observes
-         * MAGIC again under the lock: a create that replaced the ring meanwhile stored it last. */
+    if (r->fd >= 0) {
+        /* Step 7 before step 2, every kind: HOLDER before the header is read, so it is not one a creator is
+         * laying out (a creator that found the ring unheld holds it exclusively until the new MAGIC: we wait
+         * for it here); read after the lock, a header a create replaced meanwhile would give a stale capacity
+         * and data area for good. Observes MAGIC again under the lock: a create that replaced the ring
+         * meanwhile stored it last. */
         hold_shared_first(r, deadline);
         magic = atomic_load_explicit(word(r, OFF_MAGIC), memory_order_acquire);
         if (magic != MAGIC) die(EXIT_USAGE, "not a ring (magic=0x%08x)", magic);
@@ -519,9 +521,8 @@ static void attach(struct ring *r, uint32_t kind) {
     }
     r->data = r->base + data_offset;
     if (ring_size > r->region_size) die(EXIT_USAGE, "the ring needs %llu bytes, the region has %zu", (unsigned long long)ring_size, r->region_size);
-    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit; a segment has no file to
-     * lock. Step 7, waiting while shmring unlink-stale holds it exclusively (a Broadcast's side took it before step 2). */
-    if (r->fd >= 0 && kind != KIND_BROADCAST) hold_shared_first(r, deadline);
+    /* "Liveness": we hold the ring (shared with every other attached peer) until we exit (taken above, before
+     * the header); a segment has no file to lock. */
 }
 
 static int closed(const struct ring *r) {
@@ -930,10 +931,16 @@ static int start_time_of(uint32_t pid, uint32_t *start) {
     return 1;
 }
 
+/* "Liveness": ids of 2^30 and more name TypeScript worker threads that could not read their tid. */
+#define UNNAMED_THREAD_BASE 0x40000000u
+
 /* "Liveness": process (pid, start) is alive (start 0: any start time); one /proc cannot tell about (-1) is, as the
    TypeScript side holds: taking a live writer's role would let two write. */
 static int process_alive(uint32_t pid, uint32_t start) {
     uint32_t now;
+    /* An id of 2^30 or more is a TypeScript worker's that could not read its tid: nothing can say it is gone,
+       and every side MUST count it alive ("Liveness"). No pid reaches it (pid_max is at most 2^22). */
+    if (pid >= UNNAMED_THREAD_BASE) return 1;
     int known = start_time_of(pid, &now);
     return known < 0 || (known == 1 && (start == 0 || now == start));
 }
@@ -1159,6 +1166,7 @@ static int proc_shows_all(void) {
  */
 static int claimer_gone(int32_t id) {
     if (id <= 0) return 1;
+    if ((uint32_t)id >= UNNAMED_THREAD_BASE) return 0; /* a worker's id without a tid: alive ("Liveness") */
     if (!proc_shows_all()) return 0;
     char text[1024];
     char *field = stat_fields((uint32_t)id, text, sizeof text);
