@@ -1129,7 +1129,10 @@ export class MpscRing extends Queue {
       const at = (Atomics.load(ctl, L.CONSUMER_POSITION_I32) & this.#mask) >> 2;
       const length = Atomics.load(this.#data32, at + M.MPSC_LENGTH_I32);
       const padding = length > 0 && this.#data32[at + M.MPSC_TYPE_I32] === L.PADDING_TYPE;
-      if ((length >= 0 && !padding) || !this.#becomeConsumer()) return true;
+      // Nothing at the head to take back: whether a producer is left all the same (an empty ring whose producers
+      // died is ERR_SHMRING_PEER_DEAD for this object too, not a wait for ever); a message there is for the read.
+      if (length >= 0 && !padding) return length > 0 || this.#producersLeft();
+      if (!this.#becomeConsumer()) return true;
     }
     // The records taken on trust (TRUST_RECORDS) are checked at each peer check at the latest.
     if (this.#trusted !== 0) this.#loadTail(this.#head);

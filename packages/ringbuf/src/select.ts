@@ -117,7 +117,9 @@ export interface SelectOptions {
    * select only: microseconds during which it re-checks once per turn of the
    * event loop before it parks. Default: the thread's default poll window
    * (setDefaultPoll) when this thread's previous select returned an entry,
-   * otherwise 0.
+   * otherwise 0; and 0 when its entries come far apart (its previous wait
+   * lasted, or ended, more than 8 windows before), as for the Promise
+   * reads (one PollPacer per thread decides).
    */
   poll?: number;
   /**
@@ -339,9 +341,10 @@ function scan(probes: readonly Probe[], start: number, what: string): number {
   return -1;
 }
 
-function chosen(entries: readonly SelectEntry[], index: number): number {
+/** Moves the cursors on past `index`; the first entry's queue as the call found it (the array may have changed since). */
+function chosen(entries: readonly SelectEntry[], index: number, call: Call): number {
   cursors.set(entries, index + 1);
-  firstCursors.set(queueOf(entries[0]!), index + 1);
+  firstCursors.set(call.probes[0]!.queue, index + 1);
   return index;
 }
 
@@ -553,8 +556,9 @@ function* parkSteps(
       if (i < 0) {
         const left = call.deadline - performance.now();
         if (left <= 0) throw timedOut(what, options);
-        const result = yield { words, ms: Math.min(left, napMs, longest) };
+        // Before the nap: a check that throws into the generator after the nap took a wake-up still hands it on.
         slept = true;
+        const result = yield { words, ms: Math.min(left, napMs, longest) };
         if (result === PEER_GONE) {
           i = scan(probes, start, what); // what the dead peer published before it died
           if (i < 0) throw peerDead(call, what);
@@ -601,7 +605,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
   publishHeld(); // before the first look: a corked producer's room is counted from its published position
   const start = startOf(entries);
   const first = scan(call.probes, start, what);
-  if (first >= 0) return chosen(entries, first);
+  if (first >= 0) return chosen(entries, first, call);
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal); // the only abort a blocked thread can see
   const attempt = (): number | undefined => {
@@ -640,7 +644,7 @@ function selectSyncChecked(entries: readonly SelectEntry[], options: SelectOptio
     index = step.value;
   }
   spinPacer.lastWaitMs = performance.now() - call.started;
-  return chosen(entries, index);
+  return chosen(entries, index, call);
 }
 
 /**
@@ -657,7 +661,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
   const first = scan(call.probes, start, what);
   if (first >= 0) {
     pollPacer.gotAtOnce(); // busy now: a select soon after may poll
-    return chosen(entries, first);
+    return chosen(entries, first, call);
   }
   const signal = options?.signal;
   if (signal?.aborted) throw abortError(signal);
@@ -685,7 +689,7 @@ export async function select(entries: readonly SelectEntry[], options?: SelectOp
     }
     index ??= await parkWatched(call, start, options, what);
     pollPacer.got(call.started, performance.now()); // hot again, unless entries come far apart (PollPacer)
-    return chosen(entries, index);
+    return chosen(entries, index, call);
   } catch (err) {
     throw detachedFailure(call, err, what);
   }

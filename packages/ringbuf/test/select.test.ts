@@ -965,6 +965,44 @@ describe('select', () => {
       }
     });
 
+    it('a select whose entries array the caller empties while it waits still resolves with the ready entry, not a TypeError', async function () {
+      const rings = [makeRing('sab', 'spsc'), makeRing('sab', 'spsc')];
+      try {
+        const entries: SpscRing[] = rings.map((r) => r.queue as SpscRing);
+        const pending = select(entries, { timeoutMs: 5000 });
+        entries.length = 0; // the caller reuses its array
+        const producer = SpscRing.attach(rings[1]!.region);
+        assert.ok(producer.tryWrite(new Uint8Array(MESSAGE)));
+        assert.equal(await pending, 1);
+        producer.close();
+      } finally {
+        closeAll(rings);
+      }
+    });
+
+    it('ERR_SHMRING_PEER_DEAD: an empty MpscRing whose producers are gone, for an object that never read (select and selectSync)', async function () {
+      needMemfd('memfd', this);
+      const ring = makeRing('memfd', 'mpsc');
+      let fresh: MpscRing | undefined;
+      try {
+        // A child process writes one message (taking the producer role) and exits; the creator reads it and lets go.
+        noError(await peer('process', [ring], { op: 'write', ring: 0, delayMs: 0, bytes: MESSAGE }));
+        assert.deepEqual([...ring.queue.tryRead()!], MESSAGE);
+        ring.queue.detach();
+        fresh = MpscRing.attach(ring.region); // has not read: not the consumer
+        const isDead = (err: unknown): boolean =>
+          (err as ShmringError).code === ErrorCodes.PEER_DEAD && (err as { index?: number }).index === 0;
+        const started = performance.now();
+        await assert.rejects(select([fresh], { peerTimeoutMs: 100, timeoutMs: 3000 }), isDead);
+        assert.ok(performance.now() - started < 1000, 'noticed within about peerTimeoutMs');
+        assert.throws(() => selectSync([fresh!], { peerTimeoutMs: 100, timeoutMs: 3000 }), isDead);
+        assert.equal(waiters(ring), 0);
+      } finally {
+        fresh?.close();
+        ring.region.close();
+      }
+    });
+
     it('ERR_SHMRING_PEER_DEAD names the entry the peer check found dead, even when a second look finds its peer back (select and selectSync)', async function () {
       const rings = [makeRing('sab', 'spsc'), makeRing('sab', 'spsc')];
       try {
