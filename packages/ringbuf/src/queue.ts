@@ -749,7 +749,9 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   /** Lock checks registeredAlive left out (seenHolding) on this object; every LOCK_CHECK_EVERY-th is asked. */
-  #locksNotAsked = 0;
+  // A random phase: a pass over many parked waits asks about a quarter of their locks, not all of them every
+  // fourth pass (1000 waits: a 4 to 10 ms stall of the event loop once a second), however the objects were made.
+  #locksNotAsked = Math.floor(Math.random() * LOCK_CHECK_EVERY);
   /** The last holdingKey made, and what it was made of: a parked wait asks for the same one pass after pass. */
   #heldKey = { role: '', pid: 0, start: 0, key: '' };
 

@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHook } from 'node:async_hooks';
+import { mock } from 'node:test';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import fc from 'fast-check';
@@ -214,6 +215,49 @@ describe('watchdog: one timer for the dead-peer checks of every parked Promise w
       }
     });
   }
+
+  it('a pass over many parked reads whose producer is one registrant asks about a quarter of their role locks, not all of them every fourth pass', async function () {
+    // The watchdog's interval runs on mock timers: each tick() is one pass, its lock questions counted. The
+    // interval of earlier tests' waits stops at its first tick with nothing registered.
+    for (let waited = 0; watchdogState().running && waited < 5000; waited += 10) await sleep(10);
+    assert.equal(watchdogState().running, false, 'the watchdog of earlier waits did not stop');
+    mock.timers.enable({ apis: ['setInterval'] });
+    const rings = memfdRings(40);
+    const producers = rings.map(({ region }) => SpscRing.attach(region));
+    const reads: Promise<unknown>[] = [];
+    try {
+      for (const [i, { ring }] of rings.entries()) {
+        assert.ok(producers[i]!.tryWrite(Uint8Array.of(1))); // the producer registers (this process, one registrant)
+        assert.deepEqual([...ring.tryRead()!], [1]);
+        const read = ring.read({ peerTimeoutMs: 400 }); // a check every 100 ms
+        read.catch(() => {});
+        reads.push(read);
+      }
+      await sleep(20); // every read parked
+      assert.equal(watchdogState().watched, rings.length);
+      const asked: number[] = [];
+      for (let pass = 0; pass < 12; pass++) {
+        const before = waitCounters.peerLocks;
+        mock.timers.tick(100);
+        asked.push(waitCounters.peerLocks - before);
+      }
+      const total = asked.reduce((a, b) => a + b, 0);
+      // Every lock asked once in four passes (each ring's own), and the registrant's first ring every pass.
+      assert.ok(total >= 3 * rings.length, `asked ${total} in 12 passes: ${asked.join(' ')}`);
+      // Phases drawn at random: a quarter (10) each pass on average; 30 of 40 in one pass has a chance of about 1e-10.
+      assert.ok(Math.max(...asked) < 30, `one pass asked most of the locks: ${asked.join(' ')}`);
+    } finally {
+      for (const p of producers) p.close();
+      for (const { ring, region } of rings) {
+        ring.close();
+        region.close();
+      }
+      await Promise.allSettled(reads);
+      mock.timers.tick(100); // the pass that finds nothing registered stops the (mock) interval
+      mock.timers.reset();
+    }
+    assert.equal(watchdogState().running, false);
+  });
 
   it('runs at the shortest period asked for, goes back to a longer one when that wait ends, and stops after the last', async function () {
     await sleep(100); // the timer of the test before has stopped
