@@ -1015,7 +1015,7 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
         try {
           written = this.#emit(F.REPLY, id, reply);
         } catch (err) {
-          written = this.#writeRemoteError(id, err);
+          written = this.#writeRemoteError(id, replyEncodeFailed(err));
         }
       }
     } finally {
@@ -1380,4 +1380,19 @@ export class Channel extends EventEmitter implements AsyncIterable<unknown> {
     if (released === undefined) process.nextTick(finished);
     else released.then(finished, finished);
   }
+}
+
+/**
+ * A reply the codec refused (ERR_SHMRING_ENCODE), as its caller gets it: the
+ * codec's words are about a value sent, but the caller sent nothing wrong;
+ * the handler's reply was the value (a JSON handler returning undefined,
+ * say).
+ */
+function replyEncodeFailed(err: unknown): unknown {
+  if (!(err instanceof ShmringError) || err.code !== ErrorCodes.ENCODE) return err;
+  return new ShmringError(
+    ErrorCodes.ENCODE,
+    `the handler's reply could not be encoded: ${err.message.replace(/; nothing was sent.*$/s, '')}; the handler must return a value the channel's codec can encode (with 'json': null, not undefined)`,
+    { cause: err },
+  );
 }

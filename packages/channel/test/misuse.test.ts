@@ -164,6 +164,9 @@ describe('misuse', function () {
         for (let i = 0; i < proxies.length; i++) {
           const err = await rejectsWith(a.request(i), 'ERR_SHMRING_ENCODE');
           assert.ok(err instanceof RemoteError, `${proxies[i]![0]}: ${err.name}`);
+          // The caller sent nothing wrong: the message is about the handler's reply, not "nothing was sent".
+          assert.match(err.message, /the handler's reply could not be encoded/, proxies[i]![0]);
+          assert.doesNotMatch(err.message, /nothing was sent/, proxies[i]![0]);
         }
         assert.equal(await a.request('asked'), 'asked');
       });
