@@ -844,6 +844,21 @@ export class MpscRing extends Queue {
    * passes in four: sharedRoleHeld), or, without a file, the registered
    * one lives.
    */
+  /**
+   * The wait's verdict when no producer holds the role: dead only if the
+   * last one died (its pid word stayed); none yet, or the last one left
+   * cleanly (its word withdrawn), is a wait for the next one. Without a
+   * file, #producersLeft is that verdict already (the pid words alone tell).
+   */
+  #lastLeftCleanly(): boolean {
+    return this.roles !== undefined && super.producerAlive();
+  }
+
+  /** #producersLeft, or none left but none died (#lastLeftCleanly): the wait goes on. */
+  #producersLeftOrWait(): boolean {
+    return this.#producersLeft() || this.#lastLeftCleanly();
+  }
+
   #producersLeft(): boolean {
     return this.roles !== undefined ? this.sharedRoleHeld('producer', L.PRODUCER_PID_I32, L.PRODUCER_START_I32) : super.producerAlive();
   }
@@ -1131,7 +1146,7 @@ export class MpscRing extends Queue {
       const padding = length > 0 && this.#data32[at + M.MPSC_TYPE_I32] === L.PADDING_TYPE;
       // Nothing at the head to take back: whether a producer is left all the same (an empty ring whose producers
       // died is ERR_SHMRING_PEER_DEAD for this object too, not a wait for ever); a message there is for the read.
-      if (length >= 0 && !padding) return length > 0 || this.#producersLeft();
+      if (length >= 0 && !padding) return length > 0 || this.#producersLeftOrWait();
       if (!this.#becomeConsumer()) return true;
     }
     // The records taken on trust (TRUST_RECORDS) are checked at each peer check at the latest.
@@ -1161,9 +1176,7 @@ export class MpscRing extends Queue {
     }
     // The parked read (async: asleep on the futex) looks again.
     if (skipped !== 0) unpark(ctl, READ_BLOCK, WAKE_ONE);
-    // The wait's verdict: no producer left and the last one died (its pid word stayed), not left cleanly. Without
-    // a file, `left` is that verdict already (the pid words alone tell).
-    return left || (this.roles !== undefined && super.producerAlive());
+    return left || this.#lastLeftCleanly();
   }
 
   // ---- select's look (queue.ts) ----

@@ -965,6 +965,32 @@ describe('select', () => {
       }
     });
 
+    it('an MpscRing no producer has come to yet, or whose producer left cleanly, is waited on (TIMEOUT), not dead, for an object that never read', async function () {
+      needMemfd('memfd', this);
+      const ring = makeRing('memfd', 'mpsc');
+      try {
+        const fresh = ring.queue as MpscRing; // the creator: it has not read
+        await assert.rejects(select([fresh], { peerTimeoutMs: 40, timeoutMs: 300 }), { code: ErrorCodes.TIMEOUT }, 'no producer yet');
+        assert.throws(
+          () => selectSync([fresh], { peerTimeoutMs: 40, timeoutMs: 300 }),
+          { code: ErrorCodes.TIMEOUT },
+          'no producer yet (sync)',
+        );
+        const producer = MpscRing.attach(ring.region);
+        assert.ok(producer.tryWrite(new Uint8Array(MESSAGE)));
+        producer.close(); // a clean leave: its pid word withdrawn
+        const reader = MpscRing.attach(ring.region);
+        assert.deepEqual([...reader.tryRead()!], MESSAGE);
+        reader.detach();
+        const another = MpscRing.attach(ring.region);
+        await assert.rejects(select([another], { peerTimeoutMs: 40, timeoutMs: 300 }), { code: ErrorCodes.TIMEOUT }, 'left cleanly');
+        another.close();
+        assert.equal(waiters(ring), 0);
+      } finally {
+        closeAll([ring]);
+      }
+    });
+
     it('a select whose entries array the caller empties while it waits still resolves with the ready entry, not a TypeError', async function () {
       const rings = [makeRing('sab', 'spsc'), makeRing('sab', 'spsc')];
       try {
