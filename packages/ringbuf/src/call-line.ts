@@ -11,13 +11,17 @@
  * before it has settled.
  *
  * Invariants:
- *  - At most one call of the side waits at a time (`busy`); the others are
- *    in `#queued`, in call order.
- *  - A queued call starts only once the promise of the waiting one has
- *    settled (a reaction of that promise, attached before the caller gets
- *    it, starts the queue a microtask later, after the caller's own await
- *    has resumed): the promises of a side's calls settle in call order too,
- *    so code that awaits them sees them in that order.
+ *  - At most one call of the side waits (or, started from the queue, is
+ *    settling) at a time (`busy`); the others are in `#queued`, in call
+ *    order.
+ *  - A queued call starts only once the promise of the call before it has
+ *    settled (a reaction of the promise its caller holds, attached before
+ *    the caller gets it, starts the next a microtask later, after the
+ *    caller's own await has resumed), one call per settlement: a queued
+ *    call holds the line until its own caller's promise settles, even when
+ *    it finds its message at once. The promises of a side's calls settle
+ *    in call order too, so code that awaits them sees them in that order,
+ *    and lastType after each await is that call's message's.
  *  - A started call either settles at once (it found room or a message) or
  *    waits: it calls wait() with its promise before handing it out.
  *
@@ -41,13 +45,31 @@ export class CallLine {
 
   /**
    * The current call waits, and `settles` is the promise its caller gets:
-   * later calls queue until it has settled. Returns `settles`.
+   * later calls queue until it has settled. Returns `settles`. A call
+   * started from the queue holds the line already (occupy), until the
+   * promise its caller holds settles.
    */
   wait<T>(settles: Promise<T>): Promise<T> {
+    if (this.#occupied) return settles;
     this.#busy = true;
     settles.then(this.#leave, this.#leave);
     return settles;
   }
+
+  /**
+   * A call started from the queue: the line is its until `settles`, the
+   * promise its caller holds, has settled, whether the call waits or finds
+   * its message (or room) at once. Held until then, the next queued call
+   * cannot take a message (and set lastType) before this caller resumes.
+   */
+  occupy(settles: Promise<unknown>): void {
+    this.#busy = true;
+    this.#occupied = true;
+    settles.then(this.#leave, this.#leave);
+  }
+
+  /** The call holding the line was started from the queue (occupy). */
+  #occupied = false;
 
   /**
    * Queues a call's `start`, which runs once every call before it has
@@ -73,16 +95,14 @@ export class CallLine {
    */
   readonly #leave = (): void => {
     this.#busy = false;
+    this.#occupied = false;
     if (this.#queued.length !== 0) void RESOLVED.then(this.#startQueued);
   };
 
-  /** The queued calls start, in order, until one waits or none is left. */
+  /** The next queued call starts (it occupies the line until its caller's promise settles). */
   readonly #startQueued = (): void => {
-    while (!this.#busy) {
-      const start = this.#queued.shift();
-      if (start === undefined) return;
-      start();
-    }
+    if (this.#busy) return;
+    this.#queued.shift()?.();
   };
 }
 

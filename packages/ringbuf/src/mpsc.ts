@@ -1104,14 +1104,7 @@ export class MpscRing extends Queue {
    */
   override read(options?: WaitOptions): Promise<Uint8Array> {
     const timeout = options?.peerTimeoutMs;
-    if (timeout === undefined) return super.read(options);
-    this.#waitPeerTimeout = timeout;
-    const read = super.read(options);
-    const done = (): void => {
-      if (this.#waitPeerTimeout === timeout) this.#waitPeerTimeout = undefined;
-    };
-    void read.then(done, done);
-    return read;
+    return timeout === undefined ? super.read(options) : this.#withStuckTimeout(timeout, () => super.read(options));
   }
 
   /** The iterator's peerTimeoutMs bounds a stuck record while each of its reads is pending. */
@@ -1120,12 +1113,32 @@ export class MpscRing extends Queue {
     const timeout = options?.peerTimeoutMs;
     if (timeout === undefined) return iterator;
     const next = iterator.next.bind(iterator);
-    iterator.next = (): Promise<IteratorResult<Uint8Array>> => {
-      this.#waitPeerTimeout = timeout;
-      return next().finally(() => (this.#waitPeerTimeout = undefined));
-    };
+    iterator.next = (): Promise<IteratorResult<Uint8Array>> => this.#withStuckTimeout(timeout, next);
     return iterator;
   }
+
+  /**
+   * Starts a read whose own peerTimeoutMs bounds a stuck record until it
+   * settles: the latest such read sets it, and only that read clears it.
+   * Returns the read's own promise (a wrapper would resume its caller ticks
+   * late, after a read queued behind it took the next message).
+   */
+  #withStuckTimeout<T>(timeout: number, start: () => Promise<T>): Promise<T> {
+    const mine = {};
+    this.#waitPeerTimeout = timeout;
+    this.#waitTimeoutOf = mine;
+    const read = start();
+    const done = (): void => {
+      if (this.#waitTimeoutOf !== mine) return;
+      this.#waitPeerTimeout = undefined;
+      this.#waitTimeoutOf = undefined;
+    };
+    void read.then(done, done);
+    return read;
+  }
+
+  /** The read that set #waitPeerTimeout (#withStuckTimeout): only it clears it. */
+  #waitTimeoutOf: object | undefined;
 
   /**
    * A parked reader's check (every quarter of its peerTimeoutMs): takes back

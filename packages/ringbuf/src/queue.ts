@@ -1089,7 +1089,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
     cancel: (err: unknown) => R = rethrow,
   ): Promise<R> {
     const signal = options?.signal;
-    return new Promise<R>((resolve, reject) => {
+    const outer: Promise<R> = new Promise<R>((resolve, reject) => {
       const since = performance.now();
       let timer: Timer | undefined;
       const cancelWith = (err: unknown): void => {
@@ -1118,6 +1118,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       };
       const takeOut = line.queue(() => {
         leave();
+        line.occupy(outer); // until this caller's promise settles: the next call starts after its await resumed
         run(performance.now() - since).then(resolve, reject);
       });
       if (signal !== undefined) watchAbort(signal, onAbort);
@@ -1135,6 +1136,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       }
       if (stop !== undefined) stop.queued.add(onStop);
     });
+    return outer;
   }
 
   /**

@@ -81,14 +81,27 @@ describe('Promise verbs of one object are served in call order', () => {
 
     it(`${kind}: lastType after awaiting a read() is the type of that read's message, not of the one a queued read took next`, async () => {
       const { writer, reader } = make();
-      const first = reader.read({ timeoutMs: 10_000 });
-      const second = reader.read({ timeoutMs: 10_000 });
-      assert.equal(writer.tryWrite(Uint8Array.of(1), 1), true);
-      assert.equal(writer.tryWrite(Uint8Array.of(2), 2), true);
-      assert.deepEqual([...(await first)], [1]);
-      assert.equal(reader.lastType, 1, "the queued read started before this await resumed, and took message 2's type");
-      assert.deepEqual([...(await second)], [2]);
-      assert.equal(reader.lastType, 2);
+      // Four reads pending on an empty ring, then four messages: the first read wakes, the three queued ones
+      // find theirs waiting at once.
+      const reads = [1, 2, 3, 4].map(() => reader.read({ timeoutMs: 10_000 }));
+      for (const type of [1, 2, 3, 4]) assert.equal(writer.tryWrite(Uint8Array.of(type), type), true);
+      for (const [i, read] of reads.entries()) {
+        assert.deepEqual([...(await read)], [i + 1]);
+        assert.equal(
+          reader.lastType,
+          i + 1,
+          `a queued read started before the await of read ${i + 1} resumed, and took its message's type`,
+        );
+      }
+      // The same for next() calls of an iterator, queued behind one another.
+      const iterator = reader.messages({ timeoutMs: 10_000 });
+      const nexts = [1, 2, 3].map(() => iterator.next());
+      for (const type of [5, 6, 7]) assert.equal(writer.tryWrite(Uint8Array.of(type), type), true);
+      for (const [i, next] of nexts.entries()) {
+        assert.deepEqual([...((await next).value as Uint8Array)], [i + 5]);
+        assert.equal(reader.lastType, i + 5, `next() ${i + 1}`);
+      }
+      await iterator.return?.();
     });
 
     it(`${kind}: read()s made while others wait get the messages in call order`, async () => {
