@@ -702,6 +702,7 @@ describe('server', function () {
         const region = await receiveRegion(raw, { requireFixedSize: true });
         try {
           const header = new Int32Array(region.buffer, 0, HEADER_SIZE / 4);
+          // Observes the server's lay-out of the channel header (published before it sent the fd).
           assert.equal(Atomics.load(header, VERSION_I32), 1, 'the channel header is laid out');
           // What the opener's end would find: both rings closed by the server, as at server.close().
           const g = readChannelHeader(region.buffer, 'test');

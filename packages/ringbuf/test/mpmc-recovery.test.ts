@@ -266,14 +266,18 @@ describe('MpmcQueue: a parked reader recovering a dead producer’s slot', funct
     try {
       for (let i = 0; i < 4; i++) assert.ok(producer.tryWrite(new Uint8Array([i])));
       // A consumer took position 0 (its message still in slot 0), and the writer's first looks see that.
+      // Publishes that consumer's claim of position 0, as its CAS would.
       Atomics.add(ctl, L.CONSUMER_POSITION_I32, 1);
       // Its OWNER load comes after a live consumer freed the slot for position 4 and producer `dead` claimed
       // position 4 and marked it: it reads that producer's mark, and judges it dead.
+      // Publishes the dead producer's mark, as its store after its claim would.
       Atomics.store(slot0, L.SLOT_OWNER_I32, dead);
       fs.readFileSync = ((file: unknown, ...rest: unknown[]) => {
         if (file === `/proc/${dead}/stat` && judged++ === 0) {
           // What came between the writer's looks at SEQ and at OWNER: the free (SEQ = 4), the claim of 4.
+          // Publishes the live consumer's free of the slot for position 4, as its store of SEQ would.
           Atomics.store(slot0, L.SLOT_SEQUENCE_I32, 4);
+          // Publishes the dead producer's claim of position 4, as its CAS of the tail would.
           Atomics.add(ctl, L.PRODUCER_POSITION_I32, 1);
         }
         return (readFileSync as (...args: unknown[]) => unknown)(file, ...rest);

@@ -106,7 +106,7 @@ describe('a parked Promise read with ref: false', function () {
         '-e',
         `import { Region } from ${CORE};
          import { SpscRing } from ${RINGBUF};
-         const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 4096 }) });
+         const region = Region.create({ backing: 'sab', size: SpscRing.regionSize({ capacity: 4096 }) });
          const ring = SpscRing.create(region, { capacity: 4096 });
          ring.read({ ref: false }).catch(() => {});
          ring.read({ ref: false, timeoutMs: 20_000 }).catch((err) => console.log(err.code));`,
