@@ -10,7 +10,9 @@
  *    ERR_SHMRING_INVALID_ARGUMENT, a TypeError for a wrong type, a
  *    RangeError for a wrong value, naming the verb and the option.
  *  - Once this object is closed, or its region is, every verb throws
- *    ERR_SHMRING_CLOSED; a wait pending when a mapped region is closed
+ *    ERR_SHMRING_CLOSED (but close() and detach() themselves, and an
+ *    SpscRing's cork(), uncork(), holdReads() and rewindReads(), which
+ *    then do nothing, so that cleanup code may call them); a wait pending when a mapped region is closed
  *    (its memory detached under it) rejects with it too, never with the
  *    TypeError a detached view throws. close() ends this object at once,
  *    its reads included; what it published stays readable through any

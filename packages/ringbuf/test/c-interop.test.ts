@@ -496,9 +496,14 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
         assert.equal(inspect(regionPath)!.producer, undefined);
         // A peer check every 12.5 ms for 400 ms: a word left behind would read as a dead producer at the first.
         await assert.rejects(ring.read({ peerTimeoutMs: 50, timeoutMs: 400 }), { code: ErrorCodes.TIMEOUT });
-        // And the next producer is read as the first was.
+        // And the next producer is read as the first was: its three messages, the pattern from the start.
         peer = runPeer(binary, [`${kind.command}-produce`, regionPath, '3']);
         assert.equal((await peer.done).code, 0);
+        for (let i = 0; i < 3; i++) {
+          const message = await ring.read({ timeoutMs: WAIT_MS });
+          assert.equal(mismatch(message, ring.lastType, i), null);
+        }
+        assert.equal(ring.tryRead(), null, 'more than the next producer wrote');
       });
 
       it(`a C consumer of ${kind.title} waits while the HOLDER lock is held exclusively (unlink-stale's check and unlink), then attaches and reads`, async () => {
@@ -509,6 +514,9 @@ describe('C interop: a C11 peer written from docs/LAYOUT.md', function () {
           peer = runPeer(binary, [`${kind.command}-consume`, regionPath, String(SHORT_COUNT)]);
           await sleep(300);
           assert.equal(peer.child.exitCode, null, 'the C consumer did not wait for the exclusive HOLDER lock to go');
+          // Observes the consumer's registration, which would follow its HOLDER lock: none while it waits for the lock.
+          const words = new Int32Array(region!.buffer, 0, CONTROL_I32_LENGTH);
+          assert.equal(Atomics.load(words, CONSUMER_PID_I32), 0, 'the C consumer took its role without the HOLDER lock');
         } finally {
           fs.closeSync(fd); // lets go of the lock
         }
