@@ -11,6 +11,13 @@
  * whose Region object closes it. The hooks are one array, so that taking
  * one on and letting it go costs an entry each (an async select over a
  * thousand rings does both a thousand times a round); a close walks it.
+ *
+ * The thread's exit runs every hook left (process 'exit': a program that
+ * ends with a wait parked with `ref: false`, which is what that option is
+ * for, never closes its regions): the memory of a region shared with other
+ * processes outlives this one, and its words would stay one too high for
+ * good. A process killed (SIGKILL) runs nothing; LAYOUT.md says what that
+ * costs.
  */
 
 /** A hook taken on by beforeUnmap; `forget()` lets it go. */
@@ -47,15 +54,31 @@ const entries: Entry<unknown>[] = [];
  * others). forget() the hook once it is not needed any more.
  */
 export function beforeUnmap<A>(buffer: ArrayBufferLike, run: (arg: A) => void, arg: A): UnmapHook {
+  if (!exitHooked) {
+    exitHooked = true;
+    process.once('exit', runAll);
+  }
   const entry = new Entry(buffer, run, arg);
   entry.index = entries.length;
   entries.push(entry as Entry<unknown>);
   return entry;
 }
 
+/** Whether this thread's 'exit' listener (runAll) is on. */
+let exitHooked = false;
+
+/** This thread's exit: runs (and forgets) every hook left, each as a close of its region would. */
+function runAll(): void {
+  run(entries.slice());
+}
+
 /** Region.close(): runs (and forgets) the hooks of `buffer`. */
 export function runBeforeUnmap(buffer: ArrayBufferLike): void {
-  const due = entries.filter((entry) => entry.buffer === buffer);
+  run(entries.filter((entry) => entry.buffer === buffer));
+}
+
+/** Runs (and forgets) the hooks `due`, a copy of entries' (a hook may forget others). */
+function run(due: Entry<unknown>[]): void {
   for (const entry of due) {
     if (entry.index < 0) continue; // forgotten by a hook that ran before it
     entry.forget();

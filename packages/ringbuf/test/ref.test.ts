@@ -7,7 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { backendKind } from '@shmring/core';
+import { backendKind, Region } from '@shmring/core';
+import { SpscRing } from '../src/index.js';
+import { READ_WAITERS_I32, CONTROL_I32_LENGTH } from '../src/layout.js';
 
 const RINGBUF = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
 const CORE = JSON.stringify(import.meta.resolve('@shmring/core'));
@@ -116,5 +118,36 @@ describe('a parked Promise read with ref: false', function () {
     assert.equal(child.status, 0, child.stderr);
     assert.equal(child.stdout.trim(), '', "the queued read's timer kept the process alive until it timed out");
     assert.ok(performance.now() - started < 10_000, 'the child outlived its reads');
+  });
+  it('a process that ends with a read and a select parked (ref: false) withdraws their announcements: the ring it shared pays no wake-up for them after', function () {
+    if (backendKind() === 'koffi') this.skip(); // koffi's waits on a mapped region hold a libuv thread: the child would not end
+    const name = `shmring-ref-exit-${process.pid}`;
+    const region = Region.create({ backing: 'posix', name, size: SpscRing.regionSize({ capacity: 4096 }) });
+    const ring = SpscRing.create(region, { capacity: 4096 });
+    try {
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { Region } from ${CORE};
+           import { select, SpscRing } from ${RINGBUF};
+           const reader = SpscRing.attach(Region.open({ backing: 'posix', name: '${name}' }));
+           reader.read({ ref: false }).catch(() => {});
+           select([reader], { ref: false }).catch(() => {});
+           setTimeout(() => console.log('parked'), 50);`,
+        ],
+        { encoding: 'utf8', timeout: 10_000 },
+      );
+      assert.equal(child.status, 0, child.stderr);
+      assert.equal(child.stdout.trim(), 'parked');
+      // Observes the child's withdrawals (at its exit), after its announcements.
+      const ctl = new Int32Array(region.buffer, 0, CONTROL_I32_LENGTH);
+      assert.equal(Atomics.load(ctl, READ_WAITERS_I32), 0, 'the ended process left its announcements: every write pays a wake-up');
+    } finally {
+      ring.close();
+      region.close();
+      region.unlink();
+    }
   });
 });
