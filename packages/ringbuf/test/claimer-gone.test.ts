@@ -7,7 +7,7 @@
  * "alive".
  */
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { ErrorCodes, Region } from '@shmring/core';
 import { hidesProcesses, procShowsAll, threadGone } from '../src/liveness.js';
@@ -15,7 +15,7 @@ import { MpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import * as M from '../src/mpsc-layout.js';
 import { MOUNTINFO_CASES } from './fixtures/mountinfo.js';
-import { deadThreadId } from './helpers.js';
+import { deadThreadId, nodeAfterMount } from './helpers.js';
 
 /** Skips a test whose claimer must be judged gone: where /proc may hide processes, no mark ever is. */
 function needProcShowingAll(context: Mocha.Context): void {
@@ -61,20 +61,7 @@ describe('isAlive: a process /proc may hide is alive', function () {
     const code = `
       const { isAlive, procShowsAll } = await import(${JSON.stringify(new URL('../src/liveness.js', import.meta.url).href)});
       console.log(JSON.stringify({ showsAll: procShowsAll(), parent: isAlive(process.ppid, 0) }));`;
-    const asRoot = process.geteuid?.() === 0;
-    const child = spawnSync(
-      'unshare',
-      [
-        ...(asRoot ? [] : ['-r']),
-        '-m',
-        'sh',
-        '-c',
-        'mount -t tmpfs none /proc && exec "$0" --input-type=module -e "$1"',
-        process.execPath,
-        code,
-      ],
-      { encoding: 'utf8', timeout: 30_000 },
-    );
+    const child = nodeAfterMount('mount -t tmpfs none /proc', code);
     if (child.error !== undefined || child.status !== 0) {
       console.log(`      (skipped: no private mount namespace here: ${child.error?.message ?? child.stderr.trim()})`);
       this.skip();

@@ -1,6 +1,6 @@
 /** Small pieces the ring tests share. */
 import { strict as assert } from 'node:assert';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Region, type ShmringError } from '@shmring/core';
 import { Broadcast, type BroadcastPublisher, type BroadcastSubscriber } from '../src/index.js';
@@ -55,6 +55,24 @@ export function deadThreadId(): number {
   const max = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
   for (let id = max - 1; id > 1; id--) if (!existsSync(`/proc/${id}`)) return id;
   throw new Error('every thread id is taken');
+}
+
+/**
+ * Runs the shell `script` (with `args` as $0, $1, …) in a mount namespace
+ * of its own, private (unshare -m; -r too unless this process is root), so
+ * what it mounts or unmounts (a tmpfs over /proc, /proc gone) is its alone.
+ */
+export function inMountNamespace(script: string, args: string[] = [], timeoutMs = 30_000): SpawnSyncReturns<string> {
+  const asRoot = process.geteuid?.() === 0;
+  return spawnSync('unshare', [...(asRoot ? [] : ['-r']), '-m', '--propagation', 'private', 'sh', '-c', script, ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
+}
+
+/** Runs the ES module `code` in Node after the shell command `mount`, in a mount namespace of its own (inMountNamespace). */
+export function nodeAfterMount(mount: string, code: string): SpawnSyncReturns<string> {
+  return inMountNamespace(`${mount} && exec "$0" --input-type=module -e "$1"`, [process.execPath, code]);
 }
 
 /** Why `unshare --pid --fork --mount-proc` cannot run here, or undefined if it can. */

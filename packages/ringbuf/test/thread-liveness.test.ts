@@ -6,7 +6,6 @@
  * lives on.
  */
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs'; // the module object: its readFileSync can be replaced (the namespace follows, syncBuiltinESMExports)
 import { syncBuiltinESMExports } from 'node:module';
@@ -16,6 +15,7 @@ import { Broadcast, LatestValue, MpmcQueue, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { waitCounters } from '../src/waiting.js';
 import { startWorker } from './fixtures/waiting-peer.js';
+import { inMountNamespace, nodeAfterMount } from './helpers.js';
 
 const CAPACITY = 1024;
 
@@ -295,35 +295,13 @@ describe('threads told apart without /proc', function () {
           try { ring.tryWrite(new Uint8Array(1)); parentPort.postMessage('wrote'); } catch (err) { parentPort.postMessage(err.code); }
         });\`, { eval: true, workerData: region.buffer, execArgv: [] });
       worker.on('message', (m) => { console.log(m); process.exit(0); });`;
-    const asRoot = process.geteuid?.() === 0;
     // Whether a private mount namespace without /proc can be had here at all (a container may refuse it).
-    const probe = spawnSync(
-      'unshare',
-      [...(asRoot ? [] : ['-r']), '-m', '--propagation', 'private', 'sh', '-c', 'umount -l /proc && echo ok'],
-      {
-        encoding: 'utf8',
-        timeout: 10_000,
-      },
-    );
+    const probe = inMountNamespace('umount -l /proc && echo ok', [], 10_000);
     if (probe.error !== undefined || probe.stdout.trim() !== 'ok') {
       console.log(`      (skipped: no mount namespace without /proc here: ${probe.error?.message ?? probe.stderr.trim()})`);
       this.skip();
     }
-    const child = spawnSync(
-      'unshare',
-      [
-        ...(asRoot ? [] : ['-r']),
-        '-m',
-        '--propagation',
-        'private',
-        'sh',
-        '-c',
-        'umount -l /proc && exec "$0" --input-type=module -e "$1"',
-        process.execPath,
-        code,
-      ],
-      { encoding: 'utf8', timeout: 30_000 },
-    );
+    const child = nodeAfterMount('umount -l /proc', code);
     // A hang (the timeout) or a crash fails the test; only the probe above skips it.
     assert.equal(child.error, undefined, String(child.error));
     assert.equal(child.stdout.trim(), ErrorCodes.BUSY, child.stderr);
