@@ -325,8 +325,10 @@ export class MpscRing extends Queue {
   #stuckSince = 0;
   /** TYPE of the record at #stuckAt when it was first seen stuck: its claimer's mark, unless a commit had begun. */
   #stuckMark = 0;
-  /** peerTimeoutMs of the waiting read in progress (undefined: this.peerTimeoutMs). */
-  #waitPeerTimeout: number | undefined;
+  /** peerTimeoutMs of the waiting read in progress (undefined: this.peerTimeoutMs), boxed: the read that set it is the one whose box it is. */
+  #waitPeerTimeout: { ms: number } | undefined;
+  /** readSync's box for #waitPeerTimeout, reused (a Sync read allocates nothing). */
+  readonly #syncTimeout = { ms: 0 };
 
   private constructor(
     buffer: ArrayBuffer | SharedArrayBuffer,
@@ -833,7 +835,7 @@ export class MpscRing extends Queue {
       // while TYPE still holds it.
       this.#stuckMark = this.#data32[at + M.MPSC_TYPE_I32]!;
     }
-    return now - this.#stuckSince >= (this.#waitPeerTimeout ?? this.peerTimeoutMs);
+    return now - this.#stuckSince >= (this.#waitPeerTimeout?.ms ?? this.peerTimeoutMs);
   }
 
   /**
@@ -1088,11 +1090,15 @@ export class MpscRing extends Queue {
   // ---- waiting reads: their peerTimeoutMs also bounds a stuck record ----
 
   override readSync(options?: WaitOptions): Uint8Array {
-    this.#waitPeerTimeout = options?.peerTimeoutMs;
+    const timeout = options?.peerTimeoutMs;
+    if (timeout === undefined) return super.readSync(options); // the common call: nothing to set, nothing allocated
+    const before = this.#waitPeerTimeout; // a Promise read's, pending: it applies again once this one returns
+    this.#syncTimeout.ms = timeout;
+    this.#waitPeerTimeout = this.#syncTimeout;
     try {
       return super.readSync(options);
     } finally {
-      this.#waitPeerTimeout = undefined;
+      this.#waitPeerTimeout = before;
     }
   }
 
@@ -1124,21 +1130,15 @@ export class MpscRing extends Queue {
    * late, after a read queued behind it took the next message).
    */
   #withStuckTimeout<T>(timeout: number, start: () => Promise<T>): Promise<T> {
-    const mine = {};
-    this.#waitPeerTimeout = timeout;
-    this.#waitTimeoutOf = mine;
+    const mine = { ms: timeout };
+    this.#waitPeerTimeout = mine;
     const read = start();
     const done = (): void => {
-      if (this.#waitTimeoutOf !== mine) return;
-      this.#waitPeerTimeout = undefined;
-      this.#waitTimeoutOf = undefined;
+      if (this.#waitPeerTimeout === mine) this.#waitPeerTimeout = undefined;
     };
     void read.then(done, done);
     return read;
   }
-
-  /** The read that set #waitPeerTimeout (#withStuckTimeout): only it clears it. */
-  #waitTimeoutOf: object | undefined;
 
   /**
    * A parked reader's check (every quarter of its peerTimeoutMs): takes back

@@ -227,7 +227,7 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
       const region = Region.create({ backing: 'sab', size: Broadcast.regionSize({ capacity: CAPACITY, subscribers: 1 }) });
       const pub = Broadcast.create(region, { capacity: CAPACITY, lossless, subscribers: 1 });
       const worker = new Worker(FIXTURE, { workerData: { sab: region.buffer, part: 'hold', arg: 0 } });
-      const owner = new Int32Array(region.buffer, B.slotOffset(0) + 4 * B.SLOT_OWNER_I32, 1);
+      const slot = new Int32Array(region.buffer, B.slotOffset(0), B.SLOT_OWNER_I32 + 1); // slot 0's words
       let sub: BroadcastSubscriber | undefined;
       try {
         await new Promise<void>((resolve, reject) => {
@@ -235,14 +235,14 @@ describe('Broadcast: a lossless publisher that only uses tryWrite and a dead sub
           worker.once('error', reject);
         });
         // Observes the worker's claim of the only slot (its token, stored last).
-        const workers = Atomics.load(owner, 0);
+        const workers = Atomics.load(slot, B.SLOT_OWNER_I32);
         assert.notEqual(workers, 0, "the worker's subscriber took the slot");
         if (lossless) assert.throws(() => Broadcast.subscribe(region), { code: ErrorCodes.BUSY }, 'a live worker holds the only slot');
         await worker.terminate();
         // Nothing published since: no sweep of a parked publisher freed the slot.
         sub = Broadcast.subscribe(region);
         // Observes our own subscriber's token in the slot.
-        const ours = Atomics.load(owner, 0);
+        const ours = Atomics.load(slot, B.SLOT_OWNER_I32);
         assert.ok(ours !== 0 && ours !== workers, `the slot still holds the ended worker's token ${workers}`);
         assert.equal(pub.tryWrite(Uint8Array.of(7)), true);
         assert.deepEqual([...sub.tryRead()!], [7]);
