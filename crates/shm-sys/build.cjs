@@ -26,6 +26,12 @@ if (cargo.error || cargo.status !== 0) {
   process.exit(0);
 }
 
+// The addon napi writes over, and the copies below, are replaced, not
+// written in place: a program that has the old one loaded (a test run, a
+// server) keeps its mapping of the old file instead of crashing on a
+// rewritten one.
+for (const target of TARGETS) fs.rmSync(path.join(__dirname, `shm-sys.${target}.node`), { force: true });
+
 const build = spawn('napi', ['build', '--platform', '--release'], {
   cwd: __dirname,
   stdio: ['inherit', 'inherit', 'pipe'],
@@ -44,6 +50,9 @@ build.on('close', (status) => {
   for (const target of TARGETS) {
     const file = `shm-sys.${target}.node`;
     const built = path.join(__dirname, file);
-    if (fs.existsSync(built)) fs.copyFileSync(built, path.join(__dirname, 'npm', target, file));
+    if (!fs.existsSync(built)) continue;
+    const copy = path.join(__dirname, 'npm', target, file);
+    fs.copyFileSync(built, `${copy}.tmp`);
+    fs.renameSync(`${copy}.tmp`, copy);
   }
 });
