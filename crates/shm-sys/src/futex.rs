@@ -46,13 +46,17 @@ use crate::waits::{self, PendingWait, Waiter};
 /// Ids of async waits are JS safe integers (index.cjs counts from 1).
 use crate::napi::MAX_SAFE_INTEGER;
 
-/// Element size of each `napi_typedarray_type`.
-fn element_size(kind: napi::napi_typedarray_type) -> usize {
+/// Element size of each `napi_typedarray_type`; None for a kind this
+/// build does not know (a later Node's), which is refused rather than
+/// guessed: a wrong size would let a word lie past the array's end.
+fn element_size(kind: napi::napi_typedarray_type) -> Option<usize> {
     match kind {
-        0..=2 => 1, // int8, uint8, uint8_clamped
-        3 | 4 => 2, // int16, uint16
-        5..=7 => 4, // int32, uint32, float32
-        _ => 8,     // float64, bigint64, biguint64
+        0..=2 => Some(1),  // int8, uint8, uint8_clamped
+        3 | 4 => Some(2),  // int16, uint16
+        5..=7 => Some(4),  // int32, uint32, float32
+        8..=10 => Some(8), // float64, bigint64, biguint64
+        11 => Some(2),     // float16 (Node's NODE_API_HAS_FLOAT16_ARRAY)
+        _ => None,
     }
 }
 
@@ -82,7 +86,10 @@ fn buffer_bytes(env: Env, buffer: napi_value) -> Result<(*mut u8, usize), Throw>
             )
         };
         env.check(st, "napi_get_typedarray_info")?;
-        return Ok((data.cast(), length * element_size(kind)));
+        let Some(size) = element_size(kind) else {
+            return Err(Throw::Type(format!("a typed array of kind {kind} is not a buffer shm-sys knows the size of")));
+        };
+        return Ok((data.cast(), length * size));
     }
     let mut is_view = false;
     // SAFETY: out-pointer valid; env live.
@@ -459,4 +466,17 @@ unsafe extern "C" fn call_js(env: napi_env, _js_callback: napi_value, _context: 
             state.sync_loop_ref();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_size_knows_every_typed_array_kind_and_refuses_a_later_one() {
+        let sizes: Vec<Option<usize>> = (0..=12).map(element_size).collect();
+        let expected = [1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 2].map(Some);
+        assert_eq!(sizes[..12], expected);
+        assert_eq!(sizes[12], None, "a kind this build does not know");
+    }
 }

@@ -267,22 +267,36 @@ pub const SEEK_SET: i16 = 0;
 // fcntl(2) seals
 pub const F_ADD_SEALS: c_int = 1033;
 pub const F_GET_SEALS: c_int = 1034;
+// System call numbers differ by architecture: x86_64's and aarch64's here, and
+// a build for any other stops below rather than call the wrong ones.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("shm-sys knows the system call numbers of x86_64 and aarch64 only: add this architecture's to libc.rs");
 // futex(2)
+#[cfg(target_arch = "x86_64")]
 pub const SYS_FUTEX: c_long = 202;
+#[cfg(target_arch = "aarch64")]
+pub const SYS_FUTEX: c_long = 98;
 pub const FUTEX_WAKE: c_int = 1;
 pub const FUTEX_WAIT_BITSET: c_int = 9;
 pub const FUTEX_BITSET_MATCH_ANY: u32 = 0xffff_ffff;
 // membarrier(2) (Linux >= 4.16 for the expedited global commands)
+#[cfg(target_arch = "x86_64")]
 pub const SYS_MEMBARRIER: c_long = 324;
+#[cfg(target_arch = "aarch64")]
+pub const SYS_MEMBARRIER: c_long = 283;
 // futex_waitv(2) (Linux >= 5.16): FUTEX2_SIZE_U32, without FUTEX2_PRIVATE
 // (the words are shared across processes); at most FUTEX_WAITV_MAX words.
+// The same number on both architectures (the generic table's).
 pub const SYS_FUTEX_WAITV: c_long = 449;
 pub const FUTEX2_SIZE_U32: u32 = 0x02;
 pub const FUTEX_WAITV_MAX: usize = 128;
 // process_vm_readv(2): at most IOV_MAX iovecs per call
+#[cfg(target_arch = "x86_64")]
 pub const SYS_PROCESS_VM_READV: c_long = 310;
+#[cfg(target_arch = "aarch64")]
+pub const SYS_PROCESS_VM_READV: c_long = 270;
 pub const IOV_MAX: usize = 1024;
-// io_uring(7) (system call numbers of x86_64)
+// io_uring(7) (the same numbers on both architectures)
 pub const SYS_IO_URING_SETUP: c_long = 425;
 pub const SYS_IO_URING_ENTER: c_long = 426;
 // clock_gettime(2)

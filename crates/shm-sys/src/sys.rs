@@ -186,10 +186,10 @@ pub fn read_word(word: usize) -> Result<u32, i32> {
             libc::SYS_PROCESS_VM_READV,
             libc::getpid() as c_long,
             &local as *const libc::iovec as c_long,
-            1,
+            1 as c_long,
             &remote as *const libc::iovec as c_long,
-            1,
-            0,
+            1 as c_long,
+            0 as c_long, // flags: a full long (a bare literal is an i32, whose upper half the callee reads as garbage)
         )
     };
     if ret == 4 {
@@ -327,5 +327,33 @@ mod read_tests {
         let mut out = [41, 0, 42, 0, 43];
         assert_eq!(read_words(&addrs, &mut out), 2);
         assert_eq!(out, [41, 7, 42, 9, 43]);
+    }
+
+    /// Leaves the stack below the caller's frame full of ones: where a
+    /// call's stack-passed arguments go next, so an argument passed narrower
+    /// than the callee reads it shows up as garbage.
+    #[inline(never)]
+    fn dirty_the_stack() -> u64 {
+        let mut junk = [u64::MAX; 256];
+        // Through a volatile read, so the stores are not optimized away.
+        for slot in junk.iter_mut() {
+            // SAFETY: a valid, aligned element of a live local array.
+            *slot = unsafe { ptr::read_volatile(slot) };
+        }
+        junk.iter().fold(0, |a, b| a ^ b)
+    }
+
+    #[test]
+    fn read_word_reads_a_mapped_word_whatever_the_stack_held() {
+        let word = 0x5eed_u32;
+        if read_words(&[&word as *const u32 as usize], &mut [0]) == 0 {
+            return; // process_vm_readv refused here (a seccomp profile)
+        }
+        for _ in 0..100 {
+            std::hint::black_box(dirty_the_stack());
+            assert_eq!(read_word(&word as *const u32 as usize), Ok(0x5eed));
+        }
+        let page = NoAccessPage::new();
+        assert_eq!(read_word(page.0), Err(libc::EFAULT));
     }
 }
