@@ -94,13 +94,18 @@ pub fn expose(env: Env, state: &EnvState, mapping: &Arc<Mapping>) -> JsResult {
     // The hint is left to the finalizer, not reclaimed here: Node 20
     // makes this ArrayBuffer as a Buffer, and when Buffer::New refuses
     // the length (above buffer.constants.MAX_LENGTH, 4 GiB) it still
-    // schedules the finalizer with our hint. Reclaiming the hint and
-    // unmapping here too freed both twice: heap corruption and an abort,
-    // for a region of 4 GiB + 1. Where Node does not call the finalizer,
-    // the mapping leaks instead; region.ts checks the length before it
-    // maps, so only an oversized System V segment opened by id or key
-    // (whose size is learnt by attaching) comes here.
-    env.check(st, "napi_create_external_arraybuffer")?;
+    // calls the finalizer with our hint. Reclaiming the hint here too
+    // freed it twice: heap corruption and an abort, for a region of
+    // 4 GiB + 1. But Node returns before that on other failures (an env
+    // that can no longer run JavaScript, a build that refuses external
+    // buffers) and never calls the finalizer: the mapping is released
+    // here whatever happened. No ArrayBuffer reached JavaScript, and
+    // release() is idempotent (the finalizer's, if it runs, does
+    // nothing more); at worst the hint's one Arc leaks.
+    if let Err(err) = env.check(st, "napi_create_external_arraybuffer") {
+        let _ = mapping.release();
+        return Err(err);
+    }
     // From here on the finalizer owns the mapping's lifetime.
     // SAFETY: buffer is an object of this env; the tag outlives the call.
     let st = unsafe { napi::napi_type_tag_object(env.0, buffer, &MAPPING_TAG) };

@@ -178,7 +178,8 @@ impl Reactor {
     pub fn new(env: Env, deliver: Deliver) -> Result<Box<Reactor>, Throw> {
         let mut ring = Ring::new(SQ_ENTRIES, CQ_ENTRIES)?;
         if !uring::probe_futex_wait(&mut ring)? {
-            return Err(Throw::Sys(SysError { errno: libc::EINVAL, syscall: "io_uring FUTEX_WAIT" }));
+            // ENOSYS, as a kernel without futex_waitv says: this kernel cannot (Linux < 6.7), not a bad argument.
+            return Err(Throw::Sys(SysError { errno: libc::ENOSYS, syscall: "io_uring FUTEX_WAIT" }));
         }
         let mut event_loop = ptr::null_mut();
         // SAFETY: out-pointer valid; env live.
