@@ -639,6 +639,42 @@ const NATIVE_OK = 0;
 const NATIVE_TIMED_OUT = 2;
 
 /**
+ * Errnos with which the kernel refuses to queue a futex wait for the moment
+ * (io_uring_enter or futex_waitv short of memory; a linked chain it cut
+ * short): not the caller's doing, and gone a moment later.
+ */
+const REFUSED_FOR_NOW = new Set(['EAGAIN', 'ENOMEM', 'EBUSY', 'EINTR']);
+
+/** How long a wait the kernel refused for now sleeps before its next round (ms). */
+const REFUSED_NAP_MS = 1;
+
+function refusedForNow(err: unknown): boolean {
+  return err instanceof Error && REFUSED_FOR_NOW.has((err as NodeJS.ErrnoException).code ?? '');
+}
+
+/**
+ * A timer in place of a futex wait the kernel refused for now: completes
+ * 'timed-out' after REFUSED_NAP_MS (the next round re-checks), or 'ok' at
+ * once when cancelled. It takes no wake-up, so it has none to pass on.
+ */
+function nap(ref: boolean): PendingWait {
+  let settle!: (code: number) => void;
+  const promise = new Promise<number>((resolve) => {
+    settle = resolve;
+  });
+  const timer = setTimeout(settle, REFUSED_NAP_MS, NATIVE_TIMED_OUT);
+  if (!ref) timer.unref();
+  return {
+    promise,
+    cancel: () => {
+      clearTimeout(timer);
+      settle(NATIVE_OK);
+      return true;
+    },
+  };
+}
+
+/**
  * Starts the asynchronous futex wait of a nap. A mapped region's word waits
  * on the native futex, which the backend can cancel; a SharedArrayBuffer's
  * on Atomics.waitAsync (through @shmring/futex), which a notify of the word
@@ -887,6 +923,13 @@ class AsyncPark<T, R> implements Watched {
 
   #nappedBadly(err: unknown): void {
     this.#pending = undefined;
+    if (this.#ending === undefined && refusedForNow(err)) {
+      // The kernel could not queue the futex wait just now: still announced, this round naps instead, and the
+      // next re-checks, as after a timed-out sleep. A read does not fail for memory the kernel lacked a moment.
+      this.#pending = nap(this.options?.ref !== false);
+      this.#pending.promise.then(this.#completed, this.#completed);
+      return;
+    }
     this.#withdraw();
     this.#fail(err);
   }
