@@ -114,16 +114,35 @@ export class FileLocks {
    * Takes a lock on the byte at `byte` of the file: shared (any number of
    * holders) or exclusive (one). Returns false, taking nothing, when
    * another holder's lock conflicts. Taking a lock this object holds again
-   * (another type) converts it.
+   * (another type) converts it. ERR_SHMRING_CLOSED once the region is
+   * closed or release() ran (as unlock()).
    */
   lock(byte: number, shared: boolean): boolean {
-    if (this.#cell.fd < 0) return false;
-    return backend().ofdLock(this.#cell.fd, byte, shared ? SHARED : EXCLUSIVE);
+    return backend().ofdLock(this.#open('lock'), byte, shared ? SHARED : EXCLUSIVE);
   }
 
   /** Releases this object's lock on `byte`, if it holds one. */
   unlock(byte: number): void {
-    if (this.#cell.fd >= 0) backend().ofdLock(this.#cell.fd, byte, UNLOCKED);
+    backend().ofdLock(this.#open('unlock'), byte, UNLOCKED);
+  }
+
+  /**
+   * The fd the locks are on; ERR_SHMRING_CLOSED once it is gone (the
+   * region's close(), or release()): false from lock() would read as
+   * "another holder has it", and an unlock() that did nothing as done.
+   */
+  #open(verb: string): number {
+    const fd = this.#cell.fd;
+    if (fd >= 0) return fd;
+    const region = this.#region;
+    const where = region.name ?? region.path;
+    const which = `the ${region.backing} region${where === undefined ? '' : ` ${where}`}`;
+    throw new ShmringError(
+      ErrorCodes.CLOSED,
+      region.closed
+        ? `FileLocks.${verb}: ${which} is closed, and its locks went with it; open the region again for new ones`
+        : `FileLocks.${verb}: these locks of ${which} were released (release()); take new ones with FileLocks.open`,
+    );
   }
 
   /** Releases every lock of this object and its fd. Idempotent. */

@@ -51,7 +51,17 @@ import {
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
 import { runBeforeUnmap } from './unmap.js';
-import { holdName, lockFileByte, releaseLocksOf, retryFor, SIZING_LOCK_BYTE, unlockFileByte, waitForFileByte } from './locks.js';
+import {
+  holdName,
+  lockFileByte,
+  NAME_LOCK_BYTE,
+  namesObject,
+  releaseLocksOf,
+  retryFor,
+  SIZING_LOCK_BYTE,
+  unlockFileByte,
+  waitForFileByte,
+} from './locks.js';
 import { backend } from './native/loader.js';
 
 export type Backing = 'memfd' | 'posix' | 'file' | 'sysv' | 'sab';
@@ -92,7 +102,15 @@ export interface CreateOptions {
    * SIGINT or SIGHUP that no handler catches (Node's default is to die
    * without 'exit'): install `process.on('SIGTERM', () => process.exit())`
    * if those should clean up too. `shmring inspect` tells whether a leftover
-   * ring is stale and `shmring unlink-stale` removes such rings. Default false.
+   * ring is stale and `shmring unlink-stale` removes such rings.
+   *
+   * In a worker thread, 'exit' is the worker's own: a region created there
+   * with unlinkOnExit is unlinked when that worker ends (returns, or calls
+   * process.exit()), not when the process does, and the main thread and
+   * the other workers lose the name (what they have mapped stays valid).
+   * A worker ended by terminate() runs no JavaScript and leaves the name.
+   * Create a name that outlives the worker in the main thread, or leave
+   * unlinkOnExit out and unlink() it yourself. Default false.
    */
   unlinkOnExit?: boolean;
 }
@@ -103,6 +121,50 @@ const OPEN_OPTION_NAMES: readonly string[] = ['backing', 'name', 'path', 'key', 
 const FROM_FD_OPTION_NAMES: readonly string[] = ['readOnly', 'requireSealed', 'requireFixedSize'];
 const SYNC_OPTION_NAMES: readonly string[] = ['async'];
 const SNAPSHOT_OPTION_NAMES: readonly string[] = ['size', 'name'];
+
+/**
+ * The options each backing takes, besides `backing` and `size`: one given
+ * to a backing it does not apply to (a `key` for 'posix', a `mode` for a
+ * memfd, a `name` for a 'file') would be ignored without a word, and the
+ * region would not be the one meant. hugePages is checked by checkHugePages.
+ */
+const CREATE_OPTIONS_OF: Readonly<Record<Backing, readonly string[]>> = {
+  memfd: ['name', 'hugePages'],
+  posix: ['name', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
+  file: ['path', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
+  sysv: ['key', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
+  sab: ['hugePages'],
+};
+const OPEN_OPTIONS_OF: Readonly<Record<OpenOptions['backing'], readonly string[]>> = {
+  posix: ['name', 'readOnly'],
+  file: ['path', 'readOnly'],
+  sysv: ['key', 'id', 'readOnly'],
+};
+
+/**
+ * Refuses an option (not undefined) that `backing` does not take
+ * (`applicable[backing]`): a ShmringTypeError, ERR_SHMRING_INVALID_ARGUMENT,
+ * naming the option, the backing, and the backings that do take it. Does
+ * nothing for a backing the table does not know (the caller's
+ * INVALID_BACKING says that).
+ */
+function checkApplicable(options: object, applicable: Readonly<Record<string, readonly string[]>>, verb: string): void {
+  const backing = (options as { backing?: unknown }).backing;
+  if (typeof backing !== 'string' || !Object.hasOwn(applicable, backing)) return;
+  const takes = applicable[backing]!;
+  for (const key in options) {
+    if (key === 'backing' || key === 'size' || takes.includes(key)) continue;
+    const value = (options as Record<string, unknown>)[key];
+    if (value === undefined) continue;
+    const owners = Object.keys(applicable).filter((b) => applicable[b]!.includes(key));
+    throw new ShmringTypeError(
+      ErrorCodes.INVALID_ARGUMENT,
+      `${verb}: option ${key}=${shown(value)} does not apply to backing '${backing}' ` +
+        `(it takes ${takes.filter((k) => k !== 'hugePages' || backing === 'memfd' || backing === 'sysv').join(', ') || 'only size'}); ` +
+        `remove it${owners.length === 0 ? '' : `, or use the backing it is for (${owners.map((b) => `'${b}'`).join(', ')})`}`,
+    );
+  }
+}
 
 /** Names to remove at exit, by backing. */
 const unlinkAtExit = new Map<string, () => void>();
@@ -222,6 +284,41 @@ function sysvKey(key: unknown, verb: string): number {
 /** A System V key as ipcs prints it. */
 function hexKey(key: number): string {
   return `0x${key.toString(16).padStart(8, '0')}`;
+}
+
+/**
+ * What the kernel says of System V segment `id` in /proc/sysvipc/shm (this
+ * IPC namespace's segments, whoever owns them): its size and how many
+ * attaches it has. undefined where it cannot tell (no /proc, no such
+ * segment). The native backends offer no IPC_STAT of their own.
+ */
+function sysvSegment(id: number): { size: number; attached: number } | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/sysvipc/shm', 'latin1');
+  } catch {
+    return undefined;
+  }
+  const [header, ...rows] = text.trim().split('\n');
+  const columns = header?.trim().split(/\s+/) ?? [];
+  const [idAt, sizeAt, attachedAt] = ['shmid', 'size', 'nattch'].map((name) => columns.indexOf(name));
+  if (idAt! < 0 || sizeAt! < 0 || attachedAt! < 0) return undefined;
+  for (const row of rows) {
+    const cells = row.trim().split(/\s+/);
+    if (Number(cells[idAt!]) === id) return { size: Number(cells[sizeAt!]), attached: Number(cells[attachedAt!]) };
+  }
+  return undefined;
+}
+
+/**
+ * Checks, before shmat, that segment `id` can be mapped here: a segment
+ * larger than buffer.constants.MAX_LENGTH would be attached and then fail
+ * to become an ArrayBuffer (an untyped error; the koffi backend aborts the
+ * process). Passes where /proc cannot tell its size.
+ */
+function checkSysvMappable(id: number, verb: string, described: Described): void {
+  const size = sysvSegment(id)?.size;
+  if (size !== undefined) checkMappable(size, verb, described.object, EXISTING_TOO_LARGE);
 }
 
 function checkSysvId(id: unknown, verb: string): number {
@@ -386,17 +483,28 @@ function fdIdentity(fd: number, sealable: boolean): { backing: 'memfd' | 'posix'
  */
 function sizeFor(fd: number, size: number, what: string, mode: number | undefined): number {
   mappableStat(fd, what, 'Region.create of'); // a FIFO or a directory that had the name: nothing to size
-  const locked = lockForSizing(fd, what);
+  let locked = lockForSizing(fd, what);
   try {
     const stat = fs.fstatSync(fd);
     const existing = stat.size;
     if (mode !== undefined && (stat.mode & 0o7777) !== mode) fs.fchmodSync(fd, mode);
     if (existing >= size) {
-      checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`);
+      checkMappable(existing, 'Region.create of', `${what} (it exists, with ${existing} bytes)`, EXISTING_TOO_LARGE);
       return existing;
     }
     reserve(fd, size);
     return size;
+  } catch (err) {
+    // The sizing failed (ENOSPC, say): that is the error to report, not one of the unlock's.
+    if (locked) {
+      locked = false;
+      try {
+        unlockFileByte(fd, SIZING_LOCK_BYTE);
+      } catch {
+        // the fd is closed next (withFd), and its lock with it
+      }
+    }
+    throw err;
   } finally {
     if (locked) unlockFileByte(fd, SIZING_LOCK_BYTE);
   }
@@ -476,13 +584,20 @@ function lockForSizing(fd: number, what: string): boolean {
   );
 }
 
-/** Checks that a region of `size` bytes of a mapped backing can be mapped here, before anything is created. */
-function checkMappable(size: number, what: string, object: string): void {
+/** checkMappable's advice for a region that is to be made. */
+const NEW_TOO_LARGE = "use a smaller region, or a 'sab' region (a SharedArrayBuffer), which this limit does not bind";
+/** checkMappable's advice for an object that exists (a file, a POSIX object, a System V segment) and is too large. */
+const EXISTING_TOO_LARGE =
+  'it exists with that size and cannot be mapped here: check that it is the object meant (a sparse file of that size, say), ' +
+  'or recreate it smaller';
+
+/** Checks that a region of `size` bytes of a mapped backing can be mapped here: before anything is created, or before an existing object is mapped. */
+function checkMappable(size: number, what: string, object: string, advice = NEW_TOO_LARGE): void {
   if (size > MAX_MAPPED_SIZE) {
     throw new ShmringRangeError(
       ErrorCodes.INVALID_ARGUMENT,
       `${what} ${object}: size=${size} is more than this Node maps as one ArrayBuffer (${MAX_MAPPED_SIZE} bytes, buffer.constants.MAX_LENGTH); ` +
-        "use a smaller region, or a 'sab' region (a SharedArrayBuffer), which this limit does not bind",
+        advice,
     );
   }
 }
@@ -567,19 +682,47 @@ function stillNames(path: string, object: ObjectId | undefined): void {
   });
 }
 
-/** Runs `body` with `fd`; closes the fd (and runs `undo`) if it throws. */
+/**
+ * Runs `body` with `fd`; if it throws, runs `undo` (with `fd` still open:
+ * it may take a lock on it) and then closes the fd, each whatever the
+ * other does, and rethrows the body's error.
+ */
 function withFd<T>(fd: number, body: (fd: number) => T, undo?: () => void): T {
   try {
     return body(fd);
   } catch (err) {
     try {
-      backend().close(fd);
       undo?.();
+    } catch {
+      // the first error is the one to report
+    }
+    try {
+      backend().close(fd);
     } catch {
       // the first error is the one to report
     }
     throw err;
   }
+}
+
+/**
+ * Removes (`remove`) the name `path` of an object that this Region.create
+ * made on `fd` and could not complete (its sizing ran out of space, its
+ * mmap failed), unless another has joined it meanwhile: an
+ * `exclusive: false` create or an open of the name, which hold
+ * NAME_LOCK_BYTE shared from their open on (openNamed), and may be using
+ * the object already; the name is theirs then, and stays. Our own shared
+ * lock is converted to an exclusive one, which the kernel refuses while any
+ * other description holds the byte, and held (until the caller closes
+ * `fd`) across the check that `path` still leads to our object and the
+ * unlink: one that opens the name meanwhile waits for the lock, then finds
+ * the object nameless and opens the name again (holdName). Where the file
+ * system has no OFD locks, the name is removed if it still leads to our
+ * object, as before.
+ */
+function removeIfNobodyJoined(fd: number, path: string, remove: () => void): void {
+  if (lockFileByte(fd, NAME_LOCK_BYTE) === false) return;
+  if (namesObject(fd, path, false)) remove();
 }
 
 // ---- naming the object in system call errors ----
@@ -773,6 +916,7 @@ export class Region {
     checkBoolean('unlinkOnExit', options.unlinkOnExit, 'Region.create');
     const requested = checkSize(options.size, 'Region.create');
     const hugePages = checkHugePages(options);
+    checkApplicable(options, CREATE_OPTIONS_OF, 'Region.create');
     const pool = hugePages ? hugePagePool() : undefined;
     const size = pool === undefined ? requested : checkSize(roundToHugePages(requested, pool), 'Region.create');
     if (options.backing !== 'sab') checkMappable(size, 'Region.create of', `a '${String(options.backing)}' region`);
@@ -796,7 +940,11 @@ export class Region {
           return region;
         } catch (err) {
           if (hugePages && isHugePageShortage(err)) throw noHugePages('Region.create of', described.object, size, pool, err);
-          failOn(err, 'Region.create of', described, (code) => (code === 'EINVAL' ? 'a memfd name is at most 249 bytes' : undefined));
+          // memfd_create's EINVAL is its name (over 249 bytes); an EINVAL of ftruncate, F_ADD_SEALS or mmap is not.
+          const syscall = (err as { syscall?: unknown }).syscall;
+          failOn(err, 'Region.create of', described, (code) =>
+            code === 'EINVAL' && syscall === 'memfd_create' ? 'a memfd name is at most 249 bytes' : undefined,
+          );
         }
       }
       case 'sysv':
@@ -885,12 +1033,17 @@ export class Region {
     }
     let region: Region;
     try {
+      // Found there (exclusive: false), it may be larger than `size`, and than what this Node maps.
+      checkSysvMappable(id, 'Region.create of', describeSysv(key, id));
       const buffer = backend().shmAttach(id, true);
       region = new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, ...(key === undefined ? {} : { key }) });
       if (hugePages) Region.#populate(region);
     } catch (err) {
-      // Made by this call (with `exclusive: false` too, when nobody had the key): it goes.
-      if (created) {
+      // Made by this call (with `exclusive: false` too, when nobody had the key): it goes, unless another
+      // process has attached it meanwhile (an exclusive: false create or an open of its key), whose it is then.
+      // A process that has looked its id up but not attached yet is not seen: it attaches a segment marked
+      // for removal, whose key is gone.
+      if (created && (sysvSegment(id)?.attached ?? 0) === 0) {
         try {
           backend().shmRemove(id);
         } catch {
@@ -917,6 +1070,7 @@ export class Region {
     let id = options.id === undefined ? undefined : checkSysvId(options.id, 'Region.open');
     try {
       id ??= backend().shmGet(key!, 0, 0);
+      checkSysvMappable(id, 'Region.open of', describeSysv(key, id));
       const buffer = backend().shmAttach(id, !readOnly);
       return new Region({ backing: 'sysv', size: buffer.byteLength, fd: -1, buffer, id, readOnly, ...(key === undefined ? {} : { key }) });
     } catch (err) {
@@ -951,6 +1105,7 @@ export class Region {
       throw new ShmringTypeError(ErrorCodes.INVALID_ARGUMENT, 'Region.open needs an options object');
     }
     checkOptionNames(options, OPEN_OPTION_NAMES, 'Region.open');
+    checkApplicable(options, OPEN_OPTIONS_OF, 'Region.open');
     const readOnly = checkBoolean('readOnly', options.readOnly, 'Region.open');
     const flags = (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK;
     switch (options.backing) {
@@ -1114,9 +1269,10 @@ export class Region {
       region = withFd(
         fd,
         () => Region.#map(named.backing, fd, sizeFor(fd, size, described.object, created ? mode : undefined), false, named.names),
-        // What this create made goes if it fails (sizing out of space, say); one found there stays.
+        // What this create made goes if it fails (sizing out of space, say), unless someone joined it
+        // meanwhile; one found there stays.
         () => {
-          if (created) named.remove();
+          if (created) removeIfNobodyJoined(fd, named.exitPath, named.remove);
         },
       );
     } catch (err) {
@@ -1222,8 +1378,8 @@ export class Region {
         `${object} is empty (size 0): there is nothing to map; was it created and sized by its owner?`,
       );
     }
-    checkSize(stat.size);
-    checkMappable(stat.size, 'mapping', object);
+    // No checkSize: its "size=… is out of range" would name neither the object nor what to do.
+    checkMappable(stat.size, verb, object, EXISTING_TOO_LARGE);
     return stat.size;
   }
 

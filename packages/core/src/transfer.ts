@@ -27,6 +27,7 @@ import {
 } from './errors.js';
 import { backend } from './native/loader.js';
 import { adoptFd, Region } from './region.js';
+import { clearTimer, startTimer, type Timer } from './timers.js';
 
 export interface ReceiveOptions {
   /** Map the received region read-only. */
@@ -123,14 +124,42 @@ function socketFd(socket: Socket, verb: string): number {
   return fd;
 }
 
-async function connected(socket: Socket, verb: string): Promise<void> {
+/**
+ * Waits for `socket` to finish connecting. `until` (receiveRegion's): its
+ * deadline (performance.now()) and AbortSignal bound this wait too, not
+ * only the wait for the fd that follows: a socket that never connects
+ * (its server never accepts, a TCP peer that does not answer) would
+ * otherwise hold the caller past its timeoutMs, and past an abort.
+ */
+async function connected(
+  socket: Socket,
+  verb: string,
+  until: { deadline?: number; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<void> {
+  const { deadline = Infinity, timeoutMs, signal } = until;
+  if (signal?.aborted) throw abortError(signal);
   if (!socket.connecting) return unixOnly(socket, verb);
   await new Promise<void>((resolve, reject) => {
+    let timer: Timer | undefined;
     const done = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);
       socket.off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
+      if (timer !== undefined) clearTimer(timer);
     };
+    const onAbort = (): void => {
+      done();
+      reject(abortError(signal));
+    };
+    timer = startTimer(
+      () => {
+        done();
+        reject(new ShmringError(ErrorCodes.TIMEOUT, `${verb}: the socket did not connect within timeoutMs=${timeoutMs}`));
+      },
+      Math.max(0, deadline - performance.now()),
+    );
+    signal?.addEventListener('abort', onAbort, { once: true });
     const onConnect = (): void => {
       done();
       resolve();
@@ -212,8 +241,9 @@ export async function receiveRegion(socket: Socket, options: ReceiveOptions = {}
   const { signal, timeoutMs } = options;
   // Stop libuv from reading before the fd message arrives (see the module comment).
   socket.pause();
-  await connected(socket, 'receiveRegion');
+  // The deadline counts from the call: connecting is part of the wait that timeoutMs and signal bound.
   const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+  await connected(socket, 'receiveRegion', { deadline, signal, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
   for (let interval = 0.1; ; interval = Math.min(interval * 2, MAX_POLL_INTERVAL_MS)) {
     if (signal?.aborted) throw abortError(signal);
     // Looked up before every poll, in the same tick as recvmsg: a socket destroyed while we slept has

@@ -92,6 +92,46 @@ describe('sendRegion / receiveRegion arguments and socket', function () {
     await assert.rejects(within(received, 5000), { code: ErrorCodes.CLOSED });
   });
 
+  it('receiveRegion honours its signal and timeoutMs while its socket is still connecting', async () => {
+    // A socket that stays in the connecting state (a server that never accepts, a TCP peer that does not
+    // answer): one whose `connecting` says so and that never emits 'connect'.
+    const stuck = (): net.Socket => {
+      let connecting = true; // until destroy() sets it false
+      return Object.defineProperty(new net.Socket(), 'connecting', {
+        get: () => connecting,
+        set: (value: boolean) => {
+          connecting = value;
+        },
+      });
+    };
+    const cases: [string, (socket: net.Socket) => Promise<Region>, RegExp][] = [
+      [ErrorCodes.ABORTED, (socket) => receiveRegion(socket, { signal: AbortSignal.timeout(50) }), /aborted/],
+      [ErrorCodes.ABORTED, (socket) => receiveRegion(socket, { signal: AbortSignal.abort() }), /aborted/],
+      [
+        ErrorCodes.TIMEOUT,
+        (socket) => receiveRegion(socket, { timeoutMs: 50 }),
+        /receiveRegion: the socket did not connect within timeoutMs=50/,
+      ],
+    ];
+    for (const [code, receive, message] of cases) {
+      const socket = stuck();
+      try {
+        await assert.rejects(within(receive(socket), 3000), (err: Error & { code?: string }) => {
+          assert.equal(err.code, code, String(err));
+          assert.match(err.message, message);
+          return true;
+        });
+        // Nothing of the wait is left on the socket.
+        assert.deepEqual(
+          ['connect', 'error', 'close'].map((event) => socket.listenerCount(event)),
+          [0, 0, 0],
+        );
+      } finally {
+        socket.destroy();
+      }
+    }
+  });
+
   it('sendRegion and receiveRegion refuse a TCP socket (TCP drops the fd: a byte went, no region) with a TypeError saying why', async () => {
     const tcp = net.createServer((peer) => peers.push(peer));
     await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
