@@ -8,7 +8,9 @@
  *                                          and each Broadcast's subscriber slots (cursor, lag, liveness);
  *                                          a POSIX object named sysv:… or sysv-id:… by its path,
  *                                          /dev/shm/<name>
- *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments
+ *   shmring inspect --all [--json]         every ring in /dev/shm and in System V segments; an object
+ *                                          it cannot look at (being sized, too large to map) is said on
+ *                                          stderr, "passed over", and the listing goes on
  *   shmring unlink-stale [--dry-run] [--json]   remove rings nobody holds, in any PID namespace: no ring
  *                                          object holds a POSIX or file ring's lock and no process has
  *                                          its object open by name, no process has a System V ring's
@@ -20,7 +22,16 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { inspect, isStale, listRings, sysvTargetOf, unlinkStale, type ProcessInfo, type RingInfo } from './inspect.js';
+import {
+  inspect,
+  isStale,
+  listRings,
+  type PassedOverListener,
+  sysvTargetOf,
+  unlinkStale,
+  type ProcessInfo,
+  type RingInfo,
+} from './inspect.js';
 
 const USAGE = `usage: shmring inspect <name|path|sysv:KEY|sysv-id:ID|--all> [--json]
          (a POSIX object named sysv:… or sysv-id:…: give its path, /dev/shm/<name>)
@@ -53,11 +64,26 @@ function table(rings: RingInfo[]): string {
  * A ring's name as a line of plain output shows it: as it is when it is
  * printable, has no space and does not start with a quote, else quoted with
  * its escapes (JSON), so a name with a newline or a space never reads as two
- * rings or two columns, nor a quoted name as another.
+ * rings or two columns, nor a quoted name as another. What JSON leaves as
+ * it is and a terminal would act on or hide (DEL, the C1 controls
+ * U+0080–U+009F, bidi and other format characters, the line and paragraph
+ * separators) is escaped too (\uXXXX: still valid JSON), so a name cannot
+ * reorder or overwrite what is printed around it.
  */
 function shownName(name: string): string {
-  return /^[\x21\x23-\x7e][\x21-\x7e]*$/.test(name) ? name : JSON.stringify(name);
+  if (/^[\x21\x23-\x7e][\x21-\x7e]*$/.test(name)) return name;
+  return JSON.stringify(name).replace(UNSEEN, escaped);
 }
+
+/** `c` as JSON escapes, one \uXXXX per UTF-16 unit (a character past U+FFFF takes two). */
+function escaped(c: string): string {
+  let text = '';
+  for (let i = 0; i < c.length; i++) text += `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`;
+  return text;
+}
+
+/** Characters JSON.stringify leaves unescaped that a terminal acts on or does not show: controls (Cc), format characters (Cf: bidi, zero-width), separators (Zl, Zp). */
+const UNSEEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
 
 /**
  * Why an open ring whose pids the table shows dead (or none) is open all
@@ -98,14 +124,20 @@ function subscribers(r: RingInfo): string {
   for (const s of b.subscribers) {
     // More than the ring behind (lossy): its next read jumps forward and counts what it missed.
     const lapped = s.lag > r.capacity ? ' (lapped)' : '';
-    rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}`, `${s.cursor}`, `${s.lag} B${lapped}`]);
+    // A claimant registering (no file): its pid is from OWNER; its cursor not yet its own.
+    const registering = s.registering === true ? ' (registering)' : '';
+    rows.push([`  ${s.slot}`, `${s.pid}${s.alive ? '' : ' (dead)'}${registering}`, `${s.cursor}`, `${s.lag} B${lapped}`]);
   }
   return `${taken}${unlisted}${half}\n${columns(rows)}`;
 }
 
 /** Rows as columns two spaces apart. */
 function columns(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
+  // A loop, not Math.max(...column): spread arguments overflow the stack for a long enough table.
+  const widths = rows[0]!.map(() => 0);
+  for (const row of rows) {
+    for (let c = 0; c < widths.length; c++) widths[c] = Math.max(widths[c]!, row[c]!.length);
+  }
   return rows
     .map((row) =>
       row
@@ -129,11 +161,32 @@ function inFlight(r: RingInfo): string {
       `${c.recordBytes} B`,
     ]);
   }
-  const n = claims.length;
+  const unlisted = r.mpsc?.unlisted ?? 0;
+  const n = claims.length + unlisted;
   const mixed =
     r.mpsc?.pidNamespacesMixed === true ? '; sides in several PID namespaces (or one unknown): the pids may name other processes here' : '';
-  return `${shownName(r.name)}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first${mixed})\n${columns(rows)}`;
+  const more = unlisted === 0 ? '' : `\n  … and ${unlisted} more, not listed`;
+  const unwalked = r.mpsc?.unwalkedBytes;
+  const cut =
+    unwalked === undefined ? '' : `\n  (the walk stopped ${unwalked} B before the producer position: claims there are not counted)`;
+  return `${shownName(r.name)}: ${n} producer${n === 1 ? '' : 's'} in flight (claimed, not committed; the consumer waits at the first${mixed})\n${columns(rows)}${more}${cut}`;
 }
+
+/**
+ * An object a listing passed over, said on stderr (the listing goes on, and
+ * its exit status is what it would be): one being sized, one too large to
+ * map, one no ring can be read from. Not said: one removed meanwhile (ENOENT;
+ * EINVAL, EIDRM for a System V id), nor one this user may not read
+ * (EACCES, EPERM: another user's, many of them no rings at all).
+ */
+const sayPassedOver: PassedOverListener = (name, error) => {
+  if (UNSAID.has(error.code)) return;
+  const code = error.message.includes(error.code) ? '' : ` (${error.code})`;
+  // The message may carry the name as it is: what a terminal would act on is escaped there too.
+  console.error(`shmring: passed over ${shownName(name)}: ${error.message.replace(UNSEEN, escaped)}${code}`);
+};
+
+const UNSAID = new Set(['ENOENT', 'EINVAL', 'EIDRM', 'EACCES', 'EPERM']);
 
 /** Bad usage: what was wrong and the usage on stderr, exit 2. Thrown before anything is looked at or removed. */
 class UsageError extends Error {}
@@ -194,7 +247,9 @@ function main(argv: string[]): number {
       throw new UsageError(`shmring inspect: give ${values.all ? 'either --all or a target, not both' : 'a target, or --all'}`);
     }
     if (target !== undefined) checkTarget(target);
-    const rings = values.all ? listRings() : [inspect(target!)].filter((r): r is RingInfo => r !== undefined);
+    const rings = values.all
+      ? listRings(undefined, { onPassedOver: sayPassedOver })
+      : [inspect(target!)].filter((r): r is RingInfo => r !== undefined);
     if (!values.all && rings.length === 0) {
       console.error(`shmring: ${target} holds no ring (no ring header: not a ring, or one not created yet) (ERR_SHMRING_NOT_A_RING)`);
       return 1;
@@ -216,6 +271,7 @@ function main(argv: string[]): number {
     let skipped = 0;
     const removed = unlinkStale({
       dryRun: values['dry-run'] === true,
+      onPassedOver: sayPassedOver,
       onSkipped: (_name, error) => {
         skipped++;
         console.error(`shmring: ${error.message}`); // the message names the code

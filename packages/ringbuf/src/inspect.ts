@@ -14,6 +14,7 @@
  * POSIX object whose name starts with `sysv:` or `sysv-id:` is reached by
  * its path, /dev/shm/<name>, and listed so.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -21,16 +22,18 @@ import {
   heldByAnyone,
   lockFileByte,
   NAME_LOCK_BYTE,
+  SIZING_LOCK_BYTE,
   namesObject,
   Region,
   ShmringError,
+  ShmringRangeError,
   ShmringTypeError,
   shown,
 } from '@shmring/core';
 import * as L from './layout.js';
-import { sysvSegments } from './sysv-segments.js';
+import { readSegments, type Segment, sysvSegments } from './sysv-segments.js';
 import { checkStablePositions, KIND_NAMES, readHeader } from './header.js';
-import { KIND_LATEST } from './latest-layout.js';
+import { KIND_LATEST, PUBLISHED_I32 } from './latest-layout.js';
 import * as B from './broadcast-layout.js';
 import * as M from './mpsc-layout.js';
 import { isAlive, othersAttached, pidNamespace, threadGone } from './liveness.js';
@@ -120,12 +123,26 @@ export interface MpscInfo {
    * The producers in flight: each record between the consumer position and
    * the producer position that is claimed and not committed (LENGTH < 0, or
    * still 0: claimed, its header not yet written), oldest first. The
-   * consumer waits at the first; a snapshot. The walk stops at a header no
-   * correct producer writes. (How many records a consumer skipped because
-   * their claimer died is counted by that consumer object,
-   * `ring.unblockedRecords`: the layout keeps no such count.)
+   * consumer waits at the first; a snapshot. At most MAX_LISTED_CLAIMS
+   * (see `unlisted`). The walk stops at a header no correct producer
+   * writes. (How many records a consumer skipped because their claimer
+   * died is counted by that consumer object, `ring.unblockedRecords`: the
+   * layout keeps no such count.)
    */
   inFlight: ClaimInfo[];
+  /**
+   * Claims found past the MAX_LISTED_CLAIMS that inFlight lists: counted,
+   * not listed. Absent when inFlight lists them all.
+   */
+  unlisted?: number;
+  /**
+   * Bytes before the producer position the walk did not look at: its work
+   * is bounded (MAX_WALK_STEPS header words), and a ring with more records
+   * between its positions than that is walked only that far. The claims
+   * there are neither listed nor counted. Absent when the walk got to the
+   * producer position (or stopped at a header no correct producer writes).
+   */
+  unwalkedBytes?: number;
   /**
    * FLAG_PID_NS_MIXED: a producer or the consumer attached from another PID
    * namespace than the ring's creator. The claimers' ids (`pid`, `alive`)
@@ -163,6 +180,25 @@ export interface ClaimInfo {
   recordBytes: number;
 }
 
+/** A taken slot of a Broadcast's table (BroadcastInfo.subscribers). */
+export interface BroadcastSubscriber {
+  slot: number;
+  /** The holder's pid; for a claimant still registering (`registering`), the claimant's id. */
+  pid: number;
+  /** The slot's lock where the region has a file; else the pid and start time (a claimant: its id alone). */
+  alive: boolean;
+  /** Low 32 bits of the cursor (a claimant's: what the previous owner left, or its provisional one). */
+  cursor: number;
+  lag: number;
+  /**
+   * True for a claimant caught registering where the region has no file
+   * (OWNER negative: its id negated, docs/LAYOUT.md "Subscriber slots"):
+   * PID and START may still be a previous owner's, so `pid` and `alive`
+   * are the claimant's, from OWNER. Absent otherwise.
+   */
+  registering?: true;
+}
+
 export interface BroadcastInfo {
   lossless: boolean;
   /** Slots in the table. */
@@ -173,7 +209,7 @@ export interface BroadcastInfo {
    * the capacity: it was lapped, and its next read jumps forward (the CLI
    * marks it "lapped").
    */
-  subscribers: { slot: number; pid: number; alive: boolean; cursor: number; lag: number }[];
+  subscribers: BroadcastSubscriber[];
   /**
    * Where INTENT says the record being written ends (low 32 bits), when it
    * is not the tail and no live publisher is writing it: a record its
@@ -260,8 +296,9 @@ function describe(region: Region, name: string, held: boolean | undefined): Ring
   };
   if (kind === L.KIND_MPMC) info.slotSize = ctl[L.SLOT_SIZE_I32]! >>> 0;
   if (kind === KIND_LATEST) {
-    // A LatestValue's producer position is its published version; it has no consumer position (0).
-    info.latestVersion = producerPosition;
+    // Observes a LatestValue's PUBLISHED (its newest complete version); it has no consumer position (0).
+    info.latestVersion = Atomics.load(ctl, PUBLISHED_I32) >>> 0;
+    info.producerPosition = info.latestVersion; // the same word: one snapshot of it
     info.used = 0;
   }
   const damaged = KIND_NAMES[kind] === undefined ? unknownKind(kind, info.version) : headerFault(buffer, kind, info);
@@ -374,18 +411,24 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
   for (let i = 0; i < slots; i++) {
     const s = B.slotOffset(i) / 4;
     // Observes a subscriber's slot (OWNER set after its cursor, pid and start time) and its progress.
-    if (Atomics.load(words, s + B.SLOT_OWNER_I32) === 0) continue;
+    const owner = Atomics.load(words, s + B.SLOT_OWNER_I32);
+    if (owner === 0) continue;
     const cursor = Atomics.load(words, s + B.SLOT_CURSOR_I32) >>> 0;
-    const pid = Atomics.load(words, s + B.SLOT_PID_I32);
     const locked = heldByAnyone(region, B.slotOffset(i)); // the slot's lock: undefined without a file
-    const alive = locked ?? isAlive(pid, Atomics.load(words, s + B.SLOT_START_I32));
+    // Without a file, a negative OWNER is a claimant registering, its id negated (docs/LAYOUT.md, "Subscriber
+    // slots"): PID and START may still be a previous owner's, so the claimant is judged by its id alone. With a
+    // file, OWNER is only a token (the C peer's, pid | 0x80000000, reads negative) and the slot's lock decides.
+    const registering = locked === undefined && owner < 0;
+    const pid = registering ? -owner : Atomics.load(words, s + B.SLOT_PID_I32);
+    const alive = locked ?? isAlive(pid, registering ? 0 : Atomics.load(words, s + B.SLOT_START_I32));
     // Observes TAIL after the cursor, which a subscriber that reads only what was published has not passed: the
     // lag is no lap of 2^32 bytes. (TAIL as read at the top may be far behind by now: a publisher can move more
     // than a ring past it while this loop makes its system calls for the earlier slots.) A cursor ahead of it
     // all the same (a subscriber's own view of a record, a hostile one) reads as keeping up, not lapped.
     const tail = Atomics.load(ctl, B.TAIL_I32) >>> 0;
     const ahead = (cursor - tail) >>> 0;
-    subscribers.push({ slot: i, pid, alive, cursor, lag: ahead <= info.capacity ? 0 : (tail - cursor) >>> 0 });
+    const lag = ahead <= info.capacity ? 0 : (tail - cursor) >>> 0;
+    subscribers.push(registering ? { slot: i, pid, alive, cursor, lag, registering } : { slot: i, pid, alive, cursor, lag });
   }
   info.broadcast = { lossless: ctl[B.MODE_I32] === B.MODE_LOSSLESS, slots, subscribers };
   // The consumer position word is unused by a Broadcast: what is in use is what the slowest subscriber has not read.
@@ -396,10 +439,25 @@ function describeBroadcast(region: Region, ctl: Int32Array, info: RingInfo): voi
   );
 }
 
+/** The most claims MpscInfo.inFlight lists, oldest first; those past them are counted (MpscInfo.unlisted). */
+export const MAX_LISTED_CLAIMS = 64;
+
+/**
+ * The most header words describeMpsc's walk loads (one a record, one a zero
+ * word of a claim whose header is not written): its work, and what it keeps
+ * of the claims it meets, are bounded whatever a hostile ring holds (up to
+ * 2^27 records of 8 bytes in a ring of 2^30).
+ */
+export const MAX_WALK_STEPS = 1 << 16;
+
+/** The claims describeMpsc's walk met, four numbers each, in walk order: position, thread id, payload length (-1: no header yet), record bytes. */
+const CLAIM_FIELDS = 4;
+
 /**
  * An MpscRing's producers in flight: walks the records from the consumer
  * position to the producer position (docs/LAYOUT.md, "MpscRing (KIND 4)")
- * and lists the claimed ones. Read-only; bounded by the claimed bytes.
+ * and lists the claimed ones, the first MAX_LISTED_CLAIMS of them (the rest
+ * counted). Read-only; bounded by the claimed bytes and MAX_WALK_STEPS.
  */
 function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
   const { capacity, producerPosition: tail, consumerPosition: head } = info;
@@ -408,29 +466,31 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     !(capacity >= M.MPSC_MIN_CAPACITY && capacity <= L.MAX_CAPACITY && (capacity & (capacity - 1)) === 0) ||
     region.buffer.byteLength < M.mpscRingSize(capacity) ||
     claimed > capacity ||
-    ((tail | head) & 7) !== 0
+    ((tail | head) & (M.MPSC_ALIGNMENT - 1)) !== 0
   ) {
     return; // a header or positions no correct peer writes: nothing more to show
   }
   const data32 = new Int32Array(region.buffer, L.DATA_OFFSET, capacity / 4);
-  // A claimer's mark is a thread id in the ring's PID namespace (the creator's, written before MAGIC, which
-  // describe() observed): looked up in this inspect's /proc only where that is the same, and known, one, as
-  // the consumer does (else it names no thread here, or another one: unknown). FLAG_PID_NS_MIXED: below.
-  const ringNamespace = ctl[M.MPSC_PID_NS_I32]! >>> 0;
-  const ownNamespace = ringNamespace !== 0 && ringNamespace === pidNamespace();
-  const inFlight: ClaimInfo[] = [];
-  for (let passed = 0; passed < claimed; ) {
+  const found: number[] = [];
+  let steps = 0;
+  let passed = 0;
+  while (passed < claimed && steps < MAX_WALK_STEPS) {
+    steps++;
     const position = (head + passed) >>> 0;
     const index = position & (capacity - 1);
     const left = Math.min(claimed - passed, capacity - index); // a record never straddles the end
     // Observes the record's header: a commit (> 0), a claim (< 0, its claimer's mark, the negated thread id, stored before it in TYPE), or nothing yet.
     const length = Atomics.load(data32, (index >> 2) + M.MPSC_LENGTH_I32);
     if (length === 0) {
-      // Claimed, header not written yet: its extent is the zero words up to the next header (as the consumer's skip counts it).
+      // Claimed, header not written yet: its extent is the zero words up to the next header (as the consumer's skip
+      // counts it), or as far as the walk's budget reaches (the bytes past it are then unwalked).
       let end = index + M.MPSC_ALIGNMENT;
       // Each observes a header word of what follows.
-      while (end < index + left && Atomics.load(data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) end += M.MPSC_ALIGNMENT;
-      inFlight.push({ position, pid: 0, alive: true, length: null, recordBytes: end - index });
+      while (end < index + left && steps < MAX_WALK_STEPS && Atomics.load(data32, (end >> 2) + M.MPSC_LENGTH_I32) === 0) {
+        steps++;
+        end += M.MPSC_ALIGNMENT;
+      }
+      found.push(position, 0, -1, end - index);
       passed += end - index;
       continue;
     }
@@ -441,22 +501,60 @@ function describeMpsc(region: Region, ctl: Int32Array, info: RingInfo): void {
     if (length < 0) {
       // The claimer's mark (stored before the negative LENGTH observed above), or the TYPE of its commit under way.
       const pid = M.markedThread(Atomics.load(data32, (index >> 2) + M.MPSC_TYPE_I32));
-      const alive = pid === 0 ? true : ownNamespace ? !threadGone(pid) : undefined;
-      inFlight.push({ position, pid, alive, length: -length - M.MPSC_RECORD_HEADER, recordBytes: size });
+      found.push(position, pid, -length - M.MPSC_RECORD_HEADER, size);
     }
     passed += size;
   }
+  const unwalked = passed < claimed && steps >= MAX_WALK_STEPS ? claimed - passed : 0;
   // Observes the consumer's progress during the walk: it zeroes a record before it stores the head past it,
-  // so the walk met records read meanwhile as zero words (headerless claims); those are no claims.
+  // so the walk met records read meanwhile as zero words (headerless claims); those are no claims. Positions
+  // grow along the walk: the claims behind the head now are the first ones found.
   const headNow = Atomics.load(ctl, L.CONSUMER_POSITION_I32) >>> 0;
-  const stillClaimed = inFlight.filter((claim) => ((claim.position - headNow) | 0) >= 0);
+  const count = found.length / CLAIM_FIELDS;
+  let first = 0;
+  while (first < count && ((found[first * CLAIM_FIELDS]! - headNow) | 0) < 0) first++;
+  const listed = Math.min(count - first, MAX_LISTED_CLAIMS);
+  const judge = claimerJudge(ctl);
+  const inFlight: ClaimInfo[] = [];
+  for (let i = first; i < first + listed; i++) {
+    const at = i * CLAIM_FIELDS;
+    const [pid, length] = [found[at + 1]!, found[at + 2]!];
+    inFlight.push({ position: found[at]!, pid, alive: judge(pid), length: length < 0 ? null : length, recordBytes: found[at + 3]! });
+  }
   // Observes FLAG_PID_NS_MIXED (set once, by a side that attached from another PID namespace) and
   // FLAG_LIGHT_COMMITS (set once, by a producer that commits without a fence).
   const flags = Atomics.load(ctl, L.FLAGS_I32);
   info.mpsc = {
-    inFlight: stillClaimed,
+    inFlight,
     pidNamespacesMixed: (flags & M.FLAG_PID_NS_MIXED) !== 0,
     lightCommits: (flags & M.FLAG_LIGHT_COMMITS) !== 0,
+  };
+  if (count - first > listed) info.mpsc.unlisted = count - first - listed;
+  if (unwalked > 0) info.mpsc.unwalkedBytes = unwalked;
+}
+
+/**
+ * Whether the claimer of a record is alive (ClaimInfo.alive), one verdict a
+ * thread id however many records carry its mark (threadGone reads /proc).
+ * A claimer's mark is a thread id in the ring's PID namespace (the
+ * creator's, written before MAGIC, which describe() observed): looked up in
+ * this inspect's /proc only where that is the same, and known, one, as the
+ * consumer does (else it names no thread here, or another one: unknown).
+ * Thread id 0 (committing, or no header yet): alive.
+ */
+function claimerJudge(ctl: Int32Array): (pid: number) => boolean | undefined {
+  const ringNamespace = ctl[M.MPSC_PID_NS_I32]! >>> 0;
+  const ownNamespace = ringNamespace !== 0 && ringNamespace === pidNamespace();
+  const verdicts = new Map<number, boolean>();
+  return (pid) => {
+    if (pid === 0) return true;
+    if (!ownNamespace) return undefined;
+    let alive = verdicts.get(pid);
+    if (alive === undefined) {
+      alive = !threadGone(pid);
+      verdicts.set(pid, alive);
+    }
+    return alive;
   };
 }
 
@@ -492,13 +590,38 @@ function sysvTarget(key: number, id: number): string {
   return key === 0 ? `sysv-id:${id}` : `sysv:0x${key.toString(16).padStart(8, '0')}`;
 }
 
-/** Opens `target` read-only: `sysv:<key>`, `sysv-id:<id>`, a path (anything containing '/'), or a POSIX name. */
+/** Opens `target`, a path (anything containing '/') or a POSIX name, read-only. */
 function openReadOnly(target: string): Region {
-  const sysv = sysvTargetOf(target);
-  if (sysv) return Region.open({ backing: 'sysv', ...sysv, readOnly: true });
   return target.includes('/')
     ? Region.open({ backing: 'file', path: target, readOnly: true })
     : Region.open({ backing: 'posix', name: target, readOnly: true });
+}
+
+
+/**
+ * openReadOnly for a listing: an object whose sizing lock is held (its
+ * creator sizing it now, or stopped in the middle, or a process holding
+ * the lock) is not waited for, as Region.open would for 10 s, but
+ * refused at once with ERR_SHMRING_BUSY, which the listing passes over
+ * and reports. `file` is the object's path (/dev/shm/<name> for a POSIX
+ * name). The lock is taken shared on a description of our own and held
+ * across the open, so no creator takes it in between (a shared lock does
+ * not stop Region.open's own shared one).
+ */
+function openUnlessSizing(target: string, file: string): Region {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW);
+  try {
+    if (lockFileByte(fd, SIZING_LOCK_BYTE, true) === false) {
+      throw new ShmringError(
+        ErrorCodes.BUSY,
+        `inspect: ${target} is being sized (a process holds its sizing lock: its creator, sizing it now or stopped in ` +
+          'the middle): skipped rather than waited for; run it again, or find the process (fuser, lsof)',
+      );
+    }
+    return openReadOnly(target);
+  } finally {
+    fs.closeSync(fd); // lets go of our shared lock: the region has its own description
+  }
 }
 
 /**
@@ -522,33 +645,88 @@ export function inspect(target: string): RingInfo | undefined {
  * What inspect() says of `target`, and for a POSIX name or a path, which
  * object the name led to when it did (`dev:ino`, from the same open).
  */
-function examine(target: string): { info: RingInfo | undefined; object?: string } {
-  const region = openReadOnly(target);
+function examine(target: string, file?: string): { info: RingInfo | undefined; object?: string } {
+  const sysv = sysvTargetOf(target);
+  if (sysv !== undefined) return { info: examineSysv(target, sysv) };
+  const region = file === undefined ? openReadOnly(target) : openUnlessSizing(target, file);
   try {
-    if (region.backing !== 'sysv') {
-      const { dev, ino } = fs.fstatSync(region.fd, { bigint: true });
-      return { info: describeRing(region, target), object: `${dev}:${ino}` };
-    }
-    const attached = sysvSegments().find((segment) => segment.id === region.id)?.attached;
-    const info = describe(region, target, attached === undefined ? undefined : attached - 1 > 0);
-    if (info) info.sysvId = region.id!;
-    return { info };
+    const { dev, ino } = fs.fstatSync(region.fd, { bigint: true });
+    return { info: describeRing(region, target), object: `${dev}:${ino}` };
   } finally {
     region.close();
   }
 }
 
-/** Every ring in a System V segment this process can attach (read-only). */
-export function listSysvRings(): RingInfo[] {
+/**
+ * examine() of a System V segment: one larger than Node maps (checked from
+ * the segment table before any attach) is refused, typed (notMappable).
+ * Where the table cannot be read, nothing can be said of the attaches
+ * (held undefined).
+ */
+function examineSysv(target: string, sysv: { key: number } | { id: number }): RingInfo | undefined {
+  const table = readSegments()?.find((segment) => ('id' in sysv ? segment.id === sysv.id : segment.key === sysv.key));
+  if (table !== undefined && !mappable(table)) throw notMappable(target, table);
+  const region = Region.open({ backing: 'sysv', ...sysv, readOnly: true });
+  try {
+    const attached = readSegments()?.find((segment) => segment.id === region.id)?.attached;
+    const info = describe(region, target, attached === undefined ? undefined : attached - 1 > 0);
+    if (info) info.sysvId = region.id!;
+    return info;
+  } finally {
+    region.close();
+  }
+}
+
+/** Whether Node can map `segment` as one ArrayBuffer (buffer.constants.MAX_LENGTH), as inspecting it needs. */
+function mappable(segment: Segment): boolean {
+  return segment.size <= bufferConstants.MAX_LENGTH;
+}
+
+/** The typed error of a System V segment too large for Node to map, which inspect therefore cannot look at. */
+function notMappable(target: string, segment: Segment): ShmringRangeError {
+  return new ShmringRangeError(
+    ErrorCodes.INVALID_ARGUMENT,
+    `inspect: the System V segment ${target} (id ${segment.id}) is ${segment.size} bytes, more than this Node maps as ` +
+      `one ArrayBuffer (${bufferConstants.MAX_LENGTH} bytes, buffer.constants.MAX_LENGTH), so it cannot be inspected ` +
+      `here (no Region of this library is that large); ipcs -m -i ${segment.id} shows it, ipcrm -m ${segment.id} removes it`,
+  );
+}
+
+/**
+ * Told of each object a listing passes over (see passedOver): the name the
+ * listing would show it by, and why, a typed error (its `code` an errno
+ * name or ERR_SHMRING_*): ERR_SHMRING_BUSY for one being sized, which is
+ * not waited for; ERR_SHMRING_INVALID_ARGUMENT for a System V segment too
+ * large to map; EACCES for one this user may not read; ENOENT, EINVAL or
+ * EIDRM for one removed meanwhile.
+ */
+export type PassedOverListener = (name: string, error: Error & { code: string }) => void;
+
+/** Options of the listings: listRings, listSysvRings, listStale, unlinkStale. */
+export interface ListOptions {
+  onPassedOver?: PassedOverListener;
+}
+
+/**
+ * Every ring in a System V segment this process can attach (read-only).
+ * A segment too large for Node to map is passed over without an attach
+ * (options.onPassedOver is told). Throws, typed, when the segment table
+ * cannot be read (sysvSegments): no segments is not what it found.
+ */
+export function listSysvRings(options: ListOptions = {}): RingInfo[] {
   const rings: RingInfo[] = [];
-  for (const { key, id, size } of sysvSegments()) {
+  for (const segment of sysvSegments()) {
+    const { key, id, size } = segment;
     if (!(size >= L.DATA_OFFSET)) continue; // too small for a ring: not even attached
+    const name = sysvTarget(key, id);
     try {
+      if (!mappable(segment)) throw notMappable(name, segment);
       const info = inspect(`sysv-id:${id}`);
-      if (info) rings.push({ ...info, name: sysvTarget(key, id) });
+      if (info) rings.push({ ...info, name });
     } catch (err) {
-      // not readable by us, or removed meanwhile: not ours to report (passedOver)
+      // not readable by us, removed meanwhile, too large to map: passed over, and said (passedOver)
       if (!passedOver(err)) throw err;
+      options.onPassedOver?.(name, err as Error & { code: string });
     }
   }
   return rings;
@@ -561,6 +739,7 @@ export function listSysvRings(): RingInfo[] {
  * small, empty, busy sizing). ERR_SHMRING_NO_BACKEND (nothing can be
  * mapped at all), out of fds or memory, and the like are the listing's
  * own failure: passed over, they would report a machine with no rings.
+ * What is passed over is told to the listing's onPassedOver (ListOptions).
  */
 function passedOver(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
@@ -588,11 +767,12 @@ const PASSED_OVER = new Set<string>([
 /**
  * Every ring among the POSIX shared memory objects (/dev/shm) this process
  * can read, then every ring in a System V segment; with `dir`, only the
- * rings in the files of that directory.
+ * rings in the files of that directory. An object it cannot look at (see
+ * passedOver) is left out, and told to options.onPassedOver.
  */
-export function listRings(dir?: string): RingInfo[] {
-  const named = listDir(dir ?? '/dev/shm').map((found) => found.info);
-  return dir === undefined ? [...named, ...listSysvRings()] : named;
+export function listRings(dir?: string, options: ListOptions = {}): RingInfo[] {
+  const named = listDir(dir ?? '/dev/shm', options).map((found) => found.info);
+  return dir === undefined ? [...named, ...listSysvRings(options)] : named;
 }
 
 /** A ring listDir() found at a name: what it was, and which object the name led to then (examine). */
@@ -601,7 +781,7 @@ export interface FoundRing {
   object: string;
 }
 
-function listDir(dir: string): FoundRing[] {
+function listDir(dir: string, options: ListOptions): FoundRing[] {
   const rings: FoundRing[] = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     if (!entry.isFile()) continue;
@@ -610,12 +790,14 @@ function listDir(dir: string): FoundRing[] {
     // Empty: no ring, or one whose creator has not sized it yet (Region.open would wait a moment for that).
     if (fs.statSync(path.join(dir, entry.name), { throwIfNoEntry: false })?.size === 0) continue;
     try {
-      const { info, object } = examine(target);
+      // Not waited for while its sizing lock is held (openUnlessSizing): one such object would stall the listing.
+      const { info, object } = examine(target, path.join(dir, entry.name));
       if (info) rings.push({ info, object: object! });
     } catch (err) {
-      // Not readable by us, or vanished meanwhile: not ours to report. Anything else (no backend to map
-      // with, above all) would make every ring look absent: it is the listing's error.
+      // Not readable by us, vanished meanwhile, being sized: passed over, and said. Anything else (no backend
+      // to map with, above all) would make every ring look absent: it is the listing's error.
       if (!passedOver(err)) throw err;
+      options.onPassedOver?.(target, err as Error & { code: string });
     }
   }
   return rings;
@@ -644,13 +826,16 @@ export function isStale(info: RingInfo): boolean {
  * a segment it does not own) is left, and the others are still removed:
  * `onSkipped` is told of each such ring with an Error whose code is the
  * errno name (EPERM, EACCES). A dry run lists it, not knowing.
+ * `onPassedOver` is told of each object the listing could not look at
+ * (ListOptions): nothing is removed of it.
  */
 export function unlinkStale(
-  options: { dir?: string; dryRun?: boolean; onSkipped?: (name: string, error: Error & { code: string }) => void } = {},
+  options: { dir?: string; dryRun?: boolean; onSkipped?: (name: string, error: Error & { code: string }) => void } & ListOptions = {},
 ): string[] {
   const dir = options.dir ?? '/dev/shm';
   const removed: string[] = [];
-  for (const found of listStale(options.dir)) {
+  const listing = options.onPassedOver === undefined ? {} : { onPassedOver: options.onPassedOver };
+  for (const found of listStale(options.dir, listing)) {
     if (options.dryRun) {
       removed.push(found.info.name);
       continue;
@@ -676,10 +861,10 @@ function notPermitted(name: string, err: Error & { code: string }): ShmringError
   );
 }
 
-/** The stale rings (isStale) of listRings(dir), each with the object its name led to (none for a System V segment). */
-export function listStale(dir?: string): (FoundRing | { info: RingInfo; object?: undefined })[] {
-  const named = listDir(dir ?? '/dev/shm');
-  const all = dir === undefined ? [...named, ...listSysvRings().map((info) => ({ info }))] : named;
+/** The stale rings (isStale) of listRings(dir, options), each with the object its name led to (none for a System V segment). */
+export function listStale(dir?: string, options: ListOptions = {}): (FoundRing | { info: RingInfo; object?: undefined })[] {
+  const named = listDir(dir ?? '/dev/shm', options);
+  const all = dir === undefined ? [...named, ...listSysvRings(options).map((info) => ({ info }))] : named;
   return all.filter((found) => isStale(found.info));
 }
 

@@ -6,6 +6,8 @@
  * (liveness.ts, othersAttached).
  */
 import * as fs from 'node:fs';
+import * as util from 'node:util';
+import { ShmringError } from '@shmring/core';
 
 /** One row of /proc/sysvipc/shm: what listing and staleness need. */
 export interface Segment {
@@ -16,9 +18,41 @@ export interface Segment {
   attached: number;
 }
 
-/** The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned. */
+/**
+ * The System V shared memory segments of this IPC namespace (/proc/sysvipc/shm), keys unsigned: what a
+ * listing goes by. A table that exists and cannot be read (EMFILE, ENFILE, EACCES, …) throws, typed (its
+ * errno name as `code`): read as no segments, it would make a listing report no rings where it looked at
+ * none. No table at all (no System V IPC in this kernel) is no segments.
+ */
 export function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
-  return readSegments(table) ?? [];
+  let failure: NodeJS.ErrnoException | undefined;
+  const segments = readSegments(table, (err) => {
+    failure = err;
+  });
+  if (segments !== undefined) return segments;
+  throw unreadableTable(table, failure);
+}
+
+/** The typed error of a segment table that cannot be read: names the table, the errno and what to do. */
+function unreadableTable(table: string, err: NodeJS.ErrnoException | undefined): ShmringError {
+  const code = err?.code ?? 'EIO';
+  const why = err?.errno === undefined ? code : (util.getSystemErrorMap().get(-Math.abs(err.errno))?.[1] ?? code);
+  const hint =
+    code === 'EMFILE' || code === 'ENFILE'
+      ? 'this process (or the system) is out of file descriptors: close some, or raise the limit (ulimit -n), and run it again'
+      : code === 'EACCES' || code === 'EPERM'
+        ? 'this user may not read it (a hardened /proc, a security module): run it as a user who may'
+        : 'run it again, or list the segments with ipcs -m';
+  const error = new ShmringError(
+    code,
+    `listing System V segments: ${table} could not be read: ${why} (${code}), so which segments exist is unknown; ${hint}`,
+    { cause: err },
+  );
+  return Object.assign(error, {
+    path: table,
+    ...(err?.errno === undefined ? {} : { errno: Math.abs(err.errno) }),
+    ...(err?.syscall === undefined ? {} : { syscall: err.syscall }),
+  });
 }
 
 /**
@@ -26,12 +60,14 @@ export function sysvSegments(table = '/proc/sysvipc/shm'): Segment[] {
  * (EMFILE, ENFILE, EACCES, …): nothing can be said of any segment then. No
  * table at all (ENOENT: no System V IPC in this kernel) is no segments.
  */
-export function readSegments(table = '/proc/sysvipc/shm'): Segment[] | undefined {
+export function readSegments(table = '/proc/sysvipc/shm', onFailure?: (err: NodeJS.ErrnoException) => void): Segment[] | undefined {
   let text: string;
   try {
     text = fs.readFileSync(table, 'utf8');
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? [] : undefined;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    onFailure?.(err as NodeJS.ErrnoException);
+    return undefined;
   }
   const [header, ...rows] = text.trim().split('\n');
   const columns = header?.trim().split(/\s+/) ?? [];
