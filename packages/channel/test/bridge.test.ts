@@ -886,7 +886,7 @@ describe('bridge', function () {
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       const [code] = await once(child, 'exit');
       assert.equal(code, 2, stderr);
-      assert.match(stderr, /--poll soon: expected a number of microseconds >= 0/);
+      assert.match(stderr, /--poll soon: expected a decimal number of microseconds >= 0/);
     });
 
     it('shmring bridge with a malformed endpoint is bad usage: exit 2, the error with its code said once, then the usage', function () {

@@ -101,6 +101,16 @@ export class NatsServer {
     }
   }
 
+  /** Freezes the server (SIGSTOP): its connections stay open, and it reads nothing from them. */
+  pause(): void {
+    this.#child?.kill('SIGSTOP');
+  }
+
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void {
+    this.#child?.kill('SIGCONT');
+  }
+
   /** Stops the server (SIGTERM; SIGKILL after 5 s) and waits for its exit. */
   async stop(): Promise<void> {
     const child = this.#child;

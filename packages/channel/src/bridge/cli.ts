@@ -7,6 +7,8 @@
  */
 import { parseArgs } from 'node:util';
 import { ErrorCodes } from '@shmring/core';
+import { checkPoll } from '../options.js';
+import { redactEndpoint } from '../nats/address.js';
 import { bridge, bridgeEnds } from './bridge.js';
 
 export const USAGE = `usage: shmring bridge [--poll <µs>] <from> <to>
@@ -45,14 +47,31 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const poll = pollText === undefined ? undefined : Number(pollText);
-  if (positionals.length !== 2 || (poll !== undefined && !(pollText!.trim() !== '' && poll >= 0))) {
-    console.error(poll !== undefined ? `shmring bridge: --poll ${pollText}: expected a number of microseconds >= 0\n${USAGE}` : USAGE);
+  if (positionals.length !== 2) {
+    console.error(USAGE);
     return 2;
   }
+  // Decimal only (not 0x10, 1e400 or Infinity, which Number() takes), in the range bridge() takes: bad usage,
+  // told with the usage, not a failure at run time (exit 1).
+  let poll: number | undefined;
+  if (pollText !== undefined) {
+    if (!/^[0-9]+(?:\.[0-9]+)?$/.test(pollText)) {
+      console.error(`shmring bridge: --poll ${pollText}: expected a decimal number of microseconds >= 0\n${USAGE}`);
+      return 2;
+    }
+    try {
+      poll = checkPoll(Number(pollText), '--poll');
+    } catch (err) {
+      console.error(`shmring bridge ${(err as Error).message}\n${USAGE}`);
+      return 2;
+    }
+  }
   const [from, to] = positionals as [string, string];
+  // What the "running" line names: the ends without their credentials (nats://user:pass@… is no thing to log).
+  let ends = `${redactEndpoint(from)} → ${redactEndpoint(to)}`;
   try {
-    bridgeEnds(from, to);
+    const { source, target } = bridgeEnds(from, to);
+    ends = `${source.text} → ${target.text}`;
   } catch (err) {
     // A malformed endpoint is bad usage, as a missing one is: the usage shows the forms. What fails once the
     // ends are well formed (a ring missing, NATS unreachable) is not, and exits 1 below.
@@ -71,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
       signal: stop.signal,
       poll,
       dedicated: true,
-      onReady: () => console.error(`shmring bridge: ${from} → ${to}: running`),
+      onReady: () => console.error(`shmring bridge: ${ends}: running`),
     });
     return 0;
   } catch (err) {

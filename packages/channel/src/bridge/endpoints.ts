@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import { ErrorCodes, Region, type ShmringError, ShmringTypeError } from '@shmring/core';
 import { describeRing, MpscRing, SpscRing, type DrainHandler } from '@shmring/ringbuf';
-import { isNatsEndpoint, parseNatsAddress, type NatsAddress } from '../nats/address.js';
+import { isNatsEndpoint, parseNatsAddress, redactEndpoint, type NatsAddress } from '../nats/address.js';
 
 export type Endpoint = { kind: 'shm'; name: string; text: string } | { kind: 'nats'; address: NatsAddress; text: string };
 
@@ -36,7 +36,7 @@ export function parseEndpoint(endpoint: unknown, verb: string): Endpoint {
   }
   throw new ShmringTypeError(
     ErrorCodes.INVALID_ENDPOINT,
-    `${verb}: '${String(endpoint)}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>[&consumer=<name>]]`,
+    `${verb}: '${redactEndpoint(String(endpoint))}' is not a valid endpoint: expected shm:<name> or nats://host:port/<subject>[?jetstream=<stream>[&consumer=<name>]]`,
   );
 }
 

@@ -22,21 +22,66 @@ export interface NatsAddress {
 
 export const DEFAULT_NATS_PORT = 4222;
 
+/**
+ * The endpoint as a message may quote it: its userinfo (`user:pass@`, or a
+ * token as `token@`) blanked, so that an error never carries credentials
+ * into a log. Everything up to the last '@' of the authority goes.
+ */
+export function redactEndpoint(endpoint: string): string {
+  const authority = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)/i.exec(endpoint);
+  if (authority === null) return endpoint;
+  const at = authority[2]!.lastIndexOf('@');
+  if (at < 0) return endpoint;
+  return `${authority[1]}***@${endpoint.slice(authority[1]!.length + at + 1)}`;
+}
+
 function invalid(verb: string, endpoint: string, why: string): ShmringTypeError {
-  return new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `${verb}: '${endpoint}' is not a valid endpoint: ${why}`);
+  return new ShmringTypeError(ErrorCodes.INVALID_ENDPOINT, `${verb}: '${redactEndpoint(endpoint)}' is not a valid endpoint: ${why}`);
+}
+
+/** What is wrong with a subject as a literal (no wildcard) NATS subject, or undefined if nothing. */
+function subjectFault(subject: string): string | undefined {
+  if (subject.length === 0) return 'the subject is missing (nats://host:port/<subject>)';
+  // The protocol ends a subject at a NUL in some servers and clients, and the server refuses it in others.
+  if (subject.includes('\0')) return 'the subject holds a NUL character (%00), which no NATS subject can';
+  for (const token of subject.split('.')) {
+    if (token.length === 0) return `the subject '${subject}' has an empty token (two dots, or a dot at an end)`;
+    if (token === '*' || token === '>' || /[\s*>]/.test(token)) {
+      return `the subject '${subject}' has a wildcard or a space; use a plain subject`;
+    }
+  }
+  return undefined;
 }
 
 /** A NATS subject or stream name without wildcards: dot-separated tokens of visible characters. */
 function checkSubject(subject: string, verb: string, endpoint: string): void {
-  if (subject.length === 0) throw invalid(verb, endpoint, 'the subject is missing (nats://host:port/<subject>)');
-  // The protocol ends a subject at a NUL in some servers and clients, and the server refuses it in others.
-  if (subject.includes('\0')) throw invalid(verb, endpoint, 'the subject holds a NUL character (%00), which no NATS subject can');
-  for (const token of subject.split('.')) {
-    if (token.length === 0) throw invalid(verb, endpoint, `the subject '${subject}' has an empty token (two dots, or a dot at an end)`);
-    if (token === '*' || token === '>' || /[\s*>]/.test(token)) {
-      throw invalid(verb, endpoint, `the subject '${subject}' has a wildcard or a space; use a plain subject`);
-    }
-  }
+  const fault = subjectFault(subject);
+  if (fault !== undefined) throw invalid(verb, endpoint, fault);
+}
+
+/** The prefix of the inboxes nats.js makes (createInbox(), with no inboxPrefix: this package never sets one). */
+export const INBOX_PREFIX = '_INBOX.';
+/** The longest inbox a peer may name (nats.js's are 29 characters; a server's control line has its limits). */
+const MAX_INBOX_LENGTH = 256;
+
+/**
+ * Whether a peer's inbox (its HELLO's or WELCOME's, from the network) is
+ * one this end may publish to: a literal subject under INBOX_PREFIX, of
+ * visible ASCII characters only. Anything else is published to as it is
+ * (nats.js writes the subject into the protocol line unchecked): a space
+ * or CR LF would inject protocol (or have the server close the
+ * connection), a wildcard would reach other subscribers, '' makes every
+ * publish throw.
+ */
+export function isInboxSubject(inbox: unknown): inbox is string {
+  return (
+    typeof inbox === 'string' &&
+    inbox.length > INBOX_PREFIX.length &&
+    inbox.length <= MAX_INBOX_LENGTH &&
+    inbox.startsWith(INBOX_PREFIX) &&
+    /^[\x21-\x7e]+$/.test(inbox) &&
+    subjectFault(inbox) === undefined
+  );
 }
 
 /** A `nats:` endpoint, the scheme in any case (URL schemes are case-insensitive: 'NATS://…' is NATS, not a socket path). */

@@ -12,7 +12,7 @@ import { Channel } from '../channel.js';
 import { checkCodecMatch, resolveCodec, type ChannelCodec } from '../codec.js';
 import { checkHeartbeat, checkSignal, checkTimeout, MAX_BEAT_MS, MIN_BEAT_MS } from '../options.js';
 import { ChannelServer, type Acceptor, type ConnectOptions, type ListenOptions } from '../socket.js';
-import { parseNatsAddress, type NatsAddress } from './address.js';
+import { INBOX_PREFIX, isInboxSubject, parseNatsAddress, type NatsAddress } from './address.js';
 import { closeNats, loadNats, loopHold, openNats, refusalError } from './connection.js';
 import { DEFAULT_BEAT_MS, NatsEnd } from './transport.js';
 
@@ -57,14 +57,23 @@ function parseJson<T>(data: Uint8Array): T | undefined {
   }
 }
 
-function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress, codec: ChannelCodec, beatMs: number): Acceptor {
+function natsAcceptor(
+  nats: NatsModule,
+  nc: NatsConnection,
+  address: NatsAddress,
+  codec: ChannelCodec,
+  beatMs: number,
+  refused: (error: Error) => void,
+): Acceptor {
   let accepted = 0;
   const accept = (msg: Msg, adopt: (channel: Channel) => void, closing: () => boolean): void => {
     const hello = parseJson<Hello>(msg.data);
     if (
       hello === undefined ||
       hello.v !== PROTOCOL ||
-      typeof hello.inbox !== 'string' ||
+      // Published to for the channel's life: a subject with a space or CR LF would inject protocol into this
+      // connection (or have the server close it, and every channel on it), a wildcard reach others' subjects.
+      !isInboxSubject(hello.inbox) ||
       !beatOk(hello.beatMs) ||
       msg.reply === undefined
     ) {
@@ -75,7 +84,14 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
       return;
     }
     const inbox = nats.createInbox();
-    const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel ${++accepted} of ${address.text}` });
+    const end = new NatsEnd({
+      nc,
+      headers: nats.headers,
+      inbox,
+      beatMs,
+      what: `channel ${++accepted} of ${address.text}`,
+      server: address.server,
+    });
     end.pair(hello.inbox, hello.beatMs);
     msg.respond(json({ v: PROTOCOL, codec: codec.id, inbox, beatMs } satisfies Welcome));
     adopt(
@@ -98,8 +114,15 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
       const sub = nc.subscribe(address.subject, {
         queue: QUEUE_GROUP,
         callback: (err, msg) => {
-          if (err !== null) fail(refusalError(err, `listen on ${address.text}`, address.server) as Error);
-          else accept(msg, adopt, closing);
+          if (err === null) {
+            accept(msg, adopt, closing);
+            return;
+          }
+          // nats.js has closed the subscription (the server refused it, at the start or after a
+          // reconnection): the server is deaf from now on, and says so.
+          const error = refusalError(err, `listen on ${address.text}`, address.server) as Error;
+          fail(error);
+          refused(error);
         },
       });
       stop = async () => {
@@ -111,29 +134,99 @@ function natsAcceptor(nats: NatsModule, nc: NatsConnection, address: NatsAddress
   };
 }
 
+/**
+ * A server over NATS: its subscription can be refused after a reconnection
+ * (the server's permissions changed), which leaves it deaf. Its iterations
+ * then end with that error (a `for await` throws it, after the channels
+ * that came before), so a program that does not listen for 'error' learns
+ * it too. The server stays open (its channels live on): close() it.
+ */
+class NatsChannelServer extends ChannelServer {
+  #error: Error | undefined;
+  /** Pending next() calls of the iterations, woken by fail(). */
+  readonly #waiting = new Set<() => void>();
+
+  /** Ends the iterations (now and to come) with `error`. */
+  fail(error: Error): void {
+    this.#error ??= error;
+    for (const wake of [...this.#waiting]) wake();
+  }
+
+  override [Symbol.asyncIterator](): ReturnType<ChannelServer[typeof Symbol.asyncIterator]> {
+    type Iterator = ReturnType<ChannelServer[typeof Symbol.asyncIterator]>;
+    const inner = super[Symbol.asyncIterator]();
+    let ended = false;
+    /** The error, once per iteration; what it had not handed out is closed (inner.return()). */
+    const end = (): Promise<never> => {
+      ended = true;
+      void inner.return();
+      return Promise.reject(this.#error);
+    };
+    const iterator: Iterator = {
+      next: () => {
+        if (ended) return inner.next();
+        if (this.#error !== undefined) return end();
+        return new Promise((resolve, reject) => {
+          const wake = (): void => {
+            this.#waiting.delete(wake);
+            end().catch(reject);
+          };
+          this.#waiting.add(wake);
+          inner.next().then((result) => {
+            if (!this.#waiting.delete(wake)) {
+              // Failed first: a channel taken meanwhile would reach nobody.
+              if (result.done !== true) result.value.close();
+              return;
+            }
+            resolve(result);
+          }, reject);
+        });
+      },
+      return: () => {
+        ended = true;
+        return inner.return();
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+}
+
 export async function listenNats(endpoint: string, options: ListenOptions): Promise<ChannelServer> {
   const address = parseNatsAddress(endpoint, 'listen', false);
   const codec = resolveCodec(options?.codec);
   const beatMs = checkBeat(options?.heartbeatMs, 'listen');
   const nats = await loadNats();
   const nc = await openNats(address, 'listen on', { timeoutMs: DEFAULT_CONNECT_TIMEOUT_MS, name: `shmring listen ${address.subject}` });
-  const server = new ChannelServer(natsAcceptor(nats, nc, address, codec, beatMs), address.text);
+  // Refused before listen() resolves, the subscription is its error; after, it ends the iterations (NatsChannelServer).
+  let refused: Error | undefined;
+  let listening = false;
+  const server: NatsChannelServer = new NatsChannelServer(
+    natsAcceptor(nats, nc, address, codec, beatMs, (error) => {
+      if (listening) server.fail(error);
+      else refused ??= error;
+    }),
+    address.text,
+  );
   // The subscription is registered with the server before listen() resolves; a server that refuses it
   // (ERR_SHMRING_NOT_PERMITTED) says so before its answer to the flush.
-  let refused: Error | undefined;
-  const onError = (err: Error): void => {
-    refused ??= err;
-  };
-  server.on('error', onError);
   try {
     await nc.flush();
-  } finally {
-    server.off('error', onError);
+  } catch (err) {
+    // The connection went away before the server answered (nats.js would reconnect for ever): what listen
+    // opened is closed, not left to keep the process alive.
+    await server.close();
+    throw new ShmringError(
+      ErrorCodes.UNREACHABLE,
+      `listen on ${address.text}: the NATS server at ${address.server} went away before it confirmed the subscription (${(err as Error).message}); is nats-server running there? retry`,
+      { cause: err },
+    );
   }
   if (refused !== undefined) {
     await server.close();
     throw refused;
   }
+  listening = true;
   return server;
 }
 
@@ -153,7 +246,7 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   const hold = loopHold(nc);
   const inbox = nats.createInbox();
   // The inbox is subscribed before the server learns it: nothing it sends is missed.
-  const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel to ${address.text}`, hold });
+  const end = new NatsEnd({ nc, headers: nats.headers, inbox, beatMs, what: `channel to ${address.text}`, server: address.server, hold });
   let welcome: Welcome | undefined;
   let onAbort: (() => void) | undefined;
   try {
@@ -176,10 +269,10 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
     if (welcome.inbox === undefined && welcome.beatMs === undefined) {
       throw new ShmringError(ErrorCodes.CLOSED, `connect to ${address.text}: the server is closing`);
     }
-    if (typeof welcome.inbox !== 'string' || !beatOk(welcome.beatMs)) {
+    if (!isInboxSubject(welcome.inbox) || !beatOk(welcome.beatMs)) {
       throw new ShmringError(
         ErrorCodes.NOT_A_CHANNEL,
-        `connect to ${address.text}: the server's welcome has inbox ${JSON.stringify(welcome.inbox)} and beatMs ${JSON.stringify(welcome.beatMs)} (a subject, and ms in [${MIN_BEAT_MS}, ${MAX_BEAT_MS}]): not a @shmring/channel server of this version`,
+        `connect to ${address.text}: the server's welcome has inbox ${JSON.stringify(welcome.inbox)} and beatMs ${JSON.stringify(welcome.beatMs)} (a literal subject under ${INBOX_PREFIX}, and ms in [${MIN_BEAT_MS}, ${MAX_BEAT_MS}]): not a @shmring/channel server of this version`,
       );
     }
   } catch (err) {
@@ -206,9 +299,14 @@ export async function connectNats(endpoint: string, options: ConnectOptions): Pr
   });
 }
 
-/** What a failed handshake means: nobody listens, nobody answered in time, or the error as it is. */
+/**
+ * What a failed handshake means: nobody listens, nobody answered in time,
+ * the server does not let this user publish the HELLO (or subscribe to the
+ * reply's inbox): ERR_SHMRING_NOT_PERMITTED, or the error as it is.
+ */
 function handshakeError(err: unknown, address: NatsAddress, timeoutMs: number): unknown {
-  const code = (err as { code?: unknown }).code;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === 'PERMISSIONS_VIOLATION') return refusalError(err, `connect to ${address.text}`, address.server);
   if (code === '503') {
     return new ShmringError(
       ErrorCodes.NO_SERVER,

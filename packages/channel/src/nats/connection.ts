@@ -93,7 +93,9 @@ export async function openNats(address: NatsAddress, verb: string, options: Open
   const config: ConnectionOptions = {
     servers: address.server,
     name: options.name,
-    timeout: options.timeoutMs,
+    // nats.js takes 0 as its default (`timeout || 20000`: 20 s); 0 means "no waiting" here, as everywhere in
+    // shmring: the attempt gets 1 ms, what an established server on the loopback may just answer in.
+    timeout: Math.max(1, options.timeoutMs),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     // nats.js gives up for good after two authorization errors in a row (the server's credentials changed
@@ -220,7 +222,83 @@ export function watchConnection(nc: NatsConnection): ConnectionWatch {
 
 type Handle = { ref?: () => unknown; unref?: () => unknown };
 interface ClientInternals {
-  protocol?: { transport?: { socket?: Handle }; heartbeats?: { timer?: Handle; _schedule?: () => void } };
+  protocol?: {
+    transport?: { socket?: Handle & Partial<Pick<net.Socket, 'writableLength' | 'destroyed' | 'once' | 'off'>> };
+    heartbeats?: { timer?: Handle; _schedule?: () => void };
+    /** What was published and not yet handed to the socket (nats.js's DataBuffer): all of it while disconnected. */
+    outbound?: { size?: () => number };
+  };
+}
+
+/** A connection's bytes not yet sent to the server, and a wait for them to go (outbound()). */
+export interface Outbound {
+  /** Bytes published and not yet taken by the kernel: nats.js's buffer and the socket's. Cheap: two fields. */
+  pending(): number;
+  /**
+   * Resolves when the socket has drained (its 'drain'), closed, the
+   * connection is back (a reconnection empties nats.js's buffer) or closed,
+   * or after DRAIN_RECHECK_MS (the caller checks pending() again): one
+   * promise for every writer of the connection.
+   */
+  drained(): Promise<void>;
+}
+
+/** ms after which a wait of Outbound.drained() ends anyway, for its writer to look at pending() again. */
+const DRAIN_RECHECK_MS = 250;
+const outbounds = new WeakMap<NatsConnection, Outbound>();
+
+/**
+ * The outbound queue of `nc`. nats.js has no back-pressure: publish()
+ * appends to its buffer, which it writes to the socket at the end of the
+ * microtask without looking at the socket's writableLength, so a fast
+ * publisher grows the socket's buffer without bound (and while
+ * disconnected, nats.js's own). This reaches into nats.js 2.x
+ * (protocol.outbound, protocol.transport.socket); what it does not find
+ * counts as 0 (nothing to wait for: as before).
+ */
+export function outbound(nc: NatsConnection): Outbound {
+  let found = outbounds.get(nc);
+  if (found !== undefined) return found;
+  const protocol = (nc as unknown as ClientInternals).protocol;
+  const watch = watchConnection(nc);
+  let waiting: Promise<void> | undefined;
+  /** Ends the pending wait, if any. */
+  let wake: (() => void) | undefined;
+  // Once per connection, not per wait: a wait adds nothing to what outlives it.
+  watch.onReconnect.add(() => wake?.());
+  nc.closed().then(
+    () => wake?.(),
+    () => wake?.(),
+  );
+  found = {
+    pending() {
+      const socket = protocol?.transport?.socket;
+      return (protocol?.outbound?.size?.() ?? 0) + (socket?.destroyed === false ? (socket.writableLength ?? 0) : 0);
+    },
+    drained() {
+      if (nc.isClosed()) return Promise.resolve();
+      waiting ??= new Promise<void>((resolve) => {
+        const socket = protocol?.transport?.socket;
+        const done = (): void => {
+          clearTimeout(timer);
+          socket?.off?.('drain', done);
+          socket?.off?.('close', done);
+          wake = undefined;
+          waiting = undefined;
+          resolve();
+        };
+        wake = done;
+        const timer = setTimeout(done, DRAIN_RECHECK_MS);
+        if (socket?.destroyed === false) {
+          socket.once?.('drain', done);
+          socket.once?.('close', done);
+        }
+      });
+      return waiting;
+    },
+  };
+  outbounds.set(nc, found);
+  return found;
 }
 
 /**

@@ -48,7 +48,7 @@ import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
 import type { Link } from '../link.js';
 import type { RecordReadOptions, RecordSink, RecordSource } from '../transport.js';
 import * as F from '../frames.js';
-import { type ConnectionWatch, watchConnection } from './connection.js';
+import { type ConnectionWatch, type Outbound, outbound, refusalError, watchConnection } from './connection.js';
 
 /** Header carrying a record's (ring message's) type: a decimal integer in [0, 2^31 - 1]. */
 export const TYPE_HEADER = 'Shmring-Type';
@@ -72,6 +72,17 @@ const NO_RESPONDERS = 503;
  * paced() gives the writer a promise of the loop's next turn.
  */
 const WRITE_TURN_MS = 10;
+/**
+ * Bytes a connection may hold unsent (nats.js's buffer and its socket's)
+ * before a write waits for them to drain. nats.js itself never waits: a
+ * sender faster than the network (or a server that stalls) would grow them
+ * without bound, and on a listener's connection, shared by its channels,
+ * every other channel's heartbeats would queue behind them. A write that
+ * finds more than this pending resolves once the socket drains (or the
+ * connection is back, or closes): memory stays within this, one message
+ * and the kernel's socket buffer; a heartbeat waits behind at most as much.
+ */
+export const OUTBOUND_HIGH_WATER = 1 << 20;
 
 interface Record {
   data: Uint8Array;
@@ -88,6 +99,8 @@ export interface NatsEndInit {
   /** This end's heartbeat period. */
   beatMs: number;
   what: string;
+  /** The NATS server (`host:port`), for errors. */
+  server: string;
   /**
    * Whether the connection keeps the event loop alive (loopHold), for the
    * link: off from watch() on, on while the Channel holds the link
@@ -106,7 +119,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   readonly link: Link;
   #ending = 'its NATS connection ended';
   /** Why the link ended, when not the peer's death (records lost): Link.error. */
-  #error: ShmringError | undefined;
+  #error: Error | undefined;
   /** Records published by this end (the next one's number). */
   #sent = 0;
   /** The number of the next record expected from the peer. */
@@ -119,7 +132,13 @@ export class NatsEnd implements RecordSource, RecordSink {
   #peerBeatMs = DEFAULT_BEAT_MS;
   readonly #beatMs: number;
   readonly #what: string;
+  readonly #server: string;
   readonly #sub: Subscription;
+  readonly #outbound: Outbound;
+  /** The wait of the writes that found the connection's outbound queue past OUTBOUND_HIGH_WATER. */
+  #drain: Promise<void> | undefined;
+  /** Ends #drain now (this end ended: nothing will be written any more). */
+  #endDrain: (() => void) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   /** ms between the timer's ticks: the shorter of the two heartbeats, so the peer's silence is judged at its own pace. */
   #tickMs = DEFAULT_BEAT_MS;
@@ -161,7 +180,9 @@ export class NatsEnd implements RecordSource, RecordSink {
     this.#inbox = init.inbox;
     this.#beatMs = init.beatMs;
     this.#what = init.what;
+    this.#server = init.server;
     this.#watch = watchConnection(init.nc);
+    this.#outbound = outbound(init.nc);
     this.#heardAtDrop = this.#watch.drops;
     this.maxMessageLength = Math.max(1024, (init.nc.info?.max_payload ?? 1 << 20) - HEADER_ROOM);
     this.#sub = init.nc.subscribe(init.inbox, { callback: (err, msg) => this.#onMessage(err, msg) });
@@ -204,7 +225,13 @@ export class NatsEnd implements RecordSource, RecordSink {
   // ---- inbound ----
 
   #onMessage(err: Error | null, msg: Msg): void {
-    if (err !== null || this.#ended) return;
+    if (this.#ended) return;
+    if (err !== null) {
+      // The server refused this end's inbox subscription (nats.js closes it): nothing can come any more, and
+      // the channel would end later as if the peer had died. It ends now, saying why.
+      this.#fail(refusalError(err, this.#what, this.#server) as Error, 'its inbox subscription was refused');
+      return;
+    }
     const h = msg.headers;
     if (h !== undefined && h.code === NO_RESPONDERS && msg.data.length === 0) {
       // Not heard from since our connection came back: the peer may be reconnecting still. Its
@@ -363,7 +390,46 @@ export class NatsEnd implements RecordSource, RecordSink {
   #publish(bytes: Uint8Array, h: MsgHdrs, reply: string | undefined): void {
     if (this.#nc.isClosed())
       throw new ShmringError(ErrorCodes.CLOSED, `${this.#what}: its NATS connection is closed; nothing more can be sent`);
-    this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
+    try {
+      this.#nc.publish(this.#peer, bytes, reply === undefined ? { headers: h } : { headers: h, reply });
+    } catch (err) {
+      throw this.#publishFailed(err, bytes.length);
+    }
+  }
+
+  /**
+   * A publish that nats.js refused (it throws before anything is sent): the
+   * message is larger than the server takes now (MAX_PAYLOAD_EXCEEDED: a
+   * server with a smaller max_payload since a reconnection), or the subject
+   * is refused (BAD_SUBJECT), or the connection is closing. The channel
+   * cannot go on without that record: it ends with the error, typed and
+   * naming the channel, which this write throws too.
+   */
+  #publishFailed(err: unknown, length: number): Error {
+    const code = (err as { code?: unknown } | undefined)?.code;
+    const error =
+      code === 'MAX_PAYLOAD_EXCEEDED'
+        ? new ShmringError(
+            ErrorCodes.MESSAGE_TOO_LARGE,
+            `${this.#what}: a message of ${length} bytes is larger than the NATS server at ${this.#server} takes now ` +
+              `(max_payload ${this.#nc.info?.max_payload ?? 'unknown'}, which it lowered since the channel opened); the channel ` +
+              'ends, as it cannot go on without that record: raise max_payload in the server configuration, and open a new channel',
+            { cause: err },
+          )
+        : new ShmringError(
+            ErrorCodes.CLOSED,
+            `${this.#what}: the NATS client refused to publish to the other side's inbox '${this.#peer}' (${(err as Error).message}); the channel ends: open a new one`,
+            { cause: err },
+          );
+    // Closing (close() sends its CLOSE): the channel ends anyway, and by its user's hand.
+    if (!this.#stopped) this.#fail(error, 'a publish to it failed');
+    return error;
+  }
+
+  /** Ends the link with `error` (Link.error: the channel ends with it, not ERR_SHMRING_PEER_DEAD). */
+  #fail(error: Error, ending: string): void {
+    this.#error ??= error;
+    this.#end(ending);
   }
 
   /**
@@ -373,6 +439,7 @@ export class NatsEnd implements RecordSource, RecordSink {
    * already, so order and what close() sends after it are as without it).
    */
   paced(): Promise<void> | undefined {
+    if (this.#outbound.pending() > OUTBOUND_HIGH_WATER) return this.#drained();
     const now = performance.now();
     if (this.#runStart < 0) {
       this.#runStart = now;
@@ -382,6 +449,22 @@ export class NatsEnd implements RecordSource, RecordSink {
     if (now - this.#runStart < WRITE_TURN_MS) return undefined;
     this.#turn ??= new Promise<void>((resolve) => (this.#endTurn = resolve));
     return this.#turn;
+  }
+
+  /** The promise of the connection's outbound queue drained (one for this end's writers), or of this end's end. */
+  #drained(): Promise<void> {
+    this.#drain ??= new Promise<void>((resolve) => {
+      let settled = false;
+      const done = (): void => {
+        if (settled) return; // the end's end, then the queue's drain (or the other way): one wait, one end
+        settled = true;
+        this.#drain = this.#endDrain = undefined;
+        resolve();
+      };
+      this.#endDrain = done;
+      this.#outbound.drained().then(done);
+    });
+    return this.#drain;
   }
 
   tryWrite(bytes: Uint8Array, type: number): boolean {
@@ -452,6 +535,7 @@ export class NatsEnd implements RecordSource, RecordSink {
     if (this.#ended) return;
     this.#ended = true;
     this.#ending = ending;
+    this.#endDrain?.();
     clearInterval(this.#timer);
     this.#watch.onReconnect.delete(this.#onReconnect);
     this.#sub.unsubscribe();
@@ -470,6 +554,7 @@ export class NatsEnd implements RecordSource, RecordSink {
   #unlink(): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#endDrain?.();
     clearInterval(this.#timer);
     this.#watch.onReconnect.delete(this.#onReconnect);
     this.#sub.unsubscribe();
