@@ -19,8 +19,8 @@ if ((how !== 'posix' && how !== 'memfd') || where === undefined) {
   console.error('usage: node consumer.js posix <name> | memfd <socket path>');
   process.exit(2);
 }
-// Stopped early in posix mode, it removes the name the producer made if it is still there: the producer may
-// be done and gone (a small count) before this process opened it.
+// Stopped early or ending on an error (failWith) in posix mode, it removes the name the producer made if it is
+// still there: the producer may be done and gone (a small count) before this process opened it.
 endWithParent('consumer', () => {
   if (how !== 'posix') return;
   try {

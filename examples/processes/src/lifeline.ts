@@ -8,6 +8,7 @@
  * own (no IPC channel), a child only listens for the signals.
  */
 export function endWithParent(who: string, cleanup: () => void): void {
+  cleanupOnExit = cleanup;
   const end = (why: string | undefined, code: number): void => {
     try {
       cleanup();
@@ -26,9 +27,24 @@ export function endWithParent(who: string, cleanup: () => void): void {
   process.once('SIGTERM', () => end('terminated (SIGTERM)', 143));
 }
 
-/** An error as one line: its message and code, for a process that ends on it. */
+/** The cleanup endWithParent was given: an exit on an error (failWith) runs it too. */
+let cleanupOnExit: (() => void) | undefined;
+
+/**
+ * Ends the process on `err` with 1, saying it in one line (its message and
+ * code), after the cleanup endWithParent was given: an error leaves no POSIX
+ * name or socket file behind, as a stop does not. A cleanup that fails is
+ * said too.
+ */
 export function failWith(who: string, err: unknown): never {
-  const e = err as { message?: string; code?: string };
-  console.error(`${who}: ${e.message ?? String(err)}${e.code === undefined ? '' : ` (${e.code})`}`);
-  process.exit(1);
+  const line = (e: { message?: string; code?: string } | undefined, what: unknown): string =>
+    `${e?.message ?? String(what)}${e?.code === undefined ? '' : ` (${e.code})`}`;
+  try {
+    cleanupOnExit?.();
+  } catch (cleanupErr) {
+    console.error(`${who}: cleanup failed: ${line(cleanupErr as { message?: string; code?: string }, cleanupErr)}`);
+  } finally {
+    console.error(`${who}: ${line(err as { message?: string; code?: string }, err)}`);
+    process.exit(1);
+  }
 }

@@ -5,8 +5,9 @@
  *   node producer.js posix <name> <count>     the consumer finds the ring by its POSIX name
  *   node producer.js memfd <socket> <count>   the ring is a memfd, handed over a Unix socket
  *
- * Stopped early (main.js gone, SIGINT, SIGTERM), it removes the POSIX name
- * or the socket file it made.
+ * Stopped early (main.js gone, SIGINT, SIGTERM), or ending on an error
+ * (exit 1, the error in one line on stderr), it removes the POSIX name or
+ * the socket file it made.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -30,9 +31,12 @@ const capacity = 1 << 16;
 const size = SpscRing.regionSize({ capacity });
 
 let region: Region | undefined;
+let listening = false; // the socket file at `where` is this process's (not one that was there before it)
+// Run when it is stopped, and when it ends on an error (failWith).
 endWithParent('producer', () => {
-  if (how === 'memfd') fs.rmSync(where, { force: true });
-  else if (region !== undefined) {
+  if (how === 'memfd') {
+    if (listening) fs.rmSync(where, { force: true });
+  } else if (region !== undefined) {
     try {
       region.unlink();
     } catch {
@@ -48,11 +52,13 @@ try {
   if (how === 'memfd') {
     // Hand the region to the first process that connects, then stop listening.
     const server = net.createServer({ pauseOnConnect: true });
+    server.once('listening', () => (listening = true));
     server.listen(where);
     const [socket] = (await once(server, 'connection')) as [net.Socket];
     await sendRegion(socket, region);
     socket.end();
-    server.close();
+    server.close(); // removes the socket file
+    listening = false;
   }
 
   const encoder = new TextEncoder();

@@ -5,9 +5,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { Region } from '@shmring/core';
+import { SpscRing } from '@shmring/ringbuf';
 import { exchange } from '../src/main.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+const PRODUCER = fileURLToPath(new URL('../src/producer.js', import.meta.url));
 
 /** The pids of the children of main.js `pid` (their arguments carry its pid), with their scripts. */
 function childrenOf(pid: number): { pid: number; script: string }[] {
@@ -117,6 +120,38 @@ describe('examples/processes', () => {
       assert.match(stderr(), /main\.js: consumer\.js was killed by SIGKILL/);
       assert.deepEqual(await childrenGone(main.pid!, 3000), []);
       assert.deepEqual(leftovers(main.pid!), []);
+    });
+
+    it('a producer that ends on an error (its consumer closed the ring) exits 1 saying why, and removes the POSIX name it made', async () => {
+      const name = `shmring-example-${process.pid}-${Date.now()}-closed`;
+      const producer = spawn(process.execPath, [PRODUCER, 'posix', name, '100000000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const exited = once(producer, 'exit') as Promise<[number | null]>;
+      let err = '';
+      producer.stderr!.on('data', (d: Buffer) => (err += d));
+      let region: Region | undefined;
+      try {
+        // consumer.js's part by hand, but the name stays (consumer.js removes it once it has the ring mapped).
+        let ring: SpscRing | undefined;
+        for (let tries = 0; ring === undefined; tries++) {
+          try {
+            region ??= Region.open({ backing: 'posix', name });
+            ring = SpscRing.attach(region);
+          } catch (e) {
+            if (tries > 500) throw e; // not there, or not set up yet: as consumer.js, about 5 s
+            await sleep(10);
+          }
+        }
+        for (let i = 0; i < 10; i++) await ring.read({ timeoutMs: 5000 });
+        ring.close(); // the producer's next write fails
+        const [code] = await exited;
+        assert.equal(code, 1, err);
+        assert.match(err, /^producer: .+\(ERR_SHMRING_\w+\)$/m);
+        assert.equal(fs.existsSync(`/dev/shm/${name}`), false, 'the name is removed');
+      } finally {
+        producer.kill('SIGKILL'); // ended already, unless the test failed first
+        region?.close();
+        if (fs.existsSync(`/dev/shm/${name}`)) fs.rmSync(`/dev/shm/${name}`);
+      }
     });
 
     for (const phase of ['posix', 'memfd'] as const) {

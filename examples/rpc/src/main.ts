@@ -18,7 +18,7 @@ import * as readline from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { connect } from '@shmring/channel';
-import { percentile, run, RunStopped } from './client.js';
+import { run, RunStopped } from './client.js';
 
 const IN_FLIGHT = 64;
 const requestsArg = process.argv[2] ?? '100000';
@@ -102,9 +102,9 @@ try {
     `client: ${fmt(r.requests)} requests, ${Math.min(IN_FLIGHT, r.requests)} in flight: ${fmt(r.priced)} priced, refused: ${refused}, ${r.wrong} wrong`,
   );
   console.log(`throughput: ${fmt((r.requests / r.ms) * 1000)} requests/s (${fmt(r.ms)} ms)`);
-  const us = (p: number): string => fmt(percentile(r.latencies, p));
-  if (r.latencies.length === 0) console.log('latency µs: none (no requests)');
-  else console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies[r.latencies.length - 1]!)}`);
+  const us = (p: number): string => fmt(r.latencies.percentile(p));
+  if (r.latencies.count === 0) console.log('latency µs: none (no requests)');
+  else console.log(`latency µs: p50 ${us(0.5)}  p90 ${us(0.9)}  p99 ${us(0.99)}  max ${fmt(r.latencies.max)}`);
   // A run with wrong answers is a failed run, however fast it was (the server is stopped and heard from first).
   const answered = r.priced + Object.values(r.refused).reduce((a, b) => a + b, 0);
   if (r.wrong !== 0 || answered !== requests) {

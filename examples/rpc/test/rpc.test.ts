@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Channel } from '@shmring/channel';
-import { run } from '../src/client.js';
+import { Latencies, RunStopped, run } from '../src/client.js';
 import { price, type Order, type Quote } from '../src/pricing.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -106,6 +106,46 @@ describe('examples/rpc', () => {
     } as unknown as Channel;
     const r = await run(buggy, 200, 8);
     assert.deepEqual({ priced: r.priced, refused: r.refused, wrong: r.wrong }, { priced: 197, refused: { UNKNOWN_SKU: 3 }, wrong: 3 });
+  });
+
+  it('takes the same memory for latencies whatever the number of requests: a run of 2^53 - 1 starts, and stops on a closed channel', async () => {
+    // A channel that answers 1000 requests, then is closed: the run stops with RunStopped (kept latencies one per
+    // request, it could not have started).
+    let calls = 0;
+    const closing = {
+      request: async (o: Order): Promise<Quote> => {
+        if (++calls > 1000) throw Object.assign(new Error('the channel is closed'), { code: 'ERR_SHMRING_CLOSED' });
+        return price(o);
+      },
+    } as unknown as Channel;
+    const stopped = await run(closing, Number.MAX_SAFE_INTEGER, 8).then(
+      () => assert.fail('run() resolved'),
+      (err: unknown) => err,
+    );
+    assert.ok(stopped instanceof RunStopped, String(stopped));
+    assert.equal(stopped.answered, 1000);
+  });
+
+  it('reports each latency percentile (nearest rank) at most 1/PRECISION above the exact one, never below it, and the exact max', () => {
+    // Seeded samples from 0.1 µs to 10 s, spread evenly on a log scale, with runs of equal values.
+    let seed = 42;
+    const random = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const samples: number[] = [];
+    for (let i = 0; i < 20_000; i++) samples.push(i % 10 === 0 ? 35 : 10 ** (random() * 8 - 1));
+    const latencies = new Latencies();
+    for (const us of samples) latencies.record(us);
+    const sorted = Float64Array.from(samples).sort();
+    /** Recorded in whole nanoseconds: a sample may move by half of one. */
+    const ns = 0.0005;
+    assert.equal(latencies.count, samples.length);
+    assert.equal(latencies.max, sorted[sorted.length - 1]);
+    for (const p of [0, 0.001, 0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1]) {
+      const exact = sorted[Math.max(0, Math.ceil(sorted.length * p) - 1)]!;
+      const reported = latencies.percentile(p);
+      const bound = exact * (1 + 1 / Latencies.PRECISION) + ns;
+      assert.ok(reported >= exact - ns && reported <= bound, `p${p * 100}: ${reported} for ${exact}`);
+    }
+    assert.ok(Number.isNaN(new Latencies().percentile(0.5)), 'no samples: NaN');
   });
 
   describe('when a process of the example dies', function () {

@@ -8,7 +8,7 @@
  *   node host-a.js nats://host:port/<subject>[?jetstream=<stream>] [count] [run]
  */
 import { bridge } from '@shmring/channel';
-import { stopOnEnd, endingOf } from './lifeline.js';
+import { endingOf, stopOnEnd, stopWithBridge } from './lifeline.js';
 import { createRing, END, end, isRun, newRun, order } from './orders.js';
 
 const [url, countArg = '100000', run = newRun()] = process.argv.slice(2);
@@ -31,6 +31,8 @@ try {
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   // The bridge is the ring's consumer: it drains it in batches and publishes each record, its type in a header.
   const bridged = bridge(`shm:${name}`, url, { signal: stop.signal, onReady });
+  // A bridge that ends before this host stops it (it failed) stops the host: its writes would wait for room for ever.
+  stopWithBridge(bridged, stop);
   await Promise.race([ready, bridged]);
   stop.signal.throwIfAborted(); // stopped while the bridge was connecting
   region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends

@@ -16,7 +16,8 @@
  */
 import { bridge } from '@shmring/channel';
 import { Region } from '@shmring/core';
-import { endingOf, stopOnEnd } from './lifeline.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { endingOf, stopOnEnd, stopWithBridge } from './lifeline.js';
 import { createRing, END, isRun, parse } from './orders.js';
 
 const [url, timeoutArg = '600', wanted] = process.argv.slice(2);
@@ -46,6 +47,8 @@ try {
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   // The bridge is a producer of the ring: it writes each NATS message, waiting for room when the ring is full.
   bridged = bridge(url, `shm:${name}`, { signal: stop.signal, onReady });
+  // A bridge that ends before this host stops it (it failed) stops the host: its reads would wait for nothing.
+  stopWithBridge(bridged, stop);
   await Promise.race([ready, bridged]);
   stop.signal.throwIfAborted(); // stopped while the bridge was connecting
   region.unlink(); // the bridge has the ring mapped: nothing stays in /dev/shm, however this process ends
@@ -91,11 +94,22 @@ try {
 } finally {
   stop.abort();
   if (created !== undefined) {
-    // Stopped early: the aborted bridge writes its marker no more once it has ended (at most 2 s).
-    await Promise.race([bridged?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    // The aborted bridge writes its marker no more once it has ended: the marker goes then. A bridge still going
+    // after 2 s (stopped early, it may be) does not hold up the rest: the marker goes now, and again once it ends.
+    const marker = `${created.name}.jsbridge`;
+    const settled = (bridged ?? Promise.resolve()).then(
+      () => true,
+      () => true,
+    );
+    const ended = await Promise.race([settled, sleep(2000, false, { ref: false })]);
     if (!unlinked) created.region.unlink(); // the bridge never got going
     created.region.close();
-    removeMarker(`${created.name}.jsbridge`);
+    removeMarker(marker);
+    if (!ended) {
+      void settled
+        .then(() => removeMarker(marker))
+        .catch((err: unknown) => console.error(`host B: cannot remove ${marker}: ${(err as Error).message}`));
+    }
   }
 }
 

@@ -58,8 +58,11 @@ function natsEnding(code: number | null, signal: NodeJS.Signals | null): string 
   return name !== undefined ? `was killed by ${name}` : `exited with ${code}`;
 }
 
-/** A nats-server on a port the kernel picks (`-p -1`), read from its log line; stop() ends it; `ended` says how it ended. */
-export async function startNatsServer(options: { jetstreamDir?: string } = {}): Promise<{
+/**
+ * A nats-server on a port the kernel picks (`-p -1`), read from its log line; stop() ends it; `ended` says how it
+ * ended. `jetstreamDir` turns JetStream on, its store there; `config` is a configuration file for it (`-c`).
+ */
+export async function startNatsServer(options: { jetstreamDir?: string; config?: string } = {}): Promise<{
   url: (subject: string) => string;
   child: ChildProcess;
   stop: () => Promise<void>;
@@ -68,7 +71,9 @@ export async function startNatsServer(options: { jetstreamDir?: string } = {}): 
   const binary = natsServerBinary();
   if (binary === undefined) throw new Error(NATS_MISSING);
   const js = options.jetstreamDir === undefined ? [] : ['-js', '-sd', options.jetstreamDir];
-  const child = spawn('/bin/sh', ['-c', TIED_TO_PARENT, binary, '-a', '127.0.0.1', '-p', '-1', ...js], {
+  const config = options.config === undefined ? [] : ['-c', options.config];
+  // The command line after the file: its address and port win over any the file gives.
+  const child = spawn('/bin/sh', ['-c', TIED_TO_PARENT, binary, ...config, '-a', '127.0.0.1', '-p', '-1', ...js], {
     stdio: ['pipe', 'ignore', 'pipe'],
   });
   const ended = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(natsEnding(code, signal))));
@@ -177,7 +182,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   }
   const count = Number(countArg);
   const given = process.argv[3];
-  const server = given === undefined ? await startNatsServer() : undefined;
+  let server: Awaited<ReturnType<typeof startNatsServer>> | undefined;
   /** Ends this process: the nats-server it started stops; the hosts see their lifeline close, stop and clean up. */
   let ending = false;
   const end = async (code: number, message?: string): Promise<void> => {
@@ -189,11 +194,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   };
   process.once('SIGINT', () => void end(130));
   process.once('SIGTERM', () => void end(143));
-  // The nats-server this process started dying ends the run at once (the hosts would wait for it for a minute).
-  const serverDied = new Promise<never>((_, reject) => {
-    void server?.ended.then((how) => reject(new Error(`the nats-server main.js started ${how}`)));
-  });
   try {
+    // Not installed, or not starting: one line that says so (NATS_MISSING: how to install it), as for any failure.
+    if (given === undefined) server = await startNatsServer();
+    // The nats-server this process started dying ends the run at once (the hosts would wait for it for a minute).
+    const serverDied = new Promise<never>((_, reject) => {
+      void server?.ended.then((how) => reject(new Error(`the nats-server main.js started ${how}`)));
+    });
     const url = given ?? server!.url('orders');
     const r = await Promise.race([exchange(url, count), serverDied]);
     console.log(

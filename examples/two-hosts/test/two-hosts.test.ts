@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { bridge } from '@shmring/channel';
+import { endingOf, stopWithBridge } from '../src/lifeline.js';
 import { exchange, NATS_MISSING, natsServerBinary, startNatsServer } from '../src/main.js';
 import { createRing, END, end, newRun, order } from '../src/orders.js';
 
@@ -41,6 +42,8 @@ function descendants(pid: number): { pid: number; cmd: string }[] {
   walk(pid);
   return found;
 }
+
+const isNatsServer = (cmd: string): boolean => cmd.startsWith('nats-server ') || cmd.includes('/nats-server ');
 
 const alive = (pid: number): boolean => {
   try {
@@ -87,18 +90,27 @@ describe('examples/two-hosts', function () {
   it("moves 20 k orders from host A's ring to host B's through NATS, in order, and leaves nothing behind", async () => {
     const shmBefore = new Set(fs.readdirSync('/dev/shm'));
     const server = await startNatsServer();
+    // The nats-server itself, not the shell that runs it (TIED_TO_PARENT): the one that must be gone after stop().
+    const nats = descendants(server.child.pid!).filter((p) => isNatsServer(p.cmd));
     try {
+      assert.equal(nats.length, 1, JSON.stringify(descendants(server.child.pid!)));
       const r = await exchange(server.url('two-hosts.test'), 20_000);
       assert.deepEqual({ sent: r.sent, received: r.received, outOfOrder: r.outOfOrder }, { sent: 20_000, received: 20_000, outOfOrder: 0 });
     } finally {
       await server.stop();
     }
-    assert.notEqual(server.child.exitCode ?? server.child.signalCode, null, 'the nats-server is stopped');
+    assert.equal(alive(nats[0]!.pid), false, 'the nats-server ended with stop()');
     const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
     assert.deepEqual(added, [], 'each host unlinks its ring once its bridge has it');
   });
 
   it('run again on one JetStream stream, host B checks the new run, not what the stream kept of the last one', async () => {
+    const shmBefore = new Set(fs.readdirSync('/dev/shm'));
+    // Host B's bridge keeps its place in a marker beside its ring (<ring>.jsbridge): seen made, it must be gone too.
+    const made = new Set<string>();
+    const watcher = fs.watch('/dev/shm', (_, name) => {
+      if (name?.startsWith('shmring-two-hosts-')) made.add(name);
+    });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'two-hosts-js-'));
     const server = await startNatsServer({ jetstreamDir: dir });
     try {
@@ -109,9 +121,66 @@ describe('examples/two-hosts', function () {
         assert.deepEqual({ sent: r.sent, received: r.received, outOfOrder: r.outOfOrder }, { sent: count, received: count, outOfOrder: 0 });
       }
     } finally {
+      watcher.close();
       await server.stop();
       fs.rmSync(dir, { recursive: true, force: true });
     }
+    assert.equal([...made].filter((name) => name.endsWith('.jsbridge')).length, 2, `one marker per run of host B: ${[...made].join(', ')}`);
+    const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
+    assert.deepEqual(added, [], "each host removes its ring, and host B its bridge's marker");
+  });
+
+  it('host B whose bridge fails once it is ready (a user not permitted to subscribe) exits 1 at once, saying why, and removes its ring', async () => {
+    const shmBefore = new Set(fs.readdirSync('/dev/shm'));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'two-hosts-denied-'));
+    const config = path.join(dir, 'nats.conf');
+    // Subscribing to the subject is refused after the subscription was sent: the bridge is ready (subscribed), then fails.
+    fs.writeFileSync(
+      config,
+      'authorization { users = [ { user: "reader", password: "secret", permissions: { subscribe: { deny: ["two-hosts.denied"] } } } ] }\n',
+    );
+    const server = await startNatsServer({ config });
+    let b: ReturnType<typeof spawn> | undefined;
+    try {
+      const url = server.url('two-hosts.denied').replace('nats://', 'nats://reader:secret@');
+      const t0 = performance.now();
+      // 60 s for each read: a host B that did not watch its bridge would wait that long for a message that cannot come.
+      b = spawn(process.execPath, [script('host-b.js'), url, '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      b.stdout!.on('data', (d: Buffer) => (out += d));
+      b.stderr!.on('data', (d: Buffer) => (err += d));
+      const [code] = (await Promise.race([once(b, 'close'), sleep(20_000).then(() => [undefined])])) as [number | null | undefined];
+      assert.notEqual(code, undefined, `host B still ran after 20 s: ${out}${err}`);
+      assert.equal(code, 1, err);
+      assert.ok(performance.now() - t0 < 10_000, `host B took ${performance.now() - t0} ms`);
+      assert.match(out, /^ready$/m, 'the bridge failed after it was ready');
+      assert.match(err, /^host B: its bridge failed: .*subscribe to 'two-hosts\.denied'.*\(ERR_SHMRING_NOT_PERMITTED\)$/m);
+      const added = fs.readdirSync('/dev/shm').filter((name) => name.startsWith('shmring-two-hosts-') && !shmBefore.has(name));
+      assert.deepEqual(added, []);
+    } finally {
+      b?.kill('SIGKILL'); // ended already, unless the test failed first
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a host's bridge that fails or ends before the host stops it stops the host, which says why; one the host stopped does not", async () => {
+    const failed = new AbortController();
+    stopWithBridge(Promise.reject(Object.assign(new Error('nats://127.0.0.1:4222/orders: refused'), { code: 'ERR_SHMRING_X' })), failed);
+    const ended = new AbortController();
+    stopWithBridge(Promise.resolve(), ended);
+    const stopped = new AbortController();
+    let endBridge!: () => void;
+    stopWithBridge(new Promise<void>((resolve) => (endBridge = resolve)), stopped);
+    stopped.abort(); // the host stops its bridge itself, which then ends
+    endBridge();
+    await sleep(0);
+    assert.equal(failed.signal.aborted, true);
+    assert.equal(endingOf(new Error('aborted'), failed), 'its bridge failed: nats://127.0.0.1:4222/orders: refused (ERR_SHMRING_X)');
+    assert.equal(ended.signal.aborted, true);
+    assert.equal(endingOf(new Error('aborted'), ended), 'its bridge ended before the host stopped it');
+    assert.equal(endingOf(new Error('the flush failed'), stopped), 'the flush failed');
   });
 
   it('host B exits 1 naming the orders lost just before END, which leave no gap among those that came', async () => {
@@ -185,6 +254,27 @@ describe('examples/two-hosts', function () {
     }
   });
 
+  it('main.js without nats-server installed says so in one line and exits 1', function () {
+    // nats-server hidden in a mount namespace of its own: /dev/null bound over it (root, or a user namespace where allowed).
+    const binary = fs.realpathSync(
+      spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).stdout.trim() || '/usr/sbin/nats-server',
+    );
+    const unshare = ['-m', ...(process.getuid?.() === 0 ? [] : ['-r'])];
+    const probe = spawnSync('unshare', [...unshare, 'mount', '--bind', '/dev/null', binary], { encoding: 'utf8' });
+    if (probe.status !== 0) {
+      console.log(`      skipped: cannot hide nats-server in a mount namespace (${(probe.error?.message ?? probe.stderr).trim()})`);
+      this.skip();
+    }
+    const r = spawnSync(
+      'unshare',
+      [...unshare, 'sh', '-c', 'mount --bind /dev/null "$1" && exec "$2" "$3" 3', 'sh', binary, process.execPath, script('main.js')],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stderr, `main.js: ${NATS_MISSING}\n`);
+    assert.equal(r.stdout, '');
+  });
+
   it('main.js, host-a.js and host-b.js refuse a count (or timeout) that is not a non-negative integer with usage and exit 2', () => {
     const runs: [string, string[], RegExp][] = [
       ['main.js', [], /^usage: node main\.js \[count\] \[nats:\/\/host:port\/<subject>\]: .*non-negative integer/],
@@ -205,7 +295,7 @@ describe('examples/two-hosts', function () {
     const shmBefore = new Set(fs.readdirSync('/dev/shm'));
     const { main, started } = await busyMain();
     assert.ok(
-      started.some((p) => p.cmd.startsWith('nats-server ') || p.cmd.includes('/nats-server ')),
+      started.some((p) => isNatsServer(p.cmd)),
       JSON.stringify(started),
     );
     main.kill('SIGKILL');
@@ -216,7 +306,7 @@ describe('examples/two-hosts', function () {
 
   it('the nats-server main.js started dying ends the run at once, saying so; the hosts end too', async () => {
     const { main, started, stderr } = await busyMain();
-    const server = started.find((p) => p.cmd.startsWith('nats-server ') || p.cmd.includes('/nats-server '))!;
+    const server = started.find((p) => isNatsServer(p.cmd))!;
     const t0 = performance.now();
     process.kill(server.pid, 'SIGKILL');
     const [code] = (await once(main, 'exit')) as [number | null];

@@ -18,20 +18,37 @@ import type { Item, StageData, Step } from './stage.js';
 const STAGE = new URL('./stage.js', import.meta.url);
 
 /**
- * For tests only: makes one stage throw, as a stage with a bug would, on the value whose sequence number is `seq`;
- * the test checks that pipeline() then rejects with that error.
+ * For tests only: makes one stage throw, as a stage with a bug would, on the value whose sequence number is `seq`,
+ * or (`'start'`) before it posts the handle of its input, as a stage that fails to start; the test checks that
+ * pipeline() then rejects with that error.
  */
 export interface FailAt {
   step: Step;
-  seq: number;
+  seq: number | 'start';
 }
 
-/** Starts a stage that writes to `output`; resolves with the stage and the handle of its input. */
+/**
+ * Starts a stage that writes to `output`; resolves with the stage and the handle of its input. Rejects, the worker
+ * gone, when the stage fails (throws, or exits) before it posts that handle.
+ */
 async function stage(step: Step, output: ChannelHandle, failAt: FailAt | undefined): Promise<{ worker: Worker; input: ChannelHandle }> {
   const failAtSeq = failAt?.step === step ? failAt.seq : undefined;
   const worker = new Worker(STAGE, { workerData: { output, step, failAtSeq } satisfies StageData, transferList: [output.port] });
-  const [input] = (await once(worker, 'message')) as [ChannelHandle];
-  return { worker, input };
+  const stop = new AbortController();
+  try {
+    // once() rejects with what the stage threw ('error'); a stage that exits without throwing must not be waited for
+    // for ever either.
+    const exited = once(worker, 'exit', { signal: stop.signal }).then(([code]) => {
+      throw new Error(`stage ${step} exited with ${code} before it posted the handle of its input`);
+    });
+    const [input] = (await Promise.race([once(worker, 'message', { signal: stop.signal }), exited])) as [ChannelHandle];
+    return { worker, input };
+  } catch (err) {
+    await worker.terminate();
+    throw err;
+  } finally {
+    stop.abort();
+  }
 }
 
 /**
@@ -40,16 +57,33 @@ async function stage(step: Step, output: ChannelHandle, failAt: FailAt | undefin
  */
 export async function pipeline(count: number, options: { failAt?: FailAt } = {}): Promise<{ received: number; wrong: number; ms: number }> {
   const [fromB, forB] = channelPair({ capacity: 1 << 16 });
-  const b = await stage('increment', forB, options.failAt);
-  const a = await stage('square', b.input, options.failAt);
+  const workers: Worker[] = [];
+  // Each stage's end, watched from its start: one that fails while the next starts is not left unhandled.
+  const exited: Promise<void>[] = [];
+  const watch = (w: Worker): void => {
+    workers.push(w);
+    const end = new Promise<void>((resolve, reject) => {
+      w.once('error', reject); // what the stage threw
+      w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
+    });
+    end.catch(() => undefined); // handled below, once the run is under way: not an unhandled rejection meanwhile
+    exited.push(end);
+  };
+  let a: Awaited<ReturnType<typeof stage>>;
+  try {
+    const b = await stage('increment', forB, options.failAt);
+    watch(b.worker);
+    a = await stage('square', b.input, options.failAt);
+    watch(a.worker);
+  } catch (err) {
+    // A stage that did not start ends the run: what did start stops, or it would wait for its input for ever (and
+    // keep this process alive).
+    await Promise.all(workers.map((w) => w.terminate()));
+    await Promise.allSettled(exited);
+    fromB.close();
+    throw err;
+  }
   const toA = openChannel(a.input);
-  const exited = [a.worker, b.worker].map(
-    (w) =>
-      new Promise<void>((resolve, reject) => {
-        w.once('error', reject); // what the stage threw
-        w.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`a stage exited with ${code}`))));
-      }),
-  );
 
   const started = performance.now();
   const producing = (async () => {

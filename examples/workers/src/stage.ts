@@ -17,14 +17,18 @@ export interface Item {
 
 export type Step = 'square' | 'increment';
 
-/** What main passes a stage: the channel it writes to, its step, and (tests only, main.ts's FailAt) the seq it throws on. */
+/**
+ * What main passes a stage: the channel it writes to, its step, and (tests only, main.ts's FailAt) the seq it throws
+ * on, or 'start' to throw before it posts its input's handle.
+ */
 export interface StageData {
   output: ChannelHandle;
   step: Step;
-  failAtSeq: number | undefined;
+  failAtSeq: number | 'start' | undefined;
 }
 
 const { output: outputHandle, step, failAtSeq } = workerData as StageData;
+if (failAtSeq === 'start') throw new Error(`stage ${step}: failing before it starts, as the test asked (failAt)`);
 const [input, inputHandle] = channelPair({ capacity: 1 << 16 });
 parentPort!.postMessage(inputHandle, [inputHandle.port]);
 const output = openChannel(outputHandle);

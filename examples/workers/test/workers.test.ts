@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pipeline } from '../src/main.js';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -28,6 +31,29 @@ describe('examples/workers', () => {
       }
       assert.deepEqual(unhandled, []);
       assert.equal((failure as Error).message, `stage ${step}: failing on seq 5000, as the test asked (failAt)`);
+    });
+  }
+
+  for (const step of ['square', 'increment'] as const) {
+    it(`a stage that fails to start (${step}) ends the run: pipeline() rejects with its error, and the stages that did start end`, () => {
+      // In a process of its own: a worker left running keeps its process alive, which is what the test looks for.
+      // (A file, not --eval: a worker inherits its process's flags, and --input-type is refused in a worker.)
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmring-workers-test-'));
+      const program = path.join(dir, 'fail-to-start.mjs');
+      fs.writeFileSync(
+        program,
+        `import { pipeline } from ${JSON.stringify(pathToFileURL(MAIN).href)};\n` +
+          `await pipeline(10, { failAt: { step: '${step}', seq: 'start' } }).then(() => console.log('resolved'), (err) => console.log(err.message));\n`,
+      );
+      let r: SpawnSyncReturns<string>;
+      try {
+        r = spawnSync(process.execPath, [program], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      assert.equal(r.signal, null, `the process did not end within 20 s: ${r.stdout}${r.stderr}`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, `stage ${step}: failing before it starts, as the test asked (failAt)\n`);
     });
   }
 
