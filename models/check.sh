@@ -159,6 +159,11 @@ check mpmc mpmc-wait-2p2c-wake-one reject    "-DWAIT=1 -DWAKE_ALL=0 -DNP=2 -DNC=
 check mpmc mpmc-wait-2p2c-wake-all pass      "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1" "$SAFETY_CC" "$SAFETY_RUN"
 check mpmc mpmc-wait-2p2c-wake-all-mutant-1 reject "-DWAIT=1 -DWAKE_ALL=3 -DNP=2 -DNC=2 -DMSGS=1 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
 
+# A write that races a close() (mpmc-close.pml): it gives its slot up as a skip, or its success is read.
+check mpmc-close mpmc-close-2p          pass   "-DNP=2"            "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc-close mpmc-close-3p          pass   "-DNP=3"            "$SAFETY_CC" "$SAFETY_RUN"
+check mpmc-close mpmc-close-3p-mutant-1 reject "-DNP=3 -DMUTANT=1" "$SAFETY_CC" "$SAFETY_RUN"
+
 # ---- LatestValue (latest.pml) ----
 # One reader with a writer that dies mid-publish (and its successor); two readers (one wake for all) without deaths.
 # (Two readers with a death: ~32 M states, ~100 s, 1.6 GB: by hand, see the model's header.)

@@ -235,6 +235,12 @@ export const SLOT_SEQUENCE_I32 = SLOT_SEQUENCE_OFFSET / 4;
 export const SLOT_LENGTH_I32 = SLOT_LENGTH_OFFSET / 4;
 export const SLOT_TYPE_I32 = SLOT_TYPE_OFFSET / 4;
 export const SLOT_OWNER_I32 = SLOT_OWNER_OFFSET / 4;
+/**
+ * TYPE of a slot a producer gave up (LENGTH 0): it found the queue closed
+ * after winning its position, which it must still publish. Consumers free
+ * such a slot and take the next (LAYOUT.md, "The closed flag").
+ */
+export const SLOT_SKIP_TYPE = -1;
 export const MPMC_MIN_CAPACITY = 2;
 export const MAX_SLOT_SIZE = 2 ** 24;
 

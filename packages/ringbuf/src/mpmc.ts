@@ -17,10 +17,17 @@
  *    likewise the consumer that wins the CAS on the consumer position.
  *  - A slot's length and payload are written before its sequence publishes
  *    them, and read after the sequence is observed.
- *  - A length larger than SLOT_SIZE (or a negative type) in a readable slot
- *    is ERR_SHMRING_CORRUPT; the slot is freed before the error is thrown, so
- *    the queue goes on. Length and type are read once: the checked copies
- *    are what the reader gets, whatever a peer writes meanwhile.
+ *  - A length larger than SLOT_SIZE (or a negative type other than
+ *    SLOT_SKIP_TYPE) in a readable slot is ERR_SHMRING_CORRUPT; the slot is
+ *    freed before the error is thrown, so the queue goes on. Length and type
+ *    are read once: the checked copies are what the reader gets, whatever a
+ *    peer writes meanwhile.
+ *  - A producer looks at FLAGS after winning its position: if the queue was
+ *    closed by then, it publishes the slot as a skip (SLOT_SKIP_TYPE, no
+ *    payload) and throws ERR_SHMRING_CLOSED. A reader that saw the flag and
+ *    no pending claim may already have ended: a message written there would
+ *    be read by nobody, while its writer was told it was written. Readers
+ *    free a skip and take the next position.
  *  - OWNER holds the pid (in a SharedArrayBuffer queue: the thread id) of
  *    the side that won the slot's CAS until it is done
  *    with the slot (0 otherwise). A parked side whose check period passes
@@ -299,12 +306,17 @@ export class MpmcQueue extends Queue {
    * The slot's length, checked against SLOT_SIZE, with its type (checked
    * against [0, MAX_TYPE]) left in #slotType: each read once, so a peer that
    * rewrites them after the check cannot reach the caller. Frees the slot and
-   * throws if corrupt.
+   * throws if corrupt; frees a skip (a producer that found the queue closed
+   * after its claim) and returns -1.
    */
   #length(slot: number, position: number): number {
     const length = this.#data32[slot + L.SLOT_LENGTH_I32]! >>> 0;
     const type = this.#data32[slot + L.SLOT_TYPE_I32]!;
     this.#slotType = type;
+    if (type === L.SLOT_SKIP_TYPE && length === 0) {
+      this.#free(slot, position);
+      return -1;
+    }
     if (length > this.slotSize || type < 0) {
       this.#free(slot, position);
       throw new ShmringError(
@@ -318,7 +330,11 @@ export class MpmcQueue extends Queue {
   /** The type #length read last (a scratch field: a second result without allocating). */
   #slotType = 0;
 
-  /** Copies `bytes` into a free slot. Returns false if the queue is full. */
+  /**
+   * Copies `bytes` into a free slot. Returns false if the queue is full;
+   * throws ERR_SHMRING_CLOSED if it was closed by the time this write won
+   * its slot (the slot then carries nothing).
+   */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
     checkType(type, 'MpmcQueue.tryWrite');
     if (!(bytes instanceof Uint8Array)) {
@@ -331,28 +347,35 @@ export class MpmcQueue extends Queue {
     if (slot < 0 && (!this.#pollLook(false) || (slot = this.#claimForWrite()) < 0)) return false;
     const position = this.#claimed;
     const data32 = this.#data32;
+    // SYNC POINT with close()'s Atomics.or of FLAGS (both seq_cst): a close made before our claim CAS is seen
+    // here; one made after it finds our claim pending (claimsPending), and its readers wait for this slot.
+    const closed = (Atomics.load(this.ctl, L.FLAGS_I32) & L.FLAG_CLOSED) !== 0;
     data32[slot + L.SLOT_OWNER_I32] = this.#self;
-    data32[slot + L.SLOT_LENGTH_I32] = bytes.length;
-    data32[slot + L.SLOT_TYPE_I32] = type;
-    this.data.set(bytes, L.slotPayload(slot));
+    data32[slot + L.SLOT_LENGTH_I32] = closed ? 0 : bytes.length;
+    data32[slot + L.SLOT_TYPE_I32] = closed ? L.SLOT_SKIP_TYPE : type;
+    if (!closed) this.data.set(bytes, L.slotPayload(slot));
     data32[slot + L.SLOT_OWNER_I32] = 0;
     // Publishes length, type and payload (and the cleared OWNER) to the consumer of this position.
     Atomics.store(data32, slot + L.SLOT_SEQUENCE_I32, (position + 1) | 0);
     unpark(this.ctl, READ_BLOCK, WAKE_ALL);
+    if (closed) throw this.closedNow(); // the position went as a skip: nobody may be left to read it
     return true;
   }
 
   /** Copies the next message out, or returns null if the queue is empty. Its type goes to `lastType`. */
   tryRead(): Uint8Array | null {
     if (this.ctl.length === 0) throw this.closedError();
-    let slot = this.#claimForRead();
-    if (slot < 0 && (!this.#pollLook(true) || (slot = this.#claimForRead()) < 0)) return null;
-    const position = this.#claimed;
-    const start = L.slotPayload(slot);
-    const message = copyOut(this.data, start, this.#length(slot, position));
-    this.lastType = this.#slotType;
-    this.#free(slot, position);
-    return message;
+    for (;;) {
+      let slot = this.#claimForRead();
+      if (slot < 0 && (!this.#pollLook(true) || (slot = this.#claimForRead()) < 0)) return null;
+      const position = this.#claimed;
+      const length = this.#length(slot, position);
+      if (length < 0) continue; // a skip, freed: the next position
+      const message = copyOut(this.data, L.slotPayload(slot), length);
+      this.lastType = this.#slotType;
+      this.#free(slot, position);
+      return message;
+    }
   }
 
   /**
@@ -374,6 +397,7 @@ export class MpmcQueue extends Queue {
       if (slot < 0 && (count > 0 || !this.#pollLook(true) || (slot = this.#claimForRead()) < 0)) break;
       const position = this.#claimed;
       const length = this.#length(slot, position);
+      if (length < 0) continue; // a skip, freed: not a message
       count++;
       try {
         handler(this.data, L.slotPayload(slot), length, this.#slotType);

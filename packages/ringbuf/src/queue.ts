@@ -913,7 +913,12 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
 
   /** ERR_SHMRING_CLOSED for a read (`reading`) or a write that finds the ring closed. */
   #throwClosed(reading = false): never {
-    throw this.ctl.length === 0 ? this.closedError() : this.#peerClosedError(reading);
+    throw this.closedNow(reading);
+  }
+
+  /** The ERR_SHMRING_CLOSED of a read (`reading`) or a write that finds the ring closed: by this object, or by another side. */
+  protected closedNow(reading = false): ShmringError {
+    return this.ctl.length === 0 ? this.closedError() : this.#peerClosedError(reading);
   }
 
   /**

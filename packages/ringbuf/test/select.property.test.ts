@@ -61,6 +61,8 @@ type Command =
   | { kind: 'select'; list: number; fresh: boolean; sync: boolean; pick: number; how: number };
 
 const SLOT_SIZE = 16;
+/** A MpmcQueue slot a write gave up (the queue closed after its claim): tryRead passes over it. */
+const SKIP = -1;
 
 const queueSpec: fc.Arbitrary<QueueSpec> = fc.oneof(
   fc.record({
@@ -131,7 +133,7 @@ class Subject {
   readonly peer: Queue | undefined;
   readonly ctl: Int32Array;
   readonly max: number;
-  /** Lengths of the messages in the ring, oldest first. */
+  /** What the queue holds, oldest first: messages' lengths, and SKIP for a slot a write gave up (MpmcQueue). */
   readonly lengths: number[] = [];
   /** Byte rings: the record bytes (padding included) each message took. */
   readonly taken: number[] = [];
@@ -206,6 +208,18 @@ class Subject {
       return false;
     }
     const fits = this.fits(length);
+    if (this.closed && this.spec.kind === 'mpmc') {
+      // A closed MpmcQueue takes no message: a write that wins a slot gives it up as a skip, and throws.
+      if (!fits) assert.equal(this.writer.tryWrite(new Uint8Array(length)), false, 'tryWrite of a full closed queue');
+      else {
+        assert.throws(
+          () => this.writer.tryWrite(new Uint8Array(length)),
+          (err) => (err as ShmringError).code === ErrorCodes.CLOSED,
+        );
+        this.lengths.push(SKIP);
+      }
+      return false;
+    }
     const ok = this.writer.tryWrite(new Uint8Array(length).fill(length & 0xff));
     assert.equal(ok, fits, `tryWrite of ${length} B: the model says ${fits ? '' : 'no '}room`);
     if (ok) {
@@ -221,6 +235,7 @@ class Subject {
 
   read(): void {
     const message = this.queue.tryRead();
+    while (this.lengths[0] === SKIP) this.lengths.shift(); // tryRead passes over skips
     if (this.lengths.length === 0) {
       assert.equal(message, null, 'tryRead of an empty queue');
       return;

@@ -184,6 +184,7 @@ enum {
     SLOT_SEQUENCE = 0,
     SLOT_LENGTH = 4,
     SLOT_TYPE = 8,
+    SLOT_SKIP_TYPE = -1,         /* TYPE of a slot a producer gave up: the queue closed after its claim */
     SLOT_HEADER = 16,
     SLOT_ALIGN = 64,
     MPMC_MIN_CAPACITY = 2,
@@ -856,23 +857,36 @@ static int mpmc_try_write(struct ring *r, void *arg) {
     uint32_t position;
     unsigned char *slot = mpmc_claim(r, OFF_PRODUCER_POSITION, 0, &position);
     if (slot == NULL) return 0;
-    store_u32(slot + SLOT_LENGTH, m->length);
-    store_u32(slot + SLOT_TYPE, (uint32_t)m->type);
-    memcpy(slot + SLOT_HEADER, m->bytes, m->length);
+    /* A close that came before our claim (LAYOUT.md, MpmcQueue "Producer": seq_cst, as the readers' loads of
+     * FLAGS and the positions) gets the slot as a skip, and the write fails: its readers may have ended. */
+    int closing = closed(r);
+    store_u32(slot + SLOT_LENGTH, closing ? 0 : m->length);
+    store_u32(slot + SLOT_TYPE, closing ? (uint32_t)SLOT_SKIP_TYPE : (uint32_t)m->type);
+    if (!closing) memcpy(slot + SLOT_HEADER, m->bytes, m->length);
     /* Publishes the slot to the consumer of `position`; seq_cst for unpark's load of READ_WAITERS. */
     atomic_store_explicit(mpmc_sequence(slot), position + 1, memory_order_seq_cst);
     /* Every sleeper: slots are published out of position order, so one wake could go to a reader whose slot is not the one published. */
     unpark(r, OFF_READ_WAITERS, INT_MAX);
+    if (closing) die(EXIT_CLOSED, "the ring was closed by the other side");
     return 1;
 }
 
 static int mpmc_try_read(struct ring *r, void *arg) {
     struct message *m = arg;
     uint32_t position;
-    unsigned char *slot = mpmc_claim(r, OFF_CONSUMER_POSITION, 1, &position);
-    if (slot == NULL) return 0;
-    uint32_t length = load_u32(slot + SLOT_LENGTH);
-    int32_t type = (int32_t)load_u32(slot + SLOT_TYPE);
+    unsigned char *slot;
+    uint32_t length;
+    int32_t type;
+    for (;;) {
+        slot = mpmc_claim(r, OFF_CONSUMER_POSITION, 1, &position);
+        if (slot == NULL) return 0;
+        length = load_u32(slot + SLOT_LENGTH);
+        type = (int32_t)load_u32(slot + SLOT_TYPE);
+        if (type != SLOT_SKIP_TYPE || length != 0) break;
+        /* A skip (a producer that found the queue closed after its claim): freed, no message; the next position. */
+        atomic_store_explicit(mpmc_sequence(slot), position + r->capacity, memory_order_seq_cst);
+        unpark(r, OFF_WRITE_WAITERS, INT_MAX);
+    }
     int corrupt = length > r->slot_size || type < 0;
     int bad = corrupt || length > PATTERN_MAX_LENGTH;
     if (!bad) {
