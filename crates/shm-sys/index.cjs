@@ -76,12 +76,15 @@ function firstLine(error) {
 
 const native = loadNative();
 
+const { isSharedArrayBuffer } = require('node:util').types;
+
 /** One Uint8Array per SharedArrayBuffer, so the futex calls allocate nothing. */
 const sabViews = new WeakMap();
 
 /** What the native futex calls accept: an ArrayBuffer or a view. */
 function futexTarget(buffer) {
-  if (buffer instanceof SharedArrayBuffer) {
+  // Asked of V8, not with instanceof: a SharedArrayBuffer of another realm (a vm context) is one too.
+  if (isSharedArrayBuffer(buffer)) {
     let view = sabViews.get(buffer);
     if (view === undefined) {
       view = new Uint8Array(buffer);

@@ -16,8 +16,17 @@
  * ends with a wait parked with `ref: false`, which is what that option is
  * for, never closes its regions): the memory of a region shared with other
  * processes outlives this one, and its words would stay one too high for
- * good. A process killed (SIGKILL) runs nothing; LAYOUT.md says what that
- * costs.
+ * good. The hooks run before anything unmaps: runBeforeExit is the thread's first
+ * 'exit' listener (prepended, whenever it is added), and the koffi
+ * backend's worker-exit listener, which unmaps what a worker leaves, calls
+ * it first anyway (runBeforeExit); the addon unmaps a worker's mappings
+ * from its env cleanup, after 'exit'. A process killed (SIGKILL) runs
+ * nothing; LAYOUT.md says what that costs. Nothing runs them either for a
+ * worker ended by `worker.terminate()`, which emits no 'exit' in the
+ * worker (the addon then unmaps its mappings from its env cleanup, koffi
+ * leaves them mapped until the process ends): the words its parked waits
+ * announced on stay one too high, as after a SIGKILL. End such a worker by
+ * closing its regions, or let it exit.
  */
 
 /** A hook taken on by beforeUnmap; `forget()` lets it go. */
@@ -56,7 +65,9 @@ const entries: Entry<unknown>[] = [];
 export function beforeUnmap<A>(buffer: ArrayBufferLike, run: (arg: A) => void, arg: A): UnmapHook {
   if (!exitHooked) {
     exitHooked = true;
-    process.once('exit', runAll);
+    // First of the thread's 'exit' listeners, whenever it is added: one added before it (koffi's worker
+    // exit, at the worker's first mapping) may unmap, after which the hooks could not reach the memory.
+    process.prependOnceListener('exit', runBeforeExit);
   }
   const entry = new Entry(buffer, run, arg);
   entry.index = entries.length;
@@ -64,11 +75,15 @@ export function beforeUnmap<A>(buffer: ArrayBufferLike, run: (arg: A) => void, a
   return entry;
 }
 
-/** Whether this thread's 'exit' listener (runAll) is on. */
+/** Whether this thread's 'exit' listener (runBeforeExit) is on. */
 let exitHooked = false;
 
-/** This thread's exit: runs (and forgets) every hook left, each as a close of its region would. */
-function runAll(): void {
+/**
+ * This thread's exit: runs (and forgets) every hook left, each as a close
+ * of its region would. Also called by a backend's own 'exit' listener that
+ * unmaps (koffi's, in a worker), so the hooks go first whichever runs first.
+ */
+export function runBeforeExit(): void {
   run(entries.slice());
 }
 

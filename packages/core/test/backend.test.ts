@@ -123,6 +123,34 @@ describe('the native backends', () => {
     assert.equal(errnoName(100_000), 'E100000');
   });
 
+  it("the koffi backend names errno 0 (a call that failed without setting errno) E0, as the addon does, instead of throwing Node's RangeError", () => {
+    assert.equal(errnoName(0), 'E0');
+  });
+
+  it("the koffi backend's futex calls on a buffer whose region was closed are ERR_SHMRING_CLOSED where it cannot detach the buffer (no wait that no close would end)", async () => {
+    // Code generation from strings disallowed: koffi cannot compile its detacher, so munmap leaves the
+    // buffer its length and the memory mapped until GC ('released').
+    const { code, stdout, stderr } = await runChild(
+      'koffi',
+      `const fd = b.memfdCreate('closed'); (await import('node:fs')).ftruncateSync(fd, 4096);
+       const buffer = b.mmap(fd, 4096, true, true);
+       b.munmap(buffer);
+       const seen = [buffer.byteLength];
+       for (const call of [() => b.futexWake(buffer, 0, 1), () => b.futexWait(buffer, 0, 0, 10), () => b.futexWaitAsync(buffer, 0, 0, 10_000),
+                           () => b.futexWaitAny([{ buffer, byteOffset: 0, expected: 0 }], 10)]) {
+         try { const r = call(); seen.push(r && r.promise ? 'started a wait' : String(r)); if (r && r.cancel) r.cancel(); }
+         catch (err) { seen.push(err.code + ': ' + err.message); }
+       }
+       console.log(JSON.stringify(seen));`,
+      { nodeArgs: ['--disallow-code-generation-from-strings'] },
+    ).done;
+    assert.equal(code, 0, stderr);
+    const [length, ...calls] = JSON.parse(stdout) as [number, ...string[]];
+    assert.equal(length, 4096, 'the buffer was detached: this run does not test the case without a detacher');
+    for (const seen of calls)
+      assert.match(seen, /^ERR_SHMRING_CLOSED: futex: the buffer was unmapped \(its region was closed\): keep the region open/);
+  });
+
   it('the koffi backend answers a futexWaitAny of timeout 0 from the words, with no system call (none queues where a wake-one could land)', () => {
     const k = loadBackend('koffi') as NativeBackend & { native: { syscall: (...args: unknown[]) => number } };
     const buffer = new SharedArrayBuffer(16);
@@ -541,6 +569,42 @@ for (const kind of kinds) {
         const name = `/${uniqueName('missing')}`;
         assert.throws(() => b.shmUnlink(name), { code: 'ENOENT', errno: os.constants.errno.ENOENT, syscall: 'shm_unlink' });
         assert.throws(() => b.shmOpen(name, O_RDWR, 0), { code: 'ENOENT', syscall: 'shm_open' });
+      });
+    });
+
+    describe('argument types, the same on both backends', () => {
+      it('rejects a futexWaitAsync ref that is not a boolean with TypeError before any wait starts, and takes undefined as the default', async () => {
+        const buffer = new SharedArrayBuffer(8);
+        for (const ref of ['yes', 1, null]) {
+          assert.throws(
+            () => b.futexWaitAsync(buffer, 0, 0, 10_000, ref as unknown as boolean),
+            (err: NodeJS.ErrnoException) =>
+              err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE' && /^ref must be a boolean/.test(err.message),
+            String(ref),
+          );
+        }
+        assert.equal(await b.futexWaitAsync(buffer, 0, 1, 10_000, undefined).promise, 1);
+      });
+
+      it('rejects a membarrier command that is not a number with TypeError (one that is no command is a RangeError)', () => {
+        for (const cmd of ['x', undefined, 1n]) {
+          assert.throws(
+            () => b.membarrier(cmd as unknown as number),
+            (err: NodeJS.ErrnoException) => err instanceof TypeError && err.code === 'ERR_INVALID_ARG_TYPE',
+            String(cmd),
+          );
+        }
+      });
+
+      it('rejects futexWaitAny targets that are not an array with TypeError (an empty one is a RangeError)', () => {
+        for (const targets of [{}, undefined, 7]) {
+          assert.throws(
+            () => b.futexWaitAny(targets as never, 0),
+            (err: Error) => err instanceof TypeError,
+            String(targets),
+          );
+        }
+        assert.throws(() => b.futexWaitAny([], 0), RangeError);
       });
     });
 

@@ -290,8 +290,26 @@ function waitEach(
     let first = true;
     /** Cancels the wait of each word still pending (undefined: settled or never started). */
     const cancels: ((() => void) | undefined)[] = new Array(n);
+    /** Decided (finish() ran): no word is armed again, and the outcome below is final. */
     let settled = false;
     let keepAlive: ReturnType<typeof setInterval> | undefined;
+    /**
+     * Native waits started whose promises have not settled. The caller's
+     * promise settles only once they all have (conclude): on koffi, a worker
+     * whose waits have all settled may end, and a pool call of it still
+     * running then aborts the process (koffi.ts, "Workers"); a cancelled
+     * koffi wait settles once its call has returned. The addon's cancel
+     * settles at once: a microtask, no more.
+     */
+    let nativePending = 0;
+    /** The outcome, once decided: a rejection with `error` if `failed`, else `result`. */
+    let failed = false;
+    let error: unknown;
+    let result: WaitAnyResult = 'timed-out';
+    const conclude = (): void => {
+      if (failed) reject(error);
+      else resolve(result);
+    };
     const finish = (): boolean => {
       if (settled) return false;
       settled = true;
@@ -303,13 +321,18 @@ function waitEach(
       }
       return true;
     };
-    const settle = (i: number, result: 'ok' | 'not-equal' | 'timed-out'): void => {
+    const settle = (i: number, value: 'ok' | 'not-equal' | 'timed-out'): void => {
       cancels[i] = undefined; // this word's wait is over: nothing to cancel
-      if (finish()) resolve(result === 'ok' ? i : result);
+      if (!finish()) return;
+      result = value === 'ok' ? i : value;
+      if (nativePending === 0) conclude(); // else the last native wait to settle does
     };
 
     const fail = (err: unknown): void => {
-      if (finish()) reject(err);
+      if (!finish()) return;
+      failed = true;
+      error = err;
+      if (nativePending === 0) conclude();
     };
     /** Whether a wake of word i is another wait's cancel: the word still holds its expected value (see above). */
     const kicked = (i: number): boolean => {
@@ -351,17 +374,28 @@ function waitEach(
             first ? timeout : left(),
             ref,
           );
+          nativePending += 1;
           /** Whether finish() stopped this wait (false: it had ended on its own, and its outcome is real). */
           let stopped = false;
           cancels[i] = () => {
             stopped = pending.cancel();
           };
-          pending.promise.then((code) => {
-            // Woken, but another word decided first: the wake is not this caller's to drop.
-            if (settled && code === 0 && !stopped) passOn(i32, index, expected | 0);
-            else if (code === 0 && kicked(i)) arm(i);
-            else settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out');
-          }, fail);
+          pending.promise.then(
+            (code) => {
+              nativePending -= 1;
+              if (settled) {
+                // Woken, but another word decided first: the wake is not this caller's to drop.
+                if (code === 0 && !stopped) passOn(i32, index, expected | 0);
+                if (nativePending === 0) conclude(); // the last native wait to settle after the decision
+              } else if (code === 0 && kicked(i)) arm(i);
+              else settle(i, code === 0 ? 'ok' : code === 1 ? 'not-equal' : 'timed-out');
+            },
+            (err: unknown) => {
+              nativePending -= 1;
+              if (!settled) fail(err);
+              else if (nativePending === 0) conclude();
+            },
+          );
         } catch (err) {
           fail(err);
           return false;

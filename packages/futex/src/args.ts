@@ -2,6 +2,7 @@
  * Argument checks and small facts shared by the futex entry points
  * (index.ts: one word; any.ts: several words).
  */
+import { types } from 'node:util';
 import { checkBoolean, ErrorCodes, ShmringError, ShmringRangeError, ShmringTypeError, shown } from '@shmring/core';
 
 /**
@@ -51,7 +52,7 @@ function explainWord(i32: unknown, index: unknown, what: string): never {
 
 /** Whether `buffer` is detached (Node 20 has no ArrayBuffer.prototype.detached): no view of it can be made. */
 function isDetached(buffer: ArrayBufferLike): boolean {
-  if (buffer.byteLength !== 0 || buffer instanceof SharedArrayBuffer) return false;
+  if (buffer.byteLength !== 0 || types.isSharedArrayBuffer(buffer)) return false;
   try {
     new Uint8Array(buffer);
     return false;
@@ -133,5 +134,8 @@ export function checkRef(ref: unknown, verb: string): void {
   checkBoolean('ref', ref, verb, true); // the callers' parameter defaults to true
 }
 
-/** Words over a SharedArrayBuffer wait with Atomics; others with the native futex. */
-export const isShared = (i32: Int32Array): boolean => i32.buffer instanceof SharedArrayBuffer;
+/**
+ * Words over a SharedArrayBuffer wait with Atomics; others with the native futex. Asked of V8, not with
+ * `instanceof`: a SharedArrayBuffer made in another realm (a vm context) is not an instance of this one's.
+ */
+export const isShared = (i32: Int32Array): boolean => types.isSharedArrayBuffer(i32.buffer);

@@ -94,24 +94,30 @@ function waitAsyncNative(
   }
   if (!signal) return pending.promise.then((code) => RESULTS[code]!);
   return new Promise<WaitResult>((resolve, reject) => {
+    /** The signal aborted the wait: it rejects with an AbortError once the native wait has settled. */
+    let aborted = false;
     /** Aborted, and the wait had ended on its own first (cancel() found nothing to stop): its outcome is real. */
     let abortedAfterEnd = false;
+    // The rejection waits for the native wait: on koffi, a worker whose waits have all settled may end,
+    // and a pool call of it still running then aborts the process (koffi.ts, "Workers"); its cancel settles
+    // once the call has returned. The addon's cancel settles at once: this costs it a microtask, no more.
     const onAbort = (): void => {
+      aborted = true;
       abortedAfterEnd = !pending.cancel();
-      reject(abortError(signal));
     };
     watchAbort(signal, onAbort);
     pending.promise.then(
       (code) => {
         unwatchAbort(signal, onAbort);
+        if (!aborted) return resolve(RESULTS[code]!);
         // A wake the caller gave up before it heard of it goes to the word's next sleeper.
         if (abortedAfterEnd && code === 0) passOn(i32, index, expected);
-        resolve(RESULTS[code]!);
+        reject(abortError(signal));
       },
       (err: unknown) => {
         // The signal no longer holds this wait (nor, through onAbort, its word's buffer).
         unwatchAbort(signal, onAbort);
-        reject(err);
+        reject(aborted ? abortError(signal) : err);
       },
     );
   });

@@ -5,8 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { backendKind, Region } from '@shmring/core';
-import { wait, waitAsync, wake } from '../src/index.js';
+import * as vm from 'node:vm';
+import { backendKind, nativeFutex, Region } from '@shmring/core';
+import { wait, waitAsync, wake, wakeNative } from '../src/index.js';
 import { runModule } from './helpers.js';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.js', import.meta.url));
@@ -279,6 +280,17 @@ describe('@shmring/futex', () => {
       await assert.rejects(pending, { code: 'ABORT_ERR' });
     });
 
+    it('waits on a SharedArrayBuffer made in another realm (a vm context) with Atomics, as on one of its own: Atomics.notify wakes it', async () => {
+      const i32 = new Int32Array(vm.runInNewContext('new SharedArrayBuffer(16)') as SharedArrayBuffer);
+      assert.ok(!(i32.buffer instanceof SharedArrayBuffer), 'the buffer is of this realm: this tests nothing');
+      const pending = waitAsync(i32, 0, 0, 10_000);
+      assert.equal(Atomics.notify(i32, 0), 1, "the wait is not in V8's wait list: it went to the native futex");
+      assert.equal(await pending, 'ok');
+      // And the native backend's own calls take it as a SharedArrayBuffer (the addon's rejected it with TypeError).
+      assert.equal(nativeFutex.wake(i32.buffer as unknown as ArrayBuffer, 0, 1), 0);
+      assert.equal(wakeNative(i32, 0), 0);
+    });
+
     it("a SharedArrayBuffer wait started with ref false lets the process exit; a ref'd one keeps it alive until woken", () => {
       const run = (ref: boolean): { ms: number; out: string } => {
         const started = performance.now();
@@ -350,6 +362,36 @@ describe('@shmring/futex', () => {
   });
 
   describe('a word whose memory goes away while its wait pends', () => {
+    it('a waitAnyAsync on a region closed under it settles, where koffi cannot detach the buffer: it does not wait again on the words (a wait no close would end)', () => {
+      // Code generation from strings disallowed: koffi cannot compile its detacher, and close() leaves the
+      // buffer its length. The close's cancel wakes the waits; the words still hold their values, so waitAnyAsync
+      // took that for another wait's kick and waited again, on memory no close would end a wait on: for ever.
+      const futexUrl = JSON.stringify(new URL('../src/index.js', import.meta.url).href);
+      const coreUrl = JSON.stringify(import.meta.resolve('@shmring/core'));
+      const child = spawnSync(
+        process.execPath,
+        [
+          '--disallow-code-generation-from-strings',
+          '--input-type=module',
+          '-e',
+          `import { Region } from ${coreUrl};
+           import { waitAnyAsync } from ${futexUrl};
+           const region = Region.create({ backing: 'memfd', size: 4096 });
+           const i32 = new Int32Array(region.buffer);
+           const pending = waitAnyAsync([[i32, 0, 0], [i32, 16, 0]]);
+           setTimeout(() => region.close(), 50);
+           pending.then((r) => console.log(JSON.stringify({ length: i32.length, result: r })),
+                        (err) => console.log(JSON.stringify({ length: i32.length, result: err.code })));`,
+        ],
+        { encoding: 'utf8', timeout: 10_000, env: { ...process.env, SHMRING_BACKEND: 'koffi' } },
+      );
+      assert.equal(child.signal, null, 'the wait was still pending after 10 s: it waited again on the closed region');
+      assert.equal(child.status, 0, child.stderr);
+      const { length, result } = JSON.parse(child.stdout) as { length: number; result: unknown };
+      assert.equal(length, 1024, 'the buffer was detached: this run does not test the case without a detacher');
+      assert.equal(result, 'ERR_SHMRING_CLOSED');
+    });
+
     it("the futex_waitv lanes read a plain ArrayBuffer's word through the kernel: a buffer shrunk under its wait does not crash the process", function () {
       // A resizable ArrayBuffer shrunk to 0 gives its pages back: a lane that loaded the word itself would fault
       // (SIGSEGV) at its next look, which any other wait's start or cancel causes.

@@ -32,7 +32,9 @@
  *    crypto work queued behind it and queueing further waits: this is why
  *    the addon, with its own waiter threads, is preferred. koffi also caps
  *    pending async calls (256 by default; raised here to its maximum, 4096)
- *    and throws past that.
+ *    and throws past that: a new wait then fails (ERR_SHMRING_TOO_MANY_WAITS),
+ *    never one already admitted, whose next slice waits for a free slot
+ *    (KoffiWait.reissue).
  *  - **errno of async calls** is the pool thread's and cannot be read from
  *    JS, so a failed async FUTEX_WAIT is diagnosed again on this thread:
  *    the word is read, and if it still holds the expected value, a
@@ -60,8 +62,9 @@
  *    worker leaves open (its fds, its rings' role-lock fds, its mappings)
  *    from its env cleanup hook, which Node runs however the worker ends.
  *    JS has no such hook: here an 'exit' listener of the worker
- *    (releaseAtWorkerExit) does it, which covers process.exit() in the
- *    worker and its script returning, but not worker.terminate(), which
+ *    (releaseAtWorkerExit) does it, after the beforeUnmap hooks (unmap.ts)
+ *    have written what they must to the memory; that covers process.exit()
+ *    in the worker and its script returning, but not worker.terminate(), which
  *    emits no 'exit' in the worker: a terminated worker's fds, locks and
  *    mappings stay until the process exits (core's README).
  *  - **Workers (not met).** If a worker thread ends (terminate(),
@@ -71,7 +74,9 @@
  *    there, and koffi's node-addon-api build turns that into a fatal error.
  *    In a worker, end pending waits (close, abort) and let their promises
  *    settle before it ends (a cancelled wait settles only once its pool
- *    call has returned, so that is enough), or use the addon.
+ *    call has returned, so that is enough; @shmring/futex's waitAsync and
+ *    waitAnyAsync, aborted, stopped or decided, settle only once every
+ *    native wait they cancelled has), or use the addon.
  */
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
@@ -80,6 +85,7 @@ import * as v8 from 'node:v8';
 import { isMainThread } from 'node:worker_threads';
 import type * as Koffi from 'koffi';
 import { ErrorCodes, ShmringError } from '../errors.js';
+import { runBeforeExit } from '../unmap.js';
 import type { AsyncWait, NativeBackend } from './backend.js';
 
 type WaitResult = 0 | 1 | 2;
@@ -164,6 +170,8 @@ const errnoNames = new Map(Object.entries(os.constants.errno).map(([name, value]
  * which has the same names); `E<n>` where neither has one.
  */
 export function errnoName(errno: number): string {
+  // getSystemErrorName takes negative integers only: 0 (a call that failed without setting errno) would throw.
+  if (!(Number.isInteger(errno) && errno > 0)) return `E${errno}`;
   const name = util.getSystemErrorName(-errno);
   return /^E[A-Z0-9]+$/.test(name) ? name : (errnoNames.get(errno) ?? `E${errno}`);
 }
@@ -366,6 +374,8 @@ class KoffiWait implements AsyncWait {
   private inFlight = false;
   private kickDelayMs = 1;
   private kickTimer: NodeJS.Timeout | undefined;
+  /** reissue()'s pending retry of a slice koffi refused (its slot not freed yet), if any. */
+  private retryTimer: NodeJS.Timeout | undefined;
 
   /** The timespec of the current native call: min(deadline, now + ASYNC_SLICE_NS). */
   private readonly sliceEnd = new ArrayBuffer(16);
@@ -481,7 +491,7 @@ class KoffiWait implements AsyncWait {
       // 'ok' as with the addon (which treats io_uring's -EAGAIN as a wake).
       if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(0);
       if (this.deadlineNs !== null && this.backend.monotonicNs() >= this.deadlineNs) return this.settle(2);
-      this.issue(); // end of a slice, EINTR, or the word went away and back: wait on until the deadline
+      this.reissue(); // end of a slice, EINTR, or the word went away and back: wait on until the deadline
     } catch (error) {
       this.settle(null, error);
     } finally {
@@ -492,9 +502,55 @@ class KoffiWait implements AsyncWait {
     }
   }
 
+  /**
+   * Issues the next slice of a wait already admitted, from returned(): that
+   * runs inside koffi's completion of the last slice, whose async-call slot
+   * koffi frees only after it, so with every slot taken (asyncCallLimit
+   * waits pending) the call is refused. A wait admitted must not fail for
+   * that: it issues again once the slot is free (a timer of 0), and after
+   * that (a new wait took the slot first) every few ms. Between two
+   * attempts no thread sleeps on the word: a publisher changes the word
+   * before it wakes, so each attempt first looks at the word (and the
+   * deadline), as the kernel's compare would.
+   */
+  private reissue(): void {
+    try {
+      this.issue();
+    } catch (err) {
+      if (!(err instanceof ShmringError && err.code === ErrorCodes.TOO_MANY_WAITS)) throw err;
+      this.retryIssue(0);
+    }
+  }
+
+  /** reissue()'s retry `delayMs` from now (0: at the next timer phase, once koffi has freed the slot). */
+  private retryIssue(delayMs: number): void {
+    const retry = (): void => {
+      this.retryTimer = undefined;
+      if (this.settled || this.cancelled) return; // cancel() settled it: no call is in flight
+      try {
+        if (this.backend.probeWord(this.word, this.expected) === 1) return this.settle(0);
+        if (this.deadlineNs !== null && this.backend.monotonicNs() >= this.deadlineNs) return this.settle(2);
+        this.issue();
+      } catch (err) {
+        if (err instanceof ShmringError && err.code === ErrorCodes.TOO_MANY_WAITS) {
+          this.retryIssue(Math.min(Math.max(delayMs * 2, 1), MAX_KICK_INTERVAL_MS));
+        } else {
+          this.settle(null, err);
+        }
+      }
+    };
+    // Ref'd: the wait keeps the loop alive between its slices too, as its native call does.
+    this.retryTimer = setTimeout(retry, delayMs);
+  }
+
   private settle(value: WaitResult | null, error?: unknown): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.retryTimer !== undefined) {
+      // Cancelled (or settled by the retry itself) between two slices: no retry is left to keep the loop alive.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
     this.word.mapping?.waits.delete(this);
     this.backend.pendingWaits.delete(this);
     if (value === null) this.reject(error);
@@ -600,7 +656,7 @@ class KoffiBackend implements NativeBackend {
     try {
       text = String(this.native.strerror(errno));
     } catch {
-      text = util.getSystemErrorName(-errno);
+      text = code;
     }
     return Object.assign(new Error(`${syscall} failed: ${text} (${code})`), { code, errno, syscall });
   }
@@ -919,12 +975,22 @@ class KoffiBackend implements NativeBackend {
     } else {
       throw typeError('buffer must be an ArrayBuffer, a SharedArrayBuffer or a typed array');
     }
+    const mapping = util.types.isArrayBuffer(owner) ? this.mappings.get(owner) : undefined;
+    // munmap ran without a detacher ('released'): the buffer keeps its length and would pass the checks
+    // below, and a wait on it would be one that no later munmap cancels. (A detached one has no words left:
+    // a RangeError below, as the addon's; checkWord of @shmring/futex says ERR_SHMRING_CLOSED for both.)
+    if (mapping !== undefined && mapping.state === 'released') {
+      throw new ShmringError(
+        ErrorCodes.CLOSED,
+        'futex: the buffer was unmapped (its region was closed): keep the region open while its words are waited on or woken, ' +
+          'or open it again and use a view of its new buffer',
+      );
+    }
     const offset = checkNumber(byteOffset, 'byteOffset');
     if (!(Number.isInteger(offset) && offset >= 0 && offset + 4 <= length && (start + offset) % 4 === 0)) {
       throw rangeError(`byteOffset=${offset} must be a multiple of 4 with byteOffset + 4 <= byteLength=${length}`);
     }
     const at = start + offset;
-    const mapping = util.types.isArrayBuffer(owner) ? this.mappings.get(owner) : undefined;
     const base = mapping ? mapping.address : this.baseAddress(owner);
     let i32 = this.int32Views.get(owner);
     if (!i32 || i32.length * 4 < at + 4) {
@@ -1027,6 +1093,7 @@ class KoffiBackend implements NativeBackend {
   }
 
   membarrier(cmd: number): number {
+    checkNumber(cmd, 'cmd'); // not a number: a TypeError, as the addon's
     if (!Number.isInteger(cmd) || cmd < 0 || cmd > 0x7fffffff) {
       throw rangeError(`cmd=${String(cmd)} must be a membarrier command (an integer >= 0)`);
     }
@@ -1050,8 +1117,9 @@ class KoffiBackend implements NativeBackend {
   }
 
   futexWaitAny(targets: ReadonlyArray<{ buffer: AnyBuffer; byteOffset: number; expected: number }>, timeoutMs: number): number {
-    if (!Array.isArray(targets) || targets.length === 0 || targets.length > FUTEX_WAITV_MAX) {
-      throw rangeError(`targets.length=${(targets as unknown[])?.length} must be in [1, ${FUTEX_WAITV_MAX}]`);
+    if (!Array.isArray(targets)) throw typeError(`targets must be an array (got ${typeof targets})`); // as the addon's
+    if (targets.length === 0 || targets.length > FUTEX_WAITV_MAX) {
+      throw rangeError(`targets.length=${targets.length} must be in [1, ${FUTEX_WAITV_MAX}]`);
     }
     const list = new ArrayBuffer(FUTEX_WAITV_SIZE * targets.length);
     const view = new DataView(list);
@@ -1099,10 +1167,12 @@ class KoffiBackend implements NativeBackend {
   }
 
   /** `ref` (false: do not keep the loop alive) cannot be honoured here: a pool thread's pending work keeps the loop alive. */
-  futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number, _ref?: boolean): AsyncWait {
+  futexWaitAsync(buffer: AnyBuffer, byteOffset: number, expected: number, timeoutMs: number, ref?: boolean): AsyncWait {
     const word = this.word(buffer, byteOffset);
     const value = checkExpected(expected);
     const timeout = checkTimeout(timeoutMs);
+    // Checked though unused, as the addon checks it: a caller's mistake shows on either backend.
+    if (ref !== undefined && typeof ref !== 'boolean') throw typeError(`ref must be a boolean (got ${ref === null ? 'null' : typeof ref})`);
     // Observes the word as the kernel's first check would; settles at once, with no thread, if it differs.
     if (Atomics.load(word.i32, word.index) !== value) return settledWait(1);
     if (timeout === 0) return settledWait(2);
@@ -1146,6 +1216,9 @@ class KoffiBackend implements NativeBackend {
    * took theirs out of looseFds, closeOwnedFd clears mapping.fd.
    */
   private releaseAtWorkerExit(): void {
+    // What parked waits must still write to the memory (withdrawing their announcements) goes before it is
+    // unmapped: unmap.ts's own 'exit' listener comes first, this makes sure (hooks taken on after it).
+    runBeforeExit();
     for (const wait of [...this.pendingWaits]) wait.cancel();
     for (const mapping of [...this.liveMappings]) {
       try {
