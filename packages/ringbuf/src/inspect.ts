@@ -597,7 +597,6 @@ function openReadOnly(target: string): Region {
     : Region.open({ backing: 'posix', name: target, readOnly: true });
 }
 
-
 /**
  * openReadOnly for a listing: an object whose sizing lock is held (its
  * creator sizing it now, or stopped in the middle, or a process holding
