@@ -19,7 +19,16 @@ export type { ErrorCode } from './errors.js';
 export { asyncWaitKind, backendKind, MAX_WAIT_ANY_ASYNC, nativeFutex } from './native/info.js';
 export { membarrier } from './native/membarrier.js';
 export type { AsyncWait, AsyncWaitKind } from './native/backend.js';
-export { FileLocks, heldByAnyone, heldExclusively, lockFileByte, NAME_LOCK_BYTE, namesObject, retryFor, SIZING_LOCK_BYTE } from './locks.js';
+export {
+  FileLocks,
+  heldByAnyone,
+  heldExclusively,
+  lockFileByte,
+  NAME_LOCK_BYTE,
+  namesObject,
+  retryFor,
+  SIZING_LOCK_BYTE,
+} from './locks.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
 export { beforeUnmap } from './unmap.js';
 export type { UnmapHook } from './unmap.js';
