@@ -29,73 +29,58 @@ async function withRefusals(count: number, code: string, body: (refused: () => n
   }
 }
 
-function ring(): { region: Region; writer: SpscRing; reader: SpscRing } {
+/** Runs `body` with a fresh SpscRing (in a memfd: native futex waits), closed after. */
+async function withRing(body: (writer: SpscRing, reader: SpscRing) => Promise<void>): Promise<void> {
   const region = Region.create({ backing: 'memfd', size: SpscRing.regionSize({ capacity: 1024 }) });
-  return { region, writer: SpscRing.create(region, { capacity: 1024 }), reader: SpscRing.attach(region) };
+  const writer = SpscRing.create(region, { capacity: 1024 });
+  const reader = SpscRing.attach(region);
+  try {
+    await body(writer, reader);
+  } finally {
+    writer.close();
+    reader.close();
+    region.close();
+  }
 }
 
 describe('a futex wait the kernel refuses for now', () => {
   for (const code of ['ENOMEM', 'EAGAIN']) {
-    it(`a parked read refused with ${code} naps and waits on, then takes the message`, async () => {
-      const { region, writer, reader } = ring();
-      try {
-        await withRefusals(3, code, async (refused) => {
+    it(`a parked read refused with ${code} naps and waits on, then takes the message`, () =>
+      withRing((writer, reader) =>
+        withRefusals(3, code, async (refused) => {
           const read = reader.read({ poll: 0, timeoutMs: 5000 });
           await sleep(50);
           assert.equal(refused(), 3, 'the read went round again after each refusal');
           writer.tryWrite(new Uint8Array([7]));
           assert.deepEqual(await read, new Uint8Array([7]));
-        });
-      } finally {
-        writer.close();
-        reader.close();
-        region.close();
-      }
-    });
+        }),
+      ));
   }
 
-  it('a read napping after a refusal still ends at its timeout', async () => {
-    const { region, writer, reader } = ring();
-    try {
-      await withRefusals(Number.MAX_SAFE_INTEGER, 'ENOMEM', async () => {
+  it('a read napping after a refusal still ends at its timeout', () =>
+    withRing((_writer, reader) =>
+      withRefusals(Number.MAX_SAFE_INTEGER, 'ENOMEM', async () => {
         const t0 = performance.now();
         await assert.rejects(reader.read({ poll: 0, timeoutMs: 60 }), { code: 'ERR_SHMRING_TIMEOUT' });
         assert.ok(performance.now() - t0 < 1000);
-      });
-    } finally {
-      writer.close();
-      reader.close();
-      region.close();
-    }
-  });
+      }),
+    ));
 
-  it('a read napping after a refusal ends at its abort', async () => {
-    const { region, writer, reader } = ring();
-    try {
-      await withRefusals(Number.MAX_SAFE_INTEGER, 'ENOMEM', async () => {
+  it('a read napping after a refusal ends at its abort', () =>
+    withRing((_writer, reader) =>
+      withRefusals(Number.MAX_SAFE_INTEGER, 'ENOMEM', async () => {
         const controller = new AbortController();
         const read = reader.read({ poll: 0, signal: controller.signal });
         await sleep(20);
         controller.abort();
         await assert.rejects(read, { name: 'AbortError' });
-      });
-    } finally {
-      writer.close();
-      reader.close();
-      region.close();
-    }
-  });
+      }),
+    ));
 
-  it('any other error of the wait still fails the read', async () => {
-    const { region, writer, reader } = ring();
-    try {
-      await withRefusals(1, 'EFAULT', async () => {
+  it('any other error of the wait still fails the read', () =>
+    withRing((_writer, reader) =>
+      withRefusals(1, 'EFAULT', async () => {
         await assert.rejects(reader.read({ poll: 0, timeoutMs: 5000 }), { code: 'EFAULT' });
-      });
-    } finally {
-      writer.close();
-      reader.close();
-      region.close();
-    }
-  });
+      }),
+    ));
 });
