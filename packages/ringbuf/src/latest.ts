@@ -109,9 +109,17 @@ export interface UpdatesOptions extends ChangedOptions {
 const WAIT_BLOCK: WaitBlock = { waiters: V.WAITERS_I32, signal: V.SIGNAL_I32 };
 /** unpark's count: every parked reader (one futex_wake for all). */
 const WAKE_ALL = 0x7fffffff;
-/** Waits of a LatestValue never look for a dead writer: a new one may come. */
-const WRITER_WAIT: WaitOptions = { peerTimeoutMs: Infinity };
-const alwaysAlive = (): boolean => true;
+/**
+ * Waits of a LatestValue never end for a dead writer (a new one may come),
+ * but they look at PUBLISHED every STRANDED_LOOK_MS: a writer that died
+ * between its step 4 and its wake-up (step 5) left its readers asleep
+ * beside the value it published, for good if no other writer comes. The
+ * look is the wait's peer check ("alive" while PUBLISHED still holds the
+ * version waited past), whose "gone" makes one last attempt, which takes
+ * the value: one load per parked reader per look, on the watchdog's timer.
+ */
+const STRANDED_LOOK_MS = 250;
+const WRITER_WAIT: WaitOptions = { peerTimeoutMs: STRANDED_LOOK_MS * 4 };
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -489,6 +497,13 @@ export class LatestValue {
     return read.version !== since ? read : undefined;
   }
 
+  /** A changed() wait's peer check (WRITER_WAIT): true while PUBLISHED still holds `since` (low 32 bits), or the object is closed. */
+  #nothingNew(since: number): boolean {
+    const ctl = this.#ctl;
+    // Observes publish() step 4, as #changedAttempt; a closed object's wait ends through its attempt.
+    return ctl.length === 0 || Atomics.load(ctl, V.PUBLISHED_I32) === (since | 0);
+  }
+
   /** changed()'s and changedSync()'s attempt (`verb`'s): read() once PUBLISHED differs from `since` (low 32 bits). */
   #changedAttempt(since: number, verb: string): LatestRead | undefined {
     const ctl = this.#ctl;
@@ -529,7 +544,7 @@ export class LatestValue {
         () => this.#changedAttempt(since, verb),
         { ...options, ...WRITER_WAIT },
         verb,
-        alwaysAlive,
+        () => this.#nothingNew(since),
         this.#pollPacer,
         stop,
       );
@@ -555,7 +570,7 @@ export class LatestValue {
         () => this.#changedAttempt(since, 'LatestValue.changedSync'),
         { ...options, ...WRITER_WAIT },
         'LatestValue.changedSync',
-        alwaysAlive,
+        () => this.#nothingNew(since),
         this.#spinPacer,
       );
     } catch (err) {
