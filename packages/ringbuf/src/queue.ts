@@ -780,6 +780,8 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
   }
 
   readonly #producerAlive = (): boolean => this.producerAlive();
+  /** A parked read's look on the watchdog's timer (parkAsync's `ready`), bound once. */
+  readonly #recordReadyFn = (): boolean => this.recordReady();
   readonly #consumerAlive = (): boolean => this.consumerAlive();
 
   /**
@@ -1223,6 +1225,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
         stop,
         settle,
         this.#producerGone,
+        this.#recordReadyFn,
       ),
     );
   }
@@ -1255,6 +1258,7 @@ export abstract class Queue implements AsyncIterable<Uint8Array> {
       undefined,
       this.#settleReadable,
       this.#producerGone,
+      this.#recordReadyFn,
     );
   }
 

@@ -526,6 +526,7 @@ export function parkAsync<T, R = T>(
   stop?: WaitStop,
   settle: Settle<T, R> = AS_IS as Settle<T, R>,
   gone: PeerGone = peerDead,
+  ready?: () => boolean,
 ): Promise<R> {
   let pollMicros: number;
   let pollUntilAt: number;
@@ -560,7 +561,7 @@ export function parkAsync<T, R = T>(
     pacer.got(started, performance.now());
     return settleNow(settle, result, false);
   }
-  const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone);
+  const park = new AsyncPark(ctl, block, attempt, options, what, peerAlive, deadline, stop, pacer, started, settle, gone, ready);
   if (pollUntilAt <= started) return park.start();
   waitCounters.polls++;
   // A window within one check period (the default 50 µs, say: every hot message's wait) is one pollUntil, no
@@ -730,6 +731,8 @@ class AsyncPark<T, R> implements Watched {
     readonly started: number,
     readonly settle: Settle<T, R>,
     readonly gone: PeerGone,
+    /** Whether the attempt would find something now (a snapshot, taking nothing): the watchdog's look (check()). */
+    readonly ready: (() => boolean) | undefined,
   ) {
     this.periodMs = options === undefined ? DEFAULT_CHECK_MS : checkPeriodOf(options);
   }
@@ -766,6 +769,9 @@ class AsyncPark<T, R> implements Watched {
   check(): void {
     try {
       if (!this.peerAlive()) this.#end('peer-gone');
+      // Something there that no wake-up came for (its publisher died between publishing and waking, and
+      // other publishers live on, idle): ends the sleep as a spurious wake-up, and the next round takes it.
+      else if (this.ready?.() === true) this.#pending?.cancel();
     } catch (err) {
       this.#failure = err;
       this.#end('check-failed');

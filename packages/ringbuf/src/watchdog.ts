@@ -20,7 +20,7 @@ import { onePass } from './liveness.js';
 export interface Watched {
   /** How often (ms) this wait wants check() called. */
   readonly periodMs: number;
-  /** Looks at the peer and ends the wait if it is gone; must not throw. */
+  /** Looks at the peer and ends the wait if it is gone (and wakes a read whose record is there unannounced); must not throw. */
   check(): void;
   /** Where this wait is in the registry while registered, -1 while not (the registry's own field). */
   watchSlot: number;
