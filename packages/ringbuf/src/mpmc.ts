@@ -333,7 +333,7 @@ export class MpmcQueue extends Queue {
   /**
    * Copies `bytes` into a free slot. Returns false if the queue is full;
    * throws ERR_SHMRING_CLOSED if it was closed by the time this write won
-   * its slot (the slot then carries nothing).
+   * its slot (the slot then carries nothing), or is closed and full.
    */
   tryWrite(bytes: Uint8Array, type = 0): boolean {
     checkType(type, 'MpmcQueue.tryWrite');
@@ -344,7 +344,11 @@ export class MpmcQueue extends Queue {
     if (this.ctl.length === 0) throw this.closedError();
     if (!this.isProducer) this.registerProducer();
     let slot = this.#claimForWrite();
-    if (slot < 0 && (!this.#pollLook(false) || (slot = this.#claimForWrite()) < 0)) return false;
+    if (slot < 0 && (!this.#pollLook(false) || (slot = this.#claimForWrite()) < 0)) {
+      // Full, and perhaps of skips no reader is left to free: a closed queue says so rather than "full" for ever.
+      if (this.closedFlag()) throw this.closedNow();
+      return false;
+    }
     const position = this.#claimed;
     const data32 = this.#data32;
     // SYNC POINT with close()'s Atomics.or of FLAGS (both seq_cst): a close made before our claim CAS is seen

@@ -611,10 +611,11 @@ static int park(struct ring *r, size_t waiters_offset, int (*attempt)(struct rin
             int last = attempt(r, arg); /* a reader's one more try after seeing the flag */
             /* LAYOUT.md "The closed flag": in a MpmcQueue a position claimed and not yet read is still to come,
                and in a MpscRing space claimed unread ("Roles and closing": the creator may close it) (observes
-               the latest claims of both sides; acquire, as the reader's other position loads). */
+               the latest claims of both sides; seq_cst, after closed()'s load of FLAGS: a producer's claim CAS
+               is either seen here or came after the close, and that producer sees the flag after it). */
             uint32_t kind = header_u32(r, OFF_KIND);
-            uint32_t producer = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_acquire);
-            uint32_t consumer = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_acquire);
+            uint32_t producer = atomic_load_explicit(word(r, OFF_PRODUCER_POSITION), memory_order_seq_cst);
+            uint32_t consumer = atomic_load_explicit(word(r, OFF_CONSUMER_POSITION), memory_order_seq_cst);
             int pending = kind == KIND_MPMC ? (int32_t)(producer - consumer) > 0 : kind == KIND_MPSC ? producer != consumer : 0;
             if (last != 0 || !pending) return last;
         }
@@ -839,8 +840,10 @@ static unsigned char *mpmc_claim(const struct ring *r, size_t position_offset, u
         /* Observes the other side's last store to this slot's sequence (and what it published). */
         int32_t lag = (int32_t)(atomic_load_explicit(mpmc_sequence(slot), memory_order_acquire) - (position + ready));
         if (lag == 0) {
-            /* Claims the position: only the winner touches the slot until it stores the next sequence. */
-            if (atomic_compare_exchange_weak_explicit(shared, &position, position + 1, memory_order_relaxed, memory_order_relaxed)) {
+            /* Claims the position: only the winner touches the slot until it stores the next sequence. seq_cst:
+             * a producer's FLAGS load comes after it (LAYOUT.md, MpmcQueue "Producer"), as a reader's position
+             * loads come after its FLAGS load; relaxed, the load could pass the claim on a weakly ordered CPU. */
+            if (atomic_compare_exchange_weak_explicit(shared, &position, position + 1, memory_order_seq_cst, memory_order_relaxed)) {
                 *claimed = position;
                 return slot;
             }
