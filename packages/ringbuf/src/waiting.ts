@@ -131,7 +131,9 @@ const MIN_CHECK_MS = 1;
  * announced (one futex wake each, for however many sleepers, whether
  * asleep or not); `sleepersWoken`, the sleepers those wakes found asleep
  * (the kernel's or V8's count); `peerLocks`, role locks asked whether a
- * peer lives (one system call each: Queue.registeredAlive).
+ * peer lives (one system call each: Queue.registeredAlive); `refused`,
+ * async futex waits the kernel refused for the moment (EAGAIN, ENOMEM,
+ * EBUSY), each replaced by a nap.
  */
 export const waitCounters = {
   asyncParks: 0,
@@ -142,6 +144,7 @@ export const waitCounters = {
   wakes: 0,
   sleepersWoken: 0,
   peerLocks: 0,
+  refused: 0,
 };
 
 /**
@@ -644,10 +647,17 @@ const NATIVE_TIMED_OUT = 2;
  * (io_uring_enter or futex_waitv short of memory; a linked chain it cut
  * short): not the caller's doing, and gone a moment later.
  */
-const REFUSED_FOR_NOW = new Set(['EAGAIN', 'ENOMEM', 'EBUSY', 'EINTR']);
+const REFUSED_FOR_NOW = new Set(['EAGAIN', 'ENOMEM', 'EBUSY']);
 
-/** How long a wait the kernel refused for now sleeps before its next round (ms). */
+/** The first nap of a wait the kernel refused for now (ms); each further refusal doubles it, up to REFUSED_NAP_MAX_MS. */
 const REFUSED_NAP_MS = 1;
+const REFUSED_NAP_MAX_MS = 100;
+/**
+ * How long (ms) a wait goes on being refused before it fails with the
+ * kernel's error after all: what lasts that long is a limit (threads,
+ * locked memory), not a moment's shortage, and the caller should hear of it.
+ */
+const REFUSED_FOR_MS = 5000;
 
 function refusedForNow(err: unknown): boolean {
   return err instanceof Error && REFUSED_FOR_NOW.has((err as NodeJS.ErrnoException).code ?? '');
@@ -655,15 +665,15 @@ function refusedForNow(err: unknown): boolean {
 
 /**
  * A timer in place of a futex wait the kernel refused for now: completes
- * 'timed-out' after REFUSED_NAP_MS (the next round re-checks), or 'ok' at
- * once when cancelled. It takes no wake-up, so it has none to pass on.
+ * 'timed-out' after `ms` (the next round re-checks), or 'ok' at once when
+ * cancelled. It takes no wake-up, so it has none to pass on.
  */
-function nap(ref: boolean): PendingWait {
+function nap(ms: number, ref: boolean): PendingWait {
   let settle!: (code: number) => void;
   const promise = new Promise<number>((resolve) => {
     settle = resolve;
   });
-  const timer = setTimeout(settle, REFUSED_NAP_MS, NATIVE_TIMED_OUT);
+  const timer = setTimeout(settle, ms, NATIVE_TIMED_OUT);
   if (!ref) timer.unref();
   return {
     promise,
@@ -884,8 +894,15 @@ class AsyncPark<T, R> implements Watched {
    * rejects with an Error.
    */
   readonly #completed = (completion: unknown): void => {
-    if (typeof completion === 'number' || typeof completion === 'string') this.#napped(completion as WaitResult | number);
-    else this.#nappedBadly(completion);
+    if (typeof completion === 'number' || typeof completion === 'string') {
+      // A futex wait the kernel took (not a nap in place of a refused one) ends a row of refusals.
+      if (this.#napping) this.#napping = false;
+      else if (this.#refusedSince !== undefined) {
+        this.#refusedSince = undefined;
+        this.#refusals = 0;
+      }
+      this.#napped(completion as WaitResult | number);
+    } else this.#nappedBadly(completion);
   };
 
   /** The futex wait of a round completed: withdraw, look at why, and settle or go round again. */
@@ -929,16 +946,32 @@ class AsyncPark<T, R> implements Watched {
 
   #nappedBadly(err: unknown): void {
     this.#pending = undefined;
-    if (this.#ending === undefined && refusedForNow(err)) {
-      // The kernel could not queue the futex wait just now: still announced, this round naps instead, and the
-      // next re-checks, as after a timed-out sleep. A read does not fail for memory the kernel lacked a moment.
-      this.#pending = nap(this.options?.ref !== false);
-      this.#pending.promise.then(this.#completed, this.#completed);
-      return;
+    // Ended from outside (an abort, a stop, a dead peer) while the wait failed: that is why it ends (#ended).
+    if (this.#ending !== undefined) return this.#napped(NATIVE_TIMED_OUT);
+    if (refusedForNow(err)) {
+      const now = performance.now();
+      this.#refusedSince ??= now;
+      if (now - this.#refusedSince < REFUSED_FOR_MS) {
+        // The kernel could not queue the futex wait just now: still announced, this round naps instead, and the
+        // next re-checks, as after a timed-out sleep. A read does not fail for memory the kernel lacked a moment.
+        waitCounters.refused++;
+        const ms = Math.min(REFUSED_NAP_MS * 2 ** this.#refusals++, REFUSED_NAP_MAX_MS);
+        this.#napping = true;
+        this.#pending = nap(ms, this.options?.ref !== false);
+        this.#pending.promise.then(this.#completed, this.#completed);
+        return;
+      }
     }
     this.#withdraw();
     this.#fail(err);
   }
+
+  /** When the kernel first refused this park's futex wait in a row of refusals (performance.now()). */
+  #refusedSince: number | undefined;
+  /** Refusals so far (each nap doubles, up to REFUSED_NAP_MAX_MS). */
+  #refusals = 0;
+  /** The pending wait is a nap in place of a refused one. */
+  #napping = false;
 
   #watch(): void {
     this.#watching = true;

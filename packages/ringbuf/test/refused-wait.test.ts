@@ -77,6 +77,20 @@ describe('a futex wait the kernel refuses for now', () => {
       }),
     ));
 
+  it("a read refused for longer than a moment (5 s: a limit, not a shortage) fails with the kernel's error after all", function () {
+    this.timeout(20_000);
+    return withRing((_writer, reader) =>
+      withRefusals(Number.MAX_SAFE_INTEGER, 'EAGAIN', async (refused) => {
+        const t0 = performance.now();
+        await assert.rejects(reader.read({ poll: 0 }), { code: 'EAGAIN' });
+        const ms = performance.now() - t0;
+        assert.ok(ms >= 4900 && ms < 10_000, `failed after ${Math.round(ms)} ms`);
+        // Naps doubling from 1 ms up to 100 ms: some 55 refusals in 5 s, not 5000.
+        assert.ok(refused() > 20 && refused() < 200, `${refused()} refusals`);
+      }),
+    );
+  });
+
   it('any other error of the wait still fails the read', () =>
     withRing((_writer, reader) =>
       withRefusals(1, 'EFAULT', async () => {
