@@ -29,8 +29,12 @@ if (cargo.error || cargo.status !== 0) {
 // The addon napi writes over, and the copies below, are replaced, not
 // written in place: a program that has the old one loaded (a test run, a
 // server) keeps its mapping of the old file instead of crashing on a
-// rewritten one.
-for (const target of TARGETS) fs.rmSync(path.join(__dirname, `shm-sys.${target}.node`), { force: true });
+// rewritten one. The old one waits aside until the build succeeds, and
+// comes back if it fails.
+const built = (target) => path.join(__dirname, `shm-sys.${target}.node`);
+for (const target of TARGETS) {
+  if (fs.existsSync(built(target))) fs.renameSync(built(target), `${built(target)}.previous`);
+}
 
 const build = spawn('napi', ['build', '--platform', '--release'], {
   cwd: __dirname,
@@ -46,13 +50,17 @@ build.stderr.on('data', (chunk) => {
 });
 build.on('close', (status) => {
   if (pending && !EXPECTED_WARNING.test(pending)) process.stderr.write(pending);
+  for (const target of TARGETS) {
+    const previous = `${built(target)}.previous`;
+    if (!fs.existsSync(previous)) continue;
+    if (status === 0 && fs.existsSync(built(target))) fs.rmSync(previous);
+    else fs.renameSync(previous, built(target));
+  }
   if (status !== 0) process.exit(status ?? 1);
   for (const target of TARGETS) {
-    const file = `shm-sys.${target}.node`;
-    const built = path.join(__dirname, file);
-    if (!fs.existsSync(built)) continue;
-    const copy = path.join(__dirname, 'npm', target, file);
-    fs.copyFileSync(built, `${copy}.tmp`);
+    if (!fs.existsSync(built(target))) continue;
+    const copy = path.join(__dirname, 'npm', target, `shm-sys.${target}.node`);
+    fs.copyFileSync(built(target), `${copy}.tmp`);
     fs.renameSync(`${copy}.tmp`, copy);
   }
 });
