@@ -29,6 +29,8 @@ export {
   retryFor,
   SIZING_LOCK_BYTE,
 } from './locks.js';
+export { readSegments } from './segments.js';
+export type { Segment } from './segments.js';
 export { clearTimer, LongTimeout, MAX_TIMER_MS, startTimer } from './timers.js';
 export { beforeUnmap } from './unmap.js';
 export type { UnmapHook } from './unmap.js';

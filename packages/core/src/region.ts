@@ -50,6 +50,7 @@ import {
   onObject,
 } from './errors.js';
 import { type HugePagePool, hugePagePool, isHugePageShortage, noHugePages, roundToHugePages } from './hugepages.js';
+import { readSegments, type Segment } from './segments.js';
 import { runBeforeUnmap } from './unmap.js';
 import {
   holdName,
@@ -287,27 +288,12 @@ function hexKey(key: number): string {
 }
 
 /**
- * What the kernel says of System V segment `id` in /proc/sysvipc/shm (this
- * IPC namespace's segments, whoever owns them): its size and how many
- * attaches it has. undefined where it cannot tell (no /proc, no such
+ * What the kernel says of System V segment `id` (its size, and how many
+ * attaches it has): undefined where it cannot tell (no /proc, no such
  * segment). The native backends offer no IPC_STAT of their own.
  */
-function sysvSegment(id: number): { size: number; attached: number } | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync('/proc/sysvipc/shm', 'latin1');
-  } catch {
-    return undefined;
-  }
-  const [header, ...rows] = text.trim().split('\n');
-  const columns = header?.trim().split(/\s+/) ?? [];
-  const [idAt, sizeAt, attachedAt] = ['shmid', 'size', 'nattch'].map((name) => columns.indexOf(name));
-  if (idAt! < 0 || sizeAt! < 0 || attachedAt! < 0) return undefined;
-  for (const row of rows) {
-    const cells = row.trim().split(/\s+/);
-    if (Number(cells[idAt!]) === id) return { size: Number(cells[sizeAt!]), attached: Number(cells[attachedAt!]) };
-  }
-  return undefined;
+function sysvSegment(id: number): Segment | undefined {
+  return readSegments()?.find((segment) => segment.id === id);
 }
 
 /**
