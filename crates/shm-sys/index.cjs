@@ -75,6 +75,9 @@ function firstLine(error) {
 }
 
 const native = loadNative();
+// How this thread's async waits wait, as its own environment says (a worker may be given one of its
+// own): handed over here rather than read by the addon, whose getenv would race a setenv of the main thread.
+native.chooseAsyncWait(process.env.SHMRING_ASYNC_WAIT ?? '');
 
 const { isSharedArrayBuffer } = require('node:util').types;
 

@@ -67,7 +67,7 @@ impl AsyncMode {
 
 /// `SHMRING_ASYNC_WAIT`: `io_uring`, `futex_waitv` or `threads` (that one,
 /// or an error where the kernel refuses it), or unset / `auto` (the first
-/// of these the kernel allows).
+/// of these the kernel allows). JavaScript hands it over (chooseAsyncWait).
 const MODE_VARIABLE: &str = "SHMRING_ASYNC_WAIT";
 
 pub struct EnvState {
@@ -82,6 +82,9 @@ pub struct EnvState {
     pub waits: Registry,
     /// How async waits wait, decided at the first one.
     mode: Cell<Option<AsyncMode>>,
+    /// This env's `SHMRING_ASYNC_WAIT`, as its JavaScript sees it (`chooseAsyncWait`, index.cjs at load):
+    /// a worker's own environment, and no getenv here, which would race the main thread's setenv.
+    wanted: RefCell<String>,
     /// The io_uring reactor, in AsyncMode::Ring.
     reactor: OnceCell<Box<Reactor>>,
     /// Shared with the waiter threads.
@@ -105,6 +108,7 @@ impl EnvState {
             deferred: RefCell::new(Vec::new()),
             waits: Registry::default(),
             mode: Cell::new(None),
+            wanted: RefCell::new(String::new()),
             reactor: OnceCell::new(),
             delivery: Arc::new(Delivery::new()),
             tsfn: Cell::new(ptr::null_mut()),
@@ -162,7 +166,7 @@ impl EnvState {
         if let Some(mode) = self.mode.get() {
             return Ok(mode);
         }
-        let wanted = std::env::var(MODE_VARIABLE).unwrap_or_default();
+        let wanted = self.wanted.borrow().clone();
         let mode = match wanted.as_str() {
             "threads" => AsyncMode::Threads,
             "futex_waitv" if lanes::available() => AsyncMode::Lanes,
@@ -190,6 +194,16 @@ impl EnvState {
         };
         self.mode.set(Some(mode));
         Ok(mode)
+    }
+
+    /// Takes this env's `SHMRING_ASYNC_WAIT` (checked at the first async
+    /// wait); false once that wait has fixed the mode.
+    pub fn choose_async_wait(&self, way: String) -> bool {
+        if self.mode.get().is_some() {
+            return false;
+        }
+        *self.wanted.borrow_mut() = way;
+        true
     }
 
     /// The io_uring reactor, once AsyncMode::Ring was chosen.

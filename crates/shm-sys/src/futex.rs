@@ -284,6 +284,17 @@ pub fn async_wait_kind(env: Env, _info: napi_callback_info) -> JsResult {
     env.string(state.async_mode(env)?.name())
 }
 
+/// `chooseAsyncWait(way): boolean` — this env's `SHMRING_ASYNC_WAIT` ('' for
+/// unset), read by index.cjs from its thread's own `process.env` at load;
+/// checked at the first async wait. False once that wait fixed the mode.
+pub fn choose_async_wait(env: Env, info: napi_callback_info) -> JsResult {
+    let [way] = env.args::<1>(info)?;
+    let way = env.c_string(way, "way")?.into_string().map_err(|_| Throw::Type("way must be UTF-8".to_string()))?;
+    // SAFETY: JS thread, inside a callback of this env.
+    let state = unsafe { EnvState::current(env) }?;
+    env.bool(state.choose_async_wait(way))
+}
+
 /// Refuses a new async wait during env teardown (`in_teardown` names it), or with the id of one pending.
 fn check_new_wait(state: &EnvState, id: u64, in_teardown: &'static str) -> Result<(), Throw> {
     if state.is_closing() {

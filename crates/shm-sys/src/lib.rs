@@ -78,6 +78,7 @@ js_fn! {
     js_futex_wait_any => futex::futex_wait_any;
     js_membarrier => futex::membarrier;
     js_async_wait_kind => futex::async_wait_kind;
+    js_choose_async_wait => futex::choose_async_wait;
     js_futex_wait_start => futex::futex_wait_start;
     js_futex_wait_cancel => futex::futex_wait_cancel;
     js_futex_wait_any_start => futex::futex_wait_any_start;
@@ -86,7 +87,7 @@ js_fn! {
 }
 
 /// The raw exports, by JS name.
-const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 27] = [
+const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 28] = [
     (c"memfdCreate", Some(js_memfd_create)),
     (c"shmOpen", Some(js_shm_open)),
     (c"shmUnlink", Some(js_shm_unlink)),
@@ -109,6 +110,7 @@ const EXPORTS: [(&std::ffi::CStr, napi::napi_callback); 27] = [
     (c"futexWaitAny", Some(js_futex_wait_any)),
     (c"membarrier", Some(js_membarrier)),
     (c"asyncWaitKind", Some(js_async_wait_kind)),
+    (c"chooseAsyncWait", Some(js_choose_async_wait)),
     (c"futexWaitStart", Some(js_futex_wait_start)),
     (c"futexWaitCancel", Some(js_futex_wait_cancel)),
     (c"futexWaitAnyStart", Some(js_futex_wait_any_start)),
