@@ -134,7 +134,9 @@ const CREATE_OPTIONS_OF: Readonly<Record<Backing, readonly string[]>> = {
   posix: ['name', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
   file: ['path', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
   sysv: ['key', 'mode', 'exclusive', 'unlinkOnExit', 'hugePages'],
-  sab: ['hugePages'],
+  // A name labels a memfd and nothing else; a 'sab' takes it as well, so that one options object can make
+  // either (the choice between the two is often a flag).
+  sab: ['name', 'hugePages'],
 };
 const OPEN_OPTIONS_OF: Readonly<Record<OpenOptions['backing'], readonly string[]>> = {
   posix: ['name', 'readOnly'],
