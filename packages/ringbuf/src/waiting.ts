@@ -778,13 +778,17 @@ class AsyncPark<T, R> implements Watched {
   /** Watchdog tick: ends the wait if the peer is gone. */
   check(): void {
     try {
-      if (!this.peerAlive()) this.#end('peer-gone');
-      // Something there that no wake-up came for (its publisher died between publishing and waking, and
-      // other publishers live on, idle): ends the sleep as a spurious wake-up, and the next round takes it.
-      else if (this.ready?.() === true) this.#pending?.cancel();
+      if (!this.peerAlive()) return this.#end('peer-gone');
     } catch (err) {
       this.#failure = err;
-      this.#end('check-failed');
+      return this.#end('check-failed');
+    }
+    try {
+      // Something there that no wake-up came for (its publisher died between publishing and waking, and
+      // other publishers live on, idle): ends the sleep as a spurious wake-up, and the next round takes it.
+      if (this.ready?.() === true) this.#pending?.cancel();
+    } catch {
+      // Only a look: an object closed under it (its views swapped for empty ones) ends this wait itself.
     }
   }
 

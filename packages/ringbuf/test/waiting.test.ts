@@ -5,7 +5,7 @@
  * once), and when a Promise wait polls (PollPacer's decisions).
  */
 import assert from 'node:assert/strict';
-import { ErrorCodes, Region } from '@shmring/core';
+import { ErrorCodes, nativeFutex, Region } from '@shmring/core';
 import { select, SpscRing } from '../src/index.js';
 import * as L from '../src/layout.js';
 import { getDefaultPoll, PollPacer, SpinPacer } from '../src/pacing.js';
@@ -330,5 +330,41 @@ describe('waiting: a stop between the poll and the park', () => {
     // Its announcement is withdrawn: a publisher would not pay a wake-up for it.
     // Observes the wait's withdrawal (its Atomics.sub, made as it settled).
     assert.equal(Atomics.load(ctl, BLOCK.waiters), 0);
+  });
+});
+
+describe("waiting: the watchdog's look for a record", () => {
+  it('a look that throws (an object closed under it) neither ends nor fails the wait', async () => {
+    const region = Region.create({ backing: 'memfd', size: 4096 });
+    const ctl = new Int32Array(region.buffer, 0, 2);
+    let value: number | undefined;
+    let looks = 0;
+    try {
+      const wait = parkAsync(
+        ctl,
+        BLOCK,
+        () => value,
+        { poll: 0, spin: 0, peerTimeoutMs: 4, timeoutMs: 5000 }, // a check every millisecond
+        'test wait',
+        () => true,
+        new PollPacer(),
+        undefined,
+        undefined,
+        undefined,
+        () => {
+          looks++;
+          throw new RangeError('Invalid atomic access index'); // what recordReady() says on swapped-out views
+        },
+      );
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.ok(looks > 5, `${looks} looks`);
+      value = 5;
+      // Publishes the value to the wait, as a producer's unpark does: SIGNAL moves, then the futex wake.
+      Atomics.add(ctl, BLOCK.signal, 1);
+      nativeFutex.wake(region.buffer as ArrayBuffer, BLOCK.signal * 4, 1);
+      assert.equal(await wait, 5);
+    } finally {
+      region.close();
+    }
   });
 });
