@@ -66,18 +66,28 @@ describe('channels over NATS: faults', function () {
   });
 
   describe('a peer that names a subject that is no inbox', function () {
+    // A server of its own: the spy below watches every subject, where the shared server carries the
+    // heartbeats of other tests' channels still open.
+    let own: NatsServer;
+    before(async function () {
+      own = await NatsServer.start();
+    });
+    after(async function () {
+      await own?.stop();
+    });
+
     // SPY: a subject the test watches, which a hostile HELLO tries to have the listener publish to.
     for (const inbox of ['', 'SPY', '_INBOX.a b', '_INBOX.x\r\nPUB SPY 2\r\nhi', '_INBOX.*', '_INBOX.>', '_INBOX.\u0001', '_INBOX.']) {
       it(`listen ignores a HELLO with inbox ${JSON.stringify(inbox)}: nothing is published to it, no channel opens, and the listener serves the next client`, async function () {
         const subject = uniqueSubject('hello');
-        const address = nats.url(subject);
+        const address = own.url(subject);
         const server = await listen(address, { heartbeatMs: 100 });
         let channels = 0;
         server.on('channel', (ch: Channel) => {
           channels++;
           ch.handle((v) => v);
         });
-        const raw = await natsConnect({ servers: `127.0.0.1:${nats.port}` });
+        const raw = await natsConnect({ servers: `127.0.0.1:${own.port}` });
         try {
           const spy = uniqueSubject('spy');
           // What the listener publishes on its own (heartbeats carry Shmring-Control), or anything on SPY.
